@@ -1,0 +1,460 @@
+//! Configuration: every limit and knob of the router in one place, with its
+//! default, loaded from an optional TOML file and overridden by CLI flags.
+//!
+//! Owns: parsing and validation. Must not touch: sockets, executors. Every
+//! error names the offending key (`limits.queued_bytes_max`) or flag, so the
+//! CLI can print it on one line and exit 2. Defaults are pinned by a test;
+//! the README's configuration reference lists the same keys.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// What happens to an at-most-once (QoS 0) event when a subscriber's queue
+/// is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Drop the event for that subscriber and count it.
+    Drop,
+    /// Disconnect the subscriber.
+    Disconnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub runtime: RuntimeConfig,
+    pub limits: Limits,
+    pub socket: SocketConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address of the MQTT listener; port 0 picks a free port.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Number of shards (executors); 0 = one per core in `cores`.
+    pub shards: usize,
+    /// CPU list the shards are pinned to, e.g. "0-3" or "0,2"; empty = all
+    /// cores this process may run on. Shards beyond the list share cores
+    /// round-robin.
+    pub cores: String,
+    /// Bytes of io_uring-registered memory per shard (counts against
+    /// RLIMIT_MEMLOCK, which weft raises when it may).
+    pub io_memory_bytes: usize,
+    /// Capacity, in events, of each ring between two shards.
+    pub ring_capacity: usize,
+    /// Entries of each shard's topic match cache (0 disables it).
+    pub match_cache_entries_max: usize,
+    /// Longest wait for sessions to flush on SIGINT/SIGTERM.
+    pub shutdown_flush_ms_max: u64,
+    /// Busy-poll this long before an idle shard sleeps (0 = never spin):
+    /// lower wake-up latency for a core's worth of CPU.
+    pub spin_before_park_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections across all shards; more are accepted and closed.
+    pub connections_max: usize,
+    /// Largest MQTT packet accepted, fixed header included.
+    pub packet_bytes_max: usize,
+    /// Topic filters in one SUBSCRIBE / UNSUBSCRIBE.
+    pub filters_per_packet_max: usize,
+    /// Subscriptions one session may hold.
+    pub subscriptions_per_session_max: usize,
+    pub topic_bytes_max: usize,
+    pub topic_levels_max: usize,
+    pub client_id_bytes_max: usize,
+    /// Outbound queue of a session: beyond these, QoS 0 events meet the
+    /// slow-consumer policy and QoS 1 events pause their publisher.
+    pub queued_messages_max: usize,
+    pub queued_bytes_max: usize,
+    /// Hard cap for QoS 1 events queued while their publishers are paused;
+    /// beyond it the subscriber is disconnected as a slow consumer.
+    pub qos1_queued_messages_max: usize,
+    pub qos1_queued_bytes_max: usize,
+    /// Longest a QoS 1 publisher is paused for one slow subscriber.
+    pub backpressure_pause_ms_max: u64,
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    /// Unacknowledged QoS 1 (and QoS 2 inbound) messages per session.
+    pub inflight_max: usize,
+    /// Time allowed between TCP accept and CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Largest read buffer of one connection (grows from 1 KiB on demand).
+    pub read_buffer_bytes_max: usize,
+    /// Bytes gathered into one write syscall.
+    pub write_batch_bytes_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    pub tcp_nodelay: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "127.0.0.1:1883".into(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 0,
+            cores: String::new(),
+            io_memory_bytes: 512 * 1024,
+            ring_capacity: 4096,
+            match_cache_entries_max: 4096,
+            shutdown_flush_ms_max: 2000,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 100_000,
+            packet_bytes_max: 1024 * 1024,
+            filters_per_packet_max: 64,
+            subscriptions_per_session_max: 100_000,
+            topic_bytes_max: 1024,
+            topic_levels_max: 32,
+            client_id_bytes_max: 256,
+            queued_messages_max: 10_000,
+            queued_bytes_max: 4 * 1024 * 1024,
+            qos1_queued_messages_max: 20_000,
+            qos1_queued_bytes_max: 8 * 1024 * 1024,
+            backpressure_pause_ms_max: 5000,
+            slow_consumer_policy: SlowConsumerPolicy::Drop,
+            inflight_max: 64,
+            connect_timeout_ms: 10_000,
+            read_buffer_bytes_max: 64 * 1024,
+            write_batch_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig { tcp_nodelay: true }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mqtt: MqttConfig::default(),
+            runtime: RuntimeConfig::default(),
+            limits: Limits::default(),
+            socket: SocketConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Command-line values that override the file, by the flag's name.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub mqtt_listen: Option<String>,
+    pub shards: Option<usize>,
+    pub cores: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// A checked configuration with everything derived that the runtime needs.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: Config,
+    pub mqtt_listen: SocketAddr,
+    /// Core of each shard, by shard index.
+    pub shard_cores: Vec<usize>,
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            // toml's message spans lines (a caret under the key); the CLI
+            // prints one line.
+            reason: one_line(&e.to_string()),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.mqtt_listen {
+            self.mqtt.listen = v.clone();
+        }
+        if let Some(v) = o.shards {
+            self.runtime.shards = v;
+        }
+        if let Some(v) = &o.cores {
+            self.runtime.cores = v.clone();
+        }
+        if let Some(v) = &o.log_level {
+            self.log.level = v.clone();
+        }
+    }
+
+    /// Validates every key and derives the shard placement. `online` is the
+    /// list of cores this process may use (for the empty `cores` default).
+    pub fn resolve(self, online: &[usize]) -> Result<Resolved, ConfigError> {
+        let mqtt_listen: SocketAddr = self.mqtt.listen.parse().map_err(|_| {
+            invalid(
+                "mqtt.listen",
+                format!("'{}' is not an IP:port address", self.mqtt.listen),
+            )
+        })?;
+        let cores = if self.runtime.cores.trim().is_empty() {
+            if online.is_empty() {
+                vec![0]
+            } else {
+                online.to_vec()
+            }
+        } else {
+            parse_cpu_list(&self.runtime.cores).map_err(|r| invalid("runtime.cores", r))?
+        };
+        let shards = if self.runtime.shards == 0 {
+            cores.len()
+        } else {
+            self.runtime.shards
+        };
+        if shards > crate::topic::trie::SHARDS_MAX {
+            return Err(invalid(
+                "runtime.shards",
+                format!(
+                    "{shards} exceeds the maximum of {}",
+                    crate::topic::trie::SHARDS_MAX
+                ),
+            ));
+        }
+        let shard_cores = (0..shards).map(|i| cores[i % cores.len()]).collect();
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "'{}' is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        let l = &self.limits;
+        let at_least = |key: &'static str, value: usize, min: usize| {
+            if value < min {
+                Err(invalid(key, format!("{value} is below the minimum of {min}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("limits.connections_max", l.connections_max, 1)?;
+        at_least("limits.packet_bytes_max", l.packet_bytes_max, 64)?;
+        if l.packet_bytes_max > crate::mqtt::codec::REMAINING_LENGTH_MAX + 5 {
+            return Err(invalid(
+                "limits.packet_bytes_max",
+                "exceeds MQTT's 256 MiB maximum",
+            ));
+        }
+        at_least("limits.filters_per_packet_max", l.filters_per_packet_max, 1)?;
+        at_least(
+            "limits.subscriptions_per_session_max",
+            l.subscriptions_per_session_max,
+            1,
+        )?;
+        at_least("limits.topic_bytes_max", l.topic_bytes_max, 1)?;
+        if l.topic_bytes_max > 65_535 {
+            return Err(invalid(
+                "limits.topic_bytes_max",
+                "exceeds MQTT's 65535-byte string maximum",
+            ));
+        }
+        at_least("limits.topic_levels_max", l.topic_levels_max, 1)?;
+        at_least("limits.client_id_bytes_max", l.client_id_bytes_max, 23)?;
+        at_least("limits.queued_messages_max", l.queued_messages_max, 1)?;
+        at_least("limits.queued_bytes_max", l.queued_bytes_max, 1024)?;
+        at_least(
+            "limits.qos1_queued_messages_max",
+            l.qos1_queued_messages_max,
+            l.queued_messages_max,
+        )?;
+        at_least(
+            "limits.qos1_queued_bytes_max",
+            l.qos1_queued_bytes_max,
+            l.queued_bytes_max,
+        )?;
+        at_least("limits.inflight_max", l.inflight_max, 1)?;
+        if l.inflight_max > 65_535 {
+            return Err(invalid("limits.inflight_max", "exceeds 65535 packet ids"));
+        }
+        at_least("limits.read_buffer_bytes_max", l.read_buffer_bytes_max, 1024)?;
+        at_least("limits.write_batch_bytes_max", l.write_batch_bytes_max, 1024)?;
+        at_least("runtime.ring_capacity", self.runtime.ring_capacity, 2)?;
+        at_least(
+            "runtime.io_memory_bytes",
+            self.runtime.io_memory_bytes,
+            64 * 1024,
+        )?;
+        Ok(Resolved {
+            config: self,
+            mqtt_listen,
+            shard_cores,
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses "0-3", "0,2", "0-1,4" into a list of cores.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{t}' in '{s}' is not a core number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("range '{part}' is reversed"));
+                }
+                if b >= 4096 {
+                    return Err(format!("core {b} is out of range"));
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                let n = number(part)?;
+                if n >= 4096 {
+                    return Err(format!("core {n} is out of range"));
+                }
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_pinned() {
+        let c = Config::default();
+        assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
+        assert_eq!(c.runtime.shards, 0);
+        assert_eq!(c.runtime.ring_capacity, 4096);
+        assert_eq!(c.runtime.match_cache_entries_max, 4096);
+        assert_eq!(c.limits.packet_bytes_max, 1 << 20);
+        assert_eq!(c.limits.queued_messages_max, 10_000);
+        assert_eq!(c.limits.queued_bytes_max, 4 << 20);
+        assert_eq!(c.limits.inflight_max, 64);
+        assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
+        assert!(c.socket.tcp_nodelay);
+        // An empty file is the defaults.
+        assert_eq!(Config::from_toml("", "x").unwrap(), c);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_cpu_list("0,2").unwrap(), vec![0, 2]);
+        assert_eq!(parse_cpu_list("0-1,4").unwrap(), vec![0, 1, 4]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn shards_share_cores() {
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            shards: Some(4),
+            cores: Some("0,1".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.resolve(&[0, 1]).unwrap().shard_cores, vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[limits]\nqueued_bytes_maxx = 3\n", "f.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("queued_bytes_maxx"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        let e = Config::from_toml("[limits]\nqueued_bytes_max = \"x\"\n", "f.toml").unwrap_err();
+        assert!(e.to_string().contains("queued_bytes_max"), "{e}");
+        let c = Config::from_toml("[limits]\nqueued_bytes_max = 3\n", "f.toml").unwrap();
+        let e = c.resolve(&[0]).unwrap_err();
+        assert!(e.to_string().starts_with("limits.queued_bytes_max"), "{e}");
+        let c = Config::from_toml("[mqtt]\nlisten = \"nowhere\"\n", "f.toml").unwrap();
+        assert!(c.resolve(&[0]).unwrap_err().to_string().starts_with("mqtt.listen"));
+    }
+}

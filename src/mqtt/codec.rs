@@ -1,0 +1,714 @@
+//! Sans-IO MQTT 3.1.1 codec: bytes in, packets out; packets in, bytes out.
+//!
+//! `decode` borrows from the caller's buffer and allocates nothing for
+//! PUBLISH, so the connection loop can parse a whole read batch in place and
+//! copy a payload exactly once, into the event it routes. "Need more bytes"
+//! is `Ok(None)`; malformed input is a [`DecodeError`]. An oversize packet is
+//! refused from its fixed header, before the body is buffered.
+//!
+//! Bench: `cargo bench --bench mqtt_codec`.
+
+use thiserror::Error;
+
+pub const PROTOCOL_LEVEL_311: u8 = 4;
+
+/// Largest value the variable-length "remaining length" can carry.
+pub const REMAINING_LENGTH_MAX: usize = 268_435_455;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("malformed remaining length")]
+    BadRemainingLength,
+    #[error("packet of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("reserved packet type {0}")]
+    ReservedType(u8),
+    #[error("invalid fixed-header flags {flags:#x} for packet type {kind}")]
+    BadFlags { kind: u8, flags: u8 },
+    #[error("packet body shorter than its fields")]
+    Truncated,
+    #[error("packet body longer than its fields")]
+    TrailingBytes,
+    #[error("string is not valid UTF-8")]
+    BadUtf8,
+    #[error("invalid QoS 3")]
+    BadQos,
+    #[error("protocol name is not MQTT")]
+    BadProtocolName,
+    #[error("reserved CONNECT flag set")]
+    BadConnectFlags,
+    #[error("packet identifier 0")]
+    ZeroPacketId,
+    #[error("SUBSCRIBE or UNSUBSCRIBE without any topic filter")]
+    NoFilters,
+    #[error("too many topic filters in one packet (limit {0})")]
+    TooManyFilters(usize),
+    #[error("invalid subscription options byte {0:#x}")]
+    BadSubscriptionOptions(u8),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest whole packet (fixed header included) accepted.
+    pub packet_bytes_max: usize,
+    /// Most filters in one SUBSCRIBE/UNSUBSCRIBE.
+    pub filters_per_packet_max: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            packet_bytes_max: 1024 * 1024,
+            filters_per_packet_max: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect<'a> {
+    /// The protocol level byte as sent; the session decides what it accepts.
+    pub level: u8,
+    pub clean_session: bool,
+    pub keep_alive_s: u16,
+    pub client_id: &'a str,
+    pub will: Option<Will<'a>>,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish<'a> {
+    pub dup: bool,
+    pub qos: u8,
+    pub retain: bool,
+    pub topic: &'a str,
+    /// Zero for QoS 0.
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet<'a> {
+    Connect(Connect<'a>),
+    ConnAck { session_present: bool, code: u8 },
+    Publish(Publish<'a>),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe { packet_id: u16, filters: Vec<(&'a str, u8)> },
+    SubAck { packet_id: u16, codes: Vec<u8> },
+    Unsubscribe { packet_id: u16, filters: Vec<&'a str> },
+    UnsubAck(u16),
+    PingReq,
+    PingResp,
+    Disconnect,
+}
+
+/// Reads the fixed header: `Ok(None)` until it is complete, then
+/// `(first byte, header length, remaining length)`.
+pub fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let mut value = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            // Non-minimal encodings (0x80 0x00) are malformed too.
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::BadRemainingLength);
+            }
+            return Ok(Some((first, 2 + i, value)));
+        }
+    }
+    Err(DecodeError::BadRemainingLength)
+}
+
+/// Decodes one packet from the front of `buf`. On success returns the packet
+/// and the number of bytes it occupied.
+pub fn decode<'a>(
+    buf: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Option<(Packet<'a>, usize)>, DecodeError> {
+    let Some((first, header_len, remaining)) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    let size = header_len + remaining;
+    if size > limits.packet_bytes_max {
+        return Err(DecodeError::TooLarge {
+            size,
+            limit: limits.packet_bytes_max,
+        });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let body = &buf[header_len..size];
+    let packet = decode_body(first, body, limits)?;
+    Ok(Some((packet, size)))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let (&b, rest) = self.buf.split_first().ok_or(DecodeError::Truncated)?;
+        self.buf = rest;
+        Ok(b)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = usize::from(self.u16()?);
+        if self.buf.len() < len {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let raw = self.bytes()?;
+        let s = std::str::from_utf8(raw).map_err(|_| DecodeError::BadUtf8)?;
+        // MQTT-1.5.3-2: no U+0000 in any UTF-8 string.
+        if raw.contains(&0) {
+            return Err(DecodeError::BadUtf8);
+        }
+        Ok(s)
+    }
+    fn packet_id(&mut self) -> Result<u16, DecodeError> {
+        match self.u16()? {
+            0 => Err(DecodeError::ZeroPacketId),
+            id => Ok(id),
+        }
+    }
+    fn done(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+}
+
+fn expect_flags(kind: u8, flags: u8, want: u8) -> Result<(), DecodeError> {
+    if flags == want {
+        Ok(())
+    } else {
+        Err(DecodeError::BadFlags { kind, flags })
+    }
+}
+
+fn decode_body<'a>(
+    first: u8,
+    body: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Packet<'a>, DecodeError> {
+    let kind = first >> 4;
+    let flags = first & 0x0f;
+    let mut r = Reader { buf: body };
+    let packet = match kind {
+        1 => {
+            expect_flags(kind, flags, 0)?;
+            Packet::Connect(decode_connect(&mut r)?)
+        }
+        2 => {
+            expect_flags(kind, flags, 0)?;
+            let ack = r.u8()?;
+            let code = r.u8()?;
+            Packet::ConnAck {
+                session_present: ack & 1 == 1,
+                code,
+            }
+        }
+        3 => {
+            let qos = (flags >> 1) & 3;
+            if qos == 3 {
+                return Err(DecodeError::BadQos);
+            }
+            let dup = flags & 8 != 0;
+            // MQTT-3.3.1-2: DUP must be 0 for QoS 0.
+            if qos == 0 && dup {
+                return Err(DecodeError::BadFlags { kind, flags });
+            }
+            let topic = r.str()?;
+            let packet_id = if qos > 0 { r.packet_id()? } else { 0 };
+            let payload = r.buf;
+            r.buf = &[];
+            Packet::Publish(Publish {
+                dup,
+                qos,
+                retain: flags & 1 != 0,
+                topic,
+                packet_id,
+                payload,
+            })
+        }
+        4 | 5 | 7 => {
+            expect_flags(kind, flags, 0)?;
+            let id = r.packet_id()?;
+            match kind {
+                4 => Packet::PubAck(id),
+                5 => Packet::PubRec(id),
+                _ => Packet::PubComp(id),
+            }
+        }
+        6 => {
+            expect_flags(kind, flags, 2)?;
+            Packet::PubRel(r.packet_id()?)
+        }
+        8 => {
+            expect_flags(kind, flags, 2)?;
+            let packet_id = r.packet_id()?;
+            let mut filters = Vec::new();
+            while !r.buf.is_empty() {
+                if filters.len() == limits.filters_per_packet_max {
+                    return Err(DecodeError::TooManyFilters(limits.filters_per_packet_max));
+                }
+                let filter = r.str()?;
+                let options = r.u8()?;
+                // MQTT-3-8.3-4: the upper six bits are reserved in 3.1.1.
+                if options > 2 {
+                    return Err(DecodeError::BadSubscriptionOptions(options));
+                }
+                filters.push((filter, options));
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::NoFilters);
+            }
+            Packet::Subscribe { packet_id, filters }
+        }
+        9 => {
+            expect_flags(kind, flags, 0)?;
+            let packet_id = r.packet_id()?;
+            let codes = r.buf.to_vec();
+            r.buf = &[];
+            Packet::SubAck { packet_id, codes }
+        }
+        10 => {
+            expect_flags(kind, flags, 2)?;
+            let packet_id = r.packet_id()?;
+            let mut filters = Vec::new();
+            while !r.buf.is_empty() {
+                if filters.len() == limits.filters_per_packet_max {
+                    return Err(DecodeError::TooManyFilters(limits.filters_per_packet_max));
+                }
+                filters.push(r.str()?);
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::NoFilters);
+            }
+            Packet::Unsubscribe { packet_id, filters }
+        }
+        11 => {
+            expect_flags(kind, flags, 0)?;
+            Packet::UnsubAck(r.packet_id()?)
+        }
+        12 => {
+            expect_flags(kind, flags, 0)?;
+            Packet::PingReq
+        }
+        13 => {
+            expect_flags(kind, flags, 0)?;
+            Packet::PingResp
+        }
+        14 => {
+            expect_flags(kind, flags, 0)?;
+            Packet::Disconnect
+        }
+        other => return Err(DecodeError::ReservedType(other)),
+    };
+    r.done()?;
+    Ok(packet)
+}
+
+fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
+    // The level is checked by the session (it answers CONNACK 0x01), but a
+    // wrong protocol name is plainly not MQTT: close without CONNACK.
+    let name = r.bytes()?;
+    if name != b"MQTT" && name != b"MQIsdp" {
+        return Err(DecodeError::BadProtocolName);
+    }
+    let level = r.u8()?;
+    let flags = r.u8()?;
+    if flags & 1 != 0 {
+        return Err(DecodeError::BadConnectFlags);
+    }
+    let keep_alive_s = r.u16()?;
+    let client_id = r.str()?;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 3;
+    let will_retain = flags & 0x20 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::BadConnectFlags);
+    }
+    if will_qos == 3 {
+        return Err(DecodeError::BadQos);
+    }
+    let will = if will_flag {
+        Some(Will {
+            topic: r.str()?,
+            payload: r.bytes()?,
+            qos: will_qos,
+            retain: will_retain,
+        })
+    } else {
+        None
+    };
+    let has_user = flags & 0x80 != 0;
+    let has_password = flags & 0x40 != 0;
+    // MQTT-3.1.2-22: a password without a user name is malformed.
+    if has_password && !has_user {
+        return Err(DecodeError::BadConnectFlags);
+    }
+    let username = if has_user { Some(r.str()?) } else { None };
+    let password = if has_password {
+        Some(r.bytes()?)
+    } else {
+        None
+    };
+    Ok(Connect {
+        level,
+        clean_session: flags & 0x02 != 0,
+        keep_alive_s,
+        client_id,
+        will,
+        username,
+        password,
+    })
+}
+
+// ---------------------------------------------------------------- encoding
+
+/// Bytes the remaining-length field takes for `len`.
+pub fn remaining_length_len(len: usize) -> usize {
+    match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+pub fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
+    debug_assert!(len <= REMAINING_LENGTH_MAX);
+    loop {
+        let mut byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Size of the encoded PUBLISH packet.
+pub fn publish_len(topic_len: usize, qos: u8, payload_len: usize) -> usize {
+    let remaining = 2 + topic_len + if qos > 0 { 2 } else { 0 } + payload_len;
+    1 + remaining_length_len(remaining) + remaining
+}
+
+/// Appends a PUBLISH packet.
+pub fn put_publish(
+    out: &mut Vec<u8>,
+    dup: bool,
+    qos: u8,
+    retain: bool,
+    topic: &[u8],
+    packet_id: u16,
+    payload: &[u8],
+) {
+    let remaining = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    out.reserve(1 + remaining_length_len(remaining) + remaining);
+    out.push(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
+    put_remaining_length(out, remaining);
+    put_str(out, topic);
+    if qos > 0 {
+        out.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Appends any packet; PUBLISH goes through [`put_publish`].
+pub fn encode(packet: &Packet<'_>, out: &mut Vec<u8>) {
+    let id_only = |out: &mut Vec<u8>, first: u8, id: u16| {
+        out.extend_from_slice(&[first, 2]);
+        out.extend_from_slice(&id.to_be_bytes());
+    };
+    match packet {
+        Packet::Connect(c) => {
+            let mut body = Vec::new();
+            put_str(&mut body, b"MQTT");
+            body.push(c.level);
+            let mut flags = u8::from(c.clean_session) << 1;
+            if let Some(w) = &c.will {
+                flags |= 0x04 | (w.qos << 3) | (u8::from(w.retain) << 5);
+            }
+            if c.username.is_some() {
+                flags |= 0x80;
+            }
+            if c.password.is_some() {
+                flags |= 0x40;
+            }
+            body.push(flags);
+            body.extend_from_slice(&c.keep_alive_s.to_be_bytes());
+            put_str(&mut body, c.client_id.as_bytes());
+            if let Some(w) = &c.will {
+                put_str(&mut body, w.topic.as_bytes());
+                put_str(&mut body, w.payload);
+            }
+            if let Some(u) = c.username {
+                put_str(&mut body, u.as_bytes());
+            }
+            if let Some(p) = c.password {
+                put_str(&mut body, p);
+            }
+            out.push(0x10);
+            put_remaining_length(out, body.len());
+            out.extend_from_slice(&body);
+        }
+        Packet::ConnAck {
+            session_present,
+            code,
+        } => out.extend_from_slice(&[0x20, 2, u8::from(*session_present), *code]),
+        Packet::Publish(p) => put_publish(
+            out,
+            p.dup,
+            p.qos,
+            p.retain,
+            p.topic.as_bytes(),
+            p.packet_id,
+            p.payload,
+        ),
+        Packet::PubAck(id) => id_only(out, 0x40, *id),
+        Packet::PubRec(id) => id_only(out, 0x50, *id),
+        Packet::PubRel(id) => id_only(out, 0x62, *id),
+        Packet::PubComp(id) => id_only(out, 0x70, *id),
+        Packet::Subscribe { packet_id, filters } => {
+            let remaining = 2 + filters.iter().map(|(f, _)| 3 + f.len()).sum::<usize>();
+            out.push(0x82);
+            put_remaining_length(out, remaining);
+            out.extend_from_slice(&packet_id.to_be_bytes());
+            for (f, qos) in filters {
+                put_str(out, f.as_bytes());
+                out.push(*qos);
+            }
+        }
+        Packet::SubAck { packet_id, codes } => {
+            out.push(0x90);
+            put_remaining_length(out, 2 + codes.len());
+            out.extend_from_slice(&packet_id.to_be_bytes());
+            out.extend_from_slice(codes);
+        }
+        Packet::Unsubscribe { packet_id, filters } => {
+            let remaining = 2 + filters.iter().map(|f| 2 + f.len()).sum::<usize>();
+            out.push(0xa2);
+            put_remaining_length(out, remaining);
+            out.extend_from_slice(&packet_id.to_be_bytes());
+            for f in filters {
+                put_str(out, f.as_bytes());
+            }
+        }
+        Packet::UnsubAck(id) => id_only(out, 0xb0, *id),
+        Packet::PingReq => out.extend_from_slice(&[0xc0, 0]),
+        Packet::PingResp => out.extend_from_slice(&[0xd0, 0]),
+        Packet::Disconnect => out.extend_from_slice(&[0xe0, 0]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: DecodeLimits = DecodeLimits {
+        packet_bytes_max: 1024,
+        filters_per_packet_max: 4,
+    };
+
+    fn round_trip(p: Packet<'_>) {
+        let mut out = Vec::new();
+        encode(&p, &mut out);
+        let (back, used) = decode(&out, &L).unwrap().unwrap();
+        assert_eq!(back, p);
+        assert_eq!(used, out.len());
+        // Every strict prefix is "need more bytes", never an error.
+        for cut in 0..out.len() {
+            assert_eq!(decode(&out[..cut], &L), Ok(None), "prefix {cut}");
+        }
+        // Re-encoding the decoded packet gives the same bytes.
+        let mut again = Vec::new();
+        encode(&back, &mut again);
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn round_trips() {
+        round_trip(Packet::Connect(Connect {
+            level: 4,
+            clean_session: true,
+            keep_alive_s: 30,
+            client_id: "c1",
+            will: Some(Will {
+                topic: "w/t",
+                payload: b"bye",
+                qos: 1,
+                retain: true,
+            }),
+            username: Some("u"),
+            password: Some(b"p"),
+        }));
+        round_trip(Packet::ConnAck {
+            session_present: false,
+            code: 0,
+        });
+        round_trip(Packet::Publish(Publish {
+            dup: false,
+            qos: 0,
+            retain: false,
+            topic: "a/b",
+            packet_id: 0,
+            payload: &[7; 300],
+        }));
+        round_trip(Packet::Publish(Publish {
+            dup: true,
+            qos: 1,
+            retain: true,
+            topic: "a/b",
+            packet_id: 9,
+            payload: b"",
+        }));
+        round_trip(Packet::PubAck(1));
+        round_trip(Packet::PubRec(2));
+        round_trip(Packet::PubRel(3));
+        round_trip(Packet::PubComp(4));
+        round_trip(Packet::Subscribe {
+            packet_id: 5,
+            filters: vec![("a/+", 1), ("#", 0)],
+        });
+        round_trip(Packet::SubAck {
+            packet_id: 5,
+            codes: vec![1, 0x80],
+        });
+        round_trip(Packet::Unsubscribe {
+            packet_id: 6,
+            filters: vec!["a/+"],
+        });
+        round_trip(Packet::UnsubAck(6));
+        round_trip(Packet::PingReq);
+        round_trip(Packet::PingResp);
+        round_trip(Packet::Disconnect);
+    }
+
+    #[test]
+    fn publish_len_matches_encoding() {
+        for (qos, n) in [(0, 0), (1, 100), (0, 200), (1, 20_000)] {
+            let mut out = Vec::new();
+            put_publish(&mut out, false, qos, false, b"t/x", 1, &vec![0; n]);
+            assert_eq!(out.len(), publish_len(3, qos, n));
+        }
+    }
+
+    #[test]
+    fn remaining_length_limits() {
+        let mut out = Vec::new();
+        for len in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, REMAINING_LENGTH_MAX] {
+            out.clear();
+            out.push(0x30);
+            put_remaining_length(&mut out, len);
+            assert_eq!(out.len() - 1, remaining_length_len(len));
+            assert_eq!(fixed_header(&out), Ok(Some((0x30, out.len(), len))));
+        }
+        assert_eq!(
+            fixed_header(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(DecodeError::BadRemainingLength)
+        );
+        assert_eq!(
+            fixed_header(&[0x30, 0x80, 0x00]),
+            Err(DecodeError::BadRemainingLength)
+        );
+    }
+
+    #[test]
+    fn oversize_refused_from_header() {
+        // Only the fixed header has arrived; the body is 2000 bytes.
+        let mut out = vec![0x30];
+        put_remaining_length(&mut out, 2000);
+        assert_eq!(
+            decode(&out, &L),
+            Err(DecodeError::TooLarge {
+                size: 2003,
+                limit: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn malformed() {
+        let bad: &[(&[u8], DecodeError)] = &[
+            (&[0x00, 0x00], DecodeError::ReservedType(0)),
+            (&[0xf0, 0x00], DecodeError::ReservedType(15)),
+            (&[0xc1, 0x00], DecodeError::BadFlags { kind: 12, flags: 1 }),
+            (&[0x36, 0x03, 0, 1, b'a'], DecodeError::BadQos),
+            (&[0x38, 0x03, 0, 1, b'a'], DecodeError::BadFlags { kind: 3, flags: 8 }),
+            (&[0x30, 0x03, 0, 2, b'a'], DecodeError::Truncated),
+            (&[0x30, 0x03, 0, 1, 0xff], DecodeError::BadUtf8),
+            (&[0x30, 0x03, 0, 1, 0x00], DecodeError::BadUtf8),
+            (&[0x32, 0x05, 0, 1, b'a', 0, 0], DecodeError::ZeroPacketId),
+            (&[0x82, 0x02, 0, 1], DecodeError::NoFilters),
+            (&[0x82, 0x06, 0, 1, 0, 1, b'a', 3], DecodeError::BadSubscriptionOptions(3)),
+            (&[0x80, 0x06, 0, 1, 0, 1, b'a', 0], DecodeError::BadFlags { kind: 8, flags: 0 }),
+            (&[0x40, 0x03, 0, 1, 9], DecodeError::TrailingBytes),
+            (&[0xc0, 0x01, 0], DecodeError::TrailingBytes),
+            (&[0xe0, 0x01, 0], DecodeError::TrailingBytes),
+        ];
+        for (bytes, want) in bad {
+            assert_eq!(decode(bytes, &L), Err(*want), "{bytes:x?}");
+        }
+        let mut too_many = vec![0x82, 0, 0, 1];
+        for _ in 0..5 {
+            too_many.extend_from_slice(&[0, 1, b'a', 0]);
+        }
+        too_many[1] = (too_many.len() - 2) as u8;
+        assert_eq!(decode(&too_many, &L), Err(DecodeError::TooManyFilters(4)));
+    }
+
+    #[test]
+    fn connect_flag_rules() {
+        let base = |flags: u8| {
+            let mut out = vec![0x10, 0];
+            out.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 10, 0, 1, b'c']);
+            out[1] = (out.len() - 2) as u8;
+            out
+        };
+        assert!(matches!(decode(&base(0x02), &L), Ok(Some((Packet::Connect(_), _)))));
+        assert_eq!(decode(&base(0x03), &L), Err(DecodeError::BadConnectFlags));
+        assert_eq!(decode(&base(0x40), &L), Err(DecodeError::BadConnectFlags));
+        assert_eq!(decode(&base(0x08), &L), Err(DecodeError::BadConnectFlags));
+        let mut wrong_name = base(0x02);
+        wrong_name[4] = b'X';
+        assert_eq!(decode(&wrong_name, &L), Err(DecodeError::BadProtocolName));
+    }
+}

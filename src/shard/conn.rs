@@ -1,0 +1,442 @@
+//! One client connection: a reader task (this module's `serve`) that parses
+//! MQTT packets from the socket and applies them to the shard, and a writer
+//! task that drains the session's outbound queue into batched writes.
+//!
+//! Owns: the socket of one connection and its read buffer. The packet
+//! formats live in `mqtt::codec`; routing lives in `ctx`. The read buffer
+//! starts at 1 KiB (idle connections stay small) and grows on demand up to
+//! `read_buffer_bytes_max`, or to the size of one packet if that is larger;
+//! every complete packet of one read is handled before the next read, and
+//! the writer gathers everything queued into one write syscall.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use smallvec::SmallVec;
+
+use super::ctx::ShardCtx;
+use super::session::{CloseReason, Session};
+use crate::event::Event;
+use crate::mqtt::codec::{self, Connect, Packet};
+use crate::shard::stats::Counters;
+use crate::topic;
+
+type Stream = RefCell<TcpStream>;
+
+const READ_BUFFER_INITIAL: usize = 1024;
+/// Write buffers above this are freed when the queue goes idle.
+const WRITE_BUFFER_KEEP: usize = 16 * 1024;
+
+struct ReadBuffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuffer {
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Room for the next read, compacting or growing as needed.
+    fn spare(&mut self, read_max: usize) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // A packet larger than the buffer is pending: its size is
+                // known from its fixed header, already checked against
+                // `packet_bytes_max` by the decoder.
+                let need = match codec::fixed_header(self.filled()) {
+                    Ok(Some((_, header, remaining))) => header + remaining,
+                    _ => 0,
+                };
+                let grown = (self.data.len() * 2)
+                    .max(READ_BUFFER_INITIAL)
+                    .min(read_max)
+                    .max(need);
+                self.data.resize(grown.max(self.data.len() + 1), 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// After a read of `n` bytes that left nothing pending, shrink a grown
+    /// buffer back if traffic is light.
+    fn settle(&mut self, n: usize) {
+        if self.start == self.end && self.data.len() > READ_BUFFER_INITIAL && n < READ_BUFFER_INITIAL
+        {
+            self.data = vec![0; READ_BUFFER_INITIAL];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+enum Read {
+    Data(usize),
+    Closed(CloseReason),
+}
+
+/// Reads into `buf`, or returns when the session is closed from elsewhere
+/// (slow consumer, shutdown, write error).
+async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session>) -> Read {
+    poll_fn(|cx| {
+        if let Some(s) = session {
+            if let Poll::Ready(r) = s.poll_closed(cx) {
+                return Poll::Ready(Read::Closed(r));
+            }
+        }
+        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Read::Closed(CloseReason::PeerClosed)),
+            Poll::Ready(Ok(n)) => Poll::Ready(Read::Data(n)),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Poll::Ready(Read::Closed(CloseReason::KeepAliveTimeout))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Read::Closed(CloseReason::ReadError)),
+        }
+    })
+    .await
+}
+
+async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Serves one accepted connection to its end. The caller has counted it
+/// against `connections_max`; this releases that count.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(ctx.config.socket.tcp_nodelay);
+    let stream = Rc::new(RefCell::new(stream));
+    let mut rb = ReadBuffer {
+        data: Vec::new(),
+        start: 0,
+        end: 0,
+    };
+    let reason = match connect(&ctx, &stream, &mut rb).await {
+        Ok((session, will)) => {
+            let writer = glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
+            let reason = session_loop(&ctx, &session, &stream, &mut rb).await;
+            session.close(reason);
+            ctx.unregister(&session).await;
+            if let Some(will) = will.filter(|_| reason.publishes_will()) {
+                ctx.publish(will, &mut Vec::new()).await;
+            }
+            writer.await;
+            tracing::debug!(shard = ctx.id, ?peer, client_id = &*session.client_id, reason = reason.label(), "connection closed");
+            reason
+        }
+        Err(reason) => reason,
+    };
+    match reason {
+        CloseReason::ProtocolError => Counters::add(&ctx.counters.protocol_errors, 1),
+        CloseReason::KeepAliveTimeout => Counters::add(&ctx.counters.keep_alive_timeouts, 1),
+        _ => {}
+    }
+    ctx.global_connections()
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    Counters::add(&ctx.counters.connections, u64::MAX); // wrapping -1
+}
+
+fn log_protocol_error(ctx: &ShardCtx, stream: &Stream, what: &dyn std::fmt::Display) {
+    if ctx.log_limiter.allow() {
+        let peer = stream.borrow().peer_addr().ok();
+        tracing::info!(shard = ctx.id, ?peer, error = %what, "closing connection: protocol error");
+    }
+}
+
+/// Waits for CONNECT and answers it. Returns the registered session and its
+/// will, or the reason the connection ends.
+async fn connect(
+    ctx: &Rc<ShardCtx>,
+    stream: &Stream,
+    rb: &mut ReadBuffer,
+) -> Result<(Rc<Session>, Option<Event>), CloseReason> {
+    let limits = ctx.limits();
+    let _ = stream
+        .borrow()
+        .set_read_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
+    rb.data = vec![0; READ_BUFFER_INITIAL];
+    loop {
+        match codec::decode(rb.filled(), &ctx.decode_limits) {
+            Ok(Some((Packet::Connect(c), used))) => {
+                let (session, will, keep_alive_s) = accept_connect(ctx, stream, &c).await?;
+                rb.start += used;
+                let timeout = (keep_alive_s > 0)
+                    .then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
+                let _ = stream.borrow().set_read_timeout(timeout);
+                return Ok((session, will));
+            }
+            Ok(Some((other, _))) => {
+                log_protocol_error(ctx, stream, &format_args!("first packet is not CONNECT: {other:?}"));
+                return Err(CloseReason::ProtocolError);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log_protocol_error(ctx, stream, &e);
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        if ctx.stopping.get() {
+            return Err(CloseReason::ServerShutdown);
+        }
+        let spare = rb.spare(limits.read_buffer_bytes_max);
+        match read_some(stream, spare, None).await {
+            Read::Data(n) => rb.end += n,
+            Read::Closed(CloseReason::KeepAliveTimeout) => return Err(CloseReason::ConnectTimeout),
+            Read::Closed(r) => return Err(r),
+        }
+    }
+}
+
+/// CONNACK return codes of MQTT 3.1.1 §3.2.2.3.
+const CONNACK_BAD_PROTOCOL: u8 = 0x01;
+const CONNACK_BAD_CLIENT_ID: u8 = 0x02;
+
+async fn accept_connect(
+    ctx: &Rc<ShardCtx>,
+    stream: &Stream,
+    c: &Connect<'_>,
+) -> Result<(Rc<Session>, Option<Event>, u16), CloseReason> {
+    let limits = ctx.limits();
+    let refuse = |code: u8| async move {
+        let _ = write_all(stream, &[0x20, 2, 0, code]).await;
+        if ctx.log_limiter.allow() {
+            let peer = stream.borrow().peer_addr().ok();
+            tracing::info!(shard = ctx.id, ?peer, code, "CONNECT refused");
+        }
+        Err(CloseReason::ConnectRefused)
+    };
+    // MQTT-3.1.2-2: unsupported level → CONNACK 0x01. MQTT 5 arrives with
+    // its own issue; until then a v5 client gets this answer too.
+    if c.level != codec::PROTOCOL_LEVEL_311 {
+        return refuse(CONNACK_BAD_PROTOCOL).await;
+    }
+    let client_id: Box<str> = if c.client_id.is_empty() {
+        // MQTT-3.1.3-8: an empty id needs clean session.
+        if !c.clean_session {
+            return refuse(CONNACK_BAD_CLIENT_ID).await;
+        }
+        ctx.assign_client_id()
+    } else if c.client_id.len() > limits.client_id_bytes_max {
+        return refuse(CONNACK_BAD_CLIENT_ID).await;
+    } else {
+        c.client_id.into()
+    };
+    let will = match &c.will {
+        Some(w) => {
+            if let Err(e) = topic::validate_name(w.topic, &ctx.topic_limits) {
+                log_protocol_error(ctx, stream, &format_args!("will topic: {e}"));
+                return Err(CloseReason::ProtocolError);
+            }
+            Some(Event::new(w.topic, w.payload, w.qos, w.retain))
+        }
+        None => None,
+    };
+    let session = ctx.register(client_id);
+    // Session present is 0: persistent sessions arrive with the MQTT 5 issue.
+    session.send_short(&[0x20, 2, 0, 0]);
+    Ok((session, will, c.keep_alive_s))
+}
+
+async fn session_loop(
+    ctx: &Rc<ShardCtx>,
+    session: &Rc<Session>,
+    stream: &Stream,
+    rb: &mut ReadBuffer,
+) -> CloseReason {
+    let limits = ctx.limits();
+    let mut congested: Vec<Rc<Session>> = Vec::new();
+    // QoS 2 packet ids received and not yet released (exactly-once inbound).
+    let mut awaiting_release: SmallVec<[u16; 4]> = SmallVec::new();
+    loop {
+        loop {
+            let (packet, used) = match codec::decode(rb.filled(), &ctx.decode_limits) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    log_protocol_error(ctx, stream, &e);
+                    return CloseReason::ProtocolError;
+                }
+            };
+            let outcome = handle(ctx, session, stream, packet, &mut congested, &mut awaiting_release).await;
+            rb.start += used;
+            if let Err(reason) = outcome {
+                return reason;
+            }
+        }
+        if !congested.is_empty() {
+            pause_for(ctx, &mut congested).await;
+        }
+        let spare = rb.spare(limits.read_buffer_bytes_max);
+        match read_some(stream, spare, Some(session)).await {
+            Read::Data(n) => {
+                rb.end += n;
+                rb.settle(n);
+            }
+            Read::Closed(r) => return r,
+        }
+    }
+}
+
+/// QoS 1 backpressure: stop reading this publisher until the subscribers it
+/// overfilled drain under their soft limit, for at most
+/// `backpressure_pause_ms_max`.
+async fn pause_for(ctx: &ShardCtx, congested: &mut Vec<Rc<Session>>) {
+    Counters::add(&ctx.counters.publisher_pauses, 1);
+    let limits = ctx.limits();
+    let all_drained = async {
+        for s in congested.iter() {
+            poll_fn(|cx| s.poll_drained(cx, limits)).await;
+        }
+    };
+    let timeout = async {
+        glommio::timer::sleep(Duration::from_millis(limits.backpressure_pause_ms_max)).await;
+    };
+    futures_lite::future::or(all_drained, timeout).await;
+    congested.clear();
+}
+
+async fn handle(
+    ctx: &Rc<ShardCtx>,
+    session: &Rc<Session>,
+    stream: &Stream,
+    packet: Packet<'_>,
+    congested: &mut Vec<Rc<Session>>,
+    awaiting_release: &mut SmallVec<[u16; 4]>,
+) -> Result<(), CloseReason> {
+    let limits = ctx.limits();
+    match packet {
+        Packet::Publish(p) => {
+            if let Err(e) = topic::validate_name(p.topic, &ctx.topic_limits) {
+                log_protocol_error(ctx, stream, &format_args!("PUBLISH topic {:?}: {e}", p.topic));
+                return Err(CloseReason::ProtocolError);
+            }
+            let id = p.packet_id.to_be_bytes();
+            match p.qos {
+                0 => ctx.publish(Event::new(p.topic, p.payload, 0, p.retain), congested).await,
+                1 => {
+                    ctx.publish(Event::new(p.topic, p.payload, 1, p.retain), congested).await;
+                    session.send_short(&[0x40, 2, id[0], id[1]]);
+                }
+                _ => {
+                    if !awaiting_release.contains(&p.packet_id) {
+                        if awaiting_release.len() >= limits.inflight_max {
+                            log_protocol_error(ctx, stream, &"too many unreleased QoS 2 publishes");
+                            return Err(CloseReason::ProtocolError);
+                        }
+                        awaiting_release.push(p.packet_id);
+                        ctx.publish(Event::new(p.topic, p.payload, 2, p.retain), congested).await;
+                    }
+                    session.send_short(&[0x50, 2, id[0], id[1]]);
+                }
+            }
+        }
+        Packet::PubAck(id) => {
+            if !session.acknowledge(id) {
+                tracing::debug!(shard = ctx.id, id, "PUBACK for a packet id not in flight");
+            }
+        }
+        Packet::PubRel(id) => {
+            awaiting_release.retain(|x| *x != id);
+            let id = id.to_be_bytes();
+            session.send_short(&[0x70, 2, id[0], id[1]]);
+        }
+        // weft grants at most QoS 1, so it never sends QoS 2: a stray
+        // PUBREC/PUBCOMP has nothing to act on.
+        Packet::PubRec(id) | Packet::PubComp(id) => {
+            tracing::debug!(shard = ctx.id, id, "PUBREC/PUBCOMP without a QoS 2 delivery");
+        }
+        Packet::Subscribe { packet_id, filters } => {
+            let mut frame = Vec::with_capacity(4 + filters.len());
+            let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+            let mut announce = Vec::new();
+            for (filter, qos) in filters {
+                if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits) {
+                    tracing::debug!(shard = ctx.id, filter, error = %e, "subscription refused");
+                    codes.push(0x80);
+                    continue;
+                }
+                let subs = session.subscriptions.borrow();
+                let full = subs.len() >= limits.subscriptions_per_session_max && !subs.contains_key(filter);
+                drop(subs);
+                if full {
+                    codes.push(0x80);
+                    continue;
+                }
+                // QoS 2 deliveries arrive with the MQTT 5 issue: grant 1
+                // (MQTT-3.9.3: the server may grant a lower QoS).
+                let granted = qos.min(1);
+                announce.extend(ctx.subscribe(session, filter, granted));
+                codes.push(granted);
+            }
+            for f in announce {
+                ctx.broadcast(|| super::ctx::ShardMsg::InterestAdd(f.clone())).await;
+            }
+            ctx.barrier().await;
+            codec::encode(&Packet::SubAck { packet_id, codes: codes.to_vec() }, &mut frame);
+            session.send_frame(frame);
+        }
+        Packet::Unsubscribe { packet_id, filters } => {
+            for filter in filters {
+                if let (_, Some(f)) = ctx.unsubscribe(session, filter) {
+                    ctx.broadcast(|| super::ctx::ShardMsg::InterestRemove(f.clone())).await;
+                }
+            }
+            let id = packet_id.to_be_bytes();
+            session.send_short(&[0xb0, 2, id[0], id[1]]);
+        }
+        Packet::PingReq => session.send_short(&[0xd0, 0]),
+        Packet::Disconnect => return Err(CloseReason::ClientDisconnect),
+        Packet::Connect(_) => {
+            log_protocol_error(ctx, stream, &"second CONNECT");
+            return Err(CloseReason::ProtocolError);
+        }
+        other @ (Packet::ConnAck { .. } | Packet::SubAck { .. } | Packet::UnsubAck(_) | Packet::PingResp) => {
+            log_protocol_error(ctx, stream, &format_args!("server-only packet from a client: {other:?}"));
+            return Err(CloseReason::ProtocolError);
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stream>) {
+    let limits = ctx.limits();
+    let mut buf = Vec::new();
+    loop {
+        let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, limits)).await;
+        if !more {
+            break;
+        }
+        if write_all(&stream, &buf).await.is_err() {
+            session.close(CloseReason::WriteError);
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > WRITE_BUFFER_KEEP && session.queued().0 == 0 {
+            buf = Vec::new();
+        }
+    }
+}

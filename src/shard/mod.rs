@@ -1,0 +1,284 @@
+//! The runtime seam: executors, listeners, rings, timers and signals.
+//!
+//! Everything that touches glommio lives under `shard/` so that another
+//! thread-per-core runtime (monoio, compio) could replace it without
+//! touching the protocols or the trie. One `LocalExecutor` per shard, pinned
+//! to its core; each shard has its own SO_REUSEPORT listener on the same
+//! address (the kernel spreads connections), owns its sessions, and talks to
+//! the other shards only through glommio's `channel_mesh` (bounded
+//! lock-free SPSC rings, one per ordered pair of shards).
+//!
+//! Costs to know: each shard registers `runtime.io_memory_bytes` of locked
+//! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
+//! holds `runtime.ring_capacity` events.
+
+pub mod conn;
+pub mod ctx;
+pub mod session;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::os::unix::io::FromRawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use crate::config::Resolved;
+use ctx::{Global, ShardCtx, ShardMsg};
+use stats::{ShardStats, Snapshot};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot bind MQTT listener {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("cannot start shard {shard} on core {core}: {reason}")]
+    Executor {
+        shard: usize,
+        core: usize,
+        reason: String,
+    },
+}
+
+/// How often a shard publishes its counters and checks for shutdown.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A running router: its shards' threads and what they share.
+pub struct Router {
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    mqtt_addr: SocketAddr,
+    stats: Vec<Arc<ShardStats>>,
+    global: Arc<Global>,
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// io_uring registers buffers as locked memory; raise the soft limit to what
+/// the shards need when the hard limit (or privilege) allows it.
+fn raise_memlock(bytes: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
+        return;
+    };
+    if soft >= bytes {
+        return;
+    }
+    if setrlimit(Resource::RLIMIT_MEMLOCK, bytes, hard.max(bytes)).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard.min(bytes), hard);
+    }
+}
+
+impl Router {
+    /// Binds the listeners (so that errors surface here, and port 0 resolves
+    /// to one real port shared by every shard) and starts the shards.
+    pub fn start(resolved: Resolved) -> Result<Router, StartError> {
+        let Resolved {
+            config,
+            mqtt_listen,
+            shard_cores,
+        } = resolved;
+        let shards = shard_cores.len();
+        crate::topic::trie::seed_hashes({
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+        });
+        raise_memlock((config.runtime.io_memory_bytes as u64 + (1 << 20)) * shards as u64 + (8 << 20));
+
+        let bind_err = |addr, e: std::io::Error| StartError::Bind {
+            addr,
+            reason: e.to_string(),
+        };
+        let first = bind_listener(mqtt_listen).map_err(|e| bind_err(mqtt_listen, e))?;
+        let mqtt_addr = first.local_addr().map_err(|e| bind_err(mqtt_listen, e))?;
+        let mut listeners = vec![first];
+        for _ in 1..shards {
+            listeners.push(bind_listener(mqtt_addr).map_err(|e| bind_err(mqtt_addr, e))?);
+        }
+
+        let config = Arc::new(config);
+        let global = Arc::new(Global::default());
+        let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.runtime.ring_capacity);
+        let mut threads = Vec::with_capacity(shards);
+        for (index, (listener, core)) in listeners.into_iter().zip(shard_cores).enumerate() {
+            let fd = listener.into_raw_fd();
+            let mesh = mesh.clone();
+            let config = config.clone();
+            let global = global.clone();
+            let stats = stats.clone();
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
+                .name(&format!("weft-shard-{index}"))
+                .io_memory(config.runtime.io_memory_bytes);
+            if config.runtime.spin_before_park_us > 0 {
+                builder =
+                    builder.spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
+            }
+            let handle = builder
+                .spawn(move || async move {
+                    // SAFETY: the fd comes from a listening std socket whose
+                    // ownership was released with into_raw_fd above.
+                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                    run_shard(mesh, listener, config, stats, global).await;
+                })
+                .map_err(|e| StartError::Executor {
+                    shard: index,
+                    core,
+                    reason: e.to_string(),
+                })?;
+            threads.push(handle);
+        }
+        Ok(Router {
+            threads,
+            mqtt_addr,
+            stats,
+            global,
+        })
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// Counters of one shard; the shard index is its mesh peer id.
+    pub fn shard_stats(&self, shard: usize) -> Snapshot {
+        self.stats[shard].snapshot()
+    }
+
+    /// Counters summed over every shard (published every 50 ms).
+    pub fn stats(&self) -> Snapshot {
+        let mut total = Snapshot::default();
+        for s in &self.stats {
+            total += s.snapshot();
+        }
+        total
+    }
+
+    /// Asks every shard to stop: no new connections, sessions flush what
+    /// they can within `runtime.shutdown_flush_ms_max`, then close.
+    pub fn shutdown(&self) {
+        self.global.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every shard to finish.
+    pub fn join(self) {
+        for t in self.threads {
+            if let Err(e) = t.join() {
+                tracing::error!(error = %e, "shard thread failed");
+            }
+        }
+    }
+}
+
+async fn run_shard(
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    listener: glommio::net::TcpListener,
+    config: Arc<crate::config::Config>,
+    stats: Vec<Arc<ShardStats>>,
+    global: Arc<Global>,
+) {
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(pair) => pair,
+        Err(_) => {
+            tracing::error!("shard could not join the mesh");
+            return;
+        }
+    };
+    let id = senders.peer_id();
+    let ctx = Rc::new(ShardCtx::new(senders, config.clone(), stats[id].clone(), global));
+    tracing::debug!(shard = id, "shard started");
+
+    for (from, receiver) in receivers.streams() {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = receiver.recv().await {
+                ctx.on_ring(from, msg);
+            }
+        })
+        .detach();
+    }
+    {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move { ctx.ack_task().await }).detach();
+    }
+    {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
+                ctx.publish_stats();
+                if ctx.shutdown_requested() {
+                    ctx.request_stop();
+                }
+            }
+        })
+        .detach();
+    }
+
+    accept_loop(&ctx, &listener).await;
+    drop(listener);
+
+    // Sessions were closed by request_stop; give their writers a bounded
+    // time to flush, then leave (dropping the executor drops the rest).
+    let deadline = Instant::now() + Duration::from_millis(config.runtime.shutdown_flush_ms_max);
+    while ctx.live_sessions() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    ctx.publish_stats();
+    tracing::debug!(shard = id, "shard stopped");
+}
+
+async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ctx.stopped().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        match accepted {
+            Ok(stream) => {
+                let max = ctx.limits().connections_max;
+                // Accept under a permit: counted before anything is
+                // allocated for the connection.
+                if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
+                    ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+                    stats::Counters::add(&ctx.counters.connections_refused, 1);
+                    if ctx.log_limiter.allow() {
+                        tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "connection refused: connections_max reached");
+                    }
+                    drop(stream);
+                    continue;
+                }
+                stats::Counters::add(&ctx.counters.connections_accepted, 1);
+                stats::Counters::add(&ctx.counters.connections, 1);
+                glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+            }
+            Err(e) => {
+                if ctx.log_limiter.allow() {
+                    tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                }
+                // EMFILE and friends: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

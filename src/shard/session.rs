@@ -1,0 +1,394 @@
+//! A connected session as its shard sees it: the bounded outbound queue, the
+//! in-flight window, and the wakers that tie the connection's reader and
+//! writer tasks together.
+//!
+//! Owns: queue accounting and the slow-consumer decision for one session.
+//! Must not touch: sockets (the writer task in `conn` does the IO) or other
+//! sessions. Invariant, checked in debug builds: `bytes` is the sum of the
+//! wire sizes of the queued items.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use crate::config::{Limits, SlowConsumerPolicy};
+use crate::event::Event;
+use crate::topic::trie::SessionKey;
+
+/// Why a connection closed: exactly one per disconnect, and the label of
+/// its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The client closed the TCP connection without DISCONNECT.
+    PeerClosed,
+    ReadError,
+    WriteError,
+    KeepAliveTimeout,
+    ConnectTimeout,
+    /// Malformed packet or a rule of the protocol broken.
+    ProtocolError,
+    /// CONNECT refused with a non-zero CONNACK code.
+    ConnectRefused,
+    SlowConsumer,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientDisconnect => "client_disconnect",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::ReadError => "read_error",
+            CloseReason::WriteError => "write_error",
+            CloseReason::KeepAliveTimeout => "keep_alive_timeout",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::ConnectRefused => "connect_refused",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// MQTT-3.1.2-8: the will is published unless the client said
+    /// DISCONNECT. On shutdown weft does not publish wills: the other
+    /// shards may already be gone, and the clients are not at fault.
+    pub fn publishes_will(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::ClientDisconnect | CloseReason::ServerShutdown
+        )
+    }
+
+    /// Whether the writer flushes what is queued before closing.
+    fn flushes(self) -> bool {
+        matches!(self, CloseReason::ServerShutdown)
+    }
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Queued beyond the soft limit (QoS 1): the publisher should pause.
+    Congested,
+    /// Dropped (QoS 0 over the limit, policy `drop`, or session closing).
+    Dropped,
+    /// Over the limit and the policy says disconnect: the caller closes it.
+    SlowConsumer,
+}
+
+enum OutItem {
+    Event { event: Event, qos: u8 },
+    /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
+    Short([u8; 4], u8),
+    Frame(Box<[u8]>),
+}
+
+impl OutItem {
+    fn wire_len(&self) -> usize {
+        match self {
+            OutItem::Event { event, qos } => event.wire_len(*qos),
+            OutItem::Short(_, len) => usize::from(*len),
+            OutItem::Frame(f) => f.len(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outbound {
+    queue: VecDeque<OutItem>,
+    bytes: usize,
+    writer: Option<Waker>,
+    drain_waiters: Vec<Waker>,
+    /// QoS 1 deliveries awaiting PUBACK, oldest first. The event is kept for
+    /// the redelivery of persistent sessions (a later issue).
+    inflight: VecDeque<(u16, Event)>,
+    last_packet_id: u16,
+}
+
+pub struct Session {
+    pub key: SessionKey,
+    pub client_id: Box<str>,
+    out: RefCell<Outbound>,
+    close: Cell<Option<CloseReason>>,
+    reader: Cell<Option<Waker>>,
+    /// Filters this session holds, with granted QoS: what to release on
+    /// disconnect. Bounded by `subscriptions_per_session_max`.
+    pub subscriptions: RefCell<hashbrown::HashMap<Box<str>, u8>>,
+    pub dropped: Cell<u64>,
+}
+
+impl Session {
+    pub fn new(key: SessionKey, client_id: Box<str>) -> Session {
+        Session {
+            key,
+            client_id,
+            out: RefCell::default(),
+            close: Cell::new(None),
+            reader: Cell::new(None),
+            subscriptions: RefCell::default(),
+            dropped: Cell::new(0),
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close.get()
+    }
+
+    /// Marks the session closed (first reason wins) and wakes its tasks.
+    pub fn close(&self, reason: CloseReason) {
+        if self.close.get().is_some() {
+            return;
+        }
+        self.close.set(Some(reason));
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        let mut out = self.out.borrow_mut();
+        if let Some(w) = out.writer.take() {
+            w.wake();
+        }
+        for w in out.drain_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves when the session is closed (raced against socket reads).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        match self.close.get() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+
+    fn push(&self, out: &mut Outbound, item: OutItem) {
+        out.bytes += item.wire_len();
+        out.queue.push_back(item);
+        if let Some(w) = out.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a control packet. Control packets answer the client's own
+    /// packets, so they are bounded by its reading, not by the queue limit.
+    pub fn send_short(&self, packet: &[u8]) {
+        let mut bytes = [0; 4];
+        bytes[..packet.len()].copy_from_slice(packet);
+        let mut out = self.out.borrow_mut();
+        self.push(&mut out, OutItem::Short(bytes, packet.len() as u8));
+    }
+
+    pub fn send_frame(&self, frame: Vec<u8>) {
+        let mut out = self.out.borrow_mut();
+        self.push(&mut out, OutItem::Frame(frame.into_boxed_slice()));
+    }
+
+    /// Queues `event` for delivery at `qos`, applying the queue limits.
+    pub fn deliver(&self, event: Event, qos: u8, limits: &Limits) -> Delivery {
+        if self.close.get().is_some() {
+            return Delivery::Dropped;
+        }
+        let len = event.wire_len(qos);
+        let mut out = self.out.borrow_mut();
+        let over_soft = out.queue.len() >= limits.queued_messages_max
+            || out.bytes + len > limits.queued_bytes_max;
+        let mut outcome = Delivery::Queued;
+        if over_soft {
+            if qos == 0 {
+                return match limits.slow_consumer_policy {
+                    SlowConsumerPolicy::Drop => {
+                        self.dropped.set(self.dropped.get() + 1);
+                        Delivery::Dropped
+                    }
+                    SlowConsumerPolicy::Disconnect => Delivery::SlowConsumer,
+                };
+            }
+            if out.queue.len() >= limits.qos1_queued_messages_max
+                || out.bytes + len > limits.qos1_queued_bytes_max
+            {
+                return Delivery::SlowConsumer;
+            }
+            outcome = Delivery::Congested;
+        }
+        self.push(&mut out, OutItem::Event { event, qos });
+        outcome
+    }
+
+    /// True once the queue is back under its soft limits (or closed): a
+    /// paused publisher may go on.
+    pub fn poll_drained(&self, cx: &mut Context<'_>, limits: &Limits) -> Poll<()> {
+        let mut out = self.out.borrow_mut();
+        if self.close.get().is_some()
+            || (out.queue.len() < limits.queued_messages_max
+                && out.bytes <= limits.queued_bytes_max)
+        {
+            return Poll::Ready(());
+        }
+        out.drain_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Moves queued packets into `buf` (up to `batch_bytes_max`) for one
+    /// write. Ready(true): write `buf`. Ready(false): closed, stop writing.
+    pub fn poll_batch(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Poll<bool> {
+        let closed = self.close.get();
+        if matches!(closed, Some(r) if !r.flushes()) {
+            return Poll::Ready(false);
+        }
+        let mut out = self.out.borrow_mut();
+        let out = &mut *out;
+        while buf.len() < limits.write_batch_bytes_max {
+            let Some(front) = out.queue.front() else {
+                break;
+            };
+            if let OutItem::Event { qos: 1.., .. } = front {
+                if out.inflight.len() >= limits.inflight_max {
+                    break; // window full: wait for a PUBACK
+                }
+            }
+            let item = out.queue.pop_front().expect("front exists");
+            out.bytes -= item.wire_len();
+            match item {
+                OutItem::Event { event, qos: 0 } => event.write_to(buf, 0, 0, false),
+                OutItem::Event { event, qos } => {
+                    let id = next_packet_id(out);
+                    event.write_to(buf, qos, id, false);
+                    out.inflight.push_back((id, event));
+                }
+                OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
+                OutItem::Frame(frame) => buf.extend_from_slice(&frame),
+            }
+        }
+        debug_assert_eq!(
+            out.bytes,
+            out.queue.iter().map(OutItem::wire_len).sum::<usize>(),
+            "queued bytes out of step with the queue"
+        );
+        if !out.drain_waiters.is_empty()
+            && out.queue.len() < limits.queued_messages_max
+            && out.bytes <= limits.queued_bytes_max
+        {
+            for w in out.drain_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if !buf.is_empty() {
+            return Poll::Ready(true);
+        }
+        if closed.is_some() {
+            return Poll::Ready(false);
+        }
+        out.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Handles PUBACK: frees the packet id. False if it was not in flight.
+    pub fn acknowledge(&self, packet_id: u16) -> bool {
+        let mut out = self.out.borrow_mut();
+        let Some(at) = out.inflight.iter().position(|(id, _)| *id == packet_id) else {
+            return false;
+        };
+        out.inflight.remove(at);
+        if !out.queue.is_empty() {
+            if let Some(w) = out.writer.take() {
+                w.wake();
+            }
+        }
+        true
+    }
+
+    pub fn queued(&self) -> (usize, usize) {
+        let out = self.out.borrow();
+        (out.queue.len(), out.bytes)
+    }
+}
+
+fn next_packet_id(out: &mut Outbound) -> u16 {
+    // The window is at most `inflight_max` ids, so a free one is near.
+    loop {
+        out.last_packet_id = out.last_packet_id.wrapping_add(1).max(1);
+        let id = out.last_packet_id;
+        if !out.inflight.iter().any(|(used, _)| *used == id) {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            queued_messages_max: 2,
+            queued_bytes_max: 1024,
+            qos1_queued_messages_max: 3,
+            qos1_queued_bytes_max: 2048,
+            inflight_max: 1,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn qos0_overflow_drops_and_counts() {
+        let s = Session::new(0, "c".into());
+        let l = limits();
+        let e = Event::new("t", b"x", 0, false);
+        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Dropped);
+        assert_eq!(s.dropped.get(), 1);
+        let l2 = Limits {
+            slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+            ..l
+        };
+        assert_eq!(s.deliver(e, 0, &l2), Delivery::SlowConsumer);
+    }
+
+    #[test]
+    fn qos1_congests_then_disconnects() {
+        let s = Session::new(0, "c".into());
+        let l = limits();
+        let e = Event::new("t", b"x", 1, false);
+        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Congested);
+        assert_eq!(s.deliver(e, 1, &l), Delivery::SlowConsumer);
+    }
+
+    #[test]
+    fn window_and_acks() {
+        let s = Session::new(0, "c".into());
+        let l = limits();
+        let e = Event::new("t", b"x", 1, false);
+        s.deliver(e.clone(), 1, &l);
+        s.deliver(e.clone(), 1, &l);
+        let mut buf = Vec::new();
+        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(true));
+        assert_eq!(buf.len(), e.wire_len(1), "window of 1 lets one through");
+        buf.clear();
+        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Pending);
+        assert!(!s.acknowledge(2));
+        assert!(s.acknowledge(1));
+        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(true));
+        assert_eq!(s.queued(), (0, 0));
+        s.close(CloseReason::PeerClosed);
+        buf.clear();
+        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(false));
+    }
+}
