@@ -53,8 +53,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// Address of the MQTT listener; port 0 picks a free port.
+    /// Address of the MQTT listener; port 0 picks a free port. Every shard
+    /// listens on it (SO_REUSEPORT) and the kernel spreads connections.
     pub listen: String,
+    /// Also give each shard a listener of its own, so that a client can
+    /// choose its shard (locality, tests, debugging).
+    pub shard_listeners: bool,
+    /// Port of shard 0's own listener, shard i on `shard_port_base + i`;
+    /// 0 lets the system pick free ports (printed at start).
+    pub shard_port_base: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -132,6 +139,8 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             listen: "127.0.0.1:1883".into(),
+            shard_listeners: false,
+            shard_port_base: 0,
         }
     }
 }

@@ -98,6 +98,7 @@ fn run(args: RunArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!("weft={}", resolved.config.log.level)))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     // Signals are taken before the shards start, so that none is lost.
@@ -117,6 +118,9 @@ fn run(args: RunArgs) -> ExitCode {
         router.shard_count(),
         cores.join(",")
     );
+    for (i, addr) in router.shard_addrs().iter().enumerate() {
+        println!("weft: mqtt shard {i} listening on {addr}");
+    }
     let _ = std::io::stdout().flush();
 
     if let Some(signal) = signals.forever().next() {

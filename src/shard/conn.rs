@@ -157,7 +157,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     }
     ctx.global_connections()
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    Counters::add(&ctx.counters.connections, u64::MAX); // wrapping -1
+    Counters::sub(&ctx.counters.connections, 1);
 }
 
 fn log_protocol_error(ctx: &ShardCtx, stream: &Stream, what: &dyn std::fmt::Display) {

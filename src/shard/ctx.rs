@@ -118,7 +118,8 @@ pub struct ShardCtx {
     next_barrier: Cell<u64>,
     next_client_number: Cell<u64>,
     pub stopping: Cell<bool>,
-    stop_waker: Cell<Option<Waker>>,
+    /// The accept loops waiting for `stopped` (two at most).
+    stop_wakers: RefCell<Vec<Waker>>,
     pending_acks: RefCell<Vec<(usize, ShardMsg)>>,
     ack_waker: Cell<Option<Waker>>,
 }
@@ -154,7 +155,7 @@ impl ShardCtx {
             next_barrier: Cell::new(0),
             next_client_number: Cell::new(0),
             stopping: Cell::new(false),
-            stop_waker: Cell::new(None),
+            stop_wakers: RefCell::default(),
             pending_acks: RefCell::default(),
             ack_waker: Cell::new(None),
         }
@@ -444,7 +445,7 @@ impl ShardCtx {
         if self.stopping.replace(true) {
             return;
         }
-        if let Some(w) = self.stop_waker.take() {
+        for w in self.stop_wakers.borrow_mut().drain(..) {
             w.wake();
         }
         for s in self.all_sessions() {
@@ -463,7 +464,10 @@ impl ShardCtx {
             if self.stopping.get() {
                 Poll::Ready(())
             } else {
-                self.stop_waker.set(Some(cx.waker().clone()));
+                let mut wakers = self.stop_wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })

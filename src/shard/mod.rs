@@ -52,15 +52,16 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Router {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     mqtt_addr: SocketAddr,
+    shard_addrs: Vec<SocketAddr>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
 }
 
-fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
@@ -78,6 +79,17 @@ fn raise_memlock(bytes: u64) {
     }
     if setrlimit(Resource::RLIMIT_MEMLOCK, bytes, hard.max(bytes)).is_err() {
         let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard.min(bytes), hard);
+    }
+}
+
+/// Each connection is a file descriptor: raise the soft limit to the hard
+/// one, as brokers do, so that `limits.connections_max` is what binds.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
@@ -101,20 +113,41 @@ impl Router {
             addr,
             reason: e.to_string(),
         };
-        let first = bind_listener(mqtt_listen).map_err(|e| bind_err(mqtt_listen, e))?;
+        let first = bind_listener(mqtt_listen, true).map_err(|e| bind_err(mqtt_listen, e))?;
         let mqtt_addr = first.local_addr().map_err(|e| bind_err(mqtt_listen, e))?;
         let mut listeners = vec![first];
         for _ in 1..shards {
-            listeners.push(bind_listener(mqtt_addr).map_err(|e| bind_err(mqtt_addr, e))?);
+            listeners.push(bind_listener(mqtt_addr, true).map_err(|e| bind_err(mqtt_addr, e))?);
         }
+        let mut own_listeners = Vec::new();
+        let mut shard_addrs = Vec::new();
+        if config.mqtt.shard_listeners {
+            for i in 0..shards {
+                let port = match config.mqtt.shard_port_base {
+                    0 => 0,
+                    base => base.checked_add(i as u16).ok_or_else(|| {
+                        bind_err(mqtt_addr, std::io::Error::other("shard port beyond 65535"))
+                    })?,
+                };
+                let addr = SocketAddr::new(mqtt_addr.ip(), port);
+                let l = bind_listener(addr, false).map_err(|e| bind_err(addr, e))?;
+                shard_addrs.push(l.local_addr().map_err(|e| bind_err(addr, e))?);
+                own_listeners.push(Some(l));
+            }
+        } else {
+            own_listeners.resize_with(shards, || None);
+        }
+        raise_nofile();
 
         let config = Arc::new(config);
         let global = Arc::new(Global::default());
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.runtime.ring_capacity);
         let mut threads = Vec::with_capacity(shards);
-        for (index, (listener, core)) in listeners.into_iter().zip(shard_cores).enumerate() {
+        let placement = listeners.into_iter().zip(own_listeners).zip(shard_cores);
+        for (index, ((listener, own), core)) in placement.enumerate() {
             let fd = listener.into_raw_fd();
+            let own_fd = own.map(IntoRawFd::into_raw_fd);
             let mesh = mesh.clone();
             let config = config.clone();
             let global = global.clone();
@@ -131,7 +164,9 @@ impl Router {
                     // SAFETY: the fd comes from a listening std socket whose
                     // ownership was released with into_raw_fd above.
                     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                    run_shard(mesh, listener, config, stats, global).await;
+                    // SAFETY: as above.
+                    let own = own_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
+                    run_shard(mesh, listener, own, config, stats, global).await;
                 })
                 .map_err(|e| StartError::Executor {
                     shard: index,
@@ -143,6 +178,7 @@ impl Router {
         Ok(Router {
             threads,
             mqtt_addr,
+            shard_addrs,
             stats,
             global,
         })
@@ -150,6 +186,11 @@ impl Router {
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// Each executor's own listener, when `mqtt.shard_listeners` is on.
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_addrs
     }
 
     pub fn shard_count(&self) -> usize {
@@ -189,6 +230,7 @@ impl Router {
 async fn run_shard(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     listener: glommio::net::TcpListener,
+    own_listener: Option<glommio::net::TcpListener>,
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
@@ -231,6 +273,10 @@ async fn run_shard(
         .detach();
     }
 
+    if let Some(own) = own_listener {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move { accept_loop(&ctx, &own).await }).detach();
+    }
     accept_loop(&ctx, &listener).await;
     drop(listener);
 

@@ -61,4 +61,9 @@ impl Counters {
     pub fn add(cell: &Cell<u64>, n: u64) {
         cell.set(cell.get() + n);
     }
+
+    pub fn sub(cell: &Cell<u64>, n: u64) {
+        debug_assert!(cell.get() >= n, "gauge below zero");
+        cell.set(cell.get().saturating_sub(n));
+    }
 }
