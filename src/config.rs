@@ -309,7 +309,10 @@ impl Config {
         let l = &self.limits;
         let at_least = |key: &'static str, value: usize, min: usize| {
             if value < min {
-                Err(invalid(key, format!("{value} is below the minimum of {min}")))
+                Err(invalid(
+                    key,
+                    format!("{value} is below the minimum of {min}"),
+                ))
             } else {
                 Ok(())
             }
@@ -353,8 +356,16 @@ impl Config {
         if l.inflight_max > 65_535 {
             return Err(invalid("limits.inflight_max", "exceeds 65535 packet ids"));
         }
-        at_least("limits.read_buffer_bytes_max", l.read_buffer_bytes_max, 1024)?;
-        at_least("limits.write_batch_bytes_max", l.write_batch_bytes_max, 1024)?;
+        at_least(
+            "limits.read_buffer_bytes_max",
+            l.read_buffer_bytes_max,
+            1024,
+        )?;
+        at_least(
+            "limits.write_batch_bytes_max",
+            l.write_batch_bytes_max,
+            1024,
+        )?;
         at_least("runtime.ring_capacity", self.runtime.ring_capacity, 2)?;
         at_least(
             "runtime.io_memory_bytes",
@@ -464,6 +475,10 @@ mod tests {
         let e = c.resolve(&[0]).unwrap_err();
         assert!(e.to_string().starts_with("limits.queued_bytes_max"), "{e}");
         let c = Config::from_toml("[mqtt]\nlisten = \"nowhere\"\n", "f.toml").unwrap();
-        assert!(c.resolve(&[0]).unwrap_err().to_string().starts_with("mqtt.listen"));
+        assert!(c
+            .resolve(&[0])
+            .unwrap_err()
+            .to_string()
+            .starts_with("mqtt.listen"));
     }
 }

@@ -14,7 +14,11 @@ use weft::config::{Config, Overrides};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "weft: a thread-per-core event mesh router (MQTT 3.1.1)")]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: a thread-per-core event mesh router (MQTT 3.1.1)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,13 +69,15 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match Config::load(&file).and_then(|c| c.resolve(&online_cores())) {
-            Ok(_) => {
-                println!("weft: {} is valid", file.display());
-                ExitCode::SUCCESS
+        Some(Command::CheckConfig { file }) => {
+            match Config::load(&file).and_then(|c| c.resolve(&online_cores())) {
+                Ok(_) => {
+                    println!("weft: {} is valid", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
         Some(Command::Run(args)) => run(args),
         None => run(RunArgs::default()),
     }
@@ -96,13 +102,19 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("weft={}", resolved.config.log.level)))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "weft={}",
+            resolved.config.log.level
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     // Signals are taken before the shards start, so that none is lost.
-    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot install signal handlers: {e}")),
     };

@@ -98,15 +98,27 @@ pub struct Publish<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
     Connect(Connect<'a>),
-    ConnAck { session_present: bool, code: u8 },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish<'a>),
     PubAck(u16),
     PubRec(u16),
     PubRel(u16),
     PubComp(u16),
-    Subscribe { packet_id: u16, filters: Vec<(&'a str, u8)> },
-    SubAck { packet_id: u16, codes: Vec<u8> },
-    Unsubscribe { packet_id: u16, filters: Vec<&'a str> },
+    Subscribe {
+        packet_id: u16,
+        filters: Vec<(&'a str, u8)>,
+    },
+    SubAck {
+        packet_id: u16,
+        codes: Vec<u8>,
+    },
+    Unsubscribe {
+        packet_id: u16,
+        filters: Vec<&'a str>,
+    },
     UnsubAck(u16),
     PingReq,
     PingResp,
@@ -145,6 +157,9 @@ pub fn decode<'a>(
     let Some((first, header_len, remaining)) = fixed_header(buf)? else {
         return Ok(None);
     };
+    // The first byte alone tells a packet type we refuse: reject before
+    // waiting for a body that may never come.
+    check_first_byte(first)?;
     let size = header_len + remaining;
     if size > limits.packet_bytes_max {
         return Err(DecodeError::TooLarge {
@@ -206,7 +221,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn expect_flags(kind: u8, flags: u8, want: u8) -> Result<(), DecodeError> {
+/// Packet type and fixed-header flags (MQTT 3.1.1 §2.2.2).
+fn check_first_byte(first: u8) -> Result<(), DecodeError> {
+    let kind = first >> 4;
+    let flags = first & 0x0f;
+    let want = match kind {
+        0 | 15 => return Err(DecodeError::ReservedType(kind)),
+        3 => {
+            let qos = (flags >> 1) & 3;
+            if qos == 3 {
+                return Err(DecodeError::BadQos);
+            }
+            // MQTT-3.3.1-2: DUP must be 0 for QoS 0.
+            if qos == 0 && flags & 8 != 0 {
+                return Err(DecodeError::BadFlags { kind, flags });
+            }
+            return Ok(());
+        }
+        6 | 8 | 10 => 2,
+        _ => 0,
+    };
     if flags == want {
         Ok(())
     } else {
@@ -219,16 +253,13 @@ fn decode_body<'a>(
     body: &'a [u8],
     limits: &DecodeLimits,
 ) -> Result<Packet<'a>, DecodeError> {
+    debug_assert_eq!(check_first_byte(first), Ok(()));
     let kind = first >> 4;
     let flags = first & 0x0f;
     let mut r = Reader { buf: body };
     let packet = match kind {
-        1 => {
-            expect_flags(kind, flags, 0)?;
-            Packet::Connect(decode_connect(&mut r)?)
-        }
+        1 => Packet::Connect(decode_connect(&mut r)?),
         2 => {
-            expect_flags(kind, flags, 0)?;
             let ack = r.u8()?;
             let code = r.u8()?;
             Packet::ConnAck {
@@ -238,14 +269,7 @@ fn decode_body<'a>(
         }
         3 => {
             let qos = (flags >> 1) & 3;
-            if qos == 3 {
-                return Err(DecodeError::BadQos);
-            }
             let dup = flags & 8 != 0;
-            // MQTT-3.3.1-2: DUP must be 0 for QoS 0.
-            if qos == 0 && dup {
-                return Err(DecodeError::BadFlags { kind, flags });
-            }
             let topic = r.str()?;
             let packet_id = if qos > 0 { r.packet_id()? } else { 0 };
             let payload = r.buf;
@@ -260,7 +284,6 @@ fn decode_body<'a>(
             })
         }
         4 | 5 | 7 => {
-            expect_flags(kind, flags, 0)?;
             let id = r.packet_id()?;
             match kind {
                 4 => Packet::PubAck(id),
@@ -268,12 +291,8 @@ fn decode_body<'a>(
                 _ => Packet::PubComp(id),
             }
         }
-        6 => {
-            expect_flags(kind, flags, 2)?;
-            Packet::PubRel(r.packet_id()?)
-        }
+        6 => Packet::PubRel(r.packet_id()?),
         8 => {
-            expect_flags(kind, flags, 2)?;
             let packet_id = r.packet_id()?;
             let mut filters = Vec::new();
             while !r.buf.is_empty() {
@@ -294,14 +313,12 @@ fn decode_body<'a>(
             Packet::Subscribe { packet_id, filters }
         }
         9 => {
-            expect_flags(kind, flags, 0)?;
             let packet_id = r.packet_id()?;
             let codes = r.buf.to_vec();
             r.buf = &[];
             Packet::SubAck { packet_id, codes }
         }
         10 => {
-            expect_flags(kind, flags, 2)?;
             let packet_id = r.packet_id()?;
             let mut filters = Vec::new();
             while !r.buf.is_empty() {
@@ -315,23 +332,11 @@ fn decode_body<'a>(
             }
             Packet::Unsubscribe { packet_id, filters }
         }
-        11 => {
-            expect_flags(kind, flags, 0)?;
-            Packet::UnsubAck(r.packet_id()?)
-        }
-        12 => {
-            expect_flags(kind, flags, 0)?;
-            Packet::PingReq
-        }
-        13 => {
-            expect_flags(kind, flags, 0)?;
-            Packet::PingResp
-        }
-        14 => {
-            expect_flags(kind, flags, 0)?;
-            Packet::Disconnect
-        }
-        other => return Err(DecodeError::ReservedType(other)),
+        11 => Packet::UnsubAck(r.packet_id()?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => Packet::Disconnect,
+        _ => unreachable!("checked by check_first_byte"),
     };
     r.done()?;
     Ok(packet)
@@ -377,11 +382,7 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
         return Err(DecodeError::BadConnectFlags);
     }
     let username = if has_user { Some(r.str()?) } else { None };
-    let password = if has_password {
-        Some(r.bytes()?)
-    } else {
-        None
-    };
+    let password = if has_password { Some(r.bytes()?) } else { None };
     Ok(Connect {
         level,
         clean_session: flags & 0x02 != 0,
@@ -634,7 +635,16 @@ mod tests {
     #[test]
     fn remaining_length_limits() {
         let mut out = Vec::new();
-        for len in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, REMAINING_LENGTH_MAX] {
+        for len in [
+            0,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            REMAINING_LENGTH_MAX,
+        ] {
             out.clear();
             out.push(0x30);
             put_remaining_length(&mut out, len);
@@ -672,14 +682,23 @@ mod tests {
             (&[0xf0, 0x00], DecodeError::ReservedType(15)),
             (&[0xc1, 0x00], DecodeError::BadFlags { kind: 12, flags: 1 }),
             (&[0x36, 0x03, 0, 1, b'a'], DecodeError::BadQos),
-            (&[0x38, 0x03, 0, 1, b'a'], DecodeError::BadFlags { kind: 3, flags: 8 }),
+            (
+                &[0x38, 0x03, 0, 1, b'a'],
+                DecodeError::BadFlags { kind: 3, flags: 8 },
+            ),
             (&[0x30, 0x03, 0, 2, b'a'], DecodeError::Truncated),
             (&[0x30, 0x03, 0, 1, 0xff], DecodeError::BadUtf8),
             (&[0x30, 0x03, 0, 1, 0x00], DecodeError::BadUtf8),
             (&[0x32, 0x05, 0, 1, b'a', 0, 0], DecodeError::ZeroPacketId),
             (&[0x82, 0x02, 0, 1], DecodeError::NoFilters),
-            (&[0x82, 0x06, 0, 1, 0, 1, b'a', 3], DecodeError::BadSubscriptionOptions(3)),
-            (&[0x80, 0x06, 0, 1, 0, 1, b'a', 0], DecodeError::BadFlags { kind: 8, flags: 0 }),
+            (
+                &[0x82, 0x06, 0, 1, 0, 1, b'a', 3],
+                DecodeError::BadSubscriptionOptions(3),
+            ),
+            (
+                &[0x80, 0x06, 0, 1, 0, 1, b'a', 0],
+                DecodeError::BadFlags { kind: 8, flags: 0 },
+            ),
             (&[0x40, 0x03, 0, 1, 9], DecodeError::TrailingBytes),
             (&[0xc0, 0x01, 0], DecodeError::TrailingBytes),
             (&[0xe0, 0x01, 0], DecodeError::TrailingBytes),
@@ -693,6 +712,11 @@ mod tests {
         }
         too_many[1] = (too_many.len() - 2) as u8;
         assert_eq!(decode(&too_many, &L), Err(DecodeError::TooManyFilters(4)));
+        // A bad first byte is refused before the body arrives.
+        assert_eq!(
+            decode(b"GET / HTTP/1.1", &L),
+            Err(DecodeError::BadFlags { kind: 4, flags: 7 })
+        );
     }
 
     #[test]
@@ -703,7 +727,10 @@ mod tests {
             out[1] = (out.len() - 2) as u8;
             out
         };
-        assert!(matches!(decode(&base(0x02), &L), Ok(Some((Packet::Connect(_), _)))));
+        assert!(matches!(
+            decode(&base(0x02), &L),
+            Ok(Some((Packet::Connect(_), _)))
+        ));
         assert_eq!(decode(&base(0x03), &L), Err(DecodeError::BadConnectFlags));
         assert_eq!(decode(&base(0x40), &L), Err(DecodeError::BadConnectFlags));
         assert_eq!(decode(&base(0x08), &L), Err(DecodeError::BadConnectFlags));

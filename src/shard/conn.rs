@@ -77,7 +77,9 @@ impl ReadBuffer {
     /// After a read of `n` bytes that left nothing pending, shrink a grown
     /// buffer back if traffic is light.
     fn settle(&mut self, n: usize) {
-        if self.start == self.end && self.data.len() > READ_BUFFER_INITIAL && n < READ_BUFFER_INITIAL
+        if self.start == self.end
+            && self.data.len() > READ_BUFFER_INITIAL
+            && n < READ_BUFFER_INITIAL
         {
             self.data = vec![0; READ_BUFFER_INITIAL];
             self.start = 0;
@@ -137,7 +139,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     };
     let reason = match connect(&ctx, &stream, &mut rb).await {
         Ok((session, will)) => {
-            let writer = glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
+            let writer =
+                glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
             let reason = session_loop(&ctx, &session, &stream, &mut rb).await;
             session.close(reason);
             ctx.unregister(&session).await;
@@ -145,7 +148,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
                 ctx.publish(will, &mut Vec::new()).await;
             }
             writer.await;
-            tracing::debug!(shard = ctx.id, ?peer, client_id = &*session.client_id, reason = reason.label(), "connection closed");
+            tracing::debug!(
+                shard = ctx.id,
+                ?peer,
+                client_id = &*session.client_id,
+                reason = reason.label(),
+                "connection closed"
+            );
             reason
         }
         Err(reason) => reason,
@@ -190,7 +199,11 @@ async fn connect(
                 return Ok((session, will));
             }
             Ok(Some((other, _))) => {
-                log_protocol_error(ctx, stream, &format_args!("first packet is not CONNECT: {other:?}"));
+                log_protocol_error(
+                    ctx,
+                    stream,
+                    &format_args!("first packet is not CONNECT: {other:?}"),
+                );
                 return Err(CloseReason::ProtocolError);
             }
             Ok(None) => {}
@@ -281,14 +294,22 @@ async fn session_loop(
                     return CloseReason::ProtocolError;
                 }
             };
-            let outcome = handle(ctx, session, stream, packet, &mut congested, &mut awaiting_release).await;
+            let outcome = handle(
+                ctx,
+                session,
+                stream,
+                packet,
+                &mut congested,
+                &mut awaiting_release,
+            )
+            .await;
             rb.start += used;
             if let Err(reason) = outcome {
                 return reason;
             }
         }
         if !congested.is_empty() {
-            pause_for(ctx, &mut congested).await;
+            ctx.pause_for(&mut congested).await;
         }
         let spare = rb.spare(limits.read_buffer_bytes_max);
         match read_some(stream, spare, Some(session)).await {
@@ -299,24 +320,6 @@ async fn session_loop(
             Read::Closed(r) => return r,
         }
     }
-}
-
-/// QoS 1 backpressure: stop reading this publisher until the subscribers it
-/// overfilled drain under their soft limit, for at most
-/// `backpressure_pause_ms_max`.
-async fn pause_for(ctx: &ShardCtx, congested: &mut Vec<Rc<Session>>) {
-    Counters::add(&ctx.counters.publisher_pauses, 1);
-    let limits = ctx.limits();
-    let all_drained = async {
-        for s in congested.iter() {
-            poll_fn(|cx| s.poll_drained(cx, limits)).await;
-        }
-    };
-    let timeout = async {
-        glommio::timer::sleep(Duration::from_millis(limits.backpressure_pause_ms_max)).await;
-    };
-    futures_lite::future::or(all_drained, timeout).await;
-    congested.clear();
 }
 
 async fn handle(
@@ -331,14 +334,22 @@ async fn handle(
     match packet {
         Packet::Publish(p) => {
             if let Err(e) = topic::validate_name(p.topic, &ctx.topic_limits) {
-                log_protocol_error(ctx, stream, &format_args!("PUBLISH topic {:?}: {e}", p.topic));
+                log_protocol_error(
+                    ctx,
+                    stream,
+                    &format_args!("PUBLISH topic {:?}: {e}", p.topic),
+                );
                 return Err(CloseReason::ProtocolError);
             }
             let id = p.packet_id.to_be_bytes();
             match p.qos {
-                0 => ctx.publish(Event::new(p.topic, p.payload, 0, p.retain), congested).await,
+                0 => {
+                    ctx.publish(Event::new(p.topic, p.payload, 0, p.retain), congested)
+                        .await
+                }
                 1 => {
-                    ctx.publish(Event::new(p.topic, p.payload, 1, p.retain), congested).await;
+                    ctx.publish(Event::new(p.topic, p.payload, 1, p.retain), congested)
+                        .await;
                     session.send_short(&[0x40, 2, id[0], id[1]]);
                 }
                 _ => {
@@ -348,7 +359,8 @@ async fn handle(
                             return Err(CloseReason::ProtocolError);
                         }
                         awaiting_release.push(p.packet_id);
-                        ctx.publish(Event::new(p.topic, p.payload, 2, p.retain), congested).await;
+                        ctx.publish(Event::new(p.topic, p.payload, 2, p.retain), congested)
+                            .await;
                     }
                     session.send_short(&[0x50, 2, id[0], id[1]]);
                 }
@@ -367,7 +379,11 @@ async fn handle(
         // weft grants at most QoS 1, so it never sends QoS 2: a stray
         // PUBREC/PUBCOMP has nothing to act on.
         Packet::PubRec(id) | Packet::PubComp(id) => {
-            tracing::debug!(shard = ctx.id, id, "PUBREC/PUBCOMP without a QoS 2 delivery");
+            tracing::debug!(
+                shard = ctx.id,
+                id,
+                "PUBREC/PUBCOMP without a QoS 2 delivery"
+            );
         }
         Packet::Subscribe { packet_id, filters } => {
             let mut frame = Vec::with_capacity(4 + filters.len());
@@ -380,7 +396,8 @@ async fn handle(
                     continue;
                 }
                 let subs = session.subscriptions.borrow();
-                let full = subs.len() >= limits.subscriptions_per_session_max && !subs.contains_key(filter);
+                let full = subs.len() >= limits.subscriptions_per_session_max
+                    && !subs.contains_key(filter);
                 drop(subs);
                 if full {
                     codes.push(0x80);
@@ -393,16 +410,24 @@ async fn handle(
                 codes.push(granted);
             }
             for f in announce {
-                ctx.broadcast(|| super::ctx::ShardMsg::InterestAdd(f.clone())).await;
+                ctx.broadcast(|| super::ctx::ShardMsg::InterestAdd(f.clone()))
+                    .await;
             }
             ctx.barrier().await;
-            codec::encode(&Packet::SubAck { packet_id, codes: codes.to_vec() }, &mut frame);
+            codec::encode(
+                &Packet::SubAck {
+                    packet_id,
+                    codes: codes.to_vec(),
+                },
+                &mut frame,
+            );
             session.send_frame(frame);
         }
         Packet::Unsubscribe { packet_id, filters } => {
             for filter in filters {
                 if let (_, Some(f)) = ctx.unsubscribe(session, filter) {
-                    ctx.broadcast(|| super::ctx::ShardMsg::InterestRemove(f.clone())).await;
+                    ctx.broadcast(|| super::ctx::ShardMsg::InterestRemove(f.clone()))
+                        .await;
                 }
             }
             let id = packet_id.to_be_bytes();
@@ -414,8 +439,15 @@ async fn handle(
             log_protocol_error(ctx, stream, &"second CONNECT");
             return Err(CloseReason::ProtocolError);
         }
-        other @ (Packet::ConnAck { .. } | Packet::SubAck { .. } | Packet::UnsubAck(_) | Packet::PingResp) => {
-            log_protocol_error(ctx, stream, &format_args!("server-only packet from a client: {other:?}"));
+        other @ (Packet::ConnAck { .. }
+        | Packet::SubAck { .. }
+        | Packet::UnsubAck(_)
+        | Packet::PingResp) => {
+            log_protocol_error(
+                ctx,
+                stream,
+                &format_args!("server-only packet from a client: {other:?}"),
+            );
             return Err(CloseReason::ProtocolError);
         }
     }

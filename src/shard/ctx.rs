@@ -218,7 +218,13 @@ impl ShardCtx {
     }
 
     pub fn all_sessions(&self) -> Vec<Rc<Session>> {
-        self.sessions.borrow().slots.iter().flatten().cloned().collect()
+        self.sessions
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     pub fn assign_client_id(&self) -> Box<str> {
@@ -233,7 +239,10 @@ impl ShardCtx {
     /// shard's first subscriber of it.
     pub fn subscribe(&self, session: &Session, filter: &str, qos: u8) -> Option<Arc<str>> {
         let added = self.trie.borrow_mut().add_local(filter, session.key, qos);
-        session.subscriptions.borrow_mut().insert(filter.into(), qos);
+        session
+            .subscriptions
+            .borrow_mut()
+            .insert(filter.into(), qos);
         added.first_local.then(|| Arc::from(filter))
     }
 
@@ -366,14 +375,18 @@ impl ShardCtx {
         }
     }
 
-    /// Applies one message from another shard's ring. Never awaits: a ring
-    /// reader that waited on another ring could deadlock two shards.
-    pub fn on_ring(&self, from: usize, msg: ShardMsg) {
+    /// Applies one message from another shard's ring. Never awaits on a
+    /// ring: a ring reader that waited on another ring could deadlock two
+    /// shards. QoS 1 deliveries that overfill a subscriber add it to
+    /// `congested`; the ring reader then pauses (see [`Self::pause_for`]),
+    /// the ring fills, and the publishers on the sending shard wait in
+    /// `send`: backpressure reaches them without any extra message.
+    pub fn on_ring(&self, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         match msg {
             ShardMsg::Event(event) => {
                 let matched = self.trie.borrow_mut().matches(event.topic());
                 // Delivered here only: never forwarded from a ring.
-                self.deliver_local(&matched.local, event, None);
+                self.deliver_local(&matched.local, event, Some(congested));
             }
             ShardMsg::InterestAdd(filter) => {
                 self.trie.borrow_mut().add_remote(&filter, from);
@@ -406,6 +419,25 @@ impl ShardCtx {
                 }
             }
         }
+    }
+
+    /// QoS 1 backpressure: returns once the subscribers in `congested`
+    /// drained under their soft limit, or after `backpressure_pause_ms_max`
+    /// (then further QoS 1 events queue up to the hard limit, beyond which
+    /// the subscriber is disconnected as a slow consumer).
+    pub async fn pause_for(&self, congested: &mut Vec<Rc<Session>>) {
+        Counters::add(&self.counters.publisher_pauses, 1);
+        let limits = self.limits();
+        let all_drained = async {
+            for s in congested.iter() {
+                poll_fn(|cx| s.poll_drained(cx, limits)).await;
+            }
+        };
+        let timeout = async {
+            glommio::timer::sleep(Duration::from_millis(limits.backpressure_pause_ms_max)).await;
+        };
+        futures_lite::future::or(all_drained, timeout).await;
+        congested.clear();
     }
 
     /// Sends the barrier acks that found their ring full; runs as its own

@@ -107,7 +107,9 @@ impl Router {
             use std::hash::BuildHasher;
             std::collections::hash_map::RandomState::new().hash_one(std::process::id())
         });
-        raise_memlock((config.runtime.io_memory_bytes as u64 + (1 << 20)) * shards as u64 + (8 << 20));
+        raise_memlock(
+            (config.runtime.io_memory_bytes as u64 + (1 << 20)) * shards as u64 + (8 << 20),
+        );
 
         let bind_err = |addr, e: std::io::Error| StartError::Bind {
             addr,
@@ -156,8 +158,8 @@ impl Router {
                 .name(&format!("weft-shard-{index}"))
                 .io_memory(config.runtime.io_memory_bytes);
             if config.runtime.spin_before_park_us > 0 {
-                builder =
-                    builder.spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
+                builder = builder
+                    .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
             }
             let handle = builder
                 .spawn(move || async move {
@@ -165,7 +167,8 @@ impl Router {
                     // ownership was released with into_raw_fd above.
                     let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
                     // SAFETY: as above.
-                    let own = own_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
+                    let own =
+                        own_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
                     run_shard(mesh, listener, own, config, stats, global).await;
                 })
                 .map_err(|e| StartError::Executor {
@@ -243,14 +246,23 @@ async fn run_shard(
         }
     };
     let id = senders.peer_id();
-    let ctx = Rc::new(ShardCtx::new(senders, config.clone(), stats[id].clone(), global));
+    let ctx = Rc::new(ShardCtx::new(
+        senders,
+        config.clone(),
+        stats[id].clone(),
+        global,
+    ));
     tracing::debug!(shard = id, "shard started");
 
     for (from, receiver) in receivers.streams() {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
+            let mut congested = Vec::new();
             while let Some(msg) = receiver.recv().await {
-                ctx.on_ring(from, msg);
+                ctx.on_ring(from, msg, &mut congested);
+                if !congested.is_empty() {
+                    ctx.pause_for(&mut congested).await;
+                }
             }
         })
         .detach();

@@ -80,7 +80,10 @@ pub enum Delivery {
 }
 
 enum OutItem {
-    Event { event: Event, qos: u8 },
+    Event {
+        event: Event,
+        qos: u8,
+    },
     /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
     Short([u8; 4], u8),
     Frame(Box<[u8]>),

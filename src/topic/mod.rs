@@ -150,14 +150,28 @@ mod tests {
 
     #[test]
     fn filters() {
-        for ok in ["#", "+", "+/+", "a/#", "a/+/c", "/+", "+/", "$SYS/#", "a//#"] {
+        for ok in [
+            "#", "+", "+/+", "a/#", "a/+/c", "/+", "+/", "$SYS/#", "a//#",
+        ] {
             assert!(validate_filter(ok, &L).is_ok(), "{ok}");
         }
-        assert_eq!(validate_filter("a/#/c", &L), Err(TopicError::BadMultiWildcard));
+        assert_eq!(
+            validate_filter("a/#/c", &L),
+            Err(TopicError::BadMultiWildcard)
+        );
         assert_eq!(validate_filter("a#", &L), Err(TopicError::BadMultiWildcard));
-        assert_eq!(validate_filter("a/b#", &L), Err(TopicError::BadMultiWildcard));
-        assert_eq!(validate_filter("a+", &L), Err(TopicError::BadSingleWildcard));
-        assert_eq!(validate_filter("a/+b/c", &L), Err(TopicError::BadSingleWildcard));
+        assert_eq!(
+            validate_filter("a/b#", &L),
+            Err(TopicError::BadMultiWildcard)
+        );
+        assert_eq!(
+            validate_filter("a+", &L),
+            Err(TopicError::BadSingleWildcard)
+        );
+        assert_eq!(
+            validate_filter("a/+b/c", &L),
+            Err(TopicError::BadSingleWildcard)
+        );
         assert_eq!(validate_filter("", &L), Err(TopicError::Empty));
     }
 
@@ -166,8 +180,16 @@ mod tests {
     fn spec_matching_table() {
         let cases = [
             ("sport/tennis/player1/#", "sport/tennis/player1", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
             ("sport/#", "sport", true),
             ("#", "sport/tennis", true),
             ("sport/tennis/+", "sport/tennis/player1", true),

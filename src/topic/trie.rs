@@ -313,7 +313,14 @@ impl Trie {
         let mut remote = 0;
         self.scratch.clear();
         let dollar = topic.starts_with('$');
-        collect(&self.root, &levels, 0, dollar, &mut self.scratch, &mut remote);
+        collect(
+            &self.root,
+            &levels,
+            0,
+            dollar,
+            &mut self.scratch,
+            &mut remote,
+        );
         // One delivery per session, at the highest QoS granted among its
         // overlapping filters (MQTT-3.3.5-1 allows it; MQTT 5 requires it).
         self.scratch
@@ -406,7 +413,10 @@ mod tests {
         assert!(!added.first_local, "second subscriber of a filter");
         assert_eq!(sessions(&t.matches("a/b")), vec![(7, 1), (8, 0), (9, 1)]);
         assert_eq!(t.counts().local_subscriptions, 4);
-        assert_eq!(t.remove_local("a/+", 8), Some(Removed { last_local: false }));
+        assert_eq!(
+            t.remove_local("a/+", 8),
+            Some(Removed { last_local: false })
+        );
         assert_eq!(t.remove_local("a/+", 8), None);
         assert_eq!(t.remove_local("x/y", 8), None);
     }

@@ -1,0 +1,552 @@
+//! MQTT 3.1.1 against the running `weft` binary, with rumqttc and raw
+//! sockets. Each test starts its own router on a free port.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use rumqttc::{QoS, SubscribeReasonCode};
+use weft::mqtt::codec::{self, Packet};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_across_four_shards() {
+    let weft = Weft::start(4, "");
+    let s = &weft.shard_addrs;
+    // Subscribers on shards 1, 2, 3 and one beside the publisher on shard 0.
+    let mut subs = vec![
+        (connect(s[1], "sub-1").await, "t/+/x", QoS::AtLeastOnce),
+        (connect(s[2], "sub-2").await, "t/#", QoS::AtMostOnce),
+        (connect(s[3], "sub-3").await, "t/a/x", QoS::AtLeastOnce),
+        (connect(s[0], "sub-0").await, "+/a/+", QoS::AtLeastOnce),
+    ];
+    for (c, filter, qos) in subs.iter_mut() {
+        assert_eq!(
+            c.subscribe(filter, *qos).await,
+            vec![SubscribeReasonCode::Success(*qos)]
+        );
+    }
+    let mut publisher = connect(s[0], "pub-0").await;
+    for i in 0..100 {
+        let qos = if i % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        publisher.publish("t/a/x", qos, format!("m{i}")).await;
+    }
+    publisher.pubacks(50).await;
+    for (c, _, sub_qos) in subs.iter_mut() {
+        for i in 0..100 {
+            let p = c.next_publish().await;
+            assert_eq!(p.topic, "t/a/x");
+            // One publisher, one ring per shard pair: order is kept.
+            assert_eq!(&p.payload[..], format!("m{i}").as_bytes(), "{}", c.id);
+            let published = if i % 2 == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let lower = if *sub_qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                published
+            };
+            assert_eq!(p.qos, lower, "delivered QoS is the lower one");
+        }
+    }
+}
+
+/// The wildcard examples of MQTT 3.1.1 §4.7, each filter held by its own
+/// client, spread over two shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_matching_table() {
+    let weft = Weft::start(2, "");
+    let topics = [
+        "sport/tennis/player1",
+        "sport/tennis/player1/ranking",
+        "sport/tennis/player1/score/wimbledon",
+        "sport",
+        "sport/",
+        "/finance",
+        "$SYS/monitor/Clients",
+        "$SYS",
+        "other",
+    ];
+    let table: &[(&str, &[&str])] = &[
+        ("sport/tennis/player1/#", &topics[0..3]),
+        (
+            "sport/#",
+            &[
+                "sport/tennis/player1",
+                "sport/tennis/player1/ranking",
+                "sport/tennis/player1/score/wimbledon",
+                "sport",
+                "sport/",
+            ],
+        ),
+        ("sport/tennis/+", &["sport/tennis/player1"]),
+        ("sport/+", &["sport/"]),
+        ("+/+", &["sport/", "/finance"]),
+        ("/+", &["/finance"]),
+        ("+", &["sport", "other"]),
+        (
+            "#",
+            &[
+                "sport/tennis/player1",
+                "sport/tennis/player1/ranking",
+                "sport/tennis/player1/score/wimbledon",
+                "sport",
+                "sport/",
+                "/finance",
+                "other",
+            ],
+        ),
+        ("+/monitor/Clients", &[]),
+        ("$SYS/#", &["$SYS/monitor/Clients", "$SYS"]),
+        ("$SYS/monitor/+", &["$SYS/monitor/Clients"]),
+    ];
+    let mut clients = Vec::new();
+    for (i, (filter, _)) in table.iter().enumerate() {
+        let mut c = connect(weft.shard_addrs[i % 2], &format!("w{i}")).await;
+        c.subscribe(filter, QoS::AtMostOnce).await;
+        c.subscribe("end/sentinel", QoS::AtMostOnce).await;
+        clients.push(c);
+    }
+    let publisher = connect(weft.shard_addrs[1], "publisher").await;
+    for t in topics {
+        publisher.publish(t, QoS::AtMostOnce, "x").await;
+    }
+    publisher
+        .publish("end/sentinel", QoS::AtMostOnce, "end")
+        .await;
+    for ((filter, want), c) in table.iter().zip(clients.iter_mut()) {
+        let got: BTreeSet<String> = c.topics_until("end/sentinel").await.into_iter().collect();
+        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, want, "filter {filter}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_acknowledged_and_delivered() {
+    let weft = Weft::start(2, "");
+    let mut sub = connect(weft.shard_addrs[1], "q-sub").await;
+    sub.subscribe("q/1", QoS::AtLeastOnce).await;
+    let mut publisher = connect(weft.shard_addrs[0], "q-pub").await;
+    for i in 0..20 {
+        publisher
+            .publish("q/1", QoS::AtLeastOnce, vec![i as u8; 10])
+            .await;
+    }
+    let mut acked = publisher.pubacks(20).await;
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), 20, "one PUBACK per publish");
+    for i in 0..20 {
+        let p = sub.next_publish().await;
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        assert_ne!(p.pkid, 0);
+        assert_eq!(&p.payload[..], &vec![i as u8; 10][..]);
+    }
+    // rumqttc acknowledged each of them: the in-flight window (64) was
+    // released, or these further 100 could not all arrive.
+    for i in 0..100 {
+        publisher
+            .publish("q/1", QoS::AtLeastOnce, vec![i as u8])
+            .await;
+    }
+    for i in 0..100 {
+        assert_eq!(&sub.next_publish().await.payload[..], &[i as u8]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_delivery() {
+    let weft = Weft::start(2, "");
+    let mut sub = connect(weft.shard_addrs[0], "u-sub").await;
+    sub.subscribe("u/1", QoS::AtMostOnce).await;
+    sub.subscribe("u/sentinel", QoS::AtMostOnce).await;
+    let publisher = connect(weft.shard_addrs[1], "u-pub").await;
+    publisher.publish("u/1", QoS::AtMostOnce, "before").await;
+    assert_eq!(sub.next_publish().await.topic, "u/1");
+    sub.unsubscribe("u/1").await;
+    publisher.publish("u/1", QoS::AtMostOnce, "after").await;
+    publisher
+        .publish("u/sentinel", QoS::AtMostOnce, "end")
+        .await;
+    // Same publisher, same ring: had "after" been routed, it came first.
+    assert_eq!(sub.next_publish().await.topic, "u/sentinel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_clients() {
+    raise_nofile();
+    let weft = Weft::start(4, "");
+    let mut clients = Vec::new();
+    for batch in 0..10 {
+        let mut joins = Vec::new();
+        for j in 0..100 {
+            let i = batch * 100 + j;
+            let addr = weft.addr;
+            joins.push(tokio::spawn(async move {
+                let mut c = connect(addr, &format!("k{i}")).await;
+                c.subscribe(&format!("k/{i}"), QoS::AtMostOnce).await;
+                c.subscribe("k/all", QoS::AtMostOnce).await;
+                c
+            }));
+        }
+        for j in joins {
+            clients.push(j.await.unwrap());
+        }
+    }
+    let publisher = connect(weft.addr, "k-pub").await;
+    for i in 0..1000 {
+        publisher
+            .publish(&format!("k/{i}"), QoS::AtMostOnce, format!("{i}"))
+            .await;
+    }
+    publisher.publish("k/all", QoS::AtMostOnce, "all").await;
+    let mut joins = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        joins.push(tokio::spawn(async move {
+            let own = c.next_publish().await;
+            assert_eq!(own.topic, format!("k/{i}"));
+            assert_eq!(&own.payload[..], format!("{i}").as_bytes());
+            assert_eq!(c.next_publish().await.topic, "k/all");
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+}
+
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![(filter, qos)],
+        },
+        &mut out,
+    );
+    out
+}
+
+/// A subscriber that never reads: its queue fills and drops (QoS 0) while a
+/// healthy subscriber of the same events receives every one, and the
+/// router's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscriber_does_not_hold_others() {
+    let weft = Weft::start(
+        2,
+        "[limits]\nqueued_messages_max = 1000\nqueued_bytes_max = 262144\nqos1_queued_bytes_max = 524288\n",
+    );
+    let mut stalled = Raw::connected(weft.shard_addrs[0], "stalled", 0).await;
+    stalled.send(&subscribe_packet("s/#", 0)).await;
+    assert_eq!(stalled.read_exact(5).await, vec![0x90, 3, 0, 1, 0]);
+    // Shrink its receive buffer so that the router's queue is what fills.
+    socket2::SockRef::from(&stalled.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+
+    let mut healthy = connect(weft.shard_addrs[0], "healthy").await;
+    healthy.subscribe("s/#", QoS::AtLeastOnce).await;
+    let mut publisher = connect(weft.shard_addrs[1], "s-pub").await;
+    let rss_before = weft.rss_bytes();
+    let payload = vec![7u8; 4096];
+    let n = 5000; // 20 MB, far beyond the stalled queue's 256 KiB
+    let consumer = tokio::spawn(async move {
+        for i in 0..n {
+            let p = healthy.next_publish().await;
+            assert_eq!(p.topic, format!("s/{}", i % 7), "message {i}");
+        }
+        healthy
+    });
+    for i in 0..n {
+        publisher
+            .publish(&format!("s/{}", i % 7), QoS::AtLeastOnce, payload.clone())
+            .await;
+    }
+    publisher.pubacks(n).await;
+    let _healthy = consumer.await.unwrap();
+    let grown = weft.rss_bytes().saturating_sub(rss_before);
+    assert!(
+        grown < 16 << 20,
+        "router grew by {grown} bytes for a stalled subscriber"
+    );
+    // The stalled connection is still open (policy: drop), and what it gets
+    // when it finally reads starts with valid PUBLISH packets.
+    let first = stalled.read_exact(2).await;
+    assert_eq!(first[0] & 0xf0, 0x30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscriber_disconnected_by_policy() {
+    let weft = Weft::start(
+        1,
+        "[limits]\nqueued_messages_max = 100\nqueued_bytes_max = 65536\nslow_consumer_policy = \"disconnect\"\n",
+    );
+    let mut stalled = Raw::connected(weft.addr, "stalled", 0).await;
+    stalled.send(&subscribe_packet("d/#", 0)).await;
+    assert_eq!(stalled.read_exact(5).await, vec![0x90, 3, 0, 1, 0]);
+    socket2::SockRef::from(&stalled.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut publisher = connect(weft.addr, "d-pub").await;
+    for _ in 0..2000 {
+        publisher
+            .publish("d/x", QoS::AtMostOnce, vec![1u8; 2048])
+            .await;
+    }
+    assert!(stalled.closed_by_server().await);
+    // The publisher is unaffected.
+    publisher.subscribe("d/back", QoS::AtMostOnce).await;
+    publisher.publish("d/back", QoS::AtMostOnce, "ok").await;
+    assert_eq!(publisher.next_publish().await.topic, "d/back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_closes_only_its_connection() {
+    let weft = Weft::start(2, "");
+    let mut sub = connect(weft.shard_addrs[0], "m-sub").await;
+    sub.subscribe("m/#", QoS::AtLeastOnce).await;
+    let publisher = connect(weft.shard_addrs[0], "m-pub").await;
+    publisher.publish("m/1", QoS::AtLeastOnce, "one").await;
+    assert_eq!(&sub.next_publish().await.payload[..], b"one");
+
+    // Garbage instead of CONNECT.
+    let mut garbage = Raw::open(weft.shard_addrs[0]).await;
+    garbage
+        .send(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02])
+        .await;
+    assert!(garbage.closed_by_server().await);
+    // Garbage after a good CONNECT.
+    let mut garbage2 = Raw::connected(weft.shard_addrs[0], "g2", 30).await;
+    garbage2.send(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(garbage2.closed_by_server().await);
+    // A PUBLISH whose topic length runs past the packet's end.
+    let mut truncated = Raw::connected(weft.shard_addrs[0], "t1", 30).await;
+    truncated
+        .send(&[0x30, 0x05, 0x00, 0x64, b'm', b'/', b'x'])
+        .await;
+    assert!(truncated.closed_by_server().await);
+    // A PUBLISH cut off by the client closing its side mid-packet.
+    let mut cut = Raw::connected(weft.shard_addrs[0], "t2", 30).await;
+    cut.send(&[0x30, 0x40, 0x00, 0x03, b'm', b'/', b'x', 1, 2])
+        .await;
+    tokio::io::AsyncWriteExt::shutdown(&mut cut.stream)
+        .await
+        .unwrap_or(());
+    assert!(cut.closed_by_server().await);
+    // A second CONNECT.
+    let mut twice = Raw::connected(weft.shard_addrs[0], "twice", 30).await;
+    twice.send(&connect_packet("twice", 30, 4, true)).await;
+    assert!(twice.closed_by_server().await);
+    // An oversize packet, refused from its header alone.
+    let mut big = Raw::connected(weft.shard_addrs[0], "big", 30).await;
+    let mut header = vec![0x30];
+    codec::put_remaining_length(&mut header, 50 << 20);
+    big.send(&header).await;
+    assert!(big.closed_by_server().await);
+    // A wildcard in a PUBLISH topic.
+    let mut wild = Raw::connected(weft.shard_addrs[0], "wild", 30).await;
+    let mut p = Vec::new();
+    codec::put_publish(&mut p, false, 0, false, b"m/+", 0, b"x");
+    wild.send(&p).await;
+    assert!(wild.closed_by_server().await);
+
+    // Everyone else carries on, and the half-sent "m/x" was never routed.
+    publisher.publish("m/2", QoS::AtLeastOnce, "two").await;
+    let p = sub.next_publish().await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("m/2", &b"two"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rules() {
+    let weft = Weft::start(1, "");
+    // Protocol level 3 under the name MQTT: CONNACK 0x01, then close.
+    let mut old = Raw::open(weft.addr).await;
+    old.send(&connect_packet("old", 30, 3, true)).await;
+    assert_eq!(old.read_exact(4).await, vec![0x20, 2, 0, 1]);
+    assert!(old.closed_by_server().await);
+    // Empty client id without clean session: CONNACK 0x02.
+    let mut anon = Raw::open(weft.addr).await;
+    anon.send(&connect_packet("", 30, 4, false)).await;
+    assert_eq!(anon.read_exact(4).await, vec![0x20, 2, 0, 2]);
+    assert!(anon.closed_by_server().await);
+    // Empty client id with clean session: accepted, an id is assigned.
+    let mut assigned = Raw::open(weft.addr).await;
+    assigned.send(&connect_packet("", 30, 4, true)).await;
+    assert_eq!(assigned.read_exact(4).await, vec![0x20, 2, 0, 0]);
+    // Anything but CONNECT first.
+    let mut early = Raw::open(weft.addr).await;
+    early.send(&[0xc0, 0x00]).await;
+    assert!(early.closed_by_server().await);
+    // PINGREQ answered with PINGRESP.
+    assigned.send(&[0xc0, 0x00]).await;
+    assert_eq!(assigned.read_exact(2).await, vec![0xd0, 0]);
+    // A refused filter gets 0x80 beside a granted one; QoS 2 is granted as 1.
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Subscribe {
+            packet_id: 9,
+            filters: vec![("a/#/b", 0), ("a/b", 2)],
+        },
+        &mut out,
+    );
+    assigned.send(&out).await;
+    assert_eq!(assigned.read_exact(6).await, vec![0x90, 4, 0, 9, 0x80, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_expiry_closes_the_connection() {
+    let weft = Weft::start(1, "");
+    let mut quiet = Raw::connected(weft.addr, "quiet", 1).await;
+    let mut chatty = Raw::connected(weft.addr, "chatty", 1).await;
+    // chatty pings every 400 ms and must outlive quiet.
+    let pinger = tokio::spawn(async move {
+        for _ in 0..10 {
+            chatty.send(&[0xc0, 0x00]).await;
+            assert_eq!(chatty.read_exact(2).await, vec![0xd0, 0]);
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    });
+    assert!(quiet.closed_by_server().await);
+    pinger.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_published_on_abnormal_close_only() {
+    let weft = Weft::start(2, "");
+    let mut watcher = connect(weft.shard_addrs[1], "watcher").await;
+    watcher.subscribe("will/#", QoS::AtMostOnce).await;
+    let with_will = |id: &str| {
+        let mut out = Vec::new();
+        codec::encode(
+            &Packet::Connect(codec::Connect {
+                level: 4,
+                clean_session: true,
+                keep_alive_s: 30,
+                client_id: id,
+                will: Some(codec::Will {
+                    topic: "will/gone",
+                    payload: id.as_bytes(),
+                    qos: 0,
+                    retain: false,
+                }),
+                username: None,
+                password: None,
+            }),
+            &mut out,
+        );
+        out
+    };
+    let mut polite = Raw::open(weft.shard_addrs[0]).await;
+    polite.send(&with_will("polite")).await;
+    polite.read_exact(4).await;
+    polite.send(&[0xe0, 0x00]).await;
+    assert!(polite.closed_by_server().await);
+    let mut rude = Raw::open(weft.shard_addrs[0]).await;
+    rude.send(&with_will("rude")).await;
+    rude.read_exact(4).await;
+    drop(rude);
+    let p = watcher.next_publish().await;
+    assert_eq!(
+        &p.payload[..],
+        b"rude",
+        "only the abnormal close publishes its will"
+    );
+}
+
+#[test]
+fn bad_config_and_flags_exit_2_naming_the_key() {
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["run".into(), "--shards".into(), "x".into()],
+            "--shards",
+        ),
+        (
+            vec!["run".into(), "--mqtt-listen".into(), "nowhere".into()],
+            "mqtt.listen",
+        ),
+        (
+            vec!["run".into(), "--cores".into(), "3-1".into()],
+            "runtime.cores",
+        ),
+        (
+            vec!["run".into(), "--log-level".into(), "loud".into()],
+            "log.level",
+        ),
+        (vec!["run".into(), "--bogus".into()], "--bogus"),
+    ];
+    let unknown = write_config("[limits]\nqueued_bytes_maxx = 1\n");
+    let wrong_type = write_config("[limits]\ninflight_max = \"many\"\n");
+    let too_small = write_config("[limits]\nqueued_bytes_max = 10\n");
+    let mut cases = cases;
+    for (file, key) in [
+        (&unknown, "queued_bytes_maxx"),
+        (&wrong_type, "inflight_max"),
+        (&too_small, "limits.queued_bytes_max"),
+    ] {
+        cases.push((
+            vec![
+                "run".into(),
+                "--config".into(),
+                file.0.display().to_string(),
+            ],
+            key,
+        ));
+        cases.push((
+            vec!["check-config".into(), file.0.display().to_string()],
+            key,
+        ));
+    }
+    for (args, key) in cases {
+        let out = std::process::Command::new(weft_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(key), "{args:?} should name {key}: {stderr}");
+    }
+    let good = write_config("[limits]\ninflight_max = 10\n");
+    let out = std::process::Command::new(weft_bin())
+        .args(["check-config"])
+        .arg(&good.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = std::process::Command::new(weft_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--config",
+        "--mqtt-listen",
+        "--shards",
+        "--cores",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "help lists {flag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_and_exits_zero() {
+    let mut weft = Weft::start(2, "");
+    let mut sub = Raw::connected(weft.shard_addrs[0], "stay", 0).await;
+    sub.send(&subscribe_packet("x", 0)).await;
+    sub.read_exact(5).await;
+    let status = weft.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(sub.closed_by_server().await);
+    assert!(!weft.is_running());
+}
