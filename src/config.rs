@@ -40,7 +40,7 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttConfig,
@@ -197,17 +197,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            mqtt: MqttConfig::default(),
-            runtime: RuntimeConfig::default(),
-            limits: Limits::default(),
-            socket: SocketConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// Command-line values that override the file, by the flag's name.
 #[derive(Debug, Default, Clone)]

@@ -14,7 +14,7 @@ async fn pubsub_across_four_shards() {
     let weft = Weft::start(4, "");
     let s = &weft.shard_addrs;
     // Subscribers on shards 1, 2, 3 and one beside the publisher on shard 0.
-    let mut subs = vec![
+    let mut subs = [
         (connect(s[1], "sub-1").await, "t/+/x", QoS::AtLeastOnce),
         (connect(s[2], "sub-2").await, "t/#", QoS::AtMostOnce),
         (connect(s[3], "sub-3").await, "t/a/x", QoS::AtLeastOnce),
