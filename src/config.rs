@@ -197,7 +197,6 @@ impl Default for LogConfig {
     }
 }
 
-
 /// Command-line values that override the file, by the flag's name.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
