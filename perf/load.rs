@@ -78,7 +78,9 @@ fn parse_cpu_list(s: &str) -> Vec<usize> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
-            Some((a, b)) => out.extend(a.trim().parse::<usize>().unwrap()..=b.trim().parse::<usize>().unwrap()),
+            Some((a, b)) => {
+                out.extend(a.trim().parse::<usize>().unwrap()..=b.trim().parse::<usize>().unwrap())
+            }
             None => out.push(part.trim().parse().unwrap()),
         }
     }
@@ -156,7 +158,9 @@ impl Conn {
     fn expect_connack(&mut self) -> io::Result<()> {
         self.next_packet(|p| match p {
             Packet::ConnAck { code: 0, .. } => Ok(()),
-            other => Err(io::Error::other(format!("expected CONNACK 0, got {other:?}"))),
+            other => Err(io::Error::other(format!(
+                "expected CONNACK 0, got {other:?}"
+            ))),
         })
     }
 
@@ -200,8 +204,21 @@ struct SubResult {
     error: Option<String>,
 }
 
-fn subscriber(opts: Opts, n: usize, ready: Arc<Barrier>, start_at: Arc<AtomicU64>, t0: Instant) -> SubResult {
-    pin(&opts.pin_core.as_deref().map(parse_cpu_list).unwrap_or_default(), n);
+fn subscriber(
+    opts: Opts,
+    n: usize,
+    ready: Arc<Barrier>,
+    start_at: Arc<AtomicU64>,
+    t0: Instant,
+) -> SubResult {
+    pin(
+        &opts
+            .pin_core
+            .as_deref()
+            .map(parse_cpu_list)
+            .unwrap_or_default(),
+        n,
+    );
     let expected = opts.publishers as u64 * opts.messages;
     let mut received = 0u64;
     let mut last = t0;
@@ -227,7 +244,8 @@ fn subscriber(opts: Opts, n: usize, ready: Arc<Barrier>, start_at: Arc<AtomicU64
     ready.wait();
     let run = || -> io::Result<()> {
         let mut c = conn?;
-        c.stream.set_read_timeout(Some(Duration::from_millis(opts.quiet_ms)))?;
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(opts.quiet_ms)))?;
         let mut acks: Vec<u8> = Vec::with_capacity(64 * 1024);
         while received < expected {
             loop {
@@ -256,7 +274,12 @@ fn subscriber(opts: Opts, n: usize, ready: Arc<Barrier>, start_at: Arc<AtomicU64
             }
             match c.fill() {
                 Ok(()) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Ok(()); // quiet timeout
                 }
                 Err(e) => return Err(e),
@@ -290,7 +313,15 @@ fn prebuild(opts: &Opts) -> (Vec<u8>, Vec<usize>) {
     let mut id_at = Vec::with_capacity(count);
     for _ in 0..count {
         let before = buf.len();
-        codec::put_publish(&mut buf, false, opts.qos, false, opts.topic.as_bytes(), 1, &payload);
+        codec::put_publish(
+            &mut buf,
+            false,
+            opts.qos,
+            false,
+            opts.topic.as_bytes(),
+            1,
+            &payload,
+        );
         // Packet id follows the topic; the payload follows the id.
         id_at.push(before + one - opts.payload - 2);
     }
@@ -299,7 +330,11 @@ fn prebuild(opts: &Opts) -> (Vec<u8>, Vec<usize>) {
 
 fn publisher(opts: Opts, n: usize, ready: Arc<Barrier>, go: Arc<Barrier>) -> PubResult {
     pin(
-        &opts.pin_core.as_deref().map(parse_cpu_list).unwrap_or_default(),
+        &opts
+            .pin_core
+            .as_deref()
+            .map(parse_cpu_list)
+            .unwrap_or_default(),
         opts.subscribers + n,
     );
     let (mut batch, id_at) = prebuild(&opts);
@@ -312,8 +347,11 @@ fn publisher(opts: Opts, n: usize, ready: Arc<Barrier>, go: Arc<Barrier>) -> Pub
     ready.wait();
     go.wait();
     let mut run = || -> io::Result<()> {
-        let c = conn.as_mut().map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
-        c.stream.set_read_timeout(Some(Duration::from_millis(opts.quiet_ms.max(10_000))))?;
+        let c = conn
+            .as_mut()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(opts.quiet_ms.max(10_000))))?;
         t_start = Instant::now();
         let window = opts.window.max(1) as u64;
         let mut next_id: u16 = 1;
@@ -396,8 +434,14 @@ fn throughput(opts: Opts) -> i32 {
     ready.wait();
     start_at.store(t0.elapsed().as_nanos() as u64, Ordering::Release);
     go.wait();
-    let pub_results: Vec<PubResult> = pubs.into_iter().map(|h| h.join().expect("publisher panicked")).collect();
-    let sub_results: Vec<SubResult> = subs.into_iter().map(|h| h.join().expect("subscriber panicked")).collect();
+    let pub_results: Vec<PubResult> = pubs
+        .into_iter()
+        .map(|h| h.join().expect("publisher panicked"))
+        .collect();
+    let sub_results: Vec<SubResult> = subs
+        .into_iter()
+        .map(|h| h.join().expect("subscriber panicked"))
+        .collect();
 
     let mut status = 0;
     let mut sent_total = 0;
@@ -405,7 +449,11 @@ fn throughput(opts: Opts) -> i32 {
     for (i, p) in pub_results.iter().enumerate() {
         sent_total += p.sent;
         sent_rate += rate(p.sent, p.elapsed);
-        let acks = if opts.qos == 1 { format!(", {} acked", p.acked) } else { String::new() };
+        let acks = if opts.qos == 1 {
+            format!(", {} acked", p.acked)
+        } else {
+            String::new()
+        };
         println!(
             "publisher {i}: sent {} in {:.3} s = {:.0} msgs/s{acks}",
             p.sent,
@@ -516,7 +564,10 @@ fn hold_subs(opts: &Opts, total: usize, conns_n: usize) -> io::Result<()> {
         c.buf = Vec::new();
         conns.push(c);
     }
-    eprintln!("weft-load: {next} subscriptions on {} connections", conns.len());
+    eprintln!(
+        "weft-load: {next} subscriptions on {} connections",
+        conns.len()
+    );
     wait_stdin();
     drop(conns);
     Ok(())
@@ -527,7 +578,8 @@ fn main() {
     let held = if let Some(n) = opts.hold_idle {
         Some(hold_idle(&opts, n))
     } else {
-        opts.hold_subs.map(|n| hold_subs(&opts, n, opts.hold_conns.max(1)))
+        opts.hold_subs
+            .map(|n| hold_subs(&opts, n, opts.hold_conns.max(1)))
     };
     match held {
         Some(Ok(())) => {}
