@@ -20,6 +20,7 @@
 pub mod config;
 pub mod event;
 pub mod mqtt;
+pub mod nats;
 pub mod shard;
 pub mod topic;
 

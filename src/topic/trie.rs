@@ -20,10 +20,13 @@
 use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-/// Index of a session in its shard's session table.
+/// A subscriber in its shard's tables: an MQTT session (one key per
+/// session, so overlapping filters deliver once) or a NATS subscription
+/// (one key per SUB, as NATS delivers once per subscription).
 pub type SessionKey = u32;
 /// One bit per shard of the process.
 pub type ShardMask = u64;
@@ -37,10 +40,27 @@ pub struct LocalSub {
     pub qos: u8,
 }
 
-/// What a topic matched: this shard's sessions (one entry per session, at
-/// the highest QoS of its matching filters) and the other shards to notify.
+/// What a topic matched: this shard's plain subscribers (one entry per
+/// key, at the highest QoS of its matching filters), the other shards with
+/// plain subscribers, and the queue groups (NATS queue groups, MQTT shared
+/// subscriptions) with their members here and elsewhere.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Matched {
+    pub local: Box<[LocalSub]>,
+    pub remote: ShardMask,
+    pub groups: Box<[GroupMatch]>,
+}
+
+impl Matched {
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.remote == 0 && self.groups.is_empty()
+    }
+}
+
+/// One queue group's members for a topic: each event goes to exactly one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMatch {
+    pub name: Arc<str>,
     pub local: Box<[LocalSub]>,
     pub remote: ShardMask,
 }
@@ -74,6 +94,14 @@ struct Node {
     hash: Option<Box<Node>>,
     local: SmallVec<[LocalSub; 1]>,
     remote: ShardMask,
+    /// Queue groups on this filter; boxed, as most filters have none.
+    groups: Option<Box<Vec<GroupEntry>>>,
+}
+
+struct GroupEntry {
+    name: Arc<str>,
+    local: SmallVec<[LocalSub; 1]>,
+    remote: ShardMask,
 }
 
 impl Node {
@@ -83,6 +111,39 @@ impl Node {
             && self.hash.is_none()
             && self.local.is_empty()
             && self.remote == 0
+            && self.groups.is_none()
+    }
+
+    /// The subscriber list and shard mask of the plain filter or of one
+    /// of its groups, created on demand.
+    fn slot_mut(&mut self, group: Option<&str>) -> (&mut SmallVec<[LocalSub; 1]>, &mut ShardMask) {
+        let Some(name) = group else {
+            return (&mut self.local, &mut self.remote);
+        };
+        let groups = self.groups.get_or_insert_with(Default::default);
+        let at = match groups.iter().position(|g| &*g.name == name) {
+            Some(at) => at,
+            None => {
+                groups.push(GroupEntry {
+                    name: name.into(),
+                    local: SmallVec::new(),
+                    remote: 0,
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        (&mut g.local, &mut g.remote)
+    }
+
+    /// Drops group entries left empty.
+    fn prune_groups(&mut self) {
+        if let Some(groups) = &mut self.groups {
+            groups.retain(|g| !g.local.is_empty() || g.remote != 0);
+            if groups.is_empty() {
+                self.groups = None;
+            }
+        }
     }
 }
 
@@ -179,17 +240,29 @@ impl Trie {
 
     /// Adds or replaces `session`'s subscription to `filter` (a valid filter).
     pub fn add_local(&mut self, filter: &str, session: SessionKey, qos: u8) -> Added {
+        self.add_local_in(filter, None, session, qos)
+    }
+
+    /// Adds a subscription, plain (`group` None) or as a member of a queue
+    /// group. `first_local` is per (filter, group).
+    pub fn add_local_in(
+        &mut self,
+        filter: &str,
+        group: Option<&str>,
+        session: SessionKey,
+        qos: u8,
+    ) -> Added {
         self.invalidate();
-        let node = self.node_mut(filter);
-        let first_local = node.local.is_empty();
-        if let Some(existing) = node.local.iter_mut().find(|s| s.session == session) {
+        let (local, _) = self.node_mut(filter).slot_mut(group);
+        let first_local = local.is_empty();
+        if let Some(existing) = local.iter_mut().find(|s| s.session == session) {
             existing.qos = qos;
             return Added {
                 replaced: true,
                 first_local: false,
             };
         }
-        node.local.push(LocalSub { session, qos });
+        local.push(LocalSub { session, qos });
         self.local_subscriptions += 1;
         Added {
             replaced: false,
@@ -199,11 +272,28 @@ impl Trie {
 
     /// Removes `session`'s subscription to `filter`; `None` if it had none.
     pub fn remove_local(&mut self, filter: &str, session: SessionKey) -> Option<Removed> {
+        self.remove_local_in(filter, None, session)
+    }
+
+    pub fn remove_local_in(
+        &mut self,
+        filter: &str,
+        group: Option<&str>,
+        session: SessionKey,
+    ) -> Option<Removed> {
         let mut last_local = None;
         let pruned = Self::remove_at(&mut self.root, filter.split('/'), &mut |node| {
-            let at = node.local.iter().position(|s| s.session == session)?;
-            node.local.swap_remove(at);
-            last_local = Some(node.local.is_empty());
+            if group.is_some() && node.groups.is_none() {
+                return None;
+            }
+            let (local, _) = node.slot_mut(group);
+            let Some(at) = local.iter().position(|s| s.session == session) else {
+                node.prune_groups();
+                return None;
+            };
+            local.swap_remove(at);
+            last_local = Some(local.is_empty());
+            node.prune_groups();
             Some(())
         })?;
         self.nodes -= pruned;
@@ -217,12 +307,16 @@ impl Trie {
     /// Records that `shard` has at least one subscriber of `filter`.
     /// Returns false if it was already recorded.
     pub fn add_remote(&mut self, filter: &str, shard: usize) -> bool {
+        self.add_remote_in(filter, None, shard)
+    }
+
+    pub fn add_remote_in(&mut self, filter: &str, group: Option<&str>, shard: usize) -> bool {
         debug_assert!(shard < SHARDS_MAX);
         self.invalidate();
-        let node = self.node_mut(filter);
+        let (_, remote) = self.node_mut(filter).slot_mut(group);
         let bit = 1u64 << shard;
-        let fresh = node.remote & bit == 0;
-        node.remote |= bit;
+        let fresh = *remote & bit == 0;
+        *remote |= bit;
         if fresh {
             self.remote_entries += 1;
         }
@@ -231,13 +325,20 @@ impl Trie {
 
     /// Forgets `shard`'s interest in `filter`. Returns false if there was none.
     pub fn remove_remote(&mut self, filter: &str, shard: usize) -> bool {
+        self.remove_remote_in(filter, None, shard)
+    }
+
+    pub fn remove_remote_in(&mut self, filter: &str, group: Option<&str>, shard: usize) -> bool {
         let bit = 1u64 << shard;
         let pruned = Self::remove_at(&mut self.root, filter.split('/'), &mut |node| {
-            if node.remote & bit == 0 {
+            if group.is_some() && node.groups.is_none() {
                 return None;
             }
-            node.remote &= !bit;
-            Some(())
+            let (_, remote) = node.slot_mut(group);
+            let had = *remote & bit != 0;
+            *remote &= !bit;
+            node.prune_groups();
+            had.then_some(())
         });
         match pruned {
             Some(pruned) => {
@@ -310,58 +411,86 @@ impl Trie {
     /// Matches without touching the cache (benches and the oracle tests).
     pub fn match_uncached(&mut self, topic: &str) -> Matched {
         let levels: SmallVec<[&str; LEVELS_INLINE]> = topic.split('/').collect();
-        let mut remote = 0;
-        self.scratch.clear();
+        let mut out = Collected {
+            local: std::mem::take(&mut self.scratch),
+            remote: 0,
+            groups: Vec::new(),
+        };
+        out.local.clear();
         let dollar = topic.starts_with('$');
-        collect(
-            &self.root,
-            &levels,
-            0,
-            dollar,
-            &mut self.scratch,
-            &mut remote,
-        );
-        // One delivery per session, at the highest QoS granted among its
-        // overlapping filters (MQTT-3.3.5-1 allows it; MQTT 5 requires it).
-        self.scratch
-            .sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
-        self.scratch.dedup_by_key(|s| s.session);
+        collect(&self.root, &levels, 0, dollar, &mut out);
+        let local = dedup(&mut out.local);
+        self.scratch = out.local;
         Matched {
-            local: self.scratch.as_slice().into(),
-            remote,
+            local,
+            remote: out.remote,
+            groups: out
+                .groups
+                .into_iter()
+                .map(|(name, mut members, remote)| GroupMatch {
+                    name,
+                    local: dedup(&mut members),
+                    remote,
+                })
+                .collect(),
         }
     }
 }
 
-fn collect(
-    node: &Node,
-    levels: &[&str],
-    depth: usize,
-    dollar: bool,
-    out: &mut Vec<LocalSub>,
-    remote: &mut ShardMask,
-) {
+/// One delivery per key, at the highest QoS granted among its overlapping
+/// filters (MQTT-3.3.5-1 allows it; MQTT 5 requires it).
+fn dedup(subs: &mut Vec<LocalSub>) -> Box<[LocalSub]> {
+    subs.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
+    subs.dedup_by_key(|s| s.session);
+    subs.as_slice().into()
+}
+
+struct Collected {
+    local: Vec<LocalSub>,
+    remote: ShardMask,
+    groups: Vec<(Arc<str>, Vec<LocalSub>, ShardMask)>,
+}
+
+impl Collected {
+    fn add(&mut self, node: &Node) {
+        self.local.extend_from_slice(&node.local);
+        self.remote |= node.remote;
+        if let Some(groups) = &node.groups {
+            for g in groups.iter() {
+                match self.groups.iter_mut().find(|(n, _, _)| *n == g.name) {
+                    Some((_, members, remote)) => {
+                        members.extend_from_slice(&g.local);
+                        *remote |= g.remote;
+                    }
+                    None => self
+                        .groups
+                        .push((g.name.clone(), g.local.to_vec(), g.remote)),
+                }
+            }
+        }
+    }
+}
+
+fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut Collected) {
     // MQTT-4.7.2-1: wildcards at the first level do not match `$` topics.
     let wildcards = !(dollar && depth == 0);
     if wildcards {
         if let Some(hash) = &node.hash {
             // `a/#` matches `a` itself and everything below it.
-            out.extend_from_slice(&hash.local);
-            *remote |= hash.remote;
+            out.add(hash);
         }
     }
     let Some(level) = levels.get(depth) else {
-        out.extend_from_slice(&node.local);
-        *remote |= node.remote;
+        out.add(node);
         return;
     };
     if wildcards {
         if let Some(plus) = &node.plus {
-            collect(plus, levels, depth + 1, dollar, out, remote);
+            collect(plus, levels, depth + 1, dollar, out);
         }
     }
     if let Some(child) = node.children.get(*level) {
-        collect(child, levels, depth + 1, dollar, out, remote);
+        collect(child, levels, depth + 1, dollar, out);
     }
 }
 
@@ -473,6 +602,38 @@ mod tests {
             t.remove_local(f, i as u32).expect("present");
         }
         assert_eq!(t.counts().nodes, 0);
+    }
+
+    #[test]
+    fn queue_groups() {
+        let mut t = Trie::new(8);
+        assert!(t.add_local_in("a/+", Some("g"), 1, 0).first_local);
+        assert!(!t.add_local_in("a/+", Some("g"), 2, 0).first_local);
+        assert!(t.add_local_in("a/b", Some("g"), 3, 0).first_local);
+        assert!(t.add_local_in("a/b", Some("h"), 4, 0).first_local);
+        t.add_local("a/b", 5, 0);
+        assert!(t.add_remote_in("a/#", Some("g"), 2));
+        let m = t.matches("a/b");
+        assert_eq!(sessions(&m), vec![(5, 0)]);
+        assert_eq!(m.groups.len(), 2);
+        let g = m.groups.iter().find(|g| &*g.name == "g").unwrap();
+        let members: Vec<u32> = g.local.iter().map(|s| s.session).collect();
+        assert_eq!(members, vec![1, 2, 3], "one group across its filters");
+        assert_eq!(g.remote, 1 << 2);
+        assert_eq!(t.remove_local_in("a/+", Some("h"), 1), None);
+        assert_eq!(t.remove_local_in("a/+", Some("g"), 9), None);
+        t.remove_local_in("a/+", Some("g"), 1).unwrap();
+        assert_eq!(
+            t.remove_local_in("a/+", Some("g"), 2),
+            Some(Removed { last_local: true })
+        );
+        t.remove_local_in("a/b", Some("g"), 3).unwrap();
+        t.remove_local_in("a/b", Some("h"), 4).unwrap();
+        t.remove_local("a/b", 5).unwrap();
+        assert!(t.remove_remote_in("a/#", Some("g"), 2));
+        assert!(!t.remove_remote_in("a/#", Some("g"), 2));
+        assert_eq!(t.counts(), TrieCounts::default());
+        assert!(t.matches("a/b").is_empty());
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! Sans-IO NATS client protocol codec: client operations in, server
+//! operations out.
+//!
+//! `decode` borrows from the caller's buffer. The control line is capped at
+//! `control_line_bytes_max` before its end is even found, and a PUB/HPUB
+//! whose announced size exceeds `payload_bytes_max` is refused from its
+//! control line, before the payload is buffered (as nats-server's parser
+//! does). Operation names are case-insensitive; lines end in CRLF (a bare
+//! LF is accepted, as nats-server does).
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NatsError {
+    #[error("Unknown Protocol Operation")]
+    UnknownOperation,
+    #[error("Maximum Control Line Exceeded")]
+    ControlLineTooLong,
+    #[error("Maximum Payload Violation")]
+    MaxPayload,
+    #[error("invalid arguments for {0}")]
+    BadArguments(&'static str),
+    #[error("payload not followed by CRLF")]
+    BadTerminator,
+}
+
+impl NatsError {
+    /// The text of the `-ERR '...'` line real clients expect.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            NatsError::UnknownOperation => "Unknown Protocol Operation",
+            NatsError::ControlLineTooLong => "Maximum Control Line Exceeded",
+            NatsError::MaxPayload => "Maximum Payload Violation",
+            NatsError::BadArguments(_) | NatsError::BadTerminator => "Protocol Error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct NatsLimits {
+    pub control_line_bytes_max: usize,
+    pub payload_bytes_max: usize,
+}
+
+impl Default for NatsLimits {
+    fn default() -> Self {
+        NatsLimits {
+            control_line_bytes_max: 4096,
+            payload_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp<'a> {
+    /// The JSON options object.
+    Connect(&'a str),
+    Pub {
+        subject: &'a str,
+        reply: Option<&'a str>,
+        /// The header block of HPUB (`NATS/1.0...\r\n\r\n`), None for PUB.
+        headers: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+    Sub {
+        subject: &'a str,
+        queue: Option<&'a str>,
+        sid: &'a str,
+    },
+    Unsub {
+        sid: &'a str,
+        max: Option<u64>,
+    },
+    Ping,
+    Pong,
+}
+
+fn parse_size(s: &str, op: &'static str) -> Result<usize, NatsError> {
+    if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NatsError::BadArguments(op));
+    }
+    s.parse().map_err(|_| NatsError::BadArguments(op))
+}
+
+/// Decodes one client operation from the front of `buf`: `Ok(None)` means
+/// more bytes are needed.
+pub fn decode<'a>(
+    buf: &'a [u8],
+    limits: &NatsLimits,
+) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
+    let window = &buf[..buf.len().min(limits.control_line_bytes_max + 2)];
+    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.control_line_bytes_max + 1 {
+            return Err(NatsError::ControlLineTooLong);
+        }
+        // Reject an unknown operation as soon as its name is complete.
+        if let Some(sp) = buf.iter().position(|&b| b == b' ' || b == b'\t') {
+            known_op(&buf[..sp])?;
+        } else if buf.len() > 7 {
+            return Err(NatsError::UnknownOperation);
+        }
+        return Ok(None);
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let line =
+        std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
+    let after_line = nl + 1;
+    let (name, rest) = match line.find([' ', '\t']) {
+        Some(at) => (&line[..at], line[at..].trim_start()),
+        None => (line, ""),
+    };
+    let op = known_op(name.as_bytes())?;
+    let mut args = rest.split_ascii_whitespace();
+    let mut arg_vec: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
+    if op != Op::Connect {
+        for a in args.by_ref() {
+            if arg_vec.len() == 4 {
+                return Err(NatsError::BadArguments(op.name()));
+            }
+            arg_vec.push(a);
+        }
+    }
+    let done = |op: ClientOp<'a>| Ok(Some((op, after_line)));
+    match op {
+        Op::Connect => done(ClientOp::Connect(rest)),
+        Op::Ping => done(ClientOp::Ping),
+        Op::Pong => done(ClientOp::Pong),
+        Op::Sub => match arg_vec.as_slice() {
+            [subject, sid] => done(ClientOp::Sub {
+                subject,
+                queue: None,
+                sid,
+            }),
+            [subject, queue, sid] => done(ClientOp::Sub {
+                subject,
+                queue: Some(queue),
+                sid,
+            }),
+            _ => Err(NatsError::BadArguments("SUB")),
+        },
+        Op::Unsub => match arg_vec.as_slice() {
+            [sid] => done(ClientOp::Unsub { sid, max: None }),
+            [sid, max] => done(ClientOp::Unsub {
+                sid,
+                max: Some(parse_size(max, "UNSUB")? as u64),
+            }),
+            _ => Err(NatsError::BadArguments("UNSUB")),
+        },
+        Op::Pub | Op::HPub => {
+            let (subject, reply, header_len, total) = match (op, arg_vec.as_slice()) {
+                (Op::Pub, [s, n]) => (*s, None, 0, parse_size(n, "PUB")?),
+                (Op::Pub, [s, r, n]) => (*s, Some(*r), 0, parse_size(n, "PUB")?),
+                (Op::HPub, [s, h, n]) => (*s, None, parse_size(h, "HPUB")?, parse_size(n, "HPUB")?),
+                (Op::HPub, [s, r, h, n]) => {
+                    (*s, Some(*r), parse_size(h, "HPUB")?, parse_size(n, "HPUB")?)
+                }
+                _ => return Err(NatsError::BadArguments(op.name())),
+            };
+            if total > limits.payload_bytes_max {
+                return Err(NatsError::MaxPayload);
+            }
+            if header_len > total {
+                return Err(NatsError::BadArguments("HPUB"));
+            }
+            let end = after_line + total;
+            // Payload plus its CRLF (a bare LF is tolerated).
+            if buf.len() < end + 1 {
+                return Ok(None);
+            }
+            let consumed = match buf[end] {
+                b'\n' => end + 1,
+                b'\r' => {
+                    if buf.len() < end + 2 {
+                        return Ok(None);
+                    }
+                    if buf[end + 1] != b'\n' {
+                        return Err(NatsError::BadTerminator);
+                    }
+                    end + 2
+                }
+                _ => return Err(NatsError::BadTerminator),
+            };
+            let block = &buf[after_line..end];
+            let (headers, payload) = if op == Op::HPub {
+                (Some(&block[..header_len]), &block[header_len..])
+            } else {
+                (None, block)
+            };
+            Ok(Some((
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                },
+                consumed,
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Connect,
+    Pub,
+    HPub,
+    Sub,
+    Unsub,
+    Ping,
+    Pong,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Connect => "CONNECT",
+            Op::Pub => "PUB",
+            Op::HPub => "HPUB",
+            Op::Sub => "SUB",
+            Op::Unsub => "UNSUB",
+            Op::Ping => "PING",
+            Op::Pong => "PONG",
+        }
+    }
+}
+
+fn known_op(name: &[u8]) -> Result<Op, NatsError> {
+    let mut upper = [0u8; 8];
+    if name.len() > upper.len() {
+        return Err(NatsError::UnknownOperation);
+    }
+    for (u, b) in upper.iter_mut().zip(name) {
+        *u = b.to_ascii_uppercase();
+    }
+    Ok(match &upper[..name.len()] {
+        b"CONNECT" => Op::Connect,
+        b"PUB" => Op::Pub,
+        b"HPUB" => Op::HPub,
+        b"SUB" => Op::Sub,
+        b"UNSUB" => Op::Unsub,
+        b"PING" => Op::Ping,
+        b"PONG" => Op::Pong,
+        _ => return Err(NatsError::UnknownOperation),
+    })
+}
+
+// ------------------------------------------------------------ server side
+
+pub const PING: &[u8] = b"PING\r\n";
+pub const PONG: &[u8] = b"PONG\r\n";
+pub const OK: &[u8] = b"+OK\r\n";
+
+pub fn err_line(message: &str) -> Vec<u8> {
+    format!("-ERR '{message}'\r\n").into_bytes()
+}
+
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Size of a MSG/HMSG whose subject is `subject_len` bytes long.
+pub fn msg_len(
+    subject_len: usize,
+    sid: &str,
+    reply: Option<&str>,
+    headers: Option<&[u8]>,
+    payload_len: usize,
+) -> usize {
+    let reply_len = reply.map_or(0, |r| r.len() + 1);
+    let body = payload_len + headers.map_or(0, <[u8]>::len);
+    let sizes = match headers {
+        Some(h) => 5 + digits(h.len()) + 1 + digits(body),
+        None => 4 + digits(body),
+    };
+    sizes + subject_len + 1 + sid.len() + 1 + reply_len + 2 + body + 2
+}
+
+/// Appends `MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n` (or HMSG
+/// when there are headers). `write_subject` appends the subject.
+pub fn put_msg(
+    out: &mut Vec<u8>,
+    write_subject: impl FnOnce(&mut Vec<u8>),
+    sid: &str,
+    reply: Option<&str>,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
+    use std::io::Write;
+    out.extend_from_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
+    write_subject(out);
+    out.push(b' ');
+    out.extend_from_slice(sid.as_bytes());
+    out.push(b' ');
+    if let Some(r) = reply {
+        out.extend_from_slice(r.as_bytes());
+        out.push(b' ');
+    }
+    let body = payload.len() + headers.map_or(0, <[u8]>::len);
+    match headers {
+        Some(h) => {
+            let _ = write!(out, "{} {}\r\n", h.len(), body);
+            out.extend_from_slice(h);
+        }
+        None => {
+            let _ = write!(out, "{body}\r\n");
+        }
+    }
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: NatsLimits = NatsLimits {
+        control_line_bytes_max: 64,
+        payload_bytes_max: 16,
+    };
+
+    fn one(bytes: &[u8]) -> ClientOp<'_> {
+        let (op, used) = decode(bytes, &L).unwrap().unwrap();
+        assert_eq!(used, bytes.len(), "consumed all of {bytes:?}");
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                decode(&bytes[..cut], &L),
+                Ok(None),
+                "prefix {cut} of {bytes:?}"
+            );
+        }
+        op
+    }
+
+    #[test]
+    fn operations() {
+        assert_eq!(one(b"PING\r\n"), ClientOp::Ping);
+        assert_eq!(one(b"pong\r\n"), ClientOp::Pong);
+        assert_eq!(
+            one(b"CONNECT {\"verbose\":false}\r\n"),
+            ClientOp::Connect("{\"verbose\":false}")
+        );
+        assert_eq!(
+            one(b"PUB a.b 5\r\nhello\r\n"),
+            ClientOp::Pub {
+                subject: "a.b",
+                reply: None,
+                headers: None,
+                payload: b"hello"
+            }
+        );
+        assert_eq!(
+            one(b"PUB a.b _INBOX.1 0\r\n\r\n"),
+            ClientOp::Pub {
+                subject: "a.b",
+                reply: Some("_INBOX.1"),
+                headers: None,
+                payload: b""
+            }
+        );
+        assert_eq!(
+            one(b"HPUB a r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+            ClientOp::Pub {
+                subject: "a",
+                reply: Some("r"),
+                headers: Some(b"NATS/1.0\r\n\r\n"),
+                payload: b"hi"
+            }
+        );
+        assert_eq!(
+            one(b"SUB a.* 1\r\n"),
+            ClientOp::Sub {
+                subject: "a.*",
+                queue: None,
+                sid: "1"
+            }
+        );
+        assert_eq!(
+            one(b"SUB a q 2\r\n"),
+            ClientOp::Sub {
+                subject: "a",
+                queue: Some("q"),
+                sid: "2"
+            }
+        );
+        assert_eq!(
+            one(b"UNSUB 2 5\r\n"),
+            ClientOp::Unsub {
+                sid: "2",
+                max: Some(5)
+            }
+        );
+        assert_eq!(
+            one(b"UNSUB 2\n"),
+            ClientOp::Unsub {
+                sid: "2",
+                max: None
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(decode(b"FOO bar\r\n", &L), Err(NatsError::UnknownOperation));
+        assert_eq!(decode(b"GARBAGE!", &L), Err(NatsError::UnknownOperation));
+        assert_eq!(decode(b"PUB a 17\r\n", &L), Err(NatsError::MaxPayload));
+        assert_eq!(
+            decode(b"PUB a x\r\n", &L),
+            Err(NatsError::BadArguments("PUB"))
+        );
+        assert_eq!(
+            decode(b"SUB a\r\n", &L),
+            Err(NatsError::BadArguments("SUB"))
+        );
+        assert_eq!(
+            decode(b"PUB a 2\r\nabX\n", &L),
+            Err(NatsError::BadTerminator)
+        );
+        assert_eq!(
+            decode(b"HPUB a 5 2\r\n", &L),
+            Err(NatsError::BadArguments("HPUB"))
+        );
+        let long = [b"SUB ".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(decode(&long, &L), Err(NatsError::ControlLineTooLong));
+    }
+
+    #[test]
+    fn msg_framing() {
+        for (reply, headers) in [
+            (None, None),
+            (Some("r.1"), None),
+            (Some("r"), Some(&b"NATS/1.0\r\n\r\n"[..])),
+        ] {
+            let mut out = Vec::new();
+            put_msg(
+                &mut out,
+                |o| o.extend_from_slice(b"a.b"),
+                "12",
+                reply,
+                headers,
+                b"hello",
+            );
+            assert_eq!(out.len(), msg_len(3, "12", reply, headers, 5));
+        }
+        let mut out = Vec::new();
+        put_msg(
+            &mut out,
+            |o| o.extend_from_slice(b"a.b"),
+            "1",
+            Some("r"),
+            None,
+            b"hi",
+        );
+        assert_eq!(out, b"MSG a.b 1 r 2\r\nhi\r\n");
+        out.clear();
+        put_msg(
+            &mut out,
+            |o| o.extend_from_slice(b"x"),
+            "1",
+            None,
+            Some(b"NATS/1.0 503\r\n\r\n"),
+            b"",
+        );
+        assert_eq!(out, b"HMSG x 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n");
+    }
+}

@@ -1,0 +1,200 @@
+//! NATS subjects: validation as nats-server does it, and the mapping to
+//! weft's internal topics (MQTT-shaped: levels split on `/`).
+//!
+//! The mapping is nats-server's own MQTT mapping, so that users who know one
+//! know both:
+//!
+//! | internal (MQTT) topic | NATS subject | rule |
+//! |---|---|---|
+//! | `a/b/c` | `a.b.c` | `/` between levels is `.` |
+//! | `a/b.c` | `a.b//c` | a `.` inside a level is `//` |
+//! | `/a`, `a/`, `a//b` | `/.a`, `a./`, `a./.b` | an empty level is the token `/` |
+//! | filter `a/+/c` | `a.*.c` | `+` is `*` |
+//! | filter `a/+/#` | `a.>` | `>` (one or more tokens) is `+/#` |
+//!
+//! Refused on the NATS side (`-ERR 'Invalid Subject'`): tokens holding `+`
+//! or `#` (MQTT wildcards, no literal form in MQTT) and a single `/` inside
+//! a longer token (MQTT would read it as a level separator). A `$` first
+//! token follows the MQTT rule: `*` and `>` in first position do not match
+//! it.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SubjectError {
+    #[error("empty subject")]
+    Empty,
+    #[error("empty token")]
+    EmptyToken,
+    #[error("whitespace in subject")]
+    Whitespace,
+    #[error("wildcard in a publish subject")]
+    Wildcard,
+    #[error("'>' must be the last token")]
+    FullWildcardNotLast,
+    #[error("token holds '+' or '#', which have no MQTT form")]
+    MqttWildcardChar,
+    #[error("token holds a lone '/', which MQTT reads as a level separator")]
+    Slash,
+    #[error("subject longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// Converts a NATS subject to an internal topic name (`wildcards` false) or
+/// filter (`wildcards` true), validating it on the way.
+pub fn to_internal(
+    subject: &str,
+    wildcards: bool,
+    bytes_max: usize,
+) -> Result<String, SubjectError> {
+    if subject.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    if subject.len() > bytes_max {
+        return Err(SubjectError::TooLong(bytes_max));
+    }
+    let mut out = String::with_capacity(subject.len() + 2);
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken);
+        }
+        if token.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(SubjectError::Whitespace);
+        }
+        match token {
+            "*" | ">" if !wildcards => return Err(SubjectError::Wildcard),
+            "*" => out.push('+'),
+            ">" => {
+                if tokens.peek().is_some() {
+                    return Err(SubjectError::FullWildcardNotLast);
+                }
+                out.push_str("+/#");
+            }
+            "/" => {}
+            _ => {
+                if token.contains(['+', '#']) {
+                    return Err(SubjectError::MqttWildcardChar);
+                }
+                let unescaped = token.replace("//", ".");
+                if unescaped.contains('/') {
+                    return Err(SubjectError::Slash);
+                }
+                out.push_str(&unescaped);
+            }
+        }
+        if tokens.peek().is_some() {
+            out.push('/');
+        }
+    }
+    Ok(out)
+}
+
+/// Length of the NATS subject of an internal topic name.
+pub fn nats_len(topic: &str) -> usize {
+    topic
+        .split('/')
+        .map(|level| {
+            if level.is_empty() {
+                1
+            } else {
+                level.len() + level.bytes().filter(|&b| b == b'.').count()
+            }
+        })
+        .sum::<usize>()
+        + topic.bytes().filter(|&b| b == b'/').count()
+}
+
+/// Appends the NATS subject of an internal topic name.
+pub fn write_nats(topic: &str, out: &mut Vec<u8>) {
+    for (i, level) in topic.split('/').enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if level.is_empty() {
+            out.push(b'/');
+            continue;
+        }
+        for &b in level.as_bytes() {
+            if b == b'.' {
+                out.extend_from_slice(b"//");
+            } else {
+                out.push(b);
+            }
+        }
+    }
+}
+
+pub fn to_nats(topic: &str) -> String {
+    let mut out = Vec::with_capacity(nats_len(topic));
+    write_nats(topic, &mut out);
+    String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_table() {
+        let names = [
+            ("a.b.c", "a/b/c"),
+            ("a.b//c", "a/b.c"),
+            ("/.a", "/a"),
+            ("a./", "a/"),
+            ("a./.b", "a//b"),
+            ("_INBOX.x1", "_INBOX/x1"),
+            ("$SYS.x", "$SYS/x"),
+        ];
+        for (nats, internal) in names {
+            assert_eq!(to_internal(nats, false, 256).unwrap(), internal, "{nats}");
+            assert_eq!(to_nats(internal), nats, "{internal}");
+            assert_eq!(nats_len(internal), nats.len(), "{internal}");
+        }
+        let filters = [
+            ("a.*.c", "a/+/c"),
+            ("a.>", "a/+/#"),
+            (">", "+/#"),
+            ("*", "+"),
+            ("a.b*", "a/b*"),
+        ];
+        for (nats, internal) in filters {
+            assert_eq!(to_internal(nats, true, 256).unwrap(), internal, "{nats}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            ("", SubjectError::Empty),
+            ("a..b", SubjectError::EmptyToken),
+            (".a", SubjectError::EmptyToken),
+            ("a.", SubjectError::EmptyToken),
+            ("a b", SubjectError::Whitespace),
+            ("a.*", SubjectError::Wildcard),
+            ("a.>", SubjectError::Wildcard),
+            ("a.b+c", SubjectError::MqttWildcardChar),
+            ("a.#", SubjectError::MqttWildcardChar),
+            ("a.b/c", SubjectError::Slash),
+        ];
+        for (s, e) in cases {
+            assert_eq!(to_internal(s, false, 256), Err(e), "{s}");
+        }
+        assert_eq!(
+            to_internal("a.>.b", true, 256),
+            Err(SubjectError::FullWildcardNotLast)
+        );
+        assert_eq!(to_internal("abc", false, 2), Err(SubjectError::TooLong(2)));
+    }
+
+    /// `a.>` (one or more tokens) maps to `a/+/#`, which the MQTT matcher
+    /// reads the same way.
+    #[test]
+    fn full_wildcard_needs_a_token() {
+        use crate::topic::filter_matches;
+        let f = to_internal("a.>", true, 256).unwrap();
+        assert!(!filter_matches(&f, "a"));
+        assert!(filter_matches(&f, "a/b"));
+        assert!(filter_matches(&f, "a/b/c"));
+    }
+}
