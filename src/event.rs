@@ -7,9 +7,38 @@
 //! delivery writes `frame` as is; a QoS 1 delivery writes a new fixed header
 //! and packet id around the shared topic and payload slices.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::mqtt::codec;
+use crate::nats;
+
+/// Who published an event: for NATS `echo: false` (and MQTT 5 no-local).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub shard: u16,
+    pub session: u32,
+}
+
+impl Origin {
+    /// Events the router makes itself (wills, no-responders replies).
+    pub const ROUTER: Origin = Origin {
+        shard: u16::MAX,
+        session: u32::MAX,
+    };
+}
+
+/// What some events carry beyond topic and payload; allocated only when
+/// present, so plain events stay one buffer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EventMeta {
+    /// Reply subject of a NATS request (NATS form, delivered as is).
+    pub reply: Option<Box<str>>,
+    /// NATS header block (`NATS/1.0\r\n...\r\n\r\n`), delivered to
+    /// NATS subscribers; MQTT 5 user properties will map onto it.
+    pub headers: Option<Box<[u8]>>,
+}
 
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -21,6 +50,8 @@ pub struct Event {
     /// the subscription's.
     pub qos: u8,
     pub retain: bool,
+    pub origin: Origin,
+    pub meta: Option<Arc<EventMeta>>,
 }
 
 impl Event {
@@ -37,7 +68,52 @@ impl Event {
             payload_at: payload_at as u32,
             qos,
             retain,
+            origin: Origin::ROUTER,
+            meta: None,
         }
+    }
+
+    pub fn with_origin(mut self, origin: Origin) -> Event {
+        self.origin = origin;
+        self
+    }
+
+    pub fn with_meta(mut self, meta: EventMeta) -> Event {
+        if meta != EventMeta::default() {
+            self.meta = Some(Arc::new(meta));
+        }
+        self
+    }
+
+    pub fn reply(&self) -> Option<&str> {
+        self.meta.as_ref()?.reply.as_deref()
+    }
+
+    pub fn headers(&self) -> Option<&[u8]> {
+        self.meta.as_ref()?.headers.as_deref()
+    }
+
+    /// Bytes this event takes as a NATS MSG/HMSG for subscription `sid`.
+    pub fn nats_wire_len(&self, sid: &str) -> usize {
+        nats::codec::msg_len(
+            nats::subject::nats_len(self.topic()),
+            sid,
+            self.reply(),
+            self.headers(),
+            self.payload().len(),
+        )
+    }
+
+    /// Appends the NATS MSG/HMSG for subscription `sid`.
+    pub fn write_nats(&self, out: &mut Vec<u8>, sid: &str) {
+        nats::codec::put_msg(
+            out,
+            |o| nats::subject::write_nats(self.topic(), o),
+            sid,
+            self.reply(),
+            self.headers(),
+            self.payload(),
+        );
     }
 
     pub fn topic(&self) -> &str {
@@ -86,6 +162,20 @@ impl Event {
 mod tests {
     use super::*;
     use crate::mqtt::codec::{decode, DecodeLimits, Packet, Publish};
+
+    #[test]
+    fn nats_framing() {
+        let e = Event::new("a/b.c", b"hi", 0, false).with_meta(EventMeta {
+            reply: Some("_INBOX.1".into()),
+            headers: None,
+        });
+        let mut out = Vec::new();
+        e.write_nats(&mut out, "7");
+        assert_eq!(out, b"MSG a.b//c 7 _INBOX.1 2\r\nhi\r\n");
+        assert_eq!(out.len(), e.nats_wire_len("7"));
+        let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
+        assert!(plain.meta.is_none(), "empty metadata costs nothing");
+    }
 
     #[test]
     fn frames_decode_back() {

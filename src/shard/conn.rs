@@ -22,7 +22,7 @@ use glommio::net::TcpStream;
 use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
-use super::session::{CloseReason, Session};
+use super::session::{CloseReason, Protocol, Session};
 use crate::event::Event;
 use crate::mqtt::codec::{self, Connect, Packet};
 use crate::shard::stats::Counters;
@@ -143,7 +143,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
                 glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
             let reason = session_loop(&ctx, &session, &stream, &mut rb).await;
             session.close(reason);
-            ctx.unregister(&session).await;
+            ctx.unregister(&session);
             if let Some(will) = will.filter(|_| reason.publishes_will()) {
                 ctx.publish(will, &mut Vec::new()).await;
             }
@@ -268,7 +268,7 @@ async fn accept_connect(
         }
         None => None,
     };
-    let session = ctx.register(client_id);
+    let session = ctx.register(Protocol::Mqtt, client_id);
     // Session present is 0: persistent sessions arrive with the MQTT 5 issue.
     session.send_short(&[0x20, 2, 0, 0]);
     Ok((session, will, c.keep_alive_s))
@@ -345,7 +345,7 @@ async fn handle(
             match p.qos {
                 0 => {
                     ctx.publish(Event::new(p.topic, p.payload, 0, p.retain), congested)
-                        .await
+                        .await;
                 }
                 1 => {
                     ctx.publish(Event::new(p.topic, p.payload, 1, p.retain), congested)
@@ -388,7 +388,6 @@ async fn handle(
         Packet::Subscribe { packet_id, filters } => {
             let mut frame = Vec::with_capacity(4 + filters.len());
             let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
-            let mut announce = Vec::new();
             for (filter, qos) in filters {
                 if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits) {
                     tracing::debug!(shard = ctx.id, filter, error = %e, "subscription refused");
@@ -406,12 +405,8 @@ async fn handle(
                 // QoS 2 deliveries arrive with the MQTT 5 issue: grant 1
                 // (MQTT-3.9.3: the server may grant a lower QoS).
                 let granted = qos.min(1);
-                announce.extend(ctx.subscribe(session, filter, granted));
+                ctx.subscribe(session, filter, granted);
                 codes.push(granted);
-            }
-            for f in announce {
-                ctx.broadcast(|| super::ctx::ShardMsg::InterestAdd(f.clone()))
-                    .await;
             }
             ctx.barrier().await;
             codec::encode(
@@ -425,10 +420,7 @@ async fn handle(
         }
         Packet::Unsubscribe { packet_id, filters } => {
             for filter in filters {
-                if let (_, Some(f)) = ctx.unsubscribe(session, filter) {
-                    ctx.broadcast(|| super::ctx::ShardMsg::InterestRemove(f.clone()))
-                        .await;
-                }
+                ctx.unsubscribe(session, filter);
             }
             let id = packet_id.to_be_bytes();
             session.send_short(&[0xb0, 2, id[0], id[1]]);

@@ -7,8 +7,14 @@
 //! `.await`). Talks to other shards only through [`ShardMsg`] on the rings.
 //! Loop prevention lives here, in one place: an event that arrived from a
 //! ring is delivered locally and never forwarded again.
+//!
+//! Interest changes and barriers leave through one ordered control queue
+//! (`control`), drained by one task: per peer they arrive in the order they
+//! happened, whichever connection caused them, and a barrier follows the
+//! interest it covers. Events go straight onto the rings.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,25 +24,41 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
+use smallvec::SmallVec;
 
-use super::session::{CloseReason, Delivery, Session};
+use super::session::{CloseReason, DeliverAs, Delivery, Protocol, Session};
 use super::stats::{Counters, ShardStats};
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
-use crate::topic::trie::{LocalSub, SessionKey, Trie};
+use crate::topic::trie::{GroupMatch, LocalSub, Matched, SessionKey, Trie};
 use crate::topic::TopicLimits;
 
 /// What shards tell each other.
+#[derive(Clone)]
 pub enum ShardMsg {
-    Event(Event),
-    /// The sender's first local subscriber of this filter appeared.
-    InterestAdd(Arc<str>),
-    /// The sender's last local subscriber of this filter left.
-    InterestRemove(Arc<str>),
+    /// An event for this shard's plain subscribers (`plain`) and for one
+    /// member of each named queue group this shard was chosen for.
+    Event {
+        event: Event,
+        plain: bool,
+        groups: SmallVec<[Arc<str>; 1]>,
+    },
+    /// The sender's first local subscriber of this filter (in this queue
+    /// group, if any) appeared.
+    InterestAdd(Interest),
+    /// The sender's last local subscriber of this filter (group) left.
+    InterestRemove(Interest),
     /// Answer with `BarrierAck` once everything sent before it is applied.
     Barrier(u64),
     BarrierAck(u64),
+}
+
+/// A filter, plain or within a queue group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub filter: Arc<str>,
+    pub group: Option<Arc<str>>,
 }
 
 /// Process-wide state shared by the shards: only atomics, none of it on
@@ -47,11 +69,76 @@ pub struct Global {
     pub shutdown: AtomicBool,
 }
 
+/// A NATS subscription (one SUB): its own key in the trie, since NATS
+/// delivers once per subscription.
+pub struct NatsSub {
+    pub session: Rc<Session>,
+    pub sid: Rc<str>,
+    pub filter: Box<str>,
+    pub group: Option<Arc<str>>,
+    /// UNSUB with a maximum: deliveries left before it unsubscribes.
+    pub max: Cell<Option<u64>>,
+    pub delivered: Cell<u64>,
+}
+
+/// What a key of the shard's table (and of the trie) names.
+enum Slot {
+    /// An MQTT session: its connection and its one subscriber key.
+    Mqtt(Rc<Session>),
+    /// A NATS connection (its key is the origin of its publishes).
+    NatsConn(Rc<Session>),
+    NatsSub(Rc<NatsSub>),
+}
+
 #[derive(Default)]
-struct Sessions {
-    slots: Vec<Option<Rc<Session>>>,
+struct Slots {
+    slots: Vec<Option<Slot>>,
     free: Vec<SessionKey>,
-    live: usize,
+    sessions: usize,
+}
+
+impl Slots {
+    fn insert(&mut self, make: impl FnOnce(SessionKey) -> Slot) -> SessionKey {
+        let key = match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as SessionKey
+            }
+        };
+        self.slots[key as usize] = Some(make(key));
+        key
+    }
+
+    fn remove(&mut self, key: SessionKey) -> Option<Slot> {
+        let slot = self.slots.get_mut(key as usize)?.take();
+        if slot.is_some() {
+            self.free.push(key);
+        }
+        slot
+    }
+}
+
+/// Index of the `n`-th set bit of `mask` (n counted from 0).
+fn nth_bit(mut mask: u64, n: usize) -> usize {
+    for _ in 0..n {
+        mask &= mask - 1;
+    }
+    mask.trailing_zeros() as usize
+}
+
+/// A cheap per-shard random source (xorshift) for queue-group picks.
+struct Rng(Cell<u64>);
+
+impl Rng {
+    fn below(&self, n: usize) -> usize {
+        let mut x = self.0.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0.set(x);
+        (x % n as u64) as usize
+    }
 }
 
 struct BarrierWait {
@@ -113,15 +200,19 @@ pub struct ShardCtx {
     pub global: Arc<Global>,
     pub log_limiter: LogLimiter,
     trie: RefCell<Trie>,
-    sessions: RefCell<Sessions>,
+    slots: RefCell<Slots>,
     barriers: RefCell<hashbrown::HashMap<u64, BarrierWait>>,
     next_barrier: Cell<u64>,
     next_client_number: Cell<u64>,
+    rng: Rng,
     pub stopping: Cell<bool>,
-    /// The accept loops waiting for `stopped` (two at most).
+    /// The accept loops waiting for `stopped`.
     stop_wakers: RefCell<Vec<Waker>>,
-    pending_acks: RefCell<Vec<(usize, ShardMsg)>>,
-    ack_waker: Cell<Option<Waker>>,
+    /// Ordered control messages: (peer, message), `None` = every peer.
+    /// Bounded by the connections: each has at most one SUBSCRIBE/SUB in
+    /// flight, and that one waits for its barrier to drain the queue.
+    control: RefCell<VecDeque<(Option<usize>, ShardMsg)>>,
+    control_waker: Cell<Option<Waker>>,
 }
 
 impl ShardCtx {
@@ -132,8 +223,9 @@ impl ShardCtx {
         global: Arc<Global>,
     ) -> ShardCtx {
         let l = &config.limits;
+        let id = senders.peer_id();
         ShardCtx {
-            id: senders.peer_id(),
+            id,
             shards: senders.nr_consumers(),
             decode_limits: DecodeLimits {
                 packet_bytes_max: l.packet_bytes_max,
@@ -150,14 +242,15 @@ impl ShardCtx {
             counters: Counters::default(),
             global,
             log_limiter: LogLimiter::new(20),
-            sessions: RefCell::default(),
+            slots: RefCell::default(),
             barriers: RefCell::default(),
             next_barrier: Cell::new(0),
             next_client_number: Cell::new(0),
+            rng: Rng(Cell::new(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1))),
             stopping: Cell::new(false),
             stop_wakers: RefCell::default(),
-            pending_acks: RefCell::default(),
-            ack_waker: Cell::new(None),
+            control: RefCell::default(),
+            control_waker: Cell::new(None),
         }
     }
 
@@ -167,63 +260,63 @@ impl ShardCtx {
 
     // ------------------------------------------------------------ sessions
 
-    pub fn register(&self, client_id: Box<str>) -> Rc<Session> {
-        let mut s = self.sessions.borrow_mut();
-        let key = match s.free.pop() {
-            Some(k) => k,
-            None => {
-                s.slots.push(None);
-                (s.slots.len() - 1) as SessionKey
+    pub fn register(&self, protocol: Protocol, client_id: Box<str>) -> Rc<Session> {
+        let mut slots = self.slots.borrow_mut();
+        let mut session = None;
+        slots.insert(|key| {
+            let s = Rc::new(Session::new(key, protocol, client_id));
+            session = Some(s.clone());
+            match protocol {
+                Protocol::Mqtt => Slot::Mqtt(s),
+                Protocol::Nats => Slot::NatsConn(s),
             }
-        };
-        let session = Rc::new(Session::new(key, client_id));
-        s.slots[key as usize] = Some(session.clone());
-        s.live += 1;
-        session
+        });
+        slots.sessions += 1;
+        session.expect("made by insert")
     }
 
     /// Releases the session's subscriptions (telling other shards where a
     /// filter lost its last local subscriber) and its slot.
-    pub async fn unregister(&self, session: &Rc<Session>) {
+    pub fn unregister(&self, session: &Rc<Session>) {
         let filters: Vec<Box<str>> = session
             .subscriptions
             .borrow_mut()
             .drain()
             .map(|(f, _)| f)
             .collect();
-        let mut withdrawn = Vec::new();
-        {
-            let mut trie = self.trie.borrow_mut();
-            for f in &filters {
-                if let Some(removed) = trie.remove_local(f, session.key) {
-                    if removed.last_local {
-                        withdrawn.push(Arc::<str>::from(&**f));
-                    }
-                }
+        for f in &filters {
+            let removed = self.trie.borrow_mut().remove_local(f, session.key);
+            if removed.is_some_and(|r| r.last_local) {
+                self.announce(false, Arc::from(&**f), None);
             }
         }
-        {
-            let mut s = self.sessions.borrow_mut();
-            s.slots[session.key as usize] = None;
-            s.free.push(session.key);
-            s.live -= 1;
+        let sids: Vec<SessionKey> = session
+            .nats_subs
+            .borrow_mut()
+            .drain()
+            .map(|(_, k)| k)
+            .collect();
+        for key in sids {
+            self.remove_nats_sub(key);
         }
-        for f in withdrawn {
-            self.broadcast(|| ShardMsg::InterestRemove(f.clone())).await;
-        }
+        let mut slots = self.slots.borrow_mut();
+        slots.remove(session.key);
+        slots.sessions -= 1;
     }
 
     pub fn live_sessions(&self) -> usize {
-        self.sessions.borrow().live
+        self.slots.borrow().sessions
     }
 
     pub fn all_sessions(&self) -> Vec<Rc<Session>> {
-        self.sessions
+        self.slots
             .borrow()
             .slots
             .iter()
-            .flatten()
-            .cloned()
+            .filter_map(|s| match s {
+                Some(Slot::Mqtt(s)) | Some(Slot::NatsConn(s)) => Some(s.clone()),
+                _ => None,
+            })
             .collect()
     }
 
@@ -233,35 +326,149 @@ impl ShardCtx {
         format!("weft-{}-{n}", self.id).into()
     }
 
+    pub fn origin(&self, session: &Session) -> Origin {
+        Origin {
+            shard: self.id as u16,
+            session: session.key,
+        }
+    }
+
     // ------------------------------------------------------- subscriptions
 
-    /// Adds a subscription; returns the filter to announce if it is the
-    /// shard's first subscriber of it.
-    pub fn subscribe(&self, session: &Session, filter: &str, qos: u8) -> Option<Arc<str>> {
+    /// Queues an interest change for every other shard.
+    fn announce(&self, add: bool, filter: Arc<str>, group: Option<Arc<str>>) {
+        if self.shards < 2 {
+            return;
+        }
+        let interest = Interest { filter, group };
+        let msg = if add {
+            ShardMsg::InterestAdd(interest)
+        } else {
+            ShardMsg::InterestRemove(interest)
+        };
+        self.push_control(None, msg);
+    }
+
+    /// Adds an MQTT subscription (replacing the QoS of an existing one).
+    pub fn subscribe(&self, session: &Session, filter: &str, qos: u8) {
         let added = self.trie.borrow_mut().add_local(filter, session.key, qos);
         session
             .subscriptions
             .borrow_mut()
             .insert(filter.into(), qos);
-        added.first_local.then(|| Arc::from(filter))
+        if added.first_local {
+            self.announce(true, Arc::from(filter), None);
+        }
     }
 
-    /// Removes a subscription; returns the filter to withdraw if it was the
-    /// shard's last subscriber of it. False as first value if not subscribed.
-    pub fn unsubscribe(&self, session: &Session, filter: &str) -> (bool, Option<Arc<str>>) {
+    /// Removes an MQTT subscription; false if the session had none.
+    pub fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
         if session.subscriptions.borrow_mut().remove(filter).is_none() {
-            return (false, None);
+            return false;
         }
         let removed = self.trie.borrow_mut().remove_local(filter, session.key);
         debug_assert!(removed.is_some(), "session and trie agree");
-        let last = removed.is_some_and(|r| r.last_local);
-        (true, last.then(|| Arc::from(filter)))
+        if removed.is_some_and(|r| r.last_local) {
+            self.announce(false, Arc::from(filter), None);
+        }
+        true
     }
 
-    /// Sends one message to every other shard, in ring order.
-    pub async fn broadcast(&self, make: impl Fn() -> ShardMsg) {
-        for peer in (0..self.shards).filter(|&p| p != self.id) {
-            self.send(peer, make()).await;
+    /// Adds a NATS subscription `sid` with its internal filter. False if
+    /// the session already has that sid.
+    pub fn nats_subscribe(
+        &self,
+        session: &Rc<Session>,
+        sid: &str,
+        filter: String,
+        group: Option<&str>,
+    ) -> bool {
+        if session.nats_subs.borrow().contains_key(sid) {
+            return false;
+        }
+        let group: Option<Arc<str>> = group.map(Arc::from);
+        let sub = Rc::new(NatsSub {
+            session: session.clone(),
+            sid: Rc::from(sid),
+            filter: filter.into(),
+            group: group.clone(),
+            max: Cell::new(None),
+            delivered: Cell::new(0),
+        });
+        let key = self
+            .slots
+            .borrow_mut()
+            .insert(|_| Slot::NatsSub(sub.clone()));
+        session.nats_subs.borrow_mut().insert(sid.into(), key);
+        let added = self
+            .trie
+            .borrow_mut()
+            .add_local_in(&sub.filter, group.as_deref(), key, 0);
+        if added.first_local {
+            self.announce(true, Arc::from(&*sub.filter), group);
+        }
+        true
+    }
+
+    /// UNSUB: now, or after `max` deliveries in all. False if unknown sid.
+    pub fn nats_unsubscribe(&self, session: &Session, sid: &str, max: Option<u64>) -> bool {
+        let Some(key) = session.nats_subs.borrow().get(sid).copied() else {
+            return false;
+        };
+        if let Some(max) = max {
+            if let Some(Some(Slot::NatsSub(sub))) = self.slots.borrow().slots.get(key as usize) {
+                if sub.delivered.get() < max {
+                    sub.max.set(Some(max));
+                    return true;
+                }
+            }
+        }
+        session.nats_subs.borrow_mut().remove(sid);
+        self.remove_nats_sub(key);
+        true
+    }
+
+    fn remove_nats_sub(&self, key: SessionKey) {
+        let Some(Slot::NatsSub(sub)) = self.slots.borrow_mut().remove(key) else {
+            debug_assert!(false, "key {key} is not a NATS subscription");
+            return;
+        };
+        let removed =
+            self.trie
+                .borrow_mut()
+                .remove_local_in(&sub.filter, sub.group.as_deref(), key);
+        debug_assert!(removed.is_some(), "subscription and trie agree");
+        if removed.is_some_and(|r| r.last_local) {
+            self.announce(false, Arc::from(&*sub.filter), sub.group.clone());
+        }
+    }
+
+    fn push_control(&self, peer: Option<usize>, msg: ShardMsg) {
+        self.control.borrow_mut().push_back((peer, msg));
+        if let Some(w) = self.control_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Drains the control queue in order, for the life of the shard.
+    pub async fn control_task(&self) {
+        loop {
+            let next = poll_fn(|cx| match self.control.borrow_mut().pop_front() {
+                Some(item) => Poll::Ready(item),
+                None => {
+                    self.control_waker.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                }
+            })
+            .await;
+            match next {
+                (Some(peer), msg) => self.send(peer, msg).await,
+                (None, msg) => {
+                    for peer in (0..self.shards).filter(|&p| p != self.id) {
+                        self.send(peer, msg.clone()).await;
+                    }
+                }
+            }
         }
     }
 
@@ -291,7 +498,7 @@ impl ShardCtx {
                 waker: None,
             },
         );
-        self.broadcast(|| ShardMsg::Barrier(id)).await;
+        self.push_control(None, ShardMsg::Barrier(id));
         poll_fn(|cx| {
             let mut barriers = self.barriers.borrow_mut();
             let wait = barriers.get_mut(&id).expect("registered above");
@@ -309,20 +516,52 @@ impl ShardCtx {
     // --------------------------------------------------------------- events
 
     /// Routes an event published by a client of this shard: to the other
-    /// shards with interest, then to local subscribers. QoS 1 deliveries
-    /// that overflow a local subscriber's soft limit add it to `congested`
-    /// so that the publisher can pause.
-    pub async fn publish(&self, event: Event, congested: &mut Vec<Rc<Session>>) {
+    /// shards with interest (and to the one chosen for each queue group),
+    /// then to local subscribers. QoS 1 deliveries that overflow a local
+    /// subscriber's soft limit add it to `congested` so that the publisher
+    /// can pause. Returns false if nobody anywhere subscribes.
+    pub async fn publish(&self, event: Event, congested: &mut Vec<Rc<Session>>) -> bool {
         Counters::add(&self.counters.messages_in, 1);
         let matched = self.trie.borrow_mut().matches(event.topic());
-        let mut remote = matched.remote;
-        while remote != 0 {
-            let peer = remote.trailing_zeros() as usize;
-            remote &= remote - 1;
-            Counters::add(&self.counters.ring_events_out, 1);
-            self.send(peer, ShardMsg::Event(event.clone())).await;
+        if matched.is_empty() {
+            return false;
         }
+        // Queue groups: one member in the whole process, chosen uniformly
+        // among the local members and the shards that have members.
+        let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
+        let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
+        for g in matched.groups.iter() {
+            let remote_count = g.remote.count_ones() as usize;
+            let pick = self.rng.below(g.local.len() + remote_count);
+            if pick < g.local.len() {
+                local_picks.push(g.local[pick]);
+            } else {
+                remote_groups.push((nth_bit(g.remote, pick - g.local.len()), g.name.clone()));
+            }
+        }
+        let mut targets = matched.remote;
+        for (shard, _) in &remote_groups {
+            targets |= 1 << shard;
+        }
+        while targets != 0 {
+            let peer = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            let groups = remote_groups
+                .iter()
+                .filter(|(s, _)| *s == peer)
+                .map(|(_, g)| g.clone())
+                .collect();
+            Counters::add(&self.counters.ring_events_out, 1);
+            let msg = ShardMsg::Event {
+                event: event.clone(),
+                plain: matched.remote & (1 << peer) != 0,
+                groups,
+            };
+            self.send(peer, msg).await;
+        }
+        self.deliver_local(&local_picks, event.clone(), Some(congested));
         self.deliver_local(&matched.local, event, Some(congested));
+        true
     }
 
     fn deliver_local(
@@ -334,44 +573,80 @@ impl ShardCtx {
         if subs.is_empty() {
             return;
         }
-        let sessions = self.sessions.borrow();
         let limits = self.limits();
-        let mut event = Some(event);
-        for (i, sub) in subs.iter().enumerate() {
-            let Some(Some(session)) = sessions.slots.get(sub.session as usize) else {
-                debug_assert!(false, "trie names a session that is gone");
-                continue;
-            };
-            // Move the event into the last delivery: one refcount less.
-            let e = if i + 1 == subs.len() {
-                event.take().expect("taken once")
-            } else {
-                event.clone().expect("present until the last")
-            };
-            let qos = e.qos.min(sub.qos);
-            match session.deliver(e, qos, limits) {
-                Delivery::Queued => Counters::add(&self.counters.messages_out, 1),
-                Delivery::Congested => {
-                    Counters::add(&self.counters.messages_out, 1);
-                    if let Some(c) = congested.as_deref_mut() {
-                        if !c.iter().any(|s| Rc::ptr_eq(s, session)) {
-                            c.push(session.clone());
+        let mut expired: SmallVec<[(Rc<Session>, Rc<str>); 1]> = SmallVec::new();
+        {
+            let slots = self.slots.borrow();
+            let mut event = Some(event);
+            for (i, sub) in subs.iter().enumerate() {
+                // Move the event into the last delivery: one refcount less.
+                let e = if i + 1 == subs.len() {
+                    event.take().expect("taken once")
+                } else {
+                    event.clone().expect("present until the last")
+                };
+                let (session, how) = match slots.slots.get(sub.session as usize) {
+                    Some(Some(Slot::Mqtt(session))) => (
+                        session,
+                        DeliverAs::Mqtt {
+                            qos: e.qos.min(sub.qos),
+                        },
+                    ),
+                    Some(Some(Slot::NatsSub(ns))) => {
+                        let own = e.origin.shard as usize == self.id
+                            && e.origin.session == ns.session.key;
+                        if own && !ns.session.echo.get() {
+                            continue;
+                        }
+                        if let Some(max) = ns.max.get() {
+                            if ns.delivered.get() >= max {
+                                continue;
+                            }
+                        }
+                        ns.delivered.set(ns.delivered.get() + 1);
+                        if Some(ns.delivered.get()) == ns.max.get() {
+                            expired.push((ns.session.clone(), ns.sid.clone()));
+                        }
+                        (
+                            &ns.session,
+                            DeliverAs::Nats {
+                                sid: ns.sid.clone(),
+                            },
+                        )
+                    }
+                    _ => {
+                        debug_assert!(false, "trie names a key that is gone");
+                        continue;
+                    }
+                };
+                match session.deliver(e, how, limits) {
+                    Delivery::Queued => Counters::add(&self.counters.messages_out, 1),
+                    Delivery::Congested => {
+                        Counters::add(&self.counters.messages_out, 1);
+                        if let Some(c) = congested.as_deref_mut() {
+                            if !c.iter().any(|s| Rc::ptr_eq(s, session)) {
+                                c.push(session.clone());
+                            }
                         }
                     }
-                }
-                Delivery::Dropped => Counters::add(&self.counters.dropped_queue_full, 1),
-                Delivery::SlowConsumer => {
-                    Counters::add(&self.counters.slow_consumer_disconnects, 1);
-                    if self.log_limiter.allow() {
-                        tracing::warn!(
-                            shard = self.id,
-                            client_id = &*session.client_id,
-                            "disconnecting slow consumer: outbound queue full"
-                        );
+                    Delivery::Dropped => Counters::add(&self.counters.dropped_queue_full, 1),
+                    Delivery::SlowConsumer => {
+                        Counters::add(&self.counters.slow_consumer_disconnects, 1);
+                        if self.log_limiter.allow() {
+                            tracing::warn!(
+                                shard = self.id,
+                                client_id = &*session.client_id,
+                                "disconnecting slow consumer: outbound queue full"
+                            );
+                        }
+                        session.close(CloseReason::SlowConsumer);
                     }
-                    session.close(CloseReason::SlowConsumer);
                 }
             }
+        }
+        // UNSUB with a maximum reached it: the subscription goes now.
+        for (session, sid) in expired {
+            self.nats_unsubscribe(&session, &sid, None);
         }
     }
 
@@ -383,28 +658,48 @@ impl ShardCtx {
     /// `send`: backpressure reaches them without any extra message.
     pub fn on_ring(&self, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         match msg {
-            ShardMsg::Event(event) => {
-                let matched = self.trie.borrow_mut().matches(event.topic());
+            ShardMsg::Event {
+                event,
+                plain,
+                groups,
+            } => {
+                let matched: Rc<Matched> = self.trie.borrow_mut().matches(event.topic());
                 // Delivered here only: never forwarded from a ring.
-                self.deliver_local(&matched.local, event, Some(congested));
+                for name in &groups {
+                    let members = matched
+                        .groups
+                        .iter()
+                        .find(|g: &&GroupMatch| g.name == *name);
+                    match members {
+                        Some(g) if !g.local.is_empty() => {
+                            let pick = g.local[self.rng.below(g.local.len())];
+                            self.deliver_local(&[pick], event.clone(), Some(congested));
+                        }
+                        // The members left while the event was on its way.
+                        _ => Counters::add(&self.counters.dropped_group_gone, 1),
+                    }
+                }
+                if plain {
+                    self.deliver_local(&matched.local, event, Some(congested));
+                }
             }
-            ShardMsg::InterestAdd(filter) => {
-                self.trie.borrow_mut().add_remote(&filter, from);
+            ShardMsg::InterestAdd(i) => {
+                self.trie
+                    .borrow_mut()
+                    .add_remote_in(&i.filter, i.group.as_deref(), from);
             }
-            ShardMsg::InterestRemove(filter) => {
-                self.trie.borrow_mut().remove_remote(&filter, from);
+            ShardMsg::InterestRemove(i) => {
+                self.trie
+                    .borrow_mut()
+                    .remove_remote_in(&i.filter, i.group.as_deref(), from);
             }
             ShardMsg::Barrier(id) => {
                 if let Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) =
                     self.senders.try_send_to(from, ShardMsg::BarrierAck(id))
                 {
-                    // The ring back is full: the ack task waits for room, so
-                    // this reader never blocks. Bounded: one entry per
-                    // barrier, and a connection has one barrier at a time.
-                    self.pending_acks.borrow_mut().push((from, msg));
-                    if let Some(w) = self.ack_waker.take() {
-                        w.wake();
-                    }
+                    // The ring back is full: the control task waits for
+                    // room, so this reader never blocks.
+                    self.push_control(Some(from), msg);
                 }
             }
             ShardMsg::BarrierAck(id) => {
@@ -438,26 +733,6 @@ impl ShardCtx {
         };
         futures_lite::future::or(all_drained, timeout).await;
         congested.clear();
-    }
-
-    /// Sends the barrier acks that found their ring full; runs as its own
-    /// task for the life of the shard.
-    pub async fn ack_task(&self) {
-        loop {
-            poll_fn(|cx| {
-                if self.pending_acks.borrow().is_empty() {
-                    self.ack_waker.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                } else {
-                    Poll::Ready(())
-                }
-            })
-            .await;
-            let pending = std::mem::take(&mut *self.pending_acks.borrow_mut());
-            for (peer, msg) in pending {
-                let _ = self.senders.send_to(peer, msg).await;
-            }
-        }
     }
 
     /// Publishes the counters and the trie's sizes for other threads.

@@ -269,7 +269,7 @@ async fn run_shard(
     }
     {
         let ctx = ctx.clone();
-        glommio::spawn_local(async move { ctx.ack_task().await }).detach();
+        glommio::spawn_local(async move { ctx.control_task().await }).detach();
     }
     {
         let ctx = ctx.clone();

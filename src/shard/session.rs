@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
@@ -33,6 +34,8 @@ pub enum CloseReason {
     ConnectRefused,
     SlowConsumer,
     ServerShutdown,
+    /// NATS: too many PINGs left unanswered.
+    StaleConnection,
 }
 
 impl CloseReason {
@@ -48,6 +51,7 @@ impl CloseReason {
             CloseReason::ConnectRefused => "connect_refused",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::StaleConnection => "stale_connection",
         }
     }
 
@@ -79,11 +83,39 @@ pub enum Delivery {
     SlowConsumer,
 }
 
+/// Which protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+    Nats,
+}
+
+/// How one subscriber gets an event.
+#[derive(Debug, Clone)]
+pub enum DeliverAs {
+    Mqtt { qos: u8 },
+    Nats { sid: Rc<str> },
+}
+
+impl DeliverAs {
+    fn qos(&self) -> u8 {
+        match self {
+            DeliverAs::Mqtt { qos } => *qos,
+            DeliverAs::Nats { .. } => 0,
+        }
+    }
+}
+
 enum OutItem {
     Event {
         event: Event,
         qos: u8,
     },
+    Nats {
+        event: Event,
+        sid: Rc<str>,
+    },
+    Static(&'static [u8]),
     /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
     Short([u8; 4], u8),
     Frame(Box<[u8]>),
@@ -93,6 +125,8 @@ impl OutItem {
     fn wire_len(&self) -> usize {
         match self {
             OutItem::Event { event, qos } => event.wire_len(*qos),
+            OutItem::Nats { event, sid } => event.nats_wire_len(sid),
+            OutItem::Static(bytes) => bytes.len(),
             OutItem::Short(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
         }
@@ -113,25 +147,33 @@ struct Outbound {
 
 pub struct Session {
     pub key: SessionKey,
+    pub protocol: Protocol,
     pub client_id: Box<str>,
+    /// NATS `echo`: false = never deliver this session's own publishes.
+    pub echo: Cell<bool>,
     out: RefCell<Outbound>,
     close: Cell<Option<CloseReason>>,
     reader: Cell<Option<Waker>>,
     /// Filters this session holds, with granted QoS: what to release on
     /// disconnect. Bounded by `subscriptions_per_session_max`.
     pub subscriptions: RefCell<hashbrown::HashMap<Box<str>, u8>>,
+    /// NATS: sid → key of the subscription in the shard's table.
+    pub nats_subs: RefCell<hashbrown::HashMap<Box<str>, SessionKey>>,
     pub dropped: Cell<u64>,
 }
 
 impl Session {
-    pub fn new(key: SessionKey, client_id: Box<str>) -> Session {
+    pub fn new(key: SessionKey, protocol: Protocol, client_id: Box<str>) -> Session {
         Session {
             key,
+            protocol,
             client_id,
+            echo: Cell::new(true),
             out: RefCell::default(),
             close: Cell::new(None),
             reader: Cell::new(None),
             subscriptions: RefCell::default(),
+            nats_subs: RefCell::default(),
             dropped: Cell::new(0),
         }
     }
@@ -186,17 +228,26 @@ impl Session {
         self.push(&mut out, OutItem::Short(bytes, packet.len() as u8));
     }
 
+    pub fn send_static(&self, bytes: &'static [u8]) {
+        let mut out = self.out.borrow_mut();
+        self.push(&mut out, OutItem::Static(bytes));
+    }
+
     pub fn send_frame(&self, frame: Vec<u8>) {
         let mut out = self.out.borrow_mut();
         self.push(&mut out, OutItem::Frame(frame.into_boxed_slice()));
     }
 
-    /// Queues `event` for delivery at `qos`, applying the queue limits.
-    pub fn deliver(&self, event: Event, qos: u8, limits: &Limits) -> Delivery {
+    /// Queues `event` for delivery, applying the queue limits.
+    pub fn deliver(&self, event: Event, how: DeliverAs, limits: &Limits) -> Delivery {
         if self.close.get().is_some() {
             return Delivery::Dropped;
         }
-        let len = event.wire_len(qos);
+        let qos = how.qos();
+        let len = match &how {
+            DeliverAs::Mqtt { qos } => event.wire_len(*qos),
+            DeliverAs::Nats { sid } => event.nats_wire_len(sid),
+        };
         let mut out = self.out.borrow_mut();
         let over_soft = out.queue.len() >= limits.queued_messages_max
             || out.bytes + len > limits.queued_bytes_max;
@@ -218,7 +269,11 @@ impl Session {
             }
             outcome = Delivery::Congested;
         }
-        self.push(&mut out, OutItem::Event { event, qos });
+        let item = match how {
+            DeliverAs::Mqtt { qos } => OutItem::Event { event, qos },
+            DeliverAs::Nats { sid } => OutItem::Nats { event, sid },
+        };
+        self.push(&mut out, item);
         outcome
     }
 
@@ -269,6 +324,8 @@ impl Session {
                     out.inflight.push_back((id, event));
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
+                OutItem::Nats { event, sid } => event.write_nats(buf, &sid),
+                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
         }
@@ -293,6 +350,18 @@ impl Session {
         }
         out.writer = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// For a writer blocked on the socket: Ready once the session is closed
+    /// for a reason that does not flush (the write is abandoned).
+    pub fn poll_abandon(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.close.get() {
+            Some(r) if !r.flushes() => Poll::Ready(()),
+            _ => {
+                self.out.borrow_mut().writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
     }
 
     /// Handles PUBACK: frees the packet id. False if it was not in flight.
@@ -349,38 +418,62 @@ mod tests {
 
     #[test]
     fn qos0_overflow_drops_and_counts() {
-        let s = Session::new(0, "c".into());
+        let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 0, false);
-        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), 0, &l), Delivery::Dropped);
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            Delivery::Queued
+        );
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            Delivery::Queued
+        );
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            Delivery::Dropped
+        );
         assert_eq!(s.dropped.get(), 1);
         let l2 = Limits {
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
             ..l
         };
-        assert_eq!(s.deliver(e, 0, &l2), Delivery::SlowConsumer);
+        assert_eq!(
+            s.deliver(e, DeliverAs::Mqtt { qos: 0 }, &l2),
+            Delivery::SlowConsumer
+        );
     }
 
     #[test]
     fn qos1_congests_then_disconnects() {
-        let s = Session::new(0, "c".into());
+        let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
-        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), 1, &l), Delivery::Congested);
-        assert_eq!(s.deliver(e, 1, &l), Delivery::SlowConsumer);
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            Delivery::Queued
+        );
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            Delivery::Queued
+        );
+        assert_eq!(
+            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            Delivery::Congested
+        );
+        assert_eq!(
+            s.deliver(e, DeliverAs::Mqtt { qos: 1 }, &l),
+            Delivery::SlowConsumer
+        );
     }
 
     #[test]
     fn window_and_acks() {
-        let s = Session::new(0, "c".into());
+        let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
-        s.deliver(e.clone(), 1, &l);
-        s.deliver(e.clone(), 1, &l);
+        s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
+        s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
         let mut buf = Vec::new();
         assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(true));
         assert_eq!(buf.len(), e.wire_len(1), "window of 1 lets one through");

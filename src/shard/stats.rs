@@ -45,6 +45,7 @@ counters! {
     messages_in: "PUBLISH packets received from clients.",
     messages_out: "Deliveries queued to subscribers.",
     dropped_queue_full: "QoS 0 deliveries dropped because the subscriber's queue was full.",
+    dropped_group_gone: "Queue-group events whose chosen shard had no member left.",
     slow_consumer_disconnects: "Subscribers disconnected as slow consumers.",
     publisher_pauses: "Times a QoS 1 publisher was paused for a full subscriber queue.",
     protocol_errors: "Connections closed for a malformed packet or a protocol violation.",
