@@ -44,6 +44,7 @@ pub enum SlowConsumerPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttConfig,
+    pub nats: NatsConfig,
     pub runtime: RuntimeConfig,
     pub limits: Limits,
     pub socket: SocketConfig,
@@ -62,6 +63,39 @@ pub struct MqttConfig {
     /// Port of shard 0's own listener, shard i on `shard_port_base + i`;
     /// 0 lets the system pick free ports (printed at start).
     pub shard_port_base: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Serve the NATS client protocol.
+    pub enabled: bool,
+    /// Address of the NATS listener (SO_REUSEPORT across shards).
+    pub listen: String,
+    pub shard_listeners: bool,
+    pub shard_port_base: u16,
+    /// Interval of the server's PINGs.
+    pub ping_interval_ms: u64,
+    /// Unanswered PINGs before the connection is closed as stale.
+    pub pings_outstanding_max: u32,
+    pub control_line_bytes_max: usize,
+    /// Largest PUB payload, announced in INFO as max_payload.
+    pub payload_bytes_max: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            enabled: true,
+            listen: "127.0.0.1:4222".into(),
+            shard_listeners: false,
+            shard_port_base: 0,
+            ping_interval_ms: 120_000,
+            pings_outstanding_max: 2,
+            control_line_bytes_max: 4096,
+            payload_bytes_max: 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -201,6 +235,7 @@ impl Default for LogConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub mqtt_listen: Option<String>,
+    pub nats_listen: Option<String>,
     pub shards: Option<usize>,
     pub cores: Option<String>,
     pub log_level: Option<String>,
@@ -211,6 +246,8 @@ pub struct Overrides {
 pub struct Resolved {
     pub config: Config,
     pub mqtt_listen: SocketAddr,
+    /// None when NATS is disabled.
+    pub nats_listen: Option<SocketAddr>,
     /// Core of each shard, by shard index.
     pub shard_cores: Vec<usize>,
 }
@@ -238,6 +275,9 @@ impl Config {
         if let Some(v) = &o.mqtt_listen {
             self.mqtt.listen = v.clone();
         }
+        if let Some(v) = &o.nats_listen {
+            self.nats.listen = v.clone();
+        }
         if let Some(v) = o.shards {
             self.runtime.shards = v;
         }
@@ -258,6 +298,16 @@ impl Config {
                 format!("'{}' is not an IP:port address", self.mqtt.listen),
             )
         })?;
+        let nats_listen = if self.nats.enabled {
+            Some(self.nats.listen.parse().map_err(|_| {
+                invalid(
+                    "nats.listen",
+                    format!("'{}' is not an IP:port address", self.nats.listen),
+                )
+            })?)
+        } else {
+            None
+        };
         let cores = if self.runtime.cores.trim().is_empty() {
             if online.is_empty() {
                 vec![0]
@@ -360,9 +410,19 @@ impl Config {
             self.runtime.io_memory_bytes,
             64 * 1024,
         )?;
+        let n = &self.nats;
+        at_least("nats.ping_interval_ms", n.ping_interval_ms as usize, 10)?;
+        at_least(
+            "nats.pings_outstanding_max",
+            n.pings_outstanding_max as usize,
+            1,
+        )?;
+        at_least("nats.control_line_bytes_max", n.control_line_bytes_max, 256)?;
+        at_least("nats.payload_bytes_max", n.payload_bytes_max, 1)?;
         Ok(Resolved {
             config: self,
             mqtt_listen,
+            nats_listen,
             shard_cores,
         })
     }
@@ -426,6 +486,11 @@ mod tests {
         assert_eq!(c.limits.inflight_max, 64);
         assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
         assert!(c.socket.tcp_nodelay);
+        assert_eq!(c.nats.listen, "127.0.0.1:4222");
+        assert!(c.nats.enabled);
+        assert_eq!(c.nats.ping_interval_ms, 120_000);
+        assert_eq!(c.nats.pings_outstanding_max, 2);
+        assert_eq!(c.nats.payload_bytes_max, 1 << 20);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "weft",
     version,
-    about = "weft: a thread-per-core event mesh router (MQTT 3.1.1)"
+    about = "weft: a thread-per-core event mesh router (MQTT 3.1.1, NATS)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +43,9 @@ struct RunArgs {
     /// Address of the MQTT listener (config: mqtt.listen). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     mqtt_listen: Option<String>,
+    /// Address of the NATS listener (config: nats.listen).
+    #[arg(long, value_name = "ADDR")]
+    nats_listen: Option<String>,
     /// Number of shards (config: runtime.shards); 0 = one per core.
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -93,6 +96,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     config.apply(&Overrides {
         mqtt_listen: args.mqtt_listen,
+        nats_listen: args.nats_listen,
         shards: args.shards,
         cores: args.cores,
         log_level: args.log_level,
@@ -132,6 +136,12 @@ fn run(args: RunArgs) -> ExitCode {
     );
     for (i, addr) in router.shard_addrs().iter().enumerate() {
         println!("weft: mqtt shard {i} listening on {addr}");
+    }
+    if let Some(addr) = router.nats_addr() {
+        println!("weft: nats listening on {addr}");
+    }
+    for (i, addr) in router.nats_shard_addrs().iter().enumerate() {
+        println!("weft: nats shard {i} listening on {addr}");
     }
     let _ = std::io::stdout().flush();
 

@@ -10,120 +10,27 @@
 //! the writer gathers everything queued into one write syscall.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
+use super::io::{read_some, write_all, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::Event;
 use crate::mqtt::codec::{self, Connect, Packet};
 use crate::shard::stats::Counters;
 use crate::topic;
 
-type Stream = RefCell<TcpStream>;
-
-const READ_BUFFER_INITIAL: usize = 1024;
-/// Write buffers above this are freed when the queue goes idle.
-const WRITE_BUFFER_KEEP: usize = 16 * 1024;
-
-struct ReadBuffer {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl ReadBuffer {
-    fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+/// Size of the packet at the front of `buf`, from its fixed header (the
+/// decoder has checked it against `packet_bytes_max`).
+fn pending_len(buf: &[u8]) -> usize {
+    match codec::fixed_header(buf) {
+        Ok(Some((_, header, remaining))) => header + remaining,
+        _ => 0,
     }
-
-    /// Room for the next read, compacting or growing as needed.
-    fn spare(&mut self, read_max: usize) -> &mut [u8] {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end == self.data.len() {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // A packet larger than the buffer is pending: its size is
-                // known from its fixed header, already checked against
-                // `packet_bytes_max` by the decoder.
-                let need = match codec::fixed_header(self.filled()) {
-                    Ok(Some((_, header, remaining))) => header + remaining,
-                    _ => 0,
-                };
-                let grown = (self.data.len() * 2)
-                    .max(READ_BUFFER_INITIAL)
-                    .min(read_max)
-                    .max(need);
-                self.data.resize(grown.max(self.data.len() + 1), 0);
-            }
-        }
-        &mut self.data[self.end..]
-    }
-
-    /// After a read of `n` bytes that left nothing pending, shrink a grown
-    /// buffer back if traffic is light.
-    fn settle(&mut self, n: usize) {
-        if self.start == self.end
-            && self.data.len() > READ_BUFFER_INITIAL
-            && n < READ_BUFFER_INITIAL
-        {
-            self.data = vec![0; READ_BUFFER_INITIAL];
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-}
-
-enum Read {
-    Data(usize),
-    Closed(CloseReason),
-}
-
-/// Reads into `buf`, or returns when the session is closed from elsewhere
-/// (slow consumer, shutdown, write error).
-async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session>) -> Read {
-    poll_fn(|cx| {
-        if let Some(s) = session {
-            if let Poll::Ready(r) = s.poll_closed(cx) {
-                return Poll::Ready(Read::Closed(r));
-            }
-        }
-        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => Poll::Ready(Read::Closed(CloseReason::PeerClosed)),
-            Poll::Ready(Ok(n)) => Poll::Ready(Read::Data(n)),
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                Poll::Ready(Read::Closed(CloseReason::KeepAliveTimeout))
-            }
-            Poll::Ready(Err(_)) => Poll::Ready(Read::Closed(CloseReason::ReadError)),
-        }
-    })
-    .await
-}
-
-async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n..];
-    }
-    Ok(())
 }
 
 /// Serves one accepted connection to its end. The caller has counted it
@@ -132,11 +39,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(ctx.config.socket.tcp_nodelay);
     let stream = Rc::new(RefCell::new(stream));
-    let mut rb = ReadBuffer {
-        data: Vec::new(),
-        start: 0,
-        end: 0,
-    };
+    let mut rb = ReadBuffer::default();
     let reason = match connect(&ctx, &stream, &mut rb).await {
         Ok((session, will)) => {
             let writer =
@@ -215,7 +118,7 @@ async fn connect(
         if ctx.stopping.get() {
             return Err(CloseReason::ServerShutdown);
         }
-        let spare = rb.spare(limits.read_buffer_bytes_max);
+        let spare = rb.spare(limits.read_buffer_bytes_max, pending_len(rb.filled()));
         match read_some(stream, spare, None).await {
             Read::Data(n) => rb.end += n,
             Read::Closed(CloseReason::KeepAliveTimeout) => return Err(CloseReason::ConnectTimeout),
@@ -311,7 +214,7 @@ async fn session_loop(
         if !congested.is_empty() {
             ctx.pause_for(&mut congested).await;
         }
-        let spare = rb.spare(limits.read_buffer_bytes_max);
+        let spare = rb.spare(limits.read_buffer_bytes_max, pending_len(rb.filled()));
         match read_some(stream, spare, Some(session)).await {
             Read::Data(n) => {
                 rb.end += n;
@@ -444,23 +347,4 @@ async fn handle(
         }
     }
     Ok(())
-}
-
-async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stream>) {
-    let limits = ctx.limits();
-    let mut buf = Vec::new();
-    loop {
-        let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, limits)).await;
-        if !more {
-            break;
-        }
-        if write_all(&stream, &buf).await.is_err() {
-            session.close(CloseReason::WriteError);
-            break;
-        }
-        buf.clear();
-        if buf.capacity() > WRITE_BUFFER_KEEP && session.queued().0 == 0 {
-            buf = Vec::new();
-        }
-    }
 }

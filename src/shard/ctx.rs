@@ -67,6 +67,8 @@ pub struct Interest {
 pub struct Global {
     pub connections: AtomicUsize,
     pub shutdown: AtomicBool,
+    /// This process's id in NATS INFO.
+    pub server_id: String,
 }
 
 /// A NATS subscription (one SUB): its own key in the trie, since NATS

@@ -14,11 +14,13 @@
 
 pub mod conn;
 pub mod ctx;
+pub mod io;
+pub mod nats_conn;
 pub mod session;
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -31,12 +33,17 @@ use thiserror::Error;
 
 use crate::config::Resolved;
 use ctx::{Global, ShardCtx, ShardMsg};
+use session::Protocol as SessionProtocol;
 use stats::{ShardStats, Snapshot};
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("cannot bind MQTT listener {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
+    #[error("cannot bind {protocol} listener {addr}: {reason}")]
+    Bind {
+        protocol: &'static str,
+        addr: SocketAddr,
+        reason: String,
+    },
     #[error("cannot start shard {shard} on core {core}: {reason}")]
     Executor {
         shard: usize,
@@ -51,10 +58,16 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
 /// A running router: its shards' threads and what they share.
 pub struct Router {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
-    mqtt_addr: SocketAddr,
-    shard_addrs: Vec<SocketAddr>,
+    mqtt: Bound,
+    nats: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
+}
+
+/// The listeners of one protocol: the shared address and each shard's own.
+struct Bound {
+    addr: SocketAddr,
+    own_addrs: Vec<SocketAddr>,
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -65,6 +78,49 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Binds one protocol's listeners: `shards` SO_REUSEPORT sockets on one
+/// address (port 0 resolved by the first), plus one own socket per shard
+/// when asked. Appends each shard's raw fds to `per_shard`.
+fn bind_protocol(
+    protocol: SessionProtocol,
+    listen: SocketAddr,
+    own: bool,
+    port_base: u16,
+    per_shard: &mut [Vec<(SessionProtocol, RawFd)>],
+) -> Result<Bound, StartError> {
+    let bind_err = |addr, e: std::io::Error| StartError::Bind {
+        protocol: match protocol {
+            SessionProtocol::Mqtt => "MQTT",
+            SessionProtocol::Nats => "NATS",
+        },
+        addr,
+        reason: e.to_string(),
+    };
+    let first = bind_listener(listen, true).map_err(|e| bind_err(listen, e))?;
+    let addr = first.local_addr().map_err(|e| bind_err(listen, e))?;
+    let mut shared = vec![first];
+    for _ in 1..per_shard.len() {
+        shared.push(bind_listener(addr, true).map_err(|e| bind_err(addr, e))?);
+    }
+    let mut own_addrs = Vec::new();
+    for (i, (fds, listener)) in per_shard.iter_mut().zip(shared).enumerate() {
+        fds.push((protocol, listener.into_raw_fd()));
+        if own {
+            let port = match port_base {
+                0 => 0,
+                base => base.checked_add(i as u16).ok_or_else(|| {
+                    bind_err(addr, std::io::Error::other("shard port beyond 65535"))
+                })?,
+            };
+            let own_addr = SocketAddr::new(addr.ip(), port);
+            let l = bind_listener(own_addr, false).map_err(|e| bind_err(own_addr, e))?;
+            own_addrs.push(l.local_addr().map_err(|e| bind_err(own_addr, e))?);
+            fds.push((protocol, l.into_raw_fd()));
+        }
+    }
+    Ok(Bound { addr, own_addrs })
 }
 
 /// io_uring registers buffers as locked memory; raise the soft limit to what
@@ -100,56 +156,48 @@ impl Router {
         let Resolved {
             config,
             mqtt_listen,
+            nats_listen,
             shard_cores,
         } = resolved;
         let shards = shard_cores.len();
-        crate::topic::trie::seed_hashes({
+        let seed = {
             use std::hash::BuildHasher;
             std::collections::hash_map::RandomState::new().hash_one(std::process::id())
-        });
+        };
+        crate::topic::trie::seed_hashes(seed);
         raise_memlock(
             (config.runtime.io_memory_bytes as u64 + (1 << 20)) * shards as u64 + (8 << 20),
         );
-
-        let bind_err = |addr, e: std::io::Error| StartError::Bind {
-            addr,
-            reason: e.to_string(),
-        };
-        let first = bind_listener(mqtt_listen, true).map_err(|e| bind_err(mqtt_listen, e))?;
-        let mqtt_addr = first.local_addr().map_err(|e| bind_err(mqtt_listen, e))?;
-        let mut listeners = vec![first];
-        for _ in 1..shards {
-            listeners.push(bind_listener(mqtt_addr, true).map_err(|e| bind_err(mqtt_addr, e))?);
-        }
-        let mut own_listeners = Vec::new();
-        let mut shard_addrs = Vec::new();
-        if config.mqtt.shard_listeners {
-            for i in 0..shards {
-                let port = match config.mqtt.shard_port_base {
-                    0 => 0,
-                    base => base.checked_add(i as u16).ok_or_else(|| {
-                        bind_err(mqtt_addr, std::io::Error::other("shard port beyond 65535"))
-                    })?,
-                };
-                let addr = SocketAddr::new(mqtt_addr.ip(), port);
-                let l = bind_listener(addr, false).map_err(|e| bind_err(addr, e))?;
-                shard_addrs.push(l.local_addr().map_err(|e| bind_err(addr, e))?);
-                own_listeners.push(Some(l));
-            }
-        } else {
-            own_listeners.resize_with(shards, || None);
-        }
         raise_nofile();
 
+        let mut per_shard: Vec<Vec<(SessionProtocol, RawFd)>> = vec![Vec::new(); shards];
+        let mqtt = bind_protocol(
+            SessionProtocol::Mqtt,
+            mqtt_listen,
+            config.mqtt.shard_listeners,
+            config.mqtt.shard_port_base,
+            &mut per_shard,
+        )?;
+        let nats = match nats_listen {
+            Some(listen) => Some(bind_protocol(
+                SessionProtocol::Nats,
+                listen,
+                config.nats.shard_listeners,
+                config.nats.shard_port_base,
+                &mut per_shard,
+            )?),
+            None => None,
+        };
+
         let config = Arc::new(config);
-        let global = Arc::new(Global::default());
+        let global = Arc::new(Global {
+            server_id: format!("NWEFT{seed:016X}"),
+            ..Global::default()
+        });
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.runtime.ring_capacity);
         let mut threads = Vec::with_capacity(shards);
-        let placement = listeners.into_iter().zip(own_listeners).zip(shard_cores);
-        for (index, ((listener, own), core)) in placement.enumerate() {
-            let fd = listener.into_raw_fd();
-            let own_fd = own.map(IntoRawFd::into_raw_fd);
+        for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores).enumerate() {
             let mesh = mesh.clone();
             let config = config.clone();
             let global = global.clone();
@@ -163,13 +211,13 @@ impl Router {
             }
             let handle = builder
                 .spawn(move || async move {
-                    // SAFETY: the fd comes from a listening std socket whose
-                    // ownership was released with into_raw_fd above.
-                    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                    // SAFETY: as above.
-                    let own =
-                        own_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
-                    run_shard(mesh, listener, own, config, stats, global).await;
+                    let listeners = fds
+                        .into_iter()
+                        // SAFETY: each fd comes from a listening std socket
+                        // whose ownership was released with into_raw_fd.
+                        .map(|(p, fd)| (p, unsafe { glommio::net::TcpListener::from_raw_fd(fd) }))
+                        .collect();
+                    run_shard(mesh, listeners, config, stats, global).await;
                 })
                 .map_err(|e| StartError::Executor {
                     shard: index,
@@ -180,20 +228,29 @@ impl Router {
         }
         Ok(Router {
             threads,
-            mqtt_addr,
-            shard_addrs,
+            mqtt,
+            nats,
             stats,
             global,
         })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
+        self.mqtt.addr
     }
 
-    /// Each executor's own listener, when `mqtt.shard_listeners` is on.
+    /// Each executor's own MQTT listener, when `mqtt.shard_listeners` is on.
     pub fn shard_addrs(&self) -> &[SocketAddr] {
-        &self.shard_addrs
+        &self.mqtt.own_addrs
+    }
+
+    pub fn nats_addr(&self) -> Option<SocketAddr> {
+        self.nats.as_ref().map(|b| b.addr)
+    }
+
+    /// Each executor's own NATS listener, when `nats.shard_listeners` is on.
+    pub fn nats_shard_addrs(&self) -> &[SocketAddr] {
+        self.nats.as_ref().map_or(&[], |b| &b.own_addrs)
     }
 
     pub fn shard_count(&self) -> usize {
@@ -232,8 +289,7 @@ impl Router {
 
 async fn run_shard(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    listener: glommio::net::TcpListener,
-    own_listener: Option<glommio::net::TcpListener>,
+    listeners: Vec<(SessionProtocol, glommio::net::TcpListener)>,
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
@@ -285,12 +341,16 @@ async fn run_shard(
         .detach();
     }
 
-    if let Some(own) = own_listener {
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move { accept_loop(&ctx, &own).await }).detach();
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(protocol, listener)| {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol).await })
+        })
+        .collect();
+    for task in accepting {
+        task.await;
     }
-    accept_loop(&ctx, &listener).await;
-    drop(listener);
 
     // Sessions were closed by request_stop; give their writers a bounded
     // time to flush, then leave (dropping the executor drops the rest).
@@ -302,7 +362,11 @@ async fn run_shard(
     tracing::debug!(shard = id, "shard stopped");
 }
 
-async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener) {
+async fn accept_loop(
+    ctx: &Rc<ShardCtx>,
+    listener: &glommio::net::TcpListener,
+    protocol: SessionProtocol,
+) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             ctx.stopped().await;
@@ -328,7 +392,14 @@ async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener) {
                 }
                 stats::Counters::add(&ctx.counters.connections_accepted, 1);
                 stats::Counters::add(&ctx.counters.connections, 1);
-                glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+                match protocol {
+                    SessionProtocol::Mqtt => {
+                        glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+                    }
+                    SessionProtocol::Nats => {
+                        glommio::spawn_local(nats_conn::serve(ctx.clone(), stream)).detach();
+                    }
+                }
             }
             Err(e) => {
                 if ctx.log_limiter.allow() {

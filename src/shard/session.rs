@@ -160,6 +160,8 @@ pub struct Session {
     /// NATS: sid → key of the subscription in the shard's table.
     pub nats_subs: RefCell<hashbrown::HashMap<Box<str>, SessionKey>>,
     pub dropped: Cell<u64>,
+    /// NATS: server PINGs not yet answered.
+    pub pings_outstanding: Cell<u32>,
 }
 
 impl Session {
@@ -175,6 +177,7 @@ impl Session {
             subscriptions: RefCell::default(),
             nats_subs: RefCell::default(),
             dropped: Cell::new(0),
+            pings_outstanding: Cell::new(0),
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Weft {
     pub addr: SocketAddr,
     /// Each shard's own listener (with `shard_listeners = true`).
     pub shard_addrs: Vec<SocketAddr>,
+    pub nats: SocketAddr,
+    pub nats_shards: Vec<SocketAddr>,
     _config: Option<tempfile_path::TempPath>,
 }
 
@@ -54,7 +56,18 @@ impl Weft {
     /// Starts weft with `shards` shards on cores 0,1, each shard with its own
     /// listener too, plus extra TOML.
     pub fn start(shards: usize, extra_toml: &str) -> Weft {
-        let toml = format!("[mqtt]\nshard_listeners = true\n{extra_toml}");
+        let mut table: toml::Table = extra_toml.parse().expect("test TOML");
+        for (section, key, value) in [
+            ("mqtt", "shard_listeners", toml::Value::Boolean(true)),
+            ("nats", "shard_listeners", toml::Value::Boolean(true)),
+            ("nats", "listen", toml::Value::String("127.0.0.1:0".into())),
+        ] {
+            let t = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            t.as_table_mut().unwrap().entry(key).or_insert(value);
+        }
+        let toml = table.to_string();
         let config = write_config(&toml);
         let mut child = Command::new(weft_bin())
             .args(["run", "--config"])
@@ -74,19 +87,23 @@ impl Weft {
             .expect("spawn weft");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("weft printed nothing").unwrap();
-        let addr = parse_addr(&first, "mqtt listening on ");
-        let mut shard_addrs = Vec::new();
-        for _ in 0..shards {
-            let line = lines.next().expect("shard listener line").unwrap();
-            shard_addrs.push(parse_addr(&line, "listening on "));
-        }
+        let mut next = || lines.next().expect("listener line").unwrap();
+        let addr = parse_addr(&next(), "mqtt listening on ");
+        let shard_addrs: Vec<_> = (0..shards)
+            .map(|_| parse_addr(&next(), "listening on "))
+            .collect();
+        let nats = parse_addr(&next(), "nats listening on ");
+        let nats_shards: Vec<_> = (0..shards)
+            .map(|_| parse_addr(&next(), "listening on "))
+            .collect();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
             child,
             addr,
             shard_addrs,
+            nats,
+            nats_shards,
             _config: Some(config),
         }
     }

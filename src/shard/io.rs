@@ -1,0 +1,155 @@
+//! Socket plumbing shared by every protocol's connections: the growing
+//! read buffer, a read that also ends when the session is closed from
+//! elsewhere, and the writer task that turns a session's queue into
+//! batched writes.
+//!
+//! Owns: the glommio socket calls of a connection. Must not touch: protocol
+//! formats. The read buffer starts at 1 KiB (idle connections stay small)
+//! and grows on demand up to `read_buffer_bytes_max`, or to the size of one
+//! packet if that is larger; the writer gathers everything queued, up to
+//! `write_batch_bytes_max`, into one write syscall.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use super::ctx::ShardCtx;
+use super::session::{CloseReason, Session};
+
+pub type Stream = RefCell<TcpStream>;
+
+pub const READ_BUFFER_INITIAL: usize = 1024;
+/// Write buffers above this are freed when the queue goes idle.
+const WRITE_BUFFER_KEEP: usize = 16 * 1024;
+
+#[derive(Default)]
+pub struct ReadBuffer {
+    pub data: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl ReadBuffer {
+    pub fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Room for the next read, compacting or growing as needed.
+    /// `pending_len` is the size of the packet at the front when the
+    /// protocol knows it (MQTT's fixed header), else 0: the buffer then
+    /// doubles, up to `read_max`.
+    pub fn spare(&mut self, read_max: usize, pending_len: usize) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // A packet larger than the buffer is pending; its size was
+                // already checked against the protocol's limit by the
+                // decoder.
+                let grown = (self.data.len() * 2)
+                    .max(READ_BUFFER_INITIAL)
+                    .min(read_max)
+                    .max(pending_len);
+                self.data.resize(grown.max(self.data.len() + 1), 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// After a read of `n` bytes that left nothing pending, shrink a grown
+    /// buffer back if traffic is light.
+    pub fn settle(&mut self, n: usize) {
+        if self.start == self.end
+            && self.data.len() > READ_BUFFER_INITIAL
+            && n < READ_BUFFER_INITIAL
+        {
+            self.data = vec![0; READ_BUFFER_INITIAL];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+pub enum Read {
+    Data(usize),
+    Closed(CloseReason),
+}
+
+/// Reads into `buf`, or returns when the session is closed from elsewhere
+/// (slow consumer, shutdown, write error).
+pub async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session>) -> Read {
+    poll_fn(|cx| {
+        if let Some(s) = session {
+            if let Poll::Ready(r) = s.poll_closed(cx) {
+                return Poll::Ready(Read::Closed(r));
+            }
+        }
+        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Read::Closed(CloseReason::PeerClosed)),
+            Poll::Ready(Ok(n)) => Poll::Ready(Read::Data(n)),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Poll::Ready(Read::Closed(CloseReason::KeepAliveTimeout))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Read::Closed(CloseReason::ReadError)),
+        }
+    })
+    .await
+}
+
+pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Drains the session's queue into batched writes until the session is
+/// closed. Returns true if it stopped between two packets (so that a final
+/// error line can still be written), false if it abandoned a write.
+pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stream>) -> bool {
+    let limits = ctx.limits();
+    let mut buf = Vec::new();
+    loop {
+        let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, limits)).await;
+        if !more {
+            break;
+        }
+        // A client that stopped reading must not hold the writer once its
+        // session is closed (slow consumer, protocol error, …).
+        let write = async { Some(write_all(&stream, &buf).await) };
+        let abandon = async {
+            poll_fn(|cx| session.poll_abandon(cx)).await;
+            None
+        };
+        match futures_lite::future::or(write, abandon).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => {
+                session.close(CloseReason::WriteError);
+                return false;
+            }
+            None => return false,
+        }
+        buf.clear();
+        if buf.capacity() > WRITE_BUFFER_KEEP && session.queued().0 == 0 {
+            buf = Vec::new();
+        }
+    }
+    true
+}
