@@ -4,7 +4,7 @@
 //! Two glommio executors pinned to cores 0 and 1 (512 KiB io_memory each,
 //! RLIMIT_MEMLOCK here is 8 MiB) join a `channel_mesh::MeshBuilder::full`
 //! mesh of weft's own message type, `weft::shard::ctx::ShardMsg`, and the
-//! producer sends `ShardMsg::Event(event.clone())` (an `Event` holds a
+//! producer sends `ShardMsg::Event { event: event.clone(), .. }` (an `Event` holds a
 //! `bytes::Bytes` of a 64 B-payload PUBLISH; the clone is one atomic
 //! increment, as when weft fans an event out) with `send_to(..).await`; the
 //! consumer drains with `recv_from(..).await` and drops each message (one
@@ -66,7 +66,14 @@ fn run(messages: u64, capacity: usize) -> Duration {
                 *start.lock().unwrap() = Some(Instant::now());
                 for _ in 0..messages {
                     if senders
-                        .send_to(to, ShardMsg::Event(event.clone()))
+                        .send_to(
+                            to,
+                            ShardMsg::Event {
+                                event: event.clone(),
+                                plain: true,
+                                groups: Default::default(),
+                            },
+                        )
                         .await
                         .is_err()
                     {

@@ -94,7 +94,9 @@ struct Node {
     hash: Option<Box<Node>>,
     local: SmallVec<[LocalSub; 1]>,
     remote: ShardMask,
-    /// Queue groups on this filter; boxed, as most filters have none.
+    /// Queue groups on this filter; boxed, as most filters have none: 8
+    /// bytes per node instead of a Vec's 24.
+    #[allow(clippy::box_collection)]
     groups: Option<Box<Vec<GroupEntry>>>,
 }
 
