@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the router (the default when no command is given).
     Run(RunArgs),
+    /// Load generator for MQTT and NATS brokers (weft or any other).
+    Bench(weft::bench::BenchArgs),
     /// Validate a configuration file and exit (0 = valid, 2 = invalid).
     CheckConfig {
         /// TOML configuration file.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Run(args)) => run(args),
+        Some(Command::Bench(args)) => weft::bench::run(args),
         None => run(RunArgs::default()),
     }
 }
