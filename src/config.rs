@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -31,7 +31,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// What happens to an at-most-once (QoS 0) event when a subscriber's queue
 /// is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumerPolicy {
     /// Drop the event for that subscriber and count it.
@@ -40,7 +40,7 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttConfig,
@@ -49,9 +49,34 @@ pub struct Config {
     pub limits: Limits,
     pub socket: SocketConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin HTTP endpoint (metrics, health, JSON views).
+    pub enabled: bool,
+    /// Its address; port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Entries per shard in the /connections and /subscriptions views.
+    pub view_entries_max: usize,
+    /// Largest page of a JSON view (`?limit=`).
+    pub page_size_max: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8222".into(),
+            view_entries_max: 10_000,
+            page_size_max: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Address of the MQTT listener; port 0 picks a free port. Every shard
@@ -65,7 +90,7 @@ pub struct MqttConfig {
     pub shard_port_base: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
     /// Serve the NATS client protocol.
@@ -98,7 +123,7 @@ impl Default for NatsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Number of shards (executors); 0 = one per core in `cores`.
@@ -121,7 +146,7 @@ pub struct RuntimeConfig {
     pub spin_before_park_us: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections across all shards; more are accepted and closed.
@@ -156,13 +181,13 @@ pub struct Limits {
     pub write_batch_bytes_max: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketConfig {
     pub tcp_nodelay: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
@@ -231,11 +256,45 @@ impl Default for LogConfig {
     }
 }
 
+/// Sections whose keys a SIGHUP reload applies; the others need a restart.
+pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log"];
+
+/// The dotted keys whose values differ between two configurations.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (toml::Value::try_from(old), toml::Value::try_from(new)) else {
+        return vec!["<unserializable>".into()];
+    };
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out
+}
+
+fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            for (k, va) in x {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match y.get(k) {
+                    Some(vb) => diff(&key, va, vb, out),
+                    None => out.push(key),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
 /// Command-line values that override the file, by the flag's name.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub mqtt_listen: Option<String>,
     pub nats_listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub shards: Option<usize>,
     pub cores: Option<String>,
     pub log_level: Option<String>,
@@ -248,6 +307,8 @@ pub struct Resolved {
     pub mqtt_listen: SocketAddr,
     /// None when NATS is disabled.
     pub nats_listen: Option<SocketAddr>,
+    /// None when the admin endpoint is disabled.
+    pub admin_listen: Option<SocketAddr>,
     /// Core of each shard, by shard index.
     pub shard_cores: Vec<usize>,
 }
@@ -274,6 +335,9 @@ impl Config {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(v) = &o.mqtt_listen {
             self.mqtt.listen = v.clone();
+        }
+        if let Some(v) = &o.admin_listen {
+            self.admin.listen = v.clone();
         }
         if let Some(v) = &o.nats_listen {
             self.nats.listen = v.clone();
@@ -303,6 +367,16 @@ impl Config {
                 invalid(
                     "nats.listen",
                     format!("'{}' is not an IP:port address", self.nats.listen),
+                )
+            })?)
+        } else {
+            None
+        };
+        let admin_listen = if self.admin.enabled {
+            Some(self.admin.listen.parse().map_err(|_| {
+                invalid(
+                    "admin.listen",
+                    format!("'{}' is not an IP:port address", self.admin.listen),
                 )
             })?)
         } else {
@@ -419,10 +493,13 @@ impl Config {
         )?;
         at_least("nats.control_line_bytes_max", n.control_line_bytes_max, 256)?;
         at_least("nats.payload_bytes_max", n.payload_bytes_max, 1)?;
+        at_least("admin.view_entries_max", self.admin.view_entries_max, 1)?;
+        at_least("admin.page_size_max", self.admin.page_size_max, 1)?;
         Ok(Resolved {
             config: self,
             mqtt_listen,
             nats_listen,
+            admin_listen,
             shard_cores,
         })
     }
@@ -491,8 +568,23 @@ mod tests {
         assert_eq!(c.nats.ping_interval_ms, 120_000);
         assert_eq!(c.nats.pings_outstanding_max, 2);
         assert_eq!(c.nats.payload_bytes_max, 1 << 20);
+        assert_eq!(c.admin.listen, "127.0.0.1:8222");
+        assert_eq!(c.admin.page_size_max, 1000);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
+    }
+
+    #[test]
+    fn changed_keys_are_named() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.limits.inflight_max = 7;
+        b.log.level = "debug".into();
+        assert_eq!(
+            changed_keys(&a, &b),
+            vec!["limits.inflight_max", "log.level"]
+        );
+        assert!(changed_keys(&a, &a).is_empty());
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub struct Event {
     pub retain: bool,
     pub origin: Origin,
     pub meta: Option<Arc<EventMeta>>,
+    /// When the router read it, in [`now_ns`] time: the start of the
+    /// router-internal latency measured at hand-off to a socket.
+    pub born_ns: u64,
+}
+
+/// Nanoseconds on a process-wide monotonic clock (one `Instant` read).
+pub fn now_ns() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 impl Event {
@@ -70,6 +81,7 @@ impl Event {
             retain,
             origin: Origin::ROUTER,
             meta: None,
+            born_ns: 0,
         }
     }
 

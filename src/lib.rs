@@ -17,6 +17,7 @@
 //! Operating limits: at most 64 shards per process (one bit per shard in the
 //! trie); one process per NUMA node beyond that.
 
+pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod event;

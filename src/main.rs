@@ -48,6 +48,9 @@ struct RunArgs {
     /// Address of the NATS listener (config: nats.listen).
     #[arg(long, value_name = "ADDR")]
     nats_listen: Option<String>,
+    /// Address of the admin HTTP endpoint (config: admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Number of shards (config: runtime.shards); 0 = one per core.
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -89,7 +92,71 @@ fn main() -> ExitCode {
     }
 }
 
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(format!("weft={level}"))
+}
+
+type LogReload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// SIGHUP: reads the file again, applies what can change safely (log
+/// level, limits) and logs every key that changed, or why nothing did.
+fn reload(
+    path: &Option<PathBuf>,
+    overrides: &Overrides,
+    current: &mut Config,
+    router: &weft::Router,
+    log: &LogReload,
+) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let mut next = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded");
+            return;
+        }
+    };
+    next.apply(overrides);
+    let next = match next.resolve(&online_cores()) {
+        Ok(r) => r.config,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded");
+            return;
+        }
+    };
+    let changed = weft::config::changed_keys(current, &next);
+    if changed.is_empty() {
+        tracing::info!("SIGHUP: configuration unchanged");
+        return;
+    }
+    let (applied, restart): (Vec<_>, Vec<_>) = changed.into_iter().partition(|key| {
+        weft::config::RELOADABLE_SECTIONS
+            .iter()
+            .any(|s| key.starts_with(&format!("{s}.")))
+    });
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "SIGHUP: these keys need a restart and were not applied");
+    }
+    if applied.is_empty() {
+        return;
+    }
+    // Keep the non-reloadable sections as they run.
+    let mut effective = current.clone();
+    effective.limits = next.limits.clone();
+    effective.log = next.log.clone();
+    if let Err(e) = log.modify(|f| *f = log_filter(&effective.log.level)) {
+        tracing::error!(error = %e, "SIGHUP: log level not changed");
+    }
+    router.reload(effective.clone());
+    *current = effective;
+    tracing::info!(keys = ?applied, "SIGHUP: configuration reloaded");
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    let args_config = args.config.clone();
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -97,31 +164,35 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => Config::default(),
     };
-    config.apply(&Overrides {
+    let overrides = Overrides {
         mqtt_listen: args.mqtt_listen,
         nats_listen: args.nats_listen,
+        admin_listen: args.admin_listen,
         shards: args.shards,
         cores: args.cores,
         log_level: args.log_level,
-    });
+    };
+    config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "weft={}",
-            resolved.config.log.level
-        )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    use tracing_subscriber::prelude::*;
+    let (filter, log_reload) =
+        tracing_subscriber::reload::Layer::new(log_filter(&resolved.config.log.level));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
+    let mut current = resolved.config.clone();
 
     // Signals are taken before the shards start, so that none is lost.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot install signal handlers: {e}")),
     };
@@ -146,10 +217,18 @@ fn run(args: RunArgs) -> ExitCode {
     for (i, addr) in router.nats_shard_addrs().iter().enumerate() {
         println!("weft: nats shard {i} listening on {addr}");
     }
+    if let Some(addr) = router.admin_addr() {
+        println!("weft: admin listening on {addr}");
+    }
     let _ = std::io::stdout().flush();
 
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload(&args_config, &overrides, &mut current, &router, &log_reload);
+            continue;
+        }
         tracing::info!(signal, "shutting down");
+        break;
     }
     router.shutdown();
     // A second signal while flushing ends the process at once.

@@ -17,6 +17,7 @@ fn start(shards: usize) -> weft::Router {
     config.apply(&Overrides {
         mqtt_listen: Some("127.0.0.1:0".into()),
         nats_listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
         shards: Some(shards),
         cores: Some("0,1".into()),
         log_level: None,

@@ -125,6 +125,36 @@ pub fn write_nats(topic: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// The NATS form of an internal filter (`+` → `*`, trailing `+/#` → `>`),
+/// for display.
+pub fn filter_to_nats(filter: &str) -> String {
+    let (body, tail) = match filter.strip_suffix("+/#") {
+        Some(body) => (body.strip_suffix('/').unwrap_or(body), true),
+        None => (filter, false),
+    };
+    let mut out = if body.is_empty() && tail {
+        String::new()
+    } else {
+        body.split('/')
+            .map(|level| {
+                if level == "+" {
+                    "*".to_string()
+                } else {
+                    to_nats(level)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    if tail {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push('>');
+    }
+    out
+}
+
 pub fn to_nats(topic: &str) -> String {
     let mut out = Vec::with_capacity(nats_len(topic));
     write_nats(topic, &mut out);
@@ -185,6 +215,14 @@ mod tests {
             Err(SubjectError::FullWildcardNotLast)
         );
         assert_eq!(to_internal("abc", false, 2), Err(SubjectError::TooLong(2)));
+    }
+
+    #[test]
+    fn filters_display_in_nats_form() {
+        for f in ["a.*.c", "a.>", ">", "*", "a.b//c"] {
+            let internal = to_internal(f, true, 256).unwrap();
+            assert_eq!(filter_to_nats(&internal), f);
+        }
     }
 
     /// `a.>` (one or more tokens) maps to `a/+/#`, which the MQTT matcher

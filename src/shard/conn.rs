@@ -37,7 +37,7 @@ fn pending_len(buf: &[u8]) -> usize {
 /// against `connections_max`; this releases that count.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(ctx.config.socket.tcp_nodelay);
+    let _ = stream.set_nodelay(ctx.config().socket.tcp_nodelay);
     let stream = Rc::new(RefCell::new(stream));
     let mut rb = ReadBuffer::default();
     let reason = match connect(&ctx, &stream, &mut rb).await {
@@ -92,7 +92,7 @@ async fn connect(
         .set_read_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
     rb.data = vec![0; READ_BUFFER_INITIAL];
     loop {
-        match codec::decode(rb.filled(), &ctx.decode_limits) {
+        match codec::decode(rb.filled(), &ctx.decode_limits.get()) {
             Ok(Some((Packet::Connect(c), used))) => {
                 let (session, will, keep_alive_s) = accept_connect(ctx, stream, &c).await?;
                 rb.start += used;
@@ -163,7 +163,7 @@ async fn accept_connect(
     };
     let will = match &c.will {
         Some(w) => {
-            if let Err(e) = topic::validate_name(w.topic, &ctx.topic_limits) {
+            if let Err(e) = topic::validate_name(w.topic, &ctx.topic_limits.get()) {
                 log_protocol_error(ctx, stream, &format_args!("will topic: {e}"));
                 return Err(CloseReason::ProtocolError);
             }
@@ -172,6 +172,7 @@ async fn accept_connect(
         None => None,
     };
     let session = ctx.register(Protocol::Mqtt, client_id);
+    session.peer.set(stream.borrow().peer_addr().ok());
     // Session present is 0: persistent sessions arrive with the MQTT 5 issue.
     session.send_short(&[0x20, 2, 0, 0]);
     Ok((session, will, c.keep_alive_s))
@@ -189,7 +190,7 @@ async fn session_loop(
     let mut awaiting_release: SmallVec<[u16; 4]> = SmallVec::new();
     loop {
         loop {
-            let (packet, used) = match codec::decode(rb.filled(), &ctx.decode_limits) {
+            let (packet, used) = match codec::decode(rb.filled(), &ctx.decode_limits.get()) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -213,10 +214,16 @@ async fn session_loop(
         }
         if !congested.is_empty() {
             ctx.pause_for(&mut congested).await;
+        } else {
+            // A publisher whose socket never runs dry would otherwise keep
+            // this task running (glommio's read returns at once while data
+            // waits) and starve the shard's writers and ring readers.
+            futures_lite::future::yield_now().await;
         }
         let spare = rb.spare(limits.read_buffer_bytes_max, pending_len(rb.filled()));
         match read_some(stream, spare, Some(session)).await {
             Read::Data(n) => {
+                ctx.received_ns.set(crate::event::now_ns());
                 rb.end += n;
                 rb.settle(n);
             }
@@ -236,7 +243,7 @@ async fn handle(
     let limits = ctx.limits();
     match packet {
         Packet::Publish(p) => {
-            if let Err(e) = topic::validate_name(p.topic, &ctx.topic_limits) {
+            if let Err(e) = topic::validate_name(p.topic, &ctx.topic_limits.get()) {
                 log_protocol_error(
                     ctx,
                     stream,
@@ -292,7 +299,7 @@ async fn handle(
             let mut frame = Vec::with_capacity(4 + filters.len());
             let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
             for (filter, qos) in filters {
-                if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits) {
+                if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits.get()) {
                     tracing::debug!(shard = ctx.id, filter, error = %e, "subscription refused");
                     codes.push(0x80);
                     continue;

@@ -27,7 +27,7 @@ use glommio::{GlommioError, ResourceType};
 use smallvec::SmallVec;
 
 use super::session::{CloseReason, DeliverAs, Delivery, Protocol, Session};
-use super::stats::{Counters, ShardStats};
+use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
@@ -69,6 +69,12 @@ pub struct Global {
     pub shutdown: AtomicBool,
     /// This process's id in NATS INFO.
     pub server_id: String,
+    /// Shards that joined the mesh and are accepting.
+    pub ready_shards: AtomicUsize,
+    /// The configuration in force after a SIGHUP reload, and its number;
+    /// shards pick it up on their housekeeping tick.
+    pub reloaded: std::sync::Mutex<Option<Arc<Config>>>,
+    pub config_generation: std::sync::atomic::AtomicU64,
 }
 
 /// A NATS subscription (one SUB): its own key in the trie, since NATS
@@ -190,12 +196,39 @@ impl LogLimiter {
     }
 }
 
+/// The limits of the configuration in force (keeps it alive while used).
+pub struct LimitsRef(Arc<Config>);
+
+impl std::ops::Deref for LimitsRef {
+    type Target = crate::config::Limits;
+    fn deref(&self) -> &Self::Target {
+        &self.0.limits
+    }
+}
+
+fn derived_limits(config: &Config) -> (DecodeLimits, TopicLimits) {
+    let l = &config.limits;
+    (
+        DecodeLimits {
+            packet_bytes_max: l.packet_bytes_max,
+            filters_per_packet_max: l.filters_per_packet_max,
+        },
+        TopicLimits {
+            topic_bytes_max: l.topic_bytes_max,
+            topic_levels_max: l.topic_levels_max,
+        },
+    )
+}
+
 pub struct ShardCtx {
     pub id: usize,
     pub shards: usize,
-    pub config: Arc<Config>,
-    pub decode_limits: DecodeLimits,
-    pub topic_limits: TopicLimits,
+    /// Replaced on SIGHUP reload (see `reload_config`); read through
+    /// `config()` / `limits()`, never borrowed across an await.
+    config: RefCell<Arc<Config>>,
+    config_generation: Cell<u64>,
+    pub decode_limits: Cell<DecodeLimits>,
+    pub topic_limits: Cell<TopicLimits>,
     pub senders: Senders<ShardMsg>,
     pub stats: Arc<ShardStats>,
     pub counters: Counters,
@@ -215,7 +248,18 @@ pub struct ShardCtx {
     /// flight, and that one waits for its barrier to drain the queue.
     control: RefCell<VecDeque<(Option<usize>, ShardMsg)>>,
     control_waker: Cell<Option<Waker>>,
+    /// When the current batch of client bytes was read (`now_ns`).
+    pub received_ns: Cell<u64>,
+    /// Receive → hand-off to the socket, in ns; merged into the shared
+    /// histogram on the housekeeping tick.
+    latency: RefCell<hdrhistogram::Histogram<u64>>,
+    /// Write buffers not in use (at most `WRITE_BUFFERS_KEPT`).
+    write_buffers: RefCell<Vec<Vec<u8>>>,
 }
+
+/// Write buffers a shard keeps for reuse; writers blocked on a slow socket
+/// hold theirs, so this is the pool for the ones writing right now.
+const WRITE_BUFFERS_KEPT: usize = 32;
 
 impl ShardCtx {
     pub fn new(
@@ -224,21 +268,16 @@ impl ShardCtx {
         stats: Arc<ShardStats>,
         global: Arc<Global>,
     ) -> ShardCtx {
-        let l = &config.limits;
         let id = senders.peer_id();
+        let (decode_limits, topic_limits) = derived_limits(&config);
         ShardCtx {
             id,
             shards: senders.nr_consumers(),
-            decode_limits: DecodeLimits {
-                packet_bytes_max: l.packet_bytes_max,
-                filters_per_packet_max: l.filters_per_packet_max,
-            },
-            topic_limits: TopicLimits {
-                topic_bytes_max: l.topic_bytes_max,
-                topic_levels_max: l.topic_levels_max,
-            },
+            decode_limits: Cell::new(decode_limits),
+            topic_limits: Cell::new(topic_limits),
             trie: RefCell::new(Trie::new(config.runtime.match_cache_entries_max)),
-            config,
+            config: RefCell::new(config),
+            config_generation: Cell::new(0),
             senders,
             stats,
             counters: Counters::default(),
@@ -253,11 +292,31 @@ impl ShardCtx {
             stop_wakers: RefCell::default(),
             control: RefCell::default(),
             control_waker: Cell::new(None),
+            received_ns: Cell::new(0),
+            latency: RefCell::new(stats::latency_histogram()),
+            write_buffers: RefCell::default(),
         }
     }
 
-    pub fn limits(&self) -> &crate::config::Limits {
-        &self.config.limits
+    pub fn limits(&self) -> LimitsRef {
+        LimitsRef(self.config.borrow().clone())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Takes a reloaded configuration (only its reloadable parts matter:
+    /// limits; listeners and shards need a restart).
+    pub fn reload_config(&self, generation: u64, config: Arc<Config>) {
+        if generation == self.config_generation.get() {
+            return;
+        }
+        let (decode_limits, topic_limits) = derived_limits(&config);
+        self.decode_limits.set(decode_limits);
+        self.topic_limits.set(topic_limits);
+        *self.config.borrow_mut() = config;
+        self.config_generation.set(generation);
     }
 
     // ------------------------------------------------------------ sessions
@@ -522,8 +581,11 @@ impl ShardCtx {
     /// then to local subscribers. QoS 1 deliveries that overflow a local
     /// subscriber's soft limit add it to `congested` so that the publisher
     /// can pause. Returns false if nobody anywhere subscribes.
-    pub async fn publish(&self, event: Event, congested: &mut Vec<Rc<Session>>) -> bool {
+    pub async fn publish(&self, mut event: Event, congested: &mut Vec<Rc<Session>>) -> bool {
         Counters::add(&self.counters.messages_in, 1);
+        if event.born_ns == 0 {
+            event.born_ns = self.received_ns.get();
+        }
         let matched = self.trie.borrow_mut().matches(event.topic());
         if matched.is_empty() {
             return false;
@@ -621,7 +683,7 @@ impl ShardCtx {
                         continue;
                     }
                 };
-                match session.deliver(e, how, limits) {
+                match session.deliver(e, how, &limits) {
                     Delivery::Queued => Counters::add(&self.counters.messages_out, 1),
                     Delivery::Congested => {
                         Counters::add(&self.counters.messages_out, 1);
@@ -727,7 +789,7 @@ impl ShardCtx {
         let limits = self.limits();
         let all_drained = async {
             for s in congested.iter() {
-                poll_fn(|cx| s.poll_drained(cx, limits)).await;
+                poll_fn(|cx| s.poll_drained(cx, &limits)).await;
             }
         };
         let timeout = async {
@@ -737,8 +799,135 @@ impl ShardCtx {
         congested.clear();
     }
 
+    /// Off-path chores of the tick: answer an admin view request, take a
+    /// reloaded configuration.
+    pub fn housekeeping(&self) {
+        if self.stats.view_requested.swap(false, Ordering::AcqRel) {
+            let view = self.view(self.config().admin.view_entries_max);
+            if let Ok(mut slot) = self.stats.view.lock() {
+                *slot = Some(view);
+            }
+        }
+        let generation = self.global.config_generation.load(Ordering::Acquire);
+        if generation != self.config_generation.get() {
+            let reloaded = self.global.reloaded.lock().ok().and_then(|c| c.clone());
+            if let Some(config) = reloaded {
+                self.reload_config(generation, config);
+                tracing::debug!(shard = self.id, generation, "configuration reloaded");
+            }
+        }
+    }
+
+    /// Builds this shard's admin view, bounded to `max` entries a list.
+    pub fn view(&self, max: usize) -> stats::ShardView {
+        let mut v = stats::ShardView {
+            shard: self.id,
+            ..Default::default()
+        };
+        let slots = self.slots.borrow();
+        for slot in slots.slots.iter().flatten() {
+            match slot {
+                Slot::Mqtt(s) | Slot::NatsConn(s) => {
+                    let (queued_messages, queued_bytes) = s.queued();
+                    v.queued_messages += queued_messages as u64;
+                    v.queued_bytes += queued_bytes as u64;
+                    let protocol = match s.protocol {
+                        Protocol::Mqtt => "mqtt",
+                        Protocol::Nats => "nats",
+                    };
+                    if v.connections.len() == max {
+                        v.truncated = true;
+                    } else {
+                        v.connections.push(stats::ConnectionInfo {
+                            shard: self.id,
+                            protocol,
+                            client_id: s.client_id.to_string(),
+                            peer: s.peer.get().map(|a| a.to_string()),
+                            subscriptions: s.subscriptions.borrow().len()
+                                + s.nats_subs.borrow().len(),
+                            queued_messages,
+                            queued_bytes,
+                            dropped: s.dropped.get(),
+                        });
+                    }
+                    if s.protocol == Protocol::Mqtt {
+                        for (filter, qos) in s.subscriptions.borrow().iter() {
+                            if v.subscriptions.len() == max {
+                                v.truncated = true;
+                                break;
+                            }
+                            v.subscriptions.push(stats::SubscriptionInfo {
+                                shard: self.id,
+                                protocol,
+                                client_id: s.client_id.to_string(),
+                                filter: filter.to_string(),
+                                qos: *qos,
+                                sid: None,
+                                queue_group: None,
+                            });
+                        }
+                    }
+                }
+                Slot::NatsSub(sub) => {
+                    if v.subscriptions.len() == max {
+                        v.truncated = true;
+                        continue;
+                    }
+                    v.subscriptions.push(stats::SubscriptionInfo {
+                        shard: self.id,
+                        protocol: "nats",
+                        client_id: sub.session.client_id.to_string(),
+                        filter: crate::nats::subject::filter_to_nats(&sub.filter),
+                        qos: 0,
+                        sid: Some(sub.sid.to_string()),
+                        queue_group: sub.group.as_ref().map(|g| g.to_string()),
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    pub fn take_write_buffer(&self) -> Vec<u8> {
+        self.write_buffers.borrow_mut().pop().unwrap_or_default()
+    }
+
+    pub fn give_write_buffer(&self, mut buf: Vec<u8>) {
+        let mut pool = self.write_buffers.borrow_mut();
+        // A batch is at most write_batch_bytes_max plus one packet; keep
+        // only buffers of ordinary size.
+        if pool.len() < WRITE_BUFFERS_KEPT
+            && buf.capacity() <= 2 * self.limits().write_batch_bytes_max
+        {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    /// Records the router-internal latency of events just handed to a
+    /// socket.
+    pub fn record_latency(&self, born: &[u64]) {
+        if born.is_empty() {
+            return;
+        }
+        let now = crate::event::now_ns();
+        let mut h = self.latency.borrow_mut();
+        for &b in born {
+            h.saturating_record(now.saturating_sub(b).max(1));
+        }
+    }
+
     /// Publishes the counters and the trie's sizes for other threads.
     pub fn publish_stats(&self) {
+        {
+            let mut local = self.latency.borrow_mut();
+            if !local.is_empty() {
+                if let Ok(mut shared) = self.stats.latency.lock() {
+                    let _ = shared.add(&*local);
+                }
+                local.reset();
+            }
+        }
         let t = self.trie.borrow().counts();
         let c = &self.counters;
         c.subscriptions.set(t.local_subscriptions as u64);

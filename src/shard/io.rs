@@ -24,9 +24,9 @@ use super::session::{CloseReason, Session};
 
 pub type Stream = RefCell<TcpStream>;
 
-pub const READ_BUFFER_INITIAL: usize = 1024;
-/// Write buffers above this are freed when the queue goes idle.
-const WRITE_BUFFER_KEEP: usize = 16 * 1024;
+/// Idle connections hold this much read buffer; CONNECT and most control
+/// packets fit.
+pub const READ_BUFFER_INITIAL: usize = 256;
 
 #[derive(Default)]
 pub struct ReadBuffer {
@@ -125,12 +125,18 @@ pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
 /// error line can still be written), false if it abandoned a write.
 pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stream>) -> bool {
     let limits = ctx.limits();
-    let mut buf = Vec::new();
+    let mut born = Vec::new();
     loop {
-        let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, limits)).await;
+        // Batches are gathered in a buffer from the shard's pool: no fresh
+        // pages per batch, and idle connections hold none.
+        let mut buf = ctx.take_write_buffer();
+        let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, &limits, &mut born)).await;
         if !more {
+            ctx.give_write_buffer(buf);
             break;
         }
+        ctx.record_latency(&born);
+        born.clear();
         // A client that stopped reading must not hold the writer once its
         // session is closed (slow consumer, protocol error, …).
         let write = async { Some(write_all(&stream, &buf).await) };
@@ -142,14 +148,15 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
             Some(Ok(())) => {}
             Some(Err(_)) => {
                 session.close(CloseReason::WriteError);
+                ctx.give_write_buffer(buf);
                 return false;
             }
-            None => return false,
+            None => {
+                ctx.give_write_buffer(buf);
+                return false;
+            }
         }
-        buf.clear();
-        if buf.capacity() > WRITE_BUFFER_KEEP && session.queued().0 == 0 {
-            buf = Vec::new();
-        }
+        ctx.give_write_buffer(buf);
     }
     true
 }

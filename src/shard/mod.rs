@@ -62,6 +62,7 @@ pub struct Router {
     nats: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
+    admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
 }
 
 /// The listeners of one protocol: the shared address and each shard's own.
@@ -157,6 +158,7 @@ impl Router {
             config,
             mqtt_listen,
             nats_listen,
+            admin_listen,
             shard_cores,
         } = resolved;
         let shards = shard_cores.len();
@@ -226,12 +228,34 @@ impl Router {
                 })?;
             threads.push(handle);
         }
+        let admin = match admin_listen {
+            Some(addr) => {
+                let state = Arc::new(crate::admin::AdminState {
+                    stats: stats.clone(),
+                    global: global.clone(),
+                    page_size_max: config.admin.page_size_max,
+                });
+                match crate::admin::start(addr, state) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        global.shutdown.store(true, Ordering::Relaxed);
+                        return Err(StartError::Bind {
+                            protocol: "admin",
+                            addr,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Router {
             threads,
             mqtt,
             nats,
             stats,
             global,
+            admin,
         })
     }
 
@@ -251,6 +275,20 @@ impl Router {
     /// Each executor's own NATS listener, when `nats.shard_listeners` is on.
     pub fn nats_shard_addrs(&self) -> &[SocketAddr] {
         self.nats.as_ref().map_or(&[], |b| &b.own_addrs)
+    }
+
+    /// The admin endpoint's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// Hands a reloaded configuration to the shards (they take its limits
+    /// on their next tick; listeners and shard layout need a restart).
+    pub fn reload(&self, config: crate::config::Config) {
+        if let Ok(mut slot) = self.global.reloaded.lock() {
+            *slot = Some(Arc::new(config));
+        }
+        self.global.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn shard_count(&self) -> usize {
@@ -283,6 +321,9 @@ impl Router {
             if let Err(e) = t.join() {
                 tracing::error!(error = %e, "shard thread failed");
             }
+        }
+        if let Some((_, thread)) = self.admin {
+            let _ = thread.join();
         }
     }
 }
@@ -333,6 +374,7 @@ async fn run_shard(
             loop {
                 glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
                 ctx.publish_stats();
+                ctx.housekeeping();
                 if ctx.shutdown_requested() {
                     ctx.request_stop();
                 }
@@ -341,6 +383,7 @@ async fn run_shard(
         .detach();
     }
 
+    ctx.global.ready_shards.fetch_add(1, Ordering::Relaxed);
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(protocol, listener)| {
@@ -352,6 +395,7 @@ async fn run_shard(
         task.await;
     }
 
+    ctx.global.ready_shards.fetch_sub(1, Ordering::Relaxed);
     // Sessions were closed by request_stop; give their writers a bounded
     // time to flush, then leave (dropping the executor drops the rest).
     let deadline = Instant::now() + Duration::from_millis(config.runtime.shutdown_flush_ms_max);

@@ -56,12 +56,13 @@ impl Default for ConnectOptions {
 const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
-    let _ = stream.set_nodelay(ctx.config.socket.tcp_nodelay);
+    let _ = stream.set_nodelay(ctx.config().socket.tcp_nodelay);
     let peer = stream.peer_addr().ok();
     let local = stream.local_addr().ok();
     let stream = Rc::new(RefCell::new(stream));
     let client_id = ctx.assign_client_id();
     let session = ctx.register(Protocol::Nats, client_id);
+    session.peer.set(peer);
     session.send_frame(info_line(&ctx, &session, peer, local));
     let writer = glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
     let pinger = glommio::spawn_local(ping_loop(ctx.clone(), session.clone()));
@@ -104,7 +105,8 @@ fn info_line(
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
 ) -> Vec<u8> {
-    let n = &ctx.config.nats;
+    let config = ctx.config();
+    let n = &config.nats;
     let info = serde_json::json!({
         "server_id": ctx.global.server_id,
         "server_name": "weft",
@@ -122,7 +124,8 @@ fn info_line(
 }
 
 async fn ping_loop(ctx: Rc<ShardCtx>, session: Rc<Session>) {
-    let n = &ctx.config.nats;
+    let config = ctx.config();
+    let n = &config.nats;
     loop {
         glommio::timer::sleep(Duration::from_millis(n.ping_interval_ms)).await;
         if session.close_reason().is_some() {
@@ -158,7 +161,8 @@ async fn session_loop(
     session: &Rc<Session>,
     stream: &Stream,
 ) -> (CloseReason, Option<&'static str>) {
-    let n = &ctx.config.nats;
+    let config = ctx.config();
+    let n = &config.nats;
     let mut state = State {
         options: ConnectOptions::default(),
         limits: NatsLimits {
@@ -198,10 +202,16 @@ async fn session_loop(
         }
         if !congested.is_empty() {
             ctx.pause_for(&mut congested).await;
+        } else {
+            // A publisher whose socket never runs dry would otherwise keep
+            // this task running (glommio's read returns at once while data
+            // waits) and starve the shard's writers and ring readers.
+            futures_lite::future::yield_now().await;
         }
         let spare = rb.spare(read_max, 0);
         match read_some(stream, spare, Some(session)).await {
             Read::Data(n) => {
+                ctx.received_ns.set(crate::event::now_ns());
                 rb.end += n;
                 rb.settle(n);
             }
@@ -223,7 +233,7 @@ async fn handle(
     op: ClientOp<'_>,
     congested: &mut Vec<Rc<Session>>,
 ) -> Outcome {
-    let topic_bytes_max = ctx.topic_limits.topic_bytes_max;
+    let topic_bytes_max = ctx.topic_limits.get().topic_bytes_max;
     match op {
         ClientOp::Connect(json) => {
             let options: ConnectOptions = serde_json::from_str(json).map_err(|e| {
@@ -245,7 +255,7 @@ async fn handle(
         } => {
             let internal = match subject::to_internal(subj, false, topic_bytes_max)
                 .ok()
-                .filter(|t| topic::validate_name(t, &ctx.topic_limits).is_ok())
+                .filter(|t| topic::validate_name(t, &ctx.topic_limits.get()).is_ok())
             {
                 Some(t) => t,
                 None => {
@@ -275,7 +285,7 @@ async fn handle(
         } => {
             let filter = match subject::to_internal(subj, true, topic_bytes_max)
                 .ok()
-                .filter(|f| topic::validate_filter(f, &ctx.topic_limits).is_ok())
+                .filter(|f| topic::validate_filter(f, &ctx.topic_limits.get()).is_ok())
             {
                 Some(f) => f,
                 None => {
@@ -305,7 +315,8 @@ async fn handle(
 /// Answers a request that found no subscriber with a 503 status message on
 /// its reply subject (the requester's inbox subscription).
 async fn no_responders(ctx: &Rc<ShardCtx>, reply: &str, congested: &mut Vec<Rc<Session>>) {
-    let Ok(topic) = subject::to_internal(reply, false, ctx.topic_limits.topic_bytes_max) else {
+    let Ok(topic) = subject::to_internal(reply, false, ctx.topic_limits.get().topic_bytes_max)
+    else {
         return;
     };
     let event = Event::new(&topic, b"", 0, false).with_meta(EventMeta {

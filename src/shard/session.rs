@@ -162,6 +162,8 @@ pub struct Session {
     pub dropped: Cell<u64>,
     /// NATS: server PINGs not yet answered.
     pub pings_outstanding: Cell<u32>,
+    /// The client's address, for the admin views and log lines.
+    pub peer: Cell<Option<std::net::SocketAddr>>,
 }
 
 impl Session {
@@ -178,6 +180,7 @@ impl Session {
             nats_subs: RefCell::default(),
             dropped: Cell::new(0),
             pings_outstanding: Cell::new(0),
+            peer: Cell::new(None),
         }
     }
 
@@ -296,11 +299,14 @@ impl Session {
 
     /// Moves queued packets into `buf` (up to `batch_bytes_max`) for one
     /// write. Ready(true): write `buf`. Ready(false): closed, stop writing.
+    /// `born` receives the `born_ns` of every event written, for the
+    /// latency histogram.
     pub fn poll_batch(
         &self,
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
         limits: &Limits,
+        born: &mut Vec<u64>,
     ) -> Poll<bool> {
         let closed = self.close.get();
         if matches!(closed, Some(r) if !r.flushes()) {
@@ -319,6 +325,12 @@ impl Session {
             }
             let item = out.queue.pop_front().expect("front exists");
             out.bytes -= item.wire_len();
+            match &item {
+                OutItem::Event { event, .. } | OutItem::Nats { event, .. } => {
+                    born.push(event.born_ns)
+                }
+                _ => {}
+            }
             match item {
                 OutItem::Event { event, qos: 0 } => event.write_to(buf, 0, 0, false),
                 OutItem::Event { event, qos } => {
@@ -478,16 +490,28 @@ mod tests {
         s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
         s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
         let mut buf = Vec::new();
-        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(true));
+        assert_eq!(
+            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+            Poll::Ready(true)
+        );
         assert_eq!(buf.len(), e.wire_len(1), "window of 1 lets one through");
         buf.clear();
-        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Pending);
+        assert_eq!(
+            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+            Poll::Pending
+        );
         assert!(!s.acknowledge(2));
         assert!(s.acknowledge(1));
-        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(true));
+        assert_eq!(
+            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+            Poll::Ready(true)
+        );
         assert_eq!(s.queued(), (0, 0));
         s.close(CloseReason::PeerClosed);
         buf.clear();
-        assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l), Poll::Ready(false));
+        assert_eq!(
+            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+            Poll::Ready(false)
+        );
     }
 }

@@ -13,8 +13,28 @@ macro_rules! counters {
         pub struct Counters { $(#[doc = $doc] pub $name: Cell<u64>,)* }
 
         /// The published copy, readable from any thread.
-        #[derive(Default, Debug)]
-        pub struct ShardStats { $(#[doc = $doc] pub $name: AtomicU64,)* }
+        #[derive(Debug)]
+        pub struct ShardStats {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+            /// Router-internal latency (receive → hand-off to the socket),
+            /// in ns, since start; the shard merges into it every tick.
+            pub latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+            /// The admin endpoint asks for a [`ShardView`] by setting this;
+            /// the shard answers on its next tick in `view`.
+            pub view_requested: std::sync::atomic::AtomicBool,
+            pub view: std::sync::Mutex<Option<ShardView>>,
+        }
+
+        impl Default for ShardStats {
+            fn default() -> Self {
+                ShardStats {
+                    $($name: AtomicU64::new(0),)*
+                    latency: std::sync::Mutex::new(latency_histogram()),
+                    view_requested: std::sync::atomic::AtomicBool::new(false),
+                    view: std::sync::Mutex::new(None),
+                }
+            }
+        }
 
         /// A plain snapshot, summed over shards or for one shard.
         #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +49,23 @@ macro_rules! counters {
         impl ShardStats {
             pub fn snapshot(&self) -> Snapshot {
                 Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// (metric name, type, help, value) of every counter; gauges
+            /// keep their name, counters get `_total`.
+            pub fn metrics() -> Vec<(String, &'static str, &'static str, fn(&Snapshot) -> u64)> {
+                vec![$((
+                    if GAUGES.contains(&stringify!($name)) {
+                        stringify!($name).to_string()
+                    } else {
+                        format!("{}_total", stringify!($name))
+                    },
+                    if GAUGES.contains(&stringify!($name)) { "gauge" } else { "counter" },
+                    $doc,
+                    (|s: &Snapshot| s.$name) as fn(&Snapshot) -> u64,
+                ),)*]
             }
         }
 
@@ -56,6 +93,57 @@ counters! {
     trie_nodes: "Nodes of the shard's trie.",
     remote_interest_entries: "Filters other shards told this shard about.",
     sessions: "Sessions registered on the shard.",
+}
+
+/// Counters that go up and down.
+const GAUGES: &[&str] = &[
+    "connections",
+    "subscriptions",
+    "trie_nodes",
+    "remote_interest_entries",
+    "sessions",
+];
+
+/// What one shard shows the admin endpoint: built on request, on the
+/// shard's own thread, bounded to `admin.view_entries_max` entries a list.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShardView {
+    pub shard: usize,
+    pub connections: Vec<ConnectionInfo>,
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// True if a list was cut at the bound.
+    pub truncated: bool,
+    pub queued_messages: u64,
+    pub queued_bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub shard: usize,
+    pub protocol: &'static str,
+    pub client_id: String,
+    pub peer: Option<String>,
+    pub subscriptions: usize,
+    pub queued_messages: usize,
+    pub queued_bytes: usize,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionInfo {
+    pub shard: usize,
+    pub protocol: &'static str,
+    pub client_id: String,
+    /// MQTT filter, or NATS subject as the client sent it mapped back.
+    pub filter: String,
+    pub qos: u8,
+    pub sid: Option<String>,
+    pub queue_group: Option<String>,
+}
+
+/// 1 ns to 60 s at 3 significant digits.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
 impl Counters {

@@ -23,6 +23,10 @@ pub struct Weft {
     pub shard_addrs: Vec<SocketAddr>,
     pub nats: SocketAddr,
     pub nats_shards: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    /// The router's stderr lines, when captured.
+    pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+    pub config_path: std::path::PathBuf,
     _config: Option<tempfile_path::TempPath>,
 }
 
@@ -56,11 +60,22 @@ impl Weft {
     /// Starts weft with `shards` shards on cores 0,1, each shard with its own
     /// listener too, plus extra TOML.
     pub fn start(shards: usize, extra_toml: &str) -> Weft {
+        Weft::launch(shards, extra_toml, Some("warn"), false)
+    }
+
+    /// `log_level`: the `--log-level` flag, if any (it overrides the file).
+    pub fn launch(
+        shards: usize,
+        extra_toml: &str,
+        log_level: Option<&str>,
+        capture_stderr: bool,
+    ) -> Weft {
         let mut table: toml::Table = extra_toml.parse().expect("test TOML");
         for (section, key, value) in [
             ("mqtt", "shard_listeners", toml::Value::Boolean(true)),
             ("nats", "shard_listeners", toml::Value::Boolean(true)),
             ("nats", "listen", toml::Value::String("127.0.0.1:0".into())),
+            ("admin", "listen", toml::Value::String("127.0.0.1:0".into())),
         ] {
             let t = table
                 .entry(section)
@@ -69,22 +84,35 @@ impl Weft {
         }
         let toml = table.to_string();
         let config = write_config(&toml);
-        let mut child = Command::new(weft_bin())
+        let mut command = Command::new(weft_bin());
+        command
             .args(["run", "--config"])
             .arg(&config.0)
-            .args([
-                "--mqtt-listen",
-                "127.0.0.1:0",
-                "--cores",
-                "0,1",
-                "--log-level",
-                "warn",
-            ])
+            .args(["--mqtt-listen", "127.0.0.1:0", "--cores", "0,1"])
             .args(["--shards", &shards.to_string()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn weft");
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
+        if let Some(level) = log_level {
+            command.args(["--log-level", level]);
+        }
+        let mut child = command.spawn().expect("spawn weft");
+        let stderr = if capture_stderr {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            Some(lines)
+        } else {
+            None
+        };
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut next = || lines.next().expect("listener line").unwrap();
@@ -96,6 +124,7 @@ impl Weft {
         let nats_shards: Vec<_> = (0..shards)
             .map(|_| parse_addr(&next(), "listening on "))
             .collect();
+        let admin = parse_addr(&next(), "admin listening on ");
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
@@ -104,8 +133,38 @@ impl Weft {
             shard_addrs,
             nats,
             nats_shards,
+            admin,
+            stderr,
+            config_path: config.0.clone(),
             _config: Some(config),
         }
+    }
+
+    /// Sends a signal to the router.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits (bounded) until a captured stderr line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let lines = self.stderr.as_ref().expect("stderr captured");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        let lines = self.stderr.as_ref().expect("stderr captured");
+        let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
+        found
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,179 @@
+//! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
+//! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
+//!
+//! Owns: one std thread with a small HTTP server (tiny_http), off the event
+//! path: it reads the shards' published atomics and histograms, and asks
+//! the shards for views through a flag they answer on their housekeeping
+//! tick (every 50 ms), so a scrape never runs code on a shard's event loop
+//! beyond that tick. Must not touch: sessions or the trie directly.
+//!
+//! Bounds: views hold at most `admin.view_entries_max` entries per shard,
+//! pages at most `admin.page_size_max`; request bodies are never read.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::shard::ctx::Global;
+use crate::shard::stats::{ShardStats, ShardView};
+
+/// What the admin thread reads.
+pub struct AdminState {
+    pub stats: Vec<Arc<ShardStats>>,
+    pub global: Arc<Global>,
+    pub page_size_max: usize,
+}
+
+/// Starts the admin thread on `addr`; returns the bound address.
+pub fn start(
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| std::io::Error::other("admin listener has no IP address"))?;
+    let handle = std::thread::Builder::new()
+        .name("weft-admin".into())
+        .spawn(move || serve(server, state))?;
+    Ok((bound, handle))
+}
+
+fn serve(server: tiny_http::Server, state: Arc<AdminState>) {
+    while !state.global.shutdown.load(Ordering::Relaxed) {
+        let request = match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin endpoint stopped");
+                return;
+            }
+        };
+        let (status, content_type, body) = route(&state, request.method(), request.url());
+        let response = tiny_http::Response::from_data(body)
+            .with_status_code(status)
+            .with_header(
+                tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+                    .expect("static header"),
+            );
+        let _ = request.respond(response);
+    }
+}
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn route(
+    state: &AdminState,
+    method: &tiny_http::Method,
+    url: &str,
+) -> (u16, &'static str, Vec<u8>) {
+    if *method != tiny_http::Method::Get {
+        return (405, TEXT, b"only GET\n".to_vec());
+    }
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    match path {
+        "/metrics" => {
+            let views = collect_views(state);
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(&state.stats, &views).into_bytes(),
+            )
+        }
+        "/healthz" => (200, TEXT, b"ok\n".to_vec()),
+        "/readyz" => {
+            let ready = state.global.ready_shards.load(Ordering::Relaxed) == state.stats.len()
+                && !state.global.shutdown.load(Ordering::Relaxed);
+            if ready {
+                (200, TEXT, b"ready\n".to_vec())
+            } else {
+                (503, TEXT, b"not ready\n".to_vec())
+            }
+        }
+        "/connections" | "/subscriptions" => {
+            let (offset, limit) = match page(query, state.page_size_max) {
+                Ok(p) => p,
+                Err(msg) => return (400, TEXT, format!("{msg}\n").into_bytes()),
+            };
+            let views = collect_views(state);
+            let truncated = views.iter().any(|v| v.truncated);
+            let body = if path == "/connections" {
+                let all: Vec<_> = views.iter().flat_map(|v| v.connections.iter()).collect();
+                page_json("connections", &all, offset, limit, truncated)
+            } else {
+                let all: Vec<_> = views.iter().flat_map(|v| v.subscriptions.iter()).collect();
+                page_json("subscriptions", &all, offset, limit, truncated)
+            };
+            (200, JSON, body)
+        }
+        // The mesh (router-to-router links) is not built yet: no links.
+        "/links" => (200, JSON, br#"{"total":0,"links":[]}"#.to_vec()),
+        _ => (404, TEXT, b"not found\n".to_vec()),
+    }
+}
+
+fn page(query: &str, max: usize) -> Result<(usize, usize), String> {
+    let mut offset = 0;
+    let mut limit = max.min(100);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n: usize = v
+            .parse()
+            .map_err(|_| format!("query parameter {k}: '{v}' is not a number"))?;
+        match k {
+            "offset" => offset = n,
+            "limit" => {
+                if n == 0 || n > max {
+                    return Err(format!("query parameter limit: must be 1..={max}"));
+                }
+                limit = n;
+            }
+            _ => return Err(format!("unknown query parameter '{k}'")),
+        }
+    }
+    Ok((offset, limit))
+}
+
+fn page_json<T: serde::Serialize>(
+    name: &str,
+    all: &[&T],
+    offset: usize,
+    limit: usize,
+    truncated: bool,
+) -> Vec<u8> {
+    let items: Vec<&&T> = all.iter().skip(offset).take(limit).collect();
+    let mut map = serde_json::Map::new();
+    map.insert("total".into(), all.len().into());
+    map.insert("offset".into(), offset.into());
+    map.insert("limit".into(), limit.into());
+    map.insert("truncated".into(), truncated.into());
+    map.insert(name.into(), serde_json::to_value(items).unwrap_or_default());
+    serde_json::to_vec_pretty(&serde_json::Value::Object(map)).unwrap_or_default()
+}
+
+/// Asks every shard for its view and waits (at most a second) for the
+/// answers; a shard that does not answer (stopping) is left out.
+fn collect_views(state: &AdminState) -> Vec<ShardView> {
+    for s in &state.stats {
+        if let Ok(mut v) = s.view.lock() {
+            *v = None;
+        }
+        s.view_requested.store(true, Ordering::Release);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut views: Vec<Option<ShardView>> = vec![None; state.stats.len()];
+    while Instant::now() < deadline && views.iter().any(Option::is_none) {
+        for (slot, s) in views.iter_mut().zip(&state.stats) {
+            if slot.is_none() {
+                *slot = s.view.lock().ok().and_then(|mut v| v.take());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    views.into_iter().flatten().collect()
+}

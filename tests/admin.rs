@@ -1,0 +1,189 @@
+//! The admin endpoint of the running binary: Prometheus metrics (parsed by
+//! a real parser crate), health, JSON views, and SIGHUP reload.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use rumqttc::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GET over HTTP/1.0: (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn scrape_total(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move() {
+    let weft = Weft::start(2, "");
+    let before = scrape(weft.admin).await;
+    assert_eq!(scrape_total(&before, "weft_messages_in_total"), 0.0);
+    for family in [
+        "weft_connections",
+        "weft_subscriptions",
+        "weft_dropped_total",
+        "weft_latency_seconds",
+    ] {
+        assert!(before.docs.contains_key(family), "{family} documented");
+    }
+    let mut sub = connect(weft.shard_addrs[1], "m-sub").await;
+    sub.subscribe("m/#", QoS::AtLeastOnce).await;
+    let publisher = connect(weft.shard_addrs[0], "m-pub").await;
+    for i in 0..10 {
+        publisher
+            .publish(&format!("m/{i}"), QoS::AtMostOnce, "x")
+            .await;
+    }
+    for _ in 0..10 {
+        sub.next_publish().await;
+    }
+    // Counters are published on the shards' 50 ms tick: poll, bounded.
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let s = scrape(weft.admin).await;
+        if scrape_total(&s, "weft_messages_out_total") >= 10.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "counters did not move");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(scrape_total(&after, "weft_messages_in_total"), 10.0);
+    assert_eq!(scrape_total(&after, "weft_connections"), 2.0);
+    assert_eq!(scrape_total(&after, "weft_subscriptions"), 1.0);
+    assert!(
+        scrape_total(&after, "weft_ring_events_out_total") >= 10.0,
+        "publisher and subscriber on different shards"
+    );
+    let (_, text) = get(weft.admin, "/metrics").await;
+    let count: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("weft_latency_seconds_count"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(count >= 10, "latency recorded for each delivery: {count}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_json_views() {
+    let weft = Weft::start(2, "");
+    assert_eq!(get(weft.admin, "/healthz").await.0, 200);
+    let deadline = Instant::now() + WAIT;
+    while get(weft.admin, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut mqtt = connect(weft.shard_addrs[0], "view-client").await;
+    mqtt.subscribe("v/#", QoS::AtLeastOnce).await;
+    let nats = async_nats::connect(weft.nats_shards[1].to_string())
+        .await
+        .unwrap();
+    let mut q = nats.queue_subscribe("n.*", "workers".into()).await.unwrap();
+    // Round trip so the SUB is in force before the view is taken.
+    nats.publish("n.1", "x".into()).await.unwrap();
+    tokio::time::timeout(WAIT, q.next()).await.unwrap().unwrap();
+
+    let (status, body) = get(weft.admin, "/connections").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 2);
+    let conns = v["connections"].as_array().unwrap();
+    assert!(conns.iter().any(|c| c["client_id"] == "view-client"
+        && c["protocol"] == "mqtt"
+        && c["shard"].is_number()));
+    assert!(conns
+        .iter()
+        .any(|c| c["protocol"] == "nats" && c["subscriptions"] == 1));
+
+    let (_, body) = get(weft.admin, "/subscriptions").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let subs = v["subscriptions"].as_array().unwrap();
+    assert!(subs
+        .iter()
+        .any(|s| s["filter"] == "v/#" && s["qos"] == 1 && s["client_id"] == "view-client"));
+    assert!(subs
+        .iter()
+        .any(|s| s["filter"] == "n.*" && s["queue_group"] == "workers" && s["protocol"] == "nats"));
+
+    let (_, body) = get(weft.admin, "/subscriptions?limit=1&offset=1").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            v["total"].as_u64(),
+            v["offset"].as_u64(),
+            v["limit"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+
+    assert_eq!(get(weft.admin, "/connections?limit=0").await.0, 400);
+    assert_eq!(get(weft.admin, "/connections?limit=5000").await.0, 400);
+    assert_eq!(get(weft.admin, "/connections?bogus=1").await.0, 400);
+    assert_eq!(get(weft.admin, "/nothing").await.0, 404);
+    let (status, body) = get(weft.admin, "/links").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"total":0,"links":[]}"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_the_log_level() {
+    let weft = Weft::launch(1, "[log]\nlevel = \"warn\"\n", None, true);
+    // At warn, a closed connection logs nothing.
+    let c = connect(weft.addr, "quiet-before").await;
+    c.client.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    let mut text = std::fs::read_to_string(&weft.config_path).unwrap();
+    text = text.replace("level = \"warn\"", "level = \"debug\"");
+    std::fs::write(&weft.config_path, text).unwrap();
+    weft.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = weft.wait_for_log("SIGHUP: configuration reloaded");
+    assert!(line.contains("log.level"), "names the key: {line}");
+    assert!(!weft.log_contains("quiet-before"), "nothing logged at warn");
+    let c = connect(weft.addr, "loud-after").await;
+    c.client.disconnect().await.unwrap();
+    weft.wait_for_log("loud-after");
+    // A key that needs a restart is named and not applied.
+    let text = std::fs::read_to_string(&weft.config_path).unwrap();
+    std::fs::write(
+        &weft.config_path,
+        format!("{text}\n[runtime]\nring_capacity = 64\n"),
+    )
+    .unwrap();
+    weft.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = weft.wait_for_log("need a restart");
+    assert!(line.contains("runtime.ring_capacity"), "{line}");
+}
