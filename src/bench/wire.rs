@@ -1,0 +1,328 @@
+//! One blocking client connection, MQTT 3.1.1 or NATS: handshake,
+//! subscribe, buffered reads, and parsing of what the server sends into
+//! protocol-neutral [`Inbound`] events. Keep-alive answers (NATS `PONG`)
+//! and QoS 1 acknowledgements (MQTT `PUBACK`) are queued automatically and
+//! written by [`Conn::flush_replies`].
+
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::mqtt::codec::{self, Connect, DecodeLimits, Packet};
+
+use super::nats::{self, ServerOp};
+use super::Protocol;
+
+const MQTT_LIMITS: DecodeLimits = DecodeLimits {
+    packet_bytes_max: 64 * 1024 * 1024,
+    filters_per_packet_max: 1024,
+};
+
+/// Linux `MSG_DONTWAIT`.
+const MSG_DONTWAIT: i32 = 0x40;
+
+/// What the server sent, minus the protocol.
+#[derive(Debug)]
+pub enum Inbound<'a> {
+    /// A delivered message (MQTT PUBLISH, NATS MSG/HMSG).
+    Msg(&'a [u8]),
+    /// MQTT PUBACK for one of our QoS 1 PUBLISHes.
+    PubAck,
+    /// MQTT CONNACK with its return code.
+    ConnAck(u8),
+    /// MQTT SUBACK: whether every filter was granted.
+    SubAck(bool),
+    /// NATS PONG.
+    Pong,
+    /// Anything else (INFO, +OK, PINGRESP, PING already answered, ...).
+    Other,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    proto: Protocol,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Queued PONGs and PUBACKs.
+    replies: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects and completes the protocol handshake (CONNECT/CONNACK, or
+    /// INFO, CONNECT and a PING/PONG round trip).
+    pub fn open(proto: Protocol, addr: &str, name: &str, timeout: Duration) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let mut c = Conn {
+            stream,
+            proto,
+            buf: vec![0; 256 * 1024],
+            start: 0,
+            end: 0,
+            replies: Vec::with_capacity(64 * 1024),
+        };
+        let mut out = Vec::new();
+        match proto {
+            Protocol::Mqtt => {
+                codec::encode(
+                    &Packet::Connect(Connect {
+                        level: codec::PROTOCOL_LEVEL_311,
+                        clean_session: true,
+                        keep_alive_s: 0,
+                        client_id: name,
+                        will: None,
+                        username: None,
+                        password: None,
+                    }),
+                    &mut out,
+                );
+                c.stream.write_all(&out)?;
+                c.wait_for("CONNACK", |ev| match ev {
+                    Inbound::ConnAck(0) => Some(Ok(())),
+                    Inbound::ConnAck(code) => Some(Err(io::Error::other(format!(
+                        "CONNACK refused the connection (code {code})"
+                    )))),
+                    _ => None,
+                })?;
+            }
+            Protocol::Nats => {
+                nats::put_connect(&mut out, name);
+                c.stream.write_all(&out)?;
+                c.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Subscribes to `subject` and waits until the server confirmed it
+    /// (SUBACK, or the PONG after SUB).
+    pub fn subscribe(&mut self, subject: &str, qos: u8) -> io::Result<()> {
+        let mut out = Vec::new();
+        match self.proto {
+            Protocol::Mqtt => {
+                codec::encode(
+                    &Packet::Subscribe {
+                        packet_id: 1,
+                        filters: vec![(subject, qos)],
+                    },
+                    &mut out,
+                );
+                self.stream.write_all(&out)?;
+                self.wait_for("SUBACK", |ev| match ev {
+                    Inbound::SubAck(true) => Some(Ok(())),
+                    Inbound::SubAck(false) => {
+                        Some(Err(io::Error::other("SUBACK refused the subscription")))
+                    }
+                    _ => None,
+                })
+            }
+            Protocol::Nats => {
+                nats::put_sub(&mut out, subject, 1);
+                self.stream.write_all(&out)?;
+                self.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))
+            }
+        }
+    }
+
+    fn wait_for(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&Inbound<'_>) -> Option<io::Result<()>>,
+    ) -> io::Result<()> {
+        loop {
+            let mut done = None;
+            self.drain(|ev| {
+                if done.is_none() {
+                    done = f(&ev);
+                }
+            })?;
+            self.flush_replies()?;
+            if let Some(r) = done {
+                return r;
+            }
+            match self.fill() {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no {what} from the server"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+    }
+
+    /// One blocking read (subject to the socket's read timeout); EOF is an
+    /// error.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        self.make_room();
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by the server",
+            ));
+        }
+        self.end += n;
+        Ok(n)
+    }
+
+    /// One read that does not block: `Ok(0)` when nothing is waiting.
+    pub fn try_fill(&mut self) -> io::Result<usize> {
+        self.make_room();
+        let spare = &mut self.buf[self.end..];
+        // SAFETY: initialised bytes are valid `MaybeUninit<u8>`, and recv
+        // only writes bytes into the slice.
+        let spare =
+            unsafe { &mut *(spare as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        match socket2::SockRef::from(&self.stream).recv_with_flags(spare, MSG_DONTWAIT) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by the server",
+            )),
+            Ok(n) => {
+                self.end += n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Parses every whole packet buffered, handing each to `f`. PINGs are
+    /// answered and QoS 1 deliveries acknowledged (queued for
+    /// [`Conn::flush_replies`]). A NATS `-ERR` is an error.
+    pub fn drain(&mut self, mut f: impl FnMut(Inbound<'_>)) -> io::Result<()> {
+        match self.proto {
+            Protocol::Mqtt => loop {
+                match codec::decode(&self.buf[self.start..self.end], &MQTT_LIMITS) {
+                    Ok(Some((p, used))) => {
+                        self.start += used;
+                        let ev = match p {
+                            Packet::Publish(p) => {
+                                if p.qos == 1 {
+                                    self.replies.extend_from_slice(&[0x40, 2]);
+                                    self.replies.extend_from_slice(&p.packet_id.to_be_bytes());
+                                } else if p.qos == 2 {
+                                    return Err(io::Error::other("QoS 2 delivery not supported"));
+                                }
+                                Inbound::Msg(p.payload)
+                            }
+                            Packet::PubAck(_) => Inbound::PubAck,
+                            Packet::ConnAck { code, .. } => Inbound::ConnAck(code),
+                            Packet::SubAck { codes, .. } => {
+                                Inbound::SubAck(codes.iter().all(|&c| c <= 2))
+                            }
+                            _ => Inbound::Other,
+                        };
+                        f(ev);
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(io::Error::other(format!("MQTT decode: {e}"))),
+                }
+            },
+            Protocol::Nats => loop {
+                match nats::parse(&self.buf[self.start..self.end]) {
+                    Ok(Some((op, used))) => {
+                        self.start += used;
+                        let ev = match op {
+                            ServerOp::Msg { payload, .. } | ServerOp::HMsg { payload, .. } => {
+                                Inbound::Msg(payload)
+                            }
+                            ServerOp::Ping => {
+                                self.replies.extend_from_slice(b"PONG\r\n");
+                                Inbound::Other
+                            }
+                            ServerOp::Pong => Inbound::Pong,
+                            ServerOp::Err(msg) => {
+                                return Err(io::Error::other(format!("server: -ERR '{msg}'")))
+                            }
+                            ServerOp::Info(_) | ServerOp::Ok => Inbound::Other,
+                        };
+                        f(ev);
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                }
+            },
+        }
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Writes queued PONGs and PUBACKs.
+    pub fn flush_replies(&mut self) -> io::Result<()> {
+        if !self.replies.is_empty() {
+            self.stream.write_all(&self.replies)?;
+            self.replies.clear();
+        }
+        Ok(())
+    }
+
+    /// Says goodbye politely (MQTT DISCONNECT); errors are ignored.
+    pub fn close(mut self) {
+        if self.proto == Protocol::Mqtt {
+            let _ = self.stream.write_all(&[0xe0, 0]);
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Appends one PUBLISH / PUB carrying `payload`; returns the offset of the
+/// MQTT packet id (QoS 1) and of the payload within `out`.
+pub fn put_message(
+    proto: Protocol,
+    out: &mut Vec<u8>,
+    subject: &str,
+    qos: u8,
+    payload: &[u8],
+) -> (usize, usize) {
+    let before = out.len();
+    match proto {
+        Protocol::Mqtt => {
+            codec::put_publish(out, false, qos, false, subject.as_bytes(), 1, payload);
+            let payload_at = out.len() - payload.len();
+            (payload_at - 2, payload_at)
+        }
+        Protocol::Nats => {
+            nats::put_pub(out, subject, payload);
+            let payload_at = out.len() - 2 - payload.len();
+            let _ = before;
+            (payload_at, payload_at)
+        }
+    }
+}
+
+/// Encoded size of one message.
+pub fn message_len(proto: Protocol, subject: &str, qos: u8, size: usize) -> usize {
+    match proto {
+        Protocol::Mqtt => codec::publish_len(subject.len(), qos, size),
+        Protocol::Nats => nats::pub_len(subject, size),
+    }
+}
