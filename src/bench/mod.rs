@@ -240,6 +240,11 @@ fn tighten_timer_slack() {
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Throughput mode: a subscriber read smaller than this is followed by a
+/// pause of [`COALESCE_PAUSE`] (at most that much delay on the last message).
+const COALESCE_BYTES: usize = 16 * 1024;
+const COALESCE_PAUSE: Duration = Duration::from_micros(200);
+
 pub fn run(args: BenchArgs) -> ExitCode {
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
@@ -548,7 +553,14 @@ fn subscriber(
             let r = conn.fill();
             let now = shared.clock.now_ns();
             match r {
-                Ok(_) => {
+                Ok(bytes) => {
+                    // Throughput mode: after a small read, let data pile up
+                    // for a moment, so that the tool spends its CPU on
+                    // messages rather than on read syscalls (latency mode
+                    // reads as soon as anything arrives).
+                    if !latency && bytes < COALESCE_BYTES {
+                        thread::sleep(COALESCE_PAUSE);
+                    }
                     let mut got = 0u64;
                     let h = &mut interval;
                     conn.drain(|ev| {
