@@ -17,7 +17,9 @@ use glommio::net::TcpStream;
 use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
-use super::io::{read_some, write_all, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL};
+use super::io::{
+    read_some, reset_on_close, write_all, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL,
+};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::Event;
 use crate::mqtt::codec::{self, Connect, Packet};
@@ -51,6 +53,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
                 ctx.publish(will, &mut Vec::new()).await;
             }
             writer.await;
+            if reason == CloseReason::SlowConsumer {
+                reset_on_close(&stream);
+            }
             tracing::debug!(
                 shard = ctx.id,
                 ?peer,

@@ -109,6 +109,18 @@ pub async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session
     .await
 }
 
+/// Makes the coming close reset the connection instead of draining it:
+/// for a slow consumer the unsent bytes in the kernel's buffer (up to
+/// tcp_wmem's maximum, megabytes) would otherwise trickle out for minutes
+/// to a client that does not read.
+pub fn reset_on_close(stream: &Stream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let fd = stream.borrow().as_raw_fd();
+    // SAFETY: the fd stays open while `stream` is borrowed here.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&borrowed).set_linger(Some(std::time::Duration::ZERO));
+}
+
 pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
