@@ -185,6 +185,12 @@ pub struct Limits {
 #[serde(deny_unknown_fields, default)]
 pub struct SocketConfig {
     pub tcp_nodelay: bool,
+    /// SO_SNDBUF of client connections; 0 keeps the kernel's autotuning.
+    /// Bounds the bytes a slow client leaves in the kernel (and the time a
+    /// final NATS error takes to reach it).
+    pub send_buffer_bytes: usize,
+    /// SO_RCVBUF of client connections; 0 keeps the kernel's autotuning.
+    pub recv_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -244,7 +250,11 @@ impl Default for Limits {
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        SocketConfig { tcp_nodelay: true }
+        SocketConfig {
+            tcp_nodelay: true,
+            send_buffer_bytes: 0,
+            recv_buffer_bytes: 0,
+        }
     }
 }
 

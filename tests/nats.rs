@@ -382,7 +382,7 @@ async fn unanswered_pings_close_the_connection() {
 async fn slow_nats_consumer_gets_the_error() {
     let weft = Weft::start(
         1,
-        "[limits]\nqueued_messages_max = 50\nqueued_bytes_max = 16384\nslow_consumer_policy = \"disconnect\"\n",
+        "[limits]\nqueued_messages_max = 50\nqueued_bytes_max = 16384\nslow_consumer_policy = \"disconnect\"\n[socket]\nsend_buffer_bytes = 8192\n",
     );
     let mut slow = RawNats::open(weft.nats).await;
     slow.send("SUB s.1 1\r\nPING\r\n").await;

@@ -39,7 +39,7 @@ fn pending_len(buf: &[u8]) -> usize {
 /// against `connections_max`; this releases that count.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(ctx.config().socket.tcp_nodelay);
+    super::io::configure(&stream, &ctx.config().socket);
     let stream = Rc::new(RefCell::new(stream));
     let mut rb = ReadBuffer::default();
     let reason = match connect(&ctx, &stream, &mut rb).await {

@@ -109,6 +109,21 @@ pub async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session
     .await
 }
 
+/// Applies `[socket]` options to an accepted connection.
+pub fn configure(stream: &TcpStream, socket: &crate::config::SocketConfig) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let _ = stream.set_nodelay(socket.tcp_nodelay);
+    // SAFETY: the fd stays open while `stream` is borrowed here.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&borrowed);
+    if socket.send_buffer_bytes > 0 {
+        let _ = sock.set_send_buffer_size(socket.send_buffer_bytes);
+    }
+    if socket.recv_buffer_bytes > 0 {
+        let _ = sock.set_recv_buffer_size(socket.recv_buffer_bytes);
+    }
+}
+
 /// Makes the coming close reset the connection instead of draining it:
 /// for a slow consumer the unsent bytes in the kernel's buffer (up to
 /// tcp_wmem's maximum, megabytes) would otherwise trickle out for minutes

@@ -56,7 +56,7 @@ impl Default for ConnectOptions {
 const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
-    let _ = stream.set_nodelay(ctx.config().socket.tcp_nodelay);
+    super::io::configure(&stream, &ctx.config().socket);
     let peer = stream.peer_addr().ok();
     let local = stream.local_addr().ok();
     let stream = Rc::new(RefCell::new(stream));
