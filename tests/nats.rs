@@ -387,9 +387,22 @@ async fn slow_nats_consumer_gets_the_error() {
     let mut slow = RawNats::open(weft.nats).await;
     slow.send("SUB s.1 1\r\nPING\r\n").await;
     assert_eq!(slow.line().await, "PONG\r\n");
-    socket2::SockRef::from(slow.writer.as_ref())
-        .set_recv_buffer_size(4096)
-        .unwrap();
+    // A consumer that reads, but slower than the publisher sends.
+    let reader = tokio::spawn(async move {
+        let mut last = String::new();
+        let mut n = 0u64;
+        loop {
+            let l = slow.line().await;
+            if l.is_empty() {
+                return last;
+            }
+            n += 1;
+            if n % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            last = l;
+        }
+    });
     let publisher = nats(weft.nats).await;
     let payload = vec![b'x'; 1000];
     for _ in 0..3000 {
@@ -399,14 +412,6 @@ async fn slow_nats_consumer_gets_the_error() {
             .unwrap();
     }
     publisher.flush().await.unwrap();
-    // Read what was queued; the stream ends with the error, then EOF.
-    let mut last = String::new();
-    loop {
-        let l = slow.line().await;
-        if l.is_empty() {
-            break;
-        }
-        last = l;
-    }
-    assert_eq!(last, "-ERR 'Slow Consumer'\r\n");
+    // What was queued arrives whole, then the error, then EOF.
+    assert_eq!(reader.await.unwrap(), "-ERR 'Slow Consumer'\r\n");
 }

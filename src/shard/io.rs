@@ -20,7 +20,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::ctx::ShardCtx;
-use super::session::{CloseReason, Session};
+use super::session::{CloseReason, Protocol, Session};
 
 pub type Stream = RefCell<TcpStream>;
 
@@ -136,6 +136,19 @@ pub fn reset_on_close(stream: &Stream) {
     let _ = socket2::SockRef::from(&borrowed).set_linger(Some(std::time::Duration::ZERO));
 }
 
+/// `write_all` that records how far it got, for a caller that may drop it.
+async fn write_counted(stream: &Stream, buf: &[u8], written: &mut usize) -> io::Result<()> {
+    while *written < buf.len() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &buf[*written..]))
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        *written += n;
+    }
+    Ok(())
+}
+
 pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
@@ -166,12 +179,37 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
         born.clear();
         // A client that stopped reading must not hold the writer once its
         // session is closed (slow consumer, protocol error, …).
-        let write = async { Some(write_all(&stream, &buf).await) };
+        let mut written = 0;
+        let write = async { Some(write_counted(&stream, &buf, &mut written).await) };
         let abandon = async {
             poll_fn(|cx| session.poll_abandon(cx)).await;
             None
         };
-        match futures_lite::future::or(write, abandon).await {
+        let mut outcome = futures_lite::future::or(write, abandon).await;
+        if outcome.is_none() && written == 0 {
+            // Abandoned before a byte of this batch left: still between
+            // two packets.
+            ctx.give_write_buffer(buf);
+            return true;
+        }
+        if outcome.is_none()
+            && session.protocol == Protocol::Nats
+            && session.close_reason() == Some(CloseReason::SlowConsumer)
+        {
+            // A NATS client is owed '-ERR Slow Consumer' after a whole
+            // message: give the batch begun a short, bounded chance.
+            let rest = async { Some(write_all(&stream, &buf[written..]).await) };
+            let bound = async {
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                None
+            };
+            if let Some(Ok(())) = futures_lite::future::or(rest, bound).await {
+                ctx.give_write_buffer(buf);
+                return true;
+            }
+            outcome = None;
+        }
+        match outcome {
             Some(Ok(())) => {}
             Some(Err(_)) => {
                 session.close(CloseReason::WriteError);
