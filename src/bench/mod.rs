@@ -144,7 +144,9 @@ impl Plan {
             return Err("--qos applies to MQTT only (NATS core is at most once)".into());
         }
         if a.rate > 0 && a.size < 8 {
-            return Err("--rate needs --size of at least 8 (the send time travels in the payload)".into());
+            return Err(
+                "--rate needs --size of at least 8 (the send time travels in the payload)".into(),
+            );
         }
         if a.window == 0 || a.window > 65_535 {
             return Err("--window must be between 1 and 65535".into());
@@ -278,7 +280,9 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     });
     let plan = &shared.plan;
     // Counted before pinning narrows this thread's affinity mask.
-    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     pin(plan, clients); // the main thread shares the first cores
     let ready = Arc::new(Barrier::new(clients + 1));
     let go = Arc::new(Barrier::new(clients + 1));
@@ -384,9 +388,9 @@ fn collect(
     let mut pending: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
 
     let mut file = match &args.hdr_log {
-        Some(p) => Some(io::BufWriter::new(std::fs::File::create(p).map_err(|e| {
-            io::Error::new(e.kind(), format!("{}: {e}", p.display()))
-        })?)),
+        Some(p) => Some(io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| io::Error::new(e.kind(), format!("{}: {e}", p.display())),
+        )?)),
         None => None,
     };
     let mut serializer = V2DeflateSerializer::new();
@@ -413,13 +417,8 @@ fn collect(
     };
     let mut write_interval = |index: u64, h: &Histogram<u64>| -> io::Result<()> {
         if let Some(log) = log.as_mut() {
-            log.write_histogram(
-                h,
-                Duration::from_secs(index),
-                Duration::from_secs(1),
-                None,
-            )
-            .map_err(|e| io::Error::other(format!("hdr log: {e:?}")))?;
+            log.write_histogram(h, Duration::from_secs(index), Duration::from_secs(1), None)
+                .map_err(|e| io::Error::other(format!("hdr log: {e:?}")))?;
         }
         Ok(())
     };
@@ -462,8 +461,15 @@ fn collect(
                 write_interval(i, &h)?;
             }
             let sent: u64 = shared.sent.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-            let recv: u64 = shared.received.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-            if progress && (tick >= 2 || long_run) && shared.finished.load(Ordering::Acquire) < clients {
+            let recv: u64 = shared
+                .received
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .sum();
+            if progress
+                && (tick >= 2 || long_run)
+                && shared.finished.load(Ordering::Acquire) < clients
+            {
                 let mut line = format!(
                     "[{tick:>4}s] sent {} ({}/s)  received {} ({}/s)",
                     report::si(sent as f64),
@@ -545,7 +551,8 @@ fn subscriber(
     let mut received = 0u64;
     let mut last_ns = start_ns;
     let mut run = |result: &mut SubResult| -> io::Result<()> {
-        conn.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        conn.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))?;
         loop {
             if expected.is_some_and(|e| received >= e) || shared.abort.load(Ordering::Relaxed) {
                 return Ok(());
@@ -729,15 +736,17 @@ impl<'a> Publisher<'a> {
     }
 
     /// QoS 1: how many more messages the window allows, blocking until at
-    /// least one is allowed.
-    fn window_room(&mut self, want: u64) -> io::Result<u64> {
+    /// least `min(want, at_least)` are allowed (waiting for a larger room
+    /// keeps writes large when publishing as fast as possible).
+    fn window_room(&mut self, want: u64, at_least: u64) -> io::Result<u64> {
         if self.plan.qos == 0 {
             return Ok(want);
         }
+        let need = want.min(at_least).max(1);
         loop {
             let in_flight = self.sent - self.acked;
             let room = self.plan.window.saturating_sub(in_flight);
-            if room > 0 {
+            if room >= need {
                 return Ok(want.min(room));
             }
             self.poll(true)?;
@@ -767,7 +776,8 @@ impl<'a> Publisher<'a> {
         let mut batch = Vec::with_capacity(per_batch * one);
         let mut id_at = Vec::with_capacity(per_batch);
         for _ in 0..per_batch {
-            let (id, _) = wire::put_message(plan.proto, &mut batch, &plan.subject, plan.qos, &payload);
+            let (id, _) =
+                wire::put_message(plan.proto, &mut batch, &plan.subject, plan.qos, &payload);
             id_at.push(id);
         }
         let end_ns = plan.duration_ns.map(|d| start_ns + d);
@@ -779,7 +789,7 @@ impl<'a> Publisher<'a> {
                 // Acknowledgements are read as they come, so that the
                 // window rarely closes.
                 self.poll(false)?;
-                k = self.window_room(k)?;
+                k = self.window_room(k, plan.window / 2)?;
                 for i in 0..k as usize {
                     let id = self.take_id();
                     batch[id_at[i]..id_at[i] + 2].copy_from_slice(&id.to_be_bytes());
@@ -826,13 +836,14 @@ impl<'a> Publisher<'a> {
                 clock.sleep_until(sched.intended_ns(self.sent));
                 continue;
             }
-            let k = self.window_room((due - self.sent).min(per_batch))?;
+            let k = self.window_room((due - self.sent).min(per_batch), 1)?;
             out.clear();
             let now = clock.now_ns();
             for i in self.sent..self.sent + k {
                 let t = sched.intended_ns(i);
                 payload[..8].copy_from_slice(&t.to_le_bytes());
-                let (id_at, _) = wire::put_message(plan.proto, &mut out, &plan.subject, plan.qos, &payload);
+                let (id_at, _) =
+                    wire::put_message(plan.proto, &mut out, &plan.subject, plan.qos, &payload);
                 if plan.qos == 1 {
                     let id = self.take_id();
                     out[id_at..id_at + 2].copy_from_slice(&id.to_be_bytes());
@@ -863,7 +874,10 @@ impl<'a> Publisher<'a> {
                 match self.conn.fill() {
                     Ok(_) => {}
                     Err(e) if wire::is_timeout(&e) => {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no PONG after publishing"))
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no PONG after publishing",
+                        ))
                     }
                     Err(e) => return Err(e),
                 }

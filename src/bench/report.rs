@@ -334,7 +334,12 @@ impl Summary {
             match c.protocol {
                 Protocol::Mqtt => "mqtt",
                 Protocol::Nats => "nats",
-            }, c.server, c.subject, c.pubs, c.subs, c.size
+            },
+            c.server,
+            c.subject,
+            c.pubs,
+            c.subs,
+            c.size
         );
         for p in &self.publishers {
             let mut line = format!(
@@ -467,8 +472,16 @@ mod tests {
         }
         let l = Latency::of(&h).unwrap();
         assert_eq!(l.count, 100_000);
-        assert!((l.p50_us - 50_000.0).abs() / 50_000.0 < 0.001, "{}", l.p50_us);
-        assert!((l.p99_us - 99_000.0).abs() / 99_000.0 < 0.001, "{}", l.p99_us);
+        assert!(
+            (l.p50_us - 50_000.0).abs() / 50_000.0 < 0.001,
+            "{}",
+            l.p50_us
+        );
+        assert!(
+            (l.p99_us - 99_000.0).abs() / 99_000.0 < 0.001,
+            "{}",
+            l.p99_us
+        );
         assert!(l.max_us >= 100_000.0 * 0.999);
         assert_eq!(l.percentiles.len(), PLOT_PERCENTILES.len());
     }

@@ -189,8 +189,7 @@ impl Conn {
         let spare = &mut self.buf[self.end..];
         // SAFETY: initialised bytes are valid `MaybeUninit<u8>`, and recv
         // only writes bytes into the slice.
-        let spare =
-            unsafe { &mut *(spare as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        let spare = unsafe { &mut *(spare as *mut [u8] as *mut [MaybeUninit<u8>]) };
         match socket2::SockRef::from(&self.stream).recv_with_flags(spare, MSG_DONTWAIT) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
