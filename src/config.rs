@@ -179,6 +179,10 @@ pub struct Limits {
     pub read_buffer_bytes_max: usize,
     /// Bytes gathered into one write syscall.
     pub write_batch_bytes_max: usize,
+    /// Retained messages kept (topics); past it a new topic is refused.
+    pub retained_messages_max: usize,
+    /// Payload bytes of all retained messages.
+    pub retained_bytes_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -244,6 +248,8 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             read_buffer_bytes_max: 64 * 1024,
             write_batch_bytes_max: 64 * 1024,
+            retained_messages_max: 100_000,
+            retained_bytes_max: 64 * 1024 * 1024,
         }
     }
 }

@@ -153,15 +153,19 @@ impl Event {
     }
 
     /// Appends the PUBLISH for one subscriber.
-    pub fn write_to(&self, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool) {
+    /// `retain` is set only for retained messages sent on subscribe
+    /// (MQTT-3.3.1-8/9).
+    pub fn write_to(&self, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
         if qos == 0 {
+            let at = out.len();
             out.extend_from_slice(&self.frame);
+            out[at] |= u8::from(retain);
         } else {
             codec::put_publish(
                 out,
                 dup,
                 qos,
-                false,
+                retain,
                 &self.frame[self.topic_at as usize..self.payload_at as usize],
                 packet_id,
                 self.payload(),
@@ -197,7 +201,7 @@ mod tests {
         let limits = DecodeLimits::default();
         for (qos, id) in [(0u8, 0u16), (1, 77)] {
             let mut out = Vec::new();
-            e.write_to(&mut out, qos, id, false);
+            e.write_to(&mut out, qos, id, false, false);
             assert_eq!(out.len(), e.wire_len(qos));
             let (p, _) = decode(&out, &limits).unwrap().unwrap();
             assert_eq!(

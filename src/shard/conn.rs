@@ -50,6 +50,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
             session.close(reason);
             ctx.unregister(&session);
             if let Some(will) = will.filter(|_| reason.publishes_will()) {
+                if will.retain {
+                    ctx.retain(&will);
+                }
                 ctx.publish(will, &mut Vec::new()).await;
             }
             writer.await;
@@ -257,14 +260,24 @@ async fn handle(
                 return Err(CloseReason::ProtocolError);
             }
             let id = p.packet_id.to_be_bytes();
+            let event = |qos| {
+                let e =
+                    Event::new(p.topic, p.payload, qos, p.retain).with_origin(ctx.origin(session));
+                if p.retain {
+                    ctx.retain(&e);
+                }
+                e
+            };
             match p.qos {
                 0 => {
-                    ctx.publish(Event::new(p.topic, p.payload, 0, p.retain), congested)
-                        .await;
+                    ctx.publish(event(0), congested).await;
                 }
                 1 => {
-                    ctx.publish(Event::new(p.topic, p.payload, 1, p.retain), congested)
-                        .await;
+                    ctx.publish(event(1), congested).await;
+                    if p.retain {
+                        // Acknowledged means stored on every shard.
+                        ctx.barrier().await;
+                    }
                     session.send_short(&[0x40, 2, id[0], id[1]]);
                 }
                 _ => {
@@ -274,8 +287,7 @@ async fn handle(
                             return Err(CloseReason::ProtocolError);
                         }
                         awaiting_release.push(p.packet_id);
-                        ctx.publish(Event::new(p.topic, p.payload, 2, p.retain), congested)
-                            .await;
+                        ctx.publish(event(2), congested).await;
                     }
                     session.send_short(&[0x50, 2, id[0], id[1]]);
                 }
@@ -303,6 +315,7 @@ async fn handle(
         Packet::Subscribe { packet_id, filters } => {
             let mut frame = Vec::with_capacity(4 + filters.len());
             let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
+            let mut granted_filters: SmallVec<[(&str, u8); 8]> = SmallVec::new();
             for (filter, qos) in filters {
                 if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits.get()) {
                     tracing::debug!(shard = ctx.id, filter, error = %e, "subscription refused");
@@ -322,6 +335,7 @@ async fn handle(
                 let granted = qos.min(1);
                 ctx.subscribe(session, filter, granted);
                 codes.push(granted);
+                granted_filters.push((filter, granted));
             }
             ctx.barrier().await;
             codec::encode(
@@ -332,6 +346,11 @@ async fn handle(
                 &mut frame,
             );
             session.send_frame(frame);
+            // MQTT-3.3.1-6: the retained messages matching each new
+            // subscription follow the SUBACK, with the retain flag.
+            for (filter, granted) in granted_filters {
+                ctx.send_retained(session, filter, granted);
+            }
         }
         Packet::Unsubscribe { packet_id, filters } => {
             for filter in filters {

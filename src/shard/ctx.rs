@@ -31,6 +31,7 @@ use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
+use crate::topic::retained::{RetainedStore, Stored};
 use crate::topic::trie::{GroupMatch, LocalSub, Matched, SessionKey, Trie};
 use crate::topic::TopicLimits;
 
@@ -52,6 +53,9 @@ pub enum ShardMsg {
     /// Answer with `BarrierAck` once everything sent before it is applied.
     Barrier(u64),
     BarrierAck(u64),
+    /// A retained publish (empty payload: delete) for every shard's copy
+    /// of the retained store.
+    Retain(Event),
 }
 
 /// A filter, plain or within a queue group.
@@ -255,6 +259,7 @@ pub struct ShardCtx {
     latency: RefCell<hdrhistogram::Histogram<u64>>,
     /// Write buffers not in use (at most `WRITE_BUFFERS_KEPT`).
     write_buffers: RefCell<Vec<Vec<u8>>>,
+    retained: RefCell<RetainedStore>,
 }
 
 /// Write buffers a shard keeps for reuse; writers blocked on a slow socket
@@ -270,6 +275,10 @@ impl ShardCtx {
     ) -> ShardCtx {
         let id = senders.peer_id();
         let (decode_limits, topic_limits) = derived_limits(&config);
+        let retained = RetainedStore::new(
+            config.limits.retained_messages_max,
+            config.limits.retained_bytes_max,
+        );
         ShardCtx {
             id,
             shards: senders.nr_consumers(),
@@ -295,6 +304,7 @@ impl ShardCtx {
             received_ns: Cell::new(0),
             latency: RefCell::new(stats::latency_histogram()),
             write_buffers: RefCell::default(),
+            retained: RefCell::new(retained),
         }
     }
 
@@ -313,6 +323,10 @@ impl ShardCtx {
             return;
         }
         let (decode_limits, topic_limits) = derived_limits(&config);
+        self.retained.borrow_mut().set_limits(
+            config.limits.retained_messages_max,
+            config.limits.retained_bytes_max,
+        );
         self.decode_limits.set(decode_limits);
         self.topic_limits.set(topic_limits);
         *self.config.borrow_mut() = config;
@@ -395,6 +409,44 @@ impl ShardCtx {
     }
 
     // ------------------------------------------------------- subscriptions
+
+    /// A retained publish from a client of this shard: stored here and in
+    /// every other shard's copy (through the ordered control queue).
+    pub fn retain(&self, event: &Event) {
+        self.store_retained(event);
+        if self.shards > 1 {
+            self.push_control(None, ShardMsg::Retain(event.clone()));
+        }
+    }
+
+    fn store_retained(&self, event: &Event) {
+        let stored = self.retained.borrow_mut().apply(event);
+        if stored == Stored::Refused {
+            Counters::add(&self.counters.retained_refused, 1);
+            if self.log_limiter.allow() {
+                tracing::warn!(
+                    shard = self.id,
+                    topic = event.topic(),
+                    "retained message refused: store full"
+                );
+            }
+        }
+    }
+
+    /// Sends the retained messages matching a new subscription.
+    pub fn send_retained(&self, session: &Session, filter: &str, granted: u8) {
+        let mut matches = Vec::new();
+        self.retained.borrow().matching(filter, &mut matches);
+        let limits = self.limits();
+        for event in matches {
+            let qos = event.qos.min(granted);
+            if session.deliver(event, DeliverAs::Mqtt { qos, retain: true }, &limits)
+                == Delivery::Dropped
+            {
+                Counters::add(&self.counters.dropped_queue_full, 1);
+            }
+        }
+    }
 
     /// Queues an interest change for every other shard.
     fn announce(&self, add: bool, filter: Arc<str>, group: Option<Arc<str>>) {
@@ -654,6 +706,7 @@ impl ShardCtx {
                         session,
                         DeliverAs::Mqtt {
                             qos: e.qos.min(sub.qos),
+                            retain: false,
                         },
                     ),
                     Some(Some(Slot::NatsSub(ns))) => {
@@ -727,6 +780,7 @@ impl ShardCtx {
                 plain,
                 groups,
             } => {
+                Counters::add(&self.counters.ring_events_in, 1);
                 let matched: Rc<Matched> = self.trie.borrow_mut().matches(event.topic());
                 // Delivered here only: never forwarded from a ring.
                 for name in &groups {
@@ -747,6 +801,7 @@ impl ShardCtx {
                     self.deliver_local(&matched.local, event, Some(congested));
                 }
             }
+            ShardMsg::Retain(event) => self.store_retained(&event),
             ShardMsg::InterestAdd(i) => {
                 self.trie
                     .borrow_mut()
@@ -934,6 +989,7 @@ impl ShardCtx {
         c.trie_nodes.set(t.nodes as u64);
         c.remote_interest_entries.set(t.remote_entries as u64);
         c.sessions.set(self.live_sessions() as u64);
+        c.retained_messages.set(self.retained.borrow().len() as u64);
         c.publish(&self.stats);
     }
 

@@ -93,14 +93,20 @@ pub enum Protocol {
 /// How one subscriber gets an event.
 #[derive(Debug, Clone)]
 pub enum DeliverAs {
-    Mqtt { qos: u8 },
-    Nats { sid: Rc<str> },
+    /// `retain`: a retained message sent because of a new subscription.
+    Mqtt {
+        qos: u8,
+        retain: bool,
+    },
+    Nats {
+        sid: Rc<str>,
+    },
 }
 
 impl DeliverAs {
     fn qos(&self) -> u8 {
         match self {
-            DeliverAs::Mqtt { qos } => *qos,
+            DeliverAs::Mqtt { qos, .. } => *qos,
             DeliverAs::Nats { .. } => 0,
         }
     }
@@ -110,6 +116,7 @@ enum OutItem {
     Event {
         event: Event,
         qos: u8,
+        retain: bool,
     },
     Nats {
         event: Event,
@@ -124,7 +131,7 @@ enum OutItem {
 impl OutItem {
     fn wire_len(&self) -> usize {
         match self {
-            OutItem::Event { event, qos } => event.wire_len(*qos),
+            OutItem::Event { event, qos, .. } => event.wire_len(*qos),
             OutItem::Nats { event, sid } => event.nats_wire_len(sid),
             OutItem::Static(bytes) => bytes.len(),
             OutItem::Short(_, len) => usize::from(*len),
@@ -251,7 +258,7 @@ impl Session {
         }
         let qos = how.qos();
         let len = match &how {
-            DeliverAs::Mqtt { qos } => event.wire_len(*qos),
+            DeliverAs::Mqtt { qos, .. } => event.wire_len(*qos),
             DeliverAs::Nats { sid } => event.nats_wire_len(sid),
         };
         let mut out = self.out.borrow_mut();
@@ -276,7 +283,7 @@ impl Session {
             outcome = Delivery::Congested;
         }
         let item = match how {
-            DeliverAs::Mqtt { qos } => OutItem::Event { event, qos },
+            DeliverAs::Mqtt { qos, retain } => OutItem::Event { event, qos, retain },
             DeliverAs::Nats { sid } => OutItem::Nats { event, sid },
         };
         self.push(&mut out, item);
@@ -332,10 +339,14 @@ impl Session {
                 _ => {}
             }
             match item {
-                OutItem::Event { event, qos: 0 } => event.write_to(buf, 0, 0, false),
-                OutItem::Event { event, qos } => {
+                OutItem::Event {
+                    event,
+                    qos: 0,
+                    retain,
+                } => event.write_to(buf, 0, 0, false, retain),
+                OutItem::Event { event, qos, retain } => {
                     let id = next_packet_id(out);
-                    event.write_to(buf, qos, id, false);
+                    event.write_to(buf, qos, id, false, retain);
                     out.inflight.push_back((id, event));
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
@@ -437,15 +448,36 @@ mod tests {
         let l = limits();
         let e = Event::new("t", b"x", 0, false);
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 0,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 0,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 0 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 0,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Dropped
         );
         assert_eq!(s.dropped.get(), 1);
@@ -454,7 +486,14 @@ mod tests {
             ..l
         };
         assert_eq!(
-            s.deliver(e, DeliverAs::Mqtt { qos: 0 }, &l2),
+            s.deliver(
+                e,
+                DeliverAs::Mqtt {
+                    qos: 0,
+                    retain: false
+                },
+                &l2
+            ),
             Delivery::SlowConsumer
         );
     }
@@ -465,19 +504,47 @@ mod tests {
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 1,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 1,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l),
+            s.deliver(
+                e.clone(),
+                DeliverAs::Mqtt {
+                    qos: 1,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::Congested
         );
         assert_eq!(
-            s.deliver(e, DeliverAs::Mqtt { qos: 1 }, &l),
+            s.deliver(
+                e,
+                DeliverAs::Mqtt {
+                    qos: 1,
+                    retain: false
+                },
+                &l
+            ),
             Delivery::SlowConsumer
         );
     }
@@ -487,8 +554,22 @@ mod tests {
         let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
-        s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
-        s.deliver(e.clone(), DeliverAs::Mqtt { qos: 1 }, &l);
+        s.deliver(
+            e.clone(),
+            DeliverAs::Mqtt {
+                qos: 1,
+                retain: false,
+            },
+            &l,
+        );
+        s.deliver(
+            e.clone(),
+            DeliverAs::Mqtt {
+                qos: 1,
+                retain: false,
+            },
+            &l,
+        );
         let mut buf = Vec::new();
         assert_eq!(
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),

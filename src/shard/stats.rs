@@ -93,6 +93,9 @@ counters! {
     trie_nodes: "Nodes of the shard's trie.",
     remote_interest_entries: "Filters other shards told this shard about.",
     sessions: "Sessions registered on the shard.",
+    retained_messages: "Retained messages held (every shard holds all).",
+    retained_refused: "Retained messages refused: over retained_messages_max or retained_bytes_max.",
+    ring_events_in: "Events received from other shards.",
 }
 
 /// Counters that go up and down.
@@ -102,6 +105,7 @@ const GAUGES: &[&str] = &[
     "trie_nodes",
     "remote_interest_entries",
     "sessions",
+    "retained_messages",
 ];
 
 /// What one shard shows the admin endpoint: built on request, on the

@@ -9,6 +9,7 @@
 //! (`.`, `*`, `>`) arrives with the NATS issue and converts at the edge, so
 //! the trie only ever sees MQTT-shaped levels.
 
+pub mod retained;
 pub mod trie;
 
 use thiserror::Error;

@@ -227,6 +227,8 @@ pub struct Client {
     rx: mpsc::UnboundedReceiver<Packet>,
     pub id: String,
     task: tokio::task::JoinHandle<()>,
+    /// Packets received while waiting for an ack, kept for `next`.
+    pending: std::collections::VecDeque<Packet>,
 }
 
 impl Drop for Client {
@@ -266,12 +268,20 @@ pub async fn connect(addr: SocketAddr, id: &str) -> Client {
         rx,
         id: id.to_string(),
         task,
+        pending: Default::default(),
     }
 }
 
 impl Client {
     /// Next incoming packet other than the ones `skip` says to ignore.
     pub async fn next(&mut self) -> Packet {
+        if let Some(p) = self.pending.pop_front() {
+            return p;
+        }
+        self.receive().await
+    }
+
+    async fn receive(&mut self) -> Packet {
         tokio::time::timeout(WAIT, self.rx.recv())
             .await
             .unwrap_or_else(|_| panic!("{}: nothing received in time", self.id))
@@ -281,8 +291,9 @@ impl Client {
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<rumqttc::SubscribeReasonCode> {
         self.client.subscribe(filter, qos).await.unwrap();
         loop {
-            if let Packet::SubAck(ack) = self.next().await {
-                return ack.return_codes;
+            match self.receive().await {
+                Packet::SubAck(ack) => return ack.return_codes,
+                other => self.pending.push_back(other),
             }
         }
     }
@@ -290,8 +301,9 @@ impl Client {
     pub async fn unsubscribe(&mut self, filter: &str) {
         self.client.unsubscribe(filter).await.unwrap();
         loop {
-            if let Packet::UnsubAck(_) = self.next().await {
-                return;
+            match self.receive().await {
+                Packet::UnsubAck(_) => return,
+                other => self.pending.push_back(other),
             }
         }
     }
@@ -299,6 +311,13 @@ impl Client {
     pub async fn publish(&self, topic: &str, qos: QoS, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, qos, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish_retained(&self, topic: &str, qos: QoS, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, qos, true, payload.into())
             .await
             .unwrap();
     }
