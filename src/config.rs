@@ -179,6 +179,9 @@ pub struct Limits {
     pub read_buffer_bytes_max: usize,
     /// Bytes gathered into one write syscall.
     pub write_batch_bytes_max: usize,
+    /// How long a persistent (clean session 0) session is kept without a
+    /// connection.
+    pub offline_session_expiry_s: u64,
     /// Retained messages kept (topics); past it a new topic is refused.
     pub retained_messages_max: usize,
     /// Payload bytes of all retained messages.
@@ -248,6 +251,7 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             read_buffer_bytes_max: 64 * 1024,
             write_batch_bytes_max: 64 * 1024,
+            offline_session_expiry_s: 3600,
             retained_messages_max: 100_000,
             retained_bytes_max: 64 * 1024 * 1024,
         }

@@ -48,14 +48,20 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
                 glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
             let reason = session_loop(&ctx, &session, &stream, &mut rb).await;
             session.close(reason);
-            ctx.unregister(&session);
+            writer.await;
+            // A clean-session-0 session outlives its connection (unless
+            // another connection took it over, which released it here).
+            if session.persistent.get() && !session.detached.get() {
+                ctx.park(&session);
+            } else {
+                ctx.unregister(&session);
+            }
             if let Some(will) = will.filter(|_| reason.publishes_will()) {
                 if will.retain {
                     ctx.retain(&will);
                 }
                 ctx.publish(will, &mut Vec::new()).await;
             }
-            writer.await;
             if reason == CloseReason::SlowConsumer {
                 reset_on_close(&stream);
             }
@@ -181,8 +187,21 @@ async fn accept_connect(
     };
     let session = ctx.register(Protocol::Mqtt, client_id);
     session.peer.set(stream.borrow().peer_addr().ok());
-    // Session present is 0: persistent sessions arrive with the MQTT 5 issue.
-    session.send_short(&[0x20, 2, 0, 0]);
+    session.persistent.set(!c.clean_session);
+    // Ends any other connection of this client id, on any shard, and brings
+    // its state along for clean session 0.
+    let state = ctx.establish(&session, !c.clean_session).await;
+    if let Some(reason) = session.close_reason() {
+        // Taken over by a newer connection during the handshake.
+        ctx.unregister(&session);
+        return Err(reason);
+    }
+    // MQTT-3.2.2-1/2: session present only for a resumed session.
+    let present = state.is_some();
+    session.send_short(&[0x20, 2, u8::from(present), 0]);
+    if let Some(state) = state {
+        ctx.install(&session, state);
+    }
     Ok((session, will, c.keep_alive_s))
 }
 

@@ -26,7 +26,7 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use smallvec::SmallVec;
 
-use super::session::{CloseReason, DeliverAs, Delivery, Protocol, Session};
+use super::session::{Backlog, CloseReason, DeliverAs, Delivery, Protocol, Session};
 use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
@@ -56,6 +56,49 @@ pub enum ShardMsg {
     /// A retained publish (empty payload: delete) for every shard's copy
     /// of the retained store.
     Retain(Event),
+    /// To the client id's directory shard: the sender now hosts this
+    /// client id; answer with the shard that hosted it before.
+    Claim {
+        client_id: Arc<str>,
+        token: u64,
+    },
+    ClaimReply {
+        token: u64,
+        previous: Option<u16>,
+    },
+    /// To the previous host: end that session (and hand over its state
+    /// if `want_state`).
+    Takeover {
+        client_id: Arc<str>,
+        token: u64,
+        want_state: bool,
+    },
+    TakeoverReply {
+        token: u64,
+        state: Option<Box<SessionState>>,
+    },
+    /// To the directory shard: the sender no longer hosts this client id.
+    Release {
+        client_id: Arc<str>,
+    },
+}
+
+/// A persistent MQTT session on its way from one shard to another.
+#[derive(Debug, Default, Clone)]
+pub struct SessionState {
+    pub subscriptions: Vec<(Box<str>, u8)>,
+    pub backlog: Backlog,
+}
+
+enum Reply {
+    Claimed(Option<u16>),
+    State(Option<Box<SessionState>>),
+}
+
+#[derive(Default)]
+struct Pending {
+    waker: Option<Waker>,
+    reply: Option<Reply>,
 }
 
 /// A filter, plain or within a queue group.
@@ -260,6 +303,17 @@ pub struct ShardCtx {
     /// Write buffers not in use (at most `WRITE_BUFFERS_KEPT`).
     write_buffers: RefCell<Vec<Vec<u8>>>,
     retained: RefCell<RetainedStore>,
+    /// MQTT sessions hosted here by client id (online or kept offline),
+    /// and those still in their CONNECT handshake.
+    homes: RefCell<hashbrown::HashMap<Box<str>, Rc<Session>>>,
+    connecting: RefCell<hashbrown::HashMap<Box<str>, Rc<Session>>>,
+    /// For the client ids whose directory is this shard: their host shard.
+    directory: RefCell<hashbrown::HashMap<Box<str>, u16>>,
+    /// Offline persistent sessions, oldest first, with their expiry.
+    offline: RefCell<VecDeque<(Instant, Rc<Session>)>>,
+    offline_count: Cell<usize>,
+    pending: RefCell<hashbrown::HashMap<u64, Pending>>,
+    next_token: Cell<u64>,
 }
 
 /// Write buffers a shard keeps for reuse; writers blocked on a slow socket
@@ -305,6 +359,13 @@ impl ShardCtx {
             latency: RefCell::new(stats::latency_histogram()),
             write_buffers: RefCell::default(),
             retained: RefCell::new(retained),
+            homes: RefCell::default(),
+            connecting: RefCell::default(),
+            directory: RefCell::default(),
+            offline: RefCell::default(),
+            offline_count: Cell::new(0),
+            pending: RefCell::default(),
+            next_token: Cell::new(0),
         }
     }
 
@@ -353,6 +414,12 @@ impl ShardCtx {
     /// Releases the session's subscriptions (telling other shards where a
     /// filter lost its last local subscriber) and its slot.
     pub fn unregister(&self, session: &Rc<Session>) {
+        if session.detached.replace(true) {
+            return; // taken over: its state lives elsewhere now
+        }
+        if session.protocol == Protocol::Mqtt {
+            self.leave_home(session);
+        }
         let filters: Vec<Box<str>> = session
             .subscriptions
             .borrow_mut()
@@ -446,6 +513,286 @@ impl ShardCtx {
                 Counters::add(&self.counters.dropped_queue_full, 1);
             }
         }
+    }
+
+    // ------------------------------------------------- MQTT session homes
+
+    /// Which shard keeps the directory entry of a client id.
+    fn directory_shard(&self, client_id: &str) -> usize {
+        // FNV-1a: stable across shards and runs, no seed to share.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in client_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % self.shards as u64) as usize
+    }
+
+    fn token(&self) -> u64 {
+        let t = self.next_token.get();
+        self.next_token.set(t + 1);
+        t
+    }
+
+    async fn wait_reply(&self, token: u64) -> Option<Reply> {
+        poll_fn(|cx| {
+            let mut pending = self.pending.borrow_mut();
+            let p = pending.entry(token).or_default();
+            if let Some(reply) = p.reply.take() {
+                pending.remove(&token);
+                return Poll::Ready(Some(reply));
+            }
+            if self.stopping.get() {
+                pending.remove(&token);
+                return Poll::Ready(None);
+            }
+            p.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn answer(&self, token: u64, reply: Reply) {
+        let mut pending = self.pending.borrow_mut();
+        let p = pending.entry(token).or_default();
+        p.reply = Some(reply);
+        if let Some(w) = p.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// CONNECT of an MQTT client id on this shard: ends any other session
+    /// of that id, wherever it lives (MQTT-3.1.4-2), and returns its state
+    /// when `want_state` (clean session 0) and it was persistent.
+    pub async fn establish(&self, session: &Rc<Session>, want_state: bool) -> Option<SessionState> {
+        let id: Arc<str> = Arc::from(&*session.client_id);
+        // Visible to takeovers while the handshake runs.
+        if let Some(other) = self
+            .connecting
+            .borrow_mut()
+            .insert(id.as_ref().into(), session.clone())
+        {
+            other.close(CloseReason::TakenOver);
+        }
+        let directory = self.directory_shard(&id);
+        let previous = if directory == self.id {
+            self.directory
+                .borrow_mut()
+                .insert(id.as_ref().into(), self.id as u16)
+        } else {
+            let token = self.token();
+            self.push_control(
+                Some(directory),
+                ShardMsg::Claim {
+                    client_id: id.clone(),
+                    token,
+                },
+            );
+            match self.wait_reply(token).await {
+                Some(Reply::Claimed(previous)) => previous,
+                _ => None,
+            }
+        };
+        // The host we may not know of is ourselves: check locally too.
+        let mut state = self.take_over(&id, want_state, session);
+        if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
+            let token = self.token();
+            self.push_control(
+                Some(home),
+                ShardMsg::Takeover {
+                    client_id: id.clone(),
+                    token,
+                    want_state,
+                },
+            );
+            if let Some(Reply::State(s)) = self.wait_reply(token).await {
+                state = state.or(s.map(|b| *b));
+            }
+        }
+        let mut connecting = self.connecting.borrow_mut();
+        if connecting.get(&*id).is_some_and(|s| Rc::ptr_eq(s, session)) {
+            connecting.remove(&*id);
+        }
+        drop(connecting);
+        if session.close_reason().is_none() {
+            self.homes
+                .borrow_mut()
+                .insert(id.as_ref().into(), session.clone());
+        }
+        state
+    }
+
+    /// Ends this shard's session of `client_id` other than `except`;
+    /// returns its state if wanted and it was persistent.
+    fn take_over(
+        &self,
+        client_id: &str,
+        want_state: bool,
+        except: &Rc<Session>,
+    ) -> Option<SessionState> {
+        let connecting = self.connecting.borrow_mut().remove(client_id);
+        if let Some(c) = connecting {
+            if Rc::ptr_eq(&c, except) {
+                self.connecting.borrow_mut().insert(client_id.into(), c);
+            } else {
+                c.close(CloseReason::TakenOver);
+            }
+        }
+        let old = self.homes.borrow_mut().remove(client_id)?;
+        if Rc::ptr_eq(&old, except) {
+            self.homes.borrow_mut().insert(client_id.into(), old);
+            return None;
+        }
+        old.close(CloseReason::TakenOver);
+        if old.offline.get() && !old.detached.get() {
+            self.offline_count.set(self.offline_count.get() - 1);
+        }
+        let keep = want_state && old.persistent.get();
+        let subscriptions: Vec<(Box<str>, u8)> = if keep {
+            old.subscriptions
+                .borrow()
+                .iter()
+                .map(|(f, q)| (f.clone(), *q))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let backlog = old.take_backlog();
+        // Release everything of the old session here (its connection, if
+        // any, sees `detached` and leaves it alone).
+        self.release_session(&old);
+        keep.then_some(SessionState {
+            subscriptions,
+            backlog,
+        })
+    }
+
+    fn take_over_remote(&self, client_id: &str, want_state: bool) -> Option<SessionState> {
+        let placeholder = Rc::new(Session::new(SessionKey::MAX, Protocol::Mqtt, "".into()));
+        self.take_over(client_id, want_state, &placeholder)
+    }
+
+    /// Removes a session's subscriptions and slot, once.
+    fn release_session(&self, session: &Rc<Session>) {
+        if session.detached.get() {
+            return;
+        }
+        // Not via `unregister`: the directory keeps pointing at the new
+        // host, which claimed the id.
+        let filters: Vec<Box<str>> = session
+            .subscriptions
+            .borrow_mut()
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
+        for f in &filters {
+            let removed = self.trie.borrow_mut().remove_local(f, session.key);
+            if removed.is_some_and(|r| r.last_local) {
+                self.announce(false, Arc::from(&**f), None);
+            }
+        }
+        session.detached.set(true);
+        let mut slots = self.slots.borrow_mut();
+        slots.remove(session.key);
+        slots.sessions -= 1;
+    }
+
+    /// Installs a session state handed over from a previous connection.
+    pub fn install(&self, session: &Rc<Session>, state: SessionState) {
+        for (filter, qos) in &state.subscriptions {
+            self.subscribe(session, filter, *qos);
+        }
+        session.restore_backlog(state.backlog);
+    }
+
+    /// The connection of a persistent session ended: keep the session,
+    /// offline, in the same slot (its subscriptions stay in the trie), until
+    /// a reconnection takes it or `offline_session_expiry_s` passes.
+    pub fn park(&self, session: &Rc<Session>) {
+        let kept = Rc::new(Session::new(
+            session.key,
+            Protocol::Mqtt,
+            session.client_id.clone(),
+        ));
+        kept.persistent.set(true);
+        kept.offline.set(true);
+        *kept.subscriptions.borrow_mut() = std::mem::take(&mut *session.subscriptions.borrow_mut());
+        kept.restore_backlog(session.take_backlog());
+        session.detached.set(true);
+        self.slots.borrow_mut().slots[session.key as usize] = Some(Slot::Mqtt(kept.clone()));
+        let mut homes = self.homes.borrow_mut();
+        if homes
+            .get(&*session.client_id)
+            .is_some_and(|h| Rc::ptr_eq(h, session))
+        {
+            homes.insert(session.client_id.clone(), kept.clone());
+        }
+        drop(homes);
+        let expiry = Duration::from_secs(self.limits().offline_session_expiry_s);
+        self.offline_count.set(self.offline_count.get() + 1);
+        let mut offline = self.offline.borrow_mut();
+        offline.push_back((Instant::now() + expiry, kept));
+        // Entries of sessions resumed since stay until compacted: keep the
+        // queue within twice the live ones (amortised O(1)).
+        if offline.len() > 2 * self.offline_count.get() + 1024 {
+            offline.retain(|(_, s)| s.offline.get() && !s.detached.get());
+        }
+    }
+
+    /// Drops the home entry of a session that ends for good, and its
+    /// directory entry.
+    fn leave_home(&self, session: &Rc<Session>) {
+        let mut homes = self.homes.borrow_mut();
+        if !homes
+            .get(&*session.client_id)
+            .is_some_and(|h| Rc::ptr_eq(h, session))
+        {
+            return;
+        }
+        homes.remove(&*session.client_id);
+        drop(homes);
+        let id: Arc<str> = Arc::from(&*session.client_id);
+        let directory = self.directory_shard(&id);
+        if directory == self.id {
+            self.release_directory(&id, self.id);
+        } else {
+            self.push_control(Some(directory), ShardMsg::Release { client_id: id });
+        }
+    }
+
+    fn release_directory(&self, client_id: &str, host: usize) {
+        let mut dir = self.directory.borrow_mut();
+        if dir.get(client_id) == Some(&(host as u16)) {
+            dir.remove(client_id);
+        }
+    }
+
+    /// Ends offline sessions whose expiry passed.
+    fn expire_offline(&self) {
+        let now = Instant::now();
+        loop {
+            let next = {
+                let mut offline = self.offline.borrow_mut();
+                match offline.front() {
+                    Some((deadline, _)) if *deadline <= now => offline.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, session)) = next else { return };
+            if session.offline.get() && !session.detached.get() {
+                self.offline_count.set(self.offline_count.get() - 1);
+                tracing::debug!(
+                    shard = self.id,
+                    client_id = &*session.client_id,
+                    "offline session expired"
+                );
+                self.unregister(&session);
+            }
+        }
+    }
+
+    /// Offline persistent sessions kept here.
+    pub fn offline_sessions(&self) -> usize {
+        self.offline_count.get()
     }
 
     /// Queues an interest change for every other shard.
@@ -802,6 +1149,33 @@ impl ShardCtx {
                 }
             }
             ShardMsg::Retain(event) => self.store_retained(&event),
+            ShardMsg::Claim { client_id, token } => {
+                let previous = self
+                    .directory
+                    .borrow_mut()
+                    .insert(client_id.as_ref().into(), from as u16);
+                self.push_control(Some(from), ShardMsg::ClaimReply { token, previous });
+            }
+            ShardMsg::ClaimReply { token, previous } => {
+                self.answer(token, Reply::Claimed(previous))
+            }
+            ShardMsg::Takeover {
+                client_id,
+                token,
+                want_state,
+            } => {
+                // No session of ours is excluded: the claimant is elsewhere.
+                let state = self.take_over_remote(&client_id, want_state);
+                self.push_control(
+                    Some(from),
+                    ShardMsg::TakeoverReply {
+                        token,
+                        state: state.map(Box::new),
+                    },
+                );
+            }
+            ShardMsg::TakeoverReply { token, state } => self.answer(token, Reply::State(state)),
+            ShardMsg::Release { client_id } => self.release_directory(&client_id, from),
             ShardMsg::InterestAdd(i) => {
                 self.trie
                     .borrow_mut()
@@ -857,6 +1231,7 @@ impl ShardCtx {
     /// Off-path chores of the tick: answer an admin view request, take a
     /// reloaded configuration.
     pub fn housekeeping(&self) {
+        self.expire_offline();
         if self.stats.view_requested.swap(false, Ordering::AcqRel) {
             let view = self.view(self.config().admin.view_entries_max);
             if let Ok(mut slot) = self.stats.view.lock() {
@@ -898,6 +1273,7 @@ impl ShardCtx {
                             protocol,
                             client_id: s.client_id.to_string(),
                             peer: s.peer.get().map(|a| a.to_string()),
+                            online: !s.offline.get(),
                             subscriptions: s.subscriptions.borrow().len()
                                 + s.nats_subs.borrow().len(),
                             queued_messages,
@@ -990,6 +1366,7 @@ impl ShardCtx {
         c.remote_interest_entries.set(t.remote_entries as u64);
         c.sessions.set(self.live_sessions() as u64);
         c.retained_messages.set(self.retained.borrow().len() as u64);
+        c.offline_sessions.set(self.offline_sessions() as u64);
         c.publish(&self.stats);
     }
 

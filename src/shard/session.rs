@@ -36,6 +36,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// NATS: too many PINGs left unanswered.
     StaleConnection,
+    /// Another connection took over this client id.
+    TakenOver,
 }
 
 impl CloseReason {
@@ -52,6 +54,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::StaleConnection => "stale_connection",
+            CloseReason::TakenOver => "session_taken_over",
         }
     }
 
@@ -122,6 +125,12 @@ enum OutItem {
         event: Event,
         sid: Rc<str>,
     },
+    /// An unacknowledged QoS 1 delivery resent after reconnection, with
+    /// its original packet id and DUP (MQTT-4.4.0-1).
+    Redeliver {
+        event: Event,
+        packet_id: u16,
+    },
     Static(&'static [u8]),
     /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
     Short([u8; 4], u8),
@@ -133,6 +142,7 @@ impl OutItem {
         match self {
             OutItem::Event { event, qos, .. } => event.wire_len(*qos),
             OutItem::Nats { event, sid } => event.nats_wire_len(sid),
+            OutItem::Redeliver { event, .. } => event.wire_len(1),
             OutItem::Static(bytes) => bytes.len(),
             OutItem::Short(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
@@ -171,6 +181,23 @@ pub struct Session {
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.
     pub peer: Cell<Option<std::net::SocketAddr>>,
+    /// MQTT clean session 0: kept after the connection ends.
+    pub persistent: Cell<bool>,
+    /// A kept session with no connection: QoS 1 events queue (bounded by
+    /// the QoS 1 hard limits), QoS 0 events are dropped.
+    pub offline: Cell<bool>,
+    /// Its state was handed to another session (takeover): the connection
+    /// that ends must not release it again.
+    pub detached: Cell<bool>,
+}
+
+/// What a persistent session carries from one connection to the next.
+#[derive(Debug, Default, Clone)]
+pub struct Backlog {
+    /// Sent, not acknowledged: resent with DUP and the same packet id.
+    pub inflight: Vec<(u16, Event)>,
+    /// Not sent yet (QoS >= 1 only).
+    pub queued: Vec<(Event, u8)>,
 }
 
 impl Session {
@@ -188,6 +215,9 @@ impl Session {
             dropped: Cell::new(0),
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
+            persistent: Cell::new(false),
+            offline: Cell::new(false),
+            detached: Cell::new(false),
         }
     }
 
@@ -262,8 +292,17 @@ impl Session {
             DeliverAs::Nats { sid } => event.nats_wire_len(sid),
         };
         let mut out = self.out.borrow_mut();
-        let over_soft = out.queue.len() >= limits.queued_messages_max
-            || out.bytes + len > limits.queued_bytes_max;
+        if self.offline.get() {
+            let full = out.queue.len() >= limits.qos1_queued_messages_max
+                || out.bytes + len > limits.qos1_queued_bytes_max;
+            if qos == 0 || full {
+                self.dropped.set(self.dropped.get() + 1);
+                return Delivery::Dropped;
+            }
+        }
+        let over_soft = !self.offline.get()
+            && (out.queue.len() >= limits.queued_messages_max
+                || out.bytes + len > limits.queued_bytes_max);
         let mut outcome = Delivery::Queued;
         if over_soft {
             if qos == 0 {
@@ -333,9 +372,9 @@ impl Session {
             let item = out.queue.pop_front().expect("front exists");
             out.bytes -= item.wire_len();
             match &item {
-                OutItem::Event { event, .. } | OutItem::Nats { event, .. } => {
-                    born.push(event.born_ns)
-                }
+                OutItem::Event { event, .. }
+                | OutItem::Nats { event, .. }
+                | OutItem::Redeliver { event, .. } => born.push(event.born_ns),
                 _ => {}
             }
             match item {
@@ -351,6 +390,10 @@ impl Session {
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats { event, sid } => event.write_nats(buf, &sid),
+                OutItem::Redeliver { event, packet_id } => {
+                    event.write_to(buf, 1, packet_id, true, false);
+                    out.inflight.push_back((packet_id, event));
+                }
                 OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
@@ -403,6 +446,44 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Takes what a persistent session must carry to its next connection.
+    pub fn take_backlog(&self) -> Backlog {
+        let mut out = self.out.borrow_mut();
+        let mut backlog = Backlog {
+            inflight: out.inflight.drain(..).collect(),
+            queued: Vec::new(),
+        };
+        for item in out.queue.drain(..) {
+            match item {
+                OutItem::Event { event, qos, .. } if qos > 0 => backlog.queued.push((event, qos)),
+                OutItem::Redeliver { event, packet_id } => {
+                    backlog.inflight.push((packet_id, event))
+                }
+                _ => {}
+            }
+        }
+        out.bytes = 0;
+        backlog
+    }
+
+    /// Queues a backlog: first the resends, then what was never sent.
+    pub fn restore_backlog(&self, backlog: Backlog) {
+        let mut out = self.out.borrow_mut();
+        for (packet_id, event) in backlog.inflight {
+            self.push(&mut out, OutItem::Redeliver { event, packet_id });
+        }
+        for (event, qos) in backlog.queued {
+            self.push(
+                &mut out,
+                OutItem::Event {
+                    event,
+                    qos,
+                    retain: false,
+                },
+            );
+        }
     }
 
     pub fn queued(&self) -> (usize, usize) {

@@ -92,7 +92,8 @@ counters! {
     subscriptions: "Subscriptions held by this shard's sessions.",
     trie_nodes: "Nodes of the shard's trie.",
     remote_interest_entries: "Filters other shards told this shard about.",
-    sessions: "Sessions registered on the shard.",
+    sessions: "Sessions registered on the shard (connected, and persistent ones kept offline).",
+    offline_sessions: "Persistent sessions kept without a connection.",
     retained_messages: "Retained messages held (every shard holds all).",
     retained_refused: "Retained messages refused: over retained_messages_max or retained_bytes_max.",
     ring_events_in: "Events received from other shards.",
@@ -106,6 +107,7 @@ const GAUGES: &[&str] = &[
     "remote_interest_entries",
     "sessions",
     "retained_messages",
+    "offline_sessions",
 ];
 
 /// What one shard shows the admin endpoint: built on request, on the
@@ -127,6 +129,8 @@ pub struct ConnectionInfo {
     pub protocol: &'static str,
     pub client_id: String,
     pub peer: Option<String>,
+    /// False for a persistent session kept without a connection.
+    pub online: bool,
     pub subscriptions: usize,
     pub queued_messages: usize,
     pub queued_bytes: usize,
