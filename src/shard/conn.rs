@@ -336,7 +336,7 @@ async fn handle(
             let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
             let mut granted_filters: SmallVec<[(&str, u8); 8]> = SmallVec::new();
             for (filter, qos) in filters {
-                if let Err(e) = topic::validate_filter(filter, &ctx.topic_limits.get()) {
+                if let Err(e) = topic::validate_subscription(filter, &ctx.topic_limits.get()) {
                     tracing::debug!(shard = ctx.id, filter, error = %e, "subscription refused");
                     codes.push(0x80);
                     continue;

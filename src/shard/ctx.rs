@@ -174,6 +174,18 @@ impl Slots {
     }
 }
 
+/// Splits `$share/{group}/{filter}` (MQTT shared subscription) into its
+/// group and filter; other filters have no group.
+pub fn split_share(full: &str) -> (Option<&str>, &str) {
+    match full
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((group, filter)) => (Some(group), filter),
+        None => (None, full),
+    }
+}
+
 /// Index of the `n`-th set bit of `mask` (n counted from 0).
 fn nth_bit(mut mask: u64, n: usize) -> usize {
     for _ in 0..n {
@@ -419,17 +431,10 @@ impl ShardCtx {
         }
         if session.protocol == Protocol::Mqtt {
             self.leave_home(session);
-        }
-        let filters: Vec<Box<str>> = session
-            .subscriptions
-            .borrow_mut()
-            .drain()
-            .map(|(f, _)| f)
-            .collect();
-        for f in &filters {
-            let removed = self.trie.borrow_mut().remove_local(f, session.key);
-            if removed.is_some_and(|r| r.last_local) {
-                self.announce(false, Arc::from(&**f), None);
+            let redirect = self.shared_backlog(session);
+            self.drop_mqtt_subscriptions(session);
+            for (event, group) in redirect {
+                self.deliver_to_group(event, &group);
             }
         }
         let sids: Vec<SessionKey> = session
@@ -502,6 +507,9 @@ impl ShardCtx {
 
     /// Sends the retained messages matching a new subscription.
     pub fn send_retained(&self, session: &Session, filter: &str, granted: u8) {
+        if split_share(filter).0.is_some() {
+            return; // not for shared subscriptions (MQTT 5 §4.8.2)
+        }
         let mut matches = Vec::new();
         self.retained.borrow().matching(filter, &mut matches);
         let limits = self.limits();
@@ -678,18 +686,7 @@ impl ShardCtx {
         }
         // Not via `unregister`: the directory keeps pointing at the new
         // host, which claimed the id.
-        let filters: Vec<Box<str>> = session
-            .subscriptions
-            .borrow_mut()
-            .drain()
-            .map(|(f, _)| f)
-            .collect();
-        for f in &filters {
-            let removed = self.trie.borrow_mut().remove_local(f, session.key);
-            if removed.is_some_and(|r| r.last_local) {
-                self.announce(false, Arc::from(&**f), None);
-            }
-        }
+        self.drop_mqtt_subscriptions(session);
         session.detached.set(true);
         let mut slots = self.slots.borrow_mut();
         slots.remove(session.key);
@@ -810,28 +807,131 @@ impl ShardCtx {
     }
 
     /// Adds an MQTT subscription (replacing the QoS of an existing one).
-    pub fn subscribe(&self, session: &Session, filter: &str, qos: u8) {
-        let added = self.trie.borrow_mut().add_local(filter, session.key, qos);
+    /// `$share/{group}/{filter}` joins the queue group `group`.
+    pub fn subscribe(&self, session: &Session, full_filter: &str, qos: u8) {
+        let (group, filter) = split_share(full_filter);
+        let added = self
+            .trie
+            .borrow_mut()
+            .add_local_in(filter, group, session.key, qos);
         session
             .subscriptions
             .borrow_mut()
-            .insert(filter.into(), qos);
+            .insert(full_filter.into(), qos);
         if added.first_local {
-            self.announce(true, Arc::from(filter), None);
+            self.announce(true, Arc::from(filter), group.map(Arc::from));
         }
     }
 
     /// Removes an MQTT subscription; false if the session had none.
-    pub fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
-        if session.subscriptions.borrow_mut().remove(filter).is_none() {
+    pub fn unsubscribe(&self, session: &Session, full_filter: &str) -> bool {
+        if session
+            .subscriptions
+            .borrow_mut()
+            .remove(full_filter)
+            .is_none()
+        {
             return false;
         }
-        let removed = self.trie.borrow_mut().remove_local(filter, session.key);
+        self.remove_mqtt_subscription(session, full_filter);
+        true
+    }
+
+    fn remove_mqtt_subscription(&self, session: &Session, full_filter: &str) {
+        let (group, filter) = split_share(full_filter);
+        let removed = self
+            .trie
+            .borrow_mut()
+            .remove_local_in(filter, group, session.key);
         debug_assert!(removed.is_some(), "session and trie agree");
         if removed.is_some_and(|r| r.last_local) {
-            self.announce(false, Arc::from(filter), None);
+            self.announce(false, Arc::from(filter), group.map(Arc::from));
         }
-        true
+    }
+
+    /// Removes all of a session's MQTT subscriptions.
+    fn drop_mqtt_subscriptions(&self, session: &Session) {
+        let filters: Vec<Box<str>> = session
+            .subscriptions
+            .borrow_mut()
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
+        for f in &filters {
+            self.remove_mqtt_subscription(session, f);
+        }
+    }
+
+    /// The QoS >= 1 events a leaving session got through a shared
+    /// subscription only, with its group: another member gets them
+    /// (MQTT 5 §4.8.2: a terminated session's messages go to the group).
+    fn shared_backlog(&self, session: &Session) -> Vec<(Event, Arc<str>)> {
+        let subs = session.subscriptions.borrow();
+        let shared: Vec<(&str, &str)> = subs
+            .keys()
+            .filter_map(|f| match split_share(f) {
+                (Some(group), filter) => Some((group, filter)),
+                _ => None,
+            })
+            .collect();
+        if shared.is_empty() {
+            return Vec::new();
+        }
+        let plain: Vec<&str> = subs
+            .keys()
+            .filter(|f| split_share(f).0.is_none())
+            .map(|f| &**f)
+            .collect();
+        let backlog = session.take_backlog();
+        let events = backlog
+            .inflight
+            .into_iter()
+            .map(|(_, e)| e)
+            .chain(backlog.queued.into_iter().map(|(e, _)| e));
+        let mut out = Vec::new();
+        for event in events {
+            let topic = event.topic();
+            if plain.iter().any(|f| crate::topic::filter_matches(f, topic)) {
+                continue; // also a plain delivery of its own: not redirected
+            }
+            if let Some((group, _)) = shared
+                .iter()
+                .find(|(_, f)| crate::topic::filter_matches(f, topic))
+            {
+                out.push((event, Arc::from(*group)));
+            }
+        }
+        out
+    }
+
+    /// Gives an event to one member of `group` (here or on another shard).
+    fn deliver_to_group(&self, event: Event, group: &str) {
+        let matched = self.trie.borrow_mut().matches(event.topic());
+        let Some(g) = matched.groups.iter().find(|g| &*g.name == group) else {
+            Counters::add(&self.counters.dropped_group_gone, 1);
+            return;
+        };
+        let remote = g.remote.count_ones() as usize;
+        let total = g.local.len() + remote;
+        if total == 0 {
+            Counters::add(&self.counters.dropped_group_gone, 1);
+            return;
+        }
+        let pick = self.rng.below(total);
+        if pick < g.local.len() {
+            self.deliver_local(&[g.local[pick]], event, None);
+        } else {
+            let peer = nth_bit(g.remote, pick - g.local.len());
+            let groups = std::iter::once(g.name.clone()).collect();
+            self.push_control(
+                Some(peer),
+                ShardMsg::Event {
+                    event,
+                    plain: false,
+                    groups,
+                },
+            );
+        }
     }
 
     /// Adds a NATS subscription `sid` with its internal filter. False if

@@ -32,6 +32,8 @@ pub enum TopicError {
     BadSingleWildcard,
     #[error("'#' must be the whole last level")]
     BadMultiWildcard,
+    #[error("a shared subscription is $share/{{group}}/{{filter}} with a group free of wildcards")]
+    BadShare,
 }
 
 /// Limits that apply to every topic name and filter.
@@ -119,6 +121,23 @@ pub fn validate_filter(filter: &str, limits: &TopicLimits) -> Result<(), TopicEr
     Ok(())
 }
 
+/// Validates a SUBSCRIBE filter, including the shared form
+/// `$share/{group}/{filter}` (MQTT 5 §4.8.2, accepted for 3.1.1 too).
+pub fn validate_subscription(full: &str, limits: &TopicLimits) -> Result<(), TopicError> {
+    match full.strip_prefix("$share/") {
+        Some(rest) => {
+            let (group, filter) = rest.split_once('/').ok_or(TopicError::BadShare)?;
+            if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+                return Err(TopicError::BadShare);
+            }
+            validate_filter(filter, limits)?;
+            validate_filter(full, limits)
+        }
+        None if full == "$share" => Err(TopicError::BadShare),
+        None => validate_filter(full, limits),
+    }
+}
+
 /// Reference matcher, straight from the spec's wording. The trie is the
 /// fast path; this one is the oracle its tests compare against.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
@@ -194,6 +213,22 @@ mod tests {
             Err(TopicError::BadSingleWildcard)
         );
         assert_eq!(validate_filter("", &L), Err(TopicError::Empty));
+    }
+
+    #[test]
+    fn shared_subscriptions() {
+        assert!(validate_subscription("$share/g/a/#", &L).is_ok());
+        assert!(validate_subscription("$share/g/+", &L).is_ok());
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/",
+            "$share/g/a/#/b",
+            "$share",
+        ] {
+            assert!(validate_subscription(bad, &L).is_err(), "{bad}");
+        }
     }
 
     /// The examples of MQTT 3.1.1 §4.7.1.2, §4.7.1.3 and §4.7.2.
