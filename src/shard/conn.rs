@@ -213,6 +213,7 @@ async fn session_loop(
 ) -> CloseReason {
     let limits = ctx.limits();
     let mut congested: Vec<Rc<Session>> = Vec::new();
+    let mut fairness = super::io::Fairness::default();
     // QoS 2 packet ids received and not yet released (exactly-once inbound).
     let mut awaiting_release: SmallVec<[u16; 4]> = SmallVec::new();
     loop {
@@ -242,17 +243,17 @@ async fn session_loop(
         if !congested.is_empty() {
             ctx.pause_for(&mut congested).await;
         } else {
-            // A publisher whose socket never runs dry would otherwise keep
-            // this task running (glommio's read returns at once while data
-            // waits) and starve the shard's writers and ring readers.
-            futures_lite::future::yield_now().await;
+            fairness.after_batch().await;
         }
-        let spare = rb.spare(limits.read_buffer_bytes_max, pending_len(rb.filled()));
+        let read_max = limits.read_buffer_bytes_max;
+        let spare = rb.spare(read_max, pending_len(rb.filled()));
+        let spare_len = spare.len();
         match read_some(stream, spare, Some(session)).await {
             Read::Data(n) => {
                 ctx.received_ns.set(crate::event::now_ns());
+                fairness.read(n, spare_len);
                 rb.end += n;
-                rb.settle(n);
+                rb.settle(n, spare_len, read_max);
             }
             Read::Closed(r) => return r,
         }

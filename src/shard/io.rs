@@ -68,16 +68,51 @@ impl ReadBuffer {
         &mut self.data[self.end..]
     }
 
-    /// After a read of `n` bytes that left nothing pending, shrink a grown
-    /// buffer back if traffic is light.
-    pub fn settle(&mut self, n: usize) {
-        if self.start == self.end
+    /// After a read of `n` bytes into `room` bytes of space: a read that
+    /// filled its room means more is waiting, so the buffer doubles (up to
+    /// `read_max`) and the next read takes more per syscall; a small read
+    /// on a grown buffer shrinks it back, so idle connections stay small.
+    pub fn settle(&mut self, n: usize, room: usize, read_max: usize) {
+        let pending = self.end - self.start;
+        if n == room && self.data.len() < read_max {
+            let grown = (self.data.len() * 2).min(read_max);
+            self.data.resize(grown, 0);
+        } else if n < READ_BUFFER_INITIAL / 2
             && self.data.len() > READ_BUFFER_INITIAL
-            && n < READ_BUFFER_INITIAL
+            && pending <= READ_BUFFER_INITIAL
         {
-            self.data = vec![0; READ_BUFFER_INITIAL];
+            let mut small = vec![0; READ_BUFFER_INITIAL];
+            small[..pending].copy_from_slice(&self.data[self.start..self.end]);
+            self.data = small;
             self.start = 0;
-            self.end = 0;
+            self.end = pending;
+        }
+    }
+}
+
+/// Keeps one busy reader from starving its shard: glommio's read returns at
+/// once while data waits, so a publisher whose socket never runs dry would
+/// keep its task running. The reader yields after `YIELD_BYTES` read in
+/// full buffers; a read that drains the socket needs no yield (the next one
+/// waits and lets the others run), which keeps batches large.
+#[derive(Default)]
+pub struct Fairness {
+    since_yield: usize,
+    pressed: bool,
+}
+
+const YIELD_BYTES: usize = 256 * 1024;
+
+impl Fairness {
+    pub fn read(&mut self, n: usize, room: usize) {
+        self.since_yield += n;
+        self.pressed = n == room;
+    }
+
+    pub async fn after_batch(&mut self) {
+        if self.pressed && self.since_yield >= YIELD_BYTES {
+            self.since_yield = 0;
+            futures_lite::future::yield_now().await;
         }
     }
 }

@@ -176,6 +176,7 @@ async fn session_loop(
         end: 0,
     };
     let mut congested = Vec::new();
+    let mut fairness = super::io::Fairness::default();
     // A PUB's payload can exceed the read buffer's usual ceiling.
     let read_max = ctx
         .limits()
@@ -203,17 +204,16 @@ async fn session_loop(
         if !congested.is_empty() {
             ctx.pause_for(&mut congested).await;
         } else {
-            // A publisher whose socket never runs dry would otherwise keep
-            // this task running (glommio's read returns at once while data
-            // waits) and starve the shard's writers and ring readers.
-            futures_lite::future::yield_now().await;
+            fairness.after_batch().await;
         }
         let spare = rb.spare(read_max, 0);
+        let spare_len = spare.len();
         match read_some(stream, spare, Some(session)).await {
             Read::Data(n) => {
                 ctx.received_ns.set(crate::event::now_ns());
+                fairness.read(n, spare_len);
                 rb.end += n;
-                rb.settle(n);
+                rb.settle(n, spare_len, read_max);
             }
             Read::Closed(r) => return (r, None),
         }
