@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
                 if out.len() > 60 * 1024 {
                     out.clear();
                 }
-                black_box(&event).write_to(&mut out, qos, 77, false);
+                black_box(&event).write_to(&mut out, qos, 77, false, false);
             })
         });
     }
@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 out.clear();
             }
             let e = Event::new(black_box(TOPIC), black_box(&payload), 0, false);
-            e.write_to(&mut out, 0, 0, false);
+            e.write_to(&mut out, 0, 0, false, false);
         })
     });
     g.finish();

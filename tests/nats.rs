@@ -397,7 +397,7 @@ async fn slow_nats_consumer_gets_the_error() {
                 return last;
             }
             n += 1;
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             last = l;

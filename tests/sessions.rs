@@ -163,7 +163,7 @@ async fn clean_session_discards_and_client_id_is_taken_over() {
     first.read_exact(5).await;
     // A second connection with the same id, on the other shard: the first
     // is disconnected (MQTT-3.1.4-2) and the session resumes.
-    let (mut second, present) = raw_connect(weft.shard_addrs[1], "same-id", false).await;
+    let (second, present) = raw_connect(weft.shard_addrs[1], "same-id", false).await;
     assert!(present);
     assert!(first.closed_by_server().await);
     // Clean session 1 discards the kept state.

@@ -455,7 +455,7 @@ fn collect(
             let complete: Vec<u64> = pending.keys().copied().filter(|&i| i + 2 <= tick).collect();
             for i in complete {
                 let h = pending.remove(&i).unwrap();
-                if h.len() > 0 {
+                if !h.is_empty() {
                     last_p99 = Some(h.value_at_quantile(0.99) as f64 / 1e3);
                 }
                 write_interval(i, &h)?;
@@ -797,7 +797,7 @@ impl<'a> Publisher<'a> {
             } else if plan.proto == Protocol::Nats {
                 // Answer server PINGs and notice -ERR now and then.
                 polls += 1;
-                if polls % 16 == 0 {
+                if polls.is_multiple_of(16) {
                     self.poll(false)?;
                 }
             }

@@ -212,6 +212,9 @@ pub struct Summary {
 }
 
 impl Summary {
+    // Every argument is a distinct measurement of one run; a struct to
+    // carry them would only be this list again.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         plan: &Plan,
         pubs: &[super::report::PubResult],
