@@ -6,3 +6,4 @@
 //! feeds bytes in and carries the resulting actions out.
 
 pub mod codec;
+pub mod v5;

@@ -166,9 +166,7 @@ impl DecodeError {
             | BadSubscriptionOption(_)
             | NoLocalOnShared
             | NotConnect(_) => reason::PROTOCOL_ERROR,
-            BadProtocolName | UnsupportedProtocolVersion(_) => {
-                reason::UNSUPPORTED_PROTOCOL_VERSION
-            }
+            BadProtocolName | UnsupportedProtocolVersion(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
             TooLarge { .. } => reason::PACKET_TOO_LARGE,
             PropertiesTooLarge { .. } | TooManyFilters(_) => reason::QUOTA_EXCEEDED,
         }
@@ -718,10 +716,7 @@ fn decode_body<'a>(
             if reason_codes.is_empty() {
                 return Err(DecodeError::NoReasonCodes);
             }
-            if let Some(&code) = reason_codes
-                .iter()
-                .find(|&&c| !reason::valid_for(kind, c))
-            {
+            if let Some(&code) = reason_codes.iter().find(|&&c| !reason::valid_for(kind, c)) {
                 return Err(DecodeError::BadReasonCode { kind, code });
             }
             let ack = SubAck {
@@ -905,7 +900,9 @@ fn plan(packet: &Packet<'_>) -> Result<(u8, usize), EncodeError> {
         if reason::valid_for(kind, code) {
             Ok(())
         } else {
-            Err(EncodeError::InvalidField("reason code not valid for packet"))
+            Err(EncodeError::InvalidField(
+                "reason code not valid for packet",
+            ))
         }
     };
     let ctx = || context(kind);
