@@ -341,6 +341,9 @@ pub struct SubAck<'a> {
     pub reason_codes: &'a [u8],
 }
 
+/// UNSUBACK has SUBACK's shape (with its own reason codes).
+pub type UnsubAck<'a> = SubAck<'a>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe<'a> {
     pub packet_id: u16,
@@ -354,6 +357,9 @@ pub struct ReasonOnly<'a> {
     pub reason_code: u8,
     pub properties: Properties<'a>,
 }
+
+pub type Disconnect<'a> = ReasonOnly<'a>;
+pub type Auth<'a> = ReasonOnly<'a>;
 
 impl ReasonOnly<'_> {
     pub fn new(reason_code: u8) -> Self {

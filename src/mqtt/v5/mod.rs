@@ -39,9 +39,9 @@ pub mod reason;
 mod tests;
 
 pub use codec::{
-    check_first_byte, decode, encode, encoded_len, fixed_header, peek_connect_level, ConnAck,
-    Connect, DecodeError, DecodeLimits, EncodeError, Packet, PacketType, PubResp, Publish,
-    ReasonOnly, RetainHandling, SubAck, Subscribe, SubscriptionOptions, Unsubscribe, Will,
-    PROTOCOL_LEVEL_5, VARINT_MAX,
+    check_first_byte, decode, encode, encoded_len, fixed_header, peek_connect_level, Auth, ConnAck,
+    Connect, DecodeError, DecodeLimits, Disconnect, EncodeError, Packet, PacketType, PubResp,
+    Publish, ReasonOnly, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe, Will, PROTOCOL_LEVEL_5, VARINT_MAX,
 };
 pub use properties::{Context, Properties, PropertyType};

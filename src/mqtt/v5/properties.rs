@@ -114,8 +114,9 @@ const DISCONNECT: u16 = Context::Disconnect.bit();
 const AUTH: u16 = Context::Auth.bit();
 const EVERYWHERE: u16 = (1 << 14) - 1;
 
-/// Name, data type and allowed contexts of property `id`, or `None` for an
-/// identifier MQTT 5.0 does not define.
+/// Name, data type and allowed contexts of property `id` (a mask with bit
+/// `1 << ctx as u16` set for each [`Context`] it may appear in; see
+/// [`allowed_in`]), or `None` for an identifier MQTT 5.0 does not define.
 pub fn property_info(id: u8) -> Option<(&'static str, PropertyType, u16)> {
     use PropertyType::*;
     Some(match id {
