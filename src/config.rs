@@ -88,6 +88,8 @@ pub struct MqttConfig {
     /// Port of shard 0's own listener, shard i on `shard_port_base + i`;
     /// 0 lets the system pick free ports (printed at start).
     pub shard_port_base: u16,
+    /// MQTT 5: topic aliases a client may set (Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -213,6 +215,7 @@ impl Default for MqttConfig {
             listen: "127.0.0.1:1883".into(),
             shard_listeners: false,
             shard_port_base: 0,
+            topic_alias_maximum: 64,
         }
     }
 }

@@ -33,11 +33,22 @@ impl Origin {
 /// present, so plain events stay one buffer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EventMeta {
-    /// Reply subject of a NATS request (NATS form, delivered as is).
+    /// Reply subject of a NATS request (NATS form). MQTT 5 subscribers get
+    /// it as the Response Topic.
     pub reply: Option<Box<str>>,
-    /// NATS header block (`NATS/1.0\r\n...\r\n\r\n`), delivered to
-    /// NATS subscribers; MQTT 5 user properties will map onto it.
+    /// NATS header block (`NATS/1.0\r\n...\r\n\r\n`). MQTT 5
+    /// subscribers get its fields as user properties.
     pub headers: Option<Box<[u8]>>,
+    /// MQTT 5 Response Topic (MQTT form); NATS subscribers get it as the
+    /// reply subject.
+    pub response_topic: Option<Box<str>>,
+    pub correlation_data: Option<Box<[u8]>>,
+    pub content_type: Option<Box<str>>,
+    pub payload_format: Option<u8>,
+    /// MQTT 5 user properties; NATS subscribers get them as headers.
+    pub user_properties: Vec<(Box<str>, Box<str>)>,
+    /// Message Expiry: not delivered after this (`now_ns` time).
+    pub expires_ns: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -105,27 +116,144 @@ impl Event {
         self.meta.as_ref()?.headers.as_deref()
     }
 
+    /// True once the MQTT 5 Message Expiry Interval has passed (reads the
+    /// clock only for events that have one).
+    pub fn expired(&self) -> bool {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.expires_ns)
+            .is_some_and(|at| now_ns() >= at)
+    }
+
+    /// Appends an MQTT 5 PUBLISH: the metadata becomes properties (NATS
+    /// headers → user properties, NATS reply → Response Topic) and the
+    /// remaining expiry interval is forwarded (MQTT-3.3.2-6).
+    pub fn write_v5(&self, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
+        use crate::mqtt::v5;
+        let mut props = v5::Properties::default();
+        let nats_reply_topic;
+        let header_pairs;
+        if let Some(m) = self.meta.as_deref() {
+            props.payload_format_indicator = m.payload_format;
+            props.content_type = m.content_type.as_deref();
+            props.correlation_data = m.correlation_data.as_deref();
+            props.response_topic = m.response_topic.as_deref();
+            if props.response_topic.is_none() {
+                if let Some(reply) = &m.reply {
+                    nats_reply_topic =
+                        crate::nats::subject::to_internal(reply, false, usize::MAX).ok();
+                    props.response_topic = nats_reply_topic.as_deref();
+                }
+            }
+            props.user_properties = m
+                .user_properties
+                .iter()
+                .map(|(k, v)| (&**k, &**v))
+                .collect();
+            if let Some(h) = &m.headers {
+                header_pairs = crate::nats::codec::header_fields(h);
+                props
+                    .user_properties
+                    .extend(header_pairs.iter().map(|(k, v)| (*k, *v)));
+            }
+            if let Some(at) = m.expires_ns {
+                let left = at.saturating_sub(now_ns());
+                props.message_expiry_interval = Some(left.div_ceil(1_000_000_000).max(1) as u32);
+            }
+        }
+        let packet = v5::Packet::Publish(v5::Publish {
+            dup,
+            qos,
+            retain,
+            topic: self.topic(),
+            packet_id: if qos > 0 { packet_id } else { 0 },
+            properties: props,
+            payload: self.payload(),
+        });
+        // Only fails on an internal inconsistency (e.g. a 64 KiB string):
+        // the event was validated on the way in.
+        let _ = v5::encode(&packet, out);
+    }
+
+    /// Bytes of the MQTT 5 PUBLISH (estimated for metadata-rich events;
+    /// used for queue accounting).
+    pub fn wire_len_v5(&self, qos: u8) -> usize {
+        let extra = self.meta.as_deref().map_or(0, |m| {
+            m.content_type.as_ref().map_or(0, |c| c.len() + 3)
+                + m.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+                + m.response_topic
+                    .as_ref()
+                    .or(m.reply.as_ref())
+                    .map_or(0, |r| r.len() + 3)
+                + m.user_properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 5)
+                    .sum::<usize>()
+                + m.headers.as_ref().map_or(0, |h| h.len())
+                + 7
+        });
+        self.wire_len(qos) + 4 + extra
+    }
+
     /// Bytes this event takes as a NATS MSG/HMSG for subscription `sid`.
     pub fn nats_wire_len(&self, sid: &str) -> usize {
+        let converted = self.meta.as_deref().map_or(0, |m| {
+            m.response_topic.as_ref().map_or(0, |r| r.len() + 1)
+                + m.user_properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>()
+                + if m.user_properties.is_empty() {
+                    0
+                } else {
+                    12 + 10
+                }
+        });
         nats::codec::msg_len(
             nats::subject::nats_len(self.topic()),
             sid,
             self.reply(),
             self.headers(),
             self.payload().len(),
-        )
+        ) + converted
     }
 
-    /// Appends the NATS MSG/HMSG for subscription `sid`.
+    /// Appends the NATS MSG/HMSG for subscription `sid` (MQTT 5 user
+    /// properties → headers, Response Topic → reply subject).
     pub fn write_nats(&self, out: &mut Vec<u8>, sid: &str) {
+        let (reply, headers) = self.nats_reply_and_headers();
         nats::codec::put_msg(
             out,
             |o| nats::subject::write_nats(self.topic(), o),
             sid,
-            self.reply(),
-            self.headers(),
+            reply.as_deref().or(self.reply()),
+            headers.as_deref().or(self.headers()),
             self.payload(),
         );
+    }
+
+    /// For events from MQTT 5: the reply subject and header block NATS
+    /// subscribers get (None where the event has its own NATS forms).
+    fn nats_reply_and_headers(&self) -> (Option<String>, Option<Vec<u8>>) {
+        let Some(m) = self.meta.as_deref() else {
+            return (None, None);
+        };
+        let reply = match (&m.reply, &m.response_topic) {
+            (None, Some(topic)) => Some(nats::subject::to_nats(topic)),
+            _ => None,
+        };
+        let headers = (m.headers.is_none() && !m.user_properties.is_empty()).then(|| {
+            let mut h = b"NATS/1.0\r\n".to_vec();
+            for (k, v) in &m.user_properties {
+                h.extend_from_slice(k.as_bytes());
+                h.extend_from_slice(b": ");
+                h.extend_from_slice(v.as_bytes());
+                h.extend_from_slice(b"\r\n");
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        });
+        (reply, headers)
     }
 
     pub fn topic(&self) -> &str {
@@ -183,7 +311,7 @@ mod tests {
     fn nats_framing() {
         let e = Event::new("a/b.c", b"hi", 0, false).with_meta(EventMeta {
             reply: Some("_INBOX.1".into()),
-            headers: None,
+            ..Default::default()
         });
         let mut out = Vec::new();
         e.write_nats(&mut out, "7");

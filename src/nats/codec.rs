@@ -267,6 +267,35 @@ fn digits(mut n: usize) -> usize {
     d
 }
 
+/// The `name: value` fields of a NATS header block (`NATS/1.0...\r\n\r\n`);
+/// the status line and malformed lines are skipped.
+pub fn header_fields(block: &[u8]) -> Vec<(&str, &str)> {
+    let Ok(text) = std::str::from_utf8(block) else {
+        return Vec::new();
+    };
+    text.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// Appends `n` in decimal (no formatting machinery: once per MSG).
+fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Size of a MSG/HMSG whose subject is `subject_len` bytes long.
 pub fn msg_len(
     subject_len: usize,
@@ -294,7 +323,6 @@ pub fn put_msg(
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
-    use std::io::Write;
     out.extend_from_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
     write_subject(out);
     out.push(b' ');
@@ -307,11 +335,15 @@ pub fn put_msg(
     let body = payload.len() + headers.map_or(0, <[u8]>::len);
     match headers {
         Some(h) => {
-            let _ = write!(out, "{} {}\r\n", h.len(), body);
+            put_decimal(out, h.len());
+            out.push(b' ');
+            put_decimal(out, body);
+            out.extend_from_slice(b"\r\n");
             out.extend_from_slice(h);
         }
         None => {
-            let _ = write!(out, "{body}\r\n");
+            put_decimal(out, body);
+            out.extend_from_slice(b"\r\n");
         }
     }
     out.extend_from_slice(payload);

@@ -59,9 +59,6 @@ pub fn to_internal(
         if token.is_empty() {
             return Err(SubjectError::EmptyToken);
         }
-        if token.bytes().any(|b| b.is_ascii_whitespace()) {
-            return Err(SubjectError::Whitespace);
-        }
         match token {
             "*" | ">" if !wildcards => return Err(SubjectError::Wildcard),
             "*" => out.push('+'),
@@ -72,22 +69,43 @@ pub fn to_internal(
                 out.push_str("+/#");
             }
             "/" => {}
-            _ => {
-                if token.contains(['+', '#']) {
-                    return Err(SubjectError::MqttWildcardChar);
-                }
-                let unescaped = token.replace("//", ".");
-                if unescaped.contains('/') {
-                    return Err(SubjectError::Slash);
-                }
-                out.push_str(&unescaped);
-            }
+            _ => push_token(token, &mut out)?,
         }
         if tokens.peek().is_some() {
             out.push('/');
         }
     }
     Ok(out)
+}
+
+/// Appends one literal token as an internal level: one pass, no
+/// allocation (this runs for every PUB; `//` becomes `.`).
+fn push_token(token: &str, out: &mut String) -> Result<(), SubjectError> {
+    let bytes = token.as_bytes();
+    let mut plain_from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c' => {
+                return Err(SubjectError::Whitespace)
+            }
+            b'+' | b'#' => return Err(SubjectError::MqttWildcardChar),
+            b'/' => {
+                if bytes.get(i + 1) != Some(&b'/') {
+                    return Err(SubjectError::Slash);
+                }
+                out.push_str(&token[plain_from..i]);
+                out.push('.');
+                i += 2;
+                plain_from = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&token[plain_from..]);
+    Ok(())
 }
 
 /// Length of the NATS subject of an internal topic name.

@@ -43,7 +43,8 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     let stream = Rc::new(RefCell::new(stream));
     let mut rb = ReadBuffer::default();
     let reason = match connect(&ctx, &stream, &mut rb).await {
-        Ok((session, will)) => {
+        Ok(Connected::V5) => super::conn5::run(&ctx, &stream, &mut rb).await,
+        Ok(Connected::V311(session, will)) => {
             let writer =
                 glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
             let reason = session_loop(&ctx, &session, &stream, &mut rb).await;
@@ -95,38 +96,57 @@ fn log_protocol_error(ctx: &ShardCtx, stream: &Stream, what: &dyn std::fmt::Disp
 
 /// Waits for CONNECT and answers it. Returns the registered session and its
 /// will, or the reason the connection ends.
+enum Connected {
+    V311(Rc<Session>, Option<Event>),
+    /// A whole MQTT 5 CONNECT is at the front of the read buffer.
+    V5,
+}
+
 async fn connect(
     ctx: &Rc<ShardCtx>,
     stream: &Stream,
     rb: &mut ReadBuffer,
-) -> Result<(Rc<Session>, Option<Event>), CloseReason> {
+) -> Result<Connected, CloseReason> {
     let limits = ctx.limits();
     let _ = stream
         .borrow()
         .set_read_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
     rb.data = vec![0; READ_BUFFER_INITIAL];
     loop {
-        match codec::decode(rb.filled(), &ctx.decode_limits.get()) {
-            Ok(Some((Packet::Connect(c), used))) => {
-                let (session, will, keep_alive_s) = accept_connect(ctx, stream, &c).await?;
-                rb.start += used;
-                let timeout = (keep_alive_s > 0)
-                    .then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
-                let _ = stream.borrow().set_read_timeout(timeout);
-                return Ok((session, will));
+        // The protocol level picks the codec (MQTT 5 §3.1.2.2).
+        if let Ok(Some(crate::mqtt::v5::PROTOCOL_LEVEL_5)) =
+            crate::mqtt::v5::peek_connect_level(rb.filled())
+        {
+            let complete = matches!(
+                codec::fixed_header(rb.filled()),
+                Ok(Some((_, header, remaining))) if rb.filled().len() >= header + remaining
+            );
+            if complete {
+                return Ok(Connected::V5);
             }
-            Ok(Some((other, _))) => {
-                log_protocol_error(
-                    ctx,
-                    stream,
-                    &format_args!("first packet is not CONNECT: {other:?}"),
-                );
-                return Err(CloseReason::ProtocolError);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                log_protocol_error(ctx, stream, &e);
-                return Err(CloseReason::ProtocolError);
+        } else {
+            match codec::decode(rb.filled(), &ctx.decode_limits.get()) {
+                Ok(Some((Packet::Connect(c), used))) => {
+                    let (session, will, keep_alive_s) = accept_connect(ctx, stream, &c).await?;
+                    rb.start += used;
+                    let timeout = (keep_alive_s > 0)
+                        .then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
+                    let _ = stream.borrow().set_read_timeout(timeout);
+                    return Ok(Connected::V311(session, will));
+                }
+                Ok(Some((other, _))) => {
+                    log_protocol_error(
+                        ctx,
+                        stream,
+                        &format_args!("first packet is not CONNECT: {other:?}"),
+                    );
+                    return Err(CloseReason::ProtocolError);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log_protocol_error(ctx, stream, &e);
+                    return Err(CloseReason::ProtocolError);
+                }
             }
         }
         if ctx.stopping.get() {

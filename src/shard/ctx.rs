@@ -32,7 +32,9 @@ use crate::config::Config;
 use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
 use crate::topic::retained::{RetainedStore, Stored};
-use crate::topic::trie::{GroupMatch, LocalSub, Matched, SessionKey, Trie};
+use crate::topic::trie::{
+    GroupMatch, LocalSub, Matched, SessionKey, Trie, NO_LOCAL, RETAIN_AS_PUBLISHED,
+};
 use crate::topic::TopicLimits;
 
 /// What shards tell each other.
@@ -514,7 +516,7 @@ impl ShardCtx {
         self.retained.borrow().matching(filter, &mut matches);
         let limits = self.limits();
         for event in matches {
-            let qos = event.qos.min(granted);
+            let qos = event.qos.min(granted & 3);
             if session.deliver(event, DeliverAs::Mqtt { qos, retain: true }, &limits)
                 == Delivery::Dropped
             {
@@ -1149,13 +1151,20 @@ impl ShardCtx {
                     event.clone().expect("present until the last")
                 };
                 let (session, how) = match slots.slots.get(sub.session as usize) {
-                    Some(Some(Slot::Mqtt(session))) => (
-                        session,
-                        DeliverAs::Mqtt {
-                            qos: e.qos.min(sub.qos),
-                            retain: false,
-                        },
-                    ),
+                    Some(Some(Slot::Mqtt(session))) => {
+                        let own =
+                            e.origin.shard as usize == self.id && e.origin.session == session.key;
+                        if own && sub.qos & NO_LOCAL != 0 {
+                            continue;
+                        }
+                        (
+                            session,
+                            DeliverAs::Mqtt {
+                                qos: e.qos.min(sub.qos & 3),
+                                retain: e.retain && sub.qos & RETAIN_AS_PUBLISHED != 0,
+                            },
+                        )
+                    }
                     Some(Some(Slot::NatsSub(ns))) => {
                         let own = e.origin.shard as usize == self.id
                             && e.origin.session == ns.session.key;

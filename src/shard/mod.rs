@@ -13,6 +13,7 @@
 //! holds `runtime.ring_capacity` events.
 
 pub mod conn;
+pub mod conn5;
 pub mod ctx;
 pub mod io;
 pub mod nats_conn;

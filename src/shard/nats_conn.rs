@@ -270,6 +270,7 @@ async fn handle(
                 .with_meta(EventMeta {
                     reply: reply.map(Into::into),
                     headers: headers.map(Into::into),
+                    ..Default::default()
                 });
             let delivered = ctx.publish(event, congested).await;
             if !delivered && state.options.headers && state.options.no_responders {
@@ -322,6 +323,7 @@ async fn no_responders(ctx: &Rc<ShardCtx>, reply: &str, congested: &mut Vec<Rc<S
     let event = Event::new(&topic, b"", 0, false).with_meta(EventMeta {
         reply: None,
         headers: Some(NO_RESPONDERS.into()),
+        ..Default::default()
     });
     ctx.publish(event, congested).await;
 }

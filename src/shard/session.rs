@@ -141,6 +141,9 @@ impl OutItem {
     fn wire_len(&self) -> usize {
         match self {
             OutItem::Event { event, qos, .. } => event.wire_len(*qos),
+            // (MQTT 5 sizes differ slightly; the queue's byte count uses
+            // the 3.1.1 size for every version, consistently on push and
+            // pop.)
             OutItem::Nats { event, sid } => event.nats_wire_len(sid),
             OutItem::Redeliver { event, .. } => event.wire_len(1),
             OutItem::Static(bytes) => bytes.len(),
@@ -189,6 +192,14 @@ pub struct Session {
     /// Its state was handed to another session (takeover): the connection
     /// that ends must not release it again.
     pub detached: Cell<bool>,
+    /// MQTT protocol level: 4 (3.1.1) or 5; PUBLISH packets are encoded
+    /// accordingly.
+    pub version: Cell<u8>,
+    /// MQTT 5: the client's Receive Maximum (caps the in-flight window).
+    pub receive_max: Cell<u16>,
+    /// MQTT 5: the client's Maximum Packet Size (0 = none); larger
+    /// deliveries are discarded (MQTT-3.1.2-25).
+    pub max_packet: Cell<u32>,
 }
 
 /// What a persistent session carries from one connection to the next.
@@ -218,6 +229,9 @@ impl Session {
             persistent: Cell::new(false),
             offline: Cell::new(false),
             detached: Cell::new(false),
+            version: Cell::new(4),
+            receive_max: Cell::new(u16::MAX),
+            max_packet: Cell::new(0),
         }
     }
 
@@ -288,9 +302,15 @@ impl Session {
         }
         let qos = how.qos();
         let len = match &how {
+            DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
             DeliverAs::Mqtt { qos, .. } => event.wire_len(*qos),
             DeliverAs::Nats { sid } => event.nats_wire_len(sid),
         };
+        let max_packet = self.max_packet.get() as usize;
+        if (max_packet > 0 && len > max_packet) || event.expired() {
+            self.dropped.set(self.dropped.get() + 1);
+            return Delivery::Dropped;
+        }
         let mut out = self.out.borrow_mut();
         if self.offline.get() {
             let full = out.queue.len() >= limits.qos1_queued_messages_max
@@ -358,6 +378,7 @@ impl Session {
         if matches!(closed, Some(r) if !r.flushes()) {
             return Poll::Ready(false);
         }
+        let v5 = self.version.get() == 5;
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
         while buf.len() < limits.write_batch_bytes_max {
@@ -365,12 +386,20 @@ impl Session {
                 break;
             };
             if let OutItem::Event { qos: 1.., .. } = front {
-                if out.inflight.len() >= limits.inflight_max {
+                let window = limits.inflight_max.min(usize::from(self.receive_max.get()));
+                if out.inflight.len() >= window {
                     break; // window full: wait for a PUBACK
                 }
             }
             let item = out.queue.pop_front().expect("front exists");
             out.bytes -= item.wire_len();
+            // MQTT 5 Message Expiry also applies to what waited in a queue
+            // (MQTT-3.3.2-5).
+            if let OutItem::Event { event, .. } = &item {
+                if event.expired() {
+                    continue;
+                }
+            }
             match &item {
                 OutItem::Event { event, .. }
                 | OutItem::Nats { event, .. }
@@ -382,16 +411,30 @@ impl Session {
                     event,
                     qos: 0,
                     retain,
-                } => event.write_to(buf, 0, 0, false, retain),
+                } => {
+                    if v5 {
+                        event.write_v5(buf, 0, 0, false, retain);
+                    } else {
+                        event.write_to(buf, 0, 0, false, retain);
+                    }
+                }
                 OutItem::Event { event, qos, retain } => {
                     let id = next_packet_id(out);
-                    event.write_to(buf, qos, id, false, retain);
+                    if v5 {
+                        event.write_v5(buf, qos, id, false, retain);
+                    } else {
+                        event.write_to(buf, qos, id, false, retain);
+                    }
                     out.inflight.push_back((id, event));
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats { event, sid } => event.write_nats(buf, &sid),
                 OutItem::Redeliver { event, packet_id } => {
-                    event.write_to(buf, 1, packet_id, true, false);
+                    if v5 {
+                        event.write_v5(buf, 1, packet_id, true, false);
+                    } else {
+                        event.write_to(buf, 1, packet_id, true, false);
+                    }
                     out.inflight.push_back((packet_id, event));
                 }
                 OutItem::Static(bytes) => buf.extend_from_slice(bytes),

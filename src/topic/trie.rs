@@ -33,12 +33,19 @@ pub type ShardMask = u64;
 /// Highest number of shards a [`ShardMask`] can name.
 pub const SHARDS_MAX: usize = 64;
 
-/// A session's subscription as the trie stores it.
+/// A session's subscription as the trie stores it. `qos` carries the MQTT
+/// 5 subscription options in its upper bits: [`NO_LOCAL`] and
+/// [`RETAIN_AS_PUBLISHED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalSub {
     pub session: SessionKey,
     pub qos: u8,
 }
+
+/// Subscription option: never deliver the session's own publishes.
+pub const NO_LOCAL: u8 = 0x04;
+/// Subscription option: keep the publisher's retain flag on delivery.
+pub const RETAIN_AS_PUBLISHED: u8 = 0x08;
 
 /// What a topic matched: this shard's plain subscribers (one entry per
 /// key, at the highest QoS of its matching filters), the other shards with
@@ -441,9 +448,18 @@ impl Trie {
 
 /// One delivery per key, at the highest QoS granted among its overlapping
 /// filters (MQTT-3.3.5-1 allows it; MQTT 5 requires it).
+/// Overlapping subscriptions of one key merge: the highest QoS, no-local
+/// only if every one says so, retain-as-published if any does.
 fn dedup(subs: &mut Vec<LocalSub>) -> Box<[LocalSub]> {
-    subs.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
-    subs.dedup_by_key(|s| s.session);
+    subs.sort_unstable_by_key(|s| s.session);
+    subs.dedup_by(|next, kept| {
+        if next.session != kept.session {
+            return false;
+        }
+        let (a, b) = (kept.qos, next.qos);
+        kept.qos = (a & 3).max(b & 3) | (a & b & NO_LOCAL) | ((a | b) & RETAIN_AS_PUBLISHED);
+        true
+    });
     subs.as_slice().into()
 }
 
@@ -550,6 +566,19 @@ mod tests {
         );
         assert_eq!(t.remove_local("a/+", 8), None);
         assert_eq!(t.remove_local("x/y", 8), None);
+    }
+
+    #[test]
+    fn overlapping_options_merge() {
+        let mut t = Trie::new(0);
+        t.add_local("a/+", 1, NO_LOCAL);
+        t.add_local("a/b", 1, 1 | NO_LOCAL | RETAIN_AS_PUBLISHED);
+        t.add_local("#", 2, NO_LOCAL);
+        t.add_local("a/#", 2, 0);
+        assert_eq!(
+            sessions(&t.matches("a/b")),
+            vec![(1, 1 | NO_LOCAL | RETAIN_AS_PUBLISHED), (2, 0)]
+        );
     }
 
     #[test]
