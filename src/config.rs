@@ -244,10 +244,10 @@ impl Default for Limits {
             topic_bytes_max: 1024,
             topic_levels_max: 32,
             client_id_bytes_max: 256,
-            queued_messages_max: 10_000,
-            queued_bytes_max: 4 * 1024 * 1024,
-            qos1_queued_messages_max: 20_000,
-            qos1_queued_bytes_max: 8 * 1024 * 1024,
+            queued_messages_max: 100_000,
+            queued_bytes_max: 16 * 1024 * 1024,
+            qos1_queued_messages_max: 200_000,
+            qos1_queued_bytes_max: 32 * 1024 * 1024,
             backpressure_pause_ms_max: 5000,
             slow_consumer_policy: SlowConsumerPolicy::Drop,
             inflight_max: 64,
@@ -581,8 +581,8 @@ mod tests {
         assert_eq!(c.runtime.ring_capacity, 4096);
         assert_eq!(c.runtime.match_cache_entries_max, 4096);
         assert_eq!(c.limits.packet_bytes_max, 1 << 20);
-        assert_eq!(c.limits.queued_messages_max, 10_000);
-        assert_eq!(c.limits.queued_bytes_max, 4 << 20);
+        assert_eq!(c.limits.queued_messages_max, 100_000);
+        assert_eq!(c.limits.queued_bytes_max, 16 << 20);
         assert_eq!(c.limits.inflight_max, 64);
         assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
         assert!(c.socket.tcp_nodelay);
