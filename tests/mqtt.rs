@@ -394,7 +394,7 @@ async fn connect_rules() {
     // PINGREQ answered with PINGRESP.
     assigned.send(&[0xc0, 0x00]).await;
     assert_eq!(assigned.read_exact(2).await, vec![0xd0, 0]);
-    // A refused filter gets 0x80 beside a granted one; QoS 2 is granted as 1.
+    // A refused filter gets 0x80 beside a granted one (QoS 2 granted).
     let mut out = Vec::new();
     codec::encode(
         &Packet::Subscribe {
@@ -404,7 +404,7 @@ async fn connect_rules() {
         &mut out,
     );
     assigned.send(&out).await;
-    assert_eq!(assigned.read_exact(6).await, vec![0x90, 4, 0, 9, 0x80, 1]);
+    assert_eq!(assigned.read_exact(6).await, vec![0x90, 4, 0, 9, 0x80, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -261,3 +261,81 @@ async fn offline_sessions_expire() {
     let (_c, present) = raw_connect(weft.shard_addrs[1], "ephemeral", false).await;
     assert!(!present, "an expired session is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_exactly_once_to_a_qos2_subscriber() {
+    let weft = Weft::start(2, "");
+    let mut sub = connect(weft.shard_addrs[1], "q2-sub").await;
+    sub.subscribe("q2/#", QoS::ExactlyOnce).await;
+    let publisher = connect(weft.shard_addrs[0], "q2-pub").await;
+    for i in 0..50 {
+        publisher
+            .publish("q2/x", QoS::ExactlyOnce, format!("{i}"))
+            .await;
+    }
+    for i in 0..50 {
+        let p = sub.next_publish().await;
+        assert_eq!(p.qos, QoS::ExactlyOnce);
+        assert_eq!(&p.payload[..], format!("{i}").as_bytes(), "in order, once");
+    }
+    publisher.publish("q2/end", QoS::AtMostOnce, "end").await;
+    assert_eq!(
+        sub.next_publish().await.topic,
+        "q2/end",
+        "no duplicate before the end marker"
+    );
+}
+
+/// QoS 2 across a reconnection in the middle of the flow: a delivery not
+/// yet PUBREC'd is resent (DUP), one PUBREC'd gets its PUBREL again, and
+/// neither is delivered twice as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_survives_a_reconnect_mid_flow() {
+    let weft = Weft::start(2, "");
+    let (mut sub, _) = raw_connect(weft.shard_addrs[0], "q2-keeper", false).await;
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![("m2/#", 2)],
+        },
+        &mut out,
+    );
+    sub.send(&out).await;
+    assert_eq!(sub.read_exact(5).await, vec![0x90, 3, 0, 1, 2]);
+    let publisher = connect(weft.shard_addrs[1], "q2-pub").await;
+    publisher.publish("m2/a", QoS::ExactlyOnce, "a").await;
+    publisher.publish("m2/b", QoS::ExactlyOnce, "b").await;
+    let (_, qos, _, id_a, payload) = publish_of(&read_packet(&mut sub).await);
+    assert_eq!((qos, payload.as_slice()), (2, &b"a"[..]));
+    let (_, _, _, id_b, payload) = publish_of(&read_packet(&mut sub).await);
+    assert_eq!(payload, b"b");
+    // PUBREC for a only, then the connection drops.
+    let a = id_a.to_be_bytes();
+    sub.send(&[0x50, 2, a[0], a[1]]).await;
+    assert_eq!(
+        read_packet(&mut sub).await,
+        vec![0x62, 2, a[0], a[1]],
+        "PUBREL for a"
+    );
+    drop(sub);
+
+    let (mut back, present) = raw_connect(weft.shard_addrs[1], "q2-keeper", false).await;
+    assert!(present);
+    // a: PUBREL again (not a new PUBLISH); b: PUBLISH again with DUP.
+    assert_eq!(read_packet(&mut back).await, vec![0x62, 2, a[0], a[1]]);
+    let (dup, qos, topic, id, payload) = publish_of(&read_packet(&mut back).await);
+    assert_eq!(
+        (dup, qos, topic.as_str(), id, payload.as_slice()),
+        (true, 2, "m2/b", id_b, &b"b"[..])
+    );
+    // Complete both flows; nothing else follows.
+    back.send(&[0x70, 2, a[0], a[1]]).await;
+    let b = id_b.to_be_bytes();
+    back.send(&[0x50, 2, b[0], b[1]]).await;
+    assert_eq!(read_packet(&mut back).await, vec![0x62, 2, b[0], b[1]]);
+    back.send(&[0x70, 2, b[0], b[1]]).await;
+    publisher.publish("m2/end", QoS::AtMostOnce, "end").await;
+    let (_, _, topic, _, _) = publish_of(&read_packet(&mut back).await);
+    assert_eq!(topic, "m2/end");
+}

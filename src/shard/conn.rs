@@ -218,9 +218,13 @@ async fn accept_connect(
     }
     // MQTT-3.2.2-1/2: session present only for a resumed session.
     let present = state.is_some();
+    let backlog = match state {
+        Some(state) => Some(ctx.install(&session, state).await),
+        None => None,
+    };
     session.send_short(&[0x20, 2, u8::from(present), 0]);
-    if let Some(state) = state {
-        ctx.install(&session, state);
+    if let Some(backlog) = backlog {
+        session.restore_backlog(backlog);
     }
     Ok((session, will, c.keep_alive_s))
 }
@@ -343,14 +347,15 @@ async fn handle(
             let id = id.to_be_bytes();
             session.send_short(&[0x70, 2, id[0], id[1]]);
         }
-        // weft grants at most QoS 1, so it never sends QoS 2: a stray
-        // PUBREC/PUBCOMP has nothing to act on.
-        Packet::PubRec(id) | Packet::PubComp(id) => {
-            tracing::debug!(
-                shard = ctx.id,
-                id,
-                "PUBREC/PUBCOMP without a QoS 2 delivery"
-            );
+        Packet::PubRec(id) => {
+            if !session.received(id) {
+                tracing::debug!(shard = ctx.id, id, "PUBREC for no QoS 2 delivery in flight");
+            }
+        }
+        Packet::PubComp(id) => {
+            if !session.acknowledge(id) {
+                tracing::debug!(shard = ctx.id, id, "PUBCOMP for no released QoS 2 delivery");
+            }
         }
         Packet::Subscribe { packet_id, filters } => {
             let mut frame = Vec::with_capacity(4 + filters.len());
@@ -370,9 +375,7 @@ async fn handle(
                     codes.push(0x80);
                     continue;
                 }
-                // QoS 2 deliveries arrive with the MQTT 5 issue: grant 1
-                // (MQTT-3.9.3: the server may grant a lower QoS).
-                let granted = qos.min(1);
+                let granted = qos.min(2);
                 ctx.subscribe(session, filter, granted);
                 codes.push(granted);
                 granted_filters.push((filter, granted));

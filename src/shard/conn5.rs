@@ -7,8 +7,8 @@
 //! `mqtt::v5`; routing, sessions and retained messages are the shard's
 //! (`ctx`), shared with MQTT 3.1.1. Not yet: subscription identifiers
 //! (advertised as unavailable), topic aliases from server to client (the
-//! server never sends them, which the spec allows), QoS 2 deliveries
-//! (granted as QoS 1), will delay, enhanced authentication (AUTH).
+//! server never sends them, which the spec allows), will delay, enhanced
+//! authentication (AUTH).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -106,6 +106,10 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         return reason;
     }
     let present = state.is_some();
+    let backlog = match state {
+        Some(state) => Some(ctx.install(&session, state).await),
+        None => None,
+    };
     let server_alias_max = config.mqtt.topic_alias_maximum;
     let props = Properties {
         receive_maximum: Some(config.limits.inflight_max.min(65_535) as u16),
@@ -134,8 +138,8 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
             properties: props,
         }),
     );
-    if let Some(state) = state {
-        ctx.install(&session, state);
+    if let Some(backlog) = backlog {
+        session.restore_backlog(backlog);
     }
     let timeout = (keep_alive_s > 0).then(|| Duration::from_millis(u64::from(keep_alive_s) * 1500));
     let _ = stream.borrow().set_read_timeout(timeout);
@@ -379,8 +383,23 @@ async fn handle(
                 }),
             );
         }
-        Packet::PubRec(_) | Packet::PubComp(_) => {
-            // weft grants at most QoS 1 to subscribers: nothing to act on.
+        Packet::PubRec(r) => {
+            if r.reason_code >= 0x80 {
+                // The client refused it: the delivery ends here.
+                session.forget(r.packet_id);
+            } else if !session.received(r.packet_id) {
+                encode(
+                    session,
+                    &Packet::PubRel(v5::PubResp {
+                        packet_id: r.packet_id,
+                        reason_code: reason::PACKET_IDENTIFIER_NOT_FOUND,
+                        properties: Properties::default(),
+                    }),
+                );
+            }
+        }
+        Packet::PubComp(r) => {
+            session.acknowledge(r.packet_id);
         }
         Packet::Subscribe(s) => {
             if !s.properties.subscription_identifiers.is_empty() {
@@ -401,7 +420,7 @@ async fn handle(
                     codes.push(reason::QUOTA_EXCEEDED);
                     continue;
                 }
-                let granted = opts.qos.min(1);
+                let granted = opts.qos;
                 let flags = granted
                     | if opts.no_local { NO_LOCAL } else { 0 }
                     | if opts.retain_as_published {

@@ -696,11 +696,17 @@ impl ShardCtx {
     }
 
     /// Installs a session state handed over from a previous connection.
-    pub fn install(&self, session: &Rc<Session>, state: SessionState) {
+    /// Re-subscribes a resumed session and returns its backlog, once every
+    /// shard knows the subscriptions (so a publish after the CONNACK, on
+    /// any shard, reaches it). Queue the CONNACK, then the backlog.
+    pub async fn install(&self, session: &Rc<Session>, state: SessionState) -> Backlog {
         for (filter, qos) in &state.subscriptions {
             self.subscribe(session, filter, *qos);
         }
-        session.restore_backlog(state.backlog);
+        if !state.subscriptions.is_empty() {
+            self.barrier().await;
+        }
+        state.backlog
     }
 
     /// The connection of a persistent session ended: keep the session,
@@ -888,7 +894,7 @@ impl ShardCtx {
         let events = backlog
             .inflight
             .into_iter()
-            .map(|(_, e)| e)
+            .map(|f| f.event)
             .chain(backlog.queued.into_iter().map(|(e, _)| e));
         let mut out = Vec::new();
         for event in events {
@@ -1229,7 +1235,7 @@ impl ShardCtx {
     /// `congested`; the ring reader then pauses (see [`Self::pause_for`]),
     /// the ring fills, and the publishers on the sending shard wait in
     /// `send`: backpressure reaches them without any extra message.
-    pub fn on_ring(&self, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
+    pub fn on_ring(self: &Rc<Self>, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         match msg {
             ShardMsg::Event {
                 event,
@@ -1273,15 +1279,24 @@ impl ShardCtx {
                 token,
                 want_state,
             } => {
-                // No session of ours is excluded: the claimant is elsewhere.
-                let state = self.take_over_remote(&client_id, want_state);
-                self.push_control(
-                    Some(from),
-                    ShardMsg::TakeoverReply {
-                        token,
-                        state: state.map(Box::new),
-                    },
-                );
+                // First let every event already on its way here arrive (a
+                // barrier: each peer answers after what it sent before), so
+                // that what was acknowledged to publishers before this
+                // reconnection travels with the session. Then hand it over.
+                let ctx = self.clone();
+                glommio::spawn_local(async move {
+                    ctx.barrier().await;
+                    // No session of ours is excluded: the claimant is elsewhere.
+                    let state = ctx.take_over_remote(&client_id, want_state);
+                    ctx.push_control(
+                        Some(from),
+                        ShardMsg::TakeoverReply {
+                            token,
+                            state: state.map(Box::new),
+                        },
+                    );
+                })
+                .detach();
             }
             ShardMsg::TakeoverReply { token, state } => self.answer(token, Reply::State(state)),
             ShardMsg::Release { client_id } => self.release_directory(&client_id, from),

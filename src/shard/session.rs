@@ -125,12 +125,9 @@ enum OutItem {
         event: Event,
         sid: Rc<str>,
     },
-    /// An unacknowledged QoS 1 delivery resent after reconnection, with
-    /// its original packet id and DUP (MQTT-4.4.0-1).
-    Redeliver {
-        event: Event,
-        packet_id: u16,
-    },
+    /// An unacknowledged delivery resent after reconnection, with its
+    /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
+    Redeliver(Flight),
     Static(&'static [u8]),
     /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
     Short([u8; 4], u8),
@@ -145,7 +142,8 @@ impl OutItem {
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
             OutItem::Nats { event, sid } => event.nats_wire_len(sid),
-            OutItem::Redeliver { event, .. } => event.wire_len(1),
+            OutItem::Redeliver(f) if f.released => 4,
+            OutItem::Redeliver(f) => f.event.wire_len(f.qos),
             OutItem::Static(bytes) => bytes.len(),
             OutItem::Short(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
@@ -159,9 +157,9 @@ struct Outbound {
     bytes: usize,
     writer: Option<Waker>,
     drain_waiters: Vec<Waker>,
-    /// QoS 1 deliveries awaiting PUBACK, oldest first. The event is kept for
-    /// the redelivery of persistent sessions (a later issue).
-    inflight: VecDeque<(u16, Event)>,
+    /// QoS 1 and 2 deliveries not yet acknowledged, oldest first, kept for
+    /// redelivery to a persistent session's next connection.
+    inflight: VecDeque<Flight>,
     last_packet_id: u16,
 }
 
@@ -202,11 +200,22 @@ pub struct Session {
     pub max_packet: Cell<u32>,
 }
 
+/// One QoS 1 or 2 delivery in flight.
+#[derive(Debug, Clone)]
+pub struct Flight {
+    pub id: u16,
+    pub event: Event,
+    pub qos: u8,
+    /// QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP.
+    pub released: bool,
+}
+
 /// What a persistent session carries from one connection to the next.
 #[derive(Debug, Default, Clone)]
 pub struct Backlog {
-    /// Sent, not acknowledged: resent with DUP and the same packet id.
-    pub inflight: Vec<(u16, Event)>,
+    /// Sent, not acknowledged: resent with DUP and the same packet id (or
+    /// PUBREL again, for a released QoS 2 delivery).
+    pub inflight: Vec<Flight>,
     /// Not sent yet (QoS >= 1 only).
     pub queued: Vec<(Event, u8)>,
 }
@@ -401,9 +410,9 @@ impl Session {
                 }
             }
             match &item {
-                OutItem::Event { event, .. }
-                | OutItem::Nats { event, .. }
-                | OutItem::Redeliver { event, .. } => born.push(event.born_ns),
+                OutItem::Event { event, .. } | OutItem::Nats { event, .. } => {
+                    born.push(event.born_ns)
+                }
                 _ => {}
             }
             match item {
@@ -425,17 +434,29 @@ impl Session {
                     } else {
                         event.write_to(buf, qos, id, false, retain);
                     }
-                    out.inflight.push_back((id, event));
+                    out.inflight.push_back(Flight {
+                        id,
+                        event,
+                        qos,
+                        released: false,
+                    });
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats { event, sid } => event.write_nats(buf, &sid),
-                OutItem::Redeliver { event, packet_id } => {
-                    if v5 {
-                        event.write_v5(buf, 1, packet_id, true, false);
+                OutItem::Redeliver(flight) => {
+                    let id = flight.id.to_be_bytes();
+                    if flight.released {
+                        buf.extend_from_slice(&[0x62, 2, id[0], id[1]]);
+                    } else if v5 {
+                        flight
+                            .event
+                            .write_v5(buf, flight.qos, flight.id, true, false);
                     } else {
-                        event.write_to(buf, 1, packet_id, true, false);
+                        flight
+                            .event
+                            .write_to(buf, flight.qos, flight.id, true, false);
                     }
-                    out.inflight.push_back((packet_id, event));
+                    out.inflight.push_back(flight);
                 }
                 OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
@@ -476,10 +497,15 @@ impl Session {
         }
     }
 
-    /// Handles PUBACK: frees the packet id. False if it was not in flight.
+    /// Handles PUBACK (QoS 1) or PUBCOMP (QoS 2, after PUBREL): frees the
+    /// packet id. False if no such delivery was in flight.
     pub fn acknowledge(&self, packet_id: u16) -> bool {
         let mut out = self.out.borrow_mut();
-        let Some(at) = out.inflight.iter().position(|(id, _)| *id == packet_id) else {
+        let Some(at) = out
+            .inflight
+            .iter()
+            .position(|f| f.id == packet_id && (f.qos == 1 || f.released))
+        else {
             return false;
         };
         out.inflight.remove(at);
@@ -488,6 +514,29 @@ impl Session {
                 w.wake();
             }
         }
+        true
+    }
+
+    /// Ends a delivery the client refused (MQTT 5 PUBREC with an error).
+    pub fn forget(&self, packet_id: u16) {
+        let mut out = self.out.borrow_mut();
+        out.inflight.retain(|f| f.id != packet_id);
+    }
+
+    /// Handles PUBREC of a QoS 2 delivery: answers PUBREL (MQTT-4.3.3-3).
+    /// False if no such delivery was waiting for it.
+    pub fn received(&self, packet_id: u16) -> bool {
+        let mut out = self.out.borrow_mut();
+        let Some(flight) = out
+            .inflight
+            .iter_mut()
+            .find(|f| f.id == packet_id && f.qos == 2)
+        else {
+            return false;
+        };
+        flight.released = true;
+        let id = packet_id.to_be_bytes();
+        self.push(&mut out, OutItem::Short([0x62, 2, id[0], id[1]], 4));
         true
     }
 
@@ -501,9 +550,7 @@ impl Session {
         for item in out.queue.drain(..) {
             match item {
                 OutItem::Event { event, qos, .. } if qos > 0 => backlog.queued.push((event, qos)),
-                OutItem::Redeliver { event, packet_id } => {
-                    backlog.inflight.push((packet_id, event))
-                }
+                OutItem::Redeliver(flight) => backlog.inflight.push(flight),
                 _ => {}
             }
         }
@@ -514,8 +561,8 @@ impl Session {
     /// Queues a backlog: first the resends, then what was never sent.
     pub fn restore_backlog(&self, backlog: Backlog) {
         let mut out = self.out.borrow_mut();
-        for (packet_id, event) in backlog.inflight {
-            self.push(&mut out, OutItem::Redeliver { event, packet_id });
+        for flight in backlog.inflight {
+            self.push(&mut out, OutItem::Redeliver(flight));
         }
         for (event, qos) in backlog.queued {
             self.push(
@@ -540,7 +587,7 @@ fn next_packet_id(out: &mut Outbound) -> u16 {
     loop {
         out.last_packet_id = out.last_packet_id.wrapping_add(1).max(1);
         let id = out.last_packet_id;
-        if !out.inflight.iter().any(|(used, _)| *used == id) {
+        if !out.inflight.iter().any(|f| f.id == id) {
             return id;
         }
     }

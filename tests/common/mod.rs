@@ -327,7 +327,13 @@ impl Client {
         loop {
             match self.next().await {
                 Packet::Publish(p) => return p,
-                Packet::PubAck(_) | Packet::PingResp | Packet::SubAck(_) | Packet::UnsubAck(_) => {}
+                Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubRel(_)
+                | Packet::PubComp(_)
+                | Packet::PingResp
+                | Packet::SubAck(_)
+                | Packet::UnsubAck(_) => {}
                 other => panic!("{}: unexpected {other:?}", self.id),
             }
         }
