@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import nats' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import nats, paho.mqtt' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi

@@ -31,3 +31,21 @@ fn nats_py_smoke() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
 }
+
+#[test]
+fn paho_mqtt_smoke() {
+    let weft = Weft::start(2, "");
+    let out = std::process::Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/paho_smoke.py"))
+        .arg(weft.addr.ip().to_string())
+        .arg(weft.addr.port().to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "paho-mqtt smoke failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}

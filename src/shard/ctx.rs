@@ -618,6 +618,15 @@ impl ShardCtx {
                 state = state.or(s.map(|b| *b));
             }
         }
+        tracing::debug!(
+            shard = self.id,
+            client_id = &*id,
+            ?previous,
+            resumed = state.is_some(),
+            inflight = state.as_ref().map_or(0, |s| s.backlog.inflight.len()),
+            queued = state.as_ref().map_or(0, |s| s.backlog.queued.len()),
+            "session established"
+        );
         let mut connecting = self.connecting.borrow_mut();
         if connecting.get(&*id).is_some_and(|s| Rc::ptr_eq(s, session)) {
             connecting.remove(&*id);

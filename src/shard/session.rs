@@ -306,9 +306,13 @@ impl Session {
 
     /// Queues `event` for delivery, applying the queue limits.
     pub fn deliver(&self, event: Event, how: DeliverAs, limits: &Limits) -> Delivery {
-        if self.close.get().is_some() {
+        // A persistent session whose connection is closing keeps collecting,
+        // as it will once parked: nothing acknowledged falls in between.
+        let closing = self.close.get().is_some();
+        if closing && !(self.persistent.get() && !self.detached.get()) {
             return Delivery::Dropped;
         }
+        let offline = self.offline.get() || closing;
         let qos = how.qos();
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
@@ -321,7 +325,7 @@ impl Session {
             return Delivery::Dropped;
         }
         let mut out = self.out.borrow_mut();
-        if self.offline.get() {
+        if offline {
             let full = out.queue.len() >= limits.qos1_queued_messages_max
                 || out.bytes + len > limits.qos1_queued_bytes_max;
             if qos == 0 || full {
@@ -329,7 +333,7 @@ impl Session {
                 return Delivery::Dropped;
             }
         }
-        let over_soft = !self.offline.get()
+        let over_soft = !offline
             && (out.queue.len() >= limits.queued_messages_max
                 || out.bytes + len > limits.queued_bytes_max);
         let mut outcome = Delivery::Queued;
