@@ -128,9 +128,25 @@ impl Event {
     /// Appends an MQTT 5 PUBLISH: the metadata becomes properties (NATS
     /// headers → user properties, NATS reply → Response Topic) and the
     /// remaining expiry interval is forwarded (MQTT-3.3.2-6).
-    pub fn write_v5(&self, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
+    /// `sub_ids`: identifiers of the matching subscriptions; `alias`: a
+    /// topic alias, with `true` when the topic goes along to set it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_v5(
+        &self,
+        out: &mut Vec<u8>,
+        qos: u8,
+        packet_id: u16,
+        dup: bool,
+        retain: bool,
+        sub_ids: &[u32],
+        alias: Option<(u16, bool)>,
+    ) {
         use crate::mqtt::v5;
-        let mut props = v5::Properties::default();
+        let mut props = v5::Properties {
+            subscription_identifiers: sub_ids.to_vec(),
+            topic_alias: alias.map(|(a, _)| a),
+            ..Default::default()
+        };
         let nats_reply_topic;
         let header_pairs;
         if let Some(m) = self.meta.as_deref() {
@@ -165,7 +181,10 @@ impl Event {
             dup,
             qos,
             retain,
-            topic: self.topic(),
+            topic: match alias {
+                Some((_, false)) => "",
+                _ => self.topic(),
+            },
             packet_id: if qos > 0 { packet_id } else { 0 },
             properties: props,
             payload: self.payload(),

@@ -435,3 +435,154 @@ async fn session_expiry_message_expiry_and_takeover() {
         "the expired message was not delivered"
     );
 }
+
+fn v5_connect(
+    id: &str,
+    props: wv5::Properties<'static>,
+    will: Option<Box<wv5::Will<'static>>>,
+    clean: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    wv5::encode(
+        &wv5::Packet::Connect(wv5::Connect {
+            clean_start: clean,
+            keep_alive_s: 30,
+            properties: props,
+            client_id: id,
+            will,
+            username: None,
+            password: None,
+        }),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+fn decoded(bytes: &[u8]) -> wv5::Packet<'_> {
+    wv5::decode(bytes, &Default::default()).unwrap().unwrap().0
+}
+
+/// Subscription identifiers ride on each delivery; the server sets topic
+/// aliases towards a client that allows them (both directions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_identifiers_and_server_topic_aliases() {
+    let weft = Weft::start(2, "");
+    let mut sub = Raw::open(weft.shard_addrs[0]).await;
+    let props = wv5::Properties {
+        topic_alias_maximum: Some(4),
+        ..Default::default()
+    };
+    sub.send(&v5_connect("ids", props, None, true)).await;
+    let ack = read_v5(&mut sub).await;
+    let wv5::Packet::ConnAck(ack) = decoded(&ack) else {
+        panic!()
+    };
+    assert_eq!(ack.properties.subscription_identifier_available, Some(true));
+    for (filter, id) in [("ids/#", 7u32), ("ids/+/x", 9)] {
+        let mut out = Vec::new();
+        wv5::encode(
+            &wv5::Packet::Subscribe(wv5::Subscribe {
+                packet_id: 1,
+                properties: wv5::Properties {
+                    subscription_identifiers: vec![id],
+                    ..Default::default()
+                },
+                filters: vec![(filter, wv5::SubscriptionOptions::default())],
+            }),
+            &mut out,
+        )
+        .unwrap();
+        sub.send(&out).await;
+        read_v5(&mut sub).await; // SUBACK
+    }
+    let (publisher, _) = connect5(weft.shard_addrs[1], "ids-pub", |_| {}).await;
+    for _ in 0..2 {
+        publisher
+            .client
+            .publish("ids/a/x", QoS::AtMostOnce, false, "p")
+            .await
+            .unwrap();
+    }
+    let first = read_v5(&mut sub).await;
+    let wv5::Packet::Publish(p) = decoded(&first) else {
+        panic!()
+    };
+    let mut ids = p.properties.subscription_identifiers.clone();
+    ids.sort();
+    assert_eq!(ids, vec![7, 9], "both matching subscriptions' identifiers");
+    assert_eq!(
+        (p.topic, p.properties.topic_alias),
+        ("ids/a/x", Some(1)),
+        "alias set"
+    );
+    let second = read_v5(&mut sub).await;
+    let wv5::Packet::Publish(p) = decoded(&second) else {
+        panic!()
+    };
+    assert_eq!(
+        (p.topic, p.properties.topic_alias),
+        ("", Some(1)),
+        "alias used, topic omitted"
+    );
+}
+
+/// The Will Delay Interval: a reconnection within the delay cancels the
+/// will; otherwise it is published once the delay has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_delay_interval() {
+    let weft = Weft::start(2, "");
+    let (mut watcher, _) = connect5(weft.shard_addrs[1], "will-watcher", |_| {}).await;
+    watcher
+        .subscribe(Filter::new("wd/#", QoS::AtMostOnce))
+        .await;
+    let session = || wv5::Properties {
+        session_expiry_interval: Some(60),
+        ..Default::default()
+    };
+    let will = |topic: &'static str, delay: u32| {
+        Some(Box::new(wv5::Will {
+            properties: wv5::Properties {
+                will_delay_interval: Some(delay),
+                ..Default::default()
+            },
+            topic,
+            payload: b"gone",
+            qos: 0,
+            retain: false,
+        }))
+    };
+    // Drops, comes back within its 2 s delay: no will.
+    let mut back_soon = Raw::open(weft.shard_addrs[0]).await;
+    back_soon
+        .send(&v5_connect("wd-soon", session(), will("wd/soon", 2), true))
+        .await;
+    read_v5(&mut back_soon).await;
+    drop(back_soon);
+    let mut again = Raw::open(weft.shard_addrs[1]).await;
+    again
+        .send(&v5_connect("wd-soon", session(), None, false))
+        .await;
+    read_v5(&mut again).await;
+    // Drops for good with a 1 s delay: the will comes.
+    let mut gone = Raw::open(weft.shard_addrs[0]).await;
+    gone.send(&v5_connect("wd-gone", session(), will("wd/gone", 1), true))
+        .await;
+    read_v5(&mut gone).await;
+    drop(gone);
+    // wd/gone arrives after ~1 s; wd/soon (due at ~2 s) was cancelled, so
+    // waiting past it, the sentinel is what follows.
+    let p = watcher.next_publish().await;
+    assert_eq!(&p.topic[..], b"wd/gone");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    watcher
+        .client
+        .publish("wd/end", QoS::AtMostOnce, false, "end")
+        .await
+        .unwrap();
+    assert_eq!(
+        &watcher.next_publish().await.topic[..],
+        b"wd/end",
+        "the cancelled will never came"
+    );
+}

@@ -36,7 +36,10 @@ fn nats_py_smoke() {
 fn paho_mqtt_smoke() {
     let weft = Weft::start(2, "");
     let out = std::process::Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/paho_smoke.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/paho_smoke.py"
+        ))
         .arg(weft.addr.ip().to_string())
         .arg(weft.addr.port().to_string())
         .output()

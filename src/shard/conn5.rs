@@ -5,10 +5,8 @@
 //!
 //! Owns: the MQTT 5 session rules of one connection. The wire format is
 //! `mqtt::v5`; routing, sessions and retained messages are the shard's
-//! (`ctx`), shared with MQTT 3.1.1. Not yet: subscription identifiers
-//! (advertised as unavailable), topic aliases from server to client (the
-//! server never sends them, which the spec allows), will delay, enhanced
-//! authentication (AUTH).
+//! (`ctx`), shared with MQTT 3.1.1. Not yet: enhanced authentication
+//! (AUTH), response information.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,7 +14,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
-use super::io::{read_some, write_all, write_loop, Read, ReadBuffer, Stream};
+use super::io::{last_words, read_some, write_loop, Read, ReadBuffer, Stream};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::{now_ns, Event, EventMeta};
 use crate::mqtt::v5::{self, reason, Packet, Properties};
@@ -85,6 +83,11 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         }
         None => None,
     };
+    let will_delay_s = c
+        .will
+        .as_deref()
+        .and_then(|w| w.properties.will_delay_interval)
+        .unwrap_or(0);
     let expiry_s = c.properties.session_expiry_interval.unwrap_or(0);
     let keep_alive_s = c.keep_alive_s;
     let clean_start = c.clean_start;
@@ -97,6 +100,12 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
     }
     if let Some(max) = c.properties.maximum_packet_size {
         session.max_packet.set(max);
+    }
+    session
+        .client_alias_max
+        .set(c.properties.topic_alias_maximum.unwrap_or(0));
+    if expiry_s > 0 {
+        session.expiry_s.set(Some(expiry_s));
     }
     rb.start += used;
     // Clean Start 0 resumes a kept session (MQTT-3.1.2-5).
@@ -118,7 +127,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         retain_available: Some(true),
         wildcard_subscription_available: Some(true),
         shared_subscription_available: Some(true),
-        subscription_identifier_available: Some(false),
+        subscription_identifier_available: Some(true),
         assigned_client_identifier: assigned.then_some(&*session.client_id),
         session_expiry_interval: (expiry_s > 0).then(|| {
             expiry_s.min(
@@ -166,25 +175,42 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
     if let (Some(code), true) = (code, between_packets) {
         let mut frame = Vec::new();
         if v5::encode(&Packet::Disconnect(v5::ReasonOnly::new(code)), &mut frame).is_ok() {
-            let write = async {
-                let _ = write_all(stream, &frame).await;
-            };
-            futures_lite::future::or(write, glommio::timer::sleep(Duration::from_millis(100)))
-                .await;
+            last_words(stream, &frame).await;
         }
     }
-    if session.persistent.get() && !session.detached.get() {
-        ctx.park(&session);
+    let kept = if session.persistent.get() && !session.detached.get() {
+        Some(ctx.park(&session))
     } else {
         ctx.unregister(&session);
-    }
+        None
+    };
     // DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3); any other DISCONNECT
     // discards it; abnormal ends publish it.
     let publish_will = match reason {
         CloseReason::ClientDisconnect => state.will_wanted,
         other => other.publishes_will(),
     };
-    if let Some(will) = will.take().filter(|_| publish_will) {
+    let will = will.take().filter(|_| publish_will);
+    if let (Some(will), Some(kept), true) = (&will, &kept, will_delay_s > 0) {
+        // Will Delay (MQTT-3.1.3-9): held while the session lives; a
+        // reconnection before the delay cancels it, the session's end
+        // (expiry) publishes it early.
+        *kept.pending_will.borrow_mut() = Some(will.clone());
+        let (ctx, kept) = (ctx.clone(), kept.clone());
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_secs(u64::from(will_delay_s))).await;
+            let due = kept.pending_will.borrow_mut().take();
+            if let Some(will) = due.filter(|_| !kept.detached.get()) {
+                if will.retain {
+                    ctx.retain(&will);
+                }
+                ctx.publish(will, &mut Vec::new()).await;
+            }
+        })
+        .detach();
+        return reason;
+    }
+    if let Some(will) = will {
         if will.retain {
             ctx.retain(&will);
         }
@@ -210,7 +236,7 @@ async fn refuse(ctx: &ShardCtx, stream: &Stream, code: u8, why: &dyn std::fmt::D
         properties: Properties::default(),
     });
     if v5::encode(&ack, &mut frame).is_ok() {
-        let _ = write_all(stream, &frame).await;
+        last_words(stream, &frame).await;
     }
     if ctx.log_limiter.allow() {
         let peer = stream.borrow().peer_addr().ok();
@@ -402,10 +428,7 @@ async fn handle(
             session.acknowledge(r.packet_id);
         }
         Packet::Subscribe(s) => {
-            if !s.properties.subscription_identifiers.is_empty() {
-                // Advertised as unavailable in CONNACK (MQTT-3.8.2-... 0xA1).
-                return protocol_error(reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
-            }
+            let identifier = s.properties.subscription_identifiers.first().copied();
             let mut codes: SmallVec<[u8; 8]> = SmallVec::new();
             let mut retained: SmallVec<[(&str, u8); 8]> = SmallVec::new();
             for (filter, opts) in &s.filters {
@@ -429,6 +452,18 @@ async fn handle(
                         0
                     };
                 ctx.subscribe(session, filter, flags);
+                // MQTT-3.8.4-... the identifier replaces the previous one.
+                match identifier {
+                    Some(id) => {
+                        session
+                            .sub_identifiers
+                            .borrow_mut()
+                            .insert((*filter).into(), id);
+                    }
+                    None => {
+                        session.sub_identifiers.borrow_mut().remove(*filter);
+                    }
+                }
                 codes.push(granted);
                 let send = match opts.retain_handling {
                     v5::RetainHandling::SendAtSubscribe => true,
@@ -488,7 +523,9 @@ async fn handle(
             return Err((CloseReason::ClientDisconnect, None));
         }
         Packet::Connect(_) => return protocol_error(reason::PROTOCOL_ERROR),
-        Packet::Auth(_) => return protocol_error(reason::BAD_AUTHENTICATION_METHOD),
+        // Enhanced authentication is not offered (CONNACK carries no
+        // method), so any AUTH is out of place (MQTT-4.12.0-1).
+        Packet::Auth(_) => return protocol_error(reason::PROTOCOL_ERROR),
         _ => return protocol_error(reason::PROTOCOL_ERROR),
     }
     Ok(())

@@ -89,6 +89,8 @@ pub enum ShardMsg {
 #[derive(Debug, Default, Clone)]
 pub struct SessionState {
     pub subscriptions: Vec<(Box<str>, u8)>,
+    /// MQTT 5 Subscription Identifiers of those subscriptions.
+    pub identifiers: Vec<(Box<str>, u32)>,
     pub backlog: Backlog,
 }
 
@@ -675,12 +677,24 @@ impl ShardCtx {
         } else {
             Vec::new()
         };
+        let identifiers: Vec<(Box<str>, u32)> = if keep {
+            old.sub_identifiers
+                .borrow()
+                .iter()
+                .map(|(f, i)| (f.clone(), *i))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A will waiting for its delay is not published: the session goes on.
+        old.pending_will.borrow_mut().take();
         let backlog = old.take_backlog();
         // Release everything of the old session here (its connection, if
         // any, sees `detached` and leaves it alone).
         self.release_session(&old);
         keep.then_some(SessionState {
             subscriptions,
+            identifiers,
             backlog,
         })
     }
@@ -712,6 +726,10 @@ impl ShardCtx {
         for (filter, qos) in &state.subscriptions {
             self.subscribe(session, filter, *qos);
         }
+        session
+            .sub_identifiers
+            .borrow_mut()
+            .extend(state.identifiers);
         if !state.subscriptions.is_empty() {
             self.barrier().await;
         }
@@ -721,7 +739,7 @@ impl ShardCtx {
     /// The connection of a persistent session ended: keep the session,
     /// offline, in the same slot (its subscriptions stay in the trie), until
     /// a reconnection takes it or `offline_session_expiry_s` passes.
-    pub fn park(&self, session: &Rc<Session>) {
+    pub fn park(&self, session: &Rc<Session>) -> Rc<Session> {
         let kept = Rc::new(Session::new(
             session.key,
             Protocol::Mqtt,
@@ -731,6 +749,9 @@ impl ShardCtx {
         kept.offline.set(true);
         *kept.subscriptions.borrow_mut() = std::mem::take(&mut *session.subscriptions.borrow_mut());
         kept.restore_backlog(session.take_backlog());
+        *kept.sub_identifiers.borrow_mut() =
+            std::mem::take(&mut *session.sub_identifiers.borrow_mut());
+        kept.expiry_s.set(session.expiry_s.get());
         session.detached.set(true);
         self.slots.borrow_mut().slots[session.key as usize] = Some(Slot::Mqtt(kept.clone()));
         let mut homes = self.homes.borrow_mut();
@@ -741,15 +762,22 @@ impl ShardCtx {
             homes.insert(session.client_id.clone(), kept.clone());
         }
         drop(homes);
-        let expiry = Duration::from_secs(self.limits().offline_session_expiry_s);
+        let configured = self.limits().offline_session_expiry_s;
+        let expiry = Duration::from_secs(
+            session
+                .expiry_s
+                .get()
+                .map_or(configured, |s| u64::from(s).min(configured)),
+        );
         self.offline_count.set(self.offline_count.get() + 1);
         let mut offline = self.offline.borrow_mut();
-        offline.push_back((Instant::now() + expiry, kept));
+        offline.push_back((Instant::now() + expiry, kept.clone()));
         // Entries of sessions resumed since stay until compacted: keep the
         // queue within twice the live ones (amortised O(1)).
         if offline.len() > 2 * self.offline_count.get() + 1024 {
             offline.retain(|(_, s)| s.offline.get() && !s.detached.get());
         }
+        kept
     }
 
     /// Drops the home entry of a session that ends for good, and its
@@ -780,8 +808,10 @@ impl ShardCtx {
         }
     }
 
-    /// Ends offline sessions whose expiry passed.
-    fn expire_offline(&self) {
+    /// Ends offline sessions whose expiry passed; returns the wills still
+    /// waiting for their delay, due now that their session ended.
+    fn expire_offline(&self) -> Vec<Event> {
+        let mut wills = Vec::new();
         let now = Instant::now();
         loop {
             let next = {
@@ -791,9 +821,12 @@ impl ShardCtx {
                     _ => None,
                 }
             };
-            let Some((_, session)) = next else { return };
+            let Some((_, session)) = next else {
+                return wills;
+            };
             if session.offline.get() && !session.detached.get() {
                 self.offline_count.set(self.offline_count.get() - 1);
+                wills.extend(session.pending_will.borrow_mut().take());
                 tracing::debug!(
                     shard = self.id,
                     client_id = &*session.client_id,
@@ -1363,8 +1396,9 @@ impl ShardCtx {
 
     /// Off-path chores of the tick: answer an admin view request, take a
     /// reloaded configuration.
-    pub fn housekeeping(&self) {
-        self.expire_offline();
+    /// Returns wills to publish (their sessions expired).
+    pub fn housekeeping(&self) -> Vec<Event> {
+        let wills = self.expire_offline();
         if self.stats.view_requested.swap(false, Ordering::AcqRel) {
             let view = self.view(self.config().admin.view_entries_max);
             if let Ok(mut slot) = self.stats.view.lock() {
@@ -1379,6 +1413,7 @@ impl ShardCtx {
                 tracing::debug!(shard = self.id, generation, "configuration reloaded");
             }
         }
+        wills
     }
 
     /// Builds this shard's admin view, bounded to `max` entries a list.

@@ -159,6 +159,32 @@ pub fn configure(stream: &TcpStream, socket: &crate::config::SocketConfig) {
     }
 }
 
+/// Sends `last` (a final DISCONNECT or `-ERR` line) and closes gently:
+/// half-close, then read and discard what the client still sends, for at
+/// most 100 ms and 64 KiB. Closing with unread input would make the kernel
+/// reset the connection, and the client could lose the last words.
+pub async fn last_words(stream: &Stream, last: &[u8]) {
+    let bounded = async {
+        if write_all(stream, last).await.is_err() {
+            return;
+        }
+        let _ = stream.borrow().shutdown(std::net::Shutdown::Write).await;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match read_some(stream, &mut sink, None).await {
+                Read::Data(n) => left = left.saturating_sub(n),
+                Read::Closed(_) => break,
+            }
+        }
+    };
+    futures_lite::future::or(
+        bounded,
+        glommio::timer::sleep(std::time::Duration::from_millis(100)),
+    )
+    .await;
+}
+
 /// Makes the coming close reset the connection instead of draining it:
 /// for a slow consumer the unsent bytes in the kernel's buffer (up to
 /// tcp_wmem's maximum, megabytes) would otherwise trickle out for minutes

@@ -375,7 +375,12 @@ async fn run_shard(
             loop {
                 glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
                 ctx.publish_stats();
-                ctx.housekeeping();
+                for will in ctx.housekeeping() {
+                    if will.retain {
+                        ctx.retain(&will);
+                    }
+                    ctx.publish(will, &mut Vec::new()).await;
+                }
                 if ctx.shutdown_requested() {
                     ctx.request_stop();
                 }

@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 use serde::Deserialize;
 
 use super::ctx::ShardCtx;
-use super::io::{read_some, write_all, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL};
+use super::io::{read_some, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::{Event, EventMeta};
 use crate::nats::codec::{self, ClientOp, NatsLimits};
@@ -78,12 +78,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     });
     if let (Some(message), true) = (error, between_packets) {
         // Best effort, bounded: the client may not be reading at all.
-        let line = codec::err_line(message);
-        let write = async {
-            let _ = write_all(&stream, &line).await;
-        };
-        let bound = glommio::timer::sleep(Duration::from_millis(100));
-        futures_lite::future::or(write, bound).await;
+        super::io::last_words(&stream, &codec::err_line(message)).await;
     }
     if reason == CloseReason::ProtocolError {
         Counters::add(&ctx.counters.protocol_errors, 1);

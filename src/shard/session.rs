@@ -10,6 +10,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+
+use smallvec::SmallVec;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
@@ -198,6 +200,17 @@ pub struct Session {
     /// MQTT 5: the client's Maximum Packet Size (0 = none); larger
     /// deliveries are discarded (MQTT-3.1.2-25).
     pub max_packet: Cell<u32>,
+    /// MQTT 5 Session Expiry Interval (None: the configured one).
+    pub expiry_s: Cell<Option<u32>>,
+    /// MQTT 5 Subscription Identifiers by filter (only for subscriptions
+    /// that set one; empty, unallocated, otherwise).
+    pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
+    /// MQTT 5 topic aliases this server assigned, towards the client
+    /// (bounded by the client's Topic Alias Maximum).
+    out_aliases: RefCell<hashbrown::HashMap<Box<str>, u16>>,
+    pub client_alias_max: Cell<u16>,
+    /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
+    pub pending_will: RefCell<Option<Event>>,
 }
 
 /// One QoS 1 or 2 delivery in flight.
@@ -241,6 +254,11 @@ impl Session {
             version: Cell::new(4),
             receive_max: Cell::new(u16::MAX),
             max_packet: Cell::new(0),
+            expiry_s: Cell::new(None),
+            sub_identifiers: RefCell::default(),
+            out_aliases: RefCell::default(),
+            client_alias_max: Cell::new(0),
+            pending_will: RefCell::new(None),
         }
     }
 
@@ -426,7 +444,8 @@ impl Session {
                     retain,
                 } => {
                     if v5 {
-                        event.write_v5(buf, 0, 0, false, retain);
+                        let (ids, alias) = self.v5_extras(&event);
+                        event.write_v5(buf, 0, 0, false, retain, &ids, alias);
                     } else {
                         event.write_to(buf, 0, 0, false, retain);
                     }
@@ -434,7 +453,8 @@ impl Session {
                 OutItem::Event { event, qos, retain } => {
                     let id = next_packet_id(out);
                     if v5 {
-                        event.write_v5(buf, qos, id, false, retain);
+                        let (ids, alias) = self.v5_extras(&event);
+                        event.write_v5(buf, qos, id, false, retain, &ids, alias);
                     } else {
                         event.write_to(buf, qos, id, false, retain);
                     }
@@ -452,9 +472,10 @@ impl Session {
                     if flight.released {
                         buf.extend_from_slice(&[0x62, 2, id[0], id[1]]);
                     } else if v5 {
+                        let (ids, alias) = self.v5_extras(&flight.event);
                         flight
                             .event
-                            .write_v5(buf, flight.qos, flight.id, true, false);
+                            .write_v5(buf, flight.qos, flight.id, true, false, &ids, alias);
                     } else {
                         flight
                             .event
@@ -487,6 +508,39 @@ impl Session {
         }
         out.writer = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// MQTT 5 per-delivery properties: the identifiers of the session's
+    /// subscriptions matching the topic (MQTT-3.3.4-3), and a topic alias
+    /// (assigned on first use while the client's maximum allows; `true` =
+    /// send the topic along to set it).
+    fn v5_extras(&self, event: &Event) -> (SmallVec<[u32; 2]>, Option<(u16, bool)>) {
+        let topic = event.topic();
+        let ids = self
+            .sub_identifiers
+            .borrow()
+            .iter()
+            .filter(|(f, _)| {
+                crate::topic::filter_matches(crate::shard::ctx::split_share(f).1, topic)
+            })
+            .map(|(_, id)| *id)
+            .collect();
+        let max = self.client_alias_max.get();
+        let alias = if max == 0 {
+            None
+        } else {
+            let mut aliases = self.out_aliases.borrow_mut();
+            match aliases.get(topic) {
+                Some(a) => Some((*a, false)),
+                None if aliases.len() < usize::from(max) => {
+                    let a = aliases.len() as u16 + 1;
+                    aliases.insert(topic.into(), a);
+                    Some((a, true))
+                }
+                None => None,
+            }
+        };
+        (ids, alias)
     }
 
     /// For a writer blocked on the socket: Ready once the session is closed
