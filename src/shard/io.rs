@@ -168,7 +168,13 @@ pub async fn last_words(stream: &Stream, last: &[u8]) {
         if write_all(stream, last).await.is_err() {
             return;
         }
-        let _ = stream.borrow().shutdown(std::net::Shutdown::Write).await;
+        {
+            use std::os::fd::{AsRawFd, BorrowedFd};
+            let fd = stream.borrow().as_raw_fd();
+            // SAFETY: the fd stays open while `stream` lives (it is ours).
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Write);
+        }
         let mut sink = [0u8; 4096];
         let mut left: usize = 64 * 1024;
         while left > 0 {

@@ -327,7 +327,7 @@ impl Session {
         // A persistent session whose connection is closing keeps collecting,
         // as it will once parked: nothing acknowledged falls in between.
         let closing = self.close.get().is_some();
-        if closing && !(self.persistent.get() && !self.detached.get()) {
+        if closing && (!self.persistent.get() || self.detached.get()) {
             return Delivery::Dropped;
         }
         let offline = self.offline.get() || closing;
