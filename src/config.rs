@@ -90,6 +90,9 @@ pub struct MqttConfig {
     pub shard_port_base: u16,
     /// MQTT 5: topic aliases a client may set (Topic Alias Maximum).
     pub topic_alias_maximum: u16,
+    /// MQTT 5 Server Keep Alive: if non-zero, imposed on every v5 client
+    /// instead of its own value (sent in CONNACK).
+    pub server_keep_alive_s: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -216,6 +219,7 @@ impl Default for MqttConfig {
             shard_listeners: false,
             shard_port_base: 0,
             topic_alias_maximum: 64,
+            server_keep_alive_s: 0,
         }
     }
 }

@@ -659,3 +659,38 @@ async fn will_retain_is_honoured() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_published_on_keep_alive_timeout() {
+    let weft = Weft::start(2, "");
+    let mut watcher = connect(weft.shard_addrs[1], "ka-watcher").await;
+    watcher.subscribe("ka/#", QoS::AtMostOnce).await;
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Connect(codec::Connect {
+            level: 4,
+            clean_session: true,
+            keep_alive_s: 1,
+            client_id: "sleeper",
+            will: Some(codec::Will {
+                topic: "ka/sleeper",
+                payload: b"timed out",
+                qos: 0,
+                retain: false,
+            }),
+            username: None,
+            password: None,
+        }),
+        &mut out,
+    );
+    let mut sleeper = Raw::open(weft.shard_addrs[0]).await;
+    sleeper.send(&out).await;
+    sleeper.read_exact(4).await;
+    // Silent past 1.5 x keep-alive: closed, and the will goes out.
+    assert!(sleeper.closed_by_server().await);
+    let p = watcher.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("ka/sleeper", &b"timed out"[..])
+    );
+}

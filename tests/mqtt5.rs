@@ -586,3 +586,86 @@ async fn will_delay_interval() {
         "the cancelled will never came"
     );
 }
+
+/// The client's Receive Maximum caps what is in flight to it (control
+/// packets still pass), its Maximum Packet Size drops larger deliveries;
+/// Server Keep Alive and Response Information come back in CONNACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_flow_control_and_connack_properties() {
+    let weft = Weft::start(1, "[mqtt]\nserver_keep_alive_s = 20\n");
+    let mut sub = Raw::open(weft.addr).await;
+    let props = wv5::Properties {
+        receive_maximum: Some(1),
+        maximum_packet_size: Some(100),
+        request_response_information: Some(true),
+        ..Default::default()
+    };
+    sub.send(&v5_connect("narrow", props, None, true)).await;
+    let ack = read_v5(&mut sub).await;
+    let wv5::Packet::ConnAck(ack) = decoded(&ack) else {
+        panic!()
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(20));
+    assert_eq!(
+        ack.properties.response_information,
+        Some("weft/response/narrow")
+    );
+    let mut out = Vec::new();
+    wv5::encode(
+        &wv5::Packet::Subscribe(wv5::Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: vec![(
+                "fc/#",
+                wv5::SubscriptionOptions {
+                    qos: 1,
+                    ..Default::default()
+                },
+            )],
+        }),
+        &mut out,
+    )
+    .unwrap();
+    sub.send(&out).await;
+    read_v5(&mut sub).await; // SUBACK
+                             // Same shard: each delivery is queued before its PUBACK goes out.
+    let (mut publisher, _) = connect5(weft.addr, "fc-pub", |_| {}).await;
+    publisher
+        .client
+        .publish("fc/1", QoS::AtLeastOnce, false, "one")
+        .await
+        .unwrap();
+    publisher
+        .client
+        .publish("fc/big", QoS::AtLeastOnce, false, vec![0u8; 200])
+        .await
+        .unwrap();
+    publisher
+        .client
+        .publish("fc/2", QoS::AtLeastOnce, false, "two")
+        .await
+        .unwrap();
+    let mut acked = 0;
+    while acked < 3 {
+        if let P5::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    let first = read_v5(&mut sub).await;
+    let wv5::Packet::Publish(p) = decoded(&first) else {
+        panic!()
+    };
+    assert_eq!(p.topic, "fc/1");
+    let id = p.packet_id;
+    // Window of one: the PINGREQ's answer overtakes the waiting fc/2.
+    sub.send(&[0xc0, 0]).await;
+    assert_eq!(read_v5(&mut sub).await, vec![0xd0, 0]);
+    let id = id.to_be_bytes();
+    sub.send(&[0x40, 2, id[0], id[1]]).await;
+    // fc/big (over 100 bytes) was discarded; fc/2 follows.
+    let next = read_v5(&mut sub).await;
+    let wv5::Packet::Publish(p) = decoded(&next) else {
+        panic!()
+    };
+    assert_eq!(p.topic, "fc/2");
+}

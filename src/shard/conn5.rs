@@ -6,7 +6,7 @@
 //! Owns: the MQTT 5 session rules of one connection. The wire format is
 //! `mqtt::v5`; routing, sessions and retained messages are the shard's
 //! (`ctx`), shared with MQTT 3.1.1. Not yet: enhanced authentication
-//! (AUTH), response information.
+//! (AUTH).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -89,7 +89,12 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         .and_then(|w| w.properties.will_delay_interval)
         .unwrap_or(0);
     let expiry_s = c.properties.session_expiry_interval.unwrap_or(0);
-    let keep_alive_s = c.keep_alive_s;
+    // MQTT-3.2.2-21: the Server Keep Alive, when set, replaces the client's.
+    let keep_alive_s = match config.mqtt.server_keep_alive_s {
+        0 => c.keep_alive_s,
+        imposed => imposed,
+    };
+    let wants_response_info = c.properties.request_response_information == Some(true);
     let clean_start = c.clean_start;
     let session = ctx.register(Protocol::Mqtt, client_id);
     session.version.set(5);
@@ -120,6 +125,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         None => None,
     };
     let server_alias_max = config.mqtt.topic_alias_maximum;
+    let response_info = wants_response_info.then(|| format!("weft/response/{}", session.client_id));
     let props = Properties {
         receive_maximum: Some(config.limits.inflight_max.min(65_535) as u16),
         topic_alias_maximum: Some(server_alias_max),
@@ -129,6 +135,10 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         shared_subscription_available: Some(true),
         subscription_identifier_available: Some(true),
         assigned_client_identifier: assigned.then_some(&*session.client_id),
+        server_keep_alive: (config.mqtt.server_keep_alive_s > 0).then_some(keep_alive_s),
+        // Request/response (MQTT 5 §4.10): a base for the client's response
+        // topics, private to its client id.
+        response_information: response_info.as_deref(),
         session_expiry_interval: (expiry_s > 0).then(|| {
             expiry_s.min(
                 config

@@ -153,6 +153,10 @@ impl OutItem {
     }
 }
 
+/// How far past a window-blocked PUBLISH the writer looks for control
+/// packets to send first (bounds the scan).
+const CONTROL_OVERTAKE_MAX: usize = 64;
+
 #[derive(Default)]
 struct Outbound {
     queue: VecDeque<OutItem>,
@@ -419,7 +423,30 @@ impl Session {
             if let OutItem::Event { qos: 1.., .. } = front {
                 let window = limits.inflight_max.min(usize::from(self.receive_max.get()));
                 if out.inflight.len() >= window {
-                    break; // window full: wait for a PUBACK
+                    // Window full: the PUBLISH waits for an ack, but the
+                    // control packets behind it (PINGRESP, acks, SUBACK)
+                    // need not: let the first few through.
+                    let mut at = 1;
+                    while at < out.queue.len().min(CONTROL_OVERTAKE_MAX) {
+                        if matches!(
+                            out.queue[at],
+                            OutItem::Short(..) | OutItem::Static(_) | OutItem::Frame(_)
+                        ) {
+                            let item = out.queue.remove(at).expect("index in range");
+                            out.bytes -= item.wire_len();
+                            match item {
+                                OutItem::Short(bytes, len) => {
+                                    buf.extend_from_slice(&bytes[..usize::from(len)])
+                                }
+                                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
+                                OutItem::Frame(frame) => buf.extend_from_slice(&frame),
+                                _ => unreachable!("matched above"),
+                            }
+                        } else {
+                            at += 1;
+                        }
+                    }
+                    break; // wait for a PUBACK
                 }
             }
             let item = out.queue.pop_front().expect("front exists");
