@@ -160,6 +160,26 @@ async fn every_reason_code_the_router_sends() {
         (v5::PacketType::ConnAck, vec![reason::PROTOCOL_ERROR])
     );
 
+    // CONNACK 0x95: a CONNECT larger than packet_bytes_max, refused from
+    // its header (only the first bytes are sent).
+    let mut raw = Raw::open(addr).await;
+    let big = connect(&"y".repeat(5000), Properties::default());
+    raw.send(&big[..16]).await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (v5::PacketType::ConnAck, vec![reason::PACKET_TOO_LARGE])
+    );
+    // CONNACK 0x81: a malformed CONNECT (reserved flag bit set).
+    let mut raw = Raw::open(addr).await;
+    let mut bad = connect("reserved-flag", Properties::default());
+    let flags_at = bad.iter().position(|&b| b == 5).unwrap() + 1; // after the level byte
+    bad[flags_at] |= 1;
+    raw.send(&bad).await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (v5::PacketType::ConnAck, vec![reason::MALFORMED_PACKET])
+    );
+
     let mut s = session(addr, "codes").await;
     // SUBACK: granted 0, 1, 2; 0x8F invalid filter; 0x97 over the quota.
     s.send(&encode(&Packet::Subscribe(v5::Subscribe {

@@ -43,7 +43,9 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     let stream = Rc::new(RefCell::new(stream));
     let mut rb = ReadBuffer::default();
     let reason = match connect(&ctx, &stream, &mut rb).await {
-        Ok(Connected::V5) => super::conn5::run(&ctx, &stream, &mut rb).await,
+        // Boxed: the MQTT 5 path's state would otherwise enlarge every
+        // connection's future, idle 3.1.1 ones included.
+        Ok(Connected::V5) => Box::pin(super::conn5::run(&ctx, &stream, &mut rb)).await,
         Ok(Connected::V311(session, will)) => {
             let writer =
                 glommio::spawn_local(write_loop(ctx.clone(), session.clone(), stream.clone()));
@@ -117,11 +119,20 @@ async fn connect(
         if let Ok(Some(crate::mqtt::v5::PROTOCOL_LEVEL_5)) =
             crate::mqtt::v5::peek_connect_level(rb.filled())
         {
-            let complete = matches!(
-                codec::fixed_header(rb.filled()),
-                Ok(Some((_, header, remaining))) if rb.filled().len() >= header + remaining
-            );
-            if complete {
+            let size = match codec::fixed_header(rb.filled()) {
+                Ok(Some((_, header, remaining))) => header + remaining,
+                _ => usize::MAX,
+            };
+            // Refused from the header, before the body is buffered.
+            if size > ctx.limits().packet_bytes_max {
+                super::io::last_words(
+                    stream,
+                    &[0x20, 3, 0, crate::mqtt::v5::reason::PACKET_TOO_LARGE, 0],
+                )
+                .await;
+                return Err(CloseReason::ProtocolError);
+            }
+            if rb.filled().len() >= size {
                 return Ok(Connected::V5);
             }
         } else {
