@@ -8,23 +8,6 @@ use common::*;
 use futures::StreamExt;
 use rumqttc::QoS;
 
-async fn nats(addr: std::net::SocketAddr) -> async_nats::Client {
-    async_nats::connect(addr.to_string())
-        .await
-        .expect("connect")
-}
-
-/// A NATS round trip on this connection: every SUB before it is in force.
-async fn sync(client: &async_nats::Client) {
-    let inbox = client.new_inbox();
-    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, "".into()).await.unwrap();
-    tokio::time::timeout(WAIT, probe.next())
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
     tokio::time::timeout(WAIT, sub.next())
         .await
@@ -41,7 +24,7 @@ async fn mqtt_publisher_to_nats_subscribers() {
     let mut tail = client.subscribe("a.>").await.unwrap();
     let mut dotted = client.subscribe("m.x//y").await.unwrap();
     let mut empty_levels = client.subscribe("/.lead./").await.unwrap();
-    sync(&client).await;
+    nats_sync(&client).await;
     let publisher = connect(weft.shard_addrs[2], "mqtt-pub").await;
     publisher.publish("a/b/c", QoS::AtLeastOnce, "hello").await;
     for sub in [&mut exact, &mut star, &mut tail] {
@@ -105,7 +88,7 @@ async fn nats_request_reaches_mqtt_subscribers_too() {
     mqtt.subscribe("svc/x", QoS::AtMostOnce).await;
     let responder = nats(weft.nats_shards[1]).await;
     let mut service = responder.subscribe("svc.x").await.unwrap();
-    sync(&responder).await;
+    nats_sync(&responder).await;
     let r2 = responder.clone();
     tokio::spawn(async move {
         while let Some(m) = service.next().await {

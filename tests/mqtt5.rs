@@ -249,7 +249,7 @@ async fn topic_alias_and_assigned_client_id() {
     )
     .unwrap();
     raw.send(&out).await;
-    let connack = read_v5(&mut raw).await;
+    let connack = raw.read_packet().await;
     let wv5::Packet::ConnAck(ack) = wv5::decode(&connack, &Default::default())
         .unwrap()
         .unwrap()
@@ -310,7 +310,7 @@ async fn topic_alias_and_assigned_client_id() {
     )
     .unwrap();
     raw.send(&out).await;
-    let disconnect = read_v5(&mut raw).await;
+    let disconnect = raw.read_packet().await;
     let wv5::Packet::Disconnect(d) = wv5::decode(&disconnect, &Default::default())
         .unwrap()
         .unwrap()
@@ -320,23 +320,6 @@ async fn topic_alias_and_assigned_client_id() {
     };
     assert_eq!(d.reason_code, wv5::reason::TOPIC_ALIAS_INVALID);
     assert!(raw.closed_by_server().await);
-}
-
-/// Reads one whole MQTT packet.
-async fn read_v5(raw: &mut Raw) -> Vec<u8> {
-    let mut head = raw.read_exact(2).await;
-    let mut len = usize::from(head[1] & 0x7f);
-    let mut shift = 7;
-    let mut byte = head[1];
-    while byte & 0x80 != 0 {
-        byte = raw.read_exact(1).await[0];
-        head.push(byte);
-        len |= usize::from(byte & 0x7f) << shift;
-        shift += 7;
-    }
-    let body = raw.read_exact(len).await;
-    head.extend_from_slice(&body);
-    head
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +356,7 @@ async fn session_expiry_message_expiry_and_takeover() {
     };
     let mut first = Raw::open(weft.shard_addrs[0]).await;
     first.send(&raw_connect()).await;
-    read_v5(&mut first).await;
+    first.read_packet().await;
     let mut out = Vec::new();
     let sub = wv5::Packet::Subscribe(wv5::Subscribe {
         packet_id: 1,
@@ -388,7 +371,7 @@ async fn session_expiry_message_expiry_and_takeover() {
     });
     wv5::encode(&sub, &mut out).unwrap();
     first.send(&out).await;
-    read_v5(&mut first).await; // SUBACK
+    first.read_packet().await; // SUBACK
                                // A second connection with the same id takes the session over: the
                                // first gets DISCONNECT 0x8E (Session taken over), then EOF.
     let (second, ack) = connect5(weft.shard_addrs[1], "v5-keeper", keep).await;
@@ -396,7 +379,7 @@ async fn session_expiry_message_expiry_and_takeover() {
         unreachable!()
     };
     assert!(ack.session_present);
-    let d = read_v5(&mut first).await;
+    let d = first.read_packet().await;
     let wv5::Packet::Disconnect(d) = wv5::decode(&d, &Default::default()).unwrap().unwrap().0
     else {
         panic!("DISCONNECT expected");
@@ -474,7 +457,7 @@ async fn subscription_identifiers_and_server_topic_aliases() {
         ..Default::default()
     };
     sub.send(&v5_connect("ids", props, None, true)).await;
-    let ack = read_v5(&mut sub).await;
+    let ack = sub.read_packet().await;
     let wv5::Packet::ConnAck(ack) = decoded(&ack) else {
         panic!()
     };
@@ -494,7 +477,7 @@ async fn subscription_identifiers_and_server_topic_aliases() {
         )
         .unwrap();
         sub.send(&out).await;
-        read_v5(&mut sub).await; // SUBACK
+        sub.read_packet().await; // SUBACK
     }
     let (publisher, _) = connect5(weft.shard_addrs[1], "ids-pub", |_| {}).await;
     for _ in 0..2 {
@@ -504,7 +487,7 @@ async fn subscription_identifiers_and_server_topic_aliases() {
             .await
             .unwrap();
     }
-    let first = read_v5(&mut sub).await;
+    let first = sub.read_packet().await;
     let wv5::Packet::Publish(p) = decoded(&first) else {
         panic!()
     };
@@ -516,7 +499,7 @@ async fn subscription_identifiers_and_server_topic_aliases() {
         ("ids/a/x", Some(1)),
         "alias set"
     );
-    let second = read_v5(&mut sub).await;
+    let second = sub.read_packet().await;
     let wv5::Packet::Publish(p) = decoded(&second) else {
         panic!()
     };
@@ -557,18 +540,18 @@ async fn will_delay_interval() {
     back_soon
         .send(&v5_connect("wd-soon", session(), will("wd/soon", 2), true))
         .await;
-    read_v5(&mut back_soon).await;
+    back_soon.read_packet().await;
     drop(back_soon);
     let mut again = Raw::open(weft.shard_addrs[1]).await;
     again
         .send(&v5_connect("wd-soon", session(), None, false))
         .await;
-    read_v5(&mut again).await;
+    again.read_packet().await;
     // Drops for good with a 1 s delay: the will comes.
     let mut gone = Raw::open(weft.shard_addrs[0]).await;
     gone.send(&v5_connect("wd-gone", session(), will("wd/gone", 1), true))
         .await;
-    read_v5(&mut gone).await;
+    gone.read_packet().await;
     drop(gone);
     // wd/gone arrives after ~1 s; wd/soon (due at ~2 s) was cancelled, so
     // waiting past it, the sentinel is what follows.
@@ -601,7 +584,7 @@ async fn client_flow_control_and_connack_properties() {
         ..Default::default()
     };
     sub.send(&v5_connect("narrow", props, None, true)).await;
-    let ack = read_v5(&mut sub).await;
+    let ack = sub.read_packet().await;
     let wv5::Packet::ConnAck(ack) = decoded(&ack) else {
         panic!()
     };
@@ -627,7 +610,7 @@ async fn client_flow_control_and_connack_properties() {
     )
     .unwrap();
     sub.send(&out).await;
-    read_v5(&mut sub).await; // SUBACK
+    sub.read_packet().await; // SUBACK
                              // Same shard: each delivery is queued before its PUBACK goes out.
     let (mut publisher, _) = connect5(weft.addr, "fc-pub", |_| {}).await;
     publisher
@@ -651,7 +634,7 @@ async fn client_flow_control_and_connack_properties() {
             acked += 1;
         }
     }
-    let first = read_v5(&mut sub).await;
+    let first = sub.read_packet().await;
     let wv5::Packet::Publish(p) = decoded(&first) else {
         panic!()
     };
@@ -659,11 +642,11 @@ async fn client_flow_control_and_connack_properties() {
     let id = p.packet_id;
     // Window of one: the PINGREQ's answer overtakes the waiting fc/2.
     sub.send(&[0xc0, 0]).await;
-    assert_eq!(read_v5(&mut sub).await, vec![0xd0, 0]);
+    assert_eq!(sub.read_packet().await, vec![0xd0, 0]);
     let id = id.to_be_bytes();
     sub.send(&[0x40, 2, id[0], id[1]]).await;
     // fc/big (over 100 bytes) was discarded; fc/2 follows.
-    let next = read_v5(&mut sub).await;
+    let next = sub.read_packet().await;
     let wv5::Packet::Publish(p) = decoded(&next) else {
         panic!()
     };

@@ -25,25 +25,9 @@ fn connect(id: &str, props: Properties<'static>) -> Vec<u8> {
     }))
 }
 
-async fn read_packet(raw: &mut Raw) -> Vec<u8> {
-    let mut head = raw.read_exact(2).await;
-    let mut len = usize::from(head[1] & 0x7f);
-    let mut shift = 7;
-    let mut byte = head[1];
-    while byte & 0x80 != 0 {
-        byte = raw.read_exact(1).await[0];
-        head.push(byte);
-        len |= usize::from(byte & 0x7f) << shift;
-        shift += 7;
-    }
-    let body = raw.read_exact(len).await;
-    head.extend_from_slice(&body);
-    head
-}
-
 /// The reason code of the next packet (CONNACK, acks, DISCONNECT).
 async fn next_code(raw: &mut Raw) -> (v5::PacketType, Vec<u8>) {
-    let bytes = read_packet(raw).await;
+    let bytes = raw.read_packet().await;
     let (p, _) = v5::decode(&bytes, &v5::DecodeLimits::default())
         .unwrap()
         .unwrap();
@@ -241,7 +225,7 @@ async fn every_reason_code_the_router_sends() {
     // PUBACK 0x00 (c/2 has a subscriber), 0x10 (no subscribers), 0x99.
     s.send(&publish("c/2", 1, 3, Properties::default(), b"x"))
         .await;
-    let own = read_packet(&mut s).await; // routed first: c/2 comes back (no no-local)
+    let own = s.read_packet().await; // routed first: c/2 comes back (no no-local)
     assert_eq!(own[0] & 0xf0, 0x30);
     assert_eq!(
         next_code(&mut s).await,
@@ -428,7 +412,7 @@ async fn quota_and_shutdown_disconnects() {
     }
     // Read what was queued until the DISCONNECT 0x97.
     let code = loop {
-        let bytes = read_packet(&mut slow).await;
+        let bytes = slow.read_packet().await;
         if bytes[0] == 0xe0 {
             break bytes[2];
         }

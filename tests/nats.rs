@@ -11,25 +11,6 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-async fn nats(addr: std::net::SocketAddr) -> async_nats::Client {
-    async_nats::connect(addr.to_string())
-        .await
-        .expect("connect")
-}
-
-/// A round trip through the router on this connection: once it returns,
-/// every SUB sent before it is in force on every shard (async-nats's
-/// `flush` only empties the client's socket buffer).
-async fn sync(client: &async_nats::Client) {
-    let inbox = client.new_inbox();
-    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, "".into()).await.unwrap();
-    tokio::time::timeout(WAIT, probe.next())
-        .await
-        .expect("round trip")
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_with_wildcards_across_four_shards() {
     let weft = Weft::start(4, "");
@@ -45,7 +26,7 @@ async fn pubsub_with_wildcards_across_four_shards() {
         let client = nats(weft.nats_shards[(i + 1) % 4]).await;
         let sub = client.subscribe(filter.to_string()).await.unwrap();
         let end = client.subscribe("end").await.unwrap();
-        sync(&client).await;
+        nats_sync(&client).await;
         subs.push((client, sub, end));
     }
     for subject in ["a.b.c", "a.x.c", "a.b.c.d", "a.b", "a", "b.c"] {
@@ -80,12 +61,12 @@ async fn queue_group_delivers_once_per_group_across_shards() {
     for i in 0..4 {
         let c = nats(weft.nats_shards[i]).await;
         let s = c.queue_subscribe("jobs.*", "workers".into()).await.unwrap();
-        sync(&c).await;
+        nats_sync(&c).await;
         members.push((c, s));
     }
     let plain_client = nats(weft.nats_shards[1]).await;
     let mut plain = plain_client.subscribe("jobs.>").await.unwrap();
-    sync(&plain_client).await;
+    nats_sync(&plain_client).await;
     let publisher = nats(weft.nats_shards[0]).await;
     let n = 400;
     for i in 0..n {
@@ -146,7 +127,7 @@ async fn request_reply_timeout_and_no_responders() {
     let responder = nats(weft.nats_shards[1]).await;
     let mut service = responder.subscribe("svc.echo").await.unwrap();
     let _silent = responder.subscribe("svc.silent").await.unwrap();
-    sync(&responder).await;
+    nats_sync(&responder).await;
     let replier = responder.clone();
     tokio::spawn(async move {
         while let Some(m) = service.next().await {
@@ -189,7 +170,7 @@ async fn headers_round_trip() {
     let weft = Weft::start(2, "");
     let sub_client = nats(weft.nats_shards[1]).await;
     let mut sub = sub_client.subscribe("h.>").await.unwrap();
-    sync(&sub_client).await;
+    nats_sync(&sub_client).await;
     let publisher = nats(weft.nats_shards[0]).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
@@ -223,7 +204,7 @@ async fn unsub_with_max_messages() {
     let client = nats(weft.nats_shards[1]).await;
     let mut sub = client.subscribe("u.1").await.unwrap();
     sub.unsubscribe_after(3).await.unwrap();
-    sync(&client).await;
+    nats_sync(&client).await;
     let publisher = nats(weft.nats_shards[0]).await;
     for i in 0..10 {
         publisher
@@ -301,7 +282,7 @@ async fn protocol_errors_are_precise_and_local() {
     let weft = Weft::start(1, "[nats]\npayload_bytes_max = 1024\n");
     let bystander = nats(weft.nats).await;
     let mut watch = bystander.subscribe("ok.1").await.unwrap();
-    sync(&bystander).await;
+    nats_sync(&bystander).await;
 
     let mut verbose = RawNats::open(weft.nats).await;
     verbose.send("CONNECT {\"verbose\":true}\r\n").await;

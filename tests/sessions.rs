@@ -36,23 +36,6 @@ async fn raw_connect(addr: std::net::SocketAddr, id: &str, clean: bool) -> (Raw,
     (raw, ack[2] == 1)
 }
 
-/// Reads one whole MQTT packet from a raw connection.
-async fn read_packet(raw: &mut Raw) -> Vec<u8> {
-    let mut head = raw.read_exact(2).await;
-    let mut len = usize::from(head[1] & 0x7f);
-    let mut shift = 7;
-    let mut byte = head[1];
-    while byte & 0x80 != 0 {
-        byte = raw.read_exact(1).await[0];
-        head.push(byte);
-        len |= usize::from(byte & 0x7f) << shift;
-        shift += 7;
-    }
-    let body = raw.read_exact(len).await;
-    head.extend_from_slice(&body);
-    head
-}
-
 fn publish_of(bytes: &[u8]) -> (bool, u8, String, u16, Vec<u8>) {
     match codec::decode(bytes, &codec::DecodeLimits::default())
         .unwrap()
@@ -104,7 +87,7 @@ async fn persistent_session_resumes_on_another_shard() {
     let (mut back, present) = raw_connect(weft.shard_addrs[2], "keeper", false).await;
     assert!(present, "session present after resuming");
     for i in 0..5 {
-        let (dup, qos, topic, id, payload) = publish_of(&read_packet(&mut back).await);
+        let (dup, qos, topic, id, payload) = publish_of(&back.read_packet().await);
         assert_eq!((dup, qos, topic.as_str()), (false, 1, "p/x"));
         assert_eq!(payload, format!("q1-{i}").into_bytes());
         let id = id.to_be_bytes();
@@ -112,7 +95,7 @@ async fn persistent_session_resumes_on_another_shard() {
     }
     // The subscription itself came along.
     publisher.publish("p/y", QoS::AtLeastOnce, "live").await;
-    let (_, _, topic, _, payload) = publish_of(&read_packet(&mut back).await);
+    let (_, _, topic, _, payload) = publish_of(&back.read_packet().await);
     assert_eq!((topic.as_str(), payload.as_slice()), ("p/y", &b"live"[..]));
 }
 
@@ -132,14 +115,14 @@ async fn unacknowledged_deliveries_are_resent_with_dup() {
     sub.read_exact(5).await;
     let publisher = connect(weft.shard_addrs[1], "pub").await;
     publisher.publish("d/1", QoS::AtLeastOnce, "first").await;
-    let (dup, _, _, first_id, payload) = publish_of(&read_packet(&mut sub).await);
+    let (dup, _, _, first_id, payload) = publish_of(&sub.read_packet().await);
     assert!(!dup);
     assert_eq!(payload, b"first");
     drop(sub); // gone without PUBACK
 
     let (mut back, present) = raw_connect(weft.shard_addrs[1], "forgetful", false).await;
     assert!(present);
-    let (dup, qos, topic, id, payload) = publish_of(&read_packet(&mut back).await);
+    let (dup, qos, topic, id, payload) = publish_of(&back.read_packet().await);
     assert!(dup, "resent with DUP (MQTT-4.4.0-1)");
     assert_eq!(
         (qos, topic.as_str(), id, payload.as_slice()),
@@ -306,15 +289,15 @@ async fn qos2_survives_a_reconnect_mid_flow() {
     let publisher = connect(weft.shard_addrs[1], "q2-pub").await;
     publisher.publish("m2/a", QoS::ExactlyOnce, "a").await;
     publisher.publish("m2/b", QoS::ExactlyOnce, "b").await;
-    let (_, qos, _, id_a, payload) = publish_of(&read_packet(&mut sub).await);
+    let (_, qos, _, id_a, payload) = publish_of(&sub.read_packet().await);
     assert_eq!((qos, payload.as_slice()), (2, &b"a"[..]));
-    let (_, _, _, id_b, payload) = publish_of(&read_packet(&mut sub).await);
+    let (_, _, _, id_b, payload) = publish_of(&sub.read_packet().await);
     assert_eq!(payload, b"b");
     // PUBREC for a only, then the connection drops.
     let a = id_a.to_be_bytes();
     sub.send(&[0x50, 2, a[0], a[1]]).await;
     assert_eq!(
-        read_packet(&mut sub).await,
+        sub.read_packet().await,
         vec![0x62, 2, a[0], a[1]],
         "PUBREL for a"
     );
@@ -323,8 +306,8 @@ async fn qos2_survives_a_reconnect_mid_flow() {
     let (mut back, present) = raw_connect(weft.shard_addrs[1], "q2-keeper", false).await;
     assert!(present);
     // a: PUBREL again (not a new PUBLISH); b: PUBLISH again with DUP.
-    assert_eq!(read_packet(&mut back).await, vec![0x62, 2, a[0], a[1]]);
-    let (dup, qos, topic, id, payload) = publish_of(&read_packet(&mut back).await);
+    assert_eq!(back.read_packet().await, vec![0x62, 2, a[0], a[1]]);
+    let (dup, qos, topic, id, payload) = publish_of(&back.read_packet().await);
     assert_eq!(
         (dup, qos, topic.as_str(), id, payload.as_slice()),
         (true, 2, "m2/b", id_b, &b"b"[..])
@@ -333,9 +316,9 @@ async fn qos2_survives_a_reconnect_mid_flow() {
     back.send(&[0x70, 2, a[0], a[1]]).await;
     let b = id_b.to_be_bytes();
     back.send(&[0x50, 2, b[0], b[1]]).await;
-    assert_eq!(read_packet(&mut back).await, vec![0x62, 2, b[0], b[1]]);
+    assert_eq!(back.read_packet().await, vec![0x62, 2, b[0], b[1]]);
     back.send(&[0x70, 2, b[0], b[1]]).await;
     publisher.publish("m2/end", QoS::AtMostOnce, "end").await;
-    let (_, _, topic, _, _) = publish_of(&read_packet(&mut back).await);
+    let (_, _, topic, _, _) = publish_of(&back.read_packet().await);
     assert_eq!(topic, "m2/end");
 }

@@ -18,7 +18,8 @@ use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
 use super::io::{
-    read_some, reset_on_close, write_all, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL,
+    read_more, read_some, reset_on_close, write_all, write_loop, Read, ReadBuffer, Stream,
+    READ_BUFFER_INITIAL,
 };
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::Event;
@@ -275,22 +276,21 @@ async fn session_loop(
                 return reason;
             }
         }
-        if !congested.is_empty() {
-            ctx.pause_for(&mut congested).await;
-        } else {
-            fairness.after_batch().await;
-        }
         let read_max = limits.read_buffer_bytes_max;
-        let spare = rb.spare(read_max, pending_len(rb.filled()));
-        let spare_len = spare.len();
-        match read_some(stream, spare, Some(session)).await {
-            Read::Data(n) => {
-                ctx.received_ns.set(crate::event::now_ns());
-                fairness.read(n, spare_len);
-                rb.end += n;
-                rb.settle(n, spare_len, read_max);
-            }
-            Read::Closed(r) => return r,
+        let pending = pending_len(rb.filled());
+        if let Err(r) = read_more(
+            ctx,
+            stream,
+            rb,
+            session,
+            &mut congested,
+            &mut fairness,
+            read_max,
+            pending,
+        )
+        .await
+        {
+            return r;
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
-use super::io::{last_words, read_some, write_loop, Read, ReadBuffer, Stream};
+use super::io::{last_words, read_more, write_loop, ReadBuffer, Stream};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::{now_ns, Event, EventMeta};
 use crate::mqtt::v5::{self, reason, Packet, Properties};
@@ -304,25 +304,23 @@ async fn session_loop(
                 return end;
             }
         }
-        if !congested.is_empty() {
-            ctx.pause_for(&mut congested).await;
-        } else {
-            fairness.after_batch().await;
-        }
         let pending = match v5::fixed_header(rb.filled()) {
             Ok(Some((_, header, remaining))) => header + remaining,
             _ => 0,
         };
-        let spare = rb.spare(read_max, pending);
-        let spare_len = spare.len();
-        match read_some(stream, spare, Some(session)).await {
-            Read::Data(n) => {
-                ctx.received_ns.set(now_ns());
-                fairness.read(n, spare_len);
-                rb.end += n;
-                rb.settle(n, spare_len, read_max);
-            }
-            Read::Closed(r) => return (r, None),
+        if let Err(r) = read_more(
+            ctx,
+            stream,
+            rb,
+            session,
+            &mut congested,
+            &mut fairness,
+            read_max,
+            pending,
+        )
+        .await
+        {
+            return (r, None);
         }
     }
 }

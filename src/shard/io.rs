@@ -117,6 +117,40 @@ impl Fairness {
     }
 }
 
+/// What a connection does between two parses: pause for the subscribers
+/// its QoS 1 publishes overfilled (backpressure) or yield for fairness,
+/// then read more client bytes into `rb`. `pending` is the size of the
+/// packet at the front when the protocol knows it (see `spare`).
+#[allow(clippy::too_many_arguments)]
+pub async fn read_more(
+    ctx: &ShardCtx,
+    stream: &Stream,
+    rb: &mut ReadBuffer,
+    session: &Session,
+    congested: &mut Vec<Rc<Session>>,
+    fairness: &mut Fairness,
+    read_max: usize,
+    pending: usize,
+) -> Result<(), CloseReason> {
+    if !congested.is_empty() {
+        ctx.pause_for(congested).await;
+    } else {
+        fairness.after_batch().await;
+    }
+    let spare = rb.spare(read_max, pending);
+    let room = spare.len();
+    match read_some(stream, spare, Some(session)).await {
+        Read::Data(n) => {
+            ctx.received_ns.set(crate::event::now_ns());
+            fairness.read(n, room);
+            rb.end += n;
+            rb.settle(n, room, read_max);
+            Ok(())
+        }
+        Read::Closed(r) => Err(r),
+    }
+}
+
 pub enum Read {
     Data(usize),
     Closed(CloseReason),

@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 use serde::Deserialize;
 
 use super::ctx::ShardCtx;
-use super::io::{read_some, write_loop, Read, ReadBuffer, Stream, READ_BUFFER_INITIAL};
+use super::io::{read_more, write_loop, ReadBuffer, Stream, READ_BUFFER_INITIAL};
 use super::session::{CloseReason, Protocol, Session};
 use crate::event::{Event, EventMeta};
 use crate::nats::codec::{self, ClientOp, NatsLimits};
@@ -196,21 +196,19 @@ async fn session_loop(
                 return end;
             }
         }
-        if !congested.is_empty() {
-            ctx.pause_for(&mut congested).await;
-        } else {
-            fairness.after_batch().await;
-        }
-        let spare = rb.spare(read_max, 0);
-        let spare_len = spare.len();
-        match read_some(stream, spare, Some(session)).await {
-            Read::Data(n) => {
-                ctx.received_ns.set(crate::event::now_ns());
-                fairness.read(n, spare_len);
-                rb.end += n;
-                rb.settle(n, spare_len, read_max);
-            }
-            Read::Closed(r) => return (r, None),
+        if let Err(r) = read_more(
+            ctx,
+            stream,
+            &mut rb,
+            session,
+            &mut congested,
+            &mut fairness,
+            read_max,
+            0,
+        )
+        .await
+        {
+            return (r, None);
         }
     }
 }

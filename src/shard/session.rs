@@ -683,6 +683,10 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    fn mqtt(qos: u8) -> DeliverAs {
+        DeliverAs::Mqtt { qos, retain: false }
+    }
+
     fn cx() -> Context<'static> {
         Context::from_waker(Waker::noop())
     }
@@ -703,55 +707,15 @@ mod tests {
         let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 0, false);
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 0,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Queued
-        );
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 0,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Queued
-        );
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 0,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Dropped
-        );
+        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Dropped);
         assert_eq!(s.dropped.get(), 1);
         let l2 = Limits {
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
             ..l
         };
-        assert_eq!(
-            s.deliver(
-                e,
-                DeliverAs::Mqtt {
-                    qos: 0,
-                    retain: false
-                },
-                &l2
-            ),
-            Delivery::SlowConsumer
-        );
+        assert_eq!(s.deliver(e, mqtt(0), &l2), Delivery::SlowConsumer);
     }
 
     #[test]
@@ -759,50 +723,10 @@ mod tests {
         let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 1,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Queued
-        );
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 1,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Queued
-        );
-        assert_eq!(
-            s.deliver(
-                e.clone(),
-                DeliverAs::Mqtt {
-                    qos: 1,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::Congested
-        );
-        assert_eq!(
-            s.deliver(
-                e,
-                DeliverAs::Mqtt {
-                    qos: 1,
-                    retain: false
-                },
-                &l
-            ),
-            Delivery::SlowConsumer
-        );
+        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
+        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Congested);
+        assert_eq!(s.deliver(e, mqtt(1), &l), Delivery::SlowConsumer);
     }
 
     #[test]
@@ -810,22 +734,8 @@ mod tests {
         let s = Session::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
-        s.deliver(
-            e.clone(),
-            DeliverAs::Mqtt {
-                qos: 1,
-                retain: false,
-            },
-            &l,
-        );
-        s.deliver(
-            e.clone(),
-            DeliverAs::Mqtt {
-                qos: 1,
-                retain: false,
-            },
-            &l,
-        );
+        s.deliver(e.clone(), mqtt(1), &l);
+        s.deliver(e.clone(), mqtt(1), &l);
         let mut buf = Vec::new();
         assert_eq!(
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),

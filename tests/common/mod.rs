@@ -363,6 +363,27 @@ impl Client {
     }
 }
 
+/// async-nats connected to `addr`.
+pub async fn nats(addr: SocketAddr) -> async_nats::Client {
+    async_nats::connect(addr.to_string())
+        .await
+        .expect("connect")
+}
+
+/// A round trip through the router on this NATS connection: once it
+/// returns, every SUB sent before it is in force on every shard
+/// (async-nats's `flush` only empties the client's socket buffer).
+pub async fn nats_sync(client: &async_nats::Client) {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, "".into()).await.unwrap();
+    tokio::time::timeout(WAIT, probe.next())
+        .await
+        .expect("round trip")
+        .unwrap();
+}
+
 /// A raw MQTT connection for what no well-behaved client does.
 pub struct Raw {
     pub stream: TcpStream,
@@ -408,6 +429,23 @@ impl Raw {
         let mut out = Vec::new();
         codec::encode(p, &mut out);
         self.send(&out).await;
+    }
+
+    /// Reads one whole MQTT packet (3.1.1 or 5: same fixed header).
+    pub async fn read_packet(&mut self) -> Vec<u8> {
+        let mut head = self.read_exact(2).await;
+        let mut len = usize::from(head[1] & 0x7f);
+        let mut shift = 7;
+        let mut byte = head[1];
+        while byte & 0x80 != 0 {
+            byte = self.read_exact(1).await[0];
+            head.push(byte);
+            len |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+        }
+        let body = self.read_exact(len).await;
+        head.extend_from_slice(&body);
+        head
     }
 
     pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {

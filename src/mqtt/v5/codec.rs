@@ -416,24 +416,8 @@ impl Packet<'_> {
 /// Reads the fixed header: `Ok(None)` until it is complete, then
 /// `(first byte, header length, remaining length)`.
 pub fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, DecodeError> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    let mut value = 0usize;
-    for i in 0..4 {
-        let Some(&byte) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        value |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            // MQTT-1.5.5-1: the minimum number of bytes (0x80 0x00 is not).
-            if i > 0 && byte == 0 {
-                return Err(DecodeError::BadVarint);
-            }
-            return Ok(Some((first, 2 + i, value)));
-        }
-    }
-    Err(DecodeError::BadVarint)
+    // The fixed header is the same in MQTT 3.1.1 and 5.0.
+    crate::mqtt::codec::fixed_header(buf).map_err(|_| DecodeError::BadVarint)
 }
 
 /// Packet type and fixed-header flags (§2.1.3): reserved flags are
