@@ -51,6 +51,21 @@ pub struct EventMeta {
     pub expires_ns: Option<u64>,
 }
 
+impl EventMeta {
+    /// True when there is nothing to carry (checked per publish: field by
+    /// field, no default value built).
+    pub fn is_empty(&self) -> bool {
+        self.reply.is_none()
+            && self.headers.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.content_type.is_none()
+            && self.payload_format.is_none()
+            && self.user_properties.is_empty()
+            && self.expires_ns.is_none()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Event {
     frame: Bytes,
@@ -102,7 +117,7 @@ impl Event {
     }
 
     pub fn with_meta(mut self, meta: EventMeta) -> Event {
-        if meta != EventMeta::default() {
+        if !meta.is_empty() {
             self.meta = Some(Arc::new(meta));
         }
         self

@@ -109,19 +109,27 @@ pub fn decode<'a>(
     let line =
         std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
     let after_line = nl + 1;
-    let (name, rest) = match line.find([' ', '\t']) {
+    // Byte searches, not char patterns: this runs for every PUB.
+    let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let (name, rest) = match line.as_bytes().iter().position(is_blank) {
         Some(at) => (&line[..at], line[at..].trim_start()),
         None => (line, ""),
     };
     let op = known_op(name.as_bytes())?;
-    let mut args = rest.split_ascii_whitespace();
     let mut arg_vec: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
     if op != Op::Connect {
-        for a in args.by_ref() {
+        let mut rest = rest;
+        while !rest.is_empty() {
+            let end = rest
+                .as_bytes()
+                .iter()
+                .position(is_blank)
+                .unwrap_or(rest.len());
             if arg_vec.len() == 4 {
                 return Err(NatsError::BadArguments(op.name()));
             }
-            arg_vec.push(a);
+            arg_vec.push(&rest[..end]);
+            rest = rest[end..].trim_start_matches([' ', '\t']);
         }
     }
     let done = |op: ClientOp<'a>| Ok(Some((op, after_line)));

@@ -110,17 +110,23 @@ fn push_token(token: &str, out: &mut String) -> Result<(), SubjectError> {
 
 /// Length of the NATS subject of an internal topic name.
 pub fn nats_len(topic: &str) -> usize {
-    topic
-        .split('/')
-        .map(|level| {
-            if level.is_empty() {
-                1
-            } else {
-                level.len() + level.bytes().filter(|&b| b == b'.').count()
-            }
-        })
-        .sum::<usize>()
-        + topic.bytes().filter(|&b| b == b'/').count()
+    // One pass (this runs per delivery): every byte stays, a '.' gains one
+    // ('//'), every empty level gains one (the token '/').
+    let bytes = topic.as_bytes();
+    let mut len = bytes.len();
+    let mut level_start = true;
+    for &b in bytes {
+        match b {
+            b'.' => len += 1,
+            b'/' if level_start => len += 1,
+            _ => {}
+        }
+        level_start = b == b'/';
+    }
+    if level_start {
+        len += 1; // empty last level (also the whole of an empty topic)
+    }
+    len
 }
 
 /// Appends the NATS subject of an internal topic name.
