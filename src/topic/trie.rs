@@ -94,9 +94,89 @@ impl BuildHasher for SeededState {
 
 type Map<K, V> = hashbrown::HashMap<K, V, SeededState>;
 
+/// Literal children of a node. Most nodes have one or a few: those keep an
+/// exact-size slice searched linearly (24 bytes for one child, where a hash
+/// map allocates a 4-bucket table); past `SMALL_CHILDREN_MAX` a hash map.
+enum Children {
+    Small(Box<[(Box<str>, Box<Node>)]>),
+    Large(Box<Map<Box<str>, Box<Node>>>),
+}
+
+const SMALL_CHILDREN_MAX: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Small(Box::default())
+    }
+}
+
+impl Children {
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Small(v) => v.is_empty(),
+            Children::Large(m) => m.is_empty(),
+        }
+    }
+
+    fn get(&self, level: &str) -> Option<&Node> {
+        match self {
+            Children::Small(v) => v.iter().find(|(k, _)| &**k == level).map(|(_, n)| &**n),
+            Children::Large(m) => m.get(level).map(|n| &**n),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match self {
+            Children::Small(v) => v
+                .iter_mut()
+                .find(|(k, _)| &**k == level)
+                .map(|(_, n)| &mut **n),
+            Children::Large(m) => m.get_mut(level).map(|n| &mut **n),
+        }
+    }
+
+    /// The child for `level`, created if missing; true if it was created.
+    fn get_or_insert(&mut self, level: &str) -> (&mut Node, bool) {
+        let created = self.get(level).is_none();
+        if created {
+            match self {
+                Children::Small(v) if v.len() < SMALL_CHILDREN_MAX => {
+                    let mut grown = std::mem::take(v).into_vec();
+                    grown.reserve_exact(1);
+                    grown.push((level.into(), Box::default()));
+                    *v = grown.into_boxed_slice();
+                }
+                Children::Small(v) => {
+                    let mut map: Map<Box<str>, Box<Node>> = Map::default();
+                    map.extend(std::mem::take(v).into_vec());
+                    map.insert(level.into(), Box::default());
+                    *self = Children::Large(Box::new(map));
+                }
+                Children::Large(m) => {
+                    m.insert(level.into(), Box::default());
+                }
+            }
+        }
+        (self.get_mut(level).expect("present"), created)
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Small(v) => {
+                let mut kept = std::mem::take(v).into_vec();
+                kept.retain(|(k, _)| &**k != level);
+                *v = kept.into_boxed_slice();
+            }
+            Children::Large(m) => {
+                m.remove(level);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Node {
-    children: Map<Box<str>, Box<Node>>,
+    children: Children,
     plus: Option<Box<Node>>,
     hash: Option<Box<Node>>,
     local: SmallVec<[LocalSub; 1]>,
@@ -231,11 +311,11 @@ impl Trie {
                 "+" => &mut node.plus,
                 "#" => &mut node.hash,
                 _ => {
-                    if !node.children.contains_key(level) {
+                    let (child, created) = node.children.get_or_insert(level);
+                    if created {
                         self.nodes += 1;
-                        node.children.insert(level.into(), Box::default());
                     }
-                    node = node.children.get_mut(level).expect("just inserted");
+                    node = child;
                     continue;
                 }
             };
@@ -665,6 +745,23 @@ mod tests {
         assert!(!t.remove_remote_in("a/#", Some("g"), 2));
         assert_eq!(t.counts(), TrieCounts::default());
         assert!(t.matches("a/b").is_empty());
+    }
+
+    #[test]
+    fn many_children_switch_to_a_map_and_back_to_nothing() {
+        let mut t = Trie::new(0);
+        for i in 0..20u32 {
+            t.add_local(&format!("a/{i}/x"), i, 0);
+        }
+        for i in 0..20u32 {
+            assert_eq!(sessions(&t.matches(&format!("a/{i}/x"))), vec![(i, 0)]);
+        }
+        assert!(t.matches("a/20/x").is_empty());
+        for i in 0..20u32 {
+            t.remove_local(&format!("a/{i}/x"), i).unwrap();
+        }
+        assert_eq!(t.counts(), TrieCounts::default());
+        assert!(t.root.is_empty());
     }
 
     #[test]
