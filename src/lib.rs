@@ -21,6 +21,7 @@ pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod event;
+pub mod mesh;
 pub mod mqtt;
 pub mod nats;
 pub mod shard;

@@ -1,0 +1,1198 @@
+//! Sans-IO codec of the router-to-router link protocol: bytes in, frames
+//! out; frames in, bytes out.
+//!
+//! Every frame is a 4-byte big-endian length (of what follows), a 1-byte
+//! frame type, then the frame's fields. Integers are big-endian; a string
+//! is a u16 length and UTF-8 bytes; binary is a u32 length and bytes; a list
+//! is a u16 count then its items. Optional fields are announced by a flags
+//! byte, so absent fields cost nothing on the wire.
+//!
+//! `decode` borrows from the caller's buffer (only the destination and
+//! user-property lists allocate, and only when non-empty), so a bridge can
+//! parse a whole read batch in place. "Need more bytes" is `Ok(None)`;
+//! malformed input is a [`LinkError`]. An oversize frame, or an unknown
+//! frame type, is refused from the first five bytes, before its body is
+//! buffered. `encode` appends to the caller's `Vec`, so any number of frames
+//! can be batched into one write; a frame that cannot be encoded leaves the
+//! `Vec` as it was.
+//!
+//! The encoding is canonical: every frame has exactly one byte form, and
+//! `encode(decode(bytes)) == bytes` for any accepted input.
+//!
+//! The [`Hello`] layout (frame type 1: version, router id, mesh) is frozen
+//! across protocol versions, so that any two versions can read each other's
+//! hello and refuse the link with a clear reason ([`check_hello`]). Anything
+//! a later version wants to exchange at start-up goes in later frames.
+//!
+//! The codec checks framing, UTF-8 and the limits in [`LinkLimits`]; what
+//! the strings mean (topic filter syntax, whether a router id is known) is
+//! for the link session to judge.
+
+use thiserror::Error;
+
+/// The link protocol version this router speaks.
+pub const LINK_VERSION: u16 = 1;
+
+/// Longest router id accepted in a hello, in bytes.
+pub const ROUTER_ID_MAX: usize = 64;
+
+/// Bytes of the length prefix.
+pub const PREFIX_LEN: usize = 4;
+
+/// Frame type bytes. 0 is reserved, never sent.
+pub mod kind {
+    pub const HELLO: u8 = 1;
+    pub const INTEREST_ADD: u8 = 2;
+    pub const INTEREST_REMOVE: u8 = 3;
+    pub const EVENT: u8 = 4;
+    pub const ACK: u8 = 5;
+    pub const PING: u8 = 6;
+    pub const PONG: u8 = 7;
+    pub const CLOSE: u8 = 8;
+}
+
+// Event flags byte.
+const EVENT_QOS_MASK: u8 = 0b0000_0011;
+const EVENT_RETAIN: u8 = 0b0000_0100;
+const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN);
+
+// Interest flags byte.
+const INTEREST_GROUP: u8 = 0b0000_0001;
+
+// Metadata presence byte, one bit per field, in wire order.
+const META_REPLY: u8 = 1 << 0;
+const META_HEADERS: u8 = 1 << 1;
+const META_RESPONSE_TOPIC: u8 = 1 << 2;
+const META_CORRELATION_DATA: u8 = 1 << 3;
+const META_CONTENT_TYPE: u8 = 1 << 4;
+const META_PAYLOAD_FORMAT: u8 = 1 << 5;
+const META_USER_PROPERTIES: u8 = 1 << 6;
+const META_EXPIRY: u8 = 1 << 7;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum LinkError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("frame of length 0 (no frame type)")]
+    EmptyFrame,
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+    #[error("frame body shorter than its fields")]
+    Truncated,
+    #[error("frame body longer than its fields")]
+    TrailingBytes,
+    #[error("string is not valid UTF-8")]
+    BadUtf8,
+    #[error("reserved flag bits {flags:#x} set in frame type {kind}")]
+    BadFlags { kind: u8, flags: u8 },
+    #[error("invalid QoS {0}")]
+    BadQos(u8),
+    #[error("event has travelled {hops} hops, more than the limit of {limit}")]
+    TooManyHops { hops: u8, limit: u8 },
+    #[error("event names {count} destination routers, more than the limit of {limit}")]
+    TooManyDests { count: usize, limit: usize },
+    #[error("user-property list flagged present but empty")]
+    EmptyUserProperties,
+}
+
+/// Why a frame could not be encoded. The output `Vec` is left unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    #[error("{field} of {len} bytes does not fit its length field")]
+    FieldTooLong { field: &'static str, len: usize },
+    #[error("{field} has {count} items, more than a list can hold (65535)")]
+    TooManyItems { field: &'static str, count: usize },
+    #[error("frame of {size} bytes does not fit the 32-bit length prefix")]
+    FrameTooLarge { size: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkLimits {
+    /// Largest whole frame (length prefix included) accepted.
+    pub frame_bytes_max: usize,
+    /// Largest hop count accepted on an event.
+    pub hops_max: u8,
+    /// Most destination routers accepted on one event.
+    pub dests_max: usize,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        LinkLimits {
+            frame_bytes_max: 4 * 1024 * 1024,
+            hops_max: 16,
+            dests_max: 64,
+        }
+    }
+}
+
+/// The first frame each side sends. Its layout never changes (see the
+/// module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub version: u16,
+    pub router_id: &'a str,
+    pub mesh: &'a str,
+}
+
+/// The original protocol metadata of an event, carried so that the far
+/// side delivers it faithfully: MQTT 5 properties and NATS reply subject and
+/// headers. `Default` is "no metadata" (MQTT 3.1.1, plain NATS PUB).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkMeta<'a> {
+    /// NATS reply subject.
+    pub reply: Option<&'a str>,
+    /// NATS header block (`NATS/1.0\r\n...`), as received.
+    pub headers: Option<&'a [u8]>,
+    pub response_topic: Option<&'a str>,
+    pub correlation_data: Option<&'a [u8]>,
+    pub content_type: Option<&'a str>,
+    pub payload_format: Option<u8>,
+    /// In order; an empty list is "none".
+    pub user_properties: Vec<(&'a str, &'a str)>,
+    /// Remaining message expiry, in milliseconds.
+    pub expiry_ms: Option<u32>,
+}
+
+impl LinkMeta<'_> {
+    fn flags(&self) -> u8 {
+        let bit = |present: bool, bit: u8| if present { bit } else { 0 };
+        bit(self.reply.is_some(), META_REPLY)
+            | bit(self.headers.is_some(), META_HEADERS)
+            | bit(self.response_topic.is_some(), META_RESPONSE_TOPIC)
+            | bit(self.correlation_data.is_some(), META_CORRELATION_DATA)
+            | bit(self.content_type.is_some(), META_CONTENT_TYPE)
+            | bit(self.payload_format.is_some(), META_PAYLOAD_FORMAT)
+            | bit(!self.user_properties.is_empty(), META_USER_PROPERTIES)
+            | bit(self.expiry_ms.is_some(), META_EXPIRY)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// Unique per origin router.
+    pub id: u64,
+    /// The router the event entered the mesh at.
+    pub origin: &'a str,
+    /// Links crossed so far.
+    pub hops: u8,
+    /// The routers this copy must reach; empty = deliver by interest.
+    pub dests: Vec<&'a str>,
+    /// Internal (MQTT-form) topic.
+    pub topic: &'a str,
+    pub qos: u8,
+    pub retain: bool,
+    pub payload: &'a [u8],
+    pub meta: LinkMeta<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Hello(Hello<'a>),
+    /// `origin` has subscribers for (`filter`, `group`), `distance` links
+    /// away from the sender.
+    InterestAdd {
+        filter: &'a str,
+        /// Shared-subscription / queue group.
+        group: Option<&'a str>,
+        origin: &'a str,
+        distance: u16,
+    },
+    InterestRemove {
+        filter: &'a str,
+        group: Option<&'a str>,
+        origin: &'a str,
+    },
+    Event(Event<'a>),
+    /// Hop-by-hop acknowledgement of a QoS >= 1 event.
+    Ack {
+        origin: &'a str,
+        id: u64,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Graceful close: the sender sends nothing after it.
+    Close {
+        reason: &'a str,
+    },
+}
+
+impl Frame<'_> {
+    /// The frame type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => kind::HELLO,
+            Frame::InterestAdd { .. } => kind::INTEREST_ADD,
+            Frame::InterestRemove { .. } => kind::INTEREST_REMOVE,
+            Frame::Event(_) => kind::EVENT,
+            Frame::Ack { .. } => kind::ACK,
+            Frame::Ping { .. } => kind::PING,
+            Frame::Pong { .. } => kind::PONG,
+            Frame::Close { .. } => kind::CLOSE,
+        }
+    }
+
+    /// A name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::InterestAdd { .. } => "interest add",
+            Frame::InterestRemove { .. } => "interest remove",
+            Frame::Event(_) => "event",
+            Frame::Ack { .. } => "ack",
+            Frame::Ping { .. } => "ping",
+            Frame::Pong { .. } => "pong",
+            Frame::Close { .. } => "close",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- hello
+
+/// Why a link is refused at hello. The `Display` form is the log line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HelloError {
+    #[error("link refused: expected a hello as the peer's first frame, got {0}")]
+    NotHello(&'static str),
+    #[error(
+        "link refused: peer sent an invalid router id {0:?} \
+         (1 to {ROUTER_ID_MAX} printable ASCII characters, no spaces)"
+    )]
+    BadRouterId(String),
+    #[error(
+        "link refused: peer router {peer:?} speaks link protocol version {theirs}, \
+         this router speaks version {ours}"
+    )]
+    VersionMismatch {
+        peer: String,
+        ours: u16,
+        theirs: u16,
+    },
+    #[error(
+        "link refused: peer router {peer:?} is in mesh {theirs:?}, \
+         this router is in mesh {ours:?}"
+    )]
+    MeshMismatch {
+        peer: String,
+        ours: String,
+        theirs: String,
+    },
+    #[error(
+        "link refused: peer claims this router's own id {0:?} \
+         (a link to itself, or two routers configured with the same id)"
+    )]
+    SameRouterId(String),
+}
+
+/// A router id is 1 to [`ROUTER_ID_MAX`] printable ASCII characters without
+/// spaces: it appears in logs, metrics labels and every event's origin.
+pub fn valid_router_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ROUTER_ID_MAX && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Checks the peer's first frame against our own hello. Checks, in order:
+/// it is a hello, its router id is valid, the versions are equal, the mesh
+/// names are equal, and the peer is not ourselves.
+pub fn check_hello(ours: &Hello<'_>, theirs: &Frame<'_>) -> Result<(), HelloError> {
+    debug_assert!(valid_router_id(ours.router_id));
+    let Frame::Hello(theirs) = theirs else {
+        return Err(HelloError::NotHello(theirs.name()));
+    };
+    if !valid_router_id(theirs.router_id) {
+        // Bounded, so that a hostile id cannot flood the log.
+        let shown: String = theirs.router_id.chars().take(ROUTER_ID_MAX + 1).collect();
+        return Err(HelloError::BadRouterId(shown));
+    }
+    let peer = || theirs.router_id.to_owned();
+    if theirs.version != ours.version {
+        return Err(HelloError::VersionMismatch {
+            peer: peer(),
+            ours: ours.version,
+            theirs: theirs.version,
+        });
+    }
+    if theirs.mesh != ours.mesh {
+        return Err(HelloError::MeshMismatch {
+            peer: peer(),
+            ours: ours.mesh.to_owned(),
+            theirs: theirs.mesh.chars().take(256).collect(),
+        });
+    }
+    if theirs.router_id == ours.router_id {
+        return Err(HelloError::SameRouterId(peer()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- decoding
+
+/// Decodes one frame from the front of `buf`. On success returns the frame
+/// and the number of bytes it occupied.
+pub fn decode<'a>(
+    buf: &'a [u8],
+    limits: &LinkLimits,
+) -> Result<Option<(Frame<'a>, usize)>, LinkError> {
+    let Some(prefix) = buf.first_chunk::<PREFIX_LEN>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    let size = PREFIX_LEN.saturating_add(len);
+    if size > limits.frame_bytes_max {
+        return Err(LinkError::TooLarge {
+            size,
+            limit: limits.frame_bytes_max,
+        });
+    }
+    if len == 0 {
+        return Err(LinkError::EmptyFrame);
+    }
+    let Some(&kind) = buf.get(PREFIX_LEN) else {
+        return Ok(None);
+    };
+    // Refuse a type we do not know before waiting for its body.
+    if !(kind::HELLO..=kind::CLOSE).contains(&kind) {
+        return Err(LinkError::UnknownType(kind));
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let mut r = Reader {
+        buf: &buf[PREFIX_LEN + 1..size],
+    };
+    let frame = decode_body(kind, &mut r, limits)?;
+    r.done()?;
+    Ok(Some((frame, size)))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LinkError> {
+        if self.buf.len() < n {
+            return Err(LinkError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], LinkError> {
+        let (head, rest) = self
+            .buf
+            .split_first_chunk::<N>()
+            .ok_or(LinkError::Truncated)?;
+        self.buf = rest;
+        Ok(*head)
+    }
+    fn u8(&mut self) -> Result<u8, LinkError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, LinkError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, LinkError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, LinkError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn str(&mut self) -> Result<&'a str, LinkError> {
+        let len = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(len)?).map_err(|_| LinkError::BadUtf8)
+    }
+    fn bin(&mut self) -> Result<&'a [u8], LinkError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    /// Capacity for a list of `count` items of at least `item_min` bytes,
+    /// bounded by what the body can hold (a count is not trusted).
+    fn list_capacity(&self, count: usize, item_min: usize) -> usize {
+        count.min(self.buf.len() / item_min)
+    }
+    fn done(&self) -> Result<(), LinkError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(LinkError::TrailingBytes)
+        }
+    }
+}
+
+fn decode_body<'a>(
+    kind: u8,
+    r: &mut Reader<'a>,
+    limits: &LinkLimits,
+) -> Result<Frame<'a>, LinkError> {
+    Ok(match kind {
+        kind::HELLO => Frame::Hello(Hello {
+            version: r.u16()?,
+            router_id: r.str()?,
+            mesh: r.str()?,
+        }),
+        kind::INTEREST_ADD | kind::INTEREST_REMOVE => {
+            let flags = r.u8()?;
+            if flags & !INTEREST_GROUP != 0 {
+                return Err(LinkError::BadFlags { kind, flags });
+            }
+            let filter = r.str()?;
+            let group = if flags & INTEREST_GROUP != 0 {
+                Some(r.str()?)
+            } else {
+                None
+            };
+            let origin = r.str()?;
+            if kind == kind::INTEREST_ADD {
+                Frame::InterestAdd {
+                    filter,
+                    group,
+                    origin,
+                    distance: r.u16()?,
+                }
+            } else {
+                Frame::InterestRemove {
+                    filter,
+                    group,
+                    origin,
+                }
+            }
+        }
+        kind::EVENT => Frame::Event(decode_event(r, limits)?),
+        kind::ACK => Frame::Ack {
+            origin: r.str()?,
+            id: r.u64()?,
+        },
+        kind::PING => Frame::Ping { nonce: r.u64()? },
+        kind::PONG => Frame::Pong { nonce: r.u64()? },
+        kind::CLOSE => Frame::Close { reason: r.str()? },
+        _ => unreachable!("checked by decode"),
+    })
+}
+
+fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>, LinkError> {
+    let id = r.u64()?;
+    let origin = r.str()?;
+    let hops = r.u8()?;
+    if hops > limits.hops_max {
+        return Err(LinkError::TooManyHops {
+            hops,
+            limit: limits.hops_max,
+        });
+    }
+    let count = usize::from(r.u16()?);
+    if count > limits.dests_max {
+        return Err(LinkError::TooManyDests {
+            count,
+            limit: limits.dests_max,
+        });
+    }
+    let mut dests = Vec::with_capacity(r.list_capacity(count, 2));
+    for _ in 0..count {
+        dests.push(r.str()?);
+    }
+    let topic = r.str()?;
+    let flags = r.u8()?;
+    if flags & EVENT_RESERVED != 0 {
+        return Err(LinkError::BadFlags {
+            kind: kind::EVENT,
+            flags,
+        });
+    }
+    let qos = flags & EVENT_QOS_MASK;
+    if qos == 3 {
+        return Err(LinkError::BadQos(qos));
+    }
+    let present = r.u8()?;
+    let has = |bit: u8| present & bit != 0;
+    let mut meta = LinkMeta::default();
+    if has(META_REPLY) {
+        meta.reply = Some(r.str()?);
+    }
+    if has(META_HEADERS) {
+        meta.headers = Some(r.bin()?);
+    }
+    if has(META_RESPONSE_TOPIC) {
+        meta.response_topic = Some(r.str()?);
+    }
+    if has(META_CORRELATION_DATA) {
+        meta.correlation_data = Some(r.bin()?);
+    }
+    if has(META_CONTENT_TYPE) {
+        meta.content_type = Some(r.str()?);
+    }
+    if has(META_PAYLOAD_FORMAT) {
+        meta.payload_format = Some(r.u8()?);
+    }
+    if has(META_USER_PROPERTIES) {
+        let count = usize::from(r.u16()?);
+        if count == 0 {
+            // Absent is the flag's job: keep the encoding canonical.
+            return Err(LinkError::EmptyUserProperties);
+        }
+        meta.user_properties = Vec::with_capacity(r.list_capacity(count, 4));
+        for _ in 0..count {
+            meta.user_properties.push((r.str()?, r.str()?));
+        }
+    }
+    if has(META_EXPIRY) {
+        meta.expiry_ms = Some(r.u32()?);
+    }
+    let payload = r.bin()?;
+    Ok(Event {
+        id,
+        origin,
+        hops,
+        dests,
+        topic,
+        qos,
+        retain: flags & EVENT_RETAIN != 0,
+        payload,
+        meta,
+    })
+}
+
+// ---------------------------------------------------------------- encoding
+
+fn put_str(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), EncodeError> {
+    let len = u16::try_from(s.len()).map_err(|_| EncodeError::FieldTooLong {
+        field,
+        len: s.len(),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_bin(out: &mut Vec<u8>, field: &'static str, b: &[u8]) -> Result<(), EncodeError> {
+    let len = u32::try_from(b.len()).map_err(|_| EncodeError::FieldTooLong {
+        field,
+        len: b.len(),
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+fn put_count(out: &mut Vec<u8>, field: &'static str, count: usize) -> Result<(), EncodeError> {
+    let count = u16::try_from(count).map_err(|_| EncodeError::TooManyItems { field, count })?;
+    out.extend_from_slice(&count.to_be_bytes());
+    Ok(())
+}
+
+/// Size of `frame` once encoded, length prefix included (for sizing a
+/// batch before writing it).
+pub fn encoded_len(frame: &Frame<'_>) -> usize {
+    let s = |s: &str| 2 + s.len();
+    let opt_s = |o: Option<&str>| o.map_or(0, s);
+    let body = match frame {
+        Frame::Hello(h) => 2 + s(h.router_id) + s(h.mesh),
+        Frame::InterestAdd {
+            filter,
+            group,
+            origin,
+            ..
+        } => 1 + s(filter) + opt_s(*group) + s(origin) + 2,
+        Frame::InterestRemove {
+            filter,
+            group,
+            origin,
+        } => 1 + s(filter) + opt_s(*group) + s(origin),
+        Frame::Event(e) => {
+            let m = &e.meta;
+            let props: usize = m.user_properties.iter().map(|(k, v)| s(k) + s(v)).sum();
+            8 + s(e.origin)
+                + 1
+                + 2
+                + e.dests.iter().map(|d| s(d)).sum::<usize>()
+                + s(e.topic)
+                + 1
+                + 1
+                + opt_s(m.reply)
+                + m.headers.map_or(0, |h| 4 + h.len())
+                + opt_s(m.response_topic)
+                + m.correlation_data.map_or(0, |c| 4 + c.len())
+                + opt_s(m.content_type)
+                + usize::from(m.payload_format.is_some())
+                + if m.user_properties.is_empty() {
+                    0
+                } else {
+                    2 + props
+                }
+                + if m.expiry_ms.is_some() { 4 } else { 0 }
+                + 4
+                + e.payload.len()
+        }
+        Frame::Ack { origin, .. } => s(origin) + 8,
+        Frame::Ping { .. } | Frame::Pong { .. } => 8,
+        Frame::Close { reason } => s(reason),
+    };
+    PREFIX_LEN + 1 + body
+}
+
+/// Appends one frame to `out`. Call it for several frames in a row to batch
+/// them into one write. On error `out` is left as it was.
+pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.reserve(encoded_len(frame));
+    out.extend_from_slice(&[0; PREFIX_LEN]);
+    out.push(frame.kind());
+    let written = encode_body(frame, out).and_then(|()| {
+        let len = out.len() - start - PREFIX_LEN;
+        u32::try_from(len).map_err(|_| EncodeError::FrameTooLarge {
+            size: len + PREFIX_LEN,
+        })
+    });
+    match written {
+        Ok(len) => {
+            out[start..start + PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match frame {
+        Frame::Hello(h) => {
+            out.extend_from_slice(&h.version.to_be_bytes());
+            put_str(out, "router id", h.router_id)?;
+            put_str(out, "mesh name", h.mesh)?;
+        }
+        Frame::InterestAdd {
+            filter,
+            group,
+            origin,
+            distance,
+        } => {
+            put_interest(out, filter, *group, origin)?;
+            out.extend_from_slice(&distance.to_be_bytes());
+        }
+        Frame::InterestRemove {
+            filter,
+            group,
+            origin,
+        } => put_interest(out, filter, *group, origin)?,
+        Frame::Event(e) => put_event(out, e)?,
+        Frame::Ack { origin, id } => {
+            put_str(out, "origin", origin)?;
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Frame::Ping { nonce } | Frame::Pong { nonce } => {
+            out.extend_from_slice(&nonce.to_be_bytes());
+        }
+        Frame::Close { reason } => put_str(out, "close reason", reason)?,
+    }
+    Ok(())
+}
+
+fn put_interest(
+    out: &mut Vec<u8>,
+    filter: &str,
+    group: Option<&str>,
+    origin: &str,
+) -> Result<(), EncodeError> {
+    out.push(if group.is_some() { INTEREST_GROUP } else { 0 });
+    put_str(out, "filter", filter)?;
+    if let Some(group) = group {
+        put_str(out, "group", group)?;
+    }
+    put_str(out, "origin", origin)
+}
+
+fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
+    debug_assert!(e.qos <= 2, "QoS {}", e.qos);
+    out.extend_from_slice(&e.id.to_be_bytes());
+    put_str(out, "origin", e.origin)?;
+    out.push(e.hops);
+    put_count(out, "dests", e.dests.len())?;
+    for d in &e.dests {
+        put_str(out, "dest", d)?;
+    }
+    put_str(out, "topic", e.topic)?;
+    out.push((e.qos & EVENT_QOS_MASK) | if e.retain { EVENT_RETAIN } else { 0 });
+    let m = &e.meta;
+    out.push(m.flags());
+    if let Some(reply) = m.reply {
+        put_str(out, "reply", reply)?;
+    }
+    if let Some(headers) = m.headers {
+        put_bin(out, "headers", headers)?;
+    }
+    if let Some(t) = m.response_topic {
+        put_str(out, "response topic", t)?;
+    }
+    if let Some(c) = m.correlation_data {
+        put_bin(out, "correlation data", c)?;
+    }
+    if let Some(c) = m.content_type {
+        put_str(out, "content type", c)?;
+    }
+    if let Some(f) = m.payload_format {
+        out.push(f);
+    }
+    if !m.user_properties.is_empty() {
+        put_count(out, "user properties", m.user_properties.len())?;
+        for (k, v) in &m.user_properties {
+            put_str(out, "user property", k)?;
+            put_str(out, "user property", v)?;
+        }
+    }
+    if let Some(x) = m.expiry_ms {
+        out.extend_from_slice(&x.to_be_bytes());
+    }
+    put_bin(out, "payload", e.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: LinkLimits = LinkLimits {
+        frame_bytes_max: 1024,
+        hops_max: 4,
+        dests_max: 3,
+    };
+
+    fn round_trip(f: Frame<'_>) {
+        let mut out = Vec::new();
+        encode(&f, &mut out).unwrap();
+        assert_eq!(out.len(), encoded_len(&f), "{f:?}");
+        let (back, used) = decode(&out, &L).unwrap().unwrap();
+        assert_eq!(back, f);
+        assert_eq!(used, out.len());
+        // Every strict prefix is "need more bytes", never an error.
+        for cut in 0..out.len() {
+            assert_eq!(decode(&out[..cut], &L), Ok(None), "{f:?} prefix {cut}");
+        }
+        // Re-encoding the decoded frame gives the same bytes.
+        let mut again = Vec::new();
+        encode(&back, &mut again).unwrap();
+        assert_eq!(again, out);
+    }
+
+    /// A frame from its type byte and hand-written body.
+    fn raw(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn event() -> Event<'static> {
+        Event {
+            id: 7,
+            origin: "r1",
+            hops: 0,
+            dests: vec![],
+            topic: "a/b",
+            qos: 0,
+            retain: false,
+            payload: b"x",
+            meta: LinkMeta::default(),
+        }
+    }
+
+    fn full_meta() -> LinkMeta<'static> {
+        LinkMeta {
+            reply: Some("_INBOX.1"),
+            headers: Some(b"NATS/1.0\r\nk: v\r\n\r\n"),
+            response_topic: Some("resp/t"),
+            correlation_data: Some(&[0, 1, 2]),
+            content_type: Some("application/json"),
+            payload_format: Some(1),
+            user_properties: vec![("traceparent", "00-ab-cd-01"), ("k", ""), ("k", "v2")],
+            expiry_ms: Some(30_000),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        round_trip(Frame::Hello(Hello {
+            version: LINK_VERSION,
+            router_id: "r1",
+            mesh: "prod",
+        }));
+        round_trip(Frame::InterestAdd {
+            filter: "a/+/#",
+            group: None,
+            origin: "r2",
+            distance: 3,
+        });
+        round_trip(Frame::InterestAdd {
+            filter: "a/b",
+            group: Some("workers"),
+            origin: "r2",
+            distance: 0,
+        });
+        round_trip(Frame::InterestRemove {
+            filter: "a/+/#",
+            group: None,
+            origin: "r2",
+        });
+        round_trip(Frame::InterestRemove {
+            filter: "a/b",
+            group: Some(""),
+            origin: "r2",
+        });
+        round_trip(Frame::Event(event()));
+        round_trip(Frame::Event(Event {
+            id: u64::MAX,
+            hops: 4,
+            dests: vec!["r2", "r3", "r4"],
+            qos: 1,
+            retain: true,
+            payload: &[9; 300],
+            meta: full_meta(),
+            ..event()
+        }));
+        // Each metadata field alone (presence bits are independent), and
+        // present-but-empty values, which differ from absent ones.
+        let full = full_meta();
+        let singles = [
+            LinkMeta {
+                reply: full.reply,
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                headers: Some(b""),
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                response_topic: Some(""),
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                correlation_data: full.correlation_data,
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                content_type: full.content_type,
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                payload_format: Some(0),
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                user_properties: vec![("a", "b")],
+                ..LinkMeta::default()
+            },
+            LinkMeta {
+                expiry_ms: Some(0),
+                ..LinkMeta::default()
+            },
+        ];
+        for meta in singles {
+            round_trip(Frame::Event(Event {
+                qos: 2,
+                payload: b"",
+                meta,
+                ..event()
+            }));
+        }
+        round_trip(Frame::Ack {
+            origin: "r1",
+            id: 42,
+        });
+        round_trip(Frame::Ping { nonce: 1 });
+        round_trip(Frame::Pong { nonce: u64::MAX });
+        round_trip(Frame::Close { reason: "" });
+        round_trip(Frame::Close {
+            reason: "shutting down ✓",
+        });
+    }
+
+    #[test]
+    fn absent_metadata_costs_one_byte() {
+        let bare = encoded_len(&Frame::Event(event()));
+        // prefix, type, id, origin, hops, dest count, topic, flags, presence,
+        // payload.
+        assert_eq!(bare, 4 + 1 + 8 + 4 + 1 + 2 + 5 + 1 + 1 + 5);
+    }
+
+    #[test]
+    fn batching() {
+        let frames = [
+            Frame::Hello(Hello {
+                version: LINK_VERSION,
+                router_id: "r1",
+                mesh: "m",
+            }),
+            Frame::Event(Event {
+                meta: full_meta(),
+                ..event()
+            }),
+            Frame::Ping { nonce: 5 },
+        ];
+        let mut out = Vec::new();
+        for f in &frames {
+            encode(f, &mut out).unwrap();
+        }
+        // Half of a fourth frame has arrived too.
+        let mut tail = Vec::new();
+        encode(&Frame::Close { reason: "bye" }, &mut tail).unwrap();
+        out.extend_from_slice(&tail[..tail.len() / 2]);
+        let mut at = 0;
+        for want in &frames {
+            let (got, used) = decode(&out[at..], &L).unwrap().unwrap();
+            assert_eq!(&got, want);
+            at += used;
+        }
+        assert_eq!(decode(&out[at..], &L), Ok(None));
+        assert_eq!(out.len() - at, tail.len() / 2);
+    }
+
+    #[test]
+    fn oversize_refused_from_prefix() {
+        // Only the length prefix has arrived; the frame would be 2000 bytes.
+        let prefix = 1996u32.to_be_bytes();
+        assert_eq!(
+            decode(&prefix, &L),
+            Err(LinkError::TooLarge {
+                size: 2000,
+                limit: 1024
+            })
+        );
+        // The largest allowed frame is only waited for.
+        assert_eq!(decode(&1020u32.to_be_bytes(), &L), Ok(None));
+        assert_eq!(
+            decode(&u32::MAX.to_be_bytes(), &LinkLimits::default()),
+            Err(LinkError::TooLarge {
+                size: u32::MAX as usize + 4,
+                limit: 4 * 1024 * 1024
+            })
+        );
+    }
+
+    #[test]
+    fn malformed() {
+        let ev = |body: &[u8]| raw(kind::EVENT, body);
+        // id 0, origin "r", hops 0, no dests, topic "t".
+        let head: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 0, 0, 0, 0, 1, b't'];
+        let with = |tail: &[u8]| ev(&[head, tail].concat());
+        let bad: Vec<(Vec<u8>, LinkError)> = vec![
+            (vec![0, 0, 0, 0], LinkError::EmptyFrame),
+            (raw(0, &[]), LinkError::UnknownType(0)),
+            (raw(9, &[]), LinkError::UnknownType(9)),
+            (raw(kind::PING, &[0; 7]), LinkError::Truncated),
+            (raw(kind::PING, &[0; 9]), LinkError::TrailingBytes),
+            (raw(kind::PONG, &[]), LinkError::Truncated),
+            (raw(kind::CLOSE, &[0, 2, b'a']), LinkError::Truncated),
+            (raw(kind::CLOSE, &[0, 1, 0xff]), LinkError::BadUtf8),
+            (raw(kind::CLOSE, &[0, 1, b'a', 0]), LinkError::TrailingBytes),
+            (
+                raw(kind::HELLO, &[0, 1, 0, 2, 0xc3, 0x28, 0, 0]),
+                LinkError::BadUtf8,
+            ),
+            (raw(kind::HELLO, &[0, 1, 0, 1, b'r']), LinkError::Truncated),
+            (
+                raw(kind::INTEREST_ADD, &[2, 0, 1, b'a', 0, 1, b'r', 0, 0]),
+                LinkError::BadFlags {
+                    kind: kind::INTEREST_ADD,
+                    flags: 2,
+                },
+            ),
+            // Interest add without its distance.
+            (
+                raw(kind::INTEREST_ADD, &[0, 0, 1, b'a', 0, 1, b'r']),
+                LinkError::Truncated,
+            ),
+            // Interest remove with a distance it does not have.
+            (
+                raw(kind::INTEREST_REMOVE, &[0, 0, 1, b'a', 0, 1, b'r', 0, 0]),
+                LinkError::TrailingBytes,
+            ),
+            // Group flagged but missing.
+            (
+                raw(kind::INTEREST_REMOVE, &[1, 0, 1, b'a', 0, 1, b'r']),
+                LinkError::Truncated,
+            ),
+            (with(&[0, 0, 0, 0, 0, 0, 0]), LinkError::TrailingBytes),
+            (with(&[0, 0, 0, 0, 0]), LinkError::Truncated),
+            (with(&[0, 0, 0, 0, 0, 1]), LinkError::Truncated),
+            (with(&[3, 0, 0, 0, 0, 0]), LinkError::BadQos(3)),
+            (
+                with(&[0x08, 0, 0, 0, 0, 0]),
+                LinkError::BadFlags {
+                    kind: kind::EVENT,
+                    flags: 0x08,
+                },
+            ),
+            // Reply flagged but the payload length is read as its string.
+            (with(&[0, META_REPLY, 0, 0, 0, 0]), LinkError::Truncated),
+            (
+                with(&[0, META_USER_PROPERTIES, 0, 0, 0, 0, 0, 0]),
+                LinkError::EmptyUserProperties,
+            ),
+            // Headers longer than the frame.
+            (
+                with(&[0, META_HEADERS, 0, 0, 1, 0, 0, 0, 0, 0]),
+                LinkError::Truncated,
+            ),
+            (
+                raw(kind::ACK, &[0, 2, b'r', 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
+                LinkError::BadUtf8,
+            ),
+        ];
+        for (bytes, want) in &bad {
+            assert_eq!(decode(bytes, &L), Err(*want), "{bytes:x?}");
+        }
+        // The minimal event the cases above are built on is well formed.
+        let good = with(&[0, 0, 0, 0, 0, 0]);
+        assert!(matches!(decode(&good, &L), Ok(Some((Frame::Event(_), _)))));
+        // An unknown type is refused before its body arrives.
+        assert_eq!(
+            decode(&[0, 0, 1, 0, 0x47], &L),
+            Err(LinkError::UnknownType(0x47))
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let encoded = |e: Event<'_>| {
+            let mut out = Vec::new();
+            encode(&Frame::Event(e), &mut out).unwrap();
+            out
+        };
+        let at_limit = encoded(Event {
+            hops: 4,
+            dests: vec!["a", "b", "c"],
+            ..event()
+        });
+        assert!(decode(&at_limit, &L).unwrap().is_some());
+        assert_eq!(
+            decode(&encoded(Event { hops: 5, ..event() }), &L),
+            Err(LinkError::TooManyHops { hops: 5, limit: 4 })
+        );
+        // Refused from the count, before the destinations are read.
+        let too_many = encoded(Event {
+            dests: vec!["a", "b", "c", "d"],
+            ..event()
+        });
+        assert_eq!(
+            decode(&too_many, &L),
+            Err(LinkError::TooManyDests { count: 4, limit: 3 })
+        );
+        let defaults = LinkLimits::default();
+        assert_eq!(defaults.frame_bytes_max, 4 * 1024 * 1024);
+        assert_eq!(defaults.hops_max, 16);
+        assert_eq!(defaults.dests_max, 64);
+    }
+
+    #[test]
+    fn encode_errors_leave_the_batch_intact() {
+        let mut out = Vec::new();
+        encode(&Frame::Ping { nonce: 1 }, &mut out).unwrap();
+        let before = out.clone();
+        let long = "x".repeat(70_000);
+        assert_eq!(
+            encode(
+                &Frame::Event(Event {
+                    topic: &long,
+                    ..event()
+                }),
+                &mut out
+            ),
+            Err(EncodeError::FieldTooLong {
+                field: "topic",
+                len: 70_000
+            })
+        );
+        let many = vec![("k", "v"); 70_000];
+        assert_eq!(
+            encode(
+                &Frame::Event(Event {
+                    meta: LinkMeta {
+                        user_properties: many,
+                        ..LinkMeta::default()
+                    },
+                    ..event()
+                }),
+                &mut out
+            ),
+            Err(EncodeError::TooManyItems {
+                field: "user properties",
+                count: 70_000
+            })
+        );
+        assert_eq!(out, before);
+    }
+
+    #[test]
+    fn hello_checks() {
+        let ours = Hello {
+            version: LINK_VERSION,
+            router_id: "r1",
+            mesh: "prod",
+        };
+        let theirs = |version, router_id, mesh| {
+            Frame::Hello(Hello {
+                version,
+                router_id,
+                mesh,
+            })
+        };
+        assert_eq!(
+            check_hello(&ours, &theirs(LINK_VERSION, "r2", "prod")),
+            Ok(())
+        );
+        assert_eq!(
+            check_hello(&ours, &Frame::Ping { nonce: 0 }),
+            Err(HelloError::NotHello("ping"))
+        );
+        assert_eq!(
+            check_hello(&ours, &theirs(LINK_VERSION + 1, "r2", "prod")),
+            Err(HelloError::VersionMismatch {
+                peer: "r2".into(),
+                ours: LINK_VERSION,
+                theirs: LINK_VERSION + 1
+            })
+        );
+        assert_eq!(
+            check_hello(&ours, &theirs(LINK_VERSION, "r2", "staging")),
+            Err(HelloError::MeshMismatch {
+                peer: "r2".into(),
+                ours: "prod".into(),
+                theirs: "staging".into()
+            })
+        );
+        assert_eq!(
+            check_hello(&ours, &theirs(LINK_VERSION, "r1", "prod")),
+            Err(HelloError::SameRouterId("r1".into()))
+        );
+        let too_long = "x".repeat(ROUTER_ID_MAX + 1);
+        for bad in ["", "has space", "tab\t", "é", &too_long] {
+            assert!(
+                matches!(
+                    check_hello(&ours, &theirs(LINK_VERSION, bad, "prod")),
+                    Err(HelloError::BadRouterId(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(valid_router_id(&"x".repeat(ROUTER_ID_MAX)));
+        // An invalid id is reported before a version mismatch, and shown
+        // bounded.
+        let huge = "y".repeat(10_000);
+        let Err(HelloError::BadRouterId(shown)) = check_hello(&ours, &theirs(9, &huge, "x")) else {
+            panic!("expected BadRouterId");
+        };
+        assert_eq!(shown.len(), ROUTER_ID_MAX + 1);
+        // The log line names both sides.
+        let line = check_hello(&ours, &theirs(LINK_VERSION, "r2", "staging"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            line,
+            "link refused: peer router \"r2\" is in mesh \"staging\", \
+             this router is in mesh \"prod\""
+        );
+    }
+}
