@@ -126,10 +126,12 @@ async fn connect(
             };
             // Refused from the header, before the body is buffered.
             if size > ctx.limits().packet_bytes_max {
-                super::io::last_words(
+                // Boxed: rare, and its state would weigh on every
+                // connection's future.
+                Box::pin(super::io::last_words(
                     stream,
                     &[0x20, 3, 0, crate::mqtt::v5::reason::PACKET_TOO_LARGE, 0],
-                )
+                ))
                 .await;
                 return Err(CloseReason::ProtocolError);
             }
