@@ -587,7 +587,7 @@ fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut C
             collect(plus, levels, depth + 1, dollar, out);
         }
     }
-    if let Some(child) = node.children.get(*level) {
+    if let Some(child) = node.children.get(level) {
         collect(child, levels, depth + 1, dollar, out);
     }
 }

@@ -9,6 +9,18 @@ import sys
 import nats
 
 
+async def settle(nc) -> None:
+    """A round trip through the router on this connection: once a message
+    to our own inbox comes back, every SUB before it is in force on every
+    shard. (nats-py's flush() can be satisfied by the PONG of an earlier
+    PING, so it is not a reliable fence on a sharded router.)"""
+    inbox = nc.new_inbox()
+    probe = await nc.subscribe(inbox)
+    await nc.publish(inbox, b"")
+    await probe.next_msg(timeout=10)
+    await probe.unsubscribe()
+
+
 async def main(server: str) -> None:
     nc = await nats.connect(f"nats://{server}")
     other = await nats.connect(f"nats://{server}")
@@ -16,7 +28,7 @@ async def main(server: str) -> None:
     # pub/sub with a wildcard
     got = []
     sub = await nc.subscribe("py.*")
-    await nc.flush()  # nats-py flush is a PING/PONG round trip
+    await settle(nc)
     await other.publish("py.one", b"1")
     await other.publish("py.two", b"2")
     await other.flush()
@@ -30,7 +42,7 @@ async def main(server: str) -> None:
         await msg.respond(b"echo:" + msg.data)
 
     await nc.subscribe("py.echo", cb=echo)
-    await nc.flush()
+    await settle(nc)
     reply = await other.request("py.echo", b"hi", timeout=10)
     assert reply.data == b"echo:hi", reply.data
 
@@ -46,8 +58,8 @@ async def main(server: str) -> None:
     m2 = await nats.connect(f"nats://{server}")
     await m1.subscribe("py.work", queue="q", cb=member("a"))
     await m2.subscribe("py.work", queue="q", cb=member("b"))
-    await m1.flush()
-    await m2.flush()
+    await settle(m1)
+    await settle(m2)
     for i in range(100):
         await other.publish("py.work", str(i).encode())
     await other.flush()
