@@ -254,7 +254,7 @@ impl Default for Limits {
             qos1_queued_bytes_max: 32 * 1024 * 1024,
             backpressure_pause_ms_max: 5000,
             slow_consumer_policy: SlowConsumerPolicy::Drop,
-            inflight_max: 64,
+            inflight_max: 1024,
             connect_timeout_ms: 10_000,
             read_buffer_bytes_max: 64 * 1024,
             write_batch_bytes_max: 64 * 1024,
@@ -587,7 +587,7 @@ mod tests {
         assert_eq!(c.limits.packet_bytes_max, 1 << 20);
         assert_eq!(c.limits.queued_messages_max, 100_000);
         assert_eq!(c.limits.queued_bytes_max, 16 << 20);
-        assert_eq!(c.limits.inflight_max, 64);
+        assert_eq!(c.limits.inflight_max, 1024);
         assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
         assert!(c.socket.tcp_nodelay);
         assert_eq!(c.nats.listen, "127.0.0.1:4222");

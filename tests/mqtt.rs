@@ -129,7 +129,7 @@ async fn wildcard_matching_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_acknowledged_and_delivered() {
-    let weft = Weft::start(2, "");
+    let weft = Weft::start(2, "[limits]\ninflight_max = 16\n");
     let mut sub = connect(weft.shard_addrs[1], "q-sub").await;
     sub.subscribe("q/1", QoS::AtLeastOnce).await;
     let mut publisher = connect(weft.shard_addrs[0], "q-pub").await;
@@ -148,7 +148,7 @@ async fn qos1_acknowledged_and_delivered() {
         assert_ne!(p.pkid, 0);
         assert_eq!(&p.payload[..], &vec![i as u8; 10][..]);
     }
-    // rumqttc acknowledged each of them: the in-flight window (64) was
+    // rumqttc acknowledged each of them: the in-flight window (16) was
     // released, or these further 100 could not all arrive.
     for i in 0..100 {
         publisher
