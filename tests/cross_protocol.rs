@@ -101,3 +101,93 @@ async fn nats_request_reaches_mqtt_subscribers_too() {
     let p = mqtt.next_publish().await;
     assert_eq!((p.topic.as_str(), &p.payload[..]), ("svc/x", &b"ping"[..]));
 }
+
+/// NATS headers and reply subjects map onto MQTT 5 user properties and
+/// Response Topic, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_user_properties_map_onto_each_other() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event as E5, MqttOptions};
+    let weft = Weft::start(2, "");
+    // An MQTT 5 subscriber and publisher.
+    let opts = MqttOptions::new(
+        "v5-bridge",
+        weft.shard_addrs[0].ip().to_string(),
+        weft.shard_addrs[0].port(),
+    );
+    let (v5, mut eventloop) = AsyncClient::new(opts, 10);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let E5::Incoming(p) = event {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    v5.subscribe_many(vec![Filter::new(
+        "hdr/#",
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+    )])
+    .await
+    .unwrap();
+    loop {
+        if let P5::SubAck(_) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    // NATS → MQTT 5: headers become user properties, reply the Response Topic.
+    let client = nats(weft.nats_shards[1]).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", "00-1-2-01");
+    client
+        .publish_with_reply_and_headers("hdr.n2m", "reply.here", headers, "from nats".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let p = loop {
+        if let P5::Publish(p) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break p;
+        }
+    };
+    assert_eq!(&p.topic[..], b"hdr/n2m");
+    let props = p.properties.expect("properties");
+    assert_eq!(
+        props.user_properties,
+        vec![("traceparent".to_string(), "00-1-2-01".to_string())]
+    );
+    assert_eq!(props.response_topic.as_deref(), Some("reply/here"));
+
+    // MQTT 5 → NATS: user properties become headers, Response Topic the reply.
+    let mut sub = client.subscribe("hdr.m2n").await.unwrap();
+    nats_sync(&client).await;
+    let props = PublishProperties {
+        user_properties: vec![("k".into(), "v".into())],
+        response_topic: Some("answers/1".into()),
+        ..Default::default()
+    };
+    v5.publish_with_properties(
+        "hdr/m2n",
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        false,
+        "from mqtt",
+        props,
+    )
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.payload, "from mqtt".as_bytes());
+    assert_eq!(m.reply.as_deref(), Some("answers.1"));
+    let h = m.headers.expect("headers");
+    assert_eq!(h.get("k").map(|v| v.as_str()), Some("v"));
+}
