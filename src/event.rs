@@ -229,8 +229,16 @@ impl Event {
         self.wire_len(qos) + 4 + extra
     }
 
-    /// Bytes this event takes as a NATS MSG/HMSG for subscription `sid`.
-    pub fn nats_wire_len(&self, sid: &str) -> usize {
+    /// The NATS subject of this event's topic (see `nats::subject`).
+    pub fn nats_subject(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(nats::subject::nats_len(self.topic()));
+        nats::subject::write_nats(self.topic(), &mut out);
+        out
+    }
+
+    /// Bytes this event takes as a NATS MSG/HMSG for subscription `sid`,
+    /// with a subject of `subject_len` bytes.
+    pub fn nats_wire_len(&self, subject_len: usize, sid: &str) -> usize {
         let converted = self.meta.as_deref().map_or(0, |m| {
             m.response_topic.as_ref().map_or(0, |r| r.len() + 1)
                 + m.user_properties
@@ -244,7 +252,7 @@ impl Event {
                 }
         });
         nats::codec::msg_len(
-            nats::subject::nats_len(self.topic()),
+            subject_len,
             sid,
             self.reply(),
             self.headers(),
@@ -254,11 +262,11 @@ impl Event {
 
     /// Appends the NATS MSG/HMSG for subscription `sid` (MQTT 5 user
     /// properties → headers, Response Topic → reply subject).
-    pub fn write_nats(&self, out: &mut Vec<u8>, sid: &str) {
+    pub fn write_nats(&self, out: &mut Vec<u8>, subject: &[u8], sid: &str) {
         let (reply, headers) = self.nats_reply_and_headers();
         nats::codec::put_msg(
             out,
-            |o| nats::subject::write_nats(self.topic(), o),
+            |o| o.extend_from_slice(subject),
             sid,
             reply.as_deref().or(self.reply()),
             headers.as_deref().or(self.headers()),
@@ -292,8 +300,11 @@ impl Event {
 
     pub fn topic(&self) -> &str {
         let raw = &self.frame[self.topic_at as usize..][..usize::from(self.topic_len)];
-        // Built from a &str in `new`.
-        std::str::from_utf8(raw).expect("topic is UTF-8 by construction")
+        debug_assert!(std::str::from_utf8(raw).is_ok());
+        // SAFETY: `new` copied these bytes from a `&str` and the frame is
+        // immutable (`Bytes`); this runs several times per delivery, so the
+        // UTF-8 check is not repeated.
+        unsafe { std::str::from_utf8_unchecked(raw) }
     }
 
     pub fn payload(&self) -> &[u8] {
@@ -348,9 +359,10 @@ mod tests {
             ..Default::default()
         });
         let mut out = Vec::new();
-        e.write_nats(&mut out, "7");
+        let subject = e.nats_subject();
+        e.write_nats(&mut out, &subject, "7");
         assert_eq!(out, b"MSG a.b//c 7 _INBOX.1 2\r\nhi\r\n");
-        assert_eq!(out.len(), e.nats_wire_len("7"));
+        assert_eq!(out.len(), e.nats_wire_len(subject.len(), "7"));
         let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
         assert!(plain.meta.is_none(), "empty metadata costs nothing");
     }

@@ -131,6 +131,23 @@ pub fn nats_len(topic: &str) -> usize {
 
 /// Appends the NATS subject of an internal topic name.
 pub fn write_nats(topic: &str, out: &mut Vec<u8>) {
+    let bytes = topic.as_bytes();
+    // The usual topic (no '.', no empty level) maps byte for byte: copy it
+    // and turn '/' into '.' in place (runs per delivery to NATS).
+    let plain = !bytes.contains(&b'.')
+        && bytes.first() != Some(&b'/')
+        && bytes.last() != Some(&b'/')
+        && !bytes.windows(2).any(|w| w == b"//");
+    if plain {
+        let start = out.len();
+        out.extend_from_slice(bytes);
+        for b in &mut out[start..] {
+            if *b == b'/' {
+                *b = b'.';
+            }
+        }
+        return;
+    }
     for (i, level) in topic.split('/').enumerate() {
         if i > 0 {
             out.push(b'.');

@@ -1190,6 +1190,8 @@ impl ShardCtx {
         let mut expired: SmallVec<[(Rc<Session>, Rc<str>); 1]> = SmallVec::new();
         {
             let slots = self.slots.borrow();
+            // Converted once for all the NATS subscribers of this event.
+            let mut nats_subject: Option<Rc<[u8]>> = None;
             let mut event = Some(event);
             for (i, sub) in subs.iter().enumerate() {
                 // Move the event into the last delivery: one refcount less.
@@ -1228,10 +1230,14 @@ impl ShardCtx {
                         if Some(ns.delivered.get()) == ns.max.get() {
                             expired.push((ns.session.clone(), ns.sid.clone()));
                         }
+                        let subject = nats_subject
+                            .get_or_insert_with(|| Rc::from(e.nats_subject()))
+                            .clone();
                         (
                             &ns.session,
                             DeliverAs::Nats {
                                 sid: ns.sid.clone(),
+                                subject,
                             },
                         )
                     }

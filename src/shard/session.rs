@@ -99,13 +99,10 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub enum DeliverAs {
     /// `retain`: a retained message sent because of a new subscription.
-    Mqtt {
-        qos: u8,
-        retain: bool,
-    },
-    Nats {
-        sid: Rc<str>,
-    },
+    Mqtt { qos: u8, retain: bool },
+    /// `subject`: the event's NATS subject, converted once per event and
+    /// shard and shared by its NATS subscribers.
+    Nats { sid: Rc<str>, subject: Rc<[u8]> },
 }
 
 impl DeliverAs {
@@ -126,6 +123,7 @@ enum OutItem {
     Nats {
         event: Event,
         sid: Rc<str>,
+        subject: Rc<[u8]>,
     },
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
@@ -143,7 +141,11 @@ impl OutItem {
             // (MQTT 5 sizes differ slightly; the queue's byte count uses
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
-            OutItem::Nats { event, sid } => event.nats_wire_len(sid),
+            OutItem::Nats {
+                event,
+                sid,
+                subject,
+            } => event.nats_wire_len(subject.len(), sid),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => f.event.wire_len(f.qos),
             OutItem::Static(bytes) => bytes.len(),
@@ -339,7 +341,7 @@ impl Session {
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
             DeliverAs::Mqtt { qos, .. } => event.wire_len(*qos),
-            DeliverAs::Nats { sid } => event.nats_wire_len(sid),
+            DeliverAs::Nats { sid, subject } => event.nats_wire_len(subject.len(), sid),
         };
         let max_packet = self.max_packet.get() as usize;
         if (max_packet > 0 && len > max_packet) || event.expired() {
@@ -378,7 +380,11 @@ impl Session {
         }
         let item = match how {
             DeliverAs::Mqtt { qos, retain } => OutItem::Event { event, qos, retain },
-            DeliverAs::Nats { sid } => OutItem::Nats { event, sid },
+            DeliverAs::Nats { sid, subject } => OutItem::Nats {
+                event,
+                sid,
+                subject,
+            },
         };
         self.push(&mut out, item);
         outcome
@@ -493,7 +499,11 @@ impl Session {
                     });
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
-                OutItem::Nats { event, sid } => event.write_nats(buf, &sid),
+                OutItem::Nats {
+                    event,
+                    sid,
+                    subject,
+                } => event.write_nats(buf, &subject, &sid),
                 OutItem::Redeliver(flight) => {
                     let id = flight.id.to_be_bytes();
                     if flight.released {
