@@ -1,8 +1,11 @@
 //! The mesh of routers (DESIGN.md "Mesh").
 //!
-//! Owns today: only the wire format of the router-to-router link protocol,
+//! Owns today: the wire format of the router-to-router link protocol,
 //! a sans-IO codec in [`link`] (frames in, bytes out; bytes in, frames
-//! out), and the hello check a link runs before anything else crosses it.
+//! out), and the hello check a link runs before anything else crosses it;
+//! and the sans-IO routing core in [`route`] (interest propagation,
+//! destination-set forwarding, link policy), tested in an in-memory
+//! multi-router simulation.
 //! Nothing here opens a socket, runs on an executor, or is wired into the
 //! shards yet.
 //!
@@ -23,3 +26,4 @@
 //! and the trie. The mesh consumes them through their public APIs.
 
 pub mod link;
+pub mod route;

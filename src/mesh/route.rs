@@ -1,0 +1,1460 @@
+//! The mesh's routing core: a deterministic, sans-IO state machine that
+//! decides where interest and events go between routers (DESIGN.md "Mesh").
+//!
+//! Owns: one [`Router`] per weft process, its links to neighbour routers
+//! (by [`LinkId`]), the local interest counts, the interest table learned
+//! from the links, per-link policy and counters, and the duplicate
+//! suppression window. Inputs are method calls (`link_up`, `link_down`,
+//! `local_subscribe`, `local_unsubscribe`, `publish`, `on_message`); outputs
+//! are [`Action`]s pushed onto a caller's `Vec`: [`Action::Send`] of a
+//! [`LinkMsg`] over a link, or [`Action::Deliver`] to this router's own
+//! subscribers. There is no clock and no randomness: the same inputs give
+//! the same actions in the same order (all maps are ordered).
+//!
+//! Model:
+//! - *Local interest* is counted per filter (MQTT form: `/` levels, `+` and
+//!   `#`); only 0→1 and 1→0 change anything outside the router.
+//! - *Interest propagation* is a distance vector per (filter, origin
+//!   router). A router advertises to every link its own filters at distance
+//!   0 and, for every (filter, origin) learned from its links, the best one
+//!   at distance + 1, with split horizon (never over the link the best entry
+//!   was learned from). An advertisement is re-sent when its distance
+//!   changes and withdrawn when the entry disappears or its best path moves
+//!   onto that link. Distances above [`DISTANCE_MAX`] are unreachable, which
+//!   bounds counting to infinity. A link that comes up gets the whole table
+//!   (resync); a link that goes down takes everything learned over it.
+//!   A router ignores interest whose origin is itself.
+//! - *Event forwarding* uses destination sets: the publishing router
+//!   computes the routers with matching interest, groups them by next hop
+//!   (the link with the smallest distance to that router for a matching
+//!   filter; ties to the lowest [`LinkId`]) and sends one [`EventCopy`] per
+//!   next hop. A receiver delivers locally if it is in `dests` and forwards
+//!   the other dests by its own next hops (never back over the link the
+//!   copy came in on), `hops` + 1, dropped above [`HOPS_MAX`]. Every
+//!   destination is in exactly one copy at any time, so any topology gets
+//!   each event at most once per router; a bounded per-origin window of
+//!   recently delivered ids makes retransmits (at-least-once over a healed
+//!   link) harmless.
+//! - *Link policy*: export and import deny filters per link. A topic
+//!   matching an export deny filter is never sent over the link (the next
+//!   hop choice skips that link, so another allowed path is used if one
+//!   exists); one matching an import deny filter is dropped when it arrives.
+//!   Interest whose filter is entirely covered by a deny filter is neither
+//!   learned (export) nor advertised (import). Counted per link.
+//!
+//! Payloads and protocol metadata do not pass through here: the runtime
+//! keeps the event's buffer and attaches it to the copies this core asks it
+//! to send. [`LinkMsg`] mirrors the link frames as owned values; mapping it
+//! onto [`super::link::Frame`] is the link session's job.
+//!
+//! Limits: [`RouterConfig::interest_entries_max`] distinct (filter, origin)
+//! entries (local ones included; learned ones beyond it are ignored and
+//! counted), [`RouterConfig::dests_max`] destinations per copy (more are
+//! split over several copies), a dedup window of
+//! [`RouterConfig::dedup_window`] ids for each of at most
+//! [`RouterConfig::dedup_origins_max`] origins.
+//!
+//! Must not touch: sockets, executors, timers, rings and the shard code, the
+//! byte codec in [`super::link`], the client protocols and the trie.
+//! Shared-subscription groups in interest are not modelled yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use crate::topic::{filter_matches, validate_filter, TopicLimits};
+
+/// Interest farther than this many links is unreachable.
+pub const DISTANCE_MAX: u16 = 16;
+
+/// An event copy that has crossed more links than this is dropped.
+pub const HOPS_MAX: u8 = 16;
+
+/// A link to a neighbour router, numbered by the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u32);
+
+/// One copy of an event on its way to `dests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCopy {
+    /// The router the event entered the mesh at.
+    pub origin: String,
+    /// Unique per origin router.
+    pub id: u64,
+    /// Links crossed before the one this copy is sent over.
+    pub hops: u8,
+    /// The routers this copy must reach; never empty.
+    pub dests: Vec<String>,
+    /// Internal (MQTT-form) topic.
+    pub topic: String,
+}
+
+/// What crosses a link, as owned values (see the module comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkMsg {
+    /// `origin` has subscribers for `filter`, `distance` links away from the
+    /// sender. Also an update when the distance changes.
+    InterestAdd {
+        filter: String,
+        origin: String,
+        distance: u16,
+    },
+    InterestRemove {
+        filter: String,
+        origin: String,
+    },
+    Event(EventCopy),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        link: LinkId,
+        msg: LinkMsg,
+    },
+    /// Hand the event to this router's own subscribers.
+    Deliver {
+        topic: String,
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkPolicy {
+    /// Topics matching any of these are never sent over the link.
+    pub export_deny: Vec<String>,
+    /// Topics matching any of these are dropped when they arrive.
+    pub import_deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub events_out: u64,
+    pub events_in: u64,
+    pub denied_export: u64,
+    pub denied_import: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterCounters {
+    /// Copies dropped because they would exceed [`HOPS_MAX`].
+    pub hops_exceeded: u64,
+    /// Destinations dropped for lack of a (permitted) route.
+    pub no_route: u64,
+    /// Local deliveries suppressed as duplicates.
+    pub duplicates: u64,
+    /// Learned entries ignored because the table was full.
+    pub interest_rejected: u64,
+    /// Interest messages with an invalid filter or router id.
+    pub bad_interest: u64,
+    /// Messages received on a link that is not up.
+    pub unknown_link: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    pub interest_entries_max: usize,
+    pub dests_max: usize,
+    pub dedup_window: usize,
+    pub dedup_origins_max: usize,
+    pub topic_limits: TopicLimits,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            interest_entries_max: 100_000,
+            // Matches the link codec's default `dests_max`.
+            dests_max: 64,
+            dedup_window: 4096,
+            dedup_origins_max: 1024,
+            topic_limits: TopicLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("invalid topic filter {0:?}")]
+    BadFilter(String),
+    #[error("interest table full ({0} entries)")]
+    TableFull(usize),
+}
+
+/// (filter, origin router).
+type Key = (String, String);
+
+struct Link {
+    peer: String,
+    policy: LinkPolicy,
+    counters: LinkCounters,
+    /// What this router has told the link: entry → advertised distance.
+    advertised: BTreeMap<Key, u16>,
+}
+
+#[derive(Default)]
+struct DedupWindow {
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+    last_used: u64,
+}
+
+pub struct Router {
+    id: String,
+    config: RouterConfig,
+    links: BTreeMap<LinkId, Link>,
+    local: BTreeMap<String, u64>,
+    /// Entry → (link it was learned over → the neighbour's distance).
+    learned: BTreeMap<Key, BTreeMap<LinkId, u16>>,
+    dedup: BTreeMap<String, DedupWindow>,
+    tick: u64,
+    counters: RouterCounters,
+}
+
+/// Whether every topic `filter` matches is also matched by `deny`.
+/// Conservative: `false` means "not known to be covered".
+fn filter_covers(deny: &str, filter: &str) -> bool {
+    if filter.starts_with('$') && (deny.starts_with('+') || deny.starts_with('#')) {
+        return false;
+    }
+    let mut d = deny.split('/');
+    let mut f = filter.split('/');
+    loop {
+        match (d.next(), f.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(fl)) if fl != "#" => {}
+            (Some(dl), Some(fl)) if dl == fl && dl != "+" && dl != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn any_matches(filters: &[String], topic: &str) -> bool {
+    filters.iter().any(|f| filter_matches(f, topic))
+}
+
+fn any_covers(filters: &[String], filter: &str) -> bool {
+    filters.iter().any(|d| filter_covers(d, filter))
+}
+
+impl Router {
+    pub fn new(router_id: impl Into<String>, config: RouterConfig) -> Router {
+        Router {
+            id: router_id.into(),
+            config,
+            links: BTreeMap::new(),
+            local: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            dedup: BTreeMap::new(),
+            tick: 0,
+            counters: RouterCounters::default(),
+        }
+    }
+
+    pub fn router_id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn counters(&self) -> RouterCounters {
+        self.counters
+    }
+
+    pub fn link_counters(&self, link: LinkId) -> Option<LinkCounters> {
+        self.links.get(&link).map(|l| l.counters)
+    }
+
+    /// The neighbour's router id, while the link is up.
+    pub fn link_peer(&self, link: LinkId) -> Option<&str> {
+        self.links.get(&link).map(|l| l.peer.as_str())
+    }
+
+    /// Distinct (filter, origin) entries held, local ones included.
+    pub fn interest_entries(&self) -> usize {
+        self.local.len() + self.learned.len()
+    }
+
+    /// The best (distance from this router, link) towards `origin`'s
+    /// interest in `filter`, if any.
+    pub fn best_route(&self, filter: &str, origin: &str) -> Option<(u16, LinkId)> {
+        self.learned
+            .get(&(filter.to_owned(), origin.to_owned()))
+            .and_then(best_of)
+    }
+
+    /// A link came up with the default (allow everything) policy.
+    pub fn link_up(&mut self, link: LinkId, peer_id: &str, out: &mut Vec<Action>) {
+        self.link_up_with_policy(link, peer_id, LinkPolicy::default(), out)
+    }
+
+    /// A link came up: sends it the whole current table. A link id already
+    /// up is taken down first.
+    pub fn link_up_with_policy(
+        &mut self,
+        link: LinkId,
+        peer_id: &str,
+        policy: LinkPolicy,
+        out: &mut Vec<Action>,
+    ) {
+        if self.links.contains_key(&link) {
+            self.link_down(link, out);
+        }
+        self.links.insert(
+            link,
+            Link {
+                peer: peer_id.to_owned(),
+                policy,
+                counters: LinkCounters::default(),
+                advertised: BTreeMap::new(),
+            },
+        );
+        let keys: Vec<Key> = self
+            .local
+            .keys()
+            .map(|f| (f.clone(), self.id.clone()))
+            .chain(self.learned.keys().cloned())
+            .collect();
+        for key in keys {
+            self.sync_link(&key, link, out);
+        }
+    }
+
+    /// A link went down: forgets what was learned over it and updates the
+    /// other links.
+    pub fn link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
+        if self.links.remove(&link).is_none() {
+            return;
+        }
+        let mut affected = Vec::new();
+        self.learned.retain(|key, routes| {
+            if routes.remove(&link).is_some() {
+                affected.push(key.clone());
+            }
+            !routes.is_empty()
+        });
+        for key in affected {
+            self.sync_all(&key, out);
+        }
+    }
+
+    /// One more local subscriber of `filter`.
+    pub fn local_subscribe(
+        &mut self,
+        filter: &str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), RouteError> {
+        validate_filter(filter, &self.config.topic_limits)
+            .map_err(|_| RouteError::BadFilter(filter.to_owned()))?;
+        if let Some(count) = self.local.get_mut(filter) {
+            *count += 1;
+            return Ok(());
+        }
+        if self.interest_entries() >= self.config.interest_entries_max {
+            return Err(RouteError::TableFull(self.config.interest_entries_max));
+        }
+        self.local.insert(filter.to_owned(), 1);
+        self.sync_all(&(filter.to_owned(), self.id.clone()), out);
+        Ok(())
+    }
+
+    /// One local subscriber of `filter` fewer. Unknown filters are ignored.
+    pub fn local_unsubscribe(&mut self, filter: &str, out: &mut Vec<Action>) {
+        let Some(count) = self.local.get_mut(filter) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.local.remove(filter);
+            self.sync_all(&(filter.to_owned(), self.id.clone()), out);
+        }
+    }
+
+    /// An event entered the mesh here.
+    pub fn publish(&mut self, topic: &str, event_id: u64, out: &mut Vec<Action>) {
+        if self.local.keys().any(|f| filter_matches(f, topic)) {
+            out.push(Action::Deliver {
+                topic: topic.to_owned(),
+                id: event_id,
+            });
+        }
+        let dests: BTreeSet<&str> = self
+            .learned
+            .keys()
+            .filter(|(f, o)| *o != self.id && filter_matches(f, topic))
+            .map(|(_, o)| o.as_str())
+            .collect();
+        let dests: Vec<String> = dests.into_iter().map(str::to_owned).collect();
+        let origin = self.id.clone();
+        self.forward(&origin, event_id, 0, topic, dests, None, out);
+    }
+
+    /// A message arrived over `link`.
+    pub fn on_message(&mut self, link: LinkId, msg: LinkMsg, out: &mut Vec<Action>) {
+        if !self.links.contains_key(&link) {
+            self.counters.unknown_link += 1;
+            return;
+        }
+        match msg {
+            LinkMsg::InterestAdd {
+                filter,
+                origin,
+                distance,
+            } => self.on_interest_add(link, filter, origin, distance, out),
+            LinkMsg::InterestRemove { filter, origin } => {
+                let key = (filter, origin);
+                if let Some(routes) = self.learned.get_mut(&key) {
+                    if routes.remove(&link).is_some() {
+                        if routes.is_empty() {
+                            self.learned.remove(&key);
+                        }
+                        self.sync_all(&key, out);
+                    }
+                }
+            }
+            LinkMsg::Event(copy) => self.on_event(link, copy, out),
+        }
+    }
+
+    fn on_interest_add(
+        &mut self,
+        link: LinkId,
+        filter: String,
+        origin: String,
+        distance: u16,
+        out: &mut Vec<Action>,
+    ) {
+        if origin == self.id {
+            return;
+        }
+        if origin.is_empty() || validate_filter(&filter, &self.config.topic_limits).is_err() {
+            self.counters.bad_interest += 1;
+            return;
+        }
+        let key = (filter, origin);
+        let denied = any_covers(&self.links[&link].policy.export_deny, &key.0);
+        if denied || distance >= DISTANCE_MAX {
+            // Unreachable (or unusable) over this link: same as a withdraw.
+            if let Some(routes) = self.learned.get_mut(&key) {
+                if routes.remove(&link).is_some() {
+                    if routes.is_empty() {
+                        self.learned.remove(&key);
+                    }
+                    self.sync_all(&key, out);
+                }
+            }
+            return;
+        }
+        if !self.learned.contains_key(&key) {
+            if self.interest_entries() >= self.config.interest_entries_max {
+                self.counters.interest_rejected += 1;
+                return;
+            }
+            self.learned.insert(key.clone(), BTreeMap::new());
+        }
+        let routes = self.learned.get_mut(&key).expect("inserted above");
+        if routes.insert(link, distance) != Some(distance) {
+            self.sync_all(&key, out);
+        }
+    }
+
+    fn on_event(&mut self, link: LinkId, copy: EventCopy, out: &mut Vec<Action>) {
+        let l = self.links.get_mut(&link).expect("checked by caller");
+        l.counters.events_in += 1;
+        if any_matches(&l.policy.import_deny, &copy.topic) {
+            l.counters.denied_import += 1;
+            return;
+        }
+        let mut rest = Vec::with_capacity(copy.dests.len());
+        let mut for_me = false;
+        for d in copy.dests {
+            if d == self.id {
+                for_me = true;
+            } else {
+                rest.push(d);
+            }
+        }
+        if for_me
+            && self.first_delivery(&copy.origin, copy.id)
+            && self.local.keys().any(|f| filter_matches(f, &copy.topic))
+        {
+            out.push(Action::Deliver {
+                topic: copy.topic.clone(),
+                id: copy.id,
+            });
+        }
+        if rest.is_empty() {
+            return;
+        }
+        if copy.hops >= HOPS_MAX {
+            self.counters.hops_exceeded += 1;
+            return;
+        }
+        rest.sort();
+        rest.dedup();
+        self.forward(
+            &copy.origin,
+            copy.id,
+            copy.hops + 1,
+            &copy.topic,
+            rest,
+            Some(link),
+            out,
+        );
+    }
+
+    /// Records a local delivery; false if it is a duplicate.
+    fn first_delivery(&mut self, origin: &str, id: u64) -> bool {
+        self.tick += 1;
+        if !self.dedup.contains_key(origin) && self.dedup.len() >= self.config.dedup_origins_max {
+            let oldest = self
+                .dedup
+                .iter()
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(o, _)| o.clone());
+            if let Some(o) = oldest {
+                self.dedup.remove(&o);
+            }
+        }
+        let w = self.dedup.entry(origin.to_owned()).or_default();
+        w.last_used = self.tick;
+        if !w.seen.insert(id) {
+            self.counters.duplicates += 1;
+            return false;
+        }
+        w.order.push_back(id);
+        while w.order.len() > self.config.dedup_window {
+            if let Some(old) = w.order.pop_front() {
+                w.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Sends `dests` on by their next hops, one copy per next hop (split
+    /// into chunks of `dests_max`).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        origin: &str,
+        id: u64,
+        hops: u8,
+        topic: &str,
+        dests: Vec<String>,
+        from: Option<LinkId>,
+        out: &mut Vec<Action>,
+    ) {
+        let mut by_hop: BTreeMap<LinkId, Vec<String>> = BTreeMap::new();
+        let mut denied: BTreeSet<LinkId> = BTreeSet::new();
+        for dest in dests {
+            // Best over all matching filters of `dest`, ignoring policy, and
+            // best over the links policy allows.
+            let mut best_any: Option<(u16, LinkId)> = None;
+            let mut best_ok: Option<(u16, LinkId)> = None;
+            for ((filter, o), routes) in &self.learned {
+                if *o != dest || !filter_matches(filter, topic) {
+                    continue;
+                }
+                for (&link, &d) in routes {
+                    if Some(link) == from {
+                        continue;
+                    }
+                    let c = (d, link);
+                    if best_any.is_none_or(|b| c < b) {
+                        best_any = Some(c);
+                    }
+                    if !any_matches(&self.links[&link].policy.export_deny, topic)
+                        && best_ok.is_none_or(|b| c < b)
+                    {
+                        best_ok = Some(c);
+                    }
+                }
+            }
+            if let Some((_, l)) = best_any {
+                if best_ok.map(|(_, k)| k) != Some(l) {
+                    denied.insert(l);
+                }
+            }
+            match best_ok {
+                Some((_, l)) => by_hop.entry(l).or_default().push(dest),
+                None => self.counters.no_route += 1,
+            }
+        }
+        for l in denied {
+            if let Some(link) = self.links.get_mut(&l) {
+                link.counters.denied_export += 1;
+            }
+        }
+        let chunk = self.config.dests_max.max(1);
+        for (link, dests) in by_hop {
+            for part in dests.chunks(chunk) {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.counters.events_out += 1;
+                }
+                out.push(Action::Send {
+                    link,
+                    msg: LinkMsg::Event(EventCopy {
+                        origin: origin.to_owned(),
+                        id,
+                        hops,
+                        dests: part.to_vec(),
+                        topic: topic.to_owned(),
+                    }),
+                });
+            }
+        }
+    }
+
+    fn sync_all(&mut self, key: &Key, out: &mut Vec<Action>) {
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.sync_link(key, link, out);
+        }
+    }
+
+    /// Brings what `link` has been told about `key` in line with the table.
+    fn sync_link(&mut self, key: &Key, link: LinkId, out: &mut Vec<Action>) {
+        let want = self.wanted(key, link);
+        let l = self.links.get_mut(&link).expect("link is up");
+        let have = l.advertised.get(key).copied();
+        if want == have {
+            return;
+        }
+        let msg = match want {
+            Some(distance) => {
+                l.advertised.insert(key.clone(), distance);
+                LinkMsg::InterestAdd {
+                    filter: key.0.clone(),
+                    origin: key.1.clone(),
+                    distance,
+                }
+            }
+            None => {
+                l.advertised.remove(key);
+                LinkMsg::InterestRemove {
+                    filter: key.0.clone(),
+                    origin: key.1.clone(),
+                }
+            }
+        };
+        out.push(Action::Send { link, msg });
+    }
+
+    /// The distance `link` should be told for `key`, if any.
+    fn wanted(&self, key: &Key, link: LinkId) -> Option<u16> {
+        let l = &self.links[&link];
+        if any_covers(&l.policy.import_deny, &key.0) {
+            return None;
+        }
+        if key.1 == self.id {
+            return self.local.contains_key(&key.0).then_some(0);
+        }
+        let (d, via) = self.learned.get(key).and_then(best_of)?;
+        (via != link && d <= DISTANCE_MAX).then_some(d)
+    }
+}
+
+/// Best (distance from us, link) among a learned entry's routes.
+fn best_of(routes: &BTreeMap<LinkId, u16>) -> Option<(u16, LinkId)> {
+    routes
+        .iter()
+        .map(|(&l, &d)| (d.saturating_add(1), l))
+        .filter(|&(d, _)| d <= DISTANCE_MAX)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// In-memory mesh: N routers, a FIFO queue per directed link, no
+    /// sockets, no clock.
+    struct Sim {
+        routers: Vec<Router>,
+        /// (router, its link) → (peer router, the peer's link id).
+        wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+        /// Messages sent by (router, over link), not yet received.
+        queues: BTreeMap<(usize, LinkId), VecDeque<LinkMsg>>,
+        next_link: Vec<u32>,
+        /// (router, topic, id) in delivery order.
+        delivered: Vec<(usize, String, u64)>,
+        sends: u64,
+        event_sends: u64,
+        /// Every event copy that crossed (from router, to router).
+        crossings: Vec<(usize, usize, String)>,
+    }
+
+    impl Sim {
+        fn new(n: usize) -> Sim {
+            Sim {
+                routers: (0..n)
+                    .map(|i| Router::new(format!("r{i}"), RouterConfig::default()))
+                    .collect(),
+                wires: BTreeMap::new(),
+                queues: BTreeMap::new(),
+                next_link: vec![1; n],
+                delivered: Vec::new(),
+                sends: 0,
+                event_sends: 0,
+                crossings: Vec::new(),
+            }
+        }
+
+        fn apply(&mut self, r: usize, actions: Vec<Action>) {
+            for a in actions {
+                match a {
+                    Action::Send { link, msg } => {
+                        self.sends += 1;
+                        if matches!(msg, LinkMsg::Event(_)) {
+                            self.event_sends += 1;
+                        }
+                        assert!(self.wires.contains_key(&(r, link)), "send on a down link");
+                        self.queues.entry((r, link)).or_default().push_back(msg);
+                    }
+                    Action::Deliver { topic, id } => self.delivered.push((r, topic, id)),
+                }
+            }
+        }
+
+        fn connect_with(
+            &mut self,
+            a: usize,
+            b: usize,
+            pa: LinkPolicy,
+            pb: LinkPolicy,
+        ) -> (LinkId, LinkId) {
+            let la = LinkId(self.next_link[a]);
+            self.next_link[a] += 1;
+            let lb = LinkId(self.next_link[b]);
+            self.next_link[b] += 1;
+            self.wires.insert((a, la), (b, lb));
+            self.wires.insert((b, lb), (a, la));
+            let (ida, idb) = (self.routers[a].id.clone(), self.routers[b].id.clone());
+            let mut out = Vec::new();
+            self.routers[a].link_up_with_policy(la, &idb, pa, &mut out);
+            self.apply(a, out);
+            let mut out = Vec::new();
+            self.routers[b].link_up_with_policy(lb, &ida, pb, &mut out);
+            self.apply(b, out);
+            (la, lb)
+        }
+
+        fn connect(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
+            self.connect_with(a, b, LinkPolicy::default(), LinkPolicy::default())
+        }
+
+        fn link_between(&self, a: usize, b: usize) -> LinkId {
+            self.wires
+                .iter()
+                .find(|(&(r, _), &(p, _))| r == a && p == b)
+                .map(|(&(_, l), _)| l)
+                .expect("linked")
+        }
+
+        /// Cuts the a-b link; messages in flight on it are lost.
+        fn cut(&mut self, a: usize, b: usize) {
+            let la = self.link_between(a, b);
+            let (_, lb) = self.wires[&(a, la)];
+            for (r, l) in [(a, la), (b, lb)] {
+                self.wires.remove(&(r, l));
+                self.queues.remove(&(r, l));
+                let mut out = Vec::new();
+                self.routers[r].link_down(l, &mut out);
+                self.apply(r, out);
+            }
+        }
+
+        fn subscribe(&mut self, r: usize, filter: &str) {
+            let mut out = Vec::new();
+            self.routers[r].local_subscribe(filter, &mut out).unwrap();
+            self.apply(r, out);
+        }
+
+        fn unsubscribe(&mut self, r: usize, filter: &str) {
+            let mut out = Vec::new();
+            self.routers[r].local_unsubscribe(filter, &mut out);
+            self.apply(r, out);
+        }
+
+        fn publish(&mut self, r: usize, topic: &str, id: u64) {
+            let mut out = Vec::new();
+            self.routers[r].publish(topic, id, &mut out);
+            self.apply(r, out);
+        }
+
+        /// Delivers queued messages round-robin until none is left;
+        /// returns the number delivered. Panics past `max_steps`.
+        fn run_until_idle(&mut self, max_steps: usize) -> usize {
+            let mut steps = 0;
+            loop {
+                let keys: Vec<(usize, LinkId)> = self
+                    .queues
+                    .iter()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(|(k, _)| *k)
+                    .collect();
+                if keys.is_empty() {
+                    return steps;
+                }
+                for (r, l) in keys {
+                    let msg = self.queues.get_mut(&(r, l)).unwrap().pop_front().unwrap();
+                    let (p, pl) = self.wires[&(r, l)];
+                    if let LinkMsg::Event(e) = &msg {
+                        self.crossings.push((r, p, e.topic.clone()));
+                    }
+                    let mut out = Vec::new();
+                    self.routers[p].on_message(pl, msg, &mut out);
+                    self.apply(p, out);
+                    steps += 1;
+                    assert!(steps <= max_steps, "no quiescence after {max_steps} steps");
+                }
+            }
+        }
+
+        fn deliveries(&self, topic: &str, id: u64) -> BTreeMap<usize, usize> {
+            let mut m = BTreeMap::new();
+            for (r, t, i) in &self.delivered {
+                if t == topic && *i == id {
+                    *m.entry(*r).or_default() += 1;
+                }
+            }
+            m
+        }
+
+        /// Publishes from every router in turn and checks that exactly
+        /// `subs` get each event, once, with a bounded number of sends.
+        fn check_everyone_publishes(&mut self, topic: &str, subs: &[usize], first_id: u64) {
+            for p in 0..self.routers.len() {
+                let id = first_id + p as u64;
+                let before = self.event_sends;
+                self.publish(p, topic, id);
+                self.run_until_idle(10_000);
+                let want: BTreeMap<usize, usize> = subs.iter().map(|&s| (s, 1)).collect();
+                assert_eq!(self.deliveries(topic, id), want, "publisher r{p}");
+                // A copy per link of a spanning tree at most.
+                assert!(self.event_sends - before < self.routers.len() as u64);
+            }
+        }
+    }
+
+    fn ring(n: usize) -> Sim {
+        let mut sim = Sim::new(n);
+        for i in 0..n {
+            sim.connect(i, (i + 1) % n);
+        }
+        sim
+    }
+
+    #[test]
+    fn line_delivers_once_and_only_what_is_wanted() {
+        let mut sim = Sim::new(3);
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        sim.subscribe(2, "sensors/+/temp");
+        sim.subscribe(2, "sensors/+/temp"); // counted: no new traffic
+        sim.run_until_idle(1000);
+        assert_eq!(
+            sim.routers[0]
+                .best_route("sensors/+/temp", "r2")
+                .map(|r| r.0),
+            Some(2)
+        );
+
+        sim.publish(0, "sensors/k/temp", 1);
+        sim.run_until_idle(1000);
+        assert_eq!(
+            sim.deliveries("sensors/k/temp", 1),
+            BTreeMap::from([(2, 1)])
+        );
+        assert_eq!(sim.event_sends, 2);
+
+        // Nobody wants it: A sends nothing.
+        let before = sim.sends;
+        sim.publish(0, "sensors/k/humidity", 2);
+        assert_eq!(sim.sends, before);
+
+        // One unsubscribe of two: still subscribed.
+        sim.unsubscribe(2, "sensors/+/temp");
+        sim.run_until_idle(1000);
+        assert!(sim.routers[0].best_route("sensors/+/temp", "r2").is_some());
+        sim.unsubscribe(2, "sensors/+/temp");
+        sim.run_until_idle(1000);
+        assert_eq!(sim.routers[0].best_route("sensors/+/temp", "r2"), None);
+        assert_eq!(sim.routers[0].interest_entries(), 0);
+        assert_eq!(sim.routers[1].interest_entries(), 0);
+        let before = sim.sends;
+        sim.publish(0, "sensors/k/temp", 3);
+        assert_eq!(sim.sends, before);
+        assert!(sim.deliveries("sensors/k/temp", 3).is_empty());
+    }
+
+    #[test]
+    fn triangle_exactly_once_from_every_publisher() {
+        let mut sim = ring(3);
+        sim.subscribe(0, "a/#");
+        sim.subscribe(1, "a/b");
+        sim.subscribe(2, "+/b");
+        sim.run_until_idle(1000);
+        sim.check_everyone_publishes("a/b", &[0, 1, 2], 100);
+        sim.check_everyone_publishes("a/c", &[0], 200);
+    }
+
+    #[test]
+    fn ring_of_four_exactly_once_from_every_publisher() {
+        let mut sim = ring(4);
+        sim.subscribe(1, "x/y");
+        sim.subscribe(2, "x/#");
+        sim.subscribe(3, "x/+");
+        sim.run_until_idle(10_000);
+        sim.check_everyone_publishes("x/y", &[1, 2, 3], 0);
+        // Routes are shortest: r0 reaches r2 in two links.
+        assert_eq!(sim.routers[0].best_route("x/#", "r2").map(|r| r.0), Some(2));
+    }
+
+    #[test]
+    fn full_mesh_of_five_exactly_once() {
+        let mut sim = Sim::new(5);
+        for a in 0..5 {
+            for b in a + 1..5 {
+                sim.connect(a, b);
+            }
+        }
+        for r in 0..5 {
+            sim.subscribe(r, "m/#");
+        }
+        sim.run_until_idle(10_000);
+        sim.check_everyone_publishes("m/1", &[0, 1, 2, 3, 4], 0);
+        // Everyone is one link away: one copy per other router.
+        assert_eq!(sim.routers[0].best_route("m/#", "r3").map(|r| r.0), Some(1));
+    }
+
+    #[test]
+    fn ring_link_cut_and_heal() {
+        let mut sim = ring(4);
+        sim.subscribe(2, "t");
+        sim.subscribe(3, "t");
+        sim.run_until_idle(10_000);
+        sim.check_everyone_publishes("t", &[2, 3], 0);
+
+        sim.cut(1, 2);
+        sim.run_until_idle(10_000);
+        // r1 now reaches r2 the long way: r1-r0-r3-r2.
+        assert_eq!(sim.routers[1].best_route("t", "r2").map(|r| r.0), Some(3));
+        sim.check_everyone_publishes("t", &[2, 3], 100);
+
+        sim.connect(1, 2);
+        sim.run_until_idle(10_000);
+        assert_eq!(sim.routers[1].best_route("t", "r2").map(|r| r.0), Some(1));
+        sim.check_everyone_publishes("t", &[2, 3], 200);
+
+        // Unsubscribing after all that leaves no stale interest anywhere.
+        sim.unsubscribe(2, "t");
+        sim.unsubscribe(3, "t");
+        sim.run_until_idle(10_000);
+        for r in &sim.routers {
+            assert_eq!(r.interest_entries(), 0, "{}", r.router_id());
+        }
+    }
+
+    #[test]
+    fn interest_converges_in_a_ring_when_the_subscriber_leaves() {
+        // Withdrawals racing re-advertisements must not leave a ghost.
+        let mut sim = ring(5);
+        sim.subscribe(0, "g");
+        sim.run_until_idle(10_000);
+        sim.unsubscribe(0, "g");
+        sim.run_until_idle(100_000);
+        for r in &sim.routers {
+            assert_eq!(r.interest_entries(), 0, "{}", r.router_id());
+        }
+    }
+
+    /// Deterministic pseudo-random numbers (no dependency, same every run).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Routers reachable from `from` over the sim's current wires.
+    fn component(sim: &Sim, from: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::from([from]);
+        let mut todo = vec![from];
+        while let Some(r) = todo.pop() {
+            for (&(a, _), &(b, _)) in &sim.wires {
+                if a == r && seen.insert(b) {
+                    todo.push(b);
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn random_topologies_deliver_exactly_once() {
+        const FILTERS: [&str; 5] = ["a/#", "a/b", "+/b", "#", "c/+"];
+        const TOPICS: [&str; 3] = ["a/b", "c/d", "a/x"];
+        for seed in 1..=40u64 {
+            let mut rng = Lcg(seed);
+            let n = 3 + rng.below(5) as usize;
+            let mut sim = Sim::new(n);
+            // A random spanning tree, then extra edges for cycles.
+            for i in 1..n {
+                sim.connect(i, rng.below(i as u64) as usize);
+            }
+            for _ in 0..rng.below(n as u64 + 1) {
+                let (a, b) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+                if a != b && !sim.wires.iter().any(|(&(r, _), &(p, _))| r == a && p == b) {
+                    sim.connect(a, b);
+                }
+            }
+            let mut subs: Vec<Vec<&str>> = vec![Vec::new(); n];
+            for _ in 0..n {
+                let r = rng.below(n as u64) as usize;
+                let f = FILTERS[rng.below(FILTERS.len() as u64) as usize];
+                sim.subscribe(r, f);
+                subs[r].push(f);
+            }
+            let mut id = 0;
+            for round in 0..3 {
+                // Publish while interest is still converging: at most once.
+                let p = rng.below(n as u64) as usize;
+                id += 1;
+                sim.publish(p, "a/b", id);
+                sim.run_until_idle(200_000);
+                assert!(sim.deliveries("a/b", id).values().all(|&c| c == 1));
+
+                for p in 0..n {
+                    let reach = component(&sim, p);
+                    for topic in TOPICS {
+                        id += 1;
+                        let before = sim.event_sends;
+                        sim.publish(p, topic, id);
+                        sim.run_until_idle(200_000);
+                        let want: BTreeMap<usize, usize> = (0..n)
+                            .filter(|r| reach.contains(r))
+                            .filter(|&r| subs[r].iter().any(|f| filter_matches(f, topic)))
+                            .map(|r| (r, 1))
+                            .collect();
+                        assert_eq!(
+                            sim.deliveries(topic, id),
+                            want,
+                            "seed {seed} round {round} publisher r{p} topic {topic}"
+                        );
+                        assert!(sim.event_sends - before < n as u64);
+                    }
+                }
+                // Change the topology: cut a random link, or add one back.
+                let wires: Vec<(usize, usize)> = sim
+                    .wires
+                    .keys()
+                    .map(|&(a, l)| (a, sim.wires[&(a, l)].0))
+                    .filter(|(a, b)| a < b)
+                    .collect();
+                if round == 0 && !wires.is_empty() {
+                    let (a, b) = wires[rng.below(wires.len() as u64) as usize];
+                    sim.cut(a, b);
+                } else {
+                    let (a, b) = (rng.below(n as u64) as usize, rng.below(n as u64) as usize);
+                    if a != b && !sim.wires.iter().any(|(&(r, _), &(p, _))| r == a && p == b) {
+                        sim.connect(a, b);
+                    }
+                }
+                sim.run_until_idle(200_000);
+            }
+            // Everyone leaves: no stale interest survives.
+            for (r, fs) in subs.iter().enumerate() {
+                for f in fs {
+                    sim.unsubscribe(r, f);
+                }
+            }
+            sim.run_until_idle(200_000);
+            for r in &sim.routers {
+                assert_eq!(r.interest_entries(), 0, "seed {seed} {}", r.router_id());
+            }
+        }
+    }
+
+    fn sends(out: &mut Vec<Action>) -> Vec<(u32, String)> {
+        out.drain(..)
+            .map(|a| match a {
+                Action::Send {
+                    link,
+                    msg:
+                        LinkMsg::InterestAdd {
+                            origin, distance, ..
+                        },
+                } => (link.0, format!("add {origin} {distance}")),
+                Action::Send {
+                    link,
+                    msg: LinkMsg::InterestRemove { origin, .. },
+                } => (link.0, format!("remove {origin}")),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_horizon_best_path_change_and_resync() {
+        let mut r = Router::new("b", RouterConfig::default());
+        let mut out = Vec::new();
+        for l in 1..=3 {
+            r.link_up(LinkId(l), &format!("n{l}"), &mut out);
+        }
+        let add = |distance| LinkMsg::InterestAdd {
+            filter: "f".into(),
+            origin: "z".into(),
+            distance,
+        };
+        r.on_message(LinkId(1), add(2), &mut out);
+        // Never back over link 1.
+        assert_eq!(
+            sends(&mut out),
+            vec![(2, "add z 3".into()), (3, "add z 3".into())]
+        );
+        // A shorter path over link 2: withdrawn there, offered to link 1.
+        r.on_message(LinkId(2), add(0), &mut out);
+        assert_eq!(
+            sends(&mut out),
+            vec![
+                (1, "add z 1".into()),
+                (2, "remove z".into()),
+                (3, "add z 1".into())
+            ]
+        );
+        assert_eq!(r.best_route("f", "z"), Some((1, LinkId(2))));
+        // Same distance again: nothing to say.
+        r.on_message(LinkId(2), add(0), &mut out);
+        assert!(out.is_empty());
+        // Link 2 goes: back to the long way.
+        r.link_down(LinkId(2), &mut out);
+        assert_eq!(
+            sends(&mut out),
+            vec![(1, "remove z".into()), (3, "add z 3".into())]
+        );
+        // Link 2 returns: it gets the whole table (the entry and a local one).
+        r.local_subscribe("mine", &mut out).unwrap();
+        out.clear();
+        r.link_up(LinkId(2), "n2", &mut out);
+        assert_eq!(
+            sends(&mut out),
+            vec![(2, "add b 0".into()), (2, "add z 3".into())]
+        );
+        // The last route withdrawn: withdrawn everywhere it was offered.
+        r.on_message(
+            LinkId(1),
+            LinkMsg::InterestRemove {
+                filter: "f".into(),
+                origin: "z".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(
+            sends(&mut out),
+            vec![(2, "remove z".into()), (3, "remove z".into())]
+        );
+        assert_eq!(r.interest_entries(), 1);
+    }
+
+    #[test]
+    fn duplicate_copy_is_delivered_once() {
+        let mut r = Router::new("b", RouterConfig::default());
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "a", &mut out);
+        r.local_subscribe("d/#", &mut out).unwrap();
+        out.clear();
+        let copy = EventCopy {
+            origin: "a".into(),
+            id: 7,
+            hops: 0,
+            dests: vec!["b".into()],
+            topic: "d/x".into(),
+        };
+        r.on_message(LinkId(1), LinkMsg::Event(copy.clone()), &mut out);
+        r.on_message(LinkId(1), LinkMsg::Event(copy.clone()), &mut out);
+        assert_eq!(
+            out,
+            vec![Action::Deliver {
+                topic: "d/x".into(),
+                id: 7
+            }]
+        );
+        assert_eq!(r.counters().duplicates, 1);
+        // Same id from another origin is a different event.
+        out.clear();
+        let other = EventCopy {
+            origin: "c".into(),
+            ..copy
+        };
+        r.on_message(LinkId(1), LinkMsg::Event(other), &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn dedup_window_is_bounded() {
+        let config = RouterConfig {
+            dedup_window: 4,
+            dedup_origins_max: 2,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new("b", config);
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "a", &mut out);
+        r.local_subscribe("#", &mut out).unwrap();
+        let send = |r: &mut Router, origin: &str, id: u64| {
+            let mut out = Vec::new();
+            let copy = EventCopy {
+                origin: origin.into(),
+                id,
+                hops: 0,
+                dests: vec!["b".into()],
+                topic: "t".into(),
+            };
+            r.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
+            out.len()
+        };
+        for id in 0..10 {
+            assert_eq!(send(&mut r, "a", id), 1);
+        }
+        assert_eq!(send(&mut r, "a", 9), 0);
+        // Fell out of the window: delivered again (the bound at work).
+        assert_eq!(send(&mut r, "a", 0), 1);
+        send(&mut r, "o1", 0);
+        send(&mut r, "o2", 0);
+        assert!(r.dedup.len() <= 2);
+        assert!(r
+            .dedup
+            .values()
+            .all(|w| w.order.len() <= 4 && w.seen.len() <= 4));
+    }
+
+    #[test]
+    fn export_deny_keeps_a_topic_off_a_link() {
+        // Line r0 - r1 - r2; r1 may not export "secret/#" to r2.
+        let mut sim = Sim::new(3);
+        sim.connect(0, 1);
+        let deny = LinkPolicy {
+            export_deny: vec!["secret/#".into()],
+            import_deny: vec![],
+        };
+        sim.connect_with(1, 2, deny, LinkPolicy::default());
+        sim.subscribe(2, "#");
+        sim.run_until_idle(1000);
+        sim.publish(0, "secret/plans", 1);
+        sim.publish(0, "public/news", 2);
+        sim.run_until_idle(1000);
+        assert!(sim.deliveries("secret/plans", 1).is_empty());
+        assert_eq!(sim.deliveries("public/news", 2), BTreeMap::from([(2, 1)]));
+        assert!(!sim
+            .crossings
+            .iter()
+            .any(|(f, t, topic)| *f == 1 && *t == 2 && topic.starts_with("secret/")));
+        let l = sim.link_between(1, 2);
+        let c = sim.routers[1].link_counters(l).unwrap();
+        assert_eq!(c.denied_export, 1);
+        assert_eq!(c.events_out, 1);
+    }
+
+    #[test]
+    fn export_deny_uses_another_path_if_there_is_one() {
+        // Triangle; r0's direct link to r2 may not carry "s/#", but the
+        // way through r1 may.
+        let mut sim = Sim::new(3);
+        sim.connect_with(
+            0,
+            2,
+            LinkPolicy {
+                export_deny: vec!["s/#".into()],
+                import_deny: vec![],
+            },
+            LinkPolicy::default(),
+        );
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        sim.subscribe(2, "s/+");
+        sim.subscribe(2, "#");
+        sim.run_until_idle(1000);
+        // "s/+" is entirely covered by the deny: not even learned over it.
+        assert_eq!(sim.routers[0].best_route("s/+", "r2").map(|r| r.0), Some(2));
+        sim.publish(0, "s/1", 1);
+        sim.run_until_idle(1000);
+        assert_eq!(sim.deliveries("s/1", 1), BTreeMap::from([(2, 1)]));
+        assert!(!sim.crossings.iter().any(|(f, t, _)| *f == 0 && *t == 2));
+        let l = sim.link_between(0, 2);
+        assert_eq!(sim.routers[0].link_counters(l).unwrap().denied_export, 1);
+        sim.publish(0, "p/1", 2);
+        sim.run_until_idle(1000);
+        assert!(sim
+            .crossings
+            .iter()
+            .any(|(f, t, topic)| *f == 0 && *t == 2 && topic == "p/1"));
+    }
+
+    #[test]
+    fn import_deny_drops_and_does_not_advertise() {
+        let mut sim = Sim::new(2);
+        sim.connect_with(
+            1,
+            0,
+            LinkPolicy {
+                export_deny: vec![],
+                import_deny: vec!["in/#".into()],
+            },
+            LinkPolicy::default(),
+        );
+        sim.subscribe(1, "in/x");
+        sim.subscribe(1, "#");
+        sim.run_until_idle(1000);
+        assert_eq!(sim.routers[0].best_route("in/x", "r1"), None);
+        assert!(sim.routers[0].best_route("#", "r1").is_some());
+        sim.publish(0, "in/x", 1);
+        sim.publish(0, "out/x", 2);
+        sim.run_until_idle(1000);
+        assert!(sim.deliveries("in/x", 1).is_empty());
+        assert_eq!(sim.deliveries("out/x", 2), BTreeMap::from([(1, 1)]));
+        let l = sim.link_between(1, 0);
+        assert_eq!(sim.routers[1].link_counters(l).unwrap().denied_import, 1);
+    }
+
+    #[test]
+    fn hops_and_distance_are_bounded() {
+        let mut r = Router::new("b", RouterConfig::default());
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "a", &mut out);
+        r.link_up(LinkId(2), "c", &mut out);
+        // Interest at the distance limit is unreachable.
+        r.on_message(
+            LinkId(2),
+            LinkMsg::InterestAdd {
+                filter: "f".into(),
+                origin: "far".into(),
+                distance: DISTANCE_MAX,
+            },
+            &mut out,
+        );
+        assert_eq!(r.interest_entries(), 0);
+        r.on_message(
+            LinkId(2),
+            LinkMsg::InterestAdd {
+                filter: "f".into(),
+                origin: "z".into(),
+                distance: 1,
+            },
+            &mut out,
+        );
+        out.clear();
+        let copy = |hops| {
+            LinkMsg::Event(EventCopy {
+                origin: "a".into(),
+                id: 1,
+                hops,
+                dests: vec!["z".into()],
+                topic: "f".into(),
+            })
+        };
+        r.on_message(LinkId(1), copy(HOPS_MAX - 1), &mut out);
+        assert!(
+            matches!(&out[..], [Action::Send { link: LinkId(2), msg: LinkMsg::Event(e) }] if e.hops == HOPS_MAX)
+        );
+        out.clear();
+        r.on_message(LinkId(1), copy(HOPS_MAX), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(r.counters().hops_exceeded, 1);
+        // Own interest echoed back is ignored.
+        r.on_message(
+            LinkId(1),
+            LinkMsg::InterestAdd {
+                filter: "f".into(),
+                origin: "b".into(),
+                distance: 2,
+            },
+            &mut out,
+        );
+        assert_eq!(r.interest_entries(), 1);
+    }
+
+    #[test]
+    fn interest_table_is_bounded() {
+        let config = RouterConfig {
+            interest_entries_max: 2,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new("b", config);
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "a", &mut out);
+        r.local_subscribe("x", &mut out).unwrap();
+        for o in ["o1", "o2"] {
+            r.on_message(
+                LinkId(1),
+                LinkMsg::InterestAdd {
+                    filter: "f".into(),
+                    origin: o.into(),
+                    distance: 0,
+                },
+                &mut out,
+            );
+        }
+        assert_eq!(r.interest_entries(), 2);
+        assert_eq!(r.counters().interest_rejected, 1);
+        assert_eq!(
+            r.local_subscribe("y", &mut out),
+            Err(RouteError::TableFull(2))
+        );
+        assert!(matches!(
+            r.local_subscribe("a/#/b", &mut out),
+            Err(RouteError::BadFilter(_))
+        ));
+    }
+
+    #[test]
+    fn many_dests_are_split_over_copies() {
+        let config = RouterConfig {
+            dests_max: 2,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new("hub", config);
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "n", &mut out);
+        for o in ["o1", "o2", "o3", "o4", "o5"] {
+            r.on_message(
+                LinkId(1),
+                LinkMsg::InterestAdd {
+                    filter: "#".into(),
+                    origin: o.into(),
+                    distance: 1,
+                },
+                &mut out,
+            );
+        }
+        out.clear();
+        r.publish("t", 1, &mut out);
+        let sizes: Vec<usize> = out
+            .iter()
+            .map(|a| match a {
+                Action::Send {
+                    msg: LinkMsg::Event(e),
+                    ..
+                } => e.dests.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn filter_cover() {
+        assert!(filter_covers("#", "a/b"));
+        assert!(filter_covers("a/#", "a/+/c"));
+        assert!(filter_covers("a/#", "a"));
+        assert!(filter_covers("+/b", "x/b"));
+        assert!(!filter_covers("+/b", "#"));
+        assert!(!filter_covers("a/+", "a/#"));
+        assert!(!filter_covers("a/b", "a/+"));
+        assert!(!filter_covers("#", "$SYS/x"));
+        assert!(filter_covers("#", "+/x"));
+    }
+}
