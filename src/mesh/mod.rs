@@ -13,13 +13,10 @@
 //! - bridge executors: links on dedicated bridge core(s), joined to the
 //!   shards by the same SPSC rings, with keepalive and graceful close over
 //!   [`link::Frame::Ping`] / [`link::Frame::Close`];
-//! - interest propagation: per (filter, group, origin router) interest sent
-//!   as add/remove, with distance-vector path choice and a resync when a link
-//!   returns;
-//! - loop-free forwarding: an event carries its destination routers, so a
-//!   router forwards a copy only towards routers it is the next hop for and
-//!   each subscriber sees it exactly once in any topology;
-//! - link policy: per-link export/import filters and topic rewrite.
+//! - a link session that maps [`route::LinkMsg`] onto [`link`] frames and
+//!   feeds the [`route::Router`] (interest propagation, destination-set
+//!   forwarding and deny policy are in [`route`] already);
+//! - shared-subscription groups in interest, and per-link topic rewrite.
 //!
 //! Must not touch: sockets, executors, timers and rings (those stay in
 //! `shard/`, the runtime seam), the client protocols' codecs and sessions,
