@@ -430,25 +430,13 @@ async fn will_published_on_abnormal_close_only() {
     let mut watcher = connect(weft.shard_addrs[1], "watcher").await;
     watcher.subscribe("will/#", QoS::AtMostOnce).await;
     let with_will = |id: &str| {
-        let mut out = Vec::new();
-        codec::encode(
-            &Packet::Connect(codec::Connect {
-                level: 4,
-                clean_session: true,
-                keep_alive_s: 30,
-                client_id: id,
-                will: Some(codec::Will {
-                    topic: "will/gone",
-                    payload: id.as_bytes(),
-                    qos: 0,
-                    retain: false,
-                }),
-                username: None,
-                password: None,
-            }),
-            &mut out,
-        );
-        out
+        let will = codec::Will {
+            topic: "will/gone",
+            payload: id.as_bytes(),
+            qos: 0,
+            retain: false,
+        };
+        connect_packet_with_will(id, 30, will)
     };
     let mut polite = Raw::open(weft.shard_addrs[0]).await;
     polite.send(&with_will("polite")).await;
@@ -614,24 +602,13 @@ async fn retained_messages_across_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_retain_is_honoured() {
     let weft = Weft::start(2, "");
-    let mut out = Vec::new();
-    codec::encode(
-        &Packet::Connect(codec::Connect {
-            level: 4,
-            clean_session: true,
-            keep_alive_s: 30,
-            client_id: "mortal",
-            will: Some(codec::Will {
-                topic: "status/mortal",
-                payload: b"offline",
-                qos: 1,
-                retain: true,
-            }),
-            username: None,
-            password: None,
-        }),
-        &mut out,
-    );
+    let will = codec::Will {
+        topic: "status/mortal",
+        payload: b"offline",
+        qos: 1,
+        retain: true,
+    };
+    let out = connect_packet_with_will("mortal", 30, will);
     let mut mortal = Raw::open(weft.shard_addrs[0]).await;
     mortal.send(&out).await;
     mortal.read_exact(4).await;
@@ -665,24 +642,13 @@ async fn will_published_on_keep_alive_timeout() {
     let weft = Weft::start(2, "");
     let mut watcher = connect(weft.shard_addrs[1], "ka-watcher").await;
     watcher.subscribe("ka/#", QoS::AtMostOnce).await;
-    let mut out = Vec::new();
-    codec::encode(
-        &Packet::Connect(codec::Connect {
-            level: 4,
-            clean_session: true,
-            keep_alive_s: 1,
-            client_id: "sleeper",
-            will: Some(codec::Will {
-                topic: "ka/sleeper",
-                payload: b"timed out",
-                qos: 0,
-                retain: false,
-            }),
-            username: None,
-            password: None,
-        }),
-        &mut out,
-    );
+    let will = codec::Will {
+        topic: "ka/sleeper",
+        payload: b"timed out",
+        qos: 0,
+        retain: false,
+    };
+    let out = connect_packet_with_will("sleeper", 1, will);
     let mut sleeper = Raw::open(weft.shard_addrs[0]).await;
     sleeper.send(&out).await;
     sleeper.read_exact(4).await;

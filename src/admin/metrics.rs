@@ -35,29 +35,25 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             s.dropped_group_gone
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP weft_queued_messages Messages waiting in sessions' outbound queues."
-    );
-    let _ = writeln!(out, "# TYPE weft_queued_messages gauge");
-    for v in views {
-        let _ = writeln!(
-            out,
-            "weft_queued_messages{{shard=\"{}\"}} {}",
-            v.shard, v.queued_messages
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP weft_queued_bytes Bytes waiting in sessions' outbound queues."
-    );
-    let _ = writeln!(out, "# TYPE weft_queued_bytes gauge");
-    for v in views {
-        let _ = writeln!(
-            out,
-            "weft_queued_bytes{{shard=\"{}\"}} {}",
-            v.shard, v.queued_bytes
-        );
+    type Depth = fn(&ShardView) -> u64;
+    let depths: [(&str, &str, Depth); 2] = [
+        (
+            "queued_messages",
+            "Messages waiting in sessions' outbound queues.",
+            |v| v.queued_messages,
+        ),
+        (
+            "queued_bytes",
+            "Bytes waiting in sessions' outbound queues.",
+            |v| v.queued_bytes,
+        ),
+    ];
+    for (name, help, value) in depths {
+        let _ = writeln!(out, "# HELP weft_{name} {help}");
+        let _ = writeln!(out, "# TYPE weft_{name} gauge");
+        for v in views {
+            let _ = writeln!(out, "weft_{name}{{shard=\"{}\"}} {}", v.shard, value(v));
+        }
     }
     let _ = writeln!(
         out,

@@ -390,6 +390,21 @@ pub struct Raw {
 }
 
 pub fn connect_packet(id: &str, keep_alive_s: u16, level: u8, clean: bool) -> Vec<u8> {
+    connect_full(id, keep_alive_s, level, clean, None)
+}
+
+/// An MQTT 3.1.1 CONNECT with a will.
+pub fn connect_packet_with_will(id: &str, keep_alive_s: u16, will: codec::Will<'_>) -> Vec<u8> {
+    connect_full(id, keep_alive_s, 4, true, Some(will))
+}
+
+fn connect_full(
+    id: &str,
+    keep_alive_s: u16,
+    level: u8,
+    clean: bool,
+    will: Option<codec::Will<'_>>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode(
         &codec::Packet::Connect(codec::Connect {
@@ -397,7 +412,7 @@ pub fn connect_packet(id: &str, keep_alive_s: u16, level: u8, clean: bool) -> Ve
             clean_session: clean,
             keep_alive_s,
             client_id: id,
-            will: None,
+            will,
             username: None,
             password: None,
         }),
