@@ -234,21 +234,8 @@ async fn topic_alias_and_assigned_client_id() {
     // Raw v5 client: CONNECT with an empty client id, then PUBLISH that
     // sets alias 1 and one that uses it.
     let mut raw = Raw::open(weft.addr).await;
-    let mut out = Vec::new();
-    wv5::encode(
-        &wv5::Packet::Connect(wv5::Connect {
-            clean_start: true,
-            keep_alive_s: 30,
-            properties: Default::default(),
-            client_id: "",
-            will: None,
-            username: None,
-            password: None,
-        }),
-        &mut out,
-    )
-    .unwrap();
-    raw.send(&out).await;
+    raw.send(&v5_connect("", Default::default(), None, true))
+        .await;
     let connack = raw.read_packet().await;
     let wv5::Packet::ConnAck(ack) = wv5::decode(&connack, &Default::default())
         .unwrap()
@@ -335,24 +322,11 @@ async fn session_expiry_message_expiry_and_takeover() {
     };
     // A raw first connection (to read exactly what the server sends it).
     let raw_connect = || {
-        let mut out = Vec::new();
-        wv5::encode(
-            &wv5::Packet::Connect(wv5::Connect {
-                clean_start: false,
-                keep_alive_s: 30,
-                properties: wv5::Properties {
-                    session_expiry_interval: Some(600),
-                    ..Default::default()
-                },
-                client_id: "v5-keeper",
-                will: None,
-                username: None,
-                password: None,
-            }),
-            &mut out,
-        )
-        .unwrap();
-        out
+        let props = wv5::Properties {
+            session_expiry_interval: Some(600),
+            ..Default::default()
+        };
+        v5_connect("v5-keeper", props, None, false)
     };
     let mut first = Raw::open(weft.shard_addrs[0]).await;
     first.send(&raw_connect()).await;

@@ -28,8 +28,9 @@ use crate::shard::stats::Counters;
 use crate::topic;
 
 /// Size of the packet at the front of `buf`, from its fixed header (the
-/// decoder has checked it against `packet_bytes_max`).
-fn pending_len(buf: &[u8]) -> usize {
+/// same in MQTT 3.1.1 and 5; the decoder has checked it against
+/// `packet_bytes_max`).
+pub(super) fn pending_len(buf: &[u8]) -> usize {
     match codec::fixed_header(buf) {
         Ok(Some((_, header, remaining))) => header + remaining,
         _ => 0,

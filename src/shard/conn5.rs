@@ -304,10 +304,7 @@ async fn session_loop(
                 return end;
             }
         }
-        let pending = match v5::fixed_header(rb.filled()) {
-            Ok(Some((_, header, remaining))) => header + remaining,
-            _ => 0,
-        };
+        let pending = super::conn::pending_len(rb.filled());
         if let Err(r) = read_more(
             ctx,
             stream,

@@ -20,7 +20,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::ctx::ShardCtx;
-use super::session::{CloseReason, Protocol, Session};
+use super::session::{CloseReason, Session};
 
 pub type Stream = RefCell<TcpStream>;
 
@@ -294,11 +294,12 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
             return true;
         }
         if outcome.is_none()
-            && session.protocol == Protocol::Nats
+            && session.sends_last_words()
             && session.close_reason() == Some(CloseReason::SlowConsumer)
         {
-            // A NATS client is owed '-ERR Slow Consumer' after a whole
-            // message: give the batch begun a short, bounded chance.
+            // The client is owed its last words ('-ERR Slow Consumer',
+            // DISCONNECT 0x97) after a whole packet: give the batch begun a
+            // short, bounded chance.
             let rest = async { Some(write_all(&stream, &buf[written..]).await) };
             let bound = async {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;

@@ -268,6 +268,12 @@ impl Session {
         }
     }
 
+    /// Whether the protocol tells the client why it is closed (NATS
+    /// `-ERR`, MQTT 5 DISCONNECT); MQTT 3.1.1 has no such packet.
+    pub fn sends_last_words(&self) -> bool {
+        self.protocol == Protocol::Nats || self.version.get() == 5
+    }
+
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.close.get()
     }
