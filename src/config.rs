@@ -50,6 +50,124 @@ pub struct Config {
     pub socket: SocketConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub mesh: MeshConfig,
+}
+
+/// The mesh: this router's identity, its links to other routers, and what
+/// may cross them. On when `listen` is set or `links` is not empty.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// This router's id in the mesh (1 to 64 printable ASCII characters, no
+    /// spaces); empty = the host name.
+    pub router_id: String,
+    /// The mesh's name: links to routers of another mesh are refused.
+    pub name: String,
+    /// Where peers connect (IP:port; port 0 picks a free port); empty =
+    /// accept no links.
+    pub listen: String,
+    /// Peers to dial (IP:port), redialled with backoff when a link drops.
+    pub links: Vec<String>,
+    /// Core of the bridge executor that runs the links; empty = the first
+    /// shard's core. One bridge executor in this version.
+    pub bridge_cores: String,
+    /// A PING on every link this often (its PONG gives the round-trip time).
+    pub keepalive_ms: u64,
+    /// A link silent this long is dropped (and redialled if dialled).
+    pub link_timeout_ms: u64,
+    /// Longest wait for a TCP connection and the peer's hello.
+    pub connect_timeout_ms: u64,
+    /// Redial backoff: first wait, doubled after each failure up to the max.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Encoded frames waiting for one link's socket; past it, QoS 0 events
+    /// for that link are dropped and counted (interest is never dropped).
+    pub outbound_bytes_max: usize,
+    /// QoS 1 events sent to one peer and not yet acknowledged, kept for
+    /// resending after a reconnection; past it the oldest are dropped and
+    /// counted.
+    pub unacked_max: usize,
+    /// Largest link frame accepted (an event and its metadata).
+    pub frame_bytes_max: usize,
+    /// Distinct (filter, origin router) interest entries held.
+    pub interest_entries_max: usize,
+    /// Event ids remembered per origin router to drop duplicates.
+    pub dedup_window: usize,
+    /// Links up or connecting at once (dialled and accepted).
+    pub links_max: usize,
+    /// Per-peer link policy; see [`PolicyConfig`].
+    pub policy: Vec<PolicyConfig>,
+}
+
+/// What may cross the links to one peer (`peer` = its router id, or `*` for
+/// every peer without an entry of its own). Deny wins over allow; an empty
+/// allow list allows everything not denied.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub peer: String,
+    pub export_allow: Vec<String>,
+    pub export_deny: Vec<String>,
+    pub import_allow: Vec<String>,
+    pub import_deny: Vec<String>,
+    /// Prepended to the topic of every event arriving from the peer
+    /// (ends with '/', no wildcard); empty = none.
+    pub import_prefix: String,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            router_id: String::new(),
+            name: "weft".into(),
+            listen: String::new(),
+            links: Vec::new(),
+            bridge_cores: String::new(),
+            keepalive_ms: 1000,
+            link_timeout_ms: 5000,
+            connect_timeout_ms: 2000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 2000,
+            outbound_bytes_max: 16 * 1024 * 1024,
+            unacked_max: 65_536,
+            frame_bytes_max: 4 * 1024 * 1024,
+            interest_entries_max: 100_000,
+            dedup_window: 65_536,
+            links_max: 64,
+            policy: Vec::new(),
+        }
+    }
+}
+
+/// The mesh part of a checked configuration.
+#[derive(Debug, Clone)]
+pub struct MeshResolved {
+    pub router_id: String,
+    pub listen: Option<SocketAddr>,
+    pub links: Vec<SocketAddr>,
+    pub bridge_core: Option<usize>,
+}
+
+impl MeshConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.trim().is_empty() || !self.links.is_empty()
+    }
+
+    /// The policy for links to `peer`: its own entry, else `*`'s, else none.
+    pub fn policy_for(&self, peer: &str) -> Option<&PolicyConfig> {
+        self.policy
+            .iter()
+            .find(|p| p.peer == peer)
+            .or_else(|| self.policy.iter().find(|p| p.peer == "*"))
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| crate::mesh::link::valid_router_id(h))
+        .unwrap_or_else(|| "weft".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -325,6 +443,12 @@ pub struct Overrides {
     pub shards: Option<usize>,
     pub cores: Option<String>,
     pub log_level: Option<String>,
+    pub router_id: Option<String>,
+    pub mesh_name: Option<String>,
+    pub mesh_listen: Option<String>,
+    /// Added to `mesh.links`.
+    pub links: Vec<String>,
+    pub bridge_cores: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -338,6 +462,8 @@ pub struct Resolved {
     pub admin_listen: Option<SocketAddr>,
     /// Core of each shard, by shard index.
     pub shard_cores: Vec<usize>,
+    /// None when the mesh is off.
+    pub mesh: Option<MeshResolved>,
 }
 
 impl Config {
@@ -378,11 +504,28 @@ impl Config {
         if let Some(v) = &o.log_level {
             self.log.level = v.clone();
         }
+        if let Some(v) = &o.router_id {
+            self.mesh.router_id = v.clone();
+        }
+        if let Some(v) = &o.mesh_name {
+            self.mesh.name = v.clone();
+        }
+        if let Some(v) = &o.mesh_listen {
+            self.mesh.listen = v.clone();
+        }
+        for l in &o.links {
+            if !self.mesh.links.contains(l) {
+                self.mesh.links.push(l.clone());
+            }
+        }
+        if let Some(v) = &o.bridge_cores {
+            self.mesh.bridge_cores = v.clone();
+        }
     }
 
     /// Validates every key and derives the shard placement. `online` is the
     /// list of cores this process may use (for the empty `cores` default).
-    pub fn resolve(self, online: &[usize]) -> Result<Resolved, ConfigError> {
+    pub fn resolve(mut self, online: &[usize]) -> Result<Resolved, ConfigError> {
         let mqtt_listen: SocketAddr = self.mqtt.listen.parse().map_err(|_| {
             invalid(
                 "mqtt.listen",
@@ -522,13 +665,166 @@ impl Config {
         at_least("nats.payload_bytes_max", n.payload_bytes_max, 1)?;
         at_least("admin.view_entries_max", self.admin.view_entries_max, 1)?;
         at_least("admin.page_size_max", self.admin.page_size_max, 1)?;
+        let mesh = self.resolve_mesh()?;
         Ok(Resolved {
             config: self,
             mqtt_listen,
             nats_listen,
             admin_listen,
             shard_cores,
+            mesh,
         })
+    }
+
+    fn resolve_mesh(&mut self) -> Result<Option<MeshResolved>, ConfigError> {
+        let m = &mut self.mesh;
+        if m.router_id.is_empty() {
+            m.router_id = host_name();
+        }
+        if !crate::mesh::link::valid_router_id(&m.router_id) {
+            return Err(invalid(
+                "mesh.router_id",
+                format!(
+                    "'{}' is not 1 to {} printable ASCII characters without spaces",
+                    m.router_id,
+                    crate::mesh::link::ROUTER_ID_MAX
+                ),
+            ));
+        }
+        if m.name.is_empty() || m.name.len() > 256 {
+            return Err(invalid("mesh.name", "must be 1 to 256 bytes"));
+        }
+        let at_least = |key: &'static str, value: u64, min: u64| {
+            if value < min {
+                Err(invalid(
+                    key,
+                    format!("{value} is below the minimum of {min}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("mesh.keepalive_ms", m.keepalive_ms, 10)?;
+        at_least(
+            "mesh.link_timeout_ms",
+            m.link_timeout_ms,
+            2 * m.keepalive_ms,
+        )?;
+        at_least("mesh.connect_timeout_ms", m.connect_timeout_ms, 10)?;
+        at_least("mesh.reconnect_min_ms", m.reconnect_min_ms, 1)?;
+        at_least(
+            "mesh.reconnect_max_ms",
+            m.reconnect_max_ms,
+            m.reconnect_min_ms,
+        )?;
+        at_least(
+            "mesh.outbound_bytes_max",
+            m.outbound_bytes_max as u64,
+            64 * 1024,
+        )?;
+        at_least("mesh.unacked_max", m.unacked_max as u64, 1)?;
+        at_least("mesh.frame_bytes_max", m.frame_bytes_max as u64, 1024)?;
+        at_least(
+            "mesh.interest_entries_max",
+            m.interest_entries_max as u64,
+            1,
+        )?;
+        at_least("mesh.dedup_window", m.dedup_window as u64, 1)?;
+        at_least("mesh.links_max", m.links_max as u64, 1)?;
+        let topic_limits = crate::topic::TopicLimits {
+            topic_bytes_max: self.limits.topic_bytes_max,
+            topic_levels_max: self.limits.topic_levels_max,
+        };
+        let m = &self.mesh;
+        let mut peers = std::collections::HashSet::new();
+        for p in &m.policy {
+            if p.peer.is_empty() {
+                return Err(invalid(
+                    "mesh.policy.peer",
+                    "every [[mesh.policy]] names a peer router id (or \"*\")",
+                ));
+            }
+            if !peers.insert(p.peer.as_str()) {
+                return Err(invalid(
+                    "mesh.policy.peer",
+                    format!("'{}' has two [[mesh.policy]] entries", p.peer),
+                ));
+            }
+            for (key, list) in [
+                ("mesh.policy.export_allow", &p.export_allow),
+                ("mesh.policy.export_deny", &p.export_deny),
+                ("mesh.policy.import_allow", &p.import_allow),
+                ("mesh.policy.import_deny", &p.import_deny),
+            ] {
+                for f in list {
+                    if crate::topic::validate_filter(f, &topic_limits).is_err() {
+                        return Err(invalid(
+                            key,
+                            format!("'{f}' (peer '{}') is not a valid topic filter", p.peer),
+                        ));
+                    }
+                }
+            }
+            let prefix = &p.import_prefix;
+            if !prefix.is_empty()
+                && (!prefix.ends_with('/')
+                    || prefix.contains(['+', '#'])
+                    || crate::topic::validate_name(prefix.trim_end_matches('/'), &topic_limits)
+                        .is_err())
+            {
+                return Err(invalid(
+                    "mesh.policy.import_prefix",
+                    format!(
+                        "'{prefix}' (peer '{}') must be topic levels ending with '/', without wildcards",
+                        p.peer
+                    ),
+                ));
+            }
+        }
+        if !m.enabled() {
+            return Ok(None);
+        }
+        let listen = if m.listen.trim().is_empty() {
+            None
+        } else {
+            Some(m.listen.parse().map_err(|_| {
+                invalid(
+                    "mesh.listen",
+                    format!("'{}' is not an IP:port address", m.listen),
+                )
+            })?)
+        };
+        let mut links = Vec::new();
+        for l in &m.links {
+            links.push(
+                l.parse().map_err(|_| {
+                    invalid("mesh.links", format!("'{l}' is not an IP:port address"))
+                })?,
+            );
+        }
+        let bridge_core = if m.bridge_cores.trim().is_empty() {
+            None
+        } else {
+            let cores =
+                parse_cpu_list(&m.bridge_cores).map_err(|r| invalid("mesh.bridge_cores", r))?;
+            if cores.len() != 1 {
+                return Err(invalid(
+                    "mesh.bridge_cores",
+                    format!(
+                        "'{}' names {} cores; this version runs one bridge executor",
+                        m.bridge_cores,
+                        cores.len()
+                    ),
+                ));
+            }
+            Some(cores[0])
+        };
+        Ok(Some(MeshResolved {
+            router_id: m.router_id.clone(),
+            listen,
+            links,
+            bridge_core,
+        }))
     }
 }
 

@@ -61,6 +61,21 @@ struct RunArgs {
     /// error, warn, info, debug or trace (config: log.level).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// This router's id in the mesh (config: mesh.router_id); default: the host name.
+    #[arg(long, value_name = "NAME")]
+    router_id: Option<String>,
+    /// The mesh's name; links to routers of another mesh are refused (config: mesh.name).
+    #[arg(long, value_name = "NAME")]
+    mesh_name: Option<String>,
+    /// Where peer routers connect (config: mesh.listen). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    mesh_listen: Option<String>,
+    /// Dial this peer router and keep the link up (repeatable; added to mesh.links).
+    #[arg(long = "link", value_name = "ADDR")]
+    links: Vec<String>,
+    /// Core of the bridge executor that runs the links (config: mesh.bridge_cores).
+    #[arg(long, value_name = "LIST")]
+    bridge_cores: Option<String>,
 }
 
 fn online_cores() -> Vec<usize> {
@@ -171,6 +186,11 @@ fn run(args: RunArgs) -> ExitCode {
         shards: args.shards,
         cores: args.cores,
         log_level: args.log_level,
+        router_id: args.router_id,
+        mesh_name: args.mesh_name,
+        mesh_listen: args.mesh_listen,
+        links: args.links,
+        bridge_cores: args.bridge_cores,
     };
     config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {
@@ -219,6 +239,12 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if let Some(addr) = router.admin_addr() {
         println!("weft: admin listening on {addr}");
+    }
+    if let Some(addr) = router.mesh_addr() {
+        println!(
+            "weft: mesh listening on {addr} (router id: {})",
+            current.mesh.router_id
+        );
     }
     let _ = std::io::stdout().flush();
 

@@ -20,7 +20,7 @@ fn start(shards: usize) -> weft::Router {
         admin_listen: Some("127.0.0.1:0".into()),
         shards: Some(shards),
         cores: Some("0,1".into()),
-        log_level: None,
+        ..Default::default()
     });
     weft::Router::start(config.resolve(&[0, 1]).unwrap()).unwrap()
 }

@@ -84,3 +84,110 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
     }
     out
 }
+
+/// The mesh's per-link metrics, labelled by peer router id (links whose
+/// hello has not arrived yet are labelled by address).
+pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
+    type Value = fn(&crate::shard::bridge::LinkInfo) -> String;
+    let families: [(&str, &str, &str, Value); 8] = [
+        ("mesh_link_up", "gauge", "1 while the link is up.", |l| {
+            u8::from(l.state == "up").to_string()
+        }),
+        (
+            "mesh_events_in_total",
+            "counter",
+            "Event copies received over the link.",
+            |l| l.events_in.to_string(),
+        ),
+        (
+            "mesh_events_out_total",
+            "counter",
+            "Event copies sent over the link.",
+            |l| l.events_out.to_string(),
+        ),
+        (
+            "mesh_events_dropped_total",
+            "counter",
+            "Event copies dropped: the link's outbound buffer or unacknowledged store was full.",
+            |l| l.dropped.to_string(),
+        ),
+        (
+            "mesh_interest_entries",
+            "gauge",
+            "Interest entries learned from the link.",
+            |l| l.interest_in.to_string(),
+        ),
+        (
+            "mesh_interest_advertised",
+            "gauge",
+            "Interest entries advertised to the link.",
+            |l| l.interest_out.to_string(),
+        ),
+        (
+            "mesh_reconnects_total",
+            "counter",
+            "Redials of the link.",
+            |l| l.reconnects.to_string(),
+        ),
+        (
+            "mesh_rtt_seconds",
+            "gauge",
+            "Last PING round trip of the link.",
+            |l| {
+                l.rtt_us
+                    .map_or("NaN".into(), |us| (us as f64 / 1e6).to_string())
+            },
+        ),
+    ];
+    let label = |l: &crate::shard::bridge::LinkInfo| {
+        let peer = l
+            .peer
+            .clone()
+            .or_else(|| l.remote.clone())
+            .unwrap_or_default();
+        format!(
+            "peer=\"{}\",direction=\"{}\"",
+            peer.replace(['"', '\\'], "_"),
+            l.direction
+        )
+    };
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP weft_{name} {help}");
+        let _ = writeln!(out, "# TYPE weft_{name} {kind}");
+        for l in &view.links {
+            let _ = writeln!(out, "weft_{name}{{{}}} {}", label(l), value(l));
+        }
+    }
+    let _ = writeln!(out, "# HELP weft_mesh_events_denied_total Event copies kept off a link (export) or dropped on arrival (import) by link policy.");
+    let _ = writeln!(out, "# TYPE weft_mesh_events_denied_total counter");
+    for l in &view.links {
+        let _ = writeln!(
+            out,
+            "weft_mesh_events_denied_total{{{},policy=\"export\"}} {}",
+            label(l),
+            l.denied_export
+        );
+        let _ = writeln!(
+            out,
+            "weft_mesh_events_denied_total{{{},policy=\"import\"}} {}",
+            label(l),
+            l.denied_import
+        );
+    }
+    for (name, help, value) in [
+        (
+            "mesh_duplicates_dropped_total",
+            "Event copies delivered here before (resent after a link healed), not delivered again.",
+            view.duplicates,
+        ),
+        (
+            "mesh_no_route_total",
+            "Event destinations with no permitted route left.",
+            view.no_route,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP weft_{name} {help}");
+        let _ = writeln!(out, "# TYPE weft_{name} counter");
+        let _ = writeln!(out, "weft_{name} {value}");
+    }
+}

@@ -79,11 +79,13 @@ fn route(
     match path {
         "/metrics" => {
             let views = collect_views(state);
-            (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics::render(&state.stats, &views).into_bytes(),
-            )
+            (200, "text/plain; version=0.0.4; charset=utf-8", {
+                let mut text = metrics::render(&state.stats, &views);
+                if let Some(v) = state.global.mesh_view.lock().ok().and_then(|v| v.clone()) {
+                    metrics::render_mesh(&v, &mut text);
+                }
+                text.into_bytes()
+            })
         }
         "/healthz" => (200, TEXT, b"ok\n".to_vec()),
         "/readyz" => {
@@ -111,8 +113,23 @@ fn route(
             };
             (200, JSON, body)
         }
-        // The mesh (router-to-router links) is not built yet: no links.
-        "/links" => (200, JSON, br#"{"total":0,"links":[]}"#.to_vec()),
+        "/links" => {
+            let view = state.global.mesh_view.lock().ok().and_then(|v| v.clone());
+            let body = match view {
+                Some(v) => serde_json::json!({
+                    "router_id": v.router_id,
+                    "total": v.links.len(),
+                    "links": v.links,
+                    "interest_entries": v.interest_entries,
+                    "duplicates_dropped": v.duplicates,
+                    "no_route": v.no_route,
+                    "hops_exceeded": v.hops_exceeded,
+                }),
+                // The mesh is off (or the bridge has not ticked yet).
+                None => serde_json::json!({"router_id": null, "total": 0, "links": []}),
+            };
+            (200, JSON, body.to_string().into_bytes())
+        }
         _ => (404, TEXT, b"not found\n".to_vec()),
     }
 }

@@ -172,11 +172,14 @@ impl LinkMeta<'_> {
 pub struct Event<'a> {
     /// Unique per origin router.
     pub id: u64,
+    /// The sender's sequence number of a QoS >= 1 copy on this link, for
+    /// [`Frame::Ack`]; 0 for QoS 0.
+    pub seq: u64,
     /// The router the event entered the mesh at.
     pub origin: &'a str,
     /// Links crossed so far.
     pub hops: u8,
-    /// The routers this copy must reach; empty = deliver by interest.
+    /// The routers this copy must reach.
     pub dests: Vec<&'a str>,
     /// Internal (MQTT-form) topic.
     pub topic: &'a str,
@@ -204,10 +207,10 @@ pub enum Frame<'a> {
         origin: &'a str,
     },
     Event(Event<'a>),
-    /// Hop-by-hop acknowledgement of a QoS >= 1 event.
+    /// Hop-by-hop acknowledgement: every QoS >= 1 copy up to `seq` was
+    /// handed to this router's subscribers and onward links (cumulative).
     Ack {
-        origin: &'a str,
-        id: u64,
+        seq: u64,
     },
     Ping {
         nonce: u64,
@@ -462,10 +465,7 @@ fn decode_body<'a>(
             }
         }
         kind::EVENT => Frame::Event(decode_event(r, limits)?),
-        kind::ACK => Frame::Ack {
-            origin: r.str()?,
-            id: r.u64()?,
-        },
+        kind::ACK => Frame::Ack { seq: r.u64()? },
         kind::PING => Frame::Ping { nonce: r.u64()? },
         kind::PONG => Frame::Pong { nonce: r.u64()? },
         kind::CLOSE => Frame::Close { reason: r.str()? },
@@ -475,6 +475,7 @@ fn decode_body<'a>(
 
 fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>, LinkError> {
     let id = r.u64()?;
+    let seq = r.u64()?;
     let origin = r.str()?;
     let hops = r.u8()?;
     if hops > limits.hops_max {
@@ -544,6 +545,7 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
     let payload = r.bin()?;
     Ok(Event {
         id,
+        seq,
         origin,
         hops,
         dests,
@@ -604,7 +606,8 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Event(e) => {
             let m = &e.meta;
             let props: usize = m.user_properties.iter().map(|(k, v)| s(k) + s(v)).sum();
-            8 + s(e.origin)
+            8 + 8
+                + s(e.origin)
                 + 1
                 + 2
                 + e.dests.iter().map(|d| s(d)).sum::<usize>()
@@ -626,7 +629,7 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
                 + 4
                 + e.payload.len()
         }
-        Frame::Ack { origin, .. } => s(origin) + 8,
+        Frame::Ack { .. } => 8,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Close { reason } => s(reason),
     };
@@ -680,10 +683,7 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
             origin,
         } => put_interest(out, filter, *group, origin)?,
         Frame::Event(e) => put_event(out, e)?,
-        Frame::Ack { origin, id } => {
-            put_str(out, "origin", origin)?;
-            out.extend_from_slice(&id.to_be_bytes());
-        }
+        Frame::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
         Frame::Ping { nonce } | Frame::Pong { nonce } => {
             out.extend_from_slice(&nonce.to_be_bytes());
         }
@@ -709,6 +709,7 @@ fn put_interest(
 fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
     debug_assert!(e.qos <= 2, "QoS {}", e.qos);
     out.extend_from_slice(&e.id.to_be_bytes());
+    out.extend_from_slice(&e.seq.to_be_bytes());
     put_str(out, "origin", e.origin)?;
     out.push(e.hops);
     put_count(out, "dests", e.dests.len())?;
@@ -788,9 +789,10 @@ mod tests {
     fn event() -> Event<'static> {
         Event {
             id: 7,
+            seq: 0,
             origin: "r1",
             hops: 0,
-            dests: vec![],
+            dests: vec!["r2"],
             topic: "a/b",
             qos: 0,
             retain: false,
@@ -897,10 +899,7 @@ mod tests {
                 ..event()
             }));
         }
-        round_trip(Frame::Ack {
-            origin: "r1",
-            id: 42,
-        });
+        round_trip(Frame::Ack { seq: 42 });
         round_trip(Frame::Ping { nonce: 1 });
         round_trip(Frame::Pong { nonce: u64::MAX });
         round_trip(Frame::Close { reason: "" });
@@ -912,9 +911,9 @@ mod tests {
     #[test]
     fn absent_metadata_costs_one_byte() {
         let bare = encoded_len(&Frame::Event(event()));
-        // prefix, type, id, origin, hops, dest count, topic, flags, presence,
-        // payload.
-        assert_eq!(bare, 4 + 1 + 8 + 4 + 1 + 2 + 5 + 1 + 1 + 5);
+        // prefix, type, id, seq, origin, hops, dest count, one dest, topic,
+        // flags, presence, payload.
+        assert_eq!(bare, 4 + 1 + 8 + 8 + 4 + 1 + 2 + 4 + 5 + 1 + 1 + 5);
     }
 
     #[test]
@@ -974,8 +973,10 @@ mod tests {
     #[test]
     fn malformed() {
         let ev = |body: &[u8]| raw(kind::EVENT, body);
-        // id 0, origin "r", hops 0, no dests, topic "t".
-        let head: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 0, 0, 0, 0, 1, b't'];
+        // id 0, seq 0, origin "r", hops 0, no dests, topic "t".
+        let head: &[u8] = &[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 0, 0, 0, 0, 1, b't',
+        ];
         let with = |tail: &[u8]| ev(&[head, tail].concat());
         let bad: Vec<(Vec<u8>, LinkError)> = vec![
             (vec![0, 0, 0, 0], LinkError::EmptyFrame),
@@ -1036,10 +1037,8 @@ mod tests {
                 with(&[0, META_HEADERS, 0, 0, 1, 0, 0, 0, 0, 0]),
                 LinkError::Truncated,
             ),
-            (
-                raw(kind::ACK, &[0, 2, b'r', 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
-                LinkError::BadUtf8,
-            ),
+            (raw(kind::ACK, &[0, 0, 0, 0, 0, 0, 0]), LinkError::Truncated),
+            (raw(kind::ACK, &[0; 9]), LinkError::TrailingBytes),
         ];
         for (bytes, want) in &bad {
             assert_eq!(decode(bytes, &L), Err(*want), "{bytes:x?}");

@@ -110,19 +110,70 @@ pub enum Action {
         link: LinkId,
         msg: LinkMsg,
     },
-    /// Hand the event to this router's own subscribers.
+    /// Hand the event to this router's own subscribers. `topic` is the
+    /// topic to deliver under (rewritten by an import prefix, if any).
     Deliver {
         topic: String,
         id: u64,
     },
+    /// Some other router now has (`present`) or no longer has interest in
+    /// `filter`: events of this router matching it must (no longer) reach
+    /// the core through [`Router::publish`].
+    RemoteInterest {
+        filter: String,
+        present: bool,
+    },
 }
 
+/// What may cross one link, by topic, in each direction. Deny wins over
+/// allow; an empty allow list allows everything not denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkPolicy {
     /// Topics matching any of these are never sent over the link.
     pub export_deny: Vec<String>,
-    /// Topics matching any of these are dropped when they arrive.
+    /// If not empty, only topics matching one of these are sent.
+    pub export_allow: Vec<String>,
+    /// Topics matching any of these are dropped when they arrive (matched
+    /// against the topic as the peer sent it, before `import_prefix`).
     pub import_deny: Vec<String>,
+    /// If not empty, only topics matching one of these are accepted.
+    pub import_allow: Vec<String>,
+    /// Prepended to the topic of every event that arrives over the link
+    /// (empty: none). Ends with `/`, has no wildcard. Interest advertised to
+    /// the link has it stripped (filters that cannot match a prefixed topic
+    /// are not advertised there).
+    pub import_prefix: String,
+}
+
+impl LinkPolicy {
+    fn export_permitted(&self, topic: &str) -> bool {
+        !any_matches(&self.export_deny, topic)
+            && (self.export_allow.is_empty() || any_matches(&self.export_allow, topic))
+    }
+
+    fn import_permitted(&self, topic: &str) -> bool {
+        !any_matches(&self.import_deny, topic)
+            && (self.import_allow.is_empty() || any_matches(&self.import_allow, topic))
+    }
+}
+
+/// The filter, in the peer's topic space, that matches exactly the topics
+/// `filter` matches under `prefix`; None if it matches none of them.
+fn strip_prefix_filter(prefix: &str, filter: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return Some(filter.to_owned());
+    }
+    let mut levels = filter.split('/');
+    for p in prefix.trim_end_matches('/').split('/') {
+        match levels.next()? {
+            "#" => return Some("#".to_owned()),
+            "+" => {}
+            l if l == p => {}
+            _ => return None,
+        }
+    }
+    let rest: Vec<&str> = levels.collect();
+    (!rest.is_empty()).then(|| rest.join("/"))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -204,6 +255,9 @@ pub struct Router {
     local: BTreeMap<String, u64>,
     /// Entry → (link it was learned over → the neighbour's distance).
     learned: BTreeMap<Key, BTreeMap<LinkId, u16>>,
+    /// Learned entries per filter (any origin): what this router's own
+    /// publishers must hand to the core.
+    remote_filters: BTreeMap<String, usize>,
     dedup: BTreeMap<String, DedupWindow>,
     tick: u64,
     counters: RouterCounters,
@@ -244,6 +298,7 @@ impl Router {
             links: BTreeMap::new(),
             local: BTreeMap::new(),
             learned: BTreeMap::new(),
+            remote_filters: BTreeMap::new(),
             dedup: BTreeMap::new(),
             tick: 0,
             counters: RouterCounters::default(),
@@ -265,6 +320,17 @@ impl Router {
     /// The neighbour's router id, while the link is up.
     pub fn link_peer(&self, link: LinkId) -> Option<&str> {
         self.links.get(&link).map(|l| l.peer.as_str())
+    }
+
+    /// (entries learned over the link, entries advertised to it).
+    pub fn link_interest(&self, link: LinkId) -> (usize, usize) {
+        let learned = self
+            .learned
+            .values()
+            .filter(|routes| routes.contains_key(&link))
+            .count();
+        let advertised = self.links.get(&link).map_or(0, |l| l.advertised.len());
+        (learned, advertised)
     }
 
     /// Distinct (filter, origin) entries held, local ones included.
@@ -324,12 +390,19 @@ impl Router {
             return;
         }
         let mut affected = Vec::new();
+        let mut gone = Vec::new();
         self.learned.retain(|key, routes| {
             if routes.remove(&link).is_some() {
                 affected.push(key.clone());
+                if routes.is_empty() {
+                    gone.push(key.0.clone());
+                }
             }
             !routes.is_empty()
         });
+        for filter in gone {
+            self.forget_filter(&filter, out);
+        }
         for key in affected {
             self.sync_all(&key, out);
         }
@@ -369,7 +442,19 @@ impl Router {
 
     /// An event entered the mesh here.
     pub fn publish(&mut self, topic: &str, event_id: u64, out: &mut Vec<Action>) {
-        if self.local.keys().any(|f| filter_matches(f, topic)) {
+        self.publish_as(topic, event_id, true, out)
+    }
+
+    /// An event entered the mesh here; `deliver_local` false when this
+    /// router's subscribers already have it (the runtime delivered it).
+    pub fn publish_as(
+        &mut self,
+        topic: &str,
+        event_id: u64,
+        deliver_local: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if deliver_local && self.local.keys().any(|f| filter_matches(f, topic)) {
             out.push(Action::Deliver {
                 topic: topic.to_owned(),
                 id: event_id,
@@ -399,15 +484,7 @@ impl Router {
                 distance,
             } => self.on_interest_add(link, filter, origin, distance, out),
             LinkMsg::InterestRemove { filter, origin } => {
-                let key = (filter, origin);
-                if let Some(routes) = self.learned.get_mut(&key) {
-                    if routes.remove(&link).is_some() {
-                        if routes.is_empty() {
-                            self.learned.remove(&key);
-                        }
-                        self.sync_all(&key, out);
-                    }
-                }
+                self.unlearn(&(filter, origin), link, out);
             }
             LinkMsg::Event(copy) => self.on_event(link, copy, out),
         }
@@ -432,14 +509,7 @@ impl Router {
         let denied = any_covers(&self.links[&link].policy.export_deny, &key.0);
         if denied || distance >= DISTANCE_MAX {
             // Unreachable (or unusable) over this link: same as a withdraw.
-            if let Some(routes) = self.learned.get_mut(&key) {
-                if routes.remove(&link).is_some() {
-                    if routes.is_empty() {
-                        self.learned.remove(&key);
-                    }
-                    self.sync_all(&key, out);
-                }
-            }
+            self.unlearn(&key, link, out);
             return;
         }
         if !self.learned.contains_key(&key) {
@@ -448,6 +518,14 @@ impl Router {
                 return;
             }
             self.learned.insert(key.clone(), BTreeMap::new());
+            let count = self.remote_filters.entry(key.0.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                out.push(Action::RemoteInterest {
+                    filter: key.0.clone(),
+                    present: true,
+                });
+            }
         }
         let routes = self.learned.get_mut(&key).expect("inserted above");
         if routes.insert(link, distance) != Some(distance) {
@@ -455,12 +533,45 @@ impl Router {
         }
     }
 
-    fn on_event(&mut self, link: LinkId, copy: EventCopy, out: &mut Vec<Action>) {
+    /// Forgets the route to `key` over `link`, and the entry if that was
+    /// its last route.
+    fn unlearn(&mut self, key: &Key, link: LinkId, out: &mut Vec<Action>) {
+        let Some(routes) = self.learned.get_mut(key) else {
+            return;
+        };
+        if routes.remove(&link).is_none() {
+            return;
+        }
+        if routes.is_empty() {
+            self.learned.remove(key);
+            self.forget_filter(&key.0, out);
+        }
+        self.sync_all(key, out);
+    }
+
+    /// One learned entry of `filter` fewer.
+    fn forget_filter(&mut self, filter: &str, out: &mut Vec<Action>) {
+        if let Some(count) = self.remote_filters.get_mut(filter) {
+            *count -= 1;
+            if *count == 0 {
+                self.remote_filters.remove(filter);
+                out.push(Action::RemoteInterest {
+                    filter: filter.to_owned(),
+                    present: false,
+                });
+            }
+        }
+    }
+
+    fn on_event(&mut self, link: LinkId, mut copy: EventCopy, out: &mut Vec<Action>) {
         let l = self.links.get_mut(&link).expect("checked by caller");
         l.counters.events_in += 1;
-        if any_matches(&l.policy.import_deny, &copy.topic) {
+        if !l.policy.import_permitted(&copy.topic) {
             l.counters.denied_import += 1;
             return;
+        }
+        if !l.policy.import_prefix.is_empty() {
+            copy.topic.insert_str(0, &l.policy.import_prefix);
         }
         let mut rest = Vec::with_capacity(copy.dests.len());
         let mut for_me = false;
@@ -560,7 +671,7 @@ impl Router {
                     if best_any.is_none_or(|b| c < b) {
                         best_any = Some(c);
                     }
-                    if !any_matches(&self.links[&link].policy.export_deny, topic)
+                    if self.links[&link].policy.export_permitted(topic)
                         && best_ok.is_none_or(|b| c < b)
                     {
                         best_ok = Some(c);
@@ -617,11 +728,14 @@ impl Router {
         if want == have {
             return;
         }
+        // In the peer's topic space (an import prefix stripped); `wanted`
+        // is None for filters that have no form there.
+        let filter = strip_prefix_filter(&l.policy.import_prefix, &key.0).unwrap_or_default();
         let msg = match want {
             Some(distance) => {
                 l.advertised.insert(key.clone(), distance);
                 LinkMsg::InterestAdd {
-                    filter: key.0.clone(),
+                    filter,
                     origin: key.1.clone(),
                     distance,
                 }
@@ -629,7 +743,7 @@ impl Router {
             None => {
                 l.advertised.remove(key);
                 LinkMsg::InterestRemove {
-                    filter: key.0.clone(),
+                    filter,
                     origin: key.1.clone(),
                 }
             }
@@ -640,7 +754,8 @@ impl Router {
     /// The distance `link` should be told for `key`, if any.
     fn wanted(&self, key: &Key, link: LinkId) -> Option<u16> {
         let l = &self.links[&link];
-        if any_covers(&l.policy.import_deny, &key.0) {
+        let theirs = strip_prefix_filter(&l.policy.import_prefix, &key.0)?;
+        if any_covers(&l.policy.import_deny, &theirs) {
             return None;
         }
         if key.1 == self.id {
@@ -710,6 +825,7 @@ mod tests {
                         self.queues.entry((r, link)).or_default().push_back(msg);
                     }
                     Action::Deliver { topic, id } => self.delivered.push((r, topic, id)),
+                    Action::RemoteInterest { .. } => {}
                 }
             }
         }
@@ -1081,6 +1197,7 @@ mod tests {
 
     fn sends(out: &mut Vec<Action>) -> Vec<(u32, String)> {
         out.drain(..)
+            .filter(|a| !matches!(a, Action::RemoteInterest { .. }))
             .map(|a| match a {
                 Action::Send {
                     link,
@@ -1239,7 +1356,7 @@ mod tests {
         sim.connect(0, 1);
         let deny = LinkPolicy {
             export_deny: vec!["secret/#".into()],
-            import_deny: vec![],
+            ..LinkPolicy::default()
         };
         sim.connect_with(1, 2, deny, LinkPolicy::default());
         sim.subscribe(2, "#");
@@ -1269,7 +1386,7 @@ mod tests {
             2,
             LinkPolicy {
                 export_deny: vec!["s/#".into()],
-                import_deny: vec![],
+                ..LinkPolicy::default()
             },
             LinkPolicy::default(),
         );
@@ -1301,8 +1418,8 @@ mod tests {
             1,
             0,
             LinkPolicy {
-                export_deny: vec![],
                 import_deny: vec!["in/#".into()],
+                ..LinkPolicy::default()
             },
             LinkPolicy::default(),
         );

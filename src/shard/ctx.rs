@@ -126,6 +126,11 @@ pub struct Global {
     /// shards pick it up on their housekeeping tick.
     pub reloaded: std::sync::Mutex<Option<Arc<Config>>>,
     pub config_generation: std::sync::atomic::AtomicU64,
+    /// Client shards (mesh peers 0..client_shards); a bridge executor, when
+    /// the mesh is on, is the peer after them.
+    pub client_shards: usize,
+    /// The bridge's link view for the admin endpoint, refreshed each tick.
+    pub mesh_view: Arc<std::sync::Mutex<Option<super::bridge::MeshView>>>,
 }
 
 /// A NATS subscription (one SUB): its own key in the trie, since NATS
@@ -330,7 +335,12 @@ pub struct ShardCtx {
     offline_count: Cell<usize>,
     pending: RefCell<hashbrown::HashMap<u64, Pending>>,
     next_token: Cell<u64>,
+    /// Set on the bridge executor's context only.
+    bridge: super::bridge::BridgeCell,
 }
+
+/// The trie key of the bridge's subscriptions (other routers' interest).
+const MESH_KEY: SessionKey = SessionKey::MAX - 1;
 
 /// Write buffers a shard keeps for reuse; writers blocked on a slow socket
 /// hold theirs, so this is the pool for the ones writing right now.
@@ -382,6 +392,37 @@ impl ShardCtx {
             offline_count: Cell::new(0),
             pending: RefCell::default(),
             next_token: Cell::new(0),
+            bridge: Default::default(),
+        }
+    }
+
+    /// Makes this context the bridge executor's (see `bridge.rs`).
+    pub fn set_bridge(
+        &self,
+        bridge: Rc<super::bridge::Bridge>,
+    ) -> Result<(), Rc<super::bridge::Bridge>> {
+        self.bridge.set(bridge)
+    }
+
+    fn is_bridge(&self) -> bool {
+        self.bridge.get().is_some()
+    }
+
+    /// On the bridge: other routers now have (or no longer have) interest
+    /// in `filter`; the shards learn it as this peer's interest.
+    pub fn mesh_interest(&self, filter: &str, present: bool) {
+        let mut trie = self.trie.borrow_mut();
+        if present {
+            if trie.add_local_in(filter, None, MESH_KEY, 0).first_local {
+                drop(trie);
+                self.announce(true, Arc::from(filter), None);
+            }
+        } else if trie
+            .remove_local_in(filter, None, MESH_KEY)
+            .is_some_and(|r| r.last_local)
+        {
+            drop(trie);
+            self.announce(false, Arc::from(filter), None);
         }
     }
 
@@ -536,7 +577,11 @@ impl ShardCtx {
         for b in client_id.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        (h % self.shards as u64) as usize
+        let shards = match self.global.client_shards {
+            0 => self.shards,
+            n => n,
+        };
+        (h % shards as u64) as usize
     }
 
     fn token(&self) -> u64 {
@@ -1172,6 +1217,11 @@ impl ShardCtx {
             };
             self.send(peer, msg).await;
         }
+        if self.is_bridge() {
+            // The bridge's own subscriptions are other routers' interest:
+            // an event from the mesh never goes back to it from here.
+            return true;
+        }
         self.deliver_local(&local_picks, event.clone(), Some(congested));
         self.deliver_local(&matched.local, event, Some(congested));
         true
@@ -1284,6 +1334,18 @@ impl ShardCtx {
     /// the ring fills, and the publishers on the sending shard wait in
     /// `send`: backpressure reaches them without any extra message.
     pub fn on_ring(self: &Rc<Self>, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
+        if let Some(bridge) = self.bridge.get() {
+            match msg {
+                ShardMsg::Event { event, .. } => {
+                    Counters::add(&self.counters.ring_events_in, 1);
+                    bridge.on_local_event(event);
+                    return;
+                }
+                ShardMsg::InterestAdd(ref i) => bridge.on_local_interest(i, true),
+                ShardMsg::InterestRemove(ref i) => bridge.on_local_interest(i, false),
+                _ => {}
+            }
+        }
         match msg {
             ShardMsg::Event {
                 event,

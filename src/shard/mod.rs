@@ -12,6 +12,7 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
+pub mod bridge;
 pub mod conn;
 pub mod conn5;
 pub mod ctx;
@@ -64,6 +65,7 @@ pub struct Router {
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
+    mesh_addr: Option<SocketAddr>,
 }
 
 /// The listeners of one protocol: the shared address and each shard's own.
@@ -161,6 +163,7 @@ impl Router {
             nats_listen,
             admin_listen,
             shard_cores,
+            mesh,
         } = resolved;
         let shards = shard_cores.len();
         let seed = {
@@ -192,16 +195,40 @@ impl Router {
             None => None,
         };
 
+        let mesh_listener = match mesh.as_ref().and_then(|m| m.listen) {
+            Some(addr) => {
+                let l = bind_listener(addr, false).map_err(|e| StartError::Bind {
+                    protocol: "mesh",
+                    addr,
+                    reason: e.to_string(),
+                })?;
+                let bound = l.local_addr().map_err(|e| StartError::Bind {
+                    protocol: "mesh",
+                    addr,
+                    reason: e.to_string(),
+                })?;
+                Some((bound, l.into_raw_fd()))
+            }
+            None => None,
+        };
+        let mesh_addr = mesh_listener.map(|(a, _)| a);
+
         let config = Arc::new(config);
         let global = Arc::new(Global {
             server_id: format!("NWEFT{seed:016X}"),
+            client_shards: shards,
             ..Global::default()
         });
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
-        let mesh = MeshBuilder::<ShardMsg, _>::full(shards, config.runtime.ring_capacity);
+        // The bridge executor, when the mesh is on, is the last peer.
+        let peers = shards + usize::from(mesh.is_some());
+        let bridge_core = mesh
+            .as_ref()
+            .map(|m| m.bridge_core.unwrap_or(shard_cores[0]));
+        let channels = MeshBuilder::<ShardMsg, _>::full(peers, config.runtime.ring_capacity);
         let mut threads = Vec::with_capacity(shards);
         for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores).enumerate() {
-            let mesh = mesh.clone();
+            let mesh = channels.clone();
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
@@ -224,6 +251,38 @@ impl Router {
                 })
                 .map_err(|e| StartError::Executor {
                     shard: index,
+                    core,
+                    reason: e.to_string(),
+                })?;
+            threads.push(handle);
+        }
+        if let (Some(mesh), Some(core)) = (mesh, bridge_core) {
+            let channels = channels.clone();
+            let config = config.clone();
+            let global = global.clone();
+            let view = global.mesh_view.clone();
+            let listener_fd = mesh_listener.map(|(_, fd)| fd);
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+                .name("weft-bridge")
+                .io_memory(config.runtime.io_memory_bytes)
+                .spawn(move || async move {
+                    // SAFETY: the fd comes from a listening std socket whose
+                    // ownership was released with into_raw_fd.
+                    let listener =
+                        listener_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
+                    let Some(ctx) =
+                        join_peer(channels, config.clone(), Arc::default(), global).await
+                    else {
+                        return;
+                    };
+                    if ctx.id != shards {
+                        tracing::error!(peer = ctx.id, "mesh: the bridge is not the last peer");
+                        return;
+                    }
+                    bridge::run(ctx, config, mesh, listener, view).await;
+                })
+                .map_err(|e| StartError::Executor {
+                    shard: shards,
                     core,
                     reason: e.to_string(),
                 })?;
@@ -257,7 +316,13 @@ impl Router {
             stats,
             global,
             admin,
+            mesh_addr,
         })
+    }
+
+    /// Where peer routers connect, when `mesh.listen` is set.
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        self.mesh_addr
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -336,39 +401,15 @@ async fn run_shard(
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
 ) {
-    let (senders, mut receivers) = match mesh.join().await {
-        Ok(pair) => pair,
-        Err(_) => {
-            tracing::error!("shard could not join the mesh");
-            return;
-        }
+    let id_stats = stats.clone();
+    let Some(ctx) =
+        join_peer_with(mesh, config.clone(), move |id| id_stats[id].clone(), global).await
+    else {
+        return;
     };
-    let id = senders.peer_id();
-    let ctx = Rc::new(ShardCtx::new(
-        senders,
-        config.clone(),
-        stats[id].clone(),
-        global,
-    ));
+    let id = ctx.id;
     tracing::debug!(shard = id, "shard started");
 
-    for (from, receiver) in receivers.streams() {
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move {
-            let mut congested = Vec::new();
-            while let Some(msg) = receiver.recv().await {
-                ctx.on_ring(from, msg, &mut congested);
-                if !congested.is_empty() {
-                    ctx.pause_for(&mut congested).await;
-                }
-            }
-        })
-        .detach();
-    }
-    {
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move { ctx.control_task().await }).detach();
-    }
     {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
@@ -410,6 +451,54 @@ async fn run_shard(
     }
     ctx.publish_stats();
     tracing::debug!(shard = id, "shard stopped");
+}
+
+type Channels = MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>;
+
+/// Joins the rings between executors and starts what every peer runs: a
+/// reader per incoming ring and the ordered control queue.
+async fn join_peer(
+    channels: Channels,
+    config: Arc<crate::config::Config>,
+    stats: Arc<ShardStats>,
+    global: Arc<Global>,
+) -> Option<Rc<ShardCtx>> {
+    join_peer_with(channels, config, move |_| stats, global).await
+}
+
+async fn join_peer_with(
+    channels: Channels,
+    config: Arc<crate::config::Config>,
+    stats: impl FnOnce(usize) -> Arc<ShardStats>,
+    global: Arc<Global>,
+) -> Option<Rc<ShardCtx>> {
+    let (senders, mut receivers) = match channels.join().await {
+        Ok(pair) => pair,
+        Err(_) => {
+            tracing::error!("executor could not join the rings");
+            return None;
+        }
+    };
+    let id = senders.peer_id();
+    let ctx = Rc::new(ShardCtx::new(senders, config, stats(id), global));
+    for (from, receiver) in receivers.streams() {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            let mut congested = Vec::new();
+            while let Some(msg) = receiver.recv().await {
+                ctx.on_ring(from, msg, &mut congested);
+                if !congested.is_empty() {
+                    ctx.pause_for(&mut congested).await;
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move { ctx.control_task().await }).detach();
+    }
+    Some(ctx)
 }
 
 async fn accept_loop(

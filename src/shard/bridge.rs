@@ -1,0 +1,990 @@
+//! The bridge executor: this router's links to other routers (DESIGN.md
+//! "Mesh", "Bridges are shards too").
+//!
+//! Owns: the mesh listener, the dialled and accepted link sockets, one
+//! [`route::Router`] (the sans-IO routing core), per-link outbound buffers,
+//! the QoS 1 copies not yet acknowledged by each peer, and the link view the
+//! admin endpoint shows. It runs on its own executor, which joins the shards'
+//! channel mesh as one more peer (the last): shards announce their interest
+//! to it and send it their events exactly as they do to each other, so no
+//! client shard ever waits on a link; the bridge announces the interest of
+//! other routers to the shards as its own (so they send it what matches)
+//! and publishes what arrives from links into the shards like a client
+//! would, except that it never hands an event back to the mesh.
+//!
+//! Link lifecycle: TCP connect (or accept), both sides send a hello, each
+//! checks the other's ([`link::check_hello`]: version, mesh name, not
+//! itself), then the routing core resynchronises interest over the link and
+//! QoS 1 copies the peer never acknowledged are sent again. A PING every
+//! `mesh.keepalive_ms` measures the round trip; a link silent for
+//! `mesh.link_timeout_ms` is dropped. Dialled links redial with exponential
+//! backoff (`mesh.reconnect_min_ms` … `mesh.reconnect_max_ms`, jittered).
+//!
+//! Slow links never stall shards: what a link's socket cannot take waits
+//! in that link's buffer up to `mesh.outbound_bytes_max`; past it events
+//! for that link are dropped and counted (interest messages always go, and
+//! are bounded by the interest table). QoS 1 copies are also kept, up to
+//! `mesh.unacked_max` per peer, until the peer acknowledges them (cumulative
+//! per-peer sequence numbers); after a reconnection they are sent again and
+//! the far side drops the duplicates by (origin, event id).
+//!
+//! Written by hand: no crate speaks this link protocol; the codec and the
+//! routing core it drives are in `mesh/`.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncRead;
+use glommio::net::{TcpListener, TcpStream};
+use serde::Serialize;
+
+use super::ctx::{Interest, ShardCtx};
+use super::io::{write_all, ReadBuffer, Stream};
+use crate::config::{Config, MeshConfig, MeshResolved};
+use crate::event::{now_ns, Event, EventMeta, Origin};
+use crate::mesh::link::{self, Frame, Hello, LinkLimits, LinkMeta, LINK_VERSION};
+use crate::mesh::route::{
+    self, Action, EventCopy, LinkCounters, LinkId, LinkMsg, LinkPolicy, RouterConfig,
+};
+
+/// How often the bridge refreshes the admin view and checks for shutdown.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Reads of a link take at most this much per syscall (a larger frame
+/// grows the buffer to its size, up to `mesh.frame_bytes_max`).
+const READ_CHUNK_MAX: usize = 1 << 20;
+
+/// One link as the admin endpoint shows it (`GET /links`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkInfo {
+    pub peer: Option<String>,
+    pub remote: Option<String>,
+    pub direction: &'static str,
+    pub state: &'static str,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub denied_export: u64,
+    pub denied_import: u64,
+    pub interest_in: u64,
+    pub interest_out: u64,
+    pub reconnects: u64,
+    pub rtt_us: Option<u64>,
+    pub dropped: u64,
+    pub unacked: u64,
+}
+
+/// What the bridge publishes for the admin thread on every tick.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeshView {
+    pub router_id: String,
+    pub links: Vec<LinkInfo>,
+    pub interest_entries: u64,
+    pub duplicates: u64,
+    pub no_route: u64,
+    pub hops_exceeded: u64,
+}
+
+/// A link's place in the admin view: for a dialled link, the same across
+/// its reconnections; for an accepted one, one connection.
+struct Slot {
+    remote: Cell<Option<SocketAddr>>,
+    dialled: bool,
+    peer: RefCell<Option<String>>,
+    /// The connection running now, if up.
+    link: RefCell<Option<Rc<Link>>>,
+    /// Counters of this slot's earlier connections.
+    base: Cell<LinkCounters>,
+    reconnects: Cell<u64>,
+    dropped: Cell<u64>,
+    rtt_us: Cell<Option<u64>>,
+    /// An accepted slot is shown while its connection lives.
+    gone: Cell<bool>,
+}
+
+/// One connection to a peer router, from hello to close.
+struct Link {
+    id: LinkId,
+    peer: String,
+    slot: Rc<Slot>,
+    out: RefCell<Vec<u8>>,
+    writer: Cell<Option<Waker>>,
+    reader: Cell<Option<Waker>>,
+    closed: Cell<bool>,
+    /// Why this side closed it (for the log line).
+    why: RefCell<&'static str>,
+    last_heard: Cell<Instant>,
+    /// Highest QoS 1 sequence number processed and not yet acknowledged.
+    ack_owed: Cell<u64>,
+    ack_sent: Cell<u64>,
+    ping_sent_ns: Cell<u64>,
+}
+
+impl Link {
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
+    fn close(&self, why: &'static str) {
+        if !self.closed.replace(true) {
+            *self.why.borrow_mut() = why;
+            self.wake_writer();
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// QoS 1 copies sent to one peer and not acknowledged yet.
+#[derive(Default)]
+struct Outbox {
+    next_seq: u64,
+    frames: VecDeque<(u64, Vec<u8>)>,
+}
+
+/// The part of an event a copy carries besides the routing fields.
+struct Body<'a> {
+    qos: u8,
+    retain: bool,
+    payload: &'a [u8],
+    meta: LinkMeta<'a>,
+}
+
+impl<'a> Body<'a> {
+    fn of_event(e: &'a Event) -> Body<'a> {
+        let meta = match &e.meta {
+            None => LinkMeta::default(),
+            Some(m) => LinkMeta {
+                reply: m.reply.as_deref(),
+                headers: m.headers.as_deref(),
+                response_topic: m.response_topic.as_deref(),
+                correlation_data: m.correlation_data.as_deref(),
+                content_type: m.content_type.as_deref(),
+                payload_format: m.payload_format,
+                user_properties: m
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (&**k, &**v))
+                    .collect(),
+                expiry_ms: m.expires_ns.map(|at| {
+                    let left = at.saturating_sub(now_ns());
+                    u32::try_from(left.div_ceil(1_000_000)).unwrap_or(u32::MAX)
+                }),
+            },
+        };
+        Body {
+            qos: e.qos,
+            retain: e.retain,
+            payload: e.payload(),
+            meta,
+        }
+    }
+
+    fn of_frame(e: &link::Event<'a>) -> Body<'a> {
+        Body {
+            qos: e.qos,
+            retain: e.retain,
+            payload: e.payload,
+            meta: e.meta.clone(),
+        }
+    }
+
+    /// The event to hand to this router's subscribers.
+    fn to_event(&self, topic: &str, origin: Origin) -> Event {
+        let m = &self.meta;
+        let meta = EventMeta {
+            reply: m.reply.map(Into::into),
+            headers: m.headers.map(Into::into),
+            response_topic: m.response_topic.map(Into::into),
+            correlation_data: m.correlation_data.map(Into::into),
+            content_type: m.content_type.map(Into::into),
+            payload_format: m.payload_format,
+            user_properties: m
+                .user_properties
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            expires_ns: m.expiry_ms.map(|ms| now_ns() + u64::from(ms) * 1_000_000),
+        };
+        let mut event = Event::new(topic, self.payload, self.qos, self.retain)
+            .with_origin(origin)
+            .with_meta(meta);
+        event.born_ns = now_ns();
+        event
+    }
+}
+
+pub struct Bridge {
+    ctx: Rc<ShardCtx>,
+    config: Arc<Config>,
+    router_id: String,
+    router: RefCell<route::Router>,
+    limits: LinkLimits,
+    slots: RefCell<Vec<Rc<Slot>>>,
+    /// Links up now, by id.
+    links: RefCell<BTreeMap<LinkId, Rc<Link>>>,
+    next_link: Cell<u32>,
+    /// Ids of events entering the mesh here: they start at the wall clock
+    /// in ns, so that a restarted router never reuses an id its peers still
+    /// remember (that would make them drop its new events as duplicates).
+    next_event: Cell<u64>,
+    /// Shards with local interest, per filter (this router's interest).
+    local: RefCell<HashMap<Arc<str>, u32>>,
+    outboxes: RefCell<HashMap<String, Outbox>>,
+    origin: Origin,
+}
+
+fn policy_of(mesh: &MeshConfig, peer: &str) -> LinkPolicy {
+    match mesh.policy_for(peer) {
+        None => LinkPolicy::default(),
+        Some(p) => LinkPolicy {
+            export_deny: p.export_deny.clone(),
+            export_allow: p.export_allow.clone(),
+            import_deny: p.import_deny.clone(),
+            import_allow: p.import_allow.clone(),
+            import_prefix: p.import_prefix.clone(),
+        },
+    }
+}
+
+fn add_counters(a: LinkCounters, b: LinkCounters) -> LinkCounters {
+    LinkCounters {
+        events_out: a.events_out + b.events_out,
+        events_in: a.events_in + b.events_in,
+        denied_export: a.denied_export + b.denied_export,
+        denied_import: a.denied_import + b.denied_import,
+    }
+}
+
+impl Bridge {
+    pub fn new(ctx: Rc<ShardCtx>, config: Arc<Config>, mesh: &MeshResolved) -> Rc<Bridge> {
+        let m = &config.mesh;
+        let router = route::Router::new(
+            mesh.router_id.clone(),
+            RouterConfig {
+                interest_entries_max: m.interest_entries_max,
+                dests_max: LinkLimits::default().dests_max,
+                dedup_window: m.dedup_window,
+                dedup_origins_max: 1024,
+                topic_limits: ctx.topic_limits.get(),
+            },
+        );
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let origin = Origin {
+            shard: ctx.id as u16,
+            session: u32::MAX,
+        };
+        Rc::new(Bridge {
+            limits: LinkLimits {
+                frame_bytes_max: m.frame_bytes_max,
+                ..LinkLimits::default()
+            },
+            router_id: mesh.router_id.clone(),
+            router: RefCell::new(router),
+            config: config.clone(),
+            ctx,
+            slots: RefCell::default(),
+            links: RefCell::default(),
+            next_link: Cell::new(1),
+            next_event: Cell::new(wall),
+            local: RefCell::default(),
+            outboxes: RefCell::default(),
+            origin,
+        })
+    }
+
+    // ----------------------------------------------- from this router's shards
+
+    /// A shard's event matching some other router's interest.
+    pub fn on_local_event(&self, event: Event) {
+        if event.expired() {
+            return;
+        }
+        let id = self.next_event.get();
+        self.next_event.set(id + 1);
+        let mut out = Vec::new();
+        self.router
+            .borrow_mut()
+            .publish_as(event.topic(), id, false, &mut out);
+        let body = Body::of_event(&event);
+        self.apply(out, Some(&body));
+    }
+
+    /// A shard's first (`add`) or last subscriber of a filter.
+    pub fn on_local_interest(&self, interest: &Interest, add: bool) {
+        // Queue groups are announced as plain interest between routers: one
+        // delivery per group per router (see the README's mesh section).
+        let mut out = Vec::new();
+        {
+            let mut local = self.local.borrow_mut();
+            let mut router = self.router.borrow_mut();
+            if add {
+                let n = local.entry(interest.filter.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    if let Err(e) = router.local_subscribe(&interest.filter, &mut out) {
+                        tracing::warn!(filter = &*interest.filter, error = %e, "mesh: interest not announced");
+                    }
+                }
+            } else if let Some(n) = local.get_mut(&interest.filter) {
+                *n -= 1;
+                if *n == 0 {
+                    local.remove(&interest.filter);
+                    router.local_unsubscribe(&interest.filter, &mut out);
+                }
+            }
+        }
+        self.apply(out, None);
+    }
+
+    // ------------------------------------------------------------ actions
+
+    /// Carries out the routing core's actions; returns the topics to
+    /// deliver to this router's subscribers (for `body`).
+    fn apply(&self, actions: Vec<Action>, body: Option<&Body<'_>>) -> Vec<String> {
+        let mut deliver = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { link, msg } => {
+                    let Some(l) = self.links.borrow().get(&link).cloned() else {
+                        continue;
+                    };
+                    match msg {
+                        LinkMsg::InterestAdd {
+                            filter,
+                            origin,
+                            distance,
+                        } => self.push_frame(
+                            &l,
+                            &Frame::InterestAdd {
+                                filter: &filter,
+                                group: None,
+                                origin: &origin,
+                                distance,
+                            },
+                        ),
+                        LinkMsg::InterestRemove { filter, origin } => self.push_frame(
+                            &l,
+                            &Frame::InterestRemove {
+                                filter: &filter,
+                                group: None,
+                                origin: &origin,
+                            },
+                        ),
+                        LinkMsg::Event(copy) => {
+                            if let Some(body) = body {
+                                self.push_event(&l, &copy, body);
+                            }
+                        }
+                    }
+                }
+                Action::Deliver { topic, .. } => deliver.push(topic),
+                Action::RemoteInterest { filter, present } => {
+                    self.ctx.mesh_interest(&filter, present)
+                }
+            }
+        }
+        deliver
+    }
+
+    fn push_frame(&self, link: &Link, frame: &Frame<'_>) {
+        if link.closed.get() {
+            return;
+        }
+        if let Err(e) = link::encode(frame, &mut link.out.borrow_mut()) {
+            tracing::warn!(peer = link.peer, error = %e, frame = frame.name(), "mesh: frame not sent");
+            return;
+        }
+        link.wake_writer();
+    }
+
+    fn push_event(&self, link: &Link, copy: &EventCopy, body: &Body<'_>) {
+        if link.closed.get() {
+            return;
+        }
+        let slot = &link.slot;
+        if link.out.borrow().len() >= self.config.mesh.outbound_bytes_max {
+            slot.dropped.set(slot.dropped.get() + 1);
+            return;
+        }
+        let mut outboxes = self.outboxes.borrow_mut();
+        let seq = if body.qos > 0 {
+            let ob = outboxes.entry(link.peer.clone()).or_default();
+            ob.next_seq += 1;
+            ob.next_seq
+        } else {
+            0
+        };
+        let frame = Frame::Event(link::Event {
+            id: copy.id,
+            seq,
+            origin: &copy.origin,
+            hops: copy.hops,
+            dests: copy.dests.iter().map(String::as_str).collect(),
+            topic: &copy.topic,
+            qos: body.qos,
+            retain: body.retain,
+            payload: body.payload,
+            meta: body.meta.clone(),
+        });
+        let mut out = link.out.borrow_mut();
+        let start = out.len();
+        if let Err(e) = link::encode(&frame, &mut out) {
+            tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
+            return;
+        }
+        if seq > 0 {
+            let ob = outboxes.get_mut(&link.peer).expect("made above");
+            ob.frames.push_back((seq, out[start..].to_vec()));
+            if ob.frames.len() > self.config.mesh.unacked_max {
+                ob.frames.pop_front();
+                slot.dropped.set(slot.dropped.get() + 1);
+            }
+        }
+        drop(out);
+        link.wake_writer();
+    }
+
+    // ------------------------------------------------------------- links
+
+    fn hello(&self) -> Hello<'_> {
+        Hello {
+            version: LINK_VERSION,
+            router_id: &self.router_id,
+            mesh: &self.config.mesh.name,
+        }
+    }
+
+    /// Runs one connection: hello, then frames until it ends.
+    async fn run_link(self: &Rc<Self>, slot: &Rc<Slot>, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let remote = stream.peer_addr().ok();
+        slot.remote.set(remote.or(slot.remote.get()));
+        let stream: Rc<Stream> = Rc::new(RefCell::new(stream));
+        let mut hello = Vec::new();
+        link::encode(&Frame::Hello(self.hello()), &mut hello).expect("hello encodes");
+        let timeout = Duration::from_millis(self.config.mesh.connect_timeout_ms);
+        let mut rb = ReadBuffer::default();
+        let handshake = async {
+            write_all(&stream, &hello)
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                match link::decode(rb.filled(), &self.limits) {
+                    Ok(Some((frame, n))) => {
+                        let checked = link::check_hello(&self.hello(), &frame);
+                        let peer = match &frame {
+                            Frame::Hello(h) => h.router_id.to_owned(),
+                            _ => String::new(),
+                        };
+                        rb.start += n;
+                        return checked.map(|()| peer).map_err(|e| e.to_string());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("link refused: bad hello: {e}")),
+                }
+                let pending = pending_len(rb.filled());
+                let spare = rb.spare(self.limits.frame_bytes_max, pending);
+                let room = spare.len();
+                let n = read_once(&stream, spare, None)
+                    .await
+                    .map_err(|e| format!("link closed before its hello: {e}"))?;
+                rb.end += n;
+                rb.settle(n, room, READ_CHUNK_MAX);
+            }
+        };
+        let result = futures_lite::future::or(handshake, async {
+            glommio::timer::sleep(timeout).await;
+            Err("link refused: no hello within mesh.connect_timeout_ms".to_string())
+        })
+        .await;
+        let peer = match result {
+            Ok(peer) => peer,
+            Err(reason) => {
+                tracing::warn!(remote = ?remote, "mesh: {reason}");
+                let mut close = Vec::new();
+                let _ = link::encode(&Frame::Close { reason: &reason }, &mut close);
+                let _ = write_all(&stream, &close).await;
+                return;
+            }
+        };
+        if self.links.borrow().len() >= self.config.mesh.links_max {
+            tracing::warn!(peer, remote = ?remote, max = self.config.mesh.links_max, "mesh: link refused: mesh.links_max reached");
+            return;
+        }
+        let id = LinkId(self.next_link.get());
+        self.next_link.set(id.0 + 1);
+        let link = Rc::new(Link {
+            id,
+            peer: peer.clone(),
+            slot: slot.clone(),
+            out: RefCell::default(),
+            writer: Cell::new(None),
+            reader: Cell::new(None),
+            closed: Cell::new(false),
+            why: RefCell::new(""),
+            last_heard: Cell::new(Instant::now()),
+            ack_owed: Cell::new(0),
+            ack_sent: Cell::new(0),
+            ping_sent_ns: Cell::new(0),
+        });
+        *slot.peer.borrow_mut() = Some(peer.clone());
+        *slot.link.borrow_mut() = Some(link.clone());
+        self.links.borrow_mut().insert(id, link.clone());
+        tracing::info!(peer, remote = ?remote, link = id.0, "mesh: link up");
+        // Interest first (the whole table), then what the peer never
+        // acknowledged.
+        let mut out = Vec::new();
+        self.router.borrow_mut().link_up_with_policy(
+            id,
+            &peer,
+            policy_of(&self.config.mesh, &peer),
+            &mut out,
+        );
+        self.apply(out, None);
+        if let Some(ob) = self.outboxes.borrow().get(&peer) {
+            let mut buf = link.out.borrow_mut();
+            for (_, frame) in &ob.frames {
+                buf.extend_from_slice(frame);
+            }
+        }
+        let writer = glommio::spawn_local(write_loop(link.clone(), stream.clone()));
+        let keepalive = glommio::spawn_local(keepalive(self.clone(), link.clone()));
+        let reason = self.read_loop(&link, slot, &stream, rb).await;
+        link.close("read loop ended");
+        keepalive.cancel().await;
+        writer.await;
+        let mut out = Vec::new();
+        {
+            let mut router = self.router.borrow_mut();
+            if let Some(c) = router.link_counters(id) {
+                slot.base.set(add_counters(slot.base.get(), c));
+            }
+            router.link_down(id, &mut out);
+        }
+        self.links.borrow_mut().remove(&id);
+        *slot.link.borrow_mut() = None;
+        self.apply(out, None);
+        if self
+            .outboxes
+            .borrow()
+            .get(&peer)
+            .is_some_and(|o| o.frames.is_empty())
+        {
+            self.outboxes.borrow_mut().remove(&peer);
+        }
+        if self.ctx.stopping.get() {
+            tracing::info!(peer, remote = ?remote, reason, "mesh: link closed");
+        } else {
+            tracing::warn!(peer, remote = ?remote, reason, "mesh: link down");
+        }
+    }
+
+    /// Reads and applies frames until the link ends; returns why.
+    async fn read_loop(
+        self: &Rc<Self>,
+        link: &Rc<Link>,
+        slot: &Slot,
+        stream: &Stream,
+        mut rb: ReadBuffer,
+    ) -> String {
+        loop {
+            loop {
+                let decoded = link::decode(rb.filled(), &self.limits);
+                let (frame, n) = match decoded {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let reason = format!("protocol error: {e}");
+                        self.push_frame(link, &Frame::Close { reason: &reason });
+                        return reason;
+                    }
+                };
+                link.last_heard.set(Instant::now());
+                if let Some(reason) = self.on_frame(link, slot, frame).await {
+                    return reason;
+                }
+                rb.start += n;
+            }
+            if link.ack_owed.get() > link.ack_sent.get() {
+                link.ack_sent.set(link.ack_owed.get());
+                self.push_frame(
+                    link,
+                    &Frame::Ack {
+                        seq: link.ack_owed.get(),
+                    },
+                );
+            }
+            let pending = pending_len(rb.filled());
+            let spare = rb.spare(READ_CHUNK_MAX, pending);
+            let room = spare.len();
+            match read_once(stream, spare, Some(link)).await {
+                Ok(n) => {
+                    rb.end += n;
+                    rb.settle(n, room, READ_CHUNK_MAX);
+                }
+                Err(reason) => return reason,
+            }
+        }
+    }
+
+    /// Applies one frame; Some(reason) ends the link.
+    async fn on_frame(&self, link: &Link, slot: &Slot, frame: Frame<'_>) -> Option<String> {
+        let msg = match frame {
+            Frame::Event(e) => {
+                let copy = EventCopy {
+                    origin: e.origin.to_owned(),
+                    id: e.id,
+                    hops: e.hops,
+                    dests: e.dests.iter().map(|d| (*d).to_owned()).collect(),
+                    topic: e.topic.to_owned(),
+                };
+                let mut out = Vec::new();
+                self.router
+                    .borrow_mut()
+                    .on_message(link.id, LinkMsg::Event(copy), &mut out);
+                let body = Body::of_frame(&e);
+                for topic in self.apply(out, Some(&body)) {
+                    let event = body.to_event(&topic, self.origin);
+                    if event.retain {
+                        self.ctx.retain(&event);
+                    }
+                    self.ctx.publish(event, &mut Vec::new()).await;
+                }
+                if e.seq > 0 {
+                    link.ack_owed.set(e.seq);
+                }
+                return None;
+            }
+            Frame::InterestAdd {
+                filter,
+                origin,
+                distance,
+                ..
+            } => LinkMsg::InterestAdd {
+                filter: filter.to_owned(),
+                origin: origin.to_owned(),
+                distance,
+            },
+            Frame::InterestRemove { filter, origin, .. } => LinkMsg::InterestRemove {
+                filter: filter.to_owned(),
+                origin: origin.to_owned(),
+            },
+            Frame::Ack { seq } => {
+                if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
+                    while ob.frames.front().is_some_and(|(s, _)| *s <= seq) {
+                        ob.frames.pop_front();
+                    }
+                }
+                return None;
+            }
+            Frame::Ping { nonce } => {
+                self.push_frame(link, &Frame::Pong { nonce });
+                return None;
+            }
+            Frame::Pong { nonce } => {
+                if nonce == link.ping_sent_ns.get() {
+                    slot.rtt_us.set(Some(now_ns().saturating_sub(nonce) / 1000));
+                }
+                return None;
+            }
+            Frame::Close { reason } => return Some(format!("peer closed the link: {reason}")),
+            Frame::Hello(_) => return Some("protocol error: a second hello".into()),
+        };
+        let mut out = Vec::new();
+        self.router.borrow_mut().on_message(link.id, msg, &mut out);
+        self.apply(out, None);
+        None
+    }
+
+    // ------------------------------------------------------- admin view
+
+    fn view(&self) -> MeshView {
+        let router = self.router.borrow();
+        let c = router.counters();
+        let links = self
+            .slots
+            .borrow()
+            .iter()
+            .filter(|s| !s.gone.get() || s.link.borrow().is_some())
+            .map(|s| {
+                let link = s.link.borrow().clone();
+                let (current, interest) = match &link {
+                    Some(l) => (
+                        router.link_counters(l.id).unwrap_or_default(),
+                        router.link_interest(l.id),
+                    ),
+                    None => (LinkCounters::default(), (0, 0)),
+                };
+                let total = add_counters(s.base.get(), current);
+                let peer = s.peer.borrow().clone();
+                let unacked = peer
+                    .as_ref()
+                    .and_then(|p| self.outboxes.borrow().get(p).map(|o| o.frames.len()))
+                    .unwrap_or(0);
+                LinkInfo {
+                    peer,
+                    remote: s.remote.get().map(|a| a.to_string()),
+                    direction: if s.dialled { "out" } else { "in" },
+                    state: if link.is_some() { "up" } else { "connecting" },
+                    events_in: total.events_in,
+                    events_out: total.events_out,
+                    denied_export: total.denied_export,
+                    denied_import: total.denied_import,
+                    interest_in: interest.0 as u64,
+                    interest_out: interest.1 as u64,
+                    reconnects: s.reconnects.get(),
+                    rtt_us: s.rtt_us.get(),
+                    dropped: s.dropped.get(),
+                    unacked: unacked as u64,
+                }
+            })
+            .collect();
+        MeshView {
+            router_id: self.router_id.clone(),
+            links,
+            interest_entries: router.interest_entries() as u64,
+            duplicates: c.duplicates,
+            no_route: c.no_route,
+            hops_exceeded: c.hops_exceeded,
+        }
+    }
+
+    fn new_slot(&self, remote: Option<SocketAddr>, dialled: bool) -> Rc<Slot> {
+        let slot = Rc::new(Slot {
+            remote: Cell::new(remote),
+            dialled,
+            peer: RefCell::new(None),
+            link: RefCell::new(None),
+            base: Cell::new(LinkCounters::default()),
+            reconnects: Cell::new(0),
+            dropped: Cell::new(0),
+            rtt_us: Cell::new(None),
+            gone: Cell::new(false),
+        });
+        let mut slots = self.slots.borrow_mut();
+        // Accepted links that ended leave the view.
+        slots.retain(|s| !s.gone.get() || s.link.borrow().is_some());
+        slots.push(slot.clone());
+        slot
+    }
+
+    /// Sends a graceful close on every link (shutdown).
+    fn close_all(&self, reason: &str) {
+        let links: Vec<Rc<Link>> = self.links.borrow().values().cloned().collect();
+        for l in links {
+            self.push_frame(&l, &Frame::Close { reason });
+            l.close("router shutting down");
+        }
+    }
+}
+
+/// Length of the frame at the front of `buf`, if its prefix is there.
+fn pending_len(buf: &[u8]) -> usize {
+    buf.first_chunk::<4>()
+        .map_or(0, |p| u32::from_be_bytes(*p) as usize + 4)
+}
+
+/// One read; ends early (Err) when the link is closed from elsewhere.
+async fn read_once(stream: &Stream, buf: &mut [u8], link: Option<&Link>) -> Result<usize, String> {
+    poll_fn(|cx| {
+        if let Some(l) = link {
+            if l.closed.get() {
+                return Poll::Ready(Err(l.why.borrow().to_string()));
+            }
+            l.reader.set(Some(cx.waker().clone()));
+        }
+        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Err("peer closed the connection".into())),
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(format!("read error: {e}"))),
+        }
+    })
+    .await
+}
+
+/// Writes what the link buffers, in batches, until the link closes (then
+/// what is left, bounded by a short time, for a final CLOSE).
+async fn write_loop(link: Rc<Link>, stream: Rc<Stream>) {
+    let mut spare = Vec::new();
+    loop {
+        let batch = poll_fn(|cx| {
+            let mut out = link.out.borrow_mut();
+            if !out.is_empty() {
+                return Poll::Ready(Some(std::mem::replace(
+                    &mut *out,
+                    std::mem::take(&mut spare),
+                )));
+            }
+            if link.closed.get() {
+                return Poll::Ready(None);
+            }
+            link.writer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+        let Some(mut batch) = batch else {
+            break;
+        };
+        let write = write_all(&stream, &batch);
+        let ok = if link.closed.get() {
+            // Last words (CLOSE) get a short, bounded chance.
+            futures_lite::future::or(async { write.await.is_ok() }, async {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                false
+            })
+            .await
+        } else {
+            write.await.is_ok()
+        };
+        if !ok {
+            link.close("write failed");
+            break;
+        }
+        batch.clear();
+        spare = batch;
+    }
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let fd = stream.borrow().as_raw_fd();
+    // SAFETY: the fd stays open while `stream` lives (it is ours).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Both);
+}
+
+/// PINGs the peer and drops the link when it has been silent too long.
+async fn keepalive(bridge: Rc<Bridge>, link: Rc<Link>) {
+    let m = &bridge.config.mesh;
+    let every = Duration::from_millis(m.keepalive_ms);
+    let timeout = Duration::from_millis(m.link_timeout_ms);
+    loop {
+        glommio::timer::sleep(every).await;
+        if link.closed.get() {
+            return;
+        }
+        if link.last_heard.get().elapsed() > timeout {
+            tracing::warn!(
+                peer = link.peer,
+                "mesh: link silent past mesh.link_timeout_ms"
+            );
+            link.close("silent past mesh.link_timeout_ms");
+            return;
+        }
+        let nonce = now_ns().max(1);
+        link.ping_sent_ns.set(nonce);
+        bridge.push_frame(&link, &Frame::Ping { nonce });
+    }
+}
+
+/// Dials `addr` for the life of the router, redialling with backoff.
+async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
+    let slot = bridge.new_slot(Some(addr), true);
+    let m = bridge.config.mesh.clone();
+    let mut backoff = m.reconnect_min_ms;
+    let mut first = true;
+    let mut rng = now_ns() | 1;
+    loop {
+        if bridge.ctx.stopping.get() {
+            return;
+        }
+        if !first {
+            slot.reconnects.set(slot.reconnects.get() + 1);
+        }
+        first = false;
+        let started = Instant::now();
+        match TcpStream::connect_timeout(addr, Duration::from_millis(m.connect_timeout_ms)).await {
+            Ok(stream) => bridge.run_link(&slot, stream).await,
+            Err(e) => tracing::debug!(%addr, error = %e, "mesh: dial failed"),
+        }
+        if bridge.ctx.stopping.get() {
+            return;
+        }
+        if started.elapsed() > Duration::from_millis(m.reconnect_max_ms) {
+            backoff = m.reconnect_min_ms; // it was up a while: start over
+        }
+        // Jitter: 50–100 % of the backoff, so that routers that lost each
+        // other at once do not redial in lockstep.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wait = backoff / 2 + rng % (backoff / 2 + 1);
+        glommio::timer::sleep(Duration::from_millis(wait)).await;
+        backoff = (backoff * 2).min(m.reconnect_max_ms);
+    }
+}
+
+async fn accept_loop(bridge: Rc<Bridge>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            bridge.ctx.stopped().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let slot = bridge.new_slot(stream.peer_addr().ok(), false);
+                let b = bridge.clone();
+                glommio::spawn_local(async move {
+                    b.run_link(&slot, stream).await;
+                    slot.gone.set(true);
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "mesh: accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The bridge executor's life: links, the admin view, shutdown.
+pub async fn run(
+    ctx: Rc<ShardCtx>,
+    config: Arc<Config>,
+    mesh: MeshResolved,
+    listener: Option<TcpListener>,
+    view: Arc<std::sync::Mutex<Option<MeshView>>>,
+) {
+    let bridge = Bridge::new(ctx.clone(), config, &mesh);
+    if ctx.set_bridge(bridge.clone()).is_err() {
+        tracing::error!("mesh: bridge installed twice");
+        return;
+    }
+    if let Some(l) = listener {
+        glommio::spawn_local(accept_loop(bridge.clone(), l)).detach();
+    }
+    for addr in &mesh.links {
+        glommio::spawn_local(dial_loop(bridge.clone(), *addr)).detach();
+    }
+    loop {
+        glommio::timer::sleep(TICK).await;
+        ctx.publish_stats();
+        let _ = ctx.housekeeping();
+        if let Ok(mut v) = view.lock() {
+            *v = Some(bridge.view());
+        }
+        if ctx.shutdown_requested() {
+            ctx.request_stop();
+            bridge.close_all("router shutting down");
+            // Give the CLOSE frames their moment.
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+    }
+}
+
+/// The bridge a ShardCtx hands its mesh traffic to (set once).
+pub type BridgeCell = OnceCell<Rc<Bridge>>;
