@@ -6,6 +6,15 @@
 //! topic/subject: 1→M is fan-out, N→1 fan-in. Subscribers SUBSCRIBE and are
 //! confirmed (SUBACK, or the PONG after SUB) before any publisher starts.
 //!
+//! Subscribers may connect to another server than publishers
+//! (`--sub-server`, e.g. another router of a mesh). A SUBACK there does not
+//! mean that the publishers' server knows the interest yet, so before the
+//! measured run each publisher sends a probe message (same subject, payload
+//! [`PROBE_MARKER`] + publisher index) every [`PROBE_EVERY`] until every
+//! subscriber has seen a probe from every publisher, or fails after
+//! `--probe-timeout-ms`. Probes, also late ones, are never counted nor
+//! measured.
+//!
 //! * Throughput (`--rate 0`, the default): publishers pre-encode a batch of
 //!   messages (`--batch`, 64 KiB) and write it again and again; QoS 1 keeps a
 //!   bounded window of unacknowledged PUBLISHes (`--window`).
@@ -64,6 +73,15 @@ pub struct BenchArgs {
     /// Server address, HOST:PORT [default: 127.0.0.1:1883 for mqtt, 127.0.0.1:4222 for nats].
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
+    /// Subscribers connect here instead of --server (e.g. another router of
+    /// a mesh); publishers stay on --server [default: --server].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sub_server: Option<String>,
+    /// With --sub-server other than --server: how long publishers send
+    /// probe messages (every 20 ms) waiting for every subscriber to receive
+    /// one before the measured run starts; 0 = no probing.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub probe_timeout_ms: u64,
     /// Number of publishers (one connection and thread each).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub pubs: usize,
@@ -121,6 +139,8 @@ pub struct BenchArgs {
 pub(crate) struct Plan {
     pub proto: Protocol,
     pub server: String,
+    /// Where subscribers connect (the same as `server` unless --sub-server).
+    pub sub_server: String,
     pub subject: String,
     pub pubs: usize,
     pub subs: usize,
@@ -133,6 +153,8 @@ pub(crate) struct Plan {
     pub batch: usize,
     pub quiet_ns: u64,
     pub pin: Vec<usize>,
+    /// Probe before the run, giving up after this long (None: no probe).
+    pub probe_timeout: Option<Duration>,
 }
 
 impl Plan {
@@ -166,9 +188,13 @@ impl Plan {
             Protocol::Mqtt => ("127.0.0.1:1883", "weft/bench"),
             Protocol::Nats => ("127.0.0.1:4222", "weft.bench"),
         };
+        let server = a.server.clone().unwrap_or_else(|| server.into());
+        let sub_server = a.sub_server.clone().unwrap_or_else(|| server.clone());
+        let probe = sub_server != server && a.pubs > 0 && a.subs > 0 && a.probe_timeout_ms > 0;
         Ok(Plan {
             proto: a.protocol,
-            server: a.server.clone().unwrap_or_else(|| server.into()),
+            server,
+            sub_server,
             subject: a.subject.clone().unwrap_or_else(|| subject.into()),
             pubs: a.pubs,
             subs: a.subs,
@@ -185,7 +211,17 @@ impl Plan {
             batch: a.batch.max(1),
             quiet_ns: a.quiet_ms.saturating_mul(1_000_000),
             pin,
+            probe_timeout: probe.then(|| Duration::from_millis(a.probe_timeout_ms)),
         })
+    }
+}
+
+/// "HOST:PORT", or "HOST:PORT (subs at HOST:PORT)" with --sub-server.
+pub(crate) fn servers(server: &str, sub_server: &str) -> String {
+    if sub_server == server {
+        server.to_string()
+    } else {
+        format!("{server} (subs at {sub_server})")
     }
 }
 
@@ -211,6 +247,10 @@ pub(crate) struct Shared {
     pub pubs_done_ns: AtomicU64,
     /// Client threads finished.
     pub finished: AtomicUsize,
+    /// Probe phase: subscribers that have seen a probe from every
+    /// publisher, and whether the phase is over (probes stop).
+    pub probed_subs: AtomicUsize,
+    pub probe_over: AtomicBool,
 }
 
 /// One subscriber's latency histogram for one second of the run.
@@ -241,6 +281,20 @@ fn tighten_timer_slack() {
 }
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Start of a probe message's payload (followed by the publisher's index,
+/// u32 little-endian). Measured payloads cannot start with it: throughput
+/// payloads start with 0xa5, and in latency mode the first 8 bytes are a
+/// time in ns since the run's epoch, which would have to be at least
+/// 0x72 << 56 ns (260 years) to match byte 7 ('r').
+pub(crate) const PROBE_MARKER: &[u8] = b"\xffweft-probe\xff";
+/// How often publishers send a probe.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+fn probe_from(payload: &[u8]) -> Option<usize> {
+    let rest = payload.strip_prefix(PROBE_MARKER)?;
+    Some(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize)
+}
 
 /// Throughput mode: a subscriber read smaller than this is followed by a
 /// pause of [`COALESCE_PAUSE`] (at most that much delay on the last message).
@@ -276,6 +330,8 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
         total_sent: AtomicU64::new(0),
         pubs_done_ns: AtomicU64::new(0),
         finished: AtomicUsize::new(0),
+        probed_subs: AtomicUsize::new(0),
+        probe_over: AtomicBool::new(false),
         plan,
     });
     let plan = &shared.plan;
@@ -285,18 +341,20 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
         .unwrap_or(1);
     pin(plan, clients); // the main thread shares the first cores
     let ready = Arc::new(Barrier::new(clients + 1));
+    let probed = Arc::new(Barrier::new(clients + 1));
     let go = Arc::new(Barrier::new(clients + 1));
     let (tx, rx) = channel::unbounded::<Interval>();
     let run_id = std::process::id();
 
     let mut sub_handles = Vec::new();
     for n in 0..plan.subs {
-        let (shared, ready, go, tx) = (shared.clone(), ready.clone(), go.clone(), tx.clone());
+        let (shared, tx) = (shared.clone(), tx.clone());
+        let gates = [ready.clone(), probed.clone(), go.clone()];
         sub_handles.push(
             thread::Builder::new()
                 .name(format!("sub-{n}"))
                 .spawn(move || {
-                    let r = subscriber(&shared, n, run_id, &ready, &go, &tx);
+                    let r = subscriber(&shared, n, run_id, &gates, &tx);
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,
@@ -305,12 +363,13 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     drop(tx);
     let mut pub_handles = Vec::new();
     for n in 0..plan.pubs {
-        let (shared, ready, go) = (shared.clone(), ready.clone(), go.clone());
+        let shared = shared.clone();
+        let gates = [ready.clone(), probed.clone(), go.clone()];
         pub_handles.push(
             thread::Builder::new()
                 .name(format!("pub-{n}"))
                 .spawn(move || {
-                    let r = publisher(&shared, n, run_id, &ready, &go);
+                    let r = publisher(&shared, n, run_id, &gates);
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,
@@ -318,6 +377,23 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     }
 
     ready.wait();
+    let probe = await_probes(&shared);
+    shared.probe_over.store(true, Ordering::Release);
+    probed.wait();
+    let probe_ms = match probe {
+        Ok(ms) => ms,
+        Err(e) => {
+            shared.abort.store(true, Ordering::Release);
+            go.wait();
+            for h in pub_handles {
+                let _ = h.join();
+            }
+            for h in sub_handles {
+                let _ = h.join();
+            }
+            return Err(e);
+        }
+    };
     let cpu_before = report::cpu_now();
     // A moment for every thread to pass the second barrier.
     let start_ns = shared.clock.now_ns() + 2_000_000;
@@ -343,6 +419,7 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
         &pubs,
         &subs,
         collected,
+        probe_ms,
         (end_ns.saturating_sub(start_ns)) as f64 / 1e9,
         cpu_after.minus(&cpu_before),
         cores,
@@ -360,6 +437,44 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The probe phase, seen from the main thread: waits until every subscriber
+/// has seen a probe from every publisher. Returns how long that took (ms),
+/// None without a probe phase or when a client failed (it reports why).
+fn await_probes(shared: &Shared) -> io::Result<Option<f64>> {
+    let plan = &shared.plan;
+    let Some(timeout) = plan.probe_timeout else {
+        return Ok(None);
+    };
+    let t0 = std::time::Instant::now();
+    loop {
+        if shared.abort.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let done = shared.probed_subs.load(Ordering::Acquire);
+        if done == plan.subs {
+            return Ok(Some(t0.elapsed().as_secs_f64() * 1e3));
+        }
+        if t0.elapsed() >= timeout {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "probe: after {} ms only {done} of {} subscriber(s) at {} had received a probe \
+                     from each of the {} publisher(s) at {}: the publishers' server does not \
+                     route the subject {:?} to the subscribers' server (mesh link down or interest \
+                     not propagated?); see --probe-timeout-ms",
+                    timeout.as_millis(),
+                    plan.subs,
+                    plan.sub_server,
+                    plan.pubs,
+                    plan.server,
+                    plan.subject,
+                ),
+            ));
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// What the main thread gathers while the clients run.
@@ -401,7 +516,7 @@ fn collect(
                     "weft bench {} latency log: {} {} {}->{} size {} rate {}/s per publisher",
                     env!("CARGO_PKG_VERSION"),
                     format!("{:?}", plan.proto).to_lowercase(),
-                    plan.server,
+                    servers(&plan.server, &plan.sub_server),
                     plan.pubs,
                     plan.subs,
                     plan.size,
@@ -504,12 +619,15 @@ fn collect(
     Ok(Collected { per_sub })
 }
 
+/// The three meeting points of every client thread and the main thread:
+/// set up (connected, subscribed), probed, go.
+type Gates = [Arc<Barrier>; 3];
+
 fn subscriber(
     shared: &Shared,
     n: usize,
     run_id: u32,
-    ready: &Barrier,
-    go: &Barrier,
+    [ready, probed, go]: &Gates,
     tx: &Sender<Interval>,
 ) -> SubResult {
     let plan = &shared.plan;
@@ -517,19 +635,28 @@ fn subscriber(
     let setup = || -> io::Result<Conn> {
         let mut c = Conn::open(
             plan.proto,
-            &plan.server,
+            &plan.sub_server,
             &format!("weft-bench-{run_id}-sub-{n}"),
             SETUP_TIMEOUT,
         )?;
         c.subscribe(&plan.subject, plan.qos)?;
         Ok(c)
     };
-    let conn = setup();
+    let mut conn = setup();
     if conn.is_err() {
         shared.abort.store(true, Ordering::Release);
     }
     // Everyone meets here, even after an error, so that nobody waits forever.
     ready.wait();
+    if plan.probe_timeout.is_some() {
+        if let Ok(c) = &mut conn {
+            if let Err(e) = await_probe(shared, c) {
+                shared.abort.store(true, Ordering::Release);
+                conn = Err(io::Error::new(e.kind(), format!("probe: {e}")));
+            }
+        }
+    }
+    probed.wait();
     go.wait();
     let mut result = SubResult::default();
     let mut conn = match conn {
@@ -572,6 +699,9 @@ fn subscriber(
                     let h = &mut interval;
                     conn.drain(|ev| {
                         if let Inbound::Msg(p) = ev {
+                            if p.starts_with(PROBE_MARKER) {
+                                return; // a late probe
+                            }
                             got += 1;
                             if let (Some(h), Some(ts)) = (h.as_mut(), p.get(..8)) {
                                 let ts = u64::from_le_bytes(ts.try_into().unwrap());
@@ -630,13 +760,70 @@ fn subscriber(
     result
 }
 
-fn publisher(shared: &Shared, n: usize, run_id: u32, ready: &Barrier, go: &Barrier) -> PubResult {
+/// Probe phase of a subscriber: reads until it has seen a probe from every
+/// publisher, then goes on reading (and dropping) until the phase is over.
+fn await_probe(shared: &Shared, conn: &mut Conn) -> io::Result<()> {
+    let plan = &shared.plan;
+    let mut seen = vec![false; plan.pubs];
+    let mut missing = plan.pubs;
+    conn.stream
+        .set_read_timeout(Some(Duration::from_millis(5)))?;
+    while !shared.probe_over.load(Ordering::Acquire) && !shared.abort.load(Ordering::Acquire) {
+        match conn.fill() {
+            Ok(_) => {}
+            Err(e) if wire::is_timeout(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        let before = missing;
+        conn.drain(|ev| {
+            if let Inbound::Msg(p) = ev {
+                if let Some(i) = probe_from(p) {
+                    if i < seen.len() && !seen[i] {
+                        seen[i] = true;
+                        missing -= 1;
+                    }
+                }
+            }
+        })?;
+        conn.flush_replies()?;
+        if before > 0 && missing == 0 {
+            shared.probed_subs.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    Ok(())
+}
+
+/// Probe phase of a publisher: a probe message every [`PROBE_EVERY`] until
+/// the phase is over. Probes go at QoS 0 (no packet ids, no PUBACKs).
+fn send_probes(shared: &Shared, n: usize, conn: &mut Conn) -> io::Result<()> {
+    let plan = &shared.plan;
+    let mut payload = PROBE_MARKER.to_vec();
+    payload.extend_from_slice(&(n as u32).to_le_bytes());
+    let mut probe = Vec::new();
+    wire::put_message(plan.proto, &mut probe, &plan.subject, 0, &payload);
+    let over = || shared.probe_over.load(Ordering::Acquire) || shared.abort.load(Ordering::Acquire);
+    while !over() {
+        conn.write_all(&probe)?;
+        let next = std::time::Instant::now() + PROBE_EVERY;
+        while !over() && std::time::Instant::now() < next {
+            // Answer NATS PINGs, notice -ERR.
+            if conn.try_fill()? > 0 {
+                conn.drain(|_| {})?;
+                conn.flush_replies()?;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+fn publisher(shared: &Shared, n: usize, run_id: u32, [ready, probed, go]: &Gates) -> PubResult {
     let plan = &shared.plan;
     pin(plan, plan.subs + n);
     if plan.rate > 0 {
         tighten_timer_slack();
     }
-    let conn = Conn::open(
+    let mut conn = Conn::open(
         plan.proto,
         &plan.server,
         &format!("weft-bench-{run_id}-pub-{n}"),
@@ -646,6 +833,15 @@ fn publisher(shared: &Shared, n: usize, run_id: u32, ready: &Barrier, go: &Barri
         shared.abort.store(true, Ordering::Release);
     }
     ready.wait();
+    if plan.probe_timeout.is_some() {
+        if let Ok(c) = &mut conn {
+            if let Err(e) = send_probes(shared, n, c) {
+                shared.abort.store(true, Ordering::Release);
+                conn = Err(io::Error::new(e.kind(), format!("probe: {e}")));
+            }
+        }
+    }
+    probed.wait();
     go.wait();
     let mut result = PubResult::default();
     match conn {
@@ -886,5 +1082,66 @@ impl<'a> Publisher<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("arguments parse");
+        Plan::from_args(&cli.bench).expect("a valid plan")
+    }
+
+    #[test]
+    fn sub_server_defaults_to_server_and_probes_only_when_elsewhere() {
+        let p = plan(&["--server", "10.0.0.1:1883"]);
+        assert_eq!(p.sub_server, "10.0.0.1:1883");
+        assert_eq!(p.probe_timeout, None);
+        let p = plan(&["--protocol", "nats"]);
+        assert_eq!(
+            (p.server.as_str(), p.sub_server.as_str()),
+            ("127.0.0.1:4222", "127.0.0.1:4222")
+        );
+        let p = plan(&["--sub-server", "127.0.0.1:1883"]);
+        assert_eq!(p.probe_timeout, None, "the same server: no probe");
+        let p = plan(&["--sub-server", "127.0.0.1:2883"]);
+        assert_eq!(p.server, "127.0.0.1:1883");
+        assert_eq!(p.probe_timeout, Some(Duration::from_secs(10)));
+        let p = plan(&["--sub-server", "127.0.0.1:2883", "--probe-timeout-ms", "0"]);
+        assert_eq!(p.probe_timeout, None);
+        let p = plan(&["--sub-server", "127.0.0.1:2883", "--pubs", "0"]);
+        assert_eq!(p.probe_timeout, None, "nobody to send probes");
+        assert_eq!(servers("a:1", "a:1"), "a:1");
+        assert_eq!(servers("a:1", "b:2"), "a:1 (subs at b:2)");
+    }
+
+    #[test]
+    fn probes_are_told_apart_from_measured_payloads() {
+        let mut probe = PROBE_MARKER.to_vec();
+        probe.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(probe_from(&probe), Some(7));
+        assert_eq!(probe_from(PROBE_MARKER), None, "no index");
+        // Throughput payloads.
+        assert!(![0xa5u8; 64].starts_with(PROBE_MARKER));
+        // Latency payloads: the send time (ns since the run's epoch) in the
+        // first 8 bytes, whatever its low bytes and whatever follows, for
+        // any run shorter than a century.
+        let century = 100 * 365 * 86_400 * 1_000_000_000u64;
+        for t in [0u64, 1, 0xff, 86_400 * 1_000_000_000, century] {
+            let mut p = PROBE_MARKER.to_vec();
+            p.extend_from_slice(&[0; 8]);
+            p[..8].copy_from_slice(&(t | 0xff).to_le_bytes());
+            assert!(!p.starts_with(PROBE_MARKER), "{t:#x}");
+        }
     }
 }

@@ -180,6 +180,8 @@ pub struct CpuSummary {
 pub struct Config {
     pub protocol: Protocol,
     pub server: String,
+    /// Where the subscribers connected (`server` unless --sub-server).
+    pub sub_server: String,
     pub subject: String,
     pub pubs: usize,
     pub subs: usize,
@@ -207,6 +209,9 @@ pub struct Summary {
     pub latency: Option<Latency>,
     /// How late publishers wrote messages versus their schedule.
     pub send_lag: Option<Latency>,
+    /// With --sub-server: how long until every subscriber had received a
+    /// probe from every publisher, before the measured run (ms).
+    pub probe_ms: Option<f64>,
     pub cpu: CpuSummary,
     pub errors: usize,
 }
@@ -220,6 +225,7 @@ impl Summary {
         pubs: &[super::report::PubResult],
         subs: &[SubResult],
         collected: Collected,
+        probe_ms: Option<f64>,
         wall_s: f64,
         cpu: Cpu,
         cores: usize,
@@ -254,6 +260,7 @@ impl Summary {
             config: Config {
                 protocol: plan.proto,
                 server: plan.server.clone(),
+                sub_server: plan.sub_server.clone(),
                 subject: plan.subject.clone(),
                 pubs: plan.pubs,
                 subs: plan.subs,
@@ -304,6 +311,7 @@ impl Summary {
             },
             latency: Latency::of(&all),
             send_lag: Latency::of(&lag_all),
+            probe_ms,
             cpu: CpuSummary {
                 user_s: cpu.user_s,
                 sys_s: cpu.sys_s,
@@ -332,18 +340,21 @@ impl Summary {
             Protocol::Mqtt => format!(", QoS {}", c.qos),
             Protocol::Nats => String::new(),
         };
+        let server = super::servers(&c.server, &c.sub_server);
         println!(
-            "weft bench: {} {} {:?}, {} pub -> {} sub, {mode}, {} B{qos}, {rate}",
+            "weft bench: {} {server} {:?}, {} pub -> {} sub, {mode}, {} B{qos}, {rate}",
             match c.protocol {
                 Protocol::Mqtt => "mqtt",
                 Protocol::Nats => "nats",
             },
-            c.server,
             c.subject,
             c.pubs,
             c.subs,
             c.size
         );
+        if let Some(ms) = self.probe_ms {
+            println!("  probe: every subscriber reached by every publisher after {ms:.1} ms (not measured)");
+        }
         for p in &self.publishers {
             let mut line = format!(
                 "  pub {:>3}: sent {:>10} in {:>7.3} s  {:>9} msg/s {:>9.2} MB/s",
