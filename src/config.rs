@@ -666,6 +666,15 @@ impl Config {
         at_least("admin.view_entries_max", self.admin.view_entries_max, 1)?;
         at_least("admin.page_size_max", self.admin.page_size_max, 1)?;
         let mesh = self.resolve_mesh()?;
+        if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
+            return Err(invalid(
+                "runtime.shards",
+                format!(
+                    "{shards} leaves no room for the mesh's bridge executor (at most {} shards with the mesh on)",
+                    crate::topic::trie::SHARDS_MAX - 1
+                ),
+            ));
+        }
         Ok(Resolved {
             config: self,
             mqtt_listen,

@@ -181,6 +181,8 @@ pub struct Event<'a> {
     pub hops: u8,
     /// The routers this copy must reach.
     pub dests: Vec<&'a str>,
+    /// (router, queue group): deliver to one member of that group there.
+    pub groups: Vec<(&'a str, &'a str)>,
     /// Internal (MQTT-form) topic.
     pub topic: &'a str,
     pub qos: u8,
@@ -495,6 +497,17 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
     for _ in 0..count {
         dests.push(r.str()?);
     }
+    let count = usize::from(r.u16()?);
+    if count > limits.dests_max {
+        return Err(LinkError::TooManyDests {
+            count,
+            limit: limits.dests_max,
+        });
+    }
+    let mut groups = Vec::with_capacity(r.list_capacity(count, 4));
+    for _ in 0..count {
+        groups.push((r.str()?, r.str()?));
+    }
     let topic = r.str()?;
     let flags = r.u8()?;
     if flags & EVENT_RESERVED != 0 {
@@ -549,6 +562,7 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
         origin,
         hops,
         dests,
+        groups,
         topic,
         qos,
         retain: flags & EVENT_RETAIN != 0,
@@ -611,6 +625,8 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
                 + 1
                 + 2
                 + e.dests.iter().map(|d| s(d)).sum::<usize>()
+                + 2
+                + e.groups.iter().map(|(d, g)| s(d) + s(g)).sum::<usize>()
                 + s(e.topic)
                 + 1
                 + 1
@@ -716,6 +732,11 @@ fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
     for d in &e.dests {
         put_str(out, "dest", d)?;
     }
+    put_count(out, "groups", e.groups.len())?;
+    for (d, g) in &e.groups {
+        put_str(out, "group dest", d)?;
+        put_str(out, "group", g)?;
+    }
     put_str(out, "topic", e.topic)?;
     out.push((e.qos & EVENT_QOS_MASK) | if e.retain { EVENT_RETAIN } else { 0 });
     let m = &e.meta;
@@ -793,6 +814,7 @@ mod tests {
             origin: "r1",
             hops: 0,
             dests: vec!["r2"],
+            groups: vec![],
             topic: "a/b",
             qos: 0,
             retain: false,
@@ -848,6 +870,7 @@ mod tests {
             id: u64::MAX,
             hops: 4,
             dests: vec!["r2", "r3", "r4"],
+            groups: vec![("r5", "workers"), ("r2", "q")],
             qos: 1,
             retain: true,
             payload: &[9; 300],
@@ -911,9 +934,9 @@ mod tests {
     #[test]
     fn absent_metadata_costs_one_byte() {
         let bare = encoded_len(&Frame::Event(event()));
-        // prefix, type, id, seq, origin, hops, dest count, one dest, topic,
-        // flags, presence, payload.
-        assert_eq!(bare, 4 + 1 + 8 + 8 + 4 + 1 + 2 + 4 + 5 + 1 + 1 + 5);
+        // prefix, type, id, seq, origin, hops, dest count, one dest, group
+        // count, topic, flags, presence, payload.
+        assert_eq!(bare, 4 + 1 + 8 + 8 + 4 + 1 + 2 + 4 + 2 + 5 + 1 + 1 + 5);
     }
 
     #[test]
@@ -973,9 +996,9 @@ mod tests {
     #[test]
     fn malformed() {
         let ev = |body: &[u8]| raw(kind::EVENT, body);
-        // id 0, seq 0, origin "r", hops 0, no dests, topic "t".
+        // id 0, seq 0, origin "r", hops 0, no dests, no groups, topic "t".
         let head: &[u8] = &[
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 0, 0, 0, 0, 1, b't',
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 0, 0, 0, 0, 0, 0, 1, b't',
         ];
         let with = |tail: &[u8]| ev(&[head, tail].concat());
         let bad: Vec<(Vec<u8>, LinkError)> = vec![

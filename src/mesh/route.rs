@@ -62,6 +62,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use crate::topic::{filter_matches, validate_filter, TopicLimits};
 
+/// (distance, next hop).
+type Route = (u16, LinkId);
+
 /// Interest farther than this many links is unreachable.
 pub const DISTANCE_MAX: u16 = 16;
 
@@ -83,6 +86,8 @@ pub struct EventCopy {
     pub hops: u8,
     /// The routers this copy must reach; never empty.
     pub dests: Vec<String>,
+    /// (router, queue group): one member of that group there gets it.
+    pub groups: Vec<(String, String)>,
     /// Internal (MQTT-form) topic.
     pub topic: String,
 }
@@ -115,6 +120,10 @@ pub enum Action {
     Deliver {
         topic: String,
         id: u64,
+        /// To the plain subscribers.
+        plain: bool,
+        /// To one member of each of these queue groups.
+        groups: Vec<String>,
     },
     /// Some other router now has (`present`) or no longer has interest in
     /// `filter`: events of this router matching it must (no longer) reach
@@ -155,6 +164,38 @@ impl LinkPolicy {
         !any_matches(&self.import_deny, topic)
             && (self.import_allow.is_empty() || any_matches(&self.import_allow, topic))
     }
+}
+
+/// An interest key: a plain filter, or `$share/{group}/{filter}` for a
+/// queue group (MQTT shared subscription or NATS queue group) → (group,
+/// filter).
+pub fn key_parts(key: &str) -> (Option<&str>, &str) {
+    match key
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((group, filter)) => (Some(group), filter),
+        None => (None, key),
+    }
+}
+
+/// The interest key of `filter` within `group` (or plain).
+pub fn group_key(group: Option<&str>, filter: &str) -> String {
+    match group {
+        Some(g) => format!("$share/{g}/{filter}"),
+        None => filter.to_owned(),
+    }
+}
+
+fn key_matches(key: &str, group: Option<&str>, topic: &str) -> bool {
+    let (g, f) = key_parts(key);
+    g == group && filter_matches(f, topic)
+}
+
+/// `strip_prefix_filter` for an interest key (the group stays).
+fn strip_prefix_key(prefix: &str, key: &str) -> Option<String> {
+    let (g, f) = key_parts(key);
+    strip_prefix_filter(prefix, f).map(|f| group_key(g, &f))
 }
 
 /// The filter, in the peer's topic space, that matches exactly the topics
@@ -442,33 +483,86 @@ impl Router {
 
     /// An event entered the mesh here.
     pub fn publish(&mut self, topic: &str, event_id: u64, out: &mut Vec<Action>) {
-        self.publish_as(topic, event_id, true, out)
+        self.publish_as(topic, event_id, true, &[], 0, out)
     }
 
-    /// An event entered the mesh here; `deliver_local` false when this
-    /// router's subscribers already have it (the runtime delivered it).
+    /// An event entered the mesh here. `deliver_local`: false when this
+    /// router's plain subscribers already have it (the runtime delivered
+    /// it). `groups`: queue groups with no member on this router, each to
+    /// be delivered at one other router that has members, chosen by `pick`
+    /// (a random number from the runtime) among them.
     pub fn publish_as(
         &mut self,
         topic: &str,
         event_id: u64,
         deliver_local: bool,
+        groups: &[&str],
+        pick: u64,
         out: &mut Vec<Action>,
     ) {
-        if deliver_local && self.local.keys().any(|f| filter_matches(f, topic)) {
+        if deliver_local && self.local.keys().any(|f| key_matches(f, None, topic)) {
             out.push(Action::Deliver {
                 topic: topic.to_owned(),
                 id: event_id,
+                plain: true,
+                groups: Vec::new(),
             });
         }
         let dests: BTreeSet<&str> = self
             .learned
             .keys()
-            .filter(|(f, o)| *o != self.id && filter_matches(f, topic))
+            .filter(|(f, o)| *o != self.id && key_matches(f, None, topic))
             .map(|(_, o)| o.as_str())
             .collect();
         let dests: Vec<String> = dests.into_iter().map(str::to_owned).collect();
+        let group_dests = self.pick_groups(topic, groups, pick);
         let origin = self.id.clone();
-        self.forward(&origin, event_id, 0, topic, dests, None, out);
+        self.forward(&origin, event_id, 0, topic, dests, group_dests, None, out);
+    }
+
+    /// An event entered the mesh here for queue groups only (its plain
+    /// subscribers, if any, are served otherwise).
+    pub fn publish_groups(
+        &mut self,
+        topic: &str,
+        event_id: u64,
+        groups: &[&str],
+        pick: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let group_dests = self.pick_groups(topic, groups, pick);
+        let origin = self.id.clone();
+        self.forward(
+            &origin,
+            event_id,
+            0,
+            topic,
+            Vec::new(),
+            group_dests,
+            None,
+            out,
+        );
+    }
+
+    /// For each group, one other router with members for `topic`.
+    fn pick_groups(&mut self, topic: &str, groups: &[&str], pick: u64) -> Vec<(String, String)> {
+        let mut group_dests = Vec::new();
+        for (i, &g) in groups.iter().enumerate() {
+            let members: BTreeSet<&str> = self
+                .learned
+                .keys()
+                .filter(|(f, o)| *o != self.id && key_matches(f, Some(g), topic))
+                .map(|(_, o)| o.as_str())
+                .collect();
+            if members.is_empty() {
+                self.counters.no_route += 1;
+                continue;
+            }
+            let at = (pick.wrapping_add(i as u64) % members.len() as u64) as usize;
+            let router = members.iter().nth(at).expect("in range");
+            group_dests.push(((*router).to_owned(), g.to_owned()));
+        }
+        group_dests
     }
 
     /// A message arrived over `link`.
@@ -506,7 +600,7 @@ impl Router {
             return;
         }
         let key = (filter, origin);
-        let denied = any_covers(&self.links[&link].policy.export_deny, &key.0);
+        let denied = any_covers(&self.links[&link].policy.export_deny, key_parts(&key.0).1);
         if denied || distance >= DISTANCE_MAX {
             // Unreachable (or unusable) over this link: same as a withdraw.
             self.unlearn(&key, link, out);
@@ -582,16 +676,41 @@ impl Router {
                 rest.push(d);
             }
         }
-        if for_me
+        let mut rest_groups = Vec::new();
+        let mut my_groups = Vec::new();
+        for (d, g) in copy.groups {
+            if d == self.id {
+                my_groups.push(g);
+            } else {
+                rest_groups.push((d, g));
+            }
+        }
+        let plain = for_me
             && self.first_delivery(&copy.origin, copy.id)
-            && self.local.keys().any(|f| filter_matches(f, &copy.topic))
-        {
+            && self.local.keys().any(|f| key_matches(f, None, &copy.topic));
+        let mut groups = Vec::new();
+        for g in my_groups {
+            // Its own duplicate window: a group copy may travel apart from
+            // the plain one while routes reconverge.
+            let tag = format!("{}\u{0}{g}", copy.origin);
+            if self.first_delivery(&tag, copy.id)
+                && self
+                    .local
+                    .keys()
+                    .any(|f| key_matches(f, Some(&g), &copy.topic))
+            {
+                groups.push(g);
+            }
+        }
+        if plain || !groups.is_empty() {
             out.push(Action::Deliver {
                 topic: copy.topic.clone(),
                 id: copy.id,
+                plain,
+                groups,
             });
         }
-        if rest.is_empty() {
+        if rest.is_empty() && rest_groups.is_empty() {
             return;
         }
         if copy.hops >= HOPS_MAX {
@@ -606,6 +725,7 @@ impl Router {
             copy.hops + 1,
             &copy.topic,
             rest,
+            rest_groups,
             Some(link),
             out,
         );
@@ -639,8 +759,41 @@ impl Router {
         true
     }
 
-    /// Sends `dests` on by their next hops, one copy per next hop (split
-    /// into chunks of `dests_max`).
+    /// The next hop towards `dest`'s interest in `topic` (within `group`,
+    /// if any): (best over every link, best over the links policy allows).
+    fn next_hop(
+        &self,
+        dest: &str,
+        group: Option<&str>,
+        topic: &str,
+        from: Option<LinkId>,
+    ) -> (Option<Route>, Option<Route>) {
+        let mut best_any: Option<Route> = None;
+        let mut best_ok: Option<Route> = None;
+        for ((filter, o), routes) in &self.learned {
+            if *o != dest || !key_matches(filter, group, topic) {
+                continue;
+            }
+            for (&link, &d) in routes {
+                if Some(link) == from {
+                    continue;
+                }
+                let c = (d, link);
+                if best_any.is_none_or(|b| c < b) {
+                    best_any = Some(c);
+                }
+                if self.links[&link].policy.export_permitted(topic) && best_ok.is_none_or(|b| c < b)
+                {
+                    best_ok = Some(c);
+                }
+            }
+        }
+        (best_any, best_ok)
+    }
+
+    /// Sends `dests` and `groups` on by their next hops, one copy per next
+    /// hop (plain destinations split into chunks of `dests_max`; the group
+    /// destinations ride in the first).
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
@@ -649,43 +802,28 @@ impl Router {
         hops: u8,
         topic: &str,
         dests: Vec<String>,
+        groups: Vec<(String, String)>,
         from: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
-        let mut by_hop: BTreeMap<LinkId, Vec<String>> = BTreeMap::new();
+        type Copies = (Vec<String>, Vec<(String, String)>);
+        let mut by_hop: BTreeMap<LinkId, Copies> = BTreeMap::new();
         let mut denied: BTreeSet<LinkId> = BTreeSet::new();
-        for dest in dests {
-            // Best over all matching filters of `dest`, ignoring policy, and
-            // best over the links policy allows.
-            let mut best_any: Option<(u16, LinkId)> = None;
-            let mut best_ok: Option<(u16, LinkId)> = None;
-            for ((filter, o), routes) in &self.learned {
-                if *o != dest || !filter_matches(filter, topic) {
-                    continue;
-                }
-                for (&link, &d) in routes {
-                    if Some(link) == from {
-                        continue;
-                    }
-                    let c = (d, link);
-                    if best_any.is_none_or(|b| c < b) {
-                        best_any = Some(c);
-                    }
-                    if self.links[&link].policy.export_permitted(topic)
-                        && best_ok.is_none_or(|b| c < b)
-                    {
-                        best_ok = Some(c);
-                    }
-                }
-            }
+        let targets = dests
+            .into_iter()
+            .map(|d| (d, None))
+            .chain(groups.into_iter().map(|(d, g)| (d, Some(g))));
+        for (dest, group) in targets {
+            let (best_any, best_ok) = self.next_hop(&dest, group.as_deref(), topic, from);
             if let Some((_, l)) = best_any {
                 if best_ok.map(|(_, k)| k) != Some(l) {
                     denied.insert(l);
                 }
             }
-            match best_ok {
-                Some((_, l)) => by_hop.entry(l).or_default().push(dest),
-                None => self.counters.no_route += 1,
+            match (best_ok, group) {
+                (Some((_, l)), None) => by_hop.entry(l).or_default().0.push(dest),
+                (Some((_, l)), Some(g)) => by_hop.entry(l).or_default().1.push((dest, g)),
+                (None, _) => self.counters.no_route += 1,
             }
         }
         for l in denied {
@@ -694,8 +832,12 @@ impl Router {
             }
         }
         let chunk = self.config.dests_max.max(1);
-        for (link, dests) in by_hop {
-            for part in dests.chunks(chunk) {
+        for (link, (dests, mut groups)) in by_hop {
+            let mut parts: Vec<&[String]> = dests.chunks(chunk).collect();
+            if parts.is_empty() {
+                parts.push(&[]);
+            }
+            for part in parts {
                 if let Some(l) = self.links.get_mut(&link) {
                     l.counters.events_out += 1;
                 }
@@ -706,6 +848,7 @@ impl Router {
                         id,
                         hops,
                         dests: part.to_vec(),
+                        groups: std::mem::take(&mut groups),
                         topic: topic.to_owned(),
                     }),
                 });
@@ -730,7 +873,7 @@ impl Router {
         }
         // In the peer's topic space (an import prefix stripped); `wanted`
         // is None for filters that have no form there.
-        let filter = strip_prefix_filter(&l.policy.import_prefix, &key.0).unwrap_or_default();
+        let filter = strip_prefix_key(&l.policy.import_prefix, &key.0).unwrap_or_default();
         let msg = match want {
             Some(distance) => {
                 l.advertised.insert(key.clone(), distance);
@@ -754,8 +897,8 @@ impl Router {
     /// The distance `link` should be told for `key`, if any.
     fn wanted(&self, key: &Key, link: LinkId) -> Option<u16> {
         let l = &self.links[&link];
-        let theirs = strip_prefix_filter(&l.policy.import_prefix, &key.0)?;
-        if any_covers(&l.policy.import_deny, &theirs) {
+        let theirs = strip_prefix_key(&l.policy.import_prefix, &key.0)?;
+        if any_covers(&l.policy.import_deny, key_parts(&theirs).1) {
             return None;
         }
         if key.1 == self.id {
@@ -824,7 +967,19 @@ mod tests {
                         assert!(self.wires.contains_key(&(r, link)), "send on a down link");
                         self.queues.entry((r, link)).or_default().push_back(msg);
                     }
-                    Action::Deliver { topic, id } => self.delivered.push((r, topic, id)),
+                    Action::Deliver {
+                        topic,
+                        id,
+                        plain,
+                        groups,
+                    } => {
+                        if plain {
+                            self.delivered.push((r, topic.clone(), id));
+                        }
+                        for g in groups {
+                            self.delivered.push((r, format!("{g}:{topic}"), id));
+                        }
+                    }
                     Action::RemoteInterest { .. } => {}
                 }
             }
@@ -1289,6 +1444,7 @@ mod tests {
             id: 7,
             hops: 0,
             dests: vec!["b".into()],
+            groups: vec![],
             topic: "d/x".into(),
         };
         r.on_message(LinkId(1), LinkMsg::Event(copy.clone()), &mut out);
@@ -1297,7 +1453,9 @@ mod tests {
             out,
             vec![Action::Deliver {
                 topic: "d/x".into(),
-                id: 7
+                id: 7,
+                plain: true,
+                groups: vec![],
             }]
         );
         assert_eq!(r.counters().duplicates, 1);
@@ -1329,6 +1487,7 @@ mod tests {
                 id,
                 hops: 0,
                 dests: vec!["b".into()],
+                groups: vec![],
                 topic: "t".into(),
             };
             r.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
@@ -1470,6 +1629,7 @@ mod tests {
                 id: 1,
                 hops,
                 dests: vec!["z".into()],
+                groups: vec![],
                 topic: "f".into(),
             })
         };
@@ -1573,5 +1733,142 @@ mod tests {
         assert!(!filter_covers("a/b", "a/+"));
         assert!(!filter_covers("#", "$SYS/x"));
         assert!(filter_covers("#", "+/x"));
+    }
+
+    #[test]
+    fn remote_interest_follows_the_learned_table() {
+        let mut sim = Sim::new(3);
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        let mut out = Vec::new();
+        sim.routers[2].local_subscribe("a/#", &mut out).unwrap();
+        sim.apply(2, out);
+        sim.routers[0]
+            .local_subscribe("a/#", &mut Vec::new())
+            .unwrap();
+        // Router 0 learns "a/#" (from r2) once, router 1 from both sides.
+        let mut seen = Vec::new();
+        loop {
+            let keys: Vec<(usize, LinkId)> = sim
+                .queues
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            for (r, l) in keys {
+                let msg = sim.queues.get_mut(&(r, l)).unwrap().pop_front().unwrap();
+                let (p, pl) = sim.wires[&(r, l)];
+                let mut out = Vec::new();
+                sim.routers[p].on_message(pl, msg, &mut out);
+                for a in &out {
+                    if let Action::RemoteInterest { filter, present } = a {
+                        seen.push((p, filter.clone(), *present));
+                    }
+                }
+                sim.apply(p, out);
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![(1, "a/#".to_string(), true), (0, "a/#".to_string(), true)]
+        );
+        // The last route to it goes: withdrawn.
+        let mut out = Vec::new();
+        let to_r2 = sim.link_between(1, 2);
+        sim.routers[1].link_down(to_r2, &mut out);
+        assert!(out.contains(&Action::RemoteInterest {
+            filter: "a/#".into(),
+            present: false
+        }));
+    }
+
+    #[test]
+    fn allow_lists_and_import_prefix() {
+        let mut sim = Sim::new(2);
+        sim.connect_with(
+            0,
+            1,
+            LinkPolicy {
+                export_allow: vec!["pub/#".into()],
+                ..LinkPolicy::default()
+            },
+            LinkPolicy {
+                import_prefix: "from-r0/".into(),
+                ..LinkPolicy::default()
+            },
+        );
+        // r1 wants "from-r0/pub/#": advertised to r0 as "pub/#"; and "#":
+        // advertised as "#"; "other/#" cannot come from r0: not advertised.
+        sim.subscribe(1, "from-r0/pub/#");
+        sim.subscribe(1, "other/#");
+        sim.run_until_idle(100);
+        let to_r0 = sim.link_between(0, 1);
+        assert_eq!(sim.routers[0].best_route("pub/#", "r1"), Some((1, to_r0)));
+        assert_eq!(sim.routers[0].best_route("other/#", "r1"), None);
+        sim.publish(0, "pub/x", 1);
+        sim.publish(0, "priv/x", 2);
+        sim.run_until_idle(100);
+        assert_eq!(sim.deliveries("from-r0/pub/x", 1), BTreeMap::from([(1, 1)]));
+        assert!(sim.deliveries("from-r0/priv/x", 2).is_empty());
+        assert!(sim.crossings.iter().all(|(_, _, t)| t == "pub/x"));
+        assert_eq!(strip_prefix_filter("p/q/", "p/+/#").as_deref(), Some("#"));
+        assert_eq!(
+            strip_prefix_filter("p/q/", "p/q/a/+").as_deref(),
+            Some("a/+")
+        );
+        assert_eq!(strip_prefix_filter("p/q/", "p/q"), None);
+        assert_eq!(strip_prefix_filter("p/q/", "x/#"), None);
+        assert_eq!(
+            strip_prefix_key("p/", "$share/g/p/a").as_deref(),
+            Some("$share/g/a")
+        );
+    }
+
+    #[test]
+    fn queue_group_goes_to_one_router() {
+        // A line r0 - r1 - r2 - r3; group "w" has members on r2 and r3, a
+        // plain subscriber on r3.
+        let mut sim = Sim::new(4);
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        sim.connect(2, 3);
+        sim.subscribe(2, "$share/w/j/#");
+        sim.subscribe(3, "$share/w/j/#");
+        sim.subscribe(3, "j/#");
+        sim.run_until_idle(1000);
+        let mut picked = BTreeMap::new();
+        for id in 0..40u64 {
+            let mut out = Vec::new();
+            sim.routers[0].publish_as("j/x", id, true, &["w"], id * 7919, &mut out);
+            sim.apply(0, out);
+            sim.run_until_idle(1000);
+            let groups: Vec<usize> = sim
+                .delivered
+                .iter()
+                .filter(|(_, t, i)| t == "w:j/x" && *i == id)
+                .map(|(r, _, _)| *r)
+                .collect();
+            assert_eq!(groups.len(), 1, "one group delivery per event: {groups:?}");
+            *picked.entry(groups[0]).or_insert(0) += 1;
+            assert_eq!(sim.deliveries("j/x", id), BTreeMap::from([(3, 1)]));
+        }
+        // Both routers with members were picked.
+        assert_eq!(picked.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        // Groups only: no plain copy.
+        let mut out = Vec::new();
+        sim.routers[0].publish_groups("j/y", 99, &["w"], 0, &mut out);
+        sim.apply(0, out);
+        sim.run_until_idle(1000);
+        assert!(sim.deliveries("j/y", 99).is_empty());
+        assert_eq!(
+            sim.delivered
+                .iter()
+                .filter(|(_, t, i)| t == "w:j/y" && *i == 99)
+                .count(),
+            1
+        );
     }
 }

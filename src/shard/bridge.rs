@@ -241,6 +241,8 @@ pub struct Bridge {
     local: RefCell<HashMap<Arc<str>, u32>>,
     outboxes: RefCell<HashMap<String, Outbox>>,
     origin: Origin,
+    /// xorshift state for queue-group picks among routers.
+    rng: Cell<u64>,
 }
 
 fn policy_of(mesh: &MeshConfig, peer: &str) -> LinkPolicy {
@@ -301,47 +303,62 @@ impl Bridge {
             local: RefCell::default(),
             outboxes: RefCell::default(),
             origin,
+            rng: Cell::new(wall | 1),
         })
     }
 
     // ----------------------------------------------- from this router's shards
 
-    /// A shard's event matching some other router's interest.
-    pub fn on_local_event(&self, event: Event) {
+    /// A shard's event for other routers: their plain subscribers (if
+    /// `plain`) and one member of each of `groups` (which have no member
+    /// on this router).
+    pub fn on_local_event(&self, event: Event, plain: bool, groups: &[Arc<str>]) {
         if event.expired() {
             return;
         }
         let id = self.next_event.get();
         self.next_event.set(id + 1);
         let mut out = Vec::new();
-        self.router
-            .borrow_mut()
-            .publish_as(event.topic(), id, false, &mut out);
+        let groups: Vec<&str> = groups.iter().map(|g| &**g).collect();
+        let pick = self.rng.get();
+        self.rng
+            .set(pick ^ (pick << 13) ^ (pick >> 7) ^ (pick << 17));
+        let mut router = self.router.borrow_mut();
+        if plain {
+            router.publish_as(event.topic(), id, false, &groups, pick, &mut out);
+        } else {
+            // Only the groups: no plain destinations.
+            router.publish_groups(event.topic(), id, &groups, pick, &mut out);
+        }
+        drop(router);
         let body = Body::of_event(&event);
         self.apply(out, Some(&body));
     }
 
     /// A shard's first (`add`) or last subscriber of a filter.
     pub fn on_local_interest(&self, interest: &Interest, add: bool) {
-        // Queue groups are announced as plain interest between routers: one
-        // delivery per group per router (see the README's mesh section).
+        // A queue group's interest is its own key, `$share/{group}/{filter}`.
+        let key: Arc<str> = match &interest.group {
+            Some(g) => Arc::from(route::group_key(Some(g), &interest.filter)),
+            None => interest.filter.clone(),
+        };
         let mut out = Vec::new();
         {
             let mut local = self.local.borrow_mut();
             let mut router = self.router.borrow_mut();
             if add {
-                let n = local.entry(interest.filter.clone()).or_insert(0);
+                let n = local.entry(key.clone()).or_insert(0);
                 *n += 1;
                 if *n == 1 {
-                    if let Err(e) = router.local_subscribe(&interest.filter, &mut out) {
-                        tracing::warn!(filter = &*interest.filter, error = %e, "mesh: interest not announced");
+                    if let Err(e) = router.local_subscribe(&key, &mut out) {
+                        tracing::warn!(filter = &*key, error = %e, "mesh: interest not announced");
                     }
                 }
-            } else if let Some(n) = local.get_mut(&interest.filter) {
+            } else if let Some(n) = local.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
-                    local.remove(&interest.filter);
-                    router.local_unsubscribe(&interest.filter, &mut out);
+                    local.remove(&key);
+                    router.local_unsubscribe(&key, &mut out);
                 }
             }
         }
@@ -350,9 +367,9 @@ impl Bridge {
 
     // ------------------------------------------------------------ actions
 
-    /// Carries out the routing core's actions; returns the topics to
-    /// deliver to this router's subscribers (for `body`).
-    fn apply(&self, actions: Vec<Action>, body: Option<&Body<'_>>) -> Vec<String> {
+    /// Carries out the routing core's actions; returns what to deliver to
+    /// this router's subscribers (for `body`): (topic, plain, groups).
+    fn apply(&self, actions: Vec<Action>, body: Option<&Body<'_>>) -> Vec<Delivery> {
         let mut deliver = Vec::new();
         for action in actions {
             match action {
@@ -389,7 +406,12 @@ impl Bridge {
                         }
                     }
                 }
-                Action::Deliver { topic, .. } => deliver.push(topic),
+                Action::Deliver {
+                    topic,
+                    plain,
+                    groups,
+                    ..
+                } => deliver.push((topic, plain, groups)),
                 Action::RemoteInterest { filter, present } => {
                     self.ctx.mesh_interest(&filter, present)
                 }
@@ -432,6 +454,11 @@ impl Bridge {
             origin: &copy.origin,
             hops: copy.hops,
             dests: copy.dests.iter().map(String::as_str).collect(),
+            groups: copy
+                .groups
+                .iter()
+                .map(|(d, g)| (d.as_str(), g.as_str()))
+                .collect(),
             topic: &copy.topic,
             qos: body.qos,
             retain: body.retain,
@@ -648,6 +675,11 @@ impl Bridge {
                     id: e.id,
                     hops: e.hops,
                     dests: e.dests.iter().map(|d| (*d).to_owned()).collect(),
+                    groups: e
+                        .groups
+                        .iter()
+                        .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
+                        .collect(),
                     topic: e.topic.to_owned(),
                 };
                 let mut out = Vec::new();
@@ -655,12 +687,12 @@ impl Bridge {
                     .borrow_mut()
                     .on_message(link.id, LinkMsg::Event(copy), &mut out);
                 let body = Body::of_frame(&e);
-                for topic in self.apply(out, Some(&body)) {
+                for (topic, plain, groups) in self.apply(out, Some(&body)) {
                     let event = body.to_event(&topic, self.origin);
-                    if event.retain {
+                    if event.retain && plain {
                         self.ctx.retain(&event);
                     }
-                    self.ctx.publish(event, &mut Vec::new()).await;
+                    self.ctx.publish_from_mesh(event, plain, &groups).await;
                 }
                 if e.seq > 0 {
                     link.ack_owed.set(e.seq);
@@ -985,6 +1017,10 @@ pub async fn run(
         }
     }
 }
+
+/// What to deliver here: (topic, to the plain subscribers, to one member
+/// of each of these groups).
+type Delivery = (String, bool, Vec<String>);
 
 /// The bridge a ShardCtx hands its mesh traffic to (set once).
 pub type BridgeCell = OnceCell<Rc<Bridge>>;

@@ -410,19 +410,79 @@ impl ShardCtx {
 
     /// On the bridge: other routers now have (or no longer have) interest
     /// in `filter`; the shards learn it as this peer's interest.
-    pub fn mesh_interest(&self, filter: &str, present: bool) {
+    /// `key` is a filter or `$share/{group}/{filter}` (a queue group).
+    pub fn mesh_interest(&self, key: &str, present: bool) {
+        let (group, filter) = crate::mesh::route::key_parts(key);
         let mut trie = self.trie.borrow_mut();
         if present {
-            if trie.add_local_in(filter, None, MESH_KEY, 0).first_local {
+            if trie.add_local_in(filter, group, MESH_KEY, 0).first_local {
                 drop(trie);
-                self.announce(true, Arc::from(filter), None);
+                self.announce(true, Arc::from(filter), group.map(Arc::from));
             }
         } else if trie
-            .remove_local_in(filter, None, MESH_KEY)
+            .remove_local_in(filter, group, MESH_KEY)
             .is_some_and(|r| r.last_local)
         {
             drop(trie);
-            self.announce(false, Arc::from(filter), None);
+            self.announce(false, Arc::from(filter), group.map(Arc::from));
+        }
+    }
+
+    /// The bridge's bit in the shard masks (0 when the mesh is off).
+    fn bridge_bit(&self) -> u64 {
+        match self.global.client_shards {
+            n if n > 0 && n < self.shards => 1 << n,
+            _ => 0,
+        }
+    }
+
+    /// On the bridge: an event from another router, to this router's plain
+    /// subscribers (if `plain`) and one member of each of `groups`, all on
+    /// the shards (never back to the mesh).
+    pub async fn publish_from_mesh(&self, mut event: Event, plain: bool, groups: &[String]) {
+        Counters::add(&self.counters.messages_in, 1);
+        if event.born_ns == 0 {
+            event.born_ns = crate::event::now_ns();
+        }
+        let matched = self.trie.borrow_mut().matches(event.topic());
+        let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
+        for name in groups {
+            match matched.groups.iter().find(|g| &*g.name == name.as_str()) {
+                Some(g) if g.remote != 0 => {
+                    let pick = self.rng.below(g.remote.count_ones() as usize);
+                    remote_groups.push((nth_bit(g.remote, pick), g.name.clone()));
+                }
+                // The members left while the event was on its way.
+                _ => Counters::add(&self.counters.dropped_group_gone, 1),
+            }
+        }
+        let plain_mask = if plain { matched.remote } else { 0 };
+        self.send_to_shards(&event, plain_mask, &remote_groups)
+            .await;
+    }
+
+    /// Hands `event` to the shards in `plain` and to the one chosen for
+    /// each queue group in `groups`.
+    async fn send_to_shards(&self, event: &Event, plain: u64, groups: &[(usize, Arc<str>)]) {
+        let mut targets = plain;
+        for (shard, _) in groups {
+            targets |= 1 << shard;
+        }
+        while targets != 0 {
+            let peer = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            let groups = groups
+                .iter()
+                .filter(|(s, _)| *s == peer)
+                .map(|(_, g)| g.clone())
+                .collect();
+            Counters::add(&self.counters.ring_events_out, 1);
+            let msg = ShardMsg::Event {
+                event: event.clone(),
+                plain: plain & (1 << peer) != 0,
+                groups,
+            };
+            self.send(peer, msg).await;
         }
     }
 
@@ -1184,39 +1244,31 @@ impl ShardCtx {
         if matched.is_empty() {
             return false;
         }
-        // Queue groups: one member in the whole process, chosen uniformly
-        // among the local members and the shards that have members.
+        // Queue groups: one member in the whole mesh, chosen uniformly
+        // among this process's members (local ones and the shards that have
+        // members); only when it has none does the bridge (other routers'
+        // members) get the event for that group.
+        let bridge = self.bridge_bit();
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
         let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
         for g in matched.groups.iter() {
-            let remote_count = g.remote.count_ones() as usize;
-            let pick = self.rng.below(g.local.len() + remote_count);
+            let here = g.remote & !bridge;
+            let members = g.local.len() + here.count_ones() as usize;
+            if members == 0 {
+                if g.remote & bridge != 0 {
+                    remote_groups.push((bridge.trailing_zeros() as usize, g.name.clone()));
+                }
+                continue;
+            }
+            let pick = self.rng.below(members);
             if pick < g.local.len() {
                 local_picks.push(g.local[pick]);
             } else {
-                remote_groups.push((nth_bit(g.remote, pick - g.local.len()), g.name.clone()));
+                remote_groups.push((nth_bit(here, pick - g.local.len()), g.name.clone()));
             }
         }
-        let mut targets = matched.remote;
-        for (shard, _) in &remote_groups {
-            targets |= 1 << shard;
-        }
-        while targets != 0 {
-            let peer = targets.trailing_zeros() as usize;
-            targets &= targets - 1;
-            let groups = remote_groups
-                .iter()
-                .filter(|(s, _)| *s == peer)
-                .map(|(_, g)| g.clone())
-                .collect();
-            Counters::add(&self.counters.ring_events_out, 1);
-            let msg = ShardMsg::Event {
-                event: event.clone(),
-                plain: matched.remote & (1 << peer) != 0,
-                groups,
-            };
-            self.send(peer, msg).await;
-        }
+        self.send_to_shards(&event, matched.remote, &remote_groups)
+            .await;
         if self.is_bridge() {
             // The bridge's own subscriptions are other routers' interest:
             // an event from the mesh never goes back to it from here.
@@ -1336,9 +1388,13 @@ impl ShardCtx {
     pub fn on_ring(self: &Rc<Self>, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         if let Some(bridge) = self.bridge.get() {
             match msg {
-                ShardMsg::Event { event, .. } => {
+                ShardMsg::Event {
+                    event,
+                    plain,
+                    groups,
+                } => {
                     Counters::add(&self.counters.ring_events_in, 1);
-                    bridge.on_local_event(event);
+                    bridge.on_local_event(event, plain, &groups);
                     return;
                 }
                 ShardMsg::InterestAdd(ref i) => bridge.on_local_interest(i, true),
