@@ -58,7 +58,8 @@
 //! byte codec in [`super::link`], the client protocols and the trie.
 //! Shared-subscription groups in interest are not modelled yet.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use crate::topic::{filter_matches, validate_filter, TopicLimits};
 
@@ -282,11 +283,61 @@ struct Link {
     advertised: BTreeMap<Key, u16>,
 }
 
-#[derive(Default)]
+/// The ids seen from one origin: the highest, and a bitmap of the
+/// `window` ids below it. Ids of one origin are consecutive (a counter), so
+/// this is exact for the last `window` events and costs window/8 bytes; an
+/// id older than the window counts as seen (dropped), never delivered twice.
 struct DedupWindow {
-    order: VecDeque<u64>,
-    seen: HashSet<u64>,
+    /// The highest id seen (None before the first).
+    high: Option<u64>,
+    bits: Box<[u64]>,
     last_used: u64,
+}
+
+impl DedupWindow {
+    fn new(window: usize) -> DedupWindow {
+        DedupWindow {
+            high: None,
+            bits: vec![0; window.div_ceil(64).max(1)].into_boxed_slice(),
+            last_used: 0,
+        }
+    }
+
+    fn span(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+
+    fn bit(&self, id: u64) -> (usize, u64) {
+        let i = id % self.span();
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    /// Records `id`; false if it was seen (or is older than the window).
+    fn first(&mut self, id: u64) -> bool {
+        let span = self.span();
+        match self.high {
+            Some(high) if id <= high => {
+                if high - id >= span {
+                    return false;
+                }
+            }
+            Some(high) if id - high < span => {
+                for gone in high + 1..=id {
+                    let (w, b) = self.bit(gone);
+                    self.bits[w] &= !b;
+                }
+                self.high = Some(id);
+            }
+            _ => {
+                self.bits.fill(0);
+                self.high = Some(id);
+            }
+        }
+        let (w, b) = self.bit(id);
+        let seen = self.bits[w] & b != 0;
+        self.bits[w] |= b;
+        !seen
+    }
 }
 
 pub struct Router {
@@ -300,8 +351,27 @@ pub struct Router {
     /// publishers must hand to the core.
     remote_filters: BTreeMap<String, usize>,
     dedup: BTreeMap<String, DedupWindow>,
+    /// Where this router's own events on a topic go, while the tables
+    /// stay as they are (cleared by every change; at most PLANS_MAX).
+    plans: HashMap<String, Rc<Plan>>,
     tick: u64,
     counters: RouterCounters,
+}
+
+/// Topics whose forwarding plan is cached.
+const PLANS_MAX: usize = 4096;
+
+/// One copy: its next hop, plain destinations, (router, group) ones.
+type PlannedCopy = (LinkId, Vec<String>, Vec<(String, String)>);
+
+/// Forwarding decided for one topic: copies per next hop, links whose
+/// policy kept it off, destinations without a route, local delivery.
+#[derive(Default)]
+struct Plan {
+    deliver_local: bool,
+    copies: Vec<PlannedCopy>,
+    denied: Vec<LinkId>,
+    no_route: u64,
 }
 
 /// Whether every topic `filter` matches is also matched by `deny`.
@@ -341,6 +411,7 @@ impl Router {
             learned: BTreeMap::new(),
             remote_filters: BTreeMap::new(),
             dedup: BTreeMap::new(),
+            plans: HashMap::new(),
             tick: 0,
             counters: RouterCounters::default(),
         }
@@ -404,6 +475,7 @@ impl Router {
         if self.links.contains_key(&link) {
             self.link_down(link, out);
         }
+        self.plans.clear();
         self.links.insert(
             link,
             Link {
@@ -430,6 +502,7 @@ impl Router {
         if self.links.remove(&link).is_none() {
             return;
         }
+        self.plans.clear();
         let mut affected = Vec::new();
         let mut gone = Vec::new();
         self.learned.retain(|key, routes| {
@@ -500,7 +573,18 @@ impl Router {
         pick: u64,
         out: &mut Vec<Action>,
     ) {
-        if deliver_local && self.local.keys().any(|f| key_matches(f, None, topic)) {
+        let plan = match self.plans.get(topic) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Rc::new(self.plan_publish(topic));
+                if self.plans.len() >= PLANS_MAX {
+                    self.plans.clear();
+                }
+                self.plans.insert(topic.to_owned(), p.clone());
+                p
+            }
+        };
+        if deliver_local && plan.deliver_local {
             out.push(Action::Deliver {
                 topic: topic.to_owned(),
                 id: event_id,
@@ -508,16 +592,32 @@ impl Router {
                 groups: Vec::new(),
             });
         }
+        let origin = self.id.clone();
+        if groups.is_empty() {
+            self.emit(&origin, event_id, 0, topic, &plan, out);
+        } else {
+            let dests = plan
+                .copies
+                .iter()
+                .flat_map(|(_, d, _)| d.iter().cloned())
+                .collect();
+            let group_dests = self.pick_groups(topic, groups, pick);
+            self.forward(&origin, event_id, 0, topic, dests, group_dests, None, out);
+        }
+    }
+
+    /// The plan of an event entering the mesh here on `topic`.
+    fn plan_publish(&self, topic: &str) -> Plan {
         let dests: BTreeSet<&str> = self
             .learned
             .keys()
             .filter(|(f, o)| *o != self.id && key_matches(f, None, topic))
             .map(|(_, o)| o.as_str())
             .collect();
-        let dests: Vec<String> = dests.into_iter().map(str::to_owned).collect();
-        let group_dests = self.pick_groups(topic, groups, pick);
-        let origin = self.id.clone();
-        self.forward(&origin, event_id, 0, topic, dests, group_dests, None, out);
+        let dests = dests.into_iter().map(str::to_owned).collect();
+        let mut plan = self.plan(topic, dests, Vec::new(), None);
+        plan.deliver_local = self.local.keys().any(|f| key_matches(f, None, topic));
+        plan
     }
 
     /// An event entered the mesh here for queue groups only (its plain
@@ -744,17 +844,15 @@ impl Router {
                 self.dedup.remove(&o);
             }
         }
-        let w = self.dedup.entry(origin.to_owned()).or_default();
+        if !self.dedup.contains_key(origin) {
+            let w = DedupWindow::new(self.config.dedup_window);
+            self.dedup.insert(origin.to_owned(), w);
+        }
+        let w = self.dedup.get_mut(origin).expect("inserted above");
         w.last_used = self.tick;
-        if !w.seen.insert(id) {
+        if !w.first(id) {
             self.counters.duplicates += 1;
             return false;
-        }
-        w.order.push_back(id);
-        while w.order.len() > self.config.dedup_window {
-            if let Some(old) = w.order.pop_front() {
-                w.seen.remove(&old);
-            }
         }
         true
     }
@@ -806,9 +904,22 @@ impl Router {
         from: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
+        let plan = self.plan(topic, dests, groups, from);
+        self.emit(origin, id, hops, topic, &plan, out);
+    }
+
+    /// Groups destinations by next hop (see `forward`).
+    fn plan(
+        &self,
+        topic: &str,
+        dests: Vec<String>,
+        groups: Vec<(String, String)>,
+        from: Option<LinkId>,
+    ) -> Plan {
         type Copies = (Vec<String>, Vec<(String, String)>);
         let mut by_hop: BTreeMap<LinkId, Copies> = BTreeMap::new();
         let mut denied: BTreeSet<LinkId> = BTreeSet::new();
+        let mut plan = Plan::default();
         let targets = dests
             .into_iter()
             .map(|d| (d, None))
@@ -823,14 +934,10 @@ impl Router {
             match (best_ok, group) {
                 (Some((_, l)), None) => by_hop.entry(l).or_default().0.push(dest),
                 (Some((_, l)), Some(g)) => by_hop.entry(l).or_default().1.push((dest, g)),
-                (None, _) => self.counters.no_route += 1,
+                (None, _) => plan.no_route += 1,
             }
         }
-        for l in denied {
-            if let Some(link) = self.links.get_mut(&l) {
-                link.counters.denied_export += 1;
-            }
-        }
+        plan.denied = denied.into_iter().collect();
         let chunk = self.config.dests_max.max(1);
         for (link, (dests, mut groups)) in by_hop {
             let mut parts: Vec<&[String]> = dests.chunks(chunk).collect();
@@ -838,25 +945,50 @@ impl Router {
                 parts.push(&[]);
             }
             for part in parts {
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.counters.events_out += 1;
-                }
-                out.push(Action::Send {
-                    link,
-                    msg: LinkMsg::Event(EventCopy {
-                        origin: origin.to_owned(),
-                        id,
-                        hops,
-                        dests: part.to_vec(),
-                        groups: std::mem::take(&mut groups),
-                        topic: topic.to_owned(),
-                    }),
-                });
+                plan.copies
+                    .push((link, part.to_vec(), std::mem::take(&mut groups)));
             }
+        }
+        plan
+    }
+
+    /// Counts and sends what `plan` says.
+    fn emit(
+        &mut self,
+        origin: &str,
+        id: u64,
+        hops: u8,
+        topic: &str,
+        plan: &Plan,
+        out: &mut Vec<Action>,
+    ) {
+        self.counters.no_route += plan.no_route;
+        for l in &plan.denied {
+            if let Some(link) = self.links.get_mut(l) {
+                link.counters.denied_export += 1;
+            }
+        }
+        for (link, dests, groups) in &plan.copies {
+            if let Some(l) = self.links.get_mut(link) {
+                l.counters.events_out += 1;
+            }
+            out.push(Action::Send {
+                link: *link,
+                msg: LinkMsg::Event(EventCopy {
+                    origin: origin.to_owned(),
+                    id,
+                    hops,
+                    dests: dests.clone(),
+                    groups: groups.clone(),
+                    topic: topic.to_owned(),
+                }),
+            });
         }
     }
 
     fn sync_all(&mut self, key: &Key, out: &mut Vec<Action>) {
+        // The table changed: forwarding plans may have.
+        self.plans.clear();
         let links: Vec<LinkId> = self.links.keys().copied().collect();
         for link in links {
             self.sync_link(key, link, out);
@@ -921,7 +1053,7 @@ fn best_of(routes: &BTreeMap<LinkId, u16>) -> Option<(u16, LinkId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
 
     /// In-memory mesh: N routers, a FIFO queue per directed link, no
     /// sockets, no clock.
@@ -1493,19 +1625,25 @@ mod tests {
             r.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
             out.len()
         };
-        for id in 0..10 {
+        for id in 1..=100 {
             assert_eq!(send(&mut r, "a", id), 1);
         }
-        assert_eq!(send(&mut r, "a", 9), 0);
-        // Fell out of the window: delivered again (the bound at work).
-        assert_eq!(send(&mut r, "a", 0), 1);
-        send(&mut r, "o1", 0);
-        send(&mut r, "o2", 0);
+        assert_eq!(send(&mut r, "a", 99), 0);
+        // Out of order within the window (a second path): once each.
+        assert_eq!(send(&mut r, "a", 103), 1);
+        assert_eq!(send(&mut r, "a", 102), 1);
+        assert_eq!(send(&mut r, "a", 102), 0);
+        assert_eq!(send(&mut r, "a", 101), 1);
+        // Older than the window (64 ids here, the bitmap's granularity):
+        // never delivered twice, so dropped.
+        assert_eq!(send(&mut r, "a", 1), 0);
+        // A restarted origin starts far ahead: delivered.
+        assert_eq!(send(&mut r, "a", 1 << 40), 1);
+        assert_eq!(send(&mut r, "a", (1 << 40) + 1), 1);
+        send(&mut r, "o1", 5);
+        send(&mut r, "o2", 5);
         assert!(r.dedup.len() <= 2);
-        assert!(r
-            .dedup
-            .values()
-            .all(|w| w.order.len() <= 4 && w.seen.len() <= 4));
+        assert!(r.dedup.values().all(|w| w.bits.len() == 1));
     }
 
     #[test]

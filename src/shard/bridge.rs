@@ -57,9 +57,9 @@ use crate::mesh::route::{
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Reads of a link take at most this much per syscall (a larger frame
-/// grows the buffer to its size, up to `mesh.frame_bytes_max`).
-const READ_CHUNK_MAX: usize = 1 << 20;
+/// A link's read buffer (a larger frame grows it to its size, up to
+/// `mesh.frame_bytes_max`).
+const READ_BUFFER: usize = 256 * 1024;
 
 /// One link as the admin endpoint shows it (`GET /links`).
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +78,7 @@ pub struct LinkInfo {
     pub rtt_us: Option<u64>,
     pub dropped: u64,
     pub unacked: u64,
+    pub unacked_evicted: u64,
 }
 
 /// What the bridge publishes for the admin thread on every tick.
@@ -103,6 +104,11 @@ struct Slot {
     base: Cell<LinkCounters>,
     reconnects: Cell<u64>,
     dropped: Cell<u64>,
+    /// QoS 0 copies not sent: the link's buffer was full.
+    unsent: Cell<u64>,
+    /// QoS 1 copies sent but dropped from the resend store before their
+    /// ack (more than `mesh.unacked_max` outstanding).
+    evicted: Cell<u64>,
     rtt_us: Cell<Option<u64>>,
     /// An accepted slot is shown while its connection lives.
     gone: Cell<bool>,
@@ -148,7 +154,11 @@ impl Link {
 #[derive(Default)]
 struct Outbox {
     next_seq: u64,
+    /// Encoded copies by sequence number, oldest first.
     frames: VecDeque<(u64, Vec<u8>)>,
+    /// Copies up to this sequence number are in the link's buffer or sent;
+    /// later ones wait for room (a full buffer never drops QoS 1 copies).
+    written: u64,
 }
 
 /// The part of an event a copy carries besides the routing fields.
@@ -436,8 +446,9 @@ impl Bridge {
             return;
         }
         let slot = &link.slot;
-        if link.out.borrow().len() >= self.config.mesh.outbound_bytes_max {
-            slot.dropped.set(slot.dropped.get() + 1);
+        let full = link.out.borrow().len() >= self.config.mesh.outbound_bytes_max;
+        if full && body.qos == 0 {
+            slot.unsent.set(slot.unsent.get() + 1);
             return;
         }
         let mut outboxes = self.outboxes.borrow_mut();
@@ -465,22 +476,57 @@ impl Bridge {
             payload: body.payload,
             meta: body.meta.clone(),
         });
-        let mut out = link.out.borrow_mut();
-        let start = out.len();
-        if let Err(e) = link::encode(&frame, &mut out) {
+        if seq == 0 {
+            if let Err(e) = link::encode(&frame, &mut link.out.borrow_mut()) {
+                tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
+                return;
+            }
+            link.wake_writer();
+            return;
+        }
+        let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
+        if let Err(e) = link::encode(&frame, &mut encoded) {
             tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
             return;
         }
-        if seq > 0 {
-            let ob = outboxes.get_mut(&link.peer).expect("made above");
-            ob.frames.push_back((seq, out[start..].to_vec()));
-            if ob.frames.len() > self.config.mesh.unacked_max {
-                ob.frames.pop_front();
-                slot.dropped.set(slot.dropped.get() + 1);
+        let ob = outboxes.get_mut(&link.peer).expect("made above");
+        if !full && ob.written + 1 == seq {
+            link.out.borrow_mut().extend_from_slice(&encoded);
+            ob.written = seq;
+        }
+        ob.frames.push_back((seq, encoded));
+        if ob.frames.len() > self.config.mesh.unacked_max {
+            if let Some((oldest, _)) = ob.frames.pop_front() {
+                if oldest > ob.written {
+                    // Never sent: lost.
+                    ob.written = oldest;
+                    slot.dropped.set(slot.dropped.get() + 1);
+                } else {
+                    // Sent, but no longer resent if the link drops.
+                    slot.evicted.set(slot.evicted.get() + 1);
+                }
             }
         }
-        drop(out);
+        drop(outboxes);
         link.wake_writer();
+    }
+
+    /// Moves QoS 1 copies waiting for room into the link's buffer.
+    fn refill(&self, link: &Link) {
+        let mut outboxes = self.outboxes.borrow_mut();
+        let Some(ob) = outboxes.get_mut(&link.peer) else {
+            return;
+        };
+        let mut out = link.out.borrow_mut();
+        let max = self.config.mesh.outbound_bytes_max;
+        let first = ob.frames.partition_point(|(s, _)| *s <= ob.written);
+        for (seq, frame) in ob.frames.range(first..) {
+            if out.len() >= max {
+                break;
+            }
+            out.extend_from_slice(frame);
+            ob.written = *seq;
+        }
     }
 
     // ------------------------------------------------------------- links
@@ -502,7 +548,12 @@ impl Bridge {
         let mut hello = Vec::new();
         link::encode(&Frame::Hello(self.hello()), &mut hello).expect("hello encodes");
         let timeout = Duration::from_millis(self.config.mesh.connect_timeout_ms);
-        let mut rb = ReadBuffer::default();
+        // Links are few and busy: one buffer of a fixed size, grown only for
+        // a frame larger than it.
+        let mut rb = ReadBuffer {
+            data: vec![0; READ_BUFFER],
+            ..ReadBuffer::default()
+        };
         let handshake = async {
             write_all(&stream, &hello)
                 .await
@@ -522,13 +573,11 @@ impl Bridge {
                     Err(e) => return Err(format!("link refused: bad hello: {e}")),
                 }
                 let pending = pending_len(rb.filled());
-                let spare = rb.spare(self.limits.frame_bytes_max, pending);
-                let room = spare.len();
+                let spare = rb.spare(READ_BUFFER, pending);
                 let n = read_once(&stream, spare, None)
                     .await
                     .map_err(|e| format!("link closed before its hello: {e}"))?;
                 rb.end += n;
-                rb.settle(n, room, READ_CHUNK_MAX);
             }
         };
         let result = futures_lite::future::or(handshake, async {
@@ -580,13 +629,12 @@ impl Bridge {
             &mut out,
         );
         self.apply(out, None);
-        if let Some(ob) = self.outboxes.borrow().get(&peer) {
-            let mut buf = link.out.borrow_mut();
-            for (_, frame) in &ob.frames {
-                buf.extend_from_slice(frame);
-            }
+        if let Some(ob) = self.outboxes.borrow_mut().get_mut(&peer) {
+            // Resend what the peer never acknowledged.
+            ob.written = 0;
         }
-        let writer = glommio::spawn_local(write_loop(link.clone(), stream.clone()));
+        self.refill(&link);
+        let writer = glommio::spawn_local(write_loop(self.clone(), link.clone(), stream.clone()));
         let keepalive = glommio::spawn_local(keepalive(self.clone(), link.clone()));
         let reason = self.read_loop(&link, slot, &stream, rb).await;
         link.close("read loop ended");
@@ -654,13 +702,9 @@ impl Bridge {
                 );
             }
             let pending = pending_len(rb.filled());
-            let spare = rb.spare(READ_CHUNK_MAX, pending);
-            let room = spare.len();
+            let spare = rb.spare(READ_BUFFER, pending);
             match read_once(stream, spare, Some(link)).await {
-                Ok(n) => {
-                    rb.end += n;
-                    rb.settle(n, room, READ_CHUNK_MAX);
-                }
+                Ok(n) => rb.end += n,
                 Err(reason) => return reason,
             }
         }
@@ -771,15 +815,16 @@ impl Bridge {
                     direction: if s.dialled { "out" } else { "in" },
                     state: if link.is_some() { "up" } else { "connecting" },
                     events_in: total.events_in,
-                    events_out: total.events_out,
+                    events_out: total.events_out.saturating_sub(s.unsent.get()),
                     denied_export: total.denied_export,
                     denied_import: total.denied_import,
                     interest_in: interest.0 as u64,
                     interest_out: interest.1 as u64,
                     reconnects: s.reconnects.get(),
                     rtt_us: s.rtt_us.get(),
-                    dropped: s.dropped.get(),
+                    dropped: s.dropped.get() + s.unsent.get(),
                     unacked: unacked as u64,
+                    unacked_evicted: s.evicted.get(),
                 }
             })
             .collect();
@@ -802,6 +847,8 @@ impl Bridge {
             base: Cell::new(LinkCounters::default()),
             reconnects: Cell::new(0),
             dropped: Cell::new(0),
+            unsent: Cell::new(0),
+            evicted: Cell::new(0),
             rtt_us: Cell::new(None),
             gone: Cell::new(false),
         });
@@ -849,10 +896,11 @@ async fn read_once(stream: &Stream, buf: &mut [u8], link: Option<&Link>) -> Resu
 
 /// Writes what the link buffers, in batches, until the link closes (then
 /// what is left, bounded by a short time, for a final CLOSE).
-async fn write_loop(link: Rc<Link>, stream: Rc<Stream>) {
+async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<Stream>) {
     let mut spare = Vec::new();
     loop {
         let batch = poll_fn(|cx| {
+            bridge.refill(&link);
             let mut out = link.out.borrow_mut();
             if !out.is_empty() {
                 return Poll::Ready(Some(std::mem::replace(
