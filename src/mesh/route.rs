@@ -35,12 +35,23 @@
 //!   each event at most once per router; a bounded per-origin window of
 //!   recently delivered ids makes retransmits (at-least-once over a healed
 //!   link) harmless.
-//! - *Link policy*: export and import deny filters per link. A topic
-//!   matching an export deny filter is never sent over the link (the next
-//!   hop choice skips that link, so another allowed path is used if one
-//!   exists); one matching an import deny filter is dropped when it arrives.
-//!   Interest whose filter is entirely covered by a deny filter is neither
-//!   learned (export) nor advertised (import). Counted per link.
+//!   Copies of a router's own events follow a per-topic plan, cached until
+//!   the tables change.
+//! - *Queue groups*: a group's interest is its own key,
+//!   `$share/{group}/{filter}`. The runtime hands the core only the groups
+//!   that have no member on this router; [`Router::publish_as`] picks one
+//!   router with members per group (at random, from the runtime's number)
+//!   and the copy carries it as a (router, group) destination, forwarded
+//!   like the others; duplicates are dropped per (origin, group).
+//! - *Link policy*: export and import allow and deny filters per link (deny
+//!   wins; an empty allow list allows all). A topic the export policy
+//!   refuses is never sent over the link (the next hop choice skips that
+//!   link, so another allowed path is used if one exists); one the import
+//!   policy refuses is dropped when it arrives. Interest whose filter is
+//!   entirely covered by a deny filter is neither learned (export) nor
+//!   advertised (import). Counted per link. An import prefix is prepended
+//!   to the topics arriving over the link, and stripped from the interest
+//!   advertised to it.
 //!
 //! Payloads and protocol metadata do not pass through here: the runtime
 //! keeps the event's buffer and attaches it to the copies this core asks it
@@ -51,12 +62,11 @@
 //! entries (local ones included; learned ones beyond it are ignored and
 //! counted), [`RouterConfig::dests_max`] destinations per copy (more are
 //! split over several copies), a dedup window of
-//! [`RouterConfig::dedup_window`] ids for each of at most
-//! [`RouterConfig::dedup_origins_max`] origins.
+//! [`RouterConfig::dedup_window`] ids (a bitmap) for each of at most
+//! [`RouterConfig::dedup_origins_max`] origins, `PLANS_MAX` cached plans.
 //!
 //! Must not touch: sockets, executors, timers, rings and the shard code, the
 //! byte codec in [`super::link`], the client protocols and the trie.
-//! Shared-subscription groups in interest are not modelled yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
