@@ -24,6 +24,9 @@ pub struct Weft {
     pub nats: SocketAddr,
     pub nats_shards: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// The mesh listener (`weft: mesh listening on ADDR`), when
+    /// `--mesh-listen` / `mesh.listen` is set.
+    pub mesh: Option<SocketAddr>,
     /// The router's stderr lines, when captured.
     pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
     pub config_path: std::path::PathBuf,
@@ -56,6 +59,40 @@ pub fn write_config(toml: &str) -> tempfile_path::TempPath {
     tempfile_path::TempPath(path)
 }
 
+/// How to start one router; [`Launch::new`] gives what [`Weft::start`]
+/// uses (127.0.0.1 port 0 everywhere, cores 0,1, log level from the file).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub shards: usize,
+    /// Extra TOML; the harness adds shard listeners and 127.0.0.1:0 NATS and
+    /// admin listeners unless the TOML sets them.
+    pub toml: String,
+    /// Extra `weft run` flags, after the harness's own.
+    pub args: Vec<String>,
+    pub mqtt_listen: String,
+    pub cores: String,
+    /// A command the router runs under, e.g. `ip netns exec NS` (it must
+    /// exec the router, so that the child is the router itself).
+    pub prefix: Vec<String>,
+    pub log_level: Option<String>,
+    pub capture_stderr: bool,
+}
+
+impl Launch {
+    pub fn new(shards: usize, extra_toml: &str) -> Launch {
+        Launch {
+            shards,
+            toml: extra_toml.to_string(),
+            args: Vec::new(),
+            mqtt_listen: "127.0.0.1:0".into(),
+            cores: "0,1".into(),
+            prefix: Vec::new(),
+            log_level: None,
+            capture_stderr: false,
+        }
+    }
+}
+
 impl Weft {
     /// Starts weft with `shards` shards on cores 0,1, each shard with its own
     /// listener too, plus extra TOML.
@@ -70,7 +107,24 @@ impl Weft {
         log_level: Option<&str>,
         capture_stderr: bool,
     ) -> Weft {
-        let mut table: toml::Table = extra_toml.parse().expect("test TOML");
+        let mut launch = Launch::new(shards, extra_toml);
+        launch.log_level = log_level.map(str::to_string);
+        launch.capture_stderr = capture_stderr;
+        Weft::launch_with(launch)
+    }
+
+    /// Like [`Weft::start`], with extra `weft run` flags (e.g. the mesh's
+    /// `--router-id`, `--mesh-listen`, `--link`). The mesh listener line is
+    /// read into [`Weft::mesh`] when `--mesh-listen` or `mesh.listen` is set.
+    pub fn launch_args(shards: usize, extra_toml: &str, extra_args: &[&str]) -> Weft {
+        let mut launch = Launch::new(shards, extra_toml);
+        launch.args = extra_args.iter().map(|a| a.to_string()).collect();
+        Weft::launch_with(launch)
+    }
+
+    pub fn launch_with(launch: Launch) -> Weft {
+        let shards = launch.shards;
+        let mut table: toml::Table = launch.toml.parse().expect("test TOML");
         for (section, key, value) in [
             ("mqtt", "shard_listeners", toml::Value::Boolean(true)),
             ("nats", "shard_listeners", toml::Value::Boolean(true)),
@@ -82,25 +136,49 @@ impl Weft {
                 .or_insert_with(|| toml::Value::Table(Default::default()));
             t.as_table_mut().unwrap().entry(key).or_insert(value);
         }
+        let mesh_in_toml = table
+            .get("mesh")
+            .and_then(|m| m.get("listen"))
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| !l.is_empty());
+        let mesh_in_args = launch.args.iter().enumerate().any(|(i, a)| {
+            (a == "--mesh-listen" && launch.args.get(i + 1).is_some_and(|v| !v.is_empty()))
+                || a.strip_prefix("--mesh-listen=")
+                    .is_some_and(|v| !v.is_empty())
+        });
+        let expects_mesh = mesh_in_toml || mesh_in_args;
         let toml = table.to_string();
         let config = write_config(&toml);
-        let mut command = Command::new(weft_bin());
+        let mut command = match launch.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(weft_bin());
+                c
+            }
+            None => Command::new(weft_bin()),
+        };
         command
             .args(["run", "--config"])
             .arg(&config.0)
-            .args(["--mqtt-listen", "127.0.0.1:0", "--cores", "0,1"])
+            .args([
+                "--mqtt-listen",
+                &launch.mqtt_listen,
+                "--cores",
+                &launch.cores,
+            ])
             .args(["--shards", &shards.to_string()])
+            .args(&launch.args)
             .stdout(Stdio::piped())
-            .stderr(if capture_stderr {
+            .stderr(if launch.capture_stderr {
                 Stdio::piped()
             } else {
                 Stdio::inherit()
             });
-        if let Some(level) = log_level {
+        if let Some(level) = &launch.log_level {
             command.args(["--log-level", level]);
         }
         let mut child = command.spawn().expect("spawn weft");
-        let stderr = if capture_stderr {
+        let stderr = if launch.capture_stderr {
             let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let sink = lines.clone();
             let pipe = child.stderr.take().unwrap();
@@ -115,7 +193,18 @@ impl Weft {
         };
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let mut next = || lines.next().expect("listener line").unwrap();
+        let mut next = || match lines.next() {
+            Some(line) => line.unwrap(),
+            None => {
+                // Give the stderr reader a moment to collect the reason.
+                std::thread::sleep(Duration::from_millis(200));
+                let why = stderr
+                    .as_ref()
+                    .map(|l| l.lock().unwrap().join("\n"))
+                    .unwrap_or_default();
+                panic!("weft ended its stdout before all listener lines: {why}")
+            }
+        };
         let addr = parse_addr(&next(), "mqtt listening on ");
         let shard_addrs: Vec<_> = (0..shards)
             .map(|_| parse_addr(&next(), "listening on "))
@@ -125,6 +214,7 @@ impl Weft {
             .map(|_| parse_addr(&next(), "listening on "))
             .collect();
         let admin = parse_addr(&next(), "admin listening on ");
+        let mesh = expects_mesh.then(|| parse_addr(&next(), "mesh listening on "));
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
@@ -134,10 +224,19 @@ impl Weft {
             nats,
             nats_shards,
             admin,
+            mesh,
             stderr,
             config_path: config.0.clone(),
             _config: Some(config),
         }
+    }
+
+    /// The captured stderr lines (empty when not captured).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr
+            .as_ref()
+            .map(|l| l.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     /// Sends a signal to the router.
@@ -279,6 +378,15 @@ impl Client {
             return p;
         }
         self.receive().await
+    }
+
+    /// Next incoming packet, waiting as long as it takes; `None` once the
+    /// connection has ended.
+    pub async fn recv_any(&mut self) -> Option<Packet> {
+        if let Some(p) = self.pending.pop_front() {
+            return Some(p);
+        }
+        self.rx.recv().await
     }
 
     async fn receive(&mut self) -> Packet {
@@ -486,4 +594,407 @@ impl Raw {
             }
         }
     }
+}
+
+/// GET over HTTP/1.0 with a blocking-free tokio socket: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("admin {addr} did not accept in time"))
+        .unwrap_or_else(|e| panic!("admin {addr}: {e}"));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut raw))
+        .await
+        .unwrap_or_else(|_| panic!("admin {addr}{path}: no answer in time"))
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// One entry of the admin `GET /links` view (the mesh contract).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct LinkView {
+    pub peer: Option<String>,
+    pub remote: Option<String>,
+    pub direction: String,
+    pub state: String,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub denied_export: u64,
+    pub denied_import: u64,
+    pub interest_in: u64,
+    pub interest_out: u64,
+    pub reconnects: u64,
+    pub rtt_us: Option<u64>,
+    pub dropped: u64,
+}
+
+/// The admin `GET /links` view. `router_id` is null until the mesh's
+/// bridge has published its first view (or when the mesh is off).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct LinksView {
+    pub router_id: Option<String>,
+    pub total: u64,
+    pub links: Vec<LinkView>,
+    /// Beyond the contract (weft's own additions), when present.
+    #[serde(default)]
+    pub duplicates_dropped: Option<u64>,
+    #[serde(default)]
+    pub no_route: Option<u64>,
+    #[serde(default)]
+    pub hops_exceeded: Option<u64>,
+}
+
+impl LinksView {
+    /// Links that are up, with the peer's hello received.
+    pub fn up(&self) -> usize {
+        self.links
+            .iter()
+            .filter(|l| l.state == "up" && l.peer.is_some())
+            .count()
+    }
+
+    /// The link(s) to `peer`: the one that is up if any, else the first.
+    pub fn to(&self, peer: &str) -> Option<&LinkView> {
+        let all: Vec<&LinkView> = self
+            .links
+            .iter()
+            .filter(|l| l.peer.as_deref() == Some(peer))
+            .collect();
+        all.iter()
+            .find(|l| l.state == "up")
+            .or(all.first())
+            .copied()
+    }
+
+    /// `field` summed over every link to `peer` (an inbound link may get a
+    /// new entry per connection).
+    pub fn sum_to(&self, peer: &str, field: impl Fn(&LinkView) -> u64) -> u64 {
+        self.links
+            .iter()
+            .filter(|l| l.peer.as_deref() == Some(peer))
+            .map(field)
+            .sum()
+    }
+
+    /// `field` summed over every link.
+    pub fn sum(&self, field: impl Fn(&LinkView) -> u64) -> u64 {
+        self.links.iter().map(field).sum()
+    }
+}
+
+/// `GET /links`, parsed; panics on anything but 200 and the contract's JSON.
+pub async fn links(admin: SocketAddr) -> LinksView {
+    let (status, body) = admin_get(admin, "/links").await;
+    assert_eq!(status, 200, "GET /links: {body}");
+    let view: LinksView = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET /links is not the contract's JSON ({e}): {body}"));
+    assert_eq!(
+        view.total,
+        view.links.len() as u64,
+        "total counts the links: {body}"
+    );
+    view
+}
+
+/// Polls `GET /links` until `ok` holds (bounded by `WAIT`); panics with
+/// `what` and the last view otherwise.
+pub async fn wait_links(
+    admin: SocketAddr,
+    what: &str,
+    ok: impl Fn(&LinksView) -> bool,
+) -> LinksView {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let view = links(admin).await;
+        if ok(&view) {
+            return view;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not reached in time; last /links of {admin}: {view:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until at least `n` links of the router are up.
+pub async fn wait_links_up(weft: &Weft, n: usize) -> LinksView {
+    wait_links(weft.admin, &format!("{n} links up"), |v| {
+        v.router_id.is_some() && v.up() >= n
+    })
+    .await
+}
+
+/// One message received by an [`Inbox`]: MQTT topic or NATS subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    msgs: Vec<Msg>,
+    subacks: usize,
+    unsubacks: usize,
+    ended: bool,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Collects everything a subscriber receives, in a background task, so a
+/// test can wait for conditions over it and look for duplicates.
+#[derive(Clone)]
+pub struct Inbox {
+    pub name: String,
+    state: std::sync::Arc<std::sync::Mutex<InboxState>>,
+    _task: std::sync::Arc<AbortOnDrop>,
+}
+
+impl Inbox {
+    /// Takes over an MQTT client (subscribed already, or subscribing later
+    /// through the returned handle: acks are counted, see
+    /// [`Inbox::wait_acks`]).
+    pub fn mqtt(mut client: Client) -> (AsyncClient, Inbox) {
+        let handle = client.client.clone();
+        let name = client.id.clone();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(InboxState::default()));
+        let sink = state.clone();
+        let task = tokio::spawn(async move {
+            while let Some(p) = client.recv_any().await {
+                let mut s = sink.lock().unwrap();
+                match p {
+                    Packet::Publish(p) => s.msgs.push(Msg {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    }),
+                    Packet::SubAck(_) => s.subacks += 1,
+                    Packet::UnsubAck(_) => s.unsubacks += 1,
+                    _ => {}
+                }
+            }
+            sink.lock().unwrap().ended = true;
+        });
+        let inbox = Inbox {
+            name,
+            state,
+            _task: std::sync::Arc::new(AbortOnDrop(task)),
+        };
+        (handle, inbox)
+    }
+
+    /// Collects a NATS subscription.
+    pub fn nats(name: &str, mut sub: async_nats::Subscriber) -> Inbox {
+        use futures::StreamExt;
+        let state = std::sync::Arc::new(std::sync::Mutex::new(InboxState::default()));
+        let sink = state.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                sink.lock().unwrap().msgs.push(Msg {
+                    topic: m.subject.to_string(),
+                    payload: m.payload.to_vec(),
+                });
+            }
+            sink.lock().unwrap().ended = true;
+        });
+        Inbox {
+            name: name.to_string(),
+            state,
+            _task: std::sync::Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    pub fn msgs(&self) -> Vec<Msg> {
+        self.state.lock().unwrap().msgs.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages received on `topic`.
+    pub fn on(&self, topic: &str) -> Vec<Msg> {
+        let s = self.state.lock().unwrap();
+        s.msgs
+            .iter()
+            .filter(|m| m.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// How many messages have a topic starting with `prefix`.
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.msgs
+            .iter()
+            .filter(|m| m.topic.starts_with(prefix))
+            .count()
+    }
+
+    /// Waits (bounded by `WAIT`) until `ok` holds over the messages so far
+    /// (a copy: `ok` may use the inbox itself).
+    pub async fn wait_until(&self, what: &str, ok: impl Fn(&[Msg]) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (msgs, ended) = {
+                let s = self.state.lock().unwrap();
+                (s.msgs.clone(), s.ended)
+            };
+            if ok(&msgs) {
+                return;
+            }
+            if ended || tokio::time::Instant::now() >= deadline {
+                let tail: Vec<_> = msgs.iter().rev().take(10).collect();
+                panic!(
+                    "{}: {what}: not reached ({}; {} messages, last ones {tail:?})",
+                    self.name,
+                    if ended { "connection ended" } else { "in time" },
+                    msgs.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until at least `subacks` SUBACKs and `unsubacks` UNSUBACKs
+    /// have arrived (MQTT inboxes).
+    pub async fn wait_acks(&self, subacks: usize, unsubacks: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            {
+                let s = self.state.lock().unwrap();
+                if s.subacks >= subacks && s.unsubacks >= unsubacks {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{}: acks not received ({} SUBACK, {} UNSUBACK)",
+                    self.name,
+                    s.subacks,
+                    s.unsubacks
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Publishes `topic` (payload = a counter) through `publish` every ~50 ms
+/// until every inbox in `inboxes` has received one: interest has then
+/// travelled. Returns how many probes were published. Bounded by `WAIT`.
+pub async fn fence<F, Fut>(publish: F, topic: &str, inboxes: &[&Inbox]) -> usize
+where
+    F: Fn(String, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    fence_as(publish, topic, topic, inboxes).await
+}
+
+/// [`fence`] where the inboxes see the probe under another name
+/// (`received_as`: e.g. the NATS subject of an MQTT topic).
+pub async fn fence_as<F, Fut>(
+    publish: F,
+    topic: &str,
+    received_as: &str,
+    inboxes: &[&Inbox],
+) -> usize
+where
+    F: Fn(String, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut sent = 0usize;
+    loop {
+        publish(topic.to_string(), sent.to_string().into_bytes()).await;
+        sent += 1;
+        let probe_end = tokio::time::Instant::now() + Duration::from_millis(50);
+        while tokio::time::Instant::now() < probe_end {
+            if inboxes.iter().all(|i| !i.on(received_as).is_empty()) {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let missing: Vec<_> = inboxes
+                .iter()
+                .filter(|i| i.on(received_as).is_empty())
+                .map(|i| i.name.clone())
+                .collect();
+            panic!("probe {topic:?}: {sent} published, never reached {missing:?}");
+        }
+    }
+}
+
+/// The MQTT publishing function for [`fence`].
+pub fn mqtt_publisher(
+    client: &AsyncClient,
+) -> impl Fn(String, Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + '_
+{
+    move |topic, payload| {
+        let client = client.clone();
+        Box::pin(async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        })
+    }
+}
+
+/// Counts how often each payload (a decimal sequence number) was received
+/// on `topic`.
+pub fn seq_counts(inbox: &Inbox, topic: &str) -> std::collections::BTreeMap<u64, usize> {
+    seq_counts_in(&inbox.msgs(), topic)
+        .unwrap_or_else(|bad| panic!("{}: payload {bad:?} on {topic}", inbox.name))
+}
+
+/// [`seq_counts`] over messages; `Err` with a payload that is no number.
+pub fn seq_counts_in(
+    msgs: &[Msg],
+    topic: &str,
+) -> Result<std::collections::BTreeMap<u64, usize>, Vec<u8>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for m in msgs.iter().filter(|m| m.topic == topic) {
+        let n: u64 = std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| m.payload.clone())?;
+        *counts.entry(n).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// Asserts that no sequence number arrived twice on `topic`, and that
+/// every one in `must` arrived (exactly once).
+pub fn assert_once(inbox: &Inbox, topic: &str, must: impl IntoIterator<Item = u64>) {
+    let counts = seq_counts(inbox, topic);
+    let dups: Vec<_> = counts.iter().filter(|(_, &c)| c > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{}: duplicates on {topic} (seq, times): {dups:?}",
+        inbox.name
+    );
+    let missing: Vec<u64> = must
+        .into_iter()
+        .filter(|n| !counts.contains_key(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{}: missing on {topic}: {missing:?}",
+        inbox.name
+    );
 }
