@@ -736,7 +736,25 @@ impl Bridge {
                     if event.retain && plain {
                         self.ctx.retain(&event);
                     }
-                    self.ctx.publish_from_mesh(event, plain, &groups).await;
+                    // A full ring to a shard holds this link's reader (the
+                    // backpressure reaches the peer through TCP), but never
+                    // past the link's end: a link closed meanwhile (silent
+                    // past its timeout, shutdown) ends here, and the peer
+                    // resends the QoS 1 copies it has no ack for.
+                    let delivered = futures_lite::future::or(
+                        async {
+                            self.ctx.publish_from_mesh(event, plain, &groups).await;
+                            true
+                        },
+                        async {
+                            until_closed(link).await;
+                            false
+                        },
+                    )
+                    .await;
+                    if !delivered {
+                        return Some(format!("closed while delivering: {}", link.why.borrow()));
+                    }
                 }
                 if e.seq > 0 {
                     link.ack_owed.set(e.seq);
@@ -873,6 +891,19 @@ impl Bridge {
 fn pending_len(buf: &[u8]) -> usize {
     buf.first_chunk::<4>()
         .map_or(0, |p| u32::from_be_bytes(*p) as usize + 4)
+}
+
+/// Returns once the link is closed (from elsewhere).
+async fn until_closed(link: &Link) {
+    poll_fn(|cx| {
+        if link.closed.get() {
+            Poll::Ready(())
+        } else {
+            link.reader.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// One read; ends early (Err) when the link is closed from elsewhere.

@@ -1,0 +1,408 @@
+//! Mesh features beyond topology, against real `weft` processes linked on
+//! 127.0.0.1: queue groups across routers, link policy (export allow list,
+//! import prefix), protocol metadata carried over a link, retained messages,
+//! and a hello refused for a mesh-name mismatch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+
+/// Router A listening for links, router B dialling it; both links up.
+fn pair(toml_a: &str, toml_b: &str) -> (Weft, Weft) {
+    let a = Weft::launch_args(
+        1,
+        toml_a,
+        &["--router-id", "A", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let link = a.mesh.expect("A's mesh listener").to_string();
+    let b = Weft::launch_args(1, toml_b, &["--router-id", "B", "--link", &link]);
+    (a, b)
+}
+
+async fn linked(a: &Weft, b: &Weft) {
+    wait_links(a.admin, "A sees B", |v| {
+        v.to("B").is_some_and(|l| l.state == "up")
+    })
+    .await;
+    wait_links(b.admin, "B sees A", |v| {
+        v.to("A").is_some_and(|l| l.state == "up")
+    })
+    .await;
+}
+
+/// Publishes a probe on `subject` every 20 ms until `sub` yields a message
+/// on it (interest travels between routers asynchronously); returns what
+/// `sub` yielded before, the probes excluded.
+async fn fence(
+    publisher: &async_nats::Client,
+    subject: &str,
+    sub: &mut async_nats::Subscriber,
+) -> Vec<async_nats::Message> {
+    fence_as(publisher, subject, subject, sub).await
+}
+
+/// `fence`, for a probe that arrives as `arrives` (an import prefix).
+async fn fence_as(
+    publisher: &async_nats::Client,
+    subject: &str,
+    arrives: &str,
+    sub: &mut async_nats::Subscriber,
+) -> Vec<async_nats::Message> {
+    let mut other = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish(subject.to_string(), "probe".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let wait = tokio::time::sleep(Duration::from_millis(20));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                m = sub.next() => {
+                    let m = m.expect("subscription open");
+                    if m.subject.as_str() == arrives {
+                        return other;
+                    }
+                    other.push(m);
+                }
+                _ = &mut wait => break,
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no probe on {subject} arrived in time"
+        );
+    }
+}
+
+/// Messages `sub` yields until it has been quiet for `quiet`.
+async fn drain(sub: &mut async_nats::Subscriber, quiet: Duration) -> Vec<async_nats::Message> {
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        got.push(m);
+    }
+    got
+}
+
+/// NATS queue groups and MQTT shared subscriptions across routers: one
+/// delivery per group in the whole mesh, local members first, and the far
+/// router's members once the near ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_deliver_once_across_routers() {
+    let (a, b) = pair("", "");
+    linked(&a, &b).await;
+    let na = nats(a.nats).await;
+    let nb = nats(b.nats).await;
+    // Group "w": one NATS member on each router and an MQTT $share member
+    // on B (the same group: one mechanism). A plain subscriber on B too.
+    let mut member_a = na.queue_subscribe("jobs.>", "w".into()).await.unwrap();
+    let mut member_b = nb.queue_subscribe("jobs.>", "w".into()).await.unwrap();
+    let mut shared_b = connect(b.addr, "shared-b").await;
+    shared_b
+        .subscribe("$share/w/jobs/#", rumqttc::QoS::AtMostOnce)
+        .await;
+    let mut plain_b = nb.subscribe("jobs.>").await.unwrap();
+    nats_sync(&na).await;
+    nats_sync(&nb).await;
+    // B's plain interest reaching A also means B's group interest did (one
+    // ordered stream of announcements).
+    fence(&na, "jobs.probe", &mut plain_b).await;
+
+    const N: usize = 100;
+    for i in 0..N {
+        na.publish("jobs.run", format!("{i}").into()).await.unwrap();
+    }
+    na.flush().await.unwrap();
+    let plain = drain(&mut plain_b, Duration::from_millis(500)).await;
+    let at_a = drain(&mut member_a, Duration::from_millis(300)).await;
+    let at_b = drain(&mut member_b, Duration::from_millis(100)).await;
+    let mut shared = Vec::new();
+    while let Ok(p) =
+        tokio::time::timeout(Duration::from_millis(100), shared_b.next_publish()).await
+    {
+        shared.push(p);
+    }
+    let data = |ms: &[async_nats::Message]| {
+        ms.iter()
+            .filter(|m| m.subject.as_str() == "jobs.run")
+            .count()
+    };
+    assert_eq!(data(&plain), N, "the plain subscriber gets every event");
+    // A has a member: every event goes to it, none crosses for the group.
+    assert_eq!(data(&at_a), N, "local member preferred");
+    assert_eq!(data(&at_b), 0);
+    assert!(shared.iter().all(|p| p.topic != "jobs/run"));
+
+    // A's member leaves: the group's members are all on B now.
+    member_a.unsubscribe().await.unwrap();
+    nats_sync(&na).await;
+    for i in 0..N {
+        na.publish("jobs.run", format!("{i}").into()).await.unwrap();
+    }
+    na.flush().await.unwrap();
+    let plain = drain(&mut plain_b, Duration::from_millis(500)).await;
+    let at_b = drain(&mut member_b, Duration::from_millis(300)).await;
+    let mut shared = Vec::new();
+    while let Ok(p) =
+        tokio::time::timeout(Duration::from_millis(300), shared_b.next_publish()).await
+    {
+        shared.push(p);
+    }
+    assert_eq!(data(&plain), N);
+    // Each event once in the group, across NATS and MQTT members on B.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for m in at_b.iter().filter(|m| m.subject.as_str() == "jobs.run") {
+        *seen
+            .entry(String::from_utf8_lossy(&m.payload).into_owned())
+            .or_default() += 1;
+    }
+    for p in shared.iter().filter(|p| p.topic == "jobs/run") {
+        *seen
+            .entry(String::from_utf8_lossy(&p.payload).into_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), N, "every event reached the group");
+    assert!(seen.values().all(|&n| n == 1), "once each: {seen:?}");
+}
+
+/// Export allow list on A's side of the link, import prefix on B's: only
+/// allowed topics leave A, counted when refused, and they arrive at B under
+/// the prefix; B's interest is advertised to A without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_allow_list_and_import_prefix() {
+    let (a, b) = pair(
+        r#"
+[[mesh.policy]]
+peer = "B"
+export_allow = ["pub/#"]
+export_deny = ["pub/secret/#"]
+"#,
+        r#"
+[[mesh.policy]]
+peer = "A"
+import_prefix = "from-a/"
+"#,
+    );
+    linked(&a, &b).await;
+    let na = nats(a.nats).await;
+    let nb = nats(b.nats).await;
+    let mut at_b = nb.subscribe("from-a.>").await.unwrap();
+    // Something B wants without the prefix can never come from A.
+    let mut unprefixed = nb.subscribe("pub.>").await.unwrap();
+    nats_sync(&nb).await;
+    fence_as(&na, "pub.probe", "from-a.pub.probe", &mut at_b).await;
+    for subject in ["pub.x", "priv.x", "pub.secret.x", "pub.y"] {
+        na.publish(subject, subject.into()).await.unwrap();
+    }
+    na.flush().await.unwrap();
+    let got = drain(&mut at_b, Duration::from_millis(500)).await;
+    let subjects: Vec<&str> = got
+        .iter()
+        .map(|m| m.subject.as_str())
+        .filter(|s| *s != "from-a.pub.probe")
+        .collect();
+    assert_eq!(subjects, vec!["from-a.pub.x", "from-a.pub.y"]);
+    assert!(drain(&mut unprefixed, Duration::from_millis(100))
+        .await
+        .is_empty());
+    // B wants "from-a/#" = everything of A's: priv.x and pub.secret.x were
+    // kept off the link by policy, and counted.
+    let view = wait_links(a.admin, "A counts refused exports", |v| {
+        v.to("B").is_some_and(|l| l.denied_export >= 2)
+    })
+    .await;
+    assert_eq!(view.to("B").unwrap().denied_export, 2);
+    let b_view = links(b.admin).await;
+    assert_eq!(b_view.to("A").unwrap().denied_import, 0);
+}
+
+/// What the publisher attached (NATS headers and reply subject, MQTT 5
+/// properties) reaches a subscriber on another router as it would on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_metadata_crosses_links() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event as E5, MqttOptions};
+    let (a, b) = pair("", "");
+    linked(&a, &b).await;
+    let na = nats(a.nats).await;
+    let nb = nats(b.nats).await;
+    let mut sub = nb.subscribe("meta.>").await.unwrap();
+    nats_sync(&nb).await;
+    fence(&na, "meta.probe", &mut sub).await;
+
+    // NATS → NATS over the link: headers and reply subject.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", "00-abc-01");
+    na.publish_with_reply_and_headers("meta.n", "inbox.1", headers, "hello".into())
+        .await
+        .unwrap();
+    na.flush().await.unwrap();
+    let m = loop {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if m.subject.as_str() == "meta.n" {
+            break m;
+        }
+    };
+    assert_eq!(m.payload, "hello".as_bytes());
+    assert_eq!(m.reply.as_deref(), Some("inbox.1"));
+    let h = m.headers.expect("headers crossed the link");
+    assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some("00-abc-01"));
+
+    // MQTT 5 at A → MQTT 5 at B: properties.
+    let (v5b, mut eventloop) = AsyncClient::new(
+        MqttOptions::new("v5-sub", b.addr.ip().to_string(), b.addr.port()),
+        10,
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let E5::Incoming(p) = event {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    v5b.subscribe_many(vec![Filter::new(
+        "meta/#",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+    )])
+    .await
+    .unwrap();
+    loop {
+        if let P5::SubAck(_) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    let (v5a, mut eventloop) = AsyncClient::new(
+        MqttOptions::new("v5-pub", a.addr.ip().to_string(), a.addr.port()),
+        10,
+    );
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let props = PublishProperties {
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        response_topic: Some("answers/1".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"\x01\x02")),
+        content_type: Some("application/json".into()),
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(600),
+        ..Default::default()
+    };
+    v5a.publish_with_properties(
+        "meta/m",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "{}",
+        props,
+    )
+    .await
+    .unwrap();
+    let p = loop {
+        match tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            P5::Publish(p) if &p.topic[..] == b"meta/m" => break p,
+            _ => {}
+        }
+    };
+    assert_eq!(&p.payload[..], b"{}");
+    let props = p.properties.expect("properties crossed the link");
+    assert_eq!(
+        props.user_properties,
+        vec![
+            ("k".to_string(), "v".to_string()),
+            ("k".to_string(), "w".to_string())
+        ]
+    );
+    assert_eq!(props.response_topic.as_deref(), Some("answers/1"));
+    assert_eq!(props.correlation_data.as_deref(), Some(&b"\x01\x02"[..]));
+    assert_eq!(props.content_type.as_deref(), Some("application/json"));
+    assert_eq!(props.payload_format_indicator, Some(1));
+    let expiry = props.message_expiry_interval.expect("expiry forwarded");
+    assert!((590..=600).contains(&expiry), "remaining expiry {expiry}");
+}
+
+/// A retained message published at A while B has interest is kept by B: a
+/// later subscriber at B gets it from B's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_kept_across_the_link() {
+    let (a, b) = pair("", "");
+    linked(&a, &b).await;
+    let na = nats(a.nats).await;
+    let nb = nats(b.nats).await;
+    let mut sub = nb.subscribe("state.>").await.unwrap();
+    nats_sync(&nb).await;
+    fence(&na, "state.probe", &mut sub).await;
+    let publisher = connect(a.addr, "retainer").await;
+    publisher
+        .publish_retained("state/door", rumqttc::QoS::AtLeastOnce, "open")
+        .await;
+    // Arrived at B (so stored there).
+    loop {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if m.subject.as_str() == "state.door" {
+            break;
+        }
+    }
+    let mut late = connect(b.addr, "late").await;
+    late.subscribe("state/door", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let p = late.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("state/door", &b"open"[..])
+    );
+    assert!(p.retain, "delivered as retained");
+}
+
+/// Routers of different meshes refuse each other with a log line naming
+/// both meshes; no link comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_name_mismatch_is_refused() {
+    let mut la = Launch::new(1, "");
+    la.args = [
+        "--router-id",
+        "A",
+        "--mesh-name",
+        "eu",
+        "--mesh-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    la.capture_stderr = true;
+    let a = Weft::launch_with(la);
+    let mut lb = Launch::new(1, "");
+    let link = a.mesh.unwrap().to_string();
+    lb.args = ["--router-id", "B", "--mesh-name", "us", "--link", &link]
+        .map(String::from)
+        .to_vec();
+    lb.capture_stderr = true;
+    let b = Weft::launch_with(lb);
+    let line = b.wait_for_log("link refused");
+    assert!(
+        line.contains(r#"peer router "A" is in mesh "eu", this router is in mesh "us""#),
+        "{line}"
+    );
+    a.wait_for_log("link refused");
+    // And it stays refused: B keeps redialling, never up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(links(a.admin).await.up(), 0);
+    assert_eq!(links(b.admin).await.up(), 0);
+}
