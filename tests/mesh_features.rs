@@ -406,3 +406,76 @@ async fn a_mesh_name_mismatch_is_refused() {
     assert_eq!(links(a.admin).await.up(), 0);
     assert_eq!(links(b.admin).await.up(), 0);
 }
+
+/// A QoS 1 subscriber that stopped reading, on the far router: the events
+/// for it pause its shard's intake once (`backpressure_pause_ms_max`), then
+/// queue up to its hard limit; a healthy subscriber there keeps receiving
+/// everything and the link stays up. (Before, every further event paused
+/// again: the ring from the bridge stayed full and the link's reader was
+/// stuck behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_does_not_wedge_the_link() {
+    let (a, b) = pair(
+        "",
+        "[limits]\nqueued_messages_max = 100\nqueued_bytes_max = 65536\nbackpressure_pause_ms_max = 500\n[socket]\nsend_buffer_bytes = 16384\n[runtime]\nring_capacity = 64\n",
+    );
+    linked(&a, &b).await;
+    let mut stalled = Raw::connected(b.addr, "stalled", 0).await;
+    let mut subscribe = Vec::new();
+    weft::mqtt::codec::encode(
+        &weft::mqtt::codec::Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![("flood/#", 1)],
+        },
+        &mut subscribe,
+    );
+    stalled.send(&subscribe).await;
+    assert_eq!(stalled.read_exact(5).await, vec![0x90, 3, 0, 1, 1]);
+    socket2::SockRef::from(&stalled.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut healthy = connect(b.addr, "healthy").await;
+    healthy
+        .subscribe("flood/#", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let mut publisher = connect(a.addr, "flooder").await;
+    // Fence: B's interest has reached A.
+    loop {
+        publisher
+            .publish("flood/probe", rumqttc::QoS::AtMostOnce, "p")
+            .await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), healthy.next_publish()).await
+        {
+            if p.topic == "flood/probe" {
+                break;
+            }
+        }
+    }
+    const N: usize = 3000;
+    let consumer = tokio::spawn(async move {
+        let mut got = 0;
+        while got < N {
+            let p = healthy.next_publish().await;
+            if p.topic == "flood/data" {
+                got += 1;
+            }
+        }
+        healthy
+    });
+    // Every event reaches the healthy subscriber within WAIT (3000 pauses
+    // of 500 ms would not).
+    tokio::time::timeout(WAIT, async {
+        for _ in 0..N {
+            publisher
+                .publish("flood/data", rumqttc::QoS::AtLeastOnce, vec![5u8; 2048])
+                .await;
+        }
+        publisher.pubacks(N).await;
+        consumer.await.unwrap()
+    })
+    .await
+    .expect("every event published and delivered in time");
+    let view = links(b.admin).await;
+    let to_a = view.to("A").expect("link to A");
+    assert_eq!((to_a.state.as_str(), to_a.reconnects), ("up", 0));
+}

@@ -1515,6 +1515,13 @@ impl ShardCtx {
             glommio::timer::sleep(Duration::from_millis(limits.backpressure_pause_ms_max)).await;
         };
         futures_lite::future::or(all_drained, timeout).await;
+        // Those still full had their pause: no second one until they drain
+        // (they queue to the hard limit, then meet the slow-consumer rule).
+        for session in congested.iter() {
+            if session.over_soft(&limits) {
+                session.pause_spent.set(true);
+            }
+        }
         congested.clear();
     }
 

@@ -186,6 +186,10 @@ pub struct Session {
     /// NATS: sid → key of the subscription in the shard's table.
     pub nats_subs: RefCell<hashbrown::HashMap<Box<str>, SessionKey>>,
     pub dropped: Cell<u64>,
+    /// A publisher already paused `backpressure_pause_ms_max` for this
+    /// session without it draining: until it drains, QoS 1 events queue up
+    /// to the hard limit without pausing anyone again.
+    pub pause_spent: Cell<bool>,
     /// NATS: server PINGs not yet answered.
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.
@@ -252,6 +256,7 @@ impl Session {
             subscriptions: RefCell::default(),
             nats_subs: RefCell::default(),
             dropped: Cell::new(0),
+            pause_spent: Cell::new(false),
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
             persistent: Cell::new(false),
@@ -367,7 +372,9 @@ impl Session {
             && (out.queue.len() >= limits.queued_messages_max
                 || out.bytes + len > limits.queued_bytes_max);
         let mut outcome = Delivery::Queued;
-        if over_soft {
+        if !over_soft {
+            self.pause_spent.set(false);
+        } else {
             if qos == 0 {
                 return match limits.slow_consumer_policy {
                     SlowConsumerPolicy::Drop => {
@@ -382,7 +389,9 @@ impl Session {
             {
                 return Delivery::SlowConsumer;
             }
-            outcome = Delivery::Congested;
+            if !self.pause_spent.get() {
+                outcome = Delivery::Congested;
+            }
         }
         let item = match how {
             DeliverAs::Mqtt { qos, retain } => OutItem::Event { event, qos, retain },
@@ -394,6 +403,12 @@ impl Session {
         };
         self.push(&mut out, item);
         outcome
+    }
+
+    /// True while the queue is over its soft limits.
+    pub fn over_soft(&self, limits: &Limits) -> bool {
+        let out = self.out.borrow();
+        out.queue.len() >= limits.queued_messages_max || out.bytes > limits.queued_bytes_max
     }
 
     /// True once the queue is back under its soft limits (or closed): a
