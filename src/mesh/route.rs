@@ -364,6 +364,9 @@ pub struct Router {
     /// Where this router's own events on a topic go, while the tables
     /// stay as they are (cleared by every change; at most PLANS_MAX).
     plans: HashMap<String, Rc<Plan>>,
+    /// Whether this router's plain interest matches a topic (events from
+    /// links), cleared when that interest changes; at most PLANS_MAX.
+    local_wants: HashMap<String, bool>,
     tick: u64,
     counters: RouterCounters,
 }
@@ -422,6 +425,7 @@ impl Router {
             remote_filters: BTreeMap::new(),
             dedup: BTreeMap::new(),
             plans: HashMap::new(),
+            local_wants: HashMap::new(),
             tick: 0,
             counters: RouterCounters::default(),
         }
@@ -548,6 +552,7 @@ impl Router {
             return Err(RouteError::TableFull(self.config.interest_entries_max));
         }
         self.local.insert(filter.to_owned(), 1);
+        self.local_wants.clear();
         self.sync_all(&(filter.to_owned(), self.id.clone()), out);
         Ok(())
     }
@@ -560,6 +565,7 @@ impl Router {
         *count -= 1;
         if *count == 0 {
             self.local.remove(filter);
+            self.local_wants.clear();
             self.sync_all(&(filter.to_owned(), self.id.clone()), out);
         }
     }
@@ -795,9 +801,8 @@ impl Router {
                 rest_groups.push((d, g));
             }
         }
-        let plain = for_me
-            && self.first_delivery(&copy.origin, copy.id)
-            && self.local.keys().any(|f| key_matches(f, None, &copy.topic));
+        let plain =
+            for_me && self.first_delivery(&copy.origin, copy.id) && self.wants_locally(&copy.topic);
         let mut groups = Vec::new();
         for g in my_groups {
             // Its own duplicate window: a group copy may travel apart from
@@ -839,6 +844,19 @@ impl Router {
             Some(link),
             out,
         );
+    }
+
+    /// Whether this router's plain interest matches `topic` (cached).
+    fn wants_locally(&mut self, topic: &str) -> bool {
+        if let Some(&w) = self.local_wants.get(topic) {
+            return w;
+        }
+        let w = self.local.keys().any(|f| key_matches(f, None, topic));
+        if self.local_wants.len() >= PLANS_MAX {
+            self.local_wants.clear();
+        }
+        self.local_wants.insert(topic.to_owned(), w);
+        w
     }
 
     /// Records a local delivery; false if it is a duplicate.

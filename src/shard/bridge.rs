@@ -57,6 +57,9 @@ use crate::mesh::route::{
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Largest hello accepted (its fields are two short strings).
+const HELLO_BYTES_MAX: usize = 1024;
+
 /// A link's read buffer (a larger frame grows it to its size, up to
 /// `mesh.frame_bytes_max`).
 const READ_BUFFER: usize = 256 * 1024;
@@ -548,12 +551,8 @@ impl Bridge {
         let mut hello = Vec::new();
         link::encode(&Frame::Hello(self.hello()), &mut hello).expect("hello encodes");
         let timeout = Duration::from_millis(self.config.mesh.connect_timeout_ms);
-        // Links are few and busy: one buffer of a fixed size, grown only for
-        // a frame larger than it.
-        let mut rb = ReadBuffer {
-            data: vec![0; READ_BUFFER],
-            ..ReadBuffer::default()
-        };
+        // Small until the peer proved itself with a hello.
+        let mut rb = ReadBuffer::default();
         let handshake = async {
             write_all(&stream, &hello)
                 .await
@@ -573,7 +572,12 @@ impl Bridge {
                     Err(e) => return Err(format!("link refused: bad hello: {e}")),
                 }
                 let pending = pending_len(rb.filled());
-                let spare = rb.spare(READ_BUFFER, pending);
+                if pending > HELLO_BYTES_MAX {
+                    return Err(format!(
+                        "link refused: first frame of {pending} bytes is no hello"
+                    ));
+                }
+                let spare = rb.spare(HELLO_BYTES_MAX, pending);
                 let n = read_once(&stream, spare, None)
                     .await
                     .map_err(|e| format!("link closed before its hello: {e}"))?;
@@ -636,6 +640,11 @@ impl Bridge {
         self.refill(&link);
         let writer = glommio::spawn_local(write_loop(self.clone(), link.clone(), stream.clone()));
         let keepalive = glommio::spawn_local(keepalive(self.clone(), link.clone()));
+        // Links are few and busy: one buffer of a fixed size from now on,
+        // grown only for a frame larger than it.
+        if rb.data.len() < READ_BUFFER {
+            rb.data.resize(READ_BUFFER, 0);
+        }
         let reason = self.read_loop(&link, slot, &stream, rb).await;
         link.close("read loop ended");
         keepalive.cancel().await;
@@ -1045,6 +1054,18 @@ async fn accept_loop(bridge: Rc<Bridge>, listener: TcpListener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
+                // Links up and connections still in their hello, together,
+                // stay within links_max.
+                let open = bridge
+                    .slots
+                    .borrow()
+                    .iter()
+                    .filter(|s| !s.gone.get())
+                    .count();
+                if open >= bridge.config.mesh.links_max {
+                    tracing::warn!(remote = ?stream.peer_addr().ok(), max = bridge.config.mesh.links_max, "mesh: connection refused: mesh.links_max reached");
+                    continue;
+                }
                 let slot = bridge.new_slot(stream.peer_addr().ok(), false);
                 let b = bridge.clone();
                 glommio::spawn_local(async move {
