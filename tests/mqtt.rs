@@ -475,15 +475,37 @@ fn bad_config_and_flags_exit_2_naming_the_key() {
             "log.level",
         ),
         (vec!["run".into(), "--bogus".into()], "--bogus"),
+        (
+            vec!["run".into(), "--router-id".into(), "two words".into()],
+            "mesh.router_id",
+        ),
+        (
+            vec!["run".into(), "--link".into(), "nowhere".into()],
+            "mesh.links",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--mesh-listen".into(),
+                "127.0.0.1:0".into(),
+                "--bridge-cores".into(),
+                "0,1".into(),
+            ],
+            "mesh.bridge_cores",
+        ),
     ];
     let unknown = write_config("[limits]\nqueued_bytes_maxx = 1\n");
     let wrong_type = write_config("[limits]\ninflight_max = \"many\"\n");
     let too_small = write_config("[limits]\nqueued_bytes_max = 10\n");
+    let bad_prefix = write_config("[[mesh.policy]]\npeer = \"B\"\nimport_prefix = \"x/#\"\n");
+    let bad_filter = write_config("[[mesh.policy]]\npeer = \"B\"\nexport_deny = [\"a/#/b\"]\n");
     let mut cases = cases;
     for (file, key) in [
         (&unknown, "queued_bytes_maxx"),
         (&wrong_type, "inflight_max"),
         (&too_small, "limits.queued_bytes_max"),
+        (&bad_prefix, "mesh.policy.import_prefix"),
+        (&bad_filter, "mesh.policy.export_deny"),
     ] {
         cases.push((
             vec![
@@ -525,6 +547,11 @@ fn bad_config_and_flags_exit_2_naming_the_key() {
         "--shards",
         "--cores",
         "--log-level",
+        "--router-id",
+        "--mesh-name",
+        "--mesh-listen",
+        "--link",
+        "--bridge-cores",
     ] {
         assert!(help.contains(flag), "help lists {flag}");
     }
@@ -658,5 +685,29 @@ async fn will_published_on_keep_alive_timeout() {
     assert_eq!(
         (p.topic.as_str(), &p.payload[..]),
         ("ka/sleeper", &b"timed out"[..])
+    );
+}
+
+/// A port another process listens on is refused (SO_REUSEPORT would
+/// otherwise let two routers silently share it).
+#[test]
+fn a_port_in_use_is_refused() {
+    let first = Weft::start(1, "");
+    let out = std::process::Command::new(weft_bin())
+        .args(["run", "--mqtt-listen", &first.addr.to_string()])
+        .args([
+            "--nats-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind MQTT listener {}", first.addr))
+            && stderr.contains("in use"),
+        "{stderr}"
     );
 }

@@ -84,6 +84,15 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net
     Ok(socket.into())
 }
 
+/// Fails with "address in use" if any socket listens on `addr`, with or
+/// without SO_REUSEPORT.
+fn probe_free(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 /// Binds one protocol's listeners: `shards` SO_REUSEPORT sockets on one
 /// address (port 0 resolved by the first), plus one own socket per shard
 /// when asked. Appends each shard's raw fds to `per_shard`.
@@ -102,6 +111,11 @@ fn bind_protocol(
         addr,
         reason: e.to_string(),
     };
+    if listen.port() != 0 {
+        // SO_REUSEPORT would let this router silently share a port that
+        // another process (another weft) listens on: refuse instead.
+        probe_free(listen).map_err(|e| bind_err(listen, e))?;
+    }
     let first = bind_listener(listen, true).map_err(|e| bind_err(listen, e))?;
     let addr = first.local_addr().map_err(|e| bind_err(listen, e))?;
     let mut shared = vec![first];
