@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
                 dests: vec!["r0".into()],
                 groups: vec![],
                 topic: "site/42/dev/7/temp".into(),
+                retain: false,
             };
             r.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
             out.clear();

@@ -335,40 +335,63 @@ async fn protocol_metadata_crosses_links() {
     assert!((590..=600).contains(&expiry), "remaining expiry {expiry}");
 }
 
-/// A retained message published at A while B has interest is kept by B: a
-/// later subscriber at B gets it from B's store.
+/// Every router keeps every retained message: a subscriber that arrives
+/// later at a router that had no interest when it was published still gets
+/// it, from that router's own store; a deletion travels the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_messages_are_kept_across_the_link() {
+async fn retained_messages_reach_every_router() {
     let (a, b) = pair("", "");
     linked(&a, &b).await;
+    // B has no subscriber at all. Fence: a plain probe subscriber on a
+    // topic of its own shows that A already knows B (and B's interest in
+    // retained messages, announced when its bridge started).
     let na = nats(a.nats).await;
     let nb = nats(b.nats).await;
-    let mut sub = nb.subscribe("state.>").await.unwrap();
+    let mut fence_sub = nb.subscribe("fence.>").await.unwrap();
     nats_sync(&nb).await;
-    fence(&na, "state.probe", &mut sub).await;
+    fence(&na, "fence.probe", &mut fence_sub).await;
+    drop(fence_sub);
     let publisher = connect(a.addr, "retainer").await;
     publisher
         .publish_retained("state/door", rumqttc::QoS::AtLeastOnce, "open")
         .await;
-    // Arrived at B (so stored there).
-    loop {
-        let m = tokio::time::timeout(WAIT, sub.next())
-            .await
-            .unwrap()
-            .unwrap();
-        if m.subject.as_str() == "state.door" {
-            break;
+    // Stored at B: poll with fresh subscriptions until it is there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let p = loop {
+        let mut late = connect(b.addr, "late").await;
+        late.subscribe("state/#", rumqttc::QoS::AtLeastOnce).await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(100), late.next_publish()).await {
+            break p;
         }
-    }
-    let mut late = connect(b.addr, "late").await;
-    late.subscribe("state/door", rumqttc::QoS::AtLeastOnce)
-        .await;
-    let p = late.next_publish().await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retained never reached B"
+        );
+    };
     assert_eq!(
         (p.topic.as_str(), &p.payload[..]),
         ("state/door", &b"open"[..])
     );
     assert!(p.retain, "delivered as retained");
+    // An empty retained publish deletes it everywhere.
+    publisher
+        .publish_retained("state/door", rumqttc::QoS::AtLeastOnce, "")
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut late = connect(b.addr, "late2").await;
+        late.subscribe("state/#", rumqttc::QoS::AtLeastOnce).await;
+        if tokio::time::timeout(Duration::from_millis(100), late.next_publish())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deletion never reached B"
+        );
+    }
 }
 
 /// Routers of different meshes refuse each other with a log line naming

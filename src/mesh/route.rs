@@ -76,6 +76,12 @@ use crate::topic::{filter_matches, validate_filter, TopicLimits};
 /// (distance, next hop).
 type Route = (u16, LinkId);
 
+/// The interest every router announces so that retained messages reach
+/// every router's store: a retained event goes to the routers with this
+/// key as well as to those whose interest matches its topic. A `$` topic:
+/// no wildcard filter matches it.
+pub const RETAINED_KEY: &str = "$weft/retained";
+
 /// Interest farther than this many links is unreachable.
 pub const DISTANCE_MAX: u16 = 16;
 
@@ -101,6 +107,9 @@ pub struct EventCopy {
     pub groups: Vec<(String, String)>,
     /// Internal (MQTT-form) topic.
     pub topic: String,
+    /// A retained message: it also goes to the routers announcing
+    /// [`RETAINED_KEY`], which store it.
+    pub retain: bool,
 }
 
 /// What crosses a link, as owned values (see the module comment).
@@ -205,6 +214,9 @@ fn key_matches(key: &str, group: Option<&str>, topic: &str) -> bool {
 
 /// `strip_prefix_filter` for an interest key (the group stays).
 fn strip_prefix_key(prefix: &str, key: &str) -> Option<String> {
+    if key == RETAINED_KEY {
+        return Some(key.to_owned());
+    }
     let (g, f) = key_parts(key);
     strip_prefix_filter(prefix, f).map(|f| group_key(g, &f))
 }
@@ -382,6 +394,7 @@ type PlannedCopy = (LinkId, Vec<String>, Vec<(String, String)>);
 #[derive(Default)]
 struct Plan {
     deliver_local: bool,
+    retain: bool,
     copies: Vec<PlannedCopy>,
     denied: Vec<LinkId>,
     no_route: u64,
@@ -618,7 +631,17 @@ impl Router {
                 .flat_map(|(_, d, _)| d.iter().cloned())
                 .collect();
             let group_dests = self.pick_groups(topic, groups, pick);
-            self.forward(&origin, event_id, 0, topic, dests, group_dests, None, out);
+            self.forward(
+                &origin,
+                event_id,
+                0,
+                topic,
+                dests,
+                group_dests,
+                None,
+                false,
+                out,
+            );
         }
     }
 
@@ -631,9 +654,25 @@ impl Router {
             .map(|(_, o)| o.as_str())
             .collect();
         let dests = dests.into_iter().map(str::to_owned).collect();
-        let mut plan = self.plan(topic, dests, Vec::new(), None);
+        let mut plan = self.plan(topic, dests, Vec::new(), None, false);
         plan.deliver_local = self.local.keys().any(|f| key_matches(f, None, topic));
         plan
+    }
+
+    /// A retained message entered the mesh here (this router's shards have
+    /// stored and delivered it): to every router that stores retained
+    /// messages and every router whose interest matches.
+    pub fn publish_retained(&mut self, topic: &str, event_id: u64, out: &mut Vec<Action>) {
+        let dests: BTreeSet<&str> = self
+            .learned
+            .keys()
+            .filter(|(f, o)| *o != self.id && (f == RETAINED_KEY || key_matches(f, None, topic)))
+            .map(|(_, o)| o.as_str())
+            .collect();
+        let dests = dests.into_iter().map(str::to_owned).collect();
+        let plan = self.plan(topic, dests, Vec::new(), None, true);
+        let origin = self.id.clone();
+        self.emit(&origin, event_id, 0, topic, &plan, out);
     }
 
     /// An event entered the mesh here for queue groups only (its plain
@@ -656,6 +695,7 @@ impl Router {
             Vec::new(),
             group_dests,
             None,
+            false,
             out,
         );
     }
@@ -801,8 +841,8 @@ impl Router {
                 rest_groups.push((d, g));
             }
         }
-        let plain =
-            for_me && self.first_delivery(&copy.origin, copy.id) && self.wants_locally(&copy.topic);
+        let first = for_me && self.first_delivery(&copy.origin, copy.id);
+        let plain = first && self.wants_locally(&copy.topic);
         let mut groups = Vec::new();
         for g in my_groups {
             // Its own duplicate window: a group copy may travel apart from
@@ -817,7 +857,9 @@ impl Router {
                 groups.push(g);
             }
         }
-        if plain || !groups.is_empty() {
+        // A retained copy for this router is delivered to be stored, even
+        // without a subscriber here.
+        if plain || !groups.is_empty() || (first && copy.retain) {
             out.push(Action::Deliver {
                 topic: copy.topic.clone(),
                 id: copy.id,
@@ -842,6 +884,7 @@ impl Router {
             rest,
             rest_groups,
             Some(link),
+            copy.retain,
             out,
         );
     }
@@ -893,11 +936,14 @@ impl Router {
         group: Option<&str>,
         topic: &str,
         from: Option<LinkId>,
+        retain: bool,
     ) -> (Option<Route>, Option<Route>) {
         let mut best_any: Option<Route> = None;
         let mut best_ok: Option<Route> = None;
         for ((filter, o), routes) in &self.learned {
-            if *o != dest || !key_matches(filter, group, topic) {
+            let wanted = key_matches(filter, group, topic)
+                || (retain && group.is_none() && filter == RETAINED_KEY);
+            if *o != dest || !wanted {
                 continue;
             }
             for (&link, &d) in routes {
@@ -930,9 +976,10 @@ impl Router {
         dests: Vec<String>,
         groups: Vec<(String, String)>,
         from: Option<LinkId>,
+        retain: bool,
         out: &mut Vec<Action>,
     ) {
-        let plan = self.plan(topic, dests, groups, from);
+        let plan = self.plan(topic, dests, groups, from, retain);
         self.emit(origin, id, hops, topic, &plan, out);
     }
 
@@ -943,17 +990,21 @@ impl Router {
         dests: Vec<String>,
         groups: Vec<(String, String)>,
         from: Option<LinkId>,
+        retain: bool,
     ) -> Plan {
         type Copies = (Vec<String>, Vec<(String, String)>);
         let mut by_hop: BTreeMap<LinkId, Copies> = BTreeMap::new();
         let mut denied: BTreeSet<LinkId> = BTreeSet::new();
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            retain,
+            ..Plan::default()
+        };
         let targets = dests
             .into_iter()
             .map(|d| (d, None))
             .chain(groups.into_iter().map(|(d, g)| (d, Some(g))));
         for (dest, group) in targets {
-            let (best_any, best_ok) = self.next_hop(&dest, group.as_deref(), topic, from);
+            let (best_any, best_ok) = self.next_hop(&dest, group.as_deref(), topic, from, retain);
             if let Some((_, l)) = best_any {
                 if best_ok.map(|(_, k)| k) != Some(l) {
                     denied.insert(l);
@@ -1009,6 +1060,7 @@ impl Router {
                     dests: dests.clone(),
                     groups: groups.clone(),
                     topic: topic.to_owned(),
+                    retain: plan.retain,
                 }),
             });
         }
@@ -1135,6 +1187,9 @@ mod tests {
                     } => {
                         if plain {
                             self.delivered.push((r, topic.clone(), id));
+                        } else if groups.is_empty() {
+                            // A retained copy to store, for no subscriber.
+                            self.delivered.push((r, format!("stored:{topic}"), id));
                         }
                         for g in groups {
                             self.delivered.push((r, format!("{g}:{topic}"), id));
@@ -1606,6 +1661,7 @@ mod tests {
             dests: vec!["b".into()],
             groups: vec![],
             topic: "d/x".into(),
+            retain: false,
         };
         r.on_message(LinkId(1), LinkMsg::Event(copy.clone()), &mut out);
         r.on_message(LinkId(1), LinkMsg::Event(copy.clone()), &mut out);
@@ -1649,6 +1705,7 @@ mod tests {
                 dests: vec!["b".into()],
                 groups: vec![],
                 topic: "t".into(),
+                retain: false,
             };
             r.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
             out.len()
@@ -1797,6 +1854,7 @@ mod tests {
                 dests: vec!["z".into()],
                 groups: vec![],
                 topic: "f".into(),
+                retain: false,
             })
         };
         r.on_message(LinkId(1), copy(HOPS_MAX - 1), &mut out);
@@ -2036,5 +2094,53 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn retained_messages_reach_every_router() {
+        // A line r0 - r1 - r2 - r3; every router stores retained messages,
+        // only r3 subscribes to the topic, r2 denies it on import.
+        let mut sim = Sim::new(4);
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        sim.connect_with(
+            2,
+            3,
+            LinkPolicy::default(),
+            LinkPolicy {
+                import_deny: vec!["secret/#".into()],
+                ..LinkPolicy::default()
+            },
+        );
+        for r in 0..4 {
+            sim.subscribe(r, RETAINED_KEY);
+        }
+        sim.subscribe(3, "state/#");
+        sim.run_until_idle(1000);
+        let mut out = Vec::new();
+        sim.routers[0].publish_retained("state/door", 1, &mut out);
+        sim.apply(0, out);
+        sim.run_until_idle(1000);
+        // One copy per link; r3 delivers it, r1 and r2 only store it.
+        assert_eq!(sim.deliveries("state/door", 1), BTreeMap::from([(3, 1)]));
+        assert_eq!(
+            sim.deliveries("stored:state/door", 1),
+            BTreeMap::from([(1, 1), (2, 1)])
+        );
+        assert_eq!(sim.crossings.len(), 3);
+        // r3 refuses it on import: stored at r1 and r2 only.
+        let mut out = Vec::new();
+        sim.routers[0].publish_retained("secret/x", 2, &mut out);
+        sim.apply(0, out);
+        sim.run_until_idle(1000);
+        assert_eq!(
+            sim.deliveries("stored:secret/x", 2),
+            BTreeMap::from([(1, 1), (2, 1)])
+        );
+        assert!(sim.deliveries("secret/x", 2).is_empty());
+        // A plain (not retained) event still goes by interest only.
+        sim.publish(0, "state/window", 3);
+        sim.run_until_idle(1000);
+        assert_eq!(sim.deliveries("state/window", 3), BTreeMap::from([(3, 1)]));
     }
 }

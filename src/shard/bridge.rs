@@ -326,7 +326,9 @@ impl Bridge {
     /// `plain`) and one member of each of `groups` (which have no member
     /// on this router).
     pub fn on_local_event(&self, event: Event, plain: bool, groups: &[Arc<str>]) {
-        if event.expired() {
+        if event.expired() || event.retain {
+            // Retained events enter the mesh through `on_local_retain`
+            // (every router stores them), not by interest alone.
             return;
         }
         let id = self.next_event.get();
@@ -345,6 +347,22 @@ impl Bridge {
         }
         drop(router);
         let body = Body::of_event(&event);
+        self.apply(out, Some(&body));
+    }
+
+    /// A retained publish on one of this router's shards (stored there and
+    /// delivered to its subscribers already): to every router.
+    pub fn on_local_retain(&self, event: &Event) {
+        if event.expired() {
+            return;
+        }
+        let id = self.next_event.get();
+        self.next_event.set(id + 1);
+        let mut out = Vec::new();
+        self.router
+            .borrow_mut()
+            .publish_retained(event.topic(), id, &mut out);
+        let body = Body::of_event(event);
         self.apply(out, Some(&body));
     }
 
@@ -425,6 +443,8 @@ impl Bridge {
                     groups,
                     ..
                 } => deliver.push((topic, plain, groups)),
+                // The retained key is no topic the shards could publish on.
+                Action::RemoteInterest { filter, .. } if filter == route::RETAINED_KEY => {}
                 Action::RemoteInterest { filter, present } => {
                     self.ctx.mesh_interest(&filter, present)
                 }
@@ -734,6 +754,7 @@ impl Bridge {
                         .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
                         .collect(),
                     topic: e.topic.to_owned(),
+                    retain: e.retain,
                 };
                 let mut out = Vec::new();
                 self.router
@@ -742,8 +763,12 @@ impl Bridge {
                 let body = Body::of_frame(&e);
                 for (topic, plain, groups) in self.apply(out, Some(&body)) {
                     let event = body.to_event(&topic, self.origin);
-                    if event.retain && plain {
+                    if event.retain {
+                        // Every router keeps every retained message.
                         self.ctx.retain(&event);
+                    }
+                    if !plain && groups.is_empty() {
+                        continue;
                     }
                     // A full ring to a shard holds this link's reader (the
                     // backpressure reaches the peer through TCP), but never
@@ -1094,6 +1119,16 @@ pub async fn run(
     if ctx.set_bridge(bridge.clone()).is_err() {
         tracing::error!("mesh: bridge installed twice");
         return;
+    }
+    // This router stores retained messages: every router sends it theirs.
+    let mut out = Vec::new();
+    let _ = bridge
+        .router
+        .borrow_mut()
+        .local_subscribe(route::RETAINED_KEY, &mut out);
+    bridge.apply(out, None);
+    if let Ok(mut v) = view.lock() {
+        *v = Some(bridge.view());
     }
     if let Some(l) = listener {
         glommio::spawn_local(accept_loop(bridge.clone(), l)).detach();

@@ -1397,6 +1397,11 @@ impl ShardCtx {
                     bridge.on_local_event(event, plain, &groups);
                     return;
                 }
+                ShardMsg::Retain(event) => {
+                    self.store_retained(&event);
+                    bridge.on_local_retain(&event);
+                    return;
+                }
                 ShardMsg::InterestAdd(ref i) => bridge.on_local_interest(i, true),
                 ShardMsg::InterestRemove(ref i) => bridge.on_local_interest(i, false),
                 _ => {}
