@@ -589,16 +589,7 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        let at_least = |key: &'static str, value: usize, min: usize| {
-            if value < min {
-                Err(invalid(
-                    key,
-                    format!("{value} is below the minimum of {min}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let at_least = |key, value: usize, min: usize| at_least(key, value as u64, min as u64);
         at_least("limits.connections_max", l.connections_max, 1)?;
         at_least("limits.packet_bytes_max", l.packet_bytes_max, 64)?;
         if l.packet_bytes_max > crate::mqtt::codec::REMAINING_LENGTH_MAX + 5 {
@@ -703,16 +694,6 @@ impl Config {
         if m.name.is_empty() || m.name.len() > 256 {
             return Err(invalid("mesh.name", "must be 1 to 256 bytes"));
         }
-        let at_least = |key: &'static str, value: u64, min: u64| {
-            if value < min {
-                Err(invalid(
-                    key,
-                    format!("{value} is below the minimum of {min}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
         at_least("mesh.keepalive_ms", m.keepalive_ms, 10)?;
         at_least(
             "mesh.link_timeout_ms",
@@ -834,6 +815,18 @@ impl Config {
             links,
             bridge_core,
         }))
+    }
+}
+
+/// `key`'s value must be at least `min`.
+fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        Err(invalid(
+            key,
+            format!("{value} is below the minimum of {min}"),
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -106,39 +106,15 @@ async fn nats_request_reaches_mqtt_subscribers_too() {
 /// Response Topic, and back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_and_user_properties_map_onto_each_other() {
-    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, PublishProperties};
-    use rumqttc::v5::{AsyncClient, Event as E5, MqttOptions};
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
     let weft = Weft::start(2, "");
     // An MQTT 5 subscriber and publisher.
-    let opts = MqttOptions::new(
+    let (v5, mut rx) = v5_client(
+        weft.shard_addrs[0],
         "v5-bridge",
-        weft.shard_addrs[0].ip().to_string(),
-        weft.shard_addrs[0].port(),
-    );
-    let (v5, mut eventloop) = AsyncClient::new(opts, 10);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let E5::Incoming(p) = event {
-                let _ = tx.send(p);
-            }
-        }
-    });
-    v5.subscribe_many(vec![Filter::new(
-        "hdr/#",
-        rumqttc::v5::mqttbytes::QoS::AtMostOnce,
-    )])
-    .await
-    .unwrap();
-    loop {
-        if let P5::SubAck(_) = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            break;
-        }
-    }
+        Some(("hdr/#", rumqttc::v5::mqttbytes::QoS::AtMostOnce)),
+    )
+    .await;
     // NATS → MQTT 5: headers become user properties, reply the Response Topic.
     let client = nats(weft.nats_shards[1]).await;
     let mut headers = async_nats::HeaderMap::new();

@@ -226,8 +226,7 @@ import_prefix = "from-a/"
 /// properties) reaches a subscriber on another router as it would on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_metadata_crosses_links() {
-    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, PublishProperties};
-    use rumqttc::v5::{AsyncClient, Event as E5, MqttOptions};
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
     let (a, b) = pair("", "");
     linked(&a, &b).await;
     let na = nats(a.nats).await;
@@ -258,38 +257,9 @@ async fn protocol_metadata_crosses_links() {
     assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some("00-abc-01"));
 
     // MQTT 5 at A → MQTT 5 at B: properties.
-    let (v5b, mut eventloop) = AsyncClient::new(
-        MqttOptions::new("v5-sub", b.addr.ip().to_string(), b.addr.port()),
-        10,
-    );
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let E5::Incoming(p) = event {
-                let _ = tx.send(p);
-            }
-        }
-    });
-    v5b.subscribe_many(vec![Filter::new(
-        "meta/#",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-    )])
-    .await
-    .unwrap();
-    loop {
-        if let P5::SubAck(_) = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            break;
-        }
-    }
-    let (v5a, mut eventloop) = AsyncClient::new(
-        MqttOptions::new("v5-pub", a.addr.ip().to_string(), a.addr.port()),
-        10,
-    );
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let qos1 = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    let (_v5b, mut rx) = v5_client(b.addr, "v5-sub", Some(("meta/#", qos1))).await;
+    let (v5a, _) = v5_client(a.addr, "v5-pub", None).await;
     let props = PublishProperties {
         user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
         response_topic: Some("answers/1".into()),

@@ -998,3 +998,43 @@ pub fn assert_once(inbox: &Inbox, topic: &str, must: impl IntoIterator<Item = u6
         inbox.name
     );
 }
+
+/// A rumqttc MQTT 5 client whose event loop runs in a task and forwards
+/// every incoming packet; with `filter`, subscribed (SUBACK received).
+pub async fn v5_client(
+    addr: SocketAddr,
+    id: &str,
+    filter: Option<(&str, rumqttc::v5::mqttbytes::QoS)>,
+) -> (
+    rumqttc::v5::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+) {
+    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5};
+    use rumqttc::v5::{AsyncClient, Event as E5, MqttOptions};
+    let opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let E5::Incoming(p) = event {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    if let Some((filter, qos)) = filter {
+        client
+            .subscribe_many(vec![Filter::new(filter, qos)])
+            .await
+            .unwrap();
+        loop {
+            let p = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("SUBACK in time")
+                .expect("event loop alive");
+            if let P5::SubAck(_) = p {
+                break;
+            }
+        }
+    }
+    (client, rx)
+}
