@@ -545,6 +545,17 @@ async fn link_cut_and_restored_resyncs_interest() {
         "keyed by the dialed address"
     );
     assert!(l.reconnects >= 1, "the reconnection is counted: {l:?}");
+    // The accepting side keeps one entry for A too, its counters carried
+    // over from the connection before the cut.
+    let b_view = links(r[b].admin).await;
+    assert_eq!(b_view.links.len(), 1, "one entry for A at B: {b_view:#?}");
+    let from_a = &b_view.links[0];
+    assert_eq!(
+        (from_a.direction.as_str(), from_a.peer.as_deref()),
+        ("in", Some("A"))
+    );
+    assert!(from_a.reconnects >= 1, "{from_a:?}");
+    assert!(from_a.events_in > 0, "earlier events still counted: {from_a:?}");
     // New interest on both sides crosses the restored link...
     fence(mqtt_publisher(&a_pub), "k2/probe", &[&at_b2]).await;
     fence(mqtt_publisher(&b_pub), "r2/probe", &[&at_a2]).await;

@@ -57,6 +57,9 @@ use crate::mesh::route::{
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How a link's end reads when the peer closed it gracefully.
+const GRACEFUL: &str = "peer closed the link";
+
 /// Largest hello accepted (its fields are two short strings).
 const HELLO_BYTES_MAX: usize = 1024;
 
@@ -640,6 +643,9 @@ impl Bridge {
             ping_sent_ns: Cell::new(0),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
+        if !slot.dialled {
+            self.adopt_history(slot, &peer);
+        }
         *slot.link.borrow_mut() = Some(link.clone());
         self.links.borrow_mut().insert(id, link.clone());
         tracing::info!(peer, remote = ?remote, link = id.0, "mesh: link up");
@@ -688,7 +694,7 @@ impl Bridge {
         {
             self.outboxes.borrow_mut().remove(&peer);
         }
-        if self.ctx.stopping.get() {
+        if self.ctx.stopping.get() || reason.starts_with(GRACEFUL) {
             tracing::info!(peer, remote = ?remote, reason, "mesh: link closed");
         } else {
             tracing::warn!(peer, remote = ?remote, reason, "mesh: link down");
@@ -827,7 +833,7 @@ impl Bridge {
                 }
                 return None;
             }
-            Frame::Close { reason } => return Some(format!("peer closed the link: {reason}")),
+            Frame::Close { reason } => return Some(format!("{GRACEFUL}: {reason}")),
             Frame::Hello(_) => return Some("protocol error: a second hello".into()),
         };
         let mut out = Vec::new();
@@ -890,6 +896,33 @@ impl Bridge {
         }
     }
 
+    /// An accepted link from `peer`: its earlier connections' counters
+    /// (ended accepted slots of the same peer) carry on in this one, so
+    /// that the view keeps one entry per peer and direction.
+    fn adopt_history(&self, slot: &Rc<Slot>, peer: &str) {
+        let mut slots = self.slots.borrow_mut();
+        let mut adopted = Vec::new();
+        slots.retain(|s| {
+            let same = !Rc::ptr_eq(s, slot)
+                && !s.dialled
+                && s.gone.get()
+                && s.link.borrow().is_none()
+                && s.peer.borrow().as_deref() == Some(peer);
+            if same {
+                adopted.push(s.clone());
+            }
+            !same
+        });
+        for old in adopted {
+            slot.base.set(add_counters(slot.base.get(), old.base.get()));
+            slot.reconnects
+                .set(slot.reconnects.get() + old.reconnects.get() + 1);
+            slot.dropped.set(slot.dropped.get() + old.dropped.get());
+            slot.unsent.set(slot.unsent.get() + old.unsent.get());
+            slot.evicted.set(slot.evicted.get() + old.evicted.get());
+        }
+    }
+
     fn new_slot(&self, remote: Option<SocketAddr>, dialled: bool) -> Rc<Slot> {
         let slot = Rc::new(Slot {
             remote: Cell::new(remote),
@@ -905,8 +938,14 @@ impl Bridge {
             gone: Cell::new(false),
         });
         let mut slots = self.slots.borrow_mut();
-        // Accepted links that ended leave the view.
-        slots.retain(|s| !s.gone.get() || s.link.borrow().is_some());
+        // Ended accepted links stay (hidden) until their peer returns, for
+        // their counters; at most links_max of them.
+        let ended = slots.iter().filter(|s| s.gone.get()).count();
+        if ended >= self.config.mesh.links_max {
+            if let Some(i) = slots.iter().position(|s| s.gone.get()) {
+                slots.remove(i);
+            }
+        }
         slots.push(slot.clone());
         slot
     }
