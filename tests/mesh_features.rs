@@ -472,3 +472,61 @@ async fn a_stalled_subscriber_does_not_wedge_the_link() {
     let to_a = view.to("A").expect("link to A");
     assert_eq!((to_a.state.as_str(), to_a.reconnects), ("up", 0));
 }
+
+/// Garbage on the mesh port, and a peer that breaks the protocol after a
+/// valid hello: each connection is refused or closed alone with a log line;
+/// the router's real link keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_link_input_fails_alone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use weft::mesh::link::{self, Frame, Hello, LINK_VERSION};
+    let mut la = Launch::new(1, "");
+    la.args = ["--router-id", "A", "--mesh-listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec();
+    la.capture_stderr = true;
+    let a = Weft::launch_with(la);
+    let mesh = a.mesh.unwrap();
+    let b = Weft::launch_args(1, "", &["--router-id", "B", "--link", &mesh.to_string()]);
+    linked(&a, &b).await;
+
+    // Not a hello at all.
+    let mut junk = tokio::net::TcpStream::connect(mesh).await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    a.wait_for_log("link refused");
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, junk.read_to_end(&mut sink)).await;
+
+    // A valid hello, then a frame of an unknown type.
+    let mut rogue = tokio::net::TcpStream::connect(mesh).await.unwrap();
+    let mut hello = Vec::new();
+    link::encode(
+        &Frame::Hello(Hello {
+            version: LINK_VERSION,
+            router_id: "rogue",
+            mesh: "weft",
+        }),
+        &mut hello,
+    )
+    .unwrap();
+    rogue.write_all(&hello).await.unwrap();
+    rogue.write_all(&[0, 0, 0, 1, 99]).await.unwrap();
+    let line = a.wait_for_log("protocol error");
+    assert!(line.contains("unknown frame type 99"), "{line}");
+    // The rogue connection is closed (its reads end).
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, rogue.read_to_end(&mut rest))
+        .await
+        .expect("closed by A")
+        .ok();
+
+    // B's link is untouched and events still cross.
+    let na = nats(a.nats).await;
+    let nb = nats(b.nats).await;
+    let mut sub = nb.subscribe("still.>").await.unwrap();
+    nats_sync(&nb).await;
+    fence(&na, "still.ok", &mut sub).await;
+    let view = links(a.admin).await;
+    let to_b = view.to("B").expect("link to B");
+    assert_eq!((to_b.state.as_str(), to_b.reconnects), ("up", 0));
+}

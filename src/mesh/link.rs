@@ -1217,4 +1217,71 @@ mod tests {
              this router is in mesh \"prod\""
         );
     }
+
+    /// Mutated and random input from a hostile or broken peer: decoding
+    /// never panics, never claims more bytes than it was given, and what it
+    /// accepts re-encodes to exactly the bytes it came from (canonical).
+    #[test]
+    fn hostile_input_never_panics() {
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        for f in [
+            Frame::Hello(Hello {
+                version: LINK_VERSION,
+                router_id: "r1",
+                mesh: "prod",
+            }),
+            Frame::InterestAdd {
+                filter: "a/+/#",
+                group: Some("g"),
+                origin: "r2",
+                distance: 3,
+            },
+            Frame::Event(Event {
+                meta: full_meta(),
+                groups: vec![("r3", "g")],
+                ..event()
+            }),
+            Frame::Ack { seq: 9 },
+            Frame::Close { reason: "bye" },
+        ] {
+            let mut out = Vec::new();
+            encode(&f, &mut out).unwrap();
+            seeds.push(out);
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for round in 0..200_000u32 {
+            let mut bytes = seeds[round as usize % seeds.len()].clone();
+            match next() % 4 {
+                // Flip a few bytes.
+                0 | 1 => {
+                    for _ in 0..=(next() % 4) {
+                        let i = (next() as usize) % bytes.len();
+                        bytes[i] = next() as u8;
+                    }
+                }
+                // Truncate, keeping the prefix's claimed length.
+                2 => bytes.truncate((next() as usize) % bytes.len()),
+                // Pure noise.
+                _ => {
+                    bytes = (0..(next() % 64)).map(|_| next() as u8).collect();
+                }
+            }
+            if let Ok(Some((frame, used))) = decode(&bytes, &L) {
+                assert!(used <= bytes.len());
+                let mut again = Vec::new();
+                encode(&frame, &mut again).unwrap();
+                assert_eq!(again, bytes[..used], "round {round}");
+                accepted += 1;
+            }
+        }
+        // The mutations left some frames valid: the check above ran.
+        assert!(accepted > 1000, "{accepted}");
+    }
 }
