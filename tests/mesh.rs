@@ -11,13 +11,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use rumqttc::{AsyncClient, QoS};
-use tokio::net::{TcpListener, TcpStream};
 
 /// After the last expected event, how long to wait for extra ones.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -404,70 +401,6 @@ async fn full_mesh_of_five_each_event_exactly_once() {
     each_event_exactly_once(&["A", "B", "C", "D", "E"], &edges).await;
 }
 
-/// A TCP forwarder between a router's `--link` and its peer's mesh port:
-/// `cut` drops every forwarded connection and refuses new ones (accepts
-/// and closes them at once) until `restore`.
-struct Proxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
-        let (open2, conns2) = (open.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let mut conns = conns2.lock().unwrap();
-                if !open2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                conns.push(tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }));
-            }
-        });
-        Proxy {
-            addr,
-            open,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        let mut conns = self.conns.lock().unwrap();
-        self.open.store(false, Ordering::SeqCst);
-        for c in conns.drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 /// A dials B through a proxy; the link is cut and restored. Interest that
 /// changed on either side while cut is resynchronised (new filters work,
 /// dropped ones are no longer served), delivery resumes in both
@@ -555,7 +488,10 @@ async fn link_cut_and_restored_resyncs_interest() {
         ("in", Some("A"))
     );
     assert!(from_a.reconnects >= 1, "{from_a:?}");
-    assert!(from_a.events_in > 0, "earlier events still counted: {from_a:?}");
+    assert!(
+        from_a.events_in > 0,
+        "earlier events still counted: {from_a:?}"
+    );
     // New interest on both sides crosses the restored link...
     fence(mqtt_publisher(&a_pub), "k2/probe", &[&at_b2]).await;
     fence(mqtt_publisher(&b_pub), "r2/probe", &[&at_a2]).await;

@@ -530,3 +530,79 @@ async fn bad_link_input_fails_alone() {
     let to_b = view.to("B").expect("link to B");
     assert_eq!((to_b.state.as_str(), to_b.reconnects), ("up", 0));
 }
+
+/// QoS 1 hop by hop: copies sent into a network that silently loses them
+/// are kept until acknowledged, and resent when the link is back; the far
+/// subscriber gets every one exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_copies_lost_in_the_network_are_resent() {
+    let fast = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n";
+    let b = Weft::launch_args(
+        1,
+        fast,
+        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let proxy = Proxy::start(b.mesh.unwrap()).await;
+    let a = Weft::launch_args(
+        1,
+        fast,
+        &["--router-id", "A", "--link", &proxy.addr.to_string()],
+    );
+    linked(&a, &b).await;
+    let mut sub = connect(b.addr, "q-sub").await;
+    sub.subscribe("q/#", rumqttc::QoS::AtLeastOnce).await;
+    let mut publisher = connect(a.addr, "q-pub").await;
+    loop {
+        publisher
+            .publish("q/probe", rumqttc::QoS::AtMostOnce, "p")
+            .await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await {
+            if p.topic == "q/probe" {
+                break;
+            }
+        }
+    }
+    // The network goes silent: what A sends now is lost on the way.
+    proxy.blackhole();
+    const N: usize = 50;
+    for i in 0..N {
+        publisher
+            .publish("q/data", rumqttc::QoS::AtLeastOnce, format!("{i}"))
+            .await;
+    }
+    // A acknowledged them to the publisher (they are A's responsibility now).
+    publisher.pubacks(N).await;
+    let held = wait_links(a.admin, "A holds unacknowledged copies", |v| {
+        v.to("B").is_some_and(|l| l.unacked >= N as u64)
+    })
+    .await;
+    assert_eq!(held.to("B").unwrap().unacked, N as u64);
+    // A notices the silence and drops the link; the network comes back.
+    wait_links(a.admin, "A dropped the silent link", |v| {
+        v.to("B").is_some_and(|l| l.state != "up")
+    })
+    .await;
+    proxy.restore();
+    let mut seen = BTreeMap::new();
+    while seen.len() < N {
+        let p = sub.next_publish().await;
+        if p.topic == "q/data" {
+            *seen
+                .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                .or_insert(0usize) += 1;
+        }
+    }
+    // Nothing twice, after a settle; and A's store of copies is empty.
+    while let Ok(p) = tokio::time::timeout(Duration::from_millis(300), sub.next_publish()).await {
+        if p.topic == "q/data" {
+            *seen
+                .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                .or_insert(0usize) += 1;
+        }
+    }
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    wait_links(a.admin, "A's copies acknowledged", |v| {
+        v.to("B").is_some_and(|l| l.state == "up" && l.unacked == 0)
+    })
+    .await;
+}

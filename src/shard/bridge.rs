@@ -338,9 +338,11 @@ impl Bridge {
         self.next_event.set(id + 1);
         let mut out = Vec::new();
         let groups: Vec<&str> = groups.iter().map(|g| &**g).collect();
-        let pick = self.rng.get();
-        self.rng
-            .set(pick ^ (pick << 13) ^ (pick >> 7) ^ (pick << 17));
+        let mut pick = self.rng.get();
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        self.rng.set(pick);
         let mut router = self.router.borrow_mut();
         if plain {
             router.publish_as(event.topic(), id, false, &groups, pick, &mut out);
@@ -661,7 +663,7 @@ impl Bridge {
         self.apply(out, None);
         if let Some(ob) = self.outboxes.borrow_mut().get_mut(&peer) {
             // Resend what the peer never acknowledged.
-            ob.written = 0;
+            ob.written = ob.frames.front().map_or(ob.next_seq, |(seq, _)| seq - 1);
         }
         self.refill(&link);
         let writer = glommio::spawn_local(write_loop(self.clone(), link.clone(), stream.clone()));
