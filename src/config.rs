@@ -75,6 +75,10 @@ pub struct MeshConfig {
     pub keepalive_ms: u64,
     /// A link silent this long is dropped (and redialled if dialled).
     pub link_timeout_ms: u64,
+    /// After a link drops, routers reachable only through it stay
+    /// reachable this long: their QoS 1 events wait (up to `unacked_max`)
+    /// for the peer's return. 0 = forget them at once.
+    pub link_hold_ms: u64,
     /// Longest wait for a TCP connection and the peer's hello.
     pub connect_timeout_ms: u64,
     /// Redial backoff: first wait, doubled after each failure up to the max.
@@ -125,6 +129,7 @@ impl Default for MeshConfig {
             bridge_cores: String::new(),
             keepalive_ms: 1000,
             link_timeout_ms: 5000,
+            link_hold_ms: 10_000,
             connect_timeout_ms: 2000,
             reconnect_min_ms: 100,
             reconnect_max_ms: 2000,

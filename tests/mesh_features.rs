@@ -606,3 +606,83 @@ async fn qos1_copies_lost_in_the_network_are_resent() {
     })
     .await;
 }
+
+/// A link that drops (the network between A and B cut, B's subscriber
+/// reachable only through it): A keeps B's interest for mesh.link_hold_ms,
+/// the QoS 1 events published meanwhile wait at A and reach B once the
+/// link is back; QoS 0 ones are dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_published_while_a_link_is_down_waits_for_it() {
+    let fast = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\nlink_hold_ms = 20000\n";
+    let b = Weft::launch_args(
+        1,
+        fast,
+        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let proxy = Proxy::start(b.mesh.unwrap()).await;
+    let a = Weft::launch_args(
+        1,
+        fast,
+        &["--router-id", "A", "--link", &proxy.addr.to_string()],
+    );
+    linked(&a, &b).await;
+    let mut sub = connect(b.addr, "h-sub").await;
+    sub.subscribe("h/#", rumqttc::QoS::AtLeastOnce).await;
+    let mut publisher = connect(a.addr, "h-pub").await;
+    loop {
+        publisher
+            .publish("h/probe", rumqttc::QoS::AtMostOnce, "p")
+            .await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await {
+            if p.topic == "h/probe" {
+                break;
+            }
+        }
+    }
+    proxy.cut();
+    wait_links(a.admin, "A lost the link", |v| {
+        v.to("B").is_some_and(|l| l.state != "up")
+    })
+    .await;
+    const N: usize = 40;
+    for i in 0..N {
+        publisher
+            .publish("h/data", rumqttc::QoS::AtLeastOnce, format!("{i}"))
+            .await;
+        publisher
+            .publish("h/lossy", rumqttc::QoS::AtMostOnce, format!("{i}"))
+            .await;
+    }
+    publisher.pubacks(N).await;
+    proxy.restore();
+    let mut seen = BTreeMap::new();
+    let mut lossy = 0;
+    while seen.len() < N {
+        let p = sub.next_publish().await;
+        match p.topic.as_str() {
+            "h/data" => {
+                *seen
+                    .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                    .or_insert(0usize) += 1
+            }
+            "h/lossy" => lossy += 1,
+            _ => {}
+        }
+    }
+    while let Ok(p) = tokio::time::timeout(Duration::from_millis(300), sub.next_publish()).await {
+        if p.topic == "h/data" {
+            *seen
+                .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                .or_insert(0usize) += 1;
+        }
+    }
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    assert_eq!(lossy, 0, "QoS 0 events are not kept for a held link");
+    let (_, body) = admin_get(a.admin, "/links").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["held_dropped"], N as u64, "{view}");
+    assert_eq!(
+        view["held_links"], 0,
+        "the hold ended with the peer's return"
+    );
+}

@@ -185,9 +185,20 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
             "Event destinations with no permitted route left.",
             view.no_route,
         ),
+        (
+            "mesh_held_dropped_total",
+            "Event copies for links held down (QoS 0), or past the resend store's bound.",
+            view.held_dropped,
+        ),
     ] {
         let _ = writeln!(out, "# HELP weft_{name} {help}");
         let _ = writeln!(out, "# TYPE weft_{name} counter");
         let _ = writeln!(out, "weft_{name} {value}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP weft_mesh_held_links Links down but held (mesh.link_hold_ms)."
+    );
+    let _ = writeln!(out, "# TYPE weft_mesh_held_links gauge");
+    let _ = writeln!(out, "weft_mesh_held_links {}", view.held_links);
 }

@@ -124,6 +124,8 @@ fn route(
                     "duplicates_dropped": v.duplicates,
                     "no_route": v.no_route,
                     "hops_exceeded": v.hops_exceeded,
+                    "held_links": v.held_links,
+                    "held_dropped": v.held_dropped,
                 }),
                 // The mesh is off (or the bridge has not ticked yet).
                 None => serde_json::json!({"router_id": null, "total": 0, "links": []}),

@@ -299,6 +299,8 @@ type Key = (String, String);
 
 struct Link {
     peer: String,
+    /// Down, with the routes only it had kept (see [`Router::link_hold`]).
+    held: bool,
     policy: LinkPolicy,
     counters: LinkCounters,
     /// What this router has told the link: entry → advertised distance.
@@ -502,11 +504,22 @@ impl Router {
         if self.links.contains_key(&link) {
             self.link_down(link, out);
         }
+        // The same peer back: what its held link kept is learned afresh now.
+        let held: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.held && l.peer == peer_id)
+            .map(|(&id, _)| id)
+            .collect();
+        for old in held {
+            self.link_down(old, out);
+        }
         self.plans.clear();
         self.links.insert(
             link,
             Link {
                 peer: peer_id.to_owned(),
+                held: false,
                 policy,
                 counters: LinkCounters::default(),
                 advertised: BTreeMap::new(),
@@ -521,6 +534,48 @@ impl Router {
         for key in keys {
             self.sync_link(&key, link, out);
         }
+    }
+
+    /// A link went down, to be held: routes that have another link move to
+    /// it at once (a ring fails over), while the routes only this link had
+    /// stay, so that events for routers behind it are still sent to it
+    /// (the runtime keeps QoS 1 copies for the peer's return) and other
+    /// routers still send them here. [`Router::link_down`] (on expiry) or
+    /// the peer's return ([`Router::link_up_with_policy`]) ends the hold.
+    /// False if nothing was held (the link is then down for good).
+    pub fn link_hold(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
+        if !self.links.contains_key(&link) {
+            return false;
+        }
+        self.plans.clear();
+        let mut moved = Vec::new();
+        let mut kept = 0;
+        for (key, routes) in self.learned.iter_mut() {
+            if routes.contains_key(&link) {
+                if routes.len() > 1 {
+                    routes.remove(&link);
+                    moved.push(key.clone());
+                } else {
+                    kept += 1;
+                }
+            }
+        }
+        if kept == 0 {
+            self.link_down(link, out);
+            return false;
+        }
+        let l = self.links.get_mut(&link).expect("checked above");
+        l.held = true;
+        l.advertised.clear();
+        for key in moved {
+            self.sync_all(&key, out);
+        }
+        true
+    }
+
+    /// Whether `link` is held (down, its routes kept).
+    pub fn is_held(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.held)
     }
 
     /// A link went down: forgets what was learned over it and updates the
@@ -723,7 +778,7 @@ impl Router {
 
     /// A message arrived over `link`.
     pub fn on_message(&mut self, link: LinkId, msg: LinkMsg, out: &mut Vec<Action>) {
-        if !self.links.contains_key(&link) {
+        if self.links.get(&link).is_none_or(|l| l.held) {
             self.counters.unknown_link += 1;
             return;
         }
@@ -1069,7 +1124,12 @@ impl Router {
     fn sync_all(&mut self, key: &Key, out: &mut Vec<Action>) {
         // The table changed: forwarding plans may have.
         self.plans.clear();
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        let links: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.held)
+            .map(|(&id, _)| id)
+            .collect();
         for link in links {
             self.sync_link(key, link, out);
         }
@@ -2142,5 +2202,71 @@ mod tests {
         sim.publish(0, "state/window", 3);
         sim.run_until_idle(1000);
         assert_eq!(sim.deliveries("state/window", 3), BTreeMap::from([(3, 1)]));
+    }
+
+    #[test]
+    fn a_held_link_keeps_the_routes_only_it_had() {
+        // r1 between r0 and r2; r2 wants "f/#", reachable only via r1-r2.
+        let mut r1 = Router::new("r1", RouterConfig::default());
+        let mut out = Vec::new();
+        r1.link_up(LinkId(1), "r0", &mut out);
+        r1.link_up(LinkId(2), "r2", &mut out);
+        let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+            filter: filter.into(),
+            origin: origin.into(),
+            distance,
+        };
+        r1.on_message(LinkId(2), add("f/#", "r2", 0), &mut out);
+        // "g/#" of r3 is reachable over both links.
+        r1.on_message(LinkId(1), add("g/#", "r3", 1), &mut out);
+        r1.on_message(LinkId(2), add("g/#", "r3", 2), &mut out);
+        out.clear();
+        assert!(r1.link_hold(LinkId(2), &mut out));
+        assert!(r1.is_held(LinkId(2)));
+        // Nothing withdrawn for f/# (r0 keeps sending here), and the
+        // alternative route of g/# is simply the other link now.
+        assert!(!out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: LinkMsg::InterestRemove { .. },
+                ..
+            } | Action::RemoteInterest { present: false, .. }
+        )));
+        assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(2))));
+        assert_eq!(r1.best_route("g/#", "r3"), Some((2, LinkId(1))));
+        // An event for r2 still goes to the held link (the runtime keeps it).
+        out.clear();
+        let copy = EventCopy {
+            origin: "r0".into(),
+            id: 1,
+            hops: 0,
+            dests: vec!["r2".into()],
+            groups: vec![],
+            topic: "f/x".into(),
+            retain: false,
+        };
+        r1.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [Action::Send {
+                link: LinkId(2),
+                msg: LinkMsg::Event(_)
+            }]
+        ));
+        // Nothing is accepted from a held link.
+        out.clear();
+        r1.on_message(LinkId(2), add("h/#", "r2", 0), &mut out);
+        assert!(out.is_empty());
+        // r2 returns on a new link: the hold ends, interest is learned anew.
+        r1.link_up(LinkId(3), "r2", &mut out);
+        assert!(!r1.is_held(LinkId(2)));
+        assert_eq!(r1.best_route("f/#", "r2"), None);
+        r1.on_message(LinkId(3), add("f/#", "r2", 0), &mut out);
+        assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(3))));
+        // A link with nothing only it had is simply down.
+        let mut r = Router::new("x", RouterConfig::default());
+        r.link_up(LinkId(1), "y", &mut out);
+        assert!(!r.link_hold(LinkId(1), &mut out));
+        assert_eq!(r.link_peer(LinkId(1)), None);
     }
 }

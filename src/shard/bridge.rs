@@ -96,6 +96,10 @@ pub struct MeshView {
     pub duplicates: u64,
     pub no_route: u64,
     pub hops_exceeded: u64,
+    /// Links down but held, and copies dropped for them (QoS 0) or past
+    /// the resend store's bound.
+    pub held_links: u64,
+    pub held_dropped: u64,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -256,6 +260,10 @@ pub struct Bridge {
     /// Shards with local interest, per filter (this router's interest).
     local: RefCell<HashMap<Arc<str>, u32>>,
     outboxes: RefCell<HashMap<String, Outbox>>,
+    /// Links down but held (mesh.link_hold_ms), by id: their peer.
+    held: RefCell<HashMap<LinkId, String>>,
+    /// QoS 0 copies for held links, and QoS 1 copies past unacked_max.
+    held_dropped: Cell<u64>,
     origin: Origin,
     /// xorshift state for queue-group picks among routers.
     rng: Cell<u64>,
@@ -318,6 +326,8 @@ impl Bridge {
             next_event: Cell::new(wall),
             local: RefCell::default(),
             outboxes: RefCell::default(),
+            held: RefCell::default(),
+            held_dropped: Cell::new(0),
             origin,
             rng: Cell::new(wall | 1),
         })
@@ -411,6 +421,11 @@ impl Bridge {
             match action {
                 Action::Send { link, msg } => {
                     let Some(l) = self.links.borrow().get(&link).cloned() else {
+                        // A held link: events wait for its peer.
+                        let held = self.held.borrow().get(&link).cloned();
+                        if let (Some(peer), LinkMsg::Event(copy), Some(body)) = (held, &msg, body) {
+                            self.hold_event(&peer, copy, body);
+                        }
                         continue;
                     };
                     match msg {
@@ -487,23 +502,7 @@ impl Bridge {
         } else {
             0
         };
-        let frame = Frame::Event(link::Event {
-            id: copy.id,
-            seq,
-            origin: &copy.origin,
-            hops: copy.hops,
-            dests: copy.dests.iter().map(String::as_str).collect(),
-            groups: copy
-                .groups
-                .iter()
-                .map(|(d, g)| (d.as_str(), g.as_str()))
-                .collect(),
-            topic: &copy.topic,
-            qos: body.qos,
-            retain: body.retain,
-            payload: body.payload,
-            meta: body.meta.clone(),
-        });
+        let frame = copy_frame(copy, seq, body);
         if seq == 0 {
             if let Err(e) = link::encode(&frame, &mut link.out.borrow_mut()) {
                 tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
@@ -537,6 +536,31 @@ impl Bridge {
         }
         drop(outboxes);
         link.wake_writer();
+    }
+
+    /// A copy for a held link (down, its peer expected back): QoS 1 waits
+    /// in the peer's resend store, sent when the peer returns; QoS 0 is
+    /// dropped and counted.
+    fn hold_event(&self, peer: &str, copy: &EventCopy, body: &Body<'_>) {
+        if body.qos == 0 {
+            self.held_dropped.set(self.held_dropped.get() + 1);
+            return;
+        }
+        let mut outboxes = self.outboxes.borrow_mut();
+        let ob = outboxes.entry(peer.to_owned()).or_default();
+        let seq = ob.next_seq + 1;
+        let frame = copy_frame(copy, seq, body);
+        let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
+        if let Err(e) = link::encode(&frame, &mut encoded) {
+            tracing::warn!(peer, error = %e, "mesh: event not kept");
+            return;
+        }
+        ob.next_seq = seq;
+        ob.frames.push_back((seq, encoded));
+        if ob.frames.len() > self.config.mesh.unacked_max {
+            ob.frames.pop_front();
+            self.held_dropped.set(self.held_dropped.get() + 1);
+        }
     }
 
     /// Moves QoS 1 copies waiting for room into the link's buffer.
@@ -645,6 +669,9 @@ impl Bridge {
             ping_sent_ns: Cell::new(0),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
+        // The peer is back: its held link ends (the routing core releases
+        // it in link_up below); its waiting copies go out with the resend.
+        self.held.borrow_mut().retain(|_, p| *p != peer);
         if !slot.dialled {
             self.adopt_history(slot, &peer);
         }
@@ -678,15 +705,37 @@ impl Bridge {
         keepalive.cancel().await;
         writer.await;
         let mut out = Vec::new();
-        {
+        let hold_ms = self.config.mesh.link_hold_ms;
+        let held = {
             let mut router = self.router.borrow_mut();
             if let Some(c) = router.link_counters(id) {
                 slot.base.set(add_counters(slot.base.get(), c));
             }
-            router.link_down(id, &mut out);
-        }
+            if hold_ms > 0 && !self.ctx.stopping.get() {
+                router.link_hold(id, &mut out)
+            } else {
+                router.link_down(id, &mut out);
+                false
+            }
+        };
         self.links.borrow_mut().remove(&id);
         *slot.link.borrow_mut() = None;
+        if held {
+            // Routers reachable only through this peer stay reachable for
+            // mesh.link_hold_ms: their QoS 1 events wait for the peer.
+            self.held.borrow_mut().insert(id, peer.clone());
+            let bridge = self.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(hold_ms)).await;
+                bridge.held.borrow_mut().remove(&id);
+                if bridge.router.borrow().is_held(id) {
+                    let mut out = Vec::new();
+                    bridge.router.borrow_mut().link_down(id, &mut out);
+                    bridge.apply(out, None);
+                }
+            })
+            .detach();
+        }
         self.apply(out, None);
         if self
             .outboxes
@@ -895,6 +944,8 @@ impl Bridge {
             duplicates: c.duplicates,
             no_route: c.no_route,
             hops_exceeded: c.hops_exceeded,
+            held_links: self.held.borrow().len() as u64,
+            held_dropped: self.held_dropped.get(),
         }
     }
 
@@ -960,6 +1011,27 @@ impl Bridge {
             l.close("router shutting down");
         }
     }
+}
+
+/// The link frame of one copy (`seq` 0 for QoS 0).
+fn copy_frame<'a>(copy: &'a EventCopy, seq: u64, body: &'a Body<'a>) -> Frame<'a> {
+    Frame::Event(link::Event {
+        id: copy.id,
+        seq,
+        origin: &copy.origin,
+        hops: copy.hops,
+        dests: copy.dests.iter().map(String::as_str).collect(),
+        groups: copy
+            .groups
+            .iter()
+            .map(|(d, g)| (d.as_str(), g.as_str()))
+            .collect(),
+        topic: &copy.topic,
+        qos: body.qos,
+        retain: body.retain,
+        payload: body.payload,
+        meta: body.meta.clone(),
+    })
 }
 
 /// Length of the frame at the front of `buf`, if its prefix is there.
