@@ -374,6 +374,9 @@ pub struct Router {
     /// Learned entries per filter (any origin): what this router's own
     /// publishers must hand to the core.
     remote_filters: BTreeMap<String, usize>,
+    /// The learned filters of each origin router (an index of `learned`
+    /// for next-hop lookups).
+    by_origin: HashMap<String, BTreeSet<String>>,
     dedup: BTreeMap<String, DedupWindow>,
     /// Where this router's own events on a topic go, while the tables
     /// stay as they are (cleared by every change; at most PLANS_MAX).
@@ -438,6 +441,7 @@ impl Router {
             local: BTreeMap::new(),
             learned: BTreeMap::new(),
             remote_filters: BTreeMap::new(),
+            by_origin: HashMap::new(),
             dedup: BTreeMap::new(),
             plans: HashMap::new(),
             local_wants: HashMap::new(),
@@ -591,13 +595,14 @@ impl Router {
             if routes.remove(&link).is_some() {
                 affected.push(key.clone());
                 if routes.is_empty() {
-                    gone.push(key.0.clone());
+                    gone.push(key.clone());
                 }
             }
             !routes.is_empty()
         });
-        for filter in gone {
-            self.forget_filter(&filter, out);
+        for key in gone {
+            self.unindex(&key);
+            self.forget_filter(&key.0, out);
         }
         for key in affected {
             self.sync_all(&key, out);
@@ -823,6 +828,10 @@ impl Router {
                 return;
             }
             self.learned.insert(key.clone(), BTreeMap::new());
+            self.by_origin
+                .entry(key.1.clone())
+                .or_default()
+                .insert(key.0.clone());
             let count = self.remote_filters.entry(key.0.clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
@@ -838,6 +847,16 @@ impl Router {
         }
     }
 
+    /// Drops a learned entry from the origin index.
+    fn unindex(&mut self, key: &Key) {
+        if let Some(filters) = self.by_origin.get_mut(&key.1) {
+            filters.remove(&key.0);
+            if filters.is_empty() {
+                self.by_origin.remove(&key.1);
+            }
+        }
+    }
+
     /// Forgets the route to `key` over `link`, and the entry if that was
     /// its last route.
     fn unlearn(&mut self, key: &Key, link: LinkId, out: &mut Vec<Action>) {
@@ -849,6 +868,7 @@ impl Router {
         }
         if routes.is_empty() {
             self.learned.remove(key);
+            self.unindex(key);
             self.forget_filter(&key.0, out);
         }
         self.sync_all(key, out);
@@ -995,12 +1015,18 @@ impl Router {
     ) -> (Option<Route>, Option<Route>) {
         let mut best_any: Option<Route> = None;
         let mut best_ok: Option<Route> = None;
-        for ((filter, o), routes) in &self.learned {
+        let Some(filters) = self.by_origin.get(dest) else {
+            return (None, None);
+        };
+        for filter in filters {
             let wanted = key_matches(filter, group, topic)
                 || (retain && group.is_none() && filter == RETAINED_KEY);
-            if *o != dest || !wanted {
+            if !wanted {
                 continue;
             }
+            let Some(routes) = self.learned.get(&(filter.clone(), dest.to_owned())) else {
+                continue;
+            };
             for (&link, &d) in routes {
                 if Some(link) == from {
                     continue;
