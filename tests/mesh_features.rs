@@ -208,9 +208,8 @@ import_prefix = "from-a/"
         .filter(|s| *s != "from-a.pub.probe")
         .collect();
     assert_eq!(subjects, vec!["from-a.pub.x", "from-a.pub.y"]);
-    assert!(drain(&mut unprefixed, Duration::from_millis(100))
-        .await
-        .is_empty());
+    let stray = drain(&mut unprefixed, Duration::from_millis(100)).await;
+    assert!(stray.is_empty(), "{} unprefixed", stray.len());
     // B wants "from-a/#" = everything of A's: priv.x and pub.secret.x were
     // kept off the link by policy, and counted.
     let view = wait_links(a.admin, "A counts refused exports", |v| {
@@ -536,32 +535,7 @@ async fn bad_link_input_fails_alone() {
 /// subscriber gets every one exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_copies_lost_in_the_network_are_resent() {
-    let fast = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n";
-    let b = Weft::launch_args(
-        1,
-        fast,
-        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
-    );
-    let proxy = Proxy::start(b.mesh.unwrap()).await;
-    let a = Weft::launch_args(
-        1,
-        fast,
-        &["--router-id", "A", "--link", &proxy.addr.to_string()],
-    );
-    linked(&a, &b).await;
-    let mut sub = connect(b.addr, "q-sub").await;
-    sub.subscribe("q/#", rumqttc::QoS::AtLeastOnce).await;
-    let mut publisher = connect(a.addr, "q-pub").await;
-    loop {
-        publisher
-            .publish("q/probe", rumqttc::QoS::AtMostOnce, "p")
-            .await;
-        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await {
-            if p.topic == "q/probe" {
-                break;
-            }
-        }
-    }
+    let (a, _b, proxy, mut sub, mut publisher) = proxied_pair("q", "").await;
     // The network goes silent: what A sends now is lost on the way.
     proxy.blackhole();
     const N: usize = 50;
@@ -583,23 +557,8 @@ async fn qos1_copies_lost_in_the_network_are_resent() {
     })
     .await;
     proxy.restore();
-    let mut seen = BTreeMap::new();
-    while seen.len() < N {
-        let p = sub.next_publish().await;
-        if p.topic == "q/data" {
-            *seen
-                .entry(String::from_utf8_lossy(&p.payload).into_owned())
-                .or_insert(0usize) += 1;
-        }
-    }
-    // Nothing twice, after a settle; and A's store of copies is empty.
-    while let Ok(p) = tokio::time::timeout(Duration::from_millis(300), sub.next_publish()).await {
-        if p.topic == "q/data" {
-            *seen
-                .entry(String::from_utf8_lossy(&p.payload).into_owned())
-                .or_insert(0usize) += 1;
-        }
-    }
+    let (seen, _) = collect_once(&mut sub, "q/data", "", N).await;
+    assert_eq!(seen.len(), N);
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
     wait_links(a.admin, "A's copies acknowledged", |v| {
         v.to("B").is_some_and(|l| l.state == "up" && l.unacked == 0)
@@ -613,32 +572,7 @@ async fn qos1_copies_lost_in_the_network_are_resent() {
 /// link is back; QoS 0 ones are dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_published_while_a_link_is_down_waits_for_it() {
-    let fast = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\nlink_hold_ms = 20000\n";
-    let b = Weft::launch_args(
-        1,
-        fast,
-        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
-    );
-    let proxy = Proxy::start(b.mesh.unwrap()).await;
-    let a = Weft::launch_args(
-        1,
-        fast,
-        &["--router-id", "A", "--link", &proxy.addr.to_string()],
-    );
-    linked(&a, &b).await;
-    let mut sub = connect(b.addr, "h-sub").await;
-    sub.subscribe("h/#", rumqttc::QoS::AtLeastOnce).await;
-    let mut publisher = connect(a.addr, "h-pub").await;
-    loop {
-        publisher
-            .publish("h/probe", rumqttc::QoS::AtMostOnce, "p")
-            .await;
-        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await {
-            if p.topic == "h/probe" {
-                break;
-            }
-        }
-    }
+    let (a, _b, proxy, mut sub, mut publisher) = proxied_pair("h", "link_hold_ms = 20000\n").await;
     proxy.cut();
     wait_links(a.admin, "A lost the link", |v| {
         v.to("B").is_some_and(|l| l.state != "up")
@@ -655,27 +589,8 @@ async fn qos1_published_while_a_link_is_down_waits_for_it() {
     }
     publisher.pubacks(N).await;
     proxy.restore();
-    let mut seen = BTreeMap::new();
-    let mut lossy = 0;
-    while seen.len() < N {
-        let p = sub.next_publish().await;
-        match p.topic.as_str() {
-            "h/data" => {
-                *seen
-                    .entry(String::from_utf8_lossy(&p.payload).into_owned())
-                    .or_insert(0usize) += 1
-            }
-            "h/lossy" => lossy += 1,
-            _ => {}
-        }
-    }
-    while let Ok(p) = tokio::time::timeout(Duration::from_millis(300), sub.next_publish()).await {
-        if p.topic == "h/data" {
-            *seen
-                .entry(String::from_utf8_lossy(&p.payload).into_owned())
-                .or_insert(0usize) += 1;
-        }
-    }
+    let (seen, lossy) = collect_once(&mut sub, "h/data", "h/lossy", N).await;
+    assert_eq!(seen.len(), N);
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
     assert_eq!(lossy, 0, "QoS 0 events are not kept for a held link");
     let (_, body) = admin_get(a.admin, "/links").await;
@@ -685,4 +600,73 @@ async fn qos1_published_while_a_link_is_down_waits_for_it() {
         view["held_links"], 0,
         "the hold ended with the peer's return"
     );
+}
+
+/// B listening, A dialling it through a [`Proxy`] (so the test can cut or
+/// silence the network), with fast keepalive, timeout and redial; plus
+/// `extra` [mesh] keys. An MQTT subscriber on B for `{prefix}/#` (QoS 1)
+/// and a publisher on A, fenced: B's interest has reached A.
+async fn proxied_pair(prefix: &str, extra: &str) -> (Weft, Weft, Proxy, Client, Client) {
+    let toml = format!(
+        "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n{extra}"
+    );
+    let b = Weft::launch_args(
+        1,
+        &toml,
+        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let proxy = Proxy::start(b.mesh.unwrap()).await;
+    let a = Weft::launch_args(
+        1,
+        &toml,
+        &["--router-id", "A", "--link", &proxy.addr.to_string()],
+    );
+    linked(&a, &b).await;
+    let mut sub = connect(b.addr, &format!("{prefix}-sub")).await;
+    sub.subscribe(&format!("{prefix}/#"), rumqttc::QoS::AtLeastOnce)
+        .await;
+    let publisher = connect(a.addr, &format!("{prefix}-pub")).await;
+    let probe = format!("{prefix}/probe");
+    loop {
+        publisher
+            .publish(&probe, rumqttc::QoS::AtMostOnce, "p")
+            .await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await {
+            if p.topic == probe {
+                break;
+            }
+        }
+    }
+    (a, b, proxy, sub, publisher)
+}
+
+/// Payload → how many times `sub` got it on `topic`: until `n` distinct
+/// payloads arrived, then until a quiet 300 ms (to catch duplicates).
+/// Also counts what arrived on `other`.
+async fn collect_once(
+    sub: &mut Client,
+    topic: &str,
+    other: &str,
+    n: usize,
+) -> (BTreeMap<String, usize>, usize) {
+    let mut seen = BTreeMap::new();
+    let mut others = 0;
+    loop {
+        let p = if seen.len() < n {
+            sub.next_publish().await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(300), sub.next_publish()).await {
+                Ok(p) => p,
+                Err(_) => break,
+            }
+        };
+        if p.topic == topic {
+            *seen
+                .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                .or_insert(0usize) += 1;
+        } else if p.topic == other {
+            others += 1;
+        }
+    }
+    (seen, others)
 }
