@@ -508,16 +508,6 @@ impl Router {
         if self.links.contains_key(&link) {
             self.link_down(link, out);
         }
-        // The same peer back: what its held link kept is learned afresh now.
-        let held: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.held && l.peer == peer_id)
-            .map(|(&id, _)| id)
-            .collect();
-        for old in held {
-            self.link_down(old, out);
-        }
         self.plans.clear();
         self.links.insert(
             link,
@@ -545,7 +535,8 @@ impl Router {
     /// stay, so that events for routers behind it are still sent to it
     /// (the runtime keeps QoS 1 copies for the peer's return) and other
     /// routers still send them here. [`Router::link_down`] (on expiry) or
-    /// the peer's return ([`Router::link_up_with_policy`]) ends the hold.
+    /// the peer's return ([`Router::release_held`], once the new link has
+    /// carried its table) ends the hold.
     /// False if nothing was held (the link is then down for good).
     pub fn link_hold(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
         if !self.links.contains_key(&link) {
@@ -575,6 +566,20 @@ impl Router {
             self.sync_all(&key, out);
         }
         true
+    }
+
+    /// `peer` is back on a new link and has sent its whole table there:
+    /// its held links end (what they kept is now learned over the new one).
+    pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) {
+        let held: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.held && l.peer == peer)
+            .map(|(&id, _)| id)
+            .collect();
+        for old in held {
+            self.link_down(old, out);
+        }
     }
 
     /// Whether `link` is held (down, its routes kept).
@@ -2283,12 +2288,24 @@ mod tests {
         out.clear();
         r1.on_message(LinkId(2), add("h/#", "r2", 0), &mut out);
         assert!(out.is_empty());
-        // r2 returns on a new link: the hold ends, interest is learned anew.
+        // r2 returns on a new link: its table arrives there, then the hold
+        // ends; the route never disappears meanwhile.
+        out.clear();
         r1.link_up(LinkId(3), "r2", &mut out);
-        assert!(!r1.is_held(LinkId(2)));
-        assert_eq!(r1.best_route("f/#", "r2"), None);
+        assert!(r1.is_held(LinkId(2)));
         r1.on_message(LinkId(3), add("f/#", "r2", 0), &mut out);
+        r1.release_held("r2", &mut out);
+        assert!(!r1.is_held(LinkId(2)));
         assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(3))));
+        // r0 was never told to forget f/# (what r2 hears of its own interest
+        // it ignores).
+        assert!(!out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                link: LinkId(1),
+                msg: LinkMsg::InterestRemove { .. }
+            } | Action::RemoteInterest { present: false, .. }
+        )));
         // A link with nothing only it had is simply down.
         let mut r = Router::new("x", RouterConfig::default());
         r.link_up(LinkId(1), "y", &mut out);

@@ -140,6 +140,8 @@ struct Link {
     ack_owed: Cell<u64>,
     ack_sent: Cell<u64>,
     ping_sent_ns: Cell<u64>,
+    /// The peer's first PING or PONG arrived (see `table_received`).
+    synced: Cell<bool>,
 }
 
 impl Link {
@@ -667,11 +669,9 @@ impl Bridge {
             ack_owed: Cell::new(0),
             ack_sent: Cell::new(0),
             ping_sent_ns: Cell::new(0),
+            synced: Cell::new(false),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
-        // The peer is back: its held link ends (the routing core releases
-        // it in link_up below); its waiting copies go out with the resend.
-        self.held.borrow_mut().retain(|_, p| *p != peer);
         if !slot.dialled {
             self.adopt_history(slot, &peer);
         }
@@ -693,6 +693,11 @@ impl Bridge {
             ob.written = ob.frames.front().map_or(ob.next_seq, |(seq, _)| seq - 1);
         }
         self.refill(&link);
+        // A PING right after the table: the peer's first PING or PONG tells
+        // it our whole table is in (see `table_received`).
+        let nonce = now_ns().max(1);
+        link.ping_sent_ns.set(nonce);
+        self.push_frame(&link, &Frame::Ping { nonce });
         let writer = glommio::spawn_local(write_loop(self.clone(), link.clone(), stream.clone()));
         let keepalive = glommio::spawn_local(keepalive(self.clone(), link.clone()));
         // Links are few and busy: one buffer of a fixed size from now on,
@@ -875,10 +880,12 @@ impl Bridge {
                 return None;
             }
             Frame::Ping { nonce } => {
+                self.table_received(link);
                 self.push_frame(link, &Frame::Pong { nonce });
                 return None;
             }
             Frame::Pong { nonce } => {
+                self.table_received(link);
                 if nonce == link.ping_sent_ns.get() {
                     slot.rtt_us.set(Some(now_ns().saturating_sub(nonce) / 1000));
                 }
@@ -891,6 +898,22 @@ impl Bridge {
         self.router.borrow_mut().on_message(link.id, msg, &mut out);
         self.apply(out, None);
         None
+    }
+
+    /// The peer's first PING or PONG on a link: everything it sent before,
+    /// its whole interest table included, has been applied. A held link of
+    /// the same peer ends now, not at hello: its routes never lapse.
+    fn table_received(&self, link: &Link) {
+        if link.synced.replace(true) {
+            return;
+        }
+        let had = self.held.borrow().values().any(|p| *p == link.peer);
+        if had {
+            self.held.borrow_mut().retain(|_, p| *p != link.peer);
+            let mut out = Vec::new();
+            self.router.borrow_mut().release_held(&link.peer, &mut out);
+            self.apply(out, None);
+        }
     }
 
     // ------------------------------------------------------- admin view
