@@ -122,6 +122,8 @@ pub struct Global {
     pub server_id: String,
     /// Shards that joined the mesh and are accepting.
     pub ready_shards: AtomicUsize,
+    /// Executors (shards and bridge) that joined the rings.
+    pub joined: AtomicUsize,
     /// The configuration in force after a SIGHUP reload, and its number;
     /// shards pick it up on their housekeeping tick.
     pub reloaded: std::sync::Mutex<Option<Arc<Config>>>,

@@ -21,6 +21,7 @@ pub mod nats_conn;
 pub mod session;
 pub mod stats;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::io::FromRawFd;
@@ -46,6 +47,8 @@ pub enum StartError {
         addr: SocketAddr,
         reason: String,
     },
+    #[error("executors did not start: {0}")]
+    NotJoined(String),
     #[error("cannot start shard {shard} on core {core}: {reason}")]
     Executor {
         shard: usize,
@@ -53,6 +56,9 @@ pub enum StartError {
         reason: String,
     },
 }
+
+/// Longest wait for every executor to start and join the rings.
+const EXECUTORS_START_MAX: Duration = Duration::from_secs(30);
 
 /// How often a shard publishes its counters and checks for shutdown.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
@@ -185,9 +191,10 @@ impl Router {
             std::collections::hash_map::RandomState::new().hash_one(std::process::id())
         };
         crate::topic::trie::seed_hashes(seed);
-        raise_memlock(
-            (config.runtime.io_memory_bytes as u64 + (1 << 20)) * shards as u64 + (8 << 20),
-        );
+        // Every executor (the shards, and the mesh's bridge) registers its
+        // io_uring memory.
+        let executors = shards as u64 + u64::from(mesh.is_some());
+        raise_memlock((config.runtime.io_memory_bytes as u64 + (1 << 20)) * executors + (8 << 20));
         raise_nofile();
 
         let mut per_shard: Vec<Vec<(SessionProtocol, RawFd)>> = vec![Vec::new(); shards];
@@ -301,6 +308,22 @@ impl Router {
                     reason: e.to_string(),
                 })?;
             threads.push(handle);
+        }
+        // Every executor must join the rings before anything is served: one
+        // that could not start (io_uring or memory limits: its thread ends
+        // before our code runs) would leave the others waiting for it.
+        let deadline = Instant::now() + EXECUTORS_START_MAX;
+        while global.joined.load(Ordering::Acquire) < peers {
+            if Instant::now() >= deadline {
+                global.shutdown.store(true, Ordering::Relaxed);
+                return Err(StartError::NotJoined(format!(
+                    "only {} of {peers} joined the rings within {} s \
+                     (one could not start: check io_uring and locked-memory limits)",
+                    global.joined.load(Ordering::Acquire),
+                    EXECUTORS_START_MAX.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         let admin = match admin_listen {
             Some(addr) => {
@@ -486,7 +509,24 @@ async fn join_peer_with(
     stats: impl FnOnce(usize) -> Arc<ShardStats>,
     global: Arc<Global>,
 ) -> Option<Rc<ShardCtx>> {
-    let (senders, mut receivers) = match channels.join().await {
+    // glommio 0.9's mesh rendezvous can lose a wake-up between two
+    // executors that join at the same moment: both then sleep forever in
+    // io_uring (seen under load: 1 router in 10 never started). A ticker
+    // keeps this executor's reactor turning, which processes the pending
+    // cross-executor notifications, until the join is done.
+    let joining = Rc::new(Cell::new(true));
+    let ticker = {
+        let joining = joining.clone();
+        glommio::spawn_local(async move {
+            while joining.get() {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let joined = channels.join().await;
+    joining.set(false);
+    ticker.await;
+    let (senders, mut receivers) = match joined {
         Ok(pair) => pair,
         Err(_) => {
             tracing::error!("executor could not join the rings");
@@ -494,6 +534,7 @@ async fn join_peer_with(
         }
     };
     let id = senders.peer_id();
+    global.joined.fetch_add(1, Ordering::AcqRel);
     let ctx = Rc::new(ShardCtx::new(senders, config, stats(id), global));
     for (from, receiver) in receivers.streams() {
         let ctx = ctx.clone();
