@@ -283,9 +283,14 @@ impl Router {
             let global = global.clone();
             let view = global.mesh_view.clone();
             let listener_fd = mesh_listener.map(|(_, fd)| fd);
-            let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
                 .name("weft-bridge")
-                .io_memory(config.runtime.io_memory_bytes)
+                .io_memory(config.runtime.io_memory_bytes);
+            if config.runtime.spin_before_park_us > 0 {
+                builder = builder
+                    .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
+            }
+            let handle = builder
                 .spawn(move || async move {
                     // SAFETY: the fd comes from a listening std socket whose
                     // ownership was released with into_raw_fd.
