@@ -8,22 +8,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 use rumqttc::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET over HTTP/1.0: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    admin_get(addr, path).await
 }
 
 fn scrape_total(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {

@@ -147,6 +147,17 @@ fn bind_protocol(
     Ok(Bound { addr, own_addrs })
 }
 
+/// An executor pinned to `core` with the runtime's settings.
+fn executor(name: &str, core: usize, config: &crate::config::Config) -> LocalExecutorBuilder {
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(core))
+        .name(name)
+        .io_memory(config.runtime.io_memory_bytes);
+    match config.runtime.spin_before_park_us {
+        0 => builder,
+        us => builder.spin_before_park(Duration::from_micros(us)),
+    }
+}
+
 /// io_uring registers buffers as locked memory; raise the soft limit to what
 /// the shards need when the hard limit (or privilege) allows it.
 fn raise_memlock(bytes: u64) {
@@ -253,14 +264,7 @@ impl Router {
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
-            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
-                .name(&format!("weft-shard-{index}"))
-                .io_memory(config.runtime.io_memory_bytes);
-            if config.runtime.spin_before_park_us > 0 {
-                builder = builder
-                    .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
-            }
-            let handle = builder
+            let handle = executor(&format!("weft-shard-{index}"), core, &config)
                 .spawn(move || async move {
                     let listeners = fds
                         .into_iter()
@@ -283,14 +287,7 @@ impl Router {
             let global = global.clone();
             let view = global.mesh_view.clone();
             let listener_fd = mesh_listener.map(|(_, fd)| fd);
-            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
-                .name("weft-bridge")
-                .io_memory(config.runtime.io_memory_bytes);
-            if config.runtime.spin_before_park_us > 0 {
-                builder = builder
-                    .spin_before_park(Duration::from_micros(config.runtime.spin_before_park_us));
-            }
-            let handle = builder
+            let handle = executor("weft-bridge", core, &config)
                 .spawn(move || async move {
                     // SAFETY: the fd comes from a listening std socket whose
                     // ownership was released with into_raw_fd.
