@@ -217,6 +217,24 @@ import_prefix = "from-a/"
     })
     .await;
     assert_eq!(view.to("B").unwrap().denied_export, 2);
+    // The same in Prometheus form (a parseable exposition).
+    let (status, text) = admin_get(a.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let denied: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "weft_mesh_events_denied_total"
+                && s.labels.get("peer") == Some("B")
+                && s.labels.get("policy") == Some("export")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(denied, 2.0, "{text}");
     let b_view = links(b.admin).await;
     assert_eq!(b_view.to("A").unwrap().denied_import, 0);
 }
