@@ -37,6 +37,12 @@ use crate::topic::trie::{
 };
 use crate::topic::TopicLimits;
 
+/// Where one queue-group member was picked.
+enum Member {
+    Here(LocalSub),
+    Shard(usize),
+}
+
 /// What shards tell each other.
 #[derive(Clone)]
 pub enum ShardMsg {
@@ -1068,27 +1074,61 @@ impl ShardCtx {
             Counters::add(&self.counters.dropped_group_gone, 1);
             return;
         };
-        let remote = g.remote.count_ones() as usize;
-        let total = g.local.len() + remote;
-        if total == 0 {
-            Counters::add(&self.counters.dropped_group_gone, 1);
-            return;
+        match self.pick_member(g) {
+            Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
+            Some(Member::Shard(peer)) => {
+                let groups = std::iter::once(g.name.clone()).collect();
+                self.push_control(
+                    Some(peer),
+                    ShardMsg::Event {
+                        event,
+                        plain: false,
+                        groups,
+                    },
+                );
+            }
+            None => Counters::add(&self.counters.dropped_group_gone, 1),
         }
-        let pick = self.rng.below(total);
-        if pick < g.local.len() {
-            self.deliver_local(&[g.local[pick]], event, None);
+    }
+
+    /// One member of a queue group, chosen uniformly among this process's
+    /// members (this shard's and the shards that have members); only when
+    /// it has none, the bridge (another router's members).
+    fn pick_member(&self, g: &GroupMatch) -> Option<Member> {
+        let bridge = self.bridge_bit();
+        let here = g.remote & !bridge;
+        let members = g.local.len() + here.count_ones() as usize;
+        let pick = if members == 0 {
+            0
         } else {
-            let peer = nth_bit(g.remote, pick - g.local.len());
-            let groups = std::iter::once(g.name.clone()).collect();
-            self.push_control(
-                Some(peer),
-                ShardMsg::Event {
-                    event,
-                    plain: false,
-                    groups,
-                },
-            );
+            self.rng.below(members)
+        };
+        if pick < g.local.len() {
+            if let Some(sub) = self.live_member(&g.local, pick) {
+                return Some(Member::Here(sub));
+            }
         }
+        let shards = here.count_ones() as usize;
+        if shards > 0 {
+            let n = pick.saturating_sub(g.local.len()).min(shards - 1);
+            return Some(Member::Shard(nth_bit(here, n)));
+        }
+        (g.remote & bridge != 0).then(|| Member::Shard(bridge.trailing_zeros() as usize))
+    }
+
+    /// A member of `local` whose session still takes deliveries, trying
+    /// `start` first: a member whose connection is closing has left the
+    /// group already, though its subscriptions go only once it is gone.
+    fn live_member(&self, local: &[LocalSub], start: usize) -> Option<LocalSub> {
+        let slots = self.slots.borrow();
+        let leaving = |key: SessionKey| match slots.slots.get(key as usize) {
+            Some(Some(Slot::Mqtt(s))) | Some(Some(Slot::NatsConn(s))) => s.leaving(),
+            Some(Some(Slot::NatsSub(ns))) => ns.session.leaving(),
+            _ => true,
+        };
+        (0..local.len())
+            .map(|i| local[(start + i) % local.len()])
+            .find(|sub| !leaving(sub.session))
     }
 
     /// Adds a NATS subscription `sid` with its internal filter. False if
@@ -1250,23 +1290,13 @@ impl ShardCtx {
         // among this process's members (local ones and the shards that have
         // members); only when it has none does the bridge (other routers'
         // members) get the event for that group.
-        let bridge = self.bridge_bit();
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
         let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
         for g in matched.groups.iter() {
-            let here = g.remote & !bridge;
-            let members = g.local.len() + here.count_ones() as usize;
-            if members == 0 {
-                if g.remote & bridge != 0 {
-                    remote_groups.push((bridge.trailing_zeros() as usize, g.name.clone()));
-                }
-                continue;
-            }
-            let pick = self.rng.below(members);
-            if pick < g.local.len() {
-                local_picks.push(g.local[pick]);
-            } else {
-                remote_groups.push((nth_bit(here, pick - g.local.len()), g.name.clone()));
+            match self.pick_member(g) {
+                Some(Member::Here(sub)) => local_picks.push(sub),
+                Some(Member::Shard(peer)) => remote_groups.push((peer, g.name.clone())),
+                None => {}
             }
         }
         self.send_to_shards(&event, matched.remote, &remote_groups)
@@ -1423,13 +1453,19 @@ impl ShardCtx {
                         .groups
                         .iter()
                         .find(|g: &&GroupMatch| g.name == *name);
-                    match members {
-                        Some(g) if !g.local.is_empty() => {
-                            let pick = g.local[self.rng.below(g.local.len())];
-                            self.deliver_local(&[pick], event.clone(), Some(congested));
-                        }
-                        // The members left while the event was on its way.
-                        _ => Counters::add(&self.counters.dropped_group_gone, 1),
+                    let live = members.and_then(|g| {
+                        let start = self.rng.below(g.local.len().max(1));
+                        self.live_member(&g.local, start)
+                    });
+                    match live {
+                        Some(pick) => self.deliver_local(&[pick], event.clone(), Some(congested)),
+                        // The members here left while the event was on its
+                        // way: another member of the group gets it (the
+                        // publisher may hold a PUBACK for it). It can come
+                        // back only while the members here are closing: their
+                        // InterestRemove then precedes it on the ordered
+                        // queue, and it is dropped (counted) once none is left.
+                        None => self.deliver_to_group(event.clone(), name),
                     }
                 }
                 if plain {

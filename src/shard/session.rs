@@ -339,15 +339,19 @@ impl Session {
         self.push(&mut out, OutItem::Frame(frame.into_boxed_slice()));
     }
 
+    /// True once the connection is closing and nothing more will be
+    /// delivered to this session (a persistent session whose connection is
+    /// closing keeps collecting, as it will once parked).
+    pub fn leaving(&self) -> bool {
+        self.close.get().is_some() && (!self.persistent.get() || self.detached.get())
+    }
+
     /// Queues `event` for delivery, applying the queue limits.
     pub fn deliver(&self, event: Event, how: DeliverAs, limits: &Limits) -> Delivery {
-        // A persistent session whose connection is closing keeps collecting,
-        // as it will once parked: nothing acknowledged falls in between.
-        let closing = self.close.get().is_some();
-        if closing && (!self.persistent.get() || self.detached.get()) {
+        if self.leaving() {
             return Delivery::Dropped;
         }
-        let offline = self.offline.get() || closing;
+        let offline = self.offline.get() || self.close.get().is_some();
         let qos = how.qos();
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
