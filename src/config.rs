@@ -101,6 +101,28 @@ pub struct MeshConfig {
     pub links_max: usize,
     /// Per-peer link policy; see [`PolicyConfig`].
     pub policy: Vec<PolicyConfig>,
+    /// TLS on every link; see [`MeshTlsConfig`].
+    pub tls: MeshTlsConfig,
+}
+
+/// `[mesh.tls]`: with `cert`, `key` and `ca` set, every link is TLS with
+/// mutual authentication against `ca` (see `mesh::tls`). Paths are PEM
+/// files, relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshTlsConfig {
+    /// This router's certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// The CA certificates that sign every router's certificate.
+    pub ca: String,
+    /// The name a dialled peer's certificate must carry (a DNS name or IP);
+    /// empty = the IP address dialled.
+    pub server_name: String,
+    /// Each end requires the peer's certificate to name the router id of
+    /// its hello (as a DNS subject alternative name).
+    pub router_id_in_cert: bool,
 }
 
 /// What may cross the links to one peer (`peer` = its router id, or `*` for
@@ -140,6 +162,7 @@ impl Default for MeshConfig {
             dedup_window: 65_536,
             links_max: 64,
             policy: Vec::new(),
+            tls: MeshTlsConfig::default(),
         }
     }
 }
@@ -151,6 +174,8 @@ pub struct MeshResolved {
     pub listen: Option<SocketAddr>,
     pub links: Vec<SocketAddr>,
     pub bridge_core: Option<usize>,
+    /// None = plain TCP links.
+    pub tls: Option<crate::mesh::tls::MeshTls>,
 }
 
 impl MeshConfig {
@@ -814,11 +839,13 @@ impl Config {
             }
             Some(cores[0])
         };
+        let tls = crate::mesh::tls::MeshTls::load(&m.tls)?;
         Ok(Some(MeshResolved {
             router_id: m.router_id.clone(),
             listen,
             links,
             bridge_core,
+            tls,
         }))
     }
 }

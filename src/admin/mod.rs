@@ -126,6 +126,7 @@ fn route(
                     "hops_exceeded": v.hops_exceeded,
                     "held_links": v.held_links,
                     "held_dropped": v.held_dropped,
+                    "tls": v.tls,
                 }),
                 // The mesh is off (or the bridge has not ticked yet).
                 None => serde_json::json!({"router_id": null, "total": 0, "links": []}),

@@ -8,7 +8,9 @@
 //!   router) with split horizon, forwarding by destination sets so that any
 //!   topology delivers each event exactly once, queue groups across routers,
 //!   duplicate suppression, per-link policy and prefix rewrite), tested in
-//!   an in-memory multi-router simulation.
+//!   an in-memory multi-router simulation;
+//! - [`tls`]: the links' TLS configuration (mutual authentication against
+//!   the mesh's CA) and the certificate-names-router-id check.
 //!
 //! The runtime that drives them, the bridge executor with its sockets,
 //! timers and rings, is `shard::bridge` (the runtime seam): it maps
@@ -20,3 +22,4 @@
 
 pub mod link;
 pub mod route;
+pub mod tls;

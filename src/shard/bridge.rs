@@ -41,18 +41,19 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncRead;
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use serde::Serialize;
 
 use super::ctx::{Interest, ShardCtx};
-use super::io::{write_all, ReadBuffer, Stream};
+use super::io::{write_all, ReadBuffer};
 use crate::config::{Config, MeshConfig, MeshResolved};
 use crate::event::{now_ns, Event, EventMeta, Origin};
 use crate::mesh::link::{self, Frame, Hello, LinkLimits, LinkMeta, LINK_VERSION};
 use crate::mesh::route::{
     self, Action, EventCopy, LinkCounters, LinkId, LinkMsg, LinkPolicy, RouterConfig,
 };
+use crate::mesh::tls::{self, MeshTls};
 
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
@@ -100,6 +101,8 @@ pub struct MeshView {
     /// the resend store's bound.
     pub held_links: u64,
     pub held_dropped: u64,
+    /// Every link is TLS (`[mesh.tls]`).
+    pub tls: bool,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -269,6 +272,86 @@ pub struct Bridge {
     origin: Origin,
     /// xorshift state for queue-group picks among routers.
     rng: Cell<u64>,
+    /// `[mesh.tls]`: None = plain TCP links.
+    tls: Option<MeshTls>,
+}
+
+/// A link's byte stream: plain TCP, or TLS over it (`[mesh.tls]`). The
+/// reader and the writer task share it through a `RefCell`, borrowed only
+/// inside one poll.
+enum LinkStream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::TlsStream<TcpStream>>),
+}
+
+type LinkIo = RefCell<LinkStream>;
+
+impl LinkStream {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            LinkStream::Plain(s) => s.as_raw_fd(),
+            LinkStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+impl AsyncRead for LinkStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            LinkStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LinkStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            LinkStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            LinkStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkStream::Plain(s) => Pin::new(s).poll_close(cx),
+            LinkStream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+        }
+    }
+}
+
+/// A TLS record's first bytes (content type 20–23, version 3.x): a peer
+/// with `[mesh.tls]` talking to one without.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x14..=0x17, 0x03, ..])
+}
+
+/// Pushes out what TLS still holds of the last writes (nothing to do for
+/// plain TCP).
+async fn flush(stream: &LinkIo) -> std::io::Result<()> {
+    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await
 }
 
 fn policy_of(mesh: &MeshConfig, peer: &str) -> LinkPolicy {
@@ -332,6 +415,7 @@ impl Bridge {
             held_dropped: Cell::new(0),
             origin,
             rng: Cell::new(wall | 1),
+            tls: mesh.tls.clone(),
         })
     }
 
@@ -593,22 +677,98 @@ impl Bridge {
         }
     }
 
+    /// The link's stream: the TCP connection itself, or (with
+    /// `[mesh.tls]`) TLS over it once the handshake (bounded by
+    /// `mesh.connect_timeout_ms`) has verified the peer's certificate.
+    async fn secure(
+        &self,
+        slot: &Slot,
+        tcp: TcpStream,
+        remote: Option<SocketAddr>,
+        timeout: Duration,
+    ) -> Result<LinkStream, String> {
+        let Some(tls) = &self.tls else {
+            return Ok(LinkStream::Plain(tcp));
+        };
+        let handshake = async {
+            if slot.dialled {
+                let ip = remote
+                    .or(slot.remote.get())
+                    .map(|a| a.ip())
+                    .ok_or("no peer address")?;
+                let connector = futures_rustls::TlsConnector::from(tls.client.clone());
+                connector
+                    .connect(tls.name_for(ip), tcp)
+                    .await
+                    .map(futures_rustls::TlsStream::Client)
+            } else {
+                let acceptor = futures_rustls::TlsAcceptor::from(tls.server.clone());
+                acceptor
+                    .accept(tcp)
+                    .await
+                    .map(futures_rustls::TlsStream::Server)
+            }
+            .map_err(|e| {
+                let hint = match e.to_string() {
+                    m if m.contains("InvalidContentType") => " (is the peer without [mesh.tls]?)",
+                    _ => "",
+                };
+                format!("TLS handshake failed: {e}{hint}")
+            })
+        };
+        let stream = futures_lite::future::or(handshake, async {
+            glommio::timer::sleep(timeout).await;
+            Err("no TLS handshake within mesh.connect_timeout_ms".to_string())
+        })
+        .await?;
+        Ok(LinkStream::Tls(Box::new(stream)))
+    }
+
+    /// With `mesh.tls.router_id_in_cert`: the peer's certificate must name
+    /// the router id its hello claimed.
+    fn check_cert(&self, stream: &LinkStream, peer: &str) -> Result<(), String> {
+        let (Some(t), LinkStream::Tls(s)) = (&self.tls, stream) else {
+            return Ok(());
+        };
+        if !t.router_id_in_cert {
+            return Ok(());
+        }
+        let cert = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or("the peer presented no certificate")?;
+        tls::check_router_id(cert, peer)
+    }
+
     /// Runs one connection: hello, then frames until it ends.
-    async fn run_link(self: &Rc<Self>, slot: &Rc<Slot>, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let remote = stream.peer_addr().ok();
+    async fn run_link(self: &Rc<Self>, slot: &Rc<Slot>, tcp: TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        let remote = tcp.peer_addr().ok();
         slot.remote.set(remote.or(slot.remote.get()));
-        let stream: Rc<Stream> = Rc::new(RefCell::new(stream));
+        let timeout = Duration::from_millis(self.config.mesh.connect_timeout_ms);
+        let stream = match self.secure(slot, tcp, remote, timeout).await {
+            Ok(s) => s,
+            Err(reason) => {
+                tracing::warn!(remote = ?remote, "mesh: link refused: {reason}");
+                return;
+            }
+        };
+        let stream: Rc<LinkIo> = Rc::new(RefCell::new(stream));
         let mut hello = Vec::new();
         link::encode(&Frame::Hello(self.hello()), &mut hello).expect("hello encodes");
-        let timeout = Duration::from_millis(self.config.mesh.connect_timeout_ms);
         // Small until the peer proved itself with a hello.
         let mut rb = ReadBuffer::default();
         let handshake = async {
             write_all(&stream, &hello)
                 .await
                 .map_err(|e| e.to_string())?;
+            flush(&stream).await.map_err(|e| e.to_string())?;
             loop {
+                if self.tls.is_none() && looks_like_tls(rb.filled()) {
+                    return Err("link refused: the peer speaks TLS: set [mesh.tls] here too".into());
+                }
                 match link::decode(rb.filled(), &self.limits) {
                     Ok(Some((frame, n))) => {
                         let checked = link::check_hello(&self.hello(), &frame);
@@ -617,7 +777,10 @@ impl Bridge {
                             _ => String::new(),
                         };
                         rb.start += n;
-                        return checked.map(|()| peer).map_err(|e| e.to_string());
+                        checked.map_err(|e| e.to_string())?;
+                        self.check_cert(&stream.borrow(), &peer)
+                            .map_err(|e| format!("link refused: {e}"))?;
+                        return Ok(peer);
                     }
                     Ok(None) => {}
                     Err(e) => return Err(format!("link refused: bad hello: {e}")),
@@ -646,7 +809,9 @@ impl Bridge {
                 tracing::warn!(remote = ?remote, "mesh: {reason}");
                 let mut close = Vec::new();
                 let _ = link::encode(&Frame::Close { reason: &reason }, &mut close);
-                let _ = write_all(&stream, &close).await;
+                if write_all(&stream, &close).await.is_ok() {
+                    let _ = flush(&stream).await;
+                }
                 return;
             }
         };
@@ -762,7 +927,7 @@ impl Bridge {
         self: &Rc<Self>,
         link: &Rc<Link>,
         slot: &Slot,
-        stream: &Stream,
+        stream: &LinkIo,
         mut rb: ReadBuffer,
     ) -> String {
         loop {
@@ -969,6 +1134,7 @@ impl Bridge {
             hops_exceeded: c.hops_exceeded,
             held_links: self.held.borrow().len() as u64,
             held_dropped: self.held_dropped.get(),
+            tls: self.tls.is_some(),
         }
     }
 
@@ -1077,7 +1243,7 @@ async fn until_closed(link: &Link) {
 }
 
 /// One read; ends early (Err) when the link is closed from elsewhere.
-async fn read_once(stream: &Stream, buf: &mut [u8], link: Option<&Link>) -> Result<usize, String> {
+async fn read_once(stream: &LinkIo, buf: &mut [u8], link: Option<&Link>) -> Result<usize, String> {
     poll_fn(|cx| {
         if let Some(l) = link {
             if l.closed.get() {
@@ -1097,7 +1263,7 @@ async fn read_once(stream: &Stream, buf: &mut [u8], link: Option<&Link>) -> Resu
 
 /// Writes what the link buffers, in batches, until the link closes (then
 /// what is left, bounded by a short time, for a final CLOSE).
-async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<Stream>) {
+async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<LinkIo>) {
     let mut spare = Vec::new();
     loop {
         let batch = poll_fn(|cx| {
@@ -1119,7 +1285,10 @@ async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<Stream>) {
         let Some(mut batch) = batch else {
             break;
         };
-        let write = write_all(&stream, &batch);
+        let write = async {
+            write_all(&stream, &batch).await?;
+            flush(&stream).await
+        };
         let ok = if link.closed.get() {
             // Last words (CLOSE) get a short, bounded chance.
             futures_lite::future::or(async { write.await.is_ok() }, async {
@@ -1137,8 +1306,8 @@ async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<Stream>) {
         batch.clear();
         spare = batch;
     }
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    let fd = stream.borrow().as_raw_fd();
+    use std::os::fd::BorrowedFd;
+    let fd = stream.borrow().raw_fd();
     // SAFETY: the fd stays open while `stream` lives (it is ours).
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let _ = socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Both);

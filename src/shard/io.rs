@@ -250,7 +250,10 @@ async fn write_counted(stream: &Stream, buf: &[u8], written: &mut usize) -> io::
     Ok(())
 }
 
-pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> io::Result<()> {
+pub async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &RefCell<S>,
+    mut buf: &[u8],
+) -> io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
         if n == 0 {
