@@ -83,6 +83,15 @@ pub struct Event {
     pub born_ns: u64,
 }
 
+/// Nanoseconds since the Unix epoch (the wall clock; never 0): the stamp
+/// of a retained publish, compared across routers.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
 /// Nanoseconds on a process-wide monotonic clock (one `Instant` read).
 pub fn now_ns() -> u64 {
     use std::sync::OnceLock;

@@ -342,43 +342,13 @@ async fn retained_messages_reach_every_router() {
     publisher
         .publish_retained("state/door", rumqttc::QoS::AtLeastOnce, "open")
         .await;
-    // Stored at B: poll with fresh subscriptions until it is there.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let p = loop {
-        let mut late = connect(b.addr, "late").await;
-        late.subscribe("state/#", rumqttc::QoS::AtLeastOnce).await;
-        if let Ok(p) = tokio::time::timeout(Duration::from_millis(100), late.next_publish()).await {
-            break p;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retained never reached B"
-        );
-    };
-    assert_eq!(
-        (p.topic.as_str(), &p.payload[..]),
-        ("state/door", &b"open"[..])
-    );
-    assert!(p.retain, "delivered as retained");
+    // Stored at B: fresh subscriptions there get it, flagged retained.
+    wait_retained("B", b.addr, "state/#", &[("state/door", "open")]).await;
     // An empty retained publish deletes it everywhere.
     publisher
         .publish_retained("state/door", rumqttc::QoS::AtLeastOnce, "")
         .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut late = connect(b.addr, "late2").await;
-        late.subscribe("state/#", rumqttc::QoS::AtLeastOnce).await;
-        if tokio::time::timeout(Duration::from_millis(100), late.next_publish())
-            .await
-            .is_err()
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deletion never reached B"
-        );
-    }
+    wait_retained("B after the deletion", b.addr, "state/#", &[]).await;
 }
 
 /// Routers of different meshes refuse each other with a log line naming
@@ -687,4 +657,118 @@ async fn collect_once(
         }
     }
     (seen, others)
+}
+
+/// The retained messages a fresh subscription at `addr` gets for
+/// `filter`, as sorted (topic, payload) pairs: everything flagged retained
+/// that arrives until 150 ms pass without another.
+async fn retained_at(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, String)> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let id = format!(
+        "look-{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut c = connect(addr, &id).await;
+    c.subscribe(filter, rumqttc::QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    while let Ok(p) = tokio::time::timeout(Duration::from_millis(150), c.next_publish()).await {
+        if !p.retain {
+            continue; // a live publish, still on its way when we subscribed
+        }
+        got.push((
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        ));
+    }
+    got.sort();
+    got
+}
+
+/// Polls `retained_at` until it gives `want` (stores converge
+/// asynchronously).
+async fn wait_retained(
+    name: &str,
+    addr: std::net::SocketAddr,
+    filter: &str,
+    want: &[(&str, &str)],
+) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = retained_at(addr, filter).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: retained {got:?}, want {want:?}"
+        );
+    }
+}
+
+/// A router that joins later gets the retained messages published before
+/// (not the deleted ones); after a partition in which each side changed
+/// its store (QoS 0: no copy waits for the link), both converge on the
+/// last writer of each topic, deletions included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_stores_resync_when_a_router_joins_or_returns() {
+    let toml = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n";
+    let a = Weft::launch_args(
+        1,
+        toml,
+        &["--router-id", "A", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let at_a = connect(a.addr, "at-a").await;
+    for (t, p) in [("r/1", "a1"), ("r/2", "a2"), ("r/3", "gone soon")] {
+        at_a.publish_retained(t, rumqttc::QoS::AtLeastOnce, p).await;
+    }
+    at_a.publish_retained("r/3", rumqttc::QoS::AtLeastOnce, "")
+        .await;
+    wait_retained("A", a.addr, "r/#", &[("r/1", "a1"), ("r/2", "a2")]).await;
+
+    // B joins: it gets A's store, not the deleted message.
+    let proxy = Proxy::start(a.mesh.unwrap()).await;
+    let b = Weft::launch_args(
+        1,
+        toml,
+        &["--router-id", "B", "--link", &proxy.addr.to_string()],
+    );
+    wait_retained(
+        "B after joining",
+        b.addr,
+        "r/#",
+        &[("r/1", "a1"), ("r/2", "a2")],
+    )
+    .await;
+
+    // Apart, each side changes its store.
+    proxy.cut();
+    wait_links(a.admin, "A lost B", |v| v.up() == 0).await;
+    wait_links(b.admin, "B lost A", |v| v.up() == 0).await;
+    let at_b = connect(b.addr, "at-b").await;
+    at_a.publish_retained("r/1", rumqttc::QoS::AtMostOnce, "a1-new")
+        .await;
+    at_b.publish_retained("r/2", rumqttc::QoS::AtMostOnce, "")
+        .await;
+    at_b.publish_retained("r/4", rumqttc::QoS::AtMostOnce, "b4")
+        .await;
+    wait_retained(
+        "A apart",
+        a.addr,
+        "r/#",
+        &[("r/1", "a1-new"), ("r/2", "a2")],
+    )
+    .await;
+    wait_retained("B apart", b.addr, "r/#", &[("r/1", "a1"), ("r/4", "b4")]).await;
+
+    // Together again: the last writer of each topic wins on both sides.
+    proxy.restore();
+    let merged = [("r/1", "a1-new"), ("r/4", "b4")];
+    wait_retained("A after the heal", a.addr, "r/#", &merged).await;
+    wait_retained("B after the heal", b.addr, "r/#", &merged).await;
+    let (_, body) = admin_get(a.admin, "/links").await;
+    assert!(body.contains(r#""state":"up""#), "{body}");
 }

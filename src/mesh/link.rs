@@ -31,7 +31,7 @@
 use thiserror::Error;
 
 /// The link protocol version this router speaks.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 
 /// Longest router id accepted in a hello, in bytes.
 pub const ROUTER_ID_MAX: usize = 64;
@@ -54,7 +54,11 @@ pub mod kind {
 // Event flags byte.
 const EVENT_QOS_MASK: u8 = 0b0000_0011;
 const EVENT_RETAIN: u8 = 0b0000_0100;
-const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN);
+/// A stamp (u64) follows the flags byte.
+const EVENT_STAMP: u8 = 0b0000_1000;
+/// A retained-store exchange: stored if newer, never delivered.
+const EVENT_SYNC: u8 = 0b0001_0000;
+const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN | EVENT_STAMP | EVENT_SYNC);
 
 // Interest flags byte.
 const INTEREST_GROUP: u8 = 0b0000_0001;
@@ -187,6 +191,12 @@ pub struct Event<'a> {
     pub topic: &'a str,
     pub qos: u8,
     pub retain: bool,
+    /// A retained message's stamp (the wall clock of its publish at its
+    /// origin, ns; see `topic::retained`); 0 = none.
+    pub stamp: u64,
+    /// Part of a retained-store exchange between routers: stored where it
+    /// is newer, never delivered to subscribers.
+    pub sync: bool,
     pub payload: &'a [u8],
     pub meta: LinkMeta<'a>,
 }
@@ -520,6 +530,11 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
     if qos == 3 {
         return Err(LinkError::BadQos(qos));
     }
+    let stamp = if flags & EVENT_STAMP != 0 {
+        r.u64()?
+    } else {
+        0
+    };
     let present = r.u8()?;
     let has = |bit: u8| present & bit != 0;
     let mut meta = LinkMeta::default();
@@ -566,6 +581,8 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
         topic,
         qos,
         retain: flags & EVENT_RETAIN != 0,
+        stamp,
+        sync: flags & EVENT_SYNC != 0,
         payload,
         meta,
     })
@@ -629,6 +646,7 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
                 + e.groups.iter().map(|(d, g)| s(d) + s(g)).sum::<usize>()
                 + s(e.topic)
                 + 1
+                + if e.stamp != 0 { 8 } else { 0 }
                 + 1
                 + opt_s(m.reply)
                 + m.headers.map_or(0, |h| 4 + h.len())
@@ -738,7 +756,20 @@ fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
         put_str(out, "group", g)?;
     }
     put_str(out, "topic", e.topic)?;
-    out.push((e.qos & EVENT_QOS_MASK) | if e.retain { EVENT_RETAIN } else { 0 });
+    let mut flags = e.qos & EVENT_QOS_MASK;
+    for (on, bit) in [
+        (e.retain, EVENT_RETAIN),
+        (e.stamp != 0, EVENT_STAMP),
+        (e.sync, EVENT_SYNC),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    out.push(flags);
+    if e.stamp != 0 {
+        out.extend_from_slice(&e.stamp.to_be_bytes());
+    }
     let m = &e.meta;
     out.push(m.flags());
     if let Some(reply) = m.reply {
@@ -818,6 +849,8 @@ mod tests {
             topic: "a/b",
             qos: 0,
             retain: false,
+            stamp: 0,
+            sync: false,
             payload: b"x",
             meta: LinkMeta::default(),
         }
@@ -875,6 +908,13 @@ mod tests {
             retain: true,
             payload: &[9; 300],
             meta: full_meta(),
+            ..event()
+        }));
+        round_trip(Frame::Event(Event {
+            retain: true,
+            stamp: 1_790_000_000_000_000_000,
+            sync: true,
+            payload: b"",
             ..event()
         }));
         // Each metadata field alone (presence bits are independent), and
@@ -1043,12 +1083,14 @@ mod tests {
             (with(&[0, 0, 0, 0, 0, 1]), LinkError::Truncated),
             (with(&[3, 0, 0, 0, 0, 0]), LinkError::BadQos(3)),
             (
-                with(&[0x08, 0, 0, 0, 0, 0]),
+                with(&[0x20, 0, 0, 0, 0, 0]),
                 LinkError::BadFlags {
                     kind: kind::EVENT,
-                    flags: 0x08,
+                    flags: 0x20,
                 },
             ),
+            // A stamp flagged but cut short.
+            (with(&[EVENT_STAMP, 0, 0, 0, 0, 0]), LinkError::Truncated),
             // Reply flagged but the payload length is read as its string.
             (with(&[0, META_REPLY, 0, 0, 0, 0]), LinkError::Truncated),
             (

@@ -740,6 +740,43 @@ impl Router {
         self.emit(&origin, event_id, 0, topic, &plan, out);
     }
 
+    /// One entry of this router's retained store for the peer of `link`
+    /// alone (the exchange when a link comes up), within the link's export
+    /// policy. False if it may not go (or the link is not up).
+    pub fn sync_retained(
+        &mut self,
+        link: LinkId,
+        topic: &str,
+        event_id: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let id = self.id.clone();
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        if l.held {
+            return false;
+        }
+        if !l.policy.export_permitted(topic) {
+            l.counters.denied_export += 1;
+            return false;
+        }
+        l.counters.events_out += 1;
+        out.push(Action::Send {
+            link,
+            msg: LinkMsg::Event(EventCopy {
+                origin: id,
+                id: event_id,
+                hops: 0,
+                dests: vec![l.peer.clone()],
+                groups: Vec::new(),
+                topic: topic.to_owned(),
+                retain: true,
+            }),
+        });
+        true
+    }
+
     /// An event entered the mesh here for queue groups only (its plain
     /// subscribers, if any, are served otherwise).
     pub fn publish_groups(

@@ -145,6 +145,9 @@ struct Link {
     ping_sent_ns: Cell<u64>,
     /// The peer's first PING or PONG arrived (see `table_received`).
     synced: Cell<bool>,
+    /// This router's retained store, still to be sent to the peer (the
+    /// exchange that follows the interest table; see `feed_sync`).
+    sync: RefCell<VecDeque<(Event, u64)>>,
 }
 
 impl Link {
@@ -180,6 +183,11 @@ struct Outbox {
 struct Body<'a> {
     qos: u8,
     retain: bool,
+    /// A retained message's stamp (`topic::retained`); 0 = none.
+    stamp: u64,
+    /// A retained-store exchange: stored where newer, never delivered,
+    /// never in the resend store (a new link exchanges stores again).
+    sync: bool,
     payload: &'a [u8],
     meta: LinkMeta<'a>,
 }
@@ -209,6 +217,8 @@ impl<'a> Body<'a> {
         Body {
             qos: e.qos,
             retain: e.retain,
+            stamp: 0,
+            sync: false,
             payload: e.payload(),
             meta,
         }
@@ -218,9 +228,18 @@ impl<'a> Body<'a> {
         Body {
             qos: e.qos,
             retain: e.retain,
+            stamp: e.stamp,
+            sync: e.sync,
             payload: e.payload,
             meta: e.meta.clone(),
         }
+    }
+
+    /// A retained message stamped `stamp`; `sync`: see the field.
+    fn stamped(mut self, stamp: u64, sync: bool) -> Body<'a> {
+        self.stamp = stamp;
+        self.sync = sync;
+        self
     }
 
     /// The event to hand to this router's subscribers.
@@ -453,7 +472,13 @@ impl Bridge {
 
     /// A retained publish on one of this router's shards (stored there and
     /// delivered to its subscribers already): to every router.
-    pub fn on_local_retain(&self, event: &Event) {
+    pub fn on_local_retain(&self, event: &Event, stamp: u64) {
+        self.publish_retained(event, stamp, false);
+    }
+
+    /// A retained message to every router; `sync`: as part of the
+    /// retained-store exchange (stored where newer, not delivered).
+    fn publish_retained(&self, event: &Event, stamp: u64, sync: bool) {
         if event.expired() {
             return;
         }
@@ -463,8 +488,31 @@ impl Bridge {
         self.router
             .borrow_mut()
             .publish_retained(event.topic(), id, &mut out);
-        let body = Body::of_event(event);
+        let body = Body::of_event(event).stamped(stamp, sync);
         self.apply(out, Some(&body));
+    }
+
+    /// Sends the next entries of the retained-store exchange queued for
+    /// `link`, while its buffer is under half of `mesh.outbound_bytes_max`
+    /// (the rest follows as it drains).
+    fn feed_sync(&self, link: &Link) {
+        let budget = self.config.mesh.outbound_bytes_max / 2;
+        while !link.closed.get() && link.out.borrow().len() < budget {
+            let Some((event, stamp)) = link.sync.borrow_mut().pop_front() else {
+                return;
+            };
+            if event.expired() {
+                continue;
+            }
+            let id = self.next_event.get();
+            self.next_event.set(id + 1);
+            let mut out = Vec::new();
+            self.router
+                .borrow_mut()
+                .sync_retained(link.id, event.topic(), id, &mut out);
+            let body = Body::of_event(&event).stamped(stamp, true);
+            self.apply(out, Some(&body));
+        }
     }
 
     /// A shard's first (`add`) or last subscriber of a filter.
@@ -576,12 +624,13 @@ impl Bridge {
         }
         let slot = &link.slot;
         let full = link.out.borrow().len() >= self.config.mesh.outbound_bytes_max;
-        if full && body.qos == 0 {
+        let reliable = body.qos > 0 && !body.sync;
+        if full && !reliable {
             slot.unsent.set(slot.unsent.get() + 1);
             return;
         }
         let mut outboxes = self.outboxes.borrow_mut();
-        let seq = if body.qos > 0 {
+        let seq = if reliable {
             let ob = outboxes.entry(link.peer.clone()).or_default();
             ob.next_seq += 1;
             ob.next_seq
@@ -651,6 +700,11 @@ impl Bridge {
 
     /// Moves QoS 1 copies waiting for room into the link's buffer.
     fn refill(&self, link: &Link) {
+        self.refill_outbox(link);
+        self.feed_sync(link);
+    }
+
+    fn refill_outbox(&self, link: &Link) {
         let mut outboxes = self.outboxes.borrow_mut();
         let Some(ob) = outboxes.get_mut(&link.peer) else {
             return;
@@ -835,6 +889,7 @@ impl Bridge {
             ack_sent: Cell::new(0),
             ping_sent_ns: Cell::new(0),
             synced: Cell::new(false),
+            sync: RefCell::default(),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
         if !slot.dialled {
@@ -857,6 +912,9 @@ impl Bridge {
             // Resend what the peer never acknowledged.
             ob.written = ob.frames.front().map_or(ob.next_seq, |(seq, _)| seq - 1);
         }
+        // Then this router's retained store, so that a router that joins
+        // or returns learns what was retained (or deleted) meanwhile.
+        *link.sync.borrow_mut() = self.ctx.retained_snapshot().into();
         self.refill(&link);
         // A PING right after the table: the peer's first PING or PONG tells
         // it our whole table is in (see `table_received`).
@@ -990,9 +1048,28 @@ impl Bridge {
                 let body = Body::of_frame(&e);
                 for (topic, plain, groups) in self.apply(out, Some(&body)) {
                     let event = body.to_event(&topic, self.origin);
+                    if body.sync {
+                        // A peer's retained store: what is newer here is
+                        // stored and passed on to the other routers. Not
+                        // over a link that rewrites topics (the prefixed
+                        // copies would echo back and forth).
+                        let prefixed = self
+                            .config
+                            .mesh
+                            .policy_for(&link.peer)
+                            .is_some_and(|p| !p.import_prefix.is_empty());
+                        if event.retain
+                            && !prefixed
+                            && self.ctx.retain_from_mesh(&event, body.stamp)
+                        {
+                            self.publish_retained(&event, body.stamp, true);
+                        }
+                        continue;
+                    }
                     if event.retain {
-                        // Every router keeps every retained message.
-                        self.ctx.retain(&event);
+                        // Every router keeps every retained message (the
+                        // newest, by stamp).
+                        self.ctx.retain_from_mesh(&event, body.stamp);
                     }
                     if !plain && groups.is_empty() {
                         continue;
@@ -1218,6 +1295,8 @@ fn copy_frame<'a>(copy: &'a EventCopy, seq: u64, body: &'a Body<'a>) -> Frame<'a
         topic: &copy.topic,
         qos: body.qos,
         retain: body.retain,
+        stamp: body.stamp,
+        sync: body.sync,
         payload: body.payload,
         meta: body.meta.clone(),
     })

@@ -63,7 +63,8 @@ pub enum ShardMsg {
     BarrierAck(u64),
     /// A retained publish (empty payload: delete) for every shard's copy
     /// of the retained store.
-    Retain(Event),
+    /// With its stamp (see `topic::retained`).
+    Retain(Event, u64),
     /// To the client id's directory shard: the sender now hosts this
     /// client id; answer with the shard that hosted it before.
     Claim {
@@ -363,10 +364,17 @@ impl ShardCtx {
     ) -> ShardCtx {
         let id = senders.peer_id();
         let (decode_limits, topic_limits) = derived_limits(&config);
+        // Tombstones only matter when stores are compared across routers.
+        let tombstones = if config.mesh.enabled() {
+            config.limits.retained_messages_max
+        } else {
+            0
+        };
         let retained = RetainedStore::new(
             config.limits.retained_messages_max,
             config.limits.retained_bytes_max,
-        );
+        )
+        .with_tombstones(tombstones);
         ShardCtx {
             id,
             shards: senders.nr_consumers(),
@@ -598,14 +606,33 @@ impl ShardCtx {
     /// A retained publish from a client of this shard: stored here and in
     /// every other shard's copy (through the ordered control queue).
     pub fn retain(&self, event: &Event) {
-        self.store_retained(event);
+        let stamp = crate::event::wall_ns();
+        self.store_retained(event, stamp);
         if self.shards > 1 {
-            self.push_control(None, ShardMsg::Retain(event.clone()));
+            self.push_control(None, ShardMsg::Retain(event.clone(), stamp));
         }
     }
 
-    fn store_retained(&self, event: &Event) {
-        let stored = self.retained.borrow_mut().apply(event);
+    /// On the bridge: a retained message (or deletion) from another router,
+    /// stamped at its origin. Stored here and on every shard if it is newer
+    /// than what this router knows of its topic; true if it was.
+    pub fn retain_from_mesh(&self, event: &Event, stamp: u64) -> bool {
+        if !self.store_retained(event, stamp).changed() {
+            return false;
+        }
+        if self.shards > 1 {
+            self.push_control(None, ShardMsg::Retain(event.clone(), stamp));
+        }
+        true
+    }
+
+    /// This router's retained messages and tombstones, for a peer router.
+    pub fn retained_snapshot(&self) -> Vec<(Event, u64)> {
+        self.retained.borrow().snapshot()
+    }
+
+    fn store_retained(&self, event: &Event, stamp: u64) -> Stored {
+        let stored = self.retained.borrow_mut().apply_stamped(event, stamp);
         if stored == Stored::Refused {
             Counters::add(&self.counters.retained_refused, 1);
             if self.log_limiter.allow() {
@@ -616,6 +643,7 @@ impl ShardCtx {
                 );
             }
         }
+        stored
     }
 
     /// Sends the retained messages matching a new subscription.
@@ -1429,9 +1457,9 @@ impl ShardCtx {
                     bridge.on_local_event(event, plain, &groups);
                     return;
                 }
-                ShardMsg::Retain(event) => {
-                    self.store_retained(&event);
-                    bridge.on_local_retain(&event);
+                ShardMsg::Retain(event, stamp) => {
+                    self.store_retained(&event, stamp);
+                    bridge.on_local_retain(&event, stamp);
                     return;
                 }
                 ShardMsg::InterestAdd(ref i) => bridge.on_local_interest(i, true),
@@ -1472,7 +1500,9 @@ impl ShardCtx {
                     self.deliver_local(&matched.local, event, Some(congested));
                 }
             }
-            ShardMsg::Retain(event) => self.store_retained(&event),
+            ShardMsg::Retain(event, stamp) => {
+                self.store_retained(&event, stamp);
+            }
             ShardMsg::Claim { client_id, token } => {
                 let previous = self
                     .directory

@@ -8,6 +8,15 @@
 //! `retained_messages_max` and `retained_bytes_max` (payload bytes): past
 //! them a new topic is refused (and counted) while replacing or deleting
 //! stays possible.
+//!
+//! With the mesh on, each retained message carries a *stamp*: the wall
+//! clock (ns) of its publish at the router where it entered. A write older
+//! than what the store knows of its topic (its message, or the tombstone a
+//! deletion left) is refused as stale, so that the stores of routers that
+//! were apart converge on the last writer when they exchange their
+//! contents, and a deletion is not undone by an older copy. Tombstones are
+//! bounded (`tombstones_max`, oldest forgotten first); stamp 0 means
+//! unversioned and always applies (the mesh off).
 
 use crate::event::Event;
 
@@ -15,6 +24,7 @@ use crate::event::Event;
 struct Node {
     children: hashbrown::HashMap<Box<str>, Node, super::trie::SeededState>,
     event: Option<Event>,
+    stamp: u64,
 }
 
 impl Node {
@@ -32,6 +42,16 @@ pub enum Stored {
     Absent,
     /// Over `retained_messages_max` or `retained_bytes_max`.
     Refused,
+    /// Older than what the store knows of the topic (a newer message or
+    /// deletion): ignored.
+    Stale,
+}
+
+impl Stored {
+    /// The store's content (or its knowledge of a deletion) changed.
+    pub fn changed(self) -> bool {
+        matches!(self, Stored::Set | Stored::Replaced | Stored::Deleted)
+    }
 }
 
 pub struct RetainedStore {
@@ -40,6 +60,12 @@ pub struct RetainedStore {
     bytes: usize,
     messages_max: usize,
     bytes_max: usize,
+    /// Deleted topics and the stamp of their deletion, with their order of
+    /// insertion (oldest first) to forget beyond `tombstones_max`.
+    tombs: hashbrown::HashMap<Box<str>, (u64, u64), super::trie::SeededState>,
+    tomb_order: std::collections::BTreeMap<u64, Box<str>>,
+    tomb_seq: u64,
+    tombstones_max: usize,
 }
 
 impl RetainedStore {
@@ -50,10 +76,23 @@ impl RetainedStore {
             bytes: 0,
             messages_max,
             bytes_max,
+            tombs: Default::default(),
+            tomb_order: Default::default(),
+            tomb_seq: 0,
+            tombstones_max: 0,
         }
     }
 
+    /// Keeps up to `max` tombstones of stamped deletions (0 = none).
+    pub fn with_tombstones(mut self, max: usize) -> Self {
+        self.tombstones_max = max;
+        self
+    }
+
     pub fn set_limits(&mut self, messages_max: usize, bytes_max: usize) {
+        if self.tombstones_max > 0 {
+            self.tombstones_max = messages_max.max(1);
+        }
         self.messages_max = messages_max;
         self.bytes_max = bytes_max;
     }
@@ -70,11 +109,34 @@ impl RetainedStore {
         self.bytes
     }
 
-    /// Applies a retained publish: an empty payload deletes (MQTT-3.3.1-10).
+    /// Applies an unversioned retained publish: an empty payload deletes
+    /// (MQTT-3.3.1-10).
     pub fn apply(&mut self, event: &Event) -> Stored {
-        if event.payload().is_empty() {
-            return self.remove(event.topic());
+        self.apply_stamped(event, 0)
+    }
+
+    /// Applies a retained publish stamped `stamp` (see the module comment).
+    pub fn apply_stamped(&mut self, event: &Event, stamp: u64) -> Stored {
+        let topic = event.topic();
+        if stamp != 0 {
+            let known = self
+                .find_node(topic)
+                .filter(|n| n.event.is_some())
+                .map(|n| n.stamp)
+                .or_else(|| self.tombs.get(topic).map(|t| t.0));
+            if known.is_some_and(|k| k >= stamp) {
+                return Stored::Stale;
+            }
         }
+        if event.payload().is_empty() {
+            let removed = self.remove(topic);
+            if stamp != 0 && self.tombstones_max > 0 {
+                self.bury(topic, stamp);
+                return Stored::Deleted;
+            }
+            return removed;
+        }
+        self.unbury(topic);
         let size = event.payload().len();
         // Check the bounds before creating any node.
         let existing = self.find(event.topic()).map(|e| e.payload().len());
@@ -90,6 +152,7 @@ impl RetainedStore {
             node = node.children.entry(level.into()).or_default();
         }
         let replaced = node.event.replace(event.clone()).is_some();
+        node.stamp = stamp;
         self.count = count_after;
         self.bytes = bytes_after;
         if replaced {
@@ -100,11 +163,59 @@ impl RetainedStore {
     }
 
     fn find(&self, topic: &str) -> Option<&Event> {
+        self.find_node(topic)?.event.as_ref()
+    }
+
+    fn find_node(&self, topic: &str) -> Option<&Node> {
         let mut node = &self.root;
         for level in topic.split('/') {
             node = node.children.get(level)?;
         }
-        node.event.as_ref()
+        Some(node)
+    }
+
+    fn bury(&mut self, topic: &str, stamp: u64) {
+        self.unbury(topic);
+        while self.tombs.len() >= self.tombstones_max {
+            let Some((_, oldest)) = self.tomb_order.pop_first() else {
+                break;
+            };
+            self.tombs.remove(&oldest);
+        }
+        self.tomb_seq += 1;
+        self.tombs.insert(topic.into(), (stamp, self.tomb_seq));
+        self.tomb_order.insert(self.tomb_seq, topic.into());
+    }
+
+    fn unbury(&mut self, topic: &str) {
+        if let Some((_, seq)) = self.tombs.remove(topic) {
+            self.tomb_order.remove(&seq);
+        }
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombs.len()
+    }
+
+    /// Every stamped message and tombstone (as an empty-payload event),
+    /// with its stamp: what this store tells a peer router that (re)joins.
+    pub fn snapshot(&self) -> Vec<(Event, u64)> {
+        fn walk(node: &Node, out: &mut Vec<(Event, u64)>) {
+            if let Some(e) = &node.event {
+                if node.stamp != 0 {
+                    out.push((e.clone(), node.stamp));
+                }
+            }
+            for child in node.children.values() {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::with_capacity(self.count + self.tombs.len());
+        walk(&self.root, &mut out);
+        for (topic, (stamp, _)) in &self.tombs {
+            out.push((Event::new(topic, b"", 0, true), *stamp));
+        }
+        out
     }
 
     fn remove(&mut self, topic: &str) -> Stored {
@@ -225,6 +336,54 @@ mod tests {
         }
         assert!(s.is_empty());
         assert!(s.root.is_empty(), "pruned");
+    }
+
+    #[test]
+    fn stamps_keep_the_last_writer_and_deletions() {
+        let mut s = RetainedStore::new(10, 1000).with_tombstones(2);
+        assert_eq!(s.apply_stamped(&ev("t", "new"), 20), Stored::Set);
+        assert_eq!(s.apply_stamped(&ev("t", "old"), 10), Stored::Stale);
+        assert_eq!(
+            s.apply_stamped(&ev("t", "new"), 20),
+            Stored::Stale,
+            "a copy"
+        );
+        assert_eq!(topics(&s, "t"), vec!["t"]);
+        let mut out = Vec::new();
+        s.matching("t", &mut out);
+        assert_eq!(out[0].payload(), b"new");
+        // A deletion leaves a tombstone: an older copy does not return.
+        assert_eq!(s.apply_stamped(&ev("t", ""), 30), Stored::Deleted);
+        assert_eq!(s.apply_stamped(&ev("t", "new"), 20), Stored::Stale);
+        assert!(s.is_empty());
+        assert_eq!(s.snapshot().len(), 1, "the tombstone");
+        assert_eq!(s.snapshot()[0].1, 30);
+        // A newer write wins over the tombstone and removes it.
+        assert_eq!(s.apply_stamped(&ev("t", "newest"), 40), Stored::Set);
+        assert_eq!(s.tombstones(), 0);
+        // A deletion of an unknown topic is news too (its tombstone).
+        assert_eq!(s.apply_stamped(&ev("u", ""), 5), Stored::Deleted);
+        assert_eq!(s.apply_stamped(&ev("u", ""), 5), Stored::Stale);
+        // Bounded: the oldest tombstones go first.
+        s.apply_stamped(&ev("v", ""), 6);
+        s.apply_stamped(&ev("w", ""), 7);
+        assert_eq!(s.tombstones(), 2);
+        assert_eq!(
+            s.apply_stamped(&ev("u", "back"), 1),
+            Stored::Set,
+            "forgotten"
+        );
+        let snap: Vec<(String, u64)> = s
+            .snapshot()
+            .iter()
+            .map(|(e, st)| (e.topic().to_string(), *st))
+            .collect();
+        assert!(snap.contains(&("t".into(), 40)) && snap.contains(&("u".into(), 1)));
+        // Unversioned writes (the mesh off) always apply, and keep no
+        // tombstones.
+        let mut plain = RetainedStore::new(10, 1000);
+        assert_eq!(plain.apply(&ev("t", "")), Stored::Absent);
+        assert_eq!(plain.tombstones(), 0);
     }
 
     #[test]
