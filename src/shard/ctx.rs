@@ -606,7 +606,10 @@ impl ShardCtx {
     /// A retained publish from a client of this shard: stored here and in
     /// every other shard's copy (through the ordered control queue).
     pub fn retain(&self, event: &Event) {
-        let stamp = crate::event::wall_ns();
+        let stamp = self
+            .retained
+            .borrow()
+            .next_stamp(event.topic(), crate::event::wall_ns());
         self.store_retained(event, stamp);
         if self.shards > 1 {
             self.push_control(None, ShardMsg::Retain(event.clone(), stamp));

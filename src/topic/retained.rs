@@ -115,6 +115,19 @@ impl RetainedStore {
         self.apply_stamped(event, 0)
     }
 
+    /// The stamp for a retained publish on `topic` entering here now: the
+    /// wall clock, or just past what the store knows of the topic if that
+    /// is later (a clock stepped back must not make a new publish stale).
+    pub fn next_stamp(&self, topic: &str, wall_ns: u64) -> u64 {
+        let known = self
+            .find_node(topic)
+            .filter(|n| n.event.is_some())
+            .map(|n| n.stamp)
+            .or_else(|| self.tombs.get(topic).map(|t| t.0))
+            .unwrap_or(0);
+        wall_ns.max(known + 1)
+    }
+
     /// Applies a retained publish stamped `stamp` (see the module comment).
     pub fn apply_stamped(&mut self, event: &Event, stamp: u64) -> Stored {
         let topic = event.topic();
@@ -379,6 +392,11 @@ mod tests {
             .map(|(e, st)| (e.topic().to_string(), *st))
             .collect();
         assert!(snap.contains(&("t".into(), 40)) && snap.contains(&("u".into(), 1)));
+        // A local publish always wins, even when the clock went back.
+        let stamp = s.next_stamp("t", 39);
+        assert_eq!(stamp, 41);
+        assert_eq!(s.apply_stamped(&ev("t", "later"), stamp), Stored::Replaced);
+        assert_eq!(s.next_stamp("nope", 39), 39);
         // Unversioned writes (the mesh off) always apply, and keep no
         // tombstones.
         let mut plain = RetainedStore::new(10, 1000);
