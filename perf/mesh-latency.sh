@@ -7,6 +7,8 @@
 #   local   0 hops  pub and sub on A of a linked pair A-B (mesh on, unused)
 #   hop1    1 hop   A-B (B dials A): publish at A, subscribe at B
 #   hop2    2 hops  A-B-C line (B dials A, C dials B): publish at A, subscribe at C
+#   tls1    1 hop   like hop1, the link over TLS ([mesh.tls], one mesh-wide
+#                   certificate made with openssl; not in the default PATHS)
 #
 # Every router runs `--shards 1 --cores $ROUTER_CORE` under taskset (so its
 # bridge executor and other threads share that core too), listeners on
@@ -113,7 +115,7 @@ wait_links() {
 
 need() { case " $PATHS " in *" $1 "*) return 0 ;; esac; return 1; }
 for path in $PATHS; do
-    case $path in single | local | hop1 | hop2) ;; *) echo "unknown path '$path' in PATHS" >&2; exit 2 ;; esac
+    case $path in single | local | hop1 | hop2 | tls1) ;; *) echo "unknown path '$path' in PATHS" >&2; exit 2 ;; esac
 done
 
 if need single; then start_router S; fi
@@ -132,6 +134,28 @@ if need hop2; then
     wait_links C2 1
 fi
 
+if need tls1; then
+    command -v openssl >/dev/null || { echo "path tls1 needs openssl" >&2; exit 2; }
+    PKI=$WORK/pki
+    mkdir -p "$PKI"
+    (
+        cd "$PKI"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout mesh.key -out mesh.csr -subj /CN=mesh
+        echo "subjectAltName=IP:127.0.0.1" >mesh.ext
+        openssl x509 -req -in mesh.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out mesh.pem -days 2 -extfile mesh.ext
+    ) >/dev/null 2>&1
+    printf '[mesh.tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' \
+        "$PKI/mesh.pem" "$PKI/mesh.key" "$PKI/ca.pem" >"$WORK/tls.toml"
+    start_router A3 --config "$WORK/tls.toml" --mesh-listen 127.0.0.1:0
+    start_router B3 --config "$WORK/tls.toml" --link "${MESH[A3]}"
+    wait_links A3 1
+    wait_links B3 1
+fi
+
 # path -> "publishers' router, subscribers' router"
 routers_of() {
     case $1 in
@@ -139,6 +163,7 @@ routers_of() {
     local) echo "A1 A1" ;;
     hop1) echo "A1 B1" ;;
     hop2) echo "A2 C2" ;;
+    tls1) echo "A3 B3" ;;
     esac
 }
 
@@ -228,6 +253,7 @@ label = {
     "local": ("0", "A of A–B (mesh on)"),
     "hop1": ("1", "A → B"),
     "hop2": ("2", "A → B → C"),
+    "tls1": ("1", "A → B over TLS"),
 }
 runs = {}
 for f in sorted(os.listdir(raw)):
