@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::Senders;
+use super::rings::Senders;
 use glommio::{GlommioError, ResourceType};
 use smallvec::SmallVec;
 

@@ -5,8 +5,8 @@
 //! touching the protocols or the trie. One `LocalExecutor` per shard, pinned
 //! to its core; each shard has its own SO_REUSEPORT listener on the same
 //! address (the kernel spreads connections), owns its sessions, and talks to
-//! the other shards only through glommio's `channel_mesh` (bounded
-//! lock-free SPSC rings, one per ordered pair of shards).
+//! the other shards only through bounded lock-free SPSC rings, one per
+//! ordered pair of executors (glommio shared channels, see [`rings`]).
 //!
 //! Costs to know: each shard registers `runtime.io_memory_bytes` of locked
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
@@ -18,10 +18,10 @@ pub mod conn5;
 pub mod ctx;
 pub mod io;
 pub mod nats_conn;
+pub mod rings;
 pub mod session;
 pub mod stats;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::io::FromRawFd;
@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
@@ -257,10 +256,10 @@ impl Router {
         let bridge_core = mesh
             .as_ref()
             .map(|m| m.bridge_core.unwrap_or(shard_cores[0]));
-        let channels = MeshBuilder::<ShardMsg, _>::full(peers, config.runtime.ring_capacity);
+        let mut rings = rings::full::<ShardMsg>(peers, config.runtime.ring_capacity).into_iter();
         let mut threads = Vec::with_capacity(shards);
         for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores).enumerate() {
-            let mesh = channels.clone();
+            let mesh = rings.next().expect("one per peer");
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
@@ -282,7 +281,7 @@ impl Router {
             threads.push(handle);
         }
         if let (Some(mesh), Some(core)) = (mesh, bridge_core) {
-            let channels = channels.clone();
+            let channels = rings.next().expect("the bridge is the last peer");
             let config = config.clone();
             let global = global.clone();
             let view = global.mesh_view.clone();
@@ -434,7 +433,7 @@ impl Router {
 }
 
 async fn run_shard(
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: Channels,
     listeners: Vec<(SessionProtocol, glommio::net::TcpListener)>,
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
@@ -492,7 +491,7 @@ async fn run_shard(
     tracing::debug!(shard = id, "shard stopped");
 }
 
-type Channels = MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>;
+type Channels = rings::RingEnds<ShardMsg>;
 
 /// Joins the rings between executors and starts what every peer runs: a
 /// reader per incoming ring and the ordered control queue.
@@ -511,34 +510,11 @@ async fn join_peer_with(
     stats: impl FnOnce(usize) -> Arc<ShardStats>,
     global: Arc<Global>,
 ) -> Option<Rc<ShardCtx>> {
-    // glommio 0.9's mesh rendezvous can lose a wake-up between two
-    // executors that join at the same moment: both then sleep forever in
-    // io_uring (seen under load: 1 router in 10 never started). A ticker
-    // keeps this executor's reactor turning, which processes the pending
-    // cross-executor notifications, until the join is done.
-    let joining = Rc::new(Cell::new(true));
-    let ticker = {
-        let joining = joining.clone();
-        glommio::spawn_local(async move {
-            while joining.get() {
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
-    let joined = channels.join().await;
-    joining.set(false);
-    ticker.await;
-    let (senders, mut receivers) = match joined {
-        Ok(pair) => pair,
-        Err(_) => {
-            tracing::error!("executor could not join the rings");
-            return None;
-        }
-    };
+    let (senders, receivers) = channels.connect().await;
     let id = senders.peer_id();
     global.joined.fetch_add(1, Ordering::AcqRel);
     let ctx = Rc::new(ShardCtx::new(senders, config, stats(id), global));
-    for (from, receiver) in receivers.streams() {
+    for (from, receiver) in receivers {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             let mut congested = Vec::new();
