@@ -704,7 +704,9 @@ async fn wait_retained(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{name}: retained {got:?}, want {want:?}"
+            "{name}: {} retained, the first {:?}, want {want:?}",
+            got.len(),
+            &got[..got.len().min(8)]
         );
     }
 }
@@ -771,4 +773,131 @@ async fn retained_stores_resync_when_a_router_joins_or_returns() {
     wait_retained("B after the heal", b.addr, "r/#", &merged).await;
     let (_, body) = admin_get(a.admin, "/links").await;
     assert!(body.contains(r#""state":"up""#), "{body}");
+}
+
+/// `GET /links` sampled until `field` summed over all links stops moving
+/// for 600 ms (the retained exchange has ended); panics if it never does.
+async fn settles(name: &str, admin: std::net::SocketAddr) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = links(admin).await.sum(|l| l.events_out);
+    loop {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = links(admin).await.sum(|l| l.events_out);
+        if now == last {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: copies out still growing ({last} -> {now}): the exchange never ends"
+        );
+        last = now;
+    }
+}
+
+/// The retained exchange across an import prefix: B links to A (whose
+/// events it imports under `a/`) and to C. C's store reaches B and, through
+/// B, A; A's store does not cross the prefixed link (its copies would
+/// arrive as `a/...` topics and travel on as topics of their own), and
+/// nothing echoes into `a/...` topics anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_exchange_stops_at_an_import_prefix() {
+    let listen = ["--mesh-listen", "127.0.0.1:0"];
+    let a = Weft::launch_args(1, "", &["--router-id", "A", listen[0], listen[1]]);
+    let c = Weft::launch_args(1, "", &["--router-id", "C", listen[0], listen[1]]);
+    let at_a = connect(a.addr, "at-a").await;
+    at_a.publish_retained("t1", rumqttc::QoS::AtLeastOnce, "from A")
+        .await;
+    let at_c = connect(c.addr, "at-c").await;
+    at_c.publish_retained("x", rumqttc::QoS::AtLeastOnce, "from C")
+        .await;
+    wait_retained("A alone", a.addr, "#", &[("t1", "from A")]).await;
+    wait_retained("C alone", c.addr, "#", &[("x", "from C")]).await;
+    let b = Weft::launch_args(
+        1,
+        "[[mesh.policy]]\npeer = \"A\"\nimport_prefix = \"a/\"\n",
+        &[
+            "--router-id",
+            "B",
+            "--link",
+            &a.mesh.unwrap().to_string(),
+            "--link",
+            &c.mesh.unwrap().to_string(),
+        ],
+    );
+    wait_links_up(&b, 2).await;
+    let c_x = ("x", "from C");
+    wait_retained("A", a.addr, "#", &[("t1", "from A"), c_x]).await;
+    wait_retained("B", b.addr, "#", &[c_x]).await;
+    for (name, w) in [("A", &a), ("B", &b), ("C", &c)] {
+        settles(name, w.admin).await;
+    }
+    wait_retained("A at rest", a.addr, "#", &[("t1", "from A"), c_x]).await;
+    wait_retained("B at rest", b.addr, "#", &[c_x]).await;
+    wait_retained("C at rest", c.addr, "#", &[c_x]).await;
+}
+
+/// Three routers in a triangle, each with deletions of its own made while
+/// apart, more than the tombstones any of them keeps
+/// (`retained_messages_max` = 2): once the links come up the exchange ends
+/// (a deletion no newer than a forgotten one is not taken back and passed
+/// round again) and the stores agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_exchange_ends_when_tombstones_overflow() {
+    let toml = "[limits]\nretained_messages_max = 2\n[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n";
+    let listen = ["--mesh-listen", "127.0.0.1:0"];
+    let a = Weft::launch_args(1, toml, &["--router-id", "A", listen[0], listen[1]]);
+    let b_to_a = Proxy::start(a.mesh.unwrap()).await;
+    let c_to_a = Proxy::start(a.mesh.unwrap()).await;
+    b_to_a.cut();
+    c_to_a.cut();
+    let b = Weft::launch_args(
+        1,
+        toml,
+        &[
+            "--router-id",
+            "B",
+            listen[0],
+            listen[1],
+            "--link",
+            &b_to_a.addr.to_string(),
+        ],
+    );
+    let c_to_b = Proxy::start(b.mesh.unwrap()).await;
+    c_to_b.cut();
+    let c = Weft::launch_args(
+        1,
+        toml,
+        &[
+            "--router-id",
+            "C",
+            "--link",
+            &c_to_a.addr.to_string(),
+            "--link",
+            &c_to_b.addr.to_string(),
+        ],
+    );
+    for (name, w) in [("a", &a), ("b", &b), ("c", &c)] {
+        let client = connect(w.addr, &format!("at-{name}")).await;
+        for i in 0..3 {
+            client
+                .publish_retained(&format!("d{name}{i}"), rumqttc::QoS::AtMostOnce, "")
+                .await;
+        }
+        if name == "a" {
+            client
+                .publish_retained("keep", rumqttc::QoS::AtLeastOnce, "k")
+                .await;
+            wait_retained(name, w.addr, "#", &[("keep", "k")]).await;
+        }
+    }
+    for p in [&b_to_a, &c_to_a, &c_to_b] {
+        p.restore();
+    }
+    wait_links_up(&a, 2).await;
+    wait_links_up(&b, 2).await;
+    wait_links_up(&c, 2).await;
+    for (name, w) in [("A", &a), ("B", &b), ("C", &c)] {
+        settles(name, w.admin).await;
+        wait_retained(name, w.addr, "#", &[("keep", "k")]).await;
+    }
 }

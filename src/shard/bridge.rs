@@ -473,12 +473,6 @@ impl Bridge {
     /// A retained publish on one of this router's shards (stored there and
     /// delivered to its subscribers already): to every router.
     pub fn on_local_retain(&self, event: &Event, stamp: u64) {
-        self.publish_retained(event, stamp, false);
-    }
-
-    /// A retained message to every router; `sync`: as part of the
-    /// retained-store exchange (stored where newer, not delivered).
-    fn publish_retained(&self, event: &Event, stamp: u64, sync: bool) {
         if event.expired() {
             return;
         }
@@ -488,8 +482,35 @@ impl Bridge {
         self.router
             .borrow_mut()
             .publish_retained(event.topic(), id, &mut out);
-        let body = Body::of_event(event).stamped(stamp, sync);
+        let body = Body::of_event(event).stamped(stamp, false);
         self.apply(out, Some(&body));
+    }
+
+    /// True for a topic under one of this router's import prefixes: that
+    /// link's view of another router's topic, not exchanged with others
+    /// (the prefixed copy would travel on as a topic of its own).
+    fn imported(&self, topic: &str) -> bool {
+        self.config
+            .mesh
+            .policy
+            .iter()
+            .any(|p| !p.import_prefix.is_empty() && topic.starts_with(&p.import_prefix))
+    }
+
+    /// Queues a retained-store entry for the exchange on `link`; the queue
+    /// is bounded (twice `limits.retained_messages_max`), past which the
+    /// entry waits for the next time the link comes up (counted in the
+    /// link's `dropped`).
+    fn queue_sync(&self, link: &Link, event: Event, stamp: u64) {
+        let max = 2 * self.config.limits.retained_messages_max.max(1);
+        let mut queue = link.sync.borrow_mut();
+        if queue.len() >= max {
+            link.slot.dropped.set(link.slot.dropped.get() + 1);
+            return;
+        }
+        queue.push_back((event, stamp));
+        drop(queue);
+        link.wake_writer();
     }
 
     /// Sends the next entries of the retained-store exchange queued for
@@ -677,7 +698,9 @@ impl Bridge {
     /// in the peer's resend store, sent when the peer returns; QoS 0 is
     /// dropped and counted.
     fn hold_event(&self, peer: &str, copy: &EventCopy, body: &Body<'_>) {
-        if body.qos == 0 {
+        // A store-exchange copy is never kept: the next link-up exchanges
+        // the stores again.
+        if body.qos == 0 || body.sync {
             self.held_dropped.set(self.held_dropped.get() + 1);
             return;
         }
@@ -914,7 +937,12 @@ impl Bridge {
         }
         // Then this router's retained store, so that a router that joins
         // or returns learns what was retained (or deleted) meanwhile.
-        *link.sync.borrow_mut() = self.ctx.retained_snapshot().into();
+        *link.sync.borrow_mut() = self
+            .ctx
+            .retained_snapshot()
+            .into_iter()
+            .filter(|(e, _)| !self.imported(e.topic()))
+            .collect();
         self.refill(&link);
         // A PING right after the table: the peer's first PING or PONG tells
         // it our whole table is in (see `table_received`).
@@ -1050,9 +1078,11 @@ impl Bridge {
                     let event = body.to_event(&topic, self.origin);
                     if body.sync {
                         // A peer's retained store: what is newer here is
-                        // stored and passed on to the other routers. Not
-                        // over a link that rewrites topics (the prefixed
-                        // copies would echo back and forth).
+                        // stored and passed on, one link at a time, to the
+                        // other peers (each of which passes on what is news
+                        // to it: the exchange ends where nothing is newer).
+                        // Not over a link that rewrites topics: the
+                        // prefixed copies would echo back and forth.
                         let prefixed = self
                             .config
                             .mesh
@@ -1062,7 +1092,16 @@ impl Bridge {
                             && !prefixed
                             && self.ctx.retain_from_mesh(&event, body.stamp)
                         {
-                            self.publish_retained(&event, body.stamp, true);
+                            let others: Vec<Rc<Link>> = self
+                                .links
+                                .borrow()
+                                .values()
+                                .filter(|l| l.id != link.id)
+                                .cloned()
+                                .collect();
+                            for other in others {
+                                self.queue_sync(&other, event.clone(), body.stamp);
+                            }
                         }
                         continue;
                     }

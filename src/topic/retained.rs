@@ -63,9 +63,15 @@ pub struct RetainedStore {
     /// Deleted topics and the stamp of their deletion, with their order of
     /// insertion (oldest first) to forget beyond `tombstones_max`.
     tombs: hashbrown::HashMap<Box<str>, (u64, u64), super::trie::SeededState>,
-    tomb_order: std::collections::BTreeMap<u64, Box<str>>,
+    /// Tombstones by (stamp, seq): the oldest deletion is forgotten first.
+    tomb_order: std::collections::BTreeMap<(u64, u64), Box<str>>,
     tomb_seq: u64,
     tombstones_max: usize,
+    /// The newest stamp of a forgotten tombstone: a deletion of an unknown
+    /// topic stamped no later than this is stale (else two stores with more
+    /// tombstones between them than either keeps would hand the same ones
+    /// back and forth for ever).
+    forgotten: u64,
 }
 
 impl RetainedStore {
@@ -80,6 +86,7 @@ impl RetainedStore {
             tomb_order: Default::default(),
             tomb_seq: 0,
             tombstones_max: 0,
+            forgotten: 0,
         }
     }
 
@@ -132,20 +139,27 @@ impl RetainedStore {
     pub fn apply_stamped(&mut self, event: &Event, stamp: u64) -> Stored {
         let topic = event.topic();
         if stamp != 0 {
-            let known = self
-                .find_node(topic)
-                .filter(|n| n.event.is_some())
-                .map(|n| n.stamp)
-                .or_else(|| self.tombs.get(topic).map(|t| t.0));
-            if known.is_some_and(|k| k >= stamp) {
+            // A total order, the same on every router: the stamp, then the
+            // payload (a deletion's is empty), so that two writes stamped
+            // alike cannot leave two stores disagreeing.
+            let known = match self.find_node(topic).filter(|n| n.event.is_some()) {
+                Some(n) => Some((n.stamp, n.event.as_ref().map_or(&[][..], |e| e.payload()))),
+                None => self.tombs.get(topic).map(|t| (t.0, &[][..])),
+            };
+            if known.is_some_and(|k| k >= (stamp, event.payload())) {
+                return Stored::Stale;
+            }
+            if known.is_none() && event.payload().is_empty() && stamp <= self.forgotten {
                 return Stored::Stale;
             }
         }
         if event.payload().is_empty() {
             let removed = self.remove(topic);
-            if stamp != 0 && self.tombstones_max > 0 {
-                self.bury(topic, stamp);
+            if stamp != 0 && self.tombstones_max > 0 && self.bury(topic, stamp) {
                 return Stored::Deleted;
+            }
+            if stamp != 0 && removed == Stored::Absent {
+                return Stored::Stale; // nothing here, and not worth a tombstone
             }
             return removed;
         }
@@ -187,22 +201,35 @@ impl RetainedStore {
         Some(node)
     }
 
-    fn bury(&mut self, topic: &str, stamp: u64) {
+    /// Keeps a tombstone; false (and counted as forgotten at once) when the
+    /// tombstones are full of newer ones.
+    fn bury(&mut self, topic: &str, stamp: u64) -> bool {
         self.unbury(topic);
+        if self.tombs.len() >= self.tombstones_max
+            && self
+                .tomb_order
+                .first_key_value()
+                .is_some_and(|((oldest, _), _)| *oldest > stamp)
+        {
+            self.forgotten = self.forgotten.max(stamp);
+            return false;
+        }
         while self.tombs.len() >= self.tombstones_max {
-            let Some((_, oldest)) = self.tomb_order.pop_first() else {
+            let Some(((oldest_stamp, _), oldest)) = self.tomb_order.pop_first() else {
                 break;
             };
             self.tombs.remove(&oldest);
+            self.forgotten = self.forgotten.max(oldest_stamp);
         }
         self.tomb_seq += 1;
         self.tombs.insert(topic.into(), (stamp, self.tomb_seq));
-        self.tomb_order.insert(self.tomb_seq, topic.into());
+        self.tomb_order.insert((stamp, self.tomb_seq), topic.into());
+        true
     }
 
     fn unbury(&mut self, topic: &str) {
-        if let Some((_, seq)) = self.tombs.remove(topic) {
-            self.tomb_order.remove(&seq);
+        if let Some((stamp, seq)) = self.tombs.remove(topic) {
+            self.tomb_order.remove(&(stamp, seq));
         }
     }
 
@@ -377,15 +404,29 @@ mod tests {
         // A deletion of an unknown topic is news too (its tombstone).
         assert_eq!(s.apply_stamped(&ev("u", ""), 5), Stored::Deleted);
         assert_eq!(s.apply_stamped(&ev("u", ""), 5), Stored::Stale);
-        // Bounded: the oldest tombstones go first.
+        // Bounded: the oldest tombstones go first, and a deletion no newer
+        // than a forgotten one is stale (two full stores cannot trade
+        // tombstones for ever).
         s.apply_stamped(&ev("v", ""), 6);
         s.apply_stamped(&ev("w", ""), 7);
+        assert_eq!(s.tombstones(), 2);
+        assert_eq!(s.apply_stamped(&ev("u", ""), 5), Stored::Stale, "forgotten");
+        assert_eq!(
+            s.apply_stamped(&ev("o", ""), 4),
+            Stored::Stale,
+            "older than all kept"
+        );
         assert_eq!(s.tombstones(), 2);
         assert_eq!(
             s.apply_stamped(&ev("u", "back"), 1),
             Stored::Set,
             "forgotten"
         );
+        // Equal stamps: the larger payload wins, the same everywhere.
+        assert_eq!(s.apply_stamped(&ev("e", "b"), 50), Stored::Set);
+        assert_eq!(s.apply_stamped(&ev("e", "a"), 50), Stored::Stale);
+        assert_eq!(s.apply_stamped(&ev("e", "c"), 50), Stored::Replaced);
+        assert_eq!(s.apply_stamped(&ev("e", ""), 50), Stored::Stale);
         let snap: Vec<(String, u64)> = s
             .snapshot()
             .iter()
