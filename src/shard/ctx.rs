@@ -555,7 +555,7 @@ impl ShardCtx {
             let redirect = self.shared_backlog(session);
             self.drop_mqtt_subscriptions(session);
             for (event, group) in redirect {
-                self.deliver_to_group(event, &group);
+                self.deliver_to_group(event, &group, None);
             }
         }
         let sids: Vec<SessionKey> = session
@@ -1099,13 +1099,15 @@ impl ShardCtx {
     }
 
     /// Gives an event to one member of `group` (here or on another shard).
-    fn deliver_to_group(&self, event: Event, group: &str) {
+    /// `from`: the peer that handed the event here, never picked (two
+    /// shards whose members are all leaving cannot pass it back and forth).
+    fn deliver_to_group(&self, event: Event, group: &str, from: Option<usize>) {
         let matched = self.trie.borrow_mut().matches(event.topic());
         let Some(g) = matched.groups.iter().find(|g| &*g.name == group) else {
             Counters::add(&self.counters.dropped_group_gone, 1);
             return;
         };
-        match self.pick_member(g) {
+        match self.pick_member(g, from) {
             Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
             Some(Member::Shard(peer)) => {
                 let groups = std::iter::once(g.name.clone()).collect();
@@ -1125,9 +1127,10 @@ impl ShardCtx {
     /// One member of a queue group, chosen uniformly among this process's
     /// members (this shard's and the shards that have members); only when
     /// it has none, the bridge (another router's members).
-    fn pick_member(&self, g: &GroupMatch) -> Option<Member> {
-        let bridge = self.bridge_bit();
-        let here = g.remote & !bridge;
+    fn pick_member(&self, g: &GroupMatch, avoid: Option<usize>) -> Option<Member> {
+        let avoid = avoid.map_or(0, |p| 1u64 << p);
+        let bridge = self.bridge_bit() & !avoid;
+        let here = g.remote & !self.bridge_bit() & !avoid;
         let members = g.local.len() + here.count_ones() as usize;
         let pick = if members == 0 {
             0
@@ -1324,7 +1327,7 @@ impl ShardCtx {
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
         let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
         for g in matched.groups.iter() {
-            match self.pick_member(g) {
+            match self.pick_member(g, None) {
                 Some(Member::Here(sub)) => local_picks.push(sub),
                 Some(Member::Shard(peer)) => remote_groups.push((peer, g.name.clone())),
                 None => {}
@@ -1496,7 +1499,7 @@ impl ShardCtx {
                         // back only while the members here are closing: their
                         // InterestRemove then precedes it on the ordered
                         // queue, and it is dropped (counted) once none is left.
-                        None => self.deliver_to_group(event.clone(), name),
+                        None => self.deliver_to_group(event.clone(), name, Some(from)),
                     }
                 }
                 if plain {
