@@ -379,7 +379,9 @@ pub struct Router {
     by_origin: HashMap<String, BTreeSet<String>>,
     dedup: BTreeMap<String, DedupWindow>,
     /// Where this router's own events on a topic go, while the tables
-    /// stay as they are (cleared by every change; at most PLANS_MAX).
+    /// stay as they are (the topics an interest change matches are
+    /// forgotten, see `invalidate`; all of them when a link comes or goes;
+    /// at most PLANS_MAX).
     plans: HashMap<String, Rc<Plan>>,
     /// Whether this router's plain interest matches a topic (events from
     /// links), cleared when that interest changes; at most PLANS_MAX.
@@ -630,7 +632,6 @@ impl Router {
             return Err(RouteError::TableFull(self.config.interest_entries_max));
         }
         self.local.insert(filter.to_owned(), 1);
-        self.local_wants.clear();
         self.sync_all(&(filter.to_owned(), self.id.clone()), out);
         Ok(())
     }
@@ -643,7 +644,6 @@ impl Router {
         *count -= 1;
         if *count == 0 {
             self.local.remove(filter);
-            self.local_wants.clear();
             self.sync_all(&(filter.to_owned(), self.id.clone()), out);
         }
     }
@@ -1190,8 +1190,9 @@ impl Router {
     }
 
     fn sync_all(&mut self, key: &Key, out: &mut Vec<Action>) {
-        // The table changed: forwarding plans may have.
-        self.plans.clear();
+        // The table changed for this key: the plans of the topics it
+        // matches may have.
+        self.invalidate(&key.0);
         let links: Vec<LinkId> = self
             .links
             .iter()
@@ -1200,6 +1201,23 @@ impl Router {
             .collect();
         for link in links {
             self.sync_link(key, link, out);
+        }
+    }
+
+    /// Forgets the cached plans (and local-interest answers) of the topics
+    /// `key`'s filter matches: only those can change when its entry does.
+    /// A filter without wildcards names its one topic; one with wildcards
+    /// costs a scan of the caches (at most PLANS_MAX each), far less than
+    /// re-planning every hot topic after every interest change.
+    fn invalidate(&mut self, key: &str) {
+        let (_, filter) = key_parts(key);
+        if filter.contains(['+', '#']) {
+            self.plans.retain(|topic, _| !filter_matches(filter, topic));
+            self.local_wants
+                .retain(|topic, _| !filter_matches(filter, topic));
+        } else {
+            self.plans.remove(filter);
+            self.local_wants.remove(filter);
         }
     }
 
@@ -1498,6 +1516,47 @@ mod tests {
         sim.publish(0, "sensors/k/temp", 3);
         assert_eq!(sim.sends, before);
         assert!(sim.deliveries("sensors/k/temp", 3).is_empty());
+    }
+
+    /// Cached plans follow interest changes: a new, wider or withdrawn
+    /// filter changes where a hot topic's events go at once, and a change
+    /// that matches other topics only leaves its plan cached.
+    #[test]
+    fn cached_plans_follow_interest_changes() {
+        let mut sim = Sim::new(3);
+        sim.connect(0, 1);
+        sim.connect(1, 2);
+        sim.subscribe(1, "hot/+");
+        sim.run_until_idle(1000);
+        let mut id = 0;
+        let mut publish = |sim: &mut Sim, want: &[usize]| {
+            id += 1;
+            sim.publish(0, "hot/t", id);
+            sim.run_until_idle(1000);
+            let want: BTreeMap<usize, usize> = want.iter().map(|&r| (r, 1)).collect();
+            assert_eq!(sim.deliveries("hot/t", id), want, "event {id}");
+        };
+        publish(&mut sim, &[1]);
+        assert!(sim.routers[0].plans.contains_key("hot/t"), "cached");
+        sim.subscribe(2, "other/#");
+        sim.run_until_idle(1000);
+        assert!(
+            sim.routers[0].plans.contains_key("hot/t"),
+            "unrelated: kept"
+        );
+        sim.subscribe(2, "hot/t");
+        sim.run_until_idle(1000);
+        publish(&mut sim, &[1, 2]);
+        sim.unsubscribe(1, "hot/+");
+        sim.run_until_idle(1000);
+        publish(&mut sim, &[2]);
+        sim.subscribe(1, "#");
+        sim.unsubscribe(2, "hot/t");
+        sim.run_until_idle(1000);
+        publish(&mut sim, &[1]);
+        sim.subscribe(0, "hot/#");
+        sim.run_until_idle(1000);
+        publish(&mut sim, &[0, 1]);
     }
 
     #[test]
