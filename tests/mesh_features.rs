@@ -745,6 +745,13 @@ async fn retained_stores_resync_when_a_router_joins_or_returns() {
         &[("r/1", "a1"), ("r/2", "a2")],
     )
     .await;
+    let (_, body) = admin_get(b.admin, "/links").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // r/1, r/2 and r/3's tombstone came in the exchange.
+    assert!(view["retained_accepted"].as_u64() >= Some(3), "{view}");
+    let (_, body) = admin_get(a.admin, "/links").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(view["retained_sent"].as_u64() >= Some(3), "{view}");
 
     // Apart, each side changes its store.
     proxy.cut();

@@ -131,6 +131,8 @@ async fn tls_links_carry_events_and_refuse_strangers() {
     .await;
     let (_, body) = admin_get(a.admin, "/links").await;
     assert!(body.contains(r#""tls":true"#), "{body}");
+    let (_, metrics) = admin_get(a.admin, "/metrics").await;
+    assert!(metrics.contains("\nweft_mesh_tls 1\n"), "{metrics}");
     let at_a = nats(a.nats).await;
     let at_b = nats(b.nats).await;
     let mut sub = at_b.subscribe("tls.x").await.unwrap();

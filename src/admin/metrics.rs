@@ -190,6 +190,16 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
             "Event copies for links held down (QoS 0), or past the resend store's bound.",
             view.held_dropped,
         ),
+        (
+            "mesh_retained_sent_total",
+            "Retained-store entries sent to peers in the exchange that follows a link coming up.",
+            view.retained_sent,
+        ),
+        (
+            "mesh_retained_accepted_total",
+            "Retained-store entries from peers that were newer here (stored and passed on).",
+            view.retained_accepted,
+        ),
     ] {
         let _ = writeln!(out, "# HELP weft_{name} {help}");
         let _ = writeln!(out, "# TYPE weft_{name} counter");
@@ -201,4 +211,10 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE weft_mesh_held_links gauge");
     let _ = writeln!(out, "weft_mesh_held_links {}", view.held_links);
+    let _ = writeln!(
+        out,
+        "# HELP weft_mesh_tls 1 when every link runs TLS ([mesh.tls])."
+    );
+    let _ = writeln!(out, "# TYPE weft_mesh_tls gauge");
+    let _ = writeln!(out, "weft_mesh_tls {}", u8::from(view.tls));
 }

@@ -127,6 +127,8 @@ fn route(
                     "held_links": v.held_links,
                     "held_dropped": v.held_dropped,
                     "tls": v.tls,
+                    "retained_sent": v.retained_sent,
+                    "retained_accepted": v.retained_accepted,
                 }),
                 // The mesh is off (or the bridge has not ticked yet).
                 None => serde_json::json!({"router_id": null, "total": 0, "links": []}),

@@ -103,6 +103,10 @@ pub struct MeshView {
     pub held_dropped: u64,
     /// Every link is TLS (`[mesh.tls]`).
     pub tls: bool,
+    /// Retained-store exchange: entries sent to peers, and entries from
+    /// peers that were newer here (stored and passed on).
+    pub retained_sent: u64,
+    pub retained_accepted: u64,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -293,6 +297,8 @@ pub struct Bridge {
     rng: Cell<u64>,
     /// `[mesh.tls]`: None = plain TCP links.
     tls: Option<MeshTls>,
+    retained_sent: Cell<u64>,
+    retained_accepted: Cell<u64>,
 }
 
 /// A link's byte stream: plain TCP, or TLS over it (`[mesh.tls]`). The
@@ -435,6 +441,8 @@ impl Bridge {
             origin,
             rng: Cell::new(wall | 1),
             tls: mesh.tls.clone(),
+            retained_sent: Cell::new(0),
+            retained_accepted: Cell::new(0),
         })
     }
 
@@ -528,9 +536,13 @@ impl Bridge {
             let id = self.next_event.get();
             self.next_event.set(id + 1);
             let mut out = Vec::new();
-            self.router
+            if self
+                .router
                 .borrow_mut()
-                .sync_retained(link.id, event.topic(), id, &mut out);
+                .sync_retained(link.id, event.topic(), id, &mut out)
+            {
+                self.retained_sent.set(self.retained_sent.get() + 1);
+            }
             let body = Body::of_event(&event).stamped(stamp, true);
             self.apply(out, Some(&body));
         }
@@ -1092,6 +1104,7 @@ impl Bridge {
                             && !prefixed
                             && self.ctx.retain_from_mesh(&event, body.stamp)
                         {
+                            self.retained_accepted.set(self.retained_accepted.get() + 1);
                             let others: Vec<Rc<Link>> = self
                                 .links
                                 .borrow()
@@ -1251,6 +1264,8 @@ impl Bridge {
             held_links: self.held.borrow().len() as u64,
             held_dropped: self.held_dropped.get(),
             tls: self.tls.is_some(),
+            retained_sent: self.retained_sent.get(),
+            retained_accepted: self.retained_accepted.get(),
         }
     }
 
