@@ -191,6 +191,11 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
             view.held_dropped,
         ),
         (
+            "mesh_own_origin_dropped_total",
+            "Event copies that arrived with this router's id as their origin: another router uses the same id.",
+            view.own_origin,
+        ),
+        (
             "mesh_retained_sent_total",
             "Retained-store entries sent to peers in the exchange that follows a link coming up.",
             view.retained_sent,

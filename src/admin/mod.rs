@@ -129,6 +129,7 @@ fn route(
                     "tls": v.tls,
                     "retained_sent": v.retained_sent,
                     "retained_accepted": v.retained_accepted,
+                    "own_origin_dropped": v.own_origin,
                 }),
                 // The mesh is off (or the bridge has not ticked yet).
                 None => serde_json::json!({"router_id": null, "total": 0, "links": []}),

@@ -262,6 +262,10 @@ pub struct RouterCounters {
     pub bad_interest: u64,
     /// Messages received on a link that is not up.
     pub unknown_link: u64,
+    /// Event copies that arrived with this router's own id as their origin
+    /// (dropped): another router in the mesh uses the same id, since an
+    /// event never travels back to where it entered.
+    pub own_origin: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -933,6 +937,10 @@ impl Router {
     fn on_event(&mut self, link: LinkId, mut copy: EventCopy, out: &mut Vec<Action>) {
         let l = self.links.get_mut(&link).expect("checked by caller");
         l.counters.events_in += 1;
+        if copy.origin == self.id {
+            self.counters.own_origin += 1;
+            return;
+        }
         if !l.policy.import_permitted(&copy.topic) {
             l.counters.denied_import += 1;
             return;
@@ -1516,6 +1524,44 @@ mod tests {
         sim.publish(0, "sensors/k/temp", 3);
         assert_eq!(sim.sends, before);
         assert!(sim.deliveries("sensors/k/temp", 3).is_empty());
+    }
+
+    /// An event whose origin is this router's own id cannot be one of its
+    /// own (events never travel back): another router has the same id. It
+    /// is counted and dropped, not forwarded or delivered.
+    #[test]
+    fn an_event_with_our_own_origin_is_counted_and_dropped() {
+        let mut r = Router::new("x", RouterConfig::default());
+        let mut out = Vec::new();
+        r.link_up(LinkId(1), "b", &mut out);
+        r.link_up(LinkId(2), "d", &mut out);
+        r.local_subscribe("t/#", &mut out).unwrap();
+        r.on_message(
+            LinkId(2),
+            LinkMsg::InterestAdd {
+                filter: "t/#".into(),
+                origin: "d".into(),
+                distance: 0,
+            },
+            &mut out,
+        );
+        out.clear();
+        let copy = |origin: &str, id| EventCopy {
+            origin: origin.into(),
+            id,
+            hops: 1,
+            dests: vec!["x".into(), "d".into()],
+            groups: vec![],
+            topic: "t/1".into(),
+            retain: false,
+        };
+        r.on_message(LinkId(1), LinkMsg::Event(copy("x", 1)), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(r.counters().own_origin, 1);
+        // A copy from another origin goes through as usual.
+        r.on_message(LinkId(1), LinkMsg::Event(copy("c", 1)), &mut out);
+        assert_eq!(out.len(), 2, "delivered here and sent on to d: {out:?}");
+        assert_eq!(r.counters().own_origin, 1);
     }
 
     /// Cached plans follow interest changes: a new, wider or withdrawn

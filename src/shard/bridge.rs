@@ -107,6 +107,9 @@ pub struct MeshView {
     /// peers that were newer here (stored and passed on).
     pub retained_sent: u64,
     pub retained_accepted: u64,
+    /// Event copies that arrived with this router's id as their origin:
+    /// another router uses the same id.
+    pub own_origin: u64,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -1261,6 +1264,7 @@ impl Bridge {
             duplicates: c.duplicates,
             no_route: c.no_route,
             hops_exceeded: c.hops_exceeded,
+            own_origin: c.own_origin,
             held_links: self.held.borrow().len() as u64,
             held_dropped: self.held_dropped.get(),
             tls: self.tls.is_some(),
@@ -1574,10 +1578,21 @@ pub async fn run(
     for addr in &mesh.links {
         glommio::spawn_local(dial_loop(bridge.clone(), *addr)).detach();
     }
+    let mut own_origin = 0;
     loop {
         glommio::timer::sleep(TICK).await;
         ctx.publish_stats();
         let _ = ctx.housekeeping();
+        let seen = bridge.router.borrow().counters().own_origin;
+        if seen > own_origin {
+            tracing::error!(
+                router_id = bridge.router_id,
+                events = seen - own_origin,
+                "mesh: events with this router's id as their origin arrived (dropped): \
+                 another router in the mesh uses the same router id"
+            );
+            own_origin = seen;
+        }
         if let Ok(mut v) = view.lock() {
             *v = Some(bridge.view());
         }
