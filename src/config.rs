@@ -71,6 +71,11 @@ pub struct MeshConfig {
     /// Core of the bridge executor that runs the links; empty = the first
     /// shard's core. One bridge executor in this version.
     pub bridge_cores: String,
+    /// When the bridge's core is the first shard's (the default), run the
+    /// bridge as tasks of that shard's executor instead of a thread of its
+    /// own: no thread hand-off (wake-up, context switch) between that
+    /// shard and the links. false = always a separate executor.
+    pub bridge_in_shard: bool,
     /// A PING on every link this often (its PONG gives the round-trip time).
     pub keepalive_ms: u64,
     /// A link silent this long is dropped (and redialled if dialled).
@@ -149,6 +154,7 @@ impl Default for MeshConfig {
             listen: String::new(),
             links: Vec::new(),
             bridge_cores: String::new(),
+            bridge_in_shard: true,
             keepalive_ms: 1000,
             link_timeout_ms: 5000,
             link_hold_ms: 10_000,

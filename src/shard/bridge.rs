@@ -1031,6 +1031,13 @@ impl Bridge {
         stream: &LinkIo,
         mut rb: ReadBuffer,
     ) -> String {
+        // glommio hands back a read at once while data waits, so a peer
+        // that floods would keep this task running: after this much read
+        // without a break it yields, and the executor's other tasks (the
+        // links' writers, other links, and shard 0's clients when the
+        // bridge runs in its executor) get their turn.
+        const YIELD_BYTES: usize = 256 * 1024;
+        let mut since_yield = 0;
         loop {
             loop {
                 let decoded = link::decode(rb.filled(), &self.limits);
@@ -1060,8 +1067,15 @@ impl Bridge {
             }
             let pending = pending_len(rb.filled());
             let spare = rb.spare(READ_BUFFER, pending);
+            if since_yield >= YIELD_BYTES {
+                since_yield = 0;
+                futures_lite::future::yield_now().await;
+            }
             match read_once(stream, spare, Some(link)).await {
-                Ok(n) => rb.end += n,
+                Ok(n) => {
+                    rb.end += n;
+                    since_yield += n;
+                }
                 Err(reason) => return reason,
             }
         }

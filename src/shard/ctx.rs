@@ -346,6 +346,10 @@ pub struct ShardCtx {
     next_token: Cell<u64>,
     /// Set on the bridge executor's context only.
     bridge: super::bridge::BridgeCell,
+    /// The bridge's context when it runs on this executor
+    /// (`mesh.bridge_in_shard`): events for it are handed over by a
+    /// call instead of through the ring.
+    pub direct_bridge: RefCell<Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>>,
 }
 
 /// The trie key of the bridge's subscriptions (other routers' interest).
@@ -409,6 +413,7 @@ impl ShardCtx {
             pending: RefCell::default(),
             next_token: Cell::new(0),
             bridge: Default::default(),
+            direct_bridge: RefCell::default(),
         }
     }
 
@@ -498,7 +503,20 @@ impl ShardCtx {
                 plain: plain & (1 << peer) != 0,
                 groups,
             };
-            self.send(peer, msg).await;
+            let direct = self
+                .direct_bridge
+                .borrow()
+                .as_ref()
+                .and_then(|c| c.get().cloned())
+                .filter(|b| b.id == peer);
+            match direct {
+                // Every event for the bridge takes this path once it is
+                // set (before, the bridge had no links), so they stay in
+                // order; on_local_event is synchronous and bounded by the
+                // links' buffers.
+                Some(bridge) => bridge.on_ring(self.id, msg, &mut Vec::new()),
+                None => self.send(peer, msg).await,
+            }
         }
     }
 

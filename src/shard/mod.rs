@@ -256,13 +256,29 @@ impl Router {
         let bridge_core = mesh
             .as_ref()
             .map(|m| m.bridge_core.unwrap_or(shard_cores[0]));
-        let mut rings = rings::full::<ShardMsg>(peers, config.runtime.ring_capacity).into_iter();
+        let mut all_rings = rings::full::<ShardMsg>(peers, config.runtime.ring_capacity);
+        // The bridge's ring ends, taken out when it runs inside shard 0.
+        let in_shard = config.mesh.bridge_in_shard && bridge_core == Some(shard_cores[0]);
+        let mut bridge_ends = match (&mesh, in_shard) {
+            (Some(_), true) => all_rings.pop(),
+            _ => None,
+        };
+        let mut rings = all_rings.into_iter();
         let mut threads = Vec::with_capacity(shards);
-        for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores).enumerate() {
-            let mesh = rings.next().expect("one per peer");
+        let mut mesh = mesh;
+        for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores.clone()).enumerate() {
+            let ring_ends = rings.next().expect("one per peer");
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
+            // Shard 0 may also run the bridge (mesh.bridge_in_shard).
+            let colocated = bridge_ends.take().map(|ends| {
+                (
+                    ends,
+                    mesh.take().expect("mesh on"),
+                    mesh_listener.map(|(_, fd)| fd),
+                )
+            });
             let handle = executor(&format!("weft-shard-{index}"), core, &config)
                 .spawn(move || async move {
                     let listeners = fds
@@ -271,7 +287,26 @@ impl Router {
                         // whose ownership was released with into_raw_fd.
                         .map(|(p, fd)| (p, unsafe { glommio::net::TcpListener::from_raw_fd(fd) }))
                         .collect();
-                    run_shard(mesh, listeners, config, stats, global).await;
+                    let direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>> =
+                        colocated.as_ref().map(|_| Rc::default());
+                    let bridge = colocated.map(|(ends, mesh, listener_fd)| {
+                        let config = config.clone();
+                        let global = global.clone();
+                        let direct = direct.clone();
+                        glommio::spawn_local(run_bridge(
+                            ends,
+                            config,
+                            global,
+                            mesh,
+                            listener_fd,
+                            shards,
+                            direct,
+                        ))
+                    });
+                    run_shard(ring_ends, listeners, config, stats, global, direct).await;
+                    if let Some(task) = bridge {
+                        task.await;
+                    }
                 })
                 .map_err(|e| StartError::Executor {
                     shard: index,
@@ -284,24 +319,10 @@ impl Router {
             let channels = rings.next().expect("the bridge is the last peer");
             let config = config.clone();
             let global = global.clone();
-            let view = global.mesh_view.clone();
             let listener_fd = mesh_listener.map(|(_, fd)| fd);
             let handle = executor("weft-bridge", core, &config)
                 .spawn(move || async move {
-                    // SAFETY: the fd comes from a listening std socket whose
-                    // ownership was released with into_raw_fd.
-                    let listener =
-                        listener_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
-                    let Some(ctx) =
-                        join_peer(channels, config.clone(), Arc::default(), global).await
-                    else {
-                        return;
-                    };
-                    if ctx.id != shards {
-                        tracing::error!(peer = ctx.id, "mesh: the bridge is not the last peer");
-                        return;
-                    }
-                    bridge::run(ctx, config, mesh, listener, view).await;
+                    run_bridge(channels, config, global, mesh, listener_fd, shards, None).await;
                 })
                 .map_err(|e| StartError::Executor {
                     shard: shards,
@@ -432,12 +453,40 @@ impl Router {
     }
 }
 
+/// The mesh bridge: joins the rings as the last peer and runs the links.
+async fn run_bridge(
+    channels: Channels,
+    config: Arc<crate::config::Config>,
+    global: Arc<Global>,
+    mesh: crate::config::MeshResolved,
+    listener_fd: Option<RawFd>,
+    shards: usize,
+    direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
+) {
+    let view = global.mesh_view.clone();
+    // SAFETY: the fd comes from a listening std socket whose ownership was
+    // released with into_raw_fd.
+    let listener = listener_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
+    let Some(ctx) = join_peer(channels, config.clone(), Arc::default(), global).await else {
+        return;
+    };
+    if ctx.id != shards {
+        tracing::error!(peer = ctx.id, "mesh: the bridge is not the last peer");
+        return;
+    }
+    if let Some(cell) = direct {
+        let _ = cell.set(ctx.clone());
+    }
+    bridge::run(ctx, config, mesh, listener, view).await;
+}
+
 async fn run_shard(
     mesh: Channels,
     listeners: Vec<(SessionProtocol, glommio::net::TcpListener)>,
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
+    direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
 ) {
     let id_stats = stats.clone();
     let Some(ctx) =
@@ -445,6 +494,7 @@ async fn run_shard(
     else {
         return;
     };
+    *ctx.direct_bridge.borrow_mut() = direct;
     let id = ctx.id;
     tracing::debug!(shard = id, "shard started");
 
