@@ -72,6 +72,7 @@ fn run(messages: u64, capacity: usize) -> Duration {
                                 event: event.clone(),
                                 plain: true,
                                 groups: Default::default(),
+                                handed: 0,
                             },
                         )
                         .await

@@ -37,6 +37,12 @@ use crate::topic::trie::{
 };
 use crate::topic::TopicLimits;
 
+/// How often a queue-group event is handed on to other members when the
+/// ones it was sent to left on its way (a few times covers members leaving
+/// on several shards at once; more would only pass it round while their
+/// withdrawals are on their way).
+const HAND_ON_MAX: u8 = 4;
+
 /// Where one queue-group member was picked.
 enum Member {
     Here(LocalSub),
@@ -52,6 +58,9 @@ pub enum ShardMsg {
         event: Event,
         plain: bool,
         groups: SmallVec<[Arc<str>; 1]>,
+        /// Times a queue-group event was handed on because the members it
+        /// was sent to had left (bounded by `HAND_ON_MAX`).
+        handed: u8,
     },
     /// The sender's first local subscriber of this filter (in this queue
     /// group, if any) appeared.
@@ -502,6 +511,7 @@ impl ShardCtx {
                 event: event.clone(),
                 plain: plain & (1 << peer) != 0,
                 groups,
+                handed: 0,
             };
             let direct = self
                 .direct_bridge
@@ -573,7 +583,7 @@ impl ShardCtx {
             let redirect = self.shared_backlog(session);
             self.drop_mqtt_subscriptions(session);
             for (event, group) in redirect {
-                self.deliver_to_group(event, &group, None);
+                self.deliver_to_group(event, &group, 0);
             }
         }
         let sids: Vec<SessionKey> = session
@@ -1117,15 +1127,16 @@ impl ShardCtx {
     }
 
     /// Gives an event to one member of `group` (here or on another shard).
-    /// `from`: the peer that handed the event here, never picked (two
-    /// shards whose members are all leaving cannot pass it back and forth).
-    fn deliver_to_group(&self, event: Event, group: &str, from: Option<usize>) {
+    /// `handed`: how often the event was handed on already (members gone
+    /// on its way); past `HAND_ON_MAX` it is dropped and counted, so that
+    /// shards whose members are all leaving cannot pass it round for long.
+    fn deliver_to_group(&self, event: Event, group: &str, handed: u8) {
         let matched = self.trie.borrow_mut().matches(event.topic());
         let Some(g) = matched.groups.iter().find(|g| &*g.name == group) else {
             Counters::add(&self.counters.dropped_group_gone, 1);
             return;
         };
-        match self.pick_member(g, from) {
+        match self.pick_member(g) {
             Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
             Some(Member::Shard(peer)) => {
                 let groups = std::iter::once(g.name.clone()).collect();
@@ -1135,6 +1146,7 @@ impl ShardCtx {
                         event,
                         plain: false,
                         groups,
+                        handed,
                     },
                 );
             }
@@ -1145,10 +1157,9 @@ impl ShardCtx {
     /// One member of a queue group, chosen uniformly among this process's
     /// members (this shard's and the shards that have members); only when
     /// it has none, the bridge (another router's members).
-    fn pick_member(&self, g: &GroupMatch, avoid: Option<usize>) -> Option<Member> {
-        let avoid = avoid.map_or(0, |p| 1u64 << p);
-        let bridge = self.bridge_bit() & !avoid;
-        let here = g.remote & !self.bridge_bit() & !avoid;
+    fn pick_member(&self, g: &GroupMatch) -> Option<Member> {
+        let bridge = self.bridge_bit();
+        let here = g.remote & !bridge;
         let members = g.local.len() + here.count_ones() as usize;
         let pick = if members == 0 {
             0
@@ -1345,7 +1356,7 @@ impl ShardCtx {
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
         let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
         for g in matched.groups.iter() {
-            match self.pick_member(g, None) {
+            match self.pick_member(g) {
                 Some(Member::Here(sub)) => local_picks.push(sub),
                 Some(Member::Shard(peer)) => remote_groups.push((peer, g.name.clone())),
                 None => {}
@@ -1476,6 +1487,7 @@ impl ShardCtx {
                     event,
                     plain,
                     groups,
+                    ..
                 } => {
                     Counters::add(&self.counters.ring_events_in, 1);
                     bridge.on_local_event(event, plain, &groups);
@@ -1496,6 +1508,7 @@ impl ShardCtx {
                 event,
                 plain,
                 groups,
+                handed,
             } => {
                 Counters::add(&self.counters.ring_events_in, 1);
                 let matched: Rc<Matched> = self.trie.borrow_mut().matches(event.topic());
@@ -1513,11 +1526,13 @@ impl ShardCtx {
                         Some(pick) => self.deliver_local(&[pick], event.clone(), Some(congested)),
                         // The members here left while the event was on its
                         // way: another member of the group gets it (the
-                        // publisher may hold a PUBACK for it). It can come
-                        // back only while the members here are closing: their
-                        // InterestRemove then precedes it on the ordered
-                        // queue, and it is dropped (counted) once none is left.
-                        None => self.deliver_to_group(event.clone(), name, Some(from)),
+                        // publisher may hold a PUBACK for it), back where
+                        // it came from included; at most HAND_ON_MAX times,
+                        // then it is dropped and counted.
+                        None if handed < HAND_ON_MAX => {
+                            self.deliver_to_group(event.clone(), name, handed + 1)
+                        }
+                        None => Counters::add(&self.counters.dropped_group_gone, 1),
                     }
                 }
                 if plain {
