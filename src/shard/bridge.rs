@@ -1050,7 +1050,6 @@ impl Bridge {
                         return reason;
                     }
                 };
-                link.last_heard.set(Instant::now());
                 if let Some(reason) = self.on_frame(link, slot, frame).await {
                     return reason;
                 }
@@ -1075,6 +1074,9 @@ impl Bridge {
                 Ok(n) => {
                     rb.end += n;
                     since_yield += n;
+                    // Heard from the peer: one clock read per read, not
+                    // per frame.
+                    link.last_heard.set(Instant::now());
                 }
                 Err(reason) => return reason,
             }
