@@ -908,3 +908,87 @@ async fn the_retained_exchange_ends_when_tombstones_overflow() {
         wait_retained(name, w.addr, "#", &[("keep", "k")]).await;
     }
 }
+
+/// The names of a router's threads (from /proc).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Both placements of the bridge, linked: A (2 shards) runs it as an
+/// executor of its own (`bridge_in_shard = false`), B (2 shards) inside
+/// its first shard's executor (the default). QoS 1 events published on
+/// both of A's shards reach subscribers on both of B's shards exactly
+/// once, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_of_its_own_and_one_inside_a_shard_interoperate() {
+    let a = Weft::launch_args(
+        2,
+        "[mesh]\nbridge_in_shard = false\n",
+        &["--router-id", "A", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let b = Weft::launch_args(
+        2,
+        "",
+        &["--router-id", "B", "--link", &a.mesh.unwrap().to_string()],
+    );
+    linked(&a, &b).await;
+    let a_threads = thread_names(a.pid());
+    let b_threads = thread_names(b.pid());
+    assert!(
+        a_threads.iter().any(|t| t.starts_with("weft-bridge")),
+        "{a_threads:?}"
+    );
+    assert!(
+        !b_threads.iter().any(|t| t.starts_with("weft-bridge")),
+        "{b_threads:?}"
+    );
+    const N: usize = 50;
+    for (from, to, name) in [(&a, &b, "ab"), (&b, &a, "ba")] {
+        let mut subs = Vec::new();
+        for (i, addr) in to.shard_addrs.iter().enumerate() {
+            let mut s = connect(*addr, &format!("{name}-sub{i}")).await;
+            s.subscribe(&format!("{name}/#"), rumqttc::QoS::AtLeastOnce)
+                .await;
+            subs.push(s);
+        }
+        let mut pubs = Vec::new();
+        for (i, addr) in from.shard_addrs.iter().enumerate() {
+            pubs.push(connect(*addr, &format!("{name}-pub{i}")).await);
+        }
+        // Fence: every subscriber's interest has reached the publishers.
+        let probe = format!("{name}/probe");
+        for s in subs.iter_mut() {
+            loop {
+                pubs[0].publish(&probe, rumqttc::QoS::AtMostOnce, "p").await;
+                if let Ok(p) =
+                    tokio::time::timeout(Duration::from_millis(50), s.next_publish()).await
+                {
+                    if p.topic == probe {
+                        break;
+                    }
+                }
+            }
+        }
+        let data = format!("{name}/data");
+        for (i, p) in pubs.iter().enumerate() {
+            for k in 0..N {
+                p.publish(&data, rumqttc::QoS::AtLeastOnce, format!("{i}-{k}"))
+                    .await;
+            }
+        }
+        for p in pubs.iter_mut() {
+            p.pubacks(N).await;
+        }
+        for s in subs.iter_mut() {
+            let (seen, _) = collect_once(s, &data, &probe, 2 * N).await;
+            assert_eq!(seen.len(), 2 * N, "{name}: {seen:?}");
+            assert!(seen.values().all(|&c| c == 1), "{name}: {seen:?}");
+        }
+    }
+}
