@@ -358,7 +358,9 @@ pub struct ShardCtx {
     /// The bridge's context when it runs on this executor
     /// (`mesh.bridge_in_shard`): events for it are handed over by a
     /// call instead of through the ring.
-    pub direct_bridge: RefCell<Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>>,
+    /// Set once, at start; the inner cell is filled when the bridge has
+    /// joined the rings.
+    pub direct_bridge: std::cell::OnceCell<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
 }
 
 /// The trie key of the bridge's subscriptions (other routers' interest).
@@ -422,7 +424,7 @@ impl ShardCtx {
             pending: RefCell::default(),
             next_token: Cell::new(0),
             bridge: Default::default(),
-            direct_bridge: RefCell::default(),
+            direct_bridge: Default::default(),
         }
     }
 
@@ -513,13 +515,7 @@ impl ShardCtx {
                 groups,
                 handed: 0,
             };
-            let direct = self
-                .direct_bridge
-                .borrow()
-                .as_ref()
-                .and_then(|c| c.get().cloned())
-                .filter(|b| b.id == peer);
-            match direct {
+            match self.bridge_here(peer) {
                 // Every event for the bridge takes this path once it is
                 // set (before, the bridge had no links), so they stay in
                 // order; on_local_event is synchronous and bounded by the
@@ -528,6 +524,16 @@ impl ShardCtx {
                 None => self.send(peer, msg).await,
             }
         }
+    }
+
+    /// The bridge's context, if `peer` is the bridge and it runs on this
+    /// executor (`mesh.bridge_in_shard`).
+    fn bridge_here(&self, peer: usize) -> Option<Rc<ShardCtx>> {
+        if peer + 1 != self.shards {
+            return None; // the bridge is the last peer
+        }
+        let bridge = self.direct_bridge.get()?.get()?;
+        (bridge.id == peer).then(|| bridge.clone())
     }
 
     pub fn limits(&self) -> LimitsRef {

@@ -494,7 +494,9 @@ async fn run_shard(
     else {
         return;
     };
-    *ctx.direct_bridge.borrow_mut() = direct;
+    if let Some(direct) = direct {
+        let _ = ctx.direct_bridge.set(direct);
+    }
     let id = ctx.id;
     tracing::debug!(shard = id, "shard started");
 
