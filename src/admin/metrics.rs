@@ -218,6 +218,12 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     let _ = writeln!(out, "weft_mesh_held_links {}", view.held_links);
     let _ = writeln!(
         out,
+        "# HELP weft_mesh_parked QoS 1 copies waiting here for a route to their routers (mesh.link_hold_ms)."
+    );
+    let _ = writeln!(out, "# TYPE weft_mesh_parked gauge");
+    let _ = writeln!(out, "weft_mesh_parked {}", view.parked);
+    let _ = writeln!(
+        out,
         "# HELP weft_mesh_tls 1 when every link runs TLS ([mesh.tls])."
     );
     let _ = writeln!(out, "# TYPE weft_mesh_tls gauge");

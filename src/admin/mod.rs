@@ -125,6 +125,8 @@ fn route(
                     "no_route": v.no_route,
                     "hops_exceeded": v.hops_exceeded,
                     "held_links": v.held_links,
+                    "held_peers": v.held_peers,
+                    "parked": v.parked,
                     "held_dropped": v.held_dropped,
                     "tls": v.tls,
                     "retained_sent": v.retained_sent,

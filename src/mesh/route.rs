@@ -152,6 +152,18 @@ pub enum Action {
         filter: String,
         present: bool,
     },
+    /// The destinations of `copy` (and its groups) to which no link leads
+    /// now (not even a denied one): the router they name is unknown here,
+    /// or known only over `from`, the link the copy came in on (a router
+    /// that just restarted, whose other links are not back yet). The
+    /// runtime either keeps the copy and hands it to [`Router::retry`]
+    /// once the table has grown (at-least-once copies: see the module
+    /// comment), or drops it and says so with [`Router::count_no_route`].
+    /// Not counted in `no_route` by the core.
+    Unroutable {
+        copy: EventCopy,
+        from: Option<LinkId>,
+    },
 }
 
 /// What may cross one link, by topic, in each direction. Deny wins over
@@ -392,6 +404,8 @@ pub struct Router {
     local_wants: HashMap<String, bool>,
     tick: u64,
     counters: RouterCounters,
+    /// A held link lost a route since the last [`Router::end_empty_holds`].
+    holds_touched: bool,
 }
 
 /// Topics whose forwarding plan is cached.
@@ -408,7 +422,10 @@ struct Plan {
     retain: bool,
     copies: Vec<PlannedCopy>,
     denied: Vec<LinkId>,
+    /// Destinations whose only paths the link policy refuses.
     no_route: u64,
+    /// Destinations (plain, groups) no link leads to at all.
+    unrouted: (Vec<String>, Vec<(String, String)>),
 }
 
 /// Whether every topic `filter` matches is also matched by `deny`.
@@ -453,6 +470,7 @@ impl Router {
             local_wants: HashMap::new(),
             tick: 0,
             counters: RouterCounters::default(),
+            holds_touched: false,
         }
     }
 
@@ -575,17 +593,45 @@ impl Router {
     }
 
     /// `peer` is back on a new link and has sent its whole table there:
-    /// its held links end (what they kept is now learned over the new one).
-    pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) {
+    /// its held links whose routes all moved to a live link (see
+    /// [`Router::on_message`]: a learned route replaces held ones) end;
+    /// returns them. A held link that still has routes its peer did not
+    /// announce again stays held until [`Router::link_down`] (the hold's
+    /// expiry): a router that just restarted has not heard from its own
+    /// links yet, and the routers behind it may come back through them
+    /// (their events wait meanwhile, here or at the peer).
+    pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) -> Vec<LinkId> {
+        self.end_holds(Some(peer), out)
+    }
+
+    fn end_holds(&mut self, peer: Option<&str>, out: &mut Vec<Action>) -> Vec<LinkId> {
         let held: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.held && l.peer == peer)
+            .filter(|(_, l)| l.held && peer.is_none_or(|p| l.peer == p))
             .map(|(&id, _)| id)
             .collect();
+        let mut ended = Vec::new();
         for old in held {
-            self.link_down(old, out);
+            if !self
+                .learned
+                .values()
+                .any(|routes| routes.contains_key(&old))
+            {
+                self.link_down(old, out);
+                ended.push(old);
+            }
         }
+        ended
+    }
+
+    /// Held links (of any peer) with no route left: ended, and returned
+    /// (see [`Router::release_held`]).
+    pub fn end_empty_holds(&mut self, out: &mut Vec<Action>) -> Vec<LinkId> {
+        if !std::mem::take(&mut self.holds_touched) {
+            return Vec::new();
+        }
+        self.end_holds(None, out)
     }
 
     /// Whether `link` is held (down, its routes kept).
@@ -692,7 +738,7 @@ impl Router {
         }
         let origin = self.id.clone();
         if groups.is_empty() {
-            self.emit(&origin, event_id, 0, topic, &plan, out);
+            self.emit(&origin, event_id, 0, topic, &plan, None, out);
         } else {
             let dests = plan
                 .copies
@@ -741,7 +787,7 @@ impl Router {
         let dests = dests.into_iter().map(str::to_owned).collect();
         let plan = self.plan(topic, dests, Vec::new(), None, true);
         let origin = self.id.clone();
-        self.emit(&origin, event_id, 0, topic, &plan, out);
+        self.emit(&origin, event_id, 0, topic, &plan, None, out);
     }
 
     /// One entry of this router's retained store for the peer of `link`
@@ -827,6 +873,30 @@ impl Router {
         group_dests
     }
 
+    /// Sends on a copy that came back as [`Action::Unroutable`] (its
+    /// `hops` already counts the link it came in on), by the table as it
+    /// is now; what still has no route comes back as `Unroutable` again.
+    /// No local delivery and no duplicate check: an unroutable copy never
+    /// names this router.
+    pub fn retry(&mut self, copy: EventCopy, from: Option<LinkId>, out: &mut Vec<Action>) {
+        let plan = self.plan(&copy.topic, copy.dests, copy.groups, from, copy.retain);
+        self.emit(
+            &copy.origin,
+            copy.id,
+            copy.hops,
+            &copy.topic,
+            &plan,
+            from,
+            out,
+        );
+    }
+
+    /// The runtime dropped `n` destinations of [`Action::Unroutable`]
+    /// copies: counted in `no_route`.
+    pub fn count_no_route(&mut self, n: u64) {
+        self.counters.no_route += n;
+    }
+
     /// A message arrived over `link`.
     pub fn on_message(&mut self, link: LinkId, msg: LinkMsg, out: &mut Vec<Action>) {
         if self.links.get(&link).is_none_or(|l| l.held) {
@@ -888,7 +958,16 @@ impl Router {
             }
         }
         let routes = self.learned.get_mut(&key).expect("inserted above");
-        if routes.insert(link, distance) != Some(distance) {
+        let mut changed = routes.insert(link, distance) != Some(distance);
+        // A live route replaces what held links kept for this entry.
+        let links = &self.links;
+        let before = routes.len();
+        routes.retain(|l, _| !links.get(l).is_some_and(|l| l.held));
+        if routes.len() != before {
+            changed = true;
+            self.holds_touched = true;
+        }
+        if changed {
             self.sync_all(&key, out);
         }
     }
@@ -1111,7 +1190,7 @@ impl Router {
         out: &mut Vec<Action>,
     ) {
         let plan = self.plan(topic, dests, groups, from, retain);
-        self.emit(origin, id, hops, topic, &plan, out);
+        self.emit(origin, id, hops, topic, &plan, from, out);
     }
 
     /// Groups destinations by next hop (see `forward`).
@@ -1144,7 +1223,9 @@ impl Router {
             match (best_ok, group) {
                 (Some((_, l)), None) => by_hop.entry(l).or_default().0.push(dest),
                 (Some((_, l)), Some(g)) => by_hop.entry(l).or_default().1.push((dest, g)),
-                (None, _) => plan.no_route += 1,
+                (None, _) if best_any.is_some() => plan.no_route += 1,
+                (None, None) => plan.unrouted.0.push(dest),
+                (None, Some(g)) => plan.unrouted.1.push((dest, g)),
             }
         }
         plan.denied = denied.into_iter().collect();
@@ -1162,7 +1243,9 @@ impl Router {
         plan
     }
 
-    /// Counts and sends what `plan` says.
+    /// Counts and sends what `plan` says; what it could not route goes
+    /// back to the runtime as [`Action::Unroutable`].
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         origin: &str,
@@ -1170,9 +1253,24 @@ impl Router {
         hops: u8,
         topic: &str,
         plan: &Plan,
+        from: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
         self.counters.no_route += plan.no_route;
+        if !plan.unrouted.0.is_empty() || !plan.unrouted.1.is_empty() {
+            out.push(Action::Unroutable {
+                copy: EventCopy {
+                    origin: origin.to_owned(),
+                    id,
+                    hops,
+                    dests: plan.unrouted.0.clone(),
+                    groups: plan.unrouted.1.clone(),
+                    topic: topic.to_owned(),
+                    retain: plan.retain,
+                },
+                from,
+            });
+        }
         for l in &plan.denied {
             if let Some(link) = self.links.get_mut(l) {
                 link.counters.denied_export += 1;
@@ -1350,6 +1448,11 @@ mod tests {
                         }
                     }
                     Action::RemoteInterest { .. } => {}
+                    // This runtime keeps nothing: it drops and counts.
+                    Action::Unroutable { copy, .. } => {
+                        let n = copy.dests.len() + copy.groups.len();
+                        self.routers[r].count_no_route(n as u64);
+                    }
                 }
             }
         }
@@ -2453,5 +2556,151 @@ mod tests {
         r.link_up(LinkId(1), "y", &mut out);
         assert!(!r.link_hold(LinkId(1), &mut out));
         assert_eq!(r.link_peer(LinkId(1)), None);
+    }
+
+    #[test]
+    fn a_copy_without_a_route_goes_back_to_the_runtime_and_on_when_one_appears() {
+        // r1 has just restarted: r0 is back and says r2 wants "p/#" (over
+        // r0 itself: a route r0 still holds), r2 is not back yet.
+        let mut r1 = Router::new("r1", RouterConfig::default());
+        let mut out = Vec::new();
+        r1.link_up(LinkId(1), "r0", &mut out);
+        let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+            filter: filter.into(),
+            origin: origin.into(),
+            distance,
+        };
+        r1.on_message(LinkId(1), add("p/#", "r2", 1), &mut out);
+        let copy = EventCopy {
+            origin: "r0".into(),
+            id: 7,
+            hops: 0,
+            dests: vec!["r2".into(), "r9".into()],
+            groups: vec![("r2".into(), "g".into())],
+            topic: "p/x".into(),
+            retain: false,
+        };
+        out.clear();
+        r1.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
+        // Never back where it came from, never dropped by the core: the
+        // runtime gets it back, counted nowhere yet.
+        let [Action::Unroutable { copy, from }] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*from, Some(LinkId(1)));
+        assert_eq!(copy.dests, vec!["r2".to_string(), "r9".to_string()]);
+        assert_eq!(copy.groups, vec![("r2".to_string(), "g".to_string())]);
+        assert_eq!(copy.hops, 1, "the link it crossed is counted");
+        assert_eq!(r1.counters().no_route, 0);
+        let (copy, from) = (copy.clone(), *from);
+        // r2 comes back and announces its interest: the retry reaches it,
+        // and what is still unknown (r9) comes back again.
+        out.clear();
+        r1.link_up(LinkId(2), "r2", &mut out);
+        r1.on_message(LinkId(2), add("p/#", "r2", 0), &mut out);
+        r1.on_message(LinkId(2), add("$share/g/p/#", "r2", 0), &mut out);
+        out.clear();
+        r1.retry(copy, from, &mut out);
+        let sent: Vec<&EventCopy> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    link: LinkId(2),
+                    msg: LinkMsg::Event(c),
+                } => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 1, "{out:?}");
+        assert_eq!(sent[0].dests, vec!["r2".to_string()]);
+        assert_eq!(sent[0].groups, vec![("r2".to_string(), "g".to_string())]);
+        assert_eq!((sent[0].id, sent[0].hops), (7, 1));
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Unroutable { copy, .. } if copy.dests == ["r9"] && copy.groups.is_empty()
+        )));
+        r1.count_no_route(1);
+        assert_eq!(r1.counters().no_route, 1);
+        // A destination that only a denied link leads to is the policy's
+        // decision: dropped and counted at once, never kept.
+        let mut r = Router::new("r", RouterConfig::default());
+        r.link_up(LinkId(1), "a", &mut out);
+        let deny = LinkPolicy {
+            export_deny: vec!["p/#".into()],
+            ..LinkPolicy::default()
+        };
+        r.link_up_with_policy(LinkId(2), "b", deny, &mut out);
+        r.on_message(LinkId(2), add("p/#", "b", 0), &mut out);
+        out.clear();
+        r.publish("p/x", 1, &mut out);
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Unroutable { .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
+        // r0 – r1 – r2: r2's interest reaches r0 over r1 only.
+        let mut r0 = Router::new("r0", RouterConfig::default());
+        let mut out = Vec::new();
+        r0.link_up(LinkId(1), "r1", &mut out);
+        let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+            filter: filter.into(),
+            origin: origin.into(),
+            distance,
+        };
+        r0.on_message(LinkId(1), add("p/#", "r2", 1), &mut out);
+        // r1 dies (held), and returns, restarted: its table (sent before its
+        // first PING) knows nothing of r2 yet.
+        assert!(r0.link_hold(LinkId(1), &mut out));
+        out.clear();
+        r0.link_up(LinkId(2), "r1", &mut out);
+        assert_eq!(r0.release_held("r1", &mut out), Vec::<LinkId>::new());
+        assert!(r0.is_held(LinkId(1)), "r2's route only the held link had");
+        assert_eq!(r0.best_route("p/#", "r2"), Some((2, LinkId(1))));
+        // r0's publishers keep handing "p/…" to the mesh: nothing withdrawn.
+        assert!(!out.iter().any(|a| matches!(
+            a,
+            Action::RemoteInterest { present: false, .. }
+                | Action::Send {
+                    msg: LinkMsg::InterestRemove { .. },
+                    ..
+                }
+        )));
+        // r0's events for r2 still go to the held link (the runtime sends
+        // them over r1's new link).
+        out.clear();
+        r0.publish("p/x", 1, &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Action::Send {
+                    link: LinkId(1),
+                    msg: LinkMsg::Event(_)
+                }]
+            ),
+            "{out:?}"
+        );
+        // r2 is back behind r1: the live route replaces the held one, and
+        // the emptied hold ends.
+        out.clear();
+        r0.on_message(LinkId(2), add("p/#", "r2", 1), &mut out);
+        assert_eq!(r0.best_route("p/#", "r2"), Some((2, LinkId(2))));
+        assert_eq!(r0.end_empty_holds(&mut out), vec![LinkId(1)]);
+        assert!(!r0.is_held(LinkId(1)));
+        assert_eq!(r0.end_empty_holds(&mut out), Vec::<LinkId>::new());
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::RemoteInterest { present: false, .. })));
+        out.clear();
+        r0.publish("p/x", 2, &mut out);
+        assert!(matches!(
+            out.as_slice(),
+            [Action::Send {
+                link: LinkId(2),
+                msg: LinkMsg::Event(_)
+            }]
+        ));
     }
 }

@@ -61,6 +61,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// How a link's end reads when the peer closed it gracefully.
 const GRACEFUL: &str = "peer closed the link";
 
+/// A link that keeps failing to dial is logged at warn this often (and
+/// whenever the reason changes); each attempt at debug.
+const DIAL_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// Largest hello accepted (its fields are two short strings).
 const HELLO_BYTES_MAX: usize = 1024;
 
@@ -86,6 +90,9 @@ pub struct LinkInfo {
     pub dropped: u64,
     pub unacked: u64,
     pub unacked_evicted: u64,
+    /// Why the last dial or connection of this slot failed or ended (None
+    /// while up, or before anything went wrong).
+    pub last_error: Option<String>,
 }
 
 /// What the bridge publishes for the admin thread on every tick.
@@ -110,6 +117,10 @@ pub struct MeshView {
     /// Event copies that arrived with this router's id as their origin:
     /// another router uses the same id.
     pub own_origin: u64,
+    /// The peers whose links are held (down, expected back).
+    pub held_peers: Vec<String>,
+    /// QoS 1 copies waiting here for a route to their routers.
+    pub parked: u64,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -130,8 +141,13 @@ struct Slot {
     /// ack (more than `mesh.unacked_max` outstanding).
     evicted: Cell<u64>,
     rtt_us: Cell<Option<u64>>,
-    /// An accepted slot is shown while its connection lives.
+    /// An accepted slot is shown while its connection lives (or while its
+    /// peer's link is held).
     gone: Cell<bool>,
+    /// See [`LinkInfo::last_error`].
+    last_error: RefCell<Option<String>>,
+    /// When a dial failure was last logged (they repeat every backoff).
+    dial_warned: Cell<Option<Instant>>,
 }
 
 /// One connection to a peer router, from hello to close.
@@ -146,9 +162,13 @@ struct Link {
     /// Why this side closed it (for the log line).
     why: RefCell<&'static str>,
     last_heard: Cell<Instant>,
-    /// Highest QoS 1 sequence number processed and not yet acknowledged.
+    /// Highest QoS 1 sequence number processed (acknowledged once nothing
+    /// up to it is `owed`).
     ack_owed: Cell<u64>,
     ack_sent: Cell<u64>,
+    /// Sequence numbers of this link's QoS 1 copies → copies made of them
+    /// not yet acknowledged by their next hop (or parked): see `oblige`.
+    owed: RefCell<BTreeMap<u64, u32>>,
     ping_sent_ns: Cell<u64>,
     /// The peer's first PING or PONG arrived (see `table_received`).
     synced: Cell<bool>,
@@ -180,10 +200,34 @@ impl Link {
 struct Outbox {
     next_seq: u64,
     /// Encoded copies by sequence number, oldest first.
-    frames: VecDeque<(u64, Vec<u8>)>,
+    frames: VecDeque<Kept>,
     /// Copies up to this sequence number are in the link's buffer or sent;
     /// later ones wait for room (a full buffer never drops QoS 1 copies).
     written: u64,
+}
+
+/// A QoS 1 copy that came over a link (its sequence number there): this
+/// router acknowledges it only once every copy it made of it is
+/// acknowledged by the next hop, dropped for good, or delivered here (see
+/// `oblige`).
+type Upstream = (LinkId, u64);
+
+/// One encoded QoS 1 copy in a peer's resend store.
+struct Kept {
+    seq: u64,
+    frame: Vec<u8>,
+    upstream: Option<Upstream>,
+}
+
+/// A QoS 1 copy kept for destinations that no link leads to yet.
+struct Parked {
+    copy: EventCopy,
+    /// The link it came in on (never sent back there).
+    from: Option<LinkId>,
+    upstream: Option<Upstream>,
+    event: Event,
+    stamp: u64,
+    until: Instant,
 }
 
 /// The part of an event a copy carries besides the routing fields.
@@ -295,6 +339,19 @@ pub struct Bridge {
     held: RefCell<HashMap<LinkId, String>>,
     /// QoS 0 copies for held links, and QoS 1 copies past unacked_max.
     held_dropped: Cell<u64>,
+    /// QoS 1 copies (already acknowledged to the link they came over) for
+    /// routers no link leads to yet, oldest first: they go on when a route
+    /// appears, or are dropped after `mesh.link_hold_ms` (see `park`).
+    parked: RefCell<VecDeque<Parked>>,
+    /// Interest arrived since the parked copies were last retried.
+    parked_dirty: Cell<bool>,
+    /// While `retry_parked` runs: the deadline the re-parked copies keep.
+    reparking: Cell<Option<Instant>>,
+    /// While a QoS 1 copy from a link is routed: where it came from, so
+    /// that the copies made of it hold back its acknowledgement.
+    upstream: Cell<Option<Upstream>>,
+    /// Links whose acknowledgement may have moved (see `flush_acks`).
+    acks_due: RefCell<Vec<LinkId>>,
     origin: Origin,
     /// xorshift state for queue-group picks among routers.
     rng: Cell<u64>,
@@ -441,6 +498,11 @@ impl Bridge {
             outboxes: RefCell::default(),
             held: RefCell::default(),
             held_dropped: Cell::new(0),
+            parked: RefCell::default(),
+            parked_dirty: Cell::new(false),
+            reparking: Cell::new(None),
+            upstream: Cell::new(None),
+            acks_due: RefCell::default(),
             origin,
             rng: Cell::new(wall | 1),
             tls: mesh.tls.clone(),
@@ -591,10 +653,15 @@ impl Bridge {
             match action {
                 Action::Send { link, msg } => {
                     let Some(l) = self.links.borrow().get(&link).cloned() else {
-                        // A held link: events wait for its peer.
+                        // A held link: events go to its peer's new link if
+                        // it is back (the routes it did not announce again
+                        // stay on the held one), else wait for its peer.
                         let held = self.held.borrow().get(&link).cloned();
                         if let (Some(peer), LinkMsg::Event(copy), Some(body)) = (held, &msg, body) {
-                            self.hold_event(&peer, copy, body);
+                            match self.live_link_to(&peer) {
+                                Some(live) => self.push_event(&live, copy, body),
+                                None => self.hold_event(&peer, copy, body),
+                            }
                         }
                         continue;
                     };
@@ -633,6 +700,7 @@ impl Bridge {
                     groups,
                     ..
                 } => deliver.push((topic, plain, groups)),
+                Action::Unroutable { copy, from } => self.park(copy, from, body),
                 // The retained key is no topic the shards could publish on.
                 Action::RemoteInterest { filter, .. } if filter == route::RETAINED_KEY => {}
                 Action::RemoteInterest { filter, present } => {
@@ -656,6 +724,8 @@ impl Bridge {
 
     fn push_event(&self, link: &Link, copy: &EventCopy, body: &Body<'_>) {
         if link.closed.get() {
+            // Going down: a QoS 1 copy waits for the peer's return.
+            self.hold_event(&link.peer, copy, body);
             return;
         }
         let slot = &link.slot;
@@ -692,9 +762,19 @@ impl Bridge {
             link.out.borrow_mut().extend_from_slice(&encoded);
             ob.written = seq;
         }
-        ob.frames.push_back((seq, encoded));
+        ob.frames.push_back(Kept {
+            seq,
+            frame: encoded,
+            upstream: self.oblige(),
+        });
         if ob.frames.len() > self.config.mesh.unacked_max {
-            if let Some((oldest, _)) = ob.frames.pop_front() {
+            if let Some(Kept {
+                seq: oldest,
+                upstream,
+                ..
+            }) = ob.frames.pop_front()
+            {
+                self.release(upstream);
                 if oldest > ob.written {
                     // Never sent: lost.
                     ob.written = oldest;
@@ -729,11 +809,194 @@ impl Bridge {
             return;
         }
         ob.next_seq = seq;
-        ob.frames.push_back((seq, encoded));
+        ob.frames.push_back(Kept {
+            seq,
+            frame: encoded,
+            upstream: self.oblige(),
+        });
         if ob.frames.len() > self.config.mesh.unacked_max {
-            ob.frames.pop_front();
+            if let Some(old) = ob.frames.pop_front() {
+                self.release(old.upstream);
+            }
             self.held_dropped.set(self.held_dropped.get() + 1);
         }
+    }
+
+    /// A QoS 1 copy of the event being routed is kept (in a resend store,
+    /// or parked): its upstream sequence number is not acknowledged until
+    /// the copy is released. Hop-by-hop acknowledgement then means what a
+    /// publisher's PUBACK promises: a router that crashes (`kill -9`) with
+    /// copies not yet acknowledged by its next hops has not acknowledged
+    /// them either, so the previous hop still has them and sends them
+    /// again when it returns (the destinations drop duplicates).
+    fn oblige(&self) -> Option<Upstream> {
+        let (link, seq) = self.upstream.get()?;
+        if let Some(l) = self.links.borrow().get(&link) {
+            *l.owed.borrow_mut().entry(seq).or_insert(0) += 1;
+        }
+        Some((link, seq))
+    }
+
+    /// The kept copy of `upstream` is acknowledged, or dropped for good;
+    /// the acknowledgement goes out at the next `flush_acks`.
+    fn release(&self, upstream: Option<Upstream>) {
+        let Some((link, seq)) = upstream else {
+            return;
+        };
+        let links = self.links.borrow();
+        let Some(l) = links.get(&link) else {
+            return; // that connection is gone: its peer resends anyway
+        };
+        let mut owed = l.owed.borrow_mut();
+        if let Some(n) = owed.get_mut(&seq) {
+            *n -= 1;
+            if *n == 0 {
+                owed.remove(&seq);
+                self.acks_due.borrow_mut().push(link);
+            }
+        }
+    }
+
+    /// Sends the acknowledgements that `release` made due.
+    fn flush_acks(&self) {
+        let mut due = std::mem::take(&mut *self.acks_due.borrow_mut());
+        due.sort_unstable();
+        due.dedup();
+        for id in due {
+            let link = self.links.borrow().get(&id).cloned();
+            if let Some(l) = link {
+                self.ack_if_due(&l);
+            }
+        }
+    }
+
+    /// Acknowledges what `link` sent up to the first copy still owed.
+    fn ack_if_due(&self, link: &Link) {
+        let processed = link.ack_owed.get();
+        let due = match link.owed.borrow().keys().next() {
+            Some(&first) => processed.min(first - 1),
+            None => processed,
+        };
+        if due > link.ack_sent.get() {
+            link.ack_sent.set(due);
+            self.push_frame(link, &Frame::Ack { seq: due });
+        }
+    }
+
+    /// The link up now to `peer`, if any.
+    fn live_link_to(&self, peer: &str) -> Option<Rc<Link>> {
+        self.links
+            .borrow()
+            .values()
+            .find(|l| l.peer == peer && !l.closed.get())
+            .cloned()
+    }
+
+    /// Destinations no link leads to now (a router that just restarted
+    /// has not heard from all its links yet; a router behind a held link
+    /// is expected back). A QoS 1 copy has been acknowledged hop by hop
+    /// already, so it is kept here for `mesh.link_hold_ms`, at most
+    /// `mesh.unacked_max` of them (the oldest goes first), and goes on as
+    /// soon as a route appears (`retry_parked`); a QoS 0 copy, a
+    /// retained-store exchange, or any copy with holding off
+    /// (`link_hold_ms = 0`) is dropped and counted in `no_route`.
+    fn park(&self, copy: EventCopy, from: Option<LinkId>, body: Option<&Body<'_>>) {
+        let lost = (copy.dests.len() + copy.groups.len()) as u64;
+        let hold_ms = self.config.mesh.link_hold_ms;
+        let body = match body {
+            Some(b) if b.qos > 0 && !b.sync && hold_ms > 0 && !self.ctx.stopping.get() => b,
+            _ => {
+                self.router.borrow_mut().count_no_route(lost);
+                return;
+            }
+        };
+        let until = self
+            .reparking
+            .get()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(hold_ms));
+        let event = body.to_event(&copy.topic, self.origin);
+        let mut parked = self.parked.borrow_mut();
+        if parked.len() >= self.config.mesh.unacked_max {
+            if let Some(old) = parked.pop_front() {
+                let n = old.copy.dests.len() + old.copy.groups.len();
+                self.router.borrow_mut().count_no_route(n as u64);
+                self.release(old.upstream);
+                tracing::warn!(
+                    origin = old.copy.origin,
+                    topic = old.copy.topic,
+                    max = self.config.mesh.unacked_max,
+                    "mesh: a copy waiting for a route dropped (mesh.unacked_max reached)"
+                );
+            }
+        }
+        let upstream = self.oblige();
+        parked.push_back(Parked {
+            copy,
+            from,
+            upstream,
+            event,
+            stamp: body.stamp,
+            until,
+        });
+    }
+
+    /// Sends on the parked copies whose destinations have a route now (in
+    /// the order they arrived); the others stay, with their deadline.
+    fn retry_parked(&self) {
+        if !self.parked_dirty.replace(false) {
+            return;
+        }
+        let waiting = std::mem::take(&mut *self.parked.borrow_mut());
+        for p in waiting {
+            self.reparking.set(Some(p.until));
+            self.upstream.set(p.upstream);
+            let mut out = Vec::new();
+            self.router.borrow_mut().retry(p.copy, p.from, &mut out);
+            let body = Body::of_event(&p.event).stamped(p.stamp, false);
+            // The new copies take over the obligation before it is let go.
+            self.apply(out, Some(&body));
+            self.release(p.upstream);
+        }
+        self.upstream.set(None);
+        self.reparking.set(None);
+        self.flush_acks();
+    }
+
+    /// Drops the parked copies whose `mesh.link_hold_ms` has passed.
+    fn expire_parked(&self) {
+        let now = Instant::now();
+        let mut dropped = 0u64;
+        let mut parked = self.parked.borrow_mut();
+        let mut released = Vec::new();
+        while parked.front().is_some_and(|p| p.until <= now) {
+            let p = parked.pop_front().expect("checked");
+            dropped += (p.copy.dests.len() + p.copy.groups.len()) as u64;
+            released.push(p.upstream);
+        }
+        drop(parked);
+        for upstream in released {
+            self.release(upstream);
+        }
+        self.flush_acks();
+        if dropped > 0 {
+            self.router.borrow_mut().count_no_route(dropped);
+            tracing::warn!(
+                destinations = dropped,
+                hold_ms = self.config.mesh.link_hold_ms,
+                "mesh: QoS 1 copies dropped: no route to their routers within mesh.link_hold_ms"
+            );
+        }
+    }
+
+    /// Held links that have no route left (their peer is back and has
+    /// announced everything they kept) end.
+    fn end_empty_holds(&self) {
+        let mut out = Vec::new();
+        let ended = self.router.borrow_mut().end_empty_holds(&mut out);
+        for id in ended {
+            self.held.borrow_mut().remove(&id);
+        }
+        self.apply(out, None);
     }
 
     /// Moves QoS 1 copies waiting for room into the link's buffer.
@@ -749,13 +1012,13 @@ impl Bridge {
         };
         let mut out = link.out.borrow_mut();
         let max = self.config.mesh.outbound_bytes_max;
-        let first = ob.frames.partition_point(|(s, _)| *s <= ob.written);
-        for (seq, frame) in ob.frames.range(first..) {
+        let first = ob.frames.partition_point(|k| k.seq <= ob.written);
+        for kept in ob.frames.range(first..) {
             if out.len() >= max {
                 break;
             }
-            out.extend_from_slice(frame);
-            ob.written = *seq;
+            out.extend_from_slice(&kept.frame);
+            ob.written = kept.seq;
         }
     }
 
@@ -844,6 +1107,7 @@ impl Bridge {
             Ok(s) => s,
             Err(reason) => {
                 tracing::warn!(remote = ?remote, "mesh: link refused: {reason}");
+                *slot.last_error.borrow_mut() = Some(format!("link refused: {reason}"));
                 return;
             }
         };
@@ -899,6 +1163,7 @@ impl Bridge {
             Ok(peer) => peer,
             Err(reason) => {
                 tracing::warn!(remote = ?remote, "mesh: {reason}");
+                *slot.last_error.borrow_mut() = Some(reason.clone());
                 let mut close = Vec::new();
                 let _ = link::encode(&Frame::Close { reason: &reason }, &mut close);
                 if write_all(&stream, &close).await.is_ok() {
@@ -925,6 +1190,7 @@ impl Bridge {
             last_heard: Cell::new(Instant::now()),
             ack_owed: Cell::new(0),
             ack_sent: Cell::new(0),
+            owed: RefCell::default(),
             ping_sent_ns: Cell::new(0),
             synced: Cell::new(false),
             sync: RefCell::default(),
@@ -936,6 +1202,8 @@ impl Bridge {
         *slot.link.borrow_mut() = Some(link.clone());
         self.links.borrow_mut().insert(id, link.clone());
         tracing::info!(peer, remote = ?remote, link = id.0, "mesh: link up");
+        *slot.last_error.borrow_mut() = None;
+        slot.dial_warned.set(None);
         // Interest first (the whole table), then what the peer never
         // acknowledged.
         let mut out = Vec::new();
@@ -948,7 +1216,7 @@ impl Bridge {
         self.apply(out, None);
         if let Some(ob) = self.outboxes.borrow_mut().get_mut(&peer) {
             // Resend what the peer never acknowledged.
-            ob.written = ob.frames.front().map_or(ob.next_seq, |(seq, _)| seq - 1);
+            ob.written = ob.frames.front().map_or(ob.next_seq, |k| k.seq - 1);
         }
         // Then this router's retained store, so that a router that joins
         // or returns learns what was retained (or deleted) meanwhile.
@@ -1020,6 +1288,7 @@ impl Bridge {
             tracing::info!(peer, remote = ?remote, reason, "mesh: link closed");
         } else {
             tracing::warn!(peer, remote = ?remote, reason, "mesh: link down");
+            *slot.last_error.borrow_mut() = Some(format!("link down: {reason}"));
         }
     }
 
@@ -1055,15 +1324,7 @@ impl Bridge {
                 }
                 rb.start += n;
             }
-            if link.ack_owed.get() > link.ack_sent.get() {
-                link.ack_sent.set(link.ack_owed.get());
-                self.push_frame(
-                    link,
-                    &Frame::Ack {
-                        seq: link.ack_owed.get(),
-                    },
-                );
-            }
+            self.ack_if_due(link);
             let pending = pending_len(rb.filled());
             let spare = rb.spare(READ_BUFFER, pending);
             if since_yield >= YIELD_BYTES {
@@ -1105,7 +1366,12 @@ impl Bridge {
                     .borrow_mut()
                     .on_message(link.id, LinkMsg::Event(copy), &mut out);
                 let body = Body::of_frame(&e);
-                for (topic, plain, groups) in self.apply(out, Some(&body)) {
+                if e.seq > 0 {
+                    self.upstream.set(Some((link.id, e.seq)));
+                }
+                let deliveries = self.apply(out, Some(&body));
+                self.upstream.set(None);
+                for (topic, plain, groups) in deliveries {
                     let event = body.to_event(&topic, self.origin);
                     if body.sync {
                         // A peer's retained store: what is newer here is
@@ -1185,11 +1451,16 @@ impl Bridge {
                 origin: origin.to_owned(),
             },
             Frame::Ack { seq } => {
+                let mut done = Vec::new();
                 if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
-                    while ob.frames.front().is_some_and(|(s, _)| *s <= seq) {
-                        ob.frames.pop_front();
+                    while ob.frames.front().is_some_and(|k| k.seq <= seq) {
+                        done.extend(ob.frames.pop_front().and_then(|k| k.upstream));
                     }
                 }
+                for upstream in done {
+                    self.release(Some(upstream));
+                }
+                self.flush_acks();
                 return None;
             }
             Frame::Ping { nonce } => {
@@ -1207,6 +1478,9 @@ impl Bridge {
             Frame::Close { reason } => return Some(format!("{GRACEFUL}: {reason}")),
             Frame::Hello(_) => return Some("protocol error: a second hello".into()),
         };
+        if matches!(msg, LinkMsg::InterestAdd { .. }) && !self.parked.borrow().is_empty() {
+            self.parked_dirty.set(true);
+        }
         let mut out = Vec::new();
         self.router.borrow_mut().on_message(link.id, msg, &mut out);
         self.apply(out, None);
@@ -1222,11 +1496,15 @@ impl Bridge {
         }
         let had = self.held.borrow().values().any(|p| *p == link.peer);
         if had {
-            self.held.borrow_mut().retain(|_, p| *p != link.peer);
             let mut out = Vec::new();
-            self.router.borrow_mut().release_held(&link.peer, &mut out);
+            let ended = self.router.borrow_mut().release_held(&link.peer, &mut out);
+            for id in ended {
+                self.held.borrow_mut().remove(&id);
+            }
             self.apply(out, None);
         }
+        // The peer's table may lead to routers that copies wait for.
+        self.retry_parked();
     }
 
     // ------------------------------------------------------- admin view
@@ -1234,11 +1512,18 @@ impl Bridge {
     fn view(&self) -> MeshView {
         let router = self.router.borrow();
         let c = router.counters();
+        let mut held: Vec<String> = self.held.borrow().values().cloned().collect();
+        held.sort();
+        held.dedup();
         let links = self
             .slots
             .borrow()
             .iter()
-            .filter(|s| !s.gone.get() || s.link.borrow().is_some())
+            .filter(|s| {
+                !s.gone.get()
+                    || s.link.borrow().is_some()
+                    || s.peer.borrow().as_ref().is_some_and(|p| held.contains(p))
+            })
             .map(|s| {
                 let link = s.link.borrow().clone();
                 let (current, interest) = match &link {
@@ -1250,6 +1535,11 @@ impl Bridge {
                 };
                 let total = add_counters(s.base.get(), current);
                 let peer = s.peer.borrow().clone();
+                let state = match (&link, &peer) {
+                    (Some(_), _) => "up",
+                    (None, Some(p)) if held.contains(p) => "held",
+                    (None, _) => "connecting",
+                };
                 let unacked = peer
                     .as_ref()
                     .and_then(|p| self.outboxes.borrow().get(p).map(|o| o.frames.len()))
@@ -1258,7 +1548,7 @@ impl Bridge {
                     peer,
                     remote: s.remote.get().map(|a| a.to_string()),
                     direction: if s.dialled { "out" } else { "in" },
-                    state: if link.is_some() { "up" } else { "connecting" },
+                    state,
                     events_in: total.events_in,
                     events_out: total.events_out.saturating_sub(s.unsent.get()),
                     denied_export: total.denied_export,
@@ -1270,6 +1560,7 @@ impl Bridge {
                     dropped: s.dropped.get() + s.unsent.get(),
                     unacked: unacked as u64,
                     unacked_evicted: s.evicted.get(),
+                    last_error: s.last_error.borrow().clone(),
                 }
             })
             .collect();
@@ -1286,6 +1577,8 @@ impl Bridge {
             tls: self.tls.is_some(),
             retained_sent: self.retained_sent.get(),
             retained_accepted: self.retained_accepted.get(),
+            held_peers: held,
+            parked: self.parked.borrow().len() as u64,
         }
     }
 
@@ -1329,6 +1622,8 @@ impl Bridge {
             evicted: Cell::new(0),
             rtt_us: Cell::new(None),
             gone: Cell::new(false),
+            last_error: RefCell::new(None),
+            dial_warned: Cell::new(None),
         });
         let mut slots = self.slots.borrow_mut();
         // Ended accepted links stay (hidden) until their peer returns, for
@@ -1508,7 +1803,23 @@ async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
         let started = Instant::now();
         match TcpStream::connect_timeout(addr, Duration::from_millis(m.connect_timeout_ms)).await {
             Ok(stream) => bridge.run_link(&slot, stream).await,
-            Err(e) => tracing::debug!(%addr, error = %e, "mesh: dial failed"),
+            Err(e) => {
+                // Every backoff repeats it: warn at the first failure, when
+                // the reason changes, and then every DIAL_WARN_EVERY.
+                let error = format!("dial {addr}: {e}");
+                let changed = slot.last_error.borrow().as_deref() != Some(&error);
+                let due = slot
+                    .dial_warned
+                    .get()
+                    .is_none_or(|t| t.elapsed() >= DIAL_WARN_EVERY);
+                if changed || due {
+                    tracing::warn!(%addr, error = %e, retries = slot.reconnects.get(), "mesh: dial failed (retrying with backoff)");
+                    slot.dial_warned.set(Some(Instant::now()));
+                } else {
+                    tracing::debug!(%addr, error = %e, "mesh: dial failed");
+                }
+                *slot.last_error.borrow_mut() = Some(error);
+            }
         }
         if bridge.ctx.stopping.get() {
             return;
@@ -1599,6 +1910,10 @@ pub async fn run(
         glommio::timer::sleep(TICK).await;
         ctx.publish_stats();
         let _ = ctx.housekeeping();
+        bridge.retry_parked();
+        bridge.expire_parked();
+        bridge.end_empty_holds();
+        bridge.flush_acks();
         let seen = bridge.router.borrow().counters().own_origin;
         if seen > own_origin {
             tracing::error!(

@@ -338,7 +338,14 @@ impl Drop for Client {
 }
 
 pub async fn connect(addr: SocketAddr, id: &str) -> Client {
+    connect_session(addr, id, true).await
+}
+
+/// [`connect`] with the clean-session flag given (false: a persistent
+/// session).
+pub async fn connect_session(addr: SocketAddr, id: &str, clean: bool) -> Client {
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    opts.set_clean_session(clean);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     opts.set_inflight(100);
