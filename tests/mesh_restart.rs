@@ -186,3 +186,68 @@ async fn acknowledged_qos1_survives_a_mesh_router_restart() {
         assert_eq!(view.no_route, Some(0), "{name}: destinations dropped");
     }
 }
+
+/// An operator sees why a link is not up: a dial to an address where
+/// nothing listens is logged at warn (the default level shows it) and
+/// `/links` gives the reason; a peer whose link dropped stays in the list,
+/// as held, with the reason it went down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_say_why_they_are_down() {
+    // A port where nothing listens.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut launch = Launch::new(1, MESH_TOML);
+    launch.cores = "0".into();
+    launch.capture_stderr = true;
+    launch.log_level = Some("warn".into());
+    launch.args = ["--router-id", "A", "--mesh-listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec();
+    launch.args.push("--link".into());
+    launch.args.push(nowhere.to_string());
+    let a = Weft::launch_with(launch);
+    let line = a.wait_for_log("mesh: dial failed");
+    assert!(
+        line.contains("WARN") && line.contains(&nowhere.to_string()),
+        "{line}"
+    );
+    let view = wait_links(a.admin, "the dial's error in /links", |v| {
+        v.links
+            .iter()
+            .any(|l| l.last_error.as_deref().is_some_and(|e| e.contains("dial")))
+    })
+    .await;
+    let slot = &view.links[0];
+    assert_eq!(slot.state, "connecting");
+    assert_eq!(slot.remote.as_deref(), Some(&*nowhere.to_string()));
+    assert!(
+        slot.last_error.as_deref().unwrap().contains("refused"),
+        "{slot:?}"
+    );
+
+    // B dials A and has a subscriber: A holds B's link when B dies, and
+    // keeps showing it (an accepted link, gone) as held, with the reason.
+    let b = router("B", "127.0.0.1:0", &[a.mesh.unwrap()], FAST_REDIAL);
+    wait_links_up(&b, 1).await;
+    let (_sub, inbox) = persistent_subscriber(b.addr, "sub-b", "h/#").await;
+    let (publisher, _acks) = {
+        let client = connect(a.addr, "pub-a").await;
+        (client.client.clone(), client)
+    };
+    fence(mqtt_publisher(&publisher), "h/probe", &[&inbox]).await;
+    drop(b);
+    let view = wait_links(a.admin, "B's link held", |v| {
+        v.held_peers == ["B"] && v.to("B").is_some_and(|l| l.state == "held")
+    })
+    .await;
+    let held = view.to("B").unwrap();
+    assert_eq!(held.direction, "in");
+    assert!(
+        held.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("link down")),
+        "{held:?}"
+    );
+}

@@ -641,6 +641,9 @@ pub struct LinkView {
     /// QoS 1 copies sent and not yet acknowledged by the peer.
     #[serde(default)]
     pub unacked: u64,
+    /// Why the last dial or connection failed or ended.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// The admin `GET /links` view. `router_id` is null until the mesh's
@@ -657,6 +660,12 @@ pub struct LinksView {
     pub no_route: Option<u64>,
     #[serde(default)]
     pub hops_exceeded: Option<u64>,
+    /// Peers whose links are held (down, expected back).
+    #[serde(default)]
+    pub held_peers: Vec<String>,
+    /// QoS 1 copies waiting for a route.
+    #[serde(default)]
+    pub parked: Option<u64>,
 }
 
 impl LinksView {
