@@ -26,7 +26,12 @@
 //! are bounded by the interest table). QoS 1 copies are also kept, up to
 //! `mesh.unacked_max` per peer, until the peer acknowledges them (cumulative
 //! per-peer sequence numbers); after a reconnection they are sent again and
-//! the far side drops the duplicates by (origin, event id).
+//! the far side drops the duplicates by (origin, event id). A copy that came
+//! over a link is acknowledged there only once the copies made of it are
+//! acknowledged by their next hops (`oblige`/`release`), so a router killed
+//! mid-path leaves its unforwarded copies with the previous hop. Copies for
+//! routers no link leads to yet (this router just restarted) are parked for
+//! `mesh.link_hold_ms` and sent on when their interest arrives (`park`).
 //!
 //! Written by hand: no crate speaks this link protocol; the codec and the
 //! routing core it drives are in `mesh/`.
