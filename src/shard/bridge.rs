@@ -1490,9 +1490,12 @@ async fn keepalive(bridge: Rc<Bridge>, link: Rc<Link>) {
     }
 }
 
-/// Dials `addr` for the life of the router, redialling with backoff.
-async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
-    let slot = bridge.new_slot(Some(addr), true);
+/// Dials `target` for the life of the router, redialling with backoff.
+/// `target` is IP:PORT, or HOST:PORT resolved again before every dial
+/// (off the executor: resolving may block), so a peer that moves is found.
+async fn dial_loop(bridge: Rc<Bridge>, target: String) {
+    let slot = bridge.new_slot(target.parse().ok(), true);
+    let mut resolved_last = true;
     let m = bridge.config.mesh.clone();
     let mut backoff = m.reconnect_min_ms;
     let mut first = true;
@@ -1506,9 +1509,30 @@ async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
         }
         first = false;
         let started = Instant::now();
-        match TcpStream::connect_timeout(addr, Duration::from_millis(m.connect_timeout_ms)).await {
-            Ok(stream) => bridge.run_link(&slot, stream).await,
-            Err(e) => tracing::debug!(%addr, error = %e, "mesh: dial failed"),
+        match resolve_link(&target).await {
+            // Each address the name resolves to, in order, until one connects.
+            Ok(addrs) => {
+                resolved_last = true;
+                for addr in addrs {
+                    slot.remote.set(Some(addr));
+                    let timeout = Duration::from_millis(m.connect_timeout_ms);
+                    match TcpStream::connect_timeout(addr, timeout).await {
+                        Ok(stream) => {
+                            bridge.run_link(&slot, stream).await;
+                            break;
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "mesh: dial failed"),
+                    }
+                }
+            }
+            // Warned once per run of failures; each retry is at debug.
+            Err(e) if resolved_last => {
+                resolved_last = false;
+                tracing::warn!(link = %target, error = %e, "mesh: cannot resolve link address; retrying");
+            }
+            Err(e) => {
+                tracing::debug!(link = %target, error = %e, "mesh: cannot resolve link address")
+            }
         }
         if bridge.ctx.stopping.get() {
             return;
@@ -1525,6 +1549,26 @@ async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
         glommio::timer::sleep(Duration::from_millis(wait)).await;
         backoff = (backoff * 2).min(m.reconnect_max_ms);
     }
+}
+
+/// The addresses of a link's `target`: an IP:PORT as is, a HOST:PORT
+/// through the system's resolver on glommio's blocking-thread pool.
+async fn resolve_link(target: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = target.parse() {
+        return Ok(vec![addr]);
+    }
+    let name = target.to_owned();
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::net::ToSocketAddrs;
+            let addrs: Vec<SocketAddr> =
+                name.to_socket_addrs().map_err(|e| e.to_string())?.collect();
+            if addrs.is_empty() {
+                return Err("resolves to no address".to_string());
+            }
+            Ok(addrs)
+        })
+        .await
 }
 
 async fn accept_loop(bridge: Rc<Bridge>, listener: TcpListener) {
@@ -1591,8 +1635,8 @@ pub async fn run(
     if let Some(l) = listener {
         glommio::spawn_local(accept_loop(bridge.clone(), l)).detach();
     }
-    for addr in &mesh.links {
-        glommio::spawn_local(dial_loop(bridge.clone(), *addr)).detach();
+    for target in &mesh.links {
+        glommio::spawn_local(dial_loop(bridge.clone(), target.clone())).detach();
     }
     let mut own_origin = 0;
     loop {
