@@ -215,6 +215,10 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    // A ready file left by an earlier run (killed) must not announce this one.
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
     use tracing_subscriber::prelude::*;
     let (filter, log_reload) =
         tracing_subscriber::reload::Layer::new(log_filter(&resolved.config.log.level));

@@ -274,17 +274,23 @@ async fn json_logs_are_one_object_a_line() {
 #[test]
 fn ready_file_and_wait() {
     let ready = std::env::temp_dir().join(format!("weft-ready-{}", std::process::id()));
-    let _ = std::fs::remove_file(&ready);
+    // A file left by an earlier (killed) run is not taken for this one's.
+    std::fs::write(&ready, "stale\n").unwrap();
     let mut launch = Launch::new(1, "");
     launch.args = vec!["--ready-file".into(), ready.display().to_string()];
     let mut w = Weft::launch_with(launch);
     let deadline = std::time::Instant::now() + WAIT;
-    while !ready.exists() {
+    loop {
+        match std::fs::read_to_string(&ready) {
+            Ok(pid) if pid != "stale\n" => {
+                assert_eq!(pid.trim(), w.pid().to_string());
+                break;
+            }
+            _ => {}
+        }
         assert!(std::time::Instant::now() < deadline, "no ready file");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pid = std::fs::read_to_string(&ready).unwrap();
-    assert_eq!(pid.trim(), w.pid().to_string());
 
     let (admin, mqtt, nats) = (w.admin.to_string(), w.addr.to_string(), w.nats.to_string());
     let out = weft(&["wait", "--admin", &admin, "--mqtt", &mqtt, "--nats", &nats]);
