@@ -13,6 +13,26 @@ if ! "$venv/bin/python" -c 'import nats, paho.mqtt' 2>/dev/null; then
 fi
 export WEFT_PYTHON="$PWD/$venv/bin/python"
 
+# The README's walkthroughs (tests/readme.rs) run mosquitto_sub/_pub, curl
+# and openssl, as a reader would.
+missing=()
+command -v mosquitto_sub >/dev/null && command -v mosquitto_pub >/dev/null ||
+    missing+=(mosquitto-clients)
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
+        $SUDO apt-get install -y "${missing[@]}" ||
+            { $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"; } ||
+            echo "scripts/test.sh: could not install ${missing[*]}; tests/readme.rs will fail" >&2
+    else
+        echo "scripts/test.sh: tests/readme.rs needs ${missing[*]}: install them" \
+            "(Debian/Ubuntu: sudo apt-get install ${missing[*]}); it fails without them" >&2
+    fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

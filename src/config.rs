@@ -178,7 +178,8 @@ impl Default for MeshConfig {
 pub struct MeshResolved {
     pub router_id: String,
     pub listen: Option<SocketAddr>,
-    pub links: Vec<SocketAddr>,
+    /// Peers to dial: IP:PORT, or HOST:PORT resolved again at every dial.
+    pub links: Vec<String>,
     pub bridge_core: Option<usize>,
     /// None = plain TCP links.
     pub tls: Option<crate::mesh::tls::MeshTls>,
@@ -364,6 +365,9 @@ pub struct SocketConfig {
 pub struct LogConfig {
     /// error, warn, info, debug or trace.
     pub level: String,
+    /// "text" (human-readable lines) or "json" (one object a line); both
+    /// on stderr. A change needs a restart.
+    pub format: String,
 }
 
 impl Default for MqttConfig {
@@ -433,6 +437,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -479,6 +484,7 @@ pub struct Overrides {
     pub shards: Option<usize>,
     pub cores: Option<String>,
     pub log_level: Option<String>,
+    pub log_format: Option<String>,
     pub router_id: Option<String>,
     pub mesh_name: Option<String>,
     pub mesh_listen: Option<String>,
@@ -540,6 +546,9 @@ impl Config {
         if let Some(v) = &o.log_level {
             self.log.level = v.clone();
         }
+        if let Some(v) = &o.log_format {
+            self.log.format = v.clone();
+        }
         if let Some(v) = &o.router_id {
             self.mesh.router_id = v.clone();
         }
@@ -562,29 +571,14 @@ impl Config {
     /// Validates every key and derives the shard placement. `online` is the
     /// list of cores this process may use (for the empty `cores` default).
     pub fn resolve(mut self, online: &[usize]) -> Result<Resolved, ConfigError> {
-        let mqtt_listen: SocketAddr = self.mqtt.listen.parse().map_err(|_| {
-            invalid(
-                "mqtt.listen",
-                format!("'{}' is not an IP:port address", self.mqtt.listen),
-            )
-        })?;
+        let mqtt_listen = listen_addr("mqtt.listen", &self.mqtt.listen)?;
         let nats_listen = if self.nats.enabled {
-            Some(self.nats.listen.parse().map_err(|_| {
-                invalid(
-                    "nats.listen",
-                    format!("'{}' is not an IP:port address", self.nats.listen),
-                )
-            })?)
+            Some(listen_addr("nats.listen", &self.nats.listen)?)
         } else {
             None
         };
         let admin_listen = if self.admin.enabled {
-            Some(self.admin.listen.parse().map_err(|_| {
-                invalid(
-                    "admin.listen",
-                    format!("'{}' is not an IP:port address", self.admin.listen),
-                )
-            })?)
+            Some(listen_addr("admin.listen", &self.admin.listen)?)
         } else {
             None
         };
@@ -622,6 +616,12 @@ impl Config {
                     "'{}' is not one of error, warn, info, debug, trace",
                     self.log.level
                 ),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("'{}' is not one of text, json", self.log.format),
             ));
         }
         let l = &self.limits;
@@ -807,26 +807,26 @@ impl Config {
                 ));
             }
         }
+        // Checked even when the mesh is off in the file (flags may turn
+        // it on): `check-config` and `run` refuse the same files.
+        let tls = crate::mesh::tls::MeshTls::load(&m.tls)?;
         if !m.enabled() {
             return Ok(None);
         }
         let listen = if m.listen.trim().is_empty() {
             None
         } else {
-            Some(m.listen.parse().map_err(|_| {
-                invalid(
-                    "mesh.listen",
-                    format!("'{}' is not an IP:port address", m.listen),
-                )
-            })?)
+            Some(listen_addr("mesh.listen", &m.listen)?)
         };
         let mut links = Vec::new();
         for l in &m.links {
-            links.push(
-                l.parse().map_err(|_| {
-                    invalid("mesh.links", format!("'{l}' is not an IP:port address"))
-                })?,
-            );
+            if l.parse::<SocketAddr>().is_err() && split_host_port(l).is_none() {
+                return Err(invalid(
+                    "mesh.links",
+                    format!("'{l}' is not a HOST:PORT address"),
+                ));
+            }
+            links.push(l.clone());
         }
         let bridge_core = if m.bridge_cores.trim().is_empty() {
             None
@@ -845,7 +845,6 @@ impl Config {
             }
             Some(cores[0])
         };
-        let tls = crate::mesh::tls::MeshTls::load(&m.tls)?;
         Ok(Some(MeshResolved {
             router_id: m.router_id.clone(),
             listen,
@@ -853,6 +852,37 @@ impl Config {
             bridge_core,
             tls,
         }))
+    }
+}
+
+/// `HOST` and `PORT` of `HOST:PORT` (`[v6]:PORT` too), when the port is a
+/// number and the host is not empty.
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse().ok()?;
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then_some((host, port))
+}
+
+/// A listener's address: IP:PORT as is; a host name is resolved now (once,
+/// at start) and its first address is bound.
+fn listen_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = split_host_port(value)
+        .ok_or_else(|| invalid(key, format!("'{value}' is not a HOST:PORT address")))?;
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(invalid(
+            key,
+            format!("host '{host}' resolves to no address"),
+        )),
+        Err(e) => Err(invalid(key, format!("cannot resolve host '{host}': {e}"))),
     }
 }
 
@@ -933,6 +963,7 @@ mod tests {
         assert_eq!(c.nats.payload_bytes_max, 1 << 20);
         assert_eq!(c.admin.listen, "127.0.0.1:8222");
         assert_eq!(c.admin.page_size_max, 1000);
+        assert_eq!(c.log.format, "text");
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

@@ -26,5 +26,6 @@ pub mod mqtt;
 pub mod nats;
 pub mod shard;
 pub mod topic;
+pub mod wait;
 
 pub use shard::Router;

@@ -1,7 +1,8 @@
-//! The `weft` command line: `weft run` (the default) starts the router,
-//! `weft check-config FILE` validates a configuration without starting.
-//! Bad flags or configuration print one line naming the flag or key and
-//! exit with status 2.
+//! The `weft` command line: `weft run` (the default: `weft --mqtt-listen …`
+//! is `weft run --mqtt-listen …`) starts the router, `weft check-config
+//! FILE` validates a configuration without starting, `weft wait` blocks
+//! until routers serve. Bad flags or configuration print one line naming
+//! the flag or key and exit with status 2.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,9 +20,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     version,
     about = "weft: a thread-per-core event mesh router (MQTT 3.1.1, NATS)"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `weft [run flags]`: the flags of `weft run`, without the word.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +40,8 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Wait until routers serve (exit 0), or give up (exit 1, naming what was not ready).
+    Wait(weft::wait::WaitArgs),
 }
 
 #[derive(Args, Default)]
@@ -61,6 +68,13 @@ struct RunArgs {
     /// error, warn, info, debug or trace (config: log.level).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// text or json: the log lines on stderr (config: log.format).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Written (with this process's id) once every listener is bound and
+    /// every shard serves; removed at exit.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
     /// This router's id in the mesh (config: mesh.router_id); default: the host name.
     #[arg(long, value_name = "NAME")]
     router_id: Option<String>,
@@ -103,7 +117,8 @@ fn main() -> ExitCode {
         }
         Some(Command::Run(args)) => run(args),
         Some(Command::Bench(args)) => weft::bench::run(args),
-        None => run(RunArgs::default()),
+        Some(Command::Wait(args)) => weft::wait::run(args),
+        None => run(cli.run),
     }
 }
 
@@ -147,10 +162,12 @@ fn reload(
         tracing::info!("SIGHUP: configuration unchanged");
         return;
     }
+    // The log format is fixed when the subscriber is built.
     let (applied, restart): (Vec<_>, Vec<_>) = changed.into_iter().partition(|key| {
-        weft::config::RELOADABLE_SECTIONS
-            .iter()
-            .any(|s| key.starts_with(&format!("{s}.")))
+        key != "log.format"
+            && weft::config::RELOADABLE_SECTIONS
+                .iter()
+                .any(|s| key.starts_with(&format!("{s}.")))
     });
     if !restart.is_empty() {
         tracing::warn!(keys = ?restart, "SIGHUP: these keys need a restart and were not applied");
@@ -161,7 +178,7 @@ fn reload(
     // Keep the non-reloadable sections as they run.
     let mut effective = current.clone();
     effective.limits = next.limits.clone();
-    effective.log = next.log.clone();
+    effective.log.level = next.log.level.clone();
     if let Err(e) = log.modify(|f| *f = log_filter(&effective.log.level)) {
         tracing::error!(error = %e, "SIGHUP: log level not changed");
     }
@@ -186,6 +203,7 @@ fn run(args: RunArgs) -> ExitCode {
         shards: args.shards,
         cores: args.cores,
         log_level: args.log_level,
+        log_format: args.log_format,
         router_id: args.router_id,
         mesh_name: args.mesh_name,
         mesh_listen: args.mesh_listen,
@@ -197,16 +215,29 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    // A ready file left by an earlier run (killed) must not announce this one.
+    if let Some(path) = &args.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
     use tracing_subscriber::prelude::*;
     let (filter, log_reload) =
         tracing_subscriber::reload::Layer::new(log_filter(&resolved.config.log.level));
+    // One stream, stderr, in one format: text (coloured on a terminal) or
+    // one JSON object a line.
+    let json = resolved.config.log.format == "json";
     tracing_subscriber::registry()
         .with(filter)
-        .with(
+        .with((!json).then(|| {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        }))
+        .with(json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+        }))
         .init();
     let mut current = resolved.config.clone();
 
@@ -222,31 +253,54 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let cores: Vec<String> = shard_cores.iter().map(|c| c.to_string()).collect();
-    println!(
-        "weft: mqtt listening on {} (shards: {}, cores: {})",
+    // The listener lines on stdout are the machine-readable start-up
+    // contract (scripts and tests read the bound ports from them); each is
+    // logged too, so that the log stream alone is complete and in order,
+    // except in text where stdout is stderr's file (a terminal, `2>&1`):
+    // there the line would show twice.
+    let log_too = json || !same_file(&std::io::stdout(), &std::io::stderr());
+    let announce = |line: String| {
+        println!("weft: {line}");
+        if log_too {
+            tracing::info!("{line}");
+        }
+    };
+    announce(format!(
+        "mqtt listening on {} (shards: {}, cores: {})",
         router.mqtt_addr(),
         router.shard_count(),
         cores.join(",")
-    );
+    ));
     for (i, addr) in router.shard_addrs().iter().enumerate() {
-        println!("weft: mqtt shard {i} listening on {addr}");
+        announce(format!("mqtt shard {i} listening on {addr}"));
     }
     if let Some(addr) = router.nats_addr() {
-        println!("weft: nats listening on {addr}");
+        announce(format!("nats listening on {addr}"));
     }
     for (i, addr) in router.nats_shard_addrs().iter().enumerate() {
-        println!("weft: nats shard {i} listening on {addr}");
+        announce(format!("nats shard {i} listening on {addr}"));
     }
     if let Some(addr) = router.admin_addr() {
-        println!("weft: admin listening on {addr}");
+        announce(format!("admin listening on {addr}"));
     }
     if let Some(addr) = router.mesh_addr() {
-        println!(
-            "weft: mesh listening on {addr} (router id: {})",
+        announce(format!(
+            "mesh listening on {addr} (router id: {})",
             current.mesh.router_id
-        );
+        ));
     }
     let _ = std::io::stdout().flush();
+    let ready_file = match &args.ready_file {
+        Some(path) => match write_ready_file(path, &router) {
+            Ok(()) => Some(path.clone()),
+            Err(e) => {
+                router.shutdown();
+                router.join();
+                return fail(format!("--ready-file: {e}"));
+            }
+        },
+        None => None,
+    };
 
     for signal in signals.forever() {
         if signal == SIGHUP {
@@ -264,6 +318,51 @@ fn run(args: RunArgs) -> ExitCode {
         }
     });
     router.join();
+    if let Some(path) = ready_file {
+        let _ = std::fs::remove_file(path);
+    }
     println!("weft: stopped");
+    if log_too {
+        tracing::info!("stopped");
+    }
     ExitCode::SUCCESS
 }
+
+/// Both descriptors write to the same file (or terminal).
+fn same_file(a: &impl std::os::fd::AsFd, b: &impl std::os::fd::AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let meta = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .ok()
+    };
+    match (meta(a.as_fd()), meta(b.as_fd())) {
+        (Some(x), Some(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Waits (bounded) until every shard serves, then writes `path` with this
+/// process's id: through a temporary file and a rename, so that whoever
+/// sees the file sees it whole.
+fn write_ready_file(path: &std::path::Path, router: &weft::Router) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + READY_WAIT_MAX;
+    while !router.is_ready() {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the shards did not all serve within {} s",
+                READY_WAIT_MAX.as_secs()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Longest wait for the shards to serve before the ready file is written
+/// (they have joined the rings by then; this is their first scheduling).
+const READY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);

@@ -155,6 +155,31 @@ struct Slot {
     dial_warned: Cell<Option<Instant>>,
 }
 
+impl Slot {
+    /// A dial (or the resolution before it) failed. Every backoff repeats
+    /// it: warned at the first failure, when the reason changes, and every
+    /// DIAL_WARN_EVERY; each retry at debug. `/links` shows the last one.
+    fn dial_failed(&self, target: &str, error: String) {
+        let changed = self.last_error.borrow().as_deref() != Some(&error);
+        let due = self
+            .dial_warned
+            .get()
+            .is_none_or(|t| t.elapsed() >= DIAL_WARN_EVERY);
+        if changed || due {
+            tracing::warn!(
+                link = target,
+                error,
+                retries = self.reconnects.get(),
+                "mesh: dial failed (retrying with backoff)"
+            );
+            self.dial_warned.set(Some(Instant::now()));
+        } else {
+            tracing::debug!(link = target, error, "mesh: dial failed");
+        }
+        *self.last_error.borrow_mut() = Some(error);
+    }
+}
+
 /// One connection to a peer router, from hello to close.
 struct Link {
     id: LinkId,
@@ -1790,9 +1815,11 @@ async fn keepalive(bridge: Rc<Bridge>, link: Rc<Link>) {
     }
 }
 
-/// Dials `addr` for the life of the router, redialling with backoff.
-async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
-    let slot = bridge.new_slot(Some(addr), true);
+/// Dials `target` for the life of the router, redialling with backoff.
+/// `target` is IP:PORT, or HOST:PORT resolved again before every dial
+/// (off the executor: resolving may block), so a peer that moves is found.
+async fn dial_loop(bridge: Rc<Bridge>, target: String) {
+    let slot = bridge.new_slot(target.parse().ok(), true);
     let m = bridge.config.mesh.clone();
     let mut backoff = m.reconnect_min_ms;
     let mut first = true;
@@ -1806,25 +1833,25 @@ async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
         }
         first = false;
         let started = Instant::now();
-        match TcpStream::connect_timeout(addr, Duration::from_millis(m.connect_timeout_ms)).await {
-            Ok(stream) => bridge.run_link(&slot, stream).await,
-            Err(e) => {
-                // Every backoff repeats it: warn at the first failure, when
-                // the reason changes, and then every DIAL_WARN_EVERY.
-                let error = format!("dial {addr}: {e}");
-                let changed = slot.last_error.borrow().as_deref() != Some(&error);
-                let due = slot
-                    .dial_warned
-                    .get()
-                    .is_none_or(|t| t.elapsed() >= DIAL_WARN_EVERY);
-                if changed || due {
-                    tracing::warn!(%addr, error = %e, retries = slot.reconnects.get(), "mesh: dial failed (retrying with backoff)");
-                    slot.dial_warned.set(Some(Instant::now()));
-                } else {
-                    tracing::debug!(%addr, error = %e, "mesh: dial failed");
+        match resolve_link(&target).await {
+            // Each address the name resolves to, in order, until one connects.
+            Ok(addrs) => {
+                for addr in addrs {
+                    slot.remote.set(Some(addr));
+                    let timeout = Duration::from_millis(m.connect_timeout_ms);
+                    match TcpStream::connect_timeout(addr, timeout).await {
+                        Ok(stream) => {
+                            bridge.run_link(&slot, stream).await;
+                            break;
+                        }
+                        Err(e) => slot.dial_failed(&target, format!("dial {addr}: {e}")),
+                    }
                 }
-                *slot.last_error.borrow_mut() = Some(error);
             }
+            Err(e) => slot.dial_failed(
+                &target,
+                format!("cannot resolve link address {target}: {e}"),
+            ),
         }
         if bridge.ctx.stopping.get() {
             return;
@@ -1841,6 +1868,26 @@ async fn dial_loop(bridge: Rc<Bridge>, addr: SocketAddr) {
         glommio::timer::sleep(Duration::from_millis(wait)).await;
         backoff = (backoff * 2).min(m.reconnect_max_ms);
     }
+}
+
+/// The addresses of a link's `target`: an IP:PORT as is, a HOST:PORT
+/// through the system's resolver on glommio's blocking-thread pool.
+async fn resolve_link(target: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = target.parse() {
+        return Ok(vec![addr]);
+    }
+    let name = target.to_owned();
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::net::ToSocketAddrs;
+            let addrs: Vec<SocketAddr> =
+                name.to_socket_addrs().map_err(|e| e.to_string())?.collect();
+            if addrs.is_empty() {
+                return Err("resolves to no address".to_string());
+            }
+            Ok(addrs)
+        })
+        .await
 }
 
 async fn accept_loop(bridge: Rc<Bridge>, listener: TcpListener) {
@@ -1907,8 +1954,8 @@ pub async fn run(
     if let Some(l) = listener {
         glommio::spawn_local(accept_loop(bridge.clone(), l)).detach();
     }
-    for addr in &mesh.links {
-        glommio::spawn_local(dial_loop(bridge.clone(), *addr)).detach();
+    for target in &mesh.links {
+        glommio::spawn_local(dial_loop(bridge.clone(), target.clone())).detach();
     }
     let mut own_origin = 0;
     loop {

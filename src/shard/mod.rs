@@ -416,6 +416,11 @@ impl Router {
         self.global.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Every shard serves its listeners (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        self.global.ready_shards.load(Ordering::Relaxed) == self.stats.len()
+    }
+
     pub fn shard_count(&self) -> usize {
         self.stats.len()
     }
