@@ -190,6 +190,8 @@ pub struct Session {
     /// session without it draining: until it drains, QoS 1 events queue up
     /// to the hard limit without pausing anyone again.
     pub pause_spent: Cell<bool>,
+    /// Holds other shards put on this session as a publisher (`hold`).
+    pub hold: super::hold::PublisherHold,
     /// NATS: server PINGs not yet answered.
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.
@@ -257,6 +259,7 @@ impl Session {
             nats_subs: RefCell::default(),
             dropped: Cell::new(0),
             pause_spent: Cell::new(false),
+            hold: Default::default(),
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
             persistent: Cell::new(false),
