@@ -239,16 +239,17 @@ async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
     drop(stalled);
 }
 
-/// The other half of the policy: once its pause ran out, a stalled QoS 1
-/// subscriber's events queue up to its hard limit (`qos1_queued_*`), then
-/// it is disconnected as a slow consumer; it never holds more. Healthy QoS
-/// 1 subscribers on both shards receive every acknowledged event exactly
-/// once, the whole time.
+/// The other half of the policy: a stalled QoS 1 subscriber's events queue
+/// past its soft limit up to its hard limit (`qos1_queued_*`: here the
+/// margin fills before its pause ends, so the ring waits for the rest of
+/// the pause), then it is disconnected as a slow consumer; it never holds
+/// more. Healthy QoS 1 subscribers on both shards receive every
+/// acknowledged event exactly once, the whole time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_past_its_hard_limit_is_disconnected() {
     let weft = Weft::start(
         2,
-        "[limits]\nqueued_messages_max = 50\nqueued_bytes_max = 16384\n\
+        "[limits]\npacket_bytes_max = 4096\nqueued_messages_max = 50\nqueued_bytes_max = 16384\n\
          qos1_queued_messages_max = 300\nqos1_queued_bytes_max = 1048576\n\
          backpressure_pause_ms_max = 200\n\
          [socket]\nsend_buffer_bytes = 4096\n[runtime]\nring_capacity = 64\n",

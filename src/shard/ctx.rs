@@ -1491,11 +1491,13 @@ impl ShardCtx {
     }
 
     /// Applies one message from another shard's ring. Never awaits: a ring
-    /// reader that waited on another ring could deadlock two shards, and
-    /// one that paused for a full subscriber would stop every delivery
+    /// reader that waited on another ring could deadlock two shards; and
+    /// one that paused for every full subscriber would stop every delivery
     /// from that shard. A QoS 1 delivery that overfills a subscriber is
     /// queued (up to the hard limit) and holds its publisher alone (see
-    /// `hold`); `congested` is scratch space for that, left empty.
+    /// `hold`). Left in `congested`: subscribers whose pause is on and who
+    /// have no room left; the ring reader waits for their watches to end
+    /// ([`Self::wait_watches`], the ring as the last resort).
     pub fn on_ring(self: &Rc<Self>, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         if let Some(bridge) = self.bridge.get() {
             match msg {
@@ -1555,9 +1557,7 @@ impl ShardCtx {
                 if plain {
                     self.deliver_local(&matched.local, event, Some(congested));
                 }
-                for subscriber in congested.drain(..) {
-                    self.hold_for(subscriber, publisher);
-                }
+                congested.retain(|subscriber| self.hold_for(subscriber, publisher));
             }
             ShardMsg::Retain(event, stamp) => {
                 self.store_retained(&event, stamp);
@@ -1668,13 +1668,15 @@ impl ShardCtx {
     /// An event of `publisher` (on another shard, or handed back here)
     /// was queued past `subscriber`'s soft limit: hold that publisher
     /// until the subscriber drained or its pause ran out (see `hold`).
-    fn hold_for(self: &Rc<Self>, subscriber: Rc<Session>, publisher: Origin) {
-        let step = self.holding.note(&subscriber, publisher);
+    /// True if the subscriber has no room left.
+    fn hold_for(self: &Rc<Self>, subscriber: &Rc<Session>, publisher: Origin) -> bool {
+        let step = self.holding.note(subscriber, publisher);
         if step.hold {
             self.tell_publisher(publisher, true);
         }
         if step.watch {
             let ctx = self.clone();
+            let subscriber = subscriber.clone();
             glommio::spawn_local(async move {
                 ctx.wait_drained(std::slice::from_ref(&subscriber)).await;
                 for publisher in ctx.holding.end(&subscriber) {
@@ -1683,6 +1685,17 @@ impl ShardCtx {
             })
             .detach();
         }
+        subscriber.no_room(&self.limits())
+    }
+
+    /// A ring reader's last resort (see `hold`): waits until the watches
+    /// of `full` ended (drained, closed or paused long enough).
+    pub async fn wait_watches(&self, full: &mut Vec<Rc<Session>>) {
+        Counters::add(&self.counters.publisher_pauses, 1);
+        for subscriber in full.iter() {
+            poll_fn(|cx| self.holding.poll_ended(subscriber, cx)).await;
+        }
+        full.clear();
     }
 
     fn tell_publisher(&self, publisher: Origin, hold: bool) {

@@ -570,12 +570,15 @@ async fn join_peer_with(
     for (from, receiver) in receivers {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
-            // Never pauses: a full subscriber holds its publishers alone
-            // (`hold`), not the ring every other delivery comes on.
+            // A full subscriber holds its publishers alone (`hold`), not
+            // the ring every other delivery comes on; the ring waits only
+            // for one that has no room left while its pause is on.
             let mut congested = Vec::new();
             while let Some(msg) = receiver.recv().await {
                 ctx.on_ring(from, msg, &mut congested);
-                debug_assert!(congested.is_empty());
+                if !congested.is_empty() {
+                    ctx.wait_watches(&mut congested).await;
+                }
             }
         })
         .detach();

@@ -418,6 +418,14 @@ impl Session {
         out.queue.len() >= limits.queued_messages_max || out.bytes > limits.queued_bytes_max
     }
 
+    /// True when a QoS 1 packet of the largest size might not fit under
+    /// the hard limits any more.
+    pub fn no_room(&self, limits: &Limits) -> bool {
+        let out = self.out.borrow();
+        out.queue.len() >= limits.qos1_queued_messages_max
+            || out.bytes + limits.packet_bytes_max > limits.qos1_queued_bytes_max
+    }
+
     /// True once the queue is back under its soft limits (or closed): a
     /// paused publisher may go on.
     pub fn poll_drained(&self, cx: &mut Context<'_>, limits: &Limits) -> Poll<()> {
