@@ -15,7 +15,7 @@ use crate::mqtt::codec;
 use crate::nats;
 
 /// Who published an event: for NATS `echo: false` (and MQTT 5 no-local).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub shard: u16,
     pub session: u32,

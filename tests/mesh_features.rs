@@ -388,10 +388,10 @@ async fn a_mesh_name_mismatch_is_refused() {
 }
 
 /// A QoS 1 subscriber that stopped reading, on the far router: the events
-/// for it pause its shard's intake once (`backpressure_pause_ms_max`), then
-/// queue up to its hard limit; a healthy subscriber there keeps receiving
-/// everything and the link stays up. (Before, every further event paused
-/// again: the ring from the bridge stayed full and the link's reader was
+/// for it come from the mesh, so they hold no publisher (`shard/hold.rs`)
+/// and queue up to its hard limit; a healthy subscriber there keeps
+/// receiving everything and the link stays up. (Once, every further event
+/// paused the shard's ring from the bridge again: the link's reader was
 /// stuck behind it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_does_not_wedge_the_link() {

@@ -99,6 +99,11 @@ pub enum ShardMsg {
     Release {
         client_id: Arc<str>,
     },
+    /// To a publisher's shard: one of the sender's subscribers is over its
+    /// soft limit with this publisher's events; stop reading it (see
+    /// `hold`). Always followed by `FreePublisher` for the same key.
+    HoldPublisher(SessionKey),
+    FreePublisher(SessionKey),
 }
 
 /// A persistent MQTT session on its way from one shard to another.
@@ -331,7 +336,9 @@ pub struct ShardCtx {
     stop_wakers: RefCell<Vec<Waker>>,
     /// Ordered control messages: (peer, message), `None` = every peer.
     /// Bounded by the connections: each has at most one SUBSCRIBE/SUB in
-    /// flight, and that one waits for its barrier to drain the queue.
+    /// flight, and that one waits for its barrier to drain the queue; and
+    /// by the publisher holds (see `hold`: at most two per event queued
+    /// past a soft limit).
     control: RefCell<VecDeque<(Option<usize>, ShardMsg)>>,
     control_waker: Cell<Option<Waker>>,
     /// When the current batch of client bytes was read (`now_ns`).
@@ -353,6 +360,8 @@ pub struct ShardCtx {
     offline_count: Cell<usize>,
     pending: RefCell<hashbrown::HashMap<u64, Pending>>,
     next_token: Cell<u64>,
+    /// Publishers held for this shard's congested QoS 1 subscribers.
+    holding: super::hold::Holding,
     /// Set on the bridge executor's context only.
     bridge: super::bridge::BridgeCell,
     /// The bridge's context when it runs on this executor
@@ -423,6 +432,7 @@ impl ShardCtx {
             offline_count: Cell::new(0),
             pending: RefCell::default(),
             next_token: Cell::new(0),
+            holding: Default::default(),
             bridge: Default::default(),
             direct_bridge: Default::default(),
         }
@@ -1480,12 +1490,14 @@ impl ShardCtx {
         }
     }
 
-    /// Applies one message from another shard's ring. Never awaits on a
-    /// ring: a ring reader that waited on another ring could deadlock two
-    /// shards. QoS 1 deliveries that overfill a subscriber add it to
-    /// `congested`; the ring reader then pauses (see [`Self::pause_for`]),
-    /// the ring fills, and the publishers on the sending shard wait in
-    /// `send`: backpressure reaches them without any extra message.
+    /// Applies one message from another shard's ring. Never awaits: a ring
+    /// reader that waited on another ring could deadlock two shards; and
+    /// one that paused for every full subscriber would stop every delivery
+    /// from that shard. A QoS 1 delivery that overfills a subscriber is
+    /// queued (up to the hard limit) and holds its publisher alone (see
+    /// `hold`). Left in `congested`: subscribers whose pause is on and who
+    /// have no room left; the ring reader waits for their watches to end
+    /// ([`Self::wait_watches`], the ring as the last resort).
     pub fn on_ring(self: &Rc<Self>, from: usize, msg: ShardMsg, congested: &mut Vec<Rc<Session>>) {
         if let Some(bridge) = self.bridge.get() {
             match msg {
@@ -1517,6 +1529,7 @@ impl ShardCtx {
                 handed,
             } => {
                 Counters::add(&self.counters.ring_events_in, 1);
+                let publisher = event.origin;
                 let matched: Rc<Matched> = self.trie.borrow_mut().matches(event.topic());
                 // Delivered here only: never forwarded from a ring.
                 for name in &groups {
@@ -1544,6 +1557,7 @@ impl ShardCtx {
                 if plain {
                     self.deliver_local(&matched.local, event, Some(congested));
                 }
+                congested.retain(|subscriber| self.hold_for(subscriber, publisher));
             }
             ShardMsg::Retain(event, stamp) => {
                 self.store_retained(&event, stamp);
@@ -1584,6 +1598,8 @@ impl ShardCtx {
             }
             ShardMsg::TakeoverReply { token, state } => self.answer(token, Reply::State(state)),
             ShardMsg::Release { client_id } => self.release_directory(&client_id, from),
+            ShardMsg::HoldPublisher(key) => self.hold_publisher(key, true),
+            ShardMsg::FreePublisher(key) => self.hold_publisher(key, false),
             ShardMsg::InterestAdd(i) => {
                 self.trie
                     .borrow_mut()
@@ -1623,6 +1639,13 @@ impl ShardCtx {
     /// the subscriber is disconnected as a slow consumer).
     pub async fn pause_for(&self, congested: &mut Vec<Rc<Session>>) {
         Counters::add(&self.counters.publisher_pauses, 1);
+        self.wait_drained(congested).await;
+        congested.clear();
+    }
+
+    /// Waits until `congested` drained under their soft limits, or for
+    /// `backpressure_pause_ms_max`; those still full then had their pause.
+    async fn wait_drained(&self, congested: &[Rc<Session>]) {
         let limits = self.limits();
         let all_drained = async {
             for s in congested.iter() {
@@ -1640,7 +1663,80 @@ impl ShardCtx {
                 session.pause_spent.set(true);
             }
         }
-        congested.clear();
+    }
+
+    /// An event of `publisher` (on another shard, or handed back here)
+    /// was queued past `subscriber`'s soft limit: hold that publisher
+    /// until the subscriber drained or its pause ran out (see `hold`).
+    /// True if the subscriber has no room left.
+    fn hold_for(self: &Rc<Self>, subscriber: &Rc<Session>, publisher: Origin) -> bool {
+        let step = self.holding.note(subscriber, publisher);
+        if step.hold {
+            self.tell_publisher(publisher, true);
+        }
+        if step.watch {
+            let ctx = self.clone();
+            let subscriber = subscriber.clone();
+            glommio::spawn_local(async move {
+                ctx.wait_drained(std::slice::from_ref(&subscriber)).await;
+                for publisher in ctx.holding.end(&subscriber) {
+                    ctx.tell_publisher(publisher, false);
+                }
+            })
+            .detach();
+        }
+        subscriber.no_room(&self.limits())
+    }
+
+    /// A ring reader's last resort (see `hold`): waits until the watches
+    /// of `full` ended (drained, closed or paused long enough).
+    pub async fn wait_watches(&self, full: &mut Vec<Rc<Session>>) {
+        Counters::add(&self.counters.publisher_pauses, 1);
+        for subscriber in full.iter() {
+            poll_fn(|cx| self.holding.poll_ended(subscriber, cx)).await;
+        }
+        full.clear();
+    }
+
+    fn tell_publisher(&self, publisher: Origin, hold: bool) {
+        let shard = usize::from(publisher.shard);
+        if shard == self.id {
+            self.hold_publisher(publisher.session, hold);
+        } else if shard < self.shards {
+            let msg = if hold {
+                ShardMsg::HoldPublisher(publisher.session)
+            } else {
+                ShardMsg::FreePublisher(publisher.session)
+            };
+            self.push_control(Some(shard), msg);
+        }
+    }
+
+    /// Puts a hold on (or takes one off) a publisher of this shard; a key
+    /// whose session left is ignored.
+    fn hold_publisher(&self, key: SessionKey, hold: bool) {
+        let slots = self.slots.borrow();
+        if let Some(Some(Slot::Mqtt(s) | Slot::NatsConn(s))) = slots.slots.get(key as usize) {
+            if hold {
+                s.hold.hold();
+            } else {
+                s.hold.free();
+            }
+        }
+    }
+
+    /// A publisher of this shard held by subscribers elsewhere: returns
+    /// when every hold ended, the session closed, or after
+    /// `backpressure_pause_ms_max` by this shard's clock (then the holds
+    /// left are forgotten: a pause never lasts longer).
+    pub async fn wait_held(&self, session: &Session) {
+        Counters::add(&self.counters.publisher_pauses, 1);
+        let pause = Duration::from_millis(self.limits().backpressure_pause_ms_max);
+        let freed = futures_lite::future::or(poll_fn(|cx| session.hold.poll_free(cx)), async {
+            poll_fn(|cx| session.poll_closed(cx)).await;
+        });
+        futures_lite::future::or(freed, glommio::timer::sleep(pause)).await;
+        session.hold.expire();
     }
 
     /// Off-path chores of the tick: answer an admin view request, take a

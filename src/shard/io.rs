@@ -118,7 +118,8 @@ impl Fairness {
 }
 
 /// What a connection does between two parses: pause for the subscribers
-/// its QoS 1 publishes overfilled (backpressure) or yield for fairness,
+/// its QoS 1 publishes overfilled, here or on other shards (backpressure),
+/// or yield for fairness,
 /// then read more client bytes into `rb`. `pending` is the size of the
 /// packet at the front when the protocol knows it (see `spare`).
 #[allow(clippy::too_many_arguments)]
@@ -132,9 +133,15 @@ pub async fn read_more(
     read_max: usize,
     pending: usize,
 ) -> Result<(), CloseReason> {
+    let paused = !congested.is_empty() || session.hold.is_held();
     if !congested.is_empty() {
         ctx.pause_for(congested).await;
-    } else {
+    }
+    if session.hold.is_held() {
+        // Its events overfilled a subscriber on another shard (`hold`).
+        ctx.wait_held(session).await;
+    }
+    if !paused {
         fairness.after_batch().await;
     }
     let spare = rb.spare(read_max, pending);

@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod conn;
 pub mod conn5;
 pub mod ctx;
+pub mod hold;
 pub mod io;
 pub mod nats_conn;
 pub mod rings;
@@ -574,11 +575,14 @@ async fn join_peer_with(
     for (from, receiver) in receivers {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
+            // A full subscriber holds its publishers alone (`hold`), not
+            // the ring every other delivery comes on; the ring waits only
+            // for one that has no room left while its pause is on.
             let mut congested = Vec::new();
             while let Some(msg) = receiver.recv().await {
                 ctx.on_ring(from, msg, &mut congested);
                 if !congested.is_empty() {
-                    ctx.pause_for(&mut congested).await;
+                    ctx.wait_watches(&mut congested).await;
                 }
             }
         })

@@ -190,6 +190,8 @@ pub struct Session {
     /// session without it draining: until it drains, QoS 1 events queue up
     /// to the hard limit without pausing anyone again.
     pub pause_spent: Cell<bool>,
+    /// Holds other shards put on this session as a publisher (`hold`).
+    pub hold: super::hold::PublisherHold,
     /// NATS: server PINGs not yet answered.
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.
@@ -257,6 +259,7 @@ impl Session {
             nats_subs: RefCell::default(),
             dropped: Cell::new(0),
             pause_spent: Cell::new(false),
+            hold: Default::default(),
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
             persistent: Cell::new(false),
@@ -413,6 +416,14 @@ impl Session {
     pub fn over_soft(&self, limits: &Limits) -> bool {
         let out = self.out.borrow();
         out.queue.len() >= limits.queued_messages_max || out.bytes > limits.queued_bytes_max
+    }
+
+    /// True when a QoS 1 packet of the largest size might not fit under
+    /// the hard limits any more.
+    pub fn no_room(&self, limits: &Limits) -> bool {
+        let out = self.out.borrow();
+        out.queue.len() >= limits.qos1_queued_messages_max
+            || out.bytes + limits.packet_bytes_max > limits.qos1_queued_bytes_max
     }
 
     /// True once the queue is back under its soft limits (or closed): a
