@@ -17,7 +17,7 @@
 pub mod http;
 pub mod metrics;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,15 +33,44 @@ pub struct AdminState {
     pub http: http::Limits,
 }
 
-/// Starts the admin thread on a bound `listener`; returns its address.
+/// Requests waiting to be accepted (they are answered one at a time).
+const LISTEN_BACKLOG: i32 = 128;
+
+/// Starts the admin thread: it takes a descriptor table of its own (see
+/// [`http::private_descriptor_table`]), binds `addr` in it (retried for
+/// `bind_retry` while the address is in use) and serves. Returns the bound
+/// address once the listener is up.
 pub fn start(
-    listener: TcpListener,
+    addr: SocketAddr,
+    bind_retry: Duration,
     state: Arc<AdminState>,
 ) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
-    let bound = listener.local_addr()?;
+    use crate::shard::bind;
+    let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new()
         .name("weft-admin".into())
         .spawn(move || {
+            if let Err(e) = http::private_descriptor_table() {
+                tracing::warn!(
+                    error = %e,
+                    "admin: no descriptor table of its own; while the shards are out of \
+                     descriptors, a scrape may wait"
+                );
+            }
+            let listener = bind::with_retry("admin listener", addr, bind_retry, || {
+                bind::listener(addr, false, LISTEN_BACKLOG)
+            })
+            .and_then(|l| l.local_addr().map(|bound| (l, bound)));
+            let listener = match listener {
+                Ok((listener, bound)) => {
+                    let _ = bound_tx.send(Ok(bound));
+                    listener
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
+                }
+            };
             http::serve(
                 listener,
                 state.http,
@@ -56,7 +85,19 @@ pub fn start(
                 },
             )
         })?;
-    Ok((bound, handle))
+    match bound_rx.recv() {
+        Ok(Ok(bound)) => Ok((bound, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(std::io::Error::other(
+                "the admin thread ended before binding",
+            ))
+        }
+    }
 }
 
 const JSON: &str = "application/json";

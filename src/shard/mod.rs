@@ -88,8 +88,6 @@ struct Bound {
 /// Listen backlog of the client and mesh listeners: connections the kernel
 /// completes while a shard is busy (or out of descriptors) wait here.
 const LISTEN_BACKLOG: i32 = 1024;
-/// The admin endpoint answers one request at a time.
-const ADMIN_BACKLOG: i32 = 128;
 
 /// A listener for `protocol` on `addr`, its bind retried while the address
 /// is in use (see [`bind`]).
@@ -367,15 +365,12 @@ impl Router {
                         timeout: Duration::from_millis(config.admin.request_timeout_ms),
                     },
                 });
-                let started = bind_listener("admin", addr, false, ADMIN_BACKLOG, retry).and_then(
-                    |listener| {
-                        crate::admin::start(listener, state).map_err(|e| StartError::Bind {
-                            protocol: "admin",
-                            addr,
-                            reason: e.to_string(),
-                        })
-                    },
-                );
+                let started =
+                    crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
+                        protocol: "admin",
+                        addr,
+                        reason: e.to_string(),
+                    });
                 match started {
                     Ok(a) => Some(a),
                     Err(e) => {
