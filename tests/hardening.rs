@@ -191,3 +191,39 @@ async fn restart_after_kill_9_binds_the_same_ports() {
         failures.len()
     );
 }
+
+/// A port another live process listens on is still refused, once the
+/// retry time has passed, with the reason in one line.
+#[test]
+fn a_port_held_by_a_live_process_is_refused_after_the_retry() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let config = write_config("[runtime]\nbind_retry_ms = 200\n[admin]\nenabled = false\n");
+    let out = std::process::Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config.0)
+        .args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--nats-listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--cores",
+            "0",
+        ])
+        .output()
+        .expect("run weft");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(&format!("cannot bind MQTT listener 127.0.0.1:{port}"))
+            && line.contains("still in use after")
+            && line.contains("runtime.bind_retry_ms"),
+        "{line}"
+    );
+    drop(held);
+}
