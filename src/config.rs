@@ -218,6 +218,13 @@ pub struct AdminConfig {
     pub view_entries_max: usize,
     /// Largest page of a JSON view (`?limit=`).
     pub page_size_max: usize,
+    /// Longest request head (request line and headers) read; a longer one
+    /// is answered 431.
+    pub request_bytes_max: usize,
+    /// Time a client has to send its request head, and to take the
+    /// answer; requests are served one at a time, so this bounds how long
+    /// a slow client can hold the endpoint.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for AdminConfig {
@@ -227,6 +234,8 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:8222".into(),
             view_entries_max: 10_000,
             page_size_max: 1000,
+            request_bytes_max: 8192,
+            request_timeout_ms: 2000,
         }
     }
 }
@@ -304,6 +313,11 @@ pub struct RuntimeConfig {
     /// Busy-poll this long before an idle shard sleeps (0 = never spin):
     /// lower wake-up latency for a core's worth of CPU.
     pub spin_before_park_us: u64,
+    /// How long a listener's bind is retried while its address is in use
+    /// (0 = once): a process killed with SIGKILL leaves its io_uring-held
+    /// sockets listening for a few milliseconds, and a supervisor's
+    /// immediate restart must not fail on them.
+    pub bind_retry_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -392,6 +406,7 @@ impl Default for RuntimeConfig {
             match_cache_entries_max: 4096,
             shutdown_flush_ms_max: 2000,
             spin_before_park_us: 0,
+            bind_retry_ms: 5000,
         }
     }
 }
@@ -692,6 +707,13 @@ impl Config {
         at_least("nats.payload_bytes_max", n.payload_bytes_max, 1)?;
         at_least("admin.view_entries_max", self.admin.view_entries_max, 1)?;
         at_least("admin.page_size_max", self.admin.page_size_max, 1)?;
+        // Room for a request line with a view's query and a few headers.
+        at_least("admin.request_bytes_max", self.admin.request_bytes_max, 256)?;
+        at_least(
+            "admin.request_timeout_ms",
+            self.admin.request_timeout_ms as usize,
+            1,
+        )?;
         let mesh = self.resolve_mesh()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
             return Err(invalid(
@@ -964,6 +986,9 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:8222");
         assert_eq!(c.admin.page_size_max, 1000);
         assert_eq!(c.log.format, "text");
+        assert_eq!(c.admin.request_bytes_max, 8192);
+        assert_eq!(c.admin.request_timeout_ms, 2000);
+        assert_eq!(c.runtime.bind_retry_ms, 5000);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

@@ -1,15 +1,20 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
 //! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
 //!
-//! Owns: one std thread with a small HTTP server (tiny_http), off the event
-//! path: it reads the shards' published atomics and histograms, and asks
-//! the shards for views through a flag they answer on their housekeeping
-//! tick (every 50 ms), so a scrape never runs code on a shard's event loop
-//! beyond that tick. Must not touch: sessions or the trie directly.
+//! Owns: one std thread with a small HTTP server of its own ([`http`]: why
+//! not a crate is said there), off the event path: it reads the shards'
+//! published atomics and histograms, and asks the shards for views through
+//! a flag they answer on their housekeeping tick (every 50 ms), so a scrape
+//! never runs code on a shard's event loop beyond that tick. Must not
+//! touch: sessions or the trie directly. Must never end the process: an
+//! error here ends one request, not the router.
 //!
 //! Bounds: views hold at most `admin.view_entries_max` entries per shard,
-//! pages at most `admin.page_size_max`; request bodies are never read.
+//! pages at most `admin.page_size_max`; request heads at most
+//! `admin.request_bytes_max`, within `admin.request_timeout_ms`; request
+//! bodies are never read.
 
+pub mod http;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -25,56 +30,84 @@ pub struct AdminState {
     pub stats: Vec<Arc<ShardStats>>,
     pub global: Arc<Global>,
     pub page_size_max: usize,
+    pub http: http::Limits,
 }
 
-/// Starts the admin thread on `addr`; returns the bound address.
+/// Requests waiting to be accepted (they are answered one at a time).
+const LISTEN_BACKLOG: i32 = 128;
+
+/// Starts the admin thread: it takes a descriptor table of its own (see
+/// [`http::private_descriptor_table`]), binds `addr` in it (retried for
+/// `bind_retry` while the address is in use) and serves. Returns the bound
+/// address once the listener is up.
 pub fn start(
     addr: SocketAddr,
+    bind_retry: Duration,
     state: Arc<AdminState>,
 ) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
-    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| std::io::Error::other("admin listener has no IP address"))?;
+    use crate::shard::bind;
+    let (bound_tx, bound_rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new()
         .name("weft-admin".into())
-        .spawn(move || serve(server, state))?;
-    Ok((bound, handle))
-}
-
-fn serve(server: tiny_http::Server, state: Arc<AdminState>) {
-    while !state.global.shutdown.load(Ordering::Relaxed) {
-        let request = match server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin endpoint stopped");
-                return;
+        .spawn(move || {
+            if let Err(e) = http::private_descriptor_table() {
+                tracing::warn!(
+                    error = %e,
+                    "admin: no descriptor table of its own; while the shards are out of \
+                     descriptors, a scrape may wait"
+                );
             }
-        };
-        let (status, content_type, body) = route(&state, request.method(), request.url());
-        let response = tiny_http::Response::from_data(body)
-            .with_status_code(status)
-            .with_header(
-                tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-                    .expect("static header"),
-            );
-        let _ = request.respond(response);
+            let listener = bind::with_retry("admin listener", addr, bind_retry, || {
+                bind::listener(addr, false, LISTEN_BACKLOG)
+            })
+            .and_then(|l| l.local_addr().map(|bound| (l, bound)));
+            let listener = match listener {
+                Ok((listener, bound)) => {
+                    let _ = bound_tx.send(Ok(bound));
+                    listener
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    return;
+                }
+            };
+            http::serve(
+                listener,
+                state.http,
+                || state.global.shutdown.load(Ordering::Relaxed),
+                |request| {
+                    let (status, content_type, body) = route(&state, request);
+                    http::Response {
+                        status,
+                        content_type,
+                        body,
+                    }
+                },
+            )
+        })?;
+    match bound_rx.recv() {
+        Ok(Ok(bound)) => Ok((bound, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(std::io::Error::other(
+                "the admin thread ended before binding",
+            ))
+        }
     }
 }
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-fn route(
-    state: &AdminState,
-    method: &tiny_http::Method,
-    url: &str,
-) -> (u16, &'static str, Vec<u8>) {
-    if *method != tiny_http::Method::Get {
+fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str, Vec<u8>) {
+    if request.method != "GET" {
         return (405, TEXT, b"only GET\n".to_vec());
     }
+    let url = request.target;
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     match path {
         "/metrics" => {

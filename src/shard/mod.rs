@@ -12,6 +12,7 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
+pub mod bind;
 pub mod bridge;
 pub mod conn;
 pub mod conn5;
@@ -20,6 +21,7 @@ pub mod hold;
 pub mod io;
 pub mod nats_conn;
 pub mod rings;
+pub mod rlimits;
 pub mod session;
 pub mod stats;
 
@@ -72,6 +74,10 @@ pub struct Router {
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
     mesh_addr: Option<SocketAddr>,
+    /// Descriptors held besides connections, and the connections_max
+    /// last checked against the descriptor limit (again on reload).
+    headroom: rlimits::Headroom,
+    connections_max_checked: std::sync::atomic::AtomicUsize,
 }
 
 /// The listeners of one protocol: the shared address and each shard's own.
@@ -80,53 +86,66 @@ struct Bound {
     own_addrs: Vec<SocketAddr>,
 }
 
-fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(reuse_port)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
+/// Listen backlog of the client and mesh listeners: connections the kernel
+/// completes while a shard is busy (or out of descriptors) wait here.
+const LISTEN_BACKLOG: i32 = 1024;
 
-/// Fails with "address in use" if any socket listens on `addr`, with or
-/// without SO_REUSEPORT.
-fn probe_free(addr: SocketAddr) -> std::io::Result<()> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())
+/// A listener for `protocol` on `addr`, its bind retried while the address
+/// is in use (see [`bind`]).
+fn bind_listener(
+    protocol: &'static str,
+    addr: SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+    retry: Duration,
+) -> Result<std::net::TcpListener, StartError> {
+    bind::with_retry(&format!("{protocol} listener"), addr, retry, || {
+        bind::listener(addr, reuse_port, backlog)
+    })
+    .and_then(|l| l.local_addr().map(|_| l))
+    .map_err(|e| StartError::Bind {
+        protocol,
+        addr,
+        reason: e.to_string(),
+    })
 }
 
 /// Binds one protocol's listeners: `shards` SO_REUSEPORT sockets on one
 /// address (port 0 resolved by the first), plus one own socket per shard
-/// when asked. Appends each shard's raw fds to `per_shard`.
+/// when asked. Appends each shard's raw fds to `per_shard`. Every bind is
+/// retried for `retry` while its address is in use.
 fn bind_protocol(
     protocol: SessionProtocol,
     listen: SocketAddr,
     own: bool,
     port_base: u16,
     per_shard: &mut [Vec<(SessionProtocol, RawFd)>],
+    retry: Duration,
 ) -> Result<Bound, StartError> {
+    let name = match protocol {
+        SessionProtocol::Mqtt => "MQTT",
+        SessionProtocol::Nats => "NATS",
+    };
     let bind_err = |addr, e: std::io::Error| StartError::Bind {
-        protocol: match protocol {
-            SessionProtocol::Mqtt => "MQTT",
-            SessionProtocol::Nats => "NATS",
-        },
+        protocol: name,
         addr,
         reason: e.to_string(),
     };
     if listen.port() != 0 {
         // SO_REUSEPORT would let this router silently share a port that
-        // another process (another weft) listens on: refuse instead.
-        probe_free(listen).map_err(|e| bind_err(listen, e))?;
+        // another process (another weft) listens on: refuse instead. A
+        // killed predecessor's lingering listener is such a process: the
+        // probe waits it out.
+        bind::with_retry(&format!("{name} listener"), listen, retry, || {
+            bind::probe_free(listen)
+        })
+        .map_err(|e| bind_err(listen, e))?;
     }
-    let first = bind_listener(listen, true).map_err(|e| bind_err(listen, e))?;
+    let first = bind_listener(name, listen, true, LISTEN_BACKLOG, retry)?;
     let addr = first.local_addr().map_err(|e| bind_err(listen, e))?;
     let mut shared = vec![first];
     for _ in 1..per_shard.len() {
-        shared.push(bind_listener(addr, true).map_err(|e| bind_err(addr, e))?);
+        shared.push(bind_listener(name, addr, true, LISTEN_BACKLOG, retry)?);
     }
     let mut own_addrs = Vec::new();
     for (i, (fds, listener)) in per_shard.iter_mut().zip(shared).enumerate() {
@@ -139,7 +158,7 @@ fn bind_protocol(
                 })?,
             };
             let own_addr = SocketAddr::new(addr.ip(), port);
-            let l = bind_listener(own_addr, false).map_err(|e| bind_err(own_addr, e))?;
+            let l = bind_listener(name, own_addr, false, LISTEN_BACKLOG, retry)?;
             own_addrs.push(l.local_addr().map_err(|e| bind_err(own_addr, e))?);
             fds.push((protocol, l.into_raw_fd()));
         }
@@ -155,32 +174,6 @@ fn executor(name: &str, core: usize, config: &crate::config::Config) -> LocalExe
     match config.runtime.spin_before_park_us {
         0 => builder,
         us => builder.spin_before_park(Duration::from_micros(us)),
-    }
-}
-
-/// io_uring registers buffers as locked memory; raise the soft limit to what
-/// the shards need when the hard limit (or privilege) allows it.
-fn raise_memlock(bytes: u64) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
-        return;
-    };
-    if soft >= bytes {
-        return;
-    }
-    if setrlimit(Resource::RLIMIT_MEMLOCK, bytes, hard.max(bytes)).is_err() {
-        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard.min(bytes), hard);
-    }
-}
-
-/// Each connection is a file descriptor: raise the soft limit to the hard
-/// one, as brokers do, so that `limits.connections_max` is what binds.
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
     }
 }
 
@@ -205,8 +198,24 @@ impl Router {
         // Every executor (the shards, and the mesh's bridge) registers its
         // io_uring memory.
         let executors = shards as u64 + u64::from(mesh.is_some());
-        raise_memlock((config.runtime.io_memory_bytes as u64 + (1 << 20)) * executors + (8 << 20));
-        raise_nofile();
+        rlimits::raise_memlock(
+            (config.runtime.io_memory_bytes as u64 + (1 << 20)) * executors + (8 << 20),
+        );
+        // Each connection is a file descriptor; so is each listener, link
+        // and executor ring.
+        let per_protocol = |own: bool| shards as u64 * (1 + u64::from(own));
+        let headroom = rlimits::Headroom {
+            executors,
+            listeners: per_protocol(config.mqtt.shard_listeners)
+                + nats_listen.map_or(0, |_| per_protocol(config.nats.shard_listeners))
+                + u64::from(admin_listen.is_some())
+                + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
+            links: mesh
+                .as_ref()
+                .map_or(0, |m| config.mesh.links_max as u64 + m.links.len() as u64),
+        };
+        rlimits::check_nofile(config.limits.connections_max as u64, headroom);
+        let retry = Duration::from_millis(config.runtime.bind_retry_ms);
 
         let mut per_shard: Vec<Vec<(SessionProtocol, RawFd)>> = vec![Vec::new(); shards];
         let mqtt = bind_protocol(
@@ -215,6 +224,7 @@ impl Router {
             config.mqtt.shard_listeners,
             config.mqtt.shard_port_base,
             &mut per_shard,
+            retry,
         )?;
         let nats = match nats_listen {
             Some(listen) => Some(bind_protocol(
@@ -223,17 +233,14 @@ impl Router {
                 config.nats.shard_listeners,
                 config.nats.shard_port_base,
                 &mut per_shard,
+                retry,
             )?),
             None => None,
         };
 
         let mesh_listener = match mesh.as_ref().and_then(|m| m.listen) {
             Some(addr) => {
-                let l = bind_listener(addr, false).map_err(|e| StartError::Bind {
-                    protocol: "mesh",
-                    addr,
-                    reason: e.to_string(),
-                })?;
+                let l = bind_listener("mesh", addr, false, LISTEN_BACKLOG, retry)?;
                 let bound = l.local_addr().map_err(|e| StartError::Bind {
                     protocol: "mesh",
                     addr,
@@ -354,16 +361,22 @@ impl Router {
                     stats: stats.clone(),
                     global: global.clone(),
                     page_size_max: config.admin.page_size_max,
+                    http: crate::admin::http::Limits {
+                        request_bytes_max: config.admin.request_bytes_max,
+                        timeout: Duration::from_millis(config.admin.request_timeout_ms),
+                    },
                 });
-                match crate::admin::start(addr, state) {
+                let started =
+                    crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
+                        protocol: "admin",
+                        addr,
+                        reason: e.to_string(),
+                    });
+                match started {
                     Ok(a) => Some(a),
                     Err(e) => {
                         global.shutdown.store(true, Ordering::Relaxed);
-                        return Err(StartError::Bind {
-                            protocol: "admin",
-                            addr,
-                            reason: e.to_string(),
-                        });
+                        return Err(e);
                     }
                 }
             }
@@ -377,6 +390,8 @@ impl Router {
             global,
             admin,
             mesh_addr,
+            headroom,
+            connections_max_checked: config.limits.connections_max.into(),
         })
     }
 
@@ -411,6 +426,10 @@ impl Router {
     /// Hands a reloaded configuration to the shards (they take its limits
     /// on their next tick; listeners and shard layout need a restart).
     pub fn reload(&self, config: crate::config::Config) {
+        let max = config.limits.connections_max;
+        if self.connections_max_checked.swap(max, Ordering::Relaxed) != max {
+            rlimits::check_nofile(max as u64, self.headroom);
+        }
         if let Ok(mut slot) = self.global.reloaded.lock() {
             *slot = Some(Arc::new(config));
         }

@@ -1,0 +1,414 @@
+//! The admin endpoint's HTTP server: HTTP/1.x GET, one request per
+//! connection (`Connection: close`), served one at a time on the admin
+//! thread with plain std sockets.
+//!
+//! Why our own and not a crate: the endpoint's one hard requirement is that
+//! no error of its own can take the router down. tiny_http, used before,
+//! clones every accepted socket and unwraps the result; out of file
+//! descriptors the clone failed and, with `panic = "abort"`, the first
+//! Prometheus scrape killed the whole router (issue 10). hyper would need a
+//! tokio runtime on the admin thread and brings a large surface for three
+//! GET routes. What is needed here is small: read a request line, answer
+//! with a buffer, and treat every error as the end of one request, never
+//! of the loop (accept errors are logged at most once per
+//! `ERROR_LOG_INTERVAL`, with a count of the others, and retried after a
+//! pause).
+//!
+//! Out of descriptors: the admin thread has a descriptor table of its own
+//! ([`private_descriptor_table`]), so the shards running out of descriptors
+//! (EMFILE: the limit counts per table) leaves the endpoint its own, and a
+//! scrape still answers while the shards refuse connections, which is when
+//! an operator needs the numbers most. A spare descriptor (/dev/null) is
+//! also held in reserve, for when the table could not be made or the whole
+//! system is out (ENFILE): accept failing, the reserve is closed to accept
+//! that one request, and reopened after it (the trick of libuv and nginx).
+//! A reserve alone loses a race now and then: between its close and the
+//! accept, a shard retrying its own accept can take the freed slot (1 test
+//! run in 9 did, tests/hardening.rs).
+//!
+//! Bounds: a request head (request line and headers) of at most
+//! `admin.request_bytes_max` bytes (431 beyond); `admin.request_timeout_ms`
+//! to send it and again to take the answer, so a slow client holds the
+//! endpoint at most twice that; request bodies are never read.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// A parsed request line; headers are read (to find the head's end) and
+/// ignored.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The request target as sent: path and query.
+    pub target: &'a str,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub request_bytes_max: usize,
+    pub timeout: Duration,
+}
+
+/// How often the loop checks `stop` while no request comes.
+const POLL_INTERVAL_MS: u16 = 100;
+/// Pause after an accept error: running out of descriptors lasts, and
+/// retrying at once would spin the admin thread on a core the shards use.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one accept error line per interval; the others are counted.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Serves until `stop()` says so (checked every `POLL_INTERVAL_MS`).
+pub fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    stop: impl Fn() -> bool,
+    mut handle: impl FnMut(&Request<'_>) -> Response,
+) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        // Still served: poll says when accept will not block.
+        tracing::warn!(error = %e, "admin: listener not set non-blocking");
+    }
+    let mut reserve = open_reserve();
+    let mut errors = ErrorLog::default();
+    while !stop() {
+        match readable(&listener) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                errors.log("admin: waiting for requests failed", &e);
+                std::thread::sleep(ACCEPT_ERROR_PAUSE);
+                continue;
+            }
+        }
+        match accept(&listener, &mut reserve) {
+            Ok(stream) => {
+                if let Err(e) = answer(stream, limits, &mut handle) {
+                    tracing::debug!(error = %e, "admin: request not answered");
+                }
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                errors.log("admin: accept failed", &e);
+                std::thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
+        }
+        // After the answer's socket is closed, so that its descriptor is
+        // the one taken back.
+        if reserve.is_none() {
+            reserve = open_reserve();
+        }
+    }
+}
+
+/// Gives the calling thread a descriptor table of its own holding only
+/// stdin, stdout and stderr (Rust's runtime keeps those three open), so
+/// that the shards' descriptors and this thread's are counted apart, and
+/// no copy held here keeps a shard's socket open after the shard closes
+/// it. Signals are blocked on this thread first: a handler run here
+/// (signal-hook writes to a pipe) would find another file, or none, under
+/// its pipe's descriptor number.
+pub fn private_descriptor_table() -> io::Result<()> {
+    use nix::sys::resource::{getrlimit, Resource};
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None)?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
+    // From here on every descriptor number above 2 is a copy: close them
+    // all. /proc/thread-self, not /proc/self (the main thread's table).
+    let copies: Vec<i32> = match std::fs::read_dir("/proc/thread-self/fd") {
+        Ok(dir) => dir
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => {
+            let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1 << 20, 1 << 20));
+            (3..soft.min(1 << 20) as i32).collect()
+        }
+    };
+    for fd in copies.into_iter().filter(|fd| *fd > 2) {
+        // The directory's own descriptor is closed already: EBADF.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+fn readable(listener: &TcpListener) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, POLL_INTERVAL_MS) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn accept(listener: &TcpListener, reserve: &mut Option<File>) -> io::Result<TcpStream> {
+    let stream = match listener.accept() {
+        Err(e) if out_of_descriptors(&e) && reserve.is_some() => {
+            drop(reserve.take());
+            listener.accept()
+        }
+        other => other,
+    }?
+    .0;
+    // Accepted sockets do not inherit O_NONBLOCK on Linux; make sure, as
+    // the reads and writes below rely on timeouts.
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error()
+        .is_some_and(|code| code == Errno::EMFILE as i32 || code == Errno::ENFILE as i32)
+}
+
+/// Accept errors that concern one connection only (or none).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+    )
+}
+
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn log(&mut self, what: &str, e: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, suppressed = self.suppressed, "{what}; retrying");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Reads one request head, answers it, and closes the connection.
+fn answer(
+    mut stream: TcpStream,
+    limits: Limits,
+    handle: &mut impl FnMut(&Request<'_>) -> Response,
+) -> io::Result<()> {
+    let mut head = Vec::with_capacity(limits.request_bytes_max.min(1024));
+    let deadline = Instant::now() + limits.timeout;
+    let response = match read_head(&mut stream, &mut head, limits.request_bytes_max, deadline)? {
+        Some(len) => match parse(&head[..len]) {
+            Ok(request) => handle(&request),
+            Err(reason) => text(400, reason),
+        },
+        None => text(431, "request head too long"),
+    };
+    let out = encode(&response);
+    // The handler may have taken a while (views wait for the shards): a
+    // fresh allowance for the answer.
+    write_all(&mut stream, &out, Instant::now() + limits.timeout)?;
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Fills `head` until it holds a blank line: `Some(head length)`, or
+/// `None` when `max` bytes came without one.
+fn read_head(
+    stream: &mut TcpStream,
+    head: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<Option<usize>> {
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = head_end(head) {
+            return Ok(Some(end));
+        }
+        if head.len() >= max {
+            return Ok(None);
+        }
+        stream.set_read_timeout(Some(time_left(deadline)?))?;
+        let want = chunk.len().min(max - head.len());
+        match stream.read(&mut chunk[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The length of the head up to and including its blank line (CRLF CRLF,
+/// or LF LF from a lenient client).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+}
+
+fn parse(head: &[u8]) -> Result<Request<'_>, &'static str> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = std::str::from_utf8(&head[..line_end])
+        .map_err(|_| "request line is not UTF-8")?
+        .trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err("only HTTP/1.x");
+    }
+    if method.is_empty() || !target.starts_with('/') {
+        return Err("malformed request line");
+    }
+    Ok(Request { method, target })
+}
+
+fn text(status: u16, reason: &str) -> Response {
+    Response {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: format!("{reason}\n").into_bytes(),
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn encode(response: &Response) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        response.status,
+        reason_phrase(response.status),
+        response.content_type,
+        response.body.len(),
+        if response.status == 405 {
+            "Allow: GET\r\n"
+        } else {
+            ""
+        },
+    )
+    .into_bytes();
+    out.extend_from_slice(&response.body);
+    out
+}
+
+fn write_all(stream: &mut TcpStream, mut out: &[u8], deadline: Instant) -> io::Result<()> {
+    while !out.is_empty() {
+        stream.set_write_timeout(Some(time_left(deadline)?))?;
+        match stream.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out = &out[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Time until `deadline`, never zero (a zero socket timeout is an error).
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn request_lines() {
+        let r = parse(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((r.method, r.target), ("GET", "/metrics?x=1"));
+        assert!(parse(b"GET /metrics HTTP/1.0\n\n").is_ok());
+        assert!(parse(b"GET /metrics\r\n\r\n").is_err());
+        assert!(parse(b"GET  /metrics HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(b"GET metrics HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(b"GET /metrics HTTP/2\r\n\r\n").is_err());
+        assert!(parse(b"GET /\xff HTTP/1.1\r\n\r\n").is_err());
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+    }
+
+    /// A server on a real socket: answers, refuses what it must, and keeps
+    /// serving after a client that sends nothing.
+    #[test]
+    fn serves_and_survives_bad_clients() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            request_bytes_max: 256,
+            timeout: Duration::from_millis(200),
+        };
+        let server = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                serve(
+                    listener,
+                    limits,
+                    || stop.load(Ordering::Relaxed),
+                    |r| Response {
+                        status: 200,
+                        content_type: "text/plain",
+                        body: format!("{} {}", r.method, r.target).into_bytes(),
+                    },
+                )
+            })
+        };
+        let exchange = |request: &[u8]| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(request).unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        let ok = exchange(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Content-Length: 10\r\n"), "{ok}");
+        assert!(ok.contains("Connection: close\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nGET /a?b=1"), "{ok}");
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(300));
+        assert!(exchange(long.as_bytes()).starts_with("HTTP/1.1 431 "));
+        assert!(exchange(b"hello\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        // Silent clients time out without an answer; the next is served.
+        let silent = TcpStream::connect(addr).unwrap();
+        let half = TcpStream::connect(addr).unwrap();
+        (&half).write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let after = exchange(b"GET /after HTTP/1.0\r\n\r\n");
+        assert!(after.ends_with("GET /after"), "{after}");
+        drop((silent, half));
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+    }
+}

@@ -1,0 +1,229 @@
+//! What an operator does to a router (issue 10): run it out of file
+//! descriptors and scrape it, and restart it straight after `kill -9` on
+//! the same fixed ports, as a supervisor would.
+
+mod common;
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use rumqttc::QoS;
+
+/// The descriptor limit the router runs under, and more idle clients than
+/// it can hold.
+const NOFILE: usize = 256;
+const IDLE_CLIENTS: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_leaves_the_router_serving() {
+    let mut launch = Launch::new(2, "");
+    launch.prefix = vec![
+        "prlimit".into(),
+        format!("--nofile={NOFILE}:{NOFILE}"),
+        "--".into(),
+    ];
+    launch.log_level = Some("warn".into());
+    launch.capture_stderr = true;
+    let mut weft = Weft::launch_with(launch);
+    // The start says, in one line, that the limit cannot hold
+    // limits.connections_max (100000 by default) and what it can hold.
+    let line = weft.wait_for_log("descriptor limit");
+    assert!(
+        line.contains(&format!("descriptor limit {NOFILE}")) && line.contains("does not cover"),
+        "{line}"
+    );
+
+    // Idle MQTT clients past the limit: the router accepts what it can, the
+    // rest wait in the listen backlog.
+    let mut idle = Vec::with_capacity(IDLE_CLIENTS);
+    for i in 0..IDLE_CLIENTS {
+        let mut raw = Raw::open(weft.addr).await;
+        raw.send(&connect_packet(&format!("idle-{i}"), 0, 4, true))
+            .await;
+        idle.push(raw);
+    }
+    weft.wait_for_log("Too many open files");
+
+    // Scrapes and views while the router is out of descriptors.
+    let paths = [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/links",
+        "/connections?limit=5",
+        "/subscriptions?limit=5",
+    ];
+    let mut answered = 0;
+    for round in 0..5 {
+        for path in paths {
+            let (status, _) = match tokio::spawn(admin_get(weft.admin, path)).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    panic!(
+                        "GET {path} (round {round}): {e}; router running: {}; its last lines: {:#?}",
+                        weft.is_running(),
+                        tail(&weft)
+                    )
+                }
+            };
+            assert!(weft.is_running(), "after GET {path}: {:#?}", tail(&weft));
+            assert_eq!(status, 200, "GET {path} (round {round})");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 5 * paths.len());
+    eprintln!("{line}\nadmin requests answered while out of descriptors: {answered}");
+
+    // The idle clients leave; the router serves as before.
+    drop(idle);
+    let mut sub = connect(weft.addr, "after-sub").await;
+    sub.subscribe("after/#", QoS::AtLeastOnce).await;
+    let publisher = connect(weft.addr, "after-pub").await;
+    publisher
+        .publish("after/1", QoS::AtLeastOnce, "still here")
+        .await;
+    let got = sub.next_publish().await;
+    assert_eq!(got.topic, "after/1");
+    assert_eq!(&got.payload[..], b"still here");
+    let (status, body) = admin_get(weft.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("weft_connections_accepted_total"), "{body}");
+    assert!(weft.is_running(), "{:?}", tail(&weft));
+}
+
+fn tail(weft: &Weft) -> Vec<String> {
+    let lines = weft.stderr_lines();
+    lines[lines.len().saturating_sub(10)..].to_vec()
+}
+
+/// `n` consecutive ports free on 127.0.0.1, below the ephemeral range so
+/// that no client socket of another test takes one meanwhile.
+fn free_port_block(n: u16) -> u16 {
+    let mut base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        assert!(base + n < 32_768, "no block of {n} free ports");
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+        base += n;
+    }
+}
+
+const RESTARTS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_kill_9_binds_the_same_ports() {
+    // Every listener weft binds, on fixed ports: MQTT and NATS (shared and
+    // per shard), admin and mesh.
+    let base = free_port_block(8);
+    let mut launch = Launch::new(
+        2,
+        &format!(
+            "[mqtt]\nshard_port_base = {}\n\
+             [nats]\nlisten = \"127.0.0.1:{}\"\nshard_port_base = {}\n\
+             [admin]\nlisten = \"127.0.0.1:{}\"\n",
+            base + 1,
+            base + 3,
+            base + 4,
+            base + 6
+        ),
+    );
+    launch.mqtt_listen = format!("127.0.0.1:{base}");
+    launch.args = vec!["--mesh-listen".into(), format!("127.0.0.1:{}", base + 7)];
+    launch.log_level = Some("info".into());
+    launch.capture_stderr = true;
+    let start = |launch: &Launch| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| Weft::launch_with(launch.clone()))).map_err(
+            |e| {
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "launch panicked".into())
+            },
+        )
+    };
+    let mut weft = start(&launch).expect("first start");
+    let mut _client = connect(weft.addr, "restart-0").await;
+    let mut failures = Vec::new();
+    let mut waited = 0;
+    for round in 1..=RESTARTS {
+        // kill -9 with a client connected, reaped (as a supervisor sees it
+        // die), then started again at once.
+        weft.signal(Signal::SIGKILL);
+        drop(weft);
+        weft = match start(&launch) {
+            Ok(w) => w,
+            Err(why) => {
+                let line = why.lines().find(|l| l.contains("error")).unwrap_or(&why);
+                failures.push(format!("round {round}: {line}"));
+                // Not what is measured: a later start for the next round.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                start(&launch).expect("a start after a pause")
+            }
+        };
+        assert_eq!(weft.addr.port(), base);
+        assert_eq!(
+            weft.shard_addrs
+                .iter()
+                .map(|a| a.port())
+                .collect::<Vec<_>>(),
+            vec![base + 1, base + 2]
+        );
+        assert_eq!(weft.nats.port(), base + 3);
+        assert_eq!(weft.admin.port(), base + 6);
+        assert_eq!(weft.mesh.map(|a| a.port()), Some(base + 7));
+        _client = connect(weft.addr, &format!("restart-{round}")).await;
+        if let Some(l) = weft
+            .stderr_lines()
+            .iter()
+            .find(|l| l.contains("was in use"))
+        {
+            waited += 1;
+            eprintln!("round {round}: {l}");
+        }
+    }
+    eprintln!("restarts that waited for a port: {waited} of {RESTARTS}");
+    assert!(
+        failures.is_empty(),
+        "{} of {RESTARTS} restarts failed: {failures:#?}",
+        failures.len()
+    );
+}
+
+/// A port another live process listens on is still refused, once the
+/// retry time has passed, with the reason in one line.
+#[test]
+fn a_port_held_by_a_live_process_is_refused_after_the_retry() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let config = write_config("[runtime]\nbind_retry_ms = 200\n[admin]\nenabled = false\n");
+    let out = std::process::Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config.0)
+        .args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--nats-listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--cores",
+            "0",
+        ])
+        .output()
+        .expect("run weft");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(&format!("cannot bind MQTT listener 127.0.0.1:{port}"))
+            && line.contains("still in use after")
+            && line.contains("runtime.bind_retry_ms"),
+        "{line}"
+    );
+    drop(held);
+}
