@@ -45,23 +45,6 @@ fn router(id: &str, mesh_listen: &str, links: &[SocketAddr], redial: &str) -> We
     Weft::launch_with(launch)
 }
 
-/// Waits (bounded) until `addr` can be bound again: the killed router's
-/// sockets may linger a moment (the restart itself is issue 10's defect 3,
-/// tested elsewhere).
-async fn port_free(addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket.set_reuse_address(true).unwrap();
-        if socket.bind(&addr.into()).is_ok() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{addr} never free");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn dump(name: &str, weft: &Weft) {
     eprintln!("----- router {name}: stderr -----");
     for line in weft.stderr_lines() {
@@ -126,7 +109,7 @@ async fn acknowledged_qos1_survives_a_mesh_router_restart() {
         // kill -9 (the harness's drop is SIGKILL), then 2 s down.
         drop(b);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        port_free(b_mesh).await;
+        // Same mesh port (the bind waits out the killed process's sockets).
         b = router("B", &b_mesh.to_string(), &[], FAST_REDIAL);
         let up = tokio::time::timeout(WAIT, async {
             loop {
