@@ -303,6 +303,9 @@ pub struct RuntimeConfig {
     /// Busy-poll this long before an idle shard sleeps (0 = never spin):
     /// lower wake-up latency for a core's worth of CPU.
     pub spin_before_park_us: u64,
+    /// A shard whose connections fell by an eighth (or more) of their peak
+    /// returns freed memory to the OS, at most this often; 0 = never.
+    pub memory_trim_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -388,6 +391,7 @@ impl Default for RuntimeConfig {
             match_cache_entries_max: 4096,
             shutdown_flush_ms_max: 2000,
             spin_before_park_us: 0,
+            memory_trim_ms: 1000,
         }
     }
 }
@@ -933,6 +937,7 @@ mod tests {
         assert_eq!(c.nats.payload_bytes_max, 1 << 20);
         assert_eq!(c.admin.listen, "127.0.0.1:8222");
         assert_eq!(c.admin.page_size_max, 1000);
+        assert_eq!(c.runtime.memory_trim_ms, 1000);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

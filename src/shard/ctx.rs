@@ -1752,6 +1752,16 @@ impl ShardCtx {
         }
     }
 
+    /// Drops what the shard keeps for reuse beyond what its sessions hold
+    /// (spare write buffers, table capacity left by sessions gone), before
+    /// the heap is returned to the OS (`memory::return_to_os`).
+    pub fn trim(&self) {
+        *self.write_buffers.borrow_mut() = Vec::new();
+        self.homes.borrow_mut().shrink_to_fit();
+        self.connecting.borrow_mut().shrink_to_fit();
+        self.directory.borrow_mut().shrink_to_fit();
+    }
+
     /// Records the router-internal latency of events just handed to a
     /// socket.
     pub fn record_latency(&self, born: &[u64]) {

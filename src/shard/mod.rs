@@ -17,6 +17,7 @@ pub mod conn;
 pub mod conn5;
 pub mod ctx;
 pub mod io;
+pub mod memory;
 pub mod nats_conn;
 pub mod rings;
 pub mod session;
@@ -503,9 +504,23 @@ async fn run_shard(
     {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
+            let mut trimmer = memory::Trimmer::new(Instant::now());
             loop {
                 glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
                 ctx.publish_stats();
+                let trim_every = Duration::from_millis(ctx.config().runtime.memory_trim_ms);
+                let connections = ctx.counters.connections.get();
+                if trimmer.due(connections, Instant::now(), trim_every) {
+                    let started = Instant::now();
+                    ctx.trim();
+                    memory::return_to_os();
+                    tracing::debug!(
+                        shard = ctx.id,
+                        connections,
+                        took_us = started.elapsed().as_micros() as u64,
+                        "memory returned to the OS"
+                    );
+                }
                 for will in ctx.housekeeping() {
                     if will.retain {
                         ctx.retain(&will);
