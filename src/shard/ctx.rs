@@ -691,7 +691,9 @@ impl ShardCtx {
         let mut matches = Vec::new();
         self.retained.borrow().matching(filter, &mut matches);
         let limits = self.limits();
-        for event in matches {
+        for mut event in matches {
+            // A replay, not routing: kept out of the latency histogram.
+            event.born_ns = crate::event::REPLAY_NS;
             let qos = event.qos.min(granted & 3);
             if session.deliver(event, DeliverAs::Mqtt { qos, retain: true }, &limits)
                 == Delivery::Dropped
@@ -1763,16 +1765,23 @@ impl ShardCtx {
     }
 
     /// Records the router-internal latency of events just handed to a
-    /// socket.
+    /// socket; replays (`event::REPLAY_NS`: retained messages, a stored session's
+    /// backlog) are only counted, since their age is not routing time.
     pub fn record_latency(&self, born: &[u64]) {
         if born.is_empty() {
             return;
         }
         let now = crate::event::now_ns();
         let mut h = self.latency.borrow_mut();
+        let mut replays = 0;
         for &b in born {
-            h.saturating_record(now.saturating_sub(b).max(1));
+            if b == crate::event::REPLAY_NS {
+                replays += 1;
+            } else {
+                h.saturating_record(now.saturating_sub(b).max(1));
+            }
         }
+        Counters::add(&self.counters.replays_out, replays);
     }
 
     /// Publishes the counters and the trie's sizes for other threads.
