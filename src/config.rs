@@ -247,6 +247,9 @@ pub struct MqttConfig {
     /// MQTT 5 Server Keep Alive: if non-zero, imposed on every v5 client
     /// instead of its own value (sent in CONNACK).
     pub server_keep_alive_s: u16,
+    /// Publish broker statistics as retained `$SYS/broker/...` topics (as
+    /// mosquitto does) every this many seconds; 0 = off.
+    pub sys_interval_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -377,6 +380,7 @@ impl Default for MqttConfig {
             shard_port_base: 0,
             topic_alias_maximum: 64,
             server_keep_alive_s: 0,
+            sys_interval_s: 0,
         }
     }
 }
@@ -938,6 +942,7 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:8222");
         assert_eq!(c.admin.page_size_max, 1000);
         assert_eq!(c.runtime.memory_trim_ms, 1000);
+        assert_eq!(c.mqtt.sys_interval_s, 0);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

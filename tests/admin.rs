@@ -253,3 +253,80 @@ async fn replays_stay_out_of_the_latency_summary() {
     );
     assert_eq!(scrape_total(&s, "weft_replays_out_total"), 2.0);
 }
+
+/// `$SYS` broker statistics as mosquitto publishes them, off by default
+/// and on with `mqtt.sys_interval_s`, seen by a real client on `$SYS/#`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics_for_a_real_client() {
+    // Off by default: shard 0 would publish on its first tick, before the
+    // tick that counts this client's connection; nothing is retained.
+    let off = Weft::start(2, "");
+    let _watcher = connect(off.addr, "sys-off").await;
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = scrape(off.admin).await;
+        if scrape_total(&s, "weft_connections") >= 1.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "connection never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(scrape_total(&s, "weft_retained_messages"), 0.0);
+
+    let weft = Weft::start(2, "[mqtt]\nsys_interval_s = 1\n");
+    let publisher = connect(weft.shard_addrs[1], "sys-pub").await;
+    for i in 0..3 {
+        publisher
+            .publish(&format!("s/{i}"), QoS::AtLeastOnce, "x")
+            .await;
+    }
+    let mut sub = connect(weft.shard_addrs[1], "sys-sub").await;
+    sub.subscribe("$SYS/#", QoS::AtMostOnce).await;
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    // Until the counts include the three publishes and both clients.
+    loop {
+        let p = sub.next_publish().await;
+        seen.insert(
+            p.topic.clone(),
+            String::from_utf8(p.payload.to_vec()).unwrap(),
+        );
+        let num = |t: &str| seen.get(t).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if num("$SYS/broker/messages/received") >= 3
+            && num("$SYS/broker/clients/connected") >= 2
+            && num("$SYS/broker/bytes/received") > 0
+            && num("$SYS/broker/bytes/sent") > 0
+            && seen.len() >= 10
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "$SYS never caught up: {seen:?}");
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("weft version "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    for topic in [
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/clients/total",
+        "$SYS/broker/subscriptions/count",
+        "$SYS/broker/retained messages/count",
+    ] {
+        assert!(seen.contains_key(topic), "{topic} in {seen:?}");
+    }
+    // `#` alone does not match `$` topics (MQTT-4.7.2-1).
+    let mut all = connect(weft.shard_addrs[0], "sys-hash").await;
+    all.subscribe("#", QoS::AtMostOnce).await;
+    publisher.publish("fence", QoS::AtMostOnce, "f").await;
+    assert_eq!(all.next_publish().await.topic, "fence");
+    // The counters are not moved by the $SYS publications themselves (ten
+    // a second, published since before the first one was seen).
+    let deadline = Instant::now() + WAIT;
+    let received = loop {
+        let n = scrape_total(&scrape(weft.admin).await, "weft_messages_in_total");
+        if n >= 4.0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "publishes never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(received, 4.0);
+}

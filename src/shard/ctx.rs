@@ -650,6 +650,26 @@ impl ShardCtx {
         }
     }
 
+    /// A `$SYS` statistics event of this router (`shard::sys`): retained on
+    /// every shard and delivered to this router's plain subscribers only.
+    /// Not sent over the mesh (each router has its own `$SYS`), not counted
+    /// as received, and not in the latency histogram.
+    pub async fn publish_sys(&self, mut event: Event) {
+        event.born_ns = crate::event::REPLAY_NS;
+        let stamp = self
+            .retained
+            .borrow()
+            .next_stamp(event.topic(), crate::event::wall_ns());
+        self.store_retained(&event, stamp);
+        for peer in (0..self.global.client_shards).filter(|&p| p != self.id) {
+            self.push_control(Some(peer), ShardMsg::Retain(event.clone(), stamp));
+        }
+        let matched = self.trie.borrow_mut().matches(event.topic());
+        let shards = matched.remote & !self.bridge_bit();
+        self.send_to_shards(&event, shards, &[]).await;
+        self.deliver_local(&matched.local, event, None);
+    }
+
     /// On the bridge: a retained message (or deletion) from another router,
     /// stamped at its origin. Stored here and on every shard if it is newer
     /// than what this router knows of its topic; true if it was.

@@ -22,6 +22,7 @@ pub mod nats_conn;
 pub mod rings;
 pub mod session;
 pub mod stats;
+pub mod sys;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -503,8 +504,10 @@ async fn run_shard(
 
     {
         let ctx = ctx.clone();
+        let started = Instant::now();
         glommio::spawn_local(async move {
             let mut trimmer = memory::Trimmer::new(Instant::now());
+            let mut sys_last: Option<Instant> = None;
             loop {
                 glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
                 ctx.publish_stats();
@@ -526,6 +529,24 @@ async fn run_shard(
                         ctx.retain(&will);
                     }
                     ctx.publish(will, &mut Vec::new()).await;
+                }
+                // `$SYS` statistics (mqtt.sys_interval_s), from shard 0.
+                let sys_every = Duration::from_secs(ctx.config().mqtt.sys_interval_s);
+                let now = Instant::now();
+                if id == 0
+                    && !sys_every.is_zero()
+                    && sys_last.is_none_or(|at| now.duration_since(at) >= sys_every)
+                {
+                    sys_last = Some(now);
+                    let mut total = Snapshot::default();
+                    for s in &stats {
+                        total += s.snapshot();
+                    }
+                    let uptime_s = now.duration_since(started).as_secs();
+                    for (topic, payload) in sys::topics(&total, uptime_s) {
+                        let event = crate::event::Event::new(topic, payload.as_bytes(), 0, true);
+                        ctx.publish_sys(event).await;
+                    }
                 }
                 if ctx.shutdown_requested() {
                     ctx.request_stop();
