@@ -257,6 +257,9 @@ pub struct MqttConfig {
     /// MQTT 5 Server Keep Alive: if non-zero, imposed on every v5 client
     /// instead of its own value (sent in CONNACK).
     pub server_keep_alive_s: u16,
+    /// Publish broker statistics as retained `$SYS/broker/...` topics (as
+    /// mosquitto does) every this many seconds; 0 = off.
+    pub sys_interval_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -318,6 +321,9 @@ pub struct RuntimeConfig {
     /// sockets listening for a few milliseconds, and a supervisor's
     /// immediate restart must not fail on them.
     pub bind_retry_ms: u64,
+    /// A shard whose connections fell by an eighth (or more) of their peak
+    /// returns freed memory to the OS, at most this often; 0 = never.
+    pub memory_trim_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -392,6 +398,7 @@ impl Default for MqttConfig {
             shard_port_base: 0,
             topic_alias_maximum: 64,
             server_keep_alive_s: 0,
+            sys_interval_s: 0,
         }
     }
 }
@@ -407,6 +414,7 @@ impl Default for RuntimeConfig {
             shutdown_flush_ms_max: 2000,
             spin_before_park_us: 0,
             bind_retry_ms: 5000,
+            memory_trim_ms: 1000,
         }
     }
 }
@@ -989,6 +997,8 @@ mod tests {
         assert_eq!(c.admin.request_bytes_max, 8192);
         assert_eq!(c.admin.request_timeout_ms, 2000);
         assert_eq!(c.runtime.bind_retry_ms, 5000);
+        assert_eq!(c.runtime.memory_trim_ms, 1000);
+        assert_eq!(c.mqtt.sys_interval_s, 0);
         // An empty file is the defaults.
         assert_eq!(Config::from_toml("", "x").unwrap(), c);
     }

@@ -83,6 +83,11 @@ pub struct Event {
     pub born_ns: u64,
 }
 
+/// The `born_ns` of an event replayed from a store (a retained message, a
+/// persistent session's backlog): its age is not routing latency, so the
+/// shard counts it (`replays_out`) instead of recording it.
+pub const REPLAY_NS: u64 = 0;
+
 /// Nanoseconds since the Unix epoch (the wall clock; never 0): the stamp
 /// of a retained publish, compared across routers.
 pub fn wall_ns() -> u64 {

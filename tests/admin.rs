@@ -179,3 +179,154 @@ async fn sighup_changes_the_log_level() {
     let line = weft.wait_for_log("need a restart");
     assert!(line.contains("runtime.ring_capacity"), "{line}");
 }
+
+/// Replays are not routing latency: a retained message sent to a new
+/// subscriber and a persistent session's backlog, both seconds old, stay
+/// out of `weft_latency_seconds` (counted in `weft_replays_out_total`);
+/// live events still go in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_stay_out_of_the_latency_summary() {
+    use weft::mqtt::codec::{self, Packet};
+    let weft = Weft::start(2, "");
+    let publisher = connect(weft.shard_addrs[0], "r-pub").await;
+    // A persistent session on shard 1 subscribes, then goes away.
+    let mut away = Raw::open(weft.shard_addrs[1]).await;
+    away.send(&connect_packet("r-away", 30, 4, false)).await;
+    assert_eq!(away.read_exact(4).await[..2], [0x20, 2]);
+    away.send_packet(&Packet::Subscribe {
+        packet_id: 1,
+        filters: vec![("o/#", 1)],
+    })
+    .await;
+    assert_eq!(away.read_exact(5).await, vec![0x90, 3, 0, 1, 1]);
+    drop(away);
+    let deadline = Instant::now() + WAIT;
+    while scrape_total(&scrape(weft.admin).await, "weft_offline_sessions") < 1.0 {
+        assert!(Instant::now() < deadline, "the session never went offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A retained message, and one the offline session keeps; both age.
+    publisher
+        .publish_retained("r/kept", QoS::AtLeastOnce, "old")
+        .await;
+    publisher.publish("o/kept", QoS::AtLeastOnce, "old").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The replays, then a live event behind each on the same socket.
+    let mut late = connect(weft.shard_addrs[0], "r-late").await;
+    late.subscribe("r/#", QoS::AtLeastOnce).await;
+    let p = late.next_publish().await;
+    assert!(p.retain && p.topic == "r/kept", "{p:?}");
+    let mut back = Raw::open(weft.shard_addrs[1]).await;
+    back.send(&connect_packet("r-away", 30, 4, false)).await;
+    assert_eq!(back.read_exact(4).await, vec![0x20, 2, 1, 0]);
+    let bytes = back.read_packet().await;
+    let Ok(Some((Packet::Publish(p), _))) = codec::decode(&bytes, &Default::default()) else {
+        panic!("expected the kept PUBLISH, got {bytes:x?}");
+    };
+    assert_eq!((p.topic, p.payload), ("o/kept", &b"old"[..]));
+    back.send_packet(&Packet::PubAck(p.packet_id)).await;
+    publisher.publish("r/live", QoS::AtMostOnce, "new").await;
+    publisher.publish("o/live", QoS::AtMostOnce, "new").await;
+    assert_eq!(late.next_publish().await.topic, "r/live");
+    let bytes = back.read_packet().await;
+    let Ok(Some((Packet::Publish(p), _))) = codec::decode(&bytes, &Default::default()) else {
+        panic!("expected the live PUBLISH, got {bytes:x?}");
+    };
+    assert_eq!(p.topic, "o/live");
+
+    // Each shard records a socket's writes in order and publishes them
+    // together: once both live events are counted, so would the replays be.
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = scrape(weft.admin).await;
+        if scrape_total(&s, "weft_latency_seconds_count") >= 2.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "live events never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        scrape_total(&s, "weft_latency_seconds_count"),
+        2.0,
+        "only the two live events are routing latency"
+    );
+    assert_eq!(scrape_total(&s, "weft_replays_out_total"), 2.0);
+}
+
+/// `$SYS` broker statistics as mosquitto publishes them, off by default
+/// and on with `mqtt.sys_interval_s`, seen by a real client on `$SYS/#`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics_for_a_real_client() {
+    // Off by default: shard 0 would publish on its first tick, before the
+    // tick that counts this client's connection; nothing is retained.
+    let off = Weft::start(2, "");
+    let _watcher = connect(off.addr, "sys-off").await;
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = scrape(off.admin).await;
+        if scrape_total(&s, "weft_connections") >= 1.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "connection never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(scrape_total(&s, "weft_retained_messages"), 0.0);
+
+    let weft = Weft::start(2, "[mqtt]\nsys_interval_s = 1\n");
+    let publisher = connect(weft.shard_addrs[1], "sys-pub").await;
+    for i in 0..3 {
+        publisher
+            .publish(&format!("s/{i}"), QoS::AtLeastOnce, "x")
+            .await;
+    }
+    let mut sub = connect(weft.shard_addrs[1], "sys-sub").await;
+    sub.subscribe("$SYS/#", QoS::AtMostOnce).await;
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    // Until the counts include the three publishes and both clients.
+    loop {
+        let p = sub.next_publish().await;
+        seen.insert(
+            p.topic.clone(),
+            String::from_utf8(p.payload.to_vec()).unwrap(),
+        );
+        let num = |t: &str| seen.get(t).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if num("$SYS/broker/messages/received") >= 3
+            && num("$SYS/broker/clients/connected") >= 2
+            && num("$SYS/broker/bytes/received") > 0
+            && num("$SYS/broker/bytes/sent") > 0
+            && seen.len() >= 10
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "$SYS never caught up: {seen:?}");
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("weft version "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    for topic in [
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/clients/total",
+        "$SYS/broker/subscriptions/count",
+        "$SYS/broker/retained messages/count",
+    ] {
+        assert!(seen.contains_key(topic), "{topic} in {seen:?}");
+    }
+    // `#` alone does not match `$` topics (MQTT-4.7.2-1).
+    let mut all = connect(weft.shard_addrs[0], "sys-hash").await;
+    all.subscribe("#", QoS::AtMostOnce).await;
+    publisher.publish("fence", QoS::AtMostOnce, "f").await;
+    assert_eq!(all.next_publish().await.topic, "fence");
+    // The counters are not moved by the $SYS publications themselves (ten
+    // a second, published since before the first one was seen).
+    let deadline = Instant::now() + WAIT;
+    let received = loop {
+        let n = scrape_total(&scrape(weft.admin).await, "weft_messages_in_total");
+        if n >= 4.0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "publishes never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(received, 4.0);
+}

@@ -711,3 +711,148 @@ fn a_port_in_use_is_refused() {
         "{stderr}"
     );
 }
+
+/// An MQTT 3.1 CONNECT (protocol name `MQIsdp`, level 3), as old clients and
+/// `mosquitto_sub -V mqttv31` send it.
+fn connect_31(id: &str, clean: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Connect(codec::Connect {
+            protocol_name: codec::PROTOCOL_NAME_31,
+            level: codec::PROTOCOL_LEVEL_31,
+            clean_session: clean,
+            keep_alive_s: 30,
+            client_id: id,
+            will: None,
+            username: None,
+            password: None,
+        }),
+        &mut out,
+    );
+    assert_eq!(&out[2..10], b"\0\x06MQIsdp");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_31_clients_are_served() {
+    let weft = Weft::launch(2, "", Some("info"), true);
+    let publisher = connect(weft.shard_addrs[1], "v311-pub").await;
+
+    // A 3.1 subscriber: CONNACK 0, SUBSCRIBE, and a PUBLISH from a 3.1.1
+    // client on the other shard reaches it.
+    let mut old = Raw::open(weft.shard_addrs[0]).await;
+    old.send(&connect_31("mqtt31-sub", true)).await;
+    assert_eq!(old.read_exact(4).await, vec![0x20, 2, 0, 0]);
+    let mut out = Vec::new();
+    codec::encode(
+        &Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![("old/#", 1)],
+        },
+        &mut out,
+    );
+    old.send(&out).await;
+    assert_eq!(old.read_exact(5).await, vec![0x90, 3, 0, 1, 1]);
+    publisher.publish("old/x", QoS::AtMostOnce, "hi").await;
+    let mut p = Vec::new();
+    codec::put_publish(&mut p, false, 0, false, b"old/x", 0, b"hi");
+    assert_eq!(old.read_exact(p.len()).await, p);
+
+    // 3.1 limits the client id to 23 characters: 23 is accepted…
+    let mut at_limit = Raw::open(weft.addr).await;
+    at_limit.send(&connect_31(&"a".repeat(23), true)).await;
+    assert_eq!(at_limit.read_exact(4).await, vec![0x20, 2, 0, 0]);
+    // …24 is refused with CONNACK 2, and the log says why.
+    let mut long = Raw::open(weft.addr).await;
+    long.send(&connect_31(&"b".repeat(24), true)).await;
+    assert_eq!(long.read_exact(4).await, vec![0x20, 2, 0, 2]);
+    assert!(long.closed_by_server().await);
+    let line = weft.wait_for_log("CONNECT refused");
+    assert!(line.contains(&"b".repeat(24)), "{line}");
+    assert!(line.contains("23 bytes"), "{line}");
+    assert!(line.contains("peer=Some(127.0.0.1:"), "{line}");
+    // An empty client id is refused too (3.1 wants 1 to 23 characters).
+    let mut empty = Raw::open(weft.addr).await;
+    empty.send(&connect_31("", true)).await;
+    assert_eq!(empty.read_exact(4).await, vec![0x20, 2, 0, 2]);
+    // A name and a level that do not belong together: CONNACK 1.
+    let mut mixed = connect_31("mixed", true);
+    mixed[10] = codec::PROTOCOL_LEVEL_311;
+    let mut wrong = Raw::open(weft.addr).await;
+    wrong.send(&mixed).await;
+    assert_eq!(wrong.read_exact(4).await, vec![0x20, 2, 0, 1]);
+    assert!(wrong.closed_by_server().await);
+}
+
+/// Every CONNECT refusal and protocol-error close logs one line with the
+/// peer, the client id when known, and the reason in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_protocol_errors_are_logged_in_words() {
+    use weft::mqtt::v5::{self, Properties};
+    let weft = Weft::launch(1, "", Some("info"), true);
+    let v5_encode = |p: &v5::Packet<'_>| {
+        let mut out = Vec::new();
+        v5::encode(p, &mut out).unwrap();
+        out
+    };
+    let v5_connect = |id: &str| {
+        v5_encode(&v5::Packet::Connect(v5::Connect {
+            clean_start: true,
+            keep_alive_s: 30,
+            properties: Properties::default(),
+            client_id: id,
+            will: None,
+            username: None,
+            password: None,
+        }))
+    };
+    let line_with = |needle: &str| {
+        let line = weft.wait_for_log(needle);
+        assert!(line.contains("peer=Some(127.0.0.1:"), "{line}");
+        line
+    };
+
+    // MQTT 3.1.1: an empty client id without clean session (CONNACK 2).
+    let mut anon = Raw::open(weft.addr).await;
+    anon.send(&connect_packet("", 30, 4, false)).await;
+    assert_eq!(anon.read_exact(4).await, vec![0x20, 2, 0, 2]);
+    let line = line_with("empty client id without clean session");
+    assert!(line.contains("CONNECT refused"), "{line}");
+
+    // MQTT 5: a client id over limits.client_id_bytes_max (CONNACK 0x85).
+    let long = "L".repeat(300);
+    let mut raw = Raw::open(weft.addr).await;
+    raw.send(&v5_connect(&long)).await;
+    assert!(raw.closed_by_server().await);
+    let line = line_with("MQTT 5 CONNECT refused");
+    assert!(line.contains(&long), "{line}");
+    assert!(line.contains("Client Identifier not valid"), "{line}");
+    assert!(line.contains("client_id_bytes_max"), "{line}");
+
+    // MQTT 5: a PUBLISH to a wildcard topic (DISCONNECT 0x90).
+    let mut raw = Raw::open(weft.addr).await;
+    raw.send(&v5_connect("bad-topic")).await;
+    let _connack = raw.read_packet().await;
+    raw.send(&v5_encode(&v5::Packet::Publish(v5::Publish {
+        dup: false,
+        qos: 0,
+        retain: false,
+        topic: "a/+",
+        packet_id: 0,
+        properties: Properties::default(),
+        payload: b"x",
+    })))
+    .await;
+    assert_eq!(raw.read_packet().await, vec![0xe0, 1, 0x90]);
+    let line = line_with("closing MQTT 5 connection: protocol error");
+    assert!(line.contains("bad-topic"), "{line}");
+    assert!(line.contains("0x90 Topic Name invalid"), "{line}");
+
+    // MQTT 3.1.1: a second CONNECT closes the connection, logged with the
+    // client id.
+    let mut twice = Raw::connected(weft.addr, "twice", 30).await;
+    twice.send(&connect_packet("twice", 30, 4, true)).await;
+    assert!(twice.closed_by_server().await);
+    let line = line_with("second CONNECT");
+    assert!(line.contains("twice"), "{line}");
+}

@@ -13,6 +13,7 @@ fn connect_packet(id: &str, clean: bool) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode(
         &Packet::Connect(codec::Connect {
+            protocol_name: codec::PROTOCOL_NAME,
             level: 4,
             clean_session: clean,
             keep_alive_s: 60,

@@ -57,7 +57,7 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP weft_latency_seconds Router-internal latency, from reading an event to handing it to a subscriber's socket, since start."
+        "# HELP weft_latency_seconds Router-internal latency, from reading an event to handing it to a subscriber's socket, since start (replays of retained messages and session backlogs: weft_replays_out_total)."
     );
     let _ = writeln!(out, "# TYPE weft_latency_seconds summary");
     for (shard, s) in stats.iter().enumerate() {

@@ -69,6 +69,7 @@ impl Conn {
             Protocol::Mqtt => {
                 codec::encode(
                     &Packet::Connect(Connect {
+                        protocol_name: codec::PROTOCOL_NAME,
                         level: codec::PROTOCOL_LEVEL_311,
                         clean_session: true,
                         keep_alive_s: 0,

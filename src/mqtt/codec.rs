@@ -1,4 +1,6 @@
 //! Sans-IO MQTT 3.1.1 codec: bytes in, packets out; packets in, bytes out.
+//! MQTT 3.1 (protocol name `MQIsdp`, level 3) has the same packets; its
+//! CONNECT decodes here too and the session applies its client-id rule.
 //!
 //! `decode` borrows from the caller's buffer and allocates nothing for
 //! PUBLISH, so the connection loop can parse a whole read batch in place and
@@ -11,6 +13,12 @@
 use thiserror::Error;
 
 pub const PROTOCOL_LEVEL_311: u8 = 4;
+/// MQTT 3.1, the predecessor mosquitto and old clients still speak.
+pub const PROTOCOL_LEVEL_31: u8 = 3;
+pub const PROTOCOL_NAME: &str = "MQTT";
+pub const PROTOCOL_NAME_31: &str = "MQIsdp";
+/// MQTT 3.1 §3.1: a client identifier is 1 to 23 characters.
+pub const CLIENT_ID_BYTES_MAX_31: usize = 23;
 
 /// Largest value the variable-length "remaining length" can carry.
 pub const REMAINING_LENGTH_MAX: usize = 268_435_455;
@@ -33,7 +41,7 @@ pub enum DecodeError {
     BadUtf8,
     #[error("invalid QoS 3")]
     BadQos,
-    #[error("protocol name is not MQTT")]
+    #[error("protocol name is neither MQTT nor MQIsdp")]
     BadProtocolName,
     #[error("reserved CONNECT flag set")]
     BadConnectFlags,
@@ -74,7 +82,10 @@ pub struct Will<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect<'a> {
-    /// The protocol level byte as sent; the session decides what it accepts.
+    /// [`PROTOCOL_NAME`] or [`PROTOCOL_NAME_31`], as sent.
+    pub protocol_name: &'a str,
+    /// The protocol level byte as sent; the session decides what it accepts
+    /// (a name and a level that do not belong together included).
     pub level: u8,
     pub clean_session: bool,
     pub keep_alive_s: u16,
@@ -345,10 +356,11 @@ fn decode_body<'a>(
 fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
     // The level is checked by the session (it answers CONNACK 0x01), but a
     // wrong protocol name is plainly not MQTT: close without CONNACK.
-    let name = r.bytes()?;
-    if name != b"MQTT" && name != b"MQIsdp" {
-        return Err(DecodeError::BadProtocolName);
-    }
+    let protocol_name = match r.bytes()? {
+        b"MQTT" => PROTOCOL_NAME,
+        b"MQIsdp" => PROTOCOL_NAME_31,
+        _ => return Err(DecodeError::BadProtocolName),
+    };
     let level = r.u8()?;
     let flags = r.u8()?;
     if flags & 1 != 0 {
@@ -384,6 +396,7 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
     let username = if has_user { Some(r.str()?) } else { None };
     let password = if has_password { Some(r.bytes()?) } else { None };
     Ok(Connect {
+        protocol_name,
         level,
         clean_session: flags & 0x02 != 0,
         keep_alive_s,
@@ -462,7 +475,7 @@ pub fn encode(packet: &Packet<'_>, out: &mut Vec<u8>) {
     match packet {
         Packet::Connect(c) => {
             let mut body = Vec::new();
-            put_str(&mut body, b"MQTT");
+            put_str(&mut body, c.protocol_name.as_bytes());
             body.push(c.level);
             let mut flags = u8::from(c.clean_session) << 1;
             if let Some(w) = &c.will {
@@ -568,6 +581,7 @@ mod tests {
     #[test]
     fn round_trips() {
         round_trip(Packet::Connect(Connect {
+            protocol_name: PROTOCOL_NAME,
             level: 4,
             clean_session: true,
             keep_alive_s: 30,
@@ -737,5 +751,52 @@ mod tests {
         let mut wrong_name = base(0x02);
         wrong_name[4] = b'X';
         assert_eq!(decode(&wrong_name, &L), Err(DecodeError::BadProtocolName));
+    }
+
+    #[test]
+    fn mqtt_31_connect() {
+        // MQTT 3.1 §3.1, as a 3.1 client (mosquitto_sub -V mqttv31) sends it.
+        let mut bytes = vec![0x10, 0];
+        bytes.extend_from_slice(&[0, 6]);
+        bytes.extend_from_slice(b"MQIsdp");
+        bytes.extend_from_slice(&[3, 0x02, 0, 60, 0, 3]);
+        bytes.extend_from_slice(b"old");
+        bytes[1] = (bytes.len() - 2) as u8;
+        let (packet, used) = decode(&bytes, &L).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        let want = Connect {
+            protocol_name: PROTOCOL_NAME_31,
+            level: PROTOCOL_LEVEL_31,
+            clean_session: true,
+            keep_alive_s: 60,
+            client_id: "old",
+            will: None,
+            username: None,
+            password: None,
+        };
+        assert_eq!(packet, Packet::Connect(want.clone()));
+        // The encoder writes the same bytes back.
+        let mut again = Vec::new();
+        encode(&Packet::Connect(want.clone()), &mut again);
+        assert_eq!(again, bytes);
+        round_trip(Packet::Connect(Connect {
+            will: Some(Will {
+                topic: "w",
+                payload: b"x",
+                qos: 2,
+                retain: false,
+            }),
+            username: Some("u"),
+            password: Some(b"p"),
+            ..want
+        }));
+        // A name of another case or length is not MQTT.
+        for name in [&b"mqisdp"[..], b"MQIsd", b"MQTTT"] {
+            let mut bad = vec![0x10, 0, 0, name.len() as u8];
+            bad.extend_from_slice(name);
+            bad.extend_from_slice(&[3, 0x02, 0, 60, 0, 1, b'c']);
+            bad[1] = (bad.len() - 2) as u8;
+            assert_eq!(decode(&bad, &L), Err(DecodeError::BadProtocolName));
+        }
     }
 }

@@ -91,10 +91,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     Counters::sub(&ctx.counters.connections, 1);
 }
 
-fn log_protocol_error(ctx: &ShardCtx, stream: &Stream, what: &dyn std::fmt::Display) {
+/// One line per protocol-error close: who (peer, client id once CONNECT
+/// named one) and why, in words.
+fn log_protocol_error(
+    ctx: &ShardCtx,
+    stream: &Stream,
+    client_id: Option<&str>,
+    what: &dyn std::fmt::Display,
+) {
     if ctx.log_limiter.allow() {
         let peer = stream.borrow().peer_addr().ok();
-        tracing::info!(shard = ctx.id, ?peer, error = %what, "closing connection: protocol error");
+        tracing::info!(shard = ctx.id, ?peer, client_id, error = %what, "closing connection: protocol error");
     }
 }
 
@@ -153,13 +160,14 @@ async fn connect(
                     log_protocol_error(
                         ctx,
                         stream,
+                        None,
                         &format_args!("first packet is not CONNECT: {other:?}"),
                     );
                     return Err(CloseReason::ProtocolError);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    log_protocol_error(ctx, stream, &e);
+                    log_protocol_error(ctx, stream, None, &e);
                     return Err(CloseReason::ProtocolError);
                 }
             }
@@ -186,34 +194,79 @@ async fn accept_connect(
     c: &Connect<'_>,
 ) -> Result<(Rc<Session>, Option<Event>, u16), CloseReason> {
     let limits = ctx.limits();
-    let refuse = |code: u8| async move {
+    let refuse = |code: u8, why: &'static str| async move {
+        // The peer first: the address is gone once the socket closes.
+        let peer = stream.borrow().peer_addr().ok();
         let _ = write_all(stream, &[0x20, 2, 0, code]).await;
         if ctx.log_limiter.allow() {
-            let peer = stream.borrow().peer_addr().ok();
-            tracing::info!(shard = ctx.id, ?peer, code, "CONNECT refused");
+            tracing::info!(
+                shard = ctx.id,
+                ?peer,
+                client_id = c.client_id,
+                code,
+                reason = why,
+                "CONNECT refused"
+            );
         }
         Err(CloseReason::ConnectRefused)
     };
-    // MQTT-3.1.2-2: unsupported level → CONNACK 0x01. MQTT 5 arrives with
-    // its own issue; until then a v5 client gets this answer too.
-    if c.level != codec::PROTOCOL_LEVEL_311 {
-        return refuse(CONNACK_BAD_PROTOCOL).await;
-    }
+    // MQTT-3.1.2-2: unsupported level → CONNACK 0x01. MQTT 3.1 (`MQIsdp`,
+    // level 3) is 3.1.1's session rules with a shorter client id; level 5
+    // never reaches here (conn5).
+    let v31 =
+        match (c.protocol_name, c.level) {
+            (codec::PROTOCOL_NAME, codec::PROTOCOL_LEVEL_311) => false,
+            (codec::PROTOCOL_NAME_31, codec::PROTOCOL_LEVEL_31) => true,
+            _ => return refuse(
+                CONNACK_BAD_PROTOCOL,
+                "unsupported protocol level for its name (MQTT 4, MQIsdp 3 and MQTT 5 are served)",
+            )
+            .await,
+        };
+    let id_max = if v31 {
+        limits
+            .client_id_bytes_max
+            .min(codec::CLIENT_ID_BYTES_MAX_31)
+    } else {
+        limits.client_id_bytes_max
+    };
     let client_id: Box<str> = if c.client_id.is_empty() {
+        // MQTT 3.1 §3.1 wants 1 to 23 characters (mosquitto refuses an
+        // empty one too).
+        if v31 {
+            return refuse(CONNACK_BAD_CLIENT_ID, "empty client id (MQTT 3.1)").await;
+        }
         // MQTT-3.1.3-8: an empty id needs clean session.
         if !c.clean_session {
-            return refuse(CONNACK_BAD_CLIENT_ID).await;
+            return refuse(
+                CONNACK_BAD_CLIENT_ID,
+                "empty client id without clean session",
+            )
+            .await;
         }
         ctx.assign_client_id()
-    } else if c.client_id.len() > limits.client_id_bytes_max {
-        return refuse(CONNACK_BAD_CLIENT_ID).await;
+    } else if c.client_id.len() > id_max {
+        return refuse(
+            CONNACK_BAD_CLIENT_ID,
+            if v31 {
+                "client id longer than MQTT 3.1's 23 bytes"
+            } else {
+                "client id longer than limits.client_id_bytes_max"
+            },
+        )
+        .await;
     } else {
         c.client_id.into()
     };
     let will = match &c.will {
         Some(w) => {
             if let Err(e) = topic::validate_name(w.topic, &ctx.topic_limits.get()) {
-                log_protocol_error(ctx, stream, &format_args!("will topic: {e}"));
+                log_protocol_error(
+                    ctx,
+                    stream,
+                    Some(c.client_id),
+                    &format_args!("will topic: {e}"),
+                );
                 return Err(CloseReason::ProtocolError);
             }
             Some(Event::new(w.topic, w.payload, w.qos, w.retain))
@@ -261,7 +314,7 @@ async fn session_loop(
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
-                    log_protocol_error(ctx, stream, &e);
+                    log_protocol_error(ctx, stream, Some(&session.client_id), &e);
                     return CloseReason::ProtocolError;
                 }
             };
@@ -313,6 +366,7 @@ async fn handle(
                 log_protocol_error(
                     ctx,
                     stream,
+                    Some(&session.client_id),
                     &format_args!("PUBLISH topic {:?}: {e}", p.topic),
                 );
                 return Err(CloseReason::ProtocolError);
@@ -341,7 +395,12 @@ async fn handle(
                 _ => {
                     if !awaiting_release.contains(&p.packet_id) {
                         if awaiting_release.len() >= limits.inflight_max {
-                            log_protocol_error(ctx, stream, &"too many unreleased QoS 2 publishes");
+                            log_protocol_error(
+                                ctx,
+                                stream,
+                                Some(&session.client_id),
+                                &"too many unreleased QoS 2 publishes",
+                            );
                             return Err(CloseReason::ProtocolError);
                         }
                         awaiting_release.push(p.packet_id);
@@ -419,7 +478,7 @@ async fn handle(
         Packet::PingReq => session.send_short(&[0xd0, 0]),
         Packet::Disconnect => return Err(CloseReason::ClientDisconnect),
         Packet::Connect(_) => {
-            log_protocol_error(ctx, stream, &"second CONNECT");
+            log_protocol_error(ctx, stream, Some(&session.client_id), &"second CONNECT");
             return Err(CloseReason::ProtocolError);
         }
         other @ (Packet::ConnAck { .. }
@@ -429,6 +488,7 @@ async fn handle(
             log_protocol_error(
                 ctx,
                 stream,
+                Some(&session.client_id),
                 &format_args!("server-only packet from a client: {other:?}"),
             );
             return Err(CloseReason::ProtocolError);

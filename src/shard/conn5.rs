@@ -48,7 +48,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         Ok(Some(p)) => p,
         Ok(None) => return CloseReason::ProtocolError, // caller ensures a whole packet
         Err(e) => {
-            refuse(ctx, stream, e.reason_code(), &e).await;
+            refuse(ctx, stream, None, e.reason_code(), &e).await;
             return CloseReason::ProtocolError;
         }
     };
@@ -62,8 +62,13 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         refuse(
             ctx,
             stream,
+            Some(c.client_id),
             reason::CLIENT_IDENTIFIER_NOT_VALID,
-            &"client id too long",
+            &format_args!(
+                "client id of {} bytes, over limits.client_id_bytes_max ({})",
+                c.client_id.len(),
+                config.limits.client_id_bytes_max
+            ),
         )
         .await;
         return CloseReason::ConnectRefused;
@@ -76,7 +81,14 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
     let will = match c.will.as_deref() {
         Some(w) => {
             if topic::validate_name(w.topic, &ctx.topic_limits.get()).is_err() {
-                refuse(ctx, stream, reason::TOPIC_NAME_INVALID, &"will topic").await;
+                refuse(
+                    ctx,
+                    stream,
+                    Some(c.client_id),
+                    reason::TOPIC_NAME_INVALID,
+                    &format_args!("will topic {:?} is not a valid topic name", w.topic),
+                )
+                .await;
                 return CloseReason::ConnectRefused;
             }
             Some(event_of(w.topic, w.payload, w.qos, w.retain, &w.properties))
@@ -238,7 +250,15 @@ struct Connection {
 }
 
 /// CONNACK with an error reason code, then close (MQTT-3.2.2-7).
-async fn refuse(ctx: &ShardCtx, stream: &Stream, code: u8, why: &dyn std::fmt::Display) {
+async fn refuse(
+    ctx: &ShardCtx,
+    stream: &Stream,
+    client_id: Option<&str>,
+    code: u8,
+    why: &dyn std::fmt::Display,
+) {
+    // The peer first: the address is gone once the last words close.
+    let peer = stream.borrow().peer_addr().ok();
     let mut frame = Vec::new();
     let ack = Packet::ConnAck(v5::ConnAck {
         session_present: false,
@@ -249,8 +269,31 @@ async fn refuse(ctx: &ShardCtx, stream: &Stream, code: u8, why: &dyn std::fmt::D
         last_words(stream, &frame).await;
     }
     if ctx.log_limiter.allow() {
+        let words = reason::name(code).unwrap_or("?");
+        tracing::info!(shard = ctx.id, ?peer, client_id, code = %format_args!("{code:#04x} {words}"), reason = %why, "MQTT 5 CONNECT refused");
+    }
+}
+
+/// One line per connection closed for a protocol error: who, the
+/// DISCONNECT reason code and what broke the rules, in words.
+fn log_protocol_close(
+    ctx: &ShardCtx,
+    stream: &Stream,
+    session: &Session,
+    code: u8,
+    why: &dyn std::fmt::Display,
+) {
+    if ctx.log_limiter.allow() {
         let peer = stream.borrow().peer_addr().ok();
-        tracing::info!(shard = ctx.id, ?peer, code, error = %why, "MQTT 5 CONNECT refused");
+        let words = reason::name(code).unwrap_or("?");
+        tracing::info!(
+            shard = ctx.id,
+            ?peer,
+            client_id = &*session.client_id,
+            code = %format_args!("{code:#04x} {words}"),
+            reason = %why,
+            "closing MQTT 5 connection: protocol error"
+        );
     }
 }
 
@@ -291,16 +334,23 @@ async fn session_loop(
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
-                    if ctx.log_limiter.allow() {
-                        let peer = stream.borrow().peer_addr().ok();
-                        tracing::info!(shard = ctx.id, ?peer, error = %e, "closing MQTT 5 connection");
-                    }
+                    log_protocol_close(ctx, stream, session, e.reason_code(), &e);
                     return (CloseReason::ProtocolError, Some(e.reason_code()));
                 }
             };
+            let kind = packet.packet_type();
             let outcome = handle(ctx, session, packet, conn, &mut congested).await;
             rb.start += used;
             if let Err(end) = outcome {
+                if let (CloseReason::ProtocolError, Some(code)) = end {
+                    log_protocol_close(
+                        ctx,
+                        stream,
+                        session,
+                        code,
+                        &format_args!("on a {kind:?} packet"),
+                    );
+                }
                 return end;
             }
         }

@@ -660,6 +660,26 @@ impl ShardCtx {
         }
     }
 
+    /// A `$SYS` statistics event of this router (`shard::sys`): retained on
+    /// every shard and delivered to this router's plain subscribers only.
+    /// Not sent over the mesh (each router has its own `$SYS`), not counted
+    /// as received, and not in the latency histogram.
+    pub async fn publish_sys(&self, mut event: Event) {
+        event.born_ns = crate::event::REPLAY_NS;
+        let stamp = self
+            .retained
+            .borrow()
+            .next_stamp(event.topic(), crate::event::wall_ns());
+        self.store_retained(&event, stamp);
+        for peer in (0..self.global.client_shards).filter(|&p| p != self.id) {
+            self.push_control(Some(peer), ShardMsg::Retain(event.clone(), stamp));
+        }
+        let matched = self.trie.borrow_mut().matches(event.topic());
+        let shards = matched.remote & !self.bridge_bit();
+        self.send_to_shards(&event, shards, &[]).await;
+        self.deliver_local(&matched.local, event, None);
+    }
+
     /// On the bridge: a retained message (or deletion) from another router,
     /// stamped at its origin. Stored here and on every shard if it is newer
     /// than what this router knows of its topic; true if it was.
@@ -701,7 +721,9 @@ impl ShardCtx {
         let mut matches = Vec::new();
         self.retained.borrow().matching(filter, &mut matches);
         let limits = self.limits();
-        for event in matches {
+        for mut event in matches {
+            // A replay, not routing: kept out of the latency histogram.
+            event.born_ns = crate::event::REPLAY_NS;
             let qos = event.qos.min(granted & 3);
             if session.deliver(event, DeliverAs::Mqtt { qos, retain: true }, &limits)
                 == Delivery::Dropped
@@ -1848,17 +1870,34 @@ impl ShardCtx {
         }
     }
 
+    /// Drops what the shard keeps for reuse beyond what its sessions hold
+    /// (spare write buffers, table capacity left by sessions gone), before
+    /// the heap is returned to the OS (`memory::return_to_os`).
+    pub fn trim(&self) {
+        *self.write_buffers.borrow_mut() = Vec::new();
+        self.homes.borrow_mut().shrink_to_fit();
+        self.connecting.borrow_mut().shrink_to_fit();
+        self.directory.borrow_mut().shrink_to_fit();
+    }
+
     /// Records the router-internal latency of events just handed to a
-    /// socket.
+    /// socket; replays (`event::REPLAY_NS`: retained messages, a stored session's
+    /// backlog) are only counted, since their age is not routing time.
     pub fn record_latency(&self, born: &[u64]) {
         if born.is_empty() {
             return;
         }
         let now = crate::event::now_ns();
         let mut h = self.latency.borrow_mut();
+        let mut replays = 0;
         for &b in born {
-            h.saturating_record(now.saturating_sub(b).max(1));
+            if b == crate::event::REPLAY_NS {
+                replays += 1;
+            } else {
+                h.saturating_record(now.saturating_sub(b).max(1));
+            }
         }
+        Counters::add(&self.counters.replays_out, replays);
     }
 
     /// Publishes the counters and the trie's sizes for other threads.

@@ -149,6 +149,7 @@ pub async fn read_more(
     match read_some(stream, spare, Some(session)).await {
         Read::Data(n) => {
             ctx.received_ns.set(crate::event::now_ns());
+            super::stats::Counters::add(&ctx.counters.bytes_in, n as u64);
             fairness.read(n, room);
             rb.end += n;
             rb.settle(n, room, read_max);
@@ -297,6 +298,7 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
             None
         };
         let mut outcome = futures_lite::future::or(write, abandon).await;
+        super::stats::Counters::add(&ctx.counters.bytes_out, written as u64);
         if outcome.is_none() && written == 0 {
             // Abandoned before a byte of this batch left: still between
             // two packets.

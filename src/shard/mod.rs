@@ -19,11 +19,13 @@ pub mod conn5;
 pub mod ctx;
 pub mod hold;
 pub mod io;
+pub mod memory;
 pub mod nats_conn;
 pub mod rings;
 pub mod rlimits;
 pub mod session;
 pub mod stats;
+pub mod sys;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -527,15 +529,49 @@ async fn run_shard(
 
     {
         let ctx = ctx.clone();
+        let started = Instant::now();
         glommio::spawn_local(async move {
+            let mut trimmer = memory::Trimmer::new(Instant::now());
+            let mut sys_last: Option<Instant> = None;
             loop {
                 glommio::timer::sleep(HOUSEKEEPING_INTERVAL).await;
                 ctx.publish_stats();
+                let trim_every = Duration::from_millis(ctx.config().runtime.memory_trim_ms);
+                let connections = ctx.counters.connections.get();
+                if trimmer.due(connections, Instant::now(), trim_every) {
+                    let started = Instant::now();
+                    ctx.trim();
+                    memory::return_to_os();
+                    tracing::debug!(
+                        shard = ctx.id,
+                        connections,
+                        took_us = started.elapsed().as_micros() as u64,
+                        "memory returned to the OS"
+                    );
+                }
                 for will in ctx.housekeeping() {
                     if will.retain {
                         ctx.retain(&will);
                     }
                     ctx.publish(will, &mut Vec::new()).await;
+                }
+                // `$SYS` statistics (mqtt.sys_interval_s), from shard 0.
+                let sys_every = Duration::from_secs(ctx.config().mqtt.sys_interval_s);
+                let now = Instant::now();
+                if id == 0
+                    && !sys_every.is_zero()
+                    && sys_last.is_none_or(|at| now.duration_since(at) >= sys_every)
+                {
+                    sys_last = Some(now);
+                    let mut total = Snapshot::default();
+                    for s in &stats {
+                        total += s.snapshot();
+                    }
+                    let uptime_s = now.duration_since(started).as_secs();
+                    for (topic, payload) in sys::topics(&total, uptime_s) {
+                        let event = crate::event::Event::new(topic, payload.as_bytes(), 0, true);
+                        ctx.publish_sys(event).await;
+                    }
                 }
                 if ctx.shutdown_requested() {
                     ctx.request_stop();

@@ -695,7 +695,9 @@ impl Session {
         for flight in backlog.inflight {
             self.push(&mut out, OutItem::Redeliver(flight));
         }
-        for (event, qos) in backlog.queued {
+        for (mut event, qos) in backlog.queued {
+            // Waited for this session: a replay, not routing latency.
+            event.born_ns = crate::event::REPLAY_NS;
             self.push(
                 &mut out,
                 OutItem::Event {

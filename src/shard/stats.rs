@@ -97,6 +97,9 @@ counters! {
     retained_messages: "Retained messages held (every shard holds all).",
     retained_refused: "Retained messages refused: over retained_messages_max or retained_bytes_max.",
     ring_events_in: "Events received from other shards.",
+    replays_out: "Retained messages and stored-session backlog written to clients (not in weft_latency_seconds).",
+    bytes_in: "Bytes read from client connections after their CONNECT.",
+    bytes_out: "Bytes written to client connections.",
 }
 
 /// Counters that go up and down.

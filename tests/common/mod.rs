@@ -523,6 +523,7 @@ fn connect_full(
     let mut out = Vec::new();
     codec::encode(
         &codec::Packet::Connect(codec::Connect {
+            protocol_name: codec::PROTOCOL_NAME,
             level,
             clean_session: clean,
             keep_alive_s,

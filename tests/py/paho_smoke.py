@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 and 5.0 against weft with paho-mqtt, a second, independent
+"""MQTT 3.1, 3.1.1 and 5.0 against weft with paho-mqtt, a second, independent
 MQTT client implementation.
 
 Usage: paho_smoke.py HOST PORT   (exit status 0 = pass)
@@ -65,6 +65,30 @@ def v311():
         c.disconnect()
 
 
+def v31():
+    # MQTT 3.1: protocol name MQIsdp, level 3; the same session rules.
+    sub = client("paho-31-sub", mqtt.MQTTv31)
+    pub = client("paho-31-pub", mqtt.MQTTv31)
+    codes = subscribe(sub, [("paho/31/#", 1)])
+    assert [c.value for c in codes] == [1], codes
+    pub.publish("paho/31/x", "old", qos=1).wait_for_publish(TIMEOUT)
+    m = get(sub)
+    assert (m.topic, m.payload, m.qos) == ("paho/31/x", b"old", 1), m
+    for c in (sub, pub):
+        c.loop_stop()
+        c.disconnect()
+    # A 3.1 client id has at most 23 characters: CONNACK 2.
+    long = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="x" * 24, protocol=mqtt.MQTTv31)
+    acks = queue.Queue()
+    long.on_connect = lambda cl, ud, flags, rc, props: acks.put(rc)
+    long.connect(HOST, PORT, keepalive=30)
+    long.loop_start()
+    rc = acks.get(timeout=TIMEOUT)
+    long.loop_stop()
+    # paho maps the 3.1 CONNACK 2 to its v5 name.
+    assert rc.is_failure and str(rc) == "Client identifier not valid", rc
+
+
 def v5():
     sub = client("paho-5-sub")
     pub = client("paho-5-pub")
@@ -127,6 +151,7 @@ def v5():
         c.disconnect()
 
 
+v31()
 v311()
 v5()
 print("paho smoke: pass")

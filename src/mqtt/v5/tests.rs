@@ -891,6 +891,7 @@ fn protocol_level_dispatch() {
     let mut v311 = Vec::new();
     crate::mqtt::codec::encode(
         &crate::mqtt::codec::Packet::Connect(crate::mqtt::codec::Connect {
+            protocol_name: crate::mqtt::codec::PROTOCOL_NAME,
             level: 4,
             clean_session: true,
             keep_alive_s: 30,
