@@ -17,7 +17,7 @@ SHARDS=${SHARDS:-2}
 CORES=${CORES:-0,1}
 ROUNDS=${ROUNDS:-1}
 PORT=${PORT:-18861}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-perf}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((CONNS + 100)) ] || { echo "ulimit -n too low for $CONNS connections" >&2; exit 1; }
 
@@ -27,24 +27,8 @@ if [ -z "${BIN:-}" ]; then
 fi
 WEFT=$BIN/weft
 
-WORK=$(mktemp -d)
-BROKER=""
-cleanup() {
-    [ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
-
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2; return 1
-}
+# WORK, BROKER, cleanup at exit, rss_kib, wait_port
+source perf/lib.sh
 
 "$WEFT" run --mqtt-listen 127.0.0.1:$PORT --shards "$SHARDS" --cores "$CORES" --log-level warn >"$WORK/broker.log" 2>&1 &
 BROKER=$!

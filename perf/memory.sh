@@ -17,31 +17,15 @@ SUBS=${SUBS:-1000000}
 SUB_CONNS=${SUB_CONNS:-16}
 WITH_MOSQUITTO=${MOSQUITTO:-1}
 PORT=${PORT:-18841}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-perf}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$CARGO_TARGET_DIR/release
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((CONNS_IDLE + 100)) ] || { echo "ulimit -n too low for $CONNS_IDLE connections" >&2; exit 1; }
 
 cargo build --release --bin weft --bin weft-load >&2
 
-WORK=$(mktemp -d)
-BROKER=""
-cleanup() {
-    [ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
-
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2; return 1
-}
+# WORK, BROKER, cleanup at exit, rss_kib, wait_port
+source perf/lib.sh
 
 start_broker() { # weft|mosquitto
     PORT=$((PORT + 1))

@@ -66,7 +66,7 @@ REPORT_ONLY=${REPORT_ONLY:-0}
 NOISE_MAX=${NOISE_MAX:-25}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
 if [ "${QUICK:-0}" = 1 ]; then REPS=1; MSGS=50000; SECS=3; fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-perf}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$CARGO_TARGET_DIR/release/weft
 DATE=$(date +%F)
 OUT=perf/results

@@ -10,7 +10,7 @@
 # Usage: perf/profile.sh    (env: MSGS=2000000 M1=50000 M2=250000; OUT=dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-perf}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$CARGO_TARGET_DIR/release
 MSGS=${MSGS:-2000000}
 M1=${M1:-50000}
