@@ -1,9 +1,12 @@
 //! The README's walkthroughs, run as a reader pastes them: every fenced
 //! block marked `<!-- ci: walkthrough NAME … -->` runs in bash, in an
 //! empty temporary directory, with the built `weft` first on the PATH.
-//! The one change made to the text is its ports: each `127.0.0.1:PORT`
-//! and `-p PORT` becomes a free port, so that a run collides neither with
-//! other tests nor with routers the machine already runs. Needs
+//! Verbatim: the walkthroughs run one at a time on the README's own
+//! ports. Only where one of those ports is taken already (a router the
+//! developer runs, another copy of this test) is the text changed, and
+//! then only its ports: each `127.0.0.1:PORT` and `-p PORT` becomes a free
+//! port, and the run says so. On CI's clean machine the ports are free.
+//! Needs
 //! mosquitto_sub/mosquitto_pub (scripts/test.sh installs
 //! mosquitto-clients), curl and openssl.
 
@@ -51,14 +54,17 @@ fn walkthroughs() -> BTreeMap<String, String> {
     out
 }
 
-/// Every port the block names (after `127.0.0.1:` or `-p `), each mapped
-/// to a port that was free a moment ago.
-fn substitute_ports(block: &str) -> String {
-    const CONTEXTS: [&str; 2] = ["127.0.0.1:", "-p "];
-    let digits_at =
-        |s: &str, i: usize| -> String { s[i..].chars().take_while(char::is_ascii_digit).collect() };
+/// Where a block names ports: after `127.0.0.1:` and after `-p `.
+const PORT_CONTEXTS: [&str; 2] = ["127.0.0.1:", "-p "];
+
+fn digits_at(s: &str, i: usize) -> String {
+    s[i..].chars().take_while(char::is_ascii_digit).collect()
+}
+
+/// Every port the block names (see `PORT_CONTEXTS`).
+fn ports_named(block: &str) -> std::collections::BTreeSet<String> {
     let mut ports = std::collections::BTreeSet::new();
-    for ctx in CONTEXTS {
+    for ctx in PORT_CONTEXTS {
         for (i, _) in block.match_indices(ctx) {
             let p = digits_at(block, i + ctx.len());
             if !p.is_empty() {
@@ -66,6 +72,22 @@ fn substitute_ports(block: &str) -> String {
             }
         }
     }
+    ports
+}
+
+/// Whether every port the block names can be bound on 127.0.0.1 now.
+fn ports_free(block: &str) -> bool {
+    ports_named(block).iter().all(|p| {
+        let port: u16 = p.parse().expect("a port number");
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// Every port the block names, each mapped to a port that was free a
+/// moment ago.
+fn substitute_ports(block: &str) -> String {
+    const CONTEXTS: [&str; 2] = PORT_CONTEXTS;
+    let ports = ports_named(block);
     // Hold every probe socket until all ports are chosen: no port twice.
     let probes: Vec<std::net::TcpListener> = ports
         .iter()
@@ -117,7 +139,15 @@ fn run_walkthrough(name: &str) -> (i32, String, String) {
     let block = blocks
         .get(name)
         .unwrap_or_else(|| panic!("README.md has no walkthrough '{name}': {:?}", blocks.keys()));
-    let script = substitute_ports(block);
+    // One walkthrough at a time: they use the same ports.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let script = if ports_free(block) {
+        block.clone()
+    } else {
+        eprintln!("walkthrough {name}: a README port is in use here: running it on free ports");
+        substitute_ports(block)
+    };
     let dir: PathBuf =
         std::env::temp_dir().join(format!("weft-readme-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
