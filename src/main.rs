@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "weft",
     version,
-    about = "weft: a thread-per-core event mesh router (MQTT 3.1.1, NATS)"
+    about = "weft: a thread-per-core event mesh router (MQTT 3.1, 3.1.1 and 5.0, NATS; routers link into a mesh)"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
