@@ -10,43 +10,41 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use rumqttc::QoS;
+use tokio::io::AsyncReadExt;
 
 /// The descriptor limit the router runs under, and more idle clients than
 /// it can hold.
 const NOFILE: usize = 256;
 const IDLE_CLIENTS: usize = 300;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn descriptor_exhaustion_leaves_the_router_serving() {
+/// The router under a descriptor limit it knows at start.
+fn launch_under(nofile: usize) -> Weft {
     let mut launch = Launch::new(2, "");
     launch.prefix = vec![
         "prlimit".into(),
-        format!("--nofile={NOFILE}:{NOFILE}"),
+        format!("--nofile={nofile}:{nofile}"),
         "--".into(),
     ];
     launch.log_level = Some("warn".into());
     launch.capture_stderr = true;
-    let mut weft = Weft::launch_with(launch);
-    // The start says, in one line, that the limit cannot hold
-    // limits.connections_max (100000 by default) and what it can hold.
-    let line = weft.wait_for_log("descriptor limit");
-    assert!(
-        line.contains(&format!("descriptor limit {NOFILE}")) && line.contains("does not cover"),
-        "{line}"
-    );
+    Weft::launch_with(launch)
+}
 
-    // Idle MQTT clients past the limit: the router accepts what it can, the
-    // rest wait in the listen backlog.
-    let mut idle = Vec::with_capacity(IDLE_CLIENTS);
-    for i in 0..IDLE_CLIENTS {
+/// `n` idle MQTT clients, their CONNECT sent.
+async fn idle_clients(weft: &Weft, n: usize) -> Vec<Raw> {
+    let mut idle = Vec::with_capacity(n);
+    for i in 0..n {
         let mut raw = Raw::open(weft.addr).await;
         raw.send(&connect_packet(&format!("idle-{i}"), 0, 4, true))
             .await;
         idle.push(raw);
     }
-    weft.wait_for_log("Too many open files");
+    idle
+}
 
-    // Scrapes and views while the router is out of descriptors.
+/// Every admin view, five times over: each answers 200 and the router
+/// lives on.
+async fn scrape_everything(weft: &mut Weft) {
     let paths = [
         "/metrics",
         "/healthz",
@@ -65,20 +63,54 @@ async fn descriptor_exhaustion_leaves_the_router_serving() {
                     panic!(
                         "GET {path} (round {round}): {e}; router running: {}; its last lines: {:#?}",
                         weft.is_running(),
-                        tail(&weft)
+                        tail(weft)
                     )
                 }
             };
-            assert!(weft.is_running(), "after GET {path}: {:#?}", tail(&weft));
+            assert!(weft.is_running(), "after GET {path}: {:#?}", tail(weft));
             assert_eq!(status, 200, "GET {path} (round {round})");
             answered += 1;
         }
     }
     assert_eq!(answered, 5 * paths.len());
-    eprintln!("{line}\nadmin requests answered while out of descriptors: {answered}");
+}
 
-    // The idle clients leave; the router serves as before.
+/// The idle clients leave; once the router has closed their descriptors a
+/// new client is served (before, it may still be refused: closed at once),
+/// and a publish/subscribe round trip works.
+async fn serves_after(weft: &mut Weft, idle: Vec<Raw>) {
     drop(idle);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // The router has seen them all go (its open-connection gauge).
+    loop {
+        let (_, body) = admin_get(weft.admin, "/metrics").await;
+        let open = metric_sum(&body, "weft_connections");
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} connections still open after the idle clients left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let mut probe = Raw::open(weft.addr).await;
+        probe.send(&connect_packet("probe", 0, 4, true)).await;
+        let mut first = [0u8; 4];
+        match tokio::time::timeout(WAIT, probe.stream.read_exact(&mut first)).await {
+            Ok(Ok(_)) if first == [0x20, 2, 0, 0] => break,
+            Ok(Ok(_)) => panic!("unexpected answer {first:?}"),
+            Ok(Err(_)) => {}
+            Err(_) => panic!("a client after the idle ones left got no answer"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refusing clients after the idle ones left: {:#?}",
+            tail(weft)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut sub = connect(weft.addr, "after-sub").await;
     sub.subscribe("after/#", QoS::AtLeastOnce).await;
     let publisher = connect(weft.addr, "after-pub").await;
@@ -91,7 +123,85 @@ async fn descriptor_exhaustion_leaves_the_router_serving() {
     let (status, body) = admin_get(weft.admin, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("weft_connections_accepted_total"), "{body}");
-    assert!(weft.is_running(), "{:?}", tail(&weft));
+    assert!(weft.is_running(), "{:?}", tail(weft));
+}
+
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A descriptor limit below `limits.connections_max`: the start says so in
+/// one line with what it holds, and the shards hold that many connections
+/// and refuse the rest at once (counted), never leaving one waiting in the
+/// backlog; admin requests are answered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_descriptor_limit_are_refused() {
+    let mut weft = launch_under(NOFILE);
+    let line = weft.wait_for_log("descriptor limit");
+    assert!(
+        line.contains(&format!("descriptor limit {NOFILE}")) && line.contains("does not cover"),
+        "{line}"
+    );
+    let holds: usize = line
+        .split("holds about ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("how many it holds: {line}"));
+    let mut idle = idle_clients(&weft, IDLE_CLIENTS).await;
+    // Each got its CONNACK, or was refused (closed at once).
+    let (mut served, mut refused) = (0usize, 0usize);
+    for raw in &mut idle {
+        let mut first = [0u8; 4];
+        match tokio::time::timeout(WAIT, raw.stream.read_exact(&mut first)).await {
+            Ok(Ok(_)) => {
+                assert_eq!(first, [0x20, 2, 0, 0], "a CONNACK accepting the client");
+                served += 1;
+            }
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!(
+                "a client past the descriptor limit is still waiting ({served} served, {refused} refused so far)"
+            ),
+        }
+    }
+    eprintln!("{line}\nidle clients: {served} served, {refused} refused");
+    assert_eq!(served, holds, "served what the start line said it holds");
+    assert_eq!(refused, IDLE_CLIENTS - holds);
+    weft.wait_for_log("connection refused: the descriptor limit holds no more connections");
+    let (_, body) = admin_get(weft.admin, "/metrics").await;
+    assert_eq!(
+        metric_sum(&body, "weft_connections_refused_total"),
+        refused as f64
+    );
+    scrape_everything(&mut weft).await;
+    serves_after(&mut weft, idle).await;
+}
+
+/// Descriptors that run out all the same (the limit lowered under a
+/// running router, here with `prlimit --pid`): accepts fail, and nothing
+/// outside the shards takes the router down. Every admin request is
+/// answered while it is out of descriptors (the HTTP layer before, tiny_http,
+/// aborted the process at the first scrape), and it serves again once the
+/// clients leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_leaves_the_router_serving() {
+    let mut weft = launch_under(4096);
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &weft.pid().to_string(),
+            &format!("--nofile={NOFILE}:{NOFILE}"),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(status.success());
+    let idle = idle_clients(&weft, IDLE_CLIENTS).await;
+    let line = weft.wait_for_log("out of file descriptors");
+    scrape_everything(&mut weft).await;
+    eprintln!("{line}\nadmin requests answered while out of descriptors: 30");
+    serves_after(&mut weft, idle).await;
 }
 
 fn tail(weft: &Weft) -> Vec<String> {

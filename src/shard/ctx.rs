@@ -138,6 +138,9 @@ pub struct Interest {
 #[derive(Default)]
 pub struct Global {
     pub connections: AtomicUsize,
+    /// Connections the descriptor limit holds (see `rlimits::check_nofile`);
+    /// 0 = not known (no cap beyond `limits.connections_max`).
+    pub descriptor_connections_max: AtomicUsize,
     pub shutdown: AtomicBool,
     /// This process's id in NATS INFO.
     pub server_id: String,
@@ -1959,6 +1962,13 @@ impl ShardCtx {
 
     pub fn global_connections(&self) -> &AtomicUsize {
         &self.global.connections
+    }
+
+    /// See [`Global::descriptor_connections_max`].
+    pub fn descriptor_connections_max(&self) -> usize {
+        self.global
+            .descriptor_connections_max
+            .load(Ordering::Relaxed)
     }
 
     pub fn shutdown_requested(&self) -> bool {

@@ -216,7 +216,8 @@ impl Router {
                 .as_ref()
                 .map_or(0, |m| config.mesh.links_max as u64 + m.links.len() as u64),
         };
-        rlimits::check_nofile(config.limits.connections_max as u64, headroom);
+        let descriptor_connections_max =
+            rlimits::check_nofile(config.limits.connections_max as u64, headroom);
         let retry = Duration::from_millis(config.runtime.bind_retry_ms);
 
         let mut per_shard: Vec<Vec<(SessionProtocol, RawFd)>> = vec![Vec::new(); shards];
@@ -258,6 +259,7 @@ impl Router {
         let global = Arc::new(Global {
             server_id: format!("NWEFT{seed:016X}"),
             client_shards: shards,
+            descriptor_connections_max: (descriptor_connections_max as usize).into(),
             ..Global::default()
         });
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
@@ -430,7 +432,10 @@ impl Router {
     pub fn reload(&self, config: crate::config::Config) {
         let max = config.limits.connections_max;
         if self.connections_max_checked.swap(max, Ordering::Relaxed) != max {
-            rlimits::check_nofile(max as u64, self.headroom);
+            let held = rlimits::check_nofile(max as u64, self.headroom);
+            self.global
+                .descriptor_connections_max
+                .store(held as usize, Ordering::Relaxed);
         }
         if let Ok(mut slot) = self.global.reloaded.lock() {
             *slot = Some(Arc::new(config));
@@ -655,6 +660,11 @@ async fn accept_loop(
     listener: &glommio::net::TcpListener,
     protocol: SessionProtocol,
 ) {
+    // A descriptor kept in reserve: out of descriptors (EMFILE), the
+    // listener's next client is accepted on it and closed at once, so that
+    // clients past the limit are refused (EOF) and counted instead of
+    // waiting in the backlog for a slot that may never come.
+    let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             ctx.stopped().await;
@@ -665,37 +675,74 @@ async fn accept_loop(
             return;
         };
         match accepted {
-            Ok(stream) => {
-                let max = ctx.limits().connections_max;
-                // Accept under a permit: counted before anything is
-                // allocated for the connection.
-                if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
-                    ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
-                    stats::Counters::add(&ctx.counters.connections_refused, 1);
-                    if ctx.log_limiter.allow() {
-                        tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "connection refused: connections_max reached");
-                    }
-                    drop(stream);
-                    continue;
-                }
-                stats::Counters::add(&ctx.counters.connections_accepted, 1);
-                stats::Counters::add(&ctx.counters.connections, 1);
-                match protocol {
-                    SessionProtocol::Mqtt => {
-                        glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
-                    }
-                    SessionProtocol::Nats => {
-                        glommio::spawn_local(nats_conn::serve(ctx.clone(), stream)).detach();
-                    }
-                }
-            }
+            Ok(stream) => admit(ctx, stream, protocol),
             Err(e) => {
-                if ctx.log_limiter.allow() {
-                    tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                let e = std::io::Error::from(e);
+                let out_of_descriptors = matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                );
+                if out_of_descriptors && spare.is_none() {
+                    // The last refusal's descriptor may have been closed
+                    // (asynchronously) only now.
+                    spare = std::fs::File::open("/dev/null").ok();
                 }
-                // EMFILE and friends: back off instead of spinning.
+                if out_of_descriptors && spare.take().is_some() {
+                    // The reserve makes room for one accept.
+                    if let Ok(stream) = listener.accept().await {
+                        spare = std::fs::File::open("/dev/null").ok();
+                        if spare.is_some() {
+                            // Descriptors came back meanwhile: served.
+                            admit(ctx, stream, protocol);
+                        } else {
+                            stats::Counters::add(&ctx.counters.connections_refused, 1);
+                            if ctx.log_limiter.allow() {
+                                tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), "connection refused: out of file descriptors (RLIMIT_NOFILE; see the descriptor limit line at start)");
+                            }
+                            drop(stream);
+                        }
+                    }
+                } else if ctx.log_limiter.allow() {
+                    tracing::warn!(shard = ctx.id, "accept failed: {e}");
+                }
+                // Back off instead of spinning.
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// An accepted connection: served under a permit (counted before anything
+/// is allocated for it), or refused past `limits.connections_max` or what
+/// the descriptor limit holds.
+fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionProtocol) {
+    let configured = ctx.limits().connections_max;
+    let held = match ctx.descriptor_connections_max() {
+        0 => usize::MAX,
+        n => n,
+    };
+    let max = configured.min(held);
+    if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
+        ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+        stats::Counters::add(&ctx.counters.connections_refused, 1);
+        if ctx.log_limiter.allow() {
+            let why = if held < configured {
+                "connection refused: the descriptor limit holds no more connections (see the descriptor limit line at start)"
+            } else {
+                "connection refused: connections_max reached"
+            };
+            tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "{why}");
+        }
+        return;
+    }
+    stats::Counters::add(&ctx.counters.connections_accepted, 1);
+    stats::Counters::add(&ctx.counters.connections, 1);
+    match protocol {
+        SessionProtocol::Mqtt => {
+            glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+        }
+        SessionProtocol::Nats => {
+            glommio::spawn_local(nats_conn::serve(ctx.clone(), stream)).detach();
         }
     }
 }

@@ -2,12 +2,14 @@
 //! and file descriptors for connections.
 //!
 //! Descriptors: every connection is one, and so is every listener, link,
-//! io_uring instance and eventfd. Out of them, accepts fail (the shards
-//! back off and go on) while clients wait in the listen backlog, so the
-//! start checks `limits.connections_max` plus a headroom for the rest
+//! io_uring instance and eventfd. Out of them, accepts would fail and
+//! clients wait in the listen backlog, so the start checks `limits.connections_max` plus a headroom for the rest
 //! against RLIMIT_NOFILE, raises the soft limit where it can, and says in
 //! one line whether the limit covers it, and if not how many connections
-//! it can hold. The headroom is an estimate from what a running router
+//! it can hold: the shards then refuse connections past that many at
+//! accept (closed at once, counted in `connections_refused`), and should
+//! descriptors run out all the same, each accept loop refuses its next
+//! client on a descriptor it keeps in reserve. The headroom is an estimate from what a running router
 //! holds (`ls /proc/PID/fd`: 4 descriptors per executor, one per
 //! listener, 6 more), doubled where it is cheap to be generous.
 
@@ -93,14 +95,17 @@ fn describe(limit: u64, connections_max: u64, headroom: u64) -> (bool, String) {
 
 /// Raises RLIMIT_NOFILE toward `connections_max` plus `headroom` where it
 /// can, and logs the outcome in one line (a warning when it falls short).
-/// Returns whether the limit covers it.
-pub fn check_nofile(connections_max: u64, headroom: Headroom) -> bool {
+/// Returns how many connections the limit holds: `connections_max` when it
+/// covers it, else what is left after the headroom (the shards refuse
+/// connections past it at accept, counted, rather than run out of
+/// descriptors and leave clients waiting in the backlog).
+pub fn check_nofile(connections_max: u64, headroom: Headroom) -> u64 {
     let headroom = headroom.descriptors();
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         tracing::warn!(
             "descriptor limit unknown (getrlimit failed); limits.connections_max unchecked"
         );
-        return false;
+        return connections_max;
     };
     let needed = connections_max.saturating_add(headroom);
     let mut limit = soft;
@@ -113,10 +118,11 @@ pub fn check_nofile(connections_max: u64, headroom: Headroom) -> bool {
     let (covers, line) = describe(limit, connections_max, headroom);
     if covers {
         tracing::info!("{line}");
+        connections_max
     } else {
         tracing::warn!("{line}");
+        limit.saturating_sub(headroom).max(1)
     }
-    covers
 }
 
 #[cfg(test)]

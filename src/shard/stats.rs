@@ -78,7 +78,7 @@ macro_rules! counters {
 counters! {
     connections: "Open connections.",
     connections_accepted: "Connections accepted since start.",
-    connections_refused: "Connections closed at accept: over `connections_max`.",
+    connections_refused: "Connections closed at accept: over `connections_max`, or out of file descriptors.",
     messages_in: "PUBLISH packets received from clients.",
     messages_out: "Deliveries queued to subscribers.",
     dropped_queue_full: "QoS 0 deliveries dropped because the subscriber's queue was full.",
