@@ -191,6 +191,11 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
             view.held_dropped,
         ),
         (
+            "mesh_resend_store_waits_total",
+            "Times this router's publishers waited for room in a link's QoS 1 resend store (mesh.unacked_max).",
+            view.resend_store_waits,
+        ),
+        (
             "mesh_own_origin_dropped_total",
             "Event copies that arrived with this router's id as their origin: another router uses the same id.",
             view.own_origin,

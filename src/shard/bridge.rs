@@ -126,6 +126,9 @@ pub struct MeshView {
     pub held_peers: Vec<String>,
     /// QoS 1 copies waiting here for a route to their routers.
     pub parked: u64,
+    /// Times this router's publishers waited for room in a link's resend
+    /// store (see `Bridge::room`).
+    pub resend_store_waits: u64,
 }
 
 /// A link's place in the admin view: for a dialled link, the same across
@@ -382,6 +385,10 @@ pub struct Bridge {
     upstream: Cell<Option<Upstream>>,
     /// Links whose acknowledgement may have moved (see `flush_acks`).
     acks_due: RefCell<Vec<LinkId>>,
+    /// Publishers' paths waiting for room in a live link's resend store
+    /// (see `room`), and how often one waited.
+    room_waiters: RefCell<Vec<Waker>>,
+    room_waits: Cell<u64>,
     origin: Origin,
     /// xorshift state for queue-group picks among routers.
     rng: Cell<u64>,
@@ -533,6 +540,8 @@ impl Bridge {
             reparking: Cell::new(None),
             upstream: Cell::new(None),
             acks_due: RefCell::default(),
+            room_waiters: RefCell::default(),
+            room_waits: Cell::new(0),
             origin,
             rng: Cell::new(wall | 1),
             tls: mesh.tls.clone(),
@@ -910,6 +919,56 @@ impl Bridge {
         if due > link.ack_sent.get() {
             link.ack_sent.set(due);
             self.push_frame(link, &Frame::Ack { seq: due });
+        }
+    }
+
+    /// Whether the resend store of a link that is up is three quarters
+    /// full (of `mesh.unacked_max`): the events this router's publishers
+    /// hand to the mesh then wait (see `room`) instead of pushing the
+    /// oldest copies out of the store, which would lose the ones never
+    /// written yet although their publishers hold PUBACKs.
+    pub fn live_store_full(&self) -> bool {
+        let max = self.config.mesh.unacked_max;
+        let threshold = (max - max / 4).max(1);
+        let outboxes = self.outboxes.borrow();
+        self.links.borrow().values().any(|l| {
+            outboxes
+                .get(&l.peer)
+                .is_some_and(|o| o.frames.len() >= threshold)
+        })
+    }
+
+    /// Waits until no live link's resend store is full, for at most
+    /// `limits.backpressure_pause_ms_max` (the publishers' pause policy:
+    /// past it the store drops its oldest copies, counted, as before).
+    /// The shard paths that hand events to the bridge call it, so the wait
+    /// reaches the publishers (their readers stop), never a link reader:
+    /// two link readers waiting on each other's acknowledgements could
+    /// stall both directions.
+    pub async fn room(&self) {
+        if !self.live_store_full() {
+            return;
+        }
+        self.room_waits.set(self.room_waits.get() + 1);
+        let pause = Duration::from_millis(self.config.limits.backpressure_pause_ms_max);
+        futures_lite::future::or(
+            poll_fn(|cx| {
+                if self.live_store_full() {
+                    self.room_waiters.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }),
+            glommio::timer::sleep(pause),
+        )
+        .await;
+    }
+
+    fn wake_room(&self) {
+        let waiters = std::mem::take(&mut *self.room_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
         }
     }
 
@@ -1491,6 +1550,7 @@ impl Bridge {
                     self.release(Some(upstream));
                 }
                 self.flush_acks();
+                self.wake_room();
                 return None;
             }
             Frame::Ping { nonce } => {
@@ -1609,6 +1669,7 @@ impl Bridge {
             retained_accepted: self.retained_accepted.get(),
             held_peers: held,
             parked: self.parked.borrow().len() as u64,
+            resend_store_waits: self.room_waits.get(),
         }
     }
 
@@ -1966,6 +2027,8 @@ pub async fn run(
         bridge.expire_parked();
         bridge.end_empty_holds();
         bridge.flush_acks();
+        // Links that went down no longer count as full (see `room`).
+        bridge.wake_room();
         let seen = bridge.router.borrow().counters().own_origin;
         if seen > own_origin {
             tracing::error!(

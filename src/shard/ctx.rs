@@ -533,7 +533,10 @@ impl ShardCtx {
                 // set (before, the bridge had no links), so they stay in
                 // order; on_local_event is synchronous and bounded by the
                 // links' buffers.
-                Some(bridge) => bridge.on_ring(self.id, msg, &mut Vec::new()),
+                Some(bridge) => {
+                    bridge.on_ring(self.id, msg, &mut Vec::new());
+                    bridge.bridge_room().await;
+                }
                 None => self.send(peer, msg).await,
             }
         }
@@ -1962,6 +1965,15 @@ impl ShardCtx {
 
     pub fn global_connections(&self) -> &AtomicUsize {
         &self.global.connections
+    }
+
+    /// When this executor runs the mesh bridge: waits for room in its live
+    /// links' resend stores ([`super::bridge::Bridge::room`]); at once
+    /// otherwise.
+    pub async fn bridge_room(&self) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.room().await;
+        }
     }
 
     /// See [`Global::descriptor_connections_max`].

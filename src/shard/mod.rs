@@ -644,6 +644,9 @@ async fn join_peer_with(
                 if !congested.is_empty() {
                     ctx.wait_watches(&mut congested).await;
                 }
+                // The bridge's resend stores full: the ring fills and the
+                // sending shard's publishers wait (bounded by the pause).
+                ctx.bridge_room().await;
             }
         })
         .detach();
