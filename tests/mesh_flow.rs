@@ -23,18 +23,7 @@ outbound_bytes_max = 65536
 ";
 
 fn router(id: &str, links: &[SocketAddr]) -> Weft {
-    let mut launch = Launch::new(1, MESH_TOML);
-    launch.cores = "0".into();
-    launch.capture_stderr = true;
-    launch.log_level = Some("warn".into());
-    launch.args = ["--router-id", id, "--mesh-listen", "127.0.0.1:0"]
-        .map(String::from)
-        .to_vec();
-    for l in links {
-        launch.args.push("--link".into());
-        launch.args.push(l.to_string());
-    }
-    Weft::launch_with(launch)
+    mesh_router(id, MESH_TOML, "warn", "127.0.0.1:0", links)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,18 +31,13 @@ const FAST_REDIAL: &str = "reconnect_min_ms = 50\nreconnect_max_ms = 100\n";
 const SLOW_REDIAL: &str = "reconnect_min_ms = 700\nreconnect_max_ms = 900\n";
 
 fn router(id: &str, mesh_listen: &str, links: &[SocketAddr], redial: &str) -> Weft {
-    let mut launch = Launch::new(1, &format!("{MESH_TOML}{redial}"));
-    launch.cores = "0".into();
-    launch.capture_stderr = true;
-    launch.log_level = Some("info".into());
-    launch.args = ["--router-id", id, "--mesh-listen", mesh_listen]
-        .map(String::from)
-        .to_vec();
-    for l in links {
-        launch.args.push("--link".into());
-        launch.args.push(l.to_string());
-    }
-    Weft::launch_with(launch)
+    mesh_router(
+        id,
+        &format!("{MESH_TOML}{redial}"),
+        "info",
+        mesh_listen,
+        links,
+    )
 }
 
 fn dump(name: &str, weft: &Weft) {
@@ -181,16 +176,7 @@ async fn links_say_why_they_are_down() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut launch = Launch::new(1, MESH_TOML);
-    launch.cores = "0".into();
-    launch.capture_stderr = true;
-    launch.log_level = Some("warn".into());
-    launch.args = ["--router-id", "A", "--mesh-listen", "127.0.0.1:0"]
-        .map(String::from)
-        .to_vec();
-    launch.args.push("--link".into());
-    launch.args.push(nowhere.to_string());
-    let a = Weft::launch_with(launch);
+    let a = mesh_router("A", MESH_TOML, "warn", "127.0.0.1:0", &[nowhere]);
     let line = a.wait_for_log("mesh: dial failed");
     assert!(
         line.contains("WARN") && line.contains(&nowhere.to_string()),

@@ -623,6 +623,29 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// A one-shard mesh router on core 0 with `toml`, its stderr captured at
+/// `log_level`, listening for links on `mesh_listen` and dialing `links`.
+pub fn mesh_router(
+    id: &str,
+    toml: &str,
+    log_level: &str,
+    mesh_listen: &str,
+    links: &[SocketAddr],
+) -> Weft {
+    let mut launch = Launch::new(1, toml);
+    launch.cores = "0".into();
+    launch.capture_stderr = true;
+    launch.log_level = Some(log_level.into());
+    launch.args = ["--router-id", id, "--mesh-listen", mesh_listen]
+        .map(String::from)
+        .to_vec();
+    for l in links {
+        launch.args.push("--link".into());
+        launch.args.push(l.to_string());
+    }
+    Weft::launch_with(launch)
+}
+
 /// One entry of the admin `GET /links` view (the mesh contract).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct LinkView {
