@@ -12,18 +12,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use rumqttc::{Packet, QoS};
 
-/// Events each publisher sends, one every `PERIOD`: about 4 s of
-/// publishing, longer than the pause, so a pause that holds the wrong
-/// publishers shows as a gap.
+/// Events each publisher sends, one every `PERIOD` (about 4 s).
 const N: u64 = 2000;
 const PERIOD: Duration = Duration::from_millis(2);
-/// `limits.backpressure_pause_ms_max` of the router under test.
-const PAUSE_MS: u64 = 3000;
-/// Longest silence allowed on a stream whose publisher the stalled
-/// subscriber does not need: a third of the pause. This bounds what the
-/// pause mechanism may hold, not the router's speed: a pause that holds a
-/// ring or an unrelated publisher silences the stream for the whole pause.
-const GAP_MAX: Duration = Duration::from_millis(PAUSE_MS / 3);
+/// `limits.backpressure_pause_ms_max` of the router under test: longer
+/// than any wait of the test (`common::WAIT`), so a pause is still on when
+/// the test looks. A pause that holds a ring or an unrelated publisher
+/// then keeps that publisher's stream from ever completing in the test;
+/// nothing here measures a time.
+const PAUSE_MS: u64 = 60_000;
 
 /// What one healthy subscriber received: per topic, (sequence, arrival).
 type Log = Arc<Mutex<BTreeMap<String, Vec<(u64, Instant)>>>>;
@@ -106,13 +103,16 @@ fn longest_gap(arrivals: &[(u64, Instant)]) -> Duration {
 /// stalled subscriber needs those: its queue overflows, across shards for
 /// `stall/1`). Healthy QoS 1 and QoS 0 subscribers of both on both shards.
 ///
-/// The pause may hold the `stall/*` publishers, for at most the pause; the
-/// `free/*` streams must go on: their longest silence stays well under the
-/// pause. (Before, the overflow from shard 1 stopped shard 0's reader of
-/// the ring from shard 1, the ring filled, and every publisher on shard 1
-/// waited: `free/1` went silent on both shards for the whole pause.) Every
-/// QoS 1 subscriber receives every event of every stream exactly once, in
-/// order, the held ones included.
+/// The pause may hold the `stall/*` publishers; the `free/*` streams must
+/// go on: every QoS 1 subscriber gets all of them while the stalled
+/// subscriber's pause is still on. (Before, the overflow from shard 1
+/// stopped shard 0's reader of the ring from shard 1, the ring filled, and
+/// every publisher on shard 1 waited: `free/1` went silent on both shards
+/// for the whole pause.) Then the stalled subscriber leaves, its
+/// publishers go on, and every QoS 1 subscriber has every event of every
+/// stream exactly once, in order, the held ones included. The longest
+/// silence of each stream is printed (the measurement behind the issue's
+/// before/after), not asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
     let weft = Weft::start(
@@ -151,11 +151,17 @@ async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
     }
 
     // SUBACKs came after every shard learnt the interest: publish now.
-    let mut publishers = Vec::new();
+    let mut free_publishers = Vec::new();
+    let mut stall_publishers = Vec::new();
     for (shard, addr) in shards.iter().enumerate() {
         for kind in ["free", "stall"] {
             let topic = format!("{kind}/{shard}");
             let mut client = connect(*addr, &format!("pub-{kind}-{shard}")).await;
+            let publishers = if kind == "free" {
+                &mut free_publishers
+            } else {
+                &mut stall_publishers
+            };
             publishers.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PERIOD);
                 for seq in 0..N {
@@ -168,25 +174,48 @@ async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
             }));
         }
     }
-    for p in publishers {
+    for p in free_publishers {
+        p.await.expect("every publish acknowledged");
+    }
+    let complete = |log: &Log, topics: &[&str]| {
+        let log = log.lock().unwrap();
+        topics
+            .iter()
+            .all(|t| log.get(*t).is_some_and(|a| a.len() as u64 >= N))
+    };
+    let all_complete = |topics: &[&str]| {
+        logs.iter()
+            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
+            .all(|(_, _, log)| complete(log, topics))
+    };
+    // The free streams complete while the pause is on (it outlasts WAIT).
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline && !all_complete(&["free/0", "free/1"]) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (name, qos, log) in &logs {
+        if *qos == QoS::AtLeastOnce {
+            let log = log.lock().unwrap();
+            for topic in ["free/0", "free/1"] {
+                let got = log.get(topic).map_or(0, Vec::len);
+                assert_eq!(
+                    got as u64, N,
+                    "{name} {topic}: {got} of {N} events while the stalled subscriber's pause \
+                     is on, although nobody stalled needs them"
+                );
+            }
+        }
+    }
+    // The stalled subscriber leaves: the publishers held for it go on.
+    drop(stalled);
+    for p in stall_publishers {
         p.await.expect("every publish acknowledged");
     }
     // Every QoS 1 subscriber has every stream (or time is up: the checks
     // below say what is missing); then the end marker, which the QoS 0
     // ones get too, since nothing else is on its way any more.
-    let complete = |log: &Log| {
-        let log = log.lock().unwrap();
-        TOPICS
-            .iter()
-            .all(|t| log.get(*t).is_some_and(|a| a.len() as u64 >= N))
-    };
     let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline
-        && !logs
-            .iter()
-            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
-            .all(|(_, _, log)| complete(log))
-    {
+    while Instant::now() < deadline && !all_complete(TOPICS) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let end = connect(shards[0], "end").await;
@@ -225,18 +254,6 @@ async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
         }
     }
     eprintln!("{}", report.join("\n"));
-    for (name, _, log) in &logs {
-        let log = log.lock().unwrap();
-        for topic in ["free/0", "free/1"] {
-            let gap = longest_gap(log.get(topic).map(Vec::as_slice).unwrap_or_default());
-            assert!(
-                gap < GAP_MAX,
-                "{name} {topic}: silent for {gap:?} although nobody stalled needs it \
-                 (pause {PAUSE_MS} ms)"
-            );
-        }
-    }
-    drop(stalled);
 }
 
 /// The other half of the policy: a stalled QoS 1 subscriber's events queue
