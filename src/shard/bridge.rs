@@ -389,6 +389,9 @@ pub struct Bridge {
     /// (see `room`), and how often one waited.
     room_waiters: RefCell<Vec<Waker>>,
     room_waits: Cell<u64>,
+    /// A resend store reached the `room` threshold since `room` last
+    /// found none full: the per-event check is one read of this flag.
+    store_filled: Cell<bool>,
     origin: Origin,
     /// xorshift state for queue-group picks among routers.
     rng: Cell<u64>,
@@ -542,6 +545,7 @@ impl Bridge {
             acks_due: RefCell::default(),
             room_waiters: RefCell::default(),
             room_waits: Cell::new(0),
+            store_filled: Cell::new(false),
             origin,
             rng: Cell::new(wall | 1),
             tls: mesh.tls.clone(),
@@ -806,6 +810,9 @@ impl Bridge {
             frame: encoded,
             upstream: self.oblige(),
         });
+        if ob.frames.len() >= self.store_threshold() {
+            self.store_filled.set(true);
+        }
         if ob.frames.len() > self.config.mesh.unacked_max {
             if let Some(Kept {
                 seq: oldest,
@@ -853,6 +860,9 @@ impl Bridge {
             frame: encoded,
             upstream: self.oblige(),
         });
+        if ob.frames.len() >= self.store_threshold() {
+            self.store_filled.set(true);
+        }
         if ob.frames.len() > self.config.mesh.unacked_max {
             if let Some(old) = ob.frames.pop_front() {
                 self.release(old.upstream);
@@ -922,14 +932,19 @@ impl Bridge {
         }
     }
 
+    /// Three quarters of `mesh.unacked_max` (see `live_store_full`).
+    fn store_threshold(&self) -> usize {
+        let max = self.config.mesh.unacked_max;
+        (max - max / 4).max(1)
+    }
+
     /// Whether the resend store of a link that is up is three quarters
     /// full (of `mesh.unacked_max`): the events this router's publishers
     /// hand to the mesh then wait (see `room`) instead of pushing the
     /// oldest copies out of the store, which would lose the ones never
     /// written yet although their publishers hold PUBACKs.
     pub fn live_store_full(&self) -> bool {
-        let max = self.config.mesh.unacked_max;
-        let threshold = (max - max / 4).max(1);
+        let threshold = self.store_threshold();
         let outboxes = self.outboxes.borrow();
         self.links.borrow().values().any(|l| {
             outboxes
@@ -946,7 +961,11 @@ impl Bridge {
     /// two link readers waiting on each other's acknowledgements could
     /// stall both directions.
     pub async fn room(&self) {
+        if !self.store_filled.get() {
+            return;
+        }
         if !self.live_store_full() {
+            self.store_filled.set(false);
             return;
         }
         self.room_waits.set(self.room_waits.get() + 1);
