@@ -1,0 +1,138 @@
+//! What the bridge shows the admin endpoint (`GET /links`, the
+//! `weft_mesh_*` metrics): one entry per link slot and the router-wide
+//! counters, built on the bridge's tick from its state (never on the
+//! admin thread).
+
+use super::*;
+
+/// One link as the admin endpoint shows it (`GET /links`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkInfo {
+    pub peer: Option<String>,
+    pub remote: Option<String>,
+    pub direction: &'static str,
+    pub state: &'static str,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub denied_export: u64,
+    pub denied_import: u64,
+    pub interest_in: u64,
+    pub interest_out: u64,
+    pub reconnects: u64,
+    pub rtt_us: Option<u64>,
+    pub dropped: u64,
+    pub unacked: u64,
+    pub unacked_evicted: u64,
+    /// Why the last dial or connection of this slot failed or ended (None
+    /// while up, or before anything went wrong).
+    pub last_error: Option<String>,
+}
+
+/// What the bridge publishes for the admin thread on every tick.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeshView {
+    pub router_id: String,
+    pub links: Vec<LinkInfo>,
+    pub interest_entries: u64,
+    pub duplicates: u64,
+    pub no_route: u64,
+    pub hops_exceeded: u64,
+    /// Links down but held, and copies dropped for them (QoS 0) or past
+    /// the resend store's bound.
+    pub held_links: u64,
+    pub held_dropped: u64,
+    /// Every link is TLS (`[mesh.tls]`).
+    pub tls: bool,
+    /// Retained-store exchange: entries sent to peers, and entries from
+    /// peers that were newer here (stored and passed on).
+    pub retained_sent: u64,
+    pub retained_accepted: u64,
+    /// Event copies that arrived with this router's id as their origin:
+    /// another router uses the same id.
+    pub own_origin: u64,
+    /// The peers whose links are held (down, expected back).
+    pub held_peers: Vec<String>,
+    /// QoS 1 copies waiting here for a route to their routers.
+    pub parked: u64,
+    /// Times this router's publishers waited for room in a link's resend
+    /// store (see `Bridge::room`).
+    pub resend_store_waits: u64,
+}
+
+impl Bridge {
+    // ------------------------------------------------------- admin view
+
+    pub(super) fn view(&self) -> MeshView {
+        let router = self.router.borrow();
+        let c = router.counters();
+        let mut held: Vec<String> = self.held.borrow().values().cloned().collect();
+        held.sort();
+        held.dedup();
+        let links = self
+            .slots
+            .borrow()
+            .iter()
+            .filter(|s| {
+                !s.gone.get()
+                    || s.link.borrow().is_some()
+                    || s.peer.borrow().as_ref().is_some_and(|p| held.contains(p))
+            })
+            .map(|s| {
+                let link = s.link.borrow().clone();
+                let (current, interest) = match &link {
+                    Some(l) => (
+                        router.link_counters(l.id).unwrap_or_default(),
+                        router.link_interest(l.id),
+                    ),
+                    None => (LinkCounters::default(), (0, 0)),
+                };
+                let total = add_counters(s.base.get(), current);
+                let peer = s.peer.borrow().clone();
+                let state = match (&link, &peer) {
+                    (Some(_), _) => "up",
+                    (None, Some(p)) if held.contains(p) => "held",
+                    (None, _) => "connecting",
+                };
+                let unacked = peer
+                    .as_ref()
+                    .and_then(|p| self.outboxes.borrow().get(p).map(|o| o.frames.len()))
+                    .unwrap_or(0);
+                LinkInfo {
+                    peer,
+                    remote: s.remote.get().map(|a| a.to_string()),
+                    direction: if s.dialled { "out" } else { "in" },
+                    state,
+                    events_in: total.events_in,
+                    events_out: total.events_out.saturating_sub(s.unsent.get()),
+                    denied_export: total.denied_export,
+                    denied_import: total.denied_import,
+                    interest_in: interest.0 as u64,
+                    interest_out: interest.1 as u64,
+                    reconnects: s.reconnects.get(),
+                    rtt_us: s.rtt_us.get(),
+                    dropped: s.dropped.get() + s.unsent.get(),
+                    unacked: unacked as u64,
+                    unacked_evicted: s.evicted.get(),
+                    last_error: s.last_error.borrow().clone(),
+                }
+            })
+            .collect();
+        MeshView {
+            router_id: self.router_id.clone(),
+            links,
+            interest_entries: router.interest_entries() as u64,
+            duplicates: c.duplicates,
+            no_route: c.no_route,
+            hops_exceeded: c.hops_exceeded,
+            own_origin: c.own_origin,
+            held_links: self.held.borrow().len() as u64,
+            held_dropped: self.held_dropped.get(),
+            tls: self.tls.is_some(),
+            retained_sent: self.retained_sent.get(),
+            retained_accepted: self.retained_accepted.get(),
+            held_peers: held,
+            parked: self.parked.borrow().len() as u64,
+            resend_store_waits: self.room_waits.get(),
+        }
+    }
+}
