@@ -24,6 +24,7 @@ pub mod event;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
+pub mod session;
 pub mod shard;
 pub mod topic;
 pub mod wait;

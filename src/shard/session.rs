@@ -18,63 +18,7 @@ use crate::config::{Limits, SlowConsumerPolicy};
 use crate::event::Event;
 use crate::topic::trie::SessionKey;
 
-/// Why a connection closed: exactly one per disconnect, and the label of
-/// its metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent DISCONNECT.
-    ClientDisconnect,
-    /// The client closed the TCP connection without DISCONNECT.
-    PeerClosed,
-    ReadError,
-    WriteError,
-    KeepAliveTimeout,
-    ConnectTimeout,
-    /// Malformed packet or a rule of the protocol broken.
-    ProtocolError,
-    /// CONNECT refused with a non-zero CONNACK code.
-    ConnectRefused,
-    SlowConsumer,
-    ServerShutdown,
-    /// NATS: too many PINGs left unanswered.
-    StaleConnection,
-    /// Another connection took over this client id.
-    TakenOver,
-}
-
-impl CloseReason {
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::ClientDisconnect => "client_disconnect",
-            CloseReason::PeerClosed => "peer_closed",
-            CloseReason::ReadError => "read_error",
-            CloseReason::WriteError => "write_error",
-            CloseReason::KeepAliveTimeout => "keep_alive_timeout",
-            CloseReason::ConnectTimeout => "connect_timeout",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::ConnectRefused => "connect_refused",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::ServerShutdown => "server_shutdown",
-            CloseReason::StaleConnection => "stale_connection",
-            CloseReason::TakenOver => "session_taken_over",
-        }
-    }
-
-    /// MQTT-3.1.2-8: the will is published unless the client said
-    /// DISCONNECT. On shutdown weft does not publish wills: the other
-    /// shards may already be gone, and the clients are not at fault.
-    pub fn publishes_will(self) -> bool {
-        !matches!(
-            self,
-            CloseReason::ClientDisconnect | CloseReason::ServerShutdown
-        )
-    }
-
-    /// Whether the writer flushes what is queued before closing.
-    fn flushes(self) -> bool {
-        matches!(self, CloseReason::ServerShutdown)
-    }
-}
+pub use crate::session::CloseReason;
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
