@@ -89,8 +89,11 @@ impl CloseReason {
 /// before the actions after it), store a retained message, a barrier
 /// (every shard applied what this one sent) before an acknowledgement.
 /// One step for the driver, in order.
+///
+/// `C`, the close reason, is a client's [`CloseReason`] by default; a link
+/// session closes with its own (`mesh::session::LinkCloseReason`).
 #[derive(Debug)]
-pub enum Action<R> {
+pub enum Action<R, C = CloseReason> {
     /// Write `Actions::bytes[from..to]` to the client, queued behind the
     /// deliveries already queued (so acks and deliveries keep their order).
     Write {
@@ -99,19 +102,19 @@ pub enum Action<R> {
     },
     Request(R),
     /// End the connection; the bytes written before it are its last words.
-    Close(CloseReason),
+    Close(C),
 }
 
 /// The output of one machine call: actions in order, and the bytes their
 /// writes refer to. Reused across calls by the driver (`clear`), so a
 /// PUBACK costs no allocation.
 #[derive(Debug)]
-pub struct Actions<R> {
+pub struct Actions<R, C = CloseReason> {
     pub bytes: Vec<u8>,
-    pub list: SmallVec<[Action<R>; 4]>,
+    pub list: SmallVec<[Action<R, C>; 4]>,
 }
 
-impl<R> Default for Actions<R> {
+impl<R, C> Default for Actions<R, C> {
     fn default() -> Self {
         Actions {
             bytes: Vec::new(),
@@ -120,7 +123,7 @@ impl<R> Default for Actions<R> {
     }
 }
 
-impl<R> Actions<R> {
+impl<R, C: Copy> Actions<R, C> {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.list.clear();
@@ -147,12 +150,12 @@ impl<R> Actions<R> {
         self.list.push(Action::Request(request));
     }
 
-    pub fn close(&mut self, reason: CloseReason) {
+    pub fn close(&mut self, reason: C) {
         self.list.push(Action::Close(reason));
     }
 
     /// The close this call decided, if any.
-    pub fn closed(&self) -> Option<CloseReason> {
+    pub fn closed(&self) -> Option<C> {
         self.list.iter().find_map(|a| match a {
             Action::Close(r) => Some(*r),
             _ => None,
