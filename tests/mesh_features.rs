@@ -385,6 +385,24 @@ async fn a_mesh_name_mismatch_is_refused() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(links(a.admin).await.up(), 0);
     assert_eq!(links(b.admin).await.up(), 0);
+    // Each side counts the refusal under its typed reason (the view is
+    // refreshed on the bridge's tick: wait for it).
+    for admin in [a.admin, b.admin] {
+        let sample = r#"weft_mesh_link_closes_total{reason="mesh_mismatch"}"#;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, body) = admin_get(admin, "/metrics").await;
+            let n: f64 = body
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {sample} in /metrics"));
+            if n >= 1.0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{sample} stays 0");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A QoS 1 subscriber that stopped reading, on the far router: the events

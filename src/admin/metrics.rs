@@ -217,6 +217,17 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     }
     let _ = writeln!(
         out,
+        "# HELP weft_mesh_link_closes_total Link ends (refusals at hello included), by reason."
+    );
+    let _ = writeln!(out, "# TYPE weft_mesh_link_closes_total counter");
+    for (reason, n) in &view.link_closes {
+        let _ = writeln!(
+            out,
+            "weft_mesh_link_closes_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP weft_mesh_held_links Links down but held (mesh.link_hold_ms)."
     );
     let _ = writeln!(out, "# TYPE weft_mesh_held_links gauge");

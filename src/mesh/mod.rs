@@ -22,4 +22,5 @@
 
 pub mod link;
 pub mod route;
+pub mod session;
 pub mod tls;

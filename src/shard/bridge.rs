@@ -54,9 +54,12 @@ use super::ctx::{Interest, ShardCtx};
 use super::io::{write_all, ReadBuffer};
 use crate::config::{Config, MeshConfig, MeshResolved};
 use crate::event::{now_ns, Event, EventMeta, Origin};
-use crate::mesh::link::{self, Frame, Hello, LinkLimits, LinkMeta, LINK_VERSION};
+use crate::mesh::link::{self, Frame, LinkLimits, LinkMeta};
 use crate::mesh::route::{
     self, Action, EventCopy, LinkCounters, LinkId, LinkMsg, LinkPolicy, RouterConfig,
+};
+use crate::mesh::session::{
+    self as link_session, Deadline, LinkCloseReason, LinkSession, LinkTimers, Outbox, Request,
 };
 use crate::mesh::tls::{self, MeshTls};
 
@@ -67,9 +70,6 @@ pub use view::{LinkInfo, MeshView};
 
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
-
-/// How a link's end reads when the peer closed it gracefully.
-const GRACEFUL: &str = "peer closed the link";
 
 /// A link that keeps failing to dial is logged at warn this often (and
 /// whenever the reason changes); each attempt at debug.
@@ -142,20 +142,12 @@ struct Link {
     out: RefCell<Vec<u8>>,
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<Waker>>,
+    /// The session closed (mirrors `session.closed()`, read without a
+    /// borrow by the tasks that wait on it).
     closed: Cell<bool>,
-    /// Why this side closed it (for the log line).
-    why: RefCell<&'static str>,
-    last_heard: Cell<Instant>,
-    /// Highest QoS 1 sequence number processed (acknowledged once nothing
-    /// up to it is `owed`).
-    ack_owed: Cell<u64>,
-    ack_sent: Cell<u64>,
-    /// Sequence numbers of this link's QoS 1 copies → copies made of them
-    /// not yet acknowledged by their next hop (or parked): see `oblige`.
-    owed: RefCell<BTreeMap<u64, u32>>,
-    ping_sent_ns: Cell<u64>,
-    /// The peer's first PING or PONG arrived (see `table_received`).
-    synced: Cell<bool>,
+    /// The link protocol's state (hello, keepalive, acknowledgements):
+    /// this file carries out what it decides.
+    session: RefCell<LinkSession>,
     /// This router's retained store, still to be sent to the peer (the
     /// exchange that follows the interest table; see `feed_sync`).
     sync: RefCell<VecDeque<(Event, u64)>>,
@@ -168,26 +160,45 @@ impl Link {
         }
     }
 
-    fn close(&self, why: &'static str) {
+    /// Carries out the session's writes and close (its requests are the
+    /// read loop's: see `Bridge::on_request`).
+    fn carry_out(&self, out: &mut link_session::Actions<'_>) {
+        for action in out.list.drain(..) {
+            match action {
+                link_session::Action::Write { from, to } => {
+                    if !self.closed.get() {
+                        self.out
+                            .borrow_mut()
+                            .extend_from_slice(&out.bytes[from..to]);
+                        self.wake_writer();
+                    }
+                }
+                link_session::Action::Close(_) => self.mark_closed(),
+                link_session::Action::Request(r) => {
+                    debug_assert!(false, "request {r:?} outside the read loop")
+                }
+            }
+        }
+        out.bytes.clear();
+    }
+
+    fn mark_closed(&self) {
         if !self.closed.replace(true) {
-            *self.why.borrow_mut() = why;
             self.wake_writer();
             if let Some(w) = self.reader.take() {
                 w.wake();
             }
         }
     }
-}
 
-/// QoS 1 copies sent to one peer and not acknowledged yet.
-#[derive(Default)]
-struct Outbox {
-    next_seq: u64,
-    /// Encoded copies by sequence number, oldest first.
-    frames: VecDeque<Kept>,
-    /// Copies up to this sequence number are in the link's buffer or sent;
-    /// later ones wait for room (a full buffer never drops QoS 1 copies).
-    written: u64,
+    /// Ends the link from this side (`tell`: with a CLOSE to the peer).
+    fn end(&self, reason: LinkCloseReason, detail: impl Into<String>, tell: bool) {
+        let mut out = link_session::Actions::default();
+        self.session
+            .borrow_mut()
+            .close(reason, detail.into(), tell, &mut out);
+        self.carry_out(&mut out);
+    }
 }
 
 /// A QoS 1 copy that came over a link (its sequence number there): this
@@ -195,13 +206,6 @@ struct Outbox {
 /// acknowledged by the next hop, dropped for good, or delivered here (see
 /// `oblige`).
 type Upstream = (LinkId, u64);
-
-/// One encoded QoS 1 copy in a peer's resend store.
-struct Kept {
-    seq: u64,
-    frame: Vec<u8>,
-    upstream: Option<Upstream>,
-}
 
 /// A QoS 1 copy kept for destinations that no link leads to yet.
 struct Parked {
@@ -318,7 +322,8 @@ pub struct Bridge {
     next_event: Cell<u64>,
     /// Shards with local interest, per filter (this router's interest).
     local: RefCell<HashMap<Arc<str>, u32>>,
-    outboxes: RefCell<HashMap<String, Outbox>>,
+    /// Each peer's QoS 1 resend store (outlives its links).
+    outboxes: RefCell<HashMap<String, Outbox<Upstream>>>,
     /// Links down but held (mesh.link_hold_ms), by id: their peer.
     held: RefCell<HashMap<LinkId, String>>,
     /// QoS 0 copies for held links, and QoS 1 copies past unacked_max.
@@ -350,6 +355,8 @@ pub struct Bridge {
     tls: Option<MeshTls>,
     retained_sent: Cell<u64>,
     retained_accepted: Cell<u64>,
+    /// Link ends by reason (`LinkCloseReason::ALL` order).
+    closes: RefCell<[u64; LinkCloseReason::ALL.len()]>,
 }
 
 /// A link's byte stream: plain TCP, or TLS over it (`[mesh.tls]`). The
@@ -502,6 +509,7 @@ impl Bridge {
             tls: mesh.tls.clone(),
             retained_sent: Cell::new(0),
             retained_accepted: Cell::new(0),
+            closes: RefCell::new([0; LinkCloseReason::ALL.len()]),
         })
     }
 
@@ -729,16 +737,8 @@ impl Bridge {
             slot.unsent.set(slot.unsent.get() + 1);
             return;
         }
-        let mut outboxes = self.outboxes.borrow_mut();
-        let seq = if reliable {
-            let ob = outboxes.entry(link.peer.clone()).or_default();
-            ob.next_seq += 1;
-            ob.next_seq
-        } else {
-            0
-        };
-        let frame = copy_frame(copy, seq, body);
-        if seq == 0 {
+        if !reliable {
+            let frame = copy_frame(copy, 0, body);
             if let Err(e) = link::encode(&frame, &mut link.out.borrow_mut()) {
                 tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
                 return;
@@ -746,43 +746,33 @@ impl Bridge {
             link.wake_writer();
             return;
         }
+        let mut outboxes = self.outboxes.borrow_mut();
+        let ob = outboxes.entry(link.peer.clone()).or_default();
+        let frame = copy_frame(copy, ob.next_seq(), body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
         if let Err(e) = link::encode(&frame, &mut encoded) {
             tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
             return;
         }
-        let ob = outboxes.get_mut(&link.peer).expect("made above");
-        if !full && ob.written + 1 == seq {
-            link.out.borrow_mut().extend_from_slice(&encoded);
-            ob.written = seq;
-        }
-        ob.frames.push_back(Kept {
-            seq,
-            frame: encoded,
-            upstream: self.oblige(),
-        });
-        if ob.frames.len() >= self.store_threshold() {
+        let upstream = self.oblige();
+        let mut out = link.out.borrow_mut();
+        let room = (!full).then_some(&mut *out);
+        let evicted = ob.keep(encoded, upstream, room, self.config.mesh.unacked_max);
+        drop(out);
+        if ob.len() >= self.store_threshold() {
             self.store_filled.set(true);
         }
-        if ob.frames.len() > self.config.mesh.unacked_max {
-            if let Some(Kept {
-                seq: oldest,
-                upstream,
-                ..
-            }) = ob.frames.pop_front()
-            {
-                self.release(upstream);
-                if oldest > ob.written {
-                    // Never sent: lost.
-                    ob.written = oldest;
-                    slot.dropped.set(slot.dropped.get() + 1);
-                } else {
-                    // Sent, but no longer resent if the link drops.
-                    slot.evicted.set(slot.evicted.get() + 1);
-                }
+        drop(outboxes);
+        if let Some(old) = evicted {
+            self.release(old.upstream);
+            if old.unsent {
+                // Never sent: lost.
+                slot.dropped.set(slot.dropped.get() + 1);
+            } else {
+                // Sent, but no longer resent if the link drops.
+                slot.evicted.set(slot.evicted.get() + 1);
             }
         }
-        drop(outboxes);
         link.wake_writer();
     }
 
@@ -798,26 +788,20 @@ impl Bridge {
         }
         let mut outboxes = self.outboxes.borrow_mut();
         let ob = outboxes.entry(peer.to_owned()).or_default();
-        let seq = ob.next_seq + 1;
-        let frame = copy_frame(copy, seq, body);
+        let frame = copy_frame(copy, ob.next_seq(), body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
         if let Err(e) = link::encode(&frame, &mut encoded) {
             tracing::warn!(peer, error = %e, "mesh: event not kept");
             return;
         }
-        ob.next_seq = seq;
-        ob.frames.push_back(Kept {
-            seq,
-            frame: encoded,
-            upstream: self.oblige(),
-        });
-        if ob.frames.len() >= self.store_threshold() {
+        let upstream = self.oblige();
+        let evicted = ob.keep(encoded, upstream, None, self.config.mesh.unacked_max);
+        if ob.len() >= self.store_threshold() {
             self.store_filled.set(true);
         }
-        if ob.frames.len() > self.config.mesh.unacked_max {
-            if let Some(old) = ob.frames.pop_front() {
-                self.release(old.upstream);
-            }
+        drop(outboxes);
+        if let Some(old) = evicted {
+            self.release(old.upstream);
             self.held_dropped.set(self.held_dropped.get() + 1);
         }
     }
@@ -829,30 +813,30 @@ impl Bridge {
     }
 
     fn refill_outbox(&self, link: &Link) {
-        let mut outboxes = self.outboxes.borrow_mut();
-        let Some(ob) = outboxes.get_mut(&link.peer) else {
-            return;
-        };
-        let mut out = link.out.borrow_mut();
-        let max = self.config.mesh.outbound_bytes_max;
-        let first = ob.frames.partition_point(|k| k.seq <= ob.written);
-        for kept in ob.frames.range(first..) {
-            if out.len() >= max {
-                break;
-            }
-            out.extend_from_slice(&kept.frame);
-            ob.written = kept.seq;
+        if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
+            let max = self.config.mesh.outbound_bytes_max;
+            ob.refill(&mut link.out.borrow_mut(), max);
         }
     }
 
     // ------------------------------------------------------------- links
 
-    fn hello(&self) -> Hello<'_> {
-        Hello {
-            version: LINK_VERSION,
-            router_id: &self.router_id,
-            mesh: &self.config.mesh.name,
+    fn timers(&self) -> LinkTimers {
+        let m = &self.config.mesh;
+        LinkTimers {
+            keepalive: Duration::from_millis(m.keepalive_ms),
+            link_timeout: Duration::from_millis(m.link_timeout_ms),
+            hello_timeout: Duration::from_millis(m.connect_timeout_ms),
         }
+    }
+
+    /// Counts a link's end by reason (`weft_mesh_link_closes_total`).
+    fn count_close(&self, reason: LinkCloseReason) {
+        let i = LinkCloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is in ALL");
+        self.closes.borrow_mut()[i] += 1;
     }
 
     /// The link's stream: the TCP connection itself, or (with
@@ -935,67 +919,29 @@ impl Bridge {
             }
         };
         let stream: Rc<LinkIo> = Rc::new(RefCell::new(stream));
-        let mut hello = Vec::new();
-        link::encode(&Frame::Hello(self.hello()), &mut hello).expect("hello encodes");
+        let mut session = LinkSession::new(
+            &self.router_id,
+            &self.config.mesh.name,
+            self.timers(),
+            Instant::now(),
+        );
         // Small until the peer proved itself with a hello.
         let mut rb = ReadBuffer::default();
-        let handshake = async {
-            write_all(&stream, &hello)
-                .await
-                .map_err(|e| e.to_string())?;
-            flush(&stream).await.map_err(|e| e.to_string())?;
-            loop {
-                if self.tls.is_none() && looks_like_tls(rb.filled()) {
-                    return Err("link refused: the peer speaks TLS: set [mesh.tls] here too".into());
-                }
-                match link::decode(rb.filled(), &self.limits) {
-                    Ok(Some((frame, n))) => {
-                        let checked = link::check_hello(&self.hello(), &frame);
-                        let peer = match &frame {
-                            Frame::Hello(h) => h.router_id.to_owned(),
-                            _ => String::new(),
-                        };
-                        rb.start += n;
-                        checked.map_err(|e| e.to_string())?;
-                        self.check_cert(&stream.borrow(), &peer)
-                            .map_err(|e| format!("link refused: {e}"))?;
-                        return Ok(peer);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("link refused: bad hello: {e}")),
-                }
-                let pending = pending_len(rb.filled());
-                if pending > HELLO_BYTES_MAX {
-                    return Err(format!(
-                        "link refused: first frame of {pending} bytes is no hello"
-                    ));
-                }
-                let spare = rb.spare(HELLO_BYTES_MAX, pending);
-                let n = read_once(&stream, spare, None)
-                    .await
-                    .map_err(|e| format!("link closed before its hello: {e}"))?;
-                rb.end += n;
-            }
-        };
-        let result = futures_lite::future::or(handshake, async {
-            glommio::timer::sleep(timeout).await;
-            Err("link refused: no hello within mesh.connect_timeout_ms".to_string())
-        })
-        .await;
+        let result = self.handshake(&mut session, &stream, &mut rb).await;
         let peer = match result {
             Ok(peer) => peer,
-            Err(reason) => {
-                tracing::warn!(remote = ?remote, "mesh: {reason}");
-                *slot.last_error.borrow_mut() = Some(reason.clone());
-                let mut close = Vec::new();
-                let _ = link::encode(&Frame::Close { reason: &reason }, &mut close);
-                if write_all(&stream, &close).await.is_ok() {
+            Err((reason, detail, last_words)) => {
+                self.count_close(reason);
+                tracing::warn!(remote = ?remote, reason = reason.label(), "mesh: {detail}");
+                *slot.last_error.borrow_mut() = Some(detail);
+                if !last_words.is_empty() && write_all(&stream, &last_words).await.is_ok() {
                     let _ = flush(&stream).await;
                 }
                 return;
             }
         };
         if self.links.borrow().len() >= self.config.mesh.links_max {
+            self.count_close(LinkCloseReason::LinksMax);
             tracing::warn!(peer, remote = ?remote, max = self.config.mesh.links_max, "mesh: link refused: mesh.links_max reached");
             return;
         }
@@ -1009,13 +955,7 @@ impl Bridge {
             writer: Cell::new(None),
             reader: Cell::new(None),
             closed: Cell::new(false),
-            why: RefCell::new(""),
-            last_heard: Cell::new(Instant::now()),
-            ack_owed: Cell::new(0),
-            ack_sent: Cell::new(0),
-            owed: RefCell::default(),
-            ping_sent_ns: Cell::new(0),
-            synced: Cell::new(false),
+            session: RefCell::new(session),
             sync: RefCell::default(),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
@@ -1039,7 +979,7 @@ impl Bridge {
         self.apply(out, None);
         if let Some(ob) = self.outboxes.borrow_mut().get_mut(&peer) {
             // Resend what the peer never acknowledged.
-            ob.written = ob.frames.front().map_or(ob.next_seq, |k| k.seq - 1);
+            ob.rewind();
         }
         // Then this router's retained store, so that a router that joins
         // or returns learns what was retained (or deleted) meanwhile.
@@ -1052,18 +992,22 @@ impl Bridge {
         self.refill(&link);
         // A PING right after the table: the peer's first PING or PONG tells
         // it our whole table is in (see `table_received`).
-        let nonce = now_ns().max(1);
-        link.ping_sent_ns.set(nonce);
-        self.push_frame(&link, &Frame::Ping { nonce });
+        let mut out = link_session::Actions::default();
+        link.session
+            .borrow_mut()
+            .table_sent(Instant::now(), &mut out);
+        link.carry_out(&mut out);
         let writer = glommio::spawn_local(write_loop(self.clone(), link.clone(), stream.clone()));
-        let keepalive = glommio::spawn_local(keepalive(self.clone(), link.clone()));
+        let keepalive = glommio::spawn_local(keepalive(link.clone()));
         // Links are few and busy: one buffer of a fixed size from now on,
         // grown only for a frame larger than it.
         if rb.data.len() < READ_BUFFER {
             rb.data.resize(READ_BUFFER, 0);
         }
-        let reason = self.read_loop(&link, slot, &stream, rb).await;
-        link.close("read loop ended");
+        self.read_loop(&link, slot, &stream, rb).await;
+        // Ended by the session (or from elsewhere); a loop that ended
+        // otherwise lost its connection.
+        link.end(LinkCloseReason::ConnectionLost, "read loop ended", false);
         keepalive.cancel().await;
         writer.await;
         let mut out = Vec::new();
@@ -1103,26 +1047,136 @@ impl Bridge {
             .outboxes
             .borrow()
             .get(&peer)
-            .is_some_and(|o| o.frames.is_empty())
+            .is_some_and(|o| o.is_empty())
         {
             self.outboxes.borrow_mut().remove(&peer);
         }
-        if self.ctx.stopping.get() || reason.starts_with(GRACEFUL) {
-            tracing::info!(peer, remote = ?remote, reason, "mesh: link closed");
+        let (reason, detail) = {
+            let session = link.session.borrow();
+            let reason = session.closed().expect("ended above");
+            (reason, session.detail().to_owned())
+        };
+        self.count_close(reason);
+        if self.ctx.stopping.get() || reason.graceful() {
+            tracing::info!(peer, remote = ?remote, reason = detail, "mesh: link closed");
         } else {
-            tracing::warn!(peer, remote = ?remote, reason, "mesh: link down");
-            *slot.last_error.borrow_mut() = Some(format!("link down: {reason}"));
+            tracing::warn!(peer, remote = ?remote, reason = detail, "mesh: link down");
+            *slot.last_error.borrow_mut() = Some(format!("link down: {detail}"));
         }
     }
 
-    /// Reads and applies frames until the link ends; returns why.
+    /// Sends this router's hello and reads the peer's, within
+    /// `mesh.connect_timeout_ms`: the peer's router id, or why not (and
+    /// the last words to write: a CLOSE that tells the peer).
+    async fn handshake(
+        &self,
+        session: &mut LinkSession,
+        stream: &LinkIo,
+        rb: &mut ReadBuffer,
+    ) -> Result<String, (LinkCloseReason, String, Vec<u8>)> {
+        let mut out = link_session::Actions::default();
+        session.start(&mut out);
+        let io = |e: std::io::Error| {
+            (
+                LinkCloseReason::ConnectionLost,
+                format!("link closed before its hello: {e}"),
+                Vec::new(),
+            )
+        };
+        write_all(stream, &out.bytes).await.map_err(io)?;
+        flush(stream).await.map_err(io)?;
+        let deadline = session.next_deadline().expect("a hello has its deadline");
+        loop {
+            if self.tls.is_none() && looks_like_tls(rb.filled()) {
+                let detail = "link refused: the peer speaks TLS: set [mesh.tls] here too";
+                return Err((LinkCloseReason::TlsRefused, detail.into(), Vec::new()));
+            }
+            let mut out = link_session::Actions::default();
+            let decoded = link::decode(rb.filled(), &self.limits);
+            let decoded = match decoded {
+                Ok(Some((frame, n))) => {
+                    session.on_frame(frame, Instant::now(), &mut out);
+                    // The hello's requests (Up) are read from the session.
+                    out.list
+                        .retain(|a| !matches!(a, link_session::Action::Request(_)));
+                    Some(n)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    session.on_decode_error(&e, &mut out);
+                    Some(0)
+                }
+            };
+            let closed = out.closed();
+            let last_words = std::mem::take(&mut out.bytes);
+            drop(out);
+            if let Some(reason) = closed {
+                return Err((reason, session.detail().to_owned(), last_words));
+            }
+            match decoded {
+                Some(n) => rb.start += n,
+                None => {
+                    let pending = pending_len(rb.filled());
+                    if pending > HELLO_BYTES_MAX {
+                        let detail =
+                            format!("link refused: first frame of {pending} bytes is no hello");
+                        return Err((LinkCloseReason::BadHello, detail, Vec::new()));
+                    }
+                    let spare = rb.spare(HELLO_BYTES_MAX, pending);
+                    let read = futures_lite::future::or(
+                        async { Some(read_once(stream, spare, None).await) },
+                        async {
+                            glommio::timer::sleep(
+                                deadline.saturating_duration_since(Instant::now()),
+                            )
+                            .await;
+                            None
+                        },
+                    )
+                    .await;
+                    match read {
+                        Some(Ok(n)) => rb.end += n,
+                        Some(Err((_, e))) => {
+                            let detail = format!("link closed before its hello: {e}");
+                            return Err((LinkCloseReason::ConnectionLost, detail, Vec::new()));
+                        }
+                        None => {
+                            let mut out = link_session::Actions::default();
+                            session.handle_timeout(Instant::now().max(deadline), &mut out);
+                            if let Some(reason) = out.closed() {
+                                let detail = session.detail().to_owned();
+                                return Err((reason, detail, out.bytes));
+                            }
+                        }
+                    }
+                }
+            }
+            if session.is_up() {
+                let peer = session.peer().expect("accepted").to_owned();
+                if let Err(e) = self.check_cert(&stream.borrow(), &peer) {
+                    let mut out = link_session::Actions::default();
+                    let detail = format!("link refused: {e}");
+                    session.close(LinkCloseReason::TlsRefused, detail, true, &mut out);
+                    return Err((
+                        LinkCloseReason::TlsRefused,
+                        session.detail().into(),
+                        out.bytes,
+                    ));
+                }
+                return Ok(peer);
+            }
+        }
+    }
+
+    /// Reads and applies frames until the link ends (the session knows
+    /// why).
     async fn read_loop(
         self: &Rc<Self>,
         link: &Rc<Link>,
         slot: &Slot,
         stream: &LinkIo,
         mut rb: ReadBuffer,
-    ) -> String {
+    ) {
         // glommio hands back a read at once while data waits, so a peer
         // that floods would keep this task running: after this much read
         // without a break it yields, and the executor's other tasks (the
@@ -1130,21 +1184,44 @@ impl Bridge {
         // bridge runs in its executor) get their turn.
         const YIELD_BYTES: usize = 256 * 1024;
         let mut since_yield = 0;
+        // Heard from the peer: one clock read per read, not per frame.
+        let mut now = Instant::now();
         loop {
             loop {
+                let mut out = link_session::Actions::default();
                 let decoded = link::decode(rb.filled(), &self.limits);
                 let (frame, n) = match decoded {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(e) => {
-                        let reason = format!("protocol error: {e}");
-                        self.push_frame(link, &Frame::Close { reason: &reason });
-                        return reason;
+                        link.session.borrow_mut().on_decode_error(&e, &mut out);
+                        link.carry_out(&mut out);
+                        return;
                     }
                 };
-                if let Some(reason) = self.on_frame(link, slot, frame).await {
-                    return reason;
+                link.session.borrow_mut().on_frame(frame, now, &mut out);
+                let list = std::mem::take(&mut out.list);
+                for action in list {
+                    match action {
+                        link_session::Action::Write { from, to } => {
+                            link.out
+                                .borrow_mut()
+                                .extend_from_slice(&out.bytes[from..to]);
+                            link.wake_writer();
+                            continue;
+                        }
+                        link_session::Action::Request(r) => {
+                            if !self.on_request(link, slot, r).await {
+                                return; // closed while delivering
+                            }
+                        }
+                        link_session::Action::Close(_) => {
+                            link.mark_closed();
+                            return;
+                        }
+                    }
                 }
+                drop(out);
                 rb.start += n;
             }
             self.ack_if_due(link);
@@ -1158,107 +1235,133 @@ impl Bridge {
                 Ok(n) => {
                     rb.end += n;
                     since_yield += n;
-                    // Heard from the peer: one clock read per read, not
-                    // per frame.
-                    link.last_heard.set(Instant::now());
+                    now = Instant::now();
+                    link.session.borrow_mut().heard(now);
                 }
-                Err(reason) => return reason,
+                Err((reason, detail)) => {
+                    link.end(reason, detail, false);
+                    return;
+                }
             }
         }
     }
 
-    /// Applies one frame; Some(reason) ends the link.
-    async fn on_frame(&self, link: &Link, slot: &Slot, frame: Frame<'_>) -> Option<String> {
-        let msg = match frame {
-            Frame::Event(e) => {
-                let copy = EventCopy {
-                    origin: e.origin.to_owned(),
-                    id: e.id,
-                    hops: e.hops,
-                    dests: e.dests.iter().map(|d| (*d).to_owned()).collect(),
-                    groups: e
-                        .groups
-                        .iter()
-                        .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
-                        .collect(),
-                    topic: e.topic.to_owned(),
-                    retain: e.retain,
-                };
-                let mut out = Vec::new();
-                self.router
-                    .borrow_mut()
-                    .on_message(link.id, LinkMsg::Event(copy), &mut out);
-                let body = Body::of_frame(&e);
-                if e.seq > 0 {
-                    self.upstream.set(Some((link.id, e.seq)));
+    /// Carries out one request of the session; false when the link was
+    /// closed (from elsewhere) while an event waited for a shard's ring.
+    async fn on_request(&self, link: &Link, slot: &Slot, request: Request<'_>) -> bool {
+        match request {
+            Request::Route(Frame::Event(e)) => return self.on_event(link, e).await,
+            Request::Route(frame) => self.on_interest(link, frame),
+            Request::Acked(seq) => {
+                let mut done = Vec::new();
+                if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
+                    ob.acked(seq, &mut done);
                 }
-                let deliveries = self.apply(out, Some(&body));
-                self.upstream.set(None);
-                for (topic, plain, groups) in deliveries {
-                    let event = body.to_event(&topic, self.origin);
-                    if body.sync {
-                        // A peer's retained store: what is newer here is
-                        // stored and passed on, one link at a time, to the
-                        // other peers (each of which passes on what is news
-                        // to it: the exchange ends where nothing is newer).
-                        // Not over a link that rewrites topics: the
-                        // prefixed copies would echo back and forth.
-                        let prefixed = self
-                            .config
-                            .mesh
-                            .policy_for(&link.peer)
-                            .is_some_and(|p| !p.import_prefix.is_empty());
-                        if event.retain
-                            && !prefixed
-                            && self.ctx.retain_from_mesh(&event, body.stamp)
-                        {
-                            self.retained_accepted.set(self.retained_accepted.get() + 1);
-                            let others: Vec<Rc<Link>> = self
-                                .links
-                                .borrow()
-                                .values()
-                                .filter(|l| l.id != link.id)
-                                .cloned()
-                                .collect();
-                            for other in others {
-                                self.queue_sync(&other, event.clone(), body.stamp);
-                            }
-                        }
-                        continue;
-                    }
-                    if event.retain {
-                        // Every router keeps every retained message (the
-                        // newest, by stamp).
-                        self.ctx.retain_from_mesh(&event, body.stamp);
-                    }
-                    if !plain && groups.is_empty() {
-                        continue;
-                    }
-                    // A full ring to a shard holds this link's reader (the
-                    // backpressure reaches the peer through TCP), but never
-                    // past the link's end: a link closed meanwhile (silent
-                    // past its timeout, shutdown) ends here, and the peer
-                    // resends the QoS 1 copies it has no ack for.
-                    let delivered = futures_lite::future::or(
-                        async {
-                            self.ctx.publish_from_mesh(event, plain, &groups).await;
-                            true
-                        },
-                        async {
-                            until_closed(link).await;
-                            false
-                        },
-                    )
-                    .await;
-                    if !delivered {
-                        return Some(format!("closed while delivering: {}", link.why.borrow()));
-                    }
+                for upstream in done {
+                    self.release(Some(upstream));
                 }
-                if e.seq > 0 {
-                    link.ack_owed.set(e.seq);
-                }
-                return None;
+                self.flush_acks();
+                self.wake_room();
             }
+            Request::TableReceived => self.table_received(link),
+            Request::RoundTrip(rtt) => slot.rtt_us.set(Some(rtt.as_micros() as u64)),
+            // Only at hello (see `handshake`).
+            Request::Up => debug_assert!(false, "a second Up"),
+        }
+        true
+    }
+
+    /// An event copy from the link: routed, delivered here, passed on.
+    async fn on_event(&self, link: &Link, e: link::Event<'_>) -> bool {
+        let copy = EventCopy {
+            origin: e.origin.to_owned(),
+            id: e.id,
+            hops: e.hops,
+            dests: e.dests.iter().map(|d| (*d).to_owned()).collect(),
+            groups: e
+                .groups
+                .iter()
+                .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
+                .collect(),
+            topic: e.topic.to_owned(),
+            retain: e.retain,
+        };
+        let mut out = Vec::new();
+        self.router
+            .borrow_mut()
+            .on_message(link.id, LinkMsg::Event(copy), &mut out);
+        let body = Body::of_frame(&e);
+        if e.seq > 0 {
+            self.upstream.set(Some((link.id, e.seq)));
+        }
+        let deliveries = self.apply(out, Some(&body));
+        self.upstream.set(None);
+        for (topic, plain, groups) in deliveries {
+            let event = body.to_event(&topic, self.origin);
+            if body.sync {
+                // A peer's retained store: what is newer here is
+                // stored and passed on, one link at a time, to the
+                // other peers (each of which passes on what is news
+                // to it: the exchange ends where nothing is newer).
+                // Not over a link that rewrites topics: the
+                // prefixed copies would echo back and forth.
+                let prefixed = self
+                    .config
+                    .mesh
+                    .policy_for(&link.peer)
+                    .is_some_and(|p| !p.import_prefix.is_empty());
+                if event.retain && !prefixed && self.ctx.retain_from_mesh(&event, body.stamp) {
+                    self.retained_accepted.set(self.retained_accepted.get() + 1);
+                    let others: Vec<Rc<Link>> = self
+                        .links
+                        .borrow()
+                        .values()
+                        .filter(|l| l.id != link.id)
+                        .cloned()
+                        .collect();
+                    for other in others {
+                        self.queue_sync(&other, event.clone(), body.stamp);
+                    }
+                }
+                continue;
+            }
+            if event.retain {
+                // Every router keeps every retained message (the
+                // newest, by stamp).
+                self.ctx.retain_from_mesh(&event, body.stamp);
+            }
+            if !plain && groups.is_empty() {
+                continue;
+            }
+            // A full ring to a shard holds this link's reader (the
+            // backpressure reaches the peer through TCP), but never
+            // past the link's end: a link closed meanwhile (silent
+            // past its timeout, shutdown) ends here, and the peer
+            // resends the QoS 1 copies it has no ack for.
+            let delivered = futures_lite::future::or(
+                async {
+                    self.ctx.publish_from_mesh(event, plain, &groups).await;
+                    true
+                },
+                async {
+                    until_closed(link).await;
+                    false
+                },
+            )
+            .await;
+            if !delivered {
+                return false;
+            }
+        }
+        if e.seq > 0 {
+            link.session.borrow_mut().processed(e.seq);
+        }
+        true
+    }
+
+    /// Interest from the link, for the routing core.
+    fn on_interest(&self, link: &Link, frame: Frame<'_>) {
+        let msg = match frame {
             Frame::InterestAdd {
                 filter,
                 origin,
@@ -1273,34 +1376,10 @@ impl Bridge {
                 filter: filter.to_owned(),
                 origin: origin.to_owned(),
             },
-            Frame::Ack { seq } => {
-                let mut done = Vec::new();
-                if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
-                    while ob.frames.front().is_some_and(|k| k.seq <= seq) {
-                        done.extend(ob.frames.pop_front().and_then(|k| k.upstream));
-                    }
-                }
-                for upstream in done {
-                    self.release(Some(upstream));
-                }
-                self.flush_acks();
-                self.wake_room();
-                return None;
+            other => {
+                debug_assert!(false, "{} is no interest", other.name());
+                return;
             }
-            Frame::Ping { nonce } => {
-                self.table_received(link);
-                self.push_frame(link, &Frame::Pong { nonce });
-                return None;
-            }
-            Frame::Pong { nonce } => {
-                self.table_received(link);
-                if nonce == link.ping_sent_ns.get() {
-                    slot.rtt_us.set(Some(now_ns().saturating_sub(nonce) / 1000));
-                }
-                return None;
-            }
-            Frame::Close { reason } => return Some(format!("{GRACEFUL}: {reason}")),
-            Frame::Hello(_) => return Some("protocol error: a second hello".into()),
         };
         if matches!(msg, LinkMsg::InterestAdd { .. }) && !self.parked.borrow().is_empty() {
             self.parked_dirty.set(true);
@@ -1308,16 +1387,12 @@ impl Bridge {
         let mut out = Vec::new();
         self.router.borrow_mut().on_message(link.id, msg, &mut out);
         self.apply(out, None);
-        None
     }
 
     /// The peer's first PING or PONG on a link: everything it sent before,
     /// its whole interest table included, has been applied. A held link of
     /// the same peer ends now, not at hello: its routes never lapse.
     fn table_received(&self, link: &Link) {
-        if link.synced.replace(true) {
-            return;
-        }
         let had = self.held.borrow().values().any(|p| *p == link.peer);
         if had {
             let mut out = Vec::new();
@@ -1391,8 +1466,7 @@ impl Bridge {
     fn close_all(&self, reason: &str) {
         let links: Vec<Rc<Link>> = self.links.borrow().values().cloned().collect();
         for l in links {
-            self.push_frame(&l, &Frame::Close { reason });
-            l.close("router shutting down");
+            l.end(LinkCloseReason::Shutdown, reason, true);
         }
     }
 }
@@ -1439,20 +1513,33 @@ async fn until_closed(link: &Link) {
     .await
 }
 
-/// One read; ends early (Err) when the link is closed from elsewhere.
-async fn read_once(stream: &LinkIo, buf: &mut [u8], link: Option<&Link>) -> Result<usize, String> {
+/// One read; ends early when the link is closed from elsewhere (with the
+/// session's reason).
+async fn read_once(
+    stream: &LinkIo,
+    buf: &mut [u8],
+    link: Option<&Link>,
+) -> Result<usize, (LinkCloseReason, String)> {
     poll_fn(|cx| {
         if let Some(l) = link {
             if l.closed.get() {
-                return Poll::Ready(Err(l.why.borrow().to_string()));
+                let s = l.session.borrow();
+                let reason = s.closed().unwrap_or(LinkCloseReason::ConnectionLost);
+                return Poll::Ready(Err((reason, s.detail().to_owned())));
             }
             l.reader.set(Some(cx.waker().clone()));
         }
         match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => Poll::Ready(Err("peer closed the connection".into())),
+            Poll::Ready(Ok(0)) => Poll::Ready(Err((
+                LinkCloseReason::ConnectionLost,
+                "peer closed the connection".into(),
+            ))),
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(format!("read error: {e}"))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err((
+                LinkCloseReason::ReadError,
+                format!("read error: {e}"),
+            ))),
         }
     })
     .await
@@ -1497,7 +1584,7 @@ async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<LinkIo>) {
             write.await.is_ok()
         };
         if !ok {
-            link.close("write failed");
+            link.end(LinkCloseReason::WriteError, "write failed", false);
             break;
         }
         batch.clear();
@@ -1510,27 +1597,28 @@ async fn write_loop(bridge: Rc<Bridge>, link: Rc<Link>, stream: Rc<LinkIo>) {
     let _ = socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Both);
 }
 
-/// PINGs the peer and drops the link when it has been silent too long.
-async fn keepalive(bridge: Rc<Bridge>, link: Rc<Link>) {
-    let m = &bridge.config.mesh;
-    let every = Duration::from_millis(m.keepalive_ms);
-    let timeout = Duration::from_millis(m.link_timeout_ms);
+/// Wakes the session at its deadlines: keepalive PINGs, and the drop of a
+/// link silent past `mesh.link_timeout_ms`.
+async fn keepalive(link: Rc<Link>) {
+    let mut out = link_session::Actions::default();
     loop {
-        glommio::timer::sleep(every).await;
+        let Some(deadline) = link.session.borrow().next_deadline() else {
+            return;
+        };
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
         if link.closed.get() {
             return;
         }
-        if link.last_heard.get().elapsed() > timeout {
+        out.clear();
+        let now = Instant::now().max(deadline);
+        link.session.borrow_mut().handle_timeout(now, &mut out);
+        if out.closed() == Some(LinkCloseReason::Silent) {
             tracing::warn!(
                 peer = link.peer,
                 "mesh: link silent past mesh.link_timeout_ms"
             );
-            link.close("silent past mesh.link_timeout_ms");
-            return;
         }
-        let nonce = now_ns().max(1);
-        link.ping_sent_ns.set(nonce);
-        bridge.push_frame(&link, &Frame::Ping { nonce });
+        link.carry_out(&mut out);
     }
 }
 

@@ -24,7 +24,7 @@ impl Bridge {
     pub(super) fn oblige(&self) -> Option<Upstream> {
         let (link, seq) = self.upstream.get()?;
         if let Some(l) = self.links.borrow().get(&link) {
-            *l.owed.borrow_mut().entry(seq).or_insert(0) += 1;
+            l.session.borrow_mut().oblige(seq);
         }
         Some((link, seq))
     }
@@ -39,13 +39,8 @@ impl Bridge {
         let Some(l) = links.get(&link) else {
             return; // that connection is gone: its peer resends anyway
         };
-        let mut owed = l.owed.borrow_mut();
-        if let Some(n) = owed.get_mut(&seq) {
-            *n -= 1;
-            if *n == 0 {
-                owed.remove(&seq);
-                self.acks_due.borrow_mut().push(link);
-            }
+        if l.session.borrow_mut().release(seq) {
+            self.acks_due.borrow_mut().push(link);
         }
     }
 
@@ -64,15 +59,9 @@ impl Bridge {
 
     /// Acknowledges what `link` sent up to the first copy still owed.
     pub(super) fn ack_if_due(&self, link: &Link) {
-        let processed = link.ack_owed.get();
-        let due = match link.owed.borrow().keys().next() {
-            Some(&first) => processed.min(first - 1),
-            None => processed,
-        };
-        if due > link.ack_sent.get() {
-            link.ack_sent.set(due);
-            self.push_frame(link, &Frame::Ack { seq: due });
-        }
+        let mut out = crate::mesh::session::Actions::default();
+        link.session.borrow_mut().ack_if_due(&mut out);
+        link.carry_out(&mut out);
     }
 
     /// Three quarters of `mesh.unacked_max` (see `live_store_full`).
@@ -89,11 +78,10 @@ impl Bridge {
     pub fn live_store_full(&self) -> bool {
         let threshold = self.store_threshold();
         let outboxes = self.outboxes.borrow();
-        self.links.borrow().values().any(|l| {
-            outboxes
-                .get(&l.peer)
-                .is_some_and(|o| o.frames.len() >= threshold)
-        })
+        self.links
+            .borrow()
+            .values()
+            .any(|l| outboxes.get(&l.peer).is_some_and(|o| o.len() >= threshold))
     }
 
     /// Waits until no live link's resend store is full, for at most

@@ -57,6 +57,9 @@ pub struct MeshView {
     /// Times this router's publishers waited for room in a link's resend
     /// store (see `Bridge::room`).
     pub resend_store_waits: u64,
+    /// Link ends (refusals at hello included) by reason: the label of
+    /// each [`crate::mesh::session::LinkCloseReason`], every one present.
+    pub link_closes: BTreeMap<&'static str, u64>,
 }
 
 impl Bridge {
@@ -95,7 +98,7 @@ impl Bridge {
                 };
                 let unacked = peer
                     .as_ref()
-                    .and_then(|p| self.outboxes.borrow().get(p).map(|o| o.frames.len()))
+                    .and_then(|p| self.outboxes.borrow().get(p).map(|o| o.len()))
                     .unwrap_or(0);
                 LinkInfo {
                     peer,
@@ -133,6 +136,11 @@ impl Bridge {
             held_peers: held,
             parked: self.parked.borrow().len() as u64,
             resend_store_waits: self.room_waits.get(),
+            link_closes: LinkCloseReason::ALL
+                .iter()
+                .zip(self.closes.borrow().iter())
+                .map(|(r, n)| (r.label(), *n))
+                .collect(),
         }
     }
 }
