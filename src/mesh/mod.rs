@@ -23,4 +23,6 @@
 pub mod link;
 pub mod route;
 pub mod session;
+#[cfg(test)]
+mod sim;
 pub mod tls;

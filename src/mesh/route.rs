@@ -1369,7 +1369,12 @@ impl Router {
             return self.local.contains_key(&key.0).then_some(0);
         }
         let (d, via) = self.learned.get(key).and_then(best_of)?;
-        (via != link && d <= DISTANCE_MAX).then_some(d)
+        // Split horizon by peer, not by link: while a peer's held link
+        // and its new link coexist, what was learned over the held one is
+        // not told back over the new one (the peer would route through us
+        // to routers only it leads to: found by the mesh sim, seed 3).
+        let same_peer = self.links.get(&via).is_some_and(|v| v.peer == l.peer);
+        (via != link && !same_peer && d <= DISTANCE_MAX).then_some(d)
     }
 }
 

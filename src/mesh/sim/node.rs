@@ -1,0 +1,697 @@
+//! One simulated router: the real routing core ([`Router`]), the real
+//! link sessions ([`LinkSession`]) and resend stores ([`Outbox`]), and a
+//! small runtime around them that does what `shard::bridge` does with
+//! their actions — hop-by-hop acknowledgement obligations, holding the
+//! links of peers expected back, parking copies with no route yet, the
+//! retained-store exchange — with bytes instead of sockets.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use crate::mesh::link::{self, Frame, LinkLimits, LinkMeta};
+use crate::mesh::route::{
+    Action, EventCopy, LinkId, LinkMsg, LinkPolicy, Router, RouterConfig, RETAINED_KEY,
+};
+use crate::mesh::session::{Action as Step, Actions, LinkSession, LinkTimers, Outbox, Request};
+
+/// (link, sequence number there) of a QoS 1 copy that came over a link.
+type Upstream = (LinkId, u64);
+
+/// The part of an event the routing core does not carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Body {
+    pub qos: u8,
+    pub retain: bool,
+    pub stamp: u64,
+    pub sync: bool,
+}
+
+/// A delivery to this router's subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub topic: String,
+    pub origin: String,
+    pub id: u64,
+    pub qos: u8,
+}
+
+pub struct SimLink {
+    pub session: LinkSession,
+    /// The connection it runs on (the harness's index).
+    pub conn: usize,
+}
+
+struct Parked {
+    copy: EventCopy,
+    from: Option<LinkId>,
+    upstream: Option<Upstream>,
+    body: Body,
+}
+
+pub struct Node {
+    pub name: String,
+    pub router: Router,
+    pub links: BTreeMap<LinkId, SimLink>,
+    next_link: u32,
+    outboxes: BTreeMap<String, Outbox<Upstream>>,
+    /// Held links (down, peer expected back) → peer, and when the hold
+    /// ends (`mesh.link_hold_ms`).
+    held: BTreeMap<LinkId, String>,
+    held_until: BTreeMap<LinkId, Instant>,
+    parked: VecDeque<Parked>,
+    upstream: Option<Upstream>,
+    acks_due: Vec<LinkId>,
+    /// topic → (stamp, origin, id): the retained store.
+    pub retained: BTreeMap<String, (u64, String, u64)>,
+    /// Local subscriptions (filter → count).
+    pub subs: BTreeMap<String, u32>,
+    pub delivered: Vec<Delivered>,
+    /// Bytes to write, per connection, in order.
+    pub outgoing: Vec<(usize, Vec<u8>)>,
+    pub unacked_max: usize,
+}
+
+/// `mesh.link_hold_ms` in the sim.
+pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub const TIMERS: LinkTimers = LinkTimers {
+    keepalive: std::time::Duration::from_millis(100),
+    link_timeout: std::time::Duration::from_millis(350),
+    hello_timeout: std::time::Duration::from_millis(300),
+};
+
+impl Node {
+    pub fn new(name: &str) -> Node {
+        let mut node = Node {
+            name: name.to_owned(),
+            router: Router::new(name, RouterConfig::default()),
+            links: BTreeMap::new(),
+            next_link: 1,
+            outboxes: BTreeMap::new(),
+            held: BTreeMap::new(),
+            held_until: BTreeMap::new(),
+            parked: VecDeque::new(),
+            upstream: None,
+            acks_due: Vec::new(),
+            retained: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            delivered: Vec::new(),
+            outgoing: Vec::new(),
+            unacked_max: 10_000,
+        };
+        let mut out = Vec::new();
+        node.router
+            .local_subscribe(RETAINED_KEY, &mut out)
+            .expect("valid");
+        node.apply(out, None);
+        node
+    }
+
+    // ------------------------------------------------------- connections
+
+    /// A new connection: the session says hello.
+    pub fn connect(&mut self, conn: usize, now: Instant) -> LinkId {
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        let mut session = LinkSession::new(&self.name, "sim", TIMERS, now);
+        let mut out = Actions::default();
+        session.start(&mut out);
+        self.outgoing.push((conn, out.bytes.clone()));
+        self.links.insert(id, SimLink { session, conn });
+        id
+    }
+
+    /// The connection under `id` is gone (either side's close, a cut).
+    pub fn disconnect(&mut self, id: LinkId, now: Instant) {
+        let Some(l) = self.links.remove(&id) else {
+            return;
+        };
+        let Some(peer) = l.session.peer().map(str::to_owned) else {
+            return; // never up
+        };
+        let mut out = Vec::new();
+        if self.router.link_hold(id, &mut out) {
+            self.held.insert(id, peer);
+            self.held_until.insert(id, now + HOLD);
+        }
+        self.apply(out, None);
+    }
+
+    fn live_link_to(&self, peer: &str) -> Option<LinkId> {
+        self.links
+            .iter()
+            .find(|(_, l)| l.session.peer() == Some(peer) && l.session.closed().is_none())
+            .map(|(id, _)| *id)
+    }
+
+    fn write(&mut self, id: LinkId, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(l) = self.links.get(&id) {
+            if l.session.closed().is_none() {
+                self.outgoing.push((l.conn, bytes.to_vec()));
+            }
+        }
+    }
+
+    /// Carries out writes; returns whether the session closed.
+    fn carry_out(&mut self, id: LinkId, out: &Actions<'_>) -> bool {
+        let mut closed = false;
+        for a in &out.list {
+            match a {
+                Step::Write { from, to } => {
+                    let bytes = out.bytes[*from..*to].to_vec();
+                    self.write(id, &bytes);
+                }
+                Step::Close(_) => closed = true,
+                Step::Request(_) => {}
+            }
+        }
+        closed
+    }
+
+    /// Bytes arrived on link `id`; returns true when the link closed.
+    pub fn receive(&mut self, id: LinkId, bytes: &[u8], now: Instant) -> bool {
+        let Some(l) = self.links.get_mut(&id) else {
+            return false;
+        };
+        l.session.heard(now);
+        let mut at = 0;
+        while at < bytes.len() {
+            let (frame, n) = match link::decode(&bytes[at..], &LinkLimits::default()) {
+                Ok(Some(x)) => x,
+                other => panic!("{}: undecodable bytes from the wire: {other:?}", self.name),
+            };
+            at += n;
+            let mut out = Actions::default();
+            self.links
+                .get_mut(&id)
+                .expect("live")
+                .session
+                .on_frame(frame, now, &mut out);
+            let mut closed = false;
+            for a in std::mem::take(&mut out.list) {
+                match a {
+                    Step::Write { from, to } => {
+                        let b = out.bytes[from..to].to_vec();
+                        self.write(id, &b);
+                    }
+                    Step::Close(_) => closed = true,
+                    Step::Request(r) => self.on_request(id, r, now),
+                }
+            }
+            if closed {
+                return true;
+            }
+        }
+        self.ack_if_due(id);
+        self.flush_acks();
+        false
+    }
+
+    fn on_request(&mut self, id: LinkId, request: Request<'_>, now: Instant) {
+        match request {
+            Request::Up => self.up(id, now),
+            Request::Route(Frame::Event(e)) => self.on_event(id, e),
+            Request::Route(Frame::InterestAdd {
+                filter,
+                origin,
+                distance,
+                ..
+            }) => {
+                let msg = LinkMsg::InterestAdd {
+                    filter: filter.into(),
+                    origin: origin.into(),
+                    distance,
+                };
+                let mut out = Vec::new();
+                self.router.on_message(id, msg, &mut out);
+                self.apply(out, None);
+                self.retry_parked();
+            }
+            Request::Route(Frame::InterestRemove { filter, origin, .. }) => {
+                let msg = LinkMsg::InterestRemove {
+                    filter: filter.into(),
+                    origin: origin.into(),
+                };
+                let mut out = Vec::new();
+                self.router.on_message(id, msg, &mut out);
+                self.apply(out, None);
+            }
+            Request::Route(other) => panic!("not routed: {other:?}"),
+            Request::Acked(seq) => {
+                let peer = self.links[&id].session.peer().expect("up").to_owned();
+                let mut done = Vec::new();
+                if let Some(ob) = self.outboxes.get_mut(&peer) {
+                    ob.acked(seq, &mut done);
+                }
+                for u in done {
+                    self.release(Some(u));
+                }
+            }
+            Request::TableReceived => {
+                let peer = self.links[&id].session.peer().expect("up").to_owned();
+                let mut out = Vec::new();
+                for ended in self.router.release_held(&peer, &mut out) {
+                    self.held.remove(&ended);
+                }
+                self.apply(out, None);
+                self.retry_parked();
+            }
+            Request::RoundTrip(_) => {}
+        }
+    }
+
+    /// The bridge's link-up: the table, the resend store, the retained
+    /// store, then the PING that marks the end of the table.
+    fn up(&mut self, id: LinkId, now: Instant) {
+        let peer = self.links[&id].session.peer().expect("up").to_owned();
+        let mut out = Vec::new();
+        self.router
+            .link_up_with_policy(id, &peer, LinkPolicy::default(), &mut out);
+        self.apply(out, None);
+        let mut resend = Vec::new();
+        if let Some(ob) = self.outboxes.get_mut(&peer) {
+            ob.rewind();
+            ob.refill(&mut resend, usize::MAX);
+        }
+        self.write(id, &resend);
+        let store: Vec<(String, (u64, String, u64))> = self
+            .retained
+            .iter()
+            .map(|(t, v)| (t.clone(), v.clone()))
+            .collect();
+        for (topic, (stamp, _, eid)) in store {
+            let mut out = Vec::new();
+            self.router.sync_retained(id, &topic, eid, &mut out);
+            let body = Body {
+                qos: 0,
+                retain: true,
+                stamp,
+                sync: true,
+            };
+            self.apply(out, Some(body));
+        }
+        let mut out = Actions::default();
+        let l = self.links.get_mut(&id).expect("live");
+        l.session.table_sent(now, &mut out);
+        self.carry_out(id, &out);
+    }
+
+    fn on_event(&mut self, id: LinkId, e: link::Event<'_>) {
+        let copy = EventCopy {
+            origin: e.origin.into(),
+            id: e.id,
+            hops: e.hops,
+            dests: e.dests.iter().map(|d| (*d).into()).collect(),
+            groups: Vec::new(),
+            topic: e.topic.into(),
+            retain: e.retain,
+        };
+        let body = Body {
+            qos: e.qos,
+            retain: e.retain,
+            stamp: e.stamp,
+            sync: e.sync,
+        };
+        let mut out = Vec::new();
+        self.router
+            .on_message(id, LinkMsg::Event(copy.clone()), &mut out);
+        if e.seq > 0 {
+            self.upstream = Some((id, e.seq));
+        }
+        let delivered = self.apply_with(out, Some(body), &copy);
+        self.upstream = None;
+        if body.retain {
+            for _ in 0..delivered {
+                if self.store(&copy.topic, body.stamp, &copy.origin, copy.id) && body.sync {
+                    // News here: passed on to the other peers.
+                    let others: Vec<LinkId> =
+                        self.links.keys().copied().filter(|l| *l != id).collect();
+                    for other in others {
+                        if self.links[&other].session.is_up() {
+                            let mut out = Vec::new();
+                            self.router
+                                .sync_retained(other, &copy.topic, copy.id, &mut out);
+                            self.apply(out, Some(body));
+                        }
+                    }
+                }
+            }
+        }
+        if e.seq > 0 {
+            self.links
+                .get_mut(&id)
+                .expect("live")
+                .session
+                .processed(e.seq);
+        }
+    }
+
+    /// Stores a retained message if it is newer; true if it was.
+    fn store(&mut self, topic: &str, stamp: u64, origin: &str, id: u64) -> bool {
+        match self.retained.get(topic) {
+            Some((s, _, _)) if *s >= stamp => false,
+            _ => {
+                self.retained
+                    .insert(topic.into(), (stamp, origin.into(), id));
+                true
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ local
+
+    pub fn subscribe(&mut self, filter: &str) {
+        let n = self.subs.entry(filter.into()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let mut out = Vec::new();
+            self.router
+                .local_subscribe(filter, &mut out)
+                .expect("valid");
+            self.apply(out, None);
+        }
+    }
+
+    pub fn unsubscribe(&mut self, filter: &str) {
+        let Some(n) = self.subs.get_mut(filter) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.subs.remove(filter);
+            let mut out = Vec::new();
+            self.router.local_unsubscribe(filter, &mut out);
+            self.apply(out, None);
+        }
+    }
+
+    /// A client's publish here: delivered to this router's own
+    /// subscribers and handed to the mesh.
+    pub fn publish(&mut self, topic: &str, id: u64, qos: u8, retain: bool, stamp: u64) {
+        let copy = EventCopy {
+            origin: self.name.clone(),
+            id,
+            hops: 0,
+            dests: Vec::new(),
+            groups: Vec::new(),
+            topic: topic.into(),
+            retain,
+        };
+        if self
+            .subs
+            .keys()
+            .any(|f| crate::topic::filter_matches(f, topic))
+        {
+            self.delivered.push(Delivered {
+                topic: topic.into(),
+                origin: self.name.clone(),
+                id,
+                qos,
+            });
+        }
+        let mut out = Vec::new();
+        let body = Body {
+            qos,
+            retain,
+            stamp,
+            sync: false,
+        };
+        if retain {
+            self.store(topic, stamp, &self.name.clone(), id);
+            self.router.publish_retained(topic, id, &mut out);
+        } else {
+            // Local subscribers got it above, as a shard delivers them.
+            self.router.publish_as(topic, id, false, &[], 0, &mut out);
+        }
+        self.apply_with(out, Some(body), &copy);
+    }
+
+    // ---------------------------------------------------------- actions
+
+    fn apply(&mut self, actions: Vec<Action>, body: Option<Body>) {
+        let none = EventCopy {
+            origin: String::new(),
+            id: 0,
+            hops: 0,
+            dests: Vec::new(),
+            groups: Vec::new(),
+            topic: String::new(),
+            retain: false,
+        };
+        self.apply_with(actions, body, &none);
+    }
+
+    /// Carries out the core's actions; returns how many deliveries here
+    /// (the retained copies to store count too).
+    fn apply_with(&mut self, actions: Vec<Action>, body: Option<Body>, event: &EventCopy) -> usize {
+        let mut here = 0;
+        for action in actions {
+            match action {
+                Action::Send { link: id, msg } => match msg {
+                    LinkMsg::Event(copy) => {
+                        let Some(body) = body else { continue };
+                        if self.links.get(&id).is_some_and(|l| l.session.is_up()) {
+                            self.push_event(id, &copy, body);
+                        } else if let Some(peer) = self.held.get(&id).cloned() {
+                            match self.live_link_to(&peer) {
+                                Some(live) => self.push_event(live, &copy, body),
+                                None => self.hold_event(&peer, &copy, body),
+                            }
+                        }
+                    }
+                    LinkMsg::InterestAdd {
+                        filter,
+                        origin,
+                        distance,
+                    } => {
+                        let mut b = Vec::new();
+                        let f = Frame::InterestAdd {
+                            filter: &filter,
+                            group: None,
+                            origin: &origin,
+                            distance,
+                        };
+                        link::encode(&f, &mut b).expect("encodes");
+                        self.write(id, &b);
+                    }
+                    LinkMsg::InterestRemove { filter, origin } => {
+                        let mut b = Vec::new();
+                        let f = Frame::InterestRemove {
+                            filter: &filter,
+                            group: None,
+                            origin: &origin,
+                        };
+                        link::encode(&f, &mut b).expect("encodes");
+                        self.write(id, &b);
+                    }
+                },
+                Action::Deliver {
+                    topic, plain, id, ..
+                } => {
+                    here += 1;
+                    let body = body.expect("an event has its body");
+                    if plain && !body.sync {
+                        self.delivered.push(Delivered {
+                            topic,
+                            origin: event.origin.clone(),
+                            id,
+                            qos: body.qos,
+                        });
+                    }
+                }
+                Action::Unroutable { copy, from } => match body {
+                    Some(b) if b.qos > 0 && !b.sync => {
+                        let upstream = self.oblige();
+                        self.parked.push_back(Parked {
+                            copy,
+                            from,
+                            upstream,
+                            body: b,
+                        });
+                    }
+                    _ => {
+                        let n = copy.dests.len() + copy.groups.len();
+                        self.router.count_no_route(n as u64);
+                    }
+                },
+                Action::RemoteInterest { .. } => {}
+            }
+        }
+        here
+    }
+
+    fn frame_of(copy: &EventCopy, seq: u64, body: Body) -> Vec<u8> {
+        let frame = Frame::Event(link::Event {
+            id: copy.id,
+            seq,
+            origin: &copy.origin,
+            hops: copy.hops,
+            dests: copy.dests.iter().map(String::as_str).collect(),
+            groups: Vec::new(),
+            topic: &copy.topic,
+            qos: body.qos,
+            retain: body.retain,
+            stamp: body.stamp,
+            sync: body.sync,
+            payload: b"p",
+            meta: LinkMeta::default(),
+        });
+        let mut b = Vec::new();
+        link::encode(&frame, &mut b).expect("encodes");
+        b
+    }
+
+    fn push_event(&mut self, id: LinkId, copy: &EventCopy, body: Body) {
+        if body.qos == 0 || body.sync {
+            let b = Self::frame_of(copy, 0, body);
+            self.write(id, &b);
+            return;
+        }
+        let peer = self.links[&id].session.peer().expect("up").to_owned();
+        let upstream = self.oblige();
+        let ob = self.outboxes.entry(peer).or_default();
+        let frame = Self::frame_of(copy, ob.next_seq(), body);
+        let mut wire = Vec::new();
+        let evicted = ob.keep(frame, upstream, Some(&mut wire), self.unacked_max);
+        assert!(evicted.is_none(), "the sim's stores never fill");
+        self.write(id, &wire);
+    }
+
+    fn hold_event(&mut self, peer: &str, copy: &EventCopy, body: Body) {
+        if body.qos == 0 || body.sync {
+            return;
+        }
+        let upstream = self.oblige();
+        let ob = self.outboxes.entry(peer.into()).or_default();
+        let frame = Self::frame_of(copy, ob.next_seq(), body);
+        let evicted = ob.keep(frame, upstream, None, self.unacked_max);
+        assert!(evicted.is_none(), "the sim's stores never fill");
+    }
+
+    fn oblige(&mut self) -> Option<Upstream> {
+        let (id, seq) = self.upstream?;
+        if let Some(l) = self.links.get_mut(&id) {
+            l.session.oblige(seq);
+        }
+        Some((id, seq))
+    }
+
+    fn release(&mut self, upstream: Option<Upstream>) {
+        let Some((id, seq)) = upstream else { return };
+        if let Some(l) = self.links.get_mut(&id) {
+            if l.session.release(seq) {
+                self.acks_due.push(id);
+            }
+        }
+    }
+
+    fn ack_if_due(&mut self, id: LinkId) {
+        let Some(l) = self.links.get_mut(&id) else {
+            return;
+        };
+        let mut out = Actions::default();
+        l.session.ack_if_due(&mut out);
+        self.carry_out(id, &out);
+    }
+
+    pub fn flush_acks(&mut self) {
+        let mut due = std::mem::take(&mut self.acks_due);
+        due.sort_unstable();
+        due.dedup();
+        for id in due {
+            self.ack_if_due(id);
+        }
+    }
+
+    fn retry_parked(&mut self) {
+        for p in std::mem::take(&mut self.parked) {
+            self.upstream = p.upstream;
+            let mut out = Vec::new();
+            let copy = p.copy.clone();
+            self.router.retry(p.copy, p.from, &mut out);
+            self.apply_with(out, Some(p.body), &copy);
+            self.release(p.upstream);
+        }
+        self.upstream = None;
+        self.flush_acks();
+    }
+
+    /// Time passed: every session's deadlines. Returns the links closed.
+    pub fn tick(&mut self, now: Instant) -> Vec<LinkId> {
+        // As the bridge's tick: holds whose routes all moved end.
+        let mut out = Vec::new();
+        for ended in self.router.end_empty_holds(&mut out) {
+            self.held.remove(&ended);
+        }
+        let expired: Vec<LinkId> = self
+            .held_until
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.held_until.remove(&id);
+            if self.held.remove(&id).is_some() && self.router.is_held(id) {
+                self.router.link_down(id, &mut out);
+            }
+        }
+        self.apply(out, None);
+        let mut closed = Vec::new();
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            let mut out = Actions::default();
+            let l = self.links.get_mut(&id).expect("listed");
+            while let Some(d) = crate::session::Deadline::next_deadline(&l.session) {
+                if d > now {
+                    break;
+                }
+                l.session.handle_timeout(now, &mut out);
+            }
+            if self.carry_out(id, &out) {
+                closed.push(id);
+            }
+        }
+        closed
+    }
+
+    /// The earliest session deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .filter_map(|l| crate::session::Deadline::next_deadline(&l.session))
+            .chain(self.held_until.values().copied())
+            .min()
+    }
+
+    /// What is pending, for a failure message.
+    pub fn pending_detail(&self) -> String {
+        let stores: Vec<String> = self
+            .outboxes
+            .iter()
+            .filter(|(_, o)| !o.is_empty())
+            .map(|(p, o)| format!("to {p}: {:?}", o.seqs().collect::<Vec<_>>()))
+            .collect();
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|(id, l)| format!("{}={:?}/{:?}", id.0, l.session.peer(), l.session.closed()))
+            .collect();
+        format!(
+            "{}: stores {stores:?}, parked {:?}, links {links:?}, held {:?}",
+            self.name,
+            self.parked
+                .iter()
+                .map(|p| (&p.copy, p.from, p.body.qos, p.body.retain))
+                .collect::<Vec<_>>(),
+            self.held
+        )
+    }
+
+    /// Copies not yet acknowledged by next hops, or parked.
+    pub fn pending(&self) -> usize {
+        self.outboxes.values().map(|o| o.len()).sum::<usize>() + self.parked.len()
+    }
+}
