@@ -9,11 +9,17 @@
 //!   topology delivers each event exactly once, queue groups across routers,
 //!   duplicate suppression, per-link policy and prefix rewrite), tested in
 //!   an in-memory multi-router simulation;
+//! - [`session`]: the link session, one connection as a sans-IO machine
+//!   (hello, keepalive, acknowledgements, typed close reasons), and each
+//!   peer's resend store ([`session::outbox`]);
+//! - `sim` (tests only): routers with the real core and sessions over
+//!   in-memory connections, under seeded faults;
 //! - [`tls`]: the links' TLS configuration (mutual authentication against
 //!   the mesh's CA) and the certificate-names-router-id check.
 //!
 //! The runtime that drives them, the bridge executor with its sockets,
-//! timers and rings, is `shard::bridge` (the runtime seam): it maps
+//! timers and rings, is `shard::bridge` (the runtime seam): it carries out
+//! the link sessions' actions, maps
 //! [`route::LinkMsg`] onto [`link::Frame`]s and back, and hands the events
 //! the core delivers to the shards.
 //!
