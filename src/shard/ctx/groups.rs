@@ -19,6 +19,7 @@ use super::{ShardCtx, ShardMsg};
 use crate::event::Event;
 use crate::shard::session::Session;
 use crate::shard::stats::Counters;
+use crate::topic::split_share;
 use crate::topic::trie::{GroupMatch, LocalSub, Matched};
 
 /// How often a queue-group event is handed on to other members when the
@@ -31,18 +32,6 @@ pub(super) const HAND_ON_MAX: u8 = 4;
 pub(super) enum Member {
     Here(LocalSub),
     Shard(usize),
-}
-
-/// Splits `$share/{group}/{filter}` (MQTT shared subscription) into its
-/// group and filter; other filters have no group.
-pub fn split_share(full: &str) -> (Option<&str>, &str) {
-    match full
-        .strip_prefix("$share/")
-        .and_then(|rest| rest.split_once('/'))
-    {
-        Some((group, filter)) => (Some(group), filter),
-        None => (None, full),
-    }
 }
 
 /// Index of the `n`-th set bit of `mask` (n counted from 0).

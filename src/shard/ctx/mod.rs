@@ -52,7 +52,7 @@ use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
 use crate::topic::TopicLimits;
 
-pub use groups::split_share;
+pub use crate::topic::split_share;
 pub(crate) use groups::{nth_bit, Groups};
 pub use mesh::MeshPeer;
 pub use msg::{Interest, SessionState, ShardMsg};
