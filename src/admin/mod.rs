@@ -29,6 +29,8 @@ use crate::shard::stats::{ShardStats, ShardView};
 pub struct AdminState {
     pub stats: Vec<Arc<ShardStats>>,
     pub global: Arc<Global>,
+    /// The bridge's link view, refreshed on its tick (None: mesh off).
+    pub mesh_view: crate::shard::MeshViewSlot,
     pub page_size_max: usize,
     pub http: http::Limits,
 }
@@ -114,7 +116,7 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             let views = collect_views(state);
             (200, "text/plain; version=0.0.4; charset=utf-8", {
                 let mut text = metrics::render(&state.stats, &views);
-                if let Some(v) = state.global.mesh_view.lock().ok().and_then(|v| v.clone()) {
+                if let Some(v) = state.mesh_view.lock().ok().and_then(|v| v.clone()) {
                     metrics::render_mesh(&v, &mut text);
                 }
                 text.into_bytes()
@@ -147,7 +149,7 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             (200, JSON, body)
         }
         "/links" => {
-            let view = state.global.mesh_view.lock().ok().and_then(|v| v.clone());
+            let view = state.mesh_view.lock().ok().and_then(|v| v.clone());
             let body = match view {
                 Some(v) => serde_json::json!({
                     "router_id": v.router_id,

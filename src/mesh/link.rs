@@ -33,8 +33,10 @@ use thiserror::Error;
 /// The link protocol version this router speaks.
 pub const LINK_VERSION: u16 = 2;
 
-/// Longest router id accepted in a hello, in bytes.
-pub const ROUTER_ID_MAX: usize = 64;
+/// Longest router id accepted in a hello, and the router-id rule: one
+/// rule with the configuration's (defined there: `config` must not depend
+/// on `mesh`).
+pub use crate::config::{valid_router_id, ROUTER_ID_MAX};
 
 /// Bytes of the length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -301,12 +303,6 @@ pub enum HelloError {
          (a link to itself, or two routers configured with the same id)"
     )]
     SameRouterId(String),
-}
-
-/// A router id is 1 to [`ROUTER_ID_MAX`] printable ASCII characters without
-/// spaces: it appears in logs, metrics labels and every event's origin.
-pub fn valid_router_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= ROUTER_ID_MAX && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Checks the peer's first frame against our own hello. Checks, in order:

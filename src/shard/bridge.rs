@@ -36,7 +36,7 @@
 //! Written by hand: no crate speaks this link protocol; the codec and the
 //! routing core it drives are in `mesh/`.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -64,6 +64,7 @@ use crate::mesh::session::{
 use crate::mesh::tls::{self, MeshTls};
 
 mod delivery;
+mod shards;
 mod view;
 
 pub use view::{LinkInfo, MeshView};
@@ -706,7 +707,7 @@ impl Bridge {
                 // The retained key is no topic the shards could publish on.
                 Action::RemoteInterest { filter, .. } if filter == route::RETAINED_KEY => {}
                 Action::RemoteInterest { filter, present } => {
-                    self.ctx.mesh_interest(&filter, present)
+                    shards::interest(&self.ctx, &filter, present)
                 }
             }
         }
@@ -1310,7 +1311,7 @@ impl Bridge {
                     .mesh
                     .policy_for(&link.peer)
                     .is_some_and(|p| !p.import_prefix.is_empty());
-                if event.retain && !prefixed && self.ctx.retain_from_mesh(&event, body.stamp) {
+                if event.retain && !prefixed && shards::retain(&self.ctx, &event, body.stamp) {
                     self.retained_accepted.set(self.retained_accepted.get() + 1);
                     let others: Vec<Rc<Link>> = self
                         .links
@@ -1328,7 +1329,7 @@ impl Bridge {
             if event.retain {
                 // Every router keeps every retained message (the
                 // newest, by stamp).
-                self.ctx.retain_from_mesh(&event, body.stamp);
+                shards::retain(&self.ctx, &event, body.stamp);
             }
             if !plain && groups.is_empty() {
                 continue;
@@ -1340,7 +1341,7 @@ impl Bridge {
             // resends the QoS 1 copies it has no ack for.
             let delivered = futures_lite::future::or(
                 async {
-                    self.ctx.publish_from_mesh(event, plain, &groups).await;
+                    shards::publish(&self.ctx, event, plain, &groups).await;
                     true
                 },
                 async {
@@ -1744,7 +1745,7 @@ pub async fn run(
     view: Arc<std::sync::Mutex<Option<MeshView>>>,
 ) {
     let bridge = Bridge::new(ctx.clone(), config, &mesh);
-    if ctx.set_bridge(bridge.clone()).is_err() {
+    if ctx.set_mesh(bridge.clone()).is_err() {
         tracing::error!("mesh: bridge installed twice");
         return;
     }
@@ -1801,6 +1802,3 @@ pub async fn run(
 /// What to deliver here: (topic, to the plain subscribers, to one member
 /// of each of these groups).
 type Delivery = (String, bool, Vec<String>);
-
-/// The bridge a ShardCtx hands its mesh traffic to (set once).
-pub type BridgeCell = OnceCell<Rc<Bridge>>;

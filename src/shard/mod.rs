@@ -263,6 +263,8 @@ impl Router {
             ..Global::default()
         });
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        // The bridge's link view for the admin endpoint, refreshed each tick.
+        let mesh_view: MeshViewSlot = Arc::default();
         // The bridge executor, when the mesh is on, is the last peer.
         let peers = shards + usize::from(mesh.is_some());
         let bridge_core = mesh
@@ -283,6 +285,7 @@ impl Router {
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
+            let mesh_view = mesh_view.clone();
             // Shard 0 may also run the bridge (mesh.bridge_in_shard).
             let colocated = bridge_ends.take().map(|ends| {
                 (
@@ -309,9 +312,9 @@ impl Router {
                             ends,
                             config,
                             global,
+                            mesh_view,
                             mesh,
                             listener_fd,
-                            shards,
                             direct,
                         ))
                     });
@@ -331,10 +334,11 @@ impl Router {
             let channels = rings.next().expect("the bridge is the last peer");
             let config = config.clone();
             let global = global.clone();
+            let mesh_view = mesh_view.clone();
             let listener_fd = mesh_listener.map(|(_, fd)| fd);
             let handle = executor("weft-bridge", core, &config)
                 .spawn(move || async move {
-                    run_bridge(channels, config, global, mesh, listener_fd, shards, None).await;
+                    run_bridge(channels, config, global, mesh_view, mesh, listener_fd, None).await;
                 })
                 .map_err(|e| StartError::Executor {
                     shard: shards,
@@ -364,6 +368,7 @@ impl Router {
                 let state = Arc::new(crate::admin::AdminState {
                     stats: stats.clone(),
                     global: global.clone(),
+                    mesh_view: mesh_view.clone(),
                     page_size_max: config.admin.page_size_max,
                     http: crate::admin::http::Limits {
                         request_bytes_max: config.admin.request_bytes_max,
@@ -485,17 +490,21 @@ impl Router {
     }
 }
 
+/// Where the bridge leaves its admin view (`GET /links`, mesh metrics).
+pub type MeshViewSlot = Arc<std::sync::Mutex<Option<bridge::MeshView>>>;
+
 /// The mesh bridge: joins the rings as the last peer and runs the links.
 async fn run_bridge(
     channels: Channels,
     config: Arc<crate::config::Config>,
     global: Arc<Global>,
+    view: MeshViewSlot,
     mesh: crate::config::MeshResolved,
     listener_fd: Option<RawFd>,
-    shards: usize,
     direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
 ) {
-    let view = global.mesh_view.clone();
+    // The bridge is the peer after the client shards.
+    let shards = global.client_shards;
     // SAFETY: the fd comes from a listening std socket whose ownership was
     // released with into_raw_fd.
     let listener = listener_fd.map(|fd| unsafe { glommio::net::TcpListener::from_raw_fd(fd) });
@@ -646,7 +655,7 @@ async fn join_peer_with(
                 }
                 // The bridge's resend stores full: the ring fills and the
                 // sending shard's publishers wait (bounded by the pause).
-                ctx.bridge_room().await;
+                ctx.mesh_room().await;
             }
         })
         .detach();

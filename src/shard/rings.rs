@@ -13,7 +13,7 @@
 //! awaited, so no pair can wait on each other.
 //!
 //! Owns: making and connecting the rings, sending to a peer by id. Must not
-//! touch: what travels on them (`ShardMsg`, `ctx.rs`).
+//! touch: what travels on them (`ShardMsg`, `ctx/msg.rs`).
 
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,

@@ -537,9 +537,7 @@ impl Session {
             .sub_identifiers
             .borrow()
             .iter()
-            .filter(|(f, _)| {
-                crate::topic::filter_matches(crate::shard::ctx::split_share(f).1, topic)
-            })
+            .filter(|(f, _)| crate::topic::filter_matches(crate::topic::split_share(f).1, topic))
             .map(|(_, id)| *id)
             .collect();
         let max = self.client_alias_max.get();

@@ -138,6 +138,18 @@ pub fn validate_subscription(full: &str, limits: &TopicLimits) -> Result<(), Top
     }
 }
 
+/// Splits `$share/{group}/{filter}` (MQTT shared subscription) into its
+/// group and filter; other filters have no group.
+pub fn split_share(full: &str) -> (Option<&str>, &str) {
+    match full
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((group, filter)) => (Some(group), filter),
+        None => (None, full),
+    }
+}
+
 /// Reference matcher, straight from the spec's wording. The trie is the
 /// fast path; this one is the oracle its tests compare against.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {

@@ -1,0 +1,426 @@
+//! Configuration: every limit and knob of the router in one place, with its
+//! default, loaded from an optional TOML file and overridden by CLI flags.
+//!
+//! Owns: parsing and validation. Must not touch: sockets, executors. Every
+//! error names the offending key (`limits.queued_bytes_max`) or flag, so the
+//! CLI can print it on one line and exit 2. Defaults are pinned by a test;
+//! the README's configuration reference lists the same keys.
+//!
+//! Files: this one loads, applies flags, resolves and names the errors;
+//! [`limits`] holds every bound, [`sections`] the protocol, runtime, socket,
+//! log and admin sections, [`mesh`] the mesh section and its checks,
+//! [`tls`] loads the mesh's TLS material (the config refuses bad files
+//! at load, so `check-config` and `run` refuse the same ones).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+mod limits;
+mod mesh;
+mod sections;
+mod tls;
+
+pub use limits::{Limits, SlowConsumerPolicy};
+pub use mesh::{
+    valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
+};
+pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
+pub use tls::MeshTls;
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub nats: NatsConfig,
+    pub runtime: RuntimeConfig,
+    pub limits: Limits,
+    pub socket: SocketConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub mesh: MeshConfig,
+}
+
+/// Sections whose keys a SIGHUP reload applies; the others need a restart.
+pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log"];
+
+/// The dotted keys whose values differ between two configurations.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (toml::Value::try_from(old), toml::Value::try_from(new)) else {
+        return vec!["<unserializable>".into()];
+    };
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out
+}
+
+fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            for (k, va) in x {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match y.get(k) {
+                    Some(vb) => diff(&key, va, vb, out),
+                    None => out.push(key),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// Command-line values that override the file, by the flag's name.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub mqtt_listen: Option<String>,
+    pub nats_listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub shards: Option<usize>,
+    pub cores: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub router_id: Option<String>,
+    pub mesh_name: Option<String>,
+    pub mesh_listen: Option<String>,
+    /// Added to `mesh.links`.
+    pub links: Vec<String>,
+    pub bridge_cores: Option<String>,
+}
+
+/// A checked configuration with everything derived that the runtime needs.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: Config,
+    pub mqtt_listen: SocketAddr,
+    /// None when NATS is disabled.
+    pub nats_listen: Option<SocketAddr>,
+    /// None when the admin endpoint is disabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Core of each shard, by shard index.
+    pub shard_cores: Vec<usize>,
+    /// None when the mesh is off.
+    pub mesh: Option<MeshResolved>,
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            // toml's message spans lines (a caret under the key); the CLI
+            // prints one line.
+            reason: one_line(&e.to_string()),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, &shown)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.mqtt_listen {
+            self.mqtt.listen = v.clone();
+        }
+        if let Some(v) = &o.admin_listen {
+            self.admin.listen = v.clone();
+        }
+        if let Some(v) = &o.nats_listen {
+            self.nats.listen = v.clone();
+        }
+        if let Some(v) = o.shards {
+            self.runtime.shards = v;
+        }
+        if let Some(v) = &o.cores {
+            self.runtime.cores = v.clone();
+        }
+        if let Some(v) = &o.log_level {
+            self.log.level = v.clone();
+        }
+        if let Some(v) = &o.log_format {
+            self.log.format = v.clone();
+        }
+        if let Some(v) = &o.router_id {
+            self.mesh.router_id = v.clone();
+        }
+        if let Some(v) = &o.mesh_name {
+            self.mesh.name = v.clone();
+        }
+        if let Some(v) = &o.mesh_listen {
+            self.mesh.listen = v.clone();
+        }
+        for l in &o.links {
+            if !self.mesh.links.contains(l) {
+                self.mesh.links.push(l.clone());
+            }
+        }
+        if let Some(v) = &o.bridge_cores {
+            self.mesh.bridge_cores = v.clone();
+        }
+    }
+
+    /// Validates every key and derives the shard placement. `online` is the
+    /// list of cores this process may use (for the empty `cores` default).
+    pub fn resolve(mut self, online: &[usize]) -> Result<Resolved, ConfigError> {
+        let mqtt_listen = listen_addr("mqtt.listen", &self.mqtt.listen)?;
+        let nats_listen = if self.nats.enabled {
+            Some(listen_addr("nats.listen", &self.nats.listen)?)
+        } else {
+            None
+        };
+        let admin_listen = if self.admin.enabled {
+            Some(listen_addr("admin.listen", &self.admin.listen)?)
+        } else {
+            None
+        };
+        let cores = if self.runtime.cores.trim().is_empty() {
+            if online.is_empty() {
+                vec![0]
+            } else {
+                online.to_vec()
+            }
+        } else {
+            parse_cpu_list(&self.runtime.cores).map_err(|r| invalid("runtime.cores", r))?
+        };
+        let shards = if self.runtime.shards == 0 {
+            cores.len()
+        } else {
+            self.runtime.shards
+        };
+        if shards > crate::topic::trie::SHARDS_MAX {
+            return Err(invalid(
+                "runtime.shards",
+                format!(
+                    "{shards} exceeds the maximum of {}",
+                    crate::topic::trie::SHARDS_MAX
+                ),
+            ));
+        }
+        let shard_cores = (0..shards).map(|i| cores[i % cores.len()]).collect();
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "'{}' is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("'{}' is not one of text, json", self.log.format),
+            ));
+        }
+        let l = &self.limits;
+        let at_least = |key, value: usize, min: usize| at_least(key, value as u64, min as u64);
+        at_least("limits.connections_max", l.connections_max, 1)?;
+        at_least("limits.packet_bytes_max", l.packet_bytes_max, 64)?;
+        if l.packet_bytes_max > crate::mqtt::codec::REMAINING_LENGTH_MAX + 5 {
+            return Err(invalid(
+                "limits.packet_bytes_max",
+                "exceeds MQTT's 256 MiB maximum",
+            ));
+        }
+        at_least("limits.filters_per_packet_max", l.filters_per_packet_max, 1)?;
+        at_least(
+            "limits.subscriptions_per_session_max",
+            l.subscriptions_per_session_max,
+            1,
+        )?;
+        at_least("limits.topic_bytes_max", l.topic_bytes_max, 1)?;
+        if l.topic_bytes_max > 65_535 {
+            return Err(invalid(
+                "limits.topic_bytes_max",
+                "exceeds MQTT's 65535-byte string maximum",
+            ));
+        }
+        at_least("limits.topic_levels_max", l.topic_levels_max, 1)?;
+        at_least("limits.client_id_bytes_max", l.client_id_bytes_max, 23)?;
+        at_least("limits.queued_messages_max", l.queued_messages_max, 1)?;
+        at_least("limits.queued_bytes_max", l.queued_bytes_max, 1024)?;
+        at_least(
+            "limits.qos1_queued_messages_max",
+            l.qos1_queued_messages_max,
+            l.queued_messages_max,
+        )?;
+        at_least(
+            "limits.qos1_queued_bytes_max",
+            l.qos1_queued_bytes_max,
+            l.queued_bytes_max,
+        )?;
+        at_least("limits.inflight_max", l.inflight_max, 1)?;
+        if l.inflight_max > 65_535 {
+            return Err(invalid("limits.inflight_max", "exceeds 65535 packet ids"));
+        }
+        at_least(
+            "limits.read_buffer_bytes_max",
+            l.read_buffer_bytes_max,
+            1024,
+        )?;
+        at_least(
+            "limits.write_batch_bytes_max",
+            l.write_batch_bytes_max,
+            1024,
+        )?;
+        at_least("runtime.ring_capacity", self.runtime.ring_capacity, 2)?;
+        at_least(
+            "runtime.io_memory_bytes",
+            self.runtime.io_memory_bytes,
+            64 * 1024,
+        )?;
+        let n = &self.nats;
+        at_least("nats.ping_interval_ms", n.ping_interval_ms as usize, 10)?;
+        at_least(
+            "nats.pings_outstanding_max",
+            n.pings_outstanding_max as usize,
+            1,
+        )?;
+        at_least("nats.control_line_bytes_max", n.control_line_bytes_max, 256)?;
+        at_least("nats.payload_bytes_max", n.payload_bytes_max, 1)?;
+        at_least("admin.view_entries_max", self.admin.view_entries_max, 1)?;
+        at_least("admin.page_size_max", self.admin.page_size_max, 1)?;
+        // Room for a request line with a view's query and a few headers.
+        at_least("admin.request_bytes_max", self.admin.request_bytes_max, 256)?;
+        at_least(
+            "admin.request_timeout_ms",
+            self.admin.request_timeout_ms as usize,
+            1,
+        )?;
+        let mesh = self.resolve_mesh()?;
+        if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
+            return Err(invalid(
+                "runtime.shards",
+                format!(
+                    "{shards} leaves no room for the mesh's bridge executor (at most {} shards with the mesh on)",
+                    crate::topic::trie::SHARDS_MAX - 1
+                ),
+            ));
+        }
+        Ok(Resolved {
+            config: self,
+            mqtt_listen,
+            nats_listen,
+            admin_listen,
+            shard_cores,
+            mesh,
+        })
+    }
+}
+
+/// `HOST` and `PORT` of `HOST:PORT` (`[v6]:PORT` too), when the port is a
+/// number and the host is not empty.
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse().ok()?;
+    (!host.is_empty() && !host.contains(char::is_whitespace)).then_some((host, port))
+}
+
+/// A listener's address: IP:PORT as is; a host name is resolved now (once,
+/// at start) and its first address is bound.
+fn listen_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = split_host_port(value)
+        .ok_or_else(|| invalid(key, format!("'{value}' is not a HOST:PORT address")))?;
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(invalid(
+            key,
+            format!("host '{host}' resolves to no address"),
+        )),
+        Err(e) => Err(invalid(key, format!("cannot resolve host '{host}': {e}"))),
+    }
+}
+
+/// `key`'s value must be at least `min`.
+fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        Err(invalid(
+            key,
+            format!("{value} is below the minimum of {min}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses "0-3", "0,2", "0-1,4" into a list of cores.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{t}' in '{s}' is not a core number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("range '{part}' is reversed"));
+                }
+                if b >= 4096 {
+                    return Err(format!("core {b} is out of range"));
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                let n = number(part)?;
+                if n >= 4096 {
+                    return Err(format!("core {n} is out of range"));
+                }
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The sections of the configuration besides limits and mesh: MQTT, NATS,
+//! runtime (shards, cores, rings), sockets, logging and the admin endpoint,
+//! with their defaults (pinned by `defaults_are_pinned`).
+//!
+//! Owns: the values only; checks live in `Config::resolve`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin HTTP endpoint (metrics, health, JSON views).
+    pub enabled: bool,
+    /// Its address; port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Entries per shard in the /connections and /subscriptions views.
+    pub view_entries_max: usize,
+    /// Largest page of a JSON view (`?limit=`).
+    pub page_size_max: usize,
+    /// Longest request head (request line and headers) read; a longer one
+    /// is answered 431.
+    pub request_bytes_max: usize,
+    /// Time a client has to send its request head, and to take the
+    /// answer; requests are served one at a time, so this bounds how long
+    /// a slow client can hold the endpoint.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8222".into(),
+            view_entries_max: 10_000,
+            page_size_max: 1000,
+            request_bytes_max: 8192,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address of the MQTT listener; port 0 picks a free port. Every shard
+    /// listens on it (SO_REUSEPORT) and the kernel spreads connections.
+    pub listen: String,
+    /// Also give each shard a listener of its own, so that a client can
+    /// choose its shard (locality, tests, debugging).
+    pub shard_listeners: bool,
+    /// Port of shard 0's own listener, shard i on `shard_port_base + i`;
+    /// 0 lets the system pick free ports (printed at start).
+    pub shard_port_base: u16,
+    /// MQTT 5: topic aliases a client may set (Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// MQTT 5 Server Keep Alive: if non-zero, imposed on every v5 client
+    /// instead of its own value (sent in CONNACK).
+    pub server_keep_alive_s: u16,
+    /// Publish broker statistics as retained `$SYS/broker/...` topics (as
+    /// mosquitto does) every this many seconds; 0 = off.
+    pub sys_interval_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Serve the NATS client protocol.
+    pub enabled: bool,
+    /// Address of the NATS listener (SO_REUSEPORT across shards).
+    pub listen: String,
+    pub shard_listeners: bool,
+    pub shard_port_base: u16,
+    /// Interval of the server's PINGs.
+    pub ping_interval_ms: u64,
+    /// Unanswered PINGs before the connection is closed as stale.
+    pub pings_outstanding_max: u32,
+    pub control_line_bytes_max: usize,
+    /// Largest PUB payload, announced in INFO as max_payload.
+    pub payload_bytes_max: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            enabled: true,
+            listen: "127.0.0.1:4222".into(),
+            shard_listeners: false,
+            shard_port_base: 0,
+            ping_interval_ms: 120_000,
+            pings_outstanding_max: 2,
+            control_line_bytes_max: 4096,
+            payload_bytes_max: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Number of shards (executors); 0 = one per core in `cores`.
+    pub shards: usize,
+    /// CPU list the shards are pinned to, e.g. "0-3" or "0,2"; empty = all
+    /// cores this process may run on. Shards beyond the list share cores
+    /// round-robin.
+    pub cores: String,
+    /// Bytes of io_uring-registered memory per shard (counts against
+    /// RLIMIT_MEMLOCK, which weft raises when it may).
+    pub io_memory_bytes: usize,
+    /// Capacity, in events, of each ring between two shards.
+    pub ring_capacity: usize,
+    /// Entries of each shard's topic match cache (0 disables it).
+    pub match_cache_entries_max: usize,
+    /// Longest wait for sessions to flush on SIGINT/SIGTERM.
+    pub shutdown_flush_ms_max: u64,
+    /// Busy-poll this long before an idle shard sleeps (0 = never spin):
+    /// lower wake-up latency for a core's worth of CPU.
+    pub spin_before_park_us: u64,
+    /// How long a listener's bind is retried while its address is in use
+    /// (0 = once): a process killed with SIGKILL leaves its io_uring-held
+    /// sockets listening for a few milliseconds, and a supervisor's
+    /// immediate restart must not fail on them.
+    pub bind_retry_ms: u64,
+    /// A shard whose connections fell by an eighth (or more) of their peak
+    /// returns freed memory to the OS, at most this often; 0 = never.
+    pub memory_trim_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    pub tcp_nodelay: bool,
+    /// SO_SNDBUF of client connections; 0 keeps the kernel's autotuning.
+    /// Bounds the bytes a slow client leaves in the kernel (and the time a
+    /// final NATS error takes to reach it).
+    pub send_buffer_bytes: usize,
+    /// SO_RCVBUF of client connections; 0 keeps the kernel's autotuning.
+    pub recv_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// "text" (human-readable lines) or "json" (one object a line); both
+    /// on stderr. A change needs a restart.
+    pub format: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "127.0.0.1:1883".into(),
+            shard_listeners: false,
+            shard_port_base: 0,
+            topic_alias_maximum: 64,
+            server_keep_alive_s: 0,
+            sys_interval_s: 0,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 0,
+            cores: String::new(),
+            io_memory_bytes: 512 * 1024,
+            ring_capacity: 4096,
+            match_cache_entries_max: 4096,
+            shutdown_flush_ms_max: 2000,
+            spin_before_park_us: 0,
+            bind_retry_ms: 5000,
+            memory_trim_ms: 1000,
+        }
+    }
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            tcp_nodelay: true,
+            send_buffer_bytes: 0,
+            recv_buffer_bytes: 0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+use super::*;
+
+#[test]
+fn defaults_are_pinned() {
+    let c = Config::default();
+    assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
+    assert_eq!(c.runtime.shards, 0);
+    assert_eq!(c.runtime.ring_capacity, 4096);
+    assert_eq!(c.runtime.match_cache_entries_max, 4096);
+    assert_eq!(c.limits.packet_bytes_max, 1 << 20);
+    assert_eq!(c.limits.queued_messages_max, 100_000);
+    assert_eq!(c.limits.queued_bytes_max, 16 << 20);
+    assert_eq!(c.limits.inflight_max, 1024);
+    assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
+    assert!(c.socket.tcp_nodelay);
+    assert_eq!(c.nats.listen, "127.0.0.1:4222");
+    assert!(c.nats.enabled);
+    assert_eq!(c.nats.ping_interval_ms, 120_000);
+    assert_eq!(c.nats.pings_outstanding_max, 2);
+    assert_eq!(c.nats.payload_bytes_max, 1 << 20);
+    assert_eq!(c.admin.listen, "127.0.0.1:8222");
+    assert_eq!(c.admin.page_size_max, 1000);
+    assert_eq!(c.log.format, "text");
+    assert_eq!(c.admin.request_bytes_max, 8192);
+    assert_eq!(c.admin.request_timeout_ms, 2000);
+    assert_eq!(c.runtime.bind_retry_ms, 5000);
+    assert_eq!(c.runtime.memory_trim_ms, 1000);
+    assert_eq!(c.mqtt.sys_interval_s, 0);
+    // An empty file is the defaults.
+    assert_eq!(Config::from_toml("", "x").unwrap(), c);
+}
+
+#[test]
+fn changed_keys_are_named() {
+    let a = Config::default();
+    let mut b = a.clone();
+    b.limits.inflight_max = 7;
+    b.log.level = "debug".into();
+    assert_eq!(
+        changed_keys(&a, &b),
+        vec!["limits.inflight_max", "log.level"]
+    );
+    assert!(changed_keys(&a, &a).is_empty());
+}
+
+#[test]
+fn cpu_lists() {
+    assert_eq!(parse_cpu_list("0-3").unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(parse_cpu_list("0,2").unwrap(), vec![0, 2]);
+    assert_eq!(parse_cpu_list("0-1,4").unwrap(), vec![0, 1, 4]);
+    assert!(parse_cpu_list("3-1").is_err());
+    assert!(parse_cpu_list("a").is_err());
+    assert!(parse_cpu_list("").is_err());
+}
+
+#[test]
+fn shards_share_cores() {
+    let mut c = Config::default();
+    c.apply(&Overrides {
+        shards: Some(4),
+        cores: Some("0,1".into()),
+        ..Default::default()
+    });
+    assert_eq!(c.resolve(&[0, 1]).unwrap().shard_cores, vec![0, 1, 0, 1]);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = Config::from_toml("[limits]\nqueued_bytes_maxx = 3\n", "f.toml").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("queued_bytes_maxx"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    let e = Config::from_toml("[limits]\nqueued_bytes_max = \"x\"\n", "f.toml").unwrap_err();
+    assert!(e.to_string().contains("queued_bytes_max"), "{e}");
+    let c = Config::from_toml("[limits]\nqueued_bytes_max = 3\n", "f.toml").unwrap();
+    let e = c.resolve(&[0]).unwrap_err();
+    assert!(e.to_string().starts_with("limits.queued_bytes_max"), "{e}");
+    let c = Config::from_toml("[mqtt]\nlisten = \"nowhere\"\n", "f.toml").unwrap();
+    assert!(c
+        .resolve(&[0])
+        .unwrap_err()
+        .to_string()
+        .starts_with("mqtt.listen"));
+}

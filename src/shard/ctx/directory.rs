@@ -1,0 +1,402 @@
+//! The client-id directory of MQTT sessions: which shard hosts a client
+//! id, taking a session over from wherever it lives (MQTT-3.1.4-2),
+//! handing its state to the new connection, keeping persistent sessions
+//! offline (parked) until they are resumed or expire.
+//!
+//! Owns: the sessions hosted here by client id (online, offline, and those
+//! still in their CONNECT handshake), this shard's share of the directory
+//! (client id → host shard, for the ids that hash here), the offline queue
+//! with its expiries, and the numbers of assigned client ids. Asks other
+//! shards through `control` (claims and takeovers); releases a session's
+//! subscriptions through `routing` and its key through the table; must not
+//! touch the trie or the rings itself.
+//!
+//! Bounds: the hosted sessions are bounded by `limits.connections_max`
+//! plus the offline ones, which `limits.offline_session_expiry_s` ends; the
+//! offline queue is compacted to twice its live entries.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::control::Reply;
+use super::{SessionState, ShardCtx, ShardMsg};
+use crate::event::Event;
+use crate::shard::session::{Backlog, CloseReason, Protocol, Session};
+use crate::topic::trie::SessionKey;
+
+#[derive(Default)]
+pub(super) struct Directory {
+    /// MQTT sessions hosted here by client id (online or kept offline),
+    /// and those still in their CONNECT handshake.
+    homes: RefCell<hashbrown::HashMap<Box<str>, Rc<Session>>>,
+    connecting: RefCell<hashbrown::HashMap<Box<str>, Rc<Session>>>,
+    /// For the client ids whose directory is this shard: their host shard.
+    hosts: RefCell<hashbrown::HashMap<Box<str>, u16>>,
+    /// Offline persistent sessions, oldest first, with their expiry.
+    offline: RefCell<VecDeque<(Instant, Rc<Session>)>>,
+    offline_count: Cell<usize>,
+    next_client_number: Cell<u64>,
+}
+
+impl Directory {
+    /// Records `host` as the host of `client_id` (this shard keeps its
+    /// directory entry); returns the host before.
+    fn claim(&self, client_id: &str, host: usize) -> Option<u16> {
+        self.hosts
+            .borrow_mut()
+            .insert(client_id.into(), host as u16)
+    }
+
+    fn release(&self, client_id: &str, host: usize) {
+        let mut hosts = self.hosts.borrow_mut();
+        if hosts.get(client_id) == Some(&(host as u16)) {
+            hosts.remove(client_id);
+        }
+    }
+
+    /// Drops the capacity left by sessions gone.
+    pub(super) fn trim(&self) {
+        self.homes.borrow_mut().shrink_to_fit();
+        self.connecting.borrow_mut().shrink_to_fit();
+        self.hosts.borrow_mut().shrink_to_fit();
+    }
+
+    /// Offline persistent sessions kept here.
+    pub(super) fn offline_sessions(&self) -> usize {
+        self.offline_count.get()
+    }
+}
+
+impl ShardCtx {
+    pub fn assign_client_id(&self) -> Box<str> {
+        let n = self.directory.next_client_number.get();
+        self.directory.next_client_number.set(n + 1);
+        format!("weft-{}-{n}", self.id).into()
+    }
+
+    /// Which shard keeps the directory entry of a client id.
+    fn directory_shard(&self, client_id: &str) -> usize {
+        // FNV-1a: stable across shards and runs, no seed to share.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in client_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let shards = match self.global.client_shards {
+            0 => self.shards,
+            n => n,
+        };
+        (h % shards as u64) as usize
+    }
+
+    /// CONNECT of an MQTT client id on this shard: ends any other session
+    /// of that id, wherever it lives (MQTT-3.1.4-2), and returns its state
+    /// when `want_state` (clean session 0) and it was persistent.
+    pub async fn establish(&self, session: &Rc<Session>, want_state: bool) -> Option<SessionState> {
+        let id: Arc<str> = Arc::from(&*session.client_id);
+        // Visible to takeovers while the handshake runs.
+        if let Some(other) = self
+            .directory
+            .connecting
+            .borrow_mut()
+            .insert(id.as_ref().into(), session.clone())
+        {
+            other.close(CloseReason::TakenOver);
+        }
+        let directory = self.directory_shard(&id);
+        let previous = if directory == self.id {
+            self.directory.claim(&id, self.id)
+        } else {
+            let token = self.control.token();
+            self.control.push(
+                Some(directory),
+                ShardMsg::Claim {
+                    client_id: id.clone(),
+                    token,
+                },
+            );
+            match self.control.wait_reply(token, &self.stopping).await {
+                Some(Reply::Claimed(previous)) => previous,
+                _ => None,
+            }
+        };
+        // The host we may not know of is ourselves: check locally too.
+        let mut state = self.take_over(&id, want_state, session);
+        if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
+            let token = self.control.token();
+            self.control.push(
+                Some(home),
+                ShardMsg::Takeover {
+                    client_id: id.clone(),
+                    token,
+                    want_state,
+                },
+            );
+            if let Some(Reply::State(s)) = self.control.wait_reply(token, &self.stopping).await {
+                state = state.or(s.map(|b| *b));
+            }
+        }
+        tracing::debug!(
+            shard = self.id,
+            client_id = &*id,
+            ?previous,
+            resumed = state.is_some(),
+            inflight = state.as_ref().map_or(0, |s| s.backlog.inflight.len()),
+            queued = state.as_ref().map_or(0, |s| s.backlog.queued.len()),
+            "session established"
+        );
+        let mut connecting = self.directory.connecting.borrow_mut();
+        if connecting.get(&*id).is_some_and(|s| Rc::ptr_eq(s, session)) {
+            connecting.remove(&*id);
+        }
+        drop(connecting);
+        if session.close_reason().is_none() {
+            self.directory
+                .homes
+                .borrow_mut()
+                .insert(id.as_ref().into(), session.clone());
+        }
+        state
+    }
+
+    /// Ends this shard's session of `client_id` other than `except`;
+    /// returns its state if wanted and it was persistent.
+    fn take_over(
+        &self,
+        client_id: &str,
+        want_state: bool,
+        except: &Rc<Session>,
+    ) -> Option<SessionState> {
+        let connecting = self.directory.connecting.borrow_mut().remove(client_id);
+        if let Some(c) = connecting {
+            if Rc::ptr_eq(&c, except) {
+                self.directory
+                    .connecting
+                    .borrow_mut()
+                    .insert(client_id.into(), c);
+            } else {
+                c.close(CloseReason::TakenOver);
+            }
+        }
+        let old = self.directory.homes.borrow_mut().remove(client_id)?;
+        if Rc::ptr_eq(&old, except) {
+            self.directory
+                .homes
+                .borrow_mut()
+                .insert(client_id.into(), old);
+            return None;
+        }
+        old.close(CloseReason::TakenOver);
+        if old.offline.get() && !old.detached.get() {
+            let count = &self.directory.offline_count;
+            count.set(count.get() - 1);
+        }
+        let keep = want_state && old.persistent.get();
+        let subscriptions: Vec<(Box<str>, u8)> = if keep {
+            old.subscriptions
+                .borrow()
+                .iter()
+                .map(|(f, q)| (f.clone(), *q))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let identifiers: Vec<(Box<str>, u32)> = if keep {
+            old.sub_identifiers
+                .borrow()
+                .iter()
+                .map(|(f, i)| (f.clone(), *i))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A will waiting for its delay is not published: the session goes on.
+        old.pending_will.borrow_mut().take();
+        let backlog = old.take_backlog();
+        // Release everything of the old session here (its connection, if
+        // any, sees `detached` and leaves it alone).
+        self.release_session(&old);
+        keep.then_some(SessionState {
+            subscriptions,
+            identifiers,
+            backlog,
+        })
+    }
+
+    fn take_over_remote(&self, client_id: &str, want_state: bool) -> Option<SessionState> {
+        let placeholder = Rc::new(Session::new(SessionKey::MAX, Protocol::Mqtt, "".into()));
+        self.take_over(client_id, want_state, &placeholder)
+    }
+
+    /// Removes a session's subscriptions and slot, once.
+    fn release_session(&self, session: &Rc<Session>) {
+        if session.detached.get() {
+            return;
+        }
+        // Not via `unregister`: the directory keeps pointing at the new
+        // host, which claimed the id.
+        self.drop_mqtt_subscriptions(session);
+        session.detached.set(true);
+        self.table.remove_session(session.key);
+    }
+
+    /// Installs a session state handed over from a previous connection.
+    /// Re-subscribes a resumed session and returns its backlog, once every
+    /// shard knows the subscriptions (so a publish after the CONNACK, on
+    /// any shard, reaches it). Queue the CONNACK, then the backlog.
+    pub async fn install(&self, session: &Rc<Session>, state: SessionState) -> Backlog {
+        for (filter, qos) in &state.subscriptions {
+            self.subscribe(session, filter, *qos);
+        }
+        session
+            .sub_identifiers
+            .borrow_mut()
+            .extend(state.identifiers);
+        if !state.subscriptions.is_empty() {
+            self.barrier().await;
+        }
+        state.backlog
+    }
+
+    /// The connection of a persistent session ended: keep the session,
+    /// offline, in the same slot (its subscriptions stay in the trie), until
+    /// a reconnection takes it or `offline_session_expiry_s` passes.
+    pub fn park(&self, session: &Rc<Session>) -> Rc<Session> {
+        let kept = Rc::new(Session::new(
+            session.key,
+            Protocol::Mqtt,
+            session.client_id.clone(),
+        ));
+        kept.persistent.set(true);
+        kept.offline.set(true);
+        *kept.subscriptions.borrow_mut() = std::mem::take(&mut *session.subscriptions.borrow_mut());
+        kept.restore_backlog(session.take_backlog());
+        *kept.sub_identifiers.borrow_mut() =
+            std::mem::take(&mut *session.sub_identifiers.borrow_mut());
+        kept.expiry_s.set(session.expiry_s.get());
+        session.detached.set(true);
+        self.table.replace_session(session.key, kept.clone());
+        let mut homes = self.directory.homes.borrow_mut();
+        if homes
+            .get(&*session.client_id)
+            .is_some_and(|h| Rc::ptr_eq(h, session))
+        {
+            homes.insert(session.client_id.clone(), kept.clone());
+        }
+        drop(homes);
+        let configured = self.limits().offline_session_expiry_s;
+        let expiry = Duration::from_secs(
+            session
+                .expiry_s
+                .get()
+                .map_or(configured, |s| u64::from(s).min(configured)),
+        );
+        let count = &self.directory.offline_count;
+        count.set(count.get() + 1);
+        let mut offline = self.directory.offline.borrow_mut();
+        offline.push_back((Instant::now() + expiry, kept.clone()));
+        // Entries of sessions resumed since stay until compacted: keep the
+        // queue within twice the live ones (amortised O(1)).
+        if offline.len() > 2 * count.get() + 1024 {
+            offline.retain(|(_, s)| s.offline.get() && !s.detached.get());
+        }
+        kept
+    }
+
+    /// Drops the home entry of a session that ends for good, and its
+    /// directory entry.
+    pub(super) fn leave_home(&self, session: &Rc<Session>) {
+        let mut homes = self.directory.homes.borrow_mut();
+        if !homes
+            .get(&*session.client_id)
+            .is_some_and(|h| Rc::ptr_eq(h, session))
+        {
+            return;
+        }
+        homes.remove(&*session.client_id);
+        drop(homes);
+        let id: Arc<str> = Arc::from(&*session.client_id);
+        let directory = self.directory_shard(&id);
+        if directory == self.id {
+            self.directory.release(&id, self.id);
+        } else {
+            self.control
+                .push(Some(directory), ShardMsg::Release { client_id: id });
+        }
+    }
+
+    /// Ends offline sessions whose expiry passed; returns the wills still
+    /// waiting for their delay, due now that their session ended.
+    pub(super) fn expire_offline(&self) -> Vec<Event> {
+        let mut wills = Vec::new();
+        let now = Instant::now();
+        loop {
+            let next = {
+                let mut offline = self.directory.offline.borrow_mut();
+                match offline.front() {
+                    Some((deadline, _)) if *deadline <= now => offline.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, session)) = next else {
+                return wills;
+            };
+            if session.offline.get() && !session.detached.get() {
+                let count = &self.directory.offline_count;
+                count.set(count.get() - 1);
+                wills.extend(session.pending_will.borrow_mut().take());
+                tracing::debug!(
+                    shard = self.id,
+                    client_id = &*session.client_id,
+                    "offline session expired"
+                );
+                self.unregister(&session);
+            }
+        }
+    }
+
+    /// A directory message from another shard (claim, takeover, release).
+    pub(super) fn on_ring_directory(self: &Rc<Self>, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Claim { client_id, token } => {
+                let previous = self.directory.claim(&client_id, from);
+                self.control
+                    .push(Some(from), ShardMsg::ClaimReply { token, previous });
+            }
+            ShardMsg::ClaimReply { token, previous } => {
+                self.control.answer(token, Reply::Claimed(previous))
+            }
+            ShardMsg::Takeover {
+                client_id,
+                token,
+                want_state,
+            } => {
+                // First let every event already on its way here arrive (a
+                // barrier: each peer answers after what it sent before), so
+                // that what was acknowledged to publishers before this
+                // reconnection travels with the session. Then hand it over.
+                let ctx = self.clone();
+                glommio::spawn_local(async move {
+                    ctx.barrier().await;
+                    // No session of ours is excluded: the claimant is elsewhere.
+                    let state = ctx.take_over_remote(&client_id, want_state);
+                    ctx.control.push(
+                        Some(from),
+                        ShardMsg::TakeoverReply {
+                            token,
+                            state: state.map(Box::new),
+                        },
+                    );
+                })
+                .detach();
+            }
+            ShardMsg::TakeoverReply { token, state } => {
+                self.control.answer(token, Reply::State(state))
+            }
+            ShardMsg::Release { client_id } => self.directory.release(&client_id, from),
+            _ => debug_assert!(false, "not a directory message"),
+        }
+    }
+}
