@@ -109,16 +109,18 @@ pub fn decode<'a>(
     } else {
         nl
     };
-    let line =
-        std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
     let after_line = nl + 1;
     // Byte searches, not char patterns: this runs for every PUB.
     let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let (name, rest) = match line.as_bytes().iter().position(is_blank) {
-        Some(at) => (&line[..at], line[at..].trim_start()),
-        None => (line, ""),
-    };
-    let op = known_op(name.as_bytes())?;
+    let name_end = buf[..line_end]
+        .iter()
+        .position(is_blank)
+        .unwrap_or(line_end);
+    // The name first, as before the line is complete (above).
+    let op = known_op(&buf[..name_end])?;
+    let line =
+        std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
+    let rest = line[name_end..].trim_start();
     let mut arg_vec: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
     if op != Op::Connect {
         let mut rest = rest;
@@ -490,6 +492,15 @@ mod tests {
         let long = [b"FOO ".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(decode(&long[..10], &L), Err(NatsError::UnknownOperation));
         assert_eq!(decode(&long, &L), Err(NatsError::UnknownOperation));
+        // Found by the fuzzer: an unknown name is refused before the line
+        // is checked for UTF-8, complete or not.
+        let bad = b"SUB\xff\xff\xff\xff\xff\xff\x07\r\n";
+        assert_eq!(decode(&bad[..8], &L), Err(NatsError::UnknownOperation));
+        assert_eq!(decode(bad, &L), Err(NatsError::UnknownOperation));
+        assert_eq!(
+            decode(b"PUB \xff 1\r\nx\r\n", &L),
+            Err(NatsError::BadArguments("line"))
+        );
     }
 
     #[test]
