@@ -99,6 +99,8 @@ pub enum LinkError {
     TooManyDests { count: usize, limit: usize },
     #[error("user-property list flagged present but empty")]
     EmptyUserProperties,
+    #[error("stamp flagged present but 0 (the value for none)")]
+    ZeroStamp,
 }
 
 /// Why a frame could not be encoded. The output `Vec` is left unchanged.
@@ -527,7 +529,11 @@ fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>
         return Err(LinkError::BadQos(qos));
     }
     let stamp = if flags & EVENT_STAMP != 0 {
-        r.u64()?
+        // Absent is the flag's job: keep the encoding canonical.
+        match r.u64()? {
+            0 => return Err(LinkError::ZeroStamp),
+            stamp => stamp,
+        }
     } else {
         0
     };
@@ -1087,6 +1093,12 @@ mod tests {
             ),
             // A stamp flagged but cut short.
             (with(&[EVENT_STAMP, 0, 0, 0, 0, 0]), LinkError::Truncated),
+            // Found by the link_decode fuzz target: a stamp flagged but 0
+            // decoded as "no stamp", so it re-encoded to other bytes.
+            (
+                with(&[EVENT_STAMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                LinkError::ZeroStamp,
+            ),
             // Reply flagged but the payload length is read as its string.
             (with(&[0, META_REPLY, 0, 0, 0, 0]), LinkError::Truncated),
             (

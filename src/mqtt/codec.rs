@@ -53,6 +53,8 @@ pub enum DecodeError {
     TooManyFilters(usize),
     #[error("invalid subscription options byte {0:#x}")]
     BadSubscriptionOptions(u8),
+    #[error("reserved CONNACK acknowledge flags {0:#x}")]
+    BadConnAckFlags(u8),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,9 +274,14 @@ fn decode_body<'a>(
         1 => Packet::Connect(decode_connect(&mut r)?),
         2 => {
             let ack = r.u8()?;
+            // MQTT-3.2.2.1: bits 7-1 are reserved and 0 (and the encoding
+            // stays canonical: one byte form per packet).
+            if ack & 0xfe != 0 {
+                return Err(DecodeError::BadConnAckFlags(ack));
+            }
             let code = r.u8()?;
             Packet::ConnAck {
-                session_present: ack & 1 == 1,
+                session_present: ack == 1,
                 code,
             }
         }
@@ -716,6 +723,13 @@ mod tests {
             (&[0x40, 0x03, 0, 1, 9], DecodeError::TrailingBytes),
             (&[0xc0, 0x01, 0], DecodeError::TrailingBytes),
             (&[0xe0, 0x01, 0], DecodeError::TrailingBytes),
+            // Found by the mqtt311_decode fuzz target: decoded as a plain
+            // CONNACK, so it re-encoded to other bytes.
+            (&[0x20, 0x02, 0x02, 0x00], DecodeError::BadConnAckFlags(2)),
+            (
+                &[0x20, 0x02, 0x81, 0x00],
+                DecodeError::BadConnAckFlags(0x81),
+            ),
         ];
         for (bytes, want) in bad {
             assert_eq!(decode(bytes, &L), Err(*want), "{bytes:x?}");

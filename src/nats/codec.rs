@@ -90,14 +90,17 @@ pub fn decode<'a>(
 ) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
     let window = &buf[..buf.len().min(limits.control_line_bytes_max + 2)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-        if buf.len() > limits.control_line_bytes_max + 1 {
-            return Err(NatsError::ControlLineTooLong);
-        }
-        // Reject an unknown operation as soon as its name is complete.
-        if let Some(sp) = buf.iter().position(|&b| b == b' ' || b == b'\t') {
-            known_op(&buf[..sp])?;
+        // Reject an unknown operation as soon as its name is complete: at a
+        // blank, or at a CR (`CONNECT\r` may be followed by its LF), and
+        // before the line length, so that the error does not depend on how
+        // the bytes were split into reads.
+        if let Some(end) = buf.iter().position(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+            known_op(&buf[..end])?;
         } else if buf.len() > 7 {
             return Err(NatsError::UnknownOperation);
+        }
+        if buf.len() > limits.control_line_bytes_max + 1 {
+            return Err(NatsError::ControlLineTooLong);
         }
         return Ok(None);
     };
@@ -106,16 +109,18 @@ pub fn decode<'a>(
     } else {
         nl
     };
-    let line =
-        std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
     let after_line = nl + 1;
     // Byte searches, not char patterns: this runs for every PUB.
     let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let (name, rest) = match line.as_bytes().iter().position(is_blank) {
-        Some(at) => (&line[..at], line[at..].trim_start()),
-        None => (line, ""),
-    };
-    let op = known_op(name.as_bytes())?;
+    let name_end = buf[..line_end]
+        .iter()
+        .position(is_blank)
+        .unwrap_or(line_end);
+    // The name first, as before the line is complete (above).
+    let op = known_op(&buf[..name_end])?;
+    let line =
+        std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
+    let rest = line[name_end..].trim_start();
     let mut arg_vec: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
     if op != Op::Connect {
         let mut rest = rest;
@@ -470,6 +475,32 @@ mod tests {
         );
         let long = [b"SUB ".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(decode(&long, &L), Err(NatsError::ControlLineTooLong));
+    }
+
+    /// Found by the nats_decode fuzz target: a prefix of an operation must
+    /// be "need more" or decide as the whole does. `CONNECT\r` (8 bytes,
+    /// no blank yet) was refused as unknown though `CONNECT\r\n` is an
+    /// operation; a long line with an unknown name was "control line too
+    /// long" when it came in one read and "unknown operation" in two.
+    #[test]
+    fn a_prefix_decides_as_the_whole() {
+        assert_eq!(decode(b"CONNECT\r", &L), Ok(None));
+        assert_eq!(
+            decode(b"CONNECT\r\n", &L),
+            Ok(Some((ClientOp::Connect(""), 9)))
+        );
+        let long = [b"FOO ".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(decode(&long[..10], &L), Err(NatsError::UnknownOperation));
+        assert_eq!(decode(&long, &L), Err(NatsError::UnknownOperation));
+        // Found by the fuzzer: an unknown name is refused before the line
+        // is checked for UTF-8, complete or not.
+        let bad = b"SUB\xff\xff\xff\xff\xff\xff\x07\r\n";
+        assert_eq!(decode(&bad[..8], &L), Err(NatsError::UnknownOperation));
+        assert_eq!(decode(bad, &L), Err(NatsError::UnknownOperation));
+        assert_eq!(
+            decode(b"PUB \xff 1\r\nx\r\n", &L),
+            Err(NatsError::BadArguments("line"))
+        );
     }
 
     #[test]

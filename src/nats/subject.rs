@@ -134,7 +134,9 @@ pub fn write_nats(topic: &str, out: &mut Vec<u8>) {
     let bytes = topic.as_bytes();
     // The usual topic (no '.', no empty level) maps byte for byte: copy it
     // and turn '/' into '.' in place (runs per delivery to NATS).
-    let plain = !bytes.contains(&b'.')
+    // (The empty topic is one empty level, the token '/', not plain.)
+    let plain = !bytes.is_empty()
+        && !bytes.contains(&b'.')
         && bytes.first() != Some(&b'/')
         && bytes.last() != Some(&b'/')
         && !bytes.windows(2).any(|w| w == b"//");
@@ -169,13 +171,14 @@ pub fn write_nats(topic: &str, out: &mut Vec<u8>) {
 /// The NATS form of an internal filter (`+` → `*`, trailing `+/#` → `>`),
 /// for display.
 pub fn filter_to_nats(filter: &str) -> String {
+    // `body` is None when the filter is `+/#` alone (NATS `>`): an empty
+    // body after stripping is one empty level (`/.>`), not no level.
     let (body, tail) = match filter.strip_suffix("+/#") {
-        Some(body) => (body.strip_suffix('/').unwrap_or(body), true),
-        None => (filter, false),
+        Some("") => (None, true),
+        Some(body) => (Some(body.strip_suffix('/').unwrap_or(body)), true),
+        None => (Some(filter), false),
     };
-    let mut out = if body.is_empty() && tail {
-        String::new()
-    } else {
+    let mut out = if let Some(body) = body {
         body.split('/')
             .map(|level| {
                 if level == "+" {
@@ -186,6 +189,8 @@ pub fn filter_to_nats(filter: &str) -> String {
             })
             .collect::<Vec<_>>()
             .join(".")
+    } else {
+        String::new()
     };
     if tail {
         if !out.is_empty() {
@@ -263,6 +268,20 @@ mod tests {
         for f in ["a.*.c", "a.>", ">", "*", "a.b//c"] {
             let internal = to_internal(f, true, 256).unwrap();
             assert_eq!(filter_to_nats(&internal), f);
+        }
+    }
+
+    /// Found by the `subject` fuzz target: an empty first level before a
+    /// `>` (NATS `/.>`) displayed as `>`, and an empty level elsewhere in a
+    /// filter (`/.a`) lost its `/` token, because `to_nats("")` wrote nothing
+    /// where `nats_len("")` counts the one byte of `/`.
+    #[test]
+    fn empty_levels_keep_their_token_in_filters() {
+        assert_eq!(to_nats(""), "/");
+        assert_eq!(nats_len(""), to_nats("").len());
+        for f in ["/.>", "/.a", "a./", "/.*.>", "/./.>", "*./"] {
+            let internal = to_internal(f, true, 256).unwrap();
+            assert_eq!(filter_to_nats(&internal), f, "{internal:?}");
         }
     }
 

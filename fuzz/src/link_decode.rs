@@ -1,0 +1,103 @@
+//! Router-to-router link frame decoder, `weft::mesh::link`.
+//!
+//! Properties: the decoder contract (see the crate comment); the encoding
+//! is canonical (the module promises `encode(decode(bytes)) == bytes`), so a
+//! decoded frame re-encodes to exactly its bytes, and `encoded_len` says how
+//! many before writing them.
+
+use weft::mesh::link::{
+    decode, encode, encoded_len, Event, Frame, Hello, LinkLimits, LinkMeta, LINK_VERSION,
+};
+
+/// Small limits, so the fuzzer reaches them within its input size.
+const LIMITS: LinkLimits = LinkLimits {
+    frame_bytes_max: 2048,
+    hops_max: 8,
+    dests_max: 4,
+};
+
+pub fn check(data: &[u8]) {
+    let Ok(Some((frame, used))) = crate::decoder_contract(data, |b| decode(b, &LIMITS)) else {
+        return;
+    };
+    assert_eq!(encoded_len(&frame), used, "{frame:?}");
+    let mut again = Vec::new();
+    encode(&frame, &mut again).unwrap_or_else(|e| panic!("decoded {frame:?}, encode: {e}"));
+    assert_eq!(again, &data[..used], "re-encoding {frame:?}");
+}
+
+pub fn seeds() -> Vec<Vec<u8>> {
+    let event = Event {
+        id: 42,
+        seq: 7,
+        origin: "r1",
+        hops: 1,
+        dests: vec!["r2", "r3"],
+        groups: vec![("r2", "workers")],
+        topic: "a/b",
+        qos: 1,
+        retain: true,
+        stamp: 1_700_000_000_000_000_000,
+        sync: false,
+        payload: b"payload",
+        meta: LinkMeta {
+            reply: Some("_INBOX.1"),
+            headers: Some(b"NATS/1.0\r\nk: v\r\n\r\n"),
+            response_topic: Some("resp/t"),
+            correlation_data: Some(&[0, 1, 2]),
+            content_type: Some("text/plain"),
+            payload_format: Some(1),
+            user_properties: vec![("k", "v")],
+            expiry_ms: Some(30_000),
+        },
+    };
+    let frames = [
+        Frame::Hello(Hello {
+            version: LINK_VERSION,
+            router_id: "r1",
+            mesh: "prod",
+        }),
+        Frame::InterestAdd {
+            filter: "a/+/#",
+            group: Some("workers"),
+            origin: "r2",
+            distance: 2,
+        },
+        Frame::InterestRemove {
+            filter: "a/b",
+            group: None,
+            origin: "r2",
+        },
+        Frame::Event(event.clone()),
+        Frame::Event(Event {
+            seq: 0,
+            qos: 0,
+            retain: false,
+            stamp: 0,
+            sync: true,
+            dests: vec![],
+            groups: vec![],
+            meta: LinkMeta::default(),
+            ..event
+        }),
+        Frame::Close { reason: "shutdown" },
+    ];
+    let mut seeds: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            let mut out = Vec::new();
+            encode(f, &mut out).expect("seed encodes");
+            out
+        })
+        .collect();
+    let mut stream = Vec::new();
+    for f in [
+        Frame::Ack { seq: 7 },
+        Frame::Ping { nonce: 1 },
+        Frame::Pong { nonce: 1 },
+    ] {
+        encode(&f, &mut stream).expect("seed encodes");
+    }
+    seeds.push(stream);
+    seeds
+}
