@@ -105,7 +105,8 @@ start_router() {
     PIDS+=("$!")
     local pid=$! want="admin listening on"
     case " $* " in *" --mesh-listen "*) want="mesh listening on" ;; esac
-    for _ in $(seq 200); do
+    # Up to 30 s: on a loaded machine a start can take several seconds.
+    for _ in $(seq 600); do
         grep -q "^weft: $want" "$log" && break
         kill -0 "$pid" 2>/dev/null || { echo "router $name ($side) exited at start:" >&2; cat "$log" >&2; exit 1; }
         sleep 0.05
@@ -118,15 +119,15 @@ start_router() {
     MESH[$name]=$(addr mesh)
 }
 
-# wait_links NAME N: until N links of the router are up (GET /links), 10 s at most.
+# wait_links NAME N: until N links of the router are up (GET /links), 30 s at most.
 wait_links() {
     local up=0
-    for _ in $(seq 200); do
+    for _ in $(seq 600); do
         up=$(curl -s "http://${ADMIN[$1]}/links" | grep -o '"state":"up"' | wc -l || true)
         [ "$up" -ge "$2" ] && return 0
         sleep 0.05
     done
-    echo "router $1: $up of $2 links up after 10 s" >&2
+    echo "router $1: $up of $2 links up after 30 s" >&2
     exit 1
 }
 

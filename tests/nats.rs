@@ -89,12 +89,11 @@ async fn queue_group_delivers_once_per_group_across_shards() {
     }
     // The group gets each event exactly once, spread over its members.
     let mut fences = Vec::new();
-    let mut group = futures::stream::select_all(members.into_iter().enumerate().map(
-        |(i, (c, s, fence))| {
+    let mut group =
+        futures::stream::select_all(members.into_iter().enumerate().map(|(i, (c, s, fence))| {
             fences.push((c, fence));
             s.map(move |m| (i, String::from_utf8(m.payload.to_vec()).unwrap()))
-        },
-    ));
+        }));
     let mut seen = BTreeSet::new();
     let mut per_member = [0usize; 4];
     for _ in 0..n {
@@ -127,10 +126,7 @@ async fn queue_group_delivers_once_per_group_across_shards() {
             .expect("subscription open");
     }
     let extra = futures::FutureExt::now_or_never(group.next());
-    assert!(
-        extra.is_none(),
-        "an extra delivery in the group: {extra:?}"
-    );
+    assert!(extra.is_none(), "an extra delivery in the group: {extra:?}");
     assert_eq!(seen.len(), n);
     for (i, count) in per_member.iter().enumerate() {
         assert!(

@@ -58,15 +58,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{self, Receiver, RecvTimeoutError};
 use crossbeam::utils::CachePadded;
 use hdrhistogram::Histogram;
 
 use report::{PubResult, SubResult};
-use schedule::{Clock, Schedule};
+use schedule::Clock;
 
-pub use args::{BenchArgs, Protocol};
 pub(crate) use args::{servers, Plan};
+pub use args::{BenchArgs, Protocol};
 pub use schedule::parse_cpu_list;
 
 /// State shared by all client threads and the main (progress) thread.
@@ -173,7 +173,7 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("sub-{n}"))
                 .spawn(move || {
-                    let r = subscriber(&shared, n, run_id, &gates, &tx);
+                    let r = subscriber::subscriber(&shared, n, run_id, &gates, &tx);
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,
@@ -188,7 +188,7 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("pub-{n}"))
                 .spawn(move || {
-                    let r = publisher(&shared, n, run_id, &gates);
+                    let r = publisher::publisher(&shared, n, run_id, &gates);
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,
@@ -196,7 +196,7 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     }
 
     ready.wait();
-    let probe = await_probes(&shared);
+    let probe = probe::await_probes(&shared);
     shared.probe_over.store(true, Ordering::Release);
     probed.wait();
     let probe_ms = match probe {

@@ -29,7 +29,6 @@ pub(super) fn probe_from(payload: &[u8]) -> Option<usize> {
     Some(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize)
 }
 
-
 /// The probe phase, seen from the main thread: waits until every subscriber
 /// has seen a probe from every publisher. Returns how long that took (ms),
 /// None without a probe phase or when a client failed (it reports why).
@@ -67,7 +66,6 @@ pub(super) fn await_probes(shared: &Shared) -> io::Result<Option<f64>> {
         thread::sleep(Duration::from_millis(1));
     }
 }
-
 
 /// Probe phase of a subscriber: reads until it has seen a probe from every
 /// publisher, then goes on reading (and dropping) until the phase is over.
@@ -150,4 +148,3 @@ mod tests {
         }
     }
 }
-

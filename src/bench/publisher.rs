@@ -14,10 +14,18 @@ use hdrhistogram::Histogram;
 
 use super::probe::send_probes;
 use super::report::PubResult;
-use super::wire::{Conn, Inbound};
-use super::{pin, tighten_timer_slack, Gates, Plan, Shared, SETUP_TIMEOUT};
+use super::schedule::Schedule;
+use super::wire::{self, Conn, Inbound};
+use super::{
+    new_histogram, pin, tighten_timer_slack, Gates, Plan, Protocol, Shared, SETUP_TIMEOUT,
+};
 
-pub(super) fn publisher(shared: &Shared, n: usize, run_id: u32, [ready, probed, go]: &Gates) -> PubResult {
+pub(super) fn publisher(
+    shared: &Shared,
+    n: usize,
+    run_id: u32,
+    [ready, probed, go]: &Gates,
+) -> PubResult {
     let plan = &shared.plan;
     pin(plan, plan.subs + n);
     if plan.rate > 0 {
@@ -284,4 +292,3 @@ impl<'a> Publisher<'a> {
         Ok(())
     }
 }
-

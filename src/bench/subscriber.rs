@@ -8,20 +8,20 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::Duration;
 
 use crossbeam::channel::Sender;
 
-use super::probe::await_probe;
+use super::probe::{await_probe, PROBE_MARKER};
 use super::report::SubResult;
 use super::wire::{self, Conn, Inbound};
-use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Shared, SETUP_TIMEOUT};
+use super::{new_histogram, pin, Gates, Interval, Shared, SETUP_TIMEOUT};
 
 /// Throughput mode: a subscriber read smaller than this is followed by a
 /// pause of [`COALESCE_PAUSE`] (at most that much delay on the last message).
 const COALESCE_BYTES: usize = 16 * 1024;
 const COALESCE_PAUSE: Duration = Duration::from_micros(200);
-
 
 pub(super) fn subscriber(
     shared: &Shared,
@@ -159,4 +159,3 @@ pub(super) fn subscriber(
     conn.close();
     result
 }
-

@@ -917,7 +917,10 @@ async fn quiet_links(admins: &[SocketAddr], balanced: bool) -> Vec<LinksView> {
                 if xid == yid || x.to(yid).is_none() {
                     continue;
                 }
-                let (sent, got) = (x.sum_to(yid, |l| l.events_out), y.sum_to(xid, |l| l.events_in));
+                let (sent, got) = (
+                    x.sum_to(yid, |l| l.events_out),
+                    y.sum_to(xid, |l| l.events_in),
+                );
                 if sent != got {
                     unbalanced.push(format!("{xid} sent {yid} {sent}, {yid} received {got}"));
                 }
