@@ -95,23 +95,24 @@ trap 'exit 130' INT TERM
 declare -A MQTT NATS ADMIN MESH
 
 # start_router SIDE NAME weft-run-flags...: starts a pinned router of SIDE
-# and waits for its "listening" lines (ports 0: the addresses are read there).
+# and waits for its "listening" lines (ports 0: the addresses are read there;
+# stdout apart from stderr, whose lines could land inside them).
 start_router() {
     local side=$1 name=$2 log=$WORK/$2.log
     shift 2
     taskset -c "$ROUTER_CORE" "${BIN[$side]}" run --router-id "$name" --shards 1 \
         --cores "$ROUTER_CORE" --mqtt-listen 127.0.0.1:0 --nats-listen 127.0.0.1:0 \
-        --admin-listen 127.0.0.1:0 --log-level warn "$@" >"$log" 2>&1 &
+        --admin-listen 127.0.0.1:0 --log-level warn "$@" >"$log" 2>"$log.err" &
     PIDS+=("$!")
     local pid=$! want="admin listening on"
     case " $* " in *" --mesh-listen "*) want="mesh listening on" ;; esac
     # Up to 30 s: on a loaded machine a start can take several seconds.
     for _ in $(seq 600); do
         grep -q "^weft: $want" "$log" && break
-        kill -0 "$pid" 2>/dev/null || { echo "router $name ($side) exited at start:" >&2; cat "$log" >&2; exit 1; }
+        kill -0 "$pid" 2>/dev/null || { echo "router $name ($side) exited at start:" >&2; cat "$log" "$log.err" >&2; exit 1; }
         sleep 0.05
     done
-    grep -q "^weft: $want" "$log" || { echo "router $name: no '$want' line:" >&2; cat "$log" >&2; exit 1; }
+    grep -q "^weft: $want" "$log" || { echo "router $name: no '$want' line:" >&2; cat "$log" "$log.err" >&2; exit 1; }
     addr() { sed -n "s/^weft: $1 listening on \([^ ]*\).*/\1/p" "$log" | head -1; }
     MQTT[$name]=$(addr mqtt)
     NATS[$name]=$(addr nats)
