@@ -207,7 +207,7 @@ other = []
 for w, side, rep, rate, lost, oth in rows:
     runs.setdefault((w, side), []).append((int(rate), int(lost)))
     other.append(float(oth))
-cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")
+cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
 print(f"A/B of weft {before[:7]} (before) and {after[:7]} (after), {start}, {platform.node()}: "
       f"{cpu}, kernel {platform.release()}.")
 print(f"{reps} repetitions, alternating (before first in odd repetitions); 1 -> 1, {payload}-byte "
