@@ -51,7 +51,10 @@ fn run(messages: u64, capacity: usize) -> Duration {
         .io_memory(IO_MEMORY)
         .spawn(move || async move {
             let (_senders, receivers) = consumer_ends.connect().await;
-            let [(_, receiver)] = <[_; 1]>::try_from(receivers).ok().expect("one peer");
+            let (_, receiver) = receivers
+                .into_iter()
+                .next()
+                .expect("a ring from the producer");
             let mut n = 0u64;
             while n < messages {
                 match receiver.recv().await {
