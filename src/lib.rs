@@ -1,18 +1,27 @@
 //! weft: a thread-per-core event mesh router.
 //!
-//! One glommio executor per pinned core ("shard") owns its listener, its
+//! One glommio executor per pinned core ("shard") owns its listeners, its
 //! sessions, and its part of the subscription state; shards exchange
 //! events through bounded lock-free SPSC rings, with no locks on the event
-//! path. Clients speak MQTT 3.1.1 today; NATS, MQTT 5 and the mesh of
-//! routers follow (see the README's architecture section).
+//! path. Clients speak MQTT 3.1, 3.1.1 and 5.0 and the NATS client
+//! protocol, and an event crosses between them; routers link into a mesh
+//! (see the README's architecture section).
 //!
 //! Layout, one concern per module:
-//! - [`topic`]: topic validation and the per-shard subscription trie (pure);
-//! - [`mqtt`]: the sans-IO MQTT codec;
+//! - [`topic`]: topic validation, the per-shard subscription trie and the
+//!   retained store (pure);
+//! - [`mqtt`], [`nats`]: the sans-IO codecs and rules of each client
+//!   protocol;
+//! - [`mesh`]: the link protocol and the routing core between routers
+//!   (sans-IO, simulated in memory by its tests);
+//! - [`session`]: the contract between a protocol's session machine and
+//!   the connection driver;
 //! - [`event`]: the shared, immutable event buffer;
-//! - [`shard`]: the runtime seam (executors, sockets, rings, timers),
-//!   sessions and routing;
-//! - [`config`]: every limit and default, TOML and CLI overrides.
+//! - [`shard`]: the runtime seam (executors, sockets, rings, timers), the
+//!   connection driver, routing and the links' IO;
+//! - [`config`]: every limit and default, TOML and CLI overrides;
+//! - [`admin`]: the HTTP endpoint (metrics and JSON views);
+//! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
 //!
 //! Operating limits: at most 64 shards per process (one bit per shard in the
 //! trie); one process per NUMA node beyond that.

@@ -156,7 +156,15 @@ async fn sighup_changes_the_log_level() {
     // At warn, a closed connection logs nothing.
     let c = connect(weft.addr, "quiet-before").await;
     c.client.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Fence: the router has handled the close (the clean session is gone)
+    // before the log level changes.
+    wait_until("quiet-before: session gone", WAIT, || async {
+        match sessions_of(weft.admin, "quiet-before").await[..] {
+            [] => Ok(()),
+            ref listed => Err(format!("still listed (online: {listed:?})")),
+        }
+    })
+    .await;
     drop(c);
     let mut text = std::fs::read_to_string(&weft.config_path).unwrap();
     text = text.replace("level = \"warn\"", "level = \"debug\"");

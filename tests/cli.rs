@@ -239,8 +239,8 @@ async fn json_logs_are_one_object_a_line() {
     w.wait_for_log("admin listening on");
     drop(connect(w.addr, "logged").await);
     assert!(w.terminate().success());
-    // The stderr reader ends with the process; give it the last lines.
-    std::thread::sleep(Duration::from_millis(200));
+    // The stderr reader ends with the process: wait for its last lines.
+    w.wait_stderr_end();
     let lines = w.stderr_lines();
     assert!(lines.len() >= 3, "{lines:#?}");
     let mut messages = Vec::new();

@@ -5,7 +5,10 @@
 //!
 //! Interest travels asynchronously, so every test fences: it publishes
 //! probes until they arrive, and only then the counted events, then waits
-//! for them all and a further settle time to catch duplicates. Nothing here
+//! for them all. To catch duplicates and stray copies it then settles
+//! without sleeping: it waits until no copy is in flight on any link
+//! (`common::wait_links_quiet`) and fences once more, from another router,
+//! so that every copy a router will deliver has been delivered. Nothing here
 //! asserts a time; every wait is bounded by `common::WAIT`.
 
 mod common;
@@ -15,9 +18,6 @@ use std::time::Duration;
 
 use common::*;
 use rumqttc::{AsyncClient, QoS};
-
-/// After the last expected event, how long to wait for extra ones.
-const SETTLE: Duration = Duration::from_millis(500);
 
 /// Fast keepalive and reconnects, so cuts are noticed and healed quickly.
 const MESH_TOML: &str = "[mesh]
@@ -107,6 +107,20 @@ impl Routers {
     }
 }
 
+/// Waits until no event copy is in flight between the routers (see
+/// `common::wait_links_quiet`): a fence published after it, from another
+/// router than its subscribers', arrives after every earlier copy.
+async fn quiet(r: &Routers) {
+    let admins: Vec<SocketAddr> = r.wefts.iter().map(|w| w.admin).collect();
+    wait_links_quiet(&admins).await;
+}
+
+/// Where the link counters cannot balance (see `common::wait_links_acked`).
+async fn acked(r: &Routers) {
+    let admins: Vec<SocketAddr> = r.wefts.iter().map(|w| w.admin).collect();
+    wait_links_acked(&admins).await;
+}
+
 impl std::ops::Index<usize> for Routers {
     type Output = Weft;
     fn index(&self, i: usize) -> &Weft {
@@ -180,7 +194,9 @@ async fn line_forwards_only_wanted_topics() {
         m.iter().filter(|m| m.topic == "bee/d").count() >= N as usize
     })
     .await;
-    tokio::time::sleep(SETTLE).await;
+    quiet(&r).await;
+    fence(mqtt_publisher(&a_pub), "want/settle", &[&at_c]).await;
+    fence(mqtt_publisher(&a_pub), "bee/settle", &[&at_b]).await;
     assert_once(&at_c, "want/d", 0..N);
     assert_once(&at_b, "bee/d", 0..N);
     assert!(
@@ -195,50 +211,64 @@ async fn line_forwards_only_wanted_topics() {
     // Every copy over a link is accounted for by a delivery (probes
     // included): what reached C crossed A->B and B->C, what reached B
     // crossed A->B only; `nobody/d` and `want-not/d` crossed nothing.
-    let to_c = at_c.len() as u64;
-    let to_b = at_b.len() as u64;
-    let expect_a = |v: &LinksView| {
-        v.to("B")
-            .is_some_and(|l| l.events_out == to_c + to_b && l.events_in == 0)
+    let expect_a = |to_c: u64, to_b: u64| {
+        move |v: &LinksView| {
+            v.to("B")
+                .is_some_and(|l| l.events_out == to_c + to_b && l.events_in == 0)
+        }
     };
-    let expect_b = |v: &LinksView| {
-        v.to("A").is_some_and(|l| l.events_in == to_c + to_b)
-            && v.to("C")
-                .is_some_and(|l| l.events_out == to_c && l.events_in == 0)
+    let expect_b = |to_c: u64, to_b: u64| {
+        move |v: &LinksView| {
+            v.to("A").is_some_and(|l| l.events_in == to_c + to_b)
+                && v.to("C")
+                    .is_some_and(|l| l.events_out == to_c && l.events_in == 0)
+        }
     };
-    let expect_c = |v: &LinksView| v.to("B").is_some_and(|l| l.events_in == to_c);
+    let expect_c = |to_c: u64| move |v: &LinksView| v.to("B").is_some_and(|l| l.events_in == to_c);
+    let (to_c, to_b) = (at_c.len() as u64, at_b.len() as u64);
     wait_links(
         r[0].admin,
         "A: events_out to B = deliveries at B and C",
-        expect_a,
+        expect_a(to_c, to_b),
     )
     .await;
-    wait_links(r[1].admin, "B: forwards to C only what C wants", expect_b).await;
+    wait_links(
+        r[1].admin,
+        "B: forwards to C only what C wants",
+        expect_b(to_c, to_b),
+    )
+    .await;
     wait_links(
         r[2].admin,
         "C: events_in from B = deliveries at C",
-        expect_c,
+        expect_c(to_c),
     )
     .await;
-    // Nothing more after a settle: the counters stay put.
-    tokio::time::sleep(SETTLE).await;
-    let (a, b, c) = (
-        links(r[0].admin).await,
-        links(r[1].admin).await,
-        links(r[2].admin).await,
-    );
-    assert!(
-        expect_a(&a),
-        "A's link counters moved after the settle: {a:#?}"
-    );
-    assert!(
-        expect_b(&b),
-        "B's link counters moved after the settle: {b:#?}"
-    );
-    assert!(
-        expect_c(&c),
-        "C's link counters moved after the settle: {c:#?}"
-    );
+    // Nothing more once settled: after one more probe to each subscriber,
+    // the counters account for exactly the deliveries (a stray copy would
+    // keep them above).
+    quiet(&r).await;
+    fence(mqtt_publisher(&a_pub), "want/settle2", &[&at_c]).await;
+    fence(mqtt_publisher(&a_pub), "bee/settle2", &[&at_b]).await;
+    let (to_c, to_b) = (at_c.len() as u64, at_b.len() as u64);
+    let a = wait_links(
+        r[0].admin,
+        "A: link counters = deliveries once settled",
+        expect_a(to_c, to_b),
+    )
+    .await;
+    let b = wait_links(
+        r[1].admin,
+        "B: link counters = deliveries once settled",
+        expect_b(to_c, to_b),
+    )
+    .await;
+    let c = wait_links(
+        r[2].admin,
+        "C: link counters = deliveries once settled",
+        expect_c(to_c),
+    )
+    .await;
     // Interest: A learned want/# (C) and bee/# (B) from B; B learned want/#
     // from C and advertised its own bee/# to C; nothing was denied. Every
     // router also announces the retained-message key (its own entry): A
@@ -313,7 +343,15 @@ async fn each_event_exactly_once(ids: &[&str], edges: &[(usize, usize)]) {
             .wait_until("every event", |m| data(m) >= n * N as usize)
             .await;
     }
-    tokio::time::sleep(SETTLE).await;
+    quiet(&r).await;
+    for (i, id) in ids.iter().enumerate() {
+        probes += fence(
+            mqtt_publisher(&pubs[i].0),
+            &format!("t/probe/{id}/end"),
+            &all,
+        )
+        .await;
+    }
     for inbox in &inboxes {
         for id in ids {
             assert_once(inbox, &format!("t/data/{id}"), 0..N);
@@ -531,7 +569,15 @@ async fn link_cut_and_restored_resyncs_interest() {
     .await;
     at_b2.wait_until("k2/d", all_of("k2/d")).await;
     at_a2.wait_until("r2/d", all_of("r2/d")).await;
-    tokio::time::sleep(SETTLE).await;
+    // Not `quiet`: after the resync B's `events_in` from A runs ahead of
+    // A's `events_out` to B for good (seen: by 40 = 2 N, as many as the
+    // gone/d and gone2/d events A does not count as sent), so the two
+    // ends never balance here. Reported on #11, not fixed here.
+    acked(&r).await;
+    fence(mqtt_publisher(&a_pub), "k/settle", &[&at_b]).await;
+    fence(mqtt_publisher(&a_pub), "k2/settle", &[&at_b2]).await;
+    fence(mqtt_publisher(&b_pub), "r/settle", &[&at_a]).await;
+    fence(mqtt_publisher(&b_pub), "r2/settle", &[&at_a2]).await;
     assert_once(&at_b, "k/d", 0..2 * N);
     assert_once(&at_a, "r/d", 0..2 * N);
     assert_once(&at_b2, "k2/d", N..2 * N);
@@ -544,18 +590,25 @@ async fn link_cut_and_restored_resyncs_interest() {
     // A's dialed entry kept its counters across the reconnection: every
     // copy it ever sent was delivered at B (nothing was published while
     // cut), so `gone/d` and `gone2/d` were not sent.
-    let delivered_at_b = (at_b.len() + at_b2.len()) as u64;
-    let sent_all_delivered =
-        move |v: &LinksView| v.to("B").is_some_and(|l| l.events_out == delivered_at_b);
+    let sent_all_delivered = |delivered_at_b: u64| {
+        move |v: &LinksView| v.to("B").is_some_and(|l| l.events_out == delivered_at_b)
+    };
     wait_links(
         r[a].admin,
         "A's events_out to B = deliveries at B (withdrawn interest not served)",
-        sent_all_delivered,
+        sent_all_delivered((at_b.len() + at_b2.len()) as u64),
     )
     .await;
-    tokio::time::sleep(SETTLE).await;
-    let view = links(r[a].admin).await;
-    assert!(sent_all_delivered(&view), "after the settle: {view:#?}");
+    // Once settled, one more probe: the counter still equals the
+    // deliveries (a stray copy would keep it above).
+    acked(&r).await;
+    fence(mqtt_publisher(&a_pub), "k/settle2", &[&at_b]).await;
+    wait_links(
+        r[a].admin,
+        "A's events_out to B = deliveries at B, once settled",
+        sent_all_delivered((at_b.len() + at_b2.len()) as u64),
+    )
+    .await;
 }
 
 /// Line A - B - C; B never exports `t/secret/#` to C, C never imports
@@ -588,7 +641,9 @@ async fn denied_topics_never_cross() {
         m.iter().filter(|m| m.topic == "t/secret/x").count() >= N as usize
     })
     .await;
-    tokio::time::sleep(SETTLE).await;
+    quiet(&r).await;
+    fence(mqtt_publisher(&a_pub), "t/settle", &[&at_c]).await;
+    fence(mqtt_publisher(&a_pub), "t/secret/settle", &[&at_b]).await;
     assert_once(&at_c, "t/ok", 0..N);
     let leaked: Vec<_> = at_c
         .msgs()
@@ -635,7 +690,9 @@ async fn mqtt_on_one_router_nats_on_another() {
         m.iter().filter(|m| m.topic == "x.b.c").count() >= 10
     })
     .await;
-    tokio::time::sleep(SETTLE).await;
+    quiet(&r).await;
+    fence_as(mqtt_publisher(&a_pub), "x/settle", "x.settle", &[&tail]).await;
+    fence_as(mqtt_publisher(&a_pub), "x/s/c", "x.s.c", &[&star]).await;
     for inbox in [&tail, &star] {
         let mut got: Vec<_> = inbox
             .on("x.b.c")
@@ -671,7 +728,8 @@ async fn mqtt_on_one_router_nats_on_another() {
     publish_nats("y.p//q".into(), b"dot".to_vec()).await;
     at_a.wait_until("y/p.q", |m| m.iter().any(|m| m.topic == "y/p.q"))
         .await;
-    tokio::time::sleep(SETTLE).await;
+    quiet(&r).await;
+    fence_as(&publish_nats, "y.settle", "y/settle", &[&at_a]).await;
     let mut got: Vec<_> = at_a
         .on("y/n")
         .into_iter()

@@ -381,8 +381,19 @@ async fn a_mesh_name_mismatch_is_refused() {
         "{line}"
     );
     a.wait_for_log("link refused");
-    // And it stays refused: B keeps redialling, never up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And it stays refused: B redials and is refused again, never up.
+    wait_until("B refused a second time", WAIT, || async {
+        match b
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("link refused"))
+            .count()
+        {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} refusals logged")),
+        }
+    })
+    .await;
     assert_eq!(links(a.admin).await.up(), 0);
     assert_eq!(links(b.admin).await.up(), 0);
     // Each side counts the refusal under its typed reason (the view is

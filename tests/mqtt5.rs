@@ -200,7 +200,12 @@ async fn no_local_and_retain_handling() {
         .publish("rh/1", QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Fence: the retained message is there for a subscriber on shard 0
+    // before `never` subscribes there (else it would miss it anyway).
+    let (mut stored, _) = connect5(weft.shard_addrs[0], "v5-stored", |_| {}).await;
+    stored.subscribe(Filter::new("rh/#", QoS::AtMostOnce)).await;
+    let p = stored.next_publish().await;
+    assert!(p.retain && &p.payload[..] == b"kept", "{p:?}");
     let (mut never, _) = connect5(weft.shard_addrs[0], "v5-never", |_| {}).await;
     let mut f = Filter::new("rh/#", QoS::AtMostOnce);
     f.retain_forward_rule = RetainForwardRule::Never;
@@ -362,7 +367,7 @@ async fn session_expiry_message_expiry_and_takeover() {
     assert!(first.closed_by_server().await);
     // Away: one message that expires, one that does not.
     second.client.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_parked(weft.admin, "v5-keeper").await;
     drop(second);
     let (publisher, _) = connect5(weft.shard_addrs[0], "v5-pub2", |_| {}).await;
     let short = PublishProperties {
@@ -379,6 +384,12 @@ async fn session_expiry_message_expiry_and_takeover() {
         .publish("ex/2", QoS::AtLeastOnce, false, "lasting")
         .await
         .unwrap();
+    let mut publisher = publisher;
+    for _ in 0..2 {
+        while !matches!(publisher.next().await, P5::PubAck(_)) {}
+    }
+    // Not a synchronisation: the 1 s expiry must pass while the session is
+    // away (whole seconds, so wait past 2).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (mut back, ack) = connect5(weft.shard_addrs[1], "v5-keeper", keep).await;
     let P5::ConnAck(ack) = ack else {
@@ -531,6 +542,8 @@ async fn will_delay_interval() {
     // waiting past it, the sentinel is what follows.
     let p = watcher.next_publish().await;
     assert_eq!(&p.topic[..], b"wd/gone");
+    // Not a synchronisation: a will that must not come can only be shown
+    // by waiting past its 2 s delay (counted from before wd/gone's 1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     watcher
         .client

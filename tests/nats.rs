@@ -61,8 +61,11 @@ async fn queue_group_delivers_once_per_group_across_shards() {
     for i in 0..4 {
         let c = nats(weft.nats_shards[i]).await;
         let s = c.queue_subscribe("jobs.*", "workers".into()).await.unwrap();
+        // A plain subscription on the member's own connection, for the
+        // fence at the end.
+        let fence = c.subscribe(format!("fence.{i}")).await.unwrap();
         nats_sync(&c).await;
-        members.push((c, s));
+        members.push((c, s, fence));
     }
     let plain_client = nats(weft.nats_shards[1]).await;
     let mut plain = plain_client.subscribe("jobs.>").await.unwrap();
@@ -85,19 +88,16 @@ async fn queue_group_delivers_once_per_group_across_shards() {
         assert_eq!(m.payload, format!("{i}").as_bytes());
     }
     // The group gets each event exactly once, spread over its members.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for (i, (_c, mut s)) in members.into_iter().enumerate() {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(m) = s.next().await {
-                let _ = tx.send((i, String::from_utf8(m.payload.to_vec()).unwrap()));
-            }
-        });
-    }
+    let mut fences = Vec::new();
+    let mut group =
+        futures::stream::select_all(members.into_iter().enumerate().map(|(i, (c, s, fence))| {
+            fences.push((c, fence));
+            s.map(move |m| (i, String::from_utf8(m.payload.to_vec()).unwrap()))
+        }));
     let mut seen = BTreeSet::new();
     let mut per_member = [0usize; 4];
     for _ in 0..n {
-        let (member, payload) = tokio::time::timeout(WAIT, rx.recv())
+        let (member, payload) = tokio::time::timeout(WAIT, group.next())
             .await
             .unwrap()
             .unwrap();
@@ -107,11 +107,26 @@ async fn queue_group_delivers_once_per_group_across_shards() {
         );
         per_member[member] += 1;
     }
-    // Nothing more arrives once the router has answered a round trip of
-    // every member's shard: the publisher's PING follows all its events.
+    // Nothing more arrives: a fence published after the events reaches
+    // each member's shard through the same ring as its group copies (or
+    // directly on the publisher's shard) and each member's connection
+    // after them; once every member has its fence, any extra copy would
+    // already be waiting in the group stream.
+    for i in 0..4 {
+        publisher
+            .publish(format!("fence.{i}"), "fence".into())
+            .await
+            .unwrap();
+    }
     publisher.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(rx.try_recv().is_err(), "an extra delivery in the group");
+    for (i, (_c, fence)) in fences.iter_mut().enumerate() {
+        tokio::time::timeout(WAIT, fence.next())
+            .await
+            .unwrap_or_else(|_| panic!("fence.{i} in time"))
+            .expect("subscription open");
+    }
+    let extra = futures::FutureExt::now_or_never(group.next());
+    assert!(extra.is_none(), "an extra delivery in the group: {extra:?}");
     assert_eq!(seen.len(), n);
     for (i, count) in per_member.iter().enumerate() {
         assert!(

@@ -81,11 +81,14 @@ async fn everything_released_after_clients_leave() {
         }
     }
     eventually(&router, "unsubscribed", |s| s.subscriptions == (n - 4) * 8);
-    for (k, c) in clients.into_iter().enumerate() {
+    for (k, mut c) in clients.into_iter().enumerate() {
         if k % 2 == 0 {
             c.client.disconnect().await.unwrap();
-            // Let rumqttc send it before the task goes.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Fence: the router closes the connection once it has the
+            // DISCONNECT, and the client's event loop ends.
+            tokio::time::timeout(WAIT, async { while c.recv_any().await.is_some() {} })
+                .await
+                .unwrap_or_else(|_| panic!("{}: connection not closed after DISCONNECT", c.id));
         }
         drop(c);
     }

@@ -5,9 +5,9 @@
 //! per-shard subscription structure. Must not touch: sockets, sessions,
 //! executors. Everything here is pure and single-threaded.
 //!
-//! Internally a topic is a sequence of levels split on `/`. The NATS mapping
-//! (`.`, `*`, `>`) arrives with the NATS issue and converts at the edge, so
-//! the trie only ever sees MQTT-shaped levels.
+//! Internally a topic is a sequence of levels split on `/`. NATS subjects
+//! (`.`, `*`, `>`) are converted at the edge (`nats::subject`), so the trie
+//! only ever sees MQTT-shaped levels.
 
 pub mod retained;
 pub mod trie;

@@ -29,6 +29,8 @@ pub struct Weft {
     pub mesh: Option<SocketAddr>,
     /// The router's stderr lines, when captured.
     pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+    /// Set by the stderr reader at the end of the stream (when captured).
+    stderr_ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub config_path: std::path::PathBuf,
     _config: Option<tempfile_path::TempPath>,
 }
@@ -178,14 +180,17 @@ impl Weft {
             command.args(["--log-level", level]);
         }
         let mut child = command.spawn().expect("spawn weft");
+        let stderr_ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stderr = if launch.capture_stderr {
             let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let sink = lines.clone();
             let pipe = child.stderr.take().unwrap();
+            let ended = stderr_ended.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     sink.lock().unwrap().push(line);
                 }
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
             });
             Some(lines)
         } else {
@@ -196,8 +201,11 @@ impl Weft {
         let mut next = || match lines.next() {
             Some(line) => line.unwrap(),
             None => {
-                // Give the stderr reader a moment to collect the reason.
-                std::thread::sleep(Duration::from_millis(200));
+                // The process is ending: let the stderr reader collect the
+                // reason (bounded: a child of the router may hold the pipe).
+                if stderr.is_some() {
+                    wait_flag(&stderr_ended, Duration::from_secs(2));
+                }
                 let why = stderr
                     .as_ref()
                     .map(|l| l.lock().unwrap().join("\n"))
@@ -226,6 +234,7 @@ impl Weft {
             admin,
             mesh,
             stderr,
+            stderr_ended,
             config_path: config.0.clone(),
             _config: Some(config),
         }
@@ -237,6 +246,16 @@ impl Weft {
             .as_ref()
             .map(|l| l.lock().unwrap().clone())
             .unwrap_or_default()
+    }
+
+    /// After the router exited: waits (bounded by `WAIT`) until the captured
+    /// stderr has been read to its end, so that `stderr_lines` holds all.
+    pub fn wait_stderr_end(&self) {
+        assert!(self.stderr.is_some(), "stderr captured");
+        assert!(
+            wait_flag(&self.stderr_ended, WAIT),
+            "the router's stderr never ended"
+        );
     }
 
     /// Sends a signal to the router.
@@ -604,6 +623,19 @@ impl Raw {
     }
 }
 
+/// Waits (blocking, polling every 5 ms) until `flag` is set, for at most
+/// `deadline`; whether it was.
+fn wait_flag(flag: &std::sync::atomic::AtomicBool, deadline: Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
 /// GET over HTTP/1.0 with a blocking-free tokio socket: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
@@ -621,6 +653,34 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_string())
+}
+
+/// `online` of each session `GET /connections` lists for `client_id` (a
+/// parked session is listed offline; first page of 100 entries).
+pub async fn sessions_of(admin: SocketAddr, client_id: &str) -> Vec<bool> {
+    let (status, body) = admin_get(admin, "/connections").await;
+    assert_eq!(status, 200, "GET /connections: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET /connections is not JSON ({e}): {body}"));
+    v["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET /connections: no list: {body}"))
+        .iter()
+        .filter(|c| c["client_id"] == client_id)
+        .map(|c| c["online"].as_bool().expect("online is a bool"))
+        .collect()
+}
+
+/// Waits (bounded by `WAIT`) until the router holds `client_id`'s session
+/// parked: listed once, offline (its connection closed and handled).
+pub async fn wait_parked(admin: SocketAddr, client_id: &str) {
+    wait_until(&format!("{client_id}: session parked"), WAIT, || async {
+        match sessions_of(admin, client_id).await[..] {
+            [false] => Ok(()),
+            ref other => Err(format!("online flags listed: {other:?}")),
+        }
+    })
+    .await
 }
 
 /// A one-shard mesh router on core 0 with `toml`, its stderr captured at
@@ -761,6 +821,125 @@ pub async fn wait_links(
             panic!("{what}: not reached in time; last /links of {admin}: {view:#?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns `Ok` (every 20 ms, for at most
+/// `deadline`); panics with `what` and the last `Err` otherwise. For a test
+/// that must wait for a state it can observe (instead of sleeping).
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= end {
+            panic!("{what}: not reached within {deadline:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Per link of a `/links` view: (peer, events sent, events received,
+/// QoS 1 copies unacknowledged).
+type LinkCounts = Vec<(Option<String>, u64, u64, u64)>;
+
+fn link_counts(v: &LinksView) -> LinkCounts {
+    let mut c: Vec<_> = v
+        .links
+        .iter()
+        .map(|l| (l.peer.clone(), l.events_out, l.events_in, l.unacked))
+        .collect();
+    c.sort();
+    c
+}
+
+/// Waits (bounded by `WAIT`) until no event copy is in flight between the
+/// routers whose admin endpoints are `admins` and none is being made: two
+/// consecutive rounds of `GET /links` over every router show the same
+/// counters, and for every link between two of them what one end sent
+/// (`events_out`) is what the other end received (`events_in`). A copy a
+/// router received has then been handed to its shards, in order, before
+/// anything that reaches it over a link later: a probe that a subscriber
+/// gets from another router after this (see [`fence`]) comes after every
+/// copy, duplicates included, that router will ever deliver of what was
+/// published before. Also: no QoS 1 copy unacknowledged or parked. The
+/// mesh tests' stand-in for "wait a while for late copies". Returns the
+/// last views.
+pub async fn wait_links_quiet(admins: &[SocketAddr]) -> Vec<LinksView> {
+    quiet_links(admins, true).await
+}
+
+/// [`wait_links_quiet`] for a mesh whose links were cut while events
+/// crossed them: a copy lost in a cut keeps `events_out` above the peer's
+/// `events_in` for good, so the balance is not asked; what remains is that
+/// the counters are steady over two rounds and that every QoS 1 copy has
+/// been acknowledged (`unacked` 0 on every link, nothing parked): nothing
+/// is waiting to be resent.
+pub async fn wait_links_acked(admins: &[SocketAddr]) -> Vec<LinksView> {
+    quiet_links(admins, false).await
+}
+
+async fn quiet_links(admins: &[SocketAddr], balanced: bool) -> Vec<LinksView> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut before: Option<Vec<LinkCounts>> = None;
+    loop {
+        let mut views = Vec::with_capacity(admins.len());
+        for a in admins {
+            views.push(links(*a).await);
+        }
+        let counts: Vec<_> = views.iter().map(link_counts).collect();
+        let mut unbalanced = Vec::new();
+        for v in &views {
+            let unacked = v.sum(|l| l.unacked);
+            let parked = v.parked.unwrap_or(0);
+            if unacked > 0 || parked > 0 {
+                unbalanced.push(format!(
+                    "{:?}: {unacked} unacknowledged, {parked} parked",
+                    v.router_id
+                ));
+            }
+        }
+        for x in views.iter().filter(|_| balanced) {
+            let Some(xid) = x.router_id.as_deref() else {
+                unbalanced.push("a router without its id yet".to_string());
+                continue;
+            };
+            for y in &views {
+                let Some(yid) = y.router_id.as_deref() else {
+                    continue;
+                };
+                if xid == yid || x.to(yid).is_none() {
+                    continue;
+                }
+                let (sent, got) = (
+                    x.sum_to(yid, |l| l.events_out),
+                    y.sum_to(xid, |l| l.events_in),
+                );
+                if sent != got {
+                    unbalanced.push(format!("{xid} sent {yid} {sent}, {yid} received {got}"));
+                }
+            }
+        }
+        let steady = before.as_ref() == Some(&counts);
+        if unbalanced.is_empty() && steady {
+            return views;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "links never quiet (copies in flight: {unbalanced:?}; counters steady: {steady}): \
+                 {views:#?}"
+            );
+        }
+        before = Some(counts);
+        // Longer than the admin view's refresh (50 ms): two rounds are two
+        // answers, not one answer read twice.
+        tokio::time::sleep(Duration::from_millis(120)).await;
     }
 }
 

@@ -1,0 +1,224 @@
+//! The command line of `weft bench` ([`BenchArgs`]) and its validation
+//! into the [`Plan`] every client thread reads.
+//!
+//! Owns: options, their defaults and the errors for bad combinations (exit
+//! status 2). Must not touch: sockets, threads; nothing here runs a client.
+
+use std::time::Duration;
+
+use super::schedule::parse_cpu_list;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Mqtt,
+    Nats,
+}
+
+/// Options of `weft bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Protocol spoken to the server.
+    #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
+    pub protocol: Protocol,
+    /// Server address, HOST:PORT [default: 127.0.0.1:1883 for mqtt, 127.0.0.1:4222 for nats].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Subscribers connect here instead of --server (e.g. another router of
+    /// a mesh); publishers stay on --server [default: --server].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub sub_server: Option<String>,
+    /// With --sub-server other than --server: how long publishers send
+    /// probe messages (every 20 ms) waiting for every subscriber to receive
+    /// one before the measured run starts; 0 = no probing.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub probe_timeout_ms: u64,
+    /// Number of publishers (one connection and thread each).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pubs: usize,
+    /// Number of subscribers (one connection and thread each).
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    pub subs: usize,
+    /// Messages per publisher [default: 100000 unless --duration is given].
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    pub msgs: Option<u64>,
+    /// Run for this many seconds instead of a message count.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Payload bytes per message (at least 8 with --rate).
+    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    pub size: usize,
+    /// MQTT QoS of publishes and subscriptions (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Topic (MQTT) or subject (NATS) [default: weft/bench or weft.bench].
+    #[arg(long, visible_alias = "topic", value_name = "NAME")]
+    pub subject: Option<String>,
+    /// Messages per second per publisher; 0 = as fast as possible. With a
+    /// rate, end-to-end latency is measured.
+    #[arg(long, default_value_t = 0, value_name = "MSGS_PER_SEC")]
+    pub rate: u64,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+    /// Write per-second latency histograms (ns) as an HdrHistogram interval log.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<std::path::PathBuf>,
+    /// Pin client threads round-robin to these cores, e.g. 1 or 2-3.
+    #[arg(long, value_name = "LIST")]
+    pub pin_cores: Option<String>,
+    /// QoS 1: most unacknowledged PUBLISHes per publisher.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub window: usize,
+    /// Bytes per write when publishing as fast as possible.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub batch: usize,
+    /// After the publishers finish, a subscriber waits this long without
+    /// receiving anything before counting the rest as lost.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub quiet_ms: u64,
+    /// Exit with status 1 if any message was lost.
+    #[arg(long)]
+    pub fail_on_loss: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// The validated plan of a run.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub proto: Protocol,
+    pub server: String,
+    /// Where subscribers connect (the same as `server` unless --sub-server).
+    pub sub_server: String,
+    pub subject: String,
+    pub pubs: usize,
+    pub subs: usize,
+    pub msgs: Option<u64>,
+    pub duration_ns: Option<u64>,
+    pub size: usize,
+    pub qos: u8,
+    pub rate: u64,
+    pub window: u64,
+    pub batch: usize,
+    pub quiet_ns: u64,
+    pub pin: Vec<usize>,
+    /// Probe before the run, giving up after this long (None: no probe).
+    pub probe_timeout: Option<Duration>,
+}
+
+impl Plan {
+    pub(super) fn from_args(a: &BenchArgs) -> Result<Plan, String> {
+        if a.pubs == 0 && a.subs == 0 {
+            return Err("nothing to do: --pubs and --subs are both 0".into());
+        }
+        if a.proto_is_nats() && a.qos != 0 {
+            return Err("--qos applies to MQTT only (NATS core is at most once)".into());
+        }
+        if a.rate > 0 && a.size < 8 {
+            return Err(
+                "--rate needs --size of at least 8 (the send time travels in the payload)".into(),
+            );
+        }
+        if a.window == 0 || a.window > 65_535 {
+            return Err("--window must be between 1 and 65535".into());
+        }
+        let duration_ns = match a.duration {
+            Some(d) if !(d > 0.0 && d.is_finite()) => {
+                return Err("--duration must be a positive number of seconds".into())
+            }
+            Some(d) => Some((d * 1e9) as u64),
+            None => None,
+        };
+        let pin = match &a.pin_cores {
+            Some(s) => parse_cpu_list(s)?,
+            None => Vec::new(),
+        };
+        let (server, subject) = match a.protocol {
+            Protocol::Mqtt => ("127.0.0.1:1883", "weft/bench"),
+            Protocol::Nats => ("127.0.0.1:4222", "weft.bench"),
+        };
+        let server = a.server.clone().unwrap_or_else(|| server.into());
+        let sub_server = a.sub_server.clone().unwrap_or_else(|| server.clone());
+        let probe = sub_server != server && a.pubs > 0 && a.subs > 0 && a.probe_timeout_ms > 0;
+        Ok(Plan {
+            proto: a.protocol,
+            server,
+            sub_server,
+            subject: a.subject.clone().unwrap_or_else(|| subject.into()),
+            pubs: a.pubs,
+            subs: a.subs,
+            msgs: match (a.msgs, duration_ns) {
+                (Some(m), _) => Some(m),
+                (None, None) => Some(100_000),
+                (None, Some(_)) => None,
+            },
+            duration_ns,
+            size: a.size,
+            qos: a.qos,
+            rate: a.rate,
+            window: a.window as u64,
+            batch: a.batch.max(1),
+            quiet_ns: a.quiet_ms.saturating_mul(1_000_000),
+            pin,
+            probe_timeout: probe.then(|| Duration::from_millis(a.probe_timeout_ms)),
+        })
+    }
+}
+
+/// "HOST:PORT", or "HOST:PORT (subs at HOST:PORT)" with --sub-server.
+pub(crate) fn servers(server: &str, sub_server: &str) -> String {
+    if sub_server == server {
+        server.to_string()
+    } else {
+        format!("{server} (subs at {sub_server})")
+    }
+}
+
+impl BenchArgs {
+    fn proto_is_nats(&self) -> bool {
+        self.protocol == Protocol::Nats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("arguments parse");
+        Plan::from_args(&cli.bench).expect("a valid plan")
+    }
+
+    #[test]
+    fn sub_server_defaults_to_server_and_probes_only_when_elsewhere() {
+        let p = plan(&["--server", "10.0.0.1:1883"]);
+        assert_eq!(p.sub_server, "10.0.0.1:1883");
+        assert_eq!(p.probe_timeout, None);
+        let p = plan(&["--protocol", "nats"]);
+        assert_eq!(
+            (p.server.as_str(), p.sub_server.as_str()),
+            ("127.0.0.1:4222", "127.0.0.1:4222")
+        );
+        let p = plan(&["--sub-server", "127.0.0.1:1883"]);
+        assert_eq!(p.probe_timeout, None, "the same server: no probe");
+        let p = plan(&["--sub-server", "127.0.0.1:2883"]);
+        assert_eq!(p.server, "127.0.0.1:1883");
+        assert_eq!(p.probe_timeout, Some(Duration::from_secs(10)));
+        let p = plan(&["--sub-server", "127.0.0.1:2883", "--probe-timeout-ms", "0"]);
+        assert_eq!(p.probe_timeout, None);
+        let p = plan(&["--sub-server", "127.0.0.1:2883", "--pubs", "0"]);
+        assert_eq!(p.probe_timeout, None, "nobody to send probes");
+        assert_eq!(servers("a:1", "a:1"), "a:1");
+        assert_eq!(servers("a:1", "b:2"), "a:1 (subs at b:2)");
+    }
+}

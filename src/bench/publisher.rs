@@ -1,0 +1,294 @@
+//! One publisher thread of `weft bench`: connects, waits at the gates,
+//! sends its probes (with `--sub-server`), then publishes: pre-encoded
+//! batches as fast as the socket takes them (throughput), or each message
+//! at its intended time (`--rate`), with a bounded window of unacknowledged
+//! QoS 1 PUBLISHes.
+//!
+//! Owns: the publisher's write loop and its result. Must not touch: other
+//! threads' state beyond the shared counters.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use hdrhistogram::Histogram;
+
+use super::probe::send_probes;
+use super::report::PubResult;
+use super::schedule::Schedule;
+use super::wire::{self, Conn, Inbound};
+use super::{
+    new_histogram, pin, tighten_timer_slack, Gates, Plan, Protocol, Shared, SETUP_TIMEOUT,
+};
+
+pub(super) fn publisher(
+    shared: &Shared,
+    n: usize,
+    run_id: u32,
+    [ready, probed, go]: &Gates,
+) -> PubResult {
+    let plan = &shared.plan;
+    pin(plan, plan.subs + n);
+    if plan.rate > 0 {
+        tighten_timer_slack();
+    }
+    let mut conn = Conn::open(
+        plan.proto,
+        &plan.server,
+        &format!("weft-bench-{run_id}-pub-{n}"),
+        SETUP_TIMEOUT,
+    );
+    if conn.is_err() {
+        shared.abort.store(true, Ordering::Release);
+    }
+    ready.wait();
+    if plan.probe_timeout.is_some() {
+        if let Ok(c) = &mut conn {
+            if let Err(e) = send_probes(shared, n, c) {
+                shared.abort.store(true, Ordering::Release);
+                conn = Err(io::Error::new(e.kind(), format!("probe: {e}")));
+            }
+        }
+    }
+    probed.wait();
+    go.wait();
+    let mut result = PubResult::default();
+    match conn {
+        Ok(c) if !shared.abort.load(Ordering::Acquire) => {
+            let mut p = Publisher::new(shared, n, c);
+            if let Err(e) = p.run() {
+                result.error = Some(format!("publisher {n}: {e}"));
+            }
+            result.sent = p.sent;
+            result.acked = p.acked;
+            result.elapsed_s = p.elapsed_ns as f64 / 1e9;
+            result.send_lag = p.lag;
+            p.conn.close();
+        }
+        Ok(c) => c.close(),
+        Err(e) => result.error = Some(format!("publisher {n}: setup: {e}")),
+    }
+    let now = shared.clock.now_ns();
+    shared.total_sent.fetch_add(result.sent, Ordering::AcqRel);
+    shared.pubs_done_ns.fetch_max(now, Ordering::AcqRel);
+    shared.pubs_done.fetch_add(1, Ordering::AcqRel);
+    result
+}
+
+struct Publisher<'a> {
+    shared: &'a Shared,
+    plan: &'a Plan,
+    n: usize,
+    conn: Conn,
+    sent: u64,
+    acked: u64,
+    next_id: u16,
+    elapsed_ns: u64,
+    /// Rate mode: how late each message was written, in ns.
+    lag: Option<Histogram<u64>>,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(shared: &'a Shared, n: usize, conn: Conn) -> Self {
+        Publisher {
+            shared,
+            plan: &shared.plan,
+            n,
+            conn,
+            sent: 0,
+            acked: 0,
+            next_id: 1,
+            elapsed_ns: 0,
+            lag: (shared.plan.rate > 0).then(new_histogram),
+        }
+    }
+
+    fn take_id(&mut self) -> u16 {
+        let id = self.next_id;
+        self.next_id = if id == u16::MAX { 1 } else { id + 1 };
+        id
+    }
+
+    /// Reads whatever is waiting (PUBACKs, PINGs) without blocking, or
+    /// blocks for at least one read if `block`.
+    fn poll(&mut self, block: bool) -> io::Result<()> {
+        if block {
+            match self.conn.fill() {
+                Ok(_) => {}
+                Err(e) if wire::is_timeout(&e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no PUBACK for {} s ({} unacknowledged)",
+                            SETUP_TIMEOUT.as_secs(),
+                            self.sent - self.acked
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        } else if self.conn.try_fill()? == 0 {
+            return Ok(());
+        }
+        let mut acks = 0;
+        self.conn.drain(|ev| {
+            if let Inbound::PubAck = ev {
+                acks += 1;
+            }
+        })?;
+        self.acked += acks;
+        self.conn.flush_replies()
+    }
+
+    /// QoS 1: how many more messages the window allows, blocking until at
+    /// least `min(want, at_least)` are allowed (waiting for a larger room
+    /// keeps writes large when publishing as fast as possible).
+    fn window_room(&mut self, want: u64, at_least: u64) -> io::Result<u64> {
+        if self.plan.qos == 0 {
+            return Ok(want);
+        }
+        let need = want.min(at_least).max(1);
+        loop {
+            let in_flight = self.sent - self.acked;
+            let room = self.plan.window.saturating_sub(in_flight);
+            if room >= need {
+                return Ok(want.min(room));
+            }
+            self.poll(true)?;
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let start_ns = self.shared.start_ns.load(Ordering::Acquire);
+        self.conn.stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
+        self.shared.clock.sleep_until(start_ns);
+        let t0 = self.shared.clock.now_ns();
+        let r = if self.plan.rate == 0 {
+            self.run_unthrottled(start_ns)
+        } else {
+            self.run_at_rate(start_ns)
+        };
+        let r = r.and_then(|()| self.finish());
+        self.elapsed_ns = self.shared.clock.now_ns() - t0;
+        r
+    }
+
+    fn run_unthrottled(&mut self, start_ns: u64) -> io::Result<()> {
+        let plan = self.plan;
+        let payload = vec![0xa5u8; plan.size];
+        let one = wire::message_len(plan.proto, &plan.subject, plan.qos, plan.size);
+        let per_batch = (plan.batch / one).max(1);
+        let mut batch = Vec::with_capacity(per_batch * one);
+        let mut id_at = Vec::with_capacity(per_batch);
+        for _ in 0..per_batch {
+            let (id, _) =
+                wire::put_message(plan.proto, &mut batch, &plan.subject, plan.qos, &payload);
+            id_at.push(id);
+        }
+        let end_ns = plan.duration_ns.map(|d| start_ns + d);
+        let limit = plan.msgs.unwrap_or(u64::MAX);
+        let mut polls = 0u32;
+        while self.sent < limit {
+            let mut k = (limit - self.sent).min(per_batch as u64);
+            if plan.qos == 1 {
+                // Acknowledgements are read as they come, so that the
+                // window rarely closes.
+                self.poll(false)?;
+                k = self.window_room(k, plan.window / 2)?;
+                for i in 0..k as usize {
+                    let id = self.take_id();
+                    batch[id_at[i]..id_at[i] + 2].copy_from_slice(&id.to_be_bytes());
+                }
+            } else if plan.proto == Protocol::Nats {
+                // Answer server PINGs and notice -ERR now and then.
+                polls += 1;
+                if polls.is_multiple_of(16) {
+                    self.poll(false)?;
+                }
+            }
+            self.conn.write_all(&batch[..k as usize * one])?;
+            self.sent += k;
+            self.shared.sent[self.n].store(self.sent, Ordering::Relaxed);
+            if end_ns.is_some_and(|e| self.shared.clock.now_ns() >= e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_at_rate(&mut self, start_ns: u64) -> io::Result<()> {
+        let plan = self.plan;
+        let clock = self.shared.clock;
+        let sched = Schedule::staggered(start_ns, plan.rate, self.n, plan.pubs);
+        let limit = match (plan.msgs, plan.duration_ns) {
+            (Some(m), _) => m,
+            (None, Some(d)) => sched.count_before(start_ns + d),
+            (None, None) => unreachable!("a count or a duration"),
+        };
+        let one = wire::message_len(plan.proto, &plan.subject, plan.qos, plan.size);
+        let per_batch = (plan.batch / one).max(1) as u64;
+        let mut payload = vec![0xa5u8; plan.size];
+        let mut out = Vec::with_capacity(plan.batch.max(one));
+        let mut last_poll = 0u64;
+        while self.sent < limit {
+            let now = clock.now_ns();
+            if now.saturating_sub(last_poll) >= 1_000_000 {
+                self.poll(false)?;
+                last_poll = now;
+            }
+            let due = sched.due_at(now).min(limit);
+            if due <= self.sent {
+                clock.sleep_until(sched.intended_ns(self.sent));
+                continue;
+            }
+            let k = self.window_room((due - self.sent).min(per_batch), 1)?;
+            out.clear();
+            let now = clock.now_ns();
+            for i in self.sent..self.sent + k {
+                let t = sched.intended_ns(i);
+                payload[..8].copy_from_slice(&t.to_le_bytes());
+                let (id_at, _) =
+                    wire::put_message(plan.proto, &mut out, &plan.subject, plan.qos, &payload);
+                if plan.qos == 1 {
+                    let id = self.take_id();
+                    out[id_at..id_at + 2].copy_from_slice(&id.to_be_bytes());
+                }
+                if let Some(h) = self.lag.as_mut() {
+                    h.saturating_record(now.saturating_sub(t).max(1));
+                }
+            }
+            self.conn.write_all(&out)?;
+            self.sent += k;
+            self.shared.sent[self.n].store(self.sent, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// QoS 1: waits for every PUBACK. NATS: a PING/PONG round trip, so that
+    /// the server has read everything when the publisher reports done.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.plan.qos == 1 {
+            while self.acked < self.sent {
+                self.poll(true)?;
+            }
+        }
+        if self.plan.proto == Protocol::Nats {
+            self.conn.write_all(b"PING\r\n")?;
+            let mut pong = false;
+            while !pong {
+                match self.conn.fill() {
+                    Ok(_) => {}
+                    Err(e) if wire::is_timeout(&e) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no PONG after publishing",
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.conn.drain(|ev| pong |= matches!(ev, Inbound::Pong))?;
+                self.conn.flush_replies()?;
+            }
+        }
+        Ok(())
+    }
+}
