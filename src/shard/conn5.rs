@@ -102,10 +102,9 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         .unwrap_or(0);
     let expiry_s = c.properties.session_expiry_interval.unwrap_or(0);
     // MQTT-3.2.2-21: the Server Keep Alive, when set, replaces the client's.
-    let keep_alive_s = match config.mqtt.server_keep_alive_s {
-        0 => c.keep_alive_s,
-        imposed => imposed,
-    };
+    let cap = config.mqtt.keep_alive_max_s;
+    let capped = cap > 0 && (c.keep_alive_s == 0 || c.keep_alive_s > cap);
+    let keep_alive_s = if capped { cap } else { c.keep_alive_s };
     let wants_response_info = c.properties.request_response_information == Some(true);
     let clean_start = c.clean_start;
     let session = ctx.register(Protocol::Mqtt, client_id);
@@ -147,7 +146,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
         shared_subscription_available: Some(true),
         subscription_identifier_available: Some(true),
         assigned_client_identifier: assigned.then_some(&*session.client_id),
-        server_keep_alive: (config.mqtt.server_keep_alive_s > 0).then_some(keep_alive_s),
+        server_keep_alive: capped.then_some(keep_alive_s),
         // Request/response (MQTT 5 §4.10): a base for the client's response
         // topics, private to its client id.
         response_information: response_info.as_deref(),
