@@ -14,12 +14,11 @@
 
 pub mod bind;
 pub mod bridge;
-pub mod conn;
-pub mod conn5;
 pub mod ctx;
 pub mod hold;
 pub mod io;
 pub mod memory;
+pub mod mqtt_conn;
 pub mod nats_conn;
 pub mod rings;
 pub mod rlimits;
@@ -742,7 +741,7 @@ fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionP
     stats::Counters::add(&ctx.counters.connections, 1);
     match protocol {
         SessionProtocol::Mqtt => {
-            glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+            glommio::spawn_local(mqtt_conn::serve(ctx.clone(), stream)).detach();
         }
         SessionProtocol::Nats => {
             glommio::spawn_local(nats_conn::serve(ctx.clone(), stream)).detach();
