@@ -31,6 +31,7 @@ use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
+use crate::mqtt::session::expiry::ExpiryQueue;
 use crate::topic::retained::{RetainedStore, Stored};
 use crate::topic::trie::{
     GroupMatch, LocalSub, Matched, SessionKey, Trie, NO_LOCAL, RETAIN_AS_PUBLISHED,
@@ -358,8 +359,9 @@ pub struct ShardCtx {
     connecting: RefCell<hashbrown::HashMap<Box<str>, Rc<Session>>>,
     /// For the client ids whose directory is this shard: their host shard.
     directory: RefCell<hashbrown::HashMap<Box<str>, u16>>,
-    /// Offline persistent sessions, oldest first, with their expiry.
-    offline: RefCell<VecDeque<(Instant, Rc<Session>)>>,
+    /// Offline persistent sessions by expiry, earliest first (their
+    /// expiries differ, so the first parked is not the first due).
+    offline: RefCell<ExpiryQueue<Rc<Session>>>,
     offline_count: Cell<usize>,
     pending: RefCell<hashbrown::HashMap<u64, Pending>>,
     next_token: Cell<u64>,
@@ -987,11 +989,11 @@ impl ShardCtx {
         );
         self.offline_count.set(self.offline_count.get() + 1);
         let mut offline = self.offline.borrow_mut();
-        offline.push_back((Instant::now() + expiry, kept.clone()));
+        offline.push(Instant::now() + expiry, kept.clone());
         // Entries of sessions resumed since stay until compacted: keep the
-        // queue within twice the live ones (amortised O(1)).
+        // queue within twice the live ones (amortised O(log n)).
         if offline.len() > 2 * self.offline_count.get() + 1024 {
-            offline.retain(|(_, s)| s.offline.get() && !s.detached.get());
+            offline.retain(|s| s.offline.get() && !s.detached.get());
         }
         kept
     }
@@ -1030,14 +1032,8 @@ impl ShardCtx {
         let mut wills = Vec::new();
         let now = Instant::now();
         loop {
-            let next = {
-                let mut offline = self.offline.borrow_mut();
-                match offline.front() {
-                    Some((deadline, _)) if *deadline <= now => offline.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some((_, session)) = next else {
+            let next = self.offline.borrow_mut().pop_due(now);
+            let Some(session) = next else {
                 return wills;
             };
             if session.offline.get() && !session.detached.get() {
