@@ -386,12 +386,16 @@ impl Conn {
     ) -> CloseReason {
         self.log_problem(ctx);
         session.close(reason);
+        // The first reason wins (closed from elsewhere before this one).
+        let reason = session.close_reason().unwrap_or(reason);
         let between_packets = writer.await;
         let words = self.last_words_before_close();
         if between_packets && !words.is_empty() {
             // Best effort and bounded: the client may not be reading.
             last_words(stream, &words).await;
         }
+        self.out.clear();
+        self.machine.finish(reason, &mut self.out);
         let mut end = None;
         let mut will = None;
         for action in std::mem::take(&mut self.out.list) {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::frames;
 use super::{Actions, CloseReason, Establish, Established, Machine, Phase, Request, Version, Will};
 use crate::event::{now_ns, Event, EventMeta};
-use crate::mqtt::codec::{self, Packet as P3};
-use crate::mqtt::v5::{self, reason, Packet as P5, Properties};
+use crate::mqtt::codec;
+use crate::mqtt::v5::{self, reason, Properties};
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 §3.2.2.3.
@@ -66,69 +66,14 @@ pub(super) fn event_v5(
 }
 
 impl Machine {
-    /// Before CONNECT: the first packet's protocol level picks the codec
-    /// (MQTT 5 §3.1.2.2).
-    pub(super) fn feed_connect(
-        &mut self,
-        buf: &[u8],
-        now: Instant,
-        out: &mut Actions<Request>,
-    ) -> usize {
-        if let Ok(Some(v5::PROTOCOL_LEVEL_5)) = v5::peek_connect_level(buf) {
-            return match v5::decode(buf, &self.settings.v5_limits()) {
-                Ok(Some((P5::Connect(c), used))) => {
-                    self.version = Version::V5;
-                    self.connect_v5(&c, now, out);
-                    self.name_problem(c.client_id);
-                    used
-                }
-                Ok(Some(_)) => unreachable!("peek_connect_level saw a CONNECT"),
-                Ok(None) => 0,
-                Err(e) => {
-                    // Refused from the header (0x95) or malformed: CONNACK
-                    // with the reason code (MQTT-3.2.2-7), then close.
-                    self.version = Version::V5;
-                    frames::refuse_v5(e.reason_code(), out);
-                    self.problem(true, Some(e.reason_code()), e);
-                    self.refused(CloseReason::ProtocolError, out);
-                    buf.len()
-                }
-            };
-        }
-        match codec::decode(buf, &self.settings.v311_limits()) {
-            Ok(Some((P3::Connect(c), used))) => {
-                self.connect_v311(&c, now, out);
-                self.name_problem(c.client_id);
-                used
-            }
-            Ok(Some((other, _))) => {
-                // MQTT-3.1.0-1: CONNECT first.
-                self.problem(
-                    false,
-                    None,
-                    format_args!("first packet is not CONNECT: {other:?}"),
-                );
-                self.refused(CloseReason::ProtocolError, out);
-                buf.len()
-            }
-            Err(e) => {
-                // Malformed: close, no CONNACK.
-                self.problem(false, None, e);
-                self.refused(CloseReason::ProtocolError, out);
-                buf.len()
-            }
-            Ok(None) => 0,
-        }
-    }
-
     /// A refusal's log line names the client id CONNECT gave.
-    fn name_problem(&mut self, client_id: &str) {
+    pub(super) fn name_problem(&mut self, client_id: &str) {
         if let Some(p) = &mut self.problem {
             p.client_id = Some(client_id.into());
         }
     }
 
-    fn refused(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+    pub(super) fn refused(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
         self.phase = Phase::Closed;
         self.deadline = None;
         out.close(reason);
@@ -146,7 +91,12 @@ impl Machine {
         self.refused(CloseReason::ConnectRefused, out);
     }
 
-    fn connect_v311(&mut self, c: &codec::Connect<'_>, now: Instant, out: &mut Actions<Request>) {
+    pub(super) fn connect_v311(
+        &mut self,
+        c: &codec::Connect<'_>,
+        now: Instant,
+        out: &mut Actions<Request>,
+    ) {
         // MQTT-3.1.2-2: unsupported level → CONNACK 0x01. MQTT 3.1 is
         // 3.1.1's session rules with a shorter client id.
         self.version = match (c.protocol_name, c.level) {
@@ -217,7 +167,12 @@ impl Machine {
         })));
     }
 
-    fn connect_v5(&mut self, c: &v5::Connect<'_>, now: Instant, out: &mut Actions<Request>) {
+    pub(super) fn connect_v5(
+        &mut self,
+        c: &v5::Connect<'_>,
+        now: Instant,
+        out: &mut Actions<Request>,
+    ) {
         let id_max = self.settings.client_id_bytes_max;
         if c.client_id.len() > id_max {
             return self.refuse_v5(
@@ -296,6 +251,7 @@ impl Machine {
             return;
         }
         self.phase = Phase::Connected;
+        self.connected_once = true;
         self.deadline = self.keep_alive_window.map(|w| now + w);
         match self.version {
             Version::V31 | Version::V311 => {

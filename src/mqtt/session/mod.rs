@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use crate::event::Event;
+use crate::mqtt::{codec, v5};
 pub use crate::session::{Action, Actions, CloseReason, Deadline};
 use crate::topic::TopicLimits;
 
@@ -267,6 +268,32 @@ pub struct Problem {
     pub client_id: Option<Box<str>>,
 }
 
+/// A decoded packet of either version.
+// Lives on the stack for one call; boxing the larger MQTT 5 packet would
+// cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Packet<'a> {
+    V311(codec::Packet<'a>),
+    V5(v5::Packet<'a>),
+}
+
+/// Bytes that do not decode, as the version's codec says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    V311(codec::DecodeError),
+    V5(v5::DecodeError),
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::V311(e) => e.fmt(f),
+            Malformed::V5(e) => e.fmt(f),
+        }
+    }
+}
+
 /// The will of a connection, as CONNECT gave it.
 #[derive(Debug, Clone)]
 struct Will {
@@ -310,6 +337,12 @@ pub struct Machine {
     /// MQTT 5 Session Expiry Interval in force.
     expiry_s: u32,
     problem: Option<Problem>,
+    /// The shard holds a session for this connection (Establish sent).
+    registered: bool,
+    /// CONNACK went out.
+    connected_once: bool,
+    /// `finish` ran.
+    ended: bool,
 }
 
 impl Machine {
@@ -331,6 +364,9 @@ impl Machine {
             persistent: false,
             expiry_s: 0,
             problem: None,
+            registered: false,
+            connected_once: false,
+            ended: false,
         }
     }
 
@@ -371,22 +407,95 @@ impl Machine {
         }
     }
 
-    /// Decodes and handles at most one packet from the front of `buf`;
-    /// returns the bytes it used (0: a whole packet has not arrived, or
-    /// the machine is closed or waiting for an answer).
+    /// One packet from the front of `buf`, decoded by the codec of the
+    /// connection's version (before CONNECT: of the level it announces,
+    /// MQTT 5 §3.1.2.2), and the bytes it used; None while a whole packet
+    /// has not arrived. An oversize packet is refused from its header.
+    #[allow(clippy::type_complexity)]
+    pub fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Packet<'a>, usize)>, Malformed> {
+        let v5 = match self.phase {
+            Phase::Connecting => {
+                matches!(v5::peek_connect_level(buf), Ok(Some(v5::PROTOCOL_LEVEL_5)))
+            }
+            Phase::Connected => self.version == Version::V5,
+            Phase::Establishing | Phase::Closed => return Ok(None),
+        };
+        if v5 {
+            match v5::decode(buf, &self.settings.v5_limits()) {
+                Ok(p) => Ok(p.map(|(p, used)| (Packet::V5(p), used))),
+                Err(e) => Err(Malformed::V5(e)),
+            }
+        } else {
+            match codec::decode(buf, &self.settings.v311_limits()) {
+                Ok(p) => Ok(p.map(|(p, used)| (Packet::V311(p), used))),
+                Err(e) => Err(Malformed::V311(e)),
+            }
+        }
+    }
+
+    /// One decoded packet.
+    pub fn handle(&mut self, packet: Packet<'_>, now: Instant, out: &mut Actions<Request>) {
+        match (self.phase, packet) {
+            (Phase::Connecting, Packet::V5(v5::Packet::Connect(c))) => {
+                self.version = Version::V5;
+                self.connect_v5(&c, now, out);
+                self.name_problem(c.client_id);
+            }
+            (Phase::Connecting, Packet::V311(codec::Packet::Connect(c))) => {
+                self.connect_v311(&c, now, out);
+                self.name_problem(c.client_id);
+            }
+            (Phase::Connecting, other) => {
+                // MQTT-3.1.0-1: CONNECT first; close, nothing said.
+                self.problem(
+                    false,
+                    None,
+                    format_args!("first packet is not CONNECT: {other:?}"),
+                );
+                self.refused(CloseReason::ProtocolError, out);
+            }
+            (Phase::Connected, Packet::V311(p)) => self.handle_v311(p, now, out),
+            (Phase::Connected, Packet::V5(p)) => self.handle_v5(p, now, out),
+            (Phase::Establishing | Phase::Closed, _) => {}
+        }
+    }
+
+    /// Bytes that do not decode: before CONNECT, an MQTT 5 CONNACK with
+    /// the reason code (MQTT-3.2.2-7) or, for 3.1.1, a close; after, a
+    /// protocol-error close (MQTT 5: DISCONNECT with the code first).
+    pub fn malformed(&mut self, error: &Malformed, _now: Instant, out: &mut Actions<Request>) {
+        match (self.phase, error) {
+            (Phase::Connecting, Malformed::V5(e)) => {
+                self.version = Version::V5;
+                frames::refuse_v5(e.reason_code(), out);
+                self.problem(true, Some(e.reason_code()), e);
+                self.refused(CloseReason::ProtocolError, out);
+            }
+            (Phase::Connecting, Malformed::V311(e)) => {
+                self.problem(false, None, e);
+                self.refused(CloseReason::ProtocolError, out);
+            }
+            (Phase::Connected, Malformed::V5(e)) => self.violation(e.reason_code(), e, out),
+            (Phase::Connected, Malformed::V311(e)) => {
+                self.violation(v5::reason::MALFORMED_PACKET, e, out)
+            }
+            (Phase::Establishing | Phase::Closed, _) => {}
+        }
+    }
+
+    /// `decode`, then `handle` (or `malformed`): at most one packet from
+    /// the front of `buf`; returns the bytes used (0: a whole packet has
+    /// not arrived, or the machine is closed or waiting for an answer).
     pub fn feed(&mut self, buf: &[u8], now: Instant, out: &mut Actions<Request>) -> usize {
-        match self.phase {
-            Phase::Closed | Phase::Establishing => 0,
-            Phase::Connecting => self.feed_connect(buf, now, out),
-            Phase::Connected => {
-                let used = match self.version {
-                    Version::V5 => self.feed_v5(buf, now, out),
-                    Version::V31 | Version::V311 => self.feed_v311(buf, now, out),
-                };
-                if used > 0 {
-                    self.touch(now);
-                }
+        match self.decode(buf) {
+            Ok(Some((packet, used))) => {
+                self.handle(packet, now, out);
                 used
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                self.malformed(&e, now, out);
+                buf.len()
             }
         }
     }
@@ -416,11 +525,11 @@ impl Machine {
         }
     }
 
-    /// The connection ends for a reason decided outside the machine (or
-    /// by it): the last words (MQTT 5 DISCONNECT with its reason code),
-    /// the close, then the session's end and its will. Actions after the
-    /// `Close` are carried out once the connection is closed.
-    pub fn close(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+    /// The last words for a close decided outside the machine (peer gone,
+    /// takeover, shutdown, slow consumer, keep-alive): an MQTT 5
+    /// DISCONNECT with its reason code; writes only. The connection is
+    /// over for the machine.
+    pub fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
         let code = match reason {
             CloseReason::KeepAliveTimeout => Some(crate::mqtt::v5::reason::KEEP_ALIVE_TIMEOUT),
             CloseReason::TakenOver => Some(crate::mqtt::v5::reason::SESSION_TAKEN_OVER),
@@ -428,40 +537,60 @@ impl Machine {
             CloseReason::SlowConsumer => Some(crate::mqtt::v5::reason::QUOTA_EXCEEDED),
             _ => None,
         };
-        self.end(reason, code, out);
+        self.last_words(code, out);
     }
 
-    /// Ends the connection with an optional MQTT 5 DISCONNECT reason code.
+    /// `closing`, then the close itself.
+    pub fn close(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.closing(reason, out);
+        out.close(reason);
+    }
+
+    /// Ends the connection from inside: the last words (MQTT 5 DISCONNECT
+    /// `code`), then the close.
     fn end(&mut self, reason: CloseReason, code: Option<u8>, out: &mut Actions<Request>) {
-        match self.phase {
-            Phase::Closed => return,
-            Phase::Connecting | Phase::Establishing => {
-                // Nothing was established: no session to end, no will.
-                let established = self.phase == Phase::Establishing;
-                self.phase = Phase::Closed;
-                self.deadline = None;
-                out.close(reason);
-                if established {
-                    out.request(Request::End { keep: None });
-                }
-                return;
-            }
-            Phase::Connected => {}
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.last_words(code, out);
+        out.close(reason);
+    }
+
+    fn last_words(&mut self, code: Option<u8>, out: &mut Actions<Request>) {
+        let connected = self.phase == Phase::Connected;
+        if self.phase != Phase::Closed {
+            self.registered = matches!(self.phase, Phase::Establishing | Phase::Connected);
         }
         self.phase = Phase::Closed;
         self.deadline = None;
-        if let (Version::V5, Some(code)) = (self.version, code) {
+        if let (true, Version::V5, Some(code)) = (connected, self.version, code) {
             frames::disconnect(code, out);
         }
-        out.close(reason);
-        let keep = self
-            .persistent
+    }
+
+    /// After the connection closed for `reason` (the first reason, from
+    /// wherever it came): the session's end — kept offline or released
+    /// (`End`), and its will, now or delayed (`Will`). Once; nothing for a
+    /// connection that never got past CONNECT.
+    pub fn finish(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        if self.phase != Phase::Closed || !self.registered || self.ended {
+            return;
+        }
+        self.ended = true;
+        // Closed before CONNACK (taken over during the handshake): the
+        // session was never established, nothing is kept or published.
+        let connected = self.connected_once;
+        let keep = (connected && self.persistent)
             .then(|| self.session_keep(self.settings.offline_session_expiry_s));
         out.request(Request::End { keep });
-        let publish = match reason {
-            CloseReason::ClientDisconnect => self.will_wanted && self.version == Version::V5,
-            other => other.publishes_will(),
-        };
+        let publish = connected
+            && match reason {
+                CloseReason::ClientDisconnect => self.will_wanted && self.version == Version::V5,
+                other => other.publishes_will(),
+            };
         if let Some(will) = self.will.take().filter(|_| publish) {
             let delay = will_delay(will.delay_s, keep);
             out.request(Request::Will {

@@ -13,7 +13,7 @@ use super::{
     SubscribeRequest, UnsubscribeRequest, Version,
 };
 use crate::event::Event;
-use crate::mqtt::codec::{self, Packet as P3};
+use crate::mqtt::codec::Packet as P3;
 use crate::mqtt::v5::{self, reason, Packet as P5, RetainHandling};
 use crate::topic::trie::{NO_LOCAL, RETAIN_AS_PUBLISHED};
 use crate::topic::{self, TopicError};
@@ -35,47 +35,14 @@ fn empty_filter(filter: &str) -> bool {
 impl Machine {
     /// A protocol violation: MQTT 5 says why (DISCONNECT `code`), 3.1.1
     /// closes.
-    fn violation(&mut self, code: u8, why: impl std::fmt::Display, out: &mut Actions<Request>) {
+    pub(super) fn violation(
+        &mut self,
+        code: u8,
+        why: impl std::fmt::Display,
+        out: &mut Actions<Request>,
+    ) {
         self.problem(false, Some(code), why);
         self.end(CloseReason::ProtocolError, Some(code), out);
-    }
-
-    pub(super) fn feed_v311(
-        &mut self,
-        buf: &[u8],
-        now: Instant,
-        out: &mut Actions<Request>,
-    ) -> usize {
-        match codec::decode(buf, &self.settings.v311_limits()) {
-            Ok(Some((packet, used))) => {
-                self.handle_v311(packet, now, out);
-                used
-            }
-            Ok(None) => 0,
-            Err(e) => {
-                self.violation(reason::MALFORMED_PACKET, e, out);
-                buf.len()
-            }
-        }
-    }
-
-    pub(super) fn feed_v5(
-        &mut self,
-        buf: &[u8],
-        now: Instant,
-        out: &mut Actions<Request>,
-    ) -> usize {
-        match v5::decode(buf, &self.settings.v5_limits()) {
-            Ok(Some((packet, used))) => {
-                self.handle_v5(packet, now, out);
-                used
-            }
-            Ok(None) => 0,
-            Err(e) => {
-                self.violation(e.reason_code(), e, out);
-                buf.len()
-            }
-        }
     }
 
     /// One decoded MQTT 3.1 / 3.1.1 packet after CONNECT.

@@ -133,6 +133,14 @@ fn connected(connect: &[u8]) -> Machine {
     m
 }
 
+/// The session's end after the close in `out` (`finish`, as the shard
+/// calls it once the connection is closed), appended to `out`.
+fn finished(mut out: Actions<Request>, m: &mut Machine) -> Actions<Request> {
+    let reason = out.closed().expect("closed");
+    m.finish(reason, &mut out);
+    out
+}
+
 fn timeout(m: &mut Machine, now: Instant) -> Actions<Request> {
     let mut out = Actions::default();
     m.handle_timeout(now, &mut out);
@@ -149,7 +157,7 @@ fn keep_alive_expires_at_one_and_a_half_times() {
     let out = feed(&mut m, &[0xc0, 0], t(14_999));
     assert_eq!(frames(&out), vec![vec![0xd0, 0]]);
     assert_eq!(m.next_deadline(), Some(t(29_999)));
-    let out = timeout(&mut m, t(29_999));
+    let out = finished(timeout(&mut m, t(29_999)), &mut m);
     assert_eq!(out.closed(), Some(CloseReason::KeepAliveTimeout), "at 1.5x");
     assert!(frames(&out).is_empty(), "3.1.1 has no DISCONNECT to send");
     // The will goes out at once (no delay in 3.1.1).
@@ -503,6 +511,7 @@ fn takeover_says_so_in_v5_and_closes_in_v311() {
     let mut m = connected(&connect_v5("c", 0, true, 60, Some(0)));
     let mut out = Actions::default();
     m.close(CloseReason::TakenOver, &mut out);
+    let out = finished(out, &mut m);
     assert_eq!(
         frames(&out),
         vec![vec![0xe0, 1, reason::SESSION_TAKEN_OVER]]
@@ -526,8 +535,13 @@ fn takeover_says_so_in_v5_and_closes_in_v311() {
     feed(&mut m, &connect_v311("c", 0, false), t(0));
     let mut out = Actions::default();
     m.close(CloseReason::TakenOver, &mut out);
+    let out = finished(out, &mut m);
     assert!(frames(&out).is_empty());
     assert!(matches!(requests(&out)[..], [Request::End { keep: None }]));
+    // A refused CONNECT has no session to end.
+    let mut m = Machine::new(settings(), t(0));
+    let out = finished(feed(&mut m, &connect_v311("", 0, false), t(0)), &mut m);
+    assert!(requests(&out).is_empty());
 }
 
 fn wills(out: &Actions<Request>) -> Vec<Option<Duration>> {
@@ -545,7 +559,7 @@ fn will_rules_on_disconnect() {
     let disconnect = |code: u8| v5_bytes(&P5::Disconnect(v5::ReasonOnly::new(code)));
     // DISCONNECT 0x00: no will.
     let mut m = connected(&connect_v5("c", 0, true, 0, Some(0)));
-    let out = feed(&mut m, &disconnect(reason::SUCCESS), t(1));
+    let out = finished(feed(&mut m, &disconnect(reason::SUCCESS), t(1)), &mut m);
     assert_eq!(out.closed(), Some(CloseReason::ClientDisconnect));
     assert!(wills(&out).is_empty());
     // DISCONNECT 0x04: the will, now.
@@ -555,16 +569,19 @@ fn will_rules_on_disconnect() {
         &disconnect(reason::DISCONNECT_WITH_WILL_MESSAGE),
         t(1),
     );
+    let out = finished(out, &mut m);
     assert_eq!(wills(&out), vec![None]);
     // Abnormal end: the will.
     let mut m = connected(&connect_v5("c", 0, true, 0, Some(0)));
     let mut out = Actions::default();
     m.close(CloseReason::PeerClosed, &mut out);
+    let out = finished(out, &mut m);
     assert_eq!(wills(&out), vec![None]);
     // Shutdown: no will (other shards may be gone).
     let mut m = connected(&connect_v5("c", 0, true, 0, Some(0)));
     let mut out = Actions::default();
     m.close(CloseReason::ServerShutdown, &mut out);
+    let out = finished(out, &mut m);
     assert!(wills(&out).is_empty());
     assert_eq!(
         frames(&out),
@@ -572,8 +589,9 @@ fn will_rules_on_disconnect() {
     );
     // 3.1.1 DISCONNECT: no will.
     let mut m = connected(&connect_v311("c", 0, true));
-    let out = feed(&mut m, &[0xe0, 0], t(1));
+    let out = finished(feed(&mut m, &[0xe0, 0], t(1)), &mut m);
     assert!(wills(&out).is_empty());
+    assert!(matches!(requests(&out)[..], [Request::End { keep: None }]));
 }
 
 #[test]
@@ -593,11 +611,11 @@ fn disconnect_session_expiry_rules() {
     assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
     // 60 s → 0: not kept.
     let mut m = connected(&connect_v5("c", 0, true, 60, None));
-    let out = feed(&mut m, &with_expiry(0), t(1));
+    let out = finished(feed(&mut m, &with_expiry(0), t(1)), &mut m);
     assert!(matches!(requests(&out)[..], [Request::End { keep: None }]));
     // 60 s → 5 s: kept 5 s.
     let mut m = connected(&connect_v5("c", 0, true, 60, None));
-    let out = feed(&mut m, &with_expiry(5), t(1));
+    let out = finished(feed(&mut m, &with_expiry(5), t(1)), &mut m);
     assert!(matches!(
         requests(&out)[..],
         [Request::End { keep: Some(d) }] if *d == Duration::from_secs(5)
@@ -621,6 +639,7 @@ fn will_delay_is_cut_short_by_session_expiry() {
     let mut m = connected(&connect_v5("c", 0, true, 2, Some(5)));
     let mut out = Actions::default();
     m.close(CloseReason::PeerClosed, &mut out);
+    let out = finished(out, &mut m);
     assert_eq!(wills(&out), vec![Some(s(2))]);
     // Expiry capped by the configuration: offline_session_expiry_s = 1.
     let mut m = Machine::new(
@@ -642,6 +661,7 @@ fn will_delay_is_cut_short_by_session_expiry() {
     );
     let mut out = Actions::default();
     m.close(CloseReason::PeerClosed, &mut out);
+    let out = finished(out, &mut m);
     assert_eq!(wills(&out), vec![Some(s(1))]);
 }
 
