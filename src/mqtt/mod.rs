@@ -6,4 +6,5 @@
 //! feeds bytes in and carries the resulting actions out.
 
 pub mod codec;
+pub mod deliver;
 pub mod v5;

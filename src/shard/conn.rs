@@ -21,7 +21,7 @@ use super::io::{
     read_more, read_some, reset_on_close, write_all, write_loop, Read, ReadBuffer, Stream,
     READ_BUFFER_INITIAL,
 };
-use super::session::{CloseReason, Protocol, Session};
+use super::mailbox::{CloseReason, Mailbox as Session, Protocol};
 use crate::event::Event;
 use crate::mqtt::codec::{self, Connect, Packet};
 use crate::shard::stats::Counters;

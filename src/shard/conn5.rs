@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 
 use super::ctx::ShardCtx;
 use super::io::{last_words, read_more, write_loop, ReadBuffer, Stream};
-use super::session::{CloseReason, Protocol, Session};
+use super::mailbox::{CloseReason, Mailbox as Session, Protocol};
 use crate::event::{now_ns, Event, EventMeta};
 use crate::mqtt::v5::{self, reason, Packet, Properties};
 use crate::topic;

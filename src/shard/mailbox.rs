@@ -1,11 +1,16 @@
-//! A connected session as its shard sees it: the bounded outbound queue, the
-//! in-flight window, and the wakers that tie the connection's reader and
-//! writer tasks together.
+//! A session's mailbox: what the router sees of a connected (or parked)
+//! session — the bounded outbound queue the router delivers into and the
+//! session's own frames join, its accounting and slow-consumer decision,
+//! the close and the wakers that tie the connection's driver and writer
+//! tasks together — plus, until they move into the MQTT machine's own
+//! sans-IO outbound state, MQTT's in-flight window and v5 extras.
 //!
 //! Owns: queue accounting and the slow-consumer decision for one session.
-//! Must not touch: sockets (the writer task in `conn` does the IO) or other
-//! sessions. Invariant, checked in debug builds: `bytes` is the sum of the
-//! wire sizes of the queued items.
+//! Must not touch: sockets (the writer task in `io` does the IO), protocol
+//! rules (the session machines), other sessions. Invariant, checked in
+//! debug builds: `bytes` is the sum of the wire sizes of the queued items.
+//! Hot path: `deliver` and `poll_batch` run per event; rerun `weft bench`
+//! after changing them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -17,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 use crate::config::{Limits, SlowConsumerPolicy};
 use crate::event::Event;
 use crate::topic::trie::SessionKey;
+use crate::{mqtt, nats};
 
 pub use crate::session::CloseReason;
 
@@ -72,16 +78,16 @@ enum OutItem {
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
     Redeliver(Flight),
-    Static(&'static [u8]),
-    /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
-    Short([u8; 4], u8),
+    /// A frame of at most `INLINE_BYTES` (PUBACK, PINGRESP, NATS PONG,
+    /// `+OK`, most `-ERR` lines): no allocation.
+    Short([u8; INLINE_BYTES], u8),
     Frame(Box<[u8]>),
 }
 
 impl OutItem {
     fn wire_len(&self) -> usize {
         match self {
-            OutItem::Event { event, qos, .. } => event.wire_len(*qos),
+            OutItem::Event { event, qos, .. } => mqtt::deliver::wire_len(event, *qos),
             // (MQTT 5 sizes differ slightly; the queue's byte count uses
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
@@ -89,15 +95,18 @@ impl OutItem {
                 event,
                 sid,
                 subject,
-            } => event.nats_wire_len(subject.len(), sid),
+            } => nats::deliver::wire_len(event, subject.len(), sid),
             OutItem::Redeliver(f) if f.released => 4,
-            OutItem::Redeliver(f) => f.event.wire_len(f.qos),
-            OutItem::Static(bytes) => bytes.len(),
+            OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
             OutItem::Short(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
         }
     }
 }
+
+/// Frames up to this size are queued inline: as large as fits without
+/// growing `OutItem` (its largest variant, a NATS delivery, sets the size).
+const INLINE_BYTES: usize = 30;
 
 /// How far past a window-blocked PUBLISH the writer looks for control
 /// packets to send first (bounds the scan).
@@ -115,7 +124,7 @@ struct Outbound {
     last_packet_id: u16,
 }
 
-pub struct Session {
+pub struct Mailbox {
     pub key: SessionKey,
     pub protocol: Protocol,
     pub client_id: Box<str>,
@@ -189,9 +198,9 @@ pub struct Backlog {
     pub queued: Vec<(Event, u8)>,
 }
 
-impl Session {
-    pub fn new(key: SessionKey, protocol: Protocol, client_id: Box<str>) -> Session {
-        Session {
+impl Mailbox {
+    pub fn new(key: SessionKey, protocol: Protocol, client_id: Box<str>) -> Mailbox {
+        Mailbox {
             key,
             protocol,
             client_id,
@@ -267,18 +276,26 @@ impl Session {
         }
     }
 
-    /// Queues a control packet. Control packets answer the client's own
-    /// packets, so they are bounded by its reading, not by the queue limit.
-    pub fn send_short(&self, packet: &[u8]) {
-        let mut bytes = [0; 4];
-        bytes[..packet.len()].copy_from_slice(packet);
+    /// Queues frames the session wrote (acknowledgements, PONG, SUBACK, …)
+    /// behind the deliveries already queued. They answer the client's own
+    /// packets, so they are bounded by its reading, not by the queue
+    /// limit. Small ones cost no allocation.
+    pub fn send(&self, frame: &[u8]) {
+        let item = if frame.len() <= INLINE_BYTES {
+            let mut bytes = [0; INLINE_BYTES];
+            bytes[..frame.len()].copy_from_slice(frame);
+            OutItem::Short(bytes, frame.len() as u8)
+        } else {
+            OutItem::Frame(frame.into())
+        };
         let mut out = self.out.borrow_mut();
-        self.push(&mut out, OutItem::Short(bytes, packet.len() as u8));
+        self.push(&mut out, item);
     }
 
-    pub fn send_static(&self, bytes: &'static [u8]) {
-        let mut out = self.out.borrow_mut();
-        self.push(&mut out, OutItem::Static(bytes));
+    /// A control packet of the MQTT loops (`conn`, `conn5`) until they run
+    /// on the driver.
+    pub fn send_short(&self, packet: &[u8]) {
+        self.send(packet);
     }
 
     pub fn send_frame(&self, frame: Vec<u8>) {
@@ -301,9 +318,11 @@ impl Session {
         let offline = self.offline.get() || self.close.get().is_some();
         let qos = how.qos();
         let len = match &how {
-            DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
-            DeliverAs::Mqtt { qos, .. } => event.wire_len(*qos),
-            DeliverAs::Nats { sid, subject } => event.nats_wire_len(subject.len(), sid),
+            DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => {
+                mqtt::deliver::wire_len_v5(&event, *qos)
+            }
+            DeliverAs::Mqtt { qos, .. } => mqtt::deliver::wire_len(&event, *qos),
+            DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
         };
         let max_packet = self.max_packet.get() as usize;
         if (max_packet > 0 && len > max_packet) || event.expired() {
@@ -414,17 +433,13 @@ impl Session {
                     // need not: let the first few through.
                     let mut at = 1;
                     while at < out.queue.len().min(CONTROL_OVERTAKE_MAX) {
-                        if matches!(
-                            out.queue[at],
-                            OutItem::Short(..) | OutItem::Static(_) | OutItem::Frame(_)
-                        ) {
+                        if matches!(out.queue[at], OutItem::Short(..) | OutItem::Frame(_)) {
                             let item = out.queue.remove(at).expect("index in range");
                             out.bytes -= item.wire_len();
                             match item {
                                 OutItem::Short(bytes, len) => {
                                     buf.extend_from_slice(&bytes[..usize::from(len)])
                                 }
-                                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
                                 _ => unreachable!("matched above"),
                             }
@@ -458,18 +473,18 @@ impl Session {
                 } => {
                     if v5 {
                         let (ids, alias) = self.v5_extras(&event);
-                        event.write_v5(buf, 0, 0, false, retain, &ids, alias);
+                        mqtt::deliver::write_v5(&event, buf, 0, 0, false, retain, &ids, alias);
                     } else {
-                        event.write_to(buf, 0, 0, false, retain);
+                        mqtt::deliver::write(&event, buf, 0, 0, false, retain);
                     }
                 }
                 OutItem::Event { event, qos, retain } => {
                     let id = next_packet_id(out);
                     if v5 {
                         let (ids, alias) = self.v5_extras(&event);
-                        event.write_v5(buf, qos, id, false, retain, &ids, alias);
+                        mqtt::deliver::write_v5(&event, buf, qos, id, false, retain, &ids, alias);
                     } else {
-                        event.write_to(buf, qos, id, false, retain);
+                        mqtt::deliver::write(&event, buf, qos, id, false, retain);
                     }
                     out.inflight.push_back(Flight {
                         id,
@@ -483,24 +498,35 @@ impl Session {
                     event,
                     sid,
                     subject,
-                } => event.write_nats(buf, &subject, &sid),
+                } => nats::deliver::write(&event, buf, &subject, &sid),
                 OutItem::Redeliver(flight) => {
                     let id = flight.id.to_be_bytes();
                     if flight.released {
                         buf.extend_from_slice(&[0x62, 2, id[0], id[1]]);
                     } else if v5 {
                         let (ids, alias) = self.v5_extras(&flight.event);
-                        flight
-                            .event
-                            .write_v5(buf, flight.qos, flight.id, true, false, &ids, alias);
+                        mqtt::deliver::write_v5(
+                            &flight.event,
+                            buf,
+                            flight.qos,
+                            flight.id,
+                            true,
+                            false,
+                            &ids,
+                            alias,
+                        );
                     } else {
-                        flight
-                            .event
-                            .write_to(buf, flight.qos, flight.id, true, false);
+                        mqtt::deliver::write(
+                            &flight.event,
+                            buf,
+                            flight.qos,
+                            flight.id,
+                            true,
+                            false,
+                        );
                     }
                     out.inflight.push_back(flight);
                 }
-                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
         }
@@ -611,7 +637,7 @@ impl Session {
         };
         flight.released = true;
         let id = packet_id.to_be_bytes();
-        self.push(&mut out, OutItem::Short([0x62, 2, id[0], id[1]], 4));
+        self.push(&mut out, OutItem::Short(short(&[0x62, 2, id[0], id[1]]), 4));
         true
     }
 
@@ -659,6 +685,12 @@ impl Session {
     }
 }
 
+fn short(frame: &[u8]) -> [u8; INLINE_BYTES] {
+    let mut bytes = [0; INLINE_BYTES];
+    bytes[..frame.len()].copy_from_slice(frame);
+    bytes
+}
+
 fn next_packet_id(out: &mut Outbound) -> u16 {
     // The window is at most `inflight_max` ids, so a free one is near.
     loop {
@@ -696,7 +728,7 @@ mod tests {
 
     #[test]
     fn qos0_overflow_drops_and_counts() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 0, false);
         assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
@@ -712,7 +744,7 @@ mod tests {
 
     #[test]
     fn qos1_congests_then_disconnects() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
         assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
@@ -723,7 +755,7 @@ mod tests {
 
     #[test]
     fn window_and_acks() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
         s.deliver(e.clone(), mqtt(1), &l);
@@ -733,7 +765,11 @@ mod tests {
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
             Poll::Ready(true)
         );
-        assert_eq!(buf.len(), e.wire_len(1), "window of 1 lets one through");
+        assert_eq!(
+            buf.len(),
+            mqtt::deliver::wire_len(&e, 1),
+            "window of 1 lets one through"
+        );
         buf.clear();
         assert_eq!(
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
