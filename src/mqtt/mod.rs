@@ -7,4 +7,5 @@
 
 pub mod codec;
 pub mod deliver;
+pub mod outbound;
 pub mod v5;

@@ -109,18 +109,13 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: &Rc<Stream>, rb: &mut ReadBuffer) -
     let wants_response_info = c.properties.request_response_information == Some(true);
     let clean_start = c.clean_start;
     let session = ctx.register(Protocol::Mqtt, client_id);
-    session.version.set(5);
+    session.set_mqtt5(
+        c.properties.receive_maximum,
+        c.properties.maximum_packet_size,
+        c.properties.topic_alias_maximum.unwrap_or(0),
+    );
     session.peer.set(stream.borrow().peer_addr().ok());
     session.persistent.set(expiry_s > 0);
-    if let Some(max) = c.properties.receive_maximum {
-        session.receive_max.set(max);
-    }
-    if let Some(max) = c.properties.maximum_packet_size {
-        session.max_packet.set(max);
-    }
-    session
-        .client_alias_max
-        .set(c.properties.topic_alias_maximum.unwrap_or(0));
     if expiry_s > 0 {
         session.expiry_s.set(Some(expiry_s));
     }

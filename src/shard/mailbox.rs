@@ -16,7 +16,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use smallvec::SmallVec;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
@@ -24,6 +23,8 @@ use crate::event::Event;
 use crate::topic::trie::SessionKey;
 use crate::{mqtt, nats};
 
+use crate::mqtt::outbound::Outbound as MqttOutbound;
+pub use crate::mqtt::outbound::{Backlog, Flight};
 pub use crate::session::CloseReason;
 
 /// What happened to one delivery.
@@ -118,10 +119,9 @@ struct Outbound {
     bytes: usize,
     writer: Option<Waker>,
     drain_waiters: Vec<Waker>,
-    /// QoS 1 and 2 deliveries not yet acknowledged, oldest first, kept for
-    /// redelivery to a persistent session's next connection.
-    inflight: VecDeque<Flight>,
-    last_packet_id: u16,
+    /// MQTT's hook: the in-flight window, packet ids and v5 extras
+    /// (sans-IO, `mqtt::outbound`); untouched by NATS sessions.
+    mqtt: MqttOutbound,
 }
 
 pub struct Mailbox {
@@ -157,45 +157,13 @@ pub struct Mailbox {
     /// Its state was handed to another session (takeover): the connection
     /// that ends must not release it again.
     pub detached: Cell<bool>,
-    /// MQTT protocol level: 4 (3.1.1) or 5; PUBLISH packets are encoded
-    /// accordingly.
-    pub version: Cell<u8>,
-    /// MQTT 5: the client's Receive Maximum (caps the in-flight window).
-    pub receive_max: Cell<u16>,
-    /// MQTT 5: the client's Maximum Packet Size (0 = none); larger
-    /// deliveries are discarded (MQTT-3.1.2-25).
-    pub max_packet: Cell<u32>,
     /// MQTT 5 Session Expiry Interval (None: the configured one).
     pub expiry_s: Cell<Option<u32>>,
     /// MQTT 5 Subscription Identifiers by filter (only for subscriptions
     /// that set one; empty, unallocated, otherwise).
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
-    /// MQTT 5 topic aliases this server assigned, towards the client
-    /// (bounded by the client's Topic Alias Maximum).
-    out_aliases: RefCell<hashbrown::HashMap<Box<str>, u16>>,
-    pub client_alias_max: Cell<u16>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
-}
-
-/// One QoS 1 or 2 delivery in flight.
-#[derive(Debug, Clone)]
-pub struct Flight {
-    pub id: u16,
-    pub event: Event,
-    pub qos: u8,
-    /// QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP.
-    pub released: bool,
-}
-
-/// What a persistent session carries from one connection to the next.
-#[derive(Debug, Default, Clone)]
-pub struct Backlog {
-    /// Sent, not acknowledged: resent with DUP and the same packet id (or
-    /// PUBREL again, for a released QoS 2 delivery).
-    pub inflight: Vec<Flight>,
-    /// Not sent yet (QoS >= 1 only).
-    pub queued: Vec<(Event, u8)>,
 }
 
 impl Mailbox {
@@ -218,13 +186,8 @@ impl Mailbox {
             persistent: Cell::new(false),
             offline: Cell::new(false),
             detached: Cell::new(false),
-            version: Cell::new(4),
-            receive_max: Cell::new(u16::MAX),
-            max_packet: Cell::new(0),
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
-            out_aliases: RefCell::default(),
-            client_alias_max: Cell::new(0),
             pending_will: RefCell::new(None),
         }
     }
@@ -232,7 +195,26 @@ impl Mailbox {
     /// Whether the protocol tells the client why it is closed (NATS
     /// `-ERR`, MQTT 5 DISCONNECT); MQTT 3.1.1 has no such packet.
     pub fn sends_last_words(&self) -> bool {
-        self.protocol == Protocol::Nats || self.version.get() == 5
+        self.protocol == Protocol::Nats || self.version() == 5
+    }
+
+    /// MQTT protocol level: 4 (3.1.1) or 5.
+    pub fn version(&self) -> u8 {
+        self.out.borrow().mqtt.version
+    }
+
+    /// An MQTT 5 session: what its CONNECT said about what it receives
+    /// (Receive Maximum, Maximum Packet Size, Topic Alias Maximum).
+    pub fn set_mqtt5(&self, receive_max: Option<u16>, max_packet: Option<u32>, alias_max: u16) {
+        let mqtt = &mut self.out.borrow_mut().mqtt;
+        mqtt.version = 5;
+        if let Some(max) = receive_max {
+            mqtt.receive_max = max;
+        }
+        if let Some(max) = max_packet {
+            mqtt.max_packet = max;
+        }
+        mqtt.alias_max = alias_max;
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
@@ -317,19 +299,16 @@ impl Mailbox {
         }
         let offline = self.offline.get() || self.close.get().is_some();
         let qos = how.qos();
+        let mut out = self.out.borrow_mut();
         let len = match &how {
-            DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => {
-                mqtt::deliver::wire_len_v5(&event, *qos)
-            }
-            DeliverAs::Mqtt { qos, .. } => mqtt::deliver::wire_len(&event, *qos),
+            DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
             DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
         };
-        let max_packet = self.max_packet.get() as usize;
-        if (max_packet > 0 && len > max_packet) || event.expired() {
+        let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
+        if too_large || event.expired() {
             self.dropped.set(self.dropped.get() + 1);
             return Delivery::Dropped;
         }
-        let mut out = self.out.borrow_mut();
         if offline {
             let full = out.queue.len() >= limits.qos1_queued_messages_max
                 || out.bytes + len > limits.qos1_queued_bytes_max;
@@ -418,7 +397,7 @@ impl Mailbox {
         if matches!(closed, Some(r) if !r.flushes()) {
             return Poll::Ready(false);
         }
-        let v5 = self.version.get() == 5;
+        let ids = self.sub_identifiers.borrow();
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
         while buf.len() < limits.write_batch_bytes_max {
@@ -426,8 +405,7 @@ impl Mailbox {
                 break;
             };
             if let OutItem::Event { qos: 1.., .. } = front {
-                let window = limits.inflight_max.min(usize::from(self.receive_max.get()));
-                if out.inflight.len() >= window {
+                if out.mqtt.window_full(limits.inflight_max) {
                     // Window full: the PUBLISH waits for an ack, but the
                     // control packets behind it (PINGRESP, acks, SUBACK)
                     // need not: let the first few through.
@@ -466,32 +444,8 @@ impl Mailbox {
                 _ => {}
             }
             match item {
-                OutItem::Event {
-                    event,
-                    qos: 0,
-                    retain,
-                } => {
-                    if v5 {
-                        let (ids, alias) = self.v5_extras(&event);
-                        mqtt::deliver::write_v5(&event, buf, 0, 0, false, retain, &ids, alias);
-                    } else {
-                        mqtt::deliver::write(&event, buf, 0, 0, false, retain);
-                    }
-                }
                 OutItem::Event { event, qos, retain } => {
-                    let id = next_packet_id(out);
-                    if v5 {
-                        let (ids, alias) = self.v5_extras(&event);
-                        mqtt::deliver::write_v5(&event, buf, qos, id, false, retain, &ids, alias);
-                    } else {
-                        mqtt::deliver::write(&event, buf, qos, id, false, retain);
-                    }
-                    out.inflight.push_back(Flight {
-                        id,
-                        event,
-                        qos,
-                        released: false,
-                    });
+                    out.mqtt.write(buf, event, qos, retain, &ids);
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats {
@@ -499,34 +453,7 @@ impl Mailbox {
                     sid,
                     subject,
                 } => nats::deliver::write(&event, buf, &subject, &sid),
-                OutItem::Redeliver(flight) => {
-                    let id = flight.id.to_be_bytes();
-                    if flight.released {
-                        buf.extend_from_slice(&[0x62, 2, id[0], id[1]]);
-                    } else if v5 {
-                        let (ids, alias) = self.v5_extras(&flight.event);
-                        mqtt::deliver::write_v5(
-                            &flight.event,
-                            buf,
-                            flight.qos,
-                            flight.id,
-                            true,
-                            false,
-                            &ids,
-                            alias,
-                        );
-                    } else {
-                        mqtt::deliver::write(
-                            &flight.event,
-                            buf,
-                            flight.qos,
-                            flight.id,
-                            true,
-                            false,
-                        );
-                    }
-                    out.inflight.push_back(flight);
-                }
+                OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
         }
@@ -553,39 +480,6 @@ impl Mailbox {
         Poll::Pending
     }
 
-    /// MQTT 5 per-delivery properties: the identifiers of the session's
-    /// subscriptions matching the topic (MQTT-3.3.4-3), and a topic alias
-    /// (assigned on first use while the client's maximum allows; `true` =
-    /// send the topic along to set it).
-    fn v5_extras(&self, event: &Event) -> (SmallVec<[u32; 2]>, Option<(u16, bool)>) {
-        let topic = event.topic();
-        let ids = self
-            .sub_identifiers
-            .borrow()
-            .iter()
-            .filter(|(f, _)| {
-                crate::topic::filter_matches(crate::shard::ctx::split_share(f).1, topic)
-            })
-            .map(|(_, id)| *id)
-            .collect();
-        let max = self.client_alias_max.get();
-        let alias = if max == 0 {
-            None
-        } else {
-            let mut aliases = self.out_aliases.borrow_mut();
-            match aliases.get(topic) {
-                Some(a) => Some((*a, false)),
-                None if aliases.len() < usize::from(max) => {
-                    let a = aliases.len() as u16 + 1;
-                    aliases.insert(topic.into(), a);
-                    Some((a, true))
-                }
-                None => None,
-            }
-        };
-        (ids, alias)
-    }
-
     /// For a writer blocked on the socket: Ready once the session is closed
     /// for a reason that does not flush (the write is abandoned).
     pub fn poll_abandon(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -602,14 +496,9 @@ impl Mailbox {
     /// packet id. False if no such delivery was in flight.
     pub fn acknowledge(&self, packet_id: u16) -> bool {
         let mut out = self.out.borrow_mut();
-        let Some(at) = out
-            .inflight
-            .iter()
-            .position(|f| f.id == packet_id && (f.qos == 1 || f.released))
-        else {
+        if !out.mqtt.acknowledge(packet_id) {
             return false;
-        };
-        out.inflight.remove(at);
+        }
         if !out.queue.is_empty() {
             if let Some(w) = out.writer.take() {
                 w.wake();
@@ -620,24 +509,18 @@ impl Mailbox {
 
     /// Ends a delivery the client refused (MQTT 5 PUBREC with an error).
     pub fn forget(&self, packet_id: u16) {
-        let mut out = self.out.borrow_mut();
-        out.inflight.retain(|f| f.id != packet_id);
+        self.out.borrow_mut().mqtt.forget(packet_id);
     }
 
     /// Handles PUBREC of a QoS 2 delivery: answers PUBREL (MQTT-4.3.3-3).
     /// False if no such delivery was waiting for it.
     pub fn received(&self, packet_id: u16) -> bool {
         let mut out = self.out.borrow_mut();
-        let Some(flight) = out
-            .inflight
-            .iter_mut()
-            .find(|f| f.id == packet_id && f.qos == 2)
-        else {
+        if !out.mqtt.received(packet_id) {
             return false;
-        };
-        flight.released = true;
-        let id = packet_id.to_be_bytes();
-        self.push(&mut out, OutItem::Short(short(&[0x62, 2, id[0], id[1]]), 4));
+        }
+        let frame = mqtt::outbound::pubrel(packet_id);
+        self.push(&mut out, OutItem::Short(short(&frame), frame.len() as u8));
         true
     }
 
@@ -645,7 +528,7 @@ impl Mailbox {
     pub fn take_backlog(&self) -> Backlog {
         let mut out = self.out.borrow_mut();
         let mut backlog = Backlog {
-            inflight: out.inflight.drain(..).collect(),
+            inflight: out.mqtt.take_inflight().collect(),
             queued: Vec::new(),
         };
         for item in out.queue.drain(..) {
@@ -689,17 +572,6 @@ fn short(frame: &[u8]) -> [u8; INLINE_BYTES] {
     let mut bytes = [0; INLINE_BYTES];
     bytes[..frame.len()].copy_from_slice(frame);
     bytes
-}
-
-fn next_packet_id(out: &mut Outbound) -> u16 {
-    // The window is at most `inflight_max` ids, so a free one is near.
-    loop {
-        out.last_packet_id = out.last_packet_id.wrapping_add(1).max(1);
-        let id = out.last_packet_id;
-        if !out.inflight.iter().any(|f| f.id == id) {
-            return id;
-        }
-    }
 }
 
 #[cfg(test)]
