@@ -7,5 +7,7 @@
 //! feeds bytes in and carries the resulting actions out.
 
 pub mod codec;
+pub mod deliver;
+pub mod outbound;
 pub mod session;
 pub mod v5;

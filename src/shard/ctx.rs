@@ -26,7 +26,7 @@ use super::rings::Senders;
 use glommio::{GlommioError, ResourceType};
 use smallvec::SmallVec;
 
-use super::session::{Backlog, CloseReason, DeliverAs, Delivery, Protocol, Session};
+use super::mailbox::{Backlog, CloseReason, DeliverAs, Delivery, Mailbox as Session, Protocol};
 use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
@@ -1468,7 +1468,7 @@ impl ShardCtx {
                             expired.push((ns.session.clone(), ns.sid.clone()));
                         }
                         let subject = nats_subject
-                            .get_or_insert_with(|| Rc::from(e.nats_subject()))
+                            .get_or_insert_with(|| Rc::from(crate::nats::deliver::subject(&e)))
                             .clone();
                         (
                             &ns.session,

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::frames;
-use super::{Actions, CloseReason, Establish, Established, Machine, Phase, Request, Version, Will};
+use super::{
+    Actions, CloseReason, Establish, Established, MqttSession, Phase, Request, Version, Will,
+};
 use crate::event::{now_ns, Event, EventMeta};
 use crate::mqtt::codec;
 use crate::mqtt::v5::{self, reason, Properties};
@@ -65,7 +67,7 @@ pub(super) fn event_v5(
     event.with_meta(meta)
 }
 
-impl Machine {
+impl MqttSession {
     /// A refusal's log line names the client id CONNECT gave.
     pub(super) fn name_problem(&mut self, client_id: &str) {
         if let Some(p) = &mut self.problem {
@@ -293,6 +295,9 @@ impl Machine {
                     out,
                 );
             }
+        }
+        if established.present {
+            out.request(Request::Resume);
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The MQTT session machine: one connection's protocol rules, for MQTT
 //! 3.1, 3.1.1 and 5 alike, with no socket, no executor and no clock.
 //!
-//! Inputs: the bytes the client sent ([`Machine::feed`] decodes one packet
+//! Inputs: the bytes the client sent ([`MqttSession::feed`] decodes one packet
 //! with the version's codec), the answers to the machine's own requests
 //! (`on_established`, `on_published`, `on_subscribed`, …), the end of the
-//! connection decided elsewhere ([`Machine::close`]: peer gone, takeover,
+//! connection decided elsewhere ([`MqttSession::close`]: peer gone, takeover,
 //! shutdown, slow consumer) and the current time `now`, which the caller
 //! passes (tests pass a virtual one). Outputs: [`Actions`] in order —
 //! frames built by the codecs, [`Request`]s to the shard, and a typed
@@ -137,10 +137,14 @@ impl Settings {
 pub enum Request {
     /// Register the client id, end any other connection of it (takeover,
     /// MQTT-3.1.4-2), and resume its kept state when `resume`. Answer:
-    /// [`Machine::on_established`].
+    /// [`MqttSession::on_established`].
     Establish(Box<Establish>),
+    /// After the CONNACK of a resumed session (session present): queue
+    /// what it carried from its last connection (resends, then what was
+    /// never sent).
+    Resume,
     /// Route an event (and store it first when `retain`). Answer, when
-    /// `ack` is set: [`Machine::on_published`] with whether it matched.
+    /// `ack` is set: [`MqttSession::on_published`] with whether it matched.
     Publish {
         event: Event,
         retain: bool,
@@ -150,10 +154,10 @@ pub enum Request {
     /// retained messages) — before an acknowledgement that promises it.
     Barrier,
     /// Apply the valid filters; fill in each outcome, then call
-    /// [`Machine::on_subscribed`] (after a barrier) with the request.
+    /// [`MqttSession::on_subscribed`] (after a barrier) with the request.
     Subscribe(Box<SubscribeRequest>),
     /// Remove the filters; fill in each outcome, then call
-    /// [`Machine::on_unsubscribed`].
+    /// [`MqttSession::on_unsubscribed`].
     Unsubscribe(Box<UnsubscribeRequest>),
     /// Send the retained messages matching a new subscription
     /// (MQTT-3.3.1-6), after its SUBACK.
@@ -162,7 +166,7 @@ pub enum Request {
     /// its packet id is free.
     Acknowledge(u16),
     /// PUBREC of a QoS 2 delivery: answer PUBREL. Answer:
-    /// [`Machine::on_received`] with whether it was in flight.
+    /// [`MqttSession::on_received`] with whether it was in flight.
     Received(u16),
     /// MQTT 5 PUBREC with an error: the delivery ends there.
     Forget(u16),
@@ -312,7 +316,7 @@ enum Phase {
 }
 
 /// One MQTT connection's protocol state. See the module doc.
-pub struct Machine {
+pub struct MqttSession {
     settings: Settings,
     phase: Phase,
     version: Version,
@@ -345,10 +349,10 @@ pub struct Machine {
     ended: bool,
 }
 
-impl Machine {
+impl MqttSession {
     /// A machine for a connection accepted at `now`.
-    pub fn new(settings: Settings, now: Instant) -> Machine {
-        Machine {
+    pub fn new(settings: Settings, now: Instant) -> MqttSession {
+        MqttSession {
             deadline: Some(now + settings.connect_timeout),
             settings,
             phase: Phase::Connecting,
@@ -465,19 +469,20 @@ impl Machine {
     /// protocol-error close (MQTT 5: DISCONNECT with the code first).
     pub fn malformed(&mut self, error: &Malformed, _now: Instant, out: &mut Actions<Request>) {
         match (self.phase, error) {
+            // The driver logs the decode error: no `Problem` here.
             (Phase::Connecting, Malformed::V5(e)) => {
                 self.version = Version::V5;
                 frames::refuse_v5(e.reason_code(), out);
-                self.problem(true, Some(e.reason_code()), e);
                 self.refused(CloseReason::ProtocolError, out);
             }
-            (Phase::Connecting, Malformed::V311(e)) => {
-                self.problem(false, None, e);
+            (Phase::Connecting, Malformed::V311(_)) => {
                 self.refused(CloseReason::ProtocolError, out);
             }
-            (Phase::Connected, Malformed::V5(e)) => self.violation(e.reason_code(), e, out),
-            (Phase::Connected, Malformed::V311(e)) => {
-                self.violation(v5::reason::MALFORMED_PACKET, e, out)
+            (Phase::Connected, Malformed::V5(e)) => {
+                self.end(CloseReason::ProtocolError, Some(e.reason_code()), out)
+            }
+            (Phase::Connected, Malformed::V311(_)) => {
+                self.end(CloseReason::ProtocolError, None, out)
             }
             (Phase::Establishing | Phase::Closed, _) => {}
         }
@@ -620,8 +625,41 @@ pub fn will_delay(delay_s: u32, keep: Option<Duration>) -> Option<Duration> {
     Some(Duration::from_secs(u64::from(delay_s)).min(keep))
 }
 
-impl Deadline for Machine {
+impl Deadline for MqttSession {
     fn next_deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+}
+
+/// The connection driver's view (`shard::driver`): the inherent methods
+/// above, under the contract's names.
+impl crate::session::Machine for MqttSession {
+    type Request = Request;
+    type Packet<'a> = Packet<'a>;
+    type Malformed = Malformed;
+    const NAME: &'static str = "MQTT";
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Packet<'a>, usize)>, Malformed> {
+        MqttSession::decode(self, buf)
+    }
+
+    fn packet_len(&self, buf: &[u8]) -> usize {
+        MqttSession::pending_len(buf)
+    }
+
+    fn handle(&mut self, packet: Packet<'_>, now: Instant, out: &mut Actions<Request>) {
+        MqttSession::handle(self, packet, now, out)
+    }
+
+    fn malformed(&mut self, error: &Malformed, now: Instant, out: &mut Actions<Request>) {
+        MqttSession::malformed(self, error, now, out)
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Request>) {
+        MqttSession::handle_timeout(self, now, out)
+    }
+
+    fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        MqttSession::closing(self, reason, out)
     }
 }

@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 use super::connect::event_v5;
 use super::frames::{self, Ack};
 use super::{
-    Actions, CloseReason, Machine, Phase, PublishAck, Request, SubscribeFilter, SubscribeOutcome,
-    SubscribeRequest, UnsubscribeRequest, Version,
+    Actions, CloseReason, MqttSession, Phase, PublishAck, Request, SubscribeFilter,
+    SubscribeOutcome, SubscribeRequest, UnsubscribeRequest, Version,
 };
 use crate::event::Event;
 use crate::mqtt::codec::Packet as P3;
@@ -32,7 +32,7 @@ fn empty_filter(filter: &str) -> bool {
             .is_some_and(|r| r.ends_with('/'))
 }
 
-impl Machine {
+impl MqttSession {
     /// A protocol violation: MQTT 5 says why (DISCONNECT `code`), 3.1.1
     /// closes.
     pub(super) fn violation(

@@ -105,15 +105,15 @@ fn requests(out: &Actions<Request>) -> Vec<&Request> {
 }
 
 /// Feeds one whole packet; asserts it was used.
-fn feed(m: &mut Machine, bytes: &[u8], now: Instant) -> Actions<Request> {
+fn feed(m: &mut MqttSession, bytes: &[u8], now: Instant) -> Actions<Request> {
     let mut out = Actions::default();
     assert_eq!(m.feed(bytes, now, &mut out), bytes.len());
     out
 }
 
 /// A machine past CONNECT/CONNACK at `t(0)`.
-fn connected(connect: &[u8]) -> Machine {
-    let mut m = Machine::new(settings(), t(0));
+fn connected(connect: &[u8]) -> MqttSession {
+    let mut m = MqttSession::new(settings(), t(0));
     let out = feed(&mut m, connect, t(0));
     assert!(
         matches!(requests(&out)[..], [Request::Establish(_)]),
@@ -135,13 +135,13 @@ fn connected(connect: &[u8]) -> Machine {
 
 /// The session's end after the close in `out` (`finish`, as the shard
 /// calls it once the connection is closed), appended to `out`.
-fn finished(mut out: Actions<Request>, m: &mut Machine) -> Actions<Request> {
+fn finished(mut out: Actions<Request>, m: &mut MqttSession) -> Actions<Request> {
     let reason = out.closed().expect("closed");
     m.finish(reason, &mut out);
     out
 }
 
-fn timeout(m: &mut Machine, now: Instant) -> Actions<Request> {
+fn timeout(m: &mut MqttSession, now: Instant) -> Actions<Request> {
     let mut out = Actions::default();
     m.handle_timeout(now, &mut out);
     out
@@ -188,7 +188,7 @@ fn keep_alive_expiry_after_the_window_says_why_in_v5() {
 fn no_keep_alive_no_deadline_and_connect_timeout() {
     let m = connected(&connect_v311("c", 0, true));
     assert_eq!(m.next_deadline(), None);
-    let mut m = Machine::new(settings(), t(0));
+    let mut m = MqttSession::new(settings(), t(0));
     let limit = settings().connect_timeout;
     assert_eq!(m.next_deadline(), Some(t(0) + limit));
     assert!(timeout(&mut m, t(0) + limit - Duration::from_millis(1))
@@ -214,7 +214,7 @@ fn keep_alive_cap() {
         keep_alive_max_s: 20,
         ..settings()
     };
-    let mut m = Machine::new(capped.clone(), t(0));
+    let mut m = MqttSession::new(capped.clone(), t(0));
     feed(&mut m, &connect_v5("c", 600, true, 0, None), t(0));
     let mut out = Actions::default();
     m.on_established(
@@ -232,7 +232,7 @@ fn keep_alive_cap() {
     assert_eq!(ack.properties.server_keep_alive, Some(20));
     assert_eq!(m.next_deadline(), Some(t(30_000)));
     // 3.1.1: more than the cap is refused with 0x02.
-    let mut m = Machine::new(capped, t(0));
+    let mut m = MqttSession::new(capped, t(0));
     let out = feed(&mut m, &connect_v311("c", 21, true), t(0));
     assert_eq!(frames(&out), vec![vec![0x20, 2, 0, 0x02]]);
     assert_eq!(out.closed(), Some(CloseReason::ConnectRefused));
@@ -241,7 +241,7 @@ fn keep_alive_cap() {
 #[test]
 fn connect_refusals() {
     let refused = |bytes: Vec<u8>| {
-        let mut m = Machine::new(settings(), t(0));
+        let mut m = MqttSession::new(settings(), t(0));
         let out = feed(&mut m, &bytes, t(0));
         assert!(requests(&out).is_empty(), "nothing established");
         (frames(&out), out.closed())
@@ -280,7 +280,7 @@ fn connect_refusals() {
         (vec![], Some(CloseReason::ProtocolError))
     );
     // Empty id with Clean Start 1 is assigned one.
-    let mut m = Machine::new(settings(), t(0));
+    let mut m = MqttSession::new(settings(), t(0));
     let out = feed(&mut m, &connect_v5("", 30, true, 0, None), t(0));
     let [Request::Establish(e)] = &requests(&out)[..] else {
         panic!()
@@ -531,7 +531,7 @@ fn takeover_says_so_in_v5_and_closes_in_v311() {
     assert!(frames(&out).is_empty());
     assert_eq!(out.closed(), Some(CloseReason::TakenOver));
     // Taken over during the handshake: no CONNACK, no session kept.
-    let mut m = Machine::new(settings(), t(0));
+    let mut m = MqttSession::new(settings(), t(0));
     feed(&mut m, &connect_v311("c", 0, false), t(0));
     let mut out = Actions::default();
     m.close(CloseReason::TakenOver, &mut out);
@@ -539,7 +539,7 @@ fn takeover_says_so_in_v5_and_closes_in_v311() {
     assert!(frames(&out).is_empty());
     assert!(matches!(requests(&out)[..], [Request::End { keep: None }]));
     // A refused CONNECT has no session to end.
-    let mut m = Machine::new(settings(), t(0));
+    let mut m = MqttSession::new(settings(), t(0));
     let out = finished(feed(&mut m, &connect_v311("", 0, false), t(0)), &mut m);
     assert!(requests(&out).is_empty());
 }
@@ -642,7 +642,7 @@ fn will_delay_is_cut_short_by_session_expiry() {
     let out = finished(out, &mut m);
     assert_eq!(wills(&out), vec![Some(s(2))]);
     // Expiry capped by the configuration: offline_session_expiry_s = 1.
-    let mut m = Machine::new(
+    let mut m = MqttSession::new(
         Settings {
             offline_session_expiry_s: 1,
             ..settings()
