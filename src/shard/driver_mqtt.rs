@@ -323,3 +323,6 @@ fn log_problem(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;
