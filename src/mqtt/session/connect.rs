@@ -216,7 +216,6 @@ impl MqttSession {
         self.persistent = self.expiry_s > 0;
         self.client_id_assigned = c.client_id.is_empty();
         self.wants_response_info = c.properties.request_response_information == Some(true);
-        self.aliases = vec![None; usize::from(self.settings.topic_alias_maximum)];
         self.accepted(keep_alive_s, now);
         out.request(Request::Establish(Box::new(Establish {
             client_id: (!c.client_id.is_empty()).then(|| c.client_id.into()),

@@ -331,7 +331,9 @@ pub struct MqttSession {
     /// QoS 2 packet ids received and not yet released (exactly once
     /// inbound), bounded by `inflight_max`.
     awaiting_release: SmallVec<[u16; 4]>,
-    /// Topic aliases the client set (index = alias - 1), MQTT 5.
+    /// Topic aliases the client set (index = alias - 1), MQTT 5; grown
+    /// to the highest alias used, at most `topic_alias_maximum` (an idle
+    /// connection holds none).
     aliases: Vec<Option<Box<str>>>,
     will: Option<Will>,
     /// MQTT 5: false after DISCONNECT other than 0x04.

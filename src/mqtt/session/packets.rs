@@ -185,6 +185,13 @@ impl MqttSession {
         // Topic alias (MQTT-3.3.2-7..12): set or use. The topic is borrowed
         // from the packet or the alias table: no copy per PUBLISH.
         let mut aliases = std::mem::take(&mut self.aliases);
+        if let Some(alias) = p.properties.topic_alias {
+            // The decoder refused alias 0; above the maximum is refused below.
+            let at = usize::from(alias);
+            if at <= usize::from(self.settings.topic_alias_maximum) && at > aliases.len() {
+                aliases.resize(at, None);
+            }
+        }
         let topic: &str = match p.properties.topic_alias {
             Some(alias) => match aliases.get_mut(usize::from(alias) - 1) {
                 None => {

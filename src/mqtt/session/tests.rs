@@ -710,3 +710,43 @@ fn expiry_with_a_reconnect_in_between() {
     assert!(due(&mut q, t(8_999)).is_empty());
     assert_eq!(due(&mut q, t(9_000)), vec![2]);
 }
+
+#[test]
+fn topic_aliases_set_used_and_bounded() {
+    let publish = |topic: &'static str, alias: u16| {
+        v5_bytes(&P5::Publish(v5::Publish {
+            dup: false,
+            qos: 0,
+            retain: false,
+            topic,
+            packet_id: 0,
+            properties: Properties {
+                topic_alias: Some(alias),
+                ..Default::default()
+            },
+            payload: b"x",
+        }))
+    };
+    let topic_of = |out: &Actions<Request>| match &requests(out)[..] {
+        [Request::Publish { event, .. }] => event.topic().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let mut m = connected(&connect_v5("c", 0, true, 0, None));
+    // Set alias 3, then use it with an empty topic.
+    assert_eq!(topic_of(&feed(&mut m, &publish("a/b", 3), t(1))), "a/b");
+    assert_eq!(topic_of(&feed(&mut m, &publish("", 3), t(2))), "a/b");
+    // Re-set to another topic.
+    assert_eq!(topic_of(&feed(&mut m, &publish("c", 3), t(3))), "c");
+    assert_eq!(topic_of(&feed(&mut m, &publish("", 3), t(4))), "c");
+    // Used before it was set: 0x82.
+    let out = feed(&mut m, &publish("", 2), t(5));
+    assert_eq!(frames(&out), vec![vec![0xe0, 1, reason::PROTOCOL_ERROR]]);
+    // Above the maximum announced (64 by default): 0x94.
+    let mut m = connected(&connect_v5("c", 0, true, 0, None));
+    let out = feed(&mut m, &publish("a", 65), t(1));
+    assert_eq!(
+        frames(&out),
+        vec![vec![0xe0, 1, reason::TOPIC_ALIAS_INVALID]]
+    );
+    assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
+}
