@@ -177,3 +177,62 @@ fn answered_pings_keep_the_connection() {
         conn.await;
     });
 }
+
+#[test]
+fn slow_consumer_gets_what_was_begun_then_its_err() {
+    run_test(|| async {
+        let mut config = Config::default();
+        config.limits.queued_messages_max = 20;
+        config.limits.queued_bytes_max = 8 * 1024;
+        config.limits.slow_consumer_policy = crate::config::SlowConsumerPolicy::Disconnect;
+        let ctx = one_shard(config).await;
+        // The subscriber's pipe holds 2 KiB: the rest waits in its mailbox.
+        let (slow, server) = transport_mem::pair(2048);
+        let sub = serve(&ctx, Rc::new(server));
+        let seen = RefCell::new(Vec::new());
+        slow.write_all(b"SUB s 1\r\nPING\r\n").await.unwrap();
+        read_until(&slow, &seen, "PONG\r\n").await;
+        seen.borrow_mut().clear();
+        // A few PUBs per read, so the subscriber's writer runs between
+        // them and has a batch begun when the queue overflows.
+        let (publisher, server) = transport_mem::pair(1024);
+        let publishing = serve(&ctx, Rc::new(server));
+        let one = format!("PUB s 200\r\n{}\r\n", "x".repeat(200));
+        let reading = async {
+            // A consumer that reads, but slower than the publisher sends.
+            let mut buf = [0u8; 512];
+            loop {
+                match slow.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.borrow_mut().extend_from_slice(&buf[..n]),
+                }
+                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+            }
+        };
+        let flooding = async {
+            for _ in 0..500 {
+                if publisher.write_all(one.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        };
+        futures_lite::future::zip(reading, flooding).await;
+        sub.await;
+        let text = String::from_utf8_lossy(&seen.borrow()).into_owned();
+        // Whole messages, then the error, then the end of the stream.
+        let body = text
+            .strip_suffix("-ERR 'Slow Consumer'\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "ends with the error: {:?}",
+                    &text[text.len().saturating_sub(80)..]
+                )
+            });
+        let msg = format!("MSG s 1 200\r\n{}\r\n", "x".repeat(200));
+        assert!(!body.is_empty());
+        assert_eq!(body.len() % msg.len(), 0, "whole messages only");
+        assert!(body.split_inclusive("x\r\n").all(|m| m == msg));
+        drop(publisher);
+        publishing.await;
+    });
+}
