@@ -1,16 +1,22 @@
 //! The MQTT session machine: one connection's protocol rules, for MQTT
-//! 3.1, 3.1.1 and 5 alike, with no socket, no executor and no clock.
+//! 3.1, 3.1.1 and 5 alike, with no socket, no executor and no clock. The
+//! connection driver (`shard::driver`, with MQTT's glue in
+//! `shard::driver_mqtt`) runs it through `session::Machine`.
 //!
-//! Inputs: the bytes the client sent ([`MqttSession::feed`] decodes one packet
-//! with the version's codec), the answers to the machine's own requests
-//! (`on_established`, `on_published`, `on_subscribed`, …), the end of the
-//! connection decided elsewhere ([`MqttSession::close`]: peer gone, takeover,
+//! Inputs: the packets the client sent ([`MqttSession::decode`] with the
+//! version's codec — before CONNECT, the codec of the level it announces —
+//! then [`MqttSession::handle`]), the answers to the machine's own
+//! requests (`on_established`, `on_published`, `on_subscribed`, …), a
+//! close decided elsewhere ([`MqttSession::closing`]: peer gone, takeover,
 //! shutdown, slow consumer) and the current time `now`, which the caller
 //! passes (tests pass a virtual one). Outputs: [`Actions`] in order —
-//! frames built by the codecs, [`Request`]s to the shard, and a typed
-//! close — plus one deadline ([`Deadline`]): the connect timeout, then
-//! keep-alive (1.5 times the negotiated value, MQTT-3.1.2-24 /
-//! MQTT-3.1.2-22 in 5).
+//! frames built by the codecs, [`Request`]s to the shard, a typed close
+//! with its last words (MQTT 5 CONNACK or DISCONNECT reason codes) — and
+//! one deadline ([`Deadline`]): the connect timeout, then keep-alive (1.5
+//! times the value in force, MQTT-3.1.2-24; `mqtt.keep_alive_max_s` caps
+//! it). Once the connection is closed, [`MqttSession::finish`] says what
+//! becomes of the session (kept for how long, or released) and of its
+//! will (now, or after a delay cut short by the session's expiry).
 //!
 //! One machine, because the rules are the same: version differences are
 //! data ([`Version`]) — which codec frames an acknowledgement, whether a
@@ -20,12 +26,15 @@
 //! Owns: the state of one MQTT connection (awaiting QoS 2 releases, topic
 //! aliases the client set, the will and its delay, the session expiry the
 //! client asked for, keep-alive). Must not touch: sockets, timers, the
-//! shard context (`shard/` carries the requests out), the outbound queue
-//! and in-flight window of deliveries (`shard::session`: the machine only
-//! forwards the client's acknowledgements of them).
+//! shard context (`shard::driver_mqtt` carries the requests out), the
+//! outbound queue and in-flight window of deliveries (`shard::mailbox` and
+//! `mqtt::outbound`: the machine only forwards the client's
+//! acknowledgements of them).
 //!
-//! Costs: a PUBLISH allocates only its event (the one payload copy); acks
-//! are written into the caller's reused [`Actions`] buffer.
+//! Costs: a PUBLISH allocates only its event (the one payload copy; an
+//! MQTT 5 PUBLISH without properties no metadata); acks are written into
+//! the driver's reused [`Actions`] buffer. Tests: `session/tests.rs`, in
+//! virtual time.
 
 mod connect;
 pub mod expiry;

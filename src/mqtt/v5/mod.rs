@@ -5,10 +5,10 @@
 //! Owns: the MQTT 5 wire format — variable byte integers, every property
 //! ([`properties`]), every packet type including AUTH ([`Packet`],
 //! [`decode`], [`encode`]), the reason-code table ([`reason`]) — and the
-//! checks the spec attaches to the format itself, each mapped to the reason code to close with
-//! ([`DecodeError::reason_code`]). Must not touch: sockets, executors,
-//! shards, session state. Rules that need connection state stay with the
-//! caller: Topic Alias above the negotiated maximum (0x94), Receive Maximum
+//! checks the spec attaches to the format itself, each mapped to the
+//! reason code to close with ([`DecodeError::reason_code`]). Must not
+//! touch: sockets, executors, shards, session state. Rules that need
+//! connection state stay with the caller (`mqtt::session`): Topic Alias above the negotiated maximum (0x94), Receive Maximum
 //! accounting (0x93), packet order (CONNECT first, AUTH exchange), Maximum
 //! Packet Size of the peer (check [`encoded_len`] before sending), topic
 //! name / filter syntax (wildcards, empty filters: `crate::topic`), payload
