@@ -8,9 +8,10 @@
 //! checks the spec attaches to the format itself, each mapped to the
 //! reason code to close with ([`DecodeError::reason_code`]). Must not
 //! touch: sockets, executors, shards, session state. Rules that need
-//! connection state stay with the caller (`mqtt::session`): Topic Alias above the negotiated maximum (0x94), Receive Maximum
-//! accounting (0x93), packet order (CONNECT first, AUTH exchange), Maximum
-//! Packet Size of the peer (check [`encoded_len`] before sending), topic
+//! connection state stay with the caller (`mqtt::session`): Topic Alias
+//! above the negotiated maximum (0x94), Receive Maximum accounting (0x93),
+//! packet order (CONNECT first, AUTH exchange), Maximum Packet Size of
+//! the peer (check [`encoded_len`] before sending), topic
 //! name / filter syntax (wildcards, empty filters: `crate::topic`), payload
 //! UTF-8 under Payload Format Indicator 1 (0x99), Session Expiry Interval
 //! in a server's DISCONNECT.
