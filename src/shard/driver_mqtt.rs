@@ -78,7 +78,10 @@ impl Glue<MqttSession> for MqttGlue {
     ) {
         let ctx = conn.ctx.clone();
         if let Request::Establish(e) = request {
-            return self.establish(conn, machine, *e, out).await;
+            // Boxed, as SUBSCRIBE below: once per connection, and their
+            // state (directory round trips, barriers) would otherwise
+            // weigh on the future of every request, PUBLISH included.
+            return Box::pin(self.establish(conn, machine, *e, out)).await;
         }
         let Some(mailbox) = conn.mailbox().cloned() else {
             debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
@@ -102,38 +105,8 @@ impl Glue<MqttSession> for MqttGlue {
                 }
             }
             Request::Barrier => ctx.barrier().await,
-            Request::Subscribe(mut sub) => {
-                let max = ctx.limits().subscriptions_per_session_max;
-                for f in sub.filters.iter_mut() {
-                    if f.outcome != SubscribeOutcome::Pending {
-                        continue;
-                    }
-                    let subs = mailbox.subscriptions.borrow();
-                    let existed = subs.contains_key(&*f.filter);
-                    let full = !existed && subs.len() >= max;
-                    drop(subs);
-                    if full {
-                        f.outcome = SubscribeOutcome::Full;
-                        continue;
-                    }
-                    ctx.subscribe(&mailbox, &f.filter, f.flags);
-                    if mailbox.version() == 5 {
-                        // The identifier replaces the previous one.
-                        let mut ids = mailbox.sub_identifiers.borrow_mut();
-                        match sub.identifier {
-                            Some(id) => {
-                                ids.insert(f.filter.clone(), id);
-                            }
-                            None => {
-                                ids.remove(&*f.filter);
-                            }
-                        }
-                    }
-                    f.outcome = SubscribeOutcome::Granted { existed };
-                }
-                // A publish that follows, from any shard, sees them.
-                ctx.barrier().await;
-                machine.on_subscribed(*sub, out);
+            Request::Subscribe(sub) => {
+                Box::pin(subscribe(&ctx, &mailbox, machine, *sub, out)).await
             }
             Request::Unsubscribe(mut unsub) => {
                 for (filter, outcome) in unsub.filters.iter_mut() {
@@ -211,6 +184,48 @@ impl MqttGlue {
             out,
         );
     }
+}
+
+/// Applies a SUBSCRIBE's valid filters (within the session's limit), makes
+/// them visible to every shard, then hands the outcomes to the machine.
+async fn subscribe(
+    ctx: &Rc<ShardCtx>,
+    mailbox: &Rc<Mailbox>,
+    machine: &mut MqttSession,
+    mut sub: crate::mqtt::session::SubscribeRequest,
+    out: &mut Actions<Request>,
+) {
+    let max = ctx.limits().subscriptions_per_session_max;
+    for f in sub.filters.iter_mut() {
+        if f.outcome != SubscribeOutcome::Pending {
+            continue;
+        }
+        let subs = mailbox.subscriptions.borrow();
+        let existed = subs.contains_key(&*f.filter);
+        let full = !existed && subs.len() >= max;
+        drop(subs);
+        if full {
+            f.outcome = SubscribeOutcome::Full;
+            continue;
+        }
+        ctx.subscribe(mailbox, &f.filter, f.flags);
+        if mailbox.version() == 5 {
+            // The identifier replaces the previous one.
+            let mut ids = mailbox.sub_identifiers.borrow_mut();
+            match sub.identifier {
+                Some(id) => {
+                    ids.insert(f.filter.clone(), id);
+                }
+                None => {
+                    ids.remove(&*f.filter);
+                }
+            }
+        }
+        f.outcome = SubscribeOutcome::Granted { existed };
+    }
+    // A publish that follows, from any shard, sees them.
+    ctx.barrier().await;
+    machine.on_subscribed(sub, out);
 }
 
 /// After the connection: keep the session offline or release it, then
