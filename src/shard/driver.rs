@@ -96,6 +96,12 @@ impl<T: Transport> Connection<T> {
         self.mailbox.as_ref()
     }
 
+    /// The shard, the mailbox and the congested list at once, for a glue
+    /// that publishes (no reference-count traffic per request).
+    pub fn parts(&mut self) -> (&Rc<ShardCtx>, Option<&Rc<Mailbox>>, &mut Vec<Rc<Mailbox>>) {
+        (&self.ctx, self.mailbox.as_ref(), &mut self.congested)
+    }
+
     /// Queues `bytes` behind what the mailbox holds, or, before there is a
     /// mailbox, writes them now.
     async fn write(&self, bytes: &[u8]) -> Result<(), CloseReason> {
@@ -130,6 +136,10 @@ impl Alarm {
                 self.armed = Some((at, glommio::timer::Timer::new(wait)));
             }
         }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        matches!(self.armed, Some((at, _)) if at <= now)
     }
 
     fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -179,6 +189,13 @@ where
     'turns: while end.is_none() {
         // One clock read per read: every packet of it arrived by then.
         let now = Instant::now();
+        if alarm.due(now) {
+            // A connection whose reads never wait still meets its timers.
+            if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
+                end = Some((r, true));
+                break 'turns;
+            }
+        }
         loop {
             out.clear();
             let used = match machine.decode(rb.filled()) {
@@ -207,18 +224,9 @@ where
         match read(conn, &mut rb, &mut fairness, &mut alarm, pending).await {
             Woke::Data => {}
             Woke::Timeout => {
-                let now = Instant::now();
-                out.clear();
-                machine.handle_timeout(now, &mut out);
-                if let Err(r) = carry_out(conn, machine, glue, &mut out, &mut last).await {
+                if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
                     end = Some((r, true));
                 }
-                let next = machine.next_deadline();
-                debug_assert!(
-                    next.is_none_or(|at| at > now),
-                    "a timer re-armed in the past"
-                );
-                alarm.arm(next.map(|at| at.max(now + Duration::from_millis(1))), now);
             }
             Woke::Closed(r) => end = Some((r, false)),
         }
@@ -242,23 +250,65 @@ where
     M: Machine,
     G: Glue<M>,
 {
-    loop {
-        let list = std::mem::take(&mut out.list);
-        if list.is_empty() {
-            return Ok(());
-        }
-        let closing = list.iter().any(|a| matches!(a, Action::Close(_)));
-        for action in list {
-            match action {
-                Action::Write { from, to } if closing => {
-                    last.extend_from_slice(&out.bytes[from..to]);
-                }
-                Action::Write { from, to } => conn.write(&out.bytes[from..to]).await?,
-                Action::Request(request) => glue.request(conn, machine, request, out).await,
-                Action::Close(reason) => return Err(reason),
+    // By index, each action moved out in turn: answers appended by the
+    // glue are carried out after it, and the list is neither copied nor
+    // reallocated per packet. What is left in its place is a write that
+    // no new write can merge into (`Actions::write` extends a last write
+    // ending where the new one starts) and that is never carried out.
+    let mut closing = out.closed().is_some();
+    let mut at = 0;
+    while at < out.list.len() {
+        let done = Action::Write {
+            from: usize::MAX,
+            to: usize::MAX,
+        };
+        let action = std::mem::replace(&mut out.list[at], done);
+        at += 1;
+        match action {
+            Action::Write { from, to } if closing => {
+                last.extend_from_slice(&out.bytes[from..to]);
             }
+            Action::Write { from, to } => conn.write(&out.bytes[from..to]).await?,
+            Action::Request(request) => {
+                let before = out.list.len();
+                glue.request(conn, machine, request, out).await;
+                if out.list.len() != before {
+                    closing = out.list[at..].iter().any(|a| matches!(a, Action::Close(_)));
+                }
+            }
+            Action::Close(reason) => return Err(reason),
         }
     }
+    Ok(())
+}
+
+/// A deadline of the machine came: `handle_timeout`, its actions, and the
+/// timer re-armed at the next deadline.
+async fn fire<T, M, G>(
+    conn: &mut Connection<T>,
+    machine: &mut M,
+    glue: &mut G,
+    out: &mut Actions<M::Request>,
+    last: &mut Vec<u8>,
+    alarm: &mut Alarm,
+) -> Result<(), CloseReason>
+where
+    T: Transport,
+    M: Machine,
+    G: Glue<M>,
+{
+    let now = Instant::now();
+    out.clear();
+    machine.handle_timeout(now, out);
+    let outcome = carry_out(conn, machine, glue, out, last).await;
+    let next = machine.next_deadline();
+    debug_assert!(
+        next.is_none_or(|at| at > now),
+        "a timer re-armed in the past"
+    );
+    alarm.armed = None;
+    alarm.arm(next.map(|at| at.max(now + Duration::from_millis(1))), now);
+    outcome
 }
 
 /// Between two parses: the pauses, the fairness yield, then a read raced
@@ -297,10 +347,11 @@ async fn read<T: Transport>(
                 return Poll::Ready(Err(Woke::Closed(r)));
             }
         }
-        if alarm.poll(cx).is_ready() {
-            return Poll::Ready(Err(Woke::Timeout));
-        }
         match transport.poll_read(cx, spare) {
+            // The timer is registered only when the read waits (its poll
+            // costs a reactor insert); a busy reader meets its deadlines
+            // through `Alarm::due` at the top of each turn.
+            Poll::Pending if alarm.poll(cx).is_ready() => Poll::Ready(Err(Woke::Timeout)),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Woke::Closed(CloseReason::PeerClosed))),
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
