@@ -102,18 +102,11 @@ impl<T: Transport> Connection<T> {
         (&self.ctx, self.mailbox.as_ref(), &mut self.congested)
     }
 
-    /// Queues `bytes` behind what the mailbox holds, or, before there is a
-    /// mailbox, writes them now.
-    async fn write(&self, bytes: &[u8]) -> Result<(), CloseReason> {
-        match &self.mailbox {
-            Some(m) => {
-                m.send(bytes);
-                Ok(())
-            }
-            None => io::send_all(&*self.transport, bytes)
-                .await
-                .map_err(|_| CloseReason::WriteError),
-        }
+    /// Writes `bytes` now, before the connection has a mailbox.
+    async fn write_direct(&self, bytes: &[u8]) -> Result<(), CloseReason> {
+        io::send_all(&*self.transport, bytes)
+            .await
+            .map_err(|_| CloseReason::WriteError)
     }
 }
 
@@ -214,9 +207,28 @@ where
                 }
             };
             rb.start += used;
-            if let Err(r) = carry_out(conn, machine, glue, &mut out, &mut last).await {
-                end = Some((r, true));
-                break 'turns;
+            // `carry_out`, inline: the per-packet path awaits the glue
+            // directly.
+            let mut cursor = Cursor::new(&out);
+            loop {
+                match step(conn, &mut out, &mut cursor, &mut last) {
+                    Step::Done => break,
+                    Step::Close(r) => {
+                        end = Some((r, true));
+                        break 'turns;
+                    }
+                    Step::Direct { from, to } => {
+                        if let Err(r) = conn.write_direct(&out.bytes[from..to]).await {
+                            end = Some((r, false));
+                            break 'turns;
+                        }
+                    }
+                    Step::Request(request) => {
+                        let before = out.list.len();
+                        glue.request(conn, machine, request, &mut out).await;
+                        cursor.answered(&out, before);
+                    }
+                }
             }
         }
         alarm.arm(machine.next_deadline(), now);
@@ -236,8 +248,81 @@ where
     reason
 }
 
+/// What carrying out an action list stopped at: something to await.
+enum Step<R> {
+    Request(R),
+    /// A write before the connection has a mailbox: straight to the stream.
+    Direct {
+        from: usize,
+        to: usize,
+    },
+    Close(CloseReason),
+    Done,
+}
+
+/// Where a carry-out of an action list stands.
+struct Cursor {
+    at: usize,
+    /// A close is in the list: its writes are the last words.
+    closing: bool,
+}
+
+impl Cursor {
+    fn new<R>(out: &Actions<R>) -> Cursor {
+        Cursor {
+            at: 0,
+            closing: out.closed().is_some(),
+        }
+    }
+
+    /// After the glue answered a request: the answer's actions were
+    /// appended after it.
+    fn answered<R>(&mut self, out: &Actions<R>, before: usize) {
+        if out.list.len() != before {
+            self.closing = out.list[self.at..]
+                .iter()
+                .any(|a| matches!(a, Action::Close(_)));
+        }
+    }
+}
+
+/// Carries out the actions that need no waiting (writes into the mailbox,
+/// last words) up to the next one that does. By index, each action moved
+/// out in turn, so answers appended by the glue come after it and the list
+/// is neither copied nor reallocated per packet. What is left in its place
+/// is a write no new write merges into (`Actions::write` extends a last
+/// write ending where the new one starts), never carried out.
+fn step<T: Transport, R>(
+    conn: &Connection<T>,
+    out: &mut Actions<R>,
+    cursor: &mut Cursor,
+    last: &mut Vec<u8>,
+) -> Step<R> {
+    while cursor.at < out.list.len() {
+        let done = Action::Write {
+            from: usize::MAX,
+            to: usize::MAX,
+        };
+        let action = std::mem::replace(&mut out.list[cursor.at], done);
+        cursor.at += 1;
+        match action {
+            Action::Write { from, to } if cursor.closing => {
+                last.extend_from_slice(&out.bytes[from..to]);
+            }
+            Action::Write { from, to } => match &conn.mailbox {
+                Some(m) => m.send(&out.bytes[from..to]),
+                None => return Step::Direct { from, to },
+            },
+            Action::Request(request) => return Step::Request(request),
+            Action::Close(reason) => return Step::Close(reason),
+        }
+    }
+    Step::Done
+}
+
 /// Carries out `out`'s actions in order. Writes followed by a close in the
 /// same list are kept in `last` (the last words) instead of queued.
+/// (The per-packet loop in `run` does the same inline, one future less.)
 async fn carry_out<T, M, G>(
     conn: &mut Connection<T>,
     machine: &mut M,
@@ -250,36 +335,19 @@ where
     M: Machine,
     G: Glue<M>,
 {
-    // By index, each action moved out in turn: answers appended by the
-    // glue are carried out after it, and the list is neither copied nor
-    // reallocated per packet. What is left in its place is a write that
-    // no new write can merge into (`Actions::write` extends a last write
-    // ending where the new one starts) and that is never carried out.
-    let mut closing = out.closed().is_some();
-    let mut at = 0;
-    while at < out.list.len() {
-        let done = Action::Write {
-            from: usize::MAX,
-            to: usize::MAX,
-        };
-        let action = std::mem::replace(&mut out.list[at], done);
-        at += 1;
-        match action {
-            Action::Write { from, to } if closing => {
-                last.extend_from_slice(&out.bytes[from..to]);
-            }
-            Action::Write { from, to } => conn.write(&out.bytes[from..to]).await?,
-            Action::Request(request) => {
+    let mut cursor = Cursor::new(out);
+    loop {
+        match step(conn, out, &mut cursor, last) {
+            Step::Done => return Ok(()),
+            Step::Close(reason) => return Err(reason),
+            Step::Direct { from, to } => conn.write_direct(&out.bytes[from..to]).await?,
+            Step::Request(request) => {
                 let before = out.list.len();
                 glue.request(conn, machine, request, out).await;
-                if out.list.len() != before {
-                    closing = out.list[at..].iter().any(|a| matches!(a, Action::Close(_)));
-                }
+                cursor.answered(out, before);
             }
-            Action::Close(reason) => return Err(reason),
         }
     }
-    Ok(())
 }
 
 /// A deadline of the machine came: `handle_timeout`, its actions, and the
