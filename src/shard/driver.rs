@@ -96,18 +96,17 @@ impl<T: Transport> Connection<T> {
         self.mailbox.as_ref()
     }
 
-    /// Queues `bytes` behind what the mailbox holds, or, before there is a
-    /// mailbox, writes them now.
-    async fn write(&self, bytes: &[u8]) -> Result<(), CloseReason> {
-        match &self.mailbox {
-            Some(m) => {
-                m.send(bytes);
-                Ok(())
-            }
-            None => io::send_all(&*self.transport, bytes)
-                .await
-                .map_err(|_| CloseReason::WriteError),
-        }
+    /// The shard, the mailbox and the congested list at once, for a glue
+    /// that publishes (no reference-count traffic per request).
+    pub fn parts(&mut self) -> (&Rc<ShardCtx>, Option<&Rc<Mailbox>>, &mut Vec<Rc<Mailbox>>) {
+        (&self.ctx, self.mailbox.as_ref(), &mut self.congested)
+    }
+
+    /// Writes `bytes` now, before the connection has a mailbox.
+    async fn write_direct(&self, bytes: &[u8]) -> Result<(), CloseReason> {
+        io::send_all(&*self.transport, bytes)
+            .await
+            .map_err(|_| CloseReason::WriteError)
     }
 }
 
@@ -130,6 +129,10 @@ impl Alarm {
                 self.armed = Some((at, glommio::timer::Timer::new(wait)));
             }
         }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        matches!(self.armed, Some((at, _)) if at <= now)
     }
 
     fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -179,6 +182,13 @@ where
     'turns: while end.is_none() {
         // One clock read per read: every packet of it arrived by then.
         let now = Instant::now();
+        if alarm.due(now) {
+            // A connection whose reads never wait still meets its timers.
+            if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
+                end = Some((r, true));
+                break 'turns;
+            }
+        }
         loop {
             out.clear();
             let used = match machine.decode(rb.filled()) {
@@ -197,9 +207,28 @@ where
                 }
             };
             rb.start += used;
-            if let Err(r) = carry_out(conn, machine, glue, &mut out, &mut last).await {
-                end = Some((r, true));
-                break 'turns;
+            // `carry_out`, inline: the per-packet path awaits the glue
+            // directly.
+            let mut cursor = Cursor::new(&out);
+            loop {
+                match step(conn, &mut out, &mut cursor, &mut last) {
+                    Step::Done => break,
+                    Step::Close(r) => {
+                        end = Some((r, true));
+                        break 'turns;
+                    }
+                    Step::Direct { from, to } => {
+                        if let Err(r) = conn.write_direct(&out.bytes[from..to]).await {
+                            end = Some((r, false));
+                            break 'turns;
+                        }
+                    }
+                    Step::Request(request) => {
+                        let before = out.list.len();
+                        glue.request(conn, machine, request, &mut out).await;
+                        cursor.answered(&out, before);
+                    }
+                }
             }
         }
         alarm.arm(machine.next_deadline(), now);
@@ -207,18 +236,9 @@ where
         match read(conn, &mut rb, &mut fairness, &mut alarm, pending).await {
             Woke::Data => {}
             Woke::Timeout => {
-                let now = Instant::now();
-                out.clear();
-                machine.handle_timeout(now, &mut out);
-                if let Err(r) = carry_out(conn, machine, glue, &mut out, &mut last).await {
+                if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
                     end = Some((r, true));
                 }
-                let next = machine.next_deadline();
-                debug_assert!(
-                    next.is_none_or(|at| at > now),
-                    "a timer re-armed in the past"
-                );
-                alarm.arm(next.map(|at| at.max(now + Duration::from_millis(1))), now);
             }
             Woke::Closed(r) => end = Some((r, false)),
         }
@@ -228,8 +248,81 @@ where
     reason
 }
 
+/// What carrying out an action list stopped at: something to await.
+enum Step<R> {
+    Request(R),
+    /// A write before the connection has a mailbox: straight to the stream.
+    Direct {
+        from: usize,
+        to: usize,
+    },
+    Close(CloseReason),
+    Done,
+}
+
+/// Where a carry-out of an action list stands.
+struct Cursor {
+    at: usize,
+    /// A close is in the list: its writes are the last words.
+    closing: bool,
+}
+
+impl Cursor {
+    fn new<R>(out: &Actions<R>) -> Cursor {
+        Cursor {
+            at: 0,
+            closing: out.closed().is_some(),
+        }
+    }
+
+    /// After the glue answered a request: the answer's actions were
+    /// appended after it.
+    fn answered<R>(&mut self, out: &Actions<R>, before: usize) {
+        if out.list.len() != before {
+            self.closing = out.list[self.at..]
+                .iter()
+                .any(|a| matches!(a, Action::Close(_)));
+        }
+    }
+}
+
+/// Carries out the actions that need no waiting (writes into the mailbox,
+/// last words) up to the next one that does. By index, each action moved
+/// out in turn, so answers appended by the glue come after it and the list
+/// is neither copied nor reallocated per packet. What is left in its place
+/// is a write no new write merges into (`Actions::write` extends a last
+/// write ending where the new one starts), never carried out.
+fn step<T: Transport, R>(
+    conn: &Connection<T>,
+    out: &mut Actions<R>,
+    cursor: &mut Cursor,
+    last: &mut Vec<u8>,
+) -> Step<R> {
+    while cursor.at < out.list.len() {
+        let done = Action::Write {
+            from: usize::MAX,
+            to: usize::MAX,
+        };
+        let action = std::mem::replace(&mut out.list[cursor.at], done);
+        cursor.at += 1;
+        match action {
+            Action::Write { from, to } if cursor.closing => {
+                last.extend_from_slice(&out.bytes[from..to]);
+            }
+            Action::Write { from, to } => match &conn.mailbox {
+                Some(m) => m.send(&out.bytes[from..to]),
+                None => return Step::Direct { from, to },
+            },
+            Action::Request(request) => return Step::Request(request),
+            Action::Close(reason) => return Step::Close(reason),
+        }
+    }
+    Step::Done
+}
+
 /// Carries out `out`'s actions in order. Writes followed by a close in the
 /// same list are kept in `last` (the last words) instead of queued.
+/// (The per-packet loop in `run` does the same inline, one future less.)
 async fn carry_out<T, M, G>(
     conn: &mut Connection<T>,
     machine: &mut M,
@@ -242,23 +335,48 @@ where
     M: Machine,
     G: Glue<M>,
 {
+    let mut cursor = Cursor::new(out);
     loop {
-        let list = std::mem::take(&mut out.list);
-        if list.is_empty() {
-            return Ok(());
-        }
-        let closing = list.iter().any(|a| matches!(a, Action::Close(_)));
-        for action in list {
-            match action {
-                Action::Write { from, to } if closing => {
-                    last.extend_from_slice(&out.bytes[from..to]);
-                }
-                Action::Write { from, to } => conn.write(&out.bytes[from..to]).await?,
-                Action::Request(request) => glue.request(conn, machine, request, out).await,
-                Action::Close(reason) => return Err(reason),
+        match step(conn, out, &mut cursor, last) {
+            Step::Done => return Ok(()),
+            Step::Close(reason) => return Err(reason),
+            Step::Direct { from, to } => conn.write_direct(&out.bytes[from..to]).await?,
+            Step::Request(request) => {
+                let before = out.list.len();
+                glue.request(conn, machine, request, out).await;
+                cursor.answered(out, before);
             }
         }
     }
+}
+
+/// A deadline of the machine came: `handle_timeout`, its actions, and the
+/// timer re-armed at the next deadline.
+async fn fire<T, M, G>(
+    conn: &mut Connection<T>,
+    machine: &mut M,
+    glue: &mut G,
+    out: &mut Actions<M::Request>,
+    last: &mut Vec<u8>,
+    alarm: &mut Alarm,
+) -> Result<(), CloseReason>
+where
+    T: Transport,
+    M: Machine,
+    G: Glue<M>,
+{
+    let now = Instant::now();
+    out.clear();
+    machine.handle_timeout(now, out);
+    let outcome = carry_out(conn, machine, glue, out, last).await;
+    let next = machine.next_deadline();
+    debug_assert!(
+        next.is_none_or(|at| at > now),
+        "a timer re-armed in the past"
+    );
+    alarm.armed = None;
+    alarm.arm(next.map(|at| at.max(now + Duration::from_millis(1))), now);
+    outcome
 }
 
 /// Between two parses: the pauses, the fairness yield, then a read raced
@@ -297,10 +415,11 @@ async fn read<T: Transport>(
                 return Poll::Ready(Err(Woke::Closed(r)));
             }
         }
-        if alarm.poll(cx).is_ready() {
-            return Poll::Ready(Err(Woke::Timeout));
-        }
         match transport.poll_read(cx, spare) {
+            // The timer is registered only when the read waits (its poll
+            // costs a reactor insert); a busy reader meets its deadlines
+            // through `Alarm::due` at the top of each turn.
+            Poll::Pending if alarm.poll(cx).is_ready() => Poll::Ready(Err(Woke::Timeout)),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Woke::Closed(CloseReason::PeerClosed))),
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),

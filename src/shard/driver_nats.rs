@@ -93,19 +93,19 @@ impl Glue<NatsSession> for NatsGlue {
         request: Request,
         out: &mut Actions<Request>,
     ) {
-        let ctx = conn.ctx.clone();
-        let mailbox = conn.mailbox().expect("NATS registers first").clone();
+        let (ctx, mailbox, congested) = conn.parts();
+        let mailbox = mailbox.expect("NATS registers first");
         match request {
             Request::Connect { echo } => mailbox.echo.set(echo),
             Request::Publish {
                 mut event,
                 answer_undelivered,
             } => {
-                event.origin = ctx.origin(&mailbox);
+                event.origin = ctx.origin(mailbox);
                 // A reference, no copy: kept only for requests whose
                 // client wants to hear that no one listens.
                 let kept = answer_undelivered.then(|| event.clone());
-                let delivered = ctx.publish(event, &mut conn.congested).await;
+                let delivered = ctx.publish(event, congested).await;
                 if let (false, Some(event)) = (delivered, kept) {
                     machine.undelivered(&event, out);
                 }
@@ -115,16 +115,16 @@ impl Glue<NatsSession> for NatsGlue {
                     machine.subscribed(Subscribed::TooMany, out);
                     return;
                 }
-                ctx.nats_subscribe(&mailbox, &sid, filter, queue.as_deref());
+                ctx.nats_subscribe(mailbox, &sid, filter, queue.as_deref());
                 // A publish that follows, from any shard, sees this interest.
                 ctx.barrier().await;
                 machine.subscribed(Subscribed::Yes, out);
             }
             Request::RouterPublish(event) => {
-                ctx.publish(event, &mut conn.congested).await;
+                ctx.publish(event, congested).await;
             }
             Request::Unsubscribe { sid, max } => {
-                ctx.nats_unsubscribe(&mailbox, &sid, max);
+                ctx.nats_unsubscribe(mailbox, &sid, max);
             }
         }
     }
