@@ -4,7 +4,7 @@
 //! a 1 KiB payload (topic `site/42/dev/17/temp`), of a QoS 1 PUBLISH, and of
 //! a SUBSCRIBE with 1 and 64 filters; `put_publish` encoding (QoS 0, 64 B);
 //! and the ingress/egress pair `weft::event::Event::new` (the one payload
-//! copy) + `Event::write_to` at QoS 0 (copy of the shared frame) and QoS 1
+//! copy) + `mqtt::deliver::write` at QoS 0 (copy of the shared frame) and QoS 1
 //! (fresh header and packet id).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-perf cargo bench --bench mqtt_codec`
@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
                 if out.len() > 60 * 1024 {
                     out.clear();
                 }
-                black_box(&event).write_to(&mut out, qos, 77, false, false);
+                weft::mqtt::deliver::write(black_box(&event), &mut out, qos, 77, false, false);
             })
         });
     }
@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 out.clear();
             }
             let e = Event::new(black_box(TOPIC), black_box(&payload), 0, false);
-            e.write_to(&mut out, 0, 0, false, false);
+            weft::mqtt::deliver::write(&e, &mut out, 0, 0, false, false);
         })
     });
     g.finish();

@@ -168,3 +168,67 @@ impl<R, C: Copy> Actions<R, C> {
 pub trait Deadline {
     fn next_deadline(&self) -> Option<Instant>;
 }
+
+/// A protocol's session machine, as the connection driver (`shard::driver`)
+/// runs it: bytes are decoded by the machine's codec, each packet is fed
+/// in with the current time, and the actions come out in `out` (cleared
+/// by the driver before each call). Every call is a pure function of the
+/// machine's state and its arguments, so a test drives a machine with a
+/// virtual clock and no socket.
+///
+/// Rules the driver relies on:
+/// - writes followed by a `Close` in the same call are the connection's
+///   last words: written after the packet the writer had begun, then the
+///   connection closes (queued deliveries are dropped);
+/// - a request answered by a later call (e.g. NATS `subscribed`) is the
+///   last action of its call, so that the answer's actions (appended to
+///   the same `out` by the protocol's glue) come right after it;
+/// - after `handle_timeout(now)`, `next_deadline` is later than `now` (or
+///   None): a timer is re-armed, never spun.
+pub trait Machine: Deadline {
+    /// Requests to the router, this protocol's own enum.
+    type Request;
+    /// A decoded packet, borrowing from the read buffer.
+    type Packet<'a>;
+    /// What makes bytes malformed (shown in the close's log line).
+    type Malformed: std::fmt::Display;
+    /// The protocol's name in log lines ("NATS", "MQTT").
+    const NAME: &'static str;
+
+    /// The first actions of a connection (NATS INFO); none by default.
+    fn start(&mut self, _now: Instant, _out: &mut Actions<Self::Request>) {}
+
+    /// One packet from the front of `buf` and the bytes it used; None when
+    /// more bytes are needed. Refuses oversize packets from their header.
+    #[allow(clippy::type_complexity)]
+    fn decode<'a>(
+        &self,
+        buf: &'a [u8],
+    ) -> Result<Option<(Self::Packet<'a>, usize)>, Self::Malformed>;
+
+    /// The size of the packet begun at the front of `buf` when its header
+    /// tells it (MQTT), else 0: the driver grows its read buffer to it.
+    fn packet_len(&self, _buf: &[u8]) -> usize {
+        0
+    }
+
+    fn handle(&mut self, packet: Self::Packet<'_>, now: Instant, out: &mut Actions<Self::Request>);
+
+    /// Bytes that do not decode: the machine writes its last words (if the
+    /// protocol has them) and closes with `ProtocolError`.
+    fn malformed(
+        &mut self,
+        error: &Self::Malformed,
+        now: Instant,
+        out: &mut Actions<Self::Request>,
+    );
+
+    /// A deadline from `next_deadline` has come.
+    fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Self::Request>);
+
+    /// The connection is closing for a reason decided outside the machine
+    /// (slow consumer, takeover, shutdown, the peer gone): the machine
+    /// writes its last words for it, if any (NATS `-ERR`, MQTT 5
+    /// DISCONNECT); writes only.
+    fn closing(&mut self, reason: CloseReason, out: &mut Actions<Self::Request>);
+}

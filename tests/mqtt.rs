@@ -856,3 +856,35 @@ async fn refusals_and_protocol_errors_are_logged_in_words() {
     let line = line_with("second CONNECT");
     assert!(line.contains("twice"), "{line}");
 }
+
+/// MQTT-4.7.3-1: every topic filter is at least one character; in 3.1.1
+/// an empty one is a protocol violation, which closes the connection
+/// (§4.8), in SUBSCRIBE as in UNSUBSCRIBE. A merely invalid filter still
+/// gets SUBACK 0x80 and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_topic_filter_closes_a_311_connection() {
+    let weft = Weft::start(1, "");
+    let mut raw = Raw::connected(weft.addr, "bad-wildcard", 30).await;
+    raw.send_packet(&codec::Packet::Subscribe {
+        packet_id: 1,
+        filters: vec![("a/#/b", 0)],
+    })
+    .await;
+    assert_eq!(raw.read_exact(5).await, vec![0x90, 3, 0, 1, 0x80]);
+    raw.send(&[0xc0, 0]).await;
+    assert_eq!(raw.read_exact(2).await, vec![0xd0, 0], "still served");
+    let mut raw = Raw::connected(weft.addr, "empty-sub", 30).await;
+    raw.send_packet(&codec::Packet::Subscribe {
+        packet_id: 1,
+        filters: vec![("ok/#", 0), ("", 0)],
+    })
+    .await;
+    assert!(raw.closed_by_server().await);
+    let mut raw = Raw::connected(weft.addr, "empty-unsub", 30).await;
+    raw.send_packet(&codec::Packet::Unsubscribe {
+        packet_id: 1,
+        filters: vec![""],
+    })
+    .await;
+    assert!(raw.closed_by_server().await);
+}

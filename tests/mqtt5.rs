@@ -562,7 +562,7 @@ async fn will_delay_interval() {
 /// Server Keep Alive and Response Information come back in CONNACK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_flow_control_and_connack_properties() {
-    let weft = Weft::start(1, "[mqtt]\nserver_keep_alive_s = 20\n");
+    let weft = Weft::start(1, "[mqtt]\nkeep_alive_max_s = 20\n");
     let mut sub = Raw::open(weft.addr).await;
     let props = wv5::Properties {
         receive_maximum: Some(1),
@@ -638,4 +638,80 @@ async fn client_flow_control_and_connack_properties() {
         panic!()
     };
     assert_eq!(p.topic, "fc/2");
+}
+
+/// Session expiry ends a session and publishes its delayed will at the
+/// session's end, whichever of the two comes first (MQTT-3.1.3-9), also
+/// with older sessions of longer expiry parked before it. `wx-short` (2 s
+/// expiry, 8 s delay) must have its will out before `wx-sentinel` (long
+/// expiry, 5 s delay), and its session must be gone once its will came.
+/// Times are printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_comes_at_session_end_when_expiry_is_shorter_than_delay() {
+    let weft = Weft::start(1, "");
+    let (mut watcher, _) = connect5(weft.addr, "wx-watcher", |_| {}).await;
+    watcher
+        .subscribe(Filter::new("wx/#", QoS::AtMostOnce))
+        .await;
+    let expiry = |s: u32| wv5::Properties {
+        session_expiry_interval: Some(s),
+        ..Default::default()
+    };
+    let will = |topic: &'static str, delay: u32| {
+        Some(Box::new(wv5::Will {
+            properties: wv5::Properties {
+                will_delay_interval: Some(delay),
+                ..Default::default()
+            },
+            topic,
+            payload: b"gone",
+            qos: 0,
+            retain: false,
+        }))
+    };
+    // Kept for an hour, parked first.
+    let mut long = Raw::open(weft.addr).await;
+    long.send(&v5_connect("wx-long", expiry(3600), None, true))
+        .await;
+    long.read_packet().await;
+    drop(long);
+    let mut short = Raw::open(weft.addr).await;
+    short
+        .send(&v5_connect(
+            "wx-short",
+            expiry(2),
+            will("wx/short", 8),
+            true,
+        ))
+        .await;
+    short.read_packet().await;
+    let mut sentinel = Raw::open(weft.addr).await;
+    sentinel
+        .send(&v5_connect(
+            "wx-sentinel",
+            expiry(3600),
+            will("wx/sentinel", 5),
+            true,
+        ))
+        .await;
+    sentinel.read_packet().await;
+    let started = std::time::Instant::now();
+    drop(short);
+    drop(sentinel);
+    let first = watcher.next_publish().await;
+    eprintln!("first will {:?} after {:?}", first.topic, started.elapsed());
+    assert_eq!(&first.topic[..], b"wx/short", "the session end came first");
+    let (_, connections) = admin_get(weft.admin, "/connections").await;
+    assert!(
+        !connections.contains("\"wx-short\""),
+        "the session ended with its will: {connections}"
+    );
+    assert!(connections.contains("\"wx-long\""), "{connections}");
+    let second = watcher.next_publish().await;
+    eprintln!(
+        "second will {:?} after {:?}",
+        second.topic,
+        started.elapsed()
+    );
+    assert_eq!(&second.topic[..], b"wx/sentinel");
 }

@@ -423,3 +423,143 @@ async fn quota_and_shutdown_disconnects() {
     assert_eq!(status.code(), Some(0));
     disconnected(&mut stay, reason::SERVER_SHUTTING_DOWN).await;
 }
+
+fn connect_with(id: &str, clean_start: bool, keep_alive_s: u16) -> Vec<u8> {
+    encode(&Packet::Connect(v5::Connect {
+        clean_start,
+        keep_alive_s,
+        properties: Properties::default(),
+        client_id: id,
+        will: None,
+        username: None,
+        password: None,
+    }))
+}
+
+/// MQTT-4.7.3-1: every topic filter is at least one character. An empty
+/// filter in SUBSCRIBE gets 0x8F (Topic Filter invalid) beside the valid
+/// ones, and in UNSUBSCRIBE too; the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_topic_filters_are_refused() {
+    let weft = Weft::start(1, "");
+    let mut raw = session(weft.addr, "empty-filter").await;
+    let options = v5::SubscriptionOptions::default();
+    raw.send(&encode(&Packet::Subscribe(v5::Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![("", options), ("ef/#", options), ("$share/g/", options)],
+    })))
+    .await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (
+            v5::PacketType::SubAck,
+            vec![
+                reason::TOPIC_FILTER_INVALID,
+                reason::GRANTED_QOS_0,
+                reason::TOPIC_FILTER_INVALID
+            ]
+        )
+    );
+    raw.send(&encode(&Packet::Unsubscribe(v5::Unsubscribe {
+        packet_id: 2,
+        properties: Properties::default(),
+        filters: vec!["", "ef/#"],
+    })))
+    .await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (
+            v5::PacketType::UnsubAck,
+            vec![reason::TOPIC_FILTER_INVALID, reason::SUCCESS]
+        )
+    );
+    // Still served.
+    raw.send(&[0xc0, 0]).await;
+    assert_eq!(raw.read_packet().await, vec![0xd0, 0]);
+}
+
+/// MQTT-3.1.3-7 leaves it to the server; a session with an assigned id can
+/// never be resumed, so Clean Start 0 with an empty id is refused with
+/// 0x85, as mosquitto does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_client_id_without_clean_start_is_refused() {
+    let weft = Weft::start(1, "");
+    let mut raw = Raw::open(weft.addr).await;
+    raw.send(&connect_with("", false, 30)).await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (
+            v5::PacketType::ConnAck,
+            vec![reason::CLIENT_IDENTIFIER_NOT_VALID]
+        )
+    );
+    assert!(raw.closed_by_server().await);
+    // With Clean Start 1 an empty id is assigned one.
+    let mut raw = Raw::open(weft.addr).await;
+    raw.send(&connect_with("", true, 30)).await;
+    assert_eq!(
+        next_code(&mut raw).await,
+        (v5::PacketType::ConnAck, vec![reason::SUCCESS])
+    );
+}
+
+async fn server_keep_alive(addr: std::net::SocketAddr, id: &str, asked_s: u16) -> Option<u16> {
+    let mut raw = Raw::open(addr).await;
+    raw.send(&connect_with(id, true, asked_s)).await;
+    let bytes = raw.read_packet().await;
+    let (p, _) = v5::decode(&bytes, &v5::DecodeLimits::default())
+        .unwrap()
+        .unwrap();
+    let Packet::ConnAck(ack) = p else {
+        panic!("expected CONNACK, got {p:?}")
+    };
+    assert_eq!(ack.reason_code, reason::SUCCESS);
+    ack.properties.server_keep_alive
+}
+
+/// `mqtt.keep_alive_max_s` caps keep-alive: a v5 client asking for more
+/// (or for 0, none) gets the cap as Server Keep Alive, one asking for less
+/// keeps its own, and is held to it: silent for 1.5 times its 1 s, it is
+/// closed with DISCONNECT 0x8D. A 3.1.1 client asking for more than the
+/// cap cannot be told, so it is refused (CONNACK 0x02, as mosquitto does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_is_capped_not_imposed() {
+    let weft = Weft::start(1, "[mqtt]\nkeep_alive_max_s = 60\n");
+    assert_eq!(server_keep_alive(weft.addr, "ka-more", 600).await, Some(60));
+    assert_eq!(server_keep_alive(weft.addr, "ka-none", 0).await, Some(60));
+    assert_eq!(server_keep_alive(weft.addr, "ka-equal", 60).await, None);
+    // Asks for 1 s, keeps it: closed after 1.5 s of silence.
+    let mut raw = Raw::open(weft.addr).await;
+    raw.send(&connect_with("ka-less", true, 1)).await;
+    let bytes = raw.read_packet().await;
+    let (p, _) = v5::decode(&bytes, &v5::DecodeLimits::default())
+        .unwrap()
+        .unwrap();
+    let Packet::ConnAck(ack) = p else { panic!() };
+    assert_eq!(ack.properties.server_keep_alive, None, "its own kept");
+    let started = std::time::Instant::now();
+    disconnected(&mut raw, reason::KEEP_ALIVE_TIMEOUT).await;
+    eprintln!("keep-alive 1 s: closed after {:?}", started.elapsed());
+    // 3.1.1: more than the cap, or none, is refused; less is served.
+    for (id, asked) in [("ka311-more", 61), ("ka311-none", 0)] {
+        let mut raw = Raw::open(weft.addr).await;
+        raw.send(&connect_packet(id, asked, 4, true)).await;
+        assert_eq!(raw.read_exact(4).await, vec![0x20, 2, 0, 0x02], "{id}");
+        assert!(raw.closed_by_server().await);
+    }
+    Raw::connected(weft.addr, "ka311-less", 60).await;
+}
+
+/// The replaced key is refused at start with a line naming its successor.
+#[test]
+fn server_keep_alive_s_names_its_replacement() {
+    let path = write_config("[mqtt]\nserver_keep_alive_s = 20\n");
+    let out = std::process::Command::new(weft_bin())
+        .args(["check-config", &path.0.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("mqtt.keep_alive_max_s"), "{stderr}");
+}

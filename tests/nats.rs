@@ -411,3 +411,33 @@ async fn slow_nats_consumer_gets_the_error() {
     // What was queued arrives whole, then the error, then EOF.
     assert_eq!(reader.await.unwrap(), "-ERR 'Slow Consumer'\r\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_names_the_client_and_the_nats_server_level() {
+    let weft = Weft::start(2, "");
+    let mut seen = BTreeSet::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(weft.nats).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, reader.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        let json = line
+            .strip_prefix("INFO ")
+            .and_then(|l| l.strip_suffix("\r\n"))
+            .unwrap_or_else(|| panic!("an INFO line: {line:?}"));
+        let info: serde_json::Value = serde_json::from_str(json).unwrap();
+        // Clients parse `version` as a nats-server version (major 2 for
+        // headers and no-responders); weft's own version has its field.
+        let version = info["version"].as_str().unwrap();
+        let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+        assert!(major >= 2, "version {version}");
+        assert_eq!(info["weft_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(info["client_ip"], local.ip().to_string());
+        let id = info["client_id"].as_u64().expect("a numeric client_id");
+        assert!(seen.insert(id), "client ids are distinct: {id} twice");
+    }
+}

@@ -242,6 +242,13 @@ impl Config {
                 format!("'{}' is not one of text, json", self.log.format),
             ));
         }
+        if self.mqtt.server_keep_alive_s.is_some() {
+            return Err(invalid(
+                "mqtt.server_keep_alive_s",
+                "replaced by mqtt.keep_alive_max_s, a cap on the keep-alive clients ask for \
+                 (one imposed on every MQTT 5 client held short keep-alives long)",
+            ));
+        }
         let l = &self.limits;
         let at_least = |key, value: usize, min: usize| at_least(key, value as u64, min as u64);
         at_least("limits.connections_max", l.connections_max, 1)?;

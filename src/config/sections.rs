@@ -53,9 +53,16 @@ pub struct MqttConfig {
     pub shard_port_base: u16,
     /// MQTT 5: topic aliases a client may set (Topic Alias Maximum).
     pub topic_alias_maximum: u16,
-    /// MQTT 5 Server Keep Alive: if non-zero, imposed on every v5 client
-    /// instead of its own value (sent in CONNACK).
-    pub server_keep_alive_s: u16,
+    /// Cap on the keep-alive a client may ask for, as mosquitto's
+    /// `max_keepalive`; 0 = no cap. An MQTT 5 client asking for more (or
+    /// for none) is told the cap (Server Keep Alive), one asking for less
+    /// keeps its own; an MQTT 3.1.1 client asking for more (or for none)
+    /// is refused (CONNACK 0x02), having no way to be told.
+    pub keep_alive_max_s: u16,
+    /// Replaced by `keep_alive_max_s` (it imposed one keep-alive on every
+    /// MQTT 5 client); refused with a line naming the new key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_keep_alive_s: Option<u16>,
     /// Publish broker statistics as retained `$SYS/broker/...` topics (as
     /// mosquitto does) every this many seconds; 0 = off.
     pub sys_interval_s: u64,
@@ -154,7 +161,8 @@ impl Default for MqttConfig {
             shard_listeners: false,
             shard_port_base: 0,
             topic_alias_maximum: 64,
-            server_keep_alive_s: 0,
+            keep_alive_max_s: 0,
+            server_keep_alive_s: None,
             sys_interval_s: 0,
         }
     }

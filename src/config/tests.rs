@@ -26,6 +26,8 @@ fn defaults_are_pinned() {
     assert_eq!(c.runtime.bind_retry_ms, 5000);
     assert_eq!(c.runtime.memory_trim_ms, 1000);
     assert_eq!(c.mqtt.sys_interval_s, 0);
+    assert_eq!(c.mqtt.keep_alive_max_s, 0);
+    assert_eq!(c.mqtt.server_keep_alive_s, None);
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }

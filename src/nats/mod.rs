@@ -1,8 +1,12 @@
-//! NATS: the client protocol codec ([`codec`]) and the subject rules and
-//! mapping to internal topics ([`subject`]).
+//! NATS: the client protocol codec ([`codec`]), the session machine
+//! ([`session`]), how an event is written as MSG/HMSG ([`deliver`]), and
+//! the subject rules and mapping to internal topics ([`subject`]).
 //!
-//! Owns: NATS formats and naming rules. Must not touch: sockets, shards.
-//! The connection loop lives in `shard::nats_conn`.
+//! Owns: NATS formats and rules. Must not touch: sockets, shards. The
+//! connection driver (`shard::driver`) runs the machine; its glue to the
+//! router is `shard::driver_nats`.
 
 pub mod codec;
+pub mod deliver;
+pub mod session;
 pub mod subject;

@@ -50,7 +50,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use super::session::Session;
+use super::mailbox::Mailbox as Session;
 use crate::event::Origin;
 
 /// A congested subscriber's watch: the publishers held for it.
@@ -182,7 +182,7 @@ impl PublisherHold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::session::Protocol;
+    use crate::shard::mailbox::Protocol;
 
     fn origin(shard: u16, session: u32) -> Origin {
         Origin { shard, session }

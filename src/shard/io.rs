@@ -1,28 +1,30 @@
-//! Socket plumbing shared by every protocol's connections: the growing
-//! read buffer, a read that also ends when the session is closed from
-//! elsewhere, and the writer task that turns a session's queue into
-//! batched writes.
+//! Connection plumbing shared by every protocol, over any [`Transport`]:
+//! the growing read buffer, the read budget (`Fairness`), a read that also
+//! ends when the session is closed from elsewhere, the bounded last words,
+//! and the writer task that turns a mailbox's queue into batched writes.
 //!
-//! Owns: the glommio socket calls of a connection. Must not touch: protocol
-//! formats. The read buffer starts at 1 KiB (idle connections stay small)
-//! and grows on demand up to `read_buffer_bytes_max`, or to the size of one
-//! packet if that is larger; the writer gathers everything queued, up to
-//! `write_batch_bytes_max`, into one write syscall.
+//! Owns: the reads and writes of a connection. Must not touch: protocol
+//! formats (the machines and their codecs), routing (`ctx`). The read
+//! buffer starts at `READ_BUFFER_INITIAL` (256 B: idle connections stay
+//! small) and grows on demand up to `read_buffer_bytes_max`, or to the
+//! size of one packet if that is larger; the writer gathers everything
+//! queued, up to `write_batch_bytes_max`, into one write.
+//! Hot path: the writer loop; rerun `weft bench` (README "bench") after
+//! changing it.
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
-
 use super::ctx::ShardCtx;
-use super::session::{CloseReason, Session};
+use super::mailbox::{CloseReason, Mailbox};
+pub use super::transport::configure;
+use super::transport::Transport;
 
-pub type Stream = RefCell<TcpStream>;
+/// The TCP transport, as the MQTT connection loops (`conn`, `conn5`) still
+/// name it until they run on the driver.
+pub type Stream = super::transport::Tcp;
 
 /// Idle connections hold this much read buffer; CONNECT and most control
 /// packets fit.
@@ -123,12 +125,12 @@ impl Fairness {
 /// then read more client bytes into `rb`. `pending` is the size of the
 /// packet at the front when the protocol knows it (see `spare`).
 #[allow(clippy::too_many_arguments)]
-pub async fn read_more(
+pub async fn read_more<T: Transport>(
     ctx: &ShardCtx,
-    stream: &Stream,
+    stream: &T,
     rb: &mut ReadBuffer,
-    session: &Session,
-    congested: &mut Vec<Rc<Session>>,
+    session: &Mailbox,
+    congested: &mut Vec<Rc<Mailbox>>,
     fairness: &mut Fairness,
     read_max: usize,
     pending: usize,
@@ -166,14 +168,18 @@ pub enum Read {
 
 /// Reads into `buf`, or returns when the session is closed from elsewhere
 /// (slow consumer, shutdown, write error).
-pub async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session>) -> Read {
+pub async fn read_some<T: Transport>(
+    stream: &T,
+    buf: &mut [u8],
+    session: Option<&Mailbox>,
+) -> Read {
     poll_fn(|cx| {
         if let Some(s) = session {
             if let Poll::Ready(r) = s.poll_closed(cx) {
                 return Poll::Ready(Read::Closed(r));
             }
         }
-        match Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf) {
+        match stream.poll_read(cx, buf) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => Poll::Ready(Read::Closed(CloseReason::PeerClosed)),
             Poll::Ready(Ok(n)) => Poll::Ready(Read::Data(n)),
@@ -186,37 +192,16 @@ pub async fn read_some(stream: &Stream, buf: &mut [u8], session: Option<&Session
     .await
 }
 
-/// Applies `[socket]` options to an accepted connection.
-pub fn configure(stream: &TcpStream, socket: &crate::config::SocketConfig) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    let _ = stream.set_nodelay(socket.tcp_nodelay);
-    // SAFETY: the fd stays open while `stream` is borrowed here.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&borrowed);
-    if socket.send_buffer_bytes > 0 {
-        let _ = sock.set_send_buffer_size(socket.send_buffer_bytes);
-    }
-    if socket.recv_buffer_bytes > 0 {
-        let _ = sock.set_recv_buffer_size(socket.recv_buffer_bytes);
-    }
-}
-
 /// Sends `last` (a final DISCONNECT or `-ERR` line) and closes gently:
 /// half-close, then read and discard what the client still sends, for at
 /// most 100 ms and 64 KiB. Closing with unread input would make the kernel
 /// reset the connection, and the client could lose the last words.
-pub async fn last_words(stream: &Stream, last: &[u8]) {
+pub async fn last_words<T: Transport>(stream: &T, last: &[u8]) {
     let bounded = async {
-        if write_all(stream, last).await.is_err() {
+        if send_all(stream, last).await.is_err() {
             return;
         }
-        {
-            use std::os::fd::{AsRawFd, BorrowedFd};
-            let fd = stream.borrow().as_raw_fd();
-            // SAFETY: the fd stays open while `stream` lives (it is ours).
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            let _ = socket2::SockRef::from(&borrowed).shutdown(std::net::Shutdown::Write);
-        }
+        stream.shutdown_write();
         let mut sink = [0u8; 4096];
         let mut left: usize = 64 * 1024;
         while left > 0 {
@@ -237,19 +222,18 @@ pub async fn last_words(stream: &Stream, last: &[u8]) {
 /// for a slow consumer the unsent bytes in the kernel's buffer (up to
 /// tcp_wmem's maximum, megabytes) would otherwise trickle out for minutes
 /// to a client that does not read.
-pub fn reset_on_close(stream: &Stream) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    let fd = stream.borrow().as_raw_fd();
-    // SAFETY: the fd stays open while `stream` is borrowed here.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let _ = socket2::SockRef::from(&borrowed).set_linger(Some(std::time::Duration::ZERO));
+pub fn reset_on_close<T: Transport>(stream: &T) {
+    stream.reset_on_close();
 }
 
 /// `write_all` that records how far it got, for a caller that may drop it.
-async fn write_counted(stream: &Stream, buf: &[u8], written: &mut usize) -> io::Result<()> {
+async fn write_counted<T: Transport>(
+    stream: &T,
+    buf: &[u8],
+    written: &mut usize,
+) -> io::Result<()> {
     while *written < buf.len() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, &buf[*written..]))
-            .await?;
+        let n = poll_fn(|cx| stream.poll_write(cx, &buf[*written..])).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -258,12 +242,27 @@ async fn write_counted(stream: &Stream, buf: &[u8], written: &mut usize) -> io::
     Ok(())
 }
 
-pub async fn write_all<S: AsyncWrite + Unpin>(
-    stream: &RefCell<S>,
+/// Writes all of `buf` to a transport.
+pub async fn send_all<T: Transport>(stream: &T, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| stream.poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` to a stream that is not (yet) a [`Transport`]
+/// (the bridge's links).
+pub async fn write_all<S: futures_lite::AsyncWrite + Unpin>(
+    stream: &std::cell::RefCell<S>,
     mut buf: &[u8],
 ) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
+        let n =
+            poll_fn(|cx| std::pin::Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -275,7 +274,11 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
 /// Drains the session's queue into batched writes until the session is
 /// closed. Returns true if it stopped between two packets (so that a final
 /// error line can still be written), false if it abandoned a write.
-pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stream>) -> bool {
+pub async fn write_loop<T: Transport>(
+    ctx: Rc<ShardCtx>,
+    session: Rc<Mailbox>,
+    stream: Rc<T>,
+) -> bool {
     let limits = ctx.limits();
     let mut born = Vec::new();
     loop {
@@ -292,7 +295,7 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
         // A client that stopped reading must not hold the writer once its
         // session is closed (slow consumer, protocol error, …).
         let mut written = 0;
-        let write = async { Some(write_counted(&stream, &buf, &mut written).await) };
+        let write = async { Some(write_counted(&*stream, &buf, &mut written).await) };
         let abandon = async {
             poll_fn(|cx| session.poll_abandon(cx)).await;
             None
@@ -312,7 +315,7 @@ pub async fn write_loop(ctx: Rc<ShardCtx>, session: Rc<Session>, stream: Rc<Stre
             // The client is owed its last words ('-ERR Slow Consumer',
             // DISCONNECT 0x97) after a whole packet: give the batch begun a
             // short, bounded chance.
-            let rest = async { Some(write_all(&stream, &buf[written..]).await) };
+            let rest = async { Some(send_all(&*stream, &buf[written..]).await) };
             let bound = async {
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 None

@@ -14,18 +14,20 @@
 
 pub mod bind;
 pub mod bridge;
-pub mod conn;
-pub mod conn5;
 pub mod ctx;
+pub mod driver;
+pub mod driver_mqtt;
+pub mod driver_nats;
 pub mod hold;
 pub mod io;
+pub mod mailbox;
 pub mod memory;
-pub mod nats_conn;
 pub mod rings;
 pub mod rlimits;
-pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod transport;
+pub mod transport_mem;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -40,7 +42,7 @@ use thiserror::Error;
 
 use crate::config::Resolved;
 use ctx::{Global, ShardCtx, ShardMsg};
-use session::Protocol as SessionProtocol;
+use mailbox::Protocol as SessionProtocol;
 use stats::{ShardStats, Snapshot};
 
 #[derive(Debug, Error)]
@@ -751,10 +753,10 @@ fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionP
     stats::Counters::add(&ctx.counters.connections, 1);
     match protocol {
         SessionProtocol::Mqtt => {
-            glommio::spawn_local(conn::serve(ctx.clone(), stream)).detach();
+            glommio::spawn_local(driver_mqtt::serve(ctx.clone(), stream)).detach();
         }
         SessionProtocol::Nats => {
-            glommio::spawn_local(nats_conn::serve(ctx.clone(), stream)).detach();
+            glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
         }
     }
 }

@@ -28,7 +28,9 @@
 //! DISCONNECT, wildcards in Response Topic, payload UTF-8 validity under
 //! Payload Format Indicator 1 (0x99).
 
-use super::codec::{DecodeError, DecodeLimits, EncodeError, Reader, VARINT_MAX};
+use super::error::{DecodeError, EncodeError};
+pub use super::kind::Context;
+use super::reader::{DecodeLimits, Reader, VARINT_MAX};
 
 /// Property identifiers (§2.2.2.2, table 2-4).
 pub mod id {
@@ -71,32 +73,6 @@ pub enum PropertyType {
     Utf8String,
     BinaryData,
     Utf8StringPair,
-}
-
-/// Where a property block sits: a packet type, or the Will Properties of a
-/// CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Context {
-    Connect,
-    Will,
-    ConnAck,
-    Publish,
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
-    Subscribe,
-    SubAck,
-    Unsubscribe,
-    UnsubAck,
-    Disconnect,
-    Auth,
-}
-
-impl Context {
-    const fn bit(self) -> u16 {
-        1 << self as u16
-    }
 }
 
 const CONNECT: u16 = Context::Connect.bit();

@@ -5,7 +5,7 @@
 //! codes share the value 0x00 (Success, Normal disconnection, Granted QoS 0);
 //! the aliases below name each use.
 
-use super::codec::PacketType;
+use super::kind::PacketType;
 
 pub const SUCCESS: u8 = 0x00;
 pub const NORMAL_DISCONNECTION: u8 = 0x00;

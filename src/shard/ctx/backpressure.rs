@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{ShardCtx, ShardMsg};
 use crate::event::Origin;
-use crate::shard::session::Session;
+use crate::shard::mailbox::Mailbox as Session;
 use crate::shard::stats::Counters;
 use crate::topic::trie::SessionKey;
 

@@ -16,7 +16,6 @@
 //! offline queue is compacted to twice its live entries.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,8 @@ use std::time::{Duration, Instant};
 use super::control::Reply;
 use super::{SessionState, ShardCtx, ShardMsg};
 use crate::event::Event;
-use crate::shard::session::{Backlog, CloseReason, Protocol, Session};
+use crate::mqtt::session::expiry::ExpiryQueue;
+use crate::shard::mailbox::{Backlog, CloseReason, Mailbox as Session, Protocol};
 use crate::topic::trie::SessionKey;
 
 #[derive(Default)]
@@ -36,7 +36,9 @@ pub(super) struct Directory {
     /// For the client ids whose directory is this shard: their host shard.
     hosts: RefCell<hashbrown::HashMap<Box<str>, u16>>,
     /// Offline persistent sessions, oldest first, with their expiry.
-    offline: RefCell<VecDeque<(Instant, Rc<Session>)>>,
+    /// Offline persistent sessions by expiry, earliest first (their
+    /// expiries differ, so the first parked is not the first due).
+    offline: RefCell<ExpiryQueue<Rc<Session>>>,
     offline_count: Cell<usize>,
     next_client_number: Cell<u64>,
 }
@@ -296,11 +298,11 @@ impl ShardCtx {
         let count = &self.directory.offline_count;
         count.set(count.get() + 1);
         let mut offline = self.directory.offline.borrow_mut();
-        offline.push_back((Instant::now() + expiry, kept.clone()));
+        offline.push(Instant::now() + expiry, kept.clone());
         // Entries of sessions resumed since stay until compacted: keep the
-        // queue within twice the live ones (amortised O(1)).
+        // queue within twice the live ones (amortised O(log n)).
         if offline.len() > 2 * count.get() + 1024 {
-            offline.retain(|(_, s)| s.offline.get() && !s.detached.get());
+            offline.retain(|s| s.offline.get() && !s.detached.get());
         }
         kept
     }
@@ -333,14 +335,8 @@ impl ShardCtx {
         let mut wills = Vec::new();
         let now = Instant::now();
         loop {
-            let next = {
-                let mut offline = self.directory.offline.borrow_mut();
-                match offline.front() {
-                    Some((deadline, _)) if *deadline <= now => offline.pop_front(),
-                    _ => None,
-                }
-            };
-            let Some((_, session)) = next else {
+            let next = self.directory.offline.borrow_mut().pop_due(now);
+            let Some(session) = next else {
                 return wills;
             };
             if session.offline.get() && !session.detached.get() {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::table::Table;
 use super::{ShardCtx, ShardMsg};
 use crate::event::Event;
-use crate::shard::session::Session;
+use crate::shard::mailbox::Mailbox as Session;
 use crate::shard::stats::Counters;
 use crate::topic::split_share;
 use crate::topic::trie::{GroupMatch, LocalSub, Matched};

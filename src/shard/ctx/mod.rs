@@ -44,8 +44,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::mailbox::{CloseReason, Mailbox as Session, Protocol};
 use super::rings::Senders;
-use super::session::{CloseReason, Protocol, Session};
 use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::event::Event;
-use crate::shard::session::Backlog;
+use crate::shard::mailbox::Backlog;
 use crate::topic::trie::SessionKey;
 
 /// What shards tell each other.

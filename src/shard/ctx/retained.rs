@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use super::{split_share, ShardCtx, ShardMsg};
 use crate::config::Config;
 use crate::event::Event;
-use crate::shard::session::{DeliverAs, Delivery, Session};
+use crate::shard::mailbox::{DeliverAs, Delivery, Mailbox as Session};
 use crate::shard::stats::Counters;
 use crate::topic::retained::{RetainedStore, Stored};
 

@@ -23,7 +23,7 @@ use super::groups::Member;
 use super::table::{NatsSub, Slot};
 use super::{split_share, ShardCtx, ShardMsg};
 use crate::event::Event;
-use crate::shard::session::{CloseReason, DeliverAs, Delivery, Session};
+use crate::shard::mailbox::{CloseReason, DeliverAs, Delivery, Mailbox as Session};
 use crate::shard::stats::Counters;
 use crate::topic::trie::{
     LocalSub, Matched, SessionKey, Trie, TrieCounts, NO_LOCAL, RETAIN_AS_PUBLISHED,
@@ -290,7 +290,7 @@ impl ShardCtx {
                             expired.push((ns.session.clone(), ns.sid.clone()));
                         }
                         let subject = nats_subject
-                            .get_or_insert_with(|| Rc::from(e.nats_subject()))
+                            .get_or_insert_with(|| Rc::from(crate::nats::deliver::subject(&e)))
                             .clone();
                         (
                             &ns.session,

@@ -12,7 +12,7 @@ use std::cell::{Cell, Ref, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::shard::session::{Protocol, Session};
+use crate::shard::mailbox::{Mailbox as Session, Protocol};
 use crate::shard::stats;
 use crate::topic::trie::{LocalSub, SessionKey};
 

@@ -1,23 +1,30 @@
-//! A connected session as its shard sees it: the bounded outbound queue, the
-//! in-flight window, and the wakers that tie the connection's reader and
-//! writer tasks together.
+//! A session's mailbox: what the router sees of a connected (or parked)
+//! session — the bounded outbound queue the router delivers into and the
+//! session's own frames join, its accounting and slow-consumer decision,
+//! the close and the wakers that tie the connection's driver and writer
+//! tasks together — plus, until they move into the MQTT machine's own
+//! sans-IO outbound state, MQTT's in-flight window and v5 extras.
 //!
 //! Owns: queue accounting and the slow-consumer decision for one session.
-//! Must not touch: sockets (the writer task in `conn` does the IO) or other
-//! sessions. Invariant, checked in debug builds: `bytes` is the sum of the
-//! wire sizes of the queued items.
+//! Must not touch: sockets (the writer task in `io` does the IO), protocol
+//! rules (the session machines), other sessions. Invariant, checked in
+//! debug builds: `bytes` is the sum of the wire sizes of the queued items.
+//! Hot path: `deliver` and `poll_batch` run per event; rerun `weft bench`
+//! after changing them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use smallvec::SmallVec;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
 use crate::event::Event;
 use crate::topic::trie::SessionKey;
+use crate::{mqtt, nats};
 
+use crate::mqtt::outbound::Outbound as MqttOutbound;
+pub use crate::mqtt::outbound::{Backlog, Flight};
 pub use crate::session::CloseReason;
 
 /// What happened to one delivery.
@@ -72,16 +79,16 @@ enum OutItem {
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
     Redeliver(Flight),
-    Static(&'static [u8]),
-    /// A control packet of at most 4 bytes (CONNACK, PUBACK, PINGRESP, …).
-    Short([u8; 4], u8),
+    /// A frame of at most `INLINE_BYTES` (PUBACK, PINGRESP, NATS PONG,
+    /// `+OK`, most `-ERR` lines): no allocation.
+    Short([u8; INLINE_BYTES], u8),
     Frame(Box<[u8]>),
 }
 
 impl OutItem {
     fn wire_len(&self) -> usize {
         match self {
-            OutItem::Event { event, qos, .. } => event.wire_len(*qos),
+            OutItem::Event { event, qos, .. } => mqtt::deliver::wire_len(event, *qos),
             // (MQTT 5 sizes differ slightly; the queue's byte count uses
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
@@ -89,15 +96,18 @@ impl OutItem {
                 event,
                 sid,
                 subject,
-            } => event.nats_wire_len(subject.len(), sid),
+            } => nats::deliver::wire_len(event, subject.len(), sid),
             OutItem::Redeliver(f) if f.released => 4,
-            OutItem::Redeliver(f) => f.event.wire_len(f.qos),
-            OutItem::Static(bytes) => bytes.len(),
+            OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
             OutItem::Short(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
         }
     }
 }
+
+/// Frames up to this size are queued inline: as large as fits without
+/// growing `OutItem` (its largest variant, a NATS delivery, sets the size).
+const INLINE_BYTES: usize = 30;
 
 /// How far past a window-blocked PUBLISH the writer looks for control
 /// packets to send first (bounds the scan).
@@ -109,13 +119,12 @@ struct Outbound {
     bytes: usize,
     writer: Option<Waker>,
     drain_waiters: Vec<Waker>,
-    /// QoS 1 and 2 deliveries not yet acknowledged, oldest first, kept for
-    /// redelivery to a persistent session's next connection.
-    inflight: VecDeque<Flight>,
-    last_packet_id: u16,
+    /// MQTT's hook: the in-flight window, packet ids and v5 extras
+    /// (sans-IO, `mqtt::outbound`); untouched by NATS sessions.
+    mqtt: MqttOutbound,
 }
 
-pub struct Session {
+pub struct Mailbox {
     pub key: SessionKey,
     pub protocol: Protocol,
     pub client_id: Box<str>,
@@ -148,50 +157,18 @@ pub struct Session {
     /// Its state was handed to another session (takeover): the connection
     /// that ends must not release it again.
     pub detached: Cell<bool>,
-    /// MQTT protocol level: 4 (3.1.1) or 5; PUBLISH packets are encoded
-    /// accordingly.
-    pub version: Cell<u8>,
-    /// MQTT 5: the client's Receive Maximum (caps the in-flight window).
-    pub receive_max: Cell<u16>,
-    /// MQTT 5: the client's Maximum Packet Size (0 = none); larger
-    /// deliveries are discarded (MQTT-3.1.2-25).
-    pub max_packet: Cell<u32>,
     /// MQTT 5 Session Expiry Interval (None: the configured one).
     pub expiry_s: Cell<Option<u32>>,
     /// MQTT 5 Subscription Identifiers by filter (only for subscriptions
     /// that set one; empty, unallocated, otherwise).
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
-    /// MQTT 5 topic aliases this server assigned, towards the client
-    /// (bounded by the client's Topic Alias Maximum).
-    out_aliases: RefCell<hashbrown::HashMap<Box<str>, u16>>,
-    pub client_alias_max: Cell<u16>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
 }
 
-/// One QoS 1 or 2 delivery in flight.
-#[derive(Debug, Clone)]
-pub struct Flight {
-    pub id: u16,
-    pub event: Event,
-    pub qos: u8,
-    /// QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP.
-    pub released: bool,
-}
-
-/// What a persistent session carries from one connection to the next.
-#[derive(Debug, Default, Clone)]
-pub struct Backlog {
-    /// Sent, not acknowledged: resent with DUP and the same packet id (or
-    /// PUBREL again, for a released QoS 2 delivery).
-    pub inflight: Vec<Flight>,
-    /// Not sent yet (QoS >= 1 only).
-    pub queued: Vec<(Event, u8)>,
-}
-
-impl Session {
-    pub fn new(key: SessionKey, protocol: Protocol, client_id: Box<str>) -> Session {
-        Session {
+impl Mailbox {
+    pub fn new(key: SessionKey, protocol: Protocol, client_id: Box<str>) -> Mailbox {
+        Mailbox {
             key,
             protocol,
             client_id,
@@ -209,13 +186,8 @@ impl Session {
             persistent: Cell::new(false),
             offline: Cell::new(false),
             detached: Cell::new(false),
-            version: Cell::new(4),
-            receive_max: Cell::new(u16::MAX),
-            max_packet: Cell::new(0),
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
-            out_aliases: RefCell::default(),
-            client_alias_max: Cell::new(0),
             pending_will: RefCell::new(None),
         }
     }
@@ -223,7 +195,26 @@ impl Session {
     /// Whether the protocol tells the client why it is closed (NATS
     /// `-ERR`, MQTT 5 DISCONNECT); MQTT 3.1.1 has no such packet.
     pub fn sends_last_words(&self) -> bool {
-        self.protocol == Protocol::Nats || self.version.get() == 5
+        self.protocol == Protocol::Nats || self.version() == 5
+    }
+
+    /// MQTT protocol level: 4 (3.1.1) or 5.
+    pub fn version(&self) -> u8 {
+        self.out.borrow().mqtt.version
+    }
+
+    /// An MQTT 5 session: what its CONNECT said about what it receives
+    /// (Receive Maximum, Maximum Packet Size, Topic Alias Maximum).
+    pub fn set_mqtt5(&self, receive_max: Option<u16>, max_packet: Option<u32>, alias_max: u16) {
+        let mqtt = &mut self.out.borrow_mut().mqtt;
+        mqtt.version = 5;
+        if let Some(max) = receive_max {
+            mqtt.receive_max = max;
+        }
+        if let Some(max) = max_packet {
+            mqtt.max_packet = max;
+        }
+        mqtt.alias_max = alias_max;
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
@@ -267,18 +258,26 @@ impl Session {
         }
     }
 
-    /// Queues a control packet. Control packets answer the client's own
-    /// packets, so they are bounded by its reading, not by the queue limit.
-    pub fn send_short(&self, packet: &[u8]) {
-        let mut bytes = [0; 4];
-        bytes[..packet.len()].copy_from_slice(packet);
+    /// Queues frames the session wrote (acknowledgements, PONG, SUBACK, …)
+    /// behind the deliveries already queued. They answer the client's own
+    /// packets, so they are bounded by its reading, not by the queue
+    /// limit. Small ones cost no allocation.
+    pub fn send(&self, frame: &[u8]) {
+        let item = if frame.len() <= INLINE_BYTES {
+            let mut bytes = [0; INLINE_BYTES];
+            bytes[..frame.len()].copy_from_slice(frame);
+            OutItem::Short(bytes, frame.len() as u8)
+        } else {
+            OutItem::Frame(frame.into())
+        };
         let mut out = self.out.borrow_mut();
-        self.push(&mut out, OutItem::Short(bytes, packet.len() as u8));
+        self.push(&mut out, item);
     }
 
-    pub fn send_static(&self, bytes: &'static [u8]) {
-        let mut out = self.out.borrow_mut();
-        self.push(&mut out, OutItem::Static(bytes));
+    /// A control packet of the MQTT loops (`conn`, `conn5`) until they run
+    /// on the driver.
+    pub fn send_short(&self, packet: &[u8]) {
+        self.send(packet);
     }
 
     pub fn send_frame(&self, frame: Vec<u8>) {
@@ -300,17 +299,16 @@ impl Session {
         }
         let offline = self.offline.get() || self.close.get().is_some();
         let qos = how.qos();
+        let mut out = self.out.borrow_mut();
         let len = match &how {
-            DeliverAs::Mqtt { qos, .. } if self.version.get() == 5 => event.wire_len_v5(*qos),
-            DeliverAs::Mqtt { qos, .. } => event.wire_len(*qos),
-            DeliverAs::Nats { sid, subject } => event.nats_wire_len(subject.len(), sid),
+            DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
+            DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
         };
-        let max_packet = self.max_packet.get() as usize;
-        if (max_packet > 0 && len > max_packet) || event.expired() {
+        let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
+        if too_large || event.expired() {
             self.dropped.set(self.dropped.get() + 1);
             return Delivery::Dropped;
         }
-        let mut out = self.out.borrow_mut();
         if offline {
             let full = out.queue.len() >= limits.qos1_queued_messages_max
                 || out.bytes + len > limits.qos1_queued_bytes_max;
@@ -399,7 +397,7 @@ impl Session {
         if matches!(closed, Some(r) if !r.flushes()) {
             return Poll::Ready(false);
         }
-        let v5 = self.version.get() == 5;
+        let ids = self.sub_identifiers.borrow();
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
         while buf.len() < limits.write_batch_bytes_max {
@@ -407,24 +405,19 @@ impl Session {
                 break;
             };
             if let OutItem::Event { qos: 1.., .. } = front {
-                let window = limits.inflight_max.min(usize::from(self.receive_max.get()));
-                if out.inflight.len() >= window {
+                if out.mqtt.window_full(limits.inflight_max) {
                     // Window full: the PUBLISH waits for an ack, but the
                     // control packets behind it (PINGRESP, acks, SUBACK)
                     // need not: let the first few through.
                     let mut at = 1;
                     while at < out.queue.len().min(CONTROL_OVERTAKE_MAX) {
-                        if matches!(
-                            out.queue[at],
-                            OutItem::Short(..) | OutItem::Static(_) | OutItem::Frame(_)
-                        ) {
+                        if matches!(out.queue[at], OutItem::Short(..) | OutItem::Frame(_)) {
                             let item = out.queue.remove(at).expect("index in range");
                             out.bytes -= item.wire_len();
                             match item {
                                 OutItem::Short(bytes, len) => {
                                     buf.extend_from_slice(&bytes[..usize::from(len)])
                                 }
-                                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
                                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
                                 _ => unreachable!("matched above"),
                             }
@@ -451,56 +444,16 @@ impl Session {
                 _ => {}
             }
             match item {
-                OutItem::Event {
-                    event,
-                    qos: 0,
-                    retain,
-                } => {
-                    if v5 {
-                        let (ids, alias) = self.v5_extras(&event);
-                        event.write_v5(buf, 0, 0, false, retain, &ids, alias);
-                    } else {
-                        event.write_to(buf, 0, 0, false, retain);
-                    }
-                }
                 OutItem::Event { event, qos, retain } => {
-                    let id = next_packet_id(out);
-                    if v5 {
-                        let (ids, alias) = self.v5_extras(&event);
-                        event.write_v5(buf, qos, id, false, retain, &ids, alias);
-                    } else {
-                        event.write_to(buf, qos, id, false, retain);
-                    }
-                    out.inflight.push_back(Flight {
-                        id,
-                        event,
-                        qos,
-                        released: false,
-                    });
+                    out.mqtt.write(buf, event, qos, retain, &ids);
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats {
                     event,
                     sid,
                     subject,
-                } => event.write_nats(buf, &subject, &sid),
-                OutItem::Redeliver(flight) => {
-                    let id = flight.id.to_be_bytes();
-                    if flight.released {
-                        buf.extend_from_slice(&[0x62, 2, id[0], id[1]]);
-                    } else if v5 {
-                        let (ids, alias) = self.v5_extras(&flight.event);
-                        flight
-                            .event
-                            .write_v5(buf, flight.qos, flight.id, true, false, &ids, alias);
-                    } else {
-                        flight
-                            .event
-                            .write_to(buf, flight.qos, flight.id, true, false);
-                    }
-                    out.inflight.push_back(flight);
-                }
-                OutItem::Static(bytes) => buf.extend_from_slice(bytes),
+                } => nats::deliver::write(&event, buf, &subject, &sid),
+                OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
         }
@@ -527,37 +480,6 @@ impl Session {
         Poll::Pending
     }
 
-    /// MQTT 5 per-delivery properties: the identifiers of the session's
-    /// subscriptions matching the topic (MQTT-3.3.4-3), and a topic alias
-    /// (assigned on first use while the client's maximum allows; `true` =
-    /// send the topic along to set it).
-    fn v5_extras(&self, event: &Event) -> (SmallVec<[u32; 2]>, Option<(u16, bool)>) {
-        let topic = event.topic();
-        let ids = self
-            .sub_identifiers
-            .borrow()
-            .iter()
-            .filter(|(f, _)| crate::topic::filter_matches(crate::topic::split_share(f).1, topic))
-            .map(|(_, id)| *id)
-            .collect();
-        let max = self.client_alias_max.get();
-        let alias = if max == 0 {
-            None
-        } else {
-            let mut aliases = self.out_aliases.borrow_mut();
-            match aliases.get(topic) {
-                Some(a) => Some((*a, false)),
-                None if aliases.len() < usize::from(max) => {
-                    let a = aliases.len() as u16 + 1;
-                    aliases.insert(topic.into(), a);
-                    Some((a, true))
-                }
-                None => None,
-            }
-        };
-        (ids, alias)
-    }
-
     /// For a writer blocked on the socket: Ready once the session is closed
     /// for a reason that does not flush (the write is abandoned).
     pub fn poll_abandon(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -574,14 +496,9 @@ impl Session {
     /// packet id. False if no such delivery was in flight.
     pub fn acknowledge(&self, packet_id: u16) -> bool {
         let mut out = self.out.borrow_mut();
-        let Some(at) = out
-            .inflight
-            .iter()
-            .position(|f| f.id == packet_id && (f.qos == 1 || f.released))
-        else {
+        if !out.mqtt.acknowledge(packet_id) {
             return false;
-        };
-        out.inflight.remove(at);
+        }
         if !out.queue.is_empty() {
             if let Some(w) = out.writer.take() {
                 w.wake();
@@ -592,24 +509,18 @@ impl Session {
 
     /// Ends a delivery the client refused (MQTT 5 PUBREC with an error).
     pub fn forget(&self, packet_id: u16) {
-        let mut out = self.out.borrow_mut();
-        out.inflight.retain(|f| f.id != packet_id);
+        self.out.borrow_mut().mqtt.forget(packet_id);
     }
 
     /// Handles PUBREC of a QoS 2 delivery: answers PUBREL (MQTT-4.3.3-3).
     /// False if no such delivery was waiting for it.
     pub fn received(&self, packet_id: u16) -> bool {
         let mut out = self.out.borrow_mut();
-        let Some(flight) = out
-            .inflight
-            .iter_mut()
-            .find(|f| f.id == packet_id && f.qos == 2)
-        else {
+        if !out.mqtt.received(packet_id) {
             return false;
-        };
-        flight.released = true;
-        let id = packet_id.to_be_bytes();
-        self.push(&mut out, OutItem::Short([0x62, 2, id[0], id[1]], 4));
+        }
+        let frame = mqtt::outbound::pubrel(packet_id);
+        self.push(&mut out, OutItem::Short(short(&frame), frame.len() as u8));
         true
     }
 
@@ -617,7 +528,7 @@ impl Session {
     pub fn take_backlog(&self) -> Backlog {
         let mut out = self.out.borrow_mut();
         let mut backlog = Backlog {
-            inflight: out.inflight.drain(..).collect(),
+            inflight: out.mqtt.take_inflight().collect(),
             queued: Vec::new(),
         };
         for item in out.queue.drain(..) {
@@ -657,15 +568,10 @@ impl Session {
     }
 }
 
-fn next_packet_id(out: &mut Outbound) -> u16 {
-    // The window is at most `inflight_max` ids, so a free one is near.
-    loop {
-        out.last_packet_id = out.last_packet_id.wrapping_add(1).max(1);
-        let id = out.last_packet_id;
-        if !out.inflight.iter().any(|f| f.id == id) {
-            return id;
-        }
-    }
+fn short(frame: &[u8]) -> [u8; INLINE_BYTES] {
+    let mut bytes = [0; INLINE_BYTES];
+    bytes[..frame.len()].copy_from_slice(frame);
+    bytes
 }
 
 #[cfg(test)]
@@ -694,7 +600,7 @@ mod tests {
 
     #[test]
     fn qos0_overflow_drops_and_counts() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 0, false);
         assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
@@ -710,7 +616,7 @@ mod tests {
 
     #[test]
     fn qos1_congests_then_disconnects() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
         assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
@@ -721,7 +627,7 @@ mod tests {
 
     #[test]
     fn window_and_acks() {
-        let s = Session::new(0, Protocol::Mqtt, "c".into());
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
         let l = limits();
         let e = Event::new("t", b"x", 1, false);
         s.deliver(e.clone(), mqtt(1), &l);
@@ -731,7 +637,11 @@ mod tests {
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
             Poll::Ready(true)
         );
-        assert_eq!(buf.len(), e.wire_len(1), "window of 1 lets one through");
+        assert_eq!(
+            buf.len(),
+            mqtt::deliver::wire_len(&e, 1),
+            "window of 1 lets one through"
+        );
         buf.clear();
         assert_eq!(
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),

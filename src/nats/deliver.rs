@@ -1,0 +1,101 @@
+//! How an event is written as a NATS MSG/HMSG for one subscription (MQTT 5
+//! user properties → headers, Response Topic → reply subject), and how
+//! many bytes that takes (for the mailbox's queue accounting).
+//!
+//! Owns: the NATS form of a delivery. Must not touch: queues, sockets.
+//! Hot path: `write` runs once per delivery into the writer's batch; an
+//! event from a NATS or plain MQTT publisher costs no allocation. Rerun
+//! `weft bench` (NATS) after changing it.
+
+use crate::event::Event;
+use crate::nats::{codec, subject};
+
+/// The NATS subject of the event's topic (see `nats::subject`): converted
+/// once per event and shard, shared by its NATS subscribers.
+pub fn subject(event: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(subject::nats_len(event.topic()));
+    subject::write_nats(event.topic(), &mut out);
+    out
+}
+
+/// Bytes `event` takes as a NATS MSG/HMSG for subscription `sid`, with a
+/// subject of `subject_len` bytes.
+pub fn wire_len(event: &Event, subject_len: usize, sid: &str) -> usize {
+    let converted = event.meta.as_deref().map_or(0, |m| {
+        m.response_topic.as_ref().map_or(0, |r| r.len() + 1)
+            + m.user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + if m.user_properties.is_empty() {
+                0
+            } else {
+                12 + 10
+            }
+    });
+    codec::msg_len(
+        subject_len,
+        sid,
+        event.reply(),
+        event.headers(),
+        event.payload().len(),
+    ) + converted
+}
+
+/// Appends the NATS MSG/HMSG for subscription `sid`.
+pub fn write(event: &Event, out: &mut Vec<u8>, subject: &[u8], sid: &str) {
+    let (reply, headers) = reply_and_headers(event);
+    codec::put_msg(
+        out,
+        |o| o.extend_from_slice(subject),
+        sid,
+        reply.as_deref().or(event.reply()),
+        headers.as_deref().or(event.headers()),
+        event.payload(),
+    );
+}
+
+/// For events from MQTT 5: the reply subject and header block NATS
+/// subscribers get (None where the event has its own NATS forms).
+fn reply_and_headers(event: &Event) -> (Option<String>, Option<Vec<u8>>) {
+    let Some(m) = event.meta.as_deref() else {
+        return (None, None);
+    };
+    let reply = match (&m.reply, &m.response_topic) {
+        (None, Some(topic)) => Some(subject::to_nats(topic)),
+        _ => None,
+    };
+    let headers = (m.headers.is_none() && !m.user_properties.is_empty()).then(|| {
+        let mut h = b"NATS/1.0\r\n".to_vec();
+        for (k, v) in &m.user_properties {
+            h.extend_from_slice(k.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(v.as_bytes());
+            h.extend_from_slice(b"\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    });
+    (reply, headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventMeta;
+
+    #[test]
+    fn nats_framing() {
+        let e = Event::new("a/b.c", b"hi", 0, false).with_meta(EventMeta {
+            reply: Some("_INBOX.1".into()),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let subject = subject(&e);
+        write(&e, &mut out, &subject, "7");
+        assert_eq!(out, b"MSG a.b//c 7 _INBOX.1 2\r\nhi\r\n");
+        assert_eq!(out.len(), wire_len(&e, subject.len(), "7"));
+        let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
+        assert!(plain.meta.is_none(), "empty metadata costs nothing");
+    }
+}

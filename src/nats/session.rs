@@ -1,0 +1,369 @@
+//! The NATS session machine: one client connection's protocol state and
+//! rules, with no socket, no executor and no clock (time comes in as
+//! `now`). It takes operations decoded by [`codec`], and returns actions:
+//! frames to write, requests to the router ([`Request`]), and a typed close.
+//!
+//! Owns: INFO, the CONNECT options (verbose `+OK`, echo, headers,
+//! no_responders), PING/PONG both ways, the server's ping interval and the
+//! stale-connection rule (`pings_outstanding_max` PINGs unanswered), the
+//! subject rules of PUB/HPUB/SUB, and the `-ERR` texts real clients
+//! expect: fatal errors (bad input, stale connection, slow consumer) are
+//! the connection's last words; others (an invalid subject) leave it open,
+//! as nats-server does. Must not touch: sockets, the shard, other sessions
+//! (the subscription table and the slow-consumer decision are the
+//! router's; this machine only says the words).
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::codec::{self, ClientOp, NatsError, NatsLimits};
+use super::subject;
+use crate::event::{Event, EventMeta};
+use crate::session::{Actions, CloseReason, Deadline, Machine};
+use crate::topic::{self, TopicLimits};
+
+/// The nats-server protocol level weft implements, announced as INFO
+/// `version`: clients read it as a nats-server version for their feature
+/// checks (headers and no-responders need 2.2+); weft's own version goes
+/// in `weft_version`.
+pub const NATS_SERVER_VERSION: &str = "2.10.0";
+
+/// The status header of a request that found no subscriber.
+const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
+
+/// The CONNECT options weft reads; others are accepted and ignored.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct ConnectOptions {
+    verbose: bool,
+    pedantic: bool,
+    echo: bool,
+    headers: bool,
+    no_responders: bool,
+    name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            verbose: false,
+            pedantic: false,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            name: None,
+            lang: None,
+            version: None,
+        }
+    }
+}
+
+/// What a NATS session is held to; copied from the configuration when
+/// the connection starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub limits: NatsLimits,
+    pub topic_limits: TopicLimits,
+    /// The server sends PING this often.
+    pub ping_interval: Duration,
+    /// PINGs left unanswered when the next one is due: the connection is
+    /// stale and closes.
+    pub pings_outstanding_max: u32,
+}
+
+/// The fields of INFO that depend on the connection and the server.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub server_id: String,
+    pub host: String,
+    pub port: u16,
+    pub max_payload: usize,
+    pub client_id: u64,
+    pub client_ip: String,
+}
+
+impl ServerInfo {
+    /// The INFO line a client gets first.
+    pub fn line(&self) -> Vec<u8> {
+        let info = serde_json::json!({
+            "server_id": self.server_id,
+            "server_name": "weft",
+            "version": NATS_SERVER_VERSION,
+            "weft_version": env!("CARGO_PKG_VERSION"),
+            "proto": 1,
+            "go": "n/a (weft, Rust)",
+            "host": self.host,
+            "port": self.port,
+            "headers": true,
+            "max_payload": self.max_payload,
+            "client_id": self.client_id,
+            "client_ip": self.client_ip,
+        });
+        format!("INFO {info}\r\n").into_bytes()
+    }
+}
+
+/// What the session asks of the router, in order.
+#[derive(Debug)]
+pub enum Request {
+    /// CONNECT: `echo` false = never deliver this client's own publishes.
+    Connect { echo: bool },
+    /// PUB/HPUB. `answer_undelivered`: a request whose client wants to
+    /// know when no one listens; if no subscriber got it, the glue calls
+    /// [`NatsSession::undelivered`].
+    Publish {
+        event: Event,
+        answer_undelivered: bool,
+    },
+    /// SUB with its internal filter; answered by
+    /// [`NatsSession::subscribed`] (the last action of its call).
+    Subscribe {
+        sid: Box<str>,
+        filter: String,
+        queue: Option<Box<str>>,
+    },
+    /// UNSUB: now, or after `max` deliveries in all.
+    Unsubscribe { sid: Box<str>, max: Option<u64> },
+    /// An event the router makes itself (a no-responders status): routed
+    /// as from no client, so `echo: false` does not hold it back.
+    RouterPublish(Event),
+}
+
+/// The router's answer to a SUB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    Yes,
+    /// The session holds `subscriptions_per_session_max` already.
+    TooMany,
+}
+
+pub struct NatsSession {
+    settings: Settings,
+    options: ConnectOptions,
+    info: Option<ServerInfo>,
+    /// Server PINGs not yet answered by a PONG.
+    pings_outstanding: u32,
+    next_ping: Instant,
+    closed: bool,
+    /// What broke the rules, for the close's log line.
+    error: Option<String>,
+}
+
+fn err(out: &mut Actions<Request>, message: &str) {
+    out.write(|b| {
+        b.extend_from_slice(b"-ERR '");
+        b.extend_from_slice(message.as_bytes());
+        b.extend_from_slice(b"'\r\n");
+    });
+}
+
+impl NatsSession {
+    /// A session that starts (INFO, ping timer) at `start`'s `now`.
+    pub fn new(settings: Settings, info: ServerInfo, now: Instant) -> NatsSession {
+        NatsSession {
+            settings,
+            options: ConnectOptions::default(),
+            info: Some(info),
+            pings_outstanding: 0,
+            next_ping: now + settings.ping_interval,
+            closed: false,
+            error: None,
+        }
+    }
+
+    /// What broke the protocol's rules, when the session closed for it.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn pings_outstanding(&self) -> u32 {
+        self.pings_outstanding
+    }
+
+    fn ok(&self, out: &mut Actions<Request>) {
+        if self.options.verbose {
+            out.write(|b| b.extend_from_slice(codec::OK));
+        }
+    }
+
+    fn close(&mut self, out: &mut Actions<Request>, reason: CloseReason, message: &str) {
+        err(out, message);
+        out.close(reason);
+        self.closed = true;
+    }
+
+    /// The router's answer to the last `Subscribe`.
+    pub fn subscribed(&mut self, answer: Subscribed, out: &mut Actions<Request>) {
+        match answer {
+            Subscribed::Yes => self.ok(out),
+            Subscribed::TooMany => err(out, "Maximum Subscriptions Exceeded"),
+        }
+    }
+
+    /// A publish with `answer_undelivered` reached no subscriber: the
+    /// requester gets a 503 status message on its reply subject.
+    pub fn undelivered(&mut self, event: &Event, out: &mut Actions<Request>) {
+        let Some(reply) = event.reply() else {
+            return;
+        };
+        let Ok(topic) =
+            subject::to_internal(reply, false, self.settings.topic_limits.topic_bytes_max)
+        else {
+            return;
+        };
+        let event = Event::new(&topic, b"", 0, false).with_meta(EventMeta {
+            headers: Some(NO_RESPONDERS.into()),
+            ..Default::default()
+        });
+        out.request(Request::RouterPublish(event));
+    }
+
+    fn publish(
+        &mut self,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        out: &mut Actions<Request>,
+    ) {
+        let limits = &self.settings.topic_limits;
+        let Some(internal) = subject::to_internal(subj, false, limits.topic_bytes_max)
+            .ok()
+            .filter(|t| topic::validate_name(t, limits).is_ok())
+        else {
+            err(out, "Invalid Publish Subject");
+            return;
+        };
+        // As nats-server: +OK acknowledges the PUB before any delivery.
+        self.ok(out);
+        let event = Event::new(&internal, payload, 0, false).with_meta(EventMeta {
+            reply: reply.map(Into::into),
+            headers: headers.map(Into::into),
+            ..Default::default()
+        });
+        let answer_undelivered =
+            reply.is_some() && self.options.headers && self.options.no_responders;
+        out.request(Request::Publish {
+            event,
+            answer_undelivered,
+        });
+    }
+}
+
+impl Deadline for NatsSession {
+    fn next_deadline(&self) -> Option<Instant> {
+        (!self.closed).then_some(self.next_ping)
+    }
+}
+
+impl Machine for NatsSession {
+    type Request = Request;
+    type Packet<'a> = ClientOp<'a>;
+    type Malformed = NatsError;
+    const NAME: &'static str = "NATS";
+
+    fn start(&mut self, now: Instant, out: &mut Actions<Request>) {
+        if let Some(info) = self.info.take() {
+            out.write(|b| b.extend_from_slice(&info.line()));
+        }
+        self.next_ping = now + self.settings.ping_interval;
+    }
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
+        codec::decode(buf, &self.settings.limits)
+    }
+
+    fn handle(&mut self, op: ClientOp<'_>, _now: Instant, out: &mut Actions<Request>) {
+        if self.closed {
+            return;
+        }
+        match op {
+            ClientOp::Connect(json) => match serde_json::from_str::<ConnectOptions>(json) {
+                Ok(options) => {
+                    tracing::debug!(name = ?options.name, lang = ?options.lang, version = ?options.version, pedantic = options.pedantic, "NATS CONNECT");
+                    out.request(Request::Connect { echo: options.echo });
+                    self.options = options;
+                    self.ok(out);
+                }
+                Err(e) => {
+                    self.error = Some(format!("invalid CONNECT: {e}"));
+                    self.close(out, CloseReason::ProtocolError, "Protocol Error");
+                }
+            },
+            ClientOp::Pub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => self.publish(subject, reply, headers, payload, out),
+            ClientOp::Sub {
+                subject: subj,
+                queue,
+                sid,
+            } => {
+                let limits = &self.settings.topic_limits;
+                let Some(filter) = subject::to_internal(subj, true, limits.topic_bytes_max)
+                    .ok()
+                    .filter(|f| topic::validate_filter(f, limits).is_ok())
+                else {
+                    err(out, "Invalid Subject");
+                    return;
+                };
+                // A publish that follows, from any shard, sees this
+                // interest: the glue waits for every shard before it
+                // answers (`subscribed`).
+                out.request(Request::Subscribe {
+                    sid: sid.into(),
+                    filter,
+                    queue: queue.map(Into::into),
+                });
+            }
+            ClientOp::Unsub { sid, max } => {
+                out.request(Request::Unsubscribe {
+                    sid: sid.into(),
+                    max,
+                });
+                self.ok(out);
+            }
+            ClientOp::Ping => out.write(|b| b.extend_from_slice(codec::PONG)),
+            ClientOp::Pong => self.pings_outstanding = 0,
+        }
+    }
+
+    fn malformed(&mut self, error: &NatsError, _now: Instant, out: &mut Actions<Request>) {
+        // (The driver logs `error`.)
+        self.close(out, CloseReason::ProtocolError, error.client_message());
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Request>) {
+        if self.closed || now < self.next_ping {
+            return;
+        }
+        if self.pings_outstanding >= self.settings.pings_outstanding_max {
+            self.error = Some("PINGs unanswered".into());
+            self.close(out, CloseReason::StaleConnection, "Stale Connection");
+            return;
+        }
+        self.pings_outstanding += 1;
+        out.write(|b| b.extend_from_slice(codec::PING));
+        self.next_ping = now + self.settings.ping_interval;
+    }
+
+    fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        match reason {
+            CloseReason::SlowConsumer => err(out, "Slow Consumer"),
+            CloseReason::StaleConnection => err(out, "Stale Connection"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

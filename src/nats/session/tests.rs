@@ -1,0 +1,259 @@
+//! The NATS machine with a virtual clock: no socket, no executor.
+
+use super::*;
+use crate::session::Action;
+
+fn settings() -> Settings {
+    Settings {
+        limits: NatsLimits {
+            control_line_bytes_max: 64,
+            payload_bytes_max: 16,
+        },
+        topic_limits: TopicLimits::default(),
+        ping_interval: Duration::from_secs(10),
+        pings_outstanding_max: 2,
+    }
+}
+
+fn info() -> ServerInfo {
+    ServerInfo {
+        server_id: "NTEST".into(),
+        host: "127.0.0.1".into(),
+        port: 4222,
+        max_payload: 16,
+        client_id: 7,
+        client_ip: "10.0.0.9".into(),
+    }
+}
+
+/// A machine started at `t0`, with its INFO taken off.
+fn started(t0: Instant) -> (NatsSession, Actions<Request>) {
+    let mut s = NatsSession::new(settings(), info(), t0);
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    assert!(out.bytes.starts_with(b"INFO {"));
+    out.clear();
+    (s, out)
+}
+
+/// Decodes every operation of `input` and feeds it, as the driver does.
+fn feed(s: &mut NatsSession, input: &[u8], now: Instant, out: &mut Actions<Request>) {
+    let mut at = 0;
+    loop {
+        match s.decode(&input[at..]) {
+            Ok(Some((op, used))) => {
+                s.handle(op, now, out);
+                at += used;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                s.malformed(&e, now, out);
+                break;
+            }
+        }
+    }
+}
+
+/// The bytes the actions write, in order.
+fn written(out: &Actions<Request>) -> String {
+    let mut text = String::new();
+    for a in &out.list {
+        if let Action::Write { from, to } = a {
+            text.push_str(std::str::from_utf8(&out.bytes[*from..*to]).unwrap());
+        }
+    }
+    text
+}
+
+#[test]
+fn info_announces_the_nats_server_level_and_the_client() {
+    let line = info().line();
+    let text = std::str::from_utf8(&line).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(text.strip_prefix("INFO ").unwrap().trim_end()).unwrap();
+    assert_eq!(json["version"], NATS_SERVER_VERSION);
+    assert!(json["version"].as_str().unwrap().starts_with("2."));
+    assert_eq!(json["weft_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["client_id"], 7);
+    assert_eq!(json["client_ip"], "10.0.0.9");
+    assert_eq!(json["headers"], true);
+    assert!(text.ends_with("\r\n"));
+}
+
+#[test]
+fn ping_is_answered_with_pong_and_verbose_acknowledges() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    feed(&mut s, b"PING\r\n", t0, &mut out);
+    assert_eq!(written(&out), "PONG\r\n");
+    out.clear();
+    feed(
+        &mut s,
+        b"CONNECT {\"verbose\":true,\"echo\":false}\r\n",
+        t0,
+        &mut out,
+    );
+    assert!(matches!(
+        out.list[0],
+        Action::Request(Request::Connect { echo: false })
+    ));
+    assert_eq!(written(&out), "+OK\r\n");
+    out.clear();
+    feed(&mut s, b"PUB a.b 2\r\nhi\r\n", t0, &mut out);
+    // +OK before the publish, as nats-server.
+    assert!(matches!(out.list[0], Action::Write { .. }));
+    let Action::Request(Request::Publish { event, .. }) = &out.list[1] else {
+        panic!("a publish request: {:?}", out.list);
+    };
+    assert_eq!(event.topic(), "a/b");
+    assert_eq!(event.payload(), b"hi");
+}
+
+#[test]
+fn server_pings_on_its_interval_and_pong_resets_the_count() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    let interval = settings().ping_interval;
+    assert_eq!(s.next_deadline(), Some(t0 + interval));
+    // Before the deadline: nothing.
+    s.handle_timeout(t0 + interval - Duration::from_millis(1), &mut out);
+    assert!(out.list.is_empty());
+    s.handle_timeout(t0 + interval, &mut out);
+    assert_eq!(written(&out), "PING\r\n");
+    assert_eq!(s.pings_outstanding(), 1);
+    assert_eq!(s.next_deadline(), Some(t0 + interval * 2));
+    out.clear();
+    feed(&mut s, b"PONG\r\n", t0 + interval, &mut out);
+    assert_eq!(s.pings_outstanding(), 0);
+    assert!(out.list.is_empty());
+}
+
+#[test]
+fn stale_after_the_unanswered_pings_in_virtual_time() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    let interval = settings().ping_interval;
+    // pings_outstanding_max = 2: two PINGs go out unanswered …
+    for n in 1..=2 {
+        s.handle_timeout(t0 + interval * n, &mut out);
+        assert_eq!(written(&out), "PING\r\n");
+        assert_eq!(out.closed(), None);
+        out.clear();
+    }
+    // … and when the third is due the connection is stale.
+    s.handle_timeout(t0 + interval * 3, &mut out);
+    assert_eq!(out.closed(), Some(CloseReason::StaleConnection));
+    assert_eq!(written(&out), "-ERR 'Stale Connection'\r\n");
+    assert!(
+        matches!(out.list.last(), Some(Action::Close(_))),
+        "the -ERR comes before the close: the last words"
+    );
+    assert_eq!(s.next_deadline(), None, "no timer after the close");
+}
+
+#[test]
+fn slow_consumer_close_gets_its_err() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    s.closing(CloseReason::SlowConsumer, &mut out);
+    assert_eq!(written(&out), "-ERR 'Slow Consumer'\r\n");
+    out.clear();
+    // A close the client caused itself gets no words.
+    let (mut s, mut out) = started(t0);
+    s.closing(CloseReason::PeerClosed, &mut out);
+    assert!(out.list.is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_with_its_err() {
+    let t0 = Instant::now();
+    // Each fatal error: -ERR with the text clients expect, then the close.
+    for (input, words) in [
+        (&b"FOO\r\n"[..], "-ERR 'Unknown Protocol Operation'\r\n"),
+        (b"PUB a 17\r\n", "-ERR 'Maximum Payload Violation'\r\n"),
+        (
+            &[b"SUB ".as_slice(), &[b'a'; 80], b" 1\r\n"].concat(),
+            "-ERR 'Maximum Control Line Exceeded'\r\n",
+        ),
+        (b"CONNECT {nope}\r\n", "-ERR 'Protocol Error'\r\n"),
+    ] {
+        let (mut s, mut out) = started(t0);
+        feed(&mut s, input, t0, &mut out);
+        assert_eq!(written(&out), words, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
+        // After the close, the machine does nothing more.
+        out.clear();
+        feed(&mut s, b"PING\r\n", t0, &mut out);
+        assert!(out.list.is_empty());
+    }
+    // Invalid subjects are refused and the connection stays open.
+    let (mut s, mut out) = started(t0);
+    feed(&mut s, b"PUB a.* 1\r\nx\r\nSUB a..b 1\r\n", t0, &mut out);
+    assert_eq!(
+        written(&out),
+        "-ERR 'Invalid Publish Subject'\r\n-ERR 'Invalid Subject'\r\n"
+    );
+    assert_eq!(out.closed(), None);
+    assert!(!out.list.iter().any(|a| matches!(a, Action::Request(_))));
+}
+
+#[test]
+fn subscribe_is_answered_by_the_router() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    feed(&mut s, b"CONNECT {\"verbose\":true}\r\n", t0, &mut out);
+    out.clear();
+    feed(&mut s, b"SUB a.> q 1\r\n", t0, &mut out);
+    let Some(Action::Request(Request::Subscribe { sid, filter, queue })) = out.list.last() else {
+        panic!("a subscribe request, last: {:?}", out.list);
+    };
+    assert_eq!(
+        (&**sid, filter.as_str(), queue.as_deref()),
+        ("1", "a/+/#", Some("q"))
+    );
+    assert_eq!(written(&out), "", "no +OK before the router's answer");
+    s.subscribed(Subscribed::Yes, &mut out);
+    assert_eq!(written(&out), "+OK\r\n");
+    out.clear();
+    s.subscribed(Subscribed::TooMany, &mut out);
+    assert_eq!(written(&out), "-ERR 'Maximum Subscriptions Exceeded'\r\n");
+    assert_eq!(out.closed(), None);
+}
+
+#[test]
+fn request_without_responders_gets_a_503_from_the_router() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    feed(
+        &mut s,
+        b"CONNECT {\"headers\":true,\"no_responders\":true}\r\nPUB svc _INBOX.x 0\r\n\r\n",
+        t0,
+        &mut out,
+    );
+    let Some(Action::Request(Request::Publish {
+        event,
+        answer_undelivered: true,
+    })) = out.list.last()
+    else {
+        panic!("a publish asking for an answer: {:?}", out.list);
+    };
+    let event = event.clone();
+    out.clear();
+    s.undelivered(&event, &mut out);
+    let Some(Action::Request(Request::RouterPublish(status))) = out.list.last() else {
+        panic!("a router publish: {:?}", out.list);
+    };
+    assert_eq!(status.topic(), "_INBOX/x");
+    assert_eq!(status.headers(), Some(NO_RESPONDERS));
+    assert_eq!(status.origin, crate::event::Origin::ROUTER);
+    // Without the options, a request asks for nothing.
+    let (mut s, mut out) = started(t0);
+    feed(&mut s, b"PUB svc _INBOX.x 0\r\n\r\n", t0, &mut out);
+    assert!(matches!(
+        out.list.last(),
+        Some(Action::Request(Request::Publish {
+            answer_undelivered: false,
+            ..
+        }))
+    ));
+}

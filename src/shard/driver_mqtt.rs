@@ -1,0 +1,343 @@
+//! MQTT on the connection driver: runs the MQTT session machine
+//! (`mqtt::session`, every version) on the driver and carries its
+//! requests to the shard — register the client id and take over its other
+//! connection, publish with backpressure, subscribe with the barrier that
+//! makes a subscription visible to every shard, then, once the connection
+//! is closed, keep the session offline or release it and publish (or
+//! delay) the will.
+//!
+//! Owns: the glue between `mqtt::session::Request` and `ShardCtx`, and the
+//! one log line of a refused CONNECT or a protocol-error close. Must not
+//! touch: MQTT rules (the machine decides; this only calls the router and
+//! hands the answers back).
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::net::TcpStream;
+
+use super::ctx::ShardCtx;
+use super::driver::{self, Connection, Glue};
+use super::mailbox::{Backlog, Mailbox, Protocol};
+use super::transport::{self, Transport};
+use crate::mqtt::session::{
+    Action, Actions, Establish, Established, MqttSession, Problem, Request, Settings,
+    SubscribeOutcome, Version,
+};
+
+/// Serves one accepted TCP connection to its end. The caller has counted
+/// it against `connections_max`; this releases that count.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    transport::configure(&stream, &ctx.config().socket);
+    serve_on(ctx, Rc::new(std::cell::RefCell::new(stream))).await;
+}
+
+/// Serves an MQTT client over any transport.
+pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
+    let peer = transport.peer_addr();
+    let mut machine = MqttSession::new(Settings::from_config(&ctx.config()), Instant::now());
+    let mut conn = Connection::new(ctx.clone(), transport);
+    let mut glue = MqttGlue::default();
+    let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
+    let mailbox = conn.mailbox().cloned();
+    if let Some(problem) = machine.take_problem() {
+        log_problem(&ctx, peer, mailbox.as_deref(), machine.version(), problem);
+    }
+    if let Some(mailbox) = mailbox {
+        // The first reason wins (closed from elsewhere before this one).
+        let reason = mailbox.close_reason().unwrap_or(reason);
+        let mut out = Actions::default();
+        machine.finish(reason, &mut out);
+        end_session(&ctx, &mailbox, out).await;
+        tracing::debug!(
+            shard = ctx.id,
+            ?peer,
+            client_id = &*mailbox.client_id,
+            reason = reason.label(),
+            "connection closed"
+        );
+    }
+    driver::release(&ctx);
+}
+
+/// Carries MQTT requests to the shard.
+#[derive(Default)]
+pub struct MqttGlue {
+    /// What a resumed session carried from its last connection, queued
+    /// after the CONNACK (`Request::Resume`).
+    backlog: Option<Backlog>,
+}
+
+impl Glue<MqttSession> for MqttGlue {
+    async fn request<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut MqttSession,
+        request: Request,
+        out: &mut Actions<Request>,
+    ) {
+        let ctx = conn.ctx.clone();
+        if let Request::Establish(e) = request {
+            // Boxed, as SUBSCRIBE below: once per connection, and their
+            // state (directory round trips, barriers) would otherwise
+            // weigh on the future of every request, PUBLISH included.
+            return Box::pin(self.establish(conn, machine, *e, out)).await;
+        }
+        let Some(mailbox) = conn.mailbox().cloned() else {
+            debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
+            return;
+        };
+        match request {
+            Request::Establish(_) => unreachable!("handled above"),
+            Request::Resume => {
+                if let Some(backlog) = self.backlog.take() {
+                    mailbox.restore_backlog(backlog);
+                }
+            }
+            Request::Publish { event, retain, ack } => {
+                let event = event.with_origin(ctx.origin(&mailbox));
+                if retain {
+                    ctx.retain(&event);
+                }
+                let matched = ctx.publish(event, &mut conn.congested).await;
+                if let Some(ack) = ack {
+                    machine.on_published(ack, matched, out);
+                }
+            }
+            Request::Barrier => ctx.barrier().await,
+            Request::Subscribe(sub) => {
+                Box::pin(subscribe(&ctx, &mailbox, machine, *sub, out)).await
+            }
+            Request::Unsubscribe(mut unsub) => {
+                for (filter, outcome) in unsub.filters.iter_mut() {
+                    if outcome.is_some() {
+                        *outcome = Some(ctx.unsubscribe(&mailbox, filter));
+                    }
+                }
+                machine.on_unsubscribed(*unsub, out);
+            }
+            Request::SendRetained { filter, qos } => ctx.send_retained(&mailbox, &filter, qos),
+            Request::Acknowledge(id) => {
+                if !mailbox.acknowledge(id) {
+                    tracing::debug!(
+                        shard = ctx.id,
+                        id,
+                        "PUBACK/PUBCOMP for no delivery in flight"
+                    );
+                }
+            }
+            Request::Received(id) => {
+                let known = mailbox.received(id);
+                if !known {
+                    tracing::debug!(shard = ctx.id, id, "PUBREC for no QoS 2 delivery in flight");
+                }
+                machine.on_received(id, known, out);
+            }
+            Request::Forget(id) => mailbox.forget(id),
+            // After the connection: `end_session`.
+            Request::End { .. } | Request::Will { .. } => {}
+        }
+    }
+}
+
+impl MqttGlue {
+    /// Registers the session, ends any other connection of its client id
+    /// (on any shard) and resumes its state; the machine answers with
+    /// CONNACK (and `Resume` for a resumed session).
+    async fn establish<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut MqttSession,
+        e: Establish,
+        out: &mut Actions<Request>,
+    ) {
+        let ctx = conn.ctx.clone();
+        let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
+        let mailbox = ctx.register(Protocol::Mqtt, client_id);
+        mailbox.peer.set(conn.transport.peer_addr());
+        mailbox.persistent.set(e.persistent);
+        if e.version == Version::V5 {
+            mailbox.set_mqtt5(
+                Some(e.receive_max),
+                (e.max_packet > 0).then_some(e.max_packet),
+                e.client_alias_max,
+            );
+            mailbox.expiry_s.set(e.expiry_s);
+        }
+        conn.attach(mailbox.clone());
+        let state = ctx.establish(&mailbox, e.resume).await;
+        if let Some(reason) = mailbox.close_reason() {
+            // Taken over by a newer connection during the handshake.
+            machine.close(reason, out);
+            return;
+        }
+        let present = state.is_some();
+        if let Some(state) = state {
+            self.backlog = Some(ctx.install(&mailbox, state).await);
+        }
+        machine.on_established(
+            Established {
+                client_id: &mailbox.client_id,
+                present,
+            },
+            Instant::now(),
+            out,
+        );
+    }
+}
+
+/// Applies a SUBSCRIBE's valid filters (within the session's limit), makes
+/// them visible to every shard, then hands the outcomes to the machine.
+async fn subscribe(
+    ctx: &Rc<ShardCtx>,
+    mailbox: &Rc<Mailbox>,
+    machine: &mut MqttSession,
+    mut sub: crate::mqtt::session::SubscribeRequest,
+    out: &mut Actions<Request>,
+) {
+    let max = ctx.limits().subscriptions_per_session_max;
+    for f in sub.filters.iter_mut() {
+        if f.outcome != SubscribeOutcome::Pending {
+            continue;
+        }
+        let subs = mailbox.subscriptions.borrow();
+        let existed = subs.contains_key(&*f.filter);
+        let full = !existed && subs.len() >= max;
+        drop(subs);
+        if full {
+            f.outcome = SubscribeOutcome::Full;
+            continue;
+        }
+        ctx.subscribe(mailbox, &f.filter, f.flags);
+        if mailbox.version() == 5 {
+            // The identifier replaces the previous one.
+            let mut ids = mailbox.sub_identifiers.borrow_mut();
+            match sub.identifier {
+                Some(id) => {
+                    ids.insert(f.filter.clone(), id);
+                }
+                None => {
+                    ids.remove(&*f.filter);
+                }
+            }
+        }
+        f.outcome = SubscribeOutcome::Granted { existed };
+    }
+    // A publish that follows, from any shard, sees them.
+    ctx.barrier().await;
+    machine.on_subscribed(sub, out);
+}
+
+/// After the connection: keep the session offline or release it, then
+/// publish the will now or once its delay passed.
+async fn end_session(ctx: &Rc<ShardCtx>, mailbox: &Rc<Mailbox>, out: Actions<Request>) {
+    let mut keep = None;
+    let mut will = None;
+    for action in out.list {
+        match action {
+            Action::Request(Request::End { keep: k }) => keep = k,
+            Action::Request(Request::Will { event, delay }) => will = Some((event, delay)),
+            _ => {}
+        }
+    }
+    mailbox.persistent.set(keep.is_some());
+    if mailbox.version() == 5 {
+        // The expiry in force, DISCONNECT's included (whole seconds).
+        mailbox
+            .expiry_s
+            .set(keep.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32));
+    }
+    // A kept session outlives its connection (unless another connection
+    // took it over, which released it here).
+    let kept = if keep.is_some() && !mailbox.detached.get() {
+        Some(ctx.park(mailbox))
+    } else {
+        ctx.unregister(mailbox);
+        None
+    };
+    match (will, kept) {
+        (Some((will, Some(delay))), Some(kept)) => {
+            // Will Delay (MQTT-3.1.3-9): held while the session lives; a
+            // reconnection cancels it, the session's end (expiry)
+            // publishes it, whichever comes first.
+            *kept.pending_will.borrow_mut() = Some(will);
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(delay).await;
+                let due = kept.pending_will.borrow_mut().take();
+                if let Some(will) = due.filter(|_| !kept.detached.get()) {
+                    if will.retain {
+                        ctx.retain(&will);
+                    }
+                    ctx.publish(will, &mut Vec::new()).await;
+                }
+            })
+            .detach();
+        }
+        (Some((will, _)), _) => {
+            if will.retain {
+                ctx.retain(&will);
+            }
+            ctx.publish(will, &mut Vec::new()).await;
+        }
+        (None, _) => {}
+    }
+}
+
+/// One line per refused CONNECT or protocol-error close: who (peer, client
+/// id) and why, in words.
+fn log_problem(
+    ctx: &ShardCtx,
+    peer: Option<std::net::SocketAddr>,
+    mailbox: Option<&Mailbox>,
+    version: Version,
+    problem: Problem,
+) {
+    if !ctx.log_limiter.allow() {
+        return;
+    }
+    let Problem {
+        refused,
+        code,
+        what,
+        client_id: named,
+    } = problem;
+    let client_id = mailbox.map(|m| &*m.client_id).or(named.as_deref());
+    let words = |code: u8| crate::mqtt::v5::reason::name(code).unwrap_or("?");
+    match (refused, version == Version::V5, code) {
+        (true, true, Some(code)) => tracing::info!(
+            shard = ctx.id,
+            ?peer,
+            client_id,
+            code = %format_args!("{code:#04x} {}", words(code)),
+            reason = %what,
+            "MQTT 5 CONNECT refused"
+        ),
+        (true, _, code) => tracing::info!(
+            shard = ctx.id,
+            ?peer,
+            client_id,
+            code,
+            reason = %what,
+            "CONNECT refused"
+        ),
+        (false, true, Some(code)) => tracing::info!(
+            shard = ctx.id,
+            ?peer,
+            client_id,
+            code = %format_args!("{code:#04x} {}", words(code)),
+            reason = %what,
+            "closing MQTT 5 connection: protocol error"
+        ),
+        (false, _, _) => tracing::info!(
+            shard = ctx.id,
+            ?peer,
+            client_id,
+            error = %what,
+            "closing connection: protocol error"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

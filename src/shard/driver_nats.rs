@@ -1,0 +1,131 @@
+//! NATS on the connection driver: registers the session, builds its INFO,
+//! runs the NATS machine (`nats::session`) on the driver, and carries its
+//! requests to the shard (publish with its backpressure, subscriptions
+//! with the barrier that makes them visible to every shard).
+//!
+//! Owns: the glue between `nats::session::Request` and `ShardCtx`. Must
+//! not touch: NATS rules (the machine decides; this only calls the router
+//! and hands the answers back).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use super::ctx::ShardCtx;
+use super::driver::{self, Connection, Glue};
+use super::mailbox::Protocol;
+use super::transport::{self, Transport};
+use crate::nats::codec::NatsLimits;
+use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribed};
+use crate::session::Actions;
+
+/// Serves one accepted TCP connection to its end. The caller has counted
+/// it against `connections_max`; this releases that count.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+    transport::configure(&stream, &ctx.config().socket);
+    serve_on(ctx, Rc::new(std::cell::RefCell::new(stream))).await;
+}
+
+/// Serves a NATS client over any transport.
+pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
+    let peer = transport.peer_addr();
+    let local = transport.local_addr();
+    let client_id = ctx.assign_client_id();
+    let mailbox = ctx.register(Protocol::Nats, client_id);
+    mailbox.peer.set(peer);
+    let config = ctx.config();
+    let n = &config.nats;
+    let settings = Settings {
+        limits: NatsLimits {
+            control_line_bytes_max: n.control_line_bytes_max,
+            payload_bytes_max: n.payload_bytes_max,
+        },
+        topic_limits: ctx.topic_limits.get(),
+        ping_interval: Duration::from_millis(n.ping_interval_ms),
+        pings_outstanding_max: n.pings_outstanding_max,
+    };
+    let info = ServerInfo {
+        server_id: ctx.global.server_id.clone(),
+        host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        port: local.map(|a| a.port()).unwrap_or_default(),
+        max_payload: n.payload_bytes_max,
+        client_id: (ctx.id as u64) << 32 | u64::from(mailbox.key),
+        client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+    };
+    let mut machine = NatsSession::new(settings, info, Instant::now());
+    let mut conn = Connection::new(ctx.clone(), transport);
+    // A PUB's payload can exceed the read buffer's usual ceiling.
+    conn.read_max = conn
+        .read_max
+        .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
+    conn.attach(mailbox.clone());
+    let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue).await;
+    ctx.unregister(&mailbox);
+    if let Some(error) = machine.error() {
+        if ctx.log_limiter.allow() {
+            tracing::info!(
+                shard = ctx.id,
+                ?peer,
+                reason = reason.label(),
+                error,
+                "NATS connection closed"
+            );
+        }
+    }
+    tracing::debug!(
+        shard = ctx.id,
+        ?peer,
+        reason = reason.label(),
+        "NATS connection closed"
+    );
+    driver::release(&ctx);
+}
+
+/// Carries NATS requests to the shard.
+pub struct NatsGlue;
+
+impl Glue<NatsSession> for NatsGlue {
+    async fn request<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut NatsSession,
+        request: Request,
+        out: &mut Actions<Request>,
+    ) {
+        let (ctx, mailbox, congested) = conn.parts();
+        let mailbox = mailbox.expect("NATS registers first");
+        match request {
+            Request::Connect { echo } => mailbox.echo.set(echo),
+            Request::Publish {
+                mut event,
+                answer_undelivered,
+            } => {
+                event.origin = ctx.origin(mailbox);
+                // A reference, no copy: kept only for requests whose
+                // client wants to hear that no one listens.
+                let kept = answer_undelivered.then(|| event.clone());
+                let delivered = ctx.publish(event, congested).await;
+                if let (false, Some(event)) = (delivered, kept) {
+                    machine.undelivered(&event, out);
+                }
+            }
+            Request::Subscribe { sid, filter, queue } => {
+                if mailbox.nats_subs.borrow().len() >= ctx.limits().subscriptions_per_session_max {
+                    machine.subscribed(Subscribed::TooMany, out);
+                    return;
+                }
+                ctx.nats_subscribe(mailbox, &sid, filter, queue.as_deref());
+                // A publish that follows, from any shard, sees this interest.
+                ctx.barrier().await;
+                machine.subscribed(Subscribed::Yes, out);
+            }
+            Request::RouterPublish(event) => {
+                ctx.publish(event, congested).await;
+            }
+            Request::Unsubscribe { sid, max } => {
+                ctx.nats_unsubscribe(mailbox, &sid, max);
+            }
+        }
+    }
+}
