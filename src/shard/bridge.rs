@@ -703,7 +703,16 @@ impl Bridge {
                     groups,
                     ..
                 } => deliver.push((topic, plain, groups)),
-                Action::Unroutable { copy, from } => self.park(copy, from, body),
+                Action::Unroutable { copy, from, looped } => {
+                    if looped {
+                        // Taken over here: see `route::Action::Unroutable`.
+                        let upstream = self.upstream.take();
+                        self.park(copy, from, body);
+                        self.upstream.set(upstream);
+                    } else {
+                        self.park(copy, from, body)
+                    }
+                }
                 // The retained key is no topic the shards could publish on.
                 Action::RemoteInterest { filter, .. } if filter == route::RETAINED_KEY => {}
                 Action::RemoteInterest { filter, present } => {
