@@ -1790,8 +1790,9 @@ pub async fn run(
             tracing::error!(
                 router_id = bridge.router_id,
                 events = seen - own_origin,
-                "mesh: events with this router's id as their origin arrived (dropped): \
-                 another router in the mesh uses the same router id"
+                "mesh: events with this router's id as their origin arrived (not delivered): \
+                 another router in the mesh uses the same router id, or (a few, after a \
+                 link failure) a routing loop while routes reconverge"
             );
             own_origin = seen;
         }
