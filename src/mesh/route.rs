@@ -160,9 +160,15 @@ pub enum Action {
     /// once the table has grown (at-least-once copies: see the module
     /// comment), or drops it and says so with [`Router::count_no_route`].
     /// Not counted in `no_route` by the core.
+    /// `looped`: the copy went round a routing loop (see
+    /// `Router::unroutable_loop`); the runtime that keeps it takes it over
+    /// (acknowledges the copy it came from at once): waiting for the
+    /// acknowledgement of a copy sent round the same loop would wait on
+    /// itself (cumulative acknowledgements; found by the mesh sim, seed 34).
     Unroutable {
         copy: EventCopy,
         from: Option<LinkId>,
+        looped: bool,
     },
 }
 
@@ -1017,7 +1023,15 @@ impl Router {
         let l = self.links.get_mut(&link).expect("checked by caller");
         l.counters.events_in += 1;
         if copy.origin == self.id {
+            // Another router with this id, or this router's own event back
+            // through a routing loop while routes reconverge (found by the
+            // mesh sim, seed 17): the runtime keeps an at-least-once copy
+            // for a route (see `Self::unroutable_loop`).
             self.counters.own_origin += 1;
+            let me = self.id.clone();
+            copy.dests.retain(|d| *d != me);
+            copy.groups.retain(|(d, _)| *d != me);
+            self.unroutable_loop(copy, link, out);
             return;
         }
         if !l.policy.import_permitted(&copy.topic) {
@@ -1076,6 +1090,9 @@ impl Router {
         }
         if copy.hops >= HOPS_MAX {
             self.counters.hops_exceeded += 1;
+            copy.dests = rest;
+            copy.groups = rest_groups;
+            self.unroutable_loop(copy, link, out);
             return;
         }
         rest.sort();
@@ -1091,6 +1108,25 @@ impl Router {
             copy.retain,
             out,
         );
+    }
+
+    /// A copy that went round a loop (transient in a distance vector while
+    /// routes reconverge after a failure): handed back as
+    /// [`Action::Unroutable`], so that the runtime parks an at-least-once
+    /// copy until the table changes (as for a copy with no route) instead
+    /// of acknowledging a copy that reached no one. Its hop count starts
+    /// again: a parked copy moves only when the table changed, which a
+    /// converging table does a bounded number of times.
+    fn unroutable_loop(&mut self, mut copy: EventCopy, link: LinkId, out: &mut Vec<Action>) {
+        if copy.dests.is_empty() && copy.groups.is_empty() {
+            return;
+        }
+        copy.hops = 0;
+        out.push(Action::Unroutable {
+            copy,
+            from: Some(link),
+            looped: true,
+        });
     }
 
     /// Whether this router's plain interest matches `topic` (cached).
@@ -1259,6 +1295,7 @@ impl Router {
         self.counters.no_route += plan.no_route;
         if !plan.unrouted.0.is_empty() || !plan.unrouted.1.is_empty() {
             out.push(Action::Unroutable {
+                looped: false,
                 copy: EventCopy {
                     origin: origin.to_owned(),
                     id,

@@ -703,7 +703,16 @@ impl Bridge {
                     groups,
                     ..
                 } => deliver.push((topic, plain, groups)),
-                Action::Unroutable { copy, from } => self.park(copy, from, body),
+                Action::Unroutable { copy, from, looped } => {
+                    if looped {
+                        // Taken over here: see `route::Action::Unroutable`.
+                        let upstream = self.upstream.take();
+                        self.park(copy, from, body);
+                        self.upstream.set(upstream);
+                    } else {
+                        self.park(copy, from, body)
+                    }
+                }
                 // The retained key is no topic the shards could publish on.
                 Action::RemoteInterest { filter, .. } if filter == route::RETAINED_KEY => {}
                 Action::RemoteInterest { filter, present } => {
@@ -1781,8 +1790,9 @@ pub async fn run(
             tracing::error!(
                 router_id = bridge.router_id,
                 events = seen - own_origin,
-                "mesh: events with this router's id as their origin arrived (dropped): \
-                 another router in the mesh uses the same router id"
+                "mesh: events with this router's id as their origin arrived (not delivered): \
+                 another router in the mesh uses the same router id, or (a few, after a \
+                 link failure) a routing loop while routes reconverge"
             );
             own_origin = seen;
         }

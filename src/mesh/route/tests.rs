@@ -246,9 +246,9 @@ fn line_delivers_once_and_only_what_is_wanted() {
     assert!(sim.deliveries("sensors/k/temp", 3).is_empty());
 }
 
-/// An event whose origin is this router's own id cannot be one of its
-/// own (events never travel back): another router has the same id. It
-/// is counted and dropped, not forwarded or delivered.
+/// An event whose origin is this router's own id: another router has the
+/// same id, or a routing loop brought it back. It is counted, not
+/// forwarded or delivered.
 #[test]
 fn an_event_with_our_own_origin_is_counted_and_dropped() {
     let mut r = Router::new("x", RouterConfig::default());
@@ -276,7 +276,15 @@ fn an_event_with_our_own_origin_is_counted_and_dropped() {
         retain: false,
     };
     r.on_message(LinkId(1), LinkMsg::Event(copy("x", 1)), &mut out);
-    assert!(out.is_empty(), "{out:?}");
+    // Or it came back round a routing loop while routes reconverge (mesh
+    // sim, seed 17): handed back to be kept (if at-least-once), without
+    // this router among its destinations, its hop count reset.
+    assert!(
+        matches!(&out[..], [Action::Unroutable { copy, from: Some(LinkId(1)), looped: true }]
+            if copy.dests == ["d"] && copy.hops == 0),
+        "{out:?}"
+    );
+    out.clear();
     assert_eq!(r.counters().own_origin, 1);
     // A copy from another origin goes through as usual.
     r.on_message(LinkId(1), LinkMsg::Event(copy("c", 1)), &mut out);
@@ -816,7 +824,14 @@ fn hops_and_distance_are_bounded() {
     );
     out.clear();
     r.on_message(LinkId(1), copy(HOPS_MAX), &mut out);
-    assert!(out.is_empty());
+    // Not sent on: handed back to be kept if at-least-once (a loop while
+    // routes reconverge, mesh sim seed 17), its hop count reset.
+    assert!(
+        matches!(&out[..], [Action::Unroutable { copy, from: Some(LinkId(1)), looped: true }]
+            if copy.dests == ["z"] && copy.hops == 0),
+        "{out:?}"
+    );
+    out.clear();
     assert_eq!(r.counters().hops_exceeded, 1);
     // Own interest echoed back is ignored.
     r.on_message(
@@ -1201,7 +1216,7 @@ fn a_copy_without_a_route_goes_back_to_the_runtime_and_on_when_one_appears() {
     r1.on_message(LinkId(1), LinkMsg::Event(copy), &mut out);
     // Never back where it came from, never dropped by the core: the
     // runtime gets it back, counted nowhere yet.
-    let [Action::Unroutable { copy, from }] = out.as_slice() else {
+    let [Action::Unroutable { copy, from, .. }] = out.as_slice() else {
         panic!("{out:?}");
     };
     assert_eq!(*from, Some(LinkId(1)));

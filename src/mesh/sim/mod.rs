@@ -19,7 +19,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::mesh::route::LinkId;
-use node::Node;
+use node::{trace, tracing, Node};
 
 /// One TCP connection between two routers.
 pub struct Conn {
@@ -109,6 +109,12 @@ impl Sim {
         });
         self.wires[w].conn = Some(c);
         self.wires[w].redial_at = None;
+        trace!(
+            "@{} dial r{a}-r{b} conn {c} links {} {}",
+            self.ms(),
+            la.0,
+            lb.0
+        );
         self.flush();
     }
 
@@ -133,6 +139,7 @@ impl Sim {
         if !std::mem::replace(&mut self.conns[c].open, false) {
             return;
         }
+        trace!("@{} drop conn {c}", self.ms());
         for (r, l) in self.conns[c].ends {
             self.nodes[r].disconnect(l, self.now);
         }
@@ -147,6 +154,7 @@ impl Sim {
 
     /// Cuts wire `w` until [`Self::heal`].
     pub fn cut(&mut self, w: usize) {
+        trace!("@{} cut wire {w}", self.ms());
         self.wires[w].cut = true;
         if let Some(c) = self.wires[w].conn {
             self.drop_conn(c);
@@ -154,6 +162,7 @@ impl Sim {
     }
 
     pub fn heal(&mut self, w: usize) {
+        trace!("@{} heal wire {w}", self.ms());
         self.wires[w].cut = false;
         if self.wires[w].conn.is_none() {
             self.wires[w].redial_at = Some(self.now);
@@ -163,12 +172,14 @@ impl Sim {
     /// The connection on `w` loses its bytes silently from now on.
     pub fn silence(&mut self, w: usize) {
         if let Some(c) = self.wires[w].conn {
+            trace!("@{} silence wire {w} conn {c}", self.ms());
             self.conns[c].silent = true;
         }
     }
 
     /// Router `r` dies and comes back empty (its links redial).
     pub fn restart(&mut self, r: usize) {
+        trace!("@{} restart r{r}", self.ms());
         let open: Vec<usize> = (0..self.conns.len())
             .filter(|&c| self.conns[c].open && self.conns[c].ends.iter().any(|e| e.0 == r))
             .collect();
@@ -216,6 +227,7 @@ impl Sim {
                 return;
             };
             self.now = self.now.max(next);
+            trace!("@{}", self.ms());
             if next_wire == Some(next) {
                 let Reverse((_, _, c, to, bytes)) = self.inflight.pop().expect("peeked");
                 if self.conns[c].open && !self.conns[c].silent {

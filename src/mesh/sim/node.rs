@@ -71,6 +71,23 @@ pub struct Node {
     pub unacked_max: usize,
 }
 
+/// `WEFT_SIM_TRACE=1`: every router's steps on stderr (to read a failing
+/// seed's story).
+pub fn tracing() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WEFT_SIM_TRACE").is_some())
+}
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if tracing() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use trace;
+
 /// `mesh.link_hold_ms` in the sim.
 pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -130,7 +147,9 @@ impl Node {
             return; // never up
         };
         let mut out = Vec::new();
-        if self.router.link_hold(id, &mut out) {
+        let held = self.router.link_hold(id, &mut out);
+        trace!("  {} link {} to {peer} down (held {held})", self.name, id.0);
+        if held {
             self.held.insert(id, peer);
             self.held_until.insert(id, now + HOLD);
         }
@@ -220,6 +239,11 @@ impl Node {
                 distance,
                 ..
             }) => {
+                trace!(
+                    "  {} link {} +{filter}@{origin} d{distance}",
+                    self.name,
+                    id.0
+                );
                 let msg = LinkMsg::InterestAdd {
                     filter: filter.into(),
                     origin: origin.into(),
@@ -231,6 +255,7 @@ impl Node {
                 self.retry_parked();
             }
             Request::Route(Frame::InterestRemove { filter, origin, .. }) => {
+                trace!("  {} link {} -{filter}@{origin}", self.name, id.0);
                 let msg = LinkMsg::InterestRemove {
                     filter: filter.into(),
                     origin: origin.into(),
@@ -242,6 +267,7 @@ impl Node {
             Request::Route(other) => panic!("not routed: {other:?}"),
             Request::Acked(seq) => {
                 let peer = self.links[&id].session.peer().expect("up").to_owned();
+                trace!("  {} acked by {peer} up to {seq}", self.name);
                 let mut done = Vec::new();
                 if let Some(ob) = self.outboxes.get_mut(&peer) {
                     ob.acked(seq, &mut done);
@@ -267,6 +293,7 @@ impl Node {
     /// store, then the PING that marks the end of the table.
     fn up(&mut self, id: LinkId, now: Instant) {
         let peer = self.links[&id].session.peer().expect("up").to_owned();
+        trace!("  {} link {} to {peer} up", self.name, id.0);
         let mut out = Vec::new();
         self.router
             .link_up_with_policy(id, &peer, LinkPolicy::default(), &mut out);
@@ -315,9 +342,31 @@ impl Node {
             stamp: e.stamp,
             sync: e.sync,
         };
+        trace!(
+            "  {} event {}#{} seq {} from link {} dests {:?} qos {} sync {}",
+            self.name,
+            copy.origin,
+            copy.id,
+            e.seq,
+            id.0,
+            copy.dests,
+            e.qos,
+            e.sync
+        );
         let mut out = Vec::new();
+        let before = self.router.counters();
         self.router
             .on_message(id, LinkMsg::Event(copy.clone()), &mut out);
+        let after = self.router.counters();
+        if after.own_origin > before.own_origin || after.hops_exceeded > before.hops_exceeded {
+            trace!(
+                "  {} LOOP drop {}#{} hops {}",
+                self.name,
+                copy.origin,
+                copy.id,
+                copy.hops
+            );
+        }
         if e.seq > 0 {
             self.upstream = Some((id, e.seq));
         }
@@ -412,6 +461,10 @@ impl Node {
                 qos,
             });
         }
+        trace!(
+            "  {} publish {id} {topic} qos {qos} retain {retain}",
+            self.name
+        );
         let mut out = Vec::new();
         let body = Body {
             qos,
@@ -425,6 +478,9 @@ impl Node {
         } else {
             // Local subscribers got it above, as a shard delivers them.
             self.router.publish_as(topic, id, false, &[], 0, &mut out);
+        }
+        if out.is_empty() {
+            trace!("  {} nothing to do for {id}", self.name);
         }
         self.apply_with(out, Some(body), &copy);
     }
@@ -460,6 +516,14 @@ impl Node {
                                 Some(live) => self.push_event(live, &copy, body),
                                 None => self.hold_event(&peer, &copy, body),
                             }
+                        } else {
+                            trace!(
+                                "  {} GONE link {} for {}#{}",
+                                self.name,
+                                id.0,
+                                copy.origin,
+                                copy.id
+                            );
                         }
                     }
                     LinkMsg::InterestAdd {
@@ -494,6 +558,7 @@ impl Node {
                     here += 1;
                     let body = body.expect("an event has its body");
                     if plain && !body.sync {
+                        trace!("  {} deliver {}#{id}", self.name, event.origin);
                         self.delivered.push(Delivered {
                             topic,
                             origin: event.origin.clone(),
@@ -502,17 +567,37 @@ impl Node {
                         });
                     }
                 }
-                Action::Unroutable { copy, from } => match body {
+                Action::Unroutable { copy, from, looped } => match body {
                     Some(b) if b.qos > 0 && !b.sync => {
-                        let upstream = self.oblige();
+                        // Taken over here: see `route::Action::Unroutable`.
+                        let upstream = self.upstream.take();
+                        if !looped {
+                            self.upstream = upstream;
+                        }
+                        trace!(
+                            "  {} park {}#{} for {:?}",
+                            self.name,
+                            copy.origin,
+                            copy.id,
+                            copy.dests
+                        );
+                        let parked_upstream = self.oblige();
                         self.parked.push_back(Parked {
                             copy,
                             from,
-                            upstream,
+                            upstream: parked_upstream,
                             body: b,
                         });
+                        self.upstream = upstream;
                     }
                     _ => {
+                        trace!(
+                            "  {} no route {}#{} for {:?}",
+                            self.name,
+                            copy.origin,
+                            copy.id,
+                            copy.dests
+                        );
                         let n = copy.dests.len() + copy.groups.len();
                         self.router.count_no_route(n as u64);
                     }
@@ -553,6 +638,15 @@ impl Node {
         let peer = self.links[&id].session.peer().expect("up").to_owned();
         let upstream = self.oblige();
         let ob = self.outboxes.entry(peer).or_default();
+        trace!(
+            "  {} send {}#{} seq {} link {} dests {:?}",
+            self.name,
+            copy.origin,
+            copy.id,
+            ob.next_seq(),
+            id.0,
+            copy.dests
+        );
         let frame = Self::frame_of(copy, ob.next_seq(), body);
         let mut wire = Vec::new();
         let evicted = ob.keep(frame, upstream, Some(&mut wire), self.unacked_max);
@@ -566,6 +660,14 @@ impl Node {
         }
         let upstream = self.oblige();
         let ob = self.outboxes.entry(peer.into()).or_default();
+        trace!(
+            "  {} hold {}#{} seq {} for {peer} dests {:?}",
+            self.name,
+            copy.origin,
+            copy.id,
+            ob.next_seq(),
+            copy.dests
+        );
         let frame = Self::frame_of(copy, ob.next_seq(), body);
         let evicted = ob.keep(frame, upstream, None, self.unacked_max);
         assert!(evicted.is_none(), "the sim's stores never fill");
