@@ -76,14 +76,15 @@ impl Glue<MqttSession> for MqttGlue {
         request: Request,
         out: &mut Actions<Request>,
     ) {
-        let ctx = conn.ctx.clone();
         if let Request::Establish(e) = request {
             // Boxed, as SUBSCRIBE below: once per connection, and their
             // state (directory round trips, barriers) would otherwise
             // weigh on the future of every request, PUBLISH included.
             return Box::pin(self.establish(conn, machine, *e, out)).await;
         }
-        let Some(mailbox) = conn.mailbox().cloned() else {
+        // Borrowed, not cloned: this runs per PUBLISH.
+        let (ctx, mailbox, congested) = conn.parts();
+        let Some(mailbox) = mailbox else {
             debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
             return;
         };
@@ -95,28 +96,26 @@ impl Glue<MqttSession> for MqttGlue {
                 }
             }
             Request::Publish { event, retain, ack } => {
-                let event = event.with_origin(ctx.origin(&mailbox));
+                let event = event.with_origin(ctx.origin(mailbox));
                 if retain {
                     ctx.retain(&event);
                 }
-                let matched = ctx.publish(event, &mut conn.congested).await;
+                let matched = ctx.publish(event, congested).await;
                 if let Some(ack) = ack {
                     machine.on_published(ack, matched, out);
                 }
             }
             Request::Barrier => ctx.barrier().await,
-            Request::Subscribe(sub) => {
-                Box::pin(subscribe(&ctx, &mailbox, machine, *sub, out)).await
-            }
+            Request::Subscribe(sub) => Box::pin(subscribe(ctx, mailbox, machine, *sub, out)).await,
             Request::Unsubscribe(mut unsub) => {
                 for (filter, outcome) in unsub.filters.iter_mut() {
                     if outcome.is_some() {
-                        *outcome = Some(ctx.unsubscribe(&mailbox, filter));
+                        *outcome = Some(ctx.unsubscribe(mailbox, filter));
                     }
                 }
                 machine.on_unsubscribed(*unsub, out);
             }
-            Request::SendRetained { filter, qos } => ctx.send_retained(&mailbox, &filter, qos),
+            Request::SendRetained { filter, qos } => ctx.send_retained(mailbox, &filter, qos),
             Request::Acknowledge(id) => {
                 if !mailbox.acknowledge(id) {
                     tracing::debug!(
