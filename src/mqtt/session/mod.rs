@@ -407,6 +407,12 @@ impl MqttSession {
         self.phase == Phase::Closed
     }
 
+    /// QoS 2 publishes received and not yet released (at most
+    /// `inflight_max`; the session fuzz target checks it).
+    pub fn awaiting_release(&self) -> usize {
+        self.awaiting_release.len()
+    }
+
     /// The keep-alive window in force (1.5 times the negotiated value).
     pub fn keep_alive_window(&self) -> Option<Duration> {
         self.keep_alive_window
