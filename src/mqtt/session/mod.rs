@@ -496,7 +496,12 @@ impl MqttSession {
                 self.refused(CloseReason::ProtocolError, out);
             }
             (Phase::Connected, Malformed::V5(e)) => {
-                self.end(CloseReason::ProtocolError, Some(e.reason_code()), out)
+                // A CONNACK-only code (0x84: a second CONNECT of another
+                // level) is a Protocol Error on DISCONNECT.
+                let code = Some(e.reason_code())
+                    .filter(|&c| v5::reason::valid_for(v5::PacketType::Disconnect, c))
+                    .unwrap_or(v5::reason::PROTOCOL_ERROR);
+                self.end(CloseReason::ProtocolError, Some(code), out)
             }
             (Phase::Connected, Malformed::V311(_)) => {
                 self.end(CloseReason::ProtocolError, None, out)
