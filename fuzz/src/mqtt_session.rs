@@ -116,7 +116,7 @@ impl Run<'_> {
                     self.m.on_established(established, self.now, &mut answer);
                 }
                 Request::Publish { ack: Some(ack), .. } => {
-                    let matched = self.script.outcome() % 2 == 0;
+                    let matched = self.script.outcome().is_multiple_of(2);
                     self.m.on_published(ack, matched, &mut answer);
                 }
                 Request::Subscribe(mut sub) => {
@@ -134,13 +134,13 @@ impl Run<'_> {
                 Request::Unsubscribe(mut unsub) => {
                     for (_, outcome) in unsub.filters.iter_mut() {
                         if outcome.is_some() {
-                            *outcome = Some(self.script.outcome() % 2 == 0);
+                            *outcome = Some(self.script.outcome().is_multiple_of(2));
                         }
                     }
                     self.m.on_unsubscribed(*unsub, &mut answer);
                 }
                 Request::Received(id) => {
-                    let known = self.script.outcome() % 2 == 0;
+                    let known = self.script.outcome().is_multiple_of(2);
                     self.m.on_received(id, known, &mut answer);
                 }
                 _ => continue,

@@ -101,7 +101,7 @@ impl Run<'_> {
             let mut answer = Actions::default();
             match action {
                 Action::Request(Request::Subscribe { .. }) => {
-                    let yes = self.script.outcome() % 2 == 0;
+                    let yes = self.script.outcome().is_multiple_of(2);
                     let answer_is = if yes {
                         Subscribed::Yes
                     } else {
