@@ -27,10 +27,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Every target, in the order they run. Session machines fed arbitrary packet
-# sequences (mqtt_session, nats_session, link_session) join this list once
-# src/{mqtt,nats,mesh}/session.rs exist: see README, "Fuzzing".
-TARGETS=(mqtt311_decode mqtt5_decode nats_decode link_decode topic subject)
+# Every target, in the order they run: the decoders and naming rules, then
+# the session machines fed scripts of packets (see README, "Fuzzing").
+TARGETS=(mqtt311_decode mqtt5_decode nats_decode link_decode topic subject
+    mqtt_session nats_session link_session)
 
 seconds=${1:-60}
 shift || true

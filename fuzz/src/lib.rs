@@ -19,6 +19,11 @@
 //! same packet otherwise (MQTT 5 and NATS, where the peer may choose among
 //! equivalent forms).
 //!
+//! The session targets (`mqtt_session`, `nats_session`, `link_session`)
+//! drive a protocol's session machine with a script of steps instead (see
+//! [`script`]): bytes from the peer, time passing, the driver's answers
+//! and closes; each checks the rules of `weft::session` after every call.
+//!
 //! The fuzz targets (`fuzz_targets/*.rs`) are one line each and call
 //! `check` here, so that `cargo test` in this folder runs the same checks
 //! over the committed seeds without a fuzzer.
@@ -26,9 +31,13 @@
 use std::fmt::Debug;
 
 pub mod link_decode;
+pub mod link_session;
 pub mod mqtt311_decode;
 pub mod mqtt5_decode;
+pub mod mqtt_session;
 pub mod nats_decode;
+pub mod nats_session;
+pub mod script;
 pub mod subject;
 pub mod topic;
 
@@ -47,6 +56,9 @@ pub fn targets() -> Vec<Target> {
         ("link_decode", link_decode::check, link_decode::seeds),
         ("topic", topic::check, topic::seeds),
         ("subject", subject::check, subject::seeds),
+        ("mqtt_session", mqtt_session::check, mqtt_session::seeds),
+        ("nats_session", nats_session::check, nats_session::seeds),
+        ("link_session", link_session::check, link_session::seeds),
     ]
 }
 

@@ -407,6 +407,12 @@ impl MqttSession {
         self.phase == Phase::Closed
     }
 
+    /// QoS 2 publishes received and not yet released (at most
+    /// `inflight_max`; the session fuzz target checks it).
+    pub fn awaiting_release(&self) -> usize {
+        self.awaiting_release.len()
+    }
+
     /// The keep-alive window in force (1.5 times the negotiated value).
     pub fn keep_alive_window(&self) -> Option<Duration> {
         self.keep_alive_window
@@ -490,7 +496,12 @@ impl MqttSession {
                 self.refused(CloseReason::ProtocolError, out);
             }
             (Phase::Connected, Malformed::V5(e)) => {
-                self.end(CloseReason::ProtocolError, Some(e.reason_code()), out)
+                // A CONNACK-only code (0x84: a second CONNECT of another
+                // level) is a Protocol Error on DISCONNECT.
+                let code = Some(e.reason_code())
+                    .filter(|&c| v5::reason::valid_for(v5::PacketType::Disconnect, c))
+                    .unwrap_or(v5::reason::PROTOCOL_ERROR);
+                self.end(CloseReason::ProtocolError, Some(code), out)
             }
             (Phase::Connected, Malformed::V311(_)) => {
                 self.end(CloseReason::ProtocolError, None, out)

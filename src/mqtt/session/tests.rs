@@ -750,3 +750,26 @@ fn topic_aliases_set_used_and_bounded() {
     );
     assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
 }
+
+/// Found by the `mqtt_session` fuzz target: a second CONNECT of an
+/// unknown level on an MQTT 5 connection decodes to "unsupported protocol
+/// version" (0x84), a CONNACK-only code; the DISCONNECT before the close
+/// says Protocol Error (MQTT-3.1.0-2) instead of failing to encode.
+#[test]
+fn second_connect_of_a_bad_level_disconnects_with_protocol_error() {
+    let mut m = connected(&connect_v5("c", 0, true, 0, None));
+    let mut second = connect_v5("c", 0, true, 0, None);
+    second[8] = 9; // the protocol level
+    let mut out = Actions::default();
+    assert_eq!(m.feed(&second, t(1), &mut out), second.len());
+    assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
+    let written = frames(&out);
+    assert_eq!(written.len(), 1, "the DISCONNECT: {:?}", out.list);
+    let (packet, _) = v5::decode(&written[0], &v5::DecodeLimits::default())
+        .unwrap()
+        .unwrap();
+    let P5::Disconnect(d) = packet else {
+        panic!("{packet:?}")
+    };
+    assert_eq!(d.reason_code, reason::PROTOCOL_ERROR);
+}
