@@ -34,7 +34,7 @@
 //! subscriber's shard (which publishers are held for which congested
 //! subscriber, and when a watch starts) and [`PublisherHold`] on the
 //! publisher's session (the holds it is under). `ShardCtx` sends the
-//! messages and runs the watches; `io::read_more` waits on the hold.
+//! messages and runs the watches; the connection driver (`driver.rs`) waits on the hold before its next read.
 //!
 //! Events with no client publisher in this process (from the mesh, or made
 //! by the router: wills, NATS no-responders) hold nobody; they start a

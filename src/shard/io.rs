@@ -22,10 +22,6 @@ use super::mailbox::{CloseReason, Mailbox};
 pub use super::transport::configure;
 use super::transport::Transport;
 
-/// The TCP transport, as the MQTT connection loops (`conn`, `conn5`) still
-/// name it until they run on the driver.
-pub type Stream = super::transport::Tcp;
-
 /// Idle connections hold this much read buffer; CONNECT and most control
 /// packets fit.
 pub const READ_BUFFER_INITIAL: usize = 256;
@@ -116,48 +112,6 @@ impl Fairness {
             self.since_yield = 0;
             futures_lite::future::yield_now().await;
         }
-    }
-}
-
-/// What a connection does between two parses: pause for the subscribers
-/// its QoS 1 publishes overfilled, here or on other shards (backpressure),
-/// or yield for fairness,
-/// then read more client bytes into `rb`. `pending` is the size of the
-/// packet at the front when the protocol knows it (see `spare`).
-#[allow(clippy::too_many_arguments)]
-pub async fn read_more<T: Transport>(
-    ctx: &ShardCtx,
-    stream: &T,
-    rb: &mut ReadBuffer,
-    session: &Mailbox,
-    congested: &mut Vec<Rc<Mailbox>>,
-    fairness: &mut Fairness,
-    read_max: usize,
-    pending: usize,
-) -> Result<(), CloseReason> {
-    let paused = !congested.is_empty() || session.hold.is_held();
-    if !congested.is_empty() {
-        ctx.pause_for(congested).await;
-    }
-    if session.hold.is_held() {
-        // Its events overfilled a subscriber on another shard (`hold`).
-        ctx.wait_held(session).await;
-    }
-    if !paused {
-        fairness.after_batch().await;
-    }
-    let spare = rb.spare(read_max, pending);
-    let room = spare.len();
-    match read_some(stream, spare, Some(session)).await {
-        Read::Data(n) => {
-            ctx.received_ns.set(crate::event::now_ns());
-            super::stats::Counters::add(&ctx.counters.bytes_in, n as u64);
-            fairness.read(n, room);
-            rb.end += n;
-            rb.settle(n, room, read_max);
-            Ok(())
-        }
-        Read::Closed(r) => Err(r),
     }
 }
 

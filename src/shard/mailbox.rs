@@ -274,17 +274,6 @@ impl Mailbox {
         self.push(&mut out, item);
     }
 
-    /// A control packet of the MQTT loops (`conn`, `conn5`) until they run
-    /// on the driver.
-    pub fn send_short(&self, packet: &[u8]) {
-        self.send(packet);
-    }
-
-    pub fn send_frame(&self, frame: Vec<u8>) {
-        let mut out = self.out.borrow_mut();
-        self.push(&mut out, OutItem::Frame(frame.into_boxed_slice()));
-    }
-
     /// True once the connection is closing and nothing more will be
     /// delivered to this session (a persistent session whose connection is
     /// closing keeps collecting, as it will once parked).
