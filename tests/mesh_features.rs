@@ -400,19 +400,19 @@ async fn a_mesh_name_mismatch_is_refused() {
     // refreshed on the bridge's tick: wait for it).
     for admin in [a.admin, b.admin] {
         let sample = r#"weft_mesh_link_closes_total{reason="mesh_mismatch"}"#;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
+        wait_until(&format!("{sample} counted"), WAIT, || async {
             let (_, body) = admin_get(admin, "/metrics").await;
             let n: f64 = body
                 .lines()
                 .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
                 .unwrap_or_else(|| panic!("no {sample} in /metrics"));
             if n >= 1.0 {
-                break;
+                Ok(())
+            } else {
+                Err(format!("{sample} {n}"))
             }
-            assert!(std::time::Instant::now() < deadline, "{sample} stays 0");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 }
 
