@@ -6,8 +6,9 @@
 //! feed each to the machine with `now`, and carry its actions out in
 //! order: writes go into the session's mailbox (so acknowledgements keep
 //! their place among deliveries), requests go to the protocol's [`Glue`]
-//! (which calls the shard context, e.g. a QoS 1 publish awaited with its
-//! backpressure), a close ends the loop. Between two reads: pause for
+//! (which calls the shard context: synchronously when nothing has to wait,
+//! as a publish to this shard's subscribers; through `Glue::wait` when
+//! something does, as a barrier or a full ring), a close ends the loop. Between two reads: pause for
 //! subscribers this connection's publishes overfilled (`congested`, held
 //! publishers), yield after a read budget (`Fairness`), and race the read
 //! against the session closed from elsewhere and the machine's next
@@ -42,13 +43,28 @@ use crate::session::{Action, Actions, CloseReason, Machine};
 /// A protocol's way to the router: carries out one request of its machine.
 /// An answer is given by calling the machine (e.g. NATS `subscribed`),
 /// whose actions are appended to `out` and carried out next.
+///
+/// Two halves, so that the per-packet path builds no future: `request`
+/// does what needs no waiting and says whether it finished; when it did
+/// not (a barrier, a ring with no room, a takeover), it kept what is left
+/// in the glue and the driver awaits `wait`, which finishes it before the
+/// next action.
 #[allow(async_fn_in_trait)] // one executor per thread: no `Send` needed
 pub trait Glue<M: Machine> {
-    async fn request<T: Transport>(
+    /// Carries out `request` now; false when the rest is left for `wait`.
+    fn request<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,
         machine: &mut M,
         request: M::Request,
+        out: &mut Actions<M::Request>,
+    ) -> bool;
+
+    /// Finishes the request `request` left unfinished.
+    async fn wait<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut M,
         out: &mut Actions<M::Request>,
     );
 }
@@ -191,11 +207,8 @@ where
         }
         loop {
             out.clear();
-            let used = match machine.decode(rb.filled()) {
-                Ok(Some((packet, used))) => {
-                    machine.handle(packet, now, &mut out);
-                    used
-                }
+            match machine.feed(rb.filled(), now, &mut out) {
+                Ok(Some(used)) => rb.start += used,
                 Ok(None) => break,
                 Err(e) => {
                     log_protocol_error::<T, M>(conn, &e);
@@ -203,15 +216,13 @@ where
                     if out.closed().is_none() {
                         out.close(CloseReason::ProtocolError);
                     }
-                    0
                 }
-            };
-            rb.start += used;
+            }
             // `carry_out`, inline: the per-packet path awaits the glue
             // directly.
             let mut cursor = Cursor::new(&out);
             loop {
-                match step(conn, &mut out, &mut cursor, &mut last) {
+                match step(conn, &out, &mut cursor, &mut last) {
                     Step::Done => break,
                     Step::Close(r) => {
                         end = Some((r, true));
@@ -223,9 +234,12 @@ where
                             break 'turns;
                         }
                     }
-                    Step::Request(request) => {
+                    Step::Request => {
+                        let request = cursor.take(&mut out);
                         let before = out.list.len();
-                        glue.request(conn, machine, request, &mut out).await;
+                        if !glue.request(conn, machine, request, &mut out) {
+                            glue.wait(conn, machine, &mut out).await;
+                        }
                         cursor.answered(&out, before);
                     }
                 }
@@ -249,8 +263,9 @@ where
 }
 
 /// What carrying out an action list stopped at: something to await.
-enum Step<R> {
-    Request(R),
+enum Step {
+    /// The action before the cursor is a request: `Cursor::take` it.
+    Request,
     /// A write before the connection has a mailbox: straight to the stream.
     Direct {
         from: usize,
@@ -275,6 +290,22 @@ impl Cursor {
         }
     }
 
+    /// The request `step` stopped at, moved out of the list. What is left
+    /// in its place is a write no new write merges into
+    /// (`Actions::write` extends a last write ending where the new one
+    /// starts), never carried out: the list is neither copied nor
+    /// reallocated per packet, and the glue's answers are appended after.
+    fn take<R>(&self, out: &mut Actions<R>) -> R {
+        let done = Action::Write {
+            from: usize::MAX,
+            to: usize::MAX,
+        };
+        match std::mem::replace(&mut out.list[self.at - 1], done) {
+            Action::Request(request) => request,
+            _ => unreachable!("`Step::Request` names a request"),
+        }
+    }
+
     /// After the glue answered a request: the answer's actions were
     /// appended after it.
     fn answered<R>(&mut self, out: &Actions<R>, before: usize) {
@@ -287,25 +318,18 @@ impl Cursor {
 }
 
 /// Carries out the actions that need no waiting (writes into the mailbox,
-/// last words) up to the next one that does. By index, each action moved
-/// out in turn, so answers appended by the glue come after it and the list
-/// is neither copied nor reallocated per packet. What is left in its place
-/// is a write no new write merges into (`Actions::write` extends a last
-/// write ending where the new one starts), never carried out.
+/// last words) up to the next one that does, by index and by reference:
+/// only a request is moved out of the list (`Cursor::take`), once.
+#[inline]
 fn step<T: Transport, R>(
     conn: &Connection<T>,
-    out: &mut Actions<R>,
+    out: &Actions<R>,
     cursor: &mut Cursor,
     last: &mut Vec<u8>,
-) -> Step<R> {
-    while cursor.at < out.list.len() {
-        let done = Action::Write {
-            from: usize::MAX,
-            to: usize::MAX,
-        };
-        let action = std::mem::replace(&mut out.list[cursor.at], done);
+) -> Step {
+    while let Some(action) = out.list.get(cursor.at) {
         cursor.at += 1;
-        match action {
+        match *action {
             Action::Write { from, to } if cursor.closing => {
                 last.extend_from_slice(&out.bytes[from..to]);
             }
@@ -313,7 +337,7 @@ fn step<T: Transport, R>(
                 Some(m) => m.send(&out.bytes[from..to]),
                 None => return Step::Direct { from, to },
             },
-            Action::Request(request) => return Step::Request(request),
+            Action::Request(_) => return Step::Request,
             Action::Close(reason) => return Step::Close(reason),
         }
     }
@@ -341,9 +365,12 @@ where
             Step::Done => return Ok(()),
             Step::Close(reason) => return Err(reason),
             Step::Direct { from, to } => conn.write_direct(&out.bytes[from..to]).await?,
-            Step::Request(request) => {
+            Step::Request => {
+                let request = cursor.take(out);
                 let before = out.list.len();
-                glue.request(conn, machine, request, out).await;
+                if !glue.request(conn, machine, request, out) {
+                    glue.wait(conn, machine, out).await;
+                }
                 cursor.answered(out, before);
             }
         }

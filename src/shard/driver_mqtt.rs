@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use glommio::net::TcpStream;
 
-use super::ctx::ShardCtx;
+use super::ctx::{Handoff, ShardCtx};
 use super::driver::{self, Connection, Glue};
 use super::mailbox::{Backlog, Mailbox, Protocol};
 use super::transport::{self, Transport};
 use crate::mqtt::session::{
-    Action, Actions, Establish, Established, MqttSession, Problem, Request, Settings,
-    SubscribeOutcome, Version,
+    Action, Actions, Establish, Established, MqttSession, Problem, PublishAck, Request, Settings,
+    SubscribeOutcome, SubscribeRequest, Version,
 };
 
 /// Serves one accepted TCP connection to its end. The caller has counted
@@ -66,76 +66,139 @@ pub struct MqttGlue {
     /// What a resumed session carried from its last connection, queued
     /// after the CONNACK (`Request::Resume`).
     backlog: Option<Backlog>,
+    /// A request `request` left for `wait`.
+    pending: Option<Pending>,
+}
+
+/// The requests that wait: once per connection (establish), per
+/// SUBSCRIBE, per retained QoS 1 publish (barrier), and a publish to
+/// other shards when a ring is full.
+enum Pending {
+    Establish(Box<Establish>),
+    Publish(Handoff, Option<PublishAck>),
+    Barrier,
+    Subscribe(Box<SubscribeRequest>),
 }
 
 impl Glue<MqttSession> for MqttGlue {
-    async fn request<T: Transport>(
+    fn request<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,
         machine: &mut MqttSession,
         request: Request,
         out: &mut Actions<Request>,
-    ) {
-        if let Request::Establish(e) = request {
-            // Boxed, as SUBSCRIBE below: once per connection, and their
-            // state (directory round trips, barriers) would otherwise
-            // weigh on the future of every request, PUBLISH included.
-            return Box::pin(self.establish(conn, machine, *e, out)).await;
-        }
+    ) -> bool {
         // Borrowed, not cloned: this runs per PUBLISH.
         let (ctx, mailbox, congested) = conn.parts();
-        let Some(mailbox) = mailbox else {
-            debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
-            return;
-        };
-        match request {
-            Request::Establish(_) => unreachable!("handled above"),
-            Request::Resume => {
-                if let Some(backlog) = self.backlog.take() {
-                    mailbox.restore_backlog(backlog);
-                }
-            }
-            Request::Publish { event, retain, ack } => {
+        let pending = match (request, mailbox) {
+            (Request::Establish(e), _) => Pending::Establish(e),
+            (Request::Publish { event, retain, ack }, Some(mailbox)) => {
                 let event = event.with_origin(ctx.origin(mailbox));
                 if retain {
                     ctx.retain(&event);
                 }
-                let matched = ctx.publish(event, congested).await;
+                match ctx.publish_now(event, congested) {
+                    Ok(matched) => {
+                        if let Some(ack) = ack {
+                            machine.on_published(ack, matched, out);
+                        }
+                        return true;
+                    }
+                    Err(handoff) => Pending::Publish(handoff, ack),
+                }
+            }
+            (Request::Barrier, Some(_)) => Pending::Barrier,
+            (Request::Subscribe(sub), Some(_)) => Pending::Subscribe(sub),
+            (request, Some(mailbox)) => {
+                now(ctx, mailbox, machine, request, &mut self.backlog, out);
+                return true;
+            }
+            (request, None) => {
+                debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
+                return true;
+            }
+        };
+        self.pending = Some(pending);
+        false
+    }
+
+    async fn wait<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut MqttSession,
+        out: &mut Actions<Request>,
+    ) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match pending {
+            // Boxed, as SUBSCRIBE below: rare, and their state (directory
+            // round trips, barriers) would otherwise weigh on this future.
+            Pending::Establish(e) => Box::pin(self.establish(conn, machine, *e, out)).await,
+            Pending::Publish(handoff, ack) => {
+                let (ctx, _, congested) = conn.parts();
+                let matched = ctx.publish_handoff(handoff, congested).await;
                 if let Some(ack) = ack {
                     machine.on_published(ack, matched, out);
                 }
             }
-            Request::Barrier => ctx.barrier().await,
-            Request::Subscribe(sub) => Box::pin(subscribe(ctx, mailbox, machine, *sub, out)).await,
-            Request::Unsubscribe(mut unsub) => {
-                for (filter, outcome) in unsub.filters.iter_mut() {
-                    if outcome.is_some() {
-                        *outcome = Some(ctx.unsubscribe(mailbox, filter));
-                    }
-                }
-                machine.on_unsubscribed(*unsub, out);
+            Pending::Barrier => conn.ctx.barrier().await,
+            Pending::Subscribe(sub) => {
+                let (ctx, mailbox, _) = conn.parts();
+                let mailbox = mailbox.expect("SUBSCRIBE follows CONNECT");
+                Box::pin(subscribe(ctx, mailbox, machine, *sub, out)).await
             }
-            Request::SendRetained { filter, qos } => ctx.send_retained(mailbox, &filter, qos),
-            Request::Acknowledge(id) => {
-                if !mailbox.acknowledge(id) {
-                    tracing::debug!(
-                        shard = ctx.id,
-                        id,
-                        "PUBACK/PUBCOMP for no delivery in flight"
-                    );
-                }
-            }
-            Request::Received(id) => {
-                let known = mailbox.received(id);
-                if !known {
-                    tracing::debug!(shard = ctx.id, id, "PUBREC for no QoS 2 delivery in flight");
-                }
-                machine.on_received(id, known, out);
-            }
-            Request::Forget(id) => mailbox.forget(id),
-            // After the connection: `end_session`.
-            Request::End { .. } | Request::Will { .. } => {}
         }
+    }
+}
+
+/// The requests that never wait.
+fn now(
+    ctx: &ShardCtx,
+    mailbox: &Rc<Mailbox>,
+    machine: &mut MqttSession,
+    request: Request,
+    backlog: &mut Option<Backlog>,
+    out: &mut Actions<Request>,
+) {
+    match request {
+        Request::Resume => {
+            if let Some(backlog) = backlog.take() {
+                mailbox.restore_backlog(backlog);
+            }
+        }
+        Request::Unsubscribe(mut unsub) => {
+            for (filter, outcome) in unsub.filters.iter_mut() {
+                if outcome.is_some() {
+                    *outcome = Some(ctx.unsubscribe(mailbox, filter));
+                }
+            }
+            machine.on_unsubscribed(*unsub, out);
+        }
+        Request::SendRetained { filter, qos } => ctx.send_retained(mailbox, &filter, qos),
+        Request::Acknowledge(id) => {
+            if !mailbox.acknowledge(id) {
+                tracing::debug!(
+                    shard = ctx.id,
+                    id,
+                    "PUBACK/PUBCOMP for no delivery in flight"
+                );
+            }
+        }
+        Request::Received(id) => {
+            let known = mailbox.received(id);
+            if !known {
+                tracing::debug!(shard = ctx.id, id, "PUBREC for no QoS 2 delivery in flight");
+            }
+            machine.on_received(id, known, out);
+        }
+        Request::Forget(id) => mailbox.forget(id),
+        // After the connection: `end_session`.
+        Request::End { .. } | Request::Will { .. } => {}
+        Request::Establish(_)
+        | Request::Publish { .. }
+        | Request::Barrier
+        | Request::Subscribe(_) => unreachable!("handled by `request`"),
     }
 }
 

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
-use super::ctx::ShardCtx;
+use super::ctx::{Handoff, ShardCtx};
 use super::driver::{self, Connection, Glue};
 use super::mailbox::Protocol;
 use super::transport::{self, Transport};
+use crate::event::Event;
 use crate::nats::codec::NatsLimits;
 use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribed};
 use crate::session::Actions;
@@ -60,7 +61,7 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         .read_max
         .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
     conn.attach(mailbox.clone());
-    let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue).await;
+    let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue::default()).await;
     ctx.unregister(&mailbox);
     if let Some(error) = machine.error() {
         if ctx.log_limiter.allow() {
@@ -83,49 +84,93 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
 }
 
 /// Carries NATS requests to the shard.
-pub struct NatsGlue;
+#[derive(Default)]
+pub struct NatsGlue {
+    /// A request `request` left for `wait`.
+    pending: Option<Pending>,
+}
+
+/// The requests that wait: a SUB's barrier, a publish to other shards
+/// (a ring may be full). One per connection, kept in its glue: not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Pending {
+    /// The subscription is applied; answer once every shard saw it.
+    Subscribed,
+    /// `kept`: the event, for a no-responders answer if nobody took it.
+    Publish(Handoff, Option<Event>),
+}
 
 impl Glue<NatsSession> for NatsGlue {
-    async fn request<T: Transport>(
+    fn request<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,
         machine: &mut NatsSession,
         request: Request,
         out: &mut Actions<Request>,
-    ) {
+    ) -> bool {
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");
-        match request {
-            Request::Connect { echo } => mailbox.echo.set(echo),
+        let pending = match request {
+            Request::Connect { echo } => {
+                mailbox.echo.set(echo);
+                return true;
+            }
             Request::Publish {
                 mut event,
                 answer_undelivered,
             } => {
                 event.origin = ctx.origin(mailbox);
-                // A reference, no copy: kept only for requests whose
-                // client wants to hear that no one listens.
                 let kept = answer_undelivered.then(|| event.clone());
-                let delivered = ctx.publish(event, congested).await;
-                if let (false, Some(event)) = (delivered, kept) {
-                    machine.undelivered(&event, out);
+                match ctx.publish_now(event, congested) {
+                    Ok(delivered) => {
+                        if let (false, Some(event)) = (delivered, kept) {
+                            machine.undelivered(&event, out);
+                        }
+                        return true;
+                    }
+                    Err(handoff) => Pending::Publish(handoff, kept),
                 }
             }
             Request::Subscribe { sid, filter, queue } => {
                 if mailbox.nats_subs.borrow().len() >= ctx.limits().subscriptions_per_session_max {
                     machine.subscribed(Subscribed::TooMany, out);
-                    return;
+                    return true;
                 }
                 ctx.nats_subscribe(mailbox, &sid, filter, queue.as_deref());
-                // A publish that follows, from any shard, sees this interest.
-                ctx.barrier().await;
-                machine.subscribed(Subscribed::Yes, out);
+                Pending::Subscribed
             }
-            Request::RouterPublish(event) => {
-                ctx.publish(event, congested).await;
-            }
+            Request::RouterPublish(event) => match ctx.publish_now(event, congested) {
+                Ok(_) => return true,
+                Err(handoff) => Pending::Publish(handoff, None),
+            },
             Request::Unsubscribe { sid, max } => {
                 ctx.nats_unsubscribe(mailbox, &sid, max);
+                return true;
             }
+        };
+        self.pending = Some(pending);
+        false
+    }
+
+    async fn wait<T: Transport>(
+        &mut self,
+        conn: &mut Connection<T>,
+        machine: &mut NatsSession,
+        out: &mut Actions<Request>,
+    ) {
+        match self.pending.take() {
+            Some(Pending::Subscribed) => {
+                conn.ctx.barrier().await;
+                machine.subscribed(Subscribed::Yes, out);
+            }
+            Some(Pending::Publish(handoff, kept)) => {
+                let (ctx, _, congested) = conn.parts();
+                let delivered = ctx.publish_handoff(handoff, congested).await;
+                if let (false, Some(event)) = (delivered, kept) {
+                    machine.undelivered(&event, out);
+                }
+            }
+            None => {}
         }
     }
 }

@@ -673,6 +673,46 @@ impl crate::session::Machine for MqttSession {
         MqttSession::handle(self, packet, now, out)
     }
 
+    /// After CONNECT, each version's packet is decoded and handled here,
+    /// in place: the hot path never builds the two-version [`Packet`] (as
+    /// large as MQTT 5's) nor moves it between calls.
+    #[inline]
+    fn feed(
+        &mut self,
+        buf: &[u8],
+        now: Instant,
+        out: &mut Actions<Request>,
+    ) -> Result<Option<usize>, Malformed> {
+        if self.phase != Phase::Connected {
+            return match MqttSession::decode(self, buf)? {
+                Some((packet, used)) => {
+                    MqttSession::handle(self, packet, now, out);
+                    Ok(Some(used))
+                }
+                None => Ok(None),
+            };
+        }
+        if self.version == Version::V5 {
+            match v5::decode(buf, &self.settings.v5_limits()) {
+                Ok(Some((packet, used))) => {
+                    self.handle_v5(packet, now, out);
+                    Ok(Some(used))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(Malformed::V5(e)),
+            }
+        } else {
+            match codec::decode(buf, &self.settings.v311_limits()) {
+                Ok(Some((packet, used))) => {
+                    self.handle_v311(packet, now, out);
+                    Ok(Some(used))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(Malformed::V311(e)),
+            }
+        }
+    }
+
     fn malformed(&mut self, error: &Malformed, now: Instant, out: &mut Actions<Request>) {
         MqttSession::malformed(self, error, now, out)
     }

@@ -46,6 +46,7 @@ impl MqttSession {
     }
 
     /// One decoded MQTT 3.1 / 3.1.1 packet after CONNECT.
+    #[inline]
     pub fn handle_v311(&mut self, packet: P3<'_>, now: Instant, out: &mut Actions<Request>) {
         if self.phase != Phase::Connected {
             return;
@@ -263,6 +264,7 @@ impl MqttSession {
     /// The rules of an incoming PUBLISH shared by both versions: QoS 2
     /// exactly once (a PUBLISH resent with an id awaiting release is not
     /// routed again, MQTT-4.3.3-2), bounded by `inflight_max`.
+    #[inline]
     fn publish(
         &mut self,
         topic: &str,

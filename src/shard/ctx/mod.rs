@@ -56,6 +56,7 @@ pub use crate::topic::split_share;
 pub(crate) use groups::{nth_bit, Groups};
 pub use mesh::MeshPeer;
 pub use msg::{Interest, SessionState, ShardMsg};
+pub use routing::Handoff;
 pub(crate) use routing::Routing;
 pub use stop::Stop;
 pub use table::NatsSub;

@@ -29,6 +29,15 @@ use crate::topic::trie::{
     LocalSub, Matched, SessionKey, Trie, TrieCounts, NO_LOCAL, RETAIN_AS_PUBLISHED,
 };
 
+/// A publish that must cross a ring: what `ShardCtx::publish_now` matched
+/// and picked, for `ShardCtx::publish_handoff` to finish.
+pub struct Handoff {
+    event: Event,
+    matched: Rc<Matched>,
+    local_picks: SmallVec<[LocalSub; 2]>,
+    remote_groups: SmallVec<[(usize, Arc<str>); 2]>,
+}
+
 pub(crate) struct Routing {
     trie: RefCell<Trie>,
 }
@@ -101,14 +110,34 @@ impl ShardCtx {
     /// then to local subscribers. QoS 1 deliveries that overflow a local
     /// subscriber's soft limit add it to `congested` so that the publisher
     /// can pause. Returns false if nobody anywhere subscribes.
-    pub async fn publish(&self, mut event: Event, congested: &mut Vec<Rc<Session>>) -> bool {
+    pub async fn publish(&self, event: Event, congested: &mut Vec<Rc<Session>>) -> bool {
+        match self.publish_now(event, congested) {
+            Ok(matched) => matched,
+            Err(handoff) => self.publish_handoff(handoff, congested).await,
+        }
+    }
+
+    /// `publish` without waiting, when no other shard (nor the mesh) has
+    /// interest: the event is delivered here and the answer is `Ok`. When
+    /// the event must also cross a ring (which may wait for room), the
+    /// rest is handed back to be finished by [`Self::publish_handoff`]:
+    /// the glue of a connection then awaits, and only then (a publish to
+    /// local subscribers builds no future).
+    // Not boxed: boxing would allocate per cross-shard publish, and the
+    // hot `Ok` path writes only the discriminant and a bool.
+    #[allow(clippy::result_large_err)]
+    pub fn publish_now(
+        &self,
+        mut event: Event,
+        congested: &mut Vec<Rc<Session>>,
+    ) -> Result<bool, Handoff> {
         Counters::add(&self.counters.messages_in, 1);
         if event.born_ns == 0 {
             event.born_ns = self.received_ns.get();
         }
         let matched = self.routing.matches(event.topic());
         if matched.is_empty() {
-            return false;
+            return Ok(false);
         }
         // Queue groups: one member in the whole mesh (see `groups`).
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
@@ -121,7 +150,25 @@ impl ShardCtx {
                 None => {}
             }
         }
-        self.send_to_shards(&event, matched.remote, &remote_groups)
+        if matched.remote != 0 || !remote_groups.is_empty() {
+            return Err(Handoff {
+                event,
+                matched,
+                local_picks,
+                remote_groups,
+            });
+        }
+        if self.mesh.get().is_none() {
+            self.deliver_local(&local_picks, event.clone(), Some(congested));
+            self.deliver_local(&matched.local, event, Some(congested));
+        }
+        Ok(true)
+    }
+
+    /// The rest of a `publish_now` that handed back: to the other shards
+    /// first (waiting for ring room), then to this shard's subscribers.
+    pub async fn publish_handoff(&self, h: Handoff, congested: &mut Vec<Rc<Session>>) -> bool {
+        self.send_to_shards(&h.event, h.matched.remote, &h.remote_groups)
             .await;
         if self.mesh.get().is_some() {
             // The mesh executor's own subscriptions are other routers'
@@ -129,8 +176,8 @@ impl ShardCtx {
             // here.
             return true;
         }
-        self.deliver_local(&local_picks, event.clone(), Some(congested));
-        self.deliver_local(&matched.local, event, Some(congested));
+        self.deliver_local(&h.local_picks, h.event.clone(), Some(congested));
+        self.deliver_local(&h.matched.local, h.event, Some(congested));
         true
     }
 
