@@ -19,8 +19,6 @@
 
 use std::time::Instant;
 
-use smallvec::SmallVec;
-
 /// Why a connection closed: exactly one per disconnect, and the label of
 /// its metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,14 +109,17 @@ pub enum Action<R, C = CloseReason> {
 #[derive(Debug)]
 pub struct Actions<R, C = CloseReason> {
     pub bytes: Vec<u8>,
-    pub list: SmallVec<[Action<R, C>; 4]>,
+    /// A `Vec`, not a `SmallVec`: reused by the driver for the whole
+    /// connection, it allocates once, and its per-packet pushes and reads
+    /// skip the inline-or-heap branch.
+    pub list: Vec<Action<R, C>>,
 }
 
 impl<R, C> Default for Actions<R, C> {
     fn default() -> Self {
         Actions {
             bytes: Vec::new(),
-            list: SmallVec::new(),
+            list: Vec::new(),
         }
     }
 }

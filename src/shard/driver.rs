@@ -320,7 +320,7 @@ impl Cursor {
 /// Carries out the actions that need no waiting (writes into the mailbox,
 /// last words) up to the next one that does, by index and by reference:
 /// only a request is moved out of the list (`Cursor::take`), once.
-#[inline]
+#[inline(always)]
 fn step<T: Transport, R>(
     conn: &Connection<T>,
     out: &Actions<R>,

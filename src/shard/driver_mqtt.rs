@@ -90,9 +90,12 @@ impl Glue<MqttSession> for MqttGlue {
     ) -> bool {
         // Borrowed, not cloned: this runs per PUBLISH.
         let (ctx, mailbox, congested) = conn.parts();
-        let pending = match (request, mailbox) {
-            (Request::Establish(e), _) => Pending::Establish(e),
-            (Request::Publish { event, retain, ack }, Some(mailbox)) => {
+        let pending = match request {
+            Request::Publish { event, retain, ack } => {
+                let Some(mailbox) = mailbox else {
+                    debug_assert!(false, "PUBLISH follows CONNECT");
+                    return true;
+                };
                 let event = event.with_origin(ctx.origin(mailbox));
                 if retain {
                     ctx.retain(&event);
@@ -107,14 +110,14 @@ impl Glue<MqttSession> for MqttGlue {
                     Err(handoff) => Pending::Publish(handoff, ack),
                 }
             }
-            (Request::Barrier, Some(_)) => Pending::Barrier,
-            (Request::Subscribe(sub), Some(_)) => Pending::Subscribe(sub),
-            (request, Some(mailbox)) => {
-                now(ctx, mailbox, machine, request, &mut self.backlog, out);
-                return true;
-            }
-            (request, None) => {
-                debug_assert!(false, "MQTT requests follow CONNECT: {request:?}");
+            Request::Establish(e) => Pending::Establish(e),
+            Request::Barrier => Pending::Barrier,
+            Request::Subscribe(sub) => Pending::Subscribe(sub),
+            request => {
+                match mailbox {
+                    Some(mailbox) => now(ctx, mailbox, machine, request, &mut self.backlog, out),
+                    None => debug_assert!(false, "MQTT requests follow CONNECT: {request:?}"),
+                }
                 return true;
             }
         };
@@ -145,7 +148,10 @@ impl Glue<MqttSession> for MqttGlue {
             Pending::Barrier => conn.ctx.barrier().await,
             Pending::Subscribe(sub) => {
                 let (ctx, mailbox, _) = conn.parts();
-                let mailbox = mailbox.expect("SUBSCRIBE follows CONNECT");
+                let Some(mailbox) = mailbox else {
+                    debug_assert!(false, "SUBSCRIBE follows CONNECT");
+                    return;
+                };
                 Box::pin(subscribe(ctx, mailbox, machine, *sub, out)).await
             }
         }
