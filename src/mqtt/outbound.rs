@@ -299,9 +299,9 @@ fn next_id(id: u16) -> u16 {
 /// How many steps of [`next_id`] lead from `from` to `to`: 1 to 65535 (a
 /// whole lap when they are the same id).
 fn ids_ahead(from: u16, to: u16) -> u16 {
-    const IDS: u32 = u16::MAX as u32; // 1..=65535
-                                      // Places on the ring of ids: 1 is 0, 65535 is 65534, and 0 (before
-                                      // any id was given) is 65535's place, since 1 follows both.
+    // The ids 1..=65535 on a ring: 1 is at place 0, 65535 at 65534, and
+    // 0 (before any id was given) at 65535's place, since 1 follows both.
+    const IDS: u32 = u16::MAX as u32;
     let place = |id: u16| (u32::from(id) + IDS - 1) % IDS;
     match (place(to) + IDS - place(from)) % IDS {
         0 => u16::MAX,
