@@ -228,7 +228,9 @@ impl ShardCtx {
         };
         // A will waiting for its delay (MQTT 5 §3.1.2.5): not sent if the
         // session goes on (MQTT-3.1.3-9), sent now if it ends here (a
-        // clean start), as mosquitto does.
+        // clean start: "or the Session ends"). mosquitto 2.0 drops it in
+        // both cases (its takeover cancels the delay it just armed); the
+        // spec is followed where they differ.
         let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
         // Release everything of the old session here (its connection, if
