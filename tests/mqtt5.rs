@@ -729,7 +729,8 @@ async fn will_comes_at_session_end_when_expiry_is_shorter_than_delay() {
 }
 
 /// A takeover and the Will Delay Interval (MQTT 5 §3.1.2.5, §3.1.4,
-/// MQTT-3.1.3-9; mosquitto does the same): a new connection that resumes
+/// MQTT-3.1.3-9; mosquitto 2.0 agrees on the resumed case and drops the
+/// delayed will of the clean-start ones): a new connection that resumes
 /// the session (Clean Start 0) comes before the delay passed, so the old
 /// connection's will is never sent; a new connection with Clean Start 1
 /// ends the session, so the will goes at once, delay or not — also for a
