@@ -39,8 +39,14 @@ pub enum CloseReason {
     ServerShutdown,
     /// NATS: too many PINGs left unanswered.
     StaleConnection,
-    /// Another connection took over this client id.
+    /// Another connection took over this client id and started clean
+    /// (or the session was not kept): the session ended with this
+    /// connection.
     TakenOver,
+    /// Another connection took over this client id and goes on with its
+    /// session (MQTT Clean Start 0 on a kept session): the session did not
+    /// end, so an MQTT 5 will is not sent (MQTT-3.1.3-9).
+    TakenOverResumed,
 }
 
 impl CloseReason {
@@ -58,12 +64,15 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::StaleConnection => "stale_connection",
             CloseReason::TakenOver => "session_taken_over",
+            CloseReason::TakenOverResumed => "session_taken_over_resumed",
         }
     }
 
     /// MQTT-3.1.2-8: the will is published unless the client said
     /// DISCONNECT. On shutdown weft does not publish wills: the other
-    /// shards may already be gone, and the clients are not at fault.
+    /// shards may already be gone, and the clients are not at fault. (A
+    /// takeover that resumes the session keeps an MQTT 5 will back: the
+    /// MQTT machine's rule, `mqtt::session::MqttSession::finish`.)
     pub fn publishes_will(self) -> bool {
         !matches!(
             self,

@@ -19,10 +19,15 @@ const IDLE_CLIENTS: usize = 300;
 
 /// The router under a descriptor limit it knows at start.
 fn launch_under(nofile: usize) -> Weft {
+    launch_under_limits(nofile, nofile)
+}
+
+/// The router under soft and hard descriptor limits (`prlimit`).
+fn launch_under_limits(soft: usize, hard: usize) -> Weft {
     let mut launch = Launch::new(2, "");
     launch.prefix = vec![
         "prlimit".into(),
-        format!("--nofile={nofile}:{nofile}"),
+        format!("--nofile={soft}:{hard}"),
         "--".into(),
     ];
     launch.log_level = Some("warn".into());
@@ -336,4 +341,73 @@ fn a_port_held_by_a_live_process_is_refused_after_the_retry() {
         "{line}"
     );
     drop(held);
+}
+
+/// Graceful shutdown (SIGTERM, SIGINT) ends connections that never sent
+/// CONNECT at once, MQTT and NATS alike, instead of waiting out their
+/// connect timeout (60 s here, longer than the test waits for the exit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_connections_before_connect() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut weft = Weft::start(2, "[limits]\nconnect_timeout_ms = 60000\n");
+        let mut silent = Vec::new();
+        for addr in [weft.addr, weft.nats]
+            .into_iter()
+            .chain(weft.shard_addrs.clone())
+        {
+            silent.push(Raw::open(addr).await);
+        }
+        // Accepted: served by the shards (each counted as a connection).
+        wait_until("the silent connections accepted", WAIT, || async {
+            let (_, body) = admin_get(weft.admin, "/metrics").await;
+            match metric_sum(&body, "weft_connections") as usize {
+                n if n >= silent.len() => Ok(()),
+                n => Err(format!("{n} of {} counted", silent.len())),
+            }
+        })
+        .await;
+        weft.signal(signal);
+        let deadline = std::time::Instant::now() + WAIT;
+        while weft.is_running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{signal}: weft still running, held by connections that never sent CONNECT"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for mut raw in silent {
+            assert!(raw.closed_by_server().await);
+        }
+    }
+}
+
+/// The default `limits.connections_max` (100000) above a hard descriptor
+/// limit (here 300, soft 64): the start raises the soft limit to the hard
+/// one, says in one warning line which key the limit does not cover and
+/// how many connections it holds, and that is the maximum it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_descriptor_limit_goes_to_the_hard_one_and_connections_max_is_capped() {
+    let weft = launch_under_limits(64, 300);
+    let line = weft.wait_for_log("descriptor limit");
+    assert!(line.contains("WARN"), "a warning: {line}");
+    assert!(
+        line.contains("descriptor limit 300 does not cover limits.connections_max 100000"),
+        "{line}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", weft.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["300", "300"],
+        "soft limit raised to the hard one: {open_files}"
+    );
+    let holds: usize = line
+        .split("holds about ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("how many it holds: {line}"));
+    assert!(holds > 64 && holds < 300, "{line}");
 }

@@ -727,3 +727,83 @@ async fn will_comes_at_session_end_when_expiry_is_shorter_than_delay() {
     );
     assert_eq!(&second.topic[..], b"wx/sentinel");
 }
+
+/// A takeover and the Will Delay Interval (MQTT 5 §3.1.2.5, §3.1.4,
+/// MQTT-3.1.3-9; mosquitto 2.0 agrees on the resumed case and drops the
+/// delayed will of the clean-start ones): a new connection that resumes
+/// the session (Clean Start 0) comes before the delay passed, so the old
+/// connection's will is never sent; a new connection with Clean Start 1
+/// ends the session, so the will goes at once, delay or not — also for a
+/// session already offline and waiting out its delay. The delays (60 s)
+/// are longer than the test may wait: a will seen came from the takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_and_will_delay() {
+    let weft = Weft::start(1, "");
+    let (mut watcher, _) = connect5(weft.addr, "tw-watcher", |_| {}).await;
+    watcher
+        .subscribe(Filter::new("tw/#", QoS::AtMostOnce))
+        .await;
+    let kept = || wv5::Properties {
+        session_expiry_interval: Some(600),
+        ..Default::default()
+    };
+    let will = |topic: &'static str| {
+        Some(Box::new(wv5::Will {
+            properties: wv5::Properties {
+                will_delay_interval: Some(60),
+                ..Default::default()
+            },
+            topic,
+            payload: b"gone",
+            qos: 0,
+            retain: false,
+        }))
+    };
+    // Resumed by a new connection: DISCONNECT 0x8E to the old one, no will.
+    let mut old = Raw::open(weft.addr).await;
+    old.send(&v5_connect("tw-resumed", kept(), will("tw/resumed"), true))
+        .await;
+    old.read_packet().await;
+    let mut new = Raw::open(weft.addr).await;
+    new.send(&v5_connect("tw-resumed", kept(), None, false))
+        .await;
+    new.read_packet().await;
+    assert_eq!(old.read_packet().await, vec![0xe0, 1, 0x8e]);
+    assert!(old.closed_by_server().await);
+    // Taken over by a clean start: the session ends, its will goes now.
+    let mut old = Raw::open(weft.addr).await;
+    old.send(&v5_connect("tw-ended", kept(), will("tw/ended"), true))
+        .await;
+    old.read_packet().await;
+    let mut new_clean = Raw::open(weft.addr).await;
+    new_clean
+        .send(&v5_connect("tw-ended", kept(), None, true))
+        .await;
+    new_clean.read_packet().await;
+    assert_eq!(old.read_packet().await, vec![0xe0, 1, 0x8e]);
+    assert_eq!(
+        &watcher.next_publish().await.topic[..],
+        b"tw/ended",
+        "the resumed session's will never comes; the ended one's at once"
+    );
+    // Offline in its delay, then a clean start: the will goes now.
+    let mut gone = Raw::open(weft.addr).await;
+    gone.send(&v5_connect("tw-offline", kept(), will("tw/offline"), true))
+        .await;
+    gone.read_packet().await;
+    drop(gone);
+    wait_parked(weft.admin, "tw-offline").await;
+    let mut back_clean = Raw::open(weft.addr).await;
+    back_clean
+        .send(&v5_connect("tw-offline", kept(), None, true))
+        .await;
+    back_clean.read_packet().await;
+    assert_eq!(&watcher.next_publish().await.topic[..], b"tw/offline");
+    // A fence: everything published before it has reached the watcher.
+    watcher
+        .client
+        .publish("tw/end", QoS::AtMostOnce, false, "end")
+        .await
+        .unwrap();
+    assert_eq!(&watcher.next_publish().await.topic[..], b"tw/end");
+}

@@ -66,7 +66,12 @@ pub struct Outbound {
     pub alias_max: u16,
     /// Deliveries sent and not acknowledged, oldest first.
     inflight: VecDeque<Flight>,
+    /// The packet id given last: the next is the first free one after it.
     last_packet_id: u16,
+    /// How many ids after `last_packet_id` are known not to be in flight
+    /// (an acknowledgement frees more; counting them would cost a scan, so
+    /// they are found at the next scan).
+    free_ahead: u16,
     /// Topic aliases this server assigned, towards the client.
     aliases: hashbrown::HashMap<Box<str>, u16>,
 }
@@ -80,6 +85,7 @@ impl Default for Outbound {
             alias_max: 0,
             inflight: VecDeque::new(),
             last_packet_id: 0,
+            free_ahead: 0,
             aliases: hashbrown::HashMap::new(),
         }
     }
@@ -136,6 +142,11 @@ impl Outbound {
     /// Appends the resend of a delivery a previous connection left in
     /// flight: the same packet id with DUP, or its PUBREL again.
     pub fn rewrite(&mut self, buf: &mut Vec<u8>, flight: Flight, ids: &SubscriptionIds) {
+        // Its id may lie in the free run ahead (a resumed session's resends
+        // carry the ids of its last connection): the run ends before it.
+        self.free_ahead = self
+            .free_ahead
+            .min(ids_ahead(self.last_packet_id, flight.id) - 1);
         if flight.released {
             buf.extend_from_slice(&pubrel(flight.id));
         } else {
@@ -194,14 +205,47 @@ impl Outbound {
         (matching, alias)
     }
 
+    /// The first packet id after the last one given that is not in
+    /// flight (1 follows 65535; 0 is never an id). O(1) amortised: the ids
+    /// given go round the 65535 in order and the window holds at most
+    /// `inflight_max` of them, so one scan of the window finds a free run
+    /// that usually lasts most of a lap; a delivery still unanswered a lap
+    /// later costs one more scan when the run reaches it.
     fn next_packet_id(&mut self) -> u16 {
-        // The window is at most `inflight_max` ids, so a free one is near.
+        if self.free_ahead == 0 {
+            self.find_free_run();
+        }
+        self.free_ahead -= 1;
+        let id = next_id(self.last_packet_id);
+        self.last_packet_id = id;
+        debug_assert!(
+            !self.inflight.iter().any(|f| f.id == id),
+            "packet id {id} is in flight"
+        );
+        id
+    }
+
+    /// Moves `last_packet_id` to just before the first free id after it
+    /// and sets `free_ahead` to the length of the free run from there.
+    #[cold]
+    fn find_free_run(&mut self) {
+        // At most `inflight_max` (<= 65535) ids are in flight, and a full
+        // window takes no new delivery: a free id exists.
+        debug_assert!(self.inflight.len() < usize::from(u16::MAX));
         loop {
-            self.last_packet_id = self.last_packet_id.wrapping_add(1).max(1);
-            let id = self.last_packet_id;
-            if !self.inflight.iter().any(|f| f.id == id) {
-                return id;
+            let last = self.last_packet_id;
+            let nearest = self
+                .inflight
+                .iter()
+                .map(|f| ids_ahead(last, f.id))
+                .min()
+                .unwrap_or(u16::MAX);
+            if nearest > 1 {
+                self.free_ahead = nearest - 1;
+                return;
             }
+            // The next id is in flight: step over it.
+            self.last_packet_id = next_id(last);
         }
     }
 
@@ -247,6 +291,24 @@ impl Outbound {
     }
 }
 
+/// The packet id after `id`: 1 to 65535, then 1 again (0 is not an id).
+fn next_id(id: u16) -> u16 {
+    id.wrapping_add(1).max(1)
+}
+
+/// How many steps of [`next_id`] lead from `from` to `to`: 1 to 65535 (a
+/// whole lap when they are the same id).
+fn ids_ahead(from: u16, to: u16) -> u16 {
+    // The ids 1..=65535 on a ring: 1 is at place 0, 65535 at 65534, and
+    // 0 (before any id was given) at 65535's place, since 1 follows both.
+    const IDS: u32 = u16::MAX as u32;
+    let place = |id: u16| (u32::from(id) + IDS - 1) % IDS;
+    match (place(to) + IDS - place(from)) % IDS {
+        0 => u16::MAX,
+        n => n as u16,
+    }
+}
+
 /// The filter of a subscription, without its `$share/{group}/` prefix.
 fn unshared(full: &str) -> &str {
     full.strip_prefix("$share/")
@@ -263,23 +325,169 @@ mod tests {
         SubscriptionIds::new()
     }
 
-    #[test]
-    fn packet_ids_skip_those_in_flight_and_zero() {
-        let mut o = Outbound::default();
+    /// Writes `n` QoS 1 deliveries, each acknowledged at once; their ids.
+    fn write_acked(o: &mut Outbound, n: usize) -> Vec<u16> {
         let e = Event::new("t", b"x", 1, false);
         let mut buf = Vec::new();
-        o.last_packet_id = u16::MAX - 1;
-        o.write(&mut buf, e.clone(), 1, false, &no_ids());
-        o.write(&mut buf, e.clone(), 1, false, &no_ids());
-        let ids: Vec<u16> = o.inflight.iter().map(|f| f.id).collect();
-        assert_eq!(ids, [u16::MAX, 1], "0 is never a packet id");
-        // Wrapped around to an id still in flight: it is skipped.
-        o.last_packet_id = u16::MAX - 1;
-        o.write(&mut buf, e.clone(), 1, false, &no_ids());
-        assert_eq!(o.inflight.back().unwrap().id, 2);
+        (0..n)
+            .map(|_| {
+                o.write(&mut buf, e.clone(), 1, false, &no_ids());
+                let id = o.inflight.back().unwrap().id;
+                assert!(o.acknowledge(id));
+                buf.clear();
+                id
+            })
+            .collect()
+    }
+
+    /// Writes a QoS `qos` (1 or 2) delivery left in flight; its id.
+    fn write_kept(o: &mut Outbound, qos: u8) -> u16 {
+        let mut buf = Vec::new();
+        o.write(
+            &mut buf,
+            Event::new("t", b"x", qos, false),
+            qos,
+            false,
+            &no_ids(),
+        );
+        o.inflight.back().unwrap().id
+    }
+
+    #[test]
+    fn packet_ids_wrap_from_65535_to_1_never_0() {
+        let mut o = Outbound::default();
+        let ids = write_acked(&mut o, 65_536);
+        assert_eq!(&ids[..2], [1, 2]);
+        assert_eq!(
+            &ids[65_533..],
+            [65_534, 65_535, 1],
+            "0 is never a packet id"
+        );
         // QoS 0 takes no id and stays out of the window.
-        o.write(&mut buf, e, 0, false, &no_ids());
-        assert_eq!(o.in_flight(), 3);
+        let mut buf = Vec::new();
+        o.write(
+            &mut buf,
+            Event::new("t", b"x", 0, false),
+            0,
+            false,
+            &no_ids(),
+        );
+        assert_eq!(o.in_flight(), 0);
+        assert_eq!(write_kept(&mut o, 1), 2);
+    }
+
+    #[test]
+    fn packet_ids_skip_deliveries_unanswered_a_lap_later() {
+        let mut o = Outbound::default();
+        // 1, 2, 3 and 5 stay unanswered while the ids go round.
+        let stuck: Vec<u16> = (0..3).map(|_| write_kept(&mut o, 1)).collect();
+        assert_eq!(stuck, [1, 2, 3]);
+        assert_eq!(write_acked(&mut o, 1), [4]);
+        assert_eq!(write_kept(&mut o, 2), 5);
+        let lap = write_acked(&mut o, 65_535 - 5);
+        assert_eq!(lap.last(), Some(&65_535));
+        // Round again: the ids in flight are stepped over.
+        assert_eq!(write_acked(&mut o, 3), [4, 6, 7]);
+        // Some answered meanwhile: free again on the next lap.
+        assert!(o.acknowledge(2));
+        let lap = write_acked(&mut o, 65_535 - 7);
+        assert_eq!(lap.last(), Some(&65_535));
+        assert_eq!(write_acked(&mut o, 3), [2, 4, 6]);
+        assert_eq!(o.in_flight(), 3, "1, 3 and 5");
+    }
+
+    #[test]
+    fn packet_ids_skip_the_resends_of_a_resumed_session() {
+        // The last connection left 2 and 4 in flight; the next one resends
+        // them and gives new ids around them.
+        let e = Event::new("t", b"x", 1, false);
+        let mut buf = Vec::new();
+        let mut o = Outbound::default();
+        for id in [2, 4] {
+            let flight = Flight {
+                id,
+                event: e.clone(),
+                qos: 1,
+                released: false,
+            };
+            o.rewrite(&mut buf, flight, &no_ids());
+        }
+        let new: Vec<u16> = (0..3).map(|_| write_kept(&mut o, 1)).collect();
+        assert_eq!(new, [1, 3, 5]);
+        // A resend written after new deliveries (queued behind them): the
+        // run of free ids found before ends at it.
+        let mut o = Outbound::default();
+        assert_eq!(write_kept(&mut o, 1), 1);
+        let flight = Flight {
+            id: 2,
+            event: e,
+            qos: 1,
+            released: false,
+        };
+        o.rewrite(&mut buf, flight, &no_ids());
+        assert_eq!(write_kept(&mut o, 1), 3);
+    }
+
+    /// Random writes, acknowledgements and resends over many laps: a new
+    /// id is never 0 and never one in flight (checked against the window).
+    #[test]
+    fn packet_ids_are_unique_in_the_window_over_random_runs() {
+        let mut o = Outbound::default();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = move |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        let e = Event::new("t", b"x", 1, false);
+        let mut buf = Vec::new();
+        let window = 64;
+        for _ in 0..400_000 {
+            buf.clear();
+            match random(8) {
+                0..=3 if o.in_flight() < window => {
+                    let id = write_kept(&mut o, 1);
+                    assert_ne!(id, 0);
+                    let uses = o.inflight.iter().filter(|f| f.id == id).count();
+                    assert_eq!(uses, 1, "id {id} given twice");
+                }
+                4 if o.in_flight() < window => {
+                    // A resend of an id not in flight.
+                    let id = (random(65_535) + 1) as u16;
+                    if !o.inflight.iter().any(|f| f.id == id) {
+                        let flight = Flight {
+                            id,
+                            event: e.clone(),
+                            qos: 1,
+                            released: false,
+                        };
+                        o.rewrite(&mut buf, flight, &no_ids());
+                    }
+                }
+                // Mostly the oldest answered, sometimes one left behind.
+                _ if o.in_flight() > 0 => {
+                    let at = if random(16) == 0 {
+                        random(o.in_flight())
+                    } else {
+                        0
+                    };
+                    let id = o.inflight[at].id;
+                    assert!(o.acknowledge(id));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn ids_ahead_counts_round_the_ring() {
+        assert_eq!(ids_ahead(0, 1), 1, "1 comes first");
+        assert_eq!(ids_ahead(1, 2), 1);
+        assert_eq!(ids_ahead(65_535, 1), 1);
+        assert_eq!(ids_ahead(1, 65_535), 65_534);
+        assert_eq!(ids_ahead(7, 7), u16::MAX, "a whole lap");
+        assert_eq!(ids_ahead(0, 65_535), u16::MAX);
     }
 
     #[test]

@@ -559,7 +559,9 @@ impl MqttSession {
     pub fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
         let code = match reason {
             CloseReason::KeepAliveTimeout => Some(crate::mqtt::v5::reason::KEEP_ALIVE_TIMEOUT),
-            CloseReason::TakenOver => Some(crate::mqtt::v5::reason::SESSION_TAKEN_OVER),
+            CloseReason::TakenOver | CloseReason::TakenOverResumed => {
+                Some(crate::mqtt::v5::reason::SESSION_TAKEN_OVER)
+            }
             CloseReason::ServerShutdown => Some(crate::mqtt::v5::reason::SERVER_SHUTTING_DOWN),
             CloseReason::SlowConsumer => Some(crate::mqtt::v5::reason::QUOTA_EXCEEDED),
             _ => None,
@@ -613,13 +615,26 @@ impl MqttSession {
         let keep = (connected && self.persistent)
             .then(|| self.session_keep(self.settings.offline_session_expiry_s));
         out.request(Request::End { keep });
+        let v5 = self.version == Version::V5;
         let publish = connected
             && match reason {
-                CloseReason::ClientDisconnect => self.will_wanted && self.version == Version::V5,
+                CloseReason::ClientDisconnect => self.will_wanted && v5,
+                // MQTT-3.1.3-9: a new connection to this session came
+                // before the Will Delay Interval passed (it came before
+                // this one even closed), so the will is not sent, whatever
+                // its delay (mosquitto: the same). MQTT 3.1.1 has no such
+                // rule: its will goes, as on any close the client did not
+                // ask for.
+                CloseReason::TakenOverResumed => !v5,
                 other => other.publishes_will(),
             };
         if let Some(will) = self.will.take().filter(|_| publish) {
-            let delay = will_delay(will.delay_s, keep);
+            let delay = match reason {
+                // Taken over by a clean start: the session ends now, so
+                // its will goes now (§3.1.2.5: "or the Session ends").
+                CloseReason::TakenOver => None,
+                _ => will_delay(will.delay_s, keep),
+            };
             out.request(Request::Will {
                 event: will.event,
                 delay,

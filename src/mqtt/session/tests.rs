@@ -517,7 +517,8 @@ fn takeover_says_so_in_v5_and_closes_in_v311() {
         vec![vec![0xe0, 1, reason::SESSION_TAKEN_OVER]]
     );
     assert_eq!(out.closed(), Some(CloseReason::TakenOver));
-    // The will goes (takeover is not a DISCONNECT), the session is kept.
+    // Taken over by a clean start: the will goes (takeover is not a
+    // DISCONNECT; the shard has already released the session).
     assert!(matches!(
         requests(&out)[..],
         [
@@ -772,4 +773,41 @@ fn second_connect_of_a_bad_level_disconnects_with_protocol_error() {
         panic!("{packet:?}")
     };
     assert_eq!(d.reason_code, reason::PROTOCOL_ERROR);
+}
+
+/// A takeover by a connection that starts clean ends the session: the
+/// will goes at once, its delay or the session's expiry notwithstanding
+/// (MQTT 5 §3.1.2.5: "or the Session ends").
+#[test]
+fn takeover_that_ends_the_session_publishes_the_will_now() {
+    let mut m = connected(&connect_v5("c", 0, true, 60, Some(5)));
+    let mut out = Actions::default();
+    m.close(CloseReason::TakenOver, &mut out);
+    let out = finished(out, &mut m);
+    assert_eq!(wills(&out), vec![None]);
+}
+
+/// A takeover by a connection that resumes the session (Clean Start 0)
+/// comes before any Will Delay Interval passed: MQTT 5 sends no will
+/// (MQTT-3.1.3-9), whatever the delay; MQTT 3.1.1, which has no delay,
+/// sends it as on any close the client did not ask for.
+#[test]
+fn takeover_that_resumes_the_session_holds_the_v5_will_back() {
+    for delay_s in [0, 5] {
+        let mut m = connected(&connect_v5("c", 0, true, 60, Some(delay_s)));
+        let mut out = Actions::default();
+        m.close(CloseReason::TakenOverResumed, &mut out);
+        let out = finished(out, &mut m);
+        assert_eq!(
+            frames(&out),
+            vec![vec![0xe0, 1, reason::SESSION_TAKEN_OVER]]
+        );
+        assert!(wills(&out).is_empty(), "delay {delay_s} s: {:?}", out.list);
+    }
+    let mut m = connected(&connect_v311("c", 0, false));
+    let mut out = Actions::default();
+    m.close(CloseReason::TakenOverResumed, &mut out);
+    let out = finished(out, &mut m);
+    assert!(frames(&out).is_empty());
+    assert_eq!(wills(&out), vec![None]);
 }

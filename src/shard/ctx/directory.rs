@@ -125,7 +125,10 @@ impl ShardCtx {
             }
         };
         // The host we may not know of is ourselves: check locally too.
-        let mut state = self.take_over(&id, want_state, session);
+        let (mut state, will) = self.take_over(&id, want_state, session);
+        if let Some(will) = will {
+            self.publish_will(will).await;
+        }
         if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
             let token = self.control.token();
             self.control.push(
@@ -164,13 +167,14 @@ impl ShardCtx {
     }
 
     /// Ends this shard's session of `client_id` other than `except`;
-    /// returns its state if wanted and it was persistent.
+    /// returns its state if wanted and it was persistent, and the will it
+    /// held back for its delay if the session ends here (publish it now).
     fn take_over(
         &self,
         client_id: &str,
         want_state: bool,
         except: &Rc<Session>,
-    ) -> Option<SessionState> {
+    ) -> (Option<SessionState>, Option<Event>) {
         let connecting = self.directory.connecting.borrow_mut().remove(client_id);
         if let Some(c) = connecting {
             if Rc::ptr_eq(&c, except) {
@@ -182,20 +186,28 @@ impl ShardCtx {
                 c.close(CloseReason::TakenOver);
             }
         }
-        let old = self.directory.homes.borrow_mut().remove(client_id)?;
+        let Some(old) = self.directory.homes.borrow_mut().remove(client_id) else {
+            return (None, None);
+        };
         if Rc::ptr_eq(&old, except) {
             self.directory
                 .homes
                 .borrow_mut()
                 .insert(client_id.into(), old);
-            return None;
+            return (None, None);
         }
-        old.close(CloseReason::TakenOver);
+        let keep = want_state && old.persistent.get();
+        // Whether the session goes on decides its will (the connection's
+        // machine reads it from the reason): held back, or sent now.
+        old.close(if keep {
+            CloseReason::TakenOverResumed
+        } else {
+            CloseReason::TakenOver
+        });
         if old.offline.get() && !old.detached.get() {
             let count = &self.directory.offline_count;
             count.set(count.get() - 1);
         }
-        let keep = want_state && old.persistent.get();
         let subscriptions: Vec<(Box<str>, u8)> = if keep {
             old.subscriptions
                 .borrow()
@@ -214,20 +226,37 @@ impl ShardCtx {
         } else {
             Vec::new()
         };
-        // A will waiting for its delay is not published: the session goes on.
-        old.pending_will.borrow_mut().take();
+        // A will waiting for its delay (MQTT 5 §3.1.2.5): not sent if the
+        // session goes on (MQTT-3.1.3-9), sent now if it ends here (a
+        // clean start: "or the Session ends"). mosquitto 2.0 drops it in
+        // both cases (its takeover cancels the delay it just armed); the
+        // spec is followed where they differ.
+        let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
         // Release everything of the old session here (its connection, if
         // any, sees `detached` and leaves it alone).
         self.release_session(&old);
-        keep.then_some(SessionState {
+        let state = keep.then_some(SessionState {
             subscriptions,
             identifiers,
             backlog,
-        })
+        });
+        (state, will)
     }
 
-    fn take_over_remote(&self, client_id: &str, want_state: bool) -> Option<SessionState> {
+    /// A will due now that its session ended.
+    async fn publish_will(&self, will: Event) {
+        if will.retain {
+            self.retain(&will);
+        }
+        self.publish(will, &mut Vec::new()).await;
+    }
+
+    fn take_over_remote(
+        &self,
+        client_id: &str,
+        want_state: bool,
+    ) -> (Option<SessionState>, Option<Event>) {
         let placeholder = Rc::new(Session::new(SessionKey::MAX, Protocol::Mqtt, "".into()));
         self.take_over(client_id, want_state, &placeholder)
     }
@@ -377,7 +406,7 @@ impl ShardCtx {
                 glommio::spawn_local(async move {
                     ctx.barrier().await;
                     // No session of ours is excluded: the claimant is elsewhere.
-                    let state = ctx.take_over_remote(&client_id, want_state);
+                    let (state, will) = ctx.take_over_remote(&client_id, want_state);
                     ctx.control.push(
                         Some(from),
                         ShardMsg::TakeoverReply {
@@ -385,6 +414,9 @@ impl ShardCtx {
                             state: state.map(Box::new),
                         },
                     );
+                    if let Some(will) = will {
+                        ctx.publish_will(will).await;
+                    }
                 })
                 .detach();
             }
