@@ -24,6 +24,7 @@ use crate::mqtt::session::{
     Action, Actions, Establish, Established, MqttSession, Problem, PublishAck, Request, Settings,
     SubscribeOutcome, SubscribeRequest, Version,
 };
+use crate::session::CloseReason;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
 /// it against `connections_max`; this releases that count.
@@ -45,7 +46,23 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
     }
     if let Some(mailbox) = mailbox {
         // The first reason wins (closed from elsewhere before this one).
-        let reason = mailbox.close_reason().unwrap_or(reason);
+        let mut reason = mailbox.close_reason().unwrap_or(reason);
+        if mailbox.detached.get()
+            && !matches!(
+                reason,
+                CloseReason::TakenOver | CloseReason::TakenOverResumed
+            )
+        {
+            // It closed on its own (peer gone, keep-alive), and a new
+            // connection took its session over before it was parked: the
+            // takeover decides the will (held back if the session goes
+            // on, sent now if it ended), as if it had come first.
+            reason = if mailbox.persistent.get() {
+                CloseReason::TakenOverResumed
+            } else {
+                CloseReason::TakenOver
+            };
+        }
         let mut out = Actions::default();
         machine.finish(reason, &mut out);
         end_session(&ctx, &mailbox, out).await;

@@ -197,6 +197,10 @@ impl ShardCtx {
             return (None, None);
         }
         let keep = want_state && old.persistent.get();
+        // Read by the old connection if it closed on its own just before
+        // (its reason came first): whether the session goes on decides
+        // its will there too (`driver_mqtt::serve_on`).
+        old.persistent.set(keep);
         // Whether the session goes on decides its will (the connection's
         // machine reads it from the reason): held back, or sent now.
         old.close(if keep {
