@@ -89,7 +89,9 @@ pub struct MqttGlue {
 
 /// The requests that wait: once per connection (establish), per
 /// SUBSCRIBE, per retained QoS 1 publish (barrier), and a publish to
-/// other shards when a ring is full.
+/// other shards when a ring is full. One per connection, kept in its
+/// glue: not boxed (a box would allocate per waiting publish).
+#[allow(clippy::large_enum_variant)]
 enum Pending {
     Establish(Box<Establish>),
     Publish(Handoff, Option<PublishAck>),

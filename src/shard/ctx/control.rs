@@ -126,6 +126,30 @@ impl Control {
         }
     }
 
+    /// Sends on the ring to `peer` if it has room; else hands `msg` back
+    /// (counted as a wait: the caller then awaits `send_waiting`).
+    pub(super) fn try_send(
+        &self,
+        peer: usize,
+        msg: ShardMsg,
+        counters: &Counters,
+    ) -> Result<(), ShardMsg> {
+        match self.senders.try_send_to(peer, msg) {
+            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                Counters::add(&counters.ring_full_waits, 1);
+                Err(msg)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends on the ring to `peer`, waiting for room (after `try_send`
+    /// found none).
+    pub(super) async fn send_waiting(&self, peer: usize, msg: ShardMsg) {
+        // Err only when the peer has shut down: nothing left to tell.
+        let _ = self.senders.send_to(peer, msg).await;
+    }
+
     /// Sends on the ring to `peer`, waiting for room if it is full.
     pub(super) async fn send(&self, peer: usize, msg: ShardMsg, counters: &Counters) {
         if let Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) =

@@ -189,6 +189,11 @@ impl ShardCtx {
 
     /// When this executor runs the mesh: waits for room in it (its live
     /// links' resend stores); at once otherwise.
+    /// Whether `mesh_room` would wait.
+    pub fn mesh_room_short(&self) -> bool {
+        self.mesh.get().is_some_and(|mesh| mesh.room_short())
+    }
+
     pub async fn mesh_room(&self) {
         if let Some(mesh) = self.mesh.get() {
             if mesh.room_short() {

@@ -29,13 +29,26 @@ use crate::topic::trie::{
     LocalSub, Matched, SessionKey, Trie, TrieCounts, NO_LOCAL, RETAIN_AS_PUBLISHED,
 };
 
-/// A publish that must cross a ring: what `ShardCtx::publish_now` matched
-/// and picked, for `ShardCtx::publish_handoff` to finish.
+/// A publish that has to wait for room on a ring (or in the mesh's
+/// buffers): what `ShardCtx::publish_now` matched, picked and has not yet
+/// handed over, for `ShardCtx::publish_handoff` to finish.
 pub struct Handoff {
     event: Event,
     matched: Rc<Matched>,
     local_picks: SmallVec<[LocalSub; 2]>,
     remote_groups: SmallVec<[(usize, Arc<str>); 2]>,
+    /// The peers not yet handed the event (the stalled one excluded).
+    targets: u64,
+    stall: Stall,
+}
+
+/// Where handing an event to the other shards has to wait.
+enum Stall {
+    /// The ring to this peer is full: this message waits for room.
+    Ring(usize, ShardMsg),
+    /// The mesh (its executor's context) took it but its buffers are
+    /// short: wait for room before the next event.
+    MeshRoom(Rc<ShardCtx>),
 }
 
 pub(crate) struct Routing {
@@ -95,6 +108,11 @@ impl Routing {
     }
 }
 
+/// Every peer `plain` names, and the one chosen for each queue group.
+fn shard_targets(plain: u64, groups: &[(usize, Arc<str>)]) -> u64 {
+    groups.iter().fold(plain, |t, (shard, _)| t | 1 << shard)
+}
+
 impl ShardCtx {
     /// The mesh's bit in the shard masks (0 when the mesh is off): the
     /// peer after the client shards stands for other routers.
@@ -150,34 +168,51 @@ impl ShardCtx {
                 None => {}
             }
         }
-        if matched.remote != 0 || !remote_groups.is_empty() {
+        let mut targets = shard_targets(matched.remote, &remote_groups);
+        if let Some(stall) =
+            self.hand_to_shards(&event, matched.remote, &remote_groups, &mut targets)
+        {
             return Err(Handoff {
                 event,
                 matched,
                 local_picks,
                 remote_groups,
+                targets,
+                stall,
             });
         }
         if self.mesh.get().is_none() {
+            // The mesh executor's own subscriptions are other routers'
+            // interest: an event from the mesh never goes back to it from
+            // here.
             self.deliver_local(&local_picks, event.clone(), Some(congested));
             self.deliver_local(&matched.local, event, Some(congested));
         }
         Ok(true)
     }
 
-    /// The rest of a `publish_now` that handed back: to the other shards
-    /// first (waiting for ring room), then to this shard's subscribers.
+    /// The rest of a `publish_now` that handed back: wait for the room it
+    /// lacked, hand the event to the remaining shards (waiting as needed),
+    /// then deliver to this shard's subscribers.
     pub async fn publish_handoff(&self, h: Handoff, congested: &mut Vec<Rc<Session>>) -> bool {
-        self.send_to_shards(&h.event, h.matched.remote, &h.remote_groups)
-            .await;
+        let Handoff {
+            event,
+            matched,
+            local_picks,
+            remote_groups,
+            mut targets,
+            stall,
+        } = h;
+        let mut stall = Some(stall);
+        while let Some(s) = stall {
+            self.wait_stall(s).await;
+            stall = self.hand_to_shards(&event, matched.remote, &remote_groups, &mut targets);
+        }
         if self.mesh.get().is_some() {
-            // The mesh executor's own subscriptions are other routers'
-            // interest: an event from the mesh never goes back to it from
-            // here.
             return true;
         }
-        self.deliver_local(&h.local_picks, h.event.clone(), Some(congested));
-        self.deliver_local(&h.matched.local, h.event, Some(congested));
+        self.deliver_local(&local_picks, event.clone(), Some(congested));
+        self.deliver_local(&matched.local, event, Some(congested));
         true
     }
 
@@ -207,13 +242,26 @@ impl ShardCtx {
         plain: u64,
         groups: &[(usize, Arc<str>)],
     ) {
-        let mut targets = plain;
-        for (shard, _) in groups {
-            targets |= 1 << shard;
+        let mut targets = shard_targets(plain, groups);
+        while let Some(stall) = self.hand_to_shards(event, plain, groups, &mut targets) {
+            self.wait_stall(stall).await;
         }
-        while targets != 0 {
+    }
+
+    /// Hands `event` to the peers left in `targets`, in order, without
+    /// waiting: stops at the first that has no room (removed from
+    /// `targets`; its message is in the `Stall`) and says what to wait
+    /// for before going on.
+    fn hand_to_shards(
+        &self,
+        event: &Event,
+        plain: u64,
+        groups: &[(usize, Arc<str>)],
+        targets: &mut u64,
+    ) -> Option<Stall> {
+        while *targets != 0 {
             let peer = targets.trailing_zeros() as usize;
-            targets &= targets - 1;
+            *targets &= *targets - 1;
             let groups = groups
                 .iter()
                 .filter(|(s, _)| *s == peer)
@@ -233,10 +281,25 @@ impl ShardCtx {
                 // links' buffers.
                 Some(mesh) => {
                     mesh.on_ring(self.id, msg, &mut Vec::new());
-                    mesh.mesh_room().await;
+                    if mesh.mesh_room_short() {
+                        return Some(Stall::MeshRoom(mesh));
+                    }
                 }
-                None => self.control.send(peer, msg, &self.counters).await,
+                None => {
+                    if let Err(msg) = self.control.try_send(peer, msg, &self.counters) {
+                        return Some(Stall::Ring(peer, msg));
+                    }
+                }
             }
+        }
+        None
+    }
+
+    /// Waits for what `hand_to_shards` lacked.
+    async fn wait_stall(&self, stall: Stall) {
+        match stall {
+            Stall::Ring(peer, msg) => self.control.send_waiting(peer, msg).await,
+            Stall::MeshRoom(mesh) => mesh.mesh_room().await,
         }
     }
 
