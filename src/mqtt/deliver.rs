@@ -4,19 +4,16 @@
 //!
 //! Owns: the MQTT forms of a delivery. Must not touch: queues, sockets.
 //! Hot path: `write` runs once per delivery into the writer's batch; a
-//! QoS 0 delivery copies the event's shared frame as is, with no
-//! allocation. Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
+//! QoS 0 delivery writes a fixed header and copies the event's shared
+//! buffer (length-prefixed topic, payload) whole, with no allocation.
+//! Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
 
 use crate::event::{now_ns, Event};
 use crate::mqtt::codec;
 
 /// Bytes `event` takes when delivered at `qos` (MQTT 3.1.1).
 pub fn wire_len(event: &Event, qos: u8) -> usize {
-    if qos == 0 {
-        event.qos0_frame().len()
-    } else {
-        codec::publish_len(event.topic().len(), qos, event.payload().len())
-    }
+    codec::publish_len(event.topic().len(), qos, event.payload().len())
 }
 
 /// Appends the PUBLISH for one subscriber.
@@ -24,9 +21,7 @@ pub fn wire_len(event: &Event, qos: u8) -> usize {
 /// (MQTT-3.3.1-8/9).
 pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
     if qos == 0 {
-        let at = out.len();
-        out.extend_from_slice(event.qos0_frame());
-        out[at] |= u8::from(retain);
+        codec::put_publish_prefixed(out, retain, event.prefixed_topic_and_payload());
     } else {
         codec::put_publish(
             out,
