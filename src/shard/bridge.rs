@@ -299,7 +299,18 @@ impl Bridge {
                         let held = self.held.borrow().get(&link).cloned();
                         if let (Some(peer), LinkMsg::Event(copy), Some(body)) = (held, &msg, body) {
                             match self.live_link_to(&peer) {
-                                Some(live) => self.push_event(&live, copy, body),
+                                Some(live) => {
+                                    // The routing core counted the copy
+                                    // against the held link, whose counters
+                                    // end with it: the link that carries it
+                                    // counts it (else the peer's `events_in`
+                                    // runs ahead of this `events_out`).
+                                    let slot = &live.slot;
+                                    let mut base = slot.base.get();
+                                    base.events_out += 1;
+                                    slot.base.set(base);
+                                    self.push_event(&live, copy, body)
+                                }
                                 None => self.hold_event(&peer, copy, body),
                             }
                         }
