@@ -476,11 +476,21 @@ pub fn put_publish(
 /// Appends a QoS 0 PUBLISH (not a duplicate) whose topic and payload come
 /// encoded: `prefixed` is the topic's length (u16, big-endian), the topic
 /// and the payload, as an `Event` holds them, so one copy writes them.
+/// Hot path (once per QoS 0 delivery): measured with callgrind against
+/// the stored-frame copy it replaced (see the commit that added it).
+#[inline]
 pub fn put_publish_prefixed(out: &mut Vec<u8>, retain: bool, prefixed: &[u8]) {
-    debug_assert!(prefixed.len() >= 2);
-    out.reserve(1 + remaining_length_len(prefixed.len()) + prefixed.len());
-    out.push(0x30 | u8::from(retain));
-    put_remaining_length(out, prefixed.len());
+    let len = prefixed.len();
+    debug_assert!((2..=REMAINING_LENGTH_MAX).contains(&len));
+    out.reserve(5 + len);
+    let first = 0x30 | u8::from(retain);
+    if len < 0x80 {
+        // Small events (most): a two-byte header, no loop.
+        out.extend_from_slice(&[first, len as u8]);
+    } else {
+        out.push(first);
+        put_remaining_length(out, len);
+    }
     out.extend_from_slice(prefixed);
 }
 
