@@ -4,7 +4,7 @@
 //! a 1 KiB payload (topic `site/42/dev/17/temp`), of a QoS 1 PUBLISH, and of
 //! a SUBSCRIBE with 1 and 64 filters; `put_publish` encoding (QoS 0, 64 B);
 //! and the ingress/egress pair `weft::event::Event::new` (the one payload
-//! copy) + `mqtt::deliver::write` at QoS 0 (copy of the shared frame) and QoS 1
+//! copy) + `mqtt::deliver::write` at QoS 0 (a fixed header and a copy of the shared buffer) and QoS 1
 //! (fresh header and packet id).
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-perf cargo bench --bench mqtt_codec`

@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# No import cycles in src/ (issue #11, item 6): checked first, it takes a
+# second and needs only python3 (as the venv below does).
+if ! scripts/import-cycles.sh; then
+    echo "scripts/test.sh: FAILED: import cycles in src/ (listed above)" >&2
+    exit 1
+fi
+
 venv=.venv
 if ! "$venv/bin/python" -c 'import nats, paho.mqtt' 2>/dev/null; then
     python3 -m venv "$venv"

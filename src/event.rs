@@ -3,18 +3,20 @@
 //!
 //! How an event is written for a subscriber is each protocol's own:
 //! `mqtt::deliver` (PUBLISH, 3.1.1 and 5) and `nats::deliver` (MSG/HMSG).
+//! This file knows no protocol's frames, and imports no protocol: the
+//! protocols, the topic tree and the mesh all build on `Event`.
 //!
-//! The payload is copied exactly once, on the way in, into `frame`, an
-//! encoded MQTT QoS 0 PUBLISH (retain 0) held in a reference-counted
-//! [`Bytes`]. Every subscriber on every shard shares that one buffer: a QoS 0
-//! delivery writes `frame` as is; a QoS 1 delivery writes a new fixed header
-//! and packet id around the shared topic and payload slices.
+//! The payload is copied exactly once, on the way in, into `bytes`: the
+//! topic's length (u16, big-endian), the topic, then the payload, held in
+//! a reference-counted [`Bytes`]. Every subscriber on every shard shares
+//! that one buffer. The layout is the one an MQTT PUBLISH has after its
+//! fixed header at QoS 0, so an MQTT QoS 0 delivery is a fixed header and
+//! this buffer copied whole (`mqtt::codec::put_publish_prefixed`); other
+//! deliveries take the topic and payload slices.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-
-use crate::mqtt::codec;
 
 /// Who published an event: for NATS `echo: false` (and MQTT 5 no-local).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,10 +72,9 @@ impl EventMeta {
 
 #[derive(Clone, Debug)]
 pub struct Event {
-    frame: Bytes,
-    topic_at: u32,
+    /// Topic length (u16, big-endian), topic, payload.
+    bytes: Bytes,
     topic_len: u16,
-    payload_at: u32,
     /// QoS the publisher used; the delivered QoS is the lower of this and
     /// the subscription's.
     pub qos: u8,
@@ -109,16 +110,19 @@ pub fn now_ns() -> u64 {
 
 impl Event {
     /// Builds the event from a validated topic and a payload (the one copy).
+    /// The topic is validated before (`limits.topic_bytes_max`, itself at
+    /// most 65,535 bytes, MQTT's string maximum, so its length fits the
+    /// u16 prefix).
     pub fn new(topic: &str, payload: &[u8], qos: u8, retain: bool) -> Event {
-        let mut frame = Vec::with_capacity(codec::publish_len(topic.len(), 0, payload.len()));
-        codec::put_publish(&mut frame, false, 0, false, topic.as_bytes(), 0, payload);
-        let payload_at = frame.len() - payload.len();
-        let topic_at = payload_at - topic.len();
+        debug_assert!(topic.len() <= usize::from(u16::MAX));
+        let topic_len = topic.len() as u16;
+        let mut bytes = Vec::with_capacity(2 + topic.len() + payload.len());
+        bytes.extend_from_slice(&topic_len.to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.extend_from_slice(payload);
         Event {
-            frame: Bytes::from(frame),
-            topic_at: topic_at as u32,
-            topic_len: topic.len() as u16,
-            payload_at: payload_at as u32,
+            bytes: Bytes::from(bytes),
+            topic_len,
             qos,
             retain,
             origin: Origin::ROUTER,
@@ -157,20 +161,21 @@ impl Event {
     }
 
     pub fn topic(&self) -> &str {
-        let raw = &self.frame[self.topic_at as usize..][..usize::from(self.topic_len)];
+        let raw = &self.bytes[2..][..usize::from(self.topic_len)];
         debug_assert!(std::str::from_utf8(raw).is_ok());
-        // SAFETY: `new` copied these bytes from a `&str` and the frame is
+        // SAFETY: `new` copied these bytes from a `&str` and the buffer is
         // immutable (`Bytes`); this runs several times per delivery, so the
         // UTF-8 check is not repeated.
         unsafe { std::str::from_utf8_unchecked(raw) }
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.frame[self.payload_at as usize..]
+        &self.bytes[2 + usize::from(self.topic_len)..]
     }
 
-    /// The encoded QoS 0 PUBLISH.
-    pub fn qos0_frame(&self) -> &[u8] {
-        &self.frame
+    /// The topic, prefixed by its length (u16, big-endian), then the
+    /// payload: the one shared buffer, whole.
+    pub fn prefixed_topic_and_payload(&self) -> &[u8] {
+        &self.bytes
     }
 }

@@ -4,19 +4,18 @@
 //!
 //! Owns: the MQTT forms of a delivery. Must not touch: queues, sockets.
 //! Hot path: `write` runs once per delivery into the writer's batch; a
-//! QoS 0 delivery copies the event's shared frame as is, with no
-//! allocation. Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
+//! QoS 0 delivery writes a fixed header and copies the event's shared
+//! buffer (length-prefixed topic, payload) whole, with no allocation.
+//! Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
 
 use crate::event::{now_ns, Event};
 use crate::mqtt::codec;
 
 /// Bytes `event` takes when delivered at `qos` (MQTT 3.1.1).
 pub fn wire_len(event: &Event, qos: u8) -> usize {
-    if qos == 0 {
-        event.qos0_frame().len()
-    } else {
-        codec::publish_len(event.topic().len(), qos, event.payload().len())
-    }
+    // `codec::publish_len`, from the one length the event has at hand.
+    let remaining = event.prefixed_topic_and_payload().len() + if qos > 0 { 2 } else { 0 };
+    1 + codec::remaining_length_len(remaining) + remaining
 }
 
 /// Appends the PUBLISH for one subscriber.
@@ -24,9 +23,7 @@ pub fn wire_len(event: &Event, qos: u8) -> usize {
 /// (MQTT-3.3.1-8/9).
 pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
     if qos == 0 {
-        let at = out.len();
-        out.extend_from_slice(event.qos0_frame());
-        out[at] |= u8::from(retain);
+        codec::put_publish_prefixed(out, retain, event.prefixed_topic_and_payload());
     } else {
         codec::put_publish(
             out,
@@ -133,28 +130,36 @@ mod tests {
     use super::*;
     use crate::mqtt::codec::{decode, DecodeLimits, Packet, Publish};
 
+    /// Every size of remaining length (1 to 3 bytes) at QoS 0 and 1:
+    /// `wire_len` is what `write` writes, and it decodes back.
     #[test]
     fn frames_decode_back() {
-        let e = Event::new("a/b", b"hello", 1, true);
-        assert_eq!(e.topic(), "a/b");
-        assert_eq!(e.payload(), b"hello");
-        let limits = DecodeLimits::default();
-        for (qos, id) in [(0u8, 0u16), (1, 77)] {
-            let mut out = Vec::new();
-            write(&e, &mut out, qos, id, false, false);
-            assert_eq!(out.len(), wire_len(&e, qos));
-            let (p, _) = decode(&out, &limits).unwrap().unwrap();
-            assert_eq!(
-                p,
-                Packet::Publish(Publish {
-                    dup: false,
-                    qos,
-                    retain: false,
-                    topic: "a/b",
-                    packet_id: id,
-                    payload: b"hello",
-                })
-            );
+        let limits = DecodeLimits {
+            packet_bytes_max: 1 << 20,
+            ..DecodeLimits::default()
+        };
+        for size in [5, 120, 200, 20_000] {
+            let payload = vec![7u8; size];
+            let e = Event::new("a/b", &payload, 1, true);
+            assert_eq!(e.topic(), "a/b");
+            assert_eq!(e.payload(), &payload[..]);
+            for (qos, id) in [(0u8, 0u16), (1, 77)] {
+                let mut out = Vec::new();
+                write(&e, &mut out, qos, id, false, false);
+                assert_eq!(out.len(), wire_len(&e, qos), "{size} B at QoS {qos}");
+                let (p, _) = decode(&out, &limits).unwrap().unwrap();
+                assert_eq!(
+                    p,
+                    Packet::Publish(Publish {
+                        dup: false,
+                        qos,
+                        retain: false,
+                        topic: "a/b",
+                        packet_id: id,
+                        payload: &payload,
+                    })
+                );
+            }
         }
     }
 }

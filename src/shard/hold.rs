@@ -32,9 +32,12 @@
 //!
 //! Owns the decisions only (state in, what to send out): [`Holding`] on the
 //! subscriber's shard (which publishers are held for which congested
-//! subscriber, and when a watch starts) and [`PublisherHold`] on the
-//! publisher's session (the holds it is under). `ShardCtx` sends the
-//! messages and runs the watches; the connection driver (`driver.rs`) waits on the hold before its next read.
+//! subscriber, and when a watch starts). Its other half, the holds a
+//! publisher's session is under, is `PublisherHold` in
+//! `publisher_hold.rs` (a field of the mailbox, which this file names as
+//! its key: in one file the two made a hold ⇄ mailbox import cycle).
+//! `ShardCtx` sends the messages and runs the watches; the connection
+//! driver (`driver.rs`) waits on the hold before its next read.
 //!
 //! Events with no client publisher in this process (from the mesh, or made
 //! by the router: wills, NATS no-responders) hold nobody; they start a
@@ -46,7 +49,7 @@
 //! limit bounds them, and so the `HoldPublisher`/`FreePublisher` messages;
 //! its waiters are at most the ring readers of the shard.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -134,51 +137,6 @@ impl Holding {
     }
 }
 
-/// Publisher side: the holds other shards' subscribers put on a session.
-#[derive(Default)]
-pub struct PublisherHold {
-    holds: Cell<u32>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl PublisherHold {
-    pub fn hold(&self) {
-        self.holds.set(self.holds.get() + 1);
-    }
-
-    /// One hold ends. More frees than holds are possible (a hold that
-    /// expired on this shard's clock, or a key that changed hands): they
-    /// find nothing to end.
-    pub fn free(&self) {
-        self.holds.set(self.holds.get().saturating_sub(1));
-        if self.holds.get() == 0 {
-            if let Some(w) = self.waker.take() {
-                w.wake();
-            }
-        }
-    }
-
-    pub fn is_held(&self) -> bool {
-        self.holds.get() > 0
-    }
-
-    /// Ready once no hold is left.
-    pub fn poll_free(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_held() {
-            self.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    }
-
-    /// The publisher waited its longest pause: the holds still on it are
-    /// forgotten (their late frees find nothing).
-    pub fn expire(&self) {
-        self.holds.set(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,24 +173,5 @@ mod tests {
         assert!(holding.end(&u).is_empty());
         // The next overflow starts a new watch and holds again.
         assert_eq!(holding.note(&s, origin(1, 7)), step(true, true));
-    }
-
-    #[test]
-    fn publisher_waits_until_every_hold_ends() {
-        let hold = PublisherHold::default();
-        let mut cx = Context::from_waker(Waker::noop());
-        assert_eq!(hold.poll_free(&mut cx), Poll::Ready(()));
-        hold.hold();
-        hold.hold();
-        assert_eq!(hold.poll_free(&mut cx), Poll::Pending);
-        hold.free();
-        assert!(hold.is_held());
-        hold.free();
-        assert_eq!(hold.poll_free(&mut cx), Poll::Ready(()));
-        hold.free(); // a late one finds nothing
-        assert!(!hold.is_held());
-        hold.hold();
-        hold.expire();
-        assert_eq!(hold.poll_free(&mut cx), Poll::Ready(()));
     }
 }

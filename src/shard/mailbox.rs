@@ -144,7 +144,7 @@ pub struct Mailbox {
     /// to the hard limit without pausing anyone again.
     pub pause_spent: Cell<bool>,
     /// Holds other shards put on this session as a publisher (`hold`).
-    pub hold: super::hold::PublisherHold,
+    pub hold: super::publisher_hold::PublisherHold,
     /// NATS: server PINGs not yet answered.
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.

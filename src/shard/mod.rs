@@ -22,6 +22,7 @@ pub mod hold;
 pub mod io;
 pub mod mailbox;
 pub mod memory;
+pub mod publisher_hold;
 pub mod rings;
 pub mod rlimits;
 pub mod stats;

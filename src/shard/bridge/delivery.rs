@@ -7,11 +7,29 @@
 //! that makes this router's publishers wait for room in a live link's
 //! resend store (`room`).
 //!
-//! Owns no state of its own: the fields are the `Bridge`'s; this file is
-//! the part of its `impl` that keeps those promises, apart from the link
-//! sockets and frames in `bridge.rs`.
+//! Owns the [`Upstream`] and [`Parked`] types; the state is the `Bridge`'s
+//! fields, and this file is the part of its `impl` that keeps those
+//! promises, apart from the link sockets and frames (`connection.rs`,
+//! `reader.rs`, `writer.rs`).
 
 use super::*;
+
+/// A QoS 1 copy that came over a link (its sequence number there): this
+/// router acknowledges it only once every copy it made of it is
+/// acknowledged by the next hop, dropped for good, or delivered here (see
+/// `oblige`).
+pub(super) type Upstream = (LinkId, u64);
+
+/// A QoS 1 copy kept for destinations that no link leads to yet.
+pub(super) struct Parked {
+    pub(super) copy: EventCopy,
+    /// The link it came in on (never sent back there).
+    pub(super) from: Option<LinkId>,
+    pub(super) upstream: Option<Upstream>,
+    pub(super) event: Event,
+    pub(super) stamp: u64,
+    pub(super) until: Instant,
+}
 
 impl Bridge {
     /// A QoS 1 copy of the event being routed is kept (in a resend store,

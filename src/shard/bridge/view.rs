@@ -3,6 +3,9 @@
 //! counters, built on the bridge's tick from its state (never on the
 //! admin thread).
 
+use serde::Serialize;
+
+use super::connection::add_counters;
 use super::*;
 
 /// One link as the admin endpoint shows it (`GET /links`).
