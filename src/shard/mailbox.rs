@@ -250,6 +250,7 @@ impl Mailbox {
         }
     }
 
+    #[inline]
     fn push(&self, out: &mut Outbound, item: OutItem) {
         out.bytes += item.wire_len();
         out.queue.push_back(item);

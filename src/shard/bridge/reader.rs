@@ -38,10 +38,14 @@ impl Bridge {
         // Heard from the peer: one clock read per read, not per frame.
         let mut now = Instant::now();
         loop {
+            // The frames of this read, decoded in place; one action list
+            // for all of them (cleared per frame, allocated once per read).
+            let filled = rb.filled();
+            let mut used = 0;
+            let mut out = link_session::Actions::default();
             loop {
-                let mut out = link_session::Actions::default();
-                let decoded = link::decode(rb.filled(), &self.limits);
-                let (frame, n) = match decoded {
+                out.clear();
+                let (frame, n) = match link::decode(&filled[used..], &self.limits) {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(e) => {
@@ -51,17 +55,22 @@ impl Bridge {
                     }
                 };
                 link.session.borrow_mut().on_frame(frame, now, &mut out);
-                let list = std::mem::take(&mut out.list);
-                for action in list {
-                    match action {
+                // By index: only a request is moved out of the list.
+                for at in 0..out.list.len() {
+                    match &out.list[at] {
                         link_session::Action::Write { from, to } => {
                             link.out
                                 .borrow_mut()
-                                .extend_from_slice(&out.bytes[from..to]);
+                                .extend_from_slice(&out.bytes[*from..*to]);
                             link.wake_writer();
-                            continue;
                         }
-                        link_session::Action::Request(r) => {
+                        link_session::Action::Request(_) => {
+                            let done = link_session::Action::Write { from: 0, to: 0 };
+                            let link_session::Action::Request(r) =
+                                std::mem::replace(&mut out.list[at], done)
+                            else {
+                                unreachable!("matched above")
+                            };
                             if !self.on_request(link, slot, r).await {
                                 return; // closed while delivering
                             }
@@ -72,9 +81,10 @@ impl Bridge {
                         }
                     }
                 }
-                drop(out);
-                rb.start += n;
+                used += n;
             }
+            drop(out);
+            rb.start += used;
             self.ack_if_due(link);
             let pending = pending_len(rb.filled());
             let spare = rb.spare(READ_BUFFER, pending);
