@@ -518,7 +518,7 @@ impl Router {
     pub fn best_route(&self, filter: &str, origin: &str) -> Option<(u16, LinkId)> {
         self.learned
             .get(&(filter.to_owned(), origin.to_owned()))
-            .and_then(best_of)
+            .and_then(|routes| best_of(routes, &self.links))
     }
 
     /// A link came up with the default (allow everything) policy.
@@ -724,13 +724,31 @@ impl Router {
     }
 }
 
-/// Best (distance from us, link) among a learned entry's routes.
-fn best_of(routes: &BTreeMap<LinkId, u16>) -> Option<(u16, LinkId)> {
+/// Best (distance from us, link) among a learned entry's routes: the
+/// shortest, a live link before a held one at equal distance (see
+/// [`route_rank`]).
+fn best_of(
+    routes: &BTreeMap<LinkId, u16>,
+    links: &BTreeMap<LinkId, Link>,
+) -> Option<(u16, LinkId)> {
     routes
         .iter()
-        .map(|(&l, &d)| (d.saturating_add(1), l))
-        .filter(|&(d, _)| d <= DISTANCE_MAX)
+        .map(|(&l, &d)| route_rank(d.saturating_add(1), l, links))
+        .filter(|&(d, _, _)| d <= DISTANCE_MAX)
         .min()
+        .map(|(d, _, l)| (d, l))
+}
+
+/// How routes compare: by distance, then live before held, then link id.
+/// A held link's routes compete by the distance they had: preferring any
+/// live route over them made two routers that each held a route learn the
+/// other's (itself resting on a held link), withdraw their own by split
+/// horizon, and be left with none, or, restored, oscillate (found by the
+/// mesh sim, seed 65). Distance is the one consistent metric: a held
+/// route is a path whose last hop waits for its peer.
+fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u16, bool, LinkId) {
+    let held = links.get(&link).is_some_and(|l| l.held);
+    (distance, held, link)
 }
 
 mod events;

@@ -374,8 +374,8 @@ impl Router {
         from: Option<LinkId>,
         retain: bool,
     ) -> (Option<Route>, Option<Route>) {
-        let mut best_any: Option<Route> = None;
-        let mut best_ok: Option<Route> = None;
+        let mut best_any: Option<(u16, bool, LinkId)> = None;
+        let mut best_ok: Option<(u16, bool, LinkId)> = None;
         let Some(filters) = self.by_origin.get(dest) else {
             return (None, None);
         };
@@ -392,7 +392,7 @@ impl Router {
                 if Some(link) == from {
                     continue;
                 }
-                let c = (d, link);
+                let c = route_rank(d, link, &self.links);
                 if best_any.is_none_or(|b| c < b) {
                     best_any = Some(c);
                 }
@@ -402,7 +402,8 @@ impl Router {
                 }
             }
         }
-        (best_any, best_ok)
+        let route = |(d, _, l): (u16, bool, LinkId)| (d, l);
+        (best_any.map(route), best_ok.map(route))
     }
 
     /// Sends `dests` and `groups` on by their next hops, one copy per next

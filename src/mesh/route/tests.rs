@@ -122,6 +122,20 @@ impl Sim {
         }
     }
 
+    /// The a-b connection is lost and both ends hold the link (see
+    /// `Router::link_hold`); messages in flight on it are lost.
+    fn hold(&mut self, a: usize, b: usize) {
+        let la = self.link_between(a, b);
+        let (_, lb) = self.wires[&(a, la)];
+        for (r, l) in [(a, la), (b, lb)] {
+            self.wires.remove(&(r, l));
+            self.queues.remove(&(r, l));
+            let mut out = Vec::new();
+            self.routers[r].link_hold(l, &mut out);
+            self.apply(r, out);
+        }
+    }
+
     fn subscribe(&mut self, r: usize, filter: &str) {
         let mut out = Vec::new();
         self.routers[r].local_subscribe(filter, &mut out).unwrap();
@@ -1334,4 +1348,44 @@ fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
             msg: LinkMsg::Event(_)
         }]
     ));
+}
+
+#[test]
+fn routes_kept_by_held_links_survive_a_new_link_between_their_holders() {
+    // r0 wants "f/#"; r1 reaches it directly, r2 over r3. Both links are
+    // lost (and held) just as a new r1–r2 link comes up: each learns the
+    // other's route, which rests on a held link too. Found by the mesh
+    // sim (seed 65): a live route replaced the held ones, each side then
+    // withdrew its own by split horizon, and neither had a route left
+    // (r0's QoS 1 events from r1 or r2 went nowhere).
+    let mut sim = Sim::new(4);
+    sim.connect(0, 1);
+    sim.connect(0, 3);
+    sim.connect(3, 2);
+    sim.subscribe(0, "f/#");
+    sim.run_until_idle(1000);
+    assert_eq!(sim.routers[2].best_route("f/#", "r0").map(|r| r.0), Some(2));
+    sim.hold(0, 1);
+    sim.hold(3, 2);
+    assert!(sim.routers[1].is_held(sim.routers[1].links.keys().copied().next().unwrap()));
+    sim.connect(1, 2);
+    sim.run_until_idle(1000);
+    let (r1, r2) = (&sim.routers[1], &sim.routers[2]);
+    let best1 = r1
+        .best_route("f/#", "r0")
+        .expect("r1 keeps its route to r0");
+    let best2 = r2.best_route("f/#", "r0").expect("r2 keeps a route to r0");
+    assert!(r1.is_held(best1.1), "r1's own held link is the shorter way");
+    assert_eq!(best1.0, 1);
+    // At equal distance r2 prefers the live link (its events then wait
+    // at r1, which holds r0's link).
+    assert_eq!(r2.link_peer(best2.1), Some("r1"));
+    assert_eq!(best2.0, 2);
+    // Events follow: r2's copy for r0 goes to r1, r1 keeps it for r0.
+    let mut out = Vec::new();
+    sim.routers[2].publish("f/x", 1, &mut out);
+    assert!(
+        matches!(out.as_slice(), [Action::Send { link, msg: LinkMsg::Event(_) }] if *link == best2.1),
+        "{out:?}"
+    );
 }

@@ -382,7 +382,18 @@ fn random_meshes_under_faults() {
         // Survey: every failing seed listed, then one failure.
         std::panic::set_hook(Box::new(|_| {}));
         let failed: Vec<u64> = (0..seeds)
-            .filter(|&s| std::panic::catch_unwind(|| one(s)).is_err())
+            .filter(|&s| match std::panic::catch_unwind(|| one(s)) {
+                Ok(()) => false,
+                Err(e) => {
+                    let why = e
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| e.downcast_ref::<&str>().copied())
+                        .unwrap_or("?");
+                    eprintln!("seed {s}: {}", why.lines().next().unwrap_or(""));
+                    true
+                }
+            })
             .collect();
         let _ = std::panic::take_hook();
         assert!(failed.is_empty(), "failing seeds: {failed:?}");
