@@ -22,7 +22,10 @@
 //!   changes and withdrawn when the entry disappears or its best path moves
 //!   onto that link. Distances above [`DISTANCE_MAX`] are unreachable, which
 //!   bounds counting to infinity. A link that comes up gets the whole table
-//!   (resync); a link that goes down takes everything learned over it.
+//!   (resync); a link that goes down takes everything learned over it,
+//!   unless it is *held* (its peer is expected back): then its routes
+//!   stay at [`HELD_LINK_COST`] more links until the peer announces them
+//!   again or the hold ends ([`Router::link_hold`]).
 //!   A router ignores interest whose origin is itself.
 //! - *Event forwarding* uses destination sets: the publishing router
 //!   computes the routers with matching interest, groups them by next hop
@@ -84,6 +87,13 @@ pub const RETAINED_KEY: &str = "$weft/retained";
 
 /// Interest farther than this many links is unreachable.
 pub const DISTANCE_MAX: u16 = 16;
+
+/// What a held link (see [`Router::link_hold`]) adds to the distance of
+/// the routes it keeps: a live path up to this many links longer is
+/// taken instead (a ring fails over), and a held route is announced on
+/// with this cost, so that the routers that learn it compare it as they
+/// would a path (see `route_rank`).
+pub const HELD_LINK_COST: u16 = 8;
 
 /// An event copy that has crossed more links than this is dropped.
 pub const HOPS_MAX: u8 = 16;
@@ -321,7 +331,8 @@ type Key = (String, String);
 
 struct Link {
     peer: String,
-    /// Down, with the routes only it had kept (see [`Router::link_hold`]).
+    /// Down, with its routes kept at a higher cost (see
+    /// [`Router::link_hold`]).
     held: bool,
     policy: LinkPolicy,
     counters: LinkCounters,
@@ -560,12 +571,17 @@ impl Router {
         }
     }
 
-    /// A link went down, to be held: routes that have another link move to
-    /// it at once (a ring fails over), while the routes only this link had
-    /// stay, so that events for routers behind it are still sent to it
-    /// (the runtime keeps QoS 1 copies for the peer's return) and other
-    /// routers still send them here. [`Router::link_down`] (on expiry) or
-    /// the peer's return ([`Router::release_held`], once the new link has
+    /// A link went down, to be held: its routes stay, each at its
+    /// distance plus [`HELD_LINK_COST`], so that a live path not that much
+    /// longer takes over at once (a ring fails over) while routers
+    /// reachable only through this link stay reachable: events for them
+    /// are still sent to it (the runtime keeps QoS 1 copies for the
+    /// peer's return) and other routers still send them here. When the
+    /// live path is withdrawn later (it went through the same failure, as
+    /// in a partition), the held route is there again. The peer's own
+    /// announcements on its new link replace the routes it had here
+    /// ([`Router::on_message`]); [`Router::link_down`] (on expiry) or the
+    /// peer's return ([`Router::release_held`], once the new link has
     /// carried its table) ends the hold.
     /// False if nothing was held (the link is then down for good).
     pub fn link_hold(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
@@ -573,34 +589,29 @@ impl Router {
             return false;
         }
         self.plans.clear();
-        let mut moved = Vec::new();
-        let mut kept = 0;
-        for (key, routes) in self.learned.iter_mut() {
-            if routes.contains_key(&link) {
-                if routes.len() > 1 {
-                    routes.remove(&link);
-                    moved.push(key.clone());
-                } else {
-                    kept += 1;
-                }
-            }
-        }
-        if kept == 0 {
+        let kept: Vec<Key> = self
+            .learned
+            .iter()
+            .filter(|(_, routes)| routes.contains_key(&link))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if kept.is_empty() {
             self.link_down(link, out);
             return false;
         }
         let l = self.links.get_mut(&link).expect("checked above");
         l.held = true;
         l.advertised.clear();
-        for key in moved {
+        // Their distances (or their best link) changed.
+        for key in kept {
             self.sync_all(&key, out);
         }
         true
     }
 
     /// `peer` is back on a new link and has sent its whole table there:
-    /// its held links whose routes all moved to a live link (see
-    /// [`Router::on_message`]: a learned route replaces held ones) end;
+    /// its held links whose routes it has all announced again there (see
+    /// [`Router::on_message`]: the peer's word replaces its held routes) end;
     /// returns them. A held link that still has routes its peer did not
     /// announce again stays held until [`Router::link_down`] (the hold's
     /// expiry): a router that just restarted has not heard from its own
@@ -724,9 +735,9 @@ impl Router {
     }
 }
 
-/// Best (distance from us, link) among a learned entry's routes: the
-/// shortest, a live link before a held one at equal distance (see
-/// [`route_rank`]).
+/// Best (distance from us, link) among a learned entry's routes (see
+/// [`route_rank`]); the distance of a held route includes
+/// [`HELD_LINK_COST`].
 fn best_of(
     routes: &BTreeMap<LinkId, u16>,
     links: &BTreeMap<LinkId, Link>,
@@ -739,16 +750,20 @@ fn best_of(
         .map(|(d, _, l)| (d, l))
 }
 
-/// How routes compare: by distance, then live before held, then link id.
-/// A held link's routes compete by the distance they had: preferring any
-/// live route over them made two routers that each held a route learn the
-/// other's (itself resting on a held link), withdraw their own by split
-/// horizon, and be left with none, or, restored, oscillate (found by the
-/// mesh sim, seed 65). Distance is the one consistent metric: a held
-/// route is a path whose last hop waits for its peer.
+/// How routes compare: by distance (a held link's plus
+/// [`HELD_LINK_COST`]), then live before held, then link id.
+/// Held routes are neither deleted by a live one nor simply ranked below
+/// every live one: two routers that each held a route learnt the other's
+/// (itself resting on a held link), withdrew their own by split horizon
+/// and were left with none; restored, they would oscillate (found by the
+/// mesh sim, seed 65). A held link as a path of a higher cost, announced
+/// on with that cost, is a metric every router computes alike, which a
+/// distance vector converges on; and a router whose live paths to a
+/// router all went (a partition) still has the held one (seed 17).
 fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u16, bool, LinkId) {
     let held = links.get(&link).is_some_and(|l| l.held);
-    (distance, held, link)
+    let cost = if held { HELD_LINK_COST } else { 0 };
+    (distance.saturating_add(cost), held, link)
 }
 
 mod events;

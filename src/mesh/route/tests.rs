@@ -1154,7 +1154,10 @@ fn a_held_link_keeps_the_routes_only_it_had() {
             ..
         } | Action::RemoteInterest { present: false, .. }
     )));
-    assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(2))));
+    assert_eq!(
+        r1.best_route("f/#", "r2"),
+        Some((1 + HELD_LINK_COST, LinkId(2)))
+    );
     assert_eq!(r1.best_route("g/#", "r3"), Some((2, LinkId(1))));
     // An event for r2 still goes to the held link (the runtime keeps it).
     out.clear();
@@ -1185,7 +1188,13 @@ fn a_held_link_keeps_the_routes_only_it_had() {
     r1.link_up(LinkId(3), "r2", &mut out);
     assert!(r1.is_held(LinkId(2)));
     r1.on_message(LinkId(3), add("f/#", "r2", 0), &mut out);
-    r1.release_held("r2", &mut out);
+    // r2 has not told g/# of r3 again: that route stays held (behind the
+    // live one over r0, at its held cost) until it does, or the hold ends.
+    assert_eq!(r1.release_held("r2", &mut out), Vec::<LinkId>::new());
+    assert!(r1.is_held(LinkId(2)));
+    assert_eq!(r1.best_route("g/#", "r3"), Some((2, LinkId(1))));
+    r1.on_message(LinkId(3), add("g/#", "r3", 2), &mut out);
+    assert_eq!(r1.end_empty_holds(&mut out), vec![LinkId(2)]);
     assert!(!r1.is_held(LinkId(2)));
     assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(3))));
     // r0 was never told to forget f/# (what r2 hears of its own interest
@@ -1304,7 +1313,10 @@ fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
     r0.link_up(LinkId(2), "r1", &mut out);
     assert_eq!(r0.release_held("r1", &mut out), Vec::<LinkId>::new());
     assert!(r0.is_held(LinkId(1)), "r2's route only the held link had");
-    assert_eq!(r0.best_route("p/#", "r2"), Some((2, LinkId(1))));
+    assert_eq!(
+        r0.best_route("p/#", "r2"),
+        Some((2 + HELD_LINK_COST, LinkId(1)))
+    );
     // r0's publishers keep handing "p/…" to the mesh: nothing withdrawn.
     assert!(!out.iter().any(|a| matches!(
         a,
@@ -1376,11 +1388,11 @@ fn routes_kept_by_held_links_survive_a_new_link_between_their_holders() {
         .expect("r1 keeps its route to r0");
     let best2 = r2.best_route("f/#", "r0").expect("r2 keeps a route to r0");
     assert!(r1.is_held(best1.1), "r1's own held link is the shorter way");
-    assert_eq!(best1.0, 1);
+    assert_eq!(best1.0, 1 + HELD_LINK_COST);
     // At equal distance r2 prefers the live link (its events then wait
     // at r1, which holds r0's link).
     assert_eq!(r2.link_peer(best2.1), Some("r1"));
-    assert_eq!(best2.0, 2);
+    assert_eq!(best2.0, 2 + HELD_LINK_COST);
     // Events follow: r2's copy for r0 goes to r1, r1 keeps it for r0.
     let mut out = Vec::new();
     sim.routers[2].publish("f/x", 1, &mut out);
@@ -1388,4 +1400,47 @@ fn routes_kept_by_held_links_survive_a_new_link_between_their_holders() {
         matches!(out.as_slice(), [Action::Send { link, msg: LinkMsg::Event(_) }] if *link == best2.1),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_partition_leaves_the_held_route_when_the_live_ones_are_withdrawn() {
+    // A triangle; r2 wants "f/#". The links to r2 are lost (held) at
+    // once: r0 and r1 each take the other's route, which led through the
+    // same failure, and withdraw it from each other. Found by the mesh
+    // sim (seed 17): the held links had been given up when the live
+    // route took over, so r0 and r1 ended with no route to r2, and QoS 1
+    // events published there meanwhile were lost for r2.
+    let mut sim = Sim::new(3);
+    sim.connect(0, 1);
+    sim.connect(0, 2);
+    sim.connect(1, 2);
+    sim.subscribe(2, "f/#");
+    sim.run_until_idle(1000);
+    let to_r2 = [sim.link_between(0, 2), sim.link_between(1, 2)];
+    sim.hold(0, 2);
+    sim.hold(1, 2);
+    sim.run_until_idle(1000);
+    for (r, link) in [0, 1].into_iter().zip(to_r2) {
+        let best = sim.routers[r].best_route("f/#", "r2");
+        assert_eq!(best, Some((1 + HELD_LINK_COST, link)), "r{r}");
+        // QoS 1 copies for r2 go to the held link (the runtime keeps
+        // them for r2's return).
+        let mut out = Vec::new();
+        sim.routers[r].publish("f/x", 10 + r as u64, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Action::Send { link: l, msg: LinkMsg::Event(_) }] if *l == link),
+            "r{r}: {out:?}"
+        );
+    }
+    // A ring still fails over at once: a live path a few links longer
+    // wins over the held one.
+    let mut sim = ring(4);
+    sim.subscribe(2, "f/#");
+    sim.run_until_idle(1000);
+    let held = sim.link_between(1, 2);
+    sim.hold(1, 2);
+    sim.run_until_idle(1000);
+    let (d, via) = sim.routers[1].best_route("f/#", "r2").expect("a route");
+    assert_ne!(via, held);
+    assert_eq!(d, 3);
 }
