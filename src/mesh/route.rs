@@ -24,8 +24,8 @@
 //!   bounds counting to infinity. A link that comes up gets the whole table
 //!   (resync); a link that goes down takes everything learned over it,
 //!   unless it is *held* (its peer is expected back): then its routes
-//!   stay at [`HELD_LINK_COST`] more links until the peer announces them
-//!   again or the hold ends ([`Router::link_hold`]).
+//!   stay, counted at least [`HELD_DISTANCE`] links away, until the peer
+//!   announces them again or the hold ends ([`Router::link_hold`]).
 //!   A router ignores interest whose origin is itself.
 //! - *Event forwarding* uses destination sets: the publishing router
 //!   computes the routers with matching interest, groups them by next hop
@@ -88,12 +88,13 @@ pub const RETAINED_KEY: &str = "$weft/retained";
 /// Interest farther than this many links is unreachable.
 pub const DISTANCE_MAX: u16 = 16;
 
-/// What a held link (see [`Router::link_hold`]) adds to the distance of
-/// the routes it keeps: a live path up to this many links longer is
-/// taken instead (a ring fails over), and a held route is announced on
-/// with this cost, so that the routers that learn it compare it as they
-/// would a path (see `route_rank`).
-pub const HELD_LINK_COST: u16 = 8;
+/// The distance a held link's routes (see [`Router::link_hold`]) count
+/// as, at least: a live path up to this many links long is taken instead
+/// (a ring fails over), and a held route is announced on at this distance
+/// or more, so that the routers that learn it compare it as they would a
+/// path (see `route_rank`). A floor, not a cost added per held link: a
+/// path through two held links (two cuts in a line) stays in reach.
+pub const HELD_DISTANCE: u16 = 8;
 
 /// An event copy that has crossed more links than this is dropped.
 pub const HOPS_MAX: u8 = 16;
@@ -571,9 +572,9 @@ impl Router {
         }
     }
 
-    /// A link went down, to be held: its routes stay, each at its
-    /// distance plus [`HELD_LINK_COST`], so that a live path not that much
-    /// longer takes over at once (a ring fails over) while routers
+    /// A link went down, to be held: its routes stay, each counted at
+    /// least [`HELD_DISTANCE`] links away, so that a shorter live path
+    /// takes over at once (a ring fails over) while routers
     /// reachable only through this link stay reachable: events for them
     /// are still sent to it (the runtime keeps QoS 1 copies for the
     /// peer's return) and other routers still send them here. When the
@@ -736,8 +737,7 @@ impl Router {
 }
 
 /// Best (distance from us, link) among a learned entry's routes (see
-/// [`route_rank`]); the distance of a held route includes
-/// [`HELD_LINK_COST`].
+/// [`route_rank`]); a held route counts at least [`HELD_DISTANCE`].
 fn best_of(
     routes: &BTreeMap<LinkId, u16>,
     links: &BTreeMap<LinkId, Link>,
@@ -750,20 +750,25 @@ fn best_of(
         .map(|(d, _, l)| (d, l))
 }
 
-/// How routes compare: by distance (a held link's plus
-/// [`HELD_LINK_COST`]), then live before held, then link id.
+/// How routes compare: by distance (a held link's at least
+/// [`HELD_DISTANCE`]), then live before held, then link id.
 /// Held routes are neither deleted by a live one nor simply ranked below
 /// every live one: two routers that each held a route learnt the other's
 /// (itself resting on a held link), withdrew their own by split horizon
 /// and were left with none; restored, they would oscillate (found by the
-/// mesh sim, seed 65). A held link as a path of a higher cost, announced
-/// on with that cost, is a metric every router computes alike, which a
-/// distance vector converges on; and a router whose live paths to a
-/// router all went (a partition) still has the held one (seed 17).
+/// mesh sim, seed 65). A held link as a long path, announced on as such,
+/// is a metric every router computes alike (monotone: a longer path never
+/// counts as shorter), which a distance vector converges on; and a router
+/// whose live paths to a router all went (a partition) still has the held
+/// one (seed 17).
 fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u16, bool, LinkId) {
     let held = links.get(&link).is_some_and(|l| l.held);
-    let cost = if held { HELD_LINK_COST } else { 0 };
-    (distance.saturating_add(cost), held, link)
+    let distance = if held {
+        distance.max(HELD_DISTANCE)
+    } else {
+        distance
+    };
+    (distance, held, link)
 }
 
 mod events;

@@ -392,7 +392,7 @@ impl Router {
                 if Some(link) == from {
                     continue;
                 }
-                let c = route_rank(d, link, &self.links);
+                let c = route_rank(d.saturating_add(1), link, &self.links);
                 if best_any.is_none_or(|b| c < b) {
                     best_any = Some(c);
                 }
@@ -402,6 +402,7 @@ impl Router {
                 }
             }
         }
+        // (distance from this router, link).
         let route = |(d, _, l): (u16, bool, LinkId)| (d, l);
         (best_any.map(route), best_ok.map(route))
     }

@@ -1154,10 +1154,7 @@ fn a_held_link_keeps_the_routes_only_it_had() {
             ..
         } | Action::RemoteInterest { present: false, .. }
     )));
-    assert_eq!(
-        r1.best_route("f/#", "r2"),
-        Some((1 + HELD_LINK_COST, LinkId(2)))
-    );
+    assert_eq!(r1.best_route("f/#", "r2"), Some((HELD_DISTANCE, LinkId(2))));
     assert_eq!(r1.best_route("g/#", "r3"), Some((2, LinkId(1))));
     // An event for r2 still goes to the held link (the runtime keeps it).
     out.clear();
@@ -1313,10 +1310,7 @@ fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
     r0.link_up(LinkId(2), "r1", &mut out);
     assert_eq!(r0.release_held("r1", &mut out), Vec::<LinkId>::new());
     assert!(r0.is_held(LinkId(1)), "r2's route only the held link had");
-    assert_eq!(
-        r0.best_route("p/#", "r2"),
-        Some((2 + HELD_LINK_COST, LinkId(1)))
-    );
+    assert_eq!(r0.best_route("p/#", "r2"), Some((HELD_DISTANCE, LinkId(1))));
     // r0's publishers keep handing "p/…" to the mesh: nothing withdrawn.
     assert!(!out.iter().any(|a| matches!(
         a,
@@ -1377,29 +1371,26 @@ fn routes_kept_by_held_links_survive_a_new_link_between_their_holders() {
     sim.subscribe(0, "f/#");
     sim.run_until_idle(1000);
     assert_eq!(sim.routers[2].best_route("f/#", "r0").map(|r| r.0), Some(2));
+    let (to_r0, to_r3) = (sim.link_between(1, 0), sim.link_between(2, 3));
     sim.hold(0, 1);
     sim.hold(3, 2);
-    assert!(sim.routers[1].is_held(sim.routers[1].links.keys().copied().next().unwrap()));
     sim.connect(1, 2);
     sim.run_until_idle(1000);
-    let (r1, r2) = (&sim.routers[1], &sim.routers[2]);
-    let best1 = r1
-        .best_route("f/#", "r0")
-        .expect("r1 keeps its route to r0");
-    let best2 = r2.best_route("f/#", "r0").expect("r2 keeps a route to r0");
-    assert!(r1.is_held(best1.1), "r1's own held link is the shorter way");
-    assert_eq!(best1.0, 1 + HELD_LINK_COST);
-    // At equal distance r2 prefers the live link (its events then wait
-    // at r1, which holds r0's link).
-    assert_eq!(r2.link_peer(best2.1), Some("r1"));
-    assert_eq!(best2.0, 2 + HELD_LINK_COST);
-    // Events follow: r2's copy for r0 goes to r1, r1 keeps it for r0.
-    let mut out = Vec::new();
-    sim.routers[2].publish("f/x", 1, &mut out);
-    assert!(
-        matches!(out.as_slice(), [Action::Send { link, msg: LinkMsg::Event(_) }] if *link == best2.1),
-        "{out:?}"
-    );
+    // Each keeps its own held route, the shorter way (the other's, over
+    // the new link, is one link longer), and the exchange settled.
+    for (r, held) in [(1, to_r0), (2, to_r3)] {
+        let best = sim.routers[r].best_route("f/#", "r0");
+        assert_eq!(best, Some((HELD_DISTANCE, held)), "r{r}");
+        assert!(sim.routers[r].is_held(held));
+        // Events follow: the copy for r0 goes to the held link (the
+        // runtime keeps it for the peer's return).
+        let mut out = Vec::new();
+        sim.routers[r].publish("f/x", r as u64, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Action::Send { link, msg: LinkMsg::Event(_) }] if *link == held),
+            "r{r}: {out:?}"
+        );
+    }
 }
 
 #[test]
@@ -1422,7 +1413,7 @@ fn a_partition_leaves_the_held_route_when_the_live_ones_are_withdrawn() {
     sim.run_until_idle(1000);
     for (r, link) in [0, 1].into_iter().zip(to_r2) {
         let best = sim.routers[r].best_route("f/#", "r2");
-        assert_eq!(best, Some((1 + HELD_LINK_COST, link)), "r{r}");
+        assert_eq!(best, Some((HELD_DISTANCE, link)), "r{r}");
         // QoS 1 copies for r2 go to the held link (the runtime keeps
         // them for r2's return).
         let mut out = Vec::new();
