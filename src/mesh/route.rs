@@ -611,14 +611,31 @@ impl Router {
     }
 
     /// `peer` is back on a new link and has sent its whole table there:
-    /// its held links whose routes it has all announced again there (see
-    /// [`Router::on_message`]: the peer's word replaces its held routes) end;
-    /// returns them. A held link that still has routes its peer did not
-    /// announce again stays held until [`Router::link_down`] (the hold's
-    /// expiry): a router that just restarted has not heard from its own
-    /// links yet, and the routers behind it may come back through them
+    /// the routes of its held links that it did not announce again and
+    /// that a live link also leads to are forgotten (the peer does not
+    /// route there, or routes through this router: kept, the held route
+    /// could outrank the live one and send events to a peer that sends
+    /// them back; found by the mesh sim, seed 177); held links left with
+    /// no route (see [`Router::on_message`]: the peer's word replaces its
+    /// held routes) end; returns them. A held link that still has routes
+    /// no live link leads to stays held until [`Router::link_down`] (the
+    /// hold's expiry): a router that just restarted has not heard from its
+    /// own links yet, and the routers behind it may come back through them
     /// (their events wait meanwhile, here or at the peer).
     pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) -> Vec<LinkId> {
+        let links = &self.links;
+        let held = |l: &LinkId| links.get(l).is_some_and(|l| l.held && l.peer == peer);
+        let live = |l: &LinkId| links.get(l).is_some_and(|l| !l.held);
+        let mut stale = Vec::new();
+        for (key, routes) in self.learned.iter_mut() {
+            if routes.keys().any(live) && routes.keys().any(held) {
+                routes.retain(|l, _| !held(l));
+                stale.push(key.clone());
+            }
+        }
+        for key in stale {
+            self.sync_all(&key, out);
+        }
         self.end_holds(Some(peer), out)
     }
 
