@@ -389,6 +389,36 @@ fn an_ack_waits_for_the_copies_owed_to_next_hops() {
 }
 
 #[test]
+fn a_copy_taken_over_is_acknowledged_with_those_before_it() {
+    // Copy 1 is owed to a next hop; copy 2 came back round a routing loop
+    // and is taken over here. The ack of 2 must not wait for copy 1: its
+    // next hop may be waiting, round the loop, for this very ack.
+    let t0 = Instant::now();
+    let mut b = up(t0);
+    let mut out = Actions::default();
+    b.oblige(1);
+    b.processed(1);
+    b.take_over(2);
+    b.processed(2);
+    b.oblige(3);
+    b.processed(3);
+    b.ack_if_due(&mut out);
+    assert!(matches!(
+        frames(&written(&out))[..],
+        [Frame::Ack { seq: 2 }]
+    ));
+    // Copy 1's next hop acknowledges later: nothing more owed for it.
+    assert!(!b.release(1));
+    assert!(b.release(3));
+    out.clear();
+    b.ack_if_due(&mut out);
+    assert!(matches!(
+        frames(&written(&out))[..],
+        [Frame::Ack { seq: 3 }]
+    ));
+}
+
+#[test]
 fn labels_are_distinct() {
     let labels: std::collections::BTreeSet<_> =
         LinkCloseReason::ALL.iter().map(|r| r.label()).collect();

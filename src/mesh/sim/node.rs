@@ -573,6 +573,11 @@ impl Node {
                         let upstream = self.upstream.take();
                         if !looped {
                             self.upstream = upstream;
+                        } else if let Some((id, seq)) = upstream {
+                            if let Some(l) = self.links.get_mut(&id) {
+                                l.session.take_over(seq);
+                                self.acks_due.push(id);
+                            }
                         }
                         trace!(
                             "  {} park {}#{} for {:?}",
