@@ -379,6 +379,13 @@ impl Router {
         let Some(filters) = self.by_origin.get(dest) else {
             return (None, None);
         };
+        // Never back to the router the copy came from, over any of its
+        // links: a held link's copies go to the peer's new link (found by
+        // the mesh sim, seed 1028: a copy sent back that way bounced
+        // between two routers, each acknowledgement waiting on the other).
+        let from_peer = from
+            .and_then(|f| self.links.get(&f))
+            .map(|l| l.peer.as_str());
         for filter in filters {
             let wanted = key_matches(filter, group, topic)
                 || (retain && group.is_none() && filter == RETAINED_KEY);
@@ -389,7 +396,7 @@ impl Router {
                 continue;
             };
             for (&link, &d) in routes {
-                if Some(link) == from {
+                if Some(link) == from || from_peer.is_some_and(|p| self.links[&link].peer == p) {
                     continue;
                 }
                 let c = route_rank(d.saturating_add(1), link, &self.links);

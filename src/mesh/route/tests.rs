@@ -1471,3 +1471,38 @@ fn a_returned_peer_loses_the_held_routes_it_did_not_announce_that_a_live_link_ha
         "{out:?}"
     );
 }
+
+#[test]
+fn a_copy_never_goes_back_to_the_router_it_came_from_over_a_held_link() {
+    // r2's way to r4 is the held link to r1 (the old connection); r1 is
+    // back on a new link and sends a copy for r4. Found by the mesh sim
+    // (seed 1028): the core sent it to the held link, which the runtime
+    // writes to r1's new link: back to r1, which sent it here again, each
+    // copy's acknowledgement waiting on the other's.
+    let mut r2 = Router::new("r2", RouterConfig::default());
+    let mut out = Vec::new();
+    r2.link_up(LinkId(3), "r1", &mut out);
+    let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+        filter: filter.into(),
+        origin: origin.into(),
+        distance,
+    };
+    r2.on_message(LinkId(3), add("f/#", "r4", 2), &mut out);
+    assert!(r2.link_hold(LinkId(3), &mut out));
+    r2.link_up(LinkId(5), "r1", &mut out);
+    let copy = EventCopy {
+        origin: "r0".into(),
+        id: 21,
+        hops: 1,
+        dests: vec!["r4".into()],
+        groups: vec![],
+        topic: "f/x".into(),
+        retain: false,
+    };
+    out.clear();
+    r2.on_message(LinkId(5), LinkMsg::Event(copy), &mut out);
+    assert!(
+        matches!(out.as_slice(), [Action::Unroutable { copy, from: Some(LinkId(5)), looped: false }] if copy.dests == ["r4"]),
+        "{out:?}"
+    );
+}
