@@ -91,6 +91,12 @@ pub(crate) use trace;
 /// `mesh.link_hold_ms` in the sim.
 pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A copy owed to next hops this long is acknowledged all the same
+/// ([`LinkSession::set_custody_after`]): longer than a hold, so that a
+/// held peer's return is waited for, and later than the last restart
+/// (the traffic phase is shorter), so the sim cannot see it lose a copy.
+pub const CUSTODY: std::time::Duration = std::time::Duration::from_secs(4);
+
 pub const TIMERS: LinkTimers = LinkTimers {
     keepalive: std::time::Duration::from_millis(100),
     link_timeout: std::time::Duration::from_millis(350),
@@ -131,6 +137,7 @@ impl Node {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         let mut session = LinkSession::new(&self.name, "sim", TIMERS, now);
+        session.set_custody_after(Some(CUSTODY));
         let mut out = Actions::default();
         session.start(&mut out);
         self.outgoing.push((conn, out.bytes.clone()));
