@@ -59,6 +59,8 @@ pub struct Node {
     held: BTreeMap<LinkId, String>,
     held_until: BTreeMap<LinkId, Instant>,
     parked: VecDeque<Parked>,
+    /// When the parked copies are tried again, table change or not.
+    parked_retry_at: Option<Instant>,
     upstream: Option<Upstream>,
     acks_due: Vec<LinkId>,
     /// topic → (stamp, origin, id): the retained store.
@@ -88,6 +90,9 @@ macro_rules! trace {
 }
 pub(crate) use trace;
 
+/// How often parked copies are tried again without a table change.
+pub const PARK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// `mesh.link_hold_ms` in the sim.
 pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -114,6 +119,7 @@ impl Node {
             held: BTreeMap::new(),
             held_until: BTreeMap::new(),
             parked: VecDeque::new(),
+            parked_retry_at: None,
             upstream: None,
             acks_due: Vec::new(),
             retained: BTreeMap::new(),
@@ -739,6 +745,17 @@ impl Node {
 
     /// Time passed: every session's deadlines. Returns the links closed.
     pub fn tick(&mut self, now: Instant) -> Vec<LinkId> {
+        // Parked copies are tried again after a table change, and also
+        // every PARK_RETRY: a copy that came back round a loop after the
+        // tables had settled waited for a change that never came (seed
+        // 2583; the bridge would drop it at the hold's end).
+        if self.parked_retry_at.is_some_and(|t| t <= now) {
+            self.parked_retry_at = None;
+            self.retry_parked();
+        }
+        if !self.parked.is_empty() && self.parked_retry_at.is_none() {
+            self.parked_retry_at = Some(now + PARK_RETRY);
+        }
         // As the bridge's tick: holds whose routes all moved end.
         let mut out = Vec::new();
         for ended in self.router.end_empty_holds(&mut out) {
@@ -781,6 +798,7 @@ impl Node {
             .values()
             .filter_map(|l| crate::session::Deadline::next_deadline(&l.session))
             .chain(self.held_until.values().copied())
+            .chain(self.parked_retry_at)
             .min()
     }
 
