@@ -96,6 +96,14 @@ pub const DISTANCE_MAX: u16 = 16;
 /// path through two held links (two cuts in a line) stays in reach.
 pub const HELD_DISTANCE: u16 = 8;
 
+/// The same floor, for a held link whose peer is back on another link: its
+/// routes are what the peer has not announced again (a restarted router
+/// that has not heard from its own links yet), a last resort behind any
+/// route the peer's return brings. At [`HELD_DISTANCE`] such a stale route
+/// outranked a real one and, by split horizon, kept the returned peer
+/// from learning it (found by the mesh sim, seed 177).
+pub const RETURNED_DISTANCE: u16 = 12;
+
 /// An event copy that has crossed more links than this is dropped.
 pub const HOPS_MAX: u8 = 16;
 
@@ -570,6 +578,33 @@ impl Router {
         for key in keys {
             self.sync_link(&key, link, out);
         }
+        self.tell_not_through(link, out);
+        // The peer is back: what its held links keep ranks lower now.
+        self.resync_held_of(peer_id, out);
+    }
+
+    /// The keys `peer`'s held links have routes for, synced again (their
+    /// rank depends on whether the peer is back: see `route_rank`).
+    fn resync_held_of(&mut self, peer: &str, out: &mut Vec<Action>) {
+        let held: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.held && l.peer == peer)
+            .map(|(&id, _)| id)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        self.plans.clear();
+        let keys: Vec<Key> = self
+            .learned
+            .iter()
+            .filter(|(_, routes)| held.iter().any(|h| routes.contains_key(h)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            self.sync_all(&key, out);
+        }
     }
 
     /// A link went down, to be held: its routes stay, each counted at
@@ -603,39 +638,26 @@ impl Router {
         let l = self.links.get_mut(&link).expect("checked above");
         l.held = true;
         l.advertised.clear();
-        // Their distances (or their best link) changed.
+        let peer = l.peer.clone();
+        // Their distances (or their best link) changed; and the peer's
+        // older held links, if any, no longer have it back.
         for key in kept {
             self.sync_all(&key, out);
         }
+        self.resync_held_of(&peer, out);
         true
     }
 
     /// `peer` is back on a new link and has sent its whole table there:
-    /// the routes of its held links that it did not announce again and
-    /// that a live link also leads to are forgotten (the peer does not
-    /// route there, or routes through this router: kept, the held route
-    /// could outrank the live one and send events to a peer that sends
-    /// them back; found by the mesh sim, seed 177); held links left with
-    /// no route (see [`Router::on_message`]: the peer's word replaces its
-    /// held routes) end; returns them. A held link that still has routes
-    /// no live link leads to stays held until [`Router::link_down`] (the
-    /// hold's expiry): a router that just restarted has not heard from its
-    /// own links yet, and the routers behind it may come back through them
-    /// (their events wait meanwhile, here or at the peer).
+    /// its held links whose routes it has all announced again there, or
+    /// said it no longer routes through (see [`Router::on_message`]: the
+    /// peer's word replaces its held routes), end; returns them. A held
+    /// link that still has routes its peer did not speak of stays held
+    /// until [`Router::link_down`] (the hold's expiry): a router that just
+    /// restarted has not heard from its own links yet, and the routers
+    /// behind it may come back through them (their events wait meanwhile,
+    /// here or at the peer).
     pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) -> Vec<LinkId> {
-        let links = &self.links;
-        let held = |l: &LinkId| links.get(l).is_some_and(|l| l.held && l.peer == peer);
-        let live = |l: &LinkId| links.get(l).is_some_and(|l| !l.held);
-        let mut stale = Vec::new();
-        for (key, routes) in self.learned.iter_mut() {
-            if routes.keys().any(live) && routes.keys().any(held) {
-                routes.retain(|l, _| !held(l));
-                stale.push(key.clone());
-            }
-        }
-        for key in stale {
-            self.sync_all(&key, out);
-        }
         self.end_holds(Some(peer), out)
     }
 
@@ -677,9 +699,9 @@ impl Router {
     /// A link went down: forgets what was learned over it and updates the
     /// other links.
     pub fn link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
-        if self.links.remove(&link).is_none() {
+        let Some(gone_link) = self.links.remove(&link) else {
             return;
-        }
+        };
         self.plans.clear();
         let mut affected = Vec::new();
         let mut gone = Vec::new();
@@ -698,6 +720,9 @@ impl Router {
         }
         for key in affected {
             self.sync_all(&key, out);
+        }
+        if !gone_link.held {
+            self.resync_held_of(&gone_link.peer, out);
         }
     }
 
@@ -746,7 +771,9 @@ impl Router {
                 distance,
             } => self.on_interest_add(link, filter, origin, distance, out),
             LinkMsg::InterestRemove { filter, origin } => {
-                self.unlearn(&(filter, origin), link, out);
+                let key = (filter, origin);
+                self.forget_held_of_peer(&key, link, out);
+                self.unlearn(&key, link, out);
             }
             LinkMsg::Event(copy) => self.on_event(link, copy, out),
         }
@@ -779,13 +806,17 @@ fn best_of(
 /// whose live paths to a router all went (a partition) still has the held
 /// one (seed 17).
 fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u16, bool, LinkId) {
-    let held = links.get(&link).is_some_and(|l| l.held);
-    let distance = if held {
-        distance.max(HELD_DISTANCE)
-    } else {
-        distance
+    let Some(l) = links.get(&link).filter(|l| l.held) else {
+        return (distance, false, link);
     };
-    (distance, held, link)
+    // Held links are few and short-lived: this scan costs only then.
+    let back = links.values().any(|o| !o.held && o.peer == l.peer);
+    let floor = if back {
+        RETURNED_DISTANCE
+    } else {
+        HELD_DISTANCE
+    };
+    (distance.max(floor), true, link)
 }
 
 mod events;
