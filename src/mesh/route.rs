@@ -578,7 +578,6 @@ impl Router {
         for key in keys {
             self.sync_link(&key, link, out);
         }
-        self.tell_not_through(link, out);
         // The peer is back: what its held links keep ranks lower now.
         self.resync_held_of(peer_id, out);
     }
@@ -649,10 +648,10 @@ impl Router {
     }
 
     /// `peer` is back on a new link and has sent its whole table there:
-    /// its held links whose routes it has all announced again there, or
-    /// said it no longer routes through (see [`Router::on_message`]: the
-    /// peer's word replaces its held routes), end; returns them. A held
-    /// link that still has routes its peer did not speak of stays held
+    /// its held links whose routes it has all announced again there (see
+    /// [`Router::on_message`]: the peer's word replaces its held routes)
+    /// end; returns them. A held link that still has routes its peer did
+    /// not announce again stays held
     /// until [`Router::link_down`] (the hold's expiry): a router that just
     /// restarted has not heard from its own links yet, and the routers
     /// behind it may come back through them (their events wait meanwhile,
@@ -771,9 +770,7 @@ impl Router {
                 distance,
             } => self.on_interest_add(link, filter, origin, distance, out),
             LinkMsg::InterestRemove { filter, origin } => {
-                let key = (filter, origin);
-                self.forget_held_of_peer(&key, link, out);
-                self.unlearn(&key, link, out);
+                self.unlearn(&(filter, origin), link, out);
             }
             LinkMsg::Event(copy) => self.on_event(link, copy, out),
         }

@@ -50,12 +50,20 @@ impl Router {
         let routes = self.learned.get_mut(&key).expect("inserted above");
         let mut changed = routes.insert(link, distance) != Some(distance);
         // The peer's own word on a new link replaces what its held links
-        // kept for this entry. Held links of other peers keep theirs: they
-        // compete by distance (see `route_rank`).
+        // kept for this entry, when it is as short as before: the same
+        // route, back. A longer one may rest on what the peer learnt since
+        // from routers whose own routes rest on its held links (a restarted
+        // peer), and go when they do: the held route then stays, as a last
+        // resort (see `route_rank`; found by the mesh sim, seed 3505). Held
+        // links of other peers keep theirs: they compete by distance.
         let links = &self.links;
         let peer = &links[&link].peer;
         let before = routes.len();
-        routes.retain(|l, _| !links.get(l).is_some_and(|l| l.held && l.peer == *peer));
+        routes.retain(|l, held_distance| {
+            !links
+                .get(l)
+                .is_some_and(|l| l.held && l.peer == *peer && distance <= *held_distance)
+        });
         if routes.len() != before {
             changed = true;
             self.holds_touched = true;
@@ -63,59 +71,6 @@ impl Router {
         if changed {
             self.sync_all(&key, out);
         }
-    }
-
-    /// A new link to a peer whose held link this router routes entries
-    /// through: those entries are withdrawn over the new link (split
-    /// horizon says nothing; this says "not through me"), so that the
-    /// peer forgets the routes its own held links keep for them through
-    /// this router. Silent, the peer could not tell "routes through you"
-    /// from "knows nothing yet" (a restarted router, whose held routes
-    /// must stay): found by the mesh sim, seeds 177 and 3609.
-    pub(super) fn tell_not_through(&mut self, link: LinkId, out: &mut Vec<Action>) {
-        let l = &self.links[&link];
-        let (peer, prefix) = (l.peer.clone(), l.policy.import_prefix.clone());
-        for (key, routes) in &self.learned {
-            let Some((_, via)) = best_of(routes, &self.links) else {
-                continue;
-            };
-            let through_peer = via != link && self.links.get(&via).is_some_and(|v| v.peer == peer);
-            if !through_peer {
-                continue;
-            }
-            let Some(filter) = strip_prefix_key(&prefix, &key.0) else {
-                continue;
-            };
-            out.push(Action::Send {
-                link,
-                msg: LinkMsg::InterestRemove {
-                    filter,
-                    origin: key.1.clone(),
-                },
-            });
-        }
-    }
-
-    /// `link`'s peer says it does not route `key` (through itself): what
-    /// its held links kept for it goes (the peer's word replaces them).
-    pub(super) fn forget_held_of_peer(&mut self, key: &Key, link: LinkId, out: &mut Vec<Action>) {
-        let links = &self.links;
-        let peer = &links[&link].peer;
-        let Some(routes) = self.learned.get_mut(key) else {
-            return;
-        };
-        let before = routes.len();
-        routes.retain(|l, _| !links.get(l).is_some_and(|l| l.held && l.peer == *peer));
-        if routes.len() == before {
-            return;
-        }
-        self.holds_touched = true;
-        if routes.is_empty() {
-            self.learned.remove(key);
-            self.unindex(key);
-            self.forget_filter(&key.0, out);
-        }
-        self.sync_all(key, out);
     }
 
     /// Drops a learned entry from the origin index.
