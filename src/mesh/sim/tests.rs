@@ -15,9 +15,10 @@ use super::*;
 use crate::mesh::route::RETAINED_KEY;
 use crate::topic::filter_matches;
 
-/// Seeds run by `cargo test`: 0 to 5000 all pass (`WEFT_SIM_SEEDS=10000`
-/// surveyed as well). About 16 ms a seed in a debug build on a loaded
-/// 2-core machine: see the branch's report for the suite's time.
+/// Seeds run by `cargo test`: 0 to 8324 all pass; of 0..10000, 8325 and
+/// 9941 fail, open (a QoS 1 event published while a router's last route
+/// to a subscriber was withdrawn for a moment as routes reconverged: see
+/// the branch's report). About 18 ms of CPU a seed in a debug build.
 const SEEDS: u64 = 4000;
 
 /// The seed range is split over this many `#[test]`s.
@@ -47,14 +48,14 @@ const SHARDS: u64 = 8;
 /// copies that crossed two links in opposite orders waited on each
 /// other's cumulative acknowledgement for good (custody,
 /// `LinkSession::set_custody_after`).
-/// 1922, 2090, 2586: a retained copy (QoS 0) with no route yet, or for a
-/// held link, was dropped and stores never converged (kept as QoS 1
-/// copies are). 2583: a copy parked after the tables had settled waited
+/// 1922, 2090, 2586, 9767: a retained copy (QoS 0) with no route yet,
+/// for a held link, or lost in flight, was gone for good and stores never
+/// converged (retained copies travel as QoS 1 copies do). 2583: a copy parked after the tables had settled waited
 /// for a change that never came (parked copies are tried again on a
 /// timer too).
-const REGRESSIONS: [u64; 27] = [
+const REGRESSIONS: [u64; 28] = [
     3, 17, 25, 34, 45, 65, 87, 89, 119, 129, 177, 180, 257, 277, 843, 1028, 1366, 1375, 1922, 2090,
-    2583, 2586, 3505, 3609, 4434, 4460, 4497,
+    2583, 2586, 3505, 3609, 4434, 4460, 4497, 9767,
 ];
 
 struct Rng(u64);
