@@ -22,7 +22,10 @@
 //!   changes and withdrawn when the entry disappears or its best path moves
 //!   onto that link. Distances above [`DISTANCE_MAX`] are unreachable, which
 //!   bounds counting to infinity. A link that comes up gets the whole table
-//!   (resync); a link that goes down takes everything learned over it.
+//!   (resync); a link that goes down takes everything learned over it,
+//!   unless it is *held* (its peer is expected back): then its routes
+//!   stay, counted at least [`HELD_DISTANCE`] links away, until the peer
+//!   announces them again or the hold ends ([`Router::link_hold`]).
 //!   A router ignores interest whose origin is itself.
 //! - *Event forwarding* uses destination sets: the publishing router
 //!   computes the routers with matching interest, groups them by next hop
@@ -84,6 +87,22 @@ pub const RETAINED_KEY: &str = "$weft/retained";
 
 /// Interest farther than this many links is unreachable.
 pub const DISTANCE_MAX: u16 = 16;
+
+/// The distance a held link's routes (see [`Router::link_hold`]) count
+/// as, at least: a live path up to this many links long is taken instead
+/// (a ring fails over), and a held route is announced on at this distance
+/// or more, so that the routers that learn it compare it as they would a
+/// path (see `route_rank`). A floor, not a cost added per held link: a
+/// path through two held links (two cuts in a line) stays in reach.
+pub const HELD_DISTANCE: u16 = 8;
+
+/// The same floor, for a held link whose peer is back on another link: its
+/// routes are what the peer has not announced again (a restarted router
+/// that has not heard from its own links yet), a last resort behind any
+/// route the peer's return brings. At [`HELD_DISTANCE`] such a stale route
+/// outranked a real one and, by split horizon, kept the returned peer
+/// from learning it (found by the mesh sim, seed 177).
+pub const RETURNED_DISTANCE: u16 = 12;
 
 /// An event copy that has crossed more links than this is dropped.
 pub const HOPS_MAX: u8 = 16;
@@ -321,7 +340,8 @@ type Key = (String, String);
 
 struct Link {
     peer: String,
-    /// Down, with the routes only it had kept (see [`Router::link_hold`]).
+    /// Down, with its routes kept at a higher cost (see
+    /// [`Router::link_hold`]).
     held: bool,
     policy: LinkPolicy,
     counters: LinkCounters,
@@ -518,7 +538,7 @@ impl Router {
     pub fn best_route(&self, filter: &str, origin: &str) -> Option<(u16, LinkId)> {
         self.learned
             .get(&(filter.to_owned(), origin.to_owned()))
-            .and_then(best_of)
+            .and_then(|routes| best_of(routes, &self.links))
     }
 
     /// A link came up with the default (allow everything) policy.
@@ -558,99 +578,16 @@ impl Router {
         for key in keys {
             self.sync_link(&key, link, out);
         }
-    }
-
-    /// A link went down, to be held: routes that have another link move to
-    /// it at once (a ring fails over), while the routes only this link had
-    /// stay, so that events for routers behind it are still sent to it
-    /// (the runtime keeps QoS 1 copies for the peer's return) and other
-    /// routers still send them here. [`Router::link_down`] (on expiry) or
-    /// the peer's return ([`Router::release_held`], once the new link has
-    /// carried its table) ends the hold.
-    /// False if nothing was held (the link is then down for good).
-    pub fn link_hold(&mut self, link: LinkId, out: &mut Vec<Action>) -> bool {
-        if !self.links.contains_key(&link) {
-            return false;
-        }
-        self.plans.clear();
-        let mut moved = Vec::new();
-        let mut kept = 0;
-        for (key, routes) in self.learned.iter_mut() {
-            if routes.contains_key(&link) {
-                if routes.len() > 1 {
-                    routes.remove(&link);
-                    moved.push(key.clone());
-                } else {
-                    kept += 1;
-                }
-            }
-        }
-        if kept == 0 {
-            self.link_down(link, out);
-            return false;
-        }
-        let l = self.links.get_mut(&link).expect("checked above");
-        l.held = true;
-        l.advertised.clear();
-        for key in moved {
-            self.sync_all(&key, out);
-        }
-        true
-    }
-
-    /// `peer` is back on a new link and has sent its whole table there:
-    /// its held links whose routes all moved to a live link (see
-    /// [`Router::on_message`]: a learned route replaces held ones) end;
-    /// returns them. A held link that still has routes its peer did not
-    /// announce again stays held until [`Router::link_down`] (the hold's
-    /// expiry): a router that just restarted has not heard from its own
-    /// links yet, and the routers behind it may come back through them
-    /// (their events wait meanwhile, here or at the peer).
-    pub fn release_held(&mut self, peer: &str, out: &mut Vec<Action>) -> Vec<LinkId> {
-        self.end_holds(Some(peer), out)
-    }
-
-    fn end_holds(&mut self, peer: Option<&str>, out: &mut Vec<Action>) -> Vec<LinkId> {
-        let held: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.held && peer.is_none_or(|p| l.peer == p))
-            .map(|(&id, _)| id)
-            .collect();
-        let mut ended = Vec::new();
-        for old in held {
-            if !self
-                .learned
-                .values()
-                .any(|routes| routes.contains_key(&old))
-            {
-                self.link_down(old, out);
-                ended.push(old);
-            }
-        }
-        ended
-    }
-
-    /// Held links (of any peer) with no route left: ended, and returned
-    /// (see [`Router::release_held`]).
-    pub fn end_empty_holds(&mut self, out: &mut Vec<Action>) -> Vec<LinkId> {
-        if !std::mem::take(&mut self.holds_touched) {
-            return Vec::new();
-        }
-        self.end_holds(None, out)
-    }
-
-    /// Whether `link` is held (down, its routes kept).
-    pub fn is_held(&self, link: LinkId) -> bool {
-        self.links.get(&link).is_some_and(|l| l.held)
+        // The peer is back: what its held links keep ranks lower now.
+        self.resync_held_of(peer_id, out);
     }
 
     /// A link went down: forgets what was learned over it and updates the
     /// other links.
     pub fn link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
-        if self.links.remove(&link).is_none() {
+        let Some(gone_link) = self.links.remove(&link) else {
             return;
-        }
+        };
         self.plans.clear();
         let mut affected = Vec::new();
         let mut gone = Vec::new();
@@ -669,6 +606,9 @@ impl Router {
         }
         for key in affected {
             self.sync_all(&key, out);
+        }
+        if !gone_link.held {
+            self.resync_held_of(&gone_link.peer, out);
         }
     }
 
@@ -724,16 +664,47 @@ impl Router {
     }
 }
 
-/// Best (distance from us, link) among a learned entry's routes.
-fn best_of(routes: &BTreeMap<LinkId, u16>) -> Option<(u16, LinkId)> {
+/// Best (distance from us, link) among a learned entry's routes (see
+/// [`route_rank`]); a held route counts at least [`HELD_DISTANCE`].
+fn best_of(
+    routes: &BTreeMap<LinkId, u16>,
+    links: &BTreeMap<LinkId, Link>,
+) -> Option<(u16, LinkId)> {
     routes
         .iter()
-        .map(|(&l, &d)| (d.saturating_add(1), l))
-        .filter(|&(d, _)| d <= DISTANCE_MAX)
+        .map(|(&l, &d)| route_rank(d.saturating_add(1), l, links))
+        .filter(|&(d, _, _)| d <= DISTANCE_MAX)
         .min()
+        .map(|(d, _, l)| (d, l))
+}
+
+/// How routes compare: by distance (a held link's at least
+/// [`HELD_DISTANCE`]), then live before held, then link id.
+/// Held routes are neither deleted by a live one nor simply ranked below
+/// every live one: two routers that each held a route learnt the other's
+/// (itself resting on a held link), withdrew their own by split horizon
+/// and were left with none; restored, they would oscillate (found by the
+/// mesh sim, seed 65). A held link as a long path, announced on as such,
+/// is a metric every router computes alike (monotone: a longer path never
+/// counts as shorter), which a distance vector converges on; and a router
+/// whose live paths to a router all went (a partition) still has the held
+/// one (seed 17).
+fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u16, bool, LinkId) {
+    let Some(l) = links.get(&link).filter(|l| l.held) else {
+        return (distance, false, link);
+    };
+    // Held links are few and short-lived: this scan costs only then.
+    let back = links.values().any(|o| !o.held && o.peer == l.peer);
+    let floor = if back {
+        RETURNED_DISTANCE
+    } else {
+        HELD_DISTANCE
+    };
+    (distance.max(floor), true, link)
 }
 
 mod events;
+mod holds;
 mod interest;
 #[cfg(test)]
 mod tests;

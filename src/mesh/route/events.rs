@@ -77,7 +77,7 @@ impl Router {
             .map(|(_, o)| o.as_str())
             .collect();
         let dests = dests.into_iter().map(str::to_owned).collect();
-        let mut plan = self.plan(topic, dests, Vec::new(), None, false);
+        let mut plan = self.plan(topic, dests, Vec::new(), None, false, false);
         plan.deliver_local = self.local.keys().any(|f| key_matches(f, None, topic));
         plan
     }
@@ -93,7 +93,7 @@ impl Router {
             .map(|(_, o)| o.as_str())
             .collect();
         let dests = dests.into_iter().map(str::to_owned).collect();
-        let plan = self.plan(topic, dests, Vec::new(), None, true);
+        let plan = self.plan(topic, dests, Vec::new(), None, false, true);
         let origin = self.id.clone();
         self.emit(&origin, event_id, 0, topic, &plan, None, out);
     }
@@ -192,7 +192,17 @@ impl Router {
     /// No local delivery and no duplicate check: an unroutable copy never
     /// names this router.
     pub fn retry(&mut self, copy: EventCopy, from: Option<LinkId>, out: &mut Vec<Action>) {
-        let plan = self.plan(&copy.topic, copy.dests, copy.groups, from, copy.retain);
+        // Back where it came from, too, if that is the way now: the
+        // tables changed since it was parked (seed 177: it waited for a
+        // route that led nowhere else, and was lost).
+        let plan = self.plan(
+            &copy.topic,
+            copy.dests,
+            copy.groups,
+            None,
+            false,
+            copy.retain,
+        );
         self.emit(
             &copy.origin,
             copy.id,
@@ -372,13 +382,24 @@ impl Router {
         group: Option<&str>,
         topic: &str,
         from: Option<LinkId>,
+        avoid_peer: bool,
         retain: bool,
     ) -> (Option<Route>, Option<Route>) {
-        let mut best_any: Option<Route> = None;
-        let mut best_ok: Option<Route> = None;
+        let mut best_any: Option<(u16, bool, LinkId)> = None;
+        let mut best_ok: Option<(u16, bool, LinkId)> = None;
         let Some(filters) = self.by_origin.get(dest) else {
             return (None, None);
         };
+        // With `avoid_peer`, never back to the router the copy came from,
+        // over any of its links: a held link's copies go to the peer's new
+        // link (found by the mesh sim, seed 1028: a copy sent back that
+        // way bounced between two routers). A parked copy tried again may
+        // go back: the tables changed since, and that may be the way now
+        // (seed 177: it waited for a route that led nowhere else).
+        let from_peer = from
+            .filter(|_| avoid_peer)
+            .and_then(|f| self.links.get(&f))
+            .map(|l| l.peer.as_str());
         for filter in filters {
             let wanted = key_matches(filter, group, topic)
                 || (retain && group.is_none() && filter == RETAINED_KEY);
@@ -389,10 +410,10 @@ impl Router {
                 continue;
             };
             for (&link, &d) in routes {
-                if Some(link) == from {
+                if Some(link) == from || from_peer.is_some_and(|p| self.links[&link].peer == p) {
                     continue;
                 }
-                let c = (d, link);
+                let c = route_rank(d.saturating_add(1), link, &self.links);
                 if best_any.is_none_or(|b| c < b) {
                     best_any = Some(c);
                 }
@@ -402,7 +423,9 @@ impl Router {
                 }
             }
         }
-        (best_any, best_ok)
+        // (distance from this router, link).
+        let route = |(d, _, l): (u16, bool, LinkId)| (d, l);
+        (best_any.map(route), best_ok.map(route))
     }
 
     /// Sends `dests` and `groups` on by their next hops, one copy per next
@@ -421,7 +444,7 @@ impl Router {
         retain: bool,
         out: &mut Vec<Action>,
     ) {
-        let plan = self.plan(topic, dests, groups, from, retain);
+        let plan = self.plan(topic, dests, groups, from, true, retain);
         self.emit(origin, id, hops, topic, &plan, from, out);
     }
 
@@ -432,6 +455,7 @@ impl Router {
         dests: Vec<String>,
         groups: Vec<(String, String)>,
         from: Option<LinkId>,
+        avoid_peer: bool,
         retain: bool,
     ) -> Plan {
         type Copies = (Vec<String>, Vec<(String, String)>);
@@ -446,7 +470,8 @@ impl Router {
             .map(|d| (d, None))
             .chain(groups.into_iter().map(|(d, g)| (d, Some(g))));
         for (dest, group) in targets {
-            let (best_any, best_ok) = self.next_hop(&dest, group.as_deref(), topic, from, retain);
+            let (best_any, best_ok) =
+                self.next_hop(&dest, group.as_deref(), topic, from, avoid_peer, retain);
             if let Some((_, l)) = best_any {
                 if best_ok.map(|(_, k)| k) != Some(l) {
                     denied.insert(l);

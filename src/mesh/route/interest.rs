@@ -49,10 +49,21 @@ impl Router {
         }
         let routes = self.learned.get_mut(&key).expect("inserted above");
         let mut changed = routes.insert(link, distance) != Some(distance);
-        // A live route replaces what held links kept for this entry.
+        // The peer's own word on a new link replaces what its held links
+        // kept for this entry, when it is as short as before: the same
+        // route, back. A longer one may rest on what the peer learnt since
+        // from routers whose own routes rest on its held links (a restarted
+        // peer), and go when they do: the held route then stays, as a last
+        // resort (see `route_rank`; found by the mesh sim, seed 3505). Held
+        // links of other peers keep theirs: they compete by distance.
         let links = &self.links;
+        let peer = &links[&link].peer;
         let before = routes.len();
-        routes.retain(|l, _| !links.get(l).is_some_and(|l| l.held));
+        routes.retain(|l, held_distance| {
+            !links
+                .get(l)
+                .is_some_and(|l| l.held && l.peer == *peer && distance <= *held_distance)
+        });
         if routes.len() != before {
             changed = true;
             self.holds_touched = true;
@@ -176,7 +187,10 @@ impl Router {
         if key.1 == self.id {
             return self.local.contains_key(&key.0).then_some(0);
         }
-        let (d, via) = self.learned.get(key).and_then(best_of)?;
+        let (d, via) = self
+            .learned
+            .get(key)
+            .and_then(|routes| best_of(routes, &self.links))?;
         // Split horizon by peer, not by link: while a peer's held link
         // and its new link coexist, what was learned over the held one is
         // not told back over the new one (the peer would route through us

@@ -122,6 +122,20 @@ impl Sim {
         }
     }
 
+    /// The a-b connection is lost and both ends hold the link (see
+    /// `Router::link_hold`); messages in flight on it are lost.
+    fn hold(&mut self, a: usize, b: usize) {
+        let la = self.link_between(a, b);
+        let (_, lb) = self.wires[&(a, la)];
+        for (r, l) in [(a, la), (b, lb)] {
+            self.wires.remove(&(r, l));
+            self.queues.remove(&(r, l));
+            let mut out = Vec::new();
+            self.routers[r].link_hold(l, &mut out);
+            self.apply(r, out);
+        }
+    }
+
     fn subscribe(&mut self, r: usize, filter: &str) {
         let mut out = Vec::new();
         self.routers[r].local_subscribe(filter, &mut out).unwrap();
@@ -1140,7 +1154,7 @@ fn a_held_link_keeps_the_routes_only_it_had() {
             ..
         } | Action::RemoteInterest { present: false, .. }
     )));
-    assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(2))));
+    assert_eq!(r1.best_route("f/#", "r2"), Some((HELD_DISTANCE, LinkId(2))));
     assert_eq!(r1.best_route("g/#", "r3"), Some((2, LinkId(1))));
     // An event for r2 still goes to the held link (the runtime keeps it).
     out.clear();
@@ -1171,6 +1185,7 @@ fn a_held_link_keeps_the_routes_only_it_had() {
     r1.link_up(LinkId(3), "r2", &mut out);
     assert!(r1.is_held(LinkId(2)));
     r1.on_message(LinkId(3), add("f/#", "r2", 0), &mut out);
+    r1.on_message(LinkId(3), add("g/#", "r3", 2), &mut out);
     r1.release_held("r2", &mut out);
     assert!(!r1.is_held(LinkId(2)));
     assert_eq!(r1.best_route("f/#", "r2"), Some((1, LinkId(3))));
@@ -1290,7 +1305,11 @@ fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
     r0.link_up(LinkId(2), "r1", &mut out);
     assert_eq!(r0.release_held("r1", &mut out), Vec::<LinkId>::new());
     assert!(r0.is_held(LinkId(1)), "r2's route only the held link had");
-    assert_eq!(r0.best_route("p/#", "r2"), Some((2, LinkId(1))));
+    // A last resort now that r1 is back (see RETURNED_DISTANCE).
+    assert_eq!(
+        r0.best_route("p/#", "r2"),
+        Some((RETURNED_DISTANCE, LinkId(1)))
+    );
     // r0's publishers keep handing "p/…" to the mesh: nothing withdrawn.
     assert!(!out.iter().any(|a| matches!(
         a,
@@ -1334,4 +1353,174 @@ fn a_returning_peer_keeps_the_held_routes_it_did_not_announce_yet() {
             msg: LinkMsg::Event(_)
         }]
     ));
+}
+
+#[test]
+fn routes_kept_by_held_links_survive_a_new_link_between_their_holders() {
+    // r0 wants "f/#"; r1 reaches it directly, r2 over r3. Both links are
+    // lost (and held) just as a new r1–r2 link comes up: each learns the
+    // other's route, which rests on a held link too. Found by the mesh
+    // sim (seed 65): a live route replaced the held ones, each side then
+    // withdrew its own by split horizon, and neither had a route left
+    // (r0's QoS 1 events from r1 or r2 went nowhere).
+    let mut sim = Sim::new(4);
+    sim.connect(0, 1);
+    sim.connect(0, 3);
+    sim.connect(3, 2);
+    sim.subscribe(0, "f/#");
+    sim.run_until_idle(1000);
+    assert_eq!(sim.routers[2].best_route("f/#", "r0").map(|r| r.0), Some(2));
+    let (to_r0, to_r3) = (sim.link_between(1, 0), sim.link_between(2, 3));
+    sim.hold(0, 1);
+    sim.hold(3, 2);
+    sim.connect(1, 2);
+    sim.run_until_idle(1000);
+    // Each keeps its own held route, the shorter way (the other's, over
+    // the new link, is one link longer), and the exchange settled.
+    for (r, held) in [(1, to_r0), (2, to_r3)] {
+        let best = sim.routers[r].best_route("f/#", "r0");
+        assert_eq!(best, Some((HELD_DISTANCE, held)), "r{r}");
+        assert!(sim.routers[r].is_held(held));
+        // Events follow: the copy for r0 goes to the held link (the
+        // runtime keeps it for the peer's return).
+        let mut out = Vec::new();
+        sim.routers[r].publish("f/x", r as u64, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Action::Send { link, msg: LinkMsg::Event(_) }] if *link == held),
+            "r{r}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn a_partition_leaves_the_held_route_when_the_live_ones_are_withdrawn() {
+    // A triangle; r2 wants "f/#". The links to r2 are lost (held) at
+    // once: r0 and r1 each take the other's route, which led through the
+    // same failure, and withdraw it from each other. Found by the mesh
+    // sim (seed 17): the held links had been given up when the live
+    // route took over, so r0 and r1 ended with no route to r2, and QoS 1
+    // events published there meanwhile were lost for r2.
+    let mut sim = Sim::new(3);
+    sim.connect(0, 1);
+    sim.connect(0, 2);
+    sim.connect(1, 2);
+    sim.subscribe(2, "f/#");
+    sim.run_until_idle(1000);
+    let to_r2 = [sim.link_between(0, 2), sim.link_between(1, 2)];
+    sim.hold(0, 2);
+    sim.hold(1, 2);
+    sim.run_until_idle(1000);
+    for (r, link) in [0, 1].into_iter().zip(to_r2) {
+        let best = sim.routers[r].best_route("f/#", "r2");
+        assert_eq!(best, Some((HELD_DISTANCE, link)), "r{r}");
+        // QoS 1 copies for r2 go to the held link (the runtime keeps
+        // them for r2's return).
+        let mut out = Vec::new();
+        sim.routers[r].publish("f/x", 10 + r as u64, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Action::Send { link: l, msg: LinkMsg::Event(_) }] if *l == link),
+            "r{r}: {out:?}"
+        );
+    }
+    // A ring still fails over at once: a live path a few links longer
+    // wins over the held one.
+    let mut sim = ring(4);
+    sim.subscribe(2, "f/#");
+    sim.run_until_idle(1000);
+    let held = sim.link_between(1, 2);
+    sim.hold(1, 2);
+    sim.run_until_idle(1000);
+    let (d, via) = sim.routers[1].best_route("f/#", "r2").expect("a route");
+    assert_ne!(via, held);
+    assert_eq!(d, 3);
+}
+
+#[test]
+fn a_returned_peer_keeps_its_held_routes_only_as_a_last_resort() {
+    // r1 learns r5's "f/#" from r0 (1 away) and from r2 (2 away).
+    let mut r1 = Router::new("r1", RouterConfig::default());
+    let mut out = Vec::new();
+    r1.link_up(LinkId(1), "r0", &mut out);
+    r1.link_up(LinkId(2), "r2", &mut out);
+    let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+        filter: filter.into(),
+        origin: origin.into(),
+        distance,
+    };
+    r1.on_message(LinkId(1), add("f/#", "r5", 1), &mut out);
+    r1.on_message(LinkId(2), add("f/#", "r5", 2), &mut out);
+    r1.on_message(LinkId(1), add("g/#", "r0", 0), &mut out);
+    assert!(r1.link_hold(LinkId(1), &mut out));
+    // r2's way to r5 is a held link too now: the held route through r0
+    // is the shorter.
+    r1.on_message(LinkId(2), add("f/#", "r5", HELD_DISTANCE), &mut out);
+    assert_eq!(r1.best_route("f/#", "r5"), Some((HELD_DISTANCE, LinkId(1))));
+    // r0 is back (it lost its own way to r5 meanwhile and routes it
+    // through r1 now, so it does not announce it). Its held route is a
+    // last resort: at HELD_DISTANCE it stayed the shorter, events for r5
+    // went to r0, which had no way but back, and r1 (split horizon) never
+    // told r0 its own. Found by the mesh sim (seed 177): a QoS 1 event
+    // was lost.
+    out.clear();
+    r1.link_up(LinkId(3), "r0", &mut out);
+    r1.on_message(LinkId(3), add("g/#", "r0", 0), &mut out);
+    assert_eq!(
+        r1.best_route("f/#", "r5"),
+        Some((HELD_DISTANCE + 1, LinkId(2)))
+    );
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Send {
+            link: LinkId(3),
+            msg: LinkMsg::InterestAdd { filter, origin, distance }
+        } if filter == "f/#" && origin == "r5" && *distance == HELD_DISTANCE + 1)),
+        "{out:?}"
+    );
+    // The route r0 did not announce again stays held until the hold ends
+    // (r0 may have restarted and not heard from its own links yet).
+    assert_eq!(r1.release_held("r0", &mut out), Vec::<LinkId>::new());
+    // r0 announcing r5 farther than before (a route it learnt through
+    // others since) does not replace it either (seed 3505: that route
+    // rested on held links through r0 itself and went, and with it the
+    // only way to r5); as far as before, it does.
+    r1.on_message(LinkId(3), add("f/#", "r5", 4), &mut out);
+    assert_eq!(r1.end_empty_holds(&mut out), Vec::<LinkId>::new());
+    r1.on_message(LinkId(3), add("f/#", "r5", 0), &mut out);
+    r1.on_message(LinkId(3), add("f/#", "r5", 1), &mut out);
+    assert_eq!(r1.end_empty_holds(&mut out), vec![LinkId(1)]);
+    assert_eq!(r1.best_route("f/#", "r5"), Some((2, LinkId(3))));
+}
+
+#[test]
+fn a_copy_never_goes_back_to_the_router_it_came_from_over_a_held_link() {
+    // r2's way to r4 is the held link to r1 (the old connection); r1 is
+    // back on a new link and sends a copy for r4. Found by the mesh sim
+    // (seed 1028): the core sent it to the held link, which the runtime
+    // writes to r1's new link: back to r1, which sent it here again, each
+    // copy's acknowledgement waiting on the other's.
+    let mut r2 = Router::new("r2", RouterConfig::default());
+    let mut out = Vec::new();
+    r2.link_up(LinkId(3), "r1", &mut out);
+    let add = |filter: &str, origin: &str, distance| LinkMsg::InterestAdd {
+        filter: filter.into(),
+        origin: origin.into(),
+        distance,
+    };
+    r2.on_message(LinkId(3), add("f/#", "r4", 2), &mut out);
+    assert!(r2.link_hold(LinkId(3), &mut out));
+    r2.link_up(LinkId(5), "r1", &mut out);
+    let copy = EventCopy {
+        origin: "r0".into(),
+        id: 21,
+        hops: 1,
+        dests: vec!["r4".into()],
+        groups: vec![],
+        topic: "f/x".into(),
+        retain: false,
+    };
+    out.clear();
+    r2.on_message(LinkId(5), LinkMsg::Event(copy), &mut out);
+    assert!(
+        matches!(out.as_slice(), [Action::Unroutable { copy, from: Some(LinkId(5)), looped: false }] if copy.dests == ["r4"]),
+        "{out:?}"
+    );
 }

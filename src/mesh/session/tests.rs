@@ -389,6 +389,88 @@ fn an_ack_waits_for_the_copies_owed_to_next_hops() {
 }
 
 #[test]
+fn a_copy_taken_over_is_acknowledged_with_those_before_it() {
+    // Copy 1 is owed to a next hop; copy 2 came back round a routing loop
+    // and is taken over here. The ack of 2 must not wait for copy 1: its
+    // next hop may be waiting, round the loop, for this very ack.
+    let t0 = Instant::now();
+    let mut b = up(t0);
+    let mut out = Actions::default();
+    b.oblige(1);
+    b.processed(1);
+    b.take_over(2);
+    b.processed(2);
+    b.oblige(3);
+    b.processed(3);
+    b.ack_if_due(&mut out);
+    assert!(matches!(
+        frames(&written(&out))[..],
+        [Frame::Ack { seq: 2 }]
+    ));
+    // Copy 1's next hop acknowledges later: nothing more owed for it.
+    assert!(!b.release(1));
+    assert!(b.release(3));
+    out.clear();
+    b.ack_if_due(&mut out);
+    assert!(matches!(
+        frames(&written(&out))[..],
+        [Frame::Ack { seq: 3 }]
+    ));
+}
+
+/// Drives `s`'s timeouts (the peer heard at each) until `until`;
+/// returns the acks written.
+fn acks_until(s: &mut LinkSession, mut now: Instant, until: Instant) -> Vec<u64> {
+    let mut acks = Vec::new();
+    while let Some(d) = s.next_deadline().filter(|d| *d <= until) {
+        now = now.max(d);
+        s.heard(now);
+        let mut out = Actions::default();
+        s.handle_timeout(now, &mut out);
+        for f in frames(&written(&out)) {
+            if let Frame::Ack { seq } = f {
+                acks.push(seq);
+            }
+        }
+    }
+    acks
+}
+
+#[test]
+fn a_copy_owed_past_the_custody_time_is_acknowledged() {
+    // Copy 1 waits for a next hop that never acknowledges (a wait that
+    // goes round through another link, or a peer gone for good); copy 2
+    // owes nothing. Without custody neither is ever acknowledged.
+    let t0 = Instant::now();
+    let custody = Duration::from_secs(1);
+    for with_custody in [false, true] {
+        let mut b = up(t0);
+        if with_custody {
+            b.set_custody_after(Some(custody));
+        }
+        b.oblige(1);
+        b.processed(1);
+        b.processed(2);
+        let mut out = Actions::default();
+        b.ack_if_due(&mut out);
+        assert!(out.list.is_empty());
+        // Not before the custody time (counted from the first check, at
+        // most a keepalive after the copy).
+        assert_eq!(acks_until(&mut b, t0, t0 + custody), Vec::<u64>::new());
+        let later = t0 + custody + TIMERS.keepalive * 2;
+        let acks = acks_until(&mut b, t0 + custody, later);
+        if with_custody {
+            assert_eq!(acks, [2]);
+            assert_eq!(b.custody_taken(), 1);
+            // The next hop's late acknowledgement changes nothing.
+            assert!(!b.release(1));
+        } else {
+            assert!(acks.is_empty());
+        }
+    }
+}
+
+#[test]
 fn labels_are_distinct() {
     let labels: std::collections::BTreeSet<_> =
         LinkCloseReason::ALL.iter().map(|r| r.label()).collect();

@@ -8,6 +8,14 @@
 //! acknowledged). Deterministic: a seed chooses topology, traffic and
 //! faults, and the same seed replays the same run (`tests.rs`).
 //!
+//! The runtime around the core (`node.rs`, `node/actions.rs`) does what
+//! `shard::bridge` does, and a little more where the sim found the bridge
+//! short (each said at its place): retained copies travel as QoS 1 copies
+//! do whatever their QoS, parked copies are tried again on a timer, a
+//! looped copy taken over releases the copies before it
+//! (`LinkSession::take_over`), and copies owed too long are acknowledged
+//! (`LinkSession::set_custody_after`).
+//!
 //! Test-only. Must not touch: sockets, executors, the shard code.
 
 pub mod node;

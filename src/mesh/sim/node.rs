@@ -14,6 +14,8 @@ use crate::mesh::route::{
 };
 use crate::mesh::session::{Action as Step, Actions, LinkSession, LinkTimers, Outbox, Request};
 
+mod actions;
+
 /// (link, sequence number there) of a QoS 1 copy that came over a link.
 type Upstream = (LinkId, u64);
 
@@ -59,6 +61,8 @@ pub struct Node {
     held: BTreeMap<LinkId, String>,
     held_until: BTreeMap<LinkId, Instant>,
     parked: VecDeque<Parked>,
+    /// When the parked copies are tried again, table change or not.
+    parked_retry_at: Option<Instant>,
     upstream: Option<Upstream>,
     acks_due: Vec<LinkId>,
     /// topic → (stamp, origin, id): the retained store.
@@ -88,8 +92,17 @@ macro_rules! trace {
 }
 pub(crate) use trace;
 
+/// How often parked copies are tried again without a table change.
+pub const PARK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// `mesh.link_hold_ms` in the sim.
 pub const HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A copy owed to next hops this long is acknowledged all the same
+/// ([`LinkSession::set_custody_after`]): longer than a hold, so that a
+/// held peer's return is waited for, and later than the last restart
+/// (the traffic phase is shorter), so the sim cannot see it lose a copy.
+pub const CUSTODY: std::time::Duration = std::time::Duration::from_secs(4);
 
 pub const TIMERS: LinkTimers = LinkTimers {
     keepalive: std::time::Duration::from_millis(100),
@@ -108,6 +121,7 @@ impl Node {
             held: BTreeMap::new(),
             held_until: BTreeMap::new(),
             parked: VecDeque::new(),
+            parked_retry_at: None,
             upstream: None,
             acks_due: Vec::new(),
             retained: BTreeMap::new(),
@@ -131,6 +145,7 @@ impl Node {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         let mut session = LinkSession::new(&self.name, "sim", TIMERS, now);
+        session.set_custody_after(Some(CUSTODY));
         let mut out = Actions::default();
         session.start(&mut out);
         self.outgoing.push((conn, out.bytes.clone()));
@@ -485,244 +500,19 @@ impl Node {
         self.apply_with(out, Some(body), &copy);
     }
 
-    // ---------------------------------------------------------- actions
-
-    fn apply(&mut self, actions: Vec<Action>, body: Option<Body>) {
-        let none = EventCopy {
-            origin: String::new(),
-            id: 0,
-            hops: 0,
-            dests: Vec::new(),
-            groups: Vec::new(),
-            topic: String::new(),
-            retain: false,
-        };
-        self.apply_with(actions, body, &none);
-    }
-
-    /// Carries out the core's actions; returns how many deliveries here
-    /// (the retained copies to store count too).
-    fn apply_with(&mut self, actions: Vec<Action>, body: Option<Body>, event: &EventCopy) -> usize {
-        let mut here = 0;
-        for action in actions {
-            match action {
-                Action::Send { link: id, msg } => match msg {
-                    LinkMsg::Event(copy) => {
-                        let Some(body) = body else { continue };
-                        if self.links.get(&id).is_some_and(|l| l.session.is_up()) {
-                            self.push_event(id, &copy, body);
-                        } else if let Some(peer) = self.held.get(&id).cloned() {
-                            match self.live_link_to(&peer) {
-                                Some(live) => self.push_event(live, &copy, body),
-                                None => self.hold_event(&peer, &copy, body),
-                            }
-                        } else {
-                            trace!(
-                                "  {} GONE link {} for {}#{}",
-                                self.name,
-                                id.0,
-                                copy.origin,
-                                copy.id
-                            );
-                        }
-                    }
-                    LinkMsg::InterestAdd {
-                        filter,
-                        origin,
-                        distance,
-                    } => {
-                        let mut b = Vec::new();
-                        let f = Frame::InterestAdd {
-                            filter: &filter,
-                            group: None,
-                            origin: &origin,
-                            distance,
-                        };
-                        link::encode(&f, &mut b).expect("encodes");
-                        self.write(id, &b);
-                    }
-                    LinkMsg::InterestRemove { filter, origin } => {
-                        let mut b = Vec::new();
-                        let f = Frame::InterestRemove {
-                            filter: &filter,
-                            group: None,
-                            origin: &origin,
-                        };
-                        link::encode(&f, &mut b).expect("encodes");
-                        self.write(id, &b);
-                    }
-                },
-                Action::Deliver {
-                    topic, plain, id, ..
-                } => {
-                    here += 1;
-                    let body = body.expect("an event has its body");
-                    if plain && !body.sync {
-                        trace!("  {} deliver {}#{id}", self.name, event.origin);
-                        self.delivered.push(Delivered {
-                            topic,
-                            origin: event.origin.clone(),
-                            id,
-                            qos: body.qos,
-                        });
-                    }
-                }
-                Action::Unroutable { copy, from, looped } => match body {
-                    Some(b) if b.qos > 0 && !b.sync => {
-                        // Taken over here: see `route::Action::Unroutable`.
-                        let upstream = self.upstream.take();
-                        if !looped {
-                            self.upstream = upstream;
-                        }
-                        trace!(
-                            "  {} park {}#{} for {:?}",
-                            self.name,
-                            copy.origin,
-                            copy.id,
-                            copy.dests
-                        );
-                        let parked_upstream = self.oblige();
-                        self.parked.push_back(Parked {
-                            copy,
-                            from,
-                            upstream: parked_upstream,
-                            body: b,
-                        });
-                        self.upstream = upstream;
-                    }
-                    _ => {
-                        trace!(
-                            "  {} no route {}#{} for {:?}",
-                            self.name,
-                            copy.origin,
-                            copy.id,
-                            copy.dests
-                        );
-                        let n = copy.dests.len() + copy.groups.len();
-                        self.router.count_no_route(n as u64);
-                    }
-                },
-                Action::RemoteInterest { .. } => {}
-            }
-        }
-        here
-    }
-
-    fn frame_of(copy: &EventCopy, seq: u64, body: Body) -> Vec<u8> {
-        let frame = Frame::Event(link::Event {
-            id: copy.id,
-            seq,
-            origin: &copy.origin,
-            hops: copy.hops,
-            dests: copy.dests.iter().map(String::as_str).collect(),
-            groups: Vec::new(),
-            topic: &copy.topic,
-            qos: body.qos,
-            retain: body.retain,
-            stamp: body.stamp,
-            sync: body.sync,
-            payload: b"p",
-            meta: LinkMeta::default(),
-        });
-        let mut b = Vec::new();
-        link::encode(&frame, &mut b).expect("encodes");
-        b
-    }
-
-    fn push_event(&mut self, id: LinkId, copy: &EventCopy, body: Body) {
-        if body.qos == 0 || body.sync {
-            let b = Self::frame_of(copy, 0, body);
-            self.write(id, &b);
-            return;
-        }
-        let peer = self.links[&id].session.peer().expect("up").to_owned();
-        let upstream = self.oblige();
-        let ob = self.outboxes.entry(peer).or_default();
-        trace!(
-            "  {} send {}#{} seq {} link {} dests {:?}",
-            self.name,
-            copy.origin,
-            copy.id,
-            ob.next_seq(),
-            id.0,
-            copy.dests
-        );
-        let frame = Self::frame_of(copy, ob.next_seq(), body);
-        let mut wire = Vec::new();
-        let evicted = ob.keep(frame, upstream, Some(&mut wire), self.unacked_max);
-        assert!(evicted.is_none(), "the sim's stores never fill");
-        self.write(id, &wire);
-    }
-
-    fn hold_event(&mut self, peer: &str, copy: &EventCopy, body: Body) {
-        if body.qos == 0 || body.sync {
-            return;
-        }
-        let upstream = self.oblige();
-        let ob = self.outboxes.entry(peer.into()).or_default();
-        trace!(
-            "  {} hold {}#{} seq {} for {peer} dests {:?}",
-            self.name,
-            copy.origin,
-            copy.id,
-            ob.next_seq(),
-            copy.dests
-        );
-        let frame = Self::frame_of(copy, ob.next_seq(), body);
-        let evicted = ob.keep(frame, upstream, None, self.unacked_max);
-        assert!(evicted.is_none(), "the sim's stores never fill");
-    }
-
-    fn oblige(&mut self) -> Option<Upstream> {
-        let (id, seq) = self.upstream?;
-        if let Some(l) = self.links.get_mut(&id) {
-            l.session.oblige(seq);
-        }
-        Some((id, seq))
-    }
-
-    fn release(&mut self, upstream: Option<Upstream>) {
-        let Some((id, seq)) = upstream else { return };
-        if let Some(l) = self.links.get_mut(&id) {
-            if l.session.release(seq) {
-                self.acks_due.push(id);
-            }
-        }
-    }
-
-    fn ack_if_due(&mut self, id: LinkId) {
-        let Some(l) = self.links.get_mut(&id) else {
-            return;
-        };
-        let mut out = Actions::default();
-        l.session.ack_if_due(&mut out);
-        self.carry_out(id, &out);
-    }
-
-    pub fn flush_acks(&mut self) {
-        let mut due = std::mem::take(&mut self.acks_due);
-        due.sort_unstable();
-        due.dedup();
-        for id in due {
-            self.ack_if_due(id);
-        }
-    }
-
-    fn retry_parked(&mut self) {
-        for p in std::mem::take(&mut self.parked) {
-            self.upstream = p.upstream;
-            let mut out = Vec::new();
-            let copy = p.copy.clone();
-            self.router.retry(p.copy, p.from, &mut out);
-            self.apply_with(out, Some(p.body), &copy);
-            self.release(p.upstream);
-        }
-        self.upstream = None;
-        self.flush_acks();
-    }
-
     /// Time passed: every session's deadlines. Returns the links closed.
     pub fn tick(&mut self, now: Instant) -> Vec<LinkId> {
+        // Parked copies are tried again after a table change, and also
+        // every PARK_RETRY: a copy that came back round a loop after the
+        // tables had settled waited for a change that never came (seed
+        // 2583; the bridge would drop it at the hold's end).
+        if self.parked_retry_at.is_some_and(|t| t <= now) {
+            self.parked_retry_at = None;
+            self.retry_parked();
+        }
+        if !self.parked.is_empty() && self.parked_retry_at.is_none() {
+            self.parked_retry_at = Some(now + PARK_RETRY);
+        }
         // As the bridge's tick: holds whose routes all moved end.
         let mut out = Vec::new();
         for ended in self.router.end_empty_holds(&mut out) {
@@ -765,6 +555,7 @@ impl Node {
             .values()
             .filter_map(|l| crate::session::Deadline::next_deadline(&l.session))
             .chain(self.held_until.values().copied())
+            .chain(self.parked_retry_at)
             .min()
     }
 
