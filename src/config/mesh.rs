@@ -53,6 +53,16 @@ pub struct MeshConfig {
     /// reachable this long: their QoS 1 events wait (up to `unacked_max`)
     /// for the peer's return. 0 = forget them at once.
     pub link_hold_ms: u64,
+    /// A QoS 1 copy that came over a link is acknowledged there once its
+    /// onward copies are acknowledged by their next hops; after this long
+    /// waiting for them it is acknowledged all the same, its onward
+    /// copies staying in this router's resend stores (custody). Without
+    /// it, copies that cross two links in opposite orders while routes
+    /// reconverge wait on each other's cumulative acknowledgements and a
+    /// link's acks stop for good (found by the mesh simulation). The
+    /// price: a `kill -9` of this router after custody loses those
+    /// copies. 0 = never (acks may stall).
+    pub custody_ms: u64,
     /// Longest wait for a TCP connection and the peer's hello.
     pub connect_timeout_ms: u64,
     /// Redial backoff: first wait, doubled after each failure up to the max.
@@ -127,6 +137,7 @@ impl Default for MeshConfig {
             keepalive_ms: 1000,
             link_timeout_ms: 5000,
             link_hold_ms: 10_000,
+            custody_ms: 20_000,
             connect_timeout_ms: 2000,
             reconnect_min_ms: 100,
             reconnect_max_ms: 2000,

@@ -86,6 +86,9 @@ pub use view::{LinkInfo, MeshView};
 
 /// How often the bridge refreshes the admin view and checks for shutdown.
 const TICK: Duration = Duration::from_millis(50);
+/// Parked copies are retried every this many ticks (200 ms), as in the
+/// mesh simulation (`mesh::sim::node::PARK_RETRY`).
+const PARK_RETRY_TICKS: u32 = 4;
 
 pub struct Bridge {
     ctx: Rc<ShardCtx>,
@@ -354,9 +357,18 @@ impl Bridge {
                 Action::Unroutable { copy, from, looped } => {
                     if looped {
                         // Taken over here: see `route::Action::Unroutable`.
+                        // It and the copies before it on its link owe
+                        // nothing more (acknowledgements are cumulative;
+                        // `LinkSession::take_over`).
                         let upstream = self.upstream.take();
                         self.park(copy, from, body);
                         self.upstream.set(upstream);
+                        if let Some((id, seq)) = upstream {
+                            if let Some(l) = self.links.borrow().get(&id) {
+                                l.session.borrow_mut().take_over(seq);
+                                self.acks_due.borrow_mut().push(id);
+                            }
+                        }
                     } else {
                         self.park(copy, from, body)
                     }
@@ -410,10 +422,19 @@ pub async fn run(
         glommio::spawn_local(dial_loop(bridge.clone(), target.clone())).detach();
     }
     let mut own_origin = 0;
+    let mut ticks: u32 = 0;
     loop {
         glommio::timer::sleep(TICK).await;
         ctx.publish_stats();
         let _ = ctx.housekeeping();
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(PARK_RETRY_TICKS) {
+            // Parked copies are tried again on a clock too, not only when
+            // a table changes: a route that came back without news for
+            // this router's parked copies would leave them waiting until
+            // they expire (found by the mesh simulation, seed 2583).
+            bridge.parked_dirty.set(true);
+        }
         bridge.retry_parked();
         bridge.expire_parked();
         bridge.end_empty_holds();

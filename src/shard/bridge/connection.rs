@@ -178,6 +178,8 @@ impl Bridge {
             self.timers(),
             Instant::now(),
         );
+        let custody = self.config.mesh.custody_ms;
+        session.set_custody_after((custody > 0).then(|| Duration::from_millis(custody)));
         // Small until the peer proved itself with a hello.
         let mut rb = ReadBuffer::default();
         let result = self.handshake(&mut session, &stream, &mut rb).await;

@@ -161,7 +161,14 @@ impl Bridge {
         let lost = (copy.dests.len() + copy.groups.len()) as u64;
         let hold_ms = self.config.mesh.link_hold_ms;
         let body = match body {
-            Some(b) if b.qos > 0 && !b.sync && hold_ms > 0 && !self.ctx.stopping.get() => b,
+            Some(b)
+                if (b.qos > 0 || b.retain)
+                    && !b.sync
+                    && hold_ms > 0
+                    && !self.ctx.stopping.get() =>
+            {
+                b
+            }
             _ => {
                 self.router.borrow_mut().count_no_route(lost);
                 return;

@@ -74,7 +74,10 @@ impl Bridge {
         }
         let slot = &link.slot;
         let full = link.out.borrow().len() >= self.config.mesh.outbound_bytes_max;
-        let reliable = body.qos > 0 && !body.sync;
+        // A retained message crosses links as a QoS 1 copy does, whatever
+        // its QoS: lost, a router whose store exchange already ran would
+        // miss it for good (found by the mesh simulation, seed 1922).
+        let reliable = (body.qos > 0 || body.retain) && !body.sync;
         if full && !reliable {
             slot.unsent.set(slot.unsent.get() + 1);
             return;
@@ -124,7 +127,7 @@ impl Bridge {
     pub(super) fn hold_event(&self, peer: &str, copy: &EventCopy, body: &Body<'_>) {
         // A store-exchange copy is never kept: the next link-up exchanges
         // the stores again.
-        if body.qos == 0 || body.sync {
+        if (body.qos == 0 && !body.retain) || body.sync {
             self.held_dropped.set(self.held_dropped.get() + 1);
             return;
         }

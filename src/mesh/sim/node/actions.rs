@@ -98,8 +98,8 @@ impl Node {
                 Action::Unroutable { copy, from, looped } => match body {
                     // A retained message is kept as a QoS 1 copy is, whatever
                     // its QoS: dropped, a router whose store exchange had
-                    // already run missed it for good (seed 1922). The bridge
-                    // does not yet (`park`: see the branch's report).
+                    // already run missed it for good (seed 1922). So does
+                    // the bridge (`bridge/delivery.rs`, `park`).
                     Some(b) if (b.qos > 0 || b.retain) && !b.sync => {
                         // Taken over here: see `route::Action::Unroutable`.
                         let upstream = self.upstream.take();
@@ -171,7 +171,7 @@ impl Node {
         // acknowledged, whatever its QoS: lost in flight (a cut), a router
         // beyond the link missed it for good, as the store exchanges only
         // pass on what is news to the router they reach (seed 9767). The
-        // bridge does not yet: see the branch's report.
+        // bridge does the same (`bridge/writer.rs`, `push_event`).
         if (body.qos == 0 && !body.retain) || body.sync {
             trace!(
                 "  {} send {}#{} qos 0 link {} dests {:?}",
