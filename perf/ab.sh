@@ -27,8 +27,10 @@
 # Prints (and writes to $OUT, default perf/results/tmp/ab-<date>.md) a
 # table of the median delivered msgs/s (counted by the subscriber, end to
 # end) per workload and side, the after/before ratio of the medians, and
-# every run's value; and the CPU time that other processes used during the
-# runs (a busy machine makes the ratios meaningless).
+# every run's value; the routers' own CPU time per delivered message and
+# its before/after ratio (above 1: after costs less); and the CPU time
+# that other processes used during the runs (a busy machine makes the
+# ratios meaningless).
 #
 # Usage: perf/ab.sh BEFORE AFTER
 #   env: REPS=3 SECS=6 PAYLOAD=64 ROUTER_CORE=0 LOAD_CORE=1 AB_DIR=target/ab
@@ -181,10 +183,14 @@ b0, b1, r0, r1, hz = (int(x) for x in sys.argv[5:10])
 t0, t1 = float(sys.argv[10]), float(sys.argv[11])
 load = d["cpu"]["pct_of_one_core"] / 100 * (t1 - t0)
 other = max(0.0, (b1 - b0 - (r1 - r0)) / hz - load)
-print(w, side, rep, round(d["totals"]["deliver"]["msgs_per_s"]), d["totals"]["lost"], f"{other:.1f}", sep="\t")
+# The routers' own CPU (user + system, from /proc) per delivered message:
+# less sensitive than the rate to a noisy neighbour (time stolen from this
+# VM is not the routers' CPU time).
+ns = (r1 - r0) / hz * 1e9 / max(1, d["totals"]["received"])
+print(w, side, rep, round(d["totals"]["deliver"]["msgs_per_s"]), d["totals"]["lost"], f"{other:.1f}", f"{ns:.0f}", sep="\t")
 PY
     rm -f "$WORK/run.json"
-    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s %-6s rep %s  %10d msg/s  lost %d  other cpu %ss\n", $1, $2, $3, $4, $5, $6}' >&2
+    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s %-6s rep %s  %10d msg/s  lost %d  other cpu %ss  router cpu %s ns/msg\n", $1, $2, $3, $4, $5, $6, $7}' >&2
 }
 
 START=$(date -u +%FT%TZ)
@@ -204,8 +210,10 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, start, reps, secs, payload, rcore, lcore, workloads = sys.argv[2:11]
 runs = {}
 other = []
-for w, side, rep, rate, lost, oth in rows:
+cpu_ns = {}
+for w, side, rep, rate, lost, oth, ns in rows:
     runs.setdefault((w, side), []).append((int(rate), int(lost)))
+    cpu_ns.setdefault((w, side), []).append(int(ns))
     other.append(float(oth))
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
 print(f"A/B of weft {before[:7]} (before) and {after[:7]} (after), {start}, {platform.node()}: "
@@ -214,8 +222,8 @@ print(f"{reps} repetitions, alternating (before first in odd repetitions); 1 -> 
       f"payloads, {secs} s per run; routers `--shards 1 --cores {rcore}` under `taskset -c {rcore}`, "
       f"load tool `weft bench --pin-cores {lcore}` (after's binary). msg/s = delivered, counted by "
       f"the subscriber.\n")
-print("| workload | before msg/s (median) | after msg/s (median) | after / before | before runs | after runs | lost (before / after) |")
-print("|---|---:|---:|---:|---|---|---|")
+print("| workload | before msg/s (median) | after msg/s (median) | after / before | before runs | after runs | lost (before / after) | router CPU ns/msg before / after (medians) | CPU before / after |")
+print("|---|---:|---:|---:|---|---|---|---:|---:|")
 for w in workloads.split():
     b, a = runs.get((w, "before"), []), runs.get((w, "after"), [])
     if not b or not a:
@@ -223,8 +231,10 @@ for w in workloads.split():
     mb, ma = statistics.median(r for r, _ in b), statistics.median(r for r, _ in a)
     ratio = ma / mb if mb else float("nan")
     fmt = lambda rs: " ".join(f"{r / 1000:.0f}k" for r, _ in rs)
+    cb, ca = statistics.median(cpu_ns[(w, "before")]), statistics.median(cpu_ns[(w, "after")])
     print(f"| {w} | {mb:,.0f} | {ma:,.0f} | {ratio:.3f} | {fmt(b)} | {fmt(a)} | "
-          f"{sum(l for _, l in b)} / {sum(l for _, l in a)} |")
+          f"{sum(l for _, l in b)} / {sum(l for _, l in a)} | {cb:.0f} / {ca:.0f} | "
+          f"{cb / ca if ca else float('nan'):.3f} |")
 print(f"\nCPU used by other processes during a run (s): median {statistics.median(other):.1f}, "
       f"max {max(other):.1f} (on 2 cores, a few seconds mean another job competed).")
 PY

@@ -311,6 +311,19 @@ impl LinkSession {
         }
     }
 
+    /// Whether `on_frame` would do nothing with `frame` but pass it on to
+    /// the router (`Request::Route`, its only action): an event or
+    /// interest on a link past its hello. The runtime may then route it
+    /// without an action list (a frame is large, and an event's frame
+    /// would otherwise be moved through the list per event).
+    pub fn passes_on(&self, frame: &Frame<'_>) -> bool {
+        matches!(self.state, State::Accepted | State::Up)
+            && matches!(
+                frame,
+                Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_)
+            )
+    }
+
     fn on_link_frame<'f>(&mut self, frame: Frame<'f>, now: Instant, out: &mut Actions<'f>) {
         match frame {
             Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_) => {

@@ -476,3 +476,58 @@ fn labels_are_distinct() {
         LinkCloseReason::ALL.iter().map(|r| r.label()).collect();
     assert_eq!(labels.len(), LinkCloseReason::ALL.len());
 }
+
+/// `passes_on` (the runtime's shortcut) is true exactly when `on_frame`
+/// would do nothing but hand the frame back as `Route`: for every kind of
+/// frame, before the hello and after it, and never once closed.
+#[test]
+fn passes_on_is_exactly_a_lone_route() {
+    let t0 = Instant::now();
+    let mut bytes = event(1, 7);
+    for f in [
+        Frame::InterestAdd {
+            filter: "a/#",
+            group: None,
+            origin: "B",
+            distance: 1,
+        },
+        Frame::InterestRemove {
+            filter: "a/#",
+            group: None,
+            origin: "B",
+        },
+        Frame::Ack { seq: 1 },
+        Frame::Ping { nonce: 3 },
+        Frame::Pong { nonce: 3 },
+        Frame::Close { reason: "bye" },
+    ] {
+        link::encode(&f, &mut bytes).unwrap();
+    }
+    bytes.extend_from_slice(&hello_frame(LINK_VERSION, "B", "eu"));
+    let fresh = || LinkSession::new("A", "eu", TIMERS, t0);
+    let mut checked = 0;
+    for (name, make) in [
+        ("before hello", &fresh as &dyn Fn() -> LinkSession),
+        ("up", &|| up(t0)),
+    ] {
+        for f in frames(&bytes) {
+            let mut s = make();
+            let shortcut = s.passes_on(&f);
+            let mut out = Actions::default();
+            s.on_frame(f, t0, &mut out);
+            let lone_route = out.bytes.is_empty()
+                && matches!(&out.list[..], [Action::Request(Request::Route(_))]);
+            assert_eq!(shortcut, lone_route, "{name}: {:?}", out.list);
+            checked += usize::from(shortcut);
+        }
+    }
+    // The event and the two interest frames, once up.
+    assert_eq!(checked, 3);
+    let mut closed = up(t0);
+    let mut out = Actions::default();
+    for f in frames(&bytes[bytes.len() - hello_frame(LINK_VERSION, "B", "eu").len()..]) {
+        closed.on_frame(f, t0, &mut out); // a second hello: closed
+    }
+    assert!(closed.closed().is_some());
+    assert!(frames(&bytes).iter().all(|f| !closed.passes_on(f)));
+}

@@ -54,6 +54,17 @@ impl Bridge {
                         return;
                     }
                 };
+                if link.session.borrow().passes_on(&frame) {
+                    // `on_frame` would only hand it back as `Route`.
+                    if !self
+                        .on_request(link, slot, link_session::Request::Route(frame))
+                        .await
+                    {
+                        return; // closed while delivering
+                    }
+                    used += n;
+                    continue;
+                }
                 link.session.borrow_mut().on_frame(frame, now, &mut out);
                 // By index: only a request is moved out of the list.
                 for at in 0..out.list.len() {
