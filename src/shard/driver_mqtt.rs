@@ -251,6 +251,9 @@ impl MqttGlue {
             );
             mailbox.expiry_s.set(e.expiry_s);
         }
+        // Nothing is written before the CONNACK (a resumed session's
+        // subscriptions may deliver while it is installed).
+        mailbox.await_greeting();
         conn.attach(mailbox.clone());
         let state = ctx.establish(&mailbox, e.resume).await;
         if let Some(reason) = mailbox.close_reason() {

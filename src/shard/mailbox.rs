@@ -164,6 +164,23 @@ pub struct Mailbox {
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
+    /// MQTT, from attach until the CONNACK is queued: nothing is written
+    /// before the CONNACK (MQTT-3.2.0-1), which goes to the front of the
+    /// queue. A resumed session's subscriptions are installed (and a
+    /// barrier awaited) before its CONNACK, so deliveries may queue first.
+    greeting: Cell<Greeting>,
+}
+
+/// Where the session's first frame stands (`Mailbox::await_greeting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    /// Not awaited (NATS, tests) or long written.
+    None,
+    /// Awaited: the writer writes nothing yet.
+    Awaited,
+    /// Queued at the front: a resumed session's backlog goes right after
+    /// it, before what was delivered while it was awaited.
+    Queued,
 }
 
 impl Mailbox {
@@ -189,7 +206,14 @@ impl Mailbox {
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
             pending_will: RefCell::new(None),
+            greeting: Cell::new(Greeting::None),
         }
+    }
+
+    /// Nothing is written until the next `send` (the CONNACK), which goes
+    /// first; call before the writer starts.
+    pub fn await_greeting(&self) {
+        self.greeting.set(Greeting::Awaited);
     }
 
     /// Whether the protocol tells the client why it is closed (NATS
@@ -272,6 +296,15 @@ impl Mailbox {
             OutItem::Frame(frame.into())
         };
         let mut out = self.out.borrow_mut();
+        if self.greeting.get() == Greeting::Awaited {
+            self.greeting.set(Greeting::Queued);
+            out.bytes += item.wire_len();
+            out.queue.push_front(item);
+            if let Some(w) = out.writer.take() {
+                w.wake();
+            }
+            return;
+        }
         self.push(&mut out, item);
     }
 
@@ -386,6 +419,14 @@ impl Mailbox {
         let closed = self.close.get();
         if matches!(closed, Some(r) if !r.flushes()) {
             return Poll::Ready(false);
+        }
+        if self.greeting.get() == Greeting::Awaited {
+            // No CONNACK yet: nothing may go before it.
+            if closed.is_some() {
+                return Poll::Ready(false);
+            }
+            self.out.borrow_mut().writer = Some(cx.waker().clone());
+            return Poll::Pending;
         }
         let ids = self.sub_identifiers.borrow();
         let mut out = self.out.borrow_mut();
@@ -532,23 +573,40 @@ impl Mailbox {
         backlog
     }
 
-    /// Queues a backlog: first the resends, then what was never sent.
+    /// Queues a backlog: first the resends, then what was never sent. Right
+    /// after the CONNACK when it is queued at the front (a resumed
+    /// session): before what was delivered while the CONNACK was awaited,
+    /// so the resends keep their order and their packet ids are in flight
+    /// again before a new delivery takes an id (MQTT-4.4.0-1).
     pub fn restore_backlog(&self, backlog: Backlog) {
         let mut out = self.out.borrow_mut();
-        for flight in backlog.inflight {
-            self.push(&mut out, OutItem::Redeliver(flight));
-        }
-        for (mut event, qos) in backlog.queued {
-            // Waited for this session: a replay, not routing latency.
-            event.born_ns = crate::event::REPLAY_NS;
-            self.push(
-                &mut out,
+        let mut at = match self.greeting.replace(Greeting::None) {
+            Greeting::Queued => Some(1.min(out.queue.len())),
+            _ => None,
+        };
+        let items = backlog.inflight.into_iter().map(OutItem::Redeliver).chain(
+            backlog.queued.into_iter().map(|(mut event, qos)| {
+                // Waited for this session: a replay, not routing latency.
+                event.born_ns = crate::event::REPLAY_NS;
                 OutItem::Event {
                     event,
                     qos,
                     retain: false,
-                },
-            );
+                }
+            }),
+        );
+        for item in items {
+            match &mut at {
+                Some(i) => {
+                    out.bytes += item.wire_len();
+                    out.queue.insert(*i, item);
+                    *i += 1;
+                    if let Some(w) = out.writer.take() {
+                        w.wake();
+                    }
+                }
+                None => self.push(&mut out, item),
+            }
         }
     }
 
@@ -649,6 +707,64 @@ mod tests {
         assert_eq!(
             s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
             Poll::Ready(false)
+        );
+    }
+
+    /// Every packet `poll_batch` writes, as (kind, dup, packet id, topic).
+    fn written(s: &Mailbox, l: &Limits) -> Vec<(u8, bool, u16, String)> {
+        use crate::mqtt::codec::{decode, DecodeLimits, Packet};
+        let mut buf = Vec::new();
+        let mut batch = Vec::new();
+        while let Poll::Ready(true) = s.poll_batch(&mut cx(), &mut batch, l, &mut Vec::new()) {
+            buf.append(&mut batch);
+        }
+        let limits = DecodeLimits {
+            packet_bytes_max: 1 << 20,
+            filters_per_packet_max: 8,
+        };
+        let mut at = 0;
+        let mut packets = Vec::new();
+        while at < buf.len() {
+            let (p, used) = decode(&buf[at..], &limits).unwrap().expect("whole packets");
+            packets.push(match p {
+                Packet::Publish(p) => (3, p.dup, p.packet_id, p.topic.to_owned()),
+                Packet::ConnAck { .. } => (2, false, 0, String::new()),
+                other => panic!("unexpected {other:?}"),
+            });
+            at += used;
+        }
+        packets
+    }
+
+    /// MQTT-3.2.0-1 and MQTT-4.4.0-1: a resumed session whose
+    /// subscriptions deliver while it is installed writes nothing before
+    /// its CONNACK, then its resends with their ids, then what came
+    /// meanwhile, with a new id.
+    #[test]
+    fn nothing_before_the_connack_and_resends_before_new_deliveries() {
+        let l = Limits {
+            inflight_max: 16,
+            ..Limits::default()
+        };
+        // The previous connection: one QoS 1 delivery in flight (id 1).
+        let old = Mailbox::new(0, Protocol::Mqtt, "c".into());
+        old.deliver(Event::new("old", b"x", 1, false), mqtt(1), &l);
+        assert_eq!(written(&old, &l), [(3, false, 1, "old".into())]);
+        let backlog = old.take_backlog();
+
+        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+        s.await_greeting();
+        s.deliver(Event::new("new", b"y", 1, false), mqtt(1), &l);
+        assert_eq!(written(&s, &l), [], "nothing before the CONNACK");
+        s.send(&[0x20, 2, 1, 0]);
+        s.restore_backlog(backlog);
+        assert_eq!(
+            written(&s, &l),
+            [
+                (2, false, 0, String::new()),
+                (3, true, 1, "old".into()),
+                (3, false, 2, "new".into()),
+            ]
         );
     }
 }
