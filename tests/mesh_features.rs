@@ -1024,7 +1024,9 @@ async fn a_bridge_of_its_own_and_one_inside_a_shard_interoperate() {
 
 /// A retained message published with QoS 0 on A while the link to B is
 /// cut (and held: B's interest kept) reaches B's store once the link is
-/// back: a new subscriber at B gets it.
+/// back: a new subscriber at B gets it. (The store exchange after the
+/// heal would bring it too; that A kept the copy for the held link is
+/// what `held_dropped` shows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_qos0_message_published_while_a_link_is_held_reaches_the_peer() {
     let (a, b, proxy, _sub, publisher) = proxied_pair("rh", "link_hold_ms = 20000\n").await;
@@ -1045,6 +1047,11 @@ async fn a_retained_qos0_message_published_while_a_link_is_held_reaches_the_peer
         &[("rh/door", "shut")],
     )
     .await;
+    // It came as the copy A kept for the held link (not only through the
+    // store exchange that follows the heal): A dropped none.
+    let (_, body) = admin_get(a.admin, "/links").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["held_dropped"], 0, "{view}");
 }
 
 /// The same across an import prefix, where the retained-store exchange
