@@ -1021,3 +1021,194 @@ async fn a_bridge_of_its_own_and_one_inside_a_shard_interoperate() {
         }
     }
 }
+
+/// A retained message published with QoS 0 on A while the link to B is
+/// cut (and held: B's interest kept) reaches B's store once the link is
+/// back: a new subscriber at B gets it. (The store exchange after the
+/// heal would bring it too; that A kept the copy for the held link is
+/// what `held_dropped` shows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_qos0_message_published_while_a_link_is_held_reaches_the_peer() {
+    let (a, b, proxy, _sub, publisher) = proxied_pair("rh", "link_hold_ms = 20000\n").await;
+    proxy.cut();
+    wait_links(a.admin, "A holds the link", |v| {
+        v.to("B").is_some_and(|l| l.state == "held")
+    })
+    .await;
+    publisher
+        .publish_retained("rh/door", rumqttc::QoS::AtMostOnce, "shut")
+        .await;
+    wait_retained("A apart", a.addr, "rh/door", &[("rh/door", "shut")]).await;
+    proxy.restore();
+    wait_retained(
+        "B after the heal",
+        b.addr,
+        "rh/door",
+        &[("rh/door", "shut")],
+    )
+    .await;
+    // It came as the copy A kept for the held link (not only through the
+    // store exchange that follows the heal): A dropped none.
+    let (_, body) = admin_get(a.admin, "/links").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["held_dropped"], 0, "{view}");
+}
+
+/// The same across an import prefix, where the retained-store exchange
+/// that follows a link coming up does not carry A's store (see
+/// `the_retained_exchange_stops_at_an_import_prefix`): only the copy A
+/// kept for the held link brings the message to B, as `a/...`. Before
+/// retained copies were kept whatever their QoS (commit 138d158) it was
+/// dropped at A and B never had it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_qos0_message_held_for_a_prefixed_link_reaches_the_peer() {
+    let toml = "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 600\nreconnect_min_ms = 50\nreconnect_max_ms = 200\nlink_hold_ms = 20000\n";
+    let b = Weft::launch_args(
+        1,
+        &format!("{toml}[[mesh.policy]]\npeer = \"A\"\nimport_prefix = \"a/\"\n"),
+        &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
+    );
+    let proxy = Proxy::start(b.mesh.unwrap()).await;
+    let a = Weft::launch_args(
+        1,
+        toml,
+        &["--router-id", "A", "--link", &proxy.addr.to_string()],
+    );
+    linked(&a, &b).await;
+    let publisher = connect(a.addr, "rp-pub").await;
+    // A live retained copy crosses the prefixed link (and shows that A
+    // knows B).
+    publisher
+        .publish_retained("rp/before", rumqttc::QoS::AtMostOnce, "1")
+        .await;
+    wait_retained("B", b.addr, "a/rp/#", &[("a/rp/before", "1")]).await;
+    proxy.cut();
+    wait_links(a.admin, "A holds the link", |v| {
+        v.to("B").is_some_and(|l| l.state == "held")
+    })
+    .await;
+    publisher
+        .publish_retained("rp/during", rumqttc::QoS::AtMostOnce, "2")
+        .await;
+    wait_retained(
+        "A apart",
+        a.addr,
+        "rp/#",
+        &[("rp/before", "1"), ("rp/during", "2")],
+    )
+    .await;
+    proxy.restore();
+    wait_retained(
+        "B after the heal",
+        b.addr,
+        "a/rp/#",
+        &[("a/rp/before", "1"), ("a/rp/during", "2")],
+    )
+    .await;
+}
+
+/// `weft_mesh_custody_total` on `admin`'s /metrics.
+async fn custody_metric(admin: std::net::SocketAddr) -> u64 {
+    let (status, body) = admin_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix("weft_mesh_custody_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no weft_mesh_custody_total in /metrics:\n{body}"))
+}
+
+/// Custody (`mesh.custody_ms`): A → B → C, C frozen (SIGSTOP) so that it
+/// never acknowledges B's copies. B acknowledges A's QoS 1 copies all the
+/// same after custody_ms (counted in `weft_mesh_custody_total` and in
+/// /links on the link to A), keeping its own copies for C; C, thawed,
+/// still gets every one. A router with custody off (B in the first run)
+/// counts none and A's copies stay unacknowledged while C is frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custody_acknowledges_upstream_and_is_counted() {
+    for custody_ms in [0u64, 300] {
+        let toml = format!(
+            "[mesh]\nkeepalive_ms = 100\nlink_timeout_ms = 15000\ncustody_ms = {custody_ms}\n"
+        );
+        let b = Weft::launch_args(
+            1,
+            &toml,
+            &["--router-id", "B", "--mesh-listen", "127.0.0.1:0"],
+        );
+        let at_b = b.mesh.unwrap().to_string();
+        let a = Weft::launch_args(1, &toml, &["--router-id", "A", "--link", &at_b]);
+        let c = Weft::launch_args(1, &toml, &["--router-id", "C", "--link", &at_b]);
+        wait_links_up(&b, 2).await;
+        assert_eq!(custody_metric(b.admin).await, 0);
+        let mut sub = connect(c.addr, &format!("cu-sub-{custody_ms}")).await;
+        sub.subscribe("cu/#", rumqttc::QoS::AtLeastOnce).await;
+        let mut publisher = connect(a.addr, &format!("cu-pub-{custody_ms}")).await;
+        // Fence: C's interest reached A (through B).
+        loop {
+            publisher
+                .publish("cu/probe", rumqttc::QoS::AtMostOnce, "p")
+                .await;
+            if let Ok(p) = tokio::time::timeout(Duration::from_millis(50), sub.next_publish()).await
+            {
+                if p.topic == "cu/probe" {
+                    break;
+                }
+            }
+        }
+        c.signal(nix::sys::signal::Signal::SIGSTOP);
+        const N: usize = 5;
+        for i in 0..N {
+            publisher
+                .publish("cu/data", rumqttc::QoS::AtLeastOnce, format!("{i}"))
+                .await;
+        }
+        publisher.pubacks(N).await;
+        if custody_ms > 0 {
+            wait_links(a.admin, "B acknowledged A's copies by custody", |v| {
+                v.to("B").is_some_and(|l| l.unacked == 0)
+            })
+            .await;
+            // B's view is refreshed on its own tick: wait for it.
+            wait_until("B counts its custody", WAIT, || async {
+                let n = custody_metric(b.admin).await;
+                if n >= N as u64 {
+                    Ok(())
+                } else {
+                    Err(format!("weft_mesh_custody_total {n}"))
+                }
+            })
+            .await;
+            let (_, body) = admin_get(b.admin, "/links").await;
+            let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let to_a = view["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["peer"] == "A")
+                .expect("B's link to A");
+            assert!(to_a["custody"].as_u64() >= Some(N as u64), "{view}");
+            // B still owes C its copies.
+            assert!(links(b.admin).await.to("C").unwrap().unacked >= N as u64);
+        } else {
+            // Give custody a chance it does not have: B's copies for C are
+            // out and unacknowledged; A's stay owed.
+            wait_links(b.admin, "B's copies for C are out", |v| {
+                v.to("C").is_some_and(|l| l.unacked >= N as u64)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert_eq!(links(a.admin).await.to("B").unwrap().unacked, N as u64);
+            assert_eq!(custody_metric(b.admin).await, 0);
+        }
+        c.signal(nix::sys::signal::Signal::SIGCONT);
+        let (seen, _) = collect_once(&mut sub, "cu/data", "", N).await;
+        assert_eq!(seen.len(), N, "{seen:?}");
+        wait_links(a.admin, "A's copies acknowledged", |v| {
+            v.to("B").is_some_and(|l| l.unacked == 0)
+        })
+        .await;
+    }
+}

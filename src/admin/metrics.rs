@@ -191,6 +191,11 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
             view.held_dropped,
         ),
         (
+            "mesh_custody_total",
+            "Copies acknowledged upstream by custody: their onward copies waited mesh.custody_ms for next hops (kept in the resend stores).",
+            view.custody,
+        ),
+        (
             "mesh_resend_store_waits_total",
             "Times this router's publishers waited for room in a link's QoS 1 resend store (mesh.unacked_max).",
             view.resend_store_waits,

@@ -112,6 +112,9 @@ pub struct Bridge {
     held: RefCell<HashMap<LinkId, String>>,
     /// QoS 0 copies for held links, and QoS 1 copies past unacked_max.
     held_dropped: Cell<u64>,
+    /// Copies acknowledged upstream by custody (`mesh.custody_ms`) on
+    /// links that have ended; live links count in their sessions.
+    custody_ended: Cell<u64>,
     /// QoS 1 copies (already acknowledged to the link they came over) for
     /// routers no link leads to yet, oldest first: they go on when a route
     /// appears, or are dropped after `mesh.link_hold_ms` (see `park`).
@@ -180,6 +183,7 @@ impl Bridge {
             outboxes: RefCell::default(),
             held: RefCell::default(),
             held_dropped: Cell::new(0),
+            custody_ended: Cell::new(0),
             parked: RefCell::default(),
             parked_dirty: Cell::new(false),
             reparking: Cell::new(None),

@@ -38,6 +38,9 @@ pub(super) struct Slot {
     /// QoS 1 copies sent but dropped from the resend store before their
     /// ack (more than `mesh.unacked_max` outstanding).
     pub(super) evicted: Cell<u64>,
+    /// Copies acknowledged by custody on this slot's earlier connections
+    /// (`LinkSession::custody_taken`).
+    pub(super) custody: Cell<u64>,
     pub(super) rtt_us: Cell<Option<u64>>,
     /// An accepted slot is shown while its connection lives (or while its
     /// peer's link is held).
@@ -272,6 +275,9 @@ impl Bridge {
             if let Some(c) = router.link_counters(id) {
                 slot.base.set(add_counters(slot.base.get(), c));
             }
+            let custody = link.session.borrow().custody_taken();
+            slot.custody.set(slot.custody.get() + custody);
+            self.custody_ended.set(self.custody_ended.get() + custody);
             if hold_ms > 0 && !self.ctx.stopping.get() {
                 router.link_hold(id, &mut out)
             } else {

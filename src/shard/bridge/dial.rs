@@ -64,6 +64,7 @@ impl Bridge {
             slot.dropped.set(slot.dropped.get() + old.dropped.get());
             slot.unsent.set(slot.unsent.get() + old.unsent.get());
             slot.evicted.set(slot.evicted.get() + old.evicted.get());
+            slot.custody.set(slot.custody.get() + old.custody.get());
         }
     }
 
@@ -78,6 +79,7 @@ impl Bridge {
             dropped: Cell::new(0),
             unsent: Cell::new(0),
             evicted: Cell::new(0),
+            custody: Cell::new(0),
             rtt_us: Cell::new(None),
             gone: Cell::new(false),
             last_error: RefCell::new(None),

@@ -26,6 +26,9 @@ pub struct LinkInfo {
     pub dropped: u64,
     pub unacked: u64,
     pub unacked_evicted: u64,
+    /// Copies this router acknowledged to the peer by custody
+    /// (`mesh.custody_ms`), this slot's earlier connections included.
+    pub custody: u64,
     /// Why the last dial or connection of this slot failed or ended (None
     /// while up, or before anything went wrong).
     pub last_error: Option<String>,
@@ -44,6 +47,9 @@ pub struct MeshView {
     /// the resend store's bound.
     pub held_links: u64,
     pub held_dropped: u64,
+    /// Copies acknowledged upstream by custody (`mesh.custody_ms`), summed
+    /// over links, ended ones included.
+    pub custody: u64,
     /// Every link is TLS (`[mesh.tls]`).
     pub tls: bool,
     /// Retained-store exchange: entries sent to peers, and entries from
@@ -93,6 +99,10 @@ impl Bridge {
                     None => (LinkCounters::default(), (0, 0)),
                 };
                 let total = add_counters(s.base.get(), current);
+                let custody = s.custody.get()
+                    + link
+                        .as_ref()
+                        .map_or(0, |l| l.session.borrow().custody_taken());
                 let peer = s.peer.borrow().clone();
                 let state = match (&link, &peer) {
                     (Some(_), _) => "up",
@@ -119,6 +129,7 @@ impl Bridge {
                     dropped: s.dropped.get() + s.unsent.get(),
                     unacked: unacked as u64,
                     unacked_evicted: s.evicted.get(),
+                    custody,
                     last_error: s.last_error.borrow().clone(),
                 }
             })
@@ -133,6 +144,13 @@ impl Bridge {
             own_origin: c.own_origin,
             held_links: self.held.borrow().len() as u64,
             held_dropped: self.held_dropped.get(),
+            custody: self.custody_ended.get()
+                + self
+                    .links
+                    .borrow()
+                    .values()
+                    .map(|l| l.session.borrow().custody_taken())
+                    .sum::<u64>(),
             tls: self.tls.is_some(),
             retained_sent: self.retained_sent.get(),
             retained_accepted: self.retained_accepted.get(),
