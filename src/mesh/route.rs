@@ -8,8 +8,9 @@
 //! `local_subscribe`, `local_unsubscribe`, `publish`, `on_message`); outputs
 //! are [`Action`]s pushed onto a caller's `Vec`: [`Action::Send`] of a
 //! [`LinkMsg`] over a link, or [`Action::Deliver`] to this router's own
-//! subscribers. There is no clock and no randomness: the same inputs give
-//! the same actions in the same order (all maps are ordered).
+//! subscribers. There is no randomness, and time is an input
+//! ([`Router::advance`], for hold-downs only): the same inputs give the
+//! same actions in the same order (all maps are ordered).
 //!
 //! Model:
 //! - *Local interest* is counted per filter (MQTT form: `/` levels, `+` and
@@ -26,7 +27,11 @@
 //!   unless it is *held* (its peer is expected back): then its routes
 //!   stay, counted at least [`HELD_DISTANCE`] links away, until the peer
 //!   announces them again or the hold ends ([`Router::link_hold`]).
-//!   A router ignores interest whose origin is itself.
+//!   A router ignores interest whose origin is itself. An entry whose
+//!   last route went may be *held down* for a while
+//!   ([`Router::set_interest_hold_down`]): a destination still, with no
+//!   route, of this router's own events, which the runtime parks until the
+//!   route is back (routes reconverging withdraw it for a moment).
 //! - *Event forwarding* uses destination sets: the publishing router
 //!   computes the routers with matching interest, groups them by next hop
 //!   (the link with the smallest distance to that router for a matching
@@ -73,6 +78,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::topic::{filter_matches, validate_filter, TopicLimits};
 
@@ -432,6 +438,16 @@ pub struct Router {
     counters: RouterCounters,
     /// A held link lost a route since the last [`Router::end_empty_holds`].
     holds_touched: bool,
+    /// How long a withdrawn entry is held down (zero: not at all; see
+    /// [`Router::set_interest_hold_down`]).
+    hold_down: Duration,
+    /// The runtime's clock, as of its last [`Router::advance`].
+    now: Option<Instant>,
+    /// Entries whose last route went, held down until then (at most
+    /// `interest_entries_max`): still counted in `remote_filters`, and
+    /// still destinations of this router's own events (see
+    /// `Router::held_down`).
+    withdrawn: BTreeMap<Key, Instant>,
 }
 
 /// Topics whose forwarding plan is cached.
@@ -497,6 +513,9 @@ impl Router {
             tick: 0,
             counters: RouterCounters::default(),
             holds_touched: false,
+            hold_down: Duration::ZERO,
+            now: None,
+            withdrawn: BTreeMap::new(),
         }
     }
 
@@ -602,7 +621,9 @@ impl Router {
         });
         for key in gone {
             self.unindex(&key);
-            self.forget_filter(&key.0, out);
+            if !self.held_down(&key) {
+                self.forget_filter(&key.0, out);
+            }
         }
         for key in affected {
             self.sync_all(&key, out);

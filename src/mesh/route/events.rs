@@ -73,6 +73,7 @@ impl Router {
         let dests: BTreeSet<&str> = self
             .learned
             .keys()
+            .chain(self.withdrawn.keys())
             .filter(|(f, o)| *o != self.id && key_matches(f, None, topic))
             .map(|(_, o)| o.as_str())
             .collect();
@@ -89,6 +90,7 @@ impl Router {
         let dests: BTreeSet<&str> = self
             .learned
             .keys()
+            .chain(self.withdrawn.keys())
             .filter(|(f, o)| *o != self.id && (f == RETAINED_KEY || key_matches(f, None, topic)))
             .map(|(_, o)| o.as_str())
             .collect();
@@ -191,7 +193,20 @@ impl Router {
     /// is now; what still has no route comes back as `Unroutable` again.
     /// No local delivery and no duplicate check: an unroutable copy never
     /// names this router.
-    pub fn retry(&mut self, copy: EventCopy, from: Option<LinkId>, out: &mut Vec<Action>) {
+    /// A copy of this router's own event (`from` None) parked for a
+    /// held-down entry ([`Router::set_interest_hold_down`]) drops the
+    /// destinations that no longer want it (the hold-down ended without
+    /// the interest coming back), counted in `no_route`.
+    pub fn retry(&mut self, mut copy: EventCopy, from: Option<LinkId>, out: &mut Vec<Action>) {
+        if from.is_none() {
+            let before = copy.dests.len();
+            let (topic, retain) = (&copy.topic, copy.retain);
+            copy.dests.retain(|d| self.wants_topic(d, topic, retain));
+            self.counters.no_route += (before - copy.dests.len()) as u64;
+            if copy.dests.is_empty() && copy.groups.is_empty() {
+                return;
+            }
+        }
         // Back where it came from, too, if that is the way now: the
         // tables changed since it was parked (seed 177: it waited for a
         // route that led nowhere else, and was lost).

@@ -2,6 +2,10 @@
 //! its routes (`link_hold`) until the peer announces them again
 //! (`release_held`, `end_empty_holds`) or the hold expires (the runtime's
 //! `link_down`); how held routes rank is `route_rank` in `route.rs`.
+//! And hold-downs: an entry whose last route went stays a destination of
+//! this router's own events for a while (`set_interest_hold_down`,
+//! `advance`), so that an event published while routes reconverge is
+//! parked rather than sent to no one.
 //! Split from `route.rs` by concern (a move); the state is `Router`'s.
 
 use super::*;
@@ -118,5 +122,66 @@ impl Router {
     /// Whether `link` is held (down, its routes kept).
     pub fn is_held(&self, link: LinkId) -> bool {
         self.links.get(&link).is_some_and(|l| l.held)
+    }
+
+    /// Holds down withdrawn interest for `hold` (zero, the default: not
+    /// at all). While routes reconverge after a failure, every neighbour
+    /// may withdraw its route to a router for a moment, though that
+    /// router's subscribers are still there; an at-least-once event
+    /// published here at that moment would have no destination and be
+    /// lost (found by the mesh sim, seeds 8325 and 9941). Held down, the
+    /// entry's router stays a destination of this router's own events
+    /// (with no route: [`Action::Unroutable`], which the runtime parks
+    /// and hands to [`Router::retry`]) and its filter stays in the
+    /// remote interest ([`Action::RemoteInterest`] says `present: false`
+    /// only at the end), until the entry is learned again or the hold-down
+    /// ends ([`Router::advance`]). Needs the runtime's clock: without
+    /// [`Router::advance`] nothing is held down.
+    pub fn set_interest_hold_down(&mut self, hold: Duration) {
+        self.hold_down = hold;
+    }
+
+    /// The runtime's clock: call it before the inputs of that moment.
+    /// Ends the hold-downs due by `now` (their filters may go from the
+    /// remote interest: [`Action::RemoteInterest`]).
+    pub fn advance(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.now = Some(now);
+        if self.withdrawn.first_key_value().is_none() {
+            return;
+        }
+        let due: Vec<Key> = self
+            .withdrawn
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.withdrawn.remove(&key);
+            self.invalidate(&key.0);
+            self.forget_filter(&key.0, out);
+        }
+    }
+
+    /// `key`'s last route went: held down, if hold-downs are on and there
+    /// is room (then its filter stays counted in the remote interest).
+    pub(super) fn held_down(&mut self, key: &Key) -> bool {
+        let Some(now) = self.now.filter(|_| !self.hold_down.is_zero()) else {
+            return false;
+        };
+        if self.withdrawn.len() >= self.config.interest_entries_max {
+            return false;
+        }
+        self.withdrawn.insert(key.clone(), now + self.hold_down);
+        true
+    }
+
+    /// Whether `dest` has interest in `topic` here, learned or held down
+    /// (`retain`: or stores retained messages).
+    pub(super) fn wants_topic(&self, dest: &str, topic: &str, retain: bool) -> bool {
+        let wanted = |f: &str| key_matches(f, None, topic) || (retain && f == RETAINED_KEY);
+        self.by_origin
+            .get(dest)
+            .is_some_and(|filters| filters.iter().any(|f| wanted(f)))
+            || self.withdrawn.keys().any(|(f, o)| o == dest && wanted(f))
     }
 }

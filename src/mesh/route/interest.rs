@@ -38,13 +38,16 @@ impl Router {
                 .entry(key.1.clone())
                 .or_default()
                 .insert(key.0.clone());
-            let count = self.remote_filters.entry(key.0.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                out.push(Action::RemoteInterest {
-                    filter: key.0.clone(),
-                    present: true,
-                });
+            // Back within its hold-down: `remote_filters` still counts it.
+            if self.withdrawn.remove(&key).is_none() {
+                let count = self.remote_filters.entry(key.0.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    out.push(Action::RemoteInterest {
+                        filter: key.0.clone(),
+                        present: true,
+                    });
+                }
             }
         }
         let routes = self.learned.get_mut(&key).expect("inserted above");
@@ -95,7 +98,9 @@ impl Router {
         if routes.is_empty() {
             self.learned.remove(key);
             self.unindex(key);
-            self.forget_filter(&key.0, out);
+            if !self.held_down(key) {
+                self.forget_filter(&key.0, out);
+            }
         }
         self.sync_all(key, out);
     }

@@ -1524,3 +1524,96 @@ fn a_copy_never_goes_back_to_the_router_it_came_from_over_a_held_link() {
         "{out:?}"
     );
 }
+
+/// The mesh sim's seeds 8325 and 9941: while routes reconverged, every
+/// neighbour withdrew its route to a subscriber's router for a moment;
+/// a QoS 1 event published then had no destination and was lost. Held
+/// down, the withdrawn entry keeps its router a destination (with no
+/// route: parked by the runtime) until the route is back, and for no
+/// longer than the hold-down.
+#[test]
+fn withdrawn_interest_is_held_down_for_own_events() {
+    let add = || LinkMsg::InterestAdd {
+        filter: "t/+".into(),
+        origin: "r2".into(),
+        distance: 1,
+    };
+    let remove = || LinkMsg::InterestRemove {
+        filter: "t/+".into(),
+        origin: "r2".into(),
+    };
+    let remote = |out: &[Action]| -> Vec<bool> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::RemoteInterest { present, .. } => Some(*present),
+                _ => None,
+            })
+            .collect()
+    };
+    let hold = std::time::Duration::from_millis(500);
+    let t0 = std::time::Instant::now();
+
+    // Without a hold-down (the default), as before: no destination.
+    let mut plain = Router::new("r0", RouterConfig::default());
+    let mut out = Vec::new();
+    plain.link_up(LinkId(1), "r1", &mut out);
+    plain.advance(t0, &mut out);
+    plain.on_message(LinkId(1), add(), &mut out);
+    plain.on_message(LinkId(1), remove(), &mut out);
+    out.clear();
+    plain.publish("t/0", 1, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+
+    let mut r0 = Router::new("r0", RouterConfig::default());
+    r0.set_interest_hold_down(hold);
+    r0.link_up(LinkId(1), "r1", &mut out);
+    r0.advance(t0, &mut out);
+    r0.on_message(LinkId(1), add(), &mut out);
+    out.clear();
+    r0.on_message(LinkId(1), remove(), &mut out);
+    assert_eq!(remote(&out), Vec::<bool>::new(), "still wanted: {out:?}");
+    out.clear();
+    r0.publish("t/0", 1, &mut out);
+    let parked = match out.as_slice() {
+        [Action::Unroutable {
+            copy,
+            from: None,
+            looped: false,
+        }] if copy.dests == ["r2"] => copy.clone(),
+        other => panic!("not parked for r2: {other:?}"),
+    };
+    // The route is back within the hold-down: the parked copy goes.
+    out.clear();
+    r0.advance(t0 + hold / 2, &mut out);
+    r0.on_message(LinkId(1), add(), &mut out);
+    assert_eq!(remote(&out), Vec::<bool>::new(), "never gone: {out:?}");
+    out.clear();
+    r0.retry(parked.clone(), None, &mut out);
+    assert!(
+        matches!(out.as_slice(), [Action::Send { link: LinkId(1), msg: LinkMsg::Event(c) }] if c.dests == ["r2"]),
+        "{out:?}"
+    );
+
+    // Withdrawn for good: held down until the hold-down ends, then gone,
+    // and a copy parked meanwhile is dropped when tried again.
+    let t1 = t0 + hold;
+    r0.advance(t1, &mut out);
+    r0.on_message(LinkId(1), remove(), &mut out);
+    out.clear();
+    r0.advance(t1 + hold - std::time::Duration::from_millis(1), &mut out);
+    r0.publish("t/0", 2, &mut out);
+    assert!(
+        matches!(out.as_slice(), [Action::Unroutable { copy, .. }] if copy.dests == ["r2"]),
+        "{out:?}"
+    );
+    out.clear();
+    r0.advance(t1 + hold, &mut out);
+    assert_eq!(remote(&out), vec![false], "{out:?}");
+    out.clear();
+    r0.publish("t/0", 3, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let before = r0.counters().no_route;
+    r0.retry(parked, None, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r0.counters().no_route, before + 1);
+}

@@ -13,8 +13,10 @@
 //! short (each said at its place): retained copies travel as QoS 1 copies
 //! do whatever their QoS, parked copies are tried again on a timer, a
 //! looped copy taken over releases the copies before it
-//! (`LinkSession::take_over`), and copies owed too long are acknowledged
-//! (`LinkSession::set_custody_after`).
+//! (`LinkSession::take_over`), copies owed too long are acknowledged
+//! (`LinkSession::set_custody_after`), and the routing core holds
+//! withdrawn interest down (`Router::set_interest_hold_down`, with the
+//! clock by `Router::advance`).
 //!
 //! Test-only. Must not touch: sockets, executors, the shard code.
 
