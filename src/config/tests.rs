@@ -4,6 +4,7 @@ use super::*;
 fn defaults_are_pinned() {
     let c = Config::default();
     assert_eq!(c.mesh.custody_ms, 20_000);
+    assert_eq!(c.mesh.interest_hold_down_ms, 500);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
     assert_eq!(c.runtime.shards, 0);
     assert_eq!(c.runtime.ring_capacity, 4096);

@@ -159,6 +159,11 @@ impl Bridge {
                 topic_limits: ctx.topic_limits.get(),
             },
         );
+        let mut router = router;
+        // Withdrawn interest stays a destination this long (its QoS 1
+        // copies park instead of being dropped): see `route/holds.rs`.
+        router.set_interest_hold_down(Duration::from_millis(m.interest_hold_down_ms));
+        router.advance(Instant::now(), &mut Vec::new());
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -438,6 +443,14 @@ pub async fn run(
             // this router's parked copies would leave them waiting until
             // they expire (found by the mesh simulation, seed 2583).
             bridge.parked_dirty.set(true);
+        }
+        // The routing core's clock, once per tick: a withdrawn interest is
+        // stamped with the last tick's time (at most one tick early) and
+        // its hold-down ends within a tick of its deadline.
+        let mut out = Vec::new();
+        bridge.router.borrow_mut().advance(Instant::now(), &mut out);
+        if !out.is_empty() {
+            bridge.apply(out, None);
         }
         bridge.retry_parked();
         bridge.expire_parked();

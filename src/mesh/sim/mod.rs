@@ -9,14 +9,15 @@
 //! faults, and the same seed replays the same run (`tests.rs`).
 //!
 //! The runtime around the core (`node.rs`, `node/actions.rs`) does what
-//! `shard::bridge` does, and a little more where the sim found the bridge
-//! short (each said at its place): retained copies travel as QoS 1 copies
-//! do whatever their QoS, parked copies are tried again on a timer, a
-//! looped copy taken over releases the copies before it
+//! `shard::bridge` does, rules the sim found included (each said at its
+//! place, and done by the bridge too): retained copies travel as QoS 1
+//! copies do whatever their QoS, parked copies are tried again on a timer,
+//! a looped copy taken over releases the copies before it
 //! (`LinkSession::take_over`), copies owed too long are acknowledged
-//! (`LinkSession::set_custody_after`), and the routing core holds
-//! withdrawn interest down (`Router::set_interest_hold_down`, with the
-//! clock by `Router::advance`).
+//! (`LinkSession::set_custody_after`, `mesh.custody_ms`), and the routing
+//! core holds withdrawn interest down (`Router::set_interest_hold_down`,
+//! `mesh.interest_hold_down_ms`; the clock by `Router::advance`: here
+//! before every input, in the bridge once per 50 ms tick).
 //!
 //! Test-only. Must not touch: sockets, executors, the shard code.
 
