@@ -38,6 +38,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 mod limits;
 mod mesh;
 mod sections;
+mod security;
 mod tls;
 
 pub use limits::{Limits, SlowConsumerPolicy};
@@ -45,6 +46,9 @@ pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
 };
 pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
+pub use security::{
+    AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
+};
 pub use tls::MeshTls;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -58,6 +62,7 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub mesh: MeshConfig,
+    pub security: SecurityConfig,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -324,6 +329,7 @@ impl Config {
             self.admin.request_timeout_ms as usize,
             1,
         )?;
+        crate::security::Security::from_config(&self.security)?;
         let mesh = self.resolve_mesh()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
             return Err(invalid(

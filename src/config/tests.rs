@@ -30,6 +30,15 @@ fn defaults_are_pinned() {
     assert_eq!(c.mqtt.sys_interval_s, 0);
     assert_eq!(c.mqtt.keep_alive_max_s, 0);
     assert_eq!(c.mqtt.server_keep_alive_s, None);
+    assert_eq!(c.security.allow_anonymous, None);
+    assert_eq!(c.security.default_account, "default");
+    assert_eq!(c.security.auth_failures_max, 10);
+    assert_eq!(c.security.auth_failure_window_ms, 10_000);
+    assert_eq!(c.security.auth_sources_max, 10_000);
+    assert_eq!(c.security.connections_per_source_max, 0);
+    assert_eq!(c.security.connections_per_user_max, 0);
+    assert_eq!(c.security.accept_rate_per_s, 0);
+    assert!(c.security.users.is_empty() && c.security.accounts.is_empty());
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::codec::{self, ClientOp, NatsError, NatsLimits};
 use super::subject;
 use crate::event::{Event, EventMeta};
+use crate::security::{Credentials, Identity, Refusal};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
 use crate::topic::{self, TopicLimits};
 
@@ -44,6 +45,12 @@ struct ConnectOptions {
     name: Option<String>,
     lang: Option<String>,
     version: Option<String>,
+    // Credentials (see `crate::security`).
+    user: Option<String>,
+    pass: Option<String>,
+    auth_token: Option<String>,
+    nkey: Option<String>,
+    sig: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -57,6 +64,11 @@ impl Default for ConnectOptions {
             name: None,
             lang: None,
             version: None,
+            user: None,
+            pass: None,
+            auth_token: None,
+            nkey: None,
+            sig: None,
         }
     }
 }
@@ -110,7 +122,12 @@ impl ServerInfo {
 #[derive(Debug)]
 pub enum Request {
     /// CONNECT: `echo` false = never deliver this client's own publishes.
-    Connect { echo: bool },
+    /// The glue authenticates `credentials` and answers with
+    /// [`NatsSession::authenticated`] or [`NatsSession::refused`].
+    Connect {
+        echo: bool,
+        credentials: Box<Credentials>,
+    },
     /// PUB/HPUB. `answer_undelivered`: a request whose client wants to
     /// know when no one listens; if no subscriber got it, the glue calls
     /// [`NatsSession::undelivered`].
@@ -150,6 +167,7 @@ pub struct NatsSession {
     closed: bool,
     /// What broke the rules, for the close's log line.
     error: Option<String>,
+    identity: Option<Identity>,
 }
 
 fn err(out: &mut Actions<Request>, message: &str) {
@@ -171,6 +189,7 @@ impl NatsSession {
             next_ping: now + settings.ping_interval,
             closed: false,
             error: None,
+            identity: None,
         }
     }
 
@@ -193,6 +212,30 @@ impl NatsSession {
         err(out, message);
         out.close(reason);
         self.closed = true;
+    }
+
+    /// The CONNECT's credentials were accepted: `+OK` in verbose mode.
+    pub fn authenticated(&mut self, identity: Identity, out: &mut Actions<Request>) {
+        self.identity = Some(identity);
+        self.ok(out);
+    }
+
+    /// The CONNECT's credentials were refused: nats-server's answer to
+    /// either refusal, then close.
+    pub fn refused(&mut self, refusal: Refusal, out: &mut Actions<Request>) {
+        self.error = Some(
+            match refusal {
+                Refusal::BadCredentials => "authentication failed",
+                Refusal::NotAuthorized => "not authorized to connect",
+            }
+            .into(),
+        );
+        self.close(out, CloseReason::ConnectRefused, "Authorization Violation");
+    }
+
+    /// Who the client is, once its CONNECT was accepted.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The router's answer to the last `Subscribe`.
@@ -284,9 +327,19 @@ impl Machine for NatsSession {
             ClientOp::Connect(json) => match serde_json::from_str::<ConnectOptions>(json) {
                 Ok(options) => {
                     tracing::debug!(name = ?options.name, lang = ?options.lang, version = ?options.version, pedantic = options.pedantic, "NATS CONNECT");
-                    out.request(Request::Connect { echo: options.echo });
+                    let credentials = Box::new(Credentials {
+                        username: options.user.as_deref().map(Into::into),
+                        password: options.pass.as_deref().map(|p| p.as_bytes().into()),
+                        token: options.auth_token.as_deref().map(Into::into),
+                        nkey: options.nkey.as_deref().map(Into::into),
+                        signature: options.sig.as_deref().map(Into::into),
+                        client_id: options.name.as_deref().unwrap_or_default().into(),
+                    });
+                    out.request(Request::Connect {
+                        echo: options.echo,
+                        credentials,
+                    });
                     self.options = options;
-                    self.ok(out);
                 }
                 Err(e) => {
                     self.error = Some(format!("invalid CONNECT: {e}"));

@@ -24,6 +24,7 @@ use crate::mqtt::session::{
     Action, Actions, Establish, Established, MqttSession, Problem, PublishAck, Request, Settings,
     SubscribeOutcome, SubscribeRequest, Version,
 };
+use crate::security::Peer;
 use crate::session::CloseReason;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
@@ -239,8 +240,19 @@ impl MqttGlue {
         out: &mut Actions<Request>,
     ) {
         let ctx = conn.ctx.clone();
+        let peer = Peer {
+            addr: conn.transport.peer_addr(),
+            local: conn.transport.local_addr(),
+            ..Peer::default()
+        };
+        let identity = match ctx.security().authenticate(&e.credentials, &peer) {
+            Ok(identity) => identity,
+            Err(refusal) => return machine.on_refused(refusal, out),
+        };
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
+        *mailbox.identity.borrow_mut() = Some(identity.clone());
+        machine.on_authenticated(identity);
         mailbox.peer.set(conn.transport.peer_addr());
         mailbox.persistent.set(e.persistent);
         if e.version == Version::V5 {

@@ -19,6 +19,7 @@ use super::transport::{self, Transport};
 use crate::event::Event;
 use crate::nats::codec::NatsLimits;
 use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribed};
+use crate::security::{Credentials, Peer};
 use crate::session::Actions;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
@@ -100,6 +101,32 @@ enum Pending {
     Publish(Handoff, Option<Event>),
 }
 
+/// CONNECT: who the client is (the machine answers `+OK` in verbose mode,
+/// or `-ERR 'Authorization Violation'` and closes).
+fn connect<T: Transport>(
+    conn: &mut Connection<T>,
+    machine: &mut NatsSession,
+    echo: bool,
+    credentials: &Credentials,
+    out: &mut Actions<Request>,
+) -> bool {
+    let peer = Peer {
+        addr: conn.transport.peer_addr(),
+        local: conn.transport.local_addr(),
+        ..Peer::default()
+    };
+    let mailbox = conn.mailbox().expect("NATS registers first");
+    mailbox.echo.set(echo);
+    match conn.ctx.security().authenticate(credentials, &peer) {
+        Ok(identity) => {
+            *mailbox.identity.borrow_mut() = Some(identity.clone());
+            machine.authenticated(identity, out);
+        }
+        Err(refusal) => machine.refused(refusal, out),
+    }
+    true
+}
+
 impl Glue<NatsSession> for NatsGlue {
     fn request<T: Transport>(
         &mut self,
@@ -108,13 +135,13 @@ impl Glue<NatsSession> for NatsGlue {
         request: Request,
         out: &mut Actions<Request>,
     ) -> bool {
+        if let Request::Connect { echo, credentials } = request {
+            return connect(conn, machine, echo, &credentials, out);
+        }
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");
         let pending = match request {
-            Request::Connect { echo } => {
-                mailbox.echo.set(echo);
-                return true;
-            }
+            Request::Connect { .. } => unreachable!("handled above"),
             Request::Publish {
                 mut event,
                 answer_undelivered,

@@ -149,6 +149,10 @@ pub struct Mailbox {
     pub pings_outstanding: Cell<u32>,
     /// The client's address, for the admin views and log lines.
     pub peer: Cell<Option<std::net::SocketAddr>>,
+    /// Who the client authenticated as (None until its CONNECT was
+    /// accepted), for the admin views, per-user limits and a reload that
+    /// revokes its user.
+    pub identity: RefCell<Option<crate::security::Identity>>,
     /// MQTT clean session 0: kept after the connection ends.
     pub persistent: Cell<bool>,
     /// A kept session with no connection: QoS 1 events queue (bounded by
@@ -200,6 +204,7 @@ impl Mailbox {
             hold: Default::default(),
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
+            identity: RefCell::new(None),
             persistent: Cell::new(false),
             offline: Cell::new(false),
             detached: Cell::new(false),

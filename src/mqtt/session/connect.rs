@@ -11,11 +11,14 @@ use super::{
 use crate::event::{now_ns, Event, EventMeta};
 use crate::mqtt::codec;
 use crate::mqtt::v5::{self, reason, Properties};
+use crate::security::{Credentials, Identity, Refusal};
 use crate::topic;
 
 /// CONNACK return codes of MQTT 3.1.1 §3.2.2.3.
 pub(super) const CONNACK_BAD_PROTOCOL: u8 = 0x01;
 pub(super) const CONNACK_BAD_CLIENT_ID: u8 = 0x02;
+pub(super) const CONNACK_BAD_CREDENTIALS: u8 = 0x04;
+pub(super) const CONNACK_NOT_AUTHORIZED: u8 = 0x05;
 
 /// The keep-alive in force for a client that asked for `asked_s`, under
 /// the cap `max_s` (0 = none): (seconds in force, whether the client must
@@ -67,7 +70,50 @@ pub(super) fn event_v5(
     event.with_meta(meta)
 }
 
+/// CONNECT's credentials, owned for the glue.
+fn credentials(client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Credentials {
+    Credentials {
+        username: username.map(Into::into),
+        password: password.map(Into::into),
+        client_id: client_id.into(),
+        ..Credentials::default()
+    }
+}
+
 impl MqttSession {
+    /// The client's credentials were refused: CONNACK with the version's
+    /// code (MQTT 3.1.1 0x04 bad user name or password, 0x05 not
+    /// authorized; MQTT 5 0x86, 0x87), then close.
+    pub fn on_refused(&mut self, refusal: Refusal, out: &mut Actions<Request>) {
+        if self.phase != Phase::Establishing {
+            return;
+        }
+        let why = match refusal {
+            Refusal::BadCredentials => "bad user name, password, token or certificate",
+            Refusal::NotAuthorized => "not authorized to connect",
+        };
+        match (self.version, refusal) {
+            (Version::V5, Refusal::BadCredentials) => {
+                self.refuse_v5(reason::BAD_USER_NAME_OR_PASSWORD, why, out)
+            }
+            (Version::V5, Refusal::NotAuthorized) => {
+                self.refuse_v5(reason::NOT_AUTHORIZED, why, out)
+            }
+            (_, Refusal::BadCredentials) => self.refuse_v311(CONNACK_BAD_CREDENTIALS, why, out),
+            (_, Refusal::NotAuthorized) => self.refuse_v311(CONNACK_NOT_AUTHORIZED, why, out),
+        }
+    }
+
+    /// The client was authenticated as `identity` (before `on_established`).
+    pub fn on_authenticated(&mut self, identity: Identity) {
+        self.identity = Some(identity);
+    }
+
+    /// Who the client is, once authenticated.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
     /// A refusal's log line names the client id CONNECT gave.
     pub(super) fn name_problem(&mut self, client_id: &str) {
         if let Some(p) = &mut self.problem {
@@ -166,6 +212,7 @@ impl MqttSession {
             receive_max: u16::MAX,
             max_packet: 0,
             client_alias_max: 0,
+            credentials: credentials(c.client_id, c.username, c.password),
         })));
     }
 
@@ -227,6 +274,7 @@ impl MqttSession {
             receive_max: c.properties.receive_maximum.unwrap_or(u16::MAX),
             max_packet: c.properties.maximum_packet_size.unwrap_or(0),
             client_alias_max: c.properties.topic_alias_maximum.unwrap_or(0),
+            credentials: credentials(c.client_id, c.username, c.password),
         })));
     }
 

@@ -49,6 +49,7 @@ use smallvec::SmallVec;
 
 use crate::event::Event;
 use crate::mqtt::{codec, v5};
+use crate::security::{Credentials, Identity};
 pub use crate::session::{Action, Actions, CloseReason, Deadline};
 use crate::topic::TopicLimits;
 
@@ -207,6 +208,10 @@ pub struct Establish {
     pub receive_max: u16,
     pub max_packet: u32,
     pub client_alias_max: u16,
+    /// What CONNECT presented: the glue authenticates it (with what the
+    /// transport knows) before the session is registered, and answers a
+    /// refusal with [`MqttSession::on_refused`].
+    pub credentials: Credentials,
 }
 
 /// The answer to [`Request::Establish`].
@@ -358,6 +363,8 @@ pub struct MqttSession {
     connected_once: bool,
     /// `finish` ran.
     ended: bool,
+    /// Who the client is, once authenticated.
+    identity: Option<Identity>,
 }
 
 impl MqttSession {
@@ -382,6 +389,7 @@ impl MqttSession {
             registered: false,
             connected_once: false,
             ended: false,
+            identity: None,
         }
     }
 

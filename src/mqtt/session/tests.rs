@@ -811,3 +811,45 @@ fn takeover_that_resumes_the_session_holds_the_v5_will_back() {
     assert!(frames(&out).is_empty());
     assert_eq!(wills(&out), vec![None]);
 }
+
+#[test]
+fn refused_credentials_get_each_versions_code() {
+    use crate::security::Refusal;
+    let refused = |bytes: Vec<u8>, refusal: Refusal| {
+        let mut m = MqttSession::new(settings(), t(0));
+        let out = feed(&mut m, &bytes, t(0));
+        let [Request::Establish(_)] = &requests(&out)[..] else {
+            panic!("establish first: {:?}", out.list)
+        };
+        let mut out = Actions::default();
+        m.on_refused(refusal, &mut out);
+        assert!(m.identity().is_none());
+        // Too late once refused: nothing more is said.
+        let mut late = Actions::default();
+        m.on_established(
+            Established {
+                client_id: "c",
+                present: false,
+            },
+            t(0),
+            &mut late,
+        );
+        assert!(late.list.is_empty());
+        (frames(&out), out.closed())
+    };
+    let closed = Some(CloseReason::ConnectRefused);
+    // 3.1.1 §3.2.2.3: 0x04 bad user name or password, 0x05 not authorized.
+    assert_eq!(
+        refused(connect_v311("c", 30, true), Refusal::BadCredentials),
+        (vec![vec![0x20, 2, 0, 0x04]], closed)
+    );
+    assert_eq!(
+        refused(connect_v311("c", 30, true), Refusal::NotAuthorized),
+        (vec![vec![0x20, 2, 0, 0x05]], closed)
+    );
+    // 5: 0x86 and 0x87.
+    let (f, c) = refused(connect_v5("c", 30, true, 0, None), Refusal::BadCredentials);
+    assert_eq!((f[0][3], c), (reason::BAD_USER_NAME_OR_PASSWORD, closed));
+    let (f, c) = refused(connect_v5("c", 30, true, 0, None), Refusal::NotAuthorized);
+    assert_eq!((f[0][3], c), (reason::NOT_AUTHORIZED, closed));
+}

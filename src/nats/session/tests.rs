@@ -95,8 +95,11 @@ fn ping_is_answered_with_pong_and_verbose_acknowledges() {
     );
     assert!(matches!(
         out.list[0],
-        Action::Request(Request::Connect { echo: false })
+        Action::Request(Request::Connect { echo: false, .. })
     ));
+    // +OK once the glue authenticated the client.
+    assert_eq!(written(&out), "");
+    s.authenticated(anonymous(), &mut out);
     assert_eq!(written(&out), "+OK\r\n");
     out.clear();
     feed(&mut s, b"PUB a.b 2\r\nhi\r\n", t0, &mut out);
@@ -256,4 +259,36 @@ fn request_without_responders_gets_a_503_from_the_router() {
             ..
         }))
     ));
+}
+
+fn anonymous() -> crate::security::Identity {
+    crate::security::Identity {
+        user: None,
+        account: "default".into(),
+    }
+}
+
+#[test]
+fn refused_credentials_get_authorization_violation_and_close() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    feed(
+        &mut s,
+        b"CONNECT {\"verbose\":true,\"user\":\"u\",\"pass\":\"p\"}\r\n",
+        t0,
+        &mut out,
+    );
+    let Action::Request(Request::Connect { credentials, .. }) = &out.list[0] else {
+        panic!("a connect request: {:?}", out.list);
+    };
+    assert_eq!(credentials.username.as_deref(), Some("u"));
+    assert_eq!(credentials.password.as_deref(), Some(&b"p"[..]));
+    out.clear();
+    s.refused(crate::security::Refusal::BadCredentials, &mut out);
+    assert_eq!(written(&out), "-ERR 'Authorization Violation'\r\n");
+    assert!(out
+        .list
+        .iter()
+        .any(|a| matches!(a, Action::Close(CloseReason::ConnectRefused))));
+    assert!(s.identity().is_none());
 }

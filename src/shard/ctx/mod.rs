@@ -50,6 +50,7 @@ use super::stats::{self, Counters, ShardStats};
 use crate::config::Config;
 use crate::event::{Event, Origin};
 use crate::mqtt::codec::DecodeLimits;
+use crate::security::Security;
 use crate::topic::TopicLimits;
 
 pub use crate::topic::split_share;
@@ -96,6 +97,15 @@ impl std::ops::Deref for LimitsRef {
     }
 }
 
+/// `Config::resolve` compiled the same section before this configuration
+/// was accepted, so it compiles here too.
+fn compile_security(config: &Config) -> Arc<Security> {
+    Arc::new(
+        Security::from_config(&config.security)
+            .expect("[security] was checked when the configuration was resolved"),
+    )
+}
+
 fn derived_limits(config: &Config) -> (DecodeLimits, TopicLimits) {
     let l = &config.limits;
     (
@@ -117,6 +127,9 @@ pub struct ShardCtx {
     /// `config()` / `limits()`, never borrowed across an await.
     config: RefCell<Arc<Config>>,
     config_generation: Cell<u64>,
+    /// The compiled `[security]` of the configuration in force (replaced
+    /// with it); read through `security()`.
+    security: RefCell<Arc<Security>>,
     pub decode_limits: Cell<DecodeLimits>,
     pub topic_limits: Cell<TopicLimits>,
     pub stats: Arc<ShardStats>,
@@ -162,6 +175,7 @@ impl ShardCtx {
             topic_limits: Cell::new(topic_limits),
             routing: Routing::new(config.runtime.match_cache_entries_max),
             retained: retained::Retained::new(&config),
+            security: RefCell::new(compile_security(&config)),
             config: RefCell::new(config),
             config_generation: Cell::new(0),
             control: control::Control::new(senders),
@@ -210,6 +224,11 @@ impl ShardCtx {
         self.config.borrow().clone()
     }
 
+    /// Users, accounts and permissions in force.
+    pub fn security(&self) -> Arc<Security> {
+        self.security.borrow().clone()
+    }
+
     /// Takes a reloaded configuration (only its reloadable parts matter:
     /// limits; listeners and shards need a restart).
     pub fn reload_config(&self, generation: u64, config: Arc<Config>) {
@@ -220,6 +239,7 @@ impl ShardCtx {
         self.retained.set_limits(&config);
         self.decode_limits.set(decode_limits);
         self.topic_limits.set(topic_limits);
+        *self.security.borrow_mut() = compile_security(&config);
         *self.config.borrow_mut() = config;
         self.config_generation.set(generation);
     }
