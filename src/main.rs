@@ -178,6 +178,7 @@ fn reload(
     // Keep the non-reloadable sections as they run.
     let mut effective = current.clone();
     effective.limits = next.limits.clone();
+    effective.security = next.security.clone();
     effective.log.level = next.log.level.clone();
     if let Err(e) = log.modify(|f| *f = log_filter(&effective.log.level)) {
         tracing::error!(error = %e, "SIGHUP: log level not changed");

@@ -47,6 +47,10 @@ pub enum CloseReason {
     /// session (MQTT Clean Start 0 on a kept session): the session did not
     /// end, so an MQTT 5 will is not sent (MQTT-3.1.3-9).
     TakenOverResumed,
+    /// A configuration reload removed the session's user (or no longer
+    /// lets it connect): MQTT 5 DISCONNECT 0x87, NATS `-ERR
+    /// 'Authorization Violation'`.
+    Revoked,
 }
 
 impl CloseReason {
@@ -65,6 +69,7 @@ impl CloseReason {
             CloseReason::StaleConnection => "stale_connection",
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::TakenOverResumed => "session_taken_over_resumed",
+            CloseReason::Revoked => "revoked",
         }
     }
 

@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
-pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log"];
+pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log", "security"];
 
 /// The dotted keys whose values differ between two configurations.
 pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {

@@ -413,6 +413,7 @@ impl Machine for NatsSession {
         match reason {
             CloseReason::SlowConsumer => err(out, "Slow Consumer"),
             CloseReason::StaleConnection => err(out, "Stale Connection"),
+            CloseReason::Revoked => err(out, "Authorization Violation"),
             _ => {}
         }
     }

@@ -69,13 +69,29 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct Security {
     default_account: Arc<str>,
+    /// Every configured user's account, by user name.
+    accounts_of_users: std::collections::HashMap<Box<str>, Arc<str>>,
 }
 
 impl Security {
     /// Compiles `[security]`; every error names its key.
     pub fn from_config(c: &SecurityConfig) -> Result<Security, ConfigError> {
+        let default_account: Arc<str> = c.default_account.as_str().into();
+        let accounts_of_users = c
+            .users
+            .iter()
+            .map(|u| {
+                let account = if u.account.is_empty() {
+                    default_account.clone()
+                } else {
+                    u.account.as_str().into()
+                };
+                (u.name.as_str().into(), account)
+            })
+            .collect();
         Ok(Security {
-            default_account: c.default_account.as_str().into(),
+            default_account,
+            accounts_of_users,
         })
     }
 
@@ -83,6 +99,20 @@ impl Security {
     /// `auth_required`).
     pub fn auth_required(&self) -> bool {
         false
+    }
+
+    /// Whether a session authenticated as `identity` under an earlier
+    /// generation may go on under this one: its user still exists, in the
+    /// same account (a reload that removes a user or moves it to another
+    /// account ends its sessions).
+    pub fn still_admits(&self, identity: &Identity) -> bool {
+        match &identity.user {
+            None => true,
+            Some(user) => self
+                .accounts_of_users
+                .get(&**user)
+                .is_some_and(|account| *account == identity.account),
+        }
     }
 
     /// Who presents `credentials` from `peer`, or why they are refused.
@@ -96,5 +126,47 @@ impl Security {
             user: None,
             account: self.default_account.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserConfig;
+
+    fn user(name: &str, account: &str) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            account: account.into(),
+            token: "t".into(),
+            ..UserConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_revokes_removed_and_moved_users_only() {
+        let mut c = SecurityConfig {
+            users: vec![user("alice", ""), user("bob", "b")],
+            ..SecurityConfig::default()
+        };
+        let s = Security::from_config(&c).unwrap();
+        let alice = Identity {
+            user: Some("alice".into()),
+            account: "default".into(),
+        };
+        let bob = Identity {
+            user: Some("bob".into()),
+            account: "b".into(),
+        };
+        let anonymous = Identity {
+            user: None,
+            account: "default".into(),
+        };
+        assert!(s.still_admits(&alice) && s.still_admits(&bob) && s.still_admits(&anonymous));
+        c.users = vec![user("bob", "other")];
+        let s = Security::from_config(&c).unwrap();
+        assert!(!s.still_admits(&alice), "removed");
+        assert!(!s.still_admits(&bob), "moved to another account");
+        assert!(s.still_admits(&anonymous));
     }
 }

@@ -572,6 +572,7 @@ impl MqttSession {
             }
             CloseReason::ServerShutdown => Some(crate::mqtt::v5::reason::SERVER_SHUTTING_DOWN),
             CloseReason::SlowConsumer => Some(crate::mqtt::v5::reason::QUOTA_EXCEEDED),
+            CloseReason::Revoked => Some(crate::mqtt::v5::reason::NOT_AUTHORIZED),
             _ => None,
         };
         self.last_words(code, out);

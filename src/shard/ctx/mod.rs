@@ -239,9 +239,34 @@ impl ShardCtx {
         self.retained.set_limits(&config);
         self.decode_limits.set(decode_limits);
         self.topic_limits.set(topic_limits);
-        *self.security.borrow_mut() = compile_security(&config);
+        let security = compile_security(&config);
+        self.revoke(&security);
+        *self.security.borrow_mut() = security;
         *self.config.borrow_mut() = config;
         self.config_generation.set(generation);
+    }
+
+    /// Ends the sessions whose user `security` (a reloaded generation) no
+    /// longer admits (MQTT 5 DISCONNECT 0x87, NATS `-ERR 'Authorization
+    /// Violation'`), with one log line each.
+    fn revoke(&self, security: &Security) {
+        for session in self.table.all_sessions() {
+            let revoked = session
+                .identity
+                .borrow()
+                .as_ref()
+                .filter(|identity| !security.still_admits(identity))
+                .map(|identity| identity.user.clone());
+            if let Some(user) = revoked {
+                tracing::info!(
+                    shard = self.id,
+                    client_id = &*session.client_id,
+                    user = user.as_deref().unwrap_or(""),
+                    "reload: user removed (or moved to another account); its connection is closed"
+                );
+                session.close(CloseReason::Revoked);
+            }
+        }
     }
 
     // ------------------------------------------------------------ sessions
