@@ -539,3 +539,107 @@ fn nats_py_and_paho_mqtt_over_tls_with_a_client_certificate() {
         .concat(),
     );
 }
+
+/// `weft check-config` (and so `run`) refuses bad TLS files with exit
+/// status 2 and one line naming the key.
+#[test]
+fn check_config_names_the_key_of_a_bad_tls_file() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let server = pki.signed(&ca, "server", "localhost");
+    let other = pki.signed(&ca, "other", "localhost");
+    let missing = pki.dir.join("missing.pem").display().to_string();
+    let mqtt = |cert: &str, key: &str, extra: &str| {
+        format!("[mqtt.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{extra}")
+    };
+    let nats = |cert: &str, key: &str, extra: &str| {
+        format!("[nats.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n{extra}")
+    };
+    let cases = [
+        (
+            "a key that does not fit",
+            mqtt(&server.cert, &other.key, ""),
+            "mqtt.tls.key",
+        ),
+        (
+            "an unreadable certificate",
+            mqtt(&missing, &server.key, ""),
+            "mqtt.tls.cert",
+        ),
+        (
+            "an unreadable key",
+            nats(&server.cert, &missing, ""),
+            "nats.tls.key",
+        ),
+        (
+            "an unreadable client CA",
+            nats(
+                &server.cert,
+                &server.key,
+                &format!("client_ca = \"{missing}\""),
+            ),
+            "nats.tls.client_ca",
+        ),
+        (
+            "a key where the certificate goes",
+            nats(&server.key, &server.cert, ""),
+            "nats.tls.cert",
+        ),
+        (
+            "an identity with no client certificates",
+            nats(&server.cert, &server.key, "identity = \"cn\""),
+            "nats.tls.identity",
+        ),
+        (
+            "an unknown client_auth",
+            nats(&server.cert, &server.key, "client_auth = \"maybe\""),
+            "",
+        ),
+        (
+            "a TLS listener without a certificate",
+            "[mqtt.tls]\nlisten = \"127.0.0.1:0\"\n".to_string(),
+            "mqtt.tls.cert",
+        ),
+        (
+            "required without a certificate",
+            "[nats.tls]\nrequired = true\n".to_string(),
+            "nats.tls.required",
+        ),
+    ];
+    for (what, toml, key) in cases {
+        let file = write_config(&toml);
+        let out = std::process::Command::new(weft_bin())
+            .args(["check-config", &file.0.display().to_string()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        let named = if key.is_empty() {
+            // A parse error names the file and the key's value.
+            stderr.contains("maybe")
+        } else {
+            stderr.starts_with(&format!("weft: error: {key}"))
+        };
+        assert!(named, "{what}: should name {key:?}: {stderr}");
+    }
+    let good = write_config(&format!(
+        "{}{}",
+        mqtt(&server.cert, &server.key, ""),
+        nats(
+            &server.cert,
+            &server.key,
+            "required = true\nhandshake_first = 50"
+        )
+    ));
+    let out = std::process::Command::new(weft_bin())
+        .args(["check-config", &good.0.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,6 +30,12 @@ fn defaults_are_pinned() {
     assert_eq!(c.mqtt.sys_interval_s, 0);
     assert_eq!(c.mqtt.keep_alive_max_s, 0);
     assert_eq!(c.mqtt.server_keep_alive_s, None);
+    assert_eq!(c.mqtt.tls.listen, "");
+    assert_eq!(c.mqtt.tls.client_auth, ClientAuth::Required);
+    assert_eq!(c.mqtt.tls.identity, TlsIdentity::None);
+    assert!(!c.nats.tls.required);
+    assert_eq!(c.nats.tls.handshake_first, HandshakeFirst::Flag(false));
+    assert_eq!(c.nats.tls.client_auth, ClientAuth::Required);
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }

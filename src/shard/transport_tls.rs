@@ -220,6 +220,81 @@ mod tests {
         rcgen::SanType::Rfc822Name(name.try_into().unwrap())
     }
 
+    /// A real handshake on a loopback socket: the server side's
+    /// transport names the peer by its verified certificate.
+    #[test]
+    fn a_verified_client_certificate_names_the_peer() {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let leaf = |cn: &str, dns: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec![dns.to_string()]).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            (vec![cert.der().clone()], key)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let roots = Arc::new(roots);
+        let (server_chain, server_key) = leaf("server", "localhost");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .unwrap();
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(server_chain, server_key)
+            .unwrap();
+        let (client_chain, client_key) = leaf("alice", "alice.example");
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(client_chain, client_key)
+            .unwrap();
+        let server = Arc::new(server);
+        let client = Arc::new(client);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                for (identity, expected) in [
+                    (TlsIdentity::Cn, Some("alice")),
+                    (TlsIdentity::San, Some("alice.example")),
+                    (TlsIdentity::None, None),
+                ] {
+                    let dial = async {
+                        let tcp = TcpStream::connect(addr).await.unwrap();
+                        let name = ServerName::try_from("localhost").unwrap();
+                        futures_rustls::TlsConnector::from(client.clone())
+                            .connect(name, tcp)
+                            .await
+                            .unwrap()
+                    };
+                    let accept = async {
+                        let tcp = listener.accept().await.unwrap();
+                        Tls::accept(tcp, server.clone(), identity, Duration::from_secs(20))
+                            .await
+                            .unwrap()
+                    };
+                    let (_client, tls) = futures_lite::future::zip(dial, accept).await;
+                    assert_eq!(tls.peer_identity().as_deref(), expected);
+                    assert_eq!(tls.local_addr(), Some(addr));
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
     #[test]
     fn common_name_or_first_san_names_the_holder() {
         let c = cert("alice", &[email("bob@example.com"), dns("carol.example")]);
