@@ -106,7 +106,12 @@ fn tls_toml(server: &Pair, ca: &Ca, client_auth: &str, nats_extra: &str) -> Stri
 }
 
 fn start(toml: &str) -> (Weft, std::net::SocketAddr) {
+    start_with(toml, &[])
+}
+
+fn start_with(toml: &str, args: &[&str]) -> (Weft, std::net::SocketAddr) {
     let mut l = Launch::new(2, toml);
+    l.args = args.iter().map(|a| a.to_string()).collect();
     l.capture_stderr = true;
     l.log_level = Some("info".into());
     let weft = Weft::launch_with(l);
@@ -193,7 +198,11 @@ async fn mqtt_311_and_5_over_tls_with_and_without_a_client_certificate() {
     let ca = pki.ca("ca");
     let server = pki.signed(&ca, "server", "localhost");
     let alice = pki.signed(&ca, "alice", "alice");
-    let (weft, tls) = start(&tls_toml(&server, &ca, "optional", ""));
+    // The listener from the flag (the file's `listen` is overridden).
+    let (weft, tls) = start_with(
+        &tls_toml(&server, &ca, "optional", "").replace("127.0.0.1:0", "192.0.2.1:1"),
+        &["--mqtt-tls-listen", "127.0.0.1:0"],
+    );
     let plain_port = weft.addr.port();
 
     // 3.1.1 without a client certificate (optional).
@@ -642,4 +651,42 @@ fn check_config_names_the_key_of_a_bad_tls_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The load tool speaks TLS too (`weft bench --tls-ca`, as
+/// perf/tls-compare.sh uses it): every message arrives, MQTT and NATS.
+#[test]
+fn weft_bench_runs_over_tls() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let server = pki.signed(&ca, "server", "localhost");
+    let (weft, tls) = start(&tls_toml(&server, &ca, "none", "required = true"));
+    for (protocol, addr) in [("mqtt", tls), ("nats", weft.nats)] {
+        let json = pki.dir.join(format!("{protocol}.json"));
+        let out = std::process::Command::new(weft_bin())
+            .args(["bench", "--protocol", protocol, "--server"])
+            .arg(addr.to_string())
+            .args([
+                "--msgs",
+                "2000",
+                "--size",
+                "64",
+                "--no-progress",
+                "--tls-ca",
+                &ca.path,
+            ])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{protocol}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(summary["totals"]["received"], 2000, "{protocol}: {summary}");
+        assert_eq!(summary["totals"]["lost"], 0, "{protocol}");
+    }
 }
