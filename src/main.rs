@@ -52,6 +52,10 @@ struct RunArgs {
     /// Address of the MQTT listener (config: mqtt.listen). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     mqtt_listen: Option<String>,
+    /// Address of the MQTT TLS listener (config: mqtt.tls.listen; needs
+    /// mqtt.tls.cert and mqtt.tls.key).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_tls_listen: Option<String>,
     /// Address of the NATS listener (config: nats.listen).
     #[arg(long, value_name = "ADDR")]
     nats_listen: Option<String>,
@@ -151,7 +155,15 @@ fn reload(
     };
     next.apply(overrides);
     let next = match next.resolve(&online_cores()) {
-        Ok(r) => r.config,
+        Ok(r) => {
+            // Certificate files may change under unchanged paths: the
+            // material is loaded again on every SIGHUP.
+            if r.tls.mqtt.is_some() || r.tls.nats.is_some() {
+                router.reload_tls(r.tls);
+                tracing::info!("SIGHUP: TLS certificates and keys reloaded");
+            }
+            r.config
+        }
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: configuration not reloaded");
             return;
@@ -165,6 +177,7 @@ fn reload(
     // The log format is fixed when the subscriber is built.
     let (applied, restart): (Vec<_>, Vec<_>) = changed.into_iter().partition(|key| {
         key != "log.format"
+            && key != "mqtt.tls.listen"
             && weft::config::RELOADABLE_SECTIONS
                 .iter()
                 .any(|s| key.starts_with(&format!("{s}.")))
@@ -180,6 +193,11 @@ fn reload(
     effective.limits = next.limits.clone();
     effective.security = next.security.clone();
     effective.log.level = next.log.level.clone();
+    effective.mqtt.tls = weft::config::MqttTlsConfig {
+        listen: effective.mqtt.tls.listen.clone(),
+        ..next.mqtt.tls.clone()
+    };
+    effective.nats.tls = next.nats.tls.clone();
     if let Err(e) = log.modify(|f| *f = log_filter(&effective.log.level)) {
         tracing::error!(error = %e, "SIGHUP: log level not changed");
     }
@@ -199,6 +217,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let overrides = Overrides {
         mqtt_listen: args.mqtt_listen,
+        mqtt_tls_listen: args.mqtt_tls_listen,
         nats_listen: args.nats_listen,
         admin_listen: args.admin_listen,
         shards: args.shards,
@@ -289,6 +308,10 @@ fn run(args: RunArgs) -> ExitCode {
             "mesh listening on {addr} (router id: {})",
             current.mesh.router_id
         ));
+    }
+    // Last, so that the lines before keep their order for their readers.
+    if let Some(addr) = router.mqtt_tls_addr() {
+        announce(format!("mqtt tls listening on {addr}"));
     }
     let _ = std::io::stdout().flush();
     let ready_file = match &args.ready_file {

@@ -161,6 +161,8 @@ pub fn check(data: &[u8]) {
         max_payload: SETTINGS.limits.payload_bytes_max,
         client_id: 1,
         client_ip: "10.0.0.1".into(),
+        tls_required: false,
+        tls_available: false,
     };
     let mut now = Instant::now();
     let mut run = Run {

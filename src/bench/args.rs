@@ -83,6 +83,11 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     pub no_progress: bool,
+    /// Connect over TLS, trusting the CA certificates in this PEM file
+    /// (the server is named by the host part of --server: a name or IP
+    /// its certificate carries).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<String>,
 }
 
 /// The validated plan of a run.
@@ -106,6 +111,8 @@ pub(crate) struct Plan {
     pub pin: Vec<usize>,
     /// Probe before the run, giving up after this long (None: no probe).
     pub probe_timeout: Option<Duration>,
+    /// TLS (`--tls-ca`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Plan {
@@ -163,6 +170,10 @@ impl Plan {
             quiet_ns: a.quiet_ms.saturating_mul(1_000_000),
             pin,
             probe_timeout: probe.then(|| Duration::from_millis(a.probe_timeout_ms)),
+            tls: match &a.tls_ca {
+                Some(path) => Some(super::stream::client_config(path)?),
+                None => None,
+            },
         })
     }
 }

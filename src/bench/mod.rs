@@ -48,6 +48,7 @@ mod probe;
 mod publisher;
 mod report;
 mod schedule;
+mod stream;
 mod subscriber;
 mod wire;
 

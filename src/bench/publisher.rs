@@ -36,6 +36,7 @@ pub(super) fn publisher(
         &plan.server,
         &format!("weft-bench-{run_id}-pub-{n}"),
         SETUP_TIMEOUT,
+        plan.tls.as_ref(),
     );
     if conn.is_err() {
         shared.abort.store(true, Ordering::Release);

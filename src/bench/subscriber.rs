@@ -38,6 +38,7 @@ pub(super) fn subscriber(
             &plan.sub_server,
             &format!("weft-bench-{run_id}-sub-{n}"),
             SETUP_TIMEOUT,
+            plan.tls.as_ref(),
         )?;
         c.subscribe(&plan.subject, plan.qos)?;
         Ok(c)

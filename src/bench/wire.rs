@@ -5,22 +5,19 @@
 //! written by [`Conn::flush_replies`].
 
 use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
-use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::mqtt::codec::{self, Connect, DecodeLimits, Packet};
 
 use super::nats::{self, ServerOp};
+use super::stream::Stream;
 use super::Protocol;
 
 const MQTT_LIMITS: DecodeLimits = DecodeLimits {
     packet_bytes_max: 64 * 1024 * 1024,
     filters_per_packet_max: 1024,
 };
-
-/// Linux `MSG_DONTWAIT`.
-const MSG_DONTWAIT: i32 = 0x40;
 
 /// What the server sent, minus the protocol.
 #[derive(Debug)]
@@ -40,7 +37,7 @@ pub enum Inbound<'a> {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     proto: Protocol,
     buf: Vec<u8>,
     start: usize,
@@ -51,17 +48,24 @@ pub struct Conn {
 
 impl Conn {
     /// Connects and completes the protocol handshake (CONNECT/CONNACK, or
-    /// INFO, CONNECT and a PING/PONG round trip).
-    pub fn open(proto: Protocol, addr: &str, name: &str, timeout: Duration) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
+    /// INFO, CONNECT and a PING/PONG round trip), over TLS with `tls`.
+    pub fn open(
+        proto: Protocol,
+        addr: &str,
+        name: &str,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Conn> {
+        let mut info = Vec::new();
+        let stream = Stream::connect(addr, tls, proto == Protocol::Nats, timeout, &mut info)?;
+        let mut buf = vec![0; 256 * 1024];
+        buf[..info.len()].copy_from_slice(&info);
         let mut c = Conn {
             stream,
             proto,
-            buf: vec![0; 256 * 1024],
+            buf,
             start: 0,
-            end: 0,
+            end: info.len(),
             replies: Vec::with_capacity(64 * 1024),
         };
         let mut out = Vec::new();
@@ -187,11 +191,7 @@ impl Conn {
     /// One read that does not block: `Ok(0)` when nothing is waiting.
     pub fn try_fill(&mut self) -> io::Result<usize> {
         self.make_room();
-        let spare = &mut self.buf[self.end..];
-        // SAFETY: initialised bytes are valid `MaybeUninit<u8>`, and recv
-        // only writes bytes into the slice.
-        let spare = unsafe { &mut *(spare as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        match socket2::SockRef::from(&self.stream).recv_with_flags(spare, MSG_DONTWAIT) {
+        match self.stream.read_now(&mut self.buf[self.end..]) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed by the server",

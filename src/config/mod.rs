@@ -49,7 +49,8 @@ pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig
 pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
-pub use tls::MeshTls;
+pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
+pub use tls::{ClientTls, MeshTls};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,7 +67,8 @@ pub struct Config {
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
-pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log", "security"];
+/// (`mqtt.tls.listen` needs a restart too: the reload skips it.)
+pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log", "security", "mqtt.tls", "nats.tls"];
 
 /// The dotted keys whose values differ between two configurations.
 pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
@@ -102,6 +104,7 @@ fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub mqtt_listen: Option<String>,
+    pub mqtt_tls_listen: Option<String>,
     pub nats_listen: Option<String>,
     pub admin_listen: Option<String>,
     pub shards: Option<usize>,
@@ -129,6 +132,17 @@ pub struct Resolved {
     pub shard_cores: Vec<usize>,
     /// None when the mesh is off.
     pub mesh: Option<MeshResolved>,
+    /// The client listeners' TLS (`[mqtt.tls]`, `[nats.tls]`): None = off.
+    pub tls: ClientTlsResolved,
+}
+
+/// The client listeners' loaded TLS material.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTlsResolved {
+    /// The MQTT TLS listener's address and material, when `mqtt.tls.listen`
+    /// is set.
+    pub mqtt: Option<(SocketAddr, ClientTls)>,
+    pub nats: Option<ClientTls>,
 }
 
 impl Config {
@@ -153,6 +167,9 @@ impl Config {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(v) = &o.mqtt_listen {
             self.mqtt.listen = v.clone();
+        }
+        if let Some(v) = &o.mqtt_tls_listen {
+            self.mqtt.tls.listen = v.clone();
         }
         if let Some(v) = &o.admin_listen {
             self.admin.listen = v.clone();
@@ -331,6 +348,7 @@ impl Config {
         )?;
         crate::security::Security::from_config(&self.security)?;
         let mesh = self.resolve_mesh()?;
+        let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
             return Err(invalid(
                 "runtime.shards",
@@ -347,7 +365,57 @@ impl Config {
             admin_listen,
             shard_cores,
             mesh,
+            tls,
         })
+    }
+
+    /// Loads `[mqtt.tls]` and `[nats.tls]` (files read and checked now).
+    pub fn resolve_client_tls(&self) -> Result<ClientTlsResolved, ConfigError> {
+        let m = &self.mqtt.tls;
+        let mqtt = ClientTls::load(&tls::ClientTlsKeys {
+            section: "mqtt.tls",
+            cert: ("mqtt.tls.cert", &m.cert),
+            key: ("mqtt.tls.key", &m.key),
+            client_ca: ("mqtt.tls.client_ca", &m.client_ca),
+            client_auth: ("mqtt.tls.client_auth", m.client_auth),
+            identity: ("mqtt.tls.identity", m.identity),
+        })?;
+        let mqtt = match (m.listen.is_empty(), mqtt) {
+            (true, None) => None,
+            (false, Some(t)) => Some((listen_addr("mqtt.tls.listen", &m.listen)?, t)),
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "mqtt.tls.listen",
+                    "mqtt.tls.cert is set but no TLS listener (e.g. 0.0.0.0:8883)",
+                ))
+            }
+            (false, None) => {
+                return Err(invalid(
+                    "mqtt.tls.cert",
+                    "a TLS listener (mqtt.tls.listen) needs mqtt.tls.cert and mqtt.tls.key",
+                ))
+            }
+        };
+        let n = &self.nats.tls;
+        let nats = ClientTls::load(&tls::ClientTlsKeys {
+            section: "nats.tls",
+            cert: ("nats.tls.cert", &n.cert),
+            key: ("nats.tls.key", &n.key),
+            client_ca: ("nats.tls.client_ca", &n.client_ca),
+            client_auth: ("nats.tls.client_auth", n.client_auth),
+            identity: ("nats.tls.identity", n.identity),
+        })?;
+        if nats.is_none() && (n.required || n.handshake_first != HandshakeFirst::Flag(false)) {
+            return Err(invalid(
+                if n.required {
+                    "nats.tls.required"
+                } else {
+                    "nats.tls.handshake_first"
+                },
+                "needs nats.tls.cert and nats.tls.key",
+            ));
+        }
+        Ok(ClientTlsResolved { mqtt, nats })
     }
 }
 

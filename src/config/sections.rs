@@ -66,6 +66,8 @@ pub struct MqttConfig {
     /// Publish broker statistics as retained `$SYS/broker/...` topics (as
     /// mosquitto does) every this many seconds; 0 = off.
     pub sys_interval_s: u64,
+    /// MQTT over TLS on its own listener; see [`MqttTlsConfig`].
+    pub tls: MqttTlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -84,6 +86,8 @@ pub struct NatsConfig {
     pub control_line_bytes_max: usize,
     /// Largest PUB payload, announced in INFO as max_payload.
     pub payload_bytes_max: usize,
+    /// TLS on the NATS listener; see [`NatsTlsConfig`].
+    pub tls: NatsTlsConfig,
 }
 
 impl Default for NatsConfig {
@@ -97,6 +101,7 @@ impl Default for NatsConfig {
             pings_outstanding_max: 2,
             control_line_bytes_max: 4096,
             payload_bytes_max: 1024 * 1024,
+            tls: NatsTlsConfig::default(),
         }
     }
 }
@@ -164,6 +169,7 @@ impl Default for MqttConfig {
             keep_alive_max_s: 0,
             server_keep_alive_s: None,
             sys_interval_s: 0,
+            tls: MqttTlsConfig::default(),
         }
     }
 }
@@ -201,4 +207,87 @@ impl Default for LogConfig {
             format: "text".into(),
         }
     }
+}
+
+/// How a client listener asks for client certificates (`client_auth`),
+/// when `client_ca` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No certificate asked for (the CA is not used).
+    None,
+    /// Asked for; a client without one is served, one with a certificate
+    /// the CA did not sign is refused.
+    Optional,
+    /// A client without a certificate signed by the CA is refused.
+    #[default]
+    Required,
+}
+
+/// What a verified client certificate names (`identity`): the user the
+/// connection authenticates as, as mosquitto's `use_identity_as_username`
+/// and nats-server's `verify_and_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsIdentity {
+    /// The certificate names no one.
+    #[default]
+    None,
+    /// The subject's common name.
+    Cn,
+    /// The first DNS name, else the first email address, of the subject
+    /// alternative names.
+    San,
+}
+
+/// `[mqtt.tls]`: MQTT over TLS on a listener of its own (`listen`), the
+/// same sessions as the plain listener. Paths are PEM files.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTlsConfig {
+    /// Address of the TLS listener (conventionally 0.0.0.0:8883); empty =
+    /// no TLS listener. SO_REUSEPORT across shards, as the plain one.
+    pub listen: String,
+    /// The server's certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// CA certificates that sign client certificates; empty = no client
+    /// certificate asked for.
+    pub client_ca: String,
+    pub client_auth: ClientAuth,
+    pub identity: TlsIdentity,
+}
+
+/// `nats.tls.handshake_first`: false (INFO first, then the client
+/// upgrades), true (the client must start TLS before anything is sent,
+/// as nats-server's `handshake_first`), or a delay in ms: a client that
+/// sent nothing by then gets the INFO and upgrades after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum HandshakeFirst {
+    Flag(bool),
+    FallbackMs(u64),
+}
+
+impl Default for HandshakeFirst {
+    fn default() -> Self {
+        HandshakeFirst::Flag(false)
+    }
+}
+
+/// `[nats.tls]`: TLS on the NATS listener, as NATS clients expect it (INFO
+/// with `tls_required`, then the upgrade; or TLS first).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsTlsConfig {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+    pub client_auth: ClientAuth,
+    pub identity: TlsIdentity,
+    /// Every client must upgrade (INFO `tls_required`); false lets a
+    /// client stay in plain text (INFO `tls_available`).
+    pub required: bool,
+    pub handshake_first: HandshakeFirst,
 }

@@ -39,6 +39,12 @@ fn defaults_are_pinned() {
     assert_eq!(c.security.connections_per_user_max, 0);
     assert_eq!(c.security.accept_rate_per_s, 0);
     assert!(c.security.users.is_empty() && c.security.accounts.is_empty());
+    assert_eq!(c.mqtt.tls.listen, "");
+    assert_eq!(c.mqtt.tls.client_auth, ClientAuth::Required);
+    assert_eq!(c.mqtt.tls.identity, TlsIdentity::None);
+    assert!(!c.nats.tls.required);
+    assert_eq!(c.nats.tls.handshake_first, HandshakeFirst::Flag(false));
+    assert_eq!(c.nats.tls.client_auth, ClientAuth::Required);
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }

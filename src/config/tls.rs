@@ -1,7 +1,10 @@
-//! Loading the mesh's TLS material (`[mesh.tls]`): the PEM files, checked
-//! at configuration time, turned into the rustls configurations of the
-//! links (mutual authentication against the mesh's own CA; see
-//! `mesh::tls` for what the links do with it).
+//! Loading the TLS material: the mesh's (`[mesh.tls]`; mutual
+//! authentication against the mesh's own CA, see `mesh::tls` for what the
+//! links do with it) and the client listeners' (`[mqtt.tls]`,
+//! `[nats.tls]`; see `shard::transport_tls`). The PEM files are checked
+//! at configuration time and turned into rustls configurations; a SIGHUP
+//! loads them again the same way (a file that does not load keeps the
+//! material in force).
 //!
 //! Owns: reading and checking the files, with errors that name the key.
 //! Must not touch: sockets or handshakes. The `ring` provider is named
@@ -18,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use super::{ConfigError, MeshTlsConfig};
+use super::{ClientAuth, ConfigError, MeshTlsConfig, TlsIdentity};
 
 /// The checked TLS set-up of the mesh's links.
 #[derive(Debug, Clone)]
@@ -40,6 +43,101 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client listener's checked TLS set-up: what its handshakes use, and
+/// what a verified client certificate names.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub server: Arc<ServerConfig>,
+    pub identity: TlsIdentity,
+}
+
+/// The keys of one client listener's TLS section, by their full names
+/// (errors name them).
+pub struct ClientTlsKeys<'a> {
+    pub section: &'static str,
+    pub cert: (&'static str, &'a str),
+    pub key: (&'static str, &'a str),
+    pub client_ca: (&'static str, &'a str),
+    pub client_auth: (&'static str, ClientAuth),
+    pub identity: (&'static str, TlsIdentity),
+}
+
+impl ClientTls {
+    /// None when neither `cert` nor `key` is set (TLS off).
+    pub fn load(k: &ClientTlsKeys<'_>) -> Result<Option<ClientTls>, ConfigError> {
+        let (cert_key, cert_path) = k.cert;
+        let (key_key, key_path) = k.key;
+        let (ca_key, ca_path) = k.client_ca;
+        if cert_path.is_empty() && key_path.is_empty() {
+            if !ca_path.is_empty() {
+                return Err(invalid(ca_key, format!("needs {cert_key} and {key_key}")));
+            }
+            return Ok(None);
+        }
+        for (name, value) in [k.cert, k.key] {
+            if value.is_empty() {
+                return Err(invalid(
+                    name,
+                    format!("TLS needs both {cert_key} and {key_key}"),
+                ));
+            }
+        }
+        let chain = certs(cert_key, cert_path)?;
+        let key = private_key(key_key, key_path)?;
+        let (auth_key, auth) = k.client_auth;
+        let (identity_key, identity) = k.identity;
+        let asks = !ca_path.is_empty() && auth != ClientAuth::None;
+        if identity != TlsIdentity::None && !asks {
+            return Err(invalid(
+                identity_key,
+                format!(
+                    "a certificate identity needs {ca_key} and {auth_key} = optional or required"
+                ),
+            ));
+        }
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(k.section, e.to_string()))?;
+        let builder = if asks {
+            let mut roots = RootCertStore::empty();
+            for ca in certs(ca_key, ca_path)? {
+                roots
+                    .add(ca)
+                    .map_err(|e| invalid(ca_key, format!("'{ca_path}': {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = match auth {
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| invalid(ca_key, e.to_string()))?,
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        let server = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| invalid(key_key, format!("does not fit {cert_key}: {e}")))?;
+        Ok(Some(ClientTls {
+            server: Arc::new(server),
+            identity,
+        }))
+    }
+}
+
+fn private_key(key: &'static str, path: &str) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "holds no PEM private key".into(),
+            e => e.to_string(),
+        };
+        invalid(key, format!("'{path}': {why}"))
+    })
 }
 
 fn certs(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -72,13 +170,7 @@ impl MeshTls {
             }
         }
         let chain = certs("mesh.tls.cert", &c.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| {
-            let why = match e {
-                rustls::pki_types::pem::Error::NoItemsFound => "holds no PEM private key".into(),
-                e => e.to_string(),
-            };
-            invalid("mesh.tls.key", format!("'{}': {why}", c.key))
-        })?;
+        let key = private_key("mesh.tls.key", &c.key)?;
         let mut roots = RootCertStore::empty();
         for ca in certs("mesh.tls.ca", &c.ca)? {
             roots

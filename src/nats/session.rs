@@ -95,12 +95,16 @@ pub struct ServerInfo {
     pub max_payload: usize,
     pub client_id: u64,
     pub client_ip: String,
+    /// `[nats.tls]` on and required: the client must upgrade.
+    pub tls_required: bool,
+    /// `[nats.tls]` on, not required: the client may upgrade.
+    pub tls_available: bool,
 }
 
 impl ServerInfo {
     /// The INFO line a client gets first.
     pub fn line(&self) -> Vec<u8> {
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "server_id": self.server_id,
             "server_name": "weft",
             "version": NATS_SERVER_VERSION,
@@ -114,6 +118,15 @@ impl ServerInfo {
             "client_id": self.client_id,
             "client_ip": self.client_ip,
         });
+        // As nats-server: each flag only when set.
+        for (key, on) in [
+            ("tls_required", self.tls_required),
+            ("tls_available", self.tls_available),
+        ] {
+            if on {
+                info[key] = true.into();
+            }
+        }
         format!("INFO {info}\r\n").into_bytes()
     }
 }
@@ -194,6 +207,12 @@ impl NatsSession {
     }
 
     /// What broke the protocol's rules, when the session closed for it.
+    /// The INFO line, if not sent yet; the session then starts without
+    /// it (the driver sent it before a TLS upgrade).
+    pub fn take_info_line(&mut self) -> Option<Vec<u8>> {
+        self.info.take().map(|info| info.line())
+    }
+
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }

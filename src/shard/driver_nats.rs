@@ -22,66 +22,121 @@ use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribe
 use crate::security::{Credentials, Peer};
 use crate::session::Actions;
 
-/// Serves one accepted TCP connection to its end. The caller has counted
-/// it against `connections_max`; this releases that count.
+/// Serves one accepted TCP connection to its end (over TLS when
+/// `[nats.tls]` is on, see `tls_accept`). The caller has counted it
+/// against `connections_max`; this releases that count.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     transport::configure(&stream, &ctx.config().socket);
+    if let Some(tls) = ctx.global.client_tls_nats() {
+        return super::tls_accept::serve_nats(ctx, stream, tls).await;
+    }
     serve_on(ctx, Rc::new(std::cell::RefCell::new(stream))).await;
 }
 
 /// Serves a NATS client over any transport.
 pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
-    let peer = transport.peer_addr();
-    let local = transport.local_addr();
-    let client_id = ctx.assign_client_id();
-    let mailbox = ctx.register(Protocol::Nats, client_id);
-    mailbox.peer.set(peer);
-    let config = ctx.config();
-    let n = &config.nats;
-    let settings = Settings {
-        limits: NatsLimits {
-            control_line_bytes_max: n.control_line_bytes_max,
-            payload_bytes_max: n.payload_bytes_max,
-        },
-        topic_limits: ctx.topic_limits.get(),
-        ping_interval: Duration::from_millis(n.ping_interval_ms),
-        pings_outstanding_max: n.pings_outstanding_max,
-    };
-    let info = ServerInfo {
-        server_id: ctx.global.server_id.clone(),
-        host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
-        port: local.map(|a| a.port()).unwrap_or_default(),
-        max_payload: n.payload_bytes_max,
-        client_id: (ctx.id as u64) << 32 | u64::from(mailbox.key),
-        client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
-    };
-    let mut machine = NatsSession::new(settings, info, Instant::now());
-    let mut conn = Connection::new(ctx.clone(), transport);
-    // A PUB's payload can exceed the read buffer's usual ceiling.
-    conn.read_max = conn
-        .read_max
-        .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
-    conn.attach(mailbox.clone());
-    let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue::default()).await;
-    ctx.unregister(&mailbox);
-    if let Some(error) = machine.error() {
-        if ctx.log_limiter.allow() {
-            tracing::info!(
-                shard = ctx.id,
-                ?peer,
-                reason = reason.label(),
-                error,
-                "NATS connection closed"
-            );
+    let prepared = Prepared::new(&ctx, transport.peer_addr(), transport.local_addr(), false);
+    prepared.run(ctx, transport).await;
+}
+
+/// A NATS session registered and built, before it runs: what the TLS
+/// upgrade (`tls_accept`) needs between the INFO and the session.
+pub struct Prepared {
+    mailbox: Rc<super::mailbox::Mailbox>,
+    machine: NatsSession,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Prepared {
+    /// `tls_required`: with `[nats.tls]` on, the INFO says TLS is
+    /// required (else available).
+    pub fn new(
+        ctx: &Rc<ShardCtx>,
+        peer: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+        tls_required: bool,
+    ) -> Prepared {
+        let client_id = ctx.assign_client_id();
+        let mailbox = ctx.register(Protocol::Nats, client_id);
+        mailbox.peer.set(peer);
+        let config = ctx.config();
+        let n = &config.nats;
+        let settings = Settings {
+            limits: NatsLimits {
+                control_line_bytes_max: n.control_line_bytes_max,
+                payload_bytes_max: n.payload_bytes_max,
+            },
+            topic_limits: ctx.topic_limits.get(),
+            ping_interval: Duration::from_millis(n.ping_interval_ms),
+            pings_outstanding_max: n.pings_outstanding_max,
+        };
+        let tls_on = ctx.global.client_tls_nats().is_some();
+        let info = ServerInfo {
+            server_id: ctx.global.server_id.clone(),
+            host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+            port: local.map(|a| a.port()).unwrap_or_default(),
+            max_payload: n.payload_bytes_max,
+            client_id: (ctx.id as u64) << 32 | u64::from(mailbox.key),
+            client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+            tls_required: tls_on && tls_required,
+            tls_available: tls_on && !tls_required,
+        };
+        let machine = NatsSession::new(settings, info, Instant::now());
+        Prepared {
+            mailbox,
+            machine,
+            peer,
         }
     }
-    tracing::debug!(
-        shard = ctx.id,
-        ?peer,
-        reason = reason.label(),
-        "NATS connection closed"
-    );
-    driver::release(&ctx);
+
+    /// The INFO line, taken from the machine (which then starts without
+    /// sending it): written in plain text before a TLS upgrade.
+    pub fn take_info(&mut self) -> Option<Vec<u8>> {
+        self.machine.take_info_line()
+    }
+
+    /// The session ends before it ran (refused, handshake failed).
+    pub fn abandon(self, ctx: &Rc<ShardCtx>) {
+        ctx.unregister(&self.mailbox);
+        driver::release(ctx);
+    }
+
+    /// Runs the session over `transport` to its end.
+    pub async fn run<T: Transport>(self, ctx: Rc<ShardCtx>, transport: Rc<T>) {
+        let Prepared {
+            mailbox,
+            mut machine,
+            peer,
+        } = self;
+        let config = ctx.config();
+        let n = &config.nats;
+        let mut conn = Connection::new(ctx.clone(), transport);
+        // A PUB's payload can exceed the read buffer's usual ceiling.
+        conn.read_max = conn
+            .read_max
+            .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
+        conn.attach(mailbox.clone());
+        let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue::default()).await;
+        ctx.unregister(&mailbox);
+        if let Some(error) = machine.error() {
+            if ctx.log_limiter.allow() {
+                tracing::info!(
+                    shard = ctx.id,
+                    ?peer,
+                    reason = reason.label(),
+                    error,
+                    "NATS connection closed"
+                );
+            }
+        }
+        tracing::debug!(
+            shard = ctx.id,
+            ?peer,
+            reason = reason.label(),
+            "NATS connection closed"
+        );
+        driver::release(&ctx);
+    }
 }
 
 /// Carries NATS requests to the shard.

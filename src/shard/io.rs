@@ -193,7 +193,7 @@ async fn write_counted<T: Transport>(
         }
         *written += n;
     }
-    Ok(())
+    poll_fn(|cx| stream.poll_flush(cx)).await
 }
 
 /// Writes all of `buf` to a transport.
@@ -205,7 +205,7 @@ pub async fn send_all<T: Transport>(stream: &T, mut buf: &[u8]) -> io::Result<()
         }
         buf = &buf[n..];
     }
-    Ok(())
+    poll_fn(|cx| stream.poll_flush(cx)).await
 }
 
 /// Writes all of `buf` to a stream that is not (yet) a [`Transport`]

@@ -27,8 +27,10 @@ pub mod rings;
 pub mod rlimits;
 pub mod stats;
 pub mod sys;
+pub mod tls_accept;
 pub mod transport;
 pub mod transport_mem;
+pub mod transport_tls;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -74,6 +76,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Router {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     mqtt: Bound,
+    /// The MQTT TLS listener (`mqtt.tls.listen`).
+    mqtt_tls: Option<Bound>,
     nats: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
@@ -89,6 +93,14 @@ pub struct Router {
 struct Bound {
     addr: SocketAddr,
     own_addrs: Vec<SocketAddr>,
+}
+
+/// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
+/// (NATS TLS is an upgrade on the NATS listener, not a listener.)
+#[derive(Clone, Copy)]
+struct Listener {
+    protocol: SessionProtocol,
+    tls: bool,
 }
 
 /// Listen backlog of the client and mesh listeners: connections the kernel
@@ -120,16 +132,17 @@ fn bind_listener(
 /// when asked. Appends each shard's raw fds to `per_shard`. Every bind is
 /// retried for `retry` while its address is in use.
 fn bind_protocol(
-    protocol: SessionProtocol,
+    kind: Listener,
     listen: SocketAddr,
     own: bool,
     port_base: u16,
-    per_shard: &mut [Vec<(SessionProtocol, RawFd)>],
+    per_shard: &mut [Vec<(Listener, RawFd)>],
     retry: Duration,
 ) -> Result<Bound, StartError> {
-    let name = match protocol {
-        SessionProtocol::Mqtt => "MQTT",
-        SessionProtocol::Nats => "NATS",
+    let name = match (kind.protocol, kind.tls) {
+        (SessionProtocol::Mqtt, false) => "MQTT",
+        (SessionProtocol::Mqtt, true) => "MQTT TLS",
+        (SessionProtocol::Nats, _) => "NATS",
     };
     let bind_err = |addr, e: std::io::Error| StartError::Bind {
         protocol: name,
@@ -154,7 +167,7 @@ fn bind_protocol(
     }
     let mut own_addrs = Vec::new();
     for (i, (fds, listener)) in per_shard.iter_mut().zip(shared).enumerate() {
-        fds.push((protocol, listener.into_raw_fd()));
+        fds.push((kind, listener.into_raw_fd()));
         if own {
             let port = match port_base {
                 0 => 0,
@@ -165,7 +178,7 @@ fn bind_protocol(
             let own_addr = SocketAddr::new(addr.ip(), port);
             let l = bind_listener(name, own_addr, false, LISTEN_BACKLOG, retry)?;
             own_addrs.push(l.local_addr().map_err(|e| bind_err(own_addr, e))?);
-            fds.push((protocol, l.into_raw_fd()));
+            fds.push((kind, l.into_raw_fd()));
         }
     }
     Ok(Bound { addr, own_addrs })
@@ -193,6 +206,7 @@ impl Router {
             admin_listen,
             shard_cores,
             mesh,
+            tls,
         } = resolved;
         let shards = shard_cores.len();
         let seed = {
@@ -213,6 +227,7 @@ impl Router {
             executors,
             listeners: per_protocol(config.mqtt.shard_listeners)
                 + nats_listen.map_or(0, |_| per_protocol(config.nats.shard_listeners))
+                + tls.mqtt.as_ref().map_or(0, |_| per_protocol(false))
                 + u64::from(admin_listen.is_some())
                 + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
             links: mesh
@@ -223,9 +238,13 @@ impl Router {
             rlimits::check_nofile(config.limits.connections_max as u64, headroom);
         let retry = Duration::from_millis(config.runtime.bind_retry_ms);
 
-        let mut per_shard: Vec<Vec<(SessionProtocol, RawFd)>> = vec![Vec::new(); shards];
+        let mut per_shard: Vec<Vec<(Listener, RawFd)>> = vec![Vec::new(); shards];
+        let plain = |protocol| Listener {
+            protocol,
+            tls: false,
+        };
         let mqtt = bind_protocol(
-            SessionProtocol::Mqtt,
+            plain(SessionProtocol::Mqtt),
             mqtt_listen,
             config.mqtt.shard_listeners,
             config.mqtt.shard_port_base,
@@ -234,10 +253,24 @@ impl Router {
         )?;
         let nats = match nats_listen {
             Some(listen) => Some(bind_protocol(
-                SessionProtocol::Nats,
+                plain(SessionProtocol::Nats),
                 listen,
                 config.nats.shard_listeners,
                 config.nats.shard_port_base,
+                &mut per_shard,
+                retry,
+            )?),
+            None => None,
+        };
+        let mqtt_tls = match &tls.mqtt {
+            Some((listen, _)) => Some(bind_protocol(
+                Listener {
+                    protocol: SessionProtocol::Mqtt,
+                    tls: true,
+                },
+                *listen,
+                false,
+                0,
                 &mut per_shard,
                 retry,
             )?),
@@ -263,6 +296,7 @@ impl Router {
             server_id: format!("NWEFT{seed:016X}"),
             client_shards: shards,
             descriptor_connections_max: (descriptor_connections_max as usize).into(),
+            client_tls: tls.into(),
             ..Global::default()
         });
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
@@ -397,6 +431,7 @@ impl Router {
         Ok(Router {
             threads,
             mqtt,
+            mqtt_tls,
             nats,
             stats,
             global,
@@ -419,6 +454,26 @@ impl Router {
     /// Each executor's own MQTT listener, when `mqtt.shard_listeners` is on.
     pub fn shard_addrs(&self) -> &[SocketAddr] {
         &self.mqtt.own_addrs
+    }
+
+    /// The MQTT TLS listener, when `mqtt.tls.listen` is set.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls.as_ref().map(|b| b.addr)
+    }
+
+    /// New TLS material for the client listeners (a SIGHUP reload, the
+    /// files loaded and checked): new connections handshake with it,
+    /// established ones keep theirs. A listener's TLS is switched on or
+    /// off only by a restart (its listener, or `[nats.tls]` at start).
+    pub fn reload_tls(&self, new: crate::config::ClientTlsResolved) {
+        if let Ok(mut tls) = self.global.client_tls.write() {
+            if let (Some((_, now)), Some((_, next))) = (&mut tls.mqtt, new.mqtt) {
+                *now = next;
+            }
+            if let (Some(now), Some(next)) = (&mut tls.nats, new.nats) {
+                *now = next;
+            }
+        }
     }
 
     pub fn nats_addr(&self) -> Option<SocketAddr> {
@@ -526,7 +581,7 @@ async fn run_bridge(
 
 async fn run_shard(
     mesh: Channels,
-    listeners: Vec<(SessionProtocol, glommio::net::TcpListener)>,
+    listeners: Vec<(Listener, glommio::net::TcpListener)>,
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
@@ -670,11 +725,7 @@ async fn join_peer_with(
     Some(ctx)
 }
 
-async fn accept_loop(
-    ctx: &Rc<ShardCtx>,
-    listener: &glommio::net::TcpListener,
-    protocol: SessionProtocol,
-) {
+async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener, protocol: Listener) {
     // A descriptor kept in reserve: out of descriptors (EMFILE), the
     // listener's next client is accepted on it and closed at once, so that
     // clients past the limit are refused (EOF) and counted instead of
@@ -730,7 +781,7 @@ async fn accept_loop(
 /// An accepted connection: served under a permit (counted before anything
 /// is allocated for it), or refused past `limits.connections_max` or what
 /// the descriptor limit holds.
-fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionProtocol) {
+fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Listener) {
     let configured = ctx.limits().connections_max;
     let held = match ctx.descriptor_connections_max() {
         0 => usize::MAX,
@@ -752,11 +803,17 @@ fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionP
     }
     stats::Counters::add(&ctx.counters.connections_accepted, 1);
     stats::Counters::add(&ctx.counters.connections, 1);
-    match protocol {
-        SessionProtocol::Mqtt => {
+    match (kind.protocol, kind.tls) {
+        (SessionProtocol::Mqtt, false) => {
             glommio::spawn_local(driver_mqtt::serve(ctx.clone(), stream)).detach();
         }
-        SessionProtocol::Nats => {
+        (SessionProtocol::Mqtt, true) => match ctx.global.client_tls_mqtt() {
+            Some(tls) => {
+                glommio::spawn_local(tls_accept::serve_mqtt(ctx.clone(), stream, tls)).detach();
+            }
+            None => driver::release(ctx),
+        },
+        (SessionProtocol::Nats, _) => {
             glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
         }
     }

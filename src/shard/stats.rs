@@ -100,6 +100,7 @@ counters! {
     replays_out: "Retained messages and stored-session backlog written to clients (not in weft_latency_seconds).",
     bytes_in: "Bytes read from client connections after their CONNECT.",
     bytes_out: "Bytes written to client connections.",
+    tls_handshake_failures: "Client TLS handshakes that failed or did not finish within the CONNECT deadline.",
 }
 
 /// Counters that go up and down.

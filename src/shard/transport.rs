@@ -1,8 +1,8 @@
 //! The transport seam: the byte stream a connection driver reads and writes
 //! through. Plain TCP (this file) is one implementation; an in-memory pipe
-//! (`transport_mem.rs`) is another, for the driver's tests; TLS, WebSocket
-//! and a shared-memory ring are each meant to be one more file
-//! implementing [`Transport`].
+//! (`transport_mem.rs`) is another, for the driver's tests; TLS
+//! (`transport_tls.rs`) is a third; WebSocket and a shared-memory ring are
+//! each meant to be one more file implementing [`Transport`].
 //!
 //! Owns: the socket calls of one connection (read, write, half-close,
 //! reset-on-close, addresses). Must not touch: protocol formats, sessions.
@@ -24,6 +24,12 @@ use glommio::net::TcpStream;
 pub trait Transport: 'static {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+    /// Pushes out what the transport itself still holds of the writes
+    /// (TLS records); a plain socket holds nothing. Called once per batch.
+    #[inline]
+    fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
     /// Half-close: no more writes; the peer reads the end of the stream.
     fn shutdown_write(&self);
     /// The coming close resets the connection instead of draining what the
@@ -31,6 +37,11 @@ pub trait Transport: 'static {
     fn reset_on_close(&self);
     fn peer_addr(&self) -> Option<SocketAddr>;
     fn local_addr(&self) -> Option<SocketAddr>;
+    /// The name a verified client certificate gives the peer (per the
+    /// listener's `tls.identity`), for authentication; None without one.
+    fn peer_identity(&self) -> Option<std::rc::Rc<str>> {
+        None
+    }
 }
 
 impl<T: Transport> Transport for std::rc::Rc<T> {
@@ -39,6 +50,10 @@ impl<T: Transport> Transport for std::rc::Rc<T> {
     }
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         (**self).poll_write(cx, buf)
+    }
+    #[inline]
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_flush(cx)
     }
     fn shutdown_write(&self) {
         (**self).shutdown_write()
@@ -51,6 +66,9 @@ impl<T: Transport> Transport for std::rc::Rc<T> {
     }
     fn local_addr(&self) -> Option<SocketAddr> {
         (**self).local_addr()
+    }
+    fn peer_identity(&self) -> Option<std::rc::Rc<str>> {
+        (**self).peer_identity()
     }
 }
 

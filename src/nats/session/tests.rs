@@ -23,6 +23,8 @@ fn info() -> ServerInfo {
         max_payload: 16,
         client_id: 7,
         client_ip: "10.0.0.9".into(),
+        tls_required: false,
+        tls_available: false,
     }
 }
 
@@ -78,6 +80,35 @@ fn info_announces_the_nats_server_level_and_the_client() {
     assert_eq!(json["client_ip"], "10.0.0.9");
     assert_eq!(json["headers"], true);
     assert!(text.ends_with("\r\n"));
+    // TLS flags only when set, as nats-server.
+    assert!(json.get("tls_required").is_none() && json.get("tls_available").is_none());
+}
+
+#[test]
+fn info_says_whether_tls_is_required_or_available_and_can_be_taken_off() {
+    let parse = |info: ServerInfo| -> serde_json::Value {
+        let line = String::from_utf8(info.line()).unwrap();
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim_end()).unwrap()
+    };
+    let json = parse(ServerInfo {
+        tls_required: true,
+        ..info()
+    });
+    assert_eq!(json["tls_required"], true);
+    assert!(json.get("tls_available").is_none());
+    let json = parse(ServerInfo {
+        tls_available: true,
+        ..info()
+    });
+    assert_eq!(json["tls_available"], true);
+    assert!(json.get("tls_required").is_none());
+    // Sent before a TLS upgrade: the session then starts without it.
+    let t0 = Instant::now();
+    let mut s = NatsSession::new(settings(), info(), t0);
+    assert!(s.take_info_line().unwrap().starts_with(b"INFO {"));
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    assert_eq!(written(&out), "");
 }
 
 #[test]

@@ -85,6 +85,23 @@ pub struct Global {
     /// Client shards (mesh peers 0..client_shards); a bridge executor, when
     /// the mesh is on, is the peer after them.
     pub client_shards: usize,
+    /// The client listeners' TLS material (`[mqtt.tls]`, `[nats.tls]`),
+    /// read at each accept, replaced by a SIGHUP reload: established
+    /// connections keep the material they started with.
+    pub client_tls: std::sync::RwLock<crate::config::ClientTlsResolved>,
+}
+
+impl Global {
+    /// The MQTT TLS listener's material in force.
+    pub fn client_tls_mqtt(&self) -> Option<crate::config::ClientTls> {
+        let tls = self.client_tls.read().ok()?;
+        tls.mqtt.as_ref().map(|(_, t)| t.clone())
+    }
+
+    /// The NATS listener's TLS material in force; None = plain NATS.
+    pub fn client_tls_nats(&self) -> Option<crate::config::ClientTls> {
+        self.client_tls.read().ok()?.nats.clone()
+    }
 }
 
 /// The limits of the configuration in force (keeps it alive while used).
