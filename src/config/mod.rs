@@ -205,6 +205,18 @@ impl Config {
         } else {
             None
         };
+        if let Some(addr) = admin_listen {
+            // The views name every client and its address: off loopback,
+            // only for whoever holds the token.
+            if !addr.ip().is_loopback() && self.admin.token.is_empty() {
+                return Err(invalid(
+                    "admin.token",
+                    format!(
+                        "must be set: the admin endpoint listens on {addr}, not a loopback address"
+                    ),
+                ));
+            }
+        }
         let cores = if self.runtime.cores.trim().is_empty() {
             if online.is_empty() {
                 vec![0]

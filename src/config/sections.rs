@@ -24,6 +24,10 @@ pub struct AdminConfig {
     /// answer; requests are served one at a time, so this bounds how long
     /// a slow client can hold the endpoint.
     pub request_timeout_ms: u64,
+    /// Bearer token every request but `/healthz` and `/readyz` must carry
+    /// (`Authorization: Bearer <token>`); empty = none, allowed only on a
+    /// loopback address.
+    pub token: String,
 }
 
 impl Default for AdminConfig {
@@ -35,6 +39,7 @@ impl Default for AdminConfig {
             page_size_max: 1000,
             request_bytes_max: 8192,
             request_timeout_ms: 2000,
+            token: String::new(),
         }
     }
 }
@@ -66,6 +71,9 @@ pub struct MqttConfig {
     /// Publish broker statistics as retained `$SYS/broker/...` topics (as
     /// mosquitto does) every this many seconds; 0 = off.
     pub sys_interval_s: u64,
+    /// Connections at once on the MQTT listener (all shards; 0 = only
+    /// `limits.connections_max`); more are closed at accept and counted.
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -84,6 +92,10 @@ pub struct NatsConfig {
     pub control_line_bytes_max: usize,
     /// Largest PUB payload, announced in INFO as max_payload.
     pub payload_bytes_max: usize,
+    /// Connections at once on the NATS listener (all shards; 0 = only
+    /// `limits.connections_max`); more read `-ERR 'maximum connections
+    /// exceeded'` and are closed.
+    pub connections_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -97,6 +109,7 @@ impl Default for NatsConfig {
             pings_outstanding_max: 2,
             control_line_bytes_max: 4096,
             payload_bytes_max: 1024 * 1024,
+            connections_max: 0,
         }
     }
 }
@@ -164,6 +177,7 @@ impl Default for MqttConfig {
             keep_alive_max_s: 0,
             server_keep_alive_s: None,
             sys_interval_s: 0,
+            connections_max: 0,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
+pub mod admission;
 pub mod bind;
 pub mod bridge;
 pub mod ctx;
@@ -377,6 +378,7 @@ impl Router {
                         request_bytes_max: config.admin.request_bytes_max,
                         timeout: Duration::from_millis(config.admin.request_timeout_ms),
                     },
+                    token: config.admin.token.clone(),
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
@@ -599,11 +601,14 @@ async fn run_shard(
     }
 
     ctx.global.ready_shards.fetch_add(1, Ordering::Relaxed);
+    // One bucket for all of this shard's listeners (`accept_rate_per_s`).
+    let rate = Rc::new(admission::AcceptRate::default());
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(protocol, listener)| {
             let ctx = ctx.clone();
-            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol).await })
+            let rate = rate.clone();
+            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol, &rate).await })
         })
         .collect();
     for task in accepting {
@@ -674,6 +679,7 @@ async fn accept_loop(
     ctx: &Rc<ShardCtx>,
     listener: &glommio::net::TcpListener,
     protocol: SessionProtocol,
+    rate: &admission::AcceptRate,
 ) {
     // A descriptor kept in reserve: out of descriptors (EMFILE), the
     // listener's next client is accepted on it and closed at once, so that
@@ -690,7 +696,7 @@ async fn accept_loop(
             return;
         };
         match accepted {
-            Ok(stream) => admit(ctx, stream, protocol),
+            Ok(stream) => admit(ctx, stream, protocol, rate),
             Err(e) => {
                 let e = std::io::Error::from(e);
                 let out_of_descriptors = matches!(
@@ -708,7 +714,7 @@ async fn accept_loop(
                         spare = std::fs::File::open("/dev/null").ok();
                         if spare.is_some() {
                             // Descriptors came back meanwhile: served.
-                            admit(ctx, stream, protocol);
+                            admit(ctx, stream, protocol, rate);
                         } else {
                             stats::Counters::add(&ctx.counters.connections_refused, 1);
                             if ctx.log_limiter.allow() {
@@ -728,10 +734,26 @@ async fn accept_loop(
 }
 
 /// An accepted connection: served under a permit (counted before anything
-/// is allocated for it), or refused past `limits.connections_max` or what
-/// the descriptor limit holds.
-fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionProtocol) {
-    let configured = ctx.limits().connections_max;
+/// is allocated for it), or refused past the shard's accept rate,
+/// `limits.connections_max` or what the descriptor limit holds, its
+/// listener's limit or its source address's (see [`admission`]).
+fn admit(
+    ctx: &Rc<ShardCtx>,
+    stream: glommio::net::TcpStream,
+    protocol: SessionProtocol,
+    rate: &admission::AcceptRate,
+) {
+    let listener = match protocol {
+        SessionProtocol::Mqtt => admission::ListenerKind::Mqtt,
+        SessionProtocol::Nats => admission::ListenerKind::Nats,
+    };
+    let config = ctx.config();
+    if !rate.allow(config.security.accept_rate_per_s, Instant::now()) {
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        admission::count_refused(ctx, admission::Refused::Rate, listener, peer);
+        return;
+    }
+    let configured = config.limits.connections_max;
     let held = match ctx.descriptor_connections_max() {
         0 => usize::MAX,
         n => n,
@@ -750,14 +772,64 @@ fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, protocol: SessionP
         }
         return;
     }
+    let listener_max = match protocol {
+        SessionProtocol::Mqtt => config.mqtt.connections_max,
+        SessionProtocol::Nats => config.nats.connections_max,
+    };
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let permit = ctx.global.admission.admit(
+        listener,
+        listener_max,
+        peer,
+        config.security.connections_per_source_max,
+    );
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(why) => {
+            ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+            admission::count_refused(ctx, why, listener, peer);
+            if protocol == SessionProtocol::Nats {
+                // As nats-server: the client reads why before the close.
+                glommio::spawn_local(refuse_nats(stream)).detach();
+            }
+            return;
+        }
+    };
     stats::Counters::add(&ctx.counters.connections_accepted, 1);
     stats::Counters::add(&ctx.counters.connections, 1);
     match protocol {
         SessionProtocol::Mqtt => {
-            glommio::spawn_local(driver_mqtt::serve(ctx.clone(), stream)).detach();
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_mqtt::serve(ctx.clone(), stream),
+            ))
+            .detach();
         }
         SessionProtocol::Nats => {
-            glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_nats::serve(ctx.clone(), stream),
+            ))
+            .detach();
         }
     }
+}
+
+/// Runs `serve` holding the connection's admission permit, released when
+/// the task ends (or is dropped at shutdown).
+async fn under_permit(permit: admission::Permit, serve: impl std::future::Future<Output = ()>) {
+    serve.await;
+    drop(permit);
+}
+
+/// Longest a refused NATS client is given to take its error line (a fresh
+/// socket's send buffer takes it at once; this bounds a peer that
+/// advertised no window).
+const REFUSAL_WRITE_MAX: Duration = Duration::from_secs(1);
+
+async fn refuse_nats(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_MAX));
+    let _ = stream.write_all(admission::NATS_TOO_MANY).await;
+    let _ = stream.close().await;
 }

@@ -85,6 +85,9 @@ pub struct Global {
     /// Client shards (mesh peers 0..client_shards); a bridge executor, when
     /// the mesh is on, is the peer after them.
     pub client_shards: usize,
+    /// Connections per listener, source address and user (touched at
+    /// accept, CONNECT and close only; see `shard::admission`).
+    pub admission: Arc<super::admission::Admission>,
 }
 
 /// The limits of the configuration in force (keeps it alive while used).
