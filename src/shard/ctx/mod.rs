@@ -63,8 +63,8 @@ pub use stop::Stop;
 pub use table::NatsSub;
 pub use telemetry::LogLimiter;
 
-/// Process-wide state shared by the shards: only atomics, none of it on
-/// the event path.
+/// Process-wide state shared by the shards: atomics and a few locks, none
+/// of it on the event path.
 #[derive(Default)]
 pub struct Global {
     pub connections: AtomicUsize,
