@@ -10,7 +10,7 @@
 //! - per source address (`security.connections_per_source_max`), checked
 //!   at accept;
 //! - per user (`security.connections_per_user_max`), checked when the
-//!   CONNECT has authenticated (the glues call [`admit_user`] after
+//!   CONNECT has authenticated (the glues call `ShardCtx::admit_user` after
 //!   `Security::authenticate` returned Ok; a refusal is
 //!   `Refusal::NotAuthorized`);
 //! - an accept rate per shard (`security.accept_rate_per_s`), a token
@@ -52,10 +52,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use super::ctx::ShardCtx;
-use super::stats::Counters;
-use crate::security::{Identity, Refusal};
 
 /// The listeners counted apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,47 +287,6 @@ impl AcceptRate {
 
 /// The text nats-server writes to a client past its connection limit.
 pub const NATS_TOO_MANY: &[u8] = b"-ERR 'maximum connections exceeded'\r\n";
-
-/// Counts a refusal in its shard's counter and logs it (rate-limited).
-pub fn count_refused(ctx: &ShardCtx, why: Refused, listener: ListenerKind, peer: Option<IpAddr>) {
-    let c = &ctx.counters;
-    let cell = match why {
-        Refused::Listener => &c.refused_listener,
-        Refused::Source => &c.refused_source,
-        Refused::User => &c.refused_user,
-        Refused::Rate => &c.refused_rate,
-    };
-    Counters::add(cell, 1);
-    if ctx.log_limiter.allow() {
-        tracing::warn!(
-            shard = ctx.id,
-            ?peer,
-            listener = listener.name(),
-            reason = why.label(),
-            "connection refused: {} reached",
-            why.key(listener)
-        );
-    }
-}
-
-/// After `Security::authenticate` returned Ok: the user's place under
-/// `security.connections_per_user_max`, held by the glue until the
-/// connection ends, or `Refusal::NotAuthorized` (counted and logged).
-pub fn admit_user(
-    ctx: &ShardCtx,
-    identity: &Identity,
-    listener: ListenerKind,
-    peer: Option<IpAddr>,
-) -> Result<Option<UserPermit>, Refusal> {
-    let max = ctx.config().security.connections_per_user_max;
-    ctx.global
-        .admission
-        .admit_user(identity.user.as_ref(), max)
-        .map_err(|why| {
-            count_refused(ctx, why, listener, peer);
-            Refusal::NotAuthorized
-        })
-}
 
 #[cfg(test)]
 mod tests {

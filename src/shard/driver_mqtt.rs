@@ -254,7 +254,7 @@ impl MqttGlue {
             Err(refusal) => return machine.on_refused(refusal, out),
         };
         let source = peer.addr.map(|a| a.ip());
-        match admission::admit_user(&ctx, &identity, admission::ListenerKind::Mqtt, source) {
+        match ctx.admit_user(&identity, admission::ListenerKind::Mqtt, source) {
             Ok(permit) => self.user_permit = permit,
             Err(refusal) => return machine.on_refused(refusal, out),
         }

@@ -126,7 +126,7 @@ fn connect<T: Transport>(
         Ok(identity) => {
             let source = peer.addr.map(|a| a.ip());
             let nats = admission::ListenerKind::Nats;
-            match admission::admit_user(&conn.ctx, &identity, nats, source) {
+            match conn.ctx.admit_user(&identity, nats, source) {
                 Ok(permit) => *user_permit = permit,
                 Err(refusal) => {
                     machine.refused(refusal, out);

@@ -12,6 +12,7 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
+pub mod accept;
 pub mod admission;
 pub mod bind;
 pub mod bridge;
@@ -696,7 +697,7 @@ async fn accept_loop(
             return;
         };
         match accepted {
-            Ok(stream) => admit(ctx, stream, protocol, rate),
+            Ok(stream) => accept::admit(ctx, stream, protocol, rate),
             Err(e) => {
                 let e = std::io::Error::from(e);
                 let out_of_descriptors = matches!(
@@ -714,7 +715,7 @@ async fn accept_loop(
                         spare = std::fs::File::open("/dev/null").ok();
                         if spare.is_some() {
                             // Descriptors came back meanwhile: served.
-                            admit(ctx, stream, protocol, rate);
+                            accept::admit(ctx, stream, protocol, rate);
                         } else {
                             stats::Counters::add(&ctx.counters.connections_refused, 1);
                             if ctx.log_limiter.allow() {
@@ -731,105 +732,4 @@ async fn accept_loop(
             }
         }
     }
-}
-
-/// An accepted connection: served under a permit (counted before anything
-/// is allocated for it), or refused past the shard's accept rate,
-/// `limits.connections_max` or what the descriptor limit holds, its
-/// listener's limit or its source address's (see [`admission`]).
-fn admit(
-    ctx: &Rc<ShardCtx>,
-    stream: glommio::net::TcpStream,
-    protocol: SessionProtocol,
-    rate: &admission::AcceptRate,
-) {
-    let listener = match protocol {
-        SessionProtocol::Mqtt => admission::ListenerKind::Mqtt,
-        SessionProtocol::Nats => admission::ListenerKind::Nats,
-    };
-    let config = ctx.config();
-    if !rate.allow(config.security.accept_rate_per_s, Instant::now()) {
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
-        admission::count_refused(ctx, admission::Refused::Rate, listener, peer);
-        return;
-    }
-    let configured = config.limits.connections_max;
-    let held = match ctx.descriptor_connections_max() {
-        0 => usize::MAX,
-        n => n,
-    };
-    let max = configured.min(held);
-    if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
-        ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
-        stats::Counters::add(&ctx.counters.connections_refused, 1);
-        if ctx.log_limiter.allow() {
-            let why = if held < configured {
-                "connection refused: the descriptor limit holds no more connections (see the descriptor limit line at start)"
-            } else {
-                "connection refused: connections_max reached"
-            };
-            tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "{why}");
-        }
-        return;
-    }
-    let listener_max = match protocol {
-        SessionProtocol::Mqtt => config.mqtt.connections_max,
-        SessionProtocol::Nats => config.nats.connections_max,
-    };
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let permit = ctx.global.admission.admit(
-        listener,
-        listener_max,
-        peer,
-        config.security.connections_per_source_max,
-    );
-    let permit = match permit {
-        Ok(permit) => permit,
-        Err(why) => {
-            ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
-            admission::count_refused(ctx, why, listener, peer);
-            if protocol == SessionProtocol::Nats {
-                // As nats-server: the client reads why before the close.
-                glommio::spawn_local(refuse_nats(stream)).detach();
-            }
-            return;
-        }
-    };
-    stats::Counters::add(&ctx.counters.connections_accepted, 1);
-    stats::Counters::add(&ctx.counters.connections, 1);
-    match protocol {
-        SessionProtocol::Mqtt => {
-            glommio::spawn_local(under_permit(
-                permit,
-                driver_mqtt::serve(ctx.clone(), stream),
-            ))
-            .detach();
-        }
-        SessionProtocol::Nats => {
-            glommio::spawn_local(under_permit(
-                permit,
-                driver_nats::serve(ctx.clone(), stream),
-            ))
-            .detach();
-        }
-    }
-}
-
-/// Runs `serve` holding the connection's admission permit, released when
-/// the task ends (or is dropped at shutdown).
-async fn under_permit(permit: admission::Permit, serve: impl std::future::Future<Output = ()>) {
-    serve.await;
-    drop(permit);
-}
-
-/// Longest a refused NATS client is given to take its error line (a fresh
-/// socket's send buffer takes it at once; this bounds a peer that
-/// advertised no window).
-const REFUSAL_WRITE_MAX: Duration = Duration::from_secs(1);
-
-async fn refuse_nats(mut stream: glommio::net::TcpStream) {
-    use futures_lite::AsyncWriteExt;
-    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_MAX));
-    let _ = stream.write_all(admission::NATS_TOO_MANY).await;
-    let _ = stream.close().await;
 }

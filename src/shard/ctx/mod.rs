@@ -26,6 +26,7 @@
 //! Must not touch: bridge state (the bridge is a [`MeshPeer`] behind a
 //! trait) or sockets.
 
+mod admit;
 mod backpressure;
 mod buffers;
 mod control;
