@@ -68,11 +68,14 @@ pub fn admit(
     let permit = match permit {
         Ok(permit) => permit,
         Err(why) => {
-            ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
             ctx.count_refused(why, listener, peer);
             if protocol == SessionProtocol::Nats {
                 // As nats-server: the client reads why before the close.
-                glommio::spawn_local(refuse_nats(stream)).detach();
+                // Its descriptor stays counted in `connections_max` until
+                // then, which bounds the refusals in flight.
+                glommio::spawn_local(refuse_nats(ctx.clone(), stream)).detach();
+            } else {
+                ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
             }
             return;
         }
@@ -105,13 +108,16 @@ async fn under_permit(permit: admission::Permit, serve: impl std::future::Future
 }
 
 /// Longest a refused NATS client is given to take its error line (a fresh
-/// socket's send buffer takes it at once; this bounds a peer that
-/// advertised no window).
+/// socket's send buffer takes it at once; this bounds the odd case where
+/// it does not).
 const REFUSAL_WRITE_MAX: Duration = Duration::from_secs(1);
 
-async fn refuse_nats(mut stream: glommio::net::TcpStream) {
+/// Writes nats-server's line to a client over a limit, closes, and gives
+/// back its place under `connections_max`.
+async fn refuse_nats(ctx: Rc<ShardCtx>, mut stream: glommio::net::TcpStream) {
     use futures_lite::AsyncWriteExt;
     let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_MAX));
     let _ = stream.write_all(admission::NATS_TOO_MANY).await;
     let _ = stream.close().await;
+    ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
 }
