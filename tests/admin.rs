@@ -338,3 +338,109 @@ async fn sys_topics_for_a_real_client() {
     };
     assert_eq!(received, 4.0);
 }
+
+/// GET with an optional `Authorization` header: (status, head, body).
+async fn get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n{header}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// With `admin.token`, every path but the health probes needs it: 401 with
+/// `WWW-Authenticate: Bearer` without it or with a wrong one, 200 with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_is_required() {
+    let weft = Weft::start(1, "[admin]\ntoken = \"tok-3f9a\"\n");
+    for path in ["/metrics", "/connections", "/subscriptions", "/links"] {
+        for wrong in [
+            None,
+            Some("Bearer tok-3f9"),
+            Some("Bearer tok-3f9ab"),
+            Some("Basic tok-3f9a"),
+        ] {
+            let (status, head, body) = get_with(weft.admin, path, wrong).await;
+            assert_eq!(status, 401, "{path} {wrong:?}: {head}");
+            assert!(
+                head.lines()
+                    .any(|l| l.starts_with("WWW-Authenticate: Bearer")),
+                "{head}"
+            );
+            assert!(!body.contains("weft_"), "nothing leaks: {body}");
+        }
+        let (status, _, _) = get_with(weft.admin, path, Some("Bearer tok-3f9a")).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    // The probes stay open (documented in the README).
+    for path in ["/healthz", "/readyz"] {
+        let (status, _, _) = get_with(weft.admin, path, None).await;
+        assert!(status == 200 || status == 503, "{path}: {status}");
+        assert_ne!(status, 401, "{path}");
+    }
+}
+
+/// An admin endpoint off loopback with no token: the start is refused with
+/// one line naming `admin.token`, exit status 2.
+#[test]
+fn an_open_admin_endpoint_refuses_to_start() {
+    let config = write_config("[admin]\nlisten = \"0.0.0.0:0\"\n");
+    let out = std::process::Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config.0)
+        .args([
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--nats-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--shards", "1", "--cores", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("weft: error: admin.token"), "{stderr}");
+    // The same from the flag, and from check-config.
+    let out = std::process::Command::new(weft_bin())
+        .args(["check-config"])
+        .arg(&config.0)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+}
+
+/// `/connections` names each connection's user (null: anonymous) and
+/// account, over both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_show_user_and_account() {
+    let weft = Weft::start(1, "[security]\ndefault_account = \"acme\"\n");
+    let _mqtt = connect(weft.addr, "who-mqtt").await;
+    let nats = nats(weft.nats).await;
+    nats_sync(&nats).await;
+    let (status, body) = get(weft.admin, "/connections").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{body}");
+    for c in conns {
+        assert!(c.get("user").is_some_and(|u| u.is_null()), "{c}");
+        assert_eq!(c["account"], "acme", "{c}");
+    }
+    assert!(conns.iter().any(|c| c["client_id"] == "who-mqtt"));
+}

@@ -210,8 +210,11 @@ reconnect_max_ms = 200
         let mut routers: Vec<Weft> = Vec::new();
         for (i, id) in IDS.iter().enumerate() {
             let cip = &client_ip[i];
-            let toml =
-                format!("{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\n");
+            // Off loopback, the admin endpoint needs a token (the
+            // harness sends it).
+            let toml = format!(
+                "{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\ntoken = \"netns-{id}\"\n"
+            );
             let mut launch = Launch::new(1, &toml);
             launch.prefix = ["ip", "netns", "exec", &ns[i]].map(String::from).to_vec();
             launch.mqtt_listen = format!("{cip}:0");

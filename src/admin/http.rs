@@ -37,12 +37,14 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-/// A parsed request line; headers are read (to find the head's end) and
-/// ignored.
+/// A parsed request line, and the one header the endpoint reads; the
+/// others are read (to find the head's end) and ignored.
 pub struct Request<'a> {
     pub method: &'a str,
     /// The request target as sent: path and query.
     pub target: &'a str,
+    /// The `Authorization` header's value, if sent.
+    pub authorization: Option<&'a str>,
 }
 
 pub struct Response {
@@ -278,7 +280,22 @@ fn parse(head: &[u8]) -> Result<Request<'_>, &'static str> {
     if method.is_empty() || !target.starts_with('/') {
         return Err("malformed request line");
     }
-    Ok(Request { method, target })
+    let mut authorization = None;
+    for line in head[line_end..].split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(b"authorization") {
+            let value = std::str::from_utf8(&line[colon + 1..])
+                .map_err(|_| "Authorization header is not UTF-8")?;
+            authorization = Some(value.trim());
+        }
+    }
+    Ok(Request {
+        method,
+        target,
+        authorization,
+    })
 }
 
 fn text(status: u16, reason: &str) -> Response {
@@ -293,6 +310,7 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -308,10 +326,10 @@ fn encode(response: &Response) -> Vec<u8> {
         reason_phrase(response.status),
         response.content_type,
         response.body.len(),
-        if response.status == 405 {
-            "Allow: GET\r\n"
-        } else {
-            ""
+        match response.status {
+            405 => "Allow: GET\r\n",
+            401 => "WWW-Authenticate: Bearer realm=\"weft\"\r\n",
+            _ => "",
         },
     )
     .into_bytes();
@@ -357,6 +375,14 @@ mod tests {
         assert!(parse(b"GET /metrics HTTP/2\r\n\r\n").is_err());
         assert!(parse(b"GET /\xff HTTP/1.1\r\n\r\n").is_err());
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        let r = parse(b"GET / HTTP/1.1\r\nHost: a\r\nauthorization:  Bearer x y \r\n\r\n").unwrap();
+        assert_eq!(r.authorization, Some("Bearer x y"));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .authorization,
+            None
+        );
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
     }
 

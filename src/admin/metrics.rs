@@ -11,6 +11,9 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
     let snaps: Vec<Snapshot> = stats.iter().map(|s| s.snapshot()).collect();
     let mut out = String::with_capacity(8192);
     for (name, kind, help, value) in Snapshot::metrics() {
+        if name == "connections_refused_total" || name.starts_with("refused_") {
+            continue; // one family by reason, below
+        }
         let _ = writeln!(out, "# HELP weft_{name} {help}");
         let _ = writeln!(out, "# TYPE weft_{name} {kind}");
         for (shard, snap) in snaps.iter().enumerate() {
@@ -34,6 +37,28 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             "weft_dropped_total{{shard=\"{shard}\",reason=\"group_gone\"}} {}",
             s.dropped_group_gone
         );
+    }
+    // Refused connections by reason, in one family: `connections_max`
+    // (limits.connections_max, or the descriptor limit), then the
+    // admission limits (`shard::admission`).
+    let _ = writeln!(
+        out,
+        "# HELP weft_connections_refused_total Connections refused, by reason: connections_max (limits.connections_max or the descriptor limit), listener (mqtt/nats.connections_max), source (security.connections_per_source_max), rate (security.accept_rate_per_s), all at accept; user (security.connections_per_user_max), at CONNECT."
+    );
+    let _ = writeln!(out, "# TYPE weft_connections_refused_total counter");
+    for (shard, s) in snaps.iter().enumerate() {
+        for (reason, n) in [
+            ("connections_max", s.connections_refused),
+            ("listener", s.refused_listener),
+            ("source", s.refused_source),
+            ("user", s.refused_user),
+            ("rate", s.refused_rate),
+        ] {
+            let _ = writeln!(
+                out,
+                "weft_connections_refused_total{{shard=\"{shard}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
     type Depth = fn(&ShardView) -> u64;
     let depths: [(&str, &str, Depth); 2] = [

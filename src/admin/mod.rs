@@ -33,6 +33,8 @@ pub struct AdminState {
     pub mesh_view: crate::shard::MeshViewSlot,
     pub page_size_max: usize,
     pub http: http::Limits,
+    /// `admin.token`: empty = every request is served.
+    pub token: String,
 }
 
 /// Requests waiting to be accepted (they are answered one at a time).
@@ -105,7 +107,49 @@ pub fn start(
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// Paths served without the token: liveness and readiness say nothing
+/// about clients, and probes (a kubelet, `weft wait`) should not need a
+/// secret.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+
+/// Whether `request` may be served: no token configured, an open path, or
+/// `Authorization: Bearer <token>` with the configured token.
+fn authorized(token: &str, request: &http::Request<'_>) -> bool {
+    let path = request.target.split('?').next().unwrap_or("");
+    if token.is_empty() || OPEN_PATHS.contains(&path) {
+        return true;
+    }
+    let presented = request.authorization.and_then(|value| {
+        let (scheme, credentials) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(credentials.trim())
+    });
+    presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes()))
+}
+
+/// Compares a presented secret with the configured one in time that
+/// depends only on the presented length (never on where they differ, nor
+/// on the secret's length), so that timing tells an attacker nothing.
+fn same_secret(presented: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != secret.len());
+    for (i, &b) in presented.iter().enumerate() {
+        diff |= b ^ secret[i % secret.len()];
+    }
+    std::hint::black_box(diff) == 0
+}
+
 fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str, Vec<u8>) {
+    if !authorized(&state.token, request) {
+        return (
+            401,
+            TEXT,
+            b"a bearer token is required (admin.token)\n".to_vec(),
+        );
+    }
     if request.method != "GET" {
         return (405, TEXT, b"only GET\n".to_vec());
     }
@@ -237,4 +281,64 @@ fn collect_views(state: &AdminState) -> Vec<ShardView> {
         std::thread::sleep(Duration::from_millis(5));
     }
     views.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(target: &'a str, authorization: Option<&'a str>) -> http::Request<'a> {
+        http::Request {
+            method: "GET",
+            target,
+            authorization,
+        }
+    }
+
+    #[test]
+    fn the_token_guards_every_path_but_health() {
+        let t = "s3cret";
+        for path in ["/metrics", "/connections?limit=1", "/links", "/nowhere"] {
+            assert!(!authorized(t, &request(path, None)), "{path}");
+            assert!(
+                !authorized(t, &request(path, Some("Bearer s3cre"))),
+                "{path}"
+            );
+            assert!(
+                !authorized(t, &request(path, Some("Bearer s3cret2"))),
+                "{path}"
+            );
+            assert!(
+                !authorized(t, &request(path, Some("Basic s3cret"))),
+                "{path}"
+            );
+            assert!(!authorized(t, &request(path, Some("s3cret"))), "{path}");
+            assert!(
+                authorized(t, &request(path, Some("Bearer s3cret"))),
+                "{path}"
+            );
+            assert!(
+                authorized(t, &request(path, Some("bearer  s3cret"))),
+                "{path}"
+            );
+            // No token configured: everything is served.
+            assert!(authorized("", &request(path, None)), "{path}");
+        }
+        for path in ["/healthz", "/readyz?x"] {
+            assert!(authorized(t, &request(path, None)), "{path}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(
+            !same_secret(b"abcabc", b"abc"),
+            "a repeat is not the secret"
+        );
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+        assert!(!same_secret(b"", b""), "an empty secret matches nothing");
+        assert!(!same_secret(b"abd", b"abc"));
+    }
 }

@@ -46,10 +46,10 @@ pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
 };
 pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
+pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
 pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
-pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
 pub use tls::{ClientTls, MeshTls};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -222,6 +222,18 @@ impl Config {
         } else {
             None
         };
+        if let Some(addr) = admin_listen {
+            // The views name every client and its address: off loopback,
+            // only for whoever holds the token.
+            if !addr.ip().is_loopback() && self.admin.token.is_empty() {
+                return Err(invalid(
+                    "admin.token",
+                    format!(
+                        "must be set: the admin endpoint listens on {addr}, not a loopback address"
+                    ),
+                ));
+            }
+        }
         let cores = if self.runtime.cores.trim().is_empty() {
             if online.is_empty() {
                 vec![0]

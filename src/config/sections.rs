@@ -24,6 +24,10 @@ pub struct AdminConfig {
     /// answer; requests are served one at a time, so this bounds how long
     /// a slow client can hold the endpoint.
     pub request_timeout_ms: u64,
+    /// Bearer token every request but `/healthz` and `/readyz` must carry
+    /// (`Authorization: Bearer <token>`); empty = none, allowed only on a
+    /// loopback address.
+    pub token: String,
 }
 
 impl Default for AdminConfig {
@@ -35,6 +39,7 @@ impl Default for AdminConfig {
             page_size_max: 1000,
             request_bytes_max: 8192,
             request_timeout_ms: 2000,
+            token: String::new(),
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct MqttConfig {
     pub sys_interval_s: u64,
     /// MQTT over TLS on its own listener; see [`MqttTlsConfig`].
     pub tls: MqttTlsConfig,
+    /// Connections at once on the MQTT listener (all shards; 0 = only
+    /// `limits.connections_max`); more are closed at accept and counted.
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -88,6 +96,10 @@ pub struct NatsConfig {
     pub payload_bytes_max: usize,
     /// TLS on the NATS listener; see [`NatsTlsConfig`].
     pub tls: NatsTlsConfig,
+    /// Connections at once on the NATS listener (all shards; 0 = only
+    /// `limits.connections_max`); more read `-ERR 'maximum connections
+    /// exceeded'` and are closed.
+    pub connections_max: usize,
 }
 
 impl Default for NatsConfig {
@@ -102,6 +114,7 @@ impl Default for NatsConfig {
             control_line_bytes_max: 4096,
             payload_bytes_max: 1024 * 1024,
             tls: NatsTlsConfig::default(),
+            connections_max: 0,
         }
     }
 }
@@ -170,6 +183,7 @@ impl Default for MqttConfig {
             server_keep_alive_s: None,
             sys_interval_s: 0,
             tls: MqttTlsConfig::default(),
+            connections_max: 0,
         }
     }
 }

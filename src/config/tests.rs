@@ -45,6 +45,9 @@ fn defaults_are_pinned() {
     assert!(!c.nats.tls.required);
     assert_eq!(c.nats.tls.handshake_first, HandshakeFirst::Flag(false));
     assert_eq!(c.nats.tls.client_auth, ClientAuth::Required);
+    assert_eq!(c.mqtt.connections_max, 0);
+    assert_eq!(c.nats.connections_max, 0);
+    assert_eq!(c.admin.token, "");
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }
@@ -100,4 +103,27 @@ fn errors_name_the_key() {
         .unwrap_err()
         .to_string()
         .starts_with("mqtt.listen"));
+}
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    let c = Config::from_toml("[admin]\nlisten = \"0.0.0.0:8222\"\n", "f.toml").unwrap();
+    let e = c.resolve(&[0]).unwrap_err().to_string();
+    assert!(e.starts_with("admin.token"), "{e}");
+    assert!(e.contains("0.0.0.0:8222") && !e.contains('\n'), "{e}");
+    let c = Config::from_toml(
+        "[admin]\nlisten = \"0.0.0.0:8222\"\ntoken = \"s3cret\"\n",
+        "f.toml",
+    )
+    .unwrap();
+    assert!(c.resolve(&[0]).is_ok());
+    // Loopback (v4 or v6) needs none; a disabled endpoint neither.
+    for toml in [
+        "[admin]\nlisten = \"127.0.0.1:8222\"\n",
+        "[admin]\nlisten = \"[::1]:8222\"\n",
+        "[admin]\nenabled = false\nlisten = \"0.0.0.0:8222\"\n",
+    ] {
+        let c = Config::from_toml(toml, "f.toml").unwrap();
+        assert!(c.resolve(&[0]).is_ok(), "{toml}");
+    }
 }

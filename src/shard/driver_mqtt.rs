@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use glommio::net::TcpStream;
 
+use super::admission;
 use super::ctx::{Handoff, ShardCtx};
 use super::driver::{self, Connection, Glue};
 use super::mailbox::{Backlog, Mailbox, Protocol};
@@ -86,6 +87,9 @@ pub struct MqttGlue {
     backlog: Option<Backlog>,
     /// A request `request` left for `wait`.
     pending: Option<Pending>,
+    /// This connection's place under `connections_per_user_max`, held
+    /// until the connection ends (see `admission`).
+    user_permit: Option<admission::UserPermit>,
 }
 
 /// The requests that wait: once per connection (establish), per
@@ -249,6 +253,11 @@ impl MqttGlue {
             Ok(identity) => identity,
             Err(refusal) => return machine.on_refused(refusal, out),
         };
+        let source = peer.addr.map(|a| a.ip());
+        match ctx.admit_user(&identity, admission::ListenerKind::Mqtt, source) {
+            Ok(permit) => self.user_permit = permit,
+            Err(refusal) => return machine.on_refused(refusal, out),
+        }
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());

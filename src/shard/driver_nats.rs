@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
+use super::admission;
 use super::ctx::{Handoff, ShardCtx};
 use super::driver::{self, Connection, Glue};
 use super::mailbox::Protocol;
@@ -144,6 +145,9 @@ impl Prepared {
 pub struct NatsGlue {
     /// A request `request` left for `wait`.
     pending: Option<Pending>,
+    /// This connection's place under `connections_per_user_max`, held
+    /// until the connection ends (see `admission`).
+    user_permit: Option<admission::UserPermit>,
 }
 
 /// The requests that wait: a SUB's barrier, a publish to other shards
@@ -163,6 +167,7 @@ fn connect<T: Transport>(
     machine: &mut NatsSession,
     echo: bool,
     credentials: &Credentials,
+    user_permit: &mut Option<admission::UserPermit>,
     out: &mut Actions<Request>,
 ) -> bool {
     let peer = Peer {
@@ -174,6 +179,15 @@ fn connect<T: Transport>(
     mailbox.echo.set(echo);
     match conn.ctx.security().authenticate(credentials, &peer) {
         Ok(identity) => {
+            let source = peer.addr.map(|a| a.ip());
+            let nats = admission::ListenerKind::Nats;
+            match conn.ctx.admit_user(&identity, nats, source) {
+                Ok(permit) => *user_permit = permit,
+                Err(refusal) => {
+                    machine.refused(refusal, out);
+                    return true;
+                }
+            }
             *mailbox.identity.borrow_mut() = Some(identity.clone());
             machine.authenticated(identity, out);
         }
@@ -191,7 +205,14 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) -> bool {
         if let Request::Connect { echo, credentials } = request {
-            return connect(conn, machine, echo, &credentials, out);
+            return connect(
+                conn,
+                machine,
+                echo,
+                &credentials,
+                &mut self.user_permit,
+                out,
+            );
         }
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");

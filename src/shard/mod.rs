@@ -12,6 +12,8 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
+pub mod accept;
+pub mod admission;
 pub mod bind;
 pub mod bridge;
 pub mod ctx;
@@ -44,6 +46,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use crate::config::Resolved;
+use accept::Listener;
 use ctx::{Global, ShardCtx, ShardMsg};
 use mailbox::Protocol as SessionProtocol;
 use stats::{ShardStats, Snapshot};
@@ -93,14 +96,6 @@ pub struct Router {
 struct Bound {
     addr: SocketAddr,
     own_addrs: Vec<SocketAddr>,
-}
-
-/// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
-/// (NATS TLS is an upgrade on the NATS listener, not a listener.)
-#[derive(Clone, Copy)]
-struct Listener {
-    protocol: SessionProtocol,
-    tls: bool,
 }
 
 /// Listen backlog of the client and mesh listeners: connections the kernel
@@ -411,6 +406,7 @@ impl Router {
                         request_bytes_max: config.admin.request_bytes_max,
                         timeout: Duration::from_millis(config.admin.request_timeout_ms),
                     },
+                    token: config.admin.token.clone(),
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
@@ -654,11 +650,14 @@ async fn run_shard(
     }
 
     ctx.global.ready_shards.fetch_add(1, Ordering::Relaxed);
+    // One bucket for all of this shard's listeners (`accept_rate_per_s`).
+    let rate = Rc::new(admission::AcceptRate::default());
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(protocol, listener)| {
             let ctx = ctx.clone();
-            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol).await })
+            let rate = rate.clone();
+            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol, &rate).await })
         })
         .collect();
     for task in accepting {
@@ -725,7 +724,12 @@ async fn join_peer_with(
     Some(ctx)
 }
 
-async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener, protocol: Listener) {
+async fn accept_loop(
+    ctx: &Rc<ShardCtx>,
+    listener: &glommio::net::TcpListener,
+    protocol: Listener,
+    rate: &admission::AcceptRate,
+) {
     // A descriptor kept in reserve: out of descriptors (EMFILE), the
     // listener's next client is accepted on it and closed at once, so that
     // clients past the limit are refused (EOF) and counted instead of
@@ -741,7 +745,7 @@ async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener, p
             return;
         };
         match accepted {
-            Ok(stream) => admit(ctx, stream, protocol),
+            Ok(stream) => accept::admit(ctx, stream, protocol, rate),
             Err(e) => {
                 let e = std::io::Error::from(e);
                 let out_of_descriptors = matches!(
@@ -759,7 +763,7 @@ async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener, p
                         spare = std::fs::File::open("/dev/null").ok();
                         if spare.is_some() {
                             // Descriptors came back meanwhile: served.
-                            admit(ctx, stream, protocol);
+                            accept::admit(ctx, stream, protocol, rate);
                         } else {
                             stats::Counters::add(&ctx.counters.connections_refused, 1);
                             if ctx.log_limiter.allow() {
@@ -774,47 +778,6 @@ async fn accept_loop(ctx: &Rc<ShardCtx>, listener: &glommio::net::TcpListener, p
                 // Back off instead of spinning.
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-        }
-    }
-}
-
-/// An accepted connection: served under a permit (counted before anything
-/// is allocated for it), or refused past `limits.connections_max` or what
-/// the descriptor limit holds.
-fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Listener) {
-    let configured = ctx.limits().connections_max;
-    let held = match ctx.descriptor_connections_max() {
-        0 => usize::MAX,
-        n => n,
-    };
-    let max = configured.min(held);
-    if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
-        ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
-        stats::Counters::add(&ctx.counters.connections_refused, 1);
-        if ctx.log_limiter.allow() {
-            let why = if held < configured {
-                "connection refused: the descriptor limit holds no more connections (see the descriptor limit line at start)"
-            } else {
-                "connection refused: connections_max reached"
-            };
-            tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "{why}");
-        }
-        return;
-    }
-    stats::Counters::add(&ctx.counters.connections_accepted, 1);
-    stats::Counters::add(&ctx.counters.connections, 1);
-    match (kind.protocol, kind.tls) {
-        (SessionProtocol::Mqtt, false) => {
-            glommio::spawn_local(driver_mqtt::serve(ctx.clone(), stream)).detach();
-        }
-        (SessionProtocol::Mqtt, true) => match ctx.global.client_tls_mqtt() {
-            Some(tls) => {
-                glommio::spawn_local(tls_accept::serve_mqtt(ctx.clone(), stream, tls)).detach();
-            }
-            None => driver::release(ctx),
-        },
-        (SessionProtocol::Nats, _) => {
-            glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
         }
     }
 }

@@ -101,6 +101,10 @@ counters! {
     bytes_in: "Bytes read from client connections after their CONNECT.",
     bytes_out: "Bytes written to client connections.",
     tls_handshake_failures: "Client TLS handshakes that failed or did not finish within the CONNECT deadline.",
+    refused_listener: "Connections closed at accept: over their listener's `connections_max`.",
+    refused_source: "Connections closed at accept: over `security.connections_per_source_max`.",
+    refused_user: "CONNECTs refused: over `security.connections_per_user_max`.",
+    refused_rate: "Connections closed at accept: over `security.accept_rate_per_s`.",
 }
 
 /// Counters that go up and down.
@@ -133,6 +137,11 @@ pub struct ConnectionInfo {
     pub protocol: &'static str,
     pub client_id: String,
     pub peer: Option<String>,
+    /// The authenticated user; null for an anonymous client (and before
+    /// CONNECT).
+    pub user: Option<String>,
+    /// The account the session belongs to; null before CONNECT.
+    pub account: Option<String>,
     /// False for a persistent session kept without a connection.
     pub online: bool,
     pub subscriptions: usize,

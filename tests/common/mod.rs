@@ -222,6 +222,17 @@ impl Weft {
             .map(|_| parse_addr(&next(), "listening on "))
             .collect();
         let admin = parse_addr(&next(), "admin listening on ");
+        if let Some(token) = table
+            .get("admin")
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            admin_tokens()
+                .lock()
+                .unwrap()
+                .insert(admin, token.to_string());
+        }
         let mesh = expects_mesh.then(|| parse_addr(&next(), "mesh listening on "));
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -636,13 +647,25 @@ fn wait_flag(flag: &std::sync::atomic::AtomicBool, deadline: Duration) -> bool {
     true
 }
 
+/// The `admin.token` of each router this test started (by admin address),
+/// which [`admin_get`] sends.
+fn admin_tokens() -> &'static std::sync::Mutex<std::collections::HashMap<SocketAddr, String>> {
+    static TOKENS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<SocketAddr, String>>,
+    > = std::sync::OnceLock::new();
+    TOKENS.get_or_init(Default::default)
+}
+
 /// GET over HTTP/1.0 with a blocking-free tokio socket: (status, body).
+/// Sends the router's `admin.token` when its TOML set one.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let token = admin_tokens().lock().unwrap().get(&addr).cloned();
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
         .await
         .unwrap_or_else(|_| panic!("admin {addr} did not accept in time"))
         .unwrap_or_else(|e| panic!("admin {addr}: {e}"));
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: weft\r\n{authorization}\r\n").as_bytes())
         .await
         .unwrap();
     let mut raw = String::new();

@@ -26,6 +26,7 @@
 //! Must not touch: bridge state (the bridge is a [`MeshPeer`] behind a
 //! trait) or sockets.
 
+mod admit;
 mod backpressure;
 mod buffers;
 mod control;
@@ -63,8 +64,8 @@ pub use stop::Stop;
 pub use table::NatsSub;
 pub use telemetry::LogLimiter;
 
-/// Process-wide state shared by the shards: only atomics, none of it on
-/// the event path.
+/// Process-wide state shared by the shards: atomics and a few locks, none
+/// of it on the event path.
 #[derive(Default)]
 pub struct Global {
     pub connections: AtomicUsize,
@@ -89,6 +90,9 @@ pub struct Global {
     /// read at each accept, replaced by a SIGHUP reload: established
     /// connections keep the material they started with.
     pub client_tls: std::sync::RwLock<crate::config::ClientTlsResolved>,
+    /// Connections per listener, source address and user (touched at
+    /// accept, CONNECT and close only; see `shard::admission`).
+    pub admission: Arc<super::admission::Admission>,
 }
 
 impl Global {

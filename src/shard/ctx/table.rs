@@ -187,6 +187,12 @@ impl Table {
                             protocol,
                             client_id: s.client_id.to_string(),
                             peer: s.peer.get().map(|a| a.to_string()),
+                            user: s
+                                .identity
+                                .borrow()
+                                .as_ref()
+                                .and_then(|i| i.user.as_deref().map(str::to_string)),
+                            account: s.identity.borrow().as_ref().map(|i| i.account.to_string()),
                             online: !s.offline.get(),
                             subscriptions: s.subscriptions.borrow().len()
                                 + s.nats_subs.borrow().len(),

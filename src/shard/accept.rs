@@ -1,0 +1,143 @@
+//! Accepting one connection: the admission checks in order (the shard's
+//! accept rate, `limits.connections_max` and the descriptor limit, the
+//! listener's and the source address's limits; see [`admission`]), then
+//! the connection's task, holding its permit, or its refusal.
+//!
+//! Owns: the decision at accept and the refusal's last words (NATS).
+//! Must not touch: sessions (the drivers serve the connection).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::admission;
+use super::ctx::ShardCtx;
+use super::mailbox::Protocol as SessionProtocol;
+use super::{driver, driver_mqtt, driver_nats, stats, tls_accept};
+
+/// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
+/// (NATS TLS is an upgrade on the NATS listener, not a listener.) The
+/// MQTT TLS listener counts as the MQTT listener (`mqtt.connections_max`).
+#[derive(Clone, Copy)]
+pub struct Listener {
+    pub protocol: SessionProtocol,
+    pub tls: bool,
+}
+
+/// An accepted connection: served under a permit (counted before anything
+/// is allocated for it), or refused past the shard's accept rate,
+/// `limits.connections_max` or what the descriptor limit holds, its
+/// listener's limit or its source address's (see [`admission`]).
+pub fn admit(
+    ctx: &Rc<ShardCtx>,
+    stream: glommio::net::TcpStream,
+    kind: Listener,
+    rate: &admission::AcceptRate,
+) {
+    let protocol = kind.protocol;
+    let listener = match protocol {
+        SessionProtocol::Mqtt => admission::ListenerKind::Mqtt,
+        SessionProtocol::Nats => admission::ListenerKind::Nats,
+    };
+    let config = ctx.config();
+    if !rate.allow(config.security.accept_rate_per_s, Instant::now()) {
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        ctx.count_refused(admission::Refused::Rate, listener, peer);
+        return;
+    }
+    let configured = config.limits.connections_max;
+    let held = match ctx.descriptor_connections_max() {
+        0 => usize::MAX,
+        n => n,
+    };
+    let max = configured.min(held);
+    if ctx.global_connections().fetch_add(1, Ordering::Relaxed) >= max {
+        ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+        stats::Counters::add(&ctx.counters.connections_refused, 1);
+        if ctx.log_limiter.allow() {
+            let why = if held < configured {
+                "connection refused: the descriptor limit holds no more connections (see the descriptor limit line at start)"
+            } else {
+                "connection refused: connections_max reached"
+            };
+            tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), max, "{why}");
+        }
+        return;
+    }
+    let listener_max = match protocol {
+        SessionProtocol::Mqtt => config.mqtt.connections_max,
+        SessionProtocol::Nats => config.nats.connections_max,
+    };
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let permit = ctx.global.admission.admit(
+        listener,
+        listener_max,
+        peer,
+        config.security.connections_per_source_max,
+    );
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(why) => {
+            ctx.count_refused(why, listener, peer);
+            if protocol == SessionProtocol::Nats {
+                // As nats-server: the client reads why before the close.
+                // Its descriptor stays counted in `connections_max` until
+                // then, which bounds the refusals in flight.
+                glommio::spawn_local(refuse_nats(ctx.clone(), stream)).detach();
+            } else {
+                ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+    };
+    stats::Counters::add(&ctx.counters.connections_accepted, 1);
+    stats::Counters::add(&ctx.counters.connections, 1);
+    match (protocol, kind.tls) {
+        (SessionProtocol::Mqtt, false) => {
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_mqtt::serve(ctx.clone(), stream),
+            ))
+            .detach();
+        }
+        (SessionProtocol::Mqtt, true) => match ctx.global.client_tls_mqtt() {
+            Some(tls) => {
+                glommio::spawn_local(under_permit(
+                    permit,
+                    tls_accept::serve_mqtt(ctx.clone(), stream, tls),
+                ))
+                .detach();
+            }
+            None => driver::release(ctx),
+        },
+        (SessionProtocol::Nats, _) => {
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_nats::serve(ctx.clone(), stream),
+            ))
+            .detach();
+        }
+    }
+}
+
+/// Runs `serve` holding the connection's admission permit, released when
+/// the task ends (or is dropped at shutdown).
+async fn under_permit(permit: admission::Permit, serve: impl std::future::Future<Output = ()>) {
+    serve.await;
+    drop(permit);
+}
+
+/// Longest a refused NATS client is given to take its error line (a fresh
+/// socket's send buffer takes it at once; this bounds the odd case where
+/// it does not).
+const REFUSAL_WRITE_MAX: Duration = Duration::from_secs(1);
+
+/// Writes nats-server's line to a client over a limit, closes, and gives
+/// back its place under `connections_max`.
+async fn refuse_nats(ctx: Rc<ShardCtx>, mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_MAX));
+    let _ = stream.write_all(admission::NATS_TOO_MANY).await;
+    let _ = stream.close().await;
+    ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+}
