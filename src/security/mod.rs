@@ -10,8 +10,12 @@
 //! whole on SIGHUP: a session keeps the identity it was given until the
 //! reload revokes it). Must not touch: sockets, protocol formats, routing.
 
+pub mod permissions;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+pub use permissions::{Grants, Permissions, Subscription, Substitution};
 
 use crate::config::{ConfigError, SecurityConfig};
 
@@ -69,6 +73,8 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct Security {
     default_account: Arc<str>,
+    /// Publish and subscribe rules (`permissions`).
+    permissions: Permissions,
 }
 
 impl Security {
@@ -76,6 +82,7 @@ impl Security {
     pub fn from_config(c: &SecurityConfig) -> Result<Security, ConfigError> {
         Ok(Security {
             default_account: c.default_account.as_str().into(),
+            permissions: Permissions::from_config(c)?,
         })
     }
 
@@ -96,5 +103,17 @@ impl Security {
             user: None,
             account: self.default_account.clone(),
         })
+    }
+
+    /// What a session of `identity` with `client_id` may publish and read
+    /// (its user's rules with its groups', `%u` and `%c` substituted; no
+    /// user: `security.anonymous`). A substituted value that would widen
+    /// a rule refuses the session (as not authorized to connect).
+    pub fn grants(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+    ) -> Result<Arc<Grants>, Substitution> {
+        self.permissions.grants(identity.user.as_deref(), client_id)
     }
 }
