@@ -15,7 +15,7 @@ pub mod permissions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use permissions::{Grants, Permissions, Subscription, Substitution};
+pub use permissions::{Denied, Grants, Permissions, Subscription, Substitution};
 
 use crate::config::{ConfigError, SecurityConfig};
 

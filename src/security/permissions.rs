@@ -59,6 +59,27 @@ pub enum Subscription {
     Checked,
 }
 
+/// What a denial refused: the `action` label of
+/// `weft_authz_denied_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    Publish,
+    Subscribe,
+    /// An event (or a retained message) not delivered to a checked
+    /// subscription.
+    Deliver,
+}
+
+impl Denied {
+    pub fn label(self) -> &'static str {
+        match self {
+            Denied::Publish => "publish",
+            Denied::Subscribe => "subscribe",
+            Denied::Deliver => "deliver",
+        }
+    }
+}
+
 /// A session's compiled rights. See the module doc.
 #[derive(Debug, Default)]
 pub struct Grants {

@@ -111,6 +111,11 @@ impl Glue<MqttSession> for MqttGlue {
         // Borrowed, not cloned: this runs per PUBLISH.
         let (ctx, mailbox, congested) = conn.parts();
         let pending = match request {
+            // Also before the session is registered (a refused will).
+            Request::Denied(denied) => {
+                ctx.count_denied(Protocol::Mqtt, denied);
+                return true;
+            }
             Request::Publish { event, retain, ack } => {
                 let Some(mailbox) = mailbox else {
                     debug_assert!(false, "PUBLISH follows CONNECT");
@@ -222,6 +227,7 @@ fn now(
         // After the connection: `end_session`.
         Request::End { .. } | Request::Will { .. } => {}
         Request::Establish(_)
+        | Request::Denied(_)
         | Request::Publish { .. }
         | Request::Barrier
         | Request::Subscribe(_) => unreachable!("handled by `request`"),
@@ -250,8 +256,21 @@ impl MqttGlue {
             Err(refusal) => return machine.on_refused(refusal, out),
         };
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
+        // What it may publish and read, with `%c` the id in use; a refusal
+        // (a will it may not publish, a value that would widen a rule)
+        // registers nothing.
+        let grants = match ctx.security().grants(&identity, &client_id) {
+            Ok(grants) => grants,
+            Err(why) => return machine.on_unauthorized(&why, out),
+        };
+        if !machine.on_authorized(grants.clone(), out) {
+            return;
+        }
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());
+        if !grants.is_allow_all() {
+            *mailbox.grants.borrow_mut() = Some(grants);
+        }
         machine.on_authenticated(identity);
         mailbox.peer.set(conn.transport.peer_addr());
         mailbox.persistent.set(e.persistent);

@@ -100,6 +100,12 @@ counters! {
     replays_out: "Retained messages and stored-session backlog written to clients (not in weft_latency_seconds).",
     bytes_in: "Bytes read from client connections after their CONNECT.",
     bytes_out: "Bytes written to client connections.",
+    authz_denied_mqtt_publish: "MQTT PUBLISH packets (and wills) the client's rights refused.",
+    authz_denied_mqtt_subscribe: "MQTT SUBSCRIBE filters the client's rights refused.",
+    authz_denied_mqtt_deliver: "Events (and retained messages) not delivered to an MQTT client's checked subscription it may not read.",
+    authz_denied_nats_publish: "NATS PUB/HPUB the client's rights refused.",
+    authz_denied_nats_subscribe: "NATS SUB the client's rights refused.",
+    authz_denied_nats_deliver: "Events not delivered to a NATS client's checked subscription it may not read.",
 }
 
 /// Counters that go up and down.

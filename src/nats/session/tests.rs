@@ -207,7 +207,10 @@ fn subscribe_is_answered_by_the_router() {
     feed(&mut s, b"CONNECT {\"verbose\":true}\r\n", t0, &mut out);
     out.clear();
     feed(&mut s, b"SUB a.> q 1\r\n", t0, &mut out);
-    let Some(Action::Request(Request::Subscribe { sid, filter, queue })) = out.list.last() else {
+    let Some(Action::Request(Request::Subscribe {
+        sid, filter, queue, ..
+    })) = out.list.last()
+    else {
         panic!("a subscribe request, last: {:?}", out.list);
     };
     assert_eq!(
