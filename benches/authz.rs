@@ -54,7 +54,9 @@ fn grants(security: &Security, user: &str) -> Arc<Grants> {
         user: Some(user.into()),
         account: "default".into(),
     };
-    security.grants(&identity, "bench").expect("no substitution")
+    security
+        .grants(&identity, "bench")
+        .expect("no substitution")
 }
 
 /// A connected MQTT 3.1.1 machine, authorized with `grants` if any.

@@ -438,15 +438,18 @@ fn compile_rule(text: &str) -> Result<Rule, String> {
     })
 }
 
+/// Compiles one allow/deny pair; an error names `key` (the section),
+/// whose rules (`whose`, empty for anonymous clients) and which list.
 fn compile_list(
     rules: &RulesConfig,
     into: &mut RuleList,
+    key: &'static str,
     whose: &str,
     direction: &str,
 ) -> Result<(), ConfigError> {
     let bad = |list: &str, reason: String| ConfigError::Invalid {
-        key: "security",
-        reason: format!("{whose} {direction}{list}: {reason}"),
+        key,
+        reason: format!("{whose}{direction}{list}: {reason}"),
     };
     for text in &rules.allow {
         into.allow
@@ -518,27 +521,40 @@ impl Permissions {
                 reason: "%u (the user name) in a rule of anonymous clients, who have none".into(),
             });
         }
-        compile_list(rules, &mut anonymous.publish, "anonymous", "")?;
-        compile_list(rules, &mut anonymous.subscribe, "anonymous", "")?;
+        let key = "security.anonymous";
+        compile_list(rules, &mut anonymous.publish, key, "", "")?;
+        compile_list(rules, &mut anonymous.subscribe, key, "", "")?;
         let mut groups: HashMap<&str, Policy> = HashMap::new();
         for g in &c.groups {
             let mut policy = Policy::default();
-            let whose = format!("group {:?}", g.name);
-            compile_list(&g.publish, &mut policy.publish, &whose, "publish.")?;
-            compile_list(&g.subscribe, &mut policy.subscribe, &whose, "subscribe.")?;
+            let (key, whose) = ("security.groups", format!("group {:?} ", g.name));
+            compile_list(&g.publish, &mut policy.publish, key, &whose, "publish.")?;
+            compile_list(
+                &g.subscribe,
+                &mut policy.subscribe,
+                key,
+                &whose,
+                "subscribe.",
+            )?;
             groups.insert(&g.name, policy);
         }
         let mut users = HashMap::new();
         for u in &c.users {
             let mut policy = Policy::default();
-            let whose = format!("user {:?}", u.name);
-            compile_list(&u.publish, &mut policy.publish, &whose, "publish.")?;
-            compile_list(&u.subscribe, &mut policy.subscribe, &whose, "subscribe.")?;
+            let (key, whose) = ("security.users", format!("user {:?} ", u.name));
+            compile_list(&u.publish, &mut policy.publish, key, &whose, "publish.")?;
+            compile_list(
+                &u.subscribe,
+                &mut policy.subscribe,
+                key,
+                &whose,
+                "subscribe.",
+            )?;
             for name in &u.groups {
                 let Some(group) = groups.get(name.as_str()) else {
                     return Err(ConfigError::Invalid {
                         key: "security.users",
-                        reason: format!("{whose} names group {name:?}, which is not configured"),
+                        reason: format!("{whose}names group {name:?}, which is not configured"),
                     });
                 };
                 for (into, from) in [

@@ -6,6 +6,11 @@
 //! is closed, keep the session offline or release it and publish (or
 //! delay) the will.
 //!
+//! Authentication and authorization happen at establish: the identity
+//! and the grants `Security` gives are handed to the machine (which
+//! answers denials) and kept on the mailbox (for the delivery check of
+//! checked subscriptions).
+//!
 //! Owns: the glue between `mqtt::session::Request` and `ShardCtx`, and the
 //! one log line of a refused CONNECT or a protocol-error close. Must not
 //! touch: MQTT rules (the machine decides; this only calls the router and

@@ -3,6 +3,10 @@
 //! requests to the shard (publish with its backpressure, subscriptions
 //! with the barrier that makes them visible to every shard).
 //!
+//! At CONNECT the identity and the grants `Security` gives are handed to
+//! the machine (which answers denials) and kept on the mailbox (for the
+//! delivery check of checked subscriptions).
+//!
 //! Owns: the glue between `nats::session::Request` and `ShardCtx`. Must
 //! not touch: NATS rules (the machine decides; this only calls the router
 //! and hands the answers back).

@@ -265,7 +265,10 @@ fn bad_rules_are_refused_with_their_place() {
         }],
         ..SecurityConfig::default()
     });
-    assert!(e.contains("user \"dave\" subscribe.deny: \"a/#/b\""), "{e}");
+    assert!(
+        e.starts_with("security.users: user \"dave\" subscribe.deny: \"a/#/b\""),
+        "{e}"
+    );
     let e = bad(SecurityConfig {
         users: vec![UserConfig {
             name: "erin".into(),
@@ -274,5 +277,13 @@ fn bad_rules_are_refused_with_their_place() {
         }],
         ..SecurityConfig::default()
     });
-    assert!(e.contains("group \"nope\""), "{e}");
+    assert!(e.contains("names group \"nope\""), "{e}");
+    let e = bad(SecurityConfig {
+        anonymous: rules(&["a.>.b"], &[]),
+        ..SecurityConfig::default()
+    });
+    assert!(
+        e.starts_with("security.anonymous: allow: \"a.>.b\" is not a NATS"),
+        "{e}"
+    );
 }

@@ -10,6 +10,11 @@
 //! from `groups`; announces interest changes through `control`. Must not
 //! touch: the directory (who hosts a client id) or the retained store.
 //!
+//! Authorization at delivery: a subscription marked `CHECKED` (its filter
+//! reaches topics its session may not read) has each event tested by
+//! [`ShardCtx::readable`] on the topic as the client sees it; unmarked
+//! subscriptions pay nothing.
+//!
 //! Hot path: `publish` and `deliver_local` run per event; rerun
 //! `weft bench` (README, perf) before changing them.
 
