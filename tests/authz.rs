@@ -252,6 +252,10 @@ async fn server_error(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_denials_keep_the_connection() {
     let weft = Weft::start(2, RULES);
+    // A watcher that may read nr's inbox, on nr's shard.
+    let (watcher, _) = nats_named(weft.nats_shards[0], "nwatch").await;
+    let mut watched = watcher.subscribe("inbox.>").await.unwrap();
+    nats_sync(&watcher).await;
     let (client, mut errors) = nats_named(weft.nats_shards[0], "nr").await;
     let _denied = client.subscribe("inbox.nr.>").await.unwrap();
     assert_eq!(
@@ -273,7 +277,8 @@ async fn nats_denials_keep_the_connection() {
         server_error(&mut errors).await,
         r#"Permissions Violation for Publish to "inbox.nr.x""#
     );
-    // The connection is kept: a round trip goes through.
+    // The connection is kept: a round trip goes through (and the denied
+    // PUB, before it, was handled).
     nats_sync(&client).await;
 
     // Cross-protocol, cross-shard: an MQTT client writes nr's inbox (and
@@ -287,6 +292,17 @@ async fn nats_denials_keep_the_connection() {
         .unwrap();
     assert_eq!(m.subject.as_str(), "inbox.zz.x");
     assert!(errors.try_recv().is_err(), "no other error");
+    // The watcher got the writer's events, never nr's denied one.
+    for (subject, payload) in [("inbox.nr.x", "no"), ("inbox.zz.x", "yes")] {
+        let m = tokio::time::timeout(WAIT, watched.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.subject.as_str(), &m.payload[..]),
+            (subject, payload.as_bytes())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
