@@ -60,6 +60,30 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             );
         }
     }
+    // Authorization denials by protocol and action, in one family.
+    let _ = writeln!(
+        out,
+        "# HELP weft_authz_denied_total Publishes, subscriptions and deliveries the clients' rights refused, by protocol and action."
+    );
+    let _ = writeln!(out, "# TYPE weft_authz_denied_total counter");
+    type Denials = fn(&Snapshot) -> u64;
+    let denials: [(&str, &str, Denials); 6] = [
+        ("mqtt", "publish", |s| s.authz_denied_mqtt_publish),
+        ("mqtt", "subscribe", |s| s.authz_denied_mqtt_subscribe),
+        ("mqtt", "deliver", |s| s.authz_denied_mqtt_deliver),
+        ("nats", "publish", |s| s.authz_denied_nats_publish),
+        ("nats", "subscribe", |s| s.authz_denied_nats_subscribe),
+        ("nats", "deliver", |s| s.authz_denied_nats_deliver),
+    ];
+    for (shard, s) in snaps.iter().enumerate() {
+        for (protocol, action, value) in denials {
+            let _ = writeln!(
+                out,
+                "weft_authz_denied_total{{shard=\"{shard}\",protocol=\"{protocol}\",action=\"{action}\"}} {}",
+                value(s)
+            );
+        }
+    }
     type Depth = fn(&ShardView) -> u64;
     let depths: [(&str, &str, Depth); 2] = [
         (

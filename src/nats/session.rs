@@ -13,6 +13,7 @@
 //! (the subscription table and the slow-consumer decision are the
 //! router's; this machine only says the words).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use super::codec::{self, ClientOp, NatsError, NatsLimits};
 use super::subject;
 use crate::event::{Event, EventMeta};
-use crate::security::{Credentials, Identity, Refusal};
+use crate::security::{Credentials, Denied, Grants, Identity, Refusal, Subscription, Substitution};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
 use crate::topic::{self, TopicLimits};
 
@@ -154,12 +155,18 @@ pub enum Request {
         sid: Box<str>,
         filter: String,
         queue: Option<Box<str>>,
+        /// The filter reaches subjects the client may not read: each
+        /// delivery is tested (`security::permissions`).
+        checked: bool,
     },
     /// UNSUB: now, or after `max` deliveries in all.
     Unsubscribe { sid: Box<str>, max: Option<u64> },
     /// An event the router makes itself (a no-responders status): routed
     /// as from no client, so `echo: false` does not hold it back.
     RouterPublish(Event),
+    /// A PUB or SUB the client's rights refused (already answered with
+    /// `-ERR`): count it.
+    Denied(Denied),
 }
 
 /// The router's answer to a SUB.
@@ -181,6 +188,8 @@ pub struct NatsSession {
     /// What broke the rules, for the close's log line.
     error: Option<String>,
     identity: Option<Identity>,
+    /// What it may publish and read; None: no rules, nothing checked.
+    grants: Option<Arc<Grants>>,
 }
 
 fn err(out: &mut Actions<Request>, message: &str) {
@@ -203,6 +212,7 @@ impl NatsSession {
             closed: false,
             error: None,
             identity: None,
+            grants: None,
         }
     }
 
@@ -249,6 +259,21 @@ impl NatsSession {
             }
             .into(),
         );
+        self.close(out, CloseReason::ConnectRefused, "Authorization Violation");
+    }
+
+    /// The client's rights, handed over before `authenticated`. Denials
+    /// are answered as nats-server does, and the connection kept:
+    /// `-ERR 'Permissions Violation for Publish to "<subject>"'`, `…
+    /// for Subscription to "<subject>"` (`… using queue "<queue>"`).
+    pub fn authorized(&mut self, grants: Arc<Grants>) {
+        self.grants = (!grants.is_allow_all()).then_some(grants);
+    }
+
+    /// A `%u`/`%c` substitution would widen a rule: refused as not
+    /// authorized, then close.
+    pub fn unauthorized(&mut self, why: &Substitution, out: &mut Actions<Request>) {
+        self.error = Some(why.to_string());
         self.close(out, CloseReason::ConnectRefused, "Authorization Violation");
     }
 
@@ -299,6 +324,16 @@ impl NatsSession {
             err(out, "Invalid Publish Subject");
             return;
         };
+        if let Some(grants) = &self.grants {
+            if !grants.may_publish(&internal) {
+                out.request(Request::Denied(Denied::Publish));
+                err(
+                    out,
+                    &format!("Permissions Violation for Publish to {subj:?}"),
+                );
+                return;
+            }
+        }
         // As nats-server: +OK acknowledges the PUB before any delivery.
         self.ok(out);
         let event = Event::new(&internal, payload, 0, false).with_meta(EventMeta {
@@ -384,6 +419,21 @@ impl Machine for NatsSession {
                     err(out, "Invalid Subject");
                     return;
                 };
+                let subscription = self
+                    .grants
+                    .as_ref()
+                    .map_or(Subscription::Granted, |g| g.subscription(&filter));
+                if subscription == Subscription::Denied {
+                    out.request(Request::Denied(Denied::Subscribe));
+                    let message = match queue {
+                        None => format!("Permissions Violation for Subscription to {subj:?}"),
+                        Some(q) => format!(
+                            "Permissions Violation for Subscription to {subj:?} using queue {q:?}"
+                        ),
+                    };
+                    err(out, &message);
+                    return;
+                }
                 // A publish that follows, from any shard, sees this
                 // interest: the glue waits for every shard before it
                 // answers (`subscribed`).
@@ -391,6 +441,7 @@ impl Machine for NatsSession {
                     sid: sid.into(),
                     filter,
                     queue: queue.map(Into::into),
+                    checked: subscription == Subscription::Checked,
                 });
             }
             ClientOp::Unsub { sid, max } => {

@@ -10,8 +10,12 @@
 //! whole on SIGHUP: a session keeps the identity it was given until the
 //! reload revokes it). Must not touch: sockets, protocol formats, routing.
 
+pub mod permissions;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+pub use permissions::{Denied, Grants, Permissions, Subscription, Substitution};
 
 use crate::config::{ConfigError, SecurityConfig};
 
@@ -71,6 +75,8 @@ pub struct Security {
     default_account: Arc<str>,
     /// Every configured user's account, by user name.
     accounts_of_users: std::collections::HashMap<Box<str>, Arc<str>>,
+    /// Publish and subscribe rules (`permissions`).
+    permissions: Permissions,
 }
 
 impl Security {
@@ -92,6 +98,7 @@ impl Security {
         Ok(Security {
             default_account,
             accounts_of_users,
+            permissions: Permissions::from_config(c)?,
         })
     }
 
@@ -126,6 +133,18 @@ impl Security {
             user: None,
             account: self.default_account.clone(),
         })
+    }
+
+    /// What a session of `identity` with `client_id` may publish and read
+    /// (its user's rules with its groups', `%u` and `%c` substituted; no
+    /// user: `security.anonymous`). A substituted value that would widen
+    /// a rule refuses the session (as not authorized to connect).
+    pub fn grants(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+    ) -> Result<Arc<Grants>, Substitution> {
+        self.permissions.grants(identity.user.as_deref(), client_id)
     }
 }
 

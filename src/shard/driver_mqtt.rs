@@ -6,6 +6,11 @@
 //! is closed, keep the session offline or release it and publish (or
 //! delay) the will.
 //!
+//! Authentication and authorization happen at establish: the identity
+//! and the grants `Security` gives are handed to the machine (which
+//! answers denials) and kept on the mailbox (for the delivery check of
+//! checked subscriptions).
+//!
 //! Owns: the glue between `mqtt::session::Request` and `ShardCtx`, and the
 //! one log line of a refused CONNECT or a protocol-error close. Must not
 //! touch: MQTT rules (the machine decides; this only calls the router and
@@ -115,6 +120,11 @@ impl Glue<MqttSession> for MqttGlue {
         // Borrowed, not cloned: this runs per PUBLISH.
         let (ctx, mailbox, congested) = conn.parts();
         let pending = match request {
+            // Also before the session is registered (a refused will).
+            Request::Denied(denied) => {
+                ctx.count_denied(Protocol::Mqtt, denied);
+                return true;
+            }
             Request::Publish { event, retain, ack } => {
                 let Some(mailbox) = mailbox else {
                     debug_assert!(false, "PUBLISH follows CONNECT");
@@ -226,6 +236,7 @@ fn now(
         // After the connection: `end_session`.
         Request::End { .. } | Request::Will { .. } => {}
         Request::Establish(_)
+        | Request::Denied(_)
         | Request::Publish { .. }
         | Request::Barrier
         | Request::Subscribe(_) => unreachable!("handled by `request`"),
@@ -259,8 +270,21 @@ impl MqttGlue {
             Err(refusal) => return machine.on_refused(refusal, out),
         }
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
+        // What it may publish and read, with `%c` the id in use; a refusal
+        // (a will it may not publish, a value that would widen a rule)
+        // registers nothing.
+        let grants = match ctx.security().grants(&identity, &client_id) {
+            Ok(grants) => grants,
+            Err(why) => return machine.on_unauthorized(&why, out),
+        };
+        if !machine.on_authorized(grants.clone(), out) {
+            return;
+        }
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());
+        if !grants.is_allow_all() {
+            *mailbox.grants.borrow_mut() = Some(grants);
+        }
         machine.on_authenticated(identity);
         mailbox.peer.set(conn.transport.peer_addr());
         mailbox.persistent.set(e.persistent);

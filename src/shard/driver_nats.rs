@@ -3,6 +3,10 @@
 //! requests to the shard (publish with its backpressure, subscriptions
 //! with the barrier that makes them visible to every shard).
 //!
+//! At CONNECT the identity and the grants `Security` gives are handed to
+//! the machine (which answers denials) and kept on the mailbox (for the
+//! delivery check of checked subscriptions).
+//!
 //! Owns: the glue between `nats::session::Request` and `ShardCtx`. Must
 //! not touch: NATS rules (the machine decides; this only calls the router
 //! and hands the answers back).
@@ -177,7 +181,8 @@ fn connect<T: Transport>(
     };
     let mailbox = conn.mailbox().expect("NATS registers first");
     mailbox.echo.set(echo);
-    match conn.ctx.security().authenticate(credentials, &peer) {
+    let security = conn.ctx.security();
+    match security.authenticate(credentials, &peer) {
         Ok(identity) => {
             let source = peer.addr.map(|a| a.ip());
             let nats = admission::ListenerKind::Nats;
@@ -188,6 +193,22 @@ fn connect<T: Transport>(
                     return true;
                 }
             }
+            // `%c`: the CONNECT's `name`, else the id the router assigned.
+            let client_id = match &*credentials.client_id {
+                "" => &*mailbox.client_id,
+                name => name,
+            };
+            let grants = match security.grants(&identity, client_id) {
+                Ok(grants) => grants,
+                Err(why) => {
+                    machine.unauthorized(&why, out);
+                    return true;
+                }
+            };
+            if !grants.is_allow_all() {
+                *mailbox.grants.borrow_mut() = Some(grants.clone());
+            }
+            machine.authorized(grants);
             *mailbox.identity.borrow_mut() = Some(identity.clone());
             machine.authenticated(identity, out);
         }
@@ -234,12 +255,17 @@ impl Glue<NatsSession> for NatsGlue {
                     Err(handoff) => Pending::Publish(handoff, kept),
                 }
             }
-            Request::Subscribe { sid, filter, queue } => {
+            Request::Subscribe {
+                sid,
+                filter,
+                queue,
+                checked,
+            } => {
                 if mailbox.nats_subs.borrow().len() >= ctx.limits().subscriptions_per_session_max {
                     machine.subscribed(Subscribed::TooMany, out);
                     return true;
                 }
-                ctx.nats_subscribe(mailbox, &sid, filter, queue.as_deref());
+                ctx.nats_subscribe_checked(mailbox, &sid, filter, queue.as_deref(), checked);
                 Pending::Subscribed
             }
             Request::RouterPublish(event) => match ctx.publish_now(event, congested) {
@@ -248,6 +274,10 @@ impl Glue<NatsSession> for NatsGlue {
             },
             Request::Unsubscribe { sid, max } => {
                 ctx.nats_unsubscribe(mailbox, &sid, max);
+                return true;
+            }
+            Request::Denied(denied) => {
+                ctx.count_denied(Protocol::Nats, denied);
                 return true;
             }
         };

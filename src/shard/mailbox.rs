@@ -153,6 +153,9 @@ pub struct Mailbox {
     /// accepted), for the admin views, per-user limits and a reload that
     /// revokes its user.
     pub identity: RefCell<Option<crate::security::Identity>>,
+    /// What the client may read, tested per delivery only for its checked
+    /// subscriptions (`topic::trie::CHECKED`); None: no rules.
+    pub grants: RefCell<Option<std::sync::Arc<crate::security::Grants>>>,
     /// MQTT clean session 0: kept after the connection ends.
     pub persistent: Cell<bool>,
     /// A kept session with no connection: QoS 1 events queue (bounded by
@@ -205,6 +208,7 @@ impl Mailbox {
             pings_outstanding: Cell::new(0),
             peer: Cell::new(None),
             identity: RefCell::new(None),
+            grants: RefCell::new(None),
             persistent: Cell::new(false),
             offline: Cell::new(false),
             detached: Cell::new(false),

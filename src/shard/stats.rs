@@ -105,6 +105,12 @@ counters! {
     refused_source: "Connections closed at accept: over `security.connections_per_source_max`.",
     refused_user: "CONNECTs refused: over `security.connections_per_user_max`.",
     refused_rate: "Connections closed at accept: over `security.accept_rate_per_s`.",
+    authz_denied_mqtt_publish: "MQTT PUBLISH packets (and wills) the client's rights refused.",
+    authz_denied_mqtt_subscribe: "MQTT SUBSCRIBE filters the client's rights refused.",
+    authz_denied_mqtt_deliver: "Events (and retained messages) not delivered to an MQTT client's checked subscription it may not read.",
+    authz_denied_nats_publish: "NATS PUB/HPUB the client's rights refused.",
+    authz_denied_nats_subscribe: "NATS SUB the client's rights refused.",
+    authz_denied_nats_deliver: "Events not delivered to a NATS client's checked subscription it may not read.",
 }
 
 /// Counters that go up and down.

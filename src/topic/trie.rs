@@ -46,6 +46,10 @@ pub struct LocalSub {
 pub const NO_LOCAL: u8 = 0x04;
 /// Subscription option: keep the publisher's retain flag on delivery.
 pub const RETAIN_AS_PUBLISHED: u8 = 0x08;
+/// Authorization: the subscription's filter reaches topics its session
+/// may not read, so each delivery to it is tested
+/// (`security::permissions`); unmarked subscriptions pay nothing.
+pub const CHECKED: u8 = 0x10;
 
 /// What a topic matched: this shard's plain subscribers (one entry per
 /// key, at the highest QoS of its matching filters), the other shards with
@@ -529,7 +533,9 @@ impl Trie {
 /// One delivery per key, at the highest QoS granted among its overlapping
 /// filters (MQTT-3.3.5-1 allows it; MQTT 5 requires it).
 /// Overlapping subscriptions of one key merge: the highest QoS, no-local
-/// only if every one says so, retain-as-published if any does.
+/// only if every one says so, retain-as-published if any does, checked
+/// only if every one is (a topic that one unchecked filter matches may be
+/// read).
 fn dedup(subs: &mut Vec<LocalSub>) -> Box<[LocalSub]> {
     subs.sort_unstable_by_key(|s| s.session);
     subs.dedup_by(|next, kept| {
@@ -537,7 +543,8 @@ fn dedup(subs: &mut Vec<LocalSub>) -> Box<[LocalSub]> {
             return false;
         }
         let (a, b) = (kept.qos, next.qos);
-        kept.qos = (a & 3).max(b & 3) | (a & b & NO_LOCAL) | ((a | b) & RETAIN_AS_PUBLISHED);
+        kept.qos =
+            (a & 3).max(b & 3) | (a & b & (NO_LOCAL | CHECKED)) | ((a | b) & RETAIN_AS_PUBLISHED);
         true
     });
     subs.as_slice().into()

@@ -127,13 +127,18 @@ impl MqttSession {
         out.close(reason);
     }
 
-    fn refuse_v311(&mut self, code: u8, why: &str, out: &mut Actions<Request>) {
+    pub(super) fn refuse_v311(&mut self, code: u8, why: &str, out: &mut Actions<Request>) {
         self.problem(true, Some(code), why);
         frames::connack_v311(false, code, out);
         self.refused(CloseReason::ConnectRefused, out);
     }
 
-    fn refuse_v5(&mut self, code: u8, why: impl std::fmt::Display, out: &mut Actions<Request>) {
+    pub(super) fn refuse_v5(
+        &mut self,
+        code: u8,
+        why: impl std::fmt::Display,
+        out: &mut Actions<Request>,
+    ) {
         self.problem(true, Some(code), why);
         frames::refuse_v5(code, out);
         self.refused(CloseReason::ConnectRefused, out);

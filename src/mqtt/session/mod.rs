@@ -36,6 +36,7 @@
 //! the driver's reused [`Actions`] buffer. Tests: `session/tests.rs`, in
 //! virtual time.
 
+mod authz;
 mod connect;
 pub mod expiry;
 mod frames;
@@ -43,13 +44,14 @@ mod packets;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
 use crate::event::Event;
 use crate::mqtt::{codec, v5};
-use crate::security::{Credentials, Identity};
+use crate::security::{Credentials, Denied, Grants, Identity};
 pub use crate::session::{Action, Actions, CloseReason, Deadline};
 use crate::topic::TopicLimits;
 
@@ -191,6 +193,9 @@ pub enum Request {
         event: Event,
         delay: Option<Duration>,
     },
+    /// A PUBLISH, a SUBSCRIBE filter or a will the client's rights refused
+    /// (already answered): count it.
+    Denied(Denied),
 }
 
 /// What CONNECT asked for, for the shard's session record.
@@ -254,6 +259,8 @@ pub enum SubscribeOutcome {
     Granted { existed: bool },
     /// The session holds `subscriptions_per_session_max` already.
     Full,
+    /// The client may read nothing this filter matches: not applied.
+    Denied,
 }
 
 #[derive(Debug)]
@@ -365,6 +372,9 @@ pub struct MqttSession {
     ended: bool,
     /// Who the client is, once authenticated.
     identity: Option<Identity>,
+    /// What it may publish and read (`authz`); None: no rules, nothing
+    /// checked.
+    grants: Option<Arc<Grants>>,
 }
 
 impl MqttSession {
@@ -390,6 +400,7 @@ impl MqttSession {
             connected_once: false,
             ended: false,
             identity: None,
+            grants: None,
         }
     }
 

@@ -15,7 +15,8 @@ use super::{
 use crate::event::Event;
 use crate::mqtt::codec::Packet as P3;
 use crate::mqtt::v5::{self, reason, Packet as P5, RetainHandling};
-use crate::topic::trie::{NO_LOCAL, RETAIN_AS_PUBLISHED};
+use crate::security::{Denied, Subscription};
+use crate::topic::trie::{CHECKED, NO_LOCAL, RETAIN_AS_PUBLISHED};
 use crate::topic::{self, TopicError};
 
 /// 3.1.1 SUBACK failure (§3.9.3).
@@ -274,6 +275,9 @@ impl MqttSession {
         out: &mut Actions<Request>,
         event: impl FnOnce(&str) -> Event,
     ) {
+        if !self.may_publish(topic) {
+            return self.publish_denied(qos, packet_id, out);
+        }
         if qos == 2 {
             if self.awaiting_release.contains(&packet_id) {
                 frames::ack(self.version, Ack::Received, packet_id, frames::SUCCESS, out);
@@ -360,8 +364,17 @@ impl MqttSession {
         flags: u8,
         retain_handling: RetainHandling,
     ) -> bool {
+        let mut flags = flags;
         let outcome = match topic::validate_subscription(filter, &self.settings.topic) {
-            Ok(()) => SubscribeOutcome::Pending,
+            Ok(()) => match self.subscription(filter) {
+                Subscription::Denied => SubscribeOutcome::Denied,
+                Subscription::Checked => {
+                    // Each delivery to it is tested (`shard::ctx::routing`).
+                    flags |= CHECKED;
+                    SubscribeOutcome::Pending
+                }
+                Subscription::Granted => SubscribeOutcome::Pending,
+            },
             Err(TopicError::Empty | TopicError::BadShare)
                 if empty_filter(filter) && self.version != Version::V5 =>
             {
@@ -393,7 +406,11 @@ impl MqttSession {
                 SubscribeOutcome::Granted { .. } => f.qos,
                 SubscribeOutcome::Invalid if v5 => reason::TOPIC_FILTER_INVALID,
                 SubscribeOutcome::Full if v5 => reason::QUOTA_EXCEEDED,
-                SubscribeOutcome::Invalid | SubscribeOutcome::Full | SubscribeOutcome::Pending => {
+                SubscribeOutcome::Denied if v5 => reason::NOT_AUTHORIZED,
+                SubscribeOutcome::Invalid
+                | SubscribeOutcome::Full
+                | SubscribeOutcome::Denied
+                | SubscribeOutcome::Pending => {
                     if v5 {
                         reason::UNSPECIFIED_ERROR
                     } else {
@@ -403,6 +420,11 @@ impl MqttSession {
             })
             .collect();
         frames::sub_ack(self.version, false, request.packet_id, &codes, out);
+        for f in &request.filters {
+            if f.outcome == SubscribeOutcome::Denied {
+                out.request(Request::Denied(Denied::Subscribe));
+            }
+        }
         for f in request.filters {
             let SubscribeOutcome::Granted { existed } = f.outcome else {
                 continue;

@@ -9,6 +9,8 @@ use super::*;
 use crate::mqtt::codec::{self, Packet as P3};
 use crate::mqtt::v5::{self, reason, Packet as P5, Properties};
 
+mod authz;
+
 fn t(ms: u64) -> Instant {
     static ZERO: OnceLock<Instant> = OnceLock::new();
     *ZERO.get_or_init(Instant::now) + Duration::from_millis(ms)

@@ -238,7 +238,10 @@ fn subscribe_is_answered_by_the_router() {
     feed(&mut s, b"CONNECT {\"verbose\":true}\r\n", t0, &mut out);
     out.clear();
     feed(&mut s, b"SUB a.> q 1\r\n", t0, &mut out);
-    let Some(Action::Request(Request::Subscribe { sid, filter, queue })) = out.list.last() else {
+    let Some(Action::Request(Request::Subscribe {
+        sid, filter, queue, ..
+    })) = out.list.last()
+    else {
         panic!("a subscribe request, last: {:?}", out.list);
     };
     assert_eq!(
@@ -322,4 +325,78 @@ fn refused_credentials_get_authorization_violation_and_close() {
         .iter()
         .any(|a| matches!(a, Action::Close(CloseReason::ConnectRefused))));
     assert!(s.identity().is_none());
+}
+
+/// Authorization: nats-server's `-ERR` texts, the connection kept, the
+/// denial counted, and a wide subscription marked checked.
+#[test]
+fn permission_violations_keep_the_connection() {
+    use crate::config::{RulesConfig, SecurityConfig};
+    use crate::security::{Denied, Permissions};
+    let c = SecurityConfig {
+        anonymous: RulesConfig {
+            allow: Vec::new(),
+            deny: vec!["secret.>".into()],
+        },
+        ..SecurityConfig::default()
+    };
+    let grants = Permissions::from_config(&c)
+        .unwrap()
+        .grants(None, "n")
+        .unwrap();
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    s.authorized(grants);
+    let denied = |out: &Actions<Request>| -> Vec<Denied> {
+        out.list
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request(Request::Denied(d)) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    };
+    feed(&mut s, b"PUB secret.a 1\r\nx\r\n", t0, &mut out);
+    assert_eq!(
+        written(&out),
+        "-ERR 'Permissions Violation for Publish to \"secret.a\"'\r\n"
+    );
+    assert_eq!(denied(&out), vec![Denied::Publish]);
+    assert_eq!(out.closed(), None);
+    out.clear();
+    feed(
+        &mut s,
+        b"SUB secret.> 1\r\nSUB secret.x q 2\r\n",
+        t0,
+        &mut out,
+    );
+    assert_eq!(
+        written(&out),
+        "-ERR 'Permissions Violation for Subscription to \"secret.>\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"secret.x\" using queue \"q\"'\r\n"
+    );
+    assert_eq!(denied(&out), vec![Denied::Subscribe; 2]);
+    out.clear();
+    // Wide: granted and checked; narrow: granted plainly; allowed PUB
+    // routed.
+    feed(
+        &mut s,
+        b"SUB > 3\r\nSUB open.x 4\r\nPUB open.x 1\r\nx\r\n",
+        t0,
+        &mut out,
+    );
+    let marks: Vec<(&str, bool)> = out
+        .list
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request(Request::Subscribe { sid, checked, .. }) => Some((&**sid, *checked)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marks, vec![("3", true), ("4", false)]);
+    assert!(out
+        .list
+        .iter()
+        .any(|a| matches!(a, Action::Request(Request::Publish { .. }))));
+    assert!(written(&out).is_empty());
 }

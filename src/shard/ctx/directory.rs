@@ -282,8 +282,15 @@ impl ShardCtx {
     /// shard knows the subscriptions (so a publish after the CONNACK, on
     /// any shard, reaches it). Queue the CONNACK, then the backlog.
     pub async fn install(&self, session: &Rc<Session>, state: SessionState) -> Backlog {
+        // Made under the rights of an earlier connection (maybe another
+        // user's): with rules, every resumed subscription is checked.
+        let checked = if session.grants.borrow().is_some() {
+            crate::topic::trie::CHECKED
+        } else {
+            0
+        };
         for (filter, qos) in &state.subscriptions {
-            self.subscribe(session, filter, *qos);
+            self.subscribe(session, filter, *qos | checked);
         }
         session
             .sub_identifiers
@@ -311,6 +318,8 @@ impl ShardCtx {
         *kept.sub_identifiers.borrow_mut() =
             std::mem::take(&mut *session.sub_identifiers.borrow_mut());
         kept.expiry_s.set(session.expiry_s.get());
+        // Its checked subscriptions go on being tested while it is offline.
+        *kept.grants.borrow_mut() = session.grants.borrow().clone();
         session.detached.set(true);
         self.table.replace_session(session.key, kept.clone());
         let mut homes = self.directory.homes.borrow_mut();

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use super::{split_share, ShardCtx, ShardMsg};
 use crate::config::Config;
 use crate::event::Event;
-use crate::shard::mailbox::{DeliverAs, Delivery, Mailbox as Session};
+use crate::shard::mailbox::{DeliverAs, Delivery, Mailbox as Session, Protocol};
 use crate::shard::stats::Counters;
 use crate::topic::retained::{RetainedStore, Stored};
 
@@ -106,7 +106,13 @@ impl ShardCtx {
         let mut matches = Vec::new();
         self.retained.store.borrow().matching(filter, &mut matches);
         let limits = self.limits();
+        // Not the hot path: every retained message is tested when the
+        // session has rules (its subscription may be checked).
+        let rules = session.grants.borrow().is_some();
         for mut event in matches {
+            if rules && !self.readable(session, Protocol::Mqtt, &event) {
+                continue;
+            }
             // A replay, not routing: kept out of the latency histogram.
             event.born_ns = crate::event::REPLAY_NS;
             let qos = event.qos.min(granted & 3);

@@ -10,6 +10,11 @@
 //! from `groups`; announces interest changes through `control`. Must not
 //! touch: the directory (who hosts a client id) or the retained store.
 //!
+//! Authorization at delivery: a subscription marked `CHECKED` (its filter
+//! reaches topics its session may not read) has each event tested by
+//! [`ShardCtx::readable`] on the topic as the client sees it; unmarked
+//! subscriptions pay nothing.
+//!
 //! Hot path: `publish` and `deliver_local` run per event; rerun
 //! `weft bench` (README, perf) before changing them.
 
@@ -23,10 +28,11 @@ use super::groups::Member;
 use super::table::{NatsSub, Slot};
 use super::{split_share, ShardCtx, ShardMsg};
 use crate::event::Event;
-use crate::shard::mailbox::{CloseReason, DeliverAs, Delivery, Mailbox as Session};
+use crate::security::Denied;
+use crate::shard::mailbox::{CloseReason, DeliverAs, Delivery, Mailbox as Session, Protocol};
 use crate::shard::stats::Counters;
 use crate::topic::trie::{
-    LocalSub, Matched, SessionKey, Trie, TrieCounts, NO_LOCAL, RETAIN_AS_PUBLISHED,
+    LocalSub, Matched, SessionKey, Trie, TrieCounts, CHECKED, NO_LOCAL, RETAIN_AS_PUBLISHED,
 };
 
 /// A publish that has to wait for room on a ring (or in the mesh's
@@ -376,6 +382,9 @@ impl ShardCtx {
                         if own && sub.qos & NO_LOCAL != 0 {
                             continue;
                         }
+                        if sub.qos & CHECKED != 0 && !self.readable(session, Protocol::Mqtt, &e) {
+                            continue;
+                        }
                         (
                             session,
                             DeliverAs::Mqtt {
@@ -388,6 +397,10 @@ impl ShardCtx {
                         let own = e.origin.shard as usize == self.id
                             && e.origin.session == ns.session.key;
                         if own && !ns.session.echo.get() {
+                            continue;
+                        }
+                        if sub.qos & CHECKED != 0 && !self.readable(&ns.session, Protocol::Nats, &e)
+                        {
                             continue;
                         }
                         if let Some(max) = ns.max.get() {
@@ -444,6 +457,39 @@ impl ShardCtx {
         for (session, sid) in expired {
             self.nats_unsubscribe(&session, &sid, None);
         }
+    }
+
+    /// The delivery-time test of a checked subscription: whether
+    /// `session` may read `event`'s topic (as its client sees it); an
+    /// event it may not is skipped and counted. Called only for
+    /// subscriptions marked [`CHECKED`] and for retained messages sent to
+    /// a session with rules: a subscription wholly inside its rights pays
+    /// nothing.
+    #[inline(never)]
+    pub(crate) fn readable(&self, session: &Session, protocol: Protocol, event: &Event) -> bool {
+        let readable = session
+            .grants
+            .borrow()
+            .as_ref()
+            .is_none_or(|g| g.may_read(event.topic()));
+        if !readable {
+            self.count_denied(protocol, Denied::Deliver);
+        }
+        readable
+    }
+
+    /// Counts one authorization denial (`weft_authz_denied_total`).
+    pub(crate) fn count_denied(&self, protocol: Protocol, denied: Denied) {
+        let c = &self.counters;
+        let counter = match (protocol, denied) {
+            (Protocol::Mqtt, Denied::Publish) => &c.authz_denied_mqtt_publish,
+            (Protocol::Mqtt, Denied::Subscribe) => &c.authz_denied_mqtt_subscribe,
+            (Protocol::Mqtt, Denied::Deliver) => &c.authz_denied_mqtt_deliver,
+            (Protocol::Nats, Denied::Publish) => &c.authz_denied_nats_publish,
+            (Protocol::Nats, Denied::Subscribe) => &c.authz_denied_nats_subscribe,
+            (Protocol::Nats, Denied::Deliver) => &c.authz_denied_nats_deliver,
+        };
+        Counters::add(counter, 1);
     }
 
     // ------------------------------------------------------- subscriptions
@@ -509,6 +555,19 @@ impl ShardCtx {
         filter: String,
         group: Option<&str>,
     ) -> bool {
+        self.nats_subscribe_checked(session, sid, filter, group, false)
+    }
+
+    /// `nats_subscribe`; `checked`: each delivery is tested against the
+    /// session's rights (`security::permissions`).
+    pub fn nats_subscribe_checked(
+        &self,
+        session: &Rc<Session>,
+        sid: &str,
+        filter: String,
+        group: Option<&str>,
+        checked: bool,
+    ) -> bool {
         if session.nats_subs.borrow().contains_key(sid) {
             return false;
         }
@@ -523,10 +582,12 @@ impl ShardCtx {
         });
         let key = self.table.insert_nats_sub(sub.clone());
         session.nats_subs.borrow_mut().insert(sid.into(), key);
-        if self
-            .routing
-            .add_local(&sub.filter, group.as_deref(), key, 0)
-        {
+        if self.routing.add_local(
+            &sub.filter,
+            group.as_deref(),
+            key,
+            if checked { CHECKED } else { 0 },
+        ) {
             self.control.announce(true, Arc::from(&*sub.filter), group);
         }
         true
