@@ -77,6 +77,9 @@ pub struct Security {
     accounts_of_users: std::collections::HashMap<Box<str>, Arc<str>>,
     /// Publish and subscribe rules (`permissions`).
     permissions: Permissions,
+    /// The section as written, to tell which sessions' rights a reload
+    /// changed (`rights_changed`).
+    written: SecurityConfig,
 }
 
 impl Security {
@@ -99,7 +102,35 @@ impl Security {
             default_account,
             accounts_of_users,
             permissions: Permissions::from_config(c)?,
+            written: c.clone(),
         })
+    }
+
+    /// Whether the rules that gave `identity` its rights under `old` are
+    /// written differently in this generation: its user's own rules or
+    /// groups, one of those groups' rules, or (anonymous) the anonymous
+    /// rules. A reload ends such sessions (the client reconnects under
+    /// the new rules) rather than leaving rights in force that the
+    /// operator took away.
+    pub fn rights_changed(&self, old: &Security, identity: &Identity) -> bool {
+        let (old, new) = (&old.written, &self.written);
+        let Some(user) = identity.user.as_deref() else {
+            return old.anonymous != new.anonymous;
+        };
+        let find = |c: &SecurityConfig| c.users.iter().find(|u| u.name == user).cloned();
+        let (Some(was), Some(is)) = (find(old), find(new)) else {
+            return true;
+        };
+        if (&was.publish, &was.subscribe, &was.groups) != (&is.publish, &is.subscribe, &is.groups) {
+            return true;
+        }
+        let group = |c: &SecurityConfig, name: &str| {
+            c.groups
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| (g.publish.clone(), g.subscribe.clone()))
+        };
+        is.groups.iter().any(|g| group(old, g) != group(new, g))
     }
 
     /// Whether clients must present credentials (NATS INFO
@@ -185,7 +216,69 @@ mod tests {
         c.users = vec![user("bob", "other")];
         let s = Security::from_config(&c).unwrap();
         assert!(!s.still_admits(&alice), "removed");
+        let before = Security::from_config(&SecurityConfig {
+            users: vec![user("bob", "other")],
+            ..SecurityConfig::default()
+        })
+        .unwrap();
+        let bob_now = Identity {
+            user: Some("bob".into()),
+            account: "other".into(),
+        };
+        assert!(!s.rights_changed(&before, &bob_now));
+        assert!(!s.rights_changed(&before, &anonymous));
         assert!(!s.still_admits(&bob), "moved to another account");
         assert!(s.still_admits(&anonymous));
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::config::{GroupConfig, RulesConfig, UserConfig};
+
+    fn generation(deny_of_group: &str, anonymous_deny: &str) -> Security {
+        Security::from_config(&SecurityConfig {
+            users: vec![UserConfig {
+                name: "carol".into(),
+                token: "t".into(),
+                groups: vec!["ops".into()],
+                ..UserConfig::default()
+            }],
+            groups: vec![GroupConfig {
+                name: "ops".into(),
+                subscribe: RulesConfig {
+                    deny: vec![deny_of_group.into()],
+                    ..RulesConfig::default()
+                },
+                ..GroupConfig::default()
+            }],
+            anonymous: RulesConfig {
+                deny: vec![anonymous_deny.into()],
+                ..RulesConfig::default()
+            },
+            ..SecurityConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn rights_change_with_the_users_group_or_the_anonymous_rules() {
+        let carol = Identity {
+            user: Some("carol".into()),
+            account: "default".into(),
+        };
+        let anonymous = Identity {
+            user: None,
+            account: "default".into(),
+        };
+        let old = generation("a/#", "x/#");
+        assert!(!generation("a/#", "x/#").rights_changed(&old, &carol));
+        assert!(
+            generation("b/#", "x/#").rights_changed(&old, &carol),
+            "its group's rules"
+        );
+        assert!(!generation("a/#", "y/#").rights_changed(&old, &carol));
+        assert!(generation("a/#", "y/#").rights_changed(&old, &anonymous));
     }
 }

@@ -284,12 +284,21 @@ impl ShardCtx {
     pub async fn install(&self, session: &Rc<Session>, state: SessionState) -> Backlog {
         // Made under the rights of an earlier connection (maybe another
         // user's): with rules, every resumed subscription is checked.
-        let checked = if session.grants.borrow().is_some() {
+        let grants = session.grants.borrow().clone();
+        let checked = if grants.is_some() {
             crate::topic::trie::CHECKED
         } else {
             0
         };
         for (filter, qos) in &state.subscriptions {
+            // One its rights now deny (rules changed by a reload, or
+            // another user resuming the id) is dropped, as UNSUBSCRIBE.
+            let (_, plain) = crate::topic::split_share(filter);
+            if grants.as_ref().is_some_and(|g| {
+                g.subscription(plain) == crate::security::permissions::Subscription::Denied
+            }) {
+                continue;
+            }
             self.subscribe(session, filter, *qos | checked);
         }
         session

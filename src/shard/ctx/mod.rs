@@ -268,22 +268,29 @@ impl ShardCtx {
     }
 
     /// Ends the sessions whose user `security` (a reloaded generation) no
-    /// longer admits (MQTT 5 DISCONNECT 0x87, NATS `-ERR 'Authorization
-    /// Violation'`), with one log line each.
+    /// longer admits, or whose rules it changed (MQTT 5 DISCONNECT 0x87,
+    /// NATS `-ERR 'Authorization Violation'`), with one log line each. A
+    /// kept session's subscriptions its new rights deny are dropped when it
+    /// resumes (`install`).
     fn revoke(&self, security: &Security) {
+        let old = self.security();
         for session in self.table.all_sessions() {
-            let revoked = session
-                .identity
-                .borrow()
-                .as_ref()
-                .filter(|identity| !security.still_admits(identity))
-                .map(|identity| identity.user.clone());
-            if let Some(user) = revoked {
+            let verdict = session.identity.borrow().as_ref().and_then(|identity| {
+                let why = if !security.still_admits(identity) {
+                    "reload: user removed (or moved to another account); its connection is closed"
+                } else if security.rights_changed(&old, identity) {
+                    "reload: the rules of its rights changed; its connection is closed (the client reconnects under the new rules)"
+                } else {
+                    return None;
+                };
+                Some((identity.user.clone(), why))
+            });
+            if let Some((user, why)) = verdict {
                 tracing::info!(
                     shard = self.id,
                     client_id = &*session.client_id,
                     user = user.as_deref().unwrap_or(""),
-                    "reload: user removed (or moved to another account); its connection is closed"
+                    "{why}"
                 );
                 session.close(CloseReason::Revoked);
             }
