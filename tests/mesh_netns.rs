@@ -199,8 +199,9 @@ impl Triangle {
                 edge_dev.insert((end, other), dev.clone());
             }
         }
-        // Client, NATS and admin listeners on the root-facing veth, the
-        // mesh listener on every address of the namespace.
+        // Client, NATS and admin listeners on the root-facing veth (not
+        // loopback: anonymous clients allowed explicitly), the mesh
+        // listener on every address of the namespace.
         let mesh_toml = "[mesh]
 keepalive_ms = 200
 link_timeout_ms = 1000
@@ -211,7 +212,7 @@ reconnect_max_ms = 200
         for (i, id) in IDS.iter().enumerate() {
             let cip = &client_ip[i];
             let toml =
-                format!("{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\n");
+                format!("{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\n[security]\nallow_anonymous = true\n");
             let mut launch = Launch::new(1, &toml);
             launch.prefix = ["ip", "netns", "exec", &ns[i]].map(String::from).to_vec();
             launch.mqtt_listen = format!("{cip}:0");

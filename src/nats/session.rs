@@ -95,12 +95,17 @@ pub struct ServerInfo {
     pub max_payload: usize,
     pub client_id: u64,
     pub client_ip: String,
+    /// Clients must CONNECT with credentials first (anything else before
+    /// CONNECT is an `Authorization Violation`, as nats-server answers).
+    pub auth_required: bool,
+    /// This connection's nkey challenge, when some user has an nkey.
+    pub nonce: Option<String>,
 }
 
 impl ServerInfo {
     /// The INFO line a client gets first.
     pub fn line(&self) -> Vec<u8> {
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "server_id": self.server_id,
             "server_name": "weft",
             "version": NATS_SERVER_VERSION,
@@ -114,6 +119,13 @@ impl ServerInfo {
             "client_id": self.client_id,
             "client_ip": self.client_ip,
         });
+        // As nats-server: present only when set.
+        if self.auth_required {
+            info["auth_required"] = true.into();
+        }
+        if let Some(nonce) = &self.nonce {
+            info["nonce"] = nonce.as_str().into();
+        }
         format!("INFO {info}\r\n").into_bytes()
     }
 }
@@ -168,6 +180,9 @@ pub struct NatsSession {
     /// What broke the rules, for the close's log line.
     error: Option<String>,
     identity: Option<Identity>,
+    /// From INFO: nothing but CONNECT is accepted before CONNECT.
+    auth_required: bool,
+    connect_seen: bool,
 }
 
 fn err(out: &mut Actions<Request>, message: &str) {
@@ -182,6 +197,8 @@ impl NatsSession {
     /// A session that starts (INFO, ping timer) at `start`'s `now`.
     pub fn new(settings: Settings, info: ServerInfo, now: Instant) -> NatsSession {
         NatsSession {
+            auth_required: info.auth_required,
+            connect_seen: false,
             settings,
             options: ConnectOptions::default(),
             info: Some(info),
@@ -323,6 +340,14 @@ impl Machine for NatsSession {
         if self.closed {
             return;
         }
+        if self.auth_required && !self.connect_seen && !matches!(op, ClientOp::Connect(_)) {
+            // nats-server's parser: with authentication set, the first
+            // operation must be CONNECT (a PING too is refused).
+            self.error =
+                Some("an operation before CONNECT where authentication is required".into());
+            self.close(out, CloseReason::ConnectRefused, "Authorization Violation");
+            return;
+        }
         match op {
             ClientOp::Connect(json) => match serde_json::from_str::<ConnectOptions>(json) {
                 Ok(options) => {
@@ -335,6 +360,7 @@ impl Machine for NatsSession {
                         signature: options.sig.as_deref().map(Into::into),
                         client_id: options.name.as_deref().unwrap_or_default().into(),
                     });
+                    self.connect_seen = true;
                     out.request(Request::Connect {
                         echo: options.echo,
                         credentials,

@@ -47,6 +47,11 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         ping_interval: Duration::from_millis(n.ping_interval_ms),
         pings_outstanding_max: n.pings_outstanding_max,
     };
+    let security = ctx.security();
+    // Per connection, unpredictable: a signature cannot be replayed.
+    let nonce = security
+        .wants_nonce()
+        .then(crate::security::auth::new_nonce);
     let info = ServerInfo {
         server_id: ctx.global.server_id.clone(),
         host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
@@ -54,7 +59,10 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         max_payload: n.payload_bytes_max,
         client_id: (ctx.id as u64) << 32 | u64::from(mailbox.key),
         client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+        auth_required: security.auth_required(),
+        nonce: nonce.clone(),
     };
+    drop(security);
     let mut machine = NatsSession::new(settings, info, Instant::now());
     let mut conn = Connection::new(ctx.clone(), transport);
     // A PUB's payload can exceed the read buffer's usual ceiling.
@@ -62,7 +70,11 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         .read_max
         .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
     conn.attach(mailbox.clone());
-    let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue::default()).await;
+    let mut glue = NatsGlue {
+        nonce: nonce.map(Into::into),
+        ..NatsGlue::default()
+    };
+    let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
     ctx.unregister(&mailbox);
     if let Some(error) = machine.error() {
         if ctx.log_limiter.allow() {
@@ -89,12 +101,20 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
 pub struct NatsGlue {
     /// A request `request` left for `wait`.
     pending: Option<Pending>,
+    /// The nonce this connection's INFO carried (nkey challenge).
+    nonce: Option<Box<str>>,
 }
 
 /// The requests that wait: a SUB's barrier, a publish to other shards
 /// (a ring may be full). One per connection, kept in its glue: not boxed.
 #[allow(clippy::large_enum_variant)]
 enum Pending {
+    /// CONNECT: authenticated off the machine's turn (a password check
+    /// waits for the shard's blocking thread).
+    Connect {
+        echo: bool,
+        credentials: Box<Credentials>,
+    },
     /// The subscription is applied; answer once every shard saw it.
     Subscribed,
     /// `kept`: the event, for a no-responders answer if nobody took it.
@@ -103,28 +123,30 @@ enum Pending {
 
 /// CONNECT: who the client is (the machine answers `+OK` in verbose mode,
 /// or `-ERR 'Authorization Violation'` and closes).
-fn connect<T: Transport>(
+async fn connect<T: Transport>(
     conn: &mut Connection<T>,
     machine: &mut NatsSession,
     echo: bool,
     credentials: &Credentials,
+    nonce: Option<Box<str>>,
     out: &mut Actions<Request>,
-) -> bool {
+) {
     let peer = Peer {
         addr: conn.transport.peer_addr(),
         local: conn.transport.local_addr(),
+        nonce,
         ..Peer::default()
     };
+    let verdict = super::auth::authenticate(&conn.ctx, Protocol::Nats, credentials, &peer).await;
     let mailbox = conn.mailbox().expect("NATS registers first");
     mailbox.echo.set(echo);
-    match conn.ctx.security().authenticate(credentials, &peer) {
+    match verdict {
         Ok(identity) => {
             *mailbox.identity.borrow_mut() = Some(identity.clone());
             machine.authenticated(identity, out);
         }
         Err(refusal) => machine.refused(refusal, out),
     }
-    true
 }
 
 impl Glue<NatsSession> for NatsGlue {
@@ -136,7 +158,8 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) -> bool {
         if let Request::Connect { echo, credentials } = request {
-            return connect(conn, machine, echo, &credentials, out);
+            self.pending = Some(Pending::Connect { echo, credentials });
+            return false;
         }
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");
@@ -186,6 +209,12 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) {
         match self.pending.take() {
+            Some(Pending::Connect { echo, credentials }) => {
+                // Once per connection: boxed, so that its state does not
+                // weigh on this future for every publish.
+                let nonce = self.nonce.clone();
+                Box::pin(connect(conn, machine, echo, &credentials, nonce, out)).await
+            }
             Some(Pending::Subscribed) => {
                 conn.ctx.barrier().await;
                 machine.subscribed(Subscribed::Yes, out);

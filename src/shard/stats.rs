@@ -100,6 +100,8 @@ counters! {
     replays_out: "Retained messages and stored-session backlog written to clients (not in weft_latency_seconds).",
     bytes_in: "Bytes read from client connections after their CONNECT.",
     bytes_out: "Bytes written to client connections.",
+    auth_failures_mqtt: "MQTT CONNECTs refused by authentication (also in weft_auth_failures_total).",
+    auth_failures_nats: "NATS CONNECTs refused by authentication (also in weft_auth_failures_total).",
 }
 
 /// Counters that go up and down.

@@ -136,6 +136,8 @@ pub struct ShardCtx {
     pub counters: Counters,
     pub global: Arc<Global>,
     pub log_limiter: LogLimiter,
+    /// Failed-login limiter and password-check permits (`shard::auth`).
+    pub auth: super::auth::ShardAuth,
     /// When the current batch of client bytes was read (`now_ns`).
     pub received_ns: Cell<u64>,
     pub stopping: Stop,
@@ -176,6 +178,7 @@ impl ShardCtx {
             routing: Routing::new(config.runtime.match_cache_entries_max),
             retained: retained::Retained::new(&config),
             security: RefCell::new(compile_security(&config)),
+            auth: super::auth::ShardAuth::new(&config),
             config: RefCell::new(config),
             config_generation: Cell::new(0),
             control: control::Control::new(senders),
