@@ -6,7 +6,7 @@
 //! signature in base64) and the comparisons. Must not touch: who is asked
 //! (that is `Security::authenticate`) or where the slow checks run (the
 //! shard runs [`PasswordHash::verify`] on a blocking thread,
-//! `shard::auth`).
+//! `shard::ctx::auth`).
 //!
 //! Costs: a password check costs what its hash says (argon2id at the
 //! parameters `weft passwd` writes, m = 19 MiB, t = 2: some 20–50 ms of one

@@ -15,7 +15,7 @@
 //! failed-attempt limiter each shard keeps; [`passwd`] the `weft passwd`
 //! command. A password check is slow by
 //! design: [`Security::check`] hands it back as a [`PasswordCheck`] for the
-//! shard to run off its thread (`shard::auth`); [`Security::authenticate`]
+//! shard to run off its thread (`shard::ctx::auth`); [`Security::authenticate`]
 //! runs it inline (tests, tools).
 
 pub mod auth;

@@ -245,11 +245,13 @@ impl MqttGlue {
             local: conn.transport.local_addr(),
             ..Peer::default()
         };
-        let identity =
-            match super::auth::authenticate(&ctx, Protocol::Mqtt, &e.credentials, &peer).await {
-                Ok(identity) => identity,
-                Err(refusal) => return machine.on_refused(refusal, out),
-            };
+        let identity = match ctx
+            .authenticate(Protocol::Mqtt, &e.credentials, &peer)
+            .await
+        {
+            Ok(identity) => identity,
+            Err(refusal) => return machine.on_refused(refusal, out),
+        };
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());

@@ -137,7 +137,10 @@ async fn connect<T: Transport>(
         nonce,
         ..Peer::default()
     };
-    let verdict = super::auth::authenticate(&conn.ctx, Protocol::Nats, credentials, &peer).await;
+    let verdict = conn
+        .ctx
+        .authenticate(Protocol::Nats, credentials, &peer)
+        .await;
     let mailbox = conn.mailbox().expect("NATS registers first");
     mailbox.echo.set(echo);
     match verdict {

@@ -12,7 +12,6 @@
 //! memory with io_uring (weft raises RLIMIT_MEMLOCK when it may); each ring
 //! holds `runtime.ring_capacity` events.
 
-pub mod auth;
 pub mod bind;
 pub mod bridge;
 pub mod ctx;

@@ -1,7 +1,7 @@
 //! Authentication on the shard: the per-source failure limiter, the slow
 //! password checks moved off the shard's thread, and the failure's log
-//! line and metric. Both protocols' glue call [`authenticate`] from their
-//! CONNECT (MQTT `establish`, NATS `Connect`, each already a waiting
+//! line and metric. Both protocols' glue call [`ShardCtx::authenticate`]
+//! from their CONNECT (MQTT `establish`, NATS `Connect`, each already a waiting
 //! request), so a login never blocks the shard's other connections.
 //!
 //! Owns: one shard's [`ShardAuth`] (its limiter and its permits for
@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use glommio::sync::Semaphore;
 
-use super::ctx::ShardCtx;
-use super::mailbox::Protocol;
-use super::stats::Counters;
+use super::ShardCtx;
 use crate::config::Config;
 use crate::security::failures::FailureLimiter;
 use crate::security::{Check, Credentials, Identity, Peer, Refusal};
+use crate::shard::mailbox::Protocol;
+use crate::shard::stats::Counters;
 
 pub struct ShardAuth {
     failures: RefCell<FailureLimiter>,
@@ -55,9 +55,21 @@ fn label(protocol: Protocol) -> &'static str {
     }
 }
 
-/// Who presents `credentials` from `peer` (see `Security::check`), with
-/// the limiter's refusal first and any password check off the thread.
-pub async fn authenticate(
+impl ShardCtx {
+    /// Who presents `credentials` from `peer` (see `Security::check`),
+    /// with the limiter's refusal first and any password check off the
+    /// thread.
+    pub async fn authenticate(
+        &self,
+        protocol: Protocol,
+        credentials: &Credentials,
+        peer: &Peer,
+    ) -> Result<Identity, Refusal> {
+        authenticate(self, protocol, credentials, peer).await
+    }
+}
+
+async fn authenticate(
     ctx: &ShardCtx,
     protocol: Protocol,
     credentials: &Credentials,
