@@ -1,7 +1,7 @@
 //! The `weft` command line: `weft run` (the default: `weft --mqtt-listen …`
 //! is `weft run --mqtt-listen …`) starts the router, `weft check-config
 //! FILE` validates a configuration without starting, `weft wait` blocks
-//! until routers serve. Bad flags or configuration print one line naming
+//! until routers serve, `weft passwd` prints a password's hash. Bad flags or configuration print one line naming
 //! the flag or key and exit with status 2.
 
 use std::io::Write;
@@ -42,6 +42,9 @@ enum Command {
     },
     /// Wait until routers serve (exit 0), or give up (exit 1, naming what was not ready).
     Wait(weft::wait::WaitArgs),
+    /// Print the argon2id hash of a password (asked on the terminal, or one
+    /// line of stdin when it is not a terminal) for security.users' password.
+    Passwd,
 }
 
 #[derive(Args, Default)]
@@ -122,6 +125,13 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Bench(args)) => weft::bench::run(args),
         Some(Command::Wait(args)) => weft::wait::run(args),
+        Some(Command::Passwd) => match weft::security::passwd::run() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         None => run(cli.run),
     }
 }

@@ -199,8 +199,9 @@ impl Triangle {
                 edge_dev.insert((end, other), dev.clone());
             }
         }
-        // Client, NATS and admin listeners on the root-facing veth, the
-        // mesh listener on every address of the namespace.
+        // Client, NATS and admin listeners on the root-facing veth (not
+        // loopback: anonymous clients allowed explicitly), the mesh
+        // listener on every address of the namespace.
         let mesh_toml = "[mesh]
 keepalive_ms = 200
 link_timeout_ms = 1000
@@ -211,9 +212,9 @@ reconnect_max_ms = 200
         for (i, id) in IDS.iter().enumerate() {
             let cip = &client_ip[i];
             // Off loopback, the admin endpoint needs a token (the
-            // harness sends it).
+            // harness sends it), and anonymous clients need saying so.
             let toml = format!(
-                "{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\ntoken = \"netns-{id}\"\n"
+                "{mesh_toml}[nats]\nlisten = \"{cip}:0\"\n[admin]\nlisten = \"{cip}:0\"\ntoken = \"netns-{id}\"\n[security]\nallow_anonymous = true\n"
             );
             let mut launch = Launch::new(1, &toml);
             launch.prefix = ["ip", "netns", "exec", &ns[i]].map(String::from).to_vec();

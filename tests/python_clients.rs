@@ -52,3 +52,36 @@ fn paho_mqtt_smoke() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
 }
+
+/// nats-py with user/password, token and nkey, right and wrong
+/// (tests/py/nats_auth.py).
+#[test]
+fn nats_py_authentication() {
+    let key = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let argon = weft::security::auth::hash_password(b"wonderland").unwrap();
+    let toml = format!(
+        "[[security.users]]\nname = \"alice\"\npassword = \"{argon}\"\n\
+         [[security.users]]\nname = \"svc\"\ntoken = \"tok-123\"\n\
+         [[security.users]]\nname = \"edge\"\nnkey = \"{}\"\n",
+        key.public_key()
+    );
+    let weft = Weft::start(2, &toml);
+    let out = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/nats_auth.py"
+        ))
+        .arg(weft.nats.to_string())
+        .arg(key.seed().unwrap())
+        .arg(stranger.seed().unwrap())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "nats-py authentication failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}

@@ -84,6 +84,23 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             );
         }
     }
+    // Authentication failures by protocol, in one family.
+    let _ = writeln!(
+        out,
+        "# HELP weft_auth_failures_total CONNECTs refused by authentication (bad credentials, anonymous where refused, too many failures from the address), by protocol."
+    );
+    let _ = writeln!(out, "# TYPE weft_auth_failures_total counter");
+    for (shard, s) in snaps.iter().enumerate() {
+        for (protocol, n) in [
+            ("mqtt", s.auth_failures_mqtt),
+            ("nats", s.auth_failures_nats),
+        ] {
+            let _ = writeln!(
+                out,
+                "weft_auth_failures_total{{shard=\"{shard}\",protocol=\"{protocol}\"}} {n}"
+            );
+        }
+    }
     type Depth = fn(&ShardView) -> u64;
     let depths: [(&str, &str, Depth); 2] = [
         (

@@ -358,7 +358,16 @@ impl Config {
             self.admin.request_timeout_ms as usize,
             1,
         )?;
+        let sec = &self.security;
+        at_least("security.password_checks_max", sec.password_checks_max, 1)?;
+        at_least("security.auth_sources_max", sec.auth_sources_max, 1)?;
+        at_least(
+            "security.auth_failure_window_ms",
+            sec.auth_failure_window_ms as usize,
+            1,
+        )?;
         crate::security::Security::from_config(&self.security)?;
+        self.refuse_open_listeners(mqtt_listen, nats_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
@@ -428,6 +437,38 @@ impl Config {
             ));
         }
         Ok(ClientTlsResolved { mqtt, nats })
+    }
+}
+
+impl Config {
+    /// The safe default (mosquitto 2's): with `security.allow_anonymous`
+    /// unset and no user configured, anonymous clients are accepted on
+    /// loopback listeners only, so a client listener on any other address
+    /// would be open to anyone or to no one: refuse to start, naming the
+    /// key that decides. (Shard listeners share their protocol's address.)
+    fn refuse_open_listeners(
+        &self,
+        mqtt: SocketAddr,
+        nats: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let s = &self.security;
+        if s.allow_anonymous.is_some() || !s.users.is_empty() {
+            return Ok(());
+        }
+        let listeners = [("mqtt.listen", Some(mqtt)), ("nats.listen", nats)];
+        for (key, addr) in listeners {
+            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "security.allow_anonymous",
+                    format!(
+                        "{key} = {addr} is not a loopback address and no [[security.users]] \
+                         are configured: set security.allow_anonymous = true to accept \
+                         anonymous clients there, or configure users"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -22,14 +22,22 @@ pub struct SecurityConfig {
     pub default_account: String,
     /// Permissions of anonymous clients (when they are accepted).
     pub anonymous: RulesConfig,
-    /// Failed authentications per source address within
-    /// `auth_failure_window_ms` before further attempts from it are
-    /// refused without checking (until the window passes).
+    /// Failed authentications per source IP within
+    /// `auth_failure_window_ms` (counted from the first) before further
+    /// attempts from it are refused (MQTT 0x05/0x87, NATS `Authorization
+    /// Violation`) without checking, until the window passes; 0 = no
+    /// limit. Each shard counts its own.
     pub auth_failures_max: u32,
     pub auth_failure_window_ms: u64,
-    /// Source addresses whose failures are remembered (the oldest is
-    /// forgotten first): bounds the table an attacker can fill.
+    /// Source addresses whose failures a shard remembers (expired ones,
+    /// then the oldest, are forgotten first): bounds the table an attacker
+    /// with many addresses can fill.
     pub auth_sources_max: usize,
+    /// Password hash checks in flight per shard (each runs on the shard's
+    /// blocking thread: tens of ms of CPU for argon2id); more logins wait
+    /// for one to end, so a flood of guesses cannot take more than this
+    /// from the shard's core.
+    pub password_checks_max: usize,
     /// Connections at once from one source address (0 = no limit).
     pub connections_per_source_max: usize,
     /// Connections at once per user (0 = no limit).
@@ -51,6 +59,7 @@ impl Default for SecurityConfig {
             auth_failures_max: 10,
             auth_failure_window_ms: 10_000,
             auth_sources_max: 10_000,
+            password_checks_max: 1,
             connections_per_source_max: 0,
             connections_per_user_max: 0,
             accept_rate_per_s: 0,
@@ -62,10 +71,13 @@ impl Default for SecurityConfig {
 }
 
 /// One user. At least one way to authenticate: `password` (an argon2id or
-/// bcrypt hash, as `weft passwd` prints), `token` (a bearer token: NATS
-/// `auth_token`, or an MQTT password with this user's name), `nkey` (a NATS
-/// user public key, `U…`), or `certificate = true` (a verified TLS client
-/// certificate that names this user).
+/// bcrypt hash, as `weft passwd` prints; plain text is refused), `token` (a
+/// bearer token, kept as written and compared in constant time: NATS
+/// `auth_token`, or an MQTT password given with this user's name or with
+/// no user name), `nkey` (a NATS user public key, `U…`: the client signs
+/// the nonce of its INFO), or `certificate = true` (a verified TLS client
+/// certificate that names this user is enough, as mosquitto's
+/// `use_identity_as_username`).
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserConfig {

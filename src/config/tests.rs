@@ -35,6 +35,7 @@ fn defaults_are_pinned() {
     assert_eq!(c.security.auth_failures_max, 10);
     assert_eq!(c.security.auth_failure_window_ms, 10_000);
     assert_eq!(c.security.auth_sources_max, 10_000);
+    assert_eq!(c.security.password_checks_max, 1);
     assert_eq!(c.security.connections_per_source_max, 0);
     assert_eq!(c.security.connections_per_user_max, 0);
     assert_eq!(c.security.accept_rate_per_s, 0);
@@ -126,4 +127,29 @@ fn admin_off_loopback_needs_a_token() {
         let c = Config::from_toml(toml, "f.toml").unwrap();
         assert!(c.resolve(&[0]).is_ok(), "{toml}");
     }
+}
+
+#[test]
+fn open_listeners_need_allow_anonymous_or_users() {
+    let resolve = |extra: &str| {
+        let c = Config::from_toml(extra, "t").unwrap();
+        c.resolve(&[0]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let e = resolve("[mqtt]\nlisten = \"0.0.0.0:0\"\n").unwrap_err();
+    assert!(
+        e.starts_with("security.allow_anonymous: mqtt.listen = 0.0.0.0:0 is not a loopback"),
+        "{e}"
+    );
+    let e = resolve("[nats]\nlisten = \"0.0.0.0:0\"\n").unwrap_err();
+    assert!(e.contains("nats.listen = 0.0.0.0:0"), "{e}");
+    // NATS off: its address does not matter.
+    resolve("[nats]\nenabled = false\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    resolve("[mqtt]\nlisten = \"[::1]:0\"\n").unwrap();
+    resolve("[mqtt]\nlisten = \"0.0.0.0:0\"\n[security]\nallow_anonymous = true\n").unwrap();
+    // Explicitly false: nobody anonymous anywhere, nothing open.
+    resolve("[mqtt]\nlisten = \"0.0.0.0:0\"\n[security]\nallow_anonymous = false\n").unwrap();
+    resolve("[mqtt]\nlisten = \"0.0.0.0:0\"\n[[security.users]]\nname = \"a\"\ntoken = \"t\"\n")
+        .unwrap();
+    let e = resolve("[security]\npassword_checks_max = 0\n").unwrap_err();
+    assert!(e.starts_with("security.password_checks_max"), "{e}");
 }

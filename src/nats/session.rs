@@ -100,6 +100,11 @@ pub struct ServerInfo {
     pub tls_required: bool,
     /// `[nats.tls]` on, not required: the client may upgrade.
     pub tls_available: bool,
+    /// Clients must CONNECT with credentials first (anything else before
+    /// CONNECT is an `Authorization Violation`, as nats-server answers).
+    pub auth_required: bool,
+    /// This connection's nkey challenge, when some user has an nkey.
+    pub nonce: Option<String>,
 }
 
 impl ServerInfo {
@@ -127,6 +132,12 @@ impl ServerInfo {
             if on {
                 info[key] = true.into();
             }
+        }
+        if self.auth_required {
+            info["auth_required"] = true.into();
+        }
+        if let Some(nonce) = &self.nonce {
+            info["nonce"] = nonce.as_str().into();
         }
         format!("INFO {info}\r\n").into_bytes()
     }
@@ -190,6 +201,9 @@ pub struct NatsSession {
     identity: Option<Identity>,
     /// What it may publish and read; None: no rules, nothing checked.
     grants: Option<Arc<Grants>>,
+    /// From INFO: nothing but CONNECT is accepted before CONNECT.
+    auth_required: bool,
+    connect_seen: bool,
 }
 
 fn err(out: &mut Actions<Request>, message: &str) {
@@ -204,6 +218,8 @@ impl NatsSession {
     /// A session that starts (INFO, ping timer) at `start`'s `now`.
     pub fn new(settings: Settings, info: ServerInfo, now: Instant) -> NatsSession {
         NatsSession {
+            auth_required: info.auth_required,
+            connect_seen: false,
             settings,
             options: ConnectOptions::default(),
             info: Some(info),
@@ -377,6 +393,14 @@ impl Machine for NatsSession {
         if self.closed {
             return;
         }
+        if self.auth_required && !self.connect_seen && !matches!(op, ClientOp::Connect(_)) {
+            // nats-server's parser: with authentication set, the first
+            // operation must be CONNECT (a PING too is refused).
+            self.error =
+                Some("an operation before CONNECT where authentication is required".into());
+            self.close(out, CloseReason::ConnectRefused, "Authorization Violation");
+            return;
+        }
         match op {
             ClientOp::Connect(json) => match serde_json::from_str::<ConnectOptions>(json) {
                 Ok(options) => {
@@ -389,6 +413,7 @@ impl Machine for NatsSession {
                         signature: options.sig.as_deref().map(Into::into),
                         client_id: options.name.as_deref().unwrap_or_default().into(),
                     });
+                    self.connect_seen = true;
                     out.request(Request::Connect {
                         echo: options.echo,
                         credentials,

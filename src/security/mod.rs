@@ -9,15 +9,29 @@
 //! Owns: the compiled security configuration of one generation (replaced
 //! whole on SIGHUP: a session keeps the identity it was given until the
 //! reload revokes it). Must not touch: sockets, protocol formats, routing.
+//!
+//! Files: this one decides who a client is; [`auth`] holds the credential
+//! checks (hashes, tokens, nkeys); [`failures`] the per-source
+//! failed-attempt limiter each shard keeps; [`passwd`] the `weft passwd`
+//! command. A password check is slow by
+//! design: [`Security::check`] hands it back as a [`PasswordCheck`] for the
+//! shard to run off its thread (`shard::ctx::auth`); [`Security::authenticate`]
+//! runs it inline (tests, tools).
+
+pub mod auth;
+pub mod failures;
+pub mod passwd;
 
 pub mod permissions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hashbrown::HashMap;
 pub use permissions::{Denied, Grants, Permissions, Subscription, Substitution};
 
 use crate::config::{ConfigError, SecurityConfig};
+use auth::PasswordHash;
 
 /// What a client presented, whatever its protocol. Owned: built once per
 /// connection, it crosses from the machine to its glue.
@@ -69,12 +83,28 @@ pub struct Identity {
     pub account: Arc<str>,
 }
 
+/// One configured user, compiled.
+#[derive(Debug)]
+struct User {
+    name: Arc<str>,
+    account: Arc<str>,
+    password: Option<PasswordHash>,
+    token: Option<Box<[u8]>>,
+    certificate: bool,
+}
+
 /// One generation of the compiled `[security]` section.
 #[derive(Debug)]
 pub struct Security {
     default_account: Arc<str>,
-    /// Every configured user's account, by user name.
-    accounts_of_users: std::collections::HashMap<Box<str>, Arc<str>>,
+    allow_anonymous: Option<bool>,
+    users: Vec<User>,
+    /// Index into `users` by name, and by nkey.
+    by_name: HashMap<Box<str>, usize>,
+    by_nkey: HashMap<Box<str>, usize>,
+    /// Users with a token (the MQTT password-only and NATS `auth_token`
+    /// logins compare against each, in constant time).
+    with_token: Vec<usize>,
     /// Publish and subscribe rules (`permissions`).
     permissions: Permissions,
     /// The section as written, to tell which sessions' rights a reload
@@ -82,25 +112,112 @@ pub struct Security {
     written: SecurityConfig,
 }
 
+/// What [`Security::check`] decided, or the slow check it left to do.
+#[derive(Debug)]
+pub enum Check {
+    Done(Result<Identity, Refusal>),
+    Password(PasswordCheck),
+}
+
+/// A password to check against a user's hash; `Send`, so that it runs on
+/// a blocking thread. Holds the password for as long as the check waits.
+#[derive(Debug)]
+pub struct PasswordCheck {
+    hash: PasswordHash,
+    password: Box<[u8]>,
+    identity: Identity,
+}
+
+impl PasswordCheck {
+    /// Slow (see `auth`): tens of milliseconds.
+    pub fn run(self) -> Result<Identity, Refusal> {
+        if self.hash.verify(&self.password) {
+            Ok(self.identity)
+        } else {
+            Err(Refusal::BadCredentials)
+        }
+    }
+
+    /// The user whose password this checks (for a failure's log line).
+    pub fn user(&self) -> Option<&str> {
+        self.identity.user.as_deref()
+    }
+}
+
 impl Security {
     /// Compiles `[security]`; every error names its key.
     pub fn from_config(c: &SecurityConfig) -> Result<Security, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        if c.default_account.trim().is_empty() {
+            return Err(invalid(
+                "security.default_account",
+                "must not be empty".into(),
+            ));
+        }
         let default_account: Arc<str> = c.default_account.as_str().into();
-        let accounts_of_users = c
-            .users
-            .iter()
-            .map(|u| {
-                let account = if u.account.is_empty() {
+        let mut users = Vec::with_capacity(c.users.len());
+        let mut by_name = HashMap::new();
+        let mut by_nkey = HashMap::new();
+        let mut with_token = Vec::new();
+        for (i, u) in c.users.iter().enumerate() {
+            let user = |reason: String| {
+                invalid(
+                    "security.users",
+                    format!("user #{} ('{}'): {reason}", i + 1, u.name),
+                )
+            };
+            if u.name.is_empty() {
+                return Err(user("has no name".into()));
+            }
+            if by_name
+                .insert(Box::<str>::from(u.name.as_str()), i)
+                .is_some()
+            {
+                return Err(user("is configured twice".into()));
+            }
+            let password = match u.password.as_str() {
+                "" => None,
+                p => Some(PasswordHash::parse(p).map_err(|e| user(format!("password: {e}")))?),
+            };
+            let token = (!u.token.is_empty()).then(|| Box::<[u8]>::from(u.token.as_bytes()));
+            if token.is_some() {
+                with_token.push(i);
+            }
+            let nkey = !u.nkey.is_empty();
+            if nkey {
+                auth::parse_nkey(&u.nkey).map_err(|e| user(format!("nkey: {e}")))?;
+                if by_nkey
+                    .insert(Box::<str>::from(u.nkey.as_str()), i)
+                    .is_some()
+                {
+                    return Err(user("nkey: given to another user too".into()));
+                }
+            }
+            if password.is_none() && token.is_none() && !nkey && !u.certificate {
+                return Err(user(
+                    "has no way to authenticate: set password, token, nkey or certificate = true"
+                        .into(),
+                ));
+            }
+            users.push(User {
+                name: u.name.as_str().into(),
+                account: if u.account.is_empty() {
                     default_account.clone()
                 } else {
                     u.account.as_str().into()
-                };
-                (u.name.as_str().into(), account)
-            })
-            .collect();
+                },
+                password,
+                token,
+                certificate: u.certificate,
+            });
+        }
         Ok(Security {
             default_account,
-            accounts_of_users,
+            allow_anonymous: c.allow_anonymous,
+            users,
+            by_name,
+            by_nkey,
+            with_token,
             permissions: Permissions::from_config(c)?,
             written: c.clone(),
         })
@@ -134,9 +251,10 @@ impl Security {
     }
 
     /// Whether clients must present credentials (NATS INFO
-    /// `auth_required`).
+    /// `auth_required`): users are configured, or anonymous clients are
+    /// refused outright.
     pub fn auth_required(&self) -> bool {
-        false
+        !self.users.is_empty() || self.allow_anonymous == Some(false)
     }
 
     /// Whether a session authenticated as `identity` under an earlier
@@ -147,23 +265,138 @@ impl Security {
         match &identity.user {
             None => true,
             Some(user) => self
-                .accounts_of_users
+                .by_name
                 .get(&**user)
-                .is_some_and(|account| *account == identity.account),
+                .is_some_and(|&i| self.users[i].account == identity.account),
         }
     }
 
-    /// Who presents `credentials` from `peer`, or why they are refused.
+    /// Whether some user logs in with an nkey (NATS INFO then carries a
+    /// nonce to sign).
+    pub fn wants_nonce(&self) -> bool {
+        !self.by_nkey.is_empty()
+    }
+
+    /// Whether a client with no credentials is accepted on the listener
+    /// at `local`: `allow_anonymous` when set; unset, only with no user
+    /// configured and on a loopback listener (mosquitto 2's rule).
+    /// `Config::resolve` refuses to start a non-loopback listener that this
+    /// would leave open.
+    pub fn anonymous_accepted(&self, local: Option<SocketAddr>) -> bool {
+        match self.allow_anonymous {
+            Some(allowed) => allowed,
+            None => self.users.is_empty() && local.is_none_or(|a| a.ip().is_loopback()),
+        }
+    }
+
+    fn identity(&self, user: &User) -> Identity {
+        Identity {
+            user: Some(user.name.clone()),
+            account: user.account.clone(),
+        }
+    }
+
+    fn anonymous(&self, peer: &Peer) -> Result<Identity, Refusal> {
+        if self.anonymous_accepted(peer.local) {
+            Ok(Identity {
+                user: None,
+                account: self.default_account.clone(),
+            })
+        } else {
+            Err(Refusal::NotAuthorized)
+        }
+    }
+
+    /// The user whose token `presented` is, compared against every token
+    /// in constant time each.
+    fn by_token(&self, presented: &[u8]) -> Option<&User> {
+        let mut found = None;
+        for &i in &self.with_token {
+            let user = &self.users[i];
+            let stored = user.token.as_deref().unwrap_or_default();
+            if auth::token_matches(stored, presented) && found.is_none() {
+                found = Some(user);
+            }
+        }
+        found
+    }
+
+    /// Who presents `credentials` from `peer`, or why they are refused;
+    /// a password check is left to the caller (see [`Check`]).
+    ///
+    /// In order: a verified certificate that names a user with
+    /// `certificate = true`; an nkey with its signature of `peer.nonce`; a
+    /// token (NATS `auth_token`, or an MQTT password with no or an empty
+    /// user name); a user name with its password (or that user's token as
+    /// the password); else anonymous. With no user configured, credentials
+    /// are not looked at (as before users existed): anonymous rules.
+    pub fn check(&self, credentials: &Credentials, peer: &Peer) -> Check {
+        use Check::Done;
+        if self.users.is_empty() {
+            return Done(self.anonymous(peer));
+        }
+        if let Some(name) = &peer.certificate {
+            if let Some(user) = self.by_name.get(&**name).map(|&i| &self.users[i]) {
+                if user.certificate {
+                    return Done(Ok(self.identity(user)));
+                }
+            }
+        }
+        if let Some(nkey) = &credentials.nkey {
+            let user = self.by_nkey.get(&**nkey).map(|&i| &self.users[i]);
+            let nonce = peer.nonce.as_deref().unwrap_or_default();
+            let signature = credentials.signature.as_deref().unwrap_or_default();
+            return Done(match user {
+                Some(user) if auth::verify_nkey(nkey, nonce, signature) => Ok(self.identity(user)),
+                _ => Err(Refusal::BadCredentials),
+            });
+        }
+        if let Some(token) = &credentials.token {
+            return Done(match self.by_token(token.as_bytes()) {
+                Some(user) => Ok(self.identity(user)),
+                None => Err(Refusal::BadCredentials),
+            });
+        }
+        let name = credentials.username.as_deref().filter(|n| !n.is_empty());
+        match (name, credentials.password.as_deref()) {
+            (None, None) => Done(self.anonymous(peer)),
+            // MQTT: a password alone is a token (EMQX's JWT-style logins).
+            (None, Some(password)) => Done(match self.by_token(password) {
+                Some(user) => Ok(self.identity(user)),
+                None => Err(Refusal::BadCredentials),
+            }),
+            (Some(name), password) => {
+                let Some(user) = self.by_name.get(name).map(|&i| &self.users[i]) else {
+                    return Done(Err(Refusal::BadCredentials));
+                };
+                let password = password.unwrap_or_default();
+                if let Some(token) = &user.token {
+                    if auth::token_matches(token, password) {
+                        return Done(Ok(self.identity(user)));
+                    }
+                }
+                match &user.password {
+                    Some(hash) => Check::Password(PasswordCheck {
+                        hash: hash.clone(),
+                        password: password.into(),
+                        identity: self.identity(user),
+                    }),
+                    None => Done(Err(Refusal::BadCredentials)),
+                }
+            }
+        }
+    }
+
+    /// [`Security::check`] with any password check run inline.
     pub fn authenticate(
         &self,
         credentials: &Credentials,
         peer: &Peer,
     ) -> Result<Identity, Refusal> {
-        let _ = (credentials, peer);
-        Ok(Identity {
-            user: None,
-            account: self.default_account.clone(),
-        })
+        match self.check(credentials, peer) {
+            Check::Done(verdict) => verdict,
+            Check::Password(check) => check.run(),
+        }
     }
 
     /// What a session of `identity` with `client_id` may publish and read
@@ -180,7 +413,7 @@ impl Security {
 }
 
 #[cfg(test)]
-mod tests {
+mod revoke_tests {
     use super::*;
     use crate::config::UserConfig;
 
@@ -282,3 +515,6 @@ mod reload_tests {
         assert!(generation("a/#", "y/#").rights_changed(&old, &anonymous));
     }
 }
+
+#[cfg(test)]
+mod tests;

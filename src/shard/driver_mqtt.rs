@@ -258,9 +258,17 @@ impl MqttGlue {
         let peer = Peer {
             addr: conn.transport.peer_addr(),
             local: conn.transport.local_addr(),
+            // The user a verified TLS client certificate names.
+            certificate: conn
+                .transport
+                .peer_identity()
+                .map(|n| std::sync::Arc::from(&*n)),
             ..Peer::default()
         };
-        let identity = match ctx.security().authenticate(&e.credentials, &peer) {
+        let identity = match ctx
+            .authenticate(Protocol::Mqtt, &e.credentials, &peer)
+            .await
+        {
             Ok(identity) => identity,
             Err(refusal) => return machine.on_refused(refusal, out),
         };

@@ -12,6 +12,7 @@
 //! and hands the answers back).
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
@@ -50,6 +51,8 @@ pub struct Prepared {
     mailbox: Rc<super::mailbox::Mailbox>,
     machine: NatsSession,
     peer: Option<std::net::SocketAddr>,
+    /// The nkey challenge its INFO carries.
+    nonce: Option<String>,
 }
 
 impl Prepared {
@@ -76,6 +79,11 @@ impl Prepared {
             pings_outstanding_max: n.pings_outstanding_max,
         };
         let tls_on = ctx.global.client_tls_nats().is_some();
+        let security = ctx.security();
+        // Per connection, unpredictable: a signature cannot be replayed.
+        let nonce = security
+            .wants_nonce()
+            .then(crate::security::auth::new_nonce);
         let info = ServerInfo {
             server_id: ctx.global.server_id.clone(),
             host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
@@ -85,12 +93,15 @@ impl Prepared {
             client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
             tls_required: tls_on && tls_required,
             tls_available: tls_on && !tls_required,
+            auth_required: security.auth_required(),
+            nonce: nonce.clone(),
         };
         let machine = NatsSession::new(settings, info, Instant::now());
         Prepared {
             mailbox,
             machine,
             peer,
+            nonce,
         }
     }
 
@@ -112,6 +123,7 @@ impl Prepared {
             mailbox,
             mut machine,
             peer,
+            nonce,
         } = self;
         let config = ctx.config();
         let n = &config.nats;
@@ -121,7 +133,11 @@ impl Prepared {
             .read_max
             .max(n.payload_bytes_max + n.control_line_bytes_max + 4);
         conn.attach(mailbox.clone());
-        let reason = driver::run(&mut conn, &mut machine, &mut NatsGlue::default()).await;
+        let mut glue = NatsGlue {
+            nonce: nonce.map(Into::into),
+            ..NatsGlue::default()
+        };
+        let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
         ctx.unregister(&mailbox);
         if let Some(error) = machine.error() {
             if ctx.log_limiter.allow() {
@@ -152,12 +168,20 @@ pub struct NatsGlue {
     /// This connection's place under `connections_per_user_max`, held
     /// until the connection ends (see `admission`).
     user_permit: Option<admission::UserPermit>,
+    /// The nonce this connection's INFO carried (nkey challenge).
+    nonce: Option<Box<str>>,
 }
 
 /// The requests that wait: a SUB's barrier, a publish to other shards
 /// (a ring may be full). One per connection, kept in its glue: not boxed.
 #[allow(clippy::large_enum_variant)]
 enum Pending {
+    /// CONNECT: authenticated off the machine's turn (a password check
+    /// waits for the shard's blocking thread).
+    Connect {
+        echo: bool,
+        credentials: Box<Credentials>,
+    },
     /// The subscription is applied; answer once every shard saw it.
     Subscribed,
     /// `kept`: the event, for a no-responders answer if nobody took it.
@@ -166,23 +190,29 @@ enum Pending {
 
 /// CONNECT: who the client is (the machine answers `+OK` in verbose mode,
 /// or `-ERR 'Authorization Violation'` and closes).
-fn connect<T: Transport>(
+async fn connect<T: Transport>(
     conn: &mut Connection<T>,
     machine: &mut NatsSession,
     echo: bool,
     credentials: &Credentials,
     user_permit: &mut Option<admission::UserPermit>,
+    nonce: Option<Box<str>>,
     out: &mut Actions<Request>,
-) -> bool {
+) {
     let peer = Peer {
         addr: conn.transport.peer_addr(),
         local: conn.transport.local_addr(),
-        ..Peer::default()
+        certificate: conn.transport.peer_identity().map(|n| Arc::from(&*n)),
+        nonce,
     };
+    let verdict = conn
+        .ctx
+        .authenticate(Protocol::Nats, credentials, &peer)
+        .await;
     let mailbox = conn.mailbox().expect("NATS registers first");
     mailbox.echo.set(echo);
     let security = conn.ctx.security();
-    match security.authenticate(credentials, &peer) {
+    match verdict {
         Ok(identity) => {
             let source = peer.addr.map(|a| a.ip());
             let nats = admission::ListenerKind::Nats;
@@ -190,7 +220,7 @@ fn connect<T: Transport>(
                 Ok(permit) => *user_permit = permit,
                 Err(refusal) => {
                     machine.refused(refusal, out);
-                    return true;
+                    return;
                 }
             }
             // `%c`: the CONNECT's `name`, else the id the router assigned.
@@ -202,7 +232,7 @@ fn connect<T: Transport>(
                 Ok(grants) => grants,
                 Err(why) => {
                     machine.unauthorized(&why, out);
-                    return true;
+                    return;
                 }
             };
             if !grants.is_allow_all() {
@@ -214,7 +244,6 @@ fn connect<T: Transport>(
         }
         Err(refusal) => machine.refused(refusal, out),
     }
-    true
 }
 
 impl Glue<NatsSession> for NatsGlue {
@@ -226,14 +255,8 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) -> bool {
         if let Request::Connect { echo, credentials } = request {
-            return connect(
-                conn,
-                machine,
-                echo,
-                &credentials,
-                &mut self.user_permit,
-                out,
-            );
+            self.pending = Some(Pending::Connect { echo, credentials });
+            return false;
         }
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");
@@ -292,6 +315,21 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) {
         match self.pending.take() {
+            Some(Pending::Connect { echo, credentials }) => {
+                // Once per connection: boxed, so that its state does not
+                // weigh on this future for every publish.
+                let nonce = self.nonce.clone();
+                Box::pin(connect(
+                    conn,
+                    machine,
+                    echo,
+                    &credentials,
+                    &mut self.user_permit,
+                    nonce,
+                    out,
+                ))
+                .await
+            }
             Some(Pending::Subscribed) => {
                 conn.ctx.barrier().await;
                 machine.subscribed(Subscribed::Yes, out);

@@ -111,6 +111,8 @@ counters! {
     authz_denied_nats_publish: "NATS PUB/HPUB the client's rights refused.",
     authz_denied_nats_subscribe: "NATS SUB the client's rights refused.",
     authz_denied_nats_deliver: "Events not delivered to a NATS client's checked subscription it may not read.",
+    auth_failures_mqtt: "MQTT CONNECTs refused by authentication (also in weft_auth_failures_total).",
+    auth_failures_nats: "NATS CONNECTs refused by authentication (also in weft_auth_failures_total).",
 }
 
 /// Counters that go up and down.

@@ -25,6 +25,8 @@ fn info() -> ServerInfo {
         client_ip: "10.0.0.9".into(),
         tls_required: false,
         tls_available: false,
+        auth_required: false,
+        nonce: None,
     }
 }
 
@@ -399,4 +401,73 @@ fn permission_violations_keep_the_connection() {
         .iter()
         .any(|a| matches!(a, Action::Request(Request::Publish { .. }))));
     assert!(written(&out).is_empty());
+}
+
+#[test]
+fn info_carries_auth_required_and_the_nonce_only_when_set() {
+    let plain = String::from_utf8(info().line()).unwrap();
+    assert!(
+        !plain.contains("auth_required") && !plain.contains("nonce"),
+        "{plain}"
+    );
+    let secured = ServerInfo {
+        auth_required: true,
+        nonce: Some("abc_-123".into()),
+        ..info()
+    };
+    let line = String::from_utf8(secured.line()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim_end()).unwrap();
+    assert_eq!(json["auth_required"], true);
+    assert_eq!(json["nonce"], "abc_-123");
+}
+
+#[test]
+fn with_auth_required_nothing_but_connect_comes_first() {
+    let t0 = Instant::now();
+    for first in [&b"PING\r\n"[..], b"SUB a 1\r\n", b"PUB a 1\r\nx\r\n"] {
+        let mut s = NatsSession::new(
+            settings(),
+            ServerInfo {
+                auth_required: true,
+                ..info()
+            },
+            t0,
+        );
+        let mut out = Actions::default();
+        s.start(t0, &mut out);
+        out.clear();
+        feed(&mut s, first, t0, &mut out);
+        assert_eq!(written(&out), "-ERR 'Authorization Violation'\r\n");
+        assert!(out
+            .list
+            .iter()
+            .any(|a| matches!(a, Action::Close(CloseReason::ConnectRefused))));
+        assert!(!out.list.iter().any(|a| matches!(a, Action::Request(_))));
+    }
+    // CONNECT first: then anything.
+    let mut s = NatsSession::new(
+        settings(),
+        ServerInfo {
+            auth_required: true,
+            ..info()
+        },
+        t0,
+    );
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    out.clear();
+    feed(&mut s, b"CONNECT {\"auth_token\":\"t\"}\r\n", t0, &mut out);
+    assert!(matches!(
+        out.list[0],
+        Action::Request(Request::Connect { .. })
+    ));
+    s.authenticated(anonymous(), &mut out);
+    out.clear();
+    feed(&mut s, b"PING\r\n", t0, &mut out);
+    assert_eq!(written(&out), "PONG\r\n");
+    // Without auth required, a PING before CONNECT is answered (as before).
+    let (mut s, mut out) = started(t0);
+    feed(&mut s, b"PING\r\n", t0, &mut out);
+    assert_eq!(written(&out), "PONG\r\n");
 }

@@ -9,6 +9,8 @@
 //! - [`retained`]: this shard's copy of the retained store;
 //! - [`table`]: session keys → sessions and NATS subscriptions;
 //! - [`backpressure`]: QoS 1 pauses and publisher holds;
+//! - [`auth`]: logins (`ctx.authenticate`): the failed-attempt limiter and
+//!   password checks off the event loop;
 //! - small ones: [`buffers`] (write-buffer pool), [`telemetry`] (latency,
 //!   log limiter), [`stop`] (shutdown), [`mesh`] (the seam the bridge
 //!   plugs into), [`msg`] (what shards tell each other).
@@ -27,6 +29,7 @@
 //! trait) or sockets.
 
 mod admit;
+mod auth;
 mod backpressure;
 mod buffers;
 mod control;
@@ -157,6 +160,8 @@ pub struct ShardCtx {
     pub counters: Counters,
     pub global: Arc<Global>,
     pub log_limiter: LogLimiter,
+    /// Failed-login limiter and password-check permits (`auth`).
+    pub auth: auth::ShardAuth,
     /// When the current batch of client bytes was read (`now_ns`).
     pub received_ns: Cell<u64>,
     pub stopping: Stop,
@@ -197,6 +202,7 @@ impl ShardCtx {
             routing: Routing::new(config.runtime.match_cache_entries_max),
             retained: retained::Retained::new(&config),
             security: RefCell::new(compile_security(&config)),
+            auth: auth::ShardAuth::new(&config),
             config: RefCell::new(config),
             config_generation: Cell::new(0),
             control: control::Control::new(senders),
