@@ -390,7 +390,8 @@ async fn nats_plain_text_is_refused_where_tls_is_required_and_served_where_avail
         .await
         .unwrap();
     let mut sub = tls.subscribe("mixed").await.unwrap();
-    tls.flush().await.unwrap();
+    // In force on every shard (async-nats's flush is no round trip).
+    nats_sync(&tls).await;
     plain.publish("mixed", "plain to tls".into()).await.unwrap();
     plain.flush().await.unwrap();
     assert_eq!(
