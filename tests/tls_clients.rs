@@ -591,6 +591,15 @@ fn check_config_names_the_key_of_a_bad_tls_file() {
             "nats.tls.client_ca",
         ),
         (
+            "an unreadable client CA that is not used",
+            nats(
+                &server.cert,
+                &server.key,
+                &format!("client_ca = \"{missing}\"\nclient_auth = \"none\""),
+            ),
+            "nats.tls.client_ca",
+        ),
+        (
             "a key where the certificate goes",
             nats(&server.key, &server.cert, ""),
             "nats.tls.cert",
