@@ -719,8 +719,14 @@ fn admit(ctx: &Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Listener) {
             }
             None => driver::release(ctx),
         },
-        (SessionProtocol::Nats, _) => {
-            glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
-        }
+        (SessionProtocol::Nats, _) => match ctx.global.client_tls_nats() {
+            // `[nats.tls]`: INFO, then the upgrade (or TLS first).
+            Some(tls) => {
+                glommio::spawn_local(tls_accept::serve_nats(ctx.clone(), stream, tls)).detach();
+            }
+            None => {
+                glommio::spawn_local(driver_nats::serve(ctx.clone(), stream)).detach();
+            }
+        },
     }
 }
