@@ -68,6 +68,10 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$WORK/san.ext"
 openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
     -CAcreateserial -days 2 -extfile "$WORK/san.ext" -out "$WORK/server.pem" 2>/dev/null
+# mosquitto started as root drops to its own user: it must read the
+# throwaway key.
+chmod 755 "$WORK"
+chmod 644 "$WORK"/*.key "$WORK"/*.pem
 
 # Ports: plain / TLS.
 W_MQTT=18901 W_MQTTS=18902 W_NATS=18903 W_NATSS=18904

@@ -390,7 +390,8 @@ async fn nats_plain_text_is_refused_where_tls_is_required_and_served_where_avail
         .await
         .unwrap();
     let mut sub = tls.subscribe("mixed").await.unwrap();
-    tls.flush().await.unwrap();
+    // In force on every shard (async-nats's flush is no round trip).
+    nats_sync(&tls).await;
     plain.publish("mixed", "plain to tls".into()).await.unwrap();
     plain.flush().await.unwrap();
     assert_eq!(
@@ -586,6 +587,15 @@ fn check_config_names_the_key_of_a_bad_tls_file() {
                 &server.cert,
                 &server.key,
                 &format!("client_ca = \"{missing}\""),
+            ),
+            "nats.tls.client_ca",
+        ),
+        (
+            "an unreadable client CA that is not used",
+            nats(
+                &server.cert,
+                &server.key,
+                &format!("client_ca = \"{missing}\"\nclient_auth = \"none\""),
             ),
             "nats.tls.client_ca",
         ),

@@ -100,13 +100,17 @@ impl ClientTls {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(k.section, e.to_string()))?;
-        let builder = if asks {
-            let mut roots = RootCertStore::empty();
+        // Read whenever set (even with client_auth = "none"), so that a
+        // bad file is refused now, not when client_auth changes.
+        let mut roots = RootCertStore::empty();
+        if !ca_path.is_empty() {
             for ca in certs(ca_key, ca_path)? {
                 roots
                     .add(ca)
                     .map_err(|e| invalid(ca_key, format!("'{ca_path}': {e}")))?;
             }
+        }
+        let builder = if asks {
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let verifier = match auth {
                 ClientAuth::Optional => verifier.allow_unauthenticated(),

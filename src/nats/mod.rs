@@ -9,4 +9,6 @@
 pub mod codec;
 pub mod deliver;
 pub mod session;
-pub mod subject;
+// The subject rules live beside the topic rules (`topic::subject`), so that
+// `security` reads rules in the NATS dialect without depending on `nats`.
+pub use crate::topic::subject;

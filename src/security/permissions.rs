@@ -8,7 +8,7 @@
 //!   the rule itself: one that holds `/`, `+` or `#` is MQTT; otherwise one
 //!   that holds `.`, `*` or `>` is NATS (`sensors.*.temp` is
 //!   `sensors/+/temp`, `sensors.>` is `sensors/+/#`, as
-//!   `nats::subject` maps subjects); one plain word is the same in both.
+//!   `topic::subject` maps subjects); one plain word is the same in both.
 //!   A `mqtt:` or `nats:` prefix forces the dialect (an MQTT rule whose one
 //!   level holds a `.`, say `mqtt:v1.2`). Rules are compiled to the
 //!   internal (MQTT) form, so one rule holds whatever protocol the client
@@ -420,7 +420,7 @@ fn compile_rule(text: &str) -> Result<Rule, String> {
         (!mqtt && text.contains(['.', '*', '>']), text)
     };
     let filter = if nats {
-        crate::nats::subject::to_internal(body, true, usize::MAX)
+        crate::topic::subject::to_internal(body, true, usize::MAX)
             .map_err(|e| format!("{text:?} is not a NATS subject filter: {e}"))?
     } else {
         body.to_string()

@@ -11,24 +11,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::admission;
+use super::bind::Listener;
 use super::ctx::ShardCtx;
 use super::mailbox::Protocol as SessionProtocol;
 use super::{driver, driver_mqtt, driver_nats, stats, tls_accept};
-
-/// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
-/// (NATS TLS is an upgrade on the NATS listener, not a listener.) The
-/// MQTT TLS listener counts as the MQTT listener (`mqtt.connections_max`).
-#[derive(Clone, Copy)]
-pub struct Listener {
-    pub protocol: SessionProtocol,
-    pub tls: bool,
-}
 
 /// An accepted connection: served under a permit (counted before anything
 /// is allocated for it), or refused past the shard's accept rate,
 /// `limits.connections_max` or what the descriptor limit holds, its
 /// listener's limit or its source address's (see [`admission`]).
-pub fn admit(
+pub(super) fn admit(
     ctx: &Rc<ShardCtx>,
     stream: glommio::net::TcpStream,
     kind: Listener,
@@ -110,13 +102,23 @@ pub fn admit(
             }
             None => driver::release(ctx),
         },
-        (SessionProtocol::Nats, _) => {
-            glommio::spawn_local(under_permit(
-                permit,
-                driver_nats::serve(ctx.clone(), stream),
-            ))
-            .detach();
-        }
+        (SessionProtocol::Nats, _) => match ctx.global.client_tls_nats() {
+            // `[nats.tls]`: INFO, then the upgrade (or TLS first).
+            Some(tls) => {
+                glommio::spawn_local(under_permit(
+                    permit,
+                    tls_accept::serve_nats(ctx.clone(), stream, tls),
+                ))
+                .detach();
+            }
+            None => {
+                glommio::spawn_local(under_permit(
+                    permit,
+                    driver_nats::serve(ctx.clone(), stream),
+                ))
+                .detach();
+            }
+        },
     }
 }
 

@@ -1,6 +1,6 @@
-//! Binding every listener weft opens (MQTT and NATS, shared and per shard,
-//! the mesh listener, the admin endpoint), with a bounded retry while the
-//! address is in use.
+//! Binding every listener weft opens (MQTT and NATS, plain and TLS, shared
+//! and per shard, the mesh listener, the admin endpoint), with a bounded
+//! retry while the address is in use.
 //!
 //! Why the retry: a router killed with SIGKILL does not release its
 //! listening sockets at once. io_uring holds references to them and its
@@ -16,7 +16,11 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{IntoRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+use super::mailbox::Protocol as SessionProtocol;
+use super::StartError;
 
 /// Pause between two attempts: the lingering sockets go within ~15 ms.
 const BIND_RETRY_PAUSE: Duration = Duration::from_millis(5);
@@ -83,6 +87,101 @@ pub fn with_retry<T>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The listeners of one protocol: the shared address and each shard's own.
+pub(super) struct Bound {
+    pub(super) addr: SocketAddr,
+    pub(super) own_addrs: Vec<SocketAddr>,
+}
+
+/// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
+/// (NATS TLS is an upgrade on the NATS listener, not a listener.)
+#[derive(Clone, Copy)]
+pub(super) struct Listener {
+    pub(super) protocol: SessionProtocol,
+    pub(super) tls: bool,
+}
+
+/// Listen backlog of the client and mesh listeners: connections the kernel
+/// completes while a shard is busy (or out of descriptors) wait here.
+pub(super) const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listener for `protocol` on `addr`, its bind retried while the address
+/// is in use (see [`bind`]).
+pub(super) fn bind_listener(
+    protocol: &'static str,
+    addr: SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+    retry: Duration,
+) -> Result<std::net::TcpListener, StartError> {
+    with_retry(&format!("{protocol} listener"), addr, retry, || {
+        listener(addr, reuse_port, backlog)
+    })
+    .and_then(|l| l.local_addr().map(|_| l))
+    .map_err(|e| StartError::Bind {
+        protocol,
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// Binds one protocol's listeners: `shards` SO_REUSEPORT sockets on one
+/// address (port 0 resolved by the first), plus one own socket per shard
+/// when asked. Appends each shard's raw fds to `per_shard`. Every bind is
+/// retried for `retry` while its address is in use.
+pub(super) fn bind_protocol(
+    kind: Listener,
+    listen: SocketAddr,
+    own: bool,
+    port_base: u16,
+    per_shard: &mut [Vec<(Listener, RawFd)>],
+    retry: Duration,
+) -> Result<Bound, StartError> {
+    let name = match (kind.protocol, kind.tls) {
+        (SessionProtocol::Mqtt, false) => "MQTT",
+        (SessionProtocol::Mqtt, true) => "MQTT TLS",
+        (SessionProtocol::Nats, _) => "NATS",
+    };
+    let bind_err = |addr, e: std::io::Error| StartError::Bind {
+        protocol: name,
+        addr,
+        reason: e.to_string(),
+    };
+    if listen.port() != 0 {
+        // SO_REUSEPORT would let this router silently share a port that
+        // another process (another weft) listens on: refuse instead. A
+        // killed predecessor's lingering listener is such a process: the
+        // probe waits it out.
+        with_retry(&format!("{name} listener"), listen, retry, || {
+            probe_free(listen)
+        })
+        .map_err(|e| bind_err(listen, e))?;
+    }
+    let first = bind_listener(name, listen, true, LISTEN_BACKLOG, retry)?;
+    let addr = first.local_addr().map_err(|e| bind_err(listen, e))?;
+    let mut shared = vec![first];
+    for _ in 1..per_shard.len() {
+        shared.push(bind_listener(name, addr, true, LISTEN_BACKLOG, retry)?);
+    }
+    let mut own_addrs = Vec::new();
+    for (i, (fds, listener)) in per_shard.iter_mut().zip(shared).enumerate() {
+        fds.push((kind, listener.into_raw_fd()));
+        if own {
+            let port = match port_base {
+                0 => 0,
+                base => base.checked_add(i as u16).ok_or_else(|| {
+                    bind_err(addr, std::io::Error::other("shard port beyond 65535"))
+                })?,
+            };
+            let own_addr = SocketAddr::new(addr.ip(), port);
+            let l = bind_listener(name, own_addr, false, LISTEN_BACKLOG, retry)?;
+            own_addrs.push(l.local_addr().map_err(|e| bind_err(own_addr, e))?);
+            fds.push((kind, l.into_raw_fd()));
+        }
+    }
+    Ok(Bound { addr, own_addrs })
 }
 
 #[cfg(test)]

@@ -28,14 +28,11 @@ use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribe
 use crate::security::{Credentials, Peer};
 use crate::session::Actions;
 
-/// Serves one accepted TCP connection to its end (over TLS when
-/// `[nats.tls]` is on, see `tls_accept`). The caller has counted it
+/// Serves one accepted TCP connection to its end (with `[nats.tls]` on,
+/// `tls_accept::serve_nats` serves it instead). The caller has counted it
 /// against `connections_max`; this releases that count.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
     transport::configure(&stream, &ctx.config().socket);
-    if let Some(tls) = ctx.global.client_tls_nats() {
-        return super::tls_accept::serve_nats(ctx, stream, tls).await;
-    }
     serve_on(ctx, Rc::new(std::cell::RefCell::new(stream))).await;
 }
 

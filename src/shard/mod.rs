@@ -46,7 +46,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use crate::config::Resolved;
-use accept::Listener;
+use bind::{bind_listener, bind_protocol, Bound, Listener, LISTEN_BACKLOG};
 use ctx::{Global, ShardCtx, ShardMsg};
 use mailbox::Protocol as SessionProtocol;
 use stats::{ShardStats, Snapshot};
@@ -90,93 +90,6 @@ pub struct Router {
     /// last checked against the descriptor limit (again on reload).
     headroom: rlimits::Headroom,
     connections_max_checked: std::sync::atomic::AtomicUsize,
-}
-
-/// The listeners of one protocol: the shared address and each shard's own.
-struct Bound {
-    addr: SocketAddr,
-    own_addrs: Vec<SocketAddr>,
-}
-
-/// Listen backlog of the client and mesh listeners: connections the kernel
-/// completes while a shard is busy (or out of descriptors) wait here.
-const LISTEN_BACKLOG: i32 = 1024;
-
-/// A listener for `protocol` on `addr`, its bind retried while the address
-/// is in use (see [`bind`]).
-fn bind_listener(
-    protocol: &'static str,
-    addr: SocketAddr,
-    reuse_port: bool,
-    backlog: i32,
-    retry: Duration,
-) -> Result<std::net::TcpListener, StartError> {
-    bind::with_retry(&format!("{protocol} listener"), addr, retry, || {
-        bind::listener(addr, reuse_port, backlog)
-    })
-    .and_then(|l| l.local_addr().map(|_| l))
-    .map_err(|e| StartError::Bind {
-        protocol,
-        addr,
-        reason: e.to_string(),
-    })
-}
-
-/// Binds one protocol's listeners: `shards` SO_REUSEPORT sockets on one
-/// address (port 0 resolved by the first), plus one own socket per shard
-/// when asked. Appends each shard's raw fds to `per_shard`. Every bind is
-/// retried for `retry` while its address is in use.
-fn bind_protocol(
-    kind: Listener,
-    listen: SocketAddr,
-    own: bool,
-    port_base: u16,
-    per_shard: &mut [Vec<(Listener, RawFd)>],
-    retry: Duration,
-) -> Result<Bound, StartError> {
-    let name = match (kind.protocol, kind.tls) {
-        (SessionProtocol::Mqtt, false) => "MQTT",
-        (SessionProtocol::Mqtt, true) => "MQTT TLS",
-        (SessionProtocol::Nats, _) => "NATS",
-    };
-    let bind_err = |addr, e: std::io::Error| StartError::Bind {
-        protocol: name,
-        addr,
-        reason: e.to_string(),
-    };
-    if listen.port() != 0 {
-        // SO_REUSEPORT would let this router silently share a port that
-        // another process (another weft) listens on: refuse instead. A
-        // killed predecessor's lingering listener is such a process: the
-        // probe waits it out.
-        bind::with_retry(&format!("{name} listener"), listen, retry, || {
-            bind::probe_free(listen)
-        })
-        .map_err(|e| bind_err(listen, e))?;
-    }
-    let first = bind_listener(name, listen, true, LISTEN_BACKLOG, retry)?;
-    let addr = first.local_addr().map_err(|e| bind_err(listen, e))?;
-    let mut shared = vec![first];
-    for _ in 1..per_shard.len() {
-        shared.push(bind_listener(name, addr, true, LISTEN_BACKLOG, retry)?);
-    }
-    let mut own_addrs = Vec::new();
-    for (i, (fds, listener)) in per_shard.iter_mut().zip(shared).enumerate() {
-        fds.push((kind, listener.into_raw_fd()));
-        if own {
-            let port = match port_base {
-                0 => 0,
-                base => base.checked_add(i as u16).ok_or_else(|| {
-                    bind_err(addr, std::io::Error::other("shard port beyond 65535"))
-                })?,
-            };
-            let own_addr = SocketAddr::new(addr.ip(), port);
-            let l = bind_listener(name, own_addr, false, LISTEN_BACKLOG, retry)?;
-            own_addrs.push(l.local_addr().map_err(|e| bind_err(own_addr, e))?);
-            fds.push((kind, l.into_raw_fd()));
-        }
-    }
-    Ok(Bound { addr, own_addrs })
 }
 
 /// An executor pinned to `core` with the runtime's settings.

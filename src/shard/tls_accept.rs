@@ -102,6 +102,7 @@ async fn peek_first(stream: &TcpStream, wait: Duration) -> First {
 /// Serves one NATS connection with `[nats.tls]` on (see the module
 /// comment). The caller counted the connection; this releases it.
 pub async fn serve_nats(ctx: Rc<ShardCtx>, stream: TcpStream, tls: ClientTls) {
+    transport::configure(&stream, &ctx.config().socket);
     let config = ctx.config();
     let t = &config.nats.tls;
     let deadline = connect_deadline(&ctx);

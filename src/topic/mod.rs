@@ -10,6 +10,7 @@
 //! only ever sees MQTT-shaped levels.
 
 pub mod retained;
+pub mod subject;
 pub mod trie;
 
 use thiserror::Error;
