@@ -107,6 +107,18 @@ async fn a_reload_that_changes_rights_ends_those_sessions_in_place() {
     weft.signal(nix::sys::signal::Signal::SIGHUP);
     let line = weft.wait_for_log("SIGHUP: configuration reloaded");
     assert!(line.contains("security.users"), "names the key: {line}");
+    // Fence: every shard took the new generation (a wrong token for the
+    // new user is refused; with no user configured, credentials were not
+    // looked at).
+    for shard in &weft.shard_addrs {
+        wait_until("ops known on every shard", WAIT, || async {
+            match login(*shard, "ops", "nope").await {
+                Err(rumqttc::ConnectReturnCode::BadUserNamePassword) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
     assert!(
         !weft.log_contains("its connection is closed"),
         "nobody's rights changed"
@@ -140,7 +152,7 @@ async fn a_reload_that_changes_rights_ends_those_sessions_in_place() {
     let Packet::SubAck(a) = v5::decode(&bytes, &Default::default()).unwrap().unwrap().0 else {
         panic!("SUBACK expected: {bytes:?}");
     };
-    assert_eq!(&a.reason_codes[..], &[reason::NOT_AUTHORIZED]);
+    assert_eq!(a.reason_codes, [reason::NOT_AUTHORIZED]);
 
     // A configuration that does not validate changes nothing.
     let text = std::fs::read_to_string(&weft.config_path).unwrap();

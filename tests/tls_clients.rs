@@ -8,89 +8,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use common::pki::{Ca, Pair, Pki};
+
 use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-
-/// A directory of PEM files, removed at the end of the test.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    path: String,
-}
-
-/// A certificate and its key, as files and as PEM.
-struct Pair {
-    cert: String,
-    key: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "weft-tls-clients-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Pki { dir }
-    }
-
-    fn write(&self, name: &str, pem: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path.display().to_string()
-    }
-
-    fn ca(&self, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key).unwrap();
-        let path = self.write(&format!("{name}.pem"), &cert.pem());
-        Ca { cert, key, path }
-    }
-
-    /// A certificate signed by `ca` with common name `cn`, naming
-    /// localhost and 127.0.0.1 (a server's; clients ignore the names).
-    fn signed(&self, ca: &Ca, file: &str, cn: &str) -> Pair {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
-        Pair {
-            cert: self.write(&format!("{file}.pem"), &cert_pem),
-            key: self.write(&format!("{file}.key"), &key_pem),
-            cert_pem,
-            key_pem,
-        }
-    }
-}
 
 /// `[mqtt.tls]` and `[nats.tls]` for `server`, with client certificates
 /// from `ca` asked as `client_auth`, plus `nats_extra` keys.

@@ -35,6 +35,8 @@ pub struct Weft {
     _config: Option<tempfile_path::TempPath>,
 }
 
+pub mod pki;
+
 mod tempfile_path {
     /// A file removed on drop.
     pub struct TempPath(pub std::path::PathBuf);

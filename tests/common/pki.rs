@@ -1,0 +1,84 @@
+//! Certificates made by a test (rcgen): a CA, and certificates it signs
+//! for the router and for clients, as PEM files in a directory removed at
+//! the end of the test.
+#![allow(dead_code)] // each test file uses its part
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+
+/// A directory of PEM files, removed at the end of the test.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Ca {
+    pub cert: rcgen::Certificate,
+    pub key: KeyPair,
+    pub path: String,
+}
+
+/// A certificate and its key, as files and as PEM.
+pub struct Pair {
+    pub cert: String,
+    pub key: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "weft-pki-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Pki { dir }
+    }
+
+    pub fn write(&self, name: &str, pem: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    }
+
+    pub fn ca(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let cert = params.self_signed(&key).unwrap();
+        let path = self.write(&format!("{name}.pem"), &cert.pem());
+        Ca { cert, key, path }
+    }
+
+    /// A certificate signed by `ca` with common name `cn`, naming
+    /// localhost and 127.0.0.1 (a server's; clients ignore the names).
+    pub fn signed(&self, ca: &Ca, file: &str, cn: &str) -> Pair {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        Pair {
+            cert: self.write(&format!("{file}.pem"), &cert_pem),
+            key: self.write(&format!("{file}.key"), &key_pem),
+            cert_pem,
+            key_pem,
+        }
+    }
+}
