@@ -7,14 +7,23 @@
 //! QoS 0 delivery writes a fixed header and copies the event's shared
 //! buffer (length-prefixed topic, payload) whole, with no allocation.
 //! Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
+//!
+//! An event of another account than the default one has an internal
+//! topic (`security::accounts`): the frame carries the client's topic, a
+//! slice of it, so such a QoS 0 delivery takes the topic and payload
+//! slices instead of the shared buffer whole.
 
 use crate::event::{now_ns, Event};
 use crate::mqtt::codec;
+use crate::security::accounts::client_topic;
 
 /// Bytes `event` takes when delivered at `qos` (MQTT 3.1.1).
 pub fn wire_len(event: &Event, qos: u8) -> usize {
-    // `codec::publish_len`, from the one length the event has at hand.
-    let remaining = event.prefixed_topic_and_payload().len() + if qos > 0 { 2 } else { 0 };
+    // `codec::publish_len`, from the one length the event has at hand,
+    // less the account prefix the client does not see.
+    let topic = event.topic();
+    let hidden = topic.len() - client_topic(topic).len();
+    let remaining = event.prefixed_topic_and_payload().len() - hidden + if qos > 0 { 2 } else { 0 };
     1 + codec::remaining_length_len(remaining) + remaining
 }
 
@@ -22,7 +31,8 @@ pub fn wire_len(event: &Event, qos: u8) -> usize {
 /// `retain` is set only for retained messages sent on subscribe
 /// (MQTT-3.3.1-8/9).
 pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
-    if qos == 0 {
+    let topic = client_topic(event.topic());
+    if qos == 0 && topic.len() == event.topic().len() {
         codec::put_publish_prefixed(out, retain, event.prefixed_topic_and_payload());
     } else {
         codec::put_publish(
@@ -30,7 +40,7 @@ pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: boo
             dup,
             qos,
             retain,
-            event.topic().as_bytes(),
+            topic.as_bytes(),
             packet_id,
             event.payload(),
         );
@@ -94,7 +104,7 @@ pub fn write_v5(
         retain,
         topic: match alias {
             Some((_, false)) => "",
-            _ => event.topic(),
+            _ => client_topic(event.topic()),
         },
         packet_id: if qos > 0 { packet_id } else { 0 },
         properties: props,
@@ -160,6 +170,28 @@ mod tests {
                     })
                 );
             }
+        }
+    }
+
+    /// An account's event is written with the client's topic, at every
+    /// QoS and version, and `wire_len` stays exact.
+    #[test]
+    fn account_prefix_is_not_written() {
+        let limits = DecodeLimits::default();
+        let e = Event::new("$weft/acct/A/a/b", b"hi", 1, false);
+        for (qos, id) in [(0u8, 0u16), (1, 9)] {
+            let mut out = Vec::new();
+            write(&e, &mut out, qos, id, false, false);
+            assert_eq!(out.len(), wire_len(&e, qos));
+            let (p, _) = decode(&out, &limits).unwrap().unwrap();
+            let Packet::Publish(p) = p else {
+                panic!("{p:?}")
+            };
+            assert_eq!((p.topic, p.payload, p.qos), ("a/b", &b"hi"[..], qos));
+            let mut out = Vec::new();
+            write_v5(&e, &mut out, qos, id, false, false, &[], None);
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains("a/b") && !text.contains("$weft"), "{text}");
         }
     }
 }

@@ -9,6 +9,10 @@
 //! Owns: the compiled security configuration of one generation (replaced
 //! whole on SIGHUP: a session keeps the identity it was given until the
 //! reload revokes it). Must not touch: sockets, protocol formats, routing.
+//!
+//! [`accounts`]: each account's topic space, and what crosses between them.
+
+pub mod accounts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +73,7 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct Security {
     default_account: Arc<str>,
+    accounts: accounts::Accounts,
 }
 
 impl Security {
@@ -76,7 +81,22 @@ impl Security {
     pub fn from_config(c: &SecurityConfig) -> Result<Security, ConfigError> {
         Ok(Security {
             default_account: c.default_account.as_str().into(),
+            accounts: accounts::Accounts::from_config(c)?,
         })
+    }
+
+    /// The account of `user` (None = anonymous): its `account` key, empty
+    /// = `security.default_account`. What `authenticate` puts in
+    /// [`Identity::account`].
+    pub fn account_of(&self, user: Option<&str>) -> Arc<str> {
+        self.accounts.account_of(user)
+    }
+
+    /// The topic space a session of `account` publishes and subscribes
+    /// in; None for the default account when it exports nothing (its
+    /// sessions map nothing: today's single namespace, at no cost).
+    pub fn space(&self, account: &str) -> Option<Arc<accounts::Space>> {
+        self.accounts.space(account)
     }
 
     /// Whether clients must present credentials (NATS INFO
@@ -91,10 +111,20 @@ impl Security {
         credentials: &Credentials,
         peer: &Peer,
     ) -> Result<Identity, Refusal> {
-        let _ = (credentials, peer);
+        let _ = peer;
+        // Until passwords are checked (h17 replaces this): a configured
+        // user's name is enough to be that user, in its account; anyone
+        // else is anonymous in the default account.
+        let user = credentials
+            .username
+            .as_deref()
+            .filter(|u| self.accounts.is_user(u));
         Ok(Identity {
-            user: None,
-            account: self.default_account.clone(),
+            user: user.map(Arc::from),
+            account: match user {
+                Some(u) => self.account_of(Some(u)),
+                None => self.default_account.clone(),
+            },
         })
     }
 }

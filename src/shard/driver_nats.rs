@@ -6,8 +6,14 @@
 //! Owns: the glue between `nats::session::Request` and `ShardCtx`. Must
 //! not touch: NATS rules (the machine decides; this only calls the router
 //! and hands the answers back).
+//!
+//! Accounts (`security::accounts`): a session outside the default account
+//! has a `Space`; its subjects (publish, SUB with or without a queue
+//! group, a no-responders reply) are mapped into it here. A session of the
+//! default account has none and nothing is mapped.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
@@ -19,6 +25,7 @@ use super::transport::{self, Transport};
 use crate::event::Event;
 use crate::nats::codec::NatsLimits;
 use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribed};
+use crate::security::accounts::Space;
 use crate::security::{Credentials, Peer};
 use crate::session::Actions;
 
@@ -89,6 +96,9 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
 pub struct NatsGlue {
     /// A request `request` left for `wait`.
     pending: Option<Pending>,
+    /// The session's account's topic space; None in the default account
+    /// (when it exports nothing).
+    space: Option<Arc<Space>>,
 }
 
 /// The requests that wait: a SUB's barrier, a publish to other shards
@@ -99,12 +109,16 @@ enum Pending {
     Subscribed,
     /// `kept`: the event, for a no-responders answer if nobody took it.
     Publish(Handoff, Option<Event>),
+    /// A publish in an account's space that goes to importing accounts
+    /// too: each event published in turn.
+    Spread(smallvec::SmallVec<[Event; 2]>, Option<Event>),
 }
 
 /// CONNECT: who the client is (the machine answers `+OK` in verbose mode,
 /// or `-ERR 'Authorization Violation'` and closes).
 fn connect<T: Transport>(
     conn: &mut Connection<T>,
+    space: &mut Option<Arc<Space>>,
     machine: &mut NatsSession,
     echo: bool,
     credentials: &Credentials,
@@ -117,8 +131,10 @@ fn connect<T: Transport>(
     };
     let mailbox = conn.mailbox().expect("NATS registers first");
     mailbox.echo.set(echo);
-    match conn.ctx.security().authenticate(credentials, &peer) {
+    let security = conn.ctx.security();
+    match security.authenticate(credentials, &peer) {
         Ok(identity) => {
+            *space = security.space(&identity.account);
             *mailbox.identity.borrow_mut() = Some(identity.clone());
             machine.authenticated(identity, out);
         }
@@ -136,7 +152,7 @@ impl Glue<NatsSession> for NatsGlue {
         out: &mut Actions<Request>,
     ) -> bool {
         if let Request::Connect { echo, credentials } = request {
-            return connect(conn, machine, echo, &credentials, out);
+            return connect(conn, &mut self.space, machine, echo, &credentials, out);
         }
         let (ctx, mailbox, congested) = conn.parts();
         let mailbox = mailbox.expect("NATS registers first");
@@ -147,7 +163,17 @@ impl Glue<NatsSession> for NatsGlue {
                 answer_undelivered,
             } => {
                 event.origin = ctx.origin(mailbox);
+                // The client's form: a no-responders answer goes to its
+                // reply subject, mapped again by `RouterPublish`.
                 let kept = answer_undelivered.then(|| event.clone());
+                if let Some(space) = &self.space {
+                    let mut events = space.spread(event);
+                    if events.len() != 1 {
+                        self.pending = Some(Pending::Spread(events, kept));
+                        return false;
+                    }
+                    event = events.pop().expect("one event");
+                }
                 match ctx.publish_now(event, congested) {
                     Ok(delivered) => {
                         if let (false, Some(event)) = (delivered, kept) {
@@ -163,13 +189,25 @@ impl Glue<NatsSession> for NatsGlue {
                     machine.subscribed(Subscribed::TooMany, out);
                     return true;
                 }
+                let filter = match &self.space {
+                    Some(space) => space.topic(&filter).into_owned(),
+                    None => filter,
+                };
                 ctx.nats_subscribe(mailbox, &sid, filter, queue.as_deref());
                 Pending::Subscribed
             }
-            Request::RouterPublish(event) => match ctx.publish_now(event, congested) {
-                Ok(_) => return true,
-                Err(handoff) => Pending::Publish(handoff, None),
-            },
+            Request::RouterPublish(mut event) => {
+                if let Some(space) = &self.space {
+                    match space.own(event) {
+                        Some(own) => event = own,
+                        None => return true,
+                    }
+                }
+                match ctx.publish_now(event, congested) {
+                    Ok(_) => return true,
+                    Err(handoff) => Pending::Publish(handoff, None),
+                }
+            }
             Request::Unsubscribe { sid, max } => {
                 ctx.nats_unsubscribe(mailbox, &sid, max);
                 return true;
@@ -193,6 +231,16 @@ impl Glue<NatsSession> for NatsGlue {
             Some(Pending::Publish(handoff, kept)) => {
                 let (ctx, _, congested) = conn.parts();
                 let delivered = ctx.publish_handoff(handoff, congested).await;
+                if let (false, Some(event)) = (delivered, kept) {
+                    machine.undelivered(&event, out);
+                }
+            }
+            Some(Pending::Spread(events, kept)) => {
+                let (ctx, _, congested) = conn.parts();
+                let mut delivered = false;
+                for event in events {
+                    delivered |= ctx.publish(event, congested).await;
+                }
                 if let (false, Some(event)) = (delivered, kept) {
                     machine.undelivered(&event, out);
                 }
