@@ -180,6 +180,8 @@ pub struct Accounts {
     names: HashMap<Arc<str>, ()>,
     /// Configured users' accounts.
     users: HashMap<Box<str>, Arc<str>>,
+    /// Users by bearer token (only until authentication proper, h17).
+    tokens: HashMap<Box<str>, Box<str>>,
     default: Arc<str>,
 }
 
@@ -276,7 +278,11 @@ impl Accounts {
             );
         }
         let mut users = HashMap::new();
+        let mut tokens = HashMap::new();
         for u in &c.users {
+            if !u.token.is_empty() {
+                tokens.insert(u.token.as_str().into(), u.name.as_str().into());
+            }
             let account: Arc<str> = if u.account.is_empty() {
                 default.clone()
             } else {
@@ -296,6 +302,7 @@ impl Accounts {
             spaces,
             names,
             users,
+            tokens,
             default,
         })
     }
@@ -307,6 +314,11 @@ impl Accounts {
         user.and_then(|u| self.users.get(u))
             .unwrap_or(&self.default)
             .clone()
+    }
+
+    /// The configured user whose `token` is `token`.
+    pub fn user_of_token(&self, token: &str) -> Option<&str> {
+        self.tokens.get(token).map(|u| &**u)
     }
 
     /// Whether `user` is a configured user.

@@ -113,12 +113,17 @@ impl Security {
     ) -> Result<Identity, Refusal> {
         let _ = peer;
         // Until passwords are checked (h17 replaces this): a configured
-        // user's name is enough to be that user, in its account; anyone
-        // else is anonymous in the default account.
+        // user's name (or a NATS `auth_token` equal to a user's `token`) is
+        // enough to be that user, in its account; anyone else is
+        // anonymous in the default account.
         let user = credentials
             .username
             .as_deref()
-            .filter(|u| self.accounts.is_user(u));
+            .filter(|u| self.accounts.is_user(u))
+            .or_else(|| {
+                let token = credentials.token.as_deref()?;
+                self.accounts.user_of_token(token)
+            });
         Ok(Identity {
             user: user.map(Arc::from),
             account: match user {

@@ -32,8 +32,8 @@ use crate::mqtt::session::{
     Action, Actions, Establish, Established, MqttSession, Problem, PublishAck, Request, Settings,
     SubscribeOutcome, SubscribeRequest, Version,
 };
-use crate::security::accounts::Space;
-use crate::security::Peer;
+use crate::security::accounts::{client_topic, Space, ACCOUNT_PREFIX};
+use crate::security::{Peer, Refusal};
 use crate::session::CloseReason;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
@@ -302,6 +302,18 @@ impl MqttGlue {
         };
         self.space = security.space(&identity.account);
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
+        // Client ids are per account too (a takeover, a resumed session):
+        // outside the default account the directory knows the id under
+        // the account's prefix, which a default account's client may not
+        // write.
+        let prefix = self.space.as_deref().map_or("", Space::prefix);
+        let client_id = if !prefix.is_empty() {
+            format!("{prefix}{client_id}").into()
+        } else if client_id.starts_with(ACCOUNT_PREFIX) {
+            return machine.on_refused(Refusal::NotAuthorized, out);
+        } else {
+            client_id
+        };
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());
         machine.on_authenticated(identity);
@@ -331,7 +343,7 @@ impl MqttGlue {
         }
         machine.on_established(
             Established {
-                client_id: &mailbox.client_id,
+                client_id: client_topic(&mailbox.client_id),
                 present,
             },
             Instant::now(),
