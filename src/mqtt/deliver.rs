@@ -9,13 +9,13 @@
 //! Rerun `weft bench` (MQTT QoS 0 and 1) after changing it.
 //!
 //! An event of another account than the default one has an internal
-//! topic (`security::accounts`): the frame carries the client's topic, a
+//! topic (`security::accounts`, `topic::client_topic`): the frame carries the client's topic, a
 //! slice of it, so such a QoS 0 delivery takes the topic and payload
 //! slices instead of the shared buffer whole.
 
 use crate::event::{now_ns, Event};
 use crate::mqtt::codec;
-use crate::security::accounts::client_topic;
+use crate::topic::client_topic;
 
 /// Bytes `event` takes when delivered at `qos` (MQTT 3.1.1).
 pub fn wire_len(event: &Event, qos: u8) -> usize {

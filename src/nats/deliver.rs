@@ -9,7 +9,7 @@
 
 use crate::event::Event;
 use crate::nats::{codec, subject};
-use crate::security::accounts::client_topic;
+use crate::topic::client_topic;
 
 /// The NATS subject of the event's topic (see `nats::subject`) as its
 /// client wrote it (an account's prefix removed, `security::accounts`):

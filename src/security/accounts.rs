@@ -48,24 +48,10 @@ use crate::config::{ConfigError, SecurityConfig};
 use crate::event::Event;
 use crate::topic::{self, TopicLimits};
 
-/// The internal prefix of every account but the default one.
-pub const ACCOUNT_PREFIX: &str = "$weft/acct/";
+pub use crate::topic::{client_topic, ACCOUNT_PREFIX};
 
 /// Longest account name, in bytes (its prefix is added to every topic).
 pub const ACCOUNT_NAME_BYTES_MAX: usize = 64;
-
-/// `topic` as its client wrote it: the account prefix removed, as a slice
-/// (per delivery: one byte compared for topics outside `$`).
-#[inline]
-pub fn client_topic(topic: &str) -> &str {
-    if topic.as_bytes().first() != Some(&b'$') {
-        return topic;
-    }
-    topic
-        .strip_prefix(ACCOUNT_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-        .map_or(topic, |(_, client)| client)
-}
 
 /// The topic space of one account, as its sessions' glues use it.
 #[derive(Debug)]
@@ -370,13 +356,34 @@ fn check_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
 
 /// A filter in either dialect, in MQTT form: NATS (`sensors.*.temp`,
 /// `sensors.>`) when it has `.`, `*` or `>` and none of `/`, `+`, `#`;
-/// MQTT otherwise. (h18 writes the shared helper for permissions in
-/// parallel, `security::permissions`; the two are to be unified.)
+/// MQTT otherwise. NATS tokens map as `nats::subject` maps a SUB (`*` is
+/// `+`, a last `>` is `+/#`); the `//` and `/` tokens of dotted MQTT
+/// levels are not taken here (write those filters in MQTT form). Written
+/// here rather than calling `nats::subject` so that `security` does not
+/// depend on a protocol (`nats` depends on `security`). (h18 writes the
+/// shared helper for permissions in parallel, `security::permissions`;
+/// the two are to be unified.)
 fn dialect_filter(f: &str) -> Result<String, String> {
     let nats = f.contains(['.', '*', '>']) && !f.contains(['/', '+', '#']);
     let mqtt = if nats {
-        crate::nats::subject::to_internal(f, true, usize::from(u16::MAX))
-            .map_err(|e| e.to_string())?
+        let mut out = String::with_capacity(f.len() + 2);
+        let mut tokens = f.split('.').peekable();
+        while let Some(token) = tokens.next() {
+            match token {
+                "" => return Err("an empty NATS token".into()),
+                "*" => out.push('+'),
+                ">" if tokens.peek().is_none() => out.push_str("+/#"),
+                ">" => return Err("'>' must be the last NATS token".into()),
+                t if t.contains(['*', '>']) => {
+                    return Err("a NATS wildcard must be a whole token".into())
+                }
+                t => out.push_str(t),
+            }
+            if tokens.peek().is_some() {
+                out.push('/');
+            }
+        }
+        out
     } else {
         f.to_owned()
     };
@@ -447,6 +454,30 @@ mod tests {
         assert_eq!(client_topic("$weft/retained"), "$weft/retained");
         let t = "$weft/acct/A/x";
         assert!(std::ptr::eq(client_topic(t).as_ptr(), t[13..].as_ptr()));
+    }
+
+    #[test]
+    fn dialects() {
+        for (f, mqtt) in [
+            ("a.*.c", "a/+/c"),
+            ("a.>", "a/+/#"),
+            ("a/+/c", "a/+/c"),
+            ("a/#", "a/#"),
+            ("a", "a"),
+            (">", "+/#"),
+        ] {
+            assert_eq!(dialect_filter(f).unwrap(), mqtt, "{f}");
+        }
+        for bad in [
+            "a..b",
+            "a.>.b",
+            "a.b*",
+            "$weft.acct.A.>",
+            "a/#/b",
+            "$share/g/a",
+        ] {
+            assert!(dialect_filter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

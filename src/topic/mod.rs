@@ -42,6 +42,25 @@ pub enum TopicError {
 /// `security::accounts`; the mesh's retained key): no client writes it.
 pub const RESERVED_LEVEL: &str = "$weft";
 
+/// The internal prefix of every account's topics but the default
+/// account's (`security::accounts`).
+pub const ACCOUNT_PREFIX: &str = "$weft/acct/";
+
+/// `topic` as its client wrote it: an account's prefix removed, as a
+/// slice (`security::accounts`; here so that the protocols' delivery forms
+/// use it without depending on `security`). Per delivery: one byte
+/// compared for topics outside `$`.
+#[inline]
+pub fn client_topic(topic: &str) -> &str {
+    if topic.as_bytes().first() != Some(&b'$') {
+        return topic;
+    }
+    topic
+        .strip_prefix(ACCOUNT_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(topic, |(_, client)| client)
+}
+
 /// Whether `topic`'s first level is [`RESERVED_LEVEL`] (one byte compared
 /// for topics outside `$`).
 #[inline]
