@@ -257,7 +257,8 @@ async fn retained_per_account() {
 /// Writing another account's internal prefix is refused as an invalid
 /// topic or filter, with each protocol's answer: MQTT 3.1.1 SUBACK 0x80
 /// and a PUBLISH closes the connection, MQTT 5 SUBACK 0x8F and DISCONNECT
-/// 0x90, NATS `-ERR`. A's subscriber gets nothing.
+/// 0x90, NATS `-ERR`; an MQTT client id under the prefix is refused. A's
+/// subscriber gets nothing (and keeps its connection).
 #[tokio::test]
 async fn reserved_prefix_is_refused() {
     let weft = Weft::start(1, &separate());
@@ -330,6 +331,14 @@ async fn reserved_prefix_is_refused() {
     assert_eq!(line, "-ERR 'Invalid Publish Subject'");
     line = read_line(&mut s).await;
     assert_eq!(line, "PONG");
+
+    // Nor another account's client id (its session, its takeover): a
+    // default account's client may not use the prefix (CONNACK 0x05).
+    let mut raw = Raw::open(m).await;
+    raw.send(&connect_packet("$weft/acct/A/a-sub", 30, 4, true))
+        .await;
+    assert_eq!(raw.read_packet().await, [0x20, 2, 0, 5]);
+    assert!(raw.closed_by_server().await);
 
     let a_pub = mqtt_as(m, "a-pub", "alice").await;
     a_pub.publish("fence/a", QoS::AtLeastOnce, "").await;

@@ -100,7 +100,10 @@ impl Space {
 
     /// The events a client's publish makes, in order: the event in this
     /// account's space, then one copy per account that imports its topic.
-    /// Empty when the internal topic would be too long.
+    /// Empty when the internal topic would be too long. Out of line: the
+    /// glues' publish path, which calls it only outside the default
+    /// account, keeps its size.
+    #[inline(never)]
     pub fn spread(&self, event: Event) -> SmallVec<[Event; 2]> {
         let mut out = SmallVec::new();
         let client = event.topic();

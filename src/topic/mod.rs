@@ -63,12 +63,19 @@ pub fn client_topic(topic: &str) -> &str {
 
 /// Whether `topic`'s first level is [`RESERVED_LEVEL`] (one byte compared
 /// for topics outside `$`).
+/// The rest out of line: `validate_name` is inlined into the MQTT
+/// machine's publish path, which must keep its size.
 #[inline]
 pub fn reserved(topic: &str) -> bool {
-    topic.as_bytes().first() == Some(&b'$')
-        && topic
-            .strip_prefix(RESERVED_LEVEL)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    topic.as_bytes().first() == Some(&b'$') && reserved_level(topic)
+}
+
+#[cold]
+#[inline(never)]
+fn reserved_level(topic: &str) -> bool {
+    topic
+        .strip_prefix(RESERVED_LEVEL)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Limits that apply to every topic name and filter.
