@@ -9,12 +9,15 @@
 
 use crate::event::Event;
 use crate::nats::{codec, subject};
+use crate::topic::client_topic;
 
-/// The NATS subject of the event's topic (see `nats::subject`): converted
-/// once per event and shard, shared by its NATS subscribers.
+/// The NATS subject of the event's topic (see `nats::subject`) as its
+/// client wrote it (an account's prefix removed, `security::accounts`):
+/// converted once per event and shard, shared by its NATS subscribers.
 pub fn subject(event: &Event) -> Vec<u8> {
-    let mut out = Vec::with_capacity(subject::nats_len(event.topic()));
-    subject::write_nats(event.topic(), &mut out);
+    let topic = client_topic(event.topic());
+    let mut out = Vec::with_capacity(subject::nats_len(topic));
+    subject::write_nats(topic, &mut out);
     out
 }
 
@@ -97,5 +100,11 @@ mod tests {
         assert_eq!(out.len(), wire_len(&e, subject.len(), "7"));
         let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
         assert!(plain.meta.is_none(), "empty metadata costs nothing");
+    }
+
+    #[test]
+    fn account_prefix_is_not_written() {
+        let e = Event::new("$weft/acct/A/a/b", b"hi", 0, false);
+        assert_eq!(subject(&e), b"a.b");
     }
 }

@@ -439,7 +439,7 @@ impl Machine for NatsSession {
                 let limits = &self.settings.topic_limits;
                 let Some(filter) = subject::to_internal(subj, true, limits.topic_bytes_max)
                     .ok()
-                    .filter(|f| topic::validate_filter(f, limits).is_ok())
+                    .filter(|f| topic::validate_client_filter(f, limits).is_ok())
                 else {
                     err(out, "Invalid Subject");
                     return;

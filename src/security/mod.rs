@@ -16,8 +16,10 @@
 //! command. A password check is slow by
 //! design: [`Security::check`] hands it back as a [`PasswordCheck`] for the
 //! shard to run off its thread (`shard::ctx::auth`); [`Security::authenticate`]
-//! runs it inline (tests, tools).
+//! runs it inline (tests, tools). [`accounts`]: each account's topic
+//! space, and what crosses between them.
 
+pub mod accounts;
 pub mod auth;
 pub mod failures;
 pub mod passwd;
@@ -110,6 +112,7 @@ pub struct Security {
     /// The section as written, to tell which sessions' rights a reload
     /// changed (`rights_changed`).
     written: SecurityConfig,
+    accounts: accounts::Accounts,
 }
 
 /// What [`Security::check`] decided, or the slow check it left to do.
@@ -220,6 +223,7 @@ impl Security {
             with_token,
             permissions: Permissions::from_config(c)?,
             written: c.clone(),
+            accounts: accounts::Accounts::from_config(c)?,
         })
     }
 
@@ -248,6 +252,19 @@ impl Security {
                 .map(|g| (g.publish.clone(), g.subscribe.clone()))
         };
         is.groups.iter().any(|g| group(old, g) != group(new, g))
+    }
+
+    /// The account of `user` (None = anonymous): its `account` key, empty
+    /// = `security.default_account`.
+    pub fn account_of(&self, user: Option<&str>) -> Arc<str> {
+        self.accounts.account_of(user)
+    }
+
+    /// The topic space a session of `account` publishes and subscribes
+    /// in; None for the default account when it exports nothing (its
+    /// sessions map nothing: today's single namespace, at no cost).
+    pub fn space(&self, account: &str) -> Option<Arc<accounts::Space>> {
+        self.accounts.space(account)
     }
 
     /// Whether clients must present credentials (NATS INFO
@@ -428,8 +445,13 @@ mod revoke_tests {
 
     #[test]
     fn a_reload_revokes_removed_and_moved_users_only() {
+        let accounts = ["b", "other"].map(|name| crate::config::AccountConfig {
+            name: name.into(),
+            ..Default::default()
+        });
         let mut c = SecurityConfig {
             users: vec![user("alice", ""), user("bob", "b")],
+            accounts: accounts.to_vec(),
             ..SecurityConfig::default()
         };
         let s = Security::from_config(&c).unwrap();
@@ -451,6 +473,7 @@ mod revoke_tests {
         assert!(!s.still_admits(&alice), "removed");
         let before = Security::from_config(&SecurityConfig {
             users: vec![user("bob", "other")],
+            accounts: accounts.to_vec(),
             ..SecurityConfig::default()
         })
         .unwrap();

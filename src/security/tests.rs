@@ -35,8 +35,18 @@ fn login(name: Option<&str>, password: Option<&str>) -> Credentials {
     }
 }
 
+/// Compiles `c`, with every account its users name declared.
 fn compile(c: &SecurityConfig) -> Security {
-    Security::from_config(c).unwrap()
+    let mut c = c.clone();
+    for u in &c.users.clone() {
+        if !u.account.is_empty() && !c.accounts.iter().any(|a| a.name == u.account) {
+            c.accounts.push(crate::config::AccountConfig {
+                name: u.account.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    Security::from_config(&c).unwrap()
 }
 
 #[test]

@@ -15,8 +15,15 @@
 //! one log line of a refused CONNECT or a protocol-error close. Must not
 //! touch: MQTT rules (the machine decides; this only calls the router and
 //! hands the answers back).
+//!
+//! Accounts (`security::accounts`): a session outside the default account
+//! has a `Space`, and its topics, filters (`$share`'s too), retained
+//! lookups and wills are mapped into it here, where the machine's
+//! requests meet the router; a session of the default account has none
+//! and nothing is mapped.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use glommio::net::TcpStream;
@@ -26,11 +33,13 @@ use super::ctx::{Handoff, ShardCtx};
 use super::driver::{self, Connection, Glue};
 use super::mailbox::{Backlog, Mailbox, Protocol};
 use super::transport::{self, Transport};
+use crate::event::Event;
 use crate::mqtt::session::{
     Action, Actions, Establish, Established, MqttSession, Problem, PublishAck, Request, Settings,
     SubscribeOutcome, SubscribeRequest, Version,
 };
-use crate::security::Peer;
+use crate::security::accounts::{client_topic, Space, ACCOUNT_PREFIX};
+use crate::security::{Peer, Refusal};
 use crate::session::CloseReason;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
@@ -47,6 +56,7 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
     let mut conn = Connection::new(ctx.clone(), transport);
     let mut glue = MqttGlue::default();
     let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
+    let space = glue.space.take();
     let mailbox = conn.mailbox().cloned();
     if let Some(problem) = machine.take_problem() {
         log_problem(&ctx, peer, mailbox.as_deref(), machine.version(), problem);
@@ -72,7 +82,7 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         }
         let mut out = Actions::default();
         machine.finish(reason, &mut out);
-        end_session(&ctx, &mailbox, out).await;
+        end_session(&ctx, &mailbox, space.as_deref(), out).await;
         tracing::debug!(
             shard = ctx.id,
             ?peer,
@@ -95,6 +105,9 @@ pub struct MqttGlue {
     /// This connection's place under `connections_per_user_max`, held
     /// until the connection ends (see `admission`).
     user_permit: Option<admission::UserPermit>,
+    /// The session's account's topic space; None in the default account
+    /// (when it exports nothing).
+    space: Option<Arc<Space>>,
 }
 
 /// The requests that wait: once per connection (establish), per
@@ -105,6 +118,9 @@ pub struct MqttGlue {
 enum Pending {
     Establish(Box<Establish>),
     Publish(Handoff, Option<PublishAck>),
+    /// A publish in an account's space that goes to importing accounts
+    /// too: each event published in turn.
+    Spread(smallvec::SmallVec<[Event; 2]>, Option<PublishAck>),
     Barrier,
     Subscribe(Box<SubscribeRequest>),
 }
@@ -130,7 +146,18 @@ impl Glue<MqttSession> for MqttGlue {
                     debug_assert!(false, "PUBLISH follows CONNECT");
                     return true;
                 };
-                let event = event.with_origin(ctx.origin(mailbox));
+                let mut event = event.with_origin(ctx.origin(mailbox));
+                if let Some(space) = &self.space {
+                    let mut events = space.spread(event);
+                    if events.len() != 1 {
+                        if retain {
+                            events.iter().for_each(|e| ctx.retain(e));
+                        }
+                        self.pending = Some(Pending::Spread(events, ack));
+                        return false;
+                    }
+                    event = events.pop().expect("one event");
+                }
                 if retain {
                     ctx.retain(&event);
                 }
@@ -149,7 +176,15 @@ impl Glue<MqttSession> for MqttGlue {
             Request::Subscribe(sub) => Pending::Subscribe(sub),
             request => {
                 match mailbox {
-                    Some(mailbox) => now(ctx, mailbox, machine, request, &mut self.backlog, out),
+                    Some(mailbox) => now(
+                        ctx,
+                        mailbox,
+                        self.space.as_deref(),
+                        machine,
+                        request,
+                        &mut self.backlog,
+                        out,
+                    ),
                     None => debug_assert!(false, "MQTT requests follow CONNECT: {request:?}"),
                 }
                 return true;
@@ -179,6 +214,16 @@ impl Glue<MqttSession> for MqttGlue {
                     machine.on_published(ack, matched, out);
                 }
             }
+            Pending::Spread(events, ack) => {
+                let (ctx, _, congested) = conn.parts();
+                let mut matched = false;
+                for event in events {
+                    matched |= ctx.publish(event, congested).await;
+                }
+                if let Some(ack) = ack {
+                    machine.on_published(ack, matched, out);
+                }
+            }
             Pending::Barrier => conn.ctx.barrier().await,
             Pending::Subscribe(sub) => {
                 let (ctx, mailbox, _) = conn.parts();
@@ -186,16 +231,19 @@ impl Glue<MqttSession> for MqttGlue {
                     debug_assert!(false, "SUBSCRIBE follows CONNECT");
                     return;
                 };
-                Box::pin(subscribe(ctx, mailbox, machine, *sub, out)).await
+                let space = self.space.as_deref();
+                Box::pin(subscribe(ctx, mailbox, space, machine, *sub, out)).await
             }
         }
     }
 }
 
 /// The requests that never wait.
+#[allow(clippy::too_many_arguments)]
 fn now(
     ctx: &ShardCtx,
     mailbox: &Rc<Mailbox>,
+    space: Option<&Space>,
     machine: &mut MqttSession,
     request: Request,
     backlog: &mut Option<Backlog>,
@@ -210,12 +258,14 @@ fn now(
         Request::Unsubscribe(mut unsub) => {
             for (filter, outcome) in unsub.filters.iter_mut() {
                 if outcome.is_some() {
-                    *outcome = Some(ctx.unsubscribe(mailbox, filter));
+                    *outcome = Some(ctx.unsubscribe(mailbox, &internal(space, filter)));
                 }
             }
             machine.on_unsubscribed(*unsub, out);
         }
-        Request::SendRetained { filter, qos } => ctx.send_retained(mailbox, &filter, qos),
+        Request::SendRetained { filter, qos } => {
+            ctx.send_retained(mailbox, &internal(space, &filter), qos)
+        }
         Request::Acknowledge(id) => {
             if !mailbox.acknowledge(id) {
                 tracing::debug!(
@@ -277,17 +327,31 @@ impl MqttGlue {
             Ok(permit) => self.user_permit = permit,
             Err(refusal) => return machine.on_refused(refusal, out),
         }
+        let security = ctx.security();
+        self.space = security.space(&identity.account);
         let client_id = e.client_id.unwrap_or_else(|| ctx.assign_client_id());
-        // What it may publish and read, with `%c` the id in use; a refusal
-        // (a will it may not publish, a value that would widen a rule)
-        // registers nothing.
-        let grants = match ctx.security().grants(&identity, &client_id) {
+        // What it may publish and read, with `%c` the id the client uses; a
+        // refusal (a will it may not publish, a value that would widen a
+        // rule) registers nothing.
+        let grants = match security.grants(&identity, &client_id) {
             Ok(grants) => grants,
             Err(why) => return machine.on_unauthorized(&why, out),
         };
         if !machine.on_authorized(grants.clone(), out) {
             return;
         }
+        // Client ids are per account too (a takeover, a resumed session):
+        // outside the default account the directory knows the id under
+        // the account's prefix, which a default account's client may not
+        // write.
+        let prefix = self.space.as_deref().map_or("", Space::prefix);
+        let client_id = if !prefix.is_empty() {
+            format!("{prefix}{client_id}").into()
+        } else if client_id.starts_with(ACCOUNT_PREFIX) {
+            return machine.on_refused(Refusal::NotAuthorized, out);
+        } else {
+            client_id
+        };
         let mailbox = ctx.register(Protocol::Mqtt, client_id);
         *mailbox.identity.borrow_mut() = Some(identity.clone());
         if !grants.is_allow_all() {
@@ -320,7 +384,7 @@ impl MqttGlue {
         }
         machine.on_established(
             Established {
-                client_id: &mailbox.client_id,
+                client_id: client_topic(&mailbox.client_id),
                 present,
             },
             Instant::now(),
@@ -334,6 +398,7 @@ impl MqttGlue {
 async fn subscribe(
     ctx: &Rc<ShardCtx>,
     mailbox: &Rc<Mailbox>,
+    space: Option<&Space>,
     machine: &mut MqttSession,
     mut sub: crate::mqtt::session::SubscribeRequest,
     out: &mut Actions<Request>,
@@ -343,24 +408,27 @@ async fn subscribe(
         if f.outcome != SubscribeOutcome::Pending {
             continue;
         }
+        // The session's state keeps the internal filter; the machine
+        // keeps the client's (SUBACK, retained lookup).
+        let filter = internal(space, &f.filter);
         let subs = mailbox.subscriptions.borrow();
-        let existed = subs.contains_key(&*f.filter);
+        let existed = subs.contains_key(&*filter);
         let full = !existed && subs.len() >= max;
         drop(subs);
         if full {
             f.outcome = SubscribeOutcome::Full;
             continue;
         }
-        ctx.subscribe(mailbox, &f.filter, f.flags);
+        ctx.subscribe(mailbox, &filter, f.flags);
         if mailbox.version() == 5 {
             // The identifier replaces the previous one.
             let mut ids = mailbox.sub_identifiers.borrow_mut();
             match sub.identifier {
                 Some(id) => {
-                    ids.insert(f.filter.clone(), id);
+                    ids.insert(filter.into(), id);
                 }
                 None => {
-                    ids.remove(&*f.filter);
+                    ids.remove(&*filter);
                 }
             }
         }
@@ -371,15 +439,38 @@ async fn subscribe(
     machine.on_subscribed(sub, out);
 }
 
+/// A client's filter in its account's space.
+fn internal<'a>(space: Option<&Space>, filter: &'a str) -> std::borrow::Cow<'a, str> {
+    match space {
+        Some(space) => space.filter(filter),
+        None => std::borrow::Cow::Borrowed(filter),
+    }
+}
+
 /// After the connection: keep the session offline or release it, then
-/// publish the will now or once its delay passed.
-async fn end_session(ctx: &Rc<ShardCtx>, mailbox: &Rc<Mailbox>, out: Actions<Request>) {
+/// publish the will now or once its delay passed (in the session's
+/// account).
+async fn end_session(
+    ctx: &Rc<ShardCtx>,
+    mailbox: &Rc<Mailbox>,
+    space: Option<&Space>,
+    out: Actions<Request>,
+) {
     let mut keep = None;
     let mut will = None;
     for action in out.list {
         match action {
             Action::Request(Request::End { keep: k }) => keep = k,
-            Action::Request(Request::Will { event, delay }) => will = Some((event, delay)),
+            Action::Request(Request::Will { event, delay }) => {
+                // In the session's own space only: a delayed will waits in
+                // the session (one event), so imports are not applied to
+                // wills.
+                will = match space {
+                    Some(space) => space.own(event),
+                    None => Some(event),
+                }
+                .map(|event| (event, delay));
+            }
             _ => {}
         }
     }

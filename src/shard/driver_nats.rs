@@ -10,6 +10,11 @@
 //! Owns: the glue between `nats::session::Request` and `ShardCtx`. Must
 //! not touch: NATS rules (the machine decides; this only calls the router
 //! and hands the answers back).
+//!
+//! Accounts (`security::accounts`): a session outside the default account
+//! has a `Space`; its subjects (publish, SUB with or without a queue
+//! group, a no-responders reply) are mapped into it here. A session of the
+//! default account has none and nothing is mapped.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use super::transport::{self, Transport};
 use crate::event::Event;
 use crate::nats::codec::NatsLimits;
 use crate::nats::session::{NatsSession, Request, ServerInfo, Settings, Subscribed};
+use crate::security::accounts::Space;
 use crate::security::{Credentials, Peer};
 use crate::session::Actions;
 
@@ -167,6 +173,9 @@ pub struct NatsGlue {
     user_permit: Option<admission::UserPermit>,
     /// The nonce this connection's INFO carried (nkey challenge).
     nonce: Option<Box<str>>,
+    /// The session's account's topic space; None in the default account
+    /// (when it exports nothing).
+    space: Option<Arc<Space>>,
 }
 
 /// The requests that wait: a SUB's barrier, a publish to other shards
@@ -183,24 +192,26 @@ enum Pending {
     Subscribed,
     /// `kept`: the event, for a no-responders answer if nobody took it.
     Publish(Handoff, Option<Event>),
+    /// A publish in an account's space that goes to importing accounts
+    /// too: each event published in turn.
+    Spread(smallvec::SmallVec<[Event; 2]>, Option<Event>),
 }
 
 /// CONNECT: who the client is (the machine answers `+OK` in verbose mode,
 /// or `-ERR 'Authorization Violation'` and closes).
 async fn connect<T: Transport>(
+    glue: &mut NatsGlue,
     conn: &mut Connection<T>,
     machine: &mut NatsSession,
     echo: bool,
     credentials: &Credentials,
-    user_permit: &mut Option<admission::UserPermit>,
-    nonce: Option<Box<str>>,
     out: &mut Actions<Request>,
 ) {
     let peer = Peer {
         addr: conn.transport.peer_addr(),
         local: conn.transport.local_addr(),
         certificate: conn.transport.peer_identity().map(|n| Arc::from(&*n)),
-        nonce,
+        nonce: glue.nonce.clone(),
     };
     let verdict = conn
         .ctx
@@ -211,10 +222,11 @@ async fn connect<T: Transport>(
     let security = conn.ctx.security();
     match verdict {
         Ok(identity) => {
+            glue.space = security.space(&identity.account);
             let source = peer.addr.map(|a| a.ip());
             let nats = admission::ListenerKind::Nats;
             match conn.ctx.admit_user(&identity, nats, source) {
-                Ok(permit) => *user_permit = permit,
+                Ok(permit) => glue.user_permit = permit,
                 Err(refusal) => {
                     machine.refused(refusal, out);
                     return;
@@ -264,7 +276,17 @@ impl Glue<NatsSession> for NatsGlue {
                 answer_undelivered,
             } => {
                 event.origin = ctx.origin(mailbox);
+                // The client's form: a no-responders answer goes to its
+                // reply subject, mapped again by `RouterPublish`.
                 let kept = answer_undelivered.then(|| event.clone());
+                if let Some(space) = &self.space {
+                    let mut events = space.spread(event);
+                    if events.len() != 1 {
+                        self.pending = Some(Pending::Spread(events, kept));
+                        return false;
+                    }
+                    event = events.pop().expect("one event");
+                }
                 match ctx.publish_now(event, congested) {
                     Ok(delivered) => {
                         if let (false, Some(event)) = (delivered, kept) {
@@ -285,13 +307,25 @@ impl Glue<NatsSession> for NatsGlue {
                     machine.subscribed(Subscribed::TooMany, out);
                     return true;
                 }
+                let filter = match &self.space {
+                    Some(space) => space.topic(&filter).into_owned(),
+                    None => filter,
+                };
                 ctx.nats_subscribe_checked(mailbox, &sid, filter, queue.as_deref(), checked);
                 Pending::Subscribed
             }
-            Request::RouterPublish(event) => match ctx.publish_now(event, congested) {
-                Ok(_) => return true,
-                Err(handoff) => Pending::Publish(handoff, None),
-            },
+            Request::RouterPublish(mut event) => {
+                if let Some(space) = &self.space {
+                    match space.own(event) {
+                        Some(own) => event = own,
+                        None => return true,
+                    }
+                }
+                match ctx.publish_now(event, congested) {
+                    Ok(_) => return true,
+                    Err(handoff) => Pending::Publish(handoff, None),
+                }
+            }
             Request::Unsubscribe { sid, max } => {
                 ctx.nats_unsubscribe(mailbox, &sid, max);
                 return true;
@@ -315,17 +349,7 @@ impl Glue<NatsSession> for NatsGlue {
             Some(Pending::Connect { echo, credentials }) => {
                 // Once per connection: boxed, so that its state does not
                 // weigh on this future for every publish.
-                let nonce = self.nonce.clone();
-                Box::pin(connect(
-                    conn,
-                    machine,
-                    echo,
-                    &credentials,
-                    &mut self.user_permit,
-                    nonce,
-                    out,
-                ))
-                .await
+                Box::pin(connect(self, conn, machine, echo, &credentials, out)).await
             }
             Some(Pending::Subscribed) => {
                 conn.ctx.barrier().await;
@@ -334,6 +358,16 @@ impl Glue<NatsSession> for NatsGlue {
             Some(Pending::Publish(handoff, kept)) => {
                 let (ctx, _, congested) = conn.parts();
                 let delivered = ctx.publish_handoff(handoff, congested).await;
+                if let (false, Some(event)) = (delivered, kept) {
+                    machine.undelivered(&event, out);
+                }
+            }
+            Some(Pending::Spread(events, kept)) => {
+                let (ctx, _, congested) = conn.parts();
+                let mut delivered = false;
+                for event in events {
+                    delivered |= ctx.publish(event, congested).await;
+                }
                 if let (false, Some(event)) = (delivered, kept) {
                     machine.undelivered(&event, out);
                 }

@@ -35,6 +35,48 @@ pub enum TopicError {
     BadMultiWildcard,
     #[error("a shared subscription is $share/{{group}}/{{filter}} with a group free of wildcards")]
     BadShare,
+    #[error("the first level $weft is reserved for the router")]
+    Reserved,
+}
+
+/// The first level weft keeps for itself (accounts' spaces,
+/// `security::accounts`; the mesh's retained key): no client writes it.
+pub const RESERVED_LEVEL: &str = "$weft";
+
+/// The internal prefix of every account's topics but the default
+/// account's (`security::accounts`).
+pub const ACCOUNT_PREFIX: &str = "$weft/acct/";
+
+/// `topic` as its client wrote it: an account's prefix removed, as a
+/// slice (`security::accounts`; here so that the protocols' delivery forms
+/// use it without depending on `security`). Per delivery: one byte
+/// compared for topics outside `$`.
+#[inline]
+pub fn client_topic(topic: &str) -> &str {
+    if topic.as_bytes().first() != Some(&b'$') {
+        return topic;
+    }
+    topic
+        .strip_prefix(ACCOUNT_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(topic, |(_, client)| client)
+}
+
+/// Whether `topic`'s first level is [`RESERVED_LEVEL`] (one byte compared
+/// for topics outside `$`).
+/// The rest out of line: `validate_name` is inlined into the MQTT
+/// machine's publish path, which must keep its size.
+#[inline]
+pub fn reserved(topic: &str) -> bool {
+    topic.as_bytes().first() == Some(&b'$') && reserved_level(topic)
+}
+
+#[cold]
+#[inline(never)]
+fn reserved_level(topic: &str) -> bool {
+    topic
+        .strip_prefix(RESERVED_LEVEL)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Limits that apply to every topic name and filter.
@@ -100,6 +142,9 @@ pub fn validate_name(topic: &str, limits: &TopicLimits) -> Result<(), TopicError
     if wildcard {
         return Err(TopicError::WildcardInName);
     }
+    if reserved(topic) {
+        return Err(TopicError::Reserved);
+    }
     Ok(())
 }
 
@@ -122,6 +167,17 @@ pub fn validate_filter(filter: &str, limits: &TopicLimits) -> Result<(), TopicEr
     Ok(())
 }
 
+/// Validates a filter a client wrote: [`validate_filter`], and not in the
+/// router's reserved first level (the mesh's own interest is in it, so
+/// `validate_filter` itself accepts it).
+pub fn validate_client_filter(filter: &str, limits: &TopicLimits) -> Result<(), TopicError> {
+    validate_filter(filter, limits)?;
+    if reserved(filter) {
+        return Err(TopicError::Reserved);
+    }
+    Ok(())
+}
+
 /// Validates a SUBSCRIBE filter, including the shared form
 /// `$share/{group}/{filter}` (MQTT 5 §4.8.2, accepted for 3.1.1 too).
 pub fn validate_subscription(full: &str, limits: &TopicLimits) -> Result<(), TopicError> {
@@ -131,11 +187,11 @@ pub fn validate_subscription(full: &str, limits: &TopicLimits) -> Result<(), Top
             if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
                 return Err(TopicError::BadShare);
             }
-            validate_filter(filter, limits)?;
+            validate_client_filter(filter, limits)?;
             validate_filter(full, limits)
         }
         None if full == "$share" => Err(TopicError::BadShare),
-        None => validate_filter(full, limits),
+        None => validate_client_filter(full, limits),
     }
 }
 
@@ -241,6 +297,28 @@ mod tests {
             "$share",
         ] {
             assert!(validate_subscription(bad, &L).is_err(), "{bad}");
+        }
+    }
+
+    /// Clients never write the router's first level (accounts' spaces);
+    /// the mesh's own filters still validate.
+    #[test]
+    fn reserved_first_level() {
+        for t in ["$weft", "$weft/acct/A/x", "$weft/retained"] {
+            assert_eq!(validate_name(t, &L), Err(TopicError::Reserved), "{t}");
+            assert_eq!(validate_client_filter(t, &L), Err(TopicError::Reserved));
+            assert!(validate_filter(t, &L).is_ok(), "the mesh's interest");
+        }
+        for f in ["$weft/#", "$share/g/$weft/acct/A/#"] {
+            assert_eq!(
+                validate_subscription(f, &L),
+                Err(TopicError::Reserved),
+                "{f}"
+            );
+        }
+        for ok in ["$weftx/a", "a/$weft", "$SYS/x", "weft/a"] {
+            assert!(validate_name(ok, &L).is_ok(), "{ok}");
+            assert!(validate_subscription(ok, &L).is_ok(), "{ok}");
         }
     }
 

@@ -376,11 +376,26 @@ pub async fn connect(addr: SocketAddr, id: &str) -> Client {
 /// [`connect`] with the clean-session flag given (false: a persistent
 /// session).
 pub async fn connect_session(addr: SocketAddr, id: &str, clean: bool) -> Client {
+    connect_options(options(addr, id, clean), id).await
+}
+
+/// [`connect`] with a user name and password.
+pub async fn connect_user(addr: SocketAddr, id: &str, user: &str, password: &str) -> Client {
+    let mut opts = options(addr, id, true);
+    opts.set_credentials(user, password);
+    connect_options(opts, id).await
+}
+
+fn options(addr: SocketAddr, id: &str, clean: bool) -> MqttOptions {
     let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     opts.set_clean_session(clean);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     opts.set_inflight(100);
+    opts
+}
+
+async fn connect_options(opts: MqttOptions, id: &str) -> Client {
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
