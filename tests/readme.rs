@@ -259,3 +259,31 @@ fn tls_walkthrough_runs_as_pasted() {
     assert_eq!(links["links"][0]["peer"], "B", "{links}");
     assert_eq!(links["links"][0]["state"], "up", "{links}");
 }
+
+#[test]
+fn secure_walkthrough_runs_as_pasted() {
+    let (_, out, err) = run_walkthrough("secure");
+    let all = format!("stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("secure.toml is valid"), "{all}");
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("sensors/")).collect();
+    assert_eq!(got, ["sensors/t1 21.5"], "alice read no secret: {all}");
+    for line in [
+        "wrong password: refused",
+        "anonymous: refused",
+        "fleet: nothing from the default account",
+    ] {
+        assert!(out.contains(line), "{line}: {all}");
+    }
+    assert!(err.contains("bad user name or password"), "{all}");
+    assert!(err.contains("Not authorized"), "PUBACK 0x87: {all}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("weft_auth_failures_total{")),
+        "{all}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("weft_authz_denied_total{") && l.contains("action=\"publish\"")),
+        "{all}"
+    );
+}
