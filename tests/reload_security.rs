@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use futures::StreamExt;
 use std::io::{BufRead, BufReader, Write};
 use weft::mqtt::v5::{self, reason, Packet, Properties};
 
@@ -223,4 +224,58 @@ async fn a_kept_session_resumed_under_new_rules_loses_what_they_deny() {
     let (_, body) = admin_get(weft.admin, "/subscriptions").await;
     assert!(!body.contains("later-denied"), "{body}");
     assert!(body.contains("open/#"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_user_revokes_it_in_place() {
+    let users = "[[security.users]]\nname = \"gone\"\ntoken = \"gone-token\"\n\
+                 [[security.users]]\nname = \"stays\"\ntoken = \"stays-token\"\n";
+    let weft = Weft::launch(1, users, Some("info"), true);
+    let nats_as = |token: &'static str| {
+        let addr = weft.nats;
+        async move {
+            async_nats::ConnectOptions::with_token(token.into())
+                .connect(addr.to_string())
+                .await
+                .unwrap()
+        }
+    };
+    let stays = nats_as("stays-token").await;
+    let mut stays_sub = stays.subscribe("still.here").await.unwrap();
+    nats_sync(&stays).await;
+    // `gone` over raw NATS, to read the exact error line.
+    let mut s = std::net::TcpStream::connect(weft.nats).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut lines = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    s.write_all(b"CONNECT {\"auth_token\":\"gone-token\"}\r\nPING\r\n")
+        .unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "PONG\r\n");
+
+    let text = std::fs::read_to_string(&weft.config_path).unwrap();
+    let without = text.replace(
+        "[[security.users]]\nname = \"gone\"\ntoken = \"gone-token\"\n",
+        "",
+    );
+    assert_ne!(text, without, "the user is in the file");
+    std::fs::write(&weft.config_path, without).unwrap();
+    weft.signal(nix::sys::signal::Signal::SIGHUP);
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "-ERR 'Authorization Violation'\r\n");
+    weft.wait_for_log("reload: user removed");
+    // The other user's session goes on; the removed one cannot come back.
+    stays.publish("still.here", "yes".into()).await.unwrap();
+    let m = tokio::time::timeout(WAIT, stays_sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"yes");
+    let again = async_nats::ConnectOptions::with_token("gone-token".into())
+        .connect(weft.nats.to_string())
+        .await;
+    assert!(again.is_err(), "a removed user's token is refused");
 }
