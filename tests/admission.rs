@@ -3,10 +3,9 @@
 //! counted in `weft_connections_refused_total{reason}`; a refused NATS
 //! client reads nats-server's `-ERR 'maximum connections exceeded'`.
 //!
-//! The per-user limit is checked after authentication; the router
-//! authenticates every client as anonymous until users with passwords land
-//! (issue 12, item 2), and anonymous clients are no user, so it has unit
-//! tests only (`shard::admission`), none here yet.
+//! The per-user limit is checked after authentication (anonymous clients
+//! are no user): a user's connection past it is refused as not authorized,
+//! whichever protocol it speaks.
 
 mod common;
 
@@ -194,4 +193,62 @@ async fn accept_rate_per_shard() {
     })
     .await;
     drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user() {
+    let weft = Weft::start(
+        2,
+        "[security]\nconnections_per_user_max = 2\n\
+         [[security.users]]\nname = \"svc\"\ntoken = \"svc-token\"\n",
+    );
+    let nats = |addr: SocketAddr| async move {
+        async_nats::ConnectOptions::with_token("svc-token".into())
+            .connect(addr.to_string())
+            .await
+    };
+    let first = nats(weft.nats).await.expect("first of svc");
+    let mut o = rumqttc::MqttOptions::new("svc-mqtt", weft.addr.ip().to_string(), weft.addr.port());
+    o.set_credentials("svc", "svc-token");
+    let (second, mut events) = rumqttc::AsyncClient::new(o, 4);
+    loop {
+        match tokio::time::timeout(WAIT, events.poll()).await.unwrap() {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("second of svc: {e}"),
+        }
+    }
+    // A third, over either protocol, on either shard: not authorized.
+    let third = nats(weft.nats_shards[1]).await;
+    assert!(
+        third.as_ref().is_err_and(|e| e
+            .to_string()
+            .to_lowercase()
+            .contains("authorization violation")),
+        "{:?}",
+        third.map(|_| ())
+    );
+    let mut o =
+        rumqttc::MqttOptions::new("svc-mqtt-3", weft.addr.ip().to_string(), weft.addr.port());
+    o.set_credentials("svc", "svc-token");
+    let (_third, mut events) = rumqttc::AsyncClient::new(o, 4);
+    let code = loop {
+        match tokio::time::timeout(WAIT, events.poll()).await.unwrap() {
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => break code,
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                panic!("a third svc connection")
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, rumqttc::ConnectReturnCode::NotAuthorized);
+    assert!(refused(weft.admin, "user").await >= 2);
+    // One leaves: a new one is served.
+    drop(first);
+    wait_until("svc under its limit again", WAIT, || async {
+        nats(weft.nats).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    drop(second);
 }
