@@ -41,6 +41,11 @@ client_ca = "{ca}"
 client_auth = "required"
 identity = "cn"
 
+[security]
+# The default auth_failures_max (10 per shard), in a window that outlasts
+# the test however slow the machine: the count of checked guesses is known.
+auth_failure_window_ms = 600000
+
 [[security.users]]
 name = "alice"
 password = "{argon}"
@@ -560,6 +565,14 @@ async fn hundreds_of_attacks_are_refused_and_legitimate_clients_are_unaffected()
         v5_codes.len(),
     );
     assert!(v4_codes.len() >= 100 && v5_codes.len() >= 50 && nats_refused >= 50);
+    // The per-address limit (auth_failures_max, default 10, per shard)
+    // kicked in: at most 10 guesses per shard were checked, MQTT and NATS
+    // together; the rest were refused unchecked as not authorized.
+    assert!(
+        v4_checked + v5_checked <= 2 * 10,
+        "{v4_checked} + {v5_checked}"
+    );
+    assert!(v4_codes.contains(&0x05) && v5_codes.contains(&0x87));
     assert!(mqtt_pub_denied >= 50 && nats_pub_denied >= 50 && tls_refused >= 20);
     let admin = weft.admin;
     let mqtt_logins = (v4_codes.len() + v5_codes.len()) as u64;
@@ -595,17 +608,17 @@ async fn hundreds_of_attacks_are_refused_and_legitimate_clients_are_unaffected()
             vec!["protocol=\"nats\"", "action=\"subscribe\""],
             nats_sub_denied as u64,
         ),
-        // Each secret event skipped by alice's checked MQTT subscriptions
-        // (three of them) and her NATS ones (two).
+        // Each secret event skipped by each of alice's checked MQTT
+        // subscriptions (three) and NATS ones (two).
         (
             "weft_authz_denied_total",
             vec!["protocol=\"mqtt\"", "action=\"deliver\""],
-            BATCHES as u64,
+            3 * BATCHES as u64,
         ),
         (
             "weft_authz_denied_total",
             vec!["protocol=\"nats\"", "action=\"deliver\""],
-            BATCHES as u64,
+            2 * BATCHES as u64,
         ),
         ("weft_tls_handshake_failures_total", vec![], tls_n),
     ];
@@ -621,4 +634,9 @@ async fn hundreds_of_attacks_are_refused_and_legitimate_clients_are_unaffected()
         Ok(())
     })
     .await;
+    // And no more: every denial and refusal above, counted once.
+    let (_, body) = admin_get(admin, "/metrics").await;
+    for (name, labels, exactly) in &expect {
+        assert_eq!(metric(&body, name, labels), *exactly, "{name}{labels:?}");
+    }
 }
