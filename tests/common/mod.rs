@@ -395,7 +395,8 @@ fn options(addr: SocketAddr, id: &str, clean: bool) -> MqttOptions {
     opts
 }
 
-async fn connect_options(opts: MqttOptions, id: &str) -> Client {
+/// A [`Client`] from `opts` (TLS, credentials, ...): CONNACK received.
+pub async fn connect_options(opts: MqttOptions, id: &str) -> Client {
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
