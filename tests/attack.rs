@@ -15,11 +15,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use common::pki::{Ca, Pair, Pki};
+use common::pki::{mqtt_tls, tls_addr, Ca, Pair, Pki};
 use common::*;
-use rumqttc::{MqttOptions, QoS, SubscribeReasonCode};
+use rumqttc::{QoS, SubscribeReasonCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Batches of attacks; each batch also carries one legitimate event from
@@ -61,33 +60,6 @@ token = "tok-root"
         key = server.key,
         ca = ca.path,
     )
-}
-
-/// The `[mqtt.tls]` listener's address, from its log line.
-fn tls_addr(weft: &Weft) -> SocketAddr {
-    let line = weft.wait_for_log("mqtt tls listening on ");
-    line.split("mqtt tls listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|a| a.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
-fn mqtt_tls(id: &str, port: u16, ca: &Ca, client: Option<&Pair>) -> MqttOptions {
-    let mut o = MqttOptions::new(id, "localhost", port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_transport(rumqttc::Transport::tls(
-        std::fs::read(&ca.path).unwrap(),
-        client.map(|p| {
-            (
-                p.cert_pem.clone().into_bytes(),
-                p.key_pem.clone().into_bytes(),
-            )
-        }),
-        None,
-    ));
-    o
 }
 
 // --- MQTT 5 on a raw socket (the codec in weft speaks 3.1.1 only) ---

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::pki::{Ca, Pair, Pki};
+use common::pki::{mqtt_tls, tls_addr, Ca, Pair, Pki};
 
 use std::time::Duration;
 
@@ -39,34 +39,8 @@ fn start_with(toml: &str, args: &[&str]) -> (Weft, std::net::SocketAddr) {
     l.capture_stderr = true;
     l.log_level = Some("info".into());
     let weft = Weft::launch_with(l);
-    let line = weft.wait_for_log("mqtt tls listening on ");
-    let addr = line
-        .split("mqtt tls listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':')
-        .parse()
-        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    let addr = tls_addr(&weft);
     (weft, addr)
-}
-
-fn mqtt_tls(id: &str, port: u16, ca: &Ca, client: Option<&Pair>) -> MqttOptions {
-    let mut o = MqttOptions::new(id, "localhost", port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_transport(rumqttc::Transport::tls(
-        std::fs::read(&ca.path).unwrap(),
-        client.map(|p| {
-            (
-                p.cert_pem.clone().into_bytes(),
-                p.key_pem.clone().into_bytes(),
-            )
-        }),
-        None,
-    ));
-    o
 }
 
 /// Polls `eventloop` until the CONNACK (Ok) or a connection error (Err).

@@ -82,3 +82,33 @@ impl Pki {
         }
     }
 }
+
+/// The `[mqtt.tls]` listener's address, from its start line (the router
+/// must capture stderr).
+pub fn tls_addr(weft: &super::Weft) -> std::net::SocketAddr {
+    let line = weft.wait_for_log("mqtt tls listening on ");
+    line.split("mqtt tls listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// rumqttc options for the TLS listener on `port`, trusting `ca`, with
+/// `client`'s certificate when given.
+pub fn mqtt_tls(id: &str, port: u16, ca: &Ca, client: Option<&Pair>) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, "localhost", port);
+    o.set_keep_alive(std::time::Duration::from_secs(30));
+    o.set_transport(rumqttc::Transport::tls(
+        std::fs::read(&ca.path).unwrap(),
+        client.map(|p| {
+            (
+                p.cert_pem.clone().into_bytes(),
+                p.key_pem.clone().into_bytes(),
+            )
+        }),
+        None,
+    ));
+    o
+}
