@@ -598,3 +598,66 @@ fn weft_bench_runs_over_tls() {
         assert_eq!(summary["totals"]["lost"], 0, "{protocol}");
     }
 }
+
+/// Authentication over TLS: async-nats with a password, a token and an
+/// nkey on a listener that requires TLS; a wrong password over TLS is
+/// refused with the same error as in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls_with_password_token_and_nkey() {
+    use async_nats::ConnectOptions as O;
+    let pki = Pki::new();
+    let ca = pki.ca("auth");
+    let server = pki.signed(&ca, "server", "localhost");
+    let key = nkeys::KeyPair::new_user();
+    let hash = weft::security::auth::hash_password(b"wonderland").unwrap();
+    let toml = format!(
+        "{}[[security.users]]\nname = \"alice\"\npassword = \"{hash}\"\n\
+         [[security.users]]\nname = \"svc\"\ntoken = \"tok-1\"\n\
+         [[security.users]]\nname = \"edge\"\nnkey = \"{}\"\n",
+        tls_toml(&server, &ca, "none", "required = true\n"),
+        key.public_key()
+    );
+    let (weft, _) = start(&toml);
+    let tls = |o: O| {
+        o.require_tls(true)
+            .add_root_certificates(ca.path.clone().into())
+    };
+    let addr = weft.nats.to_string();
+    let alice = tls(O::with_user_and_password(
+        "alice".into(),
+        "wonderland".into(),
+    ))
+    .connect(&addr)
+    .await
+    .expect("password over TLS");
+    let svc = tls(O::with_token("tok-1".into()))
+        .connect(&addr)
+        .await
+        .expect("token over TLS");
+    let edge = tls(O::with_nkey(key.seed().unwrap()))
+        .connect(&addr)
+        .await
+        .expect("nkey over TLS");
+    let mut sub = alice.subscribe("over.tls").await.unwrap();
+    nats_sync(&alice).await;
+    for (i, c) in [&svc, &edge].into_iter().enumerate() {
+        c.publish("over.tls", format!("{i}").into()).await.unwrap();
+        c.flush().await.unwrap();
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload, format!("{i}").into_bytes());
+    }
+    let wrong = tls(O::with_user_and_password("alice".into(), "guess".into()))
+        .connect(&addr)
+        .await;
+    assert!(
+        wrong.as_ref().is_err_and(|e| e
+            .to_string()
+            .to_lowercase()
+            .contains("authorization violation")),
+        "{:?}",
+        wrong.map(|_| ())
+    );
+}
