@@ -497,3 +497,31 @@ async fn passwd_from_stdin_prints_a_hash_a_config_accepts() {
         "weft: error: the password is empty"
     );
 }
+
+/// Where authentication is required, a NATS client that never sends
+/// CONNECT is closed after `limits.connect_timeout_ms` with nats-server's
+/// `-ERR 'Authentication Timeout'` (it cannot hold its slot longer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_nats_client_is_closed_when_authentication_is_due() {
+    let weft = Weft::start(
+        1,
+        &("[limits]\nconnect_timeout_ms = 300\n".to_string() + &users(None)),
+    );
+    let stream = tokio::net::TcpStream::connect(weft.nats).await.unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut line = String::new();
+    lines.read_line(&mut line).await.unwrap();
+    assert!(line.contains("\"auth_required\":true"), "{line}");
+    line.clear();
+    tokio::time::timeout(WAIT, lines.read_line(&mut line))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(line, "-ERR 'Authentication Timeout'\r\n");
+    line.clear();
+    let n = tokio::time::timeout(WAIT, lines.read_line(&mut line))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(n, 0, "then closed: {line:?}");
+}

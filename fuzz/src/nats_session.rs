@@ -38,6 +38,7 @@ const SETTINGS: Settings = Settings {
     },
     ping_interval: Duration::from_secs(2),
     pings_outstanding_max: 2,
+    connect_timeout: Duration::from_secs(5),
 };
 
 const DRIVER_CLOSES: [CloseReason; 5] = [
@@ -163,6 +164,8 @@ pub fn check(data: &[u8]) {
         client_ip: "10.0.0.1".into(),
         tls_required: false,
         tls_available: false,
+        auth_required: false,
+        nonce: None,
     };
     let mut now = Instant::now();
     let mut run = Run {

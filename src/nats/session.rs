@@ -85,6 +85,10 @@ pub struct Settings {
     /// PINGs left unanswered when the next one is due: the connection is
     /// stale and closes.
     pub pings_outstanding_max: u32,
+    /// Where authentication is required, the time a client has to send
+    /// CONNECT (`limits.connect_timeout_ms`, nats-server's auth timeout):
+    /// an unauthenticated connection cannot hold its slot longer.
+    pub connect_timeout: Duration,
 }
 
 /// The fields of INFO that depend on the connection and the server.
@@ -204,6 +208,8 @@ pub struct NatsSession {
     /// From INFO: nothing but CONNECT is accepted before CONNECT.
     auth_required: bool,
     connect_seen: bool,
+    /// Where authentication is required: CONNECT is due by then.
+    connect_deadline: Option<Instant>,
 }
 
 fn err(out: &mut Actions<Request>, message: &str) {
@@ -220,6 +226,7 @@ impl NatsSession {
         NatsSession {
             auth_required: info.auth_required,
             connect_seen: false,
+            connect_deadline: info.auth_required.then(|| now + settings.connect_timeout),
             settings,
             options: ConnectOptions::default(),
             info: Some(info),
@@ -368,7 +375,13 @@ impl NatsSession {
 
 impl Deadline for NatsSession {
     fn next_deadline(&self) -> Option<Instant> {
-        (!self.closed).then_some(self.next_ping)
+        if self.closed {
+            return None;
+        }
+        Some(match self.connect_deadline {
+            Some(connect) => connect.min(self.next_ping),
+            None => self.next_ping,
+        })
     }
 }
 
@@ -383,6 +396,9 @@ impl Machine for NatsSession {
             out.write(|b| b.extend_from_slice(&info.line()));
         }
         self.next_ping = now + self.settings.ping_interval;
+        if self.connect_deadline.is_some() {
+            self.connect_deadline = Some(now + self.settings.connect_timeout);
+        }
     }
 
     fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
@@ -414,6 +430,7 @@ impl Machine for NatsSession {
                         client_id: options.name.as_deref().unwrap_or_default().into(),
                     });
                     self.connect_seen = true;
+                    self.connect_deadline = None;
                     out.request(Request::Connect {
                         echo: options.echo,
                         credentials,
@@ -487,7 +504,17 @@ impl Machine for NatsSession {
     }
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Request>) {
-        if self.closed || now < self.next_ping {
+        if self.closed {
+            return;
+        }
+        if self.connect_deadline.is_some_and(|d| now >= d) {
+            // nats-server's answer to a client that does not authenticate
+            // in time.
+            self.error = Some("no CONNECT within limits.connect_timeout_ms".into());
+            self.close(out, CloseReason::ConnectTimeout, "Authentication Timeout");
+            return;
+        }
+        if now < self.next_ping {
             return;
         }
         if self.pings_outstanding >= self.settings.pings_outstanding_max {

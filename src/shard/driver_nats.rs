@@ -80,6 +80,7 @@ impl Prepared {
             topic_limits: ctx.topic_limits.get(),
             ping_interval: Duration::from_millis(n.ping_interval_ms),
             pings_outstanding_max: n.pings_outstanding_max,
+            connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
         };
         let tls_on = ctx.global.client_tls_nats().is_some();
         let security = ctx.security();

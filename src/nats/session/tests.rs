@@ -12,6 +12,7 @@ fn settings() -> Settings {
         topic_limits: TopicLimits::default(),
         ping_interval: Duration::from_secs(10),
         pings_outstanding_max: 2,
+        connect_timeout: Duration::from_secs(5),
     }
 }
 
@@ -470,4 +471,41 @@ fn with_auth_required_nothing_but_connect_comes_first() {
     let (mut s, mut out) = started(t0);
     feed(&mut s, b"PING\r\n", t0, &mut out);
     assert_eq!(written(&out), "PONG\r\n");
+}
+
+/// Where authentication is required, CONNECT is due within the connect
+/// timeout (nats-server's auth timeout); once it came, only PINGs keep
+/// time. Without authentication there is no such deadline.
+#[test]
+fn authentication_is_due_within_the_connect_timeout() {
+    let t0 = Instant::now();
+    let timeout = settings().connect_timeout;
+    let auth = ServerInfo {
+        auth_required: true,
+        ..info()
+    };
+    let mut s = NatsSession::new(settings(), auth.clone(), t0);
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    out.clear();
+    assert_eq!(s.next_deadline(), Some(t0 + timeout));
+    s.handle_timeout(t0 + timeout - Duration::from_millis(1), &mut out);
+    assert!(out.list.is_empty(), "not yet");
+    s.handle_timeout(t0 + timeout, &mut out);
+    assert_eq!(written(&out), "-ERR 'Authentication Timeout'\r\n");
+    assert_eq!(out.closed(), Some(CloseReason::ConnectTimeout));
+
+    // CONNECT in time: the deadline is gone.
+    let mut s = NatsSession::new(settings(), auth, t0);
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    feed(&mut s, b"CONNECT {\"user\":\"u\"}\r\n", t0, &mut out);
+    out.clear();
+    assert_eq!(s.next_deadline(), Some(t0 + settings().ping_interval));
+    s.handle_timeout(t0 + timeout, &mut out);
+    assert!(out.list.is_empty());
+
+    // No authentication: PINGs only, as before.
+    let (s, _) = started(t0);
+    assert_eq!(s.next_deadline(), Some(t0 + settings().ping_interval));
 }
