@@ -661,3 +661,33 @@ async fn nats_over_tls_with_password_token_and_nkey() {
         wrong.map(|_| ())
     );
 }
+
+/// nats-py authenticates over TLS too: tests/py/nats_auth.py (password,
+/// token, nkey, right and wrong) with the CA, on a listener that requires
+/// TLS.
+#[test]
+fn nats_py_authenticates_over_tls() {
+    let pki = Pki::new();
+    let ca = pki.ca("py-auth");
+    let server = pki.signed(&ca, "server", "localhost");
+    let key = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let hash = weft::security::auth::hash_password(b"wonderland").unwrap();
+    let toml = format!(
+        "{}[[security.users]]\nname = \"alice\"\npassword = \"{hash}\"\n\
+         [[security.users]]\nname = \"svc\"\ntoken = \"tok-123\"\n\
+         [[security.users]]\nname = \"edge\"\nnkey = \"{}\"\n",
+        tls_toml(&server, &ca, "none", "required = true\n"),
+        key.public_key()
+    );
+    let (weft, _) = start(&toml);
+    run_python(
+        "nats_auth.py",
+        &[
+            format!("localhost:{}", weft.nats.port()),
+            key.seed().unwrap(),
+            stranger.seed().unwrap(),
+            ca.path.clone(),
+        ],
+    );
+}

@@ -2,13 +2,16 @@
 nkey (the nonce challenge), each right and wrong; a wrong one must fail
 with the server's 'Authorization Violation'.
 
-Usage: nats_auth.py HOST:PORT NKEY_SEED STRANGER_SEED   (exit 0 = pass)
+Usage: nats_auth.py HOST:PORT NKEY_SEED STRANGER_SEED [CA_PEM]   (exit 0 = pass)
+With CA_PEM, every connection is made over TLS (the server requires it),
+trusting that CA.
 The router is configured with alice/"wonderland" (a password hash), a
 user with token "tok-123", and the user of NKEY_SEED's public key;
 STRANGER_SEED is a user key it does not know. (nats-py signs the nonce
 with the `nkeys` package.)
 """
 import asyncio
+import ssl
 import sys
 
 import nats
@@ -25,6 +28,10 @@ async def works(nc) -> None:
     await nc.close()
 
 
+# Set by main: TLS options for every connection (empty = plain TCP).
+TLS: dict = {}
+
+
 async def refused(server: str, what: str, **options) -> None:
     errors = []
 
@@ -38,6 +45,7 @@ async def refused(server: str, what: str, **options) -> None:
             max_reconnect_attempts=0,
             connect_timeout=10,
             error_cb=on_error,
+            **TLS,
             **options,
         )
     except Exception as e:  # nats-py raises what the server said
@@ -49,11 +57,14 @@ async def refused(server: str, what: str, **options) -> None:
     assert "authorization" in text, f"{what}: {text}"
 
 
-async def main(server: str, seed: str, stranger: str) -> None:
+async def main(server: str, seed: str, stranger: str, ca: str = "") -> None:
     url = f"nats://{server}"
-    await works(await nats.connect(url, user="alice", password="wonderland"))
-    await works(await nats.connect(url, token="tok-123"))
-    await works(await nats.connect(url, nkeys_seed_str=seed))
+    if ca:
+        TLS["tls"] = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        url = f"tls://{server}"
+    await works(await nats.connect(url, user="alice", password="wonderland", **TLS))
+    await works(await nats.connect(url, token="tok-123", **TLS))
+    await works(await nats.connect(url, nkeys_seed_str=seed, **TLS))
 
     await refused(server, "wrong password", user="alice", password="x")
     await refused(server, "wrong token", token="tok-999")
@@ -64,4 +75,4 @@ async def main(server: str, seed: str, stranger: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(*sys.argv[1:5]))
