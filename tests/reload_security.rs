@@ -52,7 +52,10 @@ async fn login(
     user: &str,
     password: &str,
 ) -> Result<(), rumqttc::ConnectReturnCode> {
-    let mut o = rumqttc::MqttOptions::new("login-probe", addr.ip().to_string(), addr.port());
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("login-probe-{n}");
+    let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_credentials(user, password);
     let (_client, mut events) = rumqttc::AsyncClient::new(o, 4);
     loop {
@@ -198,7 +201,11 @@ async fn a_kept_session_resumed_under_new_rules_loses_what_they_deny() {
     weft.wait_for_log("SIGHUP: configuration reloaded");
     // Fence: the shard took the new rules.
     wait_until("later-denied/# denied", WAIT, || async {
-        let mut probe = connect(weft.addr, "probe-r").await;
+        // A new id each try: a probe left from the try before must not
+        // take this one over.
+        static TRY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = TRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut probe = connect(weft.addr, &format!("probe-r-{n}")).await;
         match &probe
             .subscribe("later-denied/x", rumqttc::QoS::AtMostOnce)
             .await[..]
