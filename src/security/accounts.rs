@@ -340,39 +340,16 @@ fn check_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A filter in either dialect, in MQTT form: NATS (`sensors.*.temp`,
-/// `sensors.>`) when it has `.`, `*` or `>` and none of `/`, `+`, `#`;
-/// MQTT otherwise. NATS tokens map as `nats::subject` maps a SUB (`*` is
-/// `+`, a last `>` is `+/#`); the `//` and `/` tokens of dotted MQTT
-/// levels are not taken here (write those filters in MQTT form). Written
-/// here rather than calling `nats::subject` so that `security` does not
-/// depend on a protocol (`nats` depends on `security`). (h18 writes the
-/// shared helper for permissions in parallel, `security::permissions`;
-/// the two are to be unified.)
+/// An export or import filter in either dialect (the rules' reader,
+/// `permissions::dialect_filter`), in MQTT form; neither the reserved
+/// first level nor a shared subscription.
 fn dialect_filter(f: &str) -> Result<String, String> {
-    let nats = f.contains(['.', '*', '>']) && !f.contains(['/', '+', '#']);
-    let mqtt = if nats {
-        let mut out = String::with_capacity(f.len() + 2);
-        let mut tokens = f.split('.').peekable();
-        while let Some(token) = tokens.next() {
-            match token {
-                "" => return Err("an empty NATS token".into()),
-                "*" => out.push('+'),
-                ">" if tokens.peek().is_none() => out.push_str("+/#"),
-                ">" => return Err("'>' must be the last NATS token".into()),
-                t if t.contains(['*', '>']) => {
-                    return Err("a NATS wildcard must be a whole token".into())
-                }
-                t => out.push_str(t),
-            }
-            if tokens.peek().is_some() {
-                out.push('/');
-            }
-        }
-        out
-    } else {
-        f.to_owned()
-    };
+    let (mqtt, nats) = super::permissions::dialect_filter(f)?;
+    // Stricter than a SUB: a `*` or `>` inside a token (a literal there)
+    // is refused as the likely typo it is in an export.
+    if nats && f.split('.').any(|t| t.len() > 1 && t.contains(['*', '>'])) {
+        return Err("a NATS wildcard must be a whole token".into());
+    }
     let limits = TopicLimits {
         topic_bytes_max: usize::from(u16::MAX),
         topic_levels_max: usize::from(u16::MAX),

@@ -409,8 +409,12 @@ fn substitute(rule: &Rule, user: &str, client_id: &str) -> Result<String, Substi
     Ok(rule.filter.replace("%u", user).replace("%c", client_id))
 }
 
-/// A rule as the operator wrote it, in internal form; its dialect said.
-fn compile_rule(text: &str) -> Result<Rule, String> {
+/// A filter as the operator wrote it (a rule, an account's export or
+/// import), in internal form, and whether it was written in the NATS
+/// dialect. The dialect: `mqtt:` or `nats:` in front says it; else a `/`,
+/// `+` or `#` means MQTT, and a `.`, `*` or `>` with none of those means
+/// NATS (read as `topic::subject` reads a SUB).
+pub(crate) fn dialect_filter(text: &str) -> Result<(String, bool), String> {
     let (nats, body) = if let Some(body) = text.strip_prefix("mqtt:") {
         (false, body)
     } else if let Some(body) = text.strip_prefix("nats:") {
@@ -431,6 +435,12 @@ fn compile_rule(text: &str) -> Result<Rule, String> {
     };
     crate::topic::validate_filter(&filter, &limits)
         .map_err(|e| format!("{text:?} is not a topic filter: {e}"))?;
+    Ok((filter, nats))
+}
+
+/// A rule as the operator wrote it, in internal form; its dialect said.
+fn compile_rule(text: &str) -> Result<Rule, String> {
+    let (filter, nats) = dialect_filter(text)?;
     Ok(Rule {
         template: filter.contains("%u") || filter.contains("%c"),
         filter: filter.into(),
