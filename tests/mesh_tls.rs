@@ -7,75 +7,20 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::pki::{Ca, Pki};
 use common::*;
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
-/// A directory of PEM files, removed at the end of the test.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "weft-mesh-tls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Pki { dir }
-    }
-
-    fn write(&self, name: &str, pem: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path.display().to_string()
-    }
-
-    /// A CA, its certificate written as `{name}.pem`.
-    fn ca(&self, name: &str) -> (Ca, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key).unwrap();
-        let path = self.write(&format!("{name}.pem"), &cert.pem());
-        (Ca { cert, key }, path)
-    }
-
-    /// A router certificate signed by `ca`, naming `dns` and 127.0.0.1;
-    /// returns the `[mesh.tls]` TOML for it.
-    fn router(&self, ca: &Ca, ca_path: &str, file: &str, dns: &str, extra: &str) -> String {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params.distinguished_name.push(DnType::CommonName, dns);
-        let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-        let cert = self.write(&format!("{file}.pem"), &cert.pem());
-        let key = self.write(&format!("{file}.key"), &key.serialize_pem());
-        format!("[mesh.tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nca = \"{ca_path}\"\n{extra}")
-    }
+/// A router certificate signed by `ca`, naming `dns` and 127.0.0.1; the
+/// `[mesh.tls]` TOML for it.
+fn router_tls(pki: &Pki, ca: &Ca, file: &str, dns: &str, extra: &str) -> String {
+    let pair = pki.signed_for(ca, file, dns, dns);
+    format!(
+        "[mesh.tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n{extra}",
+        pair.cert, pair.key, ca.path
+    )
 }
 
 fn router(id: &str, toml: &str, mesh: &[&str]) -> Weft {
@@ -112,17 +57,17 @@ async fn crosses(from: &async_nats::Client, subject: &str, sub: &mut async_nats:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_links_carry_events_and_refuse_strangers() {
     let pki = Pki::new();
-    let (ca, ca_path) = pki.ca("mesh");
-    let (other, other_path) = pki.ca("other");
+    let ca = pki.ca("mesh");
+    let other = pki.ca("other");
     let a = router(
         "alpha",
-        &pki.router(&ca, &ca_path, "alpha", "alpha", ""),
+        &router_tls(&pki, &ca, "alpha", "alpha", ""),
         &["--mesh-listen", "127.0.0.1:0"],
     );
     let link = a.mesh.expect("A's mesh listener").to_string();
     let b = router(
         "beta",
-        &pki.router(&ca, &ca_path, "beta", "beta", ""),
+        &router_tls(&pki, &ca, "beta", "beta", ""),
         &["--link", &link],
     );
     wait_links(b.admin, "beta sees alpha", |v| {
@@ -148,7 +93,7 @@ async fn tls_links_carry_events_and_refuse_strangers() {
     // A router whose certificate another CA signed: both sides refuse.
     let foreign = router(
         "foreign",
-        &pki.router(&other, &other_path, "foreign", "foreign", ""),
+        &router_tls(&pki, &other, "foreign", "foreign", ""),
         &["--link", &link],
     );
     let line = foreign.wait_for_log("TLS handshake failed");
@@ -174,15 +119,15 @@ async fn tls_links_carry_events_and_refuse_strangers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_names_its_router() {
     let pki = Pki::new();
-    let (ca, ca_path) = pki.ca("mesh");
+    let ca = pki.ca("mesh");
     let strict = "router_id_in_cert = true\n";
     let a = router(
         "alpha",
-        &pki.router(&ca, &ca_path, "alpha", "alpha", strict),
+        &router_tls(&pki, &ca, "alpha", "alpha", strict),
         &["--mesh-listen", "127.0.0.1:0"],
     );
     let link = a.mesh.expect("A's mesh listener").to_string();
-    let beta_tls = pki.router(&ca, &ca_path, "beta", "beta", strict);
+    let beta_tls = router_tls(&pki, &ca, "beta", "beta", strict);
     let mallory = router("mallory", &beta_tls, &["--link", &link]);
     let line = a.wait_for_log("does not name router id");
     assert!(line.contains("'mallory'"), "{line}");
@@ -207,12 +152,13 @@ async fn a_certificate_names_its_router() {
 #[test]
 fn bad_tls_settings_are_refused_by_key() {
     let pki = Pki::new();
-    let (ca, ca_path) = pki.ca("mesh");
-    let good = pki.router(&ca, &ca_path, "alpha", "alpha", "");
-    let (_, other_ca) = pki.ca("other");
+    let ca = pki.ca("mesh");
+    let ca_path = ca.path.clone();
+    let good = router_tls(&pki, &ca, "alpha", "alpha", "");
+    let other_ca = pki.ca("other").path;
     let stranger_key = pki.write(
         "stranger.key",
-        &KeyPair::generate().unwrap().serialize_pem(),
+        &rcgen::KeyPair::generate().unwrap().serialize_pem(),
     );
     let listen = "[mesh]\nlisten = \"127.0.0.1:0\"\n";
     let cases = [

@@ -66,8 +66,14 @@ impl Pki {
     /// A certificate signed by `ca` with common name `cn`, naming
     /// localhost and 127.0.0.1 (a server's; clients ignore the names).
     pub fn signed(&self, ca: &Ca, file: &str, cn: &str) -> Pair {
+        self.signed_for(ca, file, cn, "localhost")
+    }
+
+    /// A certificate signed by `ca` with common name `cn`, naming `dns`
+    /// and 127.0.0.1 (a mesh router's names its router id).
+    pub fn signed_for(&self, ca: &Ca, file: &str, cn: &str, dns: &str) -> Pair {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
         params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
