@@ -67,7 +67,7 @@ impl Prepared {
         local: Option<std::net::SocketAddr>,
         tls_required: bool,
     ) -> Prepared {
-        let client_id = ctx.assign_client_id();
+        let (number, client_id) = ctx.assign_client_number();
         let mailbox = ctx.register(Protocol::Nats, client_id);
         mailbox.peer.set(peer);
         let config = ctx.config();
@@ -93,7 +93,9 @@ impl Prepared {
             host: local.map(|a| a.ip().to_string()).unwrap_or_default(),
             port: local.map(|a| a.port()).unwrap_or_default(),
             max_payload: n.payload_bytes_max,
-            client_id: (ctx.id as u64) << 32 | u64::from(mailbox.key),
+            // Never reused while the process runs (as nats-server's); a
+            // session slot's key is reused once the client leaves.
+            client_id: (ctx.id as u64) << 32 | (number & 0xffff_ffff),
             client_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
             tls_required: tls_on && tls_required,
             tls_available: tls_on && !tls_required,

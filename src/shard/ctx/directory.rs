@@ -74,9 +74,15 @@ impl Directory {
 
 impl ShardCtx {
     pub fn assign_client_id(&self) -> Box<str> {
+        self.assign_client_number().1
+    }
+
+    /// A client id the router makes, and its number (never reused on this
+    /// shard: NATS INFO's numeric `client_id` is built from it).
+    pub fn assign_client_number(&self) -> (u64, Box<str>) {
         let n = self.directory.next_client_number.get();
         self.directory.next_client_number.set(n + 1);
-        format!("weft-{}-{n}", self.id).into()
+        (n, format!("weft-{}-{n}", self.id).into())
     }
 
     /// Which shard keeps the directory entry of a client id.
