@@ -33,6 +33,7 @@ pub mod event;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
+pub mod persist;
 pub mod security;
 pub mod session;
 pub mod shard;
