@@ -243,6 +243,13 @@ impl ShardCtx {
         // spec is followed where they differ.
         let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
+        let awaiting_release = ShardCtx::journal_awaiting_release(&old);
+        if keep {
+            // Its new host journals it under a newer generation.
+            old.journal.borrow_mut().take();
+        } else {
+            self.end_journal(&old);
+        }
         // Release everything of the old session here (its connection, if
         // any, sees `detached` and leaves it alone).
         self.release_session(&old);
@@ -250,6 +257,7 @@ impl ShardCtx {
             subscriptions,
             identifiers,
             backlog,
+            awaiting_release,
         });
         (state, will)
     }
@@ -329,10 +337,19 @@ impl ShardCtx {
         kept.persistent.set(true);
         kept.offline.set(true);
         *kept.subscriptions.borrow_mut() = std::mem::take(&mut *session.subscriptions.borrow_mut());
-        kept.restore_backlog(session.take_backlog());
+        let backlog = session.take_backlog();
         *kept.sub_identifiers.borrow_mut() =
             std::mem::take(&mut *session.sub_identifiers.borrow_mut());
         kept.expiry_s.set(session.expiry_s.get());
+        kept.set_version(session.version());
+        if session.journal.borrow().is_some() || (self.persisting() && session.persistent.get()) {
+            // Offline from now: a snapshot under a new generation.
+            let awaiting_release = ShardCtx::journal_awaiting_release(session);
+            session.journal.borrow_mut().take();
+            let wall_ms = crate::event::wall_ns() / 1_000_000;
+            self.open_journal(&kept, awaiting_release, Some(wall_ms), &backlog);
+        }
+        kept.restore_backlog(backlog);
         // Its checked subscriptions go on being tested while it is offline.
         *kept.grants.borrow_mut() = session.grants.borrow().clone();
         session.detached.set(true);
