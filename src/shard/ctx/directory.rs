@@ -381,6 +381,56 @@ impl ShardCtx {
         kept
     }
 
+    /// Takes a session the start-up recovery dealt to this shard (its
+    /// client id's directory shard): offline, subscribed, with its backlog
+    /// and the journal its snapshot opened; its expiry counts from when
+    /// its connection ended.
+    pub(super) fn adopt_recovered(
+        &self,
+        s: crate::persist::recover::Session,
+        log: &Rc<crate::persist::log::Log>,
+    ) {
+        let id = s.open.client_id.clone();
+        let session = self.register(Protocol::Mqtt, id.clone());
+        session.persistent.set(true);
+        session.offline.set(true);
+        session.set_version(s.open.version);
+        session.expiry_s.set(s.open.expiry_s);
+        for (filter, qos) in &s.open.subscriptions {
+            self.subscribe(&session, filter, *qos);
+        }
+        session
+            .sub_identifiers
+            .borrow_mut()
+            .extend(s.open.identifiers.iter().cloned());
+        let numbered = (s.backlog.inflight.len() + s.backlog.queued.len()) as u64;
+        *session.journal.borrow_mut() = Some(crate::shard::mailbox::Journal {
+            log: log.clone(),
+            sn: s.open.sn,
+            seq: Cell::new(numbered),
+            awaiting_release: RefCell::new(s.open.awaiting_release.clone()),
+        });
+        session.restore_backlog(s.backlog);
+        debug_assert_eq!(self.directory_shard(&id), self.id);
+        self.directory.claim(&id, self.id);
+        self.directory.homes.borrow_mut().insert(id, session.clone());
+        let configured = self.limits().offline_session_expiry_s;
+        let expiry_ms = s
+            .open
+            .expiry_s
+            .map_or(configured, |e| u64::from(e).min(configured))
+            .saturating_mul(1000);
+        let now_ms = crate::event::wall_ns() / 1_000_000;
+        let since = s.offline_wall_ms.unwrap_or(now_ms);
+        let left = (since.saturating_add(expiry_ms)).saturating_sub(now_ms);
+        let count = &self.directory.offline_count;
+        count.set(count.get() + 1);
+        self.directory
+            .offline
+            .borrow_mut()
+            .push(Instant::now() + Duration::from_millis(left), session);
+    }
+
     /// Drops the home entry of a session that ends for good, and its
     /// directory entry.
     pub(super) fn leave_home(&self, session: &Rc<Session>) {

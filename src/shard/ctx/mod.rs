@@ -83,6 +83,8 @@ pub struct Global {
     pub ready_shards: AtomicUsize,
     /// Executors (shards and bridge) that joined the rings.
     pub joined: AtomicUsize,
+    /// Client shards that installed their recovered state (persistence).
+    pub persist_started: AtomicUsize,
     /// The configuration in force after a SIGHUP reload, and its number;
     /// shards pick it up on their housekeeping tick.
     pub reloaded: std::sync::Mutex<Option<Arc<Config>>>,

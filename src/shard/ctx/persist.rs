@@ -25,12 +25,15 @@
 
 use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::ShardCtx;
 use crate::event::Event;
 use crate::persist::log::{Log, LogError};
 use crate::persist::records::{Record, SessionOpen};
 use crate::persist::recover;
+use crate::persist::start::ShardStart;
 use crate::shard::mailbox::{Backlog, Journal, Mailbox as Session};
 
 #[derive(Default)]
@@ -41,6 +44,45 @@ pub(super) struct Durability {
 }
 
 impl ShardCtx {
+    /// Persistence on, before the shard serves: takes every retained
+    /// message and this shard's recovered sessions (offline, subscribed,
+    /// with their backlogs), opens the log after the start-up snapshot and
+    /// starts its writer; returns once every client shard has done so (a
+    /// publish accepted anywhere then finds every recovered subscription).
+    pub async fn start_persistence(
+        self: &Rc<Self>,
+        start: ShardStart,
+        retained: &[(u64, Event)],
+        recovery: Option<(Duration, u64, u64, u64)>,
+    ) -> std::io::Result<glommio::task::JoinHandle<()>> {
+        // Before the log: what the snapshot holds is not written again.
+        for (stamp, event) in retained {
+            self.store_retained(event, *stamp);
+        }
+        let shards = self.global.client_shards.max(1);
+        let cfg = self.config().persistence.per_shard(shards);
+        let log = Log::open(&start.dir, &cfg, self.stats.persist.clone())?;
+        let task = glommio::spawn_local(log.clone().run()).detach();
+        self.set_log(log.clone(), start.next_sn);
+        let adopted = !start.sessions.is_empty();
+        for session in start.sessions {
+            self.adopt_recovered(session, &log);
+        }
+        if let Some((took, records, bad_crc, torn)) = recovery {
+            self.stats.persist.set_recovery(took, records, bad_crc, torn);
+        } else {
+            self.stats.persist.on.store(true, Ordering::Relaxed);
+        }
+        if adopted {
+            self.barrier().await;
+        }
+        self.global.persist_started.fetch_add(1, Ordering::AcqRel);
+        while self.global.persist_started.load(Ordering::Acquire) < shards {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(task)
+    }
+
     /// Gives the shard its log (persistence on); `next_sn`: the first
     /// session number not used by its start-up snapshot.
     pub fn set_log(&self, log: Rc<Log>, next_sn: u64) {
