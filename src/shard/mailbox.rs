@@ -200,6 +200,10 @@ enum Greeting {
 pub struct Journal {
     pub log: Rc<crate::persist::log::Log>,
     pub sn: u64,
+    /// The generation its snapshot opened it with.
+    pub gen: u64,
+    /// When its connection ended (wall clock, ms); None while connected.
+    pub offline_wall_ms: Option<u64>,
     /// The number of the last QoS 1/2 event queued for the session.
     pub seq: Cell<u64>,
     /// Inbound QoS 2 packet ids awaiting PUBREL (the machine's own list,
@@ -728,6 +732,26 @@ impl Mailbox {
             }
         }
         backlog
+    }
+
+    /// Numbers the journaled QoS 1/2 events still queued as a snapshot of
+    /// `backlog_copy` numbers them (after the resends) and returns the
+    /// last number: records after a compaction name them by these.
+    pub fn renumber_journaled(&self) -> u64 {
+        let mut out = self.out.borrow_mut();
+        let resends = out
+            .queue
+            .iter()
+            .filter(|i| matches!(i, OutItem::Redeliver(_)))
+            .count();
+        let mut n = (out.mqtt.in_flight() + resends) as u64;
+        for item in out.queue.iter_mut() {
+            if let OutItem::Event { qos: 1.., seq, .. } = item {
+                n += 1;
+                *seq = n;
+            }
+        }
+        n
     }
 
     pub fn queued(&self) -> (usize, usize) {

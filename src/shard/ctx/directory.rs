@@ -407,6 +407,8 @@ impl ShardCtx {
         *session.journal.borrow_mut() = Some(crate::shard::mailbox::Journal {
             log: log.clone(),
             sn: s.open.sn,
+            gen: s.open.gen,
+            offline_wall_ms: s.offline_wall_ms,
             seq: Cell::new(numbered),
             awaiting_release: RefCell::new(s.open.awaiting_release.clone()),
         });

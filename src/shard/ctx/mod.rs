@@ -454,6 +454,7 @@ impl ShardCtx {
     /// Returns wills to publish (their sessions expired).
     pub fn housekeeping(&self) -> Vec<Event> {
         let wills = self.expire_offline();
+        self.compact_log();
         if self.stats.view_requested.swap(false, Ordering::AcqRel) {
             let view = self.view(self.config().admin.view_entries_max);
             if let Ok(mut slot) = self.stats.view.lock() {

@@ -155,6 +155,8 @@ impl ShardCtx {
         let journal = Journal {
             log: log.clone(),
             sn: open.sn,
+            gen: open.gen,
+            offline_wall_ms,
             seq: Cell::new((backlog.inflight.len() + backlog.queued.len()) as u64),
             awaiting_release: std::cell::RefCell::new(open.awaiting_release.clone()),
         };
@@ -162,6 +164,68 @@ impl ShardCtx {
             journal.write(record);
         }
         *session.journal.borrow_mut() = Some(journal);
+    }
+
+    /// On the housekeeping tick: when the log is past half its budget,
+    /// writes a snapshot of what this shard owns (its retained topics, its
+    /// journaled sessions with their backlogs) as the start of a new
+    /// segment; the log drops the older ones once it is durable. Built in
+    /// one go, without awaiting, so nothing lands between its records.
+    pub(super) fn compact_log(&self) {
+        let Some(log) = self.log() else { return };
+        if !log.wants_compaction() {
+            return;
+        }
+        let shards = self.global.client_shards.max(1);
+        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+        for (event, stamp) in self.retained_snapshot() {
+            let topic = event.topic();
+            if !event.payload().is_empty()
+                && !topic.starts_with("$SYS")
+                && recover::retained_owner(topic, shards) == self.id
+            {
+                records.push(Record::Retain { stamp, event }.to_bytes());
+            }
+        }
+        let mut sessions = 0;
+        for session in self.all_sessions() {
+            let journal = session.journal.borrow();
+            let Some(j) = journal.as_ref() else { continue };
+            sessions += 1;
+            let open = SessionOpen {
+                sn: j.sn,
+                gen: j.gen,
+                client_id: session.client_id.clone(),
+                version: session.version(),
+                expiry_s: session.expiry_s.get(),
+                subscriptions: session
+                    .subscriptions
+                    .borrow()
+                    .iter()
+                    .map(|(f, q)| (f.clone(), *q))
+                    .collect(),
+                identifiers: session
+                    .sub_identifiers
+                    .borrow()
+                    .iter()
+                    .map(|(f, i)| (f.clone(), *i))
+                    .collect(),
+                awaiting_release: j.awaiting_release.borrow().clone(),
+                will: None,
+            };
+            let backlog = session.backlog_copy();
+            for r in recover::session_records(&open, j.offline_wall_ms, &backlog) {
+                records.push(r.to_bytes());
+            }
+            j.seq.set(session.renumber_journaled());
+        }
+        tracing::debug!(
+            shard = self.id,
+            records = records.len(),
+            sessions,
+            "persistence: compacting the log"
+        );
+        log.compact(records.into_iter());
     }
 
     /// Inbound QoS 2 packet ids of a journaled session awaiting PUBREL.
