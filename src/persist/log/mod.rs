@@ -35,6 +35,7 @@
 pub mod frame;
 pub mod read;
 pub mod snapshot;
+pub mod stats;
 pub mod write;
 
 pub use read::{read_shard, shard_dirs, Replay};

@@ -57,8 +57,8 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use super::frame::{self, RECORD_BYTES_MAX, SNAP_BEGIN, SNAP_END};
 use super::read::{list_segments, segment_path};
+use super::stats::PersistStats;
 use crate::config::{Persistence, SyncPolicy};
-use crate::shard::stats::PersistStats;
 
 /// Why an append or a wait failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
