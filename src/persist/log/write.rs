@@ -350,13 +350,16 @@ impl Log {
         None
     }
 
-    /// Ok, or why new work that needs durability must be refused now.
+    /// Ok, or why new work that needs durability must be refused now:
+    /// the disk fails, or the log is within a sixteenth of its disk budget
+    /// (the rest is kept for the records that finish work already taken:
+    /// acknowledgements, deletions).
     pub fn health(&self) -> Result<(), LogError> {
         let st = self.state.borrow();
         if let Some(e) = &st.failed {
             return Err(LogError::Failed(e.clone()));
         }
-        if st.disk_bytes + st.unwritten >= self.budget_bytes {
+        if st.disk_bytes + st.unwritten + self.budget_bytes / 16 >= self.budget_bytes {
             return Err(LogError::Full);
         }
         Ok(())
