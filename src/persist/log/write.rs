@@ -57,6 +57,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use super::frame::{self, RECORD_BYTES_MAX, SNAP_BEGIN, SNAP_END};
 use super::read::{list_segments, segment_path};
+use super::wait::{WaitDurable, WaitSlot, Waiter};
 use crate::config::{Persistence, SyncPolicy};
 use crate::shard::stats::PersistStats;
 
@@ -86,31 +87,6 @@ struct Chunk {
     written: usize,
     /// Position of the last record in `buf`.
     last_pos: u64,
-}
-
-enum Waiter {
-    Task(Rc<WaitSlot>),
-    Callback(Box<dyn FnOnce(Result<(), LogError>)>),
-}
-
-#[derive(Default)]
-struct WaitSlot {
-    result: RefCell<Option<Result<(), LogError>>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Waiter {
-    fn complete(self, result: Result<(), LogError>) {
-        match self {
-            Waiter::Task(slot) => {
-                *slot.result.borrow_mut() = Some(result);
-                if let Some(w) = slot.waker.borrow_mut().take() {
-                    w.wake();
-                }
-            }
-            Waiter::Callback(f) => f(result),
-        }
-    }
 }
 
 struct State {
@@ -781,22 +757,6 @@ impl Log {
 
 fn libc_enospc() -> i32 {
     28
-}
-
-/// The future of [`Log::wait_durable`].
-struct WaitDurable {
-    slot: Rc<WaitSlot>,
-}
-
-impl Future for WaitDurable {
-    type Output = Result<(), LogError>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.slot.result.borrow_mut().take() {
-            return Poll::Ready(r);
-        }
-        *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
 }
 
 /// Ready once something was appended, compacted or closed since the
