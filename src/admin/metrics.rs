@@ -429,3 +429,47 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     let _ = writeln!(out, "# TYPE weft_mesh_tls gauge");
     let _ = writeln!(out, "weft_mesh_tls {}", u8::from(view.tls));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persist_families_only_with_a_log_and_parseable() {
+        let stats = vec![
+            Arc::new(ShardStats::default()),
+            Arc::new(ShardStats::default()),
+        ];
+        assert!(!render(&stats, &[]).contains("weft_persist_"));
+        let p = &stats[1].persist;
+        p.on.store(true, std::sync::atomic::Ordering::Relaxed);
+        PersistStats::bump(&p.appended_records, 42);
+        p.record_fsync(std::time::Duration::from_micros(300));
+        p.record_fsync(std::time::Duration::from_millis(2));
+        p.set_recovery(std::time::Duration::from_millis(1500), 7, 1, 2);
+        let text = render(&stats, &[]);
+        assert!(
+            text.contains("weft_persist_appended_records_total{shard=\"1\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_persist_recovery_seconds{shard=\"1\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_persist_bad_crc_total{shard=\"1\"} 1"),
+            "{text}"
+        );
+        // Cumulative buckets: 0 under 250 us, 1 under 0.5 ms, both under 2.5 ms.
+        for (le, n) in [("0.00025", 0), ("0.0005", 1), ("0.0025", 2), ("+Inf", 2)] {
+            let line = format!("weft_persist_fsync_seconds_bucket{{shard=\"1\",le=\"{le}\"}} {n}");
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition");
+        assert!(scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "weft_persist_fsync_seconds_count"));
+    }
+}

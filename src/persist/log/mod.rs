@@ -29,13 +29,15 @@
 //! bad CRC is skipped and counted.
 //!
 //! Files: [`frame`] framing and CRC, [`read`] start-up reading,
-//! [`write`] the runtime writer (glommio), [`snapshot`] offline snapshots
+//! [`write`] the runtime writer (glommio) and `wait.rs` its durability
+//! waiters, [`snapshot`] offline snapshots
 //! and removal of superseded segments (std::fs).
 
 pub mod frame;
 pub mod read;
 pub mod snapshot;
 pub mod stats;
+mod wait;
 pub mod write;
 
 pub use read::{read_shard, shard_dirs, Replay};

@@ -58,20 +58,10 @@ use glommio::io::{BufferedFile, OpenOptions};
 use super::frame::{self, RECORD_BYTES_MAX, SNAP_BEGIN, SNAP_END};
 use super::read::{list_segments, segment_path};
 use super::stats::PersistStats;
+use super::wait::{WaitDurable, WaitSlot, Waiter};
 use crate::config::{Persistence, SyncPolicy};
 
-/// Why an append or a wait failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LogError {
-    /// The append buffer (`buffer_bytes_max`) or the disk budget
-    /// (`bytes_max`) is full, or the record is over the record maximum.
-    #[error("persistence log full")]
-    Full,
-    /// Writing or syncing failed (full disk, IO error); the first error's
-    /// message. Retried every 500 ms.
-    #[error("persistence log failed: {0}")]
-    Failed(String),
-}
+pub use super::wait::LogError;
 
 /// Time between retries of a failing write or fdatasync.
 const RETRY: Duration = Duration::from_millis(500);
@@ -86,31 +76,6 @@ struct Chunk {
     written: usize,
     /// Position of the last record in `buf`.
     last_pos: u64,
-}
-
-enum Waiter {
-    Task(Rc<WaitSlot>),
-    Callback(Box<dyn FnOnce(Result<(), LogError>)>),
-}
-
-#[derive(Default)]
-struct WaitSlot {
-    result: RefCell<Option<Result<(), LogError>>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Waiter {
-    fn complete(self, result: Result<(), LogError>) {
-        match self {
-            Waiter::Task(slot) => {
-                *slot.result.borrow_mut() = Some(result);
-                if let Some(w) = slot.waker.borrow_mut().take() {
-                    w.wake();
-                }
-            }
-            Waiter::Callback(f) => f(result),
-        }
-    }
 }
 
 struct State {
@@ -350,13 +315,16 @@ impl Log {
         None
     }
 
-    /// Ok, or why new work that needs durability must be refused now.
+    /// Ok, or why new work that needs durability must be refused now:
+    /// the disk fails, or the log is within a sixteenth of its disk budget
+    /// (the rest is kept for the records that finish work already taken:
+    /// acknowledgements, deletions).
     pub fn health(&self) -> Result<(), LogError> {
         let st = self.state.borrow();
         if let Some(e) = &st.failed {
             return Err(LogError::Failed(e.clone()));
         }
-        if st.disk_bytes + st.unwritten >= self.budget_bytes {
+        if st.disk_bytes + st.unwritten + self.budget_bytes / 16 >= self.budget_bytes {
             return Err(LogError::Full);
         }
         Ok(())
@@ -778,22 +746,6 @@ impl Log {
 
 fn libc_enospc() -> i32 {
     28
-}
-
-/// The future of [`Log::wait_durable`].
-struct WaitDurable {
-    slot: Rc<WaitSlot>,
-}
-
-impl Future for WaitDurable {
-    type Output = Result<(), LogError>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.slot.result.borrow_mut().take() {
-            return Poll::Ready(r);
-        }
-        *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
 }
 
 /// Ready once something was appended, compacted or closed since the
