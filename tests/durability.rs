@@ -140,10 +140,11 @@ async fn qos1_acked_events_survive_kill9_rounds() {
         tokio::time::sleep_until(began + kill_at).await;
         weft.kill9();
         for (p, pump) in pumps.iter_mut().enumerate() {
+            let from = next[p];
             next[p] = pump.stop().await;
             let got = pump.acked();
             eprintln!(
-                "round {round}: publisher {p}: {} published, {} acknowledged",
+                "round {round}: publisher {p}: {from}..{} published, {} acknowledged",
                 next[p],
                 got.len()
             );
@@ -288,10 +289,11 @@ async fn mqtt5_qos2_exactly_once_across_kill9() {
         eprintln!("round {round}: kill -9 at {kill_at:?}");
         tokio::time::sleep(kill_at).await;
         weft.kill9();
+        let from = next;
         next = pump.stop().await;
         let got = pump.acked();
         eprintln!(
-            "round {round}: {next} published, {} acknowledged (PUBREC)",
+            "round {round}: {from}..{next} published, {} acknowledged (PUBREC)",
             got.len()
         );
         acked.extend(got);
