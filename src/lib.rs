@@ -19,6 +19,8 @@
 //! - [`event`]: the shared, immutable event buffer;
 //! - [`shard`]: the runtime seam (executors, sockets, rings, timers), the
 //!   connection driver, routing and the links' IO;
+//! - [`persist`]: the per-shard durable log (segments, sync policies,
+//!   start-up reading, snapshots);
 //! - [`config`]: every limit and default, TOML and CLI overrides;
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
 //! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
@@ -33,6 +35,7 @@ pub mod event;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
+pub mod persist;
 pub mod security;
 pub mod session;
 pub mod shard;

@@ -97,6 +97,10 @@ struct RunArgs {
     /// Core of the bridge executor that runs the links (config: mesh.bridge_cores).
     #[arg(long, value_name = "LIST")]
     bridge_cores: Option<String>,
+    /// Directory of the durable log (config: persistence.dir); unset or
+    /// empty = persistence off.
+    #[arg(long, value_name = "DIR")]
+    persistence_dir: Option<String>,
 }
 
 fn online_cores() -> Vec<usize> {
@@ -239,6 +243,7 @@ fn run(args: RunArgs) -> ExitCode {
         mesh_listen: args.mesh_listen,
         links: args.links,
         bridge_cores: args.bridge_cores,
+        persistence_dir: args.persistence_dir,
     };
     config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {

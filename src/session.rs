@@ -51,6 +51,10 @@ pub enum CloseReason {
     /// lets it connect): MQTT 5 DISCONNECT 0x87, NATS `-ERR
     /// 'Authorization Violation'`.
     Revoked,
+    /// Persistence: the log could not make an acknowledged event durable
+    /// (disk full, IO error) and the protocol has no other answer (MQTT
+    /// 3.1.1: the connection is closed).
+    StorageFailed,
 }
 
 impl CloseReason {
@@ -70,6 +74,7 @@ impl CloseReason {
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::TakenOverResumed => "session_taken_over_resumed",
             CloseReason::Revoked => "revoked",
+            CloseReason::StorageFailed => "storage_failed",
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::shard::stats::{ShardStats, ShardView, Snapshot};
+use crate::shard::stats::{PersistStats, ShardStats, ShardView, Snapshot};
 
 /// Renders every metric, labelled by shard.
 pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
@@ -148,7 +148,120 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             h.len()
         );
     }
+    render_persist(stats, &mut out);
     out
+}
+
+/// The durable log's metrics (`weft_persist_*`), labelled by shard, when
+/// some shard opened a log (persistence on).
+fn render_persist(stats: &[Arc<ShardStats>], out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !stats.iter().any(|s| s.persist.on.load(Relaxed)) {
+        return;
+    }
+    type Value = fn(&PersistStats) -> String;
+    let families: [(&str, &str, &str, Value); 8] = [
+        (
+            "persist_bytes",
+            "gauge",
+            "Bytes of the shard's log segments on disk.",
+            |p| p.bytes.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_segments",
+            "gauge",
+            "Segment files of the shard's log.",
+            |p| p.segments.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_appended_records_total",
+            "counter",
+            "Records appended to the shard's log since start.",
+            |p| p.appended_records.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_errors_total",
+            "counter",
+            "Log writes and fdatasyncs that failed (full disk, IO error), retries included.",
+            |p| p.errors.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_bad_crc_total",
+            "counter",
+            "Records skipped at start-up for a bad checksum.",
+            |p| p.bad_crc.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_torn_tails_total",
+            "counter",
+            "Segments whose torn tail (a partly written last record) was truncated at start-up.",
+            |p| p.torn_tails.load(Relaxed).to_string(),
+        ),
+        (
+            "persist_recovery_seconds",
+            "gauge",
+            "Time the start-up replay of the shard's log took.",
+            |p| (p.recovery_ns.load(Relaxed) as f64 / 1e9).to_string(),
+        ),
+        (
+            "persist_replayed_records_total",
+            "counter",
+            "Records replayed from the shard's log at start-up.",
+            |p| p.replayed_records.load(Relaxed).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP weft_{name} {help}");
+        let _ = writeln!(out, "# TYPE weft_{name} {kind}");
+        for (shard, s) in stats.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "weft_{name}{{shard=\"{shard}\"}} {}",
+                value(&s.persist)
+            );
+        }
+    }
+    // fdatasync latency as a Prometheus histogram (cumulative buckets).
+    const BUCKETS_S: [f64; 12] = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP weft_persist_fsync_seconds Time each fdatasync of the shard's log took."
+    );
+    let _ = writeln!(out, "# TYPE weft_persist_fsync_seconds histogram");
+    for (shard, s) in stats.iter().enumerate() {
+        let Ok(h) = s.persist.fsync.lock() else {
+            continue;
+        };
+        for le in BUCKETS_S {
+            let bound_ns = (le * 1e9) as u64;
+            let n: u64 = h
+                .iter_recorded()
+                .take_while(|v| v.value_iterated_to() <= bound_ns)
+                .map(|v| v.count_at_value())
+                .sum();
+            let _ = writeln!(
+                out,
+                "weft_persist_fsync_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "weft_persist_fsync_seconds_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {}",
+            h.len()
+        );
+        let sum = h.mean() * h.len() as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "weft_persist_fsync_seconds_sum{{shard=\"{shard}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "weft_persist_fsync_seconds_count{{shard=\"{shard}\"}} {}",
+            h.len()
+        );
+    }
 }
 
 /// The mesh's per-link metrics, labelled by peer router id (links whose

@@ -9,8 +9,9 @@
 //! Files: this one loads, applies flags, resolves and names the errors;
 //! [`limits`] holds every bound, [`sections`] the protocol, runtime, socket,
 //! log and admin sections, [`mesh`] the mesh section and its checks,
-//! [`tls`] loads the mesh's TLS material (the config refuses bad files
-//! at load, so `check-config` and `run` refuse the same ones).
+//! [`persistence`] the durable log's section and its checks, [`tls`] loads
+//! the mesh's TLS material (the config refuses bad files at load, so
+//! `check-config` and `run` refuse the same ones).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +38,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 mod limits;
 mod mesh;
+mod persistence;
 mod sections;
 mod security;
 mod tls;
@@ -45,6 +47,7 @@ pub use limits::{Limits, SlowConsumerPolicy};
 pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
 };
+pub use persistence::{Persistence, SyncPolicy, RECORD_BYTES_MAX};
 pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
 pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
 pub use security::{
@@ -64,6 +67,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub mesh: MeshConfig,
     pub security: SecurityConfig,
+    pub persistence: Persistence,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -117,6 +121,8 @@ pub struct Overrides {
     /// Added to `mesh.links`.
     pub links: Vec<String>,
     pub bridge_cores: Option<String>,
+    /// `--persistence-dir`: `persistence.dir`.
+    pub persistence_dir: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -205,6 +211,9 @@ impl Config {
         }
         if let Some(v) = &o.bridge_cores {
             self.mesh.bridge_cores = v.clone();
+        }
+        if let Some(v) = &o.persistence_dir {
+            self.persistence.dir = v.clone();
         }
     }
 
@@ -367,6 +376,7 @@ impl Config {
             1,
         )?;
         crate::security::Security::from_config(&self.security)?;
+        self.persistence.check(l.packet_bytes_max)?;
         self.refuse_open_listeners(mqtt_listen, nats_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;

@@ -49,6 +49,14 @@ fn defaults_are_pinned() {
     assert_eq!(c.mqtt.connections_max, 0);
     assert_eq!(c.nats.connections_max, 0);
     assert_eq!(c.admin.token, "");
+    assert_eq!(c.persistence.dir, "");
+    assert!(!c.persistence.is_on());
+    assert_eq!(c.persistence.sync, SyncPolicy::Batch);
+    assert_eq!(c.persistence.sync_interval_us, 1000);
+    assert_eq!(c.persistence.sync_bytes, 1 << 20);
+    assert_eq!(c.persistence.bytes_max, 1 << 30);
+    assert_eq!(c.persistence.segment_bytes, 64 << 20);
+    assert_eq!(c.persistence.buffer_bytes_max, 8 << 20);
     // An empty file is the defaults.
     assert_eq!(Config::from_toml("", "x").unwrap(), c);
 }
@@ -152,4 +160,38 @@ fn open_listeners_need_allow_anonymous_or_users() {
         .unwrap();
     let e = resolve("[security]\npassword_checks_max = 0\n").unwrap_err();
     assert!(e.starts_with("security.password_checks_max"), "{e}");
+}
+
+#[test]
+fn persistence_is_checked_naming_the_key() {
+    let resolve = |toml: &str| {
+        let c = Config::from_toml(toml, "f.toml").map_err(|e| e.to_string())?;
+        c.resolve(&[0]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let e = resolve("[persistence]\ndir = \"/d\"\nsync = \"sometimes\"\n").unwrap_err();
+    assert!(e.contains("sync") && e.contains("sometimes"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    for policy in ["always", "batch", "none"] {
+        resolve(&format!(
+            "[persistence]\ndir = \"/d\"\nsync = \"{policy}\"\n"
+        ))
+        .unwrap();
+    }
+    let e = resolve("[persistence]\ndir = \"/d\"\nsegment_bytes = 2000000\nbytes_max = 2000000\n")
+        .unwrap_err();
+    assert!(e.starts_with("persistence.segment_bytes"), "{e}");
+    let e = resolve("[persistence]\ndir = \"/d\"\nsync_interval_us = 0\n").unwrap_err();
+    assert!(e.starts_with("persistence.sync_interval_us"), "{e}");
+    let e = resolve("[persistence]\ndir = \"/d\"\n[limits]\npacket_bytes_max = 100000000\n")
+        .unwrap_err();
+    assert!(e.starts_with("limits.packet_bytes_max"), "{e}");
+    // Off: the other keys are not checked (nothing uses them).
+    resolve("[persistence]\nsync_interval_us = 0\n").unwrap();
+    let mut c = Config::default();
+    c.apply(&Overrides {
+        persistence_dir: Some("/var/lib/weft".into()),
+        ..Default::default()
+    });
+    assert!(c.persistence.is_on());
+    assert_eq!(c.persistence.per_shard(4).bytes_max, (1 << 30) / 4);
 }

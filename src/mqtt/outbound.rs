@@ -126,7 +126,7 @@ impl Outbound {
         qos: u8,
         retain: bool,
         ids: &SubscriptionIds,
-    ) {
+    ) -> u16 {
         let id = if qos > 0 { self.next_packet_id() } else { 0 };
         self.encode(buf, &event, qos, id, false, retain, ids);
         if qos > 0 {
@@ -137,6 +137,12 @@ impl Outbound {
                 released: false,
             });
         }
+        id
+    }
+
+    /// The deliveries in flight, left in place (oldest first).
+    pub fn inflight_copy(&self) -> Vec<Flight> {
+        self.inflight.iter().cloned().collect()
     }
 
     /// Appends the resend of a delivery a previous connection left in

@@ -123,6 +123,8 @@ enum Pending {
     Spread(smallvec::SmallVec<[Event; 2]>, Option<PublishAck>),
     Barrier,
     Subscribe(Box<SubscribeRequest>),
+    /// Routed; its acknowledgement waits for the log (persistence).
+    Durable(PublishAck, bool),
 }
 
 impl Glue<MqttSession> for MqttGlue {
@@ -146,6 +148,18 @@ impl Glue<MqttSession> for MqttGlue {
                     debug_assert!(false, "PUBLISH follows CONNECT");
                     return true;
                 };
+                // Persistence: the acknowledgement waits until the event is
+                // durable; a log that cannot take it refuses the publish.
+                let durable = ack.is_some() && ctx.persisting();
+                if let Some(ack) = ack.filter(|_| durable) {
+                    if !ctx.log_healthy() {
+                        machine.on_publish_refused(ack, out);
+                        return true;
+                    }
+                    if ack.qos == 2 {
+                        journal_qos2(mailbox, ack.packet_id);
+                    }
+                }
                 let mut event = event.with_origin(ctx.origin(mailbox));
                 if let Some(space) = &self.space {
                     let mut events = space.spread(event);
@@ -163,10 +177,14 @@ impl Glue<MqttSession> for MqttGlue {
                 }
                 match ctx.publish_now(event, congested) {
                     Ok(matched) => {
-                        if let Some(ack) = ack {
-                            machine.on_published(ack, matched, out);
+                        match ack {
+                            Some(ack) if durable => Pending::Durable(ack, matched),
+                            Some(ack) => {
+                                machine.on_published(ack, matched, out);
+                                return true;
+                            }
+                            None => return true,
                         }
-                        return true;
                     }
                     Err(handoff) => Pending::Publish(handoff, ack),
                 }
@@ -211,7 +229,7 @@ impl Glue<MqttSession> for MqttGlue {
                 let (ctx, _, congested) = conn.parts();
                 let matched = ctx.publish_handoff(handoff, congested).await;
                 if let Some(ack) = ack {
-                    machine.on_published(ack, matched, out);
+                    acknowledge(ctx, machine, ack, matched, out).await;
                 }
             }
             Pending::Spread(events, ack) => {
@@ -221,8 +239,11 @@ impl Glue<MqttSession> for MqttGlue {
                     matched |= ctx.publish(event, congested).await;
                 }
                 if let Some(ack) = ack {
-                    machine.on_published(ack, matched, out);
+                    acknowledge(ctx, machine, ack, matched, out).await;
                 }
+            }
+            Pending::Durable(ack, matched) => {
+                acknowledge(&conn.ctx, machine, ack, matched, out).await
             }
             Pending::Barrier => conn.ctx.barrier().await,
             Pending::Subscribe(sub) => {
@@ -235,6 +256,36 @@ impl Glue<MqttSession> for MqttGlue {
                 Box::pin(subscribe(ctx, mailbox, space, machine, *sub, out)).await
             }
         }
+    }
+}
+
+/// PUBACK / PUBREC of a routed publish: with persistence on, once the
+/// event is durable (every shard's log holds what it wrote of it), or the
+/// refusal if it cannot be.
+async fn acknowledge(
+    ctx: &ShardCtx,
+    machine: &mut MqttSession,
+    ack: PublishAck,
+    matched: bool,
+    out: &mut Actions<Request>,
+) {
+    match ctx.durable().await {
+        Ok(()) => machine.on_published(ack, matched, out),
+        Err(e) => {
+            if ctx.log_limiter.allow() {
+                tracing::warn!(shard = ctx.id, error = ?e, "publish refused: the log cannot make it durable");
+            }
+            machine.on_publish_refused(ack, out)
+        }
+    }
+}
+
+/// Journals an inbound QoS 2 id now awaiting PUBREL.
+fn journal_qos2(mailbox: &Mailbox, pid: u16) {
+    let journal = mailbox.journal.borrow();
+    if let Some(j) = journal.as_ref() {
+        j.awaiting_release.borrow_mut().push(pid);
+        j.write(crate::persist::records::Record::InQos2 { sn: j.sn, pid });
     }
 }
 
@@ -258,7 +309,15 @@ fn now(
         Request::Unsubscribe(mut unsub) => {
             for (filter, outcome) in unsub.filters.iter_mut() {
                 if outcome.is_some() {
-                    *outcome = Some(ctx.unsubscribe(mailbox, &internal(space, filter)));
+                    let filter = internal(space, filter);
+                    let removed = ctx.unsubscribe(mailbox, &filter);
+                    if removed {
+                        mailbox.journal_write(|sn| crate::persist::records::Record::Unsub {
+                            sn,
+                            filter: filter.as_ref().into(),
+                        });
+                    }
+                    *outcome = Some(removed);
                 }
             }
             machine.on_unsubscribed(*unsub, out);
@@ -283,6 +342,13 @@ fn now(
             machine.on_received(id, known, out);
         }
         Request::Forget(id) => mailbox.forget(id),
+        Request::Released(pid) => {
+            let journal = mailbox.journal.borrow();
+            if let Some(j) = journal.as_ref() {
+                j.awaiting_release.borrow_mut().retain(|p| *p != pid);
+                j.write(crate::persist::records::Record::InRel { sn: j.sn, pid });
+            }
+        }
         // After the connection: `end_session`.
         Request::End { .. } | Request::Will { .. } => {}
         Request::Establish(_)
@@ -379,9 +445,21 @@ impl MqttGlue {
             return;
         }
         let present = state.is_some();
-        if let Some(state) = state {
+        let mut awaiting_release = Vec::new();
+        if let Some(mut state) = state {
+            awaiting_release = std::mem::take(&mut state.awaiting_release);
             self.backlog = Some(ctx.install(&mailbox, state).await);
         }
+        if e.persistent && ctx.persisting() {
+            // Journaled from here, under a new generation: the CONNACK
+            // promises the session is kept (a failing log only costs the
+            // promise across a crash; the session works on).
+            let empty = Backlog::default();
+            let backlog = self.backlog.as_ref().unwrap_or(&empty);
+            ctx.open_journal(&mailbox, awaiting_release.clone(), None, backlog);
+            let _ = ctx.durable().await;
+        }
+        machine.restore_awaiting_release(&awaiting_release);
         machine.on_established(
             Established {
                 client_id: client_topic(&mailbox.client_id),
@@ -425,7 +503,7 @@ async fn subscribe(
             let mut ids = mailbox.sub_identifiers.borrow_mut();
             match sub.identifier {
                 Some(id) => {
-                    ids.insert(filter.into(), id);
+                    ids.insert(filter.as_ref().into(), id);
                 }
                 None => {
                     ids.remove(&*filter);
@@ -433,9 +511,30 @@ async fn subscribe(
             }
         }
         f.outcome = SubscribeOutcome::Granted { existed };
+        if mailbox.journal.borrow().is_some() {
+            use crate::persist::records::Record;
+            let qos = f.flags;
+            mailbox.journal_write(|sn| Record::Sub {
+                sn,
+                filter: filter.as_ref().into(),
+                qos,
+            });
+            let id = sub.identifier.unwrap_or(0);
+            if mailbox.version() == 5 {
+                mailbox.journal_write(|sn| Record::SubId {
+                    sn,
+                    filter: filter.as_ref().into(),
+                    id,
+                });
+            }
+        }
     }
     // A publish that follows, from any shard, sees them.
     ctx.barrier().await;
+    if mailbox.journal.borrow().is_some() {
+        // The SUBACK promises a kept subscription.
+        let _ = ctx.durable().await;
+    }
     machine.on_subscribed(sub, out);
 }
 

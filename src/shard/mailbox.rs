@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
+use crate::persist::records::Record;
 use crate::event::Event;
 use crate::topic::trie::SessionKey;
 use crate::{mqtt, nats};
@@ -70,6 +71,8 @@ enum OutItem {
         event: Event,
         qos: u8,
         retain: bool,
+        /// Its number in the session's journal (0: not journaled).
+        seq: u64,
     },
     Nats {
         event: Event,
@@ -171,6 +174,8 @@ pub struct Mailbox {
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
+    /// Persistence on and the session persistent: where its records go.
+    pub journal: RefCell<Option<Journal>>,
     /// MQTT, from attach until the CONNACK is queued: nothing is written
     /// before the CONNACK (MQTT-3.2.0-1), which goes to the front of the
     /// queue. A resumed session's subscriptions are installed (and a
@@ -188,6 +193,28 @@ enum Greeting {
     /// Queued at the front: a resumed session's backlog goes right after
     /// it, before what was delivered while it was awaited.
     Queued,
+}
+
+/// Where a persistent session's records go (`persist::records`): the
+/// shard's log and the session's number in it.
+pub struct Journal {
+    pub log: Rc<crate::persist::log::Log>,
+    pub sn: u64,
+    /// The number of the last QoS 1/2 event queued for the session.
+    pub seq: Cell<u64>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL (the machine's own list,
+    /// mirrored for snapshots and takeovers).
+    pub awaiting_release: RefCell<Vec<u16>>,
+}
+
+impl Journal {
+    /// Appends a record; a log that refuses it (full, failed) has made
+    /// its health an error, which refuses new QoS 1/2 publishes: the
+    /// record lost here costs at most a duplicate or a resend.
+    pub fn write(&self, record: Record) {
+        let (kind, body) = record.to_bytes();
+        let _ = self.log.append(kind, &body);
+    }
 }
 
 impl Mailbox {
@@ -215,6 +242,7 @@ impl Mailbox {
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
             pending_will: RefCell::new(None),
+            journal: RefCell::new(None),
             greeting: Cell::new(Greeting::None),
         }
     }
@@ -238,6 +266,11 @@ impl Mailbox {
 
     /// An MQTT 5 session: what its CONNECT said about what it receives
     /// (Receive Maximum, Maximum Packet Size, Topic Alias Maximum).
+    /// The MQTT protocol level an offline session keeps (journaled).
+    pub fn set_version(&self, version: u8) {
+        self.out.borrow_mut().mqtt.version = version;
+    }
+
     pub fn set_mqtt5(&self, receive_max: Option<u16>, max_packet: Option<u32>, alias_max: u16) {
         let mqtt = &mut self.out.borrow_mut().mqtt;
         mqtt.version = 5;
@@ -375,7 +408,15 @@ impl Mailbox {
             }
         }
         let item = match how {
-            DeliverAs::Mqtt { qos, retain } => OutItem::Event { event, qos, retain },
+            DeliverAs::Mqtt { qos, retain } => {
+                let seq = self.journal_queued(qos, &event);
+                OutItem::Event {
+                    event,
+                    qos,
+                    retain,
+                    seq,
+                }
+            }
             DeliverAs::Nats { sid, subject } => OutItem::Nats {
                 event,
                 sid,
@@ -484,8 +525,16 @@ impl Mailbox {
                 _ => {}
             }
             match item {
-                OutItem::Event { event, qos, retain } => {
-                    out.mqtt.write(buf, event, qos, retain, &ids);
+                OutItem::Event {
+                    event,
+                    qos,
+                    retain,
+                    seq,
+                } => {
+                    let pid = out.mqtt.write(buf, event, qos, retain, &ids);
+                    if seq != 0 {
+                        self.journal_write(|sn| Record::Sent { sn, seq, pid });
+                    }
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Nats {
@@ -539,6 +588,7 @@ impl Mailbox {
         if !out.mqtt.acknowledge(packet_id) {
             return false;
         }
+        self.journal_write(|sn| Record::Done { sn, pid: packet_id });
         if !out.queue.is_empty() {
             if let Some(w) = out.writer.take() {
                 w.wake();
@@ -550,6 +600,7 @@ impl Mailbox {
     /// Ends a delivery the client refused (MQTT 5 PUBREC with an error).
     pub fn forget(&self, packet_id: u16) {
         self.out.borrow_mut().mqtt.forget(packet_id);
+        self.journal_write(|sn| Record::Done { sn, pid: packet_id });
     }
 
     /// Handles PUBREC of a QoS 2 delivery: answers PUBREL (MQTT-4.3.3-3).
@@ -559,6 +610,7 @@ impl Mailbox {
         if !out.mqtt.received(packet_id) {
             return false;
         }
+        self.journal_write(|sn| Record::Rel { sn, pid: packet_id });
         let frame = mqtt::outbound::pubrel(packet_id);
         self.push(&mut out, OutItem::Short(short(&frame), frame.len() as u8));
         true
@@ -593,16 +645,25 @@ impl Mailbox {
             Greeting::Queued => Some(1.min(out.queue.len())),
             _ => None,
         };
+        // Journaled: numbered as `persist::recover::session_records`
+        // numbered them (in flight first, then the queue).
+        let journaled = self.journal.borrow().is_some();
+        let base = backlog.inflight.len() as u64;
         let items = backlog.inflight.into_iter().map(OutItem::Redeliver).chain(
-            backlog.queued.into_iter().map(|(mut event, qos)| {
-                // Waited for this session: a replay, not routing latency.
-                event.born_ns = crate::event::REPLAY_NS;
-                OutItem::Event {
-                    event,
-                    qos,
-                    retain: false,
-                }
-            }),
+            backlog
+                .queued
+                .into_iter()
+                .enumerate()
+                .map(|(i, (mut event, qos))| {
+                    // Waited for this session: a replay, not routing latency.
+                    event.born_ns = crate::event::REPLAY_NS;
+                    OutItem::Event {
+                        event,
+                        qos,
+                        retain: false,
+                        seq: if journaled { base + i as u64 + 1 } else { 0 },
+                    }
+                }),
         );
         for item in items {
             match &mut at {
@@ -617,6 +678,56 @@ impl Mailbox {
                 None => self.push(&mut out, item),
             }
         }
+    }
+
+    /// Journals a QoS 1/2 event queued for this session; its number
+    /// (0: not journaled).
+    #[inline]
+    fn journal_queued(&self, qos: u8, event: &Event) -> u64 {
+        if qos == 0 {
+            return 0;
+        }
+        let journal = self.journal.borrow();
+        let Some(j) = journal.as_ref() else {
+            return 0;
+        };
+        let seq = j.seq.get() + 1;
+        j.seq.set(seq);
+        j.write(Record::Queue {
+            sn: j.sn,
+            seq,
+            qos,
+            event: event.clone(),
+        });
+        seq
+    }
+
+    /// Journals a record of this session, if it is journaled.
+    #[inline]
+    pub fn journal_write(&self, record: impl FnOnce(u64) -> Record) {
+        if let Some(j) = self.journal.borrow().as_ref() {
+            j.write(record(j.sn));
+        }
+    }
+
+    /// A copy of what the session would carry to its next connection,
+    /// leaving it in place (for a snapshot of the log).
+    pub fn backlog_copy(&self) -> Backlog {
+        let out = self.out.borrow();
+        let mut backlog = Backlog {
+            inflight: out.mqtt.inflight_copy(),
+            queued: Vec::new(),
+        };
+        for item in &out.queue {
+            match item {
+                OutItem::Event { event, qos, .. } if *qos > 0 => {
+                    backlog.queued.push((event.clone(), *qos))
+                }
+                OutItem::Redeliver(flight) => backlog.inflight.push(flight.clone()),
+                _ => {}
+            }
+        }
+        backlog
     }
 
     pub fn queued(&self) -> (usize, usize) {

@@ -59,6 +59,8 @@ pub enum StartError {
         addr: SocketAddr,
         reason: String,
     },
+    #[error("persistence: {0}")]
+    Persistence(String),
     #[error("executors did not start: {0}")]
     NotJoined(String),
     #[error("cannot start shard {shard} on core {core}: {reason}")]
@@ -146,6 +148,38 @@ impl Router {
             rlimits::check_nofile(config.limits.connections_max as u64, headroom);
         let retry = Duration::from_millis(config.runtime.bind_retry_ms);
 
+        // Persistence: the last run's state, dealt out to this run's
+        // shards, before anything is bound or served.
+        let mut persisted = match config.persistence.is_on() {
+            true => {
+                let started = crate::persist::start::prepare(&config.persistence, shards)
+                    .map_err(StartError::Persistence)?;
+                tracing::info!(
+                    dir = %config.persistence.dir,
+                    sync = ?config.persistence.sync,
+                    records = started.records,
+                    sessions = started.sessions,
+                    retained = started.retained.len(),
+                    bad_crc = started.bad_crc,
+                    torn_tails = started.torn_tails,
+                    took_ms = started.took.as_millis() as u64,
+                    "persistence: recovered"
+                );
+                Some(started)
+            }
+            false => None,
+        };
+        let recovered_retained = Arc::new(
+            persisted
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.retained))
+                .unwrap_or_default(),
+        );
+        let recovery = persisted
+            .as_ref()
+            .map(|s| (s.took, s.records, s.bad_crc, s.torn_tails));
+        let mut shard_starts = persisted.map(|s| s.shards.into_iter());
+
         let mut per_shard: Vec<Vec<(Listener, RawFd)>> = vec![Vec::new(); shards];
         let plain = |protocol| Listener {
             protocol,
@@ -227,6 +261,11 @@ impl Router {
         let mut mesh = mesh;
         for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores.clone()).enumerate() {
             let ring_ends = rings.next().expect("one per peer");
+            let persist = shard_starts.as_mut().map(|starts| {
+                let start = starts.next().expect("one per shard");
+                let recovery = recovery.filter(|_| index == 0);
+                (start, recovered_retained.clone(), recovery)
+            });
             let config = config.clone();
             let global = global.clone();
             let stats = stats.clone();
@@ -263,7 +302,7 @@ impl Router {
                             direct,
                         ))
                     });
-                    run_shard(ring_ends, listeners, config, stats, global, direct).await;
+                    run_shard(ring_ends, listeners, config, stats, global, direct, persist).await;
                     if let Some(task) = bridge {
                         task.await;
                     }
@@ -495,6 +534,7 @@ async fn run_shard(
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
+    persist: Option<PersistStart>,
 ) {
     let id_stats = stats.clone();
     let Some(ctx) =
@@ -507,6 +547,19 @@ async fn run_shard(
     }
     let id = ctx.id;
     tracing::debug!(shard = id, "shard started");
+    let log_task = match persist {
+        Some((start, retained, recovery)) => {
+            match ctx.start_persistence(start, &retained, recovery).await {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    tracing::error!(shard = id, error = %e, "persistence: cannot open the log; stopping");
+                    ctx.global.shutdown.store(true, Ordering::Relaxed);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     {
         let ctx = ctx.clone();
@@ -585,8 +638,21 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     ctx.publish_stats();
+    if let (Some(log), Some(task)) = (ctx.log(), log_task) {
+        // What was appended reaches the disk before the process exits.
+        log.close();
+        task.await;
+    }
     tracing::debug!(shard = id, "shard stopped");
 }
+
+/// A shard's start with persistence on: its log directory and sessions,
+/// every retained message, and (shard 0) what the recovery found.
+type PersistStart = (
+    crate::persist::start::ShardStart,
+    Arc<Vec<(u64, crate::event::Event)>>,
+    Option<(Duration, u64, u64, u64)>,
+);
 
 type Channels = rings::RingEnds<ShardMsg>;
 

@@ -182,6 +182,9 @@ pub enum Request {
     Received(u16),
     /// MQTT 5 PUBREC with an error: the delivery ends there.
     Forget(u16),
+    /// PUBREL of an inbound QoS 2 publish awaiting it: its id is free
+    /// (journaled with persistence on).
+    Released(u16),
     /// The connection ended: keep the session offline for `keep` (MQTT
     /// 3.1.1 clean session 0, MQTT 5 session expiry above 0), or release
     /// it.
@@ -428,6 +431,16 @@ impl MqttSession {
 
     /// QoS 2 publishes received and not yet released (at most
     /// `inflight_max`; the session fuzz target checks it).
+    /// Inbound QoS 2 ids a resumed session carried (persistence): their
+    /// resent PUBLISHes are not routed again, their PUBREL is known.
+    pub fn restore_awaiting_release(&mut self, ids: &[u16]) {
+        for id in ids {
+            if !self.awaiting_release.contains(id) {
+                self.awaiting_release.push(*id);
+            }
+        }
+    }
+
     pub fn awaiting_release(&self) -> usize {
         self.awaiting_release.len()
     }
@@ -584,6 +597,7 @@ impl MqttSession {
             CloseReason::ServerShutdown => Some(crate::mqtt::v5::reason::SERVER_SHUTTING_DOWN),
             CloseReason::SlowConsumer => Some(crate::mqtt::v5::reason::QUOTA_EXCEEDED),
             CloseReason::Revoked => Some(crate::mqtt::v5::reason::NOT_AUTHORIZED),
+            CloseReason::StorageFailed => Some(crate::mqtt::v5::reason::QUOTA_EXCEEDED),
             _ => None,
         };
         self.last_words(code, out);

@@ -327,11 +327,36 @@ impl MqttSession {
         frames::ack(self.version, kind, ack.packet_id, code, out);
     }
 
+    /// The answer to a `Publish` whose acknowledgement could not be made
+    /// durable (persistence: disk full, IO error): MQTT 5 answers 0x97
+    /// (Quota exceeded) and forgets a QoS 2 id; 3.1.1 has no refusal, so
+    /// the connection is closed (the client resends after reconnecting).
+    pub fn on_publish_refused(&mut self, ack: PublishAck, out: &mut Actions<Request>) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        if ack.qos == 2 {
+            self.awaiting_release.retain(|x| *x != ack.packet_id);
+        }
+        if self.version != Version::V5 {
+            return self.close(CloseReason::StorageFailed, out);
+        }
+        let kind = if ack.qos == 1 {
+            Ack::Publish
+        } else {
+            Ack::Received
+        };
+        frames::ack(self.version, kind, ack.packet_id, reason::QUOTA_EXCEEDED, out);
+    }
+
     /// PUBREL: the QoS 2 publish is released; PUBCOMP (MQTT 5: 0x92 for an
     /// id not awaiting release).
     fn release(&mut self, packet_id: u16, out: &mut Actions<Request>) {
         let known = self.awaiting_release.contains(&packet_id);
         self.awaiting_release.retain(|x| *x != packet_id);
+        if known {
+            out.request(Request::Released(packet_id));
+        }
         let code = if known {
             reason::SUCCESS
         } else {

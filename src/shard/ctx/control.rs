@@ -44,6 +44,8 @@ struct Pending {
 
 struct BarrierWait {
     remaining: usize,
+    /// A durable barrier some peer could not honour (its log failed).
+    failed: bool,
     waker: Option<Waker>,
 }
 
@@ -174,6 +176,7 @@ impl Control {
             id,
             BarrierWait {
                 remaining: peers - 1,
+                failed: false,
                 waker: None,
             },
         );
@@ -194,6 +197,53 @@ impl Control {
 
     /// A peer's barrier: answered at once, since everything it sent before
     /// was applied (the ring is in order).
+    /// A barrier whose acknowledgements also promise that each peer's
+    /// log holds what it had appended when the barrier came (see
+    /// `ctx::persist`). False if a peer's log failed.
+    pub(super) async fn durable_barrier(&self, stop: &Stop) -> bool {
+        let peers = self.peers();
+        if peers < 2 {
+            return true;
+        }
+        let id = self.next_barrier.get();
+        self.next_barrier.set(id + 1);
+        self.barriers.borrow_mut().insert(
+            id,
+            BarrierWait {
+                remaining: peers - 1,
+                failed: false,
+                waker: None,
+            },
+        );
+        self.push(None, ShardMsg::DurableBarrier(id));
+        poll_fn(|cx| {
+            let mut barriers = self.barriers.borrow_mut();
+            let wait = barriers.get_mut(&id).expect("registered above");
+            if wait.remaining == 0 || stop.get() {
+                let ok = !wait.failed && wait.remaining == 0;
+                barriers.remove(&id);
+                Poll::Ready(ok)
+            } else {
+                wait.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Answers a durable barrier whose promise this shard cannot keep.
+    pub(super) fn on_barrier_failed(&self, from: usize, id: u64) {
+        self.push(Some(from), ShardMsg::BarrierFailed(id));
+    }
+
+    /// A peer's log failed under a durable barrier of ours.
+    pub(super) fn on_barrier_nack(&self, id: u64) {
+        if let Some(wait) = self.barriers.borrow_mut().get_mut(&id) {
+            wait.failed = true;
+        }
+        self.on_barrier_ack(id);
+    }
+
     pub(super) fn on_barrier(&self, from: usize, id: u64) {
         if let Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) =
             self.senders.try_send_to(from, ShardMsg::BarrierAck(id))

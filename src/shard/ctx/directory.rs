@@ -243,6 +243,13 @@ impl ShardCtx {
         // spec is followed where they differ.
         let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
+        let awaiting_release = ShardCtx::journal_awaiting_release(&old);
+        if keep {
+            // Its new host journals it under a newer generation.
+            old.journal.borrow_mut().take();
+        } else {
+            self.end_journal(&old);
+        }
         // Release everything of the old session here (its connection, if
         // any, sees `detached` and leaves it alone).
         self.release_session(&old);
@@ -250,6 +257,7 @@ impl ShardCtx {
             subscriptions,
             identifiers,
             backlog,
+            awaiting_release,
         });
         (state, will)
     }
@@ -329,10 +337,19 @@ impl ShardCtx {
         kept.persistent.set(true);
         kept.offline.set(true);
         *kept.subscriptions.borrow_mut() = std::mem::take(&mut *session.subscriptions.borrow_mut());
-        kept.restore_backlog(session.take_backlog());
+        let backlog = session.take_backlog();
         *kept.sub_identifiers.borrow_mut() =
             std::mem::take(&mut *session.sub_identifiers.borrow_mut());
         kept.expiry_s.set(session.expiry_s.get());
+        kept.set_version(session.version());
+        if session.journal.borrow().is_some() || (self.persisting() && session.persistent.get()) {
+            // Offline from now: a snapshot under a new generation.
+            let awaiting_release = ShardCtx::journal_awaiting_release(session);
+            session.journal.borrow_mut().take();
+            let wall_ms = crate::event::wall_ns() / 1_000_000;
+            self.open_journal(&kept, awaiting_release, Some(wall_ms), &backlog);
+        }
+        kept.restore_backlog(backlog);
         // Its checked subscriptions go on being tested while it is offline.
         *kept.grants.borrow_mut() = session.grants.borrow().clone();
         session.detached.set(true);
@@ -362,6 +379,56 @@ impl ShardCtx {
             offline.retain(|s| s.offline.get() && !s.detached.get());
         }
         kept
+    }
+
+    /// Takes a session the start-up recovery dealt to this shard (its
+    /// client id's directory shard): offline, subscribed, with its backlog
+    /// and the journal its snapshot opened; its expiry counts from when
+    /// its connection ended.
+    pub(super) fn adopt_recovered(
+        &self,
+        s: crate::persist::recover::Session,
+        log: &Rc<crate::persist::log::Log>,
+    ) {
+        let id = s.open.client_id.clone();
+        let session = self.register(Protocol::Mqtt, id.clone());
+        session.persistent.set(true);
+        session.offline.set(true);
+        session.set_version(s.open.version);
+        session.expiry_s.set(s.open.expiry_s);
+        for (filter, qos) in &s.open.subscriptions {
+            self.subscribe(&session, filter, *qos);
+        }
+        session
+            .sub_identifiers
+            .borrow_mut()
+            .extend(s.open.identifiers.iter().cloned());
+        let numbered = (s.backlog.inflight.len() + s.backlog.queued.len()) as u64;
+        *session.journal.borrow_mut() = Some(crate::shard::mailbox::Journal {
+            log: log.clone(),
+            sn: s.open.sn,
+            seq: Cell::new(numbered),
+            awaiting_release: RefCell::new(s.open.awaiting_release.clone()),
+        });
+        session.restore_backlog(s.backlog);
+        debug_assert_eq!(self.directory_shard(&id), self.id);
+        self.directory.claim(&id, self.id);
+        self.directory.homes.borrow_mut().insert(id, session.clone());
+        let configured = self.limits().offline_session_expiry_s;
+        let expiry_ms = s
+            .open
+            .expiry_s
+            .map_or(configured, |e| u64::from(e).min(configured))
+            .saturating_mul(1000);
+        let now_ms = crate::event::wall_ns() / 1_000_000;
+        let since = s.offline_wall_ms.unwrap_or(now_ms);
+        let left = (since.saturating_add(expiry_ms)).saturating_sub(now_ms);
+        let count = &self.directory.offline_count;
+        count.set(count.get() + 1);
+        self.directory
+            .offline
+            .borrow_mut()
+            .push(Instant::now() + Duration::from_millis(left), session);
     }
 
     /// Drops the home entry of a session that ends for good, and its

@@ -37,6 +37,7 @@ mod directory;
 mod groups;
 mod mesh;
 mod msg;
+mod persist;
 mod retained;
 mod routing;
 mod stop;
@@ -82,6 +83,8 @@ pub struct Global {
     pub ready_shards: AtomicUsize,
     /// Executors (shards and bridge) that joined the rings.
     pub joined: AtomicUsize,
+    /// Client shards that installed their recovered state (persistence).
+    pub persist_started: AtomicUsize,
     /// The configuration in force after a SIGHUP reload, and its number;
     /// shards pick it up on their housekeeping tick.
     pub reloaded: std::sync::Mutex<Option<Arc<Config>>>,
@@ -171,6 +174,8 @@ pub struct ShardCtx {
     table: table::Table,
     directory: directory::Directory,
     retained: retained::Retained,
+    /// This shard's log, when persistence is on (`persist`).
+    durability: persist::Durability,
     /// Publishers held for this shard's congested QoS 1 subscribers.
     holding: super::hold::Holding,
     write_buffers: buffers::WriteBuffers,
@@ -201,6 +206,7 @@ impl ShardCtx {
             topic_limits: Cell::new(topic_limits),
             routing: Routing::new(config.runtime.match_cache_entries_max),
             retained: retained::Retained::new(&config),
+            durability: Default::default(),
             security: RefCell::new(compile_security(&config)),
             auth: auth::ShardAuth::new(&config),
             config: RefCell::new(config),
@@ -315,6 +321,7 @@ impl ShardCtx {
         if session.detached.replace(true) {
             return; // taken over: its state lives elsewhere now
         }
+        self.end_journal(session);
         if session.protocol == Protocol::Mqtt {
             self.leave_home(session);
             let redirect = groups::shared_backlog(session);
@@ -435,6 +442,8 @@ impl ShardCtx {
             }
             ShardMsg::Barrier(id) => self.control.on_barrier(from, id),
             ShardMsg::BarrierAck(id) => self.control.on_barrier_ack(id),
+            ShardMsg::DurableBarrier(id) => self.on_durable_barrier(from, id),
+            ShardMsg::BarrierFailed(id) => self.control.on_barrier_nack(id),
         }
     }
 

@@ -34,6 +34,11 @@ pub enum ShardMsg {
     /// Answer with `BarrierAck` once everything sent before it is applied.
     Barrier(u64),
     BarrierAck(u64),
+    /// A barrier answered (`BarrierAck`) only once the receiver's log
+    /// holds what it appended before it (persistence, `ctx::persist`);
+    /// `BarrierFailed` if its log failed.
+    DurableBarrier(u64),
+    BarrierFailed(u64),
     /// A retained publish (empty payload: delete) for every shard's copy
     /// of the retained store.
     /// With its stamp (see `topic::retained`).
@@ -77,6 +82,8 @@ pub struct SessionState {
     /// MQTT 5 Subscription Identifiers of those subscriptions.
     pub identifiers: Vec<(Box<str>, u32)>,
     pub backlog: Backlog,
+    /// Inbound QoS 2 packet ids awaiting PUBREL (journaled sessions).
+    pub awaiting_release: Vec<u16>,
 }
 
 /// A filter, plain or within a queue group.

@@ -63,6 +63,9 @@ impl ShardCtx {
     /// (store full) is counted and logged.
     pub(crate) fn store_retained(&self, event: &Event, stamp: u64) -> Stored {
         let stored = self.retained.store.borrow_mut().apply_stamped(event, stamp);
+        if matches!(stored, Stored::Set | Stored::Replaced | Stored::Deleted) {
+            self.journal_retained(event, stamp);
+        }
         if stored == Stored::Refused {
             Counters::add(&self.counters.retained_refused, 1);
             if self.log_limiter.allow() {
