@@ -352,6 +352,32 @@ async fn mqtt5_qos2_exactly_once_across_kill9() {
     );
     if !missing.is_empty() || !twice.is_empty() || !complete || !released {
         weft.dump();
+        // What the receiver saw around each suspect number: its packets
+        // and those of the same packet ids.
+        let trace = sub.trace();
+        let suspects: BTreeSet<String> = missing
+            .iter()
+            .map(|n| n.to_string())
+            .chain(twice.iter().map(|(n, _)| n.to_string()))
+            .collect();
+        let ids: BTreeSet<u16> = trace
+            .iter()
+            .filter_map(|t| match t {
+                Trace::Publish(_, id, _, payload, _) if suspects.contains(payload) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for (i, t) in trace.iter().enumerate() {
+            let near = trace[i.saturating_sub(3)..(i + 4).min(trace.len())]
+                .iter()
+                .any(|t| matches!(t, Trace::Publish(_, _, _, p, _) if suspects.contains(p)));
+            let same_id = match t {
+                Trace::Publish(_, id, ..) | Trace::PubRel(_, id, _) => ids.contains(id),
+            };
+            if near || same_id {
+                eprintln!("trace {i}: {t:?}");
+            }
+        }
     }
     assert!(
         missing.is_empty(),

@@ -66,14 +66,14 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
     let ctx = |what: &str, path: &Path, e: io::Error| format!("{what} {}: {e}", path.display());
     fs::create_dir_all(dir).map_err(|e| ctx("cannot create persistence.dir", dir, e))?;
     let current_path = dir.join("CURRENT");
-    let current = match fs::read_to_string(&current_path) {
-        Ok(s) => Some(
-            parse_generation(s.trim())
-                .ok_or_else(|| format!("{}: not a generation name: {s:?}", current_path.display()))?,
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ctx("cannot read", &current_path, e)),
-    };
+    let current =
+        match fs::read_to_string(&current_path) {
+            Ok(s) => Some(parse_generation(s.trim()).ok_or_else(|| {
+                format!("{}: not a generation name: {s:?}", current_path.display())
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ctx("cannot read", &current_path, e)),
+        };
     // Leftovers of a start that crashed before switching CURRENT.
     for entry in fs::read_dir(dir).map_err(|e| ctx("cannot list", dir, e))? {
         let entry = entry.map_err(|e| ctx("cannot list", dir, e))?;
@@ -89,8 +89,8 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
     let (mut bad_crc, mut torn_tails) = (0, 0);
     if let Some(g) = current {
         let gen_dir = generation_dir(dir, g);
-        let mut shard_dirs = super::log::shard_dirs(&gen_dir)
-            .map_err(|e| ctx("cannot list", &gen_dir, e))?;
+        let mut shard_dirs =
+            super::log::shard_dirs(&gen_dir).map_err(|e| ctx("cannot list", &gen_dir, e))?;
         shard_dirs.sort();
         for (_, shard_dir) in shard_dirs {
             let replay = read_shard(&shard_dir).map_err(|e| ctx("cannot read", &shard_dir, e))?;
@@ -111,10 +111,12 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
         (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
     let retained: Vec<(u64, Event)> = recovered.retained.into_values().collect();
     for (stamp, event) in &retained {
-        per_shard[retained_owner(event.topic(), shards)].0.push(Record::Retain {
-            stamp: *stamp,
-            event: event.clone(),
-        });
+        per_shard[retained_owner(event.topic(), shards)]
+            .0
+            .push(Record::Retain {
+                stamp: *stamp,
+                event: event.clone(),
+            });
     }
     for mut s in recovered.sessions {
         let shard = (fnv(&s.open.client_id) % shards.max(1) as u64) as usize;
@@ -227,7 +229,13 @@ mod tests {
             // Only this generation is left.
             let gens = fs::read_dir(&dir)
                 .unwrap()
-                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("gen-"))
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("gen-")
+                })
                 .count();
             assert_eq!(gens, 1);
         }
@@ -242,7 +250,11 @@ mod tests {
             ..Persistence::default()
         };
         let s = prepare(&p, 1).unwrap();
-        write_snapshot(&s.shards[0].dir, std::iter::once(session("kept").to_bytes())).unwrap();
+        write_snapshot(
+            &s.shards[0].dir,
+            std::iter::once(session("kept").to_bytes()),
+        )
+        .unwrap();
         // A half-written next generation (its CURRENT never switched).
         let stray = dir.join("gen-99/shard-0");
         write_snapshot(&stray, std::iter::once(session("stray").to_bytes())).unwrap();

@@ -176,16 +176,14 @@ impl Glue<MqttSession> for MqttGlue {
                     ctx.retain(&event);
                 }
                 match ctx.publish_now(event, congested) {
-                    Ok(matched) => {
-                        match ack {
-                            Some(ack) if durable => Pending::Durable(ack, matched),
-                            Some(ack) => {
-                                machine.on_published(ack, matched, out);
-                                return true;
-                            }
-                            None => return true,
+                    Ok(matched) => match ack {
+                        Some(ack) if durable => Pending::Durable(ack, matched),
+                        Some(ack) => {
+                            machine.on_published(ack, matched, out);
+                            return true;
                         }
-                    }
+                        None => return true,
+                    },
                     Err(handoff) => Pending::Publish(handoff, ack),
                 }
             }

@@ -19,8 +19,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
-use crate::persist::records::Record;
 use crate::event::Event;
+use crate::persist::records::Record;
 use crate::topic::trie::SessionKey;
 use crate::{mqtt, nats};
 

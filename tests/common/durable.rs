@@ -715,6 +715,18 @@ struct ReceiverState {
     resent_seen: usize,
     pubrels: usize,
     ended: bool,
+    /// Every QoS 2 packet seen, in order (for a failing test's report).
+    trace: Vec<Trace>,
+}
+
+/// One QoS 2 packet an [`ExactlyOnce`] receiver saw.
+#[derive(Clone, Debug)]
+pub enum Trace {
+    /// PUBLISH: connection, packet id, DUP, payload, delivered (false: a
+    /// resend of an id awaiting PUBREL).
+    Publish(usize, u16, bool, String, bool),
+    /// PUBREL: connection, packet id, whether the id was awaiting it.
+    PubRel(usize, u16, bool),
 }
 
 /// An MQTT 5 subscriber written with raw packets (weft's v5 codec as its
@@ -831,6 +843,15 @@ impl ExactlyOnce {
                     wv5::Packet::Publish(p) => {
                         let mut s = state.lock().unwrap();
                         let fresh = p.qos < 2 || s.awaiting_pubrel.insert(p.packet_id);
+                        if p.qos == 2 {
+                            s.trace.push(Trace::Publish(
+                                connection,
+                                p.packet_id,
+                                p.dup,
+                                String::from_utf8_lossy(p.payload).into_owned(),
+                                fresh,
+                            ));
+                        }
                         if fresh {
                             s.delivered.push(Delivered {
                                 topic: p.topic.to_string(),
@@ -852,7 +873,9 @@ impl ExactlyOnce {
                     }
                     wv5::Packet::PubRel(r) => {
                         let mut s = state.lock().unwrap();
-                        s.awaiting_pubrel.remove(&r.packet_id);
+                        let awaited = s.awaiting_pubrel.remove(&r.packet_id);
+                        s.trace
+                            .push(Trace::PubRel(connection, r.packet_id, awaited));
                         s.pubrels += 1;
                         wv5::encode(
                             &wv5::Packet::PubComp(wv5::PubResp::ok(r.packet_id)),
@@ -886,6 +909,11 @@ impl ExactlyOnce {
     /// QoS 2 PUBLISH packets received again for an id awaiting PUBREL.
     pub fn resent_seen(&self) -> usize {
         self.state.lock().unwrap().resent_seen
+    }
+
+    /// The QoS 2 packets seen, in order.
+    pub fn trace(&self) -> Vec<Trace> {
+        self.state.lock().unwrap().trace.clone()
     }
 
     /// Packet ids still awaiting their PUBREL.

@@ -346,7 +346,13 @@ impl MqttSession {
         } else {
             Ack::Received
         };
-        frames::ack(self.version, kind, ack.packet_id, reason::QUOTA_EXCEEDED, out);
+        frames::ack(
+            self.version,
+            kind,
+            ack.packet_id,
+            reason::QUOTA_EXCEEDED,
+            out,
+        );
     }
 
     /// PUBREL: the QoS 2 publish is released; PUBCOMP (MQTT 5: 0x92 for an

@@ -413,7 +413,10 @@ impl ShardCtx {
         session.restore_backlog(s.backlog);
         debug_assert_eq!(self.directory_shard(&id), self.id);
         self.directory.claim(&id, self.id);
-        self.directory.homes.borrow_mut().insert(id, session.clone());
+        self.directory
+            .homes
+            .borrow_mut()
+            .insert(id, session.clone());
         let configured = self.limits().offline_session_expiry_s;
         let expiry_ms = s
             .open

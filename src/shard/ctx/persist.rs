@@ -69,7 +69,9 @@ impl ShardCtx {
             self.adopt_recovered(session, &log);
         }
         if let Some((took, records, bad_crc, torn)) = recovery {
-            self.stats.persist.set_recovery(took, records, bad_crc, torn);
+            self.stats
+                .persist
+                .set_recovery(took, records, bad_crc, torn);
         } else {
             self.stats.persist.on.store(true, Ordering::Relaxed);
         }
@@ -184,8 +186,7 @@ impl ShardCtx {
     pub(super) fn journal_retained(&self, event: &Event, stamp: u64) {
         let Some(log) = self.log() else { return };
         if event.topic().starts_with("$SYS")
-            || recover::retained_owner(event.topic(), self.global.client_shards.max(1))
-                != self.id
+            || recover::retained_owner(event.topic(), self.global.client_shards.max(1)) != self.id
         {
             return;
         }
