@@ -190,6 +190,7 @@ async fn full_disk_refuses_qos1_keeps_qos0_and_recovers() {
         .filter(|l| l.contains("WARN"))
         .cloned()
         .collect();
+    eprintln!("warnings while full: {warnings:#?}");
     assert!(
         (1..=3).contains(&warnings.len()),
         "one warning line for the full disk, got {}: {warnings:#?}",

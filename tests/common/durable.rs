@@ -287,7 +287,7 @@ struct RecorderState {
 
 /// An MQTT 3.1.1 client (rumqttc) that reconnects on demand under one
 /// client id and records every PUBLISH with its flags and the connection
-/// it came on. rumqttc acknowledges each QoS 1 delivery itself.
+/// it came on; it acknowledges each QoS 1 delivery once recorded.
 pub struct Recorder {
     pub id: String,
     state: Arc<Mutex<RecorderState>>,
@@ -322,7 +322,13 @@ impl Recorder {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_inflight(100);
+        // Manual acks: a PUBACK leaves only after the copy is recorded, so a
+        // dropped connection never takes an acknowledged copy with it
+        // (rumqttc's automatic acks go out for a whole read batch before the
+        // application has seen each PUBLISH of it).
+        opts.set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let acker = client.clone();
         let connection = self.connections;
         self.connections += 1;
         let state = self.state.clone();
@@ -330,7 +336,16 @@ impl Recorder {
         let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut ack_tx = Some(ack_tx);
+            // Acks the request channel had no room for yet (bounded by the
+            // client's in-flight window).
+            let mut unsent: VecDeque<rumqttc::Publish> = VecDeque::new();
             loop {
+                while let Some(p) = unsent.front() {
+                    if acker.try_ack(p).is_err() {
+                        break;
+                    }
+                    unsent.pop_front();
+                }
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(a))) => {
                         if let Some(tx) = ack_tx.take() {
@@ -339,13 +354,14 @@ impl Recorder {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         state.lock().unwrap().got.push(Got {
-                            topic: p.topic,
+                            topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             dup: p.dup,
                             retain: p.retain,
                             qos: p.qos as u8,
                             connection,
-                        })
+                        });
+                        unsent.push_back(p);
                     }
                     Ok(Event::Incoming(Packet::SubAck(a))) => {
                         state.lock().unwrap().subacks.push(a.return_codes)
