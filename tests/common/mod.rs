@@ -35,6 +35,7 @@ pub struct Weft {
     _config: Option<tempfile_path::TempPath>,
 }
 
+pub mod durable;
 pub mod pki;
 
 mod tempfile_path {
