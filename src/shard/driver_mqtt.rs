@@ -302,6 +302,11 @@ fn now(
         Request::Resume => {
             if let Some(backlog) = backlog.take() {
                 mailbox.restore_backlog(backlog);
+                let journal = mailbox.journal.borrow();
+                if let Some(j) = journal.as_ref() {
+                    // Numbered as its journal's snapshot numbered them.
+                    j.seq.set(mailbox.renumber_journaled());
+                }
             }
         }
         Request::Unsubscribe(mut unsub) => {

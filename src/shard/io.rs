@@ -246,6 +246,18 @@ pub async fn write_loop<T: Transport>(
         }
         ctx.record_latency(&born);
         born.clear();
+        // A journaled session: the packet ids this batch gave, and the
+        // PUBRELs it owes, are in the log before the client sees them, so
+        // that a restart resends each PUBLISH with its id and DUP, never
+        // under a new id (QoS 2 exactly once across a crash).
+        let log = session.journal.borrow().as_ref().map(|j| j.log.clone());
+        if let Some(log) = log {
+            let at = log.appended();
+            if log.durable() < at {
+                // A failing log costs that promise only: deliver anyway.
+                let _ = log.wait_durable(at).await;
+            }
+        }
         // A client that stopped reading must not hold the writer once its
         // session is closed (slow consumer, protocol error, …).
         let mut written = 0;

@@ -734,6 +734,30 @@ impl Mailbox {
         backlog
     }
 
+    /// Drops from the queue the deliveries `backlog` holds too (the same
+    /// event, by its shared buffer): during a takeover both the kept
+    /// session and this one were subscribed for a moment.
+    pub fn drop_twins(&self, backlog: &Backlog) {
+        if backlog.inflight.is_empty() && backlog.queued.is_empty() {
+            return;
+        }
+        let key = |e: &Event| e.prefixed_topic_and_payload().as_ptr() as usize;
+        let twins: hashbrown::HashSet<usize> = backlog
+            .inflight
+            .iter()
+            .map(|f| key(&f.event))
+            .chain(backlog.queued.iter().map(|(e, _)| key(e)))
+            .collect();
+        let mut out = self.out.borrow_mut();
+        let before = out.queue.len();
+        out.queue.retain(
+            |item| !matches!(item, OutItem::Event { event, qos: 1.., .. } if twins.contains(&key(event))),
+        );
+        if out.queue.len() != before {
+            out.bytes = out.queue.iter().map(OutItem::wire_len).sum();
+        }
+    }
+
     /// Numbers the journaled QoS 1/2 events still queued as a snapshot of
     /// `backlog_copy` numbers them (after the resends) and returns the
     /// last number: records after a compaction name them by these.

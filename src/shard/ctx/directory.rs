@@ -136,6 +136,27 @@ impl ShardCtx {
             self.publish_will(will).await;
         }
         if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
+            if want_state {
+                // Phase 1: subscribe this session to the kept session's
+                // filters (its old connection ends; it collects offline
+                // meanwhile) before phase 2 releases them there, so that
+                // no publish falls between the two (an event reaching both
+                // is dropped from this queue when the backlog comes).
+                let token = self.control.token();
+                self.control.push(
+                    Some(home),
+                    ShardMsg::Prepare {
+                        client_id: id.clone(),
+                        token,
+                    },
+                );
+                if let Some(Reply::State(Some(s))) =
+                    self.control.wait_reply(token, &self.stopping).await
+                {
+                    self.adopt_subscriptions(session, &s.subscriptions);
+                    self.barrier().await;
+                }
+            }
             let token = self.control.token();
             self.control.push(
                 Some(home),
@@ -241,6 +262,12 @@ impl ShardCtx {
         // clean start: "or the Session ends"). mosquitto 2.0 drops it in
         // both cases (its takeover cancels the delay it just armed); the
         // spec is followed where they differ.
+        if keep && except.key != SessionKey::MAX {
+            // Here, the new session takes the filters before the old one
+            // lets them go: the other shards see no interest change, and
+            // no publish falls between.
+            self.adopt_subscriptions(except, &subscriptions);
+        }
         let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
         let awaiting_release = ShardCtx::journal_awaiting_release(&old);
@@ -296,25 +323,10 @@ impl ShardCtx {
     /// shard knows the subscriptions (so a publish after the CONNACK, on
     /// any shard, reaches it). Queue the CONNACK, then the backlog.
     pub async fn install(&self, session: &Rc<Session>, state: SessionState) -> Backlog {
-        // Made under the rights of an earlier connection (maybe another
-        // user's): with rules, every resumed subscription is checked.
-        let grants = session.grants.borrow().clone();
-        let checked = if grants.is_some() {
-            crate::topic::trie::CHECKED
-        } else {
-            0
-        };
-        for (filter, qos) in &state.subscriptions {
-            // One its rights now deny (rules changed by a reload, or
-            // another user resuming the id) is dropped, as UNSUBSCRIBE.
-            let (_, plain) = crate::topic::split_share(filter);
-            if grants.as_ref().is_some_and(|g| {
-                g.subscription(plain) == crate::security::permissions::Subscription::Denied
-            }) {
-                continue;
-            }
-            self.subscribe(session, filter, *qos | checked);
-        }
+        self.adopt_subscriptions(session, &state.subscriptions);
+        // Events that reached both the kept session and this one while
+        // both were subscribed (takeover phase 1) are in the backlog.
+        session.drop_twins(&state.backlog);
         session
             .sub_identifiers
             .borrow_mut()
@@ -323,6 +335,50 @@ impl ShardCtx {
             self.barrier().await;
         }
         state.backlog
+    }
+
+    /// Subscribes `session` to a kept session's filters, but those its
+    /// rights now deny (rules changed by a reload, or another user
+    /// resuming the id: dropped, as UNSUBSCRIBE). Made under the rights of
+    /// an earlier connection, so with rules every one is checked.
+    /// Idempotent (a filter held is only updated).
+    fn adopt_subscriptions(&self, session: &Session, subscriptions: &[(Box<str>, u8)]) {
+        let grants = session.grants.borrow().clone();
+        let checked = if grants.is_some() {
+            crate::topic::trie::CHECKED
+        } else {
+            0
+        };
+        for (filter, qos) in subscriptions {
+            let (_, plain) = crate::topic::split_share(filter);
+            if grants.as_ref().is_some_and(|g| {
+                g.subscription(plain) == crate::security::permissions::Subscription::Denied
+            }) {
+                continue;
+            }
+            self.subscribe(session, filter, *qos | checked);
+        }
+    }
+
+    /// Phase 1 of a takeover from another shard: the kept session's
+    /// filters, its connection (if any) ended (it parks and collects
+    /// offline until phase 2 hands it over). None if not kept here.
+    fn prepare_takeover(&self, client_id: &str) -> Option<SessionState> {
+        let old = self.directory.homes.borrow().get(client_id).cloned()?;
+        if !old.persistent.get() || old.detached.get() {
+            return None;
+        }
+        old.close(CloseReason::TakenOverResumed);
+        let subscriptions: Vec<(Box<str>, u8)> = old
+            .subscriptions
+            .borrow()
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        Some(SessionState {
+            subscriptions,
+            ..SessionState::default()
+        })
     }
 
     /// The connection of a persistent session ended: keep the session,
@@ -519,6 +575,11 @@ impl ShardCtx {
                     }
                 })
                 .detach();
+            }
+            ShardMsg::Prepare { client_id, token } => {
+                let state = self.prepare_takeover(&client_id).map(Box::new);
+                self.control
+                    .push(Some(from), ShardMsg::TakeoverReply { token, state });
             }
             ShardMsg::TakeoverReply { token, state } => {
                 self.control.answer(token, Reply::State(state))

@@ -430,6 +430,7 @@ impl ShardCtx {
             msg @ (ShardMsg::Claim { .. }
             | ShardMsg::ClaimReply { .. }
             | ShardMsg::Takeover { .. }
+            | ShardMsg::Prepare { .. }
             | ShardMsg::TakeoverReply { .. }
             | ShardMsg::Release { .. }) => self.on_ring_directory(from, msg),
             ShardMsg::HoldPublisher(key) => self.hold_publisher(key, true),

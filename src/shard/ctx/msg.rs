@@ -60,6 +60,13 @@ pub enum ShardMsg {
         token: u64,
         want_state: bool,
     },
+    /// Phase 1 of a takeover (see `directory::establish`): answer with
+    /// the kept session's filters (`TakeoverReply`, no backlog) and end its
+    /// connection; it stays, collecting, until the `Takeover`.
+    Prepare {
+        client_id: Arc<str>,
+        token: u64,
+    },
     TakeoverReply {
         token: u64,
         state: Option<Box<SessionState>>,

@@ -152,6 +152,13 @@ impl ShardCtx {
             awaiting_release,
             will: None,
         };
+        // What the session queued before it was journaled (a takeover's
+        // phase 1 subscribed it already) goes after the backlog, as
+        // `Mailbox::restore_backlog` will put it: numbered in that order
+        // (`renumber_journaled` once the backlog is restored).
+        let mut all = backlog.clone();
+        all.queued.extend(session.backlog_copy().queued);
+        let backlog = &all;
         let journal = Journal {
             log: log.clone(),
             sn: open.sn,
