@@ -148,7 +148,7 @@ start_broker() { # system -> BROKER_PID, BENCH_ARGS
                 echo "sync = \"${1#weft-}\""
             fi
         } >"$WORK/weft.toml"
-        taskset -c "$BROKER_CORE" "$BIN" run -c "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$WEFT_PORT \
+        taskset -c "$BROKER_CORE" "$BIN" run --config "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$WEFT_PORT \
             --nats-listen 127.0.0.1:0 --shards 1 --cores "$BROKER_CORE" --log-level warn \
             >>"$WORK/weft.log" 2>&1 &
         BROKER_PID=$!
@@ -157,7 +157,12 @@ start_broker() { # system -> BROKER_PID, BENCH_ARGS
         ;;
     mosquitto)
         # max_inflight_messages: weft's default in-flight window (1024);
-        # max_queued_messages 0: no QoS 1 message dropped from a queue.
+        # max_queued_messages 0: no QoS 1 message dropped from a queue;
+        # set_tcp_nodelay: without it Nagle holds each PUBACK until the
+        # next PUBLISH arrives (ack latency = the send interval at low rates).
+        # autosave_interval: mosquitto writes its whole in-memory database
+        # every that many seconds (and at exit), not per message: a crash
+        # loses what came since the last save.
         cat >"$WORK/mosquitto.conf" <<CONF
 listener $MOSQ_PORT 127.0.0.1
 allow_anonymous true
@@ -166,6 +171,7 @@ persistence_location $STORE/
 autosave_interval $MOSQ_AUTOSAVE
 max_inflight_messages 1024
 max_queued_messages 0
+set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning

@@ -88,7 +88,7 @@ CONF
 fi
 
 start_weft() {
-    taskset -c "$cores" "$BIN" run -c "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$PORT \
+    taskset -c "$cores" "$BIN" run --config "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$PORT \
         --nats-listen 127.0.0.1:0 --shards "$SHARDS" --cores "$cores" --log-level warn \
         >>"$WORK/weft.log" 2>&1 &
     WEFT_PID=$!

@@ -68,7 +68,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST")]
     pub pin_cores: Option<String>,
     /// QoS 1 (and --js): most unacknowledged PUBLISHes per publisher.
-    #[arg(long, visible_alias = "inflight", default_value_t = 256, value_name = "N")]
+    #[arg(
+        long,
+        visible_alias = "inflight",
+        default_value_t = 256,
+        value_name = "N"
+    )]
     pub window: usize,
     /// MQTT: subscribers keep a persistent session (clean session 0), so
     /// that a durable broker keeps their events on disk.
@@ -143,7 +148,9 @@ impl Plan {
             );
         }
         if a.persistent && a.proto_is_nats() {
-            return Err("--persistent applies to MQTT only (a session with clean session 0)".into());
+            return Err(
+                "--persistent applies to MQTT only (a session with clean session 0)".into(),
+            );
         }
         if a.js && !a.proto_is_nats() {
             return Err("--js applies to NATS only (MQTT acknowledges with --qos 1)".into());

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -292,7 +293,18 @@ impl<'a> Publisher<'a> {
             }
             let due = sched.due_at(now).min(limit);
             if due <= self.sent {
-                clock.sleep_until(sched.intended_ns(self.sent));
+                let next_ns = sched.intended_ns(self.sent);
+                if plan.acked() && self.acked < self.sent {
+                    // Read acknowledgements while waiting for the next
+                    // send, so that their latency is not rounded up to
+                    // the send interval.
+                    let wait = Duration::from_nanos(next_ns.saturating_sub(clock.now_ns()));
+                    if self.conn.stream.wait_readable(wait)? {
+                        self.poll(false)?;
+                    }
+                } else {
+                    clock.sleep_until(next_ns);
+                }
                 continue;
             }
             let k = self.window_room((due - self.sent).min(per_batch), 1)?;

@@ -277,9 +277,7 @@ impl Conn {
                                 sid,
                                 payload,
                                 ..
-                            } if sid.parse() == Ok(REPLY_SID) => {
-                                reply_ack(subject, payload)?
-                            }
+                            } if sid.parse() == Ok(REPLY_SID) => reply_ack(subject, payload)?,
                             ServerOp::Msg { payload, .. } | ServerOp::HMsg { payload, .. } => {
                                 Inbound::Msg(payload)
                             }
