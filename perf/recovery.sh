@@ -231,19 +231,10 @@ t1=$(date +%s.%N)
 echo "load: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s; before kill: $(gauges)"
 [ -d "$STORE/weft" ] && echo "persistence dir: $(du -sh "$STORE/weft" | cut -f1)"
 
-# ---------------------------------------------------------------- crash + restart
-kill -9 "$WEFT_PID"
-wait "$WEFT_PID" 2>/dev/null || true
-r0=$(date +%s.%N)
-start_weft
-ready
-r1=$(date +%s.%N)
-echo "restart to ready: $(awk -v a="$r0" -v b="$r1" 'BEGIN {printf "%.2f", b - a}') s (weft wait: /readyz 200 and an MQTT CONNACK)"
-echo "weft_persist_recovery_seconds: $(metric weft_persist_recovery_seconds)"
-echo "after restart: $(gauges)"
-
-# One session back, and the retained messages of one branch replayed to it.
-python3 - "$PORT" "$RETAINED" "$SESSIONS" <<'PY'
+# One session back (CONNACK session present), and the retained messages of
+# one branch replayed to it; run before the kill too, which checks the check.
+check_back() {
+    python3 - "$PORT" "$RETAINED" "$SESSIONS" <<'PY'
 import socket, struct, sys
 port, retained, sessions = map(int, sys.argv[1:])
 if sessions == 0:
@@ -286,4 +277,21 @@ expected = min(1000, max(0, retained - branch * 1000))
 print(f"retained under r/{branch}/#: {n} replayed (expected {expected} if they survived)")
 s.sendall(b"\xe0\x00")
 PY
+}
+
+echo "check before the kill:"
+check_back
+
+# ---------------------------------------------------------------- crash + restart
+kill -9 "$WEFT_PID"
+wait "$WEFT_PID" 2>/dev/null || true
+r0=$(date +%s.%N)
+start_weft
+ready
+r1=$(date +%s.%N)
+echo "restart to ready: $(awk -v a="$r0" -v b="$r1" 'BEGIN {printf "%.2f", b - a}') s (weft wait: /readyz 200 and an MQTT CONNACK)"
+echo "weft_persist_recovery_seconds: $(metric weft_persist_recovery_seconds)"
+echo "after restart: $(gauges)"
+
+check_back
 if [ -s "$WORK/weft.log" ]; then echo "# weft log (tail):"; tail -5 "$WORK/weft.log"; fi
