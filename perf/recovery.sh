@@ -292,6 +292,6 @@ r1=$(date +%s.%N)
 echo "restart to ready: $(awk -v a="$r0" -v b="$r1" 'BEGIN {printf "%.2f", b - a}') s (weft wait: /readyz 200 and an MQTT CONNACK)"
 echo "weft_persist_recovery_seconds: $(metric weft_persist_recovery_seconds)"
 echo "after restart: $(gauges)"
-
+echo "check after the restart:"
 check_back
 if [ -s "$WORK/weft.log" ]; then echo "# weft log (tail):"; tail -5 "$WORK/weft.log"; fi
