@@ -396,3 +396,49 @@ pub fn message_len(
         (Protocol::Nats, Some(prefix)) => nats::pub_with_reply_len(subject, prefix, size),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_to_js_publishes_are_acks_with_their_id_or_errors() {
+        let ack = reply_ack("_INBOX.weftbench.1.0.00042", br#"{"stream":"B","seq":7}"#);
+        assert!(matches!(ack, Ok(Inbound::PubAck(42))), "{ack:?}");
+        let err = reply_ack(
+            "_INBOX.weftbench.1.0.00001",
+            br#"{"error":{"code":503,"description":"no space"}}"#,
+        )
+        .expect_err("an error answer fails the publisher");
+        assert!(err.to_string().contains("no space"), "{err}");
+        assert!(reply_ack("_INBOX.other", b"{}").is_err(), "no id");
+    }
+
+    #[test]
+    fn patched_ids_are_where_put_message_said() {
+        let mut mqtt = Vec::new();
+        let (at, _) = put_message(Protocol::Mqtt, &mut mqtt, "a/b", 1, None, b"xy");
+        patch_id(Protocol::Mqtt, &mut mqtt, at, 0x1234);
+        let (p, used) = codec::decode(&mqtt, &MQTT_LIMITS).unwrap().unwrap();
+        assert_eq!(used, mqtt.len());
+        assert_eq!(message_len(Protocol::Mqtt, "a/b", 1, None, 2), mqtt.len());
+        assert!(matches!(p, Packet::Publish(p) if p.packet_id == 0x1234 && p.payload == b"xy"));
+
+        let mut nats = Vec::new();
+        let (at, payload_at) = put_message(
+            Protocol::Nats,
+            &mut nats,
+            "a.b",
+            0,
+            Some("_INBOX.x."),
+            b"xy",
+        );
+        patch_id(Protocol::Nats, &mut nats, at, 513);
+        assert_eq!(nats, b"PUB a.b _INBOX.x.00513 2\r\nxy\r\n");
+        assert_eq!(&nats[payload_at..payload_at + 2], b"xy");
+        assert_eq!(
+            message_len(Protocol::Nats, "a.b", 0, Some("_INBOX.x."), 2),
+            nats.len()
+        );
+    }
+}
