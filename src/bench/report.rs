@@ -206,6 +206,9 @@ pub struct Summary {
     pub tool: &'static str,
     pub version: &'static str,
     pub started_at_unix_s: f64,
+    /// Names the run's clients: `weft-bench-{run_id}-pub-N` / `-sub-N`
+    /// (a `--persistent` subscriber's session stays under that id).
+    pub run_id: u32,
     pub config: Config,
     pub wall_s: f64,
     pub publishers: Vec<PubSummary>,
@@ -270,6 +273,8 @@ impl Summary {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+            // The same as `execute`'s run id.
+            run_id: std::process::id(),
             config: Config {
                 protocol: plan.proto,
                 server: plan.server.clone(),
