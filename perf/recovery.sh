@@ -103,7 +103,7 @@ port, name = sys.argv[1], sys.argv[2]
 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 vals = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
         if l.startswith(name + "{") or l.startswith(name + " ")]
-print(f"{sum(vals):g}" if vals else "absent")
+print((f"{sum(vals):.0f}" if sum(vals) == int(sum(vals)) else f"{sum(vals):.3f}") if vals else "absent")
 PY
 }
 gauges() {
