@@ -16,8 +16,10 @@ use super::nats::{self, ServerOp};
 use super::stream::Stream;
 use super::Protocol;
 
-/// NATS subscription id of a `--js` publisher's reply inbox.
+/// NATS subscription id of a `--js` publisher's reply inbox, and as the
+/// server writes it in MSG (compared as text: no parse per message).
 pub const REPLY_SID: u32 = 2;
+const REPLY_SID_TEXT: &str = "2";
 
 const MQTT_LIMITS: DecodeLimits = DecodeLimits {
     packet_bytes_max: 64 * 1024 * 1024,
@@ -277,7 +279,7 @@ impl Conn {
                                 sid,
                                 payload,
                                 ..
-                            } if sid.parse() == Ok(REPLY_SID) => reply_ack(subject, payload)?,
+                            } if sid == REPLY_SID_TEXT => reply_ack(subject, payload)?,
                             ServerOp::Msg { payload, .. } | ServerOp::HMsg { payload, .. } => {
                                 Inbound::Msg(payload)
                             }
@@ -400,6 +402,11 @@ pub fn message_len(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_sid_text_is_the_sid() {
+        assert_eq!(REPLY_SID.to_string(), REPLY_SID_TEXT);
+    }
 
     #[test]
     fn answers_to_js_publishes_are_acks_with_their_id_or_errors() {
