@@ -248,7 +248,7 @@ PY
 
 HOST="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 FS=$(df -T "$(dirname "$STORE")" | awk 'NR==2 {print $2 " on " $1}')
-WEFT_COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo "+dirty")
+WEFT_COMMIT=${WEFT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo "+dirty")}
 echo "# $(date -u +%FT%TZ) $HOST; store on $FS; weft $WEFT_COMMIT (persistence: $([ $WEFT_PERSISTENCE = 1 ] && echo yes || echo 'not in this build'))" >&2
 
 ACTIVE=()

@@ -111,7 +111,7 @@ gauges() {
         "subscriptions $(metric weft_subscriptions), RSS $(awk '/VmRSS/ {print $2}' /proc/$WEFT_PID/status) KiB"
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), weft $(git rev-parse --short HEAD)"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), weft ${WEFT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}"
 echo "# persistence: $([ $PERSIST = 1 ] && echo "dir $STORE/weft, sync $SYNC" || echo "OFF (dry run: this measures the loader and a restart with nothing to recover)")"
 echo "# $RETAINED retained x $PAYLOAD B, $SESSIONS persistent sessions; weft --shards $SHARDS on cores $cores, loader on core $LOAD_CORE"
 
