@@ -56,8 +56,8 @@ LAT_RATE=${LAT_RATE:-200}
 LAT_SECS=${LAT_SECS:-5}
 WINDOW=${WINDOW:-256}
 MOSQ_AUTOSAVE=${MOSQ_AUTOSAVE:-1}
-# weft's disk budget: a 5 s run at full speed writes gigabytes of log
-# before compaction catches up (default bytes_max 1 GiB).
+# weft's disk budget: a 5 s run at full speed may write more log than
+# the 1 GiB default before compaction reclaims it.
 WEFT_BYTES_MAX=${WEFT_BYTES_MAX:-8589934592}
 BROKER_CORE=${BROKER_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
