@@ -38,11 +38,14 @@ pub struct ShardStart {
     pub next_sn: u64,
 }
 
+/// Per peer router, the QoS 1 copies kept for it (by sequence number).
+pub type Outboxes = Vec<(Box<str>, Vec<(u64, Vec<u8>)>)>;
+
 /// What the mesh's bridge starts with: its log directory and, per peer
 /// router, the QoS 1 copies its resend store held (by sequence number).
 pub struct BridgeStart {
     pub dir: PathBuf,
-    pub outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)>,
+    pub outboxes: Outboxes,
 }
 
 /// What the start found.
@@ -160,7 +163,7 @@ pub fn prepare(p: &Persistence, shards: usize, mesh: bool) -> Result<Started, St
     }
     let bridge = if mesh {
         let dir = gen_dir.join("bridge");
-        let outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)> = recovered
+        let outboxes: Outboxes = recovered
             .mesh
             .into_iter()
             .map(|(peer, kept)| (peer, kept.into_iter().collect()))

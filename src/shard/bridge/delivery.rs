@@ -267,7 +267,7 @@ impl Bridge {
 
     /// The resend stores a restart found in the log (persistence): sent
     /// again when a link to their peer comes up.
-    pub(super) fn restore_outboxes(&self, outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)>) {
+    pub(super) fn restore_outboxes(&self, outboxes: crate::persist::start::Outboxes) {
         let mut stores = self.outboxes.borrow_mut();
         for (peer, kept) in outboxes {
             tracing::info!(
