@@ -435,6 +435,11 @@ pub async fn run(
             ),
         }
         ctx.bridge_persistence_started();
+        // No link before every shard has its recovered subscribers back
+        // (their interest reached this bridge before they counted
+        // themselves): a copy arriving earlier would find no interest
+        // here, be acknowledged, and be lost.
+        ctx.persistence_started().await;
     }
     // This router stores retained messages: every router sends it theirs.
     let mut out = Vec::new();

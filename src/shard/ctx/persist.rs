@@ -113,6 +113,14 @@ impl ShardCtx {
         Ok((log, task))
     }
 
+    /// Waits until every client shard and the bridge installed what the
+    /// start-up recovery gave them.
+    pub async fn persistence_started(&self) {
+        while self.global.persist_started.load(Ordering::Acquire) < self.shards {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The bridge restored its resend stores (see `start_persistence`).
     pub fn bridge_persistence_started(&self) {
         self.global.persist_started.fetch_add(1, Ordering::AcqRel);
