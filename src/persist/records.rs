@@ -33,6 +33,8 @@ pub const REL: u8 = 25;
 pub const IN_QOS2: u8 = 26;
 pub const IN_REL: u8 = 27;
 pub const WILL_GONE: u8 = 28;
+pub const MESH_KEEP: u8 = 29;
+pub const MESH_GONE: u8 = 30;
 
 /// A persistent session as opened (or resumed) on a shard.
 #[derive(Debug, Clone)]
@@ -122,6 +124,19 @@ pub enum Record {
     /// The session's will was sent or discarded.
     WillGone {
         sn: u64,
+    },
+    /// The bridge keeps a QoS 1 copy for peer router `peer` (its resend
+    /// store), encoded as the link frame numbered `seq`.
+    MeshKeep {
+        peer: Box<str>,
+        seq: u64,
+        frame: Vec<u8>,
+    },
+    /// Every copy kept for `peer` up to `upto` left the store
+    /// (acknowledged, or pushed out of a full store).
+    MeshGone {
+        peer: Box<str>,
+        upto: u64,
     },
 }
 
@@ -227,6 +242,17 @@ impl Record {
                 w.u64(*sn);
                 WILL_GONE
             }
+            Record::MeshKeep { peer, seq, frame } => {
+                w.str(peer);
+                w.u64(*seq);
+                w.bytes(frame);
+                MESH_KEEP
+            }
+            Record::MeshGone { peer, upto } => {
+                w.str(peer);
+                w.u64(*upto);
+                MESH_GONE
+            }
         }
     }
 
@@ -293,6 +319,15 @@ impl Record {
             }
             WILL_GONE => Record::WillGone {
                 sn: r.u64().ok_or_else(bad)?,
+            },
+            MESH_KEEP => Record::MeshKeep {
+                peer: r.str().ok_or_else(bad)?,
+                seq: r.u64().ok_or_else(bad)?,
+                frame: r.bytes().ok_or_else(bad)?.to_vec(),
+            },
+            MESH_GONE => Record::MeshGone {
+                peer: r.str().ok_or_else(bad)?,
+                upto: r.u64().ok_or_else(bad)?,
             },
             _ => return Err(bad()),
         };
@@ -620,6 +655,15 @@ mod tests {
         round_trip(Record::InQos2 { sn: 1, pid: 3 });
         round_trip(Record::InRel { sn: 1, pid: 3 });
         round_trip(Record::WillGone { sn: 1 });
+        round_trip(Record::MeshKeep {
+            peer: "b".into(),
+            seq: 4,
+            frame: vec![1, 2, 3],
+        });
+        round_trip(Record::MeshGone {
+            peer: "b".into(),
+            upto: 4,
+        });
     }
 
     #[test]

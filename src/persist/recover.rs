@@ -39,6 +39,9 @@ pub struct Recovered {
     /// Retained messages by topic, with their stamps (deletions applied).
     pub retained: BTreeMap<Box<str>, (u64, Event)>,
     pub sessions: Vec<Session>,
+    /// The bridge's resend stores: per peer router, the copies kept (by
+    /// their sequence number there).
+    pub mesh: BTreeMap<Box<str>, BTreeMap<u64, Vec<u8>>>,
     pub records: u64,
     /// Records whose CRC held but that did not decode (logged, skipped).
     pub malformed: u64,
@@ -122,9 +125,10 @@ impl Open {
             }
             Record::InRel { pid, .. } => s.awaiting_release.retain(|p| *p != pid),
             Record::WillGone { .. } => s.will = None,
-            Record::Retain { .. } | Record::Session(_) => {
-                debug_assert!(false, "not a session's record")
-            }
+            Record::Retain { .. }
+            | Record::Session(_)
+            | Record::MeshKeep { .. }
+            | Record::MeshGone { .. } => debug_assert!(false, "not a session's record"),
         }
     }
 
@@ -158,7 +162,7 @@ impl Open {
 /// The session number of a session record, if it is one.
 fn sn_of(r: &Record) -> Option<u64> {
     Some(match r {
-        Record::Retain { .. } => return None,
+        Record::Retain { .. } | Record::MeshKeep { .. } | Record::MeshGone { .. } => return None,
         Record::Session(s) => s.sn,
         Record::Sub { sn, .. }
         | Record::SubId { sn, .. }
@@ -203,6 +207,14 @@ pub fn replay(logs: impl IntoIterator<Item = Vec<(u8, Vec<u8>)>>) -> Recovered {
                         out.retained.insert(topic, (stamp, event));
                     }
                 }
+                Record::MeshKeep { peer, seq, frame } => {
+                    out.mesh.entry(peer).or_default().insert(seq, frame);
+                }
+                Record::MeshGone { peer, upto } => {
+                    if let Some(kept) = out.mesh.get_mut(&peer) {
+                        kept.retain(|&seq, _| seq > upto);
+                    }
+                }
                 Record::Session(s) => {
                     let sn = s.sn;
                     open.insert(
@@ -227,6 +239,7 @@ pub fn replay(logs: impl IntoIterator<Item = Vec<(u8, Vec<u8>)>>) -> Recovered {
         sessions.extend(open.into_values());
     }
     out.retained.retain(|_, (_, e)| !e.payload().is_empty());
+    out.mesh.retain(|_, kept| !kept.is_empty());
     // The highest generation of each client id decides.
     let mut best: hashbrown::HashMap<Box<str>, Open> = hashbrown::HashMap::new();
     for s in sessions {

@@ -38,9 +38,18 @@ pub struct ShardStart {
     pub next_sn: u64,
 }
 
+/// What the mesh's bridge starts with: its log directory and, per peer
+/// router, the QoS 1 copies its resend store held (by sequence number).
+pub struct BridgeStart {
+    pub dir: PathBuf,
+    pub outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)>,
+}
+
 /// What the start found.
 pub struct Started {
     pub shards: Vec<ShardStart>,
+    /// With the mesh on.
+    pub bridge: Option<BridgeStart>,
     /// Every retained message (each shard holds them all).
     pub retained: Vec<(u64, Event)>,
     pub took: Duration,
@@ -60,7 +69,7 @@ fn parse_generation(name: &str) -> Option<u64> {
 
 /// Reads the last run's logs and writes this run's snapshots for
 /// `shards` shards. An error names the path and what failed.
-pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
+pub fn prepare(p: &Persistence, shards: usize, mesh: bool) -> Result<Started, String> {
     let started = Instant::now();
     let dir = Path::new(&p.dir);
     let ctx = |what: &str, path: &Path, e: io::Error| format!("{what} {}: {e}", path.display());
@@ -94,6 +103,13 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
         shard_dirs.sort();
         for (_, shard_dir) in shard_dirs {
             let replay = read_shard(&shard_dir).map_err(|e| ctx("cannot read", &shard_dir, e))?;
+            bad_crc += replay.bad_crc_skipped;
+            torn_tails += replay.torn_truncated;
+            logs.push(replay.records);
+        }
+        let bridge_dir = gen_dir.join("bridge");
+        if bridge_dir.is_dir() {
+            let replay = read_shard(&bridge_dir).map_err(|e| ctx("cannot read", &bridge_dir, e))?;
             bad_crc += replay.bad_crc_skipped;
             torn_tails += replay.torn_truncated;
             logs.push(replay.records);
@@ -142,6 +158,35 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
             sessions,
         });
     }
+    let bridge = if mesh {
+        let dir = gen_dir.join("bridge");
+        let outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)> = recovered
+            .mesh
+            .into_iter()
+            .map(|(peer, kept)| (peer, kept.into_iter().collect()))
+            .collect();
+        let records = outboxes.iter().flat_map(|(peer, kept)| {
+            kept.iter().map(|(seq, frame)| {
+                Record::MeshKeep {
+                    peer: peer.clone(),
+                    seq: *seq,
+                    frame: frame.clone(),
+                }
+                .to_bytes()
+            })
+        });
+        write_snapshot(&dir, records)
+            .map_err(|e| ctx("cannot write the start-up snapshot in", &dir, e))?;
+        Some(BridgeStart { dir, outboxes })
+    } else {
+        if !recovered.mesh.is_empty() {
+            tracing::warn!(
+                peers = recovered.mesh.len(),
+                "persistence: QoS 1 copies kept for other routers are dropped: the mesh is off"
+            );
+        }
+        None
+    };
     sync_dir(&gen_dir).map_err(|e| ctx("cannot sync", &gen_dir, e))?;
     // Switch to the new generation, then drop the old one.
     let tmp = dir.join("CURRENT.tmp");
@@ -159,6 +204,7 @@ pub fn prepare(p: &Persistence, shards: usize) -> Result<Started, String> {
     }
     Ok(Started {
         shards: out,
+        bridge,
         retained,
         took: started.elapsed(),
         records,
@@ -201,7 +247,7 @@ mod tests {
             ..Persistence::default()
         };
         // First run: nothing there; two shards.
-        let s = prepare(&p, 2).unwrap();
+        let s = prepare(&p, 2, false).unwrap();
         assert_eq!((s.sessions, s.retained.len()), (0, 0));
         // What that run wrote: sessions and retained in shard 0's log.
         let mut records = vec![];
@@ -220,7 +266,7 @@ mod tests {
         }
         write_snapshot(&s.shards[0].dir, records.iter().map(Record::to_bytes)).unwrap();
         for shards in [3, 1, 4] {
-            let s = prepare(&p, shards).unwrap();
+            let s = prepare(&p, shards, false).unwrap();
             assert_eq!(s.sessions, 20, "{shards} shards");
             assert_eq!(s.retained.len(), 10);
             assert_eq!(s.shards.len(), shards);
@@ -249,7 +295,7 @@ mod tests {
             dir: dir.to_string_lossy().into(),
             ..Persistence::default()
         };
-        let s = prepare(&p, 1).unwrap();
+        let s = prepare(&p, 1, false).unwrap();
         write_snapshot(
             &s.shards[0].dir,
             std::iter::once(session("kept").to_bytes()),
@@ -258,7 +304,7 @@ mod tests {
         // A half-written next generation (its CURRENT never switched).
         let stray = dir.join("gen-99/shard-0");
         write_snapshot(&stray, std::iter::once(session("stray").to_bytes())).unwrap();
-        let s = prepare(&p, 1).unwrap();
+        let s = prepare(&p, 1, false).unwrap();
         let ids: Vec<_> = s.shards[0]
             .sessions
             .iter()

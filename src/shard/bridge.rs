@@ -108,6 +108,9 @@ pub struct Bridge {
     local: RefCell<HashMap<Arc<str>, u32>>,
     /// Each peer's QoS 1 resend store (outlives its links).
     outboxes: RefCell<HashMap<String, Outbox<Upstream>>>,
+    /// Persistence is on (`persistence.dir`): the stores are journaled and
+    /// acknowledgements wait for the logs.
+    persisting: bool,
     /// Links down but held (mesh.link_hold_ms), by id: their peer.
     held: RefCell<HashMap<LinkId, String>>,
     /// QoS 0 copies for held links, and QoS 1 copies past unacked_max.
@@ -186,6 +189,7 @@ impl Bridge {
             next_event: Cell::new(wall),
             local: RefCell::default(),
             outboxes: RefCell::default(),
+            persisting: config.persistence.is_on(),
             held: RefCell::default(),
             held_dropped: Cell::new(0),
             custody_ended: Cell::new(0),
@@ -408,11 +412,29 @@ pub async fn run(
     mesh: MeshResolved,
     listener: Option<TcpListener>,
     view: Arc<std::sync::Mutex<Option<MeshView>>>,
+    persist: Option<crate::persist::start::BridgeStart>,
 ) {
     let bridge = Bridge::new(ctx.clone(), config, &mesh);
     if ctx.set_mesh(bridge.clone()).is_err() {
         tracing::error!("mesh: bridge installed twice");
         return;
+    }
+    // Persistence: the resend stores of the last run, before any event
+    // reaches the bridge (the shards wait for this).
+    let mut log_task = None;
+    if let Some(start) = persist {
+        match ctx.start_bridge_persistence(&start.dir) {
+            Ok((_, task)) => {
+                bridge.restore_outboxes(start.outboxes);
+                log_task = Some(task);
+            }
+            Err(e) => tracing::error!(
+                dir = %start.dir.display(),
+                error = %e,
+                "persistence: the bridge cannot open its log; its resend stores are not kept"
+            ),
+        }
+        ctx.bridge_persistence_started();
     }
     // This router stores retained messages: every router sends it theirs.
     let mut out = Vec::new();
@@ -477,6 +499,10 @@ pub async fn run(
             bridge.close_all("router shutting down");
             // Give the CLOSE frames their moment.
             glommio::timer::sleep(Duration::from_millis(100)).await;
+            if let (Some(log), Some(task)) = (ctx.log(), log_task) {
+                log.close();
+                task.await;
+            }
             return;
         }
     }

@@ -177,6 +177,13 @@ impl Glue<MqttSession> for MqttGlue {
                 }
                 match ctx.publish_now(event, congested) {
                     Ok(matched) => match ack {
+                        Some(ack) if durable && ack.qos == 1 && !ack.barrier => {
+                            // Pipelined: the next PUBLISH is read at once;
+                            // the writer holds the batch with this
+                            // acknowledgement until it is durable.
+                            gated_ack(mailbox, machine, ack, matched, out);
+                            return true;
+                        }
                         Some(ack) if durable => Pending::Durable(ack, matched),
                         Some(ack) => {
                             machine.on_published(ack, matched, out);
@@ -275,6 +282,27 @@ async fn acknowledge(
             }
             machine.on_publish_refused(ack, out)
         }
+    }
+}
+
+/// PUBACK / PUBREC of a routed publish with persistence on, queued as a
+/// gated acknowledgement: the writer sends the batch holding it once every
+/// shard's log holds what was routed before (`Mailbox::send_gated`).
+fn gated_ack(
+    mailbox: &Mailbox,
+    machine: &mut MqttSession,
+    ack: PublishAck,
+    matched: bool,
+    out: &mut Actions<Request>,
+) {
+    let mark = out.list.len();
+    machine.on_published(ack, matched, out);
+    // The machine answered with the acknowledgement's frame alone (a
+    // retained QoS 1 publish, which also asks for a barrier, waits
+    // instead): moved from the actions into the mailbox, gated.
+    if let [Action::Write { from, to }] = &out.list[mark..] {
+        mailbox.send_gated(&out.bytes[*from..*to]);
+        out.list.truncate(mark);
     }
 }
 

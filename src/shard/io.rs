@@ -238,11 +238,30 @@ pub async fn write_loop<T: Transport>(
     loop {
         // Batches are gathered in a buffer from the shard's pool: no fresh
         // pages per batch, and idle connections hold none.
+        // Gated acknowledgements (persistence: QoS 1 PUBACKs) queued so
+        // far leave only once what was routed before them is durable; the
+        // batch sends them as refusals if it cannot be.
+        if let Some(upto) = session.gate_due() {
+            let ok = ctx.durable().await.is_ok();
+            session.set_gate(upto, ok);
+        }
         let mut buf = ctx.take_write_buffer();
         let more = poll_fn(|cx| session.poll_batch(cx, &mut buf, &limits, &mut born)).await;
         if !more {
             ctx.give_write_buffer(buf);
             break;
+        }
+        if session.take_gate_refused() {
+            // MQTT 3.1.1 has no refusal: the client resends what it has
+            // no acknowledgement for after reconnecting.
+            session.close(CloseReason::StorageFailed);
+            ctx.give_write_buffer(buf);
+            return true;
+        }
+        if buf.is_empty() {
+            // Stopped at an acknowledgement the gate does not cover yet.
+            ctx.give_write_buffer(buf);
+            continue;
         }
         ctx.record_latency(&born);
         born.clear();

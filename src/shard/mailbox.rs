@@ -85,6 +85,10 @@ enum OutItem {
     /// A frame of at most `INLINE_BYTES` (PUBACK, PINGRESP, NATS PONG,
     /// `+OK`, most `-ERR` lines): no allocation.
     Short([u8; INLINE_BYTES], u8),
+    /// An acknowledgement that promises durability (persistence): the
+    /// batch it is written in leaves only once every shard's log holds
+    /// what was routed before it (the writer waits, `take_gated`).
+    Gated([u8; INLINE_BYTES], u8),
     Frame(Box<[u8]>),
 }
 
@@ -102,7 +106,7 @@ impl OutItem {
             } => nats::deliver::wire_len(event, subject.len(), sid),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
-            OutItem::Short(_, len) => usize::from(*len),
+            OutItem::Short(_, len) | OutItem::Gated(_, len) => usize::from(*len),
             OutItem::Frame(f) => f.len(),
         }
     }
@@ -176,6 +180,12 @@ pub struct Mailbox {
     pub pending_will: RefCell<Option<Event>>,
     /// Persistence on and the session persistent: where its records go.
     pub journal: RefCell<Option<Journal>>,
+    /// `Gated` acknowledgements queued and written so far, and how many
+    /// of them the last durable wait covered (with its outcome).
+    gated_pushed: Cell<u64>,
+    gated_popped: Cell<u64>,
+    gate: Cell<(u64, bool)>,
+    gate_refused: Cell<bool>,
     /// MQTT, from attach until the CONNACK is queued: nothing is written
     /// before the CONNACK (MQTT-3.2.0-1), which goes to the front of the
     /// queue. A resumed session's subscriptions are installed (and a
@@ -247,6 +257,10 @@ impl Mailbox {
             sub_identifiers: RefCell::default(),
             pending_will: RefCell::new(None),
             journal: RefCell::new(None),
+            gated_pushed: Cell::new(0),
+            gated_popped: Cell::new(0),
+            gate: Cell::new((0, true)),
+            gate_refused: Cell::new(false),
             greeting: Cell::new(Greeting::None),
         }
     }
@@ -333,6 +347,63 @@ impl Mailbox {
     /// behind the deliveries already queued. They answer the client's own
     /// packets, so they are bounded by its reading, not by the queue
     /// limit. Small ones cost no allocation.
+    /// Queues an acknowledgement that may leave only once what was
+    /// routed before it is durable (see `OutItem::Gated`).
+    pub fn send_gated(&self, frame: &[u8]) {
+        debug_assert!(frame.len() <= INLINE_BYTES, "an acknowledgement");
+        let mut out = self.out.borrow_mut();
+        self.gated_pushed.set(self.gated_pushed.get() + 1);
+        self.push(&mut out, OutItem::Gated(short(frame), frame.len() as u8));
+    }
+
+    /// The gated acknowledgements queued so far, if some are not yet
+    /// covered by a durable wait (the writer waits, then `set_gate`).
+    pub fn gate_due(&self) -> Option<u64> {
+        let pushed = self.gated_pushed.get();
+        (pushed > self.gate.get().0).then_some(pushed)
+    }
+
+    /// The first `upto` gated acknowledgements may leave: as they are if
+    /// `ok`, else as refusals (MQTT 5: reason 0x97; 3.1.1, which has no
+    /// refusal: the connection is closed).
+    pub fn set_gate(&self, upto: u64, ok: bool) {
+        self.gate.set((upto, ok));
+    }
+
+    /// Writes a gated acknowledgement the gate covers; false (nothing
+    /// written) if it does not cover it yet.
+    fn write_gated(&self, bytes: &[u8], version: u8, buf: &mut Vec<u8>) -> bool {
+        let n = self.gated_popped.get() + 1;
+        let (covered, ok) = self.gate.get();
+        if n > covered {
+            return false;
+        }
+        self.gated_popped.set(n);
+        if ok {
+            buf.extend_from_slice(bytes);
+        } else if version == 5 {
+            // PUBACK, packet id, reason: Quota exceeded.
+            buf.extend_from_slice(&[
+                bytes[0],
+                3,
+                bytes[2],
+                bytes[3],
+                crate::mqtt::v5::reason::QUOTA_EXCEEDED,
+            ]);
+        } else {
+            // Closed by the writer once this batch is gathered.
+            self.gate.set((covered, false));
+            self.gate_refused.set(true);
+        }
+        true
+    }
+
+    /// A gated acknowledgement was refused on an MQTT 3.1.1 connection
+    /// (cleared): the writer closes it.
+    pub fn take_gate_refused(&self) -> bool {
+        self.gate_refused.replace(false)
+    }
+
     pub fn send(&self, frame: &[u8]) {
         let item = if frame.len() <= INLINE_BYTES {
             let mut bytes = [0; INLINE_BYTES];
@@ -485,6 +556,7 @@ impl Mailbox {
         let ids = self.sub_identifiers.borrow();
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
+        let mut gate_blocked = false;
         while buf.len() < limits.write_batch_bytes_max {
             let Some(front) = out.queue.front() else {
                 break;
@@ -512,6 +584,17 @@ impl Mailbox {
                     }
                     break; // wait for a PUBACK
                 }
+            }
+            if let OutItem::Gated(bytes, len) = front {
+                // Not past the gate: the writer waits for durability first.
+                let version = out.mqtt.version;
+                if !self.write_gated(&bytes[..usize::from(*len)], version, buf) {
+                    gate_blocked = true;
+                    break;
+                }
+                let item = out.queue.pop_front().expect("front exists");
+                out.bytes -= item.wire_len();
+                continue;
             }
             let item = out.queue.pop_front().expect("front exists");
             out.bytes -= item.wire_len();
@@ -541,6 +624,7 @@ impl Mailbox {
                     }
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
+                OutItem::Gated(..) => unreachable!("written above"),
                 OutItem::Nats {
                     event,
                     sid,
@@ -563,7 +647,9 @@ impl Mailbox {
                 w.wake();
             }
         }
-        if !buf.is_empty() {
+        if !buf.is_empty() || gate_blocked {
+            // (Empty at a gate: the writer waits for durability, then
+            // comes back.)
             return Poll::Ready(true);
         }
         if closed.is_some() {

@@ -152,8 +152,9 @@ impl Router {
         // shards, before anything is bound or served.
         let mut persisted = match config.persistence.is_on() {
             true => {
-                let started = crate::persist::start::prepare(&config.persistence, shards)
-                    .map_err(StartError::Persistence)?;
+                let started =
+                    crate::persist::start::prepare(&config.persistence, shards, mesh.is_some())
+                        .map_err(StartError::Persistence)?;
                 tracing::info!(
                     dir = %config.persistence.dir,
                     sync = ?config.persistence.sync,
@@ -178,6 +179,7 @@ impl Router {
         let recovery = persisted
             .as_ref()
             .map(|s| (s.took, s.records, s.bad_crc, s.torn_tails));
+        let mut bridge_start = persisted.as_mut().and_then(|s| s.bridge.take());
         let mut shard_starts = persisted.map(|s| s.shards.into_iter());
 
         let mut per_shard: Vec<Vec<(Listener, RawFd)>> = vec![Vec::new(); shards];
@@ -276,6 +278,7 @@ impl Router {
                     ends,
                     mesh.take().expect("mesh on"),
                     mesh_listener.map(|(_, fd)| fd),
+                    bridge_start.take(),
                 )
             });
             let handle = executor(&format!("weft-shard-{index}"), core, &config)
@@ -288,7 +291,7 @@ impl Router {
                         .collect();
                     let direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>> =
                         colocated.as_ref().map(|_| Rc::default());
-                    let bridge = colocated.map(|(ends, mesh, listener_fd)| {
+                    let bridge = colocated.map(|(ends, mesh, listener_fd, start)| {
                         let config = config.clone();
                         let global = global.clone();
                         let direct = direct.clone();
@@ -297,7 +300,7 @@ impl Router {
                             config,
                             global,
                             mesh_view,
-                            mesh,
+                            (mesh, start),
                             listener_fd,
                             direct,
                         ))
@@ -322,6 +325,7 @@ impl Router {
             let listener_fd = mesh_listener.map(|(_, fd)| fd);
             let handle = executor("weft-bridge", core, &config)
                 .spawn(move || async move {
+                    let mesh = (mesh, bridge_start);
                     run_bridge(channels, config, global, mesh_view, mesh, listener_fd, None).await;
                 })
                 .map_err(|e| StartError::Executor {
@@ -505,7 +509,10 @@ async fn run_bridge(
     config: Arc<crate::config::Config>,
     global: Arc<Global>,
     view: MeshViewSlot,
-    mesh: crate::config::MeshResolved,
+    (mesh, persist): (
+        crate::config::MeshResolved,
+        Option<crate::persist::start::BridgeStart>,
+    ),
     listener_fd: Option<RawFd>,
     direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
 ) {
@@ -524,7 +531,7 @@ async fn run_bridge(
     if let Some(cell) = direct {
         let _ = cell.set(ctx.clone());
     }
-    bridge::run(ctx, config, mesh, listener, view).await;
+    bridge::run(ctx, config, mesh, listener, view, persist).await;
 }
 
 async fn run_shard(

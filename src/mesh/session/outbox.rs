@@ -105,6 +105,28 @@ impl<U> Outbox<U> {
         })
     }
 
+    /// A copy kept before a restart (persistence), numbered `seq` as it
+    /// was: kept in order, written on the next link up.
+    pub fn restore(&mut self, seq: u64, frame: Vec<u8>) {
+        debug_assert!(self.frames.back().is_none_or(|k| k.seq < seq));
+        self.next_seq = self.next_seq.max(seq);
+        self.frames.push_back(Kept {
+            seq,
+            frame,
+            upstream: None,
+        });
+    }
+
+    /// The copies kept, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Kept<U>> {
+        self.frames.iter()
+    }
+
+    /// The sequence number of the oldest copy kept.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.frames.front().map(|k| k.seq)
+    }
+
     /// The peer acknowledged every copy up to `seq` (cumulative): they
     /// leave the store; their upstreams go to `released`.
     pub fn acked(&mut self, seq: u64, released: &mut Vec<U>) {

@@ -203,3 +203,29 @@ fn undecodable_records_are_counted_and_skipped() {
     let r = replay([l]);
     assert_eq!((r.records, r.malformed, r.sessions.len()), (2, 1, 1));
 }
+
+#[test]
+fn the_bridge_resend_stores_keep_what_no_ack_or_eviction_took() {
+    let keep = |peer: &str, seq: u64| Record::MeshKeep {
+        peer: peer.into(),
+        seq,
+        frame: vec![seq as u8],
+    };
+    let r = replay([log(vec![
+        keep("b", 1),
+        keep("b", 2),
+        keep("b", 3),
+        keep("c", 1),
+        Record::MeshGone {
+            peer: "b".into(),
+            upto: 2,
+        },
+        Record::MeshGone {
+            peer: "c".into(),
+            upto: 1,
+        },
+    ])]);
+    let b: Vec<u64> = r.mesh["b"].keys().copied().collect();
+    assert_eq!(b, vec![3]);
+    assert!(!r.mesh.contains_key("c"), "nothing left for c");
+}

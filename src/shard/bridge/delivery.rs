@@ -262,4 +262,66 @@ impl Bridge {
         }
         self.apply(out, None);
     }
+
+    // ------------------------------------------------------- persistence
+
+    /// The resend stores a restart found in the log (persistence): sent
+    /// again when a link to their peer comes up.
+    pub(super) fn restore_outboxes(&self, outboxes: Vec<(Box<str>, Vec<(u64, Vec<u8>)>)>) {
+        let mut stores = self.outboxes.borrow_mut();
+        for (peer, kept) in outboxes {
+            tracing::info!(
+                peer = &*peer,
+                copies = kept.len(),
+                "persistence: QoS 1 copies for a peer router restored"
+            );
+            let ob = stores.entry(peer.into()).or_default();
+            for (seq, frame) in kept {
+                ob.restore(seq, frame);
+            }
+        }
+    }
+
+    /// Journals a copy kept for `peer` (persistence on).
+    pub(super) fn journal_keep(&self, peer: &str, seq: u64, frame: &[u8]) {
+        if let Some(log) = self.ctx.log() {
+            let (kind, body) = crate::persist::records::Record::MeshKeep {
+                peer: peer.into(),
+                seq,
+                frame: frame.to_vec(),
+            }
+            .to_bytes();
+            let _ = log.append(kind, &body);
+        }
+    }
+
+    /// Journals that `peer`'s store holds nothing up to `upto` any more.
+    pub(super) fn journal_gone(&self, peer: &str, upto: u64) {
+        if let Some(log) = self.ctx.log() {
+            let (kind, body) = crate::persist::records::Record::MeshGone {
+                peer: peer.into(),
+                upto,
+            }
+            .to_bytes();
+            let _ = log.append(kind, &body);
+        }
+    }
+
+    /// The resend stores as records, for a compaction of the bridge's log.
+    pub(super) fn outbox_records(&self) -> Vec<(u8, Vec<u8>)> {
+        let mut records = Vec::new();
+        for (peer, ob) in self.outboxes.borrow().iter() {
+            for kept in ob.iter() {
+                records.push(
+                    crate::persist::records::Record::MeshKeep {
+                        peer: peer.as_str().into(),
+                        seq: kept.seq,
+                        frame: kept.frame.clone(),
+                    }
+                    .to_bytes(),
+                );
+            }
+        }
+        records
+    }
 }

@@ -96,6 +96,12 @@ impl Bridge {
             }
             drop(out);
             rb.start += used;
+            if used > 0 && self.persisting {
+                // Persistence: a copy is acknowledged upstream once the
+                // shards' logs (and this bridge's, for the copies it
+                // passed on) hold it.
+                let _ = self.ctx.durable().await;
+            }
             self.ack_if_due(link);
             let pending = pending_len(rb.filled());
             let spare = rb.spare(READ_BUFFER, pending);
@@ -129,6 +135,7 @@ impl Bridge {
                 if let Some(ob) = self.outboxes.borrow_mut().get_mut(&link.peer) {
                     ob.acked(seq, &mut done);
                 }
+                self.journal_gone(&link.peer, seq);
                 for upstream in done {
                     self.release(Some(upstream));
                 }

@@ -80,6 +80,10 @@ impl MeshPeer for Bridge {
         self.on_local_event(event, plain, groups)
     }
 
+    fn persist_records(&self) -> Vec<(u8, Vec<u8>)> {
+        self.outbox_records()
+    }
+
     fn on_retain(&self, event: &Event, stamp: u64) {
         self.on_local_retain(event, stamp)
     }

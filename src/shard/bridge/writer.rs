@@ -93,17 +93,22 @@ impl Bridge {
         }
         let mut outboxes = self.outboxes.borrow_mut();
         let ob = outboxes.entry(link.peer.clone()).or_default();
-        let frame = copy_frame(copy, ob.next_seq(), body);
+        let seq = ob.next_seq();
+        let frame = copy_frame(copy, seq, body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
         if let Err(e) = link::encode(&frame, &mut encoded) {
             tracing::warn!(peer = link.peer, error = %e, "mesh: event not sent");
             return;
         }
+        self.journal_keep(&link.peer, seq, &encoded);
         let upstream = self.oblige();
         let mut out = link.out.borrow_mut();
         let room = (!full).then_some(&mut *out);
         let evicted = ob.keep(encoded, upstream, room, self.config.mesh.unacked_max);
         drop(out);
+        if evicted.is_some() {
+            self.journal_gone(&link.peer, ob.first_seq().map_or(seq, |f| f - 1));
+        }
         if ob.len() >= self.store_threshold() {
             self.store_filled.set(true);
         }
@@ -133,14 +138,19 @@ impl Bridge {
         }
         let mut outboxes = self.outboxes.borrow_mut();
         let ob = outboxes.entry(peer.to_owned()).or_default();
-        let frame = copy_frame(copy, ob.next_seq(), body);
+        let seq = ob.next_seq();
+        let frame = copy_frame(copy, seq, body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
         if let Err(e) = link::encode(&frame, &mut encoded) {
             tracing::warn!(peer, error = %e, "mesh: event not kept");
             return;
         }
+        self.journal_keep(peer, seq, &encoded);
         let upstream = self.oblige();
         let evicted = ob.keep(encoded, upstream, None, self.config.mesh.unacked_max);
+        if evicted.is_some() {
+            self.journal_gone(peer, ob.first_seq().map_or(seq, |f| f - 1));
+        }
         if ob.len() >= self.store_threshold() {
             self.store_filled.set(true);
         }

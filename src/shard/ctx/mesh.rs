@@ -28,4 +28,7 @@ pub trait MeshPeer {
     /// then [`MeshPeer::wait_room`] says when it has some.
     fn room_short(&self) -> bool;
     fn wait_room(&self) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+    /// What the mesh keeps in this executor's log (its resend stores), as
+    /// records for a compaction (persistence).
+    fn persist_records(&self) -> Vec<(u8, Vec<u8>)>;
 }

@@ -79,10 +79,33 @@ impl ShardCtx {
             self.barrier().await;
         }
         self.global.persist_started.fetch_add(1, Ordering::AcqRel);
-        while self.global.persist_started.load(Ordering::Acquire) < shards {
+        // Every client shard, and the bridge when the mesh is on (its
+        // resend stores restored before an event reaches it).
+        let starters = self.shards.max(shards);
+        while self.global.persist_started.load(Ordering::Acquire) < starters {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         Ok(task)
+    }
+
+    /// Persistence on, on the mesh's bridge: opens its log after the
+    /// start-up snapshot (the bridge's resend stores, which the caller
+    /// restores) and starts its writer.
+    pub fn start_bridge_persistence(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<(Rc<Log>, glommio::task::JoinHandle<()>)> {
+        // The bridge's share of the disk budget: one more than the shards.
+        let cfg = self.config().persistence.per_shard(self.shards);
+        let log = Log::open(dir, &cfg, self.stats.persist.clone())?;
+        let task = glommio::spawn_local(log.clone().run()).detach();
+        self.set_log(log.clone(), 1);
+        Ok((log, task))
+    }
+
+    /// The bridge restored its resend stores (see `start_persistence`).
+    pub fn bridge_persistence_started(&self) {
+        self.global.persist_started.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Gives the shard its log (persistence on); `next_sn`: the first
@@ -193,6 +216,9 @@ impl ShardCtx {
             {
                 records.push(Record::Retain { stamp, event }.to_bytes());
             }
+        }
+        if let Some(mesh) = self.mesh.get() {
+            records.extend(mesh.persist_records());
         }
         let mut sessions = 0;
         for session in self.all_sessions() {
