@@ -188,6 +188,25 @@ async fn expect_all(pair: &Pair, sub: &Recorder, acked: &BTreeSet<u64>) {
         for (name, r) in [("A", &pair.a), ("B", &pair.b)] {
             let (_, body) = admin_get(r.weft.admin, "/links").await;
             eprintln!("{name} /links: {body}");
+            // Where an event can end up short of a subscriber.
+            let (_, metrics) = admin_get(r.weft.admin, "/metrics").await;
+            for line in metrics.lines().filter(|l| {
+                !l.starts_with('#')
+                    && [
+                        "dropped",
+                        "messages_",
+                        "queued",
+                        "sessions",
+                        "subscriptions",
+                        "replays",
+                        "no_route",
+                        "parked",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k))
+            }) {
+                eprintln!("{name} /metrics: {line}");
+            }
         }
         pair.dump();
     }
