@@ -67,9 +67,24 @@ pub struct BenchArgs {
     /// Pin client threads round-robin to these cores, e.g. 1 or 2-3.
     #[arg(long, value_name = "LIST")]
     pub pin_cores: Option<String>,
-    /// QoS 1: most unacknowledged PUBLISHes per publisher.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    /// QoS 1 (and --js): most unacknowledged PUBLISHes per publisher.
+    #[arg(
+        long,
+        visible_alias = "inflight",
+        default_value_t = 256,
+        value_name = "N"
+    )]
     pub window: usize,
+    /// MQTT: subscribers keep a persistent session (clean session 0), so
+    /// that a durable broker keeps their events on disk.
+    #[arg(long)]
+    pub persistent: bool,
+    /// NATS: publish each message with a reply inbox and count the answers
+    /// as acknowledgements (a JetStream stream on the subject answers with
+    /// its PubAck), at most --window unanswered per publisher, as MQTT
+    /// QoS 1; an answer carrying "error" fails the publisher.
+    #[arg(long)]
+    pub js: bool,
     /// Bytes per write when publishing as fast as possible.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub batch: usize,
@@ -106,6 +121,10 @@ pub(crate) struct Plan {
     pub qos: u8,
     pub rate: u64,
     pub window: u64,
+    /// Subscribers connect with clean session 0 (`--persistent`).
+    pub persistent: bool,
+    /// NATS publishes carry a reply inbox and wait for its answer (`--js`).
+    pub js: bool,
     pub batch: usize,
     pub quiet_ns: u64,
     pub pin: Vec<usize>,
@@ -127,6 +146,14 @@ impl Plan {
             return Err(
                 "--rate needs --size of at least 8 (the send time travels in the payload)".into(),
             );
+        }
+        if a.persistent && a.proto_is_nats() {
+            return Err(
+                "--persistent applies to MQTT only (a session with clean session 0)".into(),
+            );
+        }
+        if a.js && !a.proto_is_nats() {
+            return Err("--js applies to NATS only (MQTT acknowledges with --qos 1)".into());
         }
         if a.window == 0 || a.window > 65_535 {
             return Err("--window must be between 1 and 65535".into());
@@ -166,6 +193,8 @@ impl Plan {
             qos: a.qos,
             rate: a.rate,
             window: a.window as u64,
+            persistent: a.persistent,
+            js: a.js,
             batch: a.batch.max(1),
             quiet_ns: a.quiet_ms.saturating_mul(1_000_000),
             pin,
@@ -175,6 +204,14 @@ impl Plan {
                 None => None,
             },
         })
+    }
+}
+
+impl Plan {
+    /// Whether publishers wait for an answer to each message (MQTT QoS 1
+    /// PUBACK, NATS `--js` reply), with a bounded window and ack latency.
+    pub fn acked(&self) -> bool {
+        self.qos == 1 || self.js
     }
 }
 
@@ -231,5 +268,22 @@ mod tests {
         assert_eq!(p.probe_timeout, None, "nobody to send probes");
         assert_eq!(servers("a:1", "a:1"), "a:1");
         assert_eq!(servers("a:1", "b:2"), "a:1 (subs at b:2)");
+    }
+
+    #[test]
+    fn acknowledged_modes_and_their_protocols() {
+        assert!(!plan(&[]).acked());
+        assert!(plan(&["--qos", "1"]).acked());
+        let p = plan(&["--protocol", "nats", "--js", "--inflight", "64"]);
+        assert!(p.acked() && p.js);
+        assert_eq!(p.window, 64, "--inflight is --window");
+        assert!(plan(&["--persistent", "--qos", "1"]).persistent);
+        let refused = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .expect("arguments parse");
+            Plan::from_args(&cli.bench).expect_err("refused")
+        };
+        assert!(refused(&["--js"]).contains("NATS only"));
+        assert!(refused(&["--protocol", "nats", "--persistent"]).contains("MQTT only"));
     }
 }

@@ -25,6 +25,13 @@
 //!   full (no coordinated omission). The publishers' own lateness ("send
 //!   lag") is reported too, as a check on the tool itself.
 //!
+//! * Durable destinations: `--persistent` subscribers hold MQTT sessions
+//!   with clean session 0; `--js` NATS publishers send each message with a
+//!   reply inbox and count the answers (a JetStream stream's PubAck) as
+//!   acknowledgements, with the same bounded window as MQTT QoS 1. In both
+//!   acknowledged modes publishers record the ack latency per message id,
+//!   from the intended send time (`--rate`) or the write.
+//!
 //! The run ends after `--msgs` per publisher or `--duration` seconds; a
 //! subscriber stops when it got every message sent, or when the publishers
 //! are done and nothing arrived for `--quiet-ms`. Output: a summary on

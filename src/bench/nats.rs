@@ -197,6 +197,56 @@ pub fn put_pub(out: &mut Vec<u8>, subject: &str, payload: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Digits of the message id that ends a `--js` reply subject (ids are u16,
+/// zero-padded so that every message of a pre-encoded batch has one size
+/// and its id can be patched in place, as MQTT's packet id).
+pub const REPLY_ID_DIGITS: usize = 5;
+
+/// Size of one encoded `PUB subject reply size` whose reply is
+/// `reply_prefix` followed by [`REPLY_ID_DIGITS`] digits.
+pub fn pub_with_reply_len(subject: &str, reply_prefix: &str, payload_len: usize) -> usize {
+    pub_len(subject, payload_len) + 1 + reply_prefix.len() + REPLY_ID_DIGITS
+}
+
+/// Appends `PUB subject {reply_prefix}00000 size\r\npayload\r\n`; returns
+/// the offset of the id digits within `out` (see [`put_reply_id`]).
+pub fn put_pub_with_reply(
+    out: &mut Vec<u8>,
+    subject: &str,
+    reply_prefix: &str,
+    payload: &[u8],
+) -> usize {
+    out.extend_from_slice(b"PUB ");
+    out.extend_from_slice(subject.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reply_prefix.as_bytes());
+    let id_at = out.len();
+    out.extend_from_slice(&[b'0'; REPLY_ID_DIGITS]);
+    out.push(b' ');
+    out.extend_from_slice(payload.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    id_at
+}
+
+/// Writes `id` as the [`REPLY_ID_DIGITS`] digits at the start of `digits`.
+pub fn put_reply_id(digits: &mut [u8], mut id: u16) {
+    for d in digits[..REPLY_ID_DIGITS].iter_mut().rev() {
+        *d = b'0' + (id % 10) as u8;
+        id /= 10;
+    }
+}
+
+/// The id at the end of a reply subject made by [`put_pub_with_reply`].
+pub fn reply_id(subject: &str) -> Option<u16> {
+    let digits = subject.get(subject.len().checked_sub(REPLY_ID_DIGITS)?..)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +366,23 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("CONNECT {") && text.ends_with("}\r\nPING\r\n"));
         assert!(text.contains("\"verbose\":false"));
+    }
+
+    #[test]
+    fn reply_ids_round_trip_through_the_encoded_publish() {
+        let mut out = Vec::new();
+        let at = put_pub_with_reply(&mut out, "a.b", "_INBOX.x.", b"hi");
+        assert_eq!(out, b"PUB a.b _INBOX.x.00000 2\r\nhi\r\n");
+        assert_eq!(pub_with_reply_len("a.b", "_INBOX.x.", 2), out.len());
+        for id in [1u16, 42, 9999, 10_000, u16::MAX] {
+            put_reply_id(&mut out[at..], id);
+            let text = std::str::from_utf8(&out).unwrap();
+            assert_eq!(text.len(), pub_with_reply_len("a.b", "_INBOX.x.", 2));
+            let reply = text.split_ascii_whitespace().nth(2).unwrap();
+            assert_eq!(reply_id(reply), Some(id), "{text:?}");
+        }
+        assert_eq!(reply_id("_INBOX.x.0012a"), None);
+        assert_eq!(reply_id("1234"), None, "too short");
+        assert_eq!(reply_id("_INBOX.x.99999"), None, "beyond u16");
     }
 }

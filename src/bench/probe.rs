@@ -107,7 +107,7 @@ pub(super) fn send_probes(shared: &Shared, n: usize, conn: &mut Conn) -> io::Res
     let mut payload = PROBE_MARKER.to_vec();
     payload.extend_from_slice(&(n as u32).to_le_bytes());
     let mut probe = Vec::new();
-    wire::put_message(plan.proto, &mut probe, &plan.subject, 0, &payload);
+    wire::put_message(plan.proto, &mut probe, &plan.subject, 0, None, &payload);
     let over = || shared.probe_over.load(Ordering::Acquire) || shared.abort.load(Ordering::Acquire);
     while !over() {
         conn.write_all(&probe)?;

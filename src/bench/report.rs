@@ -14,6 +14,8 @@ pub struct PubResult {
     pub acked: u64,
     pub elapsed_s: f64,
     pub send_lag: Option<Histogram<u64>>,
+    /// QoS 1 / `--js`: acknowledgement latency, ns.
+    pub ack_latency: Option<Histogram<u64>>,
     pub error: Option<String>,
 }
 
@@ -193,6 +195,10 @@ pub struct Config {
     pub window: u64,
     pub batch: usize,
     pub pin_cores: Vec<usize>,
+    /// Subscribers with clean session 0 (`--persistent`).
+    pub persistent: bool,
+    /// NATS publishes answered on a reply inbox (`--js`).
+    pub js: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -200,6 +206,9 @@ pub struct Summary {
     pub tool: &'static str,
     pub version: &'static str,
     pub started_at_unix_s: f64,
+    /// Names the run's clients: `weft-bench-{run_id}-pub-N` / `-sub-N`
+    /// (a `--persistent` subscriber's session stays under that id).
+    pub run_id: u32,
     pub config: Config,
     pub wall_s: f64,
     pub publishers: Vec<PubSummary>,
@@ -209,6 +218,9 @@ pub struct Summary {
     pub latency: Option<Latency>,
     /// How late publishers wrote messages versus their schedule.
     pub send_lag: Option<Latency>,
+    /// QoS 1 / `--js`: from the intended send time (rate mode) or the
+    /// write (as fast as possible) to the publisher's acknowledgement.
+    pub ack_latency: Option<Latency>,
     /// With --sub-server: how long until every subscriber had received a
     /// probe from every publisher, before the measured run (ms).
     pub probe_ms: Option<f64>,
@@ -239,12 +251,16 @@ impl Summary {
         let sub_secs = subs.iter().map(|s| s.elapsed_s).fold(0.0, f64::max);
         let mut all = super::new_histogram();
         let mut lag_all = super::new_histogram();
+        let mut ack_all = super::new_histogram();
         for h in collected.per_sub.iter().flatten() {
             all.add(h).expect("same bounds");
         }
         for p in pubs {
             if let Some(h) = &p.send_lag {
                 lag_all.add(h).expect("same bounds");
+            }
+            if let Some(h) = &p.ack_latency {
+                ack_all.add(h).expect("same bounds");
             }
         }
         let busy = cpu.user_s + cpu.sys_s;
@@ -257,6 +273,8 @@ impl Summary {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+            // The same as `execute`'s run id.
+            run_id: std::process::id(),
             config: Config {
                 protocol: plan.proto,
                 server: plan.server.clone(),
@@ -272,6 +290,8 @@ impl Summary {
                 window: plan.window,
                 batch: plan.batch,
                 pin_cores: plan.pin.clone(),
+                persistent: plan.persistent,
+                js: plan.js,
             },
             wall_s,
             publishers: pubs
@@ -311,6 +331,7 @@ impl Summary {
             },
             latency: Latency::of(&all),
             send_lag: Latency::of(&lag_all),
+            ack_latency: Latency::of(&ack_all),
             probe_ms,
             cpu: CpuSummary {
                 user_s: cpu.user_s,
@@ -338,7 +359,13 @@ impl Summary {
         };
         let qos = match c.protocol {
             Protocol::Mqtt => format!(", QoS {}", c.qos),
+            Protocol::Nats if c.js => ", acknowledged (--js)".to_string(),
             Protocol::Nats => String::new(),
+        };
+        let qos = if c.persistent {
+            format!("{qos}, persistent subscribers")
+        } else {
+            qos
         };
         let server = super::servers(&c.server, &c.sub_server);
         println!(
@@ -364,7 +391,7 @@ impl Summary {
                 si(p.rate.msgs_per_s),
                 p.rate.mb_per_s
             );
-            if c.qos == 1 {
+            if c.qos == 1 || c.js {
                 line.push_str(&format!("  acked {}", p.acked));
             }
             if let Some(e) = &p.error {
@@ -421,6 +448,14 @@ impl Summary {
             println!(
                 "  latency µs ({} samples, from intended send time): p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} p99.99 {:.1} max {:.1}",
                 l.count, l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.p99_99_us, l.max_us
+            );
+        }
+        if let Some(l) = &self.ack_latency {
+            println!(
+                "  ack latency µs ({} acks, from {} to acknowledgement): p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+                l.count,
+                if c.rate_per_pub > 0 { "intended send time" } else { "write" },
+                l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.max_us
             );
         }
         if let Some(l) = &self.send_lag {

@@ -93,6 +93,30 @@ impl Stream {
         self.tcp().shutdown(how)
     }
 
+    /// Waits at most `timeout` (with the precision of a high-resolution
+    /// timer, not the socket timeout's jiffies) for bytes to read; true if
+    /// some may be there. Over TLS it only sleeps and answers true, as
+    /// rustls may hold decrypted bytes that the socket no longer shows.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use nix::poll::{ppoll, PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Plain(s) => {
+                let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+                let t = nix::sys::time::TimeSpec::from_duration(timeout);
+                match ppoll(&mut fds, Some(t), None) {
+                    Ok(n) => Ok(n > 0),
+                    Err(nix::errno::Errno::EINTR) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Stream::Tls(_) => {
+                std::thread::sleep(timeout);
+                Ok(true)
+            }
+        }
+    }
+
     /// A read that does not wait: `WouldBlock` when nothing is there.
     pub fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -33,12 +33,13 @@ pub(super) fn subscriber(
     let plan = &shared.plan;
     pin(plan, n);
     let setup = || -> io::Result<Conn> {
-        let mut c = Conn::open(
+        let mut c = Conn::open_session(
             plan.proto,
             &plan.sub_server,
             &format!("weft-bench-{run_id}-sub-{n}"),
             SETUP_TIMEOUT,
             plan.tls.as_ref(),
+            !plan.persistent,
         )?;
         c.subscribe(&plan.subject, plan.qos)?;
         Ok(c)

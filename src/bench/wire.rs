@@ -2,7 +2,9 @@
 //! subscribe, buffered reads, and parsing of what the server sends into
 //! protocol-neutral [`Inbound`] events. Keep-alive answers (NATS `PONG`)
 //! and QoS 1 acknowledgements (MQTT `PUBACK`) are queued automatically and
-//! written by [`Conn::flush_replies`].
+//! written by [`Conn::flush_replies`]. Acknowledgements of our own
+//! messages (MQTT PUBACK, the answers to NATS `--js` publishes on the
+//! subscription [`REPLY_SID`]) carry the id that [`patch_id`] wrote.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -14,6 +16,11 @@ use super::nats::{self, ServerOp};
 use super::stream::Stream;
 use super::Protocol;
 
+/// NATS subscription id of a `--js` publisher's reply inbox, and as the
+/// server writes it in MSG (compared as text: no parse per message).
+pub const REPLY_SID: u32 = 2;
+const REPLY_SID_TEXT: &str = "2";
+
 const MQTT_LIMITS: DecodeLimits = DecodeLimits {
     packet_bytes_max: 64 * 1024 * 1024,
     filters_per_packet_max: 1024,
@@ -24,8 +31,9 @@ const MQTT_LIMITS: DecodeLimits = DecodeLimits {
 pub enum Inbound<'a> {
     /// A delivered message (MQTT PUBLISH, NATS MSG/HMSG).
     Msg(&'a [u8]),
-    /// MQTT PUBACK for one of our QoS 1 PUBLISHes.
-    PubAck,
+    /// MQTT PUBACK for one of our QoS 1 PUBLISHes, or the answer to one
+    /// of our NATS `--js` publishes; with the message's id.
+    PubAck(u16),
     /// MQTT CONNACK with its return code.
     ConnAck(u8),
     /// MQTT SUBACK: whether every filter was granted.
@@ -56,6 +64,19 @@ impl Conn {
         timeout: Duration,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> io::Result<Conn> {
+        Conn::open_session(proto, addr, name, timeout, tls, true)
+    }
+
+    /// [`Conn::open`], MQTT with the CONNECT's clean session flag
+    /// `clean_session` (false: a persistent session named `name`).
+    pub fn open_session(
+        proto: Protocol,
+        addr: &str,
+        name: &str,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        clean_session: bool,
+    ) -> io::Result<Conn> {
         let mut info = Vec::new();
         let stream = Stream::connect(addr, tls, proto == Protocol::Nats, timeout, &mut info)?;
         let mut buf = vec![0; 256 * 1024];
@@ -75,7 +96,7 @@ impl Conn {
                     &Packet::Connect(Connect {
                         protocol_name: codec::PROTOCOL_NAME,
                         level: codec::PROTOCOL_LEVEL_311,
-                        clean_session: true,
+                        clean_session,
                         keep_alive_s: 0,
                         client_id: name,
                         will: None,
@@ -130,6 +151,16 @@ impl Conn {
                 self.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))
             }
         }
+    }
+
+    /// NATS: subscribes to every reply subject starting with `prefix`
+    /// (`prefix*`, one token of id digits) as [`REPLY_SID`] and waits for
+    /// the PONG that confirms it.
+    pub fn subscribe_replies(&mut self, prefix: &str) -> io::Result<()> {
+        let mut out = Vec::new();
+        nats::put_sub(&mut out, &format!("{prefix}*"), REPLY_SID);
+        self.stream.write_all(&out)?;
+        self.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))
     }
 
     fn wait_for(
@@ -225,7 +256,7 @@ impl Conn {
                                 }
                                 Inbound::Msg(p.payload)
                             }
-                            Packet::PubAck(_) => Inbound::PubAck,
+                            Packet::PubAck(id) => Inbound::PubAck(id),
                             Packet::ConnAck { code, .. } => Inbound::ConnAck(code),
                             Packet::SubAck { codes, .. } => {
                                 Inbound::SubAck(codes.iter().all(|&c| c <= 2))
@@ -243,6 +274,12 @@ impl Conn {
                     Ok(Some((op, used))) => {
                         self.start += used;
                         let ev = match op {
+                            ServerOp::Msg {
+                                subject,
+                                sid,
+                                payload,
+                                ..
+                            } if sid == REPLY_SID_TEXT => reply_ack(subject, payload)?,
                             ServerOp::Msg { payload, .. } | ServerOp::HMsg { payload, .. } => {
                                 Inbound::Msg(payload)
                             }
@@ -287,6 +324,20 @@ impl Conn {
     }
 }
 
+/// The answer to one of our NATS `--js` publishes: its id, or the error
+/// the server answered (JetStream: `{"error":{...}}`).
+fn reply_ack<'a>(subject: &str, payload: &[u8]) -> io::Result<Inbound<'a>> {
+    let id = nats::reply_id(subject)
+        .ok_or_else(|| io::Error::other(format!("reply on an unexpected subject {subject:?}")))?;
+    if payload.windows(7).any(|w| w == b"\"error\"") {
+        return Err(io::Error::other(format!(
+            "the server answered a publish with an error: {}",
+            String::from_utf8_lossy(&payload[..payload.len().min(200)])
+        )));
+    }
+    Ok(Inbound::PubAck(id))
+}
+
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -294,16 +345,18 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Appends one PUBLISH / PUB carrying `payload`; returns the offset of the
-/// MQTT packet id (QoS 1) and of the payload within `out`.
+/// Appends one PUBLISH / PUB carrying `payload` (NATS: with a reply
+/// subject `reply_prefix` + id digits when given); returns the offset of
+/// the message id (MQTT QoS 1 packet id, NATS reply id: see [`patch_id`])
+/// and of the payload within `out`.
 pub fn put_message(
     proto: Protocol,
     out: &mut Vec<u8>,
     subject: &str,
     qos: u8,
+    reply_prefix: Option<&str>,
     payload: &[u8],
 ) -> (usize, usize) {
-    let before = out.len();
     match proto {
         Protocol::Mqtt => {
             codec::put_publish(out, false, qos, false, subject.as_bytes(), 1, payload);
@@ -311,18 +364,88 @@ pub fn put_message(
             (payload_at - 2, payload_at)
         }
         Protocol::Nats => {
-            nats::put_pub(out, subject, payload);
-            let payload_at = out.len() - 2 - payload.len();
-            let _ = before;
-            (payload_at, payload_at)
+            let id_at = match reply_prefix {
+                Some(prefix) => nats::put_pub_with_reply(out, subject, prefix, payload),
+                None => {
+                    nats::put_pub(out, subject, payload);
+                    out.len() - 2 - payload.len()
+                }
+            };
+            (id_at, out.len() - 2 - payload.len())
         }
     }
 }
 
-/// Encoded size of one message.
-pub fn message_len(proto: Protocol, subject: &str, qos: u8, size: usize) -> usize {
+/// Writes message id `id` at `at` (an offset [`put_message`] returned).
+pub fn patch_id(proto: Protocol, buf: &mut [u8], at: usize, id: u16) {
     match proto {
-        Protocol::Mqtt => codec::publish_len(subject.len(), qos, size),
-        Protocol::Nats => nats::pub_len(subject, size),
+        Protocol::Mqtt => buf[at..at + 2].copy_from_slice(&id.to_be_bytes()),
+        Protocol::Nats => nats::put_reply_id(&mut buf[at..], id),
+    }
+}
+
+/// Encoded size of one message.
+pub fn message_len(
+    proto: Protocol,
+    subject: &str,
+    qos: u8,
+    reply_prefix: Option<&str>,
+    size: usize,
+) -> usize {
+    match (proto, reply_prefix) {
+        (Protocol::Mqtt, _) => codec::publish_len(subject.len(), qos, size),
+        (Protocol::Nats, None) => nats::pub_len(subject, size),
+        (Protocol::Nats, Some(prefix)) => nats::pub_with_reply_len(subject, prefix, size),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_sid_text_is_the_sid() {
+        assert_eq!(REPLY_SID.to_string(), REPLY_SID_TEXT);
+    }
+
+    #[test]
+    fn answers_to_js_publishes_are_acks_with_their_id_or_errors() {
+        let ack = reply_ack("_INBOX.weftbench.1.0.00042", br#"{"stream":"B","seq":7}"#);
+        assert!(matches!(ack, Ok(Inbound::PubAck(42))), "{ack:?}");
+        let err = reply_ack(
+            "_INBOX.weftbench.1.0.00001",
+            br#"{"error":{"code":503,"description":"no space"}}"#,
+        )
+        .expect_err("an error answer fails the publisher");
+        assert!(err.to_string().contains("no space"), "{err}");
+        assert!(reply_ack("_INBOX.other", b"{}").is_err(), "no id");
+    }
+
+    #[test]
+    fn patched_ids_are_where_put_message_said() {
+        let mut mqtt = Vec::new();
+        let (at, _) = put_message(Protocol::Mqtt, &mut mqtt, "a/b", 1, None, b"xy");
+        patch_id(Protocol::Mqtt, &mut mqtt, at, 0x1234);
+        let (p, used) = codec::decode(&mqtt, &MQTT_LIMITS).unwrap().unwrap();
+        assert_eq!(used, mqtt.len());
+        assert_eq!(message_len(Protocol::Mqtt, "a/b", 1, None, 2), mqtt.len());
+        assert!(matches!(p, Packet::Publish(p) if p.packet_id == 0x1234 && p.payload == b"xy"));
+
+        let mut nats = Vec::new();
+        let (at, payload_at) = put_message(
+            Protocol::Nats,
+            &mut nats,
+            "a.b",
+            0,
+            Some("_INBOX.x."),
+            b"xy",
+        );
+        patch_id(Protocol::Nats, &mut nats, at, 513);
+        assert_eq!(nats, b"PUB a.b _INBOX.x.00513 2\r\nxy\r\n");
+        assert_eq!(&nats[payload_at..payload_at + 2], b"xy");
+        assert_eq!(
+            message_len(Protocol::Nats, "a.b", 0, Some("_INBOX.x."), 2),
+            nats.len()
+        );
     }
 }

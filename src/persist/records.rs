@@ -35,6 +35,7 @@ pub const IN_REL: u8 = 27;
 pub const WILL_GONE: u8 = 28;
 pub const MESH_KEEP: u8 = 29;
 pub const MESH_GONE: u8 = 30;
+pub const WILL: u8 = 31;
 
 /// A persistent session as opened (or resumed) on a shard.
 #[derive(Debug, Clone)]
@@ -124,6 +125,13 @@ pub enum Record {
     /// The session's will was sent or discarded.
     WillGone {
         sn: u64,
+    },
+    /// The session's will (its connection's, or one waiting for its
+    /// delay once the connection ended) and its delay in seconds.
+    Will {
+        sn: u64,
+        delay_s: Option<u32>,
+        event: Event,
     },
     /// The bridge keeps a QoS 1 copy for peer router `peer` (its resend
     /// store), encoded as the link frame numbered `seq`.
@@ -242,6 +250,12 @@ impl Record {
                 w.u64(*sn);
                 WILL_GONE
             }
+            Record::Will { sn, delay_s, event } => {
+                w.u64(*sn);
+                w.opt_u32(*delay_s);
+                w.event(event);
+                WILL
+            }
             Record::MeshKeep { peer, seq, frame } => {
                 w.str(peer);
                 w.u64(*seq);
@@ -319,6 +333,11 @@ impl Record {
             }
             WILL_GONE => Record::WillGone {
                 sn: r.u64().ok_or_else(bad)?,
+            },
+            WILL => Record::Will {
+                sn: r.u64().ok_or_else(bad)?,
+                delay_s: r.opt_u32().ok_or_else(bad)?,
+                event: r.event().ok_or_else(bad)?,
             },
             MESH_KEEP => Record::MeshKeep {
                 peer: r.str().ok_or_else(bad)?,
@@ -655,6 +674,11 @@ mod tests {
         round_trip(Record::InQos2 { sn: 1, pid: 3 });
         round_trip(Record::InRel { sn: 1, pid: 3 });
         round_trip(Record::WillGone { sn: 1 });
+        round_trip(Record::Will {
+            sn: 1,
+            delay_s: Some(3),
+            event: Event::new("w", b"gone", 1, true),
+        });
         round_trip(Record::MeshKeep {
             peer: "b".into(),
             seq: 4,

@@ -31,6 +31,9 @@ pub struct Session {
     /// when the router stopped.
     pub offline_wall_ms: Option<u64>,
     pub backlog: Backlog,
+    /// It was connected when the router stopped: its connection ended
+    /// then, without DISCONNECT (its will is due, after its delay).
+    pub online_at_crash: bool,
 }
 
 /// What the logs describe.
@@ -125,6 +128,7 @@ impl Open {
             }
             Record::InRel { pid, .. } => s.awaiting_release.retain(|p| *p != pid),
             Record::WillGone { .. } => s.will = None,
+            Record::Will { delay_s, event, .. } => s.will = Some((delay_s, event)),
             Record::Retain { .. }
             | Record::Session(_)
             | Record::MeshKeep { .. }
@@ -152,6 +156,7 @@ impl Open {
         }
         backlog.inflight = inflight.into_iter().map(|(_, f)| f).collect();
         Session {
+            online_at_crash: self.offline_wall_ms.is_none(),
             open: self.open,
             offline_wall_ms: self.offline_wall_ms,
             backlog,
@@ -175,7 +180,8 @@ fn sn_of(r: &Record) -> Option<u64> {
         | Record::Rel { sn, .. }
         | Record::InQos2 { sn, .. }
         | Record::InRel { sn, .. }
-        | Record::WillGone { sn } => *sn,
+        | Record::WillGone { sn }
+        | Record::Will { sn, .. } => *sn,
     })
 }
 

@@ -488,6 +488,23 @@ impl MqttGlue {
             let empty = Backlog::default();
             let backlog = self.backlog.as_ref().unwrap_or(&empty);
             ctx.open_journal(&mailbox, awaiting_release.clone(), None, backlog);
+            // Its will, in the session's own space (as `end_session`
+            // publishes it): sent after a restart if the connection
+            // was lost with it.
+            let will = machine.will().and_then(|(event, delay_s)| {
+                let event = match self.space.as_deref() {
+                    Some(space) => space.own(event)?,
+                    None => event,
+                };
+                Some((event, (delay_s > 0).then_some(delay_s)))
+            });
+            if let Some((event, delay_s)) = will {
+                mailbox.journal_write(|sn| crate::persist::records::Record::Will {
+                    sn,
+                    delay_s,
+                    event,
+                });
+            }
             let _ = ctx.durable().await;
         }
         machine.restore_awaiting_release(&awaiting_release);
@@ -624,19 +641,7 @@ async fn end_session(
             // Will Delay (MQTT-3.1.3-9): held while the session lives; a
             // reconnection cancels it, the session's end (expiry)
             // publishes it, whichever comes first.
-            *kept.pending_will.borrow_mut() = Some(will);
-            let ctx = ctx.clone();
-            glommio::spawn_local(async move {
-                glommio::timer::sleep(delay).await;
-                let due = kept.pending_will.borrow_mut().take();
-                if let Some(will) = due.filter(|_| !kept.detached.get()) {
-                    if will.retain {
-                        ctx.retain(&will);
-                    }
-                    ctx.publish(will, &mut Vec::new()).await;
-                }
-            })
-            .detach();
+            ctx.arm_will(kept, will, delay);
         }
         (Some((will, _)), _) => {
             if will.retain {

@@ -408,6 +408,12 @@ impl MqttSession {
     }
 
     /// Why the connection was refused or closed for a protocol error.
+    /// The connection's will and its Will Delay Interval (persistence
+    /// keeps it with the session).
+    pub fn will(&self) -> Option<(Event, u32)> {
+        self.will.as_ref().map(|w| (w.event.clone(), w.delay_s))
+    }
+
     pub fn take_problem(&mut self) -> Option<Problem> {
         self.problem.take()
     }

@@ -441,11 +441,12 @@ impl ShardCtx {
     /// client id's directory shard): offline, subscribed, with its backlog
     /// and the journal its snapshot opened; its expiry counts from when
     /// its connection ended.
+    /// Returns its will if it is due now (see `start_persistence`).
     pub(super) fn adopt_recovered(
-        &self,
+        self: &Rc<Self>,
         s: crate::persist::recover::Session,
         log: &Rc<crate::persist::log::Log>,
-    ) {
+    ) -> Option<Event> {
         let id = s.open.client_id.clone();
         let session = self.register(Protocol::Mqtt, id.clone());
         session.persistent.set(true);
@@ -486,10 +487,28 @@ impl ShardCtx {
         let left = (since.saturating_add(expiry_ms)).saturating_sub(now_ms);
         let count = &self.directory.offline_count;
         count.set(count.get() + 1);
-        self.directory
-            .offline
-            .borrow_mut()
-            .push(Instant::now() + Duration::from_millis(left), session);
+        self.directory.offline.borrow_mut().push(
+            Instant::now() + Duration::from_millis(left),
+            session.clone(),
+        );
+        // Its will: the connection ended at the stop (or earlier, with the
+        // will waiting for its delay); due after the delay, at the latest
+        // when the session ends.
+        let (delay_s, will) = s.open.will?;
+        let lost_ms = if s.online_at_crash { now_ms } else { since };
+        let due_ms = lost_ms
+            .saturating_add(u64::from(delay_s.unwrap_or(0)) * 1000)
+            .min(since.saturating_add(expiry_ms));
+        match due_ms.saturating_sub(now_ms) {
+            0 => {
+                session.journal_write(|sn| crate::persist::records::Record::WillGone { sn });
+                Some(will)
+            }
+            wait => {
+                self.arm_will(session, will, Duration::from_millis(wait));
+                None
+            }
+        }
     }
 
     /// Drops the home entry of a session that ends for good, and its

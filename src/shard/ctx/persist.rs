@@ -65,8 +65,9 @@ impl ShardCtx {
         let task = glommio::spawn_local(log.clone().run()).detach();
         self.set_log(log.clone(), start.next_sn);
         let adopted = !start.sessions.is_empty();
+        let mut wills = Vec::new();
         for session in start.sessions {
-            self.adopt_recovered(session, &log);
+            wills.extend(self.adopt_recovered(session, &log));
         }
         if let Some((took, records, bad_crc, torn)) = recovery {
             self.stats
@@ -84,6 +85,15 @@ impl ShardCtx {
         let starters = self.shards.max(shards);
         while self.global.persist_started.load(Ordering::Acquire) < starters {
             glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // Wills due already (their connection was lost at the stop, or
+        // their delay passed meanwhile), now that every shard has its
+        // subscribers back.
+        for will in wills {
+            if will.retain {
+                self.retain(&will);
+            }
+            self.publish(will, &mut Vec::new()).await;
         }
         Ok(task)
     }
@@ -106,6 +116,31 @@ impl ShardCtx {
     /// The bridge restored its resend stores (see `start_persistence`).
     pub fn bridge_persistence_started(&self) {
         self.global.persist_started.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Holds `will` in the offline session `kept` for `delay`, then
+    /// publishes it unless a reconnection took the session (which cancels
+    /// it) or its expiry published it first. Journaled with the session.
+    pub fn arm_will(self: &Rc<Self>, kept: Rc<Session>, will: Event, delay: Duration) {
+        kept.journal_write(|sn| Record::Will {
+            sn,
+            delay_s: Some(delay.as_secs().clamp(1, u64::from(u32::MAX)) as u32),
+            event: will.clone(),
+        });
+        *kept.pending_will.borrow_mut() = Some(will);
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(delay).await;
+            let due = kept.pending_will.borrow_mut().take();
+            if let Some(will) = due.filter(|_| !kept.detached.get()) {
+                kept.journal_write(|sn| Record::WillGone { sn });
+                if will.retain {
+                    ctx.retain(&will);
+                }
+                ctx.publish(will, &mut Vec::new()).await;
+            }
+        })
+        .detach();
     }
 
     /// Gives the shard its log (persistence on); `next_sn`: the first
