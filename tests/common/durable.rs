@@ -163,6 +163,8 @@ pub struct Durable {
     launch: Launch,
     past_logs: Vec<Vec<String>>,
     runs: usize,
+    /// The mesh listener of the first run (pinned), if any.
+    mesh_pinned: Option<SocketAddr>,
 }
 
 impl Durable {
@@ -171,11 +173,56 @@ impl Durable {
     pub fn start(shards: usize, toml: &str, args: &[String]) -> Durable {
         let mut launch = Launch::new(shards, toml);
         launch.args = args.to_vec();
-        launch.capture_stderr = true;
         launch.log_level = Some("warn".into());
+        Durable::start_launch(launch)
+    }
+
+    /// A one-shard mesh router on core 0 (as `mesh_router` starts one)
+    /// with persistence in `dir`: router id `id`, `toml` (its `[mesh]`
+    /// section), a mesh listener when `listen` (on port 0, then pinned for
+    /// every restart, so that the peers that dial it find it again), and a
+    /// link dialed to each of `links`. Logs at info (the links' ups and
+    /// downs, for [`Durable::dump`]).
+    pub fn start_mesh(
+        id: &str,
+        toml: &str,
+        dir: &Path,
+        listen: bool,
+        links: &[SocketAddr],
+    ) -> Durable {
+        let mut launch = Launch::new(1, toml);
+        launch.cores = "0".into();
+        launch.log_level = Some("info".into());
+        launch.args = vec!["--router-id".into(), id.into()];
+        if listen {
+            launch.args.push("--mesh-listen".into());
+            launch.args.push("127.0.0.1:0".into());
+        }
+        for l in links {
+            launch.args.push("--link".into());
+            launch.args.push(l.to_string());
+        }
+        launch.args.extend(persistence_args(dir));
+        Durable::start_launch(launch)
+    }
+
+    /// Starts `launch` (its stderr captured) and pins the ports the run got
+    /// (MQTT, NATS, admin, and the mesh listener set by `--mesh-listen`, if
+    /// any) for every restart.
+    pub fn start_launch(mut launch: Launch) -> Durable {
+        launch.capture_stderr = true;
         let weft = Weft::launch_with(launch.clone());
         // Pin the ports this run got, for every restart.
         launch.mqtt_listen = weft.addr.to_string();
+        if let Some(mesh) = weft.mesh {
+            for i in 0..launch.args.len() {
+                if launch.args[i] == "--mesh-listen" && i + 1 < launch.args.len() {
+                    launch.args[i + 1] = mesh.to_string();
+                } else if launch.args[i].starts_with("--mesh-listen=") {
+                    launch.args[i] = format!("--mesh-listen={mesh}");
+                }
+            }
+        }
         let mut table: toml::Table = launch.toml.parse().expect("test TOML");
         for (section, addr) in [("nats", weft.nats), ("admin", weft.admin)] {
             let t = table
@@ -186,11 +233,13 @@ impl Durable {
                 .insert("listen".into(), toml::Value::String(addr.to_string()));
         }
         launch.toml = table.to_string();
+        let mesh_pinned = weft.mesh;
         Durable {
             weft,
             launch,
             past_logs: Vec::new(),
             runs: 1,
+            mesh_pinned,
         }
     }
 
@@ -225,6 +274,14 @@ impl Durable {
         self.weft = Weft::launch_with(self.launch.clone());
         self.runs += 1;
         assert_eq!(self.weft.addr, self.addr_pinned(), "restarted on its port");
+        if let Some(mesh) = self.mesh_pinned {
+            assert_eq!(self.weft.mesh, Some(mesh), "restarted on its mesh port");
+        }
+    }
+
+    /// The mesh listener every run shares (`None` without one).
+    pub fn mesh(&self) -> Option<SocketAddr> {
+        self.weft.mesh
     }
 
     fn addr_pinned(&self) -> SocketAddr {
