@@ -499,11 +499,9 @@ impl MqttGlue {
                 Some((event, (delay_s > 0).then_some(delay_s)))
             });
             if let Some((event, delay_s)) = will {
-                mailbox.journal_write(|sn| crate::persist::records::Record::Will {
-                    sn,
-                    delay_s,
-                    event,
-                });
+                if let Some(j) = mailbox.journal.borrow().as_ref() {
+                    j.set_will(Some((delay_s, event)));
+                }
             }
             let _ = ctx.durable().await;
         }

@@ -166,41 +166,19 @@ impl Control {
     /// Waits until every other peer has applied all that this shard sent
     /// before (or the shard stops).
     pub(super) async fn barrier(&self, stop: &Stop) {
-        let peers = self.peers();
-        if peers < 2 {
-            return;
-        }
-        let id = self.next_barrier.get();
-        self.next_barrier.set(id + 1);
-        self.barriers.borrow_mut().insert(
-            id,
-            BarrierWait {
-                remaining: peers - 1,
-                failed: false,
-                waker: None,
-            },
-        );
-        self.push(None, ShardMsg::Barrier(id));
-        poll_fn(|cx| {
-            let mut barriers = self.barriers.borrow_mut();
-            let wait = barriers.get_mut(&id).expect("registered above");
-            if wait.remaining == 0 || stop.get() {
-                barriers.remove(&id);
-                Poll::Ready(())
-            } else {
-                wait.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        self.barrier_of(ShardMsg::Barrier, stop).await;
     }
 
-    /// A peer's barrier: answered at once, since everything it sent before
-    /// was applied (the ring is in order).
     /// A barrier whose acknowledgements also promise that each peer's
     /// log holds what it had appended when the barrier came (see
     /// `ctx::persist`). False if a peer's log failed.
     pub(super) async fn durable_barrier(&self, stop: &Stop) -> bool {
+        self.barrier_of(ShardMsg::DurableBarrier, stop).await
+    }
+
+    /// Sends `msg(id)` to every peer and waits for their answers (or the
+    /// shard's stop); false if a peer answered `BarrierFailed`.
+    async fn barrier_of(&self, msg: fn(u64) -> ShardMsg, stop: &Stop) -> bool {
         let peers = self.peers();
         if peers < 2 {
             return true;
@@ -215,7 +193,7 @@ impl Control {
                 waker: None,
             },
         );
-        self.push(None, ShardMsg::DurableBarrier(id));
+        self.push(None, msg(id));
         poll_fn(|cx| {
             let mut barriers = self.barriers.borrow_mut();
             let wait = barriers.get_mut(&id).expect("registered above");
@@ -244,6 +222,8 @@ impl Control {
         self.on_barrier_ack(id);
     }
 
+    /// A peer's barrier: answered at once, since everything it sent before
+    /// was applied (the ring is in order).
     pub(super) fn on_barrier(&self, from: usize, id: u64) {
         if let Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) =
             self.senders.try_send_to(from, ShardMsg::BarrierAck(id))

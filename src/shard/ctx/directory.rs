@@ -468,6 +468,7 @@ impl ShardCtx {
             offline_wall_ms: s.offline_wall_ms,
             seq: Cell::new(numbered),
             awaiting_release: RefCell::new(s.open.awaiting_release.clone()),
+            will: RefCell::new(s.open.will.clone()),
         });
         session.restore_backlog(s.backlog);
         debug_assert_eq!(self.directory_shard(&id), self.id);
@@ -501,7 +502,9 @@ impl ShardCtx {
             .min(since.saturating_add(expiry_ms));
         match due_ms.saturating_sub(now_ms) {
             0 => {
-                session.journal_write(|sn| crate::persist::records::Record::WillGone { sn });
+                if let Some(j) = session.journal.borrow().as_ref() {
+                    j.set_will(None);
+                }
                 Some(will)
             }
             wait => {

@@ -130,18 +130,19 @@ impl ShardCtx {
     /// publishes it unless a reconnection took the session (which cancels
     /// it) or its expiry published it first. Journaled with the session.
     pub fn arm_will(self: &Rc<Self>, kept: Rc<Session>, will: Event, delay: Duration) {
-        kept.journal_write(|sn| Record::Will {
-            sn,
-            delay_s: Some(delay.as_secs().clamp(1, u64::from(u32::MAX)) as u32),
-            event: will.clone(),
-        });
+        if let Some(j) = kept.journal.borrow().as_ref() {
+            let delay_s = delay.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+            j.set_will(Some((Some(delay_s), will.clone())));
+        }
         *kept.pending_will.borrow_mut() = Some(will);
         let ctx = self.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(delay).await;
             let due = kept.pending_will.borrow_mut().take();
             if let Some(will) = due.filter(|_| !kept.detached.get()) {
-                kept.journal_write(|sn| Record::WillGone { sn });
+                if let Some(j) = kept.journal.borrow().as_ref() {
+                    j.set_will(None);
+                }
                 if will.retain {
                     ctx.retain(&will);
                 }
@@ -197,27 +198,7 @@ impl ShardCtx {
         backlog: &Backlog,
     ) {
         let Some(log) = self.log() else { return };
-        let open = SessionOpen {
-            sn: self.next_sn(),
-            gen: self.next_gen(),
-            client_id: session.client_id.clone(),
-            version: session.version(),
-            expiry_s: session.expiry_s.get(),
-            subscriptions: session
-                .subscriptions
-                .borrow()
-                .iter()
-                .map(|(f, q)| (f.clone(), *q))
-                .collect(),
-            identifiers: session
-                .sub_identifiers
-                .borrow()
-                .iter()
-                .map(|(f, i)| (f.clone(), *i))
-                .collect(),
-            awaiting_release,
-            will: None,
-        };
+        let open = session_open(session, self.next_sn(), self.next_gen(), awaiting_release);
         // What the session queued before it was journaled (a takeover's
         // phase 1 subscribed it already) goes after the backlog, as
         // `Mailbox::restore_backlog` will put it: numbered in that order
@@ -232,6 +213,7 @@ impl ShardCtx {
             offline_wall_ms,
             seq: Cell::new((backlog.inflight.len() + backlog.queued.len()) as u64),
             awaiting_release: std::cell::RefCell::new(open.awaiting_release.clone()),
+            will: std::cell::RefCell::new(None),
         };
         for record in recover::session_records(&open, offline_wall_ms, backlog) {
             journal.write(record);
@@ -268,30 +250,20 @@ impl ShardCtx {
             let journal = session.journal.borrow();
             let Some(j) = journal.as_ref() else { continue };
             sessions += 1;
-            let open = SessionOpen {
-                sn: j.sn,
-                gen: j.gen,
-                client_id: session.client_id.clone(),
-                version: session.version(),
-                expiry_s: session.expiry_s.get(),
-                subscriptions: session
-                    .subscriptions
-                    .borrow()
-                    .iter()
-                    .map(|(f, q)| (f.clone(), *q))
-                    .collect(),
-                identifiers: session
-                    .sub_identifiers
-                    .borrow()
-                    .iter()
-                    .map(|(f, i)| (f.clone(), *i))
-                    .collect(),
-                awaiting_release: j.awaiting_release.borrow().clone(),
-                will: None,
-            };
+            let open = session_open(&session, j.sn, j.gen, j.awaiting_release.borrow().clone());
             let backlog = session.backlog_copy();
             for r in recover::session_records(&open, j.offline_wall_ms, &backlog) {
                 records.push(r.to_bytes());
+            }
+            if let Some((delay_s, event)) = j.will.borrow().clone() {
+                records.push(
+                    Record::Will {
+                        sn: j.sn,
+                        delay_s,
+                        event,
+                    }
+                    .to_bytes(),
+                );
             }
             j.seq.set(session.renumber_journaled());
         }
@@ -372,5 +344,32 @@ impl ShardCtx {
                 Err(_) => ctx.control.on_barrier_failed(from, id),
             }),
         );
+    }
+}
+
+/// The record that opens `session` in a snapshot: its subscriptions,
+/// identifiers and expiry as they are now. (Its will, if any, follows as
+/// a `Will` record.)
+fn session_open(session: &Session, sn: u64, gen: u64, awaiting_release: Vec<u16>) -> SessionOpen {
+    SessionOpen {
+        sn,
+        gen,
+        client_id: session.client_id.clone(),
+        version: session.version(),
+        expiry_s: session.expiry_s.get(),
+        subscriptions: session
+            .subscriptions
+            .borrow()
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect(),
+        identifiers: session
+            .sub_identifiers
+            .borrow()
+            .iter()
+            .map(|(f, i)| (f.clone(), *i))
+            .collect(),
+        awaiting_release,
+        will: None,
     }
 }

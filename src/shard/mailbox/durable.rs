@@ -29,6 +29,8 @@ pub struct Journal {
     /// Inbound QoS 2 packet ids awaiting PUBREL (the machine's own list,
     /// mirrored for snapshots and takeovers).
     pub awaiting_release: RefCell<Vec<u16>>,
+    /// The session's will as journaled (for snapshots).
+    pub will: RefCell<Option<(Option<u32>, Event)>>,
 }
 
 impl Journal {
@@ -38,6 +40,23 @@ impl Journal {
     pub fn write(&self, record: Record) {
         let (kind, body) = record.to_bytes();
         let _ = self.log.append(kind, &body);
+    }
+}
+
+impl Journal {
+    /// Journals the session's will (`None`: sent or discarded) and keeps
+    /// it for snapshots.
+    pub fn set_will(&self, will: Option<(Option<u32>, Event)>) {
+        let record = match &will {
+            Some((delay_s, event)) => Record::Will {
+                sn: self.sn,
+                delay_s: *delay_s,
+                event: event.clone(),
+            },
+            None => Record::WillGone { sn: self.sn },
+        };
+        self.write(record);
+        *self.will.borrow_mut() = will;
     }
 }
 
