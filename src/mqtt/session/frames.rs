@@ -30,6 +30,17 @@ pub(super) enum Ack {
     Complete,
 }
 
+impl Ack {
+    /// What answers a PUBLISH at `qos` (1: PUBACK, 2: PUBREC).
+    pub(super) fn of_publish(qos: u8) -> Ack {
+        if qos == 1 {
+            Ack::Publish
+        } else {
+            Ack::Received
+        }
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP with `code` (MQTT 5; 3.1.1 has none).
 pub(super) fn ack(
     version: Version,

@@ -241,11 +241,7 @@ impl MqttSession {
                     out,
                 );
             }
-            let kind = if p.qos == 1 {
-                Ack::Publish
-            } else {
-                Ack::Received
-            };
+            let kind = Ack::of_publish(p.qos);
             frames::ack(
                 self.version,
                 kind,
@@ -319,11 +315,7 @@ impl MqttSession {
         } else {
             reason::NO_MATCHING_SUBSCRIBERS
         };
-        let kind = if ack.qos == 1 {
-            Ack::Publish
-        } else {
-            Ack::Received
-        };
+        let kind = Ack::of_publish(ack.qos);
         frames::ack(self.version, kind, ack.packet_id, code, out);
     }
 
@@ -341,11 +333,7 @@ impl MqttSession {
         if self.version != Version::V5 {
             return self.close(CloseReason::StorageFailed, out);
         }
-        let kind = if ack.qos == 1 {
-            Ack::Publish
-        } else {
-            Ack::Received
-        };
+        let kind = Ack::of_publish(ack.qos);
         frames::ack(
             self.version,
             kind,
