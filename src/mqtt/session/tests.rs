@@ -10,6 +10,7 @@ use crate::mqtt::codec::{self, Packet as P3};
 use crate::mqtt::v5::{self, reason, Packet as P5, Properties};
 
 mod authz;
+mod durable;
 
 fn t(ms: u64) -> Instant {
     static ZERO: OnceLock<Instant> = OnceLock::new();
