@@ -270,6 +270,25 @@ impl Record {
         }
     }
 
+    /// Appends the record to `log`, encoded in a buffer reused by every
+    /// append of this thread (no allocation per record).
+    pub fn append_to(&self, log: &super::log::Log) -> Result<u64, super::log::LogError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|scratch| {
+            let mut body = scratch.borrow_mut();
+            body.clear();
+            let kind = self.encode(&mut body);
+            let appended = log.append(kind, &body);
+            if body.capacity() > 1 << 20 {
+                // A large event passed: do not keep its buffer.
+                *body = Vec::new();
+            }
+            appended
+        })
+    }
+
     /// The record and its kind, ready for `Log::append`.
     pub fn to_bytes(&self) -> (u8, Vec<u8>) {
         let mut body = Vec::new();

@@ -285,25 +285,23 @@ impl Bridge {
     /// Journals a copy kept for `peer` (persistence on).
     pub(super) fn journal_keep(&self, peer: &str, seq: u64, frame: &[u8]) {
         if let Some(log) = self.ctx.log() {
-            let (kind, body) = crate::persist::records::Record::MeshKeep {
+            let _ = crate::persist::records::Record::MeshKeep {
                 peer: peer.into(),
                 seq,
                 frame: frame.to_vec(),
             }
-            .to_bytes();
-            let _ = log.append(kind, &body);
+            .append_to(log);
         }
     }
 
     /// Journals that `peer`'s store holds nothing up to `upto` any more.
     pub(super) fn journal_gone(&self, peer: &str, upto: u64) {
         if let Some(log) = self.ctx.log() {
-            let (kind, body) = crate::persist::records::Record::MeshGone {
+            let _ = crate::persist::records::Record::MeshGone {
                 peer: peer.into(),
                 upto,
             }
-            .to_bytes();
-            let _ = log.append(kind, &body);
+            .append_to(log);
         }
     }
 

@@ -302,12 +302,11 @@ impl ShardCtx {
         {
             return;
         }
-        let (kind, body) = Record::Retain {
+        let _ = Record::Retain {
             stamp,
             event: event.clone(),
         }
-        .to_bytes();
-        let _ = log.append(kind, &body);
+        .append_to(log);
     }
 
     /// Waits until what this shard appended so far, and what every other

@@ -38,8 +38,7 @@ impl Journal {
     /// its health an error, which refuses new QoS 1/2 publishes: the
     /// record lost here costs at most a duplicate or a resend.
     pub fn write(&self, record: Record) {
-        let (kind, body) = record.to_bytes();
-        let _ = self.log.append(kind, &body);
+        let _ = record.append_to(&self.log);
     }
 }
 
