@@ -151,14 +151,8 @@ impl Glue<MqttSession> for MqttGlue {
                 // Persistence: the acknowledgement waits until the event is
                 // durable; a log that cannot take it refuses the publish.
                 let durable = ack.is_some() && ctx.persisting();
-                if let Some(ack) = ack.filter(|_| durable) {
-                    if !ctx.log_healthy() {
-                        machine.on_publish_refused(ack, out);
-                        return true;
-                    }
-                    if ack.qos == 2 {
-                        journal_qos2(mailbox, ack.packet_id);
-                    }
+                if durable && !admit_durable(ctx, mailbox, machine, ack, out) {
+                    return true;
                 }
                 let mut event = event.with_origin(ctx.origin(mailbox));
                 if let Some(space) = &self.space {
@@ -176,21 +170,22 @@ impl Glue<MqttSession> for MqttGlue {
                     ctx.retain(&event);
                 }
                 match ctx.publish_now(event, congested) {
-                    Ok(matched) => match ack {
-                        Some(ack) if durable && ack.qos == 1 && !ack.barrier => {
+                    Ok(matched) => {
+                        let Some(ack) = ack else { return true };
+                        if !durable {
+                            machine.on_published(ack, matched, out);
+                            return true;
+                        }
+                        if ack.qos == 2 || ack.barrier {
+                            Pending::Durable(ack, matched)
+                        } else {
                             // Pipelined: the next PUBLISH is read at once;
                             // the writer holds the batch with this
                             // acknowledgement until it is durable.
                             gated_ack(mailbox, machine, ack, matched, out);
                             return true;
                         }
-                        Some(ack) if durable => Pending::Durable(ack, matched),
-                        Some(ack) => {
-                            machine.on_published(ack, matched, out);
-                            return true;
-                        }
-                        None => return true,
-                    },
+                    }
                     Err(handoff) => Pending::Publish(handoff, ack),
                 }
             }
@@ -304,6 +299,30 @@ fn gated_ack(
         mailbox.send_gated(&out.bytes[*from..*to]);
         out.list.truncate(mark);
     }
+}
+
+/// Persistence on, before a QoS 1/2 publish is routed: refused at once
+/// if the log cannot take new work; a QoS 2 id journaled as awaiting
+/// PUBREL. False: refused (answered). Off the path of a router without
+/// persistence.
+#[cold]
+#[inline(never)]
+fn admit_durable(
+    ctx: &ShardCtx,
+    mailbox: &Mailbox,
+    machine: &mut MqttSession,
+    ack: Option<PublishAck>,
+    out: &mut Actions<Request>,
+) -> bool {
+    let Some(ack) = ack else { return true };
+    if !ctx.log_healthy() {
+        machine.on_publish_refused(ack, out);
+        return false;
+    }
+    if ack.qos == 2 {
+        journal_qos2(mailbox, ack.packet_id);
+    }
+    true
 }
 
 /// Journals an inbound QoS 2 id now awaiting PUBREL.

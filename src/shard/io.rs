@@ -269,7 +269,10 @@ pub async fn write_loop<T: Transport>(
         // PUBRELs it owes, are in the log before the client sees them, so
         // that a restart resends each PUBLISH with its id and DUP, never
         // under a new id (QoS 2 exactly once across a crash).
-        let log = session.journal.borrow().as_ref().map(|j| j.log.clone());
+        let log = session
+            .is_journaled()
+            .then(|| session.journal.borrow().as_ref().map(|j| j.log.clone()))
+            .flatten();
         if let Some(log) = log {
             let at = log.appended();
             if log.durable() < at {

@@ -181,8 +181,11 @@ pub struct Mailbox {
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
-    /// Persistence on and the session persistent: where its records go.
+    /// Persistence on and the session persistent: where its records go
+    /// (set and taken through `set_journal` / `take_journal`, which keep
+    /// `journaled` in step: the one test the event path pays).
     pub journal: RefCell<Option<Journal>>,
+    journaled: Cell<bool>,
     /// `Gated` acknowledgements queued and written so far, and how many
     /// of them the last durable wait covered (with its outcome).
     gated_pushed: Cell<u64>,
@@ -234,6 +237,7 @@ impl Mailbox {
             sub_identifiers: RefCell::default(),
             pending_will: RefCell::new(None),
             journal: RefCell::new(None),
+            journaled: Cell::new(false),
             gated_pushed: Cell::new(0),
             gated_popped: Cell::new(0),
             gate: Cell::new((0, true)),

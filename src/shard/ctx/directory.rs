@@ -273,7 +273,7 @@ impl ShardCtx {
         let awaiting_release = ShardCtx::journal_awaiting_release(&old);
         if keep {
             // Its new host journals it under a newer generation.
-            old.journal.borrow_mut().take();
+            old.take_journal();
         } else {
             self.end_journal(&old);
         }
@@ -401,7 +401,7 @@ impl ShardCtx {
         if session.journal.borrow().is_some() || (self.persisting() && session.persistent.get()) {
             // Offline from now: a snapshot under a new generation.
             let awaiting_release = ShardCtx::journal_awaiting_release(session);
-            session.journal.borrow_mut().take();
+            session.take_journal();
             let wall_ms = crate::event::wall_ns() / 1_000_000;
             self.open_journal(&kept, awaiting_release, Some(wall_ms), &backlog);
         }
@@ -461,7 +461,7 @@ impl ShardCtx {
             .borrow_mut()
             .extend(s.open.identifiers.iter().cloned());
         let numbered = (s.backlog.inflight.len() + s.backlog.queued.len()) as u64;
-        *session.journal.borrow_mut() = Some(crate::shard::mailbox::Journal {
+        session.set_journal(crate::shard::mailbox::Journal {
             log: log.clone(),
             sn: s.open.sn,
             gen: s.open.gen,

@@ -218,7 +218,7 @@ impl ShardCtx {
         for record in recover::session_records(&open, offline_wall_ms, backlog) {
             journal.write(record);
         }
-        *session.journal.borrow_mut() = Some(journal);
+        session.set_journal(journal);
     }
 
     /// On the housekeeping tick: when the log is past half its budget,
@@ -288,7 +288,7 @@ impl ShardCtx {
 
     /// The session ended for good: its records are void.
     pub fn end_journal(&self, session: &Session) {
-        if let Some(j) = session.journal.borrow_mut().take() {
+        if let Some(j) = session.take_journal() {
             j.write(Record::End { sn: j.sn });
         }
     }

@@ -121,9 +121,15 @@ impl Mailbox {
     /// (0: not journaled).
     #[inline]
     pub(super) fn journal_queued(&self, qos: u8, event: &Event) -> u64 {
-        if qos == 0 {
+        if qos == 0 || !self.journaled.get() {
             return 0;
         }
+        self.journal_queued_now(qos, event)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn journal_queued_now(&self, qos: u8, event: &Event) -> u64 {
         let journal = self.journal.borrow();
         let Some(j) = journal.as_ref() else {
             return 0;
@@ -142,9 +148,35 @@ impl Mailbox {
     /// Journals a record of this session, if it is journaled.
     #[inline]
     pub fn journal_write(&self, record: impl FnOnce(u64) -> Record) {
+        if self.journaled.get() {
+            self.journal_write_now(record);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn journal_write_now(&self, record: impl FnOnce(u64) -> Record) {
         if let Some(j) = self.journal.borrow().as_ref() {
             j.write(record(j.sn));
         }
+    }
+
+    /// Whether the session is journaled (persistence on, persistent).
+    #[inline]
+    pub fn is_journaled(&self) -> bool {
+        self.journaled.get()
+    }
+
+    /// Starts journaling this session (persistence).
+    pub fn set_journal(&self, journal: Journal) {
+        *self.journal.borrow_mut() = Some(journal);
+        self.journaled.set(true);
+    }
+
+    /// Stops journaling this session; its journal, if it had one.
+    pub fn take_journal(&self) -> Option<Journal> {
+        self.journaled.set(false);
+        self.journal.borrow_mut().take()
     }
 
     /// A copy of what the session would carry to its next connection,
