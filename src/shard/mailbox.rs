@@ -661,7 +661,7 @@ impl Mailbox {
         };
         // Journaled: numbered as `persist::recover::session_records`
         // numbered them (in flight first, then the queue).
-        let journaled = self.journal.borrow().is_some();
+        let journaled = self.is_journaled();
         let base = backlog.inflight.len() as u64;
         let items = backlog.inflight.into_iter().map(OutItem::Redeliver).chain(
             backlog

@@ -68,6 +68,10 @@ pub(super) struct Link {
     /// This router's retained store, still to be sent to the peer (the
     /// exchange that follows the interest table; see `feed_sync`).
     pub(super) sync: RefCell<VecDeque<(Event, u64)>>,
+    /// Persistence: a QoS 1 copy from this link was delivered here since
+    /// its acknowledgements last went out; the next ones wait for the
+    /// logs first.
+    pub(super) durable_owed: Cell<bool>,
 }
 
 impl Link {
@@ -215,6 +219,7 @@ impl Bridge {
             closed: Cell::new(false),
             session: RefCell::new(session),
             sync: RefCell::default(),
+            durable_owed: Cell::new(false),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
         if !slot.dialled {

@@ -96,7 +96,7 @@ impl Bridge {
             }
             drop(out);
             rb.start += used;
-            if used > 0 && self.persisting {
+            if link.durable_owed.take() {
                 // Persistence: a copy is acknowledged upstream once the
                 // shards' logs (and this bridge's, for the copies it
                 // passed on) hold it.
@@ -234,6 +234,10 @@ impl Bridge {
         }
         if e.seq > 0 {
             link.session.borrow_mut().processed(e.seq);
+            // Its acknowledgement waits for the logs (persistence).
+            if self.persisting {
+                link.durable_owed.set(true);
+            }
         }
         true
     }

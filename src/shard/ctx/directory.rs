@@ -270,7 +270,7 @@ impl ShardCtx {
         }
         let will = old.pending_will.borrow_mut().take().filter(|_| !keep);
         let backlog = old.take_backlog();
-        let awaiting_release = ShardCtx::journal_awaiting_release(&old);
+        let awaiting_release = old.journaled_awaiting_release();
         if keep {
             // Its new host journals it under a newer generation.
             old.take_journal();
@@ -400,7 +400,7 @@ impl ShardCtx {
         kept.set_version(session.version());
         if session.journal.borrow().is_some() || (self.persisting() && session.persistent.get()) {
             // Offline from now: a snapshot under a new generation.
-            let awaiting_release = ShardCtx::journal_awaiting_release(session);
+            let awaiting_release = session.journaled_awaiting_release();
             session.take_journal();
             let wall_ms = crate::event::wall_ns() / 1_000_000;
             self.open_journal(&kept, awaiting_release, Some(wall_ms), &backlog);
@@ -418,13 +418,7 @@ impl ShardCtx {
             homes.insert(session.client_id.clone(), kept.clone());
         }
         drop(homes);
-        let configured = self.limits().offline_session_expiry_s;
-        let expiry = Duration::from_secs(
-            session
-                .expiry_s
-                .get()
-                .map_or(configured, |s| u64::from(s).min(configured)),
-        );
+        let expiry = self.offline_expiry(session.expiry_s.get());
         let count = &self.directory.offline_count;
         count.set(count.get() + 1);
         let mut offline = self.directory.offline.borrow_mut();
@@ -477,12 +471,7 @@ impl ShardCtx {
             .homes
             .borrow_mut()
             .insert(id, session.clone());
-        let configured = self.limits().offline_session_expiry_s;
-        let expiry_ms = s
-            .open
-            .expiry_s
-            .map_or(configured, |e| u64::from(e).min(configured))
-            .saturating_mul(1000);
+        let expiry_ms = self.offline_expiry(s.open.expiry_s).as_millis() as u64;
         let now_ms = crate::event::wall_ns() / 1_000_000;
         let since = s.offline_wall_ms.unwrap_or(now_ms);
         let left = (since.saturating_add(expiry_ms)).saturating_sub(now_ms);
@@ -512,6 +501,13 @@ impl ShardCtx {
                 None
             }
         }
+    }
+
+    /// How long a session is kept offline: its MQTT 5 expiry, capped by
+    /// `offline_session_expiry_s` (which alone applies to 3.1.1).
+    fn offline_expiry(&self, expiry_s: Option<u32>) -> Duration {
+        let configured = self.limits().offline_session_expiry_s;
+        Duration::from_secs(expiry_s.map_or(configured, |s| u64::from(s).min(configured)))
     }
 
     /// Drops the home entry of a session that ends for good, and its

@@ -82,10 +82,7 @@ impl ShardCtx {
         self.global.persist_started.fetch_add(1, Ordering::AcqRel);
         // Every client shard, and the bridge when the mesh is on (its
         // resend stores restored before an event reaches it).
-        let starters = self.shards.max(shards);
-        while self.global.persist_started.load(Ordering::Acquire) < starters {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        self.persistence_started().await;
         // Wills due already (their connection was lost at the stop, or
         // their delay passed meanwhile), now that every shard has its
         // subscribers back.
@@ -113,8 +110,8 @@ impl ShardCtx {
         Ok((log, task))
     }
 
-    /// Waits until every client shard and the bridge installed what the
-    /// start-up recovery gave them.
+    /// Waits until every client shard and the bridge (every peer of the
+    /// rings) installed what the start-up recovery gave them.
     pub async fn persistence_started(&self) {
         while self.global.persist_started.load(Ordering::Acquire) < self.shards {
             glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -274,16 +271,6 @@ impl ShardCtx {
             "persistence: compacting the log"
         );
         log.compact(records.into_iter());
-    }
-
-    /// Inbound QoS 2 packet ids of a journaled session awaiting PUBREL.
-    pub fn journal_awaiting_release(session: &Session) -> Vec<u16> {
-        session
-            .journal
-            .borrow()
-            .as_ref()
-            .map(|j| j.awaiting_release.borrow().clone())
-            .unwrap_or_default()
     }
 
     /// The session ended for good: its records are void.

@@ -161,6 +161,16 @@ impl Mailbox {
         }
     }
 
+    /// Inbound QoS 2 packet ids awaiting PUBREL, as its journal mirrors
+    /// them (empty when not journaled).
+    pub fn journaled_awaiting_release(&self) -> Vec<u16> {
+        self.journal
+            .borrow()
+            .as_ref()
+            .map(|j| j.awaiting_release.borrow().clone())
+            .unwrap_or_default()
+    }
+
     /// Whether the session is journaled (persistence on, persistent).
     #[inline]
     pub fn is_journaled(&self) -> bool {
