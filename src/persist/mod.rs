@@ -5,9 +5,13 @@
 //! Owns: the per-shard durable log ([`log`]: framing, segment files, the
 //! runtime writer with its sync policies, start-up reading, snapshots).
 //! Must not touch: sockets, other shards' logs (each shard owns its
-//! directory `<persistence.dir>/shard-<n>/`; nothing is shared between
+//! directory `<persistence.dir>/gen-<N>/shard-<n>/`; nothing is shared between
 //! threads but the metrics). What a record means is the callers' concern:
-//! to the log a record is `(kind, body)`.
+//! to the log a record is `(kind, body)`. That meaning is [`records`] (the
+//! record vocabulary), [`recover`] (records folded into state, sans-IO)
+//! and [`start`] (the start-up generations and the dealing of recovered
+//! state to this run's shards); what each shard writes is
+//! `shard::ctx::persist` and the mailbox's journal.
 
 pub mod log;
 pub mod records;

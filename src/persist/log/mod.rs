@@ -2,7 +2,8 @@
 //! records in segment files, written by one task on the shard's own
 //! executor through io_uring, read back at start-up.
 //!
-//! On disk: `<dir>/shard-<n>/<20-digit seq>.log`; a run never appends to a
+//! On disk: `<dir>/gen-<N>/shard-<n>/<20-digit seq>.log` (the generation:
+//! `persist::start`); a run never appends to a
 //! segment an earlier run wrote (each `Log::open` starts a new one), and a
 //! segment is closed past `persistence.segment_bytes`. A record is framed
 //! `u32 len | u32 crc32c | u8 kind | body`, little endian, `len` and the
