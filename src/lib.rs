@@ -32,6 +32,7 @@ pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;

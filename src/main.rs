@@ -62,6 +62,10 @@ struct RunArgs {
     /// Address of the NATS listener (config: nats.listen).
     #[arg(long, value_name = "ADDR")]
     nats_listen: Option<String>,
+    /// Address of the HTTP edge's listener (config: http.listen; off by
+    /// default): publish with POST, subscribe with Server-Sent Events.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Address of the admin HTTP endpoint (config: admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
@@ -233,6 +237,7 @@ fn run(args: RunArgs) -> ExitCode {
         mqtt_listen: args.mqtt_listen,
         mqtt_tls_listen: args.mqtt_tls_listen,
         nats_listen: args.nats_listen,
+        http_listen: args.http_listen,
         admin_listen: args.admin_listen,
         shards: args.shards,
         cores: args.cores,
@@ -327,6 +332,9 @@ fn run(args: RunArgs) -> ExitCode {
     // Last, so that the lines before keep their order for their readers.
     if let Some(addr) = router.mqtt_tls_addr() {
         announce(format!("mqtt tls listening on {addr}"));
+    }
+    if let Some(addr) = router.http_addr() {
+        announce(format!("http listening on {addr}"));
     }
     let _ = std::io::stdout().flush();
     let ready_file = match &args.ready_file {

@@ -36,6 +36,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+mod http;
 mod limits;
 mod mesh;
 mod persistence;
@@ -43,6 +44,7 @@ mod sections;
 mod security;
 mod tls;
 
+pub use http::HttpConfig;
 pub use limits::{Limits, SlowConsumerPolicy};
 pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
@@ -68,6 +70,7 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub security: SecurityConfig,
     pub persistence: Persistence,
+    pub http: HttpConfig,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -110,6 +113,8 @@ pub struct Overrides {
     pub mqtt_listen: Option<String>,
     pub mqtt_tls_listen: Option<String>,
     pub nats_listen: Option<String>,
+    /// `--http-listen`: `http.listen`.
+    pub http_listen: Option<String>,
     pub admin_listen: Option<String>,
     pub shards: Option<usize>,
     pub cores: Option<String>,
@@ -134,6 +139,8 @@ pub struct Resolved {
     pub nats_listen: Option<SocketAddr>,
     /// None when the admin endpoint is disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// The HTTP edge's listener; None when `http.listen` is empty.
+    pub http_listen: Option<SocketAddr>,
     /// Core of each shard, by shard index.
     pub shard_cores: Vec<usize>,
     /// None when the mesh is off.
@@ -183,6 +190,9 @@ impl Config {
         if let Some(v) = &o.nats_listen {
             self.nats.listen = v.clone();
         }
+        if let Some(v) = &o.http_listen {
+            self.http.listen = v.clone();
+        }
         if let Some(v) = o.shards {
             self.runtime.shards = v;
         }
@@ -223,6 +233,12 @@ impl Config {
         let mqtt_listen = listen_addr("mqtt.listen", &self.mqtt.listen)?;
         let nats_listen = if self.nats.enabled {
             Some(listen_addr("nats.listen", &self.nats.listen)?)
+        } else {
+            None
+        };
+        let http_listen = if self.http.enabled() {
+            self.http.check()?;
+            Some(listen_addr("http.listen", &self.http.listen)?)
         } else {
             None
         };
@@ -377,7 +393,7 @@ impl Config {
         )?;
         crate::security::Security::from_config(&self.security)?;
         self.persistence.check(l.packet_bytes_max)?;
-        self.refuse_open_listeners(mqtt_listen, nats_listen)?;
+        self.refuse_open_listeners(mqtt_listen, nats_listen, http_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
@@ -394,6 +410,7 @@ impl Config {
             mqtt_listen,
             nats_listen,
             admin_listen,
+            http_listen,
             shard_cores,
             mesh,
             tls,
@@ -460,12 +477,17 @@ impl Config {
         &self,
         mqtt: SocketAddr,
         nats: Option<SocketAddr>,
+        http: Option<SocketAddr>,
     ) -> Result<(), ConfigError> {
         let s = &self.security;
         if s.allow_anonymous.is_some() || !s.users.is_empty() {
             return Ok(());
         }
-        let listeners = [("mqtt.listen", Some(mqtt)), ("nats.listen", nats)];
+        let listeners = [
+            ("mqtt.listen", Some(mqtt)),
+            ("nats.listen", nats),
+            ("http.listen", http),
+        ];
         for (key, addr) in listeners {
             if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                 return Err(invalid(

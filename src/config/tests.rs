@@ -32,6 +32,13 @@ fn defaults_are_pinned() {
     assert_eq!(c.mqtt.server_keep_alive_s, None);
     assert_eq!(c.security.allow_anonymous, None);
     assert_eq!(c.security.default_account, "default");
+    assert_eq!(c.http.listen, "");
+    assert_eq!(c.http.head_bytes_max, 8192);
+    assert_eq!(c.http.body_bytes_max, 1 << 20);
+    assert_eq!(c.http.headers_max, 64);
+    assert_eq!(c.http.connections_max, 0);
+    assert_eq!(c.http.keep_alive_idle_ms, 60_000);
+    assert_eq!(c.http.sse_heartbeat_ms, 15_000);
     assert_eq!(c.security.auth_failures_max, 10);
     assert_eq!(c.security.auth_failure_window_ms, 10_000);
     assert_eq!(c.security.auth_sources_max, 10_000);

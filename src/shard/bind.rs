@@ -143,6 +143,7 @@ pub(super) fn bind_protocol(
         (SessionProtocol::Mqtt, false) => "MQTT",
         (SessionProtocol::Mqtt, true) => "MQTT TLS",
         (SessionProtocol::Nats, _) => "NATS",
+        (SessionProtocol::Http, _) => "HTTP",
     };
     let bind_err = |addr, e: std::io::Error| StartError::Bind {
         protocol: name,

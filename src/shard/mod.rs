@@ -18,8 +18,10 @@ pub mod bind;
 pub mod bridge;
 pub mod ctx;
 pub mod driver;
+pub mod driver_http;
 pub mod driver_mqtt;
 pub mod driver_nats;
+pub mod durable_ack;
 pub mod hold;
 pub mod io;
 pub mod mailbox;
@@ -84,6 +86,8 @@ pub struct Router {
     /// The MQTT TLS listener (`mqtt.tls.listen`).
     mqtt_tls: Option<Bound>,
     nats: Option<Bound>,
+    /// The HTTP edge's listener (`http.listen`).
+    http: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
@@ -114,6 +118,7 @@ impl Router {
             mqtt_listen,
             nats_listen,
             admin_listen,
+            http_listen,
             shard_cores,
             mesh,
             tls,
@@ -138,6 +143,7 @@ impl Router {
             listeners: per_protocol(config.mqtt.shard_listeners)
                 + nats_listen.map_or(0, |_| per_protocol(config.nats.shard_listeners))
                 + tls.mqtt.as_ref().map_or(0, |_| per_protocol(false))
+                + http_listen.map_or(0, |_| per_protocol(false))
                 + u64::from(admin_listen.is_some())
                 + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
             links: mesh
@@ -213,6 +219,18 @@ impl Router {
                     tls: true,
                 },
                 *listen,
+                false,
+                0,
+                &mut per_shard,
+                retry,
+            )?),
+            None => None,
+        };
+
+        let http = match http_listen {
+            Some(listen) => Some(bind_protocol(
+                plain(SessionProtocol::Http),
+                listen,
                 false,
                 0,
                 &mut per_shard,
@@ -385,6 +403,7 @@ impl Router {
             mqtt,
             mqtt_tls,
             nats,
+            http,
             stats,
             global,
             admin,
@@ -406,6 +425,11 @@ impl Router {
     /// Each executor's own MQTT listener, when `mqtt.shard_listeners` is on.
     pub fn shard_addrs(&self) -> &[SocketAddr] {
         &self.mqtt.own_addrs
+    }
+
+    /// The HTTP edge's listener, when `http.listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|b| b.addr)
     }
 
     /// The MQTT TLS listener, when `mqtt.tls.listen` is set.

@@ -322,7 +322,7 @@ impl ShardCtx {
             return; // taken over: its state lives elsewhere now
         }
         self.end_journal(session);
-        if session.protocol == Protocol::Mqtt {
+        if session.protocol != Protocol::Nats {
             self.leave_home(session);
             let redirect = groups::shared_backlog(session);
             self.drop_mqtt_subscriptions(session);
