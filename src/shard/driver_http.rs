@@ -8,9 +8,10 @@
 //! Answers (`http::session::Answer`):
 //! - a publish is answered `202` once routed (QoS 1 with persistence on:
 //!   once durable, `durable_ack`, where a PUBACK would go); `429` with
-//!   `Retry-After` while a subscriber this connection's publishes
-//!   congested (over its queue's soft limit) has not drained: the HTTP form
-//!   of MQTT's pause, without holding the socket; `503` with `Retry-After`
+//!   `Retry-After`, before routing, while a subscriber of the topic that
+//!   HTTP publishes congested (over its queue's soft limit) on this shard
+//!   has not drained: the HTTP form of MQTT's pause, without holding the
+//!   socket (the publish that congested it was accepted); `503` with `Retry-After`
 //!   when the log cannot take the event; `401` for bad credentials, `403`
 //!   for a topic the user may not publish to;
 //! - an event stream is a mailbox (`Protocol::Http`): its filters are
@@ -18,7 +19,9 @@
 //!   subscriber; the slow-consumer policy bounds it), the matching
 //!   retained messages are queued right after (no await between, so they
 //!   come before any live event), each with its stamp as its event id;
-//!   with `Last-Event-ID: N` only those stamped after N.
+//!   with `Last-Event-ID: N` only those stamped after N. The stream's
+//!   head (`200`) is written once every shard sees the subscriptions (a
+//!   publish after it, from anywhere, reaches the stream), then the rest.
 //!
 //! Publishers have no mailbox (their answers go straight to the stream, in
 //! order): their events carry `Origin::ROUTER`, so holds that other shards
@@ -51,12 +54,54 @@ use crate::security::{Credentials, Grants, Peer};
 use crate::session::{Action, Actions};
 use crate::topic::trie::CHECKED;
 
-/// Subscribers one connection remembers having congested (the 429 test);
-/// more are forgotten (each publish finds its own again).
+/// Congested subscribers a shard remembers for the 429 test; more are
+/// forgotten (a later publish finds them again).
 const CONGESTED_MAX: usize = 16;
 
 /// `Retry-After` of a 429 or 503, in seconds.
 const RETRY_AFTER_S: u32 = 1;
+
+thread_local! {
+    /// This shard's subscribers that HTTP publishes found over their
+    /// queue's soft limit, until they drain (at most `CONGESTED_MAX`): an
+    /// HTTP publish to a topic one of them subscribes to is answered 429
+    /// (one list per shard thread, as the shard's own state is).
+    static CONGESTED: std::cell::RefCell<Vec<Rc<Mailbox>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether a subscriber of `topic` (internal form) on this shard is still
+/// congested by HTTP publishes (the ones that drained or closed are
+/// forgotten on the way).
+fn congested_for(topic: &str, limits: &crate::config::Limits) -> bool {
+    CONGESTED.with_borrow_mut(|list| {
+        if list.is_empty() {
+            return false;
+        }
+        list.retain(|m| m.close_reason().is_none() && m.over_soft(limits));
+        list.iter().any(|m| {
+            m.subscriptions
+                .borrow()
+                .keys()
+                .any(|f| crate::topic::filter_matches(crate::topic::split_share(f).1, topic))
+        })
+    })
+}
+
+/// Takes the subscribers a publish congested from the connection (the
+/// driver would pause its reads for them; HTTP answers 429 instead).
+fn note_congested<T: Transport>(conn: &mut Connection<T>) {
+    if conn.congested.is_empty() {
+        return;
+    }
+    CONGESTED.with_borrow_mut(|list| {
+        for m in conn.congested.drain(..) {
+            if list.len() < CONGESTED_MAX && !list.iter().any(|c| Rc::ptr_eq(c, &m)) {
+                list.push(m);
+            }
+        }
+    });
+}
 
 /// Serves one accepted TCP connection to its end. The caller has counted
 /// it against `connections_max`; this releases that count.
@@ -103,8 +148,6 @@ struct Authorized {
 pub struct HttpGlue {
     pending: Option<Pending>,
     authorized: Option<Authorized>,
-    /// Subscribers this connection's publishes congested, until they drain.
-    congested: Vec<Rc<Mailbox>>,
 }
 
 enum Pending {
@@ -165,7 +208,7 @@ impl Glue<HttpSession> for HttpGlue {
         if let Pending::Handoff(handoff, durable) = pending {
             let (ctx, _, congested) = conn.parts();
             ctx.publish_handoff(handoff, congested).await;
-            self.note_congested(conn);
+            note_congested(conn);
             if !durable {
                 return machine.answer(Answer::Accepted, Instant::now(), out);
             }
@@ -252,13 +295,10 @@ impl HttpGlue {
             machine.answer(Answer::Problem(Problem::new(403, detail)), now, out);
             return None;
         }
-        let limits = ctx.limits();
-        self.congested
-            .retain(|m| m.close_reason().is_none() && m.over_soft(&limits));
-        if !self.congested.is_empty() {
+        if congested_for(event.topic(), &ctx.limits()) {
             let problem = Problem::new(
                 429,
-                "a subscriber of this connection's events is over its queue's limit: retry once it drained",
+                "a subscriber of this topic is over its queue's limit: retry once it drained",
             )
             .retry_after(RETRY_AFTER_S);
             machine.answer(Answer::Problem(problem), now, out);
@@ -290,25 +330,13 @@ impl HttpGlue {
                 break;
             }
         }
-        self.note_congested(conn);
+        note_congested(conn);
         match (left, durable) {
             (Some(handoff), _) => Some(Pending::Handoff(handoff, durable)),
             (None, true) => Some(Pending::Durable),
             (None, false) => {
                 machine.answer(Answer::Accepted, now, out);
                 None
-            }
-        }
-    }
-
-    /// Takes the subscribers a publish congested from the connection (the
-    /// driver would pause its reads for them; HTTP answers 429 instead).
-    fn note_congested<T: Transport>(&mut self, conn: &mut Connection<T>) {
-        for m in conn.congested.drain(..) {
-            if self.congested.len() < CONGESTED_MAX
-                && !self.congested.iter().any(|c| Rc::ptr_eq(c, &m))
-            {
-                self.congested.push(m);
             }
         }
     }
@@ -355,15 +383,10 @@ impl HttpGlue {
         if !grants.is_allow_all() {
             *mailbox.grants.borrow_mut() = Some(grants.clone());
         }
+        // Nothing is written before the stream's head, which goes once
+        // every shard sees the subscriptions (as a SUBACK would).
+        mailbox.await_greeting();
         conn.attach(mailbox.clone());
-        // The head first, then what the subscriptions bring.
-        let mark = out.list.len();
-        machine.answer(Answer::Stream, now, out);
-        for action in out.list.drain(mark..) {
-            if let Action::Write { from, to } = action {
-                mailbox.send(&out.bytes[from..to]);
-            }
-        }
         let limits = ctx.limits();
         for (filter, flags) in &filters {
             ctx.subscribe(&mailbox, filter, *flags);
@@ -385,6 +408,15 @@ impl HttpGlue {
             }
         }
         ctx.barrier().await;
+        // The head goes to the front of the queue, before the retained
+        // messages and what was delivered during the barrier.
+        let mark = out.list.len();
+        machine.answer(Answer::Stream, Instant::now(), out);
+        for action in out.list.drain(mark..) {
+            if let Action::Write { from, to } = action {
+                mailbox.send(&out.bytes[from..to]);
+            }
+        }
     }
 }
 
