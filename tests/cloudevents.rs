@@ -284,3 +284,32 @@ async fn structured_and_plain_events_pass_unchanged() {
     got.sort();
     assert_eq!(got, pairs(&[("ce-id", "1"), ("k", "v")]));
 }
+
+/// The CloudEvents Python SDK parses what MQTT 5, MQTT 3.1.1 and NATS
+/// subscribers receive of its events published over MQTT 5 and NATS
+/// (tests/py/cloudevents_check.py): the same attributes and data. The
+/// interpreter comes from `WEFT_PYTHON` (scripts/test.sh's .venv).
+#[test]
+fn cloudevents_sdk_reads_every_binding() {
+    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
+        panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the CloudEvents SDK")
+    });
+    let weft = Weft::start(2, "");
+    let out = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/cloudevents_check.py"
+        ))
+        .arg(weft.addr.ip().to_string())
+        .arg(weft.addr.port().to_string())
+        .arg(weft.nats.to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "cloudevents check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}
