@@ -129,6 +129,11 @@ pub fn nats_headers(meta: &EventMeta) -> Option<Vec<u8>> {
     match form(meta)? {
         Form::Structured => {
             let content_type = meta.content_type.as_deref().unwrap_or_default();
+            // A header line ends at CR LF: a content type holding control
+            // characters is not written as one (the event goes as before).
+            if content_type.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return None;
+            }
             field(&["Content-Type"], content_type);
             for (k, v) in &meta.user_properties {
                 field(&[k], v);

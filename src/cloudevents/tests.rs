@@ -427,6 +427,21 @@ fn nats_headers_round_trip() {
         ..Default::default()
     };
     assert_eq!(nats_headers(&plain), None);
+    // A structured event's content type goes as a header line: never one
+    // that would end the line early.
+    let injected = EventMeta {
+        content_type: Some("application/cloudevents+json\r\nX-Injected: 1".into()),
+        ..Default::default()
+    };
+    assert_eq!(nats_headers(&injected), None);
+    let structured = EventMeta {
+        content_type: Some("application/cloudevents+json".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        nats_headers(&structured).unwrap(),
+        b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\n\r\n"
+    );
 }
 
 #[test]
