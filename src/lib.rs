@@ -17,6 +17,8 @@
 //! - [`session`]: the contract between a protocol's session machine and
 //!   the connection driver;
 //! - [`event`]: the shared, immutable event buffer;
+//! - [`cloudevents`]: the CloudEvents bindings (HTTP, MQTT, NATS) and the
+//!   JSON event format (sans-IO);
 //! - [`shard`]: the runtime seam (executors, sockets, rings, timers), the
 //!   connection driver, routing and the links' IO;
 //! - [`persist`]: the per-shard durable log (segments, sync policies,
@@ -30,6 +32,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cloudevents;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -619,3 +619,30 @@ fn python_requests_publishes_and_streams() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
 }
+
+/// The CloudEvents Python SDK over HTTP (tests/py/http_cloudevents.py):
+/// binary, structured and batched posts come back the same from an event
+/// stream and from NATS; bad ones get 400 / 415 / 422 problems.
+#[test]
+fn cloudevents_sdk_over_http() {
+    let (weft, http) = start(2, "", "");
+    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
+        panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the Python clients")
+    });
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/http_cloudevents.py"
+        ))
+        .arg(http.to_string())
+        .arg(weft.nats.to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "http_cloudevents.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}

@@ -21,6 +21,10 @@
 //!   base64. A UTF-8 payload that itself begins with `base64:` is written
 //!   base64 too, so the marker is never ambiguous.
 //!
+//! - a CloudEvent (an event with CloudEvents attributes, from any
+//!   protocol): `data:` is its structured JSON form
+//!   (`cloudevents::structured_json`, one line), attributes and data.
+//!
 //! (An empty payload gives an empty `data:` line, which a browser's
 //! `EventSource` does not dispatch; other readers see the event.)
 //!
@@ -41,8 +45,9 @@ pub const BASE64_MARKER: &[u8] = b"base64:";
 /// A comment line that keeps a quiet stream open through proxies.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
-/// The queue's size of an event (an upper bound of what `write` writes,
-/// from the event alone, so that push and pop count the same).
+/// The queue's size of an event, from the event alone so that push and
+/// pop count the same: an upper bound of what `write` writes for a plain
+/// event (a CloudEvent's JSON adds its attributes, not counted).
 pub fn wire_len(event: &Event) -> usize {
     let topic = event.topic().len();
     let payload = event.payload().len();
@@ -63,6 +68,9 @@ pub fn write(event: &Event, id: u64, out: &mut Vec<u8>) {
         }
     }
     out.push(b'\n');
+    if event.meta.is_some() && write_cloud_event(event, out) {
+        return;
+    }
     let payload = event.payload();
     let text = std::str::from_utf8(payload).is_ok()
         && !payload.contains(&b'\r')
@@ -85,6 +93,23 @@ pub fn write(event: &Event, id: u64, out: &mut Vec<u8>) {
         out.push(b'\n');
     }
     out.push(b'\n');
+}
+
+/// A CloudEvent's `data:`: its structured JSON form (one line), the
+/// event's attributes with it; false when the event is not a CloudEvent.
+#[cold]
+#[inline(never)]
+fn write_cloud_event(event: &Event, out: &mut Vec<u8>) -> bool {
+    let Some(json) = crate::cloudevents::structured_json(event) else {
+        return false;
+    };
+    for line in json.split(|b| *b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    true
 }
 
 #[cfg(test)]

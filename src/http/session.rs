@@ -8,7 +8,9 @@
 //! sends are ignored. A connection with no request for
 //! `keep_alive_idle_ms` is closed.
 //!
-//! Routes: `POST /v1/topics/{topic}` (publish) and `GET /v1/subscribe`
+//! Routes: `POST /v1/topics/{topic}` (publish: a plain body, or
+//! CloudEvents in binary, structured or batched mode, read by
+//! `cloudevents::from_http`: 400/415/422 as it says) and `GET /v1/subscribe`
 //! (event stream). What the router must do goes out as a [`Request`]; the
 //! glue answers with [`HttpSession::answer`] (after authentication,
 //! authorization and routing), which writes the response.
@@ -36,11 +38,11 @@ pub enum Request {
     Subscribe(Subscribe),
 }
 
-/// A publish: the event (topic validated, QoS and retain set), and the
-/// credentials that must allow it.
+/// A publish: its events (one, or a CloudEvents batch's; topic
+/// validated, QoS and retain set), and the credentials that must allow it.
 #[derive(Debug)]
 pub struct Publish {
-    pub event: Event,
+    pub events: SmallVec<[Event; 1]>,
     /// The `Authorization` header as sent (None: anonymous).
     pub authorization: Option<Box<[u8]>>,
 }
@@ -170,15 +172,41 @@ impl HttpSession {
         if let Some(v) = req.header_str("weft-retain") {
             retain = parse_flag("weft-retain", v)?;
         }
-        let mut event = Event::new(&topic, req.body, qos, retain);
-        if let Some(content_type) = req.header_str("content-type") {
-            event = event.with_meta(EventMeta {
-                content_type: Some(content_type.into()),
-                ..EventMeta::default()
-            });
+        let content_type = req.header_str("content-type");
+        let cloud_event = content_type.is_some_and(|ct| {
+            ct.get(..23)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/cloudevents"))
+        }) || req
+            .headers
+            .iter()
+            .any(|(name, _)| name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ce-")));
+        let mut events = SmallVec::new();
+        if cloud_event {
+            // Binary, structured or batched mode (`cloudevents`): each
+            // event in the MQTT 5 binding's form.
+            let incoming = crate::cloudevents::from_http(&req.headers, req.body)
+                .map_err(|e| Problem::new(e.status(), e.to_string()))?;
+            for i in incoming {
+                let event = Event::new(&topic, &i.payload, qos, retain);
+                events.push(match i.meta {
+                    Some(meta) => event.with_meta(meta),
+                    None => event,
+                });
+            }
+        } else {
+            // A plain body: the event, its content type kept (what
+            // `from_http` gives too, without a copy of the body).
+            let mut event = Event::new(&topic, req.body, qos, retain);
+            if let Some(content_type) = content_type {
+                event = event.with_meta(EventMeta {
+                    content_type: Some(content_type.into()),
+                    ..EventMeta::default()
+                });
+            }
+            events.push(event);
         }
         Ok(Publish {
-            event,
+            events,
             authorization: req.header("authorization").map(Into::into),
         })
     }

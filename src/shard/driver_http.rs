@@ -44,7 +44,7 @@ use super::driver::{self, Connection, Glue};
 use super::mailbox::{DeliverAs, Delivery, Mailbox, Protocol};
 use super::transport::{self, Transport};
 use super::{durable_ack, stats::Counters};
-use crate::event::Origin;
+use crate::event::{Event, Origin};
 use crate::http::response::Problem;
 use crate::http::session::{Answer, HttpSession, Publish, Request, Subscribe};
 use crate::http::HttpLimits;
@@ -53,6 +53,7 @@ use crate::security::permissions::{Denied, Subscription};
 use crate::security::{Credentials, Grants, Peer};
 use crate::session::{Action, Actions};
 use crate::topic::trie::CHECKED;
+use smallvec::SmallVec;
 
 /// Congested subscribers a shard remembers for the 429 test; more are
 /// forgotten (a later publish finds them again).
@@ -150,11 +151,14 @@ pub struct HttpGlue {
     authorized: Option<Authorized>,
 }
 
+/// One per connection, kept in its glue: not boxed (as MQTT's).
+#[allow(clippy::large_enum_variant)]
 enum Pending {
     /// Not yet authenticated (or other credentials than the cached ones).
     Publish(Publish),
-    /// Routed up to a ring with no room.
-    Handoff(Handoff, bool),
+    /// Routed up to a ring with no room; `durable`, and the events after
+    /// it (a batch's, an account's spread), routed once it is through.
+    Handoff(Handoff, bool, Vec<Event>),
     /// Routed; answered once durable.
     Durable,
     Subscribe(Subscribe),
@@ -170,7 +174,7 @@ impl Glue<HttpSession> for HttpGlue {
     ) -> bool {
         match request {
             Request::Publish(p) if self.cached(p.authorization.as_deref()) => {
-                match self.publish(conn, machine, p.event, out) {
+                match self.publish(conn, machine, p.events, out) {
                     Some(pending) => self.pending = Some(pending),
                     None => return true,
                 }
@@ -195,7 +199,7 @@ impl Glue<HttpSession> for HttpGlue {
                 if let Err(problem) = self.authorize(conn, p.authorization).await {
                     return machine.answer(Answer::Problem(problem), Instant::now(), out);
                 }
-                match self.publish(conn, machine, p.event, out) {
+                match self.publish(conn, machine, p.events, out) {
                     Some(pending) => pending,
                     None => return,
                 }
@@ -205,9 +209,15 @@ impl Glue<HttpSession> for HttpGlue {
             }
             pending => pending,
         };
-        if let Pending::Handoff(handoff, durable) = pending {
+        if let Pending::Handoff(handoff, durable, rest) = pending {
             let (ctx, _, congested) = conn.parts();
             ctx.publish_handoff(handoff, congested).await;
+            for event in rest {
+                if event.retain {
+                    ctx.retain(&event);
+                }
+                ctx.publish(event, congested).await;
+            }
             note_congested(conn);
             if !durable {
                 return machine.answer(Answer::Accepted, Instant::now(), out);
@@ -277,25 +287,31 @@ impl HttpGlue {
         Ok(())
     }
 
-    /// Publishes an authorized request's event; what is left to wait for,
-    /// if anything (else the machine has answered).
+    /// Publishes an authorized request's events (one, or a CloudEvents
+    /// batch's, all on one topic); what is left to wait for, if anything
+    /// (else the machine has answered).
     fn publish<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,
         machine: &mut HttpSession,
-        mut event: crate::event::Event,
+        events: SmallVec<[Event; 1]>,
         out: &mut Actions<Request>,
     ) -> Option<Pending> {
         let now = Instant::now();
         let authorized = self.authorized.as_ref().expect("authorized first");
         let ctx = conn.ctx.clone();
-        if !authorized.grants.may_publish(event.topic()) {
+        let Some(first) = events.first() else {
+            debug_assert!(false, "a publish has an event");
+            return None;
+        };
+        let topic = first.topic();
+        if !authorized.grants.may_publish(topic) {
             ctx.count_denied(Protocol::Http, Denied::Publish);
-            let detail = format!("may not publish to {:?}", event.topic());
+            let detail = format!("may not publish to {topic:?}");
             machine.answer(Answer::Problem(Problem::new(403, detail)), now, out);
             return None;
         }
-        if congested_for(event.topic(), &ctx.limits()) {
+        if congested_for(topic, &ctx.limits()) {
             let problem = Problem::new(
                 429,
                 "a subscriber of this topic is over its queue's limit: retry once it drained",
@@ -304,35 +320,36 @@ impl HttpGlue {
             machine.answer(Answer::Problem(problem), now, out);
             return None;
         }
-        let durable = event.qos > 0 && ctx.persisting();
+        let durable = first.qos > 0 && ctx.persisting();
         if durable && !durable_ack::admits(&ctx) {
             machine.answer(Answer::Problem(storage_failing()), now, out);
             return None;
         }
-        event.origin = Origin::ROUTER;
-        let events = match &authorized.space {
-            Some(space) => space.spread(event),
-            None => smallvec::smallvec![event],
-        };
-        let retain = events.first().is_some_and(|e| e.retain);
+        let mut routed = events.into_iter().flat_map(|mut event| {
+            event.origin = Origin::ROUTER;
+            match &authorized.space {
+                Some(space) => space.spread(event),
+                None => smallvec::smallvec![event],
+            }
+        });
         let mut left = None;
-        for event in events {
-            if retain {
+        for event in routed.by_ref() {
+            if event.retain {
                 ctx.retain(&event);
             }
             let (ctx, _, congested) = conn.parts();
             if let Err(handoff) = ctx.publish_now(event, congested) {
-                // (An account's spread waits for each ring in turn: rare.)
-                if left.is_some() {
-                    debug_assert!(false, "one handoff at a time");
-                }
                 left = Some(handoff);
                 break;
             }
         }
+        let rest: Vec<Event> = match left {
+            Some(_) => routed.collect(),
+            None => Vec::new(),
+        };
         note_congested(conn);
         match (left, durable) {
-            (Some(handoff), _) => Some(Pending::Handoff(handoff, durable)),
+            (Some(handoff), _) => Some(Pending::Handoff(handoff, durable, rest)),
             (None, true) => Some(Pending::Durable),
             (None, false) => {
                 machine.answer(Answer::Accepted, now, out);

@@ -54,10 +54,13 @@ fn a_publish_asks_the_router_with_its_topic_qos_and_content_type() {
     let [Request::Publish(p)] = &requests(out)[..] else {
         panic!("one publish")
     };
-    assert_eq!(p.event.topic(), "a/b");
-    assert_eq!(p.event.payload(), b"hi");
-    assert_eq!((p.event.qos, p.event.retain), (0, true));
-    let meta = p.event.meta.as_ref().unwrap();
+    let [event] = &p.events[..] else {
+        panic!("one event")
+    };
+    assert_eq!(event.topic(), "a/b");
+    assert_eq!(event.payload(), b"hi");
+    assert_eq!((event.qos, event.retain), (0, true));
+    let meta = event.meta.as_ref().unwrap();
     assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
     assert_eq!(p.authorization.as_deref(), Some(&b"Bearer t"[..]));
 }
@@ -92,7 +95,7 @@ fn pipelined_requests_come_out_in_order() {
     let topics: Vec<_> = requests(out)
         .into_iter()
         .map(|r| match r {
-            Request::Publish(p) => p.event.topic().to_string(),
+            Request::Publish(p) => p.events[0].topic().to_string(),
             r => panic!("{r:?}"),
         })
         .collect();
@@ -194,4 +197,51 @@ fn an_idle_connection_closes_after_its_keep_alive() {
     m.handle_timeout(at, &mut out);
     assert_eq!(out.closed(), Some(CloseReason::KeepAliveTimeout));
     assert_eq!(m.next_deadline(), None);
+}
+
+#[test]
+fn cloudevents_in_every_mode_and_their_errors() {
+    let now = Instant::now();
+    let binary = b"POST /v1/topics/ce HTTP/1.1\r\nce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
+    let (out, _) = feed(&mut machine(now), binary, now);
+    let [Request::Publish(p)] = &requests(out)[..] else {
+        panic!("one publish")
+    };
+    let meta = p.events[0].meta.as_ref().unwrap();
+    assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+    assert!(meta
+        .user_properties
+        .iter()
+        .any(|(k, v)| &**k == "id" && &**v == "1"));
+    let batch = br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","id":"2","source":"/s","type":"t"}]"#;
+    let req = [
+        format!("POST /v1/topics/ce HTTP/1.1\r\nContent-Type: application/cloudevents-batch+json\r\nContent-Length: {}\r\n\r\n", batch.len()).as_bytes(),
+        batch,
+    ]
+    .concat();
+    let (out, _) = feed(&mut machine(now), &req, now);
+    let [Request::Publish(p)] = &requests(out)[..] else {
+        panic!("one publish")
+    };
+    assert_eq!(p.events.len(), 2);
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("application/cloudevents+json", b"{not json", "400"),
+        ("application/cloudevents+xml", b"<x/>", "415"),
+        (
+            "application/cloudevents+json",
+            br#"{"specversion":"1.0","id":"1"}"#,
+            "422",
+        ),
+    ];
+    for (content_type, body, status) in cases {
+        let req = [
+            format!("POST /v1/topics/ce HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            body,
+        ]
+        .concat();
+        let (out, _) = feed(&mut machine(now), &req, now);
+        let text = written(&out);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(requests(out).is_empty());
+    }
 }
