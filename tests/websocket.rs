@@ -586,3 +586,62 @@ async fn bad_input_closes_only_its_own_connection() {
     assert_eq!(raw.closed_with().await, Some(CloseCode::PROTOCOL_ERROR));
     pair.still_flows().await;
 }
+
+/// `weft bench --ws`: the load tool's clients over WebSocket (MQTT QoS 1
+/// and NATS) against weft's WebSocket listeners; every message arrives.
+#[test]
+fn bench_runs_over_websocket() {
+    // The default limits: a write batch of the bench is one frame (here
+    // up to ~20 KB, over the 4096 of `start`).
+    let weft = Weft::start(
+        2,
+        "[mqtt.ws]\nlisten = \"127.0.0.1:0\"\n[nats.ws]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (protocol, server, extra) in [
+        ("mqtt", weft.mqtt_ws.unwrap(), &["--qos", "1"][..]),
+        ("nats", weft.nats_ws.unwrap(), &[][..]),
+    ] {
+        let out = std::process::Command::new(weft_bin())
+            .args(["bench", "--no-progress", "--ws", "--protocol", protocol])
+            .args([
+                "--server",
+                &server.to_string(),
+                "--msgs",
+                "2000",
+                "--size",
+                "64",
+            ])
+            .args(["--subs", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{protocol}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("sent 2000 expected 4000 received 4000 lost 0"),
+            "{protocol}: {text}"
+        );
+    }
+    // A wrong path is refused with the server's reason.
+    let out = std::process::Command::new(weft_bin())
+        .args(["bench", "--no-progress", "--ws", "--ws-path", "/nope"])
+        .args([
+            "--server",
+            &weft.mqtt_ws.unwrap().to_string(),
+            "--msgs",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("404"), "{text}");
+}

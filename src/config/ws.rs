@@ -148,3 +148,59 @@ const NATS_KEYS: [&str; 7] = [
     "nats.ws.read_buffer_bytes",
     "nats.ws.write_frame_bytes_max",
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn refused_key(toml: &str) -> &'static str {
+        match Config::from_toml(toml, "t.toml").unwrap().resolve(&[0]) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{toml}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_partial_section_keeps_its_own_defaults() {
+        let c = Config::from_toml(
+            "[nats.ws]\nlisten = \"127.0.0.1:0\"\n[mqtt.ws]\nlisten = \"127.0.0.1:0\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.nats.ws.path, "/");
+        assert_eq!(c.mqtt.ws.path, "/mqtt");
+        let r = c.resolve(&[0]).unwrap();
+        assert!(r.mqtt_ws_listen.is_some() && r.nats_ws_listen.is_some());
+        let r = Config::default().resolve(&[0]).unwrap();
+        assert_eq!((r.mqtt_ws_listen, r.nats_ws_listen), (None, None));
+    }
+
+    #[test]
+    fn bad_keys_are_refused_by_name() {
+        assert_eq!(refused_key("[mqtt.ws]\npath = \"mqtt\"\n"), "mqtt.ws.path");
+        assert_eq!(
+            refused_key("[nats.ws]\nread_buffer_bytes = 100\n"),
+            "nats.ws.read_buffer_bytes"
+        );
+        assert_eq!(
+            refused_key("[mqtt.ws]\nhandshake_bytes_max = 10\n"),
+            "mqtt.ws.handshake_bytes_max"
+        );
+        assert_eq!(
+            refused_key("[nats.ws]\nlisten = \"nowhere\"\n"),
+            "nats.ws.listen"
+        );
+        // wss needs the protocol's certificate and key.
+        assert_eq!(refused_key("[mqtt.ws]\ntls = true\n"), "mqtt.ws.tls");
+        assert_eq!(refused_key("[nats.ws]\ntls = true\n"), "nats.ws.tls");
+        assert_eq!(
+            refused_key("[nats]\nenabled = false\n[nats.ws]\nlisten = \"127.0.0.1:0\"\n"),
+            "nats.ws.listen"
+        );
+        // Off loopback with no users: refused as the other listeners are.
+        assert_eq!(
+            refused_key("[mqtt.ws]\nlisten = \"0.0.0.0:0\"\n"),
+            "security.allow_anonymous"
+        );
+    }
+}
