@@ -375,3 +375,6 @@ impl<T: Transport> Drop for Ws<T> {
         self.last_push();
     }
 }
+
+#[cfg(test)]
+mod tests;
