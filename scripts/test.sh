@@ -14,7 +14,7 @@ if ! scripts/import-cycles.sh; then
 fi
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import nats, nkeys, paho.mqtt' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import nats, nkeys, paho.mqtt, requests, cloudevents' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi

@@ -17,12 +17,16 @@
 //! - [`session`]: the contract between a protocol's session machine and
 //!   the connection driver;
 //! - [`event`]: the shared, immutable event buffer;
+//! - [`cloudevents`]: the CloudEvents bindings (HTTP, MQTT, NATS) and the
+//!   JSON event format (sans-IO);
 //! - [`shard`]: the runtime seam (executors, sockets, rings, timers), the
 //!   connection driver, routing and the links' IO;
 //! - [`persist`]: the per-shard durable log (segments, sync policies,
 //!   start-up reading, snapshots);
 //! - [`config`]: every limit and default, TOML and CLI overrides;
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
+//! - [`ws`]: the WebSocket handshake and frame codec (sans-IO), which
+//!   the WebSocket transport and the HTTP edge share;
 //! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
 //!
 //! Operating limits: at most 64 shards per process (one bit per shard in the
@@ -30,8 +34,10 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cloudevents;
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
@@ -41,5 +47,6 @@ pub mod session;
 pub mod shard;
 pub mod topic;
 pub mod wait;
+pub mod ws;
 
 pub use shard::Router;

@@ -40,6 +40,7 @@ pub mod nats_session;
 pub mod script;
 pub mod subject;
 pub mod topic;
+pub mod ws_decode;
 
 /// Each target's name (as in Cargo.toml), checker and seeds.
 pub type Target = (&'static str, fn(&[u8]), fn() -> Vec<Vec<u8>>);
@@ -59,6 +60,7 @@ pub fn targets() -> Vec<Target> {
         ("mqtt_session", mqtt_session::check, mqtt_session::seeds),
         ("nats_session", nats_session::check, nats_session::seeds),
         ("link_session", link_session::check, link_session::seeds),
+        ("ws_decode", ws_decode::check, ws_decode::seeds),
     ]
 }
 

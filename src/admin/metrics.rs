@@ -67,13 +67,16 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
     );
     let _ = writeln!(out, "# TYPE weft_authz_denied_total counter");
     type Denials = fn(&Snapshot) -> u64;
-    let denials: [(&str, &str, Denials); 6] = [
+    let denials: [(&str, &str, Denials); 9] = [
         ("mqtt", "publish", |s| s.authz_denied_mqtt_publish),
         ("mqtt", "subscribe", |s| s.authz_denied_mqtt_subscribe),
         ("mqtt", "deliver", |s| s.authz_denied_mqtt_deliver),
         ("nats", "publish", |s| s.authz_denied_nats_publish),
         ("nats", "subscribe", |s| s.authz_denied_nats_subscribe),
         ("nats", "deliver", |s| s.authz_denied_nats_deliver),
+        ("http", "publish", |s| s.authz_denied_http_publish),
+        ("http", "subscribe", |s| s.authz_denied_http_subscribe),
+        ("http", "deliver", |s| s.authz_denied_http_deliver),
     ];
     for (shard, s) in snaps.iter().enumerate() {
         for (protocol, action, value) in denials {
@@ -94,6 +97,7 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
         for (protocol, n) in [
             ("mqtt", s.auth_failures_mqtt),
             ("nats", s.auth_failures_nats),
+            ("http", s.auth_failures_http),
         ] {
             let _ = writeln!(
                 out,

@@ -103,6 +103,14 @@ pub struct BenchArgs {
     /// its certificate carries).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<String>,
+    /// Over WebSocket: --server (and --sub-server) are WebSocket listeners
+    /// (weft's --mqtt-ws-listen / --nats-ws-listen, mosquitto's
+    /// `protocol websockets`), upgraded at --ws-path.
+    #[arg(long)]
+    pub ws: bool,
+    /// The path of the WebSocket upgrade [default: /mqtt for mqtt, / for nats].
+    #[arg(long, value_name = "PATH", requires = "ws")]
+    pub ws_path: Option<String>,
 }
 
 /// The validated plan of a run.
@@ -175,6 +183,25 @@ impl Plan {
         };
         let server = a.server.clone().unwrap_or_else(|| server.into());
         let sub_server = a.sub_server.clone().unwrap_or_else(|| server.clone());
+        // Over WebSocket the address becomes a ws:// URL (`stream` dials it).
+        let (server, sub_server) = match (a.ws, &a.tls_ca) {
+            (false, _) => (server, sub_server),
+            (true, Some(_)) => return Err("--ws with --tls-ca (wss) is not supported".into()),
+            (true, None) => {
+                let default = match a.protocol {
+                    Protocol::Mqtt => "/mqtt",
+                    Protocol::Nats => "/",
+                };
+                let path = a.ws_path.as_deref().unwrap_or(default);
+                if !path.starts_with('/') {
+                    return Err(format!("--ws-path {path}: a path starts with '/'"));
+                }
+                (
+                    format!("ws://{server}{path}"),
+                    format!("ws://{sub_server}{path}"),
+                )
+            }
+        };
         let probe = sub_server != server && a.pubs > 0 && a.subs > 0 && a.probe_timeout_ms > 0;
         Ok(Plan {
             proto: a.protocol,

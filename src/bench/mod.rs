@@ -58,6 +58,7 @@ mod schedule;
 mod stream;
 mod subscriber;
 mod wire;
+mod ws;
 
 use std::io;
 use std::process::ExitCode;

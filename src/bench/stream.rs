@@ -1,6 +1,7 @@
-//! The bench client's byte stream: plain TCP, or TLS over it (`--tls-ca`),
-//! so that one load tool measures brokers with and without TLS the same
-//! way (perf/tls-compare.sh).
+//! The bench client's byte stream: plain TCP, TLS over it (`--tls-ca`),
+//! or WebSocket over TCP (`--ws`, a `ws://HOST:PORT/PATH` server), so that
+//! one load tool measures brokers with and without TLS or WebSocket the
+//! same way (perf/tls-compare.sh).
 //!
 //! Owns: connecting, the TLS client handshake (rustls, `ring` provider; for
 //! NATS after the plain INFO, as NATS clients do) and blocking reads and
@@ -18,6 +19,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Ws(Box<super::ws::WsStream>),
 }
 
 /// The TLS client configuration trusting the CA certificates in `path`.
@@ -49,6 +51,15 @@ impl Stream {
         timeout: Duration,
         info: &mut Vec<u8>,
     ) -> io::Result<Stream> {
+        if let Some(url) = addr.strip_prefix("ws://") {
+            if tls.is_some() {
+                return Err(io::Error::other(
+                    "--ws with --tls-ca (wss) is not supported",
+                ));
+            }
+            let ws = super::ws::WsStream::connect(url, !info_first, timeout)?;
+            return Ok(Stream::Ws(Box::new(ws)));
+        }
         let mut tcp = TcpStream::connect(addr)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(timeout))?;
@@ -82,6 +93,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => &s.sock,
+            Stream::Ws(s) => s.tcp(),
         }
     }
 
@@ -97,7 +109,7 @@ impl Stream {
     /// timer, not the socket timeout's jiffies) for bytes to read; true if
     /// some may be there. Over TLS it only sleeps and answers true, as
     /// rustls may hold decrypted bytes that the socket no longer shows.
-    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+    pub fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
         use nix::poll::{ppoll, PollFd, PollFlags};
         use std::os::fd::AsFd;
         match self {
@@ -113,6 +125,18 @@ impl Stream {
             Stream::Tls(_) => {
                 std::thread::sleep(timeout);
                 Ok(true)
+            }
+            Stream::Ws(s) => {
+                if s.ready()? {
+                    return Ok(true);
+                }
+                let mut fds = [PollFd::new(s.tcp().as_fd(), PollFlags::POLLIN)];
+                let t = nix::sys::time::TimeSpec::from_duration(timeout);
+                match ppoll(&mut fds, Some(t), None) {
+                    Ok(n) => Ok(n > 0),
+                    Err(nix::errno::Errno::EINTR) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }
@@ -134,6 +158,7 @@ impl Stream {
                 s.sock.set_nonblocking(false)?;
                 r
             }
+            Stream::Ws(s) => s.read_now(buf),
         }
     }
 }
@@ -143,6 +168,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Ws(s) => s.read(buf),
         }
     }
 }
@@ -152,6 +178,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Ws(s) => s.write(buf),
         }
     }
 
@@ -159,6 +186,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+            Stream::Ws(_) => Ok(()),
         }
     }
 }

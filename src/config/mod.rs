@@ -36,13 +36,16 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+mod http;
 mod limits;
 mod mesh;
 mod persistence;
 mod sections;
 mod security;
 mod tls;
+mod ws;
 
+pub use http::HttpConfig;
 pub use limits::{Limits, SlowConsumerPolicy};
 pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
@@ -54,6 +57,7 @@ pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
 pub use tls::{ClientTls, MeshTls};
+pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +72,7 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub security: SecurityConfig,
     pub persistence: Persistence,
+    pub http: HttpConfig,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -110,6 +115,8 @@ pub struct Overrides {
     pub mqtt_listen: Option<String>,
     pub mqtt_tls_listen: Option<String>,
     pub nats_listen: Option<String>,
+    /// `--http-listen`: `http.listen`.
+    pub http_listen: Option<String>,
     pub admin_listen: Option<String>,
     pub shards: Option<usize>,
     pub cores: Option<String>,
@@ -123,6 +130,10 @@ pub struct Overrides {
     pub bridge_cores: Option<String>,
     /// `--persistence-dir`: `persistence.dir`.
     pub persistence_dir: Option<String>,
+    /// `--mqtt-ws-listen`: `mqtt.ws.listen`.
+    pub mqtt_ws_listen: Option<String>,
+    /// `--nats-ws-listen`: `nats.ws.listen`.
+    pub nats_ws_listen: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -134,12 +145,18 @@ pub struct Resolved {
     pub nats_listen: Option<SocketAddr>,
     /// None when the admin endpoint is disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// The HTTP edge's listener; None when `http.listen` is empty.
+    pub http_listen: Option<SocketAddr>,
     /// Core of each shard, by shard index.
     pub shard_cores: Vec<usize>,
     /// None when the mesh is off.
     pub mesh: Option<MeshResolved>,
     /// The client listeners' TLS (`[mqtt.tls]`, `[nats.tls]`): None = off.
     pub tls: ClientTlsResolved,
+    /// The MQTT over WebSocket listener (`mqtt.ws.listen`), when set.
+    pub mqtt_ws_listen: Option<SocketAddr>,
+    /// The NATS over WebSocket listener (`nats.ws.listen`), when set.
+    pub nats_ws_listen: Option<SocketAddr>,
 }
 
 /// The client listeners' loaded TLS material.
@@ -149,6 +166,9 @@ pub struct ClientTlsResolved {
     /// is set.
     pub mqtt: Option<(SocketAddr, ClientTls)>,
     pub nats: Option<ClientTls>,
+    /// `[mqtt.tls]`'s material for wss on the MQTT WebSocket listener
+    /// (`mqtt.ws.tls`), which needs no MQTT TLS listener.
+    pub mqtt_ws: Option<ClientTls>,
 }
 
 impl Config {
@@ -183,6 +203,9 @@ impl Config {
         if let Some(v) = &o.nats_listen {
             self.nats.listen = v.clone();
         }
+        if let Some(v) = &o.http_listen {
+            self.http.listen = v.clone();
+        }
         if let Some(v) = o.shards {
             self.runtime.shards = v;
         }
@@ -215,6 +238,12 @@ impl Config {
         if let Some(v) = &o.persistence_dir {
             self.persistence.dir = v.clone();
         }
+        if let Some(v) = &o.mqtt_ws_listen {
+            self.mqtt.ws.listen = v.clone();
+        }
+        if let Some(v) = &o.nats_ws_listen {
+            self.nats.ws.listen = v.clone();
+        }
     }
 
     /// Validates every key and derives the shard placement. `online` is the
@@ -223,6 +252,12 @@ impl Config {
         let mqtt_listen = listen_addr("mqtt.listen", &self.mqtt.listen)?;
         let nats_listen = if self.nats.enabled {
             Some(listen_addr("nats.listen", &self.nats.listen)?)
+        } else {
+            None
+        };
+        let http_listen = if self.http.enabled() {
+            self.http.check()?;
+            Some(listen_addr("http.listen", &self.http.listen)?)
         } else {
             None
         };
@@ -377,7 +412,16 @@ impl Config {
         )?;
         crate::security::Security::from_config(&self.security)?;
         self.persistence.check(l.packet_bytes_max)?;
-        self.refuse_open_listeners(mqtt_listen, nats_listen)?;
+        let mqtt_ws_listen = self.mqtt.ws.resolve()?;
+        let nats_ws_listen = self.nats.ws.resolve()?;
+        if nats_ws_listen.is_some() && !self.nats.enabled {
+            return Err(invalid(
+                "nats.ws.listen",
+                "NATS is disabled (nats.enabled = false)",
+            ));
+        }
+        self.refuse_open_listeners(mqtt_listen, nats_listen, http_listen)?;
+        self.refuse_open_ws_listeners(mqtt_ws_listen, nats_ws_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
@@ -394,9 +438,12 @@ impl Config {
             mqtt_listen,
             nats_listen,
             admin_listen,
+            http_listen,
             shard_cores,
             mesh,
             tls,
+            mqtt_ws_listen,
+            nats_ws_listen,
         })
     }
 
@@ -411,8 +458,19 @@ impl Config {
             client_auth: ("mqtt.tls.client_auth", m.client_auth),
             identity: ("mqtt.tls.identity", m.identity),
         })?;
+        let mqtt_ws = match (self.mqtt.ws.tls, &mqtt) {
+            (true, None) => {
+                return Err(invalid(
+                    "mqtt.ws.tls",
+                    "needs mqtt.tls.cert and mqtt.tls.key",
+                ))
+            }
+            (true, Some(t)) => Some(t.clone()),
+            (false, _) => None,
+        };
         let mqtt = match (m.listen.is_empty(), mqtt) {
             (true, None) => None,
+            (true, Some(_)) if mqtt_ws.is_some() => None,
             (false, Some(t)) => Some((listen_addr("mqtt.tls.listen", &m.listen)?, t)),
             (true, Some(_)) => {
                 return Err(invalid(
@@ -446,7 +504,17 @@ impl Config {
                 "needs nats.tls.cert and nats.tls.key",
             ));
         }
-        Ok(ClientTlsResolved { mqtt, nats })
+        if self.nats.ws.tls && nats.is_none() {
+            return Err(invalid(
+                "nats.ws.tls",
+                "needs nats.tls.cert and nats.tls.key",
+            ));
+        }
+        Ok(ClientTlsResolved {
+            mqtt,
+            nats,
+            mqtt_ws,
+        })
     }
 }
 
@@ -460,13 +528,43 @@ impl Config {
         &self,
         mqtt: SocketAddr,
         nats: Option<SocketAddr>,
+        http: Option<SocketAddr>,
     ) -> Result<(), ConfigError> {
         let s = &self.security;
         if s.allow_anonymous.is_some() || !s.users.is_empty() {
             return Ok(());
         }
-        let listeners = [("mqtt.listen", Some(mqtt)), ("nats.listen", nats)];
+        let listeners = [
+            ("mqtt.listen", Some(mqtt)),
+            ("nats.listen", nats),
+            ("http.listen", http),
+        ];
         for (key, addr) in listeners {
+            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "security.allow_anonymous",
+                    format!(
+                        "{key} = {addr} is not a loopback address and no [[security.users]] \
+                         are configured: set security.allow_anonymous = true to accept \
+                         anonymous clients there, or configure users"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `refuse_open_listeners` for the WebSocket listeners.
+    fn refuse_open_ws_listeners(
+        &self,
+        mqtt: Option<SocketAddr>,
+        nats: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let s = &self.security;
+        if s.allow_anonymous.is_some() || !s.users.is_empty() {
+            return Ok(());
+        }
+        for (key, addr) in [("mqtt.ws.listen", mqtt), ("nats.ws.listen", nats)] {
             if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                 return Err(invalid(
                     "security.allow_anonymous",

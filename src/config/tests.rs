@@ -6,6 +6,18 @@ fn defaults_are_pinned() {
     assert_eq!(c.mesh.custody_ms, 20_000);
     assert_eq!(c.mesh.interest_hold_down_ms, 500);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
+    fn ws_defaults<S: crate::config::WsSide>(ws: &crate::config::WsConfig<S>, path: &str) {
+        assert_eq!(ws.listen, "", "WebSocket listeners are off by default");
+        assert_eq!(ws.path, path);
+        assert!(!ws.tls);
+        assert_eq!(ws.handshake_bytes_max, 8192);
+        assert_eq!(ws.frame_bytes_max, 2 << 20);
+        assert_eq!(ws.message_bytes_max, 2 << 20);
+        assert_eq!(ws.read_buffer_bytes, 16 * 1024);
+        assert_eq!(ws.write_frame_bytes_max, 64 * 1024);
+    }
+    ws_defaults(&c.mqtt.ws, "/mqtt");
+    ws_defaults(&c.nats.ws, "/");
     assert_eq!(c.runtime.shards, 0);
     assert_eq!(c.runtime.ring_capacity, 4096);
     assert_eq!(c.runtime.match_cache_entries_max, 4096);
@@ -32,6 +44,13 @@ fn defaults_are_pinned() {
     assert_eq!(c.mqtt.server_keep_alive_s, None);
     assert_eq!(c.security.allow_anonymous, None);
     assert_eq!(c.security.default_account, "default");
+    assert_eq!(c.http.listen, "");
+    assert_eq!(c.http.head_bytes_max, 8192);
+    assert_eq!(c.http.body_bytes_max, 1 << 20);
+    assert_eq!(c.http.headers_max, 64);
+    assert_eq!(c.http.connections_max, 0);
+    assert_eq!(c.http.keep_alive_idle_ms, 60_000);
+    assert_eq!(c.http.sse_heartbeat_ms, 15_000);
     assert_eq!(c.security.auth_failures_max, 10);
     assert_eq!(c.security.auth_failure_window_ms, 10_000);
     assert_eq!(c.security.auth_sources_max, 10_000);

@@ -12,7 +12,15 @@
 //! topic (`security::accounts`, `topic::client_topic`): the frame carries the client's topic, a
 //! slice of it, so such a QoS 0 delivery takes the topic and payload
 //! slices instead of the shared buffer whole.
+//!
+//! CloudEvents (`cloudevents`): an MQTT 3.1.1 subscriber gets a binary-mode
+//! CloudEvent as structured JSON (the MQTT binding 1.3 allows 3.1.1 only
+//! structured mode), an MQTT 5 subscriber a NATS publisher's `ce-`
+//! headers as the MQTT binding's user properties and Content Type. Both
+//! run in cold functions behind the one `event.meta` test an event
+//! without metadata already paid.
 
+use crate::cloudevents;
 use crate::event::{now_ns, Event};
 use crate::mqtt::codec;
 use crate::topic::client_topic;
@@ -43,6 +51,17 @@ fn hidden_slow(event: &Event) -> usize {
 /// Bytes `event` takes when delivered at `qos` (MQTT 3.1.1).
 #[inline]
 pub fn wire_len(event: &Event, qos: u8) -> usize {
+    if event.meta.is_some() {
+        if let Some(len) = cloudevent_wire_len(event, qos) {
+            return len;
+        }
+    }
+    plain_wire_len(event, qos)
+}
+
+/// The 3.1.1 PUBLISH of `event` with its own payload.
+#[inline(always)]
+fn plain_wire_len(event: &Event, qos: u8) -> usize {
     // `codec::publish_len`, from the one length the event has at hand,
     // less the account prefix the client does not see.
     let remaining =
@@ -54,6 +73,9 @@ pub fn wire_len(event: &Event, qos: u8) -> usize {
 /// `retain` is set only for retained messages sent on subscribe
 /// (MQTT-3.3.1-8/9).
 pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: bool, retain: bool) {
+    if event.meta.is_some() && write_cloudevent(event, out, qos, packet_id, dup, retain) {
+        return;
+    }
     let hidden = hidden(event);
     if qos == 0 && hidden == 0 {
         codec::put_publish_prefixed(out, retain, event.prefixed_topic_and_payload());
@@ -68,6 +90,37 @@ pub fn write(event: &Event, out: &mut Vec<u8>, qos: u8, packet_id: u16, dup: boo
             event.payload(),
         );
     }
+}
+
+/// A binary-mode CloudEvent for a 3.1.1 subscriber: its structured JSON
+/// as the payload (false: not one, the caller writes the event as it is).
+#[cold]
+#[inline(never)]
+fn write_cloudevent(
+    event: &Event,
+    out: &mut Vec<u8>,
+    qos: u8,
+    packet_id: u16,
+    dup: bool,
+    retain: bool,
+) -> bool {
+    let Some(json) = cloudevents::structured_for_v3(event) else {
+        return false;
+    };
+    let topic = &event.topic().as_bytes()[hidden(event)..];
+    codec::put_publish(out, dup, qos, retain, topic, packet_id, &json);
+    true
+}
+
+/// The length `write_cloudevent` writes (the JSON rendered to count it:
+/// a cold path, paid by CloudEvents to 3.1.1 subscribers only).
+#[cold]
+#[inline(never)]
+fn cloudevent_wire_len(event: &Event, qos: u8) -> Option<usize> {
+    let json = cloudevents::structured_for_v3(event)?;
+    let topic_len = event.topic().len() - hidden(event);
+    let remaining = 2 + topic_len + if qos > 0 { 2 } else { 0 } + json.len();
+    Some(1 + codec::remaining_length_len(remaining) + remaining)
 }
 
 /// Appends an MQTT 5 PUBLISH: the metadata becomes properties (NATS
@@ -94,6 +147,7 @@ pub fn write_v5(
     };
     let nats_reply_topic;
     let header_pairs;
+    let cloudevent;
     if let Some(m) = event.meta.as_deref() {
         props.payload_format_indicator = m.payload_format;
         props.content_type = m.content_type.as_deref();
@@ -111,10 +165,26 @@ pub fn write_v5(
             .map(|(k, v)| (&**k, &**v))
             .collect();
         if let Some(h) = &m.headers {
-            header_pairs = crate::nats::codec::header_fields(h);
-            props
-                .user_properties
-                .extend(header_pairs.iter().map(|(k, v)| (*k, *v)));
+            // A NATS publisher's CloudEvent: the MQTT binding's form
+            // (3.1.1 Content Type, 3.1.3 user properties); other header
+            // blocks: every field a user property, as it is.
+            if let Some(form) = cloudevents::mqtt5_from_nats_headers(h) {
+                cloudevent = form;
+                props.user_properties.extend(
+                    cloudevent
+                        .user_properties
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                if props.content_type.is_none() {
+                    props.content_type = cloudevent.content_type.as_deref();
+                }
+            } else {
+                header_pairs = crate::nats::codec::header_fields(h);
+                props
+                    .user_properties
+                    .extend(header_pairs.iter().map(|(k, v)| (*k, *v)));
+            }
         }
         if let Some(at) = m.expires_ns {
             let left = at.saturating_sub(now_ns());
@@ -155,7 +225,7 @@ pub fn wire_len_v5(event: &Event, qos: u8) -> usize {
             + m.headers.as_ref().map_or(0, |h| h.len())
             + 7
     });
-    wire_len(event, qos) + 4 + extra
+    plain_wire_len(event, qos) + 4 + extra
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! Hot path: `write` runs once per delivery into the writer's batch; an
 //! event from a NATS or plain MQTT publisher costs no allocation. Rerun
 //! `weft bench` (NATS) after changing it.
+//!
+//! CloudEvents (`cloudevents`): an MQTT 5 or HTTP publisher's CloudEvent
+//! (attributes as user properties) reaches a NATS subscriber in the NATS
+//! binding's binary mode (`ce-` headers, 1.0.3 draft 3.1.3), a structured
+//! one with its `Content-Type` header; a NATS publisher's headers pass as
+//! they are. Only events with metadata get there.
 
 use crate::event::Event;
 use crate::nats::{codec, subject};
@@ -24,6 +30,17 @@ pub fn subject(event: &Event) -> Vec<u8> {
 /// Bytes `event` takes as a NATS MSG/HMSG for subscription `sid`, with a
 /// subject of `subject_len` bytes.
 pub fn wire_len(event: &Event, subject_len: usize, sid: &str) -> usize {
+    if let Some(m) = event.meta.as_deref() {
+        if let Some(block) = cloudevent_headers(m) {
+            return codec::msg_len(
+                subject_len,
+                sid,
+                event.reply(),
+                Some(&block),
+                event.payload().len(),
+            ) + m.response_topic.as_ref().map_or(0, |r| r.len() + 1);
+        }
+    }
     let converted = event.meta.as_deref().map_or(0, |m| {
         m.response_topic.as_ref().map_or(0, |r| r.len() + 1)
             + m.user_properties
@@ -68,6 +85,9 @@ fn reply_and_headers(event: &Event) -> (Option<String>, Option<Vec<u8>>) {
         (None, Some(topic)) => Some(subject::to_nats(topic)),
         _ => None,
     };
+    if let Some(block) = cloudevent_headers(m) {
+        return (reply, Some(block));
+    }
     let headers = (m.headers.is_none() && !m.user_properties.is_empty()).then(|| {
         let mut h = b"NATS/1.0\r\n".to_vec();
         for (k, v) in &m.user_properties {
@@ -80,6 +100,17 @@ fn reply_and_headers(event: &Event) -> (Option<String>, Option<Vec<u8>>) {
         h
     });
     (reply, headers)
+}
+
+/// The NATS binding's header block of an MQTT 5 or HTTP publisher's
+/// CloudEvent (None for other events and for NATS publishers' blocks).
+#[cold]
+#[inline(never)]
+fn cloudevent_headers(meta: &crate::event::EventMeta) -> Option<Vec<u8>> {
+    if meta.headers.is_some() || (meta.user_properties.is_empty() && meta.content_type.is_none()) {
+        return None;
+    }
+    crate::cloudevents::nats_headers(meta)
 }
 
 #[cfg(test)]

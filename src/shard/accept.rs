@@ -14,7 +14,7 @@ use super::admission;
 use super::bind::Listener;
 use super::ctx::ShardCtx;
 use super::mailbox::Protocol as SessionProtocol;
-use super::{driver, driver_mqtt, driver_nats, stats, tls_accept};
+use super::{driver, driver_http, driver_mqtt, driver_nats, stats, tls_accept, ws_accept};
 
 /// An accepted connection: served under a permit (counted before anything
 /// is allocated for it), or refused past the shard's accept rate,
@@ -30,6 +30,7 @@ pub(super) fn admit(
     let listener = match protocol {
         SessionProtocol::Mqtt => admission::ListenerKind::Mqtt,
         SessionProtocol::Nats => admission::ListenerKind::Nats,
+        SessionProtocol::Http => admission::ListenerKind::Http,
     };
     let config = ctx.config();
     if !rate.allow(config.security.accept_rate_per_s, Instant::now()) {
@@ -59,6 +60,7 @@ pub(super) fn admit(
     let listener_max = match protocol {
         SessionProtocol::Mqtt => config.mqtt.connections_max,
         SessionProtocol::Nats => config.nats.connections_max,
+        SessionProtocol::Http => config.http.connections_max,
     };
     let peer = stream.peer_addr().ok().map(|a| a.ip());
     let permit = ctx.global.admission.admit(
@@ -84,6 +86,15 @@ pub(super) fn admit(
     };
     stats::Counters::add(&ctx.counters.connections_accepted, 1);
     stats::Counters::add(&ctx.counters.connections, 1);
+    if kind.ws {
+        // The upgrade (after TLS for wss), then the same session.
+        glommio::spawn_local(under_permit(
+            permit,
+            ws_accept::serve(ctx.clone(), stream, kind),
+        ))
+        .detach();
+        return;
+    }
     match (protocol, kind.tls) {
         (SessionProtocol::Mqtt, false) => {
             glommio::spawn_local(under_permit(
@@ -119,6 +130,13 @@ pub(super) fn admit(
                 .detach();
             }
         },
+        (SessionProtocol::Http, _) => {
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_http::serve(ctx.clone(), stream),
+            ))
+            .detach();
+        }
     }
 }
 

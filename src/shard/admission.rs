@@ -58,15 +58,17 @@ use std::time::{Duration, Instant};
 pub enum ListenerKind {
     Mqtt = 0,
     Nats = 1,
+    Http = 2,
 }
 
-const LISTENER_KINDS: usize = 2;
+const LISTENER_KINDS: usize = 3;
 
 impl ListenerKind {
     pub fn name(self) -> &'static str {
         match self {
             ListenerKind::Mqtt => "mqtt",
             ListenerKind::Nats => "nats",
+            ListenerKind::Http => "http",
         }
     }
 }
@@ -96,6 +98,7 @@ impl Refused {
         match (self, listener) {
             (Refused::Listener, ListenerKind::Mqtt) => "mqtt.connections_max",
             (Refused::Listener, ListenerKind::Nats) => "nats.connections_max",
+            (Refused::Listener, ListenerKind::Http) => "http.connections_max",
             (Refused::Source, _) => "security.connections_per_source_max",
             (Refused::User, _) => "security.connections_per_user_max",
             (Refused::Rate, _) => "security.accept_rate_per_s",

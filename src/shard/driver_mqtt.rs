@@ -269,14 +269,10 @@ async fn acknowledge(
     matched: bool,
     out: &mut Actions<Request>,
 ) {
-    match ctx.durable().await {
-        Ok(()) => machine.on_published(ack, matched, out),
-        Err(e) => {
-            if ctx.log_limiter.allow() {
-                tracing::warn!(shard = ctx.id, error = ?e, "publish refused: the log cannot make it durable");
-            }
-            machine.on_publish_refused(ack, out)
-        }
+    if super::durable_ack::reached(ctx).await {
+        machine.on_published(ack, matched, out)
+    } else {
+        machine.on_publish_refused(ack, out)
     }
 }
 
@@ -315,7 +311,7 @@ fn admit_durable(
     out: &mut Actions<Request>,
 ) -> bool {
     let Some(ack) = ack else { return true };
-    if !ctx.log_healthy() {
+    if !super::durable_ack::admits(ctx) {
         machine.on_publish_refused(ack, out);
         return false;
     }

@@ -48,6 +48,10 @@ pub enum Delivery {
 pub enum Protocol {
     Mqtt,
     Nats,
+    /// An HTTP edge subscriber (Server-Sent Events): subscribed as MQTT
+    /// sessions are, so the router delivers to it as to one; its mailbox
+    /// renders the events with `http::deliver`.
+    Http,
 }
 
 /// How one subscriber gets an event.
@@ -58,13 +62,16 @@ pub enum DeliverAs {
     /// `subject`: the event's NATS subject, converted once per event and
     /// shard and shared by its NATS subscribers.
     Nats { sid: Rc<str>, subject: Rc<[u8]> },
+    /// A retained message replayed to an HTTP subscriber, `id` its stamp
+    /// (the event stream's id; live events are stamped when written).
+    Http { id: u64 },
 }
 
 impl DeliverAs {
     fn qos(&self) -> u8 {
         match self {
             DeliverAs::Mqtt { qos, .. } => *qos,
-            DeliverAs::Nats { .. } => 0,
+            DeliverAs::Nats { .. } | DeliverAs::Http { .. } => 0,
         }
     }
 }
@@ -81,6 +88,11 @@ enum OutItem {
         event: Event,
         sid: Rc<str>,
         subject: Rc<[u8]>,
+    },
+    /// An event for an HTTP subscriber; `id` 0: stamped when written.
+    Http {
+        event: Event,
+        id: u64,
     },
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
@@ -107,6 +119,7 @@ impl OutItem {
                 sid,
                 subject,
             } => nats::deliver::wire_len(event, subject.len(), sid),
+            OutItem::Http { event, .. } => crate::http::deliver::wire_len(event),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
             OutItem::Short(_, len) | OutItem::Gated(_, len) => usize::from(*len),
@@ -367,6 +380,7 @@ impl Mailbox {
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
             DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
+            DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event),
         };
         let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
         if too_large || event.expired() {
@@ -407,6 +421,12 @@ impl Mailbox {
             }
         }
         let item = match how {
+            // An HTTP subscriber's subscriptions are MQTT-shaped: the
+            // router delivers to it as to an MQTT session.
+            DeliverAs::Mqtt { .. } if self.protocol == Protocol::Http => {
+                OutItem::Http { event, id: 0 }
+            }
+            DeliverAs::Http { id } => OutItem::Http { event, id },
             DeliverAs::Mqtt { qos, retain } => {
                 let seq = self.journal_queued(qos, &event);
                 OutItem::Event {
@@ -530,9 +550,9 @@ impl Mailbox {
                 }
             }
             match &item {
-                OutItem::Event { event, .. } | OutItem::Nats { event, .. } => {
-                    born.push(event.born_ns)
-                }
+                OutItem::Event { event, .. }
+                | OutItem::Nats { event, .. }
+                | OutItem::Http { event, .. } => born.push(event.born_ns),
                 _ => {}
             }
             match item {
@@ -554,6 +574,7 @@ impl Mailbox {
                     sid,
                     subject,
                 } => nats::deliver::write(&event, buf, &subject, &sid),
+                OutItem::Http { event, id } => crate::http::deliver::write(&event, id, buf),
                 OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }

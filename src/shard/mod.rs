@@ -18,8 +18,10 @@ pub mod bind;
 pub mod bridge;
 pub mod ctx;
 pub mod driver;
+pub mod driver_http;
 pub mod driver_mqtt;
 pub mod driver_nats;
+pub mod durable_ack;
 pub mod hold;
 pub mod io;
 pub mod mailbox;
@@ -33,6 +35,8 @@ pub mod tls_accept;
 pub mod transport;
 pub mod transport_mem;
 pub mod transport_tls;
+pub mod transport_ws;
+pub mod ws_accept;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -84,6 +88,11 @@ pub struct Router {
     /// The MQTT TLS listener (`mqtt.tls.listen`).
     mqtt_tls: Option<Bound>,
     nats: Option<Bound>,
+    /// The HTTP edge's listener (`http.listen`).
+    http: Option<Bound>,
+    /// The WebSocket listeners (`mqtt.ws.listen`, `nats.ws.listen`).
+    mqtt_ws: Option<Bound>,
+    nats_ws: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
@@ -114,9 +123,12 @@ impl Router {
             mqtt_listen,
             nats_listen,
             admin_listen,
+            http_listen,
             shard_cores,
             mesh,
             tls,
+            mqtt_ws_listen,
+            nats_ws_listen,
         } = resolved;
         let shards = shard_cores.len();
         let seed = {
@@ -138,6 +150,7 @@ impl Router {
             listeners: per_protocol(config.mqtt.shard_listeners)
                 + nats_listen.map_or(0, |_| per_protocol(config.nats.shard_listeners))
                 + tls.mqtt.as_ref().map_or(0, |_| per_protocol(false))
+                + http_listen.map_or(0, |_| per_protocol(false))
                 + u64::from(admin_listen.is_some())
                 + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
             links: mesh
@@ -186,6 +199,7 @@ impl Router {
         let plain = |protocol| Listener {
             protocol,
             tls: false,
+            ws: false,
         };
         let mqtt = bind_protocol(
             plain(SessionProtocol::Mqtt),
@@ -211,6 +225,7 @@ impl Router {
                 Listener {
                     protocol: SessionProtocol::Mqtt,
                     tls: true,
+                    ws: false,
                 },
                 *listen,
                 false,
@@ -220,6 +235,33 @@ impl Router {
             )?),
             None => None,
         };
+
+        let http = match http_listen {
+            Some(listen) => Some(bind_protocol(
+                plain(SessionProtocol::Http),
+                listen,
+                false,
+                0,
+                &mut per_shard,
+                retry,
+            )?),
+            None => None,
+        };
+        let (mqtt_ws_tls, nats_ws_tls) = (config.mqtt.ws.tls, config.nats.ws.tls);
+        let mqtt_ws = bind::bind_ws(
+            SessionProtocol::Mqtt,
+            mqtt_ws_listen,
+            mqtt_ws_tls,
+            &mut per_shard,
+            retry,
+        )?;
+        let nats_ws = bind::bind_ws(
+            SessionProtocol::Nats,
+            nats_ws_listen,
+            nats_ws_tls,
+            &mut per_shard,
+            retry,
+        )?;
 
         let mesh_listener = match mesh.as_ref().and_then(|m| m.listen) {
             Some(addr) => {
@@ -385,6 +427,9 @@ impl Router {
             mqtt,
             mqtt_tls,
             nats,
+            http,
+            mqtt_ws,
+            nats_ws,
             stats,
             global,
             admin,
@@ -408,6 +453,11 @@ impl Router {
         &self.mqtt.own_addrs
     }
 
+    /// The HTTP edge's listener, when `http.listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|b| b.addr)
+    }
+
     /// The MQTT TLS listener, when `mqtt.tls.listen` is set.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.mqtt_tls.as_ref().map(|b| b.addr)
@@ -425,7 +475,19 @@ impl Router {
             if let (Some(now), Some(next)) = (&mut tls.nats, new.nats) {
                 *now = next;
             }
+            if let (Some(now), Some(next)) = (&mut tls.mqtt_ws, new.mqtt_ws) {
+                *now = next;
+            }
         }
+    }
+
+    /// The MQTT and NATS WebSocket listeners, when set.
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws.as_ref().map(|b| b.addr)
+    }
+
+    pub fn nats_ws_addr(&self) -> Option<SocketAddr> {
+        self.nats_ws.as_ref().map(|b| b.addr)
     }
 
     pub fn nats_addr(&self) -> Option<SocketAddr> {

@@ -116,6 +116,10 @@ counters! {
     authz_denied_nats_deliver: "Events not delivered to a NATS client's checked subscription it may not read.",
     auth_failures_mqtt: "MQTT CONNECTs refused by authentication (also in weft_auth_failures_total).",
     auth_failures_nats: "NATS CONNECTs refused by authentication (also in weft_auth_failures_total).",
+    authz_denied_http_publish: "HTTP publishes (POST) the client's rights refused.",
+    authz_denied_http_subscribe: "HTTP subscriptions (event streams) the client's rights refused.",
+    authz_denied_http_deliver: "Events not delivered to an HTTP subscriber's checked subscription it may not read.",
+    auth_failures_http: "HTTP requests refused by authentication (also in weft_auth_failures_total).",
 }
 
 /// Counters that go up and down.

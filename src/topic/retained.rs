@@ -135,6 +135,14 @@ impl RetainedStore {
         wall_ns.max(known + 1)
     }
 
+    /// The stamp of `topic`'s retained message (0: unversioned), if it has
+    /// one: the HTTP edge's event ids for a replay.
+    pub fn stamp(&self, topic: &str) -> Option<u64> {
+        self.find_node(topic)
+            .filter(|n| n.event.is_some())
+            .map(|n| n.stamp)
+    }
+
     /// Applies a retained publish stamped `stamp` (see the module comment).
     pub fn apply_stamped(&mut self, event: &Event, stamp: u64) -> Stored {
         let topic = event.topic();

@@ -52,6 +52,7 @@ fn label(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Mqtt => "mqtt",
         Protocol::Nats => "nats",
+        Protocol::Http => "http",
     }
 }
 
@@ -123,6 +124,7 @@ fn failed(
     let counter = match protocol {
         Protocol::Mqtt => &ctx.counters.auth_failures_mqtt,
         Protocol::Nats => &ctx.counters.auth_failures_nats,
+        Protocol::Http => &ctx.counters.auth_failures_http,
     };
     Counters::add(counter, 1);
     if ctx.log_limiter.allow() {

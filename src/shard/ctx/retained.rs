@@ -101,6 +101,22 @@ impl ShardCtx {
         self.retained.store.borrow().snapshot()
     }
 
+    /// The retained messages matching `filter`, each with its stamp (the
+    /// HTTP edge's replay: the stamp is its event id, and a resume sends
+    /// only those stamped after the id it names).
+    pub fn retained_stamped(&self, filter: &str) -> Vec<(Event, u64)> {
+        let store = self.retained.store.borrow();
+        let mut matches = Vec::new();
+        store.matching(filter, &mut matches);
+        matches
+            .into_iter()
+            .map(|e| {
+                let stamp = store.stamp(e.topic()).unwrap_or(0);
+                (e, stamp)
+            })
+            .collect()
+    }
+
     /// Sends the retained messages matching a new subscription.
     pub fn send_retained(&self, session: &Session, filter: &str, granted: u8) {
         if split_share(filter).0.is_some() {

@@ -382,7 +382,7 @@ impl ShardCtx {
                         if own && sub.qos & NO_LOCAL != 0 {
                             continue;
                         }
-                        if sub.qos & CHECKED != 0 && !self.readable(session, Protocol::Mqtt, &e) {
+                        if sub.qos & CHECKED != 0 && !self.readable(session, session.protocol, &e) {
                             continue;
                         }
                         (
@@ -488,6 +488,9 @@ impl ShardCtx {
             (Protocol::Nats, Denied::Publish) => &c.authz_denied_nats_publish,
             (Protocol::Nats, Denied::Subscribe) => &c.authz_denied_nats_subscribe,
             (Protocol::Nats, Denied::Deliver) => &c.authz_denied_nats_deliver,
+            (Protocol::Http, Denied::Publish) => &c.authz_denied_http_publish,
+            (Protocol::Http, Denied::Subscribe) => &c.authz_denied_http_subscribe,
+            (Protocol::Http, Denied::Deliver) => &c.authz_denied_http_deliver,
         };
         Counters::add(counter, 1);
     }

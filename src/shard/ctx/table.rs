@@ -84,7 +84,8 @@ impl Table {
             let s = Rc::new(Session::new(key, protocol, client_id));
             session = Some(s.clone());
             match protocol {
-                Protocol::Mqtt => Slot::Mqtt(s),
+                // An HTTP subscriber's subscriptions are MQTT-shaped.
+                Protocol::Mqtt | Protocol::Http => Slot::Mqtt(s),
                 Protocol::Nats => Slot::NatsConn(s),
             }
         });
@@ -178,6 +179,7 @@ impl Table {
                     let protocol = match s.protocol {
                         Protocol::Mqtt => "mqtt",
                         Protocol::Nats => "nats",
+                        Protocol::Http => "http",
                     };
                     if v.connections.len() == max {
                         v.truncated = true;
@@ -201,7 +203,7 @@ impl Table {
                             dropped: s.dropped.get(),
                         });
                     }
-                    if s.protocol == Protocol::Mqtt {
+                    if s.protocol != Protocol::Nats {
                         for (filter, qos) in s.subscriptions.borrow().iter() {
                             if v.subscriptions.len() == max {
                                 v.truncated = true;

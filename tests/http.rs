@@ -1,0 +1,648 @@
+//! The HTTP edge against the running binary: publish with curl and
+//! Python `requests`, subscribe with Server-Sent Events (a raw TCP reader,
+//! which really stops reading when a test needs a slow consumer), and MQTT
+//! (rumqttc) and NATS (async-nats) clients on the other side.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::*;
+use futures::StreamExt;
+use rumqttc::QoS;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A port free now, for the HTTP listener (the harness reads the other
+/// listeners' lines, not this one's).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A router with the HTTP edge on; `http`: extra `[http]` keys; `toml`:
+/// other sections.
+fn start(shards: usize, http: &str, toml: &str) -> (Weft, SocketAddr) {
+    let port = free_port();
+    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n{toml}");
+    let weft = Weft::start(shards, &toml);
+    (weft, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// What curl got: status, headers (lower-case names), body.
+struct Curl {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Curl {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as an RFC 9457 problem with `status`.
+    fn assert_problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        let p: serde_json::Value = serde_json::from_str(&self.body).expect("problem JSON");
+        assert_eq!(p["status"], status);
+        assert!(p["title"].is_string() && p["type"].is_string(), "{p}");
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{p}");
+        p
+    }
+}
+
+/// Runs curl (`-i`: headers in the output) with `args`, `body` on stdin.
+fn curl(args: &[&str], body: &[u8]) -> Curl {
+    let mut child = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl (installed by scripts/test.sh)");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Curl {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn post(http: SocketAddr, path: &str, body: &[u8], extra: &[&str]) -> Curl {
+    let url = format!("http://{http}{path}");
+    let mut args = vec!["-X", "POST", "--data-binary", "@-", &url];
+    args.extend_from_slice(extra);
+    curl(&args, body)
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Sse {
+    id: Option<u64>,
+    event: String,
+    data: String,
+}
+
+/// An event stream read over raw TCP.
+struct Stream {
+    reader: BufReader<TcpStream>,
+    /// Comment lines seen (heartbeats).
+    comments: usize,
+}
+
+/// Opens `GET path` with `headers`; the status and, for a 200, the stream.
+async fn open(http: SocketAddr, path: &str, headers: &str) -> (u16, Stream) {
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: weft\r\nAccept: text/event-stream\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    tokio::time::timeout(WAIT, reader.read_line(&mut status_line))
+        .await
+        .expect("a status line in time")
+        .unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("status line {status_line:?}"))
+        .parse()
+        .unwrap();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    (
+        status,
+        Stream {
+            reader,
+            comments: 0,
+        },
+    )
+}
+
+impl Stream {
+    /// The next event (comments counted and skipped).
+    async fn next(&mut self) -> Sse {
+        tokio::time::timeout(WAIT, self.read_event())
+            .await
+            .expect("an event in time")
+    }
+
+    async fn read_event(&mut self) -> Sse {
+        let mut e = Sse::default();
+        let mut data: Vec<String> = Vec::new();
+        let mut fields = 0;
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "the stream ended");
+            let line = line.strip_suffix('\n').unwrap();
+            if line.is_empty() {
+                if fields > 0 {
+                    e.data = data.join("\n");
+                    return e;
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                self.comments += 1;
+                continue;
+            }
+            fields += 1;
+            let (name, value) = line.split_once(": ").unwrap_or((line, ""));
+            match name {
+                "id" => e.id = Some(value.parse().unwrap()),
+                "event" => e.event = value.into(),
+                "data" => data.push(value.into()),
+                other => panic!("unknown field {other}"),
+            }
+        }
+    }
+}
+
+/// Events until the one on `topic` (included).
+async fn until(stream: &mut Stream, topic: &str) -> Vec<Sse> {
+    let mut got = Vec::new();
+    loop {
+        let e = stream.next().await;
+        let end = e.event == topic;
+        got.push(e);
+        if end {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_over_http_reaches_mqtt_and_nats_subscribers() {
+    let (weft, http) = start(2, "", "");
+    let mut mqtt = connect(weft.addr, "m").await;
+    mqtt.subscribe("edge/#", QoS::AtLeastOnce).await;
+    let nats = nats(weft.nats).await;
+    let mut sub = nats.subscribe("edge.>").await.unwrap();
+    nats_sync(&nats).await;
+    let r = post(
+        http,
+        "/v1/topics/edge%2Fa",
+        b"hello",
+        &["-H", "Content-Type: text/plain"],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let p = mqtt.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("edge/a", &b"hello"[..])
+    );
+    assert_eq!(p.qos, QoS::AtLeastOnce, "QoS 1 by default");
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("edge.a", &b"hello"[..])
+    );
+    // QoS 0 by query, a literal `/` in the path, keep-alive: two requests
+    // on one connection (curl reuses it for two URLs).
+    let url = format!("http://{http}/v1/topics/edge/b?qos=0");
+    let r = curl(
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            "@-",
+            &url,
+            "--next",
+            "-X",
+            "POST",
+            "-d",
+            "again",
+            &url,
+        ],
+        b"zero",
+    );
+    assert_eq!(r.status, 202);
+    let p = mqtt.next_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.qos),
+        ("edge/b", &b"zero"[..], QoS::AtMostOnce)
+    );
+    let p = mqtt.next_publish().await;
+    assert_eq!(&p.payload[..], b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_and_nats_publishes_reach_an_event_stream() {
+    let (weft, http) = start(2, "", "");
+    let (status, mut stream) = open(http, "/v1/subscribe?filter=s%2F%23", "").await;
+    assert_eq!(status, 200);
+    let (status, mut by_subject) = open(http, "/v1/subscribe?subject=s.nats", "").await;
+    assert_eq!(status, 200);
+    // (A 200 is written once every shard sees the subscription.)
+    let mqtt = connect(weft.addr, "p").await;
+    mqtt.publish("s/text", QoS::AtLeastOnce, "line one\nline two")
+        .await;
+    mqtt.publish("s/bin", QoS::AtMostOnce, vec![0xff, 0, 1])
+        .await;
+    let nats = nats(weft.nats).await;
+    nats.publish("s.nats", "from nats".into()).await.unwrap();
+    nats.flush().await.unwrap();
+    let e = stream.next().await;
+    assert_eq!(
+        (e.event.as_str(), e.data.as_str()),
+        ("s/text", "line one\nline two")
+    );
+    assert!(e.id.is_some());
+    let e = stream.next().await;
+    assert_eq!(
+        (e.event.as_str(), e.data.as_str()),
+        ("s/bin", "base64:/wAB")
+    );
+    let e = stream.next().await;
+    assert_eq!((e.event.as_str(), e.data.as_str()), ("s/nats", "from nats"));
+    assert_eq!(by_subject.next().await.data, "from nats");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_first_and_resume_from_the_last_event_id() {
+    let (weft, http) = start(2, "", "");
+    let mqtt = connect(weft.addr, "r").await;
+    mqtt.publish_retained("r/a", QoS::AtLeastOnce, "1").await;
+    // Over HTTP too: retained by query.
+    assert_eq!(
+        post(http, "/v1/topics/r%2Fb?retain=true", b"2", &[]).status,
+        202
+    );
+    let (status, mut stream) = open(http, "/v1/subscribe?filter=r%2F%2B", "").await;
+    assert_eq!(status, 200);
+    let mut first = [stream.next().await, stream.next().await];
+    first.sort_by(|a, b| a.event.cmp(&b.event));
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| (e.event.as_str(), e.data.as_str()))
+            .collect::<Vec<_>>(),
+        [("r/a", "1"), ("r/b", "2")]
+    );
+    let last = first.iter().map(|e| e.id.unwrap()).max().unwrap();
+    // A retained update after those, then a resume from the last id seen.
+    assert_eq!(
+        post(http, "/v1/topics/r%2Fc?retain=1", b"3", &[]).status,
+        202
+    );
+    assert_eq!(stream.next().await.data, "3", "live on the open stream");
+    drop(stream);
+    let (status, mut resumed) = open(
+        http,
+        "/v1/subscribe?filter=r%2F%2B",
+        &format!("Last-Event-ID: {last}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    mqtt.publish("r/end", QoS::AtLeastOnce, "live").await;
+    let got = until(&mut resumed, "r/end").await;
+    let replayed: Vec<_> = got
+        .iter()
+        .map(|e| (e.event.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(
+        replayed,
+        [("r/c", "3"), ("r/end", "live")],
+        "only what came after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_heartbeats() {
+    let (_weft, http) = start(1, "sse_heartbeat_ms = 20", "");
+    let (status, mut stream) = open(http, "/v1/subscribe?filter=quiet", "").await;
+    assert_eq!(status, 200);
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, stream.reader.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, ": heartbeat\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_problem_and_others_go_on() {
+    let (weft, http) = start(2, "body_bytes_max = 64\nhead_bytes_max = 1024", "");
+    let mut mqtt = connect(weft.addr, "w").await;
+    mqtt.subscribe("ok/#", QoS::AtLeastOnce).await;
+    let mut n = 0;
+    let mut still_fine = || {
+        n += 1;
+        let body = format!("{n}");
+        let r = post(http, "/v1/topics/ok%2Fx", body.as_bytes(), &[]);
+        assert_eq!(r.status, 202);
+        body
+    };
+    post(http, "/v1/topics/a", &[b'x'; 65], &[]).assert_problem(413);
+    still_fine();
+    post(http, "/v1/topics/a%2F%2B", b"x", &[]).assert_problem(400);
+    post(http, "/v1/topics/a?qos=7", b"x", &[]).assert_problem(400);
+    post(http, "/v1/topics/%ZZ", b"x", &[]).assert_problem(400);
+    post(http, "/v1/nowhere", b"x", &[]).assert_problem(404);
+    curl(&[&format!("http://{http}/v1/topics/a")], b"").assert_problem(405);
+    curl(
+        &[
+            "-X",
+            "DELETE",
+            &format!("http://{http}/v1/subscribe?filter=a"),
+        ],
+        b"",
+    )
+    .assert_problem(405);
+    curl(&[&format!("http://{http}/v1/subscribe")], b"").assert_problem(400);
+    curl(
+        &[
+            "-H",
+            "Accept: application/json",
+            &format!("http://{http}/v1/subscribe?filter=a"),
+        ],
+        b"",
+    )
+    .assert_problem(406);
+    let chunked = post(
+        http,
+        "/v1/topics/a",
+        b"x",
+        &["-H", "Transfer-Encoding: chunked"],
+    );
+    chunked.assert_problem(411);
+    let long = format!("X-Long: {}", "y".repeat(2000));
+    post(http, "/v1/topics/a", b"x", &["-H", &long]).assert_problem(431);
+    // A request cut short, then the connection gone: nothing answered,
+    // nothing harmed.
+    let mut cut = TcpStream::connect(http).await.unwrap();
+    cut.write_all(b"POST /v1/topics/ok%2Fcut HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    cut.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, cut.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // Garbage: 400 and the connection closed.
+    let mut junk = TcpStream::connect(http).await.unwrap();
+    junk.write_all(b"\x01\x02\x03 nonsense\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, junk.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    let last = still_fine();
+    // The subscriber got exactly the good publishes.
+    let mut got = Vec::new();
+    loop {
+        let p = mqtt.next_publish().await;
+        assert_eq!(p.topic, "ok/x", "nothing of the bad requests got through");
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        if got.last() == Some(&last) {
+            break;
+        }
+    }
+    assert_eq!(got, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let (weft, http) = start(2, "", "");
+    let mut mqtt = connect(weft.addr, "pipe").await;
+    mqtt.subscribe("pipe/#", QoS::AtLeastOnce).await;
+    let mut s = TcpStream::connect(http).await.unwrap();
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        write!(
+            batch,
+            "POST /v1/topics/pipe%2F{i} HTTP/1.1\r\nContent-Length: 1\r\n\r\n{i}"
+        )
+        .unwrap();
+    }
+    batch.extend_from_slice(b"GET /nowhere HTTP/1.1\r\nConnection: close\r\n\r\n");
+    s.write_all(&batch).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let statuses: Vec<_> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(
+        statuses,
+        ["202", "202", "202", "202", "202", "404"],
+        "{answer}"
+    );
+    for i in 0..5 {
+        assert_eq!(mqtt.next_publish().await.topic, format!("pipe/{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_rights_decide() {
+    let argon = weft::security::auth::hash_password(b"wonderland").unwrap();
+    let toml = format!(
+        "[security]\nallow_anonymous = false\n\
+         [[security.users]]\nname = \"alice\"\npassword = \"{argon}\"\n\
+         publish = {{ allow = [\"open/#\"] }}\nsubscribe = {{ allow = [\"open/#\"] }}\n\
+         [[security.users]]\nname = \"svc\"\ntoken = \"tok-123\"\n"
+    );
+    let (weft, http) = start(2, "", &toml);
+    let _ = &weft;
+    let alice = ["-u", "alice:wonderland"];
+    assert_eq!(post(http, "/v1/topics/open%2Fa", b"x", &alice).status, 202);
+    post(http, "/v1/topics/secret%2Fa", b"x", &alice).assert_problem(403);
+    let r = post(http, "/v1/topics/open%2Fa", b"x", &["-u", "alice:wrong"]);
+    r.assert_problem(401);
+    assert!(r.header("www-authenticate").is_some());
+    post(http, "/v1/topics/open%2Fa", b"x", &[]).assert_problem(401);
+    let bearer = ["-H", "Authorization: Bearer tok-123"];
+    assert_eq!(
+        post(http, "/v1/topics/secret%2Fa", b"x", &bearer).status,
+        202
+    );
+    let (status, _) = open(
+        http,
+        "/v1/subscribe?filter=secret%2F%23",
+        "Authorization: Basic YWxpY2U6d29uZGVybGFuZA==\r\n",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, mut stream) = open(
+        http,
+        "/v1/subscribe?filter=open%2F%23",
+        "Authorization: Basic YWxpY2U6d29uZGVybGFuZA==\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        post(http, "/v1/topics/open%2Fready", b"r", &bearer).status,
+        202
+    );
+    assert_eq!(
+        until(&mut stream, "open/ready").await.last().unwrap().data,
+        "r"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_congested_subscriber_gets_publishers_a_429() {
+    // One shard: the publisher and the stalled stream meet there. A tiny
+    // queue and send buffer: the stream congests within a few events.
+    let toml = "[limits]\nqueued_messages_max = 2\nqos1_queued_messages_max = 100000\n\
+                qos1_queued_bytes_max = 1073741824\n[socket]\nsend_buffer_bytes = 4096\n";
+    let (weft, http) = start(1, "body_bytes_max = 65536", toml);
+    // The stalled reader: asks for the stream, reads its head, then stops.
+    let (status, stalled) = open(http, "/v1/subscribe?filter=bp%2F%23", "").await;
+    assert_eq!(status, 200);
+    let mut watcher = connect(weft.addr, "bp-watch").await;
+    watcher.subscribe("bp/#", QoS::AtMostOnce).await;
+    let payload = vec![b'p'; 60_000];
+    let mut refused = None;
+    for _ in 0..2000 {
+        let r = post(http, "/v1/topics/bp%2Fx", &payload, &[]);
+        if r.status != 202 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("a 429 once the stream is congested");
+    r.assert_problem(429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Another topic's publishers are not refused.
+    assert_eq!(post(http, "/v1/topics/other", b"x", &[]).status, 202);
+    drop(stalled);
+    let _ = watcher.next_publish().await;
+}
+
+/// With persistence on, a 202 for a QoS 1 publish means the event is
+/// durable: a persistent MQTT session gets every accepted event after a
+/// `kill -9` right after the last 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_means_durable_with_persistence_on() {
+    let dir = common::durable::TempDir::new("http-durable");
+    let port = free_port();
+    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut d =
+        common::durable::Durable::start(2, &toml, &common::durable::persistence_args(&dir.path));
+    let mut sub = connect_session(d.addr(), "keeper", false).await;
+    sub.subscribe("dur/#", QoS::AtLeastOnce).await;
+    sub.client.disconnect().await.unwrap();
+    drop(sub);
+    wait_parked(d.weft.admin, "keeper").await;
+    for i in 0..30 {
+        let r = post(http, "/v1/topics/dur%2Fe", format!("{i}").as_bytes(), &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    d.restart();
+    let mut sub = connect_session(d.addr(), "keeper", false).await;
+    for i in 0..30 {
+        let p = sub.next_publish().await;
+        assert_eq!(&p.payload[..], format!("{i}").as_bytes());
+    }
+}
+
+/// Python `requests` (tests/py/http_requests.py): a publish, a problem,
+/// and an event stream read with `stream=True`.
+#[test]
+fn python_requests_publishes_and_streams() {
+    let (_weft, http) = start(2, "", "");
+    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
+        panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the Python clients")
+    });
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/http_requests.py"
+        ))
+        .arg(http.to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "http_requests.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}
+
+/// The CloudEvents Python SDK over HTTP (tests/py/http_cloudevents.py):
+/// binary, structured and batched posts come back the same from an event
+/// stream and from NATS; bad ones get 400 / 415 / 422 problems.
+#[test]
+fn cloudevents_sdk_over_http() {
+    let (weft, http) = start(2, "", "");
+    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
+        panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the Python clients")
+    });
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/http_cloudevents.py"
+        ))
+        .arg(http.to_string())
+        .arg(weft.nats.to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "http_cloudevents.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}
