@@ -313,3 +313,38 @@ fn cloudevents_sdk_reads_every_binding() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
 }
+
+/// The CloudEvents Python SDK posts binary, structured and batched events
+/// to the HTTP edge and parses what MQTT 5 and NATS subscribers get: the
+/// same events; refused ones (415, 422, 400) publish nothing
+/// (tests/py/cloudevents_http.py). SSE is tests/http.rs's.
+#[test]
+fn cloudevents_sdk_posts_over_http_to_mqtt5_and_nats() {
+    let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
+        panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the CloudEvents SDK")
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let weft = Weft::start(2, &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let out = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/cloudevents_http.py"
+        ))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(weft.addr.ip().to_string())
+        .arg(weft.addr.port().to_string())
+        .arg(weft.nats.to_string())
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "cloudevents_http.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pass"));
+}
