@@ -46,9 +46,10 @@ pub struct WsLimits {
     pub write_frame_bytes_max: usize,
 }
 
-/// Control frames one read handles before it yields (a peer that sends
-/// only pings must not hold the shard).
-const CONTROL_FRAMES_PER_READ_MAX: usize = 64;
+/// Decode steps that give no data (control frames, empty frames, headers)
+/// one read takes before it yields: a peer that sends only pings or empty
+/// frames must not hold the shard.
+const IDLE_STEPS_PER_READ_MAX: usize = 256;
 
 /// One WebSocket connection over `T` (see the module comment).
 pub struct Ws<T: Transport> {
@@ -222,7 +223,7 @@ impl<T: Transport> Transport for Ws<T> {
         self.push_control(cx);
         let mut r = self.read.borrow_mut();
         let r = &mut *r;
-        let mut controls = 0;
+        let mut idle_steps = 0;
         loop {
             if !r.data.is_empty() {
                 let n = r.data.len().min(out.len());
@@ -274,9 +275,8 @@ impl<T: Transport> Transport for Ws<T> {
                         Some(Item::Data { range, .. }) => {
                             r.data = base + range.start..base + range.end;
                         }
-                        Some(Item::Pong(_)) => controls += 1,
+                        Some(Item::Pong(_)) => {}
                         Some(Item::Ping(range)) => {
-                            controls += 1;
                             let mut payload = [0u8; frame::CONTROL_PAYLOAD_BYTES_MAX];
                             let len = range.len();
                             payload[..len]
@@ -295,7 +295,8 @@ impl<T: Transport> Transport for Ws<T> {
                             r.state = ReadState::Ended;
                         }
                     }
-                    if controls >= CONTROL_FRAMES_PER_READ_MAX && r.data.is_empty() {
+                    idle_steps += 1;
+                    if idle_steps >= IDLE_STEPS_PER_READ_MAX && r.data.is_empty() {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }

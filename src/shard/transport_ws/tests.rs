@@ -211,3 +211,27 @@ fn bytes_sent_with_the_upgrade_are_read_first() {
     ));
     assert_eq!(&buf[..5], b"early");
 }
+
+#[test]
+fn a_flood_of_empty_frames_yields_the_shard() {
+    let (server_end, client) = pair(1 << 20);
+    let ws = Ws::new(server_end, limits(), &[]);
+    for _ in 0..600 {
+        client_send(&client, Opcode::Binary, b"");
+    }
+    client_send(&client, Opcode::Binary, b"x");
+    let mut buf = [0u8; 4];
+    let mut yields = 0;
+    let n = loop {
+        match ws.poll_read(&mut cx(), &mut buf) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => yields += 1,
+        }
+        assert!(yields < 100, "never got through the flood");
+    };
+    assert_eq!((n, buf[0]), (1, b'x'));
+    assert!(
+        yields >= 2,
+        "600 empty frames in turns of 256: it yielded {yields} times"
+    );
+}
