@@ -1,0 +1,622 @@
+//! Browsers on the web edge (issue 14, acceptance 1): MQTT.js (the `mqtt`
+//! npm package) and nats.ws in headless Chromium reach weft over its
+//! WebSocket listeners (`--mqtt-ws-listen`, path `/mqtt`, subprotocol
+//! `mqtt`; `--nats-ws-listen`), and events cross both ways between them
+//! and TCP clients (rumqttc, async-nats) — and between the two browser
+//! clients themselves, MQTT.js ⇄ nats.ws through weft.
+//!
+//! The browser is Debian's chromium driven by puppeteer-core from
+//! `tests/browser/run.mjs` (node), which this test feeds one JSON operation
+//! a line and reads JSON events from (see that file).
+//! `scripts/browser-setup.sh` (called by scripts/test.sh) installs the
+//! browser and the npm packages. Where they are missing the test skips
+//! visibly: it says so on stderr and appends a line to the file named by
+//! `WEFT_SKIP_REPORT` (scripts/test.sh prints it at the end); with
+//! `WEFT_BROWSER_REQUIRED=1` (scripts/test.sh sets it in CI) it fails
+//! instead. A screenshot of the page is left in cargo's target tmp dir
+//! (`browser-page.png`), for a person to look at; it is not asserted.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rumqttc::QoS;
+use serde_json::{json, Value};
+
+/// The page's deadline for one operation (run.mjs `--op-timeout-ms`);
+/// [`WAIT`] bounds what this side waits for on top.
+const OP_TIMEOUT_MS: u64 = 15_000;
+/// The runner's deadline for the whole run (`--deadline-ms`).
+const RUN_DEADLINE_MS: u64 = 150_000;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("WEFT_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// What the browser test needs and this machine lacks, if anything.
+fn missing() -> Option<String> {
+    let mut missing = Vec::new();
+    if !chromium().exists() {
+        missing.push(format!(
+            "{} (apt-get install chromium)",
+            chromium().display()
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node".to_string());
+    }
+    for package in ["puppeteer-core", "mqtt", "nats.ws"] {
+        if !browser_dir().join("node_modules").join(package).exists() {
+            missing.push(format!("tests/browser/node_modules/{package} (npm ci)"));
+        }
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// The browser cannot run here: fail where it is required, else report the
+/// skip (stderr and `WEFT_SKIP_REPORT`). Returns true when skipped.
+fn skipped(test: &str) -> bool {
+    let Some(what) = missing() else { return false };
+    let line = format!("browser::{test}: missing {what}; scripts/browser-setup.sh installs them");
+    if std::env::var("WEFT_BROWSER_REQUIRED").is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("{line} (WEFT_BROWSER_REQUIRED is set: this machine must run it)");
+    }
+    eprintln!("SKIPPED: {line}");
+    if let Some(path) = std::env::var_os("WEFT_SKIP_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("WEFT_SKIP_REPORT {path:?}: {e}"));
+        writeln!(f, "{line}").expect("write the skip report");
+    }
+    true
+}
+
+/// One message a browser client received, as run.mjs reports it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Received {
+    client: String,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+fn received(client: &str, topic: &str, payload: &str) -> Received {
+    Received {
+        client: client.into(),
+        topic: topic.into(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len().is_multiple_of(2), "odd hex {hex:?}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[derive(Default)]
+struct RunnerState {
+    /// Every event line, in order (for failure messages).
+    events: Vec<Value>,
+    /// How many of `events` were answers to operations already taken.
+    answers_taken: usize,
+    messages: Vec<(Received, Value)>,
+    stdout_ended: bool,
+    stderr: Vec<String>,
+}
+
+/// tests/browser/run.mjs with Chromium behind it.
+struct Runner {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    state: Arc<Mutex<RunnerState>>,
+}
+
+impl Runner {
+    /// Starts the runner and waits for its page to be up.
+    async fn start() -> Runner {
+        let mut child = Command::new("node")
+            .arg(browser_dir().join("run.mjs"))
+            .args(["--op-timeout-ms", &OP_TIMEOUT_MS.to_string()])
+            .args(["--deadline-ms", &RUN_DEADLINE_MS.to_string()])
+            .arg("--chromium")
+            .arg(chromium())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node tests/browser/run.mjs");
+        let state = Arc::new(Mutex::new(RunnerState::default()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = state.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: Value = serde_json::from_str(&line).unwrap_or_else(
+                    |e| json!({"event": "unparsed", "line": line, "error": e.to_string()}),
+                );
+                let mut s = sink.lock().unwrap();
+                if event["event"] == "message" {
+                    let message = Received {
+                        client: event["client"].as_str().unwrap_or_default().into(),
+                        topic: event["topic"].as_str().unwrap_or_default().into(),
+                        payload: unhex(event["payload_hex"].as_str().unwrap_or_default()),
+                    };
+                    s.messages.push((message, event.clone()));
+                }
+                s.events.push(event);
+            }
+            sink.lock().unwrap().stdout_ended = true;
+        });
+        let stderr = child.stderr.take().unwrap();
+        let sink = state.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().stderr.push(line);
+            }
+        });
+        let mut runner = Runner {
+            stdin: child.stdin.take(),
+            child,
+            state,
+        };
+        let ready = runner.answer("the page to be ready").await;
+        assert_eq!(ready["event"], "ready", "{ready}");
+        runner
+    }
+
+    /// Everything the runner said, for a failure message.
+    fn transcript(&self) -> String {
+        let s = self.state.lock().unwrap();
+        let events: Vec<String> = s.events.iter().map(Value::to_string).collect();
+        format!(
+            "runner stdout:\n{}\nrunner stderr:\n{}",
+            events.join("\n"),
+            s.stderr.join("\n")
+        )
+    }
+
+    /// The next event that is not a message (an operation's answer),
+    /// bounded by the runner's own timeouts and [`WAIT`] beyond them.
+    async fn answer(&mut self, what: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(OP_TIMEOUT_MS) + WAIT;
+        loop {
+            {
+                let mut s = self.state.lock().unwrap();
+                let taken = s.answers_taken;
+                let next = s
+                    .events
+                    .iter()
+                    .filter(|e| e["event"] != "message")
+                    .nth(taken)
+                    .cloned();
+                if let Some(event) = next {
+                    s.answers_taken += 1;
+                    drop(s);
+                    if event["event"] == "failed" || event["event"] == "closed" && what != "close" {
+                        panic!("{what}: the runner said {event}\n{}", self.transcript());
+                    }
+                    return event;
+                }
+                if s.stdout_ended {
+                    drop(s);
+                    panic!("{what}: the runner ended\n{}", self.transcript());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{what}: no answer from the runner\n{}", self.transcript());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Runs one operation in the page; returns its result.
+    async fn op(&mut self, op: Value) -> Value {
+        let line = format!("{op}\n");
+        self.stdin
+            .as_mut()
+            .expect("runner stdin open")
+            .write_all(line.as_bytes())
+            .unwrap_or_else(|e| panic!("write {op} to the runner: {e}"));
+        let answer = self.answer(&op.to_string()).await;
+        assert_eq!(answer["event"], "ok", "{op}: {answer}");
+        assert_eq!(answer["op"], op["op"], "{op}: {answer}");
+        answer["result"].clone()
+    }
+
+    async fn connect(&mut self, client: &str, kind: &str, url: &str, extra: Value) {
+        let mut op = json!({"op": "connect", "client": client, "kind": kind, "url": url});
+        if let (Some(op), Some(extra)) = (op.as_object_mut(), extra.as_object()) {
+            op.extend(extra.clone());
+        }
+        self.op(op).await;
+    }
+
+    async fn subscribe(&mut self, client: &str, topic: &str, qos: u8) {
+        self.op(json!({"op": "subscribe", "client": client, "topic": topic, "qos": qos}))
+            .await;
+    }
+
+    async fn publish(&mut self, client: &str, topic: &str, payload: &str, qos: u8) {
+        self.op(json!({"op": "publish", "client": client, "topic": topic, "payload": payload, "qos": qos}))
+            .await;
+    }
+
+    /// The messages the browser clients received so far (probes too).
+    fn messages(&self) -> Vec<Received> {
+        let s = self.state.lock().unwrap();
+        s.messages.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// The full event of the first message `client` received on `topic`.
+    fn message_event(&self, client: &str, topic: &str) -> Option<Value> {
+        let s = self.state.lock().unwrap();
+        s.messages
+            .iter()
+            .find(|(m, _)| m.client == client && m.topic == topic)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// Waits (bounded by `WAIT`) until `ok` holds over the messages.
+    async fn wait_messages(&self, what: &str, ok: impl Fn(&[Received]) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if ok(&self.messages()) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("browser: {what}: not reached\n{}", self.transcript());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ends the run: the page's clients disconnect, the browser closes,
+    /// and the runner exits 0.
+    async fn close(mut self) {
+        for client in self.clients() {
+            self.op(json!({"op": "disconnect", "client": client})).await;
+        }
+        let op = json!({"op": "close"});
+        self.stdin
+            .as_mut()
+            .expect("runner stdin open")
+            .write_all(format!("{op}\n").as_bytes())
+            .expect("write close");
+        let answer = self.answer("close").await;
+        assert_eq!(answer["event"], "closed", "{answer}");
+        self.stdin = None;
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner did not exit\n{}",
+                self.transcript()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "runner: {status}\n{}", self.transcript());
+    }
+
+    /// The clients the page connected (from the operations' answers).
+    fn clients(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.events
+            .iter()
+            .filter(|e| e["event"] == "ok" && e["op"] == "connect")
+            .filter_map(|e| e["client"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Runner {
+    /// On a failed test: closing stdin makes the runner close the browser
+    /// and exit; it is killed if it does not within a few seconds.
+    fn drop(&mut self) {
+        self.stdin = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes probes through `publish` (payload = a counter) until the
+/// browser client `client` has received one on `received_as`: its
+/// subscription is then in force where the publisher is. Bounded by `WAIT`.
+async fn fence_browser<F, Fut>(runner: &Runner, client: &str, received_as: &str, mut publish: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for sent in 0.. {
+        publish(sent).await;
+        let probe_end = tokio::time::Instant::now() + Duration::from_millis(50);
+        while tokio::time::Instant::now() < probe_end {
+            if runner
+                .messages()
+                .iter()
+                .any(|m| m.client == client && m.topic == received_as)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probe {received_as:?}: {sent} published, never reached {client}\n{}",
+            runner.transcript()
+        );
+    }
+}
+
+/// The messages that are not probes, sorted.
+fn real_messages(runner: &Runner) -> Vec<Received> {
+    let mut all: Vec<Received> = runner
+        .messages()
+        .into_iter()
+        .filter(|m| !m.topic.contains("probe"))
+        .collect();
+    all.sort();
+    all
+}
+
+/// [`fence_browser`] with the probes published by another browser client.
+async fn fence_in_browser(
+    runner: &mut Runner,
+    from: &str,
+    topic: &str,
+    to: &str,
+    received_as: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for sent in 0.. {
+        runner.publish(from, topic, &sent.to_string(), 0).await;
+        let probe_end = tokio::time::Instant::now() + Duration::from_millis(50);
+        while tokio::time::Instant::now() < probe_end {
+            if runner
+                .messages()
+                .iter()
+                .any(|m| m.client == to && m.topic == received_as)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probe {topic:?} from {from}: {sent} published, never reached {to} as {received_as:?}\n{}",
+            runner.transcript()
+        );
+    }
+}
+
+/// Publishes over TCP MQTT (QoS 0 probes).
+async fn mqtt_probe(client: &Client, topic: &str, n: usize) {
+    client.publish(topic, QoS::AtMostOnce, n.to_string()).await;
+}
+
+async fn nats_probe(client: &async_nats::Client, subject: &str, n: usize) {
+    client
+        .publish(subject.to_string(), n.to_string().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clients_cross_with_tcp_clients() {
+    if skipped("browser_clients_cross_with_tcp_clients") {
+        return;
+    }
+    let (weft, mqtt_ws, nats_ws) = start_weft();
+    let mqtt_url = format!("ws://{mqtt_ws}/mqtt");
+    let nats_url = format!("ws://{nats_ws}");
+
+    // The TCP clients: subscribers to what the browser publishes (on
+    // shard 0), publishers to the browser (on shard 1).
+    let mut tcp_mqtt_sub = connect(weft.shard_addrs[0], "tcp-mqtt-sub").await;
+    tcp_mqtt_sub
+        .subscribe("from-browser/#", QoS::AtLeastOnce)
+        .await;
+    let (_tcp_mqtt_sub, tcp_mqtt_inbox) = Inbox::mqtt(tcp_mqtt_sub);
+    let tcp_nats_sub = nats(weft.nats_shards[0]).await;
+    let tcp_nats_inbox = Inbox::nats(
+        "tcp-nats-sub",
+        tcp_nats_sub.subscribe("from-browser.>").await.unwrap(),
+    );
+    nats_sync(&tcp_nats_sub).await;
+    let tcp_mqtt_pub = connect(weft.shard_addrs[1], "tcp-mqtt-pub").await;
+    let tcp_nats_pub = nats(weft.nats_shards[1]).await;
+
+    // The browser: MQTT.js speaking MQTT 3.1.1 ("m") and MQTT 5 ("m5"),
+    // nats.ws ("n").
+    let mut runner = Runner::start().await;
+    runner
+        .connect("m", "mqtt", &mqtt_url, json!({"protocol_version": 4}))
+        .await;
+    runner
+        .connect("m5", "mqtt", &mqtt_url, json!({"protocol_version": 5}))
+        .await;
+    runner.connect("n", "nats", &nats_url, json!({})).await;
+    // A SUBACK follows a barrier through every shard (README): MQTT
+    // subscriptions are in force everywhere once subscribe returns.
+    runner.subscribe("m", "to-browser/mqtt/#", 1).await;
+    runner.subscribe("m", "n2m/#", 1).await;
+    runner.subscribe("m5", "to-browser/mqtt5/#", 1).await;
+    // NATS interest travels on its own: probes from each publisher.
+    runner.subscribe("n", "to-browser.nats.>", 0).await;
+    runner.subscribe("n", "m2n.>", 0).await;
+    fence_browser(&runner, "n", "to-browser.nats.probe", |i| {
+        mqtt_probe(&tcp_mqtt_pub, "to-browser/nats/probe", i)
+    })
+    .await;
+    fence_browser(&runner, "n", "to-browser.nats.probe", |i| {
+        nats_probe(&tcp_nats_pub, "to-browser.nats.probe", i)
+    })
+    .await;
+    fence_in_browser(&mut runner, "m", "m2n/probe", "n", "m2n.probe").await;
+
+    // TCP → browser, MQTT and NATS publishers to each browser client.
+    tcp_mqtt_pub
+        .publish("to-browser/mqtt/1", QoS::AtLeastOnce, "tcp mqtt → MQTT.js")
+        .await;
+    tcp_mqtt_pub
+        .publish(
+            "to-browser/mqtt5/1",
+            QoS::AtLeastOnce,
+            "tcp mqtt → MQTT.js v5",
+        )
+        .await;
+    tcp_mqtt_pub
+        .publish("to-browser/nats/1", QoS::AtLeastOnce, "tcp mqtt → nats.ws")
+        .await;
+    for (subject, payload) in [
+        ("to-browser.mqtt.2", "tcp nats → MQTT.js"),
+        ("to-browser.mqtt5.2", "tcp nats → MQTT.js v5"),
+        ("to-browser.nats.2", "tcp nats → nats.ws"),
+    ] {
+        tcp_nats_pub
+            .publish(subject, payload.as_bytes().to_vec().into())
+            .await
+            .unwrap();
+    }
+    tcp_nats_pub.flush().await.unwrap();
+
+    // Browser → TCP, and MQTT.js ⇄ nats.ws inside the browser.
+    runner
+        .publish("m", "from-browser/mqtt", "MQTT.js → tcp ✓", 1)
+        .await;
+    runner
+        .publish("m5", "from-browser/mqtt5", "MQTT.js v5 → tcp ✓", 1)
+        .await;
+    runner
+        .publish("n", "from-browser.nats", "nats.ws → tcp ✓", 0)
+        .await;
+    runner.publish("m", "m2n/1", "MQTT.js → nats.ws", 1).await;
+    runner.publish("n", "n2m.1", "nats.ws → MQTT.js", 0).await;
+
+    let mut want = vec![
+        received("m", "to-browser/mqtt/1", "tcp mqtt → MQTT.js"),
+        received("m", "to-browser/mqtt/2", "tcp nats → MQTT.js"),
+        received("m", "n2m/1", "nats.ws → MQTT.js"),
+        received("m5", "to-browser/mqtt5/1", "tcp mqtt → MQTT.js v5"),
+        received("m5", "to-browser/mqtt5/2", "tcp nats → MQTT.js v5"),
+        received("n", "to-browser.nats.1", "tcp mqtt → nats.ws"),
+        received("n", "to-browser.nats.2", "tcp nats → nats.ws"),
+        received("n", "m2n.1", "MQTT.js → nats.ws"),
+    ];
+    want.sort();
+    runner
+        .wait_messages("every event to the browser", |got| {
+            got.iter().filter(|m| !m.topic.contains("probe")).count() >= want.len()
+        })
+        .await;
+    let from_browser = [
+        ("from-browser/mqtt", "MQTT.js → tcp ✓"),
+        ("from-browser/mqtt5", "MQTT.js v5 → tcp ✓"),
+        ("from-browser/nats", "nats.ws → tcp ✓"),
+    ];
+    tcp_mqtt_inbox
+        .wait_until("the browser's events", |m| m.len() >= from_browser.len())
+        .await;
+    tcp_nats_inbox
+        .wait_until("the browser's events", |m| m.len() >= from_browser.len())
+        .await;
+    runner
+        .op(json!({"op": "screenshot", "path": screenshot_path()}))
+        .await;
+
+    assert_eq!(real_messages(&runner), want, "{}", runner.transcript());
+    // QoS 1 publish, QoS 1 subscription: delivered at QoS 1 over WebSocket.
+    let event = runner.message_event("m", "to-browser/mqtt/1").unwrap();
+    assert_eq!(event["qos"], 1, "{event}");
+    let mut tcp_mqtt: Vec<(String, Vec<u8>)> = tcp_mqtt_inbox
+        .msgs()
+        .into_iter()
+        .map(|m| (m.topic, m.payload))
+        .collect();
+    tcp_mqtt.sort();
+    let mut want_mqtt: Vec<(String, Vec<u8>)> = from_browser
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.as_bytes().to_vec()))
+        .collect();
+    want_mqtt.sort();
+    assert_eq!(tcp_mqtt, want_mqtt);
+    let mut tcp_nats: Vec<(String, Vec<u8>)> = tcp_nats_inbox
+        .msgs()
+        .into_iter()
+        .map(|m| (m.topic, m.payload))
+        .collect();
+    tcp_nats.sort();
+    let want_nats: Vec<(String, Vec<u8>)> = want_mqtt
+        .iter()
+        .map(|(t, p)| (t.replace('/', "."), p.clone()))
+        .collect();
+    assert_eq!(tcp_nats, want_nats);
+    runner.close().await;
+    drop(weft);
+}
+
+/// Where the page's screenshot goes: cargo's tmp dir under target/.
+fn screenshot_path() -> String {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser-page.png")
+        .display()
+        .to_string()
+}
+
+/// weft (two shards) with both WebSocket listeners on 127.0.0.1 port 0;
+/// their addresses come from the listener lines (logged on stderr too, as
+/// the TLS listener's are).
+fn start_weft() -> (Weft, SocketAddr, SocketAddr) {
+    let mut launch = Launch::new(2, "");
+    launch.args = [
+        "--mqtt-ws-listen",
+        "127.0.0.1:0",
+        "--nats-ws-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    launch.log_level = Some("info".into());
+    launch.capture_stderr = true;
+    let weft = Weft::launch_with(launch);
+    let mqtt_ws = listener_addr(&weft, "mqtt ws listening on ");
+    let nats_ws = listener_addr(&weft, "nats ws listening on ");
+    (weft, mqtt_ws, nats_ws)
+}
+
+/// The address after `prefix` in the router's log (bounded wait).
+fn listener_addr(weft: &Weft, prefix: &str) -> SocketAddr {
+    let line = weft.wait_for_log(prefix);
+    line.split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
