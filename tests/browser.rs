@@ -174,7 +174,10 @@ impl Runner {
             child,
             state,
         };
-        let ready = runner.answer("the page to be ready").await;
+        // The browser's start is bounded by 3 operations (run.mjs).
+        let ready = runner
+            .answer_within("the page to be ready", 3 * OP_TIMEOUT_MS)
+            .await;
         assert_eq!(ready["event"], "ready", "{ready}");
         runner
     }
@@ -193,7 +196,12 @@ impl Runner {
     /// The next event that is not a message (an operation's answer),
     /// bounded by the runner's own timeouts and [`WAIT`] beyond them.
     async fn answer(&mut self, what: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(OP_TIMEOUT_MS) + WAIT;
+        self.answer_within(what, OP_TIMEOUT_MS).await
+    }
+
+    /// [`Runner::answer`] for what the runner bounds by `runner_ms`.
+    async fn answer_within(&mut self, what: &str, runner_ms: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(runner_ms) + WAIT;
         loop {
             {
                 let mut s = self.state.lock().unwrap();

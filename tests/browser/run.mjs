@@ -16,7 +16,8 @@
 // It writes JSON lines on stdout: {"event":"ready"} once the page is up,
 // {"event":"ok","op":…,"result":…} after each operation, and
 // {"event":"message","client":…,"topic":…,"payload":…,"payload_hex":…}
-// for each message a client receives. Every wait is bounded: an operation
+// for each message a client receives ({"event":"client_closed",…} when a
+// client's connection ends unasked). Every wait is bounded: an operation
 // that fails or outlasts --op-timeout-ms, a client that closes unasked, a
 // page error, stdin ending before "close", or the whole run outlasting
 // --deadline-ms prints {"event":"failed","reason":…} and the browser's
@@ -158,7 +159,8 @@ async function start() {
       "--disable-component-update",
       "--disable-sync",
     ],
-    timeout: opTimeoutMs,
+    // A cold start on a loaded machine takes longer than an operation.
+    timeout: 3 * opTimeoutMs,
   });
   const page = await browser.newPage();
   await page.setViewport({ width: 1000, height: 700 });

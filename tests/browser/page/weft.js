@@ -38,7 +38,7 @@ function unexpectedClose(name, reason) {
   if (entry && !entry.closing) {
     entry.closing = true;
     entry.state.textContent = "closed: " + reason;
-    report({ event: "closed", client: name, reason });
+    report({ event: "client_closed", client: name, reason });
   }
 }
 
