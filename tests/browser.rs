@@ -86,11 +86,26 @@ fn skipped(test: &str) -> bool {
 }
 
 /// One message a browser client received, as run.mjs reports it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Received {
     client: String,
     topic: String,
     payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Received {
+    /// Large payloads shortened (a failure message stays readable).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = &self.payload[..self.payload.len().min(40)];
+        write!(
+            f,
+            "{} {}: {} bytes {:?}",
+            self.client,
+            self.topic,
+            self.payload.len(),
+            String::from_utf8_lossy(head)
+        )
+    }
 }
 
 fn received(client: &str, topic: &str, payload: &str) -> Received {
@@ -185,7 +200,18 @@ impl Runner {
     /// Everything the runner said, for a failure message.
     fn transcript(&self) -> String {
         let s = self.state.lock().unwrap();
-        let events: Vec<String> = s.events.iter().map(Value::to_string).collect();
+        // Lines shortened: a large payload is hundreds of KB of hex.
+        let events: Vec<String> = s
+            .events
+            .iter()
+            .map(|e| {
+                let line = e.to_string();
+                match line.char_indices().nth(400) {
+                    Some((cut, _)) => format!("{}… ({} bytes)", &line[..cut], line.len()),
+                    None => line,
+                }
+            })
+            .collect();
         format!(
             "runner stdout:\n{}\nrunner stderr:\n{}",
             events.join("\n"),
@@ -262,6 +288,15 @@ impl Runner {
     async fn publish(&mut self, client: &str, topic: &str, payload: &str, qos: u8) {
         self.op(json!({"op": "publish", "client": client, "topic": topic, "payload": payload, "qos": qos}))
             .await;
+    }
+
+    /// Publishes exact bytes (sent as hex to the page).
+    async fn publish_bytes(&mut self, client: &str, topic: &str, payload: &[u8], qos: u8) {
+        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        let result = self
+            .op(json!({"op": "publish", "client": client, "topic": topic, "payload_hex": hex, "qos": qos}))
+            .await;
+        assert_eq!(result["bytes"], payload.len(), "{result}");
     }
 
     /// The messages the browser clients received so far (probes too).
@@ -422,6 +457,98 @@ async fn fence_in_browser(
     }
 }
 
+/// The TCP clients: subscribers to what the browser publishes (on shard
+/// 0), publishers to the browser (on shard 1).
+struct Tcp {
+    mqtt_inbox: Inbox,
+    _mqtt_sub: rumqttc::AsyncClient,
+    nats_inbox: Inbox,
+    _nats_sub: async_nats::Client,
+    mqtt_pub: Client,
+    nats_pub: async_nats::Client,
+}
+
+impl Tcp {
+    /// Subscribed (in force on every shard) to `filter` over MQTT and to
+    /// `subject` over NATS.
+    async fn start(weft: &Weft, filter: &str, subject: &str) -> Tcp {
+        let mut mqtt_sub = connect(weft.shard_addrs[0], "tcp-mqtt-sub").await;
+        mqtt_sub.subscribe(filter, QoS::AtLeastOnce).await;
+        let (_mqtt_sub, mqtt_inbox) = Inbox::mqtt(mqtt_sub);
+        let nats_sub = nats(weft.nats_shards[0]).await;
+        let nats_inbox = Inbox::nats(
+            "tcp-nats-sub",
+            nats_sub.subscribe(subject.to_string()).await.unwrap(),
+        );
+        nats_sync(&nats_sub).await;
+        Tcp {
+            mqtt_inbox,
+            _mqtt_sub,
+            nats_inbox,
+            _nats_sub: nats_sub,
+            mqtt_pub: connect(weft.shard_addrs[1], "tcp-mqtt-pub").await,
+            nats_pub: nats(weft.nats_shards[1]).await,
+        }
+    }
+
+    /// Until both subscribers have `n` messages (bounded).
+    async fn wait(&self, n: usize) {
+        for inbox in [&self.mqtt_inbox, &self.nats_inbox] {
+            inbox
+                .wait_until("the browser's events", |m| m.len() >= n)
+                .await;
+        }
+    }
+
+    /// Both subscribers received exactly `want` (MQTT topics; the NATS
+    /// subscriber sees them as subjects), in any order.
+    fn assert_received(&self, want: &[(&str, &[u8])]) {
+        let sorted = |inbox: &Inbox| {
+            let mut got: Vec<(String, Vec<u8>)> = inbox
+                .msgs()
+                .into_iter()
+                .map(|m| (m.topic, m.payload))
+                .collect();
+            got.sort();
+            got
+        };
+        let mut want_mqtt: Vec<(String, Vec<u8>)> = want
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.to_vec()))
+            .collect();
+        want_mqtt.sort();
+        let want_nats: Vec<(String, Vec<u8>)> = want_mqtt
+            .iter()
+            .map(|(t, p)| (t.replace('/', "."), p.clone()))
+            .collect();
+        assert!(
+            sorted(&self.mqtt_inbox) == want_mqtt,
+            "MQTT subscriber: {}",
+            describe(&sorted(&self.mqtt_inbox))
+        );
+        assert!(
+            sorted(&self.nats_inbox) == want_nats,
+            "NATS subscriber: {}",
+            describe(&sorted(&self.nats_inbox))
+        );
+    }
+}
+
+/// Messages for a failure message: topics and sizes, payloads shortened.
+fn describe(messages: &[(String, Vec<u8>)]) -> String {
+    let shown: Vec<String> = messages
+        .iter()
+        .map(|(t, p)| {
+            format!(
+                "{t}: {} bytes {:?}",
+                p.len(),
+                String::from_utf8_lossy(&p[..p.len().min(40)])
+            )
+        })
+        .collect();
+    shown.join("; ")
+}
+
 /// Publishes over TCP MQTT (QoS 0 probes).
 async fn mqtt_probe(client: &Client, topic: &str, n: usize) {
     client.publish(topic, QoS::AtMostOnce, n.to_string()).await;
@@ -444,21 +571,8 @@ async fn browser_clients_cross_with_tcp_clients() {
     let mqtt_url = format!("ws://{mqtt_ws}/mqtt");
     let nats_url = format!("ws://{nats_ws}");
 
-    // The TCP clients: subscribers to what the browser publishes (on
-    // shard 0), publishers to the browser (on shard 1).
-    let mut tcp_mqtt_sub = connect(weft.shard_addrs[0], "tcp-mqtt-sub").await;
-    tcp_mqtt_sub
-        .subscribe("from-browser/#", QoS::AtLeastOnce)
-        .await;
-    let (_tcp_mqtt_sub, tcp_mqtt_inbox) = Inbox::mqtt(tcp_mqtt_sub);
-    let tcp_nats_sub = nats(weft.nats_shards[0]).await;
-    let tcp_nats_inbox = Inbox::nats(
-        "tcp-nats-sub",
-        tcp_nats_sub.subscribe("from-browser.>").await.unwrap(),
-    );
-    nats_sync(&tcp_nats_sub).await;
-    let tcp_mqtt_pub = connect(weft.shard_addrs[1], "tcp-mqtt-pub").await;
-    let tcp_nats_pub = nats(weft.nats_shards[1]).await;
+    let tcp = Tcp::start(&weft, "from-browser/#", "from-browser.>").await;
+    let (tcp_mqtt_pub, tcp_nats_pub) = (&tcp.mqtt_pub, &tcp.nats_pub);
 
     // The browser: MQTT.js speaking MQTT 3.1.1 ("m") and MQTT 5 ("m5"),
     // nats.ws ("n").
@@ -479,11 +593,11 @@ async fn browser_clients_cross_with_tcp_clients() {
     runner.subscribe("n", "to-browser.nats.>", 0).await;
     runner.subscribe("n", "m2n.>", 0).await;
     fence_browser(&runner, "n", "to-browser.nats.probe", |i| {
-        mqtt_probe(&tcp_mqtt_pub, "to-browser/nats/probe", i)
+        mqtt_probe(tcp_mqtt_pub, "to-browser/nats/probe", i)
     })
     .await;
     fence_browser(&runner, "n", "to-browser.nats.probe", |i| {
-        nats_probe(&tcp_nats_pub, "to-browser.nats.probe", i)
+        nats_probe(tcp_nats_pub, "to-browser.nats.probe", i)
     })
     .await;
     fence_in_browser(&mut runner, "m", "m2n/probe", "n", "m2n.probe").await;
@@ -548,12 +662,7 @@ async fn browser_clients_cross_with_tcp_clients() {
         ("from-browser/mqtt5", "MQTT.js v5 → tcp ✓"),
         ("from-browser/nats", "nats.ws → tcp ✓"),
     ];
-    tcp_mqtt_inbox
-        .wait_until("the browser's events", |m| m.len() >= from_browser.len())
-        .await;
-    tcp_nats_inbox
-        .wait_until("the browser's events", |m| m.len() >= from_browser.len())
-        .await;
+    tcp.wait(from_browser.len()).await;
     runner
         .op(json!({"op": "screenshot", "path": screenshot_path()}))
         .await;
@@ -562,29 +671,94 @@ async fn browser_clients_cross_with_tcp_clients() {
     // QoS 1 publish, QoS 1 subscription: delivered at QoS 1 over WebSocket.
     let event = runner.message_event("m", "to-browser/mqtt/1").unwrap();
     assert_eq!(event["qos"], 1, "{event}");
-    let mut tcp_mqtt: Vec<(String, Vec<u8>)> = tcp_mqtt_inbox
-        .msgs()
-        .into_iter()
-        .map(|m| (m.topic, m.payload))
-        .collect();
-    tcp_mqtt.sort();
-    let mut want_mqtt: Vec<(String, Vec<u8>)> = from_browser
+    let want: Vec<(&str, &[u8])> = from_browser
         .iter()
-        .map(|(t, p)| (t.to_string(), p.as_bytes().to_vec()))
+        .map(|(t, p)| (*t, p.as_bytes()))
         .collect();
-    want_mqtt.sort();
-    assert_eq!(tcp_mqtt, want_mqtt);
-    let mut tcp_nats: Vec<(String, Vec<u8>)> = tcp_nats_inbox
-        .msgs()
-        .into_iter()
-        .map(|m| (m.topic, m.payload))
-        .collect();
-    tcp_nats.sort();
-    let want_nats: Vec<(String, Vec<u8>)> = want_mqtt
-        .iter()
-        .map(|(t, p)| (t.replace('/', "."), p.clone()))
-        .collect();
-    assert_eq!(tcp_nats, want_nats);
+    tcp.assert_received(&want);
+    runner.close().await;
+    drop(weft);
+}
+
+/// `len` bytes in which every byte value occurs and whose order matters
+/// (an odd step through 0..=255 from `seed`).
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i as u8).wrapping_mul(37)) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// Events larger than one WebSocket frame weft writes
+/// (`write_frame_bytes_max`, 64 KiB) and than its read buffer
+/// (`read_buffer_bytes`, 16 KiB), with every byte value, both ways: a
+/// packet that spans frames reaches MQTT.js and nats.ws whole, and one the
+/// browser sends in one large frame reaches the TCP clients whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_binary_events_cross_in_several_frames() {
+    if skipped("large_binary_events_cross_in_several_frames") {
+        return;
+    }
+    const LEN: usize = 200_000;
+    let (weft, mqtt_ws, nats_ws) = start_weft();
+    let tcp = Tcp::start(&weft, "big-from-browser/#", "big-from-browser.>").await;
+    let mut runner = Runner::start().await;
+    runner
+        .connect("m", "mqtt", &format!("ws://{mqtt_ws}/mqtt"), json!({}))
+        .await;
+    runner
+        .connect("n", "nats", &format!("ws://{nats_ws}"), json!({}))
+        .await;
+    runner.subscribe("m", "big-to-browser/#", 1).await;
+    runner.subscribe("n", "big-to-browser.>", 0).await;
+    fence_browser(&runner, "n", "big-to-browser.probe", |i| {
+        mqtt_probe(&tcp.mqtt_pub, "big-to-browser/probe", i)
+    })
+    .await;
+    fence_browser(&runner, "n", "big-to-browser.probe", |i| {
+        nats_probe(&tcp.nats_pub, "big-to-browser.probe", i)
+    })
+    .await;
+
+    let (from_mqtt, from_nats) = (pattern(LEN, 1), pattern(LEN, 2));
+    let (from_mqtt_js, from_nats_ws) = (pattern(LEN, 3), pattern(LEN, 4));
+    tcp.mqtt_pub
+        .publish("big-to-browser/mqtt", QoS::AtLeastOnce, from_mqtt.clone())
+        .await;
+    tcp.nats_pub
+        .publish("big-to-browser.nats", from_nats.clone().into())
+        .await
+        .unwrap();
+    tcp.nats_pub.flush().await.unwrap();
+    runner
+        .publish_bytes("m", "big-from-browser/mqtt", &from_mqtt_js, 1)
+        .await;
+    runner
+        .publish_bytes("n", "big-from-browser.nats", &from_nats_ws, 0)
+        .await;
+
+    let bytes = |client: &str, topic: &str, payload: &[u8]| Received {
+        client: client.into(),
+        topic: topic.into(),
+        payload: payload.to_vec(),
+    };
+    let mut want = vec![
+        bytes("m", "big-to-browser/mqtt", &from_mqtt),
+        bytes("m", "big-to-browser/nats", &from_nats),
+        bytes("n", "big-to-browser.mqtt", &from_mqtt),
+        bytes("n", "big-to-browser.nats", &from_nats),
+    ];
+    want.sort();
+    runner
+        .wait_messages("the large events in the browser", |got| {
+            got.iter().filter(|m| !m.topic.contains("probe")).count() >= want.len()
+        })
+        .await;
+    tcp.wait(2).await;
+    assert_eq!(real_messages(&runner), want, "{}", runner.transcript());
+    tcp.assert_received(&[
+        ("big-from-browser/mqtt", &from_mqtt_js),
+        ("big-from-browser/nats", &from_nats_ws),
+    ]);
     runner.close().await;
     drop(weft);
 }

@@ -13,6 +13,13 @@ function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+function unhex(text) {
+  if (text.length % 2) throw new Error("odd payload_hex");
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
+}
+
 function row(table, cells) {
   const tr = document.createElement("tr");
   for (const cell of cells) {
@@ -24,8 +31,13 @@ function row(table, cells) {
   return tr;
 }
 
+// What the log shows of a payload (a large one would fill the page).
+function shown(text) {
+  return text.length > 60 ? `${text.slice(0, 60)}… (${text.length} chars)` : text;
+}
+
 function report(event) {
-  row("log", [event.client, event.event, event.topic ?? "", event.payload ?? event.reason ?? ""]);
+  row("log", [event.client, event.event, event.topic ?? "", shown(event.payload ?? event.reason ?? "")]);
   window.weftReport(event);
 }
 
@@ -118,15 +130,18 @@ async function run(op) {
     }
     case "publish": {
       const { kind, client } = get(op.client);
-      row("log", [op.client, "publish", op.topic, op.payload]);
+      // The payload as text (sent as UTF-8) or as exact bytes in hex.
+      const bytes = op.payload_hex !== undefined ? unhex(op.payload_hex) : encoder.encode(op.payload);
+      row("log", [op.client, "publish", op.topic, op.payload !== undefined ? shown(op.payload) : `${bytes.length} bytes`]);
       if (kind === "mqtt") {
-        // QoS 1 resolves on PUBACK, QoS 0 once written.
-        await client.publishAsync(op.topic, op.payload, { qos: op.qos ?? 0, retain: !!op.retain });
+        // A Uint8Array is written as it is (mqtt-packet takes any byte
+        // view); QoS 1 resolves on PUBACK, QoS 0 once written.
+        await client.publishAsync(op.topic, bytes, { qos: op.qos ?? 0, retain: !!op.retain });
       } else {
-        client.publish(op.topic, encoder.encode(op.payload));
+        client.publish(op.topic, bytes);
         await client.flush();
       }
-      return {};
+      return { bytes: bytes.length };
     }
     case "disconnect": {
       const entry = get(op.client);
