@@ -23,6 +23,8 @@
 //!   start-up reading, snapshots);
 //! - [`config`]: every limit and default, TOML and CLI overrides;
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
+//! - [`ws`]: the WebSocket handshake and frame codec (sans-IO), which
+//!   the WebSocket transport and the HTTP edge share;
 //! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
 //!
 //! Operating limits: at most 64 shards per process (one bit per shard in the
@@ -41,5 +43,6 @@ pub mod session;
 pub mod shard;
 pub mod topic;
 pub mod wait;
+pub mod ws;
 
 pub use shard::Router;

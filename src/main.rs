@@ -62,6 +62,14 @@ struct RunArgs {
     /// Address of the NATS listener (config: nats.listen).
     #[arg(long, value_name = "ADDR")]
     nats_listen: Option<String>,
+    /// Address of the MQTT over WebSocket listener, path /mqtt (config:
+    /// mqtt.ws.listen; off by default).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_ws_listen: Option<String>,
+    /// Address of the NATS over WebSocket listener, path / (config:
+    /// nats.ws.listen; off by default).
+    #[arg(long, value_name = "ADDR")]
+    nats_ws_listen: Option<String>,
     /// Address of the admin HTTP endpoint (config: admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
@@ -244,6 +252,8 @@ fn run(args: RunArgs) -> ExitCode {
         links: args.links,
         bridge_cores: args.bridge_cores,
         persistence_dir: args.persistence_dir,
+        mqtt_ws_listen: args.mqtt_ws_listen,
+        nats_ws_listen: args.nats_ws_listen,
     };
     config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {
@@ -327,6 +337,12 @@ fn run(args: RunArgs) -> ExitCode {
     // Last, so that the lines before keep their order for their readers.
     if let Some(addr) = router.mqtt_tls_addr() {
         announce(format!("mqtt tls listening on {addr}"));
+    }
+    if let Some(addr) = router.mqtt_ws_addr() {
+        announce(format!("mqtt ws listening on {addr}"));
+    }
+    if let Some(addr) = router.nats_ws_addr() {
+        announce(format!("nats ws listening on {addr}"));
     }
     let _ = std::io::stdout().flush();
     let ready_file = match &args.ready_file {

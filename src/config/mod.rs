@@ -42,6 +42,7 @@ mod persistence;
 mod sections;
 mod security;
 mod tls;
+mod ws;
 
 pub use limits::{Limits, SlowConsumerPolicy};
 pub use mesh::{
@@ -54,6 +55,7 @@ pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
 pub use tls::{ClientTls, MeshTls};
+pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,6 +125,10 @@ pub struct Overrides {
     pub bridge_cores: Option<String>,
     /// `--persistence-dir`: `persistence.dir`.
     pub persistence_dir: Option<String>,
+    /// `--mqtt-ws-listen`: `mqtt.ws.listen`.
+    pub mqtt_ws_listen: Option<String>,
+    /// `--nats-ws-listen`: `nats.ws.listen`.
+    pub nats_ws_listen: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -140,6 +146,10 @@ pub struct Resolved {
     pub mesh: Option<MeshResolved>,
     /// The client listeners' TLS (`[mqtt.tls]`, `[nats.tls]`): None = off.
     pub tls: ClientTlsResolved,
+    /// The MQTT over WebSocket listener (`mqtt.ws.listen`), when set.
+    pub mqtt_ws_listen: Option<SocketAddr>,
+    /// The NATS over WebSocket listener (`nats.ws.listen`), when set.
+    pub nats_ws_listen: Option<SocketAddr>,
 }
 
 /// The client listeners' loaded TLS material.
@@ -149,6 +159,9 @@ pub struct ClientTlsResolved {
     /// is set.
     pub mqtt: Option<(SocketAddr, ClientTls)>,
     pub nats: Option<ClientTls>,
+    /// `[mqtt.tls]`'s material for wss on the MQTT WebSocket listener
+    /// (`mqtt.ws.tls`), which needs no MQTT TLS listener.
+    pub mqtt_ws: Option<ClientTls>,
 }
 
 impl Config {
@@ -214,6 +227,12 @@ impl Config {
         }
         if let Some(v) = &o.persistence_dir {
             self.persistence.dir = v.clone();
+        }
+        if let Some(v) = &o.mqtt_ws_listen {
+            self.mqtt.ws.listen = v.clone();
+        }
+        if let Some(v) = &o.nats_ws_listen {
+            self.nats.ws.listen = v.clone();
         }
     }
 
@@ -377,7 +396,16 @@ impl Config {
         )?;
         crate::security::Security::from_config(&self.security)?;
         self.persistence.check(l.packet_bytes_max)?;
+        let mqtt_ws_listen = self.mqtt.ws.resolve()?;
+        let nats_ws_listen = self.nats.ws.resolve()?;
+        if nats_ws_listen.is_some() && !self.nats.enabled {
+            return Err(invalid(
+                "nats.ws.listen",
+                "NATS is disabled (nats.enabled = false)",
+            ));
+        }
         self.refuse_open_listeners(mqtt_listen, nats_listen)?;
+        self.refuse_open_ws_listeners(mqtt_ws_listen, nats_ws_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
@@ -397,6 +425,8 @@ impl Config {
             shard_cores,
             mesh,
             tls,
+            mqtt_ws_listen,
+            nats_ws_listen,
         })
     }
 
@@ -411,8 +441,19 @@ impl Config {
             client_auth: ("mqtt.tls.client_auth", m.client_auth),
             identity: ("mqtt.tls.identity", m.identity),
         })?;
+        let mqtt_ws = match (self.mqtt.ws.tls, &mqtt) {
+            (true, None) => {
+                return Err(invalid(
+                    "mqtt.ws.tls",
+                    "needs mqtt.tls.cert and mqtt.tls.key",
+                ))
+            }
+            (true, Some(t)) => Some(t.clone()),
+            (false, _) => None,
+        };
         let mqtt = match (m.listen.is_empty(), mqtt) {
             (true, None) => None,
+            (true, Some(_)) if mqtt_ws.is_some() => None,
             (false, Some(t)) => Some((listen_addr("mqtt.tls.listen", &m.listen)?, t)),
             (true, Some(_)) => {
                 return Err(invalid(
@@ -446,7 +487,17 @@ impl Config {
                 "needs nats.tls.cert and nats.tls.key",
             ));
         }
-        Ok(ClientTlsResolved { mqtt, nats })
+        if self.nats.ws.tls && nats.is_none() {
+            return Err(invalid(
+                "nats.ws.tls",
+                "needs nats.tls.cert and nats.tls.key",
+            ));
+        }
+        Ok(ClientTlsResolved {
+            mqtt,
+            nats,
+            mqtt_ws,
+        })
     }
 }
 
@@ -467,6 +518,31 @@ impl Config {
         }
         let listeners = [("mqtt.listen", Some(mqtt)), ("nats.listen", nats)];
         for (key, addr) in listeners {
+            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "security.allow_anonymous",
+                    format!(
+                        "{key} = {addr} is not a loopback address and no [[security.users]] \
+                         are configured: set security.allow_anonymous = true to accept \
+                         anonymous clients there, or configure users"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `refuse_open_listeners` for the WebSocket listeners.
+    fn refuse_open_ws_listeners(
+        &self,
+        mqtt: Option<SocketAddr>,
+        nats: Option<SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let s = &self.security;
+        if s.allow_anonymous.is_some() || !s.users.is_empty() {
+            return Ok(());
+        }
+        for (key, addr) in [("mqtt.ws.listen", mqtt), ("nats.ws.listen", nats)] {
             if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                 return Err(invalid(
                     "security.allow_anonymous",

@@ -76,6 +76,8 @@ pub struct MqttConfig {
     /// Connections at once on the MQTT listener (all shards; 0 = only
     /// `limits.connections_max`); more are closed at accept and counted.
     pub connections_max: usize,
+    /// MQTT over WebSocket on its own listener; see [`super::ws::WsConfig`].
+    pub ws: super::ws::MqttWsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -100,6 +102,8 @@ pub struct NatsConfig {
     /// `limits.connections_max`); more read `-ERR 'maximum connections
     /// exceeded'` and are closed.
     pub connections_max: usize,
+    /// NATS over WebSocket on its own listener; see [`super::ws::WsConfig`].
+    pub ws: super::ws::NatsWsConfig,
 }
 
 impl Default for NatsConfig {
@@ -115,6 +119,7 @@ impl Default for NatsConfig {
             payload_bytes_max: 1024 * 1024,
             tls: NatsTlsConfig::default(),
             connections_max: 0,
+            ws: Default::default(),
         }
     }
 }
@@ -184,6 +189,7 @@ impl Default for MqttConfig {
             sys_interval_s: 0,
             tls: MqttTlsConfig::default(),
             connections_max: 0,
+            ws: Default::default(),
         }
     }
 }

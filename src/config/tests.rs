@@ -6,6 +6,18 @@ fn defaults_are_pinned() {
     assert_eq!(c.mesh.custody_ms, 20_000);
     assert_eq!(c.mesh.interest_hold_down_ms, 500);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
+    fn ws_defaults<S: crate::config::WsSide>(ws: &crate::config::WsConfig<S>, path: &str) {
+        assert_eq!(ws.listen, "", "WebSocket listeners are off by default");
+        assert_eq!(ws.path, path);
+        assert!(!ws.tls);
+        assert_eq!(ws.handshake_bytes_max, 8192);
+        assert_eq!(ws.frame_bytes_max, 2 << 20);
+        assert_eq!(ws.message_bytes_max, 2 << 20);
+        assert_eq!(ws.read_buffer_bytes, 16 * 1024);
+        assert_eq!(ws.write_frame_bytes_max, 64 * 1024);
+    }
+    ws_defaults(&c.mqtt.ws, "/mqtt");
+    ws_defaults(&c.nats.ws, "/");
     assert_eq!(c.runtime.shards, 0);
     assert_eq!(c.runtime.ring_capacity, 4096);
     assert_eq!(c.runtime.match_cache_entries_max, 4096);

@@ -14,7 +14,7 @@ use super::admission;
 use super::bind::Listener;
 use super::ctx::ShardCtx;
 use super::mailbox::Protocol as SessionProtocol;
-use super::{driver, driver_mqtt, driver_nats, stats, tls_accept};
+use super::{driver, driver_mqtt, driver_nats, stats, tls_accept, ws_accept};
 
 /// An accepted connection: served under a permit (counted before anything
 /// is allocated for it), or refused past the shard's accept rate,
@@ -84,6 +84,15 @@ pub(super) fn admit(
     };
     stats::Counters::add(&ctx.counters.connections_accepted, 1);
     stats::Counters::add(&ctx.counters.connections, 1);
+    if kind.ws {
+        // The upgrade (after TLS for wss), then the same session.
+        glommio::spawn_local(under_permit(
+            permit,
+            ws_accept::serve(ctx.clone(), stream, kind),
+        ))
+        .detach();
+        return;
+    }
     match (protocol, kind.tls) {
         (SessionProtocol::Mqtt, false) => {
             glommio::spawn_local(under_permit(

@@ -96,11 +96,13 @@ pub(super) struct Bound {
 }
 
 /// What a listener serves: a protocol, over TCP or (`[mqtt.tls]`) TLS.
-/// (NATS TLS is an upgrade on the NATS listener, not a listener.)
+/// (NATS TLS is an upgrade on the NATS listener, not a listener.) `ws`:
+/// over WebSocket (`[mqtt.ws]`, `[nats.ws]`; `tls` then means wss).
 #[derive(Clone, Copy)]
 pub(super) struct Listener {
     pub(super) protocol: SessionProtocol,
     pub(super) tls: bool,
+    pub(super) ws: bool,
 }
 
 /// Listen backlog of the client and mesh listeners: connections the kernel
@@ -139,10 +141,12 @@ pub(super) fn bind_protocol(
     per_shard: &mut [Vec<(Listener, RawFd)>],
     retry: Duration,
 ) -> Result<Bound, StartError> {
-    let name = match (kind.protocol, kind.tls) {
-        (SessionProtocol::Mqtt, false) => "MQTT",
-        (SessionProtocol::Mqtt, true) => "MQTT TLS",
-        (SessionProtocol::Nats, _) => "NATS",
+    let name = match (kind.protocol, kind.tls, kind.ws) {
+        (SessionProtocol::Mqtt, _, true) => "MQTT WebSocket",
+        (SessionProtocol::Nats, _, true) => "NATS WebSocket",
+        (SessionProtocol::Mqtt, false, false) => "MQTT",
+        (SessionProtocol::Mqtt, true, false) => "MQTT TLS",
+        (SessionProtocol::Nats, _, false) => "NATS",
     };
     let bind_err = |addr, e: std::io::Error| StartError::Bind {
         protocol: name,
@@ -182,6 +186,26 @@ pub(super) fn bind_protocol(
         }
     }
     Ok(Bound { addr, own_addrs })
+}
+
+/// A WebSocket listener (`[mqtt.ws]` / `[nats.ws]`), shared by every
+/// shard, when `listen` is set.
+pub(super) fn bind_ws(
+    protocol: SessionProtocol,
+    listen: Option<SocketAddr>,
+    tls: bool,
+    per_shard: &mut [Vec<(Listener, RawFd)>],
+    retry: Duration,
+) -> Result<Option<Bound>, StartError> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let kind = Listener {
+        protocol,
+        tls,
+        ws: true,
+    };
+    bind_protocol(kind, listen, false, 0, per_shard, retry).map(Some)
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub mod tls_accept;
 pub mod transport;
 pub mod transport_mem;
 pub mod transport_tls;
+pub mod transport_ws;
+pub mod ws_accept;
 
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -84,6 +86,9 @@ pub struct Router {
     /// The MQTT TLS listener (`mqtt.tls.listen`).
     mqtt_tls: Option<Bound>,
     nats: Option<Bound>,
+    /// The WebSocket listeners (`mqtt.ws.listen`, `nats.ws.listen`).
+    mqtt_ws: Option<Bound>,
+    nats_ws: Option<Bound>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
@@ -117,6 +122,8 @@ impl Router {
             shard_cores,
             mesh,
             tls,
+            mqtt_ws_listen,
+            nats_ws_listen,
         } = resolved;
         let shards = shard_cores.len();
         let seed = {
@@ -186,6 +193,7 @@ impl Router {
         let plain = |protocol| Listener {
             protocol,
             tls: false,
+            ws: false,
         };
         let mqtt = bind_protocol(
             plain(SessionProtocol::Mqtt),
@@ -211,6 +219,7 @@ impl Router {
                 Listener {
                     protocol: SessionProtocol::Mqtt,
                     tls: true,
+                    ws: false,
                 },
                 *listen,
                 false,
@@ -220,6 +229,22 @@ impl Router {
             )?),
             None => None,
         };
+
+        let (mqtt_ws_tls, nats_ws_tls) = (config.mqtt.ws.tls, config.nats.ws.tls);
+        let mqtt_ws = bind::bind_ws(
+            SessionProtocol::Mqtt,
+            mqtt_ws_listen,
+            mqtt_ws_tls,
+            &mut per_shard,
+            retry,
+        )?;
+        let nats_ws = bind::bind_ws(
+            SessionProtocol::Nats,
+            nats_ws_listen,
+            nats_ws_tls,
+            &mut per_shard,
+            retry,
+        )?;
 
         let mesh_listener = match mesh.as_ref().and_then(|m| m.listen) {
             Some(addr) => {
@@ -385,6 +410,8 @@ impl Router {
             mqtt,
             mqtt_tls,
             nats,
+            mqtt_ws,
+            nats_ws,
             stats,
             global,
             admin,
@@ -425,7 +452,19 @@ impl Router {
             if let (Some(now), Some(next)) = (&mut tls.nats, new.nats) {
                 *now = next;
             }
+            if let (Some(now), Some(next)) = (&mut tls.mqtt_ws, new.mqtt_ws) {
+                *now = next;
+            }
         }
+    }
+
+    /// The MQTT and NATS WebSocket listeners, when set.
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws.as_ref().map(|b| b.addr)
+    }
+
+    pub fn nats_ws_addr(&self) -> Option<SocketAddr> {
+        self.nats_ws.as_ref().map(|b| b.addr)
     }
 
     pub fn nats_addr(&self) -> Option<SocketAddr> {

@@ -27,6 +27,11 @@ pub struct Weft {
     /// The mesh listener (`weft: mesh listening on ADDR`), when
     /// `--mesh-listen` / `mesh.listen` is set.
     pub mesh: Option<SocketAddr>,
+    /// The WebSocket listeners (`weft: mqtt ws listening on ADDR`, `weft:
+    /// nats ws listening on ADDR`), when `mqtt.ws.listen` / `nats.ws.listen`
+    /// or `--mqtt-ws-listen` / `--nats-ws-listen` is set.
+    pub mqtt_ws: Option<SocketAddr>,
+    pub nats_ws: Option<SocketAddr>,
     /// The router's stderr lines, when captured.
     pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
     /// Set by the stderr reader at the end of the stream (when captured).
@@ -152,6 +157,17 @@ impl Weft {
                     .is_some_and(|v| !v.is_empty())
         });
         let expects_mesh = mesh_in_toml || mesh_in_args;
+        let expects_ws = |section: &str, flag: &str| {
+            let in_toml = table
+                .get(section)
+                .and_then(|s| s.get("ws"))
+                .and_then(|w| w.get("listen"))
+                .and_then(|l| l.as_str())
+                .is_some_and(|l| !l.is_empty());
+            in_toml || launch.args.iter().any(|a| a == flag)
+        };
+        let expects_mqtt_ws = expects_ws("mqtt", "--mqtt-ws-listen");
+        let expects_nats_ws = expects_ws("nats", "--nats-ws-listen");
         let toml = table.to_string();
         let config = write_config(&toml);
         let mut command = match launch.prefix.split_first() {
@@ -237,6 +253,15 @@ impl Weft {
                 .insert(admin, token.to_string());
         }
         let mesh = expects_mesh.then(|| parse_addr(&next(), "mesh listening on "));
+        // The WebSocket lines come after the optional MQTT TLS line.
+        let mut ws_line = |marker: &str| loop {
+            let line = next();
+            if line.contains(marker) {
+                return parse_addr(&line, marker);
+            }
+        };
+        let mqtt_ws = expects_mqtt_ws.then(|| ws_line("mqtt ws listening on "));
+        let nats_ws = expects_nats_ws.then(|| ws_line("nats ws listening on "));
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
@@ -247,6 +272,8 @@ impl Weft {
             nats_shards,
             admin,
             mesh,
+            mqtt_ws,
+            nats_ws,
             stderr,
             stderr_ended,
             config_path: config.0.clone(),

@@ -108,6 +108,11 @@ impl Global {
         tls.mqtt.as_ref().map(|(_, t)| t.clone())
     }
 
+    /// The MQTT WebSocket listener's wss material (`mqtt.ws.tls`).
+    pub fn client_tls_mqtt_ws(&self) -> Option<crate::config::ClientTls> {
+        self.client_tls.read().ok()?.mqtt_ws.clone()
+    }
+
     /// The NATS listener's TLS material in force; None = plain NATS.
     pub fn client_tls_nats(&self) -> Option<crate::config::ClientTls> {
         self.client_tls.read().ok()?.nats.clone()
