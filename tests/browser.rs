@@ -96,16 +96,29 @@ struct Received {
 impl std::fmt::Debug for Received {
     /// Large payloads shortened (a failure message stays readable).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let head = &self.payload[..self.payload.len().min(40)];
         write!(
             f,
-            "{} {}: {} bytes {:?}",
+            "{} {}: {}",
             self.client,
             self.topic,
-            self.payload.len(),
-            String::from_utf8_lossy(head)
+            shorten(&self.payload)
         )
     }
+}
+
+/// A payload for a failure message: its size, its head and a hash of all
+/// of it (FNV-1a), so that two payloads that differ past the head differ
+/// on the page too.
+fn shorten(payload: &[u8]) -> String {
+    let hash = payload.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let head = &payload[..payload.len().min(40)];
+    format!(
+        "{} bytes {:?} fnv {hash:016x}",
+        payload.len(),
+        String::from_utf8_lossy(head)
+    )
 }
 
 fn received(client: &str, topic: &str, payload: &str) -> Received {
@@ -521,30 +534,28 @@ impl Tcp {
             .iter()
             .map(|(t, p)| (t.replace('/', "."), p.clone()))
             .collect();
+        let got = sorted(&self.mqtt_inbox);
         assert!(
-            sorted(&self.mqtt_inbox) == want_mqtt,
-            "MQTT subscriber: {}",
-            describe(&sorted(&self.mqtt_inbox))
+            got == want_mqtt,
+            "MQTT subscriber got {}; want {}",
+            describe(&got),
+            describe(&want_mqtt)
         );
+        let got = sorted(&self.nats_inbox);
         assert!(
-            sorted(&self.nats_inbox) == want_nats,
-            "NATS subscriber: {}",
-            describe(&sorted(&self.nats_inbox))
+            got == want_nats,
+            "NATS subscriber got {}; want {}",
+            describe(&got),
+            describe(&want_nats)
         );
     }
 }
 
-/// Messages for a failure message: topics and sizes, payloads shortened.
+/// Messages for a failure message, payloads shortened.
 fn describe(messages: &[(String, Vec<u8>)]) -> String {
     let shown: Vec<String> = messages
         .iter()
-        .map(|(t, p)| {
-            format!(
-                "{t}: {} bytes {:?}",
-                p.len(),
-                String::from_utf8_lossy(&p[..p.len().min(40)])
-            )
-        })
+        .map(|(t, p)| format!("{t}: {}", shorten(p)))
         .collect();
     shown.join("; ")
 }
@@ -771,9 +782,7 @@ fn screenshot_path() -> String {
         .to_string()
 }
 
-/// weft (two shards) with both WebSocket listeners on 127.0.0.1 port 0;
-/// their addresses come from the listener lines (logged on stderr too, as
-/// the TLS listener's are).
+/// weft (two shards) with both WebSocket listeners on 127.0.0.1 port 0.
 fn start_weft() -> (Weft, SocketAddr, SocketAddr) {
     let mut launch = Launch::new(2, "");
     launch.args = [
@@ -784,21 +793,9 @@ fn start_weft() -> (Weft, SocketAddr, SocketAddr) {
     ]
     .map(String::from)
     .to_vec();
-    launch.log_level = Some("info".into());
-    launch.capture_stderr = true;
+    launch.log_level = Some("warn".into());
     let weft = Weft::launch_with(launch);
-    let mqtt_ws = listener_addr(&weft, "mqtt ws listening on ");
-    let nats_ws = listener_addr(&weft, "nats ws listening on ");
+    let mqtt_ws = weft.mqtt_ws.expect("the mqtt ws listener line");
+    let nats_ws = weft.nats_ws.expect("the nats ws listener line");
     (weft, mqtt_ws, nats_ws)
-}
-
-/// The address after `prefix` in the router's log (bounded wait).
-fn listener_addr(weft: &Weft, prefix: &str) -> SocketAddr {
-    let line = weft.wait_for_log(prefix);
-    line.split(prefix)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|a| a.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
