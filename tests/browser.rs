@@ -3,7 +3,9 @@
 //! WebSocket listeners (`--mqtt-ws-listen`, path `/mqtt`, subprotocol
 //! `mqtt`; `--nats-ws-listen`), and events cross both ways between them
 //! and TCP clients (rumqttc, async-nats) — and between the two browser
-//! clients themselves, MQTT.js ⇄ nats.ws through weft.
+//! clients themselves, MQTT.js ⇄ nats.ws through weft; events larger than
+//! a frame, with every byte value; and wss, where the browser trusts the
+//! test's certificate (pinned by its key) and refuses it unpinned.
 //!
 //! The browser is Debian's chromium driven by puppeteer-core from
 //! `tests/browser/run.mjs` (node), which this test feeds one JSON operation
@@ -146,6 +148,7 @@ struct RunnerState {
     messages: Vec<(Received, Value)>,
     stdout_ended: bool,
     stderr: Vec<String>,
+    stderr_ended: bool,
 }
 
 /// tests/browser/run.mjs with Chromium behind it.
@@ -158,8 +161,18 @@ struct Runner {
 impl Runner {
     /// Starts the runner and waits for its page to be up.
     async fn start() -> Runner {
-        let mut child = Command::new("node")
-            .arg(browser_dir().join("run.mjs"))
+        Runner::start_trusting(&[]).await
+    }
+
+    /// [`Runner::start`] with a browser that trusts these (PEM) server
+    /// certificates for wss.
+    async fn start_trusting(certs: &[&str]) -> Runner {
+        let mut command = Command::new("node");
+        command.arg(browser_dir().join("run.mjs"));
+        for cert in certs {
+            command.args(["--trust-cert", cert]);
+        }
+        let mut child = command
             .args(["--op-timeout-ms", &OP_TIMEOUT_MS.to_string()])
             .args(["--deadline-ms", &RUN_DEADLINE_MS.to_string()])
             .arg("--chromium")
@@ -196,6 +209,7 @@ impl Runner {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().stderr.push(line);
             }
+            sink.lock().unwrap().stderr_ended = true;
         });
         let mut runner = Runner {
             stdin: child.stdin.take(),
@@ -240,6 +254,15 @@ impl Runner {
 
     /// [`Runner::answer`] for what the runner bounds by `runner_ms`.
     async fn answer_within(&mut self, what: &str, runner_ms: u64) -> Value {
+        let event = self.any_answer(what, runner_ms).await;
+        if event["event"] == "failed" || event["event"] == "closed" && what != "close" {
+            panic!("{what}: the runner said {event}\n{}", self.transcript());
+        }
+        event
+    }
+
+    /// The next answer, a failure too.
+    async fn any_answer(&mut self, what: &str, runner_ms: u64) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(runner_ms) + WAIT;
         loop {
             {
@@ -253,10 +276,6 @@ impl Runner {
                     .cloned();
                 if let Some(event) = next {
                     s.answers_taken += 1;
-                    drop(s);
-                    if event["event"] == "failed" || event["event"] == "closed" && what != "close" {
-                        panic!("{what}: the runner said {event}\n{}", self.transcript());
-                    }
                     return event;
                 }
                 if s.stdout_ended {
@@ -271,14 +290,19 @@ impl Runner {
         }
     }
 
-    /// Runs one operation in the page; returns its result.
-    async fn op(&mut self, op: Value) -> Value {
+    /// Writes one operation line (its answer is read by the caller).
+    fn send(&mut self, op: &Value) {
         let line = format!("{op}\n");
         self.stdin
             .as_mut()
             .expect("runner stdin open")
             .write_all(line.as_bytes())
             .unwrap_or_else(|e| panic!("write {op} to the runner: {e}"));
+    }
+
+    /// Runs one operation in the page; returns its result.
+    async fn op(&mut self, op: Value) -> Value {
+        self.send(&op);
         let answer = self.answer(&op.to_string()).await;
         assert_eq!(answer["event"], "ok", "{op}: {answer}");
         assert_eq!(answer["op"], op["op"], "{op}: {answer}");
@@ -355,11 +379,19 @@ impl Runner {
             .expect("write close");
         let answer = self.answer("close").await;
         assert_eq!(answer["event"], "closed", "{answer}");
+        let status = self.exit().await;
+        assert!(status.success(), "runner: {status}\n{}", self.transcript());
+    }
+
+    /// Waits (bounded) for the runner to exit and its stderr to be read.
+    async fn exit(&mut self) -> std::process::ExitStatus {
         self.stdin = None;
         let deadline = std::time::Instant::now() + WAIT;
-        let status = loop {
+        loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+                if self.state.lock().unwrap().stderr_ended {
+                    return status;
+                }
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -367,8 +399,7 @@ impl Runner {
                 self.transcript()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(status.success(), "runner: {status}\n{}", self.transcript());
+        }
     }
 
     /// The clients the page connected (from the operations' answers).
@@ -770,6 +801,111 @@ async fn large_binary_events_cross_in_several_frames() {
         ("big-from-browser/mqtt", &from_mqtt_js),
         ("big-from-browser/nats", &from_nats_ws),
     ]);
+    runner.close().await;
+    drop(weft);
+}
+
+/// wss from the browser: MQTT.js and nats.ws over TLS to listeners with
+/// `tls = true` (the browser trusts the test's server certificate, pinned
+/// by its key), events crossing to and from a TCP client; and without the
+/// pin the browser refuses the certificate, so the TLS is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_clients_over_wss() {
+    if skipped("browser_clients_over_wss") {
+        return;
+    }
+    use common::pki::Pki;
+    let pki = Pki::new();
+    let ca = pki.ca("browser");
+    let server = pki.signed(&ca, "server", "localhost");
+    let toml = format!(
+        "[mqtt.ws]\nlisten = \"127.0.0.1:0\"\ntls = true\n\
+         [mqtt.tls]\ncert = \"{c}\"\nkey = \"{k}\"\n\
+         [nats.ws]\nlisten = \"127.0.0.1:0\"\ntls = true\n\
+         [nats.tls]\ncert = \"{c}\"\nkey = \"{k}\"\n",
+        c = server.cert,
+        k = server.key
+    );
+    let weft = Weft::start(2, &toml);
+    let mqtt_url = format!("wss://127.0.0.1:{}/mqtt", weft.mqtt_ws.unwrap().port());
+    let nats_url = format!("wss://127.0.0.1:{}", weft.nats_ws.unwrap().port());
+
+    // A runner ends at its first failure: one for each client.
+    for (kind, url) in [("mqtt", &mqtt_url), ("nats", &nats_url)] {
+        let mut untrusting = Runner::start().await;
+        let op = json!({"op": "connect", "client": kind, "kind": kind, "url": url});
+        untrusting.send(&op);
+        let answer = untrusting.any_answer(&op.to_string(), OP_TIMEOUT_MS).await;
+        assert_eq!(
+            answer["event"], "failed",
+            "{kind} over wss without the pin: {answer}"
+        );
+        let status = untrusting.exit().await;
+        let transcript = untrusting.transcript();
+        assert!(!status.success(), "{kind}: runner {status}\n{transcript}");
+        assert!(
+            transcript.contains("ERR_CERT_AUTHORITY_INVALID"),
+            "{kind}: refused for the certificate\n{transcript}"
+        );
+    }
+
+    let mut mqtt_sub = connect(weft.shard_addrs[0], "tcp-mqtt-sub").await;
+    mqtt_sub
+        .subscribe("wss-from-browser/#", QoS::AtLeastOnce)
+        .await;
+    let (_mqtt_sub, inbox) = Inbox::mqtt(mqtt_sub);
+    let publisher = connect(weft.shard_addrs[1], "tcp-mqtt-pub").await;
+    let mut runner = Runner::start_trusting(&[&server.cert]).await;
+    runner.connect("m", "mqtt", &mqtt_url, json!({})).await;
+    runner.connect("n", "nats", &nats_url, json!({})).await;
+    runner.subscribe("m", "wss-to-browser/#", 1).await;
+    runner.subscribe("n", "wss-to-browser.>", 0).await;
+    fence_browser(&runner, "n", "wss-to-browser.probe", |i| {
+        mqtt_probe(&publisher, "wss-to-browser/probe", i)
+    })
+    .await;
+    publisher
+        .publish("wss-to-browser/t", QoS::AtLeastOnce, "over wss ✓")
+        .await;
+    runner
+        .publish("m", "wss-from-browser/mqtt", "MQTT.js over wss", 1)
+        .await;
+    runner
+        .publish("n", "wss-from-browser.nats", "nats.ws over wss", 0)
+        .await;
+    let mut want = vec![
+        received("m", "wss-to-browser/t", "over wss ✓"),
+        received("n", "wss-to-browser.t", "over wss ✓"),
+    ];
+    want.sort();
+    runner
+        .wait_messages("the event over wss", |got| {
+            got.iter().filter(|m| !m.topic.contains("probe")).count() >= want.len()
+        })
+        .await;
+    inbox
+        .wait_until("the browser's events over wss", |m| m.len() >= 2)
+        .await;
+    assert_eq!(real_messages(&runner), want, "{}", runner.transcript());
+    let mut got: Vec<(String, Vec<u8>)> = inbox
+        .msgs()
+        .into_iter()
+        .map(|m| (m.topic, m.payload))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "wss-from-browser/mqtt".to_string(),
+                b"MQTT.js over wss".to_vec()
+            ),
+            (
+                "wss-from-browser/nats".to_string(),
+                b"nats.ws over wss".to_vec()
+            ),
+        ]
+    );
     runner.close().await;
     drop(weft);
 }

@@ -23,6 +23,7 @@
 // --deadline-ms prints {"event":"failed","reason":…} and the browser's
 // console on stderr, and exits 1. tests/browser.rs drives it.
 
+import { createHash, X509Certificate } from "node:crypto";
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,6 +39,10 @@ const { values: args } = parseArgs({
     chromium: { type: "string", default: process.env.WEFT_CHROMIUM || "/usr/bin/chromium" },
     "op-timeout-ms": { type: "string", default: "20000" },
     "deadline-ms": { type: "string", default: "120000" },
+    // A PEM certificate the browser trusts for wss (a test's own server
+    // certificate): pinned by its public key, the one error-ignoring
+    // switch Chromium scopes to a key rather than to everything.
+    "trust-cert": { type: "string", multiple: true, default: [] },
   },
 });
 const opTimeoutMs = Number(args["op-timeout-ms"]);
@@ -145,6 +150,12 @@ async function start() {
   });
   const pageUrl = `http://127.0.0.1:${server.address().port}/`;
 
+  // base64(sha256(SubjectPublicKeyInfo)), as --ignore-certificate-errors-spki-list
+  // takes them (honoured with a --user-data-dir, which the run has).
+  const pins = args["trust-cert"].map((path) => {
+    const spki = new X509Certificate(readFileSync(path)).publicKey.export({ type: "spki", format: "der" });
+    return createHash("sha256").update(spki).digest("base64");
+  });
   userDataDir = mkdtempSync(join(tmpdir(), "weft-chromium-"));
   browser = await puppeteer.launch({
     executablePath: args.chromium,
@@ -158,6 +169,7 @@ async function start() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...(pins.length ? [`--ignore-certificate-errors-spki-list=${pins.join(",")}`] : []),
     ],
     // A cold start on a loaded machine takes longer than an operation.
     timeout: 3 * opTimeoutMs,
