@@ -22,8 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo -n"
     if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
-        $SUDO apt-get install -y "${missing[@]}" ||
-            { $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"; } ||
+        # No questions: CI has no terminal.
+        apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get)
+        "${apt[@]}" install -y "${missing[@]}" ||
+            { "${apt[@]}" update && "${apt[@]}" install -y "${missing[@]}"; } ||
             true # what is still missing is named below
     fi
 fi
