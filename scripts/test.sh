@@ -42,13 +42,25 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# tests/browser.rs drives MQTT.js and nats.ws in headless Chromium
+# (Debian's chromium, puppeteer-core and the clients from npm): installed
+# here. Without them the test skips visibly, and in CI the run fails.
+if ! scripts/browser-setup.sh; then
+    if [ "${CI:-}" = true ]; then
+        echo "scripts/test.sh: FAILED: scripts/browser-setup.sh (above)" >&2
+        exit 1
+    fi
+    echo "scripts/test.sh: tests/browser.rs cannot run here (above); it will report a skip" >&2
+fi
+
 # A test that cannot run here (tests/mesh_netns.rs without root or
-# iproute2) appends a line to this file; they are printed at the end, after
-# cargo's summary, so that a skip never reads as a pass. In CI (CI=true,
-# root on a machine that can make namespaces) such a test fails instead.
+# iproute2, tests/browser.rs without its browser) appends a line to this
+# file; they are printed at the end, after cargo's summary, so that a skip
+# never reads as a pass. In CI (CI=true, root on a machine that can make
+# namespaces and install packages) such a test fails instead.
 WEFT_SKIP_REPORT=$(mktemp)
 export WEFT_SKIP_REPORT
-if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1; fi
+if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1; fi
 report_skips() {
     if [ -s "$WEFT_SKIP_REPORT" ]; then
         echo
