@@ -23,13 +23,16 @@
 //!   start-up reading, snapshots);
 //! - [`config`]: every limit and default, TOML and CLI overrides;
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
-//! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
+//! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`;
+//! - [`cli`]: `weft pub` and `weft sub`, MQTT and NATS clients for the
+//!   command line (tokio, on the calling thread only).
 //!
 //! Operating limits: at most 64 shards per process (one bit per shard in the
 //! trie); one process per NUMA node beyond that.
 
 pub mod admin;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod mesh;
