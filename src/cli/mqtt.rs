@@ -86,7 +86,8 @@ pub async fn publish<R: AsyncRead + Unpin>(
             }
         }
     }
-    client.disconnect().await?;
+    // A connection that ended already has nothing to disconnect.
+    let _ = client.disconnect().await;
     mqtt_client::drain_disconnect(&mut events, DISCONNECT_WAIT).await;
     Ok(())
 }
@@ -157,7 +158,8 @@ pub async fn subscribe(conn: &Connection, args: &SubArgs, format: Format) -> Res
         }
     };
     let _ = out.flush();
-    client.disconnect().await?;
+    // A connection that ended already has nothing to disconnect.
+    let _ = client.disconnect().await;
     mqtt_client::drain_disconnect(&mut events, DISCONNECT_WAIT).await;
     outcome
 }

@@ -188,13 +188,17 @@ pub fn connect(
             tokio::spawn(async move {
                 let mut connected = false;
                 loop {
-                    let event = eventloop
-                        .poll()
-                        .await
-                        .map(wire5)
-                        .map_err(|e| describe5(e, connected, &where_, timeout_s));
+                    let (event, refused) = match eventloop.poll().await {
+                        Ok(event) => (Ok(wire5(event)), false),
+                        Err(e) => match refusal5(e) {
+                            Ok(wire) => (Ok(wire), true),
+                            Err(e) => (Err(describe5(e, connected, &where_, timeout_s)), false),
+                        },
+                    };
                     connected |= matches!(event, Ok(Wire::ConnAck));
-                    let last = matches!(event, Err(_) | Ok(Wire::Disconnected));
+                    // rumqttc ends the connection at a refusal (its next
+                    // poll would connect again): the run ends there too.
+                    let last = refused || matches!(event, Err(_) | Ok(Wire::Disconnected));
                     if tx.send(event).await.is_err() || last {
                         return;
                     }
@@ -214,7 +218,7 @@ fn wire4(event: rumqttc::Event) -> Wire {
                 .return_codes
                 .iter()
                 .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                .map(|_| "refused (SUBACK 0x80)".to_string())
+                .map(|_| "SUBACK Failure".to_string())
                 .collect(),
         },
         Event::Incoming(Packet::PubAck(_)) | Event::Incoming(Packet::PubComp(_)) => {
@@ -245,7 +249,7 @@ fn wire5(event: rumqttc::v5::Event) -> Wire {
                 .return_codes
                 .iter()
                 .filter(|c| !matches!(c, p5::SubscribeReasonCode::Success(_)))
-                .map(|c| format!("refused: {c:?}"))
+                .map(|c| format!("SUBACK {c:?}"))
                 .collect(),
         },
         Event::Incoming(Packet::PubAck(a)) => Wire::Acked {
@@ -302,6 +306,24 @@ fn describe4(e: rumqttc::ConnectionError, connected: bool, at: &str, timeout_s: 
         E::Tls(e) => format!("TLS with {at}: {e}"),
         e if !connected => format!("cannot connect to {at}: {e}"),
         e => format!("connection to {at} lost: {e}"),
+    }
+}
+
+/// rumqttc 0.24 reports a v5 refusal (PUBACK, PUBREC or SUBACK with a
+/// failure reason code) as an error of the connection: back to the fact.
+fn refusal5(e: rumqttc::v5::ConnectionError) -> Result<Wire, rumqttc::v5::ConnectionError> {
+    use rumqttc::v5::{ConnectionError as E, StateError};
+    match e {
+        E::MqttState(StateError::PubAckFail { reason }) => Ok(Wire::Acked {
+            refused: Some(format!("PUBACK {reason:?}")),
+        }),
+        E::MqttState(StateError::PubRecFail { reason }) => Ok(Wire::Acked {
+            refused: Some(format!("PUBREC {reason:?}")),
+        }),
+        E::MqttState(StateError::SubFail { reason }) => Ok(Wire::SubAck {
+            refused: vec![format!("SUBACK {reason:?}")],
+        }),
+        e => Err(e),
     }
 }
 
