@@ -23,10 +23,10 @@ pub async fn sleep_until(deadline: Option<Instant>) {
 pub fn timed_out(args: &SubArgs, received: u64) -> Result<(), CliError> {
     let s = args.timeout.unwrap_or_default();
     match args.count {
+        _ if received == 0 => Err(CliError::runtime(format!("no message within {s} s"))),
         Some(count) if received < count => Err(CliError::runtime(format!(
             "timed out after {s} s: {received} of {count} messages"
         ))),
-        _ if received == 0 => Err(CliError::runtime(format!("no message within {s} s"))),
         _ => Ok(()),
     }
 }
@@ -69,6 +69,9 @@ mod tests {
             matches!(timed_out(&counted, 2), Err(CliError::Runtime(m)) if m == "timed out after 2 s: 2 of 3 messages")
         );
         assert!(timed_out(&counted, 3).is_ok());
+        assert!(
+            matches!(timed_out(&counted, 0), Err(CliError::Runtime(m)) if m == "no message within 2 s")
+        );
     }
 
     #[test]

@@ -28,10 +28,17 @@ impl CliError {
 
     /// Prints the one line and gives the status (1 or 2).
     pub fn report(&self, command: &str) -> ExitCode {
-        eprintln!("weft {command}: error: {self}");
+        say(&format!("weft {command}: error: {self}"));
         match self {
             CliError::Usage(_) => ExitCode::from(2),
             CliError::Runtime(_) => ExitCode::from(1),
         }
     }
+}
+
+/// One line on stderr in one write: lines of processes sharing the
+/// stream (a script's, a router's) never interleave within it.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }

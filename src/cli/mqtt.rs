@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::args::{Format, PubArgs, SubArgs};
 use super::check::Connection;
 use super::ending::{sleep_until, stdout_closed, timed_out};
-use super::error::CliError;
+use super::error::{say, CliError};
 use super::mqtt_client::{self, PublishProperties, Wire};
 use super::output;
 use super::payload::Payloads;
@@ -135,11 +135,11 @@ pub async fn subscribe(conn: &Connection, args: &SubArgs, format: Format) -> Res
                 subacks += 1;
                 if subacks == filters.len() {
                     if !args.quiet {
-                        eprintln!(
+                        say(&format!(
                             "weft sub: subscribed to {} at {}",
                             filters.join(", "),
                             conn.target.host_port()
-                        );
+                        ));
                     }
                     deadline = args
                         .timeout

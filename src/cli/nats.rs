@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::args::{Format, PubArgs, SubArgs};
 use super::check::Connection;
 use super::ending::{sleep_until, stdout_closed, timed_out};
-use super::error::CliError;
+use super::error::{say, CliError};
 use super::output::{self, Received};
 use super::payload::Payloads;
 use super::tls;
@@ -176,11 +176,11 @@ pub async fn subscribe(conn: &Connection, args: &SubArgs, format: Format) -> Res
         .map_err(|e| CliError::runtime(format!("subscribe: {e}")))?;
     reported(&mut problems)?;
     if !args.quiet {
-        eprintln!(
+        say(&format!(
             "weft sub: subscribed to {} at {}",
             args.topic.join(", "),
             conn.target.host_port()
-        );
+        ));
     }
     // One channel for every subject's messages, in arrival order.
     let (tx, mut messages) = mpsc::channel(MESSAGES_MAX);
