@@ -10,11 +10,11 @@
 //! `WEFT_SKIP_REPORT` (scripts/test.sh prints those at the end), never a
 //! silent pass.
 //!
-//! A `weft sub` is known to be subscribed when it prints `weft sub:
-//! subscribed to …` on stderr (after the SUBACKs; for NATS after a flush,
-//! whose PONG the server sends after reading the SUBs); every router here
-//! runs one shard, so the subscription is in place for every publisher
-//! then.
+//! An MQTT `weft sub` is known to be subscribed when it prints `weft sub:
+//! subscribed to …` on stderr (after the SUBACKs; every router here runs
+//! one shard, so the subscription is in place for every publisher then).
+//! NATS has no SUBACK: a NATS subscriber is in place once the server's
+//! monitoring lists it (weft's `/subscriptions`, nats-server's `/connz`).
 
 mod common;
 
@@ -313,8 +313,11 @@ fn mqtt_round_trip(url: &str, version: &str, tag: &str) {
 }
 
 /// The same NATS round trip for any server: a header, then stdin lines,
-/// printed as JSON by one `weft sub -c 3`.
-fn nats_round_trip(url: &str, tag: &str, extra: &[&str]) {
+/// printed as JSON by one `weft sub -c 3`. async-nats' flush ends when
+/// the SUB is written, so `subscribed(filter)` asks the server's
+/// monitoring whether it holds the subscription before anything is
+/// published.
+fn nats_round_trip(url: &str, tag: &str, extra: &[&str], subscribed: &dyn Fn(&str) -> bool) {
     let with = |more: &[&str]| -> Vec<String> {
         ["--url", url]
             .iter()
@@ -332,6 +335,10 @@ fn nats_round_trip(url: &str, tag: &str, extra: &[&str]) {
         "--format",
         "json",
     ])));
+    let filter = format!("{tag}.>");
+    wait_for(&format!("the server holds {filter}"), || {
+        subscribed(&filter)
+    });
     publish_ok(
         &args(&with(&["-t", &subject, "-H", "X-Trace:abc", "-m", "one"])),
         None,
@@ -352,6 +359,40 @@ fn weft_one_shard(toml: &str) -> Weft {
     Weft::start(1, toml)
 }
 
+/// Waits (bounded) until `check` holds.
+fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + RUN_MAX;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {RUN_MAX:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The body of `GET path` at `addr` (HTTP/1.0; empty on any failure).
+fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(RUN_MAX));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// Whether weft's admin view lists a subscription to `filter` (NATS
+/// subscriptions are in place once listed: async-nats' flush only wrote
+/// the SUB).
+fn weft_holds(weft: &Weft) -> impl Fn(&str) -> bool + '_ {
+    move |filter| {
+        http_get(&weft.admin.to_string(), "/subscriptions")
+            .contains(&format!("\"filter\": \"{filter}\""))
+    }
+}
+
 #[test]
 fn mqtt_5_and_311_round_trips_against_weft() {
     let weft = weft_one_shard("");
@@ -363,7 +404,12 @@ fn mqtt_5_and_311_round_trips_against_weft() {
 #[test]
 fn nats_round_trip_and_across_protocols_against_weft() {
     let weft = weft_one_shard("");
-    nats_round_trip(&format!("nats://{}", weft.nats), "n", &[]);
+    nats_round_trip(
+        &format!("nats://{}", weft.nats),
+        "n",
+        &[],
+        &weft_holds(&weft),
+    );
 
     // MQTT 5 in (-p replaces the URL's port), NATS out: the user property
     // arrives as a header.
@@ -376,6 +422,7 @@ fn nats_round_trip_and_across_protocols_against_weft() {
         "1",
         "-v",
     ]);
+    wait_for("x.* held", || weft_holds(&weft)("x.*"));
     let port = weft.addr.port().to_string();
     publish_ok(&["-p", &port, "-t", "x/y", "-m", "across"], None);
     let run = sub.finish();
@@ -514,16 +561,20 @@ fn tls_for_mqtt_and_nats() {
         &format!("tls://127.0.0.1:{}", weft.nats.port()),
         "tls",
         &["--cafile", &ca.path],
+        &weft_holds(&weft),
     );
 }
 
 #[test]
 fn credentials_refusals_and_denials() {
     let hash = weft::security::auth::hash_password(b"wonderland").unwrap();
+    let edge = nkeys::KeyPair::new_user();
     let toml = format!(
         "[[security.users]]\nname = \"alice\"\npassword = \"{hash}\"\n\
          publish = {{ allow = [\"sensors/#\"] }}\nsubscribe = {{ deny = [\"secret/#\"] }}\n\
-         [[security.users]]\nname = \"svc\"\ntoken = \"tok-123\"\n"
+         [[security.users]]\nname = \"svc\"\ntoken = \"tok-123\"\n\
+         [[security.users]]\nname = \"edge\"\nnkey = \"{edge_public}\"\n",
+        edge_public = edge.public_key()
     );
     let weft = weft_one_shard(&toml);
     let port = weft.addr.port().to_string();
@@ -585,6 +636,7 @@ fn credentials_refusals_and_denials() {
     // NATS: a token, and a wrong one.
     let nats = format!("nats://{}", weft.nats);
     let sub = Sub::ready(&["--url", &nats, "--token", "tok-123", "-t", "a.b", "-c", "1"]);
+    wait_for("a.b held", || weft_holds(&weft)("a.b"));
     publish_ok(
         &[
             "--url", &nats, "--token", "tok-123", "-t", "a.b", "-m", "ok",
@@ -599,6 +651,22 @@ fn credentials_refusals_and_denials() {
     // The URL's user information is a user and password.
     let url = format!("nats://alice:wonderland@{}", weft.nats);
     publish_ok(&["--url", &url, "-t", "sensors.t2", "-m", "x"], None);
+    // A NATS subscription refused: the server's -ERR ends the run.
+    let run = Sub::spawn(&["--url", &url, "-t", "secret.x"]).finish();
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr.ends_with(
+            "weft sub: error: the server said: nats: Permissions Violation for Subscription to \"secret.x\""
+        ),
+        "{run:?}"
+    );
+    // An nkey: the seed signs the server's nonce.
+    let seed = TempFile::new("seed", edge.seed().unwrap().as_bytes());
+    let nkey = ["--url", nats.as_str(), "--nkey", seed.path()];
+    let sub = Sub::ready(&[&nkey[..], &["-t", "e.1", "-c", "1"]].concat());
+    wait_for("e.1 held", || weft_holds(&weft)("e.1"));
+    publish_ok(&[&nkey[..], &["-t", "e.1", "-m", "signed"]].concat(), None);
+    assert_eq!(sub.finish().stdout, "signed\n");
 }
 
 #[test]
@@ -722,6 +790,15 @@ fn skip(test: &str, reason: &str) {
     }
 }
 
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A broker process, killed on drop, with its temporary directory.
 struct Peer {
     child: Child,
@@ -744,11 +821,7 @@ impl Peer {
         let dir = std::env::temp_dir().join(format!("weft-peer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = std::fs::File::create(dir.join("log")).unwrap();
         let child = Command::new(binary)
             .args(args(port, &dir))
@@ -801,10 +874,21 @@ fn the_same_round_trip_against_nats_server() {
             "nats-server is not installed (Debian: apt-get install nats-server)",
         );
     };
+    let monitor = free_port();
     let peer = Peer::start(&binary, "nats-server", |port, dir| {
         let conf = dir.join("nats.conf");
-        std::fs::write(&conf, format!("listen: \"127.0.0.1:{port}\"\n")).unwrap();
+        std::fs::write(
+            &conf,
+            format!("listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n"),
+        )
+        .unwrap();
         vec!["-c".into(), conf.display().to_string()]
     });
-    nats_round_trip(&format!("nats://127.0.0.1:{}", peer.port), "n", &[]);
+    // The subject as the monitoring endpoint writes it (Go's JSON escapes '>').
+    let monitor = format!("127.0.0.1:{monitor}");
+    let holds = |filter: &str| {
+        http_get(&monitor, "/connz?subs=1")
+            .contains(&format!("\"{}\"", filter.replace('>', "\\u003e")))
+    };
+    nats_round_trip(&format!("nats://127.0.0.1:{}", peer.port), "n", &[], &holds);
 }

@@ -1,7 +1,6 @@
 //! `weft pub` and `weft sub` over NATS (`nats://`, `tls://`), with
-//! async-nats: publish with headers and flush (the server has read every
-//! message once its PONG comes back), or subscribe (a queue group with
-//! `--queue`) and print.
+//! async-nats: publish with headers and flush (every message written to
+//! the socket), or subscribe (a queue group with `--queue`) and print.
 //!
 //! Owns: the connect options (name, credentials, TLS), the flush at the
 //! end of a publish, and ending a run when the server reports an error or
@@ -105,8 +104,13 @@ fn headers(pairs: &[(String, String)]) -> Result<Option<HeaderMap>, CliError> {
     Ok(Some(map))
 }
 
-/// A problem reported while the run went on, if any.
-fn reported(problems: &mut mpsc::Receiver<String>) -> Result<(), CliError> {
+/// A problem the connection reported (a server error, a disconnection),
+/// if one came already. NATS core has no acknowledgement and async-nats'
+/// `flush` ends when the bytes are written, not at a server round trip:
+/// a publish or a subscription the server refuses is reported when its
+/// `-ERR` arrives before the run ends (as with `nats pub`); `sub` keeps
+/// listening for it.
+fn pending(problems: &mut mpsc::Receiver<String>) -> Result<(), CliError> {
     match problems.try_recv() {
         Ok(problem) => Err(CliError::runtime(problem)),
         Err(_) => Ok(()),
@@ -139,9 +143,9 @@ pub async fn publish<R: AsyncRead + Unpin>(
         }
         .map_err(|e| failed(&e))?;
         published += 1;
-        reported(&mut problems)?;
+        pending(&mut problems)?;
     }
-    // PING/PONG: the server has read every message before the PONG.
+    // Every message written to the socket (see `pending`).
     match tokio::time::timeout(Duration::from_secs(args.timeout), client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(failed(&e)),
@@ -152,7 +156,7 @@ pub async fn publish<R: AsyncRead + Unpin>(
             )))
         }
     }
-    reported(&mut problems)?;
+    pending(&mut problems)?;
     drop(client);
     Ok(())
 }
@@ -168,13 +172,13 @@ pub async fn subscribe(conn: &Connection, args: &SubArgs, format: Format) -> Res
         .map_err(|e| CliError::runtime(format!("subscribe '{subject}': {e}")))?;
         subscribers.push(subscriber);
     }
-    // The SUBs are read by the server before the PONG of this flush; a
-    // refusal (permissions) comes before it too.
+    // The SUBs written: the server reads them before anything this
+    // connection sends later (see `pending` for a refusal).
     client
         .flush()
         .await
         .map_err(|e| CliError::runtime(format!("subscribe: {e}")))?;
-    reported(&mut problems)?;
+    pending(&mut problems)?;
     if !args.quiet {
         say(&format!(
             "weft sub: subscribed to {} at {}",
