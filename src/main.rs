@@ -44,9 +44,11 @@ enum Command {
     /// Wait until routers serve (exit 0), or give up (exit 1, naming what was not ready).
     Wait(weft::wait::WaitArgs),
     /// Publish to an MQTT or NATS broker (weft or any other), as mosquitto_pub / nats pub.
+    ///
     /// Exit status: 0 done, 1 the run failed (one line on stderr), 2 bad flags.
     Pub(weft::cli::PubArgs),
     /// Subscribe and print what arrives, as mosquitto_sub / nats sub.
+    ///
     /// Exit status: 0 done, 1 the run failed (one line on stderr), 2 bad flags.
     Sub(weft::cli::SubArgs),
     /// Print the argon2id hash of a password (asked on the terminal, or one
