@@ -27,6 +27,11 @@ command -v mosquitto_sub >/dev/null && command -v mosquitto_pub >/dev/null ||
     missing+=(mosquitto-clients)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+# tests/pubsub_cli.rs runs weft pub / weft sub against mosquitto and
+# nats-server too (daemons: Debian puts them in /usr/sbin).
+for peer in mosquitto nats-server; do
+    command -v $peer >/dev/null || [ -x /usr/sbin/$peer ] || missing+=($peer)
+done
 # tests/mesh_netns.rs makes network namespaces and veth pairs (root only).
 [ "$(id -u)" != 0 ] || command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -54,10 +59,11 @@ if ! scripts/browser-setup.sh; then
 fi
 
 # A test that cannot run here (tests/mesh_netns.rs without root or
-# iproute2, tests/browser.rs without its browser) appends a line to this
-# file; they are printed at the end, after cargo's summary, so that a skip
-# never reads as a pass. In CI (CI=true, root on a machine that can make
-# namespaces and install packages) such a test fails instead.
+# iproute2, tests/browser.rs without its browser, tests/pubsub_cli.rs
+# without mosquitto or nats-server) appends a line to this file; they are
+# printed at the end, after cargo's summary, so that a skip never reads as
+# a pass. In CI (CI=true, root on a machine that can make namespaces and
+# install packages) such a test fails instead.
 WEFT_SKIP_REPORT=$(mktemp)
 export WEFT_SKIP_REPORT
 if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1; fi

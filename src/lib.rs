@@ -27,7 +27,9 @@
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
 //! - [`ws`]: the WebSocket handshake and frame codec (sans-IO), which
 //!   the WebSocket transport and the HTTP edge share;
-//! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`.
+//! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`;
+//! - [`cli`]: `weft pub` and `weft sub`, MQTT and NATS clients for the
+//!   command line (tokio, on the calling thread only).
 //!
 //! Operating limits: at most 64 shards per process (one bit per shard in the
 //! trie); one process per NUMA node beyond that.
@@ -35,6 +37,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cloudevents;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -1,7 +1,8 @@
 //! The `weft` command line: `weft run` (the default: `weft --mqtt-listen …`
 //! is `weft run --mqtt-listen …`) starts the router, `weft check-config
 //! FILE` validates a configuration without starting, `weft wait` blocks
-//! until routers serve, `weft passwd` prints a password's hash. Bad flags or configuration print one line naming
+//! until routers serve, `weft passwd` prints a password's hash, `weft pub` / `weft
+//! sub` publish and subscribe (src/cli/). Bad flags or configuration print one line naming
 //! the flag or key and exit with status 2.
 
 use std::io::Write;
@@ -42,6 +43,14 @@ enum Command {
     },
     /// Wait until routers serve (exit 0), or give up (exit 1, naming what was not ready).
     Wait(weft::wait::WaitArgs),
+    /// Publish to an MQTT or NATS broker (weft or any other), as mosquitto_pub / nats pub.
+    ///
+    /// Exit status: 0 done, 1 the run failed (one line on stderr), 2 bad flags.
+    Pub(weft::cli::PubArgs),
+    /// Subscribe and print what arrives, as mosquitto_sub / nats sub.
+    ///
+    /// Exit status: 0 done, 1 the run failed (one line on stderr), 2 bad flags.
+    Sub(weft::cli::SubArgs),
     /// Print the argon2id hash of a password (asked on the terminal, or one
     /// line of stdin when it is not a terminal) for security.users' password.
     Passwd,
@@ -141,6 +150,8 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Bench(args)) => weft::bench::run(args),
         Some(Command::Wait(args)) => weft::wait::run(args),
+        Some(Command::Pub(args)) => weft::cli::run_pub(args),
+        Some(Command::Sub(args)) => weft::cli::run_sub(args),
         Some(Command::Passwd) => match weft::security::passwd::run() {
             Ok(hash) => {
                 println!("{hash}");

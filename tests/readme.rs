@@ -6,9 +6,8 @@
 //! developer runs, another copy of this test) is the text changed, and
 //! then only its ports: each `127.0.0.1:PORT` and `-p PORT` becomes a free
 //! port, and the run says so. On CI's clean machine the ports are free.
-//! Needs
-//! mosquitto_sub/mosquitto_pub (scripts/test.sh installs
-//! mosquitto-clients), curl and openssl.
+//! The walkthroughs' MQTT and NATS clients are `weft pub` / `weft sub`
+//! (the built binary); they also need curl and openssl.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -128,11 +127,11 @@ fn tool(name: &str) -> bool {
 
 /// Runs the walkthrough `name` with bash; its exit status, stdout, stderr.
 fn run_walkthrough(name: &str) -> (i32, String, String) {
-    for t in ["mosquitto_sub", "mosquitto_pub", "curl", "openssl"] {
+    for t in ["curl", "openssl"] {
         assert!(
             tool(t),
-            "{t} is not installed: the README walkthroughs need mosquitto-clients, curl and \
-             openssl (scripts/test.sh installs mosquitto-clients)"
+            "{t} is not installed: the README walkthroughs need curl and openssl \
+             (scripts/test.sh installs them)"
         );
     }
     let blocks = walkthroughs();
@@ -270,12 +269,28 @@ fn secure_walkthrough_runs_as_pasted() {
     for line in [
         "wrong password: refused",
         "anonymous: refused",
+        "alarms/x: denied",
         "fleet: nothing from the default account",
     ] {
         assert!(out.contains(line), "{line}: {all}");
     }
-    assert!(err.contains("bad user name or password"), "{all}");
-    assert!(err.contains("Not authorized"), "PUBACK 0x87: {all}");
+    // weft pub's one line for each refusal (MQTT 5 reason codes).
+    assert!(
+        err.contains("weft pub: error: 127.0.0.1:1883 refused the connection: BadUserNamePassword"),
+        "{all}"
+    );
+    assert!(
+        err.contains("weft pub: error: 127.0.0.1:1883 refused the connection: NotAuthorized"),
+        "{all}"
+    );
+    assert!(
+        err.contains("the broker refused the message on 'alarms/x': PUBACK NotAuthorized"),
+        "PUBACK 0x87: {all}"
+    );
+    assert!(
+        err.contains("weft sub: error: no message within 2 s"),
+        "fleet's subscriber: {all}"
+    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("weft_auth_failures_total{")),
