@@ -36,8 +36,8 @@
 
 pub mod admin;
 pub mod bench;
-pub mod cloudevents;
 pub mod cli;
+pub mod cloudevents;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -311,6 +311,9 @@ fn describe4(e: rumqttc::ConnectionError, connected: bool, at: &str, timeout_s: 
 
 /// rumqttc 0.24 reports a v5 refusal (PUBACK, PUBREC or SUBACK with a
 /// failure reason code) as an error of the connection: back to the fact.
+/// (The error is large — more so with the tests' `websocket` feature — but
+/// this runs once per refusal, not per event.)
+#[allow(clippy::result_large_err)]
 fn refusal5(e: rumqttc::v5::ConnectionError) -> Result<Wire, rumqttc::v5::ConnectionError> {
     use rumqttc::v5::{ConnectionError as E, StateError};
     match e {
