@@ -10,9 +10,25 @@
 
 use std::borrow::Cow;
 
-use super::{is_structured_content_type, json, valid_name, CeError, REQUIRED, SPECVERSION};
-use crate::event::{Event, EventMeta};
-use crate::nats::codec::header_fields;
+use super::{is_structured_content_type, valid_name, CeError, REQUIRED, SPECVERSION};
+use crate::event::EventMeta;
+
+/// The fields of a NATS header block (`NATS/1.0\r\n`, then `name: value`
+/// lines), names and values trimmed; lines without a colon are skipped.
+/// (Read here, as `nats::codec::header_fields` reads it: `nats` imports
+/// this module for its deliveries, so importing `nats` back would be an
+/// import cycle, which scripts/import-cycles.sh refuses.)
+fn header_fields(block: &[u8]) -> Vec<(&str, &str)> {
+    let Ok(text) = std::str::from_utf8(block) else {
+        return Vec::new();
+    };
+    text.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
 
 /// The binary-mode prefix of an attribute's header (HTTP binding
 /// 3.1.3.1, NATS draft 3.1.3.1).
@@ -197,17 +213,6 @@ pub fn mqtt5_from_nats_headers(block: &[u8]) -> Option<Mqtt5Form> {
 pub struct Mqtt5Form {
     pub user_properties: Vec<(String, String)>,
     pub content_type: Option<String>,
-}
-
-/// The payload an MQTT 3.1.1 subscriber gets for a binary-mode CloudEvent:
-/// the structured JSON (MQTT binding 1.3: 3.1.1 carries only structured
-/// mode). None for any other event, which passes as it is (a structured
-/// one is a CloudEvent already).
-pub fn structured_for_v3(event: &Event) -> Option<Vec<u8>> {
-    match form(event.meta.as_deref()?)? {
-        Form::Structured => None,
-        Form::Binary(attributes) => Some(json::render(&attributes, event.payload())),
-    }
 }
 
 /// Percent-encodes a header value (HTTP binding 3.1.3.2): space, `"`,

@@ -176,8 +176,19 @@ pub fn structured_json(event: &Event) -> Option<Vec<u8>> {
     }
 }
 
+/// The payload an MQTT 3.1.1 subscriber gets for a binary-mode CloudEvent:
+/// the structured JSON (MQTT binding 1.3: 3.1.1 carries only structured
+/// mode). None for any other event, which passes as it is (a structured
+/// one is a CloudEvent already).
+pub fn structured_for_v3(event: &Event) -> Option<Vec<u8>> {
+    match binding::form(event.meta.as_deref()?)? {
+        binding::Form::Structured => None,
+        binding::Form::Binary(attributes) => Some(render(&attributes, event.payload())),
+    }
+}
+
 /// JSON format 3.1.1 applied to weft's forms.
-pub(crate) fn render(attributes: &binding::Attributes, payload: &[u8]) -> Vec<u8> {
+fn render(attributes: &binding::Attributes, payload: &[u8]) -> Vec<u8> {
     let mut object = Map::new();
     for (name, value) in &attributes.list {
         object.insert(name.to_string(), Value::String(value.to_string()));

@@ -43,9 +43,9 @@ mod json;
 #[cfg(test)]
 mod tests;
 
-pub use binding::{mqtt5_from_nats_headers, nats_headers, structured_for_v3, Mqtt5Form};
+pub use binding::{mqtt5_from_nats_headers, nats_headers, Mqtt5Form};
 pub use http::from_http;
-pub use json::structured_json;
+pub use json::{structured_for_v3, structured_json};
 
 use crate::event::EventMeta;
 
