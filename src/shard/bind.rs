@@ -209,6 +209,108 @@ pub(super) fn bind_ws(
     bind_protocol(kind, listen, false, 0, per_shard, retry).map(Some)
 }
 
+/// Where the client listeners listen (resolved from the configuration):
+/// MQTT always, the others when configured.
+pub(super) struct ClientAddrs {
+    pub(super) mqtt: SocketAddr,
+    pub(super) nats: Option<SocketAddr>,
+    pub(super) mqtt_tls: Option<SocketAddr>,
+    pub(super) http: Option<SocketAddr>,
+    pub(super) mqtt_ws: Option<SocketAddr>,
+    pub(super) nats_ws: Option<SocketAddr>,
+}
+
+/// The client listeners once bound: their addresses (port 0 resolved).
+pub(super) struct ClientListeners {
+    pub(super) mqtt: Bound,
+    /// The MQTT TLS listener (`mqtt.tls.listen`).
+    pub(super) mqtt_tls: Option<Bound>,
+    pub(super) nats: Option<Bound>,
+    /// The HTTP edge's listener (`http.listen`).
+    pub(super) http: Option<Bound>,
+    /// The WebSocket listeners (`mqtt.ws.listen`, `nats.ws.listen`).
+    pub(super) mqtt_ws: Option<Bound>,
+    pub(super) nats_ws: Option<Bound>,
+}
+
+/// Binds every client listener (see [`bind_protocol`], [`bind_ws`]) and
+/// appends each shard's descriptors to `per_shard`.
+pub(super) fn bind_clients(
+    config: &crate::config::Config,
+    addrs: ClientAddrs,
+    per_shard: &mut [Vec<(Listener, RawFd)>],
+    retry: Duration,
+) -> Result<ClientListeners, StartError> {
+    let plain = |protocol| Listener {
+        protocol,
+        tls: false,
+        ws: false,
+    };
+    let mqtt = bind_protocol(
+        plain(SessionProtocol::Mqtt),
+        addrs.mqtt,
+        config.mqtt.shard_listeners,
+        config.mqtt.shard_port_base,
+        per_shard,
+        retry,
+    )?;
+    let nats = match addrs.nats {
+        Some(listen) => Some(bind_protocol(
+            plain(SessionProtocol::Nats),
+            listen,
+            config.nats.shard_listeners,
+            config.nats.shard_port_base,
+            per_shard,
+            retry,
+        )?),
+        None => None,
+    };
+    let mqtt_tls = match addrs.mqtt_tls {
+        Some(listen) => {
+            let kind = Listener {
+                protocol: SessionProtocol::Mqtt,
+                tls: true,
+                ws: false,
+            };
+            Some(bind_protocol(kind, listen, false, 0, per_shard, retry)?)
+        }
+        None => None,
+    };
+    let http = match addrs.http {
+        Some(listen) => Some(bind_protocol(
+            plain(SessionProtocol::Http),
+            listen,
+            false,
+            0,
+            per_shard,
+            retry,
+        )?),
+        None => None,
+    };
+    let mqtt_ws = bind_ws(
+        SessionProtocol::Mqtt,
+        addrs.mqtt_ws,
+        config.mqtt.ws.tls,
+        per_shard,
+        retry,
+    )?;
+    let nats_ws = bind_ws(
+        SessionProtocol::Nats,
+        addrs.nats_ws,
+        config.nats.ws.tls,
+        per_shard,
+        retry,
+    )?;
+    Ok(ClientListeners {
+        mqtt,
+        mqtt_tls,
+        nats,
+        http,
+        mqtt_ws,
+        nats_ws,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,9 +50,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use crate::config::Resolved;
-use bind::{bind_listener, bind_protocol, Bound, Listener, LISTEN_BACKLOG};
+use bind::{bind_listener, Listener, LISTEN_BACKLOG};
 use ctx::{Global, ShardCtx, ShardMsg};
-use mailbox::Protocol as SessionProtocol;
 use stats::{ShardStats, Snapshot};
 
 #[derive(Debug, Error)]
@@ -84,15 +83,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(50);
 /// A running router: its shards' threads and what they share.
 pub struct Router {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
-    mqtt: Bound,
-    /// The MQTT TLS listener (`mqtt.tls.listen`).
-    mqtt_tls: Option<Bound>,
-    nats: Option<Bound>,
-    /// The HTTP edge's listener (`http.listen`).
-    http: Option<Bound>,
-    /// The WebSocket listeners (`mqtt.ws.listen`, `nats.ws.listen`).
-    mqtt_ws: Option<Bound>,
-    nats_ws: Option<Bound>,
+    /// The client listeners' addresses.
+    listeners: bind::ClientListeners,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
@@ -151,6 +143,8 @@ impl Router {
                 + nats_listen.map_or(0, |_| per_protocol(config.nats.shard_listeners))
                 + tls.mqtt.as_ref().map_or(0, |_| per_protocol(false))
                 + http_listen.map_or(0, |_| per_protocol(false))
+                + mqtt_ws_listen.map_or(0, |_| per_protocol(false))
+                + nats_ws_listen.map_or(0, |_| per_protocol(false))
                 + u64::from(admin_listen.is_some())
                 + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
             links: mesh
@@ -196,69 +190,16 @@ impl Router {
         let mut shard_starts = persisted.map(|s| s.shards.into_iter());
 
         let mut per_shard: Vec<Vec<(Listener, RawFd)>> = vec![Vec::new(); shards];
-        let plain = |protocol| Listener {
-            protocol,
-            tls: false,
-            ws: false,
-        };
-        let mqtt = bind_protocol(
-            plain(SessionProtocol::Mqtt),
-            mqtt_listen,
-            config.mqtt.shard_listeners,
-            config.mqtt.shard_port_base,
-            &mut per_shard,
-            retry,
-        )?;
-        let nats = match nats_listen {
-            Some(listen) => Some(bind_protocol(
-                plain(SessionProtocol::Nats),
-                listen,
-                config.nats.shard_listeners,
-                config.nats.shard_port_base,
-                &mut per_shard,
-                retry,
-            )?),
-            None => None,
-        };
-        let mqtt_tls = match &tls.mqtt {
-            Some((listen, _)) => Some(bind_protocol(
-                Listener {
-                    protocol: SessionProtocol::Mqtt,
-                    tls: true,
-                    ws: false,
-                },
-                *listen,
-                false,
-                0,
-                &mut per_shard,
-                retry,
-            )?),
-            None => None,
-        };
-
-        let http = match http_listen {
-            Some(listen) => Some(bind_protocol(
-                plain(SessionProtocol::Http),
-                listen,
-                false,
-                0,
-                &mut per_shard,
-                retry,
-            )?),
-            None => None,
-        };
-        let (mqtt_ws_tls, nats_ws_tls) = (config.mqtt.ws.tls, config.nats.ws.tls);
-        let mqtt_ws = bind::bind_ws(
-            SessionProtocol::Mqtt,
-            mqtt_ws_listen,
-            mqtt_ws_tls,
-            &mut per_shard,
-            retry,
-        )?;
-        let nats_ws = bind::bind_ws(
-            SessionProtocol::Nats,
-            nats_ws_listen,
-            nats_ws_tls,
+        let listeners = bind::bind_clients(
+            &config,
+            bind::ClientAddrs {
+                mqtt: mqtt_listen,
+                nats: nats_listen,
+                mqtt_tls: tls.mqtt.as_ref().map(|(listen, _)| *listen),
+                http: http_listen,
+                mqtt_ws: mqtt_ws_listen,
+                nats_ws: nats_ws_listen,
+            },
             &mut per_shard,
             retry,
         )?;
@@ -424,12 +365,7 @@ impl Router {
         };
         Ok(Router {
             threads,
-            mqtt,
-            mqtt_tls,
-            nats,
-            http,
-            mqtt_ws,
-            nats_ws,
+            listeners,
             stats,
             global,
             admin,
@@ -445,22 +381,22 @@ impl Router {
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt.addr
+        self.listeners.mqtt.addr
     }
 
     /// Each executor's own MQTT listener, when `mqtt.shard_listeners` is on.
     pub fn shard_addrs(&self) -> &[SocketAddr] {
-        &self.mqtt.own_addrs
+        &self.listeners.mqtt.own_addrs
     }
 
     /// The HTTP edge's listener, when `http.listen` is set.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(|b| b.addr)
+        self.listeners.http.as_ref().map(|b| b.addr)
     }
 
     /// The MQTT TLS listener, when `mqtt.tls.listen` is set.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
-        self.mqtt_tls.as_ref().map(|b| b.addr)
+        self.listeners.mqtt_tls.as_ref().map(|b| b.addr)
     }
 
     /// New TLS material for the client listeners (a SIGHUP reload, the
@@ -483,20 +419,20 @@ impl Router {
 
     /// The MQTT and NATS WebSocket listeners, when set.
     pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
-        self.mqtt_ws.as_ref().map(|b| b.addr)
+        self.listeners.mqtt_ws.as_ref().map(|b| b.addr)
     }
 
     pub fn nats_ws_addr(&self) -> Option<SocketAddr> {
-        self.nats_ws.as_ref().map(|b| b.addr)
+        self.listeners.nats_ws.as_ref().map(|b| b.addr)
     }
 
     pub fn nats_addr(&self) -> Option<SocketAddr> {
-        self.nats.as_ref().map(|b| b.addr)
+        self.listeners.nats.as_ref().map(|b| b.addr)
     }
 
     /// Each executor's own NATS listener, when `nats.shard_listeners` is on.
     pub fn nats_shard_addrs(&self) -> &[SocketAddr] {
-        self.nats.as_ref().map_or(&[], |b| &b.own_addrs)
+        self.listeners.nats.as_ref().map_or(&[], |b| &b.own_addrs)
     }
 
     /// The admin endpoint's address, when enabled.
