@@ -15,6 +15,9 @@
 #     topic (`weft sub`, counting); compared with `weft bench` MQTT QoS 1
 #     and QoS 0 publishes 1 -> 1 into the same router.
 #
+# (mosquitto 2.0.11 exits "Unable to start any listening sockets" when
+# its only listeners are WebSocket ones: the plain one beside it is needed.)
+#
 # Usage: perf/web-compare.sh   (env: REPS=3 MSGS=500000 RATE=10000 SECS=5
 #          SIZES="64 1024" CONNS="1 8" BROKER_CORE=0 LOAD_CORE=1)
 set -euo pipefail

@@ -179,3 +179,20 @@ impl Event {
         &self.bytes
     }
 }
+
+/// The `name: value` fields of a NATS header block (`NATS/1.0...\r\n\r\n`,
+/// as [`EventMeta::headers`] holds it), names and values trimmed; the
+/// status line and lines without a colon are skipped. (Here, beside the
+/// event, because NATS deliveries and the CloudEvents bindings both read
+/// it and `nats` imports `cloudevents`.)
+pub fn header_fields(block: &[u8]) -> Vec<(&str, &str)> {
+    let Ok(text) = std::str::from_utf8(block) else {
+        return Vec::new();
+    };
+    text.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}

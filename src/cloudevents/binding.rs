@@ -13,22 +13,7 @@ use std::borrow::Cow;
 use super::{is_structured_content_type, valid_name, CeError, REQUIRED, SPECVERSION};
 use crate::event::EventMeta;
 
-/// The fields of a NATS header block (`NATS/1.0\r\n`, then `name: value`
-/// lines), names and values trimmed; lines without a colon are skipped.
-/// (Read here, as `nats::codec::header_fields` reads it: `nats` imports
-/// this module for its deliveries, so importing `nats` back would be an
-/// import cycle, which scripts/import-cycles.sh refuses.)
-fn header_fields(block: &[u8]) -> Vec<(&str, &str)> {
-    let Ok(text) = std::str::from_utf8(block) else {
-        return Vec::new();
-    };
-    text.split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, _)| !k.is_empty())
-        .collect()
-}
+use crate::event::header_fields;
 
 /// The binary-mode prefix of an attribute's header (HTTP binding
 /// 3.1.3.1, NATS draft 3.1.3.1).

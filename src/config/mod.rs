@@ -420,8 +420,7 @@ impl Config {
                 "NATS is disabled (nats.enabled = false)",
             ));
         }
-        self.refuse_open_listeners(mqtt_listen, nats_listen, http_listen)?;
-        self.refuse_open_ws_listeners(mqtt_ws_listen, nats_ws_listen)?;
+        self.refuse_open_listeners(mqtt_listen, nats_listen, http_listen, mqtt_ws_listen, nats_ws_listen)?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
@@ -529,6 +528,8 @@ impl Config {
         mqtt: SocketAddr,
         nats: Option<SocketAddr>,
         http: Option<SocketAddr>,
+        mqtt_ws: Option<SocketAddr>,
+        nats_ws: Option<SocketAddr>,
     ) -> Result<(), ConfigError> {
         let s = &self.security;
         if s.allow_anonymous.is_some() || !s.users.is_empty() {
@@ -538,33 +539,10 @@ impl Config {
             ("mqtt.listen", Some(mqtt)),
             ("nats.listen", nats),
             ("http.listen", http),
+            ("mqtt.ws.listen", mqtt_ws),
+            ("nats.ws.listen", nats_ws),
         ];
         for (key, addr) in listeners {
-            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
-                return Err(invalid(
-                    "security.allow_anonymous",
-                    format!(
-                        "{key} = {addr} is not a loopback address and no [[security.users]] \
-                         are configured: set security.allow_anonymous = true to accept \
-                         anonymous clients there, or configure users"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// `refuse_open_listeners` for the WebSocket listeners.
-    fn refuse_open_ws_listeners(
-        &self,
-        mqtt: Option<SocketAddr>,
-        nats: Option<SocketAddr>,
-    ) -> Result<(), ConfigError> {
-        let s = &self.security;
-        if s.allow_anonymous.is_some() || !s.users.is_empty() {
-            return Ok(());
-        }
-        for (key, addr) in [("mqtt.ws.listen", mqtt), ("nats.ws.listen", nats)] {
             if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                 return Err(invalid(
                     "security.allow_anonymous",

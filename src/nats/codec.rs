@@ -280,19 +280,7 @@ fn digits(mut n: usize) -> usize {
     d
 }
 
-/// The `name: value` fields of a NATS header block (`NATS/1.0...\r\n\r\n`);
-/// the status line and malformed lines are skipped.
-pub fn header_fields(block: &[u8]) -> Vec<(&str, &str)> {
-    let Ok(text) = std::str::from_utf8(block) else {
-        return Vec::new();
-    };
-    text.split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, _)| !k.is_empty())
-        .collect()
-}
+pub use crate::event::header_fields;
 
 /// Appends `n` in decimal (no formatting machinery: once per MSG).
 fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
