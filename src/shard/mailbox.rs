@@ -90,9 +90,11 @@ enum OutItem {
         subject: Rc<[u8]>,
     },
     /// An event for an HTTP subscriber; `id` 0: stamped when written.
+    /// `ws`: as a WebSocket text message, else a Server-Sent Event.
     Http {
         event: Event,
         id: u64,
+        ws: bool,
     },
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
@@ -119,7 +121,7 @@ impl OutItem {
                 sid,
                 subject,
             } => nats::deliver::wire_len(event, subject.len(), sid),
-            OutItem::Http { event, .. } => crate::http::deliver::wire_len(event),
+            OutItem::Http { event, ws, .. } => crate::http::deliver::wire_len(event, *ws),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
             OutItem::Short(_, len) | OutItem::Gated(_, len) => usize::from(*len),
@@ -192,6 +194,9 @@ pub struct Mailbox {
     /// MQTT 5 Subscription Identifiers by filter (only for subscriptions
     /// that set one; empty, unallocated, otherwise).
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
+    /// An HTTP subscriber over WebSocket: its events are text messages
+    /// (`http::deliver::write_ws`), not Server-Sent Events.
+    pub http_ws: Cell<bool>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
     /// Persistence on and the session persistent: where its records go
@@ -248,6 +253,7 @@ impl Mailbox {
             detached: Cell::new(false),
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
+            http_ws: Cell::new(false),
             pending_will: RefCell::new(None),
             journal: RefCell::new(None),
             journaled: Cell::new(false),
@@ -380,7 +386,7 @@ impl Mailbox {
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
             DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
-            DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event),
+            DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event, self.http_ws.get()),
         };
         let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
         if too_large || event.expired() {
@@ -423,10 +429,16 @@ impl Mailbox {
         let item = match how {
             // An HTTP subscriber's subscriptions are MQTT-shaped: the
             // router delivers to it as to an MQTT session.
-            DeliverAs::Mqtt { .. } if self.protocol == Protocol::Http => {
-                OutItem::Http { event, id: 0 }
-            }
-            DeliverAs::Http { id } => OutItem::Http { event, id },
+            DeliverAs::Mqtt { .. } if self.protocol == Protocol::Http => OutItem::Http {
+                event,
+                id: 0,
+                ws: self.http_ws.get(),
+            },
+            DeliverAs::Http { id } => OutItem::Http {
+                event,
+                id,
+                ws: self.http_ws.get(),
+            },
             DeliverAs::Mqtt { qos, retain } => {
                 let seq = self.journal_queued(qos, &event);
                 OutItem::Event {
@@ -574,7 +586,7 @@ impl Mailbox {
                     sid,
                     subject,
                 } => nats::deliver::write(&event, buf, &subject, &sid),
-                OutItem::Http { event, id } => crate::http::deliver::write(&event, id, buf),
+                OutItem::Http { event, id, ws } => crate::http::deliver::write(&event, id, ws, buf),
                 OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
