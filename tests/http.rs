@@ -17,23 +17,14 @@ use rumqttc::QoS;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A port free now, for the HTTP listener (the harness reads the other
-/// listeners' lines, not this one's).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A router with the HTTP edge on; `http`: extra `[http]` keys; `toml`:
-/// other sections.
+/// A router with the HTTP edge on (port 0: the harness reads the port it
+/// got from its `http listening on` line); `http`: extra `[http]` keys;
+/// `toml`: other sections.
 fn start(shards: usize, http: &str, toml: &str) -> (Weft, SocketAddr) {
-    let port = free_port();
-    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n{toml}");
+    let toml = format!("[http]\nlisten = \"127.0.0.1:0\"\n{http}\n{toml}");
     let weft = Weft::start(shards, &toml);
-    (weft, format!("127.0.0.1:{port}").parse().unwrap())
+    let addr = weft.http.expect("the http listening line");
+    (weft, addr)
 }
 
 /// What curl got: status, headers (lower-case names), body.
@@ -746,11 +737,10 @@ async fn a_congested_subscriber_gets_publishers_a_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_means_durable_with_persistence_on() {
     let dir = common::durable::TempDir::new("http-durable");
-    let port = free_port();
-    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
-    let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let toml = "[http]\nlisten = \"127.0.0.1:0\"\n";
     let mut d =
-        common::durable::Durable::start(2, &toml, &common::durable::persistence_args(&dir.path));
+        common::durable::Durable::start(2, toml, &common::durable::persistence_args(&dir.path));
+    let http = d.weft.http.expect("the http listening line");
     let mut sub = connect_session(d.addr(), "keeper", false).await;
     sub.subscribe("dur/#", QoS::AtLeastOnce).await;
     sub.client.disconnect().await.unwrap();
