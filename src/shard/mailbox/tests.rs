@@ -144,3 +144,13 @@ fn nothing_before_the_connack_and_resends_before_new_deliveries() {
         ]
     );
 }
+
+#[test]
+fn an_http_item_does_not_grow_the_queue_entry() {
+    // The largest variant (a NATS delivery) sets the size of every queued
+    // item; an HTTP one (its `ws` flag included) fits beside it.
+    let nats = std::mem::size_of::<(Event, Rc<str>, Rc<[u8]>)>();
+    let http = std::mem::size_of::<(Event, u64, bool)>();
+    assert!(http <= nats, "{http} > {nats}");
+    assert!(std::mem::size_of::<OutItem>() <= nats + 8);
+}
