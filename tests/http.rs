@@ -1,7 +1,9 @@
 //! The HTTP edge against the running binary: publish with curl and
 //! Python `requests`, subscribe with Server-Sent Events (a raw TCP reader,
 //! which really stops reading when a test needs a slow consumer), and MQTT
-//! (rumqttc) and NATS (async-nats) clients on the other side.
+//! (rumqttc) and NATS (async-nats) clients on the other side; subscribe
+//! over WebSocket with `tungstenite`'s client (and a raw one for what a
+//! client library never sends).
 
 mod common;
 
@@ -15,23 +17,14 @@ use rumqttc::QoS;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A port free now, for the HTTP listener (the harness reads the other
-/// listeners' lines, not this one's).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A router with the HTTP edge on; `http`: extra `[http]` keys; `toml`:
-/// other sections.
+/// A router with the HTTP edge on (port 0: the harness reads the port it
+/// got from its `http listening on` line); `http`: extra `[http]` keys;
+/// `toml`: other sections.
 fn start(shards: usize, http: &str, toml: &str) -> (Weft, SocketAddr) {
-    let port = free_port();
-    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n{toml}");
+    let toml = format!("[http]\nlisten = \"127.0.0.1:0\"\n{http}\n{toml}");
     let weft = Weft::start(shards, &toml);
-    (weft, format!("127.0.0.1:{port}").parse().unwrap())
+    let addr = weft.http.expect("the http listening line");
+    (weft, addr)
 }
 
 /// What curl got: status, headers (lower-case names), body.
@@ -304,6 +297,177 @@ async fn mqtt_and_nats_publishes_reach_an_event_stream() {
     assert_eq!(by_subject.next().await.data, "from nats");
 }
 
+/// A WebSocket subscriber (`tungstenite`, blocking, reads bounded by
+/// `WAIT`).
+type Ws = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// Opens `GET /v1/subscribe?{query}` over WebSocket.
+fn ws_open(http: SocketAddr, query: &str) -> Ws {
+    let stream = std::net::TcpStream::connect(http).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let url = format!("ws://{http}/v1/subscribe?{query}");
+    let (ws, response) = tungstenite::client::client(url, stream).expect("a WebSocket upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next event's JSON (pings skipped; tungstenite answers them).
+fn ws_next(ws: &mut Ws) -> serde_json::Value {
+    tokio::task::block_in_place(|| loop {
+        match ws.read().expect("a message in time") {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(&text).expect("a JSON message")
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("not an event: {other:?}"),
+        }
+    })
+}
+
+const UPGRADE: &str =
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_nats_and_cloudevents_reach_a_websocket_subscriber() {
+    let (weft, http) = start(2, "", "");
+    let mqtt = connect(weft.addr, "p").await;
+    assert_eq!(
+        post(http, "/v1/topics/s%2Fkept?retain=true", b"kept", &[]).status,
+        202
+    );
+    let mut ws = tokio::task::block_in_place(|| ws_open(http, "filter=s%2F%23"));
+    let mut by_subject = tokio::task::block_in_place(|| ws_open(http, "subject=s.nats"));
+    // Retained first, flagged; then live events (the 101 came once every
+    // shard saw the subscription).
+    let kept = ws_next(&mut ws);
+    assert_eq!(
+        (&kept["topic"], &kept["payload"]),
+        (&"s/kept".into(), &"kept".into())
+    );
+    assert_eq!((&kept["retain"], &kept["qos"]), (&true.into(), &1.into()));
+    mqtt.publish("s/text", QoS::AtLeastOnce, "line one\nline two")
+        .await;
+    mqtt.publish("s/bin", QoS::AtMostOnce, vec![0xff, 0, 1])
+        .await;
+    let nats = nats(weft.nats).await;
+    nats.publish("s.nats", "from nats".into()).await.unwrap();
+    nats.flush().await.unwrap();
+    let e = ws_next(&mut ws);
+    assert_eq!(
+        (&e["topic"], &e["payload"], &e["qos"], &e["retain"]),
+        (
+            &"s/text".into(),
+            &"line one\nline two".into(),
+            &1.into(),
+            &false.into()
+        )
+    );
+    assert!(
+        e["id"].as_u64().unwrap() > kept["id"].as_u64().unwrap(),
+        "{e}"
+    );
+    assert!(e.get("payload_encoding").is_none(), "{e}");
+    let e = ws_next(&mut ws);
+    assert_eq!(
+        (&e["topic"], &e["payload"], &e["payload_encoding"]),
+        (&"s/bin".into(), &"/wAB".into(), &"base64".into())
+    );
+    let e = ws_next(&mut ws);
+    assert_eq!(
+        (&e["topic"], &e["payload"]),
+        (&"s/nats".into(), &"from nats".into())
+    );
+    assert_eq!(ws_next(&mut by_subject)["payload"], "from nats");
+    // A CloudEvent (binary mode over HTTP): its structured JSON.
+    let got = post(
+        http,
+        "/v1/topics/s%2Fce",
+        br#"{"t":21.5}"#,
+        &[
+            "-H",
+            "ce-specversion: 1.0",
+            "-H",
+            "ce-id: e-1",
+            "-H",
+            "ce-source: /sensors",
+            "-H",
+            "ce-type: org.example.reading",
+            "-H",
+            "content-type: application/json",
+        ],
+    );
+    assert_eq!(got.status, 202, "{}", got.body);
+    let e = ws_next(&mut ws);
+    assert_eq!(e["specversion"], "1.0", "{e}");
+    assert_eq!(
+        (&e["id"], &e["source"]),
+        (&"e-1".into(), &"/sensors".into())
+    );
+    assert_eq!(e["type"], "org.example.reading");
+    assert_eq!(e["data"]["t"], 21.5, "{e}");
+    // The client's close is answered with 1000.
+    tokio::task::block_in_place(|| {
+        ws.close(None).unwrap();
+        loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => {
+                    assert_eq!(u16::from(frame.expect("a code").code), 1000);
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_websocket_upgrades_and_frames_close_only_their_connection() {
+    let (weft, http) = start(2, "", "");
+    let path = "/v1/subscribe?filter=w";
+    let (status, _) = open(
+        http,
+        path,
+        &format!("{UPGRADE}Sec-WebSocket-Version: 8\r\n"),
+    )
+    .await;
+    assert_eq!(status, 426);
+    let no_key = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+    assert_eq!(open(http, path, no_key).await.0, 400);
+    let (status, _) = open(
+        http,
+        "/v1/subscribe",
+        &format!("{UPGRADE}Sec-WebSocket-Version: 13\r\n"),
+    )
+    .await;
+    assert_eq!(status, 400, "no filter");
+    let mut good = tokio::task::block_in_place(|| ws_open(http, "filter=w"));
+    // A raw client's unmasked frame: close 1002, then the end.
+    let (status, raw) = open(
+        http,
+        path,
+        &format!("{UPGRADE}Sec-WebSocket-Version: 13\r\n"),
+    )
+    .await;
+    assert_eq!(status, 101);
+    let mut raw = raw.reader;
+    raw.get_mut().write_all(&[0x89, 0x00]).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(
+        &rest[..4],
+        [0x88, rest[1], 0x03, 0xea],
+        "close 1002: {rest:?}"
+    );
+    // The other subscriber goes on.
+    let mqtt = connect(weft.addr, "p").await;
+    mqtt.publish("w", QoS::AtLeastOnce, "still here").await;
+    assert_eq!(ws_next(&mut good)["payload"], "still here");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_first_and_resume_from_the_last_event_id() {
     let (weft, http) = start(2, "", "");
@@ -573,11 +737,10 @@ async fn a_congested_subscriber_gets_publishers_a_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_means_durable_with_persistence_on() {
     let dir = common::durable::TempDir::new("http-durable");
-    let port = free_port();
-    let toml = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
-    let http: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let toml = "[http]\nlisten = \"127.0.0.1:0\"\n";
     let mut d =
-        common::durable::Durable::start(2, &toml, &common::durable::persistence_args(&dir.path));
+        common::durable::Durable::start(2, toml, &common::durable::persistence_args(&dir.path));
+    let http = d.weft.http.expect("the http listening line");
     let mut sub = connect_session(d.addr(), "keeper", false).await;
     sub.subscribe("dur/#", QoS::AtLeastOnce).await;
     sub.client.disconnect().await.unwrap();

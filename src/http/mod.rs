@@ -8,7 +8,8 @@
 //!   took responsibility for it (with persistence on, once it is durable:
 //!   where an MQTT PUBACK would go);
 //! - `GET /v1/subscribe?filter=F` (or `?subject=S`, NATS form) streams the
-//!   matching events as Server-Sent Events, retained messages first.
+//!   matching events as Server-Sent Events, retained messages first; with
+//!   a WebSocket upgrade, as WebSocket text messages instead ([`ws`]).
 //!
 //! Requests: the head is parsed by `httparse`, bounded by
 //! `http.head_bytes_max` and `http.headers_max` (431 past either); a body
@@ -31,6 +32,7 @@ pub mod percent;
 pub mod request;
 pub mod response;
 pub mod session;
+pub mod ws;
 
 /// The limits one HTTP connection runs under (`[http]` and `[limits]`).
 #[derive(Debug, Clone, Copy)]

@@ -16,6 +16,9 @@ pub struct Problem {
     pub retry_after_s: Option<u32>,
     /// 405: the methods the path allows.
     pub allow: Option<&'static str>,
+    /// 426 to a WebSocket upgrade of another version: the one served
+    /// (`Sec-WebSocket-Version: 13`, RFC 6455 §4.4).
+    pub websocket_version: bool,
 }
 
 impl Problem {
@@ -25,6 +28,7 @@ impl Problem {
             detail: detail.into(),
             retry_after_s: None,
             allow: None,
+            websocket_version: false,
         }
     }
 
@@ -49,6 +53,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
+        426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
@@ -95,6 +100,9 @@ pub fn problem(out: &mut Vec<u8>, p: &Problem, close: bool) {
     }
     if let Some(allow) = p.allow {
         let _ = write!(out, "Allow: {allow}\r\n");
+    }
+    if p.websocket_version {
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
     }
     if p.status == 401 {
         out.extend_from_slice(b"WWW-Authenticate: Basic realm=\"weft\", Bearer realm=\"weft\"\r\n");

@@ -5,7 +5,8 @@
 //! pipelined requests answered in order) until one of them opens an event
 //! stream: from then on it only writes (the stream's events, queued by the
 //! router into its mailbox, and heartbeats) and the bytes the client
-//! sends are ignored. A connection with no request for
+//! sends are ignored — or, after a WebSocket upgrade, read as frames by
+//! `ws::WsStream` (pings answered, a close answered). A connection with no request for
 //! `keep_alive_idle_ms` is closed.
 //!
 //! Routes: `POST /v1/topics/{topic}` (publish: a plain body, or
@@ -30,6 +31,7 @@ use super::HttpLimits;
 use crate::event::{Event, EventMeta};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
 use crate::topic::{self, TopicLimits};
+use crate::ws::handshake::Refusal;
 
 /// What a request asks of the router.
 #[derive(Debug)]
@@ -55,6 +57,9 @@ pub struct Subscribe {
     /// Replay only the retained messages stamped after this id.
     pub after: Option<u64>,
     pub authorization: Option<Box<[u8]>>,
+    /// Over WebSocket (the upgrade was valid; its 101 is the stream's
+    /// head): each event one text message.
+    pub websocket: bool,
 }
 
 /// The glue's answer to a [`Request`].
@@ -76,6 +81,11 @@ pub struct HttpSession {
     heartbeat_at: Option<Instant>,
     /// The request being answered asked for the connection to close.
     close_after: bool,
+    /// The subscribe being answered asked for a WebSocket: its 101 is
+    /// the stream's head.
+    upgrade: Option<crate::ws::handshake::Upgrade>,
+    /// Streaming over WebSocket: the client's frames are read.
+    ws: Option<super::ws::WsStream>,
 }
 
 /// The routes' prefixes.
@@ -90,6 +100,8 @@ impl HttpSession {
             idle_deadline: Some(now + Duration::from_millis(limits.keep_alive_idle_ms)),
             heartbeat_at: None,
             close_after: false,
+            upgrade: None,
+            ws: None,
         }
     }
 
@@ -100,11 +112,18 @@ impl HttpSession {
     /// The glue's answer to the last request: its response, then the
     /// connection goes on (keep-alive) or closes.
     pub fn answer(&mut self, answer: Answer, now: Instant, out: &mut Actions<Request>) {
+        let upgrade = self.upgrade.take();
         match answer {
             Answer::Accepted => out.write(|b| response::accepted(b, self.close_after)),
             Answer::Problem(p) => out.write(|b| response::problem(b, &p, self.close_after)),
             Answer::Stream => {
-                out.write(response::event_stream);
+                match upgrade {
+                    Some(u) => {
+                        out.write(|b| crate::ws::handshake::accept_response(&u, b));
+                        self.ws = Some(super::ws::WsStream::default());
+                    }
+                    None => out.write(response::event_stream),
+                }
                 self.idle_deadline = None;
                 self.heartbeat_at = Some(now + self.heartbeat());
                 return;
@@ -141,7 +160,10 @@ impl HttpSession {
             }
             match self.subscribe(req) {
                 Ok(s) => out.request(Request::Subscribe(s)),
-                Err(p) => self.refuse(p, out),
+                Err(p) => {
+                    self.upgrade = None;
+                    self.refuse(p, out)
+                }
             }
         } else {
             let detail = format!(
@@ -211,17 +233,16 @@ impl HttpSession {
         })
     }
 
-    fn subscribe(&self, req: &request::Request<'_>) -> Result<Subscribe, Problem> {
-        if req
-            .header("upgrade")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"))
-        {
-            return Err(Problem::new(
-                501,
-                "subscribing over WebSocket is not served yet: use Server-Sent Events (Accept: text/event-stream)",
-            ));
-        }
-        if let Some(accept) = req.header_str("accept") {
+    fn subscribe(&mut self, req: &request::Request<'_>) -> Result<Subscribe, Problem> {
+        let websocket = super::ws::asks_upgrade(req);
+        if websocket {
+            let upgrade =
+                super::ws::upgrade(req, self.limits.head_bytes_max).map_err(|r| Problem {
+                    websocket_version: matches!(r, Refusal::Version(_)),
+                    ..Problem::new(r.status(), r.to_string())
+                })?;
+            self.upgrade = Some(upgrade);
+        } else if let Some(accept) = req.header_str("accept") {
             let takes = accept.split(',').any(|t| {
                 let t = t.split(';').next().unwrap_or("").trim();
                 t.eq_ignore_ascii_case("text/event-stream") || t == "*/*" || t == "text/*"
@@ -289,6 +310,7 @@ impl HttpSession {
             filters,
             after,
             authorization: req.header("authorization").map(Into::into),
+            websocket,
         })
     }
 }
@@ -354,6 +376,9 @@ impl Machine for HttpSession {
         now: Instant,
         out: &mut Actions<Request>,
     ) -> Result<Option<usize>, Malformed> {
+        if let Some(ws) = &mut self.ws {
+            return Ok(ws.feed(buf, out));
+        }
         if self.streaming() {
             // A stream only writes: what the client sends is dropped.
             return Ok((!buf.is_empty()).then_some(buf.len()));
@@ -382,7 +407,10 @@ impl Machine for HttpSession {
     fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Request>) {
         if let Some(at) = self.heartbeat_at {
             if at <= now {
-                out.write(|b| b.extend_from_slice(super::deliver::HEARTBEAT));
+                match &self.ws {
+                    Some(ws) => ws.heartbeat(out),
+                    None => out.write(|b| b.extend_from_slice(super::deliver::HEARTBEAT)),
+                }
                 self.heartbeat_at = Some(now + self.heartbeat());
             }
             return;
@@ -393,7 +421,11 @@ impl Machine for HttpSession {
         }
     }
 
-    fn closing(&mut self, _reason: CloseReason, _out: &mut Actions<Request>) {}
+    fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        if let Some(ws) = &mut self.ws {
+            ws.closing(reason, out);
+        }
+    }
 }
 
 #[cfg(test)]

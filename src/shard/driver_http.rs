@@ -20,7 +20,7 @@
 //!   retained messages are queued right after (no await between, so they
 //!   come before any live event), each with its stamp as its event id;
 //!   with `Last-Event-ID: N` only those stamped after N. The stream's
-//!   head (`200`) is written once every shard sees the subscriptions (a
+//!   head (`200`, or `101` to a WebSocket upgrade) is written once every shard sees the subscriptions (a
 //!   publish after it, from anywhere, reaches the stream), then the rest.
 //!
 //! Publishers have no mailbox (their answers go straight to the stream, in
@@ -394,6 +394,7 @@ impl HttpGlue {
         }
         let (_, client_id) = ctx.assign_client_number();
         let mailbox = ctx.register(Protocol::Http, client_id);
+        mailbox.http_ws.set(s.websocket);
         mailbox.peer.set(conn.transport.peer_addr());
         *mailbox.identity.borrow_mut() = Some(authorized.identity.clone());
         let grants = authorized.grants.clone();

@@ -90,9 +90,11 @@ enum OutItem {
         subject: Rc<[u8]>,
     },
     /// An event for an HTTP subscriber; `id` 0: stamped when written.
+    /// `ws`: as a WebSocket text message, else a Server-Sent Event.
     Http {
         event: Event,
         id: u64,
+        ws: bool,
     },
     /// An unacknowledged delivery resent after reconnection, with its
     /// original packet id and DUP, or its PUBREL (MQTT-4.4.0-1).
@@ -119,7 +121,7 @@ impl OutItem {
                 sid,
                 subject,
             } => nats::deliver::wire_len(event, subject.len(), sid),
-            OutItem::Http { event, .. } => crate::http::deliver::wire_len(event),
+            OutItem::Http { event, ws, .. } => crate::http::deliver::wire_len(event, *ws),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
             OutItem::Short(_, len) | OutItem::Gated(_, len) => usize::from(*len),
@@ -192,6 +194,9 @@ pub struct Mailbox {
     /// MQTT 5 Subscription Identifiers by filter (only for subscriptions
     /// that set one; empty, unallocated, otherwise).
     pub sub_identifiers: RefCell<hashbrown::HashMap<Box<str>, u32>>,
+    /// An HTTP subscriber over WebSocket: its events are text messages
+    /// (`http::deliver::write_ws`), not Server-Sent Events.
+    pub http_ws: Cell<bool>,
     /// A will waiting for its Will Delay Interval (MQTT-3.1.3-9).
     pub pending_will: RefCell<Option<Event>>,
     /// Persistence on and the session persistent: where its records go
@@ -248,6 +253,7 @@ impl Mailbox {
             detached: Cell::new(false),
             expiry_s: Cell::new(None),
             sub_identifiers: RefCell::default(),
+            http_ws: Cell::new(false),
             pending_will: RefCell::new(None),
             journal: RefCell::new(None),
             journaled: Cell::new(false),
@@ -380,7 +386,7 @@ impl Mailbox {
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
             DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
-            DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event),
+            DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event, self.http_ws.get()),
         };
         let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
         if too_large || event.expired() {
@@ -423,10 +429,16 @@ impl Mailbox {
         let item = match how {
             // An HTTP subscriber's subscriptions are MQTT-shaped: the
             // router delivers to it as to an MQTT session.
-            DeliverAs::Mqtt { .. } if self.protocol == Protocol::Http => {
-                OutItem::Http { event, id: 0 }
-            }
-            DeliverAs::Http { id } => OutItem::Http { event, id },
+            DeliverAs::Mqtt { .. } if self.protocol == Protocol::Http => OutItem::Http {
+                event,
+                id: 0,
+                ws: self.http_ws.get(),
+            },
+            DeliverAs::Http { id } => OutItem::Http {
+                event,
+                id,
+                ws: self.http_ws.get(),
+            },
             DeliverAs::Mqtt { qos, retain } => {
                 let seq = self.journal_queued(qos, &event);
                 OutItem::Event {
@@ -574,7 +586,7 @@ impl Mailbox {
                     sid,
                     subject,
                 } => nats::deliver::write(&event, buf, &subject, &sid),
-                OutItem::Http { event, id } => crate::http::deliver::write(&event, id, buf),
+                OutItem::Http { event, id, ws } => crate::http::deliver::write(&event, id, ws, buf),
                 OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
@@ -728,148 +740,4 @@ fn short(frame: &[u8]) -> [u8; INLINE_BYTES] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::task::Waker;
-
-    fn mqtt(qos: u8) -> DeliverAs {
-        DeliverAs::Mqtt { qos, retain: false }
-    }
-
-    fn cx() -> Context<'static> {
-        Context::from_waker(Waker::noop())
-    }
-
-    fn limits() -> Limits {
-        Limits {
-            queued_messages_max: 2,
-            queued_bytes_max: 1024,
-            qos1_queued_messages_max: 3,
-            qos1_queued_bytes_max: 2048,
-            inflight_max: 1,
-            ..Limits::default()
-        }
-    }
-
-    #[test]
-    fn qos0_overflow_drops_and_counts() {
-        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
-        let l = limits();
-        let e = Event::new("t", b"x", 0, false);
-        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Dropped);
-        assert_eq!(s.dropped.get(), 1);
-        let l2 = Limits {
-            slow_consumer_policy: SlowConsumerPolicy::Disconnect,
-            ..l
-        };
-        assert_eq!(s.deliver(e, mqtt(0), &l2), Delivery::SlowConsumer);
-    }
-
-    #[test]
-    fn qos1_congests_then_disconnects() {
-        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
-        let l = limits();
-        let e = Event::new("t", b"x", 1, false);
-        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
-        assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Congested);
-        assert_eq!(s.deliver(e, mqtt(1), &l), Delivery::SlowConsumer);
-    }
-
-    #[test]
-    fn window_and_acks() {
-        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
-        let l = limits();
-        let e = Event::new("t", b"x", 1, false);
-        s.deliver(e.clone(), mqtt(1), &l);
-        s.deliver(e.clone(), mqtt(1), &l);
-        let mut buf = Vec::new();
-        assert_eq!(
-            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
-            Poll::Ready(true)
-        );
-        assert_eq!(
-            buf.len(),
-            mqtt::deliver::wire_len(&e, 1),
-            "window of 1 lets one through"
-        );
-        buf.clear();
-        assert_eq!(
-            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
-            Poll::Pending
-        );
-        assert!(!s.acknowledge(2));
-        assert!(s.acknowledge(1));
-        assert_eq!(
-            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
-            Poll::Ready(true)
-        );
-        assert_eq!(s.queued(), (0, 0));
-        s.close(CloseReason::PeerClosed);
-        buf.clear();
-        assert_eq!(
-            s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
-            Poll::Ready(false)
-        );
-    }
-
-    /// Every packet `poll_batch` writes, as (kind, dup, packet id, topic).
-    fn written(s: &Mailbox, l: &Limits) -> Vec<(u8, bool, u16, String)> {
-        use crate::mqtt::codec::{decode, DecodeLimits, Packet};
-        let mut buf = Vec::new();
-        let mut batch = Vec::new();
-        while let Poll::Ready(true) = s.poll_batch(&mut cx(), &mut batch, l, &mut Vec::new()) {
-            buf.append(&mut batch);
-        }
-        let limits = DecodeLimits {
-            packet_bytes_max: 1 << 20,
-            filters_per_packet_max: 8,
-        };
-        let mut at = 0;
-        let mut packets = Vec::new();
-        while at < buf.len() {
-            let (p, used) = decode(&buf[at..], &limits).unwrap().expect("whole packets");
-            packets.push(match p {
-                Packet::Publish(p) => (3, p.dup, p.packet_id, p.topic.to_owned()),
-                Packet::ConnAck { .. } => (2, false, 0, String::new()),
-                other => panic!("unexpected {other:?}"),
-            });
-            at += used;
-        }
-        packets
-    }
-
-    /// MQTT-3.2.0-1 and MQTT-4.4.0-1: a resumed session whose
-    /// subscriptions deliver while it is installed writes nothing before
-    /// its CONNACK, then its resends with their ids, then what came
-    /// meanwhile, with a new id.
-    #[test]
-    fn nothing_before_the_connack_and_resends_before_new_deliveries() {
-        let l = Limits {
-            inflight_max: 16,
-            ..Limits::default()
-        };
-        // The previous connection: one QoS 1 delivery in flight (id 1).
-        let old = Mailbox::new(0, Protocol::Mqtt, "c".into());
-        old.deliver(Event::new("old", b"x", 1, false), mqtt(1), &l);
-        assert_eq!(written(&old, &l), [(3, false, 1, "old".into())]);
-        let backlog = old.take_backlog();
-
-        let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
-        s.await_greeting();
-        s.deliver(Event::new("new", b"y", 1, false), mqtt(1), &l);
-        assert_eq!(written(&s, &l), [], "nothing before the CONNACK");
-        s.send(&[0x20, 2, 1, 0]);
-        s.restore_backlog(backlog);
-        assert_eq!(
-            written(&s, &l),
-            [
-                (2, false, 0, String::new()),
-                (3, true, 1, "old".into()),
-                (3, false, 2, "new".into()),
-            ]
-        );
-    }
-}
+mod tests;

@@ -32,6 +32,9 @@ pub struct Weft {
     /// or `--mqtt-ws-listen` / `--nats-ws-listen` is set.
     pub mqtt_ws: Option<SocketAddr>,
     pub nats_ws: Option<SocketAddr>,
+    /// The HTTP edge (`weft: http listening on ADDR`), when `http.listen`
+    /// or `--http-listen` is set: with port 0, the port it got.
+    pub http: Option<SocketAddr>,
     /// The router's stderr lines, when captured.
     pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
     /// Set by the stderr reader at the end of the stream (when captured).
@@ -168,6 +171,12 @@ impl Weft {
         };
         let expects_mqtt_ws = expects_ws("mqtt", "--mqtt-ws-listen");
         let expects_nats_ws = expects_ws("nats", "--nats-ws-listen");
+        let expects_http = table
+            .get("http")
+            .and_then(|h| h.get("listen"))
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| !l.is_empty())
+            || launch.args.iter().any(|a| a.starts_with("--http-listen"));
         let toml = table.to_string();
         let config = write_config(&toml);
         let mut command = match launch.prefix.split_first() {
@@ -262,6 +271,8 @@ impl Weft {
         };
         let mqtt_ws = expects_mqtt_ws.then(|| ws_line("mqtt ws listening on "));
         let nats_ws = expects_nats_ws.then(|| ws_line("nats ws listening on "));
+        // The HTTP line comes after the WebSocket ones.
+        let http = expects_http.then(|| ws_line("http listening on "));
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
@@ -274,6 +285,7 @@ impl Weft {
             mesh,
             mqtt_ws,
             nats_ws,
+            http,
             stderr,
             stderr_ended,
             config_path: config.0.clone(),

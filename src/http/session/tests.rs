@@ -245,3 +245,136 @@ fn cloudevents_in_every_mode_and_their_errors() {
         assert!(requests(out).is_empty());
     }
 }
+
+fn bytes(out: &Actions<Request>) -> Vec<u8> {
+    let mut all = Vec::new();
+    for a in &out.list {
+        if let Action::Write { from, to } = a {
+            all.extend_from_slice(&out.bytes[*from..*to]);
+        }
+    }
+    all
+}
+
+/// A client's (masked) frame.
+fn client_frame(opcode: crate::ws::frame::Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    crate::ws::frame::encode_frame(&mut f, true, opcode, payload, Some([1, 2, 3, 4]));
+    f
+}
+
+const UPGRADE: &[u8] = b"GET /v1/subscribe?filter=a%2F%2B HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A machine with its WebSocket stream open (the 101 checked).
+fn upgraded(now: Instant) -> HttpSession {
+    let mut m = machine(now);
+    let (out, used) = feed(&mut m, UPGRADE, now);
+    assert_eq!(used, UPGRADE.len());
+    let [Request::Subscribe(s)] = &requests(out)[..] else {
+        panic!("one subscribe")
+    };
+    assert!(s.websocket);
+    assert_eq!(&s.filters[..], [Box::from("a/+")]);
+    let mut out = Actions::default();
+    m.answer(Answer::Stream, now, &mut out);
+    let head = written(&out);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    // RFC 6455 §1.3's example key and answer.
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert_eq!(out.closed(), None);
+    m
+}
+
+#[test]
+fn a_websocket_subscribe_pings_answers_pings_and_closes_with_1000() {
+    use crate::ws::frame::Opcode;
+    let now = Instant::now();
+    let mut m = upgraded(now);
+    let beat = m.next_deadline().unwrap();
+    assert_eq!(beat, now + Duration::from_millis(15_000));
+    let mut out = Actions::default();
+    m.handle_timeout(beat, &mut out);
+    assert_eq!(bytes(&out), [0x89, 0x00], "an empty ping");
+    // A ping split over two reads: answered once whole.
+    let ping = client_frame(Opcode::Ping, b"hey");
+    let (out, used) = feed(&mut m, &ping[..3], beat);
+    assert_eq!((used, out.list.len()), (0, 0));
+    let (out, used) = feed(&mut m, &ping, beat);
+    assert_eq!(used, ping.len());
+    assert_eq!(bytes(&out), b"\x8a\x03hey", "its pong");
+    let (out, used) = feed(&mut m, &client_frame(Opcode::Pong, b""), beat);
+    assert_eq!((used, out.list.len()), (6, 0));
+    let close = client_frame(Opcode::Close, &1001u16.to_be_bytes());
+    let (out, _) = feed(&mut m, &close, beat);
+    assert_eq!(bytes(&out), [0x88, 0x02, 0x03, 0xe8], "close 1000");
+    assert_eq!(out.closed(), Some(CloseReason::ClientDisconnect));
+}
+
+#[test]
+fn a_websocket_subscribe_refuses_bad_frames_and_client_data() {
+    use crate::ws::frame::Opcode;
+    let now = Instant::now();
+    let close_code = |out: &Actions<Request>| {
+        let b = bytes(out);
+        assert_eq!(b[0], 0x88, "a close frame: {b:?}");
+        u16::from_be_bytes([b[2], b[3]])
+    };
+    // Unmasked: 1002.
+    let mut m = upgraded(now);
+    let mut unmasked = Vec::new();
+    crate::ws::frame::encode(&mut unmasked, Opcode::Ping, b"");
+    let (out, _) = feed(&mut m, &unmasked, now);
+    assert_eq!(close_code(&out), 1002);
+    assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
+    // Text, binary (even its header alone): 1003.
+    let text = client_frame(Opcode::Text, b"hello");
+    let binary = client_frame(Opcode::Binary, &[0; 300]);
+    for frame in [&text[..], &binary[..], &binary[..8]] {
+        let mut m = upgraded(now);
+        let (out, used) = feed(&mut m, frame, now);
+        assert_eq!(used, frame.len());
+        assert_eq!(close_code(&out), 1003);
+        assert_eq!(out.closed(), Some(CloseReason::ProtocolError));
+    }
+    // Ended elsewhere: a close frame says why, once.
+    let mut m = upgraded(now);
+    let mut out = Actions::default();
+    m.closing(CloseReason::ServerShutdown, &mut out);
+    assert_eq!(close_code(&out), 1001);
+    let mut out = Actions::default();
+    m.closing(CloseReason::PeerClosed, &mut out);
+    assert!(out.list.is_empty());
+}
+
+#[test]
+fn bad_websocket_upgrades_get_400_or_426_and_the_connection_goes_on() {
+    let now = Instant::now();
+    let version = b"GET /v1/subscribe?filter=a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    let no_key = b"GET /v1/subscribe?filter=a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let no_connection = b"GET /v1/subscribe?filter=a HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let no_filter = b"GET /v1/subscribe HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let cases: [(&[u8], &str); 4] = [
+        (version, "426"),
+        (no_key, "400"),
+        (no_connection, "400"),
+        (no_filter, "400"),
+    ];
+    for (req, status) in cases {
+        let mut m = machine(now);
+        let (out, _) = feed(&mut m, req, now);
+        let text = written(&out);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert_eq!(
+            text.contains("Sec-WebSocket-Version: 13\r\n"),
+            status == "426",
+            "{text}"
+        );
+        assert!(requests(out).is_empty());
+        // Not upgraded: the next request is HTTP.
+        let (out, _) = feed(&mut m, b"GET /nowhere HTTP/1.1\r\n\r\n", now);
+        assert!(written(&out).starts_with("HTTP/1.1 404 "));
+    }
+}

@@ -1,0 +1,156 @@
+//! Unit tests of the mailbox: queue accounting, the slow-consumer
+//! decision, batching and the MQTT window, with no socket and no executor.
+
+use super::*;
+use std::task::Waker;
+
+fn mqtt(qos: u8) -> DeliverAs {
+    DeliverAs::Mqtt { qos, retain: false }
+}
+
+fn cx() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+fn limits() -> Limits {
+    Limits {
+        queued_messages_max: 2,
+        queued_bytes_max: 1024,
+        qos1_queued_messages_max: 3,
+        qos1_queued_bytes_max: 2048,
+        inflight_max: 1,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn qos0_overflow_drops_and_counts() {
+    let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    let l = limits();
+    let e = Event::new("t", b"x", 0, false);
+    assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Dropped);
+    assert_eq!(s.dropped.get(), 1);
+    let l2 = Limits {
+        slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+        ..l
+    };
+    assert_eq!(s.deliver(e, mqtt(0), &l2), Delivery::SlowConsumer);
+}
+
+#[test]
+fn qos1_congests_then_disconnects() {
+    let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    let l = limits();
+    let e = Event::new("t", b"x", 1, false);
+    assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e.clone(), mqtt(1), &l), Delivery::Congested);
+    assert_eq!(s.deliver(e, mqtt(1), &l), Delivery::SlowConsumer);
+}
+
+#[test]
+fn window_and_acks() {
+    let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    let l = limits();
+    let e = Event::new("t", b"x", 1, false);
+    s.deliver(e.clone(), mqtt(1), &l);
+    s.deliver(e.clone(), mqtt(1), &l);
+    let mut buf = Vec::new();
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!(
+        buf.len(),
+        mqtt::deliver::wire_len(&e, 1),
+        "window of 1 lets one through"
+    );
+    buf.clear();
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Pending
+    );
+    assert!(!s.acknowledge(2));
+    assert!(s.acknowledge(1));
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!(s.queued(), (0, 0));
+    s.close(CloseReason::PeerClosed);
+    buf.clear();
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Ready(false)
+    );
+}
+
+/// Every packet `poll_batch` writes, as (kind, dup, packet id, topic).
+fn written(s: &Mailbox, l: &Limits) -> Vec<(u8, bool, u16, String)> {
+    use crate::mqtt::codec::{decode, DecodeLimits, Packet};
+    let mut buf = Vec::new();
+    let mut batch = Vec::new();
+    while let Poll::Ready(true) = s.poll_batch(&mut cx(), &mut batch, l, &mut Vec::new()) {
+        buf.append(&mut batch);
+    }
+    let limits = DecodeLimits {
+        packet_bytes_max: 1 << 20,
+        filters_per_packet_max: 8,
+    };
+    let mut at = 0;
+    let mut packets = Vec::new();
+    while at < buf.len() {
+        let (p, used) = decode(&buf[at..], &limits).unwrap().expect("whole packets");
+        packets.push(match p {
+            Packet::Publish(p) => (3, p.dup, p.packet_id, p.topic.to_owned()),
+            Packet::ConnAck { .. } => (2, false, 0, String::new()),
+            other => panic!("unexpected {other:?}"),
+        });
+        at += used;
+    }
+    packets
+}
+
+/// MQTT-3.2.0-1 and MQTT-4.4.0-1: a resumed session whose
+/// subscriptions deliver while it is installed writes nothing before
+/// its CONNACK, then its resends with their ids, then what came
+/// meanwhile, with a new id.
+#[test]
+fn nothing_before_the_connack_and_resends_before_new_deliveries() {
+    let l = Limits {
+        inflight_max: 16,
+        ..Limits::default()
+    };
+    // The previous connection: one QoS 1 delivery in flight (id 1).
+    let old = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    old.deliver(Event::new("old", b"x", 1, false), mqtt(1), &l);
+    assert_eq!(written(&old, &l), [(3, false, 1, "old".into())]);
+    let backlog = old.take_backlog();
+
+    let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    s.await_greeting();
+    s.deliver(Event::new("new", b"y", 1, false), mqtt(1), &l);
+    assert_eq!(written(&s, &l), [], "nothing before the CONNACK");
+    s.send(&[0x20, 2, 1, 0]);
+    s.restore_backlog(backlog);
+    assert_eq!(
+        written(&s, &l),
+        [
+            (2, false, 0, String::new()),
+            (3, true, 1, "old".into()),
+            (3, false, 2, "new".into()),
+        ]
+    );
+}
+
+#[test]
+fn an_http_item_does_not_grow_the_queue_entry() {
+    // The largest variant (a NATS delivery) sets the size of every queued
+    // item; an HTTP one (its `ws` flag included) fits beside it.
+    let nats = std::mem::size_of::<(Event, Rc<str>, Rc<[u8]>)>();
+    let http = std::mem::size_of::<(Event, u64, bool)>();
+    assert!(http <= nats, "{http} > {nats}");
+    assert!(std::mem::size_of::<OutItem>() <= nats + 8);
+}
