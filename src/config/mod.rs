@@ -420,7 +420,13 @@ impl Config {
                 "NATS is disabled (nats.enabled = false)",
             ));
         }
-        self.refuse_open_listeners(mqtt_listen, nats_listen, http_listen, mqtt_ws_listen, nats_ws_listen)?;
+        self.refuse_open_listeners(
+            mqtt_listen,
+            nats_listen,
+            http_listen,
+            mqtt_ws_listen,
+            nats_ws_listen,
+        )?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
         if mesh.is_some() && shards >= crate::topic::trie::SHARDS_MAX {
