@@ -20,7 +20,6 @@
 use smallvec::SmallVec;
 
 use super::request;
-use super::session::Request;
 use crate::session::{Actions, CloseReason};
 use crate::ws::frame::{
     self, CloseCode, Decoder, Item, Opcode, Role, CONTROL_PAYLOAD_BYTES_MAX, HEADER_BYTES_MAX,
@@ -89,10 +88,13 @@ impl Default for WsStream {
     }
 }
 
+// Generic over the session's request type: this mode only writes and
+// closes, and naming `session::Request` would make an import cycle
+// (`session` drives this module).
 impl WsStream {
     /// Reads the client's next frame from `buf`: the bytes used, or None
     /// when more are needed.
-    pub fn feed(&mut self, buf: &[u8], out: &mut Actions<Request>) -> Option<usize> {
+    pub fn feed<R>(&mut self, buf: &[u8], out: &mut Actions<R>) -> Option<usize> {
         if self.closed {
             return (!buf.is_empty()).then_some(buf.len());
         }
@@ -136,7 +138,7 @@ impl WsStream {
     }
 
     /// A quiet stream's keep-alive.
-    pub fn heartbeat(&self, out: &mut Actions<Request>) {
+    pub fn heartbeat<R>(&self, out: &mut Actions<R>) {
         if !self.closed {
             out.write(|b| frame::encode(b, Opcode::Ping, b""));
         }
@@ -145,7 +147,7 @@ impl WsStream {
     /// The connection ends for `reason`, decided elsewhere (shutdown, a
     /// slow consumer, a revoked user): a close frame says so, unless one
     /// went out already or the socket is gone.
-    pub fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+    pub fn closing<R>(&mut self, reason: CloseReason, out: &mut Actions<R>) {
         let code = match reason {
             CloseReason::PeerClosed | CloseReason::ReadError | CloseReason::WriteError => return,
             CloseReason::ServerShutdown => CloseCode::GOING_AWAY,
@@ -157,7 +159,7 @@ impl WsStream {
         }
     }
 
-    fn close(&mut self, out: &mut Actions<Request>, code: CloseCode, reason: &str) {
+    fn close<R>(&mut self, out: &mut Actions<R>, code: CloseCode, reason: &str) {
         self.closed = true;
         out.write(|b| frame::encode_close(b, code, reason));
     }
