@@ -20,11 +20,9 @@ if ! "$venv/bin/python" -c 'import nats, nkeys, paho.mqtt, requests, cloudevents
 fi
 export WEFT_PYTHON="$PWD/$venv/bin/python"
 
-# The README's walkthroughs (tests/readme.rs) run mosquitto_sub/_pub, curl
-# and openssl, as a reader would.
+# The README's walkthroughs (tests/readme.rs) run weft pub / weft sub,
+# curl and openssl, as a reader would.
 missing=()
-command -v mosquitto_sub >/dev/null && command -v mosquitto_pub >/dev/null ||
-    missing+=(mosquitto-clients)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 # tests/pubsub_cli.rs runs weft pub / weft sub against mosquitto and
@@ -40,9 +38,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
         $SUDO apt-get install -y "${missing[@]}" ||
             { $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"; } ||
-            echo "scripts/test.sh: could not install ${missing[*]}; tests/readme.rs will fail" >&2
+            echo "scripts/test.sh: could not install ${missing[*]}; the tests that need them will fail" >&2
     else
-        echo "scripts/test.sh: tests/readme.rs needs ${missing[*]}: install them" \
+        echo "scripts/test.sh: the tests need ${missing[*]}: install them" \
             "(Debian/Ubuntu: sudo apt-get install ${missing[*]}); it fails without them" >&2
     fi
 fi
