@@ -323,18 +323,14 @@ fn cloudevents_sdk_posts_over_http_to_mqtt5_and_nats() {
     let python = std::env::var("WEFT_PYTHON").unwrap_or_else(|_| {
         panic!("WEFT_PYTHON is not set: run the tests with scripts/test.sh, which installs the CloudEvents SDK")
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let weft = Weft::start(2, &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let weft = Weft::start(2, "[http]\nlisten = \"127.0.0.1:0\"\n");
+    let http = weft.http.expect("the router announced its HTTP listener");
     let out = std::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/py/cloudevents_http.py"
         ))
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(http.to_string())
         .arg(weft.addr.ip().to_string())
         .arg(weft.addr.port().to_string())
         .arg(weft.nats.to_string())
