@@ -164,6 +164,9 @@ impl WsStream {
     /// while the buffer held many: the client idled with data in hand,
     /// the server's socket filled, and the broker dropped QoS 0 messages.
     fn fill(&mut self, out: &mut [u8], now: bool) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
         loop {
             let n = self.take_buffered(out)?;
             if n > 0 || self.closed {
