@@ -156,26 +156,28 @@ impl WsStream {
         Ok(true)
     }
 
-    /// Reads into `out`: decoded bytes, else one read of the socket (not
-    /// waiting when `now`).
+    /// Reads into `out`: every payload byte already buffered (across as
+    /// many frames as are decoded), else one read of the socket (not
+    /// waiting when `now`), as a plain socket's read returns all it holds.
+    /// Returning one frame per call instead made the subscriber's
+    /// coalescing pause (it sleeps after a small read) run once per frame
+    /// while the buffer held many: the client idled with data in hand,
+    /// the server's socket filled, and the broker dropped QoS 0 messages.
     fn fill(&mut self, out: &mut [u8], now: bool) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
         loop {
-            if !self.data.is_empty() {
-                let n = self.data.len().min(out.len());
-                out[..n].copy_from_slice(&self.buf[self.data.start..self.data.start + n]);
-                self.data.start += n;
+            let n = self.take_buffered(out)?;
+            if n > 0 || self.closed {
                 return Ok(n);
-            }
-            if self.closed {
-                return Ok(0);
-            }
-            if self.step()? {
-                continue;
             }
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
-            } else if self.end == self.buf.len() {
+            } else if self.start > 0 && self.buf.len() - self.end < self.buf.len() / 2 {
+                // Only a partial frame is left here: move it to the front
+                // so that the next read gets a large room, not a sliver.
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
@@ -193,6 +195,26 @@ impl WsStream {
             }
             self.end += n;
         }
+    }
+
+    /// Copies the decoded payload bytes in the buffer to `out`, decoding
+    /// frame after frame until `out` is full or only a partial header is
+    /// left; no socket read.
+    fn take_buffered(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < out.len() {
+            if self.data.is_empty() {
+                if self.closed || !self.step()? {
+                    break;
+                }
+                continue;
+            }
+            let k = self.data.len().min(out.len() - n);
+            out[n..n + k].copy_from_slice(&self.buf[self.data.start..self.data.start + k]);
+            self.data.start += k;
+            n += k;
+        }
+        Ok(n)
     }
 
     /// A read that does not wait: `WouldBlock` when nothing is there.
@@ -233,5 +255,74 @@ impl Write for WsStream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A client stream whose buffer already holds `wire` (as bytes read
+    /// with the upgrade's response would), over a connected loopback
+    /// socket that stays silent.
+    fn client_holding(wire: &[u8]) -> (WsStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 4096];
+        buf[..wire.len()].copy_from_slice(wire);
+        let limits = frame::Limits {
+            frame_bytes_max: 1 << 20,
+            message_bytes_max: 1 << 20,
+            text_allowed: true,
+        };
+        let ws = WsStream {
+            tcp,
+            decoder: Decoder::new(Role::Client, limits),
+            buf,
+            start: 0,
+            end: wire.len(),
+            data: 0..0,
+            out: Vec::new(),
+            mask_state: 1,
+            closed: false,
+        };
+        (ws, server)
+    }
+
+    /// Several frames already buffered come back in one read, as a plain
+    /// socket's read returns all it holds: one frame per read made the
+    /// subscriber pause after each (issue 14's 1 KiB WebSocket stall).
+    #[test]
+    fn one_read_returns_every_buffered_frame() {
+        let mut wire = Vec::new();
+        let payloads: [&[u8]; 3] = [b"first ", b"second ", b"third"];
+        for p in payloads {
+            frame::encode(&mut wire, Opcode::Binary, p);
+        }
+        // A partial header of a fourth frame: not data yet.
+        wire.push(0x82);
+        let (mut ws, _server) = client_holding(&wire);
+        let mut out = [0u8; 64];
+        let n = ws.read_now(&mut out).unwrap();
+        assert_eq!(&out[..n], b"first second third");
+        // Nothing more is buffered and the socket is silent.
+        let e = ws.read_now(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// A read stops where `out` is full; the rest follows.
+    #[test]
+    fn a_short_read_leaves_the_rest_buffered() {
+        let mut wire = Vec::new();
+        frame::encode(&mut wire, Opcode::Binary, b"abcd");
+        frame::encode(&mut wire, Opcode::Binary, b"efgh");
+        let (mut ws, _server) = client_holding(&wire);
+        let mut out = [0u8; 6];
+        let n = ws.read_now(&mut out).unwrap();
+        assert_eq!(&out[..n], b"abcdef");
+        let n = ws.read_now(&mut out).unwrap();
+        assert_eq!(&out[..n], b"gh");
     }
 }

@@ -235,3 +235,61 @@ fn a_flood_of_empty_frames_yields_the_shard() {
         "600 empty frames in turns of 256: it yielded {yields} times"
     );
 }
+
+/// Counts its wakes.
+struct Count(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Count {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A socket that takes part of a frame then is full: the write reports
+/// the frame (it is held whole), the flush does not report it flushed
+/// while the socket holds the rest back, and the writer is woken when the
+/// socket drains (the path a 1 KiB WebSocket stall was first suspected on;
+/// the stall was in the bench client, `bench::ws`).
+#[test]
+fn a_full_socket_wakes_the_writer_when_it_drains() {
+    use std::sync::atomic::Ordering;
+    let (server_end, client) = pair(100);
+    let ws = Ws::new(server_end, limits(), &[]);
+    let count = std::sync::Arc::new(Count(0.into()));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let data = vec![5u8; 1000];
+    assert!(matches!(
+        ws.poll_write(&mut cx, &data),
+        Poll::Ready(Ok(1000))
+    ));
+    assert_eq!(client.readable(), 100, "the socket took part of the frame");
+    let mut wire = Vec::new();
+    let mut wakes = 0;
+    loop {
+        match ws.poll_flush(&mut cx) {
+            Poll::Ready(r) => break r.unwrap(),
+            Poll::Pending => {
+                assert_eq!(
+                    client.readable(),
+                    100,
+                    "pending only while the socket is full"
+                );
+                let before = count.0.load(Ordering::SeqCst);
+                client_reads(&client, &mut wire);
+                assert!(
+                    count.0.load(Ordering::SeqCst) > before,
+                    "the drain woke the writer"
+                );
+                wakes += 1;
+                assert!(wakes < 100, "never flushed");
+            }
+        }
+    }
+    client_reads(&client, &mut wire);
+    assert!(
+        wakes >= 9,
+        "1000 bytes through a 100-byte socket: {wakes} wakes"
+    );
+    assert_eq!(frames(&wire), vec![(Opcode::Binary, data)]);
+}
