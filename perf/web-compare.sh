@@ -46,22 +46,13 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 cargo build --release --bin weft >&2
 
-WORK=$(mktemp -d)
+# perf/lib.sh: the work folder and its removal at exit, wait_port.
+. perf/lib.sh
 PIDS=()
-cleanup() {
+cleanup() { # (replaces lib.sh's: this script starts several processes)
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    return 1
 }
 
 W_MQTT=18931 W_WS=18932 W_HTTP=18933

@@ -37,19 +37,9 @@ const BETWEEN_STEPS: u64 = 40;
 /// the skip (stderr and `WEFT_SKIP_REPORT`). Returns `None` for `start`.
 fn skip(test: &str, reason: &str) -> Option<Triangle> {
     let line = format!("mesh_netns::{test}: {reason}; needs root and iproute2");
-    if std::env::var("WEFT_NETNS_REQUIRED").is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("{line} (WEFT_NETNS_REQUIRED is set: this machine must run it)");
-    }
-    eprintln!("SKIPPED: {line}");
-    if let Some(path) = std::env::var_os("WEFT_SKIP_REPORT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("WEFT_SKIP_REPORT {path:?}: {e}"));
-        writeln!(f, "{line}").expect("write the skip report");
-    }
+    let required = env_flag("WEFT_NETNS_REQUIRED")
+        .then_some("WEFT_NETNS_REQUIRED is set: this machine must run it");
+    report_skip(&line, required);
     None
 }
 

@@ -1444,3 +1444,29 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+/// A test that cannot run on this machine: with `required` (why this
+/// machine must run it) it fails; otherwise it says so on stderr and
+/// appends `line` to the file `WEFT_SKIP_REPORT` names (scripts/test.sh
+/// prints those after cargo's summary), so a skip never reads as a pass.
+pub fn report_skip(line: &str, required: Option<&str>) {
+    if let Some(why) = required {
+        panic!("{line} ({why})");
+    }
+    eprintln!("SKIPPED: {line}");
+    if let Some(path) = std::env::var_os("WEFT_SKIP_REPORT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("WEFT_SKIP_REPORT {path:?}: {e}"));
+        writeln!(f, "{line}").expect("write the skip report");
+    }
+}
+
+/// Whether the environment variable `name` is set to something other than
+/// empty or "0" (WEFT_NETNS_REQUIRED, WEFT_BROWSER_REQUIRED).
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}

@@ -53,18 +53,9 @@ pub(crate) fn missing() -> Option<String> {
 pub(crate) fn skipped(test: &str) -> bool {
     let Some(what) = missing() else { return false };
     let line = format!("browser::{test}: missing {what}; scripts/browser-setup.sh installs them");
-    if std::env::var("WEFT_BROWSER_REQUIRED").is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("{line} (WEFT_BROWSER_REQUIRED is set: this machine must run it)");
-    }
-    eprintln!("SKIPPED: {line}");
-    if let Some(path) = std::env::var_os("WEFT_SKIP_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("WEFT_SKIP_REPORT {path:?}: {e}"));
-        writeln!(f, "{line}").expect("write the skip report");
-    }
+    let required = env_flag("WEFT_BROWSER_REQUIRED")
+        .then_some("WEFT_BROWSER_REQUIRED is set: this machine must run it");
+    report_skip(&line, required);
     true
 }
 
