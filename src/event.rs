@@ -180,6 +180,20 @@ impl Event {
     }
 }
 
+/// Whether a name and value can be written as one NATS (or HTTP) header
+/// line: the name a token (visible ASCII, no `:`), the value with no
+/// control character but tab. MQTT 5 user properties and AMQP
+/// application properties may hold anything; a pair that fails this is
+/// not written as a header, so that a publisher cannot add lines (CR LF)
+/// or split a name (`:`) in a NATS subscriber's header block.
+pub fn header_safe(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 /// The `name: value` fields of a NATS header block (`NATS/1.0...\r\n\r\n`,
 /// as [`EventMeta::headers`] holds it), names and values trimmed; the
 /// status line and lines without a colon are skipped. (Here, beside the

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use super::{is_structured_content_type, valid_name, CeError, REQUIRED, SPECVERSION};
-use crate::event::EventMeta;
+use crate::event::{header_safe, EventMeta};
 
 use crate::event::header_fields;
 
@@ -137,14 +137,16 @@ pub fn nats_headers(meta: &EventMeta) -> Option<Vec<u8>> {
             }
             field(&["Content-Type"], content_type);
             for (k, v) in &meta.user_properties {
-                field(&[k], v);
+                if header_safe(k, v) {
+                    field(&[k], v);
+                }
             }
         }
         Form::Binary(attributes) => {
             for (k, v) in &meta.user_properties {
                 if valid_name(k) {
                     field(&[HEADER_PREFIX, k], &encode_value(v));
-                } else {
+                } else if header_safe(k, v) {
                     field(&[k], v);
                 }
             }

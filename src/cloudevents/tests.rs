@@ -442,6 +442,20 @@ fn nats_headers_round_trip() {
         nats_headers(&structured).unwrap(),
         b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\n\r\n"
     );
+    // Nor a user property that would add a line or split a name.
+    let props = EventMeta {
+        content_type: Some("application/cloudevents+json".into()),
+        user_properties: vec![
+            ("k".into(), "v\r\nX-Injected: 1".into()),
+            ("a:b".into(), "c".into()),
+            ("ok".into(), "yes".into()),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        nats_headers(&props).unwrap(),
+        b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\nok: yes\r\n\r\n"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! one with its `Content-Type` header; a NATS publisher's headers pass as
 //! they are. Only events with metadata get there.
 
-use crate::event::Event;
+use crate::event::{header_safe, Event};
 use crate::nats::{codec, subject};
 use crate::topic::client_topic;
 
@@ -45,6 +45,7 @@ pub fn wire_len(event: &Event, subject_len: usize, sid: &str) -> usize {
         m.response_topic.as_ref().map_or(0, |r| r.len() + 1)
             + m.user_properties
                 .iter()
+                .filter(|(k, v)| header_safe(k, v))
                 .map(|(k, v)| k.len() + v.len() + 4)
                 .sum::<usize>()
             + if m.user_properties.is_empty() {
@@ -90,7 +91,7 @@ fn reply_and_headers(event: &Event) -> (Option<String>, Option<Vec<u8>>) {
     }
     let headers = (m.headers.is_none() && !m.user_properties.is_empty()).then(|| {
         let mut h = b"NATS/1.0\r\n".to_vec();
-        for (k, v) in &m.user_properties {
+        for (k, v) in m.user_properties.iter().filter(|(k, v)| header_safe(k, v)) {
             h.extend_from_slice(k.as_bytes());
             h.extend_from_slice(b": ");
             h.extend_from_slice(v.as_bytes());
@@ -131,6 +132,29 @@ mod tests {
         assert_eq!(out.len(), wire_len(&e, subject.len(), "7"));
         let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
         assert!(plain.meta.is_none(), "empty metadata costs nothing");
+    }
+
+    #[test]
+    fn user_properties_cannot_add_header_lines() {
+        let e = Event::new("a", b"hi", 0, false).with_meta(EventMeta {
+            user_properties: vec![
+                ("ok".into(), "fine".into()),
+                ("evil\r\nInjected".into(), "1".into()),
+                ("k".into(), "v\r\nInjected: yes".into()),
+                ("split:name".into(), "x".into()),
+            ],
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let subject = subject(&e);
+        write(&e, &mut out, &subject, "1");
+        assert_eq!(
+            out,
+            b"HMSG a 1 22 24\r\nNATS/1.0\r\nok: fine\r\n\r\nhi\r\n".as_slice()
+        );
+        // The queue's byte count is an upper bound for HMSG (room for the
+        // two lengths' digits), never less than what is written.
+        assert!(out.len() <= wire_len(&e, subject.len(), "1"));
     }
 
     #[test]
