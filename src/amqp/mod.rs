@@ -1,0 +1,3 @@
+pub mod address;
+pub mod message;
+pub mod outbound;
