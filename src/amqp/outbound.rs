@@ -85,6 +85,9 @@ struct Link {
     /// A flow to send (echo asked, or a drain finished).
     flow_due: bool,
     queue: VecDeque<Waiting>,
+    /// The first this many of `queue` are resends (released, modified),
+    /// in delivery order: later resends go after them, before the rest.
+    resends: usize,
 }
 
 #[derive(Debug)]
@@ -232,6 +235,7 @@ impl Outbound {
             drain: false,
             flow_due: false,
             queue: VecDeque::new(),
+            resends: 0,
         });
     }
 
@@ -275,7 +279,7 @@ impl Outbound {
     }
 
     /// Queues a delivery again (a durable link's kept backlog, a resend):
-    /// `front` puts it before what waits already.
+    /// `front` puts it after the resends waiting, before the rest.
     pub fn enqueue_counted(
         &mut self,
         channel: u16,
@@ -296,7 +300,8 @@ impl Outbound {
             delivery_count,
         };
         if front {
-            link.queue.push_front(w);
+            link.queue.insert(link.resends, w);
+            link.resends += 1;
         } else {
             link.queue.push_back(w);
         }
@@ -415,7 +420,7 @@ impl Outbound {
             }
         }
         // Sent again before what waits, oldest first.
-        for (_, u) in requeue.into_iter().rev() {
+        for (_, u) in requeue {
             if self.enqueue_counted(channel, u.handle, u.event, u.qos, u.delivery_count, true) {
                 done.requeued += 1;
             }
@@ -475,6 +480,10 @@ impl Outbound {
                     l.drain,
                     l.queue.len() as u32,
                 );
+                if credit == 0 {
+                    // The drain is answered by this flow (drain set).
+                    l.drain = false;
+                }
                 if let Some(s) = self.sessions.iter().find(|s| s.channel == channel) {
                     write_flow(buf, s, handle, count, credit, available, drain);
                 }
@@ -511,6 +520,7 @@ impl Outbound {
         }
         let l = &mut self.links[at];
         let w = l.queue.pop_front().expect("front exists");
+        l.resends = l.resends.saturating_sub(1);
         l.credit -= 1;
         l.delivery_count = l.delivery_count.wrapping_add(1);
         let handle = l.handle;
@@ -556,6 +566,14 @@ impl Outbound {
         true
     }
 
+    /// weft's next transfer-id on a session (the machine's flows carry it).
+    pub fn next_outgoing_id(&self, channel: u16) -> Option<u32> {
+        self.sessions
+            .iter()
+            .find(|s| s.channel == channel)
+            .map(|s| s.next_outgoing_id)
+    }
+
     fn session_mut(&mut self, channel: u16) -> Option<&mut Session> {
         self.sessions.iter_mut().find(|s| s.channel == channel)
     }
@@ -585,7 +603,6 @@ impl Outbound {
 fn finish_drain(l: &mut Link) {
     l.delivery_count = l.delivery_count.wrapping_add(l.credit);
     l.credit = 0;
-    l.drain = false;
     l.flow_due = true;
 }
 

@@ -297,7 +297,7 @@ impl Mailbox {
     /// Whether the protocol tells the client why it is closed (NATS
     /// `-ERR`, MQTT 5 DISCONNECT); MQTT 3.1.1 has no such packet.
     pub fn sends_last_words(&self) -> bool {
-        self.protocol == Protocol::Nats || self.version() == 5
+        matches!(self.protocol, Protocol::Nats | Protocol::Amqp) || self.version() == 5
     }
 
     /// MQTT protocol level: 4 (3.1.1) or 5.

@@ -20,6 +20,7 @@ pub mod ctx;
 pub mod driver;
 pub mod driver_http;
 pub mod driver_mqtt;
+pub mod driver_amqp;
 pub mod driver_nats;
 pub mod durable_ack;
 pub mod hold;

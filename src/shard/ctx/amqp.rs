@@ -46,7 +46,6 @@ impl ShardCtx {
             qos,
             filter: filter.into(),
             group: group.clone(),
-            durable: None,
         });
         session.amqp_attach(channel, handle, qos);
         let key = self.table.insert_amqp_link(link.clone());

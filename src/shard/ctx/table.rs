@@ -38,9 +38,6 @@ pub struct AmqpLink {
     pub qos: u8,
     pub filter: Box<str>,
     pub group: Option<Arc<str>>,
-    /// Durable (`{container-id}/{link name}`): kept when the link detaches
-    /// without closing.
-    pub durable: Option<Box<str>>,
 }
 
 /// What a key of the shard's table (and of the trie) names.

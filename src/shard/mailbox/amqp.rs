@@ -77,6 +77,11 @@ impl Mailbox {
         self.with_amqp(|a| a.set_incoming(channel, next_incoming_id, incoming_window));
     }
 
+    /// weft's next transfer-id on a session.
+    pub fn amqp_next_outgoing_id(&self, channel: u16) -> Option<u32> {
+        self.out.borrow().amqp.as_ref()?.next_outgoing_id(channel)
+    }
+
     pub fn amqp_end(&self, channel: u16) -> Leftover {
         self.with_amqp(|a| a.end(channel)).unwrap_or_default()
     }
