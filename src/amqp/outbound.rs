@@ -216,8 +216,11 @@ impl Outbound {
             let s = self.sessions.swap_remove(at);
             self.unsettled -= s.unsettled.len();
             left.unsettled += s.unsettled.len();
-            left.events
-                .extend(s.unsettled.into_values().map(|u| (u.event, u.qos, u.delivery_count)));
+            left.events.extend(
+                s.unsettled
+                    .into_values()
+                    .map(|u| (u.event, u.qos, u.delivery_count)),
+            );
         }
         left
     }

@@ -495,10 +495,7 @@ impl Config {
         };
         let amqp = match (self.amqp.tls, &mqtt) {
             (true, None) => {
-                return Err(invalid(
-                    "amqp.tls",
-                    "needs mqtt.tls.cert and mqtt.tls.key",
-                ))
+                return Err(invalid("amqp.tls", "needs mqtt.tls.cert and mqtt.tls.key"))
             }
             (true, Some(t)) => Some(t.clone()),
             (false, _) => None,

@@ -251,5 +251,7 @@ fn amqp_keys_are_checked_naming_the_key() {
     let e = resolve("[amqp]\nlisten = \"0.0.0.0:5672\"\n").unwrap_err();
     assert!(e.to_string().contains("amqp.listen = 0.0.0.0:5672"), "{e}");
     assert_eq!(resolve("").unwrap(), None, "off by default");
-    assert!(resolve("[amqp]\nlisten = \"127.0.0.1:0\"\n").unwrap().is_some());
+    assert!(resolve("[amqp]\nlisten = \"127.0.0.1:0\"\n")
+        .unwrap()
+        .is_some());
 }

@@ -32,9 +32,7 @@ use super::mailbox::Protocol;
 use super::stats::Counters;
 use super::transport::{self, Transport};
 use crate::amqp::outbound::Outcome as OutboundOutcome;
-use crate::amqp::session::{
-    Ack, AmqpLimits, AmqpSession, Outcome, Request, Settings, Subscribed,
-};
+use crate::amqp::session::{Ack, AmqpLimits, AmqpSession, Outcome, Request, Settings, Subscribed};
 use crate::event::Event;
 use crate::security::accounts::Space;
 use crate::security::{Credentials, Peer};
@@ -247,8 +245,7 @@ impl Glue<AmqpSession> for AmqpGlue {
                 checked,
                 durable: _,
             } => {
-                if mailbox.amqp_links.borrow().len() >= ctx.limits().subscriptions_per_session_max
-                {
+                if mailbox.amqp_links.borrow().len() >= ctx.limits().subscriptions_per_session_max {
                     machine.subscribed(link, Subscribed::TooMany, Instant::now(), out);
                     return true;
                 }
@@ -284,7 +281,8 @@ impl Glue<AmqpSession> for AmqpGlue {
                 if let Some((id, window)) = machine.incoming(channel) {
                     mailbox.amqp_set_incoming(channel, id, window);
                 }
-                let link = link.map(|l| (l.handle, l.delivery_count, l.link_credit, l.drain, l.echo));
+                let link =
+                    link.map(|l| (l.handle, l.delivery_count, l.link_credit, l.drain, l.echo));
                 mailbox.amqp_flow(channel, next_incoming_id, incoming_window, link);
                 if let Some(next) = mailbox.amqp_next_outgoing_id(channel) {
                     machine.set_outgoing(channel, next, u32::MAX);

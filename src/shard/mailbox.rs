@@ -623,12 +623,8 @@ impl Mailbox {
             if let Some(amqp) = out.amqp.as_deref_mut() {
                 // After the queue: a link's attach is queued there before
                 // its first credit, so before its first transfer.
-                out.bytes -= amqp.write(
-                    buf,
-                    limits.write_batch_bytes_max,
-                    limits.inflight_max,
-                    born,
-                );
+                out.bytes -=
+                    amqp.write(buf, limits.write_batch_bytes_max, limits.inflight_max, born);
             }
         }
         debug_assert_eq!(

@@ -197,7 +197,10 @@ fn echo_answers_with_the_link_state() {
     let Performative::Flow(flow) = &sent[0].performative else {
         panic!("a flow")
     };
-    assert_eq!((flow.next_incoming_id, flow.incoming_window), (Some(7), 100));
+    assert_eq!(
+        (flow.next_incoming_id, flow.incoming_window),
+        (Some(7), 100)
+    );
     assert_eq!((flow.delivery_count, flow.link_credit), (Some(0), Some(4)));
     assert!(!flow.drain && !flow.echo);
     assert!(write(&mut o).is_empty(), "once");
@@ -233,7 +236,10 @@ fn rejected_and_undeliverable_here_are_returned() {
     let mut o = outbound(3);
     credit(&mut o, 10, false, false);
     write(&mut o);
-    assert_eq!(o.settle(CH, 0, 0, true, Some(Outcome::Rejected)).rejected, 1);
+    assert_eq!(
+        o.settle(CH, 0, 0, true, Some(Outcome::Rejected)).rejected,
+        1
+    );
     let here = Outcome::Modified {
         delivery_failed: false,
         undeliverable_here: true,

@@ -110,10 +110,7 @@ impl ShardCtx {
             }
             None => {
                 let queued = (left.events.len() - left.unsettled) as u64;
-                Counters::add(
-                    &self.counters.amqp_dropped_unsettled,
-                    left.unsettled as u64,
-                );
+                Counters::add(&self.counters.amqp_dropped_unsettled, left.unsettled as u64);
                 session.dropped.set(session.dropped.get() + queued);
             }
         }
