@@ -127,10 +127,13 @@ pub struct LinkFlow {
 }
 
 /// An unsettled message to answer with `accepted` or `rejected`.
+/// (`handle` is an addition to the contract: the answer gives the
+/// message's credit back to its link.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub channel: u16,
     pub delivery_id: u32,
+    pub handle: u32,
 }
 
 /// The router's answer to a `Subscribe`.
@@ -252,9 +255,15 @@ enum LinkState {
 struct Incoming {
     /// The internal topic, or None on an anonymous link.
     topic: Option<String>,
-    /// Credit left, and the sender's delivery-count as weft counted it.
+    /// Credit left (as weft's last flow said, less the deliveries since),
+    /// and the sender's delivery-count as weft counted it.
     credit: u32,
     delivery_count: u32,
+    /// Deliveries taken (pre-settled: published; unsettled: answered)
+    /// whose credit is not granted again yet: given back in one flow per
+    /// `sender_credit / 2`. An unsettled message holds its credit until
+    /// the glue answers it, so credit is a QoS 1 publisher's window.
+    taken: u32,
     /// The delivery being assembled from several frames.
     partial: Option<Partial>,
     /// Its bytes; kept between messages (capacity bounded by
@@ -480,6 +489,7 @@ impl AmqpSession {
             return;
         }
         out.write(|b| frame::write_accepted(b, ack.channel, ack.delivery_id, ack.delivery_id));
+        self.give_back(ack.channel, ack.handle, out);
     }
 
     /// An unsettled message could not be taken: `rejected` with the
@@ -496,6 +506,7 @@ impl AmqpSession {
             return;
         }
         Self::write_rejected(out, ack, condition, description);
+        self.give_back(ack.channel, ack.handle, out);
     }
 
     fn write_rejected(

@@ -176,6 +176,7 @@ impl AmqpSession {
             topic,
             credit,
             delivery_count: attach.initial_delivery_count.unwrap_or(0),
+            taken: 0,
             partial: None,
             buffer: Vec::new(),
         };
@@ -458,6 +459,7 @@ impl AmqpSession {
         let ack = (!settled).then_some(Ack {
             channel,
             delivery_id: partial.delivery_id,
+            handle,
         });
         // A single-frame message is read from the frame itself.
         let bytes = if incoming.buffer.is_empty() {
@@ -469,10 +471,6 @@ impl AmqpSession {
         let result =
             message::to_event(bytes, incoming.topic.as_deref(), qos, origin, &topic_limits);
         incoming.buffer.clear();
-        let replenish = incoming.credit <= limits.sender_credit / 2;
-        if replenish {
-            incoming.credit = limits.sender_credit;
-        }
         let anonymous = incoming.topic.is_none();
         match result {
             Ok(event) => {
@@ -488,7 +486,15 @@ impl AmqpSession {
                         Self::write_rejected(out, ack, "amqp:unauthorized-access", &description);
                     }
                 } else {
+                    let answered_later = ack.is_some();
                     out.request(Request::Publish { event, ack });
+                    if answered_later {
+                        // The credit comes back with `accepted`/`rejected`.
+                        if window_low {
+                            self.write_credit(channel, handle, out);
+                        }
+                        return;
+                    }
                 }
             }
             Err(message::MessageError(why)) => match ack {
@@ -505,9 +511,38 @@ impl AmqpSession {
                 }
             },
         }
-        if replenish || window_low {
+        if !self.give_back(channel, handle, out) && window_low {
             self.write_credit(channel, handle, out);
         }
+    }
+
+    /// A delivery on a client's sender link was taken: its credit is
+    /// granted again, in one flow per half of `sender_credit` (or at
+    /// once when none is left). Whether a flow was written.
+    pub(super) fn give_back(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        out: &mut Actions<Request>,
+    ) -> bool {
+        let half = (self.settings.limits.sender_credit / 2).max(1);
+        let Some(Link {
+            state: LinkState::Incoming(incoming),
+        }) = self
+            .session_mut(channel)
+            .and_then(|s| s.links.get_mut(handle as usize))
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        incoming.taken += 1;
+        if incoming.taken < half && incoming.credit > 0 {
+            return false;
+        }
+        incoming.credit += incoming.taken;
+        incoming.taken = 0;
+        self.write_credit(channel, handle, out);
+        true
     }
 }
 
