@@ -222,8 +222,12 @@ enum Phase {
     /// SASL header exchanged: sasl-init is due.
     SaslInit,
     /// An `Authenticate` awaits its answer (SASL, or `bare` AMQP header).
+    /// `header`: the client sent the AMQP header already, before the
+    /// sasl-outcome (it pipelines, as some clients do). The glue answers
+    /// before the next frame is fed (as for NATS CONNECT).
     Authenticating {
         bare: bool,
+        header: bool,
     },
     /// SASL done: the AMQP header is due.
     AmqpHeader,
@@ -452,16 +456,18 @@ impl AmqpSession {
         _now: Instant,
         out: &mut Actions<Request>,
     ) {
-        let Phase::Authenticating { bare } = self.phase else {
+        let Phase::Authenticating { bare, header } = self.phase else {
             return;
         };
         self.identity = Some(identity);
         self.grants = (!grants.is_allow_all()).then_some(grants);
-        if bare {
+        if !bare {
+            Self::sasl_outcome(out, SaslCode::Ok);
+        }
+        if bare || header {
             out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
             self.phase = Phase::Open;
         } else {
-            Self::sasl_outcome(out, SaslCode::Ok);
             self.phase = Phase::AmqpHeader;
         }
     }
@@ -470,7 +476,7 @@ impl AmqpSession {
     /// after a bare AMQP header, the SASL header: SASL is required), then
     /// close.
     pub fn refused(&mut self, _now: Instant, out: &mut Actions<Request>) {
-        let Phase::Authenticating { bare } = self.phase else {
+        let Phase::Authenticating { bare, .. } = self.phase else {
             return;
         };
         if bare {
@@ -545,10 +551,25 @@ impl AmqpSession {
                 self.phase = Phase::SaslInit;
             }
             (Phase::Header, ProtocolHeader::Amqp) if self.settings.anonymous => {
-                self.phase = Phase::Authenticating { bare: true };
+                self.phase = Phase::Authenticating {
+                    bare: true,
+                    header: true,
+                };
                 out.request(Request::Authenticate {
                     credentials: Box::default(),
                 });
+            }
+            (
+                Phase::Authenticating {
+                    bare: false,
+                    header: false,
+                },
+                ProtocolHeader::Amqp,
+            ) => {
+                self.phase = Phase::Authenticating {
+                    bare: false,
+                    header: true,
+                };
             }
             (Phase::AmqpHeader, ProtocolHeader::Amqp) => {
                 out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
@@ -611,7 +632,10 @@ impl AmqpSession {
                 return;
             }
         };
-        self.phase = Phase::Authenticating { bare: false };
+        self.phase = Phase::Authenticating {
+            bare: false,
+            header: false,
+        };
         out.request(Request::Authenticate {
             credentials: Box::new(credentials),
         });
@@ -866,16 +890,24 @@ impl Machine for AmqpSession {
 
     fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Packet<'a>, usize)>, FrameError> {
         match self.phase {
-            Phase::Header | Phase::AmqpHeader => {
-                Ok(frame::decode_header(buf).map(|(h, used)| (Packet::Header(h), used)))
-            }
+            Phase::Header
+            | Phase::AmqpHeader
+            | Phase::Authenticating {
+                bare: false,
+                header: false,
+            } => Ok(frame::decode_header(buf).map(|(h, used)| (Packet::Header(h), used))),
             _ => frame::decode_frame(buf, self.settings.limits.max_frame_size),
         }
     }
 
     fn packet_len(&self, buf: &[u8]) -> usize {
         match self.phase {
-            Phase::Header | Phase::AmqpHeader => 0,
+            Phase::Header
+            | Phase::AmqpHeader
+            | Phase::Authenticating {
+                bare: false,
+                header: false,
+            } => 0,
             _ => frame::frame_len(buf),
         }
     }

@@ -357,6 +357,29 @@ fn anonymous_mechanism_only_where_allowed() {
 }
 
 #[test]
+fn amqp_header_sent_before_the_outcome_waits_for_it() {
+    let mut c = Conn::new(false);
+    let mut bytes = frame::SASL_HEADER.to_vec();
+    bytes.extend_from_slice(&plain("guest", "secret"));
+    bytes.extend_from_slice(&frame::AMQP_HEADER);
+    c.feed(&bytes);
+    assert!(c.out.closed().is_none(), "{:?}", c.out.list);
+    assert!(matches!(c.requests()[..], [Request::Authenticate { .. }]));
+    c.out.clear();
+    c.m.authenticated(identity(), Arc::new(Grants::allow_all()), c.now, &mut c.out);
+    let frames = c.frames();
+    assert!(
+        matches!(frames[..], [Out::Outcome(SaslCode::Ok), Out::Header(h)] if h == frame::AMQP_HEADER),
+        "{frames:?}"
+    );
+    c.send(0, open(4096, None));
+    assert!(matches!(
+        c.frames()[..],
+        [Out::Frame(0, Performative::Open(_))]
+    ));
+}
+
+#[test]
 fn refused_credentials_answer_auth_and_close() {
     let mut c = Conn::new(false);
     c.feed(&frame::SASL_HEADER).feed(&plain("guest", "wrong"));
