@@ -343,6 +343,10 @@ pub fn to_event(
     }
     if let Some(ap) = application_properties {
         for (key, value) in ap.0.into_inner() {
+            // The body section says what the body is, not a property.
+            if key == BODY_PROPERTY {
+                continue;
+            }
             let key = match key
                 .strip_prefix(CLOUDEVENTS_PREFIX)
                 .or_else(|| key.strip_prefix(CLOUDEVENTS_PREFIX_JMS))

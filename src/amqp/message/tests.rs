@@ -638,7 +638,7 @@ fn malformed_sections_are_refused() {
     );
     // A descriptor nested past the bound.
     let mut deep = vec![0x00, 0x53, 0x77];
-    deep.extend(std::iter::repeat(0x00).take(100));
+    deep.extend(std::iter::repeat_n(0x00, 100));
     deep.push(0x40);
     assert_eq!(refused(&deep), "described values nest too deep");
 }
