@@ -87,3 +87,18 @@ pub fn seeds() -> Vec<Vec<u8>> {
     seeds.push(written(&event, 1, 0));
     seeds
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds are messages weft reads, not refusals: the fuzzer starts
+    /// from the paths past the scan.
+    #[test]
+    fn seeds_are_read() {
+        for seed in seeds() {
+            let r = to_event(&seed, Some("t"), 0, Origin::ROUTER, &LIMITS);
+            assert!(r.is_ok(), "{r:?}: {seed:02x?}");
+        }
+    }
+}
