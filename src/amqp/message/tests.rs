@@ -488,6 +488,24 @@ fn bodies() {
     );
 }
 
+/// A client's application property named `amqp-body` does not change
+/// how the body is read or written: the body section says what it is.
+#[test]
+fn amqp_body_is_not_taken_from_application_properties() {
+    let mut ap = ApplicationProperties::default();
+    ap.0.insert(BODY_PROPERTY.into(), SimpleValue::String("value".into()));
+    let mut m = message();
+    m.application_properties = Some(ap);
+    // A data body that happens to be an AMQP encoding (str8 "hi").
+    m.body = Body::Data(vec![Data(Binary::from(b"\xa1\x02hi".to_vec()))].into());
+    let e = event_of(&encoded(m));
+    assert!(e.meta.is_none(), "{:?}", user_properties(&e));
+    assert_eq!(
+        decoded(&written(&e, 0, 0)).body,
+        Body::Data(vec![Data(Binary::from(b"\xa1\x02hi".to_vec()))].into())
+    );
+}
+
 /// Every section fe2o3 writes is read (annotations and footer dropped),
 /// with symbolic descriptors too.
 #[test]
