@@ -180,21 +180,36 @@ fn amqp_waits_for_credit_within_the_queue_limits() {
     let mut buf = Vec::new();
     let mut born = Vec::new();
     assert!(
-        s.poll_batch(&mut cx(), &mut buf, &l, &mut born).is_pending(),
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born)
+            .is_pending(),
         "no credit: nothing to write"
     );
     s.amqp_flow(0, Some(0), 100, Some((1, Some(0), 1, false, false)));
-    assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l, &mut born), Poll::Ready(true));
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
     assert_eq!(born.len(), 1, "one transfer: one credit");
     assert_eq!(s.queued().0, 2);
     // The unsettled bound (inflight_max 1) holds the next one back even
     // with credit, until the client settles.
     s.amqp_flow(0, Some(1), 100, Some((1, Some(1), 5, false, false)));
     buf.clear();
-    assert!(s.poll_batch(&mut cx(), &mut buf, &l, &mut born).is_pending());
-    let done = s.amqp_settle(0, 0, 0, true, Some(crate::amqp::outbound::Outcome::Accepted));
+    assert!(s
+        .poll_batch(&mut cx(), &mut buf, &l, &mut born)
+        .is_pending());
+    let done = s.amqp_settle(
+        0,
+        0,
+        0,
+        true,
+        Some(crate::amqp::outbound::Outcome::Accepted),
+    );
     assert_eq!(done.accepted, 1);
-    assert_eq!(s.poll_batch(&mut cx(), &mut buf, &l, &mut born), Poll::Ready(true));
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
     assert_eq!(born.len(), 2);
     // A link that goes away leaves what waits and what is unsettled.
     let left = s.amqp_detach(0, 1);
