@@ -68,9 +68,7 @@ fn trace(wire: &[u8], limits: Limits, chunk: usize) -> Trace {
             }
             Some(Item::Ping(r)) => seen.push(Seen::Ping(buf[r].to_vec())),
             Some(Item::Pong(r)) => seen.push(Seen::Pong(buf[r].to_vec())),
-            Some(Item::Close { code, reason }) => {
-                seen.push(Seen::Close(code, buf[reason].to_vec()))
-            }
+            Some(Item::Close { code, reason }) => seen.push(Seen::Close(code, buf[reason].to_vec())),
             None => {}
         }
         buf.drain(..step.consumed);
@@ -101,14 +99,7 @@ pub fn check(data: &[u8]) {
             }
         }
     }
-    let round = trace(
-        &again,
-        Limits {
-            text_allowed: false,
-            ..limits
-        },
-        again.len().max(1),
-    );
+    let round = trace(&again, Limits { text_allowed: false, ..limits }, again.len().max(1));
     assert_eq!(round.error, None);
     assert_eq!(round.seen, expected, "re-encoded messages");
 }
@@ -118,28 +109,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let mut fragmented = vec![1u8];
     encode_frame(&mut fragmented, false, Opcode::Text, "hé".as_bytes(), mask);
     encode_frame(&mut fragmented, true, Opcode::Ping, b"p", mask);
-    encode_frame(
-        &mut fragmented,
-        true,
-        Opcode::Continuation,
-        "llo €".as_bytes(),
-        mask,
-    );
-    encode_frame(
-        &mut fragmented,
-        true,
-        Opcode::Close,
-        &1000u16.to_be_bytes(),
-        mask,
-    );
+    encode_frame(&mut fragmented, true, Opcode::Continuation, "llo €".as_bytes(), mask);
+    encode_frame(&mut fragmented, true, Opcode::Close, &1000u16.to_be_bytes(), mask);
     let mut binary = vec![0u8];
-    encode_frame(
-        &mut binary,
-        true,
-        Opcode::Binary,
-        &[0x10, 0x0c, 0, 4, b'M', b'Q'],
-        mask,
-    );
+    encode_frame(&mut binary, true, Opcode::Binary, &[0x10, 0x0c, 0, 4, b'M', b'Q'], mask);
     encode_frame(&mut binary, true, Opcode::Binary, &[7; 300], mask);
     encode_frame(&mut binary, true, Opcode::Pong, b"", mask);
     let mut unmasked = vec![0u8];
