@@ -212,6 +212,17 @@ pub const FIRST_OUTGOING_ID: u32 = 0;
 /// weft's incoming window per session: the link credit is the bound that
 /// matters, so the window is wide and refreshed when half is used.
 const INCOMING_WINDOW: u32 = i32::MAX as u32;
+/// Messages' worth of bytes (`message_bytes_max` each) a connection may
+/// hold in assembly at once, across its links: without it, every link of
+/// every session could hold a message's worth.
+const ASSEMBLY_MESSAGES_MAX: usize = 4;
+/// A link's assembly buffer is kept between messages up to this capacity
+/// (a big message's buffer is freed once it is taken).
+const KEPT_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// The shortest heartbeat interval weft keeps, whatever the client's
+/// idle-time-out asks (a tiny one would make weft write empty frames in a
+/// loop).
+const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -311,6 +322,9 @@ pub struct AmqpSession {
     idle_deadline: Option<Instant>,
     /// Indexed by channel (<= channel_max), grown as used.
     sessions: Vec<Option<Session>>,
+    /// Bytes held in the links' assembly buffers (bounded by
+    /// `ASSEMBLY_MESSAGES_MAX` messages).
+    assembly_bytes: usize,
     /// What broke the rules, for the close's log line.
     error: Option<String>,
 }
@@ -339,6 +353,7 @@ impl AmqpSession {
             next_heartbeat: None,
             idle_deadline: None,
             sessions: Vec::new(),
+            assembly_bytes: 0,
             error: None,
         };
         session.heard(now);
@@ -403,6 +418,17 @@ impl AmqpSession {
     /// A connection error: `close` with `condition` (after weft's `open`
     /// if it was not sent), then the socket closes.
     fn fail(&mut self, condition: &'static str, description: String, out: &mut Actions<Request>) {
+        self.fail_for(CloseReason::ProtocolError, condition, description, out);
+    }
+
+    /// A close of weft's, with its reason for the metrics.
+    fn fail_for(
+        &mut self,
+        reason: CloseReason,
+        condition: &'static str,
+        description: String,
+        out: &mut Actions<Request>,
+    ) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -417,7 +443,7 @@ impl AmqpSession {
         }
         self.error = Some(format!("{condition}: {description}"));
         self.phase = Phase::Closed;
-        out.close(CloseReason::ProtocolError);
+        out.close(reason);
     }
 
     /// An unsettled message was taken: `accepted`, settled.
@@ -518,18 +544,21 @@ impl AmqpSession {
             return;
         };
         for (handle, link) in session.links.iter().enumerate() {
-            if let Some(Link {
-                state: LinkState::Outgoing { reply: None },
-            }) = link
-            {
-                let link = LinkRef {
-                    channel,
-                    handle: handle as u32,
-                };
-                out.request(Request::Unsubscribe {
-                    link,
-                    closed: false,
-                });
+            match link.as_ref().map(|l| &l.state) {
+                Some(LinkState::Outgoing { .. }) => {
+                    let link = LinkRef {
+                        channel,
+                        handle: handle as u32,
+                    };
+                    out.request(Request::Unsubscribe {
+                        link,
+                        closed: false,
+                    });
+                }
+                Some(LinkState::Incoming(incoming)) => {
+                    self.assembly_bytes -= incoming.buffer.len();
+                }
+                _ => {}
             }
         }
         Self::write_performative(out, channel, Performative::End(End { error: None }));
@@ -743,8 +772,15 @@ impl Machine for AmqpSession {
             return;
         }
         if self.idle_deadline.is_some_and(|d| now >= d) {
+            // Silent past weft's idle-time-out: during the handshake, it
+            // is the time a connection has to open.
+            let reason = if self.phase == Phase::Opened {
+                CloseReason::KeepAliveTimeout
+            } else {
+                CloseReason::ConnectTimeout
+            };
             let description = "idle timeout".to_string();
-            self.fail("amqp:resource-limit-exceeded", description, out);
+            self.fail_for(reason, "amqp:resource-limit-exceeded", description, out);
             return;
         }
         if let (Some(due), Some(every)) = (self.next_heartbeat, self.heartbeat) {

@@ -11,7 +11,7 @@ use fe2o3_amqp_types::performatives::{ChannelMax, MaxFrameSize, Open, Performati
 use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
 use serde_amqp::primitives::{Array, Symbol};
 
-use super::{AmqpSession, Phase, Request};
+use super::{AmqpSession, Phase, Request, HEARTBEAT_MIN};
 use crate::amqp::frame::{self, ProtocolHeader, TYPE_SASL};
 use crate::security::{Credentials, Grants, Identity};
 use crate::session::{Actions, CloseReason};
@@ -206,7 +206,7 @@ impl AmqpSession {
         self.heartbeat = open
             .idle_time_out
             .filter(|&ms| ms > 0)
-            .map(|ms| Duration::from_millis(u64::from(ms) / 2).max(Duration::from_millis(1)));
+            .map(|ms| Duration::from_millis(u64::from(ms) / 2).max(HEARTBEAT_MIN));
         self.write_open(out);
         self.phase = Phase::Opened;
     }
