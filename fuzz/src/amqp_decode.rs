@@ -66,13 +66,25 @@ impl Run {
     /// would (appending to the same actions, checked again).
     fn after(&mut self, out: &mut Actions<Request>) {
         if self.closed {
-            assert!(out.list.is_empty(), "actions after the close: {:?}", out.list);
+            assert!(
+                out.list.is_empty(),
+                "actions after the close: {:?}",
+                out.list
+            );
             return;
         }
-        let closes = out.list.iter().filter(|a| matches!(a, Action::Close(_))).count();
+        let closes = out
+            .list
+            .iter()
+            .filter(|a| matches!(a, Action::Close(_)))
+            .count();
         assert!(closes <= 1, "{:?}", out.list);
         if closes == 1 {
-            assert!(matches!(out.list.last(), Some(Action::Close(_))), "{:?}", out.list);
+            assert!(
+                matches!(out.list.last(), Some(Action::Close(_))),
+                "{:?}",
+                out.list
+            );
             self.closed = true;
             return;
         }
@@ -82,16 +94,24 @@ impl Run {
             match action {
                 Action::Request(Request::Subscribe { link, .. }) => {
                     assert_eq!(i + 1, last, "a Subscribe is last");
-                    let answer = if self.yes { Subscribed::Yes } else { Subscribed::TooMany };
+                    let answer = if self.yes {
+                        Subscribed::Yes
+                    } else {
+                        Subscribed::TooMany
+                    };
                     let mut answer_out = Actions::default();
                     self.m.subscribed(*link, answer, self.now, &mut answer_out);
                 }
                 Action::Request(Request::Authenticate { .. }) => {
                     let mut answer_out = Actions::default();
                     if self.yes {
-                        let identity = Identity { user: None, account: "default".into() };
+                        let identity = Identity {
+                            user: None,
+                            account: "default".into(),
+                        };
                         let grants = Arc::new(Grants::allow_all());
-                        self.m.authenticated(identity, grants, self.now, &mut answer_out);
+                        self.m
+                            .authenticated(identity, grants, self.now, &mut answer_out);
                     } else {
                         self.m.refused(self.now, &mut answer_out);
                         self.closed = true;
@@ -110,7 +130,10 @@ impl Run {
 fn session(first: u8, wire: &[u8]) {
     let settings = Settings {
         limits: LIMITS,
-        topic_limits: TopicLimits { topic_bytes_max: 64, topic_levels_max: 8 },
+        topic_limits: TopicLimits {
+            topic_bytes_max: 64,
+            topic_levels_max: 8,
+        },
         anonymous: first & 2 != 0,
         container_id: "weft-fuzz".into(),
         origin: Origin::ROUTER,
@@ -122,7 +145,11 @@ fn session(first: u8, wire: &[u8]) {
         yes: first & 4 == 0,
         now: start,
     };
-    let header: &[u8] = if first & 1 == 0 { &frame::AMQP_HEADER } else { &frame::SASL_HEADER };
+    let header: &[u8] = if first & 1 == 0 {
+        &frame::AMQP_HEADER
+    } else {
+        &frame::SASL_HEADER
+    };
     let mut input = header.to_vec();
     input.extend_from_slice(wire);
     let mut at = 0;
@@ -154,7 +181,11 @@ fn session(first: u8, wire: &[u8]) {
         }
         // What a piece did not complete waits for the next: the driver
         // keeps it (here: the next piece starts where decoding stopped).
-        at = if fed == at { end.max(at + 1).min(input.len()) } else { fed };
+        at = if fed == at {
+            end.max(at + 1).min(input.len())
+        } else {
+            fed
+        };
         if run.closed {
             break;
         }
@@ -266,4 +297,54 @@ pub fn seeds() -> Vec<Vec<u8>> {
     cut.extend_from_slice(open);
     cut.extend_from_slice(b"\x00\x00\x00\x0e\x02\x00\x00\x00\x00\x53\x11\xc0\x05\x04");
     vec![bare, with_sasl, oversize, cut]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds reach the machine's depths: the bare session publishes
+    /// its transfer, subscribes its receiver and ends with the client's
+    /// close (so the fuzzer starts from inputs past the handshake).
+    #[test]
+    fn bare_seed_reaches_publish_subscribe_and_close() {
+        let seed = &seeds()[0];
+        let settings = Settings {
+            limits: LIMITS,
+            topic_limits: TopicLimits {
+                topic_bytes_max: 64,
+                topic_levels_max: 8,
+            },
+            anonymous: true,
+            container_id: "weft-fuzz".into(),
+            origin: Origin::ROUTER,
+        };
+        let now = Instant::now();
+        let mut m = AmqpSession::new(settings, now);
+        let mut input = frame::AMQP_HEADER.to_vec();
+        input.extend_from_slice(&seed[1..]);
+        let (mut at, mut seen) = (0, Vec::new());
+        let mut out = Actions::default();
+        while let Ok(Some(used)) = m.feed(&input[at..], now, &mut out) {
+            at += used;
+            for action in std::mem::take(&mut out.list) {
+                match action {
+                    Action::Request(Request::Authenticate { .. }) => {
+                        let identity = Identity {
+                            user: None,
+                            account: "default".into(),
+                        };
+                        m.authenticated(identity, Arc::new(Grants::allow_all()), now, &mut out);
+                        seen.push("authenticate");
+                    }
+                    Action::Request(Request::Publish { .. }) => seen.push("publish"),
+                    Action::Request(Request::Subscribe { .. }) => seen.push("subscribe"),
+                    Action::Close(_) => seen.push("close"),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(seen, ["authenticate", "publish", "subscribe", "close"]);
+        assert_eq!(at, input.len());
+    }
 }

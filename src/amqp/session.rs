@@ -36,18 +36,16 @@ use std::time::{Duration, Instant};
 
 use fe2o3_amqp_types::definitions::{Error as AmqpErrorList, ErrorCondition, Handle, Role};
 use fe2o3_amqp_types::messaging::{DeliveryState, Rejected};
-use fe2o3_amqp_types::performatives::{
-    Attach, Begin, ChannelMax, Close, Disposition, End, Flow, MaxFrameSize, Open, Performative,
-};
-use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
-use serde_amqp::primitives::{Array, Symbol};
+use fe2o3_amqp_types::performatives::{Attach, Begin, Close, Disposition, End, Flow, Performative};
+use serde_amqp::primitives::Symbol;
 
-use super::frame::{self, FrameError, Packet, ProtocolHeader, TYPE_AMQP, TYPE_SASL};
+use super::frame::{self, FrameError, Packet, TYPE_AMQP, TYPE_SASL};
 use crate::event::{Event, Origin};
 use crate::security::{Credentials, Denied, Grants, Identity};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
 use crate::topic::TopicLimits;
 
+mod handshake;
 mod links;
 
 /// The `[amqp]` limits a connection is held to (filled from the
@@ -214,6 +212,17 @@ pub const FIRST_OUTGOING_ID: u32 = 0;
 /// weft's incoming window per session: the link credit is the bound that
 /// matters, so the window is wide and refreshed when half is used.
 const INCOMING_WINDOW: u32 = i32::MAX as u32;
+/// Messages' worth of bytes (`message_bytes_max` each) a connection may
+/// hold in assembly at once, across its links: without it, every link of
+/// every session could hold a message's worth.
+const ASSEMBLY_MESSAGES_MAX: usize = 4;
+/// A link's assembly buffer is kept between messages up to this capacity
+/// (a big message's buffer is freed once it is taken).
+const KEPT_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// The shortest heartbeat interval weft keeps, whatever the client's
+/// idle-time-out asks (a tiny one would make weft write empty frames in a
+/// loop).
+const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -313,6 +322,9 @@ pub struct AmqpSession {
     idle_deadline: Option<Instant>,
     /// Indexed by channel (<= channel_max), grown as used.
     sessions: Vec<Option<Session>>,
+    /// Bytes held in the links' assembly buffers (bounded by
+    /// `ASSEMBLY_MESSAGES_MAX` messages).
+    assembly_bytes: usize,
     /// What broke the rules, for the close's log line.
     error: Option<String>,
 }
@@ -341,6 +353,7 @@ impl AmqpSession {
             next_heartbeat: None,
             idle_deadline: None,
             sessions: Vec::new(),
+            assembly_bytes: 0,
             error: None,
         };
         session.heard(now);
@@ -405,6 +418,17 @@ impl AmqpSession {
     /// A connection error: `close` with `condition` (after weft's `open`
     /// if it was not sent), then the socket closes.
     fn fail(&mut self, condition: &'static str, description: String, out: &mut Actions<Request>) {
+        self.fail_for(CloseReason::ProtocolError, condition, description, out);
+    }
+
+    /// A close of weft's, with its reason for the metrics.
+    fn fail_for(
+        &mut self,
+        reason: CloseReason,
+        condition: &'static str,
+        description: String,
+        out: &mut Actions<Request>,
+    ) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -419,74 +443,7 @@ impl AmqpSession {
         }
         self.error = Some(format!("{condition}: {description}"));
         self.phase = Phase::Closed;
-        out.close(CloseReason::ProtocolError);
-    }
-
-    fn write_open(&mut self, out: &mut Actions<Request>) {
-        let limits = &self.settings.limits;
-        let open = Open {
-            container_id: self.settings.container_id.to_string(),
-            hostname: None,
-            max_frame_size: MaxFrameSize(limits.max_frame_size),
-            channel_max: ChannelMax(self.channel_max),
-            idle_time_out: (limits.idle_timeout_ms > 0).then_some(limits.idle_timeout_ms),
-            outgoing_locales: None,
-            incoming_locales: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        };
-        Self::write_performative(out, 0, Performative::Open(open));
-        self.open_sent = true;
-    }
-
-    fn sasl_outcome(out: &mut Actions<Request>, code: SaslCode) {
-        let outcome = SaslOutcome {
-            code,
-            additional_data: None,
-        };
-        out.write(|b| frame::write_frame(b, TYPE_SASL, 0, &outcome));
-    }
-
-    /// The client's credentials were accepted (with its rights).
-    pub fn authenticated(
-        &mut self,
-        identity: Identity,
-        grants: Arc<Grants>,
-        _now: Instant,
-        out: &mut Actions<Request>,
-    ) {
-        let Phase::Authenticating { bare, header } = self.phase else {
-            return;
-        };
-        self.identity = Some(identity);
-        self.grants = (!grants.is_allow_all()).then_some(grants);
-        if !bare {
-            Self::sasl_outcome(out, SaslCode::Ok);
-        }
-        if bare || header {
-            out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
-            self.phase = Phase::Open;
-        } else {
-            self.phase = Phase::AmqpHeader;
-        }
-    }
-
-    /// The client's credentials were refused: sasl-outcome `auth` (or,
-    /// after a bare AMQP header, the SASL header: SASL is required), then
-    /// close.
-    pub fn refused(&mut self, _now: Instant, out: &mut Actions<Request>) {
-        let Phase::Authenticating { bare, .. } = self.phase else {
-            return;
-        };
-        if bare {
-            out.write(|b| b.extend_from_slice(&frame::SASL_HEADER));
-        } else {
-            Self::sasl_outcome(out, SaslCode::Auth);
-        }
-        self.error = Some("authentication failed".into());
-        self.phase = Phase::Closed;
-        out.close(CloseReason::ConnectRefused);
+        out.close(reason);
     }
 
     /// An unsettled message was taken: `accepted`, settled.
@@ -532,133 +489,6 @@ impl AmqpSession {
             batchable: false,
         };
         Self::write_performative(out, ack.channel, Performative::Disposition(disposition));
-    }
-
-    fn on_header(&mut self, header: ProtocolHeader, out: &mut Actions<Request>) {
-        match (self.phase, header) {
-            (Phase::Header, ProtocolHeader::Sasl) => {
-                let mut names = vec![Symbol::from("PLAIN")];
-                if self.settings.anonymous {
-                    names.push(Symbol::from("ANONYMOUS"));
-                }
-                let mechanisms = SaslMechanisms {
-                    sasl_server_mechanisms: Array(names),
-                };
-                out.write(|b| {
-                    b.extend_from_slice(&frame::SASL_HEADER);
-                    frame::write_frame(b, TYPE_SASL, 0, &mechanisms);
-                });
-                self.phase = Phase::SaslInit;
-            }
-            (Phase::Header, ProtocolHeader::Amqp) if self.settings.anonymous => {
-                self.phase = Phase::Authenticating {
-                    bare: true,
-                    header: true,
-                };
-                out.request(Request::Authenticate {
-                    credentials: Box::default(),
-                });
-            }
-            (
-                Phase::Authenticating {
-                    bare: false,
-                    header: false,
-                },
-                ProtocolHeader::Amqp,
-            ) => {
-                self.phase = Phase::Authenticating {
-                    bare: false,
-                    header: true,
-                };
-            }
-            (Phase::AmqpHeader, ProtocolHeader::Amqp) => {
-                out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
-                self.phase = Phase::Open;
-            }
-            (phase, header) => {
-                // Part 2.2: answer with the header weft would take here,
-                // then close the socket.
-                let ours = if phase == Phase::AmqpHeader {
-                    frame::AMQP_HEADER
-                } else {
-                    frame::SASL_HEADER
-                };
-                out.write(|b| b.extend_from_slice(&ours));
-                self.error = Some(format!("protocol header {header:?} refused"));
-                self.phase = Phase::Closed;
-                out.close(CloseReason::ProtocolError);
-            }
-        }
-    }
-
-    fn on_sasl(&mut self, body: &[u8], out: &mut Actions<Request>) {
-        let init = match serde_amqp::from_slice::<SaslInit>(body) {
-            Ok(init) => init,
-            Err(e) => {
-                Self::sasl_outcome(out, SaslCode::Sys);
-                self.error = Some(format!("bad sasl-init: {e}"));
-                self.phase = Phase::Closed;
-                out.close(CloseReason::ProtocolError);
-                return;
-            }
-        };
-        let credentials = match init.mechanism.as_str() {
-            "PLAIN" => {
-                // RFC 4616: [authzid] NUL authcid NUL passwd.
-                let response = init.initial_response.as_ref().map_or(&[][..], |r| &r[..]);
-                let mut parts = response.splitn(3, |&b| b == 0);
-                let (_authzid, user, pass) = (parts.next(), parts.next(), parts.next());
-                match (user.map(std::str::from_utf8), pass) {
-                    (Some(Ok(user)), Some(pass)) => Credentials {
-                        username: Some(user.into()),
-                        password: Some(pass.into()),
-                        ..Credentials::default()
-                    },
-                    _ => {
-                        Self::sasl_outcome(out, SaslCode::Auth);
-                        self.error = Some("malformed SASL PLAIN response".into());
-                        self.phase = Phase::Closed;
-                        out.close(CloseReason::ConnectRefused);
-                        return;
-                    }
-                }
-            }
-            "ANONYMOUS" if self.settings.anonymous => Credentials::default(),
-            other => {
-                Self::sasl_outcome(out, SaslCode::Auth);
-                self.error = Some(format!("SASL mechanism {other:?} not offered"));
-                self.phase = Phase::Closed;
-                out.close(CloseReason::ConnectRefused);
-                return;
-            }
-        };
-        self.phase = Phase::Authenticating {
-            bare: false,
-            header: false,
-        };
-        out.request(Request::Authenticate {
-            credentials: Box::new(credentials),
-        });
-    }
-
-    fn on_open(&mut self, open: Open, out: &mut Actions<Request>) {
-        if open.max_frame_size.0 < frame::MIN_MAX_FRAME_SIZE {
-            let description = format!("max-frame-size {} under 512", open.max_frame_size.0);
-            self.fail("amqp:frame-size-too-small", description, out);
-            return;
-        }
-        self.max_frame_size_out = open
-            .max_frame_size
-            .0
-            .min(self.settings.limits.max_frame_size);
-        self.channel_max = open.channel_max.0.min(self.settings.limits.channel_max);
-        self.client_container = open.container_id.into();
-        self.heartbeat = open
-            .idle_time_out
-            .filter(|&ms| ms > 0)
-            .map(|ms| Duration::from_millis(u64::from(ms) / 2).max(Duration::from_millis(1)));
-        self.write_open(out);
-        self.phase = Phase::Opened;
     }
 
     fn on_begin(&mut self, channel: u16, begin: Begin, out: &mut Actions<Request>) {
@@ -714,18 +544,21 @@ impl AmqpSession {
             return;
         };
         for (handle, link) in session.links.iter().enumerate() {
-            if let Some(Link {
-                state: LinkState::Outgoing { reply: None },
-            }) = link
-            {
-                let link = LinkRef {
-                    channel,
-                    handle: handle as u32,
-                };
-                out.request(Request::Unsubscribe {
-                    link,
-                    closed: false,
-                });
+            match link.as_ref().map(|l| &l.state) {
+                Some(LinkState::Outgoing { .. }) => {
+                    let link = LinkRef {
+                        channel,
+                        handle: handle as u32,
+                    };
+                    out.request(Request::Unsubscribe {
+                        link,
+                        closed: false,
+                    });
+                }
+                Some(LinkState::Incoming(incoming)) => {
+                    self.assembly_bytes -= incoming.buffer.len();
+                }
+                _ => {}
             }
         }
         Self::write_performative(out, channel, Performative::End(End { error: None }));
@@ -939,8 +772,15 @@ impl Machine for AmqpSession {
             return;
         }
         if self.idle_deadline.is_some_and(|d| now >= d) {
+            // Silent past weft's idle-time-out: during the handshake, it
+            // is the time a connection has to open.
+            let reason = if self.phase == Phase::Opened {
+                CloseReason::KeepAliveTimeout
+            } else {
+                CloseReason::ConnectTimeout
+            };
             let description = "idle timeout".to_string();
-            self.fail("amqp:resource-limit-exceeded", description, out);
+            self.fail_for(reason, "amqp:resource-limit-exceeded", description, out);
             return;
         }
         if let (Some(due), Some(every)) = (self.next_heartbeat, self.heartbeat) {

@@ -11,7 +11,7 @@ use fe2o3_amqp_types::performatives::{Attach, Detach, Flow, Performative};
 
 use super::{
     error, Ack, AmqpSession, Incoming, Link, LinkRef, LinkState, Partial, Request, Subscribed,
-    INCOMING_WINDOW,
+    ASSEMBLY_MESSAGES_MAX, INCOMING_WINDOW, KEPT_BUFFER_BYTES_MAX,
 };
 use crate::amqp::frame;
 use crate::amqp::{address, message};
@@ -82,7 +82,11 @@ impl AmqpSession {
             .and_then(|s| s.links.get_mut(handle as usize))
             .and_then(Option::as_mut)
         {
-            link.state = LinkState::Detached;
+            if let LinkState::Incoming(incoming) =
+                std::mem::replace(&mut link.state, LinkState::Detached)
+            {
+                self.assembly_bytes -= incoming.buffer.len();
+            }
         }
     }
 
@@ -318,15 +322,14 @@ impl AmqpSession {
         match link.state {
             // weft detached it first: this detach is the answer.
             LinkState::Detached => return,
-            LinkState::Outgoing { reply: None } => {
+            LinkState::Outgoing { .. } => {
                 let link = LinkRef { channel, handle };
                 out.request(Request::Unsubscribe {
                     link,
                     closed: detach.closed,
                 });
             }
-            // Awaiting the router's answer: the answer finds no link.
-            LinkState::Outgoing { reply: Some(_) } | LinkState::Incoming(_) => {}
+            LinkState::Incoming(incoming) => self.assembly_bytes -= incoming.buffer.len(),
         }
         let reply = Detach {
             handle: Handle(handle),
@@ -387,7 +390,12 @@ impl AmqpSession {
         }
         let limits = self.settings.limits;
         let (origin, topic_limits) = (self.settings.origin, self.settings.topic_limits);
-        let Some(session) = self.session_mut(channel) else {
+        // The field, not `session_mut`: `assembly_bytes` is used beside it.
+        let Some(session) = self
+            .sessions
+            .get_mut(usize::from(channel))
+            .and_then(Option::as_mut)
+        else {
             let description = format!("channel {channel} has no session");
             return self.fail("amqp:not-found", description, out);
         };
@@ -436,13 +444,18 @@ impl AmqpSession {
             }
         };
         let settled = partial.settled || transfer.settled == Some(true);
+        let held = incoming.buffer.len();
         if transfer.aborted {
+            // Dropped; its credit is granted again as for a message taken.
+            self.assembly_bytes -= held;
             incoming.partial = None;
             incoming.buffer.clear();
+            self.give_back(channel, handle, out);
             return;
         }
-        let assembled = incoming.buffer.len() + transfer.payload.len();
+        let assembled = held + transfer.payload.len();
         if assembled > limits.message_bytes_max {
+            self.assembly_bytes -= held;
             incoming.partial = None;
             incoming.buffer = Vec::new();
             let description = format!("message over {} bytes", limits.message_bytes_max);
@@ -450,6 +463,16 @@ impl AmqpSession {
             return self.detach_with_error(channel, handle, condition, description, out);
         }
         if transfer.more {
+            let bound = limits
+                .message_bytes_max
+                .saturating_mul(ASSEMBLY_MESSAGES_MAX);
+            if self.assembly_bytes + transfer.payload.len() > bound {
+                // Many links each assembling a message: the connection's
+                // bound, not one link's.
+                let description = format!("messages in assembly over {bound} bytes");
+                return self.fail("amqp:resource-limit-exceeded", description, out);
+            }
+            self.assembly_bytes += transfer.payload.len();
             incoming.buffer.extend_from_slice(transfer.payload);
             incoming.partial = Some(partial);
             return;
@@ -470,7 +493,11 @@ impl AmqpSession {
         };
         let result =
             message::to_event(bytes, incoming.topic.as_deref(), qos, origin, &topic_limits);
+        self.assembly_bytes -= held;
         incoming.buffer.clear();
+        if incoming.buffer.capacity() > KEPT_BUFFER_BYTES_MAX {
+            incoming.buffer = Vec::new();
+        }
         let anonymous = incoming.topic.is_none();
         match result {
             Ok(event) => {

@@ -582,7 +582,15 @@ fn idle_client_is_closed_with_resource_limit_exceeded() {
     c.m.handle_timeout(t(18_999), &mut c.out);
     assert!(c.out.list.is_empty());
     c.m.handle_timeout(t(19_000), &mut c.out);
-    assert_eq!(c.closed_with(), "amqp:resource-limit-exceeded");
+    assert_eq!(c.out.closed(), Some(CloseReason::KeepAliveTimeout));
+    let frames = c.frames();
+    let [Out::Frame(0, Performative::Close(close))] = &frames[..] else {
+        panic!("{frames:?}");
+    };
+    assert_eq!(
+        condition(close.error.as_ref()),
+        "amqp:resource-limit-exceeded"
+    );
     assert_eq!(c.m.next_deadline(), None);
 }
 
@@ -681,4 +689,23 @@ fn transfer_with(
 /// A message of one data section.
 fn message(payload: &[u8]) -> Vec<u8> {
     serde_amqp::to_vec(&Data(Binary::from(payload.to_vec()))).unwrap()
+}
+
+#[test]
+fn silent_handshake_closes_as_a_connect_timeout() {
+    let mut c = Conn::new(false);
+    c.feed(&frame::SASL_HEADER);
+    c.out.clear();
+    c.m.handle_timeout(t(10_000), &mut c.out);
+    assert_eq!(c.out.closed(), Some(CloseReason::ConnectTimeout));
+    assert!(
+        c.written().is_empty(),
+        "no AMQP frames before the AMQP layer"
+    );
+}
+
+#[test]
+fn heartbeat_interval_has_a_floor() {
+    let c = opened_with(Arc::new(Grants::allow_all()), Some(10));
+    assert_eq!(c.m.next_deadline(), Some(t(100)));
 }

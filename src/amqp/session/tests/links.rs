@@ -294,6 +294,90 @@ fn aborted_transfer_is_dropped() {
 }
 
 #[test]
+fn aborted_delivery_credit_is_granted_again() {
+    // Two aborted deliveries are half of the credit of 4: one flow.
+    let mut c = sending();
+    for id in 0..2 {
+        c.feed(&transfer_frame(0, Some(id), Some(true), true, b"part"));
+        c.feed(&transfer_with(0, None, None, false, true, b""));
+    }
+    let f = flows(&c);
+    assert_eq!((f[0].delivery_count, f[0].link_credit), (Some(2), Some(4)));
+}
+
+#[test]
+fn messages_in_assembly_are_bounded_per_connection() {
+    // Four links of channel 1 and one of channel 2, each with a message
+    // begun: 4 x 599 bytes fit in 4 x 600, the fifth's first bytes do not.
+    let mut c = five_links();
+    for handle in 0..4 {
+        c.feed(&transfer_frame(
+            handle,
+            Some(handle),
+            Some(true),
+            true,
+            &[0; 599],
+        ));
+        assert!(c.out.list.is_empty(), "{:?}", c.out.list);
+    }
+    c.feed(&on_channel_2(transfer_frame(
+        0,
+        Some(0),
+        Some(true),
+        true,
+        &[0; 10],
+    )));
+    assert_eq!(c.closed_with(), "amqp:resource-limit-exceeded");
+}
+
+#[test]
+fn finished_and_detached_assemblies_free_their_bytes() {
+    // The same, but one link's message finishes and one link detaches
+    // before the others begin theirs: the fifth fits.
+    let mut c = five_links();
+    let whole = message(&[5; 590]);
+    c.feed(&transfer_frame(0, Some(0), Some(true), true, &whole[..590]));
+    c.feed(&transfer_frame(0, None, None, false, &whole[590..]));
+    assert_eq!(published(&mut c).len(), 1);
+    c.feed(&transfer_frame(1, Some(1), Some(true), true, &[0; 599]));
+    c.send(1, detach(1));
+    for handle in [0, 2, 3] {
+        c.feed(&transfer_frame(
+            handle,
+            Some(handle + 4),
+            Some(true),
+            true,
+            &[0; 599],
+        ));
+    }
+    c.feed(&on_channel_2(transfer_frame(
+        0,
+        Some(0),
+        Some(true),
+        true,
+        &[0; 599],
+    )));
+    assert!(c.out.closed().is_none(), "{:?}", c.out.list);
+}
+
+/// Sender links 0..4 on channel 1 and 0 on channel 2.
+fn five_links() -> Conn {
+    let mut c = sending();
+    c.send(2, begin());
+    for handle in 1..4 {
+        c.send(1, attach_sender(handle, Some("a/b")));
+    }
+    c.send(2, attach_sender(0, Some("a/b")));
+    assert!(c.out.closed().is_none());
+    c
+}
+
+fn on_channel_2(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[6..8].copy_from_slice(&2u16.to_be_bytes());
+    frame
+}
+
+#[test]
 fn oversize_message_detaches_the_link() {
     // Over `message_bytes_max` (600) across frames…
     let mut c = sending();
