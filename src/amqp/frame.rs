@@ -174,7 +174,85 @@ pub fn is_transfer(body: &[u8]) -> bool {
 
 /// A performative other than `transfer` (whose payload follows it).
 pub fn decode_performative(body: &[u8]) -> Result<Performative, serde_amqp::Error> {
+    check_shape(body).map_err(|e| serde_amqp::Error::Message(e.0.into()))?;
     serde_amqp::from_slice(body)
+}
+
+/// A SASL frame body as `T` (weft reads only sasl-init).
+pub fn decode_sasl<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_amqp::Error> {
+    check_shape(body).map_err(|e| serde_amqp::Error::Message(e.0.into()))?;
+    serde_amqp::from_slice(body)
+}
+
+/// Checks the shape of an encoded value before serde reads it: every
+/// list and map claims no more elements than its bytes hold and no more
+/// bytes than there are, and arrays hold primitive elements only (weft
+/// reads no array of lists or described values). serde_amqp 0.18 adds a
+/// described list's claimed count to its field counter unchecked: an add
+/// overflow, a panic where overflow checks are on (found by the
+/// amqp_decode fuzz target). One pass over bytes already in memory, for
+/// frames off the per-message path.
+pub fn check_shape(body: &[u8]) -> Result<(), BodyError> {
+    let mut r = Reader { buf: body, at: 0 };
+    r.check(0)
+}
+
+impl Reader<'_> {
+    fn check(&mut self, depth: u8) -> Result<(), BodyError> {
+        const BAD: BodyError = BodyError("a list, map or array larger than its frame");
+        if depth > 32 {
+            return Err(BodyError("values nested too deep"));
+        }
+        let code = self.byte()?;
+        let (size, count) = match code {
+            0x00 => {
+                self.check(depth + 1)?; // the descriptor
+                return self.check(depth + 1);
+            }
+            0xc0 | 0xc1 => {
+                let size = usize::from(self.byte()?);
+                let count = usize::from(*self.take(1)?.first().ok_or(BAD)?);
+                (size.checked_sub(1).ok_or(BAD)?, count)
+            }
+            0xd0 | 0xd1 => {
+                let size = self.u32()? as usize;
+                let count = self.u32()? as usize;
+                (size.checked_sub(4).ok_or(BAD)?, count)
+            }
+            0xe0 | 0xf0 => {
+                let (size, _count) = if code == 0xe0 {
+                    (usize::from(self.byte()?), usize::from(self.byte()?))
+                } else {
+                    (self.u32()? as usize, self.u32()? as usize)
+                };
+                let constructor = self.byte()?;
+                if constructor == 0x00 || constructor >= 0xc0 {
+                    return Err(BodyError("an array of compound or described values"));
+                }
+                let header = if code == 0xe0 { 1 } else { 4 };
+                let rest = size.checked_sub(header + 1).ok_or(BAD)?;
+                return self.take(rest).map(|_| ()).map_err(|_| BAD);
+            }
+            _ => {
+                // A primitive: step back and skip it by its width.
+                self.at -= 1;
+                return self.skip(depth);
+            }
+        };
+        if count > size || size > self.buf.len() - self.at {
+            return Err(BAD);
+        }
+        let end = self.at + size;
+        let mut inner = Reader {
+            buf: &self.buf[..end],
+            at: self.at,
+        };
+        for _ in 0..count {
+            inner.check(depth + 1)?;
+        }
+        self.at = end;
+        Ok(())
+    }
 }
 
 /// The fields of a `transfer` weft reads, borrowing from the frame.
@@ -505,6 +583,19 @@ mod tests {
                 batchable: false,
             }
         );
+    }
+
+    /// Found by the amqp_decode fuzz target: an `open` whose list32
+    /// claims 2^32-1 fields. serde_amqp 0.18 adds that count to its field
+    /// counter unchecked: an add overflow, a panic where overflow checks
+    /// are on (the debug binary the tests run).
+    #[test]
+    fn a_list_claiming_more_fields_than_bytes_is_a_decode_error() {
+        let body = b"\x00\x53\x10\xd0\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+        assert!(decode_performative(body).is_err());
+        // The same nested: a close whose error list is such a list.
+        let body = b"\x00\x53\x18\xc0\x0e\x01\x00\x53\x1d\xd0\x00\x00\x00\x04\xff\xff\xff\xff";
+        assert!(decode_performative(body).is_err());
     }
 
     #[test]

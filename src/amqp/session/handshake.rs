@@ -142,7 +142,7 @@ impl AmqpSession {
     }
 
     pub(super) fn on_sasl(&mut self, body: &[u8], out: &mut Actions<Request>) {
-        let init = match serde_amqp::from_slice::<SaslInit>(body) {
+        let init = match frame::decode_sasl::<SaslInit>(body) {
             Ok(init) => init,
             Err(e) => {
                 Self::sasl_outcome(out, SaslCode::Sys);
