@@ -452,24 +452,54 @@ impl RawAmqp {
     /// One pre-settled transfer on handle 0 carrying `payload` as a data
     /// section.
     pub async fn transfer(&mut self, delivery_id: u32, payload: &[u8]) {
-        let t = Transfer {
-            handle: 0.into(),
-            delivery_id: Some(delivery_id),
-            delivery_tag: Some(Binary::from(delivery_id.to_be_bytes().to_vec())),
-            message_format: Some(0),
-            settled: Some(true),
-            more: false,
-            rcv_settle_mode: None,
-            state: None,
-            resume: false,
-            aborted: false,
-            batchable: false,
-        };
-        let mut body = performative(&Performative::Transfer(t));
-        body.extend_from_slice(&serde_amqp::to_vec(&data(payload).body).unwrap());
-        self.send(&frame(0, 0, &body)).await;
+        let mut message = serde_amqp::to_vec(&data(payload).body).unwrap();
+        let frame = transfer_frame(
+            Some(delivery_id),
+            false,
+            false,
+            std::mem::take(&mut message),
+        );
+        self.send(&frame).await;
+    }
+
+    /// The first frame of pre-settled delivery `delivery_id` on handle 0
+    /// (more = true), then its abort: a delivery that used its credit
+    /// (AMQP 2.6.14) and carries no message.
+    pub async fn aborted_delivery(&mut self, delivery_id: u32) {
+        let first = serde_amqp::to_vec(&data(b"partial").body).unwrap();
+        let mut bytes = transfer_frame(Some(delivery_id), true, false, first);
+        bytes.extend(transfer_frame(None, false, true, Vec::new()));
+        self.send(&bytes).await;
     }
 }
+
+/// A transfer frame on channel 0, handle 0, pre-settled; `payload` after
+/// the performative.
+pub fn transfer_frame(
+    delivery_id: Option<u32>,
+    more: bool,
+    aborted: bool,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    let t = Transfer {
+        handle: 0.into(),
+        delivery_id,
+        delivery_tag: delivery_id.map(|id| Binary::from(id.to_be_bytes().to_vec())),
+        message_format: delivery_id.map(|_| 0),
+        settled: Some(true),
+        more,
+        rcv_settle_mode: None,
+        state: None,
+        resume: false,
+        aborted,
+        batchable: false,
+    };
+    let mut body = performative(&Performative::Transfer(t));
+    body.extend_from_slice(&payload);
+    frame(0, 0, &body)
+}
+
+impl RawAmqp {}
 
 /// "amqp:decode-error" etc., from the condition as fe2o3 decodes it (its
 /// wire form, a symbol).
