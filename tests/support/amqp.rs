@@ -499,8 +499,6 @@ pub fn transfer_frame(
     frame(0, 0, &body)
 }
 
-impl RawAmqp {}
-
 /// "amqp:decode-error" etc., from the condition as fe2o3 decodes it (its
 /// wire form, a symbol).
 pub fn condition_name(c: &fe2o3_amqp::types::definitions::ErrorCondition) -> String {
