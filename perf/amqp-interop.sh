@@ -58,6 +58,7 @@ for broker in "${BROKERS[@]}"; do
             cargo build --bin weft >&2
             WEFT_BIN=$CARGO_TARGET_DIR/debug/weft
         fi
+        : >"$WORK/weft.out"
         "$WEFT_BIN" run --shards 2 --mqtt-listen 127.0.0.1:0 --nats-listen 127.0.0.1:0 \
             --admin-listen 127.0.0.1:0 --amqp-listen 127.0.0.1:0 >"$WORK/weft.out" 2>"$WORK/weft.err" &
         PIDS+=($!)

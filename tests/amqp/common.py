@@ -18,7 +18,26 @@ import traceback
 import uuid
 
 from proton import Timeout
+from proton._utils import Fetcher  # the blocking API's receiver handler
 from proton.utils import BlockingConnection
+
+# python-qpid-proton hands a data section's body out as a memoryview of a
+# buffer it reuses for later transfers: a receiver that holds several
+# messages before reading them would see later bytes. Every script's
+# receivers copy the body when the message arrives.
+_on_message = Fetcher.on_message
+
+
+def _on_message_copying(self, event):
+    msg = event.message
+    if isinstance(msg.body, memoryview):
+        inferred = msg.inferred
+        msg.body = bytes(msg.body)
+        msg.inferred = inferred
+    _on_message(self, event)
+
+
+Fetcher.on_message = _on_message_copying
 
 
 def parser(description):
@@ -56,6 +75,14 @@ def wait_count(conn, fetcher, n, timeout):
         return True
     except Timeout:
         return False
+
+
+def text(body):
+    """A body as text: a string as it is, bytes (a data section: weft
+    delivers every payload so) decoded as UTF-8."""
+    if isinstance(body, (bytes, memoryview)):
+        return bytes(body).decode("utf-8", "replace")
+    return body
 
 
 def body_json(body):

@@ -28,7 +28,10 @@ def load(script, broker):
     try:
         with open(path) as f:
             lines = [l for l in f.read().splitlines() if l.startswith("{")]
-        return json.loads(lines[-1]) if lines else {"ok": False, "error": "no JSON result (see %s.err)" % path}
+        if not lines:
+            err = os.path.join(args.dir, "%s.%s.err" % (script, broker))
+            return {"ok": False, "error": "no JSON result (see %s)" % err}
+        return json.loads(lines[-1])
     except OSError:
         return None
 

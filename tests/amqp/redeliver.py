@@ -20,7 +20,7 @@ import sys
 
 from proton import Message
 
-from common import connect, message_json, parser, pump, run, unique, wait_count
+from common import connect, message_json, parser, pump, run, text, unique, wait_count
 
 p = parser(__doc__)
 p.add_argument("--send", default=None, help="address format messages are sent to (default {prefix}{})")
@@ -40,7 +40,7 @@ def consumer_a(address):
     wait_count(conn, receiver.fetcher, args.count, args.timeout)
     held = []
     while receiver.fetcher.has_message:
-        held.append(receiver.fetcher.pop().body)
+        held.append(text(receiver.fetcher.pop().body))
     print(json.dumps({"held": held}), flush=True)
     pump(conn, 3600)
 
@@ -78,15 +78,16 @@ def body(observed):
         child.wait()
         wait_count(bconn, b.fetcher, args.count, args.timeout)
         pump(bconn, args.settle_wait)
-        again = []
+        again, again_msgs = [], []
         while b.fetcher.has_message:
             m = b.fetcher.pop()
             again.append(message_json(m))
+            again_msgs.append(m)
             b.accept()
         observed.update({"held_by_a": held, "b_before_kill": before, "b_after_kill": again})
         bconn.close()
         sconn.close()
-        bodies = [m["body"] for m in again]
+        bodies = [text(m.body) for m in again_msgs]
         return {
             "a_held_all": sorted(held) == sent,
             "b_nothing_while_a_holds": before == 0,

@@ -11,7 +11,7 @@ correlation-id.
 from proton import ConnectionException, Message, Timeout
 from proton.utils import LinkDetached
 
-from common import connect, parser, run, unique, wait_count
+from common import connect, parser, run, text, unique, wait_count
 
 p = parser(__doc__)
 p.add_argument("--dynamic", choices=["yes", "no", "auto"], default="auto")
@@ -66,7 +66,7 @@ def body(observed):
         seen_reply_to.append(req.reply_to)
         s = answer_senders.get(req.reply_to) or rconn.create_sender(req.reply_to)
         answer_senders[req.reply_to] = s
-        s.send(Message(body="pong:" + str(req.body), correlation_id=req.correlation_id))
+        s.send(Message(body="pong:" + text(req.body), correlation_id=req.correlation_id))
     got = wait_count(qconn, replies.fetcher, args.count, args.timeout)
     answers = {}
     while replies.fetcher.has_message:
@@ -74,7 +74,7 @@ def body(observed):
         replies.accept()
         cid = m.correlation_id
         cid = bytes(cid).decode() if isinstance(cid, (bytes, memoryview)) else cid
-        answers[str(cid)] = str(m.body) if not isinstance(m.body, (bytes, memoryview)) else bytes(m.body).decode()
+        answers[str(cid)] = text(m.body)
     observed.update({"requests_reply_to": seen_reply_to, "answers": answers})
     qconn.close()
     rconn.close()

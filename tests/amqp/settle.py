@@ -10,7 +10,7 @@ be `accepted`). Both receivers must get all 20 messages.
 from proton import Delivery, Link, Message
 from proton.reactor import AtLeastOnce, AtMostOnce
 
-from common import connect, parser, run, unique, wait_count
+from common import connect, parser, run, text, unique, wait_count
 
 p = parser(__doc__)
 p.add_argument("--count", type=int, default=10)
@@ -21,7 +21,7 @@ def drain_fetcher(receiver, accept):
     out = []
     while receiver.fetcher.has_message:
         msg, delivery = receiver.fetcher.incoming[0]
-        out.append((msg.body, delivery.settled))
+        out.append((text(msg.body), delivery.settled))
         receiver.fetcher.pop()
         if accept and not delivery.settled:
             receiver.accept()
