@@ -40,21 +40,29 @@ pub struct Amqp {
 
 impl Amqp {
     pub async fn open(addr: SocketAddr, id: &str) -> Amqp {
+        Self::open_as(addr, id, SaslProfile::Anonymous)
+            .await
+            .unwrap_or_else(|e| panic!("AMQP open to {addr}: {e}"))
+    }
+
+    /// Opens with this SASL profile (PLAIN: a weft user); the refusal as
+    /// text.
+    pub async fn open_as(addr: SocketAddr, id: &str, sasl: SaslProfile) -> Result<Amqp, String> {
         let mut conn = tokio::time::timeout(
             AMQP_WAIT,
             Connection::builder()
                 .container_id(id)
-                .sasl_profile(SaslProfile::Anonymous)
+                .sasl_profile(sasl)
                 .open(format!("amqp://{addr}").as_str()),
         )
         .await
         .expect("AMQP open in time")
-        .unwrap_or_else(|e| panic!("AMQP open to {addr}: {e:?}"));
+        .map_err(|e| format!("{e:?}"))?;
         let session = tokio::time::timeout(AMQP_WAIT, Session::begin(&mut conn))
             .await
             .expect("begin in time")
-            .expect("begin");
-        Amqp { conn, session }
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(Amqp { conn, session })
     }
 
     /// A sender whose transfers are unsettled: each send waits for the
@@ -218,6 +226,10 @@ pub fn app_prop(msg: &Message<Body<Value>>, key: &str) -> Option<String> {
 pub struct RawAmqp {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// Empty frames (heartbeats) read so far.
+    pub heartbeats: u32,
+    /// weft's open (its idle-time-out, max-frame-size).
+    pub their_open: Option<Open>,
 }
 
 /// One frame read: its type (0 AMQP, 1 SASL), channel, body.
@@ -258,10 +270,18 @@ impl RawAmqp {
     /// Connected, SASL ANONYMOUS done, AMQP header exchanged, open and
     /// begin (channel 0) answered.
     pub async fn open(addr: SocketAddr) -> RawAmqp {
+        Self::open_idle(addr, None).await
+    }
+
+    /// As `open`, announcing `idle_ms` as this peer's idle-time-out (weft
+    /// must then send a frame at least that often).
+    pub async fn open_idle(addr: SocketAddr, idle_ms: Option<u32>) -> RawAmqp {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let mut raw = RawAmqp {
             stream,
             buf: Vec::new(),
+            heartbeats: 0,
+            their_open: None,
         };
         raw.send(b"AMQP\x03\x01\x00\x00").await;
         assert_eq!(
@@ -291,7 +311,7 @@ impl RawAmqp {
             hostname: None,
             max_frame_size: 65536.into(),
             channel_max: 16.into(),
-            idle_time_out: None,
+            idle_time_out: idle_ms,
             outgoing_locales: None,
             incoming_locales: None,
             offered_capabilities: None,
@@ -312,6 +332,13 @@ impl RawAmqp {
         };
         raw.send(&frame(0, 0, &performative(&Performative::Begin(begin))))
             .await;
+        match raw
+            .until(|p| matches!(p, Performative::Open(_)), "open")
+            .await
+        {
+            Performative::Open(o) => raw.their_open = Some(o),
+            _ => unreachable!(),
+        }
         raw.until(|p| matches!(p, Performative::Begin(_)), "begin")
             .await;
         raw
@@ -359,13 +386,37 @@ impl RawAmqp {
             }
             let f: Vec<u8> = self.buf.drain(..size).collect();
             if size == doff {
-                continue; // heartbeat
+                self.heartbeats += 1;
+                continue;
             }
             return Some(RawFrame {
                 kind: f[5],
                 channel: u16::from_be_bytes([f[6], f[7]]),
                 body: f[doff..].to_vec(),
             });
+        }
+    }
+
+    /// Reads frames until an empty one (a heartbeat): true, or false when
+    /// the stream ends first.
+    pub async fn heartbeat(&mut self) -> bool {
+        let before = self.heartbeats;
+        loop {
+            if !self.fill(8).await {
+                return false;
+            }
+            let size = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+            let doff = self.buf[4] as usize * 4;
+            if !self.fill(size).await {
+                return false;
+            }
+            self.buf.drain(..size);
+            if size == doff {
+                self.heartbeats += 1;
+            }
+            if self.heartbeats > before {
+                return true;
+            }
         }
     }
 
