@@ -19,8 +19,10 @@ p.add_argument("brokers", nargs="+")
 p.add_argument("--must-pass", default="weft")
 args = p.parse_args()
 
-# Values that differ from run to run whatever the broker.
-RUN_SPECIFIC = re.compile(r"interop\.[a-z-]+\.[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f-]{27,}|127\.0\.0\.1:\d+")
+# Values that differ from run to run whatever the broker: the random part
+# of a fresh name (its form, dots or slashes, is kept: it is a difference),
+# link names, ports.
+RUN_SPECIFIC = re.compile(r"(interop[./][a-z-]+[./])[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f-]{27,}|127\.0\.0\.1:\d+")
 
 
 def load(script, broker):
@@ -48,7 +50,7 @@ def flatten(value, path=""):
             out.update(flatten(v, "%s[%d]" % (path, i)))
         return out
     if isinstance(value, str):
-        value = RUN_SPECIFIC.sub("<run>", value)
+        value = RUN_SPECIFIC.sub(lambda m: (m.group(1) or "") + "<run>", value)
     return {path: value}
 
 
