@@ -4,6 +4,10 @@ when nothing is waiting; messages waiting are delivered first.
 
 Two messages wait; the receiver drains 5: it must get the 2 and then see
 its credit at 0 (the broker advanced delivery-count by the unused 3).
+Sender and receiver share one connection: on a broker with several
+threads (weft's shards) a message accepted from another connection may
+still be on its way to the receiver's thread when the drain arrives, and
+then "nothing waiting" is a right answer.
 """
 
 from proton import Message
@@ -17,8 +21,7 @@ def body(observed):
     topic = args.prefix + unique("drain")
     rconn = connect(args)
     receiver = rconn.create_receiver(topic, credit=0)
-    sconn = connect(args)
-    sender = sconn.create_sender(topic)
+    sender = rconn.create_sender(topic)
     for i in range(2):
         sender.send(Message(body="d%d" % i))
     receiver.link.drain(5)
@@ -32,7 +35,6 @@ def body(observed):
     observed.update(
         {"received": receiver.fetcher.has_message, "drain_answered": answered, "credit_after": receiver.link.credit}
     )
-    sconn.close()
     rconn.close()
     return {
         "waiting_delivered": got and observed["received"] == 2,
