@@ -107,6 +107,37 @@ fn proton_request_reply_on_weft() {
     pass("reqreply", &url, "", &[]);
 }
 
+/// amqps (`[amqp] tls = true`, `[mqtt.tls]`'s certificate): the round
+/// trip script over TLS, the client verifying weft's certificate and name.
+#[test]
+fn proton_roundtrip_over_tls_on_weft() {
+    let pki = common::pki::Pki::new();
+    let ca = pki.ca("ca");
+    let server = pki.signed(&ca, "server", "localhost");
+    let toml = format!(
+        "[mqtt.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [amqp]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
+        server.cert, server.key
+    );
+    let w = Weft::start(2, &toml);
+    let url = format!(
+        "amqps://localhost:{}",
+        w.amqp.expect("AMQP listener").port()
+    );
+    pass("roundtrip", &url, "", &["--ca", &ca.path]);
+    // Plain AMQP to the TLS listener gets no AMQP answer.
+    let plain = format!("amqp://127.0.0.1:{}", w.amqp.unwrap().port());
+    let out = Command::new(python())
+        .arg(repo().join("tests/amqp/roundtrip.py"))
+        .args([plain.as_str(), "", "--timeout", "3"])
+        .output()
+        .expect("run python");
+    assert!(
+        !out.status.success(),
+        "plain AMQP worked on the TLS listener"
+    );
+}
+
 /// A private RabbitMQ node, stopped on drop.
 struct Rabbit {
     dir: PathBuf,

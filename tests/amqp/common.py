@@ -17,7 +17,7 @@ import time
 import traceback
 import uuid
 
-from proton import Timeout
+from proton import SSLDomain, Timeout
 from proton._utils import Fetcher  # the blocking API's receiver handler
 from proton.utils import BlockingConnection
 
@@ -45,6 +45,7 @@ def parser(description):
     p.add_argument("url", help="broker URL, e.g. amqp://127.0.0.1:5672")
     p.add_argument("prefix", help="address prefix of a topic, e.g. /topic/ (RabbitMQ) or '' (weft)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for any one wait")
+    p.add_argument("--ca", default=None, help="amqps: the CA (PEM) that signed the broker's certificate")
     return p
 
 
@@ -55,6 +56,13 @@ def unique(stem):
 
 
 def connect(args):
+    """A connection to the broker; with --ca, TLS that verifies the
+    broker's certificate and name (the URL must be amqps://NAME:PORT)."""
+    if args.ca:
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        domain.set_trusted_ca_db(args.ca)
+        domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, args.ca)
+        return BlockingConnection(args.url, timeout=args.timeout, ssl_domain=domain)
     return BlockingConnection(args.url, timeout=args.timeout)
 
 
