@@ -465,3 +465,56 @@ async fn amqp_events_cross_the_mesh() {
     s.close().await;
     r.close().await;
 }
+
+/// Addresses in both dialects and as brokers write them: a NATS-dialect
+/// wildcard source, an MQTT one behind `/topic/`, a target behind
+/// `/exchange/amq.topic/`, an anonymous sender naming each message's `to`;
+/// `/queue/...` refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_in_either_dialect_and_broker_prefixes() {
+    let w = weft();
+    let mut c = Amqp::open(amqp_addr(&w), "dialects").await;
+    let mut nats_style = c.receiver("nats-style", "dial.*").await;
+    let mut mqtt_style = c.receiver("mqtt-style", "/topic/dial/#").await;
+    nats_style.set_credit(10).await.unwrap();
+    mqtt_style.set_credit(10).await.unwrap();
+    let mut exchange = c.sender("exchange", "/exchange/amq.topic/dial.x").await;
+    exchange.send(data(b"via exchange")).await.unwrap();
+    let mut anonymous = c.anonymous_sender("anon").await;
+    let to_dial_y = fe2o3_amqp::types::messaging::Message::builder()
+        .properties(
+            fe2o3_amqp::types::messaging::Properties::builder()
+                .to("dial/y")
+                .build(),
+        )
+        .data(fe2o3_amqp::types::primitives::Binary::from(
+            b"via to".to_vec(),
+        ))
+        .build();
+    let outcome = anonymous.send(to_dial_y).await.unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    for rx in [&mut nats_style, &mut mqtt_style] {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let d = recv(rx).await;
+            rx.accept(&d).await.unwrap();
+            let to = d.message().properties.as_ref().and_then(|p| p.to.clone());
+            got.push((to.unwrap_or_default(), body_bytes(&d.message().body)));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("dial/x".to_string(), b"via exchange".to_vec()),
+                ("dial/y".to_string(), b"via to".to_vec())
+            ]
+        );
+    }
+    let refused = c.try_receiver("queue", "/queue/orders").await;
+    let why = refused.err().expect("/queue/ is refused");
+    assert!(why.contains("weft has no queues"), "{why}");
+    // The connection (and its session) is still good.
+    let mut after = c.receiver("after", "dial.z").await;
+    after.set_credit(1).await.unwrap();
+    c.close().await;
+}

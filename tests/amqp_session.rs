@@ -163,3 +163,64 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     rx.accept(&d).await.unwrap();
     c.close().await;
 }
+
+/// In a queue group, modified{undeliverable-here} hands the delivery to
+/// another member, and a member's link that closes holding unaccepted
+/// deliveries hands them on too (the contract's delivery side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_hands_deliveries_on() {
+    let w = weft_with("");
+    let addr = w.amqp.unwrap();
+    let mut a = Amqp::open(addr, "group-a").await;
+    let mut a_rx = a.receiver("group-a", "$share/g/hand/on").await;
+    a_rx.set_credit(3).await.unwrap();
+    let mut s = Amqp::open(addr, "group-tx").await;
+    let mut tx = s.sender("group-tx", "hand/on").await;
+    for i in 0..3u8 {
+        tx.send(data(&[b'h', i])).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(recv(&mut a_rx).await);
+    }
+    let mut b = Amqp::open(addr, "group-b").await;
+    let mut b_rx = b.receiver("group-b", "$share/g/hand/on").await;
+    b_rx.set_credit(10).await.unwrap();
+    assert!(
+        recv_within(&mut b_rx, QUIET).await.is_none(),
+        "B got a delivery A holds"
+    );
+    // Not here: to B.
+    let elsewhere = Modified {
+        delivery_failed: None,
+        undeliverable_here: Some(true),
+        message_annotations: None,
+    };
+    let first = held.remove(0);
+    a_rx.modify(&first, elsewhere).await.unwrap();
+    let d = recv(&mut b_rx).await;
+    b_rx.accept(&d).await.unwrap();
+    assert_eq!(
+        body_bytes(&d.message().body),
+        body_bytes(&first.message().body)
+    );
+    // A's link closes with two unaccepted: B gets them.
+    a_rx.close().await.unwrap();
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        let d = recv(&mut b_rx).await;
+        again.push(body_bytes(&d.message().body));
+        b_rx.accept(&d).await.unwrap();
+    }
+    again.sort();
+    let mut want: Vec<Vec<u8>> = held.iter().map(|d| body_bytes(&d.message().body)).collect();
+    want.sort();
+    assert_eq!(again, want);
+    assert!(
+        recv_within(&mut b_rx, QUIET).await.is_none(),
+        "no duplicate"
+    );
+    a.close().await;
+    b.close().await;
+    s.close().await;
+}

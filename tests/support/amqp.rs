@@ -105,6 +105,36 @@ impl Amqp {
             .await
     }
 
+    /// A receiver attach that may be refused: the refusal as text.
+    pub async fn try_receiver(&mut self, name: &str, address: &str) -> Result<Receiver, String> {
+        tokio::time::timeout(
+            AMQP_WAIT,
+            Receiver::builder()
+                .name(name)
+                .source(Source::builder().address(address).build())
+                .credit_mode(CreditMode::Manual)
+                .attach(&mut self.session),
+        )
+        .await
+        .expect("receiver attach answered in time")
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    /// A sender with no target address (the anonymous relay): each
+    /// message's `to` names its topic.
+    pub async fn anonymous_sender(&mut self, name: &str) -> Sender {
+        tokio::time::timeout(
+            AMQP_WAIT,
+            Sender::builder()
+                .name(name)
+                .target(Target::builder().build())
+                .attach(&mut self.session),
+        )
+        .await
+        .expect("sender attach in time")
+        .unwrap_or_else(|e| panic!("anonymous sender attach: {e:?}"))
+    }
+
     async fn receiver_with(
         &mut self,
         name: &str,
