@@ -22,8 +22,9 @@
 # script provides for the install when the machine has none, and a default
 # node that did start is stopped: tests only use private nodes.
 #
-# Start takes ~4-6 s on this machine (Erlang boot + plugin load): measured with
-# `time scripts/rabbitmq-setup.sh start /tmp/x` (see perf/amqp-interop.sh).
+# A start takes 5-12 s until the AMQP port answers (Erlang boot, plugin
+# load; measured 5.2, 10.0, 11.1, 11.7, 6.7 s on 2 shared cores at load ~8,
+# as perf/amqp-interop.sh prints it), a stop 3 s.
 set -euo pipefail
 
 RMQ_BIN=${WEFT_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
