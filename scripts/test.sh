@@ -14,7 +14,7 @@ if ! scripts/import-cycles.sh; then
 fi
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import nats, nkeys, paho.mqtt, requests, cloudevents' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import nats, nkeys, paho.mqtt, requests, cloudevents, proton' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/py/requirements.txt
 fi
@@ -56,6 +56,18 @@ if ! scripts/browser-setup.sh; then
     echo "scripts/test.sh: tests/browser.rs cannot run here (above); it will report a skip" >&2
 fi
 
+# tests/amqp_interop.rs runs the AMQP 1.0 client scripts (tests/amqp/)
+# against a private RabbitMQ node as the reference: Debian's
+# rabbitmq-server, installed here. Without it that test skips visibly, and
+# in CI the run fails.
+if ! scripts/rabbitmq-setup.sh; then
+    if [ "${CI:-}" = true ]; then
+        echo "scripts/test.sh: FAILED: scripts/rabbitmq-setup.sh (above)" >&2
+        exit 1
+    fi
+    echo "scripts/test.sh: tests/amqp_interop.rs cannot use RabbitMQ here (above); it will report a skip" >&2
+fi
+
 # A test that cannot run here (tests/mesh_netns.rs without root or
 # iproute2, tests/browser.rs without its browser, tests/pubsub_cli.rs
 # without mosquitto or nats-server) appends a line to this file; they are
@@ -64,7 +76,7 @@ fi
 # install packages) such a test fails instead.
 WEFT_SKIP_REPORT=$(mktemp)
 export WEFT_SKIP_REPORT
-if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1; fi
+if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1 WEFT_RABBITMQ_REQUIRED=1; fi
 report_skips() {
     if [ -s "$WEFT_SKIP_REPORT" ]; then
         echo
