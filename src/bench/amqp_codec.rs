@@ -451,7 +451,7 @@ mod tests {
         c.on_flow((
             Some(u32::MAX - 1),
             5000,
-            Some(0),
+            Some(3),
             Some(u32::MAX - 1),
             Some(10),
         ));
