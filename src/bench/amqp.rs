@@ -52,6 +52,10 @@ pub const MAX_FRAME_BYTES: u32 = 64 * 1024;
 pub const RECEIVER_CREDIT: u32 = 10_000;
 /// The receiver's session incoming window (re-announced with each credit).
 const INCOMING_WINDOW: u32 = 1 << 20;
+/// How long [`Link::close`] waits for the broker's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The close performative's descriptor code.
+const DESC_CLOSE: u8 = 0x18;
 /// The sender's session outgoing window (informational in AMQP 1.0).
 const OUTGOING_WINDOW: u32 = 1 << 20;
 
@@ -614,14 +618,40 @@ impl Link {
         self.stream.write_all(b)
     }
 
-    /// Closes the connection (close, then the socket; what the broker
-    /// answers is not awaited).
+    /// Closes the connection: our close, then reads until the broker's
+    /// close or the end of the stream (at most [`CLOSE_WAIT`]), so that
+    /// the socket is not dropped with unread bytes (the kernel would
+    /// answer with a reset, and a broker may discard what it had not read
+    /// yet, e.g. a sender's last pre-settled transfers). Errors are
+    /// ignored.
     pub fn close(mut self) {
         let mut out = Vec::new();
         let close = Performative::Close(Close { error: None });
-        if put_performative(&mut out, &close).is_ok() {
-            let _ = self.stream.write_all(&out);
+        if put_performative(&mut out, &close).is_err() || self.stream.write_all(&out).is_err() {
+            return;
         }
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        while std::time::Instant::now() < deadline {
+            match self.fill() {
+                Ok(_) => {}
+                Err(e) if super::wire::is_timeout(&e) => continue,
+                Err(_) => return, // the end of the stream (or worse): done
+            }
+            loop {
+                match self.next_frame() {
+                    Ok(Some(f)) => {
+                        let body = &self.buf[f.body.0..f.body.1];
+                        if f.kind == FRAME_AMQP && body.starts_with(&[0x00, 0x53, DESC_CLOSE]) {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
     }
 }
