@@ -35,6 +35,7 @@
 //! trie); one process per NUMA node beyond that.
 
 pub mod admin;
+pub mod amqp;
 pub mod bench;
 pub mod cli;
 pub mod cloudevents;

@@ -83,6 +83,10 @@ struct RunArgs {
     /// nats.ws.listen; off by default).
     #[arg(long, value_name = "ADDR")]
     nats_ws_listen: Option<String>,
+    /// Address of the AMQP 1.0 listener (config: amqp.listen; off by
+    /// default; conventionally 5672).
+    #[arg(long, value_name = "ADDR")]
+    amqp_listen: Option<String>,
     /// Address of the admin HTTP endpoint (config: admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
@@ -270,6 +274,7 @@ fn run(args: RunArgs) -> ExitCode {
         persistence_dir: args.persistence_dir,
         mqtt_ws_listen: args.mqtt_ws_listen,
         nats_ws_listen: args.nats_ws_listen,
+        amqp_listen: args.amqp_listen,
     };
     config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {
@@ -362,6 +367,9 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if let Some(addr) = router.http_addr() {
         announce(format!("http listening on {addr}"));
+    }
+    if let Some(addr) = router.amqp_addr() {
+        announce(format!("amqp listening on {addr}"));
     }
     let _ = std::io::stdout().flush();
     let ready_file = match &args.ready_file {

@@ -19,7 +19,8 @@
 //! same packet otherwise (MQTT 5 and NATS, where the peer may choose among
 //! equivalent forms).
 //!
-//! The session targets (`mqtt_session`, `nats_session`, `link_session`)
+//! The session targets (`mqtt_session`, `nats_session`, `link_session`,
+//! and `amqp_decode`'s second half)
 //! drive a protocol's session machine with a script of steps instead (see
 //! [`script`]): bytes from the peer, time passing, the driver's answers
 //! and closes; each checks the rules of `weft::session` after every call.
@@ -30,6 +31,7 @@
 
 use std::fmt::Debug;
 
+pub mod amqp_decode;
 pub mod link_decode;
 pub mod link_session;
 pub mod mqtt311_decode;
@@ -61,6 +63,7 @@ pub fn targets() -> Vec<Target> {
         ("nats_session", nats_session::check, nats_session::seeds),
         ("link_session", link_session::check, link_session::seeds),
         ("ws_decode", ws_decode::check, ws_decode::seeds),
+        ("amqp_decode", amqp_decode::check, amqp_decode::seeds),
     ]
 }
 

@@ -67,7 +67,7 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
     );
     let _ = writeln!(out, "# TYPE weft_authz_denied_total counter");
     type Denials = fn(&Snapshot) -> u64;
-    let denials: [(&str, &str, Denials); 9] = [
+    let denials: [(&str, &str, Denials); 12] = [
         ("mqtt", "publish", |s| s.authz_denied_mqtt_publish),
         ("mqtt", "subscribe", |s| s.authz_denied_mqtt_subscribe),
         ("mqtt", "deliver", |s| s.authz_denied_mqtt_deliver),
@@ -77,6 +77,9 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
         ("http", "publish", |s| s.authz_denied_http_publish),
         ("http", "subscribe", |s| s.authz_denied_http_subscribe),
         ("http", "deliver", |s| s.authz_denied_http_deliver),
+        ("amqp", "publish", |s| s.authz_denied_amqp_publish),
+        ("amqp", "subscribe", |s| s.authz_denied_amqp_subscribe),
+        ("amqp", "deliver", |s| s.authz_denied_amqp_deliver),
     ];
     for (shard, s) in snaps.iter().enumerate() {
         for (protocol, action, value) in denials {
@@ -98,6 +101,7 @@ pub fn render(stats: &[Arc<ShardStats>], views: &[ShardView]) -> String {
             ("mqtt", s.auth_failures_mqtt),
             ("nats", s.auth_failures_nats),
             ("http", s.auth_failures_http),
+            ("amqp", s.auth_failures_amqp),
         ] {
             let _ = writeln!(
                 out,

@@ -36,6 +36,7 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+mod amqp;
 mod http;
 mod limits;
 mod mesh;
@@ -45,6 +46,7 @@ mod security;
 mod tls;
 mod ws;
 
+pub use amqp::{AmqpConfig, AMQP_FRAME_SIZE_MIN};
 pub use http::HttpConfig;
 pub use limits::{Limits, SlowConsumerPolicy};
 pub use mesh::{
@@ -73,6 +75,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub persistence: Persistence,
     pub http: HttpConfig,
+    pub amqp: AmqpConfig,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -134,6 +137,8 @@ pub struct Overrides {
     pub mqtt_ws_listen: Option<String>,
     /// `--nats-ws-listen`: `nats.ws.listen`.
     pub nats_ws_listen: Option<String>,
+    /// `--amqp-listen`: `amqp.listen`.
+    pub amqp_listen: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -157,6 +162,8 @@ pub struct Resolved {
     pub mqtt_ws_listen: Option<SocketAddr>,
     /// The NATS over WebSocket listener (`nats.ws.listen`), when set.
     pub nats_ws_listen: Option<SocketAddr>,
+    /// The AMQP 1.0 listener (`amqp.listen`), when set.
+    pub amqp_listen: Option<SocketAddr>,
 }
 
 /// The client listeners' loaded TLS material.
@@ -169,6 +176,8 @@ pub struct ClientTlsResolved {
     /// `[mqtt.tls]`'s material for wss on the MQTT WebSocket listener
     /// (`mqtt.ws.tls`), which needs no MQTT TLS listener.
     pub mqtt_ws: Option<ClientTls>,
+    /// `[mqtt.tls]`'s material for the AMQP listener (`amqp.tls`).
+    pub amqp: Option<ClientTls>,
 }
 
 impl Config {
@@ -244,6 +253,9 @@ impl Config {
         if let Some(v) = &o.nats_ws_listen {
             self.nats.ws.listen = v.clone();
         }
+        if let Some(v) = &o.amqp_listen {
+            self.amqp.listen = v.clone();
+        }
     }
 
     /// Validates every key and derives the shard placement. `online` is the
@@ -258,6 +270,12 @@ impl Config {
         let http_listen = if self.http.enabled() {
             self.http.check()?;
             Some(listen_addr("http.listen", &self.http.listen)?)
+        } else {
+            None
+        };
+        self.amqp.check()?;
+        let amqp_listen = if self.amqp.enabled() {
+            Some(listen_addr("amqp.listen", &self.amqp.listen)?)
         } else {
             None
         };
@@ -426,6 +444,7 @@ impl Config {
             http_listen,
             mqtt_ws_listen,
             nats_ws_listen,
+            amqp_listen,
         )?;
         let mesh = self.resolve_mesh()?;
         let tls = self.resolve_client_tls()?;
@@ -449,6 +468,7 @@ impl Config {
             tls,
             mqtt_ws_listen,
             nats_ws_listen,
+            amqp_listen,
         })
     }
 
@@ -473,9 +493,16 @@ impl Config {
             (true, Some(t)) => Some(t.clone()),
             (false, _) => None,
         };
+        let amqp = match (self.amqp.tls, &mqtt) {
+            (true, None) => {
+                return Err(invalid("amqp.tls", "needs mqtt.tls.cert and mqtt.tls.key"))
+            }
+            (true, Some(t)) => Some(t.clone()),
+            (false, _) => None,
+        };
         let mqtt = match (m.listen.is_empty(), mqtt) {
             (true, None) => None,
-            (true, Some(_)) if mqtt_ws.is_some() => None,
+            (true, Some(_)) if mqtt_ws.is_some() || amqp.is_some() => None,
             (false, Some(t)) => Some((listen_addr("mqtt.tls.listen", &m.listen)?, t)),
             (true, Some(_)) => {
                 return Err(invalid(
@@ -519,6 +546,7 @@ impl Config {
             mqtt,
             nats,
             mqtt_ws,
+            amqp,
         })
     }
 }
@@ -536,6 +564,7 @@ impl Config {
         http: Option<SocketAddr>,
         mqtt_ws: Option<SocketAddr>,
         nats_ws: Option<SocketAddr>,
+        amqp: Option<SocketAddr>,
     ) -> Result<(), ConfigError> {
         let s = &self.security;
         if s.allow_anonymous.is_some() || !s.users.is_empty() {
@@ -547,6 +576,7 @@ impl Config {
             ("http.listen", http),
             ("mqtt.ws.listen", mqtt_ws),
             ("nats.ws.listen", nats_ws),
+            ("amqp.listen", amqp),
         ];
         for (key, addr) in listeners {
             if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {

@@ -32,6 +32,15 @@ fn defaults_are_pinned() {
     assert_eq!(c.nats.ping_interval_ms, 120_000);
     assert_eq!(c.nats.pings_outstanding_max, 2);
     assert_eq!(c.nats.payload_bytes_max, 1 << 20);
+    assert_eq!(c.amqp.listen, "", "AMQP is off by default");
+    assert!(!c.amqp.tls);
+    assert_eq!(c.amqp.max_frame_size, 65_536);
+    assert_eq!(c.amqp.message_bytes_max, 1 << 20);
+    assert_eq!(c.amqp.channel_max, 255);
+    assert_eq!(c.amqp.handles_max, 64);
+    assert_eq!(c.amqp.idle_timeout_ms, 60_000);
+    assert_eq!(c.amqp.sender_credit, 1000);
+    assert_eq!(c.amqp.connections_max, 0);
     assert_eq!(c.admin.listen, "127.0.0.1:8222");
     assert_eq!(c.admin.page_size_max, 1000);
     assert_eq!(c.log.format, "text");
@@ -213,4 +222,36 @@ fn persistence_is_checked_naming_the_key() {
     });
     assert!(c.persistence.is_on());
     assert_eq!(c.persistence.per_shard(4).bytes_max, (1 << 30) / 4);
+}
+
+#[test]
+fn amqp_keys_are_checked_naming_the_key() {
+    let e = Config::from_toml("[amqp]\nmax_frame_sizee = 3\n", "f.toml").unwrap_err();
+    assert!(e.to_string().contains("max_frame_sizee"), "{e}");
+    let resolve = |toml: &str| {
+        Config::from_toml(toml, "f.toml")
+            .unwrap()
+            .resolve(&[0])
+            .map(|r| r.amqp_listen)
+    };
+    let e = resolve("[amqp]\nlisten = \"127.0.0.1:0\"\nmax_frame_size = 511\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "amqp.max_frame_size: 511 is below the minimum of 512"
+    );
+    let e = resolve("[amqp]\nlisten = \"127.0.0.1:0\"\nsender_credit = 0\n").unwrap_err();
+    assert!(e.to_string().starts_with("amqp.sender_credit"), "{e}");
+    let e = resolve("[amqp]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert!(e.to_string().starts_with("amqp.listen"), "{e}");
+    let e = resolve("[amqp]\nlisten = \"127.0.0.1:0\"\ntls = true\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "amqp.tls: needs mqtt.tls.cert and mqtt.tls.key"
+    );
+    let e = resolve("[amqp]\nlisten = \"0.0.0.0:5672\"\n").unwrap_err();
+    assert!(e.to_string().contains("amqp.listen = 0.0.0.0:5672"), "{e}");
+    assert_eq!(resolve("").unwrap(), None, "off by default");
+    assert!(resolve("[amqp]\nlisten = \"127.0.0.1:0\"\n")
+        .unwrap()
+        .is_some());
 }

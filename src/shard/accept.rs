@@ -14,7 +14,9 @@ use super::admission;
 use super::bind::Listener;
 use super::ctx::ShardCtx;
 use super::mailbox::Protocol as SessionProtocol;
-use super::{driver, driver_http, driver_mqtt, driver_nats, stats, tls_accept, ws_accept};
+use super::{
+    driver, driver_amqp, driver_http, driver_mqtt, driver_nats, stats, tls_accept, ws_accept,
+};
 
 /// An accepted connection: served under a permit (counted before anything
 /// is allocated for it), or refused past the shard's accept rate,
@@ -31,6 +33,7 @@ pub(super) fn admit(
         SessionProtocol::Mqtt => admission::ListenerKind::Mqtt,
         SessionProtocol::Nats => admission::ListenerKind::Nats,
         SessionProtocol::Http => admission::ListenerKind::Http,
+        SessionProtocol::Amqp => admission::ListenerKind::Amqp,
     };
     let config = ctx.config();
     if !rate.allow(config.security.accept_rate_per_s, Instant::now()) {
@@ -61,6 +64,7 @@ pub(super) fn admit(
         SessionProtocol::Mqtt => config.mqtt.connections_max,
         SessionProtocol::Nats => config.nats.connections_max,
         SessionProtocol::Http => config.http.connections_max,
+        SessionProtocol::Amqp => config.amqp.connections_max,
     };
     let peer = stream.peer_addr().ok().map(|a| a.ip());
     let permit = ctx.global.admission.admit(
@@ -129,6 +133,23 @@ pub(super) fn admit(
                 ))
                 .detach();
             }
+        },
+        (SessionProtocol::Amqp, false) => {
+            glommio::spawn_local(under_permit(
+                permit,
+                driver_amqp::serve(ctx.clone(), stream),
+            ))
+            .detach();
+        }
+        (SessionProtocol::Amqp, true) => match ctx.global.client_tls_amqp() {
+            Some(tls) => {
+                glommio::spawn_local(under_permit(
+                    permit,
+                    tls_accept::serve_amqp(ctx.clone(), stream, tls),
+                ))
+                .detach();
+            }
+            None => driver::release(ctx),
         },
         (SessionProtocol::Http, _) => {
             glommio::spawn_local(under_permit(

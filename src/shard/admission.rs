@@ -59,9 +59,10 @@ pub enum ListenerKind {
     Mqtt = 0,
     Nats = 1,
     Http = 2,
+    Amqp = 3,
 }
 
-const LISTENER_KINDS: usize = 3;
+const LISTENER_KINDS: usize = 4;
 
 impl ListenerKind {
     pub fn name(self) -> &'static str {
@@ -69,6 +70,7 @@ impl ListenerKind {
             ListenerKind::Mqtt => "mqtt",
             ListenerKind::Nats => "nats",
             ListenerKind::Http => "http",
+            ListenerKind::Amqp => "amqp",
         }
     }
 }
@@ -99,6 +101,7 @@ impl Refused {
             (Refused::Listener, ListenerKind::Mqtt) => "mqtt.connections_max",
             (Refused::Listener, ListenerKind::Nats) => "nats.connections_max",
             (Refused::Listener, ListenerKind::Http) => "http.connections_max",
+            (Refused::Listener, ListenerKind::Amqp) => "amqp.connections_max",
             (Refused::Source, _) => "security.connections_per_source_max",
             (Refused::User, _) => "security.connections_per_user_max",
             (Refused::Rate, _) => "security.accept_rate_per_s",

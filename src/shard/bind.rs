@@ -148,6 +148,8 @@ pub(super) fn bind_protocol(
         (SessionProtocol::Mqtt, true, false) => "MQTT TLS",
         (SessionProtocol::Nats, _, false) => "NATS",
         (SessionProtocol::Http, _, _) => "HTTP",
+        (SessionProtocol::Amqp, false, _) => "AMQP",
+        (SessionProtocol::Amqp, true, _) => "AMQP TLS",
     };
     let bind_err = |addr, e: std::io::Error| StartError::Bind {
         protocol: name,
@@ -218,6 +220,8 @@ pub(super) struct ClientAddrs {
     pub(super) http: Option<SocketAddr>,
     pub(super) mqtt_ws: Option<SocketAddr>,
     pub(super) nats_ws: Option<SocketAddr>,
+    /// The AMQP 1.0 listener (`amqp.listen`; TLS with `amqp.tls`).
+    pub(super) amqp: Option<SocketAddr>,
 }
 
 /// The client listeners once bound: their addresses (port 0 resolved).
@@ -231,6 +235,7 @@ pub(super) struct ClientListeners {
     /// The WebSocket listeners (`mqtt.ws.listen`, `nats.ws.listen`).
     pub(super) mqtt_ws: Option<Bound>,
     pub(super) nats_ws: Option<Bound>,
+    pub(super) amqp: Option<Bound>,
 }
 
 /// Binds every client listener (see [`bind_protocol`], [`bind_ws`]) and
@@ -301,7 +306,19 @@ pub(super) fn bind_clients(
         per_shard,
         retry,
     )?;
+    let amqp = match addrs.amqp {
+        Some(listen) => {
+            let kind = Listener {
+                protocol: SessionProtocol::Amqp,
+                tls: config.amqp.tls,
+                ws: false,
+            };
+            Some(bind_protocol(kind, listen, false, 0, per_shard, retry)?)
+        }
+        None => None,
+    };
     Ok(ClientListeners {
+        amqp,
         mqtt,
         mqtt_tls,
         nats,

@@ -26,6 +26,7 @@ use crate::{mqtt, nats};
 
 use crate::mqtt::outbound::Outbound as MqttOutbound;
 
+mod amqp;
 mod durable;
 pub use crate::mqtt::outbound::{Backlog, Flight};
 pub use crate::session::CloseReason;
@@ -52,6 +53,9 @@ pub enum Protocol {
     /// sessions are, so the router delivers to it as to one; its mailbox
     /// renders the events with `http::deliver`.
     Http,
+    /// An AMQP 1.0 connection: one subscription per receiver link, as
+    /// NATS has one per SUB (`shard::ctx::table::AmqpLink`).
+    Amqp,
 }
 
 /// How one subscriber gets an event.
@@ -65,12 +69,15 @@ pub enum DeliverAs {
     /// A retained message replayed to an HTTP subscriber, `id` its stamp
     /// (the event stream's id; live events are stamped when written).
     Http { id: u64 },
+    /// To an AMQP receiver link (weft's channel and handle for it); `qos`
+    /// 0 pre-settled, 1 unsettled.
+    Amqp { handle: u32, channel: u16, qos: u8 },
 }
 
 impl DeliverAs {
     fn qos(&self) -> u8 {
         match self {
-            DeliverAs::Mqtt { qos, .. } => *qos,
+            DeliverAs::Mqtt { qos, .. } | DeliverAs::Amqp { qos, .. } => *qos,
             DeliverAs::Nats { .. } | DeliverAs::Http { .. } => 0,
         }
     }
@@ -147,6 +154,16 @@ struct Outbound {
     /// MQTT's hook: the in-flight window, packet ids and v5 extras
     /// (sans-IO, `mqtt::outbound`); untouched by NATS sessions.
     mqtt: MqttOutbound,
+    /// AMQP's: per link credit and queue, the unsettled map (sans-IO,
+    /// `amqp::outbound`); its queued events count in `bytes` and `len`.
+    amqp: Option<Box<crate::amqp::outbound::Outbound>>,
+}
+
+impl Outbound {
+    /// Items queued: the queue's and those waiting for AMQP link credit.
+    fn len(&self) -> usize {
+        self.queue.len() + self.amqp.as_ref().map_or(0, |a| a.queued())
+    }
 }
 
 pub struct Mailbox {
@@ -163,6 +180,8 @@ pub struct Mailbox {
     pub subscriptions: RefCell<hashbrown::HashMap<Box<str>, u8>>,
     /// NATS: sid → key of the subscription in the shard's table.
     pub nats_subs: RefCell<hashbrown::HashMap<Box<str>, SessionKey>>,
+    /// AMQP: (channel, handle) of a receiver link → its key in the table.
+    pub amqp_links: RefCell<hashbrown::HashMap<(u16, u32), SessionKey>>,
     pub dropped: Cell<u64>,
     /// A publisher already paused `backpressure_pause_ms_max` for this
     /// session without it draining: until it drains, QoS 1 events queue up
@@ -236,11 +255,15 @@ impl Mailbox {
             protocol,
             client_id,
             echo: Cell::new(true),
-            out: RefCell::default(),
+            out: RefCell::new(Outbound {
+                amqp: (protocol == Protocol::Amqp).then(Box::default),
+                ..Outbound::default()
+            }),
             close: Cell::new(None),
             reader: Cell::new(None),
             subscriptions: RefCell::default(),
             nats_subs: RefCell::default(),
+            amqp_links: RefCell::default(),
             dropped: Cell::new(0),
             pause_spent: Cell::new(false),
             hold: Default::default(),
@@ -274,7 +297,7 @@ impl Mailbox {
     /// Whether the protocol tells the client why it is closed (NATS
     /// `-ERR`, MQTT 5 DISCONNECT); MQTT 3.1.1 has no such packet.
     pub fn sends_last_words(&self) -> bool {
-        self.protocol == Protocol::Nats || self.version() == 5
+        matches!(self.protocol, Protocol::Nats | Protocol::Amqp) || self.version() == 5
     }
 
     /// MQTT protocol level: 4 (3.1.1) or 5.
@@ -387,6 +410,7 @@ impl Mailbox {
             DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
             DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
             DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event, self.http_ws.get()),
+            DeliverAs::Amqp { qos, .. } => crate::amqp::outbound::wire_len(&event, *qos, 0),
         };
         let too_large = matches!(how, DeliverAs::Mqtt { .. }) && out.mqtt.too_large(len);
         if too_large || event.expired() {
@@ -394,7 +418,7 @@ impl Mailbox {
             return Delivery::Dropped;
         }
         if offline {
-            let full = out.queue.len() >= limits.qos1_queued_messages_max
+            let full = out.len() >= limits.qos1_queued_messages_max
                 || out.bytes + len > limits.qos1_queued_bytes_max;
             if qos == 0 || full {
                 self.dropped.set(self.dropped.get() + 1);
@@ -402,7 +426,7 @@ impl Mailbox {
             }
         }
         let over_soft = !offline
-            && (out.queue.len() >= limits.queued_messages_max
+            && (out.len() >= limits.queued_messages_max
                 || out.bytes + len > limits.queued_bytes_max);
         let mut outcome = Delivery::Queued;
         if !over_soft {
@@ -417,7 +441,7 @@ impl Mailbox {
                     SlowConsumerPolicy::Disconnect => Delivery::SlowConsumer,
                 };
             }
-            if out.queue.len() >= limits.qos1_queued_messages_max
+            if out.len() >= limits.qos1_queued_messages_max
                 || out.bytes + len > limits.qos1_queued_bytes_max
             {
                 return Delivery::SlowConsumer;
@@ -453,6 +477,11 @@ impl Mailbox {
                 sid,
                 subject,
             },
+            DeliverAs::Amqp {
+                handle,
+                channel,
+                qos,
+            } => return self.queue_amqp(&mut out, channel, handle, event, qos, outcome),
         };
         self.push(&mut out, item);
         outcome
@@ -461,14 +490,14 @@ impl Mailbox {
     /// True while the queue is over its soft limits.
     pub fn over_soft(&self, limits: &Limits) -> bool {
         let out = self.out.borrow();
-        out.queue.len() >= limits.queued_messages_max || out.bytes > limits.queued_bytes_max
+        out.len() >= limits.queued_messages_max || out.bytes > limits.queued_bytes_max
     }
 
     /// True when a QoS 1 packet of the largest size might not fit under
     /// the hard limits any more.
     pub fn no_room(&self, limits: &Limits) -> bool {
         let out = self.out.borrow();
-        out.queue.len() >= limits.qos1_queued_messages_max
+        out.len() >= limits.qos1_queued_messages_max
             || out.bytes + limits.packet_bytes_max > limits.qos1_queued_bytes_max
     }
 
@@ -477,8 +506,7 @@ impl Mailbox {
     pub fn poll_drained(&self, cx: &mut Context<'_>, limits: &Limits) -> Poll<()> {
         let mut out = self.out.borrow_mut();
         if self.close.get().is_some()
-            || (out.queue.len() < limits.queued_messages_max
-                && out.bytes <= limits.queued_bytes_max)
+            || (out.len() < limits.queued_messages_max && out.bytes <= limits.queued_bytes_max)
         {
             return Poll::Ready(());
         }
@@ -591,13 +619,22 @@ impl Mailbox {
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
             }
         }
+        if !gate_blocked && buf.len() < limits.write_batch_bytes_max {
+            if let Some(amqp) = out.amqp.as_deref_mut() {
+                // After the queue: a link's attach is queued there before
+                // its first credit, so before its first transfer.
+                out.bytes -=
+                    amqp.write(buf, limits.write_batch_bytes_max, limits.inflight_max, born);
+            }
+        }
         debug_assert_eq!(
             out.bytes,
-            out.queue.iter().map(OutItem::wire_len).sum::<usize>(),
+            out.queue.iter().map(OutItem::wire_len).sum::<usize>()
+                + out.amqp.as_ref().map_or(0, |a| a.queued_bytes()),
             "queued bytes out of step with the queue"
         );
         if !out.drain_waiters.is_empty()
-            && out.queue.len() < limits.queued_messages_max
+            && out.len() < limits.queued_messages_max
             && out.bytes <= limits.queued_bytes_max
         {
             for w in out.drain_waiters.drain(..) {
@@ -729,7 +766,7 @@ impl Mailbox {
 
     pub fn queued(&self) -> (usize, usize) {
         let out = self.out.borrow();
-        (out.queue.len(), out.bytes)
+        (out.len(), out.bytes)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod bind;
 pub mod bridge;
 pub mod ctx;
 pub mod driver;
+pub mod driver_amqp;
 pub mod driver_http;
 pub mod driver_mqtt;
 pub mod driver_nats;
@@ -121,6 +122,7 @@ impl Router {
             tls,
             mqtt_ws_listen,
             nats_ws_listen,
+            amqp_listen,
         } = resolved;
         let shards = shard_cores.len();
         let seed = {
@@ -145,6 +147,7 @@ impl Router {
                 + http_listen.map_or(0, |_| per_protocol(false))
                 + mqtt_ws_listen.map_or(0, |_| per_protocol(false))
                 + nats_ws_listen.map_or(0, |_| per_protocol(false))
+                + amqp_listen.map_or(0, |_| per_protocol(false))
                 + u64::from(admin_listen.is_some())
                 + u64::from(mesh.as_ref().is_some_and(|m| m.listen.is_some())),
             links: mesh
@@ -199,6 +202,7 @@ impl Router {
                 http: http_listen,
                 mqtt_ws: mqtt_ws_listen,
                 nats_ws: nats_ws_listen,
+                amqp: amqp_listen,
             },
             &mut per_shard,
             retry,
@@ -394,6 +398,11 @@ impl Router {
         self.listeners.http.as_ref().map(|b| b.addr)
     }
 
+    /// The AMQP 1.0 listener, when `amqp.listen` is set.
+    pub fn amqp_addr(&self) -> Option<SocketAddr> {
+        self.listeners.amqp.as_ref().map(|b| b.addr)
+    }
+
     /// The MQTT TLS listener, when `mqtt.tls.listen` is set.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.listeners.mqtt_tls.as_ref().map(|b| b.addr)
@@ -412,6 +421,9 @@ impl Router {
                 *now = next;
             }
             if let (Some(now), Some(next)) = (&mut tls.mqtt_ws, new.mqtt_ws) {
+                *now = next;
+            }
+            if let (Some(now), Some(next)) = (&mut tls.amqp, new.amqp) {
                 *now = next;
             }
         }

@@ -120,6 +120,12 @@ counters! {
     authz_denied_http_subscribe: "HTTP subscriptions (event streams) the client's rights refused.",
     authz_denied_http_deliver: "Events not delivered to an HTTP subscriber's checked subscription it may not read.",
     auth_failures_http: "HTTP requests refused by authentication (also in weft_auth_failures_total).",
+    authz_denied_amqp_publish: "AMQP transfers (and sender links) the client's rights refused.",
+    authz_denied_amqp_subscribe: "AMQP receiver links the client's rights refused.",
+    authz_denied_amqp_deliver: "Events not delivered to an AMQP receiver link's checked subscription it may not read.",
+    auth_failures_amqp: "AMQP SASL exchanges refused by authentication (also in weft_auth_failures_total).",
+    amqp_rejected: "AMQP deliveries a receiver settled as rejected.",
+    amqp_dropped_unsettled: "Unsettled AMQP deliveries dropped: their link went away (not durable, no group member to hand them to) or modified undeliverable-here with no other member.",
 }
 
 /// Counters that go up and down.

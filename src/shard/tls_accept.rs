@@ -73,6 +73,23 @@ pub async fn serve_mqtt(ctx: Rc<ShardCtx>, stream: TcpStream, tls: ClientTls) {
     }
 }
 
+/// Serves one connection accepted on the AMQP listener with `amqp.tls`:
+/// the handshake within the CONNECT deadline, then AMQP over TLS (AMQP's
+/// own TLS upgrade, protocol id 2, is not offered: the listener is TLS
+/// from the first byte, as brokers' 5671). The caller counted the
+/// connection; this releases it.
+pub async fn serve_amqp(ctx: Rc<ShardCtx>, stream: TcpStream, tls: ClientTls) {
+    transport::configure(&stream, &ctx.config().socket);
+    let peer = stream.peer_addr().ok();
+    match Tls::accept(stream, tls.server, tls.identity, connect_deadline(&ctx)).await {
+        Ok(tls) => super::driver_amqp::serve_on(ctx, Rc::new(tls)).await,
+        Err(e) => {
+            handshake_failed(&ctx, "amqp.tls", peer, e);
+            driver::release(&ctx);
+        }
+    }
+}
+
 /// What the first byte a client sent says, peeked within `wait`.
 enum First {
     Tls,

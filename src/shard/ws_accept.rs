@@ -85,7 +85,7 @@ pub(super) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, kind: Listener) 
         // nats.ws sends binary; text is accepted (UTF-8 checked).
         Protocol::Nats => ("nats.ws", settings(&config.nats.ws, true)),
         // The HTTP edge has no WebSocket listener of its own.
-        Protocol::Http => return driver::release(&ctx),
+        Protocol::Http | Protocol::Amqp => return driver::release(&ctx),
     };
     drop(config);
     let peer = stream.peer_addr().ok();
@@ -104,7 +104,7 @@ pub(super) async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, kind: Listener) 
     let material = match kind.protocol {
         Protocol::Mqtt => ctx.global.client_tls_mqtt_ws(),
         Protocol::Nats => ctx.global.client_tls_nats(),
-        Protocol::Http => None,
+        Protocol::Http | Protocol::Amqp => None,
     };
     let Some(material) = material else {
         return driver::release(&ctx);
@@ -132,7 +132,7 @@ async fn upgrade<T: Transport>(
         path: Some(&settings.path),
         subprotocols: match protocol {
             Protocol::Mqtt => MQTT_SUBPROTOCOLS,
-            Protocol::Nats | Protocol::Http => &[],
+            Protocol::Nats | Protocol::Http | Protocol::Amqp => &[],
         },
         subprotocol_required: protocol == Protocol::Mqtt,
         head_bytes_max: settings.head_bytes_max,
@@ -157,7 +157,7 @@ async fn upgrade<T: Transport>(
             match protocol {
                 Protocol::Mqtt => super::driver_mqtt::serve_on(ctx, Rc::new(ws)).await,
                 Protocol::Nats => super::driver_nats::serve_on(ctx, Rc::new(ws)).await,
-                Protocol::Http => driver::release(&ctx),
+                Protocol::Http | Protocol::Amqp => driver::release(&ctx),
             }
         }
         Err(Failed::Refused(refusal)) => {

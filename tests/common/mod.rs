@@ -35,6 +35,9 @@ pub struct Weft {
     /// The HTTP edge (`weft: http listening on ADDR`), when `http.listen`
     /// or `--http-listen` is set: with port 0, the port it got.
     pub http: Option<SocketAddr>,
+    /// The AMQP 1.0 listener (`weft: amqp listening on ADDR`), when
+    /// `amqp.listen` or `--amqp-listen` is set: with port 0, the port it got.
+    pub amqp: Option<SocketAddr>,
     /// The router's stderr lines, when captured.
     pub stderr: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
     /// Set by the stderr reader at the end of the stream (when captured).
@@ -177,6 +180,12 @@ impl Weft {
             .and_then(|l| l.as_str())
             .is_some_and(|l| !l.is_empty())
             || launch.args.iter().any(|a| a.starts_with("--http-listen"));
+        let expects_amqp = table
+            .get("amqp")
+            .and_then(|h| h.get("listen"))
+            .and_then(|l| l.as_str())
+            .is_some_and(|l| !l.is_empty())
+            || launch.args.iter().any(|a| a.starts_with("--amqp-listen"));
         let toml = table.to_string();
         let config = write_config(&toml);
         let mut command = match launch.prefix.split_first() {
@@ -273,6 +282,8 @@ impl Weft {
         let nats_ws = expects_nats_ws.then(|| ws_line("nats ws listening on "));
         // The HTTP line comes after the WebSocket ones.
         let http = expects_http.then(|| ws_line("http listening on "));
+        // The AMQP line comes after the HTTP one.
+        let amqp = expects_amqp.then(|| ws_line("amqp listening on "));
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Weft {
@@ -286,6 +297,7 @@ impl Weft {
             mqtt_ws,
             nats_ws,
             http,
+            amqp,
             stderr,
             stderr_ended,
             config_path: config.0.clone(),

@@ -53,6 +53,7 @@ fn label(protocol: Protocol) -> &'static str {
         Protocol::Mqtt => "mqtt",
         Protocol::Nats => "nats",
         Protocol::Http => "http",
+        Protocol::Amqp => "amqp",
     }
 }
 
@@ -125,6 +126,7 @@ fn failed(
         Protocol::Mqtt => &ctx.counters.auth_failures_mqtt,
         Protocol::Nats => &ctx.counters.auth_failures_nats,
         Protocol::Http => &ctx.counters.auth_failures_http,
+        Protocol::Amqp => &ctx.counters.auth_failures_amqp,
     };
     Counters::add(counter, 1);
     if ctx.log_limiter.allow() {

@@ -29,6 +29,7 @@
 //! trait) or sockets.
 
 mod admit;
+mod amqp;
 mod auth;
 mod backpressure;
 mod buffers;
@@ -106,6 +107,11 @@ impl Global {
     pub fn client_tls_mqtt(&self) -> Option<crate::config::ClientTls> {
         let tls = self.client_tls.read().ok()?;
         tls.mqtt.as_ref().map(|(_, t)| t.clone())
+    }
+
+    /// The AMQP listener's TLS material (`amqp.tls`).
+    pub fn client_tls_amqp(&self) -> Option<crate::config::ClientTls> {
+        self.client_tls.read().ok()?.amqp.clone()
     }
 
     /// The MQTT WebSocket listener's wss material (`mqtt.ws.tls`).
@@ -327,7 +333,8 @@ impl ShardCtx {
             return; // taken over: its state lives elsewhere now
         }
         self.end_journal(session);
-        if session.protocol != Protocol::Nats {
+        self.drop_amqp_links(session);
+        if !matches!(session.protocol, Protocol::Nats | Protocol::Amqp) {
             self.leave_home(session);
             let redirect = groups::shared_backlog(session);
             self.drop_mqtt_subscriptions(session);

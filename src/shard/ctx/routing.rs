@@ -423,6 +423,21 @@ impl ShardCtx {
                             },
                         )
                     }
+                    Some(Some(Slot::AmqpLink(link))) => {
+                        if sub.qos & CHECKED != 0
+                            && !self.readable(&link.session, Protocol::Amqp, &e)
+                        {
+                            continue;
+                        }
+                        (
+                            &link.session,
+                            DeliverAs::Amqp {
+                                channel: link.channel,
+                                handle: link.handle,
+                                qos: link.qos,
+                            },
+                        )
+                    }
                     _ => {
                         debug_assert!(false, "trie names a key that is gone");
                         continue;
@@ -491,6 +506,9 @@ impl ShardCtx {
             (Protocol::Http, Denied::Publish) => &c.authz_denied_http_publish,
             (Protocol::Http, Denied::Subscribe) => &c.authz_denied_http_subscribe,
             (Protocol::Http, Denied::Deliver) => &c.authz_denied_http_deliver,
+            (Protocol::Amqp, Denied::Publish) => &c.authz_denied_amqp_publish,
+            (Protocol::Amqp, Denied::Subscribe) => &c.authz_denied_amqp_subscribe,
+            (Protocol::Amqp, Denied::Deliver) => &c.authz_denied_amqp_deliver,
         };
         Counters::add(counter, 1);
     }

@@ -28,13 +28,27 @@ pub struct NatsSub {
     pub delivered: Cell<u64>,
 }
 
+/// An AMQP receiver link: its own key in the trie, as a NATS SUB has, since
+/// AMQP delivers once per link. (channel, handle) are weft's for the link.
+pub struct AmqpLink {
+    pub session: Rc<Session>,
+    pub channel: u16,
+    pub handle: u32,
+    /// 0: sent pre-settled; 1: unsettled.
+    pub qos: u8,
+    pub filter: Box<str>,
+    pub group: Option<Arc<str>>,
+}
+
 /// What a key of the shard's table (and of the trie) names.
 pub(super) enum Slot {
     /// An MQTT session: its connection and its one subscriber key.
     Mqtt(Rc<Session>),
-    /// A NATS connection (its key is the origin of its publishes).
+    /// A NATS or AMQP connection (its key is the origin of its publishes;
+    /// its subscriptions have keys of their own).
     NatsConn(Rc<Session>),
     NatsSub(Rc<NatsSub>),
+    AmqpLink(Rc<AmqpLink>),
 }
 
 #[derive(Default)]
@@ -86,7 +100,7 @@ impl Table {
             match protocol {
                 // An HTTP subscriber's subscriptions are MQTT-shaped.
                 Protocol::Mqtt | Protocol::Http => Slot::Mqtt(s),
-                Protocol::Nats => Slot::NatsConn(s),
+                Protocol::Nats | Protocol::Amqp => Slot::NatsConn(s),
             }
         });
         self.slots.borrow_mut().sessions += 1;
@@ -113,6 +127,25 @@ impl Table {
     pub(super) fn remove_nats_sub(&self, key: SessionKey) -> Option<Rc<NatsSub>> {
         match self.remove(key) {
             Some(Slot::NatsSub(sub)) => Some(sub),
+            _ => None,
+        }
+    }
+
+    pub(super) fn insert_amqp_link(&self, link: Rc<AmqpLink>) -> SessionKey {
+        self.insert(|_| Slot::AmqpLink(link))
+    }
+
+    /// Takes an AMQP receiver link out of the table.
+    pub(super) fn remove_amqp_link(&self, key: SessionKey) -> Option<Rc<AmqpLink>> {
+        match self.remove(key) {
+            Some(Slot::AmqpLink(link)) => Some(link),
+            _ => None,
+        }
+    }
+
+    pub(super) fn amqp_link(&self, key: SessionKey) -> Option<Rc<AmqpLink>> {
+        match self.slots.borrow().slots.get(key as usize) {
+            Some(Some(Slot::AmqpLink(link))) => Some(link.clone()),
             _ => None,
         }
     }
@@ -156,6 +189,7 @@ impl Table {
         let leaving = |key: SessionKey| match slots.slots.get(key as usize) {
             Some(Some(Slot::Mqtt(s))) | Some(Some(Slot::NatsConn(s))) => s.leaving(),
             Some(Some(Slot::NatsSub(ns))) => ns.session.leaving(),
+            Some(Some(Slot::AmqpLink(link))) => link.session.leaving(),
             _ => true,
         };
         (0..local.len())
@@ -180,6 +214,7 @@ impl Table {
                         Protocol::Mqtt => "mqtt",
                         Protocol::Nats => "nats",
                         Protocol::Http => "http",
+                        Protocol::Amqp => "amqp",
                     };
                     if v.connections.len() == max {
                         v.truncated = true;
@@ -197,13 +232,14 @@ impl Table {
                             account: s.identity.borrow().as_ref().map(|i| i.account.to_string()),
                             online: !s.offline.get(),
                             subscriptions: s.subscriptions.borrow().len()
-                                + s.nats_subs.borrow().len(),
+                                + s.nats_subs.borrow().len()
+                                + s.amqp_links.borrow().len(),
                             queued_messages,
                             queued_bytes,
                             dropped: s.dropped.get(),
                         });
                     }
-                    if s.protocol != Protocol::Nats {
+                    if !matches!(s.protocol, Protocol::Nats | Protocol::Amqp) {
                         for (filter, qos) in s.subscriptions.borrow().iter() {
                             if v.subscriptions.len() == max {
                                 v.truncated = true;
@@ -220,6 +256,21 @@ impl Table {
                             });
                         }
                     }
+                }
+                Slot::AmqpLink(link) => {
+                    if v.subscriptions.len() == max {
+                        v.truncated = true;
+                        continue;
+                    }
+                    v.subscriptions.push(stats::SubscriptionInfo {
+                        shard,
+                        protocol: "amqp",
+                        client_id: link.session.client_id.to_string(),
+                        filter: link.filter.to_string(),
+                        qos: link.qos,
+                        sid: Some(format!("{}/{}", link.channel, link.handle)),
+                        queue_group: link.group.as_ref().map(|g| g.to_string()),
+                    });
                 }
                 Slot::NatsSub(sub) => {
                     if v.subscriptions.len() == max {

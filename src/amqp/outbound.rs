@@ -1,0 +1,771 @@
+//! AMQP's delivery side of one connection, sans-IO: per receiver link the
+//! queue of deliveries waiting for credit, its link-credit and
+//! delivery-count; per session weft's next-outgoing-id and the client's
+//! incoming window; delivery ids and tags; the unsettled map and what a
+//! disposition does to it (released → sent again, modified → sent again
+//! with delivery-count + 1, or handed on); drain and echo flows; and the
+//! transfer encoder (a described list written by hand: no serde per
+//! delivery).
+//!
+//! Owns: the state above. Must not touch: the mailbox's queue accounting
+//! and limits (the shard's mailbox holds this and calls in when it queues
+//! an event, writes a batch, or carries out the client's flow and
+//! disposition), sockets, clocks, the router (a hand-on is returned to the
+//! caller). Everything inbound (frames, attach, the credit weft grants) is
+//! the machine's (`amqp::session`).
+//!
+//! Bounds: the queues are bounded by the mailbox's limits (it counts every
+//! event queued here: [`Outbound::queued`], [`Outbound::queued_bytes`]);
+//! the unsettled map holds at most `inflight_max` deliveries
+//! (`limits.inflight_max`): past it, unsettled links wait for a
+//! disposition as an MQTT window waits for a PUBACK. Links per connection
+//! are the machine's bound (`[amqp] channel_max` × `handles_max`).
+//!
+//! Hot path: [`Outbound::write`] runs per delivery: a transfer is a fixed
+//! header and ~30 bytes of performative written in place, then the
+//! message's sections (`amqp::message::write_message`); no allocation but
+//! `buf`'s growth. Rerun `weft bench` after changing it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::event::Event;
+
+/// What the client's disposition said of a delivery (the contract's
+/// `amqp::session::Outcome`, mapped by the glue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Released,
+    Rejected,
+    Modified {
+        delivery_failed: bool,
+        undeliverable_here: bool,
+    },
+}
+
+/// A link's unsettled and queued deliveries when it goes away (the caller
+/// hands them on to a queue group, keeps them for a durable link, or drops
+/// and counts them).
+#[derive(Debug, Default)]
+pub struct Leftover {
+    /// (event, qos, delivery-count), unsettled ones first, in order.
+    pub events: Vec<(Event, u8, u32)>,
+    /// How many of `events` were sent and not settled.
+    pub unsettled: usize,
+}
+
+/// What a disposition did, for the caller's counters and hand-ons.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Sent again (released, or modified without undeliverable-here).
+    pub requeued: usize,
+    /// Modified with undeliverable-here: for another member of the link's
+    /// group, else dropped (the caller decides): (handle, event).
+    pub undeliverable: Vec<(u32, Event)>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    event: Event,
+    qos: u8,
+    delivery_count: u32,
+}
+
+#[derive(Debug)]
+struct Link {
+    channel: u16,
+    handle: u32,
+    /// 0: weft sends pre-settled; 1: unsettled.
+    qos: u8,
+    credit: u32,
+    delivery_count: u32,
+    drain: bool,
+    /// A flow to send (echo asked, or a drain finished).
+    flow_due: bool,
+    queue: VecDeque<Waiting>,
+    /// The first this many of `queue` are resends (released, modified),
+    /// in delivery order: later resends go after them, before the rest.
+    resends: usize,
+}
+
+#[derive(Debug)]
+struct Unsettled {
+    handle: u32,
+    event: Event,
+    qos: u8,
+    delivery_count: u32,
+}
+
+#[derive(Debug)]
+struct Session {
+    channel: u16,
+    /// The transfer-id of weft's next transfer frame.
+    next_outgoing_id: u32,
+    next_delivery_id: u32,
+    /// Transfers the client takes before its next flow.
+    remote_incoming_window: u32,
+    /// weft's own incoming side, as the machine last said it (flows carry
+    /// it).
+    next_incoming_id: u32,
+    incoming_window: u32,
+    unsettled: BTreeMap<u32, Unsettled>,
+}
+
+/// The delivery side of one AMQP connection.
+#[derive(Debug)]
+pub struct Outbound {
+    sessions: Vec<Session>,
+    links: Vec<Link>,
+    /// Round-robin start among the links, so one busy link does not starve
+    /// the others of a batch.
+    next_link: usize,
+    queued: usize,
+    queued_bytes: usize,
+    unsettled: usize,
+    /// The client's max-frame-size (from its `open`): longer transfers are
+    /// split into several frames.
+    pub max_frame_size: u32,
+    /// Dispositions weft owes the client (a terminal outcome it did not
+    /// settle): (channel, first, last).
+    settle_due: Vec<(u16, u32, u32)>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            sessions: Vec::new(),
+            links: Vec::new(),
+            next_link: 0,
+            queued: 0,
+            queued_bytes: 0,
+            unsettled: 0,
+            max_frame_size: u32::MAX,
+            settle_due: Vec::new(),
+        }
+    }
+}
+
+/// The frame header and the transfer performative, at most (list8 with
+/// six fields, four-byte tag).
+const TRANSFER_OVERHEAD_MAX: usize = 8 + 3 + 3 + 5 + 5 + 6 + 1 + 1 + 1;
+
+/// Bytes one delivery takes on the wire (one frame; a split one takes a
+/// few more, counted the same on queue and dequeue).
+pub fn wire_len(event: &Event, qos: u8, delivery_count: u32) -> usize {
+    TRANSFER_OVERHEAD_MAX + crate::amqp::message::message_len(event, qos, delivery_count)
+}
+
+impl Outbound {
+    /// Events waiting for credit, all links.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Their wire bytes (as [`wire_len`] counted them).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Deliveries sent and not settled.
+    pub fn unsettled(&self) -> usize {
+        self.unsettled
+    }
+
+    /// A session began: `incoming_window` is the client's, `next_outgoing_id`
+    /// weft's first transfer-id (as its `begin` said).
+    pub fn begin(&mut self, channel: u16, incoming_window: u32, next_outgoing_id: u32) {
+        self.sessions.retain(|s| s.channel != channel);
+        self.sessions.push(Session {
+            channel,
+            next_outgoing_id,
+            next_delivery_id: 0,
+            remote_incoming_window: incoming_window,
+            next_incoming_id: 0,
+            incoming_window: 0,
+            unsettled: BTreeMap::new(),
+        });
+    }
+
+    /// weft's incoming side of a session, as its machine keeps it (written
+    /// in the flows this sends).
+    pub fn set_incoming(&mut self, channel: u16, next_incoming_id: u32, incoming_window: u32) {
+        if let Some(s) = self.session_mut(channel) {
+            s.next_incoming_id = next_incoming_id;
+            s.incoming_window = incoming_window;
+        }
+    }
+
+    /// A session ended: its links' leftovers (the caller removed the links
+    /// first through `Unsubscribe`; any left are dropped here).
+    pub fn end(&mut self, channel: u16) -> Leftover {
+        let mut left = Leftover::default();
+        let handles: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|l| l.channel == channel)
+            .map(|l| l.handle)
+            .collect();
+        for handle in handles {
+            let l = self.detach(channel, handle);
+            left.unsettled += l.unsettled;
+            left.events.extend(l.events);
+        }
+        if let Some(at) = self.sessions.iter().position(|s| s.channel == channel) {
+            let s = self.sessions.swap_remove(at);
+            self.unsettled -= s.unsettled.len();
+            left.unsettled += s.unsettled.len();
+            left.events.extend(
+                s.unsettled
+                    .into_values()
+                    .map(|u| (u.event, u.qos, u.delivery_count)),
+            );
+        }
+        left
+    }
+
+    /// A receiver link attached (weft sends on it): no credit until the
+    /// client's flow.
+    pub fn attach(&mut self, channel: u16, handle: u32, qos: u8) {
+        debug_assert!(self.link(channel, handle).is_none(), "handle in use");
+        self.links.push(Link {
+            channel,
+            handle,
+            qos,
+            credit: 0,
+            delivery_count: 0,
+            drain: false,
+            flow_due: false,
+            queue: VecDeque::new(),
+            resends: 0,
+        });
+    }
+
+    /// A receiver link went away: its unsettled deliveries (oldest first)
+    /// then its queue, for the caller to hand on, keep or drop.
+    pub fn detach(&mut self, channel: u16, handle: u32) -> Leftover {
+        let mut left = Leftover::default();
+        if let Some(s) = self.sessions.iter_mut().find(|s| s.channel == channel) {
+            let ids: Vec<u32> = s
+                .unsettled
+                .iter()
+                .filter(|(_, u)| u.handle == handle)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                let u = s.unsettled.remove(&id).expect("listed");
+                left.events.push((u.event, u.qos, u.delivery_count));
+            }
+            left.unsettled = left.events.len();
+            self.unsettled -= left.unsettled;
+        }
+        if let Some(at) = self
+            .links
+            .iter()
+            .position(|l| l.channel == channel && l.handle == handle)
+        {
+            let link = self.links.swap_remove(at);
+            for w in link.queue {
+                self.queued -= 1;
+                self.queued_bytes -= wire_len(&w.event, w.qos, w.delivery_count);
+                left.events.push((w.event, w.qos, w.delivery_count));
+            }
+        }
+        left
+    }
+
+    /// Queues an event for a link; false (nothing queued) if the link is
+    /// gone. Its wire bytes are [`wire_len`].
+    pub fn enqueue(&mut self, channel: u16, handle: u32, event: Event, qos: u8) -> bool {
+        self.enqueue_counted(channel, handle, event, qos, 0, false)
+    }
+
+    /// Queues a delivery again (a durable link's kept backlog, a resend):
+    /// `front` puts it after the resends waiting, before the rest.
+    pub fn enqueue_counted(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        delivery_count: u32,
+        front: bool,
+    ) -> bool {
+        let Some(link) = self.link_mut(channel, handle) else {
+            return false;
+        };
+        let qos = qos.min(link.qos);
+        let len = wire_len(&event, qos, delivery_count);
+        let w = Waiting {
+            event,
+            qos,
+            delivery_count,
+        };
+        if front {
+            link.queue.insert(link.resends, w);
+            link.resends += 1;
+        } else {
+            link.queue.push_back(w);
+        }
+        self.queued += 1;
+        self.queued_bytes += len;
+        true
+    }
+
+    /// The client's flow: the session part (its incoming window) and, when
+    /// it names a receiver link, the link's credit (OASIS AMQP 1.0, 2.6.7:
+    /// link-credit = the receiver's delivery-count + its link-credit −
+    /// weft's delivery-count), drain and echo. True when something may be
+    /// written now (the writer should wake).
+    #[allow(clippy::too_many_arguments)]
+    pub fn flow(
+        &mut self,
+        channel: u16,
+        next_incoming_id: Option<u32>,
+        incoming_window: u32,
+        link: Option<(u32, Option<u32>, u32, bool, bool)>,
+    ) -> bool {
+        if let Some(s) = self.session_mut(channel) {
+            // 2.5.6: the window the client grants counts from the id it
+            // expects next (before any transfer: weft's first id).
+            let expected = next_incoming_id.unwrap_or(s.next_outgoing_id);
+            s.remote_incoming_window = expected
+                .wrapping_add(incoming_window)
+                .wrapping_sub(s.next_outgoing_id);
+        }
+        if let Some((handle, delivery_count, credit, drain, echo)) = link {
+            if let Some(l) = self.link_mut(channel, handle) {
+                let theirs = delivery_count.unwrap_or(0);
+                l.credit = theirs.wrapping_add(credit).wrapping_sub(l.delivery_count);
+                if l.credit > credit {
+                    // Their count ahead of ours (a wrap or a confused
+                    // client): never more than they granted.
+                    l.credit = credit;
+                }
+                l.drain = drain;
+                l.flow_due |= echo;
+                if drain && l.queue.is_empty() {
+                    finish_drain(l);
+                }
+            }
+        }
+        self.ready()
+    }
+
+    /// Something can be written now: a flow or disposition due, or a
+    /// queued delivery whose link has credit (the writer then wakes).
+    pub fn ready(&self) -> bool {
+        !self.settle_due.is_empty()
+            || self.links.iter().any(|l| {
+                l.flow_due || (!l.queue.is_empty() && l.credit > 0 && self.window(l.channel) > 0)
+            })
+    }
+
+    /// The client's disposition of deliveries `first..=last` weft sent on
+    /// `channel`. A terminal outcome ends a delivery (settled, or settled by
+    /// weft in return when the client did not); released ones are sent
+    /// again as they were, modified ones with delivery-count + 1 or handed
+    /// on (undeliverable-here). Ids not unsettled are ignored (2.6.12:
+    /// already settled).
+    pub fn settle(
+        &mut self,
+        channel: u16,
+        first: u32,
+        last: u32,
+        settled: bool,
+        outcome: Option<Outcome>,
+    ) -> Settled {
+        let mut done = Settled::default();
+        let Some(at) = self.sessions.iter().position(|s| s.channel == channel) else {
+            return done;
+        };
+        let outcome = match (outcome, settled) {
+            (Some(o), _) => o,
+            // Settled with no outcome: the client is done with it.
+            (None, true) => Outcome::Accepted,
+            // A non-terminal state (received): nothing changes.
+            (None, false) => return done,
+        };
+        let mut ids: Vec<u32> = Vec::new();
+        let s = &mut self.sessions[at];
+        if first <= last {
+            ids.extend(s.unsettled.range(first..=last).map(|(id, _)| *id));
+        } else {
+            // The ids wrapped within the range.
+            ids.extend(s.unsettled.range(first..).map(|(id, _)| *id));
+            ids.extend(s.unsettled.range(..=last).map(|(id, _)| *id));
+        }
+        if !settled && !ids.is_empty() {
+            self.settle_due.push((channel, first, last));
+        }
+        let mut requeue: Vec<(u32, Unsettled)> = Vec::new();
+        for id in ids {
+            let u = self.sessions[at].unsettled.remove(&id).expect("listed");
+            self.unsettled -= 1;
+            match outcome {
+                Outcome::Accepted => done.accepted += 1,
+                Outcome::Rejected => done.rejected += 1,
+                Outcome::Released => requeue.push((id, u)),
+                Outcome::Modified {
+                    undeliverable_here: true,
+                    ..
+                } => done.undeliverable.push((u.handle, u.event)),
+                Outcome::Modified {
+                    delivery_failed, ..
+                } => {
+                    let mut u = u;
+                    if delivery_failed {
+                        u.delivery_count += 1;
+                    }
+                    requeue.push((id, u));
+                }
+            }
+        }
+        // Sent again before what waits, oldest first.
+        for (_, u) in requeue {
+            if self.enqueue_counted(channel, u.handle, u.event, u.qos, u.delivery_count, true) {
+                done.requeued += 1;
+            }
+        }
+        done
+    }
+
+    /// Writes what may go now into `buf`, up to `batch_bytes_max`: flows
+    /// and dispositions due, then transfers, round-robin over the links,
+    /// each while its link has credit, its session's window is open and
+    /// (unsettled) the unsettled map has room under `inflight_max`.
+    /// `born` gets each written event's `born_ns`. Returns the bytes taken
+    /// off the queue count (as [`wire_len`] counted them).
+    pub fn write(
+        &mut self,
+        buf: &mut Vec<u8>,
+        batch_bytes_max: usize,
+        inflight_max: usize,
+        born: &mut Vec<u64>,
+    ) -> usize {
+        for (channel, first, last) in self.settle_due.drain(..) {
+            write_disposition(buf, channel, first, last);
+        }
+        let mut dequeued = 0;
+        let n = self.links.len();
+        if n == 0 {
+            return 0;
+        }
+        let start = self.next_link % n;
+        let mut progress = true;
+        while progress && buf.len() < batch_bytes_max {
+            progress = false;
+            for i in 0..n {
+                if buf.len() >= batch_bytes_max {
+                    break;
+                }
+                let at = (start + i) % n;
+                if self.write_one(at, buf, inflight_max, born, &mut dequeued) {
+                    progress = true;
+                }
+            }
+        }
+        self.next_link = start + 1;
+        // Flows last: a drain finished by this batch goes out with it.
+        for at in 0..n {
+            let l = &mut self.links[at];
+            if l.drain && l.queue.is_empty() && l.credit > 0 {
+                finish_drain(l);
+            }
+            if l.flow_due {
+                l.flow_due = false;
+                let (channel, handle, count, credit, drain, available) = (
+                    l.channel,
+                    l.handle,
+                    l.delivery_count,
+                    l.credit,
+                    l.drain,
+                    l.queue.len() as u32,
+                );
+                if credit == 0 {
+                    // The drain is answered by this flow (drain set).
+                    l.drain = false;
+                }
+                if let Some(s) = self.sessions.iter().find(|s| s.channel == channel) {
+                    write_flow(buf, s, handle, count, credit, available, drain);
+                }
+            }
+        }
+        dequeued
+    }
+
+    /// One delivery of link `at`, if it may go; true if written.
+    fn write_one(
+        &mut self,
+        at: usize,
+        buf: &mut Vec<u8>,
+        inflight_max: usize,
+        born: &mut Vec<u64>,
+        dequeued: &mut usize,
+    ) -> bool {
+        let l = &self.links[at];
+        let Some(front) = l.queue.front() else {
+            return false;
+        };
+        if l.credit == 0 || (front.qos > 0 && self.unsettled >= inflight_max) {
+            return false;
+        }
+        let channel = l.channel;
+        let Some(si) = self.sessions.iter().position(|s| s.channel == channel) else {
+            return false;
+        };
+        let len = crate::amqp::message::message_len(&front.event, front.qos, front.delivery_count);
+        let frame_room = (self.max_frame_size as usize).saturating_sub(TRANSFER_OVERHEAD_MAX);
+        let frames = len.div_ceil(frame_room.max(1)).max(1);
+        if (self.sessions[si].remote_incoming_window as usize) < frames {
+            return false;
+        }
+        let l = &mut self.links[at];
+        let w = l.queue.pop_front().expect("front exists");
+        l.resends = l.resends.saturating_sub(1);
+        l.credit -= 1;
+        l.delivery_count = l.delivery_count.wrapping_add(1);
+        let handle = l.handle;
+        self.queued -= 1;
+        let queued_len = wire_len(&w.event, w.qos, w.delivery_count);
+        self.queued_bytes -= queued_len;
+        *dequeued += queued_len;
+        if w.event.expired() {
+            // Waited past its expiry: not sent (the credit is kept).
+            let l = &mut self.links[at];
+            l.credit += 1;
+            l.delivery_count = l.delivery_count.wrapping_sub(1);
+            return true;
+        }
+        born.push(w.event.born_ns);
+        let s = &mut self.sessions[si];
+        let delivery_id = s.next_delivery_id;
+        s.next_delivery_id = s.next_delivery_id.wrapping_add(1);
+        let settled = w.qos == 0;
+        write_transfer(
+            buf,
+            s,
+            handle,
+            delivery_id,
+            settled,
+            frame_room,
+            &w.event,
+            w.qos,
+            w.delivery_count,
+        );
+        if !settled {
+            s.unsettled.insert(
+                delivery_id,
+                Unsettled {
+                    handle,
+                    event: w.event,
+                    qos: w.qos,
+                    delivery_count: w.delivery_count,
+                },
+            );
+            self.unsettled += 1;
+        }
+        true
+    }
+
+    /// weft's next transfer-id on a session (the machine's flows carry it).
+    pub fn next_outgoing_id(&self, channel: u16) -> Option<u32> {
+        self.sessions
+            .iter()
+            .find(|s| s.channel == channel)
+            .map(|s| s.next_outgoing_id)
+    }
+
+    fn session_mut(&mut self, channel: u16) -> Option<&mut Session> {
+        self.sessions.iter_mut().find(|s| s.channel == channel)
+    }
+
+    fn window(&self, channel: u16) -> u32 {
+        self.sessions
+            .iter()
+            .find(|s| s.channel == channel)
+            .map_or(0, |s| s.remote_incoming_window)
+    }
+
+    fn link(&self, channel: u16, handle: u32) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| l.channel == channel && l.handle == handle)
+    }
+
+    fn link_mut(&mut self, channel: u16, handle: u32) -> Option<&mut Link> {
+        self.links
+            .iter_mut()
+            .find(|l| l.channel == channel && l.handle == handle)
+    }
+}
+
+/// 2.6.7: a drain with nothing to send uses up the credit (delivery-count
+/// advanced by it) and tells the client so.
+fn finish_drain(l: &mut Link) {
+    l.delivery_count = l.delivery_count.wrapping_add(l.credit);
+    l.credit = 0;
+    l.flow_due = true;
+}
+
+// ------------------------------------------------------------- encoders
+
+/// AMQP's constructor codes used here (OASIS AMQP 1.0, part 1).
+const NULL: u8 = 0x40;
+const TRUE: u8 = 0x41;
+const FALSE: u8 = 0x42;
+const UINT0: u8 = 0x43;
+const SMALL_UINT: u8 = 0x52;
+const UINT: u8 = 0x70;
+const VBIN8: u8 = 0xa0;
+const LIST0: u8 = 0x45;
+const LIST8: u8 = 0xc0;
+const DESCRIBED: u8 = 0x00;
+const SMALL_ULONG: u8 = 0x53;
+/// Performative descriptors (2.7).
+const FLOW: u8 = 0x13;
+const TRANSFER: u8 = 0x14;
+const DISPOSITION: u8 = 0x15;
+/// The `accepted` outcome (3.4.2).
+const ACCEPTED: u8 = 0x24;
+
+fn put_uint(buf: &mut Vec<u8>, v: u32) {
+    match v {
+        0 => buf.push(UINT0),
+        1..=255 => buf.extend_from_slice(&[SMALL_UINT, v as u8]),
+        _ => {
+            buf.push(UINT);
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// Starts a frame on `channel` with a described list of `count` fields:
+/// returns where the frame and the list's size byte are, for [`close`].
+fn open(buf: &mut Vec<u8>, channel: u16, descriptor: u8, count: u8) -> (usize, usize) {
+    let frame = buf.len();
+    buf.extend_from_slice(&[0, 0, 0, 0, 2, 0]);
+    buf.extend_from_slice(&channel.to_be_bytes());
+    buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, descriptor, LIST8, 0, count]);
+    (frame, buf.len() - 2)
+}
+
+/// Fills the list's size (after `open`'s fields) and, once the frame's
+/// body is written too, the frame's size.
+fn close_list(buf: &mut [u8], size_at: usize) {
+    let size = buf.len() - size_at - 1;
+    debug_assert!(size <= 255, "list8 holds the fields");
+    buf[size_at] = size as u8;
+}
+
+fn close_frame(buf: &mut [u8], frame: usize) {
+    let size = (buf.len() - frame) as u32;
+    buf[frame..frame + 4].copy_from_slice(&size.to_be_bytes());
+}
+
+/// One delivery as one transfer frame, or several (`more`) when the message
+/// exceeds `frame_room`: the performative (handle, delivery-id, the id as
+/// its four-byte tag, message-format 0, settled) then the sections.
+#[allow(clippy::too_many_arguments)]
+fn write_transfer(
+    buf: &mut Vec<u8>,
+    s: &mut Session,
+    handle: u32,
+    delivery_id: u32,
+    settled: bool,
+    frame_room: usize,
+    event: &Event,
+    qos: u8,
+    delivery_count: u32,
+) {
+    let first = buf.len();
+    let (frame, size_at) = open(buf, s.channel, TRANSFER, 5);
+    put_uint(buf, handle);
+    put_uint(buf, delivery_id);
+    buf.extend_from_slice(&[VBIN8, 4]);
+    buf.extend_from_slice(&delivery_id.to_be_bytes());
+    buf.push(UINT0);
+    buf.push(if settled { TRUE } else { FALSE });
+    close_list(buf, size_at);
+    let body = buf.len();
+    crate::amqp::message::write_message(event, qos, delivery_count, buf);
+    let len = buf.len() - body;
+    s.next_outgoing_id = s.next_outgoing_id.wrapping_add(1);
+    s.remote_incoming_window = s.remote_incoming_window.saturating_sub(1);
+    if len <= frame_room {
+        close_frame(buf, frame);
+        return;
+    }
+    // Too long for one frame: split. The message is moved out and written
+    // back frame by frame (a large message only; the common case above).
+    let message: Vec<u8> = buf.drain(body..).collect();
+    buf.truncate(first);
+    let mut chunks = message.chunks(frame_room.max(1)).peekable();
+    let mut first_frame = true;
+    while let Some(chunk) = chunks.next() {
+        let more = chunks.peek().is_some();
+        let (frame, size_at) = open(buf, s.channel, TRANSFER, 6);
+        put_uint(buf, handle);
+        if first_frame {
+            put_uint(buf, delivery_id);
+            buf.extend_from_slice(&[VBIN8, 4]);
+            buf.extend_from_slice(&delivery_id.to_be_bytes());
+            buf.push(UINT0);
+        } else {
+            buf.extend_from_slice(&[NULL, NULL, NULL]);
+        }
+        buf.push(if settled { TRUE } else { FALSE });
+        buf.push(if more { TRUE } else { FALSE });
+        close_list(buf, size_at);
+        buf.extend_from_slice(chunk);
+        close_frame(buf, frame);
+        if !first_frame {
+            s.next_outgoing_id = s.next_outgoing_id.wrapping_add(1);
+            s.remote_incoming_window = s.remote_incoming_window.saturating_sub(1);
+        }
+        first_frame = false;
+    }
+}
+
+/// A flow with the session's state and one link's (2.7.4).
+fn write_flow(
+    buf: &mut Vec<u8>,
+    s: &Session,
+    handle: u32,
+    delivery_count: u32,
+    credit: u32,
+    available: u32,
+    drain: bool,
+) {
+    let (frame, size_at) = open(buf, s.channel, FLOW, 9);
+    put_uint(buf, s.next_incoming_id);
+    put_uint(buf, s.incoming_window);
+    put_uint(buf, s.next_outgoing_id);
+    // weft's outgoing window: it sends as the client's window allows.
+    put_uint(buf, u32::MAX);
+    put_uint(buf, handle);
+    put_uint(buf, delivery_count);
+    put_uint(buf, credit);
+    put_uint(buf, available);
+    buf.push(if drain { TRUE } else { FALSE });
+    close_list(buf, size_at);
+    close_frame(buf, frame);
+}
+
+/// weft (role sender) settles `first..=last` as accepted: the answer to a
+/// client that gave a terminal outcome without settling (rcv-settle-mode
+/// second).
+fn write_disposition(buf: &mut Vec<u8>, channel: u16, first: u32, last: u32) {
+    let (frame, size_at) = open(buf, channel, DISPOSITION, 5);
+    buf.push(FALSE); // role: sender
+    put_uint(buf, first);
+    put_uint(buf, last);
+    buf.push(TRUE);
+    buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, ACCEPTED, LIST0]);
+    close_list(buf, size_at);
+    close_frame(buf, frame);
+}
+
+#[cfg(test)]
+mod tests;

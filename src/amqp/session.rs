@@ -1,0 +1,980 @@
+//! The AMQP 1.0 session machine: one client connection's inbound protocol
+//! state and rules, with no socket, no executor and no clock (time comes
+//! in as `now`). It takes frames decoded by [`frame`] and returns actions:
+//! frames to write, requests to the router ([`Request`]), a typed close.
+//!
+//! Owns everything inbound: the protocol headers (SASL, then AMQP; a bare
+//! AMQP header only where anonymous access is allowed), SASL PLAIN and
+//! ANONYMOUS, `open` (max-frame-size, channel-max, idle-time-out both
+//! ways), `begin`/`end` and the channel map (weft's outgoing channel is
+//! the client's channel), `attach`/`detach` for both roles and the handle
+//! map (weft's handle is the client's handle), the credit weft grants a
+//! client's sender link (replenished when half is used), multi-frame
+//! transfer assembly (bounded by `message_bytes_max`), the client's `flow`
+//! and `disposition` (handed on as requests), `close` with its error
+//! condition, heartbeats and the idle timeout. Must not touch: sockets,
+//! the shard, the delivery side (weft's transfers, next-outgoing-id, the
+//! unsettled map: `amqp::outbound`), message sections (`amqp::message`).
+//!
+//! Errors: a connection error (bad framing, a bad performative, an unknown
+//! channel or handle) is the connection's last words: `close` with its
+//! condition, then `CloseReason::ProtocolError`. A link error (a transfer
+//! beyond credit: `amqp:link:transfer-limit-exceeded`; a message over
+//! `message_bytes_max`: `amqp:link:message-size-exceeded`) detaches that
+//! link only (closed) and the connection stays, as the contract says; the
+//! link's frames still in flight are dropped until the client's `detach`.
+//!
+//! Hot path: a transfer frame is decoded by hand (`frame::decode_transfer`,
+//! borrowing), a single-frame message goes to `message::to_event` straight
+//! from the read buffer, and the only allocation per message is the
+//! `Event`; a flow (credit) is written once per `sender_credit / 2`
+//! messages. Multi-frame messages are assembled in the link's buffer,
+//! kept between messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fe2o3_amqp_types::definitions::{Error as AmqpErrorList, ErrorCondition, Handle, Role};
+use fe2o3_amqp_types::messaging::{DeliveryState, Rejected};
+use fe2o3_amqp_types::performatives::{
+    Attach, Begin, ChannelMax, Close, Disposition, End, Flow, MaxFrameSize, Open, Performative,
+};
+use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslMechanisms, SaslOutcome};
+use serde_amqp::primitives::{Array, Symbol};
+
+use super::frame::{self, FrameError, Packet, ProtocolHeader, TYPE_AMQP, TYPE_SASL};
+use crate::event::{Event, Origin};
+use crate::security::{Credentials, Denied, Grants, Identity};
+use crate::session::{Actions, CloseReason, Deadline, Machine};
+use crate::topic::TopicLimits;
+
+mod links;
+
+/// The `[amqp]` limits a connection is held to (filled from the
+/// configuration by the glue; defaults as the contract's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmqpLimits {
+    /// The largest frame weft accepts (announced in its `open`).
+    pub max_frame_size: u32,
+    /// The largest message (all frames of a transfer) weft takes.
+    pub message_bytes_max: usize,
+    /// The highest channel a client may begin a session on.
+    pub channel_max: u16,
+    /// Links per session.
+    pub handles_max: u32,
+    /// weft closes a connection silent this long (0: never); announced as
+    /// its idle-time-out.
+    pub idle_timeout_ms: u32,
+    /// The credit weft grants a client's sender link.
+    pub sender_credit: u32,
+}
+
+impl Default for AmqpLimits {
+    fn default() -> Self {
+        AmqpLimits {
+            max_frame_size: 65536,
+            message_bytes_max: 1 << 20,
+            channel_max: 255,
+            handles_max: 64,
+            idle_timeout_ms: 60_000,
+            sender_credit: 1000,
+        }
+    }
+}
+
+/// What an AMQP connection is held to; made by the glue per connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: AmqpLimits,
+    pub topic_limits: TopicLimits,
+    /// `[security]` allows anonymous access: SASL ANONYMOUS is offered,
+    /// and a client may skip SASL (send the AMQP header first).
+    pub anonymous: bool,
+    /// weft's container-id in its `open`.
+    pub container_id: Box<str>,
+    /// Stamped on published events.
+    pub origin: Origin,
+}
+
+/// weft's outgoing channel and weft's handle for a link (the client's
+/// channel and the client's handle: weft mirrors them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkRef {
+    pub channel: u16,
+    pub handle: u32,
+}
+
+/// A disposition's outcome (part 3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Released,
+    Rejected,
+    Modified {
+        delivery_failed: bool,
+        undeliverable_here: bool,
+    },
+}
+
+/// The link part of a client's flow for one of its receiver links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFlow {
+    pub handle: u32,
+    pub delivery_count: Option<u32>,
+    pub link_credit: u32,
+    pub drain: bool,
+    pub echo: bool,
+}
+
+/// An unsettled message to answer with `accepted` or `rejected`.
+/// (`handle` is an addition to the contract: the answer gives the
+/// message's credit back to its link.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub channel: u16,
+    pub delivery_id: u32,
+    pub handle: u32,
+}
+
+/// The router's answer to a `Subscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    Yes,
+    /// The session holds its maximum of subscriptions already.
+    TooMany,
+    Refused,
+}
+
+/// What the machine asks of the router, in order. (See the contract,
+/// `amqp-contract.md`; each variant's doc says who answers it.)
+#[derive(Debug)]
+pub enum Request {
+    /// SASL PLAIN, ANONYMOUS (no user) or a bare AMQP header where
+    /// anonymous access is allowed (no user): answered by
+    /// [`AmqpSession::authenticated`] or [`AmqpSession::refused`].
+    Authenticate {
+        credentials: Box<Credentials>,
+    },
+    /// A complete message from a client's sender link; `ack: Some` for an
+    /// unsettled one, answered by [`AmqpSession::accepted`] or
+    /// [`AmqpSession::rejected`].
+    Publish {
+        event: Event,
+        ack: Option<Ack>,
+    },
+    /// A client's receiver link attached; answered by
+    /// [`AmqpSession::subscribed`] (the last action of its call).
+    Subscribe {
+        link: LinkRef,
+        filter: String,
+        queue: Option<Box<str>>,
+        qos: u8,
+        checked: bool,
+        durable: Option<Box<str>>,
+    },
+    /// A receiver link detached (`closed` as its detach said) or its
+    /// session ended (`closed: false`).
+    Unsubscribe {
+        link: LinkRef,
+        closed: bool,
+    },
+    /// The client's flow: the session part always, the link part for a
+    /// handle of one of its receiver links.
+    Flow {
+        channel: u16,
+        next_incoming_id: Option<u32>,
+        incoming_window: u32,
+        link: Option<LinkFlow>,
+    },
+    /// The client's disposition (role receiver) of deliveries weft sent.
+    Settle {
+        channel: u16,
+        first: u32,
+        last: u32,
+        settled: bool,
+        outcome: Option<Outcome>,
+    },
+    /// A session began: the client's incoming window, and
+    /// `next_incoming_id`, what the client expects as weft's first
+    /// transfer-id (weft's `begin` says next-outgoing-id 0).
+    Begin {
+        channel: u16,
+        incoming_window: u32,
+        next_incoming_id: u32,
+    },
+    End {
+        channel: u16,
+    },
+    /// An attach or transfer the client's rights refused (answered).
+    Denied(Denied),
+}
+
+/// weft's `begin` next-outgoing-id: the outbound starts there.
+pub const FIRST_OUTGOING_ID: u32 = 0;
+/// weft's incoming window per session: the link credit is the bound that
+/// matters, so the window is wide and refreshed when half is used.
+const INCOMING_WINDOW: u32 = i32::MAX as u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first protocol header is due.
+    Header,
+    /// SASL header exchanged: sasl-init is due.
+    SaslInit,
+    /// An `Authenticate` awaits its answer (SASL, or `bare` AMQP header).
+    /// `header`: the client sent the AMQP header already, before the
+    /// sasl-outcome (it pipelines, as some clients do). The glue answers
+    /// before the next frame is fed (as for NATS CONNECT).
+    Authenticating {
+        bare: bool,
+        header: bool,
+    },
+    /// SASL done: the AMQP header is due.
+    AmqpHeader,
+    /// AMQP header exchanged: `open` is due.
+    Open,
+    Opened,
+    Closed,
+}
+
+/// A link the client attached, under its handle.
+#[derive(Debug)]
+struct Link {
+    state: LinkState,
+}
+
+#[derive(Debug)]
+enum LinkState {
+    /// The client's sender: weft receives.
+    Incoming(Box<Incoming>),
+    /// The client's receiver: weft sends. `reply` is weft's attach, kept
+    /// while the `Subscribe` awaits its answer.
+    Outgoing { reply: Option<Box<Attach>> },
+    /// weft detached it with an error: its frames are dropped until the
+    /// client's detach.
+    Detached,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    /// The internal topic, or None on an anonymous link.
+    topic: Option<String>,
+    /// Credit left (as weft's last flow said, less the deliveries since),
+    /// and the sender's delivery-count as weft counted it.
+    credit: u32,
+    delivery_count: u32,
+    /// Deliveries taken (pre-settled: published; unsettled: answered)
+    /// whose credit is not granted again yet: given back in one flow per
+    /// `sender_credit / 2`. An unsettled message holds its credit until
+    /// the glue answers it, so credit is a QoS 1 publisher's window.
+    taken: u32,
+    /// The delivery being assembled from several frames.
+    partial: Option<Partial>,
+    /// Its bytes; kept between messages (capacity bounded by
+    /// `message_bytes_max`).
+    buffer: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    delivery_id: u32,
+    settled: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    /// The client's next transfer-id, and weft's window left.
+    next_incoming_id: u32,
+    incoming_window: u32,
+    /// weft's outgoing side, as the glue last said it
+    /// ([`AmqpSession::set_outgoing`]): written in weft's flows.
+    next_outgoing_id: u32,
+    outgoing_window: u32,
+    /// Indexed by handle (< `handles_max`), grown as used.
+    links: Vec<Option<Link>>,
+}
+
+pub struct AmqpSession {
+    settings: Settings,
+    phase: Phase,
+    /// weft's `open` went out (a close before it sends one first).
+    open_sent: bool,
+    identity: Option<Identity>,
+    grants: Option<Arc<Grants>>,
+    /// The client's container-id (durable subscriptions are named by it).
+    client_container: Box<str>,
+    /// The largest frame weft may send: min(ours, the client's).
+    max_frame_size_out: u32,
+    channel_max: u16,
+    /// Half the client's idle-time-out: weft writes something this often.
+    heartbeat: Option<Duration>,
+    next_heartbeat: Option<Instant>,
+    /// When the client's silence closes the connection.
+    idle_deadline: Option<Instant>,
+    /// Indexed by channel (<= channel_max), grown as used.
+    sessions: Vec<Option<Session>>,
+    /// What broke the rules, for the close's log line.
+    error: Option<String>,
+}
+
+/// An AMQP error list with a condition given by name.
+fn error(condition: &'static str, description: impl Into<String>) -> AmqpErrorList {
+    AmqpErrorList {
+        condition: ErrorCondition::Custom(Symbol::from(condition)),
+        description: Some(description.into()),
+        info: None,
+    }
+}
+
+impl AmqpSession {
+    pub fn new(settings: Settings, now: Instant) -> AmqpSession {
+        let mut session = AmqpSession {
+            max_frame_size_out: frame::MIN_MAX_FRAME_SIZE,
+            channel_max: settings.limits.channel_max,
+            settings,
+            phase: Phase::Header,
+            open_sent: false,
+            identity: None,
+            grants: None,
+            client_container: "".into(),
+            heartbeat: None,
+            next_heartbeat: None,
+            idle_deadline: None,
+            sessions: Vec::new(),
+            error: None,
+        };
+        session.heard(now);
+        session
+    }
+
+    /// What broke the protocol's rules, when the session closed for it.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The largest frame weft may send (the outbound splits transfers to
+    /// it): min(weft's, the client's max-frame-size).
+    pub fn max_frame_size_out(&self) -> u32 {
+        self.max_frame_size_out
+    }
+
+    /// weft's incoming side of a session (next-incoming-id, incoming
+    /// window), for the flows the outbound writes.
+    pub fn incoming(&self, channel: u16) -> Option<(u32, u32)> {
+        self.session(channel)
+            .map(|s| (s.next_incoming_id, s.incoming_window))
+    }
+
+    /// weft's outgoing side of a session, as the outbound keeps it: the
+    /// glue says it before feeding frames, so that the flows this machine
+    /// writes (credit) carry it (a client such as fe2o3-amqp takes its
+    /// next-incoming-id from them).
+    pub fn set_outgoing(&mut self, channel: u16, next_outgoing_id: u32, outgoing_window: u32) {
+        if let Some(s) = self.session_mut(channel) {
+            s.next_outgoing_id = next_outgoing_id;
+            s.outgoing_window = outgoing_window;
+        }
+    }
+
+    fn session(&self, channel: u16) -> Option<&Session> {
+        self.sessions.get(usize::from(channel))?.as_ref()
+    }
+
+    fn session_mut(&mut self, channel: u16) -> Option<&mut Session> {
+        self.sessions.get_mut(usize::from(channel))?.as_mut()
+    }
+
+    /// A frame came: the client is alive.
+    fn heard(&mut self, now: Instant) {
+        let idle = self.settings.limits.idle_timeout_ms;
+        self.idle_deadline = (idle > 0).then(|| now + Duration::from_millis(u64::from(idle)));
+    }
+
+    fn write_amqp<T: serde::Serialize>(out: &mut Actions<Request>, channel: u16, value: &T) {
+        out.write(|b| frame::write_frame(b, TYPE_AMQP, channel, value));
+    }
+
+    fn write_performative(out: &mut Actions<Request>, channel: u16, p: Performative) {
+        Self::write_amqp(out, channel, &p);
+    }
+
+    /// A connection error: `close` with `condition` (after weft's `open`
+    /// if it was not sent), then the socket closes.
+    fn fail(&mut self, condition: &'static str, description: String, out: &mut Actions<Request>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if matches!(self.phase, Phase::Open | Phase::Opened) {
+            if !self.open_sent {
+                self.write_open(out);
+            }
+            let close = Close {
+                error: Some(error(condition, description.clone())),
+            };
+            Self::write_performative(out, 0, Performative::Close(close));
+        }
+        self.error = Some(format!("{condition}: {description}"));
+        self.phase = Phase::Closed;
+        out.close(CloseReason::ProtocolError);
+    }
+
+    fn write_open(&mut self, out: &mut Actions<Request>) {
+        let limits = &self.settings.limits;
+        let open = Open {
+            container_id: self.settings.container_id.to_string(),
+            hostname: None,
+            max_frame_size: MaxFrameSize(limits.max_frame_size),
+            channel_max: ChannelMax(self.channel_max),
+            idle_time_out: (limits.idle_timeout_ms > 0).then_some(limits.idle_timeout_ms),
+            outgoing_locales: None,
+            incoming_locales: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        Self::write_performative(out, 0, Performative::Open(open));
+        self.open_sent = true;
+    }
+
+    fn sasl_outcome(out: &mut Actions<Request>, code: SaslCode) {
+        let outcome = SaslOutcome {
+            code,
+            additional_data: None,
+        };
+        out.write(|b| frame::write_frame(b, TYPE_SASL, 0, &outcome));
+    }
+
+    /// The client's credentials were accepted (with its rights).
+    pub fn authenticated(
+        &mut self,
+        identity: Identity,
+        grants: Arc<Grants>,
+        _now: Instant,
+        out: &mut Actions<Request>,
+    ) {
+        let Phase::Authenticating { bare, header } = self.phase else {
+            return;
+        };
+        self.identity = Some(identity);
+        self.grants = (!grants.is_allow_all()).then_some(grants);
+        if !bare {
+            Self::sasl_outcome(out, SaslCode::Ok);
+        }
+        if bare || header {
+            out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
+            self.phase = Phase::Open;
+        } else {
+            self.phase = Phase::AmqpHeader;
+        }
+    }
+
+    /// The client's credentials were refused: sasl-outcome `auth` (or,
+    /// after a bare AMQP header, the SASL header: SASL is required), then
+    /// close.
+    pub fn refused(&mut self, _now: Instant, out: &mut Actions<Request>) {
+        let Phase::Authenticating { bare, .. } = self.phase else {
+            return;
+        };
+        if bare {
+            out.write(|b| b.extend_from_slice(&frame::SASL_HEADER));
+        } else {
+            Self::sasl_outcome(out, SaslCode::Auth);
+        }
+        self.error = Some("authentication failed".into());
+        self.phase = Phase::Closed;
+        out.close(CloseReason::ConnectRefused);
+    }
+
+    /// An unsettled message was taken: `accepted`, settled.
+    pub fn accepted(&mut self, ack: Ack, _now: Instant, out: &mut Actions<Request>) {
+        if self.phase != Phase::Opened || self.session(ack.channel).is_none() {
+            return;
+        }
+        out.write(|b| frame::write_accepted(b, ack.channel, ack.delivery_id, ack.delivery_id));
+        self.give_back(ack.channel, ack.handle, out);
+    }
+
+    /// An unsettled message could not be taken: `rejected` with the
+    /// condition, settled.
+    pub fn rejected(
+        &mut self,
+        ack: Ack,
+        condition: &'static str,
+        description: &str,
+        _now: Instant,
+        out: &mut Actions<Request>,
+    ) {
+        if self.phase != Phase::Opened || self.session(ack.channel).is_none() {
+            return;
+        }
+        Self::write_rejected(out, ack, condition, description);
+        self.give_back(ack.channel, ack.handle, out);
+    }
+
+    fn write_rejected(
+        out: &mut Actions<Request>,
+        ack: Ack,
+        condition: &'static str,
+        description: &str,
+    ) {
+        let disposition = Disposition {
+            role: Role::Receiver,
+            first: ack.delivery_id,
+            last: None,
+            settled: true,
+            state: Some(DeliveryState::Rejected(Rejected {
+                error: Some(error(condition, description)),
+            })),
+            batchable: false,
+        };
+        Self::write_performative(out, ack.channel, Performative::Disposition(disposition));
+    }
+
+    fn on_header(&mut self, header: ProtocolHeader, out: &mut Actions<Request>) {
+        match (self.phase, header) {
+            (Phase::Header, ProtocolHeader::Sasl) => {
+                let mut names = vec![Symbol::from("PLAIN")];
+                if self.settings.anonymous {
+                    names.push(Symbol::from("ANONYMOUS"));
+                }
+                let mechanisms = SaslMechanisms {
+                    sasl_server_mechanisms: Array(names),
+                };
+                out.write(|b| {
+                    b.extend_from_slice(&frame::SASL_HEADER);
+                    frame::write_frame(b, TYPE_SASL, 0, &mechanisms);
+                });
+                self.phase = Phase::SaslInit;
+            }
+            (Phase::Header, ProtocolHeader::Amqp) if self.settings.anonymous => {
+                self.phase = Phase::Authenticating {
+                    bare: true,
+                    header: true,
+                };
+                out.request(Request::Authenticate {
+                    credentials: Box::default(),
+                });
+            }
+            (
+                Phase::Authenticating {
+                    bare: false,
+                    header: false,
+                },
+                ProtocolHeader::Amqp,
+            ) => {
+                self.phase = Phase::Authenticating {
+                    bare: false,
+                    header: true,
+                };
+            }
+            (Phase::AmqpHeader, ProtocolHeader::Amqp) => {
+                out.write(|b| b.extend_from_slice(&frame::AMQP_HEADER));
+                self.phase = Phase::Open;
+            }
+            (phase, header) => {
+                // Part 2.2: answer with the header weft would take here,
+                // then close the socket.
+                let ours = if phase == Phase::AmqpHeader {
+                    frame::AMQP_HEADER
+                } else {
+                    frame::SASL_HEADER
+                };
+                out.write(|b| b.extend_from_slice(&ours));
+                self.error = Some(format!("protocol header {header:?} refused"));
+                self.phase = Phase::Closed;
+                out.close(CloseReason::ProtocolError);
+            }
+        }
+    }
+
+    fn on_sasl(&mut self, body: &[u8], out: &mut Actions<Request>) {
+        let init = match serde_amqp::from_slice::<SaslInit>(body) {
+            Ok(init) => init,
+            Err(e) => {
+                Self::sasl_outcome(out, SaslCode::Sys);
+                self.error = Some(format!("bad sasl-init: {e}"));
+                self.phase = Phase::Closed;
+                out.close(CloseReason::ProtocolError);
+                return;
+            }
+        };
+        let credentials = match init.mechanism.as_str() {
+            "PLAIN" => {
+                // RFC 4616: [authzid] NUL authcid NUL passwd.
+                let response = init.initial_response.as_ref().map_or(&[][..], |r| &r[..]);
+                let mut parts = response.splitn(3, |&b| b == 0);
+                let (_authzid, user, pass) = (parts.next(), parts.next(), parts.next());
+                match (user.map(std::str::from_utf8), pass) {
+                    (Some(Ok(user)), Some(pass)) => Credentials {
+                        username: Some(user.into()),
+                        password: Some(pass.into()),
+                        ..Credentials::default()
+                    },
+                    _ => {
+                        Self::sasl_outcome(out, SaslCode::Auth);
+                        self.error = Some("malformed SASL PLAIN response".into());
+                        self.phase = Phase::Closed;
+                        out.close(CloseReason::ConnectRefused);
+                        return;
+                    }
+                }
+            }
+            "ANONYMOUS" if self.settings.anonymous => Credentials::default(),
+            other => {
+                Self::sasl_outcome(out, SaslCode::Auth);
+                self.error = Some(format!("SASL mechanism {other:?} not offered"));
+                self.phase = Phase::Closed;
+                out.close(CloseReason::ConnectRefused);
+                return;
+            }
+        };
+        self.phase = Phase::Authenticating {
+            bare: false,
+            header: false,
+        };
+        out.request(Request::Authenticate {
+            credentials: Box::new(credentials),
+        });
+    }
+
+    fn on_open(&mut self, open: Open, out: &mut Actions<Request>) {
+        if open.max_frame_size.0 < frame::MIN_MAX_FRAME_SIZE {
+            let description = format!("max-frame-size {} under 512", open.max_frame_size.0);
+            self.fail("amqp:frame-size-too-small", description, out);
+            return;
+        }
+        self.max_frame_size_out = open
+            .max_frame_size
+            .0
+            .min(self.settings.limits.max_frame_size);
+        self.channel_max = open.channel_max.0.min(self.settings.limits.channel_max);
+        self.client_container = open.container_id.into();
+        self.heartbeat = open
+            .idle_time_out
+            .filter(|&ms| ms > 0)
+            .map(|ms| Duration::from_millis(u64::from(ms) / 2).max(Duration::from_millis(1)));
+        self.write_open(out);
+        self.phase = Phase::Opened;
+    }
+
+    fn on_begin(&mut self, channel: u16, begin: Begin, out: &mut Actions<Request>) {
+        if begin.remote_channel.is_some() {
+            // weft begins no session of its own: nothing to answer.
+            self.fail(
+                "amqp:not-allowed",
+                "begin answers no begin of weft's".into(),
+                out,
+            );
+            return;
+        }
+        if channel > self.channel_max {
+            let description = format!("channel {channel} over channel-max {}", self.channel_max);
+            self.fail("amqp:not-allowed", description, out);
+            return;
+        }
+        if self.session(channel).is_some() {
+            self.fail("amqp:not-allowed", format!("channel {channel} in use"), out);
+            return;
+        }
+        let index = usize::from(channel);
+        if self.sessions.len() <= index {
+            self.sessions.resize_with(index + 1, || None);
+        }
+        self.sessions[index] = Some(Session {
+            next_incoming_id: begin.next_outgoing_id,
+            incoming_window: INCOMING_WINDOW,
+            next_outgoing_id: FIRST_OUTGOING_ID,
+            outgoing_window: u32::MAX,
+            links: Vec::new(),
+        });
+        let reply = Begin {
+            remote_channel: Some(channel),
+            next_outgoing_id: FIRST_OUTGOING_ID,
+            incoming_window: INCOMING_WINDOW,
+            outgoing_window: u32::MAX,
+            handle_max: Handle(self.settings.limits.handles_max.saturating_sub(1)),
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        Self::write_performative(out, channel, Performative::Begin(reply));
+        out.request(Request::Begin {
+            channel,
+            incoming_window: begin.incoming_window,
+            next_incoming_id: FIRST_OUTGOING_ID,
+        });
+    }
+
+    fn on_end(&mut self, channel: u16, out: &mut Actions<Request>) {
+        let Some(session) = self.sessions[usize::from(channel)].take() else {
+            return;
+        };
+        for (handle, link) in session.links.iter().enumerate() {
+            if let Some(Link {
+                state: LinkState::Outgoing { reply: None },
+            }) = link
+            {
+                let link = LinkRef {
+                    channel,
+                    handle: handle as u32,
+                };
+                out.request(Request::Unsubscribe {
+                    link,
+                    closed: false,
+                });
+            }
+        }
+        Self::write_performative(out, channel, Performative::End(End { error: None }));
+        out.request(Request::End { channel });
+    }
+
+    fn on_flow(&mut self, channel: u16, flow: Flow, out: &mut Actions<Request>) {
+        let mut link_flow = None;
+        if let Some(Handle(handle)) = flow.handle {
+            let session = self.session(channel).expect("checked by the caller");
+            match session.links.get(handle as usize).and_then(Option::as_ref) {
+                None => {
+                    self.unattached(channel, handle, out);
+                    return;
+                }
+                Some(Link {
+                    state: LinkState::Outgoing { .. },
+                }) => {
+                    link_flow = Some(LinkFlow {
+                        handle,
+                        delivery_count: flow.delivery_count,
+                        link_credit: flow.link_credit.unwrap_or(0),
+                        drain: flow.drain,
+                        echo: flow.echo,
+                    });
+                }
+                Some(Link {
+                    state: LinkState::Incoming(_),
+                }) if flow.echo => self.write_credit(channel, handle, out),
+                Some(_) => {}
+            }
+        }
+        out.request(Request::Flow {
+            channel,
+            next_incoming_id: flow.next_incoming_id,
+            incoming_window: flow.incoming_window,
+            link: link_flow,
+        });
+    }
+
+    fn on_disposition(&mut self, channel: u16, d: Disposition, out: &mut Actions<Request>) {
+        // role sender: the client settles its own transfers, which weft
+        // settled already when it answered.
+        if d.role != Role::Receiver {
+            return;
+        }
+        #[allow(unreachable_patterns)]
+        let outcome = d.state.map(|state| match state {
+            DeliveryState::Accepted(_) => Some(Outcome::Accepted),
+            DeliveryState::Rejected(_) => Some(Outcome::Rejected),
+            DeliveryState::Released(_) => Some(Outcome::Released),
+            DeliveryState::Modified(m) => Some(Outcome::Modified {
+                delivery_failed: m.delivery_failed.unwrap_or(false),
+                undeliverable_here: m.undeliverable_here.unwrap_or(false),
+            }),
+            // received, transactional: not an outcome.
+            _ => None,
+        });
+        out.request(Request::Settle {
+            channel,
+            first: d.first,
+            last: d.last.unwrap_or(d.first),
+            settled: d.settled,
+            outcome: outcome.flatten(),
+        });
+    }
+
+    fn on_close(&mut self, close: Close, out: &mut Actions<Request>) {
+        if let Some(e) = close.error {
+            tracing::debug!(condition = ?e.condition, description = ?e.description, "AMQP close from the client");
+        }
+        Self::write_performative(out, 0, Performative::Close(Close { error: None }));
+        self.phase = Phase::Closed;
+        out.close(CloseReason::ClientDisconnect);
+    }
+
+    /// A frame names a handle the session does not have (part 2.7.3 and
+    /// 2.7.4: a session error): the session ends with
+    /// `amqp:session:unattached-handle`, then the connection closes.
+    fn unattached(&mut self, channel: u16, handle: u32, out: &mut Actions<Request>) {
+        let condition = "amqp:session:unattached-handle";
+        let description = format!("handle {handle} is not attached on channel {channel}");
+        let end = End {
+            error: Some(error(condition, description.clone())),
+        };
+        Self::write_performative(out, channel, Performative::End(end));
+        self.fail(condition, description, out);
+    }
+
+    fn on_frame(
+        &mut self,
+        kind: u8,
+        channel: u16,
+        body: &[u8],
+        now: Instant,
+        out: &mut Actions<Request>,
+    ) {
+        match (self.phase, kind) {
+            (Phase::SaslInit, TYPE_SASL) => return self.on_sasl(body, out),
+            (Phase::Open | Phase::Opened, TYPE_AMQP) => {}
+            (phase, kind) => {
+                // A frame where a header, a SASL frame or nothing (an
+                // authentication pending) is due.
+                let description = format!("frame of type {kind} in phase {phase:?}");
+                return self.fail("amqp:not-allowed", description, out);
+            }
+        }
+        if body.is_empty() {
+            return; // a heartbeat: `heard` is all it does
+        }
+        if frame::is_transfer(body) {
+            return self.on_transfer(channel, body, now, out);
+        }
+        let performative = match frame::decode_performative(body) {
+            Ok(p) => p,
+            Err(e) => return self.fail("amqp:decode-error", e.to_string(), out),
+        };
+        if self.phase == Phase::Open {
+            return match performative {
+                Performative::Open(open) => self.on_open(open, out),
+                _ => self.fail("amqp:not-allowed", "a frame before open".into(), out),
+            };
+        }
+        if let Performative::Close(close) = performative {
+            return self.on_close(close, out);
+        }
+        let known = self.session(channel).is_some();
+        match performative {
+            Performative::Open(_) => self.fail("amqp:not-allowed", "a second open".into(), out),
+            Performative::Begin(begin) => self.on_begin(channel, begin, out),
+            _ if !known => {
+                let description = format!("channel {channel} has no session");
+                self.fail("amqp:not-found", description, out);
+            }
+            Performative::End(_) => self.on_end(channel, out),
+            Performative::Attach(attach) => self.on_attach(channel, attach, out),
+            Performative::Detach(detach) => self.on_detach(channel, detach, out),
+            Performative::Flow(flow) => self.on_flow(channel, flow, out),
+            Performative::Disposition(d) => self.on_disposition(channel, d, out),
+            Performative::Transfer(_) | Performative::Close(_) => unreachable!("handled above"),
+        }
+    }
+}
+
+impl Deadline for AmqpSession {
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        match (self.idle_deadline, self.next_heartbeat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Machine for AmqpSession {
+    type Request = Request;
+    type Packet<'a> = Packet<'a>;
+    type Malformed = FrameError;
+    const NAME: &'static str = "AMQP";
+
+    fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Packet<'a>, usize)>, FrameError> {
+        match self.phase {
+            Phase::Header
+            | Phase::AmqpHeader
+            | Phase::Authenticating {
+                bare: false,
+                header: false,
+            } => Ok(frame::decode_header(buf).map(|(h, used)| (Packet::Header(h), used))),
+            _ => frame::decode_frame(buf, self.settings.limits.max_frame_size),
+        }
+    }
+
+    fn packet_len(&self, buf: &[u8]) -> usize {
+        match self.phase {
+            Phase::Header
+            | Phase::AmqpHeader
+            | Phase::Authenticating {
+                bare: false,
+                header: false,
+            } => 0,
+            _ => frame::frame_len(buf),
+        }
+    }
+
+    fn handle(&mut self, packet: Packet<'_>, now: Instant, out: &mut Actions<Request>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.heard(now);
+        match packet {
+            Packet::Header(header) => self.on_header(header, out),
+            Packet::Frame {
+                kind,
+                channel,
+                body,
+            } => self.on_frame(kind, channel, body, now, out),
+        }
+        if self.phase == Phase::Opened && self.next_heartbeat.is_none() {
+            self.next_heartbeat = self.heartbeat.map(|h| now + h);
+        }
+    }
+
+    fn malformed(&mut self, error: &FrameError, _now: Instant, out: &mut Actions<Request>) {
+        self.fail(error.condition(), error.to_string(), out);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Actions<Request>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            let description = "idle timeout".to_string();
+            self.fail("amqp:resource-limit-exceeded", description, out);
+            return;
+        }
+        if let (Some(due), Some(every)) = (self.next_heartbeat, self.heartbeat) {
+            if now >= due {
+                out.write(|b| b.extend_from_slice(&frame::HEARTBEAT));
+                self.next_heartbeat = Some(now + every);
+            }
+        }
+    }
+
+    fn closing(&mut self, reason: CloseReason, out: &mut Actions<Request>) {
+        if self.phase != Phase::Opened {
+            self.phase = Phase::Closed;
+            return;
+        }
+        let condition = match reason {
+            CloseReason::SlowConsumer => Some(("amqp:resource-limit-exceeded", "slow consumer")),
+            CloseReason::ServerShutdown => Some(("amqp:connection:forced", "server shutdown")),
+            CloseReason::Revoked => Some(("amqp:unauthorized-access", "access revoked")),
+            CloseReason::StorageFailed => Some(("amqp:internal-error", "storage failed")),
+            CloseReason::TakenOver | CloseReason::TakenOverResumed => {
+                Some(("amqp:connection:forced", "taken over"))
+            }
+            _ => None,
+        };
+        if let Some((condition, description)) = condition {
+            let close = Close {
+                error: Some(error(condition, description)),
+            };
+            Self::write_performative(out, 0, Performative::Close(close));
+        }
+        self.phase = Phase::Closed;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,554 @@
+//! Links of the AMQP session machine: attach and detach for both roles,
+//! the credit weft grants a client's sender, and transfers (assembly,
+//! limits, `Request::Publish`). Split from `session.rs` to keep each file
+//! to one concern; the state types are the machine's.
+
+use std::time::Instant;
+
+use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
+use fe2o3_amqp_types::messaging::{TargetArchetype, TerminusDurability, TerminusExpiryPolicy};
+use fe2o3_amqp_types::performatives::{Attach, Detach, Flow, Performative};
+
+use super::{
+    error, Ack, AmqpSession, Incoming, Link, LinkRef, LinkState, Partial, Request, Subscribed,
+    INCOMING_WINDOW,
+};
+use crate::amqp::frame;
+use crate::amqp::{address, message};
+use crate::security::{Denied, Subscription};
+use crate::session::Actions;
+
+impl AmqpSession {
+    /// The attach weft answers with: the client's, roles swapped.
+    fn reply_to(&self, attach: &Attach) -> Attach {
+        Attach {
+            name: attach.name.clone(),
+            handle: attach.handle.clone(),
+            role: match attach.role {
+                Role::Sender => Role::Receiver,
+                Role::Receiver => Role::Sender,
+            },
+            snd_settle_mode: attach.snd_settle_mode.clone(),
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: attach.source.clone(),
+            target: attach.target.clone(),
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: (attach.role == Role::Receiver).then_some(0),
+            max_message_size: Some(self.settings.limits.message_bytes_max as u64),
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        }
+    }
+
+    /// Refuses a link: the attach answered (with no terminus, part
+    /// 2.6.3), then a detach (closed) with the error.
+    fn refuse_link(
+        &mut self,
+        channel: u16,
+        mut reply: Attach,
+        condition: &'static str,
+        description: String,
+        out: &mut Actions<Request>,
+    ) {
+        let handle = reply.handle.0;
+        match reply.role {
+            Role::Receiver => reply.target = None,
+            Role::Sender => reply.source = None,
+        }
+        Self::write_performative(out, channel, Performative::Attach(reply));
+        self.detach_with_error(channel, handle, condition, description, out);
+    }
+
+    /// weft detaches a link (closed) with an error; its frames in flight
+    /// are dropped until the client's detach.
+    fn detach_with_error(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        condition: &'static str,
+        description: String,
+        out: &mut Actions<Request>,
+    ) {
+        let detach = Detach {
+            handle: Handle(handle),
+            closed: true,
+            error: Some(error(condition, description)),
+        };
+        Self::write_performative(out, channel, Performative::Detach(detach));
+        if let Some(link) = self
+            .session_mut(channel)
+            .and_then(|s| s.links.get_mut(handle as usize))
+            .and_then(Option::as_mut)
+        {
+            link.state = LinkState::Detached;
+        }
+    }
+
+    pub(super) fn on_attach(&mut self, channel: u16, attach: Attach, out: &mut Actions<Request>) {
+        let handle = attach.handle.0;
+        let handles_max = self.settings.limits.handles_max;
+        if handle >= handles_max {
+            let description = format!("handle {handle} over handle-max {}", handles_max - 1);
+            self.fail("amqp:connection:framing-error", description, out);
+            return;
+        }
+        let session = self.session_mut(channel).expect("checked by the caller");
+        let index = handle as usize;
+        if session.links.get(index).is_some_and(Option::is_some) {
+            let condition = "amqp:session:handle-in-use";
+            let description = format!("handle {handle} in use on channel {channel}");
+            self.fail(condition, description, out);
+            return;
+        }
+        if session.links.len() <= index {
+            session.links.resize_with(index + 1, || None);
+        }
+        let reply = self.reply_to(&attach);
+        let link = LinkRef { channel, handle };
+        match attach.role {
+            Role::Sender => self.attach_incoming(link, &attach, reply, out),
+            Role::Receiver => self.attach_outgoing(link, &attach, reply, out),
+        }
+    }
+
+    fn set_link(&mut self, link: LinkRef, state: LinkState) {
+        let session = self
+            .session_mut(link.channel)
+            .expect("checked by the caller");
+        session.links[link.handle as usize] = Some(Link { state });
+    }
+
+    /// The client's sender link: weft receives on its target's topic.
+    fn attach_incoming(
+        &mut self,
+        link: LinkRef,
+        attach: &Attach,
+        reply: Attach,
+        out: &mut Actions<Request>,
+    ) {
+        self.set_link(link, LinkState::Detached);
+        #[allow(unreachable_patterns)]
+        let address = match attach.target.as_deref() {
+            Some(TargetArchetype::Target(t)) => t.address.as_deref(),
+            None => None,
+            Some(_) => {
+                let description = "transactions are not supported".into();
+                return self.refuse_link(
+                    link.channel,
+                    reply,
+                    "amqp:not-implemented",
+                    description,
+                    out,
+                );
+            }
+        };
+        let topic = match address::target(address, &self.settings.topic_limits) {
+            Ok(address::Target::Topic(topic)) => Some(topic),
+            Ok(address::Target::Anonymous) => None,
+            Err(e) => {
+                let description = address_error(e);
+                return self.refuse_link(
+                    link.channel,
+                    reply,
+                    "amqp:invalid-field",
+                    description,
+                    out,
+                );
+            }
+        };
+        if let (Some(topic), Some(grants)) = (&topic, &self.grants) {
+            if !grants.may_publish(topic) {
+                out.request(Request::Denied(Denied::Publish));
+                let description = format!("no right to publish to {topic:?}");
+                return self.refuse_link(
+                    link.channel,
+                    reply,
+                    "amqp:unauthorized-access",
+                    description,
+                    out,
+                );
+            }
+        }
+        let credit = self.settings.limits.sender_credit;
+        let incoming = Incoming {
+            topic,
+            credit,
+            delivery_count: attach.initial_delivery_count.unwrap_or(0),
+            taken: 0,
+            partial: None,
+            buffer: Vec::new(),
+        };
+        self.set_link(link, LinkState::Incoming(Box::new(incoming)));
+        Self::write_performative(out, link.channel, Performative::Attach(reply));
+        self.write_credit(link.channel, link.handle, out);
+    }
+
+    /// The client's receiver link: a subscription, answered by
+    /// [`AmqpSession::subscribed`].
+    fn attach_outgoing(
+        &mut self,
+        link: LinkRef,
+        attach: &Attach,
+        mut reply: Attach,
+        out: &mut Actions<Request>,
+    ) {
+        self.set_link(link, LinkState::Detached);
+        let Some(terminus) = attach.source.as_deref() else {
+            let description = "a receiver link needs a source".into();
+            return self.refuse_link(link.channel, reply, "amqp:invalid-field", description, out);
+        };
+        let Some(address) = terminus.address.as_deref() else {
+            let description = "a receiver link's source needs an address".into();
+            return self.refuse_link(link.channel, reply, "amqp:invalid-field", description, out);
+        };
+        let source = match address::source(address, &self.settings.topic_limits) {
+            Ok(source) => source,
+            Err(e) => {
+                let description = address_error(e);
+                return self.refuse_link(
+                    link.channel,
+                    reply,
+                    "amqp:invalid-field",
+                    description,
+                    out,
+                );
+            }
+        };
+        let subscription = self
+            .grants
+            .as_ref()
+            .map_or(Subscription::Granted, |g| g.subscription(&source.filter));
+        if subscription == Subscription::Denied {
+            out.request(Request::Denied(Denied::Subscribe));
+            let description = format!("no right to read {address:?}");
+            return self.refuse_link(
+                link.channel,
+                reply,
+                "amqp:unauthorized-access",
+                description,
+                out,
+            );
+        }
+        // weft sends pre-settled only when the client asks for it; mixed
+        // is answered as unsettled (weft chooses per link, not per
+        // delivery).
+        let qos = match attach.snd_settle_mode {
+            SenderSettleMode::Settled => 0,
+            _ => {
+                reply.snd_settle_mode = SenderSettleMode::Unsettled;
+                1
+            }
+        };
+        let durable = (terminus.durable != TerminusDurability::None
+            || terminus.expiry_policy == TerminusExpiryPolicy::Never)
+            .then(|| format!("{}/{}", self.client_container, attach.name).into_boxed_str());
+        self.set_link(
+            link,
+            LinkState::Outgoing {
+                reply: Some(Box::new(reply)),
+            },
+        );
+        out.request(Request::Subscribe {
+            link,
+            filter: source.filter,
+            queue: source.queue,
+            qos,
+            checked: subscription == Subscription::Checked,
+            durable,
+        });
+    }
+
+    /// The router's answer to `Subscribe` for `link`: the attach reply, or
+    /// attach then detach with the error.
+    pub fn subscribed(
+        &mut self,
+        link: LinkRef,
+        answer: Subscribed,
+        _now: Instant,
+        out: &mut Actions<Request>,
+    ) {
+        let Some(Link {
+            state: LinkState::Outgoing { reply },
+        }) = self
+            .session_mut(link.channel)
+            .and_then(|s| s.links.get_mut(link.handle as usize))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(reply) = reply.take() else {
+            return;
+        };
+        match answer {
+            Subscribed::Yes => {
+                Self::write_performative(out, link.channel, Performative::Attach(*reply))
+            }
+            Subscribed::TooMany => {
+                let description = "too many subscriptions".into();
+                self.refuse_link(
+                    link.channel,
+                    *reply,
+                    "amqp:resource-limit-exceeded",
+                    description,
+                    out,
+                )
+            }
+            Subscribed::Refused => {
+                let description = "subscription refused".into();
+                self.refuse_link(link.channel, *reply, "amqp:not-allowed", description, out)
+            }
+        }
+    }
+
+    pub(super) fn on_detach(&mut self, channel: u16, detach: Detach, out: &mut Actions<Request>) {
+        let handle = detach.handle.0;
+        let session = self.session_mut(channel).expect("checked by the caller");
+        let Some(link) = session
+            .links
+            .get_mut(handle as usize)
+            .and_then(Option::take)
+        else {
+            return self.unattached(channel, handle, out);
+        };
+        if let Some(e) = &detach.error {
+            tracing::debug!(condition = ?e.condition, description = ?e.description, "AMQP detach from the client");
+        }
+        match link.state {
+            // weft detached it first: this detach is the answer.
+            LinkState::Detached => return,
+            LinkState::Outgoing { reply: None } => {
+                let link = LinkRef { channel, handle };
+                out.request(Request::Unsubscribe {
+                    link,
+                    closed: detach.closed,
+                });
+            }
+            // Awaiting the router's answer: the answer finds no link.
+            LinkState::Outgoing { reply: Some(_) } | LinkState::Incoming(_) => {}
+        }
+        let reply = Detach {
+            handle: Handle(handle),
+            closed: detach.closed,
+            error: None,
+        };
+        Self::write_performative(out, channel, Performative::Detach(reply));
+    }
+
+    /// A flow granting a client's sender link weft's credit, with the
+    /// session's state.
+    pub(super) fn write_credit(&mut self, channel: u16, handle: u32, out: &mut Actions<Request>) {
+        let Some(session) = self.session_mut(channel) else {
+            return;
+        };
+        session.incoming_window = INCOMING_WINDOW;
+        let (next_incoming_id, next_outgoing_id, outgoing_window) = (
+            session.next_incoming_id,
+            session.next_outgoing_id,
+            session.outgoing_window,
+        );
+        let Some(Link {
+            state: LinkState::Incoming(incoming),
+        }) = session.links.get(handle as usize).and_then(Option::as_ref)
+        else {
+            return;
+        };
+        let flow = Flow {
+            next_incoming_id: Some(next_incoming_id),
+            incoming_window: INCOMING_WINDOW,
+            next_outgoing_id,
+            outgoing_window,
+            handle: Some(Handle(handle)),
+            delivery_count: Some(incoming.delivery_count),
+            link_credit: Some(incoming.credit),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        };
+        Self::write_performative(out, channel, Performative::Flow(flow));
+    }
+
+    /// A transfer frame (decoded by hand: the hot path).
+    pub(super) fn on_transfer(
+        &mut self,
+        channel: u16,
+        body: &[u8],
+        _now: Instant,
+        out: &mut Actions<Request>,
+    ) {
+        let transfer = match frame::decode_transfer(body) {
+            Ok(t) => t,
+            Err(e) => return self.fail("amqp:decode-error", e.to_string(), out),
+        };
+        if self.phase != super::Phase::Opened {
+            return self.fail("amqp:not-allowed", "a transfer before open".into(), out);
+        }
+        let limits = self.settings.limits;
+        let (origin, topic_limits) = (self.settings.origin, self.settings.topic_limits);
+        let Some(session) = self.session_mut(channel) else {
+            let description = format!("channel {channel} has no session");
+            return self.fail("amqp:not-found", description, out);
+        };
+        session.next_incoming_id = session.next_incoming_id.wrapping_add(1);
+        session.incoming_window = session.incoming_window.saturating_sub(1);
+        let window_low = session.incoming_window < INCOMING_WINDOW / 2;
+        let handle = transfer.handle;
+        let incoming = match session
+            .links
+            .get_mut(handle as usize)
+            .and_then(Option::as_mut)
+        {
+            None => return self.unattached(channel, handle, out),
+            Some(Link {
+                state: LinkState::Detached,
+            }) => return,
+            Some(Link {
+                state: LinkState::Outgoing { .. },
+            }) => {
+                let description = format!("transfer on handle {handle}, weft's sender link");
+                return self.fail("amqp:not-allowed", description, out);
+            }
+            Some(Link {
+                state: LinkState::Incoming(incoming),
+            }) => incoming,
+        };
+        let partial = match incoming.partial {
+            Some(p) => p,
+            None => {
+                // The first frame of a delivery takes one credit.
+                let Some(delivery_id) = transfer.delivery_id else {
+                    let description = "the first transfer of a delivery needs a delivery-id".into();
+                    return self.fail("amqp:invalid-field", description, out);
+                };
+                if incoming.credit == 0 {
+                    let description = "transfer without link credit".into();
+                    let condition = "amqp:link:transfer-limit-exceeded";
+                    return self.detach_with_error(channel, handle, condition, description, out);
+                }
+                incoming.credit -= 1;
+                incoming.delivery_count = incoming.delivery_count.wrapping_add(1);
+                Partial {
+                    delivery_id,
+                    settled: transfer.settled.unwrap_or(false),
+                }
+            }
+        };
+        let settled = partial.settled || transfer.settled == Some(true);
+        if transfer.aborted {
+            incoming.partial = None;
+            incoming.buffer.clear();
+            return;
+        }
+        let assembled = incoming.buffer.len() + transfer.payload.len();
+        if assembled > limits.message_bytes_max {
+            incoming.partial = None;
+            incoming.buffer = Vec::new();
+            let description = format!("message over {} bytes", limits.message_bytes_max);
+            let condition = "amqp:link:message-size-exceeded";
+            return self.detach_with_error(channel, handle, condition, description, out);
+        }
+        if transfer.more {
+            incoming.buffer.extend_from_slice(transfer.payload);
+            incoming.partial = Some(partial);
+            return;
+        }
+        incoming.partial = None;
+        let qos = u8::from(!settled);
+        let ack = (!settled).then_some(Ack {
+            channel,
+            delivery_id: partial.delivery_id,
+            handle,
+        });
+        // A single-frame message is read from the frame itself.
+        let bytes = if incoming.buffer.is_empty() {
+            transfer.payload
+        } else {
+            incoming.buffer.extend_from_slice(transfer.payload);
+            &incoming.buffer[..]
+        };
+        let result =
+            message::to_event(bytes, incoming.topic.as_deref(), qos, origin, &topic_limits);
+        incoming.buffer.clear();
+        let anonymous = incoming.topic.is_none();
+        match result {
+            Ok(event) => {
+                let denied = anonymous
+                    && self
+                        .grants
+                        .as_ref()
+                        .is_some_and(|g| !g.may_publish(event.topic()));
+                if denied {
+                    out.request(Request::Denied(Denied::Publish));
+                    if let Some(ack) = ack {
+                        let description = format!("no right to publish to {:?}", event.topic());
+                        Self::write_rejected(out, ack, "amqp:unauthorized-access", &description);
+                    }
+                } else {
+                    let answered_later = ack.is_some();
+                    out.request(Request::Publish { event, ack });
+                    if answered_later {
+                        // The credit comes back with `accepted`/`rejected`.
+                        if window_low {
+                            self.write_credit(channel, handle, out);
+                        }
+                        return;
+                    }
+                }
+            }
+            Err(message::MessageError(why)) => match ack {
+                Some(ack) => Self::write_rejected(out, ack, "amqp:decode-error", why),
+                None => {
+                    let description = why.to_string();
+                    return self.detach_with_error(
+                        channel,
+                        handle,
+                        "amqp:decode-error",
+                        description,
+                        out,
+                    );
+                }
+            },
+        }
+        if !self.give_back(channel, handle, out) && window_low {
+            self.write_credit(channel, handle, out);
+        }
+    }
+
+    /// A delivery on a client's sender link was taken: its credit is
+    /// granted again, in one flow per half of `sender_credit` (or at
+    /// once when none is left). Whether a flow was written.
+    pub(super) fn give_back(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        out: &mut Actions<Request>,
+    ) -> bool {
+        let half = (self.settings.limits.sender_credit / 2).max(1);
+        let Some(Link {
+            state: LinkState::Incoming(incoming),
+        }) = self
+            .session_mut(channel)
+            .and_then(|s| s.links.get_mut(handle as usize))
+            .and_then(Option::as_mut)
+        else {
+            return false;
+        };
+        incoming.taken += 1;
+        if incoming.taken < half && incoming.credit > 0 {
+            return false;
+        }
+        incoming.credit += incoming.taken;
+        incoming.taken = 0;
+        self.write_credit(channel, handle, out);
+        true
+    }
+}
+
+fn address_error(e: address::AddressError) -> String {
+    match e {
+        address::AddressError::Empty => "empty address".into(),
+        address::AddressError::Invalid(why) => why,
+    }
+}

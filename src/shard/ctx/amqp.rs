@@ -1,0 +1,144 @@
+//! AMQP receiver links on the shard: each link is a subscription of its
+//! own in the trie and the table (as a NATS SUB is), delivered as
+//! `DeliverAs::Amqp`; what a link leaves behind when it goes (its
+//! unsettled deliveries and its queue) is handed on to another member of
+//! its queue group, or dropped and counted (topic semantics: the
+//! subscriber left).
+//!
+//! Owns: the link's subscription and its leftovers' fate. Must not touch:
+//! credit, windows and the unsettled map (`amqp::outbound`, through the
+//! mailbox), AMQP rules (the machine).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::table::AmqpLink;
+use super::ShardCtx;
+use crate::amqp::outbound::Leftover;
+use crate::shard::mailbox::Mailbox as Session;
+use crate::shard::stats::Counters;
+use crate::topic::trie::CHECKED;
+
+impl ShardCtx {
+    /// Subscribes a receiver link (weft's `channel` and `handle` for it) to
+    /// `filter`, in queue group `group` if any; `checked`: each delivery is
+    /// tested against the session's rights. False if the link is known
+    /// already.
+    #[allow(clippy::too_many_arguments)]
+    pub fn amqp_subscribe(
+        &self,
+        session: &Rc<Session>,
+        channel: u16,
+        handle: u32,
+        filter: String,
+        group: Option<&str>,
+        qos: u8,
+        checked: bool,
+    ) -> bool {
+        if session.amqp_links.borrow().contains_key(&(channel, handle)) {
+            return false;
+        }
+        let group: Option<Arc<str>> = group.map(Arc::from);
+        let link = Rc::new(AmqpLink {
+            session: session.clone(),
+            channel,
+            handle,
+            qos,
+            filter: filter.into(),
+            group: group.clone(),
+        });
+        session.amqp_attach(channel, handle, qos);
+        let key = self.table.insert_amqp_link(link.clone());
+        session
+            .amqp_links
+            .borrow_mut()
+            .insert((channel, handle), key);
+        if self.routing.add_local(
+            &link.filter,
+            group.as_deref(),
+            key,
+            if checked { CHECKED } else { 0 },
+        ) {
+            self.control.announce(true, Arc::from(&*link.filter), group);
+        }
+        true
+    }
+
+    /// A receiver link went away: its subscription ends, and what it left
+    /// (unsettled first, then queued) goes to another member of its group,
+    /// or is dropped and counted. False if the link was unknown.
+    pub fn amqp_unsubscribe(&self, session: &Session, channel: u16, handle: u32) -> bool {
+        let Some(key) = session.amqp_links.borrow_mut().remove(&(channel, handle)) else {
+            return false;
+        };
+        let group = self.remove_amqp_link(key);
+        let left = session.amqp_detach(channel, handle);
+        self.amqp_leftover(session, group.as_deref(), left);
+        true
+    }
+
+    /// Deliveries a receiver called undeliverable here (modified): to
+    /// another member of the link's group, else dropped and counted.
+    pub fn amqp_undeliverable(
+        &self,
+        session: &Session,
+        channel: u16,
+        events: Vec<(u32, crate::event::Event)>,
+    ) {
+        for (handle, event) in events {
+            let group = session
+                .amqp_links
+                .borrow()
+                .get(&(channel, handle))
+                .and_then(|key| self.table.amqp_link(*key))
+                .and_then(|link| link.group.clone());
+            match group {
+                Some(group) => self.deliver_to_group(event, &group, 0),
+                None => Counters::add(&self.counters.amqp_dropped_unsettled, 1),
+            }
+        }
+    }
+
+    /// Hands a gone link's deliveries on to its group, or drops and counts
+    /// them.
+    fn amqp_leftover(&self, session: &Session, group: Option<&str>, left: Leftover) {
+        match group {
+            Some(group) => {
+                for (event, _, _) in left.events {
+                    self.deliver_to_group(event, group, 0);
+                }
+            }
+            None => {
+                let queued = (left.events.len() - left.unsettled) as u64;
+                Counters::add(&self.counters.amqp_dropped_unsettled, left.unsettled as u64);
+                session.dropped.set(session.dropped.get() + queued);
+            }
+        }
+    }
+
+    /// Removes a link's subscription from the trie and the table; its
+    /// group, if it had one.
+    fn remove_amqp_link(&self, key: crate::topic::trie::SessionKey) -> Option<Arc<str>> {
+        let Some(link) = self.table.remove_amqp_link(key) else {
+            debug_assert!(false, "key {key} is not an AMQP link");
+            return None;
+        };
+        let removed = self
+            .routing
+            .remove_local(&link.filter, link.group.as_deref(), key);
+        debug_assert!(removed.is_some(), "link and trie agree");
+        if removed == Some(true) {
+            self.control
+                .announce(false, Arc::from(&*link.filter), link.group.clone());
+        }
+        link.group.clone()
+    }
+
+    /// Every link of a session that ends (`unregister`).
+    pub(super) fn drop_amqp_links(&self, session: &Session) {
+        let links: Vec<(u16, u32)> = session.amqp_links.borrow().keys().copied().collect();
+        for (channel, handle) in links {
+            self.amqp_unsubscribe(session, channel, handle);
+        }
+    }
+}

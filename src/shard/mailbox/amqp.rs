@@ -1,0 +1,125 @@
+//! The mailbox's side of AMQP: events queued for a receiver link wait in
+//! the connection's `amqp::outbound` state (per link, for credit) rather
+//! than in the mailbox's queue, but count against the same limits (the
+//! mailbox's `bytes` and `len` include them); the client's flows and
+//! dispositions reach that state through here, and wake the writer when
+//! they let something go. A child of `mailbox`, so it reaches the queue
+//! directly.
+//!
+//! Owns: nothing of its own; the state is `amqp::outbound`'s. Must not
+//! touch: the router (a link's leftovers and undeliverable deliveries are
+//! returned to the glue, which hands them on or drops them).
+
+use super::{Delivery, Mailbox, Outbound};
+use crate::amqp::outbound::{self, Leftover, Outcome, Settled};
+use crate::event::Event;
+
+impl Mailbox {
+    /// `deliver`'s end for an AMQP link: queued with its link (past the
+    /// limit checks `deliver` made).
+    pub(super) fn queue_amqp(
+        &self,
+        out: &mut Outbound,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        outcome: Delivery,
+    ) -> Delivery {
+        let Some(amqp) = out.amqp.as_deref_mut() else {
+            debug_assert!(false, "an AMQP delivery to a session of another protocol");
+            return Delivery::Dropped;
+        };
+        let before = amqp.queued_bytes();
+        if !amqp.enqueue(channel, handle, event, qos) {
+            // The link detached while the event was on its way.
+            self.dropped.set(self.dropped.get() + 1);
+            return Delivery::Dropped;
+        }
+        out.bytes += amqp.queued_bytes() - before;
+        if amqp.ready() {
+            if let Some(w) = out.writer.take() {
+                w.wake();
+            }
+        }
+        outcome
+    }
+
+    /// Runs `f` on the connection's AMQP state, keeping the queued bytes
+    /// in step and waking the writer when something may go.
+    fn with_amqp<R>(&self, f: impl FnOnce(&mut outbound::Outbound) -> R) -> Option<R> {
+        let mut out = self.out.borrow_mut();
+        let out = &mut *out;
+        let amqp = out.amqp.as_deref_mut()?;
+        let before = amqp.queued_bytes();
+        let r = f(amqp);
+        let after = amqp.queued_bytes();
+        out.bytes = out.bytes + after - before;
+        if amqp.ready() {
+            if let Some(w) = out.writer.take() {
+                w.wake();
+            }
+        }
+        Some(r)
+    }
+
+    /// The client's max-frame-size (its `open`).
+    pub fn amqp_max_frame_size(&self, size: u32) {
+        self.with_amqp(|a| a.max_frame_size = size);
+    }
+
+    pub fn amqp_begin(&self, channel: u16, incoming_window: u32, next_outgoing_id: u32) {
+        self.with_amqp(|a| a.begin(channel, incoming_window, next_outgoing_id));
+    }
+
+    /// weft's incoming side of a session, as its machine keeps it.
+    pub fn amqp_set_incoming(&self, channel: u16, next_incoming_id: u32, incoming_window: u32) {
+        self.with_amqp(|a| a.set_incoming(channel, next_incoming_id, incoming_window));
+    }
+
+    /// weft's next transfer-id on a session.
+    pub fn amqp_next_outgoing_id(&self, channel: u16) -> Option<u32> {
+        self.out.borrow().amqp.as_ref()?.next_outgoing_id(channel)
+    }
+
+    pub fn amqp_end(&self, channel: u16) -> Leftover {
+        self.with_amqp(|a| a.end(channel)).unwrap_or_default()
+    }
+
+    pub fn amqp_attach(&self, channel: u16, handle: u32, qos: u8) {
+        self.with_amqp(|a| a.attach(channel, handle, qos));
+    }
+
+    pub fn amqp_detach(&self, channel: u16, handle: u32) -> Leftover {
+        self.with_amqp(|a| a.detach(channel, handle))
+            .unwrap_or_default()
+    }
+
+    /// A kept delivery queued again, before the ones waiting (a durable
+    /// link's backlog on its next attach).
+    pub fn amqp_requeue(&self, channel: u16, handle: u32, event: Event, qos: u8, count: u32) {
+        self.with_amqp(|a| a.enqueue_counted(channel, handle, event, qos, count, false));
+    }
+
+    pub fn amqp_flow(
+        &self,
+        channel: u16,
+        next_incoming_id: Option<u32>,
+        incoming_window: u32,
+        link: Option<(u32, Option<u32>, u32, bool, bool)>,
+    ) {
+        self.with_amqp(|a| a.flow(channel, next_incoming_id, incoming_window, link));
+    }
+
+    pub fn amqp_settle(
+        &self,
+        channel: u16,
+        first: u32,
+        last: u32,
+        settled: bool,
+        outcome: Option<Outcome>,
+    ) -> Settled {
+        self.with_amqp(|a| a.settle(channel, first, last, settled, outcome))
+            .unwrap_or_default()
+    }
+}
