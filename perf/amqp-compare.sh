@@ -61,7 +61,7 @@ cleanup() { # (replaces lib.sh's: two brokers)
     rm -rf "$WORK"
 }
 
-W_AMQP=$PORT_BASE W_MQTT=$((PORT_BASE + 1)) R_AMQP=$((PORT_BASE + 2))
+W_AMQP=$PORT_BASE W_MQTT=$((PORT_BASE + 1)) W_NATS=$((PORT_BASE + 3)) R_AMQP=$((PORT_BASE + 2))
 BROKERS=(rabbitmq)
 if "$BIN" run --help 2>/dev/null | grep -q -- --amqp-listen; then
     cat >"$WORK/weft.toml" <<CONF
@@ -69,7 +69,7 @@ if "$BIN" run --help 2>/dev/null | grep -q -- --amqp-listen; then
 enabled = false
 CONF
     "$BIN" run --config "$WORK/weft.toml" --shards 1 --cores "$BROKER_CORE" \
-        --mqtt-listen 127.0.0.1:$W_MQTT --amqp-listen 127.0.0.1:$W_AMQP \
+        --mqtt-listen 127.0.0.1:$W_MQTT --nats-listen 127.0.0.1:$W_NATS --amqp-listen 127.0.0.1:$W_AMQP \
         --log-level warn >"$WORK/weft.log" 2>&1 &
     WEFT_PID=$!
     wait_port $W_AMQP
