@@ -122,15 +122,19 @@ for b in "${BROKERS[@]}"; do
 done
 
 declare -A R
+RUNS=()
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq "$REPS"); do
     for q in 0 1; do
         for t in "${TARGETS[@]}"; do
             R["$t $q $rep"]=$(bench $t $q)
+            RUNS+=("| $rep | $q | $t | ${R["$t $q $rep"]} |")
             echo "rep $rep qos $q $t: ${R["$t $q $rep"]}" >&2
         done
     done
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 median() { sort -g | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : 0)}'; }
 col() { # "broker address qos" field -> median over reps
     for rep in $(seq "$REPS"); do echo "${R["$1 $rep"]}" | awk -v f="$2" '{print $f}'; done | median
@@ -149,6 +153,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "weft $(git rev-parse --short HEAD) (release), RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null) (rabbitmq_amqp1_0, Erlang $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().' 2>/dev/null))."
     echo "Brokers on core $BROKER_CORE (weft --shards 1; RabbitMQ taskset + 1 scheduler), \`weft bench --amqp\` on core $LOAD_CORE;"
     echo "1 sender → 1 receiver, $SECS s per run, median of $REPS runs (brokers alternating); unsettled: window $WINDOW."
+    echo "Load average (1/5/15 min) before the runs: $LOAD_BEFORE, after: $LOAD_AFTER."
     [ ${#BROKERS[@]} = 1 ] && echo "**weft not measured**: this build has no \`--amqp-listen\`."
     echo
     echo "Command: \`REPS=$REPS SECS=$SECS SIZE=$SIZE WINDOW=$WINDOW perf/amqp-compare.sh\`"
@@ -180,5 +185,11 @@ mkdir -p "$(dirname "$OUT")"
             echo "| $mode | $(ratio "$w" "$same") | $(ratio "$w" "$best") |"
         done
     fi
+    echo
+    echo "Every run (deliver msg/s, publish msg/s, ack p50 µs, ack p99 µs, lost, broker CPU s per 1M msgs, errors):"
+    echo
+    echo "| rep | qos | broker address | result |"
+    echo "|---:|---:|---|---|"
+    printf '%s\n' "${RUNS[@]}"
 } >"$OUT"
 cat "$OUT"
