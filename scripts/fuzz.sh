@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 
 # Every target, in the order they run: the decoders and naming rules, then
 # the session machines fed scripts of packets (see README, "Fuzzing").
-TARGETS=(mqtt311_decode mqtt5_decode nats_decode link_decode topic subject
+TARGETS=(mqtt311_decode mqtt5_decode nats_decode link_decode amqp_message topic subject
     mqtt_session nats_session link_session ws_decode amqp_decode)
 
 seconds=${1:-60}

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Outcome};
 use fe2o3_amqp::types::primitives::Value;
@@ -93,4 +95,79 @@ async fn unsettled_send_and_receive_meets_mqtt() {
     receiver.close().await.expect("receiver closed");
     session.end().await.expect("session ended");
     connection.close().await.expect("connection closed");
+}
+
+/// An unsettled receiver on its own connection, attached to `source`.
+async fn receiver(
+    url: &str,
+    name: &str,
+    source: &str,
+) -> (ConnectionHandle<()>, SessionHandle<()>, Receiver) {
+    let mut connection = tokio::time::timeout(WAIT, Connection::open(name, url))
+        .await
+        .expect("open in time")
+        .expect("open");
+    let mut session = Session::begin(&mut connection).await.expect("begin");
+    let receiver = Receiver::builder()
+        .name(name)
+        .source(source)
+        .sender_settle_mode(SenderSettleMode::Unsettled)
+        .attach(&mut session)
+        .await
+        .expect("receiver attached");
+    (connection, session, receiver)
+}
+
+async fn recv(receiver: &mut Receiver) -> fe2o3_amqp::link::delivery::Delivery<Body<Value>> {
+    tokio::time::timeout(WAIT, receiver.recv::<Body<Value>>())
+        .await
+        .expect("delivery in time")
+        .expect("received")
+}
+
+/// Released: sent again as it was; modified (delivery failed): sent again
+/// with one more delivery-count; a queue-group member that leaves with an
+/// unsettled delivery: another member gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispositions_and_a_leaving_group_member() {
+    let weft = Weft::launch_args(2, "", &["--amqp-listen", "127.0.0.1:0"]);
+    let url = format!("amqp://{}", weft.amqp.expect("the amqp listening line"));
+    let mqtt = connect(weft.addr, "mqtt-pub").await;
+
+    let (_c, _s, mut rx) = receiver(&url, "rx", "jobs/plain").await;
+    mqtt.publish("jobs/plain", QoS::AtLeastOnce, "j1").await;
+    let first = recv(&mut rx).await;
+    assert_eq!(payload(first.body()), b"j1");
+    rx.release(&first).await.expect("released");
+    let again = recv(&mut rx).await;
+    assert_eq!(payload(again.body()), b"j1", "sent again");
+    let count = |d: &fe2o3_amqp::link::delivery::Delivery<Body<Value>>| {
+        d.message().header.as_ref().map_or(0, |h| h.delivery_count)
+    };
+    assert_eq!(count(&again), 0, "released: delivery-count unchanged");
+    let failed = fe2o3_amqp::types::messaging::Modified {
+        delivery_failed: Some(true),
+        undeliverable_here: None,
+        message_annotations: None,
+    };
+    rx.modify(&again, failed).await.expect("modified");
+    let third = recv(&mut rx).await;
+    assert_eq!(payload(third.body()), b"j1");
+    assert_eq!(count(&third), 1, "modified: one more delivery");
+    rx.accept(&third).await.expect("accepted");
+
+    // A queue group: the only member takes the job and leaves unsettled.
+    let (_ca, _sa, mut a) = receiver(&url, "a", "$share/workers/jobs/+").await;
+    mqtt.publish("jobs/x", QoS::AtLeastOnce, "j2").await;
+    let taken = recv(&mut a).await;
+    assert_eq!(payload(taken.body()), b"j2");
+    let (_cb, _sb, mut b) = receiver(&url, "b", "$share/workers/jobs/+").await;
+    a.close().await.expect("a closed");
+    let handed = recv(&mut b).await;
+    assert_eq!(
+        payload(handed.body()),
+        b"j2",
+        "handed on to the other member"
+    );
+    b.accept(&handed).await.expect("accepted");
 }

@@ -32,6 +32,7 @@
 use std::fmt::Debug;
 
 pub mod amqp_decode;
+pub mod amqp_message;
 pub mod link_decode;
 pub mod link_session;
 pub mod mqtt311_decode;
@@ -57,6 +58,7 @@ pub fn targets() -> Vec<Target> {
         ("mqtt5_decode", mqtt5_decode::check, mqtt5_decode::seeds),
         ("nats_decode", nats_decode::check, nats_decode::seeds),
         ("link_decode", link_decode::check, link_decode::seeds),
+        ("amqp_message", amqp_message::check, amqp_message::seeds),
         ("topic", topic::check, topic::seeds),
         ("subject", subject::check, subject::seeds),
         ("mqtt_session", mqtt_session::check, mqtt_session::seeds),

@@ -28,7 +28,8 @@
 //!
 //! Bodies: `data` sections are the payload (several: concatenated); an
 //! `amqp-value` holding a string or binary is the payload (a string also
-//! sets the payload format to UTF-8); any other `amqp-value`, and
+//! sets the payload format to UTF-8), holding null an empty payload, as
+//! no body section at all (proton sends that, PROTON-2574); any other `amqp-value`, and
 //! `amqp-sequence` sections, keep their AMQP encoding as the payload with
 //! the user property `amqp-body` (`value` / `sequence`), so that an AMQP
 //! receiver gets the same body section back (checked to be well-formed
@@ -342,6 +343,10 @@ pub fn to_event(
     }
     if let Some(ap) = application_properties {
         for (key, value) in ap.0.into_inner() {
+            // The body section says what the body is, not a property.
+            if key == BODY_PROPERTY {
+                continue;
+            }
             let key = match key
                 .strip_prefix(CLOUDEVENTS_PREFIX)
                 .or_else(|| key.strip_prefix(CLOUDEVENTS_PREFIX_JMS))
@@ -385,6 +390,8 @@ fn body<'a>(sections: &Sections<'a>, meta: &mut EventMeta) -> Result<Cow<'a, [u8
         AMQP_VALUE => {
             let value = values.next().expect("one section");
             match value[0] {
+                // What fe2o3 writes for a message with no body.
+                0x40 => Ok(Cow::Borrowed(&[])),
                 0xa0 | 0xb0 => Ok(Cow::Borrowed(variable_bytes(value).expect("binary"))),
                 0xa1 | 0xb1 => {
                     let text = variable_bytes(value).expect("string");

@@ -210,8 +210,7 @@ impl Glue<AmqpSession> for AmqpGlue {
         let pending = match request {
             Request::Authenticate { .. } => unreachable!("handled above"),
             Request::Publish { mut event, ack } => {
-                if ack.is_some() && ctx.persisting() && !durable_ack::admits(ctx) {
-                    let ack = ack.expect("checked");
+                if let Some(ack) = ack.filter(|_| ctx.persisting() && !durable_ack::admits(ctx)) {
                     let why = "the log cannot make it durable";
                     machine.rejected(ack, STORAGE_FAILED, why, Instant::now(), out);
                     return true;

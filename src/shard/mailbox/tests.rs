@@ -154,3 +154,65 @@ fn an_http_item_does_not_grow_the_queue_entry() {
     assert!(http <= nats, "{http} > {nats}");
     assert!(std::mem::size_of::<OutItem>() <= nats + 8);
 }
+
+/// AMQP deliveries wait for link credit outside the queue but count
+/// against the same limits, and go once the client's flow grants credit.
+#[test]
+fn amqp_waits_for_credit_within_the_queue_limits() {
+    let s = Mailbox::new(0, Protocol::Amqp, "c".into());
+    let l = limits();
+    let amqp = |qos| DeliverAs::Amqp {
+        handle: 1,
+        channel: 0,
+        qos,
+    };
+    s.amqp_begin(0, 100, 0);
+    s.amqp_attach(0, 1, 1);
+    let e = Event::new("t", b"x", 1, false);
+    assert_eq!(s.deliver(e.clone(), amqp(1), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e.clone(), amqp(1), &l), Delivery::Queued);
+    let (queued, bytes) = s.queued();
+    assert_eq!(queued, 2);
+    assert_eq!(bytes, 2 * crate::amqp::outbound::wire_len(&e, 1, 0));
+    // Over the soft limit, as any QoS 1 delivery.
+    assert_eq!(s.deliver(e.clone(), amqp(1), &l), Delivery::Congested);
+    assert_eq!(s.deliver(e.clone(), amqp(0), &l), Delivery::Dropped);
+    let mut buf = Vec::new();
+    let mut born = Vec::new();
+    assert!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born)
+            .is_pending(),
+        "no credit: nothing to write"
+    );
+    s.amqp_flow(0, Some(0), 100, Some((1, Some(0), 1, false, false)));
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
+    assert_eq!(born.len(), 1, "one transfer: one credit");
+    assert_eq!(s.queued().0, 2);
+    // The unsettled bound (inflight_max 1) holds the next one back even
+    // with credit, until the client settles.
+    s.amqp_flow(0, Some(1), 100, Some((1, Some(1), 5, false, false)));
+    buf.clear();
+    assert!(s
+        .poll_batch(&mut cx(), &mut buf, &l, &mut born)
+        .is_pending());
+    let done = s.amqp_settle(
+        0,
+        0,
+        0,
+        true,
+        Some(crate::amqp::outbound::Outcome::Accepted),
+    );
+    assert_eq!(done.accepted, 1);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
+    assert_eq!(born.len(), 2);
+    // A link that goes away leaves what waits and what is unsettled.
+    let left = s.amqp_detach(0, 1);
+    assert_eq!((left.unsettled, left.events.len()), (1, 2));
+    assert_eq!(s.queued(), (0, 0));
+}
