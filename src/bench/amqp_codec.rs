@@ -77,9 +77,9 @@ pub fn put_frame(out: &mut Vec<u8>, kind: u8, channel: u16, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// The offsets of what [`patch_delivery`] rewrites in a frame appended by
-/// [`put_transfer`], relative to the frame's first byte, and the frame's
-/// length.
+/// The offsets of what [`patch_delivery`] rewrites (delivery id, delivery
+/// tag) in a frame appended by [`put_transfer`], from the frame's first
+/// byte.
 pub const TRANSFER_ID_AT: usize = 16;
 pub const TRANSFER_TAG_AT: usize = 22;
 
