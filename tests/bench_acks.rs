@@ -2,7 +2,9 @@
 //! them, against a real weft: MQTT QoS 1 with persistent subscribers
 //! (`--persistent`), and NATS publishes answered on a reply inbox (`--js`,
 //! what a JetStream stream does; here an async-nats responder plays the
-//! stream). Every acknowledgement is counted and has its latency.
+//! stream), and AMQP 1.0 unsettled transfers (`--amqp --qos 1`, counting
+//! `accepted` dispositions). Every acknowledgement is counted and has its
+//! latency.
 
 mod common;
 
@@ -158,4 +160,74 @@ async fn js_publishes_count_the_answers_as_acks_and_fail_on_an_error_answer() {
             assert!(stdout.contains("test refusal"), "{stdout}");
         }
     }
+}
+
+/// `weft bench --amqp` (perf/amqp-compare.sh's load) against weft's AMQP
+/// listener: pre-settled, every message delivered; unsettled, every
+/// delivery accepted (counted as an acknowledgement, with its latency) and
+/// every message delivered to a receiver that accepts with ranged
+/// dispositions. Also over SASL PLAIN.
+#[test]
+fn amqp_pre_settled_and_unsettled_runs_count_every_message() {
+    let weft = Weft::launch_args(1, "", &["--amqp-listen", "127.0.0.1:0"]);
+    let server = weft.amqp.expect("the amqp listening line").to_string();
+    for qos in ["0", "1"] {
+        let json = json_path(&format!("amqp-{qos}"));
+        let (out, summary) = bench(
+            &[
+                "--amqp", "--server", &server, "--qos", qos, "--msgs", "5000", "--size", "64",
+                "--window", "300",
+            ],
+            &json,
+        );
+        let _ = std::fs::remove_file(&json);
+        assert!(
+            out.status.success(),
+            "qos {qos}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(summary["config"]["protocol"], "amqp", "{summary}");
+        assert_eq!(summary["config"]["subject"], "/topic/bench", "{summary}");
+        assert_eq!(summary["totals"]["sent"], 5000, "{summary}");
+        assert_eq!(summary["totals"]["received"], 5000, "{summary}");
+        assert_eq!(summary["totals"]["lost"], 0, "{summary}");
+        if qos == "1" {
+            assert_eq!(summary["publishers"][0]["acked"], 5000, "{summary}");
+            assert_eq!(summary["ack_latency"]["count"], 5000, "{summary}");
+        } else {
+            assert!(summary["ack_latency"].is_null(), "{summary}");
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mode = if qos == "1" {
+            "unsettled"
+        } else {
+            "pre-settled"
+        };
+        assert!(stdout.contains(mode), "{stdout}");
+    }
+    // SASL PLAIN (`--user`): with no users configured weft lets any
+    // client in, as it does anonymous ones.
+    let json = json_path("amqp-plain");
+    let (out, summary) = bench(
+        &[
+            "--amqp",
+            "--server",
+            &server,
+            "--msgs",
+            "10",
+            "--user",
+            "someone",
+            "--password",
+            "secret",
+        ],
+        &json,
+    );
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary["totals"]["received"], 10, "{summary}");
 }

@@ -13,6 +13,9 @@ use super::schedule::parse_cpu_list;
 pub enum Protocol {
     Mqtt,
     Nats,
+    /// AMQP 1.0 (also `--amqp`): one link per client; `--qos 0`
+    /// pre-settled, `--qos 1` unsettled (accepted by the receiver).
+    Amqp,
 }
 
 /// Options of `weft bench`.
@@ -111,6 +114,19 @@ pub struct BenchArgs {
     /// The path of the WebSocket upgrade [default: /mqtt for mqtt, / for nats].
     #[arg(long, value_name = "PATH", requires = "ws")]
     pub ws_path: Option<String>,
+    /// AMQP 1.0 (`--protocol amqp`): --server is an AMQP listener (weft's
+    /// --amqp-listen, RabbitMQ's AMQP 1.0 plugin); --subject is the
+    /// address of every link [default: /topic/bench]; --qos 0 sends
+    /// pre-settled, --qos 1 unsettled (counting `accepted` dispositions
+    /// within --window).
+    #[arg(long)]
+    pub amqp: bool,
+    /// AMQP: authenticate with SASL PLAIN as this user (default: ANONYMOUS).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// AMQP: the password for --user.
+    #[arg(long, value_name = "PASSWORD", requires = "user")]
+    pub password: Option<String>,
 }
 
 /// The validated plan of a run.
@@ -140,12 +156,44 @@ pub(crate) struct Plan {
     pub probe_timeout: Option<Duration>,
     /// TLS (`--tls-ca`).
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// AMQP SASL PLAIN credentials (`--user`, `--password`).
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 impl Plan {
     pub(super) fn from_args(a: &BenchArgs) -> Result<Plan, String> {
         if a.pubs == 0 && a.subs == 0 {
             return Err("nothing to do: --pubs and --subs are both 0".into());
+        }
+        let proto = a.proto();
+        if a.amqp && a.protocol != Protocol::Mqtt && a.protocol != Protocol::Amqp {
+            return Err("--amqp with --protocol nats: choose one".into());
+        }
+        if proto == Protocol::Amqp {
+            if a.ws {
+                return Err(
+                    "--ws applies to MQTT and NATS (AMQP over WebSocket is not supported)".into(),
+                );
+            }
+            if a.persistent || a.js {
+                return Err(
+                    "--persistent and --js do not apply to AMQP (--qos 1: unsettled)".into(),
+                );
+            }
+            if a.sub_server
+                .as_ref()
+                .is_some_and(|s| Some(s) != a.server.as_ref())
+            {
+                return Err(
+                    "--sub-server elsewhere needs a probe phase, which --amqp has not".into(),
+                );
+            }
+            if a.size > 60_000 {
+                return Err("--size above 60000 with --amqp (the tool sends single-frame transfers of at most 64 KiB)".into());
+            }
+        } else if a.user.is_some() {
+            return Err("--user applies to AMQP only".into());
         }
         if a.proto_is_nats() && a.qos != 0 {
             return Err("--qos applies to MQTT only (NATS core is at most once)".into());
@@ -177,9 +225,10 @@ impl Plan {
             Some(s) => parse_cpu_list(s)?,
             None => Vec::new(),
         };
-        let (server, subject) = match a.protocol {
+        let (server, subject) = match proto {
             Protocol::Mqtt => ("127.0.0.1:1883", "weft/bench"),
             Protocol::Nats => ("127.0.0.1:4222", "weft.bench"),
+            Protocol::Amqp => ("127.0.0.1:5672", "/topic/bench"),
         };
         let server = a.server.clone().unwrap_or_else(|| server.into());
         let sub_server = a.sub_server.clone().unwrap_or_else(|| server.clone());
@@ -189,7 +238,7 @@ impl Plan {
             (true, Some(_)) => return Err("--ws with --tls-ca (wss) is not supported".into()),
             (true, None) => {
                 let default = match a.protocol {
-                    Protocol::Mqtt => "/mqtt",
+                    Protocol::Mqtt | Protocol::Amqp => "/mqtt",
                     Protocol::Nats => "/",
                 };
                 let path = a.ws_path.as_deref().unwrap_or(default);
@@ -204,7 +253,7 @@ impl Plan {
         };
         let probe = sub_server != server && a.pubs > 0 && a.subs > 0 && a.probe_timeout_ms > 0;
         Ok(Plan {
-            proto: a.protocol,
+            proto,
             server,
             sub_server,
             subject: a.subject.clone().unwrap_or_else(|| subject.into()),
@@ -230,6 +279,8 @@ impl Plan {
                 Some(path) => Some(super::stream::client_config(path)?),
                 None => None,
             },
+            user: a.user.clone(),
+            password: a.password.clone(),
         })
     }
 }
@@ -254,6 +305,15 @@ pub(crate) fn servers(server: &str, sub_server: &str) -> String {
 impl BenchArgs {
     fn proto_is_nats(&self) -> bool {
         self.protocol == Protocol::Nats
+    }
+
+    /// `--protocol`, or AMQP with `--amqp`.
+    fn proto(&self) -> Protocol {
+        if self.amqp {
+            Protocol::Amqp
+        } else {
+            self.protocol
+        }
     }
 }
 
@@ -298,6 +358,32 @@ mod tests {
     }
 
     #[test]
+    fn amqp_defaults_and_its_unsettled_mode() {
+        let p = plan(&["--amqp"]);
+        assert_eq!(p.proto, Protocol::Amqp);
+        assert_eq!(
+            (p.server.as_str(), p.subject.as_str()),
+            ("127.0.0.1:5672", "/topic/bench")
+        );
+        assert!(!p.acked(), "pre-settled by default");
+        let p = plan(&[
+            "--protocol",
+            "amqp",
+            "--qos",
+            "1",
+            "--user",
+            "guest",
+            "--password",
+            "guest",
+        ]);
+        assert!(
+            p.acked(),
+            "unsettled: accepted dispositions are acknowledgements"
+        );
+        assert_eq!(p.user.as_deref(), Some("guest"));
+    }
+
+    #[test]
     fn acknowledged_modes_and_their_protocols() {
         assert!(!plan(&[]).acked());
         assert!(plan(&["--qos", "1"]).acked());
@@ -311,6 +397,9 @@ mod tests {
             Plan::from_args(&cli.bench).expect_err("refused")
         };
         assert!(refused(&["--js"]).contains("NATS only"));
+        assert!(refused(&["--amqp", "--ws"]).contains("WebSocket"));
+        assert!(refused(&["--amqp", "--sub-server", "10.0.0.1:5672"]).contains("probe"));
+        assert!(refused(&["--user", "u"]).contains("AMQP only"));
         assert!(refused(&["--protocol", "nats", "--persistent"]).contains("MQTT only"));
     }
 }

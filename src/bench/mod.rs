@@ -1,5 +1,5 @@
-//! `weft bench`: a load tool for MQTT 3.1.1 and NATS brokers (weft or any
-//! other), in the spirit of `nats bench`.
+//! `weft bench`: a load tool for MQTT 3.1.1, NATS and AMQP 1.0 brokers
+//! (weft or any other), in the spirit of `nats bench`.
 //!
 //! N publishers and M subscribers, one thread and one blocking TCP
 //! connection each (pinned round-robin with `--pin-cores`), all on one
@@ -44,11 +44,16 @@
 //!
 //! Files: `args` (options, validated into a `Plan`), `publisher` and
 //! `subscriber` (one thread each), `probe` (the probe phase), `wire` (the
-//! blocking connection, MQTT framing) and `nats` (NATS framing),
+//! blocking connection, MQTT framing) and `nats` (NATS framing), `amqp`
+//! (AMQP 1.0 framing and link) and `amqp_clients` (the AMQP publisher and
+//! subscriber threads),
 //! `schedule` (clock, send times, core lists), `report` (summary and
 //! JSON); this file starts the threads, gathers their histograms and
 //! prints progress.
 
+mod amqp;
+mod amqp_clients;
+mod amqp_codec;
 mod args;
 mod nats;
 mod probe;
@@ -182,7 +187,11 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("sub-{n}"))
                 .spawn(move || {
-                    let r = subscriber::subscriber(&shared, n, run_id, &gates, &tx);
+                    let r = if shared.plan.proto == Protocol::Amqp {
+                        amqp_clients::subscriber(&shared, n, run_id, &gates, &tx)
+                    } else {
+                        subscriber::subscriber(&shared, n, run_id, &gates, &tx)
+                    };
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,
@@ -197,7 +206,11 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("pub-{n}"))
                 .spawn(move || {
-                    let r = publisher::publisher(&shared, n, run_id, &gates);
+                    let r = if shared.plan.proto == Protocol::Amqp {
+                        amqp_clients::publisher(&shared, n, run_id, &gates)
+                    } else {
+                        publisher::publisher(&shared, n, run_id, &gates)
+                    };
                     shared.finished.fetch_add(1, Ordering::Release);
                     r
                 })?,

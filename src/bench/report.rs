@@ -361,6 +361,8 @@ impl Summary {
             Protocol::Mqtt => format!(", QoS {}", c.qos),
             Protocol::Nats if c.js => ", acknowledged (--js)".to_string(),
             Protocol::Nats => String::new(),
+            Protocol::Amqp if c.qos == 1 => ", unsettled".to_string(),
+            Protocol::Amqp => ", pre-settled".to_string(),
         };
         let qos = if c.persistent {
             format!("{qos}, persistent subscribers")
@@ -373,6 +375,7 @@ impl Summary {
             match c.protocol {
                 Protocol::Mqtt => "mqtt",
                 Protocol::Nats => "nats",
+                Protocol::Amqp => "amqp",
             },
             c.subject,
             c.pubs,

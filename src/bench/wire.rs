@@ -16,6 +16,10 @@ use super::nats::{self, ServerOp};
 use super::stream::Stream;
 use super::Protocol;
 
+/// A `Conn` is MQTT or NATS: AMQP clients run on `bench::amqp` (their
+/// threads are `bench::amqp_clients`; `Conn::open` refuses AMQP).
+const AMQP_ELSEWHERE: &str = "AMQP clients use bench::amqp";
+
 /// NATS subscription id of a `--js` publisher's reply inbox, and as the
 /// server writes it in MSG (compared as text: no parse per message).
 pub const REPLY_SID: u32 = 2;
@@ -77,6 +81,9 @@ impl Conn {
         tls: Option<&Arc<rustls::ClientConfig>>,
         clean_session: bool,
     ) -> io::Result<Conn> {
+        if proto == Protocol::Amqp {
+            return Err(io::Error::other(AMQP_ELSEWHERE));
+        }
         let mut info = Vec::new();
         let stream = Stream::connect(addr, tls, proto == Protocol::Nats, timeout, &mut info)?;
         let mut buf = vec![0; 256 * 1024];
@@ -119,6 +126,7 @@ impl Conn {
                 c.stream.write_all(&out)?;
                 c.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))?;
             }
+            Protocol::Amqp => unreachable!("{AMQP_ELSEWHERE}"),
         }
         Ok(c)
     }
@@ -150,6 +158,7 @@ impl Conn {
                 self.stream.write_all(&out)?;
                 self.wait_for("PONG", |ev| matches!(ev, Inbound::Pong).then_some(Ok(())))
             }
+            Protocol::Amqp => unreachable!("{AMQP_ELSEWHERE}"),
         }
     }
 
@@ -299,6 +308,7 @@ impl Conn {
                     Err(e) => return Err(io::Error::other(e.to_string())),
                 }
             },
+            Protocol::Amqp => unreachable!("{AMQP_ELSEWHERE}"),
         }
     }
 
@@ -373,6 +383,7 @@ pub fn put_message(
             };
             (id_at, out.len() - 2 - payload.len())
         }
+        Protocol::Amqp => unreachable!("{AMQP_ELSEWHERE}"),
     }
 }
 
@@ -381,6 +392,7 @@ pub fn patch_id(proto: Protocol, buf: &mut [u8], at: usize, id: u16) {
     match proto {
         Protocol::Mqtt => buf[at..at + 2].copy_from_slice(&id.to_be_bytes()),
         Protocol::Nats => nats::put_reply_id(&mut buf[at..], id),
+        Protocol::Amqp => unreachable!("{AMQP_ELSEWHERE}"),
     }
 }
 
@@ -396,6 +408,7 @@ pub fn message_len(
         (Protocol::Mqtt, _) => codec::publish_len(subject.len(), qos, size),
         (Protocol::Nats, None) => nats::pub_len(subject, size),
         (Protocol::Nats, Some(prefix)) => nats::pub_with_reply_len(subject, prefix, size),
+        (Protocol::Amqp, _) => unreachable!("{AMQP_ELSEWHERE}"),
     }
 }
 
