@@ -193,8 +193,28 @@ pub fn decode_sasl<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, s
 /// amqp_decode fuzz target). One pass over bytes already in memory, for
 /// frames off the per-message path.
 pub fn check_shape(body: &[u8]) -> Result<(), BodyError> {
-    let mut r = Reader { buf: body, at: 0 };
+    let mut r = Reader {
+        buf: body,
+        at: 0,
+        arrays_of_primitives: true,
+    };
     r.check(0)
+}
+
+/// The same check over a message's sections (values back to back), before
+/// `amqp::message` reads them with serde; arrays are bounded by their
+/// bytes but not read (a message may carry any array in its body). Per
+/// message: a few byte reads for a data section, whatever its size.
+pub fn check_message(bytes: &[u8]) -> Result<(), BodyError> {
+    let mut r = Reader {
+        buf: bytes,
+        at: 0,
+        arrays_of_primitives: false,
+    };
+    while r.at < bytes.len() {
+        r.check(0)?;
+    }
+    Ok(())
 }
 
 impl Reader<'_> {
@@ -226,7 +246,7 @@ impl Reader<'_> {
                     (self.u32()? as usize, self.u32()? as usize)
                 };
                 let constructor = self.byte()?;
-                if constructor == 0x00 || constructor >= 0xc0 {
+                if self.arrays_of_primitives && (constructor == 0x00 || constructor >= 0xc0) {
                     return Err(BodyError("an array of compound or described values"));
                 }
                 let header = if code == 0xe0 { 1 } else { 4 };
@@ -246,6 +266,7 @@ impl Reader<'_> {
         let mut inner = Reader {
             buf: &self.buf[..end],
             at: self.at,
+            arrays_of_primitives: self.arrays_of_primitives,
         };
         for _ in 0..count {
             inner.check(depth + 1)?;
@@ -283,6 +304,8 @@ impl fmt::Display for BodyError {
 struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    /// `check`: arrays must hold primitives (performatives).
+    arrays_of_primitives: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -373,7 +396,11 @@ impl<'a> Reader<'a> {
 /// A `transfer` frame body by hand: the described list's fields in order
 /// (absent trailing fields take their defaults), then the payload.
 pub fn decode_transfer(body: &[u8]) -> Result<Transfer<'_>, BodyError> {
-    let mut r = Reader { buf: body, at: 0 };
+    let mut r = Reader {
+        buf: body,
+        at: 0,
+        arrays_of_primitives: true,
+    };
     match r.byte()? {
         0x00 => r.skip(0)?, // the descriptor, already known to be transfer
         _ => return Err(BodyError("transfer: not a described list")),
@@ -407,6 +434,7 @@ pub fn decode_transfer(body: &[u8]) -> Result<Transfer<'_>, BodyError> {
     let fields = Reader {
         buf: &body[..end],
         at: r.at,
+        arrays_of_primitives: true,
     };
     let mut r = fields;
     let mut t = Transfer::default();

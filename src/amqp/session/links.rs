@@ -491,8 +491,14 @@ impl AmqpSession {
             incoming.buffer.extend_from_slice(transfer.payload);
             &incoming.buffer[..]
         };
-        let result =
-            message::to_event(bytes, incoming.topic.as_deref(), qos, origin, &topic_limits);
+        // The sections' shape first: serde_amqp 0.18 panics (debug) on a
+        // list claiming more fields than fit (see `frame::check_shape`).
+        let result = match frame::check_message(bytes) {
+            Ok(()) => {
+                message::to_event(bytes, incoming.topic.as_deref(), qos, origin, &topic_limits)
+            }
+            Err(e) => Err(message::MessageError(e.0)),
+        };
         self.assembly_bytes -= held;
         incoming.buffer.clear();
         if incoming.buffer.capacity() > KEPT_BUFFER_BYTES_MAX {

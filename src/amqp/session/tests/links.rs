@@ -633,3 +633,22 @@ fn session_flow(handle: Option<Handle>) -> Flow {
         properties: None,
     }
 }
+
+/// A message whose properties (a list32) claim 2^32-1 fields: serde_amqp
+/// 0.18 panicked on it (add overflow, debug builds) inside
+/// `message::to_event`; now the message is rejected.
+#[test]
+fn message_sections_claiming_more_than_their_bytes_are_rejected() {
+    let mut c = sending();
+    let bad = b"\x00\x53\x73\xd0\x00\x00\x00\x04\xff\xff\xff\xff\x00\x53\x75\xa0\x01x";
+    c.feed(&transfer_frame(0, Some(0), Some(false), false, bad));
+    let frames = c.frames();
+    let Out::Frame(1, Performative::Disposition(d)) = &frames[0] else {
+        panic!("{frames:?}");
+    };
+    let Some(DeliveryState::Rejected(r)) = &d.state else {
+        panic!("{d:?}");
+    };
+    assert_eq!(condition(r.error.as_ref()), "amqp:decode-error");
+    assert!(published(&mut c).is_empty());
+}
