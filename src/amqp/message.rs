@@ -203,8 +203,19 @@ fn variable_bytes(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A map8/map32 whose count is even (keys and values alike are counted):
+/// `serde_amqp` 0.18 subtracts 2 from the count per entry unchecked, so an
+/// odd count overflows there (a panic in debug builds; found by the
+/// `amqp_message` fuzz target).
 fn is_map(value: &[u8]) -> bool {
-    matches!(value[0], 0xc1 | 0xd1)
+    let count = match value[0] {
+        0xc1 => value.get(2).map(|&c| u32::from(c)),
+        0xd1 => value
+            .get(5..9)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))),
+        _ => None,
+    };
+    count.is_some_and(|c| c % 2 == 0)
 }
 
 /// Where a section may stand: sections come in this order, each once
@@ -261,11 +272,11 @@ fn scan(bytes: &[u8]) -> Result<Sections<'_>, MessageError> {
             _ => {}
         }
         match s.code {
-            HEADER => sections.header = Some(s),
-            PROPERTIES => sections.properties = Some(s),
-            APPLICATION_PROPERTIES => sections.application_properties = Some(s),
             DELIVERY_ANNOTATIONS | MESSAGE_ANNOTATIONS | FOOTER if !is_map(s.value) => {
                 return Err(MessageError("annotations or footer are not a map"));
+            }
+            APPLICATION_PROPERTIES if !is_map(s.value) => {
+                return Err(MessageError("application-properties are not a map"));
             }
             DATA if variable_bytes(s.value).is_none() || s.value[0] & 0x0f != 0 => {
                 return Err(MessageError("a data section does not hold binary"));
@@ -275,6 +286,9 @@ fn scan(bytes: &[u8]) -> Result<Sections<'_>, MessageError> {
                     "an amqp-sequence section does not hold a list",
                 ));
             }
+            HEADER => sections.header = Some(s),
+            PROPERTIES => sections.properties = Some(s),
+            APPLICATION_PROPERTIES => sections.application_properties = Some(s),
             _ => {}
         }
         if r == 5 {

@@ -645,6 +645,18 @@ fn malformed_sections_are_refused() {
         refused(&[0x00, 0x53, 0x74, 0xc1, 0x03, 0x02, 0x41, 0x41]),
         "malformed application-properties section"
     );
+    // Found by the amqp_message fuzz target: an odd map count overflowed
+    // inside serde_amqp (a panic in debug builds).
+    assert_eq!(
+        refused(&[0x00, 0x53, 0x74, 0xc1, 0x08, 0x03, 0xa1, 0x01, b'k', 0xa1, 0x01, b'v', 0x40]),
+        "application-properties are not a map"
+    );
+    for map in [
+        &[0x00, 0x53, 0x74, 0xc1, 0x00][..],
+        &[0x00, 0x53, 0x72, 0xd1, 0, 0, 0, 1, 0],
+    ] {
+        assert!(refused(map).ends_with("not a map"), "{map:02x?}");
+    }
     assert_eq!(
         refused(&[0x00, 0x53, 0x77, 0xa1, 0x01, 0xff]),
         "an amqp-value string is not UTF-8"
