@@ -198,7 +198,11 @@ pub fn check_shape(body: &[u8]) -> Result<(), BodyError> {
         at: 0,
         arrays_of_primitives: true,
     };
-    r.check(0)
+    // Every value, not only the first: serde reads on past a bare one.
+    while r.at < body.len() {
+        r.check(0)?;
+    }
+    Ok(())
 }
 
 /// The same check over a message's sections (values back to back), before
@@ -623,6 +627,10 @@ mod tests {
         assert!(decode_performative(body).is_err());
         // The same nested: a close whose error list is such a list.
         let body = b"\x00\x53\x18\xc0\x0e\x01\x00\x53\x1d\xd0\x00\x00\x00\x04\xff\xff\xff\xff";
+        assert!(decode_performative(body).is_err());
+        // Found next by the fuzzer: a bare ulong first, the same list
+        // after it (serde reads on past the first value).
+        let body = b"\x53\x18\x00\x80\xed\x10\xc0\x01\x41\x09\x00\x53\xd0\x10\x10\x10\x10\xff\xff\xff\xff\xff";
         assert!(decode_performative(body).is_err());
     }
 
