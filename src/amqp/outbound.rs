@@ -313,6 +313,42 @@ impl Outbound {
         true
     }
 
+    /// Drops from a link's queue the events `backlog` holds too (the same
+    /// event, by its shared bytes): a durable link's new subscription and
+    /// its kept one both got them while both were subscribed.
+    pub fn drop_twins(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        backlog: &crate::mqtt::outbound::Backlog,
+    ) {
+        let key = |e: &Event| e.prefixed_topic_and_payload().as_ptr() as usize;
+        let Some(link) = self.link_mut(channel, handle) else {
+            return;
+        };
+        if link.queue.is_empty() {
+            return;
+        }
+        let twins: hashbrown::HashSet<usize> = backlog
+            .inflight
+            .iter()
+            .map(|f| key(&f.event))
+            .chain(backlog.queued.iter().map(|(e, _)| key(e)))
+            .collect();
+        let mut gone = (0, 0);
+        link.queue.retain(|w| {
+            let twin = twins.contains(&key(&w.event));
+            if twin {
+                gone.0 += 1;
+                gone.1 += wire_len(&w.event, w.qos, w.delivery_count);
+            }
+            !twin
+        });
+        link.resends = link.resends.min(link.queue.len());
+        self.queued -= gone.0;
+        self.queued_bytes -= gone.1;
+    }
+
     /// The client's flow: the session part (its incoming window) and, when
     /// it names a receiver link, the link's credit (OASIS AMQP 1.0, 2.6.7:
     /// link-credit = the receiver's delivery-count + its link-credit −

@@ -15,8 +15,10 @@
 //! not touch: AMQP rules (the machine decides), credit and windows (the
 //! outbound).
 //!
-//! Durable receivers (`Subscribe::durable`) are served as plain ones: the
-//! subscription ends with its link (not kept across connections yet).
+//! Durable receivers (`Subscribe::durable`): a link that goes without
+//! closing is kept by the shard (`ctx::amqp`, held in the directory); an
+//! attach of its name takes what was kept, once subscribed, and sends it
+//! first.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -111,8 +113,9 @@ pub struct AmqpGlue {
 #[allow(clippy::large_enum_variant)]
 enum Pending {
     Authenticate(Box<Credentials>),
-    /// A receiver link subscribed: answer once every shard saw it.
-    Subscribed(crate::amqp::session::LinkRef),
+    /// A receiver link subscribed: answer once every shard saw it; a
+    /// durable one (its name) then takes what its name kept.
+    Subscribed(crate::amqp::session::LinkRef, Option<Box<str>>),
     /// A publish to other shards that waits for room; `ack`: answer after.
     Publish(Handoff, Option<Ack>),
     /// A publish in an account's space that goes to importing accounts
@@ -242,7 +245,7 @@ impl Glue<AmqpSession> for AmqpGlue {
                 queue,
                 qos,
                 checked,
-                durable: _,
+                durable,
             } => {
                 if mailbox.amqp_links.borrow().len() >= ctx.limits().subscriptions_per_session_max {
                     machine.subscribed(link, Subscribed::TooMany, Instant::now(), out);
@@ -261,14 +264,15 @@ impl Glue<AmqpSession> for AmqpGlue {
                     queue.as_deref(),
                     qos,
                     checked,
+                    durable.clone(),
                 ) {
                     machine.subscribed(link, Subscribed::Refused, Instant::now(), out);
                     return true;
                 }
-                Pending::Subscribed(link)
+                Pending::Subscribed(link, durable)
             }
-            Request::Unsubscribe { link, closed: _ } => {
-                ctx.amqp_unsubscribe(mailbox, link.channel, link.handle);
+            Request::Unsubscribe { link, closed } => {
+                ctx.amqp_unsubscribe(mailbox, link.channel, link.handle, closed);
                 return true;
             }
             Request::Flow {
@@ -343,8 +347,15 @@ impl Glue<AmqpSession> for AmqpGlue {
                 Box::pin(authenticate(self, conn, machine, &credentials, out)).await;
                 return;
             }
-            Some(Pending::Subscribed(link)) => {
+            Some(Pending::Subscribed(link, durable)) => {
                 conn.ctx.barrier().await;
+                if let Some(name) = durable {
+                    if let Some(backlog) = conn.ctx.amqp_durable_take(&name).await {
+                        if let Some(mailbox) = conn.mailbox() {
+                            mailbox.amqp_resume(link.channel, link.handle, backlog);
+                        }
+                    }
+                }
                 machine.subscribed(link, Subscribed::Yes, Instant::now(), out);
                 return;
             }

@@ -26,7 +26,7 @@ use crate::{mqtt, nats};
 
 use crate::mqtt::outbound::Outbound as MqttOutbound;
 
-mod amqp;
+pub(crate) mod amqp;
 mod durable;
 pub use crate::mqtt::outbound::{Backlog, Flight};
 pub use crate::session::CloseReason;

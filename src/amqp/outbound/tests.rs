@@ -331,3 +331,23 @@ fn links_take_turns() {
     };
     assert_ne!(handle(&first), handle(&second), "one batch each");
 }
+
+/// A durable link's kept backlog and its new queue share an event (both
+/// subscriptions got it): it goes once; the counts follow.
+#[test]
+fn twins_of_a_kept_backlog_leave_the_queue() {
+    let mut o = outbound(0);
+    let shared = event(7);
+    assert!(o.enqueue(CH, RX, shared.clone(), 1));
+    assert!(o.enqueue(CH, RX, event(8), 1));
+    let backlog = crate::mqtt::outbound::Backlog {
+        inflight: Vec::new(),
+        queued: vec![(shared, 1)],
+    };
+    o.drop_twins(CH, RX, &backlog);
+    assert_eq!(o.queued(), 1);
+    assert_eq!(o.queued_bytes(), wire_len(&event(8), 1, 0));
+    credit(&mut o, 10, false, false);
+    assert_eq!(transfers(&write(&mut o)), [(0, false, 8)]);
+    assert_eq!(o.queued_bytes(), 0);
+}

@@ -3,7 +3,10 @@
 //! `DeliverAs::Amqp`; what a link leaves behind when it goes (its
 //! unsettled deliveries and its queue) is handed on to another member of
 //! its queue group, or dropped and counted (topic semantics: the
-//! subscriber left).
+//! subscriber left). A durable link (`Subscribe::durable`) that goes
+//! without closing is kept instead: its subscription and leftovers go to
+//! a held session in the directory (`directory::amqp_durable_park`),
+//! which the next attach of its name takes (`amqp_durable_take`).
 //!
 //! Owns: the link's subscription and its leftovers' fate. Must not touch:
 //! credit, windows and the unsettled map (`amqp::outbound`, through the
@@ -22,8 +25,9 @@ use crate::topic::trie::CHECKED;
 impl ShardCtx {
     /// Subscribes a receiver link (weft's `channel` and `handle` for it) to
     /// `filter`, in queue group `group` if any; `checked`: each delivery is
-    /// tested against the session's rights. False if the link is known
-    /// already.
+    /// tested against the session's rights; `durable`: the link's durable
+    /// name (kept when it goes without closing). False if the link is
+    /// known already.
     #[allow(clippy::too_many_arguments)]
     pub fn amqp_subscribe(
         &self,
@@ -34,6 +38,7 @@ impl ShardCtx {
         group: Option<&str>,
         qos: u8,
         checked: bool,
+        durable: Option<Box<str>>,
     ) -> bool {
         if session.amqp_links.borrow().contains_key(&(channel, handle)) {
             return false;
@@ -46,6 +51,8 @@ impl ShardCtx {
             qos,
             filter: filter.into(),
             group: group.clone(),
+            durable,
+            checked,
         });
         session.amqp_attach(channel, handle, qos);
         let key = self.table.insert_amqp_link(link.clone());
@@ -66,14 +73,34 @@ impl ShardCtx {
 
     /// A receiver link went away: its subscription ends, and what it left
     /// (unsettled first, then queued) goes to another member of its group,
-    /// or is dropped and counted. False if the link was unknown.
-    pub fn amqp_unsubscribe(&self, session: &Session, channel: u16, handle: u32) -> bool {
+    /// or is dropped and counted. A durable link that went without
+    /// `closed` is kept instead (subscription and leftovers, in a held
+    /// session of its name). False if the link was unknown.
+    pub fn amqp_unsubscribe(
+        &self,
+        session: &Session,
+        channel: u16,
+        handle: u32,
+        closed: bool,
+    ) -> bool {
         let Some(key) = session.amqp_links.borrow_mut().remove(&(channel, handle)) else {
             return false;
         };
+        let kept = match self.table.amqp_link(key) {
+            Some(link) if !closed && link.durable.is_some() => {
+                // Subscribed before the link lets go of the filter: the
+                // other shards see no interest change, and (all of this
+                // being synchronous) no event falls between.
+                Some(self.amqp_durable_park(&link))
+            }
+            _ => None,
+        };
         let group = self.remove_amqp_link(key);
         let left = session.amqp_detach(channel, handle);
-        self.amqp_leftover(session, group.as_deref(), left);
+        match kept {
+            Some(kept) => kept.restore_backlog(crate::shard::mailbox::amqp::held(left)),
+            None => self.amqp_leftover(session, group.as_deref(), left),
+        }
         true
     }
 
@@ -134,11 +161,12 @@ impl ShardCtx {
         link.group.clone()
     }
 
-    /// Every link of a session that ends (`unregister`).
+    /// Every link of a session that ends (`unregister`): durable ones are
+    /// kept (the connection went, not the links).
     pub(super) fn drop_amqp_links(&self, session: &Session) {
         let links: Vec<(u16, u32)> = session.amqp_links.borrow().keys().copied().collect();
         for (channel, handle) in links {
-            self.amqp_unsubscribe(session, channel, handle);
+            self.amqp_unsubscribe(session, channel, handle, false);
         }
     }
 }

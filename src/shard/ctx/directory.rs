@@ -43,6 +43,16 @@ pub(super) struct Directory {
     next_client_number: Cell<u64>,
 }
 
+/// The token of a claim whose reply nobody waits for (a durable AMQP link
+/// kept: the directory must know its host, the caller needs no answer).
+const NO_REPLY: u64 = u64::MAX;
+
+/// The directory's id of a durable AMQP link: its name behind a NUL, which
+/// no MQTT client id holds (MQTT-1.5.3-2), so the two never meet.
+fn durable_id(name: &str) -> Box<str> {
+    format!("\0amqp/{name}").into()
+}
+
 impl Directory {
     /// Records `host` as the host of `client_id` (this shard keeps its
     /// directory entry); returns the host before.
@@ -556,6 +566,112 @@ impl ShardCtx {
         }
     }
 
+    /// Keeps a durable AMQP receiver link that went without closing: a
+    /// held session of its name (an offline persistent MQTT session in
+    /// all but protocol: subscribed to the link's filter at QoS 1, the
+    /// same queue limits and drop policy, the same expiry,
+    /// `offline_session_expiry_s`), claimed in the directory so that an
+    /// attach of the name on any shard takes it. The caller restores the
+    /// link's leftovers into it. In memory only (not journaled).
+    pub(super) fn amqp_durable_park(&self, link: &super::table::AmqpLink) -> Rc<Session> {
+        let name = link.durable.as_deref().unwrap_or_default();
+        let id = durable_id(name);
+        // A name held here already (two links of one name): the newer wins.
+        let old = self.directory.homes.borrow_mut().remove(&*id);
+        if let Some(old) = old {
+            if old.offline.get() && !old.detached.get() {
+                let count = &self.directory.offline_count;
+                count.set(count.get() - 1);
+            }
+            self.unregister(&old);
+        }
+        let kept = self.register(Protocol::Mqtt, id.clone());
+        kept.persistent.set(true);
+        kept.offline.set(true);
+        *kept.grants.borrow_mut() = link.session.grants.borrow().clone();
+        let full: std::borrow::Cow<str> = match &link.group {
+            Some(group) => format!("$share/{group}/{}", link.filter).into(),
+            None => (&*link.filter).into(),
+        };
+        let checked = if link.checked {
+            crate::topic::trie::CHECKED
+        } else {
+            0
+        };
+        self.subscribe(&kept, &full, 1 | checked);
+        let directory = self.directory_shard(&id);
+        if directory == self.id {
+            self.directory.claim(&id, self.id);
+        } else {
+            self.control.push(
+                Some(directory),
+                ShardMsg::Claim {
+                    client_id: Arc::from(&*id),
+                    token: NO_REPLY,
+                },
+            );
+        }
+        self.directory.homes.borrow_mut().insert(id, kept.clone());
+        let count = &self.directory.offline_count;
+        count.set(count.get() + 1);
+        self.directory
+            .offline
+            .borrow_mut()
+            .push(Instant::now() + self.offline_expiry(None), kept.clone());
+        tracing::debug!(shard = self.id, name, "durable AMQP link kept");
+        kept
+    }
+
+    /// An attach of durable link `name`: takes its held session from
+    /// wherever it is (ending it there) and returns its backlog, unsettled
+    /// first (`amqp::resumed` makes them deliveries). None if none is held.
+    /// The new link subscribed first, so nothing falls between; an event
+    /// that reached both is dropped from the link's queue by the caller.
+    pub async fn amqp_durable_take(&self, name: &str) -> Option<Backlog> {
+        let id: Arc<str> = Arc::from(&*durable_id(name));
+        let directory = self.directory_shard(&id);
+        let previous = if directory == self.id {
+            self.directory.claim(&id, self.id)
+        } else {
+            let token = self.control.token();
+            self.control.push(
+                Some(directory),
+                ShardMsg::Claim {
+                    client_id: id.clone(),
+                    token,
+                },
+            );
+            match self.control.wait_reply(token, &self.stopping).await {
+                Some(Reply::Claimed(previous)) => previous,
+                _ => None,
+            }
+        };
+        let placeholder = Rc::new(Session::new(SessionKey::MAX, Protocol::Mqtt, "".into()));
+        let (mut state, _) = self.take_over(&id, true, &placeholder);
+        if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
+            let token = self.control.token();
+            self.control.push(
+                Some(home),
+                ShardMsg::Takeover {
+                    client_id: id.clone(),
+                    token,
+                    want_state: true,
+                },
+            );
+            if let Some(Reply::State(s)) = self.control.wait_reply(token, &self.stopping).await {
+                state = state.or(s.map(|b| *b));
+            }
+        }
+        // Nobody holds the name now (the link is attached): free its entry.
+        if directory == self.id {
+            self.directory.release(&id, self.id);
+        } else {
+            self.control
+                .push(Some(directory), ShardMsg::Release { client_id: id });
+        }
+        state.map(|s| s.backlog)
+    }
+
     /// A directory message from another shard (claim, takeover, release).
     pub(super) fn on_ring_directory(self: &Rc<Self>, from: usize, msg: ShardMsg) {
         match msg {
@@ -565,7 +681,9 @@ impl ShardCtx {
                     .push(Some(from), ShardMsg::ClaimReply { token, previous });
             }
             ShardMsg::ClaimReply { token, previous } => {
-                self.control.answer(token, Reply::Claimed(previous))
+                if token != NO_REPLY {
+                    self.control.answer(token, Reply::Claimed(previous))
+                }
             }
             ShardMsg::Takeover {
                 client_id,

@@ -38,6 +38,11 @@ pub struct AmqpLink {
     pub qos: u8,
     pub filter: Box<str>,
     pub group: Option<Arc<str>>,
+    /// A durable receiver's name ("{container-id}/{link name}"): its
+    /// subscription is kept when the link goes without closing it.
+    pub durable: Option<Box<str>>,
+    /// Each delivery is tested against the session's rights.
+    pub checked: bool,
 }
 
 /// What a key of the shard's table (and of the trie) names.

@@ -13,6 +13,7 @@
 use super::{Delivery, Mailbox, Outbound};
 use crate::amqp::outbound::{self, Leftover, Outcome, Settled};
 use crate::event::Event;
+use crate::mqtt::outbound::{Backlog, Flight};
 
 impl Mailbox {
     /// `deliver`'s end for an AMQP link: queued with its link (past the
@@ -95,10 +96,17 @@ impl Mailbox {
             .unwrap_or_default()
     }
 
-    /// A kept delivery queued again, before the ones waiting (a durable
-    /// link's backlog on its next attach).
-    pub fn amqp_requeue(&self, channel: u16, handle: u32, event: Event, qos: u8, count: u32) {
-        self.with_amqp(|a| a.enqueue_counted(channel, handle, event, qos, count, false));
+    /// A durable link's kept backlog on its next attach: queued before
+    /// what waits (unsettled ones first, with their delivery-count + 1);
+    /// an event that reached both the kept subscription and the new link
+    /// (both subscribed for a moment) goes once.
+    pub fn amqp_resume(&self, channel: u16, handle: u32, backlog: Backlog) {
+        self.with_amqp(|a| {
+            a.drop_twins(channel, handle, &backlog);
+            for (event, qos, count) in resumed(backlog) {
+                a.enqueue_counted(channel, handle, event, qos, count, true);
+            }
+        });
     }
 
     pub fn amqp_flow(
@@ -121,5 +129,61 @@ impl Mailbox {
     ) -> Settled {
         self.with_amqp(|a| a.settle(channel, first, last, settled, outcome))
             .unwrap_or_default()
+    }
+}
+
+/// A durable link's leftovers as a held session's backlog: the unsettled
+/// ones "in flight" (the id field holds the delivery-count they were sent
+/// with: a held session never sends, and the next attach sends them with
+/// the count + 1), the queued ones queued.
+pub fn held(left: Leftover) -> Backlog {
+    let mut backlog = Backlog::default();
+    for (i, (event, qos, count)) in left.events.into_iter().enumerate() {
+        if i < left.unsettled {
+            backlog.inflight.push(Flight {
+                id: count.min(u32::from(u16::MAX)) as u16,
+                event,
+                qos: qos.max(1),
+                released: false,
+            });
+        } else {
+            backlog.queued.push((event, qos.max(1)));
+        }
+    }
+    backlog
+}
+
+/// A held backlog as a reattached link's deliveries: (event, qos,
+/// delivery-count), the ones sent before first with their count + 1.
+fn resumed(backlog: Backlog) -> impl Iterator<Item = (Event, u8, u32)> {
+    let sent = backlog
+        .inflight
+        .into_iter()
+        .map(|f| (f.event, f.qos, u32::from(f.id) + 1));
+    sent.chain(backlog.queued.into_iter().map(|(e, q)| (e, q, 0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u8) -> Event {
+        Event::new("t/1", &[n], 1, false)
+    }
+
+    /// Kept and resumed: the sent ones first with their count + 1, then
+    /// the waiting ones with theirs at 0; all unsettled.
+    #[test]
+    fn a_kept_link_resumes_its_sent_ones_first_counted_once_more() {
+        let left = Leftover {
+            events: vec![(event(1), 1, 0), (event(2), 1, 3), (event(3), 0, 0)],
+            unsettled: 2,
+        };
+        let backlog = held(left);
+        assert_eq!((backlog.inflight.len(), backlog.queued.len()), (2, 1));
+        let got: Vec<(u8, u8, u32)> = resumed(backlog)
+            .map(|(e, q, c)| (e.payload()[0], q, c))
+            .collect();
+        assert_eq!(got, [(1, 1, 1), (2, 1, 4), (3, 1, 0)]);
     }
 }
