@@ -278,7 +278,7 @@ struct Incoming {
     topic: Option<String>,
     /// Credit left of what weft last told the client: the link-credit
     /// of weft's last flow less the deliveries since (its delivery-count
-    /// + link-credit is the limit a transfer is checked against), and the
+    /// plus link-credit is the limit a transfer is checked against), and the
     /// sender's delivery-count as weft counted it. Only a flow written
     /// raises it: credit is never replenished behind the client's back.
     credit: u32,
