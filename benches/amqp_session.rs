@@ -58,6 +58,7 @@ fn attached(now: Instant) -> AmqpSession {
         anonymous: true,
         container_id: "bench".into(),
         origin: Origin::ROUTER,
+        durable_supported: false,
     };
     let mut m = AmqpSession::new(settings, now);
     let mut out = Actions::default();

@@ -149,15 +149,15 @@ async fn an_undecodable_performative_closes_with_decode_error() {
     by.still_works(addr).await;
 }
 
-/// A sender that transfers beyond the credit weft granted loses its link
+/// A sender that transfers beyond the credit weft told it loses its link
 /// (amqp:link:transfer-limit-exceeded on the detach); its connection
 /// stays (the contract), so it can begin another session.
 ///
-/// Credit is used up with aborted deliveries: a message weft takes gives
-/// its credit back before weft reads the next frame (the glue answers
-/// each transfer first), so a client can only overrun credit that no
-/// taken message returns. Each aborted delivery counts against credit
-/// (AMQP 2.6.14) and returns nothing.
+/// weft told credit 2 (delivery-count 0); the client writes three
+/// pre-settled transfers at once, before reading any flow: the third is
+/// beyond what it was told, however fast weft takes the first two (their
+/// credit comes back in a flow after the frames read together, which the
+/// client could not have read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_beyond_credit_detaches_with_transfer_limit_exceeded() {
     let w = weft_with("sender_credit = 2\n");
@@ -166,10 +166,12 @@ async fn a_transfer_beyond_credit_detaches_with_transfer_limit_exceeded() {
     let mut raw = RawAmqp::open(addr).await;
     let credit = raw.attach_sender("credit/violation").await;
     assert_eq!(credit, 2, "weft grants [amqp] sender_credit");
-    raw.aborted_delivery(0).await;
-    raw.aborted_delivery(1).await;
-    // Credit 0 now: this one is beyond it.
-    raw.transfer(2, b"x").await;
+    let mut three = Vec::new();
+    for id in 0..3 {
+        let body = serde_amqp::to_vec(&data(b"x").body).unwrap();
+        three.extend(transfer_frame(Some(id), false, false, body));
+    }
+    raw.send(&three).await;
     assert_eq!(
         raw.ended().await,
         Ended::Detach(Some("amqp:link:transfer-limit-exceeded".into()))

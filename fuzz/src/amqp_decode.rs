@@ -35,6 +35,7 @@ const LIMITS: AmqpLimits = AmqpLimits {
     handles_max: 4,
     idle_timeout_ms: 1000,
     sender_credit: 4,
+    connect_timeout_ms: 1000,
 };
 
 fn frames(wire: &[u8]) {
@@ -137,6 +138,7 @@ fn session(first: u8, wire: &[u8]) {
         anonymous: first & 2 != 0,
         container_id: "weft-fuzz".into(),
         origin: Origin::ROUTER,
+        durable_supported: false,
     };
     let start = Instant::now();
     let mut run = Run {
@@ -318,6 +320,7 @@ mod tests {
             anonymous: true,
             container_id: "weft-fuzz".into(),
             origin: Origin::ROUTER,
+            durable_supported: false,
         };
         let now = Instant::now();
         let mut m = AmqpSession::new(settings, now);

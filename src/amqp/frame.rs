@@ -167,9 +167,22 @@ pub fn descriptor_code(body: &[u8]) -> Option<u64> {
     }
 }
 
-/// Whether an AMQP frame body is a `transfer` (decoded by hand).
+/// The symbolic descriptor of `transfer` (part 2.7.5).
+const TRANSFER_NAME: &[u8] = b"amqp:transfer:list";
+
+/// Whether an AMQP frame body is a `transfer` (decoded by hand), by its
+/// numeric or its symbolic descriptor (both legal, part 1.5): one that
+/// reached serde instead would be a `Performative::Transfer` with its
+/// payload lost.
 pub fn is_transfer(body: &[u8]) -> bool {
-    descriptor_code(body) == Some(TRANSFER_CODE)
+    match body {
+        [0x00, 0xa3, len, rest @ ..] => rest.get(..usize::from(*len)) == Some(TRANSFER_NAME),
+        [0x00, 0xb3, a, b, c, d, rest @ ..] => {
+            let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            rest.get(..len) == Some(TRANSFER_NAME)
+        }
+        _ => descriptor_code(body) == Some(TRANSFER_CODE),
+    }
 }
 
 /// A performative other than `transfer` (whose payload follows it).
@@ -265,6 +278,11 @@ impl Reader<'_> {
         };
         if count > size || size > self.buf.len() - self.at {
             return Err(BAD);
+        }
+        // A map holds key-value pairs: serde_amqp 0.18 underflows (a
+        // panic with overflow checks) on an odd count.
+        if matches!(code, 0xc1 | 0xd1) && count % 2 == 1 {
+            return Err(BodyError("a map with an odd number of elements"));
         }
         let end = self.at + size;
         let mut inner = Reader {

@@ -9,7 +9,8 @@
 //! ways), `begin`/`end` and the channel map (weft's outgoing channel is
 //! the client's channel), `attach`/`detach` for both roles and the handle
 //! map (weft's handle is the client's handle), the credit weft grants a
-//! client's sender link (replenished when half is used), multi-frame
+//! client's sender link (a transfer is checked against what weft's last
+//! flow told; a new flow when half is used), multi-frame
 //! transfer assembly (bounded by `message_bytes_max`), the client's `flow`
 //! and `disposition` (handed on as requests), `close` with its error
 //! condition, heartbeats and the idle timeout. Must not touch: sockets,
@@ -28,8 +29,9 @@
 //! borrowing), a single-frame message goes to `message::to_event` straight
 //! from the read buffer, and the only allocation per message is the
 //! `Event`; a flow (credit) is written once per `sender_credit / 2`
-//! messages. Multi-frame messages are assembled in the link's buffer,
-//! kept between messages.
+//! messages (a read's worth of frames gets one flow, after the last).
+//! Multi-frame messages are assembled in the link's buffer, freed once
+//! the message is taken (the connection's bytes in assembly are bounded).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +67,10 @@ pub struct AmqpLimits {
     pub idle_timeout_ms: u32,
     /// The credit weft grants a client's sender link.
     pub sender_credit: u32,
+    /// Until its `open`, a connection is bounded by this
+    /// (`limits.connect_timeout_ms`, as NATS's CONNECT and MQTT's
+    /// CONNECT are), whatever `idle_timeout_ms` says; 0: never.
+    pub connect_timeout_ms: u32,
 }
 
 impl Default for AmqpLimits {
@@ -76,6 +82,7 @@ impl Default for AmqpLimits {
             handles_max: 64,
             idle_timeout_ms: 60_000,
             sender_credit: 1000,
+            connect_timeout_ms: 10_000,
         }
     }
 }
@@ -92,6 +99,10 @@ pub struct Settings {
     pub container_id: Box<str>,
     /// Stamped on published events.
     pub origin: Origin,
+    /// Durable receiver links are kept (set by the glue where they are):
+    /// only then does weft's attach reply echo a source's `durable` and
+    /// `expiry-policy` (see `links::reply_source`).
+    pub durable_supported: bool,
 }
 
 /// weft's outgoing channel and weft's handle for a link (the client's
@@ -216,9 +227,6 @@ const INCOMING_WINDOW: u32 = i32::MAX as u32;
 /// hold in assembly at once, across its links: without it, every link of
 /// every session could hold a message's worth.
 const ASSEMBLY_MESSAGES_MAX: usize = 4;
-/// A link's assembly buffer is kept between messages up to this capacity
-/// (a big message's buffer is freed once it is taken).
-const KEPT_BUFFER_BYTES_MAX: usize = 64 * 1024;
 /// The shortest heartbeat interval weft keeps, whatever the client's
 /// idle-time-out asks (a tiny one would make weft write empty frames in a
 /// loop).
@@ -268,19 +276,24 @@ enum LinkState {
 struct Incoming {
     /// The internal topic, or None on an anonymous link.
     topic: Option<String>,
-    /// Credit left (as weft's last flow said, less the deliveries since),
-    /// and the sender's delivery-count as weft counted it.
+    /// Credit left of what weft last told the client: the link-credit
+    /// of weft's last flow less the deliveries since (its delivery-count
+    /// plus link-credit is the limit a transfer is checked against), and the
+    /// sender's delivery-count as weft counted it. Only a flow written
+    /// raises it: credit is never replenished behind the client's back.
     credit: u32,
     delivery_count: u32,
-    /// Deliveries taken (pre-settled: published; unsettled: answered)
-    /// whose credit is not granted again yet: given back in one flow per
-    /// `sender_credit / 2`. An unsettled message holds its credit until
-    /// the glue answers it, so credit is a QoS 1 publisher's window.
-    taken: u32,
+    /// Unsettled deliveries not answered yet: each holds its credit until
+    /// the glue answers it, so credit is a QoS 1 publisher's window (a
+    /// new flow grants `sender_credit - held`).
+    held: u32,
+    /// A flow is due at the end of the frames read together (see
+    /// `AmqpSession::feed`); the link is in `credit_due` once.
+    pending: bool,
     /// The delivery being assembled from several frames.
     partial: Option<Partial>,
-    /// Its bytes; kept between messages (capacity bounded by
-    /// `message_bytes_max`).
+    /// Its bytes; freed after each message (so `assembly_bytes` counts
+    /// all a connection holds).
     buffer: Vec<u8>,
 }
 
@@ -327,6 +340,15 @@ pub struct AmqpSession {
     assembly_bytes: usize,
     /// What broke the rules, for the close's log line.
     error: Option<String>,
+    /// Another whole frame follows the one being handled in the bytes
+    /// read: credit flows wait for the last one (see `feed`).
+    in_batch: bool,
+    /// Links with a credit flow due at the end of the batch (each once:
+    /// bounded by the links there are).
+    credit_due: Vec<LinkRef>,
+    /// Channels weft ended with a session error, awaiting the client's
+    /// `end`: their frames are dropped until it (at most one per channel).
+    ending: Vec<u16>,
 }
 
 /// An AMQP error list with a condition given by name.
@@ -355,8 +377,13 @@ impl AmqpSession {
             sessions: Vec::new(),
             assembly_bytes: 0,
             error: None,
+            in_batch: false,
+            credit_due: Vec::new(),
+            ending: Vec::new(),
         };
-        session.heard(now);
+        let connect = session.settings.limits.connect_timeout_ms;
+        session.idle_deadline =
+            (connect > 0).then(|| now + Duration::from_millis(u64::from(connect)));
         session
     }
 
@@ -403,6 +430,13 @@ impl AmqpSession {
 
     /// A frame came: the client is alive.
     fn heard(&mut self, now: Instant) {
+        // Before open, the handshake's bound, from the connection's start
+        // (set in `new`, not moved by handshake frames): a client that
+        // never opens must not hold a connection for ever, whatever
+        // idle_timeout_ms says (0: none).
+        if self.phase != Phase::Opened {
+            return;
+        }
         let idle = self.settings.limits.idle_timeout_ms;
         self.idle_deadline = (idle > 0).then(|| now + Duration::from_millis(u64::from(idle)));
     }
@@ -506,7 +540,7 @@ impl AmqpSession {
             self.fail("amqp:not-allowed", description, out);
             return;
         }
-        if self.session(channel).is_some() {
+        if self.session(channel).is_some() || self.ending.contains(&channel) {
             self.fail("amqp:not-allowed", format!("channel {channel} in use"), out);
             return;
         }
@@ -540,8 +574,39 @@ impl AmqpSession {
     }
 
     fn on_end(&mut self, channel: u16, out: &mut Actions<Request>) {
-        let Some(session) = self.sessions[usize::from(channel)].take() else {
+        if self.drop_session(channel, out) {
+            Self::write_performative(out, channel, Performative::End(End { error: None }));
+            out.request(Request::End { channel });
+        }
+    }
+
+    /// A session error (part 2.5.x: e.g. `amqp:session:handle-in-use`):
+    /// weft ends the session with the condition, and the connection
+    /// stays; the session's frames are dropped until the client's `end`.
+    pub(super) fn end_with_error(
+        &mut self,
+        channel: u16,
+        condition: &'static str,
+        description: String,
+        out: &mut Actions<Request>,
+    ) {
+        if !self.drop_session(channel, out) {
             return;
+        }
+        let end = End {
+            error: Some(error(condition, description)),
+        };
+        Self::write_performative(out, channel, Performative::End(end));
+        out.request(Request::End { channel });
+        self.ending.push(channel);
+    }
+
+    /// Forgets a session: its receiver links unsubscribed, its assembly
+    /// bytes released (the caller writes the `end`, then
+    /// `Request::End`). Whether it was there.
+    fn drop_session(&mut self, channel: u16, out: &mut Actions<Request>) -> bool {
+        let Some(session) = self.sessions[usize::from(channel)].take() else {
+            return false;
         };
         for (handle, link) in session.links.iter().enumerate() {
             match link.as_ref().map(|l| &l.state) {
@@ -561,8 +626,7 @@ impl AmqpSession {
                 _ => {}
             }
         }
-        Self::write_performative(out, channel, Performative::End(End { error: None }));
-        out.request(Request::End { channel });
+        true
     }
 
     fn on_flow(&mut self, channel: u16, flow: Flow, out: &mut Actions<Request>) {
@@ -686,6 +750,16 @@ impl AmqpSession {
             return self.on_close(close, out);
         }
         let known = self.session(channel).is_some();
+        if !known {
+            if let Some(at) = self.ending.iter().position(|&c| c == channel) {
+                // Ended by weft with an error: the client's `end` closes
+                // it; anything before it is dropped.
+                if matches!(performative, Performative::End(_)) {
+                    self.ending.swap_remove(at);
+                }
+                return;
+            }
+        }
         match performative {
             Performative::Open(_) => self.fail("amqp:not-allowed", "a second open".into(), out),
             Performative::Begin(begin) => self.on_begin(channel, begin, out),
@@ -698,7 +772,11 @@ impl AmqpSession {
             Performative::Detach(detach) => self.on_detach(channel, detach, out),
             Performative::Flow(flow) => self.on_flow(channel, flow, out),
             Performative::Disposition(d) => self.on_disposition(channel, d, out),
-            Performative::Transfer(_) | Performative::Close(_) => unreachable!("handled above"),
+            // `is_transfer` knows both descriptors and a close is handled
+            // above; a decode-error rather than a panic if that changes.
+            Performative::Transfer(_) | Performative::Close(_) => {
+                self.fail("amqp:decode-error", "unexpected performative".into(), out)
+            }
         }
     }
 }
@@ -720,6 +798,34 @@ impl Machine for AmqpSession {
     type Packet<'a> = Packet<'a>;
     type Malformed = FrameError;
     const NAME: &'static str = "AMQP";
+
+    /// Decodes and handles one packet, as the default does, knowing
+    /// whether another whole frame follows it in the bytes read: credit
+    /// flows due are written after the last one. So frames a client wrote
+    /// together are checked against the credit weft had told it before
+    /// they arrived (a flow weft writes among them, the client could not
+    /// have read), and a busy sender gets one flow per read, not per
+    /// message.
+    fn feed(
+        &mut self,
+        buf: &[u8],
+        now: Instant,
+        out: &mut Actions<Request>,
+    ) -> Result<Option<usize>, FrameError> {
+        match self.decode(buf)? {
+            Some((packet, used)) => {
+                let rest = &buf[used..];
+                let next = frame::frame_len(rest);
+                self.in_batch = self.phase == Phase::Opened && next >= 8 && next <= rest.len();
+                self.handle(packet, now, out);
+                if !self.in_batch {
+                    self.flush_credit(out);
+                }
+                Ok(Some(used))
+            }
+            None => Ok(None),
+        }
+    }
 
     fn decode<'a>(&self, buf: &'a [u8]) -> Result<Option<(Packet<'a>, usize)>, FrameError> {
         match self.phase {
@@ -749,6 +855,7 @@ impl Machine for AmqpSession {
         if self.phase == Phase::Closed {
             return;
         }
+        let opened = self.phase == Phase::Opened;
         self.heard(now);
         match packet {
             Packet::Header(header) => self.on_header(header, out),
@@ -757,6 +864,9 @@ impl Machine for AmqpSession {
                 channel,
                 body,
             } => self.on_frame(kind, channel, body, now, out),
+        }
+        if !opened && self.phase == Phase::Opened {
+            self.heard(now); // the idle time-out from open on
         }
         if self.phase == Phase::Opened && self.next_heartbeat.is_none() {
             self.next_heartbeat = self.heartbeat.map(|h| now + h);

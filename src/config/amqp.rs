@@ -11,6 +11,13 @@ use super::{at_least, invalid, ConfigError};
 
 /// AMQP's own floor for a frame (OASIS AMQP 1.0, 2.7.1: MIN-MAX-FRAME-SIZE).
 pub const AMQP_FRAME_SIZE_MIN: u32 = 512;
+/// The most `amqp.handles_max` may be: a session's link table is indexed
+/// by handle (up to handle-max), so a client choosing its handles must
+/// not be able to make it any size (the protocol allows 2^32).
+pub const AMQP_HANDLES_MAX_CAP: u32 = 65_536;
+/// The most `amqp.channel_max` may be: sessions per connection, each with
+/// its link table.
+pub const AMQP_CHANNEL_MAX_CAP: u16 = 4095;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +81,24 @@ impl AmqpConfig {
         )?;
         at_least("amqp.message_bytes_max", self.message_bytes_max as u64, 1)?;
         at_least("amqp.handles_max", u64::from(self.handles_max), 1)?;
+        if self.handles_max > AMQP_HANDLES_MAX_CAP {
+            return Err(invalid(
+                "amqp.handles_max",
+                format!(
+                    "{} is above the maximum of {AMQP_HANDLES_MAX_CAP}",
+                    self.handles_max
+                ),
+            ));
+        }
+        if self.channel_max > AMQP_CHANNEL_MAX_CAP {
+            return Err(invalid(
+                "amqp.channel_max",
+                format!(
+                    "{} is above the maximum of {AMQP_CHANNEL_MAX_CAP}",
+                    self.channel_max
+                ),
+            ));
+        }
         at_least("amqp.sender_credit", u64::from(self.sender_credit), 1)?;
         if self.tls && self.listen.is_empty() {
             return Err(invalid(
@@ -82,5 +107,32 @@ impl AmqpConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_max_and_channel_max_are_capped() {
+        let ok = AmqpConfig {
+            handles_max: AMQP_HANDLES_MAX_CAP,
+            channel_max: AMQP_CHANNEL_MAX_CAP,
+            ..AmqpConfig::default()
+        };
+        assert!(ok.check().is_ok());
+        let handles = AmqpConfig {
+            handles_max: u32::MAX,
+            ..AmqpConfig::default()
+        };
+        let e = handles.check().unwrap_err().to_string();
+        assert!(e.contains("amqp.handles_max") && e.contains("65536"), "{e}");
+        let channels = AmqpConfig {
+            channel_max: u16::MAX,
+            ..AmqpConfig::default()
+        };
+        let e = channels.check().unwrap_err().to_string();
+        assert!(e.contains("amqp.channel_max") && e.contains("4095"), "{e}");
     }
 }

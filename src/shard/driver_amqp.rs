@@ -64,11 +64,13 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
             handles_max: a.handles_max,
             idle_timeout_ms: a.idle_timeout_ms.min(u64::from(u32::MAX)) as u32,
             sender_credit: a.sender_credit,
+            connect_timeout_ms: config.limits.connect_timeout_ms.min(u64::from(u32::MAX)) as u32,
         },
         topic_limits: ctx.topic_limits.get(),
         anonymous: ctx.security().anonymous_accepted(transport.local_addr()),
         container_id: ctx.global.server_id.clone().into(),
         origin: ctx.origin(&mailbox),
+        durable_supported: true,
     };
     let mut machine = AmqpSession::new(settings, Instant::now());
     let mut conn = Connection::new(ctx.clone(), transport);

@@ -6,12 +6,14 @@
 use std::time::Instant;
 
 use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
-use fe2o3_amqp_types::messaging::{TargetArchetype, TerminusDurability, TerminusExpiryPolicy};
+use fe2o3_amqp_types::messaging::{
+    Source, TargetArchetype, TerminusDurability, TerminusExpiryPolicy,
+};
 use fe2o3_amqp_types::performatives::{Attach, Detach, Flow, Performative};
 
 use super::{
     error, Ack, AmqpSession, Incoming, Link, LinkRef, LinkState, Partial, Request, Subscribed,
-    ASSEMBLY_MESSAGES_MAX, INCOMING_WINDOW, KEPT_BUFFER_BYTES_MAX,
+    ASSEMBLY_MESSAGES_MAX, INCOMING_WINDOW,
 };
 use crate::amqp::frame;
 use crate::amqp::{address, message};
@@ -30,7 +32,14 @@ impl AmqpSession {
             },
             snd_settle_mode: attach.snd_settle_mode.clone(),
             rcv_settle_mode: ReceiverSettleMode::First,
-            source: attach.source.clone(),
+            source: match attach.role {
+                // weft sends: its source is the authoritative one (3.5.3).
+                Role::Receiver => attach
+                    .source
+                    .as_deref()
+                    .map(|s| Box::new(reply_source(s, self.settings.durable_supported))),
+                Role::Sender => attach.source.clone(),
+            },
             target: attach.target.clone(),
             unsettled: None,
             incomplete_unsettled: false,
@@ -101,9 +110,11 @@ impl AmqpSession {
         let session = self.session_mut(channel).expect("checked by the caller");
         let index = handle as usize;
         if session.links.get(index).is_some_and(Option::is_some) {
+            // A session error (part 2.7.3): that session ends, the
+            // connection stays.
             let condition = "amqp:session:handle-in-use";
             let description = format!("handle {handle} in use on channel {channel}");
-            self.fail(condition, description, out);
+            self.end_with_error(channel, condition, description, out);
             return;
         }
         if session.links.len() <= index {
@@ -175,12 +186,12 @@ impl AmqpSession {
                 );
             }
         }
-        let credit = self.settings.limits.sender_credit;
         let incoming = Incoming {
             topic,
-            credit,
+            credit: 0, // until weft's first flow, below
             delivery_count: attach.initial_delivery_count.unwrap_or(0),
-            taken: 0,
+            held: 0,
+            pending: false,
             partial: None,
             buffer: Vec::new(),
         };
@@ -339,9 +350,12 @@ impl AmqpSession {
         Self::write_performative(out, channel, Performative::Detach(reply));
     }
 
-    /// A flow granting a client's sender link weft's credit, with the
-    /// session's state.
+    /// A flow granting a client's sender link weft's credit
+    /// (`sender_credit` less the unsettled deliveries it holds, from the
+    /// delivery-count now), with the session's state: what weft tells is
+    /// what a transfer is checked against from now on.
     pub(super) fn write_credit(&mut self, channel: u16, handle: u32, out: &mut Actions<Request>) {
+        let sender_credit = self.settings.limits.sender_credit;
         let Some(session) = self.session_mut(channel) else {
             return;
         };
@@ -353,10 +367,15 @@ impl AmqpSession {
         );
         let Some(Link {
             state: LinkState::Incoming(incoming),
-        }) = session.links.get(handle as usize).and_then(Option::as_ref)
+        }) = session
+            .links
+            .get_mut(handle as usize)
+            .and_then(Option::as_mut)
         else {
             return;
         };
+        incoming.credit = sender_credit.saturating_sub(incoming.held);
+        incoming.pending = false;
         let flow = Flow {
             next_incoming_id: Some(next_incoming_id),
             incoming_window: INCOMING_WINDOW,
@@ -396,6 +415,9 @@ impl AmqpSession {
             .get_mut(usize::from(channel))
             .and_then(Option::as_mut)
         else {
+            if self.ending.contains(&channel) {
+                return; // weft ended it: dropped until the client's end
+            }
             let description = format!("channel {channel} has no session");
             return self.fail("amqp:not-found", description, out);
         };
@@ -449,8 +471,8 @@ impl AmqpSession {
             // Dropped; its credit is granted again as for a message taken.
             self.assembly_bytes -= held;
             incoming.partial = None;
-            incoming.buffer.clear();
-            self.give_back(channel, handle, out);
+            incoming.buffer = Vec::new();
+            self.credit_check(channel, handle, false, out);
             return;
         }
         let assembled = held + transfer.payload.len();
@@ -500,10 +522,11 @@ impl AmqpSession {
             Err(e) => Err(message::MessageError(e.0)),
         };
         self.assembly_bytes -= held;
-        incoming.buffer.clear();
-        if incoming.buffer.capacity() > KEPT_BUFFER_BYTES_MAX {
-            incoming.buffer = Vec::new();
-        }
+        // Freed, not kept for the next message: a kept buffer per link
+        // is memory `assembly_bytes` does not see (every link of every
+        // session could keep one), and a multi-frame message is big
+        // enough that one allocation does not matter.
+        incoming.buffer = Vec::new();
         let anonymous = incoming.topic.is_none();
         match result {
             Ok(event) => {
@@ -519,15 +542,15 @@ impl AmqpSession {
                         Self::write_rejected(out, ack, "amqp:unauthorized-access", &description);
                     }
                 } else {
-                    let answered_later = ack.is_some();
-                    out.request(Request::Publish { event, ack });
-                    if answered_later {
-                        // The credit comes back with `accepted`/`rejected`.
-                        if window_low {
-                            self.write_credit(channel, handle, out);
+                    if ack.is_some() {
+                        // It holds its credit until the glue answers it;
+                        // counted before the request: the glue may answer
+                        // at once (`accepted`, then `give_back`).
+                        if let Some(incoming) = self.incoming_mut(channel, handle) {
+                            incoming.held += 1;
                         }
-                        return;
                     }
+                    out.request(Request::Publish { event, ack });
                 }
             }
             Err(message::MessageError(why)) => match ack {
@@ -544,39 +567,99 @@ impl AmqpSession {
                 }
             },
         }
-        if !self.give_back(channel, handle, out) && window_low {
-            self.write_credit(channel, handle, out);
-        }
+        self.credit_check(channel, handle, window_low, out);
     }
 
-    /// A delivery on a client's sender link was taken: its credit is
-    /// granted again, in one flow per half of `sender_credit` (or at
-    /// once when none is left). Whether a flow was written.
-    pub(super) fn give_back(
-        &mut self,
-        channel: u16,
-        handle: u32,
-        out: &mut Actions<Request>,
-    ) -> bool {
-        let half = (self.settings.limits.sender_credit / 2).max(1);
-        let Some(Link {
-            state: LinkState::Incoming(incoming),
-        }) = self
+    fn incoming_mut(&mut self, channel: u16, handle: u32) -> Option<&mut Incoming> {
+        match self
             .session_mut(channel)
             .and_then(|s| s.links.get_mut(handle as usize))
             .and_then(Option::as_mut)
-        else {
-            return false;
-        };
-        incoming.taken += 1;
-        if incoming.taken < half && incoming.credit > 0 {
-            return false;
+        {
+            Some(Link {
+                state: LinkState::Incoming(incoming),
+            }) => Some(incoming),
+            _ => None,
         }
-        incoming.credit += incoming.taken;
-        incoming.taken = 0;
-        self.write_credit(channel, handle, out);
-        true
     }
+
+    /// An unsettled delivery on a client's sender link was answered: its
+    /// credit may be granted again.
+    pub(super) fn give_back(&mut self, channel: u16, handle: u32, out: &mut Actions<Request>) {
+        let Some(incoming) = self.incoming_mut(channel, handle) else {
+            return;
+        };
+        incoming.held = incoming.held.saturating_sub(1);
+        self.credit_check(channel, handle, false, out);
+    }
+
+    /// Writes a credit flow when one is due: the grant (`sender_credit`
+    /// less what is held) adds half of `sender_credit` to what the client
+    /// has left, or the client has none left and some can be granted (or
+    /// `force`: the session window wants refreshing). Among frames read
+    /// together, it waits for the last of them (`flush_credit`).
+    fn credit_check(&mut self, channel: u16, handle: u32, force: bool, out: &mut Actions<Request>) {
+        let sender_credit = self.settings.limits.sender_credit;
+        let half = (sender_credit / 2).max(1);
+        let in_batch = self.in_batch;
+        let Some(incoming) = self.incoming_mut(channel, handle) else {
+            return;
+        };
+        let grant = sender_credit.saturating_sub(incoming.held);
+        let due = force
+            || (grant > incoming.credit
+                && (incoming.credit == 0 || grant - incoming.credit >= half));
+        if !due {
+            return;
+        }
+        if !in_batch {
+            return self.write_credit(channel, handle, out);
+        }
+        if !incoming.pending {
+            incoming.pending = true;
+            self.credit_due.push(LinkRef { channel, handle });
+        }
+    }
+
+    /// The end of the frames read together: the credit flows due.
+    pub(super) fn flush_credit(&mut self, out: &mut Actions<Request>) {
+        if self.credit_due.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.credit_due);
+        if self.phase == super::Phase::Opened {
+            for link in due.drain(..) {
+                if self
+                    .incoming_mut(link.channel, link.handle)
+                    .is_some_and(|i| i.pending)
+                {
+                    self.write_credit(link.channel, link.handle, out);
+                }
+            }
+        }
+        due.clear();
+        self.credit_due = due;
+    }
+}
+
+/// The source weft answers a receiver link's attach with (weft is the
+/// sender, so its source is what holds, part 3.5.3): the address echoed,
+/// and only what weft honours. No filter (weft applies none of a source's
+/// filters: the address says what is read), no default outcome or
+/// capabilities; `durable` and `expiry-policy` as requested only where
+/// the glue says durable receivers are supported, else the defaults
+/// (none, session-end), so a client does not believe its terminus
+/// outlives the link.
+pub(super) fn reply_source(requested: &Source, durable_supported: bool) -> Source {
+    let mut source = Source {
+        address: requested.address.clone(),
+        ..Source::default()
+    };
+    if durable_supported {
+        source.durable = requested.durable.clone();
+        source.expiry_policy = requested.expiry_policy.clone();
+    }
+    source
 }
 
 fn address_error(e: address::AddressError) -> String {

@@ -22,6 +22,7 @@ use crate::security::Permissions;
 use crate::session::Action;
 
 mod links;
+mod review;
 
 /// Virtual time: `t(ms)` after a fixed origin.
 fn t(ms: u64) -> Instant {
@@ -37,6 +38,7 @@ fn limits() -> AmqpLimits {
         handles_max: 4,
         idle_timeout_ms: 10_000,
         sender_credit: 4,
+        connect_timeout_ms: 5_000,
     }
 }
 
@@ -50,6 +52,7 @@ fn settings(anonymous: bool) -> Settings {
         anonymous,
         container_id: "weft-test".into(),
         origin: Origin::ROUTER,
+        durable_supported: false,
     }
 }
 
