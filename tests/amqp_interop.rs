@@ -125,7 +125,9 @@ fn proton_roundtrip_over_tls_on_weft() {
         w.amqp.expect("AMQP listener").port()
     );
     pass("roundtrip", &url, "", &["--ca", &ca.path]);
-    // Plain AMQP to the TLS listener gets no AMQP answer.
+    // Plain AMQP to the TLS listener: the listener answers the AMQP header
+    // with a TLS alert record (content type 0x15, TLS 1.2) and closes;
+    // proton reports that as a framing error on the protocol header.
     let plain = format!("amqp://127.0.0.1:{}", w.amqp.unwrap().port());
     let out = Command::new(python())
         .arg(repo().join("tests/amqp/roundtrip.py"))
@@ -135,6 +137,23 @@ fn proton_roundtrip_over_tls_on_weft() {
     assert!(
         !out.status.success(),
         "plain AMQP worked on the TLS listener"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("roundtrip.py printed no verdict:\n{stdout}"));
+    let error = verdict["error"].as_str().unwrap_or_default();
+    // The alert's bytes as proton quotes them (escaped, maybe twice).
+    let unescaped = error.replace('\\', "");
+    assert!(
+        error.starts_with("ConnectionException: ")
+            && error.contains("amqp:connection:framing-error")
+            && error.contains("Expected SASL protocol header")
+            && unescaped.contains("x15x03x03"),
+        "not the TLS listener's refusal of plain AMQP: {verdict:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

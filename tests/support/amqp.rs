@@ -606,3 +606,110 @@ pub async fn cuttable(upstream: SocketAddr) -> (SocketAddr, tokio::sync::oneshot
     });
     (addr, cut)
 }
+
+/// Asserts the next delivery on `receiver` is `marker` (and accepts it).
+/// A check that nothing else came: the test publishes the marker after
+/// whatever must not arrive, so a delivery that was merely late still comes
+/// before the marker and fails here, where a wait for silence would pass.
+pub async fn next_is_marker(receiver: &mut Receiver, marker: &[u8], what: &str) {
+    let d = recv(receiver).await;
+    let _ = receiver.accept(&d).await;
+    let got = body_bytes(&d.message().body);
+    assert_eq!(
+        got,
+        marker,
+        "{what}: the next delivery is {:?}, not the marker {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(marker)
+    );
+}
+
+/// A frame of a raw receiver link: a transfer (its whole body, payload
+/// included) or a flow naming a link.
+pub enum LinkFrame {
+    Transfer(Vec<u8>),
+    Flow(fe2o3_amqp::types::performatives::Flow),
+}
+
+/// A transfer performative's descriptor: 0x00, then ulong 0x14 as a
+/// smallulong (0x53) or a ulong (0x80).
+pub fn is_transfer_body(body: &[u8]) -> bool {
+    body.starts_with(&[0x00, 0x53, 0x14])
+        || (body.len() >= 10 && body[..2] == [0x00, 0x80] && body[2..10] == 0x14u64.to_be_bytes())
+}
+
+impl RawAmqp {
+    /// Attaches a receiver link (`handle`) to `address` asking for
+    /// pre-settled deliveries; waits for weft's attach and returns its
+    /// initial delivery-count.
+    pub async fn attach_receiver(&mut self, handle: u32, address: &str) -> u32 {
+        let attach = Attach {
+            name: format!("raw-receiver-{handle}"),
+            handle: handle.into(),
+            role: Role::Receiver,
+            snd_settle_mode: SenderSettleMode::Settled,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: Some(Box::new(Source::builder().address(address).build())),
+            target: Some(Box::new(Target::builder().build().into())),
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: None,
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        self.send(&frame(0, 0, &performative(&Performative::Attach(attach))))
+            .await;
+        match self
+            .until(|p| matches!(p, Performative::Attach(_)), "attach reply")
+            .await
+        {
+            Performative::Attach(a) => a.initial_delivery_count.unwrap_or(0),
+            _ => unreachable!(),
+        }
+    }
+
+    /// A flow on channel 0 for link `handle`: the receiver's
+    /// delivery-count and link-credit (the session window wide open).
+    pub async fn link_flow(&mut self, handle: u32, delivery_count: u32, credit: u32, echo: bool) {
+        let flow = fe2o3_amqp::types::performatives::Flow {
+            next_incoming_id: None,
+            incoming_window: 1000,
+            next_outgoing_id: 0,
+            outgoing_window: 1000,
+            handle: Some(handle.into()),
+            delivery_count: Some(delivery_count),
+            link_credit: Some(credit),
+            available: None,
+            drain: false,
+            echo,
+            properties: None,
+        };
+        self.send(&frame(0, 0, &performative(&Performative::Flow(flow))))
+            .await;
+    }
+
+    /// The next transfer, or flow naming a link (other frames skipped).
+    pub async fn link_frame(&mut self) -> LinkFrame {
+        loop {
+            let f = self
+                .next_frame()
+                .await
+                .expect("connection ended before a transfer or link flow");
+            if is_transfer_body(&f.body) {
+                return LinkFrame::Transfer(f.body);
+            }
+            if let Ok(Performative::Flow(flow)) = serde_amqp::from_slice::<Performative>(&f.body) {
+                if flow.handle.is_some() {
+                    return LinkFrame::Flow(flow);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `haystack` holds `needle` (a payload inside a transfer frame).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
