@@ -329,20 +329,19 @@ impl Outbound {
         if let Some(s) = self.session_mut(channel) {
             // 2.5.6: the window the client grants counts from the id it
             // expects next (before any transfer: weft's first id).
+            // Serial arithmetic (RFC 1982): transfers sent past the id
+            // the client expects are in flight and use up its window; a
+            // flow that lags them leaves none (never a wrapped huge one).
             let expected = next_incoming_id.unwrap_or(s.next_outgoing_id);
-            s.remote_incoming_window = expected
-                .wrapping_add(incoming_window)
-                .wrapping_sub(s.next_outgoing_id);
+            s.remote_incoming_window = serial_left(incoming_window, s.next_outgoing_id, expected);
         }
         if let Some((handle, delivery_count, credit, drain, echo)) = link {
             if let Some(l) = self.link_mut(channel, handle) {
                 let theirs = delivery_count.unwrap_or(0);
-                l.credit = theirs.wrapping_add(credit).wrapping_sub(l.delivery_count);
-                if l.credit > credit {
-                    // Their count ahead of ours (a wrap or a confused
-                    // client): never more than they granted.
-                    l.credit = credit;
-                }
+                // In flight: what weft sent the client has not counted
+                // yet; more than the new credit leaves 0, never a clamp
+                // to the credit granted.
+                l.credit = serial_left(credit, l.delivery_count, theirs);
                 l.drain = drain;
                 l.flow_due |= echo;
                 if drain && l.queue.is_empty() {
@@ -598,6 +597,19 @@ impl Outbound {
         self.links
             .iter_mut()
             .find(|l| l.channel == channel && l.handle == handle)
+    }
+}
+
+/// What is left of `granted` (counted from the peer's `theirs`) once the
+/// ones weft sent past it (up to `ours`) are taken off, in serial
+/// arithmetic (RFC 1982, as 2.5.6 and 2.6.7 ask): `ours` behind `theirs`
+/// (a confused peer) leaves `granted`; more in flight than granted, 0.
+fn serial_left(granted: u32, ours: u32, theirs: u32) -> u32 {
+    let in_flight = ours.wrapping_sub(theirs);
+    if (in_flight as i32) >= 0 {
+        granted.saturating_sub(in_flight)
+    } else {
+        granted
     }
 }
 

@@ -238,6 +238,20 @@ fn expiry_is_the_ttl() {
     assert_eq!(decoded(&written(&gone, 0, 0)).header.unwrap().ttl, Some(1));
 }
 
+/// An absolute-expiry-time far in the future (i64::MAX ms) is taken as a
+/// far expiry, not an overflow (review 1.3: it panicked).
+#[test]
+fn absolute_expiry_max_does_not_overflow() {
+    let mut m = message();
+    m.properties = Some(fe2o3_amqp_types::messaging::Properties {
+        absolute_expiry_time: Some(Timestamp::from_milliseconds(i64::MAX)),
+        ..Default::default()
+    });
+    let e = event_of(&encoded(m));
+    let at = e.meta.unwrap().expires_ns.unwrap();
+    assert!(at > now_ns() + 1_000_000_000_000, "{at}");
+}
+
 /// A binary-mode CloudEvent (weft's form: attributes as user properties)
 /// gets the AMQP binding's `cloudEvents:` application properties, and
 /// reads back to weft's form.

@@ -331,3 +331,29 @@ fn links_take_turns() {
     };
     assert_ne!(handle(&first), handle(&second), "one batch each");
 }
+
+/// 2.6.7: link-credit = rcv delivery-count + rcv link-credit - snd delivery-count,
+/// and a negative result is 0 (transfers in flight exceed the new credit).
+#[test]
+fn h42_credit_lowered_below_in_flight_is_zero() {
+    let mut o = outbound(6);
+    credit(&mut o, 3, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 3);
+    // The client has not seen those three yet (its delivery-count 0) and
+    // lowers its credit to 1: 0 + 1 - 3 < 0, nothing may go.
+    o.flow(CH, Some(0), 1000, Some((RX, Some(0), 1, false, false)));
+    assert_eq!(transfers(&write(&mut o)).len(), 0, "sent beyond the client's credit");
+}
+
+/// 2.5.6: remote-incoming-window = next-incoming-id(flow) + incoming-window(flow)
+/// - next-outgoing-id; a flow that lags the transfers in flight leaves no window.
+#[test]
+fn h42_session_window_behind_in_flight_is_zero() {
+    let mut o = outbound(6);
+    credit(&mut o, 100, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 6);
+    // The client had seen none of them and grants a window of 2.
+    o.flow(CH, Some(0), 2, None);
+    assert!(o.enqueue(CH, RX, event(9), 1));
+    assert_eq!(transfers(&write(&mut o)).len(), 0, "sent beyond the client's session window");
+}
