@@ -128,8 +128,8 @@ pub struct Outbound {
     /// split into several frames.
     pub max_frame_size: u32,
     /// Dispositions weft owes the client (a terminal outcome it did not
-    /// settle): (channel, first, last).
-    settle_due: Vec<(u16, u32, u32)>,
+    /// settle): (channel, first, last, the outcome to echo).
+    settle_due: Vec<(u16, u32, u32, Outcome)>,
 }
 
 impl Default for Outbound {
@@ -201,6 +201,8 @@ impl Outbound {
     /// first through `Unsubscribe`; any left are dropped here).
     pub fn end(&mut self, channel: u16) -> Leftover {
         let mut left = Leftover::default();
+        // No frame may follow the end on its channel (2.5.3).
+        self.settle_due.retain(|d| d.0 != channel);
         let handles: Vec<u32> = self
             .links
             .iter()
@@ -396,7 +398,7 @@ impl Outbound {
             ids.extend(s.unsettled.range(..=last).map(|(id, _)| *id));
         }
         if !settled && !ids.is_empty() {
-            self.settle_due.push((channel, first, last));
+            self.settle_due.push((channel, first, last, outcome));
         }
         let mut requeue: Vec<(u32, Unsettled)> = Vec::new();
         for id in ids {
@@ -443,8 +445,8 @@ impl Outbound {
         inflight_max: usize,
         born: &mut Vec<u64>,
     ) -> usize {
-        for (channel, first, last) in self.settle_due.drain(..) {
-            write_disposition(buf, channel, first, last);
+        for (channel, first, last, outcome) in self.settle_due.drain(..) {
+            write_disposition(buf, channel, first, last, outcome);
         }
         let mut dequeued = 0;
         let n = self.links.len();
@@ -639,8 +641,11 @@ const SMALL_ULONG: u8 = 0x53;
 const FLOW: u8 = 0x13;
 const TRANSFER: u8 = 0x14;
 const DISPOSITION: u8 = 0x15;
-/// The `accepted` outcome (3.4.2).
+/// The outcomes (3.4.2-3.4.5).
 const ACCEPTED: u8 = 0x24;
+const REJECTED: u8 = 0x25;
+const RELEASED: u8 = 0x26;
+const MODIFIED: u8 = 0x27;
 
 fn put_uint(buf: &mut Vec<u8>, v: u32) {
     match v {
@@ -765,16 +770,33 @@ fn write_flow(
     close_frame(buf, frame);
 }
 
-/// weft (role sender) settles `first..=last` as accepted: the answer to a
-/// client that gave a terminal outcome without settling (rcv-settle-mode
-/// second).
-fn write_disposition(buf: &mut Vec<u8>, channel: u16, first: u32, last: u32) {
+/// weft (role sender) settles `first..=last` with the client's outcome:
+/// the answer to a client that gave a terminal outcome without settling
+/// (rcv-settle-mode second; 3.4: the sender settles with that outcome).
+fn write_disposition(buf: &mut Vec<u8>, channel: u16, first: u32, last: u32, outcome: Outcome) {
     let (frame, size_at) = open(buf, channel, DISPOSITION, 5);
     buf.push(FALSE); // role: sender
     put_uint(buf, first);
     put_uint(buf, last);
     buf.push(TRUE);
-    buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, ACCEPTED, LIST0]);
+    match outcome {
+        Outcome::Accepted => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, ACCEPTED, LIST0]),
+        Outcome::Rejected => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, REJECTED, LIST0]),
+        Outcome::Released => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, RELEASED, LIST0]),
+        Outcome::Modified {
+            delivery_failed,
+            undeliverable_here,
+        } => buf.extend_from_slice(&[
+            DESCRIBED,
+            SMALL_ULONG,
+            MODIFIED,
+            LIST8,
+            3,
+            2,
+            if delivery_failed { TRUE } else { FALSE },
+            if undeliverable_here { TRUE } else { FALSE },
+        ]),
+    }
     close_list(buf, size_at);
     close_frame(buf, frame);
 }

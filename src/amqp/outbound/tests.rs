@@ -357,3 +357,40 @@ fn h42_session_window_behind_in_flight_is_zero() {
     assert!(o.enqueue(CH, RX, event(9), 1));
     assert_eq!(transfers(&write(&mut o)).len(), 0, "sent beyond the client's session window");
 }
+
+/// Review 2.6: weft settles with the client's own outcome (it wrote
+/// accepted for every one), and an ended session gets no disposition
+/// after its end.
+#[test]
+fn weft_settles_with_the_clients_outcome_and_not_after_end() {
+    use fe2o3_amqp_types::messaging::DeliveryState;
+    let mut o = outbound(3);
+    credit(&mut o, 3, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 3);
+    o.settle(CH, 0, 0, false, Some(Outcome::Rejected));
+    let modified = Outcome::Modified {
+        delivery_failed: true,
+        undeliverable_here: true,
+    };
+    o.settle(CH, 1, 1, false, Some(modified));
+    let sent = write(&mut o);
+    let states: Vec<&DeliveryState> = sent
+        .iter()
+        .filter_map(|f| match &f.performative {
+            Performative::Disposition(d) => d.state.as_ref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{sent:?}");
+    assert!(matches!(states[0], DeliveryState::Rejected(_)), "{:?}", states[0]);
+    let DeliveryState::Modified(m) = states[1] else {
+        panic!("modified: {:?}", states[1]);
+    };
+    assert_eq!(
+        (m.delivery_failed, m.undeliverable_here),
+        (Some(true), Some(true))
+    );
+    o.settle(CH, 2, 2, false, Some(Outcome::Accepted));
+    o.end(CH);
+    assert!(write(&mut o).is_empty(), "a disposition after the end");
+}
