@@ -71,6 +71,9 @@ struct Waiting {
     event: Event,
     qos: u8,
     delivery_count: u32,
+    /// Its [`wire_len`], counted once when queued (review 1.5: the
+    /// message was sized about four times per delivery).
+    wire_len: usize,
 }
 
 #[derive(Debug)]
@@ -270,7 +273,7 @@ impl Outbound {
             let link = self.links.swap_remove(at);
             for w in link.queue {
                 self.queued -= 1;
-                self.queued_bytes -= wire_len(&w.event, w.qos, w.delivery_count);
+                self.queued_bytes -= w.wire_len;
                 left.events.push((w.event, w.qos, w.delivery_count));
             }
         }
@@ -281,6 +284,19 @@ impl Outbound {
     /// gone. Its wire bytes are [`wire_len`].
     pub fn enqueue(&mut self, channel: u16, handle: u32, event: Event, qos: u8) -> bool {
         self.enqueue_counted(channel, handle, event, qos, 0, false)
+    }
+
+    /// [`Outbound::enqueue`] of an event whose [`wire_len`] at `qos` (and
+    /// delivery-count 0) the caller counted already: not counted again.
+    pub fn enqueue_sized(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        len: usize,
+    ) -> bool {
+        self.enqueue_inner(channel, handle, event, qos, 0, false, Some(len))
     }
 
     /// Queues a delivery again (a durable link's kept backlog, a resend):
@@ -294,15 +310,31 @@ impl Outbound {
         delivery_count: u32,
         front: bool,
     ) -> bool {
+        self.enqueue_inner(channel, handle, event, qos, delivery_count, front, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_inner(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        delivery_count: u32,
+        front: bool,
+        counted: Option<usize>,
+    ) -> bool {
         let Some(link) = self.link_mut(channel, handle) else {
             return false;
         };
+        let counted = counted.filter(|_| qos <= link.qos);
         let qos = qos.min(link.qos);
-        let len = wire_len(&event, qos, delivery_count);
+        let len = counted.unwrap_or_else(|| wire_len(&event, qos, delivery_count));
         let w = Waiting {
             event,
             qos,
             delivery_count,
+            wire_len: len,
         };
         if front {
             link.queue.insert(link.resends, w);
@@ -516,7 +548,7 @@ impl Outbound {
         let Some(si) = self.sessions.iter().position(|s| s.channel == channel) else {
             return false;
         };
-        let len = crate::amqp::message::message_len(&front.event, front.qos, front.delivery_count);
+        let len = front.wire_len - TRANSFER_OVERHEAD_MAX;
         let frame_room = (self.max_frame_size as usize).saturating_sub(TRANSFER_OVERHEAD_MAX);
         let frames = len.div_ceil(frame_room.max(1)).max(1);
         if (self.sessions[si].remote_incoming_window as usize) < frames {
@@ -529,7 +561,7 @@ impl Outbound {
         l.delivery_count = l.delivery_count.wrapping_add(1);
         let handle = l.handle;
         self.queued -= 1;
-        let queued_len = wire_len(&w.event, w.qos, w.delivery_count);
+        let queued_len = w.wire_len;
         self.queued_bytes -= queued_len;
         *dequeued += queued_len;
         if w.event.expired() {
@@ -576,6 +608,13 @@ impl Outbound {
             .iter()
             .find(|s| s.channel == channel)
             .map(|s| s.next_outgoing_id)
+    }
+
+    /// (channel, weft's next transfer-id) of every session.
+    pub fn each_outgoing(&self, f: &mut impl FnMut(u16, u32)) {
+        for s in &self.sessions {
+            f(s.channel, s.next_outgoing_id);
+        }
     }
 
     fn session_mut(&mut self, channel: u16) -> Option<&mut Session> {

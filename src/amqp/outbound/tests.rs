@@ -342,7 +342,11 @@ fn h42_credit_lowered_below_in_flight_is_zero() {
     // The client has not seen those three yet (its delivery-count 0) and
     // lowers its credit to 1: 0 + 1 - 3 < 0, nothing may go.
     o.flow(CH, Some(0), 1000, Some((RX, Some(0), 1, false, false)));
-    assert_eq!(transfers(&write(&mut o)).len(), 0, "sent beyond the client's credit");
+    assert_eq!(
+        transfers(&write(&mut o)).len(),
+        0,
+        "sent beyond the client's credit"
+    );
 }
 
 /// 2.5.6: remote-incoming-window = next-incoming-id(flow) + incoming-window(flow)
@@ -355,7 +359,11 @@ fn h42_session_window_behind_in_flight_is_zero() {
     // The client had seen none of them and grants a window of 2.
     o.flow(CH, Some(0), 2, None);
     assert!(o.enqueue(CH, RX, event(9), 1));
-    assert_eq!(transfers(&write(&mut o)).len(), 0, "sent beyond the client's session window");
+    assert_eq!(
+        transfers(&write(&mut o)).len(),
+        0,
+        "sent beyond the client's session window"
+    );
 }
 
 /// Review 2.6: weft settles with the client's own outcome (it wrote
@@ -382,7 +390,11 @@ fn weft_settles_with_the_clients_outcome_and_not_after_end() {
         })
         .collect();
     assert_eq!(states.len(), 2, "{sent:?}");
-    assert!(matches!(states[0], DeliveryState::Rejected(_)), "{:?}", states[0]);
+    assert!(
+        matches!(states[0], DeliveryState::Rejected(_)),
+        "{:?}",
+        states[0]
+    );
     let DeliveryState::Modified(m) = states[1] else {
         panic!("modified: {:?}", states[1]);
     };
