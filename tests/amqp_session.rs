@@ -14,6 +14,7 @@ use amqp::*;
 use common::*;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::messaging::Modified;
+use std::time::Duration;
 
 fn weft_with(extra: &str) -> Weft {
     let w = Weft::start(1, &format!("[amqp]\nlisten = \"127.0.0.1:0\"\n{extra}"));
@@ -274,4 +275,89 @@ async fn credit_lowered_below_the_deliveries_in_flight_is_zero() {
         LinkFrame::Flow(f) => panic!("a flow instead of the waiting event: {f:?}"),
     }
     c.close().await;
+}
+
+/// Review 2.3: weft's credit flows for a client's sender link carry
+/// weft's current next-outgoing-id on a session that also receives (they
+/// carried the one of the client's last flow: fe2o3-amqp takes its
+/// next-incoming-id from them and went backwards). A raw peer sends on
+/// handle 0 and receives on handle 1 of one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_flows_carry_the_current_next_outgoing_id() {
+    use fe2o3_amqp::types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
+    use fe2o3_amqp::types::messaging::{Source, Target};
+    use fe2o3_amqp::types::performatives::{Attach, Flow, Performative};
+    let w = weft_with("sender_credit = 2\n");
+    let mut raw = RawAmqp::open(w.amqp.unwrap()).await;
+    assert_eq!(raw.attach_sender("flows/t").await, 2);
+    let attach = Attach {
+        name: "raw-receiver".into(),
+        handle: 1.into(),
+        role: Role::Receiver,
+        snd_settle_mode: SenderSettleMode::Settled,
+        rcv_settle_mode: ReceiverSettleMode::First,
+        source: Some(Box::new(Source::builder().address("flows/t").build())),
+        target: Some(Box::new(Target::builder().build().into())),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: None,
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    raw.send(&frame(0, 0, &performative(&Performative::Attach(attach))))
+        .await;
+    raw.until(
+        |p| matches!(p, Performative::Attach(a) if a.handle.0 == 1),
+        "receiver attach reply",
+    )
+    .await;
+    let flow = Flow {
+        next_incoming_id: None,
+        incoming_window: 1000,
+        next_outgoing_id: 0,
+        outgoing_window: 1000,
+        handle: Some(1.into()),
+        delivery_count: Some(0),
+        link_credit: Some(100),
+        available: None,
+        drain: false,
+        echo: false,
+        properties: None,
+    };
+    raw.send(&frame(0, 0, &performative(&Performative::Flow(flow))))
+        .await;
+    // Three messages through weft and back: weft's next-outgoing-id is 3.
+    let is_transfer = |body: &[u8]| body.starts_with(&[0x00, 0x53, 0x14]);
+    for id in 0..3 {
+        raw.transfer(id, b"m").await;
+        loop {
+            let f = raw.next_frame().await.expect("a frame");
+            if is_transfer(&f.body) {
+                break;
+            }
+        }
+    }
+    // The fourth: weft gives its credit back with a flow, which must say
+    // weft sent 3 transfers (its first id is 0).
+    raw.transfer(3, b"m").await;
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let Some(f) = raw.next_frame().await else {
+                return false;
+            };
+            if let Ok(Performative::Flow(f)) = serde_amqp::from_slice::<Performative>(&f.body) {
+                if f.handle.map(|h| h.0) == Some(0) {
+                    seen.push(f.next_outgoing_id);
+                    if f.next_outgoing_id >= 3 {
+                        return true;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, Ok(true), "flows' next-outgoing-id: {seen:?}");
 }

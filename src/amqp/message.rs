@@ -469,7 +469,10 @@ fn properties_to_meta(
             let left_ms = at
                 .milliseconds()
                 .saturating_sub((wall_ns() / 1_000_000) as i64);
-            meta.expires_ns = Some(now_ns() + left_ms.max(0) as u64 * 1_000_000);
+            // Saturating: a far-future expiry (i64::MAX ms) is "never",
+            // not an overflow.
+            let left_ns = (left_ms.max(0) as u64).saturating_mul(1_000_000);
+            meta.expires_ns = Some(now_ns().saturating_add(left_ns));
         }
     }
     Ok(())

@@ -71,6 +71,9 @@ struct Waiting {
     event: Event,
     qos: u8,
     delivery_count: u32,
+    /// Its [`wire_len`], counted once when queued (review 1.5: the
+    /// message was sized about four times per delivery).
+    wire_len: usize,
 }
 
 #[derive(Debug)]
@@ -128,8 +131,8 @@ pub struct Outbound {
     /// split into several frames.
     pub max_frame_size: u32,
     /// Dispositions weft owes the client (a terminal outcome it did not
-    /// settle): (channel, first, last).
-    settle_due: Vec<(u16, u32, u32)>,
+    /// settle): (channel, first, last, the outcome to echo).
+    settle_due: Vec<(u16, u32, u32, Outcome)>,
 }
 
 impl Default for Outbound {
@@ -201,6 +204,8 @@ impl Outbound {
     /// first through `Unsubscribe`; any left are dropped here).
     pub fn end(&mut self, channel: u16) -> Leftover {
         let mut left = Leftover::default();
+        // No frame may follow the end on its channel (2.5.3).
+        self.settle_due.retain(|d| d.0 != channel);
         let handles: Vec<u32> = self
             .links
             .iter()
@@ -268,7 +273,7 @@ impl Outbound {
             let link = self.links.swap_remove(at);
             for w in link.queue {
                 self.queued -= 1;
-                self.queued_bytes -= wire_len(&w.event, w.qos, w.delivery_count);
+                self.queued_bytes -= w.wire_len;
                 left.events.push((w.event, w.qos, w.delivery_count));
             }
         }
@@ -279,6 +284,19 @@ impl Outbound {
     /// gone. Its wire bytes are [`wire_len`].
     pub fn enqueue(&mut self, channel: u16, handle: u32, event: Event, qos: u8) -> bool {
         self.enqueue_counted(channel, handle, event, qos, 0, false)
+    }
+
+    /// [`Outbound::enqueue`] of an event whose [`wire_len`] at `qos` (and
+    /// delivery-count 0) the caller counted already: not counted again.
+    pub fn enqueue_sized(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        len: usize,
+    ) -> bool {
+        self.enqueue_inner(channel, handle, event, qos, 0, false, Some(len))
     }
 
     /// Queues a delivery again (a durable link's kept backlog, a resend):
@@ -292,15 +310,31 @@ impl Outbound {
         delivery_count: u32,
         front: bool,
     ) -> bool {
+        self.enqueue_inner(channel, handle, event, qos, delivery_count, front, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_inner(
+        &mut self,
+        channel: u16,
+        handle: u32,
+        event: Event,
+        qos: u8,
+        delivery_count: u32,
+        front: bool,
+        counted: Option<usize>,
+    ) -> bool {
         let Some(link) = self.link_mut(channel, handle) else {
             return false;
         };
+        let counted = counted.filter(|_| qos <= link.qos);
         let qos = qos.min(link.qos);
-        let len = wire_len(&event, qos, delivery_count);
+        let len = counted.unwrap_or_else(|| wire_len(&event, qos, delivery_count));
         let w = Waiting {
             event,
             qos,
             delivery_count,
+            wire_len: len,
         };
         if front {
             link.queue.insert(link.resends, w);
@@ -365,20 +399,19 @@ impl Outbound {
         if let Some(s) = self.session_mut(channel) {
             // 2.5.6: the window the client grants counts from the id it
             // expects next (before any transfer: weft's first id).
+            // Serial arithmetic (RFC 1982): transfers sent past the id
+            // the client expects are in flight and use up its window; a
+            // flow that lags them leaves none (never a wrapped huge one).
             let expected = next_incoming_id.unwrap_or(s.next_outgoing_id);
-            s.remote_incoming_window = expected
-                .wrapping_add(incoming_window)
-                .wrapping_sub(s.next_outgoing_id);
+            s.remote_incoming_window = serial_left(incoming_window, s.next_outgoing_id, expected);
         }
         if let Some((handle, delivery_count, credit, drain, echo)) = link {
             if let Some(l) = self.link_mut(channel, handle) {
                 let theirs = delivery_count.unwrap_or(0);
-                l.credit = theirs.wrapping_add(credit).wrapping_sub(l.delivery_count);
-                if l.credit > credit {
-                    // Their count ahead of ours (a wrap or a confused
-                    // client): never more than they granted.
-                    l.credit = credit;
-                }
+                // In flight: what weft sent the client has not counted
+                // yet; more than the new credit leaves 0, never a clamp
+                // to the credit granted.
+                l.credit = serial_left(credit, l.delivery_count, theirs);
                 l.drain = drain;
                 l.flow_due |= echo;
                 if drain && l.queue.is_empty() {
@@ -423,45 +456,71 @@ impl Outbound {
             // A non-terminal state (received): nothing changes.
             (None, false) => return done,
         };
-        let mut ids: Vec<u32> = Vec::new();
-        let s = &mut self.sessions[at];
-        if first <= last {
-            ids.extend(s.unsettled.range(first..=last).map(|(id, _)| *id));
+        // The ids wrapped within the range: two spans. Taken one at a time
+        // (no list of ids per disposition: the hot path of unsettled links).
+        let spans = if first <= last {
+            [(first, last), (1, 0)]
         } else {
-            // The ids wrapped within the range.
-            ids.extend(s.unsettled.range(first..).map(|(id, _)| *id));
-            ids.extend(s.unsettled.range(..=last).map(|(id, _)| *id));
+            [(first, u32::MAX), (0, last)]
+        };
+        let any = spans.iter().any(|&(lo, hi)| {
+            lo <= hi && self.sessions[at].unsettled.range(lo..=hi).next().is_some()
+        });
+        if !settled && any {
+            self.settle_due.push((channel, first, last, outcome));
         }
-        if !settled && !ids.is_empty() {
-            self.settle_due.push((channel, first, last));
-        }
-        let mut requeue: Vec<(u32, Unsettled)> = Vec::new();
-        for id in ids {
-            let u = self.sessions[at].unsettled.remove(&id).expect("listed");
-            self.unsettled -= 1;
-            match outcome {
-                Outcome::Accepted => done.accepted += 1,
-                Outcome::Rejected => done.rejected += 1,
-                Outcome::Released => requeue.push((id, u)),
-                Outcome::Modified {
-                    undeliverable_here: true,
-                    ..
-                } => done.undeliverable.push((u.handle, u.event)),
-                Outcome::Modified {
-                    delivery_failed, ..
-                } => {
-                    let mut u = u;
-                    if delivery_failed {
-                        u.delivery_count += 1;
-                    }
-                    requeue.push((id, u));
-                }
+        for (lo, hi) in spans {
+            if lo > hi {
+                continue;
             }
-        }
-        // Sent again before what waits, oldest first.
-        for (_, u) in requeue {
-            if self.enqueue_counted(channel, u.handle, u.event, u.qos, u.delivery_count, true) {
-                done.requeued += 1;
+            while let Some(id) = self.sessions[at]
+                .unsettled
+                .range(lo..=hi)
+                .next()
+                .map(|(id, _)| *id)
+            {
+                let mut u = self.sessions[at].unsettled.remove(&id).expect("listed");
+                self.unsettled -= 1;
+                let again = match outcome {
+                    Outcome::Accepted => {
+                        done.accepted += 1;
+                        false
+                    }
+                    Outcome::Rejected => {
+                        done.rejected += 1;
+                        false
+                    }
+                    Outcome::Released => true,
+                    Outcome::Modified {
+                        undeliverable_here: true,
+                        ..
+                    } => {
+                        done.undeliverable.push((u.handle, u.event));
+                        continue;
+                    }
+                    Outcome::Modified {
+                        delivery_failed, ..
+                    } => {
+                        if delivery_failed {
+                            u.delivery_count += 1;
+                        }
+                        true
+                    }
+                };
+                // Sent again before what waits, oldest first (each after
+                // the resends queued before it).
+                if again
+                    && self.enqueue_counted(
+                        channel,
+                        u.handle,
+                        u.event,
+                        u.qos,
+                        u.delivery_count,
+                        true,
+                    )
+                {
+                    done.requeued += 1;
+                }
             }
         }
         done
@@ -480,8 +539,8 @@ impl Outbound {
         inflight_max: usize,
         born: &mut Vec<u64>,
     ) -> usize {
-        for (channel, first, last) in self.settle_due.drain(..) {
-            write_disposition(buf, channel, first, last);
+        for (channel, first, last, outcome) in self.settle_due.drain(..) {
+            write_disposition(buf, channel, first, last, outcome);
         }
         let mut dequeued = 0;
         let n = self.links.len();
@@ -551,7 +610,7 @@ impl Outbound {
         let Some(si) = self.sessions.iter().position(|s| s.channel == channel) else {
             return false;
         };
-        let len = crate::amqp::message::message_len(&front.event, front.qos, front.delivery_count);
+        let len = front.wire_len - TRANSFER_OVERHEAD_MAX;
         let frame_room = (self.max_frame_size as usize).saturating_sub(TRANSFER_OVERHEAD_MAX);
         let frames = len.div_ceil(frame_room.max(1)).max(1);
         if (self.sessions[si].remote_incoming_window as usize) < frames {
@@ -564,7 +623,7 @@ impl Outbound {
         l.delivery_count = l.delivery_count.wrapping_add(1);
         let handle = l.handle;
         self.queued -= 1;
-        let queued_len = wire_len(&w.event, w.qos, w.delivery_count);
+        let queued_len = w.wire_len;
         self.queued_bytes -= queued_len;
         *dequeued += queued_len;
         if w.event.expired() {
@@ -613,6 +672,13 @@ impl Outbound {
             .map(|s| s.next_outgoing_id)
     }
 
+    /// (channel, weft's next transfer-id) of every session.
+    pub fn each_outgoing(&self, f: &mut impl FnMut(u16, u32)) {
+        for s in &self.sessions {
+            f(s.channel, s.next_outgoing_id);
+        }
+    }
+
     fn session_mut(&mut self, channel: u16) -> Option<&mut Session> {
         self.sessions.iter_mut().find(|s| s.channel == channel)
     }
@@ -634,6 +700,19 @@ impl Outbound {
         self.links
             .iter_mut()
             .find(|l| l.channel == channel && l.handle == handle)
+    }
+}
+
+/// What is left of `granted` (counted from the peer's `theirs`) once the
+/// ones weft sent past it (up to `ours`) are taken off, in serial
+/// arithmetic (RFC 1982, as 2.5.6 and 2.6.7 ask): `ours` behind `theirs`
+/// (a confused peer) leaves `granted`; more in flight than granted, 0.
+fn serial_left(granted: u32, ours: u32, theirs: u32) -> u32 {
+    let in_flight = ours.wrapping_sub(theirs);
+    if (in_flight as i32) >= 0 {
+        granted.saturating_sub(in_flight)
+    } else {
+        granted
     }
 }
 
@@ -663,8 +742,11 @@ const SMALL_ULONG: u8 = 0x53;
 const FLOW: u8 = 0x13;
 const TRANSFER: u8 = 0x14;
 const DISPOSITION: u8 = 0x15;
-/// The `accepted` outcome (3.4.2).
+/// The outcomes (3.4.2-3.4.5).
 const ACCEPTED: u8 = 0x24;
+const REJECTED: u8 = 0x25;
+const RELEASED: u8 = 0x26;
+const MODIFIED: u8 = 0x27;
 
 fn put_uint(buf: &mut Vec<u8>, v: u32) {
     match v {
@@ -789,16 +871,33 @@ fn write_flow(
     close_frame(buf, frame);
 }
 
-/// weft (role sender) settles `first..=last` as accepted: the answer to a
-/// client that gave a terminal outcome without settling (rcv-settle-mode
-/// second).
-fn write_disposition(buf: &mut Vec<u8>, channel: u16, first: u32, last: u32) {
+/// weft (role sender) settles `first..=last` with the client's outcome:
+/// the answer to a client that gave a terminal outcome without settling
+/// (rcv-settle-mode second; 3.4: the sender settles with that outcome).
+fn write_disposition(buf: &mut Vec<u8>, channel: u16, first: u32, last: u32, outcome: Outcome) {
     let (frame, size_at) = open(buf, channel, DISPOSITION, 5);
     buf.push(FALSE); // role: sender
     put_uint(buf, first);
     put_uint(buf, last);
     buf.push(TRUE);
-    buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, ACCEPTED, LIST0]);
+    match outcome {
+        Outcome::Accepted => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, ACCEPTED, LIST0]),
+        Outcome::Rejected => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, REJECTED, LIST0]),
+        Outcome::Released => buf.extend_from_slice(&[DESCRIBED, SMALL_ULONG, RELEASED, LIST0]),
+        Outcome::Modified {
+            delivery_failed,
+            undeliverable_here,
+        } => buf.extend_from_slice(&[
+            DESCRIBED,
+            SMALL_ULONG,
+            MODIFIED,
+            LIST8,
+            3,
+            2,
+            if delivery_failed { TRUE } else { FALSE },
+            if undeliverable_here { TRUE } else { FALSE },
+        ]),
+    }
     close_list(buf, size_at);
     close_frame(buf, frame);
 }

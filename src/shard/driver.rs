@@ -60,6 +60,11 @@ pub trait Glue<M: Machine> {
         out: &mut Actions<M::Request>,
     ) -> bool;
 
+    /// Before each feed: tells the machine what the shard's side changed
+    /// since (AMQP: weft's next-outgoing-id per session, which the
+    /// machine's flows carry). Nothing by default.
+    fn before_feed<T: Transport>(&mut self, _conn: &Connection<T>, _machine: &mut M) {}
+
     /// Finishes the request `request` left unfinished.
     async fn wait<T: Transport>(
         &mut self,
@@ -207,6 +212,7 @@ where
         }
         loop {
             out.clear();
+            glue.before_feed(conn, machine);
             match machine.feed(rb.filled(), now, &mut out) {
                 Ok(Some(used)) => rb.start += used,
                 Ok(None) => break,

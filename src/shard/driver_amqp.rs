@@ -199,6 +199,17 @@ fn outcome(o: Outcome) -> OutboundOutcome {
 const STORAGE_FAILED: &str = "amqp:resource-limit-exceeded";
 
 impl Glue<AmqpSession> for AmqpGlue {
+    /// Review 2.3: weft's next-outgoing-id moves with every transfer the
+    /// writer sends; the machine's credit flows must carry the current one
+    /// (fe2o3-amqp takes its next-incoming-id from them), not the one of
+    /// the client's last flow.
+    fn before_feed<T: Transport>(&mut self, conn: &Connection<T>, machine: &mut AmqpSession) {
+        if let Some(mailbox) = conn.mailbox() {
+            mailbox
+                .amqp_each_outgoing(|channel, next| machine.set_outgoing(channel, next, u32::MAX));
+        }
+    }
+
     fn request<T: Transport>(
         &mut self,
         conn: &mut Connection<T>,

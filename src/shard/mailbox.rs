@@ -481,7 +481,7 @@ impl Mailbox {
                 handle,
                 channel,
                 qos,
-            } => return self.queue_amqp(&mut out, channel, handle, event, qos, outcome),
+            } => return self.queue_amqp(&mut out, (channel, handle), event, qos, len, outcome),
         };
         self.push(&mut out, item);
         outcome

@@ -238,6 +238,52 @@ fn expiry_is_the_ttl() {
     assert_eq!(decoded(&written(&gone, 0, 0)).header.unwrap().ttl, Some(1));
 }
 
+/// An absolute-expiry-time far in the future (i64::MAX ms) is taken as a
+/// far expiry, not an overflow (review 1.3: it panicked).
+#[test]
+fn absolute_expiry_max_does_not_overflow() {
+    let mut m = message();
+    m.properties = Some(fe2o3_amqp_types::messaging::Properties {
+        absolute_expiry_time: Some(Timestamp::from_milliseconds(i64::MAX)),
+        ..Default::default()
+    });
+    let e = event_of(&encoded(m));
+    let at = e.meta.unwrap().expires_ns.unwrap();
+    assert!(at > now_ns() + 1_000_000_000_000, "{at}");
+}
+
+/// Repeated names are written once (the first), with few properties (the
+/// scan) and with many (the hash set, review 1.5: 20k properties took
+/// minutes in debug); the length counted is the length written. The time
+/// is printed, not asserted.
+#[test]
+fn repeated_user_properties_are_written_once_few_or_many() {
+    for n in [4usize, 20_000] {
+        let mut props: Vec<(Box<str>, Box<str>)> = (0..n)
+            .map(|i| (format!("k{i}").into(), format!("v{i}").into()))
+            .collect();
+        // Repeats of the first and the last name: dropped.
+        props.push(("k0".into(), "again".into()));
+        props.push((format!("k{}", n - 1).into(), "again".into()));
+        let e = Event::new("t", b"x", 0, false).with_meta(EventMeta {
+            user_properties: props,
+            ..EventMeta::default()
+        });
+        let started = std::time::Instant::now();
+        let bytes = written(&e, 0, 0);
+        eprintln!(
+            "{n} user properties: written and counted in {:?}",
+            started.elapsed()
+        );
+        let app = decoded(&bytes).application_properties.expect("written").0;
+        assert_eq!(app.len(), n);
+        assert_eq!(app.get("k0"), Some(&SimpleValue::String("v0".into())));
+        let last = format!("k{}", n - 1);
+        let want = format!("v{}", n - 1);
+        assert_eq!(app.get(&last), Some(&SimpleValue::String(want)));
+    }
+}
+
 /// A binary-mode CloudEvent (weft's form: attributes as user properties)
 /// gets the AMQP binding's `cloudEvents:` application properties, and
 /// reads back to weft's form.

@@ -252,11 +252,16 @@ fn header_lines(block: &[u8]) -> impl Iterator<Item = (&str, &str)> {
         .filter(|(k, _)| !k.is_empty())
 }
 
+/// Up to this many application properties, a repeated name is found by
+/// scanning those before it (no allocation, the common case); past it, by
+/// one hash set per write (review 1.5: the scan was quadratic, 20k
+/// properties took minutes).
+const DEDUP_SCAN_MAX: usize = 16;
+
 /// The application-properties section: user properties (but those
 /// written as AMQP properties or the body) and a NATS publisher's header
 /// fields, as string values. A name given twice is written once (the
-/// first; AMQP maps have unique keys): quadratic in the number of
-/// properties, which the publisher's packet bounds.
+/// first; AMQP maps have unique keys).
 fn write_application_properties<S: Sink>(meta: &EventMeta, out: &mut S) {
     let cloudevent = crate::cloudevents::REQUIRED
         .iter()
@@ -272,14 +277,26 @@ fn write_application_properties<S: Sink>(meta: &EventMeta, out: &mut S) {
                     .map(|(k, v)| (("", k), v)),
             )
     };
-    let first = |i: usize, key: (&str, &str)| !entries().take(i).any(|(k, _)| k == key);
-    let count = entries()
-        .enumerate()
-        .filter(|&(i, (k, _))| first(i, k))
-        .count();
-    if count == 0 {
+    let n = entries().count();
+    if n == 0 {
         return;
     }
+    // Many: which entries are the first of their name, found once.
+    let firsts: Option<Vec<bool>> = (n > DEDUP_SCAN_MAX).then(|| {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        entries().map(|(k, _)| seen.insert(k)).collect()
+    });
+    let first = |i: usize, key: (&str, &str)| match &firsts {
+        Some(firsts) => firsts[i],
+        None => !entries().take(i).any(|(k, _)| k == key),
+    };
+    let count = match &firsts {
+        Some(firsts) => firsts.iter().filter(|f| **f).count(),
+        None => entries()
+            .enumerate()
+            .filter(|&(i, (k, _))| first(i, k))
+            .count(),
+    };
     put_compound(APPLICATION_PROPERTIES, true, count * 2, out, |o| {
         for (i, ((prefix, name), value)) in entries().enumerate() {
             if !first(i, (prefix, name)) {

@@ -351,3 +351,78 @@ fn twins_of_a_kept_backlog_leave_the_queue() {
     assert_eq!(transfers(&write(&mut o)), [(0, false, 8)]);
     assert_eq!(o.queued_bytes(), 0);
 }
+
+/// 2.6.7: link-credit = rcv delivery-count + rcv link-credit - snd delivery-count,
+/// and a negative result is 0 (transfers in flight exceed the new credit).
+#[test]
+fn h42_credit_lowered_below_in_flight_is_zero() {
+    let mut o = outbound(6);
+    credit(&mut o, 3, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 3);
+    // The client has not seen those three yet (its delivery-count 0) and
+    // lowers its credit to 1: 0 + 1 - 3 < 0, nothing may go.
+    o.flow(CH, Some(0), 1000, Some((RX, Some(0), 1, false, false)));
+    assert_eq!(
+        transfers(&write(&mut o)).len(),
+        0,
+        "sent beyond the client's credit"
+    );
+}
+
+/// 2.5.6: remote-incoming-window = next-incoming-id(flow) + incoming-window(flow)
+/// - next-outgoing-id; a flow that lags the transfers in flight leaves no window.
+#[test]
+fn h42_session_window_behind_in_flight_is_zero() {
+    let mut o = outbound(6);
+    credit(&mut o, 100, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 6);
+    // The client had seen none of them and grants a window of 2.
+    o.flow(CH, Some(0), 2, None);
+    assert!(o.enqueue(CH, RX, event(9), 1));
+    assert_eq!(
+        transfers(&write(&mut o)).len(),
+        0,
+        "sent beyond the client's session window"
+    );
+}
+
+/// Review 2.6: weft settles with the client's own outcome (it wrote
+/// accepted for every one), and an ended session gets no disposition
+/// after its end.
+#[test]
+fn weft_settles_with_the_clients_outcome_and_not_after_end() {
+    use fe2o3_amqp_types::messaging::DeliveryState;
+    let mut o = outbound(3);
+    credit(&mut o, 3, false, false);
+    assert_eq!(transfers(&write(&mut o)).len(), 3);
+    o.settle(CH, 0, 0, false, Some(Outcome::Rejected));
+    let modified = Outcome::Modified {
+        delivery_failed: true,
+        undeliverable_here: true,
+    };
+    o.settle(CH, 1, 1, false, Some(modified));
+    let sent = write(&mut o);
+    let states: Vec<&DeliveryState> = sent
+        .iter()
+        .filter_map(|f| match &f.performative {
+            Performative::Disposition(d) => d.state.as_ref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{sent:?}");
+    assert!(
+        matches!(states[0], DeliveryState::Rejected(_)),
+        "{:?}",
+        states[0]
+    );
+    let DeliveryState::Modified(m) = states[1] else {
+        panic!("modified: {:?}", states[1]);
+    };
+    assert_eq!(
+        (m.delivery_failed, m.undeliverable_here),
+        (Some(true), Some(true))
+    );
+    o.settle(CH, 2, 2, false, Some(Outcome::Accepted));
+    o.end(CH);
+    assert!(write(&mut o).is_empty(), "a disposition after the end");
+}

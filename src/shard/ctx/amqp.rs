@@ -15,12 +15,13 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::groups::Member;
 use super::table::AmqpLink;
-use super::ShardCtx;
+use super::{ShardCtx, ShardMsg};
 use crate::amqp::outbound::Leftover;
 use crate::shard::mailbox::Mailbox as Session;
 use crate::shard::stats::Counters;
-use crate::topic::trie::CHECKED;
+use crate::topic::trie::{GroupMatch, LocalSub, SessionKey, CHECKED};
 
 impl ShardCtx {
     /// Subscribes a receiver link (weft's `channel` and `handle` for it) to
@@ -105,7 +106,9 @@ impl ShardCtx {
     }
 
     /// Deliveries a receiver called undeliverable here (modified): to
-    /// another member of the link's group, else dropped and counted.
+    /// another member of the link's group, never back to the refusing
+    /// link (review 2.4: a one-member group passed it round forever);
+    /// with none other, dropped and counted.
     pub fn amqp_undeliverable(
         &self,
         session: &Session,
@@ -113,14 +116,45 @@ impl ShardCtx {
         events: Vec<(u32, crate::event::Event)>,
     ) {
         for (handle, event) in events {
-            let group = session
+            let link = session
                 .amqp_links
                 .borrow()
                 .get(&(channel, handle))
-                .and_then(|key| self.table.amqp_link(*key))
-                .and_then(|link| link.group.clone());
-            match group {
-                Some(group) => self.deliver_to_group(event, &group, 0),
+                .and_then(|key| Some((*key, self.table.amqp_link(*key)?.group.clone()?)));
+            let Some((refusing, group)) = link else {
+                Counters::add(&self.counters.amqp_dropped_unsettled, 1);
+                continue;
+            };
+            let matched = self.routing.matches(event.topic());
+            let other = matched
+                .groups
+                .iter()
+                .find(|g| *g.name == *group)
+                .and_then(|g| {
+                    let live = |key| {
+                        self.table
+                            .live_member(
+                                &[LocalSub {
+                                    session: key,
+                                    qos: 0,
+                                }],
+                                0,
+                            )
+                            .is_some()
+                    };
+                    other_member(g, refusing, live, |n| self.groups.below(n), self.mesh_bit())
+                });
+            match other {
+                Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
+                Some(Member::Shard(peer)) => self.control.push(
+                    Some(peer),
+                    ShardMsg::Event {
+                        event,
+                        plain: false,
+                        groups: std::iter::once(group).collect(),
+                        handed: 0,
+                    },
+                ),
                 None => Counters::add(&self.counters.amqp_dropped_unsettled, 1),
             }
         }
@@ -168,5 +202,77 @@ impl ShardCtx {
         for (channel, handle) in links {
             self.amqp_unsubscribe(session, channel, handle, false);
         }
+    }
+}
+
+/// A member of group `g` other than the `refusing` link: uniformly among
+/// this process's live members (here, less the refusing one, and the
+/// shards that have members; the refusing link is on this shard), else
+/// the mesh (`mesh_bit`), else none. `below(n)` picks in `0..n`.
+fn other_member(
+    g: &GroupMatch,
+    refusing: SessionKey,
+    live: impl Fn(SessionKey) -> bool,
+    below: impl FnOnce(usize) -> usize,
+    mesh_bit: u64,
+) -> Option<Member> {
+    let others = || {
+        g.local
+            .iter()
+            .filter(|sub| sub.session != refusing && live(sub.session))
+    };
+    let here = others().count();
+    let shards = g.remote & !mesh_bit;
+    let members = here + shards.count_ones() as usize;
+    if members > 0 {
+        let pick = below(members);
+        return Some(match others().nth(pick) {
+            Some(sub) => Member::Here(*sub),
+            None => Member::Shard(super::groups::nth_bit(shards, pick - here)),
+        });
+    }
+    (g.remote & mesh_bit != 0).then(|| Member::Shard(mesh_bit.trailing_zeros() as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(local: &[SessionKey], remote: u64) -> GroupMatch {
+        GroupMatch {
+            name: Arc::from("g"),
+            local: local
+                .iter()
+                .map(|&session| LocalSub { session, qos: 1 })
+                .collect(),
+            remote,
+        }
+    }
+
+    fn picks(g: &GroupMatch, refusing: SessionKey, mesh_bit: u64) -> Vec<String> {
+        let members = g.local.len() + (g.remote & !mesh_bit).count_ones() as usize;
+        (0..members.max(1))
+            .map(
+                |i| match other_member(g, refusing, |_| true, |n| i % n, mesh_bit) {
+                    Some(Member::Here(sub)) => format!("here {}", sub.session),
+                    Some(Member::Shard(s)) => format!("shard {s}"),
+                    None => "none".into(),
+                },
+            )
+            .collect()
+    }
+
+    /// Review 2.4: an undeliverable-here delivery never goes back to the
+    /// link that refused it; a group of that link alone leaves none.
+    #[test]
+    fn undeliverable_here_never_goes_back_to_the_refusing_link() {
+        assert_eq!(picks(&group(&[7], 0), 7, 0), ["none"]);
+        assert_eq!(picks(&group(&[7, 9], 0), 7, 0), ["here 9", "here 9"]);
+        assert_eq!(picks(&group(&[7], 0b100), 7, 0), ["shard 2", "shard 2"]);
+        // Only the mesh besides: there.
+        assert_eq!(picks(&group(&[7], 0b1000), 7, 0b1000), ["shard 3"]);
+        // A member that is leaving is no member.
+        let g = group(&[7, 9], 0);
+        assert!(other_member(&g, 7, |k| k != 9, |_| 0, 0).is_none());
     }
 }

@@ -17,14 +17,15 @@ use crate::mqtt::outbound::{Backlog, Flight};
 
 impl Mailbox {
     /// `deliver`'s end for an AMQP link: queued with its link (past the
-    /// limit checks `deliver` made).
+    /// limit checks `deliver` made; `len`: the wire length they counted,
+    /// kept with the delivery so that it is not counted again).
     pub(super) fn queue_amqp(
         &self,
         out: &mut Outbound,
-        channel: u16,
-        handle: u32,
+        (channel, handle): (u16, u32),
         event: Event,
         qos: u8,
+        len: usize,
         outcome: Delivery,
     ) -> Delivery {
         let Some(amqp) = out.amqp.as_deref_mut() else {
@@ -32,7 +33,7 @@ impl Mailbox {
             return Delivery::Dropped;
         };
         let before = amqp.queued_bytes();
-        if !amqp.enqueue(channel, handle, event, qos) {
+        if !amqp.enqueue_sized(channel, handle, event, qos, len) {
             // The link detached while the event was on its way.
             self.dropped.set(self.dropped.get() + 1);
             return Delivery::Dropped;
@@ -81,6 +82,14 @@ impl Mailbox {
     /// weft's next transfer-id on a session.
     pub fn amqp_next_outgoing_id(&self, channel: u16) -> Option<u32> {
         self.out.borrow().amqp.as_ref()?.next_outgoing_id(channel)
+    }
+
+    /// weft's next transfer-id of every session, for the machine's flows
+    /// (no allocation: called before each feed).
+    pub fn amqp_each_outgoing(&self, mut f: impl FnMut(u16, u32)) {
+        if let Some(amqp) = self.out.borrow().amqp.as_ref() {
+            amqp.each_outgoing(&mut f);
+        }
     }
 
     pub fn amqp_end(&self, channel: u16) -> Leftover {
