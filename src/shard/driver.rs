@@ -530,6 +530,39 @@ fn log_protocol_error<T: Transport, M: Machine>(conn: &Connection<T>, error: &M:
     }
 }
 
+/// The end every glue with a mailbox shares (NATS, AMQP): the session
+/// leaves the shard, its close is logged (at info with the protocol's own
+/// error, rate-limited; at debug always), and its accept-time count is
+/// released.
+pub fn wrap_up(
+    ctx: &ShardCtx,
+    mailbox: &Rc<Mailbox>,
+    peer: Option<std::net::SocketAddr>,
+    reason: CloseReason,
+    error: Option<&str>,
+    protocol: &'static str,
+) {
+    ctx.unregister(mailbox);
+    if let Some(error) = error {
+        if ctx.log_limiter.allow() {
+            tracing::info!(
+                shard = ctx.id,
+                ?peer,
+                reason = reason.label(),
+                error,
+                "{protocol} connection closed"
+            );
+        }
+    }
+    tracing::debug!(
+        shard = ctx.id,
+        ?peer,
+        reason = reason.label(),
+        "{protocol} connection closed"
+    );
+    release(ctx);
+}
+
 /// Releases the accept-time count of a connection that ended.
 pub fn release(ctx: &ShardCtx) {
     ctx.global_connections()

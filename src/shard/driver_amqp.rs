@@ -80,25 +80,7 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
     conn.attach(mailbox.clone());
     let mut glue = AmqpGlue::default();
     let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
-    ctx.unregister(&mailbox);
-    if let Some(error) = machine.error() {
-        if ctx.log_limiter.allow() {
-            tracing::info!(
-                shard = ctx.id,
-                ?peer,
-                reason = reason.label(),
-                error,
-                "AMQP connection closed"
-            );
-        }
-    }
-    tracing::debug!(
-        shard = ctx.id,
-        ?peer,
-        reason = reason.label(),
-        "AMQP connection closed"
-    );
-    driver::release(&ctx);
+    driver::wrap_up(&ctx, &mailbox, peer, reason, machine.error(), "AMQP");
 }
 
 /// Carries AMQP requests to the shard.

@@ -144,25 +144,7 @@ impl Prepared {
             ..NatsGlue::default()
         };
         let reason = driver::run(&mut conn, &mut machine, &mut glue).await;
-        ctx.unregister(&mailbox);
-        if let Some(error) = machine.error() {
-            if ctx.log_limiter.allow() {
-                tracing::info!(
-                    shard = ctx.id,
-                    ?peer,
-                    reason = reason.label(),
-                    error,
-                    "NATS connection closed"
-                );
-            }
-        }
-        tracing::debug!(
-            shard = ctx.id,
-            ?peer,
-            reason = reason.label(),
-            "NATS connection closed"
-        );
-        driver::release(&ctx);
+        driver::wrap_up(&ctx, &mailbox, peer, reason, machine.error(), "NATS");
     }
 }
 
