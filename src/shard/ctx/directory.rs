@@ -109,6 +109,27 @@ impl ShardCtx {
         (h % shards as u64) as usize
     }
 
+    /// Records this shard as `id`'s home at the id's directory shard (here,
+    /// or by a round trip over the rings) and returns the previous home.
+    async fn claim_at_directory(&self, id: &Arc<str>) -> Option<u16> {
+        let directory = self.directory_shard(id);
+        if directory == self.id {
+            return self.directory.claim(id, self.id);
+        }
+        let token = self.control.token();
+        self.control.push(
+            Some(directory),
+            ShardMsg::Claim {
+                client_id: id.clone(),
+                token,
+            },
+        );
+        match self.control.wait_reply(token, &self.stopping).await {
+            Some(Reply::Claimed(previous)) => previous,
+            _ => None,
+        }
+    }
+
     /// CONNECT of an MQTT client id on this shard: ends any other session
     /// of that id, wherever it lives (MQTT-3.1.4-2), and returns its state
     /// when `want_state` (clean session 0) and it was persistent.
@@ -123,23 +144,7 @@ impl ShardCtx {
         {
             other.close(CloseReason::TakenOver);
         }
-        let directory = self.directory_shard(&id);
-        let previous = if directory == self.id {
-            self.directory.claim(&id, self.id)
-        } else {
-            let token = self.control.token();
-            self.control.push(
-                Some(directory),
-                ShardMsg::Claim {
-                    client_id: id.clone(),
-                    token,
-                },
-            );
-            match self.control.wait_reply(token, &self.stopping).await {
-                Some(Reply::Claimed(previous)) => previous,
-                _ => None,
-            }
-        };
+        let previous = self.claim_at_directory(&id).await;
         // The host we may not know of is ourselves: check locally too.
         let (mut state, will) = self.take_over(&id, want_state, session);
         if let Some(will) = will {
@@ -629,23 +634,7 @@ impl ShardCtx {
     /// that reached both is dropped from the link's queue by the caller.
     pub async fn amqp_durable_take(&self, name: &str) -> Option<Backlog> {
         let id: Arc<str> = Arc::from(&*durable_id(name));
-        let directory = self.directory_shard(&id);
-        let previous = if directory == self.id {
-            self.directory.claim(&id, self.id)
-        } else {
-            let token = self.control.token();
-            self.control.push(
-                Some(directory),
-                ShardMsg::Claim {
-                    client_id: id.clone(),
-                    token,
-                },
-            );
-            match self.control.wait_reply(token, &self.stopping).await {
-                Some(Reply::Claimed(previous)) => previous,
-                _ => None,
-            }
-        };
+        let previous = self.claim_at_directory(&id).await;
         let placeholder = Rc::new(Session::new(SessionKey::MAX, Protocol::Mqtt, "".into()));
         let (mut state, _) = self.take_over(&id, true, &placeholder);
         if let Some(home) = previous.map(usize::from).filter(|&h| h != self.id) {
@@ -663,6 +652,7 @@ impl ShardCtx {
             }
         }
         // Nobody holds the name now (the link is attached): free its entry.
+        let directory = self.directory_shard(&id);
         if directory == self.id {
             self.directory.release(&id, self.id);
         } else {
