@@ -16,6 +16,9 @@
 # Every wait is bounded; any failure prints what was seen and exits 1.
 set -uo pipefail
 
+admin=${WEFT_SMOKE_ADMIN-127.0.0.1:8222}
+mqtt=${WEFT_SMOKE_MQTT:-127.0.0.1:1883}
+nats=${WEFT_SMOKE_NATS:-127.0.0.1:4222}
 mode=${1:?usage: smoke.sh probe|run WEFT [ARGS...]}
 weft=${2:?usage: smoke.sh probe|run WEFT [ARGS...]}
 shift 2
@@ -39,12 +42,14 @@ fail() {
 }
 
 probe() {
-    "$weft" wait --admin 127.0.0.1:8222 --mqtt 127.0.0.1:1883 --nats 127.0.0.1:4222 \
-        --timeout-ms 30000 || fail "the router did not become ready (weft wait, above)"
-    echo "smoke: /readyz 200, MQTT and NATS listeners answer"
+    local targets=(--mqtt "$mqtt" --nats "$nats")
+    [ -n "$admin" ] && targets+=(--admin "$admin")
+    "$weft" wait "${targets[@]}" --timeout-ms 30000 ||
+        fail "the router did not become ready (weft wait ${targets[*]}, above)"
+    echo "smoke: ${admin:+/readyz 200 at $admin, }MQTT at $mqtt and NATS at $nats answer"
 
     local payload="smoke-$$-$RANDOM"
-    "$weft" sub --url nats://127.0.0.1:4222 -t check.smoke -c 1 --timeout 20 \
+    "$weft" sub --url "nats://$nats" -t check.smoke -c 1 --timeout 20 \
         >"$tmp/sub.out" 2>"$tmp/sub.err" &
     local sub=$!
     # NATS has no SUBACK: publish until the subscriber has its message
@@ -52,7 +57,7 @@ probe() {
     local tries=0
     while kill -0 "$sub" 2>/dev/null && [ $tries -lt 100 ]; do
         if grep -q subscribed "$tmp/sub.err" 2>/dev/null; then
-            "$weft" pub -t check/smoke -q 1 -m "$payload" >/dev/null 2>"$tmp/pub.err" ||
+            "$weft" pub --url "mqtt://$mqtt" -t check/smoke -q 1 -m "$payload" >/dev/null 2>"$tmp/pub.err" ||
                 fail "weft pub over MQTT failed: $(cat "$tmp/pub.err")"
         fi
         tries=$((tries + 1))
