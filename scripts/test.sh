@@ -70,13 +70,14 @@ fi
 
 # A test that cannot run here (tests/mesh_netns.rs without root or
 # iproute2, tests/browser.rs without its browser, tests/pubsub_cli.rs
-# without mosquitto or nats-server) appends a line to this file; they are
+# without mosquitto or nats-server, tests/packaging.rs without
+# systemd-analyze) appends a line to this file; they are
 # printed at the end, after cargo's summary, so that a skip never reads as
 # a pass. In CI (CI=true, root on a machine that can make namespaces and
 # install packages) such a test fails instead.
 WEFT_SKIP_REPORT=$(mktemp)
 export WEFT_SKIP_REPORT
-if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1 WEFT_RABBITMQ_REQUIRED=1; fi
+if [ "${CI:-}" = true ]; then export WEFT_NETNS_REQUIRED=1 WEFT_BROWSER_REQUIRED=1 WEFT_RABBITMQ_REQUIRED=1 WEFT_SYSTEMD_REQUIRED=1; fi
 report_skips() {
     if [ -s "$WEFT_SKIP_REPORT" ]; then
         echo
