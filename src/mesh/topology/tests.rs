@@ -633,9 +633,9 @@ fn random_meshes_converge_and_never_loop() {
             }
         }
         for i in 0..n {
-            for j in 0..n {
+            for (j, id) in ids.iter().enumerate() {
                 let same = root(&mut comp, i) == root(&mut comp, j);
-                let held = net.dbs[i].record(&ids[j]).map(|r| r.seq);
+                let held = net.dbs[i].record(id).map(|r| r.seq);
                 if same {
                     // Within a refresh's flight: the latest, or the one
                     // before it if a refresh is on its way.
