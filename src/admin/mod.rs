@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
+//! and paginated JSON views `/connections`, `/subscriptions`, `/links`, and
+//! the mesh as a graph, `/topology` ([`topology`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -16,6 +17,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -218,6 +220,14 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             };
             (200, JSON, body.to_string().into_bytes())
         }
+        "/topology" => {
+            let body = match topology::topology(state) {
+                Some(t) => serde_json::to_vec(&t).unwrap_or_default(),
+                // The mesh is off (or the bridge has not ticked yet).
+                None => br#"{"router_id":null,"routers":[],"edges":[]}"#.to_vec(),
+            };
+            (200, JSON, body)
+        }
         _ => (404, TEXT, b"not found\n".to_vec()),
     }
 }
@@ -298,7 +308,13 @@ mod tests {
     #[test]
     fn the_token_guards_every_path_but_health() {
         let t = "s3cret";
-        for path in ["/metrics", "/connections?limit=1", "/links", "/nowhere"] {
+        for path in [
+            "/metrics",
+            "/connections?limit=1",
+            "/links",
+            "/topology",
+            "/nowhere",
+        ] {
             assert!(!authorized(t, &request(path, None)), "{path}");
             assert!(
                 !authorized(t, &request(path, Some("Bearer s3cre"))),
