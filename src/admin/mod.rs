@@ -1,5 +1,7 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
+//! paginated JSON views `/connections`, `/subscriptions`, `/links`, and
+//! the web console's data `/console/state`, `/console/events` ([`console`],
+//! streamed as server-sent events: [`sse`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -12,7 +14,9 @@
 //! Bounds: views hold at most `admin.view_entries_max` entries per shard,
 //! pages at most `admin.page_size_max`; request heads at most
 //! `admin.request_bytes_max`, within `admin.request_timeout_ms`; request
-//! bodies are never read.
+//! bodies are never read; console streams at most
+//! `admin.console_streams_max`, each with at most
+//! `admin.console_stream_bytes_max` waiting.
 
 pub mod console;
 pub mod http;
