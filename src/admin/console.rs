@@ -425,6 +425,8 @@ mod tests {
             router_id: "r1".into(),
             console_interval: Duration::from_millis(100),
             console_topics_max: 4,
+            console_streams: Default::default(),
+            console_streams_slow: Default::default(),
         }
     }
 

@@ -84,6 +84,8 @@ pub trait Service {
     fn tick(&mut self, now: Instant, streams: usize) -> Option<Vec<u8>>;
     /// When `tick` wants to run next, if sooner than the poll interval.
     fn wake_at(&self, streams: usize) -> Option<Instant>;
+    /// A stream was closed on a send (its client too slow, or gone).
+    fn stream_ended(&mut self, _why: super::sse::Ended) {}
 }
 
 /// A service of plain answers (no streams) from a function.
@@ -170,7 +172,13 @@ pub fn serve(
             }
         }
         if let Some(bytes) = service.tick(Instant::now(), streams.len()) {
-            streams.retain_mut(|s| s.send(&bytes));
+            streams.retain_mut(|s| match s.send(&bytes) {
+                Ok(()) => true,
+                Err(ended) => {
+                    service.stream_ended(ended);
+                    false
+                }
+            });
         }
         // After the answer's socket is closed, so that its descriptor is
         // the one taken back.
@@ -354,7 +362,7 @@ fn answer(
     };
     socket.set_nonblocking(true)?;
     let mut s = Stream::new(socket, limits.stream_bytes_max);
-    Ok(s.send(&first).then_some(s))
+    Ok(s.send(&first).is_ok().then_some(s))
 }
 
 /// Fills `head` until it holds a blank line: `Some(head length)`, or
@@ -574,6 +582,7 @@ mod tests {
     /// records how many are open.
     struct Firehose {
         open: Arc<std::sync::atomic::AtomicUsize>,
+        slow: Arc<std::sync::atomic::AtomicUsize>,
         chunk: usize,
     }
 
@@ -595,6 +604,11 @@ mod tests {
         fn wake_at(&self, streams: usize) -> Option<Instant> {
             (streams > 0).then(|| Instant::now() + Duration::from_millis(1))
         }
+        fn stream_ended(&mut self, why: crate::admin::sse::Ended) {
+            if why == crate::admin::sse::Ended::Slow {
+                self.slow.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A stream whose client reads keeps going; one whose client never
@@ -607,6 +621,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let limits = Limits {
             request_bytes_max: 256,
             timeout: Duration::from_millis(500),
@@ -614,7 +629,7 @@ mod tests {
             stream_bytes_max: 64 * 1024,
         };
         let server = {
-            let (stop, open) = (stop.clone(), open.clone());
+            let (stop, open, slow) = (stop.clone(), open.clone(), slow.clone());
             std::thread::spawn(move || {
                 serve(
                     listener,
@@ -622,6 +637,7 @@ mod tests {
                     || stop.load(Ordering::Relaxed),
                     Firehose {
                         open,
+                        slow,
                         chunk: 16 * 1024,
                     },
                 )
@@ -682,6 +698,7 @@ mod tests {
         wait_for("the stalled stream closed", &|| {
             open.load(Ordering::Relaxed) == 1
         });
+        assert_eq!(slow.load(Ordering::Relaxed), 1, "closed as too slow");
         stalled.set_read_timeout(Some(WAIT)).unwrap();
         let mut sink = Vec::new();
         let end = stalled.read_to_end(&mut sink);

@@ -47,6 +47,10 @@ pub struct AdminState {
     pub console_interval: Duration,
     /// `admin.console_topics_max`.
     pub console_topics_max: usize,
+    /// Console streams open, and closed for a client too slow
+    /// (`weft_admin_console_streams*` in /metrics).
+    pub console_streams: std::sync::atomic::AtomicUsize,
+    pub console_streams_slow: std::sync::atomic::AtomicU64,
 }
 
 /// The endpoint as the server runs it: the routes, and the console's
@@ -84,7 +88,16 @@ impl http::Service for Service {
     }
 
     fn tick(&mut self, now: std::time::Instant, streams: usize) -> Option<Vec<u8>> {
+        self.state.console_streams.store(streams, Ordering::Relaxed);
         self.console.tick(&self.state, now, streams)
+    }
+
+    fn stream_ended(&mut self, why: sse::Ended) {
+        if why == sse::Ended::Slow {
+            self.state
+                .console_streams_slow
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn wake_at(&self, streams: usize) -> Option<std::time::Instant> {
@@ -254,6 +267,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                 if let Some(v) = state.mesh_view.lock().ok().and_then(|v| v.clone()) {
                     metrics::render_mesh(&v, &mut text);
                 }
+                metrics::render_console(
+                    state.console_streams.load(Ordering::Relaxed),
+                    state.console_streams_slow.load(Ordering::Relaxed),
+                    &mut text,
+                );
                 text.into_bytes()
             })
         }

@@ -165,19 +165,28 @@ impl Stream {
         Some(self)
     }
 
-    /// Queues `bytes` and writes what the socket takes; false when the
-    /// stream must end (over its bound, or an error).
-    pub fn send(&mut self, bytes: &[u8]) -> bool {
+    /// Queues `bytes` and writes what the socket takes; Err when the
+    /// stream must end.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), Ended> {
         if let Err(over) = self.out.push(bytes) {
             tracing::debug!(
                 pending = over.pending,
                 "admin: stream closed: its client does not read \
                  (admin.console_stream_bytes_max)"
             );
-            return false;
+            return Err(Ended::Slow);
         }
-        self.out.flush(&mut self.socket).is_ok()
+        self.out.flush(&mut self.socket).map_err(|_| Ended::Error)
     }
+}
+
+/// Why a stream ended on a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Over `admin.console_stream_bytes_max` waiting.
+    Slow,
+    /// The socket failed (the client went).
+    Error,
 }
 
 #[cfg(test)]
