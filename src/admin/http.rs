@@ -1,6 +1,9 @@
 //! The admin endpoint's HTTP server: HTTP/1.x GET, one request per
 //! connection (`Connection: close`), served one at a time on the admin
-//! thread with plain std sockets.
+//! thread with plain std sockets; beside them, long-lived streams (the
+//! web console's server-sent events, [`Reply::Stream`]) that the same
+//! loop writes with non-blocking writes when poll says a socket has room,
+//! so that no stream holds a request up (no thread per stream).
 //!
 //! Why our own and not a crate: the endpoint's one hard requirement is that
 //! no error of its own can take the router down. tiny_http, used before,
@@ -29,13 +32,19 @@
 //! Bounds: a request head (request line and headers) of at most
 //! `admin.request_bytes_max` bytes (431 beyond); `admin.request_timeout_ms`
 //! to send it and again to take the answer, so a slow client holds the
-//! endpoint at most twice that; request bodies are never read.
+//! endpoint at most twice that (the streams wait meanwhile, their bytes
+//! queued); request bodies are never read. At most
+//! `admin.console_streams_max` streams (503 beyond), each closed once
+//! `admin.console_stream_bytes_max` bytes wait for its client (`sse`). An
+//! error on a stream ends that stream only.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+
+use super::sse::Stream;
 
 /// A parsed request line, and the one header the endpoint reads; the
 /// others are read (to find the head's end) and ignored.
@@ -53,10 +62,55 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// What a request gets: one answer, or a stream kept open.
+pub enum Reply {
+    Full(Response),
+    /// A `200` head with this content type and no length, then `first`,
+    /// then the bytes [`Service::tick`] returns, until the client goes or
+    /// does not read (see `sse`).
+    Stream {
+        content_type: &'static str,
+        first: Vec<u8>,
+    },
+}
+
+/// What the server runs: the requests' handler, and a clock for the
+/// streams.
+pub trait Service {
+    fn handle(&mut self, request: &Request<'_>) -> Reply;
+    /// Called on every turn of the loop (at least every
+    /// `POLL_INTERVAL_MS`), with the number of streams open; what it
+    /// returns is sent on every stream.
+    fn tick(&mut self, now: Instant, streams: usize) -> Option<Vec<u8>>;
+    /// When `tick` wants to run next, if sooner than the poll interval.
+    fn wake_at(&self, streams: usize) -> Option<Instant>;
+    /// A stream was closed on a send (its client too slow, or gone).
+    fn stream_ended(&mut self, _why: super::sse::Ended) {}
+}
+
+/// A service of plain answers (no streams) from a function.
+pub struct Plain<F>(pub F);
+
+impl<F: FnMut(&Request<'_>) -> Response> Service for Plain<F> {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        Reply::Full((self.0)(request))
+    }
+    fn tick(&mut self, _: Instant, _: usize) -> Option<Vec<u8>> {
+        None
+    }
+    fn wake_at(&self, _: usize) -> Option<Instant> {
+        None
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub request_bytes_max: usize,
     pub timeout: Duration,
+    /// Streams open at once (`admin.console_streams_max`); 503 beyond.
+    pub streams_max: usize,
+    /// Bytes a stream may have waiting (`admin.console_stream_bytes_max`).
+    pub stream_bytes_max: usize,
 }
 
 /// How often the loop checks `stop` while no request comes.
@@ -72,7 +126,7 @@ pub fn serve(
     listener: TcpListener,
     limits: Limits,
     stop: impl Fn() -> bool,
-    mut handle: impl FnMut(&Request<'_>) -> Response,
+    mut service: impl Service,
 ) {
     if let Err(e) = listener.set_nonblocking(true) {
         // Still served: poll says when accept will not block.
@@ -80,27 +134,51 @@ pub fn serve(
     }
     let mut reserve = open_reserve();
     let mut errors = ErrorLog::default();
+    let mut streams: Vec<Stream> = Vec::new();
     while !stop() {
-        match readable(&listener) {
-            Ok(false) => continue,
-            Ok(true) => {}
+        let timeout = service
+            .wake_at(streams.len())
+            .map_or(Duration::from_millis(POLL_INTERVAL_MS.into()), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+        let (incoming, ready) = match wait(&listener, &streams, timeout) {
+            Ok(r) => r,
             Err(e) => {
                 errors.log("admin: waiting for requests failed", &e);
                 std::thread::sleep(ACCEPT_ERROR_PAUSE);
                 continue;
             }
-        }
-        match accept(&listener, &mut reserve) {
-            Ok(stream) => {
-                if let Err(e) = answer(stream, limits, &mut handle) {
-                    tracing::debug!(error = %e, "admin: request not answered");
+        };
+        streams = streams
+            .into_iter()
+            .zip(ready)
+            .filter_map(|(s, flags)| s.turn(flags))
+            .collect();
+        if incoming {
+            match accept(&listener, &mut reserve) {
+                Ok(socket) => {
+                    let room = streams.len() < limits.streams_max;
+                    match answer(socket, limits, room, &mut service) {
+                        Ok(Some(stream)) => streams.push(stream),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "admin: request not answered"),
+                    }
+                }
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    errors.log("admin: accept failed", &e);
+                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
                 }
             }
-            Err(e) if is_transient(&e) => {}
-            Err(e) => {
-                errors.log("admin: accept failed", &e);
-                std::thread::sleep(ACCEPT_ERROR_PAUSE);
-            }
+        }
+        if let Some(bytes) = service.tick(Instant::now(), streams.len()) {
+            streams.retain_mut(|s| match s.send(&bytes) {
+                Ok(()) => true,
+                Err(ended) => {
+                    service.stream_ended(ended);
+                    false
+                }
+            });
         }
         // After the answer's socket is closed, so that its descriptor is
         // the one taken back.
@@ -108,6 +186,47 @@ pub fn serve(
             reserve = open_reserve();
         }
     }
+}
+
+/// Waits at most `timeout` for a request, or for a stream's socket to
+/// have room (when it has bytes waiting), news or an error; returns
+/// whether a request waits, and each stream's events.
+fn wait(
+    listener: &TcpListener,
+    streams: &[Stream],
+    timeout: Duration,
+) -> io::Result<(bool, Vec<nix::poll::PollFlags>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = Vec::with_capacity(1 + streams.len());
+    fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+    for s in streams {
+        let mut flags = PollFlags::POLLIN;
+        if s.pending() > 0 {
+            flags |= PollFlags::POLLOUT;
+        }
+        fds.push(PollFd::new(s.as_fd(), flags));
+    }
+    // Whole milliseconds, rounded up: a wake-up due in 0.4 ms must not
+    // spin with a zero timeout.
+    let ms = timeout
+        .as_micros()
+        .div_ceil(1000)
+        .min(u128::from(POLL_INTERVAL_MS)) as u16;
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => {
+            return Ok((false, vec![PollFlags::empty(); streams.len()]))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let revents: Vec<PollFlags> = fds
+        .iter()
+        .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+        .collect();
+    Ok((
+        revents[0].contains(PollFlags::POLLIN),
+        revents[1..].to_vec(),
+    ))
 }
 
 /// Gives the calling thread a descriptor table of its own holding only
@@ -142,16 +261,6 @@ pub fn private_descriptor_table() -> io::Result<()> {
 
 fn open_reserve() -> Option<File> {
     File::open("/dev/null").ok()
-}
-
-fn readable(listener: &TcpListener) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, POLL_INTERVAL_MS) {
-        Ok(n) => Ok(n > 0),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn accept(listener: &TcpListener, reserve: &mut Option<File>) -> io::Result<TcpStream> {
@@ -205,26 +314,55 @@ impl ErrorLog {
     }
 }
 
-/// Reads one request head, answers it, and closes the connection.
+/// Reads one request head and answers it: a full answer closes the
+/// connection; a stream is handed back (`room`: whether one more may
+/// open, 503 otherwise).
 fn answer(
-    mut stream: TcpStream,
+    mut socket: TcpStream,
     limits: Limits,
-    handle: &mut impl FnMut(&Request<'_>) -> Response,
-) -> io::Result<()> {
+    room: bool,
+    service: &mut impl Service,
+) -> io::Result<Option<Stream>> {
     let mut head = Vec::with_capacity(limits.request_bytes_max.min(1024));
     let deadline = Instant::now() + limits.timeout;
-    let response = match read_head(&mut stream, &mut head, limits.request_bytes_max, deadline)? {
+    let reply = match read_head(&mut socket, &mut head, limits.request_bytes_max, deadline)? {
         Some(len) => match parse(&head[..len]) {
-            Ok(request) => handle(&request),
-            Err(reason) => text(400, reason),
+            Ok(request) => service.handle(&request),
+            Err(reason) => Reply::Full(text(400, reason)),
         },
-        None => text(431, "request head too long"),
+        None => Reply::Full(text(431, "request head too long")),
     };
-    let out = encode(&response);
+    let (out, stream) = match reply {
+        Reply::Full(response) => (encode(&response), None),
+        Reply::Stream { .. } if !room => (
+            encode(&text(
+                503,
+                "too many event streams open (admin.console_streams_max)",
+            )),
+            None,
+        ),
+        Reply::Stream {
+            content_type,
+            first,
+        } => (
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
+                 Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+            Some(first),
+        ),
+    };
     // The handler may have taken a while (views wait for the shards): a
     // fresh allowance for the answer.
-    write_all(&mut stream, &out, Instant::now() + limits.timeout)?;
-    stream.shutdown(Shutdown::Write)
+    write_all(&mut socket, &out, Instant::now() + limits.timeout)?;
+    let Some(first) = stream else {
+        socket.shutdown(Shutdown::Write)?;
+        return Ok(None);
+    };
+    socket.set_nonblocking(true)?;
+    let mut s = Stream::new(socket, limits.stream_bytes_max);
+    Ok(s.send(&first).is_ok().then_some(s))
 }
 
 /// Fills `head` until it holds a blank line: `Some(head length)`, or
@@ -396,6 +534,8 @@ mod tests {
         let limits = Limits {
             request_bytes_max: 256,
             timeout: Duration::from_millis(200),
+            streams_max: 1,
+            stream_bytes_max: 1024,
         };
         let server = {
             let stop = stop.clone();
@@ -404,11 +544,11 @@ mod tests {
                     listener,
                     limits,
                     || stop.load(Ordering::Relaxed),
-                    |r| Response {
+                    Plain(|r: &Request<'_>| Response {
                         status: 200,
                         content_type: "text/plain",
                         body: format!("{} {}", r.method, r.target).into_bytes(),
-                    },
+                    }),
                 )
             })
         };
@@ -436,5 +576,155 @@ mod tests {
         drop((silent, half));
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
+    }
+
+    /// Streams on `/s`: every turn sends `chunk` bytes to each, and
+    /// records how many are open.
+    struct Firehose {
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        slow: Arc<std::sync::atomic::AtomicUsize>,
+        chunk: usize,
+    }
+
+    impl Service for Firehose {
+        fn handle(&mut self, r: &Request<'_>) -> Reply {
+            if r.target == "/s" {
+                Reply::Stream {
+                    content_type: "text/event-stream",
+                    first: b": hi\n\n".to_vec(),
+                }
+            } else {
+                Reply::Full(text(200, "plain"))
+            }
+        }
+        fn tick(&mut self, _: Instant, streams: usize) -> Option<Vec<u8>> {
+            self.open.store(streams, Ordering::Relaxed);
+            (streams > 0).then(|| vec![b'x'; self.chunk])
+        }
+        fn wake_at(&self, streams: usize) -> Option<Instant> {
+            (streams > 0).then(|| Instant::now() + Duration::from_millis(1))
+        }
+        fn stream_ended(&mut self, why: crate::admin::sse::Ended) {
+            if why == crate::admin::sse::Ended::Slow {
+                self.slow.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A stream whose client reads keeps going; one whose client never
+    /// reads is closed at its bound; one beyond `streams_max` is refused
+    /// 503; plain requests are answered all along.
+    #[test]
+    fn streams_are_bounded_and_do_not_block_requests() {
+        const WAIT: Duration = Duration::from_secs(20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let limits = Limits {
+            request_bytes_max: 256,
+            timeout: Duration::from_millis(500),
+            streams_max: 2,
+            stream_bytes_max: 64 * 1024,
+        };
+        let server = {
+            let (stop, open, slow) = (stop.clone(), open.clone(), slow.clone());
+            std::thread::spawn(move || {
+                serve(
+                    listener,
+                    limits,
+                    || stop.load(Ordering::Relaxed),
+                    Firehose {
+                        open,
+                        slow,
+                        chunk: 16 * 1024,
+                    },
+                )
+            })
+        };
+        let open_stream = || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /s HTTP/1.1\r\n\r\n").unwrap();
+            s
+        };
+        let head_of = |s: &mut TcpStream| {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while head_end(&head).is_none() {
+                assert_eq!(s.read(&mut b).unwrap(), 1, "{head:?}");
+                head.push(b[0]);
+            }
+            String::from_utf8(head).unwrap()
+        };
+        let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + WAIT;
+            while !cond() {
+                assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // A reader: drains its stream on a thread of its own.
+        let mut reader = open_stream();
+        let head = head_of(&mut reader);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/event-stream\r\n"),
+            "{head}"
+        );
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reading = {
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.fetch_add(n, Ordering::Relaxed);
+                }
+            })
+        };
+        // A stream that never reads after its head.
+        let mut stalled = open_stream();
+        assert!(head_of(&mut stalled).starts_with("HTTP/1.1 200 "));
+        wait_for("two streams", &|| open.load(Ordering::Relaxed) == 2);
+        // A third is refused while both are open.
+        let mut third = open_stream();
+        let mut answer = String::new();
+        third.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        // The stalled one fills its socket, then its bound: closed.
+        wait_for("the stalled stream closed", &|| {
+            open.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(slow.load(Ordering::Relaxed), 1, "closed as too slow");
+        stalled.set_read_timeout(Some(WAIT)).unwrap();
+        let mut sink = Vec::new();
+        let end = stalled.read_to_end(&mut sink);
+        assert!(
+            end.is_ok()
+                || end
+                    .as_ref()
+                    .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock),
+            "the stalled stream ends: {end:?}"
+        );
+        // The reader still gets bytes, and plain requests are answered.
+        let before = got.load(Ordering::Relaxed);
+        wait_for("the reader reads on", &|| {
+            got.load(Ordering::Relaxed) > before + 64 * 1024
+        });
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"GET /p HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        plain.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("plain\n"),
+            "{answer}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        // The server's end closed the reader's stream.
+        reading.join().unwrap();
     }
 }
