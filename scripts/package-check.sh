@@ -62,7 +62,8 @@ run() {
     local line="$*"
     # podman's storage options, once set, read as plain `podman`.
     [ -n "${podman_long:-}" ] && line=${line//"$podman_long"/podman}
-    echo "+ $line"
+    # (On stderr: a caller's redirection of stdout does not hide it.)
+    echo "+ $line" >&2
     "$@"
 }
 
