@@ -163,6 +163,7 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                 if let Some(v) = state.mesh_view.lock().ok().and_then(|v| v.clone()) {
                     metrics::render_mesh(&v, &mut text);
                 }
+                metrics::render_trace(&state.global.trace, &mut text);
                 text.into_bytes()
             })
         }

@@ -100,6 +100,8 @@ pub struct Global {
     /// Connections per listener, source address and user (touched at
     /// accept, CONNECT and close only; see `shard::admission`).
     pub admission: Arc<super::admission::Admission>,
+    /// Trace context and the span queue (`crate::trace`), one per process.
+    pub trace: Arc<crate::trace::Tracer>,
 }
 
 impl Global {
