@@ -311,3 +311,217 @@ async fn mqtt5_traceparent_reaches_nats_two_routers_away_with_spans() {
     assert!(value("weft_trace_spans_exported_total") >= 2);
     assert_eq!(value("weft_trace_spans_dropped_total"), 0);
 }
+
+/// The W3C fields of an MQTT 5 PUBLISH (its user properties).
+fn mqtt5_trace(p: &rumqttc::v5::mqttbytes::v5::Publish) -> (String, String) {
+    let props = p.properties.as_ref().expect("properties");
+    let get = |name: &str| {
+        let all: Vec<&String> = props
+            .user_properties
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(all.len(), 1, "one {name}: {:?}", props.user_properties);
+        all[0].clone()
+    };
+    (get("traceparent"), get("tracestate"))
+}
+
+/// `traceparent` of the hop: same trace id as `sent`, another parent.
+fn assert_next_hop(sent: &str, got: &str, what: &str) {
+    let (s, g): (Vec<&str>, Vec<&str>) = (sent.split('-').collect(), got.split('-').collect());
+    assert_eq!(g.len(), 4, "{what}: {got}");
+    assert_eq!(
+        (g[0], g[1], g[3]),
+        ("00", s[1], s[3]),
+        "{what}: same trace: {got}"
+    );
+    assert_ne!(g[2], s[2], "{what}: the router's span is the parent: {got}");
+}
+
+/// One router, no collector: the trace context crosses from the HTTP edge
+/// and from NATS to NATS, MQTT 5 and AMQP subscribers in each one's form
+/// (AMQP: message-annotations, the W3C AMQP draft's place for an
+/// intermediary), with this router as the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_protocol_gets_the_hop_in_its_own_form() {
+    use fe2o3_amqp::types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp::types::messaging::Body;
+    use fe2o3_amqp::types::primitives::Value;
+    let mut launch = Launch::new(1, "");
+    launch.args = [
+        "--router-id",
+        "solo",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--amqp-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let weft = Weft::launch_with(launch);
+
+    let nats_client = nats(weft.nats).await;
+    let mut nats_sub = nats_client.subscribe("tp.>").await.unwrap();
+    nats_sync(&nats_client).await;
+
+    let o = rumqttc::v5::MqttOptions::new("tp-sub", weft.addr.ip().to_string(), weft.addr.port());
+    let (mqtt, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 64);
+    let (tx, mut mqtt_in) = tokio::sync::mpsc::unbounded_channel();
+    let (subacked_tx, subacked) = tokio::sync::oneshot::channel();
+    let mut subacked_tx = Some(subacked_tx);
+    tokio::spawn(async move {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        while let Ok(ev) = eventloop.poll().await {
+            match ev {
+                rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
+                    let _ = tx.send(p);
+                }
+                rumqttc::v5::Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(t) = subacked_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    mqtt.subscribe("tp/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, subacked)
+        .await
+        .expect("SUBACK")
+        .unwrap();
+
+    let url = format!("amqp://{}", weft.amqp.expect("amqp listener"));
+    let mut connection = tokio::time::timeout(WAIT, fe2o3_amqp::Connection::open("tp", &url[..]))
+        .await
+        .expect("open in time")
+        .expect("open");
+    let mut session = fe2o3_amqp::Session::begin(&mut connection).await.unwrap();
+    let mut receiver = fe2o3_amqp::Receiver::attach(&mut session, "rx", "tp/#")
+        .await
+        .expect("receiver attached");
+
+    // HTTP edge: the W3C headers of a publish.
+    let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let http = weft.http.expect("http listener");
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = format!(
+        "POST /v1/topics/tp/http HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\
+         traceparent: {sent}\r\ntracestate: congo=t61rcWkgMzE\r\n\r\nhi"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer),
+    )
+    .await
+    .expect("answer in time")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    let m = tokio::time::timeout(WAIT, nats_sub.next())
+        .await
+        .expect("NATS in time")
+        .unwrap();
+    let h = m.headers.as_ref().expect("headers");
+    let nats_tp = h
+        .get("traceparent")
+        .expect("traceparent")
+        .as_str()
+        .to_owned();
+    assert_next_hop(sent, &nats_tp, "HTTP → NATS");
+    assert_eq!(
+        h.get("tracestate").unwrap().as_str(),
+        "weft=solo,congo=t61rcWkgMzE"
+    );
+
+    let p = tokio::time::timeout(WAIT, mqtt_in.recv())
+        .await
+        .expect("MQTT in time")
+        .unwrap();
+    let (tp, ts) = mqtt5_trace(&p);
+    assert_eq!(tp, nats_tp, "one hop, one context for every subscriber");
+    assert_eq!(ts, "weft=solo,congo=t61rcWkgMzE");
+
+    let d = tokio::time::timeout(WAIT, receiver.recv::<Body<Value>>())
+        .await
+        .expect("AMQP in time")
+        .unwrap();
+    let annotations: Vec<(String, Value)> = d
+        .message()
+        .message_annotations
+        .clone()
+        .expect("message-annotations")
+        .0
+        .into_iter()
+        .filter_map(|(k, v)| match k {
+            OwnedKey::Symbol(s) => Some((s.0, v)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        annotations,
+        [
+            ("traceparent".to_string(), Value::String(nats_tp.clone())),
+            (
+                "tracestate".to_string(),
+                Value::String("weft=solo,congo=t61rcWkgMzE".into())
+            ),
+        ]
+    );
+    receiver.accept(&d).await.unwrap();
+
+    // NATS headers in, MQTT 5 user properties out; an invalid one restarts.
+    for (sent, restart) in [(sent, false), ("00-zz-bad", true)] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("traceparent", sent);
+        headers.insert("tracestate", "vendor=1");
+        nats_client
+            .publish_with_headers("tp.nats", headers, "n".into())
+            .await
+            .unwrap();
+        nats_client.flush().await.unwrap();
+        let p = tokio::time::timeout(WAIT, mqtt_in.recv())
+            .await
+            .expect("MQTT in time")
+            .unwrap();
+        let (tp, ts) = mqtt5_trace(&p);
+        if restart {
+            let f: Vec<&str> = tp.split('-').collect();
+            assert_eq!(
+                (f.len(), f[0], f[3]),
+                (4, "00", "00"),
+                "a new, unsampled trace: {tp}"
+            );
+            assert_eq!(ts, "weft=solo", "the old tracestate is not parsed");
+        } else {
+            assert_next_hop(sent, &tp, "NATS → MQTT 5");
+            assert_eq!(ts, "weft=solo,vendor=1");
+        }
+        // The NATS subscriber gets the same hop (HTTP's event came first).
+        let m = tokio::time::timeout(WAIT, nats_sub.next())
+            .await
+            .expect("NATS in time")
+            .unwrap();
+        assert_eq!(m.headers.unwrap().get("traceparent").unwrap().as_str(), tp);
+    }
+
+    // The counters: three traced events, one restarted.
+    let (_, metrics) = admin_get(weft.admin, "/metrics").await;
+    assert!(metrics.contains("\nweft_trace_hops_total 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nweft_trace_restarted_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nweft_trace_spans_queued_total 0\n"),
+        "no endpoint, no spans"
+    );
+}
