@@ -181,11 +181,11 @@ fn is_trace_field(name: &str) -> bool {
 pub fn mqtt5_from_nats_headers(block: &[u8]) -> Option<Mqtt5Form> {
     let form = nats_form(block)?;
     // A W3C `traceparent` header beside `ce-traceparent`: in MQTT 5 both
-    // are the user property `traceparent`, and the W3C one (this hop's
-    // context, `trace`) is the one kept.
-    let w3c = header_fields(block)
+    // are the user property `traceparent`, and the extension's (the
+    // starting trace, which a CloudEvent keeps) is the one kept.
+    let extension = header_fields(block)
         .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("traceparent"));
+        .any(|(k, _)| k.eq_ignore_ascii_case("ce-traceparent"));
     let mut properties = Vec::new();
     let mut content_type = None;
     for (key, value) in header_fields(block) {
@@ -194,7 +194,7 @@ pub fn mqtt5_from_nats_headers(block: &[u8]) -> Option<Mqtt5Form> {
                 content_type = Some(value.to_string());
             }
             Form::Binary(_) => match attribute_of_header(key) {
-                Some(name) if w3c && is_trace_field(&name) => {}
+                None if extension && is_trace_field(&key.to_ascii_lowercase()) => {}
                 Some(name) => {
                     // nats_form decoded every value already.
                     let value = decode_value(value.as_bytes()).unwrap_or_default();

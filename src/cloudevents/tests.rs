@@ -488,9 +488,9 @@ fn binary_events_become_structured_for_mqtt3() {
 
 /// A NATS publisher's CloudEvent with a W3C `traceparent` header beside
 /// `ce-traceparent`: an MQTT 5 subscriber gets one `traceparent` user
-/// property, the W3C one (the hop's context).
+/// property, the extension's (the starting trace).
 #[test]
-fn w3c_traceparent_header_wins_in_mqtt5() {
+fn extension_traceparent_wins_in_mqtt5() {
     let block = b"NATS/1.0\r\nce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\n\
 ce-traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\
 traceparent: 00-0af7651916cd43dd8448eb211c80319c-00000000000000aa-01\r\n\r\n";
@@ -503,6 +503,6 @@ traceparent: 00-0af7651916cd43dd8448eb211c80319c-00000000000000aa-01\r\n\r\n";
         .collect();
     assert_eq!(
         tps,
-        ["00-0af7651916cd43dd8448eb211c80319c-00000000000000aa-01"]
+        ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]
     );
 }

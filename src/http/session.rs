@@ -204,8 +204,9 @@ impl HttpSession {
             .iter()
             .any(|(name, _)| name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ce-")));
         // W3C trace context (`trace`): the headers become the user
-        // properties every other protocol reads them from; over a
-        // CloudEvent's `ce-traceparent` attribute when both are sent.
+        // properties every other protocol reads them from. A CloudEvent
+        // that has a `ce-traceparent` keeps it (the extension's starting
+        // trace); one without gets the W3C headers as its attributes.
         let trace_fields: Vec<(Box<str>, Box<str>)> = req
             .headers
             .iter()
@@ -218,9 +219,9 @@ impl HttpSession {
             })
             .collect();
         let with_trace = |mut meta: EventMeta| {
-            if trace_fields.iter().any(|(k, _)| &**k == TRACEPARENT) {
-                meta.user_properties
-                    .retain(|(k, _)| &**k != TRACEPARENT && &**k != TRACESTATE);
+            let has = |name: &str| meta.user_properties.iter().any(|(k, _)| &**k == name);
+            if trace_fields.iter().any(|(k, _)| &**k == TRACEPARENT) && !has(TRACEPARENT) {
+                meta.user_properties.retain(|(k, _)| &**k != TRACESTATE);
                 meta.user_properties.extend(trace_fields.iter().cloned());
             }
             meta

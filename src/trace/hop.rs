@@ -213,16 +213,46 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// True when `props` are a binary-mode CloudEvent's attributes (the four
+/// required ones are there: the MQTT binding's rule). Their `traceparent`
+/// / `tracestate` are then the distributed-tracing extension's, which
+/// carry the *starting* trace and must not change per hop (CloudEvents
+/// extension "distributed-tracing"); in the MQTT 5 binding they have the
+/// W3C properties' names, so such properties are left alone.
+pub fn cloudevent<'a>(mut props: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
+    crate::cloudevents::REQUIRED
+        .iter()
+        .all(|r| props.clone().any(|(k, _)| k == *r))
+        && props.next().is_some()
+}
+
+/// The user properties that can hold W3C trace context: none of a
+/// CloudEvent's (see [`cloudevent`]).
+pub fn w3c_props<'a, I>(props: I) -> impl Iterator<Item = (&'a str, &'a str)> + Clone
+where
+    I: Iterator<Item = (&'a str, &'a str)> + Clone,
+{
+    let skip = cloudevent(props.clone());
+    props.filter(move |_| !skip)
+}
+
 /// The trace context of an event's metadata, if any (see [`find`]).
 pub fn find_in_meta(meta: &EventMeta) -> Option<Incoming<'_>> {
     find(
-        meta.user_properties.iter().map(|(k, v)| (&**k, &**v)),
+        w3c_props(meta.user_properties.iter().map(|(k, v)| (&**k, &**v))),
         meta.headers.as_deref(),
     )
 }
 
-/// Rewrites `meta` in place for the next hop (both forms it carries).
+/// Rewrites `meta` in place for the next hop (both forms it carries; a
+/// CloudEvent's attributes are not touched).
 pub fn apply_to_meta(meta: &mut EventMeta, hop: &Hop) {
+    if cloudevent(meta.user_properties.iter().map(|(k, v)| (&**k, &**v))) {
+        if let Some(block) = meta.headers.as_deref().and_then(|b| replace_block(b, hop)) {
+            meta.headers = Some(block.into());
+        }
+        return;
+    }
     replace_pairs(
         &mut meta.user_properties,
         hop.traceparent.as_str().into(),
@@ -367,6 +397,40 @@ mod tests {
             ..Default::default()
         };
         assert!(hop_of(&meta).received.is_some());
+    }
+
+    #[test]
+    fn cloudevent_attributes_keep_the_starting_trace() {
+        let mut meta = EventMeta {
+            user_properties: props(&[
+                ("specversion", "1.0"),
+                ("id", "1"),
+                ("source", "/s"),
+                ("type", "t"),
+                ("traceparent", TP),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            find_in_meta(&meta),
+            None,
+            "the extension is not the hop context"
+        );
+        // A NATS publisher's W3C header beside it is.
+        let block = format!("NATS/1.0\r\nce-traceparent: {TP}\r\ntraceparent: {TP}\r\n\r\n");
+        meta.headers = Some(block.as_bytes().into());
+        let hop = hop_of(&meta);
+        apply_to_meta(&mut meta, &hop);
+        assert_eq!(&*meta.user_properties[4].1, TP, "attribute unchanged");
+        let text = String::from_utf8(meta.headers.as_deref().unwrap().to_vec()).unwrap();
+        assert!(
+            text.contains(&format!("ce-traceparent: {TP}\r\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("traceparent: {}\r\n", hop.traceparent)),
+            "{text}"
+        );
     }
 
     #[test]

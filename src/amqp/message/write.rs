@@ -130,10 +130,13 @@ fn write_header<S: Sink>(durable: bool, ttl_ms: Option<u32>, delivery_count: u32
 /// properties). Nothing for an event without a `traceparent`.
 fn write_trace_annotations<S: Sink>(meta: &EventMeta, out: &mut S) {
     use crate::trace::hop::{TRACEPARENT, TRACESTATE};
+    // A CloudEvent's `traceparent` attribute is the extension's (the
+    // starting trace, `cloudEvents:traceparent`), not this hop's.
+    let props =
+        crate::trace::hop::w3c_props(meta.user_properties.iter().map(|(k, v)| (&**k, &**v)));
     let find = |name: &str| {
-        meta.user_properties
-            .iter()
-            .map(|(k, v)| (&**k, &**v))
+        props
+            .clone()
             .chain(header_lines(meta.headers.as_deref().unwrap_or_default()))
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)

@@ -173,9 +173,13 @@ impl Bridge {
         // Trace context: this router's hop (`trace`), once per copy that
         // goes anywhere, before it is passed on or delivered.
         let trace = &self.ctx.global.trace;
+        // A CloudEvent's attributes keep their starting trace
+        // (`trace::hop::cloudevent`): only its NATS block is the hop's.
+        let cloudevent = crate::trace::hop::cloudevent(e.meta.user_properties.iter().copied());
         let hop = (!out.is_empty() && !e.sync && trace.propagating())
             .then(|| {
-                crate::trace::hop::find(e.meta.user_properties.iter().copied(), e.meta.headers)
+                let props = crate::trace::hop::w3c_props(e.meta.user_properties.iter().copied());
+                crate::trace::hop::find(props, e.meta.headers)
             })
             .flatten()
             .and_then(|incoming| {
@@ -191,16 +195,16 @@ impl Bridge {
             .as_ref()
             .and_then(|h| crate::trace::hop::replace_block(e.meta.headers?, h));
         let mut body = Body::of_frame(&e);
-        if let Some(h) = &hop {
+        if let Some(h) = hop.as_ref().filter(|_| !cloudevent) {
             crate::trace::hop::replace_pairs(
                 &mut body.meta.user_properties,
                 &h.traceparent,
                 &h.tracestate,
                 crate::trace::hop::TRACESTATE,
             );
-            if let Some(b) = &block {
-                body.meta.headers = Some(b);
-            }
+        }
+        if let Some(b) = &block {
+            body.meta.headers = Some(b);
         }
         let body = body;
         if e.seq > 0 {

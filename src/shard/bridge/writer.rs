@@ -78,7 +78,7 @@ impl Bridge {
         {
             trace.child_of(
                 crate::trace::hop::find(
-                    body.meta.user_properties.iter().copied(),
+                    crate::trace::hop::w3c_props(body.meta.user_properties.iter().copied()),
                     body.meta.headers,
                 ),
                 crate::trace::SpanKind::LinkOut,
