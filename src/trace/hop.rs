@@ -1,7 +1,8 @@
 //! One router hop of an event's trace context: found in the event's
 //! metadata (MQTT 5 user properties / AMQP application properties /
-//! CloudEvents attributes, all `EventMeta::user_properties`, or a NATS
-//! publisher's header block), and written back for the next hop with a
+//! HTTP headers, all `EventMeta::user_properties`, or a NATS publisher's
+//! header block; never a CloudEvent's attributes, see [`cloudevent`]),
+//! and written back for the next hop with a
 //! new parent id (this router's span) and this router's `tracestate`
 //! member in front.
 //!
@@ -219,11 +220,10 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &str) {
 /// carry the *starting* trace and must not change per hop (CloudEvents
 /// extension "distributed-tracing"); in the MQTT 5 binding they have the
 /// W3C properties' names, so such properties are left alone.
-pub fn cloudevent<'a>(mut props: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
+pub fn cloudevent<'a>(props: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
     crate::cloudevents::REQUIRED
         .iter()
         .all(|r| props.clone().any(|(k, _)| k == *r))
-        && props.next().is_some()
 }
 
 /// The user properties that can hold W3C trace context: none of a

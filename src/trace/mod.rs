@@ -3,7 +3,8 @@
 //!
 //! An event that carries a `traceparent` (an MQTT 5 user property, a NATS
 //! header, an HTTP header at the HTTP edge, an AMQP application property or
-//! message annotation, a CloudEvents `traceparent` attribute) takes part
+//! message annotation; a CloudEvent's distributed-tracing attribute is the
+//! starting trace and is left alone, `hop::cloudevent`) takes part
 //! in its trace at every router it crosses, once per router (never per
 //! subscriber): on arrival from a client (`ShardCtx::publish_now`) or from
 //! a link (the bridge's `on_event`) the router draws a span id, and the
