@@ -18,7 +18,8 @@
 //! memory, one request in flight with `trace.export_timeout_ms` for
 //! connect, write and read each, an answer read up to 64 KiB. A failed
 //! request's spans are counted (`weft_trace_spans_failed_total`) and not
-//! sent again. Ends with a last drain when the router stops.
+//! sent again. Ends with a last drain when the router stops (cut short by
+//! the first failed request then).
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -100,12 +101,20 @@ impl Exporter {
                     }
                     let n = batch.len() as u64;
                     match futures_lite::future::block_on(exporter.export(batch)) {
-                        Ok(()) => counters.spans_exported.fetch_add(n, Relaxed),
+                        Ok(()) => {
+                            counters.spans_exported.fetch_add(n, Relaxed);
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, spans = n, "trace: OTLP export failed");
-                            counters.spans_failed.fetch_add(n, Relaxed)
+                            counters.spans_failed.fetch_add(n, Relaxed);
+                            // Stopping: one failed request ends the drain
+                            // (a collector that is down would hold the
+                            // router's exit for a timeout per batch).
+                            if stopping.load(Relaxed) {
+                                return;
+                            }
                         }
-                    };
+                    }
                 }
             })
             .map_err(|e| e.to_string())?;
