@@ -35,7 +35,7 @@ impl Origin {
 
 /// What some events carry beyond topic and payload; allocated only when
 /// present, so plain events stay one buffer.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EventMeta {
     /// Reply subject of a NATS request (NATS form). MQTT 5 subscribers get
     /// it as the Response Topic.
@@ -158,6 +158,16 @@ impl Event {
             .as_ref()
             .and_then(|m| m.expires_ns)
             .is_some_and(|at| now_ns() >= at)
+    }
+
+    /// The metadata, to change in place (`trace` rewrites its trace
+    /// context once per router), beside the topic.
+    pub fn meta_mut_and_topic(&mut self) -> (Option<&mut Arc<EventMeta>>, &str) {
+        let raw = &self.bytes[2..][..usize::from(self.topic_len)];
+        debug_assert!(std::str::from_utf8(raw).is_ok());
+        // SAFETY: as in `topic`.
+        let topic = unsafe { std::str::from_utf8_unchecked(raw) };
+        (self.meta.as_mut(), topic)
     }
 
     pub fn topic(&self) -> &str {

@@ -27,6 +27,8 @@
 //! - [`admin`]: the HTTP endpoint (metrics and JSON views);
 //! - [`ws`]: the WebSocket handshake and frame codec (sans-IO), which
 //!   the WebSocket transport and the HTTP edge share;
+//! - [`trace`]: W3C trace context per router hop (sans-IO) and the
+//!   spans' OTLP exporter thread;
 //! - [`bench`], [`wait`]: the `weft bench` load tool and `weft wait`;
 //! - [`cli`]: `weft pub` and `weft sub`, MQTT and NATS clients for the
 //!   command line (tokio, on the calling thread only).
@@ -50,6 +52,7 @@ pub mod security;
 pub mod session;
 pub mod shard;
 pub mod topic;
+pub mod trace;
 pub mod wait;
 pub mod ws;
 

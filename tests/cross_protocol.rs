@@ -118,7 +118,8 @@ async fn headers_and_user_properties_map_onto_each_other() {
     // NATS → MQTT 5: headers become user properties, reply the Response Topic.
     let client = nats(weft.nats_shards[1]).await;
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("traceparent", "00-1-2-01");
+    // (Not `traceparent`: the router takes part in a trace, `tests/trace.rs`.)
+    headers.insert("x-request-id", "00-1-2-01");
     client
         .publish_with_reply_and_headers("hdr.n2m", "reply.here", headers, "from nats".into())
         .await
@@ -137,7 +138,7 @@ async fn headers_and_user_properties_map_onto_each_other() {
     let props = p.properties.expect("properties");
     assert_eq!(
         props.user_properties,
-        vec![("traceparent".to_string(), "00-1-2-01".to_string())]
+        vec![("x-request-id".to_string(), "00-1-2-01".to_string())]
     );
     assert_eq!(props.response_topic.as_deref(), Some("reply/here"));
 

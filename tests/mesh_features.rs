@@ -254,7 +254,7 @@ async fn protocol_metadata_crosses_links() {
 
     // NATS → NATS over the link: headers and reply subject.
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("traceparent", "00-abc-01");
+    headers.insert("x-request-id", "00-abc-01");
     na.publish_with_reply_and_headers("meta.n", "inbox.1", headers, "hello".into())
         .await
         .unwrap();
@@ -271,7 +271,7 @@ async fn protocol_metadata_crosses_links() {
     assert_eq!(m.payload, "hello".as_bytes());
     assert_eq!(m.reply.as_deref(), Some("inbox.1"));
     let h = m.headers.expect("headers crossed the link");
-    assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some("00-abc-01"));
+    assert_eq!(h.get("x-request-id").map(|v| v.as_str()), Some("00-abc-01"));
 
     // MQTT 5 at A → MQTT 5 at B: properties.
     let qos1 = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;

@@ -108,7 +108,7 @@ async fn properties_round_trip_across_shards() {
         response_topic: Some("p5/replies".into()),
         correlation_data: Some(Bytes::from_static(b"corr-1")),
         user_properties: vec![
-            ("traceparent".into(), "00-abc-def-01".into()),
+            ("x-request-id".into(), "00-abc-def-01".into()),
             ("k".into(), "v".into()),
         ],
         message_expiry_interval: Some(3600),
@@ -129,7 +129,7 @@ async fn properties_round_trip_across_shards() {
     assert_eq!(
         got.user_properties,
         vec![
-            ("traceparent".to_string(), "00-abc-def-01".to_string()),
+            ("x-request-id".to_string(), "00-abc-def-01".to_string()),
             ("k".to_string(), "v".to_string())
         ]
     );

@@ -290,6 +290,48 @@ pub fn render_console(open: usize, slow: u64, out: &mut String) {
 
 /// The mesh's per-link metrics, labelled by peer router id (links whose
 /// hello has not arrived yet are labelled by address).
+/// The trace context's counters (`crate::trace`), for the whole process.
+pub fn render_trace(tracer: &crate::trace::Tracer, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &tracer.counters;
+    for (name, help, value) in [
+        (
+            "trace_hops_total",
+            "Events that carried a traceparent and got this router's span id (once per router).",
+            &c.hops,
+        ),
+        (
+            "trace_restarted_total",
+            "Of those, with an invalid traceparent: the trace restarted here (new trace id).",
+            &c.restarted,
+        ),
+        (
+            "trace_spans_queued_total",
+            "Spans queued for the OTLP exporter (trace.otlp_endpoint set).",
+            &c.spans_queued,
+        ),
+        (
+            "trace_spans_dropped_total",
+            "Spans dropped because the exporter's queue was full (trace.queue_max).",
+            &c.spans_dropped,
+        ),
+        (
+            "trace_spans_exported_total",
+            "Spans the OTLP endpoint accepted.",
+            &c.spans_exported,
+        ),
+        (
+            "trace_spans_failed_total",
+            "Spans in export requests that failed (not sent again).",
+            &c.spans_failed,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP weft_{name} {help}");
+        let _ = writeln!(out, "# TYPE weft_{name} counter");
+        let _ = writeln!(out, "weft_{name} {}", value.load(Relaxed));
+    }
+}
+
 pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     type Value = fn(&crate::shard::bridge::LinkInfo) -> String;
     let families: [(&str, &str, &str, Value); 8] = [

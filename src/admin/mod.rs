@@ -274,6 +274,7 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                     state.console_streams_slow.load(Ordering::Relaxed),
                     &mut text,
                 );
+                metrics::render_trace(&state.global.trace, &mut text);
                 text.into_bytes()
             })
         }

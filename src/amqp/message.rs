@@ -237,6 +237,8 @@ fn rank(code: u64) -> Result<u8, MessageError> {
 #[derive(Default)]
 struct Sections<'a> {
     header: Option<Section<'a>>,
+    /// Read only for the trace context (W3C AMQP draft).
+    message_annotations: Option<Section<'a>>,
     properties: Option<Section<'a>>,
     application_properties: Option<Section<'a>>,
     /// The kind of the body sections and the bytes they span (all of
@@ -287,6 +289,7 @@ fn scan(bytes: &[u8]) -> Result<Sections<'_>, MessageError> {
                 ));
             }
             HEADER => sections.header = Some(s),
+            MESSAGE_ANNOTATIONS => sections.message_annotations = Some(s),
             PROPERTIES => sections.properties = Some(s),
             APPLICATION_PROPERTIES => sections.application_properties = Some(s),
             _ => {}
@@ -375,8 +378,38 @@ pub fn to_event(
                 .push((key, simple_text(value)?.into_boxed_str()));
         }
     }
+    if let Some(s) = sections.message_annotations {
+        trace_from_annotations(s, &mut meta)?;
+    }
     let event = Event::new(topic, &body, qos, false).with_origin(origin);
     Ok(event.with_meta(meta))
+}
+
+/// The W3C AMQP draft: an intermediary's trace context is in the
+/// message-annotations (`traceparent`, `tracestate`), read before the
+/// application-properties' (the publisher's): found there, it replaces
+/// them among the user properties. Other annotations stay dropped.
+fn trace_from_annotations(s: Section<'_>, meta: &mut EventMeta) -> Result<(), MessageError> {
+    use crate::trace::hop::{TRACEPARENT, TRACESTATE};
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::messaging::MessageAnnotations;
+    let annotations: MessageAnnotations = serde_amqp::from_slice(s.whole)
+        .map_err(|_| MessageError("malformed message-annotations section"))?;
+    let mut found: Vec<(Box<str>, Box<str>)> = Vec::new();
+    for (key, value) in annotations.0 {
+        let (OwnedKey::Symbol(key), serde_amqp::Value::String(value)) = (key, value) else {
+            continue;
+        };
+        if let Some(name) = [TRACEPARENT, TRACESTATE].into_iter().find(|n| *n == key.0) {
+            found.push((name.into(), value.into()));
+        }
+    }
+    if found.iter().any(|(k, _)| &**k == TRACEPARENT) {
+        meta.user_properties
+            .retain(|(k, _)| &**k != TRACEPARENT && &**k != TRACESTATE);
+        meta.user_properties.extend(found);
+    }
+    Ok(())
 }
 
 /// The values of the (scanned) sections in `bytes`.

@@ -146,6 +146,13 @@ pub fn nats_headers(meta: &EventMeta) -> Option<Vec<u8>> {
             for (k, v) in &meta.user_properties {
                 if valid_name(k) {
                     field(&[HEADER_PREFIX, k], &encode_value(v));
+                    // The distributed-tracing extension's rule: the
+                    // protocol's own tracing header carries the same
+                    // context (W3C `traceparent` / `tracestate` headers,
+                    // the ones `trace` rewrites at each router).
+                    if is_trace_field(k) && header_safe(k, v) {
+                        field(&[k], v);
+                    }
                 } else if header_safe(k, v) {
                     field(&[k], v);
                 }
@@ -159,6 +166,12 @@ pub fn nats_headers(meta: &EventMeta) -> Option<Vec<u8>> {
     Some(block)
 }
 
+/// The W3C trace context's two fields, which the CloudEvents
+/// distributed-tracing extension names the same.
+fn is_trace_field(name: &str) -> bool {
+    name == "traceparent" || name == "tracestate"
+}
+
 /// What an MQTT 5 subscriber gets for a NATS publisher's CloudEvent: the
 /// MQTT binding's binary mode (3.1: each attribute a user property named
 /// as the attribute, decoded; `datacontenttype` the Content Type) or, for
@@ -167,6 +180,12 @@ pub fn nats_headers(meta: &EventMeta) -> Option<Vec<u8>> {
 /// None when the block is not a CloudEvent (the caller maps it as before).
 pub fn mqtt5_from_nats_headers(block: &[u8]) -> Option<Mqtt5Form> {
     let form = nats_form(block)?;
+    // A W3C `traceparent` header beside `ce-traceparent`: in MQTT 5 both
+    // are the user property `traceparent`, and the extension's (the
+    // starting trace, which a CloudEvent keeps) is the one kept.
+    let extension = header_fields(block)
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("ce-traceparent"));
     let mut properties = Vec::new();
     let mut content_type = None;
     for (key, value) in header_fields(block) {
@@ -175,6 +194,7 @@ pub fn mqtt5_from_nats_headers(block: &[u8]) -> Option<Mqtt5Form> {
                 content_type = Some(value.to_string());
             }
             Form::Binary(_) => match attribute_of_header(key) {
+                None if extension && is_trace_field(&key.to_ascii_lowercase()) => {}
                 Some(name) => {
                     // nats_form decoded every value already.
                     let value = decode_value(value.as_bytes()).unwrap_or_default();

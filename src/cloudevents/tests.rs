@@ -406,6 +406,12 @@ fn nats_headers_round_trip() {
         text.contains("ce-datacontenttype: application/json;%20charset=utf-8\r\n"),
         "{text}"
     );
+    // The tracing extension and, beside it, the W3C header (`trace`).
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert!(
+        text.contains(&format!("ce-traceparent: {tp}\r\ntraceparent: {tp}\r\n")),
+        "{text}"
+    );
     let mqtt5 = mqtt5_from_nats_headers(&block).unwrap();
     assert_eq!(
         mqtt5.content_type,
@@ -478,4 +484,25 @@ fn binary_events_become_structured_for_mqtt3() {
                "datacontenttype": "text/plain", "data": "x"})
     );
     assert_eq!(structured_for_v3(&Event::new("t", b"x", 0, false)), None);
+}
+
+/// A NATS publisher's CloudEvent with a W3C `traceparent` header beside
+/// `ce-traceparent`: an MQTT 5 subscriber gets one `traceparent` user
+/// property, the extension's (the starting trace).
+#[test]
+fn extension_traceparent_wins_in_mqtt5() {
+    let block = b"NATS/1.0\r\nce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\nce-type: t\r\n\
+ce-traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\
+traceparent: 00-0af7651916cd43dd8448eb211c80319c-00000000000000aa-01\r\n\r\n";
+    let mqtt5 = mqtt5_from_nats_headers(block).unwrap();
+    let tps: Vec<&str> = mqtt5
+        .user_properties
+        .iter()
+        .filter(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        tps,
+        ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]
+    );
 }

@@ -44,6 +44,7 @@ mod persistence;
 mod sections;
 mod security;
 mod tls;
+mod trace;
 mod ws;
 
 pub use amqp::{AmqpConfig, AMQP_FRAME_SIZE_MIN};
@@ -59,6 +60,7 @@ pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
 pub use tls::{ClientTls, MeshTls};
+pub use trace::TraceConfig;
 pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -76,6 +78,7 @@ pub struct Config {
     pub persistence: Persistence,
     pub http: HttpConfig,
     pub amqp: AmqpConfig,
+    pub trace: TraceConfig,
 }
 
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
@@ -274,6 +277,7 @@ impl Config {
             None
         };
         self.amqp.check()?;
+        self.trace.check()?;
         let amqp_listen = if self.amqp.enabled() {
             Some(listen_addr("amqp.listen", &self.amqp.listen)?)
         } else {

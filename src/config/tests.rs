@@ -22,6 +22,17 @@ fn defaults_are_pinned() {
     }
     ws_defaults(&c.mqtt.ws, "/mqtt");
     ws_defaults(&c.nats.ws, "/");
+    // [trace]
+    assert!(c.trace.propagate);
+    assert_eq!(
+        c.trace.otlp_endpoint, "",
+        "no spans unless an endpoint is set"
+    );
+    assert_eq!(c.trace.queue_max, 8192);
+    assert_eq!(c.trace.export_batch_max, 512);
+    assert_eq!(c.trace.export_interval_ms, 200);
+    assert_eq!(c.trace.export_timeout_ms, 5_000);
+    assert!(!c.trace.exporting());
     assert_eq!(c.runtime.shards, 0);
     assert_eq!(c.runtime.ring_capacity, 4096);
     assert_eq!(c.runtime.match_cache_entries_max, 4096);
@@ -281,4 +292,55 @@ fn topology_bounds_are_checked_naming_the_key() {
     assert!(e.starts_with("mesh.topology_routers_max"), "{e}");
     let e = resolve("[mesh]\ntopology_refresh_ms = 1\n").unwrap_err();
     assert!(e.starts_with("mesh.topology_refresh_ms"), "{e}");
+}
+
+#[test]
+fn trace_section_checked() {
+    use crate::config::TraceConfig;
+    let ok = TraceConfig {
+        otlp_endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+        ..TraceConfig::default()
+    };
+    assert!(ok.check().is_ok() && ok.exporting());
+    for (bad, key) in [
+        (
+            TraceConfig {
+                otlp_endpoint: "https://collector:4318/v1/traces".into(),
+                ..TraceConfig::default()
+            },
+            "trace.otlp_endpoint",
+        ),
+        (
+            TraceConfig {
+                otlp_endpoint: "http:///v1/traces".into(),
+                ..TraceConfig::default()
+            },
+            "trace.otlp_endpoint",
+        ),
+        (
+            TraceConfig {
+                queue_max: 0,
+                ..TraceConfig::default()
+            },
+            "trace.queue_max",
+        ),
+        (
+            TraceConfig {
+                export_batch_max: 0,
+                ..TraceConfig::default()
+            },
+            "trace.export_batch_max",
+        ),
+    ] {
+        match bad.check() {
+            Err(crate::config::ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    let parsed: crate::config::Config = toml::from_str(
+        "[trace]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nqueue_max = 16\n",
+    )
+    .unwrap();
+    assert_eq!(parsed.trace.queue_max, 16);
+    assert!(toml::from_str::<crate::config::Config>("[trace]\nbogus = 1\n").is_err());
 }

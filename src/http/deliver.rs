@@ -35,6 +35,9 @@
 //! {"topic":"sensors/a/temp","payload":"21.5","qos":1,"retain":false,"id":1733500000123456789}
 //! ```
 //!
+//! An event with W3C trace context (`trace`) has `"traceparent"` and
+//! `"tracestate"` members too (after `id`).
+//!
 //! `payload` is the payload as a JSON string when it is UTF-8 with no
 //! control character other than tab and line feed; otherwise it is in
 //! standard base64 and `"payload_encoding":"base64"` says so. `qos` is the
@@ -71,6 +74,8 @@ pub fn wire_len(event: &Event, ws: bool) -> usize {
         // Frame header, field names, id, `qos`, `retain`, the encoding;
         // a topic's escapes (6 bytes a control character), a text
         // payload's (2 bytes a character at worst), base64 below that.
+        // (Trace context members are not counted, as a CloudEvent's
+        // attributes are not.)
         return 16 + 96 + 6 * topic + 2 * payload + 4;
     }
     // id (up to 20 digits), field names, newlines; base64 at worst.
@@ -172,9 +177,13 @@ pub fn write_ws(event: &Event, id: u64, retained: bool, out: &mut Vec<u8>) {
         }
         let _ = write!(
             out,
-            ",\"qos\":{},\"retain\":{retained},\"id\":{id}}}",
+            ",\"qos\":{},\"retain\":{retained},\"id\":{id}",
             event.qos
         );
+        if event.meta.is_some() {
+            write_ws_trace(event, out);
+        }
+        out.push(b'}');
     }
     let len = (out.len() - body) as u64;
     let mut header = [0u8; crate::ws::frame::HEADER_BYTES_MAX];
@@ -190,6 +199,28 @@ pub fn write_ws(event: &Event, id: u64, retained: bool, out: &mut Vec<u8>) {
     out.copy_within(body.., start + n);
     out[start..start + n].copy_from_slice(&header[..n]);
     out.truncate(out.len() - (WS_HEADER_ROOM - n));
+}
+
+/// The W3C trace context (`trace`) as two more members, `traceparent`
+/// and `tracestate`, when the event carries one.
+#[cold]
+#[inline(never)]
+fn write_ws_trace(event: &Event, out: &mut Vec<u8>) {
+    let Some(found) = event
+        .meta
+        .as_deref()
+        .and_then(crate::trace::hop::find_in_meta)
+    else {
+        return;
+    };
+    if let [traceparent] = found.parents[..] {
+        out.extend_from_slice(b",\"traceparent\":");
+        super::response::json_string(out, traceparent);
+        if !found.states.is_empty() {
+            out.extend_from_slice(b",\"tracestate\":");
+            super::response::json_string(out, &found.states.join(","));
+        }
+    }
 }
 
 /// A CloudEvent's message: its structured JSON form; false when the event
@@ -268,6 +299,29 @@ mod tests {
         };
         assert_eq!(frame.len(), at + len);
         serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn websocket_messages_carry_trace_context() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = Event::new("a", b"x", 0, false).with_meta(crate::event::EventMeta {
+            user_properties: vec![
+                ("traceparent".into(), tp.into()),
+                ("tracestate".into(), "weft=a".into()),
+            ],
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        write(&traced, 1, true, &mut out);
+        let at = if out[1] == 126 { 4 } else { 2 };
+        let v: serde_json::Value = serde_json::from_slice(&out[at..]).unwrap();
+        assert_eq!(
+            (v["traceparent"].as_str(), v["tracestate"].as_str()),
+            (Some(tp), Some("weft=a"))
+        );
+        assert_eq!(v["payload"], "x");
+        let plain = render_ws(&Event::new("a", b"x", 0, false), 1);
+        assert!(plain.get("traceparent").is_none());
     }
 
     #[test]

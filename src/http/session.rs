@@ -31,6 +31,7 @@ use super::HttpLimits;
 use crate::event::{Event, EventMeta};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
 use crate::topic::{self, TopicLimits};
+use crate::trace::hop::{TRACEPARENT, TRACESTATE};
 use crate::ws::handshake::Refusal;
 
 /// What a request asks of the router.
@@ -202,6 +203,29 @@ impl HttpSession {
             .headers
             .iter()
             .any(|(name, _)| name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ce-")));
+        // W3C trace context (`trace`): the headers become the user
+        // properties every other protocol reads them from. A CloudEvent
+        // that has a `ce-traceparent` keeps it (the extension's starting
+        // trace); one without gets the W3C headers as its attributes.
+        let trace_fields: Vec<(Box<str>, Box<str>)> = req
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = [TRACEPARENT, TRACESTATE]
+                    .into_iter()
+                    .find(|n| name.eq_ignore_ascii_case(n))?;
+                let value = std::str::from_utf8(value).ok()?.trim();
+                Some((name.into(), value.into()))
+            })
+            .collect();
+        let with_trace = |mut meta: EventMeta| {
+            let has = |name: &str| meta.user_properties.iter().any(|(k, _)| &**k == name);
+            if trace_fields.iter().any(|(k, _)| &**k == TRACEPARENT) && !has(TRACEPARENT) {
+                meta.user_properties.retain(|(k, _)| &**k != TRACESTATE);
+                meta.user_properties.extend(trace_fields.iter().cloned());
+            }
+            meta
+        };
         let mut events = SmallVec::new();
         if cloud_event {
             // Binary, structured or batched mode (`cloudevents`): each
@@ -210,22 +234,16 @@ impl HttpSession {
                 .map_err(|e| Problem::new(e.status(), e.to_string()))?;
             for i in incoming {
                 let event = Event::new(&topic, &i.payload, qos, retain);
-                events.push(match i.meta {
-                    Some(meta) => event.with_meta(meta),
-                    None => event,
-                });
+                events.push(event.with_meta(with_trace(i.meta.unwrap_or_default())));
             }
         } else {
             // A plain body: the event, its content type kept (what
             // `from_http` gives too, without a copy of the body).
-            let mut event = Event::new(&topic, req.body, qos, retain);
-            if let Some(content_type) = content_type {
-                event = event.with_meta(EventMeta {
-                    content_type: Some(content_type.into()),
-                    ..EventMeta::default()
-                });
-            }
-            events.push(event);
+            let event = Event::new(&topic, req.body, qos, retain);
+            events.push(event.with_meta(with_trace(EventMeta {
+                content_type: content_type.map(Into::into),
+                ..EventMeta::default()
+            })));
         }
         Ok(Publish {
             events,

@@ -66,6 +66,8 @@ pub enum StartError {
     },
     #[error("persistence: {0}")]
     Persistence(String),
+    #[error("trace: the OTLP exporter: {0}")]
+    Trace(String),
     #[error("executors did not start: {0}")]
     NotJoined(String),
     #[error("cannot start shard {shard} on core {core}: {reason}")]
@@ -91,6 +93,8 @@ pub struct Router {
     global: Arc<Global>,
     admin: Option<(SocketAddr, std::thread::JoinHandle<()>)>,
     mesh_addr: Option<SocketAddr>,
+    /// The span exporter thread (`trace.otlp_endpoint` set).
+    trace_exporter: Option<crate::trace::export::Exporter>,
     /// Descriptors held besides connections, and the connections_max
     /// last checked against the descriptor limit (again on reload).
     headroom: rlimits::Headroom,
@@ -229,8 +233,27 @@ impl Router {
             client_shards: shards,
             descriptor_connections_max: (descriptor_connections_max as usize).into(),
             client_tls: tls.into(),
+            trace: Arc::new(crate::trace::Tracer::new(
+                &config.trace,
+                &config.mesh.router_id,
+            )),
             ..Global::default()
         });
+        // Spans leave through one thread, off the shards (`trace::export`).
+        let trace_exporter = match global.trace.queue() {
+            Some(queue) => match crate::trace::export::Exporter::start(
+                &config.trace,
+                &config.mesh.router_id,
+                queue,
+                global.trace.counters.clone(),
+            ) {
+                Ok(e) => Some(e),
+                Err(reason) => {
+                    return Err(StartError::Trace(reason));
+                }
+            },
+            None => None,
+        };
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         // The bridge's link view for the admin endpoint, refreshed each tick.
         let mesh_view: MeshViewSlot = Arc::default();
@@ -382,6 +405,7 @@ impl Router {
             global,
             admin,
             mesh_addr,
+            trace_exporter,
             headroom,
             connections_max_checked: config.limits.connections_max.into(),
         })
@@ -514,6 +538,10 @@ impl Router {
         }
         if let Some((_, thread)) = self.admin {
             let _ = thread.join();
+        }
+        // The spans of the last events go out before the process ends.
+        if let Some(exporter) = self.trace_exporter {
+            exporter.stop();
         }
     }
 }

@@ -766,3 +766,79 @@ fn message_len_matches() {
         }
     }
 }
+
+/// W3C AMQP draft: weft writes the trace context into the
+/// message-annotations (an intermediary's place, read first) as well as
+/// the application-properties; on the way in, annotations win over the
+/// application-properties.
+#[test]
+fn trace_context_in_message_annotations() {
+    use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let e = Event::new("t", b"x", 0, false).with_meta(EventMeta {
+        user_properties: vec![
+            ("traceparent".into(), tp.into()),
+            ("tracestate".into(), "weft=a".into()),
+        ],
+        ..EventMeta::default()
+    });
+    let m = decoded(&written(&e, 0, 0));
+    let annotations: Vec<(String, Value)> = m
+        .message_annotations
+        .expect("message-annotations")
+        .0
+        .into_iter()
+        .map(|(k, v)| match k {
+            OwnedKey::Symbol(s) => (s.0, v),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        annotations,
+        [
+            ("traceparent".to_string(), Value::String(tp.into())),
+            ("tracestate".to_string(), Value::String("weft=a".into())),
+        ]
+    );
+    assert!(m
+        .application_properties
+        .unwrap()
+        .0
+        .get("traceparent")
+        .is_some());
+    // No traceparent, no section.
+    let plain = Event::new("t", b"x", 0, false).with_meta(EventMeta {
+        user_properties: vec![("tracestate".into(), "a=1".into())],
+        ..EventMeta::default()
+    });
+    assert!(decoded(&written(&plain, 0, 0))
+        .message_annotations
+        .is_none());
+
+    // In: the annotation replaces the application property.
+    let mut message = message();
+    let mut ma = MessageAnnotations::default();
+    ma.0.insert(
+        OwnedKey::Symbol(Symbol::from("traceparent")),
+        Value::String(tp.into()),
+    );
+    ma.0.insert(
+        OwnedKey::Symbol(Symbol::from("x-opt-other")),
+        Value::Uint(1),
+    );
+    message.message_annotations = Some(ma);
+    let mut ap = ApplicationProperties::default();
+    ap.0.insert("traceparent".into(), SimpleValue::String("00-old".into()));
+    ap.0.insert("tracestate".into(), SimpleValue::String("old=1".into()));
+    ap.0.insert("k".into(), SimpleValue::String("v".into()));
+    message.application_properties = Some(ap);
+    let event = event_of(&encoded(message));
+    assert_eq!(
+        user_properties(&event)
+            .into_iter()
+            .filter(|(k, _)| *k != "k")
+            .collect::<Vec<_>>(),
+        [("traceparent", tp)],
+        "the annotation's context, the old tracestate gone with its traceparent"
+    );
+}

@@ -7,7 +7,8 @@
 
 use super::{
     value_len, AMQP_SEQUENCE, AMQP_VALUE, APPLICATION_PROPERTIES, BODY_PROPERTY,
-    CLOUDEVENTS_PREFIX, DATA, HEADER, MESSAGE_ID_PROPERTY, PROPERTIES, SUBJECT_PROPERTY,
+    CLOUDEVENTS_PREFIX, DATA, HEADER, MESSAGE_ANNOTATIONS, MESSAGE_ID_PROPERTY, PROPERTIES,
+    SUBJECT_PROPERTY,
 };
 use crate::amqp::address;
 use crate::event::{now_ns, Event, EventMeta};
@@ -64,6 +65,9 @@ fn write_sections<S: Sink>(
 ) {
     write_header(qos >= 1, ttl_ms, delivery_count, out);
     let meta = event.meta.as_deref();
+    if let Some(m) = meta {
+        write_trace_annotations(m, out);
+    }
     // Cold: only a NATS request's reply subject needs converting.
     let nats_reply = meta
         .filter(|m| m.response_topic.is_none())
@@ -116,6 +120,40 @@ fn write_header<S: Sink>(durable: bool, ttl_ms: Option<u32>, delivery_count: u32
         out.put(&[0x40, 0x70]);
         out.put(&delivery_count.to_be_bytes());
     }
+}
+
+/// The trace context as the W3C AMQP draft wants it from an intermediary
+/// (weft sets a new parent id at every router, `trace`): in the
+/// message-annotations section, `traceparent` and `tracestate` (symbol
+/// keys, string values), which readers look at before the
+/// application-properties (where the same values are too, as user
+/// properties). Nothing for an event without a `traceparent`.
+fn write_trace_annotations<S: Sink>(meta: &EventMeta, out: &mut S) {
+    use crate::trace::hop::{TRACEPARENT, TRACESTATE};
+    // A CloudEvent's `traceparent` attribute is the extension's (the
+    // starting trace, `cloudEvents:traceparent`), not this hop's.
+    let props =
+        crate::trace::hop::w3c_props(meta.user_properties.iter().map(|(k, v)| (&**k, &**v)));
+    let find = |name: &str| {
+        props
+            .clone()
+            .chain(header_lines(meta.headers.as_deref().unwrap_or_default()))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let Some(traceparent) = find(TRACEPARENT) else {
+        return;
+    };
+    let tracestate = find(TRACESTATE);
+    let count = if tracestate.is_some() { 4 } else { 2 };
+    put_compound(MESSAGE_ANNOTATIONS, true, count, out, |o| {
+        put_variable(SYM, TRACEPARENT.as_bytes(), o);
+        put_variable(STR, traceparent.as_bytes(), o);
+        if let Some(ts) = tracestate {
+            put_variable(SYM, TRACESTATE.as_bytes(), o);
+            put_variable(STR, ts.as_bytes(), o);
+        }
+    });
 }
 
 /// str8/str32 (0xa1/0xb1), vbin8/vbin32 (0xa0/0xb0), sym8/sym32

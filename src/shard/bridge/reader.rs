@@ -166,11 +166,48 @@ impl Bridge {
             topic: e.topic.to_owned(),
             retain: e.retain,
         };
+        let arrived = now_ns();
         let mut out = Vec::new();
         self.router
             .borrow_mut()
             .on_message(link.id, LinkMsg::Event(copy), &mut out);
-        let body = Body::of_frame(&e);
+        // Trace context: this router's hop (`trace`), once per copy that
+        // goes anywhere, before it is passed on or delivered.
+        let trace = &self.ctx.global.trace;
+        // A CloudEvent's attributes keep their starting trace
+        // (`trace::hop::cloudevent`): only its NATS block is the hop's.
+        let cloudevent = crate::trace::hop::cloudevent(e.meta.user_properties.iter().copied());
+        let hop = (!out.is_empty() && !e.sync && trace.propagating())
+            .then(|| {
+                let props = crate::trace::hop::w3c_props(e.meta.user_properties.iter().copied());
+                crate::trace::hop::find(props, e.meta.headers)
+            })
+            .flatten()
+            .and_then(|incoming| {
+                trace.hop(
+                    &incoming,
+                    crate::trace::SpanKind::LinkIn,
+                    arrived,
+                    e.topic,
+                    &link.peer,
+                )
+            });
+        let block = hop
+            .as_ref()
+            .and_then(|h| crate::trace::hop::replace_block(e.meta.headers?, h));
+        let mut body = Body::of_frame(&e);
+        if let Some(h) = hop.as_ref().filter(|_| !cloudevent) {
+            crate::trace::hop::replace_pairs(
+                &mut body.meta.user_properties,
+                &h.traceparent,
+                &h.tracestate,
+                crate::trace::hop::TRACESTATE,
+            );
+        }
+        if let Some(b) = &block {
+            body.meta.headers = Some(b);
+        }
+        let body = body;
         if e.seq > 0 {
             self.upstream.set(Some((link.id, e.seq)));
         }

@@ -72,6 +72,21 @@ impl Bridge {
             self.hold_event(&link.peer, copy, body);
             return;
         }
+        let trace = &self.ctx.global.trace;
+        if trace.exporting()
+            && (body.meta.headers.is_some() || !body.meta.user_properties.is_empty())
+        {
+            trace.child_of(
+                crate::trace::hop::find(
+                    crate::trace::hop::w3c_props(body.meta.user_properties.iter().copied()),
+                    body.meta.headers,
+                ),
+                crate::trace::SpanKind::LinkOut,
+                now_ns(),
+                &copy.topic,
+                &link.peer,
+            );
+        }
         let slot = &link.slot;
         let full = link.out.borrow().len() >= self.config.mesh.outbound_bytes_max;
         // A retained message crosses links as a QoS 1 copy does, whatever

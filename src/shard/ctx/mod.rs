@@ -105,6 +105,8 @@ pub struct Global {
     /// console state was asked for lately): the shards then feed their
     /// busiest-topics sketch (`console`).
     pub console_active: AtomicBool,
+    /// Trace context and the span queue (`crate::trace`), one per process.
+    pub trace: Arc<crate::trace::Tracer>,
 }
 
 impl Global {

@@ -164,6 +164,11 @@ impl ShardCtx {
         if matched.is_empty() {
             return Ok(false);
         }
+        // Trace context: this router's hop, once per event (`trace`).
+        let born = event.born_ns;
+        if let (Some(meta), topic) = event.meta_mut_and_topic() {
+            self.global.trace.on_ingress(meta, born, topic, "client");
+        }
         // Queue groups: one member in the whole mesh (see `groups`).
         let mut local_picks: SmallVec<[LocalSub; 2]> = SmallVec::new();
         let mut remote_groups: SmallVec<[(usize, Arc<str>); 2]> = SmallVec::new();
@@ -361,6 +366,15 @@ impl ShardCtx {
     ) {
         if subs.is_empty() {
             return;
+        }
+        if event.meta.is_some() && self.global.trace.exporting() {
+            self.global.trace.child(
+                event.meta.as_deref(),
+                crate::trace::SpanKind::Deliver,
+                event.born_ns,
+                event.topic(),
+                &subs.len().to_string(),
+            );
         }
         let limits = self.limits();
         let mut expired: SmallVec<[(Rc<Session>, Rc<str>); 1]> = SmallVec::new();
