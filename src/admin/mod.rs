@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod page;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -218,7 +219,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             };
             (200, JSON, body.to_string().into_bytes())
         }
-        _ => (404, TEXT, b"not found\n".to_vec()),
+        // The console's page and its assets (page.rs), else nothing.
+        _ => match page::asset(path) {
+            Some((content_type, body)) => (200, content_type, body.as_bytes().to_vec()),
+            None => (404, TEXT, b"not found\n".to_vec()),
+        },
     }
 }
 
