@@ -53,10 +53,53 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// What a request gets: one answer, or a stream kept open.
+pub enum Reply {
+    Full(Response),
+    /// A `200` head with this content type and no length, then `first`,
+    /// then the bytes [`Service::tick`] returns, until the client goes or
+    /// does not read (see `sse`).
+    Stream {
+        content_type: &'static str,
+        first: Vec<u8>,
+    },
+}
+
+/// What the server runs: the requests' handler, and a clock for the
+/// streams.
+pub trait Service {
+    fn handle(&mut self, request: &Request<'_>) -> Reply;
+    /// Called on every turn of the loop (at least every
+    /// `POLL_INTERVAL_MS`), with the number of streams open; what it
+    /// returns is sent on every stream.
+    fn tick(&mut self, now: Instant, streams: usize) -> Option<Vec<u8>>;
+    /// When `tick` wants to run next, if sooner than the poll interval.
+    fn wake_at(&self, streams: usize) -> Option<Instant>;
+}
+
+/// A service of plain answers (no streams) from a function.
+pub struct Plain<F>(pub F);
+
+impl<F: FnMut(&Request<'_>) -> Response> Service for Plain<F> {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        Reply::Full((self.0)(request))
+    }
+    fn tick(&mut self, _: Instant, _: usize) -> Option<Vec<u8>> {
+        None
+    }
+    fn wake_at(&self, _: usize) -> Option<Instant> {
+        None
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub request_bytes_max: usize,
     pub timeout: Duration,
+    /// Streams open at once (`admin.console_streams_max`); 503 beyond.
+    pub streams_max: usize,
+    /// Bytes a stream may have waiting (`admin.console_stream_bytes_max`).
+    pub stream_bytes_max: usize,
 }
 
 /// How often the loop checks `stop` while no request comes.
@@ -66,13 +109,22 @@ const POLL_INTERVAL_MS: u16 = 100;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one accept error line per interval; the others are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Reads of a stream's socket per turn (its client has nothing to say
+/// after its request: what comes is read and dropped, 4 KiB a turn).
+const STREAM_READS_MAX: usize = 4;
+
+/// An open stream: its socket (non-blocking) and what waits for it.
+struct Stream {
+    socket: TcpStream,
+    out: super::sse::Outbox,
+}
 
 /// Serves until `stop()` says so (checked every `POLL_INTERVAL_MS`).
 pub fn serve(
     listener: TcpListener,
     limits: Limits,
     stop: impl Fn() -> bool,
-    mut handle: impl FnMut(&Request<'_>) -> Response,
+    mut service: impl Service,
 ) {
     if let Err(e) = listener.set_nonblocking(true) {
         // Still served: poll says when accept will not block.
@@ -80,27 +132,45 @@ pub fn serve(
     }
     let mut reserve = open_reserve();
     let mut errors = ErrorLog::default();
+    let mut streams: Vec<Stream> = Vec::new();
     while !stop() {
-        match readable(&listener) {
-            Ok(false) => continue,
-            Ok(true) => {}
+        let timeout = service
+            .wake_at(streams.len())
+            .map_or(Duration::from_millis(POLL_INTERVAL_MS.into()), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+        let (incoming, ready) = match wait(&listener, &streams, timeout) {
+            Ok(r) => r,
             Err(e) => {
                 errors.log("admin: waiting for requests failed", &e);
                 std::thread::sleep(ACCEPT_ERROR_PAUSE);
                 continue;
             }
-        }
-        match accept(&listener, &mut reserve) {
-            Ok(stream) => {
-                if let Err(e) = answer(stream, limits, &mut handle) {
-                    tracing::debug!(error = %e, "admin: request not answered");
+        };
+        streams = streams
+            .into_iter()
+            .zip(ready)
+            .filter_map(|(s, flags)| turn(s, flags))
+            .collect();
+        if incoming {
+            match accept(&listener, &mut reserve) {
+                Ok(socket) => {
+                    let room = streams.len() < limits.streams_max;
+                    match answer(socket, limits, room, &mut service) {
+                        Ok(Some(stream)) => streams.push(stream),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "admin: request not answered"),
+                    }
+                }
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    errors.log("admin: accept failed", &e);
+                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
                 }
             }
-            Err(e) if is_transient(&e) => {}
-            Err(e) => {
-                errors.log("admin: accept failed", &e);
-                std::thread::sleep(ACCEPT_ERROR_PAUSE);
-            }
+        }
+        if let Some(bytes) = service.tick(Instant::now(), streams.len()) {
+            streams.retain_mut(|s| send(s, &bytes));
         }
         // After the answer's socket is closed, so that its descriptor is
         // the one taken back.
@@ -108,6 +178,90 @@ pub fn serve(
             reserve = open_reserve();
         }
     }
+}
+
+/// Waits at most `timeout` for a request, or for a stream's socket to
+/// have room (when it has bytes waiting), news or an error; returns
+/// whether a request waits, and each stream's events.
+fn wait(
+    listener: &TcpListener,
+    streams: &[Stream],
+    timeout: Duration,
+) -> io::Result<(bool, Vec<nix::poll::PollFlags>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = Vec::with_capacity(1 + streams.len());
+    fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+    for s in streams {
+        let mut flags = PollFlags::POLLIN;
+        if s.out.pending() > 0 {
+            flags |= PollFlags::POLLOUT;
+        }
+        fds.push(PollFd::new(s.socket.as_fd(), flags));
+    }
+    // Whole milliseconds, rounded up: a wake-up due in 0.4 ms must not
+    // spin with a zero timeout.
+    let ms = timeout
+        .as_micros()
+        .div_ceil(1000)
+        .min(u128::from(POLL_INTERVAL_MS)) as u16;
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => {
+            return Ok((false, vec![PollFlags::empty(); streams.len()]))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let revents: Vec<PollFlags> = fds
+        .iter()
+        .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+        .collect();
+    Ok((
+        revents[0].contains(PollFlags::POLLIN),
+        revents[1..].to_vec(),
+    ))
+}
+
+/// One stream's turn after poll: reads (and drops) what its client sent,
+/// writes what its socket takes. None: the stream is over (the client
+/// went, or an error).
+fn turn(mut s: Stream, flags: nix::poll::PollFlags) -> Option<Stream> {
+    use nix::poll::PollFlags;
+    if flags.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
+        return None;
+    }
+    if flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+        let mut scratch = [0u8; 1024];
+        for _ in 0..STREAM_READS_MAX {
+            match s.socket.read(&mut scratch) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    if flags.contains(PollFlags::POLLOUT) {
+        if let Err(e) = s.out.flush(&mut s.socket) {
+            tracing::debug!(error = %e, "admin: stream ended");
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// Queues `bytes` on a stream and writes what its socket takes; false
+/// when the stream must end (over its bound, or an error).
+fn send(s: &mut Stream, bytes: &[u8]) -> bool {
+    if let Err(over) = s.out.push(bytes) {
+        tracing::debug!(
+            pending = over.pending,
+            "admin: stream closed: its client does not read \
+             (admin.console_stream_bytes_max)"
+        );
+        return false;
+    }
+    s.out.flush(&mut s.socket).is_ok()
 }
 
 /// Gives the calling thread a descriptor table of its own holding only
@@ -142,16 +296,6 @@ pub fn private_descriptor_table() -> io::Result<()> {
 
 fn open_reserve() -> Option<File> {
     File::open("/dev/null").ok()
-}
-
-fn readable(listener: &TcpListener) -> io::Result<bool> {
-    use nix::poll::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, POLL_INTERVAL_MS) {
-        Ok(n) => Ok(n > 0),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn accept(listener: &TcpListener, reserve: &mut Option<File>) -> io::Result<TcpStream> {
@@ -205,26 +349,58 @@ impl ErrorLog {
     }
 }
 
-/// Reads one request head, answers it, and closes the connection.
+/// Reads one request head and answers it: a full answer closes the
+/// connection; a stream is handed back (`room`: whether one more may
+/// open, 503 otherwise).
 fn answer(
-    mut stream: TcpStream,
+    mut socket: TcpStream,
     limits: Limits,
-    handle: &mut impl FnMut(&Request<'_>) -> Response,
-) -> io::Result<()> {
+    room: bool,
+    service: &mut impl Service,
+) -> io::Result<Option<Stream>> {
     let mut head = Vec::with_capacity(limits.request_bytes_max.min(1024));
     let deadline = Instant::now() + limits.timeout;
-    let response = match read_head(&mut stream, &mut head, limits.request_bytes_max, deadline)? {
+    let reply = match read_head(&mut socket, &mut head, limits.request_bytes_max, deadline)? {
         Some(len) => match parse(&head[..len]) {
-            Ok(request) => handle(&request),
-            Err(reason) => text(400, reason),
+            Ok(request) => service.handle(&request),
+            Err(reason) => Reply::Full(text(400, reason)),
         },
-        None => text(431, "request head too long"),
+        None => Reply::Full(text(431, "request head too long")),
     };
-    let out = encode(&response);
+    let (out, stream) = match reply {
+        Reply::Full(response) => (encode(&response), None),
+        Reply::Stream { .. } if !room => (
+            encode(&text(
+                503,
+                "too many event streams open (admin.console_streams_max)",
+            )),
+            None,
+        ),
+        Reply::Stream {
+            content_type,
+            first,
+        } => (
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
+                 Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+            Some(first),
+        ),
+    };
     // The handler may have taken a while (views wait for the shards): a
     // fresh allowance for the answer.
-    write_all(&mut stream, &out, Instant::now() + limits.timeout)?;
-    stream.shutdown(Shutdown::Write)
+    write_all(&mut socket, &out, Instant::now() + limits.timeout)?;
+    let Some(first) = stream else {
+        socket.shutdown(Shutdown::Write)?;
+        return Ok(None);
+    };
+    socket.set_nonblocking(true)?;
+    let mut s = Stream {
+        socket,
+        out: super::sse::Outbox::new(limits.stream_bytes_max),
+    };
+    Ok(send(&mut s, &first).then_some(s))
 }
 
 /// Fills `head` until it holds a blank line: `Some(head length)`, or
@@ -396,6 +572,8 @@ mod tests {
         let limits = Limits {
             request_bytes_max: 256,
             timeout: Duration::from_millis(200),
+            streams_max: 1,
+            stream_bytes_max: 1024,
         };
         let server = {
             let stop = stop.clone();
@@ -404,11 +582,11 @@ mod tests {
                     listener,
                     limits,
                     || stop.load(Ordering::Relaxed),
-                    |r| Response {
+                    Plain(|r: &Request<'_>| Response {
                         status: 200,
                         content_type: "text/plain",
                         body: format!("{} {}", r.method, r.target).into_bytes(),
-                    },
+                    }),
                 )
             })
         };

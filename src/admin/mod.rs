@@ -14,9 +14,11 @@
 //! `admin.request_bytes_max`, within `admin.request_timeout_ms`; request
 //! bodies are never read.
 
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod page;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -36,6 +38,55 @@ pub struct AdminState {
     pub http: http::Limits,
     /// `admin.token`: empty = every request is served.
     pub token: String,
+    /// This router's id (`mesh.router_id`, the host name by default).
+    pub router_id: String,
+    /// `admin.console_interval_ms`.
+    pub console_interval: Duration,
+    /// `admin.console_topics_max`.
+    pub console_topics_max: usize,
+}
+
+/// The endpoint as the server runs it: the routes, and the console's
+/// state on the admin thread.
+struct Service {
+    state: Arc<AdminState>,
+    console: console::Console,
+}
+
+impl http::Service for Service {
+    fn handle(&mut self, request: &http::Request<'_>) -> http::Reply {
+        let path = request.target.split('?').next().unwrap_or("");
+        let full = |(status, content_type, body)| {
+            http::Reply::Full(http::Response {
+                status,
+                content_type,
+                body,
+            })
+        };
+        if !authorized(&self.state.token, request) || request.method != "GET" {
+            return full(route(&self.state, request));
+        }
+        match path {
+            "/console/events" => {
+                self.console
+                    .stream_opened(&self.state, std::time::Instant::now());
+                http::Reply::Stream {
+                    content_type: "text/event-stream",
+                    first: sse::PREAMBLE.to_vec(),
+                }
+            }
+            "/console/state" => full((200, JSON, self.console.state_now(&self.state))),
+            _ => full(route(&self.state, request)),
+        }
+    }
+
+    fn tick(&mut self, now: std::time::Instant, streams: usize) -> Option<Vec<u8>> {
+        self.console.tick(&self.state, now, streams)
+    }
+
+    fn wake_at(&self, streams: usize) -> Option<std::time::Instant> {
+        self.console.wake_at(streams)
+    }
 }
 
 /// Requests waiting to be accepted (they are answered one at a time).
@@ -76,18 +127,15 @@ pub fn start(
                     return;
                 }
             };
+            let service = Service {
+                console: console::Console::new(state.console_interval, state.console_topics_max),
+                state: state.clone(),
+            };
             http::serve(
                 listener,
                 state.http,
                 || state.global.shutdown.load(Ordering::Relaxed),
-                |request| {
-                    let (status, content_type, body) = route(&state, request);
-                    http::Response {
-                        status,
-                        content_type,
-                        body,
-                    }
-                },
+                service,
             )
         })?;
     match bound_rx.recv() {
@@ -113,10 +161,15 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// secret.
 const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
 
-/// Whether `request` may be served: no token configured, an open path, or
-/// `Authorization: Bearer <token>` with the configured token.
+/// Whether `request` may be served: no token configured, an open path,
+/// `Authorization: Bearer <token>` with the configured token, or the token
+/// as the `access_token` query parameter (RFC 6750 §2.3: a browser's
+/// EventSource cannot set headers).
 fn authorized(token: &str, request: &http::Request<'_>) -> bool {
-    let path = request.target.split('?').next().unwrap_or("");
+    let (path, query) = request
+        .target
+        .split_once('?')
+        .unwrap_or((request.target, ""));
     if token.is_empty() || OPEN_PATHS.contains(&path) {
         return true;
     }
@@ -126,7 +179,41 @@ fn authorized(token: &str, request: &http::Request<'_>) -> bool {
             .eq_ignore_ascii_case("bearer")
             .then_some(credentials.trim())
     });
-    presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes()))
+    if presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes())) {
+        return true;
+    }
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix(ACCESS_TOKEN))
+        .any(|value| same_secret(&percent_decode(value), token.as_bytes()))
+}
+
+/// The query parameter that may carry the token (with its `=`).
+const ACCESS_TOKEN: &str = "access_token=";
+
+/// A query value as a form encodes it: `%XX` escapes and `+` for space;
+/// a malformed escape is kept as it is.
+fn percent_decode(value: &str) -> Vec<u8> {
+    let b = value.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Compares a presented secret with the configured one in time that
@@ -230,7 +317,10 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
 fn page(query: &str, max: usize) -> Result<(usize, usize), String> {
     let mut offset = 0;
     let mut limit = max.min(100);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with(ACCESS_TOKEN))
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let n: usize = v
             .parse()

@@ -420,6 +420,23 @@ impl Config {
             self.admin.request_timeout_ms as usize,
             1,
         )?;
+        at_least(
+            "admin.console_interval_ms",
+            self.admin.console_interval_ms as usize,
+            10,
+        )?;
+        at_least(
+            "admin.console_streams_max",
+            self.admin.console_streams_max,
+            1,
+        )?;
+        // Room for a few states of a large mesh.
+        at_least(
+            "admin.console_stream_bytes_max",
+            self.admin.console_stream_bytes_max,
+            16 * 1024,
+        )?;
+        at_least("admin.console_topics_max", self.admin.console_topics_max, 1)?;
         let sec = &self.security;
         at_least("security.password_checks_max", sec.password_checks_max, 1)?;
         at_least("security.auth_sources_max", sec.auth_sources_max, 1)?;

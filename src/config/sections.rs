@@ -28,6 +28,17 @@ pub struct AdminConfig {
     /// (`Authorization: Bearer <token>`); empty = none, allowed only on a
     /// loopback address.
     pub token: String,
+    /// The web console's state is sent to each open `/console/events`
+    /// stream every this many milliseconds.
+    pub console_interval_ms: u64,
+    /// `/console/events` streams open at once; more are answered 503.
+    pub console_streams_max: usize,
+    /// Bytes a console stream may have waiting for its client to read;
+    /// a stream beyond is closed (its client reads too slowly).
+    pub console_stream_bytes_max: usize,
+    /// Entries of each shard's busiest-topics sketch (and topics the
+    /// console shows).
+    pub console_topics_max: usize,
 }
 
 impl Default for AdminConfig {
@@ -40,6 +51,10 @@ impl Default for AdminConfig {
             request_bytes_max: 8192,
             request_timeout_ms: 2000,
             token: String::new(),
+            console_interval_ms: 1000,
+            console_streams_max: 8,
+            console_stream_bytes_max: 256 * 1024,
+            console_topics_max: 16,
         }
     }
 }

@@ -46,6 +46,10 @@ fn defaults_are_pinned() {
     assert_eq!(c.log.format, "text");
     assert_eq!(c.admin.request_bytes_max, 8192);
     assert_eq!(c.admin.request_timeout_ms, 2000);
+    assert_eq!(c.admin.console_interval_ms, 1000);
+    assert_eq!(c.admin.console_streams_max, 8);
+    assert_eq!(c.admin.console_stream_bytes_max, 256 * 1024);
+    assert_eq!(c.admin.console_topics_max, 16);
     assert_eq!(c.runtime.bind_retry_ms, 5000);
     assert_eq!(c.runtime.memory_trim_ms, 1000);
     assert_eq!(c.mqtt.sys_interval_s, 0);

@@ -33,6 +33,7 @@ pub mod rlimits;
 pub mod stats;
 pub mod sys;
 pub mod tls_accept;
+pub mod topk;
 pub mod transport;
 pub mod transport_mem;
 pub mod transport_tls;
@@ -348,8 +349,13 @@ impl Router {
                     http: crate::admin::http::Limits {
                         request_bytes_max: config.admin.request_bytes_max,
                         timeout: Duration::from_millis(config.admin.request_timeout_ms),
+                        streams_max: config.admin.console_streams_max,
+                        stream_bytes_max: config.admin.console_stream_bytes_max,
                     },
                     token: config.admin.token.clone(),
+                    router_id: config.mesh.router_id.clone(),
+                    console_interval: Duration::from_millis(config.admin.console_interval_ms),
+                    console_topics_max: config.admin.console_topics_max,
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {

@@ -23,6 +23,9 @@ macro_rules! counters {
             /// the shard answers on its next tick in `view`.
             pub view_requested: std::sync::atomic::AtomicBool,
             pub view: std::sync::Mutex<Option<ShardView>>,
+            /// The same for the web console's [`ConsoleView`].
+            pub console_requested: std::sync::atomic::AtomicBool,
+            pub console: std::sync::Mutex<Option<ConsoleView>>,
             /// The shard's durable log (`Log::open` takes this Arc).
             pub persist: std::sync::Arc<PersistStats>,
         }
@@ -34,6 +37,8 @@ macro_rules! counters {
                     latency: std::sync::Mutex::new(latency_histogram()),
                     view_requested: std::sync::atomic::AtomicBool::new(false),
                     view: std::sync::Mutex::new(None),
+                    console_requested: std::sync::atomic::AtomicBool::new(false),
+                    console: std::sync::Mutex::new(None),
                     persist: Default::default(),
                 }
             }
@@ -181,6 +186,42 @@ pub struct SubscriptionInfo {
     pub qos: u8,
     pub sid: Option<String>,
     pub queue_group: Option<String>,
+}
+
+/// Slowest consumers a shard reports to the console (and the console
+/// shows, over all shards).
+pub const SLOW_CONSUMERS_MAX: usize = 5;
+
+/// What one shard shows the web console (`GET /console/state`): built on
+/// request on the shard's tick, bounded (the few slowest consumers, the
+/// topic sketch's entries).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleView {
+    pub shard: usize,
+    pub queued_messages: u64,
+    pub queued_bytes: u64,
+    /// Sessions with messages queued or dropped, most queued first, at
+    /// most [`SLOW_CONSUMERS_MAX`].
+    pub slow_consumers: Vec<SlowConsumer>,
+    /// The busiest topics published on this shard since its last answer,
+    /// with their estimated rates (the sketch is sampled).
+    pub topics: Vec<TopicRate>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SlowConsumer {
+    pub shard: usize,
+    pub protocol: &'static str,
+    pub client_id: String,
+    pub queued_messages: u64,
+    pub queued_bytes: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TopicRate {
+    pub topic: String,
+    pub events_per_s: f64,
 }
 
 /// 1 ns to 60 s at 3 significant digits.

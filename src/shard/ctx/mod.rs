@@ -33,6 +33,7 @@ mod amqp;
 mod auth;
 mod backpressure;
 mod buffers;
+mod console;
 mod control;
 mod directory;
 mod groups;
@@ -100,6 +101,10 @@ pub struct Global {
     /// Connections per listener, source address and user (touched at
     /// accept, CONNECT and close only; see `shard::admission`).
     pub admission: Arc<super::admission::Admission>,
+    /// Set by the admin thread while a web console stream is open (or the
+    /// console state was asked for lately): the shards then feed their
+    /// busiest-topics sketch (`console`).
+    pub console_active: AtomicBool,
 }
 
 impl Global {
@@ -191,6 +196,8 @@ pub struct ShardCtx {
     holding: super::hold::Holding,
     write_buffers: buffers::WriteBuffers,
     latency: telemetry::Latency,
+    /// The web console's busiest-topics sketch (`console`).
+    console: console::Console,
     /// Set on the mesh executor's context only (see `mesh`).
     mesh: OnceCell<Rc<dyn MeshPeer>>,
     /// The mesh executor's context when it runs on this executor
@@ -235,6 +242,7 @@ impl ShardCtx {
             holding: Default::default(),
             write_buffers: Default::default(),
             latency: Default::default(),
+            console: console::Console::new(id),
             mesh: OnceCell::new(),
             direct_bridge: OnceCell::new(),
         }
@@ -474,6 +482,7 @@ impl ShardCtx {
                 *slot = Some(view);
             }
         }
+        self.console_tick();
         let generation = self.global.config_generation.load(Ordering::Acquire);
         if generation != self.config_generation.get() {
             let reloaded = self.global.reloaded.lock().ok().and_then(|c| c.clone());

@@ -156,6 +156,7 @@ impl ShardCtx {
         congested: &mut Vec<Rc<Session>>,
     ) -> Result<bool, Handoff> {
         Counters::add(&self.counters.messages_in, 1);
+        self.console_offer(event.topic());
         if event.born_ns == 0 {
             event.born_ns = self.received_ns.get();
         }

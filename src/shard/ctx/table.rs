@@ -215,12 +215,7 @@ impl Table {
                     let (queued_messages, queued_bytes) = s.queued();
                     v.queued_messages += queued_messages as u64;
                     v.queued_bytes += queued_bytes as u64;
-                    let protocol = match s.protocol {
-                        Protocol::Mqtt => "mqtt",
-                        Protocol::Nats => "nats",
-                        Protocol::Http => "http",
-                        Protocol::Amqp => "amqp",
-                    };
+                    let protocol = protocol_label(s.protocol);
                     if v.connections.len() == max {
                         v.truncated = true;
                     } else {
@@ -295,5 +290,59 @@ impl Table {
             }
         }
         v
+    }
+
+    /// The web console's part of the table: total queue depth and the
+    /// `max` sessions with the most queued (then dropped) messages, among
+    /// those with some queued or dropped. One pass; the kept list stays at
+    /// `max` entries.
+    pub(super) fn slow_consumers(
+        &self,
+        shard: usize,
+        max: usize,
+    ) -> (u64, u64, Vec<stats::SlowConsumer>) {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        let mut top: Vec<stats::SlowConsumer> = Vec::with_capacity(max + 1);
+        let slots = self.slots.borrow();
+        for slot in slots.slots.iter().flatten() {
+            let (Slot::Mqtt(s) | Slot::NatsConn(s)) = slot else {
+                continue;
+            };
+            let (queued_messages, queued_bytes) = s.queued();
+            messages += queued_messages as u64;
+            bytes += queued_bytes as u64;
+            let dropped = s.dropped.get();
+            if (queued_messages == 0 && dropped == 0) || max == 0 {
+                continue;
+            }
+            let key = (queued_messages as u64, dropped);
+            if top.len() == max
+                && top
+                    .last()
+                    .is_some_and(|l| (l.queued_messages, l.dropped) >= key)
+            {
+                continue;
+            }
+            top.push(stats::SlowConsumer {
+                shard,
+                protocol: protocol_label(s.protocol),
+                client_id: s.client_id.to_string(),
+                queued_messages: key.0,
+                queued_bytes: queued_bytes as u64,
+                dropped,
+            });
+            top.sort_by(|a, b| (b.queued_messages, b.dropped).cmp(&(a.queued_messages, a.dropped)));
+            top.truncate(max);
+        }
+        (messages, bytes, top)
+    }
+}
+
+fn protocol_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Mqtt => "mqtt",
+        Protocol::Nats => "nats",
+        Protocol::Http => "http",
+        Protocol::Amqp => "amqp",
     }
 }

@@ -1,0 +1,436 @@
+//! The web console's data: `GET /console/state` (one [`ConsoleState`] as
+//! JSON) and `GET /console/events` (a server-sent event stream: one
+//! `state` event every `admin.console_interval_ms`, `: ping` comments).
+//!
+//! Owns, on the admin thread: the last sample (the shards' counters and
+//! latency histograms, to turn into rates and window percentiles), the
+//! console request in flight to the shards, and the flag that makes the
+//! shards feed their busiest-topics sketches (`Global::console_active`).
+//! Nothing is computed while no stream is open and nobody asked for
+//! [`ARM_HOLD_MIN`]: the flag is then cleared and the sample dropped.
+//!
+//! The shards answer a console request on their housekeeping tick (the
+//! views mechanism, `ShardStats::console`); for the streams the request is
+//! polled from the server's loop ([`Console::tick`]), never waited for,
+//! so the admin thread keeps answering other requests meanwhile.
+//!
+//! Bounds: a state holds one row per shard, at most
+//! `stats::SLOW_CONSUMERS_MAX` slow consumers, `admin.console_topics_max`
+//! topics, and the mesh as the bridge's view bounds it (`mesh.links_max`).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::{sse, AdminState};
+use crate::shard::stats::{self, ConsoleView, SlowConsumer, Snapshot, TopicRate};
+
+/// After the last ask (or stream), the shards keep their sketches this
+/// long at least (three intervals if longer), so that a page polling
+/// `/console/state` sees topics.
+pub const ARM_HOLD_MIN: Duration = Duration::from_secs(10);
+/// How long a console request waits for the shards (a stopping shard does
+/// not answer: its row then shows no queues).
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// How often a request in flight is looked at.
+const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// A `: ping` comment on every stream this often.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What `/console/state` answers (field names are the page's contract).
+#[derive(Debug, Serialize)]
+pub struct ConsoleState {
+    pub router_id: String,
+    /// Wall-clock time of the sample, ms since the Unix epoch.
+    pub time_ms: u64,
+    pub interval_ms: u64,
+    /// The mesh as [`mesh`] sees it (null: the mesh is off).
+    pub mesh: Option<serde_json::Value>,
+    pub shards: Vec<ShardRow>,
+    pub slow_consumers: Vec<SlowConsumer>,
+    pub topics: Vec<TopicRate>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardRow {
+    pub shard: usize,
+    pub connections: u64,
+    /// Publishes received (`weft_messages_in_total`) per second since the
+    /// previous sample; 0 in the first.
+    pub publishes_per_s: f64,
+    /// Deliveries queued (`weft_messages_out_total`) per second.
+    pub deliveries_per_s: f64,
+    pub queued_messages: u64,
+    pub queued_bytes: u64,
+    /// Sends that found a ring full and waited, since start.
+    pub ring_waits: u64,
+    /// Router-internal latency since the previous sample (since start in
+    /// the first); 0 when no event was delivered meanwhile.
+    pub latency_us: Percentiles,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+}
+
+/// The mesh part of the state, in the Topology shape of `GET /topology`.
+///
+/// Until the link-state topology exists, built from this router's own
+/// links (the bridge's `/links` view): this router and its direct peers.
+/// The one place to swap for `admin::topology::topology(state)`.
+pub fn mesh(state: &AdminState) -> Option<serde_json::Value> {
+    let view = state.mesh_view.lock().ok()?.clone()?;
+    let me = view.router_id.clone();
+    let mut routers = vec![serde_json::json!({
+        "id": me,
+        "self": true,
+        "age_ms": 0,
+        "links": view.links.iter().filter(|l| l.state == "up").count(),
+    })];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut edges = Vec::new();
+    for l in &view.links {
+        // A link whose hello has not come is named by its address.
+        let Some(peer) = l.peer.clone().or_else(|| l.remote.clone()) else {
+            continue;
+        };
+        if seen.insert(peer.clone()) {
+            routers.push(serde_json::json!({
+                "id": peer, "self": false, "age_ms": 0, "links": 1,
+            }));
+        }
+        edges.push(serde_json::json!({
+            "from": me,
+            "to": peer,
+            "state": l.state,
+            "tls": view.tls,
+            "rtt_us": l.rtt_us,
+            "events_out": l.events_out,
+            "events_in": l.events_in,
+            "dropped": l.dropped,
+        }));
+    }
+    Some(serde_json::json!({ "router_id": me, "routers": routers, "edges": edges }))
+}
+
+/// The shards' counters and histograms at one moment.
+struct Sample {
+    at: Instant,
+    snaps: Vec<Snapshot>,
+    latency: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+impl Sample {
+    fn take(state: &AdminState, at: Instant) -> Sample {
+        Sample {
+            at,
+            snaps: state.stats.iter().map(|s| s.snapshot()).collect(),
+            latency: state
+                .stats
+                .iter()
+                .map(|s| match s.latency.lock() {
+                    Ok(h) => h.clone(),
+                    Err(_) => stats::latency_histogram(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A console request to the shards: the answers come in on their ticks.
+struct Asked {
+    deadline: Instant,
+    got: Vec<Option<ConsoleView>>,
+}
+
+/// The admin thread's console state (see the module doc).
+pub struct Console {
+    interval: Duration,
+    topics_max: usize,
+    last: Option<Sample>,
+    asked: Option<Asked>,
+    /// Last `/console/state`, or last turn with a stream open.
+    last_ask: Option<Instant>,
+    /// When the streams get their next state.
+    next_state: Option<Instant>,
+    next_ping: Option<Instant>,
+    /// A state built for a `/console/state` while the streams' request
+    /// was in flight (it answered both), for the streams.
+    ready: Option<Vec<u8>>,
+}
+
+impl Console {
+    pub fn new(interval: Duration, topics_max: usize) -> Self {
+        Console {
+            interval,
+            topics_max,
+            last: None,
+            asked: None,
+            last_ask: None,
+            next_state: None,
+            next_ping: None,
+            ready: None,
+        }
+    }
+
+    fn arm(&mut self, state: &AdminState, now: Instant) {
+        self.last_ask = Some(now);
+        state.global.console_active.store(true, Ordering::Relaxed);
+    }
+
+    /// A stream opened: its first state as soon as the shards answer.
+    pub fn stream_opened(&mut self, state: &AdminState, now: Instant) {
+        self.arm(state, now);
+        self.next_state = Some(now);
+    }
+
+    /// `GET /console/state`: asks the shards and waits for them (at most
+    /// [`ANSWER_WAIT`]).
+    pub fn state_now(&mut self, state: &AdminState) -> Vec<u8> {
+        let now = Instant::now();
+        self.arm(state, now);
+        let streams_waiting = self.asked.is_some();
+        self.ask(state, now);
+        while !self.answered(state, Instant::now()) {
+            std::thread::sleep(ANSWER_POLL);
+        }
+        let built = self.build(state);
+        let json = serde_json::to_string(&built).unwrap_or_default();
+        if streams_waiting {
+            self.ready = Some(sse::event("state", &json));
+        }
+        json.into_bytes()
+    }
+
+    fn ask(&mut self, state: &AdminState, now: Instant) {
+        if self.asked.is_some() {
+            return;
+        }
+        for s in &state.stats {
+            if let Ok(mut slot) = s.console.lock() {
+                *slot = None;
+            }
+            s.console_requested.store(true, Ordering::Release);
+        }
+        self.asked = Some(Asked {
+            deadline: now + ANSWER_WAIT,
+            got: vec![None; state.stats.len()],
+        });
+    }
+
+    /// Takes the answers come in; true when all are in or the wait is
+    /// over.
+    fn answered(&mut self, state: &AdminState, now: Instant) -> bool {
+        let Some(asked) = self.asked.as_mut() else {
+            return true;
+        };
+        for (slot, s) in asked.got.iter_mut().zip(&state.stats) {
+            if slot.is_none() {
+                *slot = s.console.lock().ok().and_then(|mut v| v.take());
+            }
+        }
+        asked.got.iter().all(Option::is_some) || now >= asked.deadline
+    }
+
+    /// The state from the answers taken (the request is then over) and a
+    /// new sample.
+    fn build(&mut self, state: &AdminState) -> ConsoleState {
+        let views: Vec<ConsoleView> = self
+            .asked
+            .take()
+            .map(|a| a.got.into_iter().flatten().collect())
+            .unwrap_or_default();
+        let sample = Sample::take(state, Instant::now());
+        let built = assemble(
+            state,
+            &views,
+            self.last.as_ref(),
+            &sample,
+            self.interval,
+            self.topics_max,
+        );
+        self.last = Some(sample);
+        built
+    }
+
+    /// The server loop's turn: disarm when idle, ask the shards when a
+    /// state is due, and hand out a state or a ping for the streams.
+    pub fn tick(&mut self, state: &AdminState, now: Instant, streams: usize) -> Option<Vec<u8>> {
+        if streams > 0 {
+            self.last_ask = Some(now);
+        } else {
+            self.next_state = None;
+            self.next_ping = None;
+            self.ready = None;
+            let hold = ARM_HOLD_MIN.max(self.interval * 3);
+            if self
+                .last_ask
+                .is_some_and(|at| now.duration_since(at) >= hold)
+            {
+                state.global.console_active.store(false, Ordering::Relaxed);
+                self.last_ask = None;
+                self.last = None;
+                self.asked = None;
+            }
+            return None;
+        }
+        let mut out = self.ready.take().unwrap_or_default();
+        if self.next_state.is_none_or(|at| now >= at) && self.asked.is_none() {
+            self.ask(state, now);
+            self.next_state = Some(now + self.interval);
+        }
+        if self.asked.is_some() && self.answered(state, now) {
+            let built = self.build(state);
+            let json = serde_json::to_string(&built).unwrap_or_default();
+            out.extend_from_slice(&sse::event("state", &json));
+        }
+        if self.next_ping.is_none_or(|at| now >= at) {
+            if self.next_ping.is_some() {
+                out.extend_from_slice(sse::PING);
+            }
+            self.next_ping = Some(now + PING_INTERVAL);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// When the loop should turn next for the streams.
+    pub fn wake_at(&self, streams: usize) -> Option<Instant> {
+        if streams == 0 {
+            return None;
+        }
+        if self.asked.is_some() {
+            return Some(Instant::now() + ANSWER_POLL);
+        }
+        [self.next_state, self.next_ping]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Builds the state from the shards' answers and two samples.
+fn assemble(
+    state: &AdminState,
+    views: &[ConsoleView],
+    last: Option<&Sample>,
+    now: &Sample,
+    interval: Duration,
+    topics_max: usize,
+) -> ConsoleState {
+    let secs = last.map_or(0.0, |l| now.at.duration_since(l.at).as_secs_f64());
+    let rate = |new: u64, old: Option<u64>| match old {
+        Some(old) if secs > 0.0 => new.saturating_sub(old) as f64 / secs,
+        _ => 0.0,
+    };
+    let mut shards = Vec::with_capacity(now.snaps.len());
+    for (i, snap) in now.snaps.iter().enumerate() {
+        let before = last.and_then(|l| l.snaps.get(i));
+        let view = views.iter().find(|v| v.shard == i);
+        let mut window = now.latency[i].clone();
+        if let Some(old) = last.and_then(|l| l.latency.get(i)) {
+            if window.subtract(old).is_err() {
+                window = now.latency[i].clone();
+            }
+        }
+        let q = |q: f64| {
+            if window.is_empty() {
+                0
+            } else {
+                window.value_at_quantile(q) / 1000
+            }
+        };
+        shards.push(ShardRow {
+            shard: i,
+            connections: snap.connections,
+            publishes_per_s: rate(snap.messages_in, before.map(|b| b.messages_in)),
+            deliveries_per_s: rate(snap.messages_out, before.map(|b| b.messages_out)),
+            queued_messages: view.map_or(0, |v| v.queued_messages),
+            queued_bytes: view.map_or(0, |v| v.queued_bytes),
+            ring_waits: snap.ring_full_waits,
+            latency_us: Percentiles {
+                p50: q(0.5),
+                p99: q(0.99),
+                p999: q(0.999),
+            },
+        });
+    }
+    let mut slow: Vec<SlowConsumer> = views
+        .iter()
+        .flat_map(|v| v.slow_consumers.iter().cloned())
+        .collect();
+    slow.sort_by(|a, b| {
+        (b.queued_messages, b.dropped)
+            .cmp(&(a.queued_messages, a.dropped))
+            .then_with(|| a.client_id.cmp(&b.client_id))
+    });
+    slow.truncate(stats::SLOW_CONSUMERS_MAX);
+    ConsoleState {
+        router_id: state.router_id.clone(),
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        interval_ms: interval.as_millis() as u64,
+        mesh: mesh(state),
+        shards,
+        slow_consumers: slow,
+        topics: busiest(views, topics_max),
+    }
+}
+
+/// The shards' topic rates summed by topic, busiest first, at most `max`.
+fn busiest(views: &[ConsoleView], max: usize) -> Vec<TopicRate> {
+    let mut by_topic: HashMap<&str, f64> = HashMap::new();
+    for t in views.iter().flat_map(|v| &v.topics) {
+        *by_topic.entry(t.topic.as_str()).or_default() += t.events_per_s;
+    }
+    let mut out: Vec<TopicRate> = by_topic
+        .into_iter()
+        .map(|(topic, events_per_s)| TopicRate {
+            topic: topic.to_owned(),
+            events_per_s,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.events_per_s
+            .total_cmp(&a.events_per_s)
+            .then_with(|| a.topic.cmp(&b.topic))
+    });
+    out.truncate(max);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_merge_across_shards() {
+        let view = |shard, topics: &[(&str, f64)]| ConsoleView {
+            shard,
+            topics: topics
+                .iter()
+                .map(|(t, r)| TopicRate {
+                    topic: t.to_string(),
+                    events_per_s: *r,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let views = [
+            view(0, &[("a", 5.0), ("b", 4.0)]),
+            view(1, &[("b", 3.0), ("c", 1.0)]),
+        ];
+        let top = busiest(&views, 2);
+        assert_eq!(
+            top.iter()
+                .map(|t| (t.topic.as_str(), t.events_per_s))
+                .collect::<Vec<_>>(),
+            [("b", 7.0), ("a", 5.0)]
+        );
+    }
+}
