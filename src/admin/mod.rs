@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
+//! and paginated JSON views `/connections`, `/subscriptions`, `/links`;
+//! the web console: its page at `/` ([`page`]) and its data.
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'

@@ -126,6 +126,13 @@ async function start() {
     page.waitForFunction(() => document.querySelector("#status") && document.querySelector("script[src^='console.js']")),
     "the page's script",
   );
+  if (args.hold) {
+    // perf/console-cost.sh measures from here: the stream is open.
+    await bounded(
+      page.waitForFunction(() => document.querySelector("#status").dataset.state === "live"),
+      "the page to show live",
+    );
+  }
   emit({ event: "ready", page: args.url, browser: await browser.version() });
   return page;
 }
