@@ -122,9 +122,14 @@ impl Events {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_clients_topics_and_streams() {
+    // Small queues and socket buffers: a subscriber that does not read
+    // is a slow consumer soon.
     let weft = Weft::start(
         2,
-        &format!("[admin]\ntoken = \"{TOKEN}\"\nconsole_interval_ms = 100\n"),
+        &format!(
+            "[admin]\ntoken = \"{TOKEN}\"\nconsole_interval_ms = 100\n\
+             [limits]\nqueued_messages_max = 50\n[socket]\nsend_buffer_bytes = 4096\n"
+        ),
     );
     // The token: header or access_token, nothing else.
     for path in ["/console/state", "/console/events"] {
@@ -162,16 +167,28 @@ async fn the_console_shows_clients_topics_and_streams() {
     sub.subscribe("c/#", QoS::AtMostOnce).await;
     let mqtt_pub = connect(weft.shard_addrs[1], "console-pub").await;
     let nats = nats(weft.nats_shards[1]).await;
+    // A subscriber that never reads after its SUBACK.
+    let mut stalled = Raw::connected(weft.shard_addrs[0], "console-slow", 0).await;
+    stalled
+        .send_packet(&weft::mqtt::codec::Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![("c/#", 0)],
+        })
+        .await;
+    assert_eq!(stalled.read_exact(5).await, vec![0x90, 3, 0, 1, 0]);
+    socket2::SockRef::from(&stalled.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
 
-    // The state shows the three connections (counters: on the tick).
-    wait_until("3 connections in the console state", WAIT, || async {
+    // The state shows the four connections (counters: on the tick).
+    wait_until("4 connections in the console state", WAIT, || async {
         let s = state(weft.admin).await;
         let shards = s["shards"].as_array().cloned().unwrap_or_default();
         let total: u64 = shards
             .iter()
             .map(|r| r["connections"].as_u64().unwrap())
             .sum();
-        if total == 3 && shards.len() == 2 {
+        if total == 4 && shards.len() == 2 {
             Ok(())
         } else {
             Err(format!("{s}"))
@@ -221,7 +238,9 @@ async fn the_console_shows_clients_topics_and_streams() {
                 for _ in 0..4 {
                     nats.publish("c.hot", "x".into()).await.unwrap();
                 }
-                mqtt_pub.publish("c/warm", QoS::AtMostOnce, "y").await;
+                mqtt_pub
+                    .publish("c/warm", QoS::AtMostOnce, vec![b'y'; 512])
+                    .await;
                 nats.flush().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -238,6 +257,13 @@ async fn the_console_shows_clients_topics_and_streams() {
         let s = events.next_state().await;
         let hot_first = s["topics"][0]["topic"] == "c/hot"
             && s["topics"][0]["events_per_s"].as_f64().unwrap() > 0.0;
+        let slow = s["slow_consumers"].as_array().unwrap().iter().any(|c| {
+            c["client_id"] == "console-slow"
+                && c["protocol"] == "mqtt"
+                && c["shard"] == 0
+                && (c["queued_messages"].as_u64().unwrap() > 0
+                    || c["dropped"].as_u64().unwrap() > 0)
+        });
         let publishes: f64 = s["shards"]
             .as_array()
             .unwrap()
@@ -245,12 +271,13 @@ async fn the_console_shows_clients_topics_and_streams() {
             .map(|r| r["publishes_per_s"].as_f64().unwrap())
             .sum();
         states.push(s);
-        if hot_first && publishes > 0.0 && states.len() >= 3 {
+        if hot_first && slow && publishes > 0.0 && states.len() >= 3 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "c/hot never the busiest topic with publishes counted; last: {}",
+            "c/hot never the busiest topic with publishes counted and \
+             console-slow a slow consumer; last: {}",
             states.last().unwrap()
         );
     }
@@ -298,4 +325,43 @@ async fn the_console_shows_clients_topics_and_streams() {
     stop.store(true, Ordering::Relaxed);
     publishing.await.unwrap();
     drain.abort();
+    drop(stalled);
+}
+
+/// With the mesh on, the state's `mesh` shows this router and its link
+/// to a peer, in the topology's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_mesh_shows_the_links() {
+    let a = mesh_router("con-a", "", "warn", "127.0.0.1:0", &[]);
+    let b = mesh_router("con-b", "", "warn", "127.0.0.1:0", &[a.mesh.unwrap()]);
+    for (weft, me, peer) in [(&a, "con-a", "con-b"), (&b, "con-b", "con-a")] {
+        wait_until(
+            &format!("{me}: the link to {peer} in the console"),
+            WAIT,
+            || async {
+                let (status, body) = get(weft.admin, "/console/state", None).await;
+                let s: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| format!("{status} {e}"))?;
+                let mesh = &s["mesh"];
+                let me_listed = mesh["routers"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["id"] == me && r["self"] == true));
+                let edge = mesh["edges"].as_array().is_some_and(|e| {
+                    e.iter().any(|e| {
+                        e["from"] == me
+                            && e["to"] == peer
+                            && e["state"] == "up"
+                            && e["tls"] == false
+                            && e["events_out"].is_number()
+                    })
+                });
+                if s["router_id"] == me && mesh["router_id"] == me && me_listed && edge {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            },
+        )
+        .await;
+    }
 }

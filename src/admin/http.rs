@@ -1,6 +1,9 @@
 //! The admin endpoint's HTTP server: HTTP/1.x GET, one request per
 //! connection (`Connection: close`), served one at a time on the admin
-//! thread with plain std sockets.
+//! thread with plain std sockets; beside them, long-lived streams (the
+//! web console's server-sent events, [`Reply::Stream`]) that the same
+//! loop writes with non-blocking writes when poll says a socket has room,
+//! so that no stream holds a request up (no thread per stream).
 //!
 //! Why our own and not a crate: the endpoint's one hard requirement is that
 //! no error of its own can take the router down. tiny_http, used before,
@@ -29,7 +32,11 @@
 //! Bounds: a request head (request line and headers) of at most
 //! `admin.request_bytes_max` bytes (431 beyond); `admin.request_timeout_ms`
 //! to send it and again to take the answer, so a slow client holds the
-//! endpoint at most twice that; request bodies are never read.
+//! endpoint at most twice that (the streams wait meanwhile, their bytes
+//! queued); request bodies are never read. At most
+//! `admin.console_streams_max` streams (503 beyond), each closed once
+//! `admin.console_stream_bytes_max` bytes wait for its client (`sse`). An
+//! error on a stream ends that stream only.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -614,5 +621,146 @@ mod tests {
         drop((silent, half));
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
+    }
+
+    /// Streams on `/s`: every turn sends `chunk` bytes to each, and
+    /// records how many are open.
+    struct Firehose {
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        chunk: usize,
+    }
+
+    impl Service for Firehose {
+        fn handle(&mut self, r: &Request<'_>) -> Reply {
+            if r.target == "/s" {
+                Reply::Stream {
+                    content_type: "text/event-stream",
+                    first: b": hi\n\n".to_vec(),
+                }
+            } else {
+                Reply::Full(text(200, "plain"))
+            }
+        }
+        fn tick(&mut self, _: Instant, streams: usize) -> Option<Vec<u8>> {
+            self.open.store(streams, Ordering::Relaxed);
+            (streams > 0).then(|| vec![b'x'; self.chunk])
+        }
+        fn wake_at(&self, streams: usize) -> Option<Instant> {
+            (streams > 0).then(|| Instant::now() + Duration::from_millis(1))
+        }
+    }
+
+    /// A stream whose client reads keeps going; one whose client never
+    /// reads is closed at its bound; one beyond `streams_max` is refused
+    /// 503; plain requests are answered all along.
+    #[test]
+    fn streams_are_bounded_and_do_not_block_requests() {
+        const WAIT: Duration = Duration::from_secs(20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let limits = Limits {
+            request_bytes_max: 256,
+            timeout: Duration::from_millis(500),
+            streams_max: 2,
+            stream_bytes_max: 64 * 1024,
+        };
+        let server = {
+            let (stop, open) = (stop.clone(), open.clone());
+            std::thread::spawn(move || {
+                serve(
+                    listener,
+                    limits,
+                    || stop.load(Ordering::Relaxed),
+                    Firehose {
+                        open,
+                        chunk: 16 * 1024,
+                    },
+                )
+            })
+        };
+        let open_stream = || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /s HTTP/1.1\r\n\r\n").unwrap();
+            s
+        };
+        let head_of = |s: &mut TcpStream| {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while head_end(&head).is_none() {
+                assert_eq!(s.read(&mut b).unwrap(), 1, "{head:?}");
+                head.push(b[0]);
+            }
+            String::from_utf8(head).unwrap()
+        };
+        let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + WAIT;
+            while !cond() {
+                assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // A reader: drains its stream on a thread of its own.
+        let mut reader = open_stream();
+        let head = head_of(&mut reader);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/event-stream\r\n"),
+            "{head}"
+        );
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reading = {
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.fetch_add(n, Ordering::Relaxed);
+                }
+            })
+        };
+        // A stream that never reads after its head.
+        let mut stalled = open_stream();
+        assert!(head_of(&mut stalled).starts_with("HTTP/1.1 200 "));
+        wait_for("two streams", &|| open.load(Ordering::Relaxed) == 2);
+        // A third is refused while both are open.
+        let mut third = open_stream();
+        let mut answer = String::new();
+        third.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        // The stalled one fills its socket, then its bound: closed.
+        wait_for("the stalled stream closed", &|| {
+            open.load(Ordering::Relaxed) == 1
+        });
+        stalled.set_read_timeout(Some(WAIT)).unwrap();
+        let mut sink = Vec::new();
+        let end = stalled.read_to_end(&mut sink);
+        assert!(
+            end.is_ok()
+                || end
+                    .as_ref()
+                    .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock),
+            "the stalled stream ends: {end:?}"
+        );
+        // The reader still gets bytes, and plain requests are answered.
+        let before = got.load(Ordering::Relaxed);
+        wait_for("the reader reads on", &|| {
+            got.load(Ordering::Relaxed) > before + 64 * 1024
+        });
+        let mut plain = TcpStream::connect(addr).unwrap();
+        plain.write_all(b"GET /p HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        plain.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("plain\n"),
+            "{answer}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        // The server's end closed the reader's stream.
+        reading.join().unwrap();
     }
 }

@@ -426,6 +426,36 @@ mod tests {
     }
 
     #[test]
+    fn the_token_may_come_as_access_token() {
+        let t = "s3/cr et";
+        for path in ["/console/events", "/console/state", "/metrics"] {
+            for ok in ["?access_token=s3%2Fcr+et", "?x=1&access_token=s3/cr%20et"] {
+                assert!(
+                    authorized(t, &request(&format!("{path}{ok}"), None)),
+                    "{ok}"
+                );
+            }
+            for wrong in [
+                "?access_token=s3%2Fcr",
+                "?access_token=",
+                "?access_token",
+                "?token=s3%2Fcr+et",
+                "?xaccess_token=s3%2Fcr+et",
+                "?access_token=s3%2Fcr+et+",
+            ] {
+                assert!(
+                    !authorized(t, &request(&format!("{path}{wrong}"), None)),
+                    "{wrong}"
+                );
+            }
+        }
+        assert_eq!(percent_decode("a%2"), b"a%2");
+        assert_eq!(percent_decode("%zz%41+"), b"%zzA ");
+        // Pages ignore the token parameter.
+        assert_eq!(page("limit=5&access_token=x", 10), Ok((0, 5)));
+    }
+
+    #[test]
     fn secrets_compare_whole() {
         assert!(same_secret(b"abc", b"abc"));
         assert!(

@@ -47,7 +47,7 @@ impl Console {
         x ^= x >> 7;
         x ^= x << 17;
         self.rng.set(x);
-        if x % SAMPLE_ONE_IN != 0 || self.since.get().is_none() {
+        if !x.is_multiple_of(SAMPLE_ONE_IN) || self.since.get().is_none() {
             return;
         }
         self.sketch.borrow_mut().offer(topic, SAMPLE_ONE_IN);

@@ -331,7 +331,7 @@ impl Table {
                 queued_bytes: queued_bytes as u64,
                 dropped,
             });
-            top.sort_by(|a, b| (b.queued_messages, b.dropped).cmp(&(a.queued_messages, a.dropped)));
+            top.sort_by_key(|c| std::cmp::Reverse((c.queued_messages, c.dropped)));
             top.truncate(max);
         }
         (messages, bytes, top)
