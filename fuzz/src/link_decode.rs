@@ -6,7 +6,8 @@
 //! many before writing them.
 
 use weft::mesh::link::{
-    decode, encode, encoded_len, Event, Frame, Hello, LinkLimits, LinkMeta, LINK_VERSION,
+    decode, encode, encoded_len, Event, Frame, Hello, LinkLimits, LinkMeta, LinkState,
+    TopologyLink, TopologyRecord, LINK_VERSION,
 };
 
 /// Small limits, so the fuzzer reaches them within its input size.
@@ -14,6 +15,8 @@ const LIMITS: LinkLimits = LinkLimits {
     frame_bytes_max: 2048,
     hops_max: 8,
     dests_max: 4,
+    topology_bytes_max: 1024,
+    topology_links_max: 4,
 };
 
 pub fn check(data: &[u8]) {
@@ -81,6 +84,31 @@ pub fn seeds() -> Vec<Vec<u8>> {
             ..event
         }),
         Frame::Close { reason: "shutdown" },
+        Frame::Topology(TopologyRecord {
+            origin: "r1",
+            seq: 1 << 16,
+            age_ms: 20,
+            links: vec![
+                TopologyLink {
+                    peer: "r2",
+                    state: LinkState::Up,
+                    tls: true,
+                    rtt_us: Some(140),
+                    events_in: 1,
+                    events_out: 2,
+                    dropped: 0,
+                },
+                TopologyLink {
+                    peer: "r3",
+                    state: LinkState::Held,
+                    tls: false,
+                    rtt_us: None,
+                    events_in: 0,
+                    events_out: 0,
+                    dropped: 3,
+                },
+            ],
+        }),
     ];
     let mut seeds: Vec<Vec<u8>> = frames
         .iter()

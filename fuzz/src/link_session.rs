@@ -40,6 +40,8 @@ const LIMITS: LinkLimits = LinkLimits {
     frame_bytes_max: 2048,
     hops_max: 8,
     dests_max: 4,
+    topology_bytes_max: 1024,
+    topology_links_max: 4,
 };
 
 const DRIVER_CLOSES: [LinkCloseReason; 5] = [

@@ -78,44 +78,10 @@ pub struct Percentiles {
     pub p999: u64,
 }
 
-/// The mesh part of the state, in the Topology shape of `GET /topology`.
-///
-/// Until the link-state topology exists, built from this router's own
-/// links (the bridge's `/links` view): this router and its direct peers.
-/// The one place to swap for `admin::topology::topology(state)`.
+/// The mesh part of the state: the link-state topology of `GET /topology`
+/// ([`super::topology::topology`]; None with the mesh off).
 pub fn mesh(state: &AdminState) -> Option<serde_json::Value> {
-    let view = state.mesh_view.lock().ok()?.clone()?;
-    let me = view.router_id.clone();
-    let mut routers = vec![serde_json::json!({
-        "id": me,
-        "self": true,
-        "age_ms": 0,
-        "links": view.links.iter().filter(|l| l.state == "up").count(),
-    })];
-    let mut seen = std::collections::BTreeSet::new();
-    let mut edges = Vec::new();
-    for l in &view.links {
-        // A link whose hello has not come is named by its address.
-        let Some(peer) = l.peer.clone().or_else(|| l.remote.clone()) else {
-            continue;
-        };
-        if seen.insert(peer.clone()) {
-            routers.push(serde_json::json!({
-                "id": peer, "self": false, "age_ms": 0, "links": 1,
-            }));
-        }
-        edges.push(serde_json::json!({
-            "from": me,
-            "to": peer,
-            "state": l.state,
-            "tls": view.tls,
-            "rtt_us": l.rtt_us,
-            "events_out": l.events_out,
-            "events_in": l.events_in,
-            "dropped": l.dropped,
-        }));
-    }
-    Some(serde_json::json!({ "router_id": me, "routers": routers, "edges": edges }))
+    super::topology::topology(state).and_then(|t| serde_json::to_value(t).ok())
 }
 
 /// The shards' counters and histograms at one moment.

@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`;
-//! the web console: its page at `/` ([`page`]) and its data.
+//! and paginated JSON views `/connections`, `/subscriptions`, `/links`,
+//! the mesh as a graph, `/topology` ([`topology`]); the web console: its
+//! page at `/` ([`page`]) and its data.
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -20,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod page;
 pub mod sse;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -307,6 +309,14 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             };
             (200, JSON, body.to_string().into_bytes())
         }
+        "/topology" => {
+            let body = match topology::topology(state) {
+                Some(t) => serde_json::to_vec(&t).unwrap_or_default(),
+                // The mesh is off (or the bridge has not ticked yet).
+                None => br#"{"router_id":null,"routers":[],"edges":[]}"#.to_vec(),
+            };
+            (200, JSON, body)
+        }
         // The console's page and its assets (page.rs), else nothing.
         _ => match page::asset(path) {
             Some((content_type, body)) => (200, content_type, body.as_bytes().to_vec()),
@@ -394,7 +404,13 @@ mod tests {
     #[test]
     fn the_token_guards_every_path_but_health() {
         let t = "s3cret";
-        for path in ["/metrics", "/connections?limit=1", "/links", "/nowhere"] {
+        for path in [
+            "/metrics",
+            "/connections?limit=1",
+            "/links",
+            "/topology",
+            "/nowhere",
+        ] {
             assert!(!authorized(t, &request(path, None)), "{path}");
             assert!(
                 !authorized(t, &request(path, Some("Bearer s3cre"))),

@@ -89,8 +89,18 @@ pub struct MeshConfig {
     pub interest_entries_max: usize,
     /// Event ids remembered per origin router to drop duplicates.
     pub dedup_window: usize,
-    /// Links up or connecting at once (dialled and accepted).
+    /// Links up or connecting at once (dialled and accepted); also the
+    /// most links a router's topology record may list.
     pub links_max: usize,
+    /// Each router floods a record of its links (`GET /topology`): at once
+    /// when a link's state changes, and this often anyway.
+    pub topology_refresh_ms: u64,
+    /// A router's record not refreshed for this long is dropped (it fell
+    /// silent or is cut off); at least twice `topology_refresh_ms`.
+    pub topology_expiry_ms: u64,
+    /// Routers' records held, this router's own included; a new router's
+    /// record beyond it is refused (and logged).
+    pub topology_routers_max: usize,
     /// Per-peer link policy; see [`PolicyConfig`].
     pub policy: Vec<PolicyConfig>,
     /// TLS on every link; see [`MeshTlsConfig`].
@@ -156,6 +166,9 @@ impl Default for MeshConfig {
             interest_entries_max: 100_000,
             dedup_window: 65_536,
             links_max: 64,
+            topology_refresh_ms: 2000,
+            topology_expiry_ms: 6000,
+            topology_routers_max: 256,
             policy: Vec::new(),
             tls: MeshTlsConfig::default(),
         }
@@ -241,6 +254,22 @@ impl Config {
         )?;
         at_least("mesh.dedup_window", m.dedup_window as u64, 1)?;
         at_least("mesh.links_max", m.links_max as u64, 1)?;
+        at_least("mesh.topology_refresh_ms", m.topology_refresh_ms, 10)?;
+        if m.topology_expiry_ms < 2 * m.topology_refresh_ms {
+            // One lost refresh must not drop a live router from the graph.
+            return Err(invalid(
+                "mesh.topology_expiry_ms",
+                format!(
+                    "{} is below twice mesh.topology_refresh_ms ({})",
+                    m.topology_expiry_ms, m.topology_refresh_ms
+                ),
+            ));
+        }
+        at_least(
+            "mesh.topology_routers_max",
+            m.topology_routers_max as u64,
+            1,
+        )?;
         let topic_limits = crate::topic::TopicLimits {
             topic_bytes_max: self.limits.topic_bytes_max,
             topic_levels_max: self.limits.topic_levels_max,

@@ -5,6 +5,10 @@ fn defaults_are_pinned() {
     let c = Config::default();
     assert_eq!(c.mesh.custody_ms, 20_000);
     assert_eq!(c.mesh.interest_hold_down_ms, 500);
+    assert_eq!(c.mesh.topology_refresh_ms, 2000);
+    assert_eq!(c.mesh.topology_expiry_ms, 3 * c.mesh.topology_refresh_ms);
+    assert_eq!(c.mesh.topology_routers_max, 256);
+    assert_eq!(c.mesh.links_max, 64);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
     fn ws_defaults<S: crate::config::WsSide>(ws: &crate::config::WsConfig<S>, path: &str) {
         assert_eq!(ws.listen, "", "WebSocket listeners are off by default");
@@ -258,4 +262,23 @@ fn amqp_keys_are_checked_naming_the_key() {
     assert!(resolve("[amqp]\nlisten = \"127.0.0.1:0\"\n")
         .unwrap()
         .is_some());
+}
+
+#[test]
+fn topology_bounds_are_checked_naming_the_key() {
+    let resolve = |toml: &str| {
+        let c = Config::from_toml(toml, "f.toml").map_err(|e| e.to_string())?;
+        c.resolve(&[0]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let e = resolve("[mesh]\ntopology_refresh_ms = 4000\n").unwrap_err();
+    assert!(
+        e.starts_with("mesh.topology_expiry_ms")
+            && e.contains("6000 is below twice mesh.topology_refresh_ms (4000)"),
+        "{e}"
+    );
+    resolve("[mesh]\ntopology_refresh_ms = 3000\ntopology_expiry_ms = 9000\n").unwrap();
+    let e = resolve("[mesh]\ntopology_routers_max = 0\n").unwrap_err();
+    assert!(e.starts_with("mesh.topology_routers_max"), "{e}");
+    let e = resolve("[mesh]\ntopology_refresh_ms = 1\n").unwrap_err();
+    assert!(e.starts_with("mesh.topology_refresh_ms"), "{e}");
 }

@@ -31,7 +31,7 @@
 use thiserror::Error;
 
 /// The link protocol version this router speaks.
-pub const LINK_VERSION: u16 = 2;
+pub const LINK_VERSION: u16 = 3;
 
 /// Longest router id accepted in a hello, and the router-id rule: one
 /// rule with the configuration's (defined there: `config` must not depend
@@ -51,6 +51,8 @@ pub mod kind {
     pub const PING: u8 = 6;
     pub const PONG: u8 = 7;
     pub const CLOSE: u8 = 8;
+    /// Since version 3: a router's link-state record (`link/topology.rs`).
+    pub const TOPOLOGY: u8 = 9;
 }
 
 // Event flags byte.
@@ -101,6 +103,12 @@ pub enum LinkError {
     EmptyUserProperties,
     #[error("stamp flagged present but 0 (the value for none)")]
     ZeroStamp,
+    #[error("topology frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TopologyTooLarge { size: usize, limit: usize },
+    #[error("topology record lists {count} links, more than the limit of {limit}")]
+    TooManyLinks { count: usize, limit: usize },
+    #[error("invalid link state {0} in a topology record (0 up, 1 held, 2 down, 3 connecting)")]
+    BadLinkState(u8),
 }
 
 /// Why a frame could not be encoded. The output `Vec` is left unchanged.
@@ -122,6 +130,10 @@ pub struct LinkLimits {
     pub hops_max: u8,
     /// Most destination routers accepted on one event.
     pub dests_max: usize,
+    /// Largest TOPOLOGY frame accepted (refused from its header).
+    pub topology_bytes_max: usize,
+    /// Most links accepted in one topology record.
+    pub topology_links_max: usize,
 }
 
 impl Default for LinkLimits {
@@ -130,6 +142,8 @@ impl Default for LinkLimits {
             frame_bytes_max: 4 * 1024 * 1024,
             hops_max: 16,
             dests_max: 64,
+            topology_bytes_max: 64 * 1024,
+            topology_links_max: 512,
         }
     }
 }
@@ -238,6 +252,8 @@ pub enum Frame<'a> {
     Close {
         reason: &'a str,
     },
+    /// A router's link-state record, flooded over the mesh.
+    Topology(TopologyRecord<'a>),
 }
 
 impl Frame<'_> {
@@ -252,6 +268,7 @@ impl Frame<'_> {
             Frame::Ping { .. } => kind::PING,
             Frame::Pong { .. } => kind::PONG,
             Frame::Close { .. } => kind::CLOSE,
+            Frame::Topology(_) => kind::TOPOLOGY,
         }
     }
 
@@ -266,6 +283,7 @@ impl Frame<'_> {
             Frame::Ping { .. } => "ping",
             Frame::Pong { .. } => "pong",
             Frame::Close { .. } => "close",
+            Frame::Topology(_) => "topology",
         }
     }
 }
@@ -296,8 +314,15 @@ pub fn decode<'a>(
         return Ok(None);
     };
     // Refuse a type we do not know before waiting for its body.
-    if !(kind::HELLO..=kind::CLOSE).contains(&kind) {
+    if !(kind::HELLO..=kind::TOPOLOGY).contains(&kind) {
         return Err(LinkError::UnknownType(kind));
+    }
+    // A record far smaller than an event: its own bound, before its body.
+    if kind == kind::TOPOLOGY && size > limits.topology_bytes_max {
+        return Err(LinkError::TopologyTooLarge {
+            size,
+            limit: limits.topology_bytes_max,
+        });
     }
     if buf.len() < size {
         return Ok(None);
@@ -408,6 +433,7 @@ fn decode_body<'a>(
         kind::PING => Frame::Ping { nonce: r.u64()? },
         kind::PONG => Frame::Pong { nonce: r.u64()? },
         kind::CLOSE => Frame::Close { reason: r.str()? },
+        kind::TOPOLOGY => Frame::Topology(topology::decode_body(r, limits)?),
         _ => unreachable!("checked by decode"),
     })
 }
@@ -597,6 +623,7 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Ack { .. } => 8,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Close { reason } => s(reason),
+        Frame::Topology(t) => topology::body_len(t),
     };
     PREFIX_LEN + 1 + body
 }
@@ -653,6 +680,7 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
             out.extend_from_slice(&nonce.to_be_bytes());
         }
         Frame::Close { reason } => put_str(out, "close reason", reason)?,
+        Frame::Topology(t) => topology::encode_body(out, t)?,
     }
     Ok(())
 }
@@ -737,5 +765,7 @@ fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
 mod hello;
 #[cfg(test)]
 mod tests;
+mod topology;
 
 pub use hello::{check_hello, HelloError};
+pub use topology::{topology_frame_bytes, LinkState, TopologyLink, TopologyRecord};

@@ -14,6 +14,9 @@
 //!   peer's resend store ([`session::outbox`]);
 //! - `sim` (tests only): routers with the real core and sessions over
 //!   in-memory connections, under seeded faults;
+//! - [`topology`]: the mesh as a graph, a link-state record per router
+//!   flooded over the links (bounded, refreshed, expired), for the admin
+//!   endpoint's `/topology`;
 //! - [`tls`]: the links' TLS configuration (mutual authentication against
 //!   the mesh's CA) and the certificate-names-router-id check.
 //!
@@ -32,3 +35,4 @@ pub mod session;
 #[cfg(test)]
 mod sim;
 pub mod tls;
+pub mod topology;

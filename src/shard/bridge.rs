@@ -75,6 +75,7 @@ mod dial;
 mod reader;
 mod shards;
 mod stream;
+mod topology;
 mod view;
 mod writer;
 
@@ -147,6 +148,13 @@ pub struct Bridge {
     retained_accepted: Cell<u64>,
     /// Link ends by reason (`LinkCloseReason::ALL` order).
     closes: RefCell<[u64; LinkCloseReason::ALL.len()]>,
+    /// The mesh as a graph: every router's link-state record (`topology.rs`).
+    topology: RefCell<crate::mesh::topology::TopologyDb>,
+    /// Its last snapshot for the admin view, by database generation.
+    topology_view: RefCell<Option<(u64, Arc<crate::mesh::topology::Snapshot>)>>,
+    /// Refused records: when one was last logged, and how many since.
+    topology_warned: Cell<Option<Instant>>,
+    topology_suppressed: Cell<u64>,
 }
 
 impl Bridge {
@@ -207,6 +215,10 @@ impl Bridge {
             retained_sent: Cell::new(0),
             retained_accepted: Cell::new(0),
             closes: RefCell::new([0; LinkCloseReason::ALL.len()]),
+            topology: RefCell::new(topology::database(&config, &mesh.router_id, Instant::now())),
+            topology_view: RefCell::default(),
+            topology_warned: Cell::new(None),
+            topology_suppressed: Cell::new(0),
         })
     }
 
@@ -448,9 +460,7 @@ pub async fn run(
         .borrow_mut()
         .local_subscribe(route::RETAINED_KEY, &mut out);
     bridge.apply(out, None);
-    if let Ok(mut v) = view.lock() {
-        *v = Some(bridge.view());
-    }
+    bridge.publish_view(&view);
     if let Some(l) = listener {
         glommio::spawn_local(accept_loop(bridge.clone(), l)).detach();
     }
@@ -496,9 +506,7 @@ pub async fn run(
             );
             own_origin = seen;
         }
-        if let Ok(mut v) = view.lock() {
-            *v = Some(bridge.view());
-        }
+        bridge.publish_view(&view);
         if ctx.shutdown_requested() {
             ctx.request_stop();
             bridge.close_all("router shutting down");

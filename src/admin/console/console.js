@@ -222,7 +222,8 @@
     const mesh = state.mesh;
     const routers = new Map();
     if (mesh) {
-      for (const r of mesh.routers || []) routers.set(r.id, r);
+      // age_ms null: known only as another router's peer (no record).
+      for (const r of mesh.routers || []) routers.set(r.id, { ...r, unknown: !r.self && r.age_ms === null });
     }
     if (!routers.has(state.router_id)) routers.set(state.router_id, { id: state.router_id, self: true });
     const edges = mesh ? mergeEdges(mesh, state.time_ms) : [];
@@ -276,7 +277,7 @@
       g.appendChild(el("title", {}, r.unknown ? `${id}: no record (unknown or expired)` : id));
       g.appendChild(el("circle", { r: 28 }));
       g.appendChild(el("text", { class: "id", y: 5 }, id));
-      const sub = self ? "this router" : r.unknown ? "no record" : r.age_ms !== undefined ? `${num(r.age_ms / 1000)} s ago` : "";
+      const sub = self ? "this router" : r.unknown ? "no record" : typeof r.age_ms === "number" ? `record ${num(r.age_ms / 1000)} s old` : "";
       if (sub) g.appendChild(el("text", { class: "sub", y: 44 }, sub));
       nodeLayer.appendChild(g);
     }

@@ -147,7 +147,8 @@ pub enum Request<'f> {
     /// store rewound, the retained-store exchange), then calls
     /// [`LinkSession::table_sent`].
     Up,
-    /// Interest or an event copy for the routing core. After an event with
+    /// Interest or an event copy for the routing core, or a topology
+    /// record for the link-state database. After an event with
     /// `seq > 0` has been handled the driver calls
     /// [`LinkSession::processed`].
     Route(Frame<'f>),
@@ -320,13 +321,19 @@ impl LinkSession {
         matches!(self.state, State::Accepted | State::Up)
             && matches!(
                 frame,
-                Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_)
+                Frame::InterestAdd { .. }
+                    | Frame::InterestRemove { .. }
+                    | Frame::Event(_)
+                    | Frame::Topology(_)
             )
     }
 
     fn on_link_frame<'f>(&mut self, frame: Frame<'f>, now: Instant, out: &mut Actions<'f>) {
         match frame {
-            Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_) => {
+            Frame::InterestAdd { .. }
+            | Frame::InterestRemove { .. }
+            | Frame::Event(_)
+            | Frame::Topology(_) => {
                 out.request(Request::Route(frame));
             }
             Frame::Ack { seq } => out.request(Request::Acked(seq)),

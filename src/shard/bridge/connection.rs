@@ -240,6 +240,8 @@ impl Bridge {
             &mut out,
         );
         self.apply(out, None);
+        // The mesh's graph as this router knows it.
+        self.topology_link_up(&link);
         if let Some(ob) = self.outboxes.borrow_mut().get_mut(&peer) {
             // Resend what the peer never acknowledged.
             ob.rewind();
@@ -291,6 +293,7 @@ impl Bridge {
             }
         };
         self.links.borrow_mut().remove(&id);
+        self.topology_link_down(id);
         *slot.link.borrow_mut() = None;
         if held {
             // Routers reachable only through this peer stay reachable for

@@ -129,6 +129,7 @@ impl Bridge {
     pub(super) async fn on_request(&self, link: &Link, slot: &Slot, request: Request<'_>) -> bool {
         match request {
             Request::Route(Frame::Event(e)) => return self.on_event(link, e).await,
+            Request::Route(Frame::Topology(t)) => self.on_topology(link, &t),
             Request::Route(frame) => self.on_interest(link, frame),
             Request::Acked(seq) => {
                 let mut done = Vec::new();

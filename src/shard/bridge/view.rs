@@ -69,10 +69,25 @@ pub struct MeshView {
     /// Link ends (refusals at hello included) by reason: the label of
     /// each [`crate::mesh::session::LinkCloseReason`], every one present.
     pub link_closes: BTreeMap<&'static str, u64>,
+    /// The mesh as a graph (`GET /topology`), shared with the bridge until
+    /// its database changes.
+    #[serde(skip)]
+    pub topology: Option<Arc<crate::mesh::topology::Snapshot>>,
 }
 
 impl Bridge {
     // ------------------------------------------------------- admin view
+
+    /// Builds the view (with the topology's tick) and hands it to the
+    /// admin thread's slot: built outside the lock, so a scrape never
+    /// waits for the build.
+    pub(super) fn publish_view(&self, slot: &std::sync::Mutex<Option<MeshView>>) {
+        let mut view = self.view();
+        self.topology_tick(&mut view);
+        if let Ok(mut v) = slot.lock() {
+            *v = Some(view);
+        }
+    }
 
     pub(super) fn view(&self) -> MeshView {
         let router = self.router.borrow();
@@ -162,6 +177,7 @@ impl Bridge {
                 .zip(self.closes.borrow().iter())
                 .map(|(r, n)| (r.label(), *n))
                 .collect(),
+            topology: None,
         }
     }
 }
