@@ -117,11 +117,20 @@ async fn traffic(a: &Weft, c: &Weft, stop: Arc<AtomicBool>) -> tokio::task::Join
     let mut sub = connect(c.addr, "console-sub").await;
     sub.subscribe("sensors/#", QoS::AtMostOnce).await;
     let (_sub, inbox) = Inbox::mqtt(sub);
+    // One at A too: its shard's row shows deliveries and latency.
+    let mut local = connect(a.addr, "console-local-sub").await;
+    local.subscribe("sensors/#", QoS::AtMostOnce).await;
+    let (_local, local_inbox) = Inbox::mqtt(local);
     let publisher = connect(a.addr, "console-pub").await;
     // Interest crosses the mesh on its own: publish until C has one.
-    fence(mqtt_publisher(&publisher.client), TOPIC, &[&inbox]).await;
+    fence(
+        mqtt_publisher(&publisher.client),
+        TOPIC,
+        &[&inbox, &local_inbox],
+    )
+    .await;
     tokio::spawn(async move {
-        let _keep = (_sub, inbox);
+        let _keep = (_sub, inbox, _local, local_inbox);
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
             publisher

@@ -255,12 +255,17 @@
       if (e.state !== "up") lines.push([e.state, "state"]);
       const facts = [];
       if (e.rate !== null) facts.push(`${num(e.rate)} ev/s`);
-      const r = rtt(e.rtt >= 0 ? e.rtt : null);
+      // A link that is not up has no round trip now (its last is stale).
+      const r = rtt(e.state === "up" && e.rtt >= 0 ? e.rtt : null);
       if (r) facts.push(r);
       if (facts.length) lines.push([facts.join(" · "), ""]);
       if (e.dropped > 0) lines.push([`${num(e.dropped)} dropped`, "state"]);
+      // The block of lines (13 px each) clear of the line: above it when
+      // the normal points up, below when down, centred beside it else.
+      const block = (lines.length - 1) * 13;
+      const top = ny < -0.4 ? my - 4 - block : ny > 0.4 ? my + 6 : my - block / 2;
       lines.forEach(([text, cls], i) => {
-        g.appendChild(el("text", { x: mx, y: my + i * 13, "text-anchor": anchor, class: cls }, text));
+        g.appendChild(el("text", { x: mx, y: top + i * 13, "text-anchor": anchor, class: cls }, text));
       });
       if (e.tls) g.appendChild(lock((x1 + x2) / 2, (y1 + y2) / 2));
       edgeLayer.appendChild(g);
