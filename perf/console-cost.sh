@@ -142,6 +142,7 @@ measure() {
     ADMIN_CPU=$(awk -v d=$((a1 - a0)) -v t="$TICK" -v s="$t0" -v e="$t1" 'BEGIN {printf "%.2f", 100 * d / t / (e - s)}')
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 ROWS=()
 CLOSED=()
 OPEN=()
@@ -174,7 +175,9 @@ interval=$(curl -s "http://${ADMIN[A]}/console/state" | sed -n 's/.*"interval_ms
     echo "(release), $(date -u +%FT%TZ), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1),"
     echo "$("$CHROMIUM" --version 2>/dev/null | head -1). Router A: 1 shard on core $ROUTER_CORE, linked to B;"
     echo "load: \`weft bench\` 1 -> 1 at $RATE msg/s, $PAYLOAD B, QoS 0, on A; page, B and load tool on core $LOAD_CORE;"
-    echo "console interval ${interval:-?} ms. CPU: percent of one core over $SECS s (utime + stime, /proc)."
+    echo "console interval ${interval:-?} ms. CPU: percent of one core over $SECS s (utime + stime, /proc;"
+    echo "one clock tick is $(awk -v t="$TICK" -v s="$SECS" 'BEGIN {printf "%.2f", 100 / t / s}') points). Machine load average (1, 5, 15 min) $LOAD_BEFORE"
+    echo "before, $(cut -d' ' -f1-3 /proc/loadavg) after: other work shared the cores."
     echo
     echo "| round | page | router CPU % | admin thread CPU % |"
     echo "|---:|---|---:|---:|"
