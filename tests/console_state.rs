@@ -308,6 +308,10 @@ async fn the_console_shows_clients_topics_and_streams() {
     let (status, metrics) = get(weft.admin, "/metrics", Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("weft_messages_in_total"));
+    assert!(
+        metrics.contains("\nweft_admin_console_streams 8\n"),
+        "{metrics}"
+    );
     assert_eq!(Events::open(weft.admin).await.err(), Some(503));
     for e in &mut more {
         e.next_state().await;

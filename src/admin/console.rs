@@ -373,6 +373,116 @@ fn busiest(views: &[ConsoleView], max: usize) -> Vec<TopicRate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn admin_state(shards: usize) -> AdminState {
+        AdminState {
+            stats: (0..shards).map(|_| Arc::default()).collect(),
+            global: Arc::default(),
+            mesh_view: Arc::default(),
+            page_size_max: 10,
+            http: super::super::http::Limits {
+                request_bytes_max: 1024,
+                timeout: Duration::from_secs(1),
+                streams_max: 1,
+                stream_bytes_max: 1 << 16,
+            },
+            token: String::new(),
+            router_id: "r1".into(),
+            console_interval: Duration::from_millis(100),
+            console_topics_max: 4,
+            console_streams: Default::default(),
+            console_streams_slow: Default::default(),
+        }
+    }
+
+    /// Answers a console request as a shard's tick would.
+    fn shard_answers(state: &AdminState, shard: usize, topics: &[(&str, f64)]) {
+        let s = &state.stats[shard];
+        assert!(s.console_requested.swap(false, Ordering::AcqRel), "asked");
+        *s.console.lock().unwrap() = Some(ConsoleView {
+            shard,
+            queued_messages: 7,
+            topics: topics
+                .iter()
+                .map(|(t, r)| TopicRate {
+                    topic: t.to_string(),
+                    events_per_s: *r,
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+
+    fn state_of(event: &[u8]) -> serde_json::Value {
+        let text = std::str::from_utf8(event).unwrap();
+        let data = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or_else(|| panic!("no data: {text}"));
+        serde_json::from_str(data).unwrap()
+    }
+
+    /// In virtual time: a stream arms the shards' sketches and gets a
+    /// state once every shard answered, one per interval; with no stream
+    /// and nobody asking, the flag is cleared after the hold.
+    #[test]
+    fn streams_get_states_then_the_console_disarms() {
+        let state = admin_state(2);
+        let mut c = Console::new(state.console_interval, state.console_topics_max);
+        let t0 = Instant::now();
+        assert_eq!(c.tick(&state, t0, 0), None);
+        assert!(!state.global.console_active.load(Ordering::Relaxed));
+        c.stream_opened(&state, t0);
+        assert!(state.global.console_active.load(Ordering::Relaxed));
+        // The request goes out; no shard answered yet: no state.
+        assert_eq!(c.tick(&state, t0, 1), None);
+        assert!(c.wake_at(1).is_some());
+        shard_answers(&state, 0, &[("a", 2.0), ("b", 1.0)]);
+        assert_eq!(c.tick(&state, t0, 1), None, "shard 1 has not answered");
+        shard_answers(&state, 1, &[("b", 3.0)]);
+        let first = state_of(&c.tick(&state, t0, 1).expect("a state"));
+        assert_eq!(first["router_id"], "r1");
+        assert_eq!(first["interval_ms"], 100);
+        assert_eq!(first["shards"].as_array().unwrap().len(), 2);
+        assert_eq!(first["shards"][1]["queued_messages"], 7);
+        assert_eq!(first["topics"][0]["topic"], "b");
+        assert_eq!(first["topics"][0]["events_per_s"], 4.0);
+        assert!(first["mesh"].is_null());
+        // Nothing more until the interval is over.
+        let t1 = t0 + Duration::from_millis(50);
+        assert_eq!(c.tick(&state, t1, 1), None);
+        assert!(!state.stats[0].console_requested.load(Ordering::Relaxed));
+        let t2 = t0 + Duration::from_millis(100);
+        assert_eq!(c.tick(&state, t2, 1), None);
+        shard_answers(&state, 0, &[]);
+        shard_answers(&state, 1, &[]);
+        let second = state_of(&c.tick(&state, t2, 1).expect("a second state"));
+        assert!(second["topics"].as_array().unwrap().is_empty());
+        // The stream closes: armed through the hold, then not.
+        let t3 = t2 + ARM_HOLD_MIN - Duration::from_millis(1);
+        assert_eq!(c.tick(&state, t3, 0), None);
+        assert!(state.global.console_active.load(Ordering::Relaxed));
+        assert_eq!(c.tick(&state, t2 + ARM_HOLD_MIN, 0), None);
+        assert!(!state.global.console_active.load(Ordering::Relaxed));
+        assert_eq!(c.wake_at(0), None);
+    }
+
+    /// A shard that never answers (stopping) delays a state by the wait
+    /// only; its row shows no queues.
+    #[test]
+    fn a_silent_shard_does_not_hold_the_state() {
+        let state = admin_state(2);
+        let mut c = Console::new(state.console_interval, state.console_topics_max);
+        let t0 = Instant::now();
+        c.stream_opened(&state, t0);
+        assert_eq!(c.tick(&state, t0, 1), None);
+        shard_answers(&state, 0, &[]);
+        assert_eq!(c.tick(&state, t0 + Duration::from_millis(10), 1), None);
+        let s = state_of(&c.tick(&state, t0 + ANSWER_WAIT, 1).expect("a state"));
+        assert_eq!(s["shards"][0]["queued_messages"], 7);
+        assert_eq!(s["shards"][1]["queued_messages"], 0);
+    }
 
     #[test]
     fn topics_merge_across_shards() {

@@ -44,6 +44,8 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use super::sse::Stream;
+
 /// A parsed request line, and the one header the endpoint reads; the
 /// others are read (to find the head's end) and ignored.
 pub struct Request<'a> {
@@ -82,6 +84,8 @@ pub trait Service {
     fn tick(&mut self, now: Instant, streams: usize) -> Option<Vec<u8>>;
     /// When `tick` wants to run next, if sooner than the poll interval.
     fn wake_at(&self, streams: usize) -> Option<Instant>;
+    /// A stream was closed on a send (its client too slow, or gone).
+    fn stream_ended(&mut self, _why: super::sse::Ended) {}
 }
 
 /// A service of plain answers (no streams) from a function.
@@ -116,15 +120,6 @@ const POLL_INTERVAL_MS: u16 = 100;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one accept error line per interval; the others are counted.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Reads of a stream's socket per turn (its client has nothing to say
-/// after its request: what comes is read and dropped, 4 KiB a turn).
-const STREAM_READS_MAX: usize = 4;
-
-/// An open stream: its socket (non-blocking) and what waits for it.
-struct Stream {
-    socket: TcpStream,
-    out: super::sse::Outbox,
-}
 
 /// Serves until `stop()` says so (checked every `POLL_INTERVAL_MS`).
 pub fn serve(
@@ -157,7 +152,7 @@ pub fn serve(
         streams = streams
             .into_iter()
             .zip(ready)
-            .filter_map(|(s, flags)| turn(s, flags))
+            .filter_map(|(s, flags)| s.turn(flags))
             .collect();
         if incoming {
             match accept(&listener, &mut reserve) {
@@ -177,7 +172,13 @@ pub fn serve(
             }
         }
         if let Some(bytes) = service.tick(Instant::now(), streams.len()) {
-            streams.retain_mut(|s| send(s, &bytes));
+            streams.retain_mut(|s| match s.send(&bytes) {
+                Ok(()) => true,
+                Err(ended) => {
+                    service.stream_ended(ended);
+                    false
+                }
+            });
         }
         // After the answer's socket is closed, so that its descriptor is
         // the one taken back.
@@ -200,10 +201,10 @@ fn wait(
     fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
     for s in streams {
         let mut flags = PollFlags::POLLIN;
-        if s.out.pending() > 0 {
+        if s.pending() > 0 {
             flags |= PollFlags::POLLOUT;
         }
-        fds.push(PollFd::new(s.socket.as_fd(), flags));
+        fds.push(PollFd::new(s.as_fd(), flags));
     }
     // Whole milliseconds, rounded up: a wake-up due in 0.4 ms must not
     // spin with a zero timeout.
@@ -226,49 +227,6 @@ fn wait(
         revents[0].contains(PollFlags::POLLIN),
         revents[1..].to_vec(),
     ))
-}
-
-/// One stream's turn after poll: reads (and drops) what its client sent,
-/// writes what its socket takes. None: the stream is over (the client
-/// went, or an error).
-fn turn(mut s: Stream, flags: nix::poll::PollFlags) -> Option<Stream> {
-    use nix::poll::PollFlags;
-    if flags.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
-        return None;
-    }
-    if flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
-        let mut scratch = [0u8; 1024];
-        for _ in 0..STREAM_READS_MAX {
-            match s.socket.read(&mut scratch) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-    }
-    if flags.contains(PollFlags::POLLOUT) {
-        if let Err(e) = s.out.flush(&mut s.socket) {
-            tracing::debug!(error = %e, "admin: stream ended");
-            return None;
-        }
-    }
-    Some(s)
-}
-
-/// Queues `bytes` on a stream and writes what its socket takes; false
-/// when the stream must end (over its bound, or an error).
-fn send(s: &mut Stream, bytes: &[u8]) -> bool {
-    if let Err(over) = s.out.push(bytes) {
-        tracing::debug!(
-            pending = over.pending,
-            "admin: stream closed: its client does not read \
-             (admin.console_stream_bytes_max)"
-        );
-        return false;
-    }
-    s.out.flush(&mut s.socket).is_ok()
 }
 
 /// Gives the calling thread a descriptor table of its own holding only
@@ -403,11 +361,8 @@ fn answer(
         return Ok(None);
     };
     socket.set_nonblocking(true)?;
-    let mut s = Stream {
-        socket,
-        out: super::sse::Outbox::new(limits.stream_bytes_max),
-    };
-    Ok(send(&mut s, &first).then_some(s))
+    let mut s = Stream::new(socket, limits.stream_bytes_max);
+    Ok(s.send(&first).is_ok().then_some(s))
 }
 
 /// Fills `head` until it holds a blank line: `Some(head length)`, or
@@ -627,6 +582,7 @@ mod tests {
     /// records how many are open.
     struct Firehose {
         open: Arc<std::sync::atomic::AtomicUsize>,
+        slow: Arc<std::sync::atomic::AtomicUsize>,
         chunk: usize,
     }
 
@@ -648,6 +604,11 @@ mod tests {
         fn wake_at(&self, streams: usize) -> Option<Instant> {
             (streams > 0).then(|| Instant::now() + Duration::from_millis(1))
         }
+        fn stream_ended(&mut self, why: crate::admin::sse::Ended) {
+            if why == crate::admin::sse::Ended::Slow {
+                self.slow.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A stream whose client reads keeps going; one whose client never
@@ -660,6 +621,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let limits = Limits {
             request_bytes_max: 256,
             timeout: Duration::from_millis(500),
@@ -667,7 +629,7 @@ mod tests {
             stream_bytes_max: 64 * 1024,
         };
         let server = {
-            let (stop, open) = (stop.clone(), open.clone());
+            let (stop, open, slow) = (stop.clone(), open.clone(), slow.clone());
             std::thread::spawn(move || {
                 serve(
                     listener,
@@ -675,6 +637,7 @@ mod tests {
                     || stop.load(Ordering::Relaxed),
                     Firehose {
                         open,
+                        slow,
                         chunk: 16 * 1024,
                     },
                 )
@@ -735,6 +698,7 @@ mod tests {
         wait_for("the stalled stream closed", &|| {
             open.load(Ordering::Relaxed) == 1
         });
+        assert_eq!(slow.load(Ordering::Relaxed), 1, "closed as too slow");
         stalled.set_read_timeout(Some(WAIT)).unwrap();
         let mut sink = Vec::new();
         let end = stalled.read_to_end(&mut sink);

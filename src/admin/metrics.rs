@@ -272,6 +272,22 @@ fn render_persist(stats: &[Arc<ShardStats>], out: &mut String) {
     }
 }
 
+/// The web console's streams: open, and closed for a client too slow.
+pub fn render_console(open: usize, slow: u64, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP weft_admin_console_streams Web console event streams open (admin.console_streams_max)."
+    );
+    let _ = writeln!(out, "# TYPE weft_admin_console_streams gauge");
+    let _ = writeln!(out, "weft_admin_console_streams {open}");
+    let _ = writeln!(
+        out,
+        "# HELP weft_admin_console_streams_slow_total Web console event streams closed because their client did not read (admin.console_stream_bytes_max)."
+    );
+    let _ = writeln!(out, "# TYPE weft_admin_console_streams_slow_total counter");
+    let _ = writeln!(out, "weft_admin_console_streams_slow_total {slow}");
+}
+
 /// The mesh's per-link metrics, labelled by peer router id (links whose
 /// hello has not arrived yet are labelled by address).
 pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {

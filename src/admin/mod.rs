@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`,
-//! the mesh as a graph, `/topology` ([`topology`]); the web console: its
-//! page at `/` ([`page`]) and its data.
+//! paginated JSON views `/connections`, `/subscriptions`, `/links`, the
+//! mesh as a graph `/topology` ([`topology`]), and the web console: its
+//! page at `/` ([`page`]) and its data `/console/state`, `/console/events`
+//! ([`console`], streamed as server-sent events: [`sse`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -14,7 +15,9 @@
 //! Bounds: views hold at most `admin.view_entries_max` entries per shard,
 //! pages at most `admin.page_size_max`; request heads at most
 //! `admin.request_bytes_max`, within `admin.request_timeout_ms`; request
-//! bodies are never read.
+//! bodies are never read; console streams at most
+//! `admin.console_streams_max`, each with at most
+//! `admin.console_stream_bytes_max` waiting.
 
 pub mod console;
 pub mod http;
@@ -47,6 +50,10 @@ pub struct AdminState {
     pub console_interval: Duration,
     /// `admin.console_topics_max`.
     pub console_topics_max: usize,
+    /// Console streams open, and closed for a client too slow
+    /// (`weft_admin_console_streams*` in /metrics).
+    pub console_streams: std::sync::atomic::AtomicUsize,
+    pub console_streams_slow: std::sync::atomic::AtomicU64,
 }
 
 /// The endpoint as the server runs it: the routes, and the console's
@@ -84,7 +91,16 @@ impl http::Service for Service {
     }
 
     fn tick(&mut self, now: std::time::Instant, streams: usize) -> Option<Vec<u8>> {
+        self.state.console_streams.store(streams, Ordering::Relaxed);
         self.console.tick(&self.state, now, streams)
+    }
+
+    fn stream_ended(&mut self, why: sse::Ended) {
+        if why == sse::Ended::Slow {
+            self.state
+                .console_streams_slow
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn wake_at(&self, streams: usize) -> Option<std::time::Instant> {
@@ -254,6 +270,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                 if let Some(v) = state.mesh_view.lock().ok().and_then(|v| v.clone()) {
                     metrics::render_mesh(&v, &mut text);
                 }
+                metrics::render_console(
+                    state.console_streams.load(Ordering::Relaxed),
+                    state.console_streams_slow.load(Ordering::Relaxed),
+                    &mut text,
+                );
                 text.into_bytes()
             })
         }

@@ -2,9 +2,10 @@
 //! the framing of an event (`event:`/`data:` lines, `: comment` pings) and
 //! the per-stream outbox the admin thread's poll loop writes from.
 //!
-//! Owns: each open stream's bytes not yet taken by its client, written
-//! with non-blocking writes whenever poll says the socket has room (a
-//! partial write keeps the rest for the next turn). Bounds: at most
+//! Owns: each open stream's socket ([`Stream`]) and its bytes not yet
+//! taken by its client, written with non-blocking writes whenever poll
+//! says the socket has room (a partial write keeps the rest for the next
+//! turn); what a client sends after its request is read and dropped. Bounds: at most
 //! `bytes_max` bytes waiting (`admin.console_stream_bytes_max`); an event
 //! that would go beyond closes the stream ([`Overflow`]): a client that
 //! does not read never holds more than that, nor slows the others.
@@ -12,7 +13,9 @@
 //! Why hand-written: the format is three line kinds (WHATWG HTML §9.2),
 //! and the admin server is our own (see `http`).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// The first bytes of every stream: the client's reconnect delay, and a
 /// comment so that it sees the stream open at once.
@@ -104,6 +107,86 @@ impl Outbox {
         }
         Ok(())
     }
+}
+
+/// Reads of a stream's socket per turn (its client has nothing to say
+/// after its request: what comes is read and dropped, 4 KiB a turn).
+const STREAM_READS_MAX: usize = 4;
+
+/// An open stream: its socket (non-blocking) and what waits for it.
+pub struct Stream {
+    socket: TcpStream,
+    out: Outbox,
+}
+
+impl Stream {
+    /// `socket` must be non-blocking.
+    pub fn new(socket: TcpStream, bytes_max: usize) -> Self {
+        Stream {
+            socket,
+            out: Outbox::new(bytes_max),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.out.pending()
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// The stream's turn after poll: reads (and drops) what its client
+    /// sent, writes what its socket takes. None: the stream is over (the
+    /// client went, or an error).
+    pub fn turn(mut self, flags: nix::poll::PollFlags) -> Option<Stream> {
+        use nix::poll::PollFlags;
+        if flags.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            return None;
+        }
+        if flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+            let mut scratch = [0u8; 1024];
+            for _ in 0..STREAM_READS_MAX {
+                match self.socket.read(&mut scratch) {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+        }
+        if flags.contains(PollFlags::POLLOUT) {
+            if let Err(e) = self.out.flush(&mut self.socket) {
+                tracing::debug!(error = %e, "admin: stream ended");
+                return None;
+            }
+        }
+        Some(self)
+    }
+
+    /// Queues `bytes` and writes what the socket takes; Err when the
+    /// stream must end.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), Ended> {
+        if let Err(over) = self.out.push(bytes) {
+            tracing::debug!(
+                pending = over.pending,
+                "admin: stream closed: its client does not read \
+                 (admin.console_stream_bytes_max)"
+            );
+            return Err(Ended::Slow);
+        }
+        self.out.flush(&mut self.socket).map_err(|_| Ended::Error)
+    }
+}
+
+/// Why a stream ended on a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Over `admin.console_stream_bytes_max` waiting.
+    Slow,
+    /// The socket failed (the client went).
+    Error,
 }
 
 #[cfg(test)]

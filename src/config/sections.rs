@@ -25,8 +25,8 @@ pub struct AdminConfig {
     /// a slow client can hold the endpoint.
     pub request_timeout_ms: u64,
     /// Bearer token every request but `/healthz` and `/readyz` must carry
-    /// (`Authorization: Bearer <token>`); empty = none, allowed only on a
-    /// loopback address.
+    /// (`Authorization: Bearer <token>`, or `?access_token=<token>`);
+    /// empty = none, allowed only on a loopback address.
     pub token: String,
     /// The web console's state is sent to each open `/console/events`
     /// stream every this many milliseconds.

@@ -356,6 +356,8 @@ impl Router {
                     router_id: config.mesh.router_id.clone(),
                     console_interval: Duration::from_millis(config.admin.console_interval_ms),
                     console_topics_max: config.admin.console_topics_max,
+                    console_streams: Default::default(),
+                    console_streams_slow: Default::default(),
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {

@@ -70,9 +70,10 @@ impl Console {
 
     /// The window's topics as rates, and a new window from `now`.
     fn take(&self, now: Instant) -> Vec<stats::TopicRate> {
-        let Some(since) = self.since.replace(Some(now)) else {
+        let Some(since) = self.since.get() else {
             return Vec::new();
         };
+        self.since.set(Some(now));
         let secs = now.duration_since(since).as_secs_f64();
         let mut sketch = self.sketch.borrow_mut();
         let top = sketch.top();
@@ -124,5 +125,46 @@ impl ShardCtx {
         if let Ok(mut slot) = self.stats.console.lock() {
             *slot = Some(view);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Offers count only inside a window; a window's counts become rates
+    /// (scaled back by the sampling) and the next window starts empty.
+    #[test]
+    fn windows_sampled_counts_into_rates() {
+        let c = Console::new(0);
+        let t0 = Instant::now();
+        c.offer("before");
+        c.start(t0, 4);
+        for i in 0..4000 {
+            c.offer("hot");
+            if i % 10 == 0 {
+                c.offer("cold");
+            }
+        }
+        let top = c.take(t0 + Duration::from_secs(2));
+        assert_eq!(top[0].topic, "hot");
+        assert_eq!(top[1].topic, "cold");
+        assert_eq!(top.len(), 2, "offers before the window are not counted");
+        // 4000 offers in 2 s, one in 4 sampled with weight 4: about 2000/s
+        // (the xorshift is seeded: the same numbers every run).
+        assert!((1600.0..2400.0).contains(&top[0].events_per_s), "{top:?}");
+        assert!(
+            c.take(t0 + Duration::from_secs(3)).is_empty(),
+            "a new window"
+        );
+        c.stop();
+        c.offer("hot");
+        assert!(c.take(t0 + Duration::from_secs(4)).is_empty());
+        c.offer("hot");
+        assert!(
+            c.take(t0 + Duration::from_secs(5)).is_empty(),
+            "a take does not start a window"
+        );
     }
 }
