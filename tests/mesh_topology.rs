@@ -7,7 +7,8 @@
 //! Not `kill` of C: a killed router's last record stays in A's graph,
 //! saying its links are up, until it expires (`mesh.topology_expiry_ms`);
 //! with the relay both B and C live on and each reports the cut itself
-//! (C, the dialler, as held, then down or connecting while it redials),
+//! (C, the dialler, as held, then, past `mesh.link_hold_ms`, down while
+//! its redials fail),
 //! which is the behaviour an operator needs to see, and C's report still
 //! reaches A over the A–C link. Nothing here asserts a time; every wait
 //! is bounded by `common::WAIT`.
@@ -28,6 +29,7 @@ keepalive_ms = 200
 link_timeout_ms = 2000
 reconnect_min_ms = 50
 reconnect_max_ms = 200
+link_hold_ms = 500
 ";
 
 /// A TCP relay to `target`: each connection accepted is joined to a new
@@ -216,5 +218,23 @@ async fn a_cut_link_shows_in_a_third_routers_topology() {
         "after the cut, A sees C->B {state}, B->C {:?}",
         edge(&cut, "B", "C")
     );
+    // Past mesh.link_hold_ms: C, the dialler, still lists the link (down
+    // or connecting while its redials are refused); B, which accepted it,
+    // no longer does.
+    let later = wait_until("A's /topology shows C->B down, B->C gone", WAIT, || async {
+        let t = topology(a.admin).await;
+        let c_to_b = edge(&t, "C", "B");
+        let b_to_c = edge(&t, "B", "C");
+        let redialling = c_to_b
+            .as_deref()
+            .is_some_and(|s| s == "down" || s == "connecting");
+        if redialling && b_to_c.is_none() {
+            Ok(t)
+        } else {
+            Err(format!("B->C {b_to_c:?}, C->B {c_to_b:?}: {t}"))
+        }
+    })
+    .await;
+    println!("later, A sees C->B {:?}", edge(&later, "C", "B"));
     drop((a, b, c));
 }

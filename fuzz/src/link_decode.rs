@@ -84,31 +84,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
             ..event
         }),
         Frame::Close { reason: "shutdown" },
-        Frame::Topology(TopologyRecord {
-            origin: "r1",
-            seq: 1 << 16,
-            age_ms: 20,
-            links: vec![
-                TopologyLink {
-                    peer: "r2",
-                    state: LinkState::Up,
-                    tls: true,
-                    rtt_us: Some(140),
-                    events_in: 1,
-                    events_out: 2,
-                    dropped: 0,
-                },
-                TopologyLink {
-                    peer: "r3",
-                    state: LinkState::Held,
-                    tls: false,
-                    rtt_us: None,
-                    events_in: 0,
-                    events_out: 0,
-                    dropped: 3,
-                },
-            ],
-        }),
     ];
     let mut seeds: Vec<Vec<u8>> = frames
         .iter()
@@ -127,5 +102,33 @@ pub fn seeds() -> Vec<Vec<u8>> {
         encode(&f, &mut stream).expect("seed encodes");
     }
     seeds.push(stream);
+    let topology = Frame::Topology(TopologyRecord {
+        origin: "r1",
+        seq: 1 << 16,
+        age_ms: 20,
+        links: vec![
+            TopologyLink {
+                peer: "r2",
+                state: LinkState::Up,
+                tls: true,
+                rtt_us: Some(140),
+                events_in: 1,
+                events_out: 2,
+                dropped: 0,
+            },
+            TopologyLink {
+                peer: "r3",
+                state: LinkState::Held,
+                tls: false,
+                rtt_us: None,
+                events_in: 0,
+                events_out: 0,
+                dropped: 3,
+            },
+        ],
+    });
+    let mut out = Vec::new();
+    encode(&topology, &mut out).expect("seed encodes");
+    seeds.push(out);
     seeds
 }

@@ -24,6 +24,10 @@
 //! hello and refuse the link with a clear reason ([`check_hello`]). Anything
 //! a later version wants to exchange at start-up goes in later frames.
 //!
+//! Since version 3 a TOPOLOGY frame (type 9) carries one router's
+//! link-state record for `mesh::topology`; its layout is in
+//! `link/topology.rs`, with its own byte bound, checked from the header.
+//!
 //! The codec checks framing, UTF-8 and the limits in [`LinkLimits`]; what
 //! the strings mean (topic filter syntax, whether a router id is known) is
 //! for the link session to judge.

@@ -44,8 +44,8 @@
 //! TLS), `reader.rs` and `writer.rs` (a link's two sides), `body.rs` (an
 //! event's content on a link), `delivery.rs` (QoS 1 beyond one link:
 //! acknowledgements held back, parked copies, publishers' flow control),
-//! `shards.rs` (what the bridge does to the shards), `view.rs` (the admin
-//! view).
+//! `shards.rs` (what the bridge does to the shards), `topology.rs` (the
+//! mesh graph's records in and out), `view.rs` (the admin view).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -37,7 +37,8 @@ pub(super) fn database(config: &Config, router_id: &str, now: Instant) -> Topolo
             refresh: Duration::from_millis(m.topology_refresh_ms),
             expiry: Duration::from_millis(m.topology_expiry_ms),
             routers_max: m.topology_routers_max,
-            links_max: m.links_max,
+            // A record must fit what every peer's codec takes.
+            links_max: m.links_max.min(LinkLimits::default().topology_links_max),
         },
         now,
     )
