@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# What tests/browser.rs needs, installed when missing (idempotent; called by
-# scripts/test.sh): Debian's chromium at /usr/bin/chromium (or
-# $WEFT_CHROMIUM), node >= 18 with npm, and tests/browser/node_modules as
-# its package-lock.json pins it (puppeteer-core, mqtt, nats.ws).
+# What tests/browser.rs and tests/console.rs need, installed when missing
+# (idempotent; called by scripts/test.sh): Debian's chromium at
+# /usr/bin/chromium (or $WEFT_CHROMIUM), node >= 18 with npm, and
+# tests/browser/node_modules as its package-lock.json pins it (puppeteer-core, mqtt, nats.ws).
 # puppeteer-core downloads no browser: the test drives Debian's.
 # Exits non-zero naming what is still missing; scripts/test.sh makes that
 # fatal in CI and a visible skip elsewhere.

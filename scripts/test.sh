@@ -46,14 +46,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # tests/browser.rs drives MQTT.js and nats.ws in headless Chromium
-# (Debian's chromium, puppeteer-core and the clients from npm): installed
-# here. Without them the test skips visibly, and in CI the run fails.
+# (Debian's chromium, puppeteer-core and the clients from npm), and
+# tests/console.rs the admin console in the same browser: installed here. Without them the test skips visibly, and in CI the run fails.
 if ! scripts/browser-setup.sh; then
     if [ "${CI:-}" = true ]; then
         echo "scripts/test.sh: FAILED: scripts/browser-setup.sh (above)" >&2
         exit 1
     fi
-    echo "scripts/test.sh: tests/browser.rs cannot run here (above); it will report a skip" >&2
+    echo "scripts/test.sh: tests/browser.rs and tests/console.rs cannot run here (above); they will report a skip" >&2
 fi
 
 # tests/amqp_interop.rs runs the AMQP 1.0 client scripts (tests/amqp/)
@@ -69,9 +69,9 @@ if ! scripts/rabbitmq-setup.sh; then
 fi
 
 # A test that cannot run here (tests/mesh_netns.rs without root or
-# iproute2, tests/browser.rs without its browser, tests/pubsub_cli.rs
-# without mosquitto or nats-server, tests/packaging.rs without
-# systemd-analyze) appends a line to this file; they are
+# iproute2, tests/browser.rs and tests/console.rs without their browser,
+# tests/pubsub_cli.rs without mosquitto or nats-server, tests/packaging.rs
+# without systemd-analyze) appends a line to this file; they are
 # printed at the end, after cargo's summary, so that a skip never reads as
 # a pass. In CI (CI=true, root on a machine that can make namespaces and
 # install packages) such a test fails instead.

@@ -1,8 +1,8 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
 //! paginated JSON views `/connections`, `/subscriptions`, `/links`, the
-//! mesh as a graph, `/topology` ([`topology`]), and the web console's data
-//! `/console/state`, `/console/events` ([`console`], streamed as
-//! server-sent events: [`sse`]).
+//! mesh as a graph `/topology` ([`topology`]), and the web console: its
+//! page at `/` ([`page`]) and its data `/console/state`, `/console/events`
+//! ([`console`], streamed as server-sent events: [`sse`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -22,6 +22,7 @@
 pub mod console;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod sse;
 pub mod topology;
 
@@ -338,7 +339,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
             };
             (200, JSON, body)
         }
-        _ => (404, TEXT, b"not found\n".to_vec()),
+        // The console's page and its assets (page.rs), else nothing.
+        _ => match page::asset(path) {
+            Some((content_type, body)) => (200, content_type, body.as_bytes().to_vec()),
+            None => (404, TEXT, b"not found\n".to_vec()),
+        },
     }
 }
 

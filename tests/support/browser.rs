@@ -1,7 +1,10 @@
 //! The browser side of tests/browser.rs: where Chromium and the npm
 //! packages are (or why the test skips), and [`Runner`], which drives
 //! tests/browser/run.mjs one JSON operation a line and collects what the
-//! page reports. (A module of the test, not a test of its own.)
+//! page reports; tests/console.rs drives tests/console/run.mjs with the
+//! same [`Runner`] ([`Runner::spawn`]). (A module of the tests, not a test
+//! of its own.)
+#![allow(dead_code)] // each test file uses its part
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -139,11 +142,18 @@ impl Runner {
     /// [`Runner::start`] with a browser that trusts these (PEM) server
     /// certificates for wss.
     pub(crate) async fn start_trusting(certs: &[&str]) -> Runner {
+        let args: Vec<String> = certs
+            .iter()
+            .flat_map(|cert| ["--trust-cert".to_string(), cert.to_string()])
+            .collect();
+        Runner::spawn(&browser_dir().join("run.mjs"), &args).await
+    }
+
+    /// Starts the node runner `script` with `args` (and the deadlines and
+    /// browser every runner takes) and waits for its `ready` event.
+    pub(crate) async fn spawn(script: &Path, args: &[String]) -> Runner {
         let mut command = Command::new("node");
-        command.arg(browser_dir().join("run.mjs"));
-        for cert in certs {
-            command.args(["--trust-cert", cert]);
-        }
+        command.arg(script).args(args);
         let mut child = command
             .args(["--op-timeout-ms", &OP_TIMEOUT_MS.to_string()])
             .args(["--deadline-ms", &RUN_DEADLINE_MS.to_string()])
@@ -153,7 +163,7 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn node tests/browser/run.mjs");
+            .unwrap_or_else(|e| panic!("spawn node {}: {e}", script.display()));
         let state = Arc::new(Mutex::new(RunnerState::default()));
         let stdout = child.stdout.take().unwrap();
         let sink = state.clone();
