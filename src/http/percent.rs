@@ -21,7 +21,7 @@ pub fn decode_form(s: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 fn decode_with(s: &str, plus_is_space: bool) -> Option<std::borrow::Cow<'_, str>> {
-    if !s.contains('%') && !(plus_is_space && s.contains('+')) {
+    if !(s.contains('%') || (plus_is_space && s.contains('+'))) {
         return Some(std::borrow::Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
