@@ -255,8 +255,17 @@ async fn the_console_shows_clients_topics_and_streams() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = events.next_state().await;
+        let rate_of = |topic: &str| {
+            s["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["topic"] == topic)
+                .and_then(|t| t["events_per_s"].as_f64())
+        };
         let hot_first = s["topics"][0]["topic"] == "c/hot"
-            && s["topics"][0]["events_per_s"].as_f64().unwrap() > 0.0;
+            && rate_of("c/hot").is_some_and(|r| r > 0.0)
+            && rate_of("c/warm").is_some_and(|r| r > 0.0);
         let slow = s["slow_consumers"].as_array().unwrap().iter().any(|c| {
             c["client_id"] == "console-slow"
                 && c["protocol"] == "mqtt"
@@ -286,17 +295,22 @@ async fn the_console_shows_clients_topics_and_streams() {
         .map(|s| s["time_ms"].as_u64().unwrap())
         .collect();
     assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "successive states: {times:?}"
+        times.windows(2).all(|w| w[0] < w[1]),
+        "successive states, strictly later: {times:?}"
     );
     let last = states.last().unwrap();
-    assert!(
+    let rate_of = |topic: &str| {
         last["topics"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["topic"] == "c/warm"),
-        "{last}"
+            .find(|t| t["topic"] == topic)
+            .and_then(|t| t["events_per_s"].as_f64())
+            .unwrap_or_else(|| panic!("{topic} in {last}"))
+    };
+    assert!(
+        rate_of("c/hot") > rate_of("c/warm"),
+        "c/hot is published four times as often as c/warm: {last}"
     );
 
     // The streams allowed (8 by default) open at once; /metrics answers

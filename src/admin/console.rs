@@ -16,7 +16,10 @@
 //!
 //! Bounds: a state holds one row per shard, at most
 //! `stats::SLOW_CONSUMERS_MAX` slow consumers, `admin.console_topics_max`
-//! topics, and the mesh as the bridge's view bounds it (`mesh.links_max`).
+//! topics (at most 256), and the mesh as the bridge's view bounds it
+//! (`mesh.links_max`). Topics and client ids (up to 64 KiB each, six
+//! times that as JSON escapes) are cut to [`TEXT_BYTES_MAX`] bytes on a
+//! character boundary, their row then marked `"truncated": true`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -36,6 +39,9 @@ pub const ARM_HOLD_MIN: Duration = Duration::from_secs(10);
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// How often a request in flight is looked at.
 const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// Longest topic or client id a state shows (bytes, cut on a character
+/// boundary; the row says `"truncated": true`).
+pub const TEXT_BYTES_MAX: usize = 200;
 /// A `: ping` comment on every stream this often.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -85,18 +91,32 @@ pub fn mesh(state: &AdminState) -> Option<serde_json::Value> {
     super::topology::topology(state).and_then(|t| serde_json::to_value(t).ok())
 }
 
-/// The shards' counters and histograms at one moment.
+/// The shards' counters and histograms, each shard's counters with the
+/// instant they were read.
 struct Sample {
-    at: Instant,
+    /// Per shard: the tick that answered the console request (its
+    /// counters are the ones it published on that tick), or the admin's
+    /// `at` for a shard that did not answer. Rates divide by the shard's
+    /// own time between answers: the admin's instant would add the jitter
+    /// of when each shard's 50 ms tick came round.
+    at: Vec<Instant>,
     snaps: Vec<Snapshot>,
     latency: Vec<hdrhistogram::Histogram<u64>>,
 }
 
 impl Sample {
-    fn take(state: &AdminState, at: Instant) -> Sample {
+    fn take(state: &AdminState, at: Instant, views: &[ConsoleView]) -> Sample {
+        let counters = |i: usize| views.iter().find(|v| v.shard == i)?.counters;
         Sample {
-            at,
-            snaps: state.stats.iter().map(|s| s.snapshot()).collect(),
+            at: (0..state.stats.len())
+                .map(|i| counters(i).map_or(at, |(t, _)| t))
+                .collect(),
+            snaps: state
+                .stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| counters(i).map_or_else(|| s.snapshot(), |(_, c)| c))
+                .collect(),
             latency: state
                 .stats
                 .iter()
@@ -212,7 +232,7 @@ impl Console {
             .take()
             .map(|a| a.got.into_iter().flatten().collect())
             .unwrap_or_default();
-        let sample = Sample::take(state, Instant::now());
+        let sample = Sample::take(state, Instant::now(), &views);
         let built = assemble(
             state,
             &views,
@@ -289,14 +309,16 @@ fn assemble(
     interval: Duration,
     topics_max: usize,
 ) -> ConsoleState {
-    let secs = last.map_or(0.0, |l| now.at.duration_since(l.at).as_secs_f64());
-    let rate = |new: u64, old: Option<u64>| match old {
-        Some(old) if secs > 0.0 => new.saturating_sub(old) as f64 / secs,
-        _ => 0.0,
-    };
     let mut shards = Vec::with_capacity(now.snaps.len());
     for (i, snap) in now.snaps.iter().enumerate() {
         let before = last.and_then(|l| l.snaps.get(i));
+        let secs = last.and_then(|l| l.at.get(i)).map_or(0.0, |t| {
+            now.at[i].saturating_duration_since(*t).as_secs_f64()
+        });
+        let rate = |new: u64, old: Option<u64>| match old {
+            Some(old) if secs > 0.0 => new.saturating_sub(old) as f64 / secs,
+            _ => 0.0,
+        };
         let view = views.iter().find(|v| v.shard == i);
         let mut window = now.latency[i].clone();
         if let Some(old) = last.and_then(|l| l.latency.get(i)) {
@@ -336,6 +358,9 @@ fn assemble(
             .then_with(|| a.client_id.cmp(&b.client_id))
     });
     slow.truncate(stats::SLOW_CONSUMERS_MAX);
+    for c in &mut slow {
+        c.truncated |= clip(&mut c.client_id);
+    }
     ConsoleState {
         router_id: state.router_id.clone(),
         time_ms: SystemTime::now()
@@ -360,6 +385,7 @@ fn busiest(views: &[ConsoleView], max: usize) -> Vec<TopicRate> {
         .map(|(topic, events_per_s)| TopicRate {
             topic: topic.to_owned(),
             events_per_s,
+            truncated: false,
         })
         .collect();
     out.sort_by(|a, b| {
@@ -368,7 +394,24 @@ fn busiest(views: &[ConsoleView], max: usize) -> Vec<TopicRate> {
             .then_with(|| a.topic.cmp(&b.topic))
     });
     out.truncate(max);
+    for t in &mut out {
+        t.truncated |= clip(&mut t.topic);
+    }
     out
+}
+
+/// Cuts `s` to at most [`TEXT_BYTES_MAX`] bytes on a character boundary;
+/// true if it was cut.
+fn clip(s: &mut String) -> bool {
+    if s.len() <= TEXT_BYTES_MAX {
+        return false;
+    }
+    let mut end = TEXT_BYTES_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
 }
 
 #[cfg(test)]
@@ -409,6 +452,7 @@ mod tests {
                 .map(|(t, r)| TopicRate {
                     topic: t.to_string(),
                     events_per_s: *r,
+                    truncated: false,
                 })
                 .collect(),
             ..Default::default()
@@ -485,6 +529,156 @@ mod tests {
         assert_eq!(s["shards"][1]["queued_messages"], 0);
     }
 
+    /// Rates and window percentiles from two known samples, exactly.
+    /// Latency values are chosen so that the histogram's bucket (3
+    /// significant digits) does not move their whole microseconds.
+    #[test]
+    fn assemble_rates_and_window_percentiles() {
+        let state = admin_state(1);
+        let t0 = Instant::now();
+        let mut old_h = stats::latency_histogram();
+        // Before the window: 1000 slow events (must not count).
+        old_h.record_n(1_000_000, 1000).unwrap();
+        let mut new_h = old_h.clone();
+        new_h.record_n(80_000, 980).unwrap();
+        new_h.record_n(300_000, 15).unwrap();
+        new_h.record_n(900_000, 5).unwrap();
+        let snap = |messages_in, messages_out| Snapshot {
+            messages_in,
+            messages_out,
+            connections: 3,
+            ring_full_waits: 9,
+            ..Default::default()
+        };
+        let old = Sample {
+            at: vec![t0],
+            snaps: vec![snap(100, 0)],
+            latency: vec![old_h],
+        };
+        let new = Sample {
+            at: vec![t0 + Duration::from_secs(2)],
+            snaps: vec![snap(300, 1000)],
+            latency: vec![new_h],
+        };
+        let built = assemble(&state, &[], Some(&old), &new, state.console_interval, 4);
+        let row = &built.shards[0];
+        assert_eq!(row.publishes_per_s, 100.0);
+        assert_eq!(row.deliveries_per_s, 500.0);
+        assert_eq!((row.connections, row.ring_waits), (3, 9));
+        assert_eq!(
+            (row.latency_us.p50, row.latency_us.p99, row.latency_us.p999),
+            (80, 300, 900)
+        );
+        // The first state: no rates, percentiles since start.
+        let first = assemble(&state, &[], None, &new, state.console_interval, 4);
+        assert_eq!(first.shards[0].publishes_per_s, 0.0);
+        assert_eq!(first.shards[0].latency_us.p999, 1000);
+    }
+
+    /// A shard's rates divide by the time between its own answers (the
+    /// ticks that published its counters), not the admin's clock.
+    #[test]
+    fn rates_use_the_shards_own_instants() {
+        let state = admin_state(1);
+        let t0 = Instant::now();
+        let answer = |at, messages_in| ConsoleView {
+            shard: 0,
+            counters: Some((
+                at,
+                Snapshot {
+                    messages_in,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let old = Sample::take(&state, t0 + Duration::from_secs(5), &[answer(t0, 0)]);
+        let new = Sample::take(
+            &state,
+            t0 + Duration::from_secs(6),
+            &[answer(t0 + Duration::from_millis(500), 100)],
+        );
+        let built = assemble(&state, &[], Some(&old), &new, state.console_interval, 4);
+        assert_eq!(built.shards[0].publishes_per_s, 200.0);
+    }
+
+    /// Topics and client ids of any length (64 KiB, escaped six times
+    /// over in JSON) are cut on a character boundary and marked: a state
+    /// of the most topics allowed stays small.
+    #[test]
+    fn long_topics_and_client_ids_are_cut() {
+        let state = admin_state(1);
+        let t0 = Instant::now();
+        let long = |i: usize| format!("{i}/{}", "\u{1}é".repeat(30_000));
+        let views = [ConsoleView {
+            shard: 0,
+            slow_consumers: vec![SlowConsumer {
+                shard: 0,
+                protocol: "mqtt",
+                client_id: long(0),
+                queued_messages: 1,
+                queued_bytes: 1,
+                dropped: 0,
+                truncated: false,
+            }],
+            topics: (0..256)
+                .map(|i| TopicRate {
+                    topic: long(i),
+                    events_per_s: 1.0,
+                    truncated: false,
+                })
+                .chain(std::iter::once(TopicRate {
+                    topic: "short/é".into(),
+                    events_per_s: 2.0,
+                    truncated: false,
+                }))
+                .collect(),
+            ..Default::default()
+        }];
+        let now = Sample::take(&state, t0, &views);
+        let built = assemble(&state, &views, None, &now, state.console_interval, 256);
+        assert_eq!(built.topics.len(), 256);
+        assert_eq!(built.topics[0].topic, "short/é");
+        assert!(!built.topics[0].truncated);
+        for t in &built.topics[1..] {
+            assert!(t.truncated && t.topic.len() <= TEXT_BYTES_MAX, "{t:?}");
+            assert!(t.topic.len() > TEXT_BYTES_MAX - 4);
+        }
+        let c = &built.slow_consumers[0];
+        assert!(c.truncated && c.client_id.len() <= TEXT_BYTES_MAX);
+        let json = serde_json::to_value(&built).unwrap();
+        assert_eq!(json["topics"][1]["truncated"], true);
+        assert!(json["topics"][0].get("truncated").is_none());
+        assert_eq!(json["slow_consumers"][0]["truncated"], true);
+        // 257 rows of at most 200 bytes, 6 bytes each as escapes.
+        let bytes = serde_json::to_string(&built).unwrap().len();
+        assert!(bytes < 400 * 1024, "{bytes}");
+    }
+
+    /// A `/console/events` request does not arm the console by itself:
+    /// only a stream added (after the server's room check) does.
+    #[test]
+    fn a_refused_stream_does_not_arm_the_console() {
+        use crate::admin::http::Service as _;
+        let state = Arc::new(admin_state(1));
+        let mut service = crate::admin::Service {
+            console: Console::new(state.console_interval, state.console_topics_max),
+            state: state.clone(),
+        };
+        let request = crate::admin::http::Request {
+            method: "GET",
+            target: "/console/events",
+            authorization: None,
+        };
+        assert!(matches!(
+            service.handle(&request),
+            crate::admin::http::Reply::Stream { .. }
+        ));
+        assert!(!state.global.console_active.load(Ordering::Relaxed));
+        service.stream_added(Instant::now());
+        assert!(state.global.console_active.load(Ordering::Relaxed));
+    }
+
     #[test]
     fn topics_merge_across_shards() {
         let view = |shard, topics: &[(&str, f64)]| ConsoleView {
@@ -494,6 +688,7 @@ mod tests {
                 .map(|(t, r)| TopicRate {
                     topic: t.to_string(),
                     events_per_s: *r,
+                    truncated: false,
                 })
                 .collect(),
             ..Default::default()

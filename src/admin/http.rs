@@ -86,6 +86,9 @@ pub trait Service {
     fn wake_at(&self, streams: usize) -> Option<Instant>;
     /// A stream was closed on a send (its client too slow, or gone).
     fn stream_ended(&mut self, _why: super::sse::Ended) {}
+    /// A stream was opened: `handle` replied [`Reply::Stream`], there was
+    /// room for it, and its head went out (a refused one never gets here).
+    fn stream_added(&mut self, _now: Instant) {}
 }
 
 /// A service of plain answers (no streams) from a function.
@@ -159,7 +162,10 @@ pub fn serve(
                 Ok(socket) => {
                     let room = streams.len() < limits.streams_max;
                     match answer(socket, limits, room, &mut service) {
-                        Ok(Some(stream)) => streams.push(stream),
+                        Ok(Some(stream)) => {
+                            streams.push(stream);
+                            service.stream_added(Instant::now());
+                        }
                         Ok(None) => {}
                         Err(e) => tracing::debug!(error = %e, "admin: request not answered"),
                     }
@@ -459,7 +465,8 @@ fn reason_phrase(status: u16) -> &'static str {
 
 fn encode(response: &Response) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n{}\r\n",
         response.status,
         reason_phrase(response.status),
         response.content_type,
@@ -563,6 +570,8 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("Content-Length: 10\r\n"), "{ok}");
         assert!(ok.contains("Connection: close\r\n"), "{ok}");
+        // Answers may carry the token in their query: never cached.
+        assert!(ok.contains("Cache-Control: no-store\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\nGET /a?b=1"), "{ok}");
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(300));
         assert!(exchange(long.as_bytes()).starts_with("HTTP/1.1 431 "));
@@ -582,6 +591,7 @@ mod tests {
     /// records how many are open.
     struct Firehose {
         open: Arc<std::sync::atomic::AtomicUsize>,
+        added: Arc<std::sync::atomic::AtomicUsize>,
         slow: Arc<std::sync::atomic::AtomicUsize>,
         chunk: usize,
     }
@@ -609,6 +619,9 @@ mod tests {
                 self.slow.fetch_add(1, Ordering::Relaxed);
             }
         }
+        fn stream_added(&mut self, _: Instant) {
+            self.added.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A stream whose client reads keeps going; one whose client never
@@ -622,6 +635,7 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let slow = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let added = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let limits = Limits {
             request_bytes_max: 256,
             timeout: Duration::from_millis(500),
@@ -629,7 +643,8 @@ mod tests {
             stream_bytes_max: 64 * 1024,
         };
         let server = {
-            let (stop, open, slow) = (stop.clone(), open.clone(), slow.clone());
+            let (stop, open, slow, added) =
+                (stop.clone(), open.clone(), slow.clone(), added.clone());
             std::thread::spawn(move || {
                 serve(
                     listener,
@@ -637,6 +652,7 @@ mod tests {
                     || stop.load(Ordering::Relaxed),
                     Firehose {
                         open,
+                        added,
                         slow,
                         chunk: 16 * 1024,
                     },
@@ -694,6 +710,11 @@ mod tests {
         let mut answer = String::new();
         third.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert_eq!(
+            added.load(Ordering::Relaxed),
+            2,
+            "a refused stream is not added"
+        );
         // The stalled one fills its socket, then its bound: closed.
         wait_for("the stalled stream closed", &|| {
             open.load(Ordering::Relaxed) == 1

@@ -77,14 +77,12 @@ impl http::Service for Service {
             return full(route(&self.state, request));
         }
         match path {
-            "/console/events" => {
-                self.console
-                    .stream_opened(&self.state, std::time::Instant::now());
-                http::Reply::Stream {
-                    content_type: "text/event-stream",
-                    first: sse::PREAMBLE.to_vec(),
-                }
-            }
+            // The console is armed once the stream is added (after the
+            // room check: a refused stream turns nothing on).
+            "/console/events" => http::Reply::Stream {
+                content_type: "text/event-stream",
+                first: sse::PREAMBLE.to_vec(),
+            },
             "/console/state" => full((200, JSON, self.console.state_now(&self.state))),
             _ => full(route(&self.state, request)),
         }
@@ -105,6 +103,10 @@ impl http::Service for Service {
 
     fn wake_at(&self, streams: usize) -> Option<std::time::Instant> {
         self.console.wake_at(streams)
+    }
+
+    fn stream_added(&mut self, now: std::time::Instant) {
+        self.console.stream_opened(&self.state, now);
     }
 }
 
@@ -204,36 +206,14 @@ fn authorized(token: &str, request: &http::Request<'_>) -> bool {
     query
         .split('&')
         .filter_map(|pair| pair.strip_prefix(ACCESS_TOKEN))
-        .any(|value| same_secret(&percent_decode(value), token.as_bytes()))
+        .any(|value| {
+            crate::http::percent::decode_form(value)
+                .is_some_and(|v| same_secret(v.as_bytes(), token.as_bytes()))
+        })
 }
 
 /// The query parameter that may carry the token (with its `=`).
 const ACCESS_TOKEN: &str = "access_token=";
-
-/// A query value as a form encodes it: `%XX` escapes and `+` for space;
-/// a malformed escape is kept as it is.
-fn percent_decode(value: &str) -> Vec<u8> {
-    let b = value.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
 
 /// Compares a presented secret with the configured one in time that
 /// depends only on the presented length (never on where they differ, nor
@@ -487,8 +467,11 @@ mod tests {
                 );
             }
         }
-        assert_eq!(percent_decode("a%2"), b"a%2");
-        assert_eq!(percent_decode("%zz%41+"), b"%zzA ");
+        // A malformed escape matches nothing.
+        assert!(!authorized(
+            "a%2",
+            &request("/metrics?access_token=a%2", None)
+        ));
         // Pages ignore the token parameter.
         assert_eq!(page("limit=5&access_token=x", 10), Ok((0, 5)));
     }

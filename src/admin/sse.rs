@@ -5,10 +5,14 @@
 //! Owns: each open stream's socket ([`Stream`]) and its bytes not yet
 //! taken by its client, written with non-blocking writes whenever poll
 //! says the socket has room (a partial write keeps the rest for the next
-//! turn); what a client sends after its request is read and dropped. Bounds: at most
-//! `bytes_max` bytes waiting (`admin.console_stream_bytes_max`); an event
-//! that would go beyond closes the stream ([`Overflow`]): a client that
-//! does not read never holds more than that, nor slows the others.
+//! turn). An SSE client sends nothing after its request: a byte from it
+//! closes its stream (reading and dropping would keep poll's POLLIN set
+//! and spin the admin thread for as long as the client sends). Bounds: at
+//! most `bytes_max` bytes of backlog (`admin.console_stream_bytes_max`):
+//! an event that would go beyond closes the stream ([`Overflow`]), so a
+//! client that does not read never holds more than that, nor slows the
+//! others; an event into an empty outbox is always taken (one state may
+//! be larger than the bound, and must not close every stream).
 //!
 //! Why hand-written: the format is three line kinds (WHATWG HTML §9.2),
 //! and the admin server is our own (see `http`).
@@ -69,11 +73,11 @@ impl Outbox {
         self.buf.len() - self.sent
     }
 
-    /// Queues `bytes`, unless the stream would then hold more than its
-    /// bound.
+    /// Queues `bytes`, unless a backlog is waiting and the stream would
+    /// then hold more than its bound (into an empty outbox, always).
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), Overflow> {
         let pending = self.pending() + bytes.len();
-        if pending > self.bytes_max {
+        if pending > self.bytes_max && self.pending() > 0 {
             return Err(Overflow { pending });
         }
         if self.sent > 0 && self.sent >= self.buf.len() / 2 {
@@ -109,10 +113,6 @@ impl Outbox {
     }
 }
 
-/// Reads of a stream's socket per turn (its client has nothing to say
-/// after its request: what comes is read and dropped, 4 KiB a turn).
-const STREAM_READS_MAX: usize = 4;
-
 /// An open stream: its socket (non-blocking) and what waits for it.
 pub struct Stream {
     socket: TcpStream,
@@ -136,24 +136,29 @@ impl Stream {
         self.socket.as_fd()
     }
 
-    /// The stream's turn after poll: reads (and drops) what its client
-    /// sent, writes what its socket takes. None: the stream is over (the
-    /// client went, or an error).
+    /// The stream's turn after poll: writes what its socket takes. None:
+    /// the stream is over (the client went, sent something, or an error).
     pub fn turn(mut self, flags: nix::poll::PollFlags) -> Option<Stream> {
         use nix::poll::PollFlags;
         if flags.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
             return None;
         }
         if flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
-            let mut scratch = [0u8; 1024];
-            for _ in 0..STREAM_READS_MAX {
-                match self.socket.read(&mut scratch) {
-                    Ok(0) => return None,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return None,
+            let mut scratch = [0u8; 1];
+            match self.socket.read(&mut scratch) {
+                Ok(0) => return None,
+                Ok(_) => {
+                    tracing::debug!(
+                        "admin: stream closed: its client sent bytes after its request"
+                    );
+                    return None;
                 }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return None,
             }
         }
         if flags.contains(PollFlags::POLLOUT) {
@@ -266,6 +271,54 @@ mod tests {
         out.flush(&mut sock).unwrap();
         out.push(b"abcdefg").unwrap();
         assert_eq!(out.pending(), 10);
+    }
+
+    /// One event larger than the bound still goes out on an idle stream
+    /// (a state grows with the mesh and the topics); the bound applies to
+    /// a backlog.
+    #[test]
+    fn an_empty_outbox_takes_one_event_of_any_size() {
+        let mut out = Outbox::new(10);
+        out.push(&[b'x'; 25]).unwrap();
+        assert_eq!(out.pending(), 25);
+        assert_eq!(out.push(b"y"), Err(Overflow { pending: 26 }));
+        let mut sock = Slow {
+            got: Vec::new(),
+            room: 100,
+            budget: 100,
+        };
+        out.flush(&mut sock).unwrap();
+        out.push(&[b'z'; 40]).unwrap();
+    }
+
+    /// A client that sends after its request is closed at once (its bytes
+    /// would keep POLLIN set and the admin loop turning without a pause).
+    #[test]
+    fn a_stream_whose_client_sends_is_closed() {
+        use nix::poll::PollFlags;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let s = Stream::new(server, 1024);
+        // Nothing sent: the stream goes on.
+        let s = s.turn(PollFlags::POLLIN).expect("no byte yet: open");
+        client.write_all(b"x").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut s = Some(s);
+        while let Some(open) = s.take() {
+            assert!(std::time::Instant::now() < deadline, "not closed");
+            s = open.turn(PollFlags::POLLIN);
+            if s.is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        // The server's end is closed: the client reads its end.
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert!(client.read_to_end(&mut rest).is_ok());
     }
 
     #[test]

@@ -81,6 +81,13 @@ pub struct Config {
     pub trace: TraceConfig,
 }
 
+/// Lowest `admin.console_interval_ms`: rates are counter deltas over the
+/// interval, and the counters are published on a 50 ms tick: shorter
+/// windows would jitter by half their length.
+pub const CONSOLE_INTERVAL_MS_MIN: usize = 100;
+/// Highest `admin.console_topics_max`.
+pub const CONSOLE_TOPICS_MAX: usize = 256;
+
 /// Sections whose keys a SIGHUP reload applies; the others need a restart.
 /// (`mqtt.tls.listen` needs a restart too: the reload skips it.)
 pub const RELOADABLE_SECTIONS: &[&str] = &["limits", "log", "security", "mqtt.tls", "nats.tls"];
@@ -427,7 +434,7 @@ impl Config {
         at_least(
             "admin.console_interval_ms",
             self.admin.console_interval_ms as usize,
-            10,
+            CONSOLE_INTERVAL_MS_MIN,
         )?;
         at_least(
             "admin.console_streams_max",
@@ -441,6 +448,17 @@ impl Config {
             16 * 1024,
         )?;
         at_least("admin.console_topics_max", self.admin.console_topics_max, 1)?;
+        // Bounds the state's size (each topic at most
+        // `admin::console::TEXT_BYTES_MAX` bytes) and each shard's scan.
+        if self.admin.console_topics_max > CONSOLE_TOPICS_MAX {
+            return Err(invalid(
+                "admin.console_topics_max",
+                format!(
+                    "{} exceeds the maximum of {CONSOLE_TOPICS_MAX}",
+                    self.admin.console_topics_max
+                ),
+            ));
+        }
         let sec = &self.security;
         at_least("security.password_checks_max", sec.password_checks_max, 1)?;
         at_least("security.auth_sources_max", sec.auth_sources_max, 1)?;

@@ -29,7 +29,8 @@ pub struct AdminConfig {
     /// empty = none, allowed only on a loopback address.
     pub token: String,
     /// The web console's state is sent to each open `/console/events`
-    /// stream every this many milliseconds.
+    /// stream every this many milliseconds (at least 100: rates over a
+    /// shorter window jitter with the shards' 50 ms publishing tick).
     pub console_interval_ms: u64,
     /// `/console/events` streams open at once; more are answered 503.
     pub console_streams_max: usize,
@@ -37,7 +38,7 @@ pub struct AdminConfig {
     /// a stream beyond is closed (its client reads too slowly).
     pub console_stream_bytes_max: usize,
     /// Entries of each shard's busiest-topics sketch (and topics the
-    /// console shows).
+    /// console shows); 1 to 256.
     pub console_topics_max: usize,
 }
 

@@ -344,3 +344,26 @@ fn trace_section_checked() {
     assert_eq!(parsed.trace.queue_max, 16);
     assert!(toml::from_str::<crate::config::Config>("[trace]\nbogus = 1\n").is_err());
 }
+
+/// The console's bounds: the interval's floor (rates over a shorter
+/// window jitter with the shards' 50 ms tick) and the topics' ceiling
+/// (bounds a state's size), each error naming its key.
+#[test]
+fn console_interval_and_topics_are_bounded() {
+    let resolve = |extra: &str| {
+        let c = Config::from_toml(extra, "t").unwrap();
+        c.resolve(&[0]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(resolve("[admin]\nconsole_interval_ms = 100\n").is_ok());
+    let e = resolve("[admin]\nconsole_interval_ms = 99\n").unwrap_err();
+    assert!(
+        e.starts_with("admin.console_interval_ms: 99 is below the minimum of 100"),
+        "{e}"
+    );
+    assert!(resolve("[admin]\nconsole_topics_max = 256\n").is_ok());
+    let e = resolve("[admin]\nconsole_topics_max = 257\n").unwrap_err();
+    assert!(
+        e.starts_with("admin.console_topics_max: 257 exceeds the maximum of 256"),
+        "{e}"
+    );
+}

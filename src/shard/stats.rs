@@ -206,6 +206,9 @@ pub struct ConsoleView {
     /// The busiest topics published on this shard since its last answer,
     /// with their estimated rates (the sketch is sampled).
     pub topics: Vec<TopicRate>,
+    /// The tick that answered, and the counters the shard published on
+    /// it: the console's rates divide by the shard's own time.
+    pub counters: Option<(std::time::Instant, Snapshot)>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -216,12 +219,22 @@ pub struct SlowConsumer {
     pub queued_messages: u64,
     pub queued_bytes: u64,
     pub dropped: u64,
+    /// `client_id` was cut for the console (serialized only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TopicRate {
     pub topic: String,
     pub events_per_s: f64,
+    /// `topic` was cut for the console (serialized only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// 1 ns to 60 s at 3 significant digits.

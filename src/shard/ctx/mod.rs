@@ -103,8 +103,10 @@ pub struct Global {
     pub admission: Arc<super::admission::Admission>,
     /// Set by the admin thread while a web console stream is open (or the
     /// console state was asked for lately): the shards then feed their
-    /// busiest-topics sketch (`console`).
-    pub console_active: AtomicBool,
+    /// busiest-topics sketch (`console`). Read on every publish: on a
+    /// cache line of its own, so that connection counting's writes to the
+    /// fields beside it do not invalidate it on every shard.
+    pub console_active: crossbeam::utils::CachePadded<AtomicBool>,
     /// Trace context and the span queue (`crate::trace`), one per process.
     pub trace: Arc<crate::trace::Tracer>,
 }

@@ -330,6 +330,7 @@ impl Table {
                 queued_messages: key.0,
                 queued_bytes: queued_bytes as u64,
                 dropped,
+                truncated: false,
             });
             top.sort_by_key(|c| std::cmp::Reverse((c.queued_messages, c.dropped)));
             top.truncate(max);
