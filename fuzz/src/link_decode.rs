@@ -14,6 +14,7 @@ const LIMITS: LinkLimits = LinkLimits {
     frame_bytes_max: 2048,
     hops_max: 8,
     dests_max: 4,
+    explain_reply_bytes_max: 256,
 };
 
 pub fn check(data: &[u8]) {

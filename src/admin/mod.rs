@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
-//! and paginated JSON views `/connections`, `/subscriptions`, `/links`.
+//! paginated JSON views `/connections`, `/subscriptions`, `/links`, and
+//! route explain `/explain` ([`explain`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -14,6 +15,7 @@
 //! `admin.request_bytes_max`, within `admin.request_timeout_ms`; request
 //! bodies are never read.
 
+pub mod explain;
 pub mod http;
 pub mod metrics;
 
@@ -35,6 +37,10 @@ pub struct AdminState {
     pub http: http::Limits,
     /// `admin.token`: empty = every request is served.
     pub token: String,
+    /// `mesh.explain_timeout_ms` (`GET /explain` waits for the mesh).
+    pub explain_timeout: Duration,
+    /// `security.default_account` (its topics carry no prefix).
+    pub default_account: String,
 }
 
 /// Requests waiting to be accepted (they are answered one at a time).
@@ -191,6 +197,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                 page_json("subscriptions", &all, offset, limit, truncated)
             };
             (200, JSON, body)
+        }
+        "/explain" => {
+            let (status, body) = explain::serve(state, query);
+            let kind = if status == 200 { JSON } else { TEXT };
+            (status, kind, body.into_bytes())
         }
         "/links" => {
             let view = state.mesh_view.lock().ok().and_then(|v| v.clone());

@@ -91,6 +91,16 @@ pub struct MeshConfig {
     pub dedup_window: usize,
     /// Links up or connecting at once (dialled and accepted).
     pub links_max: usize,
+    /// Route explain (`GET /explain`, `weft explain`): how long a request
+    /// waits for the routers beyond this one; each hop gives the next
+    /// three quarters of its own time, so the farther ones answer first.
+    pub explain_timeout_ms: u64,
+    /// Explain requests in progress at once on this router (started here
+    /// or passing through); a further one is answered `busy`.
+    pub explains_max: usize,
+    /// Largest explain reply (JSON, this router's report and those beyond
+    /// it); reports past it are left out and named `reply_too_large`.
+    pub explain_reply_bytes_max: usize,
     /// Per-peer link policy; see [`PolicyConfig`].
     pub policy: Vec<PolicyConfig>,
     /// TLS on every link; see [`MeshTlsConfig`].
@@ -156,6 +166,9 @@ impl Default for MeshConfig {
             interest_entries_max: 100_000,
             dedup_window: 65_536,
             links_max: 64,
+            explain_timeout_ms: 2000,
+            explains_max: 16,
+            explain_reply_bytes_max: 65_536,
             policy: Vec::new(),
             tls: MeshTlsConfig::default(),
         }
@@ -241,6 +254,21 @@ impl Config {
         )?;
         at_least("mesh.dedup_window", m.dedup_window as u64, 1)?;
         at_least("mesh.links_max", m.links_max as u64, 1)?;
+        at_least("mesh.explain_timeout_ms", m.explain_timeout_ms, 1)?;
+        at_least("mesh.explains_max", m.explains_max as u64, 1)?;
+        // Room for one router's report and the envelope (see
+        // `mesh::explain::add_report`).
+        at_least(
+            "mesh.explain_reply_bytes_max",
+            m.explain_reply_bytes_max as u64,
+            4096,
+        )?;
+        if m.explain_timeout_ms > u64::from(u32::MAX) {
+            return Err(invalid(
+                "mesh.explain_timeout_ms",
+                format!("{} is above the maximum of {}", m.explain_timeout_ms, u32::MAX),
+            ));
+        }
         let topic_limits = crate::topic::TopicLimits {
             topic_bytes_max: self.limits.topic_bytes_max,
             topic_levels_max: self.limits.topic_levels_max,

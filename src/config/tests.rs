@@ -5,6 +5,9 @@ fn defaults_are_pinned() {
     let c = Config::default();
     assert_eq!(c.mesh.custody_ms, 20_000);
     assert_eq!(c.mesh.interest_hold_down_ms, 500);
+    assert_eq!(c.mesh.explain_timeout_ms, 2000);
+    assert_eq!(c.mesh.explains_max, 16);
+    assert_eq!(c.mesh.explain_reply_bytes_max, 65_536);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
     fn ws_defaults<S: crate::config::WsSide>(ws: &crate::config::WsConfig<S>, path: &str) {
         assert_eq!(ws.listen, "", "WebSocket listeners are off by default");

@@ -31,7 +31,7 @@
 use thiserror::Error;
 
 /// The link protocol version this router speaks.
-pub const LINK_VERSION: u16 = 2;
+pub const LINK_VERSION: u16 = 3;
 
 /// Longest router id accepted in a hello, and the router-id rule: one
 /// rule with the configuration's (defined there: `config` must not depend
@@ -51,6 +51,14 @@ pub mod kind {
     pub const PING: u8 = 6;
     pub const PONG: u8 = 7;
     pub const CLOSE: u8 = 8;
+    // 9: TOPOLOGY (mesh topology flood).
+    pub const EXPLAIN: u8 = 10;
+    pub const EXPLAIN_REPLY: u8 = 11;
+
+    /// The frame types this version decodes.
+    pub fn known(kind: u8) -> bool {
+        (HELLO..=CLOSE).contains(&kind) || kind == EXPLAIN || kind == EXPLAIN_REPLY
+    }
 }
 
 // Event flags byte.
@@ -61,6 +69,11 @@ const EVENT_STAMP: u8 = 0b0000_1000;
 /// A retained-store exchange: stored if newer, never delivered.
 const EVENT_SYNC: u8 = 0b0001_0000;
 const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN | EVENT_STAMP | EVENT_SYNC);
+
+// Explain flags byte.
+/// A `seek` router id follows: the request is on its way to the router it
+/// names, not yet following an event's path.
+const EXPLAIN_SEEK: u8 = 0b0000_0001;
 
 // Interest flags byte.
 const INTEREST_GROUP: u8 = 0b0000_0001;
@@ -101,6 +114,8 @@ pub enum LinkError {
     EmptyUserProperties,
     #[error("stamp flagged present but 0 (the value for none)")]
     ZeroStamp,
+    #[error("explain reply of {size} bytes exceeds the limit of {limit} bytes")]
+    ExplainReplyTooLarge { size: usize, limit: usize },
 }
 
 /// Why a frame could not be encoded. The output `Vec` is left unchanged.
@@ -120,8 +135,11 @@ pub struct LinkLimits {
     pub frame_bytes_max: usize,
     /// Largest hop count accepted on an event.
     pub hops_max: u8,
-    /// Most destination routers accepted on one event.
+    /// Most destination routers accepted on one event (and one explain
+    /// request).
     pub dests_max: usize,
+    /// Largest explain reply body accepted (`mesh.explain_reply_bytes_max`).
+    pub explain_reply_bytes_max: usize,
 }
 
 impl Default for LinkLimits {
@@ -130,6 +148,7 @@ impl Default for LinkLimits {
             frame_bytes_max: 4 * 1024 * 1024,
             hops_max: 16,
             dests_max: 64,
+            explain_reply_bytes_max: 65_536,
         }
     }
 }
@@ -238,6 +257,33 @@ pub enum Frame<'a> {
     Close {
         reason: &'a str,
     },
+    /// Route explain (see `mesh::explain`): where an event on `topic`
+    /// would go, asked by `origin` as its request `request`; no event is
+    /// sent. With `seek`, on its way (flooded) to the router it names,
+    /// which explains as if the event were published there; without, it
+    /// follows the path an event's copy for `dests` would take.
+    Explain(Explain<'a>),
+    /// The answer to an [`Frame::Explain`] received over this link: what
+    /// the receiver and the routers beyond it found, as JSON
+    /// (`mesh::explain::ReplyBody`).
+    ExplainReply {
+        origin: &'a str,
+        request: u64,
+        body: &'a [u8],
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explain<'a> {
+    pub origin: &'a str,
+    pub request: u64,
+    pub seek: Option<&'a str>,
+    /// Links crossed before this one (as an event's `hops`).
+    pub hops: u8,
+    /// What is left of the asker's time: the receiver answers within it.
+    pub budget_ms: u32,
+    pub topic: &'a str,
+    pub dests: Vec<&'a str>,
 }
 
 impl Frame<'_> {
@@ -252,6 +298,8 @@ impl Frame<'_> {
             Frame::Ping { .. } => kind::PING,
             Frame::Pong { .. } => kind::PONG,
             Frame::Close { .. } => kind::CLOSE,
+            Frame::Explain(_) => kind::EXPLAIN,
+            Frame::ExplainReply { .. } => kind::EXPLAIN_REPLY,
         }
     }
 
@@ -266,6 +314,8 @@ impl Frame<'_> {
             Frame::Ping { .. } => "ping",
             Frame::Pong { .. } => "pong",
             Frame::Close { .. } => "close",
+            Frame::Explain(_) => "explain",
+            Frame::ExplainReply { .. } => "explain reply",
         }
     }
 }
@@ -296,7 +346,7 @@ pub fn decode<'a>(
         return Ok(None);
     };
     // Refuse a type we do not know before waiting for its body.
-    if !(kind::HELLO..=kind::CLOSE).contains(&kind) {
+    if !kind::known(kind) {
         return Err(LinkError::UnknownType(kind));
     }
     if buf.len() < size {
@@ -408,7 +458,70 @@ fn decode_body<'a>(
         kind::PING => Frame::Ping { nonce: r.u64()? },
         kind::PONG => Frame::Pong { nonce: r.u64()? },
         kind::CLOSE => Frame::Close { reason: r.str()? },
+        kind::EXPLAIN => Frame::Explain(decode_explain(r, limits)?),
+        kind::EXPLAIN_REPLY => {
+            let origin = r.str()?;
+            let request = r.u64()?;
+            let size = r.u32()? as usize;
+            if size > limits.explain_reply_bytes_max {
+                return Err(LinkError::ExplainReplyTooLarge {
+                    size,
+                    limit: limits.explain_reply_bytes_max,
+                });
+            }
+            Frame::ExplainReply {
+                origin,
+                request,
+                body: r.take(size)?,
+            }
+        }
         _ => unreachable!("checked by decode"),
+    })
+}
+
+fn decode_explain<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Explain<'a>, LinkError> {
+    let flags = r.u8()?;
+    if flags & !EXPLAIN_SEEK != 0 {
+        return Err(LinkError::BadFlags {
+            kind: kind::EXPLAIN,
+            flags,
+        });
+    }
+    let origin = r.str()?;
+    let request = r.u64()?;
+    let seek = if flags & EXPLAIN_SEEK != 0 {
+        Some(r.str()?)
+    } else {
+        None
+    };
+    let hops = r.u8()?;
+    if hops > limits.hops_max {
+        return Err(LinkError::TooManyHops {
+            hops,
+            limit: limits.hops_max,
+        });
+    }
+    let budget_ms = r.u32()?;
+    let topic = r.str()?;
+    let count = usize::from(r.u16()?);
+    if count > limits.dests_max {
+        return Err(LinkError::TooManyDests {
+            count,
+            limit: limits.dests_max,
+        });
+    }
+    let mut dests = Vec::with_capacity(r.list_capacity(count, 2));
+    for _ in 0..count {
+        dests.push(r.str()?);
+    }
+    Ok(Explain {
+        origin,
+        request,
+        seek,
+        hops,
+        budget_ms,
+        topic,
+        dests,
     })
 }
 
@@ -597,6 +710,17 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Ack { .. } => 8,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Close { reason } => s(reason),
+        Frame::Explain(x) => {
+            1 + s(x.origin)
+                + 8
+                + opt_s(x.seek)
+                + 1
+                + 4
+                + s(x.topic)
+                + 2
+                + x.dests.iter().map(|d| s(d)).sum::<usize>()
+        }
+        Frame::ExplainReply { origin, body, .. } => s(origin) + 8 + 4 + body.len(),
     };
     PREFIX_LEN + 1 + body
 }
@@ -653,6 +777,30 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
             out.extend_from_slice(&nonce.to_be_bytes());
         }
         Frame::Close { reason } => put_str(out, "close reason", reason)?,
+        Frame::Explain(x) => {
+            out.push(if x.seek.is_some() { EXPLAIN_SEEK } else { 0 });
+            put_str(out, "origin", x.origin)?;
+            out.extend_from_slice(&x.request.to_be_bytes());
+            if let Some(seek) = x.seek {
+                put_str(out, "seek", seek)?;
+            }
+            out.push(x.hops);
+            out.extend_from_slice(&x.budget_ms.to_be_bytes());
+            put_str(out, "topic", x.topic)?;
+            put_count(out, "dests", x.dests.len())?;
+            for d in &x.dests {
+                put_str(out, "dest", d)?;
+            }
+        }
+        Frame::ExplainReply {
+            origin,
+            request,
+            body,
+        } => {
+            put_str(out, "origin", origin)?;
+            out.extend_from_slice(&request.to_be_bytes());
+            put_bin(out, "explain reply", body)?;
+        }
     }
     Ok(())
 }

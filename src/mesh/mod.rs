@@ -14,6 +14,9 @@
 //!   peer's resend store ([`session::outbox`]);
 //! - `sim` (tests only): routers with the real core and sessions over
 //!   in-memory connections, under seeded faults;
+//! - [`explain`]: route explain across the mesh (requests along an
+//!   event's path, replies gathered hop by hop), on the core's own plan
+//!   code (`route::explain`);
 //! - [`tls`]: the links' TLS configuration (mutual authentication against
 //!   the mesh's CA) and the certificate-names-router-id check.
 //!
@@ -26,6 +29,7 @@
 //! Must not touch: sockets, executors, timers and rings (those stay in
 //! `shard/`), the client protocols' codecs and sessions, and the trie.
 
+pub mod explain;
 pub mod link;
 pub mod route;
 pub mod session;

@@ -219,14 +219,98 @@ pub struct LinkPolicy {
 
 impl LinkPolicy {
     fn export_permitted(&self, topic: &str) -> bool {
-        !any_matches(&self.export_deny, topic)
-            && (self.export_allow.is_empty() || any_matches(&self.export_allow, topic))
+        self.export_verdict(topic).is_ok()
     }
 
-    fn import_permitted(&self, topic: &str) -> bool {
-        !any_matches(&self.import_deny, topic)
-            && (self.import_allow.is_empty() || any_matches(&self.import_allow, topic))
+    /// Whether `topic` may be sent over the link, and if not the rule
+    /// that refuses it: the one place the export rules are read (events,
+    /// retained messages and route explain all ask here).
+    pub fn export_verdict(&self, topic: &str) -> Result<(), Refusal> {
+        verdict(
+            &self.export_deny,
+            &self.export_allow,
+            topic,
+            Direction::Export,
+        )
     }
+
+    /// Whether `topic` (as the peer sent it) is accepted from the link,
+    /// and if not the rule that refuses it.
+    pub fn import_verdict(&self, topic: &str) -> Result<(), Refusal> {
+        verdict(
+            &self.import_deny,
+            &self.import_allow,
+            topic,
+            Direction::Import,
+        )
+    }
+}
+
+/// The direction of a link policy rule (the `direction` label of
+/// `weft_mesh_policy_denied_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Export,
+    Import,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Export => "export",
+            Direction::Import => "import",
+        }
+    }
+}
+
+/// The `rule` of a refusal by an allow list that no filter of matched.
+pub const NOT_ALLOWED: &str = "(not allowed)";
+
+/// Which link policy rule refused a topic: a deny filter (the first that
+/// matches, in configuration order), or an allow list's miss.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Refusal {
+    pub direction: Direction,
+    /// True for an allow-list miss (`rule` is [`NOT_ALLOWED`]).
+    pub allow_miss: bool,
+    /// The deny filter as configured, or [`NOT_ALLOWED`].
+    pub rule: String,
+}
+
+impl Refusal {
+    /// `export_deny`, `export_allow`, `import_deny` or `import_allow`.
+    pub fn by(&self) -> &'static str {
+        match (self.direction, self.allow_miss) {
+            (Direction::Export, false) => "export_deny",
+            (Direction::Export, true) => "export_allow",
+            (Direction::Import, false) => "import_deny",
+            (Direction::Import, true) => "import_allow",
+        }
+    }
+}
+
+/// Deny wins; an empty allow list allows everything not denied.
+fn verdict(
+    deny: &[String],
+    allow: &[String],
+    topic: &str,
+    direction: Direction,
+) -> Result<(), Refusal> {
+    if let Some(rule) = deny.iter().find(|f| filter_matches(f, topic)) {
+        return Err(Refusal {
+            direction,
+            allow_miss: false,
+            rule: rule.clone(),
+        });
+    }
+    if !allow.is_empty() && !any_matches(allow, topic) {
+        return Err(Refusal {
+            direction,
+            allow_miss: true,
+            rule: NOT_ALLOWED.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// An interest key: a plain filter, or `$share/{group}/{filter}` for a
@@ -448,7 +532,15 @@ pub struct Router {
     /// still destinations of this router's own events (see
     /// `Router::held_down`).
     withdrawn: BTreeMap<Key, Instant>,
+    /// Events each link policy rule refused: (peer, refusal) → count, at
+    /// most [`POLICY_AUDIT_ENTRIES_MAX`] entries (rules come from the
+    /// configuration, peers are at most `mesh.links_max` at a time).
+    policy_denied: BTreeMap<(String, Refusal), u64>,
 }
+
+/// Audit entries kept (see `Router::policy_denied`): refusals of a rule
+/// not yet counted are counted in the link's `denied_*` only beyond it.
+pub const POLICY_AUDIT_ENTRIES_MAX: usize = 4096;
 
 /// Topics whose forwarding plan is cached.
 const PLANS_MAX: usize = 4096;
@@ -459,7 +551,7 @@ type PlannedCopy = (LinkId, Vec<String>, Vec<(String, String)>);
 /// Forwarding decided for one topic: copies per next hop, links whose
 /// policy kept it off, destinations without a route, local delivery.
 #[derive(Default)]
-struct Plan {
+pub(super) struct Plan {
     deliver_local: bool,
     retain: bool,
     copies: Vec<PlannedCopy>,
@@ -516,6 +608,36 @@ impl Router {
             hold_down: Duration::ZERO,
             now: None,
             withdrawn: BTreeMap::new(),
+            policy_denied: BTreeMap::new(),
+        }
+    }
+
+    /// Events each link policy rule refused, by peer: (peer, refusal,
+    /// events), ordered.
+    pub fn policy_denied(&self) -> impl Iterator<Item = (&str, &Refusal, u64)> {
+        self.policy_denied
+            .iter()
+            .map(|((peer, refusal), &n)| (peer.as_str(), refusal, n))
+    }
+
+    /// Counts one event `refusal` kept off `link` (its `denied_*` counter
+    /// and the rule's audit entry).
+    pub(super) fn count_refusal(&mut self, link: LinkId, refusal: Refusal) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        match refusal.direction {
+            Direction::Export => l.counters.denied_export += 1,
+            Direction::Import => l.counters.denied_import += 1,
+        }
+        let key = (l.peer.clone(), refusal);
+        let full = self.policy_denied.len() >= POLICY_AUDIT_ENTRIES_MAX;
+        match self.policy_denied.get_mut(&key) {
+            Some(n) => *n += 1,
+            None if !full => {
+                self.policy_denied.insert(key, 1);
+            }
+            None => {}
         }
     }
 
@@ -725,6 +847,7 @@ fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u
 }
 
 mod events;
+pub mod explain;
 mod holds;
 mod interest;
 #[cfg(test)]

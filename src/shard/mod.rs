@@ -22,6 +22,7 @@ pub mod driver_amqp;
 pub mod driver_http;
 pub mod driver_mqtt;
 pub mod driver_nats;
+pub mod explain_board;
 pub mod durable_ack;
 pub mod hold;
 pub mod io;
@@ -350,6 +351,8 @@ impl Router {
                         timeout: Duration::from_millis(config.admin.request_timeout_ms),
                     },
                     token: config.admin.token.clone(),
+                    explain_timeout: Duration::from_millis(config.mesh.explain_timeout_ms),
+                    default_account: config.security.default_account.clone(),
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {

@@ -320,13 +320,21 @@ impl LinkSession {
         matches!(self.state, State::Accepted | State::Up)
             && matches!(
                 frame,
-                Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_)
+                Frame::InterestAdd { .. }
+                    | Frame::InterestRemove { .. }
+                    | Frame::Event(_)
+                    | Frame::Explain(_)
+                    | Frame::ExplainReply { .. }
             )
     }
 
     fn on_link_frame<'f>(&mut self, frame: Frame<'f>, now: Instant, out: &mut Actions<'f>) {
         match frame {
-            Frame::InterestAdd { .. } | Frame::InterestRemove { .. } | Frame::Event(_) => {
+            Frame::InterestAdd { .. }
+            | Frame::InterestRemove { .. }
+            | Frame::Event(_)
+            | Frame::Explain(_)
+            | Frame::ExplainReply { .. } => {
                 out.request(Request::Route(frame));
             }
             Frame::Ack { seq } => out.request(Request::Acked(seq)),

@@ -129,6 +129,9 @@ impl Bridge {
     pub(super) async fn on_request(&self, link: &Link, slot: &Slot, request: Request<'_>) -> bool {
         match request {
             Request::Route(Frame::Event(e)) => return self.on_event(link, e).await,
+            Request::Route(frame @ (Frame::Explain(_) | Frame::ExplainReply { .. })) => {
+                self.on_explain_frame(link.id, frame)
+            }
             Request::Route(frame) => self.on_interest(link, frame),
             Request::Acked(seq) => {
                 let mut done = Vec::new();

@@ -35,6 +35,7 @@ mod backpressure;
 mod buffers;
 mod control;
 mod directory;
+mod explain;
 mod groups;
 mod mesh;
 mod msg;
@@ -100,6 +101,8 @@ pub struct Global {
     /// Connections per listener, source address and user (touched at
     /// accept, CONNECT and close only; see `shard::admission`).
     pub admission: Arc<super::admission::Admission>,
+    /// Route explain's questions to the shards and the bridge.
+    pub explain: super::explain_board::Board,
 }
 
 impl Global {
@@ -468,6 +471,7 @@ impl ShardCtx {
     pub fn housekeeping(&self) -> Vec<Event> {
         let wills = self.expire_offline();
         self.compact_log();
+        self.answer_explains();
         if self.stats.view_requested.swap(false, Ordering::AcqRel) {
             let view = self.view(self.config().admin.view_entries_max);
             if let Ok(mut slot) = self.stats.view.lock() {
