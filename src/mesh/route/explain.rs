@@ -253,3 +253,6 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
