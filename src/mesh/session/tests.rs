@@ -118,7 +118,7 @@ fn wrong_version_is_refused() {
     let (reason, words, peer) = refused(&hello_frame(LINK_VERSION + 1, "B", "eu"));
     assert_eq!(reason, LinkCloseReason::VersionMismatch);
     assert_eq!(reason.label(), "version_mismatch");
-    assert!(words.contains("speaks link protocol version 3"), "{words}");
+    assert!(words.contains("speaks link protocol version 4"), "{words}");
     assert_eq!(peer, "");
 }
 
