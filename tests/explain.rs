@@ -218,7 +218,12 @@ async fn the_explanation_is_what_a_publish_then_does() {
             .publish(topic, QoS::AtLeastOnce, payload.clone())
             .await;
         // Everything published before the probe on these paths is in.
-        probe(publisher, &inboxes, &format!("after-{}", topic.replace('/', "-"))).await;
+        probe(
+            publisher,
+            &inboxes,
+            &format!("after-{}", topic.replace('/', "-")),
+        )
+        .await;
         assert_eq!(
             received(&inboxes, &payload),
             promised,
@@ -258,12 +263,20 @@ async fn the_explanation_is_what_a_publish_then_does() {
     // The audit counters counted the real refusals, per rule.
     wait_until("A counts the export refusal", WAIT, || async {
         let n = denied(m.a.admin, "B", "export", "secret/#").await;
-        if n == 1.0 { Ok(()) } else { Err(format!("{n}")) }
+        if n == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
     })
     .await;
     wait_until("C counts the import refusal", WAIT, || async {
         let n = denied(m.c.admin, "B", "import", "blocked/#").await;
-        if n == 1.0 { Ok(()) } else { Err(format!("{n}")) }
+        if n == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
     })
     .await;
 
@@ -297,7 +310,10 @@ async fn the_explanation_is_what_a_publish_then_does() {
     // An unknown router is not found.
     let nowhere = explain_http(m.a.admin, "topic=t%2Fx&from=Z").await;
     assert_eq!(nowhere["complete"], false);
-    assert_eq!(nowhere["unreached"][0]["reason"], "not_found", "{nowhere:#}");
+    assert_eq!(
+        nowhere["unreached"][0]["reason"], "not_found",
+        "{nowhere:#}"
+    );
     drop(m.c);
     drop(m.b);
 }

@@ -412,7 +412,11 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
         "# HELP weft_mesh_policy_denied_total Events a link policy rule refused, by peer, direction and rule (the deny filter, or \"(not allowed)\" for an allow list's miss)."
     );
     let _ = writeln!(out, "# TYPE weft_mesh_policy_denied_total counter");
-    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let escape = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     for d in &view.policy_denied {
         let _ = writeln!(
             out,

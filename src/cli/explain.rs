@@ -115,7 +115,9 @@ pub fn tree(v: &Value) -> String {
         .iter()
         .filter(|r| {
             r.get("arrived_from").is_none_or(Value::is_null)
-                || !routers.iter().any(|o| s(o, "router") == s(r, "arrived_from"))
+                || !routers
+                    .iter()
+                    .any(|o| s(o, "router") == s(r, "arrived_from"))
         })
         .collect();
     for r in roots {
@@ -126,12 +128,7 @@ pub fn tree(v: &Value) -> String {
         .and_then(Value::as_array)
         .unwrap_or(&empty)
     {
-        let _ = writeln!(
-            out,
-            "not reached: {} ({})",
-            s(u, "router"),
-            s(u, "reason")
-        );
+        let _ = writeln!(out, "not reached: {} ({})", s(u, "router"), s(u, "reason"));
     }
     let complete = v.get("complete").and_then(Value::as_bool).unwrap_or(false);
     let _ = writeln!(out, "complete: {}", if complete { "yes" } else { "no" });
@@ -156,7 +153,12 @@ fn router(out: &mut String, r: &Value, all: &[Value], depth: usize) {
         }
     }
     let _ = writeln!(out);
-    let list = |key: &str| r.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        r.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     for d in list("deliveries") {
         let group = d
             .get("queue_group")
@@ -191,7 +193,11 @@ fn router(out: &mut String, r: &Value, all: &[Value], depth: usize) {
                 .and_then(Value::as_array)
                 .map(|d| d.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let _ = writeln!(out, "{pad}  link to {peer}: forward for {}", dests.join(", "));
+            let _ = writeln!(
+                out,
+                "{pad}  link to {peer}: forward for {}",
+                dests.join(", ")
+            );
             for child in all
                 .iter()
                 .filter(|c| s(c, "router") == peer && s(c, "arrived_from") == name)
@@ -230,7 +236,10 @@ mod tests {
         )
         .unwrap();
         let t = tree(&v);
-        assert!(t.contains("  router a (topic eu/x)\n    deliver to mqtt c1"), "{t}");
+        assert!(
+            t.contains("  router a (topic eu/x)\n    deliver to mqtt c1"),
+            "{t}"
+        );
         assert!(t.contains("    link to b: forward for b\n      router b (topic from-a/eu/x), import prefix from-a/"), "{t}");
         assert!(t.contains("link to c: REFUSED by export_deny eu/x"), "{t}");
         assert!(t.contains("not reached: d (timeout)\ncomplete: no"), "{t}");

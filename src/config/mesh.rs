@@ -266,7 +266,11 @@ impl Config {
         if m.explain_timeout_ms > u64::from(u32::MAX) {
             return Err(invalid(
                 "mesh.explain_timeout_ms",
-                format!("{} is above the maximum of {}", m.explain_timeout_ms, u32::MAX),
+                format!(
+                    "{} is above the maximum of {}",
+                    m.explain_timeout_ms,
+                    u32::MAX
+                ),
             ));
         }
         let topic_limits = crate::topic::TopicLimits {

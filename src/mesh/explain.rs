@@ -334,10 +334,13 @@ impl Explainer {
                 }
                 p.body.unreached.extend(reply.unreached);
             }
-            Err(_) => p.body.unreached.extend(routers.into_iter().map(|router| Unreached {
-                router,
-                reason: "bad_reply".into(),
-            })),
+            Err(_) => p
+                .body
+                .unreached
+                .extend(routers.into_iter().map(|router| Unreached {
+                    router,
+                    reason: "bad_reply".into(),
+                })),
         }
         self.finish_if_done(key, out);
     }
@@ -353,10 +356,12 @@ impl Explainer {
         for key in keys {
             let p = self.pending.get_mut(&key).expect("listed above");
             let routers = p.waiting.remove(&link).unwrap_or_default();
-            p.body.unreached.extend(routers.into_iter().map(|router| Unreached {
-                router,
-                reason: "link_down".into(),
-            }));
+            p.body
+                .unreached
+                .extend(routers.into_iter().map(|router| Unreached {
+                    router,
+                    reason: "link_down".into(),
+                }));
             self.finish_if_done(key, out);
         }
     }
@@ -375,10 +380,12 @@ impl Explainer {
             let max = self.config.reply_bytes_max;
             let p = self.pending.get_mut(&key).expect("listed above");
             for (_, routers) in std::mem::take(&mut p.waiting) {
-                p.body.unreached.extend(routers.into_iter().map(|router| Unreached {
-                    router,
-                    reason: "timeout".into(),
-                }));
+                p.body
+                    .unreached
+                    .extend(routers.into_iter().map(|router| Unreached {
+                        router,
+                        reason: "timeout".into(),
+                    }));
             }
             if let Some(own) = p.own.take() {
                 add_report(p, own, max);

@@ -86,7 +86,10 @@ impl Board {
         } else {
             (1u64 << shards) - 1
         };
-        let at = asks.1.iter().position(|a| a.id == id && a.answered & all == all)?;
+        let at = asks
+            .1
+            .iter()
+            .position(|a| a.id == id && a.answered & all == all)?;
         let ask = asks.1.remove(at);
         self.open.store(asks.1.len(), Ordering::Release);
         Some(ask.answer)
@@ -182,10 +185,14 @@ mod tests {
         b.answer(0, id, LocalAnswer::default());
         assert!(b.questions(0).is_empty(), "answered once");
         assert!(b.take(id, 2).is_none(), "shard 1 has not answered");
-        b.answer(1, id, LocalAnswer {
-            truncated: true,
-            ..LocalAnswer::default()
-        });
+        b.answer(
+            1,
+            id,
+            LocalAnswer {
+                truncated: true,
+                ..LocalAnswer::default()
+            },
+        );
         assert!(b.take(id, 2).unwrap().truncated);
         assert!(b.questions(1).is_empty());
         for _ in 0..ASKS_MAX {

@@ -37,7 +37,9 @@ impl Net {
             cores: (0..3)
                 .map(|i| Router::new(format!("r{i}"), RouterConfig::default()))
                 .collect(),
-            machines: (0..3).map(|i| Explainer::new(format!("r{i}"), config())).collect(),
+            machines: (0..3)
+                .map(|i| Explainer::new(format!("r{i}"), config()))
+                .collect(),
             wires: BTreeMap::new(),
             queue: VecDeque::new(),
             done: Vec::new(),
@@ -93,7 +95,15 @@ impl Net {
 
     fn start(&mut self, r: usize, ticket: u64, topic: &str, from: Option<&str>) -> bool {
         let mut out = Vec::new();
-        let ok = self.machines[r].start(&self.cores[r], ticket, ticket, topic, from, self.now, &mut out);
+        let ok = self.machines[r].start(
+            &self.cores[r],
+            ticket,
+            ticket,
+            topic,
+            from,
+            self.now,
+            &mut out,
+        );
         self.queue.extend(out.into_iter().map(|o| (r, o)));
         ok
     }
@@ -153,7 +163,13 @@ impl Net {
 fn routers(body: &ReplyBody) -> Vec<(&str, &str, Option<&str>)> {
     body.routers
         .iter()
-        .map(|r| (r.router.as_str(), r.topic.as_str(), r.arrived_from.as_deref()))
+        .map(|r| {
+            (
+                r.router.as_str(),
+                r.topic.as_str(),
+                r.arrived_from.as_deref(),
+            )
+        })
         .collect()
 }
 
@@ -177,7 +193,13 @@ fn a_request_follows_the_copies_and_replies_gather_back() {
     assert!(body.unreached.is_empty());
     assert_eq!(body.routers[0].links[0].dests, vec!["r1", "r2"]);
     assert_eq!(body.routers[2].deliveries[0].client_id, "c2");
-    assert_eq!(net.machines.iter().map(Explainer::in_progress).sum::<usize>(), 0);
+    assert_eq!(
+        net.machines
+            .iter()
+            .map(Explainer::in_progress)
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[test]
@@ -232,7 +254,13 @@ fn a_silent_router_is_written_off_at_the_deadline_and_the_bound_holds() {
             reason: "timeout".into()
         }]
     );
-    assert_eq!(net.machines.iter().map(Explainer::in_progress).sum::<usize>(), 0);
+    assert_eq!(
+        net.machines
+            .iter()
+            .map(Explainer::in_progress)
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[test]

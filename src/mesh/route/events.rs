@@ -338,7 +338,8 @@ impl Router {
             return Ok(None);
         };
         l.policy.import_verdict(topic)?;
-        Ok((!l.policy.import_prefix.is_empty()).then(|| format!("{}{topic}", l.policy.import_prefix)))
+        Ok((!l.policy.import_prefix.is_empty())
+            .then(|| format!("{}{topic}", l.policy.import_prefix)))
     }
 
     /// A copy that went round a loop (transient in a distance vector while
@@ -560,7 +561,10 @@ impl Router {
             });
         }
         for l in &plan.denied {
-            let refusal = self.links.get(l).and_then(|l| l.policy.export_verdict(topic).err());
+            let refusal = self
+                .links
+                .get(l)
+                .and_then(|l| l.policy.export_verdict(topic).err());
             if let Some(refusal) = refusal {
                 self.count_refusal(*l, refusal);
             }

@@ -28,9 +28,13 @@ impl Bridge {
                     dests: x.dests.iter().map(|d| (*d).to_owned()).collect(),
                 };
                 let router = self.router.borrow();
-                self.explainer
-                    .borrow_mut()
-                    .on_request(&router, link, req, Instant::now(), &mut out);
+                self.explainer.borrow_mut().on_request(
+                    &router,
+                    link,
+                    req,
+                    Instant::now(),
+                    &mut out,
+                );
             }
             Frame::ExplainReply {
                 origin,

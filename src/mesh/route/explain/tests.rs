@@ -74,7 +74,10 @@ fn walk(sim: &Sim, r: usize, topic: &str) -> (BTreeMap<usize, String>, Vec<Route
 #[test]
 fn explain_matches_what_publish_then_does() {
     let mut sim = mesh();
-    for (id, topic) in ["a/b", "secret/x", "blocked/y", "direct/z"].iter().enumerate() {
+    for (id, topic) in ["a/b", "secret/x", "blocked/y", "direct/z"]
+        .iter()
+        .enumerate()
+    {
         let (explained, _) = walk(&sim, 0, topic);
         let id = 100 + id as u64;
         sim.publish(0, topic, id);
@@ -119,10 +122,17 @@ fn refusals_name_their_rules_and_are_counted() {
     // blocked/y: forwarded to r1 (delivered there), refused on import at r2.
     let (reached, reports) = walk(&sim, 0, "blocked/y");
     assert_eq!(reached, BTreeMap::from([(1, "blocked/y".to_owned())]));
-    let r2 = reports.iter().find(|r| r.router == "r2").expect("r2 reported");
+    let r2 = reports
+        .iter()
+        .find(|r| r.router == "r2")
+        .expect("r2 reported");
     let import = r2.import.as_ref().unwrap();
     assert_eq!(
-        (import.action.as_str(), import.by.as_deref(), import.rule.as_deref()),
+        (
+            import.action.as_str(),
+            import.by.as_deref(),
+            import.rule.as_deref()
+        ),
         ("refused", Some("import_deny"), Some("blocked/#"))
     );
     // a/b: r1 delivers it; r2 gets it from r1 under the prefix.
