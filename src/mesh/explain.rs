@@ -133,6 +133,7 @@ impl Explainer {
     /// here, or at `from`. `request` must be unique to this router (the
     /// runtime starts its counter at the wall clock). False if
     /// `explains_max` are in progress.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
         core: &Router,
