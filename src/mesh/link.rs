@@ -70,11 +70,6 @@ const EVENT_STAMP: u8 = 0b0000_1000;
 const EVENT_SYNC: u8 = 0b0001_0000;
 const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN | EVENT_STAMP | EVENT_SYNC);
 
-// Explain flags byte.
-/// A `seek` router id follows: the request is on its way to the router it
-/// names, not yet following an event's path.
-const EXPLAIN_SEEK: u8 = 0b0000_0001;
-
 // Interest flags byte.
 const INTEREST_GROUP: u8 = 0b0000_0001;
 
@@ -458,70 +453,9 @@ fn decode_body<'a>(
         kind::PING => Frame::Ping { nonce: r.u64()? },
         kind::PONG => Frame::Pong { nonce: r.u64()? },
         kind::CLOSE => Frame::Close { reason: r.str()? },
-        kind::EXPLAIN => Frame::Explain(decode_explain(r, limits)?),
-        kind::EXPLAIN_REPLY => {
-            let origin = r.str()?;
-            let request = r.u64()?;
-            let size = r.u32()? as usize;
-            if size > limits.explain_reply_bytes_max {
-                return Err(LinkError::ExplainReplyTooLarge {
-                    size,
-                    limit: limits.explain_reply_bytes_max,
-                });
-            }
-            Frame::ExplainReply {
-                origin,
-                request,
-                body: r.take(size)?,
-            }
-        }
+        kind::EXPLAIN => Frame::Explain(explain::decode(r, limits)?),
+        kind::EXPLAIN_REPLY => explain::decode_reply(r, limits)?,
         _ => unreachable!("checked by decode"),
-    })
-}
-
-fn decode_explain<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Explain<'a>, LinkError> {
-    let flags = r.u8()?;
-    if flags & !EXPLAIN_SEEK != 0 {
-        return Err(LinkError::BadFlags {
-            kind: kind::EXPLAIN,
-            flags,
-        });
-    }
-    let origin = r.str()?;
-    let request = r.u64()?;
-    let seek = if flags & EXPLAIN_SEEK != 0 {
-        Some(r.str()?)
-    } else {
-        None
-    };
-    let hops = r.u8()?;
-    if hops > limits.hops_max {
-        return Err(LinkError::TooManyHops {
-            hops,
-            limit: limits.hops_max,
-        });
-    }
-    let budget_ms = r.u32()?;
-    let topic = r.str()?;
-    let count = usize::from(r.u16()?);
-    if count > limits.dests_max {
-        return Err(LinkError::TooManyDests {
-            count,
-            limit: limits.dests_max,
-        });
-    }
-    let mut dests = Vec::with_capacity(r.list_capacity(count, 2));
-    for _ in 0..count {
-        dests.push(r.str()?);
-    }
-    Ok(Explain {
-        origin,
-        request,
-        seek,
-        hops,
-        budget_ms,
-        topic,
-        dests,
     })
 }
 
@@ -710,16 +644,7 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Ack { .. } => 8,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Close { reason } => s(reason),
-        Frame::Explain(x) => {
-            1 + s(x.origin)
-                + 8
-                + opt_s(x.seek)
-                + 1
-                + 4
-                + s(x.topic)
-                + 2
-                + x.dests.iter().map(|d| s(d)).sum::<usize>()
-        }
+        Frame::Explain(x) => explain::len(x),
         Frame::ExplainReply { origin, body, .. } => s(origin) + 8 + 4 + body.len(),
     };
     PREFIX_LEN + 1 + body
@@ -777,21 +702,7 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
             out.extend_from_slice(&nonce.to_be_bytes());
         }
         Frame::Close { reason } => put_str(out, "close reason", reason)?,
-        Frame::Explain(x) => {
-            out.push(if x.seek.is_some() { EXPLAIN_SEEK } else { 0 });
-            put_str(out, "origin", x.origin)?;
-            out.extend_from_slice(&x.request.to_be_bytes());
-            if let Some(seek) = x.seek {
-                put_str(out, "seek", seek)?;
-            }
-            out.push(x.hops);
-            out.extend_from_slice(&x.budget_ms.to_be_bytes());
-            put_str(out, "topic", x.topic)?;
-            put_count(out, "dests", x.dests.len())?;
-            for d in &x.dests {
-                put_str(out, "dest", d)?;
-            }
-        }
+        Frame::Explain(x) => explain::put(out, x)?,
         Frame::ExplainReply {
             origin,
             request,
@@ -882,6 +793,7 @@ fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
     put_bin(out, "payload", e.payload)
 }
 
+mod explain;
 mod hello;
 #[cfg(test)]
 mod tests;
