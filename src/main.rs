@@ -51,6 +51,11 @@ enum Command {
     ///
     /// Exit status: 0 done, 1 the run failed (one line on stderr), 2 bad flags.
     Sub(weft::cli::SubArgs),
+    /// Where an event on TOPIC would go in the mesh, and which rule stops
+    /// it where (asks a router's admin endpoint, GET /explain; no event is sent).
+    ///
+    /// Exit status: 0 answered, 1 the request failed (one line on stderr), 2 bad flags.
+    Explain(weft::cli::explain::ExplainArgs),
     /// Print the argon2id hash of a password (asked on the terminal, or one
     /// line of stdin when it is not a terminal) for security.users' password.
     Passwd,
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         Some(Command::Wait(args)) => weft::wait::run(args),
         Some(Command::Pub(args)) => weft::cli::run_pub(args),
         Some(Command::Sub(args)) => weft::cli::run_sub(args),
+        Some(Command::Explain(args)) => weft::cli::explain::run(args),
         Some(Command::Passwd) => match weft::security::passwd::run() {
             Ok(hash) => {
                 println!("{hash}");

@@ -186,8 +186,22 @@ fn connect(addr: &str) -> Result<TcpStream, String> {
 /// A GET over HTTP/1.0 (no chunked encoding, the server closes): the
 /// status code and the body.
 fn http_get(addr: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+    http_get_with(addr, path, None, PROBE_TIMEOUT)
+}
+
+/// [`http_get`] with a bearer token (`admin.token`) and a read timeout of
+/// its own (`weft explain` waits for the mesh).
+pub(crate) fn http_get_with(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
     let mut s = connect(addr)?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+    s.set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
         .map_err(|e| format!("GET {path} not sent: {e}"))?;
     let mut response = Vec::new();
     s.take(RESPONSE_BYTES_MAX)

@@ -17,6 +17,7 @@ const LIMITS: LinkLimits = LinkLimits {
     dests_max: 4,
     topology_bytes_max: 1024,
     topology_links_max: 4,
+    explain_reply_bytes_max: 256,
 };
 
 pub fn check(data: &[u8]) {

@@ -42,6 +42,7 @@ const LIMITS: LinkLimits = LinkLimits {
     dests_max: 4,
     topology_bytes_max: 1024,
     topology_links_max: 4,
+    explain_reply_bytes_max: 256,
 };
 
 const DRIVER_CLOSES: [LinkCloseReason; 5] = [

@@ -467,6 +467,26 @@ pub fn render_mesh(view: &crate::shard::bridge::MeshView, out: &mut String) {
     }
     let _ = writeln!(
         out,
+        "# HELP weft_mesh_policy_denied_total Events a link policy rule refused, by peer, direction and rule (the deny filter, or \"(not allowed)\" for an allow list's miss)."
+    );
+    let _ = writeln!(out, "# TYPE weft_mesh_policy_denied_total counter");
+    let escape = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    for d in &view.policy_denied {
+        let _ = writeln!(
+            out,
+            "weft_mesh_policy_denied_total{{peer=\"{}\",direction=\"{}\",rule=\"{}\"}} {}",
+            escape(&d.peer),
+            d.direction,
+            escape(&d.rule),
+            d.events
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP weft_mesh_link_closes_total Link ends (refusals at hello included), by reason."
     );
     let _ = writeln!(out, "# TYPE weft_mesh_link_closes_total counter");

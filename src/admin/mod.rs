@@ -1,8 +1,9 @@
 //! The admin HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`,
 //! paginated JSON views `/connections`, `/subscriptions`, `/links`, the
-//! mesh as a graph `/topology` ([`topology`]), and the web console: its
-//! page at `/` ([`page`]) and its data `/console/state`, `/console/events`
-//! ([`console`], streamed as server-sent events: [`sse`]).
+//! mesh as a graph `/topology` ([`topology`]), route explain `/explain`
+//! ([`explain`]), and the web console: its page at `/` ([`page`]) and its
+//! data `/console/state`, `/console/events` ([`console`], streamed as
+//! server-sent events: [`sse`]).
 //!
 //! Owns: one std thread with a small HTTP server of its own ([`http`]: why
 //! not a crate is said there), off the event path: it reads the shards'
@@ -20,6 +21,7 @@
 //! `admin.console_stream_bytes_max` waiting.
 
 pub mod console;
+pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod page;
@@ -44,6 +46,10 @@ pub struct AdminState {
     pub http: http::Limits,
     /// `admin.token`: empty = every request is served.
     pub token: String,
+    /// `mesh.explain_timeout_ms` (`GET /explain` waits for the mesh).
+    pub explain_timeout: Duration,
+    /// `security.default_account` (its topics carry no prefix).
+    pub default_account: String,
     /// This router's id (`mesh.router_id`, the host name by default).
     pub router_id: String,
     /// `admin.console_interval_ms`.
@@ -284,6 +290,11 @@ fn route(state: &AdminState, request: &http::Request<'_>) -> (u16, &'static str,
                 page_json("subscriptions", &all, offset, limit, truncated)
             };
             (200, JSON, body)
+        }
+        "/explain" => {
+            let (status, body) = explain::serve(state, query);
+            let kind = if status == 200 { JSON } else { TEXT };
+            (status, kind, body.into_bytes())
         }
         "/links" => {
             let view = state.mesh_view.lock().ok().and_then(|v| v.clone());

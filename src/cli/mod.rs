@@ -18,6 +18,7 @@ mod args;
 mod check;
 mod ending;
 mod error;
+pub mod explain;
 mod mqtt;
 mod mqtt_client;
 mod nats;

@@ -101,6 +101,16 @@ pub struct MeshConfig {
     /// Routers' records held, this router's own included; a new router's
     /// record beyond it is refused (and logged).
     pub topology_routers_max: usize,
+    /// Route explain (`GET /explain`, `weft explain`): how long a request
+    /// waits for the routers beyond this one; each hop gives the next
+    /// three quarters of its own time, so the farther ones answer first.
+    pub explain_timeout_ms: u64,
+    /// Explain requests in progress at once on this router (started here
+    /// or passing through); a further one is answered `busy`.
+    pub explains_max: usize,
+    /// Largest explain reply (JSON, this router's report and those beyond
+    /// it); reports past it are left out and named `reply_too_large`.
+    pub explain_reply_bytes_max: usize,
     /// Per-peer link policy; see [`PolicyConfig`].
     pub policy: Vec<PolicyConfig>,
     /// TLS on every link; see [`MeshTlsConfig`].
@@ -169,6 +179,9 @@ impl Default for MeshConfig {
             topology_refresh_ms: 2000,
             topology_expiry_ms: 6000,
             topology_routers_max: 256,
+            explain_timeout_ms: 2000,
+            explains_max: 16,
+            explain_reply_bytes_max: 65_536,
             policy: Vec::new(),
             tls: MeshTlsConfig::default(),
         }
@@ -270,6 +283,25 @@ impl Config {
             m.topology_routers_max as u64,
             1,
         )?;
+        at_least("mesh.explain_timeout_ms", m.explain_timeout_ms, 1)?;
+        at_least("mesh.explains_max", m.explains_max as u64, 1)?;
+        // Room for one router's report and the envelope (see
+        // `mesh::explain::add_report`).
+        at_least(
+            "mesh.explain_reply_bytes_max",
+            m.explain_reply_bytes_max as u64,
+            4096,
+        )?;
+        if m.explain_timeout_ms > u64::from(u32::MAX) {
+            return Err(invalid(
+                "mesh.explain_timeout_ms",
+                format!(
+                    "{} is above the maximum of {}",
+                    m.explain_timeout_ms,
+                    u32::MAX
+                ),
+            ));
+        }
         let topic_limits = crate::topic::TopicLimits {
             topic_bytes_max: self.limits.topic_bytes_max,
             topic_levels_max: self.limits.topic_levels_max,

@@ -9,6 +9,9 @@ fn defaults_are_pinned() {
     assert_eq!(c.mesh.topology_expiry_ms, 3 * c.mesh.topology_refresh_ms);
     assert_eq!(c.mesh.topology_routers_max, 256);
     assert_eq!(c.mesh.links_max, 64);
+    assert_eq!(c.mesh.explain_timeout_ms, 2000);
+    assert_eq!(c.mesh.explains_max, 16);
+    assert_eq!(c.mesh.explain_reply_bytes_max, 65_536);
     assert_eq!(c.mqtt.listen, "127.0.0.1:1883");
     fn ws_defaults<S: crate::config::WsSide>(ws: &crate::config::WsConfig<S>, path: &str) {
         assert_eq!(ws.listen, "", "WebSocket listeners are off by default");

@@ -57,6 +57,13 @@ pub mod kind {
     pub const CLOSE: u8 = 8;
     /// Since version 3: a router's link-state record (`link/topology.rs`).
     pub const TOPOLOGY: u8 = 9;
+    pub const EXPLAIN: u8 = 10;
+    pub const EXPLAIN_REPLY: u8 = 11;
+
+    /// The frame types this version decodes.
+    pub fn known(kind: u8) -> bool {
+        (HELLO..=EXPLAIN_REPLY).contains(&kind)
+    }
 }
 
 // Event flags byte.
@@ -113,6 +120,8 @@ pub enum LinkError {
     TooManyLinks { count: usize, limit: usize },
     #[error("invalid link state {0} in a topology record (0 up, 1 held, 2 down, 3 connecting)")]
     BadLinkState(u8),
+    #[error("explain reply of {size} bytes exceeds the limit of {limit} bytes")]
+    ExplainReplyTooLarge { size: usize, limit: usize },
 }
 
 /// Why a frame could not be encoded. The output `Vec` is left unchanged.
@@ -132,12 +141,15 @@ pub struct LinkLimits {
     pub frame_bytes_max: usize,
     /// Largest hop count accepted on an event.
     pub hops_max: u8,
-    /// Most destination routers accepted on one event.
+    /// Most destination routers accepted on one event (and one explain
+    /// request).
     pub dests_max: usize,
     /// Largest TOPOLOGY frame accepted (refused from its header).
     pub topology_bytes_max: usize,
     /// Most links accepted in one topology record.
     pub topology_links_max: usize,
+    /// Largest explain reply body accepted (`mesh.explain_reply_bytes_max`).
+    pub explain_reply_bytes_max: usize,
 }
 
 impl Default for LinkLimits {
@@ -148,6 +160,7 @@ impl Default for LinkLimits {
             dests_max: 64,
             topology_bytes_max: 64 * 1024,
             topology_links_max: 512,
+            explain_reply_bytes_max: 65_536,
         }
     }
 }
@@ -258,6 +271,33 @@ pub enum Frame<'a> {
     },
     /// A router's link-state record, flooded over the mesh.
     Topology(TopologyRecord<'a>),
+    /// Route explain (see `mesh::explain`): where an event on `topic`
+    /// would go, asked by `origin` as its request `request`; no event is
+    /// sent. With `seek`, on its way (flooded) to the router it names,
+    /// which explains as if the event were published there; without, it
+    /// follows the path an event's copy for `dests` would take.
+    Explain(Explain<'a>),
+    /// The answer to an [`Frame::Explain`] received over this link: what
+    /// the receiver and the routers beyond it found, as JSON
+    /// (`mesh::explain::ReplyBody`).
+    ExplainReply {
+        origin: &'a str,
+        request: u64,
+        body: &'a [u8],
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explain<'a> {
+    pub origin: &'a str,
+    pub request: u64,
+    pub seek: Option<&'a str>,
+    /// Links crossed before this one (as an event's `hops`).
+    pub hops: u8,
+    /// What is left of the asker's time: the receiver answers within it.
+    pub budget_ms: u32,
+    pub topic: &'a str,
+    pub dests: Vec<&'a str>,
 }
 
 impl Frame<'_> {
@@ -273,6 +313,8 @@ impl Frame<'_> {
             Frame::Pong { .. } => kind::PONG,
             Frame::Close { .. } => kind::CLOSE,
             Frame::Topology(_) => kind::TOPOLOGY,
+            Frame::Explain(_) => kind::EXPLAIN,
+            Frame::ExplainReply { .. } => kind::EXPLAIN_REPLY,
         }
     }
 
@@ -288,6 +330,8 @@ impl Frame<'_> {
             Frame::Pong { .. } => "pong",
             Frame::Close { .. } => "close",
             Frame::Topology(_) => "topology",
+            Frame::Explain(_) => "explain",
+            Frame::ExplainReply { .. } => "explain reply",
         }
     }
 }
@@ -318,7 +362,7 @@ pub fn decode<'a>(
         return Ok(None);
     };
     // Refuse a type we do not know before waiting for its body.
-    if !(kind::HELLO..=kind::TOPOLOGY).contains(&kind) {
+    if !kind::known(kind) {
         return Err(LinkError::UnknownType(kind));
     }
     // A record far smaller than an event: its own bound, before its body.
@@ -438,6 +482,8 @@ fn decode_body<'a>(
         kind::PONG => Frame::Pong { nonce: r.u64()? },
         kind::CLOSE => Frame::Close { reason: r.str()? },
         kind::TOPOLOGY => Frame::Topology(topology::decode_body(r, limits)?),
+        kind::EXPLAIN => Frame::Explain(explain::decode(r, limits)?),
+        kind::EXPLAIN_REPLY => explain::decode_reply(r, limits)?,
         _ => unreachable!("checked by decode"),
     })
 }
@@ -628,6 +674,8 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Close { reason } => s(reason),
         Frame::Topology(t) => topology::body_len(t),
+        Frame::Explain(x) => explain::len(x),
+        Frame::ExplainReply { origin, body, .. } => s(origin) + 8 + 4 + body.len(),
     };
     PREFIX_LEN + 1 + body
 }
@@ -685,6 +733,16 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
         }
         Frame::Close { reason } => put_str(out, "close reason", reason)?,
         Frame::Topology(t) => topology::encode_body(out, t)?,
+        Frame::Explain(x) => explain::put(out, x)?,
+        Frame::ExplainReply {
+            origin,
+            request,
+            body,
+        } => {
+            put_str(out, "origin", origin)?;
+            out.extend_from_slice(&request.to_be_bytes());
+            put_bin(out, "explain reply", body)?;
+        }
     }
     Ok(())
 }
@@ -766,6 +824,7 @@ fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
     put_bin(out, "payload", e.payload)
 }
 
+mod explain;
 mod hello;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,9 @@
 //! - [`topology`]: the mesh as a graph, a link-state record per router
 //!   flooded over the links (bounded, refreshed, expired), for the admin
 //!   endpoint's `/topology`;
+//! - [`explain`]: route explain across the mesh (requests along an
+//!   event's path, replies gathered hop by hop), on the core's own plan
+//!   code (`route::explain`);
 //! - [`tls`]: the links' TLS configuration (mutual authentication against
 //!   the mesh's CA) and the certificate-names-router-id check.
 //!
@@ -29,6 +32,7 @@
 //! Must not touch: sockets, executors, timers and rings (those stay in
 //! `shard/`), the client protocols' codecs and sessions, and the trie.
 
+pub mod explain;
 pub mod link;
 pub mod route;
 pub mod session;

@@ -197,38 +197,6 @@ pub enum Action {
     },
 }
 
-/// What may cross one link, by topic, in each direction. Deny wins over
-/// allow; an empty allow list allows everything not denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LinkPolicy {
-    /// Topics matching any of these are never sent over the link.
-    pub export_deny: Vec<String>,
-    /// If not empty, only topics matching one of these are sent.
-    pub export_allow: Vec<String>,
-    /// Topics matching any of these are dropped when they arrive (matched
-    /// against the topic as the peer sent it, before `import_prefix`).
-    pub import_deny: Vec<String>,
-    /// If not empty, only topics matching one of these are accepted.
-    pub import_allow: Vec<String>,
-    /// Prepended to the topic of every event that arrives over the link
-    /// (empty: none). Ends with `/`, has no wildcard. Interest advertised to
-    /// the link has it stripped (filters that cannot match a prefixed topic
-    /// are not advertised there).
-    pub import_prefix: String,
-}
-
-impl LinkPolicy {
-    fn export_permitted(&self, topic: &str) -> bool {
-        !any_matches(&self.export_deny, topic)
-            && (self.export_allow.is_empty() || any_matches(&self.export_allow, topic))
-    }
-
-    fn import_permitted(&self, topic: &str) -> bool {
-        !any_matches(&self.import_deny, topic)
-            && (self.import_allow.is_empty() || any_matches(&self.import_allow, topic))
-    }
-}
-
 /// An interest key: a plain filter, or `$share/{group}/{filter}` for a
 /// queue group (MQTT shared subscription or NATS queue group) → (group,
 /// filter).
@@ -448,7 +416,15 @@ pub struct Router {
     /// still destinations of this router's own events (see
     /// `Router::held_down`).
     withdrawn: BTreeMap<Key, Instant>,
+    /// Events each link policy rule refused: (peer, refusal) → count, at
+    /// most [`POLICY_AUDIT_ENTRIES_MAX`] entries (rules come from the
+    /// configuration, peers are at most `mesh.links_max` at a time).
+    policy_denied: BTreeMap<(String, Refusal), u64>,
 }
+
+/// Audit entries kept (see `Router::policy_denied`): refusals of a rule
+/// not yet counted are counted in the link's `denied_*` only beyond it.
+pub const POLICY_AUDIT_ENTRIES_MAX: usize = 4096;
 
 /// Topics whose forwarding plan is cached.
 const PLANS_MAX: usize = 4096;
@@ -459,7 +435,7 @@ type PlannedCopy = (LinkId, Vec<String>, Vec<(String, String)>);
 /// Forwarding decided for one topic: copies per next hop, links whose
 /// policy kept it off, destinations without a route, local delivery.
 #[derive(Default)]
-struct Plan {
+pub(super) struct Plan {
     deliver_local: bool,
     retain: bool,
     copies: Vec<PlannedCopy>,
@@ -516,6 +492,36 @@ impl Router {
             hold_down: Duration::ZERO,
             now: None,
             withdrawn: BTreeMap::new(),
+            policy_denied: BTreeMap::new(),
+        }
+    }
+
+    /// Events each link policy rule refused, by peer: (peer, refusal,
+    /// events), ordered.
+    pub fn policy_denied(&self) -> impl Iterator<Item = (&str, &Refusal, u64)> {
+        self.policy_denied
+            .iter()
+            .map(|((peer, refusal), &n)| (peer.as_str(), refusal, n))
+    }
+
+    /// Counts one event `refusal` kept off `link` (its `denied_*` counter
+    /// and the rule's audit entry).
+    pub(super) fn count_refusal(&mut self, link: LinkId, refusal: Refusal) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        match refusal.direction {
+            Direction::Export => l.counters.denied_export += 1,
+            Direction::Import => l.counters.denied_import += 1,
+        }
+        let key = (l.peer.clone(), refusal);
+        let full = self.policy_denied.len() >= POLICY_AUDIT_ENTRIES_MAX;
+        match self.policy_denied.get_mut(&key) {
+            Some(n) => *n += 1,
+            None if !full => {
+                self.policy_denied.insert(key, 1);
+            }
+            None => {}
         }
     }
 
@@ -725,7 +731,10 @@ fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u
 }
 
 mod events;
+pub mod explain;
 mod holds;
+mod policy;
+pub use policy::{Direction, LinkPolicy, Refusal, NOT_ALLOWED};
 mod interest;
 #[cfg(test)]
 mod tests;

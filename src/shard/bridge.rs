@@ -72,6 +72,7 @@ mod body;
 mod connection;
 mod delivery;
 mod dial;
+mod explain;
 mod reader;
 mod shards;
 mod stream;
@@ -155,6 +156,14 @@ pub struct Bridge {
     /// Refused records: when one was last logged, and how many since.
     topology_warned: Cell<Option<Instant>>,
     topology_suppressed: Cell<u64>,
+    /// Route explain across the mesh (`explain.rs`).
+    explainer: RefCell<crate::mesh::explain::Explainer>,
+    /// The explain machine's questions to the shards: (its key, the
+    /// board's id).
+    explain_asks: RefCell<Vec<(u64, u64)>>,
+    /// Ids of explain requests started here (from the wall clock, as
+    /// event ids: unique across restarts).
+    next_explain: Cell<u64>,
 }
 
 impl Bridge {
@@ -185,6 +194,7 @@ impl Bridge {
         Rc::new(Bridge {
             limits: LinkLimits {
                 frame_bytes_max: m.frame_bytes_max,
+                explain_reply_bytes_max: m.explain_reply_bytes_max,
                 ..LinkLimits::default()
             },
             router_id: mesh.router_id.clone(),
@@ -219,6 +229,16 @@ impl Bridge {
             topology_view: RefCell::default(),
             topology_warned: Cell::new(None),
             topology_suppressed: Cell::new(0),
+            explainer: RefCell::new(crate::mesh::explain::Explainer::new(
+                mesh.router_id.clone(),
+                crate::mesh::explain::ExplainConfig {
+                    timeout: Duration::from_millis(m.explain_timeout_ms),
+                    explains_max: m.explains_max,
+                    reply_bytes_max: m.explain_reply_bytes_max,
+                },
+            )),
+            explain_asks: RefCell::default(),
+            next_explain: Cell::new(wall),
         })
     }
 
@@ -489,6 +509,7 @@ pub async fn run(
         if !out.is_empty() {
             bridge.apply(out, None);
         }
+        bridge.explain_tick();
         bridge.retry_parked();
         bridge.expire_parked();
         bridge.end_empty_holds();

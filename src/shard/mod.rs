@@ -23,6 +23,7 @@ pub mod driver_http;
 pub mod driver_mqtt;
 pub mod driver_nats;
 pub mod durable_ack;
+pub mod explain_board;
 pub mod hold;
 pub mod io;
 pub mod mailbox;
@@ -381,6 +382,8 @@ impl Router {
                     console_topics_max: config.admin.console_topics_max,
                     console_streams: Default::default(),
                     console_streams_slow: Default::default(),
+                    explain_timeout: Duration::from_millis(config.mesh.explain_timeout_ms),
+                    default_account: config.security.default_account.clone(),
                 });
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {

@@ -6,6 +6,7 @@ const L: LinkLimits = LinkLimits {
     dests_max: 3,
     topology_bytes_max: 512,
     topology_links_max: 3,
+    explain_reply_bytes_max: 256,
 };
 
 fn round_trip(f: Frame<'_>) {
@@ -557,6 +558,18 @@ fn topology_record() -> TopologyRecord<'static> {
     }
 }
 
+fn explain() -> Explain<'static> {
+    Explain {
+        origin: "a",
+        request: 7,
+        seek: None,
+        hops: 1,
+        budget_ms: 1500,
+        topic: "eu/x",
+        dests: vec!["b", "c"],
+    }
+}
+
 #[test]
 fn topology_round_trips() {
     round_trip(Frame::Topology(topology_record()));
@@ -665,4 +678,90 @@ fn topology_bounds_pair() {
             .collect(),
     };
     assert_eq!(encoded_len(&Frame::Topology(t)), topology_frame_bytes(3));
+}
+
+#[test]
+fn explain_frames_round_trip() {
+    round_trip(Frame::Explain(explain()));
+    round_trip(Frame::Explain(Explain {
+        seek: Some("c"),
+        dests: Vec::new(),
+        ..explain()
+    }));
+    round_trip(Frame::ExplainReply {
+        origin: "a",
+        request: 7,
+        body: br#"{"routers":[],"unreached":[]}"#,
+    });
+    round_trip(Frame::ExplainReply {
+        origin: "a",
+        request: u64::MAX,
+        body: b"",
+    });
+}
+
+#[test]
+fn explain_frames_malformed_and_bounded() {
+    let encoded = |f: Frame<'_>| {
+        let mut out = Vec::new();
+        encode(&f, &mut out).unwrap();
+        out
+    };
+    // Reserved flag bits.
+    let mut bytes = encoded(Frame::Explain(explain()));
+    bytes[PREFIX_LEN + 1] = 0x80;
+    assert_eq!(
+        decode(&bytes, &L),
+        Err(LinkError::BadFlags {
+            kind: kind::EXPLAIN,
+            flags: 0x80
+        })
+    );
+    // More destinations or hops than the limits.
+    let many = Frame::Explain(Explain {
+        dests: vec!["b", "c", "d", "e"],
+        ..explain()
+    });
+    assert_eq!(
+        decode(&encoded(many), &L),
+        Err(LinkError::TooManyDests { count: 4, limit: 3 })
+    );
+    let far = Frame::Explain(Explain {
+        hops: 5,
+        ..explain()
+    });
+    assert_eq!(
+        decode(&encoded(far), &L),
+        Err(LinkError::TooManyHops { hops: 5, limit: 4 })
+    );
+    // A reply body over `explain_reply_bytes_max`, refused from its length.
+    let body = vec![b'x'; 257];
+    let big = encoded(Frame::ExplainReply {
+        origin: "a",
+        request: 1,
+        body: &body,
+    });
+    assert_eq!(
+        decode(&big, &L),
+        Err(LinkError::ExplainReplyTooLarge {
+            size: 257,
+            limit: 256
+        })
+    );
+    // Truncated and trailing bodies.
+    let ok = encoded(Frame::Explain(explain()));
+    let body = &ok[PREFIX_LEN + 1..];
+    assert_eq!(
+        decode(&raw(kind::EXPLAIN, &body[..body.len() - 1]), &L),
+        Err(LinkError::Truncated)
+    );
+    let mut longer = body.to_vec();
+    longer.push(0);
+    assert_eq!(
+        decode(&raw(kind::EXPLAIN, &longer), &L),
+        Err(LinkError::TrailingBytes)
+    );
+    // Type 9 is not this version's: refused from the type byte.
+    assert_eq!(decode(&raw(9, &[0]), &L), Err(LinkError::UnknownType(9)));
+    assert_eq!(decode(&raw(12, &[0]), &L), Err(LinkError::UnknownType(12)));
 }

@@ -117,10 +117,11 @@ impl Router {
         if l.held {
             return false;
         }
-        if !l.policy.export_permitted(topic) {
-            l.counters.denied_export += 1;
+        if let Err(refusal) = l.policy.export_verdict(topic) {
+            self.count_refusal(link, refusal);
             return false;
         }
+        let l = self.links.get_mut(&link).expect("looked up above");
         l.counters.events_out += 1;
         out.push(Action::Send {
             link,
@@ -250,12 +251,13 @@ impl Router {
             self.unroutable_loop(copy, link, out);
             return;
         }
-        if !l.policy.import_permitted(&copy.topic) {
-            l.counters.denied_import += 1;
-            return;
-        }
-        if !l.policy.import_prefix.is_empty() {
-            copy.topic.insert_str(0, &l.policy.import_prefix);
+        match self.arrival(link, &copy.topic) {
+            Ok(Some(topic)) => copy.topic = topic,
+            Ok(None) => {}
+            Err(refusal) => {
+                self.count_refusal(link, refusal);
+                return;
+            }
         }
         let mut rest = Vec::with_capacity(copy.dests.len());
         let mut for_me = false;
@@ -324,6 +326,20 @@ impl Router {
             copy.retain,
             out,
         );
+    }
+
+    /// What becomes of a topic arriving over `link` (as the peer sent
+    /// it): refused by the link's import policy, or accepted, with the
+    /// topic it goes on under when the link has an import prefix
+    /// (`Some`). The one place the import rules are applied (events and
+    /// route explain).
+    pub(super) fn arrival(&self, link: LinkId, topic: &str) -> Result<Option<String>, Refusal> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(None);
+        };
+        l.policy.import_verdict(topic)?;
+        Ok((!l.policy.import_prefix.is_empty())
+            .then(|| format!("{}{topic}", l.policy.import_prefix)))
     }
 
     /// A copy that went round a loop (transient in a distance vector while
@@ -545,8 +561,12 @@ impl Router {
             });
         }
         for l in &plan.denied {
-            if let Some(link) = self.links.get_mut(l) {
-                link.counters.denied_export += 1;
+            let refusal = self
+                .links
+                .get(l)
+                .and_then(|l| l.policy.export_verdict(topic).err());
+            if let Some(refusal) = refusal {
+                self.count_refusal(*l, refusal);
             }
         }
         for (link, dests, groups) in &plan.copies {

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// In-memory mesh: N routers, a FIFO queue per directed link, no
 /// sockets, no clock.
-struct Sim {
-    routers: Vec<Router>,
+pub(super) struct Sim {
+    pub(super) routers: Vec<Router>,
     /// (router, its link) → (peer router, the peer's link id).
-    wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    pub(super) wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
     /// Messages sent by (router, over link), not yet received.
     queues: BTreeMap<(usize, LinkId), VecDeque<LinkMsg>>,
     next_link: Vec<u32>,
@@ -18,11 +18,11 @@ struct Sim {
     sends: u64,
     event_sends: u64,
     /// Every event copy that crossed (from router, to router).
-    crossings: Vec<(usize, usize, String)>,
+    pub(super) crossings: Vec<(usize, usize, String)>,
 }
 
 impl Sim {
-    fn new(n: usize) -> Sim {
+    pub(super) fn new(n: usize) -> Sim {
         Sim {
             routers: (0..n)
                 .map(|i| Router::new(format!("r{i}"), RouterConfig::default()))
@@ -74,7 +74,7 @@ impl Sim {
         }
     }
 
-    fn connect_with(
+    pub(super) fn connect_with(
         &mut self,
         a: usize,
         b: usize,
@@ -97,11 +97,11 @@ impl Sim {
         (la, lb)
     }
 
-    fn connect(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
+    pub(super) fn connect(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
         self.connect_with(a, b, LinkPolicy::default(), LinkPolicy::default())
     }
 
-    fn link_between(&self, a: usize, b: usize) -> LinkId {
+    pub(super) fn link_between(&self, a: usize, b: usize) -> LinkId {
         self.wires
             .iter()
             .find(|(&(r, _), &(p, _))| r == a && p == b)
@@ -136,7 +136,7 @@ impl Sim {
         }
     }
 
-    fn subscribe(&mut self, r: usize, filter: &str) {
+    pub(super) fn subscribe(&mut self, r: usize, filter: &str) {
         let mut out = Vec::new();
         self.routers[r].local_subscribe(filter, &mut out).unwrap();
         self.apply(r, out);
@@ -148,7 +148,7 @@ impl Sim {
         self.apply(r, out);
     }
 
-    fn publish(&mut self, r: usize, topic: &str, id: u64) {
+    pub(super) fn publish(&mut self, r: usize, topic: &str, id: u64) {
         let mut out = Vec::new();
         self.routers[r].publish(topic, id, &mut out);
         self.apply(r, out);
@@ -156,7 +156,7 @@ impl Sim {
 
     /// Delivers queued messages round-robin until none is left;
     /// returns the number delivered. Panics past `max_steps`.
-    fn run_until_idle(&mut self, max_steps: usize) -> usize {
+    pub(super) fn run_until_idle(&mut self, max_steps: usize) -> usize {
         let mut steps = 0;
         loop {
             let keys: Vec<(usize, LinkId)> = self
@@ -183,7 +183,12 @@ impl Sim {
         }
     }
 
-    fn deliveries(&self, topic: &str, id: u64) -> BTreeMap<usize, usize> {
+    /// (router, topic, id) of every plain delivery so far.
+    pub(super) fn delivered_events(&self) -> Vec<(usize, String, u64)> {
+        self.delivered.clone()
+    }
+
+    pub(super) fn deliveries(&self, topic: &str, id: u64) -> BTreeMap<usize, usize> {
         let mut m = BTreeMap::new();
         for (r, t, i) in &self.delivered {
             if t == topic && *i == id {

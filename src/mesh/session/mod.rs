@@ -325,6 +325,8 @@ impl LinkSession {
                     | Frame::InterestRemove { .. }
                     | Frame::Event(_)
                     | Frame::Topology(_)
+                    | Frame::Explain(_)
+                    | Frame::ExplainReply { .. }
             )
     }
 
@@ -334,6 +336,8 @@ impl LinkSession {
             | Frame::InterestRemove { .. }
             | Frame::Event(_)
             | Frame::Topology(_) => {
+            | Frame::Explain(_)
+            | Frame::ExplainReply { .. } => {
                 out.request(Request::Route(frame));
             }
             Frame::Ack { seq } => out.request(Request::Acked(seq)),

@@ -295,6 +295,7 @@ impl Bridge {
         self.links.borrow_mut().remove(&id);
         self.topology_link_down(id);
         *slot.link.borrow_mut() = None;
+        self.explain_link_down(id);
         if held {
             // Routers reachable only through this peer stay reachable for
             // mesh.link_hold_ms: their QoS 1 events wait for the peer.

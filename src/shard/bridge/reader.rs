@@ -130,6 +130,9 @@ impl Bridge {
         match request {
             Request::Route(Frame::Event(e)) => return self.on_event(link, e).await,
             Request::Route(Frame::Topology(t)) => self.on_topology(link, &t),
+            Request::Route(frame @ (Frame::Explain(_) | Frame::ExplainReply { .. })) => {
+                self.on_explain_frame(link.id, frame)
+            }
             Request::Route(frame) => self.on_interest(link, frame),
             Request::Acked(seq) => {
                 let mut done = Vec::new();

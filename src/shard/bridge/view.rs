@@ -73,6 +73,20 @@ pub struct MeshView {
     /// its database changes.
     #[serde(skip)]
     pub topology: Option<Arc<crate::mesh::topology::Snapshot>>,
+    /// Events each link policy rule refused (`weft_mesh_policy_denied_total`).
+    pub policy_denied: Vec<PolicyDenied>,
+}
+
+/// One link policy rule's refusals, by peer and direction.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyDenied {
+    pub peer: String,
+    /// `export` or `import`.
+    pub direction: &'static str,
+    /// The deny filter as configured, or `(not allowed)` for an allow
+    /// list's miss.
+    pub rule: String,
+    pub events: u64,
 }
 
 impl Bridge {
@@ -149,7 +163,17 @@ impl Bridge {
                 }
             })
             .collect();
+        let policy_denied = router
+            .policy_denied()
+            .map(|(peer, refusal, events)| PolicyDenied {
+                peer: peer.to_owned(),
+                direction: refusal.direction.label(),
+                rule: refusal.rule.clone(),
+                events,
+            })
+            .collect();
         MeshView {
+            policy_denied,
             router_id: self.router_id.clone(),
             links,
             interest_entries: router.interest_entries() as u64,

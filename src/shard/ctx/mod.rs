@@ -36,6 +36,7 @@ mod buffers;
 mod console;
 mod control;
 mod directory;
+mod explain;
 mod groups;
 mod mesh;
 mod msg;
@@ -109,6 +110,8 @@ pub struct Global {
     pub console_active: crossbeam::utils::CachePadded<AtomicBool>,
     /// Trace context and the span queue (`crate::trace`), one per process.
     pub trace: Arc<crate::trace::Tracer>,
+    /// Route explain's questions to the shards and the bridge.
+    pub explain: super::explain_board::Board,
 }
 
 impl Global {
@@ -480,6 +483,7 @@ impl ShardCtx {
     pub fn housekeeping(&self) -> Vec<Event> {
         let wills = self.expire_offline();
         self.compact_log();
+        self.answer_explains();
         if self.stats.view_requested.swap(false, Ordering::AcqRel) {
             let view = self.view(self.config().admin.view_entries_max);
             if let Ok(mut slot) = self.stats.view.lock() {
