@@ -437,6 +437,8 @@ mod tests {
             console_topics_max: 4,
             console_streams: Default::default(),
             console_streams_slow: Default::default(),
+            explain_timeout: Duration::from_secs(1),
+            default_account: String::new(),
         }
     }
 

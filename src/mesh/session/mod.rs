@@ -335,7 +335,7 @@ impl LinkSession {
             Frame::InterestAdd { .. }
             | Frame::InterestRemove { .. }
             | Frame::Event(_)
-            | Frame::Topology(_) => {
+            | Frame::Topology(_)
             | Frame::Explain(_)
             | Frame::ExplainReply { .. } => {
                 out.request(Request::Route(frame));
