@@ -66,27 +66,8 @@ pub mod kind {
     }
 }
 
-// Event flags byte.
-const EVENT_QOS_MASK: u8 = 0b0000_0011;
-const EVENT_RETAIN: u8 = 0b0000_0100;
-/// A stamp (u64) follows the flags byte.
-const EVENT_STAMP: u8 = 0b0000_1000;
-/// A retained-store exchange: stored if newer, never delivered.
-const EVENT_SYNC: u8 = 0b0001_0000;
-const EVENT_RESERVED: u8 = !(EVENT_QOS_MASK | EVENT_RETAIN | EVENT_STAMP | EVENT_SYNC);
-
 // Interest flags byte.
 const INTEREST_GROUP: u8 = 0b0000_0001;
-
-// Metadata presence byte, one bit per field, in wire order.
-const META_REPLY: u8 = 1 << 0;
-const META_HEADERS: u8 = 1 << 1;
-const META_RESPONSE_TOPIC: u8 = 1 << 2;
-const META_CORRELATION_DATA: u8 = 1 << 3;
-const META_CONTENT_TYPE: u8 = 1 << 4;
-const META_PAYLOAD_FORMAT: u8 = 1 << 5;
-const META_USER_PROPERTIES: u8 = 1 << 6;
-const META_EXPIRY: u8 = 1 << 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum LinkError {
@@ -191,20 +172,6 @@ pub struct LinkMeta<'a> {
     pub user_properties: Vec<(&'a str, &'a str)>,
     /// Remaining message expiry, in milliseconds.
     pub expiry_ms: Option<u32>,
-}
-
-impl LinkMeta<'_> {
-    fn flags(&self) -> u8 {
-        let bit = |present: bool, bit: u8| if present { bit } else { 0 };
-        bit(self.reply.is_some(), META_REPLY)
-            | bit(self.headers.is_some(), META_HEADERS)
-            | bit(self.response_topic.is_some(), META_RESPONSE_TOPIC)
-            | bit(self.correlation_data.is_some(), META_CORRELATION_DATA)
-            | bit(self.content_type.is_some(), META_CONTENT_TYPE)
-            | bit(self.payload_format.is_some(), META_PAYLOAD_FORMAT)
-            | bit(!self.user_properties.is_empty(), META_USER_PROPERTIES)
-            | bit(self.expiry_ms.is_some(), META_EXPIRY)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,6 +391,38 @@ impl<'a> Reader<'a> {
         let len = self.u32()? as usize;
         self.take(len)
     }
+    /// A hop count, refused above `limits.hops_max`.
+    fn hops(&mut self, limits: &LinkLimits) -> Result<u8, LinkError> {
+        let hops = self.u8()?;
+        if hops > limits.hops_max {
+            return Err(LinkError::TooManyHops {
+                hops,
+                limit: limits.hops_max,
+            });
+        }
+        Ok(hops)
+    }
+    /// A list count, refused above `limits.dests_max`.
+    fn dests_count(&mut self, limits: &LinkLimits) -> Result<usize, LinkError> {
+        let count = usize::from(self.u16()?);
+        if count > limits.dests_max {
+            return Err(LinkError::TooManyDests {
+                count,
+                limit: limits.dests_max,
+            });
+        }
+        Ok(count)
+    }
+    /// A counted list of destination router ids, at most
+    /// `limits.dests_max`.
+    fn dests(&mut self, limits: &LinkLimits) -> Result<Vec<&'a str>, LinkError> {
+        let count = self.dests_count(limits)?;
+        let mut dests = Vec::with_capacity(self.list_capacity(count, 2));
+        for _ in 0..count {
+            dests.push(self.str()?);
+        }
+        Ok(dests)
+    }
     /// Capacity for a list of `count` items of at least `item_min` bytes,
     /// bounded by what the body can hold (a count is not trusted).
     fn list_capacity(&self, count: usize, item_min: usize) -> usize {
@@ -476,7 +475,7 @@ fn decode_body<'a>(
                 }
             }
         }
-        kind::EVENT => Frame::Event(decode_event(r, limits)?),
+        kind::EVENT => Frame::Event(event::decode(r, limits)?),
         kind::ACK => Frame::Ack { seq: r.u64()? },
         kind::PING => Frame::Ping { nonce: r.u64()? },
         kind::PONG => Frame::Pong { nonce: r.u64()? },
@@ -485,113 +484,6 @@ fn decode_body<'a>(
         kind::EXPLAIN => Frame::Explain(explain::decode(r, limits)?),
         kind::EXPLAIN_REPLY => explain::decode_reply(r, limits)?,
         _ => unreachable!("checked by decode"),
-    })
-}
-
-fn decode_event<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Event<'a>, LinkError> {
-    let id = r.u64()?;
-    let seq = r.u64()?;
-    let origin = r.str()?;
-    let hops = r.u8()?;
-    if hops > limits.hops_max {
-        return Err(LinkError::TooManyHops {
-            hops,
-            limit: limits.hops_max,
-        });
-    }
-    let count = usize::from(r.u16()?);
-    if count > limits.dests_max {
-        return Err(LinkError::TooManyDests {
-            count,
-            limit: limits.dests_max,
-        });
-    }
-    let mut dests = Vec::with_capacity(r.list_capacity(count, 2));
-    for _ in 0..count {
-        dests.push(r.str()?);
-    }
-    let count = usize::from(r.u16()?);
-    if count > limits.dests_max {
-        return Err(LinkError::TooManyDests {
-            count,
-            limit: limits.dests_max,
-        });
-    }
-    let mut groups = Vec::with_capacity(r.list_capacity(count, 4));
-    for _ in 0..count {
-        groups.push((r.str()?, r.str()?));
-    }
-    let topic = r.str()?;
-    let flags = r.u8()?;
-    if flags & EVENT_RESERVED != 0 {
-        return Err(LinkError::BadFlags {
-            kind: kind::EVENT,
-            flags,
-        });
-    }
-    let qos = flags & EVENT_QOS_MASK;
-    if qos == 3 {
-        return Err(LinkError::BadQos(qos));
-    }
-    let stamp = if flags & EVENT_STAMP != 0 {
-        // Absent is the flag's job: keep the encoding canonical.
-        match r.u64()? {
-            0 => return Err(LinkError::ZeroStamp),
-            stamp => stamp,
-        }
-    } else {
-        0
-    };
-    let present = r.u8()?;
-    let has = |bit: u8| present & bit != 0;
-    let mut meta = LinkMeta::default();
-    if has(META_REPLY) {
-        meta.reply = Some(r.str()?);
-    }
-    if has(META_HEADERS) {
-        meta.headers = Some(r.bin()?);
-    }
-    if has(META_RESPONSE_TOPIC) {
-        meta.response_topic = Some(r.str()?);
-    }
-    if has(META_CORRELATION_DATA) {
-        meta.correlation_data = Some(r.bin()?);
-    }
-    if has(META_CONTENT_TYPE) {
-        meta.content_type = Some(r.str()?);
-    }
-    if has(META_PAYLOAD_FORMAT) {
-        meta.payload_format = Some(r.u8()?);
-    }
-    if has(META_USER_PROPERTIES) {
-        let count = usize::from(r.u16()?);
-        if count == 0 {
-            // Absent is the flag's job: keep the encoding canonical.
-            return Err(LinkError::EmptyUserProperties);
-        }
-        meta.user_properties = Vec::with_capacity(r.list_capacity(count, 4));
-        for _ in 0..count {
-            meta.user_properties.push((r.str()?, r.str()?));
-        }
-    }
-    if has(META_EXPIRY) {
-        meta.expiry_ms = Some(r.u32()?);
-    }
-    let payload = r.bin()?;
-    Ok(Event {
-        id,
-        seq,
-        origin,
-        hops,
-        dests,
-        groups,
-        topic,
-        qos,
-        retain: flags & EVENT_RETAIN != 0,
-        stamp,
-        sync: flags & EVENT_SYNC != 0,
-        payload,
-        meta,
     })
 }
 
@@ -726,7 +618,7 @@ fn encode_body(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> 
             group,
             origin,
         } => put_interest(out, filter, *group, origin)?,
-        Frame::Event(e) => put_event(out, e)?,
+        Frame::Event(e) => event::put(out, e)?,
         Frame::Ack { seq } => out.extend_from_slice(&seq.to_be_bytes()),
         Frame::Ping { nonce } | Frame::Pong { nonce } => {
             out.extend_from_slice(&nonce.to_be_bytes());
@@ -761,74 +653,15 @@ fn put_interest(
     put_str(out, "origin", origin)
 }
 
-fn put_event(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
-    debug_assert!(e.qos <= 2, "QoS {}", e.qos);
-    out.extend_from_slice(&e.id.to_be_bytes());
-    out.extend_from_slice(&e.seq.to_be_bytes());
-    put_str(out, "origin", e.origin)?;
-    out.push(e.hops);
-    put_count(out, "dests", e.dests.len())?;
-    for d in &e.dests {
-        put_str(out, "dest", d)?;
-    }
-    put_count(out, "groups", e.groups.len())?;
-    for (d, g) in &e.groups {
-        put_str(out, "group dest", d)?;
-        put_str(out, "group", g)?;
-    }
-    put_str(out, "topic", e.topic)?;
-    let mut flags = e.qos & EVENT_QOS_MASK;
-    for (on, bit) in [
-        (e.retain, EVENT_RETAIN),
-        (e.stamp != 0, EVENT_STAMP),
-        (e.sync, EVENT_SYNC),
-    ] {
-        if on {
-            flags |= bit;
-        }
-    }
-    out.push(flags);
-    if e.stamp != 0 {
-        out.extend_from_slice(&e.stamp.to_be_bytes());
-    }
-    let m = &e.meta;
-    out.push(m.flags());
-    if let Some(reply) = m.reply {
-        put_str(out, "reply", reply)?;
-    }
-    if let Some(headers) = m.headers {
-        put_bin(out, "headers", headers)?;
-    }
-    if let Some(t) = m.response_topic {
-        put_str(out, "response topic", t)?;
-    }
-    if let Some(c) = m.correlation_data {
-        put_bin(out, "correlation data", c)?;
-    }
-    if let Some(c) = m.content_type {
-        put_str(out, "content type", c)?;
-    }
-    if let Some(f) = m.payload_format {
-        out.push(f);
-    }
-    if !m.user_properties.is_empty() {
-        put_count(out, "user properties", m.user_properties.len())?;
-        for (k, v) in &m.user_properties {
-            put_str(out, "user property", k)?;
-            put_str(out, "user property", v)?;
-        }
-    }
-    if let Some(x) = m.expiry_ms {
-        out.extend_from_slice(&x.to_be_bytes());
-    }
-    put_bin(out, "payload", e.payload)
-}
-
+mod event;
 mod explain;
 mod hello;
 #[cfg(test)]
 mod tests;
 mod topology;
+
+#[cfg(test)]
+use event::{EVENT_STAMP, META_HEADERS, META_REPLY, META_USER_PROPERTIES};
 
 pub use hello::{check_hello, HelloError};
 pub use topology::{topology_frame_bytes, LinkState, TopologyLink, TopologyRecord};

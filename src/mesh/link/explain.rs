@@ -77,26 +77,10 @@ pub(super) fn decode<'a>(
     } else {
         None
     };
-    let hops = r.u8()?;
-    if hops > limits.hops_max {
-        return Err(LinkError::TooManyHops {
-            hops,
-            limit: limits.hops_max,
-        });
-    }
+    let hops = r.hops(limits)?;
     let budget_ms = r.u32()?;
     let topic = r.str()?;
-    let count = usize::from(r.u16()?);
-    if count > limits.dests_max {
-        return Err(LinkError::TooManyDests {
-            count,
-            limit: limits.dests_max,
-        });
-    }
-    let mut dests = Vec::with_capacity(r.list_capacity(count, 2));
-    for _ in 0..count {
-        dests.push(r.str()?);
-    }
+    let dests = r.dests(limits)?;
     Ok(Explain {
         origin,
         request,
