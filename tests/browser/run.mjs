@@ -21,17 +21,27 @@
 // that fails or outlasts --op-timeout-ms, a client that closes unasked, a
 // page error, stdin ending before "close", or the whole run outlasting
 // --deadline-ms prints {"event":"failed","reason":…} and the browser's
-// console on stderr, and exits 1. tests/browser.rs drives it.
+// console on stderr, and exits 1. tests/browser.rs drives it. The launch,
+// the bounds and the operation loop are harness.mjs's (shared with
+// tests/console/run.mjs).
 
 import { createHash, X509Certificate } from "node:crypto";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import puppeteer from "puppeteer-core";
+import {
+  bounded,
+  configure,
+  deadline,
+  emit,
+  fail,
+  launch,
+  onCleanup,
+  runOps,
+  stdinLines,
+} from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -45,8 +55,8 @@ const { values: args } = parseArgs({
     "trust-cert": { type: "string", multiple: true, default: [] },
   },
 });
-const opTimeoutMs = Number(args["op-timeout-ms"]);
 const deadlineMs = Number(args["deadline-ms"]);
+configure({ name: "browser runner", opTimeout: Number(args["op-timeout-ms"]) });
 
 // The only files served: a fixed map, nothing read from the request path.
 const files = {
@@ -59,55 +69,12 @@ const bodies = Object.fromEntries(
   Object.entries(files).map(([path, [file, type]]) => [path, [readFileSync(join(here, file)), type]]),
 );
 
-const consoleLines = [];
 const received = new Map(); // client -> count of messages
 const waiters = new Set(); // () => bool, rechecked after each message
-let browser = null;
 let server = null;
-let userDataDir = null;
-let finished = false;
-
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + "\n");
-}
-
-async function cleanup() {
-  if (browser) {
-    const closing = browser.close().catch(() => {});
-    const proc = browser.process();
-    await Promise.race([closing, new Promise((r) => setTimeout(r, 5000))]);
-    if (proc && proc.exitCode === null) proc.kill("SIGKILL");
-  }
+onCleanup(() => {
   if (server) server.close();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
-}
-
-async function fail(reason) {
-  if (finished) return;
-  finished = true;
-  emit({ event: "failed", reason: String(reason) });
-  process.stderr.write(`browser runner failed: ${reason}\n--- browser console (${consoleLines.length} lines) ---\n`);
-  for (const line of consoleLines) process.stderr.write(line + "\n");
-  process.stderr.write("--- end of browser console ---\n");
-  await cleanup();
-  process.exit(1);
-}
-
-async function finish() {
-  if (finished) return;
-  finished = true;
-  await cleanup();
-  emit({ event: "closed" });
-  process.exit(0);
-}
-
-function bounded(promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${opTimeoutMs} ms`)), opTimeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+});
 
 function waitFor(check, what) {
   return bounded(
@@ -156,32 +123,11 @@ async function start() {
     const spki = new X509Certificate(readFileSync(path)).publicKey.export({ type: "spki", format: "der" });
     return createHash("sha256").update(spki).digest("base64");
   });
-  userDataDir = mkdtempSync(join(tmpdir(), "weft-chromium-"));
-  browser = await puppeteer.launch({
-    executablePath: args.chromium,
-    headless: true,
-    userDataDir,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      ...(pins.length ? [`--ignore-certificate-errors-spki-list=${pins.join(",")}`] : []),
-    ],
-    // A cold start on a loaded machine takes longer than an operation.
-    timeout: 3 * opTimeoutMs,
+  const { browser, page } = await launch({
+    chromium: args.chromium,
+    extraArgs: ["--disable-quic", ...(pins.length ? [`--ignore-certificate-errors-spki-list=${pins.join(",")}`] : [])],
+    viewport: { width: 1000, height: 700 },
   });
-  const page = await browser.newPage();
-  await page.setViewport({ width: 1000, height: 700 });
-  page.on("console", (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => {
-    consoleLines.push(`pageerror: ${e.message}`);
-    fail(`page error: ${e.message}`);
-  });
-  page.on("requestfailed", (r) => consoleLines.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
   await page.exposeFunction("weftReport", onReport);
   await bounded(page.goto(pageUrl, { waitUntil: "load" }), `open ${pageUrl}`);
   await bounded(page.waitForFunction(() => window.weft && window.mqtt), "the page's scripts");
@@ -208,25 +154,9 @@ async function perform(page, op) {
 }
 
 async function main() {
-  setTimeout(() => fail(`the run outlasted --deadline-ms ${deadlineMs}`), deadlineMs).unref();
+  deadline(deadlineMs);
   const page = await start();
-  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
-  for await (const line of lines) {
-    if (!line.trim()) continue;
-    let op;
-    try {
-      op = JSON.parse(line);
-    } catch (e) {
-      return fail(`bad operation line ${JSON.stringify(line)}: ${e.message}`);
-    }
-    if (op.op === "close") return finish();
-    try {
-      emit({ event: "ok", op: op.op, client: op.client, result: await perform(page, op) });
-    } catch (e) {
-      return fail(`${op.op} ${JSON.stringify(op)}: ${e.message}`);
-    }
-  }
-  return fail("stdin ended before a close operation");
+  return runOps(stdinLines(), (op) => perform(page, op), { withClient: true });
 }
 
 process.on("unhandledRejection", (e) => fail(`unhandled: ${e?.stack ?? e}`));

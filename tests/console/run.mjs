@@ -20,17 +20,21 @@
 // (with tests/support/browser.rs's Runner). With --hold (perf/console-cost.sh)
 // it reads no operations: it keeps the page open until stdin ends.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-
-const here = dirname(fileURLToPath(import.meta.url));
-// The browser tests' install (one package-lock for both runners).
-const puppeteer = createRequire(join(here, "../browser/package.json"))("puppeteer-core");
+// The browser tests' install (one package-lock for both runners) and
+// their harness: launch, bounds, the operation loop.
+import {
+  bounded,
+  configure,
+  consoleLines,
+  deadline,
+  emit,
+  fail,
+  finish,
+  launch,
+  runOps,
+  stdinLines,
+} from "../browser/harness.mjs";
 
 const { values: args } = parseArgs({
   options: {
@@ -41,81 +45,12 @@ const { values: args } = parseArgs({
     hold: { type: "boolean", default: false },
   },
 });
-const opTimeoutMs = Number(args["op-timeout-ms"]);
 const deadlineMs = Number(args["deadline-ms"]);
-
-const consoleLines = [];
-let browser = null;
-let userDataDir = null;
-let finished = false;
-
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + "\n");
-}
-
-async function cleanup() {
-  if (browser) {
-    const closing = browser.close().catch(() => {});
-    const proc = browser.process();
-    await Promise.race([closing, new Promise((r) => setTimeout(r, 5000))]);
-    if (proc && proc.exitCode === null) proc.kill("SIGKILL");
-  }
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
-}
-
-async function fail(reason) {
-  if (finished) return;
-  finished = true;
-  emit({ event: "failed", reason: String(reason) });
-  process.stderr.write(`console runner failed: ${reason}\n--- browser console (${consoleLines.length} lines) ---\n`);
-  for (const line of consoleLines) process.stderr.write(line + "\n");
-  process.stderr.write("--- end of browser console ---\n");
-  await cleanup();
-  process.exit(1);
-}
-
-async function finish() {
-  if (finished) return;
-  finished = true;
-  await cleanup();
-  emit({ event: "closed" });
-  process.exit(0);
-}
-
-function bounded(promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${opTimeoutMs} ms`)), opTimeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+configure({ name: "console runner", opTimeout: Number(args["op-timeout-ms"]) });
 
 async function start() {
   if (!args.url) throw new Error("--url is required");
-  userDataDir = mkdtempSync(join(tmpdir(), "weft-chromium-"));
-  browser = await puppeteer.launch({
-    executablePath: args.chromium,
-    headless: true,
-    userDataDir,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    // A cold start on a loaded machine takes longer than an operation.
-    timeout: 3 * opTimeoutMs,
-  });
-  const page = await browser.newPage();
-  await page.setViewport({ width: 1100, height: 900 });
-  page.on("console", (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => {
-    consoleLines.push(`pageerror: ${e.message}`);
-    fail(`page error: ${e.message}`);
-  });
-  page.on("requestfailed", (r) => consoleLines.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
+  const { browser, page } = await launch({ chromium: args.chromium, viewport: { width: 1100, height: 900 } });
   page.on("response", (r) => {
     if (r.status() >= 400) consoleLines.push(`response ${r.status()}: ${r.url()}`);
   });
@@ -162,29 +97,14 @@ async function perform(page, op) {
 }
 
 async function main() {
-  if (!args.hold) setTimeout(() => fail(`the run outlasted --deadline-ms ${deadlineMs}`), deadlineMs).unref();
+  if (!args.hold) deadline(deadlineMs);
   const page = await start();
-  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  const lines = stdinLines();
   if (args.hold) {
     for await (const _ of lines);
     return finish();
   }
-  for await (const line of lines) {
-    if (!line.trim()) continue;
-    let op;
-    try {
-      op = JSON.parse(line);
-    } catch (e) {
-      return fail(`bad operation line ${JSON.stringify(line)}: ${e.message}`);
-    }
-    if (op.op === "close") return finish();
-    try {
-      emit({ event: "ok", op: op.op, result: await perform(page, op) });
-    } catch (e) {
-      return fail(`${op.op} ${JSON.stringify(op)}: ${e.message}`);
-    }
-  }
-  return fail("stdin ended before a close operation");
+  return runOps(lines, (op) => perform(page, op));
 }
 
 process.on("unhandledRejection", (e) => fail(`unhandled: ${e?.stack ?? e}`));
