@@ -281,13 +281,7 @@ fn application_property_name(name: &str, cloudevent: bool) -> (&'static str, &st
 /// The `name: value` fields of a NATS header block, as
 /// `event::header_fields` reads them, without collecting them.
 fn header_lines(block: &[u8]) -> impl Iterator<Item = (&str, &str)> {
-    std::str::from_utf8(block)
-        .unwrap_or_default()
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, _)| !k.is_empty())
+    crate::trace::hop::block_fields(block)
 }
 
 /// Up to this many application properties, a repeated name is found by
