@@ -116,6 +116,39 @@ impl http::Service for Service {
     }
 }
 
+impl AdminState {
+    /// The admin thread's state, from the `[admin]` section (and the
+    /// mesh's router id and explain timeout, the default account).
+    pub fn new(
+        config: &crate::config::Config,
+        stats: Vec<Arc<ShardStats>>,
+        global: Arc<Global>,
+        mesh_view: crate::shard::MeshViewSlot,
+    ) -> AdminState {
+        let a = &config.admin;
+        AdminState {
+            stats,
+            global,
+            mesh_view,
+            page_size_max: a.page_size_max,
+            http: http::Limits {
+                request_bytes_max: a.request_bytes_max,
+                timeout: Duration::from_millis(a.request_timeout_ms),
+                streams_max: a.console_streams_max,
+                stream_bytes_max: a.console_stream_bytes_max,
+            },
+            token: a.token.clone(),
+            router_id: config.mesh.router_id.clone(),
+            console_interval: Duration::from_millis(a.console_interval_ms),
+            console_topics_max: a.console_topics_max,
+            console_streams: Default::default(),
+            console_streams_slow: Default::default(),
+            explain_timeout: Duration::from_millis(config.mesh.explain_timeout_ms),
+            default_account: config.security.default_account.clone(),
+        }
+    }
+}
+
 /// Requests waiting to be accepted (they are answered one at a time).
 const LISTEN_BACKLOG: i32 = 128;
 

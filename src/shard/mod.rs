@@ -241,20 +241,10 @@ impl Router {
             ..Global::default()
         });
         // Spans leave through one thread, off the shards (`trace::export`).
-        let trace_exporter = match global.trace.queue() {
-            Some(queue) => match crate::trace::export::Exporter::start(
-                &config.trace,
-                &config.mesh.router_id,
-                queue,
-                global.trace.counters.clone(),
-            ) {
-                Ok(e) => Some(e),
-                Err(reason) => {
-                    return Err(StartError::Trace(reason));
-                }
-            },
-            None => None,
-        };
+        let trace_exporter = global
+            .trace
+            .start_exporter(&config.trace, &config.mesh.router_id)
+            .map_err(StartError::Trace)?;
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         // The bridge's link view for the admin endpoint, refreshed each tick.
         let mesh_view: MeshViewSlot = Arc::default();
@@ -365,26 +355,12 @@ impl Router {
         }
         let admin = match admin_listen {
             Some(addr) => {
-                let state = Arc::new(crate::admin::AdminState {
-                    stats: stats.clone(),
-                    global: global.clone(),
-                    mesh_view: mesh_view.clone(),
-                    page_size_max: config.admin.page_size_max,
-                    http: crate::admin::http::Limits {
-                        request_bytes_max: config.admin.request_bytes_max,
-                        timeout: Duration::from_millis(config.admin.request_timeout_ms),
-                        streams_max: config.admin.console_streams_max,
-                        stream_bytes_max: config.admin.console_stream_bytes_max,
-                    },
-                    token: config.admin.token.clone(),
-                    router_id: config.mesh.router_id.clone(),
-                    console_interval: Duration::from_millis(config.admin.console_interval_ms),
-                    console_topics_max: config.admin.console_topics_max,
-                    console_streams: Default::default(),
-                    console_streams_slow: Default::default(),
-                    explain_timeout: Duration::from_millis(config.mesh.explain_timeout_ms),
-                    default_account: config.security.default_account.clone(),
-                });
+                let state = Arc::new(crate::admin::AdminState::new(
+                    &config,
+                    stats.clone(),
+                    global.clone(),
+                    mesh_view.clone(),
+                ));
                 let started =
                     crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
                         protocol: "admin",

@@ -192,6 +192,21 @@ impl Tracer {
         }
     }
 
+    /// Starts the exporter thread when spans are exported
+    /// (`trace.otlp_endpoint` set); None otherwise.
+    pub fn start_exporter(
+        &self,
+        config: &crate::config::TraceConfig,
+        router_id: &str,
+    ) -> Result<Option<export::Exporter>, String> {
+        match self.queue() {
+            Some(queue) => {
+                export::Exporter::start(config, router_id, queue, self.counters.clone()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Off: no rewrite, no spans (`trace.propagate = false`).
     pub fn disabled() -> Tracer {
         Tracer {
