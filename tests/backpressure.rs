@@ -218,13 +218,23 @@ async fn a_stalled_subscriber_pauses_only_the_publishers_it_needs() {
     while Instant::now() < deadline && !all_complete(TOPICS) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let end = connect(shards[0], "end").await;
-    end.publish(END, QoS::AtLeastOnce, "end").await;
+    // A QoS 0 subscriber may drop one marker (its queue is bounded and may
+    // still be full of the held streams): the marker is sent again, a
+    // bounded number of times, until every collector has ended.
+    let mut end = connect(shards[0], "end").await;
+    let mut ended = false;
+    for _ in 0..(WAIT.as_millis() / 200) {
+        end.publish(END, QoS::AtLeastOnce, "end").await;
+        end.pubacks(1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if tasks.iter().all(|t| t.is_finished()) {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the end marker reached every subscriber");
     for t in tasks {
-        tokio::time::timeout(WAIT, t)
-            .await
-            .expect("the end marker delivered in time")
-            .unwrap();
+        t.await.unwrap();
     }
 
     // The overflow from shard 1 held its publisher there, on shard 1.
