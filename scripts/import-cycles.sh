@@ -29,12 +29,25 @@ def module_of(path):
 
 mods = {module_of(p): p for p in files}
 
+# Comments, string literals (escapes and `\`-continued lines included, raw
+# strings with their #s) and char literals, in one left-to-right pass, so a
+# `//` inside a string or a quote inside a comment cannot hide code. A
+# lifetime (`'a`) is not a char literal: the char pattern needs the closing
+# quote right after one (possibly escaped) character.
+TOKENS = re.compile(
+    r'//[^\n]*'
+    r'|/\*.*?\*/'
+    r'|b?r(?P<hashes>#*)".*?"(?P=hashes)'
+    r'|b?"(?:\\.|[^"\\])*"'
+    r"|b?'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|.)|[^'\\\n])'",
+    re.S,
+)
+
 def strip(text):
     cut = text.find("#[cfg(test)]")
     if cut >= 0:
         text = text[:cut]
-    text = re.sub(r"//[^\n]*", "", text)
-    return re.sub(r'"(\\.|[^"\\])*"', '""', text)
+    return TOKENS.sub(lambda m: '""' if m.group(0)[-1] in "\"'#" else " ", text)
 
 def paths(text):
     """Yields (kind, [segments]) for crate::/super:: paths, groups expanded."""

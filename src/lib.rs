@@ -57,3 +57,12 @@ pub mod wait;
 pub mod ws;
 
 pub use shard::Router;
+
+impl Router {
+    /// Starts the router: its shards (and mesh bridge), then the admin
+    /// endpoint when one is configured. Here, at the crate's root, because
+    /// the admin endpoint sits above the shards it reports on.
+    pub fn start(resolved: config::Resolved) -> Result<Router, shard::StartError> {
+        Router::start_with(resolved, admin::start_for_router)
+    }
+}

@@ -152,6 +152,17 @@ impl AdminState {
 /// Requests waiting to be accepted (they are answered one at a time).
 const LISTEN_BACKLOG: i32 = 128;
 
+/// [`crate::shard::StartAdmin`]: the state from the router's parts, then
+/// [`start`].
+pub fn start_for_router(
+    addr: SocketAddr,
+    bind_retry: Duration,
+    parts: crate::shard::AdminParts<'_>,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let state = AdminState::new(parts.config, parts.stats, parts.global, parts.mesh_view);
+    start(addr, bind_retry, Arc::new(state))
+}
+
 /// Starts the admin thread: it takes a descriptor table of its own (see
 /// [`http::private_descriptor_table`]), binds `addr` in it (retried for
 /// `bind_retry` while the address is in use) and serves. Returns the bound

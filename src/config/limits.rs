@@ -6,6 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// MQTT's largest packet: the fixed header's byte, four bytes of remaining
+/// length and 256 MiB − 1 after them (`limits.packet_bytes_max` may not
+/// exceed it). The MQTT codec checks at compile time that its own maximum
+/// agrees, so the configuration needs nothing from the codec.
+pub const MQTT_PACKET_BYTES_MAX: usize = 268_435_455 + 5;
+
 /// What happens to an at-most-once (QoS 0) event when a subscriber's queue
 /// is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

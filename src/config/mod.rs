@@ -29,6 +29,17 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// `[security]` is compiled by `crate::security` (its own error names the
+/// key, as every other check here does).
+impl From<crate::security::InvalidConfig> for ConfigError {
+    fn from(e: crate::security::InvalidConfig) -> ConfigError {
+        ConfigError::Invalid {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
+}
+
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -42,23 +53,22 @@ mod limits;
 mod mesh;
 mod persistence;
 mod sections;
-mod security;
 mod tls;
 mod trace;
 mod ws;
 
+pub use crate::security::config::{
+    AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
+};
 pub use amqp::{AmqpConfig, AMQP_FRAME_SIZE_MIN};
 pub use http::HttpConfig;
-pub use limits::{Limits, SlowConsumerPolicy};
+pub use limits::{Limits, SlowConsumerPolicy, MQTT_PACKET_BYTES_MAX};
 pub use mesh::{
     valid_router_id, MeshConfig, MeshResolved, MeshTlsConfig, PolicyConfig, ROUTER_ID_MAX,
 };
 pub use persistence::{Persistence, SyncPolicy, RECORD_BYTES_MAX};
 pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
 pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
-pub use security::{
-    AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
-};
 pub use tls::{ClientTls, MeshTls};
 pub use trace::TraceConfig;
 pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
@@ -360,7 +370,7 @@ impl Config {
         let at_least = |key, value: usize, min: usize| at_least(key, value as u64, min as u64);
         at_least("limits.connections_max", l.connections_max, 1)?;
         at_least("limits.packet_bytes_max", l.packet_bytes_max, 64)?;
-        if l.packet_bytes_max > crate::mqtt::codec::REMAINING_LENGTH_MAX + 5 {
+        if l.packet_bytes_max > MQTT_PACKET_BYTES_MAX {
             return Err(invalid(
                 "limits.packet_bytes_max",
                 "exceeds MQTT's 256 MiB maximum",

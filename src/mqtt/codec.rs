@@ -22,6 +22,7 @@ pub const CLIENT_ID_BYTES_MAX_31: usize = 23;
 
 /// Largest value the variable-length "remaining length" can carry.
 pub const REMAINING_LENGTH_MAX: usize = 268_435_455;
+const _: () = assert!(REMAINING_LENGTH_MAX + 5 == crate::config::MQTT_PACKET_BYTES_MAX);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum DecodeError {

@@ -44,8 +44,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::config::{ConfigError, SecurityConfig};
 use crate::event::Event;
+use crate::security::config::SecurityConfig;
+use crate::security::InvalidConfig;
 use crate::topic::{self, TopicLimits};
 
 pub use crate::topic::{client_topic, ACCOUNT_PREFIX};
@@ -175,7 +176,7 @@ pub struct Accounts {
 impl Accounts {
     /// Compiles and links `[[security.accounts]]`; every error names its
     /// key and the account's place in the list.
-    pub fn from_config(c: &SecurityConfig) -> Result<Accounts, ConfigError> {
+    pub fn from_config(c: &SecurityConfig) -> Result<Accounts, InvalidConfig> {
         let default: Arc<str> = c.default_account.as_str().into();
         check_name("security.default_account", &default)?;
         let mut names: HashMap<Arc<str>, ()> = HashMap::new();
@@ -310,19 +311,16 @@ impl Accounts {
     }
 }
 
-fn invalid(key: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid { key, reason }
+fn invalid(key: &'static str, reason: String) -> InvalidConfig {
+    InvalidConfig { key, reason }
 }
 
 /// Adds the account's place to an error about its name.
-fn at(e: ConfigError, i: usize) -> ConfigError {
-    match e {
-        ConfigError::Invalid { key, reason } => invalid(key, format!("accounts[{i}]: {reason}")),
-        e => e,
-    }
+fn at(e: InvalidConfig, i: usize) -> InvalidConfig {
+    invalid(e.key, format!("accounts[{}]: {}", i, e.reason))
 }
 
-fn check_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+fn check_name(key: &'static str, name: &str) -> Result<(), InvalidConfig> {
     let ok = !name.is_empty()
         && name.len() <= ACCOUNT_NAME_BYTES_MAX
         && name

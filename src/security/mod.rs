@@ -21,6 +21,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod config;
 pub mod failures;
 pub mod passwd;
 
@@ -32,8 +33,17 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 pub use permissions::{Denied, Grants, Permissions, Subscription, Substitution};
 
-use crate::config::{ConfigError, SecurityConfig};
 use auth::PasswordHash;
+use config::SecurityConfig;
+
+/// A `[security]` value that does not compile: the key and why (the
+/// configuration turns it into its own `ConfigError::Invalid`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidConfig {
+    pub key: &'static str,
+    pub reason: String,
+}
 
 /// What a client presented, whatever its protocol. Owned: built once per
 /// connection, it crosses from the machine to its glue.
@@ -149,8 +159,8 @@ impl PasswordCheck {
 
 impl Security {
     /// Compiles `[security]`; every error names its key.
-    pub fn from_config(c: &SecurityConfig) -> Result<Security, ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+    pub fn from_config(c: &SecurityConfig) -> Result<Security, InvalidConfig> {
+        let invalid = |key: &'static str, reason: String| InvalidConfig { key, reason };
         if c.default_account.trim().is_empty() {
             return Err(invalid(
                 "security.default_account",

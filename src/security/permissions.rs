@@ -46,7 +46,8 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::config::{ConfigError, RulesConfig, SecurityConfig};
+use crate::security::config::{RulesConfig, SecurityConfig};
+use crate::security::InvalidConfig;
 
 /// What a SUBSCRIBE may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,8 +457,8 @@ fn compile_list(
     key: &'static str,
     whose: &str,
     direction: &str,
-) -> Result<(), ConfigError> {
-    let bad = |list: &str, reason: String| ConfigError::Invalid {
+) -> Result<(), InvalidConfig> {
+    let bad = |list: &str, reason: String| InvalidConfig {
         key,
         reason: format!("{whose}{direction}{list}: {reason}"),
     };
@@ -517,7 +518,7 @@ impl Default for Permissions {
 
 impl Permissions {
     /// Compiles every rule of `[security]`; an error names the rule.
-    pub fn from_config(c: &SecurityConfig) -> Result<Permissions, ConfigError> {
+    pub fn from_config(c: &SecurityConfig) -> Result<Permissions, InvalidConfig> {
         let mut anonymous = Policy::default();
         let rules = &c.anonymous;
         if rules
@@ -526,7 +527,7 @@ impl Permissions {
             .chain(&rules.deny)
             .any(|r| r.contains("%u"))
         {
-            return Err(ConfigError::Invalid {
+            return Err(InvalidConfig {
                 key: "security.anonymous",
                 reason: "%u (the user name) in a rule of anonymous clients, who have none".into(),
             });
@@ -562,7 +563,7 @@ impl Permissions {
             )?;
             for name in &u.groups {
                 let Some(group) = groups.get(name.as_str()) else {
-                    return Err(ConfigError::Invalid {
+                    return Err(InvalidConfig {
                         key: "security.users",
                         reason: format!("{whose}names group {name:?}, which is not configured"),
                     });

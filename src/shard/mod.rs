@@ -102,6 +102,25 @@ pub struct Router {
     connections_max_checked: std::sync::atomic::AtomicUsize,
 }
 
+/// What the admin endpoint reads, handed to the function that starts it.
+/// The admin module sits above the shards (it reads their stats and shared
+/// state), so the router's start calls it through [`StartAdmin`] and no
+/// shard code names it.
+pub struct AdminParts<'a> {
+    pub config: &'a crate::config::Config,
+    pub stats: Vec<Arc<ShardStats>>,
+    pub global: Arc<ctx::Global>,
+    pub mesh_view: MeshViewSlot,
+}
+
+/// Starts the admin endpoint on `addr` (binding retried for the given
+/// time): its address and its thread.
+pub type StartAdmin = fn(
+    SocketAddr,
+    Duration,
+    AdminParts<'_>,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)>;
+
 /// An executor pinned to `core` with the runtime's settings.
 fn executor(name: &str, core: usize, config: &crate::config::Config) -> LocalExecutorBuilder {
     let builder = LocalExecutorBuilder::new(Placement::Fixed(core))
@@ -115,8 +134,10 @@ fn executor(name: &str, core: usize, config: &crate::config::Config) -> LocalExe
 
 impl Router {
     /// Binds the listeners (so that errors surface here, and port 0 resolves
-    /// to one real port shared by every shard) and starts the shards.
-    pub fn start(resolved: Resolved) -> Result<Router, StartError> {
+    /// to one real port shared by every shard) and starts the shards, then
+    /// the admin endpoint with `start_admin` (`crate::Router::start` passes
+    /// `crate::admin`'s).
+    pub fn start_with(resolved: Resolved, start_admin: StartAdmin) -> Result<Router, StartError> {
         let Resolved {
             config,
             mqtt_listen,
@@ -355,18 +376,17 @@ impl Router {
         }
         let admin = match admin_listen {
             Some(addr) => {
-                let state = Arc::new(crate::admin::AdminState::new(
-                    &config,
-                    stats.clone(),
-                    global.clone(),
-                    mesh_view.clone(),
-                ));
-                let started =
-                    crate::admin::start(addr, retry, state).map_err(|e| StartError::Bind {
-                        protocol: "admin",
-                        addr,
-                        reason: e.to_string(),
-                    });
+                let parts = AdminParts {
+                    config: &config,
+                    stats: stats.clone(),
+                    global: global.clone(),
+                    mesh_view: mesh_view.clone(),
+                };
+                let started = start_admin(addr, retry, parts).map_err(|e| StartError::Bind {
+                    protocol: "admin",
+                    addr,
+                    reason: e.to_string(),
+                });
                 match started {
                     Ok(a) => Some(a),
                     Err(e) => {

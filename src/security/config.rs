@@ -4,8 +4,11 @@
 //!
 //! Owns: the values as the operator writes them. Compiling them (password
 //! hashes checked, rules parsed in either topic dialect, accounts linked)
-//! is `crate::security`'s work, so that `check-config`, start and a SIGHUP
-//! reload refuse the same files with the same line.
+//! is the rest of `crate::security`'s work, so that `check-config`, start
+//! and a SIGHUP reload refuse the same files with the same line.
+//!
+//! Lives here, not in `crate::config` (which re-exports it), so that the
+//! configuration depends on security and never the other way round.
 
 use serde::{Deserialize, Serialize};
 
