@@ -53,6 +53,7 @@ mod limits;
 mod mesh;
 mod persistence;
 mod sections;
+mod shm;
 mod tls;
 mod trace;
 mod ws;
@@ -69,6 +70,7 @@ pub use mesh::{
 pub use persistence::{Persistence, SyncPolicy, RECORD_BYTES_MAX};
 pub use sections::{AdminConfig, LogConfig, MqttConfig, NatsConfig, RuntimeConfig, SocketConfig};
 pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, TlsIdentity};
+pub use shm::{ShmConfig, SHM_SPIN_US_MAX};
 pub use tls::{ClientTls, MeshTls};
 pub use trace::TraceConfig;
 pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
@@ -89,6 +91,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub amqp: AmqpConfig,
     pub trace: TraceConfig,
+    pub shm: ShmConfig,
 }
 
 /// Lowest `admin.console_interval_ms`: rates are counter deltas over the
@@ -159,6 +162,8 @@ pub struct Overrides {
     pub nats_ws_listen: Option<String>,
     /// `--amqp-listen`: `amqp.listen`.
     pub amqp_listen: Option<String>,
+    /// `--shm-listen`: `shm.listen`.
+    pub shm_listen: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -276,6 +281,9 @@ impl Config {
         if let Some(v) = &o.amqp_listen {
             self.amqp.listen = v.clone();
         }
+        if let Some(v) = &o.shm_listen {
+            self.shm.listen = v.clone();
+        }
     }
 
     /// Validates every key and derives the shard placement. `online` is the
@@ -295,6 +303,7 @@ impl Config {
         };
         self.amqp.check()?;
         self.trace.check()?;
+        self.shm.check()?;
         let amqp_listen = if self.amqp.enabled() {
             Some(listen_addr("amqp.listen", &self.amqp.listen)?)
         } else {
