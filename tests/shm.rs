@@ -213,6 +213,13 @@ fn seq_of(m: &Msg) -> u64 {
     u64::from_le_bytes(m.payload[..8].try_into().unwrap())
 }
 
+async fn next_nats(ns: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(WAIT, ns.next())
+        .await
+        .expect("NATS message in time")
+        .expect("open")
+}
+
 /// Every pair of client kinds, both ways: shm NATS dialect, shm MQTT
 /// dialect, rumqttc, async-nats; wildcards of each dialect; on two shards
 /// (shm clients are handed round-robin).
@@ -228,15 +235,6 @@ async fn shm_clients_exchange_with_mqtt_nats_and_each_other() {
     let nc = nats(w.weft.nats).await;
     let mut ns = nc.subscribe("x.>").await.unwrap();
     nats_sync(&nc).await;
-    let next_nats = |ns: &mut async_nats::Subscriber| {
-        let f = ns.next();
-        async move {
-            tokio::time::timeout(WAIT, f)
-                .await
-                .expect("NATS message in time")
-                .expect("open")
-        }
-    };
 
     // shm NATS dialect -> everyone.
     sn.publish("x.shmnats.a", b"from shm nats").unwrap();
