@@ -51,6 +51,7 @@ pub mod persist;
 pub mod security;
 pub mod session;
 pub mod shard;
+pub mod shm;
 pub mod topic;
 pub mod trace;
 pub mod wait;

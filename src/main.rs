@@ -92,6 +92,10 @@ struct RunArgs {
     /// default; conventionally 5672).
     #[arg(long, value_name = "ADDR")]
     amqp_listen: Option<String>,
+    /// Path of the Unix socket shared-memory clients (weft-shm) connect to
+    /// (config: shm.listen; off by default).
+    #[arg(long, value_name = "PATH")]
+    shm_listen: Option<String>,
     /// Address of the admin HTTP endpoint (config: admin.listen).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
@@ -281,6 +285,7 @@ fn run(args: RunArgs) -> ExitCode {
         mqtt_ws_listen: args.mqtt_ws_listen,
         nats_ws_listen: args.nats_ws_listen,
         amqp_listen: args.amqp_listen,
+        shm_listen: args.shm_listen,
     };
     config.apply(&overrides);
     let resolved = match config.resolve(&online_cores()) {

@@ -43,6 +43,7 @@ mod mesh;
 mod persistence;
 mod sections;
 mod security;
+mod shm;
 mod tls;
 mod trace;
 mod ws;
@@ -59,6 +60,7 @@ pub use sections::{ClientAuth, HandshakeFirst, MqttTlsConfig, NatsTlsConfig, Tls
 pub use security::{
     AccountConfig, GroupConfig, ImportConfig, RulesConfig, SecurityConfig, UserConfig,
 };
+pub use shm::{ShmConfig, SHM_SPIN_US_MAX};
 pub use tls::{ClientTls, MeshTls};
 pub use trace::TraceConfig;
 pub use ws::{MqttWsConfig, NatsWsConfig, WsConfig, WsSide};
@@ -79,6 +81,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub amqp: AmqpConfig,
     pub trace: TraceConfig,
+    pub shm: ShmConfig,
 }
 
 /// Lowest `admin.console_interval_ms`: rates are counter deltas over the
@@ -149,6 +152,8 @@ pub struct Overrides {
     pub nats_ws_listen: Option<String>,
     /// `--amqp-listen`: `amqp.listen`.
     pub amqp_listen: Option<String>,
+    /// `--shm-listen`: `shm.listen`.
+    pub shm_listen: Option<String>,
 }
 
 /// A checked configuration with everything derived that the runtime needs.
@@ -266,6 +271,9 @@ impl Config {
         if let Some(v) = &o.amqp_listen {
             self.amqp.listen = v.clone();
         }
+        if let Some(v) = &o.shm_listen {
+            self.shm.listen = v.clone();
+        }
     }
 
     /// Validates every key and derives the shard placement. `online` is the
@@ -285,6 +293,7 @@ impl Config {
         };
         self.amqp.check()?;
         self.trace.check()?;
+        self.shm.check()?;
         let amqp_listen = if self.amqp.enabled() {
             Some(listen_addr("amqp.listen", &self.amqp.listen)?)
         } else {

@@ -60,9 +60,11 @@ pub enum ListenerKind {
     Nats = 1,
     Http = 2,
     Amqp = 3,
+    /// Shared-memory clients (`shm.listen`).
+    Shm = 4,
 }
 
-const LISTENER_KINDS: usize = 4;
+const LISTENER_KINDS: usize = 5;
 
 impl ListenerKind {
     pub fn name(self) -> &'static str {
@@ -71,6 +73,7 @@ impl ListenerKind {
             ListenerKind::Nats => "nats",
             ListenerKind::Http => "http",
             ListenerKind::Amqp => "amqp",
+            ListenerKind::Shm => "shm",
         }
     }
 }
@@ -102,6 +105,7 @@ impl Refused {
             (Refused::Listener, ListenerKind::Nats) => "nats.connections_max",
             (Refused::Listener, ListenerKind::Http) => "http.connections_max",
             (Refused::Listener, ListenerKind::Amqp) => "amqp.connections_max",
+            (Refused::Listener, ListenerKind::Shm) => "shm.connections_max",
             (Refused::Source, _) => "security.connections_per_source_max",
             (Refused::User, _) => "security.connections_per_user_max",
             (Refused::Rate, _) => "security.accept_rate_per_s",

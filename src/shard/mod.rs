@@ -31,12 +31,15 @@ pub mod memory;
 pub mod publisher_hold;
 pub mod rings;
 pub mod rlimits;
+pub mod shm_accept;
+pub mod shm_handoff;
 pub mod stats;
 pub mod sys;
 pub mod tls_accept;
 pub mod topk;
 pub mod transport;
 pub mod transport_mem;
+pub mod transport_shm;
 pub mod transport_tls;
 pub mod transport_ws;
 pub mod ws_accept;
@@ -647,6 +650,7 @@ async fn run_shard(
         .detach();
     }
 
+    shm_accept::start(&ctx);
     ctx.global.ready_shards.fetch_add(1, Ordering::Relaxed);
     // One bucket for all of this shard's listeners (`accept_rate_per_s`).
     let rate = Rc::new(admission::AcceptRate::default());

@@ -1,8 +1,9 @@
 //! The transport seam: the byte stream a connection driver reads and writes
 //! through. Plain TCP (this file) is one implementation; an in-memory pipe
 //! (`transport_mem.rs`) is another, for the driver's tests; TLS
-//! (`transport_tls.rs`) is a third; WebSocket and a shared-memory ring are
-//! each meant to be one more file implementing [`Transport`].
+//! (`transport_tls.rs`) is a third; WebSocket (`transport_ws.rs`) and a
+//! `weft-shm` client's shared-memory rings (`transport_shm.rs`) are two
+//! more.
 //!
 //! Owns: the socket calls of one connection (read, write, half-close,
 //! reset-on-close, addresses). Must not touch: protocol formats, sessions.

@@ -428,12 +428,18 @@ impl Client {
             })?;
             (errors, target)
         };
-        let done = self.wait_rx(Some(deadline), |rx| Ok((rx.pongs >= target).then_some(())))?;
+        let done = self.wait_rx(Some(deadline), |rx| Ok((rx.pongs >= target).then_some(())));
+        // A refused CONNECT is an -ERR and then the router's close.
+        let done = match done {
+            Err(Error::Closed) => None,
+            other => other?,
+        };
         if done.is_none() {
             let rx = lock(&self.rx);
             if rx.errors > errors_before {
                 return Err(Error::Refused(rx.last_error.clone().unwrap_or_default()));
             }
+            self.check_open()?;
             return Err(Error::Timeout);
         }
         Ok(())

@@ -213,6 +213,9 @@ pub struct ShardCtx {
     /// Set once, at start; the inner cell is filled when the bridge has
     /// joined the rings.
     pub direct_bridge: OnceCell<Rc<OnceCell<Rc<ShardCtx>>>>,
+    /// Shared-memory clients handed to this shard by shard 0, until its
+    /// `shm_accept` task takes them.
+    pub shm_inbox: super::shm_handoff::Inbox,
 }
 
 impl ShardCtx {
@@ -252,7 +255,14 @@ impl ShardCtx {
             console: console::Console::new(id),
             mesh: OnceCell::new(),
             direct_bridge: OnceCell::new(),
+            shm_inbox: Default::default(),
         }
+    }
+
+    /// Hands a shared-memory client accepted on shard 0 to `peer`
+    /// (`shm_accept`), in order with the control queue.
+    pub fn hand_shm_client(&self, peer: usize, handoff: super::shm_handoff::Handoff) {
+        self.control.push(Some(peer), ShardMsg::ShmClient(handoff));
     }
 
     /// Makes this context the mesh executor's (see `mesh`); once.
@@ -472,6 +482,7 @@ impl ShardCtx {
             ShardMsg::BarrierAck(id) => self.control.on_barrier_ack(id),
             ShardMsg::DurableBarrier(id) => self.on_durable_barrier(from, id),
             ShardMsg::BarrierFailed(id) => self.control.on_barrier_nack(id),
+            ShardMsg::ShmClient(handoff) => self.shm_inbox.push(handoff),
         }
     }
 

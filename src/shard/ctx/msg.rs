@@ -80,6 +80,9 @@ pub enum ShardMsg {
     /// `hold`). Always followed by `FreePublisher` for the same key.
     HoldPublisher(SessionKey),
     FreePublisher(SessionKey),
+    /// From shard 0: a shared-memory client accepted on `shm.listen`, for
+    /// the receiver to serve (round-robin over the shards).
+    ShmClient(crate::shard::shm_handoff::Handoff),
 }
 
 /// A persistent MQTT session on its way from one shard to another.
