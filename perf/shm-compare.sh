@@ -66,7 +66,7 @@ start_router() {
 [nats]
 listen = "127.0.0.1:$NATS_PORT"
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
 $extra
 TOML
     taskset -c "$ROUTER_CORE" "$BIN" run --config "$WORK/$name.toml" --shards 1 --cores "$ROUTER_CORE" \
