@@ -157,7 +157,11 @@ impl ShmInbox {
         let deadline = Instant::now() + WAIT;
         while self.len() < n {
             if let Some(e) = self.ended.lock().unwrap().clone() {
-                panic!("{}: ended ({e}) with {} of {n} messages", self.name, self.len());
+                panic!(
+                    "{}: ended ({e}) with {} of {n} messages",
+                    self.name,
+                    self.len()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -240,28 +244,56 @@ async fn shm_clients_exchange_with_mqtt_nats_and_each_other() {
     sn.publish("x.shmnats.a", b"from shm nats").unwrap();
     sn.flush().unwrap();
     let p = mq.next_publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("x/shmnats/a", &b"from shm nats"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("x/shmnats/a", &b"from shm nats"[..])
+    );
     let m = next_nats(&mut ns).await;
     assert_eq!(m.subject.as_str(), "x.shmnats.a");
-    assert_eq!(recv_on(&sm, "shm-mqtt", "x/shmnats/a").payload, b"from shm nats");
+    assert_eq!(
+        recv_on(&sm, "shm-mqtt", "x/shmnats/a").payload,
+        b"from shm nats"
+    );
 
     // shm MQTT dialect -> everyone.
     sm.publish("x/shmmqtt/b", b"from shm mqtt").unwrap();
     sm.flush().unwrap();
     let p = mq.next_publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("x/shmmqtt/b", &b"from shm mqtt"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("x/shmmqtt/b", &b"from shm mqtt"[..])
+    );
     let m = next_nats(&mut ns).await;
-    assert_eq!((m.subject.as_str(), &m.payload[..]), ("x.shmmqtt.b", &b"from shm mqtt"[..]));
-    assert_eq!(recv_on(&sn, "shm-nats", "x.shmmqtt.b").payload, b"from shm mqtt");
+    assert_eq!(
+        (m.subject.as_str(), &m.payload[..]),
+        ("x.shmmqtt.b", &b"from shm mqtt"[..])
+    );
+    assert_eq!(
+        recv_on(&sn, "shm-nats", "x.shmmqtt.b").payload,
+        b"from shm mqtt"
+    );
 
     // rumqttc and async-nats -> both shm clients.
-    mq.publish("x/tcpmqtt/c", QoS::AtMostOnce, "from mqtt").await;
-    assert_eq!(recv_on(&sn, "shm-nats", "x.tcpmqtt.c").payload, b"from mqtt");
-    assert_eq!(recv_on(&sm, "shm-mqtt", "x/tcpmqtt/c").payload, b"from mqtt");
+    mq.publish("x/tcpmqtt/c", QoS::AtMostOnce, "from mqtt")
+        .await;
+    assert_eq!(
+        recv_on(&sn, "shm-nats", "x.tcpmqtt.c").payload,
+        b"from mqtt"
+    );
+    assert_eq!(
+        recv_on(&sm, "shm-mqtt", "x/tcpmqtt/c").payload,
+        b"from mqtt"
+    );
     nc.publish("x.tcpnats.d", "from nats".into()).await.unwrap();
     nc.flush().await.unwrap();
-    assert_eq!(recv_on(&sn, "shm-nats", "x.tcpnats.d").payload, b"from nats");
-    assert_eq!(recv_on(&sm, "shm-mqtt", "x/tcpnats/d").payload, b"from nats");
+    assert_eq!(
+        recv_on(&sn, "shm-nats", "x.tcpnats.d").payload,
+        b"from nats"
+    );
+    assert_eq!(
+        recv_on(&sm, "shm-mqtt", "x/tcpnats/d").payload,
+        b"from nats"
+    );
 
     // shm -> shm, many messages through the 1 MiB rings (they wrap), in
     // order and once each, and one payload of 512 KiB.
@@ -278,8 +310,16 @@ async fn shm_clients_exchange_with_mqtt_nats_and_each_other() {
     publisher.flush().unwrap();
     inbox.wait_len(N as usize + 1).await;
     let got = inbox.msgs();
-    let seqs: Vec<u64> = got.iter().filter(|m| m.topic == "seq.n").map(seq_of).collect();
-    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "every message once, in order");
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|m| m.topic == "seq.n")
+        .map(seq_of)
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..N).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
     let last = got.last().unwrap();
     assert_eq!(last.topic, "seq.big");
     assert!(last.payload == big, "the 512 KiB payload arrived intact");
@@ -396,9 +436,7 @@ async fn stalled_reader(policy: &str) {
         publisher.flush().unwrap();
         let n = ((b + 1) * BATCH) as usize;
         inbox.wait_len(n).await;
-        nats_inbox
-            .wait_until("the batch", |m| m.len() >= n)
-            .await;
+        nats_inbox.wait_until("the batch", |m| m.len() >= n).await;
     }
     let total = BATCH * BATCHES;
     let want: Vec<u64> = (0..total).collect();
@@ -423,7 +461,10 @@ async fn stalled_reader(policy: &str) {
         let queued = metric_sum(admin, "weft_queued_messages", "").await;
         let queued_bytes = metric_sum(admin, "weft_queued_bytes", "").await;
         assert!(queued <= 100.0, "queued messages {queued} within the limit");
-        assert!(queued_bytes <= 16384.0, "queued bytes {queued_bytes} within the limit");
+        assert!(
+            queued_bytes <= 16384.0,
+            "queued bytes {queued_bytes} within the limit"
+        );
         println!("dropped {dropped} of {total} for the stalled client; {queued} queued");
         // Still connected: once it reads, it gets what its ring and queue
         // held, in order with gaps, then new messages again.
@@ -432,12 +473,22 @@ async fn stalled_reader(policy: &str) {
         while let Some(m) = stalled.recv_timeout(Duration::from_millis(200)).unwrap() {
             seqs.push(u64::from_le_bytes(m.payload[..8].try_into().unwrap()));
         }
-        assert!(!seqs.is_empty() && seqs.len() < total as usize, "{} kept", seqs.len());
+        assert!(
+            !seqs.is_empty() && seqs.len() < total as usize,
+            "{} kept",
+            seqs.len()
+        );
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
         publisher.publish("slow.x", &seq_payload(total)).unwrap();
         publisher.flush().unwrap();
         let m = recv_on(&stalled, "stalled", "slow.x");
-        assert_eq!(seq_of(&Msg { topic: m.topic, payload: m.payload }), total);
+        assert_eq!(
+            seq_of(&Msg {
+                topic: m.topic,
+                payload: m.payload
+            }),
+            total
+        );
     } else {
         // Disconnected, it alone.
         wait_until("the slow consumer disconnected", WAIT, || async move {
@@ -454,7 +505,10 @@ async fn stalled_reader(policy: &str) {
         loop {
             match stalled.recv_timeout(Duration::from_millis(100)) {
                 Err(_) => break,
-                Ok(_) => assert!(Instant::now() < deadline, "the stalled client never learnt it was closed"),
+                Ok(_) => assert!(
+                    Instant::now() < deadline,
+                    "the stalled client never learnt it was closed"
+                ),
             }
         }
         publisher.publish("slow.x", &seq_payload(total)).unwrap();
@@ -550,9 +604,11 @@ async fn a_scribbled_segment_ends_only_its_own_connection() {
         wait_connections(admin, 4.0).await;
         scribble(&victim, how);
         let _ = victim.flush(); // rings the router if it sleeps
-        // The router also writes to the victim (its router-to-client
-        // ring's indices are read then).
-        pair_pub.publish(&format!("victim.{k}"), b"to the victim").unwrap();
+                                // The router also writes to the victim (its router-to-client
+                                // ring's indices are read then).
+        pair_pub
+            .publish(&format!("victim.{k}"), b"to the victim")
+            .unwrap();
         pair_pub.flush().unwrap();
         wait_connections(admin, 3.0).await;
         let deadline = Instant::now() + WAIT;
@@ -568,7 +624,9 @@ async fn a_scribbled_segment_ends_only_its_own_connection() {
         // The others are unaffected.
         let before = inbox.len();
         for i in 0..100 {
-            pair_pub.publish(&format!("ok.{k}"), &seq_payload(i)).unwrap();
+            pair_pub
+                .publish(&format!("ok.{k}"), &seq_payload(i))
+                .unwrap();
         }
         pair_pub.flush().unwrap();
         inbox.wait_len(before + 100).await;
@@ -614,7 +672,12 @@ async fn shm_limits_refuse_with_an_error_naming_them() {
     );
     let admin = w.weft.admin;
     wait_until("the refusal counted", WAIT, || async move {
-        let r = metric_sum(admin, "weft_connections_refused_total", "reason=\"listener\"").await;
+        let r = metric_sum(
+            admin,
+            "weft_connections_refused_total",
+            "reason=\"listener\"",
+        )
+        .await;
         if r >= 1.0 {
             Ok(())
         } else {
@@ -628,7 +691,10 @@ async fn shm_limits_refuse_with_an_error_naming_them() {
         match Shm::connect(&w.sock, options(Dialect::Nats, "c")) {
             Ok(c) => break c,
             Err(e) => {
-                assert!(Instant::now() < deadline, "the freed slot never came back: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the freed slot never came back: {e}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -640,10 +706,17 @@ async fn shm_limits_refuse_with_an_error_naming_them() {
     drop((b, c, w));
 
     // One 4 KiB-ring segment is 12 KiB: a budget of 16 KiB holds one.
-    let w = start(1, "[shm]\nring_bytes = 4096\nsegment_bytes_max = 16384\n", false);
+    let w = start(
+        1,
+        "[shm]\nring_bytes = 4096\nsegment_bytes_max = 16384\n",
+        false,
+    );
     let _a = shm(&w.sock, Dialect::Mqtt, "a");
     let refused = Shm::connect(&w.sock, options(Dialect::Mqtt, "b"))
         .err()
         .expect("a second segment refused");
-    assert!(refused.to_string().contains("segment_bytes_max"), "{refused}");
+    assert!(
+        refused.to_string().contains("segment_bytes_max"),
+        "{refused}"
+    );
 }

@@ -332,7 +332,11 @@ fn shm_checks(a: &BenchArgs, proto: Protocol) -> Result<(), String> {
         return refuse("AMQP (--amqp, --protocol amqp)");
     }
     match &a.server {
-        None => return Err("--transport shm needs --server PATH (the router's --shm-listen socket)".into()),
+        None => {
+            return Err(
+                "--transport shm needs --server PATH (the router's --shm-listen socket)".into(),
+            )
+        }
         Some(p) if p.is_empty() => return Err("--transport shm: --server is an empty path".into()),
         Some(_) => {}
     }
@@ -348,7 +352,10 @@ fn shm_checks(a: &BenchArgs, proto: Protocol) -> Result<(), String> {
     if a.js || a.persistent {
         return refuse("--js / --persistent");
     }
-    if a.sub_server.as_ref().is_some_and(|s| Some(s) != a.server.as_ref()) {
+    if a.sub_server
+        .as_ref()
+        .is_some_and(|s| Some(s) != a.server.as_ref())
+    {
         return refuse("--sub-server elsewhere (no probe phase over shared memory)");
     }
     Ok(())
@@ -501,14 +508,35 @@ mod tests {
         ]);
         assert_eq!(p.transport, Transport::Shm);
         assert_eq!(p.server, "/run/weft/shm.sock");
-        assert_eq!(p.sub_server, "/run/weft/shm.sock", "subscribers on the same socket");
-        assert_eq!((p.proto, p.subject.as_str()), (Protocol::Mqtt, "weft/bench"));
+        assert_eq!(
+            p.sub_server, "/run/weft/shm.sock",
+            "subscribers on the same socket"
+        );
+        assert_eq!(
+            (p.proto, p.subject.as_str()),
+            (Protocol::Mqtt, "weft/bench")
+        );
         assert_eq!((p.spin_us, p.rate), (50, 100_000));
         assert_eq!(p.probe_timeout, None);
         let p = plan(&["--transport", "shm", "--server", "s", "--protocol", "nats"]);
-        assert_eq!((p.proto, p.subject.as_str()), (Protocol::Nats, "weft.bench"));
-        let p = plan(&["--transport", "shm", "--server", "s", "--user", "u", "--password", "p"]);
-        assert_eq!((p.user.as_deref(), p.password.as_deref()), (Some("u"), Some("p")));
+        assert_eq!(
+            (p.proto, p.subject.as_str()),
+            (Protocol::Nats, "weft.bench")
+        );
+        let p = plan(&[
+            "--transport",
+            "shm",
+            "--server",
+            "s",
+            "--user",
+            "u",
+            "--password",
+            "p",
+        ]);
+        assert_eq!(
+            (p.user.as_deref(), p.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
         assert!(refused(&["--transport", "shm"]).contains("needs --server PATH"));
         assert!(refused(&["--transport", "shm", "--server", ""]).contains("empty path"));
         let shm = |extra: &[&str]| {

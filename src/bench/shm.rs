@@ -19,9 +19,7 @@ use weft_shm::{Client, Dialect, Options};
 
 use super::report::{PubResult, SubResult};
 use super::schedule::Schedule;
-use super::{
-    new_histogram, pin, tighten_timer_slack, Gates, Interval, Plan, Protocol, Shared,
-};
+use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Plan, Protocol, Shared};
 
 fn connect(plan: &Plan, server: &str, client_id: String) -> Result<Client, String> {
     let dialect = match plan.proto {
@@ -176,12 +174,16 @@ pub(super) fn subscriber(
 ) -> SubResult {
     let plan = &shared.plan;
     pin(plan, n);
-    let client = connect(plan, &plan.sub_server, format!("weft-bench-{run_id}-sub-{n}"))
-        .and_then(|c| {
-            c.subscribe(&plan.subject)
-                .map_err(|e| format!("subscribe {}: {e}", plan.subject))?;
-            Ok(c)
-        });
+    let client = connect(
+        plan,
+        &plan.sub_server,
+        format!("weft-bench-{run_id}-sub-{n}"),
+    )
+    .and_then(|c| {
+        c.subscribe(&plan.subject)
+            .map_err(|e| format!("subscribe {}: {e}", plan.subject))?;
+        Ok(c)
+    });
     if client.is_err() {
         shared.abort.store(true, Ordering::Release);
     }
