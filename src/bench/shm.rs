@@ -102,7 +102,7 @@ fn unthrottled(
         c.publish(&plan.subject, &payload)
             .map_err(|e| e.to_string())?;
         *sent += 1;
-        if *sent % 1024 == 0 {
+        if (*sent).is_multiple_of(1024) {
             shared.sent[n].store(*sent, Ordering::Relaxed);
             if end_ns.is_some_and(|e| shared.clock.now_ns() >= e)
                 || shared.abort.load(Ordering::Relaxed)
@@ -222,7 +222,7 @@ pub(super) fn subscriber(
                 }
                 received += 1;
                 last_ns = now;
-                if received % 256 == 0 {
+                if received.is_multiple_of(256) {
                     shared.received[n].store(received, Ordering::Relaxed);
                 }
             }

@@ -222,7 +222,7 @@ fn publisher(shared: &Shared, ready: &Barrier) -> Result<(u64, Histogram<u64>), 
             }
             lag.saturating_record(now.saturating_sub(due).max(1));
             payload[..8].copy_from_slice(&due.to_le_bytes());
-        } else if end_ns.is_some_and(|e| sent % 1024 == 0 && shared.now_ns() >= e) {
+        } else if end_ns.is_some_and(|e| sent.is_multiple_of(1024) && shared.now_ns() >= e) {
             break;
         }
         send(&publisher, &payload)?;
