@@ -18,13 +18,34 @@ pub enum Protocol {
     Amqp,
 }
 
+/// How clients reach the server.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP (or TLS, WebSocket) to HOST:PORT.
+    Tcp,
+    /// weft's shared-memory transport (the `weft-shm` client): --server is
+    /// the router's Unix socket path (`--shm-listen`); MQTT (QoS 0) or NATS.
+    Shm,
+}
+
 /// Options of `weft bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// How clients reach the server: tcp, or shm (shared memory; --server
+    /// is then the router's `--shm-listen` socket path).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+    /// Shared memory: how long a client spins on an empty (or full) ring
+    /// before it sleeps on its eventfd.
+    #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
+    pub spin_us: u32,
     /// Protocol spoken to the server.
     #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
     pub protocol: Protocol,
-    /// Server address, HOST:PORT [default: 127.0.0.1:1883 for mqtt, 127.0.0.1:4222 for nats].
+    /// Server address, HOST:PORT [default: 127.0.0.1:1883 for mqtt,
+    /// 127.0.0.1:4222 for nats]; with --transport shm the router's Unix
+    /// socket path (required).
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
     /// Subscribers connect here instead of --server (e.g. another router of
@@ -133,6 +154,9 @@ pub struct BenchArgs {
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub proto: Protocol,
+    pub transport: Transport,
+    /// Shared memory: the clients' spin before sleeping (`--spin-us`).
+    pub spin_us: u32,
     pub server: String,
     /// Where subscribers connect (the same as `server` unless --sub-server).
     pub sub_server: String,
@@ -167,6 +191,11 @@ impl Plan {
             return Err("nothing to do: --pubs and --subs are both 0".into());
         }
         let proto = a.proto();
+        if a.transport == Transport::Shm {
+            shm_checks(a, proto)?;
+        } else if a.spin_us != 0 {
+            return Err("--spin-us applies to --transport shm only".into());
+        }
         if a.amqp && a.protocol != Protocol::Mqtt && a.protocol != Protocol::Amqp {
             return Err("--amqp with --protocol nats: choose one".into());
         }
@@ -192,8 +221,8 @@ impl Plan {
             if a.size > 60_000 {
                 return Err("--size above 60000 with --amqp (the tool sends single-frame transfers of at most 64 KiB)".into());
             }
-        } else if a.user.is_some() {
-            return Err("--user applies to AMQP only".into());
+        } else if a.user.is_some() && a.transport == Transport::Tcp {
+            return Err("--user applies to AMQP and --transport shm only".into());
         }
         if a.proto_is_nats() && a.qos != 0 {
             return Err("--qos applies to MQTT only (NATS core is at most once)".into());
@@ -254,6 +283,8 @@ impl Plan {
         let probe = sub_server != server && a.pubs > 0 && a.subs > 0 && a.probe_timeout_ms > 0;
         Ok(Plan {
             proto,
+            transport: a.transport,
+            spin_us: a.spin_us,
             server,
             sub_server,
             subject: a.subject.clone().unwrap_or_else(|| subject.into()),
@@ -291,6 +322,43 @@ impl Plan {
     pub fn acked(&self) -> bool {
         self.qos == 1 || self.js
     }
+}
+
+/// What `--transport shm` does not do, each refused by name; and the socket
+/// path it needs.
+fn shm_checks(a: &BenchArgs, proto: Protocol) -> Result<(), String> {
+    let refuse = |what: &str| Err(format!("{what} does not apply to --transport shm"));
+    if proto == Protocol::Amqp {
+        return refuse("AMQP (--amqp, --protocol amqp)");
+    }
+    match &a.server {
+        None => {
+            return Err(
+                "--transport shm needs --server PATH (the router's --shm-listen socket)".into(),
+            )
+        }
+        Some(p) if p.is_empty() => return Err("--transport shm: --server is an empty path".into()),
+        Some(_) => {}
+    }
+    if a.qos != 0 {
+        return refuse("--qos 1 (shared-memory MQTT clients publish at QoS 0)");
+    }
+    if a.ws || a.ws_path.is_some() {
+        return refuse("--ws");
+    }
+    if a.tls_ca.is_some() {
+        return refuse("--tls-ca");
+    }
+    if a.js || a.persistent {
+        return refuse("--js / --persistent");
+    }
+    if a.sub_server
+        .as_ref()
+        .is_some_and(|s| Some(s) != a.server.as_ref())
+    {
+        return refuse("--sub-server elsewhere (no probe phase over shared memory)");
+    }
+    Ok(())
 }
 
 /// "HOST:PORT", or "HOST:PORT (subs at HOST:PORT)" with --sub-server.
@@ -399,7 +467,90 @@ mod tests {
         assert!(refused(&["--js"]).contains("NATS only"));
         assert!(refused(&["--amqp", "--ws"]).contains("WebSocket"));
         assert!(refused(&["--amqp", "--sub-server", "10.0.0.1:5672"]).contains("probe"));
-        assert!(refused(&["--user", "u"]).contains("AMQP only"));
+        assert!(refused(&["--user", "u"]).contains("AMQP and --transport shm only"));
         assert!(refused(&["--protocol", "nats", "--persistent"]).contains("MQTT only"));
+    }
+
+    fn refused(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("arguments parse");
+        Plan::from_args(&cli.bench).expect_err("refused")
+    }
+
+    #[test]
+    fn tcp_stays_the_default_and_unchanged() {
+        let p = plan(&[]);
+        assert_eq!(p.transport, Transport::Tcp);
+        assert_eq!(p.spin_us, 0);
+        assert_eq!(
+            (p.server.as_str(), p.subject.as_str()),
+            ("127.0.0.1:1883", "weft/bench")
+        );
+        let p = plan(&["--transport", "tcp", "--protocol", "nats"]);
+        assert_eq!(
+            (p.transport, p.server.as_str()),
+            (Transport::Tcp, "127.0.0.1:4222")
+        );
+        assert!(refused(&["--spin-us", "5"]).contains("--transport shm only"));
+    }
+
+    #[test]
+    fn shm_needs_a_socket_path_and_refuses_what_it_does_not_do() {
+        let p = plan(&[
+            "--transport",
+            "shm",
+            "--server",
+            "/run/weft/shm.sock",
+            "--rate",
+            "100000",
+            "--spin-us",
+            "50",
+        ]);
+        assert_eq!(p.transport, Transport::Shm);
+        assert_eq!(p.server, "/run/weft/shm.sock");
+        assert_eq!(
+            p.sub_server, "/run/weft/shm.sock",
+            "subscribers on the same socket"
+        );
+        assert_eq!(
+            (p.proto, p.subject.as_str()),
+            (Protocol::Mqtt, "weft/bench")
+        );
+        assert_eq!((p.spin_us, p.rate), (50, 100_000));
+        assert_eq!(p.probe_timeout, None);
+        let p = plan(&["--transport", "shm", "--server", "s", "--protocol", "nats"]);
+        assert_eq!(
+            (p.proto, p.subject.as_str()),
+            (Protocol::Nats, "weft.bench")
+        );
+        let p = plan(&[
+            "--transport",
+            "shm",
+            "--server",
+            "s",
+            "--user",
+            "u",
+            "--password",
+            "p",
+        ]);
+        assert_eq!(
+            (p.user.as_deref(), p.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert!(refused(&["--transport", "shm"]).contains("needs --server PATH"));
+        assert!(refused(&["--transport", "shm", "--server", ""]).contains("empty path"));
+        let shm = |extra: &[&str]| {
+            let mut args = vec!["--transport", "shm", "--server", "/tmp/s"];
+            args.extend_from_slice(extra);
+            refused(&args)
+        };
+        assert!(shm(&["--amqp"]).contains("AMQP"));
+        assert!(shm(&["--protocol", "amqp"]).contains("AMQP"));
+        assert!(shm(&["--qos", "1"]).contains("--qos 1"));
+        assert!(shm(&["--ws"]).contains("--ws"));
+        assert!(shm(&["--tls-ca", "ca.pem"]).contains("--tls-ca"));
+        assert!(shm(&["--protocol", "nats", "--js"]).contains("--js"));
+        assert!(shm(&["--persistent"]).contains("--persistent"));
+        assert!(shm(&["--sub-server", "/tmp/other"]).contains("--sub-server"));
     }
 }

@@ -15,6 +15,11 @@
 //! `--probe-timeout-ms`. Probes, also late ones, are never counted nor
 //! measured.
 //!
+//! `--transport shm`: the clients are `weft-shm` shared-memory clients of a
+//! router's `--shm-listen` socket (`--server PATH`), MQTT QoS 0 or NATS,
+//! one thread each as over TCP, same schedule and report (`--spin-us`:
+//! how long a client spins before sleeping on its eventfd).
+//!
 //! * Throughput (`--rate 0`, the default): publishers pre-encode a batch of
 //!   messages (`--batch`, 64 KiB) and write it again and again; QoS 1 keeps a
 //!   bounded window of unacknowledged PUBLISHes (`--window`).
@@ -46,7 +51,8 @@
 //! `subscriber` (one thread each), `probe` (the probe phase), `wire` (the
 //! blocking connection, MQTT framing) and `nats` (NATS framing), `amqp`
 //! (AMQP 1.0 framing and link) and `amqp_clients` (the AMQP publisher and
-//! subscriber threads),
+//! subscriber threads), `shm` (the publisher and subscriber threads as
+//! `weft-shm` clients, `--transport shm`),
 //! `schedule` (clock, send times, core lists), `report` (summary and
 //! JSON); this file starts the threads, gathers their histograms and
 //! prints progress.
@@ -60,6 +66,7 @@ mod probe;
 mod publisher;
 mod report;
 mod schedule;
+mod shm;
 mod stream;
 mod subscriber;
 mod wire;
@@ -80,7 +87,7 @@ use report::{PubResult, SubResult};
 use schedule::Clock;
 
 pub(crate) use args::{servers, Plan};
-pub use args::{BenchArgs, Protocol};
+pub use args::{BenchArgs, Protocol, Transport};
 pub use schedule::parse_cpu_list;
 
 /// State shared by all client threads and the main (progress) thread.
@@ -187,7 +194,9 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("sub-{n}"))
                 .spawn(move || {
-                    let r = if shared.plan.proto == Protocol::Amqp {
+                    let r = if shared.plan.transport == Transport::Shm {
+                        shm::subscriber(&shared, n, run_id, &gates, &tx)
+                    } else if shared.plan.proto == Protocol::Amqp {
                         amqp_clients::subscriber(&shared, n, run_id, &gates, &tx)
                     } else {
                         subscriber::subscriber(&shared, n, run_id, &gates, &tx)
@@ -206,7 +215,9 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
             thread::Builder::new()
                 .name(format!("pub-{n}"))
                 .spawn(move || {
-                    let r = if shared.plan.proto == Protocol::Amqp {
+                    let r = if shared.plan.transport == Transport::Shm {
+                        shm::publisher(&shared, n, run_id, &gates)
+                    } else if shared.plan.proto == Protocol::Amqp {
                         amqp_clients::publisher(&shared, n, run_id, &gates)
                     } else {
                         publisher::publisher(&shared, n, run_id, &gates)

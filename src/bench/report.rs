@@ -181,6 +181,8 @@ pub struct CpuSummary {
 #[derive(Debug, Serialize)]
 pub struct Config {
     pub protocol: Protocol,
+    /// `tcp`, or `shm` (`--transport shm`: `server` is a socket path).
+    pub transport: super::Transport,
     pub server: String,
     /// Where the subscribers connected (`server` unless --sub-server).
     pub sub_server: String,
@@ -277,6 +279,7 @@ impl Summary {
             run_id: std::process::id(),
             config: Config {
                 protocol: plan.proto,
+                transport: plan.transport,
                 server: plan.server.clone(),
                 sub_server: plan.sub_server.clone(),
                 subject: plan.subject.clone(),
@@ -370,6 +373,10 @@ impl Summary {
             qos
         };
         let server = super::servers(&c.server, &c.sub_server);
+        let server = match c.transport {
+            super::Transport::Tcp => server,
+            super::Transport::Shm => format!("shm {server}"),
+        };
         println!(
             "weft bench: {} {server} {:?}, {} pub -> {} sub, {mode}, {} B{qos}, {rate}",
             match c.protocol {

@@ -1,0 +1,284 @@
+//! `weft bench --transport shm`: the publisher and subscriber threads as
+//! `weft-shm` clients of the router's shared-memory listener (`--server`
+//! is its Unix socket path), in the plan's dialect (`--protocol mqtt`,
+//! QoS 0, or `nats`). Same gates, counters, schedule and histograms as the
+//! TCP threads (`publisher`, `subscriber`), so the report is the same:
+//! throughput as fast as the rings take it (`--rate 0`), or open-loop
+//! latency (`--rate R`: the intended send time in the payload's first 8
+//! bytes, `receive - intended` recorded per second of the run).
+//!
+//! Owns: the shm clients' loops and their results. Must not touch: the
+//! segment or the protocols (the `weft-shm` crate owns both), other
+//! threads' state beyond the shared counters.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam::channel::Sender;
+use weft_shm::{Client, Dialect, Options};
+
+use super::report::{PubResult, SubResult};
+use super::schedule::Schedule;
+use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Plan, Protocol, Shared};
+
+fn connect(plan: &Plan, server: &str, client_id: String) -> Result<Client, String> {
+    let dialect = match plan.proto {
+        Protocol::Nats => Dialect::Nats,
+        Protocol::Mqtt => Dialect::Mqtt,
+        Protocol::Amqp => return Err("AMQP over shared memory is not supported".into()),
+    };
+    Client::connect(
+        server,
+        Options {
+            dialect,
+            client_id,
+            spin_us: plan.spin_us,
+            user: plan.user.clone(),
+            password: plan.password.clone(),
+        },
+    )
+    .map_err(|e| format!("{server}: {e}"))
+}
+
+pub(super) fn publisher(
+    shared: &Shared,
+    n: usize,
+    run_id: u32,
+    [ready, probed, go]: &Gates,
+) -> PubResult {
+    let plan = &shared.plan;
+    pin(plan, plan.subs + n);
+    if plan.rate > 0 {
+        tighten_timer_slack();
+    }
+    let client = connect(plan, &plan.server, format!("weft-bench-{run_id}-pub-{n}"));
+    if client.is_err() {
+        shared.abort.store(true, Ordering::Release);
+    }
+    ready.wait();
+    probed.wait();
+    go.wait();
+    let mut result = PubResult::default();
+    match client {
+        Ok(c) if !shared.abort.load(Ordering::Acquire) => {
+            let start_ns = shared.start_ns.load(Ordering::Acquire);
+            shared.clock.sleep_until(start_ns);
+            let t0 = shared.clock.now_ns();
+            let mut lag = (plan.rate > 0).then(new_histogram);
+            let r = if plan.rate == 0 {
+                unthrottled(shared, n, &c, start_ns, &mut result.sent)
+            } else {
+                at_rate(shared, n, &c, start_ns, &mut result.sent, lag.as_mut())
+            };
+            let r = r.and_then(|()| c.flush().map_err(|e| e.to_string()));
+            if let Err(e) = r {
+                result.error = Some(format!("publisher {n}: {e}"));
+            }
+            result.elapsed_s = (shared.clock.now_ns() - t0) as f64 / 1e9;
+            result.send_lag = lag;
+        }
+        Ok(_) => {}
+        Err(e) => result.error = Some(format!("publisher {n}: setup: {e}")),
+    }
+    let now = shared.clock.now_ns();
+    shared.total_sent.fetch_add(result.sent, Ordering::AcqRel);
+    shared.pubs_done_ns.fetch_max(now, Ordering::AcqRel);
+    shared.pubs_done.fetch_add(1, Ordering::AcqRel);
+    result
+}
+
+fn unthrottled(
+    shared: &Shared,
+    n: usize,
+    c: &Client,
+    start_ns: u64,
+    sent: &mut u64,
+) -> Result<(), String> {
+    let plan = &shared.plan;
+    let payload = vec![0xa5u8; plan.size];
+    let end_ns = plan.duration_ns.map(|d| start_ns + d);
+    let limit = plan.msgs.unwrap_or(u64::MAX);
+    while *sent < limit {
+        c.publish(&plan.subject, &payload)
+            .map_err(|e| e.to_string())?;
+        *sent += 1;
+        if (*sent).is_multiple_of(1024) {
+            shared.sent[n].store(*sent, Ordering::Relaxed);
+            if end_ns.is_some_and(|e| shared.clock.now_ns() >= e)
+                || shared.abort.load(Ordering::Relaxed)
+            {
+                break;
+            }
+        }
+    }
+    shared.sent[n].store(*sent, Ordering::Relaxed);
+    Ok(())
+}
+
+fn at_rate(
+    shared: &Shared,
+    n: usize,
+    c: &Client,
+    start_ns: u64,
+    sent: &mut u64,
+    mut lag: Option<&mut hdrhistogram::Histogram<u64>>,
+) -> Result<(), String> {
+    let plan = &shared.plan;
+    let clock = shared.clock;
+    let sched = Schedule::staggered(start_ns, plan.rate, n, plan.pubs);
+    let limit = match (plan.msgs, plan.duration_ns) {
+        (Some(m), _) => m,
+        (None, Some(d)) => sched.count_before(start_ns + d),
+        (None, None) => unreachable!("a count or a duration"),
+    };
+    // A client that spins (`--spin-us`) also spins for its next send time
+    // when it is that close, rather than sleeping past it.
+    let spin_ns = u64::from(plan.spin_us) * 1000;
+    let mut payload = vec![0xa5u8; plan.size];
+    while *sent < limit {
+        let now = clock.now_ns();
+        let due = sched.due_at(now).min(limit);
+        if due <= *sent {
+            let next_ns = sched.intended_ns(*sent);
+            if next_ns.saturating_sub(now) > spin_ns {
+                clock.sleep_until(next_ns - spin_ns);
+            } else {
+                std::hint::spin_loop();
+            }
+            if shared.abort.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        }
+        for i in *sent..due {
+            let t = sched.intended_ns(i);
+            payload[..8].copy_from_slice(&t.to_le_bytes());
+            c.publish(&plan.subject, &payload)
+                .map_err(|e| e.to_string())?;
+            if let Some(h) = lag.as_deref_mut() {
+                h.saturating_record(clock.now_ns().saturating_sub(t).max(1));
+            }
+        }
+        *sent = due;
+        shared.sent[n].store(*sent, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+pub(super) fn subscriber(
+    shared: &Shared,
+    n: usize,
+    run_id: u32,
+    [ready, probed, go]: &Gates,
+    tx: &Sender<Interval>,
+) -> SubResult {
+    let plan = &shared.plan;
+    pin(plan, n);
+    let client = connect(
+        plan,
+        &plan.sub_server,
+        format!("weft-bench-{run_id}-sub-{n}"),
+    )
+    .and_then(|c| {
+        c.subscribe(&plan.subject)
+            .map_err(|e| format!("subscribe {}: {e}", plan.subject))?;
+        Ok(c)
+    });
+    if client.is_err() {
+        shared.abort.store(true, Ordering::Release);
+    }
+    ready.wait();
+    probed.wait();
+    go.wait();
+    let mut result = SubResult::default();
+    let client = match client {
+        Ok(c) if !shared.abort.load(Ordering::Acquire) => c,
+        Ok(_) => return result,
+        Err(e) => {
+            result.error = Some(format!("subscriber {n}: setup: {e}"));
+            return result;
+        }
+    };
+    let start_ns = shared.start_ns.load(Ordering::Acquire);
+    let latency = plan.rate > 0;
+    let expected = plan.msgs.map(|m| m * plan.pubs as u64);
+    let mut interval = latency.then(new_histogram);
+    let mut index = 0u64;
+    let mut received = 0u64;
+    let mut last_ns = start_ns;
+    let mut run = |result: &mut SubResult| -> Result<(), String> {
+        loop {
+            if expected.is_some_and(|e| received >= e) || shared.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let got = client
+                .recv_timeout(Duration::from_millis(100))
+                .map_err(|e| e.to_string())?;
+            let now = shared.clock.now_ns();
+            if let Some(m) = got {
+                if let (Some(h), Some(ts)) = (interval.as_mut(), m.payload.get(..8)) {
+                    let ts = u64::from_le_bytes(ts.try_into().unwrap());
+                    h.saturating_record(now.saturating_sub(ts).max(1));
+                }
+                received += 1;
+                last_ns = now;
+                if received.is_multiple_of(256) {
+                    shared.received[n].store(received, Ordering::Relaxed);
+                }
+            }
+            if let Some(h) = interval.as_mut() {
+                let i = now.saturating_sub(start_ns) / 1_000_000_000;
+                if i != index {
+                    let full = std::mem::replace(h, new_histogram());
+                    let _ = tx.send(Interval {
+                        sub: n,
+                        index,
+                        hist: full,
+                    });
+                    index = i;
+                }
+            }
+            if got_all_or_quiet(shared, received, last_ns, now, result) {
+                return Ok(());
+            }
+        }
+    };
+    if let Err(e) = run(&mut result) {
+        result.error = Some(format!("subscriber {n}: {e}"));
+    }
+    shared.received[n].store(received, Ordering::Relaxed);
+    if let Some(h) = interval.take() {
+        let _ = tx.send(Interval {
+            sub: n,
+            index,
+            hist: h,
+        });
+    }
+    result.received = received;
+    result.elapsed_s = last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    result
+}
+
+/// After every publisher finished: true when this subscriber has all they
+/// sent, or nothing came for `--quiet-ms` (marked in `result`).
+fn got_all_or_quiet(
+    shared: &Shared,
+    received: u64,
+    last_ns: u64,
+    now: u64,
+    result: &mut SubResult,
+) -> bool {
+    let plan = &shared.plan;
+    if shared.pubs_done.load(Ordering::Acquire) != plan.pubs {
+        return false;
+    }
+    if received >= shared.total_sent.load(Ordering::Acquire) {
+        return true;
+    }
+    let since = last_ns.max(shared.pubs_done_ns.load(Ordering::Acquire));
+    if now.saturating_sub(since) > plan.quiet_ns {
+        result.quiet_timeout = true;
+        return true;
+    }
+    false
+}
