@@ -73,11 +73,16 @@ fn glommio_server(port: u16, core: usize) {
             stream.set_nodelay(true).unwrap();
             let mut buf = vec![0u8; READ_BYTES];
             loop {
-                let n = stream.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
+                // EOF or a reset (the client leaves with echoes in flight)
+                // ends the run.
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
                 }
-                stream.write_all(&buf[..n]).await.unwrap();
             }
         })
         .unwrap()
@@ -128,12 +133,14 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
             let mut chunks = std::pin::pin!(reader.read_multi(READ_BYTES));
             let mut writer = &stream;
             while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.unwrap();
+                let Ok(chunk) = chunk else { break };
                 if chunk.is_empty() {
                     break;
                 }
                 let BufResult(r, _) = writer.write_all(chunk).await;
-                r.unwrap();
+                if r.is_err() {
+                    break;
+                }
             }
             return;
         }
@@ -142,11 +149,13 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
             buf.clear();
             let BufResult(r, b) = stream.read(buf).await;
             buf = b;
-            if r.unwrap() == 0 {
+            if !matches!(r, Ok(n) if n > 0) {
                 break;
             }
             let BufResult(r, b) = stream.write_all(buf).await;
-            r.unwrap();
+            if r.is_err() {
+                break;
+            }
             buf = b;
         }
     });
