@@ -25,6 +25,8 @@
 //!   COOP_TASKRUN (completions run only when the thread enters the ring).
 //! - `compio-multishot`: `compio-defer` + one multishot receive into the
 //!   ring's provided buffers (`read_multi`): no recv submission per read.
+//! - `compio-split`: `compio-defer` with the receive always armed (a
+//!   reader task feeds a writer task), as a router's connection works.
 //! - `compio-sqpoll`: SQPOLL (the kernel thread on the server's core, 10 ms
 //!   idle): submissions without io_uring_enter while it polls.
 
@@ -51,7 +53,8 @@ fn main() {
             let (runtime, port, core) = (arg(1).to_string(), num(2) as u16, num(3) as usize);
             match runtime.as_str() {
                 "glommio" => glommio_server(port, core),
-                "compio" | "compio-defer" | "compio-multishot" | "compio-sqpoll" => {
+                "compio" | "compio-defer" | "compio-multishot" | "compio-sqpoll"
+                | "compio-split" => {
                     compio_server(&runtime, port, core)
                 }
                 other => panic!("unknown runtime {other}"),
@@ -97,7 +100,7 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
     let mut proactor = compio::driver::ProactorBuilder::new();
     match runtime {
         "compio" => {}
-        "compio-defer" | "compio-multishot" => {
+        "compio-defer" | "compio-multishot" | "compio-split" => {
             proactor
                 .single_issuer(true)
                 .defer_taskrun(true)
@@ -120,6 +123,7 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
         .build()
         .unwrap();
     let multishot = runtime == "compio-multishot";
+    let split = runtime == "compio-split";
     rt.block_on(async move {
         let listener = compio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -144,6 +148,10 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
             }
             return;
         }
+        if split {
+            split_echo(stream).await;
+            return;
+        }
         let mut buf = Vec::with_capacity(READ_BYTES);
         loop {
             buf.clear();
@@ -159,6 +167,40 @@ fn compio_server(runtime: &str, port: u16, core: usize) {
             buf = b;
         }
     });
+}
+
+/// The echo with a receive always armed: a reader task hands what it read
+/// to a writer task (as weft's drivers read while their writer drains), so
+/// a send's completion never holds up the next receive.
+async fn split_echo(stream: compio::net::TcpStream) {
+    use compio::io::{AsyncRead, AsyncWriteExt};
+    use compio::BufResult;
+    use futures_util::StreamExt;
+    let (mut reader, mut writer) = stream.into_split();
+    // Unbounded in type, bounded in fact: the client keeps at most
+    // `window` messages in flight.
+    let (tx, mut rx) = futures_channel::mpsc::unbounded::<Vec<u8>>();
+    let writing = compio::runtime::spawn(async move {
+        while let Some(first) = rx.next().await {
+            // Everything read meanwhile goes out in one send.
+            let mut batch = first;
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            let BufResult(r, _) = writer.write_all(batch).await;
+            if r.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let BufResult(r, buf) = reader.read(Vec::with_capacity(READ_BYTES)).await;
+        if !matches!(r, Ok(n) if n > 0) || tx.unbounded_send(buf).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writing.await;
 }
 
 /// Keeps `window` messages in flight for `secs` seconds (after a 0.5 s
