@@ -54,9 +54,7 @@ fn main() {
             match runtime.as_str() {
                 "glommio" => glommio_server(port, core),
                 "compio" | "compio-defer" | "compio-multishot" | "compio-sqpoll"
-                | "compio-split" => {
-                    compio_server(&runtime, port, core)
-                }
+                | "compio-split" => compio_server(&runtime, port, core),
                 other => panic!("unknown runtime {other}"),
             }
         }
@@ -96,7 +94,9 @@ fn glommio_server(port: u16, core: usize) {
 fn compio_server(runtime: &str, port: u16, core: usize) {
     use compio::io::{AsyncRead, AsyncWriteExt};
     use compio::BufResult;
-    assert!(core_affinity::set_for_current(core_affinity::CoreId { id: core }));
+    assert!(core_affinity::set_for_current(core_affinity::CoreId {
+        id: core
+    }));
     let mut proactor = compio::driver::ProactorBuilder::new();
     match runtime {
         "compio" => {}
@@ -206,7 +206,9 @@ async fn split_echo(stream: compio::net::TcpStream) {
 /// Keeps `window` messages in flight for `secs` seconds (after a 0.5 s
 /// warm-up), then prints: messages, msgs/s, p50/p99/p99.9 round trip (µs).
 fn client(port: u16, core: usize, secs: u64, window: usize) {
-    assert!(core_affinity::set_for_current(core_affinity::CoreId { id: core }));
+    assert!(core_affinity::set_for_current(core_affinity::CoreId {
+        id: core
+    }));
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut stream = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
