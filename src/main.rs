@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use weft::config::{Config, Overrides};
+use weft::shard::numa;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -106,6 +107,10 @@ struct RunArgs {
     /// Shards beyond the list share cores round-robin.
     #[arg(long, value_name = "LIST")]
     cores: Option<String>,
+    /// Run the shards on this NUMA node's cores (within --cores) and
+    /// prefer its memory (config: runtime.numa_node).
+    #[arg(long, value_name = "N")]
+    numa_node: Option<usize>,
     /// error, warn, info, debug or trace (config: log.level).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -152,7 +157,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => {
-            match Config::load(&file).and_then(|c| c.resolve(&online_cores())) {
+            let checked = Config::load(&file)
+                .and_then(|c| c.resolve(&online_cores()))
+                .map_err(|e| e.to_string())
+                .and_then(|mut r| numa::apply(&mut r).map_err(|e| e.to_string()));
+            match checked {
                 Ok(_) => {
                     println!("weft: {} is valid", file.display());
                     ExitCode::SUCCESS
@@ -274,6 +283,7 @@ fn run(args: RunArgs) -> ExitCode {
         admin_listen: args.admin_listen,
         shards: args.shards,
         cores: args.cores,
+        numa_node: args.numa_node,
         log_level: args.log_level,
         log_format: args.log_format,
         router_id: args.router_id,
@@ -288,8 +298,12 @@ fn run(args: RunArgs) -> ExitCode {
         shm_listen: args.shm_listen,
     };
     config.apply(&overrides);
-    let resolved = match config.resolve(&online_cores()) {
+    let mut resolved = match config.resolve(&online_cores()) {
         Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let placement = match numa::apply(&mut resolved) {
+        Ok(p) => p,
         Err(e) => return fail(e),
     };
     // A ready file left by an earlier run (killed) must not announce this one.
@@ -316,6 +330,17 @@ fn run(args: RunArgs) -> ExitCode {
                 .with_writer(std::io::stderr)
         }))
         .init();
+    if let Some(p) = &placement {
+        let cores: Vec<String> = p.shard_cores.iter().map(|c| c.to_string()).collect();
+        tracing::info!(
+            node = p.node,
+            "numa: {} shards on node {} (cores {}), memory preferred from node {}",
+            p.shard_cores.len(),
+            p.node,
+            cores.join(","),
+            p.node
+        );
+    }
     let mut current = resolved.config.clone();
 
     // Signals are taken before the shards start, so that none is lost.

@@ -146,6 +146,8 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     pub shards: Option<usize>,
     pub cores: Option<String>,
+    /// `--numa-node`: `runtime.numa_node`.
+    pub numa_node: Option<usize>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub router_id: Option<String>,
@@ -246,6 +248,9 @@ impl Config {
         if let Some(v) = &o.cores {
             self.runtime.cores = v.clone();
         }
+        if let Some(v) = o.numa_node {
+            self.runtime.numa_node = Some(v);
+        }
         if let Some(v) = &o.log_level {
             self.log.level = v.clone();
         }
@@ -335,6 +340,14 @@ impl Config {
         } else {
             parse_cpu_list(&self.runtime.cores).map_err(|r| invalid("runtime.cores", r))?
         };
+        // Whether the node exists is the start's question (shard::numa reads
+        // the machine's topology); 1024 is the kernel's largest node count.
+        if let Some(node) = self.runtime.numa_node.filter(|n| *n >= 1024) {
+            return Err(invalid(
+                "runtime.numa_node",
+                format!("{node} is out of range (nodes are numbered below 1024)"),
+            ));
+        }
         let shards = if self.runtime.shards == 0 {
             cores.len()
         } else {

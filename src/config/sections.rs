@@ -169,6 +169,10 @@ pub struct RuntimeConfig {
     /// A shard whose connections fell by an eighth (or more) of their peak
     /// returns freed memory to the OS, at most this often; 0 = never.
     pub memory_trim_ms: u64,
+    /// Run the shards on this NUMA node's cores (within `cores` when set)
+    /// and prefer its memory (`src/shard/numa.rs`); unset = no placement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -222,6 +226,7 @@ impl Default for RuntimeConfig {
             spin_before_park_us: 0,
             bind_retry_ms: 5000,
             memory_trim_ms: 1000,
+            numa_node: None,
         }
     }
 }

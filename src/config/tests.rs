@@ -70,6 +70,7 @@ fn defaults_are_pinned() {
     assert_eq!(c.admin.console_topics_max, 16);
     assert_eq!(c.runtime.bind_retry_ms, 5000);
     assert_eq!(c.runtime.memory_trim_ms, 1000);
+    assert_eq!(c.runtime.numa_node, None);
     assert_eq!(c.mqtt.sys_interval_s, 0);
     assert_eq!(c.mqtt.keep_alive_max_s, 0);
     assert_eq!(c.mqtt.server_keep_alive_s, None);
@@ -162,6 +163,11 @@ fn errors_name_the_key() {
         .unwrap_err()
         .to_string()
         .starts_with("mqtt.listen"));
+    let c = Config::from_toml("[runtime]\nnuma_node = 1024\n", "f.toml").unwrap();
+    let e = c.resolve(&[0]).unwrap_err();
+    assert!(e.to_string().starts_with("runtime.numa_node"), "{e}");
+    let c = Config::from_toml("[runtime]\nnuma_node = 1\n", "f.toml").unwrap();
+    assert_eq!(c.resolve(&[0]).unwrap().config.runtime.numa_node, Some(1));
 }
 
 #[test]

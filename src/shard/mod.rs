@@ -28,6 +28,7 @@ pub mod hold;
 pub mod io;
 pub mod mailbox;
 pub mod memory;
+pub mod numa;
 pub mod publisher_hold;
 pub mod rings;
 pub mod rlimits;
@@ -287,6 +288,9 @@ impl Router {
         let mut rings = all_rings.into_iter();
         let mut threads = Vec::with_capacity(shards);
         let mut mesh = mesh;
+        // Inherited by the shard threads spawned below (numa.rs).
+        let numa_node = config.runtime.numa_node;
+        let node_memory = numa_node.and_then(numa::prefer_node_memory);
         for (index, (fds, core)) in per_shard.into_iter().zip(shard_cores.clone()).enumerate() {
             let ring_ends = rings.next().expect("one per peer");
             let persist = shard_starts.as_mut().map(|starts| {
@@ -309,6 +313,7 @@ impl Router {
             });
             let handle = executor(&format!("weft-shard-{index}"), core, &config)
                 .spawn(move || async move {
+                    numa::log_shard(index, core, numa_node);
                     let listeners = fds
                         .into_iter()
                         // SAFETY: each fd comes from a listening std socket
@@ -343,6 +348,7 @@ impl Router {
                 })?;
             threads.push(handle);
         }
+        drop(node_memory);
         if let (Some(mesh), Some(core)) = (mesh, bridge_core) {
             let channels = rings.next().expect("the bridge is the last peer");
             let config = config.clone();
