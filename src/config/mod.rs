@@ -129,6 +129,15 @@ fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
                     None => out.push(key),
                 }
             }
+            // A key set only in the new file (an Option such as
+            // runtime.numa_node, unset before).
+            for k in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                });
+            }
         }
         _ if a != b => out.push(prefix.to_string()),
         _ => {}

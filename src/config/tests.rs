@@ -123,6 +123,11 @@ fn changed_keys_are_named() {
         vec!["limits.inflight_max", "log.level"]
     );
     assert!(changed_keys(&a, &a).is_empty());
+    // An optional key set, then unset: named both ways (it needs a restart).
+    let mut c = a.clone();
+    c.runtime.numa_node = Some(0);
+    assert_eq!(changed_keys(&a, &c), vec!["runtime.numa_node"]);
+    assert_eq!(changed_keys(&c, &a), vec!["runtime.numa_node"]);
 }
 
 #[test]
