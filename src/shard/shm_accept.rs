@@ -253,9 +253,14 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
         }
     };
     tracing::debug!(shard = ctx.id, client = %name, dialect = dialect.name(), "shm client connected");
+    stats::Counters::add(&ctx.counters.shm_connections, 1);
     match dialect {
-        Dialect::Nats => driver_nats::serve_on(ctx, transport).await,
-        Dialect::Mqtt => driver_mqtt::serve_on(ctx, transport).await,
+        Dialect::Nats => driver_nats::serve_on(ctx.clone(), transport.clone()).await,
+        Dialect::Mqtt => driver_mqtt::serve_on(ctx.clone(), transport.clone()).await,
+    }
+    stats::Counters::sub(&ctx.counters.shm_connections, 1);
+    if transport.corrupt() {
+        stats::Counters::add(&ctx.counters.shm_corrupt_closes, 1);
     }
 }
 

@@ -131,11 +131,14 @@ counters! {
     auth_failures_amqp: "AMQP SASL exchanges refused by authentication (also in weft_auth_failures_total).",
     amqp_rejected: "AMQP deliveries a receiver settled as rejected.",
     amqp_dropped_unsettled: "Unsettled AMQP deliveries dropped: their link went away (not durable, no group member to hand them to) or modified undeliverable-here with no other member.",
+    shm_connections: "Shared-memory (weft-shm) clients the shard serves.",
+    shm_corrupt_closes: "Shared-memory connections closed because the client wrote an impossible ring index.",
 }
 
 /// Counters that go up and down.
 const GAUGES: &[&str] = &[
     "connections",
+    "shm_connections",
     "subscriptions",
     "trie_nodes",
     "remote_interest_entries",

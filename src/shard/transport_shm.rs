@@ -150,6 +150,12 @@ impl ShmTransport {
         })
     }
 
+    /// Whether the client wrote an impossible index (the reason this
+    /// connection ended, then).
+    pub fn corrupt(&self) -> bool {
+        self.corrupt.get()
+    }
+
     fn ring_client(&self) {
         weft_shm::doorbell::ring(self.to_client.as_fd());
     }
