@@ -385,6 +385,11 @@ async fn a_shm_client_killed_mid_stream_harms_only_itself() {
     bench.kill().expect("SIGKILL"); // Child::kill is SIGKILL
     bench.wait().unwrap();
     wait_connections(w.weft.admin, 3.0).await;
+    assert_eq!(
+        metric_sum(w.weft.admin, "weft_shm_connections", "").await,
+        2.0,
+        "the pair's shm connections stay, the bench's are gone"
+    );
 
     for i in 0..500 {
         pair_pub.publish("pair.after", &seq_payload(i)).unwrap();
@@ -641,7 +646,17 @@ async fn a_scribbled_segment_ends_only_its_own_connection() {
     // Impossible indices are logged, naming the connection; garbage
     // bytes are protocol errors like any malformed packet.
     let line = w.weft.wait_for_log("impossible");
-    assert!(line.contains("shm"), "{line}");
+    let pid = format!("pid {}", std::process::id());
+    assert!(line.contains(&pid), "the line names the client: {line}");
+    wait_until("corrupt closes counted", WAIT, || async move {
+        let n = metric_sum(admin, "weft_shm_corrupt_closes_total", "").await;
+        if n >= 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} corrupt closes"))
+        }
+    })
+    .await;
     wait_until("protocol errors counted", WAIT, || async move {
         let e = metric_sum(admin, "weft_protocol_errors_total", "").await;
         if e >= protocol_errors + 2.0 {
