@@ -280,18 +280,24 @@ if "mesh" in sections:
         w(f"| {name} | {fmt_rate(r['tp1'])} | {fmt_rate(r['tp0'])} | {num(r['cpu1'])} | {r['lost1']} | "
           f"{num(r['p0'], 0)} | {num(r['p1'], 0)} | {added} | "
           f"{num(r['p99_1'], 0)} | {r['n'][0]}, {r['n'][1]}/{r['n'][2]} |")
-    added_ratio = (a["added"] / b["added"]) if a["added"] is not None and b["added"] and b["added"] > 0 else None
+    # A hop adds latency; a negative difference is noise (the 0-hop run was
+    # the slower one), and then neither a ratio nor a verdict is meaningful.
+    added_ok = a["added"] is not None and b["added"] is not None and a["added"] > 0 and b["added"] > 0
+    added_ratio = a["added"] / b["added"] if added_ok else None
     w("")
     w(f"weft / nats-server, one hop: throughput {ratio(a['tp1'], b['tp1'])} (#17 target ≥ 1.0), "
       f"added p50 {'n/a' if added_ratio is None else f'**{added_ratio:.2f}**'} (#17 target ≤ 1.0), "
       f"brokers CPU per message {ratio(a['cpu1'], b['cpu1'])}.")
+    if not added_ok and a["added"] is not None and b["added"] is not None:
+        w("")
+        w("**An added p50 ≤ 0**: that system's 0-hop latency run was slower than its 1-hop run, "
+          "which is noise (another process on the brokers' core); no ratio or verdict for that row.")
     w("")
     r = a["tp1"] / b["tp1"] if a["tp1"] and b["tp1"] else None
     summary.append(("mesh hop msgs/s (NATS 1→1)", a["tp1"], "nats-server", b["tp1"], "msg/s", "higher",
                     "≥ 1.0 × nats-server route (#17 4)", None if r is None else r >= 1.0))
     summary.append(("mesh hop: p50 added by the hop", a["added"], "nats-server", b["added"], "µs", "lower",
-                    "≤ nats-server's (#17 4)",
-                    None if a["added"] is None or b["added"] is None else a["added"] <= b["added"]))
+                    "≤ nats-server's (#17 4)", a["added"] <= b["added"] if added_ok else None))
     summary.append(("mesh hop: brokers CPU per message", a["cpu1"], "nats-server", b["cpu1"], "µs", "lower",
                     "", None))
 
@@ -310,7 +316,7 @@ if summary:
             if unit == "µs":
                 return f"{z:,.3f} µs" if abs(z) < 10 else f"{z:,.0f} µs"
             return f"{z:,.0f} {unit}"
-        rr = "n/a" if x is None or not y or (unit == "µs" and y <= 0) else f"**{x / y:.2f}**"
+        rr = "n/a" if x is None or y is None or x <= 0 or y <= 0 else f"**{x / y:.2f}**"
         w(f"| {row} | {v(x)} | {peer} | {v(y)} | {rr} | {'> 1' if better == 'higher' else '< 1'} | "
           f"{target or '–'} | {'–' if met is None else (met if isinstance(met, str) else ('yes' if met else 'no'))} |")
     w("")
@@ -400,7 +406,7 @@ if summary:
                 hgt = bh * max(v, 0) / top
                 svg.append(f'<rect x="{cx:.1f}" y="{by + bh - hgt:.1f}" width="60" height="{hgt:.1f}" fill="{color}"/>')
                 lab = (fmt_rate(v) if unit == "msg/s" else (f"{v:.3f}" if abs(v) < 10 else f"{v:,.0f}"))
-                if j == 0 and x is not None and y:
+                if j == 0 and x is not None and y is not None and x > 0 and y > 0:
                     lab += f" ({x / y:.2f}×)"
                 svg.append(f'<text x="{cx + 30:.1f}" y="{by + bh - hgt - 4:.1f}" text-anchor="middle">{lab}</text>')
             svg.append(f'<text x="{cx + 30:.1f}" y="{by + bh + 14}" text-anchor="middle">{name}</text>')
