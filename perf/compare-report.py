@@ -290,8 +290,9 @@ if "mesh" in sections:
       f"brokers CPU per message {ratio(a['cpu1'], b['cpu1'])}.")
     if not added_ok and a["added"] is not None and b["added"] is not None:
         w("")
-        w("**An added p50 ≤ 0**: that system's 0-hop latency run was slower than its 1-hop run, "
-          "which is noise (another process on the brokers' core); no ratio or verdict for that row.")
+        w("**An added p50 ≤ 0**: that system's 0-hop latency run was slower than its 1-hop run, which "
+          "is not the hop's doing (seen on a loaded machine: a lone broker that sleeps between messages "
+          "wakes late, a pair on one core keeps it busy; `others` in the mesh report); no ratio or verdict.")
     w("")
     r = a["tp1"] / b["tp1"] if a["tp1"] and b["tp1"] else None
     summary.append(("mesh hop msgs/s (NATS 1→1)", a["tp1"], "nats-server", b["tp1"], "msg/s", "higher",
