@@ -396,7 +396,7 @@ if summary:
         svg.append(f'<text x="{ox + 12}" y="{oy + 16}" font-size="12">{title}</text>')
         svg.append(f'<text x="{ox + 12}" y="{oy + 30}" fill="#555">{unit}, {better} is better</text>')
         tgt = targets.get(unit) if ("≤ 0.18" in target or "≤ 150" in target) else None
-        top = max([abs(v) for v in (x, y, tgt) if v is not None] + [1e-9]) * 1.2
+        top = max([v for v in (x, y, tgt) if v is not None and v > 0] + [1e-9]) * 1.2  # a bar ≤ 0 is drawn flat
         bx, by, bw, bh = ox + 40, oy + 40, PW - 70, PH - 80
         svg.append(f'<line x1="{bx}" y1="{by + bh}" x2="{bx + bw}" y2="{by + bh}" stroke="#888"/>')
         for j, (name, v, color) in enumerate((("weft", x, "#d62728"), (peer, y, "#1f77b4"))):
