@@ -30,7 +30,7 @@ source perf/lib.sh
 start_broker() { # weft|mosquitto
     PORT=$((PORT + 1))
     if [ "$1" = weft ]; then
-        "$BIN/weft" run --mqtt-listen 127.0.0.1:$PORT --shards 1 --cores 0 --log-level warn >"$WORK/broker.log" 2>&1 &
+        "$BIN/weft" run --mqtt-listen 127.0.0.1:$PORT --nats-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --shards 1 --cores 0 --log-level warn >"$WORK/broker.log" 2>&1 &
     else
         printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n' $PORT >"$WORK/m.conf"
         taskset -c 0 mosquitto -c "$WORK/m.conf" >"$WORK/broker.log" 2>&1 &

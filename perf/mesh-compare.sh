@@ -44,6 +44,9 @@
 #          REPORT_ONLY=1 (no runs: rewrite the .md, hand-added notes included, from the
 #          JSON already in the raw directory)
 #          QUICK=1 (1 rep, 50000 msgs, 3 s latency runs)
+#          PROTOS="mqtt nats" (only the groups of these protocols; PROTOS=nats with
+#          SYSTEMS="weft nats-server" is perf/compare's mesh-hop row)
+#          OUT=perf/results (where the .md and the raw directory go)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +72,8 @@ if [ "${QUICK:-0}" = 1 ]; then REPS=1; MSGS=50000; SECS=3; fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=$CARGO_TARGET_DIR/release/weft
 DATE=$(date +%F)
-OUT=perf/results
+OUT=${OUT:-perf/results}
+PROTOS=${PROTOS:-"mqtt nats"}
 RAW=$OUT/$DATE-$NAME
 WT=/work/wt-cmp
 
@@ -475,6 +479,7 @@ for rep in $(seq "$NRUNS"); do
     for wl in $WORKLOADS; do
         echo "# repetition $rep/$REPS, $wl" >&2
         while read -r a b proto qos; do
+            case " $PROTOS " in *" $proto "*) ;; *) continue ;; esac
             for hops in $HOPS; do
                 pair="$a $b"
                 [ $((rep % 2)) = 0 ] && pair="$b $a"
