@@ -131,9 +131,12 @@ fn send_owned(a: &mut Router, id: u64, buf: &mut Vec<u8>) {
         } = action
         {
             let dests: Vec<&str> = c.dests.iter().map(String::as_str).collect();
-            let groups: Vec<(&str, &str)> =
-                c.groups.iter().map(|(d, g)| (d.as_str(), g.as_str())).collect();
-            let f = frame(&c.as_ref(), dests.into(), groups.into());
+            let groups: Vec<(&str, &str)> = c
+                .groups
+                .iter()
+                .map(|(d, g)| (d.as_str(), g.as_str()))
+                .collect();
+            let f = frame(&c.borrowed(), dests.into(), groups.into());
             link::encode(&f, buf).unwrap();
         }
     }
@@ -146,9 +149,7 @@ fn receive_borrowed(b: &mut Router, bytes: &[u8], limits: &LinkLimits) -> Option
     };
     let dest = e.dests.only()?;
     match b.on_event_for_me(LINK, e.origin, e.id, dest, e.topic, e.retain) {
-        Arrival::Deliver { .. } => {
-            Some(Event::new(e.topic, e.payload, e.qos, e.retain))
-        }
+        Arrival::Deliver { .. } => Some(Event::new(e.topic, e.payload, e.qos, e.retain)),
         _ => None,
     }
 }
@@ -174,9 +175,7 @@ fn receive_owned(b: &mut Router, bytes: &[u8], limits: &LinkLimits) -> Option<Ev
     let mut out = Vec::new();
     b.on_message(LINK, LinkMsg::Event(copy), &mut out);
     match out.pop()? {
-        Action::Deliver { topic, .. } => {
-            Some(Event::new(&topic, e.payload, e.qos, e.retain))
-        }
+        Action::Deliver { topic, .. } => Some(Event::new(&topic, e.payload, e.qos, e.retain)),
         _ => None,
     }
 }
@@ -194,7 +193,11 @@ fn encoded(id: u64) -> Vec<u8> {
         retain: false,
     };
     let mut buf = Vec::new();
-    link::encode(&frame(&copy, Strs::Strings(&dests), Pairs::default()), &mut buf).unwrap();
+    link::encode(
+        &frame(&copy, Strs::Strings(&dests), Pairs::default()),
+        &mut buf,
+    )
+    .unwrap();
     buf
 }
 
@@ -227,7 +230,9 @@ fn report_allocations() {
     };
     let borrowed = allocs_per_event(N, |id| send(false, &mut a, &mut buf, id));
     let owned = allocs_per_event(N, |id| send(true, &mut a, &mut buf, id + 10_000_000));
-    println!("link_codec allocations per event: send borrowed {borrowed:.2}, send owned {owned:.2}");
+    println!(
+        "link_codec allocations per event: send borrowed {borrowed:.2}, send owned {owned:.2}"
+    );
     let frames: Vec<Vec<u8>> = (0..1000 + N).map(encoded).collect();
     let mut b = receiver();
     let borrowed = allocs_per_event(N, |id| {
@@ -270,7 +275,11 @@ fn bench(c: &mut Criterion) {
     // Ids advance, so that every frame is a first delivery (as on a live
     // link): the frame is re-encoded with the next id in place.
     for owned in [false, true] {
-        let name = if owned { "receive_owned" } else { "receive_borrowed" };
+        let name = if owned {
+            "receive_owned"
+        } else {
+            "receive_borrowed"
+        };
         let mut b = receiver();
         let mut bytes = encoded(0);
         let mut id = 0u64;

@@ -367,7 +367,7 @@ impl Bridge {
                     msg: LinkMsg::Event(copy),
                 } => {
                     if let Some(body) = body {
-                        self.send_copy(link, &copy.as_ref(), body);
+                        self.send_copy(link, &copy.borrowed(), body);
                     }
                 }
                 Action::Send { link, msg } => {

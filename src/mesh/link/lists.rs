@@ -27,7 +27,10 @@ pub enum Strs<'a> {
 #[derive(Clone)]
 pub enum Pairs<'a> {
     /// As on the wire: `count` pairs of strings (see [`Strs::Wire`]).
-    Wire { count: u16, bytes: &'a [u8] },
+    Wire {
+        count: u16,
+        bytes: &'a [u8],
+    },
     Strings(&'a [(String, String)]),
     Vec(Vec<(&'a str, &'a str)>),
 }
@@ -136,7 +139,12 @@ impl<'a> Pairs<'a> {
     pub(super) fn wire_len(&self) -> usize {
         match self {
             Pairs::Wire { bytes, .. } => 2 + bytes.len(),
-            _ => 2 + self.iter().map(|(a, b)| 4 + a.len() + b.len()).sum::<usize>(),
+            _ => {
+                2 + self
+                    .iter()
+                    .map(|(a, b)| 4 + a.len() + b.len())
+                    .sum::<usize>()
+            }
         }
     }
 }

@@ -386,6 +386,15 @@ impl Router {
     /// Records a local delivery; false if it is a duplicate.
     pub(super) fn first_delivery(&mut self, origin: &str, id: u64) -> bool {
         self.tick += 1;
+        // A known origin (nearly every event): one lookup.
+        if let Some(w) = self.dedup.get_mut(origin) {
+            w.last_used = self.tick;
+            if !w.first(id) {
+                self.counters.duplicates += 1;
+                return false;
+            }
+            return true;
+        }
         if !self.dedup.contains_key(origin) && self.dedup.len() >= self.config.dedup_origins_max {
             let oldest = self
                 .dedup

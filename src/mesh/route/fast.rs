@@ -31,7 +31,7 @@ pub struct CopyRef<'a> {
 }
 
 impl EventCopy {
-    pub fn as_ref(&self) -> CopyRef<'_> {
+    pub fn borrowed(&self) -> CopyRef<'_> {
         CopyRef {
             origin: &self.origin,
             id: self.id,
@@ -45,7 +45,7 @@ impl EventCopy {
 }
 
 impl CopyRef<'_> {
-    pub fn to_owned(&self) -> EventCopy {
+    pub fn to_copy(&self) -> EventCopy {
         EventCopy {
             origin: self.origin.to_owned(),
             id: self.id,
@@ -93,7 +93,12 @@ impl Router {
     /// sent as a copy from this router at hop 0 (the counters, the copies'
     /// `events_out` included, are updated here; unroutable destinations
     /// go into `out` as there).
-    pub fn publish_planned(&mut self, topic: &str, event_id: u64, out: &mut Vec<Action>) -> Rc<Plan> {
+    pub fn publish_planned(
+        &mut self,
+        topic: &str,
+        event_id: u64,
+        out: &mut Vec<Action>,
+    ) -> Rc<Plan> {
         let plan = self.cached_plan(topic);
         self.emit_counted(None, event_id, 0, topic, &plan, None, out);
         plan
@@ -198,15 +203,16 @@ mod tests {
             let (_, mut slow) = pair(policy);
             let cases = [
                 copy("r0", 1, "t/a", false),
-                copy("r0", 1, "t/a", false), // duplicate
-                copy("r0", 2, "other", false), // no subscriber
-                copy("r0", 3, "other", true),  // retained: stored
+                copy("r0", 1, "t/a", false),      // duplicate
+                copy("r0", 2, "other", false),    // no subscriber
+                copy("r0", 3, "other", true),     // retained: stored
                 copy("r0", 4, "t/secret", false), // import policy
-                copy("r9", 1, "t/a", false),   // another origin
+                copy("r9", 1, "t/a", false),      // another origin
             ];
             for c in cases {
                 let want = general(&mut slow, c.clone());
-                let got = fast.on_event_for_me(LinkId(1), &c.origin, c.id, "r1", &c.topic, c.retain);
+                let got =
+                    fast.on_event_for_me(LinkId(1), &c.origin, c.id, "r1", &c.topic, c.retain);
                 assert_eq!(got, want, "{c:?}");
             }
             assert_eq!(fast.counters(), slow.counters());
@@ -227,13 +233,25 @@ mod tests {
         let (_, mut b) = pair(prefixed);
         let before = (b.counters(), b.link_counters(LinkId(1)));
         // An import prefix rewrites the topic: the general path's.
-        assert_eq!(b.on_event_for_me(LinkId(1), "r0", 1, "r1", "t/a", false), Arrival::Other);
+        assert_eq!(
+            b.on_event_for_me(LinkId(1), "r0", 1, "r1", "t/a", false),
+            Arrival::Other
+        );
         let (_, mut b2) = pair(LinkPolicy::default());
         // Not for this router (to be forwarded), its own event back, an
         // unknown link.
-        assert_eq!(b2.on_event_for_me(LinkId(1), "r0", 1, "r7", "t/a", false), Arrival::Other);
-        assert_eq!(b2.on_event_for_me(LinkId(1), "r1", 1, "r1", "t/a", false), Arrival::Other);
-        assert_eq!(b2.on_event_for_me(LinkId(9), "r0", 1, "r1", "t/a", false), Arrival::Other);
+        assert_eq!(
+            b2.on_event_for_me(LinkId(1), "r0", 1, "r7", "t/a", false),
+            Arrival::Other
+        );
+        assert_eq!(
+            b2.on_event_for_me(LinkId(1), "r1", 1, "r1", "t/a", false),
+            Arrival::Other
+        );
+        assert_eq!(
+            b2.on_event_for_me(LinkId(9), "r0", 1, "r1", "t/a", false),
+            Arrival::Other
+        );
         assert_eq!((b.counters(), b.link_counters(LinkId(1))), before);
         assert_eq!(b2.counters(), RouterCounters::default());
         assert_eq!(b2.link_counters(LinkId(1)).unwrap().events_in, 0);
@@ -279,7 +297,7 @@ mod tests {
                                 topic,
                                 retain: plan.retain(),
                             }
-                            .to_owned(),
+                            .to_copy(),
                         ),
                     });
                 }

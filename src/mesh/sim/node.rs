@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use crate::mesh::link::{self, Frame, LinkLimits, LinkMeta};
 use crate::mesh::route::{
-    Action, Arrival, CopyRef, EventCopy, LinkId, LinkMsg, LinkPolicy, Router, RouterConfig, RETAINED_KEY,
+    Action, Arrival, CopyRef, EventCopy, LinkId, LinkMsg, LinkPolicy, Router, RouterConfig,
+    RETAINED_KEY,
 };
 use crate::mesh::session::{Action as Step, Actions, LinkSession, LinkTimers, Outbox, Request};
 
@@ -390,17 +391,15 @@ impl Node {
         // The bridge's path: the common copy through the core's borrowed
         // fast path (`route/fast.rs`), any other as an owned copy.
         let fast = match e.dests.only() {
-            Some(dest) if e.groups.is_empty() => {
-                self.router
-                    .on_event_for_me(id, e.origin, e.id, dest, e.topic, e.retain)
-            }
+            Some(dest) if e.groups.is_empty() => self
+                .router
+                .on_event_for_me(id, e.origin, e.id, dest, e.topic, e.retain),
             _ => Arrival::Other,
         };
         match fast {
-            Arrival::Other => {
-                self.router
-                    .on_message(id, LinkMsg::Event(copy.clone()), &mut out)
-            }
+            Arrival::Other => self
+                .router
+                .on_message(id, LinkMsg::Event(copy.clone()), &mut out),
             Arrival::Dropped => {}
             Arrival::Deliver { plain } => out.push(Action::Deliver {
                 topic: copy.topic.clone(),
@@ -544,7 +543,7 @@ impl Node {
                 };
                 out.push(Action::Send {
                     link,
-                    msg: LinkMsg::Event(copy.to_owned()),
+                    msg: LinkMsg::Event(copy.to_copy()),
                 });
             }
         }

@@ -115,6 +115,7 @@ impl Bridge {
                     rb.end += n;
                     since_yield += n;
                     now = Instant::now();
+                    link.read_ns.set(now_ns());
                     link.session.borrow_mut().heard(now);
                 }
                 Err((reason, detail)) => {
@@ -157,13 +158,15 @@ impl Bridge {
 
     /// An event copy from the link: routed, delivered here, passed on.
     pub(super) async fn on_event(&self, link: &Link, e: link::Event<'_>) -> bool {
-        let arrived = now_ns();
+        // When its read returned (one clock read per read).
+        let arrived = link.read_ns.get();
         // The common copy (for this router alone) is routed on the frame's
         // borrowed fields; any other as an owned copy.
         let fast = match (e.dests.only(), e.groups.is_empty()) {
-            (Some(dest), true) => self.router.borrow_mut().on_event_for_me(
-                link.id, e.origin, e.id, dest, e.topic, e.retain,
-            ),
+            (Some(dest), true) => self
+                .router
+                .borrow_mut()
+                .on_event_for_me(link.id, e.origin, e.id, dest, e.topic, e.retain),
             _ => Arrival::Other,
         };
         let mut out = Vec::new();
@@ -239,7 +242,7 @@ impl Bridge {
             .iter()
             .map(|(topic, plain, groups)| (topic.as_str(), *plain, groups.as_slice()));
         for (topic, plain, groups) in general.chain(here) {
-            let event = body.to_event(topic, self.origin);
+            let event = body.to_event(topic, self.origin, arrived);
             if body.sync {
                 // A peer's retained store: what is newer here is
                 // stored and passed on, one link at a time, to the
