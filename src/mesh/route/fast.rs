@@ -45,7 +45,7 @@ impl EventCopy {
 }
 
 impl CopyRef<'_> {
-    pub fn to_copy(&self) -> EventCopy {
+    pub fn to_copy(self) -> EventCopy {
         EventCopy {
             origin: self.origin.to_owned(),
             id: self.id,
