@@ -219,7 +219,7 @@ fn report_allocations() {
     let mut a = sender();
     let mut buf = Vec::with_capacity(BATCH * 128);
     let send = |owned: bool, a: &mut Router, buf: &mut Vec<u8>, id: u64| {
-        if id % BATCH as u64 == 0 {
+        if id.is_multiple_of(BATCH as u64) {
             buf.clear();
         }
         if owned {
@@ -261,7 +261,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |bench| {
             bench.iter(|| {
                 id += 1;
-                if id % BATCH as u64 == 0 {
+                if id.is_multiple_of(BATCH as u64) {
                     buf.clear();
                 }
                 if owned {

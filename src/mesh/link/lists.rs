@@ -100,7 +100,7 @@ impl<'a> Strs<'a> {
     }
     pub fn iter(&self) -> StrsIter<'a, '_> {
         match self {
-            Strs::Wire { bytes, .. } => StrsIter::Wire(WireStrs { bytes: *bytes }),
+            Strs::Wire { bytes, .. } => StrsIter::Wire(WireStrs { bytes }),
             Strs::Strings(s) => StrsIter::Strings(s.iter()),
             Strs::Vec(v) => StrsIter::Vec(v.iter()),
         }
@@ -131,7 +131,7 @@ impl<'a> Pairs<'a> {
     }
     pub fn iter(&self) -> PairsIter<'a, '_> {
         match self {
-            Pairs::Wire { bytes, .. } => PairsIter::Wire(WireStrs { bytes: *bytes }),
+            Pairs::Wire { bytes, .. } => PairsIter::Wire(WireStrs { bytes }),
             Pairs::Strings(s) => PairsIter::Strings(s.iter()),
             Pairs::Vec(v) => PairsIter::Vec(v.iter()),
         }
