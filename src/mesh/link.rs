@@ -7,9 +7,10 @@
 //! is a u16 count then its items. Optional fields are announced by a flags
 //! byte, so absent fields cost nothing on the wire.
 //!
-//! `decode` borrows from the caller's buffer (only the destination and
-//! user-property lists allocate, and only when non-empty), so a bridge can
-//! parse a whole read batch in place. "Need more bytes" is `Ok(None)`;
+//! `decode` borrows from the caller's buffer (an event's destination lists
+//! are views of its bytes, `link/lists.rs`; only a non-empty user-property
+//! list, and an explain request's destinations, allocate), so a bridge can
+//! parse a whole read batch in place without an allocation per event. "Need more bytes" is `Ok(None)`;
 //! malformed input is a [`LinkError`]. An oversize frame, or an unknown
 //! frame type, is refused from the first five bytes, before its body is
 //! buffered. `encode` appends to the caller's `Vec`, so any number of frames
@@ -186,9 +187,9 @@ pub struct Event<'a> {
     /// Links crossed so far.
     pub hops: u8,
     /// The routers this copy must reach.
-    pub dests: Vec<&'a str>,
+    pub dests: Strs<'a>,
     /// (router, queue group): deliver to one member of that group there.
-    pub groups: Vec<(&'a str, &'a str)>,
+    pub groups: Pairs<'a>,
     /// Internal (MQTT-form) topic.
     pub topic: &'a str,
     pub qos: u8,
@@ -413,6 +414,15 @@ impl<'a> Reader<'a> {
         }
         Ok(count)
     }
+    /// `items` strings in a row, checked (length, UTF-8) and returned as
+    /// their bytes (for a [`Strs`] or [`Pairs`] view).
+    fn str_list(&mut self, items: usize) -> Result<&'a [u8], LinkError> {
+        let start = self.buf;
+        for _ in 0..items {
+            self.str()?;
+        }
+        Ok(&start[..start.len() - self.buf.len()])
+    }
     /// A counted list of destination router ids, at most
     /// `limits.dests_max`.
     fn dests(&mut self, limits: &LinkLimits) -> Result<Vec<&'a str>, LinkError> {
@@ -539,10 +549,8 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
             8 + 8
                 + s(e.origin)
                 + 1
-                + 2
-                + e.dests.iter().map(|d| s(d)).sum::<usize>()
-                + 2
-                + e.groups.iter().map(|(d, g)| s(d) + s(g)).sum::<usize>()
+                + e.dests.wire_len()
+                + e.groups.wire_len()
                 + s(e.topic)
                 + 1
                 + if e.stamp != 0 { 8 } else { 0 }
@@ -656,6 +664,7 @@ fn put_interest(
 mod event;
 mod explain;
 mod hello;
+mod lists;
 #[cfg(test)]
 mod tests;
 mod topology;
@@ -664,4 +673,5 @@ mod topology;
 use event::{EVENT_STAMP, META_HEADERS, META_REPLY, META_USER_PROPERTIES};
 
 pub use hello::{check_hello, HelloError};
+pub use lists::{Pairs, PairsIter, Strs, StrsIter};
 pub use topology::{topology_frame_bytes, LinkState, TopologyLink, TopologyRecord};

@@ -32,6 +32,8 @@
 //! Must not touch: sockets, executors, timers and rings (those stay in
 //! `shard/`), the client protocols' codecs and sessions, and the trie.
 
+#[cfg(test)]
+mod alloc_tests;
 pub mod explain;
 pub mod link;
 pub mod route;

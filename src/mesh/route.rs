@@ -435,7 +435,7 @@ type PlannedCopy = (LinkId, Vec<String>, Vec<(String, String)>);
 /// Forwarding decided for one topic: copies per next hop, links whose
 /// policy kept it off, destinations without a route, local delivery.
 #[derive(Default)]
-pub(super) struct Plan {
+pub struct Plan {
     deliver_local: bool,
     retain: bool,
     copies: Vec<PlannedCopy>,
@@ -732,6 +732,8 @@ fn route_rank(distance: u16, link: LinkId, links: &BTreeMap<LinkId, Link>) -> (u
 
 mod events;
 pub mod explain;
+mod fast;
+pub use fast::{Arrival, CopyRef};
 mod holds;
 mod policy;
 pub use policy::{Direction, LinkPolicy, Refusal, NOT_ALLOWED};

@@ -64,7 +64,9 @@ use super::io::{write_all, ReadBuffer};
 use crate::config::{Config, MeshResolved};
 use crate::event::{now_ns, Event, Origin};
 use crate::mesh::link::{self, Frame, LinkLimits};
-use crate::mesh::route::{self, Action, EventCopy, LinkCounters, LinkId, LinkMsg, RouterConfig};
+use crate::mesh::route::{
+    self, Action, CopyRef, EventCopy, LinkCounters, LinkId, LinkMsg, RouterConfig,
+};
 use crate::mesh::session::{self as link_session, Deadline, LinkCloseReason, Outbox, Request};
 use crate::mesh::tls::MeshTls;
 
@@ -263,6 +265,27 @@ impl Bridge {
         pick ^= pick << 17;
         self.rng.set(pick);
         let mut router = self.router.borrow_mut();
+        if plain && groups.is_empty() {
+            // The common event: its copies are sent from the routing
+            // core's cached plan, borrowed (no allocation per event).
+            let plan = router.publish_planned(event.topic(), id, &mut out);
+            drop(router);
+            let body = Body::of_event(&event);
+            self.apply(out, Some(&body));
+            for (link, dests, groups) in plan.copies() {
+                let copy = CopyRef {
+                    origin: &self.router_id,
+                    id,
+                    hops: 0,
+                    dests,
+                    groups,
+                    topic: event.topic(),
+                    retain: plan.retain(),
+                };
+                self.send_copy(link, &copy, &body);
+            }
+            return;
+        }
         if plain {
             router.publish_as(event.topic(), id, false, &groups, pick, &mut out);
         } else {
@@ -339,30 +362,17 @@ impl Bridge {
         let mut deliver = Vec::new();
         for action in actions {
             match action {
+                Action::Send {
+                    link,
+                    msg: LinkMsg::Event(copy),
+                } => {
+                    if let Some(body) = body {
+                        self.send_copy(link, &copy.borrowed(), body);
+                    }
+                }
                 Action::Send { link, msg } => {
                     let Some(l) = self.links.borrow().get(&link).cloned() else {
-                        // A held link: events go to its peer's new link if
-                        // it is back (the routes it did not announce again
-                        // stay on the held one), else wait for its peer.
-                        let held = self.held.borrow().get(&link).cloned();
-                        if let (Some(peer), LinkMsg::Event(copy), Some(body)) = (held, &msg, body) {
-                            match self.live_link_to(&peer) {
-                                Some(live) => {
-                                    // The routing core counted the copy
-                                    // against the held link, whose counters
-                                    // end with it: the link that carries it
-                                    // counts it (else the peer's `events_in`
-                                    // runs ahead of this `events_out`).
-                                    let slot = &live.slot;
-                                    let mut base = slot.base.get();
-                                    base.events_out += 1;
-                                    slot.base.set(base);
-                                    self.push_event(&live, copy, body)
-                                }
-                                None => self.hold_event(&peer, copy, body),
-                            }
-                        }
-                        continue;
+                        continue; // held: interest waits for the peer's return
                     };
                     match msg {
                         LinkMsg::InterestAdd {
@@ -386,11 +396,7 @@ impl Bridge {
                                 origin: &origin,
                             },
                         ),
-                        LinkMsg::Event(copy) => {
-                            if let Some(body) = body {
-                                self.push_event(&l, &copy, body);
-                            }
-                        }
+                        LinkMsg::Event(_) => unreachable!("matched above"),
                     }
                 }
                 Action::Deliver {
@@ -426,6 +432,34 @@ impl Bridge {
             }
         }
         deliver
+    }
+
+    /// Sends an event copy over `link`; a held link's copy goes to its
+    /// peer's new link if it is back (the routes it did not announce
+    /// again stay on the held one), else waits for its peer.
+    fn send_copy(&self, link: LinkId, copy: &CopyRef<'_>, body: &Body<'_>) {
+        let live = self.links.borrow().get(&link).cloned();
+        if let Some(l) = live {
+            self.push_event(&l, copy, body);
+            return;
+        }
+        let Some(peer) = self.held.borrow().get(&link).cloned() else {
+            return;
+        };
+        match self.live_link_to(&peer) {
+            Some(live) => {
+                // The routing core counted the copy against the held
+                // link, whose counters end with it: the link that carries
+                // it counts it (else the peer's `events_in` runs ahead of
+                // this `events_out`).
+                let slot = &live.slot;
+                let mut base = slot.base.get();
+                base.events_out += 1;
+                slot.base.set(base);
+                self.push_event(&live, copy, body)
+            }
+            None => self.hold_event(&peer, copy, body),
+        }
     }
 
     /// Sends a graceful close on every link (shutdown).

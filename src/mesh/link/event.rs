@@ -5,7 +5,8 @@
 //! destinations, checked by `Reader`) are [`LinkLimits`]'.
 
 use super::{
-    kind, put_bin, put_count, put_str, EncodeError, Event, LinkError, LinkLimits, LinkMeta, Reader,
+    kind, put_bin, put_count, put_str, EncodeError, Event, LinkError, LinkLimits, LinkMeta, Pairs,
+    Reader, Strs,
 };
 
 // Event flags byte.
@@ -46,12 +47,18 @@ pub(super) fn decode<'a>(r: &mut Reader<'a>, limits: &LinkLimits) -> Result<Even
     let seq = r.u64()?;
     let origin = r.str()?;
     let hops = r.hops(limits)?;
-    let dests = r.dests(limits)?;
+    // Both lists stay in the frame's bytes (no `Vec` per event), checked
+    // here once.
     let count = r.dests_count(limits)?;
-    let mut groups = Vec::with_capacity(r.list_capacity(count, 4));
-    for _ in 0..count {
-        groups.push((r.str()?, r.str()?));
-    }
+    let dests = Strs::Wire {
+        count: count as u16,
+        bytes: r.str_list(count)?,
+    };
+    let count = r.dests_count(limits)?;
+    let groups = Pairs::Wire {
+        count: count as u16,
+        bytes: r.str_list(2 * count)?,
+    };
     let topic = r.str()?;
     let flags = r.u8()?;
     if flags & EVENT_RESERVED != 0 {
@@ -133,11 +140,11 @@ pub(super) fn put(out: &mut Vec<u8>, e: &Event<'_>) -> Result<(), EncodeError> {
     put_str(out, "origin", e.origin)?;
     out.push(e.hops);
     put_count(out, "dests", e.dests.len())?;
-    for d in &e.dests {
+    for d in e.dests.iter() {
         put_str(out, "dest", d)?;
     }
     put_count(out, "groups", e.groups.len())?;
-    for (d, g) in &e.groups {
+    for (d, g) in e.groups.iter() {
         put_str(out, "group dest", d)?;
         put_str(out, "group", g)?;
     }

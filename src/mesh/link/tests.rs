@@ -40,8 +40,8 @@ fn event() -> Event<'static> {
         seq: 0,
         origin: "r1",
         hops: 0,
-        dests: vec!["r2"],
-        groups: vec![],
+        dests: vec!["r2"].into(),
+        groups: Default::default(),
         topic: "a/b",
         qos: 0,
         retain: false,
@@ -98,8 +98,8 @@ fn round_trips() {
     round_trip(Frame::Event(Event {
         id: u64::MAX,
         hops: 4,
-        dests: vec!["r2", "r3", "r4"],
-        groups: vec![("r5", "workers"), ("r2", "q")],
+        dests: vec!["r2", "r3", "r4"].into(),
+        groups: vec![("r5", "workers"), ("r2", "q")].into(),
         qos: 1,
         retain: true,
         payload: &[9; 300],
@@ -329,7 +329,7 @@ fn limits() {
     };
     let at_limit = encoded(Event {
         hops: 4,
-        dests: vec!["a", "b", "c"],
+        dests: vec!["a", "b", "c"].into(),
         ..event()
     });
     assert!(decode(&at_limit, &L).unwrap().is_some());
@@ -339,7 +339,7 @@ fn limits() {
     );
     // Refused from the count, before the destinations are read.
     let too_many = encoded(Event {
-        dests: vec!["a", "b", "c", "d"],
+        dests: vec!["a", "b", "c", "d"].into(),
         ..event()
     });
     assert_eq!(
@@ -482,7 +482,7 @@ fn hostile_input_never_panics() {
         },
         Frame::Event(Event {
             meta: full_meta(),
-            groups: vec![("r3", "g")],
+            groups: vec![("r3", "g")].into(),
             ..event()
         }),
         Frame::Ack { seq: 9 },
@@ -763,4 +763,46 @@ fn explain_frames_malformed_and_bounded() {
     );
     // Past the last type this version knows: refused from the type byte.
     assert_eq!(decode(&raw(12, &[0]), &L), Err(LinkError::UnknownType(12)));
+}
+
+#[test]
+fn event_lists_are_views_of_the_frame() {
+    let mut out = Vec::new();
+    let frame = Frame::Event(Event {
+        dests: vec!["r2", "r3"].into(),
+        groups: vec![("r5", "w")].into(),
+        ..event()
+    });
+    encode(&frame, &mut out).unwrap();
+    let (Frame::Event(e), _) = decode(&out, &L).unwrap().unwrap() else {
+        panic!("an event")
+    };
+    assert!(matches!(e.dests, Strs::Wire { count: 2, .. }));
+    assert!(matches!(e.groups, Pairs::Wire { count: 1, .. }));
+    assert_eq!(e.dests.iter().collect::<Vec<_>>(), ["r2", "r3"]);
+    assert_eq!(e.dests.only(), None);
+    assert_eq!(e.groups.iter().collect::<Vec<_>>(), [("r5", "w")]);
+    assert_eq!(encoded_len(&Frame::Event(e.clone())), out.len());
+    // Encoded from the view: the same bytes.
+    let mut again = Vec::new();
+    encode(&Frame::Event(e), &mut again).unwrap();
+    assert_eq!(again, out);
+    // Borrowed from owned strings: equal to the same items in any form.
+    let owned = ["B".to_owned()];
+    assert_eq!(Strs::Strings(&owned).only(), Some("B"));
+    assert_eq!(Strs::Strings(&owned), Strs::from(vec!["B"]));
+    let pairs = [("B".to_owned(), "g".to_owned())];
+    assert_eq!(Pairs::Strings(&pairs), Pairs::from(vec![("B", "g")]));
+    assert_eq!(format!("{:?}", Strs::Strings(&owned)), r#"["B"]"#);
+}
+
+#[test]
+fn event_list_with_bad_utf8_is_refused() {
+    let mut out = Vec::new();
+    encode(&Frame::Event(event()), &mut out).unwrap();
+    // The one destination "r2" starts after prefix, type, id, seq, the
+    // origin (u16 + "r1"), hops and the count.
+    let at = out.windows(2).position(|w| w == b"r2").unwrap();
+    out[at] = 0xff;
+    assert_eq!(decode(&out, &L), Err(LinkError::BadUtf8));
 }

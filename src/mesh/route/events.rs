@@ -25,17 +25,7 @@ impl Router {
         pick: u64,
         out: &mut Vec<Action>,
     ) {
-        let plan = match self.plans.get(topic) {
-            Some(p) => p.clone(),
-            None => {
-                let p = Rc::new(self.plan_publish(topic));
-                if self.plans.len() >= PLANS_MAX {
-                    self.plans.clear();
-                }
-                self.plans.insert(topic.to_owned(), p.clone());
-                p
-            }
-        };
+        let plan = self.cached_plan(topic);
         if deliver_local && plan.deliver_local {
             out.push(Action::Deliver {
                 topic: topic.to_owned(),
@@ -66,6 +56,20 @@ impl Router {
                 out,
             );
         }
+    }
+
+    /// The plan of an event entering the mesh here on `topic`, cached
+    /// (see `Router::plans`).
+    pub(super) fn cached_plan(&mut self, topic: &str) -> Rc<Plan> {
+        if let Some(p) = self.plans.get(topic) {
+            return p.clone();
+        }
+        let p = Rc::new(self.plan_publish(topic));
+        if self.plans.len() >= PLANS_MAX {
+            self.plans.clear();
+        }
+        self.plans.insert(topic.to_owned(), p.clone());
+        p
     }
 
     /// The plan of an event entering the mesh here on `topic`.
@@ -382,6 +386,15 @@ impl Router {
     /// Records a local delivery; false if it is a duplicate.
     pub(super) fn first_delivery(&mut self, origin: &str, id: u64) -> bool {
         self.tick += 1;
+        // A known origin (nearly every event): one lookup.
+        if let Some(w) = self.dedup.get_mut(origin) {
+            w.last_used = self.tick;
+            if !w.first(id) {
+                self.counters.duplicates += 1;
+                return false;
+            }
+            return true;
+        }
         if !self.dedup.contains_key(origin) && self.dedup.len() >= self.config.dedup_origins_max {
             let oldest = self
                 .dedup
@@ -544,12 +557,43 @@ impl Router {
         from: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
+        self.emit_counted(Some(origin), id, hops, topic, plan, from, out);
+        for (link, dests, groups) in &plan.copies {
+            out.push(Action::Send {
+                link: *link,
+                msg: LinkMsg::Event(EventCopy {
+                    origin: origin.to_owned(),
+                    id,
+                    hops,
+                    dests: dests.clone(),
+                    groups: groups.clone(),
+                    topic: topic.to_owned(),
+                    retain: plan.retain,
+                }),
+            });
+        }
+    }
+
+    /// What `emit` does but sending the copies: the counters (the
+    /// copies' `events_out` included) and the unroutable destinations.
+    /// `origin` None: this router.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit_counted(
+        &mut self,
+        origin: Option<&str>,
+        id: u64,
+        hops: u8,
+        topic: &str,
+        plan: &Plan,
+        from: Option<LinkId>,
+        out: &mut Vec<Action>,
+    ) {
         self.counters.no_route += plan.no_route;
         if !plan.unrouted.0.is_empty() || !plan.unrouted.1.is_empty() {
             out.push(Action::Unroutable {
                 looped: false,
                 copy: EventCopy {
-                    origin: origin.to_owned(),
+                    origin: origin.map_or_else(|| self.id.clone(), str::to_owned),
                     id,
                     hops,
                     dests: plan.unrouted.0.clone(),
@@ -569,22 +613,10 @@ impl Router {
                 self.count_refusal(*l, refusal);
             }
         }
-        for (link, dests, groups) in &plan.copies {
+        for (link, _, _) in &plan.copies {
             if let Some(l) = self.links.get_mut(link) {
                 l.counters.events_out += 1;
             }
-            out.push(Action::Send {
-                link: *link,
-                msg: LinkMsg::Event(EventCopy {
-                    origin: origin.to_owned(),
-                    id,
-                    hops,
-                    dests: dests.clone(),
-                    groups: groups.clone(),
-                    topic: topic.to_owned(),
-                    retain: plan.retain,
-                }),
-            });
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use crate::mesh::link::{self, Frame, LinkLimits, LinkMeta};
 use crate::mesh::route::{
-    Action, EventCopy, LinkId, LinkMsg, LinkPolicy, Router, RouterConfig, RETAINED_KEY,
+    Action, Arrival, CopyRef, EventCopy, LinkId, LinkMsg, LinkPolicy, Router, RouterConfig,
+    RETAINED_KEY,
 };
 use crate::mesh::session::{Action as Step, Actions, LinkSession, LinkTimers, Outbox, Request};
 
@@ -363,7 +364,7 @@ impl Node {
             origin: e.origin.into(),
             id: e.id,
             hops: e.hops,
-            dests: e.dests.iter().map(|d| (*d).into()).collect(),
+            dests: e.dests.iter().map(Into::into).collect(),
             groups: Vec::new(),
             topic: e.topic.into(),
             retain: e.retain,
@@ -387,8 +388,26 @@ impl Node {
         );
         let mut out = Vec::new();
         let before = self.router.counters();
-        self.router
-            .on_message(id, LinkMsg::Event(copy.clone()), &mut out);
+        // The bridge's path: the common copy through the core's borrowed
+        // fast path (`route/fast.rs`), any other as an owned copy.
+        let fast = match e.dests.only() {
+            Some(dest) if e.groups.is_empty() => self
+                .router
+                .on_event_for_me(id, e.origin, e.id, dest, e.topic, e.retain),
+            _ => Arrival::Other,
+        };
+        match fast {
+            Arrival::Other => self
+                .router
+                .on_message(id, LinkMsg::Event(copy.clone()), &mut out),
+            Arrival::Dropped => {}
+            Arrival::Deliver { plain } => out.push(Action::Deliver {
+                topic: copy.topic.clone(),
+                id: copy.id,
+                plain,
+                groups: Vec::new(),
+            }),
+        }
         let after = self.router.counters();
         if after.own_origin > before.own_origin || after.hops_exceeded > before.hops_exceeded {
             trace!(
@@ -509,7 +528,24 @@ impl Node {
             self.router.publish_retained(topic, id, &mut out);
         } else {
             // Local subscribers got it above, as a shard delivers them.
-            self.router.publish_as(topic, id, false, &[], 0, &mut out);
+            // The bridge's path: the copies of the core's cached plan
+            // (`route/fast.rs`), owned here for the simulated links.
+            let plan = self.router.publish_planned(topic, id, &mut out);
+            for (link, dests, groups) in plan.copies() {
+                let copy = CopyRef {
+                    origin: &self.name,
+                    id,
+                    hops: 0,
+                    dests,
+                    groups,
+                    topic,
+                    retain: plan.retain(),
+                };
+                out.push(Action::Send {
+                    link,
+                    msg: LinkMsg::Event(copy.to_copy()),
+                });
+            }
         }
         if out.is_empty() {
             trace!("  {} nothing to do for {id}", self.name);

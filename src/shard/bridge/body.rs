@@ -74,8 +74,9 @@ impl<'a> Body<'a> {
         self
     }
 
-    /// The event to hand to this router's subscribers.
-    pub(super) fn to_event(&self, topic: &str, origin: Origin) -> Event {
+    /// The event to hand to this router's subscribers, read (or made) at
+    /// `born_ns` ([`now_ns`] time: one clock read per read, not per event).
+    pub(super) fn to_event(&self, topic: &str, origin: Origin, born_ns: u64) -> Event {
         let m = &self.meta;
         let meta = EventMeta {
             reply: m.reply.map(Into::into),
@@ -89,12 +90,12 @@ impl<'a> Body<'a> {
                 .iter()
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
-            expires_ns: m.expiry_ms.map(|ms| now_ns() + u64::from(ms) * 1_000_000),
+            expires_ns: m.expiry_ms.map(|ms| born_ns + u64::from(ms) * 1_000_000),
         };
         let mut event = Event::new(topic, self.payload, self.qos, self.retain)
             .with_origin(origin)
             .with_meta(meta);
-        event.born_ns = now_ns();
+        event.born_ns = born_ns;
         event
     }
 }

@@ -72,6 +72,9 @@ pub(super) struct Link {
     /// its acknowledgements last went out; the next ones wait for the
     /// logs first.
     pub(super) durable_owed: Cell<bool>,
+    /// When the last read returned ([`now_ns`] time): the arrival time of
+    /// the events it brought (their `born_ns`, a trace hop's start).
+    pub(super) read_ns: Cell<u64>,
 }
 
 impl Link {
@@ -220,6 +223,7 @@ impl Bridge {
             session: RefCell::new(session),
             sync: RefCell::default(),
             durable_owed: Cell::new(false),
+            read_ns: Cell::new(now_ns()),
         });
         *slot.peer.borrow_mut() = Some(peer.clone());
         if !slot.dialled {

@@ -178,7 +178,7 @@ impl Bridge {
             .reparking
             .get()
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(hold_ms));
-        let event = body.to_event(&copy.topic, self.origin);
+        let event = body.to_event(&copy.topic, self.origin, now_ns());
         let mut parked = self.parked.borrow_mut();
         if parked.len() >= self.config.mesh.unacked_max {
             if let Some(old) = parked.pop_front() {

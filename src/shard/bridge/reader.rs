@@ -13,6 +13,7 @@ use futures_lite::AsyncRead;
 
 use super::stream::LinkIo;
 use super::*;
+use crate::mesh::route::Arrival;
 
 /// A link's read buffer (a larger frame grows it to its size, up to
 /// `mesh.frame_bytes_max`).
@@ -114,6 +115,7 @@ impl Bridge {
                     rb.end += n;
                     since_yield += n;
                     now = Instant::now();
+                    link.read_ns.set(now_ns());
                     link.session.borrow_mut().heard(now);
                 }
                 Err((reason, detail)) => {
@@ -156,50 +158,70 @@ impl Bridge {
 
     /// An event copy from the link: routed, delivered here, passed on.
     pub(super) async fn on_event(&self, link: &Link, e: link::Event<'_>) -> bool {
-        let copy = EventCopy {
-            origin: e.origin.to_owned(),
-            id: e.id,
-            hops: e.hops,
-            dests: e.dests.iter().map(|d| (*d).to_owned()).collect(),
-            groups: e
-                .groups
-                .iter()
-                .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
-                .collect(),
-            topic: e.topic.to_owned(),
-            retain: e.retain,
+        // When its read returned (one clock read per read).
+        let arrived = link.read_ns.get();
+        // The common copy (for this router alone) is routed on the frame's
+        // borrowed fields; any other as an owned copy.
+        let fast = match (e.dests.only(), e.groups.is_empty()) {
+            (Some(dest), true) => self
+                .router
+                .borrow_mut()
+                .on_event_for_me(link.id, e.origin, e.id, dest, e.topic, e.retain),
+            _ => Arrival::Other,
         };
-        let arrived = now_ns();
         let mut out = Vec::new();
-        self.router
-            .borrow_mut()
-            .on_message(link.id, LinkMsg::Event(copy), &mut out);
+        if fast == Arrival::Other {
+            let copy = EventCopy {
+                origin: e.origin.to_owned(),
+                id: e.id,
+                hops: e.hops,
+                dests: e.dests.iter().map(str::to_owned).collect(),
+                groups: e
+                    .groups
+                    .iter()
+                    .map(|(d, g)| (d.to_owned(), g.to_owned()))
+                    .collect(),
+                topic: e.topic.to_owned(),
+                retain: e.retain,
+            };
+            self.router
+                .borrow_mut()
+                .on_message(link.id, LinkMsg::Event(copy), &mut out);
+        }
+        let here = match fast {
+            Arrival::Deliver { plain } => Some((e.topic, plain, &[][..])),
+            _ => None,
+        };
         // Trace context: this router's hop (`trace`), once per copy that
         // goes anywhere, before it is passed on or delivered.
         let trace = &self.ctx.global.trace;
         // A CloudEvent's attributes keep their starting trace
         // (`trace::hop::cloudevent`): only its NATS block is the hop's.
-        let cloudevent = crate::trace::hop::cloudevent(e.meta.user_properties.iter().copied());
-        let hop = (!out.is_empty() && !e.sync && trace.propagating())
+        let goes = !out.is_empty() || here.is_some();
+        let hop = (goes && !e.sync && trace.propagating())
             .then(|| {
+                let cloudevent =
+                    crate::trace::hop::cloudevent(e.meta.user_properties.iter().copied());
                 let props = crate::trace::hop::w3c_props(e.meta.user_properties.iter().copied());
-                crate::trace::hop::find(props, e.meta.headers)
+                crate::trace::hop::find(props, e.meta.headers).map(|found| (found, cloudevent))
             })
             .flatten()
-            .and_then(|incoming| {
-                trace.hop(
-                    &incoming,
-                    crate::trace::SpanKind::LinkIn,
-                    arrived,
-                    e.topic,
-                    &link.peer,
-                )
+            .and_then(|(incoming, cloudevent)| {
+                trace
+                    .hop(
+                        &incoming,
+                        crate::trace::SpanKind::LinkIn,
+                        arrived,
+                        e.topic,
+                        &link.peer,
+                    )
+                    .map(|h| (h, cloudevent))
             });
         let block = hop
             .as_ref()
-            .and_then(|h| crate::trace::hop::replace_block(e.meta.headers?, h));
+            .and_then(|(h, _)| crate::trace::hop::replace_block(e.meta.headers?, h));
         let mut body = Body::of_frame(&e);
-        if let Some(h) = hop.as_ref().filter(|_| !cloudevent) {
+        if let Some((h, _)) = hop.as_ref().filter(|(_, cloudevent)| !cloudevent) {
             crate::trace::hop::replace_pairs(
                 &mut body.meta.user_properties,
                 &h.traceparent,
@@ -216,8 +238,11 @@ impl Bridge {
         }
         let deliveries = self.apply(out, Some(&body));
         self.upstream.set(None);
-        for (topic, plain, groups) in deliveries {
-            let event = body.to_event(&topic, self.origin);
+        let general = deliveries
+            .iter()
+            .map(|(topic, plain, groups)| (topic.as_str(), *plain, groups.as_slice()));
+        for (topic, plain, groups) in general.chain(here) {
+            let event = body.to_event(topic, self.origin, arrived);
             if body.sync {
                 // A peer's retained store: what is newer here is
                 // stored and passed on, one link at a time, to the
@@ -260,7 +285,7 @@ impl Bridge {
             // resends the QoS 1 copies it has no ack for.
             let delivered = futures_lite::future::or(
                 async {
-                    shards::publish(&self.ctx, event, plain, &groups).await;
+                    shards::publish(&self.ctx, event, plain, groups).await;
                     true
                 },
                 async {

@@ -66,7 +66,7 @@ impl Bridge {
         link.wake_writer();
     }
 
-    pub(super) fn push_event(&self, link: &Link, copy: &EventCopy, body: &Body<'_>) {
+    pub(super) fn push_event(&self, link: &Link, copy: &CopyRef<'_>, body: &Body<'_>) {
         if link.closed.get() {
             // Going down: a QoS 1 copy waits for the peer's return.
             self.hold_event(&link.peer, copy, body);
@@ -83,7 +83,7 @@ impl Bridge {
                 ),
                 crate::trace::SpanKind::LinkOut,
                 now_ns(),
-                &copy.topic,
+                copy.topic,
                 &link.peer,
             );
         }
@@ -107,7 +107,11 @@ impl Bridge {
             return;
         }
         let mut outboxes = self.outboxes.borrow_mut();
-        let ob = outboxes.entry(link.peer.clone()).or_default();
+        // No key copied per event: the peer's store exists after its first.
+        if !outboxes.contains_key(&link.peer) {
+            outboxes.insert(link.peer.clone(), Outbox::default());
+        }
+        let ob = outboxes.get_mut(&link.peer).expect("inserted above");
         let seq = ob.next_seq();
         let frame = copy_frame(copy, seq, body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
@@ -144,7 +148,7 @@ impl Bridge {
     /// A copy for a held link (down, its peer expected back): QoS 1 waits
     /// in the peer's resend store, sent when the peer returns; QoS 0 is
     /// dropped and counted.
-    pub(super) fn hold_event(&self, peer: &str, copy: &EventCopy, body: &Body<'_>) {
+    pub(super) fn hold_event(&self, peer: &str, copy: &CopyRef<'_>, body: &Body<'_>) {
         // A store-exchange copy is never kept: the next link-up exchanges
         // the stores again.
         if (body.qos == 0 && !body.retain) || body.sync {
@@ -152,7 +156,10 @@ impl Bridge {
             return;
         }
         let mut outboxes = self.outboxes.borrow_mut();
-        let ob = outboxes.entry(peer.to_owned()).or_default();
+        if !outboxes.contains_key(peer) {
+            outboxes.insert(peer.to_owned(), Outbox::default());
+        }
+        let ob = outboxes.get_mut(peer).expect("inserted above");
         let seq = ob.next_seq();
         let frame = copy_frame(copy, seq, body);
         let mut encoded = Vec::with_capacity(link::encoded_len(&frame));
@@ -190,20 +197,17 @@ impl Bridge {
     }
 }
 
-/// The link frame of one copy (`seq` 0 for QoS 0).
-pub(super) fn copy_frame<'a>(copy: &'a EventCopy, seq: u64, body: &'a Body<'a>) -> Frame<'a> {
+/// The link frame of one copy (`seq` 0 for QoS 0), borrowing the copy's
+/// lists (no allocation).
+pub(super) fn copy_frame<'a>(copy: &CopyRef<'a>, seq: u64, body: &'a Body<'a>) -> Frame<'a> {
     Frame::Event(link::Event {
         id: copy.id,
         seq,
-        origin: &copy.origin,
+        origin: copy.origin,
         hops: copy.hops,
-        dests: copy.dests.iter().map(String::as_str).collect(),
-        groups: copy
-            .groups
-            .iter()
-            .map(|(d, g)| (d.as_str(), g.as_str()))
-            .collect(),
-        topic: &copy.topic,
+        dests: link::Strs::Strings(copy.dests),
+        groups: link::Pairs::Strings(copy.groups),
+        topic: copy.topic,
         qos: body.qos,
         retain: body.retain,
         stamp: body.stamp,
