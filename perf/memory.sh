@@ -5,24 +5,41 @@
 #  (b) per subscription: VmRSS before/after SUBS distinct filters
 #      `site/{i/1000}/dev/{i%1000}/temp` subscribed by CONNS connections
 #      (64 filters per SUBSCRIBE), delta / SUBS.
-# Each measurement uses a fresh broker process (1 shard on core 0).
+# Each measurement uses a fresh broker process (1 shard on core 0). Also
+# printed: the seconds the loader took to be READY (connect, or subscribe
+# and get every SUBACK), and VmRSS 1 s after the clients closed (what the
+# broker gave back).
 #
-# Usage: perf/memory.sh        (env: CONNS_IDLE=10000 SUBS=1000000 SUB_CONNS=16
-#                                    MOSQUITTO=1 to include mosquitto)
+# Usage: perf/memory.sh        (env: CONNS_IDLE=10000 SUBS=200000 SUB_CONNS=16
+#                                    MOSQUITTO=1 to include mosquitto,
+#                                    BIN=dir/with/weft+weft-load to skip the
+#                                    build, LABEL=name for the weft rows,
+#                                    SKIP_IDLE=1 / SKIP_SUBS=1)
+# Past ~28,000 idle connections one source address runs out of ephemeral
+# ports: weft-load spreads them over 127.0.0.1..127.0.0.N (--source-ips).
+# As root the descriptor limit is raised to what the run needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CONNS_IDLE=${CONNS_IDLE:-10000}
-SUBS=${SUBS:-1000000}
+SUBS=${SUBS:-200000}
 SUB_CONNS=${SUB_CONNS:-16}
 WITH_MOSQUITTO=${MOSQUITTO:-1}
+LABEL=${LABEL:-weft}
 PORT=${PORT:-18841}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-BIN=$CARGO_TARGET_DIR/release
+NEED_FDS=$((CONNS_IDLE + 1000))
+if [ "$(ulimit -Hn)" -lt "$NEED_FDS" ] && [ "$(id -u)" = 0 ]; then ulimit -Hn "$NEED_FDS"; fi
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((CONNS_IDLE + 100)) ] || { echo "ulimit -n too low for $CONNS_IDLE connections" >&2; exit 1; }
+SOURCE_IPS=$(( (CONNS_IDLE + 24999) / 25000 ))
 
-cargo build --release --bin weft --bin weft-load >&2
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --bin weft --bin weft-load >&2
+    BIN=$CARGO_TARGET_DIR/release
+fi
+LOADER=${LOADER:-$BIN/weft-load}
+IPS_ARG=(); [ "$SOURCE_IPS" -gt 1 ] && IPS_ARG=(--source-ips "$SOURCE_IPS")
 
 # WORK, BROKER, cleanup at exit, rss_kib, wait_port
 source perf/lib.sh
@@ -43,44 +60,52 @@ start_broker() { # weft|mosquitto
 
 stop_broker() { kill "$BROKER"; wait "$BROKER" 2>/dev/null || true; BROKER=""; }
 
-# hold ARGS... : runs weft-load in a hold mode, prints "rss_before rss_after"
+# hold ARGS... : runs weft-load in a hold mode, prints
+# "rss_before rss_after seconds_to_ready"
 hold() {
-    local before after
+    local before after t0 t1
     rm -f "$WORK/ctl"; mkfifo "$WORK/ctl"
     before=$(rss_kib "$BROKER")
-    taskset -c 1 "$BIN/weft-load" --port $PORT "$@" <"$WORK/ctl" >"$WORK/hold.out" 2>"$WORK/hold.err" &
+    t0=$(date +%s.%N)
+    taskset -c 1 "$LOADER" --port $PORT "$@" <"$WORK/ctl" >"$WORK/hold.out" 2>"$WORK/hold.err" &
     local loader=$!
     exec 3>"$WORK/ctl"
     while ! grep -q READY "$WORK/hold.out" 2>/dev/null; do
         if ! kill -0 $loader 2>/dev/null; then echo "weft-load failed:" >&2; cat "$WORK/hold.err" >&2; exec 3>&-; return 1; fi
-        sleep 0.2
+        sleep 0.1
     done
+    t1=$(date +%s.%N)
     sleep 1
     after=$(rss_kib "$BROKER")
     exec 3>&-
     wait $loader || true
-    echo "$before $after"
+    echo "$before $after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')"
 }
 
 echo "# $(date -u +%FT%TZ)  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
-printf '%-10s %-28s %12s %12s %14s\n' broker measurement rss_before rss_after bytes_per_item
+printf '%-14s %-28s %12s %12s %14s %8s\n' broker measurement rss_before rss_after bytes_per_item ready_s
 brokers=(weft); [ "$WITH_MOSQUITTO" = 1 ] && command -v mosquitto >/dev/null && brokers+=(mosquitto)
 for b in "${brokers[@]}"; do
-    start_broker "$b"
-    read -r r0 r1 < <(hold --hold-idle "$CONNS_IDLE")
-    sleep 1
-    r2=$(rss_kib "$BROKER")
-    printf '%-10s %-28s %9s KiB %9s KiB %14s\n' "$b" "idle connections x$CONNS_IDLE" "$r0" "$r1" \
-        "$(awk -v a="$r0" -v b="$r1" -v n="$CONNS_IDLE" 'BEGIN {printf "%.0f", (b - a) * 1024 / n}')"
-    printf '%-10s %-28s %9s KiB\n' "$b" "  after they closed" "$r2"
-    stop_broker
+    name=$b; [ "$b" = weft ] && name=$LABEL
+    if [ "${SKIP_IDLE:-0}" != 1 ]; then
+        start_broker "$b"
+        read -r r0 r1 secs < <(hold --hold-idle "$CONNS_IDLE" "${IPS_ARG[@]}")
+        sleep 1
+        r2=$(rss_kib "$BROKER")
+        printf '%-14s %-28s %9s KiB %9s KiB %14s %8s\n' "$name" "idle connections x$CONNS_IDLE" "$r0" "$r1" \
+            "$(awk -v a="$r0" -v b="$r1" -v n="$CONNS_IDLE" 'BEGIN {printf "%.0f", (b - a) * 1024 / n}')" "$secs"
+        printf '%-14s %-28s %9s KiB\n' "$name" "  1 s after they closed" "$r2"
+        stop_broker
+    fi
 
-    start_broker "$b"
-    read -r r0 r1 < <(hold --hold-subs "$SUBS" --hold-conns "$SUB_CONNS")
-    printf '%-10s %-28s %9s KiB %9s KiB %14s\n' "$b" "subscriptions x$SUBS" "$r0" "$r1" \
-        "$(awk -v a="$r0" -v b="$r1" -v n="$SUBS" 'BEGIN {printf "%.0f", (b - a) * 1024 / n}')"
-    sleep 1
-    printf '%-10s %-28s %9s KiB\n' "$b" "  after they closed" "$(rss_kib "$BROKER")"
-    stop_broker
+    if [ "${SKIP_SUBS:-0}" != 1 ]; then
+        start_broker "$b"
+        read -r r0 r1 secs < <(hold --hold-subs "$SUBS" --hold-conns "$SUB_CONNS")
+        printf '%-14s %-28s %9s KiB %9s KiB %14s %8s\n' "$name" "subscriptions x$SUBS" "$r0" "$r1" \
+            "$(awk -v a="$r0" -v b="$r1" -v n="$SUBS" 'BEGIN {printf "%.0f", (b - a) * 1024 / n}')" "$secs"
+        sleep 1
+        printf '%-14s %-28s %9s KiB\n' "$name" "  1 s after they closed" "$(rss_kib "$BROKER")"
+        stop_broker
+    fi
 done
 echo "(filters: site/{i/1000}/dev/{i%1000}/temp over $SUB_CONNS connections; RSS from /proc/PID/status)"
