@@ -14,7 +14,10 @@
 #                                    MOSQUITTO=1 to include mosquitto,
 #                                    BIN=dir/with/weft+weft-load to skip the
 #                                    build, LABEL=name for the weft rows,
-#                                    SKIP_IDLE=1 / SKIP_SUBS=1)
+#                                    SKIP_IDLE=1 / SKIP_SUBS=1, PUB_MESSAGES=N:
+#                                    while the filters are held, one QoS 0
+#                                    publisher sends N 64-byte messages to one
+#                                    subscriber of another topic: its rate)
 # Past ~28,000 idle connections one source address runs out of ephemeral
 # ports: weft-load spreads them over 127.0.0.1..127.0.0.N (--source-ips).
 # As root the descriptor limit is raised to what the run needs.
@@ -23,13 +26,14 @@ cd "$(dirname "$0")/.."
 
 CONNS_IDLE=${CONNS_IDLE:-10000}
 SUBS=${SUBS:-200000}
-SUB_CONNS=${SUB_CONNS:-16}
+# 16 connections; past 1,000,000 filters, 62,500 each (under limits.subscriptions_per_session_max)
+SUB_CONNS=${SUB_CONNS:-$(( SUBS > 1000000 ? (SUBS + 62499) / 62500 : 16 ))}
 WITH_MOSQUITTO=${MOSQUITTO:-1}
 LABEL=${LABEL:-weft}
 PORT=${PORT:-18841}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 NEED_FDS=$((CONNS_IDLE + 1000))
-if [ "$(ulimit -Hn)" -lt "$NEED_FDS" ] && [ "$(id -u)" = 0 ]; then ulimit -Hn "$NEED_FDS"; fi
+if [ "$(ulimit -Hn)" -lt "$NEED_FDS" ] && [ "$(id -u)" = 0 ]; then ulimit -Hn "$NEED_FDS" 2>/dev/null || true; fi
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((CONNS_IDLE + 100)) ] || { echo "ulimit -n too low for $CONNS_IDLE connections" >&2; exit 1; }
 SOURCE_IPS=$(( (CONNS_IDLE + 24999) / 25000 ))
@@ -47,7 +51,9 @@ source perf/lib.sh
 start_broker() { # weft|mosquitto
     PORT=$((PORT + 1))
     if [ "$1" = weft ]; then
-        "$BIN/weft" run --mqtt-listen 127.0.0.1:$PORT --shards 1 --cores 0 --log-level warn >"$WORK/broker.log" 2>&1 &
+        # limits.connections_max (default 100,000) above the run's connections.
+        printf '[limits]\nconnections_max = %d\n' $((CONNS_IDLE > 99000 ? CONNS_IDLE + 1000 : 100000)) >"$WORK/weft.toml"
+        "$BIN/weft" run --config "$WORK/weft.toml" --mqtt-listen 127.0.0.1:$PORT --shards 1 --cores 0 --log-level warn >"$WORK/broker.log" 2>&1 &
     else
         printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n' $PORT >"$WORK/m.conf"
         taskset -c 0 mosquitto -c "$WORK/m.conf" >"$WORK/broker.log" 2>&1 &
@@ -77,6 +83,10 @@ hold() {
     t1=$(date +%s.%N)
     sleep 1
     after=$(rss_kib "$BROKER")
+    if [ "${PUB_MESSAGES:-0}" -gt 0 ] && [ "$1" = --hold-subs ]; then
+        taskset -c 1 "$LOADER" --port $PORT --topic probe/x --messages "$PUB_MESSAGES" --quiet-ms 1000 \
+            2>/dev/null | awk '/^RESULT/ {for (i = 2; i <= NF; i++) if ($i ~ /^recv_rate=/) print substr($i, 11)}' >"$WORK/rate"
+    fi
     exec 3>&-
     wait $loader || true
     echo "$before $after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')"
@@ -103,6 +113,7 @@ for b in "${brokers[@]}"; do
         read -r r0 r1 secs < <(hold --hold-subs "$SUBS" --hold-conns "$SUB_CONNS")
         printf '%-14s %-28s %9s KiB %9s KiB %14s %8s\n' "$name" "subscriptions x$SUBS" "$r0" "$r1" \
             "$(awk -v a="$r0" -v b="$r1" -v n="$SUBS" 'BEGIN {printf "%.0f", (b - a) * 1024 / n}')" "$secs"
+        [ "${PUB_MESSAGES:-0}" -gt 0 ] && printf '%-14s %-28s %s msg/s\n' "$name" "  publish 1->1 meanwhile" "$(cat "$WORK/rate")"
         sleep 1
         printf '%-14s %-28s %9s KiB\n' "$name" "  1 s after they closed" "$(rss_kib "$BROKER")"
         stop_broker

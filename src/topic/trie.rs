@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use node::{common_levels, normalize, prefix_bytes, Children, Edge, Fix, Next, Node};
+use node::{common_levels, normalize, prefix_bytes, Edge, Fix, Next, Node};
 
 mod node;
 #[cfg(test)]

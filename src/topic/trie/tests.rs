@@ -1,5 +1,6 @@
 //! The trie against the spec-worded oracle, and its canonical form.
 
+use super::node::Children;
 use super::*;
 use crate::topic::filter_matches;
 
