@@ -259,18 +259,14 @@ fn bench(c: &mut Criterion) {
         .map(|i| format!("site/{}/dev/{}/hum", i % SITES, i % DEVICES))
         .collect();
     let mut i = 0;
-    g.bench_function("remove/split_edge", |b| {
-        b.iter_batched(
-            || {
-                i = (i + 1) & 4095;
-                // `site/a/dev/b/hum` next to `.../temp`: the leaf edge
-                // `b/temp` split at `b`; its removal merges it again.
-                trie.add_local(&added[i], 7_000_002, 0);
-                i
-            },
-            |i| black_box(trie.remove_local(&added[i], 7_000_002)),
-            BatchSize::SmallInput,
-        )
+    g.bench_function("add_remove/split_and_merge", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            // `site/a/dev/b/hum` next to `.../temp`: the leaf edge `b/temp`
+            // split at `b`; its removal merges it again.
+            black_box(trie.add_local(&added[i], 7_000_002, 0));
+            black_box(trie.remove_local(&added[i], 7_000_002))
+        })
     });
     g.finish();
 }

@@ -231,7 +231,7 @@ mod tests {
                 _ => format!("site/{}/dev/{}", (x >> 40) % 30, (x >> 50) % 30),
             };
             let qos = ((x >> 20) % 3) as u8;
-            if (x >> 30) % 3 == 0 {
+            if (x >> 30).is_multiple_of(3) {
                 assert_eq!(s.remove(&key), model.remove(&key), "step {step}");
             } else {
                 assert_eq!(s.insert(&key, qos), model.insert(key.clone(), qos));
