@@ -16,16 +16,84 @@
 //! cache (hot set of 1024 topics, inside the default 4096-entry cache), and
 //! the cost of `add_local` + `remove_local` of a fresh literal filter (new
 //! nodes created then pruned) and of a second session on an existing filter.
-//! Also prints the build time and the resident memory the 1M-subscription
-//! trie takes (VmRSS delta, process-wide, so only indicative).
+//! Also prints the build time and the bytes per subscription: exact heap
+//! bytes asked of the allocator (a counting allocator wraps the system's
+//! in this bench), and the VmRSS delta (process-wide, so only indicative);
+//! and the same for perf/memory.sh's shape (200,000
+//! `site/{i/1000}/dev/{i%1000}/temp` over 16 sessions), trie and the
+//! sessions' filter sets (`topic::filter_set`) apart. The `insert` and
+//! `remove` benches time a whole path created then pruned (edge split and
+//! merge in the path-compressed trie) on the 1M trie.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-perf cargo bench --bench trie`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use weft::topic::filter_set::FilterSet;
 use weft::topic::trie::Trie;
+
+/// Counts the live heap bytes asked for (not the allocator's rounding).
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// perf/memory.sh's subscriptions, counted: heap bytes per subscription
+/// in the trie and in the sessions' filter sets.
+fn memory_shape() {
+    const N: u64 = 200_000;
+    const SESSIONS: u64 = 16;
+    let h0 = live();
+    let mut trie = Trie::new(4096);
+    let mut sets: Vec<FilterSet> = (0..SESSIONS).map(|_| FilterSet::new()).collect();
+    let per = N.div_ceil(SESSIONS);
+    let mut h_trie = 0;
+    for i in 0..N {
+        let f = format!("site/{}/dev/{}/temp", i / 1000, i % 1000);
+        let s = (i / per) as u32;
+        let before = live();
+        trie.add_local(&f, s, 0);
+        h_trie += live() - before;
+        sets[s as usize].insert(&f, 0);
+    }
+    let total = live() - h0;
+    eprintln!(
+        "memory.sh shape: {N} filters over {SESSIONS} sessions: {:.0} B/subscription on the heap \
+         (trie {:.0}, filter sets {:.0}); {} trie nodes",
+        total as f64 / N as f64,
+        h_trie as f64 / N as f64,
+        (total - h_trie) as f64 / N as f64,
+        trie.counts().nodes
+    );
+}
 
 const SITES: u64 = 1000;
 const DEVICES: u64 = 1000;
@@ -65,7 +133,9 @@ fn vm_rss_bytes() -> u64 {
 }
 
 fn build() -> Trie {
+    memory_shape();
     let rss0 = vm_rss_bytes();
+    let h0 = live();
     let t0 = Instant::now();
     let mut trie = Trie::new(4096);
     for i in 0..SUBSCRIPTIONS {
@@ -73,13 +143,15 @@ fn build() -> Trie {
     }
     let took = t0.elapsed();
     let rss1 = vm_rss_bytes();
+    let heap = live() - h0;
     let c = trie.counts();
     eprintln!(
-        "trie: {} subscriptions, {} nodes built in {:.2} s ({:.0} ns/insert); RSS +{} MiB = {:.0} B/subscription",
+        "trie: {} subscriptions, {} nodes built in {:.2} s ({:.0} ns/insert); heap {:.0} B/subscription; RSS +{} MiB = {:.0} B/subscription",
         c.local_subscriptions,
         c.nodes,
         took.as_secs_f64(),
         took.as_nanos() as f64 / SUBSCRIPTIONS as f64,
+        heap as f64 / SUBSCRIPTIONS as f64,
         (rss1 - rss0) >> 20,
         (rss1 - rss0) as f64 / SUBSCRIPTIONS as f64
     );
@@ -158,6 +230,42 @@ fn bench(c: &mut Criterion) {
             let f = &hits[i];
             black_box(trie.add_local(black_box(f), 7_000_000, 1));
             black_box(trie.remove_local(f, 7_000_000))
+        })
+    });
+    // A whole new path (a new device under an existing site: the edge to
+    // the site's devices gains a leaf edge; a new site: a split of no
+    // edge, one leaf edge at the root's site node), then pruned again.
+    let mut i = 0;
+    g.bench_function("insert/new_device", |b| {
+        b.iter_batched(
+            || {
+                i = (i + 1) & 4095;
+                format!("site/{}/dev/{}/temp", i % SITES, DEVICES + i)
+            },
+            |f| {
+                black_box(trie.add_local(&f, 7_000_001, 0));
+                f
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    for i in 0..4096u64 {
+        trie.remove_local(
+            &format!("site/{}/dev/{}/temp", i % SITES, DEVICES + i),
+            7_000_001,
+        );
+    }
+    let added: Vec<String> = (0..4096u64)
+        .map(|i| format!("site/{}/dev/{}/hum", i % SITES, i % DEVICES))
+        .collect();
+    let mut i = 0;
+    g.bench_function("add_remove/split_and_merge", |b| {
+        b.iter(|| {
+            i = (i + 1) & 4095;
+            // `site/a/dev/b/hum` next to `.../temp`: the leaf edge `b/temp`
+            // split at `b`; its removal merges it again.
+            black_box(trie.add_local(&added[i], 7_000_002, 0));
+            black_box(trie.remove_local(&added[i], 7_000_002))
         })
     });
     g.finish();

@@ -72,6 +72,11 @@ struct Opts {
     /// Connections the --hold-subs filters are spread over.
     #[arg(long, default_value_t = 16)]
     hold_conns: usize,
+    /// Hold modes: spread the connections over the source addresses
+    /// 127.0.0.1 ..= 127.0.0.N, 25,000 each (one source address has
+    /// ~28,000 ephemeral ports towards one listener).
+    #[arg(long, default_value_t = 1)]
+    source_ips: u8,
 }
 
 fn parse_cpu_list(s: &str) -> Vec<usize> {
@@ -125,9 +130,25 @@ impl Conn {
         Ok(c)
     }
 
-    /// Opens a connection with a small read buffer (hold modes).
-    fn open_small(opts: &Opts, client_id: &str) -> io::Result<Conn> {
-        let stream = TcpStream::connect((opts.host.as_str(), opts.port))?;
+    /// Opens a connection with a small read buffer (hold modes), the
+    /// `nth` of the run (its source address, `--source-ips`).
+    fn open_small(opts: &Opts, client_id: &str, nth: usize) -> io::Result<Conn> {
+        let stream = if opts.source_ips > 1 {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 1 + (nth / 25_000) as u8);
+            let to: std::net::SocketAddr = (
+                opts.host
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(io::Error::other)?,
+                opts.port,
+            )
+                .into();
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            s.bind(&std::net::SocketAddr::from((ip, 0)).into())?;
+            s.connect(&to.into())?;
+            s.into()
+        } else {
+            TcpStream::connect((opts.host.as_str(), opts.port))?
+        };
         let mut c = Conn {
             stream,
             buf: vec![0; 4096],
@@ -511,7 +532,7 @@ fn hold_idle(opts: &Opts, n: usize) -> io::Result<()> {
         let to = (from + 256).min(n);
         let mut pending = Vec::new();
         for i in from..to {
-            pending.push(Conn::open_small(opts, &format!("idle-{i}"))?);
+            pending.push(Conn::open_small(opts, &format!("idle-{i}"), i)?);
         }
         for mut c in pending {
             c.expect_connack()?;
@@ -530,7 +551,7 @@ fn hold_subs(opts: &Opts, total: usize, conns_n: usize) -> io::Result<()> {
     let mut conns = Vec::new();
     let mut next = 0usize;
     for ci in 0..conns_n {
-        let mut c = Conn::open_small(opts, &format!("subs-{ci}"))?;
+        let mut c = Conn::open_small(opts, &format!("subs-{ci}"), ci)?;
         c.expect_connack()?;
         let end = (next + per_conn).min(total);
         // Up to 32 SUBSCRIBE packets in flight per connection.

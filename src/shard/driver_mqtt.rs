@@ -551,7 +551,7 @@ async fn subscribe(
         // keeps the client's (SUBACK, retained lookup).
         let filter = internal(space, &f.filter);
         let subs = mailbox.subscriptions.borrow();
-        let existed = subs.contains_key(&*filter);
+        let existed = subs.contains_key(&filter);
         let full = !existed && subs.len() >= max;
         drop(subs);
         if full {

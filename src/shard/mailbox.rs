@@ -177,7 +177,7 @@ pub struct Mailbox {
     reader: Cell<Option<Waker>>,
     /// Filters this session holds, with granted QoS: what to release on
     /// disconnect. Bounded by `subscriptions_per_session_max`.
-    pub subscriptions: RefCell<hashbrown::HashMap<Box<str>, u8>>,
+    pub subscriptions: RefCell<crate::topic::filter_set::FilterSet>,
     /// NATS: sid → key of the subscription in the shard's table.
     pub nats_subs: RefCell<hashbrown::HashMap<Box<str>, SessionKey>>,
     /// AMQP: (channel, handle) of a receiver link → its key in the table.

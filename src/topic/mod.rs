@@ -9,6 +9,7 @@
 //! (`.`, `*`, `>`) are converted at the edge (`nats::subject`), so the trie
 //! only ever sees MQTT-shaped levels.
 
+pub mod filter_set;
 pub mod retained;
 pub mod subject;
 pub mod trie;

@@ -14,8 +14,12 @@
 //!
 //! Shape follows nats-server's sublist: literal children in a hash map,
 //! dedicated `+` and `#` slots, pruning on removal, and a bounded match cache
-//! that any change invalidates. Bench: `cargo bench --bench trie` before
-//! changing anything on the match path.
+//! that any change invalidates; path-compressed ([`node`]): a chain of
+//! single-child literal levels is one edge, and an edge to a filter with
+//! one plain subscriber holds it without a node of its own. Bytes per
+//! subscription: `perf/memory.sh`, and the counting test in `tests.rs`.
+//! Bench: `cargo bench --bench trie` before changing anything on the match
+//! path.
 
 use std::hash::BuildHasher;
 use std::rc::Rc;
@@ -23,6 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use smallvec::SmallVec;
+
+use node::{common_levels, normalize, prefix_bytes, Edge, Fix, Next, Node};
+
+mod node;
+#[cfg(test)]
+mod tests;
 
 /// A subscriber in its shard's tables: an MQTT session (one key per
 /// session, so overlapping filters deliver once) or a NATS subscription
@@ -98,148 +108,6 @@ impl BuildHasher for SeededState {
 
 type Map<K, V> = hashbrown::HashMap<K, V, SeededState>;
 
-/// Literal children of a node. Most nodes have one or a few: those keep an
-/// exact-size slice searched linearly (24 bytes for one child, where a hash
-/// map allocates a 4-bucket table); past `SMALL_CHILDREN_MAX` a hash map.
-enum Children {
-    Small(Box<[(Box<str>, Box<Node>)]>),
-    Large(Box<Map<Box<str>, Box<Node>>>),
-}
-
-const SMALL_CHILDREN_MAX: usize = 8;
-
-impl Default for Children {
-    fn default() -> Self {
-        Children::Small(Box::default())
-    }
-}
-
-impl Children {
-    fn is_empty(&self) -> bool {
-        match self {
-            Children::Small(v) => v.is_empty(),
-            Children::Large(m) => m.is_empty(),
-        }
-    }
-
-    fn get(&self, level: &str) -> Option<&Node> {
-        match self {
-            Children::Small(v) => v.iter().find(|(k, _)| &**k == level).map(|(_, n)| &**n),
-            Children::Large(m) => m.get(level).map(|n| &**n),
-        }
-    }
-
-    fn get_mut(&mut self, level: &str) -> Option<&mut Node> {
-        match self {
-            Children::Small(v) => v
-                .iter_mut()
-                .find(|(k, _)| &**k == level)
-                .map(|(_, n)| &mut **n),
-            Children::Large(m) => m.get_mut(level).map(|n| &mut **n),
-        }
-    }
-
-    /// The child for `level`, created if missing; true if it was created.
-    fn get_or_insert(&mut self, level: &str) -> (&mut Node, bool) {
-        let created = self.get(level).is_none();
-        if created {
-            match self {
-                Children::Small(v) if v.len() < SMALL_CHILDREN_MAX => {
-                    let mut grown = std::mem::take(v).into_vec();
-                    grown.reserve_exact(1);
-                    grown.push((level.into(), Box::default()));
-                    *v = grown.into_boxed_slice();
-                }
-                Children::Small(v) => {
-                    let mut map: Map<Box<str>, Box<Node>> = Map::default();
-                    map.extend(std::mem::take(v).into_vec());
-                    map.insert(level.into(), Box::default());
-                    *self = Children::Large(Box::new(map));
-                }
-                Children::Large(m) => {
-                    m.insert(level.into(), Box::default());
-                }
-            }
-        }
-        (self.get_mut(level).expect("present"), created)
-    }
-
-    fn remove(&mut self, level: &str) {
-        match self {
-            Children::Small(v) => {
-                let mut kept = std::mem::take(v).into_vec();
-                kept.retain(|(k, _)| &**k != level);
-                *v = kept.into_boxed_slice();
-            }
-            Children::Large(m) => {
-                m.remove(level);
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Node {
-    children: Children,
-    plus: Option<Box<Node>>,
-    hash: Option<Box<Node>>,
-    local: SmallVec<[LocalSub; 1]>,
-    remote: ShardMask,
-    /// Queue groups on this filter; boxed, as most filters have none: 8
-    /// bytes per node instead of a Vec's 24.
-    #[allow(clippy::box_collection)]
-    groups: Option<Box<Vec<GroupEntry>>>,
-}
-
-struct GroupEntry {
-    name: Arc<str>,
-    local: SmallVec<[LocalSub; 1]>,
-    remote: ShardMask,
-}
-
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.is_none()
-            && self.local.is_empty()
-            && self.remote == 0
-            && self.groups.is_none()
-    }
-
-    /// The subscriber list and shard mask of the plain filter or of one
-    /// of its groups, created on demand.
-    fn slot_mut(&mut self, group: Option<&str>) -> (&mut SmallVec<[LocalSub; 1]>, &mut ShardMask) {
-        let Some(name) = group else {
-            return (&mut self.local, &mut self.remote);
-        };
-        let groups = self.groups.get_or_insert_with(Default::default);
-        let at = match groups.iter().position(|g| &*g.name == name) {
-            Some(at) => at,
-            None => {
-                groups.push(GroupEntry {
-                    name: name.into(),
-                    local: SmallVec::new(),
-                    remote: 0,
-                });
-                groups.len() - 1
-            }
-        };
-        let g = &mut groups[at];
-        (&mut g.local, &mut g.remote)
-    }
-
-    /// Drops group entries left empty.
-    fn prune_groups(&mut self) {
-        if let Some(groups) = &mut self.groups {
-            groups.retain(|g| !g.local.is_empty() || g.remote != 0);
-            if groups.is_empty() {
-                self.groups = None;
-            }
-        }
-    }
-}
-
 /// Result of adding a local subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Added {
@@ -307,28 +175,9 @@ impl Trie {
         }
     }
 
-    /// Walks to (creating) the node of `filter`.
-    fn node_mut(&mut self, filter: &str) -> &mut Node {
-        let mut node = &mut self.root;
-        for level in filter.split('/') {
-            let slot = match level {
-                "+" => &mut node.plus,
-                "#" => &mut node.hash,
-                _ => {
-                    let (child, created) = node.children.get_or_insert(level);
-                    if created {
-                        self.nodes += 1;
-                    }
-                    node = child;
-                    continue;
-                }
-            };
-            if slot.is_none() {
-                self.nodes += 1;
-            }
-            node = slot.get_or_insert_with(Box::default);
-        }
-        node
+    /// Splits a filter into its levels (inline up to `LEVELS_INLINE`).
+    fn levels(filter: &str) -> SmallVec<[&str; LEVELS_INLINE]> {
+        filter.split('/').collect()
     }
 
     /// Adds or replaces `session`'s subscription to `filter` (a valid filter).
@@ -346,21 +195,33 @@ impl Trie {
         qos: u8,
     ) -> Added {
         self.invalidate();
-        let (local, _) = self.node_mut(filter).slot_mut(group);
-        let first_local = local.is_empty();
-        if let Some(existing) = local.iter_mut().find(|s| s.session == session) {
-            existing.qos = qos;
-            return Added {
-                replaced: true,
-                first_local: false,
-            };
-        }
-        local.push(LocalSub { session, qos });
-        self.local_subscriptions += 1;
-        Added {
-            replaced: false,
-            first_local,
-        }
+        let mut fresh = false;
+        let added = update(
+            &mut self.root,
+            &Self::levels(filter),
+            true,
+            &mut self.nodes,
+            &mut |node| {
+                let (local, _) = node.slot_mut(group);
+                let first_local = local.is_empty();
+                if let Some(existing) = local.iter_mut().find(|s| s.session == session) {
+                    existing.qos = qos;
+                    return Some(Added {
+                        replaced: true,
+                        first_local: false,
+                    });
+                }
+                local.push(LocalSub { session, qos });
+                fresh = true;
+                Some(Added {
+                    replaced: false,
+                    first_local,
+                })
+            },
+        )
+        .expect("created on the way");
+        self.local_subscriptions += usize::from(fresh);
+        added
     }
 
     /// Removes `session`'s subscription to `filter`; `None` if it had none.
@@ -374,27 +235,29 @@ impl Trie {
         group: Option<&str>,
         session: SessionKey,
     ) -> Option<Removed> {
-        let mut last_local = None;
-        let pruned = Self::remove_at(&mut self.root, filter.split('/'), &mut |node| {
-            if group.is_some() && node.groups.is_none() {
-                return None;
-            }
-            let (local, _) = node.slot_mut(group);
-            let Some(at) = local.iter().position(|s| s.session == session) else {
+        let removed = update(
+            &mut self.root,
+            &Self::levels(filter),
+            false,
+            &mut self.nodes,
+            &mut |node| {
+                if group.is_some() && node.groups.is_none() {
+                    return None;
+                }
+                let (local, _) = node.slot_mut(group);
+                let Some(at) = local.iter().position(|s| s.session == session) else {
+                    node.prune_groups();
+                    return None;
+                };
+                local.swap_remove(at);
+                let last_local = local.is_empty();
                 node.prune_groups();
-                return None;
-            };
-            local.swap_remove(at);
-            last_local = Some(local.is_empty());
-            node.prune_groups();
-            Some(())
-        })?;
-        self.nodes -= pruned;
+                Some(Removed { last_local })
+            },
+        )?;
         self.local_subscriptions -= 1;
         self.invalidate();
-        Some(Removed {
-            last_local: last_local.expect("set by the visitor"),
-        })
+        Some(removed)
     }
 
     /// Records that `shard` has at least one subscriber of `filter`.
@@ -406,10 +269,20 @@ impl Trie {
     pub fn add_remote_in(&mut self, filter: &str, group: Option<&str>, shard: usize) -> bool {
         debug_assert!(shard < SHARDS_MAX);
         self.invalidate();
-        let (_, remote) = self.node_mut(filter).slot_mut(group);
         let bit = 1u64 << shard;
-        let fresh = *remote & bit == 0;
-        *remote |= bit;
+        let fresh = update(
+            &mut self.root,
+            &Self::levels(filter),
+            true,
+            &mut self.nodes,
+            &mut |node| {
+                let (_, remote) = node.slot_mut(group);
+                let fresh = *remote & bit == 0;
+                *remote |= bit;
+                Some(fresh)
+            },
+        )
+        .expect("created on the way");
         if fresh {
             self.remote_entries += 1;
         }
@@ -423,65 +296,28 @@ impl Trie {
 
     pub fn remove_remote_in(&mut self, filter: &str, group: Option<&str>, shard: usize) -> bool {
         let bit = 1u64 << shard;
-        let pruned = Self::remove_at(&mut self.root, filter.split('/'), &mut |node| {
-            if group.is_some() && node.groups.is_none() {
-                return None;
-            }
-            let (_, remote) = node.slot_mut(group);
-            let had = *remote & bit != 0;
-            *remote &= !bit;
-            node.prune_groups();
-            had.then_some(())
-        });
-        match pruned {
-            Some(pruned) => {
-                self.nodes -= pruned;
-                self.remote_entries -= 1;
-                self.invalidate();
-                true
-            }
-            None => false,
+        let had = update(
+            &mut self.root,
+            &Self::levels(filter),
+            false,
+            &mut self.nodes,
+            &mut |node| {
+                if group.is_some() && node.groups.is_none() {
+                    return None;
+                }
+                let (_, remote) = node.slot_mut(group);
+                let had = *remote & bit != 0;
+                *remote &= !bit;
+                node.prune_groups();
+                had.then_some(())
+            },
+        )
+        .is_some();
+        if had {
+            self.remote_entries -= 1;
+            self.invalidate();
         }
-    }
-
-    /// Descends along `levels`, applies `edit` at the end node, and prunes
-    /// nodes left empty on the way back. Returns the number of nodes pruned,
-    /// or `None` when the path or the entry does not exist.
-    fn remove_at<'a>(
-        node: &mut Node,
-        mut levels: impl Iterator<Item = &'a str>,
-        edit: &mut dyn FnMut(&mut Node) -> Option<()>,
-    ) -> Option<usize> {
-        let Some(level) = levels.next() else {
-            edit(node)?;
-            return Some(0);
-        };
-        let (pruned, child_empty) = match level {
-            "+" | "#" => {
-                let slot = if level == "+" {
-                    &mut node.plus
-                } else {
-                    &mut node.hash
-                };
-                let child = slot.as_mut()?;
-                let pruned = Self::remove_at(child, levels, edit)?;
-                let empty = child.is_empty();
-                if empty {
-                    *slot = None;
-                }
-                (pruned, empty)
-            }
-            _ => {
-                let child = node.children.get_mut(level)?;
-                let pruned = Self::remove_at(child, levels, edit)?;
-                let empty = child.is_empty();
-                if empty {
-                    node.children.remove(level);
-                }
-                (pruned, empty)
-            }
-        };
-        Some(pruned + usize::from(child_empty))
+        had
     }
 
     /// Matches a (valid) topic name, through the cache.
@@ -594,190 +430,108 @@ fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut C
             collect(plus, levels, depth + 1, dollar, out);
         }
     }
-    if let Some(child) = node.children.get(level) {
-        collect(child, levels, depth + 1, dollar, out);
+    let Some(edge) = node.children.find(level) else {
+        return;
+    };
+    // The edge's first level is `level`; the rest of its label must be
+    // the topic's next levels.
+    let mut depth = depth + 1;
+    if edge.label.len() > level.len() {
+        for l in edge.label[level.len() + 1..].split('/') {
+            if levels.get(depth) != Some(&l) {
+                return;
+            }
+            depth += 1;
+        }
+    }
+    match &edge.next {
+        Next::Leaf(sub) => {
+            if depth == levels.len() {
+                out.local.push(*sub);
+            }
+        }
+        Next::Node(next) => collect(next, levels, depth, dollar, out),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::topic::filter_matches;
-
-    fn sessions(m: &Matched) -> Vec<(u32, u8)> {
-        m.local.iter().map(|s| (s.session, s.qos)).collect()
-    }
-
-    #[test]
-    fn add_match_remove_leaves_nothing() {
-        let mut t = Trie::new(16);
-        let filters = ["a/b/c", "a/+/c", "a/#", "#", "+/+/+", "$SYS/#", "a//c", "/"];
-        for (i, f) in filters.iter().enumerate() {
-            let added = t.add_local(f, i as u32, 1);
-            assert!(added.first_local && !added.replaced);
-        }
-        assert!(t.add_remote("a/b/c", 3));
-        assert!(!t.add_remote("a/b/c", 3));
-        let m = t.matches("a/b/c");
-        assert_eq!(sessions(&m), vec![(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]);
-        assert_eq!(m.remote, 1 << 3);
-        assert_eq!(t.counts().cached_topics, 1);
-        let m2 = t.matches("a/b/c");
-        assert!(Rc::ptr_eq(&m, &m2), "second match is a cache hit");
-        for (i, f) in filters.iter().enumerate() {
-            assert_eq!(
-                t.remove_local(f, i as u32),
-                Some(Removed { last_local: true })
-            );
-        }
-        assert!(t.remove_remote("a/b/c", 3));
-        assert!(!t.remove_remote("a/b/c", 3));
-        assert_eq!(t.counts(), TrieCounts::default());
-        assert!(t.root.is_empty());
-    }
-
-    #[test]
-    fn replace_and_overlap_dedup() {
-        let mut t = Trie::new(0);
-        assert!(!t.add_local("a/b", 7, 0).replaced);
-        assert!(t.add_local("a/b", 7, 1).replaced);
-        t.add_local("a/+", 7, 0);
-        t.add_local("a/+", 8, 0);
-        let added = t.add_local("a/+", 9, 1);
-        assert!(!added.first_local, "second subscriber of a filter");
-        assert_eq!(sessions(&t.matches("a/b")), vec![(7, 1), (8, 0), (9, 1)]);
-        assert_eq!(t.counts().local_subscriptions, 4);
-        assert_eq!(
-            t.remove_local("a/+", 8),
-            Some(Removed { last_local: false })
-        );
-        assert_eq!(t.remove_local("a/+", 8), None);
-        assert_eq!(t.remove_local("x/y", 8), None);
-    }
-
-    #[test]
-    fn overlapping_options_merge() {
-        let mut t = Trie::new(0);
-        t.add_local("a/+", 1, NO_LOCAL);
-        t.add_local("a/b", 1, 1 | NO_LOCAL | RETAIN_AS_PUBLISHED);
-        t.add_local("#", 2, NO_LOCAL);
-        t.add_local("a/#", 2, 0);
-        assert_eq!(
-            sessions(&t.matches("a/b")),
-            vec![(1, 1 | NO_LOCAL | RETAIN_AS_PUBLISHED), (2, 0)]
-        );
-    }
-
-    #[test]
-    fn dollar_and_parent_level() {
-        let mut t = Trie::new(0);
-        t.add_local("#", 1, 0);
-        t.add_local("+/x", 2, 0);
-        t.add_local("$SYS/#", 3, 0);
-        t.add_local("sport/#", 4, 0);
-        assert_eq!(sessions(&t.matches("$SYS/x")), vec![(3, 0)]);
-        assert_eq!(sessions(&t.matches("sport")), vec![(1, 0), (4, 0)]);
-        assert_eq!(sessions(&t.matches("a/x")), vec![(1, 0), (2, 0)]);
-    }
-
-    /// The trie agrees with the spec-worded oracle on a grid of filters and
-    /// topics, including empty levels and `$` topics.
-    #[test]
-    fn agrees_with_oracle() {
-        let parts = ["a", "b", "", "$x", "+", "#"];
-        let mut filters = Vec::new();
-        for &p in &parts {
-            filters.push(p.to_string());
-            for &q in &parts {
-                filters.push(format!("{p}/{q}"));
-                for &r in &parts {
-                    filters.push(format!("{p}/{q}/{r}"));
-                }
+/// Descends along `levels` (creating the path when `create`), runs `edit`
+/// on the node at the end, and on the way back brings every edge and slot
+/// it passed through back to the canonical form (`node`): empty nodes
+/// pruned, pass-through nodes merged into their edge, single subscribers
+/// kept in their edge. `nodes` counts the nodes and leaf edges below the
+/// root. `None` when the path does not exist (and `!create`) or `edit`
+/// said so.
+fn update<R>(
+    node: &mut Node,
+    levels: &[&str],
+    create: bool,
+    nodes: &mut usize,
+    edit: &mut dyn FnMut(&mut Node) -> Option<R>,
+) -> Option<R> {
+    let Some((&level, _)) = levels.split_first() else {
+        return edit(node);
+    };
+    if level == "+" || level == "#" {
+        let slot = if level == "+" {
+            &mut node.plus
+        } else {
+            &mut node.hash
+        };
+        if slot.is_none() {
+            if !create {
+                return None;
             }
+            *slot = Some(Box::default());
+            *nodes += 1;
         }
-        let limits = crate::topic::TopicLimits::default();
-        filters.retain(|f| crate::topic::validate_filter(f, &limits).is_ok());
-        let topics: Vec<String> = filters
+        let child = slot.as_mut().expect("present");
+        let out = update(child, &levels[1..], create, nodes, edit);
+        if child.is_empty() {
+            *slot = None;
+            *nodes -= 1;
+        }
+        return out;
+    }
+    if node.children.find(level).is_none() {
+        if !create {
+            return None;
+        }
+        // A new edge takes every literal level up to the next wildcard.
+        let run = levels
             .iter()
-            .filter(|f| crate::topic::validate_name(f, &limits).is_ok())
-            .cloned()
-            .collect();
-        let mut t = Trie::new(8);
-        for (i, f) in filters.iter().enumerate() {
-            t.add_local(f, i as u32, 0);
-        }
-        for topic in &topics {
-            let got: Vec<u32> = t.matches(topic).local.iter().map(|s| s.session).collect();
-            let want: Vec<u32> = filters
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| filter_matches(f, topic))
-                .map(|(i, _)| i as u32)
-                .collect();
-            assert_eq!(got, want, "topic {topic:?}");
-        }
-        for (i, f) in filters.iter().enumerate() {
-            t.remove_local(f, i as u32).expect("present");
-        }
-        assert_eq!(t.counts().nodes, 0);
+            .take_while(|l| **l != "+" && **l != "#")
+            .count();
+        node.children.insert(Edge {
+            label: levels[..run].join("/").into_boxed_str(),
+            next: Next::Node(Box::default()),
+        });
+        *nodes += 1;
     }
-
-    #[test]
-    fn queue_groups() {
-        let mut t = Trie::new(8);
-        assert!(t.add_local_in("a/+", Some("g"), 1, 0).first_local);
-        assert!(!t.add_local_in("a/+", Some("g"), 2, 0).first_local);
-        assert!(t.add_local_in("a/b", Some("g"), 3, 0).first_local);
-        assert!(t.add_local_in("a/b", Some("h"), 4, 0).first_local);
-        t.add_local("a/b", 5, 0);
-        assert!(t.add_remote_in("a/#", Some("g"), 2));
-        let m = t.matches("a/b");
-        assert_eq!(sessions(&m), vec![(5, 0)]);
-        assert_eq!(m.groups.len(), 2);
-        let g = m.groups.iter().find(|g| &*g.name == "g").unwrap();
-        let members: Vec<u32> = g.local.iter().map(|s| s.session).collect();
-        assert_eq!(members, vec![1, 2, 3], "one group across its filters");
-        assert_eq!(g.remote, 1 << 2);
-        assert_eq!(t.remove_local_in("a/+", Some("h"), 1), None);
-        assert_eq!(t.remove_local_in("a/+", Some("g"), 9), None);
-        t.remove_local_in("a/+", Some("g"), 1).unwrap();
-        assert_eq!(
-            t.remove_local_in("a/+", Some("g"), 2),
-            Some(Removed { last_local: true })
-        );
-        t.remove_local_in("a/b", Some("g"), 3).unwrap();
-        t.remove_local_in("a/b", Some("h"), 4).unwrap();
-        t.remove_local("a/b", 5).unwrap();
-        assert!(t.remove_remote_in("a/#", Some("g"), 2));
-        assert!(!t.remove_remote_in("a/#", Some("g"), 2));
-        assert_eq!(t.counts(), TrieCounts::default());
-        assert!(t.matches("a/b").is_empty());
+    let edge = node.children.find_mut(level).expect("present");
+    let (common, total) = common_levels(&edge.label, levels);
+    if common < total {
+        if !create {
+            return None;
+        }
+        // Split: the shared levels stay on this edge, the rest moves to
+        // an edge of a new node in between.
+        let at = prefix_bytes(&edge.label, common);
+        let tail = Edge {
+            label: edge.label[at + 1..].into(),
+            next: std::mem::replace(&mut edge.next, Next::Node(Box::default())),
+        };
+        edge.label = edge.label[..at].into();
+        edge.next.node_mut().children.insert(tail);
+        *nodes += 1;
     }
-
-    #[test]
-    fn many_children_switch_to_a_map_and_back_to_nothing() {
-        let mut t = Trie::new(0);
-        for i in 0..20u32 {
-            t.add_local(&format!("a/{i}/x"), i, 0);
-        }
-        for i in 0..20u32 {
-            assert_eq!(sessions(&t.matches(&format!("a/{i}/x"))), vec![(i, 0)]);
-        }
-        assert!(t.matches("a/20/x").is_empty());
-        for i in 0..20u32 {
-            t.remove_local(&format!("a/{i}/x"), i).unwrap();
-        }
-        assert_eq!(t.counts(), TrieCounts::default());
-        assert!(t.root.is_empty());
-    }
-
-    #[test]
-    fn cache_is_bounded() {
-        let mut t = Trie::new(4);
-        t.add_local("#", 1, 0);
-        for i in 0..100 {
-            t.matches(&format!("t/{i}"));
-            assert!(t.counts().cached_topics <= 4);
+    let out = update(edge.next.node_mut(), &levels[common..], create, nodes, edit);
+    match normalize(edge) {
+        Fix::Keep => {}
+        Fix::Merged => *nodes -= 1,
+        Fix::Drop => {
+            node.children.remove(level);
+            *nodes -= 1;
         }
     }
+    out
 }

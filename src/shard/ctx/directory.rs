@@ -258,7 +258,7 @@ impl ShardCtx {
             old.subscriptions
                 .borrow()
                 .iter()
-                .map(|(f, q)| (f.clone(), *q))
+                .map(|(f, q)| (f.into(), q))
                 .collect()
         } else {
             Vec::new()
@@ -388,7 +388,7 @@ impl ShardCtx {
             .subscriptions
             .borrow()
             .iter()
-            .map(|(f, q)| (f.clone(), *q))
+            .map(|(f, q)| (f.into(), q))
             .collect();
         Some(SessionState {
             subscriptions,

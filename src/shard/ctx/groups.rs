@@ -113,11 +113,7 @@ pub(super) fn shared_backlog(session: &Session) -> Vec<(Event, Arc<str>)> {
     if shared.is_empty() {
         return Vec::new();
     }
-    let plain: Vec<&str> = subs
-        .keys()
-        .filter(|f| split_share(f).0.is_none())
-        .map(|f| &**f)
-        .collect();
+    let plain: Vec<&str> = subs.keys().filter(|f| split_share(f).0.is_none()).collect();
     let backlog = session.take_backlog();
     let events = backlog
         .inflight

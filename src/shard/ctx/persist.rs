@@ -347,7 +347,7 @@ fn session_open(session: &Session, sn: u64, gen: u64, awaiting_release: Vec<u16>
             .subscriptions
             .borrow()
             .iter()
-            .map(|(f, q)| (f.clone(), *q))
+            .map(|(f, q)| (f.into(), q))
             .collect(),
         identifiers: session
             .sub_identifiers

@@ -535,10 +535,7 @@ impl ShardCtx {
     pub fn subscribe(&self, session: &Session, full_filter: &str, qos: u8) {
         let (group, filter) = split_share(full_filter);
         let first = self.routing.add_local(filter, group, session.key, qos);
-        session
-            .subscriptions
-            .borrow_mut()
-            .insert(full_filter.into(), qos);
+        session.subscriptions.borrow_mut().insert(full_filter, qos);
         if first {
             self.control
                 .announce(true, Arc::from(filter), group.map(Arc::from));
@@ -575,6 +572,7 @@ impl ShardCtx {
             .subscriptions
             .borrow_mut()
             .drain()
+            .into_iter()
             .map(|(f, _)| f)
             .collect();
         for f in &filters {

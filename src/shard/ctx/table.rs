@@ -250,7 +250,7 @@ impl Table {
                                 protocol,
                                 client_id: s.client_id.to_string(),
                                 filter: filter.to_string(),
-                                qos: *qos,
+                                qos,
                                 sid: None,
                                 queue_group: None,
                             });
