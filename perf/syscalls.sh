@@ -84,12 +84,14 @@ start() {
         --log-level warn $ROUTER_FLAGS "$@" >"$log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
+    local want="admin listening on"
+    case " $* " in *" --mesh-listen "*) want="mesh listening on" ;; esac
     for _ in $(seq 200); do
-        grep -q "^weft: admin listening on" "$log" && break
+        grep -q "^weft: $want" "$log" && break
         kill -0 "$pid" 2>/dev/null || { echo "router $name exited:" >&2; cat "$log" >&2; exit 1; }
         sleep 0.05
     done
-    addr() { sed -n "s/^weft: $1 listening on \([^ ]*\).*/\1/p" "$log" | head -1; }
+    addr() { sed -n "s/^weft: $1 listening on \([^ ]*\).*/\1/p" "$log" | head -1 | grep . || echo -; }
     echo "$pid $(addr mqtt) $(addr nats) $(addr mesh) $(addr admin)" >"$WORK/$name.addr"
 }
 
