@@ -203,6 +203,58 @@ impl Bell {
     }
 }
 
+/// Several tasks of one executor may wait on the same end (every
+/// connection of a shard sends on its rings): one of them sleeps on the
+/// bell, the others wait here for it to wake, then all re-check. (One
+/// eventfd read per sleep: two readers would take one ring between them
+/// and leave the other asleep.)
+#[derive(Default)]
+struct Gate {
+    sleeping: Cell<bool>,
+    wakes: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Gate {
+    /// Sleeps on `bell` if no other task of this end does; else waits for
+    /// that one to wake.
+    async fn sleep(
+        &self,
+        bell: &Bell,
+        local: bool,
+        file: &RefCell<Option<glommio::io::BufferedFile>>,
+        idle: impl Fn() -> bool,
+    ) {
+        if self.sleeping.get() {
+            let seen = self.wakes.get();
+            poll_fn(|cx| {
+                if self.wakes.get() != seen {
+                    return Poll::Ready(());
+                }
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            return;
+        }
+        self.sleeping.set(true);
+        // Wakes the others even if this sleep is cancelled.
+        struct Woken<'a>(&'a Gate);
+        impl Drop for Woken<'_> {
+            fn drop(&mut self) {
+                self.0.sleeping.set(false);
+                self.0.wakes.set(self.0.wakes.get().wrapping_add(1));
+                let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
+                for waker in waiters {
+                    waker.wake();
+                }
+            }
+        }
+        let _woken = Woken(self);
+        bell.sleep(local, file, idle).await;
+    }
+}
+
 /// The state both sides share.
 struct Shared<T> {
     /// Next slot to read (consumer-written).
@@ -268,6 +320,7 @@ pub struct Sender<T> {
     head: Cell<usize>,
     bound: Cell<bool>,
     file: RefCell<Option<glommio::io::BufferedFile>>,
+    gate: Gate,
 }
 
 /// The consumer's end: `Send` until its first use, then on that thread.
@@ -278,6 +331,7 @@ pub struct Receiver<T> {
     tail: Cell<usize>,
     bound: Cell<bool>,
     file: RefCell<Option<glommio::io::BufferedFile>>,
+    gate: Gate,
 }
 
 // SAFETY: the ends hold no thread-bound state until their first use
@@ -310,6 +364,7 @@ pub fn channel<T: Send>(capacity: usize) -> std::io::Result<(Sender<T>, Receiver
             head: Cell::new(0),
             bound: Cell::new(false),
             file: RefCell::new(None),
+            gate: Gate::default(),
         },
         Receiver {
             shared,
@@ -317,6 +372,7 @@ pub fn channel<T: Send>(capacity: usize) -> std::io::Result<(Sender<T>, Receiver
             tail: Cell::new(0),
             bound: Cell::new(false),
             file: RefCell::new(None),
+            gate: Gate::default(),
         },
     ))
 }
@@ -368,7 +424,9 @@ impl<T: Send> Sender<T> {
                 self.tail.get().wrapping_sub(head) == self.capacity()
                     && !shared.consumer_gone.load(Ordering::Relaxed)
             };
-            shared.to_producer.sleep(local, &self.file, full).await;
+            self.gate
+                .sleep(&shared.to_producer, local, &self.file, full)
+                .await;
         }
     }
 }
@@ -414,7 +472,9 @@ impl<T: Send> Receiver<T> {
                 shared.tail.load(Ordering::Acquire) == self.head.get()
                     && !shared.producer_gone.load(Ordering::Relaxed)
             };
-            shared.to_consumer.sleep(local, &self.file, empty).await;
+            self.gate
+                .sleep(&shared.to_consumer, local, &self.file, empty)
+                .await;
         }
     }
 }

@@ -193,3 +193,46 @@ fn a_capacity_of_zero_is_one_slot() {
     tx.try_send(1).expect("one slot");
     assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
 }
+
+/// Every connection of a shard sends on the same ring: several tasks wait
+/// for room on one sender at once, and each gets it (one eventfd read
+/// would wake only one of them).
+#[test]
+fn several_tasks_waiting_for_room_on_one_sender_all_get_it() {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 2_000;
+    let (tx, rx) = channel::<u64>(2).expect("ring");
+    let consumer = executor("spsc-many-consumer", move || {
+        Box::pin(async move {
+            let mut n = 0u64;
+            while recv_bounded(&rx).await.is_some() {
+                n += 1;
+                if n % 97 == 0 {
+                    // The producers all find the ring full meanwhile.
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+            n
+        })
+    });
+    let producer = executor("spsc-many-producer", move || {
+        Box::pin(async move {
+            let tx = std::rc::Rc::new(tx);
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let tx = tx.clone();
+                    glommio::spawn_local(async move {
+                        for i in 0..EACH {
+                            send_bounded(&tx, t * EACH + i).await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+        })
+    });
+    producer.join().expect("producer");
+    assert_eq!(consumer.join().expect("consumer"), TASKS * EACH);
+}
