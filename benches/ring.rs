@@ -152,7 +152,9 @@ fn stream(kind: Kind, messages: u64, capacity: usize) -> Duration {
         Box::pin(async move {
             let rx = rx.connect().await;
             for _ in 0..messages {
-                drop(std::hint::black_box(rx.recv().await.expect("ring closed early")));
+                drop(std::hint::black_box(
+                    rx.recv().await.expect("ring closed early"),
+                ));
             }
             Instant::now()
         })

@@ -26,6 +26,8 @@
 #
 # Usage: perf/syscalls.sh
 #   env: BINS="before=/path/weft after=target/release/weft" PATHS="single hop1 cross"
+#        SPIN_<label>=US: that binary's routers run with [runtime] spin_us = US
+#        (a label may name the same binary as another: "after-spin50=...")
 #        LOADS="full rate" PROTOCOL=mqtt RATE=10000 SECS=5 MSGS=200000 REPS=3
 #        PAYLOAD=64 ROUTER_CORE=1 LOAD_CORE=0 ROUTER_FLAGS="..." OUT=file.md
 set -euo pipefail
@@ -73,6 +75,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The extra config of a label: $WORK/LABEL.toml ([runtime] spin_us).
+label_toml() { # label [extra toml text]
+    local var="SPIN_${1//-/_}" f=$WORK/$1.toml
+    : >"$f"
+    [ -n "${!var:-}" ] && printf '[runtime]\nspin_us = %s\n' "${!var}" >>"$f"
+    [ -n "${2:-}" ] && printf '%s' "$2" >>"$f"
+    echo "$f"
+}
+
 # start BIN NAME CORES SHARDS flags...: writes "pid mqtt nats mesh admin"
 # (addresses) to $WORK/NAME.addr
 start() {
@@ -107,16 +118,18 @@ wait_links() { # admin n
 # run LABEL BIN PATH LOAD REP: one measurement, appended to $WORK/rows
 run() {
     local label=$1 bin=$2 path=$3 load=$4 rep=$5 pub pids m n extra=""
+    local cfg
+    cfg=$(label_toml "$label")
     case $path in
     single)
-        up "$bin" S "$ROUTER_CORE" 1
+        up "$bin" S "$ROUTER_CORE" 1 --config "$cfg"
         pids=$U_PID m=$U_MQTT n=$U_NATS
         ;;
     hop1)
-        up "$bin" A "$ROUTER_CORE" 1 --mesh-listen 127.0.0.1:0
+        up "$bin" A "$ROUTER_CORE" 1 --config "$cfg" --mesh-listen 127.0.0.1:0
         local pa=$U_PID aa=$U_ADMIN
         m=$U_MQTT n=$U_NATS
-        up "$bin" B "$ROUTER_CORE" 1 --link "$U_MESH"
+        up "$bin" B "$ROUTER_CORE" 1 --config "$cfg" --link "$U_MESH"
         wait_links "$aa" 1
         wait_links "$U_ADMIN" 1
         pids="$pa,$U_PID"
@@ -124,10 +137,21 @@ run() {
         ;;
     cross)
         # Per-shard listeners: shard i on base+i; pub on shard 0, sub on 1.
-        local base=$((20000 + RANDOM % 20000))
-        printf '[mqtt]\nshard_listeners = true\nshard_port_base = %s\n[nats]\nshard_listeners = true\nshard_port_base = %s\n' \
-            "$base" $((base + 10)) >"$WORK/cross.toml"
-        up "$bin" X "$ROUTER_CORES2" 2 --config "$WORK/cross.toml"
+        # A base whose ports (base, +1, +10, +11) are free now.
+        local base
+        base=$(python3 -c '
+import random, socket
+while True:
+    b = random.randrange(20000, 60000, 20)
+    try:
+        for p in (b, b + 1, b + 10, b + 11):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+        print(b); break
+    except OSError:
+        pass')
+        cfg=$(label_toml "$label" "$(printf '[mqtt]\nshard_listeners = true\nshard_port_base = %s\n[nats]\nshard_listeners = true\nshard_port_base = %s\n' \
+            "$base" $((base + 10)))")
+        up "$bin" X "$ROUTER_CORES2" 2 --config "$cfg"
         pids=$U_PID
         if [ "$PROTOCOL" = mqtt ]; then m=127.0.0.1:$base; extra="--sub-server 127.0.0.1:$((base + 1))"
         else n=127.0.0.1:$((base + 10)); extra="--sub-server 127.0.0.1:$((base + 11))"; fi
@@ -195,7 +219,9 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 def fmt(x, d=2):
-    return "–" if x is None else f"{x:.{d}f}"
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if d == 2 else f"{x:.{d}f}"
 print(f"{proto}, 1 → 1, {payload} B, median of {reps} (load avg at end {load}); per event = per message delivered\n")
 print("| path | load | binary | syscalls/event | io_uring_enter/event | write/event | membarrier/event | ctx switches/event | delivered msg/s | p50 µs | p99 µs |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")

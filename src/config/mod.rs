@@ -410,7 +410,10 @@ impl Config {
         at_least("runtime.ring_capacity", self.runtime.ring_capacity, 2)?;
         for (key, us) in [
             ("runtime.spin_us", self.runtime.spin_us),
-            ("runtime.spin_before_park_us", self.runtime.spin_before_park_us),
+            (
+                "runtime.spin_before_park_us",
+                self.runtime.spin_before_park_us,
+            ),
         ] {
             if us > 1_000_000 {
                 return Err(invalid(key, "exceeds 1000000 (1 s)"));

@@ -34,10 +34,7 @@ pub struct RingEnds<T: Send + 'static> {
 
 /// The ends of a full mesh of `peers` executors, indexed by peer id;
 /// `capacity` messages per ring. Err: out of descriptors (eventfds).
-pub fn full<T: Send + 'static>(
-    peers: usize,
-    capacity: usize,
-) -> std::io::Result<Vec<RingEnds<T>>> {
+pub fn full<T: Send + 'static>(peers: usize, capacity: usize) -> std::io::Result<Vec<RingEnds<T>>> {
     let mut ends: Vec<RingEnds<T>> = (0..peers)
         .map(|id| RingEnds {
             id,

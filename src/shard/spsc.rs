@@ -129,9 +129,8 @@ impl Bell {
                 let one = 1u64.to_ne_bytes();
                 // SAFETY: writes 8 bytes from a live buffer to our
                 // descriptor; never blocks (it would take 2^64 - 2 rings).
-                let _ = unsafe {
-                    nix::libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8)
-                };
+                let _ =
+                    unsafe { nix::libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8) };
             }
             LOCAL => {
                 let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
