@@ -449,6 +449,17 @@ impl Config {
             1024,
         )?;
         at_least("runtime.ring_capacity", self.runtime.ring_capacity, 2)?;
+        for (key, us) in [
+            ("runtime.spin_us", self.runtime.spin_us),
+            (
+                "runtime.spin_before_park_us",
+                self.runtime.spin_before_park_us,
+            ),
+        ] {
+            if us > 1_000_000 {
+                return Err(invalid(key, "exceeds 1000000 (1 s)"));
+            }
+        }
         at_least(
             "runtime.io_memory_bytes",
             self.runtime.io_memory_bytes,

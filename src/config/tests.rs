@@ -38,6 +38,8 @@ fn defaults_are_pinned() {
     assert!(!c.trace.exporting());
     assert_eq!(c.runtime.shards, 0);
     assert_eq!(c.runtime.ring_capacity, 4096);
+    assert_eq!(c.runtime.spin_us, 0, "no busy polling unless asked");
+    assert_eq!(c.runtime.spin(), std::time::Duration::ZERO);
     assert_eq!(c.runtime.match_cache_entries_max, 4096);
     assert_eq!(c.limits.packet_bytes_max, 1 << 20);
     assert_eq!(c.limits.queued_messages_max, 100_000);
@@ -380,4 +382,18 @@ fn console_interval_and_topics_are_bounded() {
         e.starts_with("admin.console_topics_max: 257 exceeds the maximum of 256"),
         "{e}"
     );
+}
+
+#[test]
+fn busy_polling_is_bounded_and_its_former_name_still_read() {
+    let resolve = |extra: &str| {
+        let c = Config::from_toml(extra, "t").unwrap();
+        c.resolve(&[0]).map(|r| r.config).map_err(|e| e.to_string())
+    };
+    let c = resolve("[runtime]\nspin_us = 50\n").unwrap();
+    assert_eq!(c.runtime.spin(), std::time::Duration::from_micros(50));
+    let c = resolve("[runtime]\nspin_before_park_us = 20\n").unwrap();
+    assert_eq!(c.runtime.spin(), std::time::Duration::from_micros(20));
+    let e = resolve("[runtime]\nspin_us = 1000001\n").err().unwrap();
+    assert!(e.starts_with("runtime.spin_us"), "{e}");
 }

@@ -34,6 +34,7 @@ pub mod rings;
 pub mod rlimits;
 pub mod shm_accept;
 pub mod shm_handoff;
+pub mod spsc;
 pub mod stats;
 pub mod sys;
 pub mod tls_accept;
@@ -130,9 +131,11 @@ fn executor(name: &str, core: usize, config: &crate::config::Config) -> LocalExe
     let builder = LocalExecutorBuilder::new(Placement::Fixed(core))
         .name(name)
         .io_memory(config.runtime.io_memory_bytes);
-    match config.runtime.spin_before_park_us {
-        0 => builder,
-        us => builder.spin_before_park(Duration::from_micros(us)),
+    // Busy polling (`runtime.spin_us`): glommio's spin reaps completions
+    // without a syscall, the ring doorbells' included (`spsc`).
+    match config.runtime.spin() {
+        Duration::ZERO => builder,
+        spin => builder.spin_before_park(spin),
     }
 }
 
@@ -184,6 +187,7 @@ impl Router {
             links: mesh
                 .as_ref()
                 .map_or(0, |m| config.mesh.links_max as u64 + m.links.len() as u64),
+            rings: rings::rings_of(executors as usize),
         };
         let descriptor_connections_max =
             rlimits::check_nofile(config.limits.connections_max as u64, headroom);
@@ -278,7 +282,8 @@ impl Router {
         let bridge_core = mesh
             .as_ref()
             .map(|m| m.bridge_core.unwrap_or(shard_cores[0]));
-        let mut all_rings = rings::full::<ShardMsg>(peers, config.runtime.ring_capacity);
+        let mut all_rings = rings::full::<ShardMsg>(peers, config.runtime.ring_capacity)
+            .map_err(|e| StartError::NotJoined(format!("the rings between executors: {e}")))?;
         // The bridge's ring ends, taken out when it runs inside shard 0.
         let in_shard = config.mesh.bridge_in_shard && bridge_core == Some(shard_cores[0]);
         let mut bridge_ends = match (&mesh, in_shard) {

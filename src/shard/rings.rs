@@ -1,36 +1,40 @@
-//! The rings between executors: one bounded glommio shared channel (a
-//! lock-free SPSC ring) per ordered pair of peers, made in the main thread
-//! and handed to each executor with its peer id fixed in advance.
+//! The rings between executors: one bounded SPSC ring of our own
+//! (`spsc`) per ordered pair of peers, made in the main thread and handed
+//! to each executor with its peer id fixed in advance.
 //!
-//! Written by hand instead of glommio 0.9's `channel_mesh` because the
-//! mesh's rendezvous (`MeshBuilder::join`) loses a wake-up now and then at
-//! start-up: under load about 1 start in 250 stalled for seconds or for
-//! good with some executors asleep in io_uring and others spinning (a
-//! ticker did not cure it). Here each executor only connects its own ends:
-//! a connecting end polls for its peer on every turn of the reactor (no
-//! notification to lose; a 1 ms ticker covers the reactor falling asleep
-//! with that poll pending), and every connect is started before any is
-//! awaited, so no pair can wait on each other.
+//! Until 2026-12 these were glommio 0.9 shared channels, whose connect was
+//! a rendezvous (and `channel_mesh`'s `MeshBuilder::join` lost a wake-up
+//! now and then at start-up: about 1 start in 250 stalled). An `spsc` ring
+//! and its doorbells exist before any executor starts, so there is nothing
+//! to connect and nothing to lose: a peer may send before its consumer
+//! runs (the messages wait in the ring), and a consumer that went to sleep
+//! first has said so before the producer looks (see `spsc`). Our rings
+//! also do not wake the sender on every receive, as glommio's did.
 //!
-//! Owns: making and connecting the rings, sending to a peer by id. Must not
-//! touch: what travels on them (`ShardMsg`, `ctx/msg.rs`).
+//! Owns: making the rings, sending to a peer by id. Must not touch: what
+//! travels on them (`ShardMsg`, `ctx/msg.rs`).
 
-use glommio::channels::shared_channel::{
-    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
-use glommio::GlommioError;
+use glommio::{GlommioError, ResourceType};
 
-/// One executor's unconnected ends: `Send`, so made in the main thread.
+use super::spsc::{self, TrySendError};
+
+pub use super::spsc::Receiver;
+
+/// Descriptors each ring may hold: two eventfds, and a glommio copy of
+/// each for the side waiting on it.
+pub const DESCRIPTORS_PER_RING: u64 = 4;
+
+/// One executor's ends: `Send`, so made in the main thread.
 pub struct RingEnds<T: Send + 'static> {
     id: usize,
     peers: usize,
-    senders: Vec<Option<SharedSender<T>>>,
-    receivers: Vec<Option<SharedReceiver<T>>>,
+    senders: Vec<Option<spsc::Sender<T>>>,
+    receivers: Vec<Option<spsc::Receiver<T>>>,
 }
 
 /// The ends of a full mesh of `peers` executors, indexed by peer id;
-/// `capacity` messages per ring.
-pub fn full<T: Send + 'static>(peers: usize, capacity: usize) -> Vec<RingEnds<T>> {
+/// `capacity` messages per ring. Err: out of descriptors (eventfds).
+pub fn full<T: Send + 'static>(peers: usize, capacity: usize) -> std::io::Result<Vec<RingEnds<T>>> {
     let mut ends: Vec<RingEnds<T>> = (0..peers)
         .map(|id| RingEnds {
             id,
@@ -41,19 +45,25 @@ pub fn full<T: Send + 'static>(peers: usize, capacity: usize) -> Vec<RingEnds<T>
         .collect();
     for from in 0..peers {
         for to in (0..peers).filter(|&to| to != from) {
-            let (s, r) = shared_channel::new_bounded(capacity);
+            let (s, r) = spsc::channel(capacity)?;
             ends[from].senders[to] = Some(s);
             ends[to].receivers[from] = Some(r);
         }
     }
-    ends
+    Ok(ends)
+}
+
+/// Rings (ordered pairs) of a full mesh of `peers`.
+pub fn rings_of(peers: usize) -> u64 {
+    let peers = peers as u64;
+    peers * peers.saturating_sub(1)
 }
 
 /// A connected executor's senders, by peer id.
 pub struct Senders<T: Send + 'static> {
     id: usize,
     peers: usize,
-    senders: Vec<Option<ConnectedSender<T>>>,
+    senders: Vec<Option<spsc::Sender<T>>>,
 }
 
 impl<T: Send + 'static> RingEnds<T> {
@@ -61,59 +71,21 @@ impl<T: Send + 'static> RingEnds<T> {
         self.id
     }
 
-    /// Connects every end (on the executor that owns them); returns once
-    /// every peer has connected its side. The receivers come with the id of
-    /// the peer that sends on them.
-    pub async fn connect(self) -> (Senders<T>, Vec<(usize, ConnectedReceiver<T>)>) {
-        // A connecting end re-arms its waker on every turn of the reactor,
-        // but glommio 0.9 can still put the executor to sleep in io_uring
-        // with that waker pending (seen: every executor asleep, one end
-        // unconnected, for good). A ticker bounds each such sleep to 1 ms
-        // until every end is connected.
-        let connecting = std::rc::Rc::new(std::cell::Cell::new(true));
-        let ticker = {
-            let connecting = connecting.clone();
-            glommio::spawn_local(async move {
-                while connecting.get() {
-                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            })
-        };
-        let ends = self.connect_all().await;
-        connecting.set(false);
-        ticker.await;
-        ends
-    }
-
-    async fn connect_all(self) -> (Senders<T>, Vec<(usize, ConnectedReceiver<T>)>) {
-        // Start every connect before awaiting any.
-        let senders: Vec<_> = self
-            .senders
-            .into_iter()
-            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
-            .collect();
-        let receivers: Vec<_> = self
+    /// Takes the ends on the executor that owns them from now on. The
+    /// receivers come with the id of the peer that sends on them. Nothing
+    /// to wait for (kept async for the callers' sake).
+    pub async fn connect(self) -> (Senders<T>, Vec<(usize, Receiver<T>)>) {
+        let incoming = self
             .receivers
             .into_iter()
             .enumerate()
-            .filter_map(|(from, r)| r.map(|r| (from, glommio::spawn_local(r.connect()))))
+            .filter_map(|(from, r)| r.map(|r| (from, r)))
             .collect();
-        let mut connected = Vec::with_capacity(senders.len());
-        for s in senders {
-            connected.push(match s {
-                Some(task) => Some(task.await),
-                None => None,
-            });
-        }
-        let mut incoming = Vec::with_capacity(receivers.len());
-        for (from, task) in receivers {
-            incoming.push((from, task.await));
-        }
         (
             Senders {
                 id: self.id,
                 peers: self.peers,
-                senders: connected,
+                senders: self.senders,
             },
             incoming,
         )
@@ -130,18 +102,26 @@ impl<T: Send + 'static> Senders<T> {
         self.peers
     }
 
-    fn to(&self, peer: usize) -> &ConnectedSender<T> {
+    fn to(&self, peer: usize) -> &spsc::Sender<T> {
         self.senders[peer]
             .as_ref()
             .expect("a ring to another peer (never to itself)")
     }
 
+    /// `WouldBlock` when the ring is full, `Closed` when the peer is gone;
+    /// either way the message comes back.
     pub fn try_send_to(&self, peer: usize, msg: T) -> Result<(), GlommioError<T>> {
-        self.to(peer).try_send(msg)
+        self.to(peer).try_send(msg).map_err(|e| match e {
+            TrySendError::Full(msg) => GlommioError::WouldBlock(ResourceType::Channel(msg)),
+            TrySendError::Closed(msg) => GlommioError::Closed(ResourceType::Channel(msg)),
+        })
     }
 
     /// Waits for room; Err only when the peer is gone.
     pub async fn send_to(&self, peer: usize, msg: T) -> Result<(), GlommioError<T>> {
-        self.to(peer).send(msg).await
+        self.to(peer)
+            .send(msg)
+            .await
+            .map_err(|msg| GlommioError::Closed(ResourceType::Channel(msg)))
     }
 }

@@ -30,11 +30,17 @@ pub struct Headroom {
     pub listeners: u64,
     /// Mesh links up at once (`mesh.links_max`) plus those being dialled.
     pub links: u64,
+    /// Rings between executors (`rings::rings_of`): their eventfds.
+    pub rings: u64,
 }
 
 impl Headroom {
     pub fn descriptors(&self) -> u64 {
-        BASE_DESCRIPTORS + DESCRIPTORS_PER_EXECUTOR * self.executors + self.listeners + self.links
+        BASE_DESCRIPTORS
+            + DESCRIPTORS_PER_EXECUTOR * self.executors
+            + super::rings::DESCRIPTORS_PER_RING * self.rings
+            + self.listeners
+            + self.links
     }
 }
 
@@ -161,7 +167,8 @@ mod tests {
             executors: 3,
             listeners: 9,
             links: 64,
+            rings: 6,
         };
-        assert_eq!(h.descriptors(), 32 + 24 + 9 + 64);
+        assert_eq!(h.descriptors(), 32 + 24 + 24 + 9 + 64);
     }
 }

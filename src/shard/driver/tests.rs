@@ -12,7 +12,7 @@ use super::*;
 use crate::config::Config;
 
 async fn one_shard(config: Config) -> Rc<ShardCtx> {
-    let ends = rings::full(1, 64).pop().expect("one peer");
+    let ends = rings::full(1, 64).expect("rings").pop().expect("one peer");
     join_peer(
         ends,
         Arc::new(config),

@@ -16,7 +16,7 @@ use crate::mqtt::codec::{self, Packet as P3};
 use crate::mqtt::v5;
 
 async fn one_shard(config: Config) -> Rc<ShardCtx> {
-    let ends = rings::full(1, 64).pop().expect("one peer");
+    let ends = rings::full(1, 64).expect("rings").pop().expect("one peer");
     join_peer(
         ends,
         Arc::new(config),
