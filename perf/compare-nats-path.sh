@@ -104,7 +104,7 @@ for f in glob.glob(os.path.join(out, "*.json")):
     cpu.setdefault(key, []).append(ticks / hz / max(d["totals"]["received"], 1) * 1e6)
     other.setdefault(key, []).append(int(open(f[:-5] + ".other").read()) / hz)
 med = lambda xs: statistics.median(xs)
-print("| workload | broker | delivered msg/s (median) | / nats-server | broker CPU µs per delivered msg (median) | runs (M msg/s) | other processes' CPU s per run (median) |")
+print("| workload | broker | delivered msg/s (median) | / nats-server | broker CPU µs per delivered msg (median) | runs (M msg/s) | CPU s of other processes, load tool included, per run (median) |")
 print("|---|---|---:|---:|---:|---|---:|")
 for w in workloads:
     n = rate.get((w, "nats-server"))
