@@ -616,7 +616,8 @@ mod tests {
             headers: None,
             payload,
         };
-        let cases: [(&[u8], Result<Option<(ClientOp<'_>, usize)>, NatsError>); 12] = [
+        type Decoded<'a> = Result<Option<(ClientOp<'a>, usize)>, NatsError>;
+        let cases: [(&[u8], Decoded<'_>); 12] = [
             (b"PUB a 1\r\nx\r\n", Ok(Some((pub_("a", None, b"x"), 12)))),
             (
                 b"pub  a\t r  2\r\nxy\r\n",
