@@ -10,6 +10,8 @@
 # complements perf/ab.sh and does not replace it.
 #
 #   mqtt-q0, mqtt-q1, nats   one router, publisher and subscriber on it
+#   nats-1to4                one router, one NATS publisher, 4 subscribers
+#                            (instructions per delivered message: / 4)
 #   mesh-hop                 routers A and B (B dials A), publisher on A,
 #                            subscriber on B; each router is measured in
 #                            its own pair of runs (the other runs natively)
@@ -77,16 +79,17 @@ one() {
     else
         $(vg "$file") "$bin" run --mqtt-listen 127.0.0.1:$p --nats-listen 127.0.0.1:$((p + 1)) \
             --shards 1 --cores 0 --log-level warn >"$OUT/router.log" 2>&1 &
-        local r=$!
+        local r=$! subs=1
         wait_port $p
         wait_port $((p + 1))
         case $w in
         mqtt-q0) args=(--protocol mqtt --server 127.0.0.1:$p --qos 0) ;;
         mqtt-q1) args=(--protocol mqtt --server 127.0.0.1:$p --qos 1) ;;
         nats) args=(--protocol nats --server 127.0.0.1:$((p + 1))) ;;
+        nats-1to4) args=(--protocol nats --server 127.0.0.1:$((p + 1))) subs=4 ;;
         esac
         "$LOAD_BIN" bench "${args[@]}" --size 64 --pin-cores 1 --no-progress --quiet-ms 20000 \
-            --pubs 1 --subs 1 --msgs "$n" >"$OUT/load.log" 2>&1
+            --pubs 1 --subs "$subs" --msgs "$n" >"$OUT/load.log" 2>&1
         kill -INT $r
         wait $r || true
     fi
@@ -110,7 +113,9 @@ for w in $WORKLOADS; do
             one "$name" "$bin" "$w" "$N2" "$side"
             i1=$(total "$OUT/cg.$w.$name.$side.$N1")
             i2=$(total "$OUT/cg.$w.$name.$side.$N2")
-            printf ' %d |' $(((i2 - i1) / (N2 - N1)))
+            per=1
+            [ "$w" = nats-1to4 ] && per=4
+            printf ' %d |' $(((i2 - i1) / (N2 - N1) / per))
         done
         printf '\n'
     done

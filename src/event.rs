@@ -131,6 +131,41 @@ impl Event {
         }
     }
 
+    /// As [`Event::new`], with every `from` byte of `topic` written as
+    /// `to` on the way into the buffer (NATS `.` → internal `/`): a
+    /// publish's topic mapped in its one copy, no string of its own. Both
+    /// bytes are ASCII, so the topic stays UTF-8.
+    pub fn new_translated(
+        topic: &str,
+        from: u8,
+        to: u8,
+        payload: &[u8],
+        qos: u8,
+        retain: bool,
+    ) -> Event {
+        assert!(from.is_ascii() && to.is_ascii(), "ASCII keeps UTF-8");
+        debug_assert!(topic.len() <= usize::from(u16::MAX));
+        let topic_len = topic.len() as u16;
+        let mut bytes = Vec::with_capacity(2 + topic.len() + payload.len());
+        bytes.extend_from_slice(&topic_len.to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        for b in &mut bytes[2..] {
+            if *b == from {
+                *b = to;
+            }
+        }
+        bytes.extend_from_slice(payload);
+        Event {
+            bytes: Bytes::from(bytes),
+            topic_len,
+            qos,
+            retain,
+            origin: Origin::ROUTER,
+            meta: None,
+            born_ns: 0,
+        }
+    }
+
     pub fn with_origin(mut self, origin: Origin) -> Event {
         self.origin = origin;
         self

@@ -118,6 +118,12 @@ pub fn decode<'a>(
         .unwrap_or(line_end);
     // The name first, as before the line is complete (above).
     let op = known_op(&buf[..name_end])?;
+    if matches!(op, Op::Pub | Op::HPub) && buf[..line_end].is_ascii() {
+        // The hot path: the usual PUB line is ASCII, so it is split and
+        // its sizes read as bytes, the same rules as below (which every
+        // other line takes), no string handling per PUB.
+        return decode_pub(buf, op, name_end, line_end, after_line, limits);
+    }
     let line =
         std::str::from_utf8(&buf[..line_end]).map_err(|_| NatsError::BadArguments("line"))?;
     let rest = line[name_end..].trim_start();
@@ -173,47 +179,146 @@ pub fn decode<'a>(
                 }
                 _ => return Err(NatsError::BadArguments(op.name())),
             };
-            if total > limits.payload_bytes_max {
-                return Err(NatsError::MaxPayload);
-            }
-            if header_len > total {
-                return Err(NatsError::BadArguments("HPUB"));
-            }
-            let end = after_line + total;
-            // Payload plus its CRLF (a bare LF is tolerated).
-            if buf.len() < end + 1 {
-                return Ok(None);
-            }
-            let consumed = match buf[end] {
-                b'\n' => end + 1,
-                b'\r' => {
-                    if buf.len() < end + 2 {
-                        return Ok(None);
-                    }
-                    if buf[end + 1] != b'\n' {
-                        return Err(NatsError::BadTerminator);
-                    }
-                    end + 2
-                }
-                _ => return Err(NatsError::BadTerminator),
-            };
-            let block = &buf[after_line..end];
-            let (headers, payload) = if op == Op::HPub {
-                (Some(&block[..header_len]), &block[header_len..])
-            } else {
-                (None, block)
-            };
-            Ok(Some((
-                ClientOp::Pub {
-                    subject,
-                    reply,
-                    headers,
-                    payload,
-                },
-                consumed,
-            )))
+            pub_body(
+                buf, op, subject, reply, header_len, total, after_line, limits,
+            )
         }
     }
+}
+
+/// PUB/HPUB from an ASCII control line (`decode`'s hot path): the
+/// arguments split on blanks as bytes (the first ones skipped as
+/// `str::trim_start` does for ASCII, the others as `decode` does), the
+/// sizes read in one loop; then the body as for any PUB.
+#[inline]
+fn decode_pub<'a>(
+    buf: &'a [u8],
+    op: Op,
+    name_end: usize,
+    line_end: usize,
+    after_line: usize,
+    limits: &NatsLimits,
+) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
+    let line = &buf[..line_end];
+    let mut at = name_end;
+    while at < line_end && matches!(line[at], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+        at += 1;
+    }
+    let mut args: [&[u8]; 4] = [&[]; 4];
+    let mut n = 0;
+    while at < line_end {
+        let start = at;
+        while at < line_end && !matches!(line[at], b' ' | b'\t') {
+            at += 1;
+        }
+        if n == args.len() {
+            return Err(NatsError::BadArguments(op.name()));
+        }
+        args[n] = &line[start..at];
+        n += 1;
+        while at < line_end && matches!(line[at], b' ' | b'\t') {
+            at += 1;
+        }
+    }
+    // SAFETY: the line is ASCII (checked by the caller), so is every
+    // slice of it.
+    let text = |b: &'a [u8]| unsafe { std::str::from_utf8_unchecked(b) };
+    let name = op.name();
+    let (subject, reply, header_len, total) = match (op, n) {
+        (Op::Pub, 2) => (args[0], None, 0, size(args[1], name)?),
+        (Op::Pub, 3) => (args[0], Some(args[1]), 0, size(args[2], name)?),
+        (Op::HPub, 3) => (args[0], None, size(args[1], name)?, size(args[2], name)?),
+        (Op::HPub, 4) => (
+            args[0],
+            Some(args[1]),
+            size(args[2], name)?,
+            size(args[3], name)?,
+        ),
+        _ => return Err(NatsError::BadArguments(name)),
+    };
+    let reply = reply.map(text);
+    pub_body(
+        buf,
+        op,
+        text(subject),
+        reply,
+        header_len,
+        total,
+        after_line,
+        limits,
+    )
+}
+
+/// `parse_size` on bytes: 1 to 12 ASCII digits.
+#[inline]
+fn size(s: &[u8], op: &'static str) -> Result<usize, NatsError> {
+    if s.is_empty() || s.len() > 12 {
+        return Err(NatsError::BadArguments(op));
+    }
+    let mut n = 0usize;
+    for &b in s {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(NatsError::BadArguments(op));
+        }
+        n = n * 10 + usize::from(digit);
+    }
+    Ok(n)
+}
+
+/// A PUB/HPUB's body once its control line is read: the payload (and
+/// header block), its CRLF, or "need more".
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn pub_body<'a>(
+    buf: &'a [u8],
+    op: Op,
+    subject: &'a str,
+    reply: Option<&'a str>,
+    header_len: usize,
+    total: usize,
+    after_line: usize,
+    limits: &NatsLimits,
+) -> Result<Option<(ClientOp<'a>, usize)>, NatsError> {
+    if total > limits.payload_bytes_max {
+        return Err(NatsError::MaxPayload);
+    }
+    if header_len > total {
+        return Err(NatsError::BadArguments("HPUB"));
+    }
+    let end = after_line + total;
+    // Payload plus its CRLF (a bare LF is tolerated).
+    if buf.len() < end + 1 {
+        return Ok(None);
+    }
+    let consumed = match buf[end] {
+        b'\n' => end + 1,
+        b'\r' => {
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if buf[end + 1] != b'\n' {
+                return Err(NatsError::BadTerminator);
+            }
+            end + 2
+        }
+        _ => return Err(NatsError::BadTerminator),
+    };
+    let block = &buf[after_line..end];
+    let (headers, payload) = if op == Op::HPub {
+        (Some(&block[..header_len]), &block[header_len..])
+    } else {
+        (None, block)
+    };
+    Ok(Some((
+        ClientOp::Pub {
+            subject,
+            reply,
+            headers,
+            payload,
+        },
+        consumed,
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +389,15 @@ pub use crate::event::header_fields;
 
 /// Appends `n` in decimal (no formatting machinery: once per MSG).
 fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    // Most payloads take one to three digits: no loop for them.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -489,6 +603,79 @@ mod tests {
             decode(b"PUB \xff 1\r\nx\r\n", &L),
             Err(NatsError::BadArguments("line"))
         );
+    }
+
+    /// The ASCII PUB/HPUB line takes `decode_pub`; its rules are the
+    /// general path's (which a non-ASCII line takes): blanks, the leading
+    /// whitespace `trim_start` skips, argument counts, sizes.
+    #[test]
+    fn pub_fast_path_keeps_the_rules() {
+        let pub_ = |subject, reply, payload| ClientOp::Pub {
+            subject,
+            reply,
+            headers: None,
+            payload,
+        };
+        type Decoded<'a> = Result<Option<(ClientOp<'a>, usize)>, NatsError>;
+        let cases: [(&[u8], Decoded<'_>); 12] = [
+            (b"PUB a 1\r\nx\r\n", Ok(Some((pub_("a", None, b"x"), 12)))),
+            (
+                b"pub  a\t r  2\r\nxy\r\n",
+                Ok(Some((pub_("a", Some("r"), b"xy"), 18))),
+            ),
+            (
+                b"PUB \x0b\x0ca 1\r\nx\r\n",
+                Ok(Some((pub_("a", None, b"x"), 14))),
+            ),
+            (b"PUB a 1 \r\nx\r\n", Ok(Some((pub_("a", None, b"x"), 13)))),
+            (b"PUB a 1\r\nx", Ok(None)),
+            (b"PUB a 1\r\nx\r", Ok(None)),
+            (b"PUB a b c 1\r\n", Err(NatsError::BadArguments("PUB"))),
+            (b"PUB a 1 2 3 4\r\n", Err(NatsError::BadArguments("PUB"))),
+            (b"PUB a 1x\r\n", Err(NatsError::BadArguments("PUB"))),
+            (
+                b"PUB a 0000000000001\r\n",
+                Err(NatsError::BadArguments("PUB")),
+            ),
+            (b"HPUB a 3 2\r\n", Err(NatsError::BadArguments("HPUB"))),
+            (b"PUB a\r\n", Err(NatsError::BadArguments("PUB"))),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                decode(bytes, &L),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let h = decode(b"HPUB a r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n", &L);
+        assert_eq!(
+            h,
+            Ok(Some((
+                ClientOp::Pub {
+                    subject: "a",
+                    reply: Some("r"),
+                    headers: Some(b"NATS/1.0\r\n\r\n"),
+                    payload: b"hi",
+                },
+                32
+            )))
+        );
+        // A non-ASCII subject takes the general path, as before.
+        assert_eq!(
+            decode("PUB é 1\r\nx\r\n".as_bytes(), &L),
+            Ok(Some((pub_("é", None, b"x"), 13)))
+        );
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 9, 10, 64, 99, 100, 999, 1000, 12345, usize::MAX] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(out.len(), digits(n));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! NATS: the client protocol codec ([`codec`]), the session machine
 //! ([`session`]), how an event is written as MSG/HMSG ([`deliver`]), and
-//! the subject rules and mapping to internal topics ([`subject`]).
+//! the subject rules and mapping to internal topics ([`subject`]), and
+//! a PUB's event built in one pass ([`publish`]).
 //!
 //! Owns: NATS formats and rules. Must not touch: sockets, shards. The
 //! connection driver (`shard::driver`) runs the machine; its glue to the
@@ -8,6 +9,7 @@
 
 pub mod codec;
 pub mod deliver;
+pub mod publish;
 pub mod session;
 // The subject rules live beside the topic rules (`topic::subject`), so that
 // `security` reads rules in the NATS dialect without depending on `nats`.

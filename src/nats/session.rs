@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::codec::{self, ClientOp, NatsError, NatsLimits};
-use super::subject;
+use super::{publish, subject};
 use crate::event::{Event, EventMeta};
 use crate::security::{Credentials, Denied, Grants, Identity, Refusal, Subscription, Substitution};
 use crate::session::{Actions, CloseReason, Deadline, Machine};
@@ -339,16 +339,14 @@ impl NatsSession {
         payload: &[u8],
         out: &mut Actions<Request>,
     ) {
-        let limits = &self.settings.topic_limits;
-        let Some(internal) = subject::to_internal(subj, false, limits.topic_bytes_max)
-            .ok()
-            .filter(|t| topic::validate_name(t, limits).is_ok())
-        else {
+        // The subject checked and mapped into the event's buffer in one
+        // pass (`nats::publish`): no string of its own per PUB.
+        let Some(mut event) = publish::event(subj, payload, &self.settings.topic_limits) else {
             err(out, "Invalid Publish Subject");
             return;
         };
         if let Some(grants) = &self.grants {
-            if !grants.may_publish(&internal) {
+            if !grants.may_publish(event.topic()) {
                 out.request(Request::Denied(Denied::Publish));
                 err(
                     out,
@@ -359,7 +357,6 @@ impl NatsSession {
         }
         // As nats-server: +OK acknowledges the PUB before any delivery.
         self.ok(out);
-        let mut event = Event::new(&internal, payload, 0, false);
         // A plain PUB builds no metadata at all: an empty one costs a drop
         // per publish where the compiler outlines `EventMeta`'s drop
         // (perf/callgrind.sh nats: +33 instructions/msg).

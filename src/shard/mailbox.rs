@@ -95,6 +95,9 @@ enum OutItem {
         event: Event,
         sid: Rc<str>,
         subject: Rc<[u8]>,
+        /// Its wire size, computed once when queued (`nats::deliver::
+        /// wire_len`; a queue's byte count is bounded far below 4 GiB).
+        len: u32,
     },
     /// An event for an HTTP subscriber; `id` 0: stamped when written.
     /// `ws`: as a WebSocket text message, else a Server-Sent Event.
@@ -123,11 +126,7 @@ impl OutItem {
             // (MQTT 5 sizes differ slightly; the queue's byte count uses
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
-            OutItem::Nats {
-                event,
-                sid,
-                subject,
-            } => nats::deliver::wire_len(event, subject.len(), sid),
+            OutItem::Nats { len, .. } => *len as usize,
             OutItem::Http { event, ws, .. } => crate::http::deliver::wire_len(event, *ws),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
@@ -476,6 +475,7 @@ impl Mailbox {
                 event,
                 sid,
                 subject,
+                len: u32::try_from(len).unwrap_or(u32::MAX),
             },
             DeliverAs::Amqp {
                 handle,
@@ -613,6 +613,7 @@ impl Mailbox {
                     event,
                     sid,
                     subject,
+                    ..
                 } => nats::deliver::write(&event, buf, &subject, &sid),
                 OutItem::Http { event, id, ws } => crate::http::deliver::write(&event, id, ws, buf),
                 OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),

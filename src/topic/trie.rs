@@ -70,7 +70,35 @@ pub struct Matched {
     pub local: Box<[LocalSub]>,
     pub remote: ShardMask,
     pub groups: Box<[GroupMatch]>,
+    /// The topic's NATS subject, converted at its first NATS delivery and
+    /// kept as long as this match is cached.
+    pub subject: SubjectMemo,
 }
+
+/// A topic's NATS subject (`topic::subject`), filled by the router at the
+/// first NATS delivery of a topic and kept with its cached match: a
+/// subject is converted once per distinct topic while the match cache
+/// holds it (bounded by `match_cache_entries_max`; any subscription change
+/// empties it), not once per event. A memo, not part of the match: two
+/// memos always compare equal.
+#[derive(Debug, Default, Clone)]
+pub struct SubjectMemo(std::cell::OnceCell<Rc<[u8]>>);
+
+impl SubjectMemo {
+    /// The memo's subject, made by `make` the first time.
+    #[inline]
+    pub fn get_or_init(&self, make: impl FnOnce() -> Rc<[u8]>) -> &Rc<[u8]> {
+        self.0.get_or_init(make)
+    }
+}
+
+impl PartialEq for SubjectMemo {
+    fn eq(&self, _: &SubjectMemo) -> bool {
+        true
+    }
+}
+
+impl Eq for SubjectMemo {}
 
 impl Matched {
     pub fn is_empty(&self) -> bool {
@@ -362,6 +390,7 @@ impl Trie {
                     remote,
                 })
                 .collect(),
+            subject: SubjectMemo::default(),
         }
     }
 }
@@ -451,6 +480,33 @@ fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut C
             }
         }
         Next::Node(next) => collect(next, levels, depth, dollar, out),
+    }
+
+    /// A topic's NATS subject is made once while its match stays cached,
+    /// again after a subscription change empties the cache.
+    #[test]
+    fn subject_memo_lives_with_the_cached_match() {
+        let mut t = Trie::new(4);
+        t.add_local("a/#", 1, 0);
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Rc::from(&b"a.b"[..])
+        };
+        for _ in 0..3 {
+            let m = t.matches("a/b");
+            assert_eq!(&**m.subject.get_or_init(make), b"a.b");
+        }
+        assert_eq!(made.get(), 1);
+        t.add_local("x", 2, 0);
+        t.matches("a/b").subject.get_or_init(make);
+        assert_eq!(made.get(), 2);
+        assert_eq!(SubjectMemo::default(), t.matches("a/b").subject);
+        assert_eq!(
+            t.match_uncached("a/b"),
+            *t.matches("a/b"),
+            "a memo is not a match"
+        );
     }
 }
 

@@ -509,3 +509,43 @@ fn authentication_is_due_within_the_connect_timeout() {
     let (s, _) = started(t0);
     assert_eq!(s.next_deadline(), Some(t0 + settings().ping_interval));
 }
+
+/// A PUB's event is built in one pass (`nats::publish`): its topic is the
+/// subject's internal form, as `subject::to_internal` gives it, for the
+/// usual subjects and the escaped ones alike; the refused ones are
+/// answered and publish nothing.
+#[test]
+fn publish_builds_the_event_of_the_internal_topic() {
+    let t0 = Instant::now();
+    let (mut s, mut out) = started(t0);
+    let input = b"PUB a.b.c 1\r\nx\r\nPUB a.b//c 1\r\ny\r\nPUB /.a 1\r\nz\r\n\
+                  PUB a..b 1\r\nw\r\nPUB $SYS.x r.1 2\r\nhi\r\n";
+    feed(&mut s, input, t0, &mut out);
+    let published: Vec<(String, Vec<u8>, Option<String>)> = out
+        .list
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request(Request::Publish { event, .. }) => Some((
+                event.topic().to_string(),
+                event.payload().to_vec(),
+                event.reply().map(String::from),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            ("a/b/c".to_string(), b"x".to_vec(), None),
+            ("a/b.c".to_string(), b"y".to_vec(), None),
+            ("/a".to_string(), b"z".to_vec(), None),
+            (
+                "$SYS/x".to_string(),
+                b"hi".to_vec(),
+                Some("r.1".to_string())
+            ),
+        ]
+    );
+    assert_eq!(written(&out), "-ERR 'Invalid Publish Subject'\r\n");
+    assert_eq!(out.closed(), None);
+}

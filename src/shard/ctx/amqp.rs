@@ -145,7 +145,9 @@ impl ShardCtx {
                     other_member(g, refusing, live, |n| self.groups.below(n), self.mesh_bit())
                 });
             match other {
-                Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
+                Some(Member::Here(sub)) => {
+                    self.deliver_local(&[sub], &matched.subject, event, None)
+                }
                 Some(Member::Shard(peer)) => self.control.push(
                     Some(peer),
                     ShardMsg::Event {

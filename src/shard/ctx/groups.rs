@@ -148,7 +148,7 @@ impl ShardCtx {
             return;
         };
         match self.groups.pick(g, &self.table, self.mesh_bit()) {
-            Some(Member::Here(sub)) => self.deliver_local(&[sub], event, None),
+            Some(Member::Here(sub)) => self.deliver_local(&[sub], &matched.subject, event, None),
             Some(Member::Shard(peer)) => {
                 let groups = std::iter::once(g.name.clone()).collect();
                 self.control.push(
@@ -180,7 +180,10 @@ impl ShardCtx {
     ) {
         for name in groups {
             match self.groups.pick_here(matched, name, &self.table) {
-                Some(pick) => self.deliver_local(&[pick], event.clone(), Some(congested)),
+                Some(pick) => {
+                    let subject = &matched.subject;
+                    self.deliver_local(&[pick], subject, event.clone(), Some(congested))
+                }
                 None if handed < HAND_ON_MAX => {
                     self.deliver_to_group(event.clone(), name, handed + 1)
                 }

@@ -32,7 +32,8 @@ use crate::security::Denied;
 use crate::shard::mailbox::{CloseReason, DeliverAs, Delivery, Mailbox as Session, Protocol};
 use crate::shard::stats::Counters;
 use crate::topic::trie::{
-    LocalSub, Matched, SessionKey, Trie, TrieCounts, CHECKED, NO_LOCAL, RETAIN_AS_PUBLISHED,
+    LocalSub, Matched, SessionKey, SubjectMemo, Trie, TrieCounts, CHECKED, NO_LOCAL,
+    RETAIN_AS_PUBLISHED,
 };
 
 /// A publish that has to wait for room on a ring (or in the mesh's
@@ -197,8 +198,13 @@ impl ShardCtx {
             // The mesh executor's own subscriptions are other routers'
             // interest: an event from the mesh never goes back to it from
             // here.
-            self.deliver_local(&local_picks, event.clone(), Some(congested));
-            self.deliver_local(&matched.local, event, Some(congested));
+            if !local_picks.is_empty() {
+                // (Not cloned for nothing: the first clone of an event's
+                // buffer allocates its shared count.)
+                let subject = &matched.subject;
+                self.deliver_local(&local_picks, subject, event.clone(), Some(congested));
+            }
+            self.deliver_local(&matched.local, &matched.subject, event, Some(congested));
         }
         Ok(true)
     }
@@ -223,8 +229,11 @@ impl ShardCtx {
         if self.mesh.get().is_some() {
             return true;
         }
-        self.deliver_local(&local_picks, event.clone(), Some(congested));
-        self.deliver_local(&matched.local, event, Some(congested));
+        if !local_picks.is_empty() {
+            let subject = &matched.subject;
+            self.deliver_local(&local_picks, subject, event.clone(), Some(congested));
+        }
+        self.deliver_local(&matched.local, &matched.subject, event, Some(congested));
         true
     }
 
@@ -243,7 +252,7 @@ impl ShardCtx {
         let matched = self.routing.matches(event.topic());
         let shards = matched.remote & !self.mesh_bit();
         self.send_to_shards(&event, shards, &[]).await;
-        self.deliver_local(&matched.local, event, None);
+        self.deliver_local(&matched.local, &matched.subject, event, None);
     }
 
     /// Hands `event` to the shards in `plain` and to the one chosen for
@@ -339,7 +348,7 @@ impl ShardCtx {
         let matched: Rc<Matched> = self.routing.matches(event.topic());
         self.deliver_to_groups_here(&matched, &event, groups, handed, congested);
         if plain {
-            self.deliver_local(&matched.local, event, Some(congested));
+            self.deliver_local(&matched.local, &matched.subject, event, Some(congested));
         }
     }
 
@@ -358,9 +367,12 @@ impl ShardCtx {
         }
     }
 
+    /// `subject`: the memo of the event's NATS subject (its cached
+    /// match's), converted at the first NATS delivery.
     pub(super) fn deliver_local(
         &self,
         subs: &[LocalSub],
+        subject: &SubjectMemo,
         event: Event,
         mut congested: Option<&mut Vec<Rc<Session>>>,
     ) {
@@ -380,8 +392,6 @@ impl ShardCtx {
         let mut expired: SmallVec<[(Rc<Session>, Rc<str>); 1]> = SmallVec::new();
         {
             let slots = self.table.slots();
-            // Converted once for all the NATS subscribers of this event.
-            let mut nats_subject: Option<Rc<[u8]>> = None;
             let mut event = Some(event);
             for (i, sub) in subs.iter().enumerate() {
                 // Move the event into the last delivery: one refcount less.
@@ -427,8 +437,10 @@ impl ShardCtx {
                         if Some(ns.delivered.get()) == ns.max.get() {
                             expired.push((ns.session.clone(), ns.sid.clone()));
                         }
-                        let subject = nats_subject
-                            .get_or_insert_with(|| Rc::from(crate::nats::deliver::subject(&e)))
+                        // Converted once per distinct topic (the memo lives
+                        // with the cached match), shared by every delivery.
+                        let subject = subject
+                            .get_or_init(|| Rc::from(crate::nats::deliver::subject(&e)))
                             .clone();
                         (
                             &ns.session,
