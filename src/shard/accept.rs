@@ -3,7 +3,9 @@
 //! listener's and the source address's limits; see [`admission`]), then
 //! the connection's task, holding its permit, or its refusal.
 //!
-//! Owns: the decision at accept and the refusal's last words (NATS).
+//! Owns: the accept loop of a TCP listener on a shard (with its spare
+//! descriptor for refusing past the descriptor limit), the decision at
+//! accept and the refusal's last words (NATS).
 //! Must not touch: sessions (the drivers serve the connection).
 
 use std::rc::Rc;
@@ -181,4 +183,65 @@ async fn refuse_nats(ctx: Rc<ShardCtx>, mut stream: glommio::net::TcpStream) {
     let _ = stream.write_all(admission::NATS_TOO_MANY).await;
     let _ = stream.close().await;
     ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A listener's accept loop on one shard, until the shard stops: each
+/// accepted connection to [`admit`]; out of descriptors, the reserve below
+/// refuses one client at a time instead of leaving them in the backlog.
+pub(super) async fn accept_loop(
+    ctx: &Rc<ShardCtx>,
+    listener: &glommio::net::TcpListener,
+    protocol: Listener,
+    rate: &admission::AcceptRate,
+) {
+    // A descriptor kept in reserve: out of descriptors (EMFILE), the
+    // listener's next client is accepted on it and closed at once, so that
+    // clients past the limit are refused (EOF) and counted instead of
+    // waiting in the backlog for a slot that may never come.
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ctx.stopped().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        match accepted {
+            Ok(stream) => admit(ctx, stream, protocol, rate),
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                let out_of_descriptors = matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                );
+                if out_of_descriptors && spare.is_none() {
+                    // The last refusal's descriptor may have been closed
+                    // (asynchronously) only now.
+                    spare = std::fs::File::open("/dev/null").ok();
+                }
+                if out_of_descriptors && spare.take().is_some() {
+                    // The reserve makes room for one accept.
+                    if let Ok(stream) = listener.accept().await {
+                        spare = std::fs::File::open("/dev/null").ok();
+                        if spare.is_some() {
+                            // Descriptors came back meanwhile: served.
+                            admit(ctx, stream, protocol, rate);
+                        } else {
+                            stats::Counters::add(&ctx.counters.connections_refused, 1);
+                            if ctx.log_limiter.allow() {
+                                tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), "connection refused: out of file descriptors (RLIMIT_NOFILE; see the descriptor limit line at start)");
+                            }
+                            drop(stream);
+                        }
+                    }
+                } else if ctx.log_limiter.allow() {
+                    tracing::warn!(shard = ctx.id, "accept failed: {e}");
+                }
+                // Back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }

@@ -690,7 +690,9 @@ async fn run_shard(
         .map(|(protocol, listener)| {
             let ctx = ctx.clone();
             let rate = rate.clone();
-            glommio::spawn_local(async move { accept_loop(&ctx, &listener, protocol, &rate).await })
+            glommio::spawn_local(async move {
+                accept::accept_loop(&ctx, &listener, protocol, &rate).await
+            })
         })
         .collect();
     for task in accepting {
@@ -768,62 +770,4 @@ async fn join_peer_with(
         glommio::spawn_local(async move { ctx.control_task().await }).detach();
     }
     Some(ctx)
-}
-
-async fn accept_loop(
-    ctx: &Rc<ShardCtx>,
-    listener: &glommio::net::TcpListener,
-    protocol: Listener,
-    rate: &admission::AcceptRate,
-) {
-    // A descriptor kept in reserve: out of descriptors (EMFILE), the
-    // listener's next client is accepted on it and closed at once, so that
-    // clients past the limit are refused (EOF) and counted instead of
-    // waiting in the backlog for a slot that may never come.
-    let mut spare = std::fs::File::open("/dev/null").ok();
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ctx.stopped().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else {
-            return;
-        };
-        match accepted {
-            Ok(stream) => accept::admit(ctx, stream, protocol, rate),
-            Err(e) => {
-                let e = std::io::Error::from(e);
-                let out_of_descriptors = matches!(
-                    e.raw_os_error(),
-                    Some(nix::libc::EMFILE | nix::libc::ENFILE)
-                );
-                if out_of_descriptors && spare.is_none() {
-                    // The last refusal's descriptor may have been closed
-                    // (asynchronously) only now.
-                    spare = std::fs::File::open("/dev/null").ok();
-                }
-                if out_of_descriptors && spare.take().is_some() {
-                    // The reserve makes room for one accept.
-                    if let Ok(stream) = listener.accept().await {
-                        spare = std::fs::File::open("/dev/null").ok();
-                        if spare.is_some() {
-                            // Descriptors came back meanwhile: served.
-                            accept::admit(ctx, stream, protocol, rate);
-                        } else {
-                            stats::Counters::add(&ctx.counters.connections_refused, 1);
-                            if ctx.log_limiter.allow() {
-                                tracing::warn!(shard = ctx.id, peer = ?stream.peer_addr().ok(), "connection refused: out of file descriptors (RLIMIT_NOFILE; see the descriptor limit line at start)");
-                            }
-                            drop(stream);
-                        }
-                    }
-                } else if ctx.log_limiter.allow() {
-                    tracing::warn!(shard = ctx.id, "accept failed: {e}");
-                }
-                // Back off instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
 }

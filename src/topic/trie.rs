@@ -481,33 +481,6 @@ fn collect(node: &Node, levels: &[&str], depth: usize, dollar: bool, out: &mut C
         }
         Next::Node(next) => collect(next, levels, depth, dollar, out),
     }
-
-    /// A topic's NATS subject is made once while its match stays cached,
-    /// again after a subscription change empties the cache.
-    #[test]
-    fn subject_memo_lives_with_the_cached_match() {
-        let mut t = Trie::new(4);
-        t.add_local("a/#", 1, 0);
-        let made = std::cell::Cell::new(0);
-        let make = || {
-            made.set(made.get() + 1);
-            Rc::from(&b"a.b"[..])
-        };
-        for _ in 0..3 {
-            let m = t.matches("a/b");
-            assert_eq!(&**m.subject.get_or_init(make), b"a.b");
-        }
-        assert_eq!(made.get(), 1);
-        t.add_local("x", 2, 0);
-        t.matches("a/b").subject.get_or_init(make);
-        assert_eq!(made.get(), 2);
-        assert_eq!(SubjectMemo::default(), t.matches("a/b").subject);
-        assert_eq!(
-            t.match_uncached("a/b"),
-            *t.matches("a/b"),
-            "a memo is not a match"
-        );
-    }
 }
 
 /// Descends along `levels` (creating the path when `create`), runs `edit`
