@@ -255,7 +255,7 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     tracing::debug!(shard = ctx.id, client = %name, dialect = dialect.name(), "shm client connected");
     stats::Counters::add(&ctx.counters.shm_connections, 1);
     match dialect {
-        Dialect::Nats => driver_nats::serve_on(ctx.clone(), transport.clone()).await,
+        Dialect::Nats => driver_nats::serve_on_shm(ctx.clone(), transport.clone()).await,
         Dialect::Mqtt => driver_mqtt::serve_on(ctx.clone(), transport.clone()).await,
     }
     stats::Counters::sub(&ctx.counters.shm_connections, 1);
