@@ -39,7 +39,7 @@ pub mod nats;
 pub mod ring;
 pub mod segment;
 
-pub use client::Client;
+pub use client::{Client, CLOSED_CHECK_EVERY};
 
 /// The wire protocol the client speaks over the rings, and so the filter
 /// syntax of its subscriptions (NATS subjects or MQTT topic filters).
