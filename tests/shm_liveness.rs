@@ -143,3 +143,46 @@ async fn publish_and_flush_report_a_router_that_is_gone() {
     .await
     .unwrap();
 }
+
+/// `shm.hello_timeout_ms` bounds the whole hello line, not each byte: a
+/// client trickling its hello one byte at a time, each well inside the
+/// limit, is refused with an `ERR` naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_hello_is_cut_off_by_shm_hello_timeout_ms() {
+    use std::io::{Read, Write};
+    let path = socket_path("hello");
+    let _weft = Weft::launch_args(
+        1,
+        "[shm]\nhello_timeout_ms = 100\n",
+        &["--shm-listen", path.to_str().unwrap()],
+    );
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + WAIT;
+        let mut sock = loop {
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "connect: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        // Each byte 30 ms after the last: the line takes ~450 ms whole.
+        for b in b"WEFT-SHM 1 nats\n" {
+            if sock.write_all(&[*b]).is_err() {
+                break; // already closed by the router
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reply = Vec::new();
+        let _ = sock.read_to_end(&mut reply);
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("ERR") && reply.contains("shm.hello_timeout_ms"),
+            "the router's reply: {reply:?}"
+        );
+    })
+    .await
+    .unwrap();
+}

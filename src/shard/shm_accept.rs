@@ -9,7 +9,7 @@
 //! Owns: the listener, the handshake's router side, the refusal line.
 //! Must not touch: the rings' contents, sessions.
 //! Bounds: the hello is at most `weft_shm::handshake::HELLO_BYTES_MAX`
-//! bytes and must come within [`HELLO_WAIT_MAX`]; admitted clients are
+//! bytes and must come whole within `shm.hello_timeout_ms`; admitted clients are
 //! bounded by the listener's limit, so each shard's inbox is too.
 //!
 //! The listener goes through `glommio::net::TcpListener::from_raw_fd`:
@@ -31,9 +31,6 @@ use super::shm_handoff::Handoff;
 use super::transport_shm::ShmTransport;
 use super::{driver, driver_mqtt, driver_nats, stats};
 use crate::shm::{self as shm, Dialect, Offer, RouterRings};
-
-/// How long a connected client has to send its hello line.
-pub const HELLO_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Starts what `[shm]` needs on this shard: on every shard, the task that
 /// serves the clients handed to it; on shard 0, the listener. A listener
@@ -205,7 +202,13 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     let mut stream = socket.bind_to_executor();
     let fd = stream.as_raw_fd();
     let name = client_name(fd);
-    let dialect = match read_hello(&mut stream).await {
+    let limit = Duration::from_millis(ctx.config().shm.hello_timeout_ms);
+    let hello = futures_lite::future::or(read_hello(&mut stream), async {
+        glommio::timer::sleep(limit).await;
+        Err("no hello within shm.hello_timeout_ms".to_string())
+    })
+    .await;
+    let dialect = match hello {
         Ok(dialect) => dialect,
         Err(reason) => {
             tracing::debug!(shard = ctx.id, client = %name, %reason, "shm handshake refused");
@@ -264,9 +267,9 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     }
 }
 
-/// Reads the hello line (bounded in bytes and time).
+/// Reads the hello line (bounded in bytes; the caller bounds the time of
+/// the whole line).
 async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Dialect, String> {
-    let _ = stream.set_read_timeout(Some(HELLO_WAIT_MAX));
     let mut line = Vec::with_capacity(shm::HELLO_BYTES_MAX);
     let mut byte = [0u8; 1];
     // One byte at a time: the client sends nothing after the line, and
@@ -281,7 +284,6 @@ async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Dialect, Str
             Err(e) => return Err(format!("no hello: {e}")),
         }
     }
-    let _ = stream.set_read_timeout(None);
     shm::parse_hello(&line)
 }
 
