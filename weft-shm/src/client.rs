@@ -299,6 +299,16 @@ impl Client {
         })
     }
 
+    /// The next message, borrowed (as `recv_with`), or None after
+    /// `timeout`.
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnMut(&str, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        self.recv_with_deadline(Some(Instant::now() + timeout), f)
+    }
+
     /// The next message if one is there now.
     pub fn try_recv(&self) -> Result<Option<Message>, Error> {
         let mut rx = lock(&self.rx);
