@@ -61,7 +61,8 @@ pub fn start(ctx: &Rc<ShardCtx>) {
 }
 
 /// Binds the Unix socket, replacing a socket file an earlier run left (a
-/// file that is not a socket is an error).
+/// file that is not a socket, or a socket a live router answers on, is an
+/// error).
 fn bind(path: &str) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -69,6 +70,13 @@ fn bind(path: &str) -> std::io::Result<glommio::net::TcpListener> {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "exists and is not a socket",
+            ));
+        }
+        // A live router answers on it: never take its socket away.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "a router is listening on it (stop it or choose another shm.listen)",
             ));
         }
         std::fs::remove_file(path)?;
@@ -295,5 +303,20 @@ fn client_name(fd: i32) -> String {
     match getsockopt(&borrowed, PeerCredentials) {
         Ok(c) => format!("shm client pid {} uid {}", c.pid(), c.uid()),
         Err(_) => "shm client".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bind_refuses_a_socket_a_live_router_answers_on() {
+        let dir = std::env::temp_dir().join(format!("weft-shm-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("live.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = super::bind(path.to_str().unwrap()).err().expect("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        assert!(path.exists(), "the live socket stays");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -219,6 +219,11 @@ impl Client {
         let deadline = Instant::now() + ACK_WAIT_MAX;
         match self.dialect {
             Dialect::Nats => {
+                if lock(&self.tx).subs.contains_key(filter) {
+                    // A second SUB would orphan the first sid (its
+                    // messages twice, and no UNSUB for it).
+                    return Ok(());
+                }
                 let errors_before = lock(&self.rx).errors;
                 self.send_with_tx(|tx| {
                     let sid = tx.next_id;
@@ -518,11 +523,16 @@ impl Client {
             return Ok(Some(f(&m.topic, &m.payload)));
         }
         loop {
-            if let Some(r) = self.decode_one(rx, Some(&mut *f))? {
-                return Ok(r);
-            }
-            if !self.fill(rx)? {
-                return Ok(None);
+            match self.decode_one(rx, Some(&mut *f))? {
+                Some(Some(r)) => return Ok(Some(r)),
+                // A control operation (PING, PONG, +OK, SUBACK): a
+                // message may follow it in the buffer.
+                Some(None) => continue,
+                None => {
+                    if !self.fill(rx)? {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -784,7 +794,8 @@ impl Client {
                     // readable means the router closed it.
                     self.closed.store(true, Ordering::Relaxed);
                 }
-                ran_out = !woken.rung && !woken.other && deadline.is_none_or(|d| Instant::now() < d);
+                ran_out =
+                    !woken.rung && !woken.other && deadline.is_none_or(|d| Instant::now() < d);
             } else {
                 let (_bell, timeout) = self
                     .woken

@@ -28,7 +28,7 @@
 //! serialize on the client's locks). QoS 0 only on MQTT. Linux only
 //! (memfd, eventfd).
 //!
-//! The crate depends on `nix`, `crossbeam-utils` and `libc` only: no async
+//! The crate depends on `nix` and `libc` only: no async
 //! runtime, so that any application can link it.
 
 mod client;
