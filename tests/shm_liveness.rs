@@ -73,7 +73,11 @@ async fn a_publish_only_nats_shm_client_is_not_closed_as_stale() {
             .await
             .unwrap_or_else(|_| panic!("message {i} in time"))
             .expect("open");
-        assert_eq!(&m.payload[..], i.to_string().as_bytes(), "in order, none lost");
+        assert_eq!(
+            &m.payload[..],
+            i.to_string().as_bytes(),
+            "in order, none lost"
+        );
     }
     let _client = publisher.await.unwrap();
 }
@@ -137,8 +141,14 @@ async fn publish_and_flush_report_a_router_that_is_gone() {
         };
         assert!(closed, "publish never said Closed in {calls} calls");
         // And it stays closed.
-        assert!(matches!(b.publish("gone/b", b"x"), Err(weft_shm::Error::Closed)));
-        assert!(matches!(b.try_publish("gone/b", b"x"), Err(weft_shm::Error::Closed)));
+        assert!(matches!(
+            b.publish("gone/b", b"x"),
+            Err(weft_shm::Error::Closed)
+        ));
+        assert!(matches!(
+            b.try_publish("gone/b", b"x"),
+            Err(weft_shm::Error::Closed)
+        ));
     })
     .await
     .unwrap();
