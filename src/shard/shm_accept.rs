@@ -314,7 +314,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("live.sock");
         let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let err = super::bind(path.to_str().unwrap()).err().expect("refused");
+        let Err(err) = super::bind(path.to_str().unwrap()) else {
+            panic!("bound over a live socket");
+        };
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
         assert!(path.exists(), "the live socket stays");
         let _ = std::fs::remove_dir_all(&dir);
