@@ -211,13 +211,17 @@ pub(super) fn subscriber(
             if expected.is_some_and(|e| received >= e) || shared.abort.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            // Borrowed: no allocation per message.
             let got = client
-                .recv_timeout(Duration::from_millis(100))
+                .recv_with_timeout(Duration::from_millis(100), |_topic, payload| {
+                    payload
+                        .get(..8)
+                        .map(|ts| u64::from_le_bytes(ts.try_into().unwrap()))
+                })
                 .map_err(|e| e.to_string())?;
             let now = shared.clock.now_ns();
-            if let Some(m) = got {
-                if let (Some(h), Some(ts)) = (interval.as_mut(), m.payload.get(..8)) {
-                    let ts = u64::from_le_bytes(ts.try_into().unwrap());
+            if let Some(sent) = got {
+                if let (Some(h), Some(ts)) = (interval.as_mut(), sent) {
                     h.saturating_record(now.saturating_sub(ts).max(1));
                 }
                 received += 1;

@@ -29,6 +29,9 @@ pub struct ShmConfig {
     /// Bytes of all the segments together (header + two rings each); a
     /// client whose segment would pass it is answered `ERR`.
     pub segment_bytes_max: u64,
+    /// How long (milliseconds) a connected client has to send its whole
+    /// hello line; past it the connection closes (>= 1).
+    pub hello_timeout_ms: u64,
 }
 
 /// The most `shm.spin_us` may be (10 ms): a longer spin would starve the
@@ -43,6 +46,7 @@ impl Default for ShmConfig {
             spin_us: 0,
             connections_max: 1024,
             segment_bytes_max: 1 << 30,
+            hello_timeout_ms: 5000,
         }
     }
 }
@@ -64,6 +68,12 @@ impl ShmConfig {
             return Err(invalid(
                 "shm.spin_us",
                 format!("{} is above the maximum of {SHM_SPIN_US_MAX}", self.spin_us),
+            ));
+        }
+        if self.hello_timeout_ms == 0 {
+            return Err(invalid(
+                "shm.hello_timeout_ms",
+                "0 gives no client time to say hello; at least 1",
             ));
         }
         if self.connections_max == 0 {
@@ -118,6 +128,7 @@ mod tests {
         assert_eq!(d.spin_us, 0);
         assert_eq!(d.connections_max, 1024);
         assert_eq!(d.segment_bytes_max, 1_073_741_824);
+        assert_eq!(d.hello_timeout_ms, 5000);
         assert!(!d.enabled());
         d.check().unwrap();
     }
@@ -132,6 +143,13 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let d = ShmConfig::default;
+        assert_eq!(
+            key_of(ShmConfig {
+                hello_timeout_ms: 0,
+                ..d()
+            }),
+            "shm.hello_timeout_ms"
+        );
         assert_eq!(
             key_of(ShmConfig {
                 ring_bytes: 3000,

@@ -80,7 +80,8 @@ impl Default for ConnectOptions {
 pub struct Settings {
     pub limits: NatsLimits,
     pub topic_limits: TopicLimits,
-    /// The server sends PING this often.
+    /// The server sends PING this often; zero: never (a shared-memory
+    /// client, whose Unix socket tells the router at once when it dies).
     pub ping_interval: Duration,
     /// PINGs left unanswered when the next one is due: the connection is
     /// stale and closes.
@@ -381,6 +382,9 @@ impl Deadline for NatsSession {
         if self.closed {
             return None;
         }
+        if self.settings.ping_interval.is_zero() {
+            return self.connect_deadline;
+        }
         Some(match self.connect_deadline {
             Some(connect) => connect.min(self.next_ping),
             None => self.next_ping,
@@ -517,7 +521,7 @@ impl Machine for NatsSession {
             self.close(out, CloseReason::ConnectTimeout, "Authentication Timeout");
             return;
         }
-        if now < self.next_ping {
+        if self.settings.ping_interval.is_zero() || now < self.next_ping {
             return;
         }
         if self.pings_outstanding >= self.settings.pings_outstanding_max {

@@ -48,6 +48,14 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
     prepared.run(ctx, transport).await;
 }
 
+/// Serves a shared-memory client: as `serve_on`, without server PINGs
+/// (its Unix socket tells the router at once when it dies, and a client
+/// that only publishes answers PINGs only when it reads).
+pub async fn serve_on_shm<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
+    let prepared = Prepared::build(&ctx, None, None, false, false);
+    prepared.run(ctx, transport).await;
+}
+
 /// A NATS session registered and built, before it runs: what the TLS
 /// upgrade (`tls_accept`) needs between the INFO and the session.
 pub struct Prepared {
@@ -67,6 +75,17 @@ impl Prepared {
         local: Option<std::net::SocketAddr>,
         tls_required: bool,
     ) -> Prepared {
+        Prepared::build(ctx, peer, local, tls_required, true)
+    }
+
+    /// `server_pings` false: the session never PINGs (`serve_on_shm`).
+    fn build(
+        ctx: &Rc<ShardCtx>,
+        peer: Option<std::net::SocketAddr>,
+        local: Option<std::net::SocketAddr>,
+        tls_required: bool,
+        server_pings: bool,
+    ) -> Prepared {
         let (number, client_id) = ctx.assign_client_number();
         let mailbox = ctx.register(Protocol::Nats, client_id);
         mailbox.peer.set(peer);
@@ -78,7 +97,10 @@ impl Prepared {
                 payload_bytes_max: n.payload_bytes_max,
             },
             topic_limits: ctx.topic_limits.get(),
-            ping_interval: Duration::from_millis(n.ping_interval_ms),
+            ping_interval: match server_pings {
+                true => Duration::from_millis(n.ping_interval_ms),
+                false => Duration::ZERO,
+            },
             pings_outstanding_max: n.pings_outstanding_max,
             connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
         };

@@ -9,7 +9,7 @@
 //! Owns: the listener, the handshake's router side, the refusal line.
 //! Must not touch: the rings' contents, sessions.
 //! Bounds: the hello is at most `weft_shm::handshake::HELLO_BYTES_MAX`
-//! bytes and must come within [`HELLO_WAIT_MAX`]; admitted clients are
+//! bytes and must come whole within `shm.hello_timeout_ms`; admitted clients are
 //! bounded by the listener's limit, so each shard's inbox is too.
 //!
 //! The listener goes through `glommio::net::TcpListener::from_raw_fd`:
@@ -31,9 +31,6 @@ use super::shm_handoff::Handoff;
 use super::transport_shm::ShmTransport;
 use super::{driver, driver_mqtt, driver_nats, stats};
 use crate::shm::{self as shm, Dialect, Offer, RouterRings};
-
-/// How long a connected client has to send its hello line.
-pub const HELLO_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Starts what `[shm]` needs on this shard: on every shard, the task that
 /// serves the clients handed to it; on shard 0, the listener. A listener
@@ -64,7 +61,8 @@ pub fn start(ctx: &Rc<ShardCtx>) {
 }
 
 /// Binds the Unix socket, replacing a socket file an earlier run left (a
-/// file that is not a socket is an error).
+/// file that is not a socket, or a socket a live router answers on, is an
+/// error).
 fn bind(path: &str) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -72,6 +70,13 @@ fn bind(path: &str) -> std::io::Result<glommio::net::TcpListener> {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "exists and is not a socket",
+            ));
+        }
+        // A live router answers on it: never take its socket away.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "a router is listening on it (stop it or choose another shm.listen)",
             ));
         }
         std::fs::remove_file(path)?;
@@ -205,7 +210,13 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     let mut stream = socket.bind_to_executor();
     let fd = stream.as_raw_fd();
     let name = client_name(fd);
-    let dialect = match read_hello(&mut stream).await {
+    let limit = Duration::from_millis(ctx.config().shm.hello_timeout_ms);
+    let hello = futures_lite::future::or(read_hello(&mut stream), async {
+        glommio::timer::sleep(limit).await;
+        Err("no hello within shm.hello_timeout_ms".to_string())
+    })
+    .await;
+    let dialect = match hello {
         Ok(dialect) => dialect,
         Err(reason) => {
             tracing::debug!(shard = ctx.id, client = %name, %reason, "shm handshake refused");
@@ -255,7 +266,7 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     tracing::debug!(shard = ctx.id, client = %name, dialect = dialect.name(), "shm client connected");
     stats::Counters::add(&ctx.counters.shm_connections, 1);
     match dialect {
-        Dialect::Nats => driver_nats::serve_on(ctx.clone(), transport.clone()).await,
+        Dialect::Nats => driver_nats::serve_on_shm(ctx.clone(), transport.clone()).await,
         Dialect::Mqtt => driver_mqtt::serve_on(ctx.clone(), transport.clone()).await,
     }
     stats::Counters::sub(&ctx.counters.shm_connections, 1);
@@ -264,9 +275,9 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
     }
 }
 
-/// Reads the hello line (bounded in bytes and time).
+/// Reads the hello line (bounded in bytes; the caller bounds the time of
+/// the whole line).
 async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Dialect, String> {
-    let _ = stream.set_read_timeout(Some(HELLO_WAIT_MAX));
     let mut line = Vec::with_capacity(shm::HELLO_BYTES_MAX);
     let mut byte = [0u8; 1];
     // One byte at a time: the client sends nothing after the line, and
@@ -281,7 +292,6 @@ async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Dialect, Str
             Err(e) => return Err(format!("no hello: {e}")),
         }
     }
-    let _ = stream.set_read_timeout(None);
     shm::parse_hello(&line)
 }
 
@@ -293,5 +303,22 @@ fn client_name(fd: i32) -> String {
     match getsockopt(&borrowed, PeerCredentials) {
         Ok(c) => format!("shm client pid {} uid {}", c.pid(), c.uid()),
         Err(_) => "shm client".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bind_refuses_a_socket_a_live_router_answers_on() {
+        let dir = std::env::temp_dir().join(format!("weft-shm-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("live.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let Err(err) = super::bind(path.to_str().unwrap()) else {
+            panic!("bound over a live socket");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        assert!(path.exists(), "the live socket stays");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

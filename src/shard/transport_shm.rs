@@ -69,6 +69,9 @@ impl Shared {
 }
 
 pub struct ShmTransport {
+    /// First: dropped (cancelled) before the segment their views point
+    /// into.
+    _tasks: [glommio::Task<()>; 2],
     rings: RefCell<RouterRings>,
     shared: Rc<Shared>,
     to_client: OwnedFd,
@@ -83,7 +86,6 @@ pub struct ShmTransport {
     socket_fd: i32,
     /// Set once a corrupt index was seen: every later call fails.
     corrupt: Cell<bool>,
-    _tasks: [glommio::Task<()>; 2],
 }
 
 impl ShmTransport {
@@ -115,6 +117,7 @@ impl ShmTransport {
                 futures_lite::future::pending::<()>().await;
             })
         };
+        let (c2r, r2c) = rings.views();
         // The task owns a duplicate; `to_router` itself closes here.
         let bell_fd = to_router.try_clone()?;
         drop(to_router);
@@ -127,6 +130,14 @@ impl ShmTransport {
             glommio::spawn_local(async move {
                 loop {
                     let rung = file.read_at(0, 8).await;
+                    // Woken: the flags go down now, not on the parked
+                    // side's next poll (a paused driver would leave them
+                    // up, and every client publish would ring). A reader
+                    // or writer that parks again sets them again first.
+                    // SAFETY (views): the segment outlives this task
+                    // (`_tasks` is dropped first).
+                    c2r.set_consumer_sleeping(false);
+                    r2c.set_producer_waiting(false);
                     shared.wake_both();
                     if rung.is_err() {
                         shared.closed.set(true);
@@ -181,6 +192,10 @@ impl ShmTransport {
 impl Transport for ShmTransport {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         self.check()?;
+        if buf.is_empty() {
+            // Nothing fits: a read of nothing (never a park).
+            return Poll::Ready(Ok(0));
+        }
         let mut rings = self.rings.borrow_mut();
         if self.sleeping.replace(false) {
             rings.inbound.stop_sleeping();

@@ -75,6 +75,12 @@ impl RouterRings {
     pub fn segment_bytes(&self) -> usize {
         self.segment.len()
     }
+
+    /// The client -> router and router -> client rings' views (for the
+    /// doorbell task, which clears the router's flags when woken).
+    pub fn views(&self) -> (weft_shm::ring::RingView, weft_shm::ring::RingView) {
+        (self.segment.c2r(), self.segment.r2c())
+    }
 }
 
 #[cfg(test)]

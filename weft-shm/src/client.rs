@@ -21,7 +21,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ pub const ACK_WAIT_MAX: Duration = Duration::from_secs(10);
 /// The longest single poll: bounds how late a closed socket is noticed if
 /// its wake were ever missed.
 const POLL_SLICE: Duration = Duration::from_millis(200);
+/// `publish`/`try_publish` look at the Unix socket (one non-blocking
+/// `recv(MSG_PEEK)`) every this many calls, `flush` on every call: a
+/// router that closed is reported (`Error::Closed`) within this many
+/// publishes instead of messages vanishing.
+pub const CLOSED_CHECK_EVERY: u32 = 64;
 
 struct Tx {
     prod: Producer,
@@ -89,6 +94,11 @@ pub struct Client {
     bell: Mutex<Bell>,
     woken: Condvar,
     closed: AtomicBool,
+    /// Publishes since the last look at the socket.
+    since_check: AtomicU32,
+    /// Times a sleep slice ran out while the awaited condition was
+    /// already true (a missed wake-up); for tests.
+    missed_wakes: AtomicU64,
     /// Last: the views above point into it.
     segment: Segment,
 }
@@ -141,6 +151,8 @@ impl Client {
             bell: Mutex::new(Bell::default()),
             woken: Condvar::new(),
             closed: AtomicBool::new(false),
+            since_check: AtomicU32::new(0),
+            missed_wakes: AtomicU64::new(0),
             segment,
         };
         let deadline = Instant::now() + ACK_WAIT_MAX;
@@ -169,6 +181,7 @@ impl Client {
     /// the ring is full.
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         self.check_topic(topic, false)?;
+        self.check_open_sometimes()?;
         self.flush_owed();
         let mut tx = lock(&self.tx);
         tx.buf.clear();
@@ -181,7 +194,7 @@ impl Client {
     /// full. A message larger than the ring never fits: `Error::TooLarge`.
     pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<bool, Error> {
         self.check_topic(topic, false)?;
-        self.check_open()?;
+        self.check_open_sometimes()?;
         self.flush_owed();
         let mut tx = lock(&self.tx);
         tx.buf.clear();
@@ -206,6 +219,11 @@ impl Client {
         let deadline = Instant::now() + ACK_WAIT_MAX;
         match self.dialect {
             Dialect::Nats => {
+                if lock(&self.tx).subs.contains_key(filter) {
+                    // A second SUB would orphan the first sid (its
+                    // messages twice, and no UNSUB for it).
+                    return Ok(());
+                }
                 let errors_before = lock(&self.rx).errors;
                 self.send_with_tx(|tx| {
                     let sid = tx.next_id;
@@ -286,6 +304,16 @@ impl Client {
         })
     }
 
+    /// The next message, borrowed (as `recv_with`), or None after
+    /// `timeout`.
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnMut(&str, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        self.recv_with_deadline(Some(Instant::now() + timeout), f)
+    }
+
     /// The next message if one is there now.
     pub fn try_recv(&self) -> Result<Option<Message>, Error> {
         let mut rx = lock(&self.rx);
@@ -310,7 +338,7 @@ impl Client {
     /// Everything published so far is in the ring and the router woken if
     /// it sleeps.
     pub fn flush(&self) -> Result<(), Error> {
-        self.check_open()?;
+        self.check_open_now()?;
         self.flush_owed();
         let mut tx = lock(&self.tx);
         if tx.prod.publish() || self.c2r.consumer_sleeping() {
@@ -343,6 +371,26 @@ impl Client {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// `check_open`, then a look at the Unix socket (never blocks).
+    fn check_open_now(&self) -> Result<(), Error> {
+        self.check_open()?;
+        self.since_check.store(0, Ordering::Relaxed);
+        if socket_ended(&self.sock) {
+            self.closed.store(true, Ordering::Relaxed);
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// `check_open`, and every [`CLOSED_CHECK_EVERY`] calls
+    /// `check_open_now`.
+    fn check_open_sometimes(&self) -> Result<(), Error> {
+        if self.since_check.fetch_add(1, Ordering::Relaxed) + 1 >= CLOSED_CHECK_EVERY {
+            return self.check_open_now();
+        }
+        self.check_open()
     }
 
     fn encode_publish(&self, buf: &mut Vec<u8>, topic: &str, payload: &[u8]) {
@@ -475,11 +523,16 @@ impl Client {
             return Ok(Some(f(&m.topic, &m.payload)));
         }
         loop {
-            if let Some(r) = self.decode_one(rx, Some(&mut *f))? {
-                return Ok(r);
-            }
-            if !self.fill(rx)? {
-                return Ok(None);
+            match self.decode_one(rx, Some(&mut *f))? {
+                Some(Some(r)) => return Ok(Some(r)),
+                // A control operation (PING, PONG, +OK, SUBACK): a
+                // message may follow it in the buffer.
+                Some(None) => continue,
+                None => {
+                    if !self.fill(rx)? {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -699,12 +752,21 @@ impl Client {
         deadline: Option<Instant>,
         ready: &mut dyn FnMut() -> Result<bool, Error>,
     ) -> Result<bool, Error> {
+        let mut ran_out = false;
         loop {
+            // The epoch before the check: a poller that drains the bell
+            // after this check moves it, so a wake-up meant for this
+            // thread is never slept through (the check is redone).
+            let seen = lock(&self.bell).epoch;
             // The flag is set (and fenced): a check now either sees the
             // router's bytes or the router sees the flag and rings.
             if ready()? {
+                if ran_out {
+                    self.missed_wakes.fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok(true);
             }
+            ran_out = false;
             self.check_open()?;
             let now = Instant::now();
             let slice = match deadline {
@@ -713,6 +775,9 @@ impl Client {
                 None => POLL_SLICE,
             };
             let mut bell = lock(&self.bell);
+            if bell.epoch != seen {
+                continue;
+            }
             if !bell.polling {
                 bell.polling = true;
                 drop(bell);
@@ -729,15 +794,47 @@ impl Client {
                     // readable means the router closed it.
                     self.closed.store(true, Ordering::Relaxed);
                 }
+                ran_out =
+                    !woken.rung && !woken.other && deadline.is_none_or(|d| Instant::now() < d);
             } else {
-                let epoch = bell.epoch;
-                let _unused = self
+                let (_bell, timeout) = self
                     .woken
-                    .wait_timeout_while(bell, slice, |b| b.polling && b.epoch == epoch)
+                    .wait_timeout_while(bell, slice, |b| b.polling && b.epoch == seen)
                     .unwrap_or_else(|e| e.into_inner());
+                ran_out = timeout.timed_out() && deadline.is_none_or(|d| Instant::now() < d);
             }
         }
     }
+
+    /// Times a sleep slice ran out while the awaited condition was
+    /// already true: a missed wake-up (0 when the wake protocol holds).
+    #[doc(hidden)]
+    pub fn missed_wakes_for_tests(&self) -> u64 {
+        self.missed_wakes.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether the Unix socket ended: EOF or an error. It carries nothing
+/// after the handshake, so readable bytes are the router breaking the
+/// contract: treated as its end too (as `sleep_until` does). One
+/// non-blocking `recv(MSG_PEEK)`.
+fn socket_ended(sock: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a 1-byte peek into a local from a socket we hold.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            &mut byte as *mut u8 as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        return !matches!(e, Some(libc::EAGAIN) | Some(libc::EINTR));
+    }
+    true
 }
 
 fn next_pid(tx: &mut Tx) -> u16 {

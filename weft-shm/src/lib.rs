@@ -28,7 +28,7 @@
 //! serialize on the client's locks). QoS 0 only on MQTT. Linux only
 //! (memfd, eventfd).
 //!
-//! The crate depends on `nix`, `crossbeam-utils` and `libc` only: no async
+//! The crate depends on `nix` and `libc` only: no async
 //! runtime, so that any application can link it.
 
 mod client;
@@ -39,7 +39,7 @@ pub mod nats;
 pub mod ring;
 pub mod segment;
 
-pub use client::Client;
+pub use client::{Client, CLOSED_CHECK_EVERY};
 
 /// The wire protocol the client speaks over the rings, and so the filter
 /// syntax of its subscriptions (NATS subjects or MQTT topic filters).

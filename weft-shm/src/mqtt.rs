@@ -5,7 +5,7 @@
 //! Owns: bytes <-> packets, sans IO. Bounds: a packet is at most
 //! [`PACKET_BYTES_MAX`] (checked from the fixed header, before the body
 //! arrives). Hand-written for the same reason as `nats.rs`: the crate
-//! depends on nix, crossbeam-utils and libc only.
+//! depends on nix and libc only.
 
 /// The largest packet accepted (the remaining length's own limit).
 pub const PACKET_BYTES_MAX: usize = 268_435_455;

@@ -4,7 +4,7 @@
 //! Owns: bytes <-> operations, sans IO. Bounds: a control line is at most
 //! [`CONTROL_LINE_BYTES_MAX`], a payload at most [`PAYLOAD_BYTES_MAX`];
 //! more is [`DecodeError`]. Hand-written because the crate may depend
-//! on nothing but nix, crossbeam-utils and libc (a NATS crate would bring
+//! on nothing but nix and libc (a NATS crate would bring
 //! an async runtime).
 
 /// The longest control line accepted (INFO included).

@@ -143,13 +143,7 @@ fn stream(total: u64, ring_bytes: u64, seed: u64, sleep: bool) {
                     if n == 0 {
                         if sleep && rng.next().is_multiple_of(2) {
                             if p.start_waiting().unwrap() == 0 {
-                                let woken =
-                                    doorbell::wait(to_producer.as_fd(), None, Some(WAIT_MAX))
-                                        .unwrap();
-                                assert!(
-                                    woken.rung,
-                                    "lost wake-up (room): the wait ran into its bound"
-                                );
+                                wait_rung(to_producer.as_fd(), "room");
                             }
                             p.stop_waiting();
                         } else {
@@ -185,12 +179,7 @@ fn stream(total: u64, ring_bytes: u64, seed: u64, sleep: bool) {
             if n == 0 {
                 if sleep && rng.next().is_multiple_of(2) {
                     if c.start_sleeping().unwrap() == 0 {
-                        let woken =
-                            doorbell::wait(to_consumer.as_fd(), None, Some(WAIT_MAX)).unwrap();
-                        assert!(
-                            woken.rung,
-                            "lost wake-up (data): the wait ran into its bound"
-                        );
+                        wait_rung(to_consumer.as_fd(), "data");
                     }
                     c.stop_sleeping();
                 } else {
@@ -212,5 +201,22 @@ fn two_threads_stream_millions_of_bytes_spinning() {
 fn two_threads_stream_with_sleeps_never_lose_a_wake_up() {
     for seed in [1u64, 0xdead_beef, 42, 7777] {
         stream(1 << 20, 4096, seed, true);
+    }
+}
+
+/// Waits until `bell` is rung, within `WAIT_MAX` in all (a poll cut short
+/// by a signal, EINTR, returns early and is waited again).
+fn wait_rung(bell: std::os::fd::BorrowedFd<'_>, what: &str) {
+    const WAIT_MAX: Duration = Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + WAIT_MAX;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if doorbell::wait(bell, None, Some(left)).unwrap().rung {
+            return;
+        }
+        assert!(
+            !left.is_zero(),
+            "lost wake-up ({what}): the wait ran into its bound"
+        );
     }
 }

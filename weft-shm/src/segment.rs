@@ -1,17 +1,20 @@
 //! The shared segment: its layout, its creation (router side: a sealed
 //! memfd) and its mapping (both sides).
 //!
-//! Layout (little-endian, each field on its own cache line through
-//! `crossbeam_utils::CachePadded`, so that the producer's and the
-//! consumer's writes never share a line):
+//! Layout (little-endian, each field on its own 128 bytes, [`Line`]: two
+//! 64-byte cache lines, as the adjacent-line prefetcher pairs them, so
+//! that the producer's and the consumer's writes never share a line; the
+//! same on every target, since the layout is a contract between two
+//! processes; offsets pinned by const assertions below):
 //!
 //! ```text
 //! 0                         info: magic "WEFTSHM1", version 1, ring_bytes
-//! then per ring, c2r (client -> router) and r2c (router -> client):
-//!     tail               u64, written by the producer only
-//!     head               u64, written by the consumer only
-//!     consumer_sleeping  u32, written by the consumer only
-//!     producer_waiting   u32, written by the producer only
+//! 128  c2r.tail             u64, written by the producer only
+//! 256  c2r.head             u64, written by the consumer only
+//! 384  c2r.consumer_sleeping u32, written by the consumer only
+//! 512  c2r.producer_waiting u32, written by the producer only
+//! 640  r2c.tail, 768 r2c.head, 896 r2c.consumer_sleeping,
+//! 1024 r2c.producer_waiting (as above; header ends at 1152)
 //! HEADER_BYTES (4096)       c2r data, ring_bytes
 //! HEADER_BYTES + ring_bytes r2c data, ring_bytes
 //! ```
@@ -30,8 +33,6 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
-
-use crossbeam_utils::CachePadded;
 
 use crate::ring::RingView;
 
@@ -55,23 +56,47 @@ pub struct Info {
     pub ring_bytes: u64,
 }
 
+/// One field on its own 128 bytes, on every target.
+#[repr(C, align(128))]
+pub struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One ring's indices and flags.
 #[repr(C)]
 pub struct RingHeader {
-    pub tail: CachePadded<AtomicU64>,
-    pub head: CachePadded<AtomicU64>,
-    pub consumer_sleeping: CachePadded<AtomicU32>,
-    pub producer_waiting: CachePadded<AtomicU32>,
+    pub tail: Line<AtomicU64>,
+    pub head: Line<AtomicU64>,
+    pub consumer_sleeping: Line<AtomicU32>,
+    pub producer_waiting: Line<AtomicU32>,
 }
 
 #[repr(C)]
 pub struct Header {
-    pub info: CachePadded<Info>,
+    pub info: Line<Info>,
     pub c2r: RingHeader,
     pub r2c: RingHeader,
 }
 
-const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_BYTES);
+// The wire layout (see the module comment).
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(Header, info) == 0);
+    assert!(offset_of!(Header, c2r) == 128);
+    assert!(offset_of!(Header, r2c) == 640);
+    assert!(offset_of!(RingHeader, tail) == 0);
+    assert!(offset_of!(RingHeader, head) == 128);
+    assert!(offset_of!(RingHeader, consumer_sleeping) == 256);
+    assert!(offset_of!(RingHeader, producer_waiting) == 384);
+    assert!(size_of::<RingHeader>() == 512);
+    assert!(size_of::<Header>() == 1152);
+    assert!(size_of::<Header>() <= HEADER_BYTES);
+};
 
 /// Checks a ring size: a power of two within the bounds.
 pub fn check_ring_bytes(ring_bytes: u64) -> Result<(), String> {

@@ -189,6 +189,28 @@ fn stale_after_the_unanswered_pings_in_virtual_time() {
 }
 
 #[test]
+fn a_zero_ping_interval_never_pings_nor_goes_stale() {
+    let t0 = Instant::now();
+    let mut s = NatsSession::new(
+        Settings {
+            ping_interval: Duration::ZERO,
+            ..settings()
+        },
+        info(),
+        t0,
+    );
+    let mut out = Actions::default();
+    s.start(t0, &mut out);
+    out.clear();
+    assert_eq!(s.next_deadline(), None);
+    for n in 1..=10 {
+        s.handle_timeout(t0 + Duration::from_secs(3600) * n, &mut out);
+    }
+    assert!(out.list.is_empty(), "no PING, no close");
+    assert_eq!(s.pings_outstanding(), 0);
+}
+
+#[test]
 fn slow_consumer_close_gets_its_err() {
     let t0 = Instant::now();
     let (mut s, mut out) = started(t0);
