@@ -116,7 +116,11 @@ impl CTx {
             CTx::Glommio(s) => match s.try_send(msg) {
                 Ok(()) => Box::pin(async {}),
                 Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => {
-                    Box::pin(async move { s.send(msg).await.ok().expect("consumer gone") })
+                    Box::pin(async move {
+                        if s.send(msg).await.is_err() {
+                            panic!("consumer gone")
+                        }
+                    })
                 }
                 Err(_) => panic!("consumer gone"),
             },

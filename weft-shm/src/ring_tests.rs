@@ -111,10 +111,9 @@ impl Rng {
 /// Streams `total` bytes of a seeded sequence from one thread to another
 /// in random chunk sizes; the consumer checks every byte and a checksum.
 /// With `sleep`, both sides sleep on real eventfds per the wake protocol,
-/// each wait bounded by `WAIT_MAX`: a lost wake-up shows as a timed-out
+/// each wait bounded (`wait_rung`): a lost wake-up shows as a timed-out
 /// wait, which fails the test.
 fn stream(total: u64, ring_bytes: u64, seed: u64, sleep: bool) {
-    const WAIT_MAX: Duration = Duration::from_secs(5);
     let seg = for_tests(ring_bytes);
     let to_consumer = doorbell::create().unwrap();
     let to_producer = doorbell::create().unwrap();

@@ -21,7 +21,7 @@ fn executor<R: Send + 'static>(
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(name)
         .io_memory(64 * 1024)
-        .spawn(move || work())
+        .spawn(work)
         .expect("an executor")
 }
 
@@ -115,7 +115,7 @@ fn seeded_sleep_and_wake_stress_loses_no_wake_up() {
                     }
                     // Half the time through `send` directly: its sleep path
                     // is taken whenever the ring is full.
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         send_bounded(&tx, v).await;
                     } else if let Err(TrySendError::Full(v)) = tx.try_send(v) {
                         send_bounded(&tx, v).await;
@@ -207,7 +207,7 @@ fn several_tasks_waiting_for_room_on_one_sender_all_get_it() {
             let mut n = 0u64;
             while recv_bounded(&rx).await.is_some() {
                 n += 1;
-                if n % 97 == 0 {
+                if n.is_multiple_of(97) {
                     // The producers all find the ring full meanwhile.
                     std::thread::sleep(Duration::from_micros(300));
                 }
