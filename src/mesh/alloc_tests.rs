@@ -17,6 +17,9 @@ struct Counting;
 
 thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated minus bytes freed on this thread (as requested,
+    /// before the allocator's rounding): what the thread's code holds.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
 }
 
 fn count() {
@@ -24,21 +27,35 @@ fn count() {
     let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
 }
 
+fn live(delta: i64) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+}
+
+/// Bytes this thread allocated and has not freed (for the shard's
+/// per-connection memory test, `driver_mqtt::tests`).
+pub(crate) fn live_bytes() -> i64 {
+    LIVE.with(Cell::get)
+}
+
 // SAFETY: every call is forwarded to `System` as received.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
+        live(layout.size() as i64);
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
+        live(layout.size() as i64);
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(-(layout.size() as i64));
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
+        live(new_size as i64 - layout.size() as i64);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

@@ -33,7 +33,7 @@
 //! `shard/`), the client protocols' codecs and sessions, and the trie.
 
 #[cfg(test)]
-mod alloc_tests;
+pub(crate) mod alloc_tests;
 pub mod explain;
 pub mod link;
 pub mod route;

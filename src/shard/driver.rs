@@ -512,7 +512,10 @@ async fn finish<T: Transport, M: Machine>(
         }
     } else if between_packets {
         // Best effort, bounded: the client may not be reading at all.
-        io::last_words(&*conn.transport, &last).await;
+        // Boxed: rare, and its state (a 4 KiB drain buffer) would
+        // otherwise be part of every connection's future, idle ones
+        // included (`driver_mqtt::tests::idle_connection_sizes`).
+        Box::pin(io::last_words(&*conn.transport, &last)).await;
     }
     match *reason {
         CloseReason::ProtocolError => Counters::add(&conn.ctx.counters.protocol_errors, 1),

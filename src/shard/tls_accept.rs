@@ -167,7 +167,8 @@ pub async fn serve_nats(ctx: Rc<ShardCtx>, stream: TcpStream, tls: ClientTls) {
                     "NATS client refused: plain text where nats.tls.required"
                 );
             }
-            super::io::last_words(&plain, TLS_REQUIRED_ERR).await;
+            // Boxed: rare; its 4 KiB drain buffer stays out of the future.
+            Box::pin(super::io::last_words(&plain, TLS_REQUIRED_ERR)).await;
             return prepared.abandon(&ctx);
         }
         First::Nothing => {

@@ -164,7 +164,8 @@ async fn upgrade<T: Transport>(
             log_failure(&ctx, name, peer, &refusal.to_string());
             let mut answer = Vec::new();
             handshake::refusal_response(&refusal, &mut answer);
-            io::last_words(&inner, &answer).await;
+            // Boxed: rare; its 4 KiB drain buffer stays out of the future.
+            Box::pin(io::last_words(&inner, &answer)).await;
             driver::release(&ctx);
         }
         Err(Failed::TimedOut) => {

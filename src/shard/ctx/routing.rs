@@ -223,7 +223,10 @@ impl ShardCtx {
         } = h;
         let mut stall = Some(stall);
         while let Some(s) = stall {
-            self.wait_stall(s).await;
+            // Boxed: a full ring is the rare case, and the wait's state
+            // (~1.3 KiB) would otherwise be in every connection's future
+            // (`driver_mqtt::tests::idle_connection_future_is_small`).
+            Box::pin(self.wait_stall(s)).await;
             stall = self.hand_to_shards(&event, matched.remote, &remote_groups, &mut targets);
         }
         if self.mesh.get().is_some() {

@@ -166,3 +166,152 @@ fn takeover_over_memory_pipes() {
         assert_eq!(ctx.live_sessions(), 0);
     });
 }
+
+/// The size of the future `f` returns, without building one.
+fn future_size<A, B, F: Fn(A, B) -> R, R>(_f: F) -> usize {
+    std::mem::size_of::<R>()
+}
+
+/// An idle connection's task is its future: rare paths' state (the 4 KiB
+/// drain buffer of the last words, the establish and subscribe round
+/// trips) is boxed, not part of it. Sizes of types, not times: cannot
+/// flake. (The 2026-12-07 regression: `last_words` inline in
+/// `driver::finish` made the future 5.4 KiB in this build.)
+#[test]
+fn idle_connection_future_is_small() {
+    type Tcp = super::super::transport::Tcp;
+    let serve_tcp = future_size(super::serve);
+    let writer = {
+        fn w(
+            ctx: Rc<ShardCtx>,
+            m: (Rc<super::super::mailbox::Mailbox>, Rc<Tcp>),
+        ) -> impl std::future::Future<Output = bool> {
+            super::super::io::write_loop(ctx, m.0, m.1)
+        }
+        future_size(w)
+    };
+    let last_words = {
+        fn l(t: &'static Tcp, b: &'static [u8]) -> impl std::future::Future<Output = ()> {
+            super::super::io::last_words(t, b)
+        }
+        future_size(l)
+    };
+    eprintln!(
+        "serve(tcp) future {serve_tcp} B, write_loop(tcp) {writer} B, last_words {last_words} B, \
+         MqttSession {} B, Mailbox {} B",
+        std::mem::size_of::<crate::mqtt::session::MqttSession>(),
+        std::mem::size_of::<super::super::mailbox::Mailbox>(),
+    );
+    {
+        use std::future::Future;
+        fn sz<F: Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        // Built, never polled, inside a glommio executor (ctx needs one).
+        run_test(|| async {
+            let ctx = one_shard(Config::default()).await;
+            let (_c, s) = transport_mem::pair(64);
+            let mut conn = driver::Connection::new(ctx.clone(), Rc::new(s));
+            let mut machine =
+                MqttSession::new(Settings::from_config(&ctx.config()), Instant::now());
+            let mut glue = MqttGlue::default();
+            let mut out = Actions::default();
+            let mut congested = Vec::new();
+            eprintln!(
+                "glue.wait {}",
+                sz(&glue.wait(&mut conn, &mut machine, &mut out))
+            );
+            eprintln!("ctx.barrier {}", sz(&ctx.barrier()));
+            eprintln!(
+                "durable_ack::reached {}",
+                sz(&super::super::durable_ack::reached(&ctx))
+            );
+            eprintln!(
+                "ctx.publish {}",
+                sz(&ctx.publish(crate::event::Event::new("a", b"", 0, false), &mut congested))
+            );
+            eprintln!("ctx.pause_for {}", sz(&ctx.pause_for(&mut congested)));
+            eprintln!(
+                "end_session {}",
+                sz(&end_session(
+                    &ctx,
+                    &ctx.register(Protocol::Mqtt, "x".into()),
+                    None,
+                    Actions::default()
+                ))
+            );
+            eprintln!(
+                "Handoff {} ShardMsg {}",
+                std::mem::size_of::<Handoff>(),
+                std::mem::size_of::<super::super::ctx::ShardMsg>()
+            );
+            eprintln!(
+                "driver::run {}",
+                sz(&driver::run(&mut conn, &mut machine, &mut glue))
+            );
+        });
+    }
+    assert!(last_words > 4096, "the drain buffer is in last_words");
+    assert!(
+        serve_tcp < last_words,
+        "last_words is boxed, not inline in the connection's future"
+    );
+    assert!(
+        serve_tcp <= 3584,
+        "an MQTT connection's future: {serve_tcp} B"
+    );
+    assert!(writer <= 512, "the writer task's future: {writer} B");
+}
+
+/// What an idle MQTT 3.1.1 connection holds on the heap (requested bytes,
+/// counted by the lib tests' allocator on the shard's thread): its two
+/// tasks, mailbox, read buffer and table slots. Counted, not timed: the
+/// bound cannot flake.
+#[test]
+fn idle_connection_holds_little() {
+    const N: usize = 100;
+    run_test(|| async {
+        let ctx = one_shard(Config::default()).await;
+        let mut clients = Vec::with_capacity(N);
+        let mut servers = Vec::with_capacity(N);
+        let mut tasks = Vec::with_capacity(N);
+        let mut hellos = Vec::with_capacity(N);
+        for i in 0..N {
+            let (client, server) = transport_mem::pair(64);
+            clients.push(client);
+            servers.push(Rc::new(server));
+            hellos.push(connect(&format!("idle-{i}")));
+        }
+        // Warm up: one connection in and out (shard-wide tables grow once).
+        let (c, s) = transport_mem::pair(64);
+        let t = serve(&ctx, Rc::new(s));
+        c.write_all(&connect("warm")).await.unwrap();
+        let seen = RefCell::new(Vec::new());
+        read_at_least(&c, &seen, 4).await;
+        drop(c);
+        t.await;
+        drop(seen);
+        let before = crate::mesh::alloc_tests::live_bytes();
+        for ((client, server), hello) in clients.iter().zip(servers.drain(..)).zip(&hellos) {
+            tasks.push(serve(&ctx, server));
+            client.write_all(hello).await.unwrap();
+        }
+        for client in &clients {
+            let mut ack = [0u8; 4];
+            let mut got = 0;
+            while got < 4 {
+                got += client.read(&mut ack[got..]).await.unwrap();
+            }
+            assert_eq!(ack, [0x20, 2, 0, 0]);
+        }
+        let after = crate::mesh::alloc_tests::live_bytes();
+        let per = (after - before) / N as i64;
+        eprintln!("an idle MQTT 3.1.1 connection holds {per} B on the heap");
+        assert_eq!(ctx.live_sessions(), N);
+        assert!(per <= 6144, "{per} B per idle connection");
+        drop(clients);
+        for t in tasks {
+            t.await;
+        }
+    });
+}
