@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
@@ -14,22 +14,12 @@ use futures::StreamExt;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn socket_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("weft-shm-smoke-{}-{name}.sock", std::process::id()))
+    common::shm::socket_path("smoke", name)
 }
 
 /// Connects once the router's listener is up (bounded).
 fn connect(path: &PathBuf, options: weft_shm::Options) -> weft_shm::Client {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match weft_shm::Client::connect(path, options.clone()) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("shm connect: {e}"),
-        }
-    }
+    common::shm::connect(path, options, WAIT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ pub struct Weft {
 
 pub mod durable;
 pub mod pki;
+pub mod shm;
 
 mod tempfile_path {
     /// A file removed on drop.
