@@ -1,0 +1,1 @@
+weft bench --protocol nats --server 127.0.0.1:18922 --sub-server 127.0.0.1:18922 --subject bench.x --rate 10000 --duration 5 --size 64 --pin-cores 1 --quiet-ms 3000
