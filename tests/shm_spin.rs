@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -35,8 +35,8 @@ fn start(name: &str) -> (Weft, PathBuf) {
 }
 
 /// Connects in a blocking task (the client blocks) and subscribes.
-async fn shm_sub(path: &PathBuf, options: Options, filter: &'static str) -> Arc<Shm> {
-    let path = path.clone();
+async fn shm_sub(path: &Path, options: Options, filter: &'static str) -> Arc<Shm> {
+    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let c = common::shm::connect(&path, options, WAIT);
         c.subscribe(filter).expect("subscribe");
