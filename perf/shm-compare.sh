@@ -27,6 +27,9 @@
 #                                    PROTOCOL=nats (the shm dialect and the TCP protocol)
 #                                    ROUTER_CORE=1 CLIENT_CORE=0 SPIN_US=1000 CLIENT_SPIN_US=50
 #                                    QUICK=1 (SECS=2, MSGS=300000)
+#                                    BEFORE=path/to/weft (also the spinning rows with
+#                                    that router binary, e.g. a build of main, same run)
+#                                    OUT=perf/results (where the report goes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +49,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 BIN=$CARGO_TARGET_DIR/release/weft
 ICE=$CARGO_TARGET_DIR/release/iceoryx2-bench
 DATE=$(date +%F)
-OUT=perf/results
+OUT=${OUT:-perf/results}
+BEFORE=${BEFORE:-}
 RAW=$OUT/$DATE-shm
 mkdir -p "$RAW"
 rm -f "$RAW"/*.json
@@ -69,7 +73,7 @@ listen = "127.0.0.1:$NATS_PORT"
 listen = "127.0.0.1:0"
 $extra
 TOML
-    taskset -c "$ROUTER_CORE" "$BIN" run --config "$WORK/$name.toml" --shards 1 --cores "$ROUTER_CORE" \
+    taskset -c "$ROUTER_CORE" "${ROUTER_BIN:-$BIN}" run --config "$WORK/$name.toml" --shards 1 --cores "$ROUTER_CORE" \
         --mqtt-listen "127.0.0.1:$MQTT_PORT" --shm-listen "$SOCK" --log-level warn \
         >"$WORK/$name.out" 2>"$WORK/$name.err" &
     BROKER=$!
@@ -141,6 +145,19 @@ bench "weft shm, shard spinning, $RATE/s" "shm.spin_us = $SPIN_US, $SPIN_NOTE" "
 bench "weft shm, shard and clients spinning, $RATE/s" "also --spin-us $CLIENT_SPIN_US" "${SHM[@]}" --server "$SOCK" --rate "$RATE" --duration "$SECS" --spin-us "$CLIENT_SPIN_US"
 bench "weft tcp, shard spinning, $RATE/s" "$SPIN_NOTE" "${TCP[@]}" --rate "$RATE" --duration "$SECS"
 stop_router
+
+# 2b. The same spinning rows with the router binary $BEFORE (the clients
+#     stay this build's `weft bench`).
+if [ -n "$BEFORE" ]; then
+    ROUTER_BIN=$BEFORE start_router spin-before "[shm]
+spin_us = $SPIN_US
+[runtime]
+$SPIN_KEY = $SPIN_US"
+    bench "weft shm before, shard spinning, throughput" "router $BEFORE" "${SHM[@]}" --server "$SOCK" --msgs "$MSGS"
+    bench "weft shm before, shard spinning, $RATE/s" "router $BEFORE" "${SHM[@]}" --server "$SOCK" --rate "$RATE" --duration "$SECS"
+    bench "weft tcp before, shard spinning, $RATE/s" "router $BEFORE" "${TCP[@]}" --rate "$RATE" --duration "$SECS"
+    stop_router
+fi
 
 # 3. iceoryx2: publisher on the clients' core; subscriber there too, or on
 #    the router's core (a 2-party system: nothing else would use it).

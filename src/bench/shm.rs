@@ -19,6 +19,7 @@ use weft_shm::{Client, Dialect, Options};
 
 use super::report::{PubResult, SubResult};
 use super::schedule::Schedule;
+use super::subscriber::{got_all_or_quiet, sent_ns, Intervals};
 use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Plan, Protocol, Shared};
 
 fn connect(plan: &Plan, server: &str, client_id: String) -> Result<Client, String> {
@@ -202,8 +203,7 @@ pub(super) fn subscriber(
     let start_ns = shared.start_ns.load(Ordering::Acquire);
     let latency = plan.rate > 0;
     let expected = plan.msgs.map(|m| m * plan.pubs as u64);
-    let mut interval = latency.then(new_histogram);
-    let mut index = 0u64;
+    let mut intervals = Intervals::new(tx, n, start_ns, latency);
     let mut received = 0u64;
     let mut last_ns = start_ns;
     let mut run = |result: &mut SubResult| -> Result<(), String> {
@@ -214,15 +214,13 @@ pub(super) fn subscriber(
             // Borrowed: no allocation per message.
             let got = client
                 .recv_with_timeout(Duration::from_millis(100), |_topic, payload| {
-                    payload
-                        .get(..8)
-                        .map(|ts| u64::from_le_bytes(ts.try_into().unwrap()))
+                    sent_ns(payload)
                 })
                 .map_err(|e| e.to_string())?;
             let now = shared.clock.now_ns();
             if let Some(sent) = got {
-                if let (Some(h), Some(ts)) = (interval.as_mut(), sent) {
-                    h.saturating_record(now.saturating_sub(ts).max(1));
+                if let Some(ts) = sent {
+                    intervals.record_ns(now, ts);
                 }
                 received += 1;
                 last_ns = now;
@@ -230,18 +228,7 @@ pub(super) fn subscriber(
                     shared.received[n].store(received, Ordering::Relaxed);
                 }
             }
-            if let Some(h) = interval.as_mut() {
-                let i = now.saturating_sub(start_ns) / 1_000_000_000;
-                if i != index {
-                    let full = std::mem::replace(h, new_histogram());
-                    let _ = tx.send(Interval {
-                        sub: n,
-                        index,
-                        hist: full,
-                    });
-                    index = i;
-                }
-            }
+            intervals.roll(now);
             if got_all_or_quiet(shared, received, last_ns, now, result) {
                 return Ok(());
             }
@@ -251,38 +238,8 @@ pub(super) fn subscriber(
         result.error = Some(format!("subscriber {n}: {e}"));
     }
     shared.received[n].store(received, Ordering::Relaxed);
-    if let Some(h) = interval.take() {
-        let _ = tx.send(Interval {
-            sub: n,
-            index,
-            hist: h,
-        });
-    }
+    intervals.finish();
     result.received = received;
     result.elapsed_s = last_ns.saturating_sub(start_ns) as f64 / 1e9;
     result
-}
-
-/// After every publisher finished: true when this subscriber has all they
-/// sent, or nothing came for `--quiet-ms` (marked in `result`).
-fn got_all_or_quiet(
-    shared: &Shared,
-    received: u64,
-    last_ns: u64,
-    now: u64,
-    result: &mut SubResult,
-) -> bool {
-    let plan = &shared.plan;
-    if shared.pubs_done.load(Ordering::Acquire) != plan.pubs {
-        return false;
-    }
-    if received >= shared.total_sent.load(Ordering::Acquire) {
-        return true;
-    }
-    let since = last_ns.max(shared.pubs_done_ns.load(Ordering::Acquire));
-    if now.saturating_sub(since) > plan.quiet_ns {
-        result.quiet_timeout = true;
-        return true;
-    }
-    false
 }

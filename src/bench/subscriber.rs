@@ -18,6 +18,105 @@ use super::report::SubResult;
 use super::wire::{self, Conn, Inbound};
 use super::{new_histogram, pin, Gates, Interval, Shared, SETUP_TIMEOUT};
 
+/// Latency mode's per-second histograms of one subscriber (TCP here, and
+/// the shared-memory subscriber's, `shm.rs`): a receive is recorded into
+/// the current second's, which goes to the collector when the second ends,
+/// the last one at the end.
+pub(super) struct Intervals<'a> {
+    tx: &'a Sender<Interval>,
+    sub: usize,
+    start_ns: u64,
+    index: u64,
+    /// None in throughput mode: nothing is recorded.
+    hist: Option<hdrhistogram::Histogram<u64>>,
+}
+
+impl<'a> Intervals<'a> {
+    pub(super) fn new(tx: &'a Sender<Interval>, sub: usize, start_ns: u64, latency: bool) -> Self {
+        Intervals {
+            tx,
+            sub,
+            start_ns,
+            index: 0,
+            hist: latency.then(new_histogram),
+        }
+    }
+
+    /// Records `now - sent` for a payload that starts with its intended
+    /// send time (latency mode; a payload shorter than 8 bytes is not
+    /// recorded).
+    pub(super) fn record(&mut self, now: u64, payload: &[u8]) {
+        if self.hist.is_some() {
+            if let Some(sent) = sent_ns(payload) {
+                self.record_ns(now, sent);
+            }
+        }
+    }
+
+    /// Records `now - sent` (latency mode).
+    pub(super) fn record_ns(&mut self, now: u64, sent: u64) {
+        if let Some(h) = self.hist.as_mut() {
+            h.saturating_record(now.saturating_sub(sent).max(1));
+        }
+    }
+
+    /// Sends the histogram once `now` is past its second.
+    pub(super) fn roll(&mut self, now: u64) {
+        if let Some(h) = self.hist.as_mut() {
+            let i = now.saturating_sub(self.start_ns) / 1_000_000_000;
+            if i != self.index {
+                let full = std::mem::replace(h, new_histogram());
+                let _ = self.tx.send(Interval {
+                    sub: self.sub,
+                    index: self.index,
+                    hist: full,
+                });
+                self.index = i;
+            }
+        }
+    }
+
+    /// Sends the last histogram.
+    pub(super) fn finish(mut self) {
+        if let Some(h) = self.hist.take() {
+            let _ = self.tx.send(Interval {
+                sub: self.sub,
+                index: self.index,
+                hist: h,
+            });
+        }
+    }
+}
+
+/// The intended send time a payload starts with (little-endian ns).
+pub(super) fn sent_ns(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+/// After every publisher finished: true when this subscriber has all they
+/// sent, or nothing came for `--quiet-ms` (marked in `result`).
+pub(super) fn got_all_or_quiet(
+    shared: &Shared,
+    received: u64,
+    last_ns: u64,
+    now: u64,
+    result: &mut SubResult,
+) -> bool {
+    let plan = &shared.plan;
+    if shared.pubs_done.load(Ordering::Acquire) != plan.pubs {
+        return false;
+    }
+    if received >= shared.total_sent.load(Ordering::Acquire) {
+        return true;
+    }
+    let since = last_ns.max(shared.pubs_done_ns.load(Ordering::Acquire));
+    if now.saturating_sub(since) > plan.quiet_ns {
+        result.quiet_timeout = true;
+        return true;
+    }
+    false
+}
+
 /// Throughput mode: a subscriber read smaller than this is followed by a
 /// pause of [`COALESCE_PAUSE`] (at most that much delay on the last message).
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -75,8 +174,7 @@ pub(super) fn subscriber(
     let start_ns = shared.start_ns.load(Ordering::Acquire);
     let latency = plan.rate > 0;
     let expected = plan.msgs.map(|m| m * plan.pubs as u64);
-    let mut interval = latency.then(new_histogram);
-    let mut index = 0u64;
+    let mut intervals = Intervals::new(tx, n, start_ns, latency);
     let mut received = 0u64;
     let mut last_ns = start_ns;
     let mut run = |result: &mut SubResult| -> io::Result<()> {
@@ -98,17 +196,14 @@ pub(super) fn subscriber(
                         thread::sleep(COALESCE_PAUSE);
                     }
                     let mut got = 0u64;
-                    let h = &mut interval;
+                    let intervals = &mut intervals;
                     conn.drain(|ev| {
                         if let Inbound::Msg(p) = ev {
                             if p.starts_with(PROBE_MARKER) {
                                 return; // a late probe
                             }
                             got += 1;
-                            if let (Some(h), Some(ts)) = (h.as_mut(), p.get(..8)) {
-                                let ts = u64::from_le_bytes(ts.try_into().unwrap());
-                                h.saturating_record(now.saturating_sub(ts).max(1));
-                            }
+                            intervals.record(now, p);
                         }
                     })?;
                     conn.flush_replies()?;
@@ -121,41 +216,16 @@ pub(super) fn subscriber(
                 Err(e) if wire::is_timeout(&e) => {}
                 Err(e) => return Err(e),
             }
-            if let Some(h) = interval.as_mut() {
-                let i = now.saturating_sub(start_ns) / 1_000_000_000;
-                if i != index {
-                    let full = std::mem::replace(h, new_histogram());
-                    let _ = tx.send(Interval {
-                        sub: n,
-                        index,
-                        hist: full,
-                    });
-                    index = i;
-                }
-            }
-            if shared.pubs_done.load(Ordering::Acquire) == plan.pubs {
-                let total = shared.total_sent.load(Ordering::Acquire);
-                if received >= total {
-                    return Ok(());
-                }
-                let since = last_ns.max(shared.pubs_done_ns.load(Ordering::Acquire));
-                if now.saturating_sub(since) > plan.quiet_ns {
-                    result.quiet_timeout = true;
-                    return Ok(());
-                }
+            intervals.roll(now);
+            if got_all_or_quiet(shared, received, last_ns, now, result) {
+                return Ok(());
             }
         }
     };
     if let Err(e) = run(&mut result) {
         result.error = Some(format!("subscriber {n}: {e}"));
     }
-    if let Some(h) = interval.take() {
-        let _ = tx.send(Interval {
-            sub: n,
-            index,
-            hist: h,
-        });
-    }
+    intervals.finish();
     result.received = received;
     result.elapsed_s = last_ns.saturating_sub(start_ns) as f64 / 1e9;
     conn.close();

@@ -19,9 +19,11 @@ pub struct ShmConfig {
     /// Bytes of each of a client's two rings (client -> router, router ->
     /// client): a power of two, 4096 ..= 67108864.
     pub ring_bytes: u64,
-    /// How long (microseconds) a shard spins on an empty ring before it
-    /// sleeps on the client's doorbell; 0 = no spin (sleep at once). The
-    /// spin holds the shard: only for a shard with a core to itself.
+    /// How long (microseconds) after its last bytes a session keeps
+    /// looking at its empty ring (cooperatively: the shard runs its other
+    /// tasks between looks) before it sleeps on the client's doorbell;
+    /// 0 = no spin (sleep at once). The spin keeps the core busy: for a
+    /// shard with a core to itself.
     pub spin_us: u32,
     /// Shared-memory connections at once (all shards); a client past it is
     /// answered `ERR` at the handshake.
@@ -34,8 +36,8 @@ pub struct ShmConfig {
     pub hello_timeout_ms: u64,
 }
 
-/// The most `shm.spin_us` may be (10 ms): a longer spin would starve the
-/// shard's other connections.
+/// The most `shm.spin_us` may be (10 ms): a longer spin would keep an
+/// idle shard's core busy for long after its last event.
 pub const SHM_SPIN_US_MAX: u32 = 10_000;
 
 impl Default for ShmConfig {

@@ -180,8 +180,19 @@ async fn refuse(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream, reas
     ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
 }
 
+/// How often, at least, a shard whose shared-memory sessions spin
+/// (`shm.spin_us > 0`) reaps io_uring completions and fires its timers:
+/// the latency bound of the task queue those sessions run in, which
+/// glommio turns into its preemption timer while the queue is runnable.
+/// A spinning session is always runnable; without the bound the shard's
+/// sockets and timers would wait for glommio's default 100 ms timer.
+pub const SPIN_TURN: Duration = Duration::from_micros(100);
+
 /// Serves the clients handed to this shard, each under its permit.
 async fn serve_inbox(ctx: Rc<ShardCtx>) {
+    // Created on the first spinning client, then reused: spinning
+    // sessions share one queue (see `SPIN_TURN`).
+    let mut spin_queue = None;
     loop {
         let handoff = futures_lite::future::or(async { Some(ctx.shm_inbox.next().await) }, async {
             ctx.stopped().await;
@@ -196,12 +207,36 @@ async fn serve_inbox(ctx: Rc<ShardCtx>) {
         // off this shard's gauge).
         stats::Counters::add(&ctx.counters.connections_accepted, 1);
         stats::Counters::add(&ctx.counters.connections, 1);
-        let ctx = ctx.clone();
-        glommio::spawn_local(async move {
-            serve(ctx, socket).await;
-            drop(permit);
-        })
-        .detach();
+        let spins = ctx.config().shm.spin_us > 0;
+        let session = {
+            let ctx = ctx.clone();
+            async move {
+                serve(ctx, socket).await;
+                drop(permit);
+            }
+        };
+        let queue = spins.then(|| {
+            *spin_queue.get_or_insert_with(|| {
+                glommio::executor().create_task_queue(
+                    glommio::Shares::default(),
+                    glommio::Latency::Matters(SPIN_TURN),
+                    "shm-spin",
+                )
+            })
+        });
+        match queue {
+            Some(queue) => match glommio::spawn_local_into(session, queue) {
+                Ok(task) => drop(task.detach()),
+                Err(e) => {
+                    // Only if the queue were gone (it never is): the
+                    // client is closed (its permit dropped with the
+                    // future), its place given back.
+                    tracing::error!(shard = ctx.id, error = %e, "shm: cannot start the session");
+                    driver::release(&ctx);
+                }
+            },
+            None => drop(glommio::spawn_local(session).detach()),
+        }
     }
 }
 
@@ -256,6 +291,7 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
         offer.to_client,
         config.shm.spin_us,
         name.clone(),
+        ctx.clone(),
     ) {
         Ok(t) => Rc::new(t),
         Err(e) => {

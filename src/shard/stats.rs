@@ -133,12 +133,15 @@ counters! {
     amqp_dropped_unsettled: "Unsettled AMQP deliveries dropped: their link went away (not durable, no group member to hand them to) or modified undeliverable-here with no other member.",
     shm_connections: "Shared-memory (weft-shm) clients the shard serves.",
     shm_corrupt_closes: "Shared-memory connections closed because the client wrote an impossible ring index.",
+    shm_sleeps: "Times a shared-memory session found its ring empty past shm.spin_us and slept on the client's doorbell.",
+    shm_sleeping: "Shared-memory sessions whose reader sleeps on the client's doorbell now (idle past shm.spin_us).",
 }
 
 /// Counters that go up and down.
 const GAUGES: &[&str] = &[
     "connections",
     "shm_connections",
+    "shm_sleeping",
     "subscriptions",
     "trie_nodes",
     "remote_interest_entries",

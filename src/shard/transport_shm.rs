@@ -7,9 +7,23 @@
 //! Must not touch: protocols, sessions.
 //!
 //! Reading: bytes in the client -> router ring are copied out (into the
-//! driver's buffer) and the room given back; on an empty ring the shard
-//! spins `shm.spin_us` (default 0), then sets `consumer_sleeping` and
-//! parks the reader until the client rings `to_router`. Writing: bytes go
+//! driver's buffer) and the room given back. On an empty ring, within
+//! `shm.spin_us` (default 0) of the last time bytes came, the reader
+//! spins *cooperatively*: it wakes its own task and returns `Pending`, so
+//! the shard runs every other task (the publisher's session on the same
+//! shard included) and polls this ring again on its next turn; a spinning
+//! session keeps its task runnable, so the executor never parks under it
+//! (`runtime.spin_us`, glommio's spin before park, only starts once no
+//! task is runnable). Past the window it sets `consumer_sleeping` and
+//! parks the reader until the client rings `to_router` (counted in
+//! `weft_shm_sleeps_total`; `weft_shm_sleeping` is the sessions parked
+//! so), so an idle shard goes back to sleep.
+//! Spinning sessions run in a task queue of their own whose latency bound
+//! keeps glommio's preemption timer short while they spin
+//! (`shm_accept::SPIN_TURN`): the shard reaps io_uring completions and
+//! fires timers at least that often, so sockets and timers of the
+//! shard's other sessions are not held up by a task that is always
+//! runnable. Writing: bytes go
 //! into the router -> client ring, `tail` is published and the client's
 //! eventfd written only if it sleeps; on a full ring the writer sets
 //! `producer_waiting` and parks. So while both sides are busy no event
@@ -45,6 +59,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 
+use super::ctx::ShardCtx;
+use super::stats;
 use super::transport::Transport;
 use crate::shm::RouterRings;
 
@@ -76,6 +92,11 @@ pub struct ShmTransport {
     shared: Rc<Shared>,
     to_client: OwnedFd,
     spin: Duration,
+    /// When bytes last came from the client (or the connection started):
+    /// the reader spins until `spin` after it, across polls.
+    last_data: Cell<Instant>,
+    /// The shard, for `shm_sleeps` and `shm_sleeping`.
+    ctx: Rc<ShardCtx>,
     /// The client as the logs name it: `shm client pid 123 uid 1000`.
     name: String,
     /// The reader set `consumer_sleeping` (cleared on its next poll).
@@ -99,6 +120,7 @@ impl ShmTransport {
         to_client: OwnedFd,
         spin_us: u32,
         name: String,
+        ctx: Rc<ShardCtx>,
     ) -> io::Result<ShmTransport> {
         let shared = Rc::new(Shared::default());
         let socket_fd = socket.as_raw_fd();
@@ -152,6 +174,8 @@ impl ShmTransport {
             shared,
             to_client,
             spin: Duration::from_micros(u64::from(spin_us)),
+            last_data: Cell::new(Instant::now()),
+            ctx,
             name,
             sleeping: Cell::new(false),
             waiting: Cell::new(false),
@@ -189,6 +213,14 @@ impl ShmTransport {
     }
 }
 
+impl Drop for ShmTransport {
+    fn drop(&mut self) {
+        if self.sleeping.get() {
+            stats::Counters::sub(&self.ctx.counters.shm_sleeping, 1);
+        }
+    }
+}
+
 impl Transport for ShmTransport {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         self.check()?;
@@ -199,11 +231,14 @@ impl Transport for ShmTransport {
         let mut rings = self.rings.borrow_mut();
         if self.sleeping.replace(false) {
             rings.inbound.stop_sleeping();
+            stats::Counters::sub(&self.ctx.counters.shm_sleeping, 1);
         }
-        let spin_end = (!self.spin.is_zero()).then(|| Instant::now() + self.spin);
         loop {
             let n = rings.inbound.read(buf).map_err(|c| self.corrupted(c))?;
             if n > 0 {
+                if !self.spin.is_zero() {
+                    self.last_data.set(Instant::now());
+                }
                 if rings.inbound.release() {
                     self.ring_client();
                 }
@@ -212,9 +247,11 @@ impl Transport for ShmTransport {
             if self.shared.closed.get() {
                 return Poll::Ready(Ok(0));
             }
-            if spin_end.is_some_and(|end| Instant::now() < end) {
-                std::hint::spin_loop();
-                continue;
+            if !self.spin.is_zero() && self.last_data.get().elapsed() < self.spin {
+                // Cooperative spin: back on the run queue behind every
+                // other runnable task; the next poll looks again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             *self.shared.reader.borrow_mut() = Some(cx.waker().clone());
             // Dekker (see weft_shm::ring): the flag, a fence, a re-check.
@@ -224,6 +261,8 @@ impl Transport for ShmTransport {
                 .map_err(|c| self.corrupted(c))?;
             if ready == 0 {
                 self.sleeping.set(true);
+                stats::Counters::add(&self.ctx.counters.shm_sleeps, 1);
+                stats::Counters::add(&self.ctx.counters.shm_sleeping, 1);
                 return Poll::Pending;
             }
             rings.inbound.stop_sleeping();

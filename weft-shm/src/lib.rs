@@ -29,8 +29,11 @@
 //! (memfd, eventfd).
 //!
 //! The crate depends on `nix` and `libc` only: no async
-//! runtime, so that any application can link it.
+//! runtime, so that any application can link it. C (and anything with a
+//! C FFI) links the `cdylib` or `staticlib` through
+//! `include/weft_shm.h` ([`capi`]).
 
+pub mod capi;
 mod client;
 pub mod doorbell;
 pub mod handshake;
