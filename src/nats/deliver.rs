@@ -3,9 +3,12 @@
 //! many bytes that takes (for the mailbox's queue accounting).
 //!
 //! Owns: the NATS form of a delivery. Must not touch: queues, sockets.
-//! Hot path: `write` runs once per delivery into the writer's batch; an
-//! event from a NATS or plain MQTT publisher costs no allocation. Rerun
-//! `weft bench` (NATS) after changing it.
+//! Hot path: `frame` runs once per event and shard that has NATS
+//! subscribers (the router's delivery loop), its `MsgFrame::put` once per
+//! delivery, straight into the session's queue; an event from a NATS or
+//! plain MQTT publisher costs no allocation. `write` is the same bytes for
+//! one delivery. Rerun `weft bench` (NATS) and `cargo bench --bench
+//! nats_deliver` after changing it.
 //!
 //! CloudEvents (`cloudevents`): an MQTT 5 or HTTP publisher's CloudEvent
 //! (attributes as user properties) reaches a NATS subscriber in the NATS
@@ -14,6 +17,7 @@
 //! they are. Only events with metadata get there.
 
 use crate::event::{header_safe, Event};
+use crate::nats::frame::MsgFrame;
 use crate::nats::{codec, subject};
 use crate::topic::client_topic;
 
@@ -61,6 +65,23 @@ pub fn wire_len(event: &Event, subject_len: usize, sid: &str) -> usize {
         event.headers(),
         event.payload().len(),
     ) + converted
+}
+
+/// The event's MSG/HMSG on `subject` for all its NATS subscriptions of
+/// one delivery round: built once, then `put` per sid (the bytes `write`
+/// writes; exactly its `len(sid)` long).
+pub fn frame(event: &Event, subject: &[u8]) -> MsgFrame {
+    let payload_len = event.payload().len();
+    if event.meta.is_none() {
+        return MsgFrame::new(subject, None, None, payload_len);
+    }
+    let (reply, headers) = reply_and_headers(event);
+    MsgFrame::new(
+        subject,
+        reply.as_deref().or(event.reply()),
+        headers.as_deref().or(event.headers()),
+        payload_len,
+    )
 }
 
 /// Appends the NATS MSG/HMSG for subscription `sid`.
@@ -130,6 +151,7 @@ mod tests {
         write(&e, &mut out, &subject, "7");
         assert_eq!(out, b"MSG a.b//c 7 _INBOX.1 2\r\nhi\r\n");
         assert_eq!(out.len(), wire_len(&e, subject.len(), "7"));
+        assert_same_as_write(&e);
         let plain = Event::new("a", b"", 0, false).with_meta(EventMeta::default());
         assert!(plain.meta.is_none(), "empty metadata costs nothing");
     }
@@ -155,6 +177,52 @@ mod tests {
         // The queue's byte count is an upper bound for HMSG (room for the
         // two lengths' digits), never less than what is written.
         assert!(out.len() <= wire_len(&e, subject.len(), "1"));
+        assert_same_as_write(&e);
+    }
+
+    /// `frame(..).put` writes what `write` writes, and says how long.
+    fn assert_same_as_write(e: &Event) {
+        let subject = subject(e);
+        let frame = frame(e, &subject);
+        for sid in ["1", "42", "a-long-sid-0123456789"] {
+            let mut want = Vec::new();
+            write(e, &mut want, &subject, sid);
+            let mut got = Vec::new();
+            frame.put(&mut got, sid, e.payload());
+            assert_eq!(got, want);
+            assert_eq!(frame.len(sid), want.len());
+        }
+    }
+
+    #[test]
+    fn frame_writes_what_write_writes() {
+        let plain = Event::new("a/b", b"payload", 0, false);
+        assert_same_as_write(&plain);
+        let empty = Event::new("x", b"", 0, false);
+        assert_same_as_write(&empty);
+        let nats_headers = Event::new("a", b"hi", 0, false).with_meta(EventMeta {
+            reply: Some("_INBOX.9".into()),
+            headers: Some(b"NATS/1.0\r\nk: v\r\n\r\n".to_vec().into()),
+            ..Default::default()
+        });
+        assert_same_as_write(&nats_headers);
+        let mqtt5 = Event::new("a/b", b"hi", 0, false).with_meta(EventMeta {
+            response_topic: Some("resp/x".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            ..Default::default()
+        });
+        assert_same_as_write(&mqtt5);
+        let cloudevent = Event::new("a/b", b"{}", 0, false).with_meta(EventMeta {
+            content_type: Some("application/json".into()),
+            user_properties: vec![
+                ("ce-specversion".into(), "1.0".into()),
+                ("ce-type".into(), "t".into()),
+                ("ce-source".into(), "s".into()),
+                ("ce-id".into(), "1".into()),
+            ],
+            ..Default::default()
+        });
+        assert_same_as_write(&cloudevent);
     }
 
     #[test]

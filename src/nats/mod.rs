@@ -1,6 +1,7 @@
 //! NATS: the client protocol codec ([`codec`]), the session machine
-//! ([`session`]), how an event is written as MSG/HMSG ([`deliver`]), and
-//! the subject rules and mapping to internal topics ([`subject`]), and
+//! ([`session`]), how an event is written as MSG/HMSG ([`deliver`]) with
+//! the pieces of its frame built once for all its subscriptions
+//! ([`frame`]), the subject rules and mapping to internal topics ([`subject`]), and
 //! a PUB's event built in one pass ([`publish`]).
 //!
 //! Owns: NATS formats and rules. Must not touch: sockets, shards. The
@@ -9,6 +10,7 @@
 
 pub mod codec;
 pub mod deliver;
+pub mod frame;
 pub mod publish;
 pub mod session;
 // The subject rules live beside the topic rules (`topic::subject`), so that

@@ -9,25 +9,31 @@
 //! Must not touch: sockets (the writer task in `io` does the IO), protocol
 //! rules (the session machines), other sessions. Invariant, checked in
 //! debug builds: `bytes` is the sum of the wire sizes of the queued items.
-//! Hot path: `deliver` and `poll_batch` run per event; rerun `weft bench`
-//! after changing them.
+//! Hot path: `deliver`, `deliver_nats` and `poll_batch` run per event;
+//! rerun `weft bench` after changing them.
+//!
+//! NATS deliveries are written as MSG frames when delivered (the frame's
+//! pieces built once per event, `nats::frame`), appended to a run of
+//! frames at the back of the queue: one queue item per run, no reference
+//! to the event kept, the run handed whole to the writer's batch. The
+//! queue limits count each message of a run (`Outbound::run_extra`;
+//! `mailbox::nats`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
-
 use std::task::{Context, Poll, Waker};
 
 use crate::config::{Limits, SlowConsumerPolicy};
 use crate::event::Event;
+use crate::mqtt;
 use crate::persist::records::Record;
 use crate::topic::trie::SessionKey;
-use crate::{mqtt, nats};
 
 use crate::mqtt::outbound::Outbound as MqttOutbound;
 
 pub(crate) mod amqp;
 mod durable;
+mod nats;
 pub use crate::mqtt::outbound::{Backlog, Flight};
 pub use crate::session::CloseReason;
 pub use durable::Journal;
@@ -62,10 +68,8 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub enum DeliverAs {
     /// `retain`: a retained message sent because of a new subscription.
+    /// (NATS subscribers get theirs through `Mailbox::deliver_nats`.)
     Mqtt { qos: u8, retain: bool },
-    /// `subject`: the event's NATS subject, converted once per event and
-    /// shard and shared by its NATS subscribers.
-    Nats { sid: Rc<str>, subject: Rc<[u8]> },
     /// A retained message replayed to an HTTP subscriber, `id` its stamp
     /// (the event stream's id; live events are stamped when written).
     Http { id: u64 },
@@ -78,7 +82,7 @@ impl DeliverAs {
     fn qos(&self) -> u8 {
         match self {
             DeliverAs::Mqtt { qos, .. } | DeliverAs::Amqp { qos, .. } => *qos,
-            DeliverAs::Nats { .. } | DeliverAs::Http { .. } => 0,
+            DeliverAs::Http { .. } => 0,
         }
     }
 }
@@ -91,13 +95,15 @@ enum OutItem {
         /// Its number in the session's journal (0: not journaled).
         seq: u64,
     },
-    Nats {
-        event: Event,
-        sid: Rc<str>,
-        subject: Rc<[u8]>,
-        /// Its wire size, computed once when queued (`nats::deliver::
-        /// wire_len`; a queue's byte count is bounded far below 4 GiB).
-        len: u32,
+    /// NATS MSG/HMSG frames written when delivered, consecutive ones in
+    /// one buffer (at most `write_batch_bytes_max`, or one larger frame):
+    /// `msgs` of them, `live` with their events' `born_ns` at least
+    /// `oldest_ns` (the rest replays, `REPLAY_NS`).
+    NatsRun {
+        bytes: Vec<u8>,
+        msgs: u32,
+        live: u32,
+        oldest_ns: u64,
     },
     /// An event for an HTTP subscriber; `id` 0: stamped when written.
     /// `ws`: as a WebSocket text message, else a Server-Sent Event.
@@ -126,7 +132,7 @@ impl OutItem {
             // (MQTT 5 sizes differ slightly; the queue's byte count uses
             // the 3.1.1 size for every version, consistently on push and
             // pop.)
-            OutItem::Nats { len, .. } => *len as usize,
+            OutItem::NatsRun { bytes, .. } => bytes.len(),
             OutItem::Http { event, ws, .. } => crate::http::deliver::wire_len(event, *ws),
             OutItem::Redeliver(f) if f.released => 4,
             OutItem::Redeliver(f) => mqtt::deliver::wire_len(&f.event, f.qos),
@@ -137,7 +143,7 @@ impl OutItem {
 }
 
 /// Frames up to this size are queued inline: as large as fits without
-/// growing `OutItem` (its largest variant, a NATS delivery, sets the size).
+/// growing `OutItem` (its largest variant, an MQTT delivery, sets the size).
 const INLINE_BYTES: usize = 30;
 
 /// How far past a window-blocked PUBLISH the writer looks for control
@@ -156,12 +162,16 @@ struct Outbound {
     /// AMQP's: per link credit and queue, the unsettled map (sans-IO,
     /// `amqp::outbound`); its queued events count in `bytes` and `len`.
     amqp: Option<Box<crate::amqp::outbound::Outbound>>,
+    /// Messages in the queue's NATS runs beyond one per run (each run is
+    /// one queue item): what `len` adds so that it counts messages.
+    run_extra: usize,
 }
 
 impl Outbound {
-    /// Items queued: the queue's and those waiting for AMQP link credit.
+    /// Messages queued: the queue's (a NATS run's each) and those waiting
+    /// for AMQP link credit.
     fn len(&self) -> usize {
-        self.queue.len() + self.amqp.as_ref().map_or(0, |a| a.queued())
+        self.queue.len() + self.run_extra + self.amqp.as_ref().map_or(0, |a| a.queued())
     }
 }
 
@@ -407,7 +417,6 @@ impl Mailbox {
         let mut out = self.out.borrow_mut();
         let len = match &how {
             DeliverAs::Mqtt { qos, .. } => out.mqtt.wire_len(&event, *qos),
-            DeliverAs::Nats { sid, subject } => nats::deliver::wire_len(&event, subject.len(), sid),
             DeliverAs::Http { .. } => crate::http::deliver::wire_len(&event, self.http_ws.get()),
             DeliverAs::Amqp { qos, .. } => crate::amqp::outbound::wire_len(&event, *qos, 0),
         };
@@ -471,12 +480,6 @@ impl Mailbox {
                     seq,
                 }
             }
-            DeliverAs::Nats { sid, subject } => OutItem::Nats {
-                event,
-                sid,
-                subject,
-                len: u32::try_from(len).unwrap_or(u32::MAX),
-            },
             DeliverAs::Amqp {
                 handle,
                 channel,
@@ -590,9 +593,25 @@ impl Mailbox {
                 }
             }
             match &item {
-                OutItem::Event { event, .. }
-                | OutItem::Nats { event, .. }
-                | OutItem::Http { event, .. } => born.push(event.born_ns),
+                OutItem::Event { event, .. } | OutItem::Http { event, .. } => {
+                    born.push(event.born_ns)
+                }
+                OutItem::NatsRun {
+                    msgs,
+                    live,
+                    oldest_ns,
+                    ..
+                } => {
+                    // The run's oldest for each of its live events (the
+                    // latency summary takes a write's oldest anyway,
+                    // `ctx::telemetry`), the rest replays.
+                    out.run_extra -= (*msgs - 1) as usize;
+                    born.extend(std::iter::repeat_n(*oldest_ns, *live as usize));
+                    born.extend(std::iter::repeat_n(
+                        crate::event::REPLAY_NS,
+                        (*msgs - *live) as usize,
+                    ));
+                }
                 _ => {}
             }
             match item {
@@ -609,12 +628,14 @@ impl Mailbox {
                 }
                 OutItem::Short(bytes, len) => buf.extend_from_slice(&bytes[..usize::from(len)]),
                 OutItem::Gated(..) => unreachable!("written above"),
-                OutItem::Nats {
-                    event,
-                    sid,
-                    subject,
-                    ..
-                } => nats::deliver::write(&event, buf, &subject, &sid),
+                OutItem::NatsRun { mut bytes, .. } => {
+                    if buf.is_empty() {
+                        // The run is the batch: handed over, not copied.
+                        std::mem::swap(buf, &mut bytes);
+                    } else {
+                        buf.extend_from_slice(&bytes);
+                    }
+                }
                 OutItem::Http { event, id, ws } => crate::http::deliver::write(&event, id, ws, buf),
                 OutItem::Redeliver(flight) => out.mqtt.rewrite(buf, flight, &ids),
                 OutItem::Frame(frame) => buf.extend_from_slice(&frame),
@@ -716,6 +737,7 @@ impl Mailbox {
             }
         }
         out.bytes = 0;
+        out.run_extra = 0;
         backlog
     }
 

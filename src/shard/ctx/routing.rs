@@ -371,7 +371,10 @@ impl ShardCtx {
     }
 
     /// `subject`: the memo of the event's NATS subject (its cached
-    /// match's), converted at the first NATS delivery.
+    /// match's), converted at the first NATS delivery. A NATS subscriber
+    /// gets the event's MSG frame, built once here for all of them
+    /// (`nats::deliver::frame`) and written into its queue with its sid;
+    /// the others get the event (moved into the last, cloned before).
     pub(super) fn deliver_local(
         &self,
         subs: &[LocalSub],
@@ -396,13 +399,9 @@ impl ShardCtx {
         {
             let slots = self.table.slots();
             let mut event = Some(event);
+            let mut frame: Option<crate::nats::frame::MsgFrame> = None;
             for (i, sub) in subs.iter().enumerate() {
-                // Move the event into the last delivery: one refcount less.
-                let e = if i + 1 == subs.len() {
-                    event.take().expect("taken once")
-                } else {
-                    event.clone().expect("present until the last")
-                };
+                let e = event.as_ref().expect("present until the last");
                 let (session, how) = match slots.get(sub.session as usize) {
                     Some(Some(Slot::Mqtt(session))) => {
                         let own =
@@ -410,7 +409,7 @@ impl ShardCtx {
                         if own && sub.qos & NO_LOCAL != 0 {
                             continue;
                         }
-                        if sub.qos & CHECKED != 0 && !self.readable(session, session.protocol, &e) {
+                        if sub.qos & CHECKED != 0 && !self.readable(session, session.protocol, e) {
                             continue;
                         }
                         (
@@ -427,7 +426,7 @@ impl ShardCtx {
                         if own && !ns.session.echo.get() {
                             continue;
                         }
-                        if sub.qos & CHECKED != 0 && !self.readable(&ns.session, Protocol::Nats, &e)
+                        if sub.qos & CHECKED != 0 && !self.readable(&ns.session, Protocol::Nats, e)
                         {
                             continue;
                         }
@@ -440,22 +439,21 @@ impl ShardCtx {
                         if Some(ns.delivered.get()) == ns.max.get() {
                             expired.push((ns.session.clone(), ns.sid.clone()));
                         }
-                        // Converted once per distinct topic (the memo lives
-                        // with the cached match), shared by every delivery.
-                        let subject = subject
-                            .get_or_init(|| Rc::from(crate::nats::deliver::subject(&e)))
-                            .clone();
-                        (
-                            &ns.session,
-                            DeliverAs::Nats {
-                                sid: ns.sid.clone(),
-                                subject,
-                            },
-                        )
+                        // The subject converted once per distinct topic
+                        // (the memo lives with the cached match), the
+                        // frame once per event: each delivery adds its sid.
+                        let frame = frame.get_or_insert_with(|| {
+                            let subject =
+                                subject.get_or_init(|| Rc::from(crate::nats::deliver::subject(e)));
+                            crate::nats::deliver::frame(e, subject)
+                        });
+                        let outcome = ns.session.deliver_nats(e, frame, &ns.sid, &limits);
+                        self.delivered(outcome, &ns.session, &mut congested);
+                        continue;
                     }
                     Some(Some(Slot::AmqpLink(link))) => {
                         if sub.qos & CHECKED != 0
-                            && !self.readable(&link.session, Protocol::Amqp, &e)
+                            && !self.readable(&link.session, Protocol::Amqp, e)
                         {
                             continue;
                         }
@@ -473,34 +471,52 @@ impl ShardCtx {
                         continue;
                     }
                 };
-                match session.deliver(e, how, &limits) {
-                    Delivery::Queued => Counters::add(&self.counters.messages_out, 1),
-                    Delivery::Congested => {
-                        Counters::add(&self.counters.messages_out, 1);
-                        if let Some(c) = congested.as_deref_mut() {
-                            if !c.iter().any(|s| Rc::ptr_eq(s, session)) {
-                                c.push(session.clone());
-                            }
-                        }
-                    }
-                    Delivery::Dropped => Counters::add(&self.counters.dropped_queue_full, 1),
-                    Delivery::SlowConsumer => {
-                        Counters::add(&self.counters.slow_consumer_disconnects, 1);
-                        if self.log_limiter.allow() {
-                            tracing::warn!(
-                                shard = self.id,
-                                client_id = &*session.client_id,
-                                "disconnecting slow consumer: outbound queue full"
-                            );
-                        }
-                        session.close(CloseReason::SlowConsumer);
-                    }
-                }
+                // Move the event into the last delivery: one refcount less.
+                let e = if i + 1 == subs.len() {
+                    event.take().expect("taken once")
+                } else {
+                    e.clone()
+                };
+                let outcome = session.deliver(e, how, &limits);
+                self.delivered(outcome, session, &mut congested);
             }
         }
         // UNSUB with a maximum reached it: the subscription goes now.
         for (session, sid) in expired {
             self.nats_unsubscribe(&session, &sid, None);
+        }
+    }
+
+    /// Counts one delivery's outcome; a congested session joins
+    /// `congested` (once), a slow consumer is closed.
+    fn delivered(
+        &self,
+        outcome: Delivery,
+        session: &Rc<Session>,
+        congested: &mut Option<&mut Vec<Rc<Session>>>,
+    ) {
+        match outcome {
+            Delivery::Queued => Counters::add(&self.counters.messages_out, 1),
+            Delivery::Congested => {
+                Counters::add(&self.counters.messages_out, 1);
+                if let Some(c) = congested.as_deref_mut() {
+                    if !c.iter().any(|s| Rc::ptr_eq(s, session)) {
+                        c.push(session.clone());
+                    }
+                }
+            }
+            Delivery::Dropped => Counters::add(&self.counters.dropped_queue_full, 1),
+            Delivery::SlowConsumer => {
+                Counters::add(&self.counters.slow_consumer_disconnects, 1);
+                if self.log_limiter.allow() {
+                    tracing::warn!(
+                        shard = self.id,
+                        client_id = &*session.client_id,
+                        "disconnecting slow consumer: outbound queue full"
+                    );
+                }
+                session.close(CloseReason::SlowConsumer);
+            }
         }
     }
 

@@ -2,6 +2,8 @@
 //! decision, batching and the MQTT window, with no socket and no executor.
 
 use super::*;
+use crate::nats::frame::MsgFrame;
+use std::rc::Rc;
 use std::task::Waker;
 
 fn mqtt(qos: u8) -> DeliverAs {
@@ -147,8 +149,9 @@ fn nothing_before_the_connack_and_resends_before_new_deliveries() {
 
 #[test]
 fn an_http_item_does_not_grow_the_queue_entry() {
-    // The largest variant (a NATS delivery) sets the size of every queued
-    // item; an HTTP one (its `ws` flag included) fits beside it.
+    // The largest variant sets the size of every queued item: no larger
+    // than a NATS delivery made it before NATS runs; an HTTP one (its `ws`
+    // flag included) fits beside it.
     let nats = std::mem::size_of::<(Event, Rc<str>, Rc<[u8]>)>();
     let http = std::mem::size_of::<(Event, u64, bool)>();
     assert!(http <= nats, "{http} > {nats}");
@@ -215,4 +218,108 @@ fn amqp_waits_for_credit_within_the_queue_limits() {
     let left = s.amqp_detach(0, 1);
     assert_eq!((left.unsettled, left.events.len()), (1, 2));
     assert_eq!(s.queued(), (0, 0));
+}
+
+fn nats_frame(e: &Event) -> MsgFrame {
+    crate::nats::deliver::frame(e, &crate::nats::deliver::subject(e))
+}
+
+/// NATS deliveries are written when delivered, consecutive ones in one
+/// run: the bytes are the frames in order (a PONG queued between them
+/// keeps its place), the queue counts each message, and the writer gets
+/// every event's latency entry.
+#[test]
+fn nats_runs_keep_order_and_count_each_message() {
+    let s = Mailbox::new(0, Protocol::Nats, "n".into());
+    let l = Limits {
+        queued_messages_max: 10,
+        ..Limits::default()
+    };
+    let mut e = Event::new("a/b", b"hi", 0, false);
+    e.born_ns = 50;
+    let frame = nats_frame(&e);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    e.born_ns = 40;
+    assert_eq!(s.deliver_nats(&e, &frame, "22", &l), Delivery::Queued);
+    s.send(crate::nats::codec::PONG);
+    e.born_ns = crate::event::REPLAY_NS;
+    assert_eq!(s.deliver_nats(&e, &frame, "3", &l), Delivery::Queued);
+    let want: &[u8] = b"MSG a.b 1 2\r\nhi\r\nMSG a.b 22 2\r\nhi\r\nPONG\r\nMSG a.b 3 2\r\nhi\r\n";
+    assert_eq!(s.queued(), (4, want.len()), "three messages and a PONG");
+    let mut buf = Vec::new();
+    let mut born = Vec::new();
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
+    assert_eq!(buf, want);
+    assert_eq!(born, [40, 40, crate::event::REPLAY_NS]);
+    assert_eq!(s.queued(), (0, 0));
+}
+
+/// The limits count a run's messages one by one: the soft limit drops
+/// (or disconnects, by policy) as for any QoS 0 delivery.
+#[test]
+fn nats_runs_obey_the_queue_limits() {
+    let s = Mailbox::new(0, Protocol::Nats, "n".into());
+    let l = limits();
+    let e = Event::new("t", b"x", 0, false);
+    let frame = nats_frame(&e);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Dropped);
+    assert_eq!(s.dropped.get(), 1);
+    assert_eq!(s.queued(), (2, 2 * frame.len("1")));
+    let l2 = Limits {
+        slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+        ..limits()
+    };
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l2), Delivery::SlowConsumer);
+    // Bytes too: a frame that does not fit under `queued_bytes_max`.
+    let t = Mailbox::new(1, Protocol::Nats, "m".into());
+    let big = Event::new("t", &[0; 1000], 0, false);
+    let big_frame = nats_frame(&big);
+    assert_eq!(t.deliver_nats(&big, &big_frame, "1", &l), Delivery::Queued);
+    assert_eq!(t.deliver_nats(&big, &big_frame, "1", &l), Delivery::Dropped);
+    // A closing session takes nothing.
+    t.close(CloseReason::ClientDisconnect);
+    assert_eq!(t.deliver_nats(&e, &frame, "1", &l), Delivery::Dropped);
+}
+
+/// A run holds at most `write_batch_bytes_max` (or one larger frame); the
+/// writer takes whole runs and stops at its batch size.
+#[test]
+fn nats_runs_are_bounded_by_the_batch_size() {
+    let s = Mailbox::new(0, Protocol::Nats, "n".into());
+    let l = Limits {
+        write_batch_bytes_max: 100,
+        ..Limits::default()
+    };
+    let e = Event::new("t", &[7; 30], 0, false);
+    let frame = nats_frame(&e);
+    let one = frame.len("1");
+    assert!(one < 50 && 2 * one <= 100 && 3 * one > 100, "{one}");
+    for _ in 0..5 {
+        assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    }
+    assert_eq!(s.queued(), (5, 5 * one));
+    let mut buf = Vec::new();
+    let mut born = Vec::new();
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut born),
+        Poll::Ready(true)
+    );
+    // Runs of 2, 2 and 1 frames; the first two fill the batch.
+    assert_eq!((buf.len(), born.len()), (4 * one, 4));
+    assert_eq!(s.queued(), (1, one));
+    let mut expected = Vec::new();
+    for _ in 0..4 {
+        frame.put(&mut expected, "1", e.payload());
+    }
+    assert_eq!(buf, expected);
+    let big = Event::new("t", &[7; 300], 0, false);
+    let big_frame = nats_frame(&big);
+    assert_eq!(s.deliver_nats(&big, &big_frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.queued(), (3, 2 * one + big_frame.len("1")));
 }
