@@ -572,8 +572,8 @@ async fn link_cut_and_restored_resyncs_interest() {
     // did not announce again) still draws until the hold ends, and which
     // go out on the live link.
     quiet(&r).await;
-    fence(mqtt_publisher(&a_pub), "k/settle", &[&at_b]).await;
-    fence(mqtt_publisher(&a_pub), "k2/settle", &[&at_b2]).await;
+    let k_probes = fence(mqtt_publisher(&a_pub), "k/settle", &[&at_b]).await;
+    let k2_probes = fence(mqtt_publisher(&a_pub), "k2/settle", &[&at_b2]).await;
     fence(mqtt_publisher(&b_pub), "r/settle", &[&at_a]).await;
     fence(mqtt_publisher(&b_pub), "r2/settle", &[&at_a2]).await;
     assert_once(&at_b, "k/d", 0..2 * N);
@@ -590,8 +590,18 @@ async fn link_cut_and_restored_resyncs_interest() {
     // copies that its held link (routes B did not announce again) drew
     // until the hold ended: at most 2 N, none delivered (above), and
     // counted at both ends (`quiet` above).
-    let out_to_b = |v: &LinksView| v.to("B").map_or(0, |l| l.events_out) as i64;
-    let surplus = out_to_b(&links(r[a].admin).await) - (at_b.len() + at_b2.len()) as i64;
+    let at_b_all = [&at_b, &at_b2];
+    let surplus = surplus_to(
+        &r,
+        a,
+        "B",
+        &at_b_all,
+        &[
+            (&at_b, "k/settle", k_probes),
+            (&at_b2, "k2/settle", k2_probes),
+        ],
+    )
+    .await;
     assert!(
         (0..=2 * N as i64).contains(&surplus),
         "A's events_out to B = deliveries at B + at most 2 N copies for withdrawn \
@@ -599,13 +609,41 @@ async fn link_cut_and_restored_resyncs_interest() {
     );
     // Once settled, one more probe: the surplus stays (a stray copy would
     // grow it), and the counters still balance.
-    fence(mqtt_publisher(&a_pub), "k/settle2", &[&at_b]).await;
-    quiet(&r).await;
+    let probes = fence(mqtt_publisher(&a_pub), "k/settle2", &[&at_b]).await;
     assert_eq!(
-        out_to_b(&links(r[a].admin).await) - (at_b.len() + at_b2.len()) as i64,
+        surplus_to(&r, a, "B", &at_b_all, &[(&at_b, "k/settle2", probes)]).await,
         surplus,
         "A's events_out to B beyond the deliveries at B, once settled"
     );
+}
+
+/// Router `from`'s `events_out` to `peer` minus the deliveries in
+/// `inboxes`, read settled: first every probe the last fences published
+/// has arrived (`probes`: inbox, topic, how many; a fence returns on the
+/// first, and may leave later ones in flight), then the links are quiet,
+/// so the admin view (rebuilt on the bridge's 50 ms tick) counts every
+/// copy those deliveries came from. Read any earlier, the view may lag the
+/// deliveries by a copy, or a probe counted sent may not be delivered yet.
+async fn surplus_to(
+    r: &Routers,
+    from: usize,
+    peer: &str,
+    inboxes: &[&Inbox],
+    probes: &[(&Inbox, &str, usize)],
+) -> i64 {
+    for &(inbox, topic, n) in probes {
+        inbox
+            .wait_until(&format!("all {n} probes on {topic}"), |m| {
+                m.iter().filter(|m| m.topic == topic).count() >= n
+            })
+            .await;
+    }
+    quiet(r).await;
+    let out = links(r[from].admin)
+        .await
+        .to(peer)
+        .map_or(0, |l| l.events_out) as i64;
+    out - inboxes.iter().map(|i| i.len() as i64).sum::<i64>()
 }
 
 /// Line A - B - C; B never exports `t/secret/#` to C, C never imports

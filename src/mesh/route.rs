@@ -77,6 +77,9 @@
 //! byte codec in [`super::link`], the client protocols and the trie.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A per-event cache keyed by topic (see `Router::plans`).
+type TopicMap<V> = hashbrown::HashMap<String, V, crate::topic::trie::SeededState>;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -397,11 +400,13 @@ pub struct Router {
     /// Where this router's own events on a topic go, while the tables
     /// stay as they are (the topics an interest change matches are
     /// forgotten, see `invalidate`; all of them when a link comes or goes;
-    /// at most PLANS_MAX).
-    plans: HashMap<String, Rc<Plan>>,
+    /// at most PLANS_MAX). Looked up per event: foldhash, seeded per
+    /// process as the trie's caches are (topics come from clients), not
+    /// SipHash.
+    plans: TopicMap<Rc<Plan>>,
     /// Whether this router's plain interest matches a topic (events from
     /// links), cleared when that interest changes; at most PLANS_MAX.
-    local_wants: HashMap<String, bool>,
+    local_wants: TopicMap<bool>,
     tick: u64,
     counters: RouterCounters,
     /// A held link lost a route since the last [`Router::end_empty_holds`].
@@ -484,8 +489,8 @@ impl Router {
             remote_filters: BTreeMap::new(),
             by_origin: HashMap::new(),
             dedup: BTreeMap::new(),
-            plans: HashMap::new(),
-            local_wants: HashMap::new(),
+            plans: TopicMap::default(),
+            local_wants: TopicMap::default(),
             tick: 0,
             counters: RouterCounters::default(),
             holds_touched: false,

@@ -325,8 +325,7 @@ impl Router {
                         // whose ownership was released with into_raw_fd.
                         .map(|(p, fd)| (p, unsafe { glommio::net::TcpListener::from_raw_fd(fd) }))
                         .collect();
-                    let direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>> =
-                        colocated.as_ref().map(|_| Rc::default());
+                    let direct: Option<Direct> = colocated.as_ref().map(|_| Default::default());
                     let bridge = colocated.map(|(ends, mesh, listener_fd, start)| {
                         let config = config.clone();
                         let global = global.clone();
@@ -573,7 +572,7 @@ async fn run_bridge(
         Option<crate::persist::start::BridgeStart>,
     ),
     listener_fd: Option<RawFd>,
-    direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
+    direct: Option<Direct>,
 ) {
     // The bridge is the peer after the client shards.
     let shards = global.client_shards;
@@ -587,8 +586,9 @@ async fn run_bridge(
         tracing::error!(peer = ctx.id, "mesh: the bridge is not the last peer");
         return;
     }
-    if let Some(cell) = direct {
-        let _ = cell.set(ctx.clone());
+    if let Some((bridge, shard)) = direct {
+        let _ = bridge.set(ctx.clone());
+        let _ = ctx.direct_shard.set(shard);
     }
     bridge::run(ctx, config, mesh, listener, view, persist).await;
 }
@@ -599,7 +599,7 @@ async fn run_shard(
     config: Arc<crate::config::Config>,
     stats: Vec<Arc<ShardStats>>,
     global: Arc<Global>,
-    direct: Option<Rc<std::cell::OnceCell<Rc<ShardCtx>>>>,
+    direct: Option<Direct>,
     persist: Option<PersistStart>,
 ) {
     let id_stats = stats.clone();
@@ -608,8 +608,9 @@ async fn run_shard(
     else {
         return;
     };
-    if let Some(direct) = direct {
-        let _ = ctx.direct_bridge.set(direct);
+    if let Some((bridge, shard)) = direct {
+        let _ = ctx.direct_bridge.set(bridge);
+        let _ = shard.set(Rc::downgrade(&ctx));
     }
     let id = ctx.id;
     tracing::debug!(shard = id, "shard started");
@@ -724,6 +725,14 @@ type PersistStart = (
 );
 
 type Channels = rings::RingEnds<ShardMsg>;
+
+/// Shard 0 and the bridge on one executor (`mesh.bridge_in_shard`): the
+/// bridge's context, for the shard to hand events to by a call, and the
+/// shard's, for the bridge to do the same the other way.
+type Direct = (
+    Rc<std::cell::OnceCell<Rc<ShardCtx>>>,
+    Rc<std::cell::OnceCell<std::rc::Weak<ShardCtx>>>,
+);
 
 /// Joins the rings between executors and starts what every peer runs: a
 /// reader per incoming ring and the ordered control queue.

@@ -108,6 +108,11 @@ impl<T: Send + 'static> Senders<T> {
             .expect("a ring to another peer (never to itself)")
     }
 
+    /// True when `peer` has taken everything sent to it so far.
+    pub fn drained_to(&self, peer: usize) -> bool {
+        self.to(peer).is_empty()
+    }
+
     /// `WouldBlock` when the ring is full, `Closed` when the peer is gone;
     /// either way the message comes back.
     pub fn try_send_to(&self, peer: usize, msg: T) -> Result<(), GlommioError<T>> {

@@ -381,6 +381,12 @@ impl<T: Send> Sender<T> {
         self.shared.slots.len()
     }
 
+    /// True when the consumer has taken everything sent so far (one
+    /// Acquire load).
+    pub fn is_empty(&self) -> bool {
+        self.tail.get() == self.shared.head.load(Ordering::Acquire)
+    }
+
     /// Puts `value` in the ring if it has room; wakes the consumer only if
     /// it sleeps.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {

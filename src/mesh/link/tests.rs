@@ -1,4 +1,12 @@
+//! The link codec's tests: frames round trip, batching, refusals of
+//! malformed and oversize input, hello checks, the EVENT frame's lists as
+//! views. TOPOLOGY and EXPLAIN frames in `tests/topology.rs` and
+//! `tests/explain.rs`.
+
 use super::*;
+
+mod explain;
+mod topology;
 
 const L: LinkLimits = LinkLimits {
     frame_bytes_max: 1024,
@@ -62,6 +70,34 @@ fn full_meta() -> LinkMeta<'static> {
         payload_format: Some(1),
         user_properties: vec![("traceparent", "00-ab-cd-01"), ("k", ""), ("k", "v2")],
         expiry_ms: Some(30_000),
+    }
+}
+
+fn topology_record() -> TopologyRecord<'static> {
+    TopologyRecord {
+        origin: "r1",
+        seq: (1_733_500_000_000 << 16) + 3,
+        age_ms: 1500,
+        links: vec![
+            TopologyLink {
+                peer: "r2",
+                state: LinkState::Up,
+                tls: true,
+                rtt_us: Some(140),
+                events_in: 45,
+                events_out: 123,
+                dropped: 0,
+            },
+            TopologyLink {
+                peer: "r3",
+                state: LinkState::Connecting,
+                tls: false,
+                rtt_us: None,
+                events_in: 0,
+                events_out: 0,
+                dropped: 7,
+            },
+        ],
     }
 }
 
@@ -528,241 +564,6 @@ fn hostile_input_never_panics() {
     }
     // The mutations left some frames valid: the check above ran.
     assert!(accepted > 1000, "{accepted}");
-}
-
-fn topology_record() -> TopologyRecord<'static> {
-    TopologyRecord {
-        origin: "r1",
-        seq: (1_733_500_000_000 << 16) + 3,
-        age_ms: 1500,
-        links: vec![
-            TopologyLink {
-                peer: "r2",
-                state: LinkState::Up,
-                tls: true,
-                rtt_us: Some(140),
-                events_in: 45,
-                events_out: 123,
-                dropped: 0,
-            },
-            TopologyLink {
-                peer: "r3",
-                state: LinkState::Connecting,
-                tls: false,
-                rtt_us: None,
-                events_in: 0,
-                events_out: 0,
-                dropped: 7,
-            },
-        ],
-    }
-}
-
-fn explain() -> Explain<'static> {
-    Explain {
-        origin: "a",
-        request: 7,
-        seek: None,
-        hops: 1,
-        budget_ms: 1500,
-        topic: "eu/x",
-        dests: vec!["b", "c"],
-    }
-}
-
-#[test]
-fn topology_round_trips() {
-    round_trip(Frame::Topology(topology_record()));
-    for state in LinkState::ALL {
-        let mut t = topology_record();
-        t.links[0].state = state;
-        t.links[1].rtt_us = Some(0);
-        round_trip(Frame::Topology(t));
-    }
-    round_trip(Frame::Topology(TopologyRecord {
-        links: vec![],
-        ..topology_record()
-    }));
-    assert_eq!(LinkState::Connecting.label(), "connecting");
-}
-
-#[test]
-fn topology_malformed_and_oversize() {
-    let mut good = Vec::new();
-    encode(&Frame::Topology(topology_record()), &mut good).unwrap();
-    // Body: origin "r1" (4), seq (8), age (4), count (2), then the first
-    // link: peer "r2" (4), state, flags.
-    let state_at = PREFIX_LEN + 1 + 4 + 8 + 4 + 2 + 4;
-    let mut bad_state = good.clone();
-    bad_state[state_at] = 4;
-    assert_eq!(decode(&bad_state, &L), Err(LinkError::BadLinkState(4)));
-    assert_eq!(
-        LinkError::BadLinkState(4).to_string(),
-        "invalid link state 4 in a topology record (0 up, 1 held, 2 down, 3 connecting)"
-    );
-    let mut bad_flags = good.clone();
-    bad_flags[state_at + 1] = 0b111;
-    assert_eq!(
-        decode(&bad_flags, &L),
-        Err(LinkError::BadFlags {
-            kind: kind::TOPOLOGY,
-            flags: 0b111
-        })
-    );
-    // The rtt flag cleared: its 8 bytes are read as the counters.
-    let mut no_rtt = good.clone();
-    no_rtt[state_at + 1] = 0b01;
-    assert_eq!(decode(&no_rtt, &L), Err(LinkError::TrailingBytes));
-    let mut short = good.clone();
-    short.pop();
-    let len = (short.len() - PREFIX_LEN) as u32;
-    short[..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
-    assert_eq!(decode(&short, &L), Err(LinkError::Truncated));
-    // More links than the limit (3): refused from the count.
-    let mut many = good.clone();
-    many[PREFIX_LEN + 1 + 4 + 8 + 4..][..2].copy_from_slice(&4u16.to_be_bytes());
-    assert_eq!(
-        decode(&many, &L),
-        Err(LinkError::TooManyLinks { count: 4, limit: 3 })
-    );
-    // Larger than topology_bytes_max (512) though within frame_bytes_max
-    // (1024): refused from the first five bytes, before its body.
-    let head = [&596u32.to_be_bytes()[..], &[kind::TOPOLOGY]].concat();
-    assert_eq!(
-        decode(&head, &L),
-        Err(LinkError::TopologyTooLarge {
-            size: 600,
-            limit: 512
-        })
-    );
-    assert_eq!(
-        LinkError::TopologyTooLarge {
-            size: 600,
-            limit: 512
-        }
-        .to_string(),
-        "topology frame of 600 bytes exceeds the limit of 512 bytes"
-    );
-    // An event of that size is fine.
-    let head = [&596u32.to_be_bytes()[..], &[kind::EVENT]].concat();
-    assert_eq!(decode(&head, &L), Ok(None));
-}
-
-#[test]
-fn topology_bounds_pair() {
-    // The largest record the default link bound allows fits the default
-    // byte bound: a record the codec takes by count is never refused by
-    // size.
-    let d = LinkLimits::default();
-    assert!(topology_frame_bytes(d.topology_links_max) <= d.topology_bytes_max);
-    assert!(d.topology_bytes_max < d.frame_bytes_max);
-    // And the bound is tight: a record of that many links with the
-    // longest ids encodes to exactly that size.
-    let id = "x".repeat(ROUTER_ID_MAX);
-    let peers: Vec<String> = (0..3).map(|i| format!("{i}{}", &id[1..])).collect();
-    let t = TopologyRecord {
-        origin: &id,
-        seq: 1,
-        age_ms: 0,
-        links: peers
-            .iter()
-            .map(|p| TopologyLink {
-                peer: p,
-                state: LinkState::Up,
-                tls: true,
-                rtt_us: Some(1),
-                events_in: 1,
-                events_out: 1,
-                dropped: 1,
-            })
-            .collect(),
-    };
-    assert_eq!(encoded_len(&Frame::Topology(t)), topology_frame_bytes(3));
-}
-
-#[test]
-fn explain_frames_round_trip() {
-    round_trip(Frame::Explain(explain()));
-    round_trip(Frame::Explain(Explain {
-        seek: Some("c"),
-        dests: Vec::new(),
-        ..explain()
-    }));
-    round_trip(Frame::ExplainReply {
-        origin: "a",
-        request: 7,
-        body: br#"{"routers":[],"unreached":[]}"#,
-    });
-    round_trip(Frame::ExplainReply {
-        origin: "a",
-        request: u64::MAX,
-        body: b"",
-    });
-}
-
-#[test]
-fn explain_frames_malformed_and_bounded() {
-    let encoded = |f: Frame<'_>| {
-        let mut out = Vec::new();
-        encode(&f, &mut out).unwrap();
-        out
-    };
-    // Reserved flag bits.
-    let mut bytes = encoded(Frame::Explain(explain()));
-    bytes[PREFIX_LEN + 1] = 0x80;
-    assert_eq!(
-        decode(&bytes, &L),
-        Err(LinkError::BadFlags {
-            kind: kind::EXPLAIN,
-            flags: 0x80
-        })
-    );
-    // More destinations or hops than the limits.
-    let many = Frame::Explain(Explain {
-        dests: vec!["b", "c", "d", "e"],
-        ..explain()
-    });
-    assert_eq!(
-        decode(&encoded(many), &L),
-        Err(LinkError::TooManyDests { count: 4, limit: 3 })
-    );
-    let far = Frame::Explain(Explain {
-        hops: 5,
-        ..explain()
-    });
-    assert_eq!(
-        decode(&encoded(far), &L),
-        Err(LinkError::TooManyHops { hops: 5, limit: 4 })
-    );
-    // A reply body over `explain_reply_bytes_max`, refused from its length.
-    let body = vec![b'x'; 257];
-    let big = encoded(Frame::ExplainReply {
-        origin: "a",
-        request: 1,
-        body: &body,
-    });
-    assert_eq!(
-        decode(&big, &L),
-        Err(LinkError::ExplainReplyTooLarge {
-            size: 257,
-            limit: 256
-        })
-    );
-    // Truncated and trailing bodies.
-    let ok = encoded(Frame::Explain(explain()));
-    let body = &ok[PREFIX_LEN + 1..];
-    assert_eq!(
-        decode(&raw(kind::EXPLAIN, &body[..body.len() - 1]), &L),
-        Err(LinkError::Truncated)
-    );
-    let mut longer = body.to_vec();
-    longer.push(0);
-    assert_eq!(
-        decode(&raw(kind::EXPLAIN, &longer), &L),
-        Err(LinkError::TrailingBytes)
-    );
-    // Past the last type this version knows: refused from the type byte.
-    assert_eq!(decode(&raw(12, &[0]), &L), Err(LinkError::UnknownType(12)));
 }
 
 #[test]

@@ -77,7 +77,21 @@ impl<'a> Body<'a> {
     /// The event to hand to this router's subscribers, read (or made) at
     /// `born_ns` ([`now_ns`] time: one clock read per read, not per event).
     pub(super) fn to_event(&self, topic: &str, origin: Origin, born_ns: u64) -> Event {
+        let mut event = Event::new(topic, self.payload, self.qos, self.retain).with_origin(origin);
+        event.born_ns = born_ns;
         let m = &self.meta;
+        if m.reply.is_none()
+            && m.headers.is_none()
+            && m.response_topic.is_none()
+            && m.correlation_data.is_none()
+            && m.content_type.is_none()
+            && m.payload_format.is_none()
+            && m.user_properties.is_empty()
+            && m.expiry_ms.is_none()
+        {
+            // Nearly every event: no metadata to build (and drop).
+            return event;
+        }
         let meta = EventMeta {
             reply: m.reply.map(Into::into),
             headers: m.headers.map(Into::into),
@@ -92,10 +106,6 @@ impl<'a> Body<'a> {
                 .collect(),
             expires_ns: m.expiry_ms.map(|ms| born_ns + u64::from(ms) * 1_000_000),
         };
-        let mut event = Event::new(topic, self.payload, self.qos, self.retain)
-            .with_origin(origin)
-            .with_meta(meta);
-        event.born_ns = born_ns;
-        event
+        event.with_meta(meta)
     }
 }

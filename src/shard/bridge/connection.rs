@@ -33,7 +33,9 @@ pub(super) struct Slot {
     pub(super) base: Cell<LinkCounters>,
     pub(super) reconnects: Cell<u64>,
     pub(super) dropped: Cell<u64>,
-    /// QoS 0 copies not sent: the link's buffer was full.
+    /// Copies the routing core counted out that never left: QoS 0 past a
+    /// full buffer, QoS 1 evicted from the resend store before it was
+    /// sent. Shown in `dropped`, taken off `events_out`.
     pub(super) unsent: Cell<u64>,
     /// QoS 1 copies sent but dropped from the resend store before their
     /// ack (more than `mesh.unacked_max` outstanding).

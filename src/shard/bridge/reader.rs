@@ -56,11 +56,16 @@ impl Bridge {
                     }
                 };
                 if link.session.borrow().passes_on(&frame) {
-                    // `on_frame` would only hand it back as `Route`.
-                    if !self
-                        .on_request(link, slot, link_session::Request::Route(frame))
-                        .await
-                    {
+                    // `on_frame` would only hand it back as `Route`. An
+                    // event is lent, not moved (a frame is a few hundred
+                    // bytes: each move a `memcpy`).
+                    let open = if let Frame::Event(e) = &frame {
+                        self.on_event(link, e).await
+                    } else {
+                        self.on_request(link, slot, link_session::Request::Route(frame))
+                            .await
+                    };
+                    if !open {
                         return; // closed while delivering
                     }
                     used += n;
@@ -130,7 +135,7 @@ impl Bridge {
     /// closed (from elsewhere) while an event waited for a shard's ring.
     pub(super) async fn on_request(&self, link: &Link, slot: &Slot, request: Request<'_>) -> bool {
         match request {
-            Request::Route(Frame::Event(e)) => return self.on_event(link, e).await,
+            Request::Route(Frame::Event(e)) => return self.on_event(link, &e).await,
             Request::Route(Frame::Topology(t)) => self.on_topology(link, &t),
             Request::Route(frame @ (Frame::Explain(_) | Frame::ExplainReply { .. })) => {
                 self.on_explain_frame(link.id, frame)
@@ -157,7 +162,7 @@ impl Bridge {
     }
 
     /// An event copy from the link: routed, delivered here, passed on.
-    pub(super) async fn on_event(&self, link: &Link, e: link::Event<'_>) -> bool {
+    pub(super) async fn on_event(&self, link: &Link, e: &link::Event<'_>) -> bool {
         // When its read returned (one clock read per read).
         let arrived = link.read_ns.get();
         // The common copy (for this router alone) is routed on the frame's
@@ -220,7 +225,7 @@ impl Bridge {
         let block = hop
             .as_ref()
             .and_then(|(h, _)| crate::trace::hop::replace_block(e.meta.headers?, h));
-        let mut body = Body::of_frame(&e);
+        let mut body = Body::of_frame(e);
         if let Some((h, _)) = hop.as_ref().filter(|(_, cloudevent)| !cloudevent) {
             crate::trace::hop::replace_pairs(
                 &mut body.meta.user_properties,

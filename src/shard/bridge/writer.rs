@@ -135,8 +135,10 @@ impl Bridge {
         if let Some(old) = evicted {
             self.release(old.upstream);
             if old.unsent {
-                // Never sent: lost.
-                slot.dropped.set(slot.dropped.get() + 1);
+                // Never sent: lost. The routing core counted it out; as
+                // `unsent` it leaves `events_out` (and shows in `dropped`),
+                // so the peer's `events_in` still balances it.
+                slot.unsent.set(slot.unsent.get() + 1);
             } else {
                 // Sent, but no longer resent if the link drops.
                 slot.evicted.set(slot.evicted.get() + 1);

@@ -83,6 +83,13 @@ impl Control {
         self.senders.nr_consumers()
     }
 
+    /// True when nothing this executor sent or queued for `peer` waits:
+    /// the control queue is empty and `peer` has taken all its ring holds
+    /// (a message popped from a ring is applied in the same poll).
+    pub(super) fn drained_to(&self, peer: usize) -> bool {
+        self.queue.borrow().is_empty() && self.senders.drained_to(peer)
+    }
+
     /// Queues `msg` for `peer` (`None`: every other peer), in order.
     pub(super) fn push(&self, peer: Option<usize>, msg: ShardMsg) {
         self.queue.borrow_mut().push_back((peer, msg));

@@ -213,6 +213,12 @@ pub struct ShardCtx {
     /// Set once, at start; the inner cell is filled when the bridge has
     /// joined the rings.
     pub direct_bridge: OnceCell<Rc<OnceCell<Rc<ShardCtx>>>>,
+    /// The other way, on the mesh executor's context when it runs inside
+    /// shard 0's executor: that shard's context (weak: the shard's holds
+    /// this one), to which events from other routers are handed by a call
+    /// whenever nothing sent to it before still waits (see
+    /// `hand_to_shards`). Set once, at start; filled when the shard runs.
+    pub direct_shard: OnceCell<Rc<OnceCell<std::rc::Weak<ShardCtx>>>>,
     /// Shared-memory clients handed to this shard by shard 0, until its
     /// `shm_accept` task takes them.
     pub shm_inbox: super::shm_handoff::Inbox,
@@ -255,6 +261,7 @@ impl ShardCtx {
             console: console::Console::new(id),
             mesh: OnceCell::new(),
             direct_bridge: OnceCell::new(),
+            direct_shard: OnceCell::new(),
             shm_inbox: Default::default(),
         }
     }

@@ -56,6 +56,9 @@ enum Stall {
     /// The mesh (its executor's context) took it but its buffers are
     /// short: wait for room before the next event.
     MeshRoom(Rc<ShardCtx>),
+    /// The shard on the bridge's executor took it by a call and left
+    /// these subscribers full: wait for them, as its ring reader would.
+    Watches(Rc<ShardCtx>, Vec<Rc<Session>>),
 }
 
 pub(crate) struct Routing {
@@ -309,11 +312,24 @@ impl ShardCtx {
                         return Some(Stall::MeshRoom(mesh));
                     }
                 }
-                None => {
-                    if let Err(msg) = self.control.try_send(peer, msg, &self.counters) {
-                        return Some(Stall::Ring(peer, msg));
+                None => match self.shard_here(peer) {
+                    // The bridge's events for the shard on its executor:
+                    // by a call (no ring, no wake-up of its reader) when
+                    // nothing sent to it before waits, so they stay in
+                    // order; the shard's `on_ring` never awaits.
+                    Some(shard) => {
+                        let mut full = Vec::new();
+                        shard.on_ring(self.id, msg, &mut full);
+                        if !full.is_empty() {
+                            return Some(Stall::Watches(shard, full));
+                        }
                     }
-                }
+                    None => {
+                        if let Err(msg) = self.control.try_send(peer, msg, &self.counters) {
+                            return Some(Stall::Ring(peer, msg));
+                        }
+                    }
+                },
             }
         }
         None
@@ -324,7 +340,16 @@ impl ShardCtx {
         match stall {
             Stall::Ring(peer, msg) => self.control.send_waiting(peer, msg).await,
             Stall::MeshRoom(mesh) => mesh.mesh_room().await,
+            Stall::Watches(shard, mut full) => shard.wait_watches(&mut full).await,
         }
+    }
+
+    /// Shard `peer`'s context, if this is the mesh executor's context
+    /// running on that shard's executor (`mesh.bridge_in_shard`) and
+    /// everything sent to `peer` before has been taken.
+    fn shard_here(&self, peer: usize) -> Option<Rc<ShardCtx>> {
+        let shard = self.direct_shard.get()?.get()?.upgrade()?;
+        (shard.id == peer && self.control.drained_to(peer)).then_some(shard)
     }
 
     /// The mesh executor's context, if `peer` is it and it runs on this
