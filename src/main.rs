@@ -5,6 +5,7 @@
 //! sub` publish and subscribe (src/cli/). Bad flags or configuration print one line naming
 //! the flag or key and exit with status 2.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,83 @@ use weft::config::{Config, Overrides};
 use weft::shard::numa;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Allocator = Allocator;
+
+/// The router's allocator: mimalloc, or the C library's malloc when the
+/// process starts with `WEFT_ALLOCATOR=system`, so that heap profilers
+/// which interpose malloc (heaptrack, valgrind's massif and dhat) see
+/// every allocation: `WEFT_ALLOCATOR=system heaptrack weft run …`
+/// (perf/results/2026-12-07-memory-conn.md). Chosen once, at the first
+/// allocation (before any block exists, so no block changes allocator);
+/// afterwards one relaxed load per call.
+struct Allocator;
+
+/// 0: not chosen yet; 1: mimalloc; 2: the system's.
+static CHOSEN: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl Allocator {
+    #[inline]
+    fn system() -> bool {
+        match CHOSEN.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => Self::choose(),
+        }
+    }
+
+    #[cold]
+    fn choose() -> bool {
+        // SAFETY: getenv reads the environment the C runtime set up before
+        // any Rust code ran; it does not allocate. Threads racing here all
+        // read the same value.
+        let system = unsafe {
+            let v = libc::getenv(c"WEFT_ALLOCATOR".as_ptr());
+            !v.is_null() && std::ffi::CStr::from_ptr(v) == c"system"
+        };
+        CHOSEN.store(
+            if system { 2 } else { 1 },
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        system
+    }
+}
+
+// SAFETY: every call goes, unchanged, to one allocator, the same for the
+// whole process (chosen before the first block).
+unsafe impl GlobalAlloc for Allocator {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::system() {
+            unsafe { System.alloc(layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if Self::system() {
+            unsafe { System.alloc_zeroed(layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if Self::system() {
+            unsafe { System.dealloc(ptr, layout) }
+        } else {
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if Self::system() {
+            unsafe { System.realloc(ptr, layout, new_size) }
+        } else {
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(

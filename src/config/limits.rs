@@ -55,6 +55,11 @@ pub struct Limits {
     pub read_buffer_bytes_max: usize,
     /// Bytes gathered into one write syscall.
     pub write_batch_bytes_max: usize,
+    /// Read buffers each shard keeps for reuse: an idle connection holds
+    /// none (it takes one when its socket has data and gives it back when
+    /// its read waits again with nothing pending); past this many spare
+    /// ones, given-back buffers are freed.
+    pub read_buffers_spare_max: usize,
     /// How long a persistent (clean session 0) session is kept without a
     /// connection.
     pub offline_session_expiry_s: u64,
@@ -84,6 +89,7 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             read_buffer_bytes_max: 64 * 1024,
             write_batch_bytes_max: 64 * 1024,
+            read_buffers_spare_max: 256,
             offline_session_expiry_s: 3600,
             retained_messages_max: 100_000,
             retained_bytes_max: 64 * 1024 * 1024,

@@ -45,6 +45,7 @@ fn defaults_are_pinned() {
     assert_eq!(c.limits.queued_messages_max, 100_000);
     assert_eq!(c.limits.queued_bytes_max, 16 << 20);
     assert_eq!(c.limits.inflight_max, 1024);
+    assert_eq!(c.limits.read_buffers_spare_max, 256);
     assert_eq!(c.limits.slow_consumer_policy, SlowConsumerPolicy::Drop);
     assert!(c.socket.tcp_nodelay);
     assert_eq!(c.nats.listen, "127.0.0.1:4222");

@@ -165,9 +165,39 @@ pub(super) fn admit(
 
 /// Runs `serve` holding the connection's admission permit, released when
 /// the task ends (or is dropped at shutdown).
-async fn under_permit(permit: admission::Permit, serve: impl std::future::Future<Output = ()>) {
-    serve.await;
-    drop(permit);
+///
+/// A plain future, not an `async fn`: an async fn keeps its argument
+/// `serve` beside the copy it awaits (rust-lang/rust#62958), which made
+/// every connection's task twice its future (3.4 KiB instead of 1.7 KiB
+/// per idle MQTT connection, perf/results/2026-12-07-memory-conn.md).
+pub(super) fn under_permit<F: std::future::Future<Output = ()>>(
+    permit: admission::Permit,
+    serve: F,
+) -> UnderPermit<F> {
+    UnderPermit {
+        serve,
+        _permit: permit,
+    }
+}
+
+/// See [`under_permit`].
+pub(super) struct UnderPermit<F> {
+    serve: F,
+    _permit: admission::Permit,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for UnderPermit<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: `serve` is pinned structurally: it is never moved out of
+        // `UnderPermit` (no method gives it out, there is no `Drop` impl,
+        // and `UnderPermit` is `Unpin` only when `F` is).
+        unsafe { self.map_unchecked_mut(|u| &mut u.serve) }.poll(cx)
+    }
 }
 
 /// Longest a refused NATS client is given to take its error line (a fresh

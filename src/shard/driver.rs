@@ -1,7 +1,9 @@
 //! The connection driver: runs any session machine ([`Machine`]) over any
 //! byte stream ([`Transport`]), the same loop for every protocol.
 //!
-//! One turn: read into the bounded read buffer (grown to the packet begun,
+//! One turn: read into the bounded read buffer (lent by the shard's pool
+//! while data moves and given back when the read waits with nothing
+//! pending, so an idle connection holds none; grown to the packet begun,
 //! capped at the connection's `read_max`), decode every complete packet,
 //! feed each to the machine with `now`, and carry its actions out in
 //! order: writes go into the session's mailbox (so acknowledgements keep
@@ -186,11 +188,8 @@ where
 {
     let mut out = Actions::default();
     let mut last = Vec::new();
-    let mut rb = ReadBuffer {
-        data: vec![0; READ_BUFFER_INITIAL],
-        start: 0,
-        end: 0,
-    };
+    // No buffer yet: the shard lends one when the socket has data (`read`).
+    let mut rb = ReadBuffer::default();
     let mut fairness = Fairness::default();
     let mut alarm = Alarm::default();
     machine.start(Instant::now(), &mut out);
@@ -244,7 +243,8 @@ where
                         let request = cursor.take(&mut out);
                         let before = out.list.len();
                         if !glue.request(conn, machine, request, &mut out) {
-                            glue.wait(conn, machine, &mut out).await;
+                            // Boxed (see `carry_out`).
+                            Box::pin(glue.wait(conn, machine, &mut out)).await;
                         }
                         cursor.answered(&out, before);
                     }
@@ -375,7 +375,13 @@ where
                 let request = cursor.take(out);
                 let before = out.list.len();
                 if !glue.request(conn, machine, request, out) {
-                    glue.wait(conn, machine, out).await;
+                    // Boxed: a request that waits (a barrier, a full ring,
+                    // the log) is the rare path, and its state (the
+                    // glue's round trips, a publish to other shards:
+                    // ~1.5 KiB) would otherwise be part of every
+                    // connection's future, idle ones included
+                    // (`driver_mqtt::tests::idle_connection_future_is_small`).
+                    Box::pin(glue.wait(conn, machine, out)).await;
                 }
                 cursor.answered(out, before);
             }
@@ -438,8 +444,6 @@ async fn read<T: Transport>(
         fairness.after_batch().await;
     }
     let read_max = conn.read_max;
-    let spare = rb.spare(read_max, pending);
-    let room = spare.len();
     let mailbox = conn.mailbox.as_deref();
     let transport = &*conn.transport;
     let woke = poll_fn(|cx| {
@@ -448,14 +452,32 @@ async fn read<T: Transport>(
                 return Poll::Ready(Err(Woke::Closed(r)));
             }
         }
+        // The buffer is lent by the shard only while data moves: taken for
+        // the read (a read fills it within the call: no transport keeps
+        // it past `poll_read`), given back when the read waits with
+        // nothing pending, so an idle connection holds none.
+        if rb.data.is_empty() {
+            rb.data = ctx.take_read_buffer();
+        }
+        let spare = rb.spare(read_max, pending);
+        let room = spare.len();
         match transport.poll_read(cx, spare) {
             // The timer is registered only when the read waits (its poll
             // costs a reactor insert); a busy reader meets its deadlines
             // through `Alarm::due` at the top of each turn.
-            Poll::Pending if alarm.poll(cx).is_ready() => Poll::Ready(Err(Woke::Timeout)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if rb.start == rb.end && rb.data.len() == READ_BUFFER_INITIAL {
+                    ctx.give_read_buffer(std::mem::take(&mut rb.data));
+                    (rb.start, rb.end) = (0, 0);
+                }
+                if alarm.poll(cx).is_ready() {
+                    Poll::Ready(Err(Woke::Timeout))
+                } else {
+                    Poll::Pending
+                }
+            }
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Woke::Closed(CloseReason::PeerClosed))),
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok((n, room))),
             Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 Poll::Ready(Err(Woke::Closed(CloseReason::KeepAliveTimeout)))
             }
@@ -464,7 +486,7 @@ async fn read<T: Transport>(
     })
     .await;
     match woke {
-        Ok(n) => {
+        Ok((n, room)) => {
             ctx.received_ns.set(crate::event::now_ns());
             Counters::add(&ctx.counters.bytes_in, n as u64);
             fairness.read(n, room);

@@ -44,9 +44,12 @@ use crate::session::CloseReason;
 
 /// Serves one accepted TCP connection to its end. The caller has counted
 /// it against `connections_max`; this releases that count.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) {
+///
+/// Not an `async fn`: it would keep its `TcpStream` argument beside the
+/// future it awaits for the connection's life (rust-lang/rust#62958).
+pub fn serve(ctx: Rc<ShardCtx>, stream: TcpStream) -> impl std::future::Future<Output = ()> {
     transport::configure(&stream, &ctx.config().socket);
-    serve_on(ctx, Rc::new(std::cell::RefCell::new(stream))).await;
+    serve_on(ctx, Rc::new(std::cell::RefCell::new(stream)))
 }
 
 /// Serves an MQTT client over any transport.
@@ -82,7 +85,10 @@ pub async fn serve_on<T: Transport>(ctx: Rc<ShardCtx>, transport: Rc<T>) {
         }
         let mut out = Actions::default();
         machine.finish(reason, &mut out);
-        end_session(&ctx, &mailbox, space.as_deref(), out).await;
+        // Boxed: once per connection, at its end, and its state (the
+        // will's publish) would otherwise be part of the connection's
+        // future while it is idle.
+        Box::pin(end_session(&ctx, &mailbox, space.as_deref(), out)).await;
         tracing::debug!(
             shard = ctx.id,
             ?peer,
@@ -101,7 +107,7 @@ pub struct MqttGlue {
     /// after the CONNACK (`Request::Resume`).
     backlog: Option<Backlog>,
     /// A request `request` left for `wait`.
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
     /// This connection's place under `connections_per_user_max`, held
     /// until the connection ends (see `admission`).
     user_permit: Option<admission::UserPermit>,
@@ -112,8 +118,10 @@ pub struct MqttGlue {
 
 /// The requests that wait: once per connection (establish), per
 /// SUBSCRIBE, per retained QoS 1 publish (barrier), and a publish to
-/// other shards when a ring is full. One per connection, kept in its
-/// glue: not boxed (a box would allocate per waiting publish).
+/// other shards when a ring is full. Boxed in the glue: a publish's
+/// handoff is ~270 B, which every connection's future would otherwise
+/// carry, idle ones included; a request that waits allocates anyway (the
+/// driver boxes its wait).
 #[allow(clippy::large_enum_variant)]
 enum Pending {
     Establish(Box<Establish>),
@@ -161,7 +169,7 @@ impl Glue<MqttSession> for MqttGlue {
                         if retain {
                             events.iter().for_each(|e| ctx.retain(e));
                         }
-                        self.pending = Some(Pending::Spread(events, ack));
+                        self.pending = Some(Box::new(Pending::Spread(events, ack)));
                         return false;
                     }
                     event = events.pop().expect("one event");
@@ -208,7 +216,7 @@ impl Glue<MqttSession> for MqttGlue {
                 return true;
             }
         };
-        self.pending = Some(pending);
+        self.pending = Some(Box::new(pending));
         false
     }
 
@@ -221,7 +229,7 @@ impl Glue<MqttSession> for MqttGlue {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        match pending {
+        match *pending {
             // Boxed, as SUBSCRIBE below: rare, and their state (directory
             // round trips, barriers) would otherwise weigh on this future.
             Pending::Establish(e) => Box::pin(self.establish(conn, machine, *e, out)).await,

@@ -5,10 +5,11 @@
 //!
 //! Owns: the reads and writes of a connection. Must not touch: protocol
 //! formats (the machines and their codecs), routing (`ctx`). The read
-//! buffer starts at `READ_BUFFER_INITIAL` (256 B: idle connections stay
-//! small) and grows on demand up to `read_buffer_bytes_max`, or to the
-//! size of one packet if that is larger; the writer gathers everything
-//! queued, up to `write_batch_bytes_max`, into one write.
+//! buffer starts at `READ_BUFFER_INITIAL` (256 B, lent by the shard's pool
+//! while data moves: an idle connection holds none, `driver::read`) and
+//! grows on demand up to `read_buffer_bytes_max`, or to the size of one
+//! packet if that is larger; the writer gathers everything queued, up to
+//! `write_batch_bytes_max`, into one write.
 //! Hot path: the writer loop; rerun `weft bench` (README "bench") after
 //! changing it.
 
@@ -22,8 +23,8 @@ use super::mailbox::{CloseReason, Mailbox};
 pub use super::transport::configure;
 use super::transport::Transport;
 
-/// Idle connections hold this much read buffer; CONNECT and most control
-/// packets fit.
+/// The read buffer a connection is lent when its socket has data (idle
+/// connections hold none); CONNECT and most control packets fit.
 pub const READ_BUFFER_INITIAL: usize = 256;
 
 #[derive(Default)]

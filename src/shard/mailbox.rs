@@ -388,6 +388,13 @@ impl Mailbox {
             OutItem::Frame(frame.into())
         };
         let mut out = self.out.borrow_mut();
+        if out.queue.capacity() == 0 {
+            // A session's first frame (CONNACK, the NATS INFO's answers):
+            // one slot, not the four a first push reserves (~100 B each),
+            // which an idle connection would hold for its whole life. The
+            // queue grows by doubling from there when deliveries come.
+            out.queue.reserve_exact(1);
+        }
         if self.greeting.get() == Greeting::Awaited {
             self.greeting.set(Greeting::Queued);
             out.bytes += item.wire_len();

@@ -1,10 +1,15 @@
-//! The shard's pool of write buffers.
+//! The shard's pools of write and read buffers.
 //!
-//! Owns: the buffers not in use, at most [`WRITE_BUFFERS_KEPT`]; writers
-//! blocked on a slow socket hold theirs, so this is the pool for the ones
-//! writing right now. Touches nothing else.
+//! Owns: the buffers not in use. Write buffers: at most
+//! [`WRITE_BUFFERS_KEPT`]; writers blocked on a slow socket hold theirs, so
+//! this is the pool for the ones writing right now. Read buffers: the
+//! small ones (`io::READ_BUFFER_INITIAL`) of connections whose read waits
+//! with nothing pending, at most `limits.read_buffers_spare_max`, so that
+//! an idle connection holds none (`driver::read`). Touches nothing else.
 
 use std::cell::RefCell;
+
+use crate::shard::io::READ_BUFFER_INITIAL;
 
 /// Write buffers a shard keeps for reuse.
 const WRITE_BUFFERS_KEPT: usize = 32;
@@ -32,5 +37,65 @@ impl WriteBuffers {
     /// Drops the spare buffers (before the heap goes back to the OS).
     pub(super) fn trim(&self) {
         *self.free.borrow_mut() = Vec::new();
+    }
+}
+
+/// Read buffers of `READ_BUFFER_INITIAL` bytes (initialized: a read
+/// takes `&mut [u8]`), lent to a connection from the moment its socket
+/// has data until its read waits again with nothing pending.
+#[derive(Default)]
+pub(super) struct ReadBuffers {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl ReadBuffers {
+    pub(super) fn take(&self) -> Vec<u8> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_BUFFER_INITIAL])
+    }
+
+    /// Keeps `buf` if it is of the initial size and fewer than `max` are
+    /// kept; frees it otherwise.
+    pub(super) fn give(&self, buf: Vec<u8>, max: usize) {
+        let mut pool = self.free.borrow_mut();
+        if buf.len() == READ_BUFFER_INITIAL && pool.len() < max {
+            pool.push(buf);
+        }
+    }
+
+    pub(super) fn spare(&self) -> usize {
+        self.free.borrow().len()
+    }
+
+    /// Drops the spare buffers (before the heap goes back to the OS).
+    pub(super) fn trim(&self) {
+        *self.free.borrow_mut() = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffers_are_initial_sized_and_bounded() {
+        let pool = ReadBuffers::default();
+        let lent: Vec<_> = (0..5).map(|_| pool.take()).collect();
+        assert!(lent.iter().all(|b| b.len() == READ_BUFFER_INITIAL));
+        for b in lent {
+            pool.give(b, 3);
+        }
+        assert_eq!(pool.spare(), 3, "kept up to the limit, the rest freed");
+        // A grown buffer is freed, not kept: the pool lends small ones.
+        pool.give(vec![0; 4 * READ_BUFFER_INITIAL], 10);
+        assert_eq!(pool.spare(), 3);
+        assert_eq!(pool.take().len(), READ_BUFFER_INITIAL);
+        assert_eq!(pool.spare(), 2);
+        pool.give(pool.take(), 0);
+        assert_eq!(pool.spare(), 1, "limit 0 keeps none");
+        pool.trim();
+        assert_eq!(pool.spare(), 0);
     }
 }

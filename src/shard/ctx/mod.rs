@@ -202,6 +202,7 @@ pub struct ShardCtx {
     /// Publishers held for this shard's congested QoS 1 subscribers.
     holding: super::hold::Holding,
     write_buffers: buffers::WriteBuffers,
+    read_buffers: buffers::ReadBuffers,
     latency: telemetry::Latency,
     /// The web console's busiest-topics sketch (`console`).
     console: console::Console,
@@ -257,6 +258,7 @@ impl ShardCtx {
             directory: Default::default(),
             holding: Default::default(),
             write_buffers: Default::default(),
+            read_buffers: Default::default(),
             latency: Default::default(),
             console: console::Console::new(id),
             mesh: OnceCell::new(),
@@ -534,11 +536,30 @@ impl ShardCtx {
             .give(buf, self.limits().write_batch_bytes_max);
     }
 
+    /// A read buffer for a connection whose socket has data (idle
+    /// connections hold none: `driver::read`).
+    pub fn take_read_buffer(&self) -> Vec<u8> {
+        self.read_buffers.take()
+    }
+
+    /// Back from a connection whose read waits with nothing pending: kept
+    /// (up to `limits.read_buffers_spare_max`) or freed.
+    pub fn give_read_buffer(&self, buf: Vec<u8>) {
+        self.read_buffers
+            .give(buf, self.limits().read_buffers_spare_max);
+    }
+
+    /// Read buffers kept for reuse (tests).
+    pub fn spare_read_buffers(&self) -> usize {
+        self.read_buffers.spare()
+    }
+
     /// Drops what the shard keeps for reuse beyond what its sessions hold
     /// (spare write buffers, table capacity left by sessions gone), before
     /// the heap is returned to the OS (`memory::return_to_os`).
     pub fn trim(&self) {
         self.write_buffers.trim();
+        self.read_buffers.trim();
         self.directory.trim();
     }
 

@@ -322,4 +322,33 @@ fn nats_runs_are_bounded_by_the_batch_size() {
     assert_eq!(s.deliver_nats(&big, &big_frame, "1", &l), Delivery::Queued);
     assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
     assert_eq!(s.queued(), (3, 2 * one + big_frame.len("1")));
+/// An idle connection's mailbox holds one queue slot (its CONNACK's), not
+/// the four a first push reserves; deliveries grow it as before.
+#[test]
+fn first_frame_reserves_one_slot() {
+    let s = Mailbox::new(0, Protocol::Mqtt, "c".into());
+    s.await_greeting();
+    s.send(&[0x20, 2, 0, 0]);
+    eprintln!(
+        "OutItem {} B, Outbound {} B, MqttOutbound {} B, Journal {} B, PublisherHold {} B, \
+         Identity {} B, FilterSet {} B, Event {} B",
+        std::mem::size_of::<OutItem>(),
+        std::mem::size_of::<Outbound>(),
+        std::mem::size_of::<MqttOutbound>(),
+        std::mem::size_of::<Journal>(),
+        std::mem::size_of::<super::super::publisher_hold::PublisherHold>(),
+        std::mem::size_of::<crate::security::Identity>(),
+        std::mem::size_of::<crate::topic::filter_set::FilterSet>(),
+        std::mem::size_of::<Event>(),
+    );
+    assert_eq!(s.out.borrow().queue.capacity(), 1);
+    let mut buf = Vec::new();
+    let mut born = Vec::new();
+    let l = limits();
+    assert!(s.poll_batch(&mut cx(), &mut buf, &l, &mut born).is_ready());
+    assert_eq!(buf, [0x20, 2, 0, 0]);
+    let e = Event::new("t", b"x", 0, false);
+    assert_eq!(s.deliver(e.clone(), mqtt(0), &l), Delivery::Queued);
+    assert_eq!(s.deliver(e, mqtt(0), &l), Delivery::Queued);
+    assert!(s.out.borrow().queue.capacity() >= 2);
 }
