@@ -322,6 +322,8 @@ fn nats_runs_are_bounded_by_the_batch_size() {
     assert_eq!(s.deliver_nats(&big, &big_frame, "1", &l), Delivery::Queued);
     assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
     assert_eq!(s.queued(), (3, 2 * one + big_frame.len("1")));
+}
+
 /// An idle connection's mailbox holds one queue slot (its CONNACK's), not
 /// the four a first push reserves; deliveries grow it as before.
 #[test]
