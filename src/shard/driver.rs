@@ -202,6 +202,7 @@ where
     'turns: while end.is_none() {
         // One clock read per read: every packet of it arrived by then.
         let now = Instant::now();
+        let attached = conn.mailbox.is_some();
         if alarm.due(now) {
             // A connection whose reads never wait still meets its timers.
             if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
@@ -250,6 +251,12 @@ where
                     }
                 }
             }
+        }
+        if !attached && conn.mailbox.is_some() {
+            // The handshake's turn (the session registered): its actions
+            // (four slots of ~80 B) are not kept for a connection that may
+            // stay idle from here; its next packet allocates them again.
+            out = Actions::default();
         }
         alarm.arm(machine.next_deadline(), now);
         let pending = machine.packet_len(rb.filled());
