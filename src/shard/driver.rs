@@ -464,7 +464,7 @@ async fn read<T: Transport>(
         // it past `poll_read`), given back when the read waits with
         // nothing pending, so an idle connection holds none.
         if rb.data.is_empty() {
-            rb.data = ctx.take_read_buffer();
+            rb.data = ctx.take_read_buffer(READ_BUFFER_INITIAL);
         }
         let spare = rb.spare(read_max, pending);
         let room = spare.len();
@@ -474,7 +474,7 @@ async fn read<T: Transport>(
             // through `Alarm::due` at the top of each turn.
             Poll::Pending => {
                 if rb.start == rb.end && rb.data.len() == READ_BUFFER_INITIAL {
-                    ctx.give_read_buffer(std::mem::take(&mut rb.data));
+                    ctx.give_read_buffer(std::mem::take(&mut rb.data), READ_BUFFER_INITIAL);
                     (rb.start, rb.end) = (0, 0);
                 }
                 if alarm.poll(cx).is_ready() {
