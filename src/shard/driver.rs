@@ -202,6 +202,7 @@ where
     'turns: while end.is_none() {
         // One clock read per read: every packet of it arrived by then.
         let now = Instant::now();
+        let attached = conn.mailbox.is_some();
         if alarm.due(now) {
             // A connection whose reads never wait still meets its timers.
             if let Err(r) = fire(conn, machine, glue, &mut out, &mut last, &mut alarm).await {
@@ -250,6 +251,12 @@ where
                     }
                 }
             }
+        }
+        if !attached && conn.mailbox.is_some() {
+            // The handshake's turn (the session registered): its actions
+            // (four slots of ~80 B) are not kept for a connection that may
+            // stay idle from here; its next packet allocates them again.
+            out = Actions::default();
         }
         alarm.arm(machine.next_deadline(), now);
         let pending = machine.packet_len(rb.filled());
@@ -457,7 +464,7 @@ async fn read<T: Transport>(
         // it past `poll_read`), given back when the read waits with
         // nothing pending, so an idle connection holds none.
         if rb.data.is_empty() {
-            rb.data = ctx.take_read_buffer();
+            rb.data = ctx.take_read_buffer(READ_BUFFER_INITIAL);
         }
         let spare = rb.spare(read_max, pending);
         let room = spare.len();
@@ -467,7 +474,7 @@ async fn read<T: Transport>(
             // through `Alarm::due` at the top of each turn.
             Poll::Pending => {
                 if rb.start == rb.end && rb.data.len() == READ_BUFFER_INITIAL {
-                    ctx.give_read_buffer(std::mem::take(&mut rb.data));
+                    ctx.give_read_buffer(std::mem::take(&mut rb.data), READ_BUFFER_INITIAL);
                     (rb.start, rb.end) = (0, 0);
                 }
                 if alarm.poll(cx).is_ready() {

@@ -230,7 +230,9 @@ pub struct Mailbox {
     /// Persistence on and the session persistent: where its records go
     /// (set and taken through `set_journal` / `take_journal`, which keep
     /// `journaled` in step: the one test the event path pays).
-    pub journal: RefCell<Option<Journal>>,
+    /// Boxed: most sessions have none, and 160 B inline would be held by
+    /// every connection's mailbox.
+    pub journal: RefCell<Option<Box<Journal>>>,
     journaled: Cell<bool>,
     /// `Gated` acknowledgements queued and written so far, and how many
     /// of them the last durable wait covered (with its outcome).

@@ -3,13 +3,12 @@
 //! Owns: the buffers not in use. Write buffers: at most
 //! [`WRITE_BUFFERS_KEPT`]; writers blocked on a slow socket hold theirs, so
 //! this is the pool for the ones writing right now. Read buffers: the
-//! small ones (`io::READ_BUFFER_INITIAL`) of connections whose read waits
+//! small ones (`io::READ_BUFFER_INITIAL`, the size the driver asks for) of
+//! connections whose read waits
 //! with nothing pending, at most `limits.read_buffers_spare_max`, so that
 //! an idle connection holds none (`driver::read`). Touches nothing else.
 
 use std::cell::RefCell;
-
-use crate::shard::io::READ_BUFFER_INITIAL;
 
 /// Write buffers a shard keeps for reuse.
 const WRITE_BUFFERS_KEPT: usize = 32;
@@ -40,27 +39,25 @@ impl WriteBuffers {
     }
 }
 
-/// Read buffers of `READ_BUFFER_INITIAL` bytes (initialized: a read
-/// takes `&mut [u8]`), lent to a connection from the moment its socket
-/// has data until its read waits again with nothing pending.
+/// Read buffers of one size (the driver's initial one; initialized: a
+/// read takes `&mut [u8]`), lent to a connection from the moment its
+/// socket has data until its read waits again with nothing pending.
 #[derive(Default)]
 pub(super) struct ReadBuffers {
     free: RefCell<Vec<Vec<u8>>>,
 }
 
 impl ReadBuffers {
-    pub(super) fn take(&self) -> Vec<u8> {
-        self.free
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| vec![0; READ_BUFFER_INITIAL])
+    /// A buffer of `len` bytes (the pool holds only buffers of that size).
+    pub(super) fn take(&self, len: usize) -> Vec<u8> {
+        self.free.borrow_mut().pop().unwrap_or_else(|| vec![0; len])
     }
 
-    /// Keeps `buf` if it is of the initial size and fewer than `max` are
+    /// Keeps `buf` if it is `len` bytes long and fewer than `max` are
     /// kept; frees it otherwise.
-    pub(super) fn give(&self, buf: Vec<u8>, max: usize) {
+    pub(super) fn give(&self, buf: Vec<u8>, len: usize, max: usize) {
         let mut pool = self.free.borrow_mut();
-        if buf.len() == READ_BUFFER_INITIAL && pool.len() < max {
+        if buf.len() == len && pool.len() < max {
             pool.push(buf);
         }
     }
@@ -79,21 +76,23 @@ impl ReadBuffers {
 mod tests {
     use super::*;
 
+    const LEN: usize = 256;
+
     #[test]
     fn read_buffers_are_initial_sized_and_bounded() {
         let pool = ReadBuffers::default();
-        let lent: Vec<_> = (0..5).map(|_| pool.take()).collect();
-        assert!(lent.iter().all(|b| b.len() == READ_BUFFER_INITIAL));
+        let lent: Vec<_> = (0..5).map(|_| pool.take(LEN)).collect();
+        assert!(lent.iter().all(|b| b.len() == LEN));
         for b in lent {
-            pool.give(b, 3);
+            pool.give(b, LEN, 3);
         }
         assert_eq!(pool.spare(), 3, "kept up to the limit, the rest freed");
         // A grown buffer is freed, not kept: the pool lends small ones.
-        pool.give(vec![0; 4 * READ_BUFFER_INITIAL], 10);
+        pool.give(vec![0; 4 * LEN], LEN, 10);
         assert_eq!(pool.spare(), 3);
-        assert_eq!(pool.take().len(), READ_BUFFER_INITIAL);
+        assert_eq!(pool.take(LEN).len(), LEN);
         assert_eq!(pool.spare(), 2);
-        pool.give(pool.take(), 0);
+        pool.give(pool.take(LEN), LEN, 0);
         assert_eq!(pool.spare(), 1, "limit 0 keeps none");
         pool.trim();
         assert_eq!(pool.spare(), 0);

@@ -538,15 +538,15 @@ impl ShardCtx {
 
     /// A read buffer for a connection whose socket has data (idle
     /// connections hold none: `driver::read`).
-    pub fn take_read_buffer(&self) -> Vec<u8> {
-        self.read_buffers.take()
+    pub fn take_read_buffer(&self, len: usize) -> Vec<u8> {
+        self.read_buffers.take(len)
     }
 
     /// Back from a connection whose read waits with nothing pending: kept
     /// (up to `limits.read_buffers_spare_max`) or freed.
-    pub fn give_read_buffer(&self, buf: Vec<u8>) {
+    pub fn give_read_buffer(&self, buf: Vec<u8>, len: usize) {
         self.read_buffers
-            .give(buf, self.limits().read_buffers_spare_max);
+            .give(buf, len, self.limits().read_buffers_spare_max);
     }
 
     /// Read buffers kept for reuse (tests).

@@ -169,8 +169,8 @@ fn takeover_over_memory_pipes() {
 
 /// Bounds of the idle connection's cost (see the two tests below): type
 /// sizes and counted bytes, no time.
-const SERVE_FUTURE_MAX: usize = 3584;
-const IDLE_HEAP_MAX: i64 = 6144;
+const SERVE_FUTURE_MAX: usize = 1536;
+const IDLE_HEAP_MAX: i64 = 3072;
 
 /// The size of the future `f` returns, without building one.
 fn future_size<A, B, F: Fn(A, B) -> R, R>(_f: F) -> usize {

@@ -179,14 +179,14 @@ impl Mailbox {
 
     /// Starts journaling this session (persistence).
     pub fn set_journal(&self, journal: Journal) {
-        *self.journal.borrow_mut() = Some(journal);
+        *self.journal.borrow_mut() = Some(Box::new(journal));
         self.journaled.set(true);
     }
 
     /// Stops journaling this session; its journal, if it had one.
     pub fn take_journal(&self) -> Option<Journal> {
         self.journaled.set(false);
-        self.journal.borrow_mut().take()
+        self.journal.borrow_mut().take().map(|j| *j)
     }
 
     /// A copy of what the session would carry to its next connection,
