@@ -323,3 +323,52 @@ fn nats_runs_are_bounded_by_the_batch_size() {
     assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
     assert_eq!(s.queued(), (3, 2 * one + big_frame.len("1")));
 }
+
+/// A waiting writer leaves its empty buffer with the mailbox: the next
+/// NATS run is written straight into it and the writer gets it back
+/// filled (no allocation, no copy); a wake-up for anything else gives it
+/// back as it was, and a closed session keeps none.
+#[test]
+fn a_waiting_writers_buffer_takes_the_next_nats_run() {
+    let s = Mailbox::new(0, Protocol::Nats, "n".into());
+    let l = Limits::default();
+    let mut buf = Vec::with_capacity(4096);
+    let ptr = buf.as_ptr();
+    assert!(s
+        .poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new())
+        .is_pending());
+    assert_eq!(buf.capacity(), 0, "left with the mailbox");
+    let e = Event::new("a", b"x", 0, false);
+    let frame = nats_frame(&e);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.deliver_nats(&e, &frame, "2", &l), Delivery::Queued);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!(buf.as_ptr(), ptr, "the same buffer, filled in place");
+    assert_eq!(buf, b"MSG a 1 1\r\nx\r\nMSG a 2 1\r\nx\r\n");
+
+    let mut other = Vec::with_capacity(100);
+    let ptr = other.as_ptr();
+    assert!(s
+        .poll_batch(&mut cx(), &mut other, &l, &mut Vec::new())
+        .is_pending());
+    s.send(crate::nats::codec::PONG);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut other, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!((other.as_ptr(), &other[..]), (ptr, &b"PONG\r\n"[..]));
+
+    other.clear();
+    assert!(s
+        .poll_batch(&mut cx(), &mut other, &l, &mut Vec::new())
+        .is_pending());
+    s.close(CloseReason::ServerShutdown);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut Vec::new(), &l, &mut Vec::new()),
+        Poll::Ready(false)
+    );
+    assert_eq!(s.out.borrow().spare.capacity(), 0, "released at the end");
+}
