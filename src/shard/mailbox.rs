@@ -165,6 +165,9 @@ struct Outbound {
     /// Messages in the queue's NATS runs beyond one per run (each run is
     /// one queue item): what `len` adds so that it counts messages.
     run_extra: usize,
+    /// The writer's empty batch buffer while it waits for something to
+    /// write (it held it while waiting before): a NATS run starts in it.
+    spare: Vec<u8>,
 }
 
 impl Outbound {
@@ -539,6 +542,7 @@ impl Mailbox {
     ) -> Poll<bool> {
         let closed = self.close.get();
         if matches!(closed, Some(r) if !r.flushes()) {
+            self.out.borrow_mut().spare = Vec::new();
             return Poll::Ready(false);
         }
         if self.greeting.get() == Greeting::Awaited {
@@ -552,6 +556,11 @@ impl Mailbox {
         let ids = self.sub_identifiers.borrow();
         let mut out = self.out.borrow_mut();
         let out = &mut *out;
+        if buf.capacity() == 0 {
+            // The buffer it left here while it waited (below), unless a
+            // NATS run took it.
+            std::mem::swap(buf, &mut out.spare);
+        }
         let mut gate_blocked = false;
         while buf.len() < limits.write_batch_bytes_max {
             let Some(front) = out.queue.front() else {
@@ -678,7 +687,14 @@ impl Mailbox {
             return Poll::Ready(true);
         }
         if closed.is_some() {
+            out.spare = Vec::new();
             return Poll::Ready(false);
+        }
+        if out.spare.capacity() == 0 {
+            // The writer's empty buffer waits here with it: the next NATS
+            // run is written straight into it (`mailbox::nats`), and the
+            // writer gets it back, filled, without a copy.
+            std::mem::swap(buf, &mut out.spare);
         }
         out.writer = Some(cx.waker().clone());
         Poll::Pending

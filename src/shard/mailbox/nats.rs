@@ -69,10 +69,13 @@ impl Mailbox {
                 out.run_extra += 1;
             }
             _ => {
-                // Room for this frame only: a fan-out to many idle
-                // subscribers holds no more than their frames; a run that
-                // others join grows as a `Vec` does.
-                let mut bytes = Vec::with_capacity(len);
+                // Into the waiting writer's own buffer (it takes it back
+                // whole: no allocation, no copy), else with room for this
+                // frame only (a fan-out to many subscribers whose writers
+                // are busy holds no more than their frames; a run that
+                // others join grows as a `Vec` does).
+                let mut bytes = std::mem::take(&mut out.spare);
+                bytes.reserve(len);
                 frame.put(&mut bytes, sid, event.payload());
                 out.queue.push_back(OutItem::NatsRun {
                     bytes,

@@ -354,3 +354,52 @@ fn first_frame_reserves_one_slot() {
     assert_eq!(s.deliver(e, mqtt(0), &l), Delivery::Queued);
     assert!(s.out.borrow().queue.capacity() >= 2);
 }
+
+/// A waiting writer leaves its empty buffer with the mailbox: the next
+/// NATS run is written straight into it and the writer gets it back
+/// filled (no allocation, no copy); a wake-up for anything else gives it
+/// back as it was, and a closed session keeps none.
+#[test]
+fn a_waiting_writers_buffer_takes_the_next_nats_run() {
+    let s = Mailbox::new(0, Protocol::Nats, "n".into());
+    let l = Limits::default();
+    let mut buf = Vec::with_capacity(4096);
+    let ptr = buf.as_ptr();
+    assert!(s
+        .poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new())
+        .is_pending());
+    assert_eq!(buf.capacity(), 0, "left with the mailbox");
+    let e = Event::new("a", b"x", 0, false);
+    let frame = nats_frame(&e);
+    assert_eq!(s.deliver_nats(&e, &frame, "1", &l), Delivery::Queued);
+    assert_eq!(s.deliver_nats(&e, &frame, "2", &l), Delivery::Queued);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut buf, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!(buf.as_ptr(), ptr, "the same buffer, filled in place");
+    assert_eq!(buf, b"MSG a 1 1\r\nx\r\nMSG a 2 1\r\nx\r\n");
+
+    let mut other = Vec::with_capacity(100);
+    let ptr = other.as_ptr();
+    assert!(s
+        .poll_batch(&mut cx(), &mut other, &l, &mut Vec::new())
+        .is_pending());
+    s.send(crate::nats::codec::PONG);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut other, &l, &mut Vec::new()),
+        Poll::Ready(true)
+    );
+    assert_eq!((other.as_ptr(), &other[..]), (ptr, &b"PONG\r\n"[..]));
+
+    other.clear();
+    assert!(s
+        .poll_batch(&mut cx(), &mut other, &l, &mut Vec::new())
+        .is_pending());
+    s.close(CloseReason::ServerShutdown);
+    assert_eq!(
+        s.poll_batch(&mut cx(), &mut Vec::new(), &l, &mut Vec::new()),
+        Poll::Ready(false)
+    );
+    assert_eq!(s.out.borrow().spare.capacity(), 0, "released at the end");
+}
