@@ -388,7 +388,7 @@ fn digits(mut n: usize) -> usize {
 pub use crate::event::header_fields;
 
 /// Appends `n` in decimal (no formatting machinery: once per MSG).
-fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+fn put_decimal(out: &mut Vec<u8>, n: usize) {
     // Most payloads take one to three digits: no loop for them.
     if n < 10 {
         out.push(b'0' + n as u8);
@@ -398,7 +398,12 @@ fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
         out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
         return;
     }
-    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(&mut [0u8; 20], n));
+}
+
+/// `n` in decimal, written at the end of `digits` (the slice returned).
+#[inline]
+pub(crate) fn decimal(digits: &mut [u8; 20], mut n: usize) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -408,7 +413,7 @@ fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    &digits[at..]
 }
 
 /// Size of a MSG/HMSG whose subject is `subject_len` bytes long.

@@ -71,9 +71,10 @@ impl MsgFrame {
     ) -> MsgFrame {
         let body = payload_len + headers.map_or(0, <[u8]>::len);
         let mut body_digits = [0u8; 20];
-        let body_digits = decimal(&mut body_digits, body);
+        let body_digits = super::codec::decimal(&mut body_digits, body);
         let mut header_digits = [0u8; 20];
-        let header_digits = decimal(&mut header_digits, headers.map_or(0, <[u8]>::len));
+        let header_digits =
+            super::codec::decimal(&mut header_digits, headers.map_or(0, <[u8]>::len));
         let split = if headers.is_some() { 5 } else { 4 } + subject.len() + 1;
         let used = split
             + 1
@@ -150,21 +151,6 @@ impl MsgFrame {
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-/// `n` in decimal, written at the end of `digits`.
-#[inline]
-fn decimal(digits: &mut [u8; 20], mut n: usize) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[at..]
 }
 
 #[cfg(test)]

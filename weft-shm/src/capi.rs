@@ -236,15 +236,7 @@ pub unsafe extern "C" fn weft_shm_subscribe(
     c: *const WeftShmClient,
     filter: *const c_char,
 ) -> c_int {
-    guard(|| {
-        let (Some(c), Some(filter)) = (handle(c), text(filter, "filter")) else {
-            return WEFT_SHM_ERR_ARGUMENT;
-        };
-        match c.client.subscribe(filter) {
-            Ok(()) => WEFT_SHM_OK,
-            Err(e) => failed(e),
-        }
-    })
+    with_filter(c, filter, |client, filter| client.subscribe(filter))
 }
 
 /// # Safety
@@ -254,11 +246,24 @@ pub unsafe extern "C" fn weft_shm_unsubscribe(
     c: *const WeftShmClient,
     filter: *const c_char,
 ) -> c_int {
+    with_filter(c, filter, |client, filter| client.unsubscribe(filter))
+}
+
+/// The body of `weft_shm_subscribe` and `weft_shm_unsubscribe`: checks the
+/// handle and the filter, then calls `call` with them.
+///
+/// # Safety
+/// `c` a live handle or NULL, `filter` a C string or NULL.
+unsafe fn with_filter(
+    c: *const WeftShmClient,
+    filter: *const c_char,
+    call: impl FnOnce(&Client, &str) -> Result<(), Error>,
+) -> c_int {
     guard(|| {
         let (Some(c), Some(filter)) = (handle(c), text(filter, "filter")) else {
             return WEFT_SHM_ERR_ARGUMENT;
         };
-        match c.client.unsubscribe(filter) {
+        match call(&c.client, filter) {
             Ok(()) => WEFT_SHM_OK,
             Err(e) => failed(e),
         }
