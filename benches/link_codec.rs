@@ -159,19 +159,7 @@ fn receive_owned(b: &mut Router, bytes: &[u8], limits: &LinkLimits) -> Option<Ev
     let (Frame::Event(e), _) = link::decode(bytes, limits).unwrap()? else {
         return None;
     };
-    let copy = EventCopy {
-        origin: e.origin.to_owned(),
-        id: e.id,
-        hops: e.hops,
-        dests: e.dests.iter().map(str::to_owned).collect(),
-        groups: e
-            .groups
-            .iter()
-            .map(|(d, g)| (d.to_owned(), g.to_owned()))
-            .collect(),
-        topic: e.topic.to_owned(),
-        retain: e.retain,
-    };
+    let copy = EventCopy::from_frame(&e);
     let mut out = Vec::new();
     b.on_message(LINK, LinkMsg::Event(copy), &mut out);
     match out.pop()? {

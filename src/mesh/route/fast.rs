@@ -31,6 +31,24 @@ pub struct CopyRef<'a> {
 }
 
 impl EventCopy {
+    /// An owned copy of an EVENT frame as decoded from a link: what the
+    /// general path (`Router::on_message`) takes.
+    pub fn from_frame(e: &crate::mesh::link::Event<'_>) -> EventCopy {
+        EventCopy {
+            origin: e.origin.to_owned(),
+            id: e.id,
+            hops: e.hops,
+            dests: e.dests.iter().map(str::to_owned).collect(),
+            groups: e
+                .groups
+                .iter()
+                .map(|(d, g)| (d.to_owned(), g.to_owned()))
+                .collect(),
+            topic: e.topic.to_owned(),
+            retain: e.retain,
+        }
+    }
+
     pub fn borrowed(&self) -> CopyRef<'_> {
         CopyRef {
             origin: &self.origin,

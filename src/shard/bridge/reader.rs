@@ -176,19 +176,7 @@ impl Bridge {
         };
         let mut out = Vec::new();
         if fast == Arrival::Other {
-            let copy = EventCopy {
-                origin: e.origin.to_owned(),
-                id: e.id,
-                hops: e.hops,
-                dests: e.dests.iter().map(str::to_owned).collect(),
-                groups: e
-                    .groups
-                    .iter()
-                    .map(|(d, g)| (d.to_owned(), g.to_owned()))
-                    .collect(),
-                topic: e.topic.to_owned(),
-                retain: e.retain,
-            };
+            let copy = EventCopy::from_frame(e);
             self.router
                 .borrow_mut()
                 .on_message(link.id, LinkMsg::Event(copy), &mut out);
