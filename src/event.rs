@@ -120,15 +120,7 @@ impl Event {
         bytes.extend_from_slice(&topic_len.to_be_bytes());
         bytes.extend_from_slice(topic.as_bytes());
         bytes.extend_from_slice(payload);
-        Event {
-            bytes: Bytes::from(bytes),
-            topic_len,
-            qos,
-            retain,
-            origin: Origin::ROUTER,
-            meta: None,
-            born_ns: 0,
-        }
+        Event::from_buffer(bytes, topic_len, qos, retain)
     }
 
     /// As [`Event::new`], with every `from` byte of `topic` written as
@@ -155,6 +147,13 @@ impl Event {
             }
         }
         bytes.extend_from_slice(payload);
+        Event::from_buffer(bytes, topic_len, qos, retain)
+    }
+
+    /// The event over its one buffer (`[topic len u16][topic][payload]`),
+    /// from this router, no metadata: what `new` and `new_translated` build.
+    #[inline]
+    fn from_buffer(bytes: Vec<u8>, topic_len: u16, qos: u8, retain: bool) -> Event {
         Event {
             bytes: Bytes::from(bytes),
             topic_len,
