@@ -7,6 +7,7 @@ mod common;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use common::ports::free_port_block;
 use common::*;
 use nix::sys::signal::Signal;
 use rumqttc::QoS;
@@ -212,19 +213,6 @@ async fn descriptor_exhaustion_leaves_the_router_serving() {
 fn tail(weft: &Weft) -> Vec<String> {
     let lines = weft.stderr_lines();
     lines[lines.len().saturating_sub(10)..].to_vec()
-}
-
-/// `n` consecutive ports free on 127.0.0.1, below the ephemeral range so
-/// that no client socket of another test takes one meanwhile.
-fn free_port_block(n: u16) -> u16 {
-    let mut base = 20_000 + (std::process::id() % 600) as u16 * 20;
-    loop {
-        assert!(base + n < 32_768, "no block of {n} free ports");
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-        base += n;
-    }
 }
 
 const RESTARTS: usize = 20;

@@ -60,7 +60,9 @@ async fn persistent_subscriber(addr: SocketAddr, id: &str, filter: &str) -> (Asy
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_qos1_survives_a_mesh_router_restart() {
-    let mut b = router("B", "127.0.0.1:0", &[], FAST_REDIAL);
+    // B's mesh port outlives B: a fixed one, outside the ephemeral range.
+    let b_listen = format!("127.0.0.1:{}", common::ports::free_port_block(1));
+    let mut b = router("B", &b_listen, &[], FAST_REDIAL);
     let b_mesh = b.mesh.unwrap();
     let a = router("A", "127.0.0.1:0", &[b_mesh], FAST_REDIAL);
     let c = router("C", "127.0.0.1:0", &[b_mesh], SLOW_REDIAL);

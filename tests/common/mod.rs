@@ -48,6 +48,7 @@ pub struct Weft {
 
 pub mod durable;
 pub mod pki;
+pub mod ports;
 pub mod shm;
 
 mod tempfile_path {
