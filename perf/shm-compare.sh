@@ -8,6 +8,11 @@
 #                [runtime] spin_us (h58's key; if this build does not know
 #                it, the older runtime.spin_before_park_us, and the table
 #                says so)
+#   weft shm, one client thread: the shard spinning, one bench thread
+#                drives the publisher and the subscriber (`--one-thread`:
+#                sends when due, polls the subscription otherwise, never
+#                sleeps), so two client threads do not take one core from
+#                each other: the router's own latency
 #   weft tcp     the same through TCP (NATS on 127.0.0.1), same router
 #   iceoryx2     publish-subscribe 64 B (perf/iceoryx2-bench, iceoryx2 from
 #                crates.io): throughput and the same open-loop latency; the
@@ -143,6 +148,7 @@ $SPIN_KEY = $SPIN_US"
 bench "weft shm, shard spinning, throughput" "shm.spin_us = $SPIN_US, $SPIN_NOTE" "${SHM[@]}" --server "$SOCK" --msgs "$MSGS"
 bench "weft shm, shard spinning, $RATE/s" "shm.spin_us = $SPIN_US, $SPIN_NOTE" "${SHM[@]}" --server "$SOCK" --rate "$RATE" --duration "$SECS"
 bench "weft shm, shard and clients spinning, $RATE/s" "also --spin-us $CLIENT_SPIN_US" "${SHM[@]}" --server "$SOCK" --rate "$RATE" --duration "$SECS" --spin-us "$CLIENT_SPIN_US"
+bench "weft shm, shard spinning, one client thread, $RATE/s" "--one-thread: publisher and subscriber polled by one thread" "${SHM[@]}" --server "$SOCK" --rate "$RATE" --duration "$SECS" --one-thread
 bench "weft tcp, shard spinning, $RATE/s" "$SPIN_NOTE" "${TCP[@]}" --rate "$RATE" --duration "$SECS"
 stop_router
 

@@ -8,7 +8,10 @@
 //!   session on the same shard, the TCP client);
 //! * an idle spinning shard goes back to sleep: every shm session ends up
 //!   asleep on its doorbell (`weft_shm_sleeping`, `weft_shm_sleeps_total`),
-//!   wakes for the next event and sleeps again.
+//!   wakes for the next event and sleeps again;
+//! * a spinning shard whose core is contended (a busy loop pinned to it,
+//!   so that its thread is descheduled often) keeps serving spinning
+//!   clients.
 //!
 //! Bounded waits only (`common::WAIT`, polls of `/metrics`); nothing
 //! asserts a time.
@@ -198,6 +201,98 @@ async fn idle_spinning_sessions_go_back_to_sleep() {
         // again: one more sleep, both asleep.
         sleeps = wait_sleeping(weft.admin, 2.0, sleeps).await;
     }
+    drop(weft);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The router's shard on core 1 shares it with a busy loop, so that its
+/// thread is descheduled often, at any moment of its turn; spinning
+/// clients exchange bursts with pauses, so that the shard goes from
+/// spinning to parked again and again. Every message arrives, in order.
+/// The lost wake-up that `src/shard/spin_watch.rs` bounds needs minutes of
+/// this to show (`perf/shm-spin-stress.sh HOG=1` is its reproducer); this
+/// test passed without the watchdog too, and checks that the contended
+/// path serves, not that the race is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_shard_on_a_contended_core_keeps_serving() {
+    const BURSTS: u32 = 300;
+    const BURST: u32 = 500;
+    let path = common::shm::socket_path("spin", "contended");
+    let mut launch = Launch::new(1, SPINNING);
+    launch.cores = "1".into();
+    launch.args = vec!["--shm-listen".into(), path.to_str().unwrap().into()];
+    let weft = Weft::launch_with(launch);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let spinning = |id: &str| Options {
+        spin_us: 50,
+        ..Options::nats(id)
+    };
+    let sub = shm_sub(&path, spinning("contended-sub"), "busy.>").await;
+    let publisher = {
+        let (path, options) = (path.clone(), spinning("contended-pub"));
+        tokio::task::spawn_blocking(move || Arc::new(common::shm::connect(&path, options, WAIT)))
+            .await
+            .unwrap()
+    };
+    // Lock step, so that no queue overflows (QoS 0 would drop): a burst,
+    // every message of it received, a pause, the next burst.
+    let (p, s) = (publisher.clone(), sub.clone());
+    let exchanged = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for burst in 0..BURSTS {
+            for i in 0..BURST {
+                // Bounded: a router that stopped reading fails the test
+                // instead of blocking it.
+                let deadline = std::time::Instant::now() + WAIT;
+                let payload = (burst * BURST + i).to_be_bytes();
+                while !p
+                    .try_publish("busy.x", &payload)
+                    .map_err(|e| e.to_string())?
+                {
+                    if std::time::Instant::now() > deadline {
+                        return Err(format!("burst {burst}: message {i} found no room in time"));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            p.flush().map_err(|e| e.to_string())?;
+            for i in 0..BURST {
+                let m = s
+                    .recv_timeout(WAIT)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("burst {burst}: message {i} did not come in time"))?;
+                let want = (burst * BURST + i).to_be_bytes();
+                if (m.topic.as_str(), m.payload.as_slice()) != ("busy.x", &want[..]) {
+                    return Err(format!("burst {burst}: message {i} is {m:?}"));
+                }
+            }
+            // Idle long enough for the shard to stop spinning and park.
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
+    if let Err(why) = exchanged {
+        panic!("the spinning shard stopped serving: {why}");
+    }
+    // The watchdog's wakes are counted (how many depends on the machine).
+    let (status, body) = admin_get(weft.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\nweft_shm_spin_rescues_total{"),
+        "the rescue counter is exported"
+    );
     drop(weft);
     let _ = std::fs::remove_file(&path);
 }

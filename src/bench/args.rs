@@ -40,6 +40,12 @@ pub struct BenchArgs {
     /// before it sleeps on its eventfd.
     #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
     pub spin_us: u32,
+    /// Shared memory, 1 publisher and 1 subscriber, --rate: one thread
+    /// drives both clients (sends when a message is due, polls the
+    /// subscription otherwise), so that neither sleeps nor waits for the
+    /// other's core: the latency of the router alone.
+    #[arg(long)]
+    pub one_thread: bool,
     /// Protocol spoken to the server.
     #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
     pub protocol: Protocol,
@@ -157,6 +163,9 @@ pub(crate) struct Plan {
     pub transport: Transport,
     /// Shared memory: the clients' spin before sleeping (`--spin-us`).
     pub spin_us: u32,
+    /// Shared memory: one thread drives the publisher and the subscriber
+    /// (`--one-thread`).
+    pub one_thread: bool,
     pub server: String,
     /// Where subscribers connect (the same as `server` unless --sub-server).
     pub sub_server: String,
@@ -195,6 +204,8 @@ impl Plan {
             shm_checks(a, proto)?;
         } else if a.spin_us != 0 {
             return Err("--spin-us applies to --transport shm only".into());
+        } else if a.one_thread {
+            return Err("--one-thread applies to --transport shm only".into());
         }
         if a.amqp && a.protocol != Protocol::Mqtt && a.protocol != Protocol::Amqp {
             return Err("--amqp with --protocol nats: choose one".into());
@@ -285,6 +296,7 @@ impl Plan {
             proto,
             transport: a.transport,
             spin_us: a.spin_us,
+            one_thread: a.one_thread,
             server,
             sub_server,
             subject: a.subject.clone().unwrap_or_else(|| subject.into()),
@@ -351,6 +363,9 @@ fn shm_checks(a: &BenchArgs, proto: Protocol) -> Result<(), String> {
     }
     if a.js || a.persistent {
         return refuse("--js / --persistent");
+    }
+    if a.one_thread && (a.pubs != 1 || a.subs != 1 || a.rate == 0) {
+        return Err("--one-thread needs --pubs 1 --subs 1 and a --rate (a latency run)".into());
     }
     if a.sub_server
         .as_ref()
@@ -518,6 +533,7 @@ mod tests {
         );
         assert_eq!((p.spin_us, p.rate), (50, 100_000));
         assert_eq!(p.probe_timeout, None);
+        assert!(!p.one_thread);
         let p = plan(&["--transport", "shm", "--server", "s", "--protocol", "nats"]);
         assert_eq!(
             (p.proto, p.subject.as_str()),
@@ -552,5 +568,18 @@ mod tests {
         assert!(shm(&["--protocol", "nats", "--js"]).contains("--js"));
         assert!(shm(&["--persistent"]).contains("--persistent"));
         assert!(shm(&["--sub-server", "/tmp/other"]).contains("--sub-server"));
+        assert!(shm(&["--one-thread"]).contains("a --rate"));
+        assert!(shm(&["--one-thread", "--rate", "10", "--subs", "2"]).contains("--subs 1"));
+        let p = plan(&[
+            "--transport",
+            "shm",
+            "--server",
+            "s",
+            "--one-thread",
+            "--rate",
+            "10",
+        ]);
+        assert!(p.one_thread);
+        assert!(refused(&["--one-thread", "--rate", "10"]).contains("--transport shm only"));
     }
 }

@@ -18,7 +18,9 @@
 //! `--transport shm`: the clients are `weft-shm` shared-memory clients of a
 //! router's `--shm-listen` socket (`--server PATH`), MQTT QoS 0 or NATS,
 //! one thread each as over TCP, same schedule and report (`--spin-us`:
-//! how long a client spins before sleeping on its eventfd).
+//! how long a client spins before sleeping on its eventfd; `--one-thread`:
+//! one thread drives the publisher and the subscriber, never sleeping,
+//! for the router's latency alone, `shm_pair`).
 //!
 //! * Throughput (`--rate 0`, the default): publishers pre-encode a batch of
 //!   messages (`--batch`, 64 KiB) and write it again and again; QoS 1 keeps a
@@ -67,6 +69,7 @@ mod publisher;
 mod report;
 mod schedule;
 mod shm;
+mod shm_pair;
 mod stream;
 mod subscriber;
 mod wire;
@@ -180,14 +183,30 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
         .map(|n| n.get())
         .unwrap_or(1);
     pin(plan, clients); // the main thread shares the first cores
-    let ready = Arc::new(Barrier::new(clients + 1));
-    let probed = Arc::new(Barrier::new(clients + 1));
-    let go = Arc::new(Barrier::new(clients + 1));
+                        // `--one-thread`: one thread drives publisher 0 and subscriber 0.
+    let threads = if plan.one_thread { 1 } else { clients };
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let probed = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
     let (tx, rx) = channel::unbounded::<Interval>();
     let run_id = std::process::id();
 
+    let mut pair = None;
+    if plan.one_thread {
+        let (shared, tx) = (shared.clone(), tx.clone());
+        let gates = [ready.clone(), probed.clone(), go.clone()];
+        pair = Some(
+            thread::Builder::new()
+                .name("pair-0".into())
+                .spawn(move || {
+                    let r = shm_pair::pair(&shared, run_id, &gates, &tx);
+                    shared.finished.fetch_add(2, Ordering::Release);
+                    r
+                })?,
+        );
+    }
     let mut sub_handles = Vec::new();
-    for n in 0..plan.subs {
+    for n in (0..plan.subs).filter(|_| pair.is_none()) {
         let (shared, tx) = (shared.clone(), tx.clone());
         let gates = [ready.clone(), probed.clone(), go.clone()];
         sub_handles.push(
@@ -208,7 +227,7 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
     }
     drop(tx);
     let mut pub_handles = Vec::new();
-    for n in 0..plan.pubs {
+    for n in (0..plan.pubs).filter(|_| pair.is_none()) {
         let shared = shared.clone();
         let gates = [ready.clone(), probed.clone(), go.clone()];
         pub_handles.push(
@@ -237,6 +256,9 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
         Err(e) => {
             shared.abort.store(true, Ordering::Release);
             go.wait();
+            if let Some(h) = pair {
+                let _ = h.join();
+            }
             for h in pub_handles {
                 let _ = h.join();
             }
@@ -255,14 +277,19 @@ fn execute(plan: Plan, args: &BenchArgs) -> io::Result<ExitCode> {
 
     let collected = collect(&shared, &rx, args, started_at)?;
 
-    let pubs: Vec<PubResult> = pub_handles
+    let mut pubs: Vec<PubResult> = pub_handles
         .into_iter()
         .map(|h| h.join().expect("publisher thread panicked"))
         .collect();
-    let subs: Vec<SubResult> = sub_handles
+    let mut subs: Vec<SubResult> = sub_handles
         .into_iter()
         .map(|h| h.join().expect("subscriber thread panicked"))
         .collect();
+    if let Some(h) = pair {
+        let (p, s) = h.join().expect("the --one-thread thread panicked");
+        pubs.push(p);
+        subs.push(s);
+    }
     let end_ns = shared.clock.now_ns();
     let cpu_after = report::cpu_now();
 

@@ -22,7 +22,7 @@ use super::schedule::Schedule;
 use super::subscriber::{got_all_or_quiet, sent_ns, Intervals};
 use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Plan, Protocol, Shared};
 
-fn connect(plan: &Plan, server: &str, client_id: String) -> Result<Client, String> {
+pub(super) fn connect(plan: &Plan, server: &str, client_id: String) -> Result<Client, String> {
     let dialect = match plan.proto {
         Protocol::Nats => Dialect::Nats,
         Protocol::Mqtt => Dialect::Mqtt,
@@ -81,11 +81,25 @@ pub(super) fn publisher(
         Ok(_) => {}
         Err(e) => result.error = Some(format!("publisher {n}: setup: {e}")),
     }
+    publisher_done(shared, result.sent);
+    result
+}
+
+/// A publisher is done after `sent` messages: what the subscribers wait
+/// for (`got_all_or_quiet`).
+pub(super) fn publisher_done(shared: &Shared, sent: u64) {
     let now = shared.clock.now_ns();
-    shared.total_sent.fetch_add(result.sent, Ordering::AcqRel);
+    shared.total_sent.fetch_add(sent, Ordering::AcqRel);
     shared.pubs_done_ns.fetch_max(now, Ordering::AcqRel);
     shared.pubs_done.fetch_add(1, Ordering::AcqRel);
-    result
+}
+
+/// Subscribes `client` to the plan's subject.
+pub(super) fn subscribe(plan: &Plan, client: Client) -> Result<Client, String> {
+    client
+        .subscribe(&plan.subject)
+        .map_err(|e| format!("subscribe {}: {e}", plan.subject))?;
+    Ok(client)
 }
 
 fn unthrottled(
@@ -180,11 +194,7 @@ pub(super) fn subscriber(
         &plan.sub_server,
         format!("weft-bench-{run_id}-sub-{n}"),
     )
-    .and_then(|c| {
-        c.subscribe(&plan.subject)
-            .map_err(|e| format!("subscribe {}: {e}", plan.subject))?;
-        Ok(c)
-    });
+    .and_then(|c| subscribe(plan, c));
     if client.is_err() {
         shared.abort.store(true, Ordering::Release);
     }

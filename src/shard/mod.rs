@@ -34,6 +34,7 @@ pub mod rings;
 pub mod rlimits;
 pub mod shm_accept;
 pub mod shm_handoff;
+mod spin_watch;
 pub mod spsc;
 pub mod stats;
 pub mod sys;

@@ -28,6 +28,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::admission::{self, ListenerKind};
 use super::ctx::ShardCtx;
 use super::shm_handoff::Handoff;
+use super::spin_watch::SpinWatch;
 use super::transport_shm::ShmTransport;
 use super::{driver, driver_mqtt, driver_nats, stats};
 use crate::shm::{self as shm, Dialect, Offer, RouterRings};
@@ -193,6 +194,8 @@ async fn serve_inbox(ctx: Rc<ShardCtx>) {
     // Created on the first spinning client, then reused: spinning
     // sessions share one queue (see `SPIN_TURN`).
     let mut spin_queue = None;
+    // Their heartbeat and watchdog (see `spin_watch`).
+    let spinners = SpinWatch::new(ctx.clone());
     loop {
         let handoff = futures_lite::future::or(async { Some(ctx.shm_inbox.next().await) }, async {
             ctx.stopped().await;
@@ -210,9 +213,13 @@ async fn serve_inbox(ctx: Rc<ShardCtx>) {
         let spins = ctx.config().shm.spin_us > 0;
         let session = {
             let ctx = ctx.clone();
+            // Started here, in the shard's default queue: so is the
+            // heartbeat (`spin_watch`).
+            let spinning = spins.then(|| spinners.start());
             async move {
                 serve(ctx, socket).await;
                 drop(permit);
+                drop(spinning);
             }
         };
         let queue = spins.then(|| {

@@ -135,6 +135,7 @@ counters! {
     shm_corrupt_closes: "Shared-memory connections closed because the client wrote an impossible ring index.",
     shm_sleeps: "Times a shared-memory session found its ring empty past shm.spin_us and slept on the client's doorbell.",
     shm_sleeping: "Shared-memory sessions whose reader sleeps on the client's doorbell now (idle past shm.spin_us).",
+    shm_spin_rescues: "Times the spin watchdog woke a shard with spinning shared-memory sessions that had not turned for 1 ms (a lost wake-up of the runtime bounded, or the shard descheduled).",
 }
 
 /// Counters that go up and down.

@@ -20,7 +20,6 @@
 //! watches the Unix socket: the router's close (or crash) ends the client.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -104,10 +103,20 @@ impl Client {
     /// hands over and opens the session (CONNECT; waits for the router's
     /// answer).
     pub fn connect(path: impl AsRef<Path>, options: Options) -> Result<Client, Error> {
-        let mut sock = UnixStream::connect(path.as_ref()).map_err(Error::Io)?;
-        sock.write_all(handshake::hello(options.dialect).as_bytes())
-            .map_err(Error::Io)?;
-        let (ring_bytes, handed) = handshake::recv_reply(&sock)?;
+        let sock = UnixStream::connect(path.as_ref()).map_err(Error::Io)?;
+        // A router that refuses at once (a limit reached) writes its `ERR`
+        // line and closes without reading the hello: the hello may then
+        // meet a closed socket (EPIPE, never SIGPIPE: a C program linking
+        // this library keeps its default signal handling), and the reason
+        // is in the reply all the same.
+        let (ring_bytes, handed) = match handshake::send_hello(&sock, options.dialect) {
+            Ok(()) => handshake::recv_reply(&sock)?,
+            Err(e) if handshake::peer_gone(&e) => match handshake::recv_reply(&sock) {
+                Err(Error::Refused(why)) => return Err(Error::Refused(why)),
+                _ => return Err(Error::Io(e)),
+            },
+            Err(e) => return Err(Error::Io(e)),
+        };
         let segment = Segment::open(&handed.memfd, ring_bytes)
             .map_err(|e| Error::Handshake(e.to_string()))?;
         drop(handed.memfd);
@@ -308,11 +317,20 @@ impl Client {
 
     /// The next message if one is there now.
     pub fn try_recv(&self) -> Result<Option<Message>, Error> {
-        let mut rx = lock(&self.rx);
-        self.take_msg(&mut rx, &mut |topic: &str, payload: &[u8]| Message {
+        self.try_recv_with(|topic, payload| Message {
             topic: topic.to_string(),
             payload: payload.to_vec(),
         })
+    }
+
+    /// The next message if one is there now, borrowed (as `recv_with`);
+    /// never spins nor sleeps: for a thread that polls several clients.
+    pub fn try_recv_with<R>(
+        &self,
+        mut f: impl FnMut(&str, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        let mut rx = lock(&self.rx);
+        self.take_msg(&mut rx, &mut f)
     }
 
     /// The next message, borrowed: `f` sees the topic and payload in the

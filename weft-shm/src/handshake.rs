@@ -77,6 +77,30 @@ pub fn err_line(reason: &str) -> String {
 
 /// Client side: reads the router's reply (blocking), returning the ring
 /// size and the descriptors, or the router's reason.
+/// Sends the hello line whole, without raising SIGPIPE if the router
+/// already closed the socket.
+pub fn send_hello(sock: &std::os::unix::net::UnixStream, dialect: Dialect) -> std::io::Result<()> {
+    let line = hello(dialect);
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        match nix::sys::socket::send(sock.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a failed send means the router closed its end (its reply, if
+/// any, is still readable).
+pub fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 pub fn recv_reply(sock: &std::os::unix::net::UnixStream) -> Result<(u64, Handed), crate::Error> {
     let mut line = [0u8; REPLY_BYTES_MAX];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 3]);
@@ -176,6 +200,24 @@ mod tests {
         (&a).write_all(err_line("shm.connections_max reached").as_bytes())
             .unwrap();
         match recv_reply(&b) {
+            Err(crate::Error::Refused(r)) => assert_eq!(r, "shm.connections_max reached"),
+            other => panic!("{:?}", other.map(|r| r.0)),
+        }
+    }
+
+    /// A router that refused and closed before the hello came: the hello
+    /// fails (EPIPE, no SIGPIPE) and the refusal is still read.
+    #[test]
+    fn a_refusal_is_read_after_the_hello_met_a_closed_socket() {
+        use std::io::Write;
+        let (client, router) = std::os::unix::net::UnixStream::pair().unwrap();
+        (&router)
+            .write_all(err_line("shm.connections_max reached").as_bytes())
+            .unwrap();
+        drop(router);
+        let e = send_hello(&client, Dialect::Nats).expect_err("the router is gone");
+        assert!(peer_gone(&e), "{e}");
+        match recv_reply(&client) {
             Err(crate::Error::Refused(r)) => assert_eq!(r, "shm.connections_max reached"),
             other => panic!("{:?}", other.map(|r| r.0)),
         }
