@@ -28,7 +28,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::admission::{self, ListenerKind};
 use super::ctx::ShardCtx;
 use super::shm_handoff::Handoff;
-use super::spin_watch::SpinWatch;
+use super::spin_watch::{SpinWatch, SPIN_TURN};
 use super::transport_shm::ShmTransport;
 use super::{driver, driver_mqtt, driver_nats, stats};
 use crate::shm::{self as shm, Dialect, Offer, RouterRings};
@@ -180,14 +180,6 @@ async fn refuse(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream, reas
     let _ = stream.close().await;
     ctx.global_connections().fetch_sub(1, Ordering::Relaxed);
 }
-
-/// How often, at least, a shard whose shared-memory sessions spin
-/// (`shm.spin_us > 0`) reaps io_uring completions and fires its timers:
-/// the latency bound of the task queue those sessions run in, which
-/// glommio turns into its preemption timer while the queue is runnable.
-/// A spinning session is always runnable; without the bound the shard's
-/// sockets and timers would wait for glommio's default 100 ms timer.
-pub const SPIN_TURN: Duration = Duration::from_micros(100);
 
 /// Serves the clients handed to this shard, each under its permit.
 async fn serve_inbox(ctx: Rc<ShardCtx>) {

@@ -4,7 +4,7 @@
 //!
 //! Why: a lost wake-up in glommio 0.9's executor loop, found by
 //! `perf/shm-spin-stress.sh` (HOG=1 hangs within minutes without this).
-//! The loop arms its preemption timer (`shm_accept::SPIN_TURN` while the
+//! The loop arms its preemption timer (`SPIN_TURN` while the
 //! spin queue is runnable), then runs the task queues. When the thread is
 //! descheduled for longer than the timer in between, the timer has fired
 //! before the run starts: no queue runs, the turn reports that nothing
@@ -39,8 +39,15 @@ use std::task::Waker;
 use std::time::Duration;
 
 use super::ctx::ShardCtx;
-use super::shm_accept::SPIN_TURN;
 use super::stats::Counters;
+
+/// How often, at least, a shard whose shared-memory sessions spin
+/// (`shm.spin_us > 0`) reaps io_uring completions and fires its timers:
+/// the latency bound of the task queue those sessions run in, which
+/// glommio turns into its preemption timer while the queue is runnable.
+/// A spinning session is always runnable; without the bound the shard's
+/// sockets and timers would wait for glommio's default 100 ms timer.
+pub const SPIN_TURN: Duration = Duration::from_micros(100);
 
 /// How often the watchdog looks at the heartbeat.
 pub const WATCH_EVERY: Duration = Duration::from_millis(1);

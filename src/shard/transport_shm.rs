@@ -20,7 +20,7 @@
 //! so), so an idle shard goes back to sleep.
 //! Spinning sessions run in a task queue of their own whose latency bound
 //! keeps glommio's preemption timer short while they spin
-//! (`shm_accept::SPIN_TURN`): the shard reaps io_uring completions and
+//! (`spin_watch::SPIN_TURN`): the shard reaps io_uring completions and
 //! fires timers at least that often, so sockets and timers of the
 //! shard's other sessions are not held up by a task that is always
 //! runnable. Writing: bytes go
