@@ -154,41 +154,6 @@ impl Rng {
     }
 }
 
-/// Replaces the port-0 listeners of `launch` (MQTT, NATS, admin, and the
-/// mesh listener of `--mesh-listen 127.0.0.1:0`) with fixed ports below the
-/// kernel's ephemeral range ([`super::ports`]), so that no other test's
-/// client takes one while the router is down between a kill and a restart.
-fn fixed_ports(launch: &mut Launch) {
-    const ANY: &str = "127.0.0.1:0";
-    let base = super::ports::free_port_block(4);
-    let at = |i: u16| format!("127.0.0.1:{}", base + i);
-    if launch.mqtt_listen == ANY {
-        launch.mqtt_listen = at(0);
-    }
-    let mut table: toml::Table = launch.toml.parse().expect("test TOML");
-    for (section, port) in [("nats", 1), ("admin", 2)] {
-        let t = table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .expect("a TOML table");
-        match t.get("listen").and_then(|v| v.as_str()) {
-            None | Some(ANY) => {
-                t.insert("listen".into(), toml::Value::String(at(port)));
-            }
-            Some(_) => {}
-        }
-    }
-    launch.toml = table.to_string();
-    for i in 0..launch.args.len() {
-        if launch.args[i] == "--mesh-listen" && launch.args.get(i + 1).is_some_and(|a| a == ANY) {
-            launch.args[i + 1] = at(3);
-        } else if launch.args[i] == format!("--mesh-listen={ANY}") {
-            launch.args[i] = format!("--mesh-listen={}", at(3));
-        }
-    }
-}
-
 /// A router with persistence on: started on fixed free ports (below the
 /// ephemeral range), then restarted on the same ports, with the same
 /// directory, after a SIGKILL. Its stderr is captured; the lines of every
@@ -247,7 +212,7 @@ impl Durable {
     pub fn start_launch(mut launch: Launch) -> Durable {
         launch.capture_stderr = true;
         if launch.prefix.is_empty() {
-            fixed_ports(&mut launch);
+            super::ports::fix_listeners(&mut launch);
         }
         let weft = Weft::launch_with(launch.clone());
         // Pin the ports this run got, for every restart.

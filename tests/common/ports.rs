@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::Launch;
+
 /// The first port of the range (below any default ephemeral range).
 const LOW: u32 = 20_000;
 /// One past the last port of the range.
@@ -42,4 +44,39 @@ pub fn free_port_block(n: u16) -> u16 {
         }
     }
     panic!("no block of {n} free ports in {LOW}..{HIGH}");
+}
+
+/// Replaces the port-0 listeners of `launch` (MQTT, NATS, admin, and the
+/// mesh listener of `--mesh-listen 127.0.0.1:0`) with fixed ports below the
+/// kernel's ephemeral range ([`free_port_block`]), so that no other test's
+/// client takes one while the router is down between a kill and a restart.
+pub fn fix_listeners(launch: &mut Launch) {
+    const ANY: &str = "127.0.0.1:0";
+    let base = free_port_block(4);
+    let at = |i: u16| format!("127.0.0.1:{}", base + i);
+    if launch.mqtt_listen == ANY {
+        launch.mqtt_listen = at(0);
+    }
+    let mut table: toml::Table = launch.toml.parse().expect("test TOML");
+    for (section, port) in [("nats", 1), ("admin", 2)] {
+        let t = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .expect("a TOML table");
+        match t.get("listen").and_then(|v| v.as_str()) {
+            None | Some(ANY) => {
+                t.insert("listen".into(), toml::Value::String(at(port)));
+            }
+            Some(_) => {}
+        }
+    }
+    launch.toml = table.to_string();
+    for i in 0..launch.args.len() {
+        if launch.args[i] == "--mesh-listen" && launch.args.get(i + 1).is_some_and(|a| a == ANY) {
+            launch.args[i + 1] = at(3);
+        } else if launch.args[i] == format!("--mesh-listen={ANY}") {
+            launch.args[i] = format!("--mesh-listen={}", at(3));
+        }
+    }
 }
