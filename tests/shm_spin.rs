@@ -222,16 +222,9 @@ async fn a_spinning_shard_on_a_contended_core_keeps_serving() {
     launch.cores = "1".into();
     launch.args = vec!["--shm-listen".into(), path.to_str().unwrap().into()];
     let weft = Weft::launch_with(launch);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hog = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        })
-    };
+    // Stopped and joined on drop, a failing test included (the other
+    // tests of this file must not run on a hogged core).
+    let hog = Hog::on_core(1);
     let spinning = |id: &str| Options {
         spin_us: 50,
         ..Options::nats(id)
@@ -281,8 +274,7 @@ async fn a_spinning_shard_on_a_contended_core_keeps_serving() {
     })
     .await
     .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    hog.join().unwrap();
+    drop(hog);
     if let Err(why) = exchanged {
         panic!("the spinning shard stopped serving: {why}");
     }
@@ -295,4 +287,38 @@ async fn a_spinning_shard_on_a_contended_core_keeps_serving() {
     );
     drop(weft);
     let _ = std::fs::remove_file(&path);
+}
+
+/// A busy loop pinned to a core, stopped and joined when dropped.
+struct Hog {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Hog {
+    fn on_core(id: usize) -> Hog {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        Hog {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

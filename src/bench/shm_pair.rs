@@ -119,8 +119,13 @@ pub(super) fn pair(
         }
     };
     if let Err(e) = run() {
-        s.error = Some(e);
+        // The message names its side ("publisher 0: …" or "subscriber 0: …").
+        match e.starts_with("publisher") {
+            true => p.error = Some(e),
+            false => s.error = Some(e),
+        }
         if publishing {
+            p.elapsed_s = (clock.now_ns() - start_ns) as f64 / 1e9;
             publisher_done(shared, sent);
         }
     }

@@ -28,8 +28,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::admission::{self, ListenerKind};
 use super::ctx::ShardCtx;
 use super::shm_handoff::Handoff;
-use super::spin_watch::{SpinWatch, SPIN_TURN};
-use super::transport_shm::ShmTransport;
+use super::spin_watch::{SpinSession, SpinWatch, SPIN_TURN};
+use super::transport_shm::{ShmTransport, Spin};
 use super::{driver, driver_mqtt, driver_nats, stats};
 use crate::shm::{self as shm, Dialect, Offer, RouterRings};
 
@@ -207,11 +207,10 @@ async fn serve_inbox(ctx: Rc<ShardCtx>) {
             let ctx = ctx.clone();
             // Started here, in the shard's default queue: so is the
             // heartbeat (`spin_watch`).
-            let spinning = spins.then(|| spinners.start());
+            let spinning = spins.then(|| spinners.session());
             async move {
-                serve(ctx, socket).await;
+                serve(ctx, socket, spinning).await;
                 drop(permit);
-                drop(spinning);
             }
         };
         let queue = spins.then(|| {
@@ -240,7 +239,13 @@ async fn serve_inbox(ctx: Rc<ShardCtx>) {
 }
 
 /// The handshake, then the session.
-async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
+/// `spinning`: the session's share of the shard's spin watch (with
+/// `shm.spin_us`), handed to its transport.
+async fn serve(
+    ctx: Rc<ShardCtx>,
+    socket: glommio::net::AcceptedTcpStream,
+    spinning: Option<SpinSession>,
+) {
     let mut stream = socket.bind_to_executor();
     let fd = stream.as_raw_fd();
     let name = client_name(fd);
@@ -288,7 +293,10 @@ async fn serve(ctx: Rc<ShardCtx>, socket: glommio::net::AcceptedTcpStream) {
         RouterRings::new(offer.segment),
         offer.to_router,
         offer.to_client,
-        config.shm.spin_us,
+        Spin {
+            window_us: config.shm.spin_us,
+            session: spinning,
+        },
         name.clone(),
         ctx.clone(),
     ) {

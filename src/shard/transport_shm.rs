@@ -23,8 +23,11 @@
 //! (`spin_watch::SPIN_TURN`): the shard reaps io_uring completions and
 //! fires timers at least that often, so sockets and timers of the
 //! shard's other sessions are not held up by a task that is always
-//! runnable. Writing: bytes go
-//! into the router -> client ring, `tail` is published and the client's
+//! runnable.
+//! The session counts as awake in the shard's spin watch (`spin_watch`)
+//! from the doorbell's ring until its reader sleeps again.
+//!
+//! Writing: bytes go into the router -> client ring, `tail` is published and the client's
 //! eventfd written only if it sleeps; on a full ring the writer sets
 //! `producer_waiting` and parks. So while both sides are busy no event
 //! costs a system call.
@@ -60,6 +63,7 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncReadExt;
 
 use super::ctx::ShardCtx;
+use super::spin_watch::SpinSession;
 use super::stats;
 use super::transport::Transport;
 use crate::shm::RouterRings;
@@ -71,6 +75,11 @@ struct Shared {
     closed: Cell<bool>,
     reader: RefCell<Option<Waker>>,
     writer: RefCell<Option<Waker>>,
+    /// This session's share of the shard's spin watch (`spin_watch`):
+    /// awake from the doorbell's ring (before the reader runs, so that a
+    /// lost wake-up of the executor right then is watched too) until the
+    /// reader sleeps again.
+    spinning: Option<SpinSession>,
 }
 
 impl Shared {
@@ -82,6 +91,13 @@ impl Shared {
             w.wake();
         }
     }
+}
+
+/// How a session spins: the window after its last bytes
+/// (`shm.spin_us`, 0: never) and its share of the shard's spin watch.
+pub struct Spin {
+    pub window_us: u32,
+    pub session: Option<SpinSession>,
 }
 
 pub struct ShmTransport {
@@ -118,11 +134,14 @@ impl ShmTransport {
         rings: RouterRings,
         to_router: OwnedFd,
         to_client: OwnedFd,
-        spin_us: u32,
+        spin: Spin,
         name: String,
         ctx: Rc<ShardCtx>,
     ) -> io::Result<ShmTransport> {
-        let shared = Rc::new(Shared::default());
+        let shared = Rc::new(Shared {
+            spinning: spin.session,
+            ..Shared::default()
+        });
         let socket_fd = socket.as_raw_fd();
         let watch = {
             let shared = shared.clone();
@@ -160,6 +179,9 @@ impl ShmTransport {
                     // (`_tasks` is dropped first).
                     c2r.set_consumer_sleeping(false);
                     r2c.set_producer_waiting(false);
+                    if let Some(s) = &shared.spinning {
+                        s.awake();
+                    }
                     shared.wake_both();
                     if rung.is_err() {
                         shared.closed.set(true);
@@ -173,7 +195,7 @@ impl ShmTransport {
             rings: RefCell::new(rings),
             shared,
             to_client,
-            spin: Duration::from_micros(u64::from(spin_us)),
+            spin: Duration::from_micros(u64::from(spin.window_us)),
             last_data: Cell::new(Instant::now()),
             ctx,
             name,
@@ -232,6 +254,9 @@ impl Transport for ShmTransport {
         if self.sleeping.replace(false) {
             rings.inbound.stop_sleeping();
             stats::Counters::sub(&self.ctx.counters.shm_sleeping, 1);
+            if let Some(s) = &self.shared.spinning {
+                s.awake();
+            }
         }
         loop {
             let n = rings.inbound.read(buf).map_err(|c| self.corrupted(c))?;
@@ -261,6 +286,9 @@ impl Transport for ShmTransport {
                 .map_err(|c| self.corrupted(c))?;
             if ready == 0 {
                 self.sleeping.set(true);
+                if let Some(s) = &self.shared.spinning {
+                    s.asleep();
+                }
                 stats::Counters::add(&self.ctx.counters.shm_sleeps, 1);
                 stats::Counters::add(&self.ctx.counters.shm_sleeping, 1);
                 return Poll::Pending;

@@ -75,9 +75,7 @@ pub fn err_line(reason: &str) -> String {
     format!("ERR {reason}\n")
 }
 
-/// Client side: reads the router's reply (blocking), returning the ring
-/// size and the descriptors, or the router's reason.
-/// Sends the hello line whole, without raising SIGPIPE if the router
+/// Client side: sends the hello line whole, without raising SIGPIPE if the router
 /// already closed the socket.
 pub fn send_hello(sock: &std::os::unix::net::UnixStream, dialect: Dialect) -> std::io::Result<()> {
     let line = hello(dialect);
@@ -101,6 +99,8 @@ pub fn peer_gone(e: &std::io::Error) -> bool {
     )
 }
 
+/// Client side: reads the router's reply (blocking), returning the ring
+/// size and the descriptors, or the router's reason.
 pub fn recv_reply(sock: &std::os::unix::net::UnixStream) -> Result<(u64, Handed), crate::Error> {
     let mut line = [0u8; REPLY_BYTES_MAX];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 3]);
