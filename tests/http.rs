@@ -6,15 +6,18 @@
 //! client library never sends).
 
 mod common;
+#[path = "support/http.rs"]
+mod http_clients;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use futures::StreamExt;
+use http_clients::*;
 use rumqttc::QoS;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A router with the HTTP edge on (port 0: the harness reads the port it
@@ -25,186 +28,6 @@ fn start(shards: usize, http: &str, toml: &str) -> (Weft, SocketAddr) {
     let weft = Weft::start(shards, &toml);
     let addr = weft.http.expect("the http listening line");
     (weft, addr)
-}
-
-/// What curl got: status, headers (lower-case names), body.
-struct Curl {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Curl {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as an RFC 9457 problem with `status`.
-    fn assert_problem(&self, status: u16) -> serde_json::Value {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            self.body
-        );
-        let p: serde_json::Value = serde_json::from_str(&self.body).expect("problem JSON");
-        assert_eq!(p["status"], status);
-        assert!(p["title"].is_string() && p["type"].is_string(), "{p}");
-        assert!(!p["detail"].as_str().unwrap().is_empty(), "{p}");
-        p
-    }
-}
-
-/// Runs curl (`-i`: headers in the output) with `args`, `body` on stdin.
-fn curl(args: &[&str], body: &[u8]) -> Curl {
-    let mut child = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "20"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl (installed by scripts/test.sh)");
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Curl {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-fn post(http: SocketAddr, path: &str, body: &[u8], extra: &[&str]) -> Curl {
-    let url = format!("http://{http}{path}");
-    let mut args = vec!["-X", "POST", "--data-binary", "@-", &url];
-    args.extend_from_slice(extra);
-    curl(&args, body)
-}
-
-/// One Server-Sent Event.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Sse {
-    id: Option<u64>,
-    event: String,
-    data: String,
-}
-
-/// An event stream read over raw TCP.
-struct Stream {
-    reader: BufReader<TcpStream>,
-    /// Comment lines seen (heartbeats).
-    comments: usize,
-}
-
-/// Opens `GET path` with `headers`; the status and, for a 200, the stream.
-async fn open(http: SocketAddr, path: &str, headers: &str) -> (u16, Stream) {
-    let mut s = TcpStream::connect(http).await.unwrap();
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: weft\r\nAccept: text/event-stream\r\n{headers}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    tokio::time::timeout(WAIT, reader.read_line(&mut status_line))
-        .await
-        .expect("a status line in time")
-        .unwrap();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .unwrap_or_else(|| panic!("status line {status_line:?}"))
-        .parse()
-        .unwrap();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await.unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    (
-        status,
-        Stream {
-            reader,
-            comments: 0,
-        },
-    )
-}
-
-impl Stream {
-    /// The next event (comments counted and skipped).
-    async fn next(&mut self) -> Sse {
-        tokio::time::timeout(WAIT, self.read_event())
-            .await
-            .expect("an event in time")
-    }
-
-    async fn read_event(&mut self) -> Sse {
-        let mut e = Sse::default();
-        let mut data: Vec<String> = Vec::new();
-        let mut fields = 0;
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line).await.unwrap();
-            assert!(n > 0, "the stream ended");
-            let line = line.strip_suffix('\n').unwrap();
-            if line.is_empty() {
-                if fields > 0 {
-                    e.data = data.join("\n");
-                    return e;
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                self.comments += 1;
-                continue;
-            }
-            fields += 1;
-            let (name, value) = line.split_once(": ").unwrap_or((line, ""));
-            match name {
-                "id" => e.id = Some(value.parse().unwrap()),
-                "event" => e.event = value.into(),
-                "data" => data.push(value.into()),
-                other => panic!("unknown field {other}"),
-            }
-        }
-    }
-}
-
-/// Events until the one on `topic` (included).
-async fn until(stream: &mut Stream, topic: &str) -> Vec<Sse> {
-    let mut got = Vec::new();
-    loop {
-        let e = stream.next().await;
-        let end = e.event == topic;
-        got.push(e);
-        if end {
-            return got;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,36 +119,6 @@ async fn mqtt_and_nats_publishes_reach_an_event_stream() {
     assert_eq!((e.event.as_str(), e.data.as_str()), ("s/nats", "from nats"));
     assert_eq!(by_subject.next().await.data, "from nats");
 }
-
-/// A WebSocket subscriber (`tungstenite`, blocking, reads bounded by
-/// `WAIT`).
-type Ws = tungstenite::WebSocket<std::net::TcpStream>;
-
-/// Opens `GET /v1/subscribe?{query}` over WebSocket.
-fn ws_open(http: SocketAddr, query: &str) -> Ws {
-    let stream = std::net::TcpStream::connect(http).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let url = format!("ws://{http}/v1/subscribe?{query}");
-    let (ws, response) = tungstenite::client::client(url, stream).expect("a WebSocket upgrade");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next event's JSON (pings skipped; tungstenite answers them).
-fn ws_next(ws: &mut Ws) -> serde_json::Value {
-    tokio::task::block_in_place(|| loop {
-        match ws.read().expect("a message in time") {
-            tungstenite::Message::Text(text) => {
-                return serde_json::from_str(&text).expect("a JSON message")
-            }
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
-            other => panic!("not an event: {other:?}"),
-        }
-    })
-}
-
-const UPGRADE: &str =
-    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_nats_and_cloudevents_reach_a_websocket_subscriber() {
