@@ -25,18 +25,6 @@ const PAUSE_MS: u64 = 60_000;
 /// What one healthy subscriber received: per topic, (sequence, arrival).
 type Log = Arc<Mutex<BTreeMap<String, Vec<(u64, Instant)>>>>;
 
-fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    weft::mqtt::codec::encode(
-        &weft::mqtt::codec::Packet::Subscribe {
-            packet_id: 1,
-            filters: vec![(filter, qos)],
-        },
-        &mut out,
-    );
-    out
-}
-
 /// Published once every stream is complete: the end of every log.
 const END: &str = "free/end";
 

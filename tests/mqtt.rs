@@ -226,18 +226,6 @@ fn raise_nofile() {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }
 
-fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
-    let mut out = Vec::new();
-    codec::encode(
-        &Packet::Subscribe {
-            packet_id: 1,
-            filters: vec![(filter, qos)],
-        },
-        &mut out,
-    );
-    out
-}
-
 /// A subscriber that never reads: its queue fills and drops (QoS 0) while a
 /// healthy subscriber of the same events receives every one, and the
 /// router's memory stays bounded.
@@ -455,120 +443,6 @@ async fn will_published_on_abnormal_close_only() {
     );
 }
 
-#[test]
-fn bad_config_and_flags_exit_2_naming_the_key() {
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec!["run".into(), "--shards".into(), "x".into()],
-            "--shards",
-        ),
-        (
-            vec!["run".into(), "--mqtt-listen".into(), "nowhere".into()],
-            "mqtt.listen",
-        ),
-        (
-            vec!["run".into(), "--cores".into(), "3-1".into()],
-            "runtime.cores",
-        ),
-        (
-            vec!["run".into(), "--log-level".into(), "loud".into()],
-            "log.level",
-        ),
-        (vec!["run".into(), "--bogus".into()], "--bogus"),
-        (
-            vec!["run".into(), "--router-id".into(), "two words".into()],
-            "mesh.router_id",
-        ),
-        (
-            vec!["run".into(), "--link".into(), "nowhere".into()],
-            "mesh.links",
-        ),
-        (
-            vec![
-                "run".into(),
-                "--mesh-listen".into(),
-                "127.0.0.1:0".into(),
-                "--bridge-cores".into(),
-                "0,1".into(),
-            ],
-            "mesh.bridge_cores",
-        ),
-    ];
-    let unknown = write_config("[limits]\nqueued_bytes_maxx = 1\n");
-    let wrong_type = write_config("[limits]\ninflight_max = \"many\"\n");
-    let too_small = write_config("[limits]\nqueued_bytes_max = 10\n");
-    let bad_prefix = write_config("[[mesh.policy]]\npeer = \"B\"\nimport_prefix = \"x/#\"\n");
-    let bad_filter = write_config("[[mesh.policy]]\npeer = \"B\"\nexport_deny = [\"a/#/b\"]\n");
-    let mut cases = cases;
-    for (file, key) in [
-        (&unknown, "queued_bytes_maxx"),
-        (&wrong_type, "inflight_max"),
-        (&too_small, "limits.queued_bytes_max"),
-        (&bad_prefix, "mesh.policy.import_prefix"),
-        (&bad_filter, "mesh.policy.export_deny"),
-    ] {
-        cases.push((
-            vec![
-                "run".into(),
-                "--config".into(),
-                file.0.display().to_string(),
-            ],
-            key,
-        ));
-        cases.push((
-            vec!["check-config".into(), file.0.display().to_string()],
-            key,
-        ));
-    }
-    for (args, key) in cases {
-        let out = std::process::Command::new(weft_bin())
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(key), "{args:?} should name {key}: {stderr}");
-    }
-    let good = write_config("[limits]\ninflight_max = 10\n");
-    let out = std::process::Command::new(weft_bin())
-        .args(["check-config"])
-        .arg(&good.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let help = std::process::Command::new(weft_bin())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
-    for flag in [
-        "--config",
-        "--mqtt-listen",
-        "--shards",
-        "--cores",
-        "--log-level",
-        "--router-id",
-        "--mesh-name",
-        "--mesh-listen",
-        "--link",
-        "--bridge-cores",
-    ] {
-        assert!(help.contains(flag), "help lists {flag}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_flushes_and_exits_zero() {
-    let mut weft = Weft::start(2, "");
-    let mut sub = Raw::connected(weft.shard_addrs[0], "stay", 0).await;
-    sub.send(&subscribe_packet("x", 0)).await;
-    sub.read_exact(5).await;
-    let status = weft.terminate();
-    assert_eq!(status.code(), Some(0));
-    assert!(sub.closed_by_server().await);
-    assert!(!weft.is_running());
-}
-
 /// Retained messages: set, replace, delete with an empty payload, delivered
 /// on (wildcard) subscribe with the retain flag, from a shard other than the
 /// one that stored them; live deliveries carry retain 0.
@@ -685,30 +559,6 @@ async fn will_published_on_keep_alive_timeout() {
     assert_eq!(
         (p.topic.as_str(), &p.payload[..]),
         ("ka/sleeper", &b"timed out"[..])
-    );
-}
-
-/// A port another process listens on is refused (SO_REUSEPORT would
-/// otherwise let two routers silently share it).
-#[test]
-fn a_port_in_use_is_refused() {
-    let first = Weft::start(1, "");
-    let out = std::process::Command::new(weft_bin())
-        .args(["run", "--mqtt-listen", &first.addr.to_string()])
-        .args([
-            "--nats-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot bind MQTT listener {}", first.addr))
-            && stderr.contains("in use"),
-        "{stderr}"
     );
 }
 

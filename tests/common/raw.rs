@@ -107,3 +107,16 @@ impl Raw {
         }
     }
 }
+
+/// An MQTT 3.1.1 SUBSCRIBE (packet id 1) of one filter at `qos`.
+pub fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode(
+        &codec::Packet::Subscribe {
+            packet_id: 1,
+            filters: vec![(filter, qos)],
+        },
+        &mut out,
+    );
+    out
+}
