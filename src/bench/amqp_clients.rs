@@ -253,11 +253,7 @@ impl Publisher<'_> {
         let clock = self.shared.clock;
         let settled = !plan.acked();
         let sched = Schedule::staggered(start_ns, plan.rate, self.n, plan.pubs);
-        let limit = match (plan.msgs, plan.duration_ns) {
-            (Some(m), _) => m,
-            (None, Some(d)) => sched.count_before(start_ns + d),
-            (None, None) => unreachable!("a count or a duration"),
-        };
+        let limit = plan.sends(&sched, start_ns);
         let one = amqp::transfer_len(plan.size);
         let per_batch = (plan.batch / one).max(1) as u64;
         let mut payload = vec![0xa5u8; plan.size];

@@ -329,6 +329,16 @@ impl Plan {
 }
 
 impl Plan {
+    /// How many messages a publisher on `sched` sends: `--msgs`, or those
+    /// due before `--duration` ends.
+    pub fn sends(&self, sched: &super::schedule::Schedule, start_ns: u64) -> u64 {
+        match (self.msgs, self.duration_ns) {
+            (Some(m), _) => m,
+            (None, Some(d)) => sched.count_before(start_ns + d),
+            (None, None) => unreachable!("a count or a duration"),
+        }
+    }
+
     /// Whether publishers wait for an answer to each message (MQTT QoS 1
     /// PUBACK, NATS `--js` reply), with a bounded window and ack latency.
     pub fn acked(&self) -> bool {

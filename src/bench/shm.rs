@@ -141,11 +141,7 @@ fn at_rate(
     let plan = &shared.plan;
     let clock = shared.clock;
     let sched = Schedule::staggered(start_ns, plan.rate, n, plan.pubs);
-    let limit = match (plan.msgs, plan.duration_ns) {
-        (Some(m), _) => m,
-        (None, Some(d)) => sched.count_before(start_ns + d),
-        (None, None) => unreachable!("a count or a duration"),
-    };
+    let limit = plan.sends(&sched, start_ns);
     // A client that spins (`--spin-us`) also spins for its next send time
     // when it is that close, rather than sleeping past it.
     let spin_ns = u64::from(plan.spin_us) * 1000;
@@ -165,19 +161,89 @@ fn at_rate(
             }
             continue;
         }
-        for i in *sent..due {
-            let t = sched.intended_ns(i);
-            payload[..8].copy_from_slice(&t.to_le_bytes());
-            c.publish(&plan.subject, &payload)
-                .map_err(|e| e.to_string())?;
-            if let Some(h) = lag.as_deref_mut() {
-                h.saturating_record(clock.now_ns().saturating_sub(t).max(1));
-            }
-        }
+        send_due(
+            shared,
+            c,
+            &sched,
+            *sent..due,
+            &mut payload,
+            lag.as_deref_mut(),
+        )?;
         *sent = due;
         shared.sent[n].store(*sent, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Sends messages `due` of `sched`, each stamped with its intended send
+/// time (the payload's first 8 bytes), recording how late each went out.
+pub(super) fn send_due(
+    shared: &Shared,
+    c: &Client,
+    sched: &Schedule,
+    due: std::ops::Range<u64>,
+    payload: &mut [u8],
+    mut lag: Option<&mut hdrhistogram::Histogram<u64>>,
+) -> Result<(), String> {
+    for i in due {
+        let t = sched.intended_ns(i);
+        payload[..8].copy_from_slice(&t.to_le_bytes());
+        c.publish(&shared.plan.subject, payload)
+            .map_err(|e| e.to_string())?;
+        if let Some(h) = lag.as_deref_mut() {
+            h.saturating_record(shared.clock.now_ns().saturating_sub(t).max(1));
+        }
+    }
+    Ok(())
+}
+
+/// What a subscriber counted: messages and when the last came.
+pub(super) struct Tally {
+    pub received: u64,
+    pub last_ns: u64,
+}
+
+impl Tally {
+    pub fn new(start_ns: u64) -> Tally {
+        Tally {
+            received: 0,
+            last_ns: start_ns,
+        }
+    }
+
+    /// A message came at `now`, stamped `sent` (latency mode).
+    pub fn got(
+        &mut self,
+        shared: &Shared,
+        n: usize,
+        intervals: &mut Intervals,
+        now: u64,
+        sent: Option<u64>,
+    ) {
+        if let Some(ts) = sent {
+            intervals.record_ns(now, ts);
+        }
+        self.received += 1;
+        self.last_ns = now;
+        if self.received.is_multiple_of(256) {
+            shared.received[n].store(self.received, Ordering::Relaxed);
+        }
+    }
+
+    /// The run ended: the counts into `result`, the last histogram sent.
+    pub fn finish(
+        self,
+        shared: &Shared,
+        n: usize,
+        intervals: Intervals,
+        start_ns: u64,
+        result: &mut SubResult,
+    ) {
+        shared.received[n].store(self.received, Ordering::Relaxed);
+        intervals.finish();
+        result.received = self.received;
+        result.elapsed_s = self.last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    }
 }
 
 pub(super) fn subscriber(
@@ -214,11 +280,11 @@ pub(super) fn subscriber(
     let latency = plan.rate > 0;
     let expected = plan.msgs.map(|m| m * plan.pubs as u64);
     let mut intervals = Intervals::new(tx, n, start_ns, latency);
-    let mut received = 0u64;
-    let mut last_ns = start_ns;
+    let mut tally = Tally::new(start_ns);
     let mut run = |result: &mut SubResult| -> Result<(), String> {
         loop {
-            if expected.is_some_and(|e| received >= e) || shared.abort.load(Ordering::Relaxed) {
+            if expected.is_some_and(|e| tally.received >= e) || shared.abort.load(Ordering::Relaxed)
+            {
                 return Ok(());
             }
             // Borrowed: no allocation per message.
@@ -229,17 +295,10 @@ pub(super) fn subscriber(
                 .map_err(|e| e.to_string())?;
             let now = shared.clock.now_ns();
             if let Some(sent) = got {
-                if let Some(ts) = sent {
-                    intervals.record_ns(now, ts);
-                }
-                received += 1;
-                last_ns = now;
-                if received.is_multiple_of(256) {
-                    shared.received[n].store(received, Ordering::Relaxed);
-                }
+                tally.got(shared, n, &mut intervals, now, sent);
             }
             intervals.roll(now);
-            if got_all_or_quiet(shared, received, last_ns, now, result) {
+            if got_all_or_quiet(shared, tally.received, tally.last_ns, now, result) {
                 return Ok(());
             }
         }
@@ -247,9 +306,6 @@ pub(super) fn subscriber(
     if let Err(e) = run(&mut result) {
         result.error = Some(format!("subscriber {n}: {e}"));
     }
-    shared.received[n].store(received, Ordering::Relaxed);
-    intervals.finish();
-    result.received = received;
-    result.elapsed_s = last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    tally.finish(shared, n, intervals, start_ns, &mut result);
     result
 }

@@ -21,7 +21,7 @@ use crossbeam::channel::Sender;
 
 use super::report::{PubResult, SubResult};
 use super::schedule::Schedule;
-use super::shm::{connect, publisher_done, subscribe};
+use super::shm::{connect, publisher_done, send_due, subscribe, Tally};
 use super::subscriber::{got_all_or_quiet, sent_ns, Intervals};
 use super::{new_histogram, pin, tighten_timer_slack, Gates, Interval, Shared};
 
@@ -62,34 +62,32 @@ pub(super) fn pair(
     let start_ns = shared.start_ns.load(Ordering::Acquire);
     clock.sleep_until(start_ns);
     let sched = Schedule::staggered(start_ns, plan.rate, 0, 1);
-    let limit = match (plan.msgs, plan.duration_ns) {
-        (Some(m), _) => m,
-        (None, Some(d)) => sched.count_before(start_ns + d),
-        (None, None) => unreachable!("a count or a duration"),
-    };
+    let limit = plan.sends(&sched, start_ns);
     let mut lag = new_histogram();
     let mut intervals = Intervals::new(tx, 0, start_ns, true);
     let mut payload = vec![0xa5u8; plan.size];
-    let (mut sent, mut received, mut last_ns) = (0u64, 0u64, start_ns);
+    let (mut sent, mut tally) = (0u64, Tally::new(start_ns));
     let mut publishing = true;
-    let mut run = || -> Result<(), String> {
+    let mut run = || -> Result<(), Failed> {
         loop {
             let now = clock.now_ns();
             if publishing {
                 let due = sched.due_at(now).min(limit);
-                for i in sent..due {
-                    let t = sched.intended_ns(i);
-                    payload[..8].copy_from_slice(&t.to_le_bytes());
-                    publ.publish(&plan.subject, &payload)
-                        .map_err(|e| format!("publisher 0: {e}"))?;
-                    lag.saturating_record(clock.now_ns().saturating_sub(t).max(1));
-                }
                 if due > sent {
+                    send_due(
+                        shared,
+                        &publ,
+                        &sched,
+                        sent..due,
+                        &mut payload,
+                        Some(&mut lag),
+                    )
+                    .map_err(Failed::Publisher)?;
                     sent = due;
                     shared.sent[0].store(sent, Ordering::Relaxed);
                 }
                 if sent >= limit || shared.abort.load(Ordering::Relaxed) {
-                    publ.flush().map_err(|e| format!("publisher 0: {e}"))?;
+                    publ.flush().map_err(|e| Failed::Publisher(e.to_string()))?;
                     p.elapsed_s = (clock.now_ns() - start_ns) as f64 / 1e9;
                     publishing = false;
                     publisher_done(shared, sent);
@@ -97,43 +95,35 @@ pub(super) fn pair(
             }
             let got = sub
                 .try_recv_with(|_topic, payload| sent_ns(payload))
-                .map_err(|e| format!("subscriber 0: {e}"))?;
+                .map_err(|e| Failed::Subscriber(e.to_string()))?;
             let now = clock.now_ns();
             match got {
-                Some(stamp) => {
-                    if let Some(t) = stamp {
-                        intervals.record_ns(now, t);
-                    }
-                    received += 1;
-                    last_ns = now;
-                    if received.is_multiple_of(256) {
-                        shared.received[0].store(received, Ordering::Relaxed);
-                    }
-                }
+                Some(stamp) => tally.got(shared, 0, &mut intervals, now, stamp),
                 None => std::hint::spin_loop(),
             }
             intervals.roll(now);
-            if !publishing && got_all_or_quiet(shared, received, last_ns, now, &mut s) {
+            if !publishing && got_all_or_quiet(shared, tally.received, tally.last_ns, now, &mut s) {
                 return Ok(());
             }
         }
     };
-    if let Err(e) = run() {
-        // The message names its side ("publisher 0: …" or "subscriber 0: …").
-        match e.starts_with("publisher") {
-            true => p.error = Some(e),
-            false => s.error = Some(e),
-        }
-        if publishing {
-            p.elapsed_s = (clock.now_ns() - start_ns) as f64 / 1e9;
-            publisher_done(shared, sent);
-        }
+    match run() {
+        Ok(()) => {}
+        Err(Failed::Publisher(e)) => p.error = Some(format!("publisher 0: {e}")),
+        Err(Failed::Subscriber(e)) => s.error = Some(format!("subscriber 0: {e}")),
+    }
+    if publishing {
+        p.elapsed_s = (clock.now_ns() - start_ns) as f64 / 1e9;
+        publisher_done(shared, sent);
     }
     p.sent = sent;
     p.send_lag = Some(lag);
-    shared.received[0].store(received, Ordering::Relaxed);
-    intervals.finish();
-    s.received = received;
-    s.elapsed_s = last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    tally.finish(shared, 0, intervals, start_ns, &mut s);
     (p, s)
+}
+
+/// Which client of the pair failed, and why.
+enum Failed {
+    Publisher(String),
+    Subscriber(String),
 }

@@ -206,36 +206,14 @@ impl Durable {
         Durable::start_launch(launch)
     }
 
-    /// Starts `launch` (its stderr captured) and pins the ports the run got
-    /// (MQTT, NATS, admin, and the mesh listener set by `--mesh-listen`, if
-    /// any) for every restart.
+    /// Starts `launch` (its stderr captured) on fixed ports (MQTT, NATS,
+    /// admin, and the mesh listener set by `--mesh-listen`, if any:
+    /// `ports::fix_listeners`), the ones every restart binds again.
     pub fn start_launch(mut launch: Launch) -> Durable {
         launch.capture_stderr = true;
-        if launch.prefix.is_empty() {
-            super::ports::fix_listeners(&mut launch);
-        }
+        // The ports every restart binds again: fixed before the first run.
+        super::ports::fix_listeners(&mut launch);
         let weft = Weft::launch_with(launch.clone());
-        // Pin the ports this run got, for every restart.
-        launch.mqtt_listen = weft.addr.to_string();
-        if let Some(mesh) = weft.mesh {
-            for i in 0..launch.args.len() {
-                if launch.args[i] == "--mesh-listen" && i + 1 < launch.args.len() {
-                    launch.args[i + 1] = mesh.to_string();
-                } else if launch.args[i].starts_with("--mesh-listen=") {
-                    launch.args[i] = format!("--mesh-listen={mesh}");
-                }
-            }
-        }
-        let mut table: toml::Table = launch.toml.parse().expect("test TOML");
-        for (section, addr) in [("nats", weft.nats), ("admin", weft.admin)] {
-            let t = table
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            t.as_table_mut()
-                .unwrap()
-                .insert("listen".into(), toml::Value::String(addr.to_string()));
-        }
-        launch.toml = table.to_string();
         let mesh_pinned = weft.mesh;
         Durable {
             weft,
